@@ -1,0 +1,30 @@
+"""cnnkit: fast, readable convolutional networks on the CPU.
+
+The kernels (conv2d, ReLU, max pooling, dense, softmax cross-entropy, forward
+and backward) are C with OpenMP loops; :mod:`cnnkit.functional` is their
+NumPy-facing API and :mod:`cnnkit.reference` their pure-NumPy twin.
+"""
+from ._version import __version__
+
+try:
+    from . import _kernels
+except ImportError as exc:  # pragma: no cover - only on a broken install
+    raise ImportError(
+        "cnnkit's compiled kernels could not be imported "
+        f"({exc}). cnnkit must be built before it is used: install it with "
+        "'pip install .' (or 'pip install --no-build-isolation -e .' for "
+        "development) from the source tree, and do not run Python from "
+        "inside the source folder's python/ directory."
+    ) from exc
+
+from . import functional, reference
+from ._config import get_num_threads, set_num_threads, show_config
+
+__all__ = [
+    "__version__",
+    "functional",
+    "reference",
+    "get_num_threads",
+    "set_num_threads",
+    "show_config",
+]

@@ -1,0 +1,623 @@
+# cython: language_level=3
+"""Bindings to the C kernels.
+
+Every function here validates its arguments completely (dtype, ndim, shapes
+that fit together, positive strides, sizes whose products fit in 64 bits),
+converts inputs once to aligned, C-contiguous arrays of the working dtype
+(never writing to them; read-only inputs are fine), allocates the outputs and
+the workspace, and calls the C kernel with the GIL released.
+
+Callers pass arrays already promoted to one float dtype (float32 or float64)
+and hyperparameters already normalised to tuples of ints; `cnnkit.functional`
+does that.  The checks are repeated here so that no call, however wrong, can
+reach C with an inconsistent shape.
+"""
+import threading
+
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+
+cnp.import_array()
+
+# Largest element count or index product accepted; leaves headroom below
+# 2**63 for the index arithmetic in C.
+cdef object _MAX_SIZE = 2 ** 62
+
+_thread_lock = threading.Lock()
+_user_threads = 0
+
+
+# --------------------------------------------------------------------------
+# threads and build facts
+# --------------------------------------------------------------------------
+def set_num_threads(n):
+    """Set the number of threads the kernels use; 0 restores the default."""
+    global _user_threads
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(
+            f"set_num_threads: n must be an int, got {type(n).__name__}")
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"set_num_threads: n must be >= 0, got {n}")
+    with _thread_lock:
+        _user_threads = n
+
+
+def get_num_threads():
+    """Number of threads the next kernel call will use."""
+    cdef int n = _user_threads
+    if n > 0:
+        return n
+    return max(1, cnnkit_omp_max_threads())
+
+
+cdef int _nthreads() except -1:
+    cdef int n = _user_threads
+    if n > 0:
+        return n
+    n = cnnkit_omp_max_threads()
+    return n if n > 0 else 1
+
+
+def build_info():
+    """Facts about the compiled kernels, as a dict."""
+    return {
+        "compiler": cnnkit_compiler().decode(),
+        "openmp": bool(cnnkit_have_openmp()),
+        "openmp_version": int(cnnkit_openmp_version()),
+        "omp_max_threads": int(cnnkit_omp_max_threads()),
+        "simd_path": cnnkit_simd_path().decode(),
+        "simd_paths_built": cnnkit_simd_paths_built().decode(),
+    }
+
+
+# --------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------
+cdef object _float_input(object a, str name, object dtype=None):
+    """a as an aligned C-contiguous float32/float64 ndarray (no copy if it
+    already is one)."""
+    arr = np.asarray(a)
+    if dtype is None:
+        dtype = arr.dtype
+    dtype = np.dtype(dtype)
+    if dtype != np.float32 and dtype != np.float64:
+        raise TypeError(
+            f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(
+            f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    return np.require(arr, dtype=dtype, requirements=["C", "A"])
+
+
+cdef object _check_ndim(object arr, int ndim, str name, str layout):
+    if arr.ndim != ndim:
+        raise ValueError(
+            f"{name} must be {ndim}-D {layout}, got shape {arr.shape}")
+
+
+cdef object _check_size(str what, tuple dims):
+    cdef object total = 1
+    for d in dims:
+        total *= int(d)
+    if total > _MAX_SIZE:
+        raise ValueError(
+            f"{what} has {total} elements (dims {dims}), more than cnnkit "
+            f"supports (2**62)")
+
+
+cdef tuple _pos_pair(object v, str name, str fn):
+    if len(v) != 2:
+        raise ValueError(f"{fn}: {name} must be a pair, got {v!r}")
+    a, b = int(v[0]), int(v[1])
+    if a <= 0 or b <= 0:
+        raise ValueError(f"{fn}: {name} must be positive, got {v!r}")
+    if a > _MAX_SIZE or b > _MAX_SIZE:
+        raise ValueError(f"{fn}: {name} too large, got {v!r}")
+    return a, b
+
+
+cdef tuple _pad4(object v, str fn):
+    if len(v) != 4:
+        raise ValueError(
+            f"{fn}: padding must be (top, bottom, left, right), got {v!r}")
+    t = tuple(int(p) for p in v)
+    for p in t:
+        if p < 0:
+            raise ValueError(f"{fn}: padding must be >= 0, got {v!r}")
+        if p > _MAX_SIZE:
+            raise ValueError(f"{fn}: padding too large, got {v!r}")
+    return t
+
+
+cdef object _conv_geom(cnnkit_conv2d_geom *g, tuple xs, tuple ws,
+                       object stride, object padding, object dilation):
+    """Fill g from x shape (N,C,H,W), weight shape (K,C,R,S) and the
+    hyperparameters; returns the output shape."""
+    fn = "conv2d"
+    sh, sw = _pos_pair(stride, "stride", fn)
+    dh, dw = _pos_pair(dilation, "dilation", fn)
+    pt, pb, pl, pr = _pad4(padding, fn)
+    n, c, h, w = xs
+    k, c2, r, s = ws
+    if c != c2:
+        raise ValueError(
+            f"{fn}: x has {c} channels (shape {xs}) but weight expects {c2} "
+            f"(shape {ws})")
+    if r <= 0 or s <= 0:
+        raise ValueError(f"{fn}: kernel size must be positive, got weight "
+                         f"shape {ws}")
+    eh, ew = dh * (r - 1) + 1, dw * (s - 1) + 1
+    ph, pw = h + pt + pb, w + pl + pr
+    if ph > _MAX_SIZE or pw > _MAX_SIZE or eh > _MAX_SIZE or ew > _MAX_SIZE:
+        raise ValueError(f"{fn}: sizes too large (padded input {ph}x{pw}, "
+                         f"dilated kernel {eh}x{ew})")
+    if eh > ph or ew > pw:
+        raise ValueError(
+            f"{fn}: kernel ({r}, {s}) with dilation ({dh}, {dw}) spans "
+            f"({eh}, {ew}), larger than the padded input ({ph}, {pw}) of x "
+            f"shape {xs}")
+    oh = (ph - eh) // sh + 1
+    ow = (pw - ew) // sw + 1
+    _check_size("conv2d input", xs)
+    _check_size("conv2d weight", ws)
+    _check_size("conv2d output", (n, k, oh, ow))
+    _check_size("conv2d lowered matrix", (c, r, s, oh, ow))
+    g.n, g.c, g.h, g.w = n, c, h, w
+    g.k, g.r, g.s = k, r, s
+    g.oh, g.ow = oh, ow
+    g.stride_h, g.stride_w = sh, sw
+    g.pad_h, g.pad_w = pt, pl
+    g.dil_h, g.dil_w = dh, dw
+    return (n, k, oh, ow)
+
+
+cdef object _workspace(object nelem, object dtype):
+    _check_size("workspace", (nelem,))
+    return np.empty(max(int(nelem), 1), dtype=dtype)
+
+
+cdef inline void *_ptr(object a):
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef object _same_dtype(str fn, list named):
+    """All arrays must share one float dtype; returns it."""
+    dt = named[0][1].dtype
+    for name, a in named[1:]:
+        if a.dtype != dt:
+            raise TypeError(
+                f"{fn}: {name} has dtype {a.dtype} but {named[0][0]} has "
+                f"dtype {dt}; pass arrays of one float dtype")
+    return dt
+
+
+# --------------------------------------------------------------------------
+# conv2d
+# --------------------------------------------------------------------------
+def conv2d_forward(x, weight, bias, stride, padding, dilation):
+    """y (N,K,OH,OW) of x (N,C,H,W), weight (K,C,R,S), bias (K,) or None;
+    padding is (top, bottom, left, right)."""
+    cdef cnnkit_conv2d_geom g
+    cdef int nt = _nthreads()
+    x = _float_input(x, "x")
+    weight = _float_input(weight, "weight")
+    _check_ndim(x, 4, "x", "(N, C, H, W)")
+    _check_ndim(weight, 4, "weight", "(K, C, R, S)")
+    if bias is not None:
+        bias = _float_input(bias, "bias")
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(
+                f"conv2d: bias must have shape ({weight.shape[0]},) for "
+                f"weight shape {weight.shape}, got {bias.shape}")
+    dt = _same_dtype("conv2d", [("x", x), ("weight", weight)] +
+                     ([("bias", bias)] if bias is not None else []))
+    out_shape = _conv_geom(&g, x.shape, weight.shape, stride, padding,
+                           dilation)
+    y = np.empty(out_shape, dtype=dt)
+    if y.size == 0:
+        return y
+    work = _workspace(cnnkit_conv2d_workspace(&g, CNNKIT_CONV_FORWARD, nt), dt)
+    cdef void *py = _ptr(y)
+    cdef void *px = _ptr(x)
+    cdef void *pw = _ptr(weight)
+    cdef void *pb = _ptr(bias) if bias is not None else NULL
+    cdef void *pk = _ptr(work)
+    if dt == np.float32:
+        with nogil:
+            cnnkit_conv2d_forward_f32(<float *>py, <const float *>px,
+                                      <const float *>pw, <const float *>pb,
+                                      <float *>pk, &g, nt)
+    else:
+        with nogil:
+            cnnkit_conv2d_forward_f64(<double *>py, <const double *>px,
+                                      <const double *>pw, <const double *>pb,
+                                      <double *>pk, &g, nt)
+    return y
+
+
+def conv2d_backward(grad_out, x, weight, stride, padding, dilation,
+                    bint need_input_grad=True, bint need_bias_grad=True):
+    """(grad_x or None, grad_weight, grad_bias or None)."""
+    cdef cnnkit_conv2d_geom g
+    cdef int nt = _nthreads()
+    grad_out = _float_input(grad_out, "grad_out")
+    x = _float_input(x, "x")
+    weight = _float_input(weight, "weight")
+    _check_ndim(x, 4, "x", "(N, C, H, W)")
+    _check_ndim(weight, 4, "weight", "(K, C, R, S)")
+    dt = _same_dtype("conv2d_backward", [("x", x), ("weight", weight),
+                                         ("grad_out", grad_out)])
+    out_shape = _conv_geom(&g, x.shape, weight.shape, stride, padding,
+                           dilation)
+    if grad_out.shape != out_shape:
+        raise ValueError(
+            f"conv2d_backward: grad_out must have the output shape "
+            f"{out_shape} of x {x.shape} and weight {weight.shape}, got "
+            f"{grad_out.shape}")
+    gx = np.zeros(x.shape, dtype=dt) if need_input_grad else None
+    gw = np.zeros(weight.shape, dtype=dt)
+    gb = np.zeros((weight.shape[0],), dtype=dt) if need_bias_grad else None
+    cdef void *pgy = _ptr(grad_out)
+    cdef void *px = _ptr(x)
+    cdef void *pw = _ptr(weight)
+    cdef void *pgx = NULL
+    cdef void *pgw = _ptr(gw)
+    cdef void *pgb = _ptr(gb) if gb is not None else NULL
+    cdef void *pk
+    if need_input_grad and gx.size:
+        work = _workspace(
+            cnnkit_conv2d_workspace(&g, CNNKIT_CONV_BACKWARD_DATA, nt), dt)
+        pgx = _ptr(gx)
+        pk = _ptr(work)
+        if dt == np.float32:
+            with nogil:
+                cnnkit_conv2d_backward_data_f32(
+                    <float *>pgx, <const float *>pgy, <const float *>pw,
+                    <float *>pk, &g, nt)
+        else:
+            with nogil:
+                cnnkit_conv2d_backward_data_f64(
+                    <double *>pgx, <const double *>pgy, <const double *>pw,
+                    <double *>pk, &g, nt)
+    if gw.size or (gb is not None and gb.size):
+        work = _workspace(
+            cnnkit_conv2d_workspace(&g, CNNKIT_CONV_BACKWARD_WEIGHT, nt), dt)
+        pk = _ptr(work)
+        if dt == np.float32:
+            with nogil:
+                cnnkit_conv2d_backward_weight_f32(
+                    <float *>pgw, <float *>pgb, <const float *>pgy,
+                    <const float *>px, <float *>pk, &g, nt)
+        else:
+            with nogil:
+                cnnkit_conv2d_backward_weight_f64(
+                    <double *>pgw, <double *>pgb, <const double *>pgy,
+                    <const double *>px, <double *>pk, &g, nt)
+    return gx, gw, gb
+
+
+# --------------------------------------------------------------------------
+# ReLU
+# --------------------------------------------------------------------------
+def relu_forward(x):
+    cdef int nt = _nthreads()
+    x = _float_input(x, "x")
+    y = np.empty(x.shape, dtype=x.dtype)
+    cdef ptrdiff_t n = x.size
+    cdef void *py = _ptr(y)
+    cdef void *px = _ptr(x)
+    if n == 0:
+        return y
+    if x.dtype == np.float32:
+        with nogil:
+            cnnkit_relu_forward_f32(<float *>py, <const float *>px, n, nt)
+    else:
+        with nogil:
+            cnnkit_relu_forward_f64(<double *>py, <const double *>px, n, nt)
+    return y
+
+
+def relu_backward(grad_out, x):
+    cdef int nt = _nthreads()
+    grad_out = _float_input(grad_out, "grad_out")
+    x = _float_input(x, "x")
+    dt = _same_dtype("relu_backward", [("x", x), ("grad_out", grad_out)])
+    if grad_out.shape != x.shape:
+        raise ValueError(
+            f"relu_backward: grad_out must have the shape of x {x.shape}, "
+            f"got {grad_out.shape}")
+    gx = np.empty(x.shape, dtype=dt)
+    cdef ptrdiff_t n = x.size
+    cdef void *pgx = _ptr(gx)
+    cdef void *pgy = _ptr(grad_out)
+    cdef void *px = _ptr(x)
+    if n == 0:
+        return gx
+    if dt == np.float32:
+        with nogil:
+            cnnkit_relu_backward_f32(<float *>pgx, <const float *>pgy,
+                                     <const float *>px, n, nt)
+    else:
+        with nogil:
+            cnnkit_relu_backward_f64(<double *>pgx, <const double *>pgy,
+                                     <const double *>px, n, nt)
+    return gx
+
+
+# --------------------------------------------------------------------------
+# max pooling
+# --------------------------------------------------------------------------
+cdef object _pool_geom(cnnkit_pool2d_geom *g, tuple xs, object kernel,
+                       object stride, object padding):
+    fn = "max_pool2d"
+    kh, kw = _pos_pair(kernel, "kernel_size", fn)
+    sh, sw = _pos_pair(stride, "stride", fn)
+    if len(padding) != 2:
+        raise ValueError(f"{fn}: padding must be a pair, got {padding!r}")
+    ph, pw = int(padding[0]), int(padding[1])
+    if ph < 0 or pw < 0:
+        raise ValueError(f"{fn}: padding must be >= 0, got {padding!r}")
+    if 2 * ph > kh or 2 * pw > kw:
+        raise ValueError(
+            f"{fn}: padding {(ph, pw)} must be at most half the kernel size "
+            f"{(kh, kw)}")
+    n, c, h, w = xs
+    if kh > h + 2 * ph or kw > w + 2 * pw:
+        raise ValueError(
+            f"{fn}: kernel_size {(kh, kw)} is larger than the padded input "
+            f"({h + 2 * ph}, {w + 2 * pw}) of x shape {xs}")
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    _check_size("max_pool2d input", xs)
+    _check_size("max_pool2d output", (n, c, oh, ow))
+    g.planes, g.h, g.w = n * c, h, w
+    g.oh, g.ow = oh, ow
+    g.kh, g.kw, g.stride_h, g.stride_w = kh, kw, sh, sw
+    g.pad_h, g.pad_w = ph, pw
+    return (n, c, oh, ow)
+
+
+def maxpool2d_forward(x, kernel_size, stride, padding):
+    """(y, indices) of x (N,C,H,W); all hyperparameters pairs."""
+    cdef cnnkit_pool2d_geom g
+    cdef int nt = _nthreads()
+    x = _float_input(x, "x")
+    _check_ndim(x, 4, "x", "(N, C, H, W)")
+    out_shape = _pool_geom(&g, x.shape, kernel_size, stride, padding)
+    y = np.empty(out_shape, dtype=x.dtype)
+    idx = np.empty(out_shape, dtype=np.int64)
+    if y.size == 0:
+        return y, idx
+    cdef void *py = _ptr(y)
+    cdef void *pi = _ptr(idx)
+    cdef void *px = _ptr(x)
+    if x.dtype == np.float32:
+        with nogil:
+            cnnkit_maxpool2d_forward_f32(<float *>py, <int64_t *>pi,
+                                         <const float *>px, &g, nt)
+    else:
+        with nogil:
+            cnnkit_maxpool2d_forward_f64(<double *>py, <int64_t *>pi,
+                                         <const double *>px, &g, nt)
+    return y, idx
+
+
+def maxpool2d_backward(grad_out, indices, input_shape):
+    cdef cnnkit_pool2d_geom g
+    cdef int nt = _nthreads()
+    grad_out = _float_input(grad_out, "grad_out")
+    ind = np.asarray(indices)
+    if ind.dtype.kind not in "iu" :
+        raise TypeError(
+            f"max_pool2d_backward: indices must be an integer array, got "
+            f"dtype {ind.dtype}")
+    _check_ndim(grad_out, 4, "grad_out", "(N, C, OH, OW)")
+    if ind.shape != grad_out.shape:
+        raise ValueError(
+            f"max_pool2d_backward: indices shape {ind.shape} must equal "
+            f"grad_out shape {grad_out.shape}")
+    shp = tuple(int(d) for d in input_shape)
+    if len(shp) != 4 or min(shp) < 0:
+        raise ValueError(
+            f"max_pool2d_backward: input_shape must be 4 sizes >= 0 "
+            f"(N, C, H, W), got {tuple(input_shape)}")
+    if shp[:2] != grad_out.shape[:2]:
+        raise ValueError(
+            f"max_pool2d_backward: input_shape {shp} and grad_out shape "
+            f"{grad_out.shape} differ in (N, C)")
+    _check_size("max_pool2d_backward input", shp)
+    hw = shp[2] * shp[3]
+    gx = np.empty(shp, dtype=grad_out.dtype)
+    if gx.size == 0:
+        if ind.size:
+            raise ValueError("max_pool2d_backward: indices point into an "
+                             "empty input plane")
+        return gx
+    if ind.size:
+        lo, hi = int(ind.min()), int(ind.max())
+        if lo < 0 or hi >= hw:
+            raise ValueError(
+                f"max_pool2d_backward: indices must lie in [0, {hw}) for "
+                f"input planes of {shp[2]}x{shp[3]}, got values in "
+                f"[{lo}, {hi}]")
+    ind = np.require(ind, dtype=np.int64, requirements=["C", "A"])
+    g.planes, g.h, g.w = shp[0] * shp[1], shp[2], shp[3]
+    g.oh, g.ow = grad_out.shape[2], grad_out.shape[3]
+    g.kh = g.kw = g.stride_h = g.stride_w = 1
+    g.pad_h = g.pad_w = 0
+    cdef void *pgx = _ptr(gx)
+    cdef void *pgy = _ptr(grad_out)
+    cdef void *pi = _ptr(ind)
+    if grad_out.dtype == np.float32:
+        with nogil:
+            cnnkit_maxpool2d_backward_f32(<float *>pgx, <const float *>pgy,
+                                          <const int64_t *>pi, &g, nt)
+    else:
+        with nogil:
+            cnnkit_maxpool2d_backward_f64(<double *>pgx, <const double *>pgy,
+                                          <const int64_t *>pi, &g, nt)
+    return gx
+
+
+# --------------------------------------------------------------------------
+# dense
+# --------------------------------------------------------------------------
+cdef tuple _dense_check(str fn, object x, object weight):
+    _check_ndim(x, 2, "x", "(N, F)")
+    _check_ndim(weight, 2, "weight", "(O, F)")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"{fn}: x has {x.shape[1]} features (shape {x.shape}) but "
+            f"weight expects {weight.shape[1]} (shape {weight.shape})")
+    _check_size(f"{fn} output", (x.shape[0], weight.shape[0]))
+    return x.shape[0], x.shape[1], weight.shape[0]
+
+
+def dense_forward(x, weight, bias):
+    cdef int nt = _nthreads()
+    x = _float_input(x, "x")
+    weight = _float_input(weight, "weight")
+    cdef ptrdiff_t n, f, o
+    n, f, o = _dense_check("dense", x, weight)
+    if bias is not None:
+        bias = _float_input(bias, "bias")
+        if bias.shape != (o,):
+            raise ValueError(
+                f"dense: bias must have shape ({o},) for weight shape "
+                f"{weight.shape}, got {bias.shape}")
+    dt = _same_dtype("dense", [("x", x), ("weight", weight)] +
+                     ([("bias", bias)] if bias is not None else []))
+    y = np.empty((n, o), dtype=dt)
+    if y.size == 0:
+        return y
+    work = _workspace(cnnkit_dense_workspace(nt), dt)
+    cdef void *py = _ptr(y)
+    cdef void *px = _ptr(x)
+    cdef void *pw = _ptr(weight)
+    cdef void *pb = _ptr(bias) if bias is not None else NULL
+    cdef void *pk = _ptr(work)
+    if dt == np.float32:
+        with nogil:
+            cnnkit_dense_forward_f32(<float *>py, <const float *>px,
+                                     <const float *>pw, <const float *>pb,
+                                     <float *>pk, n, f, o, nt)
+    else:
+        with nogil:
+            cnnkit_dense_forward_f64(<double *>py, <const double *>px,
+                                     <const double *>pw, <const double *>pb,
+                                     <double *>pk, n, f, o, nt)
+    return y
+
+
+def dense_backward(grad_out, x, weight, bint need_input_grad=True,
+                   bint need_bias_grad=True):
+    cdef int nt = _nthreads()
+    grad_out = _float_input(grad_out, "grad_out")
+    x = _float_input(x, "x")
+    weight = _float_input(weight, "weight")
+    cdef ptrdiff_t n, f, o
+    n, f, o = _dense_check("dense_backward", x, weight)
+    dt = _same_dtype("dense_backward", [("x", x), ("weight", weight),
+                                        ("grad_out", grad_out)])
+    if grad_out.shape != (n, o):
+        raise ValueError(
+            f"dense_backward: grad_out must have shape {(n, o)} for x "
+            f"{x.shape} and weight {weight.shape}, got {grad_out.shape}")
+    gx = np.zeros((n, f), dtype=dt) if need_input_grad else None
+    gw = np.zeros((o, f), dtype=dt)
+    gb = np.zeros((o,), dtype=dt) if need_bias_grad else None
+    if o == 0 or f == 0 and gb is None:
+        return gx, gw, gb
+    work = _workspace(cnnkit_dense_workspace(nt), dt)
+    cdef void *pgx = _ptr(gx) if gx is not None and gx.size else NULL
+    cdef void *pgw = _ptr(gw)
+    cdef void *pgb = _ptr(gb) if gb is not None else NULL
+    cdef void *pgy = _ptr(grad_out)
+    cdef void *px = _ptr(x)
+    cdef void *pw = _ptr(weight)
+    cdef void *pk = _ptr(work)
+    if dt == np.float32:
+        with nogil:
+            cnnkit_dense_backward_f32(<float *>pgx, <float *>pgw,
+                                      <float *>pgb, <const float *>pgy,
+                                      <const float *>px, <const float *>pw,
+                                      <float *>pk, n, f, o, nt)
+    else:
+        with nogil:
+            cnnkit_dense_backward_f64(<double *>pgx, <double *>pgw,
+                                      <double *>pgb, <const double *>pgy,
+                                      <const double *>px, <const double *>pw,
+                                      <double *>pk, n, f, o, nt)
+    return gx, gw, gb
+
+
+# --------------------------------------------------------------------------
+# softmax and cross-entropy
+# --------------------------------------------------------------------------
+def softmax(logits):
+    cdef int nt = _nthreads()
+    z = _float_input(logits, "logits")
+    _check_ndim(z, 2, "logits", "(N, C)")
+    if z.shape[1] == 0:
+        raise ValueError(f"softmax: logits need at least one class, got "
+                         f"shape {z.shape}")
+    p = np.empty(z.shape, dtype=z.dtype)
+    cdef ptrdiff_t n = z.shape[0], c = z.shape[1]
+    cdef void *pp = _ptr(p)
+    cdef void *pz = _ptr(z)
+    if n == 0:
+        return p
+    if z.dtype == np.float32:
+        with nogil:
+            cnnkit_softmax_f32(<float *>pp, <const float *>pz, n, c, nt)
+    else:
+        with nogil:
+            cnnkit_softmax_f64(<double *>pp, <const double *>pz, n, c, nt)
+    return p
+
+
+def softmax_cross_entropy(logits, labels, bint need_grad=True):
+    """(mean loss as a float, grad_logits or None)."""
+    cdef int nt = _nthreads()
+    z = _float_input(logits, "logits")
+    _check_ndim(z, 2, "logits", "(N, C)")
+    cdef ptrdiff_t n = z.shape[0], c = z.shape[1]
+    if n == 0 or c == 0:
+        raise ValueError(
+            f"softmax_cross_entropy: logits need at least one row and one "
+            f"class, got shape {z.shape}")
+    lab = np.asarray(labels)
+    if lab.dtype.kind not in "iu":
+        raise TypeError(
+            f"softmax_cross_entropy: labels must be integer class indices, "
+            f"got dtype {lab.dtype}")
+    if lab.shape != (n,):
+        raise ValueError(
+            f"softmax_cross_entropy: labels must have shape ({n},) for "
+            f"logits shape {z.shape}, got {lab.shape}")
+    lo, hi = int(lab.min()), int(lab.max())
+    if lo < 0 or hi >= c:
+        bad = lo if lo < 0 else hi
+        raise ValueError(
+            f"softmax_cross_entropy: labels must lie in [0, {c}) for {c} "
+            f"classes, got {bad}")
+    lab = np.require(lab, dtype=np.int64, requirements=["C", "A"])
+    grad = np.empty(z.shape, dtype=z.dtype) if need_grad else None
+    work = np.empty(n, dtype=np.float64)
+    cdef void *pg = _ptr(grad) if grad is not None else NULL
+    cdef void *pz = _ptr(z)
+    cdef void *pl = _ptr(lab)
+    cdef double *pk = <double *>_ptr(work)
+    cdef double loss
+    if z.dtype == np.float32:
+        with nogil:
+            loss = cnnkit_softmax_xent_f32(<float *>pg, <const float *>pz,
+                                           <const int64_t *>pl, pk, n, c, nt)
+    else:
+        with nogil:
+            loss = cnnkit_softmax_xent_f64(<double *>pg, <const double *>pz,
+                                           <const int64_t *>pl, pk, n, c, nt)
+    return loss, grad

@@ -1,0 +1,646 @@
+r"""The functional API: stateless kernels on NumPy arrays.
+
+Each function here normalises its arguments (int-or-pair hyperparameters,
+``"same"``/``"valid"`` padding, the 2-D convenience forms, dtype promotion)
+and runs the C kernel.  Its pure-NumPy twin in :mod:`cnnkit.reference` takes
+the same arguments and returns the same values.
+
+Conventions
+-----------
+* Layouts follow PyTorch: ``x`` is ``(N, C, H, W)``, convolution weights are
+  ``(K, C, R, S)``, dense weights are ``(O, F)``.
+* float32 and float64 are computed natively and results keep the input
+  dtype.  Integers and bools are promoted to float64, float16 is computed in
+  float32, and mixed float inputs follow NumPy's promotion.  Any other dtype
+  (complex, object, strings, long double) is a :class:`TypeError`.
+* Inputs of any memory order are accepted and never written to; outputs are
+  new C-contiguous arrays.
+* Bad arguments raise :class:`ValueError` or :class:`TypeError` naming the
+  argument, what was expected and what was given.
+"""
+import numbers
+
+import numpy as np
+
+from . import _kernels
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "relu",
+    "relu_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "dense",
+    "dense_backward",
+    "softmax",
+    "softmax_cross_entropy",
+    "conv2d_output_shape",
+    "pool2d_output_shape",
+]
+
+
+# --------------------------------------------------------------------------
+# argument normalisation
+# --------------------------------------------------------------------------
+def _as_array(a, name, fn):
+    """``a`` as an ndarray whose dtype cnnkit can compute with."""
+    if a is None:
+        raise TypeError(f"{fn}: {name} must be an array, got None")
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{fn}: {name} must be array-like ({exc})") from None
+    kind = arr.dtype.kind
+    if kind not in "biuf" or arr.dtype.itemsize > 8 and kind == "f":
+        raise TypeError(
+            f"{fn}: {name} must have a real float, integer or bool dtype; "
+            f"got dtype {arr.dtype}")
+    return arr
+
+
+def _compute_dtype(*arrays):
+    """The float dtype to compute in: NumPy's promotion of the inputs, with
+    integers and bools counted as float64 and float16 computed in float32."""
+    dts = [np.float64 if a.dtype.kind in "biu" else a.dtype
+           for a in arrays if a is not None]
+    dt = np.result_type(*dts)
+    if dt == np.float16:
+        dt = np.dtype(np.float32)
+    return np.dtype(dt)
+
+
+def _cast(a, dt):
+    return None if a is None else a.astype(dt, copy=False)
+
+
+def _int(v, name, fn):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(
+            f"{fn}: {name} must be an int or a pair of ints, got {v!r}")
+    return int(v)
+
+
+def _pair(v, name, fn):
+    """An int or a pair of ints as a tuple (h, w)."""
+    if isinstance(v, (tuple, list, np.ndarray)):
+        if len(v) != 2:
+            raise ValueError(
+                f"{fn}: {name} must be an int or a pair of ints, got {v!r}")
+        return _int(v[0], name, fn), _int(v[1], name, fn)
+    v = _int(v, name, fn)
+    return v, v
+
+
+def _positive_pair(v, name, fn):
+    p = _pair(v, name, fn)
+    if p[0] <= 0 or p[1] <= 0:
+        raise ValueError(f"{fn}: {name} must be positive, got {v!r}")
+    return p
+
+
+def _conv_padding(padding, kernel_hw, stride, dilation, fn):
+    """(top, bottom, left, right) padding for conv2d."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return 0, 0, 0, 0
+        if mode == "same":
+            if stride != (1, 1):
+                raise ValueError(
+                    f"{fn}: padding='same' needs stride 1, got stride "
+                    f"{stride}")
+            out = []
+            for k, d in zip(kernel_hw, dilation):
+                total = d * (k - 1)
+                out += [total // 2, total - total // 2]
+            return tuple(out)
+        raise ValueError(
+            f"{fn}: padding must be an int, a pair, 'valid' or 'same'; got "
+            f"{padding!r}")
+    ph, pw = _pair(padding, "padding", fn)
+    if ph < 0 or pw < 0:
+        raise ValueError(f"{fn}: padding must be >= 0, got {padding!r}")
+    return ph, ph, pw, pw
+
+
+def _check_ndim(arr, allowed, name, fn, layout):
+    if arr.ndim not in allowed:
+        raise ValueError(
+            f"{fn}: {name} must be {layout}; got shape {arr.shape}")
+
+
+# --------------------------------------------------------------------------
+# conv2d
+# --------------------------------------------------------------------------
+def _conv_args(fn, x, weight, stride, padding, dilation):
+    """Validated arrays (4-D forms) and hyperparameters for conv2d.
+
+    Returns x4, w4, stride, pad4, dilation and how to shape the result:
+    "2d" (2-D image and kernel), "3d" (one unbatched image) or "4d"."""
+    x = _as_array(x, "x", fn)
+    weight = _as_array(weight, "weight", fn)
+    if x.ndim == 2 and weight.ndim == 2:
+        form = "2d"
+        x4, w4 = x[None, None], weight[None, None]
+    else:
+        _check_ndim(weight, (4,), "weight", fn,
+                    "(out_channels K, in_channels C, R, S) (or 2-D together "
+                    "with a 2-D x)")
+        _check_ndim(x, (3, 4), "x", fn,
+                    "(N, C, H, W) or one image (C, H, W)")
+        form = "3d" if x.ndim == 3 else "4d"
+        x4 = x[None] if x.ndim == 3 else x
+        w4 = weight
+    if x4.shape[1] != w4.shape[1]:
+        raise ValueError(
+            f"{fn}: x has {x4.shape[1]} channels (shape {x.shape}) but "
+            f"weight expects {w4.shape[1]} (shape {weight.shape})")
+    stride = _positive_pair(stride, "stride", fn)
+    dilation = _positive_pair(dilation, "dilation", fn)
+    pad4 = _conv_padding(padding, w4.shape[2:], stride, dilation, fn)
+    return x4, w4, stride, pad4, dilation, form
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    r"""2-D convolution (cross-correlation, no kernel flip), as in PyTorch.
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, H, W)
+        Input images.  One image ``(C, H, W)`` gives a result without the
+        batch axis; a 2-D image with a 2-D ``weight`` is one image with one
+        channel and gives a 2-D result.
+    weight : array_like of shape (K, C, R, S)
+        K filters of C channels, R rows and S columns.
+    bias : array_like of shape (K,), optional
+        Added to every output position of each filter.
+    stride, dilation : int or (int, int), default 1
+        Step between windows and between kernel taps, per axis.
+    padding : int, (int, int), "valid" or "same", default 0
+        Zeros added on each side.  ``"same"`` (stride 1 only) keeps H and W,
+        putting the odd extra row/column at the bottom/right as PyTorch does.
+
+    Returns
+    -------
+    y : ndarray of shape (N, K, OH, OW)
+        With the dtype of the inputs (see the module notes).
+
+    Raises
+    ------
+    ValueError
+        Wrong ndim, channel mismatch, non-positive stride or dilation,
+        negative padding, or a kernel larger than the padded input.
+    TypeError
+        A dtype cnnkit cannot compute with (complex, object, ...).
+
+    Notes
+    -----
+    .. math::
+
+        y_{n,k,i,j} = b_k + \sum_{c,r,s} w_{k,c,r,s}\,
+            x_{n,c,\,i s_h - p_h + r d_h,\; j s_w - p_w + s d_w}
+
+    with :math:`OH = \lfloor (H + 2p_h - d_h (R-1) - 1) / s_h \rfloor + 1`
+    and likewise OW.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import conv2d
+    >>> image = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    >>> kernel = np.array([[1, 0], [0, -1]])
+    >>> conv2d(image, kernel)
+    array([[-4., -4.],
+           [-4., -4.]])
+    """
+    fn = "conv2d"
+    x4, w4, stride, pad4, dilation, form = _conv_args(
+        fn, x, weight, stride, padding, dilation)
+    if bias is not None:
+        bias = _as_array(bias, "bias", fn)
+        if form == "2d" and bias.ndim == 0:
+            bias = bias.reshape(1)
+        if bias.shape != (w4.shape[0],):
+            raise ValueError(
+                f"{fn}: bias must have shape ({w4.shape[0]},) for weight "
+                f"shape {np.shape(weight)}, got {bias.shape}")
+    dt = _compute_dtype(x4, w4, bias)
+    y = _kernels.conv2d_forward(_cast(x4, dt), _cast(w4, dt), _cast(bias, dt),
+                                stride, pad4, dilation)
+    if form == "2d":
+        return y[0, 0]
+    if form == "3d":
+        return y[0]
+    return y
+
+
+def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
+                    bias=True):
+    r"""Gradients of :func:`conv2d` with respect to x, weight and bias.
+
+    Parameters
+    ----------
+    grad_out : array_like of shape (N, K, OH, OW)
+        Gradient of the loss with respect to the output of the convolution.
+    x, weight, stride, padding, dilation
+        As given to :func:`conv2d` (including the 2-D and unbatched forms).
+    bias : bool, default True
+        Whether to compute the bias gradient.
+
+    Returns
+    -------
+    grad_x : ndarray, shape of x
+    grad_weight : ndarray, shape of weight
+    grad_bias : ndarray of shape (K,) or None
+
+    Notes
+    -----
+    .. math::
+
+        \frac{\partial L}{\partial w_{k,c,r,s}} = \sum_{n,i,j} g_{n,k,i,j}\,
+            x_{n,c,\,i s_h - p_h + r d_h,\; j s_w - p_w + s d_w}, \qquad
+        \frac{\partial L}{\partial b_k} = \sum_{n,i,j} g_{n,k,i,j}
+
+    and :math:`\partial L / \partial x` scatters :math:`g_{n,k,i,j}\,
+    w_{k,c,r,s}` back onto the input position each tap read (a transposed
+    convolution).  Gradients are overwritten, never accumulated.
+    """
+    fn = "conv2d_backward"
+    if isinstance(bias, np.ndarray) or not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(
+            f"{fn}: bias must be True or False (whether to return the bias "
+            f"gradient), got {type(bias).__name__}")
+    x4, w4, stride, pad4, dilation, form = _conv_args(
+        fn, x, weight, stride, padding, dilation)
+    g = _as_array(grad_out, "grad_out", fn)
+    g4 = {"2d": lambda a: a[None, None] if a.ndim == 2 else a,
+          "3d": lambda a: a[None] if a.ndim == 3 else a,
+          "4d": lambda a: a}[form](g)
+    dt = _compute_dtype(x4, w4, g4)
+    gx, gw, gb = _kernels.conv2d_backward(
+        _cast(g4, dt), _cast(x4, dt), _cast(w4, dt), stride, pad4, dilation,
+        True, bool(bias))
+    if form == "2d":
+        return gx[0, 0], gw[0, 0], gb
+    if form == "3d":
+        return gx[0], gw, gb
+    return gx, gw, gb
+
+
+def conv2d_output_shape(input_shape, kernel_size, stride=1, padding=0,
+                        dilation=1):
+    """(OH, OW) of :func:`conv2d` for an input (H, W) and a kernel (R, S).
+
+    ``padding`` may be an int, a pair, ``"valid"`` or ``"same"``.
+    """
+    fn = "conv2d_output_shape"
+    h, w = _pair(tuple(input_shape)[-2:], "input_shape", fn)
+    r, s = _positive_pair(kernel_size, "kernel_size", fn)
+    stride = _positive_pair(stride, "stride", fn)
+    dilation = _positive_pair(dilation, "dilation", fn)
+    pt, pb, pl, pr = _conv_padding(padding, (r, s), stride, dilation, fn)
+    oh = (h + pt + pb - dilation[0] * (r - 1) - 1) // stride[0] + 1
+    ow = (w + pl + pr - dilation[1] * (s - 1) - 1) // stride[1] + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"{fn}: kernel {(r, s)} with dilation {dilation} does not fit in "
+            f"the padded input of {(h, w)}")
+    return oh, ow
+
+
+# --------------------------------------------------------------------------
+# ReLU
+# --------------------------------------------------------------------------
+def relu(x):
+    r"""Rectified linear unit, :math:`\max(0, x)` elementwise; NaN stays NaN.
+
+    Parameters
+    ----------
+    x : array_like of any shape
+
+    Returns
+    -------
+    y : ndarray of the shape of x
+
+    Examples
+    --------
+    >>> from cnnkit.functional import relu
+    >>> relu([-2.0, 0.0, 3.0])
+    array([0., 0., 3.])
+    """
+    x = _as_array(x, "x", "relu")
+    dt = _compute_dtype(x)
+    return _kernels.relu_forward(x.astype(dt, copy=False))
+
+
+def relu_backward(grad_out, x):
+    r"""Gradient of :func:`relu`: ``grad_out`` where ``x > 0``, else 0.
+
+    The gradient at ``x == 0`` is 0, as in PyTorch.
+    """
+    fn = "relu_backward"
+    g = _as_array(grad_out, "grad_out", fn)
+    x = _as_array(x, "x", fn)
+    if g.shape != x.shape:
+        raise ValueError(
+            f"{fn}: grad_out must have the shape of x {x.shape}, got "
+            f"{g.shape}")
+    dt = _compute_dtype(g, x)
+    return _kernels.relu_backward(_cast(g, dt), _cast(x, dt))
+
+
+# --------------------------------------------------------------------------
+# max pooling
+# --------------------------------------------------------------------------
+def _pool_args(fn, kernel_size, stride, padding):
+    kernel = _positive_pair(kernel_size, "kernel_size", fn)
+    stride = kernel if stride is None else _positive_pair(stride, "stride",
+                                                          fn)
+    pad = _pair(padding, "padding", fn)
+    if pad[0] < 0 or pad[1] < 0:
+        raise ValueError(f"{fn}: padding must be >= 0, got {padding!r}")
+    return kernel, stride, pad
+
+
+def _to_4d(arr, name, fn):
+    _check_ndim(arr, (2, 3, 4), name, fn,
+                "(N, C, H, W), (C, H, W) or (H, W)")
+    return arr.reshape((1,) * (4 - arr.ndim) + arr.shape)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    r"""2-D max pooling with the argmax of each window.
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, H, W)
+        Also (C, H, W) or (H, W); the result then has the same number of
+        axes.
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.
+    padding : int or (int, int), default 0
+        Implicit ``-inf`` on each side; at most half the kernel size.
+
+    Returns
+    -------
+    y : ndarray of shape (N, C, OH, OW)
+    indices : ndarray of int64, shape of y
+        Flat position ``h * W + w`` of each maximum in its input plane, as
+        PyTorch's ``return_indices=True``.  Ties go to the first maximum in
+        row-major window order; a NaN in a window wins (NaN propagates).
+
+    Notes
+    -----
+    .. math::
+
+        y_{n,c,i,j} = \max_{0 \le r < k_h,\ 0 \le s < k_w}
+            x_{n,c,\,i s_h - p_h + r,\; j s_w - p_w + s}
+
+    with :math:`OH = \lfloor (H + 2p_h - k_h) / s_h \rfloor + 1`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import max_pool2d
+    >>> y, idx = max_pool2d(np.array([[1., 5.], [3., 2.]]), 2)
+    >>> y, idx
+    (array([[5.]]), array([[1]]))
+    """
+    fn = "max_pool2d"
+    x = _as_array(x, "x", fn)
+    x4 = _to_4d(x, "x", fn)
+    kernel, stride, pad = _pool_args(fn, kernel_size, stride, padding)
+    dt = _compute_dtype(x4)
+    y, idx = _kernels.maxpool2d_forward(x4.astype(dt, copy=False), kernel,
+                                        stride, pad)
+    lead = x.shape[:-2]
+    return (y.reshape(lead + y.shape[2:]), idx.reshape(lead + idx.shape[2:]))
+
+
+def max_pool2d_backward(grad_out, indices, input_shape):
+    r"""Gradient of :func:`max_pool2d`: ``grad_out`` scattered to the argmax.
+
+    Parameters
+    ----------
+    grad_out : array_like of shape (N, C, OH, OW)
+    indices : array_like of int, shape of grad_out
+        As returned by :func:`max_pool2d`.
+    input_shape : tuple of int
+        Shape of the pooled input, ``(N, C, H, W)`` (or the 3-D / 2-D form
+        used in the forward call).
+
+    Returns
+    -------
+    grad_x : ndarray of shape input_shape
+        Overlapping windows add their contributions.
+    """
+    fn = "max_pool2d_backward"
+    g = _as_array(grad_out, "grad_out", fn)
+    try:
+        shape = tuple(_int(d, "input_shape", fn) for d in input_shape)
+    except TypeError as exc:
+        if "input_shape" in str(exc):
+            raise
+        raise TypeError(
+            f"{fn}: input_shape must be a tuple of ints, got "
+            f"{input_shape!r}") from None
+    if len(shape) != g.ndim:
+        raise ValueError(
+            f"{fn}: input_shape {shape} and grad_out shape {g.shape} must "
+            f"have the same number of axes")
+    g4 = _to_4d(g, "grad_out", fn)
+    ind = np.asarray(indices)
+    if ind.shape != g.shape:
+        raise ValueError(
+            f"{fn}: indices shape {ind.shape} must equal grad_out shape "
+            f"{g.shape}")
+    ind4 = ind.reshape(g4.shape)
+    shape4 = (1,) * (4 - len(shape)) + shape
+    dt = _compute_dtype(g4)
+    gx = _kernels.maxpool2d_backward(g4.astype(dt, copy=False), ind4, shape4)
+    return gx.reshape(shape)
+
+
+def pool2d_output_shape(input_shape, kernel_size, stride=None, padding=0):
+    """(OH, OW) of :func:`max_pool2d` for an input (H, W)."""
+    fn = "pool2d_output_shape"
+    h, w = _pair(tuple(input_shape)[-2:], "input_shape", fn)
+    kernel, stride, pad = _pool_args(fn, kernel_size, stride, padding)
+    oh = (h + 2 * pad[0] - kernel[0]) // stride[0] + 1
+    ow = (w + 2 * pad[1] - kernel[1]) // stride[1] + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"{fn}: kernel_size {kernel} is larger than the padded input "
+            f"({h + 2 * pad[0]}, {w + 2 * pad[1]})")
+    return oh, ow
+
+
+# --------------------------------------------------------------------------
+# dense
+# --------------------------------------------------------------------------
+def _dense_args(fn, x, weight):
+    x = _as_array(x, "x", fn)
+    weight = _as_array(weight, "weight", fn)
+    _check_ndim(x, (1, 2), "x", fn, "(N, F) or one sample (F,)")
+    _check_ndim(weight, (1, 2), "weight", fn,
+                "(out_features O, in_features F) or one output (F,)")
+    x2 = x[None] if x.ndim == 1 else x
+    w2 = weight[None] if weight.ndim == 1 else weight
+    if x2.shape[1] != w2.shape[1]:
+        raise ValueError(
+            f"{fn}: x has {x2.shape[1]} features (shape {x.shape}) but "
+            f"weight expects {w2.shape[1]} (shape {weight.shape})")
+    # result axes: batch unless x is 1-D, outputs unless weight is 1-D
+    out_shape = ((x2.shape[0],) if x.ndim == 2 else ()) + \
+                ((w2.shape[0],) if weight.ndim == 2 else ())
+    return x, weight, x2, w2, out_shape
+
+
+def dense(x, weight, bias=None):
+    r"""Fully connected layer, ``x @ weight.T + bias`` (PyTorch's linear).
+
+    Parameters
+    ----------
+    x : array_like of shape (N, F)
+        One sample ``(F,)`` drops the batch axis from the result.
+    weight : array_like of shape (O, F)
+        One output ``(F,)`` drops the output axis (the seed example's
+        ``np.dot(W, x) + b``).
+    bias : array_like of shape (O,), optional
+        A scalar when ``weight`` is 1-D.
+
+    Returns
+    -------
+    y : ndarray of shape (N, O)
+
+    Notes
+    -----
+    .. math:: y_{n,o} = \sum_f x_{n,f}\, W_{o,f} + b_o
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import dense
+    >>> dense(np.zeros(4), np.array([0.5, -0.2, 0.1, 0.4]), 0.1)
+    array(0.1)
+    """
+    fn = "dense"
+    x, weight, x2, w2, out_shape = _dense_args(fn, x, weight)
+    if bias is not None:
+        bias = _as_array(bias, "bias", fn)
+        expected = (w2.shape[0],)
+        b = bias.reshape(1) if weight.ndim == 1 and bias.ndim == 0 else bias
+        if b.shape != expected:
+            raise ValueError(
+                f"{fn}: bias must have shape {expected} for weight shape "
+                f"{weight.shape}, got {bias.shape}")
+        bias = b
+    dt = _compute_dtype(x2, w2, bias)
+    y = _kernels.dense_forward(_cast(x2, dt), _cast(w2, dt), _cast(bias, dt))
+    return y.reshape(out_shape)
+
+
+def dense_backward(grad_out, x, weight, bias=True):
+    r"""Gradients of :func:`dense`.
+
+    Returns
+    -------
+    grad_x : ndarray, shape of x
+        ``grad_out @ weight``
+    grad_weight : ndarray, shape of weight
+        ``grad_out.T @ x``
+    grad_bias : ndarray of shape (O,) or None
+        ``grad_out.sum(axis=0)``, when ``bias`` is true.
+    """
+    fn = "dense_backward"
+    if isinstance(bias, np.ndarray) or not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(
+            f"{fn}: bias must be True or False (whether to return the bias "
+            f"gradient), got {type(bias).__name__}")
+    x, weight, x2, w2, out_shape = _dense_args(fn, x, weight)
+    g = _as_array(grad_out, "grad_out", fn)
+    if g.shape != out_shape:
+        raise ValueError(
+            f"{fn}: grad_out must have shape {out_shape} for x {x.shape} and "
+            f"weight {weight.shape}, got {g.shape}")
+    g2 = g.reshape(x2.shape[0], w2.shape[0])
+    dt = _compute_dtype(x2, w2, g2)
+    gx, gw, gb = _kernels.dense_backward(_cast(g2, dt), _cast(x2, dt),
+                                         _cast(w2, dt), True, bool(bias))
+    if gb is not None and weight.ndim == 1:
+        gb = gb.reshape(())
+    return gx.reshape(x.shape), gw.reshape(weight.shape), gb
+
+
+# --------------------------------------------------------------------------
+# softmax and cross-entropy
+# --------------------------------------------------------------------------
+def softmax(logits):
+    r"""Row-wise softmax, stable for logits of any magnitude.
+
+    Parameters
+    ----------
+    logits : array_like of shape (N, C)
+        Also one row ``(C,)``.
+
+    Returns
+    -------
+    p : ndarray, shape of logits; each row sums to 1
+
+    Notes
+    -----
+    .. math:: p_{n,c} = \frac{e^{z_{n,c} - m_n}}{\sum_{c'} e^{z_{n,c'} - m_n}},
+        \quad m_n = \max_c z_{n,c}
+    """
+    fn = "softmax"
+    z = _as_array(logits, "logits", fn)
+    _check_ndim(z, (1, 2), "logits", fn, "(N, C) or one row (C,)")
+    dt = _compute_dtype(z)
+    p = _kernels.softmax(z.reshape(-1, z.shape[-1]).astype(dt, copy=False))
+    return p.reshape(z.shape)
+
+
+def softmax_cross_entropy(logits, labels):
+    r"""Mean softmax cross-entropy over a batch, and its gradient.
+
+    Parameters
+    ----------
+    logits : array_like of shape (N, C)
+        Unnormalised class scores.
+    labels : array_like of int, shape (N,)
+        Class indices in ``[0, C)``.
+
+    Returns
+    -------
+    loss : numpy scalar of the logits' float dtype
+        :math:`\frac1N \sum_n (\log \sum_c e^{z_{n,c}} - z_{n,y_n})`,
+        computed with the log-sum-exp trick (exact for logits of 1e4).
+    grad_logits : ndarray of shape (N, C)
+        :math:`(\mathrm{softmax}(z) - \mathrm{onehot}(y)) / N`, the gradient
+        of the mean loss.
+
+    Raises
+    ------
+    TypeError
+        Labels that are not integers.
+    ValueError
+        Labels outside ``[0, C)``, or shapes that do not match.
+    """
+    fn = "softmax_cross_entropy"
+    z = _as_array(logits, "logits", fn)
+    _check_ndim(z, (2,), "logits", fn, "(N, C)")
+    lab = np.asarray(labels)
+    if lab.dtype.kind not in "iu":
+        if lab.dtype.kind == "f" and lab.size and np.all(
+                np.isfinite(lab)) and np.all(lab == np.round(lab)):
+            hint = " (integral floats: pass labels.astype(int))"
+        else:
+            hint = ""
+        raise TypeError(
+            f"{fn}: labels must be integer class indices, got dtype "
+            f"{lab.dtype}{hint}")
+    dt = _compute_dtype(z)
+    loss, grad = _kernels.softmax_cross_entropy(z.astype(dt, copy=False), lab)
+    return dt.type(loss), grad

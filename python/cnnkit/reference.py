@@ -1,0 +1,856 @@
+r"""Pure-NumPy reference implementations of the cnnkit kernels.
+
+Every kernel that :mod:`cnnkit.functional` runs in C has a twin here, written
+to be read next to its formula rather than to be fast. The functions take the
+same arguments, in the same order, and return the same things as their
+:mod:`cnnkit.functional` counterparts, so the test suite uses this module as
+the oracle for the compiled kernels and the documentation quotes it beside the
+mathematics.
+
+Conventions shared by all functions:
+
+* Layouts follow PyTorch: images are ``(N, C, H, W)``, convolution weights
+  ``(K, C, R, S)``, dense weights ``(O, F)``.
+* Arguments are read with :func:`numpy.asarray` and never written to; every
+  result is a new array.
+* Arithmetic is done in the inputs' floating dtype: float32 stays float32,
+  float64 stays float64, mixed floats follow NumPy's promotion, and integers
+  or booleans are promoted to float64.
+* Inputs are assumed to be valid already (shapes agree, the kernel fits in
+  the padded input, ...). Checking them is the job of :mod:`cnnkit.functional`.
+
+The worked example this library grew from reads, step by step::
+
+    >>> import numpy as np
+    >>> from cnnkit import reference as ref
+    >>> image = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    >>> kernel = np.array([[1, 0], [0, -1]])
+    >>> feature_map = ref.conv2d(image, kernel)
+    >>> feature_map
+    array([[-4., -4.],
+           [-4., -4.]])
+    >>> ref.relu(feature_map)
+    array([[0., 0.],
+           [0., 0.]])
+    >>> x = ref.relu(feature_map).reshape(1, -1)
+    >>> ref.dense(x, np.array([[0.5, -0.2, 0.1, 0.4]]), np.array([0.1]))
+    array([[0.1]])
+"""
+
+import numpy as np
+
+__all__ = [
+    "conv_output_size",
+    "conv2d_output_size",
+    "pool2d_output_size",
+    "conv2d",
+    "conv2d_backward",
+    "relu",
+    "relu_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "dense",
+    "dense_backward",
+    "softmax",
+    "log_softmax",
+    "softmax_cross_entropy",
+]
+
+
+# ---------------------------------------------------------------------------
+# Small helpers: dtypes, argument pairs, padding and output sizes
+# ---------------------------------------------------------------------------
+
+
+def _float_dtype(*arrays):
+    """Return the floating dtype in which to compute with ``arrays``.
+
+    Parameters
+    ----------
+    *arrays : ndarray
+        The array arguments of a kernel (``None`` entries are skipped).
+
+    Returns
+    -------
+    numpy.dtype
+        NumPy's promoted dtype of ``arrays`` if it is floating, otherwise
+        float64 (integers and booleans are promoted to float64).
+    """
+    dtype = np.result_type(*[a for a in arrays if a is not None])
+    if not np.issubdtype(dtype, np.floating):
+        dtype = np.dtype(np.float64)
+    return dtype
+
+
+def _pair(value):
+    """Return ``value`` as a pair ``(h, w)`` of Python ints.
+
+    Parameters
+    ----------
+    value : int or pair of int
+        A single number used for both axes, or a ``(h, w)`` pair.
+
+    Returns
+    -------
+    tuple of int
+        ``(value, value)`` for a single number, ``(h, w)`` for a pair.
+    """
+    if np.ndim(value) == 0:
+        return int(value), int(value)
+    h, w = value
+    return int(h), int(w)
+
+
+def _conv_padding(padding, kernel_size, stride, dilation):
+    r"""Return the zero padding of a convolution on each side of each axis.
+
+    Parameters
+    ----------
+    padding : int, pair of int, "valid" or "same"
+        The convolution's ``padding`` argument.
+    kernel_size, stride, dilation : pair of int
+        ``(R, S)``, ``(sh, sw)`` and ``(dh, dw)``.
+
+    Returns
+    -------
+    tuple
+        ``((top, bottom), (left, right))``.
+
+    Notes
+    -----
+    ``"valid"`` is no padding. ``"same"`` (stride 1 only) pads each axis by
+    the dilated kernel's extent minus one, split as PyTorch does, with the
+    odd element on the bottom / right:
+
+    .. math::
+
+        p_\text{total} = d\,(k - 1), \qquad
+        p_\text{before} = \lfloor p_\text{total} / 2 \rfloor, \qquad
+        p_\text{after} = p_\text{total} - p_\text{before}.
+
+    An integer or pair ``p`` pads ``p`` on both sides of its axis.
+    """
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return (0, 0), (0, 0)
+        if mode == "same":
+            if tuple(stride) != (1, 1):
+                raise ValueError(
+                    f"padding='same' requires stride 1, got stride={tuple(stride)}"
+                )
+            sides = []
+            for k, d in zip(kernel_size, dilation):
+                total = d * (k - 1)
+                sides.append((total // 2, total - total // 2))
+            return tuple(sides)
+        raise ValueError(
+            f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}"
+        )
+    ph, pw = _pair(padding)
+    return (ph, ph), (pw, pw)
+
+
+def _window_count(size, extent, stride, total_padding):
+    r"""Return how many windows of ``extent`` fit along a padded axis.
+
+    Parameters
+    ----------
+    size : int
+        Length of the unpadded axis.
+    extent : int
+        Length covered by one window (``d*(k-1)+1`` for a dilated kernel).
+    stride : int
+        Step between window starts.
+    total_padding : int
+        Padding added to the axis, both sides together.
+
+    Returns
+    -------
+    int
+        The number of window positions.
+
+    Notes
+    -----
+    .. math::
+
+        O = \left\lfloor \frac{I + p_\text{total} - e}{s} \right\rfloor + 1
+    """
+    return (size + total_padding - extent) // stride + 1
+
+
+def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):
+    r"""Length of a convolution's output along one axis.
+
+    Parameters
+    ----------
+    size : int
+        Input length along the axis (``H`` or ``W``).
+    kernel : int
+        Kernel length along the axis (``R`` or ``S``).
+    stride : int, optional
+        Step between windows. Default 1.
+    padding : int, "valid" or "same", optional
+        Zeros added on each side of the axis. Default 0.
+    dilation : int, optional
+        Spacing between kernel taps. Default 1.
+
+    Returns
+    -------
+    int
+        The output length.
+
+    Notes
+    -----
+    .. math::
+
+        O = \left\lfloor \frac{I + 2p - d\,(k - 1) - 1}{s} \right\rfloor + 1
+
+    With ``"same"`` (stride 1) the output length equals the input length.
+
+    Examples
+    --------
+    >>> conv_output_size(3, 2)
+    2
+    >>> conv_output_size(28, 3, stride=2, padding=1)
+    14
+    """
+    (before, after), _ = _conv_padding(
+        padding, (kernel, kernel), (stride, stride), (dilation, dilation)
+    )
+    return _window_count(size, dilation * (kernel - 1) + 1, stride, before + after)
+
+
+def conv2d_output_size(input_size, kernel_size, stride=1, padding=0, dilation=1):
+    r"""Spatial size ``(OH, OW)`` of a 2-D convolution's output.
+
+    Parameters
+    ----------
+    input_size : pair of int
+        ``(H, W)``.
+    kernel_size : int or pair of int
+        ``(R, S)``.
+    stride, dilation : int or pair of int, optional
+        Default 1.
+    padding : int, pair of int, "valid" or "same", optional
+        Default 0.
+
+    Returns
+    -------
+    tuple of int
+        ``(OH, OW)``.
+
+    Notes
+    -----
+    Per axis, with the padding added before (:math:`p_b`) and after
+    (:math:`p_a`) the input:
+
+    .. math::
+
+        O = \left\lfloor \frac{I + p_b + p_a - d\,(k - 1) - 1}{s} \right\rfloor + 1
+    """
+    H, W = _pair(input_size)
+    R, S = _pair(kernel_size)
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    (pt, pb), (pl, pr) = _conv_padding(padding, (R, S), (sh, sw), (dh, dw))
+    OH = _window_count(H, dh * (R - 1) + 1, sh, pt + pb)
+    OW = _window_count(W, dw * (S - 1) + 1, sw, pl + pr)
+    return OH, OW
+
+
+def pool2d_output_size(input_size, kernel_size, stride=None, padding=0):
+    r"""Spatial size ``(OH, OW)`` of a 2-D max pooling's output.
+
+    Parameters
+    ----------
+    input_size : pair of int
+        ``(H, W)``.
+    kernel_size : int or pair of int
+        ``(kh, kw)``.
+    stride : int or pair of int, optional
+        Defaults to ``kernel_size``.
+    padding : int or pair of int, optional
+        Default 0.
+
+    Returns
+    -------
+    tuple of int
+        ``(OH, OW)``.
+
+    Notes
+    -----
+    .. math::
+
+        O = \left\lfloor \frac{I + 2p - k}{s} \right\rfloor + 1
+    """
+    H, W = _pair(input_size)
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    ph, pw = _pair(padding)
+    return _window_count(H, kh, sh, 2 * ph), _window_count(W, kw, sw, 2 * pw)
+
+
+def _window(out_index, stride, kernel, dilation):
+    """Slice of the padded input seen by one output position along one axis.
+
+    Parameters
+    ----------
+    out_index : int
+        Output coordinate (``oh`` or ``ow``).
+    stride, kernel, dilation : int
+        The convolution's parameters along that axis.
+
+    Returns
+    -------
+    slice
+        ``start : start + d*(k-1) + 1 : d`` with ``start = out_index * stride``;
+        it selects exactly ``kernel`` elements.
+    """
+    start = out_index * stride
+    return slice(start, start + dilation * (kernel - 1) + 1, dilation)
+
+
+# ---------------------------------------------------------------------------
+# Convolution
+# ---------------------------------------------------------------------------
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    r"""2-D convolution (cross-correlation) of a batch of images.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+        Input images. A 2-D ``(H, W)`` array together with a 2-D ``(R, S)``
+        ``weight`` is taken as one image with one channel.
+    weight : array_like, shape (K, C, R, S)
+        ``K`` filters of ``C`` channels each.
+    bias : array_like, shape (K,), optional
+        One value added to each output channel.
+    stride : int or pair of int, optional
+        Step ``(sh, sw)`` between windows. Default 1.
+    padding : int, pair of int, "valid" or "same", optional
+        Zeros added around the input. ``"same"`` (stride 1 only) keeps the
+        spatial size, putting the odd element of padding on the bottom / right.
+        Default 0.
+    dilation : int or pair of int, optional
+        Spacing ``(dh, dw)`` between kernel taps. Default 1.
+
+    Returns
+    -------
+    y : ndarray, shape (N, K, OH, OW)
+        The feature maps; ``(OH, OW)`` for the 2-D form.
+
+    Notes
+    -----
+    With :math:`\tilde x` the zero-padded input, each output is the sum of
+    the element-wise product of one (dilated) window with the kernel; the
+    kernel is not flipped:
+
+    .. math::
+
+        y_{n,k,i,j} = b_k + \sum_{c=0}^{C-1} \sum_{r=0}^{R-1} \sum_{s=0}^{S-1}
+            \tilde x_{n,\,c,\; i s_h + r d_h,\; j s_w + s d_w}\; w_{k,c,r,s}
+
+    and :math:`OH = \lfloor (H + 2p_h - d_h(R-1) - 1) / s_h \rfloor + 1`
+    (likewise for :math:`OW`).
+
+    Examples
+    --------
+    >>> conv2d([[1, 2, 3], [4, 5, 6], [7, 8, 9]], [[1, 0], [0, -1]])
+    array([[-4., -4.],
+           [-4., -4.]])
+    """
+    x = np.asarray(x)
+    weight = np.asarray(weight)
+    bias = None if bias is None else np.asarray(bias)
+    dtype = _float_dtype(x, weight, bias)
+
+    single_image = x.ndim == 2 and weight.ndim == 2
+    if single_image:
+        x = x[np.newaxis, np.newaxis]
+        weight = weight[np.newaxis, np.newaxis]
+    x = x.astype(dtype, copy=False)
+    weight = weight.astype(dtype, copy=False)
+
+    N, C, H, W = x.shape
+    K, _, R, S = weight.shape
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    (pt, pb), (pl, pr) = _conv_padding(padding, (R, S), (sh, sw), (dh, dw))
+    OH, OW = conv2d_output_size((H, W), (R, S), (sh, sw), padding, (dh, dw))
+
+    x_padded = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    y = np.empty((N, K, OH, OW), dtype=dtype)
+    for oh in range(OH):
+        for ow in range(OW):
+            rows = _window(oh, sh, R, dh)
+            cols = _window(ow, sw, S, dw)
+            region = x_padded[:, :, rows, cols]  # (N, C, R, S)
+            # multiply by each kernel and sum over (C, R, S) -> (N, K)
+            y[:, :, oh, ow] = np.tensordot(region, weight, axes=([1, 2, 3], [1, 2, 3]))
+
+    if bias is not None:
+        y += bias.astype(dtype, copy=False).reshape(1, K, 1, 1)
+    return y[0, 0] if single_image else y
+
+
+def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=True):
+    r"""Gradients of :func:`conv2d` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_out : array_like, shape (N, K, OH, OW)
+        Gradient of the loss with respect to the convolution's output.
+    x : array_like, shape (N, C, H, W)
+        The forward input.
+    weight : array_like, shape (K, C, R, S)
+        The forward weight.
+    stride, padding, dilation
+        As in :func:`conv2d` (``padding`` may be ``"valid"`` or ``"same"``).
+    bias : bool, optional
+        Whether the forward pass had a bias; if false no bias gradient is
+        computed. Default True.
+
+    Returns
+    -------
+    grad_x : ndarray, shape (N, C, H, W)
+    grad_weight : ndarray, shape (K, C, R, S)
+    grad_bias : ndarray, shape (K,), or None
+        ``None`` when ``bias`` is false.
+
+    Notes
+    -----
+    With :math:`g = \partial L / \partial y` and the same window indexing as
+    the forward pass, every output position sends gradient back along the
+    products that made it:
+
+    .. math::
+
+        \frac{\partial L}{\partial w_{k,c,r,s}} = \sum_{n,i,j} g_{n,k,i,j}\,
+            \tilde x_{n,\,c,\; i s_h + r d_h,\; j s_w + s d_w}
+
+    .. math::
+
+        \frac{\partial L}{\partial \tilde x_{n,\,c,\; i s_h + r d_h,\; j s_w + s d_w}}
+            \mathrel{+}= \sum_k g_{n,k,i,j}\, w_{k,c,r,s}
+
+    .. math::
+
+        \frac{\partial L}{\partial b_k} = \sum_{n,i,j} g_{n,k,i,j}
+
+    The input gradient is accumulated on the padded input :math:`\tilde x`
+    and then cropped back to ``(H, W)``; padding receives gradient but is not
+    an input, so that part is dropped.
+    """
+    grad_out = np.asarray(grad_out)
+    x = np.asarray(x)
+    weight = np.asarray(weight)
+    dtype = _float_dtype(grad_out, x, weight)
+    grad_out = grad_out.astype(dtype, copy=False)
+    x = x.astype(dtype, copy=False)
+    weight = weight.astype(dtype, copy=False)
+
+    N, C, H, W = x.shape
+    K, _, R, S = weight.shape
+    _, _, OH, OW = grad_out.shape
+    sh, sw = _pair(stride)
+    dh, dw = _pair(dilation)
+    (pt, pb), (pl, pr) = _conv_padding(padding, (R, S), (sh, sw), (dh, dw))
+
+    x_padded = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    grad_x_padded = np.zeros_like(x_padded)
+    grad_weight = np.zeros_like(weight)
+    for oh in range(OH):
+        for ow in range(OW):
+            rows = _window(oh, sh, R, dh)
+            cols = _window(ow, sw, S, dw)
+            g = grad_out[:, :, oh, ow]  # (N, K)
+            # dL/dw[k] += sum_n g[n, k] * window[n]
+            grad_weight += np.tensordot(g, x_padded[:, :, rows, cols], axes=([0], [0]))
+            # dL/dwindow[n] += sum_k g[n, k] * w[k]   (scatter-add into the window)
+            grad_x_padded[:, :, rows, cols] += np.tensordot(g, weight, axes=([1], [0]))
+
+    grad_x = grad_x_padded[:, :, pt:pt + H, pl:pl + W].copy()
+    grad_bias = grad_out.sum(axis=(0, 2, 3)) if bias else None
+    return grad_x, grad_weight, grad_bias
+
+
+# ---------------------------------------------------------------------------
+# ReLU
+# ---------------------------------------------------------------------------
+
+
+def relu(x):
+    r"""Rectified linear unit, element-wise.
+
+    Parameters
+    ----------
+    x : array_like
+        Any shape.
+
+    Returns
+    -------
+    y : ndarray
+        Same shape as ``x``.
+
+    Notes
+    -----
+    .. math::
+
+        y = \max(0, x)
+
+    NaN inputs give NaN outputs (:func:`numpy.maximum` propagates NaN).
+    """
+    x = np.asarray(x)
+    x = x.astype(_float_dtype(x), copy=False)
+    return np.maximum(x.dtype.type(0), x)
+
+
+def relu_backward(grad_out, x):
+    r"""Gradient of :func:`relu` with respect to its input.
+
+    Parameters
+    ----------
+    grad_out : array_like
+        Gradient of the loss with respect to ReLU's output.
+    x : array_like
+        The forward input, same shape as ``grad_out``.
+
+    Returns
+    -------
+    grad_x : ndarray
+        Same shape as ``x``.
+
+    Notes
+    -----
+    .. math::
+
+        \frac{\partial L}{\partial x} = \frac{\partial L}{\partial y}\,
+            \mathbb{1}[x > 0]
+
+    The gradient at :math:`x = 0` is taken as 0, and so is the gradient at a
+    NaN input (``NaN > 0`` is false), as in PyTorch. Where :math:`x \le 0` the
+    result is exactly 0 even if ``grad_out`` holds an infinity or NaN there.
+    """
+    grad_out = np.asarray(grad_out)
+    x = np.asarray(x)
+    dtype = _float_dtype(grad_out, x)
+    return np.where(x > 0, grad_out, 0).astype(dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------
+# Max pooling
+# ---------------------------------------------------------------------------
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    r"""2-D max pooling, returning the maxima and where they came from.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+        Input images.
+    kernel_size : int or pair of int
+        Window size ``(kh, kw)``.
+    stride : int or pair of int, optional
+        Step ``(sh, sw)`` between windows; defaults to ``kernel_size``.
+    padding : int or pair of int, optional
+        Implicit ``-inf`` added on each side, at most half the window.
+        Default 0.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OH, OW)
+        The maximum of each window.
+    indices : ndarray of int64, shape (N, C, OH, OW)
+        Position of each maximum in its input plane, flattened as
+        ``h * W + w`` (PyTorch's ``return_indices``).
+
+    Notes
+    -----
+    .. math::
+
+        y_{n,c,i,j} = \max_{0 \le a < k_h,\; 0 \le b < k_w}
+            \tilde x_{n,\,c,\; i s_h + a,\; j s_w + b}
+
+    where :math:`\tilde x` is the input padded with :math:`-\infty`, and
+    :math:`OH = \lfloor (H + 2p_h - k_h) / s_h \rfloor + 1`.
+
+    Each window is scanned in row-major order; an element replaces the
+    current maximum when ``value > maximum or isnan(value)``. So ties go to
+    the first maximum, a window holding a NaN gives NaN with the index of its
+    last NaN, and a window of only ``-inf`` gives ``-inf`` with the index of
+    its first element inside the input. Padding is never selected: only the
+    part of each window that overlaps the input is scanned, which is the same
+    as padding with ``-inf``.
+    """
+    x = np.asarray(x)
+    x = x.astype(_float_dtype(x), copy=False)
+    N, C, H, W = x.shape
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    ph, pw = _pair(padding)
+    OH, OW = pool2d_output_size((H, W), (kh, kw), (sh, sw), (ph, pw))
+
+    y = np.empty((N, C, OH, OW), dtype=x.dtype)
+    indices = np.empty((N, C, OH, OW), dtype=np.int64)
+    for oh in range(OH):
+        # the window in padded coordinates, clipped to the input
+        h0 = max(oh * sh - ph, 0)
+        h1 = min(oh * sh - ph + kh, H)
+        for ow in range(OW):
+            w0 = max(ow * sw - pw, 0)
+            w1 = min(ow * sw - pw + kw, W)
+            region = x[:, :, h0:h1, w0:w1].reshape(N, C, -1)  # row-major order
+
+            # first maximum (np.argmax also returns 0 for an all -inf window)
+            best = np.argmax(region, axis=-1)
+            # ... unless the window holds a NaN: then the last NaN wins
+            is_nan = np.isnan(region)
+            last_nan = region.shape[-1] - 1 - np.argmax(is_nan[..., ::-1], axis=-1)
+            best = np.where(is_nan.any(axis=-1), last_nan, best)
+
+            y[:, :, oh, ow] = np.take_along_axis(region, best[..., None], axis=-1)[..., 0]
+            r, s = np.divmod(best, w1 - w0)
+            indices[:, :, oh, ow] = (h0 + r) * W + (w0 + s)
+    return y, indices
+
+
+def max_pool2d_backward(grad_out, indices, input_shape):
+    r"""Gradient of :func:`max_pool2d` with respect to its input.
+
+    Parameters
+    ----------
+    grad_out : array_like, shape (N, C, OH, OW)
+        Gradient of the loss with respect to the pooled output.
+    indices : array_like of int, shape (N, C, OH, OW)
+        The ``indices`` returned by :func:`max_pool2d`.
+    input_shape : tuple of int
+        ``(N, C, H, W)``, the forward input's shape.
+
+    Returns
+    -------
+    grad_x : ndarray, shape ``input_shape``
+
+    Notes
+    -----
+    Only the selected element of each window receives gradient; an element
+    chosen by several overlapping windows receives the sum:
+
+    .. math::
+
+        \frac{\partial L}{\partial x_{n,c,h,w}} = \sum_{i,j:\;
+            \mathrm{idx}_{n,c,i,j} = hW + w} \frac{\partial L}{\partial y_{n,c,i,j}}
+    """
+    grad_out = np.asarray(grad_out)
+    grad_out = grad_out.astype(_float_dtype(grad_out), copy=False)
+    indices = np.asarray(indices)
+    N, C, H, W = (int(n) for n in input_shape)
+
+    grad_planes = np.zeros((N * C, H * W), dtype=grad_out.dtype)
+    plane = np.arange(N * C)[:, None]
+    np.add.at(
+        grad_planes,
+        (plane, indices.reshape(N * C, -1)),
+        grad_out.reshape(N * C, -1),
+    )
+    return grad_planes.reshape(N, C, H, W)
+
+
+# ---------------------------------------------------------------------------
+# Dense (fully connected)
+# ---------------------------------------------------------------------------
+
+
+def dense(x, weight, bias=None):
+    r"""Fully connected layer.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, F)
+        ``N`` flattened feature vectors.
+    weight : array_like, shape (O, F)
+        One row of weights per output.
+    bias : array_like, shape (O,), optional
+        Added to each output row.
+
+    Returns
+    -------
+    y : ndarray, shape (N, O)
+
+    Notes
+    -----
+    .. math::
+
+        y_{n,o} = \sum_{f} x_{n,f}\, w_{o,f} + b_o
+        \qquad\text{i.e.}\qquad y = x W^\top + b
+
+    Examples
+    --------
+    >>> dense([[1, 2, 3, 4]], [[0.5, -0.2, 0.1, 0.4]], [0.1])
+    array([[2.1]])
+    """
+    x = np.asarray(x)
+    weight = np.asarray(weight)
+    bias = None if bias is None else np.asarray(bias)
+    dtype = _float_dtype(x, weight, bias)
+    y = x.astype(dtype, copy=False) @ weight.astype(dtype, copy=False).T
+    if bias is not None:
+        y = y + bias.astype(dtype, copy=False)
+    return y
+
+
+def dense_backward(grad_out, x, weight, bias=True):
+    r"""Gradients of :func:`dense` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_out : array_like, shape (N, O)
+        Gradient of the loss with respect to the output.
+    x : array_like, shape (N, F)
+        The forward input.
+    weight : array_like, shape (O, F)
+        The forward weight.
+    bias : bool, optional
+        Whether the forward pass had a bias. Default True.
+
+    Returns
+    -------
+    grad_x : ndarray, shape (N, F)
+    grad_weight : ndarray, shape (O, F)
+    grad_bias : ndarray, shape (O,), or None
+        ``None`` when ``bias`` is false.
+
+    Notes
+    -----
+    With :math:`G = \partial L / \partial y`:
+
+    .. math::
+
+        \frac{\partial L}{\partial x} = G W, \qquad
+        \frac{\partial L}{\partial W} = G^\top x, \qquad
+        \frac{\partial L}{\partial b} = \sum_n G_{n,:}
+    """
+    grad_out = np.asarray(grad_out)
+    x = np.asarray(x)
+    weight = np.asarray(weight)
+    dtype = _float_dtype(grad_out, x, weight)
+    grad_out = grad_out.astype(dtype, copy=False)
+    x = x.astype(dtype, copy=False)
+    weight = weight.astype(dtype, copy=False)
+
+    grad_x = grad_out @ weight
+    grad_weight = grad_out.T @ x
+    grad_bias = grad_out.sum(axis=0) if bias else None
+    return grad_x, grad_weight, grad_bias
+
+
+# ---------------------------------------------------------------------------
+# Softmax and cross-entropy
+# ---------------------------------------------------------------------------
+
+
+def softmax(logits):
+    r"""Row-wise softmax, computed stably.
+
+    Parameters
+    ----------
+    logits : array_like, shape (N, C)
+        One row of class scores per sample.
+
+    Returns
+    -------
+    p : ndarray, shape (N, C)
+        Non-negative rows that sum to 1.
+
+    Notes
+    -----
+    Subtracting the row maximum :math:`m_n = \max_c z_{n,c}` changes nothing
+    mathematically and keeps every exponent :math:`\le 0`, so nothing
+    overflows:
+
+    .. math::
+
+        p_{n,c} = \frac{e^{z_{n,c}}}{\sum_{c'} e^{z_{n,c'}}}
+                = \frac{e^{z_{n,c} - m_n}}{\sum_{c'} e^{z_{n,c'} - m_n}}
+    """
+    z = np.asarray(logits)
+    z = z.astype(_float_dtype(z), copy=False)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def log_softmax(logits):
+    r"""Row-wise logarithm of :func:`softmax`, computed stably.
+
+    Parameters
+    ----------
+    logits : array_like, shape (N, C)
+        One row of class scores per sample.
+
+    Returns
+    -------
+    log_p : ndarray, shape (N, C)
+
+    Notes
+    -----
+    Using the log-sum-exp trick with :math:`m_n = \max_c z_{n,c}`:
+
+    .. math::
+
+        \log p_{n,c} = z_{n,c} - \log \sum_{c'} e^{z_{n,c'}}
+                     = (z_{n,c} - m_n) - \log \sum_{c'} e^{z_{n,c'} - m_n}
+    """
+    z = np.asarray(logits)
+    z = z.astype(_float_dtype(z), copy=False)
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def softmax_cross_entropy(logits, labels):
+    r"""Mean softmax cross-entropy loss and its gradient with respect to the logits.
+
+    Parameters
+    ----------
+    logits : array_like, shape (N, C)
+        Class scores.
+    labels : array_like of int, shape (N,)
+        The true class of each sample, in ``[0, C)``.
+
+    Returns
+    -------
+    loss : numpy floating scalar
+        The mean loss, of the logits' float dtype.
+    grad_logits : ndarray, shape (N, C)
+        Gradient of ``loss`` with respect to ``logits``.
+
+    Notes
+    -----
+    .. math::
+
+        L = \frac{1}{N} \sum_{n} \Bigl(\log \sum_{c} e^{z_{n,c}} - z_{n,y_n}\Bigr)
+          = -\frac{1}{N} \sum_n \log p_{n,y_n}
+
+    .. math::
+
+        \frac{\partial L}{\partial z_{n,c}} =
+            \frac{1}{N}\bigl(p_{n,c} - \mathbb{1}[c = y_n]\bigr)
+
+    where :math:`p` is :func:`softmax` of the logits. The loss is computed
+    from :func:`log_softmax`, so logits of any magnitude give finite results.
+    """
+    z = np.asarray(logits)
+    z = z.astype(_float_dtype(z), copy=False)
+    labels = np.asarray(labels).astype(np.intp, copy=False)
+    N = z.shape[0]
+    rows = np.arange(N)
+
+    log_p = log_softmax(z)
+    loss = z.dtype.type(-log_p[rows, labels].mean())
+
+    one_hot = np.zeros_like(z)
+    one_hot[rows, labels] = 1
+    grad_logits = (softmax(z) - one_hot) / z.dtype.type(N)
+    return loss, grad_logits

@@ -1,0 +1,27 @@
+/* activation_impl.h -- body of activation.c, included once per REAL type. */
+
+/* Small arrays are not worth waking the thread team for. */
+#define CNNKIT_ELEMWISE_SERIAL 32768
+
+void SFX(cnnkit_relu_forward)(REAL *restrict y, const REAL *restrict x,
+                              ptrdiff_t n, int nthreads)
+{
+    int nt = n < CNNKIT_ELEMWISE_SERIAL ? 1 : nthreads;
+    CNNKIT_OMP(parallel for simd schedule(static) num_threads(nt))
+    for (ptrdiff_t i = 0; i < n; i++) {
+        REAL v = x[i];
+        y[i] = (v > 0 || v != v) ? v : (REAL)0;
+    }
+}
+
+void SFX(cnnkit_relu_backward)(REAL *restrict gx, const REAL *restrict gy,
+                               const REAL *restrict x, ptrdiff_t n,
+                               int nthreads)
+{
+    int nt = n < CNNKIT_ELEMWISE_SERIAL ? 1 : nthreads;
+    CNNKIT_OMP(parallel for simd schedule(static) num_threads(nt))
+    for (ptrdiff_t i = 0; i < n; i++)
+        gx[i] = x[i] > 0 ? gy[i] : (REAL)0;
+}
+
+#undef CNNKIT_ELEMWISE_SERIAL

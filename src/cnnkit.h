@@ -1,0 +1,195 @@
+/*
+ * cnnkit.h -- the C kernels of cnnkit.
+ *
+ * Conventions shared by every kernel
+ * ----------------------------------
+ * - Layouts are C-contiguous, row-major, as in PyTorch: activations
+ *   (N, C, H, W), convolution weights (K, C, R, S), dense weights (out, in).
+ * - Argument order: outputs, then inputs, then workspace, then sizes and the
+ *   thread count.  Inputs are const; no two arguments alias.
+ * - Sizes and offsets are ptrdiff_t.  Callers guarantee that every product of
+ *   sizes fits in ptrdiff_t and that all sizes are positive unless a kernel
+ *   says otherwise (a zero batch is allowed everywhere and is a no-op).
+ * - Kernels never allocate, print or keep global state.  Scratch memory comes
+ *   in as a workspace whose size (in elements of the kernel's type) the
+ *   matching *_workspace function reports.
+ * - Backward kernels overwrite their outputs; they never accumulate into them.
+ * - `nthreads` is the number of OpenMP threads to use (>= 1).  Every kernel
+ *   gives bit-identical results for any thread count: work is split along an
+ *   axis that owns its outputs, and partial sums are added in a fixed order.
+ * - C trusts its inputs: the Cython layer validates them.
+ */
+#ifndef CNNKIT_H
+#define CNNKIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* GEMM: C = alpha * op(A) @ op(B) + beta * C, row-major.                    */
+/* op(A) is (M, K), op(B) is (K, N).  trans_a/trans_b nonzero means A is     */
+/* stored (K, M) / B stored (N, K).  beta == 0 never reads C.                */
+/* The per-element summation order depends only on K, never on how C is     */
+/* tiled, so any split of C over threads gives the same bits.               */
+/* ------------------------------------------------------------------------ */
+ptrdiff_t cnnkit_gemm_workspace(void);  /* elements, for one serial call */
+
+void cnnkit_gemm_f32(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
+                     ptrdiff_t k, float alpha, const float *a, ptrdiff_t lda,
+                     const float *b, ptrdiff_t ldb, float beta, float *c,
+                     ptrdiff_t ldc, float *work);
+void cnnkit_gemm_f64(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
+                     ptrdiff_t k, double alpha, const double *a, ptrdiff_t lda,
+                     const double *b, ptrdiff_t ldb, double beta, double *c,
+                     ptrdiff_t ldc, double *work);
+/* Same, with C split into tiles over `nthreads` threads;
+ * work holds nthreads * cnnkit_gemm_workspace() elements. */
+void cnnkit_gemm_parallel_f32(int trans_a, int trans_b, ptrdiff_t m,
+                              ptrdiff_t n, ptrdiff_t k, float alpha,
+                              const float *a, ptrdiff_t lda, const float *b,
+                              ptrdiff_t ldb, float beta, float *c,
+                              ptrdiff_t ldc, float *work, int nthreads);
+void cnnkit_gemm_parallel_f64(int trans_a, int trans_b, ptrdiff_t m,
+                              ptrdiff_t n, ptrdiff_t k, double alpha,
+                              const double *a, ptrdiff_t lda, const double *b,
+                              ptrdiff_t ldb, double beta, double *c,
+                              ptrdiff_t ldc, double *work, int nthreads);
+
+/* ------------------------------------------------------------------------ */
+/* conv2d (cross-correlation), see conv2d.c for the design note.            */
+/* pad_h / pad_w are the top / left padding; the bottom / right padding is  */
+/* whatever oh / ow imply (it may differ, as for padding="same").           */
+/* ------------------------------------------------------------------------ */
+typedef struct cnnkit_conv2d_geom {
+    ptrdiff_t n, c, h, w;        /* input  x  (n, c, h, w)   */
+    ptrdiff_t k, r, s;           /* weight w  (k, c, r, s)   */
+    ptrdiff_t oh, ow;            /* output y  (n, k, oh, ow) */
+    ptrdiff_t stride_h, stride_w;
+    ptrdiff_t pad_h, pad_w;
+    ptrdiff_t dil_h, dil_w;
+} cnnkit_conv2d_geom;
+
+enum { CNNKIT_CONV_FORWARD = 0, CNNKIT_CONV_BACKWARD_DATA = 1,
+       CNNKIT_CONV_BACKWARD_WEIGHT = 2 };
+
+/* Workspace (elements) that pass `pass` needs with `nthreads` threads. */
+ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
+                                  int nthreads);
+
+/* x (n,c,h,w), w (k,c,r,s), bias (k,) or NULL -> y (n,k,oh,ow) */
+void cnnkit_conv2d_forward_f32(float *y, const float *x, const float *w,
+                               const float *bias, float *work,
+                               const cnnkit_conv2d_geom *g, int nthreads);
+void cnnkit_conv2d_forward_f64(double *y, const double *x, const double *w,
+                               const double *bias, double *work,
+                               const cnnkit_conv2d_geom *g, int nthreads);
+/* gy (n,k,oh,ow), w (k,c,r,s) -> gx (n,c,h,w) */
+void cnnkit_conv2d_backward_data_f32(float *gx, const float *gy,
+                                     const float *w, float *work,
+                                     const cnnkit_conv2d_geom *g,
+                                     int nthreads);
+void cnnkit_conv2d_backward_data_f64(double *gx, const double *gy,
+                                     const double *w, double *work,
+                                     const cnnkit_conv2d_geom *g,
+                                     int nthreads);
+/* gy (n,k,oh,ow), x (n,c,h,w) -> gw (k,c,r,s), gbias (k,) or NULL */
+void cnnkit_conv2d_backward_weight_f32(float *gw, float *gbias,
+                                       const float *gy, const float *x,
+                                       float *work,
+                                       const cnnkit_conv2d_geom *g,
+                                       int nthreads);
+void cnnkit_conv2d_backward_weight_f64(double *gw, double *gbias,
+                                       const double *gy, const double *x,
+                                       double *work,
+                                       const cnnkit_conv2d_geom *g,
+                                       int nthreads);
+
+/* ------------------------------------------------------------------------ */
+/* ReLU: y = x > 0 ? x : 0 (NaN stays NaN); gx = x > 0 ? gy : 0.            */
+/* ------------------------------------------------------------------------ */
+void cnnkit_relu_forward_f32(float *y, const float *x, ptrdiff_t n,
+                             int nthreads);
+void cnnkit_relu_forward_f64(double *y, const double *x, ptrdiff_t n,
+                             int nthreads);
+void cnnkit_relu_backward_f32(float *gx, const float *gy, const float *x,
+                              ptrdiff_t n, int nthreads);
+void cnnkit_relu_backward_f64(double *gx, const double *gy, const double *x,
+                              ptrdiff_t n, int nthreads);
+
+/* ------------------------------------------------------------------------ */
+/* Max pooling over `planes` = N*C planes of (h, w).  Padding is -inf and    */
+/* every window must hold at least one input element (pad <= kernel / 2).   */
+/* idx holds flat h*w + w offsets into the input plane.                     */
+/* ------------------------------------------------------------------------ */
+typedef struct cnnkit_pool2d_geom {
+    ptrdiff_t planes, h, w;      /* input  (planes, h, w)   */
+    ptrdiff_t oh, ow;            /* output (planes, oh, ow) */
+    ptrdiff_t kh, kw, stride_h, stride_w, pad_h, pad_w;
+} cnnkit_pool2d_geom;
+
+void cnnkit_maxpool2d_forward_f32(float *y, int64_t *idx, const float *x,
+                                  const cnnkit_pool2d_geom *g, int nthreads);
+void cnnkit_maxpool2d_forward_f64(double *y, int64_t *idx, const double *x,
+                                  const cnnkit_pool2d_geom *g, int nthreads);
+/* gy, idx (planes, oh, ow) -> gx (planes, h, w); 0 <= idx < h*w required. */
+void cnnkit_maxpool2d_backward_f32(float *gx, const float *gy,
+                                   const int64_t *idx,
+                                   const cnnkit_pool2d_geom *g, int nthreads);
+void cnnkit_maxpool2d_backward_f64(double *gx, const double *gy,
+                                   const int64_t *idx,
+                                   const cnnkit_pool2d_geom *g, int nthreads);
+
+/* ------------------------------------------------------------------------ */
+/* Dense: y (n, o) = x (n, f) @ w (o, f)^T + bias (o,)                       */
+/* ------------------------------------------------------------------------ */
+ptrdiff_t cnnkit_dense_workspace(int nthreads);
+void cnnkit_dense_forward_f32(float *y, const float *x, const float *w,
+                              const float *bias, float *work, ptrdiff_t n,
+                              ptrdiff_t f, ptrdiff_t o, int nthreads);
+void cnnkit_dense_forward_f64(double *y, const double *x, const double *w,
+                              const double *bias, double *work, ptrdiff_t n,
+                              ptrdiff_t f, ptrdiff_t o, int nthreads);
+/* gy (n, o) -> gx (n, f) (if not NULL), gw (o, f), gbias (o,) (if not NULL) */
+void cnnkit_dense_backward_f32(float *gx, float *gw, float *gbias,
+                               const float *gy, const float *x,
+                               const float *w, float *work, ptrdiff_t n,
+                               ptrdiff_t f, ptrdiff_t o, int nthreads);
+void cnnkit_dense_backward_f64(double *gx, double *gw, double *gbias,
+                               const double *gy, const double *x,
+                               const double *w, double *work, ptrdiff_t n,
+                               ptrdiff_t f, ptrdiff_t o, int nthreads);
+
+/* ------------------------------------------------------------------------ */
+/* Softmax and mean softmax cross-entropy over rows of logits (n, c).        */
+/* labels in [0, c) required.  Returns the mean loss (accumulated in double).*/
+/* ------------------------------------------------------------------------ */
+void cnnkit_softmax_f32(float *p, const float *z, ptrdiff_t n, ptrdiff_t c,
+                        int nthreads);
+void cnnkit_softmax_f64(double *p, const double *z, ptrdiff_t n, ptrdiff_t c,
+                        int nthreads);
+/* grad (n, c) may be NULL; work holds n doubles. */
+double cnnkit_softmax_xent_f32(float *grad, const float *z,
+                               const int64_t *labels, double *work,
+                               ptrdiff_t n, ptrdiff_t c, int nthreads);
+double cnnkit_softmax_xent_f64(double *grad, const double *z,
+                               const int64_t *labels, double *work,
+                               ptrdiff_t n, ptrdiff_t c, int nthreads);
+
+/* ------------------------------------------------------------------------ */
+/* Runtime facts.                                                           */
+/* ------------------------------------------------------------------------ */
+int cnnkit_have_openmp(void);
+int cnnkit_omp_max_threads(void);     /* omp_get_max_threads(), 1 without */
+int cnnkit_openmp_version(void);      /* _OPENMP (yyyymm), 0 without       */
+const char *cnnkit_compiler(void);
+const char *cnnkit_simd_path(void);   /* the GEMM clone the CPU runs        */
+const char *cnnkit_simd_paths_built(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CNNKIT_H */

@@ -1,0 +1,91 @@
+/*
+ * conv2d.c -- 2-D convolution (cross-correlation), forward and backward.
+ *
+ * Layout and sizes
+ * ----------------
+ * x (N, C, H, W), w (K, C, R, S), bias (K,), y (N, K, OH, OW), all
+ * C-contiguous.  With top/left padding ph, pw, stride sh, sw, dilation dh, dw:
+ *     y[n,k,i,j] = bias[k] + sum_{c,r,s} w[k,c,r,s] * x[n,c,i*sh-ph+r*dh, j*sw-pw+s*dw]
+ * where x outside the image is 0.  OH, OW come from the caller, so bottom /
+ * right padding may differ from top / left (padding="same").
+ *
+ * Lowering onto GEMM
+ * ------------------
+ * Write P = OH*OW and CRS = C*R*S.  im2col of image n is the (CRS, P) matrix
+ * col[(c,r,s), (i,j)] = x[n, c, i*sh-ph+r*dh, j*sw-pw+s*dw].  Then
+ *     forward          y_n      (K, P)   = w (K, CRS) @ col_n (CRS, P)
+ *     backward data    dcol_n   (CRS, P) = w^T (CRS, K) @ gy_n (K, P);
+ *                      gx_n = col2im(dcol_n) (adds overlapping windows)
+ *     backward weight  gw (K, CRS)       = sum_n gy_n (K, P) @ col_n^T
+ *     backward bias    gb[k]             = sum_{n,i,j} gy[n,k,i,j]
+ * col is never built for a whole batch: each task builds only the block it
+ * multiplies, so the workspace is O(threads * block), not O(N * CRS * P).
+ *
+ * Threading (each task owns its outputs; no atomics, no races)
+ * ---------
+ * forward          tasks = (image, block of PB output pixels)
+ * backward data    tasks = (image, group of input channels); the group owns
+ *                  its planes of gx, col2im adds in a fixed order
+ * backward weight  the batch is cut into G = min(N, 8) fixed groups whose
+ *                  partial sums are added in group order at the end; tasks =
+ *                  (group, tile of JT columns of gw); bias: tasks = k
+ * Block sizes are constants and the GEMM's summation order depends only on
+ * its inner dimension, so results are bit-identical for any thread count,
+ * and the forward result of an image does not depend on its batch.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+#define PB 256       /* output pixels per forward / weight-gradient block  */
+#define JT 64        /* columns of gw per weight-gradient task             */
+#define ROWS_BD 96   /* target rows of dcol per backward-data task         */
+#define WGROUPS 8    /* fixed number of batch groups for the weight grad   */
+
+static ptrdiff_t conv_channel_group(const cnnkit_conv2d_geom *g)
+{
+    ptrdiff_t rs = g->r * g->s;
+    ptrdiff_t cg = ROWS_BD / rs;
+    if (cg < 1)
+        cg = 1;
+    return CNNKIT_MIN(cg, g->c);
+}
+
+static ptrdiff_t conv_wgroups(const cnnkit_conv2d_geom *g)
+{
+    return CNNKIT_MIN(g->n, (ptrdiff_t)WGROUPS);
+}
+
+ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
+                                  int nthreads)
+{
+    ptrdiff_t crs = g->c * g->r * g->s, p = g->oh * g->ow;
+    ptrdiff_t gemm = cnnkit_gemm_workspace();
+    ptrdiff_t t = nthreads < 1 ? 1 : nthreads;
+    switch (pass) {
+    case CNNKIT_CONV_FORWARD:
+        return t * (crs * CNNKIT_MIN(p, (ptrdiff_t)PB) + gemm);
+    case CNNKIT_CONV_BACKWARD_DATA:
+        return t * (conv_channel_group(g) * g->r * g->s * p + gemm);
+    case CNNKIT_CONV_BACKWARD_WEIGHT: {
+        ptrdiff_t groups = conv_wgroups(g);
+        ptrdiff_t partial = groups > 1 ? (groups - 1) * g->k * crs : 0;
+        return partial + t * (CNNKIT_MIN(crs, (ptrdiff_t)JT) *
+                                  CNNKIT_MIN(p, (ptrdiff_t)PB) + gemm);
+    }
+    default:
+        return 0;
+    }
+}
+
+#define REAL float
+#define SFX(name) name##_f32
+#include "conv2d_impl.h"
+#undef REAL
+#undef SFX
+
+#define REAL double
+#define SFX(name) name##_f64
+#include "conv2d_impl.h"
+#undef REAL
+#undef SFX

@@ -1,0 +1,233 @@
+/* conv2d_impl.h -- body of conv2d.c, included once per REAL type. */
+
+/* Range [lo, hi) of output columns j whose input column j*st + off lies in
+ * [0, size). */
+static inline void SFX(valid_range)(ptrdiff_t off, ptrdiff_t st,
+                                    ptrdiff_t size, ptrdiff_t n,
+                                    ptrdiff_t *lo, ptrdiff_t *hi)
+{
+    ptrdiff_t a = off >= 0 ? 0 : cnnkit_ceil_div(-off, st);
+    ptrdiff_t b = size - 1 - off < 0 ? 0 : (size - 1 - off) / st + 1;
+    *lo = CNNKIT_MIN(a, n);
+    *hi = CNNKIT_MAX(*lo, CNNKIT_MIN(b, n));
+}
+
+/* col[(row - row0), (q - p0)] for rows [row0, row1) of the (c, r, s) index
+ * and output pixels q in [p0, p1) of image xn (C, H, W); ldcol = p1 - p0. */
+static void SFX(im2col)(REAL *restrict col, const REAL *restrict xn,
+                        const cnnkit_conv2d_geom *g, ptrdiff_t row0,
+                        ptrdiff_t row1, ptrdiff_t p0, ptrdiff_t p1)
+{
+    const ptrdiff_t rs = g->r * g->s, ld = p1 - p0;
+    const ptrdiff_t sw = g->stride_w;
+    for (ptrdiff_t row = row0; row < row1; row++) {
+        ptrdiff_t c = row / rs, r = (row % rs) / g->s, s = row % g->s;
+        const REAL *xc = xn + c * g->h * g->w;
+        REAL *restrict dst = col + (row - row0) * ld;
+        ptrdiff_t off_w = s * g->dil_w - g->pad_w;
+        ptrdiff_t q = p0;
+        while (q < p1) {
+            ptrdiff_t i = q / g->ow, j0 = q % g->ow;
+            ptrdiff_t j1 = CNNKIT_MIN(g->ow, j0 + (p1 - q));
+            ptrdiff_t ih = i * g->stride_h - g->pad_h + r * g->dil_h;
+            const ptrdiff_t base = (q - p0) - j0; /* dst[base + j] */
+            if (ih < 0 || ih >= g->h) {
+                for (ptrdiff_t j = j0; j < j1; j++)
+                    dst[base + j] = 0;
+            } else {
+                /* x column of output column j: j * sw + off_w */
+                const REAL *restrict xr = xc + ih * g->w;
+                ptrdiff_t lo, hi;
+                SFX(valid_range)(off_w, sw, g->w, g->ow, &lo, &hi);
+                lo = CNNKIT_MAX(lo, j0);
+                hi = CNNKIT_MIN(CNNKIT_MAX(hi, lo), j1);
+                lo = CNNKIT_MIN(lo, hi);
+                for (ptrdiff_t j = j0; j < lo; j++)
+                    dst[base + j] = 0;
+                if (sw == 1) {
+                    for (ptrdiff_t j = lo; j < hi; j++)
+                        dst[base + j] = xr[j + off_w];
+                } else {
+                    for (ptrdiff_t j = lo; j < hi; j++)
+                        dst[base + j] = xr[j * sw + off_w];
+                }
+                for (ptrdiff_t j = hi; j < j1; j++)
+                    dst[base + j] = 0;
+            }
+            q += j1 - j0;
+        }
+    }
+}
+
+/* gx planes of channels [c0, c1) of image n (already zeroed) +=
+ * col2im(dcol), dcol rows (c - c0, r, s), columns all P output pixels. */
+static void SFX(col2im)(REAL *restrict gxn, const REAL *restrict dcol,
+                        const cnnkit_conv2d_geom *g, ptrdiff_t c0,
+                        ptrdiff_t c1)
+{
+    const ptrdiff_t p = g->oh * g->ow, sw = g->stride_w;
+    for (ptrdiff_t c = c0; c < c1; c++) {
+        REAL *restrict gxc = gxn + c * g->h * g->w;
+        for (ptrdiff_t r = 0; r < g->r; r++) {
+            for (ptrdiff_t s = 0; s < g->s; s++) {
+                const REAL *restrict src =
+                    dcol + (((c - c0) * g->r + r) * g->s + s) * p;
+                ptrdiff_t off_w = s * g->dil_w - g->pad_w, lo, hi;
+                SFX(valid_range)(off_w, sw, g->w, g->ow, &lo, &hi);
+                for (ptrdiff_t i = 0; i < g->oh; i++) {
+                    ptrdiff_t ih = i * g->stride_h - g->pad_h + r * g->dil_h;
+                    if (ih < 0 || ih >= g->h)
+                        continue;
+                    REAL *restrict xr = gxc + ih * g->w;
+                    const REAL *restrict sr = src + i * g->ow;
+                    for (ptrdiff_t j = lo; j < hi; j++)
+                        xr[j * sw + off_w] += sr[j];
+                }
+            }
+        }
+    }
+}
+
+void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
+                                const REAL *bias, REAL *work,
+                                const cnnkit_conv2d_geom *g, int nthreads)
+{
+    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
+    if (g->n <= 0 || p <= 0 || g->k <= 0)
+        return;
+    const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
+    const ptrdiff_t nblk = cnnkit_ceil_div(p, pb), tasks = g->n * nblk;
+    const ptrdiff_t per_thread = crs * pb + cnnkit_gemm_workspace();
+    /* A 1x1 kernel with unit stride and no padding reads x as it is. */
+    const int direct = g->r == 1 && g->s == 1 && g->stride_h == 1 &&
+                       g->stride_w == 1 && g->pad_h == 0 && g->pad_w == 0 &&
+                       g->oh == g->h && g->ow == g->w;
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nthreads))
+    for (ptrdiff_t t = 0; t < tasks; t++) {
+        ptrdiff_t n = t / nblk, p0 = (t % nblk) * pb;
+        ptrdiff_t pl = CNNKIT_MIN(pb, p - p0);
+        REAL *col = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
+        REAL *gws = col + crs * pb;
+        const REAL *xn = x + n * chw;
+        REAL *yn = y + n * kp + p0;
+        if (direct) {
+            SFX(cnnkit_gemm)(0, 0, g->k, pl, crs, 1, w, crs, xn + p0, p, 0,
+                             yn, p, gws);
+        } else {
+            SFX(im2col)(col, xn, g, 0, crs, p0, p0 + pl);
+            SFX(cnnkit_gemm)(0, 0, g->k, pl, crs, 1, w, crs, col, pl, 0, yn,
+                             p, gws);
+        }
+        if (bias) {
+            for (ptrdiff_t k = 0; k < g->k; k++) {
+                REAL b = bias[k];
+                REAL *yk = yn + k * p;
+                for (ptrdiff_t q = 0; q < pl; q++)
+                    yk[q] += b;
+            }
+        }
+    }
+}
+
+void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
+                                      const REAL *w, REAL *work,
+                                      const cnnkit_conv2d_geom *g,
+                                      int nthreads)
+{
+    const ptrdiff_t p = g->oh * g->ow, rs = g->r * g->s, crs = g->c * rs;
+    const ptrdiff_t hw = g->h * g->w, kp = g->k * p;
+    if (g->n <= 0 || g->c <= 0 || hw <= 0)
+        return;
+    const ptrdiff_t cg = conv_channel_group(g);
+    const ptrdiff_t ngrp = cnnkit_ceil_div(g->c, cg), tasks = g->n * ngrp;
+    const ptrdiff_t per_thread = cg * rs * p + cnnkit_gemm_workspace();
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nthreads))
+    for (ptrdiff_t t = 0; t < tasks; t++) {
+        ptrdiff_t n = t / ngrp, c0 = (t % ngrp) * cg;
+        ptrdiff_t c1 = CNNKIT_MIN(g->c, c0 + cg);
+        REAL *dcol = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
+        REAL *gws = dcol + cg * rs * p;
+        REAL *gxn = gx + n * g->c * hw;
+        memset(gxn + c0 * hw, 0, (size_t)((c1 - c0) * hw) * sizeof(REAL));
+        if (p <= 0 || g->k <= 0)
+            continue;
+        /* dcol (rows of channels c0..c1, P) = w[:, c0*rs:c1*rs]^T @ gy_n */
+        SFX(cnnkit_gemm)(1, 0, (c1 - c0) * rs, p, g->k, 1, w + c0 * rs, crs,
+                         gy + n * kp, p, 0, dcol, p, gws);
+        SFX(col2im)(gxn, dcol, g, c0, c1);
+    }
+}
+
+void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
+                                        const REAL *gy, const REAL *x,
+                                        REAL *work,
+                                        const cnnkit_conv2d_geom *g,
+                                        int nthreads)
+{
+    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
+    const ptrdiff_t kcrs = g->k * crs;
+    if (g->k <= 0)
+        return;
+    if (gbias) {
+        CNNKIT_OMP(parallel for schedule(static) num_threads(nthreads))
+        for (ptrdiff_t k = 0; k < g->k; k++) {
+            double acc = 0;
+            for (ptrdiff_t n = 0; n < g->n; n++) {
+                const REAL *src = gy + n * kp + k * p;
+                for (ptrdiff_t q = 0; q < p; q++)
+                    acc += src[q];
+            }
+            gbias[k] = (REAL)acc;
+        }
+    }
+    if (crs <= 0)
+        return;
+    if (g->n <= 0 || p <= 0) {
+        memset(gw, 0, (size_t)kcrs * sizeof(REAL));
+        return;
+    }
+    const ptrdiff_t groups = conv_wgroups(g);
+    REAL *partial = work;                 /* groups 1.. ; group 0 is gw */
+    REAL *twork = work + (groups - 1) * kcrs;
+    const ptrdiff_t jt = CNNKIT_MIN(crs, (ptrdiff_t)JT);
+    const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
+    const ptrdiff_t per_thread = jt * pb + cnnkit_gemm_workspace();
+    const ptrdiff_t ntile = cnnkit_ceil_div(crs, jt), tasks = groups * ntile;
+    CNNKIT_OMP(parallel num_threads(nthreads))
+    {
+        REAL *col = twork + (ptrdiff_t)omp_get_thread_num() * per_thread;
+        REAL *gws = col + jt * pb;
+        CNNKIT_OMP(for schedule(dynamic, 1))
+        for (ptrdiff_t t = 0; t < tasks; t++) {
+            ptrdiff_t grp = t / ntile, j0 = (t % ntile) * jt;
+            ptrdiff_t jn = CNNKIT_MIN(jt, crs - j0);
+            ptrdiff_t n0 = grp * g->n / groups;
+            ptrdiff_t n1 = (grp + 1) * g->n / groups;
+            REAL *dst = (grp == 0 ? gw : partial + (grp - 1) * kcrs) + j0;
+            int first = 1;
+            for (ptrdiff_t n = n0; n < n1; n++) {
+                for (ptrdiff_t p0 = 0; p0 < p; p0 += pb) {
+                    ptrdiff_t pl = CNNKIT_MIN(pb, p - p0);
+                    SFX(im2col)(col, x + n * chw, g, j0, j0 + jn, p0,
+                                p0 + pl);
+                    /* dst (K, jn) (+)= gy_n[:, p0:p0+pl] @ col^T */
+                    SFX(cnnkit_gemm)(0, 1, g->k, jn, pl, 1,
+                                     gy + n * kp + p0, p, col, pl,
+                                     first ? 0 : 1, dst, crs, gws);
+                    first = 0;
+                }
+            }
+        }
+        if (groups > 1) {
+            CNNKIT_OMP(for schedule(static))
+            for (ptrdiff_t e = 0; e < kcrs; e++) {
+                REAL acc = gw[e];
+                for (ptrdiff_t grp = 1; grp < groups; grp++)
+                    acc += partial[(grp - 1) * kcrs + e];
+                gw[e] = acc;
+            }
+        }
+    }
+}

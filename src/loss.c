@@ -1,0 +1,32 @@
+/*
+ * loss.c -- softmax and mean softmax cross-entropy over rows of logits.
+ *
+ * For a row z of C logits with maximum m:
+ *     lse     = m + log(sum_c exp(z_c - m))       (never overflows)
+ *     p_c     = exp(z_c - m) / sum_c' exp(z_c' - m)
+ *     loss_n  = lse - z_y                          (>= 0, exact for |z| ~ 1e4)
+ *     L       = (1/N) sum_n loss_n
+ *     dL/dz_c = (p_c - [c == y]) / N
+ * Row sums are accumulated in double.  Threading: over rows; the per-row
+ * losses land in a workspace and are added in row order, so the loss has the
+ * same bits for any thread count.
+ */
+#include <math.h>
+
+#include "internal.h"
+
+#define REAL float
+#define SFX(name) name##_f32
+#define EXP expf
+#include "loss_impl.h"
+#undef REAL
+#undef SFX
+#undef EXP
+
+#define REAL double
+#define SFX(name) name##_f64
+#define EXP exp
+#include "loss_impl.h"
+#undef REAL
+#undef SFX
+#undef EXP

@@ -1,0 +1,64 @@
+/* loss_impl.h -- body of loss.c, included once per REAL type. */
+
+static inline REAL SFX(row_max)(const REAL *z, ptrdiff_t c)
+{
+    REAL m = z[0];
+    for (ptrdiff_t j = 1; j < c; j++)
+        if (z[j] > m || z[j] != z[j])
+            m = z[j];
+    return m;
+}
+
+void SFX(cnnkit_softmax)(REAL *p, const REAL *z, ptrdiff_t n, ptrdiff_t c,
+                         int nthreads)
+{
+    if (c <= 0)
+        return;
+    int nt = n * c < 16384 ? 1 : nthreads;
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const REAL *zi = z + i * c;
+        REAL *pi = p + i * c;
+        REAL m = SFX(row_max)(zi, c);
+        double s = 0;
+        for (ptrdiff_t j = 0; j < c; j++) {
+            pi[j] = EXP(zi[j] - m);
+            s += pi[j];
+        }
+        REAL inv = (REAL)(1.0 / s);
+        for (ptrdiff_t j = 0; j < c; j++)
+            pi[j] *= inv;
+    }
+}
+
+double SFX(cnnkit_softmax_xent)(REAL *grad, const REAL *z,
+                                const int64_t *labels, double *work,
+                                ptrdiff_t n, ptrdiff_t c, int nthreads)
+{
+    if (n <= 0 || c <= 0)
+        return 0.0;
+    int nt = n * c < 16384 ? 1 : nthreads;
+    const double inv_n = 1.0 / (double)n;
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const REAL *zi = z + i * c;
+        REAL m = SFX(row_max)(zi, c);
+        double s = 0;
+        for (ptrdiff_t j = 0; j < c; j++)
+            s += exp((double)zi[j] - (double)m);
+        double lse = (double)m + log(s);
+        int64_t y = labels[i];
+        work[i] = lse - (double)zi[y];
+        if (grad) {
+            REAL *gi = grad + i * c;
+            for (ptrdiff_t j = 0; j < c; j++) {
+                double pj = exp((double)zi[j] - lse);
+                gi[j] = (REAL)((pj - (j == y ? 1.0 : 0.0)) * inv_n);
+            }
+        }
+    }
+    double total = 0;
+    for (ptrdiff_t i = 0; i < n; i++)
+        total += work[i];
+    return total * inv_n;
+}

@@ -1,0 +1,30 @@
+/*
+ * pool2d.c -- 2-D max pooling, forward and backward.
+ *
+ * Layout: (planes, H, W) with planes = N*C; output (planes, OH, OW) with
+ *     OH = (H + 2*ph - kh) / sh + 1   (floor), likewise OW.
+ * Forward: y[i,j] = max of the window rows i*sh-ph .. +kh, columns
+ * j*sw-pw .. +kw; padding is -inf, so it never wins against a real element
+ * (the caller guarantees pad <= kernel/2, so every window holds one).  The
+ * window is scanned in row-major order and an element replaces the running
+ * maximum when it is greater or NaN: ties keep the first maximum and a NaN
+ * propagates (PyTorch's rule).  idx records h*W + w of the winner.
+ * Backward: gx[idx[i,j]] += gy[i,j] (overwrites gx first); windows overlap
+ * when stride < kernel, so the scatter runs serially inside a plane.
+ * Threading: over planes; each plane owns its output.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+#define REAL float
+#define SFX(name) name##_f32
+#include "pool2d_impl.h"
+#undef REAL
+#undef SFX
+
+#define REAL double
+#define SFX(name) name##_f64
+#include "pool2d_impl.h"
+#undef REAL
+#undef SFX

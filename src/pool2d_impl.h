@@ -1,0 +1,52 @@
+/* pool2d_impl.h -- body of pool2d.c, included once per REAL type. */
+
+void SFX(cnnkit_maxpool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
+                                   const cnnkit_pool2d_geom *g, int nthreads)
+{
+    const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nthreads))
+    for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
+        const REAL *xp = x + pl * hw;
+        REAL *yp = y + pl * ohw;
+        int64_t *ip = idx + pl * ohw;
+        for (ptrdiff_t i = 0; i < g->oh; i++) {
+            ptrdiff_t h0 = i * g->stride_h - g->pad_h;
+            ptrdiff_t ha = CNNKIT_MAX(h0, 0);
+            ptrdiff_t hb = CNNKIT_MIN(h0 + g->kh, g->h);
+            for (ptrdiff_t j = 0; j < g->ow; j++) {
+                ptrdiff_t w0 = j * g->stride_w - g->pad_w;
+                ptrdiff_t wa = CNNKIT_MAX(w0, 0);
+                ptrdiff_t wb = CNNKIT_MIN(w0 + g->kw, g->w);
+                ptrdiff_t best = ha * g->w + wa;
+                REAL m = xp[best];
+                for (ptrdiff_t h = ha; h < hb; h++) {
+                    for (ptrdiff_t w = wa; w < wb; w++) {
+                        REAL v = xp[h * g->w + w];
+                        if (v > m || v != v) {
+                            m = v;
+                            best = h * g->w + w;
+                        }
+                    }
+                }
+                yp[i * g->ow + j] = m;
+                ip[i * g->ow + j] = (int64_t)best;
+            }
+        }
+    }
+}
+
+void SFX(cnnkit_maxpool2d_backward)(REAL *gx, const REAL *gy,
+                                    const int64_t *idx,
+                                    const cnnkit_pool2d_geom *g, int nthreads)
+{
+    const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nthreads))
+    for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
+        REAL *gp = gx + pl * hw;
+        const REAL *gyp = gy + pl * ohw;
+        const int64_t *ip = idx + pl * ohw;
+        memset(gp, 0, (size_t)hw * sizeof(REAL));
+        for (ptrdiff_t q = 0; q < ohw; q++)
+            gp[ip[q]] += gyp[q];
+    }
+}

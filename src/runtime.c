@@ -1,0 +1,70 @@
+/*
+ * runtime.c -- facts about the build and the CPU, for show_config().
+ */
+#include "internal.h"
+
+int cnnkit_have_openmp(void)
+{
+#ifdef CNNKIT_HAVE_OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int cnnkit_omp_max_threads(void)
+{
+#ifdef CNNKIT_HAVE_OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int cnnkit_openmp_version(void)
+{
+#ifdef _OPENMP
+    return _OPENMP;
+#else
+    return 0;
+#endif
+}
+
+const char *cnnkit_compiler(void)
+{
+#ifdef CNNKIT_C_COMPILER
+    return CNNKIT_C_COMPILER;
+#else
+    return "unknown";
+#endif
+}
+
+const char *cnnkit_simd_paths_built(void)
+{
+#ifdef CNNKIT_DISPATCH_ENABLED
+    return "AVX-512, AVX2+FMA, baseline (runtime dispatch)";
+#else
+    return "baseline (no runtime dispatch)";
+#endif
+}
+
+const char *cnnkit_simd_path(void)
+{
+#ifdef CNNKIT_DISPATCH_ENABLED
+    __builtin_cpu_init();
+#if defined(__clang__)
+    if (__builtin_cpu_supports("avx512f"))
+        return "AVX-512";
+    if (__builtin_cpu_supports("avx2"))
+        return "AVX2";
+#else
+    if (__builtin_cpu_supports("x86-64-v4"))
+        return "AVX-512 (x86-64-v4)";
+    if (__builtin_cpu_supports("x86-64-v3"))
+        return "AVX2+FMA (x86-64-v3)";
+#endif
+    return "baseline";
+#else
+    return "baseline";
+#endif
+}
