@@ -22,6 +22,8 @@
  * AVX2+FMA, baseline) and picked at load time; the micro-kernel is plain C
  * that the compiler vectorises along NR.
  */
+#include <string.h>
+
 #include "internal.h"
 
 #define KC 256

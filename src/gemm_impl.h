@@ -40,42 +40,42 @@ static void SFX(pack_b)(REAL *restrict bp, const REAL *restrict b,
     }
 }
 
-/* One MR x NR tile: acc = ap (MR x kc) @ bp (kc x NR), then
- * first slab: c = beta*c + alpha*acc (beta == 0: c = alpha*acc),
- * later slabs: c += alpha*acc.  Only the mr x nr corner is stored. */
-static inline void SFX(micro_kernel)(ptrdiff_t kc, const REAL *restrict ap,
-                                     const REAL *restrict bp,
-                                     REAL *restrict c, ptrdiff_t ldc,
-                                     ptrdiff_t mr, ptrdiff_t nr, REAL alpha,
-                                     REAL beta, int first)
-{
-    REAL acc[MR][NR];
-    for (int i = 0; i < MR; i++)
-        for (int j = 0; j < NR; j++)
-            acc[i][j] = 0;
-    for (ptrdiff_t p = 0; p < kc; p++) {
-        const REAL *restrict bv = bp + p * NR;
-        const REAL *restrict av = ap + p * MR;
-        for (int i = 0; i < MR; i++) {
-            REAL ai = av[i];
-            for (int j = 0; j < NR; j++)
-                acc[i][j] += ai * bv[j];
-        }
-    }
-    for (ptrdiff_t i = 0; i < mr; i++) {
-        REAL *restrict ci = c + i * ldc;
-        if (!first) {
-            for (ptrdiff_t j = 0; j < nr; j++)
-                ci[j] += alpha * acc[i][j];
-        } else if (beta == 0) {
-            for (ptrdiff_t j = 0; j < nr; j++)
-                ci[j] = alpha * acc[i][j];
-        } else {
-            for (ptrdiff_t j = 0; j < nr; j++)
-                ci[j] = beta * ci[j] + alpha * acc[i][j];
-        }
-    }
-}
+/* The micro-kernel: tile = ap (MR x kc) @ bp (kc x NR), written into the
+ * mr x nr corner of c as
+ *   first slab: c = beta*c + alpha*tile (beta == 0: c = alpha*tile),
+ *   later slabs: c += alpha*tile.
+ * It is a macro so that it is compiled inside each SIMD clone of the block
+ * driver (a separate function would be built for the baseline ISA only). */
+#if defined(__GNUC__)
+/* GNU vector extensions: one NR-wide vector per accumulator row, which the
+ * compiler maps onto zmm / ymm / xmm registers in each clone. */
+typedef REAL SFX(vec_t) __attribute__((vector_size(NR * sizeof(REAL))));
+#define MICRO_TILE(tile, kc, ap, bp)                                       \
+    do {                                                                   \
+        SFX(vec_t) acc_[MR];                                               \
+        for (int i_ = 0; i_ < MR; i_++)                                    \
+            acc_[i_] = (SFX(vec_t)){0};                                    \
+        for (ptrdiff_t p_ = 0; p_ < (kc); p_++) {                          \
+            SFX(vec_t) bv_;                                                \
+            memcpy(&bv_, (bp) + p_ * NR, sizeof bv_);                      \
+            const REAL *restrict av_ = (ap) + p_ * MR;                     \
+            for (int i_ = 0; i_ < MR; i_++)                                \
+                acc_[i_] += av_[i_] * bv_;                                 \
+        }                                                                  \
+        memcpy((tile), acc_, sizeof acc_);                                 \
+    } while (0)
+#else
+#define MICRO_TILE(tile, kc, ap, bp)                                       \
+    do {                                                                   \
+        for (int i_ = 0; i_ < MR; i_++)                                    \
+            for (int j_ = 0; j_ < NR; j_++)                                \
+                (tile)[i_][j_] = 0;                                        \
+        for (ptrdiff_t p_ = 0; p_ < (kc); p_++)                            \
+            for (int i_ = 0; i_ < MR; i_++)                                \
+                for (int j_ = 0; j_ < NR; j_++)                            \
+                    (tile)[i_][j_] += (ap)[p_ * MR + i_] * (bp)[p_ * NR + j_]; \
+    } while (0)
+#endif
 
 CNNKIT_DISPATCH
 static void SFX(macro_kernel)(ptrdiff_t mc, ptrdiff_t nc, ptrdiff_t kc,
@@ -83,16 +83,30 @@ static void SFX(macro_kernel)(ptrdiff_t mc, ptrdiff_t nc, ptrdiff_t kc,
                               const REAL *restrict bp, REAL *restrict c,
                               ptrdiff_t ldc, REAL alpha, REAL beta, int first)
 {
+    REAL tile[MR][NR];
     for (ptrdiff_t j0 = 0; j0 < nc; j0 += NR) {
         ptrdiff_t nr = CNNKIT_MIN(NR, nc - j0);
         for (ptrdiff_t i0 = 0; i0 < mc; i0 += MR) {
             ptrdiff_t mr = CNNKIT_MIN(MR, mc - i0);
-            SFX(micro_kernel)(kc, ap + i0 * kc, bp + j0 * kc,
-                              c + i0 * ldc + j0, ldc, mr, nr, alpha, beta,
-                              first);
+            MICRO_TILE(tile, kc, ap + i0 * kc, bp + j0 * kc);
+            REAL *restrict ct = c + i0 * ldc + j0;
+            for (ptrdiff_t i = 0; i < mr; i++) {
+                REAL *restrict ci = ct + i * ldc;
+                if (!first) {
+                    for (ptrdiff_t j = 0; j < nr; j++)
+                        ci[j] += alpha * tile[i][j];
+                } else if (beta == 0) {
+                    for (ptrdiff_t j = 0; j < nr; j++)
+                        ci[j] = alpha * tile[i][j];
+                } else {
+                    for (ptrdiff_t j = 0; j < nr; j++)
+                        ci[j] = beta * ci[j] + alpha * tile[i][j];
+                }
+            }
         }
     }
 }
+#undef MICRO_TILE
 
 static void SFX(scale_c)(ptrdiff_t m, ptrdiff_t n, REAL beta, REAL *c,
                          ptrdiff_t ldc)
