@@ -7,6 +7,7 @@ void SFX(cnnkit_relu_forward)(REAL *restrict y, const REAL *restrict x,
                               ptrdiff_t n, int nthreads)
 {
     int nt = n < CNNKIT_ELEMWISE_SERIAL ? 1 : nthreads;
+    (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for simd schedule(static) num_threads(nt))
     for (ptrdiff_t i = 0; i < n; i++) {
         REAL v = x[i];
@@ -19,6 +20,7 @@ void SFX(cnnkit_relu_backward)(REAL *restrict gx, const REAL *restrict gy,
                                int nthreads)
 {
     int nt = n < CNNKIT_ELEMWISE_SERIAL ? 1 : nthreads;
+    (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for simd schedule(static) num_threads(nt))
     for (ptrdiff_t i = 0; i < n; i++)
         gx[i] = x[i] > 0 ? gy[i] : (REAL)0;

@@ -92,6 +92,7 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
                                 const REAL *bias, REAL *work,
                                 const cnnkit_conv2d_geom *g, int nthreads)
 {
+    (void)nthreads; /* unused in serial builds */
     const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
     const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
     if (g->n <= 0 || p <= 0 || g->k <= 0)
@@ -135,6 +136,7 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
                                       const cnnkit_conv2d_geom *g,
                                       int nthreads)
 {
+    (void)nthreads; /* unused in serial builds */
     const ptrdiff_t p = g->oh * g->ow, rs = g->r * g->s, crs = g->c * rs;
     const ptrdiff_t hw = g->h * g->w, kp = g->k * p;
     if (g->n <= 0 || g->c <= 0 || hw <= 0)
@@ -165,6 +167,7 @@ void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
                                         const cnnkit_conv2d_geom *g,
                                         int nthreads)
 {
+    (void)nthreads; /* unused in serial builds */
     const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
     const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
     const ptrdiff_t kcrs = g->k * crs;

@@ -15,6 +15,7 @@ void SFX(cnnkit_softmax)(REAL *p, const REAL *z, ptrdiff_t n, ptrdiff_t c,
     if (c <= 0)
         return;
     int nt = n * c < 16384 ? 1 : nthreads;
+    (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t i = 0; i < n; i++) {
         const REAL *zi = z + i * c;
@@ -38,6 +39,7 @@ double SFX(cnnkit_softmax_xent)(REAL *grad, const REAL *z,
     if (n <= 0 || c <= 0)
         return 0.0;
     int nt = n * c < 16384 ? 1 : nthreads;
+    (void)nt; /* unused in serial builds */
     const double inv_n = 1.0 / (double)n;
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t i = 0; i < n; i++) {

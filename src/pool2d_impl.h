@@ -3,6 +3,7 @@
 void SFX(cnnkit_maxpool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
                                    const cnnkit_pool2d_geom *g, int nthreads)
 {
+    (void)nthreads; /* unused in serial builds */
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
     CNNKIT_OMP(parallel for schedule(static) num_threads(nthreads))
     for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
@@ -39,6 +40,7 @@ void SFX(cnnkit_maxpool2d_backward)(REAL *gx, const REAL *gy,
                                     const int64_t *idx,
                                     const cnnkit_pool2d_geom *g, int nthreads)
 {
+    (void)nthreads; /* unused in serial builds */
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
     CNNKIT_OMP(parallel for schedule(static) num_threads(nthreads))
     for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
