@@ -17,12 +17,18 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
         "inside the source folder's python/ directory."
     ) from exc
 
-from . import functional, reference
+from . import callbacks, functional, layers, optim, reference
 from ._config import get_num_threads, set_num_threads, show_config
+from .model import Sequential, load_model
 
 __all__ = [
     "__version__",
+    "Sequential",
+    "load_model",
+    "callbacks",
     "functional",
+    "layers",
+    "optim",
     "reference",
     "get_num_threads",
     "set_num_threads",

@@ -1,0 +1,401 @@
+"""Layers: thin shells over :mod:`cnnkit.functional` that own parameters.
+
+Each layer follows one lifecycle (Keras's): hyperparameters are validated in
+``__init__``; ``build(input_shape, ...)`` computes the output shape and the
+shapes of the parameters; the model then hands the layer views into its flat
+parameter and gradient buffers and asks it to initialise them; ``forward``
+caches what ``backward`` needs; ``backward`` writes the parameter gradients
+(overwriting them) and returns the gradient with respect to the input.
+
+Shapes exclude the batch axis: a Conv2D's ``input_shape`` is ``(C, H, W)``.
+Layouts follow PyTorch, so ``Conv2D.params["weight"]`` is ``(K, C, R, S)`` and
+``Dense.params["weight"]`` is ``(units, in_features)``.
+"""
+import math
+import numbers
+
+import numpy as np
+
+from . import functional as F
+
+__all__ = [
+    "Layer", "Conv2D", "ReLU", "MaxPool2D", "Flatten", "Dense", "Dropout",
+    "LAYERS",
+]
+
+
+def _check_int(value, name, cls, minimum=1):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, numbers.Integral):
+        raise TypeError(f"{cls}: {name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{cls}: {name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_pair(value, name, cls, minimum=1):
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(
+                f"{cls}: {name} must be an int or a pair of ints, got "
+                f"{value!r}")
+        return tuple(_check_int(v, name, cls, minimum) for v in value)
+    v = _check_int(value, name, cls, minimum)
+    return (v, v)
+
+
+class Layer:
+    """Base class of all layers.
+
+    Attributes
+    ----------
+    input_shape, output_shape : tuple of int or None
+        Per-sample shapes, set by :meth:`build`.
+    params, grads : dict of str to ndarray
+        Parameters and their gradients (views into the model's flat
+        buffers), in PyTorch ``state_dict`` order; empty for layers without
+        parameters.
+    """
+
+    def __init__(self):
+        self.input_shape = None
+        self.output_shape = None
+        self.params = {}
+        self.grads = {}
+        self.built = False
+
+    # -- lifecycle --------------------------------------------------------
+    def compute_output_shape(self, input_shape):
+        """Per-sample output shape for a per-sample ``input_shape``; raises
+        ValueError if the layer cannot take that input."""
+        return tuple(input_shape)
+
+    def param_shapes(self, input_shape):
+        """Shapes of the parameters for ``input_shape``, in order."""
+        return {}
+
+    def build(self, input_shape):
+        """Check ``input_shape`` and record the input and output shapes."""
+        input_shape = tuple(int(d) for d in input_shape)
+        self.output_shape = self.compute_output_shape(input_shape)
+        self.input_shape = input_shape
+        self.built = True
+        return self.output_shape
+
+    def bind(self, params, grads):
+        """Attach parameter and gradient arrays (views the model owns)."""
+        self.params = dict(params)
+        self.grads = dict(grads)
+
+    def initialize(self, rng, followed_by_relu):
+        """Fill the parameters: He-normal weights before a ReLU, LeCun-normal
+        otherwise, zero biases."""
+        w = self.params.get("weight")
+        if w is not None:
+            fan_in = int(np.prod(w.shape[1:]))
+            gain = 2.0 if followed_by_relu else 1.0
+            std = math.sqrt(gain / max(fan_in, 1))
+            w[...] = rng.standard_normal(w.shape) * std
+        b = self.params.get("bias")
+        if b is not None:
+            b[...] = 0
+
+    # -- computation ------------------------------------------------------
+    def forward(self, x, training=False):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    def clear_cache(self):
+        """Drop what forward kept for backward."""
+
+    # -- description ------------------------------------------------------
+    def get_config(self):
+        """JSON-serialisable constructor arguments."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @property
+    def count_params(self):
+        return int(sum(p.size for p in self.params.values()))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Conv2D(Layer):
+    """2-D convolution layer (cross-correlation), PyTorch's ``nn.Conv2d``.
+
+    Parameters
+    ----------
+    filters : int
+        Number of output channels K.
+    kernel_size : int or (int, int)
+    stride, dilation : int or (int, int), default 1
+    padding : int, (int, int), "valid" or "same", default 0
+    use_bias : bool, default True
+    """
+
+    def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1,
+                 use_bias=True):
+        super().__init__()
+        cls = "Conv2D"
+        self.filters = _check_int(filters, "filters", cls)
+        self.kernel_size = _check_pair(kernel_size, "kernel_size", cls)
+        self.stride = _check_pair(stride, "stride", cls)
+        self.dilation = _check_pair(dilation, "dilation", cls)
+        if isinstance(padding, str):
+            if padding.lower() not in ("same", "valid"):
+                raise ValueError(
+                    f"{cls}: padding must be an int, a pair, 'valid' or "
+                    f"'same'; got {padding!r}")
+            padding = padding.lower()
+            if padding == "same" and self.stride != (1, 1):
+                raise ValueError(
+                    f"{cls}: padding='same' needs stride 1, got stride "
+                    f"{self.stride}")
+            self.padding = padding
+        else:
+            self.padding = _check_pair(padding, "padding", cls, minimum=0)
+        self.use_bias = bool(use_bias)
+        self._x = None
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"Conv2D expects input of shape (C, H, W) per sample; got "
+                f"{tuple(input_shape)}")
+        c, h, w = input_shape
+        try:
+            oh, ow = F.conv2d_output_shape(
+                (h, w), self.kernel_size, self.stride, self.padding,
+                self.dilation)
+        except ValueError:
+            raise ValueError(
+                f"Conv2D: kernel {self.kernel_size} (dilation "
+                f"{self.dilation}, padding {self.padding!r}) does not fit in "
+                f"an input of shape {tuple(input_shape)}") from None
+        return (self.filters, oh, ow)
+
+    def param_shapes(self, input_shape):
+        shapes = {"weight": (self.filters, input_shape[0]) + self.kernel_size}
+        if self.use_bias:
+            shapes["bias"] = (self.filters,)
+        return shapes
+
+    def forward(self, x, training=False):
+        self._x = x if training else None
+        return F.conv2d(x, self.params["weight"], self.params.get("bias"),
+                        self.stride, self.padding, self.dilation)
+
+    def backward(self, grad):
+        gx, gw, gb = F.conv2d_backward(grad, self._x, self.params["weight"],
+                                       self.stride, self.padding,
+                                       self.dilation, bias=self.use_bias)
+        self.grads["weight"][...] = gw
+        if self.use_bias:
+            self.grads["bias"][...] = gb
+        return gx
+
+    def clear_cache(self):
+        self._x = None
+
+    def get_config(self):
+        return {"filters": self.filters,
+                "kernel_size": list(self.kernel_size),
+                "stride": list(self.stride),
+                "padding": (self.padding if isinstance(self.padding, str)
+                            else list(self.padding)),
+                "dilation": list(self.dilation),
+                "use_bias": self.use_bias}
+
+
+class ReLU(Layer):
+    """Rectified linear unit, ``max(0, x)``; its gradient at 0 is 0."""
+
+    def __init__(self):
+        super().__init__()
+        self._x = None
+
+    def forward(self, x, training=False):
+        self._x = x if training else None
+        return F.relu(x)
+
+    def backward(self, grad):
+        return F.relu_backward(grad, self._x)
+
+    def clear_cache(self):
+        self._x = None
+
+
+class MaxPool2D(Layer):
+    """2-D max pooling, PyTorch's ``nn.MaxPool2d``.
+
+    Parameters
+    ----------
+    pool_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``pool_size``.
+    padding : int or (int, int), default 0
+        ``-inf`` padding, at most half the pool size.
+    """
+
+    def __init__(self, pool_size, stride=None, padding=0):
+        super().__init__()
+        cls = "MaxPool2D"
+        self.pool_size = _check_pair(pool_size, "pool_size", cls)
+        self.stride = (self.pool_size if stride is None
+                       else _check_pair(stride, "stride", cls))
+        self.padding = _check_pair(padding, "padding", cls, minimum=0)
+        if (2 * self.padding[0] > self.pool_size[0]
+                or 2 * self.padding[1] > self.pool_size[1]):
+            raise ValueError(
+                f"{cls}: padding {self.padding} must be at most half the pool "
+                f"size {self.pool_size}")
+        self._idx = None
+        self._shape = None
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"MaxPool2D expects input of shape (C, H, W) per sample; got "
+                f"{tuple(input_shape)}")
+        try:
+            oh, ow = F.pool2d_output_shape(input_shape[1:], self.pool_size,
+                                           self.stride, self.padding)
+        except ValueError:
+            raise ValueError(
+                f"MaxPool2D: pool size {self.pool_size} (padding "
+                f"{self.padding}) is larger than the input of shape "
+                f"{tuple(input_shape)}") from None
+        return (input_shape[0], oh, ow)
+
+    def forward(self, x, training=False):
+        y, idx = F.max_pool2d(x, self.pool_size, self.stride, self.padding)
+        if training:
+            self._idx, self._shape = idx, x.shape
+        return y
+
+    def backward(self, grad):
+        return F.max_pool2d_backward(grad, self._idx, self._shape)
+
+    def clear_cache(self):
+        self._idx = self._shape = None
+
+    def get_config(self):
+        return {"pool_size": list(self.pool_size),
+                "stride": list(self.stride),
+                "padding": list(self.padding)}
+
+
+class Flatten(Layer):
+    """Flattens each sample to a vector, in C order (as ``torch.flatten``)."""
+
+    def __init__(self):
+        super().__init__()
+        self._shape = None
+
+    def compute_output_shape(self, input_shape):
+        return (int(np.prod(input_shape, dtype=np.int64)),)
+
+    def forward(self, x, training=False):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad):
+        return grad.reshape(self._shape)
+
+
+class Dense(Layer):
+    """Fully connected layer, ``y = x @ W.T + b`` (PyTorch's ``nn.Linear``).
+
+    Parameters
+    ----------
+    units : int
+        Number of outputs.
+    use_bias : bool, default True
+    """
+
+    def __init__(self, units, use_bias=True):
+        super().__init__()
+        self.units = _check_int(units, "units", "Dense")
+        self.use_bias = bool(use_bias)
+        self._x = None
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(
+                f"Dense expects input of shape (features,) per sample; got "
+                f"{tuple(input_shape)} (add a Flatten layer before it)")
+        return (self.units,)
+
+    def param_shapes(self, input_shape):
+        shapes = {"weight": (self.units, input_shape[0])}
+        if self.use_bias:
+            shapes["bias"] = (self.units,)
+        return shapes
+
+    def forward(self, x, training=False):
+        self._x = x if training else None
+        return F.dense(x, self.params["weight"], self.params.get("bias"))
+
+    def backward(self, grad):
+        gx, gw, gb = F.dense_backward(grad, self._x, self.params["weight"],
+                                      bias=self.use_bias)
+        self.grads["weight"][...] = gw
+        if self.use_bias:
+            self.grads["bias"][...] = gb
+        return gx
+
+    def clear_cache(self):
+        self._x = None
+
+    def get_config(self):
+        return {"units": self.units, "use_bias": self.use_bias}
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each value with probability
+    ``rate`` and scale the rest by ``1 / (1 - rate)``; identity otherwise.
+
+    The mask is drawn from the model's seeded generator, so training is
+    reproducible.
+    """
+
+    def __init__(self, rate):
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+            raise TypeError(f"Dropout: rate must be a float, got {rate!r}")
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"Dropout: rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self.rng = None
+        self._mask = None
+
+    def forward(self, x, training=False):
+        if not training or self.rate == 0.0:
+            self._mask = None
+            return x
+        rng = self.rng if self.rng is not None else np.random.default_rng()
+        keep = rng.random(x.shape) >= self.rate
+        self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
+        return x * self._mask
+
+    def backward(self, grad):
+        return grad if self._mask is None else grad * self._mask
+
+    def clear_cache(self):
+        self._mask = None
+
+    def get_config(self):
+        return {"rate": self.rate}
+
+
+#: The layer types a saved model may name; loading builds only these.
+LAYERS = {cls.__name__: cls for cls in
+          (Conv2D, ReLU, MaxPool2D, Flatten, Dense, Dropout)}

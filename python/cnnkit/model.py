@@ -1,0 +1,757 @@
+"""The :class:`Sequential` model: a chain of layers trained end to end.
+
+The model owns two flat, contiguous buffers, one holding every parameter and
+one every gradient, in PyTorch ``state_dict`` order (per layer: weight, then
+bias); each layer's parameters are views into them.  A training step is
+forward, backward (the gradients are then complete: the one place where
+data-parallel training would average them), then one optimizer update over
+the whole flat buffer.  All randomness (initialisation, shuffling, dropout)
+comes from the model's seeded :class:`numpy.random.Generator`.
+"""
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+
+from . import _format
+from . import functional as F
+from . import optim
+from .callbacks import Callback, History
+from .layers import LAYERS, Dropout, Layer, ReLU
+
+__all__ = ["Sequential", "load_model"]
+
+
+def _fmt_bytes(n):
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.2f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024.0
+    return f"{n:.2f} GB"  # pragma: no cover
+
+
+class Sequential:
+    """A linear stack of layers with a Keras-style training API.
+
+    Parameters
+    ----------
+    layers : sequence of Layer
+        The layers, input first.
+    input_shape : tuple of int, optional
+        Shape of one sample, e.g. ``(1, 28, 28)``; ``(H, W)`` means one
+        channel.  Without it the model is built on the first data it sees.
+    seed : int, optional
+        Seed of the generator behind initialisation, shuffling and dropout.
+        The same seed and thread count give bit-identical training.
+    dtype : {"float32", "float64"}, default "float32"
+        Parameter and computation dtype; float64 for exact gradient checks.
+
+    Examples
+    --------
+    >>> import cnnkit
+    >>> from cnnkit import layers
+    >>> model = cnnkit.Sequential([
+    ...     layers.Conv2D(4, 3, padding=1), layers.ReLU(), layers.MaxPool2D(2),
+    ...     layers.Flatten(), layers.Dense(10)], input_shape=(1, 8, 8), seed=0)
+    >>> model.output_shape
+    (10,)
+    """
+
+    def __init__(self, layers=(), input_shape=None, seed=None,
+                 dtype="float32"):
+        layers = list(layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(
+                    f"Sequential: layer {i} must be a cnnkit layer, got "
+                    f"{type(layer).__name__}")
+        if len(set(map(id, layers))) != len(layers):
+            raise ValueError("Sequential: the same layer object appears "
+                             "twice; create one instance per position")
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            dt = None
+        if dt not in (np.float32, np.float64):
+            raise ValueError(
+                f"Sequential: dtype must be 'float32' or 'float64', got "
+                f"{dtype!r}")
+        if seed is not None and (isinstance(seed, bool) or
+                                 not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"Sequential: seed must be an int or None, got "
+                            f"{seed!r}")
+        self.layers = layers
+        self.seed = None if seed is None else int(seed)
+        self.dtype = dt
+        self.rng = np.random.default_rng(self.seed)
+        self.input_shape = None
+        self.output_shape = None
+        self.built = False
+        self.optimizer = None
+        self.stop_training = False
+        self._flat_params = np.zeros(0, dtype=dt)
+        self._flat_grads = np.zeros(0, dtype=dt)
+        self._names = []
+        if input_shape is not None:
+            self.build(input_shape)
+
+    # ------------------------------------------------------------------
+    # building
+    # ------------------------------------------------------------------
+    def build(self, input_shape):
+        """Infer every layer's shapes, allocate and initialise parameters.
+
+        Raises
+        ------
+        ValueError
+            When a layer cannot take the previous layer's output, naming the
+            layer and the shapes.
+        """
+        shape = tuple(input_shape)
+        if len(shape) == 2:
+            shape = (1,) + shape
+        if not shape or any(isinstance(d, bool) or
+                            not isinstance(d, (int, np.integer)) or d < 1
+                            for d in shape):
+            raise ValueError(
+                f"Sequential: input_shape must be positive ints, e.g. "
+                f"(C, H, W); got {tuple(input_shape)}")
+        shape = tuple(int(d) for d in shape)
+        if not self.layers:
+            raise ValueError("Sequential: the model has no layers")
+        specs, cur = [], shape
+        for i, layer in enumerate(self.layers):
+            try:
+                out = layer.build(cur)
+            except ValueError as exc:
+                raise ValueError(
+                    f"Sequential: layer {i} ({type(layer).__name__}) cannot "
+                    f"take the output of the previous layer, shape {cur}: "
+                    f"{exc}") from None
+            specs.append(layer.param_shapes(cur))
+            cur = out
+        total = sum(int(np.prod(s, dtype=np.int64))
+                    for spec in specs for s in spec.values())
+        self._flat_params = np.zeros(total, dtype=self.dtype)
+        self._flat_grads = np.zeros(total, dtype=self.dtype)
+        self._names = []
+        off = 0
+        for i, (layer, spec) in enumerate(zip(self.layers, specs)):
+            params, grads = {}, {}
+            for name, s in spec.items():
+                size = int(np.prod(s, dtype=np.int64))
+                params[name] = self._flat_params[off:off + size].reshape(s)
+                grads[name] = self._flat_grads[off:off + size].reshape(s)
+                self._names.append((f"{i}.{name}", layer, name))
+                off += size
+            layer.bind(params, grads)
+        for i, layer in enumerate(self.layers):
+            nxt = next((lay for lay in self.layers[i + 1:]
+                        if not isinstance(lay, Dropout)), None)
+            layer.initialize(self.rng, isinstance(nxt, ReLU))
+            if isinstance(layer, Dropout):
+                layer.rng = self.rng
+        self.input_shape, self.output_shape = shape, cur
+        self.built = True
+        return self
+
+    def _require_built(self, what):
+        if not self.built:
+            raise ValueError(
+                f"Sequential.{what}: the model is not built yet; pass "
+                f"input_shape to Sequential or call it on data first")
+
+    # ------------------------------------------------------------------
+    # data checks
+    # ------------------------------------------------------------------
+    def _prepare_x(self, x, name="x", check_finite=True):
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be array-like ({exc})") from None
+        if x.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{name} must be a real numeric array, got dtype {x.dtype}")
+        if self.built:
+            expected = self.input_shape
+            if x.ndim == len(expected) and expected[0] == 1 and \
+                    x.shape[1:] == expected[1:]:
+                x = x[:, None]            # (n, H, W) for one channel
+            if x.shape[1:] != expected:
+                raise ValueError(
+                    f"{name} must have shape (n,) + {expected} (or (n, H, W) "
+                    f"for one channel); got {x.shape}")
+        else:
+            if x.ndim == 3:
+                x = x[:, None]
+            if x.ndim < 2:
+                raise ValueError(
+                    f"{name} must have shape (n, C, H, W) or (n, H, W); got "
+                    f"{x.shape}")
+            self.build(x.shape[1:])
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} is empty (shape {x.shape})")
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        if check_finite and not np.isfinite(x).all():
+            bad = int(np.count_nonzero(~np.isfinite(x)))
+            raise ValueError(f"{name} contains {bad} NaN or infinite values")
+        return x
+
+    def _prepare_y(self, y, n, name="y"):
+        y = np.asarray(y)
+        if y.dtype.kind not in "iu":
+            raise TypeError(
+                f"{name} must hold integer class indices, got dtype "
+                f"{y.dtype}")
+        if y.shape != (n,):
+            raise ValueError(
+                f"{name} must have shape ({n},) to match x; got {y.shape}")
+        classes = self.output_shape[-1]
+        if y.size and (y.min() < 0 or y.max() >= classes):
+            bad = y.min() if y.min() < 0 else y.max()
+            raise ValueError(
+                f"{name} must lie in [0, {classes}) for a model with "
+                f"{classes} outputs; got {bad}")
+        return y.astype(np.int64, copy=False)
+
+    # ------------------------------------------------------------------
+    # forward / backward
+    # ------------------------------------------------------------------
+    def forward(self, x, training=False):
+        """Logits for a batch x (already shaped (n,) + input_shape)."""
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def __call__(self, x, training=False):
+        """Logits of x, after checking and converting it."""
+        return self.forward(self._prepare_x(x, check_finite=False), training)
+
+    def backward(self, grad):
+        """Backpropagate ``grad`` (d loss / d logits) through every layer of
+        the last training forward pass; fills the gradients and returns d loss
+        / d input."""
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+        return grad
+
+    def _clear_caches(self):
+        for layer in self.layers:
+            layer.clear_cache()
+
+    def _batched_logits(self, x, batch_size):
+        if isinstance(batch_size, bool) or not isinstance(
+                batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got "
+                             f"{batch_size!r}")
+        for i in range(0, x.shape[0], batch_size):
+            yield i, self.forward(x[i:i + batch_size], training=False)
+
+    def predict_proba(self, x, batch_size=256):
+        """Class probabilities (softmax of the logits), shape (n, classes)."""
+        x = self._prepare_x(x)
+        out = np.empty((x.shape[0],) + self.output_shape, dtype=self.dtype)
+        for i, logits in self._batched_logits(x, batch_size):
+            out[i:i + logits.shape[0]] = F.softmax(logits)
+        return out
+
+    def predict(self, x, batch_size=256):
+        """Predicted class indices, shape (n,)."""
+        x = self._prepare_x(x)
+        out = np.empty(x.shape[0], dtype=np.int64)
+        for i, logits in self._batched_logits(x, batch_size):
+            out[i:i + logits.shape[0]] = logits.argmax(axis=1)
+        return out
+
+    def evaluate(self, x, y, batch_size=256):
+        """Mean softmax cross-entropy and accuracy on (x, y).
+
+        Returns
+        -------
+        dict
+            ``{"loss": float, "accuracy": float}``
+        """
+        x = self._prepare_x(x)
+        y = self._prepare_y(y, x.shape[0])
+        return self._evaluate(x, y, batch_size)
+
+    def _evaluate(self, x, y, batch_size):
+        total, correct = 0.0, 0
+        for i, logits in self._batched_logits(x, batch_size):
+            yb = y[i:i + logits.shape[0]]
+            loss, _ = F.softmax_cross_entropy(logits, yb)
+            total += float(loss) * logits.shape[0]
+            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+        n = x.shape[0]
+        return {"loss": total / n, "accuracy": correct / n}
+
+    # ------------------------------------------------------------------
+    # parameters
+    # ------------------------------------------------------------------
+    def parameters(self):
+        """The parameter arrays (views, updated in place), state order."""
+        return [layer.params[name] for _, layer, name in self._names]
+
+    def named_parameters(self):
+        """``(name, array)`` pairs, names as PyTorch's ``state_dict``."""
+        return [(key, layer.params[name]) for key, layer, name in self._names]
+
+    def gradients(self):
+        """The gradient arrays of the last backward pass, state order."""
+        return [layer.grads[name] for _, layer, name in self._names]
+
+    def count_params(self):
+        return int(self._flat_params.size)
+
+    def get_weights(self):
+        """Copies of the parameters, in PyTorch ``state_dict`` order and
+        layouts (per layer: weight, then bias)."""
+        self._require_built("get_weights")
+        return [p.copy() for p in self.parameters()]
+
+    def set_weights(self, weights):
+        """Set the parameters from arrays in :meth:`get_weights` order.
+
+        Arrays from PyTorch (``[t.detach().numpy() for t in
+        module.state_dict().values()]``) load as they are.  Values are cast
+        to the model's dtype; shapes must match exactly.
+        """
+        self._require_built("set_weights")
+        weights = list(weights)
+        names = self.named_parameters()
+        if len(weights) != len(names):
+            raise ValueError(
+                f"set_weights: the model has {len(names)} parameter arrays "
+                f"({', '.join(n for n, _ in names)}); got {len(weights)}")
+        checked = []
+        for (name, p), w in zip(names, weights):
+            w = np.asarray(w)
+            if w.dtype.kind not in "biuf":
+                raise TypeError(f"set_weights: {name} must be a real array, "
+                                f"got dtype {w.dtype}")
+            if w.shape != p.shape:
+                raise ValueError(f"set_weights: {name} must have shape "
+                                 f"{p.shape}, got {w.shape}")
+            checked.append(w)
+        for (_, p), w in zip(names, checked):
+            p[...] = w
+        return self
+
+    def state_dict(self):
+        """``{name: array copy}`` with PyTorch's ``nn.Sequential`` names
+        (``"0.weight"``, ``"0.bias"``, ...)."""
+        return {name: p.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state, strict_dtype=False):
+        """Set the parameters from a ``{name: array}`` mapping.
+
+        Missing and unexpected names are errors; shapes must match; with
+        ``strict_dtype`` the dtypes must equal the model's.
+        """
+        self._require_built("load_state_dict")
+        names = [n for n, _ in self.named_parameters()]
+        missing = [n for n in names if n not in state]
+        unexpected = [n for n in state if n not in names]
+        if missing or unexpected:
+            raise ValueError(
+                f"load_state_dict: missing {missing or 'none'}, unexpected "
+                f"{unexpected or 'none'}")
+        if strict_dtype:
+            for n in names:
+                if np.asarray(state[n]).dtype != self.dtype:
+                    raise ValueError(
+                        f"load_state_dict: {n} has dtype "
+                        f"{np.asarray(state[n]).dtype}, the model "
+                        f"{self.dtype}")
+        return self.set_weights([state[n] for n in names])
+
+    # ------------------------------------------------------------------
+    # description
+    # ------------------------------------------------------------------
+    def summary(self, print_fn=None):
+        """Print a table of the layers, their output shapes and parameter
+        counts, with totals and sizes; returns the text."""
+        self._require_built("summary")
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        for i, layer in enumerate(self.layers):
+            rows.append((f"{type(layer).__name__.lower()}_{i} "
+                         f"({type(layer).__name__})",
+                         str((None,) + tuple(layer.output_shape)),
+                         f"{layer.count_params:,}"))
+        w0 = max(len(r[0]) for r in rows) + 2
+        w1 = max(len(r[1]) for r in rows) + 2
+        w2 = max(len(r[2]) for r in rows)
+        width = w0 + w1 + w2
+        itemsize = self.dtype.itemsize
+        total = self.count_params()
+        lines = [f'Model: "Sequential" (input {(None,) + self.input_shape}, '
+                 f'{self.dtype.name})', "=" * width]
+        for j, r in enumerate(rows):
+            lines.append(f"{r[0]:<{w0}}{r[1]:<{w1}}{r[2]:>{w2}}")
+            if j == 0:
+                lines.append("=" * width)
+        lines += ["=" * width,
+                  f"Total params: {total:,} ({_fmt_bytes(total * itemsize)})",
+                  f"Trainable params: {total:,} "
+                  f"({_fmt_bytes(total * itemsize)})",
+                  "Non-trainable params: 0 (0 B)", "=" * width]
+        text = "\n".join(lines)
+        (print_fn or print)(text)
+        return text
+
+    def get_config(self):
+        """The architecture as a JSON-serialisable dict."""
+        return {
+            "input_shape": list(self.input_shape) if self.built else None,
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+            "layers": [{"class_name": type(layer).__name__,
+                        "config": layer.get_config()}
+                       for layer in self.layers],
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild a model from :meth:`get_config` output; only the layer
+        types in :data:`cnnkit.layers.LAYERS` are accepted."""
+        if not isinstance(config, dict) or not isinstance(
+                config.get("layers"), list):
+            raise ValueError("model config must be a dict with a 'layers' "
+                             "list")
+        layers = []
+        for i, spec in enumerate(config["layers"]):
+            if not isinstance(spec, dict):
+                raise ValueError(f"model config: layer {i} is not a dict")
+            name = spec.get("class_name")
+            if name not in LAYERS:
+                raise ValueError(
+                    f"model config: layer {i} has unknown type {name!r}; "
+                    f"known: {sorted(LAYERS)}")
+            lcfg = spec.get("config", {})
+            if not isinstance(lcfg, dict):
+                raise ValueError(f"model config: layer {i} config is not a "
+                                 f"dict")
+            try:
+                layers.append(LAYERS[name].from_config(lcfg))
+            except TypeError as exc:
+                raise ValueError(f"model config: layer {i} ({name}): "
+                                 f"{exc}") from None
+        shape = config.get("input_shape")
+        return cls(layers, input_shape=None if shape is None else
+                   tuple(shape), seed=config.get("seed"),
+                   dtype=config.get("dtype", "float32"))
+
+    def __repr__(self):
+        inner = ", ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([{inner}])"
+
+    # ------------------------------------------------------------------
+    # saving
+    # ------------------------------------------------------------------
+    def save(self, path, include_optimizer=True):
+        """Write the architecture, the weights and (optionally) the optimizer
+        state to one file, atomically; no pickle is involved.
+
+        The file is safetensors-compatible: the tensors are named as in
+        :meth:`state_dict`, the architecture is JSON in its metadata.
+        """
+        self._require_built("save")
+        tensors = self.state_dict()
+        extra = {}
+        if include_optimizer and self.optimizer is not None:
+            extra["optimizer"] = json.dumps(self.optimizer.get_config())
+            for k, v in self.optimizer.state_dict().items():
+                tensors[f"optimizer.{k}"] = np.asarray(v)
+        meta = _format.pack_metadata("model", self.get_config(), extra)
+        _format.save_file(path, tensors, meta)
+
+    # ------------------------------------------------------------------
+    # training
+    # ------------------------------------------------------------------
+    def fit(self, x, y, epochs=1, batch_size=32, optimizer=None,
+            validation_data=None, validation_split=0.0, shuffle=True,
+            callbacks=(), verbose=1):
+        """Train on (x, y) with mini-batch gradient descent.
+
+        Parameters
+        ----------
+        x : array_like of shape (n, C, H, W) or (n, H, W)
+        y : array_like of int, shape (n,)
+            Class indices in ``[0, classes)``.
+        epochs : int, default 1
+        batch_size : int, default 32
+        optimizer : str or cnnkit.optim.Optimizer, optional
+            ``"sgd"``, ``"adam"``, ``"adamw"`` or an instance.  By default
+            the model's current optimizer (so a second ``fit`` resumes), or
+            ``Adam(1e-3)`` the first time.
+        validation_data : (x_val, y_val), optional
+        validation_split : float, default 0
+            Fraction of (x, y), taken from the end before shuffling, held out
+            for validation (ignored when validation_data is given).
+        shuffle : bool, default True
+            Reshuffle the training samples every epoch (seeded).
+        callbacks : sequence of cnnkit.callbacks.Callback
+        verbose : {0, 1, 2}, default 1
+            0 silent, 1 a progress bar per epoch (one line per epoch when the
+            output is not a terminal), 2 one line per epoch.
+
+        Returns
+        -------
+        History
+            Per-epoch ``loss``, ``accuracy``, ``val_loss``,
+            ``val_accuracy``, ``lr``, ``seconds`` and ``images_per_s``.
+
+        Raises
+        ------
+        FloatingPointError
+            When the loss becomes NaN or infinite; the weights from before
+            that batch are kept.
+
+        Notes
+        -----
+        Ctrl-C stops training at the next batch boundary; the model stays
+        usable and the returned history (``interrupted=True``) holds the
+        completed epochs.
+        """
+        _check_pos_int(epochs, "epochs", minimum=0)
+        _check_pos_int(batch_size, "batch_size")
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        x = self._prepare_x(x)
+        y = self._prepare_y(y, x.shape[0])
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or \
+                    len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (x_val, "
+                                 "y_val)")
+            xv = self._prepare_x(validation_data[0], "validation x")
+            yv = self._prepare_y(validation_data[1], xv.shape[0],
+                                 "validation y")
+        elif validation_split:
+            if not 0.0 < validation_split < 1.0:
+                raise ValueError(f"validation_split must be in [0, 1), got "
+                                 f"{validation_split!r}")
+            nv = int(math.floor(x.shape[0] * validation_split))
+            if nv < 1 or nv >= x.shape[0]:
+                raise ValueError(
+                    f"validation_split={validation_split} of {x.shape[0]} "
+                    f"samples leaves an empty training or validation set")
+            x, xv = x[:-nv], x[-nv:]
+            y, yv = y[:-nv], y[-nv:]
+        else:
+            xv = yv = None
+        if optimizer is None:
+            optimizer = self.optimizer if self.optimizer is not None \
+                else optim.Adam(1e-3)
+        self.optimizer = optim.get(optimizer)
+        callbacks = list(callbacks)
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must be cnnkit Callback "
+                                f"instances, got {type(cb).__name__}")
+        history = History()
+        cbs = [history] + callbacks
+        for cb in cbs:
+            cb.set_model(self)
+        return _Trainer(self, cbs, history, verbose).run(
+            x, y, xv, yv, epochs, batch_size, shuffle)
+
+
+def _check_pos_int(v, name, minimum=1):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or \
+            v < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
+
+
+class _Trainer:
+    """The fit loop: batching, shuffling, steps, callbacks, progress and
+    interruption."""
+
+    def __init__(self, model, callbacks, history, verbose):
+        self.model = model
+        self.callbacks = callbacks
+        self.history = history
+        self.verbose = verbose
+        self.interrupt = False
+
+    # -- Ctrl-C at batch boundaries ---------------------------------------
+    def _install_sigint(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self.interrupt:            # a second Ctrl-C: stop right away
+                raise KeyboardInterrupt
+            self.interrupt = True
+
+        try:
+            return signal.signal(signal.SIGINT, handler)
+        except ValueError:                 # pragma: no cover
+            return None
+
+    def _progress(self, epoch, epochs, nbatches):
+        if self.verbose != 1:
+            return None
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:                # pragma: no cover
+            return None
+        notebook = any(c.__module__.startswith("tqdm.notebook")
+                       for c in tqdm.__mro__)
+        if not notebook and not sys.stderr.isatty():
+            return None                    # logs get one line per epoch
+        return tqdm(total=nbatches, desc=f"Epoch {epoch + 1}/{epochs}",
+                    unit="batch", leave=True, dynamic_ncols=True)
+
+    def _line(self, epoch, epochs, logs):
+        parts = [f"Epoch {epoch + 1}/{epochs}", f"{logs['seconds']:.2f}s",
+                 f"{logs['images_per_s']:.0f} img/s",
+                 f"loss: {logs['loss']:.4f}",
+                 f"accuracy: {logs['accuracy']:.4f}"]
+        if "val_loss" in logs:
+            parts += [f"val_loss: {logs['val_loss']:.4f}",
+                      f"val_accuracy: {logs['val_accuracy']:.4f}"]
+        print(" - ".join(parts), flush=True)
+
+    def run(self, x, y, xv, yv, epochs, batch_size, shuffle):
+        model, opt = self.model, self.model.optimizer
+        n = x.shape[0]
+        nbatches = -(-n // batch_size)
+        model.stop_training = False
+        for cb in self.callbacks:
+            cb.on_train_begin({})
+        old_handler = self._install_sigint()
+        try:
+            for epoch in range(epochs):
+                if self._epoch(epoch, epochs, x, y, xv, yv, n, nbatches,
+                               batch_size, shuffle, opt):
+                    break
+                if model.stop_training:
+                    break
+        finally:
+            model._clear_caches()
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        for cb in self.callbacks:
+            cb.on_train_end({})
+        return self.history
+
+    def _epoch(self, epoch, epochs, x, y, xv, yv, n, nbatches, batch_size,
+               shuffle, opt):
+        """One epoch; returns True when training was interrupted."""
+        model = self.model
+        if hasattr(opt, "set_epoch"):
+            opt.set_epoch(epoch)
+        for cb in self.callbacks:
+            cb.on_epoch_begin(epoch, {})
+        order = model.rng.permutation(n) if shuffle else None
+        bar = self._progress(epoch, epochs, nbatches)
+        t0 = time.perf_counter()
+        seen, loss_sum, correct = 0, 0.0, 0
+        last_post = t0
+        try:
+            for b in range(nbatches):
+                if self.interrupt:
+                    self.history.interrupted = True
+                    if self.verbose:
+                        print(f"\nTraining interrupted at epoch {epoch + 1}, "
+                              f"batch {b + 1}; the model keeps the weights "
+                              f"of the last completed batch.",
+                              file=sys.stderr, flush=True)
+                    return True
+                lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+                if order is None:
+                    xb, yb = x[lo:hi], y[lo:hi]
+                else:
+                    idx = order[lo:hi]
+                    xb, yb = x[idx], y[idx]
+                logits = model.forward(xb, training=True)
+                loss, grad = F.softmax_cross_entropy(logits, yb)
+                loss = float(loss)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the loss became {loss} at epoch {epoch + 1}, batch "
+                        f"{b + 1}; training stopped and the weights from "
+                        f"before this batch are kept (try a smaller learning "
+                        f"rate)")
+                model.backward(grad)
+                opt.step(model._flat_params, model._flat_grads)
+                m = hi - lo
+                seen += m
+                loss_sum += loss * m
+                correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+                for cb in self.callbacks[1:]:
+                    cb.on_batch_end(b, {"loss": loss, "size": m})
+                if bar is not None:
+                    bar.update(1)
+                    now = time.perf_counter()
+                    if now - last_post > 0.2 or b == nbatches - 1:
+                        last_post = now
+                        bar.set_postfix(
+                            loss=f"{loss_sum / seen:.4f}",
+                            acc=f"{correct / seen:.4f}",
+                            img_s=f"{seen / max(now - t0, 1e-9):.0f}",
+                            refresh=False)
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - t0
+        logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
+        if xv is not None:
+            v = model._evaluate(xv, yv, max(batch_size, 256))
+            logs["val_loss"], logs["val_accuracy"] = v["loss"], v["accuracy"]
+        logs["lr"] = float(opt.current_lr()) if hasattr(
+            opt, "current_lr") else float("nan")
+        logs["seconds"] = seconds
+        logs["images_per_s"] = seen / max(seconds, 1e-9)
+        if self.verbose == 2 or (self.verbose == 1 and bar is None):
+            self._line(epoch, epochs, logs)
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch, logs)
+        return False
+
+
+def load_model(path):
+    """Load a model written by :meth:`Sequential.save`.
+
+    The file's format version is checked (a newer one is refused by name),
+    layers are built only from the known layer types, and every tensor's
+    name, shape and dtype is checked against the architecture before the
+    model is returned; a damaged or foreign file raises ValueError.
+    """
+    tensors, meta = _format.load_file(path)
+    config = _format.unpack_metadata(meta, "model")
+    where = os.fspath(path)
+    try:
+        model = Sequential.from_config(config)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{where}: invalid model architecture: {exc}") \
+            from None
+    if not model.built:
+        raise ValueError(f"{where}: the saved model has no input shape")
+    weights = {k: v for k, v in tensors.items()
+               if not k.startswith("optimizer.")}
+    opt_state = {k[len("optimizer."):]: v for k, v in tensors.items()
+                 if k.startswith("optimizer.")}
+    try:
+        model.load_state_dict(weights, strict_dtype=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: weights do not match the architecture: "
+                         f"{exc}") from None
+    if "optimizer" in meta:
+        try:
+            opt = optim.from_config(json.loads(meta["optimizer"]))
+            opt.load_state_dict(opt_state)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"{where}: invalid optimizer state: {exc}") \
+                from None
+        model.optimizer = opt
+    elif opt_state:
+        raise ValueError(f"{where}: optimizer tensors without an optimizer "
+                         f"config: {sorted(opt_state)}")
+    return model

@@ -1,0 +1,414 @@
+"""Sequential, layers, training loop, callbacks and saving."""
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import cnnkit
+from cnnkit import layers as L
+from cnnkit import reference as R
+from cnnkit.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+
+def make_task(n=240, seed=0, size=8):
+    """Four classes: a bright bar in one of four places, plus noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    x = rng.normal(0.0, 0.3, (n, 1, size, size)).astype(np.float32)
+    h = size // 2
+    for i, c in enumerate(y):
+        if c == 0:
+            x[i, 0, :h, :] += 1.0
+        elif c == 1:
+            x[i, 0, h:, :] += 1.0
+        elif c == 2:
+            x[i, 0, :, :h] += 1.0
+        else:
+            x[i, 0, :, h:] += 1.0
+    return x, y
+
+
+def small_cnn(seed=0, dtype="float32", **kw):
+    return cnnkit.Sequential([
+        L.Conv2D(6, 3, padding=1), L.ReLU(), L.MaxPool2D(2),
+        L.Flatten(), L.Dense(16), L.ReLU(), L.Dense(4)],
+        input_shape=(1, 8, 8), seed=seed, dtype=dtype, **kw)
+
+
+# ---------------------------------------------------------------------------
+# building and shapes
+# ---------------------------------------------------------------------------
+def test_shapes_and_parameter_layout():
+    model = small_cnn()
+    assert model.output_shape == (4,)
+    assert [l.output_shape for l in model.layers] == [
+        (6, 8, 8), (6, 8, 8), (6, 4, 4), (96,), (16,), (16,), (4,)]
+    names = [n for n, _ in model.named_parameters()]
+    assert names == ["0.weight", "0.bias", "4.weight", "4.bias", "6.weight",
+                     "6.bias"]
+    shapes = [p.shape for p in model.parameters()]
+    assert shapes == [(6, 1, 3, 3), (6,), (16, 96), (16,), (4, 16), (4,)]
+    assert model.count_params() == 6 * 9 + 6 + 16 * 96 + 16 + 4 * 16 + 4
+    # parameters are views into one flat buffer
+    for p in model.parameters():
+        assert np.shares_memory(p, model._flat_params)
+    # biases start at zero, He-initialised weights have the right scale
+    assert not model.layers[0].params["bias"].any()
+    w = model.layers[4].params["weight"]
+    assert 0.5 * np.sqrt(2 / 96) < w.std() < 1.5 * np.sqrt(2 / 96)
+
+
+def test_build_error_names_layer_and_shapes():
+    with pytest.raises(ValueError, match=r"layer 3 \(Conv2D\).*\(4, 2, 2\)"):
+        cnnkit.Sequential([L.Conv2D(4, 3), L.ReLU(), L.MaxPool2D(3),
+                           L.Conv2D(4, 3)], input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="Dense expects .*Flatten"):
+        cnnkit.Sequential([L.Conv2D(4, 3), L.Dense(3)], input_shape=(1, 8, 8))
+
+
+def test_lazy_build_on_first_data():
+    model = cnnkit.Sequential([L.Flatten(), L.Dense(3)], seed=1)
+    assert not model.built
+    x = np.zeros((2, 5, 5))                       # (n, H, W): one channel
+    assert model.predict(x).shape == (2,)
+    assert model.input_shape == (1, 5, 5)
+
+
+def test_hyperparameter_validation():
+    with pytest.raises(ValueError, match="filters"):
+        L.Conv2D(0, 3)
+    with pytest.raises(TypeError, match="kernel_size"):
+        L.Conv2D(2, 2.5)
+    with pytest.raises(ValueError, match="rate"):
+        L.Dropout(1.0)
+    with pytest.raises(ValueError, match="padding"):
+        L.MaxPool2D(2, padding=2)
+    with pytest.raises(TypeError, match="layer 1"):
+        cnnkit.Sequential([L.ReLU(), "relu"])
+    with pytest.raises(ValueError, match="dtype"):
+        cnnkit.Sequential([L.ReLU()], dtype="int32")
+
+
+# ---------------------------------------------------------------------------
+# numerics
+# ---------------------------------------------------------------------------
+def test_weights_in_pytorch_layout_match_reference_forward():
+    model = cnnkit.Sequential([
+        L.Conv2D(3, (3, 2), stride=(2, 1), padding=1), L.ReLU(),
+        L.MaxPool2D(2, stride=1), L.Conv2D(4, 2, dilation=2), L.ReLU(),
+        L.Flatten(), L.Dense(5)], input_shape=(2, 9, 8), dtype="float64")
+    rng = np.random.default_rng(3)
+    weights = [rng.standard_normal(p.shape) for p in model.parameters()]
+    model.set_weights(weights)
+    x = rng.standard_normal((3, 2, 9, 8))
+    w0, b0, w1, b1, w2, b2 = weights
+    h = R.relu(R.conv2d(x, w0, b0, stride=(2, 1), padding=1))
+    h, _ = R.max_pool2d(h, 2, stride=1)
+    h = R.relu(R.conv2d(h, w1, b1, dilation=2))
+    expected = R.dense(h.reshape(3, -1), w2, b2)
+    np.testing.assert_allclose(model(x), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(model.get_weights()[2], w1)
+
+
+def test_whole_model_gradients_by_finite_differences():
+    model = cnnkit.Sequential([
+        L.Conv2D(3, 3, stride=2, padding=1), L.ReLU(),
+        L.MaxPool2D(2, stride=1, padding=1), L.Conv2D(2, 2),
+        L.Flatten(), L.Dense(5), L.ReLU(), L.Dropout(0.0), L.Dense(3)],
+        input_shape=(2, 7, 7), seed=4, dtype="float64")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 2, 7, 7))
+    y = np.array([0, 2])
+
+    def loss_at(flat):
+        saved = model._flat_params.copy()
+        model._flat_params[...] = flat
+        loss, _ = cnnkit.functional.softmax_cross_entropy(model.forward(x),
+                                                          y)
+        model._flat_params[...] = saved
+        return float(loss)
+
+    logits = model.forward(x, training=True)
+    _, g = cnnkit.functional.softmax_cross_entropy(logits, y)
+    gx = model.backward(g)
+    analytic = model._flat_grads.copy()
+    flat = model._flat_params.copy()
+    eps = 1e-6
+    for i in range(flat.size):
+        e = np.zeros_like(flat)
+        e[i] = eps
+        num = (loss_at(flat + e) - loss_at(flat - e)) / (2 * eps)
+        assert num == pytest.approx(analytic[i], rel=1e-5, abs=1e-8), i
+    # and with respect to the input
+    for idx in [(0, 0, 0, 0), (1, 1, 3, 4), (0, 1, 6, 6), (1, 0, 2, 5)]:
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += eps
+        xm[idx] -= eps
+        lp = cnnkit.functional.softmax_cross_entropy(model.forward(xp), y)[0]
+        lm = cnnkit.functional.softmax_cross_entropy(model.forward(xm), y)[0]
+        assert (lp - lm) / (2 * eps) == pytest.approx(gx[idx], rel=1e-5,
+                                                      abs=1e-8)
+
+
+def test_dropout_is_seeded_inverted_and_off_in_inference():
+    model = cnnkit.Sequential([L.Flatten(), L.Dropout(0.5)],
+                              input_shape=(1, 20, 20), seed=0)
+    x = np.ones((4, 1, 20, 20), dtype=np.float32)
+    assert np.array_equal(model(x), x.reshape(4, -1))
+    y = model.forward(x.reshape(4, 1, 20, 20), training=True)
+    assert set(np.unique(y)) == {0.0, 2.0}
+    assert 0.4 < (y == 0).mean() < 0.6
+    g = model.backward(np.ones_like(y))
+    assert np.array_equal(g.reshape(4, -1), y)
+
+
+# ---------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------
+def test_small_cnn_learns_separable_task():
+    x, y = make_task()
+    model = small_cnn(seed=0)
+    hist = model.fit(x, y, epochs=8, batch_size=16,
+                     optimizer=cnnkit.optim.Adam(1e-2), verbose=0)
+    assert hist.history["accuracy"][-1] >= 0.98
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    assert model.evaluate(x, y)["accuracy"] >= 0.98
+    assert np.array_equal(model.predict(x), model.predict_proba(x).argmax(1))
+    np.testing.assert_allclose(model.predict_proba(x).sum(1), 1, rtol=1e-5)
+
+
+def test_training_is_deterministic_for_a_seed():
+    x, y = make_task(96)
+    runs = []
+    for _ in range(2):
+        model = small_cnn(seed=7)
+        model.add_dropout = None
+        hist = model.fit(x, y, epochs=2, batch_size=8, optimizer="sgd",
+                         validation_split=0.25, verbose=0)
+        runs.append((model.get_weights(), hist.history))
+    for a, b in zip(runs[0][0], runs[1][0]):
+        assert np.array_equal(a, b)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert runs[0][1][key] == runs[1][1][key]
+
+
+def test_history_contents_and_validation():
+    x, y = make_task(64)
+    model = small_cnn()
+    hist = model.fit(x, y, epochs=3, batch_size=32,
+                     validation_data=(x[:16], y[:16]), verbose=0)
+    assert hist.epoch == [0, 1, 2]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr",
+                "seconds", "images_per_s"):
+        assert len(hist.history[key]) == 3
+    assert hist.history["val_loss"][-1] == pytest.approx(
+        model.evaluate(x[:16], y[:16])["loss"], rel=1e-6)
+
+
+def test_verbose_two_prints_one_line_per_epoch(capsys):
+    x, y = make_task(32)
+    small_cnn().fit(x, y, epochs=2, batch_size=8, verbose=2)
+    out = capsys.readouterr()
+    lines = [l for l in out.out.splitlines() if l.startswith("Epoch")]
+    assert len(lines) == 2 and "loss:" in lines[0] and "img/s" in lines[0]
+    assert "\r" not in out.out + out.err
+
+
+def test_verbose_one_without_terminal_prints_clean_lines(capsys):
+    x, y = make_task(32)
+    small_cnn().fit(x, y, epochs=2, batch_size=8, verbose=1)
+    out = capsys.readouterr()
+    assert len([l for l in out.out.splitlines() if l.startswith("Epoch")]) == 2
+    assert "\r" not in out.out + out.err
+
+
+def test_non_finite_loss_stops_and_keeps_weights():
+    x, y = make_task(32)
+    model = small_cnn()
+    w = model.get_weights()
+    w[-1][0] = np.inf                              # bias of the last layer
+    model.set_weights(w)
+    before = model.get_weights()
+    with pytest.raises(FloatingPointError, match="epoch 1, batch 1"):
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    for a, b in zip(before, model.get_weights()):
+        assert np.array_equal(a, b)
+
+
+def test_ctrl_c_stops_at_batch_boundary():
+    x, y = make_task(64)
+    model = small_cnn()
+
+    class Interrupt(Callback):
+        def on_batch_end(self, batch, logs=None):
+            if batch == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    hist = model.fit(x, y, epochs=3, batch_size=8, callbacks=[Interrupt()],
+                     verbose=0)
+    assert hist.interrupted
+    assert hist.epoch == []                        # stopped inside epoch 1
+    assert np.isfinite(model._flat_params).all()
+    assert model.predict(x).shape == (64,)
+    # the handler is restored: a later fit runs normally
+    assert model.fit(x, y, epochs=1, verbose=0).epoch == [0]
+
+
+def test_early_stopping_restores_best_weights():
+    model = small_cnn()
+    es = EarlyStopping(monitor="val_loss", patience=1,
+                       restore_best_weights=True)
+    es.set_model(model)
+    es.on_train_begin()
+    best = None
+    for epoch, val in enumerate([1.0, 0.5, 0.6, 0.7, 0.4]):
+        model._flat_params += 1.0                  # weights change each epoch
+        es.on_epoch_end(epoch, {"val_loss": val})
+        if epoch == 1:
+            best = model.get_weights()
+        if model.stop_training:
+            break
+    assert es.stopped_epoch == 3 and es.best_epoch == 1
+    es.on_train_end()
+    for a, b in zip(best, model.get_weights()):
+        assert np.array_equal(a, b)
+
+
+def test_early_stopping_in_fit_stops_training():
+    x, y = make_task(32)
+    model = small_cnn()
+    es = EarlyStopping(monitor="loss", patience=0, min_delta=100.0)
+    hist = model.fit(x, y, epochs=10, batch_size=8, callbacks=[es], verbose=0)
+    assert hist.epoch == [0, 1]
+    assert es.stopped_epoch == 1
+
+
+# ---------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("xfun, yfun, exc, match", [
+    (lambda x: x, lambda y: y + 4, ValueError, r"\[0, 4\)"),
+    (lambda x: x, lambda y: -y - 1, ValueError, r"\[0, 4\)"),
+    (lambda x: x, lambda y: y.astype(float), TypeError, "integer"),
+    (lambda x: x, lambda y: y[:-1], ValueError, "shape"),
+    (lambda x: np.where(x > 1.2, np.nan, x), lambda y: y, ValueError, "NaN"),
+    (lambda x: x[:0], lambda y: y[:0], ValueError, "empty"),
+    (lambda x: x[:, :, :7], lambda y: y, ValueError, r"\(1, 8, 8\)"),
+    (lambda x: x.astype(complex), lambda y: y, TypeError, "complex"),
+])
+def test_fit_rejects_bad_input(xfun, yfun, exc, match):
+    x, y = make_task(32)
+    with pytest.raises(exc, match=match):
+        small_cnn().fit(xfun(x), yfun(y), verbose=0)
+
+
+def test_set_weights_checks_count_and_shapes():
+    model = small_cnn()
+    w = model.get_weights()
+    with pytest.raises(ValueError, match="6 parameter arrays"):
+        model.set_weights(w[:-1])
+    w[2] = w[2].T
+    with pytest.raises(ValueError, match="4.weight"):
+        model.set_weights(w)
+
+
+# ---------------------------------------------------------------------------
+# summary and saving
+# ---------------------------------------------------------------------------
+def test_summary_table():
+    model = small_cnn()
+    lines = []
+    text = model.summary(print_fn=lines.append)
+    assert lines == [text]
+    assert "conv2d_0 (Conv2D)" in text and "(None, 6, 8, 8)" in text
+    assert "dense_6 (Dense)" in text and "(None, 4)" in text
+    total = model.count_params()
+    assert f"Total params: {total:,} ({total * 4 / 1024:.2f} KB)" in text
+    assert "Non-trainable params: 0" in text
+
+
+def test_save_load_round_trip(tmp_path):
+    x, y = make_task(48)
+    model = small_cnn()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    path = tmp_path / "m.cnnkit"
+    model.save(path)
+    loaded = cnnkit.load_model(path)
+    assert np.array_equal(loaded.predict_proba(x), model.predict_proba(x))
+    assert loaded.get_config() == model.get_config()
+    assert type(loaded.optimizer) is type(model.optimizer)
+
+
+def test_resume_training_from_file_is_identical(tmp_path):
+    x, y = make_task(48)
+    straight = small_cnn(seed=2)
+    straight.fit(x, y, epochs=3, batch_size=16, shuffle=False,
+                 optimizer=cnnkit.optim.Adam(1e-2), verbose=0)
+    resumed = small_cnn(seed=2)
+    resumed.fit(x, y, epochs=2, batch_size=16, shuffle=False,
+                optimizer=cnnkit.optim.Adam(1e-2), verbose=0)
+    resumed.save(tmp_path / "m.cnnkit")
+    resumed = cnnkit.load_model(tmp_path / "m.cnnkit")
+    resumed.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        assert np.array_equal(a, b)
+
+
+def test_damaged_file_is_refused(tmp_path):
+    model = small_cnn()
+    path = tmp_path / "m.cnnkit"
+    model.save(path)
+    data = path.read_bytes()
+    (tmp_path / "cut.cnnkit").write_bytes(data[:-10])
+    with pytest.raises(ValueError, match="cut.cnnkit"):
+        cnnkit.load_model(tmp_path / "cut.cnnkit")
+    (tmp_path / "junk.cnnkit").write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError):
+        cnnkit.load_model(tmp_path / "junk.cnnkit")
+
+
+def test_architecture_and_weights_are_cross_checked(tmp_path):
+    from cnnkit import _format
+    model = small_cnn()
+    tensors = model.state_dict()
+    cfg = model.get_config()
+    tensors["4.weight"] = tensors["4.weight"][:, :-1].copy()
+    _format.save_file(tmp_path / "a.cnnkit", tensors,
+                      _format.pack_metadata("model", cfg))
+    with pytest.raises(ValueError, match="4.weight"):
+        cnnkit.load_model(tmp_path / "a.cnnkit")
+    cfg["layers"][0]["class_name"] = "os.system"
+    _format.save_file(tmp_path / "b.cnnkit", model.state_dict(),
+                      _format.pack_metadata("model", cfg))
+    with pytest.raises(ValueError, match="unknown type 'os.system'"):
+        cnnkit.load_model(tmp_path / "b.cnnkit")
+
+
+def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
+    model = small_cnn(seed=1)
+    path = tmp_path / "m.cnnkit"
+    model.save(path)
+    old = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        small_cnn(seed=2).save(path)
+    assert path.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.cnnkit"]
+
+
+def test_model_checkpoint_best_only(tmp_path):
+    x, y = make_task(48)
+    model = small_cnn()
+    ckpt = ModelCheckpoint(tmp_path / "best-{epoch}.cnnkit", monitor="loss",
+                           save_best_only=True)
+    model.fit(x, y, epochs=3, batch_size=16, callbacks=[ckpt], verbose=0,
+              optimizer=cnnkit.optim.Adam(1e-2))
+    assert len(ckpt.saved) >= 1
+    assert all(os.path.exists(p) for p in ckpt.saved)
+    last = cnnkit.load_model(ckpt.saved[-1])
+    assert last.predict(x).shape == (48,)
