@@ -143,6 +143,22 @@ void cnnkit_maxpool2d_backward_f64(double *gx, const double *gy,
                                    const int64_t *idx,
                                    const cnnkit_pool2d_geom *g, int nthreads);
 
+/* Average pooling on the same geometry (zero padding).  The divisor is
+ * kh*kw with count_include_pad, else the number of input elements in the
+ * window; backward spreads gy[i,j] / divisor over the window. */
+void cnnkit_avgpool2d_forward_f32(float *y, const float *x,
+                                  const cnnkit_pool2d_geom *g,
+                                  int count_include_pad, int nthreads);
+void cnnkit_avgpool2d_forward_f64(double *y, const double *x,
+                                  const cnnkit_pool2d_geom *g,
+                                  int count_include_pad, int nthreads);
+void cnnkit_avgpool2d_backward_f32(float *gx, const float *gy,
+                                   const cnnkit_pool2d_geom *g,
+                                   int count_include_pad, int nthreads);
+void cnnkit_avgpool2d_backward_f64(double *gx, const double *gy,
+                                   const cnnkit_pool2d_geom *g,
+                                   int count_include_pad, int nthreads);
+
 /* ------------------------------------------------------------------------ */
 /* Dense: y (n, o) = x (n, f) @ w (o, f)^T + bias (o,)                       */
 /* ------------------------------------------------------------------------ */

@@ -11,6 +11,10 @@
  * propagates (PyTorch's rule).  idx records h*W + w of the winner.
  * Backward: gx[idx[i,j]] += gy[i,j] (overwrites gx first); windows overlap
  * when stride < kernel, so the scatter runs serially inside a plane.
+ * Average pooling uses the same geometry with zero padding: y is the window
+ * sum (accumulated in double) over a divisor of kh*kw (count_include_pad,
+ * PyTorch's default) or of the input elements the window covers; backward
+ * spreads gy / divisor over the window.
  * Threading: over planes; each plane owns its output.
  */
 #include <string.h>

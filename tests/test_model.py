@@ -115,6 +115,7 @@ def test_whole_model_gradients_by_finite_differences():
     model = cnnkit.Sequential([
         L.Conv2D(3, 3, stride=2, padding=1), L.ReLU(),
         L.MaxPool2D(2, stride=1, padding=1), L.Conv2D(2, 2),
+        L.AvgPool2D(2, stride=1, padding=1, count_include_pad=False),
         L.Flatten(), L.Dense(5), L.ReLU(), L.Dropout(0.0), L.Dense(3)],
         input_shape=(2, 7, 7), seed=4, dtype="float64")
     rng = np.random.default_rng(5)
@@ -149,6 +150,30 @@ def test_whole_model_gradients_by_finite_differences():
         lm = cnnkit.functional.softmax_cross_entropy(model.forward(xm), y)[0]
         assert (lp - lm) / (2 * eps) == pytest.approx(gx[idx], rel=1e-5,
                                                       abs=1e-8)
+
+
+def test_global_average_pooling_model_gradients():
+    model = cnnkit.Sequential([L.Conv2D(3, 3), L.ReLU(), L.AvgPool2D(2),
+                               L.GlobalAvgPool2D(), L.Dense(2)],
+                              input_shape=(1, 8, 8), seed=0, dtype="float64")
+    assert model.output_shape == (2,)
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8))
+    y = np.array([1, 0])
+    logits = model.forward(x, training=True)
+    _, g = cnnkit.functional.softmax_cross_entropy(logits, y)
+    model.backward(g)
+    analytic = model._flat_grads.copy()
+    flat = model._flat_params.copy()
+    for i in range(0, flat.size, 3):
+        vals = []
+        for sign in (1, -1):
+            model._flat_params[...] = flat
+            model._flat_params[i] += sign * 1e-6
+            vals.append(cnnkit.functional.softmax_cross_entropy(
+                model.forward(x), y)[0])
+        model._flat_params[...] = flat
+        assert (vals[0] - vals[1]) / 2e-6 == pytest.approx(
+            analytic[i], rel=1e-5, abs=1e-9)
 
 
 def test_dropout_is_seeded_inverted_and_off_in_inference():

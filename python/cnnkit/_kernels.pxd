@@ -84,6 +84,19 @@ cdef extern from "cnnkit.h" nogil:
                                        const cnnkit_pool2d_geom *g,
                                        int nthreads)
 
+    void cnnkit_avgpool2d_forward_f32(float *y, const float *x,
+                                      const cnnkit_pool2d_geom *g,
+                                      int count_include_pad, int nthreads)
+    void cnnkit_avgpool2d_forward_f64(double *y, const double *x,
+                                      const cnnkit_pool2d_geom *g,
+                                      int count_include_pad, int nthreads)
+    void cnnkit_avgpool2d_backward_f32(float *gx, const float *gy,
+                                       const cnnkit_pool2d_geom *g,
+                                       int count_include_pad, int nthreads)
+    void cnnkit_avgpool2d_backward_f64(double *gx, const double *gy,
+                                       const cnnkit_pool2d_geom *g,
+                                       int count_include_pad, int nthreads)
+
     ptrdiff_t cnnkit_dense_workspace(int nthreads)
     void cnnkit_dense_forward_f32(float *y, const float *x, const float *w,
                                   const float *bias, float *work, ptrdiff_t n,

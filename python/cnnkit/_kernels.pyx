@@ -351,8 +351,7 @@ def relu_backward(grad_out, x):
 # max pooling
 # --------------------------------------------------------------------------
 cdef object _pool_geom(cnnkit_pool2d_geom *g, tuple xs, object kernel,
-                       object stride, object padding):
-    fn = "max_pool2d"
+                       object stride, object padding, str fn="max_pool2d"):
     kh, kw = _pos_pair(kernel, "kernel_size", fn)
     sh, sw = _pos_pair(stride, "stride", fn)
     if len(padding) != 2:
@@ -459,6 +458,66 @@ def maxpool2d_backward(grad_out, indices, input_shape):
         with nogil:
             cnnkit_maxpool2d_backward_f64(<double *>pgx, <const double *>pgy,
                                           <const int64_t *>pi, &g, nt)
+    return gx
+
+
+def avgpool2d_forward(x, kernel_size, stride, padding,
+                      bint count_include_pad=True):
+    """y of x (N,C,H,W); all hyperparameters pairs."""
+    cdef cnnkit_pool2d_geom g
+    cdef int nt = _nthreads()
+    x = _float_input(x, "x")
+    _check_ndim(x, 4, "x", "(N, C, H, W)")
+    out_shape = _pool_geom(&g, x.shape, kernel_size, stride, padding,
+                           "avg_pool2d")
+    y = np.empty(out_shape, dtype=x.dtype)
+    if y.size == 0:
+        return y
+    cdef void *py = _ptr(y)
+    cdef void *px = _ptr(x)
+    cdef int cip = count_include_pad
+    if x.dtype == np.float32:
+        with nogil:
+            cnnkit_avgpool2d_forward_f32(<float *>py, <const float *>px, &g,
+                                         cip, nt)
+    else:
+        with nogil:
+            cnnkit_avgpool2d_forward_f64(<double *>py, <const double *>px,
+                                         &g, cip, nt)
+    return y
+
+
+def avgpool2d_backward(grad_out, input_shape, kernel_size, stride, padding,
+                       bint count_include_pad=True):
+    cdef cnnkit_pool2d_geom g
+    cdef int nt = _nthreads()
+    grad_out = _float_input(grad_out, "grad_out")
+    _check_ndim(grad_out, 4, "grad_out", "(N, C, OH, OW)")
+    shp = tuple(int(d) for d in input_shape)
+    if len(shp) != 4 or min(shp) < 0:
+        raise ValueError(
+            f"avg_pool2d_backward: input_shape must be 4 sizes >= 0 "
+            f"(N, C, H, W), got {tuple(input_shape)}")
+    out_shape = _pool_geom(&g, shp, kernel_size, stride, padding,
+                           "avg_pool2d_backward")
+    if grad_out.shape != out_shape:
+        raise ValueError(
+            f"avg_pool2d_backward: grad_out must have the output shape "
+            f"{out_shape} of input_shape {shp}, got {grad_out.shape}")
+    gx = np.empty(shp, dtype=grad_out.dtype)
+    if gx.size == 0:
+        return gx
+    cdef void *pgx = _ptr(gx)
+    cdef void *pgy = _ptr(grad_out)
+    cdef int cip = count_include_pad
+    if grad_out.dtype == np.float32:
+        with nogil:
+            cnnkit_avgpool2d_backward_f32(<float *>pgx, <const float *>pgy,
+                                          &g, cip, nt)
+    else:
+        with nogil:
+            cnnkit_avgpool2d_backward_f64(<double *>pgx, <const double *>pgy,
+                                          &g, cip, nt)
     return gx
 
 

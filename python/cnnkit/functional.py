@@ -31,6 +31,10 @@ __all__ = [
     "relu_backward",
     "max_pool2d",
     "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
     "dense",
     "dense_backward",
     "softmax",
@@ -461,6 +465,101 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     dt = _compute_dtype(g4)
     gx = _kernels.maxpool2d_backward(g4.astype(dt, copy=False), ind4, shape4)
     return gx.reshape(shape)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0,
+               count_include_pad=True):
+    r"""2-D average pooling, as PyTorch's ``avg_pool2d``.
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, H, W)
+        Also (C, H, W) or (H, W).
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.
+    padding : int or (int, int), default 0
+        Zeros on each side; at most half the kernel size.
+    count_include_pad : bool, default True
+        Divide by the full window size (padding included); otherwise by the
+        number of input elements the window covers.
+
+    Returns
+    -------
+    y : ndarray of shape (N, C, OH, OW)
+
+    Notes
+    -----
+    .. math::
+
+        y_{n,c,i,j} = \frac{1}{|w|} \sum_{0 \le r < k_h,\ 0 \le s < k_w}
+            x_{n,c,\,i s_h - p_h + r,\; j s_w - p_w + s}
+
+    with :math:`|w| = k_h k_w` (``count_include_pad``), sizes as
+    :func:`max_pool2d`.
+    """
+    fn = "avg_pool2d"
+    x = _as_array(x, "x", fn)
+    x4 = _to_4d(x, "x", fn)
+    kernel, stride, pad = _pool_args(fn, kernel_size, stride, padding)
+    dt = _compute_dtype(x4)
+    y = _kernels.avgpool2d_forward(x4.astype(dt, copy=False), kernel, stride,
+                                   pad, bool(count_include_pad))
+    return y.reshape(x.shape[:-2] + y.shape[2:])
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
+                        padding=0, count_include_pad=True):
+    """Gradient of :func:`avg_pool2d`: each output's gradient spread evenly
+    over its window.
+
+    Returns
+    -------
+    grad_x : ndarray of shape input_shape
+    """
+    fn = "avg_pool2d_backward"
+    g = _as_array(grad_out, "grad_out", fn)
+    shape = tuple(_int(d, "input_shape", fn) for d in input_shape)
+    if len(shape) != g.ndim:
+        raise ValueError(
+            f"{fn}: input_shape {shape} and grad_out shape {g.shape} must "
+            f"have the same number of axes")
+    g4 = _to_4d(g, "grad_out", fn)
+    shape4 = (1,) * (4 - len(shape)) + shape
+    kernel, stride, pad = _pool_args(fn, kernel_size, stride, padding)
+    dt = _compute_dtype(g4)
+    gx = _kernels.avgpool2d_backward(g4.astype(dt, copy=False), shape4,
+                                     kernel, stride, pad,
+                                     bool(count_include_pad))
+    return gx.reshape(shape)
+
+
+def global_avg_pool2d(x):
+    r"""Mean over the spatial axes: (N, C, H, W) -> (N, C).
+
+    .. math:: y_{n,c} = \frac{1}{HW} \sum_{h,w} x_{n,c,h,w}
+    """
+    fn = "global_avg_pool2d"
+    x = _as_array(x, "x", fn)
+    _check_ndim(x, (4,), "x", fn, "(N, C, H, W)")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{fn}: x has an empty spatial plane, shape "
+                         f"{x.shape}")
+    return avg_pool2d(x, x.shape[2:]).reshape(x.shape[:2])
+
+
+def global_avg_pool2d_backward(grad_out, input_shape):
+    """Gradient of :func:`global_avg_pool2d`: ``grad_out / (H*W)`` at every
+    position of each plane."""
+    fn = "global_avg_pool2d_backward"
+    g = _as_array(grad_out, "grad_out", fn)
+    shape = tuple(_int(d, "input_shape", fn) for d in input_shape)
+    if len(shape) != 4 or g.shape != shape[:2]:
+        raise ValueError(
+            f"{fn}: grad_out must have shape (N, C) of input_shape (N, C, H, "
+            f"W) = {shape}; got {g.shape}")
+    return avg_pool2d_backward(g.reshape(shape[:2] + (1, 1)), shape,
+                               shape[2:])
 
 
 def pool2d_output_shape(input_shape, kernel_size, stride=None, padding=0):

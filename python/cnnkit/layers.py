@@ -19,8 +19,8 @@ import numpy as np
 from . import functional as F
 
 __all__ = [
-    "Layer", "Conv2D", "ReLU", "MaxPool2D", "Flatten", "Dense", "Dropout",
-    "LAYERS",
+    "Layer", "Conv2D", "ReLU", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
+    "Flatten", "Dense", "Dropout", "LAYERS",
 ]
 
 
@@ -293,6 +293,70 @@ class MaxPool2D(Layer):
                 "padding": list(self.padding)}
 
 
+class AvgPool2D(MaxPool2D):
+    """2-D average pooling, PyTorch's ``nn.AvgPool2d``.
+
+    Parameters
+    ----------
+    pool_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``pool_size``.
+    padding : int or (int, int), default 0
+        Zero padding, at most half the pool size.
+    count_include_pad : bool, default True
+        Whether padded zeros count in the divisor.
+    """
+
+    def __init__(self, pool_size, stride=None, padding=0,
+                 count_include_pad=True):
+        super().__init__(pool_size, stride, padding)
+        self.count_include_pad = bool(count_include_pad)
+
+    def compute_output_shape(self, input_shape):
+        try:
+            return super().compute_output_shape(input_shape)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("MaxPool2D", "AvgPool2D")) \
+                from None
+
+    def forward(self, x, training=False):
+        self._shape = x.shape
+        return F.avg_pool2d(x, self.pool_size, self.stride, self.padding,
+                            self.count_include_pad)
+
+    def backward(self, grad):
+        return F.avg_pool2d_backward(grad, self._shape, self.pool_size,
+                                     self.stride, self.padding,
+                                     self.count_include_pad)
+
+    def get_config(self):
+        config = super().get_config()
+        config["count_include_pad"] = self.count_include_pad
+        return config
+
+
+class GlobalAvgPool2D(Layer):
+    """Mean of each channel over its plane: (C, H, W) -> (C,)."""
+
+    def __init__(self):
+        super().__init__()
+        self._shape = None
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"GlobalAvgPool2D expects input of shape (C, H, W) per "
+                f"sample; got {tuple(input_shape)}")
+        return (input_shape[0],)
+
+    def forward(self, x, training=False):
+        self._shape = x.shape
+        return F.global_avg_pool2d(x)
+
+    def backward(self, grad):
+        return F.global_avg_pool2d_backward(grad, self._shape)
+
+
 class Flatten(Layer):
     """Flattens each sample to a vector, in C order (as ``torch.flatten``)."""
 
@@ -398,4 +462,5 @@ class Dropout(Layer):
 
 #: The layer types a saved model may name; loading builds only these.
 LAYERS = {cls.__name__: cls for cls in
-          (Conv2D, ReLU, MaxPool2D, Flatten, Dense, Dropout)}
+          (Conv2D, ReLU, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten,
+           Dense, Dropout)}

@@ -725,7 +725,7 @@ def load_model(path):
     model is returned; a damaged or foreign file raises ValueError.
     """
     tensors, meta = _format.load_file(path)
-    config = _format.unpack_metadata(meta, "model")
+    config = _format.unpack_metadata(meta, "model", source=path)
     where = os.fspath(path)
     try:
         model = Sequential.from_config(config)

@@ -49,6 +49,10 @@ __all__ = [
     "relu_backward",
     "max_pool2d",
     "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
     "dense",
     "dense_backward",
     "softmax",
@@ -657,6 +661,103 @@ def max_pool2d_backward(grad_out, indices, input_shape):
         grad_out.reshape(N * C, -1),
     )
     return grad_planes.reshape(N, C, H, W)
+
+
+# ---------------------------------------------------------------------------
+# Average pooling
+# ---------------------------------------------------------------------------
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+    r"""2-D average pooling (PyTorch's ``avg_pool2d``).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W)
+    kernel_size : int or pair of int
+    stride : int or pair of int, optional
+        Defaults to ``kernel_size``.
+    padding : int or pair of int, optional
+        Zeros added on each side, at most half the window. Default 0.
+    count_include_pad : bool, optional
+        Divide by ``kh * kw`` (default) or by the number of input elements
+        inside the window.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OH, OW)
+
+    Notes
+    -----
+    .. math::
+
+        y_{n,c,i,j} = \frac{1}{|w_{ij}|} \sum_{a < k_h,\; b < k_w}
+            \tilde x_{n,\,c,\; i s_h + a,\; j s_w + b}
+
+    with :math:`\tilde x` the zero-padded input, :math:`|w_{ij}| = k_h k_w`
+    when padding counts, and output sizes as :func:`max_pool2d`.
+    """
+    x = np.asarray(x)
+    x = x.astype(_float_dtype(x), copy=False)
+    N, C, H, W = x.shape
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    ph, pw = _pair(padding)
+    OH, OW = pool2d_output_size((H, W), (kh, kw), (sh, sw), (ph, pw))
+
+    y = np.empty((N, C, OH, OW), dtype=x.dtype)
+    for oh in range(OH):
+        h0, h1 = max(oh * sh - ph, 0), min(oh * sh - ph + kh, H)
+        for ow in range(OW):
+            w0, w1 = max(ow * sw - pw, 0), min(ow * sw - pw + kw, W)
+            count = kh * kw if count_include_pad else (h1 - h0) * (w1 - w0)
+            y[:, :, oh, ow] = x[:, :, h0:h1, w0:w1].sum(axis=(2, 3)) / count
+    return y
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
+                        padding=0, count_include_pad=True):
+    r"""Gradient of :func:`avg_pool2d`: every element of a window receives
+    the window's gradient divided by the window's divisor.
+
+    .. math::
+
+        \frac{\partial L}{\partial x_{n,c,h,w}} = \sum_{(i,j) \ni (h,w)}
+            \frac{1}{|w_{ij}|} \frac{\partial L}{\partial y_{n,c,i,j}}
+    """
+    grad_out = np.asarray(grad_out)
+    grad_out = grad_out.astype(_float_dtype(grad_out), copy=False)
+    N, C, H, W = (int(n) for n in input_shape)
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    ph, pw = _pair(padding)
+    OH, OW = grad_out.shape[2:]
+
+    grad_x = np.zeros((N, C, H, W), dtype=grad_out.dtype)
+    for oh in range(OH):
+        h0, h1 = max(oh * sh - ph, 0), min(oh * sh - ph + kh, H)
+        for ow in range(OW):
+            w0, w1 = max(ow * sw - pw, 0), min(ow * sw - pw + kw, W)
+            count = kh * kw if count_include_pad else (h1 - h0) * (w1 - w0)
+            grad_x[:, :, h0:h1, w0:w1] += (grad_out[:, :, oh, ow] / count)[:, :, None, None]
+    return grad_x
+
+
+def global_avg_pool2d(x):
+    r"""The mean of each plane: ``(N, C, H, W) -> (N, C)``,
+    :math:`y_{n,c} = \frac{1}{HW} \sum_{h,w} x_{n,c,h,w}`."""
+    x = np.asarray(x)
+    x = x.astype(_float_dtype(x), copy=False)
+    return x.mean(axis=(2, 3))
+
+
+def global_avg_pool2d_backward(grad_out, input_shape):
+    r"""Gradient of :func:`global_avg_pool2d`: ``grad_out / (H W)`` spread
+    over each plane."""
+    grad_out = np.asarray(grad_out)
+    grad_out = grad_out.astype(_float_dtype(grad_out), copy=False)
+    N, C, H, W = (int(n) for n in input_shape)
+    return np.broadcast_to((grad_out / (H * W))[:, :, None, None], (N, C, H, W)).copy()
 
 
 # ---------------------------------------------------------------------------
