@@ -4,7 +4,8 @@
  * For a row z of C logits with maximum m:
  *     lse     = m + log(sum_c exp(z_c - m))       (never overflows)
  *     p_c     = exp(z_c - m) / sum_c' exp(z_c' - m)
- *     loss_n  = lse - z_y                          (>= 0, exact for |z| ~ 1e4)
+ *     loss_n  = log(sum_c exp(z_c - m)) - (z_y - m)   (= lse - z_y, computed
+ *               from shifted logits so it stays exact for |z| ~ 1e4)
  *     L       = (1/N) sum_n loss_n
  *     dL/dz_c = (p_c - [c == y]) / N
  * Row sums are accumulated in double.  Threading: over rows; the per-row

@@ -45,16 +45,20 @@ double SFX(cnnkit_softmax_xent)(REAL *grad, const REAL *z,
     for (ptrdiff_t i = 0; i < n; i++) {
         const REAL *zi = z + i * c;
         REAL m = SFX(row_max)(zi, c);
+        /* Shift first: d_j = z_j - m is exact for the logits near m that
+         * matter, so neither the loss nor the gradient carries the rounding
+         * of m + log(s) at the scale of the largest logit. */
         double s = 0;
         for (ptrdiff_t j = 0; j < c; j++)
             s += exp((double)zi[j] - (double)m);
-        double lse = (double)m + log(s);
+        double log_s = log(s);
         int64_t y = labels[i];
-        work[i] = lse - (double)zi[y];
+        work[i] = log_s - ((double)zi[y] - (double)m);
         if (grad) {
             REAL *gi = grad + i * c;
+            double inv_s = 1.0 / s;
             for (ptrdiff_t j = 0; j < c; j++) {
-                double pj = exp((double)zi[j] - lse);
+                double pj = exp((double)zi[j] - (double)m) * inv_s;
                 gi[j] = (REAL)((pj - (j == y ? 1.0 : 0.0)) * inv_n);
             }
         }

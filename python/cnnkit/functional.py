@@ -696,6 +696,9 @@ def softmax(logits):
     fn = "softmax"
     z = _as_array(logits, "logits", fn)
     _check_ndim(z, (1, 2), "logits", fn, "(N, C) or one row (C,)")
+    if z.shape[-1] == 0:
+        raise ValueError(f"{fn}: logits need at least one class, got shape "
+                         f"{z.shape}")
     dt = _compute_dtype(z)
     p = _kernels.softmax(z.reshape(-1, z.shape[-1]).astype(dt, copy=False))
     return p.reshape(z.shape)
