@@ -690,25 +690,34 @@ class _Trainer:
                 if bar is not None:
                     bar.update(1)
                     now = time.perf_counter()
-                    if now - last_post > 0.2 or b == nbatches - 1:
+                    if now - last_post > 0.2:
                         last_post = now
                         bar.set_postfix(
                             loss=f"{loss_sum / seen:.4f}",
                             acc=f"{correct / seen:.4f}",
                             img_s=f"{seen / max(now - t0, 1e-9):.0f}",
                             refresh=False)
+            seconds = time.perf_counter() - t0
+            logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
+            if xv is not None:
+                v = model._evaluate(xv, yv, max(batch_size, 256))
+                logs["val_loss"] = v["loss"]
+                logs["val_accuracy"] = v["accuracy"]
+            logs["lr"] = float(opt.current_lr()) if hasattr(
+                opt, "current_lr") else float("nan")
+            logs["seconds"] = seconds
+            logs["images_per_s"] = seen / max(seconds, 1e-9)
+            if bar is not None:
+                post = {"loss": f"{logs['loss']:.4f}",
+                        "acc": f"{logs['accuracy']:.4f}",
+                        "img_s": f"{logs['images_per_s']:.0f}"}
+                if xv is not None:
+                    post["val_loss"] = f"{logs['val_loss']:.4f}"
+                    post["val_acc"] = f"{logs['val_accuracy']:.4f}"
+                bar.set_postfix(post, refresh=True)
         finally:
             if bar is not None:
                 bar.close()
-        seconds = time.perf_counter() - t0
-        logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
-        if xv is not None:
-            v = model._evaluate(xv, yv, max(batch_size, 256))
-            logs["val_loss"], logs["val_accuracy"] = v["loss"], v["accuracy"]
-        logs["lr"] = float(opt.current_lr()) if hasattr(
-            opt, "current_lr") else float("nan")
-        logs["seconds"] = seconds
-        logs["images_per_s"] = seen / max(seconds, 1e-9)
         if self.verbose == 2 or (self.verbose == 1 and bar is None):
             self._line(epoch, epochs, logs)
         for cb in self.callbacks:
