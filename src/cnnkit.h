@@ -187,13 +187,16 @@ void cnnkit_softmax_f32(float *p, const float *z, ptrdiff_t n, ptrdiff_t c,
                         int nthreads);
 void cnnkit_softmax_f64(double *p, const double *z, ptrdiff_t n, ptrdiff_t c,
                         int nthreads);
-/* grad (n, c) may be NULL; work holds n doubles. */
+/* grad (n, c) may be NULL; weights (n,) >= 0, or NULL for the plain mean
+ * (the weighted mean when given); work holds n doubles. */
 double cnnkit_softmax_xent_f32(float *grad, const float *z,
-                               const int64_t *labels, double *work,
-                               ptrdiff_t n, ptrdiff_t c, int nthreads);
+                               const int64_t *labels, const double *weights,
+                               double *work, ptrdiff_t n, ptrdiff_t c,
+                               int nthreads);
 double cnnkit_softmax_xent_f64(double *grad, const double *z,
-                               const int64_t *labels, double *work,
-                               ptrdiff_t n, ptrdiff_t c, int nthreads);
+                               const int64_t *labels, const double *weights,
+                               double *work, ptrdiff_t n, ptrdiff_t c,
+                               int nthreads);
 
 /* ------------------------------------------------------------------------ */
 /* Runtime facts.                                                           */

@@ -8,6 +8,8 @@
  *               from shifted logits so it stays exact for |z| ~ 1e4)
  *     L       = (1/N) sum_n loss_n
  *     dL/dz_c = (p_c - [c == y]) / N
+ * With sample weights w_n (>= 0) the mean is weighted:
+ *     L = sum_n w_n loss_n / sum_n w_n,  dL/dz_nc = w_n (p_c - [c == y]) / sum w
  * Row sums are accumulated in double.  Threading: over rows; the per-row
  * losses land in a workspace and are added in row order, so the loss has the
  * same bits for any thread count.

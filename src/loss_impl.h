@@ -33,14 +33,22 @@ void SFX(cnnkit_softmax)(REAL *p, const REAL *z, ptrdiff_t n, ptrdiff_t c,
 }
 
 double SFX(cnnkit_softmax_xent)(REAL *grad, const REAL *z,
-                                const int64_t *labels, double *work,
-                                ptrdiff_t n, ptrdiff_t c, int nthreads)
+                                const int64_t *labels, const double *weights,
+                                double *work, ptrdiff_t n, ptrdiff_t c,
+                                int nthreads)
 {
     if (n <= 0 || c <= 0)
         return 0.0;
     int nt = n * c < 16384 ? 1 : nthreads;
     (void)nt; /* unused in serial builds */
-    const double inv_n = 1.0 / (double)n;
+    double wsum = (double)n;
+    if (weights) {
+        wsum = 0;
+        for (ptrdiff_t i = 0; i < n; i++)
+            wsum += weights[i];
+    }
+    /* all-zero weights: loss and gradient 0 */
+    const double inv_n = wsum > 0 ? 1.0 / wsum : 0.0;
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t i = 0; i < n; i++) {
         const REAL *zi = z + i * c;
@@ -53,13 +61,14 @@ double SFX(cnnkit_softmax_xent)(REAL *grad, const REAL *z,
             s += exp((double)zi[j] - (double)m);
         double log_s = log(s);
         int64_t y = labels[i];
-        work[i] = log_s - ((double)zi[y] - (double)m);
+        double wi = weights ? weights[i] : 1.0;
+        work[i] = wi * (log_s - ((double)zi[y] - (double)m));
         if (grad) {
             REAL *gi = grad + i * c;
-            double inv_s = 1.0 / s;
+            double inv_s = 1.0 / s, scale = wi * inv_n;
             for (ptrdiff_t j = 0; j < c; j++) {
                 double pj = exp((double)zi[j] - (double)m) * inv_s;
-                gi[j] = (REAL)((pj - (j == y ? 1.0 : 0.0)) * inv_n);
+                gi[j] = (REAL)((pj - (j == y ? 1.0 : 0.0)) * scale);
             }
         }
     }

@@ -645,3 +645,26 @@ def test_zero_size_backward_gives_zero_parameter_gradients(dtype):
     gx = F.max_pool2d_backward(np.zeros((0, 3, 2, 2), dtype),
                                np.zeros((0, 3, 2, 2), np.int64), (0, 3, 4, 4))
     assert gx.shape == (0, 3, 4, 4) and gx.dtype == dtype
+
+
+def test_softmax_cross_entropy_sample_weight_matches_reference(rng):
+    z = rng.standard_normal((9, 5))
+    y = rng.integers(0, 5, 9)
+    w = rng.random(9) * 3
+    w[2] = 0.0
+    loss, grad = F.softmax_cross_entropy(z, y, w)
+    ref_loss, ref_grad = ref.softmax_cross_entropy(z, y, w)
+    assert loss == pytest.approx(ref_loss, rel=1e-13)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-12, atol=1e-15)
+    assert not grad[2].any()
+    # weights as repetitions
+    reps = np.array([1, 2, 0, 1, 3, 1, 1, 2, 1])
+    rl, _ = F.softmax_cross_entropy(np.repeat(z, reps, 0), np.repeat(y, reps))
+    assert F.softmax_cross_entropy(z, y, reps)[0] == pytest.approx(rl, rel=1e-14)
+    # all-zero weights give zero loss and gradient
+    loss0, grad0 = F.softmax_cross_entropy(z, y, np.zeros(9))
+    assert loss0 == 0 and not grad0.any()
+    with pytest.raises(ValueError, match="sample_weight"):
+        F.softmax_cross_entropy(z, y, -w)
+    with pytest.raises(ValueError, match="sample_weight"):
+        F.softmax_cross_entropy(z, y, w[:-1])

@@ -437,3 +437,27 @@ def test_model_checkpoint_best_only(tmp_path):
     assert all(os.path.exists(p) for p in ckpt.saved)
     last = cnnkit.load_model(ckpt.saved[-1])
     assert last.predict(x).shape == (48,)
+
+
+def test_sample_weight_equals_repeating_samples():
+    x, y = make_task(24)
+    reps = np.random.default_rng(1).integers(0, 3, 24)
+    runs = []
+    for xs, ys, sw in [(x, y, reps),
+                       (np.repeat(x, reps, axis=0), np.repeat(y, reps), None)]:
+        model = small_cnn(seed=3, dtype="float64")
+        hist = model.fit(xs, ys, epochs=3, batch_size=1000, shuffle=False,
+                         optimizer=cnnkit.optim.SGD(0.1), sample_weight=sw,
+                         verbose=0)
+        runs.append((model.get_weights(), hist.history["loss"]))
+    for a, b in zip(runs[0][0], runs[1][0]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=1e-10)
+
+
+def test_sample_weight_validation():
+    x, y = make_task(16)
+    with pytest.raises(ValueError, match="sample_weight"):
+        small_cnn().fit(x, y, sample_weight=-np.ones(16), verbose=0)
+    with pytest.raises(ValueError, match=r"\(16,\)"):
+        small_cnn().fit(x, y, sample_weight=np.ones(15), verbose=0)

@@ -119,10 +119,12 @@ cdef extern from "cnnkit.h" nogil:
     void cnnkit_softmax_f64(double *p, const double *z, ptrdiff_t n,
                             ptrdiff_t c, int nthreads)
     double cnnkit_softmax_xent_f32(float *grad, const float *z,
-                                   const int64_t *labels, double *work,
+                                   const int64_t *labels,
+                                   const double *weights, double *work,
                                    ptrdiff_t n, ptrdiff_t c, int nthreads)
     double cnnkit_softmax_xent_f64(double *grad, const double *z,
-                                   const int64_t *labels, double *work,
+                                   const int64_t *labels,
+                                   const double *weights, double *work,
                                    ptrdiff_t n, ptrdiff_t c, int nthreads)
 
     int cnnkit_have_openmp()

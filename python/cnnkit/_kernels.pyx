@@ -638,8 +638,10 @@ def softmax(logits):
     return p
 
 
-def softmax_cross_entropy(logits, labels, bint need_grad=True):
-    """(mean loss as a float, grad_logits or None)."""
+def softmax_cross_entropy(logits, labels, sample_weight=None,
+                          bint need_grad=True):
+    """(mean loss as a float, grad_logits or None); with sample_weight the
+    weighted mean."""
     cdef int nt = _nthreads()
     z = _float_input(logits, "logits")
     _check_ndim(z, 2, "logits", "(N, C)")
@@ -664,6 +666,23 @@ def softmax_cross_entropy(logits, labels, bint need_grad=True):
             f"softmax_cross_entropy: labels must lie in [0, {c}) for {c} "
             f"classes, got {bad}")
     lab = np.require(lab, dtype=np.int64, requirements=["C", "A"])
+    cdef double *pw = NULL
+    if sample_weight is not None:
+        sw = np.asarray(sample_weight)
+        if sw.dtype.kind not in "biuf":
+            raise TypeError(
+                f"softmax_cross_entropy: sample_weight must be real numbers, "
+                f"got dtype {sw.dtype}")
+        if sw.shape != (n,):
+            raise ValueError(
+                f"softmax_cross_entropy: sample_weight must have shape ({n},) "
+                f"for logits shape {z.shape}, got {sw.shape}")
+        sw = np.require(sw, dtype=np.float64, requirements=["C", "A"])
+        if not np.isfinite(sw).all() or (sw < 0).any():
+            raise ValueError(
+                "softmax_cross_entropy: sample_weight must be finite and "
+                ">= 0")
+        pw = <double *>_ptr(sw)
     grad = np.empty(z.shape, dtype=z.dtype) if need_grad else None
     work = np.empty(n, dtype=np.float64)
     cdef void *pg = _ptr(grad) if grad is not None else NULL
@@ -674,9 +693,11 @@ def softmax_cross_entropy(logits, labels, bint need_grad=True):
     if z.dtype == np.float32:
         with nogil:
             loss = cnnkit_softmax_xent_f32(<float *>pg, <const float *>pz,
-                                           <const int64_t *>pl, pk, n, c, nt)
+                                           <const int64_t *>pl, pw, pk, n, c,
+                                           nt)
     else:
         with nogil:
             loss = cnnkit_softmax_xent_f64(<double *>pg, <const double *>pz,
-                                           <const int64_t *>pl, pk, n, c, nt)
+                                           <const int64_t *>pl, pw, pk, n, c,
+                                           nt)
     return loss, grad

@@ -704,7 +704,7 @@ def softmax(logits):
     return p.reshape(z.shape)
 
 
-def softmax_cross_entropy(logits, labels):
+def softmax_cross_entropy(logits, labels, sample_weight=None):
     r"""Mean softmax cross-entropy over a batch, and its gradient.
 
     Parameters
@@ -713,6 +713,10 @@ def softmax_cross_entropy(logits, labels):
         Unnormalised class scores.
     labels : array_like of int, shape (N,)
         Class indices in ``[0, C)``.
+    sample_weight : array_like of shape (N,), optional
+        Non-negative weights: the loss is then the weighted mean
+        :math:`\sum_n w_n \ell_n / \sum_n w_n` (0 when all weights are 0)
+        and each row's gradient is scaled by :math:`w_n / \sum w`.
 
     Returns
     -------
@@ -744,5 +748,6 @@ def softmax_cross_entropy(logits, labels):
             f"{fn}: labels must be integer class indices, got dtype "
             f"{lab.dtype}{hint}")
     dt = _compute_dtype(z)
-    loss, grad = _kernels.softmax_cross_entropy(z.astype(dt, copy=False), lab)
+    loss, grad = _kernels.softmax_cross_entropy(z.astype(dt, copy=False), lab,
+                                                sample_weight)
     return dt.type(loss), grad

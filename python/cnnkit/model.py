@@ -202,6 +202,21 @@ class Sequential:
             raise ValueError(f"{name} contains {bad} NaN or infinite values")
         return x
 
+    def _prepare_weights(self, sample_weight, n):
+        if sample_weight is None:
+            return None
+        sw = np.asarray(sample_weight)
+        if sw.dtype.kind not in "biuf":
+            raise TypeError(f"sample_weight must be real numbers, got dtype "
+                            f"{sw.dtype}")
+        if sw.shape != (n,):
+            raise ValueError(f"sample_weight must have shape ({n},) to match "
+                             f"x; got {sw.shape}")
+        sw = sw.astype(np.float64)
+        if not np.isfinite(sw).all() or (sw < 0).any():
+            raise ValueError("sample_weight must be finite and >= 0")
+        return sw
+
     def _prepare_y(self, y, n, name="y"):
         y = np.asarray(y)
         if y.dtype.kind not in "iu":
@@ -475,7 +490,7 @@ class Sequential:
     # ------------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, optimizer=None,
             validation_data=None, validation_split=0.0, shuffle=True,
-            callbacks=(), verbose=1):
+            callbacks=(), verbose=1, sample_weight=None):
         """Train on (x, y) with mini-batch gradient descent.
 
         Parameters
@@ -499,6 +514,9 @@ class Sequential:
         verbose : {0, 1, 2}, default 1
             0 silent, 1 a progress bar per epoch (one line per epoch when the
             output is not a terminal), 2 one line per epoch.
+        sample_weight : array_like of shape (n,), optional
+            Non-negative per-sample weights: each batch minimises the
+            weighted mean loss, and ``loss`` in the history is weighted.
 
         Returns
         -------
@@ -524,6 +542,7 @@ class Sequential:
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         x = self._prepare_x(x)
         y = self._prepare_y(y, x.shape[0])
+        sw = self._prepare_weights(sample_weight, x.shape[0])
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or \
                     len(validation_data) != 2:
@@ -543,6 +562,7 @@ class Sequential:
                     f"samples leaves an empty training or validation set")
             x, xv = x[:-nv], x[-nv:]
             y, yv = y[:-nv], y[-nv:]
+            sw = None if sw is None else sw[:-nv]
         else:
             xv = yv = None
         if optimizer is None:
@@ -559,7 +579,7 @@ class Sequential:
         for cb in cbs:
             cb.set_model(self)
         return _Trainer(self, cbs, history, verbose).run(
-            x, y, xv, yv, epochs, batch_size, shuffle)
+            x, y, sw, xv, yv, epochs, batch_size, shuffle)
 
 
 def _check_pos_int(v, name, minimum=1):
@@ -618,7 +638,7 @@ class _Trainer:
                       f"val_accuracy: {logs['val_accuracy']:.4f}"]
         print(" - ".join(parts), flush=True)
 
-    def run(self, x, y, xv, yv, epochs, batch_size, shuffle):
+    def run(self, x, y, sw, xv, yv, epochs, batch_size, shuffle):
         model, opt = self.model, self.model.optimizer
         n = x.shape[0]
         nbatches = -(-n // batch_size)
@@ -628,7 +648,7 @@ class _Trainer:
         old_handler = self._install_sigint()
         try:
             for epoch in range(epochs):
-                if self._epoch(epoch, epochs, x, y, xv, yv, n, nbatches,
+                if self._epoch(epoch, epochs, x, y, sw, xv, yv, n, nbatches,
                                batch_size, shuffle, opt):
                     break
                 if model.stop_training:
@@ -641,8 +661,8 @@ class _Trainer:
             cb.on_train_end({})
         return self.history
 
-    def _epoch(self, epoch, epochs, x, y, xv, yv, n, nbatches, batch_size,
-               shuffle, opt):
+    def _epoch(self, epoch, epochs, x, y, sw, xv, yv, n, nbatches,
+               batch_size, shuffle, opt):
         """One epoch; returns True when training was interrupted."""
         model = self.model
         if hasattr(opt, "set_epoch"):
@@ -652,7 +672,7 @@ class _Trainer:
         order = model.rng.permutation(n) if shuffle else None
         bar = self._progress(epoch, epochs, nbatches)
         t0 = time.perf_counter()
-        seen, loss_sum, correct = 0, 0.0, 0
+        seen, loss_sum, weight_sum, correct = 0, 0.0, 0.0, 0
         last_post = t0
         try:
             for b in range(nbatches):
@@ -665,13 +685,11 @@ class _Trainer:
                               file=sys.stderr, flush=True)
                     return True
                 lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
-                if order is None:
-                    xb, yb = x[lo:hi], y[lo:hi]
-                else:
-                    idx = order[lo:hi]
-                    xb, yb = x[idx], y[idx]
+                idx = slice(lo, hi) if order is None else order[lo:hi]
+                xb, yb = x[idx], y[idx]
+                wb = None if sw is None else sw[idx]
                 logits = model.forward(xb, training=True)
-                loss, grad = F.softmax_cross_entropy(logits, yb)
+                loss, grad = F.softmax_cross_entropy(logits, yb, wb)
                 loss = float(loss)
                 if not math.isfinite(loss):
                     raise FloatingPointError(
@@ -682,8 +700,10 @@ class _Trainer:
                 model.backward(grad)
                 opt.step(model._flat_params, model._flat_grads)
                 m = hi - lo
+                bw = m if wb is None else float(wb.sum())
                 seen += m
-                loss_sum += loss * m
+                loss_sum += loss * bw
+                weight_sum += bw
                 correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
                 for cb in self.callbacks[1:]:
                     cb.on_batch_end(b, {"loss": loss, "size": m})
@@ -693,12 +713,13 @@ class _Trainer:
                     if now - last_post > 0.2:
                         last_post = now
                         bar.set_postfix(
-                            loss=f"{loss_sum / seen:.4f}",
+                            loss=f"{loss_sum / max(weight_sum, 1e-300):.4f}",
                             acc=f"{correct / seen:.4f}",
                             img_s=f"{seen / max(now - t0, 1e-9):.0f}",
                             refresh=False)
             seconds = time.perf_counter() - t0
-            logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
+            logs = {"loss": loss_sum / weight_sum if weight_sum > 0 else 0.0,
+                    "accuracy": correct / seen}
             if xv is not None:
                 v = model._evaluate(xv, yv, max(batch_size, 256))
                 logs["val_loss"] = v["loss"]

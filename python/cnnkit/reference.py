@@ -910,7 +910,7 @@ def log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def softmax_cross_entropy(logits, labels):
+def softmax_cross_entropy(logits, labels, sample_weight=None):
     r"""Mean softmax cross-entropy loss and its gradient with respect to the logits.
 
     Parameters
@@ -919,6 +919,9 @@ def softmax_cross_entropy(logits, labels):
         Class scores.
     labels : array_like of int, shape (N,)
         The true class of each sample, in ``[0, C)``.
+    sample_weight : array_like, shape (N,), optional
+        Non-negative weights :math:`w_n`; the loss becomes the weighted mean
+        :math:`\sum_n w_n \ell_n / \sum_n w_n` (0 if all weights are 0).
 
     Returns
     -------
@@ -948,10 +951,14 @@ def softmax_cross_entropy(logits, labels):
     N = z.shape[0]
     rows = np.arange(N)
 
+    w = np.ones(N) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    total = w.sum()
+    scale = w / total if total > 0 else np.zeros(N)    # 1/N each without weights
+
     log_p = log_softmax(z)
-    loss = z.dtype.type(-log_p[rows, labels].mean())
+    loss = z.dtype.type(-(scale * log_p[rows, labels]).sum())
 
     one_hot = np.zeros_like(z)
     one_hot[rows, labels] = 1
-    grad_logits = (softmax(z) - one_hot) / z.dtype.type(N)
+    grad_logits = ((softmax(z) - one_hot) * scale[:, None]).astype(z.dtype, copy=False)
     return loss, grad_logits
