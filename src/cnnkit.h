@@ -202,6 +202,10 @@ double cnnkit_softmax_xent_f64(double *grad, const double *z,
 /* Runtime facts.                                                           */
 /* ------------------------------------------------------------------------ */
 int cnnkit_have_openmp(void);
+/* Register the fork guard (once per process); after a fork the child reports
+ * 1 from cnnkit_in_forked_child() and must run kernels with one thread. */
+int cnnkit_install_fork_guard(void);
+int cnnkit_in_forked_child(void);
 int cnnkit_omp_max_threads(void);     /* omp_get_max_threads(), 1 without */
 int cnnkit_openmp_version(void);      /* _OPENMP (yyyymm), 0 without       */
 const char *cnnkit_compiler(void);

@@ -1,7 +1,36 @@
 /*
- * runtime.c -- facts about the build and the CPU, for show_config().
+ * runtime.c -- facts about the build and the CPU, for show_config(), and the
+ * fork guard.
+ *
+ * GNU OpenMP is not fork-safe: a child forked after the parent ran a
+ * parallel region hangs in its first parallel region with more than one
+ * thread (the pool's threads do not exist in the child).  A pthread_atfork
+ * child handler records the fork, and the bindings then run every kernel of
+ * that child with one thread (an OpenMP team of one never touches the pool).
  */
 #include "internal.h"
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define CNNKIT_HAVE_ATFORK 1
+#endif
+
+static volatile int cnnkit_forked = 0;
+
+#ifdef CNNKIT_HAVE_ATFORK
+static void cnnkit_atfork_child(void) { cnnkit_forked = 1; }
+#endif
+
+int cnnkit_install_fork_guard(void)
+{
+#ifdef CNNKIT_HAVE_ATFORK
+    return pthread_atfork(NULL, NULL, cnnkit_atfork_child);
+#else
+    return 0;
+#endif
+}
+
+int cnnkit_in_forked_child(void) { return cnnkit_forked; }
 
 int cnnkit_have_openmp(void)
 {

@@ -303,3 +303,38 @@ def test_read_only_inputs_are_accepted(rng, dtype):
         for e, g in zip(expected, got):
             assert np.array_equal(e, g), name
             assert g.flags.writeable
+
+
+FORK_SCRIPT = """
+import multiprocessing as mp
+import numpy as np
+import cnnkit
+from cnnkit import functional as F
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((16, 8, 32, 32)).astype(np.float32)
+w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+expected = F.conv2d(x, w, padding=1)       # the parent runs a parallel region
+
+def work(i):
+    return cnnkit.get_num_threads(), F.conv2d(x, w, padding=1)
+
+if __name__ == "__main__":
+    with mp.get_context("fork").Pool(2) as pool:
+        results = pool.map(work, range(4))
+    for threads, y in results:
+        assert threads == 1, threads
+        assert np.array_equal(y, expected)
+    assert cnnkit.get_num_threads() >= 1
+    print("fork ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_children_run_single_threaded_and_do_not_hang(tmp_path):
+    script = tmp_path / "fork_children.py"
+    script.write_text(FORK_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "fork ok" in proc.stdout

@@ -22,7 +22,9 @@ def set_num_threads(n):
     -----
     The setting is process-wide and safe to change while another thread is
     computing: a running kernel keeps the count it started with.  Results are
-    bit-identical for every thread count.
+    bit-identical for every thread count.  In a child created by ``fork()``
+    (e.g. ``multiprocessing`` on Linux) the kernels run single-threaded,
+    since GNU OpenMP's thread pool does not survive a fork.
     """
     _kernels.set_num_threads(n)
 

@@ -128,6 +128,8 @@ cdef extern from "cnnkit.h" nogil:
                                    ptrdiff_t n, ptrdiff_t c, int nthreads)
 
     int cnnkit_have_openmp()
+    int cnnkit_install_fork_guard()
+    int cnnkit_in_forked_child()
     int cnnkit_omp_max_threads()
     int cnnkit_openmp_version()
     const char *cnnkit_compiler()

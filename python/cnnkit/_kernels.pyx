@@ -27,6 +27,7 @@ cdef object _MAX_SIZE = 2 ** 62
 
 _thread_lock = threading.Lock()
 _user_threads = 0
+cnnkit_install_fork_guard()
 
 
 # --------------------------------------------------------------------------
@@ -47,14 +48,13 @@ def set_num_threads(n):
 
 def get_num_threads():
     """Number of threads the next kernel call will use."""
-    cdef int n = _user_threads
-    if n > 0:
-        return n
-    return max(1, cnnkit_omp_max_threads())
+    return _nthreads()
 
 
 cdef int _nthreads() except -1:
     cdef int n = _user_threads
+    if cnnkit_in_forked_child():
+        return 1            # GNU OpenMP's pool does not survive fork()
     if n > 0:
         return n
     n = cnnkit_omp_max_threads()
