@@ -70,7 +70,9 @@ const char *cnnkit_compiler(void)
 
 const char *cnnkit_simd_paths_built(void)
 {
-#ifdef CNNKIT_DISPATCH_ENABLED
+#if defined(CNNKIT_DISPATCH_ENABLED) && defined(__clang__)
+    return "AVX-512F, AVX2, baseline (runtime dispatch)";
+#elif defined(CNNKIT_DISPATCH_ENABLED)
     return "AVX-512, AVX2+FMA, baseline (runtime dispatch)";
 #else
     return "baseline (no runtime dispatch)";
