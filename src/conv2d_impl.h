@@ -104,7 +104,10 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
     const int direct = g->r == 1 && g->s == 1 && g->stride_h == 1 &&
                        g->stride_w == 1 && g->pad_h == 0 && g->pad_w == 0 &&
                        g->oh == g->h && g->ow == g->w;
-    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nthreads))
+    const int nt = cnnkit_team(2.0 * g->n * g->k * p * (crs + 1), tasks,
+                               nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
     for (ptrdiff_t t = 0; t < tasks; t++) {
         ptrdiff_t n = t / nblk, p0 = (t % nblk) * pb;
         ptrdiff_t pl = CNNKIT_MIN(pb, p - p0);
@@ -144,7 +147,10 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
     const ptrdiff_t cg = conv_channel_group(g);
     const ptrdiff_t ngrp = cnnkit_ceil_div(g->c, cg), tasks = g->n * ngrp;
     const ptrdiff_t per_thread = cg * rs * p + cnnkit_gemm_workspace();
-    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nthreads))
+    const int nt = cnnkit_team(2.0 * g->n * g->k * p * (crs + 1), tasks,
+                               nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
     for (ptrdiff_t t = 0; t < tasks; t++) {
         ptrdiff_t n = t / ngrp, c0 = (t % ngrp) * cg;
         ptrdiff_t c1 = CNNKIT_MIN(g->c, c0 + cg);
@@ -174,7 +180,9 @@ void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
     if (g->k <= 0)
         return;
     if (gbias) {
-        CNNKIT_OMP(parallel for schedule(static) num_threads(nthreads))
+        const int nb = cnnkit_team((double)g->n * kp, g->k, nthreads);
+        (void)nb; /* unused in serial builds */
+        CNNKIT_OMP(parallel for schedule(static) num_threads(nb))
         for (ptrdiff_t k = 0; k < g->k; k++) {
             double acc = 0;
             for (ptrdiff_t n = 0; n < g->n; n++) {
@@ -198,7 +206,9 @@ void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
     const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
     const ptrdiff_t per_thread = jt * pb + cnnkit_gemm_workspace();
     const ptrdiff_t ntile = cnnkit_ceil_div(crs, jt), tasks = groups * ntile;
-    CNNKIT_OMP(parallel num_threads(nthreads))
+    const int nt = cnnkit_team(2.0 * g->n * kp * crs, tasks, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel num_threads(nt))
     {
         REAL *col = twork + (ptrdiff_t)omp_get_thread_num() * per_thread;
         REAL *gws = col + jt * pb;

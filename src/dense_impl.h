@@ -26,7 +26,9 @@ void SFX(cnnkit_dense_backward)(REAL *gx, REAL *gw, REAL *gbias,
     SFX(cnnkit_gemm_parallel)(1, 0, o, f, n, 1, gy, o, x, f, 0, gw, f, work,
                               nthreads);
     if (gbias) {
-        CNNKIT_OMP(parallel for schedule(static) num_threads(o < 4096 ? 1 : nthreads))
+        const int nb = cnnkit_team((double)n * o, o, nthreads);
+        (void)nb; /* unused in serial builds */
+        CNNKIT_OMP(parallel for schedule(static) num_threads(nb))
         for (ptrdiff_t j = 0; j < o; j++) {
             double acc = 0;
             for (ptrdiff_t i = 0; i < n; i++)

@@ -157,8 +157,8 @@ void SFX(cnnkit_gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
         return;
     /* Tiles of C: whole MR / NR multiples so every tile but the last is
      * full.  A tile is at least 2 micro-tiles in each direction. */
-    ptrdiff_t flops = m * n * (k > 0 ? k : 1);
-    if (nthreads <= 1 || flops < 32768) {
+    double flops = 2.0 * m * n * (k > 0 ? k : 1);
+    if (cnnkit_team(flops, m * n, nthreads) <= 1) {
         SFX(cnnkit_gemm)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
                          beta, c, ldc, work);
         return;
@@ -175,7 +175,9 @@ void SFX(cnnkit_gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
         mt = cnnkit_ceil_div(m, tm);
     }
     ptrdiff_t tiles = mt * nt, wsz = cnnkit_gemm_workspace();
-    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nthreads))
+    int team = cnnkit_team(flops, tiles, nthreads);
+    (void)team; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(team))
     for (ptrdiff_t t = 0; t < tiles; t++) {
         ptrdiff_t i0 = (t / nt) * tm, j0 = (t % nt) * tn;
         ptrdiff_t mm = CNNKIT_MIN(tm, m - i0), nn = CNNKIT_MIN(tn, n - j0);

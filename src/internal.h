@@ -40,4 +40,21 @@ static inline ptrdiff_t cnnkit_ceil_div(ptrdiff_t a, ptrdiff_t b)
     return (a + b - 1) / b;
 }
 
+/* How many threads are worth waking for `work` units (about one flop or one
+ * element each) split into `tasks` independent pieces: waking a thread costs
+ * microseconds, so each one should get at least CNNKIT_GRAIN units.  Results
+ * never depend on this choice (see the determinism notes of each kernel). */
+#define CNNKIT_GRAIN 262144.0
+
+static inline int cnnkit_team(double work, ptrdiff_t tasks, int nthreads)
+{
+    double by_work = work / CNNKIT_GRAIN;
+    int nt = nthreads;
+    if (by_work < nt)
+        nt = by_work < 1 ? 1 : (int)by_work;
+    if (tasks < nt)
+        nt = tasks < 1 ? 1 : (int)tasks;
+    return nt;
+}
+
 #endif /* CNNKIT_INTERNAL_H */

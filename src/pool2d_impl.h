@@ -5,7 +5,10 @@ void SFX(cnnkit_maxpool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
 {
     (void)nthreads; /* unused in serial builds */
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
-    CNNKIT_OMP(parallel for schedule(static) num_threads(nthreads))
+    const int nt = cnnkit_team((double)g->planes * (ohw * g->kh * g->kw + hw),
+                               g->planes, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
         const REAL *xp = x + pl * hw;
         REAL *yp = y + pl * ohw;
@@ -42,7 +45,10 @@ void SFX(cnnkit_maxpool2d_backward)(REAL *gx, const REAL *gy,
 {
     (void)nthreads; /* unused in serial builds */
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
-    CNNKIT_OMP(parallel for schedule(static) num_threads(nthreads))
+    const int nt = cnnkit_team((double)g->planes * (ohw * g->kh * g->kw + hw),
+                               g->planes, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
         REAL *gp = gx + pl * hw;
         const REAL *gyp = gy + pl * ohw;
@@ -72,7 +78,10 @@ void SFX(cnnkit_avgpool2d_forward)(REAL *y, const REAL *x,
 {
     (void)nthreads; /* unused in serial builds */
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
-    CNNKIT_OMP(parallel for schedule(static) num_threads(nthreads))
+    const int nt = cnnkit_team((double)g->planes * (ohw * g->kh * g->kw + hw),
+                               g->planes, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
         const REAL *xp = x + pl * hw;
         REAL *yp = y + pl * ohw;
@@ -101,7 +110,10 @@ void SFX(cnnkit_avgpool2d_backward)(REAL *gx, const REAL *gy,
 {
     (void)nthreads; /* unused in serial builds */
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
-    CNNKIT_OMP(parallel for schedule(static) num_threads(nthreads))
+    const int nt = cnnkit_team((double)g->planes * (ohw * g->kh * g->kw + hw),
+                               g->planes, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
         REAL *gp = gx + pl * hw;
         const REAL *gyp = gy + pl * ohw;

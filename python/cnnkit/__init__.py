@@ -17,7 +17,7 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
         "inside the source folder's python/ directory."
     ) from exc
 
-from . import callbacks, functional, layers, optim, reference
+from . import callbacks, datasets, functional, layers, optim, reference
 from ._config import get_num_threads, set_num_threads, show_config
 from .model import Sequential, load_model
 
@@ -26,6 +26,7 @@ __all__ = [
     "Sequential",
     "load_model",
     "callbacks",
+    "datasets",
     "functional",
     "layers",
     "optim",

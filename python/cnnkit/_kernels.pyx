@@ -364,6 +364,10 @@ cdef object _pool_geom(cnnkit_pool2d_geom *g, tuple xs, object kernel,
             f"{fn}: padding {(ph, pw)} must be at most half the kernel size "
             f"{(kh, kw)}")
     n, c, h, w = xs
+    if h == 0 or w == 0:
+        raise ValueError(
+            f"{fn}: x has empty planes (H, W) = ({h}, {w}) (shape {xs}); "
+            f"every window would hold only padding")
     if kh > h + 2 * ph or kw > w + 2 * pw:
         raise ValueError(
             f"{fn}: kernel_size {(kh, kw)} is larger than the padded input "

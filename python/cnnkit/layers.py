@@ -365,7 +365,12 @@ class Flatten(Layer):
         self._shape = None
 
     def compute_output_shape(self, input_shape):
-        return (int(np.prod(input_shape, dtype=np.int64)),)
+        size = math.prod(int(d) for d in input_shape)
+        if size > 2 ** 62:
+            raise ValueError(
+                f"Flatten: an input of shape {tuple(input_shape)} has {size} "
+                f"values per sample, more than cnnkit supports (2**62)")
+        return (size,)
 
     def forward(self, x, training=False):
         self._shape = x.shape

@@ -135,8 +135,10 @@ class Sequential:
                     f"{exc}") from None
             specs.append(layer.param_shapes(cur))
             cur = out
-        total = sum(int(np.prod(s, dtype=np.int64))
-                    for spec in specs for s in spec.values())
+        total = sum(math.prod(s) for spec in specs for s in spec.values())
+        if total > 2 ** 62:
+            raise ValueError(f"Sequential: {total} parameters are more than "
+                             f"cnnkit supports (2**62)")
         self._flat_params = np.zeros(total, dtype=self.dtype)
         self._flat_grads = np.zeros(total, dtype=self.dtype)
         self._names = []
@@ -144,7 +146,7 @@ class Sequential:
         for i, (layer, spec) in enumerate(zip(self.layers, specs)):
             params, grads = {}, {}
             for name, s in spec.items():
-                size = int(np.prod(s, dtype=np.int64))
+                size = math.prod(s)
                 params[name] = self._flat_params[off:off + size].reshape(s)
                 grads[name] = self._flat_grads[off:off + size].reshape(s)
                 self._names.append((f"{i}.{name}", layer, name))
