@@ -461,3 +461,13 @@ def test_sample_weight_validation():
         small_cnn().fit(x, y, sample_weight=-np.ones(16), verbose=0)
     with pytest.raises(ValueError, match=r"\(16,\)"):
         small_cnn().fit(x, y, sample_weight=np.ones(15), verbose=0)
+
+
+def test_initial_epoch_resumes_schedules():
+    x, y = make_task(32)
+    model = small_cnn()
+    opt = cnnkit.optim.SGD(0.1, schedule=cnnkit.optim.StepLR(1, 0.5))
+    hist = model.fit(x, y, epochs=2, optimizer=opt, verbose=0)
+    assert hist.epoch == [0, 1] and hist.history["lr"] == [0.1, 0.05]
+    hist = model.fit(x, y, epochs=4, initial_epoch=2, verbose=0)
+    assert hist.epoch == [2, 3] and hist.history["lr"] == [0.025, 0.0125]

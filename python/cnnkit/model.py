@@ -492,7 +492,7 @@ class Sequential:
     # ------------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, optimizer=None,
             validation_data=None, validation_split=0.0, shuffle=True,
-            callbacks=(), verbose=1, sample_weight=None):
+            callbacks=(), verbose=1, sample_weight=None, initial_epoch=0):
         """Train on (x, y) with mini-batch gradient descent.
 
         Parameters
@@ -519,6 +519,10 @@ class Sequential:
         sample_weight : array_like of shape (n,), optional
             Non-negative per-sample weights: each batch minimises the
             weighted mean loss, and ``loss`` in the history is weighted.
+        initial_epoch : int, default 0
+            Epoch to start counting from, to resume a run (as in Keras):
+            training runs epochs ``initial_epoch .. epochs - 1``, and
+            learning-rate schedules see those epoch numbers.
 
         Returns
         -------
@@ -539,6 +543,7 @@ class Sequential:
         completed epochs.
         """
         _check_pos_int(epochs, "epochs", minimum=0)
+        _check_pos_int(initial_epoch, "initial_epoch", minimum=0)
         _check_pos_int(batch_size, "batch_size")
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
@@ -581,7 +586,7 @@ class Sequential:
         for cb in cbs:
             cb.set_model(self)
         return _Trainer(self, cbs, history, verbose).run(
-            x, y, sw, xv, yv, epochs, batch_size, shuffle)
+            x, y, sw, xv, yv, initial_epoch, epochs, batch_size, shuffle)
 
 
 def _check_pos_int(v, name, minimum=1):
@@ -640,7 +645,8 @@ class _Trainer:
                       f"val_accuracy: {logs['val_accuracy']:.4f}"]
         print(" - ".join(parts), flush=True)
 
-    def run(self, x, y, sw, xv, yv, epochs, batch_size, shuffle):
+    def run(self, x, y, sw, xv, yv, initial_epoch, epochs, batch_size,
+            shuffle):
         model, opt = self.model, self.model.optimizer
         n = x.shape[0]
         nbatches = -(-n // batch_size)
@@ -649,7 +655,7 @@ class _Trainer:
             cb.on_train_begin({})
         old_handler = self._install_sigint()
         try:
-            for epoch in range(epochs):
+            for epoch in range(initial_epoch, epochs):
                 if self._epoch(epoch, epochs, x, y, sw, xv, yv, n, nbatches,
                                batch_size, shuffle, opt):
                     break
