@@ -22,8 +22,10 @@ void SFX(cnnkit_relu_backward)(REAL *restrict gx, const REAL *restrict gy,
     int nt = n < CNNKIT_ELEMWISE_SERIAL ? 1 : nthreads;
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for simd schedule(static) num_threads(nt))
-    for (ptrdiff_t i = 0; i < n; i++)
-        gx[i] = x[i] > 0 ? gy[i] : (REAL)0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        REAL v = x[i], g = gy[i];     /* both loaded: a blend, not a branch */
+        gx[i] = v > 0 ? g : (REAL)0;
+    }
 }
 
 #undef CNNKIT_ELEMWISE_SERIAL

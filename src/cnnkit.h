@@ -36,7 +36,9 @@ extern "C" {
 /* The per-element summation order depends only on K, never on how C is     */
 /* tiled, so any split of C over threads gives the same bits.               */
 /* ------------------------------------------------------------------------ */
-ptrdiff_t cnnkit_gemm_workspace(void);  /* elements, for one serial call */
+/* Workspace (elements) of one serial call with these sizes; it also covers
+ * any smaller call. */
+ptrdiff_t cnnkit_gemm_workspace(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k);
 
 void cnnkit_gemm_f32(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
                      ptrdiff_t k, float alpha, const float *a, ptrdiff_t lda,
@@ -47,7 +49,7 @@ void cnnkit_gemm_f64(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
                      const double *b, ptrdiff_t ldb, double beta, double *c,
                      ptrdiff_t ldc, double *work);
 /* Same, with C split into tiles over `nthreads` threads;
- * work holds nthreads * cnnkit_gemm_workspace() elements. */
+ * work holds nthreads * cnnkit_gemm_workspace(m, n, k) elements. */
 void cnnkit_gemm_parallel_f32(int trans_a, int trans_b, ptrdiff_t m,
                               ptrdiff_t n, ptrdiff_t k, float alpha,
                               const float *a, ptrdiff_t lda, const float *b,
@@ -162,7 +164,8 @@ void cnnkit_avgpool2d_backward_f64(double *gx, const double *gy,
 /* ------------------------------------------------------------------------ */
 /* Dense: y (n, o) = x (n, f) @ w (o, f)^T + bias (o,)                       */
 /* ------------------------------------------------------------------------ */
-ptrdiff_t cnnkit_dense_workspace(int nthreads);
+ptrdiff_t cnnkit_dense_workspace(ptrdiff_t n, ptrdiff_t f, ptrdiff_t o,
+                                 int nthreads);
 void cnnkit_dense_forward_f32(float *y, const float *x, const float *w,
                               const float *bias, float *work, ptrdiff_t n,
                               ptrdiff_t f, ptrdiff_t o, int nthreads);

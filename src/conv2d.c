@@ -56,22 +56,43 @@ static ptrdiff_t conv_wgroups(const cnnkit_conv2d_geom *g)
     return CNNKIT_MIN(g->n, (ptrdiff_t)WGROUPS);
 }
 
+/* Per-thread workspace of each pass: the lowered block it multiplies plus
+ * the GEMM's packing buffers for that multiply. */
+static ptrdiff_t conv_forward_per_thread(const cnnkit_conv2d_geom *g)
+{
+    ptrdiff_t crs = g->c * g->r * g->s;
+    ptrdiff_t pb = CNNKIT_MIN(g->oh * g->ow, (ptrdiff_t)PB);
+    return crs * pb + cnnkit_gemm_workspace(g->k, pb, crs);
+}
+
+static ptrdiff_t conv_data_per_thread(const cnnkit_conv2d_geom *g)
+{
+    ptrdiff_t rows = conv_channel_group(g) * g->r * g->s;
+    ptrdiff_t p = g->oh * g->ow;
+    return rows * p + cnnkit_gemm_workspace(rows, p, g->k);
+}
+
+static ptrdiff_t conv_weight_per_thread(const cnnkit_conv2d_geom *g)
+{
+    ptrdiff_t jt = CNNKIT_MIN(g->c * g->r * g->s, (ptrdiff_t)JT);
+    ptrdiff_t pb = CNNKIT_MIN(g->oh * g->ow, (ptrdiff_t)PB);
+    return jt * pb + cnnkit_gemm_workspace(g->k, jt, pb);
+}
+
 ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
                                   int nthreads)
 {
-    ptrdiff_t crs = g->c * g->r * g->s, p = g->oh * g->ow;
-    ptrdiff_t gemm = cnnkit_gemm_workspace();
     ptrdiff_t t = nthreads < 1 ? 1 : nthreads;
     switch (pass) {
     case CNNKIT_CONV_FORWARD:
-        return t * (crs * CNNKIT_MIN(p, (ptrdiff_t)PB) + gemm);
+        return t * conv_forward_per_thread(g);
     case CNNKIT_CONV_BACKWARD_DATA:
-        return t * (conv_channel_group(g) * g->r * g->s * p + gemm);
+        return t * conv_data_per_thread(g);
     case CNNKIT_CONV_BACKWARD_WEIGHT: {
         ptrdiff_t groups = conv_wgroups(g);
-        ptrdiff_t partial = groups > 1 ? (groups - 1) * g->k * crs : 0;
-        return partial + t * (CNNKIT_MIN(crs, (ptrdiff_t)JT) *
-                                  CNNKIT_MIN(p, (ptrdiff_t)PB) + gemm);
+        ptrdiff_t partial =
+            groups > 1 ? (groups - 1) * g->k * g->c * g->r * g->s : 0;
+        return partial + t * conv_weight_per_thread(g);
     }
     default:
         return 0;

@@ -99,7 +99,7 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
         return;
     const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
     const ptrdiff_t nblk = cnnkit_ceil_div(p, pb), tasks = g->n * nblk;
-    const ptrdiff_t per_thread = crs * pb + cnnkit_gemm_workspace();
+    const ptrdiff_t per_thread = conv_forward_per_thread(g);
     /* A 1x1 kernel with unit stride and no padding reads x as it is. */
     const int direct = g->r == 1 && g->s == 1 && g->stride_h == 1 &&
                        g->stride_w == 1 && g->pad_h == 0 && g->pad_w == 0 &&
@@ -146,7 +146,7 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
         return;
     const ptrdiff_t cg = conv_channel_group(g);
     const ptrdiff_t ngrp = cnnkit_ceil_div(g->c, cg), tasks = g->n * ngrp;
-    const ptrdiff_t per_thread = cg * rs * p + cnnkit_gemm_workspace();
+    const ptrdiff_t per_thread = conv_data_per_thread(g);
     const int nt = cnnkit_team(2.0 * g->n * g->k * p * (crs + 1), tasks,
                                nthreads);
     (void)nt; /* unused in serial builds */
@@ -204,7 +204,7 @@ void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
     REAL *twork = work + (groups - 1) * kcrs;
     const ptrdiff_t jt = CNNKIT_MIN(crs, (ptrdiff_t)JT);
     const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
-    const ptrdiff_t per_thread = jt * pb + cnnkit_gemm_workspace();
+    const ptrdiff_t per_thread = conv_weight_per_thread(g);
     const ptrdiff_t ntile = cnnkit_ceil_div(crs, jt), tasks = groups * ntile;
     const int nt = cnnkit_team(2.0 * g->n * kp * crs, tasks, nthreads);
     (void)nt; /* unused in serial builds */

@@ -13,9 +13,14 @@
  */
 #include "internal.h"
 
-ptrdiff_t cnnkit_dense_workspace(int nthreads)
+ptrdiff_t cnnkit_dense_workspace(ptrdiff_t n, ptrdiff_t f, ptrdiff_t o,
+                                 int nthreads)
 {
-    return (ptrdiff_t)(nthreads < 1 ? 1 : nthreads) * cnnkit_gemm_workspace();
+    ptrdiff_t fwd = cnnkit_gemm_workspace(n, o, f);
+    ptrdiff_t bx = cnnkit_gemm_workspace(n, f, o);
+    ptrdiff_t bw = cnnkit_gemm_workspace(o, f, n);
+    return (ptrdiff_t)(nthreads < 1 ? 1 : nthreads) *
+           CNNKIT_MAX(fwd, CNNKIT_MAX(bx, bw));
 }
 
 #define REAL float

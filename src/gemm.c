@@ -30,10 +30,24 @@
 #define MC 96
 #define NC 1024
 
-ptrdiff_t cnnkit_gemm_workspace(void)
+/* Packing buffers of one serial call: an MR-rounded block of A and an
+ * NR-rounded panel of B (rounded for the widest tiles of either type). */
+#define PACK_MR 6
+#define PACK_NR 16
+
+static ptrdiff_t gemm_pack_a_size(ptrdiff_t m, ptrdiff_t k)
 {
-    /* packed A block + packed B panel, the widest type's tile sizes */
-    return (ptrdiff_t)MC * KC + (ptrdiff_t)KC * (NC + 32);
+    ptrdiff_t mc = CNNKIT_MIN(m, (ptrdiff_t)MC), kc = CNNKIT_MIN(k, (ptrdiff_t)KC);
+    return cnnkit_ceil_div(CNNKIT_MAX(mc, 1), PACK_MR) * PACK_MR *
+           CNNKIT_MAX(kc, 1);
+}
+
+ptrdiff_t cnnkit_gemm_workspace(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
+{
+    ptrdiff_t nc = CNNKIT_MIN(n, (ptrdiff_t)NC), kc = CNNKIT_MIN(k, (ptrdiff_t)KC);
+    return gemm_pack_a_size(m, k) +
+           CNNKIT_MAX(kc, 1) * cnnkit_ceil_div(CNNKIT_MAX(nc, 1), PACK_NR) *
+               PACK_NR;
 }
 
 #define REAL float

@@ -128,7 +128,7 @@ void SFX(cnnkit_gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
         return;
     }
     REAL *ap = work;
-    REAL *bp = work + MC * KC;
+    REAL *bp = work + gemm_pack_a_size(m, k);
     for (ptrdiff_t j0 = 0; j0 < n; j0 += NC) {
         ptrdiff_t nc = CNNKIT_MIN(NC, n - j0);
         for (ptrdiff_t p0 = 0; p0 < k; p0 += KC) {
@@ -174,7 +174,7 @@ void SFX(cnnkit_gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
         tm = cnnkit_ceil_div(tm / 2, MR) * MR;
         mt = cnnkit_ceil_div(m, tm);
     }
-    ptrdiff_t tiles = mt * nt, wsz = cnnkit_gemm_workspace();
+    ptrdiff_t tiles = mt * nt, wsz = cnnkit_gemm_workspace(m, n, k);
     int team = cnnkit_team(flops, tiles, nthreads);
     (void)team; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(team))

@@ -1,5 +1,60 @@
 /* pool2d_impl.h -- body of pool2d.c, included once per REAL type. */
 
+/* One output row of max pooling.  Each window is scanned in row-major
+ * order with selects instead of branches (the comparisons of real data are
+ * unpredictable): ties keep the first maximum, a NaN wins. */
+static inline void SFX(maxpool_row)(REAL *restrict ym, int64_t *restrict im,
+                                    const REAL *restrict xp,
+                                    const cnnkit_pool2d_geom *g, ptrdiff_t i)
+{
+    const ptrdiff_t w = g->w;
+    ptrdiff_t h0 = i * g->stride_h - g->pad_h;
+    ptrdiff_t ha = CNNKIT_MAX(h0, 0);
+    ptrdiff_t hb = CNNKIT_MIN(h0 + g->kh, g->h);
+    if (g->kh == 2 && g->kw == 2 && g->stride_w == 2 && g->pad_w == 0 &&
+        hb - ha == 2) {
+        /* the common 2x2 / stride 2 case, two full input rows */
+        const REAL *restrict r0 = xp + ha * w, *restrict r1 = r0 + w;
+        /* vectorised over j: the selects become blends */
+        CNNKIT_OMP(simd)
+        for (ptrdiff_t j = 0; j < g->ow; j++) {
+            /* k: which of the 4 taps won, in row-major order */
+            REAL m = r0[2 * j], v = r0[2 * j + 1];
+            int k = 0, t = (v > m) | (v != v);
+            m = t ? v : m;
+            k = t ? 1 : k;
+            v = r1[2 * j];
+            t = (v > m) | (v != v);
+            m = t ? v : m;
+            k = t ? 2 : k;
+            v = r1[2 * j + 1];
+            t = (v > m) | (v != v);
+            m = t ? v : m;
+            k = t ? 3 : k;
+            ym[j] = m;
+            im[j] = (int64_t)(ha * w + 2 * j + (k & 1) + (k >> 1) * w);
+        }
+        return;
+    }
+    for (ptrdiff_t j = 0; j < g->ow; j++) {
+        ptrdiff_t w0 = j * g->stride_w - g->pad_w;
+        ptrdiff_t wa = CNNKIT_MAX(w0, 0);
+        ptrdiff_t wb = CNNKIT_MIN(w0 + g->kw, w);
+        int64_t b = (int64_t)(ha * w + wa);
+        REAL m = xp[b];
+        for (ptrdiff_t h = ha; h < hb; h++) {
+            for (ptrdiff_t c = wa; c < wb; c++) {
+                REAL v = xp[h * w + c];
+                int t = (v > m) | (v != v);
+                m = t ? v : m;
+                b = t ? (int64_t)(h * w + c) : b;
+            }
+        }
+        ym[j] = m;
+        im[j] = b;
+    }
+}
+
 void SFX(cnnkit_maxpool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
                                    const cnnkit_pool2d_geom *g, int nthreads)
 {
@@ -10,32 +65,9 @@ void SFX(cnnkit_maxpool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
-        const REAL *xp = x + pl * hw;
-        REAL *yp = y + pl * ohw;
-        int64_t *ip = idx + pl * ohw;
-        for (ptrdiff_t i = 0; i < g->oh; i++) {
-            ptrdiff_t h0 = i * g->stride_h - g->pad_h;
-            ptrdiff_t ha = CNNKIT_MAX(h0, 0);
-            ptrdiff_t hb = CNNKIT_MIN(h0 + g->kh, g->h);
-            for (ptrdiff_t j = 0; j < g->ow; j++) {
-                ptrdiff_t w0 = j * g->stride_w - g->pad_w;
-                ptrdiff_t wa = CNNKIT_MAX(w0, 0);
-                ptrdiff_t wb = CNNKIT_MIN(w0 + g->kw, g->w);
-                ptrdiff_t best = ha * g->w + wa;
-                REAL m = xp[best];
-                for (ptrdiff_t h = ha; h < hb; h++) {
-                    for (ptrdiff_t w = wa; w < wb; w++) {
-                        REAL v = xp[h * g->w + w];
-                        if (v > m || v != v) {
-                            m = v;
-                            best = h * g->w + w;
-                        }
-                    }
-                }
-                yp[i * g->ow + j] = m;
-                ip[i * g->ow + j] = (int64_t)best;
-            }
-        }
+        for (ptrdiff_t i = 0; i < g->oh; i++)
+            SFX(maxpool_row)(y + pl * ohw + i * g->ow,
+                             idx + pl * ohw + i * g->ow, x + pl * hw, g, i);
     }
 }
 

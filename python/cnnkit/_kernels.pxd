@@ -21,7 +21,7 @@ cdef extern from "cnnkit.h" nogil:
         CNNKIT_CONV_BACKWARD_DATA
         CNNKIT_CONV_BACKWARD_WEIGHT
 
-    ptrdiff_t cnnkit_gemm_workspace()
+    ptrdiff_t cnnkit_gemm_workspace(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
     void cnnkit_gemm_parallel_f32(int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                                   float, const float *, ptrdiff_t,
                                   const float *, ptrdiff_t, float, float *,
@@ -97,7 +97,8 @@ cdef extern from "cnnkit.h" nogil:
                                        const cnnkit_pool2d_geom *g,
                                        int count_include_pad, int nthreads)
 
-    ptrdiff_t cnnkit_dense_workspace(int nthreads)
+    ptrdiff_t cnnkit_dense_workspace(ptrdiff_t n, ptrdiff_t f, ptrdiff_t o,
+                                     int nthreads)
     void cnnkit_dense_forward_f32(float *y, const float *x, const float *w,
                                   const float *bias, float *work, ptrdiff_t n,
                                   ptrdiff_t f, ptrdiff_t o, int nthreads)

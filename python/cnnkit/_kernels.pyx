@@ -174,9 +174,28 @@ cdef object _conv_geom(cnnkit_conv2d_geom *g, tuple xs, tuple ws,
     return (n, k, oh, ow)
 
 
+# Scratch buffers are kept per Python thread and reused across calls, so a
+# training step allocates no workspace; buffers over _WS_KEEP bytes are not
+# kept.
+_ws_local = threading.local()
+cdef object _WS_KEEP = 64 * 2 ** 20
+
+
 cdef object _workspace(object nelem, object dtype):
     _check_size("workspace", (nelem,))
-    return np.empty(max(int(nelem), 1), dtype=dtype)
+    nelem = max(int(nelem), 1)
+    dtype = np.dtype(dtype)
+    key = dtype.char
+    cache = getattr(_ws_local, "buffers", None)
+    if cache is None:
+        cache = _ws_local.buffers = {}
+    buf = cache.get(key)
+    if buf is not None and buf.size >= nelem:
+        return buf
+    buf = np.empty(nelem, dtype=dtype)
+    if nelem * dtype.itemsize <= _WS_KEEP:
+        cache[key] = buf
+    return buf
 
 
 cdef inline void *_ptr(object a):
@@ -556,7 +575,7 @@ def dense_forward(x, weight, bias):
     y = np.empty((n, o), dtype=dt)
     if y.size == 0:
         return y
-    work = _workspace(cnnkit_dense_workspace(nt), dt)
+    work = _workspace(cnnkit_dense_workspace(n, f, o, nt), dt)
     cdef void *py = _ptr(y)
     cdef void *px = _ptr(x)
     cdef void *pw = _ptr(weight)
@@ -594,7 +613,7 @@ def dense_backward(grad_out, x, weight, bint need_input_grad=True,
     gb = np.zeros((o,), dtype=dt) if need_bias_grad else None
     if o == 0 or f == 0 and gb is None:
         return gx, gw, gb
-    work = _workspace(cnnkit_dense_workspace(nt), dt)
+    work = _workspace(cnnkit_dense_workspace(n, f, o, nt), dt)
     cdef void *pgx = _ptr(gx) if gx is not None and gx.size else NULL
     cdef void *pgw = _ptr(gw)
     cdef void *pgb = _ptr(gb) if gb is not None else NULL

@@ -92,13 +92,15 @@ def load_digits():
     y : ndarray of int64, shape (1797,)
         The digit shown in each image, 0..9.
 
-    The file is read once per process; every call returns new arrays that
-    the caller may modify.
-
     Raises
     ------
     FileNotFoundError
         If the installed package lacks its data file ``data/digits.npz``.
+
+    Notes
+    -----
+    The file is read once per process; every call returns new arrays that
+    the caller may modify.
 
     Examples
     --------

@@ -240,7 +240,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
-                    bias=True):
+                    bias=True, input_grad=True):
     r"""Gradients of :func:`conv2d` with respect to x, weight and bias.
 
     Parameters
@@ -251,10 +251,13 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
         As given to :func:`conv2d` (including the 2-D and unbatched forms).
     bias : bool, default True
         Whether to compute the bias gradient.
+    input_grad : bool, default True
+        Whether to compute the input gradient; the first layer of a network
+        does not need it, and skipping it saves a third of the work.
 
     Returns
     -------
-    grad_x : ndarray, shape of x
+    grad_x : ndarray, shape of x, or None when ``input_grad`` is false
     grad_weight : ndarray, shape of weight
     grad_bias : ndarray of shape (K,) or None
 
@@ -284,11 +287,11 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
     dt = _compute_dtype(x4, w4, g4)
     gx, gw, gb = _kernels.conv2d_backward(
         _cast(g4, dt), _cast(x4, dt), _cast(w4, dt), stride, pad4, dilation,
-        True, bool(bias))
+        bool(input_grad), bool(bias))
     if form == "2d":
-        return gx[0, 0], gw[0, 0], gb
+        return None if gx is None else gx[0, 0], gw[0, 0], gb
     if form == "3d":
-        return gx[0], gw, gb
+        return None if gx is None else gx[0], gw, gb
     return gx, gw, gb
 
 

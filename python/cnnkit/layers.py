@@ -63,6 +63,9 @@ class Layer:
         self.params = {}
         self.grads = {}
         self.built = False
+        # False for the first layer of a model being trained: backward then
+        # need not compute the gradient with respect to the input.
+        self.input_grad = True
 
     # -- lifecycle --------------------------------------------------------
     def compute_output_shape(self, input_shape):
@@ -105,6 +108,8 @@ class Layer:
         raise NotImplementedError
 
     def backward(self, grad):
+        """Store parameter gradients; return d loss / d input (None when
+        ``input_grad`` is false and the layer can skip it)."""
         raise NotImplementedError
 
     def clear_cache(self):
@@ -196,7 +201,8 @@ class Conv2D(Layer):
     def backward(self, grad):
         gx, gw, gb = F.conv2d_backward(grad, self._x, self.params["weight"],
                                        self.stride, self.padding,
-                                       self.dilation, bias=self.use_bias)
+                                       self.dilation, bias=self.use_bias,
+                                       input_grad=self.input_grad)
         self.grads["weight"][...] = gw
         if self.use_bias:
             self.grads["bias"][...] = gb

@@ -249,13 +249,21 @@ class Sequential:
         """Logits of x, after checking and converting it."""
         return self.forward(self._prepare_x(x, check_finite=False), training)
 
-    def backward(self, grad):
+    def backward(self, grad, input_grad=True):
         """Backpropagate ``grad`` (d loss / d logits) through every layer of
         the last training forward pass; fills the gradients and returns d loss
-        / d input."""
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad)
-        return grad
+        / d input (None with ``input_grad=False``, which lets the first layer
+        skip that work)."""
+        first = self.layers[0]
+        first.input_grad = bool(input_grad)
+        try:
+            for layer in reversed(self.layers):
+                grad = layer.backward(grad)
+                if grad is None:
+                    break
+        finally:
+            first.input_grad = True
+        return grad if input_grad else None
 
     def _clear_caches(self):
         for layer in self.layers:
@@ -705,7 +713,7 @@ class _Trainer:
                         f"{b + 1}; training stopped and the weights from "
                         f"before this batch are kept (try a smaller learning "
                         f"rate)")
-                model.backward(grad)
+                model.backward(grad, input_grad=False)
                 opt.step(model._flat_params, model._flat_grads)
                 m = hi - lo
                 bw = m if wb is None else float(wb.sum())

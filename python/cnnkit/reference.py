@@ -214,6 +214,7 @@ def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):
 
     Examples
     --------
+    >>> from cnnkit.reference import conv_output_size
     >>> conv_output_size(3, 2)
     2
     >>> conv_output_size(28, 3, stride=2, padding=1)
@@ -362,6 +363,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
 
     Examples
     --------
+    >>> from cnnkit.reference import conv2d
     >>> conv2d([[1, 2, 3], [4, 5, 6], [7, 8, 9]], [[1, 0], [0, -1]])
     array([[-4., -4.],
            [-4., -4.]])
@@ -790,6 +792,7 @@ def dense(x, weight, bias=None):
 
     Examples
     --------
+    >>> from cnnkit.reference import dense
     >>> dense([[1, 2, 3, 4]], [[0.5, -0.2, 0.1, 0.4]], [0.1])
     array([[2.1]])
     """
