@@ -24,7 +24,7 @@ void SFX(cnnkit_relu_backward)(REAL *restrict gx, const REAL *restrict gy,
     CNNKIT_OMP(parallel for simd schedule(static) num_threads(nt))
     for (ptrdiff_t i = 0; i < n; i++) {
         REAL v = x[i], g = gy[i];     /* both loaded: a blend, not a branch */
-        gx[i] = v > 0 ? g : (REAL)0;
+        gx[i] = v <= 0 ? (REAL)0 : g;   /* NaN passes g, as in PyTorch */
     }
 }
 

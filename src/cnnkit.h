@@ -111,7 +111,7 @@ void cnnkit_conv2d_backward_weight_f64(double *gw, double *gbias,
                                        int nthreads);
 
 /* ------------------------------------------------------------------------ */
-/* ReLU: y = x > 0 ? x : 0 (NaN stays NaN); gx = x > 0 ? gy : 0.            */
+/* ReLU: y = x > 0 ? x : 0 (NaN stays NaN); gx = x <= 0 ? 0 : gy.          */
 /* ------------------------------------------------------------------------ */
 void cnnkit_relu_forward_f32(float *y, const float *x, ptrdiff_t n,
                              int nthreads);

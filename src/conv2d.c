@@ -25,7 +25,9 @@
  * ---------
  * forward          tasks = (image, block of PB output pixels)
  * backward data    tasks = (image, group of input channels); the group owns
- *                  its planes of gx, col2im adds in a fixed order
+ *                  its planes of gx and walks them in fixed blocks of
+ *                  ROWS_BD rows x PIX_BD pixels (bounded scratch), col2im
+ *                  adding in a fixed order
  * backward weight  the batch is cut into G = min(N, 8) fixed groups whose
  *                  partial sums are added in group order at the end; tasks =
  *                  (group, tile of JT columns of gw); bias: tasks = k
@@ -39,7 +41,8 @@
 
 #define PB 256       /* output pixels per forward / weight-gradient block  */
 #define JT 64        /* columns of gw per weight-gradient task             */
-#define ROWS_BD 96   /* target rows of dcol per backward-data task         */
+#define ROWS_BD 96   /* target rows of dcol per backward-data task / block */
+#define PIX_BD 1024  /* output pixels per backward-data block              */
 #define WGROUPS 8    /* fixed number of batch groups for the weight grad   */
 
 static ptrdiff_t conv_channel_group(const cnnkit_conv2d_geom *g)
@@ -65,11 +68,20 @@ static ptrdiff_t conv_forward_per_thread(const cnnkit_conv2d_geom *g)
     return crs * pb + cnnkit_gemm_workspace(g->k, pb, crs);
 }
 
+static ptrdiff_t conv_data_rows(const cnnkit_conv2d_geom *g)
+{
+    return CNNKIT_MIN(conv_channel_group(g) * g->r * g->s, (ptrdiff_t)ROWS_BD);
+}
+
+static ptrdiff_t conv_data_pixels(const cnnkit_conv2d_geom *g)
+{
+    return CNNKIT_MIN(g->oh * g->ow, (ptrdiff_t)PIX_BD);
+}
+
 static ptrdiff_t conv_data_per_thread(const cnnkit_conv2d_geom *g)
 {
-    ptrdiff_t rows = conv_channel_group(g) * g->r * g->s;
-    ptrdiff_t p = g->oh * g->ow;
-    return rows * p + cnnkit_gemm_workspace(rows, p, g->k);
+    ptrdiff_t rows = conv_data_rows(g), pix = conv_data_pixels(g);
+    return rows * pix + cnnkit_gemm_workspace(rows, pix, g->k);
 }
 
 static ptrdiff_t conv_weight_per_thread(const cnnkit_conv2d_geom *g)
@@ -82,14 +94,22 @@ static ptrdiff_t conv_weight_per_thread(const cnnkit_conv2d_geom *g)
 ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
                                   int nthreads)
 {
+    /* never more threads than the pass has tasks */
     ptrdiff_t t = nthreads < 1 ? 1 : nthreads;
+    ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
     switch (pass) {
     case CNNKIT_CONV_FORWARD:
+        t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * cnnkit_ceil_div(
+                                              p, (ptrdiff_t)PB), 1));
         return t * conv_forward_per_thread(g);
     case CNNKIT_CONV_BACKWARD_DATA:
+        t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * cnnkit_ceil_div(
+                                              g->c, conv_channel_group(g)), 1));
         return t * conv_data_per_thread(g);
     case CNNKIT_CONV_BACKWARD_WEIGHT: {
         ptrdiff_t groups = conv_wgroups(g);
+        t = CNNKIT_MIN(t, CNNKIT_MAX(groups * cnnkit_ceil_div(
+                                              crs, (ptrdiff_t)JT), 1));
         ptrdiff_t partial =
             groups > 1 ? (groups - 1) * g->k * g->c * g->r * g->s : 0;
         return partial + t * conv_weight_per_thread(g);

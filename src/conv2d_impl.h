@@ -59,31 +59,32 @@ static void SFX(im2col)(REAL *restrict col, const REAL *restrict xn,
     }
 }
 
-/* gx planes of channels [c0, c1) of image n (already zeroed) +=
- * col2im(dcol), dcol rows (c - c0, r, s), columns all P output pixels. */
+/* gx of image n += col2im of a block of dcol: rows [row0, row0 + rn) of
+ * the (c, r, s) index, output pixels [q0, q0 + qn); dcol is (rn, qn). */
 static void SFX(col2im)(REAL *restrict gxn, const REAL *restrict dcol,
-                        const cnnkit_conv2d_geom *g, ptrdiff_t c0,
-                        ptrdiff_t c1)
+                        const cnnkit_conv2d_geom *g, ptrdiff_t row0,
+                        ptrdiff_t rn, ptrdiff_t q0, ptrdiff_t qn)
 {
-    const ptrdiff_t p = g->oh * g->ow, sw = g->stride_w;
-    for (ptrdiff_t c = c0; c < c1; c++) {
+    const ptrdiff_t rs = g->r * g->s, sw = g->stride_w;
+    for (ptrdiff_t row = row0; row < row0 + rn; row++) {
+        ptrdiff_t c = row / rs, r = (row % rs) / g->s, s = row % g->s;
         REAL *restrict gxc = gxn + c * g->h * g->w;
-        for (ptrdiff_t r = 0; r < g->r; r++) {
-            for (ptrdiff_t s = 0; s < g->s; s++) {
-                const REAL *restrict src =
-                    dcol + (((c - c0) * g->r + r) * g->s + s) * p;
-                ptrdiff_t off_w = s * g->dil_w - g->pad_w, lo, hi;
-                SFX(valid_range)(off_w, sw, g->w, g->ow, &lo, &hi);
-                for (ptrdiff_t i = 0; i < g->oh; i++) {
-                    ptrdiff_t ih = i * g->stride_h - g->pad_h + r * g->dil_h;
-                    if (ih < 0 || ih >= g->h)
-                        continue;
-                    REAL *restrict xr = gxc + ih * g->w;
-                    const REAL *restrict sr = src + i * g->ow;
-                    for (ptrdiff_t j = lo; j < hi; j++)
-                        xr[j * sw + off_w] += sr[j];
-                }
+        const REAL *restrict src = dcol + (row - row0) * qn;
+        ptrdiff_t off_w = s * g->dil_w - g->pad_w, lo, hi;
+        SFX(valid_range)(off_w, sw, g->w, g->ow, &lo, &hi);
+        ptrdiff_t q = q0;
+        while (q < q0 + qn) {
+            ptrdiff_t i = q / g->ow, j0 = q % g->ow;
+            ptrdiff_t j1 = CNNKIT_MIN(g->ow, j0 + (q0 + qn - q));
+            ptrdiff_t ih = i * g->stride_h - g->pad_h + r * g->dil_h;
+            if (ih >= 0 && ih < g->h) {
+                REAL *restrict xr = gxc + ih * g->w;
+                const ptrdiff_t base = (q - q0) - j0;  /* src[base + j] */
+                ptrdiff_t a = CNNKIT_MAX(lo, j0), b = CNNKIT_MIN(hi, j1);
+                for (ptrdiff_t j = a; j < b; j++)
+                    xr[j * sw + off_w] += src[base + j];
             }
+            q += j1 - j0;
         }
     }
 }
@@ -139,7 +140,6 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
                                       const cnnkit_conv2d_geom *g,
                                       int nthreads)
 {
-    (void)nthreads; /* unused in serial builds */
     const ptrdiff_t p = g->oh * g->ow, rs = g->r * g->s, crs = g->c * rs;
     const ptrdiff_t hw = g->h * g->w, kp = g->k * p;
     if (g->n <= 0 || g->c <= 0 || hw <= 0)
@@ -147,6 +147,7 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
     const ptrdiff_t cg = conv_channel_group(g);
     const ptrdiff_t ngrp = cnnkit_ceil_div(g->c, cg), tasks = g->n * ngrp;
     const ptrdiff_t per_thread = conv_data_per_thread(g);
+    const ptrdiff_t rb = conv_data_rows(g), pb = conv_data_pixels(g);
     const int nt = cnnkit_team(2.0 * g->n * g->k * p * (crs + 1), tasks,
                                nthreads);
     (void)nt; /* unused in serial builds */
@@ -155,15 +156,24 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
         ptrdiff_t n = t / ngrp, c0 = (t % ngrp) * cg;
         ptrdiff_t c1 = CNNKIT_MIN(g->c, c0 + cg);
         REAL *dcol = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
-        REAL *gws = dcol + cg * rs * p;
+        REAL *gws = dcol + rb * pb;
         REAL *gxn = gx + n * g->c * hw;
         memset(gxn + c0 * hw, 0, (size_t)((c1 - c0) * hw) * sizeof(REAL));
         if (p <= 0 || g->k <= 0)
             continue;
-        /* dcol (rows of channels c0..c1, P) = w[:, c0*rs:c1*rs]^T @ gy_n */
-        SFX(cnnkit_gemm)(1, 0, (c1 - c0) * rs, p, g->k, 1, w + c0 * rs, crs,
-                         gy + n * kp, p, 0, dcol, p, gws);
-        SFX(col2im)(gxn, dcol, g, c0, c1);
+        /* blocks of rows of this channel group x blocks of output pixels:
+         * dcol = w[:, rows]^T @ gy_n[:, pixels], then col2im of the block;
+         * a fixed block order keeps the sums independent of threads */
+        const ptrdiff_t rows = (c1 - c0) * rs;
+        for (ptrdiff_t r0 = 0; r0 < rows; r0 += rb) {
+            ptrdiff_t rn = CNNKIT_MIN(rb, rows - r0);
+            for (ptrdiff_t q0 = 0; q0 < p; q0 += pb) {
+                ptrdiff_t qn = CNNKIT_MIN(pb, p - q0);
+                SFX(cnnkit_gemm)(1, 0, rn, qn, g->k, 1, w + c0 * rs + r0, crs,
+                                 gy + n * kp + q0, p, 0, dcol, qn, gws);
+                SFX(col2im)(gxn, dcol, g, c0 * rs + r0, rn, q0, qn);
+            }
+        }
     }
 }
 

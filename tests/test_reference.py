@@ -349,7 +349,8 @@ def test_relu_backward_values():
     x = np.array([-1.0, 0.0, 2.0, np.nan, -3.0])
     g = np.array([5.0, 6.0, 7.0, 8.0, np.inf])
     gx = ref.relu_backward(g, x)
-    np.testing.assert_array_equal(gx, [0.0, 0.0, 7.0, 0.0, 0.0])
+    # 0 at x <= 0; a NaN input passes the gradient (PyTorch's rule)
+    np.testing.assert_array_equal(gx, [0.0, 0.0, 7.0, 8.0, 0.0])
     assert ref.relu_backward(g.astype(np.float32), x.astype(np.float32)).dtype == np.float32
 
 

@@ -25,12 +25,34 @@ def set_num_threads(n):
     bit-identical for every thread count.  In a child created by ``fork()``
     (e.g. ``multiprocessing`` on Linux) the kernels run single-threaded,
     since GNU OpenMP's thread pool does not survive a fork.
+
+    Examples
+    --------
+    >>> import cnnkit
+    >>> cnnkit.set_num_threads(2)
+    >>> cnnkit.get_num_threads()
+    2
+    >>> cnnkit.set_num_threads(0)      # back to the default
     """
     _kernels.set_num_threads(n)
 
 
 def get_num_threads():
-    """The number of threads the next kernel call will use."""
+    """The number of threads the next kernel call will use.
+
+    Returns
+    -------
+    int
+        The count set by :func:`set_num_threads`, or else OpenMP's
+        ``omp_get_max_threads()``; 1 in a child created by ``fork()`` and
+        in a build without OpenMP that was not given a count.
+
+    Examples
+    --------
+    >>> import cnnkit
+    >>> cnnkit.get_num_threads() >= 1
+    True
+    """
     return _kernels.get_num_threads()
 
 
@@ -58,6 +80,25 @@ def show_config(file=None):
     ----------
     file : file-like, optional
         Where to print; standard output by default.
+
+    Examples
+    --------
+    >>> import io
+    >>> import cnnkit
+    >>> out = io.StringIO()
+    >>> cnnkit.show_config(file=out)
+    >>> print(out.getvalue())  # doctest: +SKIP
+    cnnkit:           0.1.0
+    python:           3.11.7
+    platform:         Linux-6.1.0-x86_64-with-glibc2.36
+    numpy:            2.4.6
+    compiler:         GNU 12.2.0
+    openmp:           yes (version 201511)
+    threads:          8
+    simd path:        AVX-512 (x86-64-v4)
+    simd paths built: AVX-512, AVX2+FMA, baseline (runtime dispatch)
+    >>> "simd path:" in out.getvalue()
+    True
     """
     cfg = _config()
     width = max(len(k) for k in cfg)

@@ -25,6 +25,8 @@ cnp.import_array()
 # 2**63 for the index arithmetic in C.
 cdef object _MAX_SIZE = 2 ** 62
 
+# More threads than any machine has only multiplies the scratch memory.
+_MAX_THREADS = 4096
 _thread_lock = threading.Lock()
 _user_threads = 0
 cnnkit_install_fork_guard()
@@ -40,8 +42,9 @@ def set_num_threads(n):
         raise TypeError(
             f"set_num_threads: n must be an int, got {type(n).__name__}")
     n = int(n)
-    if n < 0:
-        raise ValueError(f"set_num_threads: n must be >= 0, got {n}")
+    if n < 0 or n > _MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be in [0, {_MAX_THREADS}], "
+                         f"got {n}")
     with _thread_lock:
         _user_threads = n
 
@@ -57,8 +60,8 @@ cdef int _nthreads() except -1:
         return 1            # GNU OpenMP's pool does not survive fork()
     if n > 0:
         return n
-    n = cnnkit_omp_max_threads()
-    return n if n > 0 else 1
+    n = cnnkit_omp_max_threads()   # OMP_NUM_THREADS, threadpoolctl
+    return min(max(n, 1), _MAX_THREADS)
 
 
 def build_info():

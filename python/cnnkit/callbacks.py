@@ -16,27 +16,49 @@ __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint"]
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing.
+
+    Subclasses override the hooks they need.  :meth:`cnnkit.Sequential.fit`
+    calls :meth:`set_model` first, then the hooks in the order of the module
+    notes.
+
+    Attributes
+    ----------
+    model : cnnkit.Sequential or None
+        The model being trained; set ``self.model.stop_training = True`` to
+        end training after the current epoch.
+    """
 
     def __init__(self):
         self.model = None
 
     def set_model(self, model):
+        """Called by ``fit`` before training, with the model it trains."""
         self.model = model
 
     def on_train_begin(self, logs=None):
+        """Called once, before the first epoch."""
         pass
 
     def on_train_end(self, logs=None):
+        """Called once, after the last epoch, also after an early stop or a
+        Ctrl-C (not when ``fit`` raises)."""
         pass
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Called before each epoch; ``epoch`` counts from 0 (or from
+        ``initial_epoch``)."""
         pass
 
     def on_epoch_end(self, epoch, logs=None):
+        """Called after each epoch with its logs: ``loss``, ``accuracy``,
+        ``val_loss`` and ``val_accuracy`` (with validation data), ``lr``,
+        ``seconds`` and ``images_per_s``."""
         pass
 
     def on_batch_end(self, batch, logs=None):
+        """Called after each optimizer step with the batch's ``loss`` and
+        ``size``."""
         pass
 
 

@@ -272,6 +272,24 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
     and :math:`\partial L / \partial x` scatters :math:`g_{n,k,i,j}\,
     w_{k,c,r,s}` back onto the input position each tap read (a transposed
     convolution).  Gradients are overwritten, never accumulated.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import conv2d_backward
+    >>> image = np.array([[1., 2., 3.], [4., 5., 6.], [7., 8., 9.]])
+    >>> kernel = np.array([[-1., 0.], [0., 1.]])
+    >>> grad_x, grad_kernel, grad_bias = conv2d_backward(
+    ...     np.ones((2, 2)), image, kernel)
+    >>> grad_kernel            # each tap's four inputs, summed
+    array([[12., 16.],
+           [24., 28.]])
+    >>> grad_x                 # the kernel, added at every window
+    array([[-1., -1.,  0.],
+           [-1.,  0.,  1.],
+           [ 0.,  1.,  1.]])
+    >>> grad_bias
+    array([4.])
     """
     fn = "conv2d_backward"
     if isinstance(bias, np.ndarray) or not isinstance(bias, (bool, np.bool_)):
@@ -299,7 +317,32 @@ def conv2d_output_shape(input_shape, kernel_size, stride=1, padding=0,
                         dilation=1):
     """(OH, OW) of :func:`conv2d` for an input (H, W) and a kernel (R, S).
 
-    ``padding`` may be an int, a pair, ``"valid"`` or ``"same"``.
+    Parameters
+    ----------
+    input_shape : tuple of int
+        The input's shape; its last two entries are (H, W), so ``x.shape``
+        works as it is.
+    kernel_size : int or (int, int)
+        (R, S).
+    stride, dilation : int or (int, int), default 1
+    padding : int, (int, int), "valid" or "same", default 0
+
+    Returns
+    -------
+    (OH, OW) : tuple of int
+
+    Raises
+    ------
+    ValueError
+        If the (dilated) kernel does not fit in the padded input.
+
+    Examples
+    --------
+    >>> from cnnkit.functional import conv2d_output_shape
+    >>> conv2d_output_shape((28, 28), 3, stride=2, padding=1)
+    (14, 14)
+    >>> conv2d_output_shape((8, 1, 28, 28), 5, padding="same")
+    (28, 28)
     """
     fn = "conv2d_output_shape"
     h, w = _pair(tuple(input_shape)[-2:], "input_shape", fn)
@@ -342,9 +385,29 @@ def relu(x):
 
 
 def relu_backward(grad_out, x):
-    r"""Gradient of :func:`relu`: ``grad_out`` where ``x > 0``, else 0.
+    r"""Gradient of :func:`relu`: 0 where ``x <= 0``, else ``grad_out``.
 
-    The gradient at ``x == 0`` is 0, as in PyTorch.
+    Parameters
+    ----------
+    grad_out : array_like
+        Gradient of the loss with respect to the output of :func:`relu`.
+    x : array_like, shape of grad_out
+        The input given to :func:`relu`.
+
+    Returns
+    -------
+    grad_x : ndarray of the shape of x
+
+    Notes
+    -----
+    The gradient at ``x == 0`` is 0, and a NaN in ``x`` passes ``grad_out``
+    through, as PyTorch's ``threshold_backward`` does.
+
+    Examples
+    --------
+    >>> from cnnkit.functional import relu_backward
+    >>> relu_backward([1.0, 2.0, 3.0], [-1.0, 0.0, 5.0])
+    array([0., 0., 3.])
     """
     fn = "relu_backward"
     g = _as_array(grad_out, "grad_out", fn)
@@ -442,6 +505,16 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     -------
     grad_x : ndarray of shape input_shape
         Overlapping windows add their contributions.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import max_pool2d, max_pool2d_backward
+    >>> x = np.array([[1., 5.], [3., 2.]])
+    >>> y, idx = max_pool2d(x, 2)
+    >>> max_pool2d_backward([[10.]], idx, x.shape)
+    array([[ 0., 10.],
+           [ 0.,  0.]])
     """
     fn = "max_pool2d_backward"
     g = _as_array(grad_out, "grad_out", fn)
@@ -516,9 +589,25 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
     """Gradient of :func:`avg_pool2d`: each output's gradient spread evenly
     over its window.
 
+    Parameters
+    ----------
+    grad_out : array_like of shape (N, C, OH, OW)
+        Also (C, OH, OW) or (OH, OW), as the forward output.
+    input_shape : tuple of int
+        Shape of the pooled input.
+    kernel_size, stride, padding, count_include_pad
+        As given to :func:`avg_pool2d`.
+
     Returns
     -------
     grad_x : ndarray of shape input_shape
+
+    Examples
+    --------
+    >>> from cnnkit.functional import avg_pool2d_backward
+    >>> avg_pool2d_backward([[1.0]], (2, 2), 2)
+    array([[0.25, 0.25],
+           [0.25, 0.25]])
     """
     fn = "avg_pool2d_backward"
     g = _as_array(grad_out, "grad_out", fn)
@@ -540,7 +629,24 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
 def global_avg_pool2d(x):
     r"""Mean over the spatial axes: (N, C, H, W) -> (N, C).
 
+    Parameters
+    ----------
+    x : array_like of shape (N, C, H, W)
+
+    Returns
+    -------
+    y : ndarray of shape (N, C)
+
+    Notes
+    -----
     .. math:: y_{n,c} = \frac{1}{HW} \sum_{h,w} x_{n,c,h,w}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import global_avg_pool2d
+    >>> global_avg_pool2d(np.arange(8.0).reshape(1, 2, 2, 2))
+    array([[1.5, 5.5]])
     """
     fn = "global_avg_pool2d"
     x = _as_array(x, "x", fn)
@@ -553,7 +659,18 @@ def global_avg_pool2d(x):
 
 def global_avg_pool2d_backward(grad_out, input_shape):
     """Gradient of :func:`global_avg_pool2d`: ``grad_out / (H*W)`` at every
-    position of each plane."""
+    position of each plane.
+
+    Parameters
+    ----------
+    grad_out : array_like of shape (N, C)
+    input_shape : tuple of int
+        (N, C, H, W), the shape of the pooled input.
+
+    Returns
+    -------
+    grad_x : ndarray of shape input_shape
+    """
     fn = "global_avg_pool2d_backward"
     g = _as_array(grad_out, "grad_out", fn)
     shape = tuple(_int(d, "input_shape", fn) for d in input_shape)
@@ -566,7 +683,36 @@ def global_avg_pool2d_backward(grad_out, input_shape):
 
 
 def pool2d_output_shape(input_shape, kernel_size, stride=None, padding=0):
-    """(OH, OW) of :func:`max_pool2d` for an input (H, W)."""
+    """(OH, OW) of :func:`max_pool2d` for an input (H, W).
+
+    Also the output size of :func:`avg_pool2d`.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        The input's shape; its last two entries are (H, W).
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.
+    padding : int or (int, int), default 0
+
+    Returns
+    -------
+    (OH, OW) : tuple of int
+
+    Raises
+    ------
+    ValueError
+        If the window is larger than the padded input.
+
+    Examples
+    --------
+    >>> from cnnkit.functional import pool2d_output_shape
+    >>> pool2d_output_shape((7, 7), 2)
+    (3, 3)
+    >>> pool2d_output_shape((7, 7), 3, stride=2, padding=1)
+    (4, 4)
+    """
     fn = "pool2d_output_shape"
     h, w = _pair(tuple(input_shape)[-2:], "input_shape", fn)
     kernel, stride, pad = _pool_args(fn, kernel_size, stride, padding)
@@ -647,6 +793,16 @@ def dense(x, weight, bias=None):
 def dense_backward(grad_out, x, weight, bias=True):
     r"""Gradients of :func:`dense`.
 
+    Parameters
+    ----------
+    grad_out : array_like of shape (N, O)
+        Gradient of the loss with respect to the output of :func:`dense`
+        (without the axes that the 1-D forms of ``x`` and ``weight`` drop).
+    x, weight
+        As given to :func:`dense`.
+    bias : bool, default True
+        Whether to compute the bias gradient.
+
     Returns
     -------
     grad_x : ndarray, shape of x
@@ -655,6 +811,18 @@ def dense_backward(grad_out, x, weight, bias=True):
         ``grad_out.T @ x``
     grad_bias : ndarray of shape (O,) or None
         ``grad_out.sum(axis=0)``, when ``bias`` is true.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import dense_backward
+    >>> grad_x, grad_w, grad_b = dense_backward(
+    ...     [[1.0, -1.0]], [[1.0, 2.0]], np.eye(2))
+    >>> grad_w
+    array([[ 1.,  2.],
+           [-1., -2.]])
+    >>> grad_x, grad_b
+    (array([[ 1., -1.]]), array([ 1., -1.]))
     """
     fn = "dense_backward"
     if isinstance(bias, np.ndarray) or not isinstance(bias, (bool, np.bool_)):
@@ -695,6 +863,15 @@ def softmax(logits):
     -----
     .. math:: p_{n,c} = \frac{e^{z_{n,c} - m_n}}{\sum_{c'} e^{z_{n,c'} - m_n}},
         \quad m_n = \max_c z_{n,c}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import softmax
+    >>> softmax([[0.0, np.log(3.0)]])
+    array([[0.25, 0.75]])
+    >>> softmax([[1000.0, 0.0]])
+    array([[1., 0.]])
     """
     fn = "softmax"
     z = _as_array(logits, "logits", fn)
@@ -736,6 +913,16 @@ def softmax_cross_entropy(logits, labels, sample_weight=None):
         Labels that are not integers.
     ValueError
         Labels outside ``[0, C)``, or shapes that do not match.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import softmax_cross_entropy
+    >>> loss, grad = softmax_cross_entropy([[0.0, np.log(3.0)]], [1])
+    >>> float(loss)            # -log(3/4)
+    0.28768207245178085
+    >>> grad                   # softmax - onehot
+    array([[ 0.25, -0.25]])
     """
     fn = "softmax_cross_entropy"
     z = _as_array(logits, "logits", fn)

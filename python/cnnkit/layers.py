@@ -55,6 +55,12 @@ class Layer:
         Parameters and their gradients (views into the model's flat
         buffers), in PyTorch ``state_dict`` order; empty for layers without
         parameters.
+    built : bool
+        Whether :meth:`build` has run.
+    input_grad : bool
+        Whether :meth:`backward` must return the gradient with respect to
+        the input; the model sets it to False on its first layer during
+        training, which lets that layer skip the work.
     """
 
     def __init__(self):
@@ -69,16 +75,53 @@ class Layer:
 
     # -- lifecycle --------------------------------------------------------
     def compute_output_shape(self, input_shape):
-        """Per-sample output shape for a per-sample ``input_shape``; raises
-        ValueError if the layer cannot take that input."""
+        """Per-sample output shape for a per-sample ``input_shape``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Shape of one input sample, without the batch axis.
+
+        Returns
+        -------
+        tuple of int
+
+        Raises
+        ------
+        ValueError
+            If the layer cannot take that input.
+        """
         return tuple(input_shape)
 
     def param_shapes(self, input_shape):
-        """Shapes of the parameters for ``input_shape``, in order."""
+        """Shapes of the parameters for ``input_shape``, in order.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Shape of one input sample.
+
+        Returns
+        -------
+        dict of str to tuple of int
+            ``{"weight": shape, "bias": shape}`` for layers with
+            parameters, in PyTorch ``state_dict`` order; empty otherwise.
+        """
         return {}
 
     def build(self, input_shape):
-        """Check ``input_shape`` and record the input and output shapes."""
+        """Check ``input_shape`` and record the input and output shapes.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Shape of one input sample.
+
+        Returns
+        -------
+        tuple of int
+            The per-sample output shape.
+        """
         input_shape = tuple(int(d) for d in input_shape)
         self.output_shape = self.compute_output_shape(input_shape)
         self.input_shape = input_shape
@@ -86,13 +129,35 @@ class Layer:
         return self.output_shape
 
     def bind(self, params, grads):
-        """Attach parameter and gradient arrays (views the model owns)."""
+        """Attach parameter and gradient arrays (views the model owns).
+
+        Parameters
+        ----------
+        params, grads : dict of str to ndarray
+            Arrays of the shapes :meth:`param_shapes` asked for.
+        """
         self.params = dict(params)
         self.grads = dict(grads)
 
     def initialize(self, rng, followed_by_relu):
-        """Fill the parameters: He-normal weights before a ReLU, LeCun-normal
-        otherwise, zero biases."""
+        r"""Fill the parameters: He-normal weights before a ReLU, LeCun-normal
+        otherwise, zero biases.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The model's seeded generator.
+        followed_by_relu : bool
+            Whether the next layer (skipping :class:`Dropout`) is a
+            :class:`ReLU`.
+
+        Notes
+        -----
+        The standard deviation is :math:`\sqrt{2/\text{fan-in}}` (He) or
+        :math:`\sqrt{1/\text{fan-in}}` (LeCun), with the fan-in the product
+        of the weight's shape after its first axis (:math:`C R S` for a
+        convolution, the input features for a dense layer).
+        """
         w = self.params.get("weight")
         if w is not None:
             fan_in = int(np.prod(w.shape[1:]))
@@ -105,11 +170,38 @@ class Layer:
 
     # -- computation ------------------------------------------------------
     def forward(self, x, training=False):
+        """The layer's output for a batch.
+
+        Parameters
+        ----------
+        x : ndarray of shape (n,) + input_shape
+        training : bool, default False
+            Keep what :meth:`backward` needs (and, for :class:`Dropout`,
+            drop values); with False nothing is kept.
+
+        Returns
+        -------
+        y : ndarray of shape (n,) + output_shape
+        """
         raise NotImplementedError
 
     def backward(self, grad):
         """Store parameter gradients; return d loss / d input (None when
-        ``input_grad`` is false and the layer can skip it)."""
+        ``input_grad`` is false and the layer can skip it).
+
+        Parameters
+        ----------
+        grad : ndarray of shape (n,) + output_shape
+            Gradient of the loss with respect to the output of the last
+            ``forward(x, training=True)``.
+
+        Returns
+        -------
+        grad_x : ndarray of shape (n,) + input_shape, or None
+            The gradient with respect to the input.  The parameter
+            gradients are written into :attr:`grads` (overwritten, not
+            accumulated).
+        """
         raise NotImplementedError
 
     def clear_cache(self):
@@ -117,15 +209,34 @@ class Layer:
 
     # -- description ------------------------------------------------------
     def get_config(self):
-        """JSON-serialisable constructor arguments."""
+        """JSON-serialisable constructor arguments.
+
+        Returns
+        -------
+        dict
+            Keyword arguments that rebuild the layer with
+            :meth:`from_config`.
+        """
         return {}
 
     @classmethod
     def from_config(cls, config):
+        """A new layer from :meth:`get_config` output.
+
+        Parameters
+        ----------
+        config : dict
+            Keyword arguments of the constructor.
+
+        Returns
+        -------
+        Layer
+        """
         return cls(**config)
 
     @property
     def count_params(self):
+        """The number of parameters of the layer (a property), an int."""
         return int(sum(p.size for p in self.params.values()))
 
     def __repr__(self):
@@ -144,6 +255,15 @@ class Conv2D(Layer):
     stride, dilation : int or (int, int), default 1
     padding : int, (int, int), "valid" or "same", default 0
     use_bias : bool, default True
+
+    Examples
+    --------
+    >>> from cnnkit.layers import Conv2D
+    >>> conv = Conv2D(16, 3, stride=2, padding=1)
+    >>> conv.build((3, 32, 32))
+    (16, 16, 16)
+    >>> conv.param_shapes((3, 32, 32))
+    {'weight': (16, 3, 3, 3), 'bias': (16,)}
     """
 
     def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1,

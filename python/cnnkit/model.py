@@ -51,6 +51,23 @@ class Sequential:
     dtype : {"float32", "float64"}, default "float32"
         Parameter and computation dtype; float64 for exact gradient checks.
 
+    Attributes
+    ----------
+    layers : list of Layer
+        The layers, input first.
+    input_shape, output_shape : tuple of int or None
+        Shapes of one sample, set when the model is built.
+    built : bool
+        Whether shapes and parameters exist.
+    dtype : numpy.dtype
+        float32 or float64.
+    rng : numpy.random.Generator
+        The seeded generator behind initialisation, shuffling and dropout.
+    optimizer : cnnkit.optim.Optimizer or None
+        The optimizer of the last :meth:`fit` (or of a loaded file).
+    stop_training : bool
+        Set by a callback to end :meth:`fit` after the current epoch.
+
     Examples
     --------
     >>> import cnnkit
@@ -106,39 +123,27 @@ class Sequential:
     def build(self, input_shape):
         """Infer every layer's shapes, allocate and initialise parameters.
 
+        Called by the constructor when ``input_shape`` is given, otherwise
+        on the first data the model sees.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Shape of one sample, ``(C, H, W)``, or ``(H, W)`` for one
+            channel.
+
+        Returns
+        -------
+        self : Sequential
+
         Raises
         ------
         ValueError
             When a layer cannot take the previous layer's output, naming the
             layer and the shapes.
         """
-        shape = tuple(input_shape)
-        if len(shape) == 2:
-            shape = (1,) + shape
-        if not shape or any(isinstance(d, bool) or
-                            not isinstance(d, (int, np.integer)) or d < 1
-                            for d in shape):
-            raise ValueError(
-                f"Sequential: input_shape must be positive ints, e.g. "
-                f"(C, H, W); got {tuple(input_shape)}")
-        shape = tuple(int(d) for d in shape)
-        if not self.layers:
-            raise ValueError("Sequential: the model has no layers")
-        specs, cur = [], shape
-        for i, layer in enumerate(self.layers):
-            try:
-                out = layer.build(cur)
-            except ValueError as exc:
-                raise ValueError(
-                    f"Sequential: layer {i} ({type(layer).__name__}) cannot "
-                    f"take the output of the previous layer, shape {cur}: "
-                    f"{exc}") from None
-            specs.append(layer.param_shapes(cur))
-            cur = out
+        shape, specs, cur = self._infer_shapes(input_shape)
         total = sum(math.prod(s) for spec in specs for s in spec.values())
-        if total > 2 ** 62:
-            raise ValueError(f"Sequential: {total} parameters are more than "
-                             f"cnnkit supports (2**62)")
         self._flat_params = np.zeros(total, dtype=self.dtype)
         self._flat_grads = np.zeros(total, dtype=self.dtype)
         self._names = []
@@ -161,6 +166,39 @@ class Sequential:
         self.input_shape, self.output_shape = shape, cur
         self.built = True
         return self
+
+    def _infer_shapes(self, input_shape):
+        """Shape inference without allocating anything: the normalised
+        input shape, each layer's parameter shapes and the output shape."""
+        shape = tuple(input_shape)
+        if len(shape) == 2:
+            shape = (1,) + shape
+        if not shape or any(isinstance(d, bool) or
+                            not isinstance(d, (int, np.integer)) or d < 1
+                            for d in shape):
+            raise ValueError(
+                f"Sequential: input_shape must be positive ints, e.g. "
+                f"(C, H, W); got {tuple(input_shape)}")
+        shape = tuple(int(d) for d in shape)
+        if not self.layers:
+            raise ValueError("Sequential: the model has no layers")
+        specs, cur = [], shape
+        for i, layer in enumerate(self.layers):
+            try:
+                out = layer.build(cur)
+            except ValueError as exc:
+                source = ("the model input" if i == 0 else
+                          "the output of the previous layer")
+                raise ValueError(
+                    f"Sequential: layer {i} ({type(layer).__name__}) cannot "
+                    f"take {source}, shape {cur}: {exc}") from None
+            specs.append(layer.param_shapes(cur))
+            cur = out
+        total = sum(math.prod(s) for spec in specs for s in spec.values())
+        if total > 2 ** 62:
+            raise ValueError(f"Sequential: {total} parameters are more than "
+                             f"cnnkit supports (2**62)")
+        return shape, specs, cur
 
     def _require_built(self, what):
         if not self.built:
@@ -240,20 +278,57 @@ class Sequential:
     # forward / backward
     # ------------------------------------------------------------------
     def forward(self, x, training=False):
-        """Logits for a batch x (already shaped (n,) + input_shape)."""
+        """Logits for a batch, without checks or conversion.
+
+        Parameters
+        ----------
+        x : ndarray of shape (n,) + input_shape
+            In the model's dtype.
+        training : bool, default False
+            Keep what :meth:`backward` needs and apply dropout.
+
+        Returns
+        -------
+        logits : ndarray of shape (n,) + output_shape
+        """
         for layer in self.layers:
             x = layer.forward(x, training)
         return x
 
     def __call__(self, x, training=False):
-        """Logits of x, after checking and converting it."""
+        """Logits of x, after checking and converting it.
+
+        Parameters
+        ----------
+        x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
+        training : bool, default False
+            As in :meth:`forward`.
+
+        Returns
+        -------
+        logits : ndarray of shape (n,) + output_shape
+        """
         return self.forward(self._prepare_x(x, check_finite=False), training)
 
     def backward(self, grad, input_grad=True):
         """Backpropagate ``grad`` (d loss / d logits) through every layer of
         the last training forward pass; fills the gradients and returns d loss
         / d input (None with ``input_grad=False``, which lets the first layer
-        skip that work)."""
+        skip that work).
+
+        Parameters
+        ----------
+        grad : ndarray of shape (n,) + output_shape
+            Gradient of the loss with respect to the logits of the last
+            ``forward(x, training=True)``.
+        input_grad : bool, default True
+            Whether to compute the gradient with respect to the input.
+
+        Returns
+        -------
+        grad_x : ndarray of shape (n,) + input_shape, or None
+            None when ``input_grad`` is false.
+        """
         first = self.layers[0]
         first.input_grad = bool(input_grad)
         try:
@@ -278,7 +353,18 @@ class Sequential:
             yield i, self.forward(x[i:i + batch_size], training=False)
 
     def predict_proba(self, x, batch_size=256):
-        """Class probabilities (softmax of the logits), shape (n, classes)."""
+        """Class probabilities (softmax of the logits), shape (n, classes).
+
+        Parameters
+        ----------
+        x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
+        batch_size : int, default 256
+            Images per forward pass.
+
+        Returns
+        -------
+        proba : ndarray of shape (n, classes), in the model's dtype
+        """
         x = self._prepare_x(x)
         out = np.empty((x.shape[0],) + self.output_shape, dtype=self.dtype)
         for i, logits in self._batched_logits(x, batch_size):
@@ -286,7 +372,19 @@ class Sequential:
         return out
 
     def predict(self, x, batch_size=256):
-        """Predicted class indices, shape (n,)."""
+        """Predicted class indices, shape (n,).
+
+        Parameters
+        ----------
+        x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
+        batch_size : int, default 256
+            Images per forward pass.
+
+        Returns
+        -------
+        classes : ndarray of int64, shape (n,)
+            The index of the largest logit of each image.
+        """
         x = self._prepare_x(x)
         out = np.empty(x.shape[0], dtype=np.int64)
         for i, logits in self._batched_logits(x, batch_size):
@@ -295,6 +393,14 @@ class Sequential:
 
     def evaluate(self, x, y, batch_size=256):
         """Mean softmax cross-entropy and accuracy on (x, y).
+
+        Parameters
+        ----------
+        x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
+        y : array_like of int, shape (n,)
+            Class indices.
+        batch_size : int, default 256
+            Images per forward pass.
 
         Returns
         -------
@@ -331,11 +437,17 @@ class Sequential:
         return [layer.grads[name] for _, layer, name in self._names]
 
     def count_params(self):
+        """The number of parameters (numbers, not arrays), an int."""
         return int(self._flat_params.size)
 
     def get_weights(self):
         """Copies of the parameters, in PyTorch ``state_dict`` order and
-        layouts (per layer: weight, then bias)."""
+        layouts (per layer: weight, then bias).
+
+        Returns
+        -------
+        list of ndarray
+        """
         self._require_built("get_weights")
         return [p.copy() for p in self.parameters()]
 
@@ -345,6 +457,23 @@ class Sequential:
         Arrays from PyTorch (``[t.detach().numpy() for t in
         module.state_dict().values()]``) load as they are.  Values are cast
         to the model's dtype; shapes must match exactly.
+
+        Parameters
+        ----------
+        weights : sequence of array_like
+            One array per parameter, in :meth:`get_weights` order.
+
+        Returns
+        -------
+        self : Sequential
+
+        Raises
+        ------
+        ValueError
+            A wrong number of arrays or a wrong shape, naming the parameter;
+            nothing is changed.
+        TypeError
+            An array that is not real numbers.
         """
         self._require_built("set_weights")
         weights = list(weights)
@@ -377,6 +506,18 @@ class Sequential:
 
         Missing and unexpected names are errors; shapes must match; with
         ``strict_dtype`` the dtypes must equal the model's.
+
+        Parameters
+        ----------
+        state : dict of str to array_like
+            As returned by :meth:`state_dict` (or PyTorch's ``state_dict``,
+            converted to NumPy).
+        strict_dtype : bool, default False
+            Refuse arrays of another dtype instead of converting them.
+
+        Returns
+        -------
+        self : Sequential
         """
         self._require_built("load_state_dict")
         names = [n for n, _ in self.named_parameters()]
@@ -400,7 +541,17 @@ class Sequential:
     # ------------------------------------------------------------------
     def summary(self, print_fn=None):
         """Print a table of the layers, their output shapes and parameter
-        counts, with totals and sizes; returns the text."""
+        counts, with totals and sizes; returns the text.
+
+        Parameters
+        ----------
+        print_fn : callable, optional
+            Called with the text instead of :func:`print`.
+
+        Returns
+        -------
+        str
+        """
         self._require_built("summary")
         rows = [("Layer (type)", "Output Shape", "Param #")]
         for i, layer in enumerate(self.layers):
@@ -430,7 +581,14 @@ class Sequential:
         return text
 
     def get_config(self):
-        """The architecture as a JSON-serialisable dict."""
+        """The architecture as a JSON-serialisable dict.
+
+        Returns
+        -------
+        dict
+            ``{"input_shape": [...], "dtype": ..., "seed": ..., "layers":
+            [{"class_name": ..., "config": {...}}, ...]}``.
+        """
         return {
             "input_shape": list(self.input_shape) if self.built else None,
             "dtype": self.dtype.name,
@@ -443,7 +601,23 @@ class Sequential:
     @classmethod
     def from_config(cls, config):
         """Rebuild a model from :meth:`get_config` output; only the layer
-        types in :data:`cnnkit.layers.LAYERS` are accepted."""
+        types in :data:`cnnkit.layers.LAYERS` are accepted.
+
+        Parameters
+        ----------
+        config : dict
+            As returned by :meth:`get_config`.
+
+        Returns
+        -------
+        Sequential
+            A new model with freshly initialised weights.
+
+        Raises
+        ------
+        ValueError
+            An unknown layer type or a malformed config.
+        """
         if not isinstance(config, dict) or not isinstance(
                 config.get("layers"), list):
             raise ValueError("model config must be a dict with a 'layers' "
@@ -484,6 +658,36 @@ class Sequential:
 
         The file is safetensors-compatible: the tensors are named as in
         :meth:`state_dict`, the architecture is JSON in its metadata.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write; an existing file is replaced.
+        include_optimizer : bool, default True
+            Also store the optimizer's configuration and state, so that
+            training can resume from the file.
+
+        Raises
+        ------
+        OSError
+            If the file cannot be written; an existing file at ``path`` is
+            then left as it was.
+
+        See Also
+        --------
+        load_model : read the file back.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import cnnkit
+        >>> from cnnkit import layers
+        >>> model = cnnkit.Sequential([layers.Flatten(), layers.Dense(3)],
+        ...                           input_shape=(1, 4, 4), seed=0)
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.cnnkit")
+        >>> model.save(path)
+        >>> cnnkit.load_model(path).output_shape
+        (3,)
         """
         self._require_built("save")
         tensors = self.state_dict()
@@ -769,26 +973,81 @@ def load_model(path):
     layers are built only from the known layer types, and every tensor's
     name, shape and dtype is checked against the architecture before the
     model is returned; a damaged or foreign file raises ValueError.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :meth:`Sequential.save`.
+
+    Returns
+    -------
+    Sequential
+        The model, built, with its weights and, when the file holds one, its
+        optimizer (``model.optimizer``) with the saved state.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is damaged, truncated, not a cnnkit model file, from a
+        newer cnnkit, or names a layer type outside
+        :data:`cnnkit.layers.LAYERS`; the message names the file and the
+        problem.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import cnnkit
+    >>> from cnnkit import datasets, layers
+    >>> x, y = datasets.load_digits()
+    >>> model = cnnkit.Sequential([layers.Flatten(), layers.Dense(10)],
+    ...                           input_shape=(1, 8, 8), seed=0)
+    >>> history = model.fit(x, y, epochs=1, verbose=0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "digits.cnnkit")
+    >>> model.save(path)
+    >>> same = cnnkit.load_model(path)
+    >>> bool(np.array_equal(same.predict(x), model.predict(x)))
+    True
     """
     tensors, meta = _format.load_file(path)
     config = _format.unpack_metadata(meta, "model", source=path)
     where = os.fspath(path)
-    try:
-        model = Sequential.from_config(config)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ValueError(f"{where}: invalid model architecture: {exc}") \
-            from None
-    if not model.built:
-        raise ValueError(f"{where}: the saved model has no input shape")
     weights = {k: v for k, v in tensors.items()
                if not k.startswith("optimizer.")}
     opt_state = {k[len("optimizer."):]: v for k, v in tensors.items()
                  if k.startswith("optimizer.")}
     try:
-        model.load_state_dict(weights, strict_dtype=True)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: weights do not match the architecture: "
-                         f"{exc}") from None
+        if not isinstance(config, dict):
+            raise ValueError("the architecture is not a JSON object")
+        input_shape = config.get("input_shape")
+        if input_shape is None:
+            raise ValueError("the saved model has no input shape")
+        model = Sequential.from_config(dict(config, input_shape=None))
+        # Check the file's tensors against the architecture before anything
+        # is allocated, so a small file cannot ask for a huge model.
+        _, specs, _ = model._infer_shapes(tuple(input_shape))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{where}: invalid model architecture: {exc}") \
+            from None
+    expected = {f"{i}.{name}": tuple(shape)
+                for i, spec in enumerate(specs) for name, shape in spec.items()}
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if missing or unexpected:
+        raise ValueError(
+            f"{where}: weights do not match the architecture: missing "
+            f"{missing or 'none'}, unexpected {unexpected or 'none'}")
+    for name, shape in expected.items():
+        arr = weights[name]
+        if arr.shape != shape or arr.dtype != model.dtype:
+            raise ValueError(
+                f"{where}: weights do not match the architecture: {name} is "
+                f"{arr.dtype}{list(arr.shape)}, the architecture needs "
+                f"{model.dtype}{list(shape)}")
+    model.build(tuple(input_shape))
+    model.load_state_dict(weights, strict_dtype=True)
     if "optimizer" in meta:
         try:
             opt = optim.from_config(json.loads(meta["optimizer"]))

@@ -534,16 +534,17 @@ def relu_backward(grad_out, x):
     .. math::
 
         \frac{\partial L}{\partial x} = \frac{\partial L}{\partial y}\,
-            \mathbb{1}[x > 0]
+            \mathbb{1}[\lnot (x \le 0)]
 
-    The gradient at :math:`x = 0` is taken as 0, and so is the gradient at a
-    NaN input (``NaN > 0`` is false), as in PyTorch. Where :math:`x \le 0` the
-    result is exactly 0 even if ``grad_out`` holds an infinity or NaN there.
+    The gradient at :math:`x = 0` is taken as 0, and a NaN input passes the
+    gradient through (``NaN <= 0`` is false), as PyTorch's
+    ``threshold_backward`` does. Where :math:`x \le 0` the result is exactly
+    0 even if ``grad_out`` holds an infinity or NaN there.
     """
     grad_out = np.asarray(grad_out)
     x = np.asarray(x)
     dtype = _float_dtype(grad_out, x)
-    return np.where(x > 0, grad_out, 0).astype(dtype, copy=False)
+    return np.where(x <= 0, 0, grad_out).astype(dtype, copy=False)
 
 
 # ---------------------------------------------------------------------------

@@ -245,7 +245,7 @@ default="adam"
         The class labels.
     n_features_in_ : int
         Number of values per sample, ``C * H * W``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names, when ``X`` was a DataFrame with string column names.
     image_shape_ : tuple of int
         The ``(C, H, W)`` shape of one image as the network sees it.
