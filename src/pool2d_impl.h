@@ -1,5 +1,18 @@
 /* pool2d_impl.h -- body of pool2d.c, included once per REAL type. */
 
+/* The part [ha, hb) x [wa, wb) of window (i, j) that lies in the input. */
+static inline void SFX(pool_window)(const cnnkit_pool2d_geom *g, ptrdiff_t i,
+                                    ptrdiff_t j, ptrdiff_t *ha, ptrdiff_t *hb,
+                                    ptrdiff_t *wa, ptrdiff_t *wb)
+{
+    ptrdiff_t h0 = i * g->stride_h - g->pad_h;
+    ptrdiff_t w0 = j * g->stride_w - g->pad_w;
+    *ha = CNNKIT_MAX(h0, 0);
+    *hb = CNNKIT_MIN(h0 + g->kh, g->h);
+    *wa = CNNKIT_MAX(w0, 0);
+    *wb = CNNKIT_MIN(w0 + g->kw, g->w);
+}
+
 /* One output row of max pooling.  Each window is scanned in row-major
  * order with selects instead of branches (the comparisons of real data are
  * unpredictable): ties keep the first maximum, a NaN wins. */
@@ -37,9 +50,8 @@ static inline void SFX(maxpool_row)(REAL *restrict ym, int64_t *restrict im,
         return;
     }
     for (ptrdiff_t j = 0; j < g->ow; j++) {
-        ptrdiff_t w0 = j * g->stride_w - g->pad_w;
-        ptrdiff_t wa = CNNKIT_MAX(w0, 0);
-        ptrdiff_t wb = CNNKIT_MIN(w0 + g->kw, w);
+        ptrdiff_t wa, wb;
+        SFX(pool_window)(g, i, j, &ha, &hb, &wa, &wb);
         int64_t b = (int64_t)(ha * w + wa);
         REAL m = xp[b];
         for (ptrdiff_t h = ha; h < hb; h++) {
@@ -118,13 +130,9 @@ void SFX(cnnkit_avgpool2d_forward)(REAL *y, const REAL *x,
         const REAL *xp = x + pl * hw;
         REAL *yp = y + pl * ohw;
         for (ptrdiff_t i = 0; i < g->oh; i++) {
-            ptrdiff_t h0 = i * g->stride_h - g->pad_h;
-            ptrdiff_t ha = CNNKIT_MAX(h0, 0);
-            ptrdiff_t hb = CNNKIT_MIN(h0 + g->kh, g->h);
             for (ptrdiff_t j = 0; j < g->ow; j++) {
-                ptrdiff_t w0 = j * g->stride_w - g->pad_w;
-                ptrdiff_t wa = CNNKIT_MAX(w0, 0);
-                ptrdiff_t wb = CNNKIT_MIN(w0 + g->kw, g->w);
+                ptrdiff_t ha, hb, wa, wb;
+                SFX(pool_window)(g, i, j, &ha, &hb, &wa, &wb);
                 double s = 0;
                 for (ptrdiff_t h = ha; h < hb; h++)
                     for (ptrdiff_t w = wa; w < wb; w++)
@@ -151,13 +159,9 @@ void SFX(cnnkit_avgpool2d_backward)(REAL *gx, const REAL *gy,
         const REAL *gyp = gy + pl * ohw;
         memset(gp, 0, (size_t)hw * sizeof(REAL));
         for (ptrdiff_t i = 0; i < g->oh; i++) {
-            ptrdiff_t h0 = i * g->stride_h - g->pad_h;
-            ptrdiff_t ha = CNNKIT_MAX(h0, 0);
-            ptrdiff_t hb = CNNKIT_MIN(h0 + g->kh, g->h);
             for (ptrdiff_t j = 0; j < g->ow; j++) {
-                ptrdiff_t w0 = j * g->stride_w - g->pad_w;
-                ptrdiff_t wa = CNNKIT_MAX(w0, 0);
-                ptrdiff_t wb = CNNKIT_MIN(w0 + g->kw, g->w);
+                ptrdiff_t ha, hb, wa, wb;
+                SFX(pool_window)(g, i, j, &ha, &hb, &wa, &wb);
                 REAL v = gyp[i * g->ow + j] /
                          SFX(avg_divisor)(g, ha, hb, wa, wb,
                                           count_include_pad);
