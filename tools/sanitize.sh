@@ -103,8 +103,11 @@ say "configure + build: $build"
 t0=$(date +%s)
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
+# reuse a previous build only if it is an instrumented build of this tree
 if [ -f "$build/CMakeCache.txt" ] &&
-        ! grep -q "fsanitize=address" "$build/CMakeCache.txt"; then
+        { ! grep -q "fsanitize=address" "$build/CMakeCache.txt" ||
+          ! grep -qxF "CMAKE_HOME_DIRECTORY:INTERNAL=$root" \
+              "$build/CMakeCache.txt"; }; then
     rm -rf "$build"
 fi
 if ! cmake -S "$root" -B "$build" "${generator[@]}" \
