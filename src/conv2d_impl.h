@@ -18,43 +18,45 @@ static void SFX(im2col)(REAL *restrict col, const REAL *restrict xn,
                         const cnnkit_conv2d_geom *g, ptrdiff_t row0,
                         ptrdiff_t row1, ptrdiff_t p0, ptrdiff_t p1)
 {
+    if (p1 <= p0)
+        return;
     const ptrdiff_t rs = g->r * g->s, ld = p1 - p0;
-    const ptrdiff_t sw = g->stride_w;
+    const ptrdiff_t sw = g->stride_w, ow = g->ow;
+    /* output rows [i0, i1] hold the pixels; the first and last may be
+     * partial: columns [j_first, ow) of row i0 and [0, j_last) of row i1 */
+    const ptrdiff_t i0 = p0 / ow, j_first = p0 % ow;
+    const ptrdiff_t i1 = (p1 - 1) / ow, j_last = (p1 - 1) % ow + 1;
     for (ptrdiff_t row = row0; row < row1; row++) {
         ptrdiff_t c = row / rs, r = (row % rs) / g->s, s = row % g->s;
         const REAL *xc = xn + c * g->h * g->w;
         REAL *restrict dst = col + (row - row0) * ld;
-        ptrdiff_t off_w = s * g->dil_w - g->pad_w;
-        ptrdiff_t q = p0;
-        while (q < p1) {
-            ptrdiff_t i = q / g->ow, j0 = q % g->ow;
-            ptrdiff_t j1 = CNNKIT_MIN(g->ow, j0 + (p1 - q));
-            ptrdiff_t ih = i * g->stride_h - g->pad_h + r * g->dil_h;
-            const ptrdiff_t base = (q - p0) - j0; /* dst[base + j] */
+        ptrdiff_t off_w = s * g->dil_w - g->pad_w, vlo, vhi;
+        SFX(valid_range)(off_w, sw, g->w, ow, &vlo, &vhi);
+        ptrdiff_t ih = i0 * g->stride_h - g->pad_h + r * g->dil_h;
+        for (ptrdiff_t i = i0; i <= i1; i++, ih += g->stride_h) {
+            ptrdiff_t ja = i == i0 ? j_first : 0;
+            ptrdiff_t jb = i == i1 ? j_last : ow;
+            const ptrdiff_t base = i * ow - p0;   /* dst[base + j] */
             if (ih < 0 || ih >= g->h) {
-                for (ptrdiff_t j = j0; j < j1; j++)
+                for (ptrdiff_t j = ja; j < jb; j++)
                     dst[base + j] = 0;
-            } else {
-                /* x column of output column j: j * sw + off_w */
-                const REAL *restrict xr = xc + ih * g->w;
-                ptrdiff_t lo, hi;
-                SFX(valid_range)(off_w, sw, g->w, g->ow, &lo, &hi);
-                lo = CNNKIT_MAX(lo, j0);
-                hi = CNNKIT_MIN(CNNKIT_MAX(hi, lo), j1);
-                lo = CNNKIT_MIN(lo, hi);
-                for (ptrdiff_t j = j0; j < lo; j++)
-                    dst[base + j] = 0;
-                if (sw == 1) {
-                    for (ptrdiff_t j = lo; j < hi; j++)
-                        dst[base + j] = xr[j + off_w];
-                } else {
-                    for (ptrdiff_t j = lo; j < hi; j++)
-                        dst[base + j] = xr[j * sw + off_w];
-                }
-                for (ptrdiff_t j = hi; j < j1; j++)
-                    dst[base + j] = 0;
+                continue;
             }
-            q += j1 - j0;
+            /* x column of output column j: j * sw + off_w */
+            const REAL *restrict xr = xc + ih * g->w;
+            ptrdiff_t lo = CNNKIT_MIN(CNNKIT_MAX(vlo, ja), jb);
+            ptrdiff_t hi = CNNKIT_MAX(CNNKIT_MIN(vhi, jb), lo);
+            for (ptrdiff_t j = ja; j < lo; j++)
+                dst[base + j] = 0;
+            if (sw == 1) {
+                for (ptrdiff_t j = lo; j < hi; j++)
+                    dst[base + j] = xr[j + off_w];
+            } else {
+                for (ptrdiff_t j = lo; j < hi; j++)
+                    dst[base + j] = xr[j * sw + off_w];
+            }
+            for (ptrdiff_t j = hi; j < jb; j++)
+                dst[base + j] = 0;
         }
     }
 }
