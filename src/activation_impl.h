@@ -1,12 +1,10 @@
 /* activation_impl.h -- body of activation.c, included once per REAL type. */
 
-/* Small arrays are not worth waking the thread team for. */
-#define CNNKIT_ELEMWISE_SERIAL 32768
-
 void SFX(cnnkit_relu_forward)(REAL *restrict y, const REAL *restrict x,
                               ptrdiff_t n, int nthreads)
 {
-    int nt = n < CNNKIT_ELEMWISE_SERIAL ? 1 : nthreads;
+    /* memory-bound: count each element as ~8 units of work */
+    int nt = cnnkit_team(8.0 * n, n, nthreads);
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for simd schedule(static) num_threads(nt))
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -19,7 +17,7 @@ void SFX(cnnkit_relu_backward)(REAL *restrict gx, const REAL *restrict gy,
                                const REAL *restrict x, ptrdiff_t n,
                                int nthreads)
 {
-    int nt = n < CNNKIT_ELEMWISE_SERIAL ? 1 : nthreads;
+    int nt = cnnkit_team(8.0 * n, n, nthreads);
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for simd schedule(static) num_threads(nt))
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -28,4 +26,3 @@ void SFX(cnnkit_relu_backward)(REAL *restrict gx, const REAL *restrict gy,
     }
 }
 
-#undef CNNKIT_ELEMWISE_SERIAL

@@ -14,7 +14,7 @@ void SFX(cnnkit_softmax)(REAL *p, const REAL *z, ptrdiff_t n, ptrdiff_t c,
 {
     if (c <= 0)
         return;
-    int nt = n * c < 16384 ? 1 : nthreads;
+    int nt = cnnkit_team(16.0 * n * c, n, nthreads);   /* ~16 per exp */
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -39,7 +39,7 @@ double SFX(cnnkit_softmax_xent)(REAL *grad, const REAL *z,
 {
     if (n <= 0 || c <= 0)
         return 0.0;
-    int nt = n * c < 16384 ? 1 : nthreads;
+    int nt = cnnkit_team(16.0 * n * c, n, nthreads);   /* ~16 per exp */
     (void)nt; /* unused in serial builds */
     double wsum = (double)n;
     if (weights) {

@@ -208,7 +208,6 @@ def test_training_is_deterministic_for_a_seed():
     runs = []
     for _ in range(2):
         model = small_cnn(seed=7)
-        model.add_dropout = None
         hist = model.fit(x, y, epochs=2, batch_size=8, optimizer="sgd",
                          validation_split=0.25, verbose=0)
         runs.append((model.get_weights(), hist.history))

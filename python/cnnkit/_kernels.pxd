@@ -21,16 +21,6 @@ cdef extern from "cnnkit.h" nogil:
         CNNKIT_CONV_BACKWARD_DATA
         CNNKIT_CONV_BACKWARD_WEIGHT
 
-    ptrdiff_t cnnkit_gemm_workspace(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
-    void cnnkit_gemm_parallel_f32(int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                  float, const float *, ptrdiff_t,
-                                  const float *, ptrdiff_t, float, float *,
-                                  ptrdiff_t, float *, int)
-    void cnnkit_gemm_parallel_f64(int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                                  double, const double *, ptrdiff_t,
-                                  const double *, ptrdiff_t, double, double *,
-                                  ptrdiff_t, double *, int)
-
     ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass_,
                                       int nthreads)
     void cnnkit_conv2d_forward_f32(float *y, const float *x, const float *w,
