@@ -191,15 +191,18 @@ void cnnkit_softmax_f32(float *p, const float *z, ptrdiff_t n, ptrdiff_t c,
 void cnnkit_softmax_f64(double *p, const double *z, ptrdiff_t n, ptrdiff_t c,
                         int nthreads);
 /* grad (n, c) may be NULL; weights (n,) >= 0, or NULL for the plain mean
- * (the weighted mean when given); work holds n doubles. */
+ * (the weighted mean when given).  norm > 0 replaces the divisor (n, or the
+ * sum of the weights), so that the rows of one batch can be processed in
+ * parts with the batch's divisor.  work holds n doubles and receives each
+ * row's weighted loss w_n * loss_n. */
 double cnnkit_softmax_xent_f32(float *grad, const float *z,
                                const int64_t *labels, const double *weights,
-                               double *work, ptrdiff_t n, ptrdiff_t c,
-                               int nthreads);
+                               double norm, double *work, ptrdiff_t n,
+                               ptrdiff_t c, int nthreads);
 double cnnkit_softmax_xent_f64(double *grad, const double *z,
                                const int64_t *labels, const double *weights,
-                               double *work, ptrdiff_t n, ptrdiff_t c,
-                               int nthreads);
+                               double norm, double *work, ptrdiff_t n,
+                               ptrdiff_t c, int nthreads);
 
 /* ------------------------------------------------------------------------ */
 /* Runtime facts.                                                           */

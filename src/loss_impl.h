@@ -34,15 +34,17 @@ void SFX(cnnkit_softmax)(REAL *p, const REAL *z, ptrdiff_t n, ptrdiff_t c,
 
 double SFX(cnnkit_softmax_xent)(REAL *grad, const REAL *z,
                                 const int64_t *labels, const double *weights,
-                                double *work, ptrdiff_t n, ptrdiff_t c,
-                                int nthreads)
+                                double norm, double *work, ptrdiff_t n,
+                                ptrdiff_t c, int nthreads)
 {
     if (n <= 0 || c <= 0)
         return 0.0;
     int nt = cnnkit_team(16.0 * n * c, n, nthreads);   /* ~16 per exp */
     (void)nt; /* unused in serial builds */
     double wsum = (double)n;
-    if (weights) {
+    if (norm > 0) {
+        wsum = norm;
+    } else if (weights) {
         wsum = 0;
         for (ptrdiff_t i = 0; i < n; i++)
             wsum += weights[i];

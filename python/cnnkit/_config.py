@@ -35,6 +35,21 @@ def set_num_threads(n):
     >>> cnnkit.set_num_threads(0)      # back to the default
     """
     _kernels.set_num_threads(n)
+    _state["user_threads"] = n != 0
+
+
+# Whether the thread count was chosen by the user (so cnnkit.distributed
+# leaves it alone).
+_state = {"user_threads": False}
+
+
+def _user_threads():
+    return _state["user_threads"]
+
+
+def _set_threads_quietly(n):
+    """Set the thread count without recording it as the user's choice."""
+    _kernels.set_num_threads(n)
 
 
 def get_num_threads():

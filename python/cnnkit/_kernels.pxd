@@ -111,11 +111,13 @@ cdef extern from "cnnkit.h" nogil:
                             ptrdiff_t c, int nthreads)
     double cnnkit_softmax_xent_f32(float *grad, const float *z,
                                    const int64_t *labels,
-                                   const double *weights, double *work,
+                                   const double *weights, double norm,
+                                   double *work,
                                    ptrdiff_t n, ptrdiff_t c, int nthreads)
     double cnnkit_softmax_xent_f64(double *grad, const double *z,
                                    const int64_t *labels,
-                                   const double *weights, double *work,
+                                   const double *weights, double norm,
+                                   double *work,
                                    ptrdiff_t n, ptrdiff_t c, int nthreads)
 
     int cnnkit_have_openmp()

@@ -665,9 +665,12 @@ def softmax(logits):
 
 
 def softmax_cross_entropy(logits, labels, sample_weight=None,
-                          bint need_grad=True):
+                          bint need_grad=True, double normalizer=0.0,
+                          bint per_sample=False):
     """(mean loss as a float, grad_logits or None); with sample_weight the
-    weighted mean."""
+    weighted mean.  A positive ``normalizer`` replaces the divisor (N or the
+    sum of the weights); ``per_sample=True`` also returns each row's weighted
+    loss (float64) as a third value."""
     cdef int nt = _nthreads()
     z = _float_input(logits, "logits")
     _check_ndim(z, 2, "logits", "(N, C)")
@@ -719,11 +722,13 @@ def softmax_cross_entropy(logits, labels, sample_weight=None,
     if z.dtype == np.float32:
         with nogil:
             loss = cnnkit_softmax_xent_f32(<float *>pg, <const float *>pz,
-                                           <const int64_t *>pl, pw, pk, n, c,
-                                           nt)
+                                           <const int64_t *>pl, pw, normalizer,
+                                           pk, n, c, nt)
     else:
         with nogil:
             loss = cnnkit_softmax_xent_f64(<double *>pg, <const double *>pz,
-                                           <const int64_t *>pl, pw, pk, n, c,
-                                           nt)
+                                           <const int64_t *>pl, pw, normalizer,
+                                           pk, n, c, nt)
+    if per_sample:
+        return loss, grad, work
     return loss, grad

@@ -219,6 +219,8 @@ class ModelCheckpoint(Callback):
             if not better or not np.isfinite(value):
                 return
             self.best = value
+        if getattr(self.model, "_rank", 0) != 0:
+            return                    # in a data-parallel run, rank 0 saves
         path = self.path.format(epoch=epoch + 1, **logs)
         self.model.save(path, include_optimizer=self.include_optimizer)
         self.saved.append(path)

@@ -16,6 +16,7 @@ import numbers
 
 import numpy as np
 
+from . import _kernels
 from . import functional as F
 
 __all__ = [
@@ -72,6 +73,10 @@ class Layer:
         # False for the first layer of a model being trained: backward then
         # need not compute the gradient with respect to the input.
         self.input_grad = True
+        # Set by the training loop: [(lo, hi, grads), ...] asks backward for
+        # the parameter gradients of each run of samples [lo, hi) of the
+        # batch separately, written into those grads dicts.
+        self.shard_grads = None
 
     # -- lifecycle --------------------------------------------------------
     def compute_output_shape(self, input_shape):
@@ -244,6 +249,29 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+def _param_backward(layer, grad):
+    """Backward of a layer with a weight and an optional bias: once over the
+    batch, or once per run of samples when ``layer.shard_grads`` asks for
+    separate parameter gradients (the input gradient is per sample either
+    way)."""
+    x = layer._x
+    if layer.shard_grads is None:
+        gx, gw, gb = layer._backward(grad, x)
+        layer.grads["weight"][...] = gw
+        if gb is not None:
+            layer.grads["bias"][...] = gb
+        return gx
+    gx = np.empty(x.shape, dtype=grad.dtype) if layer.input_grad else None
+    for lo, hi, dst in layer.shard_grads:
+        gxs, gw, gb = layer._backward(grad[lo:hi], x[lo:hi])
+        dst["weight"][...] = gw
+        if gb is not None:
+            dst["bias"][...] = gb
+        if gx is not None:
+            gx[lo:hi] = gxs
+    return gx
+
+
 class Conv2D(Layer):
     """2-D convolution layer (cross-correlation), PyTorch's ``nn.Conv2d``.
 
@@ -318,15 +346,23 @@ class Conv2D(Layer):
         return F.conv2d(x, self.params["weight"], self.params.get("bias"),
                         self.stride, self.padding, self.dilation)
 
+    def _backward(self, grad, x):
+        if self.shard_grads is not None:
+            # Called once per part of a batch the layer has seen whole:
+            # straight to the kernel, without checking the arguments again.
+            w = self.params["weight"]
+            pad4 = F._conv_padding(self.padding, w.shape[2:], self.stride,
+                                   self.dilation, "Conv2D")
+            return _kernels.conv2d_backward(
+                grad, x, w, self.stride, pad4, self.dilation,
+                self.input_grad, self.use_bias)
+        return F.conv2d_backward(grad, x, self.params["weight"], self.stride,
+                                 self.padding, self.dilation,
+                                 bias=self.use_bias,
+                                 input_grad=self.input_grad)
+
     def backward(self, grad):
-        gx, gw, gb = F.conv2d_backward(grad, self._x, self.params["weight"],
-                                       self.stride, self.padding,
-                                       self.dilation, bias=self.use_bias,
-                                       input_grad=self.input_grad)
-        self.grads["weight"][...] = gw
-        if self.use_bias:
-            self.grads["bias"][...] = gb
-        return gx
+        return _param_backward(self, grad)
 
     def clear_cache(self):
         self._x = None
@@ -539,13 +575,15 @@ class Dense(Layer):
         self._x = x if training else None
         return F.dense(x, self.params["weight"], self.params.get("bias"))
 
+    def _backward(self, grad, x):
+        if self.shard_grads is not None:
+            return _kernels.dense_backward(grad, x, self.params["weight"],
+                                           self.input_grad, self.use_bias)
+        return F.dense_backward(grad, x, self.params["weight"],
+                                bias=self.use_bias)
+
     def backward(self, grad):
-        gx, gw, gb = F.dense_backward(grad, self._x, self.params["weight"],
-                                      bias=self.use_bias)
-        self.grads["weight"][...] = gw
-        if self.use_bias:
-            self.grads["bias"][...] = gb
-        return gx
+        return _param_backward(self, grad)
 
     def clear_cache(self):
         self._x = None
@@ -570,6 +608,8 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: rate must be in [0, 1), got {rate}")
         self.rate = float(rate)
         self.rng = None
+        # (n, lo, hi) while the training loop runs part of a global batch.
+        self.window = None
         self._mask = None
 
     def forward(self, x, training=False):
@@ -577,12 +617,26 @@ class Dropout(Layer):
             self._mask = None
             return x
         rng = self.rng if self.rng is not None else np.random.default_rng()
-        keep = rng.random(x.shape) >= self.rate
+        window = self.window
+        if window is None:
+            keep = rng.random(x.shape) >= self.rate
+        else:
+            # This batch is the part [lo, hi) of a global batch of n: draw
+            # the global batch's mask, so every part of it matches.
+            n, lo, hi = window
+            keep = rng.random((n,) + x.shape[1:])[lo:hi] >= self.rate
         self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
         return x * self._mask
 
     def backward(self, grad):
         return grad if self._mask is None else grad * self._mask
+
+    def skip_batch(self, n):
+        """Advance the random stream as a training forward pass over a batch
+        of ``n`` samples would (for a part of a global batch that is
+        empty)."""
+        if self.rate > 0.0 and self.rng is not None:
+            self.rng.random((n,) + tuple(self.input_shape))
 
     def clear_cache(self):
         self._mask = None

@@ -15,10 +15,12 @@ import signal
 import sys
 import threading
 import time
+import zlib
 
 import numpy as np
 
 from . import _format
+from . import distributed as _dist
 from . import functional as F
 from . import optim
 from .callbacks import Callback, History
@@ -345,10 +347,7 @@ class Sequential:
             layer.clear_cache()
 
     def _batched_logits(self, x, batch_size):
-        if isinstance(batch_size, bool) or not isinstance(
-                batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got "
-                             f"{batch_size!r}")
+        _check_batch_size(batch_size)
         for i in range(0, x.shape[0], batch_size):
             yield i, self.forward(x[i:i + batch_size], training=False)
 
@@ -411,13 +410,11 @@ class Sequential:
         y = self._prepare_y(y, x.shape[0])
         return self._evaluate(x, y, batch_size)
 
-    def _evaluate(self, x, y, batch_size):
-        total, correct = 0.0, 0
-        for i, logits in self._batched_logits(x, batch_size):
-            yb = y[i:i + logits.shape[0]]
-            loss, _ = F.softmax_cross_entropy(logits, yb)
-            total += float(loss) * logits.shape[0]
-            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+    def _evaluate(self, x, y, batch_size, world=_dist._LOCAL):
+        # The per-sample losses are added exactly (math.fsum), so the result
+        # does not depend on batching or on how ranks split the data.
+        _check_batch_size(batch_size)
+        total, correct = _dist._sharded_losses(self, x, y, batch_size, world)
         n = x.shape[0]
         return {"loss": total / n, "accuracy": correct / n}
 
@@ -645,6 +642,34 @@ class Sequential:
                    tuple(shape), seed=config.get("seed"),
                    dtype=config.get("dtype", "float32"))
 
+    # -- pickling: plain NumPy state, rebuilt from the architecture --------
+    def __getstate__(self):
+        opt = None
+        if self.optimizer is not None:
+            opt = (self.optimizer.get_config(),
+                   {k: np.array(v) for k, v in
+                    self.optimizer.state_dict().items()})
+        return {"config": self.get_config(),
+                "params": self._flat_params.copy() if self.built else None,
+                "rng": self.rng.bit_generator.state,
+                "optimizer": opt,
+                "stop_training": self.stop_training}
+
+    def __setstate__(self, state):
+        config = state["config"]
+        shape = config.get("input_shape")
+        fresh = type(self).from_config(dict(config, input_shape=None))
+        self.__dict__.update(fresh.__dict__)
+        if shape is not None:
+            self.build(tuple(shape))
+            self._flat_params[...] = state["params"]
+        self.rng.bit_generator.state = state["rng"]
+        if state["optimizer"] is not None:
+            opt_config, opt_state = state["optimizer"]
+            self.optimizer = optim.from_config(opt_config)
+            self.optimizer.load_state_dict(opt_state)
+        self.stop_training = state["stop_training"]
+
     def __repr__(self):
         inner = ", ".join(repr(layer) for layer in self.layers)
         return f"Sequential([{inner}])"
@@ -704,7 +729,8 @@ class Sequential:
     # ------------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, optimizer=None,
             validation_data=None, validation_split=0.0, shuffle=True,
-            callbacks=(), verbose=1, sample_weight=None, initial_epoch=0):
+            callbacks=(), verbose=1, sample_weight=None, initial_epoch=0,
+            distributed=None):
         """Train on (x, y) with mini-batch gradient descent.
 
         Parameters
@@ -735,6 +761,13 @@ class Sequential:
             Epoch to start counting from, to resume a run (as in Keras):
             training runs epochs ``initial_epoch .. epochs - 1``, and
             learning-rate schedules see those epoch numbers.
+        distributed : None, "mpi" or cnnkit.distributed.DataParallel
+            Train data-parallel over the ranks of an MPI job (see
+            :mod:`cnnkit.distributed`): every rank passes the same data,
+            ``batch_size`` is the global batch, and each rank computes its
+            share of it.  ``"mpi"`` is ``DataParallel()``, whose
+            ``"ordered"`` reduction gives the same weights, bit for bit, as
+            this method without ``distributed``.
 
         Returns
         -------
@@ -753,12 +786,18 @@ class Sequential:
         Ctrl-C stops training at the next batch boundary; the model stays
         usable and the returned history (``interrupted=True``) holds the
         completed epochs.
+
+        Each batch's gradient is formed from the gradients of a fixed number
+        of parts of the batch (8 contiguous runs of samples), added in a fixed
+        pairwise order: the same arithmetic a data-parallel run performs, so
+        a run over any number of ranks reproduces this one bit for bit.
         """
         _check_pos_int(epochs, "epochs", minimum=0)
         _check_pos_int(initial_epoch, "initial_epoch", minimum=0)
         _check_pos_int(batch_size, "batch_size")
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        world, shards, reduction = _dist._resolve(distributed)
         x = self._prepare_x(x)
         y = self._prepare_y(y, x.shape[0])
         sw = self._prepare_weights(sample_weight, x.shape[0])
@@ -793,12 +832,41 @@ class Sequential:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be cnnkit Callback "
                                 f"instances, got {type(cb).__name__}")
+        self._require_built("fit")
+        if world.size > 1:
+            self._join(world, x, y, sw, xv, yv)
+        engine = _dist._Engine(self, world, shards, reduction)
         history = History()
         cbs = [history] + callbacks
         for cb in cbs:
             cb.set_model(self)
-        return _Trainer(self, cbs, history, verbose).run(
+        return _Trainer(self, cbs, history, verbose, engine).run(
             x, y, sw, xv, yv, initial_epoch, epochs, batch_size, shuffle)
+
+    def _join(self, world, x, y, sw, xv, yv):
+        """Start of a data-parallel fit: check that every rank has the same
+        model and data, then take rank 0's weights and random state."""
+        def digest(a):
+            return None if a is None else (
+                a.shape, a.dtype.str,
+                zlib.crc32(np.ascontiguousarray(a).view(np.uint8)))
+        config = self.get_config()
+        config.pop("seed")
+        _dist._check_same(world, "models", (json.dumps(config),
+                                            self._flat_params.size))
+        _dist._check_same(world, "training data (shape, dtype, checksum)",
+                          (digest(x), digest(y), digest(sw), digest(xv),
+                           digest(yv)))
+        world.bcast_array(self._flat_params)
+        self.rng.bit_generator.state = world.bcast(
+            self.rng.bit_generator.state)
+
+
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(
+            batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got "
+                         f"{batch_size!r}")
 
 
 def _check_pos_int(v, name, minimum=1):
@@ -811,11 +879,14 @@ class _Trainer:
     """The fit loop: batching, shuffling, steps, callbacks, progress and
     interruption."""
 
-    def __init__(self, model, callbacks, history, verbose):
+    def __init__(self, model, callbacks, history, verbose, engine):
         self.model = model
         self.callbacks = callbacks
         self.history = history
-        self.verbose = verbose
+        self.engine = engine
+        self.world = engine.world
+        # Only rank 0 of a data-parallel run reports progress.
+        self.verbose = verbose if self.world.rank == 0 else 0
         self.interrupt = False
 
     # -- Ctrl-C at batch boundaries ---------------------------------------
@@ -863,9 +934,13 @@ class _Trainer:
         n = x.shape[0]
         nbatches = -(-n // batch_size)
         model.stop_training = False
+        model._rank = self.world.rank
         for cb in self.callbacks:
             cb.on_train_begin({})
-        old_handler = self._install_sigint()
+        # Under MPI, Ctrl-C ends the job (ranks could not agree on the batch
+        # to stop at).
+        old_handler = (self._install_sigint() if self.world.size == 1
+                       else None)
         try:
             for epoch in range(initial_epoch, epochs):
                 if self._epoch(epoch, epochs, x, y, sw, xv, yv, n, nbatches,
@@ -875,6 +950,7 @@ class _Trainer:
                     break
         finally:
             model._clear_caches()
+            model._rank = 0
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
         for cb in self.callbacks:
@@ -906,25 +982,20 @@ class _Trainer:
                     return True
                 lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
                 idx = slice(lo, hi) if order is None else order[lo:hi]
-                xb, yb = x[idx], y[idx]
-                wb = None if sw is None else sw[idx]
-                logits = model.forward(xb, training=True)
-                loss, grad = F.softmax_cross_entropy(logits, yb, wb)
-                loss = float(loss)
+                total, hits, bw = self.engine.step(x, y, sw, idx)
+                loss = total / bw if bw > 0 else 0.0
                 if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"the loss became {loss} at epoch {epoch + 1}, batch "
                         f"{b + 1}; training stopped and the weights from "
                         f"before this batch are kept (try a smaller learning "
                         f"rate)")
-                model.backward(grad, input_grad=False)
                 opt.step(model._flat_params, model._flat_grads)
                 m = hi - lo
-                bw = m if wb is None else float(wb.sum())
                 seen += m
-                loss_sum += loss * bw
+                loss_sum += total
                 weight_sum += bw
-                correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+                correct += hits
                 for cb in self.callbacks[1:]:
                     cb.on_batch_end(b, {"loss": loss, "size": m})
                 if bar is not None:
@@ -941,11 +1012,13 @@ class _Trainer:
             logs = {"loss": loss_sum / weight_sum if weight_sum > 0 else 0.0,
                     "accuracy": correct / seen}
             if xv is not None:
-                v = model._evaluate(xv, yv, max(batch_size, 256))
+                v = model._evaluate(xv, yv, max(batch_size, 256), self.world)
                 logs["val_loss"] = v["loss"]
                 logs["val_accuracy"] = v["accuracy"]
             logs["lr"] = float(opt.current_lr()) if hasattr(
                 opt, "current_lr") else float("nan")
+            # Every rank reports rank 0's time, so histories are equal.
+            seconds = self.world.bcast(seconds)
             logs["seconds"] = seconds
             logs["images_per_s"] = seen / max(seconds, 1e-9)
             if bar is not None:

@@ -1,0 +1,53 @@
+"""Run by tests/test_distributed.py under mpiexec: train a small CNN
+data-parallel and write each rank's weights and history to OUT/rank<r>.npz.
+
+usage: python -m mpi4py mpi_worker.py OUT REDUCTION [fail]
+"""
+import sys
+
+import numpy as np
+
+import cnnkit
+from cnnkit import distributed, layers
+
+
+def build(seed=0, dtype="float32"):
+    return cnnkit.Sequential([
+        layers.Conv2D(4, 3, padding=1), layers.ReLU(), layers.MaxPool2D(2),
+        layers.Dropout(0.1), layers.Flatten(), layers.Dense(16),
+        layers.ReLU(), layers.Dense(10),
+    ], input_shape=(1, 8, 8), seed=seed, dtype=dtype)
+
+
+def data():
+    x, y = cnnkit.datasets.load_digits()
+    return x[:300], y[:300], x[300:400], y[300:400]
+
+
+def train(model, distributed_arg):
+    x, y, xv, yv = data()
+    w = np.linspace(0.5, 1.5, x.shape[0])
+    return model.fit(x, y, epochs=3, batch_size=27, optimizer="adam",
+                     validation_data=(xv, yv), sample_weight=w,
+                     verbose=0, distributed=distributed_arg)
+
+
+def main():
+    out, reduction = sys.argv[1], sys.argv[2]
+    distributed.init()
+    if len(sys.argv) > 3 and sys.argv[3] == "fail":
+        if distributed.rank() == 1:
+            raise RuntimeError("rank 1 fails on purpose")
+        distributed.barrier()          # the other ranks wait here
+    # Each rank starts from different weights: fit takes rank 0's.
+    model = build(seed=distributed.rank())
+    if not distributed.is_root():
+        model.rng.random(7)            # and from rank 0's random state
+    hist = train(model, distributed.DataParallel(reduction=reduction))
+    np.savez(f"{out}/rank{distributed.rank()}.npz",
+             params=model._flat_params, size=distributed.size(),
+             **{k: np.asarray(v) for k, v in hist.history.items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""Data-parallel training over MPI: bit-identical to one process.
+
+The MPI tests launch ``mpiexec -n N python -m mpi4py tests/mpi_worker.py``.
+They need mpi4py and an MPI runtime (``pip install ".[test]"`` brings
+mpi4py and mpich); with CNNKIT_REQUIRE_MPI=1 (set by CI) their absence is a
+failure instead of a skip.
+"""
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import cnnkit
+from cnnkit import distributed, layers
+from cnnkit.distributed import DataParallel, _bounds, _tree_sum
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import mpi_worker  # noqa: E402
+
+TIMEOUT = 180
+
+
+def _mpiexec():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        mpi4py = None
+    bindir = os.path.dirname(sys.executable)
+    exe = shutil.which("mpiexec", path=bindir) or shutil.which("mpiexec")
+    if mpi4py is None or exe is None:
+        why = ("mpi4py is not installed" if mpi4py is None
+               else "no mpiexec found")
+        if os.environ.get("CNNKIT_REQUIRE_MPI") == "1":
+            pytest.fail(f"{why}: pip install \".[test]\" installs mpi4py "
+                        f"and mpich")
+        pytest.skip(why)
+    return exe
+
+
+def _env(**extra):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    for var in distributed._LAUNCHER_VARS:
+        env.pop(var, None)
+    env.update(extra)
+    return env
+
+
+def _launch(n, *args, env=None, timeout=TIMEOUT):
+    cmd = [_mpiexec(), "-n", str(n), sys.executable, "-m", "mpi4py",
+           os.path.join(HERE, "mpi_worker.py"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True,
+                          timeout=timeout, env=env or _env())
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """One process, plain fit, same seed: the weights every run must
+    reproduce."""
+    model = mpi_worker.build(seed=0)
+    history = mpi_worker.train(model, None)
+    return model._flat_params.copy(), history.history
+
+
+def _run(tmp_path, n, reduction):
+    proc = _launch(n, str(tmp_path), reduction)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = [np.load(tmp_path / f"rank{r}.npz") for r in range(n)]
+    assert all(int(d["size"]) == n for d in runs)
+    return runs
+
+
+def _same_history(run, history):
+    for key, values in history.items():
+        if key in ("seconds", "images_per_s"):
+            continue
+        assert np.array_equal(run[key], np.asarray(values)), key
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_ordered_reduction_reproduces_one_process_bit_for_bit(
+        tmp_path, reference, n):
+    params, history = reference
+    for d in _run(tmp_path, n, "ordered"):
+        assert np.array_equal(d["params"], params)
+        _same_history(d, history)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_allreduce_agrees_to_float32_rounding(tmp_path, reference, n):
+    params, _ = reference
+    runs = _run(tmp_path, n, "allreduce")
+    for d in runs[1:]:                       # every rank holds the same
+        assert np.array_equal(d["params"], runs[0]["params"])
+    if n == 2:       # each rank's shards form one half of the fixed tree
+        assert np.array_equal(runs[0]["params"], params)
+    else:
+        np.testing.assert_allclose(runs[0]["params"], params, rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_an_error_on_one_rank_ends_the_job(tmp_path):
+    t0 = time.perf_counter()
+    proc = _launch(3, str(tmp_path), "ordered", "fail", timeout=60)
+    assert proc.returncode != 0
+    assert time.perf_counter() - t0 < 30
+    assert "rank 1 fails on purpose" in proc.stderr
+
+
+SCRIPT = textwrap.dedent("""
+    import json, sys, warnings
+    import numpy as np
+    import cnnkit
+    from cnnkit import distributed
+    sys.path.insert(0, {here!r})
+    import mpi_worker
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        info = distributed.init()
+    info["warnings"] = [str(w.message) for w in caught]
+    if {train!r}:
+        model = mpi_worker.build(seed=0)
+        mpi_worker.train(model, "mpi")
+        info["params"] = model._flat_params.tolist()
+    print(json.dumps(info))
+""")
+
+
+def _script(tmp_path, n=None, train=False, env=None):
+    path = tmp_path / "script.py"
+    path.write_text(SCRIPT.format(here=HERE, train=train))
+    if n is None:
+        _mpiexec()
+        cmd = [sys.executable, str(path)]
+    else:
+        cmd = [_mpiexec(), "-n", str(n), sys.executable, "-m", "mpi4py",
+               str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+                          timeout=TIMEOUT, env=env or _env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import json
+    return [json.loads(line) for line in proc.stdout.splitlines()
+            if line.startswith("{")]
+
+
+def test_without_a_launcher_the_world_is_one_process(tmp_path, reference):
+    (info,) = _script(tmp_path, train=True)
+    assert (info["rank"], info["size"]) == (0, 1)
+    assert info["warnings"] == []
+    # fit(distributed="mpi") in a world of one is the plain fit
+    assert np.array_equal(np.asarray(info["params"], dtype=np.float32),
+                          reference[0])
+
+
+def test_launcher_and_library_mismatch_warns(tmp_path):
+    (info,) = _script(tmp_path, env=_env(OMPI_COMM_WORLD_SIZE="3"))
+    assert info["size"] == 1
+    assert any("3 ranks" in w and "world of one" in w
+               for w in info["warnings"])
+
+
+def test_threads_per_rank_default_and_override(tmp_path):
+    env = _env()
+    del env["OMP_NUM_THREADS"]
+    infos = _script(tmp_path, n=2, env=env)
+    cores = len(os.sched_getaffinity(0))
+    assert sorted(i["rank"] for i in infos) == [0, 1]
+    for info in infos:
+        assert info["size"] == 2 and info["local_size"] == 2
+        assert info["threads"] == max(1, cores // 2)
+        assert "rank(s) on this node" in info["threads_source"]
+        assert info["library"]
+    infos = _script(tmp_path, n=2, env=_env(OMP_NUM_THREADS="3"))
+    assert all(i["threads"] == 3 and i["threads_source"] == "OMP_NUM_THREADS"
+               for i in infos)
+
+
+# -- pieces that need no MPI ------------------------------------------------
+def test_shard_bounds_cover_the_batch_in_order():
+    for n in (0, 1, 3, 7, 8, 27, 64):
+        for parts in (1, 2, 3, 8):
+            e = _bounds(n, parts)
+            assert e[0] == 0 and e[-1] == n and len(e) == parts + 1
+            assert all(a <= b for a, b in zip(e, e[1:]))
+            assert max(np.diff(e)) - min(np.diff(e)) <= 1
+
+
+def test_tree_sum_adds_adjacent_pairs_first():
+    # 1e16 + 1 + 1 depends on the order; the tree is ((a+b)+(c+d)).
+    vals = [1e16, 1.0, 1.0, -1e16]
+    nodes = [np.array([v]) for v in vals]
+    out = np.zeros(1)
+    _tree_sum(nodes, out)
+    assert out[0] == (1e16 + 1.0) + (1.0 - 1e16)
+    nodes = [np.array([1e16]), None, np.array([1.0]), np.array([1.0])]
+    _tree_sum(nodes, out)
+    assert out[0] == 1e16 + (1.0 + 1.0)
+    _tree_sum([None, None], out)
+    assert out[0] == 0
+
+
+def test_data_parallel_arguments_are_checked():
+    with pytest.raises(ValueError, match="reduction must be 'ordered' or "
+                                         "'allreduce', got 'sum'"):
+        DataParallel("sum")
+    for bad in (0, -1, 2.0, True, 5000):
+        with pytest.raises(ValueError, match="shards must be an int"):
+            DataParallel(shards=bad)
+    model = mpi_worker.build()
+    x, y, _, _ = mpi_worker.data()
+    with pytest.raises(ValueError, match="distributed must be None, 'mpi'"):
+        model.fit(x, y, distributed="nccl", verbose=0)
+    with pytest.raises(TypeError, match="got int"):
+        model.fit(x, y, distributed=4, verbose=0)
+    assert repr(DataParallel()) == \
+        "DataParallel(reduction='ordered', shards=8)"
+
+
+def test_fit_is_the_sharded_tree_of_its_batch():
+    """A plain fit's step equals the shard gradients added in the fixed
+    tree, computed here one shard at a time."""
+    model = mpi_worker.build(dtype="float64")
+    x, y, _, _ = mpi_worker.data()
+    x, y = x[:27], y[:27]
+    shards = []
+    e = _bounds(27, 8)
+    for s in range(8):
+        probe = pickle.loads(pickle.dumps(model))
+        probe.layers[3].rate = 0.0                 # no dropout
+        logits = probe.forward(probe._prepare_x(x[e[s]:e[s + 1]]), True)
+        _, grad = cnnkit.functional.softmax_cross_entropy(
+            logits, y[e[s]:e[s + 1]])
+        grad *= (e[s + 1] - e[s]) / 27.0            # the batch's mean
+        probe.backward(grad)
+        shards.append(probe._flat_grads.copy())
+    expected = np.zeros_like(shards[0])
+    _tree_sum(shards, expected)
+    model.layers[3].rate = 0.0
+    model.fit(x, y, batch_size=27, optimizer=cnnkit.optim.SGD(1.0),
+              shuffle=False, verbose=0)
+    np.testing.assert_allclose(model._flat_grads, expected, rtol=1e-12,
+                               atol=1e-15)
+
+
+def test_broadcast_parameters_in_a_world_of_one():
+    model = mpi_worker.build()
+    before = model._flat_params.copy()
+    distributed._WORLD, saved = distributed._LOCAL, distributed._WORLD
+    try:
+        distributed.broadcast_parameters(model)
+        assert np.array_equal(model._flat_params, before)
+        assert distributed.rank() == 0 and distributed.size() == 1
+        assert distributed.is_root()
+        distributed.barrier()
+        with pytest.raises(ValueError, match=r"root must be a rank in "
+                                             r"\[0, 1\), got 1"):
+            distributed.broadcast_parameters(model, root=1)
+        with pytest.raises(ValueError, match="must be built"):
+            distributed.broadcast_parameters(cnnkit.Sequential(
+                [layers.Flatten(), layers.Dense(2)]))
+    finally:
+        distributed._WORLD = saved
+
+
+# -- pickling: plain NumPy state, so joblib and Dask can ship models -------
+def test_models_pickle_as_plain_state_and_keep_training_identically():
+    x, y, _, _ = mpi_worker.data()
+    a = mpi_worker.build()
+    a.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    b = pickle.loads(pickle.dumps(a))
+    assert np.array_equal(a._flat_params, b._flat_params)
+    # the layers' parameters are views into the restored flat buffer
+    for layer in b.layers:
+        for p in layer.params.values():
+            assert np.shares_memory(p, b._flat_params)
+    assert type(b.optimizer) is type(a.optimizer)
+    a.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    b.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    assert np.array_equal(a._flat_params, b._flat_params)
+    assert np.array_equal(a.predict_proba(x), b.predict_proba(x))
+    unbuilt = pickle.loads(pickle.dumps(cnnkit.Sequential(
+        [layers.Flatten(), layers.Dense(3)], seed=4)))
+    assert not unbuilt.built and unbuilt.seed == 4
