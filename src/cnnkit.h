@@ -76,7 +76,8 @@ typedef struct cnnkit_conv2d_geom {
 } cnnkit_conv2d_geom;
 
 enum { CNNKIT_CONV_FORWARD = 0, CNNKIT_CONV_BACKWARD_DATA = 1,
-       CNNKIT_CONV_BACKWARD_WEIGHT = 2 };
+       CNNKIT_CONV_BACKWARD_WEIGHT = 2,
+       CNNKIT_CONV_BACKWARD_WEIGHT_PARTS = 3 };
 
 /* Workspace (elements) that pass `pass` needs with `nthreads` threads. */
 ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
@@ -109,6 +110,21 @@ void cnnkit_conv2d_backward_weight_f64(double *gw, double *gbias,
                                        double *work,
                                        const cnnkit_conv2d_geom *g,
                                        int nthreads);
+/* The weight and bias gradients of runs of images, each on its own: part q
+ * holds images [bounds[q], bounds[q+1]) (0 <= bounds[0] <= ... <=
+ * bounds[nparts] <= n) and its gradients go to gw + q * wstride and, when
+ * gbias is not NULL, gbias + q * bstride.  Empty parts are not written.  A
+ * part's result depends only on its own images, whatever batch holds them:
+ * data-parallel training adds the parts of a batch in a fixed order. */
+void cnnkit_conv2d_backward_weight_parts_f32(
+    float *gw, ptrdiff_t wstride, float *gbias, ptrdiff_t bstride,
+    const float *gy, const float *x, const int64_t *bounds, ptrdiff_t nparts,
+    float *work, const cnnkit_conv2d_geom *g, int nthreads);
+void cnnkit_conv2d_backward_weight_parts_f64(
+    double *gw, ptrdiff_t wstride, double *gbias, ptrdiff_t bstride,
+    const double *gy, const double *x, const int64_t *bounds,
+    ptrdiff_t nparts, double *work, const cnnkit_conv2d_geom *g,
+    int nthreads);
 
 /* ------------------------------------------------------------------------ */
 /* ReLU: y = x > 0 ? x : 0 (NaN stays NaN); gx = x <= 0 ? 0 : gy.          */
@@ -181,6 +197,25 @@ void cnnkit_dense_backward_f64(double *gx, double *gw, double *gbias,
                                const double *gy, const double *x,
                                const double *w, double *work, ptrdiff_t n,
                                ptrdiff_t f, ptrdiff_t o, int nthreads);
+/* gx = gy @ w over the whole batch (skipped when gx is NULL), and the
+ * weight and bias gradients of each run of rows [bounds[q], bounds[q+1])
+ * on its own, into gw + q * wstride and gbias + q * bstride (as for
+ * cnnkit_conv2d_backward_weight_parts).  work: cnnkit_dense_workspace(n,
+ * f, o, nthreads). */
+void cnnkit_dense_backward_parts_f32(float *gx, float *gw, ptrdiff_t wstride,
+                                     float *gbias, ptrdiff_t bstride,
+                                     const float *gy, const float *x,
+                                     const float *w, const int64_t *bounds,
+                                     ptrdiff_t nparts, float *work,
+                                     ptrdiff_t n, ptrdiff_t f, ptrdiff_t o,
+                                     int nthreads);
+void cnnkit_dense_backward_parts_f64(double *gx, double *gw,
+                                     ptrdiff_t wstride, double *gbias,
+                                     ptrdiff_t bstride, const double *gy,
+                                     const double *x, const double *w,
+                                     const int64_t *bounds, ptrdiff_t nparts,
+                                     double *work, ptrdiff_t n, ptrdiff_t f,
+                                     ptrdiff_t o, int nthreads);
 
 /* ------------------------------------------------------------------------ */
 /* Softmax and mean softmax cross-entropy over rows of logits (n, c).        */

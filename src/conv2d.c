@@ -114,6 +114,12 @@ ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
             groups > 1 ? (groups - 1) * g->k * g->c * g->r * g->s : 0;
         return partial + t * conv_weight_per_thread(g);
     }
+    case CNNKIT_CONV_BACKWARD_WEIGHT_PARTS:
+        /* at most one task per (non-empty part, column tile), and the
+         * non-empty parts hold distinct images */
+        t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * cnnkit_ceil_div(
+                                              crs, (ptrdiff_t)JT), 1));
+        return t * conv_weight_per_thread(g);
     default:
         return 0;
     }

@@ -256,3 +256,76 @@ void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
         }
     }
 }
+
+void SFX(cnnkit_conv2d_backward_weight_parts)(
+    REAL *gw, ptrdiff_t wstride, REAL *gbias, ptrdiff_t bstride,
+    const REAL *gy, const REAL *x, const int64_t *bounds, ptrdiff_t nparts,
+    REAL *work, const cnnkit_conv2d_geom *g, int nthreads)
+{
+    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
+    const ptrdiff_t kcrs = g->k * crs;
+    if (g->k <= 0 || nparts <= 0)
+        return;
+    ptrdiff_t busy = 0, images = bounds[nparts] - bounds[0];
+    for (ptrdiff_t q = 0; q < nparts; q++)
+        busy += bounds[q + 1] > bounds[q];
+    if (gbias) {
+        const int nb = cnnkit_team((double)images * kp, nparts * g->k,
+                                   nthreads);
+        (void)nb; /* unused in serial builds */
+        CNNKIT_OMP(parallel for schedule(static) num_threads(nb))
+        for (ptrdiff_t t = 0; t < nparts * g->k; t++) {
+            ptrdiff_t q = t / g->k, k = t % g->k;
+            if (bounds[q + 1] <= bounds[q])
+                continue;
+            double acc = 0;
+            for (ptrdiff_t n = bounds[q]; n < bounds[q + 1]; n++) {
+                const REAL *src = gy + n * kp + k * p;
+                for (ptrdiff_t i = 0; i < p; i++)
+                    acc += src[i];
+            }
+            gbias[q * bstride + k] = (REAL)acc;
+        }
+    }
+    if (crs <= 0 || busy == 0)
+        return;
+    if (p <= 0) {
+        for (ptrdiff_t q = 0; q < nparts; q++)
+            if (bounds[q + 1] > bounds[q])
+                memset(gw + q * wstride, 0, (size_t)kcrs * sizeof(REAL));
+        return;
+    }
+    const ptrdiff_t jt = CNNKIT_MIN(crs, (ptrdiff_t)JT);
+    const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
+    const ptrdiff_t per_thread = conv_weight_per_thread(g);
+    const ptrdiff_t ntile = cnnkit_ceil_div(crs, jt), tasks = nparts * ntile;
+    const int nt = cnnkit_team(2.0 * images * kp * crs, busy * ntile,
+                               nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel num_threads(nt))
+    {
+        REAL *col = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
+        REAL *gws = col + jt * pb;
+        CNNKIT_OMP(for schedule(dynamic, 1))
+        for (ptrdiff_t t = 0; t < tasks; t++) {
+            ptrdiff_t q = t / ntile, j0 = (t % ntile) * jt;
+            if (bounds[q + 1] <= bounds[q])
+                continue;
+            ptrdiff_t jn = CNNKIT_MIN(jt, crs - j0);
+            REAL *dst = gw + q * wstride + j0;
+            int first = 1;
+            for (ptrdiff_t n = bounds[q]; n < bounds[q + 1]; n++) {
+                for (ptrdiff_t p0 = 0; p0 < p; p0 += pb) {
+                    ptrdiff_t pl = CNNKIT_MIN(pb, p - p0);
+                    SFX(im2col)(col, x + n * chw, g, j0, j0 + jn, p0,
+                                p0 + pl);
+                    SFX(cnnkit_gemm)(0, 1, g->k, jn, pl, 1,
+                                     gy + n * kp + p0, p, col, pl,
+                                     first ? 0 : 1, dst, crs, gws);
+                    first = 0;
+                }
+            }
+        }
+    }
+}

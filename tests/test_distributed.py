@@ -2,9 +2,10 @@
 
 The MPI tests launch ``mpiexec -n N python -m mpi4py tests/mpi_worker.py``.
 They need mpi4py and an MPI runtime (``pip install ".[test]"`` brings
-mpi4py and mpich); with CNNKIT_REQUIRE_MPI=1 (set by CI) their absence is a
+mpi4py and mpich); with CNNKIT_REQUIRE_EXTRAS=1 (set by CI) their absence is a
 failure instead of a skip.
 """
+import json
 import os
 import pickle
 import shutil
@@ -37,7 +38,7 @@ def _mpiexec():
     if mpi4py is None or exe is None:
         why = ("mpi4py is not installed" if mpi4py is None
                else "no mpiexec found")
-        if os.environ.get("CNNKIT_REQUIRE_MPI") == "1":
+        if os.environ.get("CNNKIT_REQUIRE_EXTRAS") == "1":
             pytest.fail(f"{why}: pip install \".[test]\" installs mpi4py "
                         f"and mpich")
         pytest.skip(why)
@@ -128,25 +129,26 @@ SCRIPT = textwrap.dedent("""
         model = mpi_worker.build(seed=0)
         mpi_worker.train(model, "mpi")
         info["params"] = model._flat_params.tolist()
-    print(json.dumps(info))
+    with open(sys.argv[1] + f"/info{{info['rank']}}.json", "w") as f:
+        json.dump(info, f)
 """)
 
 
 def _script(tmp_path, n=None, train=False, env=None):
     path = tmp_path / "script.py"
     path.write_text(SCRIPT.format(here=HERE, train=train))
+    out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+    out.mkdir()
     if n is None:
         _mpiexec()
-        cmd = [sys.executable, str(path)]
+        cmd = [sys.executable, str(path), str(out)]
     else:
         cmd = [_mpiexec(), "-n", str(n), sys.executable, "-m", "mpi4py",
-               str(path)]
+               str(path), str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True,
                           timeout=TIMEOUT, env=env or _env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    import json
-    return [json.loads(line) for line in proc.stdout.splitlines()
-            if line.startswith("{")]
+    return [json.loads(f.read_text()) for f in sorted(out.glob("*.json"))]
 
 
 def test_without_a_launcher_the_world_is_one_process(tmp_path, reference):
@@ -287,3 +289,128 @@ def test_models_pickle_as_plain_state_and_keep_training_identically():
     unbuilt = pickle.loads(pickle.dumps(cnnkit.Sequential(
         [layers.Flatten(), layers.Dense(3)], seed=4)))
     assert not unbuilt.built and unbuilt.seed == 4
+
+
+def test_command_line_trains_data_parallel_like_one_process(tmp_path):
+    exe = _mpiexec()
+    one, two = tmp_path / "one.cnnkit", tmp_path / "two.cnnkit"
+    args = ["-m", "cnnkit", "train", "--epochs", "2", "--quiet"]
+    proc = subprocess.run([sys.executable, *args, "--out", str(one)],
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          env=_env())
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(
+        [exe, "-n", "2", sys.executable, "-m", "mpi4py", *args,
+         "--distributed", "--out", str(two)],
+        capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("test accuracy:") == 1       # rank 0 reports
+    a, b = cnnkit.load_model(one), cnnkit.load_model(two)
+    assert np.array_equal(a._flat_params, b._flat_params)
+
+
+# -- the kernels behind the shards: gradients of runs of samples ------------
+def _parts_buffer(nparts, shape, dt, pad=3):
+    """Per-part arrays laid out like the training loop's shard rows: one
+    row per part, the array at an offset inside each row."""
+    size = int(np.prod(shape)) * np.dtype(dt).itemsize
+    rowbytes = size + 8 * (pad + 2)
+    rows = np.full((nparts, rowbytes), 0xFF, dtype=np.uint8)     # NaNs
+    return rows[:, 8 * pad:8 * pad + size].view(dt).reshape(
+        (nparts,) + tuple(shape))
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("geom", [
+    dict(stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1)),
+    dict(stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1)),
+    dict(stride=(2, 3), padding=(1, 1, 2, 2), dilation=(1, 2)),
+])
+def test_conv2d_backward_parts_equal_each_run_alone(dt, geom):
+    from cnnkit import _kernels, reference
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((7, 3, 9, 8)).astype(dt)
+    w = rng.standard_normal((4, 3, 3, 2)).astype(dt)
+    st, pad, dil = geom["stride"], geom["padding"], geom["dilation"]
+    y = _kernels.conv2d_forward(x, w, None, st, pad, dil)
+    gy = rng.standard_normal(y.shape).astype(dt)
+    bounds = [0, 0, 2, 3, 7, 7]
+    gw = _parts_buffer(5, w.shape, dt)
+    gb = _parts_buffer(5, w.shape[:1], dt)
+    gx = _kernels.conv2d_backward_parts(gy, x, w, st, pad, dil, bounds, gw,
+                                        gb)
+    whole = _kernels.conv2d_backward(gy, x, w, st, pad, dil)
+    assert np.array_equal(gx, whole[0])
+    tol = dict(rtol=1e-4, atol=1e-4) if dt == np.float32 else \
+        dict(rtol=1e-10, atol=1e-10)
+    for q in range(5):
+        lo, hi = bounds[q], bounds[q + 1]
+        if hi == lo:                                   # not written
+            assert np.isnan(gw[q]).all() and np.isnan(gb[q]).all()
+            continue
+        ref = reference.conv2d_backward(
+            gy[lo:hi].astype(np.float64), x[lo:hi].astype(np.float64),
+            w.astype(np.float64), st, (pad[0], pad[2]), dil)
+        np.testing.assert_allclose(gw[q], ref[1], **tol)
+        np.testing.assert_allclose(gb[q], gy[lo:hi].sum(axis=(0, 2, 3)),
+                                   **tol)
+        # the same images in another batch give the same bits
+        alone_w = _parts_buffer(1, w.shape, dt)
+        _kernels.conv2d_backward_parts(gy[lo:hi], x[lo:hi], w, st, pad, dil,
+                                       [0, hi - lo], alone_w, None, False)
+        assert np.array_equal(alone_w[0], gw[q])
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_dense_backward_parts_equal_each_run_alone(dt):
+    from cnnkit import _kernels
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((11, 37)).astype(dt)
+    w = rng.standard_normal((13, 37)).astype(dt)
+    gy = rng.standard_normal((11, 13)).astype(dt)
+    bounds = [1, 4, 4, 5, 11]
+    gw = _parts_buffer(4, w.shape, dt)
+    gb = _parts_buffer(4, (13,), dt)
+    gx = _kernels.dense_backward_parts(gy, x, w, bounds, gw, gb)
+    assert np.array_equal(gx, _kernels.dense_backward(gy, x, w)[0])
+    tol = 1e-4 if dt == np.float32 else 1e-12
+    for q in range(4):
+        lo, hi = bounds[q], bounds[q + 1]
+        if hi == lo:
+            assert np.isnan(gw[q]).all()
+            continue
+        np.testing.assert_allclose(gw[q], gy[lo:hi].T @ x[lo:hi], rtol=tol,
+                                   atol=tol)
+        np.testing.assert_allclose(gb[q], gy[lo:hi].sum(axis=0), rtol=tol,
+                                   atol=tol)
+        alone = _parts_buffer(1, w.shape, dt)
+        _kernels.dense_backward_parts(gy[lo:hi], x[lo:hi], w, [0, hi - lo],
+                                      alone, None, False)
+        assert np.array_equal(alone[0], gw[q])
+
+
+def test_parts_kernels_check_their_arguments():
+    from cnnkit import _kernels
+    x = np.ones((4, 5))
+    w = np.ones((3, 5))
+    gy = np.ones((4, 3))
+    gw = np.zeros((2, 3, 5))
+    for bounds, msg in (([0, 3, 2], "non-decreasing"), ([0, 2, 5], "within"),
+                        ([-1, 2, 4], "within"), ([0], "at least 2")):
+        with pytest.raises(ValueError, match=msg):
+            _kernels.dense_backward_parts(gy, x, w, bounds, gw, None)
+    for bad in (np.zeros((3, 3, 5)), np.zeros((2, 3, 5), np.float32),
+                np.zeros((2, 5, 3)).transpose(0, 2, 1), np.zeros((2, 15))):
+        with pytest.raises(ValueError, match="gw_parts"):
+            _kernels.dense_backward_parts(gy, x, w, [0, 2, 4], bad, None)
+    ro = np.zeros((2, 3, 5))
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        _kernels.dense_backward_parts(gy, x, w, [0, 2, 4], ro, None)
+    overlapping = np.lib.stride_tricks.as_strided(
+        np.zeros(40), (2, 3, 5), (8, 40, 8))
+    with pytest.raises(ValueError, match="not overlapping"):
+        _kernels.dense_backward_parts(gy, x, w, [0, 2, 4], overlapping, None)
+    with pytest.raises(ValueError, match="gb_parts"):
+        _kernels.dense_backward_parts(gy, x, w, [0, 2, 4], gw,
+                                      np.zeros((2, 4)))

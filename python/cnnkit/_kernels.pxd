@@ -20,6 +20,7 @@ cdef extern from "cnnkit.h" nogil:
         CNNKIT_CONV_FORWARD
         CNNKIT_CONV_BACKWARD_DATA
         CNNKIT_CONV_BACKWARD_WEIGHT
+        CNNKIT_CONV_BACKWARD_WEIGHT_PARTS
 
     ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass_,
                                       int nthreads)
@@ -48,6 +49,16 @@ cdef extern from "cnnkit.h" nogil:
                                            double *work,
                                            const cnnkit_conv2d_geom *g,
                                            int nthreads)
+    void cnnkit_conv2d_backward_weight_parts_f32(
+        float *gw, ptrdiff_t wstride, float *gbias, ptrdiff_t bstride,
+        const float *gy, const float *x, const int64_t *bounds,
+        ptrdiff_t nparts, float *work, const cnnkit_conv2d_geom *g,
+        int nthreads)
+    void cnnkit_conv2d_backward_weight_parts_f64(
+        double *gw, ptrdiff_t wstride, double *gbias, ptrdiff_t bstride,
+        const double *gy, const double *x, const int64_t *bounds,
+        ptrdiff_t nparts, double *work, const cnnkit_conv2d_geom *g,
+        int nthreads)
 
     void cnnkit_relu_forward_f32(float *y, const float *x, ptrdiff_t n,
                                  int nthreads)
@@ -104,6 +115,16 @@ cdef extern from "cnnkit.h" nogil:
                                    const double *gy, const double *x,
                                    const double *w, double *work, ptrdiff_t n,
                                    ptrdiff_t f, ptrdiff_t o, int nthreads)
+    void cnnkit_dense_backward_parts_f32(
+        float *gx, float *gw, ptrdiff_t wstride, float *gbias,
+        ptrdiff_t bstride, const float *gy, const float *x, const float *w,
+        const int64_t *bounds, ptrdiff_t nparts, float *work, ptrdiff_t n,
+        ptrdiff_t f, ptrdiff_t o, int nthreads)
+    void cnnkit_dense_backward_parts_f64(
+        double *gx, double *gw, ptrdiff_t wstride, double *gbias,
+        ptrdiff_t bstride, const double *gy, const double *x,
+        const double *w, const int64_t *bounds, ptrdiff_t nparts,
+        double *work, ptrdiff_t n, ptrdiff_t f, ptrdiff_t o, int nthreads)
 
     void cnnkit_softmax_f32(float *p, const float *z, ptrdiff_t n,
                             ptrdiff_t c, int nthreads)

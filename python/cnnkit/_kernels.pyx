@@ -321,6 +321,113 @@ def conv2d_backward(grad_out, x, weight, stride, padding, dilation,
     return gx, gw, gb
 
 
+def _parts_args(fn, bounds, n, gw_parts, wshape, gb_parts, dt):
+    """Check the runs of samples and the per-run gradient arrays of the
+    *_parts kernels; return (bounds as int64, weight stride, bias stride)
+    with the strides in elements."""
+    b = np.ascontiguousarray(bounds, dtype=np.int64)
+    if b.ndim != 1 or b.shape[0] < 2:
+        raise ValueError(f"{fn}: bounds must be 1-D with at least 2 entries, "
+                         f"got shape {b.shape}")
+    if b[0] < 0 or b[-1] > n or np.any(np.diff(b) < 0):
+        raise ValueError(f"{fn}: bounds must be non-decreasing within "
+                         f"[0, {n}], got {b.tolist()}")
+    nparts = b.shape[0] - 1
+    item = np.dtype(dt).itemsize
+    strides = []
+    for name, arr, shape in (("gw_parts", gw_parts, wshape),
+                             ("gb_parts", gb_parts, wshape[:1])):
+        if arr is None:
+            strides.append(0)
+            continue
+        if not isinstance(arr, np.ndarray) or arr.dtype != dt or \
+                arr.shape != (nparts,) + tuple(shape) or \
+                not arr.flags.writeable:
+            raise ValueError(
+                f"{fn}: {name} must be a writeable {np.dtype(dt).name} array "
+                f"of shape {(nparts,) + tuple(shape)}, got "
+                f"{getattr(arr, 'dtype', type(arr).__name__)} "
+                f"{getattr(arr, 'shape', '')}")
+        inner = arr[0] if nparts else arr
+        if nparts and (not inner.flags.c_contiguous or
+                       arr.strides[0] % item or arr.strides[0] < 0 or
+                       (nparts > 1 and arr.strides[0] < inner.nbytes)):
+            raise ValueError(f"{fn}: each part of {name} must be "
+                             f"C-contiguous, parts not overlapping")
+        strides.append(arr.strides[0] // item)
+    return b, strides[0], strides[1]
+
+
+def conv2d_backward_parts(grad_out, x, weight, stride, padding, dilation,
+                          bounds, gw_parts, gb_parts,
+                          bint need_input_grad=True):
+    """conv2d_backward with the weight (and bias) gradients of each run of
+    images [bounds[q], bounds[q+1]) written to gw_parts[q] (gb_parts[q]);
+    returns grad_x or None.  Empty runs are not written."""
+    cdef cnnkit_conv2d_geom g
+    cdef int nt = _nthreads()
+    grad_out = _float_input(grad_out, "grad_out")
+    x = _float_input(x, "x")
+    weight = _float_input(weight, "weight")
+    _check_ndim(x, 4, "x", "(N, C, H, W)")
+    _check_ndim(weight, 4, "weight", "(K, C, R, S)")
+    dt = _same_dtype("conv2d_backward", [("x", x), ("weight", weight),
+                                         ("grad_out", grad_out)])
+    out_shape = _conv_geom(&g, x.shape, weight.shape, stride, padding,
+                           dilation)
+    if grad_out.shape != out_shape:
+        raise ValueError(
+            f"conv2d_backward: grad_out must have the output shape "
+            f"{out_shape} of x {x.shape} and weight {weight.shape}, got "
+            f"{grad_out.shape}")
+    b, ws, bs = _parts_args("conv2d_backward", bounds, x.shape[0], gw_parts,
+                            weight.shape, gb_parts, dt)
+    gx = np.zeros(x.shape, dtype=dt) if need_input_grad else None
+    cdef void *pgy = _ptr(grad_out)
+    cdef void *px = _ptr(x)
+    cdef void *pw = _ptr(weight)
+    cdef void *pgx
+    cdef void *pk
+    cdef void *pgw = _ptr(gw_parts)
+    cdef void *pgb = NULL
+    cdef const int64_t *pb = <const int64_t *>_ptr(b)
+    cdef ptrdiff_t nparts = b.shape[0] - 1, wstride = ws, bstride = bs
+    if gb_parts is not None:
+        pgb = _ptr(gb_parts)
+    if need_input_grad and gx.size:
+        work = _workspace(
+            cnnkit_conv2d_workspace(&g, CNNKIT_CONV_BACKWARD_DATA, nt), dt)
+        pgx = _ptr(gx)
+        pk = _ptr(work)
+        if dt == np.float32:
+            with nogil:
+                cnnkit_conv2d_backward_data_f32(
+                    <float *>pgx, <const float *>pgy, <const float *>pw,
+                    <float *>pk, &g, nt)
+        else:
+            with nogil:
+                cnnkit_conv2d_backward_data_f64(
+                    <double *>pgx, <const double *>pgy, <const double *>pw,
+                    <double *>pk, &g, nt)
+    if nparts and (weight.size or gb_parts is not None):
+        work = _workspace(cnnkit_conv2d_workspace(
+            &g, CNNKIT_CONV_BACKWARD_WEIGHT_PARTS, nt), dt)
+        pk = _ptr(work)
+        if dt == np.float32:
+            with nogil:
+                cnnkit_conv2d_backward_weight_parts_f32(
+                    <float *>pgw, wstride, <float *>pgb, bstride,
+                    <const float *>pgy, <const float *>px, pb, nparts,
+                    <float *>pk, &g, nt)
+        else:
+            with nogil:
+                cnnkit_conv2d_backward_weight_parts_f64(
+                    <double *>pgw, wstride, <double *>pgb, bstride,
+                    <const double *>pgy, <const double *>px, pb, nparts,
+                    <double *>pk, &g, nt)
+    return gx
+
+
 # --------------------------------------------------------------------------
 # ReLU
 # --------------------------------------------------------------------------
@@ -637,6 +744,55 @@ def dense_backward(grad_out, x, weight, bint need_input_grad=True,
                                       <const double *>px, <const double *>pw,
                                       <double *>pk, n, f, o, nt)
     return gx, gw, gb
+
+
+def dense_backward_parts(grad_out, x, weight, bounds, gw_parts, gb_parts,
+                         bint need_input_grad=True):
+    """dense_backward with the weight (and bias) gradients of each run of
+    rows [bounds[q], bounds[q+1]) written to gw_parts[q] (gb_parts[q]);
+    returns grad_x or None.  Empty runs are not written."""
+    cdef int nt = _nthreads()
+    grad_out = _float_input(grad_out, "grad_out")
+    x = _float_input(x, "x")
+    weight = _float_input(weight, "weight")
+    cdef ptrdiff_t n, f, o
+    n, f, o = _dense_check("dense_backward", x, weight)
+    dt = _same_dtype("dense_backward", [("x", x), ("weight", weight),
+                                        ("grad_out", grad_out)])
+    if grad_out.shape != (n, o):
+        raise ValueError(
+            f"dense_backward: grad_out must have shape {(n, o)} for x "
+            f"{x.shape} and weight {weight.shape}, got {grad_out.shape}")
+    b, ws, bs = _parts_args("dense_backward", bounds, n, gw_parts,
+                            weight.shape, gb_parts, dt)
+    gx = np.zeros((n, f), dtype=dt) if need_input_grad else None
+    if o == 0:
+        return gx
+    work = _workspace(cnnkit_dense_workspace(n, f, o, nt), dt)
+    cdef void *pgx = _ptr(gx) if gx is not None and gx.size else NULL
+    cdef void *pgw = _ptr(gw_parts)
+    cdef void *pgb = NULL
+    if gb_parts is not None:
+        pgb = _ptr(gb_parts)
+    cdef void *pgy = _ptr(grad_out)
+    cdef void *px = _ptr(x)
+    cdef void *pw = _ptr(weight)
+    cdef void *pk = _ptr(work)
+    cdef const int64_t *pb = <const int64_t *>_ptr(b)
+    cdef ptrdiff_t nparts = b.shape[0] - 1, wstride = ws, bstride = bs
+    if dt == np.float32:
+        with nogil:
+            cnnkit_dense_backward_parts_f32(
+                <float *>pgx, <float *>pgw, wstride, <float *>pgb, bstride,
+                <const float *>pgy, <const float *>px, <const float *>pw,
+                pb, nparts, <float *>pk, n, f, o, nt)
+    else:
+        with nogil:
+            cnnkit_dense_backward_parts_f64(
+                <double *>pgx, <double *>pgw, wstride, <double *>pgb,
+                bstride, <const double *>pgy, <const double *>px,
+                <const double *>pw, pb, nparts, <double *>pk, n, f, o, nt)
+    return gx
 
 
 # --------------------------------------------------------------------------

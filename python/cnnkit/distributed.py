@@ -10,10 +10,8 @@ batch; the gradients are exchanged once per step.  ``python -m mpi4py``
 makes an exception on any rank end the whole job at once (a plain
 ``python train.py`` would leave the other ranks waiting).
 
-How a step is reduced
----------------------
-Each global batch of ``b`` samples is cut into a fixed number of *virtual
-shards* (8 by default): shard ``s`` holds the samples
+Each global batch of ``b`` samples is cut into a fixed number ``S`` of
+*virtual shards* (8 by default): shard ``s`` holds the samples
 ``[s*b//S, (s+1)*b//S)``, whatever the number of ranks or threads.  Each
 rank owns a contiguous run of shards, and computes the gradient sum of each
 of its shards separately.  With ``reduction="ordered"`` (the default) the
@@ -33,6 +31,7 @@ import logging
 import math
 import numbers
 import os
+import time
 import warnings
 
 import numpy as np
@@ -423,26 +422,26 @@ class _Engine:
         self.grads = [self.rows[s, :gbytes].view(dt) for s in range(shards)]
         self.stats = [self.rows[s, self.stats_off:].view(np.float64)
                       for s in range(shards)]
-        # Per layer with parameters: for each local shard, views of that
-        # shard's gradient row laid out like the model's flat gradients.
+        # Per layer with parameters: its gradients in every local shard's
+        # row, as arrays (local shards,) + shape, laid out in each row as in
+        # the model's flat gradients.
         base = model._flat_grads.__array_interface__["data"][0]
+        local = self.rows[self.s0:self.s1]
         self.layers = []
         for layer in model.layers:
             if not layer.grads:
                 continue
-            dst = []
-            for s in range(self.s0, self.s1):
-                views = {}
-                for name, g in layer.grads.items():
-                    off = (g.__array_interface__["data"][0] - base) \
-                        // dt.itemsize
-                    views[name] = self.grads[s][off:off + g.size] \
-                        .reshape(g.shape)
-                dst.append(views)
-            self.layers.append((layer, dst))
+            parts = {}
+            for name, g in layer.grads.items():
+                off = g.__array_interface__["data"][0] - base
+                parts[name] = local[:, off:off + g.nbytes].view(dt).reshape(
+                    (self.s1 - self.s0,) + g.shape)
+            self.layers.append((layer, parts))
         self.dropouts = [layer for layer in model.layers
                          if hasattr(layer, "window")]
         self.sums = np.zeros(2, dtype=np.float64)
+        # Time spent exchanging and reducing the gradients (for benchmarks).
+        self.exchange_seconds = 0.0
 
     def step(self, x, y, sw, idx):
         """Forward, backward and gradient exchange for the global batch
@@ -476,22 +475,22 @@ class _Engine:
                     layer.window = None
             _, grad, losses = _kernels.softmax_cross_entropy(
                 logits, yb, wb, True, norm, True)
-            shards = [(s, edges[s] - lo, edges[s + 1] - lo)
-                      for s in range(self.s0, self.s1)
-                      if edges[s + 1] > edges[s]]
-            for layer, dst in self.layers:
-                layer.shard_grads = [(a, c, dst[s - self.s0])
-                                     for s, a, c in shards]
+            bounds = np.array(edges[self.s0:self.s1 + 1], dtype=np.int64)
+            bounds -= lo
+            for layer, parts in self.layers:
+                layer.shard_grads = (bounds, parts)
             try:
                 model.backward(grad, input_grad=False)
             finally:
                 for layer, _ in self.layers:
                     layer.shard_grads = None
             hit = logits.argmax(axis=1) == yb
-            for s, a, c in shards:
-                st = self.stats[s]
-                st[0] = math.fsum(losses[a:c])
-                st[1] = np.count_nonzero(hit[a:c])
+            for s in range(self.s0, self.s1):
+                a, c = edges[s] - lo, edges[s + 1] - lo
+                if c > a:
+                    st = self.stats[s]
+                    st[0] = math.fsum(losses[a:c])
+                    st[1] = np.count_nonzero(hit[a:c])
         else:
             # No samples here this step: draw the dropout masks all the
             # same, so that every rank's random stream stays in step.
@@ -499,6 +498,7 @@ class _Engine:
                 layer.skip_batch(b)
         present = [edges[s + 1] > edges[s] for s in range(S)]
         out = model._flat_grads
+        t0 = time.perf_counter()
         if self.reduction == "ordered":
             world.allgather_rows(self.rows, self.counts, self.displs)
             _tree_sum([g if p else None
@@ -513,6 +513,7 @@ class _Engine:
                       self.sums)
             world.allreduce_sum(out)
             world.allreduce_sum(self.sums)
+        self.exchange_seconds += time.perf_counter() - t0
         return float(self.sums[0]), int(self.sums[1]), norm
 
 

@@ -73,9 +73,9 @@ class Layer:
         # False for the first layer of a model being trained: backward then
         # need not compute the gradient with respect to the input.
         self.input_grad = True
-        # Set by the training loop: [(lo, hi, grads), ...] asks backward for
-        # the parameter gradients of each run of samples [lo, hi) of the
-        # batch separately, written into those grads dicts.
+        # Set by the training loop to (bounds, parts): backward then writes
+        # the parameter gradients of each run of samples [bounds[q],
+        # bounds[q+1]) of the batch separately, into parts[name][q].
         self.shard_grads = None
 
     # -- lifecycle --------------------------------------------------------
@@ -250,26 +250,21 @@ class Layer:
 
 
 def _param_backward(layer, grad):
-    """Backward of a layer with a weight and an optional bias: once over the
-    batch, or once per run of samples when ``layer.shard_grads`` asks for
-    separate parameter gradients (the input gradient is per sample either
-    way)."""
-    x = layer._x
+    """Backward of a layer with a weight and an optional bias: the parameter
+    gradients of the whole batch, or, when the training loop set
+    ``layer.shard_grads = (bounds, parts)``, those of each run of samples
+    ``[bounds[q], bounds[q+1])`` on its own, written to
+    ``parts["weight"][q]`` and ``parts["bias"][q]``.  The input gradient is
+    per sample either way."""
     if layer.shard_grads is None:
-        gx, gw, gb = layer._backward(grad, x)
+        gx, gw, gb = layer._backward(grad, layer._x)
         layer.grads["weight"][...] = gw
         if gb is not None:
             layer.grads["bias"][...] = gb
         return gx
-    gx = np.empty(x.shape, dtype=grad.dtype) if layer.input_grad else None
-    for lo, hi, dst in layer.shard_grads:
-        gxs, gw, gb = layer._backward(grad[lo:hi], x[lo:hi])
-        dst["weight"][...] = gw
-        if gb is not None:
-            dst["bias"][...] = gb
-        if gx is not None:
-            gx[lo:hi] = gxs
-    return gx
+    bounds, parts = layer.shard_grads
+    return layer._backward_parts(grad, layer._x, bounds, parts["weight"],
+                                 parts.get("bias"))
 
 
 class Conv2D(Layer):
@@ -346,16 +341,15 @@ class Conv2D(Layer):
         return F.conv2d(x, self.params["weight"], self.params.get("bias"),
                         self.stride, self.padding, self.dilation)
 
+    def _backward_parts(self, grad, x, bounds, gw_parts, gb_parts):
+        w = self.params["weight"]
+        pad4 = F._conv_padding(self.padding, w.shape[2:], self.stride,
+                               self.dilation, "Conv2D")
+        return _kernels.conv2d_backward_parts(
+            grad, x, w, self.stride, pad4, self.dilation, bounds, gw_parts,
+            gb_parts, self.input_grad)
+
     def _backward(self, grad, x):
-        if self.shard_grads is not None:
-            # Called once per part of a batch the layer has seen whole:
-            # straight to the kernel, without checking the arguments again.
-            w = self.params["weight"]
-            pad4 = F._conv_padding(self.padding, w.shape[2:], self.stride,
-                                   self.dilation, "Conv2D")
-            return _kernels.conv2d_backward(
-                grad, x, w, self.stride, pad4, self.dilation,
-                self.input_grad, self.use_bias)
         return F.conv2d_backward(grad, x, self.params["weight"], self.stride,
                                  self.padding, self.dilation,
                                  bias=self.use_bias,
@@ -575,10 +569,12 @@ class Dense(Layer):
         self._x = x if training else None
         return F.dense(x, self.params["weight"], self.params.get("bias"))
 
+    def _backward_parts(self, grad, x, bounds, gw_parts, gb_parts):
+        return _kernels.dense_backward_parts(
+            grad, x, self.params["weight"], bounds, gw_parts, gb_parts,
+            self.input_grad)
+
     def _backward(self, grad, x):
-        if self.shard_grads is not None:
-            return _kernels.dense_backward(grad, x, self.params["weight"],
-                                           self.input_grad, self.use_bias)
         return F.dense_backward(grad, x, self.params["weight"],
                                 bias=self.use_bias)
 

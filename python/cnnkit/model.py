@@ -951,6 +951,7 @@ class _Trainer:
         finally:
             model._clear_caches()
             model._rank = 0
+            model._exchange_seconds = self.engine.exchange_seconds
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
         for cb in self.callbacks:
