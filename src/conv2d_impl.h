@@ -179,6 +179,30 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
     }
 }
 
+/* Columns [j0, j0 + jn) of the weight gradient summed over images
+ * [n0, n1), in image order: dst (K, jn), row stride C*R*S, is overwritten.
+ * col holds a (jn, pb) block of the lowered input, gws the GEMM's
+ * workspace. */
+static void SFX(weight_tile)(REAL *dst, const REAL *gy, const REAL *x,
+                             const cnnkit_conv2d_geom *g, ptrdiff_t n0,
+                             ptrdiff_t n1, ptrdiff_t j0, ptrdiff_t jn,
+                             ptrdiff_t pb, REAL *col, REAL *gws)
+{
+    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
+    int first = 1;
+    for (ptrdiff_t n = n0; n < n1; n++) {
+        for (ptrdiff_t p0 = 0; p0 < p; p0 += pb) {
+            ptrdiff_t pl = CNNKIT_MIN(pb, p - p0);
+            SFX(im2col)(col, x + n * chw, g, j0, j0 + jn, p0, p0 + pl);
+            /* dst (K, jn) (+)= gy_n[:, p0:p0+pl] @ col^T */
+            SFX(cnnkit_gemm)(0, 1, g->k, jn, pl, 1, gy + n * kp + p0, p,
+                             col, pl, first ? 0 : 1, dst, crs, gws);
+            first = 0;
+        }
+    }
+}
+
 void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
                                         const REAL *gy, const REAL *x,
                                         REAL *work,
@@ -187,8 +211,7 @@ void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
 {
     (void)nthreads; /* unused in serial builds */
     const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
-    const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
-    const ptrdiff_t kcrs = g->k * crs;
+    const ptrdiff_t kp = g->k * p, kcrs = g->k * crs;
     if (g->k <= 0)
         return;
     if (gbias) {
@@ -231,19 +254,7 @@ void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
             ptrdiff_t n0 = grp * g->n / groups;
             ptrdiff_t n1 = (grp + 1) * g->n / groups;
             REAL *dst = (grp == 0 ? gw : partial + (grp - 1) * kcrs) + j0;
-            int first = 1;
-            for (ptrdiff_t n = n0; n < n1; n++) {
-                for (ptrdiff_t p0 = 0; p0 < p; p0 += pb) {
-                    ptrdiff_t pl = CNNKIT_MIN(pb, p - p0);
-                    SFX(im2col)(col, x + n * chw, g, j0, j0 + jn, p0,
-                                p0 + pl);
-                    /* dst (K, jn) (+)= gy_n[:, p0:p0+pl] @ col^T */
-                    SFX(cnnkit_gemm)(0, 1, g->k, jn, pl, 1,
-                                     gy + n * kp + p0, p, col, pl,
-                                     first ? 0 : 1, dst, crs, gws);
-                    first = 0;
-                }
-            }
+            SFX(weight_tile)(dst, gy, x, g, n0, n1, j0, jn, pb, col, gws);
         }
         if (groups > 1) {
             CNNKIT_OMP(for schedule(static))
@@ -262,9 +273,9 @@ void SFX(cnnkit_conv2d_backward_weight_parts)(
     const REAL *gy, const REAL *x, const int64_t *bounds, ptrdiff_t nparts,
     REAL *work, const cnnkit_conv2d_geom *g, int nthreads)
 {
+    (void)nthreads; /* unused in serial builds */
     const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
-    const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
-    const ptrdiff_t kcrs = g->k * crs;
+    const ptrdiff_t kp = g->k * p, kcrs = g->k * crs;
     if (g->k <= 0 || nparts <= 0)
         return;
     ptrdiff_t busy = 0, images = bounds[nparts] - bounds[0];
@@ -313,19 +324,8 @@ void SFX(cnnkit_conv2d_backward_weight_parts)(
             if (bounds[q + 1] <= bounds[q])
                 continue;
             ptrdiff_t jn = CNNKIT_MIN(jt, crs - j0);
-            REAL *dst = gw + q * wstride + j0;
-            int first = 1;
-            for (ptrdiff_t n = bounds[q]; n < bounds[q + 1]; n++) {
-                for (ptrdiff_t p0 = 0; p0 < p; p0 += pb) {
-                    ptrdiff_t pl = CNNKIT_MIN(pb, p - p0);
-                    SFX(im2col)(col, x + n * chw, g, j0, j0 + jn, p0,
-                                p0 + pl);
-                    SFX(cnnkit_gemm)(0, 1, g->k, jn, pl, 1,
-                                     gy + n * kp + p0, p, col, pl,
-                                     first ? 0 : 1, dst, crs, gws);
-                    first = 0;
-                }
-            }
+            SFX(weight_tile)(gw + q * wstride + j0, gy, x, g, bounds[q],
+                             bounds[q + 1], j0, jn, pb, col, gws);
         }
     }
 }

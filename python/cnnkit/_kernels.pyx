@@ -260,11 +260,10 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation):
     return y
 
 
-def conv2d_backward(grad_out, x, weight, stride, padding, dilation,
-                    bint need_input_grad=True, bint need_bias_grad=True):
-    """(grad_x or None, grad_weight, grad_bias or None)."""
-    cdef cnnkit_conv2d_geom g
-    cdef int nt = _nthreads()
+cdef tuple _conv_backward_args(grad_out, x, weight, stride, padding,
+                               dilation, cnnkit_conv2d_geom *g):
+    """Checked (grad_out, x, weight, dtype) of a convolution's backward pass;
+    fills g."""
     grad_out = _float_input(grad_out, "grad_out")
     x = _float_input(x, "x")
     weight = _float_input(weight, "weight")
@@ -272,38 +271,57 @@ def conv2d_backward(grad_out, x, weight, stride, padding, dilation,
     _check_ndim(weight, 4, "weight", "(K, C, R, S)")
     dt = _same_dtype("conv2d_backward", [("x", x), ("weight", weight),
                                          ("grad_out", grad_out)])
-    out_shape = _conv_geom(&g, x.shape, weight.shape, stride, padding,
+    out_shape = _conv_geom(g, x.shape, weight.shape, stride, padding,
                            dilation)
     if grad_out.shape != out_shape:
         raise ValueError(
             f"conv2d_backward: grad_out must have the output shape "
             f"{out_shape} of x {x.shape} and weight {weight.shape}, got "
             f"{grad_out.shape}")
-    gx = np.zeros(x.shape, dtype=dt) if need_input_grad else None
+    return grad_out, x, weight, dt
+
+
+cdef object _conv_backward_data(grad_out, x, weight, dt,
+                                const cnnkit_conv2d_geom *g, int nt):
+    """The gradient with respect to the input x."""
+    gx = np.zeros(x.shape, dtype=dt)
+    if not gx.size:
+        return gx
+    work = _workspace(
+        cnnkit_conv2d_workspace(g, CNNKIT_CONV_BACKWARD_DATA, nt), dt)
+    cdef void *pgx = _ptr(gx)
+    cdef void *pgy = _ptr(grad_out)
+    cdef void *pw = _ptr(weight)
+    cdef void *pk = _ptr(work)
+    if dt == np.float32:
+        with nogil:
+            cnnkit_conv2d_backward_data_f32(
+                <float *>pgx, <const float *>pgy, <const float *>pw,
+                <float *>pk, g, nt)
+    else:
+        with nogil:
+            cnnkit_conv2d_backward_data_f64(
+                <double *>pgx, <const double *>pgy, <const double *>pw,
+                <double *>pk, g, nt)
+    return gx
+
+
+def conv2d_backward(grad_out, x, weight, stride, padding, dilation,
+                    bint need_input_grad=True, bint need_bias_grad=True):
+    """(grad_x or None, grad_weight, grad_bias or None)."""
+    cdef cnnkit_conv2d_geom g
+    cdef int nt = _nthreads()
+    grad_out, x, weight, dt = _conv_backward_args(
+        grad_out, x, weight, stride, padding, dilation, &g)
+    gx = (_conv_backward_data(grad_out, x, weight, dt, &g, nt)
+          if need_input_grad else None)
     gw = np.zeros(weight.shape, dtype=dt)
     gb = np.zeros((weight.shape[0],), dtype=dt) if need_bias_grad else None
     cdef void *pgy = _ptr(grad_out)
     cdef void *px = _ptr(x)
-    cdef void *pw = _ptr(weight)
-    cdef void *pgx = NULL
     cdef void *pgw = _ptr(gw)
     cdef void *pgb = _ptr(gb) if gb is not None else NULL
     cdef void *pk
-    if need_input_grad and gx.size:
-        work = _workspace(
-            cnnkit_conv2d_workspace(&g, CNNKIT_CONV_BACKWARD_DATA, nt), dt)
-        pgx = _ptr(gx)
-        pk = _ptr(work)
-        if dt == np.float32:
-            with nogil:
-                cnnkit_conv2d_backward_data_f32(
-                    <float *>pgx, <const float *>pgy, <const float *>pw,
-                    <float *>pk, &g, nt)
-        else:
-            with nogil:
-                cnnkit_conv2d_backward_data_f64(
-                    <double *>pgx, <const double *>pgy, <const double *>pw,
-                    <double *>pk, &g, nt)
     if gw.size or (gb is not None and gb.size):
         work = _workspace(
             cnnkit_conv2d_workspace(&g, CNNKIT_CONV_BACKWARD_WEIGHT, nt), dt)
@@ -366,49 +384,19 @@ def conv2d_backward_parts(grad_out, x, weight, stride, padding, dilation,
     returns grad_x or None.  Empty runs are not written."""
     cdef cnnkit_conv2d_geom g
     cdef int nt = _nthreads()
-    grad_out = _float_input(grad_out, "grad_out")
-    x = _float_input(x, "x")
-    weight = _float_input(weight, "weight")
-    _check_ndim(x, 4, "x", "(N, C, H, W)")
-    _check_ndim(weight, 4, "weight", "(K, C, R, S)")
-    dt = _same_dtype("conv2d_backward", [("x", x), ("weight", weight),
-                                         ("grad_out", grad_out)])
-    out_shape = _conv_geom(&g, x.shape, weight.shape, stride, padding,
-                           dilation)
-    if grad_out.shape != out_shape:
-        raise ValueError(
-            f"conv2d_backward: grad_out must have the output shape "
-            f"{out_shape} of x {x.shape} and weight {weight.shape}, got "
-            f"{grad_out.shape}")
+    grad_out, x, weight, dt = _conv_backward_args(
+        grad_out, x, weight, stride, padding, dilation, &g)
     b, ws, bs = _parts_args("conv2d_backward", bounds, x.shape[0], gw_parts,
                             weight.shape, gb_parts, dt)
-    gx = np.zeros(x.shape, dtype=dt) if need_input_grad else None
+    gx = (_conv_backward_data(grad_out, x, weight, dt, &g, nt)
+          if need_input_grad else None)
     cdef void *pgy = _ptr(grad_out)
     cdef void *px = _ptr(x)
-    cdef void *pw = _ptr(weight)
-    cdef void *pgx
     cdef void *pk
     cdef void *pgw = _ptr(gw_parts)
-    cdef void *pgb = NULL
+    cdef void *pgb = _ptr(gb_parts) if gb_parts is not None else NULL
     cdef const int64_t *pb = <const int64_t *>_ptr(b)
     cdef ptrdiff_t nparts = b.shape[0] - 1, wstride = ws, bstride = bs
-    if gb_parts is not None:
-        pgb = _ptr(gb_parts)
-    if need_input_grad and gx.size:
-        work = _workspace(
-            cnnkit_conv2d_workspace(&g, CNNKIT_CONV_BACKWARD_DATA, nt), dt)
-        pgx = _ptr(gx)
-        pk = _ptr(work)
-        if dt == np.float32:
-            with nogil:
-                cnnkit_conv2d_backward_data_f32(
-                    <float *>pgx, <const float *>pgy, <const float *>pw,
-                    <float *>pk, &g, nt)
-        else:
-            with nogil:
-                cnnkit_conv2d_backward_data_f64(
-                    <double *>pgx, <const double *>pgy, <const double *>pw,
-                    <double *>pk, &g, nt)
     if nparts and (weight.size or gb_parts is not None):
         work = _workspace(cnnkit_conv2d_workspace(
             &g, CNNKIT_CONV_BACKWARD_WEIGHT_PARTS, nt), dt)
