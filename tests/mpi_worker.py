@@ -24,12 +24,13 @@ def data():
     return x[:300], y[:300], x[300:400], y[300:400]
 
 
-def train(model, distributed_arg):
+def train(model, distributed_arg, callbacks=()):
     x, y, xv, yv = data()
     w = np.linspace(0.5, 1.5, x.shape[0])
     return model.fit(x, y, epochs=3, batch_size=27, optimizer="adam",
                      validation_data=(xv, yv), sample_weight=w,
-                     verbose=0, distributed=distributed_arg)
+                     verbose=0, distributed=distributed_arg,
+                     callbacks=callbacks)
 
 
 def main():
@@ -43,7 +44,11 @@ def main():
     model = build(seed=distributed.rank())
     if not distributed.is_root():
         model.rng.random(7)            # and from rank 0's random state
-    hist = train(model, distributed.DataParallel(reduction=reduction))
+    # each rank names its own file: only rank 0's may appear
+    ckpt = cnnkit.callbacks.ModelCheckpoint(
+        f"{out}/ckpt{distributed.rank()}-{{epoch}}.cnnkit")
+    hist = train(model, distributed.DataParallel(reduction=reduction),
+                 [ckpt])
     np.savez(f"{out}/rank{distributed.rank()}.npz",
              params=model._flat_params, size=distributed.size(),
              **{k: np.asarray(v) for k, v in hist.history.items()})

@@ -91,6 +91,11 @@ def test_ordered_reduction_reproduces_one_process_bit_for_bit(
     for d in _run(tmp_path, n, "ordered"):
         assert np.array_equal(d["params"], params)
         _same_history(d, history)
+    # only rank 0 ran the checkpoint callback
+    assert sorted(p.name for p in tmp_path.glob("ckpt*")) == [
+        "ckpt0-1.cnnkit", "ckpt0-2.cnnkit", "ckpt0-3.cnnkit"]
+    saved = cnnkit.load_model(tmp_path / "ckpt0-3.cnnkit")
+    assert np.array_equal(saved._flat_params, params)
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])
