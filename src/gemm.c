@@ -10,10 +10,11 @@
  * packed into MR-tall strips, an MR x NR register-tiled micro-kernel) in
  * its own translation unit with its own instruction-set flags:
  *
- *   path      file            float tile  double tile  KC   MC   NC
- *   avx512    gemm_avx512.c   12 x 32     12 x 16      256  120  1024
- *   avx2      gemm_avx2.c      6 x 16      6 x 8       256   96  1024
- *   generic   gemm_generic.c   6 x 16      6 x 8       256   96  1024
+ *   path      file            float: tile  KC   MC   double: tile  KC   MC
+ *   avx512    gemm_avx512.c   12 x 32      512  96           12 x 16  256  120
+ *   avx2      gemm_avx2.c      6 x 16      512  96            6 x 8   256   96
+ *   generic   gemm_generic.c   6 x 16      256  96            6 x 8   256   96
+ *   (NC = 1024 everywhere)
  *
  * This file is compiled with no instruction-set flags.  At the first GEMM
  * (or the first question about the path) it picks the best engine the CPU

@@ -5,9 +5,10 @@
  *
  * float:  6 x 16 tile, 12 ymm accumulators (2 vectors per row);
  * double: 6 x 8 tile, 12 ymm accumulators.  With the 2 vectors of B and the
- * broadcast of A that makes 15 of the 16 ymm registers.  KC = 256 keeps a
- * packed 256 x NR strip of B (16 KiB) in L1.  Partial tiles use
- * vmaskmov loads and stores.
+ * broadcast of A that makes 15 of the 16 ymm registers.  A packed KC x NR
+ * strip of B (32 KiB for float with KC = 512, 16 KiB for double with
+ * KC = 256) is reused by every strip of an MC x KC block of A in L2.
+ * Partial tiles use vmaskmov loads and stores.
  */
 #include <immintrin.h>
 
@@ -31,7 +32,7 @@
 #define SFX(name) name##_f32_avx2
 #define MR 6
 #define NR 16
-#define KC 256
+#define KC 512
 #define MC 96
 #define NC 1024
 #include "gemm_micro_simd.h"

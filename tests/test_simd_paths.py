@@ -52,7 +52,7 @@ def close(name, actual, expected, dtype, n_terms):
 rng = np.random.default_rng(7)
 
 # dense (n, f, o): row tiles MR 6 / 12 and blocks MC 96 / 120, column
-# strips NR 8 / 16 / 32 and panels NC 1024, slabs KC 256 (forward's inner
+# strips NR 8 / 16 / 32 and panels NC 1024, slabs KC 256 / 512 (forward's inner
 # size is f, grad-x's is o, grad-w's is n), batch 1
 DENSE = [(1, 1, 1), (5, 7, 11), (13, 257, 33), (7, 300, 17), (121, 40, 9),
          (97, 513, 1025), (1, 1030, 3), (259, 20, 35), (11, 31, 63)]
