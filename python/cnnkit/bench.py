@@ -9,7 +9,8 @@ is optional (``pip install torch``) and runs with the same thread count.
 Usage::
 
     cnnkit bench [--threads N] [--repeats R] [--quick]
-    cnnkit bench --gemm [--sizes 1024 2048 4096] [--threads N] [--repeats R]
+    python benchmarks/bench_kernels.py --gemm [--sizes 1024 2048 4096]
+        [--threads N] [--repeats R]
     python benchmarks/bench_kernels.py [same options]
 
 ``--gemm`` runs a square matrix-multiply sweep instead: C = A @ B^T through
