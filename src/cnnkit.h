@@ -250,8 +250,15 @@ int cnnkit_in_forked_child(void);
 int cnnkit_omp_max_threads(void);     /* omp_get_max_threads(), 1 without */
 int cnnkit_openmp_version(void);      /* _OPENMP (yyyymm), 0 without       */
 const char *cnnkit_compiler(void);
-const char *cnnkit_simd_path(void);   /* the GEMM clone the CPU runs        */
+/* The GEMM's SIMD path ("AVX-512", "AVX2+FMA" or "generic"), chosen once
+ * per process from the CPU and CNNKIT_SIMD; how it was chosen ("auto",
+ * "forced", or, when CNNKIT_SIMD could not be honoured, "unsupported" /
+ * "unknown"); the paths built and those this CPU can run, as keys
+ * ("avx512 avx2 generic"). */
+const char *cnnkit_simd_path(void);
+const char *cnnkit_simd_request(void);
 const char *cnnkit_simd_paths_built(void);
+const char *cnnkit_simd_paths_supported(void);
 
 #ifdef __cplusplus
 }

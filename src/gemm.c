@@ -1,71 +1,256 @@
 /*
- * gemm.c -- a cache-blocked matrix multiply, the engine under conv2d and
- * dense.
+ * gemm.c -- the GEMM entry points and the choice of SIMD path.
  *
  * Design
  * ------
- * C (m, n) = alpha * op(A) (m, k) @ op(B) (k, n) + beta * C, row-major.
- * The classic three-level blocking: the k dimension is cut into KC-deep
- * slabs, op(B) slabs into NC-wide panels packed as NR-wide strips, op(A)
- * into MC-tall blocks packed as MR-tall strips; an MR x NR micro-kernel
- * keeps its accumulators in registers.  Packing makes transposed and
- * untransposed operands look the same to the micro-kernel and zero-fills the
- * edges, so one micro-kernel serves every tile.
+ * C (m, n) = alpha * op(A) (m, k) @ op(B) (k, n) + beta * C, row-major: the
+ * engine under conv2d and dense.  Each SIMD path is a complete engine built
+ * from gemm_impl.h (three-level blocking: KC-deep slabs of k, NC-wide
+ * panels of op(B) packed into NR-wide strips, MC-tall blocks of op(A)
+ * packed into MR-tall strips, an MR x NR register-tiled micro-kernel) in
+ * its own translation unit with its own instruction-set flags:
+ *
+ *   path      file            float: tile  KC   MC   double: tile  KC   MC
+ *   avx512    gemm_avx512.c   12 x 32      512  96           12 x 16  256  120
+ *   avx2      gemm_avx2.c      6 x 16      512  96            6 x 8   256   96
+ *   generic   gemm_generic.c   6 x 16      256  96            6 x 8   256   96
+ *   (NC = 1024 everywhere)
+ *
+ * This file is compiled with no instruction-set flags.  At the first GEMM
+ * (or the first question about the path) it picks the best engine the CPU
+ * and the OS support (__builtin_cpu_supports checks both), or the one that
+ * CNNKIT_SIMD=avx512|avx2|generic asks for; a request the machine cannot
+ * honour falls back to the best supported path and is reported by
+ * cnnkit_simd_path().  The choice never changes afterwards.
  *
  * Determinism: every element of C is computed as
  *     c = beta*c + alpha*acc(slab 0);  c += alpha*acc(slab 1); ...
- * with each acc summed over its slab in increasing k.  That order depends on
- * k alone, never on where a tile starts, so any split of C over threads (see
- * the parallel variant) gives the same bits.
- *
- * SIMD: the block driver is compiled once per instruction set (AVX-512,
- * AVX2+FMA, baseline) and picked at load time; the micro-kernel is plain C
- * that the compiler vectorises along NR.
+ * with each acc summed over its slab in increasing k by the same
+ * operations wherever the element's tile lies (partial tiles run the same
+ * code on fewer rows / masked lanes).  That order depends on k and on the
+ * path alone, never on how C is tiled or split over threads, so results
+ * are bit-identical for any thread count and a row of C does not depend on
+ * m.  Different paths may differ in the last bits (FMA rounds once).
  */
+#include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "gemm_engine.h"
 
-#define KC 256
-#define MC 96
-#define NC 1024
-
-/* Packing buffers of one serial call: an MR-rounded block of A and an
- * NR-rounded panel of B (rounded for the widest tiles of either type). */
-#define PACK_MR 6
-#define PACK_NR 16
-
-static ptrdiff_t gemm_pack_a_size(ptrdiff_t m, ptrdiff_t k)
+static int cnnkit_path_supported(const cnnkit_gemm_engine *e)
 {
-    ptrdiff_t mc = CNNKIT_MIN(m, (ptrdiff_t)MC), kc = CNNKIT_MIN(k, (ptrdiff_t)KC);
-    return cnnkit_ceil_div(CNNKIT_MAX(mc, 1), PACK_MR) * PACK_MR *
-           CNNKIT_MAX(kc, 1);
+#ifdef CNNKIT_HAVE_GEMM_AVX512
+    if (e == &cnnkit_gemm_engine_avx512) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx2") &&
+               __builtin_cpu_supports("fma");
+    }
+#endif
+#ifdef CNNKIT_HAVE_GEMM_AVX2
+    if (e == &cnnkit_gemm_engine_avx2) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") &&
+               __builtin_cpu_supports("fma");
+    }
+#endif
+    return e == &cnnkit_gemm_engine_generic;
+}
+
+/* The engines built, best first. */
+static const cnnkit_gemm_engine *const cnnkit_engines[] = {
+#ifdef CNNKIT_HAVE_GEMM_AVX512
+    &cnnkit_gemm_engine_avx512,
+#endif
+#ifdef CNNKIT_HAVE_GEMM_AVX2
+    &cnnkit_gemm_engine_avx2,
+#endif
+    &cnnkit_gemm_engine_generic,
+};
+#define CNNKIT_N_ENGINES (sizeof cnnkit_engines / sizeof cnnkit_engines[0])
+
+/* The keys CNNKIT_SIMD accepts, best first (whether built or not). */
+static const char *const cnnkit_simd_keys[] = {"avx512", "avx2", "generic"};
+
+static int cnnkit_key_is(const char *s, const char *key)
+{
+    /* case-insensitive comparison, ASCII only */
+    for (; *s && *key; s++, key++) {
+        char ch = *s;
+        if (ch >= 'A' && ch <= 'Z')
+            ch = (char)(ch - 'A' + 'a');
+        if (ch != *key)
+            return 0;
+    }
+    return *s == 0 && *key == 0;
+}
+
+static const cnnkit_gemm_engine *cnnkit_select(int *how)
+{
+    const cnnkit_gemm_engine *best = &cnnkit_gemm_engine_generic;
+    for (size_t i = 0; i < CNNKIT_N_ENGINES; i++)
+        if (cnnkit_path_supported(cnnkit_engines[i])) {
+            best = cnnkit_engines[i];
+            break;
+        }
+    const char *req = getenv("CNNKIT_SIMD");
+    if (req == NULL || req[0] == 0 || cnnkit_key_is(req, "auto")) {
+        *how = CNNKIT_SIMD_AUTO;
+        return best;
+    }
+    if (cnnkit_key_is(req, "baseline"))
+        req = "generic";
+    int known = 0;
+    for (size_t i = 0; i < sizeof cnnkit_simd_keys / sizeof *cnnkit_simd_keys;
+         i++)
+        known |= cnnkit_key_is(req, cnnkit_simd_keys[i]);
+    if (!known) {
+        *how = CNNKIT_SIMD_UNKNOWN;
+        return best;
+    }
+    for (size_t i = 0; i < CNNKIT_N_ENGINES; i++)
+        if (cnnkit_key_is(req, cnnkit_engines[i]->key) &&
+            cnnkit_path_supported(cnnkit_engines[i])) {
+            *how = CNNKIT_SIMD_FORCED;
+            return cnnkit_engines[i];
+        }
+    *how = CNNKIT_SIMD_UNSUPPORTED;
+    return best;
+}
+
+/* The choice, published once.  Racing first calls compute the same answer
+ * (it depends only on the CPU and the environment) and store it atomically;
+ * `how` is stored before the engine and read after it. */
+static const cnnkit_gemm_engine *cnnkit_active_engine = NULL;
+static int cnnkit_active_how = 0;
+
+const cnnkit_gemm_engine *cnnkit_gemm_active(int *how)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    const cnnkit_gemm_engine *e =
+        __atomic_load_n(&cnnkit_active_engine, __ATOMIC_ACQUIRE);
+    if (e == NULL) {
+        int h = 0;
+        e = cnnkit_select(&h);
+        __atomic_store_n(&cnnkit_active_how, h, __ATOMIC_RELAXED);
+        __atomic_store_n(&cnnkit_active_engine, e, __ATOMIC_RELEASE);
+    }
+    if (how)
+        *how = __atomic_load_n(&cnnkit_active_how, __ATOMIC_RELAXED);
+#else
+    /* other compilers: aligned pointer and int stores are atomic on the
+     * platforms they target, and every racing writer stores the same */
+    const cnnkit_gemm_engine *volatile *slot =
+        (const cnnkit_gemm_engine *volatile *)&cnnkit_active_engine;
+    const cnnkit_gemm_engine *e = *slot;
+    if (e == NULL) {
+        int h = 0;
+        e = cnnkit_select(&h);
+        *(volatile int *)&cnnkit_active_how = h;
+        *slot = e;
+    }
+    if (how)
+        *how = *(volatile int *)&cnnkit_active_how;
+#endif
+    return e;
 }
 
 ptrdiff_t cnnkit_gemm_workspace(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
 {
-    ptrdiff_t nc = CNNKIT_MIN(n, (ptrdiff_t)NC), kc = CNNKIT_MIN(k, (ptrdiff_t)KC);
-    return gemm_pack_a_size(m, k) +
-           CNNKIT_MAX(kc, 1) * cnnkit_ceil_div(CNNKIT_MAX(nc, 1), PACK_NR) *
-               PACK_NR;
+    return cnnkit_gemm_active(NULL)->workspace(m, n, k);
 }
 
-#define REAL float
-#define SFX(name) name##_f32
-#define MR 6
-#define NR 16
-#include "gemm_impl.h"
-#undef REAL
-#undef SFX
-#undef MR
-#undef NR
+void cnnkit_gemm_f32(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
+                     ptrdiff_t k, float alpha, const float *a, ptrdiff_t lda,
+                     const float *b, ptrdiff_t ldb, float beta, float *c,
+                     ptrdiff_t ldc, float *work)
+{
+    cnnkit_gemm_active(NULL)->gemm_f32(trans_a, trans_b, m, n, k, alpha, a,
+                                       lda, b, ldb, beta, c, ldc, work);
+}
 
-#define REAL double
-#define SFX(name) name##_f64
-#define MR 6
-#define NR 8
-#include "gemm_impl.h"
-#undef REAL
-#undef SFX
-#undef MR
-#undef NR
+void cnnkit_gemm_f64(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
+                     ptrdiff_t k, double alpha, const double *a,
+                     ptrdiff_t lda, const double *b, ptrdiff_t ldb,
+                     double beta, double *c, ptrdiff_t ldc, double *work)
+{
+    cnnkit_gemm_active(NULL)->gemm_f64(trans_a, trans_b, m, n, k, alpha, a,
+                                       lda, b, ldb, beta, c, ldc, work);
+}
+
+void cnnkit_gemm_parallel_f32(int trans_a, int trans_b, ptrdiff_t m,
+                              ptrdiff_t n, ptrdiff_t k, float alpha,
+                              const float *a, ptrdiff_t lda, const float *b,
+                              ptrdiff_t ldb, float beta, float *c,
+                              ptrdiff_t ldc, float *work, int nthreads)
+{
+    cnnkit_gemm_active(NULL)->gemm_parallel_f32(trans_a, trans_b, m, n, k,
+                                                alpha, a, lda, b, ldb, beta,
+                                                c, ldc, work, nthreads);
+}
+
+void cnnkit_gemm_parallel_f64(int trans_a, int trans_b, ptrdiff_t m,
+                              ptrdiff_t n, ptrdiff_t k, double alpha,
+                              const double *a, ptrdiff_t lda,
+                              const double *b, ptrdiff_t ldb, double beta,
+                              double *c, ptrdiff_t ldc, double *work,
+                              int nthreads)
+{
+    cnnkit_gemm_active(NULL)->gemm_parallel_f64(trans_a, trans_b, m, n, k,
+                                                alpha, a, lda, b, ldb, beta,
+                                                c, ldc, work, nthreads);
+}
+
+/* ---- reporting (show_config) ------------------------------------------ */
+const char *cnnkit_simd_path(void)
+{
+    return cnnkit_gemm_active(NULL)->name;
+}
+
+const char *cnnkit_simd_request(void)
+{
+    int how = 0;
+    cnnkit_gemm_active(&how);
+    switch (how) {
+    case CNNKIT_SIMD_FORCED:
+        return "forced";
+    case CNNKIT_SIMD_UNSUPPORTED:
+        return "unsupported";
+    case CNNKIT_SIMD_UNKNOWN:
+        return "unknown";
+    default:
+        return "auto";
+    }
+}
+
+const char *cnnkit_simd_paths_built(void)
+{
+#if defined(CNNKIT_HAVE_GEMM_AVX512) && defined(CNNKIT_HAVE_GEMM_AVX2)
+    return "avx512 avx2 generic";
+#elif defined(CNNKIT_HAVE_GEMM_AVX512)
+    return "avx512 generic";
+#elif defined(CNNKIT_HAVE_GEMM_AVX2)
+    return "avx2 generic";
+#else
+    return "generic";
+#endif
+}
+
+const char *cnnkit_simd_paths_supported(void)
+{
+    static const char *const names[] = {
+        "avx512 avx2 generic", "avx512 generic", "avx2 generic", "generic"};
+    int has512 = 0, has2 = 0;
+    for (size_t i = 0; i < CNNKIT_N_ENGINES; i++) {
+        if (!cnnkit_path_supported(cnnkit_engines[i]))
+            continue;
+        if (strcmp(cnnkit_engines[i]->key, "avx512") == 0)
+            has512 = 1;
+        else if (strcmp(cnnkit_engines[i]->key, "avx2") == 0)
+            has2 = 1;
+    }
+    return names[has512 && has2 ? 0 : has512 ? 1 : has2 ? 2 : 3];
+}

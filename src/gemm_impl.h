@@ -1,112 +1,118 @@
-/* gemm_impl.h -- body of gemm.c, included once per REAL type. */
+/* gemm_impl.h -- the GEMM engine of one SIMD path, included once per REAL
+ * type by gemm_generic.c, gemm_avx2.c and gemm_avx512.c.
+ *
+ * The includer defines REAL, SFX(name) (type and path suffix), the register
+ * tile MR x NR, the block sizes KC, MC, NC, and the micro-kernel
+ *     static void SFX(micro)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
+ *                            REAL *c, ptrdiff_t ldc, ptrdiff_t mr,
+ *                            ptrdiff_t nr, REAL alpha, REAL beta, int first);
+ * which multiplies one packed MR x kc strip of A by one packed kc x NR strip
+ * of B and writes the mr x nr corner of c (mr <= MR, nr <= NR) as
+ *     first slab:  c = beta*c + alpha*tile   (beta == 0: c = alpha*tile,
+ *                                             c is not read),
+ *     later slabs: c += alpha*tile,
+ * each tile element summed over p = 0 .. kc-1 in increasing order, by the
+ * same operations whatever mr and nr are. */
+
+/* Packed sizes (elements) for an m x k block of A and a k x n panel of B. */
+static ptrdiff_t SFX(pack_a_size)(ptrdiff_t m, ptrdiff_t k)
+{
+    ptrdiff_t mc = CNNKIT_MIN(m, (ptrdiff_t)MC), kc = CNNKIT_MIN(k, (ptrdiff_t)KC);
+    return cnnkit_ceil_div(CNNKIT_MAX(mc, 1), MR) * MR * CNNKIT_MAX(kc, 1);
+}
+
+static ptrdiff_t SFX(pack_b_size)(ptrdiff_t n, ptrdiff_t k)
+{
+    ptrdiff_t nc = CNNKIT_MIN(n, (ptrdiff_t)NC), kc = CNNKIT_MIN(k, (ptrdiff_t)KC);
+    return CNNKIT_MAX(kc, 1) * cnnkit_ceil_div(CNNKIT_MAX(nc, 1), NR) * NR;
+}
+
+static ptrdiff_t SFX(workspace)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
+{
+    return SFX(pack_a_size)(m, k) + SFX(pack_b_size)(n, k);
+}
 
 /* Pack rows [0, mc) x slab [0, kc) of op(A) into MR-tall strips:
- * strip t holds op(A)[t*MR + i, p] at ap[t*MR*kc + p*MR + i]. */
+ * strip t holds op(A)[t*MR + i, p] at ap[t*MR*kc + p*MR + i]; rows past mc
+ * are zero. */
 static void SFX(pack_a)(REAL *restrict ap, const REAL *restrict a,
                         ptrdiff_t lda, int trans, ptrdiff_t mc, ptrdiff_t kc)
 {
     for (ptrdiff_t i0 = 0; i0 < mc; i0 += MR) {
         ptrdiff_t mr = CNNKIT_MIN(MR, mc - i0);
-        for (ptrdiff_t p = 0; p < kc; p++) {
-            for (ptrdiff_t i = 0; i < mr; i++)
-                ap[p * MR + i] = trans ? a[p * lda + (i0 + i)]
-                                       : a[(i0 + i) * lda + p];
-            for (ptrdiff_t i = mr; i < MR; i++)
-                ap[p * MR + i] = 0;
+        if (trans) {
+            for (ptrdiff_t p = 0; p < kc; p++) {
+                const REAL *restrict src = a + p * lda + i0;
+                for (ptrdiff_t i = 0; i < mr; i++)
+                    ap[p * MR + i] = src[i];
+            }
+        } else {
+            for (ptrdiff_t i = 0; i < mr; i++) {
+                const REAL *restrict src = a + (i0 + i) * lda;
+                for (ptrdiff_t p = 0; p < kc; p++)
+                    ap[p * MR + i] = src[p];
+            }
         }
+        if (mr < MR)
+            for (ptrdiff_t p = 0; p < kc; p++)
+                for (ptrdiff_t i = mr; i < MR; i++)
+                    ap[p * MR + i] = 0;
         ap += MR * kc;
     }
 }
 
-/* Pack slab [0, kc) x columns [0, nc) of op(B) into NR-wide strips. */
+/* Pack strips [s0, s1) of slab [0, kc) x columns [0, nc) of op(B) into
+ * NR-wide strips: strip s holds op(B)[p, s*NR + j] at
+ * bp[s*NR*kc + p*NR + j]; columns past nc are zero. */
 static void SFX(pack_b)(REAL *restrict bp, const REAL *restrict b,
-                        ptrdiff_t ldb, int trans, ptrdiff_t kc, ptrdiff_t nc)
+                        ptrdiff_t ldb, int trans, ptrdiff_t kc, ptrdiff_t nc,
+                        ptrdiff_t s0, ptrdiff_t s1)
 {
-    for (ptrdiff_t j0 = 0; j0 < nc; j0 += NR) {
-        ptrdiff_t nr = CNNKIT_MIN(NR, nc - j0);
-        for (ptrdiff_t p = 0; p < kc; p++) {
-            if (!trans && nr == NR) {
-                for (ptrdiff_t j = 0; j < NR; j++)
-                    bp[p * NR + j] = b[p * ldb + j0 + j];
-            } else {
-                for (ptrdiff_t j = 0; j < nr; j++)
-                    bp[p * NR + j] = trans ? b[(j0 + j) * ldb + p]
-                                           : b[p * ldb + j0 + j];
-                for (ptrdiff_t j = nr; j < NR; j++)
-                    bp[p * NR + j] = 0;
+    for (ptrdiff_t s = s0; s < s1; s++) {
+        ptrdiff_t j0 = s * NR, nr = CNNKIT_MIN(NR, nc - j0);
+        REAL *restrict dst = bp + s * NR * kc;
+        if (!trans) {
+            for (ptrdiff_t p = 0; p < kc; p++) {
+                const REAL *restrict src = b + p * ldb + j0;
+                if (nr == NR) {
+                    for (ptrdiff_t j = 0; j < NR; j++)
+                        dst[p * NR + j] = src[j];
+                } else {
+                    for (ptrdiff_t j = 0; j < nr; j++)
+                        dst[p * NR + j] = src[j];
+                    for (ptrdiff_t j = nr; j < NR; j++)
+                        dst[p * NR + j] = 0;
+                }
             }
+        } else {
+            for (ptrdiff_t j = 0; j < nr; j++) {
+                const REAL *restrict src = b + (j0 + j) * ldb;
+                for (ptrdiff_t p = 0; p < kc; p++)
+                    dst[p * NR + j] = src[p];
+            }
+            if (nr < NR)
+                for (ptrdiff_t p = 0; p < kc; p++)
+                    for (ptrdiff_t j = nr; j < NR; j++)
+                        dst[p * NR + j] = 0;
         }
-        bp += NR * kc;
     }
 }
 
-/* The micro-kernel: tile = ap (MR x kc) @ bp (kc x NR), written into the
- * mr x nr corner of c as
- *   first slab: c = beta*c + alpha*tile (beta == 0: c = alpha*tile),
- *   later slabs: c += alpha*tile.
- * It is a macro so that it is compiled inside each SIMD clone of the block
- * driver (a separate function would be built for the baseline ISA only). */
-#if defined(__GNUC__)
-/* GNU vector extensions: one NR-wide vector per accumulator row, which the
- * compiler maps onto zmm / ymm / xmm registers in each clone. */
-typedef REAL SFX(vec_t) __attribute__((vector_size(NR * sizeof(REAL))));
-#define MICRO_TILE(tile, kc, ap, bp)                                       \
-    do {                                                                   \
-        SFX(vec_t) acc_[MR];                                               \
-        for (int i_ = 0; i_ < MR; i_++)                                    \
-            acc_[i_] = (SFX(vec_t)){0};                                    \
-        for (ptrdiff_t p_ = 0; p_ < (kc); p_++) {                          \
-            SFX(vec_t) bv_;                                                \
-            memcpy(&bv_, (bp) + p_ * NR, sizeof bv_);                      \
-            const REAL *restrict av_ = (ap) + p_ * MR;                     \
-            for (int i_ = 0; i_ < MR; i_++)                                \
-                acc_[i_] += av_[i_] * bv_;                                 \
-        }                                                                  \
-        memcpy((tile), acc_, sizeof acc_);                                 \
-    } while (0)
-#else
-#define MICRO_TILE(tile, kc, ap, bp)                                       \
-    do {                                                                   \
-        for (int i_ = 0; i_ < MR; i_++)                                    \
-            for (int j_ = 0; j_ < NR; j_++)                                \
-                (tile)[i_][j_] = 0;                                        \
-        for (ptrdiff_t p_ = 0; p_ < (kc); p_++)                            \
-            for (int i_ = 0; i_ < MR; i_++)                                \
-                for (int j_ = 0; j_ < NR; j_++)                            \
-                    (tile)[i_][j_] += (ap)[p_ * MR + i_] * (bp)[p_ * NR + j_]; \
-    } while (0)
-#endif
-
-CNNKIT_DISPATCH
+/* c (mc x nc) op= packed A block (mc x kc) @ packed B strips (kc x nc). */
 static void SFX(macro_kernel)(ptrdiff_t mc, ptrdiff_t nc, ptrdiff_t kc,
                               const REAL *restrict ap,
                               const REAL *restrict bp, REAL *restrict c,
                               ptrdiff_t ldc, REAL alpha, REAL beta, int first)
 {
-    REAL tile[MR][NR];
     for (ptrdiff_t j0 = 0; j0 < nc; j0 += NR) {
         ptrdiff_t nr = CNNKIT_MIN(NR, nc - j0);
         for (ptrdiff_t i0 = 0; i0 < mc; i0 += MR) {
             ptrdiff_t mr = CNNKIT_MIN(MR, mc - i0);
-            MICRO_TILE(tile, kc, ap + i0 * kc, bp + j0 * kc);
-            REAL *restrict ct = c + i0 * ldc + j0;
-            for (ptrdiff_t i = 0; i < mr; i++) {
-                REAL *restrict ci = ct + i * ldc;
-                if (!first) {
-                    for (ptrdiff_t j = 0; j < nr; j++)
-                        ci[j] += alpha * tile[i][j];
-                } else if (beta == 0) {
-                    for (ptrdiff_t j = 0; j < nr; j++)
-                        ci[j] = alpha * tile[i][j];
-                } else {
-                    for (ptrdiff_t j = 0; j < nr; j++)
-                        ci[j] = beta * ci[j] + alpha * tile[i][j];
-                }
-            }
+            SFX(micro)(kc, ap + i0 * kc, bp + j0 * kc, c + i0 * ldc + j0, ldc,
+                       mr, nr, alpha, beta, first);
         }
     }
 }
-#undef MICRO_TILE
 
 static void SFX(scale_c)(ptrdiff_t m, ptrdiff_t n, REAL beta, REAL *c,
                          ptrdiff_t ldc)
@@ -116,7 +122,7 @@ static void SFX(scale_c)(ptrdiff_t m, ptrdiff_t n, REAL beta, REAL *c,
             c[i * ldc + j] = beta == 0 ? (REAL)0 : beta * c[i * ldc + j];
 }
 
-void SFX(cnnkit_gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
+static void SFX(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
                       ptrdiff_t k, REAL alpha, const REAL *a, ptrdiff_t lda,
                       const REAL *b, ptrdiff_t ldb, REAL beta, REAL *c,
                       ptrdiff_t ldc, REAL *work)
@@ -128,13 +134,14 @@ void SFX(cnnkit_gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
         return;
     }
     REAL *ap = work;
-    REAL *bp = work + gemm_pack_a_size(m, k);
+    REAL *bp = work + SFX(pack_a_size)(m, k);
     for (ptrdiff_t j0 = 0; j0 < n; j0 += NC) {
         ptrdiff_t nc = CNNKIT_MIN(NC, n - j0);
         for (ptrdiff_t p0 = 0; p0 < k; p0 += KC) {
             ptrdiff_t kc = CNNKIT_MIN(KC, k - p0);
             const REAL *bsrc = trans_b ? b + j0 * ldb + p0 : b + p0 * ldb + j0;
-            SFX(pack_b)(bp, bsrc, ldb, trans_b, kc, nc);
+            SFX(pack_b)(bp, bsrc, ldb, trans_b, kc, nc, 0,
+                        cnnkit_ceil_div(nc, NR));
             for (ptrdiff_t i0 = 0; i0 < m; i0 += MC) {
                 ptrdiff_t mc = CNNKIT_MIN(MC, m - i0);
                 const REAL *asrc =
@@ -147,7 +154,15 @@ void SFX(cnnkit_gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
     }
 }
 
-void SFX(cnnkit_gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
+/* The parallel variant.  For each NC-wide panel and KC-deep slab, the team
+ * packs the B panel together (strips split over threads), then splits the
+ * work over tasks = (MC-tall block of rows, chunk of NR strips): a task
+ * packs its block of A into its own buffer (unless its previous task packed
+ * the same block) and multiplies.  Every element still sees its slabs in
+ * increasing order, each summed by the same micro-kernel, so the bits do
+ * not depend on the thread count.  work: the shared B panel, then one A
+ * block per thread; nthreads * workspace(m, n, k) covers it. */
+static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
                                ptrdiff_t n, ptrdiff_t k, REAL alpha,
                                const REAL *a, ptrdiff_t lda, const REAL *b,
                                ptrdiff_t ldb, REAL beta, REAL *c,
@@ -155,36 +170,58 @@ void SFX(cnnkit_gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
 {
     if (m <= 0 || n <= 0)
         return;
-    /* Tiles of C: whole MR / NR multiples so every tile but the last is
-     * full.  A tile is at least 2 micro-tiles in each direction. */
     double flops = 2.0 * m * n * (k > 0 ? k : 1);
-    if (cnnkit_team(flops, m * n, nthreads) <= 1) {
-        SFX(cnnkit_gemm)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
-                         beta, c, ldc, work);
+    const ptrdiff_t mb = cnnkit_ceil_div(m, (ptrdiff_t)MC);
+    const ptrdiff_t strips_max = cnnkit_ceil_div(CNNKIT_MIN(n, (ptrdiff_t)NC), NR);
+    /* enough tasks per slab for an even split: about 8 per thread */
+    ptrdiff_t jchunks = cnnkit_ceil_div(8 * (ptrdiff_t)(nthreads < 1 ? 1 : nthreads), mb);
+    jchunks = CNNKIT_MAX(1, CNNKIT_MIN(jchunks, strips_max));
+    const int team = cnnkit_team(flops, mb * jchunks, nthreads);
+    if (team <= 1 || k <= 0) {
+        SFX(gemm)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                  ldc, work);
         return;
     }
-    ptrdiff_t tm = CNNKIT_MAX(MC, MR), tn = CNNKIT_MAX(NR * 4, 64);
-    ptrdiff_t mt = cnnkit_ceil_div(m, tm), nt = cnnkit_ceil_div(n, tn);
-    /* Spread thin matrices over more, smaller tiles. */
-    while (mt * nt < 2 * nthreads && tn > 2 * NR) {
-        tn /= 2;
-        nt = cnnkit_ceil_div(n, tn);
-    }
-    while (mt * nt < 2 * nthreads && tm > 2 * MR) {
-        tm = cnnkit_ceil_div(tm / 2, MR) * MR;
-        mt = cnnkit_ceil_div(m, tm);
-    }
-    ptrdiff_t tiles = mt * nt, wsz = cnnkit_gemm_workspace(m, n, k);
-    int team = cnnkit_team(flops, tiles, nthreads);
-    (void)team; /* unused in serial builds */
-    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(team))
-    for (ptrdiff_t t = 0; t < tiles; t++) {
-        ptrdiff_t i0 = (t / nt) * tm, j0 = (t % nt) * tn;
-        ptrdiff_t mm = CNNKIT_MIN(tm, m - i0), nn = CNNKIT_MIN(tn, n - j0);
-        const REAL *at = trans_a ? a + i0 : a + i0 * lda;
-        const REAL *bt = trans_b ? b + j0 * ldb : b + j0;
-        SFX(cnnkit_gemm)(trans_a, trans_b, mm, nn, k, alpha, at, lda, bt, ldb,
-                         beta, c + i0 * ldc + j0, ldc,
-                         work + (ptrdiff_t)omp_get_thread_num() * wsz);
+    REAL *bp = work;
+    const ptrdiff_t bsize = SFX(pack_b_size)(n, k);
+    const ptrdiff_t asize = SFX(pack_a_size)(m, k);
+    CNNKIT_OMP(parallel num_threads(team))
+    {
+        REAL *ap = work + bsize + (ptrdiff_t)omp_get_thread_num() * asize;
+        for (ptrdiff_t j0 = 0; j0 < n; j0 += NC) {
+            const ptrdiff_t nc = CNNKIT_MIN(NC, n - j0);
+            const ptrdiff_t strips = cnnkit_ceil_div(nc, NR);
+            const ptrdiff_t chunks = CNNKIT_MIN(jchunks, strips);
+            const ptrdiff_t per_chunk = cnnkit_ceil_div(strips, chunks);
+            const ptrdiff_t tasks = mb * chunks;
+            for (ptrdiff_t p0 = 0; p0 < k; p0 += KC) {
+                const ptrdiff_t kc = CNNKIT_MIN(KC, k - p0);
+                const REAL *bsrc =
+                    trans_b ? b + j0 * ldb + p0 : b + p0 * ldb + j0;
+                CNNKIT_OMP(for schedule(static))
+                for (ptrdiff_t s = 0; s < strips; s++)
+                    SFX(pack_b)(bp, bsrc, ldb, trans_b, kc, nc, s, s + 1);
+                ptrdiff_t packed = -1;   /* row block now in ap */
+                CNNKIT_OMP(for schedule(dynamic, 1))
+                for (ptrdiff_t t = 0; t < tasks; t++) {
+                    ptrdiff_t ib = t / chunks, ch = t % chunks;
+                    ptrdiff_t i0 = ib * MC, mc = CNNKIT_MIN(MC, m - i0);
+                    ptrdiff_t s0 = ch * per_chunk;
+                    ptrdiff_t s1 = CNNKIT_MIN(strips, s0 + per_chunk);
+                    if (s0 >= s1)
+                        continue;
+                    if (packed != ib) {
+                        const REAL *asrc =
+                            trans_a ? a + p0 * lda + i0 : a + i0 * lda + p0;
+                        SFX(pack_a)(ap, asrc, lda, trans_a, mc, kc);
+                        packed = ib;
+                    }
+                    ptrdiff_t jn = CNNKIT_MIN(nc, s1 * NR) - s0 * NR;
+                    SFX(macro_kernel)(mc, jn, kc, ap, bp + s0 * NR * kc,
+                                      c + i0 * ldc + j0 + s0 * NR, ldc, alpha,
+                                      beta, p0 == 0);
+                }
+            }
+        }
     }
 }

@@ -14,24 +14,6 @@ static inline int omp_get_thread_num(void) { return 0; }
 static inline int omp_get_num_threads(void) { return 1; }
 #endif
 
-/* Runtime SIMD dispatch: the compiler builds one clone of a function per
- * instruction set and the loader picks the best the CPU has (GNU ifunc).
- * No -march flag is needed, so one binary is fast on every x86-64 CPU. */
-#if defined(__x86_64__) && defined(__ELF__) && !defined(CNNKIT_NO_DISPATCH) \
-    && ((defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12) \
-        || (defined(__clang__) && __clang_major__ >= 14))
-#define CNNKIT_DISPATCH_ENABLED 1
-#if defined(__clang__)
-#define CNNKIT_DISPATCH \
-    __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define CNNKIT_DISPATCH __attribute__((target_clones( \
-    "arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-#else
-#define CNNKIT_DISPATCH
-#endif
-
 #define CNNKIT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define CNNKIT_MAX(a, b) ((a) > (b) ? (a) : (b))
 

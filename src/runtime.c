@@ -68,34 +68,4 @@ const char *cnnkit_compiler(void)
 #endif
 }
 
-const char *cnnkit_simd_paths_built(void)
-{
-#if defined(CNNKIT_DISPATCH_ENABLED) && defined(__clang__)
-    return "AVX-512F, AVX2, baseline (runtime dispatch)";
-#elif defined(CNNKIT_DISPATCH_ENABLED)
-    return "AVX-512, AVX2+FMA, baseline (runtime dispatch)";
-#else
-    return "baseline (no runtime dispatch)";
-#endif
-}
-
-const char *cnnkit_simd_path(void)
-{
-#ifdef CNNKIT_DISPATCH_ENABLED
-    __builtin_cpu_init();
-#if defined(__clang__)
-    if (__builtin_cpu_supports("avx512f"))
-        return "AVX-512";
-    if (__builtin_cpu_supports("avx2"))
-        return "AVX2";
-#else
-    if (__builtin_cpu_supports("x86-64-v4"))
-        return "AVX-512 (x86-64-v4)";
-    if (__builtin_cpu_supports("x86-64-v3"))
-        return "AVX2+FMA (x86-64-v3)";
-#endif
-    return "baseline";
-#else
-    return "baseline";
-#endif
-}
+/* cnnkit_simd_path() and friends live beside the dispatcher, in gemm.c. */

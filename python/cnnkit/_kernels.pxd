@@ -149,3 +149,5 @@ cdef extern from "cnnkit.h" nogil:
     const char *cnnkit_compiler()
     const char *cnnkit_simd_path()
     const char *cnnkit_simd_paths_built()
+    const char *cnnkit_simd_request()
+    const char *cnnkit_simd_paths_supported()

@@ -12,7 +12,9 @@ and hyperparameters already normalised to tuples of ints; `cnnkit.functional`
 does that.  The checks are repeated here so that no call, however wrong, can
 reach C with an inconsistent shape.
 """
+import os
 import threading
+import warnings
 
 import numpy as np
 
@@ -30,6 +32,28 @@ _MAX_THREADS = 4096
 _thread_lock = threading.Lock()
 _user_threads = 0
 cnnkit_install_fork_guard()
+
+
+def _simd_path_label():
+    """The GEMM's SIMD path and, when CNNKIT_SIMD chose or tried to choose
+    it, what was asked."""
+    path = cnnkit_simd_path().decode()
+    how = cnnkit_simd_request().decode()
+    req = os.environ.get("CNNKIT_SIMD", "")
+    if how == "forced":
+        return f"{path} (forced by CNNKIT_SIMD={req})"
+    if how == "unsupported":
+        return (f"{path} (CNNKIT_SIMD={req} is not supported by this CPU or "
+                f"build; using the best supported path)")
+    if how == "unknown":
+        return (f"{path} (CNNKIT_SIMD={req!r} names no path; expected "
+                f"avx512, avx2, generic or auto)")
+    return path
+
+
+if cnnkit_simd_request().decode() in ("unsupported", "unknown"):
+    warnings.warn(f"cnnkit: GEMM SIMD path {_simd_path_label()}",
+                  RuntimeWarning, stacklevel=2)
 
 
 # --------------------------------------------------------------------------
@@ -71,8 +95,11 @@ def build_info():
         "openmp": bool(cnnkit_have_openmp()),
         "openmp_version": int(cnnkit_openmp_version()),
         "omp_max_threads": int(cnnkit_omp_max_threads()),
-        "simd_path": cnnkit_simd_path().decode(),
-        "simd_paths_built": cnnkit_simd_paths_built().decode(),
+        "simd_path": _simd_path_label(),
+        "simd_paths_built": (cnnkit_simd_paths_built().decode()
+                             .replace(" ", ", ") + " (runtime dispatch)"),
+        "simd_paths_supported": cnnkit_simd_paths_supported().decode().split(),
+        "simd_request": cnnkit_simd_request().decode(),
     }
 
 

@@ -9,7 +9,14 @@ is optional (``pip install torch``) and runs with the same thread count.
 Usage::
 
     cnnkit bench [--threads N] [--repeats R] [--quick]
+    python benchmarks/bench_kernels.py --gemm [--sizes 1024 2048 4096]
+        [--threads N] [--repeats R]
     python benchmarks/bench_kernels.py [same options]
+
+``--gemm`` runs a square matrix-multiply sweep instead: C = A @ B^T through
+``functional.dense`` (no bias), float32 and float64, against NumPy's
+``matmul`` limited to the same thread count (through threadpoolctl, when
+installed).  Set ``CNNKIT_SIMD=avx512|avx2|generic`` to time one SIMD path.
 
 On machines whose environment sets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, unset
 both in this command so NumPy's matmul runs its best kernel:
@@ -117,6 +124,16 @@ def _dense_case(n, f, o, dtype=np.float32):
             ("dense bwd", name, 2 * flops, impls_b)]
 
 
+def _gemm_case(size, dtype):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(dtype)
+    b = rng.standard_normal((size, size)).astype(dtype)
+    impls = {"cnnkit": lambda: F.dense(a, b),
+             "numpy": lambda: np.matmul(a, b.T)}
+    name = f"{size}^3 {np.dtype(dtype).name}"
+    return [("gemm", name, 2 * size ** 3, impls)]
+
+
 def _xent_case(n, c, dtype=np.float32):
     rng = np.random.default_rng(0)
     z = rng.standard_normal((n, c)).astype(dtype)
@@ -174,6 +191,8 @@ def run_case(op, name, flops, impls, repeats):
     for other in ("numpy", "torch"):
         if other in med:
             cells.append(f"{other} x{med[other] / base:7.2f}")
+    if flops and op == "gemm":
+        cells.append(f"(numpy {flops / med['numpy'] / 1e9:.1f} GF/s)")
     print("  ".join(cells), flush=True)
     return med
 
@@ -186,6 +205,11 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--quick", action="store_true",
                     help="small shapes only, 3 repeats")
+    ap.add_argument("--gemm", action="store_true",
+                    help="square GEMM sweep (float32 and float64) only")
+    ap.add_argument("--sizes", type=int, nargs="+",
+                    default=[1024, 2048, 4096],
+                    help="matrix sizes of the --gemm sweep")
     args = ap.parse_args(argv)
     cnnkit.set_num_threads(args.threads)
     nt = cnnkit.get_num_threads()
@@ -199,6 +223,9 @@ def main(argv=None):
           f"{torch.__version__ if torch is not None else 'not installed'}")
     print("times are medians over interleaved repeats; 'numpy xR' / 'torch "
           "xR' = their time / cnnkit's (above 1: cnnkit is faster)\n")
+    if args.gemm:
+        _gemm_sweep(args.sizes, nt, repeats)
+        return
     cases = []
     cases += _conv_case(32, 1, 28, 6, 5, 2)          # LeNet conv1
     cases += _conv_case(32, 6, 14, 16, 5, 0)         # LeNet conv2
@@ -211,6 +238,23 @@ def main(argv=None):
         cases += _dense_case(1024, 1024, 1024)
     for case in cases:
         run_case(*case, repeats)
+
+
+def _gemm_sweep(sizes, nt, repeats):
+    try:
+        from threadpoolctl import threadpool_limits
+        limit = threadpool_limits(nt, user_api="blas")
+    except ImportError:  # NumPy's BLAS then uses its own thread count
+        limit = None
+    try:
+        for dtype in (np.float32, np.float64):
+            for size in sizes:
+                for case in _gemm_case(size, dtype):
+                    run_case(*case, repeats if size < 4096 else
+                             min(repeats, 3))
+    finally:
+        if limit is not None:
+            limit.restore_original_limits()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,91 @@
+/*
+ * gemm_avx2.c -- the GEMM engine for CPUs with AVX2 and FMA.  Built alone
+ * with those instruction-set flags; gemm.c calls it only after checking
+ * that the CPU and the OS support them.
+ *
+ * float:  6 x 16 tile, 12 ymm accumulators (2 vectors per row);
+ * double: 6 x 8 tile, 12 ymm accumulators.  With the 2 vectors of B and the
+ * broadcast of A that makes 15 of the 16 ymm registers.  A packed KC x NR
+ * strip of B (32 KiB for float with KC = 512, 16 KiB for double with
+ * KC = 256) is reused by every strip of an MC x KC block of A in L2.
+ * Partial tiles use vmaskmov loads and stores.
+ */
+#include <immintrin.h>
+
+#include "gemm_engine.h"
+
+#define VEC __m256
+#define MASK __m256i
+#define VL 8
+#define VZERO() _mm256_setzero_ps()
+#define VSET1(x) _mm256_set1_ps(x)
+#define VLOAD(p) _mm256_loadu_ps(p)
+#define VSTORE(p, v) _mm256_storeu_ps((p), (v))
+#define VBCAST(p) _mm256_broadcast_ss(p)
+#define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define VMUL(a, b) _mm256_mul_ps((a), (b))
+#define VMASK(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), \
+                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define VLOAD_M(p, m) _mm256_maskload_ps((p), (m))
+#define VSTORE_M(p, m, v) _mm256_maskstore_ps((p), (m), (v))
+#define REAL float
+#define SFX(name) name##_f32_avx2
+#define MR 6
+#define NR 16
+#define KC 512
+#define MC 96
+#define NC 1024
+#include "gemm_micro_simd.h"
+#include "gemm_impl.h"
+#undef VEC
+#undef MASK
+#undef VL
+#undef VZERO
+#undef VSET1
+#undef VLOAD
+#undef VSTORE
+#undef VBCAST
+#undef VFMA
+#undef VMUL
+#undef VMASK
+#undef VLOAD_M
+#undef VSTORE_M
+#undef REAL
+#undef SFX
+#undef MR
+#undef NR
+#undef KC
+#undef MC
+#undef NC
+
+#define VEC __m256d
+#define MASK __m256i
+#define VL 4
+#define VZERO() _mm256_setzero_pd()
+#define VSET1(x) _mm256_set1_pd(x)
+#define VLOAD(p) _mm256_loadu_pd(p)
+#define VSTORE(p, v) _mm256_storeu_pd((p), (v))
+#define VBCAST(p) _mm256_broadcast_sd(p)
+#define VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
+#define VMUL(a, b) _mm256_mul_pd((a), (b))
+#define VMASK(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), \
+                                    _mm256_setr_epi64x(0, 1, 2, 3))
+#define VLOAD_M(p, m) _mm256_maskload_pd((p), (m))
+#define VSTORE_M(p, m, v) _mm256_maskstore_pd((p), (m), (v))
+#define REAL double
+#define SFX(name) name##_f64_avx2
+#define MR 6
+#define NR 8
+#define KC 256
+#define MC 96
+#define NC 1024
+#include "gemm_micro_simd.h"
+#include "gemm_impl.h"
+
+CNNKIT_ENGINE_WORKSPACE(avx2)
+
+const cnnkit_gemm_engine cnnkit_gemm_engine_avx2 = {
+    "AVX2+FMA", "avx2", gemm_workspace_avx2,
+    gemm_f32_avx2, gemm_f64_avx2,
+    gemm_parallel_f32_avx2, gemm_parallel_f64_avx2,
+};

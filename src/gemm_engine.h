@@ -1,0 +1,74 @@
+/* gemm_engine.h -- the GEMM engines of the SIMD paths and the dispatcher
+ * that picks one; internal to the library.
+ *
+ * Each path (AVX-512, AVX2+FMA, generic C) compiles the whole engine --
+ * packing, block driver, micro-kernel, thread split -- from gemm_impl.h in
+ * its own translation unit with its own instruction-set flags, and exports
+ * one table of entry points.  gemm.c, compiled with no instruction-set
+ * flags, chooses a table once per process from the CPU's features and the
+ * CNNKIT_SIMD environment variable. */
+#ifndef CNNKIT_GEMM_ENGINE_H
+#define CNNKIT_GEMM_ENGINE_H
+
+#include "internal.h"
+
+typedef void (*cnnkit_gemm_f32_fn)(int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                   float, const float *, ptrdiff_t,
+                                   const float *, ptrdiff_t, float, float *,
+                                   ptrdiff_t, float *);
+typedef void (*cnnkit_gemm_f64_fn)(int, int, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                   double, const double *, ptrdiff_t,
+                                   const double *, ptrdiff_t, double,
+                                   double *, ptrdiff_t, double *);
+typedef void (*cnnkit_gemm_par_f32_fn)(int, int, ptrdiff_t, ptrdiff_t,
+                                       ptrdiff_t, float, const float *,
+                                       ptrdiff_t, const float *, ptrdiff_t,
+                                       float, float *, ptrdiff_t, float *,
+                                       int);
+typedef void (*cnnkit_gemm_par_f64_fn)(int, int, ptrdiff_t, ptrdiff_t,
+                                       ptrdiff_t, double, const double *,
+                                       ptrdiff_t, const double *, ptrdiff_t,
+                                       double, double *, ptrdiff_t, double *,
+                                       int);
+
+typedef struct cnnkit_gemm_engine {
+    const char *name;   /* "AVX-512", "AVX2+FMA", "generic"  */
+    const char *key;    /* its CNNKIT_SIMD value             */
+    /* workspace (elements) of one serial call, either type */
+    ptrdiff_t (*workspace)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k);
+    cnnkit_gemm_f32_fn gemm_f32;
+    cnnkit_gemm_f64_fn gemm_f64;
+    cnnkit_gemm_par_f32_fn gemm_parallel_f32;
+    cnnkit_gemm_par_f64_fn gemm_parallel_f64;
+} cnnkit_gemm_engine;
+
+extern const cnnkit_gemm_engine cnnkit_gemm_engine_generic;
+#ifdef CNNKIT_HAVE_GEMM_AVX2
+extern const cnnkit_gemm_engine cnnkit_gemm_engine_avx2;
+#endif
+#ifdef CNNKIT_HAVE_GEMM_AVX512
+extern const cnnkit_gemm_engine cnnkit_gemm_engine_avx512;
+#endif
+
+/* How the active engine was chosen. */
+enum {
+    CNNKIT_SIMD_AUTO = 0,        /* CNNKIT_SIMD unset, empty or "auto"     */
+    CNNKIT_SIMD_FORCED = 1,      /* CNNKIT_SIMD named a path; it runs      */
+    CNNKIT_SIMD_UNSUPPORTED = 2, /* named a path this CPU/build lacks      */
+    CNNKIT_SIMD_UNKNOWN = 3      /* a value that names no path             */
+};
+
+/* The engine in use (chosen at the first call, thread-safely) and how. */
+const cnnkit_gemm_engine *cnnkit_gemm_active(int *how);
+
+/* Bodies shared by the engines' tables. */
+#define CNNKIT_ENGINE_WORKSPACE(path)                                       \
+    static ptrdiff_t gemm_workspace_##path(ptrdiff_t m, ptrdiff_t n,        \
+                                           ptrdiff_t k)                     \
+    {                                                                       \
+        ptrdiff_t a = workspace_f32_##path(m, n, k);                        \
+        ptrdiff_t b = workspace_f64_##path(m, n, k);                        \
+        return CNNKIT_MAX(a, b);                                            \
+    }
+
+#endif /* CNNKIT_GEMM_ENGINE_H */

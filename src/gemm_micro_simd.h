@@ -1,0 +1,158 @@
+/* gemm_micro_simd.h -- the register-tiled micro-kernel of a SIMD path,
+ * written once over a small set of vector macros and included once per
+ * REAL type by gemm_avx2.c and gemm_avx512.c (see gemm_impl.h for its
+ * contract).
+ *
+ * The includer defines, besides REAL, SFX, MR and NR:
+ *   VL                 lanes per vector; NR is a multiple of VL
+ *   VEC, MASK          the vector type and the type of a lane mask
+ *   VZERO() VSET1(x) VLOAD(p) VSTORE(p, v) VBCAST(p)
+ *   VFMA(a, b, c)      a*b + c rounded once
+ *   VMUL(a, b)
+ *   VMASK(n)           mask of the first n lanes (1 <= n <= VL)
+ *   VLOAD_M(p, m) VSTORE_M(p, m, v)   lanes outside m are neither read
+ *                                     nor written
+ *
+ * Layout: the tile is MR rows x NV = NR/VL vectors.  Each step p loads the
+ * NV vectors of B's row p and, for each row i, broadcasts A[i, p] and
+ * multiplies it into NV accumulators: MR*NV independent FMA chains, enough
+ * to cover the FMA latency of both pipes.  Partial tiles run the same body
+ * with fewer rows and vectors (all compile-time constants, so every variant
+ * keeps its accumulators in registers) and masked loads / stores on the last
+ * vector; an element's operations never depend on the tile it is in. */
+
+#define NV (NR / VL)
+
+#if defined(__clang__)
+#define UNROLL_FULL _Pragma("unroll")
+#else
+#define UNROLL_FULL _Pragma("GCC unroll 16")
+#endif
+
+static inline __attribute__((always_inline)) void
+SFX(tile)(const int rows, const int nv, const int masked, ptrdiff_t kc,
+          const REAL *restrict ap, const REAL *restrict bp, REAL *restrict c,
+          ptrdiff_t ldc, int lastn, REAL alpha, REAL beta, int first)
+{
+    VEC acc[MR][NV];
+    UNROLL_FULL
+    for (int i = 0; i < rows; i++) {
+        UNROLL_FULL
+        for (int v = 0; v < nv; v++)
+            acc[i][v] = VZERO();
+        __builtin_prefetch(c + i * ldc);
+        __builtin_prefetch(c + i * ldc + nv * VL - 1);
+    }
+    for (ptrdiff_t p = 0; p < kc; p++) {
+        VEC bv[NV];
+        UNROLL_FULL
+        for (int v = 0; v < nv; v++)
+            bv[v] = VLOAD(bp + v * VL);
+        UNROLL_FULL
+        for (int i = 0; i < rows; i++) {
+            VEC av = VBCAST(ap + i);
+            UNROLL_FULL
+            for (int v = 0; v < nv; v++)
+                acc[i][v] = VFMA(av, bv[v], acc[i][v]);
+        }
+        ap += MR;
+        bp += NR;
+    }
+    const VEC va = VSET1(alpha), vb = VSET1(beta);
+    const MASK mk = VMASK(masked ? lastn : VL);
+    const int fresh = first && beta == 0;
+    UNROLL_FULL
+    for (int i = 0; i < rows; i++) {
+        REAL *restrict ci = c + i * ldc;
+        UNROLL_FULL
+        for (int v = 0; v < nv; v++) {
+            const int part = masked && v == nv - 1;
+            VEC out;
+            if (fresh) {
+                out = VMUL(va, acc[i][v]);
+            } else {
+                VEC old = part ? VLOAD_M(ci + v * VL, mk) : VLOAD(ci + v * VL);
+                out = first ? VFMA(vb, old, VMUL(va, acc[i][v]))
+                            : VFMA(va, acc[i][v], old);
+            }
+            if (part)
+                VSTORE_M(ci + v * VL, mk, out);
+            else
+                VSTORE(ci + v * VL, out);
+        }
+    }
+}
+
+#define TILE_ARGS kc, ap, bp, c, ldc, lastn, alpha, beta, first
+#define TILE_ROWS(R)                                                       \
+    case R:                                                                \
+        if (nv == 1)                                                       \
+            SFX(tile)(R, 1, 1, TILE_ARGS);                                 \
+        else if (NV >= 2 && nv == 2)                                       \
+            SFX(tile)(R, NV >= 2 ? 2 : 1, 1, TILE_ARGS);                   \
+        else if (NV >= 3 && nv == 3)                                       \
+            SFX(tile)(R, NV >= 3 ? 3 : 1, 1, TILE_ARGS);                   \
+        else if (NV >= 4)                                                  \
+            SFX(tile)(R, NV >= 4 ? 4 : 1, 1, TILE_ARGS);                   \
+        break;
+
+static void SFX(micro)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
+                       REAL *c, ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t nr,
+                       REAL alpha, REAL beta, int first)
+{
+    int lastn = VL;
+    if (mr == MR && nr == NR) {
+        SFX(tile)(MR, NV, 0, TILE_ARGS);
+        return;
+    }
+    const int nv = (int)cnnkit_ceil_div(nr, VL);
+    lastn = (int)(nr - (ptrdiff_t)(nv - 1) * VL);
+    switch (mr) {
+        TILE_ROWS(1)
+#if MR >= 2
+        TILE_ROWS(2)
+#endif
+#if MR >= 3
+        TILE_ROWS(3)
+#endif
+#if MR >= 4
+        TILE_ROWS(4)
+#endif
+#if MR >= 5
+        TILE_ROWS(5)
+#endif
+#if MR >= 6
+        TILE_ROWS(6)
+#endif
+#if MR >= 7
+        TILE_ROWS(7)
+#endif
+#if MR >= 8
+        TILE_ROWS(8)
+#endif
+#if MR >= 9
+        TILE_ROWS(9)
+#endif
+#if MR >= 10
+        TILE_ROWS(10)
+#endif
+#if MR >= 11
+        TILE_ROWS(11)
+#endif
+#if MR >= 12
+        TILE_ROWS(12)
+#endif
+#if MR >= 13
+        TILE_ROWS(13)
+#endif
+#if MR >= 14
+        TILE_ROWS(14)
+#endif
+    default:
+        break;
+    }
+}
+#undef TILE_ROWS
+#undef TILE_ARGS
+#undef UNROLL_FULL
+#undef NV
