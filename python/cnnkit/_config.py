@@ -110,8 +110,8 @@ def show_config(file=None):
     compiler:         GNU 12.2.0
     openmp:           yes (version 201511)
     threads:          8
-    simd path:        AVX-512 (x86-64-v4)
-    simd paths built: AVX-512, AVX2+FMA, baseline (runtime dispatch)
+    simd path:        AVX-512
+    simd paths built: avx512, avx2, generic (runtime dispatch)
     >>> "simd path:" in out.getvalue()
     True
     """
