@@ -180,6 +180,8 @@ _API_MODULES = {
     "cnnkit.callbacks": "api/callbacks.rst",
     "cnnkit.datasets": "api/datasets.rst",
     "cnnkit.sklearn": "api/sklearn.rst",
+    "cnnkit.distributed": "api/distributed.rst",
+    "cnnkit.onnx": "api/onnx.rst",
 }
 
 

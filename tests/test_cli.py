@@ -32,7 +32,7 @@ def assert_user_error(code, err, *words):
 def test_version_and_help(capsys):
     code, out, _ = run(capsys, "--version")
     assert code == 0 and out.strip() == f"cnnkit {cnnkit.__version__}"
-    for cmd in ("train", "evaluate", "predict", "info", "bench"):
+    for cmd in ("train", "evaluate", "predict", "export", "info", "bench"):
         code, out, _ = run(capsys, cmd, "--help")
         assert code == 0 and f"usage: cnnkit {cmd}" in out
 

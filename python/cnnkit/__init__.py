@@ -17,7 +17,8 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
         "inside the source folder's python/ directory."
     ) from exc
 
-from . import callbacks, datasets, functional, layers, optim, reference
+from . import (callbacks, datasets, distributed, functional, layers, optim,
+               reference)
 from ._config import get_num_threads, set_num_threads, show_config
 from .model import Sequential, load_model
 
@@ -27,6 +28,7 @@ __all__ = [
     "load_model",
     "callbacks",
     "datasets",
+    "distributed",
     "functional",
     "layers",
     "optim",
@@ -34,4 +36,14 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "show_config",
+    "onnx",
 ]
+
+
+def __getattr__(name):
+    # cnnkit.onnx is imported on first use, so that ``import cnnkit`` never
+    # imports the optional onnx package.
+    if name == "onnx":
+        import importlib
+        return importlib.import_module(".onnx", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

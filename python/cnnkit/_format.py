@@ -287,19 +287,27 @@ def save_file(path, tensors, metadata=None):
     flushed, fsynced and renamed over ``path`` with :func:`os.replace`;
     the directory is then fsynced where the platform allows it.
     """
-    path = os.fsdecode(os.fspath(path))
     header, arrays = _prepare(tensors, metadata)
+    write_atomic(path, lambda f: _write_all(f, header, arrays))
+
+
+def write_atomic(path, write, verb="save"):
+    """Create or replace ``path`` atomically: ``write(f)`` fills a temporary
+    file in the same directory, which is flushed, fsynced and renamed over
+    ``path``; on any error it is removed and ``path`` is left as it was.
+    ``verb`` names the action in error messages."""
+    path = os.fsdecode(os.fspath(path))
     if os.path.isdir(path):
-        raise IsADirectoryError(f"cannot save to {path!r}: it is a directory; "
-                                "refusing to overwrite it")
+        raise IsADirectoryError(f"cannot {verb} to {path!r}: it is a "
+                                f"directory; refusing to overwrite it")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot save to {path!r}: directory "
+        raise FileNotFoundError(f"cannot {verb} to {path!r}: directory "
                                 f"{directory!r} does not exist")
     f, tmp = _open_temp(directory, os.path.basename(path))
     try:
         with f:
-            _write_all(f, header, arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -1,8 +1,9 @@
 """The ``cnnkit`` command line (also ``python -m cnnkit``).
 
-Commands: ``train``, ``evaluate``, ``predict``, ``info``, ``bench``.  A user
-mistake (a missing or corrupt file, a bad flag) prints one line to stderr and
-exits with status 2; anything else is a bug and keeps its traceback.
+Commands: ``train``, ``evaluate``, ``predict``, ``export``, ``info``,
+``bench``.  A user mistake (a missing or corrupt file, a bad flag) prints one
+line to stderr and exits with status 2; anything else is a bug and keeps its
+traceback.
 """
 import argparse
 import os
@@ -67,7 +68,7 @@ def _load_model(path):
     from .model import load_model
     try:
         return load_model(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ImportError) as exc:
         raise UsageError(f"cannot load model {path}: {exc}") from None
 
 
@@ -91,14 +92,27 @@ def cmd_train(args):
     opt = {"sgd": optim.SGD(args.lr, momentum=0.9),
            "adam": optim.Adam(args.lr),
            "adamw": optim.AdamW(args.lr)}[args.optimizer]
-    say = (lambda *a: None) if args.quiet else print
+    dist, root = None, True
+    if args.distributed:
+        from . import distributed
+        world = distributed.init()
+        dist = distributed.DataParallel(args.distributed)
+        root = world["rank"] == 0
+    quiet = args.quiet or not root
+    say = (lambda *a: None) if quiet else print
     say(f"Training a {len(model.layers)}-layer CNN on {name}: "
         f"{x_tr.shape[0]} training and {x_te.shape[0]} test images of "
         f"shape {x_tr.shape[1:]}, {classes} classes")
+    if dist is not None:
+        say(f"data-parallel over {world['size']} rank(s), {dist.reduction} "
+            f"reduction; {world['threads']} thread(s) per rank; "
+            f"{world['library']}")
     history = model.fit(x_tr, y_tr, epochs=args.epochs,
                         batch_size=args.batch_size, optimizer=opt,
-                        verbose=0 if args.quiet else 1)
+                        verbose=0 if quiet else 1, distributed=dist)
     test = model.evaluate(x_te, y_te)
+    if not root:
+        return 0                      # rank 0 reports and writes the file
     out = args.out or f"{name}.cnnkit"
     try:
         model.save(out)
@@ -168,6 +182,27 @@ def cmd_predict(args):
             np.savetxt(sys.stdout, result, fmt="%.6f")
         else:
             print("\n".join(str(int(v)) for v in result))
+    return 0
+
+
+def cmd_export(args):
+    try:
+        from . import onnx as cnnkit_onnx
+        cnnkit_onnx._require_onnx()
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    model = _load_model(args.model)
+    try:
+        cnnkit_onnx.export(model, args.out, opset=args.opset,
+                           probabilities=args.probabilities,
+                           dtype=args.dtype)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"cannot export {args.model}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.out}: {exc}") from None
+    print(f"exported {args.model} to {os.path.abspath(args.out)} (ONNX opset "
+          f"{args.opset}, returns "
+          f"{'probabilities' if args.probabilities else 'logits'})")
     return 0
 
 
@@ -277,6 +312,12 @@ def build_parser():
                    help="model file to write (default: <dataset>.cnnkit)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress output, only the result")
+    p.add_argument("--distributed", nargs="?", const="ordered",
+                   choices=["ordered", "allreduce"],
+                   help="train data-parallel over the ranks of an MPI job "
+                        "(mpiexec -n N python -m mpi4py -m cnnkit train "
+                        "--distributed); the reduction, default ordered: "
+                        "the same weights as one process")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy of a saved model",
@@ -301,6 +342,21 @@ def build_parser():
     p.add_argument("--batch-size", type=_positive_int, default=256)
     threads_opt(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a saved model as ONNX",
+                       description="Write a saved model as an ONNX file "
+                                   "for onnxruntime and other runtimes "
+                                   "(needs the onnx package).")
+    p.add_argument("model", metavar="MODEL", help="a .cnnkit file")
+    p.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
+    p.add_argument("--opset", type=_positive_int, default=17,
+                   help="ONNX opset (default 17)")
+    p.add_argument("--probabilities", action="store_true",
+                   help="end with a softmax: the graph returns class "
+                        "probabilities instead of logits")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                   help="data type of the graph (default: the model's)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="version, compiler, OpenMP, SIMD path",
                        description="Print how cnnkit was built and what it "

@@ -1041,7 +1041,8 @@ class _Trainer:
 
 
 def load_model(path):
-    """Load a model written by :meth:`Sequential.save`.
+    """Load a model written by :meth:`Sequential.save`, or an ONNX file
+    (a path ending in ``.onnx``, read by :func:`cnnkit.onnx.load`).
 
     The file's format version is checked (a newer one is refused by name),
     layers are built only from the known layer types, and every tensor's
@@ -1051,7 +1052,7 @@ def load_model(path):
     Parameters
     ----------
     path : str or os.PathLike
-        A file written by :meth:`Sequential.save`.
+        A file written by :meth:`Sequential.save`, or an ONNX model.
 
     Returns
     -------
@@ -1068,6 +1069,9 @@ def load_model(path):
         newer cnnkit, or names a layer type outside
         :data:`cnnkit.layers.LAYERS`; the message names the file and the
         problem.
+    ImportError
+        For an ``.onnx`` path when the onnx package is not installed
+        (``pip install "cnnkit[onnx]"``).
 
     Examples
     --------
@@ -1085,6 +1089,9 @@ def load_model(path):
     >>> bool(np.array_equal(same.predict(x), model.predict(x)))
     True
     """
+    if os.fsdecode(os.fspath(path)).lower().endswith(".onnx"):
+        from . import onnx as _onnx
+        return _onnx.load(path)
     tensors, meta = _format.load_file(path)
     config = _format.unpack_metadata(meta, "model", source=path)
     where = os.fspath(path)

@@ -1,0 +1,1287 @@
+"""Export models to ONNX and import ONNX models as :class:`~cnnkit.Sequential`.
+
+:func:`export` writes a model as an ONNX graph that `onnxruntime
+<https://onnxruntime.ai>`_ (or any ONNX runtime) can run; :func:`load` reads
+the ONNX graph of a sequential CNN, as written by ``torch.onnx.export``,
+tf2onnx or :func:`export`, back into a cnnkit model.
+
+The `onnx <https://onnx.ai>`_ package is an optional dependency (``pip
+install "cnnkit[onnx]"``); it is imported by these functions, never by
+``import cnnkit``.
+
+Exported graphs
+---------------
+One node per layer, named after the layer as in
+:meth:`~cnnkit.Sequential.summary` (``conv2d_0``, ``relu_1``, ...), with the
+parameters stored as initializers named as in
+:meth:`~cnnkit.Sequential.state_dict` (``"0.weight"``, ``"0.bias"``, ...):
+
+=================  ====================================================
+cnnkit layer       ONNX
+=================  ====================================================
+Conv2D             ``Conv`` (``pads`` explicit; ``"same"`` becomes the
+                   pads it stands for)
+ReLU               ``Relu``
+MaxPool2D          ``MaxPool`` (explicit pads, no ``ceil_mode``)
+AvgPool2D          ``AveragePool`` (explicit pads and
+                   ``count_include_pad``)
+GlobalAvgPool2D    ``GlobalAveragePool`` followed by ``Flatten``
+Flatten            ``Flatten`` (``axis=1``)
+Dense              ``Gemm`` (``transB=1``: the weight stays ``(out, in)``)
+Dropout            nothing (it is the identity at inference)
+=================  ====================================================
+
+The input is ``"input"`` of shape ``("batch", C, H, W)`` with a symbolic
+batch size; the output is ``"logits"``, or ``"probabilities"`` (a final
+``Softmax``) with ``probabilities=True``.
+
+Imported graphs
+---------------
+:func:`load` accepts a graph that is a chain of the operators above, in the
+forms exporters write: ``Gemm`` or ``MatMul`` followed by ``Add``;
+``Flatten`` or a ``Reshape`` to ``(batch, features)``, with the target
+shape given by a constant or computed from the input's shape (``Shape``,
+``Gather``, ``Unsqueeze``, ``Concat``, ...); weights given as initializers
+or through ``Constant`` and ``Identity`` nodes; ``auto_pad``; a graph input
+in NHWC layout followed by a ``Transpose`` to NCHW (tf2onnx's form of a
+Keras model), with the ``Transpose`` back to NHWC before the flattening
+folded into the next dense layer's weights; ``Dropout`` and ``Identity``
+(skipped); ``ReduceMean`` over the spatial axes (a global average pool);
+and a final ``Softmax`` or ``LogSoftmax``, which is dropped because cnnkit
+models return logits (:meth:`~cnnkit.Sequential.predict_proba` applies the
+softmax).  Anything else is refused with a :class:`ValueError` naming the
+first node, attribute or value that cannot be imported.
+
+Loading never executes anything from the file: it parses the protobuf,
+checks every tensor's declared shape and data type against the bytes it
+holds before converting it, and builds the model only from the layer types
+of :mod:`cnnkit.layers`.
+"""
+import math
+import os
+
+import numpy as np
+
+from . import _format
+from ._version import __version__
+
+__all__ = ["export", "load", "MIN_OPSET", "DEFAULT_OPSET", "MIN_IMPORT_OPSET",
+           "MAX_FILE_SIZE"]
+
+#: Oldest opset :func:`export` writes (``Softmax`` has today's meaning from
+#: opset 13 on).
+MIN_OPSET = 13
+#: The opset :func:`export` writes by default.
+DEFAULT_OPSET = 17
+#: Oldest opset of the default domain :func:`load` reads.
+MIN_IMPORT_OPSET = 7
+#: Largest file :func:`load` reads, in bytes (the 2 GiB limit of protobuf).
+MAX_FILE_SIZE = 2 ** 31 - 1
+
+_INSTALL_HINT = ('the onnx package is needed for ONNX export and import; '
+                 'install it with: pip install "cnnkit[onnx]"')
+
+
+def _require_onnx():
+    """The ``onnx`` module, or ImportError saying how to install it."""
+    try:
+        import onnx
+        import onnx.helper  # noqa: F401  (used below)
+    except ImportError as exc:
+        raise ImportError(f"cnnkit.onnx: {_INSTALL_HINT} ({exc})") from exc
+    return onnx
+
+
+# ==========================================================================
+# export
+# ==========================================================================
+def _conv_pads(layer):
+    """ONNX ``pads`` ``[top, left, bottom, right]`` of a Conv2D."""
+    if layer.padding == "valid":
+        return [0, 0, 0, 0]
+    if layer.padding == "same":
+        before, after = [], []
+        for k, d in zip(layer.kernel_size, layer.dilation):
+            total = d * (k - 1)
+            before.append(total // 2)
+            after.append(total - total // 2)
+        return before + after
+    ph, pw = layer.padding
+    return [ph, pw, ph, pw]
+
+
+def _check_export_args(model, opset, probabilities, dtype, onnx):
+    from .model import Sequential
+    if not isinstance(model, Sequential):
+        raise TypeError(f"export: model must be a cnnkit.Sequential, got "
+                        f"{type(model).__name__}")
+    if not model.built:
+        raise ValueError("export: the model is not built yet; pass "
+                         "input_shape to Sequential or call it on data first")
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+        raise TypeError(f"export: opset must be an int, got {opset!r}")
+    if not MIN_OPSET <= opset <= newest:
+        raise ValueError(
+            f"export: opset must be between {MIN_OPSET} and {newest} (the "
+            f"newest this onnx {onnx.__version__} knows); got {opset}")
+    if not isinstance(probabilities, (bool, np.bool_)):
+        raise TypeError(f"export: probabilities must be a bool, got "
+                        f"{probabilities!r}")
+    if probabilities and len(model.output_shape) != 1:
+        raise ValueError(
+            f"export: probabilities=True needs a model whose output is one "
+            f"vector of class scores per image; this model's output shape "
+            f"is {model.output_shape}")
+    if dtype is None:
+        dt = model.dtype
+        if dt == np.float64:
+            from .layers import AvgPool2D, Conv2D, GlobalAvgPool2D
+            kinds = sorted({type(layer).__name__ for layer in model.layers
+                            if isinstance(layer, (Conv2D, AvgPool2D,
+                                                  GlobalAvgPool2D))})
+            if kinds:
+                raise ValueError(
+                    f"export: the model is float64 and has {', '.join(kinds)} "
+                    f"layers, which onnxruntime's CPU provider cannot run in "
+                    f"float64 (it has no double Conv, AveragePool or "
+                    f"GlobalAveragePool); pass dtype='float32' to export "
+                    f"float32 weights, or dtype='float64' to write the "
+                    f"float64 graph anyway")
+    else:
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            dt = None
+        if dt not in (np.float32, np.float64):
+            raise ValueError(f"export: dtype must be None, 'float32' or "
+                             f"'float64'; got {dtype!r}")
+    return int(opset), bool(probabilities), np.dtype(dt)
+
+
+def _build_graph(model, opset, probabilities, dtype):
+    """The ModelProto of ``model`` (see :func:`export`)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from . import layers as L
+
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    nodes, inits = [], []
+    names = {id(layer): {} for layer in model.layers}
+    for key, layer, pname in model._names:
+        names[id(layer)][pname] = key
+    current = "input"
+
+    def add(op, name, inputs, **attrs):
+        nonlocal current
+        out = f"{name}_output"
+        nodes.append(helper.make_node(op, [current] + inputs, [out],
+                                      name=name, **attrs))
+        current = out
+
+    def param(layer, pname):
+        key = names[id(layer)][pname]
+        inits.append(numpy_helper.from_array(
+            np.ascontiguousarray(layer.params[pname], dtype=dtype), key))
+        return key
+
+    for i, layer in enumerate(model.layers):
+        name = f"{type(layer).__name__.lower()}_{i}"
+        if isinstance(layer, L.Conv2D):
+            inputs = [param(layer, "weight")]
+            if layer.use_bias:
+                inputs.append(param(layer, "bias"))
+            add("Conv", name, inputs, kernel_shape=list(layer.kernel_size),
+                strides=list(layer.stride), dilations=list(layer.dilation),
+                pads=_conv_pads(layer), group=1)
+        elif isinstance(layer, L.ReLU):
+            add("Relu", name, [])
+        elif isinstance(layer, L.AvgPool2D):     # before MaxPool2D: subclass
+            ph, pw = layer.padding
+            add("AveragePool", name, [], kernel_shape=list(layer.pool_size),
+                strides=list(layer.stride), pads=[ph, pw, ph, pw],
+                count_include_pad=int(layer.count_include_pad))
+        elif isinstance(layer, L.MaxPool2D):
+            ph, pw = layer.padding
+            add("MaxPool", name, [], kernel_shape=list(layer.pool_size),
+                strides=list(layer.stride), pads=[ph, pw, ph, pw])
+        elif isinstance(layer, L.GlobalAvgPool2D):
+            add("GlobalAveragePool", name, [])
+            add("Flatten", f"{name}/flatten", [], axis=1)
+        elif isinstance(layer, L.Flatten):
+            add("Flatten", name, [], axis=1)
+        elif isinstance(layer, L.Dense):
+            inputs = [param(layer, "weight")]
+            if layer.use_bias:
+                inputs.append(param(layer, "bias"))
+            add("Gemm", name, inputs, alpha=1.0, beta=1.0, transB=1)
+        elif isinstance(layer, L.Dropout):
+            continue
+        else:
+            raise TypeError(f"export: layer {i} is a "
+                            f"{type(layer).__name__}, which has no ONNX "
+                            f"form; known layers: {sorted(L.LAYERS)}")
+    if probabilities:
+        add("Softmax", "softmax", [], axis=-1)
+    output = "probabilities" if probabilities else "logits"
+    if nodes:
+        nodes[-1].output[0] = output
+    else:                                        # a model of Dropout layers
+        nodes.append(helper.make_node("Identity", ["input"], [output],
+                                      name="identity"))
+    graph = helper.make_graph(
+        nodes, "cnnkit.Sequential",
+        [helper.make_tensor_value_info(
+            "input", elem, ["batch"] + list(model.input_shape))],
+        [helper.make_tensor_value_info(
+            output, elem, ["batch"] + list(model.output_shape))],
+        initializer=inits)
+    opsets = [helper.make_opsetid("", opset)]
+    proto = helper.make_model(
+        graph, opset_imports=opsets, producer_name="cnnkit",
+        producer_version=__version__,
+        doc_string=f"cnnkit.Sequential with {len(model.layers)} layers, "
+                   f"{dtype.name}, returning "
+                   f"{'probabilities' if probabilities else 'logits'}")
+    # make_model writes the newest IR version, which older runtimes refuse;
+    # use the oldest one that knows this opset.
+    proto.ir_version = helper.find_min_ir_version_for(opsets, True)
+    return proto
+
+
+def export(model, path, opset=DEFAULT_OPSET, probabilities=False,
+           dtype=None):
+    """Write a model as an ONNX file, atomically.
+
+    Parameters
+    ----------
+    model : Sequential
+        A built model.  Every layer of :mod:`cnnkit.layers` is supported;
+        :class:`~cnnkit.layers.Dropout` layers are left out (they are the
+        identity at inference).
+    path : str or os.PathLike
+        The file to write (``.onnx`` by convention); an existing file is
+        replaced.
+    opset : int, default 17
+        The ONNX opset, between :data:`MIN_OPSET` and the newest the
+        installed ``onnx`` knows.  The file's IR version is the oldest that
+        supports the opset (8 for opset 17), so older runtimes accept it.
+    probabilities : bool, default False
+        End the graph with a ``Softmax``, so that it returns class
+        probabilities (as :meth:`~cnnkit.Sequential.predict_proba`) instead
+        of logits.  The model's output must be one vector per image.
+    dtype : {None, "float32", "float64"}, default None
+        The data type of the graph: by default the model's.  A float64 model
+        with Conv2D, AvgPool2D or GlobalAvgPool2D layers is refused by
+        default, since onnxruntime's CPU provider has no float64 kernels for
+        them; ``dtype="float32"`` writes its weights rounded to float32, and
+        ``dtype="float64"`` writes the float64 graph anyway.
+
+    Raises
+    ------
+    ImportError
+        If the ``onnx`` package is not installed.
+    TypeError
+        If ``model`` is not a :class:`~cnnkit.Sequential`, or an argument
+        has the wrong type.
+    ValueError
+        If the model is not built, or an argument is out of range.
+    OSError
+        If the file cannot be written; an existing file at ``path`` is then
+        left as it was.
+
+    See Also
+    --------
+    load : read an ONNX file into a cnnkit model.
+
+    Notes
+    -----
+    The graph's input is ``"input"``, of shape ``("batch", C, H, W)`` with
+    a symbolic batch size, and its output ``"logits"`` (or
+    ``"probabilities"``).  Pooling is written with explicit ``pads`` and
+    without ``ceil_mode``, so every opset and runtime computes the same
+    output size.  The file records ``producer_name="cnnkit"`` and the
+    cnnkit version.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import cnnkit
+    >>> from cnnkit import layers
+    >>> model = cnnkit.Sequential([
+    ...     layers.Conv2D(4, 3, padding=1), layers.ReLU(), layers.MaxPool2D(2),
+    ...     layers.Flatten(), layers.Dense(10)], input_shape=(1, 8, 8), seed=0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.onnx")
+    >>> cnnkit.onnx.export(model, path)
+    >>> import onnxruntime as ort
+    >>> session = ort.InferenceSession(path,
+    ...                                providers=["CPUExecutionProvider"])
+    >>> x = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
+    >>> (logits,) = session.run(None, {"input": x})
+    >>> bool(np.allclose(logits, model(x), rtol=1e-5, atol=1e-6))
+    True
+    """
+    onnx = _require_onnx()
+    opset, probabilities, dt = _check_export_args(model, opset,
+                                                  probabilities, dtype, onnx)
+    proto = _build_graph(model, opset, probabilities, dt)
+    data = proto.SerializeToString()
+    _format.write_atomic(path, lambda f: f.write(data), "export")
+
+
+# ==========================================================================
+# import
+# ==========================================================================
+_BATCH = "batch"          # the symbolic batch size in computed shapes
+
+
+class _ImportError(ValueError):
+    pass
+
+
+# the attribute types of the supported operators
+_INT, _INTS, _FLOAT, _STRING, _TENSOR, _FLOATS = (
+    "INT", "INTS", "FLOAT", "STRING", "TENSOR", "FLOATS")
+_ATTR_TYPES = {
+    "group": _INT, "ceil_mode": _INT, "count_include_pad": _INT,
+    "storage_order": _INT, "axis": _INT, "keepdims": _INT,
+    "noop_with_empty_axes": _INT, "transA": _INT, "transB": _INT,
+    "allowzero": _INT, "seed": _INT, "is_test": _INT, "to": _INT,
+    "saturate": _INT, "start": _INT, "end": _INT, "value_int": _INT,
+    "kernel_shape": _INTS, "strides": _INTS, "pads": _INTS,
+    "dilations": _INTS, "perm": _INTS, "axes": _INTS, "value_ints": _INTS,
+    "alpha": _FLOAT, "beta": _FLOAT, "ratio": _FLOAT, "value_float": _FLOAT,
+    "value_floats": _FLOATS, "auto_pad": _STRING, "round_mode": _STRING,
+    "value": _TENSOR,
+}
+
+
+def _attrs(node, allowed, fail):
+    """``{name: python value}`` of a node's attributes; unknown ones, and
+    ones of the wrong type, fail."""
+    from onnx import AttributeProto, helper
+    out = {}
+    for a in node.attribute:
+        if a.name not in allowed:
+            fail(f"attribute {a.name!r} is not supported (supported: "
+                 f"{', '.join(sorted(allowed)) or 'none'})")
+        if a.ref_attr_name:
+            fail(f"attribute {a.name!r} refers to a function attribute")
+        if a.name in out:
+            fail(f"attribute {a.name!r} is given twice")
+        expected = _ATTR_TYPES[a.name]
+        kind = AttributeProto.AttributeType.Name(a.type) if a.type in \
+            AttributeProto.AttributeType.values() else str(a.type)
+        if kind != expected:
+            fail(f"attribute {a.name!r} must be of type {expected}, got "
+                 f"{kind}")
+        value = helper.get_attribute_value(a)
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                fail(f"attribute {a.name!r} is not UTF-8 text")
+        elif expected in (_INTS, _FLOATS):
+            value = list(value)
+        out[a.name] = value
+    return out
+
+
+def _ints(value, n, name, fail, minimum):
+    if not isinstance(value, (list, tuple)) or len(value) != n or not all(
+            isinstance(v, int) and v >= minimum for v in value):
+        shown = list(value) if isinstance(value, (list, tuple)) else value
+        fail(f"attribute {name}={shown!r} must be {n} integers >= "
+             f"{minimum}")
+    return [int(v) for v in value]
+
+
+class _Importer:
+    """Walks an ONNX graph node by node and builds the cnnkit layers."""
+
+    def __init__(self, proto, where):
+        import onnx
+        from onnx import TensorProto
+        self.onnx = onnx
+        self.TP = TensorProto
+        self.proto = proto
+        self.where = where
+        self.node = None
+
+    # -- errors ------------------------------------------------------------
+    def fail(self, message):
+        if self.node is not None:
+            n = self.node
+            label = f"node {n.name!r} ({n.op_type})" if n.name else \
+                f"a {n.op_type} node (output {n.output[0]!r})" if n.output \
+                else f"a {n.op_type} node"
+            message = f"{label}: {message}"
+        raise _ImportError(f"cannot import {self.where!r}: {message}")
+
+    # -- tensors -----------------------------------------------------------
+    _NUMPY = {1: "<f4", 11: "<f8", 7: "<i8", 6: "<i4"}
+    _FIELDS = {1: "float_data", 11: "double_data", 7: "int64_data",
+               6: "int32_data"}
+
+    def tensor(self, t, what):
+        """A validated tensor as a NumPy array (sizes checked first)."""
+        TP = self.TP
+        if t.data_type not in self._NUMPY:
+            name = TP.DataType.Name(t.data_type) if t.data_type in \
+                TP.DataType.values() else str(t.data_type)
+            self.fail(f"{what} has data type {name}; supported: FLOAT, "
+                      f"DOUBLE, INT64, INT32")
+        if t.data_location == TP.EXTERNAL or len(t.external_data):
+            self.fail(f"{what} keeps its data in an external file; cnnkit "
+                      f"reads only self-contained ONNX files")
+        if t.HasField("segment"):
+            self.fail(f"{what} is segmented, which is not supported")
+        dims = list(t.dims)
+        if len(dims) > 8 or any(d < 0 for d in dims):
+            self.fail(f"{what} has invalid dims {dims}")
+        count = math.prod(dims)
+        dtype = np.dtype(self._NUMPY[t.data_type])
+        field = self._FIELDS[t.data_type]
+        typed = getattr(t, field)
+        others = [f for f in ("float_data", "double_data", "int64_data",
+                              "int32_data", "string_data", "uint64_data")
+                  if f != field and len(getattr(t, f))]
+        if others:
+            self.fail(f"{what} of type {TP.DataType.Name(t.data_type)} holds "
+                      f"values in {others[0]}")
+        if t.raw_data and len(typed):
+            self.fail(f"{what} holds both raw_data and {field}")
+        if t.raw_data:
+            have = len(t.raw_data)
+            need = count * dtype.itemsize
+            if have != need:
+                self.fail(
+                    f"{what} declares shape {dims} of "
+                    f"{TP.DataType.Name(t.data_type)} ({need} bytes) but "
+                    f"holds {have} bytes")
+            arr = np.frombuffer(t.raw_data, dtype=dtype).reshape(dims)
+        else:
+            if len(typed) != count:
+                self.fail(
+                    f"{what} declares shape {dims} ({count} values) but "
+                    f"holds {len(typed)} values")
+            arr = np.asarray(typed, dtype=dtype).reshape(dims)
+        return arr.astype(dtype.newbyteorder("="), copy=True)
+
+    def static(self, name, what):
+        """The constant value called ``name`` (converted on first use)."""
+        if name in self.consts:
+            return self.consts[name]
+        if name in self.raw_consts:
+            t = self.raw_consts.pop(name)
+            self.consts[name] = self.tensor(t, f"{what} {name!r}")
+            return self.consts[name]
+        if name in self.shapes_of:
+            return self.shapes_of[name]
+        if name in self.data_shapes:
+            self.fail(f"input {name!r} must be a constant ({what}), but it "
+                      f"is computed from the graph input")
+        self.fail(f"input {name!r} ({what}) is not defined by any earlier "
+                  f"node, initializer or graph input")
+
+    # -- main --------------------------------------------------------------
+    def run(self):
+        TP = self.TP
+        proto, onnx = self.proto, self.onnx
+        if not proto.HasField("graph") or proto.ir_version <= 0:
+            self.fail("not an ONNX model (it has no graph or no IR version)")
+        if proto.ir_version > onnx.IR_VERSION:
+            self.fail(f"IR version {proto.ir_version} is newer than this onnx "
+                      f"{onnx.__version__} reads ({onnx.IR_VERSION}); "
+                      f"upgrade onnx")
+        newest = onnx.defs.onnx_opset_version()
+        self.opset = None
+        for op in proto.opset_import:
+            if op.domain in ("", "ai.onnx"):
+                self.opset = op.version
+        if proto.ir_version >= 3 and self.opset is None:
+            self.fail("the model imports no version of the default ONNX "
+                      "operator set")
+        if self.opset is None:
+            self.opset = 1
+        if not MIN_IMPORT_OPSET <= self.opset <= newest:
+            self.fail(f"opset {self.opset} is not supported; cnnkit imports "
+                      f"opsets {MIN_IMPORT_OPSET} to {newest}")
+        g = proto.graph
+        if len(g.sparse_initializer):
+            self.fail("sparse initializers are not supported")
+        # initializers: check every one's size now, convert when used
+        self.raw_consts, self.consts = {}, {}
+        for t in g.initializer:
+            if not t.name:
+                self.fail("an initializer has no name")
+            if t.name in self.raw_consts:
+                self.fail(f"initializer {t.name!r} is defined twice")
+            self.raw_consts[t.name] = t
+        for t in g.initializer:                 # validation, no conversion
+            self._check_sizes(t, f"initializer {t.name!r}")
+        inputs = [v for v in g.input if v.name not in self.raw_consts]
+        if len(inputs) != 1:
+            self.fail(f"the graph has {len(inputs)} data inputs "
+                      f"({', '.join(repr(v.name) for v in inputs) or 'none'});"
+                      f" cnnkit imports graphs with one image input")
+        if len(g.output) != 1:
+            self.fail(f"the graph has {len(g.output)} outputs; cnnkit imports "
+                      f"graphs with one output")
+        x = inputs[0]
+        self._read_input(x)
+        self.output_name = g.output[0].name
+        # data values: name -> actual per-sample shape (tuple)
+        self.data_shapes = {x.name: self.actual_shape()}
+        self.shapes_of = {}         # symbolic shape values (lists)
+        self.tail = x.name          # the newest value of the chain
+        self.consumer = {}          # data value -> the node consuming it
+        self.layers = []            # [layer, {param: array}]
+        self.open_dense = None      # Dense made by a MatMul, waiting for Add
+        self.gap_pending = None     # index of a GlobalAveragePool layer
+        self.defined = set(self.raw_consts) | {x.name}
+        self.used = set()
+        for name in (v.name for v in g.output):
+            self.used.add(name)
+        for n in g.node:
+            self.used.update(n.input)
+        for node in g.node:
+            self.node = node
+            self._node(node)
+        self.node = None
+        if self.tail != self.output_name:
+            if self.output_name in self.data_shapes:
+                self.fail(f"the graph output {self.output_name!r} is not the "
+                          f"end of the chain of nodes (it ends at "
+                          f"{self.tail!r})")
+            self.fail(f"the graph output {self.output_name!r} is not computed "
+                      f"from the graph input")
+        if not self.layers:
+            self.fail("the graph has no layers cnnkit can hold (only "
+                      "identities)")
+        return self._model()
+
+    def _check_sizes(self, t, what):
+        """Validate a tensor's dims and byte count without converting it."""
+        TP = self.TP
+        if t.data_type not in self._NUMPY:
+            return                      # refused by name if it is used
+        dims = list(t.dims)
+        if len(dims) > 8 or any(d < 0 for d in dims):
+            self.fail(f"{what} has invalid dims {dims}")
+        count = math.prod(dims)
+        itemsize = np.dtype(self._NUMPY[t.data_type]).itemsize
+        if t.data_location == TP.EXTERNAL or len(t.external_data):
+            self.fail(f"{what} keeps its data in an external file; cnnkit "
+                      f"reads only self-contained ONNX files")
+        have = (len(t.raw_data) if t.raw_data else
+                len(getattr(t, self._FIELDS[t.data_type])) * itemsize)
+        if have != count * itemsize:
+            self.fail(f"{what} declares shape {dims} of "
+                      f"{TP.DataType.Name(t.data_type)} ({count * itemsize} "
+                      f"bytes) but holds {have} bytes")
+
+    def _read_input(self, x):
+        TP = self.TP
+        tt = x.type.tensor_type if x.type.HasField("tensor_type") else None
+        if tt is None:
+            self.fail(f"graph input {x.name!r} is not a tensor")
+        if tt.elem_type not in (TP.FLOAT, TP.DOUBLE):
+            name = TP.DataType.Name(tt.elem_type) if tt.elem_type in \
+                TP.DataType.values() else str(tt.elem_type)
+            self.fail(f"graph input {x.name!r} has element type {name}; "
+                      f"cnnkit imports FLOAT or DOUBLE models")
+        self.dtype = np.dtype(np.float32 if tt.elem_type == TP.FLOAT
+                              else np.float64)
+        if not tt.HasField("shape"):
+            self.fail(f"graph input {x.name!r} has no shape; cnnkit needs "
+                      f"(batch, C, H, W) with fixed C, H and W")
+        dims = []
+        for i, d in enumerate(tt.shape.dim):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(int(d.dim_value))
+            elif i == 0:
+                dims.append(_BATCH)
+            else:
+                what = d.dim_param or "unknown"
+                self.fail(f"graph input {x.name!r} has a symbolic size "
+                          f"{what!r} on axis {i}; cnnkit needs fixed C, H and "
+                          f"W (only the batch axis may be symbolic)")
+        if len(dims) not in (2, 4):
+            self.fail(f"graph input {x.name!r} has {len(dims)} axes; cnnkit "
+                      f"imports images (batch, C, H, W) or vectors (batch, "
+                      f"features)")
+        if any(isinstance(d, int) and d > 2 ** 31 for d in dims):
+            self.fail(f"graph input {x.name!r} has shape {dims}, too large")
+        self.batch = dims[0]
+        self.input_shape = tuple(dims[1:])
+        self.input_nhwc = False
+        # state of the current value: its cnnkit per-sample shape, and how
+        # the ONNX tensor relates to it
+        self.cur = self.input_shape
+        self.nhwc = False           # tensor is (H, W, C) of cur = (C, H, W)
+        self.order = None           # tensor vector = cnnkit vector[order]
+
+    def actual_shape(self):
+        if self.nhwc:
+            c, h, w = self.cur
+            return (h, w, c)
+        return tuple(self.cur)
+
+    # -- nodes -------------------------------------------------------------
+    _DATA_OPS = ("Conv", "Relu", "MaxPool", "AveragePool",
+                 "GlobalAveragePool", "Flatten", "Reshape", "Gemm", "MatMul",
+                 "Add", "Dropout", "Identity", "Transpose", "Softmax",
+                 "LogSoftmax", "ReduceMean")
+    _SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat",
+                  "Slice", "Cast")
+
+    def _node(self, node):
+        if node.domain not in ("", "ai.onnx"):
+            self.fail(f"operator {node.domain}.{node.op_type} is not "
+                      f"supported (only the default ONNX domain)")
+        if not node.output or not node.output[0]:
+            self.fail("it has no output")
+        for out in node.output:
+            if out and out in self.defined:
+                self.fail(f"value {out!r} is defined twice (an ONNX graph "
+                          f"defines each value once)")
+            self.defined.add(out)
+        op = node.op_type
+        if op == "Constant":
+            return self._constant(node)
+        data_in = [i for i, name in enumerate(node.input)
+                   if name in self.data_shapes]
+        if op == "Shape" and data_in:
+            return self._shape(node)
+        if not data_in:
+            if op == "Identity":
+                self._alias(node)
+                return
+            if op in self._SHAPE_OPS:
+                return self._shape_op(node, op)
+            self.fail(f"operator {op} on constants is not supported")
+        if op not in self._DATA_OPS:
+            self.fail(f"operator {op} is not supported; cnnkit imports "
+                      f"{', '.join(self._DATA_OPS)}")
+        if len(data_in) > 1:
+            self.fail("it takes more than one input computed from the graph "
+                      "input: cnnkit imports chains, not branching graphs")
+        pos = data_in[0]
+        name = node.input[pos]
+        if name != self.tail or name in self.consumer:
+            other = self.consumer.get(name)
+            first = (f"node {other.name!r} ({other.op_type})" if other
+                     is not None else "another node")
+            self.fail(f"value {name!r} is also used by {first}: cnnkit "
+                      f"imports chains, not branching graphs")
+        self.consumer[name] = node
+        for extra in node.output[1:]:
+            if extra and extra in self.used:
+                self.fail(f"its second output {extra!r} is used; cnnkit "
+                          f"supports only the first")
+        if op != "Add":
+            if op != "MatMul":
+                self.open_dense = None
+            if op not in ("Flatten", "Reshape", "Dropout", "Identity"):
+                self._flush_gap()
+        try:
+            getattr(self, f"_op_{op}")(node, pos)
+        except _ImportError:
+            raise
+        except (TypeError, ValueError) as exc:   # from a layer's checks
+            self.fail(str(exc))
+        self.tail = node.output[0]
+        self.data_shapes[self.tail] = self.actual_shape()
+
+    def _constant(self, node):
+        a = _attrs(node, {"value", "value_float", "value_floats",
+                          "value_int", "value_ints"}, self.fail)
+        if len(a) != 1:
+            self.fail("a Constant needs exactly one of value, value_float, "
+                      "value_floats, value_int, value_ints")
+        (key, value), = a.items()
+        if key == "value":
+            self._check_sizes(value, "its value")
+            arr = self.tensor(value, "its value")
+        elif key in ("value_float", "value_floats"):
+            arr = np.asarray(value, dtype=np.float32)
+        else:
+            arr = np.asarray(value, dtype=np.int64)
+        self.consts[node.output[0]] = arr
+
+    def _alias(self, node):
+        if len(node.input) != 1:
+            self.fail("an Identity takes one input")
+        value = self.static(node.input[0], "the input")
+        if isinstance(value, list):
+            self.shapes_of[node.output[0]] = value
+        else:
+            self.consts[node.output[0]] = value
+
+    # -- shape arithmetic (e.g. x.view(x.size(0), -1) in PyTorch) ----------
+    def _shape(self, node):
+        a = _attrs(node, {"start", "end"}, self.fail)
+        shape = [_BATCH] + list(self.data_shapes[node.input[0]])
+        start, end = a.get("start", 0), a.get("end", len(shape))
+        self.shapes_of[node.output[0]] = shape[slice(start, end)]
+
+    def _as_list(self, name, what):
+        value = self.static(name, what)
+        if isinstance(value, list):
+            return value, True
+        if value.dtype.kind not in "iu":
+            self.fail(f"{what} {name!r} must hold integers, got "
+                      f"{value.dtype}")
+        if value.ndim > 1:
+            self.fail(f"{what} {name!r} must have at most one axis, got "
+                      f"shape {list(value.shape)}")
+        return [int(v) for v in value.reshape(-1)], value.ndim == 1
+
+    def _shape_op(self, node, op):
+        out = node.output[0]
+        if op == "Cast":
+            _attrs(node, {"to", "saturate", "round_mode"}, self.fail)
+            value = self.static(node.input[0], "the input")
+            if isinstance(value, list):
+                self.shapes_of[out] = value
+            else:
+                self.fail("Cast of constants is not supported")
+            return
+        if op == "Gather":
+            a = _attrs(node, {"axis"}, self.fail)
+            data, _ = self._as_list(node.input[0], "the data")
+            idx, _ = self._as_list(node.input[1], "the indices")
+            if a.get("axis", 0) != 0:
+                self.fail(f"attribute axis={a['axis']} is not supported")
+            try:
+                picked = [data[i] for i in idx]
+            except IndexError:
+                self.fail(f"indices {idx} are out of range for {data}")
+            self.shapes_of[out] = picked
+            return
+        if op in ("Unsqueeze", "Squeeze"):
+            _attrs(node, {"axes"}, self.fail)
+            data, _ = self._as_list(node.input[0], "the data")
+            self.shapes_of[out] = list(data)
+            return
+        if op == "Concat":
+            a = _attrs(node, {"axis"}, self.fail)
+            if a.get("axis", 0) not in (0, -1):
+                self.fail(f"attribute axis={a['axis']} is not supported")
+            result = []
+            for name in node.input:
+                part, _ = self._as_list(name, "an input")
+                result += part
+            self.shapes_of[out] = result
+            return
+        if op == "Slice":
+            _attrs(node, set(), self.fail)
+            data, _ = self._as_list(node.input[0], "the data")
+            starts, _ = self._as_list(node.input[1], "starts")
+            ends, _ = self._as_list(node.input[2], "ends")
+            if len(node.input) > 3 and node.input[3]:
+                axes, _ = self._as_list(node.input[3], "axes")
+                if axes not in ([0], [-1]):
+                    self.fail(f"axes {axes} are not supported")
+            step = 1
+            if len(node.input) > 4 and node.input[4]:
+                steps, _ = self._as_list(node.input[4], "steps")
+                step = steps[0] if steps else 0
+                if step == 0:
+                    self.fail("steps must be non-zero")
+            if not starts or not ends:
+                self.fail("starts and ends must not be empty")
+            self.shapes_of[out] = data[starts[0]:ends[0]:step]
+            return
+        self.fail(f"operator {op} is not supported")  # pragma: no cover
+
+    # -- layers ------------------------------------------------------------
+    def _add_layer(self, layer, params=None):
+        from . import layers as L
+        try:
+            out = layer.compute_output_shape(self.cur)
+        except ValueError as exc:
+            self.fail(f"cnnkit's {type(layer).__name__} cannot take its "
+                      f"input of shape {self.cur}: {exc}")
+        if isinstance(layer, (L.Conv2D, L.MaxPool2D, L.GlobalAvgPool2D)) \
+                and (self.nhwc or self.order is not None):
+            self.fail("its input is in a transposed layout that cnnkit "
+                      "cannot fold away")
+        self.layers.append([layer, params or {}])
+        self.cur = tuple(out)
+        return layer
+
+    def _flush_gap(self):
+        self.gap_pending = None
+
+    def _pads(self, a, kernel, stride, dilation):
+        """(top, left, bottom, right) from pads / auto_pad."""
+        auto = a.get("auto_pad", "NOTSET")
+        if auto not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+            self.fail(f"attribute auto_pad={auto!r} is not supported")
+        if auto == "NOTSET":
+            return _ints(a.get("pads", [0, 0, 0, 0]), 4, "pads", self.fail, 0)
+        if "pads" in a and any(a["pads"]):
+            self.fail(f"attribute pads={a['pads']} cannot go with "
+                      f"auto_pad={auto}")
+        if auto == "VALID":
+            return [0, 0, 0, 0]
+        before, after = [], []
+        for size, k, s, d in zip(self.cur[1:], kernel, stride, dilation):
+            out = -(-size // s)
+            total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
+            small, big = total // 2, total - total // 2
+            before.append(small if auto == "SAME_UPPER" else big)
+            after.append(big if auto == "SAME_UPPER" else small)
+        return before + after
+
+    def _check_4d(self, what):
+        if len(self.cur) != 3:
+            self.fail(f"{what} needs an input of shape (batch, C, H, W); got "
+                      f"(batch, {', '.join(map(str, self.actual_shape()))})")
+        if self.nhwc:
+            self.fail("its input is in NHWC layout (after a Transpose); "
+                      "cnnkit convolves and pools NCHW tensors")
+
+    def _op_Conv(self, node, pos):
+        from . import layers as L
+        a = _attrs(node, {"auto_pad", "dilations", "group", "kernel_shape",
+                          "pads", "strides"}, self.fail)
+        if pos != 0:
+            self.fail("the graph input must be its first input")
+        self._check_4d("Conv")
+        if len(node.input) < 2:
+            self.fail("it has no weight input")
+        w = self.static(node.input[1], "the weight")
+        b = self.static(node.input[2], "the bias") if len(node.input) > 2 \
+            and node.input[2] else None
+        if a.get("group", 1) != 1:
+            self.fail(f"attribute group={a['group']} is not supported "
+                      f"(cnnkit's Conv2D is a full convolution, group 1)")
+        if not isinstance(w, np.ndarray) or w.ndim != 4:
+            self.fail(f"the weight must be 4-D (K, C, R, S), got shape "
+                      f"{list(np.shape(w))}")
+        self._check_dtype(w, "weight")
+        kernel = list(w.shape[2:])
+        if "kernel_shape" in a and list(a["kernel_shape"]) != kernel:
+            self.fail(f"attribute kernel_shape={list(a['kernel_shape'])} does "
+                      f"not match the weight's shape {list(w.shape)}")
+        if w.shape[1] != self.cur[0]:
+            self.fail(f"the weight of shape {list(w.shape)} expects "
+                      f"{w.shape[1]} input channels; the input has "
+                      f"{self.cur[0]}")
+        stride = _ints(a.get("strides", [1, 1]), 2, "strides", self.fail, 1)
+        dilation = _ints(a.get("dilations", [1, 1]), 2, "dilations",
+                         self.fail, 1)
+        t, left, bot, right = self._pads(a, kernel, stride, dilation)
+        if t == bot and left == right:
+            padding = (t, left)
+        else:
+            same = [d * (k - 1) for k, d in zip(kernel, dilation)]
+            if stride == [1, 1] and [t, left, bot, right] == [
+                    same[0] // 2, same[1] // 2, same[0] - same[0] // 2,
+                    same[1] - same[1] // 2]:
+                padding = "same"
+            else:
+                self.fail(f"pads [top, left, bottom, right] = "
+                          f"{[t, left, bot, right]} are asymmetric; cnnkit's "
+                          f"Conv2D pads both sides alike (or as 'same' at "
+                          f"stride 1)")
+        if b is not None:
+            self._check_dtype(b, "bias")
+            if b.shape != (w.shape[0],):
+                self.fail(f"the bias must have shape [{w.shape[0]}], got "
+                          f"{list(b.shape)}")
+        params = {"weight": w}
+        if b is not None:
+            params["bias"] = b
+        self._add_layer(L.Conv2D(int(w.shape[0]), tuple(kernel),
+                                 tuple(stride), padding, tuple(dilation),
+                                 use_bias=b is not None), params)
+
+    def _check_dtype(self, arr, what):
+        if arr.dtype != self.dtype:
+            self.fail(f"the {what} is {arr.dtype}, but the graph input is "
+                      f"{self.dtype}; cnnkit models have one dtype")
+
+    def _op_Relu(self, node, pos):
+        from . import layers as L
+        _attrs(node, set(), self.fail)
+        layer = L.ReLU()
+        self.layers.append([layer, {}])
+
+    def _pool(self, node, avg):
+        from . import layers as L
+        allowed = {"auto_pad", "ceil_mode", "kernel_shape", "pads",
+                   "strides", "dilations"}
+        allowed |= {"count_include_pad"} if avg else {"storage_order"}
+        a = _attrs(node, allowed, self.fail)
+        self._check_4d(node.op_type)
+        if "kernel_shape" not in a:
+            self.fail("attribute kernel_shape is missing")
+        kernel = _ints(a["kernel_shape"], 2, "kernel_shape", self.fail, 1)
+        stride = _ints(a.get("strides", [1, 1]), 2, "strides", self.fail, 1)
+        if _ints(a.get("dilations", [1, 1]), 2, "dilations", self.fail,
+                 1) != [1, 1]:
+            self.fail(f"attribute dilations={list(a['dilations'])} is not "
+                      f"supported (cnnkit pools without dilation)")
+        t, left, bot, right = self._pads(a, kernel, stride, [1, 1])
+        if t != bot or left != right:
+            self.fail(f"pads [top, left, bottom, right] = "
+                      f"{[t, left, bot, right]} are asymmetric; cnnkit's "
+                      f"pooling pads both sides alike")
+        if a.get("ceil_mode", 0) not in (0, 1):
+            self.fail(f"attribute ceil_mode={a['ceil_mode']} is not 0 or 1")
+        if a.get("ceil_mode", 0):
+            for size, k, s, p in zip(self.cur[1:], kernel, stride,
+                                     (t, left)):
+                span = size + 2 * p - k
+                if span >= 0 and span % s:
+                    self.fail(
+                        f"attribute ceil_mode=1 adds a partial window on an "
+                        f"input of shape {self.cur}; cnnkit pools with floor "
+                        f"(ceil_mode=0)")
+        if 2 * t > kernel[0] or 2 * left > kernel[1]:
+            self.fail(f"pads {[t, left, bot, right]} are more than half the "
+                      f"kernel {kernel}, which cnnkit's pooling does not "
+                      f"support")
+        if avg:
+            cip = a.get("count_include_pad", 0)
+            layer = L.AvgPool2D(tuple(kernel), tuple(stride), (t, left),
+                                count_include_pad=bool(cip))
+        else:
+            layer = L.MaxPool2D(tuple(kernel), tuple(stride), (t, left))
+        self._add_layer(layer)
+
+    def _op_MaxPool(self, node, pos):
+        self._pool(node, avg=False)
+
+    def _op_AveragePool(self, node, pos):
+        self._pool(node, avg=True)
+
+    def _op_GlobalAveragePool(self, node, pos):
+        from . import layers as L
+        _attrs(node, set(), self.fail)
+        self._check_4d("GlobalAveragePool")
+        c, h, w = self.cur
+        self._add_layer(L.AvgPool2D((h, w)))
+        self.gap_pending = len(self.layers) - 1
+
+    def _op_ReduceMean(self, node, pos):
+        from . import layers as L
+        a = _attrs(node, {"axes", "keepdims", "noop_with_empty_axes"},
+                   self.fail)
+        if "axes" in a:
+            axes = list(a["axes"])
+        elif len(node.input) > 1 and node.input[1]:
+            axes, _ = self._as_list(node.input[1], "the axes")
+        else:
+            self.fail("a ReduceMean over all axes is not supported")
+        if len(self.cur) != 3:
+            self.fail("ReduceMean needs a 4-D input")
+        if any(not -4 <= ax < 4 for ax in axes):
+            self.fail(f"axes {axes} are out of range for a 4-D input")
+        axes = sorted(ax % 4 for ax in axes)
+        spatial = [1, 2] if self.nhwc else [2, 3]
+        if axes != spatial:
+            self.fail(f"ReduceMean over axes {axes} is not supported (only "
+                      f"the spatial axes {spatial})")
+        keep = a.get("keepdims", 1)
+        if keep and self.nhwc:
+            self.fail("ReduceMean with keepdims=1 in NHWC layout is not "
+                      "supported")
+        self.nhwc = False
+        if keep:
+            self._add_layer(L.AvgPool2D(tuple(self.cur[1:])))
+        else:
+            self._add_layer(L.GlobalAvgPool2D())
+
+    def _flatten(self):
+        """The current value, flattened per sample (a Flatten layer)."""
+        from . import layers as L
+        if self.gap_pending is not None and self.cur[1:] == (1, 1):
+            self.layers[self.gap_pending][0] = L.GlobalAvgPool2D()
+            self.gap_pending = None
+            self.cur = (self.cur[0],)
+            return
+        if self.nhwc:
+            c, h, w = self.cur
+            self.order = np.arange(c * h * w).reshape(c, h, w).transpose(
+                1, 2, 0).reshape(-1)
+            self.nhwc = False
+        self._add_layer(L.Flatten())
+
+    def _op_Flatten(self, node, pos):
+        a = _attrs(node, {"axis"}, self.fail)
+        rank = len(self.cur) + 1
+        axis = a.get("axis", 1)
+        if axis < 0:
+            axis += rank
+        if axis != 1:
+            self.fail(f"attribute axis={a['axis']} is not supported (cnnkit "
+                      f"flattens each sample: axis 1)")
+        self._flatten()
+
+    def _op_Reshape(self, node, pos):
+        a = _attrs(node, {"allowzero"}, self.fail)
+        if pos != 0 or len(node.input) != 2:
+            self.fail("it must reshape its first input by a second one")
+        target, _ = self._as_list(node.input[1], "the target shape")
+        shape = [_BATCH if self.batch == _BATCH else self.batch] + \
+            list(self.actual_shape())
+        size = math.prod(shape[1:])
+        resolved = []
+        for i, t in enumerate(target):
+            if t == 0 and not a.get("allowzero", 0) and i < len(shape):
+                resolved.append(shape[i])
+            else:
+                resolved.append(t)
+        ok_batch = resolved[:1] in ([_BATCH], [self.batch], [-1])
+        if len(resolved) == 2 and ok_batch and resolved[1] in (size, -1) \
+                and not (resolved[0] == -1 and resolved[1] == -1):
+            self._flatten()
+        elif ok_batch and resolved[1:] == list(self.actual_shape()):
+            pass                                 # a reshape to itself
+        else:
+            self.fail(f"a reshape of (batch, "
+                      f"{', '.join(map(str, self.actual_shape()))}) to "
+                      f"{target} is not supported; cnnkit reshapes only to "
+                      f"(batch, features)")
+
+    def _dense(self, w, b, node):
+        """Append a Dense layer with weight ``w`` (out, in)."""
+        from . import layers as L
+        self._check_dtype(w, "weight")
+        if len(self.cur) != 1:
+            self.fail(f"it needs an input of shape (batch, features); got "
+                      f"(batch, {', '.join(map(str, self.actual_shape()))})")
+        if w.shape[1] != self.cur[0]:
+            self.fail(f"the weight takes {w.shape[1]} features; the input "
+                      f"has {self.cur[0]}")
+        if self.order is not None:      # undo an NHWC flattening order
+            folded = np.empty_like(w)
+            folded[:, self.order] = w
+            w = folded
+            self.order = None
+        params = {"weight": np.ascontiguousarray(w)}
+        if b is not None:
+            params["bias"] = self._bias(b, w.shape[0])
+        return self._add_layer(L.Dense(int(w.shape[0]),
+                                       use_bias=b is not None), params)
+
+    def _bias(self, b, units):
+        if not isinstance(b, np.ndarray):
+            self.fail("the bias must be a constant tensor")
+        self._check_dtype(b, "bias")
+        if b.shape in ((units,), (1, units)):
+            return b.reshape(units)
+        if b.size == 1:
+            return np.full(units, b.reshape(()), dtype=b.dtype)
+        self.fail(f"the bias of shape {list(b.shape)} does not broadcast "
+                  f"to [{units}] as a per-output bias")
+
+    def _op_Gemm(self, node, pos):
+        a = _attrs(node, {"alpha", "beta", "transA", "transB"}, self.fail)
+        if pos != 0:
+            self.fail("the graph input must be its first input (A)")
+        for key in ("alpha", "beta"):
+            if a.get(key, 1.0) != 1.0:
+                self.fail(f"attribute {key}={a[key]} is not supported (only "
+                          f"1.0)")
+        if a.get("transA", 0):
+            self.fail(f"attribute transA={a['transA']} is not supported")
+        w = self.static(node.input[1], "the weight")
+        if not isinstance(w, np.ndarray) or w.ndim != 2:
+            self.fail(f"the weight must be 2-D, got shape "
+                      f"{list(np.shape(w))}")
+        if not a.get("transB", 0):
+            w = w.T
+        b = self.static(node.input[2], "the bias") if len(node.input) > 2 \
+            and node.input[2] else None
+        self._dense(w, b, node)
+
+    def _op_MatMul(self, node, pos):
+        _attrs(node, set(), self.fail)
+        if pos != 0:
+            self.fail("the graph input must be its first input (x @ W)")
+        w = self.static(node.input[1], "the weight")
+        if not isinstance(w, np.ndarray) or w.ndim != 2:
+            self.fail(f"the weight must be 2-D (in, out), got shape "
+                      f"{list(np.shape(w))}")
+        self.open_dense = self._dense(w.T, None, node)
+
+    def _op_Add(self, node, pos):
+        _attrs(node, set(), self.fail)
+        layer = self.open_dense
+        self.open_dense = None
+        if layer is None or layer.use_bias:
+            self.fail("an Add is supported only as the bias of a MatMul "
+                      "right before it")
+        b = self.static(node.input[1 - pos], "the bias")
+        self.layers[-1][1]["bias"] = self._bias(b, layer.units)
+        layer.use_bias = True
+
+    def _op_Dropout(self, node, pos):
+        _attrs(node, {"ratio", "seed", "is_test"}, self.fail)
+        if len(node.input) > 2 and node.input[2]:
+            mode = self.static(node.input[2], "training_mode")
+            if not isinstance(mode, np.ndarray) or mode.size != 1 or \
+                    bool(mode.reshape(())):
+                self.fail("training_mode must be a constant false")
+
+    def _op_Identity(self, node, pos):
+        _attrs(node, set(), self.fail)
+
+    def _op_Transpose(self, node, pos):
+        a = _attrs(node, {"perm"}, self.fail)
+        rank = len(self.cur) + 1
+        perm = list(a.get("perm", range(rank - 1, -1, -1)))
+        if perm == list(range(rank)):
+            return
+        if rank == 4 and perm == [0, 2, 3, 1] and not self.nhwc:
+            self.nhwc = True
+            return
+        if rank == 4 and perm == [0, 3, 1, 2]:
+            if self.nhwc:
+                self.nhwc = False
+                return
+            if not self.layers and not self.input_nhwc:
+                # an NHWC graph input: the cnnkit model takes NCHW images
+                h, w, c = self.cur
+                self.cur = self.input_shape = (c, h, w)
+                self.input_nhwc = True
+                return
+        self.fail(f"attribute perm={perm} on a tensor of shape (batch, "
+                  f"{', '.join(map(str, self.actual_shape()))}) is not "
+                  f"supported: cnnkit folds only NHWC <-> NCHW transposes "
+                  f"that cancel")
+
+    def _softmax(self, node):
+        a = _attrs(node, {"axis"}, self.fail)
+        if node.output[0] != self.output_name:
+            self.fail(f"a {node.op_type} is supported only as the last "
+                      f"node (cnnkit models return logits)")
+        if len(self.cur) != 1 or self.order is not None:
+            self.fail(f"a {node.op_type} needs an input of shape (batch, "
+                      f"classes)")
+        default = -1 if self.opset >= 13 else 1
+        if a.get("axis", default) not in (1, -1):
+            self.fail(f"attribute axis={a['axis']} is not supported")
+
+    def _op_Softmax(self, node, pos):
+        self._softmax(node)
+
+    def _op_LogSoftmax(self, node, pos):
+        self._softmax(node)
+
+    # -- result ------------------------------------------------------------
+    def _model(self):
+        from .model import Sequential
+        if self.nhwc or self.order is not None:
+            self.fail("the graph ends in a transposed layout that cnnkit "
+                      "cannot fold away")
+        layers = [layer for layer, _ in self.layers]
+        try:
+            model = Sequential(layers, input_shape=self.input_shape, seed=0,
+                               dtype=self.dtype)
+        except ValueError as exc:
+            self.fail(f"the layers do not form a cnnkit model: {exc}")
+        weights = [params[name] for layer, params in self.layers
+                   for name in layer.param_shapes(layer.input_shape)]
+        model.set_weights(weights)
+        return model
+
+
+def load(path):
+    """Build a :class:`~cnnkit.Sequential` from an ONNX file.
+
+    The graph must be a chain of the supported operators (see the module
+    notes and :doc:`/user_guide/deploying`): convolutions, ReLU, max and
+    average pooling, flattening and dense layers, in the forms
+    ``torch.onnx.export``, tf2onnx and :func:`export` write.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An ``.onnx`` file, self-contained (no external data files).
+
+    Returns
+    -------
+    Sequential
+        A built model with the graph's weights, in float32 (or float64 for a
+        DOUBLE graph), taking images of shape ``(n, C, H, W)``.  For a graph
+        whose input is NHWC followed by a ``Transpose`` to NCHW (Keras
+        models converted by tf2onnx), the model takes the NCHW images,
+        ``x.transpose(0, 3, 1, 2)``.  A final ``Softmax`` or ``LogSoftmax``
+        is dropped: the model returns logits, and
+        :meth:`~cnnkit.Sequential.predict_proba` gives the probabilities.
+
+    Raises
+    ------
+    ImportError
+        If the ``onnx`` package is not installed.
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is empty, truncated or not an ONNX model, is larger than
+        :data:`MAX_FILE_SIZE`, holds a tensor whose size does not match its
+        declared shape and data type, or has a node, attribute, shape or
+        graph structure cnnkit cannot import; the message names the file
+        and the first such node (operator type, name, attribute and value).
+
+    See Also
+    --------
+    export : write a cnnkit model as ONNX.
+
+    Notes
+    -----
+    Nothing in the file is executed.  The protobuf is parsed, every
+    tensor's dims and byte count are checked against its data type before
+    it is converted, and the model is built only from the layer types of
+    :mod:`cnnkit.layers`.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import cnnkit
+    >>> from cnnkit import layers
+    >>> model = cnnkit.Sequential([layers.Flatten(), layers.Dense(3)],
+    ...                           input_shape=(1, 4, 4), seed=0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.onnx")
+    >>> cnnkit.onnx.export(model, path)
+    >>> same = cnnkit.onnx.load(path)
+    >>> same
+    Sequential([Flatten(), Dense(units=3, use_bias=True)])
+    >>> all(np.array_equal(a, b) for a, b in
+    ...     zip(same.get_weights(), model.get_weights()))
+    True
+    """
+    onnx = _require_onnx()
+    from google.protobuf.message import DecodeError
+    path = os.fsdecode(os.fspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot import {path!r}: it is a directory")
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_FILE_SIZE:
+            raise ValueError(
+                f"cannot import {path!r}: the file holds {size} bytes, more "
+                f"than the {MAX_FILE_SIZE}-byte limit of an ONNX protobuf")
+        data = f.read(MAX_FILE_SIZE + 1)
+    if not data:
+        raise ValueError(f"cannot import {path!r}: the file is empty")
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise ValueError(
+            f"cannot import {path!r}: not an ONNX model, or a truncated one "
+            f"(the protobuf cannot be decoded: {exc})") from None
+    del data
+    try:
+        return _Importer(proto, path).run()
+    except _ImportError as exc:
+        raise ValueError(str(exc)) from None

@@ -1,0 +1,858 @@
+"""ONNX export and import (cnnkit.onnx): onnxruntime agrees with cnnkit for
+every layer and hyperparameter, exported files pass the ONNX checker and
+strict shape inference, models round-trip exactly, PyTorch and Keras-style
+graphs import, and damaged or unsupported files are refused by name."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import cnnkit
+from cnnkit import cli
+from cnnkit import layers as L
+from cnnkit import reference as R
+
+cnnkit_onnx = cnnkit.onnx
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+def _session(path_or_bytes):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    if isinstance(path_or_bytes, onnx.ModelProto):
+        path_or_bytes = path_or_bytes.SerializeToString()
+    return ort.InferenceSession(path_or_bytes, options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _run(path, x, name="input"):
+    return _session(os.fspath(path)).run(None, {name: x})[0]
+
+
+def _checked(path):
+    """The ModelProto at ``path``, after the full checker and strict shape
+    inference."""
+    proto = onnx.load(os.fspath(path))
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.shape_inference.infer_shapes(proto, check_type=True,
+                                      strict_mode=True)
+    return proto
+
+
+def _assert_close(actual, expected, rtol=1e-5):
+    """float32 agreement: relative 1e-5, absolute 1e-6 of the output's
+    scale (different summation orders round differently)."""
+    expected = np.asarray(expected, dtype=np.float64)
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    np.testing.assert_allclose(actual, expected, rtol=rtol,
+                               atol=rtol * 0.1 * scale)
+
+
+def _same_weights(a, b):
+    wa, wb = a.get_weights(), b.get_weights()
+    assert len(wa) == len(wb)
+    for x, y in zip(wa, wb):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert np.array_equal(x, y)
+
+
+def _randomize(model, seed=0):
+    """Non-zero biases too, so that every parameter is exercised."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.standard_normal(w.shape) * (0.5 if w.ndim > 1
+                                                       else 0.2)
+                       for w in model.get_weights()])
+    return model
+
+
+def _images(shape, n, seed=1, dtype=np.float32):
+    return np.random.default_rng(seed).standard_normal(
+        (n,) + tuple(shape)).astype(dtype)
+
+
+def _load_error(path, *words):
+    with pytest.raises(ValueError) as info:
+        cnnkit_onnx.load(path)
+    message = str(info.value)
+    assert os.fspath(path) in message, message
+    for w in words:
+        assert w in message, (w, message)
+    return message
+
+
+def _save_proto(tmp_path, proto, name="m.onnx"):
+    path = tmp_path / name
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
+def _graph_model(nodes, inputs, outputs, inits=(), opset=17):
+    graph = helper.make_graph(nodes, "g", inputs, outputs,
+                              initializer=list(inits))
+    proto = helper.make_model(graph,
+                              opset_imports=[helper.make_opsetid("", opset)])
+    proto.ir_version = 8
+    return proto
+
+
+def _f32(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+# --------------------------------------------------------------------------
+# architectures: every layer type and hyperparameter
+# --------------------------------------------------------------------------
+ARCHS = {
+    "lenet": ((1, 16, 16), lambda: [
+        L.Conv2D(6, 5, padding=2), L.ReLU(), L.MaxPool2D(2),
+        L.Conv2D(16, 5), L.ReLU(), L.MaxPool2D(2), L.Flatten(),
+        L.Dense(32), L.ReLU(), L.Dense(10)]),
+    "conv_stride_pad_dilation": ((3, 13, 11), lambda: [
+        L.Conv2D(4, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2)),
+        L.ReLU(), L.Flatten(), L.Dense(5)]),
+    "conv_same_even_kernel_no_bias": ((2, 9, 10), lambda: [
+        L.Conv2D(3, (4, 2), padding="same", use_bias=False), L.ReLU(),
+        L.Conv2D(2, 3, padding="same", dilation=2), L.Flatten(),
+        L.Dense(4, use_bias=False)]),
+    "conv_valid": ((1, 7, 7), lambda: [
+        L.Conv2D(2, 3, padding="valid", stride=2), L.Flatten(),
+        L.Dense(3)]),
+    "maxpool_stride_padding": ((2, 11, 9), lambda: [
+        L.MaxPool2D((3, 2), stride=(2, 1), padding=(1, 1)), L.Conv2D(3, 1),
+        L.MaxPool2D(2, padding=1), L.Flatten(), L.Dense(4)]),
+    "avgpool_include_pad": ((2, 10, 9), lambda: [
+        L.AvgPool2D(3, stride=2, padding=1), L.ReLU(),
+        L.AvgPool2D((2, 3), stride=(1, 2), padding=(1, 0)), L.Flatten(),
+        L.Dense(3)]),
+    "avgpool_exclude_pad": ((2, 10, 9), lambda: [
+        L.AvgPool2D(3, stride=2, padding=1, count_include_pad=False),
+        L.AvgPool2D((2, 2), stride=1, padding=1, count_include_pad=False),
+        L.Flatten(), L.Dense(3)]),
+    "global_avg_pool_dropout": ((3, 8, 8), lambda: [
+        L.Conv2D(8, 3, padding=1), L.ReLU(), L.Dropout(0.5),
+        L.GlobalAvgPool2D(), L.Dropout(0.25), L.Dense(6), L.ReLU(),
+        L.Dense(3)]),
+    "global_avg_pool_then_flatten": ((2, 5, 6), lambda: [
+        L.Conv2D(4, 3), L.GlobalAvgPool2D(), L.Flatten(), L.Dense(2)]),
+    "mlp": ((1, 6, 6), lambda: [
+        L.Flatten(), L.Dense(16), L.ReLU(), L.Dropout(0.1), L.Dense(10)]),
+    "conv_output": ((2, 6, 6), lambda: [L.Conv2D(3, 3), L.ReLU()]),
+}
+
+
+def _arch_model(name, seed=0, dtype="float32"):
+    shape, make = ARCHS[name]
+    model = cnnkit.Sequential(make(), input_shape=shape, seed=seed,
+                              dtype=dtype)
+    return _randomize(model, seed)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHS))
+def test_export_matches_onnxruntime_and_round_trips(name, tmp_path):
+    model = _arch_model(name)
+    path = tmp_path / f"{name}.onnx"
+    cnnkit_onnx.export(model, path)
+    proto = _checked(path)
+    assert proto.ir_version == 8
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", 17)]
+    assert proto.producer_name == "cnnkit"
+    assert proto.producer_version == cnnkit.__version__
+    ops = [n.op_type for n in proto.graph.node]
+    assert "Dropout" not in ops and "Softmax" not in ops
+    # initializers carry the state_dict names and values
+    inits = {t.name: numpy_helper.to_array(t) for t in
+             proto.graph.initializer}
+    state = model.state_dict()
+    assert list(inits) == list(state)
+    for key, value in state.items():
+        assert np.array_equal(inits[key], value)
+    # the batch axis is symbolic
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch"
+    assert [d.dim_value for d in dims[1:]] == list(model.input_shape)
+    session = _session(os.fspath(path))
+    for n in (1, 5):
+        x = _images(model.input_shape, n, seed=n)
+        (got,) = session.run(None, {"input": x})
+        _assert_close(got, model(x))
+    # ONNX -> cnnkit: the same weights and the same logits, bit for bit
+    same = cnnkit_onnx.load(path)
+    _same_weights(same, model)
+    assert same.input_shape == model.input_shape
+    assert same.output_shape == model.output_shape
+    x = _images(model.input_shape, 5)
+    assert np.array_equal(same(x), model(x))
+    assert [type(la).__name__ for la in same.layers] == [
+        type(la).__name__ for la in model.layers
+        if not isinstance(la, L.Dropout)]
+
+
+def test_load_model_reads_onnx_paths(tmp_path):
+    model = _arch_model("lenet")
+    path = tmp_path / "model.ONNX"
+    cnnkit_onnx.export(model, path)
+    same = cnnkit.load_model(path)
+    _same_weights(same, model)
+    x = _images(model.input_shape, 3)
+    assert np.array_equal(same(x), model(x))
+    with pytest.raises(FileNotFoundError):
+        cnnkit.load_model(tmp_path / "missing.onnx")
+
+
+def test_probabilities_output(tmp_path):
+    model = _arch_model("lenet")
+    path = tmp_path / "p.onnx"
+    cnnkit_onnx.export(model, path, probabilities=True)
+    proto = _checked(path)
+    assert proto.graph.node[-1].op_type == "Softmax"
+    assert proto.graph.output[0].name == "probabilities"
+    x = _images(model.input_shape, 5)
+    got = _run(path, x)
+    _assert_close(got, model.predict_proba(x))
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-6)
+    # the Softmax is dropped on import: the model returns logits again
+    same = cnnkit_onnx.load(path)
+    _same_weights(same, model)
+    assert np.array_equal(same(x), model(x))
+    with pytest.raises(ValueError, match="probabilities=True"):
+        cnnkit_onnx.export(_arch_model("conv_output"), tmp_path / "c.onnx",
+                           probabilities=True)
+
+
+@pytest.mark.parametrize("opset", [13, 17, 21])
+def test_opsets_and_ir_versions(opset, tmp_path):
+    model = _arch_model("avgpool_exclude_pad")
+    path = tmp_path / "m.onnx"
+    cnnkit_onnx.export(model, path, opset=opset, probabilities=True)
+    proto = _checked(path)
+    assert proto.opset_import[0].version == opset
+    assert proto.ir_version == {13: 7, 17: 8, 21: 10}[opset]
+    x = _images(model.input_shape, 3)
+    _assert_close(_run(path, x), model.predict_proba(x))
+
+
+def test_float64(tmp_path):
+    mlp = _arch_model("mlp", dtype="float64")
+    path = tmp_path / "mlp64.onnx"
+    cnnkit_onnx.export(mlp, path)
+    proto = _checked(path)
+    assert proto.graph.input[0].type.tensor_type.elem_type == \
+        TensorProto.DOUBLE
+    x = _images(mlp.input_shape, 4, dtype=np.float64)
+    np.testing.assert_allclose(_run(path, x), mlp(x), rtol=1e-12,
+                               atol=1e-13)
+    same = cnnkit_onnx.load(path)
+    assert same.dtype == np.float64
+    _same_weights(same, mlp)
+    assert np.array_equal(same(x), mlp(x))
+
+    cnn = _arch_model("lenet", dtype="float64")
+    with pytest.raises(ValueError) as info:
+        cnnkit_onnx.export(cnn, tmp_path / "cnn64.onnx")
+    assert "float64" in str(info.value) and "dtype='float32'" in \
+        str(info.value)
+    assert not (tmp_path / "cnn64.onnx").exists()
+    cnnkit_onnx.export(cnn, tmp_path / "cnn32.onnx", dtype="float32")
+    _checked(tmp_path / "cnn32.onnx")
+    x = _images(cnn.input_shape, 3, dtype=np.float64)
+    _assert_close(_run(tmp_path / "cnn32.onnx", x.astype(np.float32)),
+                  cnn(x), rtol=1e-4)
+    cnnkit_onnx.export(cnn, tmp_path / "cnn64.onnx", dtype="float64")
+    _checked(tmp_path / "cnn64.onnx")
+    _same_weights(cnnkit_onnx.load(tmp_path / "cnn64.onnx"), cnn)
+
+
+def test_export_argument_errors(tmp_path):
+    model = _arch_model("mlp")
+    with pytest.raises(TypeError, match="cnnkit.Sequential"):
+        cnnkit_onnx.export("model", tmp_path / "m.onnx")
+    unbuilt = cnnkit.Sequential([L.Flatten(), L.Dense(2)])
+    with pytest.raises(ValueError, match="not built"):
+        cnnkit_onnx.export(unbuilt, tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="opset must be between 13"):
+        cnnkit_onnx.export(model, tmp_path / "m.onnx", opset=9)
+    with pytest.raises(TypeError, match="opset must be an int"):
+        cnnkit_onnx.export(model, tmp_path / "m.onnx", opset="17")
+    with pytest.raises(ValueError, match="dtype must be"):
+        cnnkit_onnx.export(model, tmp_path / "m.onnx", dtype="int8")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        cnnkit_onnx.export(model, tmp_path / "nowhere" / "m.onnx")
+    with pytest.raises(IsADirectoryError):
+        cnnkit_onnx.export(model, tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_export_is_atomic(tmp_path, monkeypatch):
+    model = _arch_model("mlp")
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"old")
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(OSError, match="disk full"):
+        cnnkit_onnx.export(model, path)
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["m.onnx"]
+
+
+# --------------------------------------------------------------------------
+# import of graphs written by other exporters
+# --------------------------------------------------------------------------
+TORCH_WARNINGS = pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning", "ignore::UserWarning",
+    "ignore::FutureWarning")
+
+
+@TORCH_WARNINGS
+def test_import_pytorch_sequential(tmp_path):
+    torch = pytest.importorskip("torch")
+    from torch import nn
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, (4, 2), padding="same", bias=False), nn.ReLU(),
+        nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+        nn.Conv2d(8, 6, 3, stride=2, padding=1, dilation=2), nn.ReLU(),
+        nn.Dropout(0.3), nn.Flatten(), nn.Linear(6, 16), nn.ReLU(),
+        nn.Linear(16, 5))
+    net.eval()
+    x = _images((3, 12, 12), 5)
+    path = tmp_path / "torch.onnx"
+    torch.onnx.export(net, (torch.from_numpy(x[:1]),), os.fspath(path),
+                      dynamo=False, input_names=["input"],
+                      output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}})
+    model = cnnkit_onnx.load(path)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    _assert_close(model(x), expected)
+    # the weights are PyTorch's, in the state_dict order
+    for w, t in zip(model.get_weights(), net.state_dict().values()):
+        assert np.array_equal(w, t.numpy())
+
+
+@TORCH_WARNINGS
+def test_import_pytorch_view_and_softmax(tmp_path):
+    """A module flattening with x.view(x.size(0), -1): the exporter computes
+    the target shape with Shape, Gather, Unsqueeze and Concat."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.conv2 = nn.Conv2d(1, 2, 3)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            x = self.pool(torch.relu(self.conv(x)))
+            return torch.softmax(self.fc(x.view(x.size(0), -1)), dim=1)
+
+    torch.manual_seed(1)
+    net = Net().eval()
+    del net.conv2
+    x = _images((1, 9, 9), 4)
+    path = tmp_path / "view.onnx"
+    torch.onnx.export(net, (torch.from_numpy(x[:2]),), os.fspath(path),
+                      dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}}, opset_version=13)
+    ops = {n.op_type for n in onnx.load(os.fspath(path)).graph.node}
+    assert {"Shape", "Reshape", "GlobalAveragePool", "Softmax"} <= ops
+    model = cnnkit_onnx.load(path)
+    assert [type(la).__name__ for la in model.layers] == [
+        "Conv2D", "ReLU", "GlobalAvgPool2D", "Dense"]
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    _assert_close(model.predict_proba(x), expected)
+
+
+@TORCH_WARNINGS
+def test_import_pytorch_dynamo_exporter(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    from torch import nn
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 3))
+    net.eval()
+    x = _images((1, 8, 8), 3)
+    path = tmp_path / "dynamo.onnx"
+    torch.onnx.export(net, (torch.from_numpy(x),), os.fspath(path),
+                      dynamo=True)
+    model = cnnkit_onnx.load(path)
+    with torch.no_grad():
+        _assert_close(model(x), net(torch.from_numpy(x)).numpy())
+
+
+def test_import_matmul_add_reshape_identity(tmp_path):
+    """The form older exporters write: weights through Identity and
+    Constant nodes, Reshape with a constant shape, MatMul + Add."""
+    rng = np.random.default_rng(3)
+    w1 = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    b1 = rng.standard_normal(4).astype(np.float32)
+    w2 = rng.standard_normal((36, 5)).astype(np.float32)     # (in, out)
+    b2 = rng.standard_normal(5).astype(np.float32)
+    inits = [numpy_helper.from_array(w1, "conv.w"),
+             numpy_helper.from_array(b1, "conv.b"),
+             numpy_helper.from_array(w2, "fc.w")]
+    nodes = [
+        helper.make_node("Identity", ["conv.w"], ["w1"], name="id_w1"),
+        helper.make_node("Identity", ["conv.b"], ["b1"], name="id_b1"),
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c"], name="conv",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("MaxPool", ["r"], ["p"], name="pool",
+                         kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Constant", [], ["shape"], name="shape",
+                         value=numpy_helper.from_array(
+                             np.array([-1, 36], np.int64))),
+        helper.make_node("Reshape", ["p", "shape"], ["f"], name="flat"),
+        helper.make_node("Identity", ["fc.w"], ["w2"], name="id_w2"),
+        helper.make_node("Constant", [], ["b2"], name="bias",
+                         value=numpy_helper.from_array(b2)),
+        helper.make_node("MatMul", ["f", "w2"], ["m"], name="matmul"),
+        helper.make_node("Add", ["b2", "m"], ["y"], name="add"),
+    ]
+    proto = _graph_model(nodes, [_f32("x", ["N", 2, 6, 6])],
+                         [_f32("y", ["N", 5])], inits)
+    onnx.checker.check_model(proto, full_check=True)
+    path = _save_proto(tmp_path, proto)
+    model = cnnkit_onnx.load(path)
+    assert [type(la).__name__ for la in model.layers] == [
+        "Conv2D", "ReLU", "MaxPool2D", "Flatten", "Dense"]
+    x = _images((2, 6, 6), 3).astype(np.float64)
+    h = R.relu(R.conv2d(x, w1, b1, padding=1))
+    h, _ = R.max_pool2d(h, 2)
+    expected = R.dense(h.reshape(3, -1), w2.T, b2)
+    _assert_close(model(x.astype(np.float32)), expected)
+    _assert_close(_run(path, x.astype(np.float32), "x"), expected)
+
+
+def _keras_style_graph(rng, ending="flatten"):
+    """A Keras Sequential CNN in tf2onnx's form: NHWC input, Transpose to
+    NCHW around the convolutions, Transpose back before the flattening,
+    Reshape, MatMul + Add, Softmax."""
+    h = w = 8
+    k1 = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)   # OIHW
+    b1 = rng.standard_normal(6).astype(np.float32)
+    k2 = rng.standard_normal((4, 6, 2, 2)).astype(np.float32)
+    feats = 4 * 4 * 4
+    dense = rng.standard_normal((feats if ending == "flatten" else 4,
+                                 5)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    inits = [numpy_helper.from_array(k1, "sequential/conv2d/Conv2D"),
+             numpy_helper.from_array(b1, "sequential/conv2d/BiasAdd"),
+             numpy_helper.from_array(k2, "sequential/conv2d_1/Conv2D"),
+             numpy_helper.from_array(dense, "sequential/dense/MatMul"),
+             numpy_helper.from_array(bias, "sequential/dense/BiasAdd"),
+             numpy_helper.from_array(np.array([-1, feats], np.int64),
+                                     "const_fold_opt__8")]
+    nodes = [
+        helper.make_node("Transpose", ["input_1"], ["t0"],
+                         name="sequential/conv2d/Conv2D__6",
+                         perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["t0", "sequential/conv2d/Conv2D",
+                                  "sequential/conv2d/BiasAdd"], ["c1"],
+                         name="sequential/conv2d/BiasAdd",
+                         auto_pad="SAME_UPPER", kernel_shape=[3, 3],
+                         strides=[1, 1], dilations=[1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"],
+                         name="sequential/conv2d/Relu"),
+        helper.make_node("MaxPool", ["r1"], ["p1"],
+                         name="sequential/max_pooling2d/MaxPool",
+                         kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "sequential/conv2d_1/Conv2D"],
+                         ["c2"], name="sequential/conv2d_1/Conv2D",
+                         auto_pad="SAME_UPPER", kernel_shape=[2, 2]),
+        helper.make_node("Transpose", ["c2"], ["t1"],
+                         name="sequential/conv2d_1/Conv2D__12",
+                         perm=[0, 2, 3, 1]),
+        helper.make_node("Relu", ["t1"], ["r2"],
+                         name="sequential/conv2d_1/Relu"),
+    ]
+    if ending == "flatten":
+        nodes.append(helper.make_node(
+            "Reshape", ["r2", "const_fold_opt__8"], ["f"],
+            name="sequential/flatten/Reshape"))
+    else:
+        nodes.append(helper.make_node(
+            "ReduceMean", ["r2"], ["f"], axes=[1, 2], keepdims=0,
+            name="sequential/global_average_pooling2d/Mean"))
+    nodes += [
+        helper.make_node("MatMul", ["f", "sequential/dense/MatMul"], ["m"],
+                         name="sequential/dense/MatMul"),
+        helper.make_node("Add", ["m", "sequential/dense/BiasAdd"], ["a"],
+                         name="sequential/dense/BiasAdd"),
+        helper.make_node("Softmax", ["a"], ["dense"],
+                         name="sequential/dense/Softmax", axis=-1),
+    ]
+    return _graph_model(nodes, [_f32("input_1", ["unk__16", h, w, 3])],
+                        [_f32("dense", ["unk__17", 5])], inits, opset=13)
+
+
+@pytest.mark.parametrize("ending", ["flatten", "global_mean"])
+def test_import_keras_nhwc_graph(ending, tmp_path):
+    proto = _keras_style_graph(np.random.default_rng(4), ending)
+    onnx.checker.check_model(proto, full_check=True)
+    path = _save_proto(tmp_path, proto)
+    model = cnnkit_onnx.load(path)
+    assert model.input_shape == (3, 8, 8)
+    x_nhwc = _images((8, 8, 3), 5)
+    expected = _run(path, x_nhwc, "input_1")          # probabilities
+    x = x_nhwc.transpose(0, 3, 1, 2)
+    _assert_close(model.predict_proba(x), expected)
+    # the transposes are folded: no layer stands for them
+    names = [type(la).__name__ for la in model.layers]
+    assert names == ["Conv2D", "ReLU", "MaxPool2D", "Conv2D", "ReLU",
+                     "Flatten" if ending == "flatten" else "GlobalAvgPool2D",
+                     "Dense"]
+    assert model.layers[0].padding == (1, 1)
+    assert model.layers[3].padding == "same"
+
+
+def test_import_pytorch_form_built_by_hand_gemm_variants(tmp_path):
+    """Gemm with transB=0 and a (1, out) bias, Flatten, fixed batch size."""
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((12, 4)).astype(np.float32)
+    b = rng.standard_normal((1, 4)).astype(np.float32)
+    proto = _graph_model(
+        [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+         helper.make_node("Gemm", ["f", "w", "b"], ["y"], name="fc")],
+        [_f32("x", [2, 3, 2, 2])], [_f32("y", [2, 4])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    path = _save_proto(tmp_path, proto)
+    model = cnnkit_onnx.load(path)
+    x = _images((3, 2, 2), 2)
+    _assert_close(model(x), _run(path, x, "x"))
+    assert np.array_equal(model.get_weights()[0], w.T)
+    # the fixed batch size of the graph does not bind the cnnkit model
+    x = _images((3, 2, 2), 5)
+    _assert_close(model(x), R.dense(x.reshape(5, -1).astype(np.float64),
+                                    w.T, b[0]))
+
+
+# --------------------------------------------------------------------------
+# refusals
+# --------------------------------------------------------------------------
+def test_damaged_files_are_refused(tmp_path):
+    model = _arch_model("lenet")
+    good = tmp_path / "good.onnx"
+    cnnkit_onnx.export(model, good)
+    raw = good.read_bytes()
+    for cut in (1, 7, len(raw) // 3, len(raw) // 2, len(raw) - 5,
+                len(raw) - 1):
+        bad = tmp_path / f"cut{cut}.onnx"
+        bad.write_bytes(raw[:cut])
+        _load_error(bad)
+    bad = tmp_path / "cut_half.onnx"
+    bad.write_bytes(raw[:len(raw) // 2])
+    _load_error(bad, "truncated")
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        junk = tmp_path / f"junk{i}.onnx"
+        junk.write_bytes(rng.integers(0, 256, 200 + 97 * i,
+                                      dtype=np.uint8).tobytes())
+        _load_error(junk)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    _load_error(empty, "empty")
+    text = tmp_path / "text.onnx"
+    text.write_bytes(b"this is not a model\n")
+    _load_error(text, "not an ONNX model")
+    with pytest.raises(FileNotFoundError):
+        cnnkit_onnx.load(tmp_path / "missing.onnx")
+    with pytest.raises(IsADirectoryError):
+        cnnkit_onnx.load(tmp_path)
+
+
+def test_damaged_bytes_give_value_errors_only(tmp_path):
+    """Random byte changes in a valid file load or raise ValueError; no
+    other exception escapes."""
+    model = _arch_model("global_avg_pool_dropout")
+    cnnkit_onnx.export(model, tmp_path / "good.onnx", probabilities=True)
+    raw = (tmp_path / "good.onnx").read_bytes()
+    rng = np.random.default_rng(7)
+    path = tmp_path / "bad.onnx"
+    for _ in range(300):
+        data = bytearray(raw)
+        for i in rng.integers(0, len(data), rng.integers(1, 4)):
+            data[i] = rng.integers(0, 256)
+        path.write_bytes(bytes(data))
+        try:
+            cnnkit_onnx.load(path)
+        except ValueError as exc:
+            assert str(path) in str(exc)
+
+
+def _small_conv_graph(conv_attrs=None, extra_nodes=(), conv_inputs=None,
+                      inits=None, pool_attrs=None):
+    """x (N, 2, 8, 8) -> Conv -> MaxPool -> Flatten -> ... """
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", conv_inputs or ["x", "w"], ["c"],
+                              name="conv0", **(conv_attrs or {})),
+             helper.make_node("MaxPool", ["c"], ["p"], name="pool0",
+                              **(pool_attrs or {"kernel_shape": [2, 2],
+                                                "strides": [2, 2]})),
+             helper.make_node("Flatten", ["p"], ["y"], name="flat0")]
+    nodes += list(extra_nodes)
+    out = nodes[-1].output[0]
+    return _graph_model(nodes, [_f32("x", ["N", 2, 8, 8])],
+                        [_f32(out, None)],
+                        inits or [numpy_helper.from_array(w, "w")])
+
+
+def test_small_conv_graph_loads(tmp_path):
+    path = _save_proto(tmp_path, _small_conv_graph())
+    model = cnnkit_onnx.load(path)
+    x = _images((2, 8, 8), 2)
+    _assert_close(model(x), _run(path, x, "x"))
+
+
+@pytest.mark.parametrize("proto, words", [
+    (_small_conv_graph(
+        extra_nodes=[helper.make_node("BatchNormalization",
+                                      ["y", "s", "s", "s", "s"], ["z"],
+                                      name="bn")]),
+     ["'bn'", "BatchNormalization", "not supported"]),
+    (_small_conv_graph(
+        extra_nodes=[helper.make_node("LSTM", ["y", "w"], ["z"],
+                                      name="rnn")]),
+     ["'rnn'", "LSTM", "not supported"]),
+    (_small_conv_graph(conv_attrs={"group": 2}),
+     ["'conv0'", "Conv", "group=2"]),
+    (_small_conv_graph(conv_attrs={"pads": [0, 0, 1, 1], "strides": [2, 2]}),
+     ["'conv0'", "pads", "[0, 0, 1, 1]", "asymmetric"]),
+    (_small_conv_graph(conv_attrs={"auto_pad": "SAME_LOWER",
+                                   "kernel_shape": [2, 2]}),
+     ["'conv0'", "kernel_shape=[2, 2]", "weight"]),
+    (_small_conv_graph(conv_attrs={"auto_pad": "FULL"}),
+     ["'conv0'", "auto_pad='FULL'"]),
+    (_small_conv_graph(conv_attrs={"frobnicate": 3}),
+     ["'conv0'", "attribute 'frobnicate'"]),
+    (_small_conv_graph(pool_attrs={"kernel_shape": [3, 3], "strides": [2, 2],
+                                   "ceil_mode": 1}),
+     ["'pool0'", "MaxPool", "ceil_mode=1"]),
+    (_small_conv_graph(pool_attrs={"kernel_shape": [2, 2],
+                                   "dilations": [2, 2]}),
+     ["'pool0'", "dilations=[2, 2]"]),
+    (_small_conv_graph(pool_attrs={"kernel_shape": [2, 2],
+                                   "pads": [2, 2, 2, 2]}),
+     ["'pool0'", "half the kernel"]),
+    (_small_conv_graph(conv_inputs=["x", "missing"]),
+     ["'conv0'", "'missing'", "not defined"]),
+    (_small_conv_graph(extra_nodes=[
+        helper.make_node("Relu", ["c"], ["z"], name="branch")]),
+     ["'branch'", "branching"]),
+    (_small_conv_graph(extra_nodes=[
+        helper.make_node("Add", ["y", "y"], ["z"], name="twice")]),
+     ["'twice'", "branching"]),
+    (_small_conv_graph(extra_nodes=[
+        helper.make_node("Softmax", ["y"], ["s"], name="sm"),
+        helper.make_node("Relu", ["s"], ["z"], name="after")]),
+     ["'sm'", "last node"]),
+    (_small_conv_graph(extra_nodes=[
+        helper.make_node("Gemm", ["y", "w"], ["z"], name="g", alpha=2.0)]),
+     ["'g'", "alpha=2.0"]),
+    (_small_conv_graph(extra_nodes=[
+        helper.make_node("Add", ["y", "w"], ["z"], name="add")]),
+     ["'add'", "bias of a MatMul"]),
+    (_small_conv_graph(extra_nodes=[
+        helper.make_node("Relu", ["y"], ["z"], name="r", domain="com.x")]),
+     ["'r'", "com.x.Relu"]),
+    (_small_conv_graph(inits=[numpy_helper.from_array(
+        np.ones((4, 2, 3, 3), np.int8), "w")]),
+     ["'w'", "INT8"]),
+    (_small_conv_graph(inits=[numpy_helper.from_array(
+        np.ones((4, 2, 3, 3), np.float64), "w")]),
+     ["'conv0'", "float64", "float32"]),
+    (_small_conv_graph(inits=[numpy_helper.from_array(
+        np.ones((4, 3, 3, 3), np.float32), "w")]),
+     ["'conv0'", "3 input channels", "has 2"]),
+], ids=["batchnorm", "lstm", "group", "asymmetric-pads", "kernel-shape",
+        "auto-pad", "unknown-attribute", "ceil-mode", "pool-dilation",
+        "pool-pads", "undefined-input", "branch", "two-data-inputs",
+        "softmax-in-the-middle", "gemm-alpha", "add-without-matmul",
+        "foreign-domain", "int8-weights", "mixed-dtypes", "channels"])
+def test_unsupported_graphs_are_refused_by_name(proto, words, tmp_path):
+    path = _save_proto(tmp_path, proto)
+    _load_error(path, *words)
+
+
+def test_oversize_and_inconsistent_tensors_are_refused(tmp_path):
+    def with_weight(tensor):
+        return _save_proto(tmp_path, _small_conv_graph(inits=[tensor]))
+
+    # dims claim 10^10 floats but 288 bytes are stored
+    t = numpy_helper.from_array(np.ones((4, 2, 3, 3), np.float32), "w")
+    del t.dims[:]
+    t.dims.extend([100000, 100000])
+    _load_error(with_weight(t), "'w'", "[100000, 100000]", "40000000000",
+                "288 bytes")
+    # an absurd declaration is refused before anything is allocated
+    del t.dims[:]
+    t.dims.extend([2 ** 40, 2 ** 40, 2 ** 40])
+    _load_error(with_weight(t), "'w'", "bytes")
+    # typed storage with the wrong count
+    t = TensorProto(name="w", data_type=TensorProto.FLOAT,
+                    dims=[4, 2, 3, 3], float_data=[1.0] * 10)
+    _load_error(with_weight(t), "'w'", "holds 40 bytes")
+    # negative dims
+    t = numpy_helper.from_array(np.ones((4, 2, 3, 3), np.float32), "w")
+    t.dims[0] = -4
+    _load_error(with_weight(t), "'w'", "invalid dims")
+    # data in an external file is never read
+    t = numpy_helper.from_array(np.ones((4, 2, 3, 3), np.float32), "w")
+    t.ClearField("raw_data")
+    t.data_location = TensorProto.EXTERNAL
+    entry = t.external_data.add()
+    entry.key, entry.value = "location", "../../etc/passwd"
+    _load_error(with_weight(t), "'w'", "external")
+    # a Constant node's tensor is checked the same way
+    value = numpy_helper.from_array(np.ones(3, np.float32))
+    value.dims[0] = 1000
+    proto = _small_conv_graph(extra_nodes=[
+        helper.make_node("Constant", [], ["k"], name="k", value=value)])
+    _load_error(_save_proto(tmp_path, proto, "k.onnx"), "'k'", "[1000]")
+
+
+def test_unsupported_inputs_and_outputs_are_refused(tmp_path):
+    def graph(inputs, outputs=None, nodes=None):
+        nodes = nodes or [helper.make_node("Relu", ["x"], ["y"], name="r"),
+                          helper.make_node("Flatten", ["y"], ["z"],
+                                           name="f")]
+        return _save_proto(tmp_path, _graph_model(
+            nodes, inputs, outputs or [_f32("z", None)]))
+
+    _load_error(graph([_f32("x", ["N", 1, "H", 8])]), "'H'", "axis 2")
+    _load_error(graph([_f32("x", ["N", 1, 8])]), "3 axes")
+    _load_error(graph([helper.make_tensor_value_info(
+        "x", TensorProto.INT64, ["N", 1, 8, 8])]), "INT64")
+    _load_error(graph([_f32("x", ["N", 1, 4, 4]), _f32("x2", [1])]),
+                "2 data inputs")
+    _load_error(graph([_f32("x", ["N", 1, 4, 4])],
+                      [_f32("z", None), _f32("y", None)]), "2 outputs")
+    _load_error(graph([_f32("x", ["N", 1, 4, 4])], [_f32("other", None)]),
+                "'other'")
+    _load_error(graph([_f32("x", ["N", 1, 4, 4])], nodes=[
+        helper.make_node("Transpose", ["x"], ["y"], name="t",
+                         perm=[0, 1, 3, 2]),
+        helper.make_node("Flatten", ["y"], ["z"], name="f")]),
+        "'t'", "perm=[0, 1, 3, 2]")
+    _load_error(graph([_f32("x", ["N", 1, 4, 4])], nodes=[
+        helper.make_node("Transpose", ["x"], ["y"], name="t",
+                         perm=[0, 2, 3, 1]),
+        helper.make_node("Flatten", ["y"], ["z"], name="f")]),
+        "transposed layout")
+    _load_error(graph([_f32("x", ["N", 1, 4, 4])], nodes=[
+        helper.make_node("Identity", ["x"], ["z"], name="i")]),
+        "no layers")
+    proto = _graph_model(
+        [helper.make_node("Relu", ["x"], ["z"], name="r")],
+        [_f32("x", ["N", 1, 4, 4])], [_f32("z", None)], opset=5)
+    _load_error(_save_proto(tmp_path, proto, "old.onnx"), "opset 5")
+    proto.ir_version = 99
+    _load_error(_save_proto(tmp_path, proto, "new.onnx"), "IR version 99")
+
+
+# --------------------------------------------------------------------------
+# packaging: optional dependency, lazy import
+# --------------------------------------------------------------------------
+def test_import_cnnkit_does_not_import_onnx():
+    code = ("import sys, cnnkit; "
+            "assert 'onnx' not in sys.modules, 'onnx'; "
+            "assert 'cnnkit.onnx' not in sys.modules, 'cnnkit.onnx'; "
+            "m = cnnkit.onnx; "
+            "assert 'onnx' not in sys.modules, 'onnx after cnnkit.onnx'; "
+            "print(m.__name__)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "cnnkit.onnx"
+
+
+def test_missing_onnx_package_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    model = _arch_model("mlp")
+    with pytest.raises(ImportError, match=r'pip install "cnnkit\[onnx\]"'):
+        cnnkit_onnx.export(model, tmp_path / "m.onnx")
+    with pytest.raises(ImportError, match=r'pip install "cnnkit\[onnx\]"'):
+        cnnkit_onnx.load(tmp_path / "m.onnx")
+    code, _, err = _cli("export", "m.cnnkit", "m.onnx")
+    assert code == 2 and 'pip install "cnnkit[onnx]"' in err
+
+
+# --------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------
+def _cli(*argv):
+    import contextlib
+    import io
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(list(argv))
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def _assert_user_error(code, err, *words):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_cli_export(tmp_path):
+    model = _arch_model("lenet")
+    model.save(tmp_path / "m.cnnkit")
+    out = tmp_path / "m.onnx"
+    code, stdout, _ = _cli("export", str(tmp_path / "m.cnnkit"),
+                           str(out))
+    assert code == 0 and "m.onnx" in stdout
+    _checked(out)
+    x = _images(model.input_shape, 3)
+    _assert_close(_run(out, x), model(x))
+    code, _, _ = _cli("export", str(tmp_path / "m.cnnkit"),
+                      str(tmp_path / "p.onnx"), "--opset", "13",
+                      "--probabilities")
+    assert code == 0
+    proto = _checked(tmp_path / "p.onnx")
+    assert proto.opset_import[0].version == 13
+    _assert_close(_run(tmp_path / "p.onnx", x), model.predict_proba(x))
+    code, stdout, _ = _cli("export", "--help")
+    assert code == 0 and "usage: cnnkit export" in stdout
+
+
+def test_cli_export_mistakes_are_one_line_and_exit_2(tmp_path):
+    model = _arch_model("mlp")
+    model.save(tmp_path / "m.cnnkit")
+    _assert_user_error(*_cli("export", str(tmp_path / "nope.cnnkit"),
+                             str(tmp_path / "x.onnx"))[::2], "nope.cnnkit")
+    _assert_user_error(*_cli("export", str(tmp_path / "m.cnnkit"),
+                             str(tmp_path / "no" / "x.onnx"))[::2],
+                       "x.onnx", "does not exist")
+    _assert_user_error(*_cli("export", str(tmp_path / "m.cnnkit"),
+                             str(tmp_path / "x.onnx"), "--opset",
+                             "9")[::2], "opset")
+    _assert_user_error(*_cli("export", str(tmp_path / "m.cnnkit"),
+                             str(tmp_path / "x.onnx"), "--opset",
+                             "new")[::2], "--opset")
+    _assert_user_error(*_cli("export", str(tmp_path / "m.cnnkit"))[::2],
+                       "OUT.onnx")
+    assert not (tmp_path / "x.onnx").exists()
