@@ -109,6 +109,14 @@ def build_info():
 cdef object _float_input(object a, str name, object dtype=None):
     """a as an aligned C-contiguous float32/float64 ndarray (no copy if it
     already is one)."""
+    cdef int tn
+    if dtype is None and cnp.PyArray_Check(a):
+        # the common case, checked without NumPy calls
+        tn = cnp.PyArray_TYPE(<cnp.ndarray>a)
+        if (tn == cnp.NPY_FLOAT32 or tn == cnp.NPY_FLOAT64) and \
+                cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a) and \
+                cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a):
+            return a
     arr = np.asarray(a)
     if dtype is None:
         dtype = arr.dtype
@@ -374,7 +382,12 @@ def _parts_args(fn, bounds, n, gw_parts, wshape, gb_parts, dt):
     if b.ndim != 1 or b.shape[0] < 2:
         raise ValueError(f"{fn}: bounds must be 1-D with at least 2 entries, "
                          f"got shape {b.shape}")
-    if b[0] < 0 or b[-1] > n or np.any(np.diff(b) < 0):
+    edges = b.tolist()          # (built without wraparound: no [-1])
+    ordered = edges[0] >= 0 and edges[len(edges) - 1] <= n
+    for i in range(len(edges) - 1):
+        if edges[i + 1] < edges[i]:
+            ordered = False
+    if not ordered:
         raise ValueError(f"{fn}: bounds must be non-decreasing within "
                          f"[0, {n}], got {b.tolist()}")
     nparts = b.shape[0] - 1

@@ -249,6 +249,13 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+def _native(x, like, ndim):
+    """Whether x can go straight to the kernels (an ndarray of the layer's
+    dtype and rank, as inside a model); other inputs take the checked and
+    converting path of cnnkit.functional."""
+    return type(x) is np.ndarray and x.dtype == like.dtype and x.ndim == ndim
+
+
 def _param_backward(layer, grad):
     """Backward of a layer with a weight and an optional bias: the parameter
     gradients of the whole batch, or, when the training loop set
@@ -312,6 +319,7 @@ class Conv2D(Layer):
             self.padding = _check_pair(padding, "padding", cls, minimum=0)
         self.use_bias = bool(use_bias)
         self._x = None
+        self._pads = None          # (top, bottom, left, right), on first use
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -336,20 +344,33 @@ class Conv2D(Layer):
             shapes["bias"] = (self.filters,)
         return shapes
 
+    def _pad4(self):
+        if self._pads is None:
+            self._pads = F._conv_padding(self.padding, self.kernel_size,
+                                         self.stride, self.dilation, "Conv2D")
+        return self._pads
+
     def forward(self, x, training=False):
         self._x = x if training else None
-        return F.conv2d(x, self.params["weight"], self.params.get("bias"),
-                        self.stride, self.padding, self.dilation)
+        w = self.params["weight"]
+        if _native(x, w, 4):
+            return _kernels.conv2d_forward(x, w, self.params.get("bias"),
+                                           self.stride, self._pad4(),
+                                           self.dilation)
+        return F.conv2d(x, w, self.params.get("bias"), self.stride,
+                        self.padding, self.dilation)
 
     def _backward_parts(self, grad, x, bounds, gw_parts, gb_parts):
-        w = self.params["weight"]
-        pad4 = F._conv_padding(self.padding, w.shape[2:], self.stride,
-                               self.dilation, "Conv2D")
         return _kernels.conv2d_backward_parts(
-            grad, x, w, self.stride, pad4, self.dilation, bounds, gw_parts,
-            gb_parts, self.input_grad)
+            grad, x, self.params["weight"], self.stride, self._pad4(),
+            self.dilation, bounds, gw_parts, gb_parts, self.input_grad)
 
     def _backward(self, grad, x):
+        w = self.params["weight"]
+        if _native(x, w, 4) and _native(grad, w, 4):
+            return _kernels.conv2d_backward(
+                grad, x, w, self.stride, self._pad4(), self.dilation,
+                self.input_grad, self.use_bias)
         return F.conv2d_backward(grad, x, self.params["weight"], self.stride,
                                  self.padding, self.dilation,
                                  bias=self.use_bias,
@@ -380,10 +401,17 @@ class ReLU(Layer):
 
     def forward(self, x, training=False):
         self._x = x if training else None
+        if type(x) is np.ndarray and x.dtype.kind == "f" and \
+                x.dtype.itemsize in (4, 8):
+            return _kernels.relu_forward(x)
         return F.relu(x)
 
     def backward(self, grad):
-        return F.relu_backward(grad, self._x)
+        x = self._x
+        if type(grad) is np.ndarray and _native(x, grad, grad.ndim) and \
+                grad.dtype.itemsize in (4, 8):
+            return _kernels.relu_backward(grad, x)
+        return F.relu_backward(grad, x)
 
     def clear_cache(self):
         self._x = None
@@ -432,12 +460,22 @@ class MaxPool2D(Layer):
         return (input_shape[0], oh, ow)
 
     def forward(self, x, training=False):
-        y, idx = F.max_pool2d(x, self.pool_size, self.stride, self.padding)
+        if type(x) is np.ndarray and x.ndim == 4 and \
+                x.dtype in (np.float32, np.float64):
+            y, idx = _kernels.maxpool2d_forward(x, self.pool_size,
+                                                self.stride, self.padding)
+        else:
+            y, idx = F.max_pool2d(x, self.pool_size, self.stride,
+                                  self.padding)
         if training:
             self._idx, self._shape = idx, x.shape
         return y
 
     def backward(self, grad):
+        if type(grad) is np.ndarray and grad.ndim == 4 and \
+                len(self._shape) == 4 and grad.dtype in (np.float32,
+                                                        np.float64):
+            return _kernels.maxpool2d_backward(grad, self._idx, self._shape)
         return F.max_pool2d_backward(grad, self._idx, self._shape)
 
     def clear_cache(self):
@@ -567,7 +605,10 @@ class Dense(Layer):
 
     def forward(self, x, training=False):
         self._x = x if training else None
-        return F.dense(x, self.params["weight"], self.params.get("bias"))
+        w = self.params["weight"]
+        if _native(x, w, 2):
+            return _kernels.dense_forward(x, w, self.params.get("bias"))
+        return F.dense(x, w, self.params.get("bias"))
 
     def _backward_parts(self, grad, x, bounds, gw_parts, gb_parts):
         return _kernels.dense_backward_parts(
@@ -575,6 +616,10 @@ class Dense(Layer):
             self.input_grad)
 
     def _backward(self, grad, x):
+        w = self.params["weight"]
+        if _native(x, w, 2) and _native(grad, w, 2):
+            return _kernels.dense_backward(grad, x, w, self.input_grad,
+                                           self.use_bias)
         return F.dense_backward(grad, x, self.params["weight"],
                                 bias=self.use_bias)
 
