@@ -1,5 +1,9 @@
 /* pool2d_impl.h -- body of pool2d.c, included once per REAL type. */
 
+#ifndef POOL_CHUNK
+#define POOL_CHUNK 256     /* windows per pass of the 2x2 fast path */
+#endif
+
 /* The part [ha, hb) x [wa, wb) of window (i, j) that lies in the input. */
 static inline void SFX(pool_window)(const cnnkit_pool2d_geom *g, ptrdiff_t i,
                                     ptrdiff_t j, ptrdiff_t *ha, ptrdiff_t *hb,
@@ -26,26 +30,36 @@ static inline void SFX(maxpool_row)(REAL *restrict ym, int64_t *restrict im,
     ptrdiff_t hb = CNNKIT_MIN(h0 + g->kh, g->h);
     if (g->kh == 2 && g->kw == 2 && g->stride_w == 2 && g->pad_w == 0 &&
         hb - ha == 2) {
-        /* the common 2x2 / stride 2 case, two full input rows */
+        /* The common 2x2 / stride 2 case, two full input rows.  First the
+         * maximum of each window and which tap won (0..3, row-major), with
+         * 32-bit selects that the compiler turns into vector blends (real
+         * data makes branches unpredictable); then the indices. */
         const REAL *restrict r0 = xp + ha * w, *restrict r1 = r0 + w;
-        /* vectorised over j: the selects become blends */
-        CNNKIT_OMP(simd)
-        for (ptrdiff_t j = 0; j < g->ow; j++) {
-            /* k: which of the 4 taps won, in row-major order */
-            REAL m = r0[2 * j], v = r0[2 * j + 1];
-            int k = 0, t = (v > m) | (v != v);
-            m = t ? v : m;
-            k = t ? 1 : k;
-            v = r1[2 * j];
-            t = (v > m) | (v != v);
-            m = t ? v : m;
-            k = t ? 2 : k;
-            v = r1[2 * j + 1];
-            t = (v > m) | (v != v);
-            m = t ? v : m;
-            k = t ? 3 : k;
-            ym[j] = m;
-            im[j] = (int64_t)(ha * w + 2 * j + (k & 1) + (k >> 1) * w);
+        for (ptrdiff_t j0 = 0; j0 < g->ow; j0 += POOL_CHUNK) {
+            const ptrdiff_t jn = CNNKIT_MIN((ptrdiff_t)POOL_CHUNK,
+                                            g->ow - j0);
+            int32_t tap[POOL_CHUNK];
+            const REAL *restrict a0 = r0 + 2 * j0, *restrict a1 = r1 + 2 * j0;
+            REAL *restrict yo = ym + j0;
+            for (ptrdiff_t j = 0; j < jn; j++) {
+                REAL m = a0[2 * j], v = a0[2 * j + 1];
+                int32_t k = 0, t = (v > m) | (v != v);
+                m = t ? v : m;
+                k = t ? 1 : k;
+                v = a1[2 * j];
+                t = (v > m) | (v != v);
+                m = t ? v : m;
+                k = t ? 2 : k;
+                v = a1[2 * j + 1];
+                t = (v > m) | (v != v);
+                m = t ? v : m;
+                k = t ? 3 : k;
+                yo[j] = m;
+                tap[j] = k;
+            }
+            const int64_t base = (int64_t)(ha * w + 2 * j0);
+            for (ptrdiff_t j = 0; j < jn; j++)
+                im[j0 + j] = base + 2 * j + (tap[j] & 1) + (tap[j] >> 1) * w;
         }
         return;
     }
