@@ -62,31 +62,39 @@ static void SFX(im2col)(REAL *restrict col, const REAL *restrict xn,
 }
 
 /* gx of image n += col2im of a block of dcol: rows [row0, row0 + rn) of
- * the (c, r, s) index, output pixels [q0, q0 + qn); dcol is (rn, qn). */
+ * the (c, r, s) index, output pixels [q0, q0 + qn); dcol is (rn, qn).
+ * Walks the output rows the pixels span, as im2col does. */
 static void SFX(col2im)(REAL *restrict gxn, const REAL *restrict dcol,
                         const cnnkit_conv2d_geom *g, ptrdiff_t row0,
                         ptrdiff_t rn, ptrdiff_t q0, ptrdiff_t qn)
 {
-    const ptrdiff_t rs = g->r * g->s, sw = g->stride_w;
+    if (qn <= 0)
+        return;
+    const ptrdiff_t rs = g->r * g->s, sw = g->stride_w, ow = g->ow;
+    const ptrdiff_t i0 = q0 / ow, j_first = q0 % ow;
+    const ptrdiff_t i1 = (q0 + qn - 1) / ow, j_last = (q0 + qn - 1) % ow + 1;
     for (ptrdiff_t row = row0; row < row0 + rn; row++) {
         ptrdiff_t c = row / rs, r = (row % rs) / g->s, s = row % g->s;
         REAL *restrict gxc = gxn + c * g->h * g->w;
         const REAL *restrict src = dcol + (row - row0) * qn;
-        ptrdiff_t off_w = s * g->dil_w - g->pad_w, lo, hi;
-        SFX(valid_range)(off_w, sw, g->w, g->ow, &lo, &hi);
-        ptrdiff_t q = q0;
-        while (q < q0 + qn) {
-            ptrdiff_t i = q / g->ow, j0 = q % g->ow;
-            ptrdiff_t j1 = CNNKIT_MIN(g->ow, j0 + (q0 + qn - q));
-            ptrdiff_t ih = i * g->stride_h - g->pad_h + r * g->dil_h;
-            if (ih >= 0 && ih < g->h) {
-                REAL *restrict xr = gxc + ih * g->w;
-                const ptrdiff_t base = (q - q0) - j0;  /* src[base + j] */
-                ptrdiff_t a = CNNKIT_MAX(lo, j0), b = CNNKIT_MIN(hi, j1);
-                for (ptrdiff_t j = a; j < b; j++)
-                    xr[j * sw + off_w] += src[base + j];
+        ptrdiff_t off_w = s * g->dil_w - g->pad_w, vlo, vhi;
+        SFX(valid_range)(off_w, sw, g->w, ow, &vlo, &vhi);
+        ptrdiff_t ih = i0 * g->stride_h - g->pad_h + r * g->dil_h;
+        for (ptrdiff_t i = i0; i <= i1; i++, ih += g->stride_h) {
+            if (ih < 0 || ih >= g->h)
+                continue;
+            ptrdiff_t ja = i == i0 ? j_first : 0;
+            ptrdiff_t jb = i == i1 ? j_last : ow;
+            ptrdiff_t lo = CNNKIT_MAX(vlo, ja), hi = CNNKIT_MIN(vhi, jb);
+            REAL *restrict xr = gxc + ih * g->w + off_w;
+            const REAL *restrict sr = src + i * ow - q0;  /* sr[j] */
+            if (sw == 1) {
+                for (ptrdiff_t j = lo; j < hi; j++)
+                    xr[j] += sr[j];
+            } else {
+                for (ptrdiff_t j = lo; j < hi; j++)
+                    xr[j * sw] += sr[j];
             }
-            q += j1 - j0;
         }
     }
 }
