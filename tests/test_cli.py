@@ -135,3 +135,12 @@ def test_python_dash_m_and_console_script_entry():
                            "/nonexistent/model.cnnkit"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_bench_gemm_sweep(capsys):
+    code, out, _ = run(capsys, "bench", "--gemm", "--sizes", "64",
+                       "--repeats", "1", "--threads", "1")
+    assert code == 0
+    assert "float32" in out and "float64" in out and "64" in out
+    code, _, err = run(capsys, "bench", "--sizes", "64")
+    assert_user_error(code, err, "--sizes goes with --gemm")

@@ -221,6 +221,12 @@ def cmd_bench(args):
         argv += ["--threads", str(args.threads)]
     if args.repeats is not None:
         argv += ["--repeats", str(args.repeats)]
+    if args.gemm:
+        argv.append("--gemm")
+    if args.sizes:
+        if not args.gemm:
+            raise UsageError("--sizes goes with --gemm")
+        argv += ["--sizes"] + [str(n) for n in args.sizes]
     bench.main(argv)
     return 0
 
@@ -371,6 +377,11 @@ def build_parser():
     p.add_argument("--quick", action="store_true",
                    help="small shapes and few repeats")
     p.add_argument("--repeats", type=_positive_int, default=None)
+    p.add_argument("--gemm", action="store_true",
+                   help="square matrix products (float32 and float64) "
+                        "against NumPy's matmul instead of the kernels")
+    p.add_argument("--sizes", type=_positive_int, nargs="+", metavar="N",
+                   help="matrix sizes of --gemm (default 1024 2048 4096)")
     threads_opt(p)
     p.set_defaults(func=cmd_bench)
     return parser
