@@ -419,3 +419,34 @@ def test_parts_kernels_check_their_arguments():
     with pytest.raises(ValueError, match="gb_parts"):
         _kernels.dense_backward_parts(gy, x, w, [0, 2, 4], gw,
                                       np.zeros((2, 4)))
+
+
+class _Scale(layers.Layer):
+    """A layer from outside cnnkit with a parameter: y = a * x."""
+
+    def param_shapes(self, input_shape):
+        return {"weight": (1,)}
+
+    def initialize(self, rng, before_relu=False):
+        self.params["weight"][...] = 1.5
+
+    def forward(self, x, training=False):
+        self._x = x
+        return x * self.params["weight"][0]
+
+    def backward(self, grad):
+        self.grads["weight"][...] = (grad * self._x).sum()
+        return grad * self.params["weight"][0]
+
+
+def test_layers_without_per_shard_gradients_train_in_one_process():
+    x, y, _, _ = mpi_worker.data()
+    model = cnnkit.Sequential([layers.Flatten(), _Scale(), layers.Dense(10)],
+                              input_shape=(1, 8, 8), seed=0)
+    before = model.layers[1].params["weight"].copy()
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    assert model.layers[1].params["weight"][0] != before[0]
+    assert np.isfinite(model._flat_params).all()
+    with pytest.raises(TypeError, match="_Scale has parameters but cannot "
+                                        "compute them per shard"):
+        distributed._Engine(model, distributed._LOCAL, 2, "ordered")

@@ -431,6 +431,14 @@ class _Engine:
         for layer in model.layers:
             if not layer.grads:
                 continue
+            if not self.direct_ok(shards, world) and \
+                    not hasattr(layer, "_backward_parts"):
+                raise TypeError(
+                    f"{type(layer).__name__} has parameters but cannot "
+                    f"compute them per shard (it defines no "
+                    f"_backward_parts); train it with distributed="
+                    f"DataParallel(shards=1) in one process, or without "
+                    f"it")
             parts = {}
             for name, g in layer.grads.items():
                 off = g.__array_interface__["data"][0] - base
@@ -439,9 +447,17 @@ class _Engine:
             self.layers.append((layer, parts))
         self.dropouts = [layer for layer in model.layers
                          if hasattr(layer, "window")]
+        # One shard in one process: the layers write the batch gradient
+        # straight into the model's buffer (layers of other packages, which
+        # know nothing of shards, train this way).
+        self.direct = self.direct_ok(shards, world)
         self.sums = np.zeros(2, dtype=np.float64)
         # Time spent exchanging and reducing the gradients (for benchmarks).
         self.exchange_seconds = 0.0
+
+    @staticmethod
+    def direct_ok(shards, world):
+        return shards == 1 and world.size == 1
 
     def step(self, x, y, sw, idx):
         """Forward, backward and gradient exchange for the global batch
@@ -475,6 +491,10 @@ class _Engine:
                     layer.window = None
             _, grad, losses = _kernels.softmax_cross_entropy(
                 logits, yb, wb, True, norm, True)
+            if self.direct:
+                model.backward(grad, input_grad=False)
+                hit = logits.argmax(axis=1) == yb
+                return math.fsum(losses), int(np.count_nonzero(hit)), norm
             bounds = np.array(edges[self.s0:self.s1 + 1], dtype=np.int64)
             bounds -= lo
             for layer, parts in self.layers:

@@ -835,6 +835,10 @@ class Sequential:
         self._require_built("fit")
         if world.size > 1:
             self._join(world, x, y, sw, xv, yv)
+        if distributed is None and any(
+                layer.grads and not hasattr(layer, "_backward_parts")
+                for layer in self.layers):
+            shards = 1        # a layer that cannot split its gradients
         engine = _dist._Engine(self, world, shards, reduction)
         history = History()
         cbs = [history] + callbacks
