@@ -86,14 +86,14 @@ static void SFX(col2im)(REAL *restrict gxn, const REAL *restrict dcol,
             ptrdiff_t ja = i == i0 ? j_first : 0;
             ptrdiff_t jb = i == i1 ? j_last : ow;
             ptrdiff_t lo = CNNKIT_MAX(vlo, ja), hi = CNNKIT_MIN(vhi, jb);
-            REAL *restrict xr = gxc + ih * g->w + off_w;
-            const REAL *restrict sr = src + i * ow - q0;  /* sr[j] */
+            REAL *restrict xr = gxc + ih * g->w;
+            const REAL *restrict sr = src + (i * ow - q0);  /* sr[j] */
             if (sw == 1) {
                 for (ptrdiff_t j = lo; j < hi; j++)
-                    xr[j] += sr[j];
+                    xr[j + off_w] += sr[j];
             } else {
                 for (ptrdiff_t j = lo; j < hi; j++)
-                    xr[j * sw] += sr[j];
+                    xr[j * sw + off_w] += sr[j];
             }
         }
     }

@@ -36,10 +36,15 @@ def train(model, distributed_arg, callbacks=()):
 def main():
     out, reduction = sys.argv[1], sys.argv[2]
     distributed.init()
-    if len(sys.argv) > 3 and sys.argv[3] == "fail":
+    mode = sys.argv[3] if len(sys.argv) > 3 else ""
+    if mode == "fail":
         if distributed.rank() == 1:
             raise RuntimeError("rank 1 fails on purpose")
         distributed.barrier()          # the other ranks wait here
+    if mode == "mismatch":             # rank 1 asks for another batch size
+        x, y, _, _ = data()
+        build().fit(x, y, batch_size=27 + distributed.rank(), verbose=0,
+                    distributed="mpi")
     # Each rank starts from different weights: fit takes rank 0's.
     model = build(seed=distributed.rank())
     if not distributed.is_root():

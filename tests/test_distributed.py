@@ -119,6 +119,14 @@ def test_an_error_on_one_rank_ends_the_job(tmp_path):
     assert "rank 1 fails on purpose" in proc.stderr
 
 
+def test_ranks_with_different_fit_arguments_are_refused(tmp_path):
+    proc = _launch(2, str(tmp_path), "ordered", "mismatch", timeout=60)
+    assert proc.returncode != 0
+    assert "the ranks' fit arguments" in proc.stderr
+    assert "rank 0: (1, 0, 27, True); rank 1: (1, 0, 28, True)" in \
+        proc.stderr
+
+
 SCRIPT = textwrap.dedent("""
     import json, sys, warnings
     import numpy as np
@@ -400,6 +408,20 @@ def test_parts_kernels_check_their_arguments():
     w = np.ones((3, 5))
     gy = np.ones((4, 3))
     gw = np.zeros((2, 3, 5))
+    with pytest.raises(ValueError, match="gw_parts"):
+        _kernels.dense_backward_parts(gy, x, w, [0, 2, 4], None,
+                                      np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="gw_parts"):
+        _kernels.conv2d_backward_parts(
+            np.ones((2, 1, 2, 2)), np.ones((2, 1, 3, 3)),
+            np.ones((1, 1, 2, 2)), (1, 1), (0, 0, 0, 0), (1, 1), [0, 2],
+            None, None, False)
+
+    class Sub(np.ndarray):
+        pass
+    with pytest.raises(ValueError, match="gw_parts"):
+        _kernels.dense_backward_parts(gy, x, w, [0, 2, 4], gw.view(Sub),
+                                      None)
     for bounds, msg in (([0, 3, 2], "non-decreasing"), ([0, 2, 5], "within"),
                         ([-1, 2, 4], "within"), ([0], "at least 2")):
         with pytest.raises(ValueError, match=msg):
@@ -447,6 +469,16 @@ def test_layers_without_per_shard_gradients_train_in_one_process():
     model.fit(x, y, epochs=1, batch_size=32, verbose=0)
     assert model.layers[1].params["weight"][0] != before[0]
     assert np.isfinite(model._flat_params).all()
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, distributed=False)
+    # such models pickle too (their layers travel as objects)
+    copy = pickle.loads(pickle.dumps(model))
+    assert isinstance(copy.layers[1], _Scale)
+    assert np.shares_memory(copy.layers[1].params["weight"],
+                            copy._flat_params)
+    assert np.array_equal(copy.predict_proba(x), model.predict_proba(x))
+    model.fit(x, y, epochs=1, verbose=0)
+    copy.fit(x, y, epochs=1, verbose=0)
+    assert np.array_equal(copy._flat_params, model._flat_params)
     with pytest.raises(TypeError, match="_Scale has parameters but cannot "
                                         "compute them per shard"):
         distributed._Engine(model, distributed._LOCAL, 2, "ordered")

@@ -470,3 +470,18 @@ def test_initial_epoch_resumes_schedules():
     assert hist.epoch == [0, 1] and hist.history["lr"] == [0.1, 0.05]
     hist = model.fit(x, y, epochs=4, initial_epoch=2, verbose=0)
     assert hist.epoch == [2, 3] and hist.history["lr"] == [0.025, 0.0125]
+
+
+def test_layers_take_what_the_functional_api_takes():
+    """The layers' direct path to the kernels falls back to
+    cnnkit.functional for inputs it does not cover."""
+    from cnnkit import functional as F
+    x = np.linspace(-2, 2, 2 * 3 * 4 * 4).reshape(2, 3, 4, 4)
+    swapped = x.astype(">f4")
+    relu = L.ReLU()
+    assert np.array_equal(relu.forward(swapped), F.relu(swapped))
+    pool = L.MaxPool2D(2)
+    assert np.array_equal(pool.forward(swapped, training=True),
+                          F.max_pool2d(swapped, 2)[0])
+    ints = (x * 10).astype(np.int64)
+    assert np.array_equal(relu.forward(ints), F.relu(ints))

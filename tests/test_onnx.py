@@ -206,6 +206,10 @@ def test_load_model_reads_onnx_paths(tmp_path):
     assert np.array_equal(same(x), model(x))
     with pytest.raises(FileNotFoundError):
         cnnkit.load_model(tmp_path / "missing.onnx")
+    # a cnnkit file that happens to be named *.onnx still loads as one
+    model.save(tmp_path / "cnnkit-format.onnx")
+    again = cnnkit.load_model(tmp_path / "cnnkit-format.onnx")
+    _same_weights(again, model)
 
 
 def test_probabilities_output(tmp_path):

@@ -442,6 +442,18 @@ def _read_into(f, array, offset, fail, name):
         done += n
 
 
+def looks_like_file(path):
+    """Whether ``path`` starts as a cnnkit (safetensors) file does: an
+    8-byte header length, then a JSON object.  False for files that cannot
+    be read; only a first look, :func:`load_file` checks everything."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{"
+
+
 def load_file(path):
     """Read a cnnkit (safetensors) file.
 

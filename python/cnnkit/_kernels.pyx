@@ -110,7 +110,7 @@ cdef object _float_input(object a, str name, object dtype=None):
     """a as an aligned C-contiguous float32/float64 ndarray (no copy if it
     already is one)."""
     cdef int tn
-    if dtype is None and cnp.PyArray_Check(a):
+    if dtype is None and cnp.PyArray_CheckExact(a):
         # the common case, checked without NumPy calls
         tn = cnp.PyArray_TYPE(<cnp.ndarray>a)
         if (tn == cnp.NPY_FLOAT32 or tn == cnp.NPY_FLOAT64) and \
@@ -395,10 +395,10 @@ def _parts_args(fn, bounds, n, gw_parts, wshape, gb_parts, dt):
     strides = []
     for name, arr, shape in (("gw_parts", gw_parts, wshape),
                              ("gb_parts", gb_parts, wshape[:1])):
-        if arr is None:
+        if arr is None and name == "gb_parts":
             strides.append(0)
             continue
-        if not isinstance(arr, np.ndarray) or arr.dtype != dt or \
+        if type(arr) is not np.ndarray or arr.dtype != dt or \
                 arr.shape != (nparts,) + tuple(shape) or \
                 not arr.flags.writeable:
             raise ValueError(

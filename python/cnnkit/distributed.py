@@ -72,6 +72,7 @@ class _World:
             self.library = lib[0].strip() if lib else "unknown MPI"
         self.threads = None
         self.threads_source = None
+        self._rowtypes = {}
 
     # -- collectives (no-ops in a one-process world) -----------------------
     def barrier(self):
@@ -93,11 +94,18 @@ class _World:
         return self.comm.allgather(obj)
 
     def allgather_rows(self, buf, counts, displs):
-        """Gather, in place, each rank's block of rows of a byte buffer."""
+        """Gather, in place, each rank's block of rows of a 2-D byte buffer;
+        counts and displacements are in rows (sent as one datatype per row,
+        so that no count passes 2**31)."""
         if self.comm is not None and self.size > 1:
-            mpi = self.MPI
-            self.comm.Allgatherv(mpi.IN_PLACE,
-                                 [buf, (counts, displs), mpi.BYTE])
+            rowbytes = buf.shape[1]
+            rowtype = self._rowtypes.get(rowbytes)
+            if rowtype is None:
+                rowtype = self.MPI.BYTE.Create_contiguous(rowbytes)
+                rowtype.Commit()
+                self._rowtypes[rowbytes] = rowtype
+            self.comm.Allgatherv(self.MPI.IN_PLACE,
+                                 [buf, (counts, displs), rowtype])
 
     def allreduce_sum(self, arr):
         """Sum ``arr`` over the ranks, in place."""
@@ -122,8 +130,10 @@ def _launcher_size():
 
 def _set_threads(world):
     """Threads per rank: the node's cores split among its ranks, unless the
-    user chose a count."""
-    if os.environ.get("OMP_NUM_THREADS"):
+    user chose a count or this process is alone."""
+    if world.local_size == 1:
+        world.threads_source = "one rank on this node: unchanged"
+    elif os.environ.get("OMP_NUM_THREADS"):
         world.threads_source = "OMP_NUM_THREADS"
     elif _config._user_threads():
         world.threads_source = "set_num_threads"
@@ -142,10 +152,10 @@ def init(comm=None):
     """Join the MPI job this process was launched in (idempotent).
 
     Imports :mod:`mpi4py` (initialising MPI) when it is installed; without
-    it, and without a launcher, the world is this one process.  Sets the
-    OpenMP threads of each rank to the cores of the node's affinity mask
-    divided by the ranks on that node, unless ``OMP_NUM_THREADS`` is set or
-    :func:`cnnkit.set_num_threads` was called.
+    it, and without a launcher, the world is this one process.  When
+    several ranks share a node, sets the OpenMP threads of each to the cores
+    of the node's affinity mask divided by the ranks on that node, unless
+    ``OMP_NUM_THREADS`` is set or :func:`cnnkit.set_num_threads` was called.
 
     Parameters
     ----------
@@ -339,15 +349,21 @@ class DataParallel:
         self.reduction = reduction
         self.shards = int(shards)
         self.comm = comm
+        self._comm_world = None
 
     def __repr__(self):
         return (f"DataParallel(reduction={self.reduction!r}, "
                 f"shards={self.shards})")
 
     def _world(self):
-        if self.comm is not None:
-            init(self.comm)
-        w = _world()
+        if self.comm is None:
+            w = _world()
+        else:                      # a communicator of its own
+            if getattr(self, "_comm_world", None) is None:
+                from mpi4py import MPI
+                self._comm_world = _World(self.comm, MPI)
+                _set_threads(self._comm_world)
+            w = self._comm_world
         if w.size > self.shards:
             raise ValueError(
                 f"DataParallel: {w.size} ranks need at least as many shards, "
@@ -415,9 +431,8 @@ class _Engine:
         rowbytes = self.stats_off + 16
         edges = _bounds(shards, world.size)
         self.s0, self.s1 = edges[world.rank], edges[world.rank + 1]
-        self.counts = [(edges[r + 1] - edges[r]) * rowbytes
-                       for r in range(world.size)]
-        self.displs = [edges[r] * rowbytes for r in range(world.size)]
+        self.counts = [edges[r + 1] - edges[r] for r in range(world.size)]
+        self.displs = edges[:world.size]
         self.rows = np.zeros((shards, rowbytes), dtype=np.uint8)
         self.grads = [self.rows[s, :gbytes].view(dt) for s in range(shards)]
         self.stats = [self.rows[s, self.stats_off:].view(np.float64)

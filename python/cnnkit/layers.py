@@ -270,7 +270,10 @@ def _param_backward(layer, grad):
             layer.grads["bias"][...] = gb
         return gx
     bounds, parts = layer.shard_grads
-    return layer._backward_parts(grad, layer._x, bounds, parts["weight"],
+    dt = layer.params["weight"].dtype
+    x = np.ascontiguousarray(layer._x, dtype=dt)
+    grad = np.ascontiguousarray(grad, dtype=dt)
+    return layer._backward_parts(grad, x, bounds, parts["weight"],
                                  parts.get("bias"))
 
 
@@ -401,15 +404,14 @@ class ReLU(Layer):
 
     def forward(self, x, training=False):
         self._x = x if training else None
-        if type(x) is np.ndarray and x.dtype.kind == "f" and \
-                x.dtype.itemsize in (4, 8):
+        if type(x) is np.ndarray and x.dtype in (np.float32, np.float64):
             return _kernels.relu_forward(x)
         return F.relu(x)
 
     def backward(self, grad):
         x = self._x
         if type(grad) is np.ndarray and _native(x, grad, grad.ndim) and \
-                grad.dtype.itemsize in (4, 8):
+                grad.dtype in (np.float32, np.float64):
             return _kernels.relu_backward(grad, x)
         return F.relu_backward(grad, x)
 
@@ -665,7 +667,7 @@ class Dropout(Layer):
             # This batch is the part [lo, hi) of a global batch of n: draw
             # the global batch's mask, so every part of it matches.
             n, lo, hi = window
-            keep = rng.random((n,) + x.shape[1:])[lo:hi] >= self.rate
+            keep = _window_draw(rng, n, lo, hi, x.shape[1:]) >= self.rate
         self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
         return x * self._mask
 
@@ -677,13 +679,28 @@ class Dropout(Layer):
         of ``n`` samples would (for a part of a global batch that is
         empty)."""
         if self.rate > 0.0 and self.rng is not None:
-            self.rng.random((n,) + tuple(self.input_shape))
+            _window_draw(self.rng, n, 0, 0, tuple(self.input_shape))
 
     def clear_cache(self):
         self._mask = None
 
     def get_config(self):
         return {"rate": self.rate}
+
+
+def _window_draw(rng, n, lo, hi, shape):
+    """Rows [lo, hi) of ``rng.random((n,) + shape)``, leaving the generator
+    where that call would.  Generators that can skip ahead (PCG64, NumPy's
+    default: one 64-bit output per double) skip the other rows instead of
+    drawing them."""
+    per = math.prod(shape)
+    bitgen = rng.bit_generator
+    if type(bitgen) is np.random.PCG64:
+        bitgen.advance(lo * per)
+        part = rng.random((hi - lo,) + tuple(shape))
+        bitgen.advance((n - hi) * per)
+        return part
+    return rng.random((n,) + tuple(shape))[lo:hi]
 
 
 #: The layer types a saved model may name; loading builds only these.

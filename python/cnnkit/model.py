@@ -649,7 +649,11 @@ class Sequential:
             opt = (self.optimizer.get_config(),
                    {k: np.array(v) for k, v in
                     self.optimizer.state_dict().items()})
+        builtin = all(LAYERS.get(type(layer).__name__) is type(layer)
+                      for layer in self.layers)
         return {"config": self.get_config(),
+                # layers of other packages travel as objects
+                "layers": None if builtin else self.layers,
                 "params": self._flat_params.copy() if self.built else None,
                 "rng": self.rng.bit_generator.state,
                 "optimizer": opt,
@@ -658,7 +662,11 @@ class Sequential:
     def __setstate__(self, state):
         config = state["config"]
         shape = config.get("input_shape")
-        fresh = type(self).from_config(dict(config, input_shape=None))
+        if state.get("layers") is not None:
+            fresh = type(self)(state["layers"], seed=config.get("seed"),
+                               dtype=config.get("dtype", "float32"))
+        else:
+            fresh = type(self).from_config(dict(config, input_shape=None))
         self.__dict__.update(fresh.__dict__)
         if shape is not None:
             self.build(tuple(shape))
@@ -834,8 +842,9 @@ class Sequential:
                                 f"instances, got {type(cb).__name__}")
         self._require_built("fit")
         if world.size > 1:
-            self._join(world, x, y, sw, xv, yv)
-        if distributed is None and any(
+            self._join(world, x, y, sw, xv, yv,
+                       (epochs, initial_epoch, batch_size, bool(shuffle)))
+        if world is _dist._LOCAL and any(
                 layer.grads and not hasattr(layer, "_backward_parts")
                 for layer in self.layers):
             shards = 1        # a layer that cannot split its gradients
@@ -847,13 +856,21 @@ class Sequential:
         return _Trainer(self, cbs, history, verbose, engine).run(
             x, y, sw, xv, yv, initial_epoch, epochs, batch_size, shuffle)
 
-    def _join(self, world, x, y, sw, xv, yv):
+    def _join(self, world, x, y, sw, xv, yv, schedule):
         """Start of a data-parallel fit: check that every rank has the same
-        model and data, then take rank 0's weights and random state."""
+        model, data, fit arguments and optimizer state, then take rank 0's
+        weights and random state."""
         def digest(a):
             return None if a is None else (
                 a.shape, a.dtype.str,
                 zlib.crc32(np.ascontiguousarray(a).view(np.uint8)))
+        opt = self.optimizer
+        _dist._check_same(world, "fit arguments (epochs, initial_epoch, "
+                          "batch_size, shuffle)", schedule)
+        _dist._check_same(world, "optimizers (config, state checksums)", (
+            json.dumps(opt.get_config(), sort_keys=True),
+            sorted((k, digest(np.asarray(v)))
+                   for k, v in opt.state_dict().items())))
         config = self.get_config()
         config.pop("seed")
         _dist._check_same(world, "models", (json.dumps(config),
@@ -1093,7 +1110,8 @@ def load_model(path):
     >>> bool(np.array_equal(same.predict(x), model.predict(x)))
     True
     """
-    if os.fsdecode(os.fspath(path)).lower().endswith(".onnx"):
+    if os.fsdecode(os.fspath(path)).lower().endswith(".onnx") and \
+            not _format.looks_like_file(path):
         from . import onnx as _onnx
         return _onnx.load(path)
     tensors, meta = _format.load_file(path)
