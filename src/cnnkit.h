@@ -240,6 +240,28 @@ double cnnkit_softmax_xent_f64(double *grad, const double *z,
                                ptrdiff_t c, int nthreads);
 
 /* ------------------------------------------------------------------------ */
+/* Optimizer steps over flat buffers of n parameters, in place (optim.c).   */
+/* buf / m / v: the optimizer's state, n elements each.                     */
+/* ------------------------------------------------------------------------ */
+void cnnkit_sgd_step_f32(float *p, const float *g, float *buf, ptrdiff_t n,
+                         double lr, double weight_decay, double momentum,
+                         int nesterov, int first, int nthreads);
+void cnnkit_sgd_step_f64(double *p, const double *g, double *buf,
+                         ptrdiff_t n, double lr, double weight_decay,
+                         double momentum, int nesterov, int first,
+                         int nthreads);
+void cnnkit_adam_step_f32(float *p, const float *g, float *m, float *v,
+                          ptrdiff_t n, double beta1, double beta2, double eps,
+                          double weight_decay, int decoupled,
+                          double decay_factor, double step_size,
+                          double bc2_sqrt, int nthreads);
+void cnnkit_adam_step_f64(double *p, const double *g, double *m, double *v,
+                          ptrdiff_t n, double beta1, double beta2, double eps,
+                          double weight_decay, int decoupled,
+                          double decay_factor, double step_size,
+                          double bc2_sqrt, int nthreads);
+
+/* ------------------------------------------------------------------------ */
 /* Runtime facts.                                                           */
 /* ------------------------------------------------------------------------ */
 int cnnkit_have_openmp(void);

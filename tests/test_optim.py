@@ -792,3 +792,49 @@ def test_matches_torch():
             assert params.dtype == expected.dtype
             np.testing.assert_allclose(params, expected, rtol=rtol,
                                        atol=rtol, err_msg=repr(ours))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [
+    lambda: optim.SGD(0.1),
+    lambda: optim.SGD(0.05, momentum=0.9),
+    lambda: optim.SGD(0.05, momentum=0.8, nesterov=True, weight_decay=1e-2),
+    lambda: optim.SGD(0.05, weight_decay=0.3),
+    lambda: optim.Adam(1e-2),
+    lambda: optim.Adam(3e-3, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1),
+    lambda: optim.AdamW(1e-2, weight_decay=0.05),
+    lambda: optim.AdamW(1e-2, weight_decay=0.0),
+])
+def test_compiled_steps_equal_the_numpy_expressions_bit_for_bit(make, dtype):
+    rng = np.random.default_rng(5)
+    n = 1037                                  # odd: every thread's tail
+    p_c = rng.standard_normal(n).astype(dtype)
+    p_n = p_c.copy()
+    a, b = make(), make()
+    for step in range(5):
+        g = rng.standard_normal(n).astype(dtype) * 10.0 ** (step - 2)
+        a.step(p_c, g)
+        b._check_arrays(p_n, g)
+        b._bind(p_n)
+        b._update_numpy(p_n, g, b.current_lr())
+        b.iterations += 1
+        assert np.array_equal(p_c, p_n), step
+    for name, buf in a.state_dict().items():
+        assert np.array_equal(np.asarray(buf), np.asarray(b.state_dict()[name]))
+
+
+def test_compiled_steps_check_their_buffers():
+    from cnnkit import _kernels
+    p = np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match="momentum buffer must be"):
+        _kernels.sgd_step(p, p.copy(), np.zeros(3, np.float32), 0.1, 0.0,
+                          0.9, False, False)
+    with pytest.raises(ValueError, match="momentum needs a buffer"):
+        _kernels.sgd_step(p, p.copy(), None, 0.1, 0.0, 0.9, False, False)
+    with pytest.raises(ValueError, match="exp_avg_sq must be"):
+        _kernels.adam_step(p, p.copy(), p.copy(), np.zeros(4), 0.9, 0.99,
+                           1e-8, 0.0, False, 1.0, 1.0, 1.0)
+    ro = p.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="params must be a writeable"):
+        _kernels.sgd_step(ro, p, None, 0.1, 0.0, 0.0, False, False)

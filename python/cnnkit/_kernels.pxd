@@ -126,6 +126,25 @@ cdef extern from "cnnkit.h" nogil:
         const double *w, const int64_t *bounds, ptrdiff_t nparts,
         double *work, ptrdiff_t n, ptrdiff_t f, ptrdiff_t o, int nthreads)
 
+    void cnnkit_sgd_step_f32(float *p, const float *g, float *buf,
+                             ptrdiff_t n, double lr, double weight_decay,
+                             double momentum, int nesterov, int first,
+                             int nthreads)
+    void cnnkit_sgd_step_f64(double *p, const double *g, double *buf,
+                             ptrdiff_t n, double lr, double weight_decay,
+                             double momentum, int nesterov, int first,
+                             int nthreads)
+    void cnnkit_adam_step_f32(float *p, const float *g, float *m, float *v,
+                              ptrdiff_t n, double beta1, double beta2,
+                              double eps, double weight_decay, int decoupled,
+                              double decay_factor, double step_size,
+                              double bc2_sqrt, int nthreads)
+    void cnnkit_adam_step_f64(double *p, const double *g, double *m,
+                              double *v, ptrdiff_t n, double beta1,
+                              double beta2, double eps, double weight_decay,
+                              int decoupled, double decay_factor,
+                              double step_size, double bc2_sqrt, int nthreads)
+
     void cnnkit_softmax_f32(float *p, const float *z, ptrdiff_t n,
                             ptrdiff_t c, int nthreads)
     void cnnkit_softmax_f64(double *p, const double *z, ptrdiff_t n,

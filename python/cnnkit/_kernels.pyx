@@ -824,6 +824,83 @@ def dense_backward_parts(grad_out, x, weight, bounds, gw_parts, gb_parts,
 
 
 # --------------------------------------------------------------------------
+# optimizer steps
+# --------------------------------------------------------------------------
+cdef object _flat_state(str fn, list named):
+    """The arrays of an optimizer step: exact ndarrays, 1-D, C-contiguous,
+    one float dtype and size, the updated ones writeable; returns the
+    dtype."""
+    first = named[0][1]
+    for name, a, writeable in named:
+        if type(a) is not np.ndarray or a.dtype != first.dtype or \
+                a.dtype not in (np.float32, np.float64) or a.ndim != 1 or \
+                a.shape != first.shape or not a.flags.c_contiguous or \
+                not a.flags.aligned or (writeable and not a.flags.writeable):
+            raise ValueError(
+                f"{fn}: {name} must be a {'writeable ' if writeable else ''}"
+                f"C-contiguous 1-D float32/float64 ndarray like params "
+                f"({first.dtype}{list(first.shape)}), got "
+                f"{getattr(a, 'dtype', type(a).__name__)}"
+                f"{list(getattr(a, 'shape', ()))}")
+    return first.dtype
+
+
+def sgd_step(params, grads, buf, double lr, double weight_decay,
+             double momentum, bint nesterov, bint first):
+    """One SGD step in place (buf: the momentum buffer, or None without
+    momentum; first: it holds nothing yet)."""
+    cdef int nt = _nthreads()
+    named = [("params", params, True), ("grads", grads, False)]
+    if buf is not None:
+        named.append(("momentum buffer", buf, True))
+    elif momentum != 0.0:
+        raise ValueError("sgd_step: momentum needs a buffer")
+    dt = _flat_state("sgd_step", named)
+    cdef ptrdiff_t n = params.shape[0]
+    cdef void *pp = _ptr(params)
+    cdef void *pg = _ptr(grads)
+    cdef void *pb = _ptr(buf) if buf is not None else NULL
+    if dt == np.float32:
+        with nogil:
+            cnnkit_sgd_step_f32(<float *>pp, <const float *>pg,
+                                <float *>pb, n, lr, weight_decay, momentum,
+                                nesterov, first, nt)
+    else:
+        with nogil:
+            cnnkit_sgd_step_f64(<double *>pp, <const double *>pg,
+                                <double *>pb, n, lr, weight_decay, momentum,
+                                nesterov, first, nt)
+
+
+def adam_step(params, grads, m, v, double beta1, double beta2, double eps,
+              double weight_decay, bint decoupled, double decay_factor,
+              double step_size, double bc2_sqrt):
+    """One Adam/AdamW step in place (m, v: the moment buffers)."""
+    cdef int nt = _nthreads()
+    dt = _flat_state("adam_step", [("params", params, True),
+                                   ("grads", grads, False),
+                                   ("exp_avg", m, True),
+                                   ("exp_avg_sq", v, True)])
+    cdef ptrdiff_t n = params.shape[0]
+    cdef void *pp = _ptr(params)
+    cdef void *pg = _ptr(grads)
+    cdef void *pm = _ptr(m)
+    cdef void *pv = _ptr(v)
+    if dt == np.float32:
+        with nogil:
+            cnnkit_adam_step_f32(<float *>pp, <const float *>pg, <float *>pm,
+                                 <float *>pv, n, beta1, beta2, eps,
+                                 weight_decay, decoupled, decay_factor,
+                                 step_size, bc2_sqrt, nt)
+    else:
+        with nogil:
+            cnnkit_adam_step_f64(<double *>pp, <const double *>pg,
+                                 <double *>pm, <double *>pv, n, beta1, beta2,
+                                 eps, weight_decay, decoupled, decay_factor,
+                                 step_size, bc2_sqrt, nt)
+
+
+# --------------------------------------------------------------------------
 # softmax and cross-entropy
 # --------------------------------------------------------------------------
 def softmax(logits):

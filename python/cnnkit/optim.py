@@ -44,6 +44,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from . import _kernels
+
 __all__ = [
     "Optimizer",
     "SGD",
@@ -735,6 +737,19 @@ class SGD(Optimizer):
         return 2 if self.nesterov and self.weight_decay != 0.0 else 1
 
     def _update(self, params, grads, lr):
+        mu = self.momentum
+        buf, first = None, False
+        if mu != 0.0:
+            buf = self._state.get("momentum_buffer")
+            if buf is None:
+                buf = self._state["momentum_buffer"] = np.empty_like(params)
+                first = True
+        _kernels.sgd_step(params, grads, buf, lr, self.weight_decay, mu,
+                          self.nesterov, first)
+
+    def _update_numpy(self, params, grads, lr):
+        # The same step in NumPy, operation for operation (what the kernel
+        # reproduces bit for bit; the tests hold it to this).
         s = self._scratch[0]
         mu = self.momentum
         g = grads
@@ -839,7 +854,26 @@ class Adam(Optimizer):
     def _n_scratch(self):
         return 2
 
+    def _moments(self, params):
+        """The moment buffers (exp_avg, exp_avg_sq), zero at the start."""
+        if "exp_avg" not in self._state:
+            self._state["exp_avg"] = np.zeros_like(params)
+            self._state["exp_avg_sq"] = np.zeros_like(params)
+        return self._state["exp_avg"], self._state["exp_avg_sq"]
+
     def _update(self, params, grads, lr):
+        beta1, beta2 = self.betas
+        wd = self.weight_decay
+        t = self.iterations + 1
+        m, v = self._moments(params)
+        _kernels.adam_step(params, grads, m, v, beta1, beta2, self.eps, wd,
+                           self._decoupled, 1.0 - lr * wd,
+                           lr / (1.0 - beta1 ** t),
+                           math.sqrt(1.0 - beta2 ** t))
+
+    def _update_numpy(self, params, grads, lr):
+        # The same step in NumPy, operation for operation (what the kernel
+        # reproduces bit for bit; the tests hold it to this).
         beta1, beta2 = self.betas
         wd = self.weight_decay
         s1, s2 = self._scratch
@@ -852,12 +886,7 @@ class Adam(Optimizer):
                 np.multiply(params, wd, out=s1)
                 np.add(grads, s1, out=s1)
                 g = s1
-        m = self._state.get("exp_avg")
-        if m is None:
-            m = self._state["exp_avg"] = np.zeros_like(params)
-            v = self._state["exp_avg_sq"] = np.zeros_like(params)
-        else:
-            v = self._state["exp_avg_sq"]
+        m, v = self._moments(params)
         # m = beta1 * m + (1 - beta1) * g
         np.multiply(g, 1.0 - beta1, out=s2)
         np.multiply(m, beta1, out=m)
