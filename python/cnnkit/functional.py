@@ -66,6 +66,10 @@ def _as_array(a, name, fn):
 def _compute_dtype(*arrays):
     """The float dtype to compute in: NumPy's promotion of the inputs, with
     integers and bools counted as float64 and float16 computed in float32."""
+    dt = arrays[0].dtype
+    if (dt == np.float32 or dt == np.float64) and all(
+            a is None or a.dtype == dt for a in arrays):
+        return dt                          # the common case, decided fast
     dts = [np.float64 if a.dtype.kind in "biu" else a.dtype
            for a in arrays if a is not None]
     dt = np.result_type(*dts)
@@ -79,6 +83,8 @@ def _cast(a, dt):
 
 
 def _int(v, name, fn):
+    if type(v) is int:
+        return v
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
         raise TypeError(
             f"{fn}: {name} must be an int or a pair of ints, got {v!r}")
@@ -87,6 +93,8 @@ def _int(v, name, fn):
 
 def _pair(v, name, fn):
     """An int or a pair of ints as a tuple (h, w)."""
+    if type(v) is int:
+        return v, v
     if isinstance(v, (tuple, list, np.ndarray)):
         if len(v) != 2:
             raise ValueError(
