@@ -37,26 +37,7 @@
 #define NC 1024
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
-#undef VEC
-#undef MASK
-#undef VL
-#undef VZERO
-#undef VSET1
-#undef VLOAD
-#undef VSTORE
-#undef VBCAST
-#undef VFMA
-#undef VMUL
-#undef VMASK
-#undef VLOAD_M
-#undef VSTORE_M
-#undef REAL
-#undef SFX
-#undef MR
-#undef NR
-#undef KC
-#undef MC
-#undef NC
+#include "gemm_undef.h"
 
 #define VEC __m256d
 #define MASK __m256i

@@ -74,13 +74,7 @@ typedef REAL SFX(vec_t) __attribute__((vector_size(NR * sizeof(REAL))));
 #endif
 GENERIC_MICRO
 #include "gemm_impl.h"
-#undef REAL
-#undef SFX
-#undef MR
-#undef NR
-#undef KC
-#undef MC
-#undef NC
+#include "gemm_undef.h"
 
 #define REAL double
 #define SFX(name) name##_f64_generic

@@ -21,6 +21,16 @@
 
 #include "internal.h"
 
+/* Threads for a pass over every plane: work of one window read per output
+ * element plus one pass over the input; planes are the tasks. */
+static int pool_team(const cnnkit_pool2d_geom *g, int nthreads)
+{
+    const double ohw = (double)g->oh * g->ow;
+    return cnnkit_team((double)g->planes * (ohw * g->kh * g->kw +
+                                            (double)g->h * g->w),
+                       g->planes, nthreads);
+}
+
 #define REAL float
 #define SFX(name) name##_f32
 #include "pool2d_impl.h"

@@ -86,8 +86,7 @@ void SFX(cnnkit_maxpool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
 {
     (void)nthreads; /* unused in serial builds */
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
-    const int nt = cnnkit_team((double)g->planes * (ohw * g->kh * g->kw + hw),
-                               g->planes, nthreads);
+    const int nt = pool_team(g, nthreads);
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
@@ -103,8 +102,7 @@ void SFX(cnnkit_maxpool2d_backward)(REAL *gx, const REAL *gy,
 {
     (void)nthreads; /* unused in serial builds */
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
-    const int nt = cnnkit_team((double)g->planes * (ohw * g->kh * g->kw + hw),
-                               g->planes, nthreads);
+    const int nt = pool_team(g, nthreads);
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
@@ -136,8 +134,7 @@ void SFX(cnnkit_avgpool2d_forward)(REAL *y, const REAL *x,
 {
     (void)nthreads; /* unused in serial builds */
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
-    const int nt = cnnkit_team((double)g->planes * (ohw * g->kh * g->kw + hw),
-                               g->planes, nthreads);
+    const int nt = pool_team(g, nthreads);
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
@@ -164,8 +161,7 @@ void SFX(cnnkit_avgpool2d_backward)(REAL *gx, const REAL *gy,
 {
     (void)nthreads; /* unused in serial builds */
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
-    const int nt = cnnkit_team((double)g->planes * (ohw * g->kh * g->kw + hw),
-                               g->planes, nthreads);
+    const int nt = pool_team(g, nthreads);
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t pl = 0; pl < g->planes; pl++) {

@@ -732,13 +732,12 @@ def dense_forward(x, weight, bias):
     return y
 
 
-def dense_backward(grad_out, x, weight, bint need_input_grad=True,
-                   bint need_bias_grad=True):
-    cdef int nt = _nthreads()
+cdef tuple _dense_backward_args(grad_out, x, weight):
+    """Checked (grad_out, x, weight, dtype, n, f, o) of a dense layer's
+    backward pass."""
     grad_out = _float_input(grad_out, "grad_out")
     x = _float_input(x, "x")
     weight = _float_input(weight, "weight")
-    cdef ptrdiff_t n, f, o
     n, f, o = _dense_check("dense_backward", x, weight)
     dt = _same_dtype("dense_backward", [("x", x), ("weight", weight),
                                         ("grad_out", grad_out)])
@@ -746,6 +745,15 @@ def dense_backward(grad_out, x, weight, bint need_input_grad=True,
         raise ValueError(
             f"dense_backward: grad_out must have shape {(n, o)} for x "
             f"{x.shape} and weight {weight.shape}, got {grad_out.shape}")
+    return grad_out, x, weight, dt, n, f, o
+
+
+def dense_backward(grad_out, x, weight, bint need_input_grad=True,
+                   bint need_bias_grad=True):
+    cdef int nt = _nthreads()
+    cdef ptrdiff_t n, f, o
+    grad_out, x, weight, dt, n, f, o = _dense_backward_args(grad_out, x,
+                                                            weight)
     gx = np.zeros((n, f), dtype=dt) if need_input_grad else None
     gw = np.zeros((o, f), dtype=dt)
     gb = np.zeros((o,), dtype=dt) if need_bias_grad else None
@@ -780,17 +788,9 @@ def dense_backward_parts(grad_out, x, weight, bounds, gw_parts, gb_parts,
     rows [bounds[q], bounds[q+1]) written to gw_parts[q] (gb_parts[q]);
     returns grad_x or None.  Empty runs are not written."""
     cdef int nt = _nthreads()
-    grad_out = _float_input(grad_out, "grad_out")
-    x = _float_input(x, "x")
-    weight = _float_input(weight, "weight")
     cdef ptrdiff_t n, f, o
-    n, f, o = _dense_check("dense_backward", x, weight)
-    dt = _same_dtype("dense_backward", [("x", x), ("weight", weight),
-                                        ("grad_out", grad_out)])
-    if grad_out.shape != (n, o):
-        raise ValueError(
-            f"dense_backward: grad_out must have shape {(n, o)} for x "
-            f"{x.shape} and weight {weight.shape}, got {grad_out.shape}")
+    grad_out, x, weight, dt, n, f, o = _dense_backward_args(grad_out, x,
+                                                            weight)
     b, ws, bs = _parts_args("dense_backward", bounds, n, gw_parts,
                             weight.shape, gb_parts, dt)
     gx = np.zeros((n, f), dtype=dt) if need_input_grad else None

@@ -1,0 +1,24 @@
+/* gemm_undef.h -- ends one instantiation of gemm_impl.h (and of
+ * gemm_micro_simd.h): forgets its element type, block sizes and vector
+ * macros, so that the next instantiation in the same file can define its
+ * own.  No include guard: it is meant to be included repeatedly. */
+#undef VEC
+#undef MASK
+#undef VL
+#undef VZERO
+#undef VSET1
+#undef VLOAD
+#undef VSTORE
+#undef VBCAST
+#undef VFMA
+#undef VMUL
+#undef VMASK
+#undef VLOAD_M
+#undef VSTORE_M
+#undef REAL
+#undef SFX
+#undef MR
+#undef NR
+#undef KC
+#undef MC
+#undef NC
