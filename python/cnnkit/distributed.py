@@ -421,21 +421,40 @@ class _Engine:
     """Runs training steps: the batch's shards, their gradients, the
     exchange between ranks and the fixed-order reduction."""
 
-    def __init__(self, model, world, shards, reduction):
+    def __init__(self, model, world, shards, reduction, strict=True):
+        unsplit = [layer for layer in model.layers
+                   if layer.grads and not hasattr(layer, "_backward_parts")]
+        if unsplit and (shards > 1 or world.size > 1):
+            if strict:
+                raise TypeError(
+                    f"{type(unsplit[0]).__name__} has parameters but cannot "
+                    f"compute them per shard (it defines no "
+                    f"_backward_parts); train it with distributed="
+                    f"DataParallel(shards=1) in one process, or without "
+                    f"it")
+            shards = 1      # a plain fit of layers that cannot split them
         self.model, self.world = model, world
         self.shards, self.reduction = shards, reduction
-        dt = model.dtype
-        self.nparams = model._flat_grads.size
-        gbytes = self.nparams * dt.itemsize
-        self.stats_off = -(-gbytes // 16) * 16
-        rowbytes = self.stats_off + 16
         edges = _bounds(shards, world.size)
         self.s0, self.s1 = edges[world.rank], edges[world.rank + 1]
+        self.dropouts = [layer for layer in model.layers
+                         if hasattr(layer, "window")]
+        self.sums = np.zeros(2, dtype=np.float64)
+        # Time spent exchanging and reducing the gradients (for benchmarks).
+        self.exchange_seconds = 0.0
+        # One shard in one process: the layers write the batch gradient
+        # straight into the model's buffer, and no shard rows are needed.
+        self.direct = shards == 1 and world.size == 1
+        if self.direct:
+            return
+        dt = model.dtype
+        gbytes = model._flat_grads.nbytes
+        stats_off = -(-gbytes // 16) * 16
         self.counts = [edges[r + 1] - edges[r] for r in range(world.size)]
         self.displs = edges[:world.size]
-        self.rows = np.zeros((shards, rowbytes), dtype=np.uint8)
+        self.rows = np.zeros((shards, stats_off + 16), dtype=np.uint8)
         self.grads = [self.rows[s, :gbytes].view(dt) for s in range(shards)]
-        self.stats = [self.rows[s, self.stats_off:].view(np.float64)
+        self.stats = [self.rows[s, stats_off:].view(np.float64)
                       for s in range(shards)]
         # Per layer with parameters: its gradients in every local shard's
         # row, as arrays (local shards,) + shape, laid out in each row as in
@@ -446,33 +465,12 @@ class _Engine:
         for layer in model.layers:
             if not layer.grads:
                 continue
-            if not self.direct_ok(shards, world) and \
-                    not hasattr(layer, "_backward_parts"):
-                raise TypeError(
-                    f"{type(layer).__name__} has parameters but cannot "
-                    f"compute them per shard (it defines no "
-                    f"_backward_parts); train it with distributed="
-                    f"DataParallel(shards=1) in one process, or without "
-                    f"it")
             parts = {}
             for name, g in layer.grads.items():
                 off = g.__array_interface__["data"][0] - base
                 parts[name] = local[:, off:off + g.nbytes].view(dt).reshape(
                     (self.s1 - self.s0,) + g.shape)
             self.layers.append((layer, parts))
-        self.dropouts = [layer for layer in model.layers
-                         if hasattr(layer, "window")]
-        # One shard in one process: the layers write the batch gradient
-        # straight into the model's buffer (layers of other packages, which
-        # know nothing of shards, train this way).
-        self.direct = self.direct_ok(shards, world)
-        self.sums = np.zeros(2, dtype=np.float64)
-        # Time spent exchanging and reducing the gradients (for benchmarks).
-        self.exchange_seconds = 0.0
-
-    @staticmethod
-    def direct_ok(shards, world):
-        return shards == 1 and world.size == 1
 
     def step(self, x, y, sw, idx):
         """Forward, backward and gradient exchange for the global batch
@@ -505,7 +503,8 @@ class _Engine:
                 for layer in self.dropouts:
                     layer.window = None
             _, grad, losses = _kernels.softmax_cross_entropy(
-                logits, yb, wb, True, norm, True)
+                logits, yb, wb, need_grad=True, normalizer=norm,
+                per_sample=True)
             if self.direct:
                 model.backward(grad, input_grad=False)
                 hit = logits.argmax(axis=1) == yb
@@ -564,7 +563,7 @@ def _sharded_losses(model, x, y, batch_size, world):
         j = min(hi, i + batch_size)
         logits = model.forward(x[i:j], training=False)
         _, _, per = _kernels.softmax_cross_entropy(
-            logits, y[i:j], None, False, 0.0, True)
+            logits, y[i:j], None, need_grad=False, per_sample=True)
         losses[i - lo:j - lo] = per
         correct += int(np.count_nonzero(logits.argmax(axis=1) == y[i:j]))
     parts = world.allgather((losses, correct))

@@ -844,11 +844,8 @@ class Sequential:
         if world.size > 1:
             self._join(world, x, y, sw, xv, yv,
                        (epochs, initial_epoch, batch_size, bool(shuffle)))
-        if world is _dist._LOCAL and any(
-                layer.grads and not hasattr(layer, "_backward_parts")
-                for layer in self.layers):
-            shards = 1        # a layer that cannot split its gradients
-        engine = _dist._Engine(self, world, shards, reduction)
+        engine = _dist._Engine(self, world, shards, reduction,
+                               strict=world is not _dist._LOCAL)
         history = History()
         cbs = [history] + callbacks
         for cb in cbs:

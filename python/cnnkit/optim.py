@@ -351,9 +351,10 @@ class Optimizer:
 
     Notes
     -----
-    Subclasses define the state buffers (:meth:`_buffer_names`), the scratch
-    buffers they need (:meth:`_n_scratch`), the update (:meth:`_update`) and
-    their constructor arguments (:meth:`_config`).  The base class validates
+    Subclasses define the state buffers (:meth:`_buffer_names`), the update
+    (:meth:`_update`, a compiled pass whose NumPy twin is in
+    :mod:`cnnkit.reference`) and their constructor arguments
+    (:meth:`_config`).  The base class validates
     the arrays, binds the optimizer to the parameters' size and dtype,
     allocates the buffers and counts the steps.
     """
@@ -441,9 +442,6 @@ class Optimizer:
         """The names of the per-parameter state buffers."""
         return ()
 
-    def _n_scratch(self):
-        """How many parameter-sized scratch buffers the update needs."""
-        return 1
 
     def reset(self):
         """Forget all state: buffers, counters and the bound size and dtype.
@@ -454,7 +452,6 @@ class Optimizer:
         self.iterations = 0
         self.epoch = 0
         self._state = {}
-        self._scratch = []
         self._shape = None
         self._dtype = None
 
@@ -618,8 +615,8 @@ class Optimizer:
                              "in-place update would change the gradients")
 
     def _bind(self, params):
-        """Check ``params`` against the bound size and dtype (binding them at
-        the first step) and make sure the scratch buffers exist."""
+        """Check ``params`` against the bound size and dtype, binding them at
+        the first step."""
         if self._shape is None:
             self._shape = params.shape
             self._dtype = params.dtype
@@ -630,9 +627,6 @@ class Optimizer:
                 f"{_describe(params)} but the optimizer's state "
                 f"({held}) is for {self._shape[0]}-element {self._dtype} "
                 "parameters; call reset() to use it with other parameters")
-        if len(self._scratch) != self._n_scratch():
-            self._scratch = [np.empty_like(params)
-                             for _ in range(self._n_scratch())]
 
     def step(self, params, grads):
         """Update ``params`` in place from ``grads``: one optimizer step.
@@ -733,9 +727,6 @@ class SGD(Optimizer):
     def _buffer_names(self):
         return ("momentum_buffer",) if self.momentum != 0.0 else ()
 
-    def _n_scratch(self):
-        return 2 if self.nesterov and self.weight_decay != 0.0 else 1
-
     def _update(self, params, grads, lr):
         mu = self.momentum
         buf, first = None, False
@@ -746,33 +737,6 @@ class SGD(Optimizer):
                 first = True
         _kernels.sgd_step(params, grads, buf, lr, self.weight_decay, mu,
                           self.nesterov, first)
-
-    def _update_numpy(self, params, grads, lr):
-        # The same step in NumPy, operation for operation (what the kernel
-        # reproduces bit for bit; the tests hold it to this).
-        s = self._scratch[0]
-        mu = self.momentum
-        g = grads
-        if self.weight_decay != 0.0:
-            np.multiply(params, self.weight_decay, out=s)
-            np.add(grads, s, out=s)
-            g = s
-        if mu != 0.0:
-            buf = self._state.get("momentum_buffer")
-            if buf is None:
-                buf = self._state["momentum_buffer"] = g.copy()
-            else:
-                np.multiply(buf, mu, out=buf)
-                np.add(buf, g, out=buf)
-            if self.nesterov:
-                t = self._scratch[1] if g is s else s
-                np.multiply(buf, mu, out=t)
-                np.add(g, t, out=s)
-                g = s
-            else:
-                g = buf
-        np.multiply(g, lr, out=s)
-        np.subtract(params, s, out=params)
 
 
 class Adam(Optimizer):
@@ -851,60 +815,18 @@ class Adam(Optimizer):
     def _buffer_names(self):
         return ("exp_avg", "exp_avg_sq")
 
-    def _n_scratch(self):
-        return 2
-
-    def _moments(self, params):
-        """The moment buffers (exp_avg, exp_avg_sq), zero at the start."""
-        if "exp_avg" not in self._state:
-            self._state["exp_avg"] = np.zeros_like(params)
-            self._state["exp_avg_sq"] = np.zeros_like(params)
-        return self._state["exp_avg"], self._state["exp_avg_sq"]
-
     def _update(self, params, grads, lr):
         beta1, beta2 = self.betas
         wd = self.weight_decay
         t = self.iterations + 1
-        m, v = self._moments(params)
+        if "exp_avg" not in self._state:           # zeros before step 1
+            self._state["exp_avg"] = np.zeros_like(params)
+            self._state["exp_avg_sq"] = np.zeros_like(params)
+        m, v = self._state["exp_avg"], self._state["exp_avg_sq"]
         _kernels.adam_step(params, grads, m, v, beta1, beta2, self.eps, wd,
                            self._decoupled, 1.0 - lr * wd,
                            lr / (1.0 - beta1 ** t),
                            math.sqrt(1.0 - beta2 ** t))
-
-    def _update_numpy(self, params, grads, lr):
-        # The same step in NumPy, operation for operation (what the kernel
-        # reproduces bit for bit; the tests hold it to this).
-        beta1, beta2 = self.betas
-        wd = self.weight_decay
-        s1, s2 = self._scratch
-        t = self.iterations + 1
-        g = grads
-        if wd != 0.0:
-            if self._decoupled:
-                np.multiply(params, 1.0 - lr * wd, out=params)
-            else:
-                np.multiply(params, wd, out=s1)
-                np.add(grads, s1, out=s1)
-                g = s1
-        m, v = self._moments(params)
-        # m = beta1 * m + (1 - beta1) * g
-        np.multiply(g, 1.0 - beta1, out=s2)
-        np.multiply(m, beta1, out=m)
-        np.add(m, s2, out=m)
-        # v = beta2 * v + (1 - beta2) * g * g
-        np.multiply(g, 1.0 - beta2, out=s2)
-        np.multiply(s2, g, out=s2)
-        np.multiply(v, beta2, out=v)
-        np.add(v, s2, out=v)
-        # params -= (step_size * m) / (sqrt(v) / sqrt(bc2) + eps)
-        step_size = lr / (1.0 - beta1 ** t)
-        bc2_sqrt = math.sqrt(1.0 - beta2 ** t)
-        np.sqrt(v, out=s2)
-        np.divide(s2, bc2_sqrt, out=s2)
-        np.add(s2, self.eps, out=s2)
-        np.multiply(m, step_size, out=s1)
-        np.divide(s1, s2, out=s1)
-        np.subtract(params, s1, out=params)
 
 
 class AdamW(Adam):

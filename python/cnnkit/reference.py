@@ -37,6 +37,8 @@ The worked example this library grew from reads, step by step::
     array([[0.1]])
 """
 
+import math
+
 import numpy as np
 
 __all__ = [
@@ -58,6 +60,8 @@ __all__ = [
     "softmax",
     "log_softmax",
     "softmax_cross_entropy",
+    "sgd_step",
+    "adam_step",
 ]
 
 
@@ -966,3 +970,101 @@ def softmax_cross_entropy(logits, labels, sample_weight=None):
     one_hot[rows, labels] = 1
     grad_logits = ((softmax(z) - one_hot) * scale[:, None]).astype(z.dtype, copy=False)
     return loss, grad_logits
+
+
+# ---------------------------------------------------------------------------
+# Optimizer steps
+# ---------------------------------------------------------------------------
+
+
+def sgd_step(params, grads, momentum_buffer=None, lr=0.01, momentum=0.0,
+             nesterov=False, weight_decay=0.0):
+    r"""One step of SGD (PyTorch's, dampening 0), as :class:`cnnkit.optim.SGD`.
+
+    Parameters
+    ----------
+    params, grads : ndarray
+        The parameters and their gradients, one float dtype.
+    momentum_buffer : ndarray or None
+        The buffer of the previous step; None on the first step.
+    lr, momentum, weight_decay : float
+    nesterov : bool
+
+    Returns
+    -------
+    params : ndarray
+        The new parameters.
+    momentum_buffer : ndarray or None
+        The new buffer (None without momentum).
+
+    Notes
+    -----
+    .. math::
+
+        g &= \nabla + \lambda \theta \\
+        b &= \mu b + g \qquad (b = g \text{ on the first step}) \\
+        g &\leftarrow g + \mu b \text{ (Nesterov), else } b \\
+        \theta &\leftarrow \theta - \eta g
+
+    Each operation rounds to the arrays' dtype, in this order; the compiled
+    step reproduces these bits.
+    """
+    g = grads
+    if weight_decay != 0.0:
+        g = g + weight_decay * params
+    buf = None
+    if momentum != 0.0:
+        buf = g.copy() if momentum_buffer is None \
+            else momentum * momentum_buffer + g
+        g = g + momentum * buf if nesterov else buf
+    return params - lr * g, buf
+
+
+def adam_step(params, grads, exp_avg, exp_avg_sq, step, lr=1e-3,
+              betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+              decoupled=False):
+    r"""One step of Adam, or AdamW with ``decoupled=True``, as
+    :class:`cnnkit.optim.Adam` and :class:`cnnkit.optim.AdamW`.
+
+    Parameters
+    ----------
+    params, grads, exp_avg, exp_avg_sq : ndarray
+        Parameters, gradients and the moment estimates (zeros before the
+        first step), one float dtype.
+    step : int
+        The 1-based number of this step (for the bias corrections).
+    lr, eps, weight_decay : float
+    betas : (float, float)
+    decoupled : bool
+        Decay the parameters directly (AdamW) instead of adding
+        ``weight_decay * params`` to the gradient.
+
+    Returns
+    -------
+    params, exp_avg, exp_avg_sq : ndarray
+        The new parameters and moment estimates.
+
+    Notes
+    -----
+    .. math::
+
+        m &= \beta_1 m + (1 - \beta_1) g \\
+        v &= \beta_2 v + (1 - \beta_2) g^2 \\
+        \theta &\leftarrow \theta - \frac{\eta}{1 - \beta_1^t}\, m \Big/
+            \Bigl(\frac{\sqrt{v}}{\sqrt{1 - \beta_2^t}} + \epsilon\Bigr)
+
+    Each operation rounds to the arrays' dtype, in this order; the compiled
+    step reproduces these bits.
+    """
+    beta1, beta2 = betas
+    g = grads
+    if weight_decay != 0.0:
+        if decoupled:
+            params = params * (1.0 - lr * weight_decay)
+        else:
+            g = g + weight_decay * params
+    m = beta1 * exp_avg + (1.0 - beta1) * g
+    v = beta2 * exp_avg_sq + (1.0 - beta2) * g * g
+    step_size = lr / (1.0 - beta1 ** step)
+    bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
+    return params - step_size * m / (np.sqrt(v) / bc2_sqrt + eps), m, v
