@@ -281,6 +281,13 @@ const char *cnnkit_simd_path(void);
 const char *cnnkit_simd_request(void);
 const char *cnnkit_simd_paths_built(void);
 const char *cnnkit_simd_paths_supported(void);
+/* Whether conv2d forward may take the direct path (see conv_direct_simd.h)
+ * where it applies; on by default.  Both paths give identical results; the
+ * switch exists to compare them.  Returns the previous setting. */
+int cnnkit_set_conv_direct(int on);
+/* Whether conv2d forward of g (float64 if f64) takes the direct path. */
+int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
+                               int f64);
 
 #ifdef __cplusplus
 }

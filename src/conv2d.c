@@ -101,7 +101,8 @@ ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
     case CNNKIT_CONV_FORWARD:
         t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * cnnkit_ceil_div(
                                               p, (ptrdiff_t)PB), 1));
-        return t * conv_forward_per_thread(g);
+        return CNNKIT_MAX(t * conv_forward_per_thread(g),
+                          cnnkit_conv_direct_workspace(g, nthreads));
     case CNNKIT_CONV_BACKWARD_DATA:
         t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * cnnkit_ceil_div(
                                               g->c, conv_channel_group(g)), 1));

@@ -108,6 +108,8 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
     const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
     if (g->n <= 0 || p <= 0 || g->k <= 0)
         return;
+    if (SFX(cnnkit_conv_direct)(y, x, w, bias, work, g, nthreads))
+        return;
     const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
     const ptrdiff_t nblk = cnnkit_ceil_div(p, pb), tasks = g->n * nblk;
     const ptrdiff_t per_thread = conv_forward_per_thread(g);

@@ -204,6 +204,58 @@ void cnnkit_gemm_parallel_f64(int trans_a, int trans_b, ptrdiff_t m,
                                                 c, ldc, work, nthreads);
 }
 
+/* ---- direct convolution ------------------------------------------------ */
+static int cnnkit_direct_on = 1;
+
+int cnnkit_set_conv_direct(int on)
+{
+    int before = __atomic_load_n(&cnnkit_direct_on, __ATOMIC_RELAXED);
+    __atomic_store_n(&cnnkit_direct_on, on ? 1 : 0, __ATOMIC_RELAXED);
+    return before;
+}
+
+ptrdiff_t cnnkit_conv_direct_workspace(const cnnkit_conv2d_geom *g,
+                                       int nthreads)
+{
+    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
+    if (!e->conv_direct_workspace)
+        return 0;
+    ptrdiff_t a = e->conv_direct_workspace(g, nthreads, 0);
+    ptrdiff_t b = e->conv_direct_workspace(g, nthreads, 1);
+    return CNNKIT_MAX(a, b);
+}
+
+int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
+                               int f64)
+{
+    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
+    return __atomic_load_n(&cnnkit_direct_on, __ATOMIC_RELAXED) &&
+           e->conv_direct_workspace &&
+           e->conv_direct_workspace(g, nthreads, f64) > 0;
+}
+
+int cnnkit_conv_direct_f32(float *y, const float *x, const float *w,
+                           const float *bias, float *work,
+                           const cnnkit_conv2d_geom *g, int nthreads)
+{
+    if (!cnnkit_conv_direct_applies(g, nthreads, 0))
+        return 0;
+    cnnkit_gemm_active(NULL)->conv_direct_f32(y, x, w, bias, work, g,
+                                              nthreads);
+    return 1;
+}
+
+int cnnkit_conv_direct_f64(double *y, const double *x, const double *w,
+                           const double *bias, double *work,
+                           const cnnkit_conv2d_geom *g, int nthreads)
+{
+    if (!cnnkit_conv_direct_applies(g, nthreads, 1))
+        return 0;
+    cnnkit_gemm_active(NULL)->conv_direct_f64(y, x, w, bias, work, g,
+                                              nthreads);
+    return 1;
+}
+
 /* ---- reporting (show_config) ------------------------------------------ */
 const char *cnnkit_simd_path(void)
 {

@@ -24,6 +24,7 @@
 #define VBCAST(p) _mm256_broadcast_ss(p)
 #define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define VMUL(a, b) _mm256_mul_ps((a), (b))
+#define VADD(a, b) _mm256_add_ps((a), (b))
 #define VMASK(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), \
                                     _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #define VLOAD_M(p, m) _mm256_maskload_ps((p), (m))
@@ -37,6 +38,7 @@
 #define NC 1024
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
+#include "conv_direct_simd.h"
 #include "gemm_undef.h"
 
 #define VEC __m256d
@@ -49,6 +51,7 @@
 #define VBCAST(p) _mm256_broadcast_sd(p)
 #define VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
 #define VMUL(a, b) _mm256_mul_pd((a), (b))
+#define VADD(a, b) _mm256_add_pd((a), (b))
 #define VMASK(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), \
                                     _mm256_setr_epi64x(0, 1, 2, 3))
 #define VLOAD_M(p, m) _mm256_maskload_pd((p), (m))
@@ -62,11 +65,15 @@
 #define NC 1024
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
+#include "conv_direct_simd.h"
 
 CNNKIT_ENGINE_WORKSPACE(avx2)
+CNNKIT_ENGINE_DIRECT(avx2)
 
 const cnnkit_gemm_engine cnnkit_gemm_engine_avx2 = {
     "AVX2+FMA", "avx2", gemm_workspace_avx2,
     gemm_f32_avx2, gemm_f64_avx2,
     gemm_parallel_f32_avx2, gemm_parallel_f64_avx2,
+    conv_direct_workspace_avx2, conv_direct_f32_avx2,
+    conv_direct_f64_avx2,
 };

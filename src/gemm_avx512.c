@@ -25,6 +25,7 @@
 #define VBCAST(p) _mm512_set1_ps(*(p))
 #define VFMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define VMUL(a, b) _mm512_mul_ps((a), (b))
+#define VADD(a, b) _mm512_add_ps((a), (b))
 #define VMASK(n) ((__mmask16)((1u << (n)) - 1u))
 #define VLOAD_M(p, m) _mm512_maskz_loadu_ps((m), (p))
 #define VSTORE_M(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
@@ -37,6 +38,7 @@
 #define NC 1024
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
+#include "conv_direct_simd.h"
 #include "gemm_undef.h"
 
 #define VEC __m512d
@@ -49,6 +51,7 @@
 #define VBCAST(p) _mm512_set1_pd(*(p))
 #define VFMA(a, b, c) _mm512_fmadd_pd((a), (b), (c))
 #define VMUL(a, b) _mm512_mul_pd((a), (b))
+#define VADD(a, b) _mm512_add_pd((a), (b))
 #define VMASK(n) ((__mmask8)((1u << (n)) - 1u))
 #define VLOAD_M(p, m) _mm512_maskz_loadu_pd((m), (p))
 #define VSTORE_M(p, m, v) _mm512_mask_storeu_pd((p), (m), (v))
@@ -61,11 +64,15 @@
 #define NC 1024
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
+#include "conv_direct_simd.h"
 
 CNNKIT_ENGINE_WORKSPACE(avx512)
+CNNKIT_ENGINE_DIRECT(avx512)
 
 const cnnkit_gemm_engine cnnkit_gemm_engine_avx512 = {
     "AVX-512", "avx512", gemm_workspace_avx512,
     gemm_f32_avx512, gemm_f64_avx512,
     gemm_parallel_f32_avx512, gemm_parallel_f64_avx512,
+    conv_direct_workspace_avx512, conv_direct_f32_avx512,
+    conv_direct_f64_avx512,
 };

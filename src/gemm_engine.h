@@ -40,6 +40,16 @@ typedef struct cnnkit_gemm_engine {
     cnnkit_gemm_f64_fn gemm_f64;
     cnnkit_gemm_par_f32_fn gemm_parallel_f32;
     cnnkit_gemm_par_f64_fn gemm_parallel_f64;
+    /* The direct convolution forward (conv_direct_simd.h), or NULL: the
+     * workspace (elements) it needs for g, 0 when it does not compute g. */
+    ptrdiff_t (*conv_direct_workspace)(const cnnkit_conv2d_geom *g,
+                                       int nthreads, int f64);
+    void (*conv_direct_f32)(float *y, const float *x, const float *w,
+                            const float *bias, float *work,
+                            const cnnkit_conv2d_geom *g, int nthreads);
+    void (*conv_direct_f64)(double *y, const double *x, const double *w,
+                            const double *bias, double *work,
+                            const cnnkit_conv2d_geom *g, int nthreads);
 } cnnkit_gemm_engine;
 
 extern const cnnkit_gemm_engine cnnkit_gemm_engine_generic;
@@ -69,6 +79,14 @@ const cnnkit_gemm_engine *cnnkit_gemm_active(int *how);
         ptrdiff_t a = workspace_f32_##path(m, n, k);                        \
         ptrdiff_t b = workspace_f64_##path(m, n, k);                        \
         return CNNKIT_MAX(a, b);                                            \
+    }
+
+#define CNNKIT_ENGINE_DIRECT(path)                                          \
+    static ptrdiff_t conv_direct_workspace_##path(                          \
+        const cnnkit_conv2d_geom *g, int nthreads, int f64)                 \
+    {                                                                       \
+        return f64 ? direct_workspace_f64_##path(g, nthreads)               \
+                   : direct_workspace_f32_##path(g, nthreads);              \
     }
 
 #endif /* CNNKIT_GEMM_ENGINE_H */

@@ -8,7 +8,7 @@
  *   VEC, MASK          the vector type and the type of a lane mask
  *   VZERO() VSET1(x) VLOAD(p) VSTORE(p, v) VBCAST(p)
  *   VFMA(a, b, c)      a*b + c rounded once
- *   VMUL(a, b)
+ *   VMUL(a, b) VADD(a, b)
  *   VMASK(n)           mask of the first n lanes (1 <= n <= VL)
  *   VLOAD_M(p, m) VSTORE_M(p, m, v)   lanes outside m are neither read
  *                                     nor written
@@ -30,9 +30,11 @@
 #endif
 
 static inline __attribute__((always_inline)) void
-SFX(tile)(const int rows, const int nv, const int masked, ptrdiff_t kc,
-          const REAL *restrict ap, const REAL *restrict bp, REAL *restrict c,
-          ptrdiff_t ldc, int lastn, REAL alpha, REAL beta, int first)
+SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
+          ptrdiff_t kc, const REAL *restrict ap, const REAL *restrict bp,
+          const ptrdiff_t *restrict boff, REAL *restrict c, ptrdiff_t ldc,
+          int lastn, REAL alpha, REAL beta, int first,
+          const REAL *restrict bias)
 {
     VEC acc[MR][NV];
     UNROLL_FULL
@@ -44,10 +46,11 @@ SFX(tile)(const int rows, const int nv, const int masked, ptrdiff_t kc,
         __builtin_prefetch(c + i * ldc + nv * VL - 1);
     }
     for (ptrdiff_t p = 0; p < kc; p++) {
+        const REAL *restrict brow = implicit ? bp + boff[p] : bp;
         VEC bv[NV];
         UNROLL_FULL
         for (int v = 0; v < nv; v++)
-            bv[v] = VLOAD(bp + v * VL);
+            bv[v] = VLOAD(brow + v * VL);
         UNROLL_FULL
         for (int i = 0; i < rows; i++) {
             VEC av = VBCAST(ap + i);
@@ -56,10 +59,29 @@ SFX(tile)(const int rows, const int nv, const int masked, ptrdiff_t kc,
                 acc[i][v] = VFMA(av, bv[v], acc[i][v]);
         }
         ap += MR;
-        bp += NR;
+        if (!implicit)
+            bp += NR;
+    }
+    const MASK mk = VMASK(masked ? lastn : VL);
+    if (implicit) {
+        /* c = tile (+ bias of the row): what the explicit path computes
+         * with alpha = 1, beta = 0 followed by adding the bias */
+        UNROLL_FULL
+        for (int i = 0; i < rows; i++) {
+            REAL *restrict ci = c + i * ldc;
+            UNROLL_FULL
+            for (int v = 0; v < nv; v++) {
+                VEC out = bias ? VADD(acc[i][v], VBCAST(bias + i))
+                               : acc[i][v];
+                if (masked && v == nv - 1)
+                    VSTORE_M(ci + v * VL, mk, out);
+                else
+                    VSTORE(ci + v * VL, out);
+            }
+        }
+        return;
     }
     const VEC va = VSET1(alpha), vb = VSET1(beta);
-    const MASK mk = VMASK(masked ? lastn : VL);
     const int fresh = first && beta == 0;
     UNROLL_FULL
     for (int i = 0; i < rows; i++) {
@@ -83,7 +105,8 @@ SFX(tile)(const int rows, const int nv, const int masked, ptrdiff_t kc,
     }
 }
 
-#define TILE_ARGS kc, ap, bp, c, ldc, lastn, alpha, beta, first
+#define TILE_ARGS implicit, kc, ap, bp, boff, c, ldc, lastn, alpha, beta, \
+                  first, bias
 #define TILE_ROWS(R)                                                       \
     case R:                                                                \
         if (nv == 1)                                                       \
@@ -96,9 +119,15 @@ SFX(tile)(const int rows, const int nv, const int masked, ptrdiff_t kc,
             SFX(tile)(R, NV >= 4 ? 4 : 1, 1, TILE_ARGS);                   \
         break;
 
-static void SFX(micro)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
-                       REAL *c, ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t nr,
-                       REAL alpha, REAL beta, int first)
+/* One tile of MR x NR (or its mr x nr corner).  Explicit (implicit == 0):
+ * B is a packed strip, row p at bp + p*NR.  Implicit: B is read in place,
+ * row p at bp + boff[p] (a direct convolution's input rows), and the
+ * epilogue is c = tile + bias. */
+static inline __attribute__((always_inline)) void
+SFX(micro_any)(const int implicit, ptrdiff_t kc, const REAL *ap,
+               const REAL *bp, const ptrdiff_t *boff, REAL *c, ptrdiff_t ldc,
+               ptrdiff_t mr, ptrdiff_t nr, REAL alpha, REAL beta, int first,
+               const REAL *bias)
 {
     int lastn = VL;
     if (mr == MR && nr == NR) {
@@ -151,6 +180,21 @@ static void SFX(micro)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
     default:
         break;
     }
+}
+
+static void SFX(micro)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
+                       REAL *c, ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t nr,
+                       REAL alpha, REAL beta, int first)
+{
+    SFX(micro_any)(0, kc, ap, bp, NULL, c, ldc, mr, nr, alpha, beta, first,
+                   NULL);
+}
+
+static void SFX(micro_implicit)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
+                                const ptrdiff_t *boff, REAL *c, ptrdiff_t ldc,
+                                ptrdiff_t mr, ptrdiff_t nr, const REAL *bias)
+{
+    SFX(micro_any)(1, kc, ap, bp, boff, c, ldc, mr, nr, 1, 0, 1, bias);
 }
 #undef TILE_ROWS
 #undef TILE_ARGS

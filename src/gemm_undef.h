@@ -12,6 +12,7 @@
 #undef VBCAST
 #undef VFMA
 #undef VMUL
+#undef VADD
 #undef VMASK
 #undef VLOAD_M
 #undef VSTORE_M

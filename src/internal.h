@@ -39,4 +39,17 @@ static inline int cnnkit_team(double work, ptrdiff_t tasks, int nthreads)
     return nt;
 }
 
+/* The direct convolution forward of the active GEMM engine (gemm.c): the
+ * workspace it may need for g (0 if it never computes g), and the forward
+ * pass, which returns 0 without touching y when it does not compute g (the
+ * caller then takes the im2col path). */
+ptrdiff_t cnnkit_conv_direct_workspace(const cnnkit_conv2d_geom *g,
+                                       int nthreads);
+int cnnkit_conv_direct_f32(float *y, const float *x, const float *w,
+                           const float *bias, float *work,
+                           const cnnkit_conv2d_geom *g, int nthreads);
+int cnnkit_conv_direct_f64(double *y, const double *x, const double *w,
+                           const double *bias, double *work,
+                           const cnnkit_conv2d_geom *g, int nthreads);
+
 #endif /* CNNKIT_INTERNAL_H */

@@ -170,3 +170,6 @@ cdef extern from "cnnkit.h" nogil:
     const char *cnnkit_simd_paths_built()
     const char *cnnkit_simd_request()
     const char *cnnkit_simd_paths_supported()
+    int cnnkit_set_conv_direct(int on)
+    int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
+                                   int f64)

@@ -88,6 +88,25 @@ cdef int _nthreads() except -1:
     return min(max(n, 1), _MAX_THREADS)
 
 
+def _set_conv_direct(on):
+    """Allow (True, the default) or forbid the direct convolution forward
+    where it applies; returns the previous setting.  The two paths give
+    identical results: this exists for tests and benchmarks."""
+    return bool(cnnkit_set_conv_direct(1 if on else 0))
+
+
+def _conv_forward_path(x_shape, w_shape, stride, padding, dilation, dtype):
+    """"direct" or "im2col": the path conv2d_forward takes for these
+    shapes (padding as (top, bottom, left, right)) with the current
+    threads."""
+    cdef cnnkit_conv2d_geom g
+    _conv_geom(&g, tuple(x_shape), tuple(w_shape), stride, padding,
+               dilation)
+    f64 = np.dtype(dtype) == np.float64
+    return ("direct" if cnnkit_conv_direct_applies(&g, _nthreads(), f64)
+            else "im2col")
+
+
 def build_info():
     """Facts about the compiled kernels, as a dict."""
     return {
