@@ -84,6 +84,46 @@ static ptrdiff_t conv_data_per_thread(const cnnkit_conv2d_geom *g)
     return rows * pix + cnnkit_gemm_workspace(rows, pix, g->k);
 }
 
+/* The input gradient of a convolution with unit strides is itself a
+ * convolution, of gy padded by dil*(R-1) - pad, with the filters flipped
+ * and their two channel axes swapped:
+ *     gx[n,c,i,j] = sum_{k,r,s} w[k,c,R-1-r,S-1-s] *
+ *                   gy[n, k, i - (dh*(R-1) - ph) + r*dh, j - (dw*(S-1) - pw) + s*dw]
+ * Fills t with that convolution's geometry; returns 0 when it does not
+ * exist (a stride above 1, or padding beyond the dilated kernel). */
+static int conv_data_as_forward(const cnnkit_conv2d_geom *g,
+                                cnnkit_conv2d_geom *t)
+{
+    if (g->stride_h != 1 || g->stride_w != 1)
+        return 0;
+    ptrdiff_t ph = g->dil_h * (g->r - 1) - g->pad_h;
+    ptrdiff_t pw = g->dil_w * (g->s - 1) - g->pad_w;
+    if (ph < 0 || pw < 0)
+        return 0;
+    *t = *g;
+    t->c = g->k;
+    t->h = g->oh;
+    t->w = g->ow;
+    t->k = g->c;
+    t->oh = g->h;
+    t->ow = g->w;
+    t->pad_h = ph;
+    t->pad_w = pw;
+    return 1;
+}
+
+static ptrdiff_t conv_data_direct_workspace(const cnnkit_conv2d_geom *g,
+                                            int nthreads)
+{
+    cnnkit_conv2d_geom t;
+    if (!conv_data_as_forward(g, &t))
+        return 0;
+    ptrdiff_t ws = cnnkit_conv_direct_workspace(&t, nthreads);
+    if (ws <= 0)
+        return 0;
+    return cnnkit_ceil_div(g->k * g->c * g->r * g->s, 16) * 16 + ws;
+}
+
 static ptrdiff_t conv_weight_per_thread(const cnnkit_conv2d_geom *g)
 {
     ptrdiff_t jt = CNNKIT_MIN(g->c * g->r * g->s, (ptrdiff_t)JT);
@@ -106,21 +146,25 @@ ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
     case CNNKIT_CONV_BACKWARD_DATA:
         t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * cnnkit_ceil_div(
                                               g->c, conv_channel_group(g)), 1));
-        return t * conv_data_per_thread(g);
+        return CNNKIT_MAX(t * conv_data_per_thread(g),
+                          conv_data_direct_workspace(g, nthreads));
     case CNNKIT_CONV_BACKWARD_WEIGHT: {
         ptrdiff_t groups = conv_wgroups(g);
         t = CNNKIT_MIN(t, CNNKIT_MAX(groups * cnnkit_ceil_div(
                                               crs, (ptrdiff_t)JT), 1));
         ptrdiff_t partial =
             groups > 1 ? (groups - 1) * g->k * g->c * g->r * g->s : 0;
-        return partial + t * conv_weight_per_thread(g);
+        return CNNKIT_MAX(partial + t * conv_weight_per_thread(g),
+                          groups * g->k * crs +
+                              cnnkit_conv_direct_weight_workspace(g, nthreads));
     }
     case CNNKIT_CONV_BACKWARD_WEIGHT_PARTS:
         /* at most one task per (non-empty part, column tile), and the
          * non-empty parts hold distinct images */
         t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * cnnkit_ceil_div(
                                               crs, (ptrdiff_t)JT), 1));
-        return t * conv_weight_per_thread(g);
+        return CNNKIT_MAX(t * conv_weight_per_thread(g),
+                          cnnkit_conv_direct_weight_workspace(g, nthreads));
     default:
         return 0;
     }

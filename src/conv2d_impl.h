@@ -99,6 +99,42 @@ static void SFX(col2im)(REAL *restrict gxn, const REAL *restrict dcol,
     }
 }
 
+/* sum over images [n0, n1) and pixels [0, p) of gyk[n*kp + i], in double:
+ * 8 running sums over the pixels' positions mod 8 (so the loop vectorises),
+ * added pairwise at the end; a fixed order. */
+static REAL SFX(bias_sum)(const REAL *restrict gyk, ptrdiff_t n0,
+                          ptrdiff_t n1, ptrdiff_t kp, ptrdiff_t p)
+{
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (ptrdiff_t n = n0; n < n1; n++) {
+        const REAL *restrict src = gyk + n * kp;
+        ptrdiff_t i = 0;
+        for (; i + 8 <= p; i += 8)
+            for (int l = 0; l < 8; l++)
+                acc[l] += src[i + l];
+        for (int l = 0; i + l < p; l++)
+            acc[l] += src[i + l];
+    }
+    return (REAL)(((acc[0] + acc[1]) + (acc[2] + acc[3])) +
+                  ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+}
+
+/* Whether a[0..n) holds no inf or NaN: 0 * a[i] stays 0 unless a[i] is
+ * one (8 independent lanes, so the loop vectorises). */
+static int SFX(all_finite)(const REAL *restrict a, ptrdiff_t n)
+{
+    REAL z[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++)
+            z[l] *= a[i + l];
+    for (int l = 0; i + l < n; l++)
+        z[l] *= a[i + l];
+    for (int l = 1; l < 8; l++)
+        z[0] += z[l];
+    return z[0] == 0;
+}
+
 void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
                                 const REAL *bias, REAL *work,
                                 const cnnkit_conv2d_geom *g, int nthreads)
@@ -156,6 +192,27 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
     const ptrdiff_t hw = g->h * g->w, kp = g->k * p;
     if (g->n <= 0 || g->c <= 0 || hw <= 0)
         return;
+    /* The forward form multiplies the filters by the zeros around gy: with
+     * an infinite or NaN weight those products are NaN where the true
+     * gradient has no term, so such filters take the col2im path. */
+    cnnkit_conv2d_geom t;
+    if (p > 0 && g->k > 0 && conv_data_as_forward(g, &t) &&
+        cnnkit_conv_direct_applies(&t, nthreads, sizeof(REAL) == 8) &&
+        SFX(all_finite)(w, g->k * crs)) {
+        /* wt[c, k, r, s] = w[k, c, R-1-r, S-1-s] */
+        REAL *wt = work;
+        for (ptrdiff_t c = 0; c < g->c; c++)
+            for (ptrdiff_t k = 0; k < g->k; k++)
+                for (ptrdiff_t r = 0; r < g->r; r++)
+                    for (ptrdiff_t s = 0; s < g->s; s++)
+                        wt[((c * g->k + k) * g->r + r) * g->s + s] =
+                            w[((k * g->c + c) * g->r + g->r - 1 - r) * g->s +
+                              g->s - 1 - s];
+        if (SFX(cnnkit_conv_direct)(
+                gx, gy, wt, NULL,
+                work + cnnkit_ceil_div(g->k * crs, 16) * 16, &t, nthreads))
+            return;
+    }
     const ptrdiff_t cg = conv_channel_group(g);
     const ptrdiff_t ngrp = cnnkit_ceil_div(g->c, cg), tasks = g->n * ngrp;
     const ptrdiff_t per_thread = conv_data_per_thread(g);
@@ -229,13 +286,7 @@ void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
         (void)nb; /* unused in serial builds */
         CNNKIT_OMP(parallel for schedule(static) num_threads(nb))
         for (ptrdiff_t k = 0; k < g->k; k++) {
-            double acc = 0;
-            for (ptrdiff_t n = 0; n < g->n; n++) {
-                const REAL *src = gy + n * kp + k * p;
-                for (ptrdiff_t q = 0; q < p; q++)
-                    acc += src[q];
-            }
-            gbias[k] = (REAL)acc;
+            gbias[k] = SFX(bias_sum)(gy + k * p, 0, g->n, kp, p);
         }
     }
     if (crs <= 0)
@@ -245,6 +296,27 @@ void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
         return;
     }
     const ptrdiff_t groups = conv_wgroups(g);
+    if (cnnkit_conv_direct_weight_applies(g, nthreads, sizeof(REAL) == 8)) {
+        /* each group's gradient into a row of work, then added in group
+         * order, as below */
+        int64_t bounds[WGROUPS + 1];
+        for (ptrdiff_t grp = 0; grp <= groups; grp++)
+            bounds[grp] = grp * g->n / groups;
+        if (SFX(cnnkit_conv_direct_weight)(work, kcrs, gy, x, bounds, groups,
+                                           work + groups * kcrs, g,
+                                           nthreads)) {
+            const int nr = cnnkit_team((double)groups * kcrs, kcrs, nthreads);
+            (void)nr; /* unused in serial builds */
+            CNNKIT_OMP(parallel for schedule(static) num_threads(nr))
+            for (ptrdiff_t e = 0; e < kcrs; e++) {
+                REAL acc = work[e];
+                for (ptrdiff_t grp = 1; grp < groups; grp++)
+                    acc += work[grp * kcrs + e];
+                gw[e] = acc;
+            }
+            return;
+        }
+    }
     REAL *partial = work;                 /* groups 1.. ; group 0 is gw */
     REAL *twork = work + (groups - 1) * kcrs;
     const ptrdiff_t jt = CNNKIT_MIN(crs, (ptrdiff_t)JT);
@@ -300,13 +372,8 @@ void SFX(cnnkit_conv2d_backward_weight_parts)(
             ptrdiff_t q = t / g->k, k = t % g->k;
             if (bounds[q + 1] <= bounds[q])
                 continue;
-            double acc = 0;
-            for (ptrdiff_t n = bounds[q]; n < bounds[q + 1]; n++) {
-                const REAL *src = gy + n * kp + k * p;
-                for (ptrdiff_t i = 0; i < p; i++)
-                    acc += src[i];
-            }
-            gbias[q * bstride + k] = (REAL)acc;
+            gbias[q * bstride + k] =
+                SFX(bias_sum)(gy + k * p, bounds[q], bounds[q + 1], kp, p);
         }
     }
     if (crs <= 0 || busy == 0)
@@ -317,6 +384,9 @@ void SFX(cnnkit_conv2d_backward_weight_parts)(
                 memset(gw + q * wstride, 0, (size_t)kcrs * sizeof(REAL));
         return;
     }
+    if (SFX(cnnkit_conv_direct_weight)(gw, wstride, gy, x, bounds, nparts,
+                                       work, g, nthreads))
+        return;
     const ptrdiff_t jt = CNNKIT_MIN(crs, (ptrdiff_t)JT);
     const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
     const ptrdiff_t per_thread = conv_weight_per_thread(g);

@@ -40,7 +40,7 @@ static ptrdiff_t SFX(round16)(ptrdiff_t n)
 
 /* Whether the direct path computes g; fills the plan if so. */
 static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
-                              SFX(direct_plan) *pl)
+                              int split, SFX(direct_plan) *pl)
 {
     const ptrdiff_t crs = g->c * g->r * g->s;
     if (g->stride_w != 1 || crs < 1 || crs > KC || g->k < 1 || g->n < 1 ||
@@ -54,8 +54,10 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
     const ptrdiff_t wp = cnnkit_ceil_div(g->ow, VL) * VL +
                          (g->s - 1) * g->dil_w;
     const ptrdiff_t span = (g->r - 1) * g->dil_h + 1;
-    /* row blocks: enough tasks for the threads, copies of bounded size */
-    ptrdiff_t nb = g->n >= 2 * nt ? 1 : cnnkit_ceil_div(2 * nt, g->n);
+    /* row blocks: enough tasks for the threads (if split), copies of
+     * bounded size */
+    ptrdiff_t nb = !split || g->n >= 2 * nt ? 1
+                                             : cnnkit_ceil_div(2 * nt, g->n);
     ptrdiff_t rb = cnnkit_ceil_div(g->oh, CNNKIT_MIN(nb, g->oh));
     ptrdiff_t fit = (DIRECT_COPY_MAX / (g->c * wp) - span) / g->stride_h + 1;
     rb = CNNKIT_MAX(1, CNNKIT_MIN(rb, fit));
@@ -75,7 +77,7 @@ static ptrdiff_t SFX(direct_workspace)(const cnnkit_conv2d_geom *g,
                                        int nthreads)
 {
     SFX(direct_plan) pl;
-    if (!SFX(direct_layout)(g, nthreads, &pl))
+    if (!SFX(direct_layout)(g, nthreads, 1, &pl))
         return 0;
     return pl.noff + pl.apsize + pl.threads * pl.copy;
 }
@@ -113,22 +115,30 @@ static void SFX(direct_fill)(REAL *restrict buf, const REAL *restrict xn,
     }
 }
 
+/* Where tap (c, r, s) of output column 0 lies in a padded copy. */
+static void SFX(direct_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g,
+                                const SFX(direct_plan) *pl)
+{
+    for (ptrdiff_t c = 0, q = 0; c < g->c; c++)
+        for (ptrdiff_t r = 0; r < g->r; r++)
+            for (ptrdiff_t s = 0; s < g->s; s++, q++)
+                boff[q] = (c * pl->lr + r * g->dil_h) * pl->wp +
+                          s * g->dil_w;
+}
+
 static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
                              const REAL *bias, REAL *work,
                              const cnnkit_conv2d_geom *g, int nthreads)
 {
     SFX(direct_plan) pl;
-    if (!SFX(direct_layout)(g, nthreads, &pl))
+    if (!SFX(direct_layout)(g, nthreads, 1, &pl))
         return;
     const ptrdiff_t crs = g->c * g->r * g->s, p = g->oh * g->ow;
     const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
     ptrdiff_t *boff = (ptrdiff_t *)(void *)work;
     REAL *ap = work + pl.noff;
     REAL *copies = ap + pl.apsize;
-    for (ptrdiff_t c = 0, q = 0; c < g->c; c++)
-        for (ptrdiff_t r = 0; r < g->r; r++)
-            for (ptrdiff_t s = 0; s < g->s; s++, q++)
-                boff[q] = (c * pl.lr + r * g->dil_h) * pl.wp + s * g->dil_w;
+    SFX(direct_offsets)(boff, g, &pl);
     SFX(pack_a)(ap, w, crs, 0, g->k, crs);
     const ptrdiff_t tasks = g->n * pl.nb;
     const int nt = cnnkit_team(2.0 * g->n * kp * (crs + 1), tasks,
@@ -156,4 +166,213 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
     }
 }
 
+
+/* ---- weight gradient -------------------------------------------------
+ *
+ * gw[k, (c,r,s)] = sum_n sum_{i,j} gy[n,k,i,j] * x[n, c, i*sh-ph+r*dh, j-pw+s*dw]
+ * with the output columns j on the vector axis: a tile of WKB filters x WQB
+ * taps keeps WKB*WQB vector accumulators, and each step loads WKB vectors
+ * of gy and WQB of the padded input copy.  A vector's lanes past the end of
+ * an output row are loaded as 0 from both operands.  Each accumulator is
+ * summed over the images of one part in order, then over its rows and
+ * column vectors in order, and finally over its lanes in lane order: a
+ * fixed order, so the result does not depend on the threads.  The tiles'
+ * accumulators live in the task's buffer between images. */
+
+#define WACC (WKB * WQB * VL)   /* elements of one tile's accumulators */
+#if defined(__clang__)
+#define WUNROLL _Pragma("unroll")
+#else
+#define WUNROLL _Pragma("GCC unroll 8")
+#endif
+
+static inline __attribute__((always_inline)) void
+SFX(wtile)(const int kb, const int qb, REAL *restrict acc,
+           const REAL *restrict gyk, ptrdiff_t p, const REAL *restrict copy,
+           const ptrdiff_t *restrict boff, ptrdiff_t rows, ptrdiff_t ow,
+           ptrdiff_t xstep)
+{
+    VEC a[WKB][WQB];
+    WUNROLL
+    for (int kk = 0; kk < kb; kk++)
+        WUNROLL
+        for (int qq = 0; qq < qb; qq++)
+            a[kk][qq] = VLOAD(acc + (kk * WQB + qq) * VL);
+    const ptrdiff_t full = ow / VL * VL;
+    const MASK mk = VMASK(ow > full ? (int)(ow - full) : VL);
+    for (ptrdiff_t i = 0; i < rows; i++) {
+        const REAL *restrict xrow = copy + i * xstep;
+        const REAL *restrict grow = gyk + i * ow;
+        for (ptrdiff_t j0 = 0; j0 < full; j0 += VL) {
+            VEC gv[WKB];
+            WUNROLL
+            for (int kk = 0; kk < kb; kk++)
+                gv[kk] = VLOAD(grow + kk * p + j0);
+            WUNROLL
+            for (int qq = 0; qq < qb; qq++) {
+                VEC xv = VLOAD(xrow + boff[qq] + j0);
+                WUNROLL
+                for (int kk = 0; kk < kb; kk++)
+                    a[kk][qq] = VFMA(gv[kk], xv, a[kk][qq]);
+            }
+        }
+        if (full < ow) {
+            VEC gv[WKB];
+            WUNROLL
+            for (int kk = 0; kk < kb; kk++)
+                gv[kk] = VLOAD_M(grow + kk * p + full, mk);
+            WUNROLL
+            for (int qq = 0; qq < qb; qq++) {
+                VEC xv = VLOAD_M(xrow + boff[qq] + full, mk);
+                WUNROLL
+                for (int kk = 0; kk < kb; kk++)
+                    a[kk][qq] = VFMA(gv[kk], xv, a[kk][qq]);
+            }
+        }
+    }
+    WUNROLL
+    for (int kk = 0; kk < kb; kk++)
+        WUNROLL
+        for (int qq = 0; qq < qb; qq++)
+            VSTORE(acc + (kk * WQB + qq) * VL, a[kk][qq]);
+}
+
+#define WTILE_Q(KB)                                                        \
+    case KB:                                                               \
+        switch (qb) {                                                      \
+        case 1: SFX(wtile)(KB, 1, WTILE_ARGS); break;                      \
+        case 2: SFX(wtile)(KB, WQB >= 2 ? 2 : 1, WTILE_ARGS); break;       \
+        case 3: SFX(wtile)(KB, WQB >= 3 ? 3 : 1, WTILE_ARGS); break;       \
+        default: SFX(wtile)(KB, WQB >= 4 ? 4 : 1, WTILE_ARGS); break;      \
+        }                                                                  \
+        break;
+#define WTILE_ARGS acc, gyk, p, copy, boff, rows, ow, xstep
+
+static void SFX(wtile_any)(int kb, int qb, REAL *acc, const REAL *gyk,
+                           ptrdiff_t p, const REAL *copy,
+                           const ptrdiff_t *boff, ptrdiff_t rows,
+                           ptrdiff_t ow, ptrdiff_t xstep)
+{
+    switch (kb) {
+        WTILE_Q(1)
+#if WKB >= 2
+        WTILE_Q(2)
+#endif
+#if WKB >= 3
+        WTILE_Q(3)
+#endif
+#if WKB >= 4
+        WTILE_Q(4)
+#endif
+#if WKB >= 5
+        WTILE_Q(5)
+#endif
+#if WKB >= 6
+        WTILE_Q(6)
+#endif
+    default:
+        break;
+    }
+}
+#undef WTILE_ARGS
+#undef WTILE_Q
+
+static ptrdiff_t SFX(wtiles)(const cnnkit_conv2d_geom *g)
+{
+    return cnnkit_ceil_div(g->k, WKB) *
+           cnnkit_ceil_div(g->c * g->r * g->s, WQB);
+}
+
+static ptrdiff_t SFX(direct_weight_workspace)(const cnnkit_conv2d_geom *g,
+                                              int nthreads)
+{
+    SFX(direct_plan) pl;
+    if (!SFX(direct_layout)(g, nthreads, 0, &pl))
+        return 0;
+    const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
+    return pl.noff + nt * (pl.copy + SFX(wtiles)(g) * WACC);
+}
+
+/* For each part q with images [bounds[q], bounds[q+1]) not empty,
+ * gw + q*wstride (K, C*R*S) = that part's weight gradient; empty parts are
+ * not written. */
+static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
+                                    const REAL *gy, const REAL *x,
+                                    const int64_t *bounds, ptrdiff_t nparts,
+                                    REAL *work, const cnnkit_conv2d_geom *g,
+                                    int nthreads)
+{
+    SFX(direct_plan) pl;
+    if (!SFX(direct_layout)(g, nthreads, 0, &pl))
+        return;
+    const ptrdiff_t crs = g->c * g->r * g->s, p = g->oh * g->ow;
+    const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
+    const ptrdiff_t ntq = cnnkit_ceil_div(crs, WQB), ntiles = SFX(wtiles)(g);
+    const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
+    ptrdiff_t *boff = (ptrdiff_t *)(void *)work;
+    REAL *buffers = work + pl.noff;
+    const ptrdiff_t per_thread = pl.copy + ntiles * WACC;
+    SFX(direct_offsets)(boff, g, &pl);
+    ptrdiff_t busy = 0, images = 0;
+    for (ptrdiff_t q = 0; q < nparts; q++) {
+        busy += bounds[q + 1] > bounds[q];
+        images += bounds[q + 1] > bounds[q] ? bounds[q + 1] - bounds[q] : 0;
+    }
+    if (busy == 0)
+        return;
+    /* tasks = (part, chunk of tiles); the chunks only share out work */
+    const ptrdiff_t chunks =
+        busy >= nt ? 1 : CNNKIT_MIN(ntiles, cnnkit_ceil_div(2 * nt, busy));
+    const ptrdiff_t per_chunk = cnnkit_ceil_div(ntiles, chunks);
+    const ptrdiff_t tasks = nparts * chunks;
+    const int team = cnnkit_team(2.0 * images * kp * crs, busy * chunks,
+                                 (int)nt);
+    (void)team; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(team))
+    for (ptrdiff_t t = 0; t < tasks; t++) {
+        const ptrdiff_t q = t / chunks, ch = t % chunks;
+        const ptrdiff_t t0 = ch * per_chunk;
+        const ptrdiff_t t1 = CNNKIT_MIN(ntiles, t0 + per_chunk);
+        if (bounds[q + 1] <= bounds[q] || t0 >= t1)
+            continue;
+        REAL *copy = buffers + (ptrdiff_t)omp_get_thread_num() * per_thread;
+        REAL *accs = copy + pl.copy;
+        for (ptrdiff_t e = 0; e < (t1 - t0) * WACC; e++)
+            accs[e] = 0;
+        for (ptrdiff_t n = bounds[q]; n < bounds[q + 1]; n++) {
+            for (ptrdiff_t i0 = 0; i0 < g->oh; i0 += pl.rb) {
+                const ptrdiff_t i1 = CNNKIT_MIN(g->oh, i0 + pl.rb);
+                SFX(direct_fill)(copy, x + n * chw, g, &pl, i0, i1);
+                for (ptrdiff_t tile = t0; tile < t1; tile++) {
+                    const ptrdiff_t k0 = tile / ntq * WKB;
+                    const ptrdiff_t q0 = tile % ntq * WQB;
+                    SFX(wtile_any)((int)CNNKIT_MIN(WKB, g->k - k0),
+                                   (int)CNNKIT_MIN(WQB, crs - q0),
+                                   accs + (tile - t0) * WACC,
+                                   gy + n * kp + k0 * p + i0 * g->ow, p, copy,
+                                   boff + q0, i1 - i0, g->ow,
+                                   g->stride_h * pl.wp);
+                }
+            }
+        }
+        REAL *dst = gw + q * wstride;
+        for (ptrdiff_t tile = t0; tile < t1; tile++) {
+            const ptrdiff_t k0 = tile / ntq * WKB, q0 = tile % ntq * WQB;
+            const ptrdiff_t kb = CNNKIT_MIN(WKB, g->k - k0);
+            const ptrdiff_t qb = CNNKIT_MIN(WQB, crs - q0);
+            const REAL *acc = accs + (tile - t0) * WACC;
+            for (ptrdiff_t kk = 0; kk < kb; kk++)
+                for (ptrdiff_t qq = 0; qq < qb; qq++) {
+                    const REAL *lanes = acc + (kk * WQB + qq) * VL;
+                    REAL sum = lanes[0];
+                    for (int l = 1; l < VL; l++)
+                        sum += lanes[l];
+                    dst[(k0 + kk) * crs + q0 + qq] = sum;
+                }
+        }
+    }
+}
+
+#undef WACC
+#undef WUNROLL
 #undef DIRECT_COPY_MAX

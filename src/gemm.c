@@ -256,6 +256,52 @@ int cnnkit_conv_direct_f64(double *y, const double *x, const double *w,
     return 1;
 }
 
+ptrdiff_t cnnkit_conv_direct_weight_workspace(const cnnkit_conv2d_geom *g,
+                                              int nthreads)
+{
+    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
+    if (!e->conv_direct_weight_workspace)
+        return 0;
+    ptrdiff_t a = e->conv_direct_weight_workspace(g, nthreads, 0);
+    ptrdiff_t b = e->conv_direct_weight_workspace(g, nthreads, 1);
+    return CNNKIT_MAX(a, b);
+}
+
+int cnnkit_conv_direct_weight_applies(const cnnkit_conv2d_geom *g,
+                                      int nthreads, int f64)
+{
+    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
+    return __atomic_load_n(&cnnkit_direct_on, __ATOMIC_RELAXED) &&
+           e->conv_direct_weight_workspace &&
+           e->conv_direct_weight_workspace(g, nthreads, f64) > 0;
+}
+
+int cnnkit_conv_direct_weight_f32(float *gw, ptrdiff_t wstride,
+                                  const float *gy, const float *x,
+                                  const int64_t *bounds, ptrdiff_t nparts,
+                                  float *work, const cnnkit_conv2d_geom *g,
+                                  int nthreads)
+{
+    if (!cnnkit_conv_direct_weight_applies(g, nthreads, 0))
+        return 0;
+    cnnkit_gemm_active(NULL)->conv_direct_weight_f32(
+        gw, wstride, gy, x, bounds, nparts, work, g, nthreads);
+    return 1;
+}
+
+int cnnkit_conv_direct_weight_f64(double *gw, ptrdiff_t wstride,
+                                  const double *gy, const double *x,
+                                  const int64_t *bounds, ptrdiff_t nparts,
+                                  double *work, const cnnkit_conv2d_geom *g,
+                                  int nthreads)
+{
+    if (!cnnkit_conv_direct_weight_applies(g, nthreads, 1))
+        return 0;
+    cnnkit_gemm_active(NULL)->conv_direct_weight_f64(
+        gw, wstride, gy, x, bounds, nparts, work, g, nthreads);
+    return 1;
+}
+
 /* ---- reporting (show_config) ------------------------------------------ */
 const char *cnnkit_simd_path(void)
 {

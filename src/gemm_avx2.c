@@ -36,6 +36,8 @@
 #define KC 512
 #define MC 96
 #define NC 1024
+#define WKB 3
+#define WQB 4
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
@@ -63,6 +65,8 @@
 #define KC 256
 #define MC 96
 #define NC 1024
+#define WKB 3
+#define WQB 4
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
@@ -75,5 +79,6 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx2 = {
     gemm_f32_avx2, gemm_f64_avx2,
     gemm_parallel_f32_avx2, gemm_parallel_f64_avx2,
     conv_direct_workspace_avx2, conv_direct_f32_avx2,
-    conv_direct_f64_avx2,
+    conv_direct_f64_avx2, conv_direct_weight_workspace_avx2,
+    conv_direct_weight_f32_avx2, conv_direct_weight_f64_avx2,
 };

@@ -36,6 +36,8 @@
 #define KC 512
 #define MC 96
 #define NC 1024
+#define WKB 6
+#define WQB 4
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
@@ -62,6 +64,8 @@
 #define KC 256
 #define MC 120
 #define NC 1024
+#define WKB 6
+#define WQB 4
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
@@ -74,5 +78,6 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx512 = {
     gemm_f32_avx512, gemm_f64_avx512,
     gemm_parallel_f32_avx512, gemm_parallel_f64_avx512,
     conv_direct_workspace_avx512, conv_direct_f32_avx512,
-    conv_direct_f64_avx512,
+    conv_direct_f64_avx512, conv_direct_weight_workspace_avx512,
+    conv_direct_weight_f32_avx512, conv_direct_weight_f64_avx512,
 };

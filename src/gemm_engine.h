@@ -50,6 +50,21 @@ typedef struct cnnkit_gemm_engine {
     void (*conv_direct_f64)(double *y, const double *x, const double *w,
                             const double *bias, double *work,
                             const cnnkit_conv2d_geom *g, int nthreads);
+    /* The direct weight gradient, per run of images (see
+     * conv_direct_weight in conv_direct_simd.h), or NULL; its workspace
+     * is 0 when it does not compute g. */
+    ptrdiff_t (*conv_direct_weight_workspace)(const cnnkit_conv2d_geom *g,
+                                              int nthreads, int f64);
+    void (*conv_direct_weight_f32)(float *gw, ptrdiff_t wstride,
+                                   const float *gy, const float *x,
+                                   const int64_t *bounds, ptrdiff_t nparts,
+                                   float *work, const cnnkit_conv2d_geom *g,
+                                   int nthreads);
+    void (*conv_direct_weight_f64)(double *gw, ptrdiff_t wstride,
+                                   const double *gy, const double *x,
+                                   const int64_t *bounds, ptrdiff_t nparts,
+                                   double *work, const cnnkit_conv2d_geom *g,
+                                   int nthreads);
 } cnnkit_gemm_engine;
 
 extern const cnnkit_gemm_engine cnnkit_gemm_engine_generic;
@@ -87,6 +102,12 @@ const cnnkit_gemm_engine *cnnkit_gemm_active(int *how);
     {                                                                       \
         return f64 ? direct_workspace_f64_##path(g, nthreads)               \
                    : direct_workspace_f32_##path(g, nthreads);              \
+    }                                                                       \
+    static ptrdiff_t conv_direct_weight_workspace_##path(                   \
+        const cnnkit_conv2d_geom *g, int nthreads, int f64)                 \
+    {                                                                       \
+        return f64 ? direct_weight_workspace_f64_##path(g, nthreads)        \
+                   : direct_weight_workspace_f32_##path(g, nthreads);       \
     }
 
 #endif /* CNNKIT_GEMM_ENGINE_H */

@@ -95,5 +95,6 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_generic = {
     "generic", "generic", gemm_workspace_generic,
     gemm_f32_generic, gemm_f64_generic,
     gemm_parallel_f32_generic, gemm_parallel_f64_generic,
-    NULL, NULL, NULL,  /* no direct convolution: the im2col path serves */
+    /* no direct convolution: the im2col path serves */
+    NULL, NULL, NULL, NULL, NULL, NULL,
 };

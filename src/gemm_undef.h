@@ -23,3 +23,5 @@
 #undef KC
 #undef MC
 #undef NC
+#undef WKB
+#undef WQB

@@ -51,5 +51,21 @@ int cnnkit_conv_direct_f32(float *y, const float *x, const float *w,
 int cnnkit_conv_direct_f64(double *y, const double *x, const double *w,
                            const double *bias, double *work,
                            const cnnkit_conv2d_geom *g, int nthreads);
+/* The direct weight gradient likewise: for each non-empty run of images
+ * [bounds[q], bounds[q+1]), gw + q*wstride = its weight gradient. */
+ptrdiff_t cnnkit_conv_direct_weight_workspace(const cnnkit_conv2d_geom *g,
+                                              int nthreads);
+int cnnkit_conv_direct_weight_applies(const cnnkit_conv2d_geom *g,
+                                      int nthreads, int f64);
+int cnnkit_conv_direct_weight_f32(float *gw, ptrdiff_t wstride,
+                                  const float *gy, const float *x,
+                                  const int64_t *bounds, ptrdiff_t nparts,
+                                  float *work, const cnnkit_conv2d_geom *g,
+                                  int nthreads);
+int cnnkit_conv_direct_weight_f64(double *gw, ptrdiff_t wstride,
+                                  const double *gy, const double *x,
+                                  const int64_t *bounds, ptrdiff_t nparts,
+                                  double *work, const cnnkit_conv2d_geom *g,
+                                  int nthreads);
 
 #endif /* CNNKIT_INTERNAL_H */

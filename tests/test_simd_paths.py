@@ -179,9 +179,39 @@ for dt in (np.float32, np.float64):
         x64 = np.nan_to_num(x, nan=0.0, posinf=0.0).astype(np.float64)
         x[0, 0, 0, 0] = x[-1, -1, -1, -1] = 0
         x64 = np.pad(x64, ((0, 0), (0, 0), pad[:2], pad[2:]))
+        w64 = w.astype(np.float64)
         close(tag, K.conv2d_forward(x, w, b, st, pad, dil),
-              R.conv2d(x64, w.astype(np.float64), b.astype(np.float64),
-                       stride=st, dilation=dil), dt, c * r * s)
+              R.conv2d(x64, w64, b.astype(np.float64), stride=st,
+                       dilation=dil), dt, c * r * s)
+        # backward: the input gradient (a direct convolution of gy with
+        # unit strides) and the weight gradient (direct with unit column
+        # stride) against the reference, and the same bits for 1, 2 and 3
+        # threads
+        gy = rng.standard_normal(want[True].shape).astype(dt)
+        runs = []
+        for nt in (1, 2, 3):
+            cnnkit.set_num_threads(nt)
+            runs.append(K.conv2d_backward(gy, x, w, st, pad, dil))
+        cnnkit.set_num_threads(2)
+        for i, name in enumerate(("gx", "gw", "gb")):
+            if any(run[i].tobytes() != runs[0][i].tobytes()
+                   for run in runs[1:]):
+                variant.append(f"{tag} {name} depends on the threads")
+        rx, rw, rb = R.conv2d_backward(gy.astype(np.float64), x64, w64,
+                                       stride=st, dilation=dil)
+        rx = rx[:, :, pad[0]:pad[0] + h, pad[2]:pad[2] + wd]
+        p = gy.shape[2] * gy.shape[3]
+        close(tag + " gx", runs[0][0], rx, dt, k * r * s)
+        close(tag + " gw", runs[0][1], rw, dt, n * p)
+        close(tag + " gb", runs[0][2], rb, dt, n * p)
+        # an infinite weight: NaN only where the im2col path has it
+        w[0, 0, 0, 0] = np.inf
+        K._set_conv_direct(False)
+        gx_ref = K.conv2d_backward(gy, x, w, st, pad, dil, True, False)[0]
+        K._set_conv_direct(True)
+        gx_inf = K.conv2d_backward(gy, x, w, st, pad, dil, True, False)[0]
+        if not np.array_equal(np.isnan(gx_inf), np.isnan(gx_ref)):
+            variant.append(f"{tag} gx NaN positions with an inf weight")
 
 print(json.dumps({"info": cnnkit._kernels.build_info(), "checked": checked,
                   "failures": failures, "variant": variant,

@@ -338,7 +338,7 @@ cdef tuple _conv_backward_args(grad_out, x, weight, stride, padding,
 cdef object _conv_backward_data(grad_out, x, weight, dt,
                                 const cnnkit_conv2d_geom *g, int nt):
     """The gradient with respect to the input x."""
-    gx = np.zeros(x.shape, dtype=dt)
+    gx = np.empty(x.shape, dtype=dt)     # every element is written
     if not gx.size:
         return gx
     work = _workspace(
