@@ -11,6 +11,9 @@ Usage::
 
     python benchmarks/bench_lenet.py [--threads N] [--repeats R]
         [--batch-sizes 1 32 64] [--images 2048]
+
+The last line reports the peak memory of a training epoch at batch 64
+(tracemalloc) and the process's peak resident size.
 """
 import argparse
 import platform
@@ -110,6 +113,30 @@ def main(argv=None):
 
         runs["torch"] = infer_torch
     _report("predict batch 256", _measure(runs, 1024, args.repeats))
+    _memory(x, y, 64)
+
+
+def _memory(x, y, bs):
+    """Peak memory that a training epoch adds on top of the model, the data
+    and the kernels' kept scratch buffers (all allocated by a warm-up
+    epoch), as tracemalloc sees it: Python objects and NumPy arrays."""
+    import resource
+    import tracemalloc
+    model = cnnkit_lenet()
+    opt = cnnkit.optim.SGD(0.01, momentum=0.9)
+    model.fit(x[:4 * bs], y[:4 * bs], epochs=1, batch_size=bs, optimizer=opt,
+              verbose=0)
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    model.fit(x, y, epochs=1, batch_size=bs, optimizer=opt, verbose=0)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    params = model.count_params() * 4
+    print(f"memory  batch {bs:>3}: an epoch peaks {peak / 2**20:.1f} MiB above "
+          f"its start (parameters {params / 2**20:.2f} MiB, {len(x)} "
+          f"images {x.nbytes / 2**20:.1f} MiB); process peak RSS "
+          f"{rss:.0f} MiB", flush=True)
 
 
 def _measure(runs, n, repeats):

@@ -263,6 +263,23 @@ def test_fit_is_the_sharded_tree_of_its_batch():
                                atol=1e-15)
 
 
+def test_fit_of_one_sample_is_that_samples_gradient_bit_for_bit():
+    """With one sample per step, only one shard holds data, and the step's
+    gradient is exactly that sample's (the tree adds nothing to it)."""
+    model = mpi_worker.build(dtype="float32")
+    x, y, _, _ = mpi_worker.data()
+    x, y = x[:1].astype(np.float32), y[:1]
+    probe = pickle.loads(pickle.dumps(model))
+    probe.layers[3].rate = 0.0                     # no dropout
+    logits = probe.forward(probe._prepare_x(x), True)
+    _, grad = cnnkit.functional.softmax_cross_entropy(logits, y)
+    probe.backward(grad, input_grad=False)
+    model.layers[3].rate = 0.0
+    model.fit(x, y, batch_size=1, optimizer=cnnkit.optim.SGD(1.0),
+              shuffle=False, verbose=0)
+    assert np.array_equal(model._flat_grads, probe._flat_grads)
+
+
 def test_broadcast_parameters_in_a_world_of_one():
     model = mpi_worker.build()
     before = model._flat_params.copy()
