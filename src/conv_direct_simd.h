@@ -2,18 +2,17 @@
  * included once per REAL type by gemm_avx2.c and gemm_avx512.c after
  * gemm_micro_simd.h and gemm_impl.h.
  *
- * For a convolution with unit column stride whose C*R*S fits in one slab
- * (C*R*S <= KC), the GEMM y_n (K, P) = w (K, CRS) @ col_n (CRS, P) runs
- * without building col_n: the micro-kernel reads B's row (c, r, s) straight
+ * For a convolution with unit column stride, the GEMM
+ * y_n (K, P) = w (K, CRS) @ col_n (CRS, P) runs without building col_n: the micro-kernel reads B's row (c, r, s) straight
  * from a zero-padded copy of the input rows a task needs, at a fixed offset
  * per (c, r, s), and the output pixels of one output row lie on the vector
  * axis.  The weights are packed once per call, the bias is added in the
  * micro-kernel's epilogue.
  *
  * Every output element is the same sum, in the same order, by the same
- * fused multiply-adds as on the im2col path (one slab, accumulated from
- * zero over (c, r, s) in increasing order, then the bias added once), so
- * the two are bit-identical.  Tasks are (image, block of output rows), each
+ * fused multiply-adds as on the im2col path (each KC-deep slab of (c, r, s)
+ * accumulated from zero in increasing order, the slabs added in order,
+ * then the bias added once), so the two are bit-identical.  Tasks are (image, block of output rows), each
  * owning its outputs; results do not depend on the threads or the batch.
  *
  * Workspace (REAL elements): the CRS offsets, the packed weights, then one
@@ -43,7 +42,7 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
                               int split, SFX(direct_plan) *pl)
 {
     const ptrdiff_t crs = g->c * g->r * g->s;
-    if (g->stride_w != 1 || crs < 1 || crs > KC || g->k < 1 || g->n < 1 ||
+    if (g->stride_w != 1 || crs < 1 || g->k < 1 || g->n < 1 ||
         g->oh < 1 || g->ow < 1)
         return 0;
     /* an output row fills at least half a vector: narrower outputs are
@@ -150,22 +149,29 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
         const ptrdiff_t i1 = CNNKIT_MIN(g->oh, i0 + pl.rb);
         REAL *buf = copies + (ptrdiff_t)omp_get_thread_num() * pl.copy;
         SFX(direct_fill)(buf, x + n * chw, g, &pl, i0, i1);
-        for (ptrdiff_t i = i0; i < i1; i++) {
-            const REAL *xrow = buf + (i - i0) * g->stride_h * pl.wp;
-            REAL *yrow = y + n * kp + i * g->ow;
-            for (ptrdiff_t j0 = 0; j0 < g->ow; j0 += NR) {
-                const ptrdiff_t nr = CNNKIT_MIN((ptrdiff_t)NR, g->ow - j0);
-                for (ptrdiff_t k0 = 0; k0 < g->k; k0 += MR) {
-                    const ptrdiff_t mr = CNNKIT_MIN((ptrdiff_t)MR, g->k - k0);
-                    SFX(micro_implicit)(crs, ap + k0 * crs, xrow + j0, boff,
-                                        yrow + k0 * p + j0, p, mr, nr,
-                                        bias ? bias + k0 : NULL);
+        /* filters x slabs outer, so that a packed strip of weights stays
+         * in L1 while it sweeps the task's rows; each element still sees
+         * its slabs in order */
+        for (ptrdiff_t k0 = 0; k0 < g->k; k0 += MR) {
+            const ptrdiff_t mr = CNNKIT_MIN((ptrdiff_t)MR, g->k - k0);
+            for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
+                const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, crs - p0);
+                const REAL *bk = bias && p0 + kc == crs ? bias + k0 : NULL;
+                for (ptrdiff_t i = i0; i < i1; i++) {
+                    const REAL *xrow = buf + (i - i0) * g->stride_h * pl.wp;
+                    REAL *yrow = y + n * kp + k0 * p + i * g->ow;
+                    for (ptrdiff_t j0 = 0; j0 < g->ow; j0 += NR) {
+                        const ptrdiff_t nr =
+                            CNNKIT_MIN((ptrdiff_t)NR, g->ow - j0);
+                        SFX(micro_implicit)(kc, ap + k0 * crs + p0 * MR,
+                                            xrow + j0, boff + p0, yrow + j0,
+                                            p, mr, nr, p0 == 0, bk);
+                    }
                 }
             }
         }
     }
 }
-
 
 /* ---- weight gradient -------------------------------------------------
  *
@@ -287,7 +293,8 @@ static ptrdiff_t SFX(direct_weight_workspace)(const cnnkit_conv2d_geom *g,
                                               int nthreads)
 {
     SFX(direct_plan) pl;
-    if (!SFX(direct_layout)(g, nthreads, 0, &pl))
+    /* deeper C*R*S: the tiles' accumulators would outgrow the caches */
+    if (g->c * g->r * g->s > KC || !SFX(direct_layout)(g, nthreads, 0, &pl))
         return 0;
     const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
     return pl.noff + nt * (pl.copy + SFX(wtiles)(g) * WACC);

@@ -64,16 +64,22 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
     }
     const MASK mk = VMASK(masked ? lastn : VL);
     if (implicit) {
-        /* c = tile (+ bias of the row): what the explicit path computes
-         * with alpha = 1, beta = 0 followed by adding the bias */
+        /* first slab: c = tile, later slabs: c += tile, then (+ bias of
+         * the row): what the explicit path computes with alpha = 1,
+         * beta = 0, followed by adding the bias */
         UNROLL_FULL
         for (int i = 0; i < rows; i++) {
             REAL *restrict ci = c + i * ldc;
             UNROLL_FULL
             for (int v = 0; v < nv; v++) {
-                VEC out = bias ? VADD(acc[i][v], VBCAST(bias + i))
-                               : acc[i][v];
-                if (masked && v == nv - 1)
+                const int part = masked && v == nv - 1;
+                VEC out = acc[i][v];
+                if (!first)
+                    out = VADD(part ? VLOAD_M(ci + v * VL, mk)
+                                    : VLOAD(ci + v * VL), out);
+                if (bias)
+                    out = VADD(out, VBCAST(bias + i));
+                if (part)
                     VSTORE_M(ci + v * VL, mk, out);
                 else
                     VSTORE(ci + v * VL, out);
@@ -192,9 +198,10 @@ static void SFX(micro)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
 
 static void SFX(micro_implicit)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
                                 const ptrdiff_t *boff, REAL *c, ptrdiff_t ldc,
-                                ptrdiff_t mr, ptrdiff_t nr, const REAL *bias)
+                                ptrdiff_t mr, ptrdiff_t nr, int first,
+                                const REAL *bias)
 {
-    SFX(micro_any)(1, kc, ap, bp, boff, c, ldc, mr, nr, 1, 0, 1, bias);
+    SFX(micro_any)(1, kc, ap, bp, boff, c, ldc, mr, nr, 1, 0, first, bias);
 }
 #undef TILE_ROWS
 #undef TILE_ARGS

@@ -130,7 +130,8 @@ for dt in (np.float32, np.float64):
                        f"batch")
 
 # The direct convolution forward (SIMD paths) against the im2col path: the
-# same bits, on shapes at its edges -- C*R*S at the slab depth KC, outputs
+# same bits, on shapes at its edges -- C*R*S at and past the slab depth KC
+# (several slabs), outputs
 # half a vector wide, filters and columns off the tile, stride and dilation
 # in both directions, asymmetric and oversized padding, inf and nan inputs
 # -- and the same bits for 1, 2 and 3 threads.
@@ -147,6 +148,8 @@ DIRECT = [  # (n, c, h, w, k, r, s, stride, (top, bottom, left, right), dil)
     (1, 32, 5, 16, 3, 4, 4, (1, 1), (1, 2, 1, 2), (1, 1)),   # CRS = 512
     (1, 16, 5, 16, 3, 4, 4, (1, 1), (1, 2, 1, 2), (1, 1)),   # CRS = 256
     (1, 17, 5, 16, 3, 4, 4, (1, 1), (1, 2, 1, 2), (1, 1)),   # CRS = 272
+    (2, 64, 6, 20, 13, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),  # 576: 2+ slabs
+    (1, 130, 4, 9, 5, 2, 2, (1, 1), (0, 1, 0, 1), (1, 1)),   # 520: 3 in f64
     (1, 2, 6, 8, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),     # OW = 8
     (1, 2, 6, 7, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),     # OW = 7
     (1, 2, 6, 3, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),     # OW = 3
