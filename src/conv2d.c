@@ -30,7 +30,10 @@
  *                  adding in a fixed order
  * backward weight  the batch is cut into G = min(N, 8) fixed groups whose
  *                  partial sums are added in group order at the end; tasks =
- *                  (group, tile of JT columns of gw); bias: tasks = k
+ *                  (group, tile of JT columns of gw), through the per-run
+ *                  kernel that data-parallel training uses; bias: tasks = k
+ * On the AVX-512 and AVX2 engines, the direct paths of conv_direct_simd.h
+ * replace im2col where they apply (see there).
  * Block sizes are constants and the GEMM's summation order depends only on
  * its inner dimension, so results are bit-identical for any thread count,
  * and the forward result of an image does not depend on its batch.
@@ -112,6 +115,13 @@ static int conv_data_as_forward(const cnnkit_conv2d_geom *g,
     return 1;
 }
 
+/* Elements that the flipped filters of that convolution take in the
+ * workspace, ahead of its own workspace (rounded to 64 bytes or more). */
+static ptrdiff_t conv_flipped_size(const cnnkit_conv2d_geom *g)
+{
+    return cnnkit_ceil_div(g->k * g->c * g->r * g->s, 16) * 16;
+}
+
 static ptrdiff_t conv_data_direct_workspace(const cnnkit_conv2d_geom *g,
                                             int nthreads)
 {
@@ -119,9 +129,7 @@ static ptrdiff_t conv_data_direct_workspace(const cnnkit_conv2d_geom *g,
     if (!conv_data_as_forward(g, &t))
         return 0;
     ptrdiff_t ws = cnnkit_conv_direct_workspace(&t, nthreads);
-    if (ws <= 0)
-        return 0;
-    return cnnkit_ceil_div(g->k * g->c * g->r * g->s, 16) * 16 + ws;
+    return ws > 0 ? conv_flipped_size(g) + ws : 0;
 }
 
 static ptrdiff_t conv_weight_per_thread(const cnnkit_conv2d_geom *g)
@@ -149,14 +157,11 @@ ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
         return CNNKIT_MAX(t * conv_data_per_thread(g),
                           conv_data_direct_workspace(g, nthreads));
     case CNNKIT_CONV_BACKWARD_WEIGHT: {
+        /* the groups' rows (unless one group), then the per-run pass */
         ptrdiff_t groups = conv_wgroups(g);
-        t = CNNKIT_MIN(t, CNNKIT_MAX(groups * cnnkit_ceil_div(
-                                              crs, (ptrdiff_t)JT), 1));
-        ptrdiff_t partial =
-            groups > 1 ? (groups - 1) * g->k * g->c * g->r * g->s : 0;
-        return CNNKIT_MAX(partial + t * conv_weight_per_thread(g),
-                          groups * g->k * crs +
-                              cnnkit_conv_direct_weight_workspace(g, nthreads));
+        return (groups > 1 ? groups * g->k * crs : 0) +
+               cnnkit_conv2d_workspace(g, CNNKIT_CONV_BACKWARD_WEIGHT_PARTS,
+                                       nthreads);
     }
     case CNNKIT_CONV_BACKWARD_WEIGHT_PARTS:
         /* at most one task per (non-empty part, column tile), and the

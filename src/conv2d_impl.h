@@ -210,7 +210,7 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
                               g->s - 1 - s];
         if (SFX(cnnkit_conv_direct)(
                 gx, gy, wt, NULL,
-                work + cnnkit_ceil_div(g->k * crs, 16) * 16, &t, nthreads))
+                work + conv_flipped_size(g), &t, nthreads))
             return;
     }
     const ptrdiff_t cg = conv_channel_group(g);
@@ -295,58 +295,29 @@ void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
         memset(gw, 0, (size_t)kcrs * sizeof(REAL));
         return;
     }
+    /* the fixed groups' gradients by the per-run kernel (one group: into
+     * gw itself; more: into rows of work), then added in group order */
     const ptrdiff_t groups = conv_wgroups(g);
-    if (cnnkit_conv_direct_weight_applies(g, nthreads, sizeof(REAL) == 8)) {
-        /* each group's gradient into a row of work, then added in group
-         * order, as below */
-        int64_t bounds[WGROUPS + 1];
-        for (ptrdiff_t grp = 0; grp <= groups; grp++)
-            bounds[grp] = grp * g->n / groups;
-        if (SFX(cnnkit_conv_direct_weight)(work, kcrs, gy, x, bounds, groups,
-                                           work + groups * kcrs, g,
-                                           nthreads)) {
-            const int nr = cnnkit_team((double)groups * kcrs, kcrs, nthreads);
-            (void)nr; /* unused in serial builds */
-            CNNKIT_OMP(parallel for schedule(static) num_threads(nr))
-            for (ptrdiff_t e = 0; e < kcrs; e++) {
-                REAL acc = work[e];
-                for (ptrdiff_t grp = 1; grp < groups; grp++)
-                    acc += work[grp * kcrs + e];
-                gw[e] = acc;
-            }
-            return;
-        }
+    int64_t bounds[WGROUPS + 1];
+    for (ptrdiff_t grp = 0; grp <= groups; grp++)
+        bounds[grp] = grp * g->n / groups;
+    if (groups == 1) {
+        SFX(cnnkit_conv2d_backward_weight_parts)(gw, 0, NULL, 0, gy, x, bounds,
+                                                 1, work, g, nthreads);
+        return;
     }
-    REAL *partial = work;                 /* groups 1.. ; group 0 is gw */
-    REAL *twork = work + (groups - 1) * kcrs;
-    const ptrdiff_t jt = CNNKIT_MIN(crs, (ptrdiff_t)JT);
-    const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
-    const ptrdiff_t per_thread = conv_weight_per_thread(g);
-    const ptrdiff_t ntile = cnnkit_ceil_div(crs, jt), tasks = groups * ntile;
-    const int nt = cnnkit_team(2.0 * g->n * kp * crs, tasks, nthreads);
-    (void)nt; /* unused in serial builds */
-    CNNKIT_OMP(parallel num_threads(nt))
-    {
-        REAL *col = twork + (ptrdiff_t)omp_get_thread_num() * per_thread;
-        REAL *gws = col + jt * pb;
-        CNNKIT_OMP(for schedule(dynamic, 1))
-        for (ptrdiff_t t = 0; t < tasks; t++) {
-            ptrdiff_t grp = t / ntile, j0 = (t % ntile) * jt;
-            ptrdiff_t jn = CNNKIT_MIN(jt, crs - j0);
-            ptrdiff_t n0 = grp * g->n / groups;
-            ptrdiff_t n1 = (grp + 1) * g->n / groups;
-            REAL *dst = (grp == 0 ? gw : partial + (grp - 1) * kcrs) + j0;
-            SFX(weight_tile)(dst, gy, x, g, n0, n1, j0, jn, pb, col, gws);
-        }
-        if (groups > 1) {
-            CNNKIT_OMP(for schedule(static))
-            for (ptrdiff_t e = 0; e < kcrs; e++) {
-                REAL acc = gw[e];
-                for (ptrdiff_t grp = 1; grp < groups; grp++)
-                    acc += partial[(grp - 1) * kcrs + e];
-                gw[e] = acc;
-            }
-        }
+    SFX(cnnkit_conv2d_backward_weight_parts)(work, kcrs, NULL, 0, gy, x,
+                                             bounds, groups,
+                                             work + groups * kcrs, g,
+                                             nthreads);
+    const int nr = cnnkit_team((double)groups * kcrs, kcrs, nthreads);
+    (void)nr; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nr))
+    for (ptrdiff_t e = 0; e < kcrs; e++) {
+        REAL acc = work[e];
+        for (ptrdiff_t grp = 1; grp < groups; grp++)
+            acc += work[grp * kcrs + e];
+        gw[e] = acc;
     }
 }
 

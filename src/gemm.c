@@ -214,93 +214,86 @@ int cnnkit_set_conv_direct(int on)
     return before;
 }
 
+/* An engine's workspace function for one direct pass (NULL when it has
+ * none), as (g, nthreads, f64) -> elements, 0 when it does not compute g. */
+typedef ptrdiff_t (*cnnkit_direct_ws_fn)(const cnnkit_conv2d_geom *, int,
+                                         int);
+
+/* The larger of the two element types' needs: workspaces are sized before
+ * the type is known. */
+static ptrdiff_t cnnkit_direct_ws(cnnkit_direct_ws_fn ws,
+                                  const cnnkit_conv2d_geom *g, int nthreads)
+{
+    if (!ws)
+        return 0;
+    return CNNKIT_MAX(ws(g, nthreads, 0), ws(g, nthreads, 1));
+}
+
+static int cnnkit_direct_allowed(cnnkit_direct_ws_fn ws,
+                                 const cnnkit_conv2d_geom *g, int nthreads,
+                                 int f64)
+{
+    return __atomic_load_n(&cnnkit_direct_on, __ATOMIC_RELAXED) && ws &&
+           ws(g, nthreads, f64) > 0;
+}
+
 ptrdiff_t cnnkit_conv_direct_workspace(const cnnkit_conv2d_geom *g,
                                        int nthreads)
 {
-    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
-    if (!e->conv_direct_workspace)
-        return 0;
-    ptrdiff_t a = e->conv_direct_workspace(g, nthreads, 0);
-    ptrdiff_t b = e->conv_direct_workspace(g, nthreads, 1);
-    return CNNKIT_MAX(a, b);
-}
-
-int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
-                               int f64)
-{
-    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
-    return __atomic_load_n(&cnnkit_direct_on, __ATOMIC_RELAXED) &&
-           e->conv_direct_workspace &&
-           e->conv_direct_workspace(g, nthreads, f64) > 0;
-}
-
-int cnnkit_conv_direct_f32(float *y, const float *x, const float *w,
-                           const float *bias, float *work,
-                           const cnnkit_conv2d_geom *g, int nthreads)
-{
-    if (!cnnkit_conv_direct_applies(g, nthreads, 0))
-        return 0;
-    cnnkit_gemm_active(NULL)->conv_direct_f32(y, x, w, bias, work, g,
-                                              nthreads);
-    return 1;
-}
-
-int cnnkit_conv_direct_f64(double *y, const double *x, const double *w,
-                           const double *bias, double *work,
-                           const cnnkit_conv2d_geom *g, int nthreads)
-{
-    if (!cnnkit_conv_direct_applies(g, nthreads, 1))
-        return 0;
-    cnnkit_gemm_active(NULL)->conv_direct_f64(y, x, w, bias, work, g,
-                                              nthreads);
-    return 1;
+    return cnnkit_direct_ws(cnnkit_gemm_active(NULL)->conv_direct_workspace,
+                            g, nthreads);
 }
 
 ptrdiff_t cnnkit_conv_direct_weight_workspace(const cnnkit_conv2d_geom *g,
                                               int nthreads)
 {
-    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
-    if (!e->conv_direct_weight_workspace)
-        return 0;
-    ptrdiff_t a = e->conv_direct_weight_workspace(g, nthreads, 0);
-    ptrdiff_t b = e->conv_direct_weight_workspace(g, nthreads, 1);
-    return CNNKIT_MAX(a, b);
+    return cnnkit_direct_ws(
+        cnnkit_gemm_active(NULL)->conv_direct_weight_workspace, g, nthreads);
+}
+
+int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
+                               int f64)
+{
+    return cnnkit_direct_allowed(
+        cnnkit_gemm_active(NULL)->conv_direct_workspace, g, nthreads, f64);
 }
 
 int cnnkit_conv_direct_weight_applies(const cnnkit_conv2d_geom *g,
                                       int nthreads, int f64)
 {
-    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
-    return __atomic_load_n(&cnnkit_direct_on, __ATOMIC_RELAXED) &&
-           e->conv_direct_weight_workspace &&
-           e->conv_direct_weight_workspace(g, nthreads, f64) > 0;
+    return cnnkit_direct_allowed(
+        cnnkit_gemm_active(NULL)->conv_direct_weight_workspace, g, nthreads,
+        f64);
 }
 
-int cnnkit_conv_direct_weight_f32(float *gw, ptrdiff_t wstride,
-                                  const float *gy, const float *x,
-                                  const int64_t *bounds, ptrdiff_t nparts,
-                                  float *work, const cnnkit_conv2d_geom *g,
-                                  int nthreads)
-{
-    if (!cnnkit_conv_direct_weight_applies(g, nthreads, 0))
-        return 0;
-    cnnkit_gemm_active(NULL)->conv_direct_weight_f32(
-        gw, wstride, gy, x, bounds, nparts, work, g, nthreads);
-    return 1;
-}
+/* The passes themselves, per element type: 0 (nothing written) when the
+ * direct path does not compute g. */
+#define CNNKIT_DIRECT_ENTRIES(T, SUF, F64)                                  \
+    int cnnkit_conv_direct_##SUF(T *y, const T *x, const T *w,             \
+                                 const T *bias, T *work,                   \
+                                 const cnnkit_conv2d_geom *g, int nthreads) \
+    {                                                                       \
+        if (!cnnkit_conv_direct_applies(g, nthreads, F64))                  \
+            return 0;                                                       \
+        cnnkit_gemm_active(NULL)->conv_direct_##SUF(y, x, w, bias, work, g, \
+                                                    nthreads);              \
+        return 1;                                                           \
+    }                                                                       \
+    int cnnkit_conv_direct_weight_##SUF(                                    \
+        T *gw, ptrdiff_t wstride, const T *gy, const T *x,                  \
+        const int64_t *bounds, ptrdiff_t nparts, T *work,                   \
+        const cnnkit_conv2d_geom *g, int nthreads)                          \
+    {                                                                       \
+        if (!cnnkit_conv_direct_weight_applies(g, nthreads, F64))           \
+            return 0;                                                       \
+        cnnkit_gemm_active(NULL)->conv_direct_weight_##SUF(                 \
+            gw, wstride, gy, x, bounds, nparts, work, g, nthreads);         \
+        return 1;                                                           \
+    }
 
-int cnnkit_conv_direct_weight_f64(double *gw, ptrdiff_t wstride,
-                                  const double *gy, const double *x,
-                                  const int64_t *bounds, ptrdiff_t nparts,
-                                  double *work, const cnnkit_conv2d_geom *g,
-                                  int nthreads)
-{
-    if (!cnnkit_conv_direct_weight_applies(g, nthreads, 1))
-        return 0;
-    cnnkit_gemm_active(NULL)->conv_direct_weight_f64(
-        gw, wstride, gy, x, bounds, nparts, work, g, nthreads);
-    return 1;
-}
+CNNKIT_DIRECT_ENTRIES(float, f32, 0)
+CNNKIT_DIRECT_ENTRIES(double, f64, 1)
+#undef CNNKIT_DIRECT_ENTRIES
 
 /* ---- reporting (show_config) ------------------------------------------ */
 const char *cnnkit_simd_path(void)

@@ -63,30 +63,6 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
             bp += NR;
     }
     const MASK mk = VMASK(masked ? lastn : VL);
-    if (implicit) {
-        /* first slab: c = tile, later slabs: c += tile, then (+ bias of
-         * the row): what the explicit path computes with alpha = 1,
-         * beta = 0, followed by adding the bias */
-        UNROLL_FULL
-        for (int i = 0; i < rows; i++) {
-            REAL *restrict ci = c + i * ldc;
-            UNROLL_FULL
-            for (int v = 0; v < nv; v++) {
-                const int part = masked && v == nv - 1;
-                VEC out = acc[i][v];
-                if (!first)
-                    out = VADD(part ? VLOAD_M(ci + v * VL, mk)
-                                    : VLOAD(ci + v * VL), out);
-                if (bias)
-                    out = VADD(out, VBCAST(bias + i));
-                if (part)
-                    VSTORE_M(ci + v * VL, mk, out);
-                else
-                    VSTORE(ci + v * VL, out);
-            }
-        }
-        return;
-    }
     const VEC va = VSET1(alpha), vb = VSET1(beta);
     const int fresh = first && beta == 0;
     UNROLL_FULL
@@ -103,6 +79,8 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
                 out = first ? VFMA(vb, old, VMUL(va, acc[i][v]))
                             : VFMA(va, acc[i][v], old);
             }
+            if (bias)
+                out = VADD(out, VBCAST(bias + i));
             if (part)
                 VSTORE_M(ci + v * VL, mk, out);
             else
@@ -127,8 +105,9 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
 
 /* One tile of MR x NR (or its mr x nr corner).  Explicit (implicit == 0):
  * B is a packed strip, row p at bp + p*NR.  Implicit: B is read in place,
- * row p at bp + boff[p] (a direct convolution's input rows), and the
- * epilogue is c = tile + bias. */
+ * row p at bp + boff[p] (a direct convolution's input rows).  With a bias,
+ * the epilogue then adds bias[i] to row i, rounding once more: what adding
+ * the bias after the product does. */
 static inline __attribute__((always_inline)) void
 SFX(micro_any)(const int implicit, ptrdiff_t kc, const REAL *ap,
                const REAL *bp, const ptrdiff_t *boff, REAL *c, ptrdiff_t ldc,

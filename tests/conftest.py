@@ -132,3 +132,20 @@ def dtype(request):
 @pytest.fixture(params=LAYOUTS)
 def layout(request):
     return request.param
+
+
+def _assert_user_error(code, err, *words):
+    """A command-line run ended as a user error: exit code 2 and a
+    one-line message on stderr (no traceback) that contains ``words``."""
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.fixture
+def assert_user_error():
+    """``_assert_user_error``, for the command-line tests."""
+    return _assert_user_error

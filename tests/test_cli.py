@@ -20,15 +20,6 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
-def assert_user_error(code, err, *words):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-
-
 def test_version_and_help(capsys):
     code, out, _ = run(capsys, "--version")
     assert code == 0 and out.strip() == f"cnnkit {cnnkit.__version__}"
@@ -91,7 +82,8 @@ def test_train_on_npz_data(tmp_path, capsys):
     assert code == 0 and "synth test set" in out
 
 
-def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
+def test_user_mistakes_are_one_line_and_exit_2(
+        tmp_path, capsys, assert_user_error):
     missing = str(tmp_path / "nope.cnnkit")
     assert_user_error(*run(capsys, "evaluate", missing)[::2], "nope.cnnkit")
     bad = tmp_path / "bad.cnnkit"
@@ -106,7 +98,8 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
     assert_user_error(*run(capsys, "frobnicate")[::2], "frobnicate")
 
 
-def test_predict_rejects_images_of_the_wrong_shape(tmp_path, capsys):
+def test_predict_rejects_images_of_the_wrong_shape(
+        tmp_path, capsys, assert_user_error):
     model = cnnkit.Sequential([cnnkit.layers.Flatten(),
                                cnnkit.layers.Dense(3)],
                               input_shape=(1, 8, 8), seed=0)
@@ -137,7 +130,7 @@ def test_python_dash_m_and_console_script_entry():
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
-def test_bench_gemm_sweep(capsys):
+def test_bench_gemm_sweep(capsys, assert_user_error):
     code, out, _ = run(capsys, "bench", "--gemm", "--sizes", "64",
                        "--repeats", "1", "--threads", "1")
     assert code == 0

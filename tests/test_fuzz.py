@@ -76,6 +76,15 @@ def FUZZ(test):
     test = _SETTINGS(test)
     return test if SEED is None else hypothesis.seed(int(SEED))(test)
 
+
+def _property(fn, cases):
+    """A property: ``fn`` on every case that the strategy ``cases`` draws
+    gives the case's expected outcome (see ``check``)."""
+    def prop(case):
+        check(fn, case)
+    prop.__name__ = prop.__qualname__ = f"prop_{fn.__name__}"
+    return FUZZ(given(cases)(prop))
+
 VALID_DTYPES = ["float32", "float64", "float16", "int8", "int32", "int64",
                 "uint8", "bool"]
 BAD_DTYPES = ["complex64", "complex128", "object", "str", "datetime64"]
@@ -639,16 +648,10 @@ def conv_cases(draw, backward=False):
     return Case(args, kwargs, expect, errors, why, oracle)
 
 
-@FUZZ
-@given(conv_cases())
-def prop_conv2d(case):
-    check(F.conv2d, case)
+prop_conv2d = _property(F.conv2d, conv_cases())
 
 
-@FUZZ
-@given(conv_cases(backward=True))
-def prop_conv2d_backward(case):
-    check(F.conv2d_backward, case)
+prop_conv2d_backward = _property(F.conv2d_backward, conv_cases(backward=True))
 
 
 # --------------------------------------------------------------------------
@@ -692,16 +695,10 @@ def relu_cases(draw, backward=False):
     return Case(args, {}, expect, errors, why, oracle)
 
 
-@FUZZ
-@given(relu_cases())
-def prop_relu(case):
-    check(F.relu, case)
+prop_relu = _property(F.relu, relu_cases())
 
 
-@FUZZ
-@given(relu_cases(backward=True))
-def prop_relu_backward(case):
-    check(F.relu_backward, case)
+prop_relu_backward = _property(F.relu_backward, relu_cases(backward=True))
 
 
 # --------------------------------------------------------------------------
@@ -877,22 +874,14 @@ def pool_cases(draw, op):
     return Case(args, kwargs, expect, errors, why, oracle)
 
 
-@FUZZ
-@given(pool_cases("max"))
-def prop_max_pool2d(case):
-    check(F.max_pool2d, case)
+prop_max_pool2d = _property(F.max_pool2d, pool_cases("max"))
 
 
-@FUZZ
-@given(pool_cases("avg"))
-def prop_avg_pool2d(case):
-    check(F.avg_pool2d, case)
+prop_avg_pool2d = _property(F.avg_pool2d, pool_cases("avg"))
 
 
-@FUZZ
-@given(pool_cases("avg_backward"))
-def prop_avg_pool2d_backward(case):
-    check(F.avg_pool2d_backward, case)
+prop_avg_pool2d_backward = _property(
+    F.avg_pool2d_backward, pool_cases("avg_backward"))
 
 
 @st.composite
@@ -968,10 +957,8 @@ def max_pool_backward_cases(draw):
     return Case((g, ind, input_shape), {}, expect, errors, why, oracle)
 
 
-@FUZZ
-@given(max_pool_backward_cases())
-def prop_max_pool2d_backward(case):
-    check(F.max_pool2d_backward, case)
+prop_max_pool2d_backward = _property(
+    F.max_pool2d_backward, max_pool_backward_cases())
 
 
 @st.composite
@@ -1016,16 +1003,11 @@ def global_pool_cases(draw, backward=False):
     return Case(args, {}, expect, errors, why, oracle)
 
 
-@FUZZ
-@given(global_pool_cases())
-def prop_global_avg_pool2d(case):
-    check(F.global_avg_pool2d, case)
+prop_global_avg_pool2d = _property(F.global_avg_pool2d, global_pool_cases())
 
 
-@FUZZ
-@given(global_pool_cases(backward=True))
-def prop_global_avg_pool2d_backward(case):
-    check(F.global_avg_pool2d_backward, case)
+prop_global_avg_pool2d_backward = _property(
+    F.global_avg_pool2d_backward, global_pool_cases(backward=True))
 
 
 # --------------------------------------------------------------------------
@@ -1118,16 +1100,10 @@ def dense_cases(draw, backward=False):
     return Case(args, kwargs, expect, errors, why, oracle)
 
 
-@FUZZ
-@given(dense_cases())
-def prop_dense(case):
-    check(F.dense, case)
+prop_dense = _property(F.dense, dense_cases())
 
 
-@FUZZ
-@given(dense_cases(backward=True))
-def prop_dense_backward(case):
-    check(F.dense_backward, case)
+prop_dense_backward = _property(F.dense_backward, dense_cases(backward=True))
 
 
 # --------------------------------------------------------------------------
@@ -1165,10 +1141,7 @@ def softmax_cases(draw):
     return Case((z,), {}, expect, errors, why, oracle)
 
 
-@FUZZ
-@given(softmax_cases())
-def prop_softmax(case):
-    check(F.softmax, case)
+prop_softmax = _property(F.softmax, softmax_cases())
 
 
 @st.composite
@@ -1247,10 +1220,7 @@ def xent_cases(draw):
                 oracle)
 
 
-@FUZZ
-@given(xent_cases())
-def prop_softmax_cross_entropy(case):
-    check(F.softmax_cross_entropy, case)
+prop_softmax_cross_entropy = _property(F.softmax_cross_entropy, xent_cases())
 
 
 # --------------------------------------------------------------------------
@@ -1755,13 +1725,8 @@ def run_in_child(name, timeout=CHILD_TIMEOUT):
     return proc.stdout
 
 
-PROPERTIES = [
-    "prop_conv2d", "prop_conv2d_backward", "prop_relu", "prop_relu_backward",
-    "prop_max_pool2d", "prop_max_pool2d_backward", "prop_avg_pool2d",
-    "prop_avg_pool2d_backward", "prop_global_avg_pool2d",
-    "prop_global_avg_pool2d_backward", "prop_dense", "prop_dense_backward",
-    "prop_softmax", "prop_softmax_cross_entropy", "prop_sequential",
-]
+# Every property of this module, in definition order.
+PROPERTIES = [name for name in list(globals()) if name.startswith("prop_")]
 
 
 @pytest.mark.parametrize("name", PROPERTIES)

@@ -813,15 +813,6 @@ def _cli(*argv):
     return code, out.getvalue(), err.getvalue()
 
 
-def _assert_user_error(code, err, *words):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-
-
 def test_cli_export(tmp_path):
     model = _arch_model("lenet")
     model.save(tmp_path / "m.cnnkit")
@@ -843,20 +834,21 @@ def test_cli_export(tmp_path):
     assert code == 0 and "usage: cnnkit export" in stdout
 
 
-def test_cli_export_mistakes_are_one_line_and_exit_2(tmp_path):
+def test_cli_export_mistakes_are_one_line_and_exit_2(
+        tmp_path, assert_user_error):
     model = _arch_model("mlp")
     model.save(tmp_path / "m.cnnkit")
-    _assert_user_error(*_cli("export", str(tmp_path / "nope.cnnkit"),
+    assert_user_error(*_cli("export", str(tmp_path / "nope.cnnkit"),
                              str(tmp_path / "x.onnx"))[::2], "nope.cnnkit")
-    _assert_user_error(*_cli("export", str(tmp_path / "m.cnnkit"),
+    assert_user_error(*_cli("export", str(tmp_path / "m.cnnkit"),
                              str(tmp_path / "no" / "x.onnx"))[::2],
                        "x.onnx", "does not exist")
-    _assert_user_error(*_cli("export", str(tmp_path / "m.cnnkit"),
+    assert_user_error(*_cli("export", str(tmp_path / "m.cnnkit"),
                              str(tmp_path / "x.onnx"), "--opset",
                              "9")[::2], "opset")
-    _assert_user_error(*_cli("export", str(tmp_path / "m.cnnkit"),
+    assert_user_error(*_cli("export", str(tmp_path / "m.cnnkit"),
                              str(tmp_path / "x.onnx"), "--opset",
                              "new")[::2], "--opset")
-    _assert_user_error(*_cli("export", str(tmp_path / "m.cnnkit"))[::2],
+    assert_user_error(*_cli("export", str(tmp_path / "m.cnnkit"))[::2],
                        "OUT.onnx")
     assert not (tmp_path / "x.onnx").exists()

@@ -505,12 +505,10 @@ class _Engine:
             _, grad, losses = _kernels.softmax_cross_entropy(
                 logits, yb, wb, need_grad=True, normalizer=norm,
                 per_sample=True)
-            # With one process and one non-empty shard (a batch of one
-            # sample), the tree's sum is that shard's gradient: the layers
-            # write it straight into the model's buffer, the same bits.
-            if self.direct or (world.size == 1 and hi - lo == b and
-                               sum(edges[s + 1] > edges[s]
-                                   for s in range(S)) == 1):
+            # A batch of one sample in one process fills one shard, and the
+            # tree's sum is that shard's gradient: the layers write it
+            # straight into the model's buffer, the same bits.
+            if self.direct or (world.size == 1 and b == 1):
                 model.backward(grad, input_grad=False)
                 hit = logits.argmax(axis=1) == yb
                 return math.fsum(losses), int(np.count_nonzero(hit)), norm
