@@ -83,12 +83,14 @@ enum { CNNKIT_CONV_FORWARD = 0, CNNKIT_CONV_BACKWARD_DATA = 1,
 ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
                                   int nthreads);
 
-/* x (n,c,h,w), w (k,c,r,s), bias (k,) or NULL -> y (n,k,oh,ow) */
+/* x (n,c,h,w), w (k,c,r,s), bias (k,) or NULL -> y (n,k,oh,ow); with
+ * relu != 0, y = relu(conv + bias), the same bits as cnnkit_relu_forward
+ * applied afterwards. */
 void cnnkit_conv2d_forward_f32(float *y, const float *x, const float *w,
-                               const float *bias, float *work,
+                               const float *bias, int relu, float *work,
                                const cnnkit_conv2d_geom *g, int nthreads);
 void cnnkit_conv2d_forward_f64(double *y, const double *x, const double *w,
-                               const double *bias, double *work,
+                               const double *bias, int relu, double *work,
                                const cnnkit_conv2d_geom *g, int nthreads);
 /* gy (n,k,oh,ow), w (k,c,r,s) -> gx (n,c,h,w) */
 void cnnkit_conv2d_backward_data_f32(float *gx, const float *gy,
@@ -153,13 +155,17 @@ void cnnkit_maxpool2d_forward_f32(float *y, int64_t *idx, const float *x,
                                   const cnnkit_pool2d_geom *g, int nthreads);
 void cnnkit_maxpool2d_forward_f64(double *y, int64_t *idx, const double *x,
                                   const cnnkit_pool2d_geom *g, int nthreads);
-/* gy, idx (planes, oh, ow) -> gx (planes, h, w); 0 <= idx < h*w required. */
-void cnnkit_maxpool2d_backward_f32(float *gx, const float *gy,
-                                   const int64_t *idx,
-                                   const cnnkit_pool2d_geom *g, int nthreads);
-void cnnkit_maxpool2d_backward_f64(double *gx, const double *gy,
-                                   const int64_t *idx,
-                                   const cnnkit_pool2d_geom *g, int nthreads);
+/* gy, idx (planes, oh, ow) -> gx (planes, h, w).  An index outside
+ * [0, h*w) is skipped and counted: the return value is their number (0 for
+ * indices from cnnkit_maxpool2d_forward). */
+ptrdiff_t cnnkit_maxpool2d_backward_f32(float *gx, const float *gy,
+                                        const int64_t *idx,
+                                        const cnnkit_pool2d_geom *g,
+                                        int nthreads);
+ptrdiff_t cnnkit_maxpool2d_backward_f64(double *gx, const double *gy,
+                                        const int64_t *idx,
+                                        const cnnkit_pool2d_geom *g,
+                                        int nthreads);
 
 /* Average pooling on the same geometry (zero padding).  The divisor is
  * kh*kw with count_include_pad, else the number of input elements in the

@@ -136,7 +136,7 @@ static int SFX(all_finite)(const REAL *restrict a, ptrdiff_t n)
 }
 
 void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
-                                const REAL *bias, REAL *work,
+                                const REAL *bias, int relu, REAL *work,
                                 const cnnkit_conv2d_geom *g, int nthreads)
 {
     (void)nthreads; /* unused in serial builds */
@@ -144,7 +144,7 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
     const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
     if (g->n <= 0 || p <= 0 || g->k <= 0)
         return;
-    if (SFX(cnnkit_conv_direct)(y, x, w, bias, work, g, nthreads))
+    if (SFX(cnnkit_conv_direct)(y, x, w, bias, relu, work, g, nthreads))
         return;
     const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
     const ptrdiff_t nblk = cnnkit_ceil_div(p, pb), tasks = g->n * nblk;
@@ -180,6 +180,15 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
                     yk[q] += b;
             }
         }
+        if (relu) {     /* as cnnkit_relu_forward: NaN stays, -0 -> +0 */
+            for (ptrdiff_t k = 0; k < g->k; k++) {
+                REAL *yk = yn + k * p;
+                for (ptrdiff_t q = 0; q < pl; q++) {
+                    REAL v = yk[q];
+                    yk[q] = (v > 0 || v != v) ? v : (REAL)0;
+                }
+            }
+        }
     }
 }
 
@@ -209,7 +218,7 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
                             w[((k * g->c + c) * g->r + g->r - 1 - r) * g->s +
                               g->s - 1 - s];
         if (SFX(cnnkit_conv_direct)(
-                gx, gy, wt, NULL,
+                gx, gy, wt, NULL, 0,
                 work + conv_flipped_size(g), &t, nthreads))
             return;
     }

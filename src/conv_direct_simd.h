@@ -6,14 +6,15 @@
  * y_n (K, P) = w (K, CRS) @ col_n (CRS, P) runs without building col_n: the micro-kernel reads B's row (c, r, s) straight
  * from a zero-padded copy of the input rows a task needs, at a fixed offset
  * per (c, r, s), and the output pixels of one output row lie on the vector
- * axis.  The weights are packed once per call, the bias is added in the
- * micro-kernel's epilogue.
+ * axis.  The weights are packed once per call; the bias, and a ReLU when
+ * asked, are applied in the micro-kernel's epilogue.
  *
  * Every output element is the same sum, in the same order, by the same
  * fused multiply-adds as on the im2col path (each KC-deep slab of (c, r, s)
  * accumulated from zero in increasing order, the slabs added in order,
- * then the bias added once), so the two are bit-identical.  Tasks are (image, block of output rows), each
- * owning its outputs; results do not depend on the threads or the batch.
+ * then the bias added once, then the ReLU), so the two are bit-identical.
+ * Tasks are (image, block of output rows), each owning its outputs;
+ * results do not depend on the threads or the batch.
  *
  * Workspace (REAL elements): the CRS offsets, the packed weights, then one
  * padded copy per thread. */
@@ -126,7 +127,7 @@ static void SFX(direct_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g,
 }
 
 static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
-                             const REAL *bias, REAL *work,
+                             const REAL *bias, int relu, REAL *work,
                              const cnnkit_conv2d_geom *g, int nthreads)
 {
     SFX(direct_plan) pl;
@@ -156,7 +157,8 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
             const ptrdiff_t mr = CNNKIT_MIN((ptrdiff_t)MR, g->k - k0);
             for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
                 const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, crs - p0);
-                const REAL *bk = bias && p0 + kc == crs ? bias + k0 : NULL;
+                const int last = p0 + kc == crs;
+                const REAL *bk = bias && last ? bias + k0 : NULL;
                 for (ptrdiff_t i = i0; i < i1; i++) {
                     const REAL *xrow = buf + (i - i0) * g->stride_h * pl.wp;
                     REAL *yrow = y + n * kp + k0 * p + i * g->ow;
@@ -165,7 +167,8 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
                             CNNKIT_MIN((ptrdiff_t)NR, g->ow - j0);
                         SFX(micro_implicit)(kc, ap + k0 * crs + p0 * MR,
                                             xrow + j0, boff + p0, yrow + j0,
-                                            p, mr, nr, p0 == 0, bk);
+                                            p, mr, nr, p0 == 0, bk,
+                                            relu && last);
                     }
                 }
             }

@@ -270,13 +270,13 @@ int cnnkit_conv_direct_weight_applies(const cnnkit_conv2d_geom *g,
  * direct path does not compute g. */
 #define CNNKIT_DIRECT_ENTRIES(T, SUF, F64)                                  \
     int cnnkit_conv_direct_##SUF(T *y, const T *x, const T *w,             \
-                                 const T *bias, T *work,                   \
+                                 const T *bias, int relu, T *work,         \
                                  const cnnkit_conv2d_geom *g, int nthreads) \
     {                                                                       \
         if (!cnnkit_conv_direct_applies(g, nthreads, F64))                  \
             return 0;                                                       \
-        cnnkit_gemm_active(NULL)->conv_direct_##SUF(y, x, w, bias, work, g, \
-                                                    nthreads);              \
+        cnnkit_gemm_active(NULL)->conv_direct_##SUF(y, x, w, bias, relu,    \
+                                                    work, g, nthreads);     \
         return 1;                                                           \
     }                                                                       \
     int cnnkit_conv_direct_weight_##SUF(                                    \

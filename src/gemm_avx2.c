@@ -25,6 +25,8 @@
 #define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define VMUL(a, b) _mm256_mul_ps((a), (b))
 #define VADD(a, b) _mm256_add_ps((a), (b))
+#define VRELU(v) _mm256_and_ps(                                           \
+    _mm256_cmp_ps((v), _mm256_setzero_ps(), _CMP_NLE_UQ), (v))
 #define VMASK(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), \
                                     _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #define VLOAD_M(p, m) _mm256_maskload_ps((p), (m))
@@ -54,6 +56,8 @@
 #define VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
 #define VMUL(a, b) _mm256_mul_pd((a), (b))
 #define VADD(a, b) _mm256_add_pd((a), (b))
+#define VRELU(v) _mm256_and_pd(                                           \
+    _mm256_cmp_pd((v), _mm256_setzero_pd(), _CMP_NLE_UQ), (v))
 #define VMASK(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), \
                                     _mm256_setr_epi64x(0, 1, 2, 3))
 #define VLOAD_M(p, m) _mm256_maskload_pd((p), (m))

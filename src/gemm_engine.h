@@ -41,14 +41,15 @@ typedef struct cnnkit_gemm_engine {
     cnnkit_gemm_par_f32_fn gemm_parallel_f32;
     cnnkit_gemm_par_f64_fn gemm_parallel_f64;
     /* The direct convolution forward (conv_direct_simd.h), or NULL: the
-     * workspace (elements) it needs for g, 0 when it does not compute g. */
+     * workspace (elements) it needs for g, 0 when it does not compute g.
+     * relu != 0 applies a ReLU to the output in the epilogue. */
     ptrdiff_t (*conv_direct_workspace)(const cnnkit_conv2d_geom *g,
                                        int nthreads, int f64);
     void (*conv_direct_f32)(float *y, const float *x, const float *w,
-                            const float *bias, float *work,
+                            const float *bias, int relu, float *work,
                             const cnnkit_conv2d_geom *g, int nthreads);
     void (*conv_direct_f64)(double *y, const double *x, const double *w,
-                            const double *bias, double *work,
+                            const double *bias, int relu, double *work,
                             const cnnkit_conv2d_geom *g, int nthreads);
     /* The direct weight gradient, per run of images (see
      * conv_direct_weight in conv_direct_simd.h), or NULL; its workspace

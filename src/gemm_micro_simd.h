@@ -9,6 +9,8 @@
  *   VZERO() VSET1(x) VLOAD(p) VSTORE(p, v) VBCAST(p)
  *   VFMA(a, b, c)      a*b + c rounded once
  *   VMUL(a, b) VADD(a, b)
+ *   VRELU(v)           v where v > 0 or v is NaN, +0 elsewhere (the
+ *                      lanes of cnnkit_relu_forward)
  *   VMASK(n)           mask of the first n lanes (1 <= n <= VL)
  *   VLOAD_M(p, m) VSTORE_M(p, m, v)   lanes outside m are neither read
  *                                     nor written
@@ -34,7 +36,7 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
           ptrdiff_t kc, const REAL *restrict ap, const REAL *restrict bp,
           const ptrdiff_t *restrict boff, REAL *restrict c, ptrdiff_t ldc,
           int lastn, REAL alpha, REAL beta, int first,
-          const REAL *restrict bias)
+          const REAL *restrict bias, int relu)
 {
     VEC acc[MR][NV];
     UNROLL_FULL
@@ -81,6 +83,8 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
             }
             if (bias)
                 out = VADD(out, VBCAST(bias + i));
+            if (relu)
+                out = VRELU(out);
             if (part)
                 VSTORE_M(ci + v * VL, mk, out);
             else
@@ -90,7 +94,7 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
 }
 
 #define TILE_ARGS implicit, kc, ap, bp, boff, c, ldc, lastn, alpha, beta, \
-                  first, bias
+                  first, bias, relu
 #define TILE_ROWS(R)                                                       \
     case R:                                                                \
         if (nv == 1)                                                       \
@@ -107,12 +111,14 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
  * B is a packed strip, row p at bp + p*NR.  Implicit: B is read in place,
  * row p at bp + boff[p] (a direct convolution's input rows).  With a bias,
  * the epilogue then adds bias[i] to row i, rounding once more: what adding
- * the bias after the product does. */
+ * the bias after the product does; with relu, it then keeps each value
+ * that is positive or NaN and stores +0 for the rest, as a ReLU after the
+ * sum would. */
 static inline __attribute__((always_inline)) void
 SFX(micro_any)(const int implicit, ptrdiff_t kc, const REAL *ap,
                const REAL *bp, const ptrdiff_t *boff, REAL *c, ptrdiff_t ldc,
                ptrdiff_t mr, ptrdiff_t nr, REAL alpha, REAL beta, int first,
-               const REAL *bias)
+               const REAL *bias, int relu)
 {
     int lastn = VL;
     if (mr == MR && nr == NR) {
@@ -172,15 +178,16 @@ static void SFX(micro)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
                        REAL alpha, REAL beta, int first)
 {
     SFX(micro_any)(0, kc, ap, bp, NULL, c, ldc, mr, nr, alpha, beta, first,
-                   NULL);
+                   NULL, 0);
 }
 
 static void SFX(micro_implicit)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
                                 const ptrdiff_t *boff, REAL *c, ptrdiff_t ldc,
                                 ptrdiff_t mr, ptrdiff_t nr, int first,
-                                const REAL *bias)
+                                const REAL *bias, int relu)
 {
-    SFX(micro_any)(1, kc, ap, bp, boff, c, ldc, mr, nr, 1, 0, first, bias);
+    SFX(micro_any)(1, kc, ap, bp, boff, c, ldc, mr, nr, 1, 0, first, bias,
+                   relu);
 }
 #undef TILE_ROWS
 #undef TILE_ARGS

@@ -13,6 +13,7 @@
 #undef VFMA
 #undef VMUL
 #undef VADD
+#undef VRELU
 #undef VMASK
 #undef VLOAD_M
 #undef VSTORE_M

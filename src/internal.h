@@ -46,10 +46,10 @@ static inline int cnnkit_team(double work, ptrdiff_t tasks, int nthreads)
 ptrdiff_t cnnkit_conv_direct_workspace(const cnnkit_conv2d_geom *g,
                                        int nthreads);
 int cnnkit_conv_direct_f32(float *y, const float *x, const float *w,
-                           const float *bias, float *work,
+                           const float *bias, int relu, float *work,
                            const cnnkit_conv2d_geom *g, int nthreads);
 int cnnkit_conv_direct_f64(double *y, const double *x, const double *w,
-                           const double *bias, double *work,
+                           const double *bias, int relu, double *work,
                            const cnnkit_conv2d_geom *g, int nthreads);
 /* The direct weight gradient likewise: for each non-empty run of images
  * [bounds[q], bounds[q+1]), gw + q*wstride = its weight gradient. */

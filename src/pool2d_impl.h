@@ -96,23 +96,32 @@ void SFX(cnnkit_maxpool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
     }
 }
 
-void SFX(cnnkit_maxpool2d_backward)(REAL *gx, const REAL *gy,
-                                    const int64_t *idx,
-                                    const cnnkit_pool2d_geom *g, int nthreads)
+ptrdiff_t SFX(cnnkit_maxpool2d_backward)(REAL *gx, const REAL *gy,
+                                         const int64_t *idx,
+                                         const cnnkit_pool2d_geom *g,
+                                         int nthreads)
 {
     (void)nthreads; /* unused in serial builds */
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
     const int nt = pool_team(g, nthreads);
     (void)nt; /* unused in serial builds */
-    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    ptrdiff_t bad = 0;
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt)
+               reduction(+:bad))
     for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
         REAL *gp = gx + pl * hw;
         const REAL *gyp = gy + pl * ohw;
         const int64_t *ip = idx + pl * ohw;
         memset(gp, 0, (size_t)hw * sizeof(REAL));
-        for (ptrdiff_t q = 0; q < ohw; q++)
-            gp[ip[q]] += gyp[q];
+        for (ptrdiff_t q = 0; q < ohw; q++) {
+            const int64_t i = ip[q];
+            if ((uint64_t)i < (uint64_t)hw)
+                gp[i] += gyp[q];
+            else
+                bad++;
+        }
     }
+    return bad;
 }
 
 /* Average pooling: divisor kh*kw (count_include_pad) or the number of

@@ -375,3 +375,60 @@ def test_softmax_cross_entropy_logits_wrong_ndim(z):
 def test_softmax_cross_entropy_needs_a_row_and_a_class(z, labels):
     with pytest.raises(ValueError, match=r"\blogits need at least one row"):
         F.softmax_cross_entropy(z, labels)
+
+
+# The compiled kernels write into arrays the layers keep between training
+# steps (``out=``); an unsuitable one is refused before any work.
+def _outs():
+    from cnnkit import _kernels as K
+    x = np.zeros((2, 3, 5, 5), np.float32)
+    w = np.zeros((4, 3, 3, 3), np.float32)
+    g = np.zeros((2, 4, 3, 3), np.float32)
+    pool = ((2, 2), (2, 2), (0, 0))
+    return [
+        ("conv2d", "out", (2, 4, 3, 3),
+         lambda o: K.conv2d_forward(x, w, None, (1, 1), (0, 0, 0, 0), (1, 1),
+                                    False, o)),
+        ("conv2d_backward", "gx_out", x.shape,
+         lambda o: K.conv2d_backward(g, x, w, (1, 1), (0, 0, 0, 0), (1, 1),
+                                     True, True, o)),
+        ("conv2d_backward", "gw_out", w.shape,
+         lambda o: K.conv2d_backward(g, x, w, (1, 1), (0, 0, 0, 0), (1, 1),
+                                     True, True, None, o)),
+        ("relu", "out", x.shape, lambda o: K.relu_forward(x, o)),
+        ("relu_backward", "out", x.shape,
+         lambda o: K.relu_backward(x, x, o)),
+        ("max_pool2d", "out", (2, 3, 2, 2),
+         lambda o: K.maxpool2d_forward(x, *pool, o)),
+        ("dense", "out", (2, 4),
+         lambda o: K.dense_forward(x.reshape(2, 75),
+                                   np.zeros((4, 75), np.float32), None, o)),
+        ("softmax_cross_entropy", "grad_out", (2, 3),
+         lambda o: K.softmax_cross_entropy(Z.astype(np.float32), LAB,
+                                           grad_out=o)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(8))
+@pytest.mark.parametrize("bad", ["shape", "dtype", "strided", "readonly",
+                                 "list"])
+def test_kernel_out_arrays_are_checked(case, bad):
+    fn, name, shape, call = _outs()[case]
+    if bad == "shape":
+        out = np.zeros(shape[:-1] + (shape[-1] + 1,), np.float32)
+    elif bad == "dtype":
+        out = np.zeros(shape, np.float64)
+    elif bad == "strided":
+        out = np.zeros(shape[:-1] + (2 * shape[-1],), np.float32)[..., ::2]
+    elif bad == "readonly":
+        out = np.zeros(shape, np.float32)
+        out.flags.writeable = False
+    else:
+        out = np.zeros(shape, np.float32).tolist()
+    with pytest.raises(ValueError, match=rf"^{fn}: {name} must be a "
+                                         rf"writeable C-contiguous float32"):
+        call(out)
+    good = np.full(shape, np.nan, np.float32)
+    res = call(good)
+    assert good is res or any(good is r for r in res)
+    assert not np.isnan(good).any()

@@ -485,3 +485,119 @@ def test_layers_take_what_the_functional_api_takes():
                           F.max_pool2d(swapped, 2)[0])
     ints = (x * 10).astype(np.int64)
     assert np.array_equal(relu.forward(ints), F.relu(ints))
+
+
+# ---------------------------------------------------------------------------
+# Conv2D + ReLU fused; buffers kept between training steps
+# ---------------------------------------------------------------------------
+def deep_cnn(seed=0, dtype="float32"):
+    return cnnkit.Sequential([
+        L.Conv2D(6, 3, padding=1), L.ReLU(), L.MaxPool2D(2),
+        L.Conv2D(8, 3, padding=1), L.ReLU(), L.Conv2D(8, 1), L.ReLU(),
+        L.Flatten(), L.Dense(16), L.ReLU(), L.Dense(4)],
+        input_shape=(1, 8, 8), seed=seed, dtype=dtype)
+
+
+def _layer_by_layer(model, x, training):
+    for layer in model.layers:
+        x = layer.forward(x, training)
+    return x
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_conv_relu_has_the_bits_of_the_two_layers(dtype):
+    x, y = make_task(20)
+    x = x.astype(dtype)
+    x[0, 0, 0, 0], x[1, 0, 3, 3], x[2, 0, 5, 1] = np.nan, np.inf, -np.inf
+    model = deep_cnn(dtype=dtype)
+    assert [type(layer).__name__ for layer, step in
+            zip(model.layers, model._plan) if step] == \
+        ["Conv2D", "ReLU", "Conv2D", "ReLU", "Conv2D", "ReLU"]
+    for training in (False, True):
+        fused = model.forward(x, training)
+        plain = _layer_by_layer(model, x, training)
+        assert fused.tobytes() == plain.tobytes()
+    # gradients: the folded ReLU keeps the fused output, which is positive
+    # exactly where its input was
+    x = np.nan_to_num(x, nan=0.0, posinf=3.0, neginf=-3.0)
+    grads = []
+    for forward in (model.forward, lambda a, t: _layer_by_layer(model, a, t)):
+        logits = forward(x, True)
+        _, g = cnnkit.functional.softmax_cross_entropy(logits, y)
+        gx = model.backward(g)
+        grads.append((gx.tobytes(), model._flat_grads.tobytes()))
+    assert grads[0] == grads[1]
+
+
+def test_fit_with_fusion_equals_fit_without():
+    x, y = make_task(96)
+    weights = []
+    for fuse in (True, False):
+        model = deep_cnn(seed=3)
+        if not fuse:
+            model._plan = [0] * len(model.layers)    # every layer on its own
+        model.fit(x, y, epochs=2, batch_size=16, optimizer="sgd", verbose=0)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        assert a.tobytes() == b.tobytes()
+
+
+class _StepMemory(Callback):
+    """Peak memory traced during each training step, above the start."""
+
+    def __init__(self):
+        super().__init__()
+        self.peaks = []
+        self.base = None
+
+    def on_batch_end(self, batch, logs):
+        import tracemalloc
+        if self.base is not None:
+            self.peaks.append(tracemalloc.get_traced_memory()[1] - self.base)
+        tracemalloc.reset_peak()
+        self.base = tracemalloc.get_traced_memory()[0]
+
+
+@pytest.mark.parametrize("fit_kw", [
+    {},                                              # 8 shards, shuffled
+    {"shuffle": False},
+    {"distributed": cnnkit.distributed.DataParallel(shards=1)},
+    {"sample_weight": "ones"},
+])
+def test_training_steps_allocate_no_arrays_after_the_first(fit_kw):
+    import tracemalloc
+    x, y = make_task(16 * 6, size=16)
+    fit_kw = dict(fit_kw)
+    if fit_kw.get("sample_weight") == "ones":
+        fit_kw["sample_weight"] = np.linspace(0.5, 1.5, len(y))
+    model = cnnkit.Sequential([
+        L.Conv2D(8, 3, padding=1), L.ReLU(), L.MaxPool2D(2),
+        L.Conv2D(8, 3, padding=1), L.ReLU(), L.MaxPool2D(2),
+        L.Flatten(), L.Dense(32), L.ReLU(), L.Dense(4)],
+        input_shape=(1, 16, 16), seed=0)
+    probe = _StepMemory()
+    tracemalloc.start()
+    try:
+        model.fit(x, y, epochs=2, batch_size=16, optimizer="sgd", verbose=0,
+                  callbacks=[probe], **fit_kw)
+    finally:
+        tracemalloc.stop()
+    # One step's activations and gradients are ~70 KiB (the first conv's
+    # output alone is 16*8*16*16*4 bytes); later steps reuse them and
+    # allocate only a few Python objects.
+    assert 16 * 8 * 16 * 16 * 4 == 131072
+    assert len(probe.peaks) == 11
+    assert max(probe.peaks) < 8192, probe.peaks
+    assert all(layer.buffers is None for layer in model.layers)
+
+
+def test_outputs_outside_training_are_new_arrays():
+    x, y = make_task(32)
+    model = small_cnn()
+    model.fit(x, y, epochs=1, batch_size=8, optimizer="sgd", verbose=0)
+    a = model.forward(x[:8])
+    b = model.forward(x[8:16])
+    assert a is not b and not np.shares_memory(a, b)
+    assert np.array_equal(a, model.forward(x[:8]))
+    p = model.predict_proba(x)
+    assert np.array_equal(p[:8], model.predict_proba(x[:8]))

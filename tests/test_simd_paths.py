@@ -178,6 +178,18 @@ for dt in (np.float32, np.float64):
                 if out.tobytes() != want[bias is not None].tobytes():
                     variant.append(f"{tag} ({path}, {nt} threads, bias "
                                    f"{bias is not None}) differs from im2col")
+                # the ReLU in the epilogue: the bits of relu(conv), on both
+                # paths, NaN kept and -0 made +0 as relu_forward does
+                relu_want = K.relu_forward(want[bias is not None])
+                for direct in (True, False):
+                    K._set_conv_direct(direct)
+                    fused = K.conv2d_forward(x, w, bias, st, pad, dil, True)
+                    if fused.tobytes() != relu_want.tobytes():
+                        variant.append(f"{tag} ({nt} threads, bias "
+                                       f"{bias is not None}, direct "
+                                       f"{direct}) conv+relu differs from "
+                                       f"relu(conv)")
+                K._set_conv_direct(True)
         cnnkit.set_num_threads(2)
         x64 = np.nan_to_num(x, nan=0.0, posinf=0.0).astype(np.float64)
         x[0, 0, 0, 0] = x[-1, -1, -1, -1] = 0

@@ -25,12 +25,12 @@ cdef extern from "cnnkit.h" nogil:
     ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass_,
                                       int nthreads)
     void cnnkit_conv2d_forward_f32(float *y, const float *x, const float *w,
-                                   const float *bias, float *work,
+                                   const float *bias, int relu, float *work,
                                    const cnnkit_conv2d_geom *g, int nthreads)
     void cnnkit_conv2d_forward_f64(double *y, const double *x,
                                    const double *w, const double *bias,
-                                   double *work, const cnnkit_conv2d_geom *g,
-                                   int nthreads)
+                                   int relu, double *work,
+                                   const cnnkit_conv2d_geom *g, int nthreads)
     void cnnkit_conv2d_backward_data_f32(float *gx, const float *gy,
                                          const float *w, float *work,
                                          const cnnkit_conv2d_geom *g,
@@ -76,14 +76,14 @@ cdef extern from "cnnkit.h" nogil:
                                       const double *x,
                                       const cnnkit_pool2d_geom *g,
                                       int nthreads)
-    void cnnkit_maxpool2d_backward_f32(float *gx, const float *gy,
-                                       const int64_t *idx,
-                                       const cnnkit_pool2d_geom *g,
-                                       int nthreads)
-    void cnnkit_maxpool2d_backward_f64(double *gx, const double *gy,
-                                       const int64_t *idx,
-                                       const cnnkit_pool2d_geom *g,
-                                       int nthreads)
+    ptrdiff_t cnnkit_maxpool2d_backward_f32(float *gx, const float *gy,
+                                            const int64_t *idx,
+                                            const cnnkit_pool2d_geom *g,
+                                            int nthreads)
+    ptrdiff_t cnnkit_maxpool2d_backward_f64(double *gx, const double *gy,
+                                            const int64_t *idx,
+                                            const cnnkit_pool2d_geom *g,
+                                            int nthreads)
 
     void cnnkit_avgpool2d_forward_f32(float *y, const float *x,
                                       const cnnkit_pool2d_geom *g,

@@ -259,6 +259,25 @@ cdef inline void *_ptr(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+cdef object _out(object out, tuple shape, object dt, str fn, str name):
+    """The array a kernel writes: a new one when out is None, otherwise
+    out itself after checking that it is a writeable, aligned, C-contiguous
+    ndarray of the shape and dtype (the layers pass the buffers they keep
+    between training steps).  It must not overlap the inputs."""
+    if out is None:
+        return np.empty(shape, dtype=dt)
+    if not cnp.PyArray_CheckExact(out) or out.dtype != dt or \
+            out.shape != shape or \
+            not cnp.PyArray_ISCARRAY(<cnp.ndarray>out) or \
+            not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>out):
+        raise ValueError(
+            f"{fn}: {name} must be a writeable C-contiguous "
+            f"{np.dtype(dt).name} ndarray of shape {shape}, got "
+            f"{getattr(out, 'dtype', type(out).__name__)} "
+            f"{getattr(out, 'shape', '')}")
+    return out
+
+
 cdef object _same_dtype(str fn, list named):
     """All arrays must share one float dtype; returns it."""
     dt = named[0][1].dtype
@@ -273,9 +292,12 @@ cdef object _same_dtype(str fn, list named):
 # --------------------------------------------------------------------------
 # conv2d
 # --------------------------------------------------------------------------
-def conv2d_forward(x, weight, bias, stride, padding, dilation):
+def conv2d_forward(x, weight, bias, stride, padding, dilation,
+                   bint relu=False, out=None):
     """y (N,K,OH,OW) of x (N,C,H,W), weight (K,C,R,S), bias (K,) or None;
-    padding is (top, bottom, left, right)."""
+    padding is (top, bottom, left, right).  relu=True returns relu(y) from
+    the same pass (the bits of relu_forward(y)); out, when given, is
+    written instead of a new array."""
     cdef cnnkit_conv2d_geom g
     cdef int nt = _nthreads()
     x = _float_input(x, "x")
@@ -292,7 +314,7 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation):
                      ([("bias", bias)] if bias is not None else []))
     out_shape = _conv_geom(&g, x.shape, weight.shape, stride, padding,
                            dilation)
-    y = np.empty(out_shape, dtype=dt)
+    y = _out(out, out_shape, dt, "conv2d", "out")
     if y.size == 0:
         return y
     work = _workspace(cnnkit_conv2d_workspace(&g, CNNKIT_CONV_FORWARD, nt), dt)
@@ -305,12 +327,12 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation):
         with nogil:
             cnnkit_conv2d_forward_f32(<float *>py, <const float *>px,
                                       <const float *>pw, <const float *>pb,
-                                      <float *>pk, &g, nt)
+                                      relu, <float *>pk, &g, nt)
     else:
         with nogil:
             cnnkit_conv2d_forward_f64(<double *>py, <const double *>px,
                                       <const double *>pw, <const double *>pb,
-                                      <double *>pk, &g, nt)
+                                      relu, <double *>pk, &g, nt)
     return y
 
 
@@ -336,9 +358,10 @@ cdef tuple _conv_backward_args(grad_out, x, weight, stride, padding,
 
 
 cdef object _conv_backward_data(grad_out, x, weight, dt,
-                                const cnnkit_conv2d_geom *g, int nt):
-    """The gradient with respect to the input x."""
-    gx = np.empty(x.shape, dtype=dt)     # every element is written
+                                const cnnkit_conv2d_geom *g, int nt,
+                                object out):
+    """The gradient with respect to the input x (into out when given)."""
+    gx = _out(out, x.shape, dt, "conv2d_backward", "gx_out")   # all written
     if not gx.size:
         return gx
     work = _workspace(
@@ -361,16 +384,27 @@ cdef object _conv_backward_data(grad_out, x, weight, dt,
 
 
 def conv2d_backward(grad_out, x, weight, stride, padding, dilation,
-                    bint need_input_grad=True, bint need_bias_grad=True):
-    """(grad_x or None, grad_weight, grad_bias or None)."""
+                    bint need_input_grad=True, bint need_bias_grad=True,
+                    gx_out=None, gw_out=None, gb_out=None):
+    """(grad_x or None, grad_weight, grad_bias or None); the *_out arrays,
+    when given, are written and returned instead of new ones."""
     cdef cnnkit_conv2d_geom g
     cdef int nt = _nthreads()
     grad_out, x, weight, dt = _conv_backward_args(
         grad_out, x, weight, stride, padding, dilation, &g)
-    gx = (_conv_backward_data(grad_out, x, weight, dt, &g, nt)
+    gx = (_conv_backward_data(grad_out, x, weight, dt, &g, nt, gx_out)
           if need_input_grad else None)
-    gw = np.zeros(weight.shape, dtype=dt)
-    gb = np.zeros((weight.shape[0],), dtype=dt) if need_bias_grad else None
+    gw = (np.zeros(weight.shape, dtype=dt) if gw_out is None else
+          _out(gw_out, weight.shape, dt, "conv2d_backward", "gw_out"))
+    gb = None
+    if need_bias_grad:
+        gb = (np.zeros((weight.shape[0],), dtype=dt) if gb_out is None else
+              _out(gb_out, (weight.shape[0],), dt, "conv2d_backward",
+                   "gb_out"))
+    if grad_out.size == 0:      # no terms: the kernel writes nothing
+        gw[...] = 0
+        if gb is not None:
+            gb[...] = 0
     cdef void *pgy = _ptr(grad_out)
     cdef void *px = _ptr(x)
     cdef void *pgw = _ptr(gw)
@@ -437,7 +471,7 @@ def _parts_args(fn, bounds, n, gw_parts, wshape, gb_parts, dt):
 
 def conv2d_backward_parts(grad_out, x, weight, stride, padding, dilation,
                           bounds, gw_parts, gb_parts,
-                          bint need_input_grad=True):
+                          bint need_input_grad=True, gx_out=None):
     """conv2d_backward with the weight (and bias) gradients of each run of
     images [bounds[q], bounds[q+1]) written to gw_parts[q] (gb_parts[q]);
     returns grad_x or None.  Empty runs are not written."""
@@ -447,7 +481,7 @@ def conv2d_backward_parts(grad_out, x, weight, stride, padding, dilation,
         grad_out, x, weight, stride, padding, dilation, &g)
     b, ws, bs = _parts_args("conv2d_backward", bounds, x.shape[0], gw_parts,
                             weight.shape, gb_parts, dt)
-    gx = (_conv_backward_data(grad_out, x, weight, dt, &g, nt)
+    gx = (_conv_backward_data(grad_out, x, weight, dt, &g, nt, gx_out)
           if need_input_grad else None)
     cdef void *pgy = _ptr(grad_out)
     cdef void *px = _ptr(x)
@@ -478,10 +512,10 @@ def conv2d_backward_parts(grad_out, x, weight, stride, padding, dilation,
 # --------------------------------------------------------------------------
 # ReLU
 # --------------------------------------------------------------------------
-def relu_forward(x):
+def relu_forward(x, out=None):
     cdef int nt = _nthreads()
     x = _float_input(x, "x")
-    y = np.empty(x.shape, dtype=x.dtype)
+    y = _out(out, x.shape, x.dtype, "relu", "out")
     cdef ptrdiff_t n = x.size
     cdef void *py = _ptr(y)
     cdef void *px = _ptr(x)
@@ -496,7 +530,7 @@ def relu_forward(x):
     return y
 
 
-def relu_backward(grad_out, x):
+def relu_backward(grad_out, x, out=None):
     cdef int nt = _nthreads()
     grad_out = _float_input(grad_out, "grad_out")
     x = _float_input(x, "x")
@@ -505,7 +539,7 @@ def relu_backward(grad_out, x):
         raise ValueError(
             f"relu_backward: grad_out must have the shape of x {x.shape}, "
             f"got {grad_out.shape}")
-    gx = np.empty(x.shape, dtype=dt)
+    gx = _out(out, x.shape, dt, "relu_backward", "out")
     cdef ptrdiff_t n = x.size
     cdef void *pgx = _ptr(gx)
     cdef void *pgy = _ptr(grad_out)
@@ -559,15 +593,17 @@ cdef object _pool_geom(cnnkit_pool2d_geom *g, tuple xs, object kernel,
     return (n, c, oh, ow)
 
 
-def maxpool2d_forward(x, kernel_size, stride, padding):
+def maxpool2d_forward(x, kernel_size, stride, padding, out=None,
+                      indices_out=None):
     """(y, indices) of x (N,C,H,W); all hyperparameters pairs."""
     cdef cnnkit_pool2d_geom g
     cdef int nt = _nthreads()
     x = _float_input(x, "x")
     _check_ndim(x, 4, "x", "(N, C, H, W)")
     out_shape = _pool_geom(&g, x.shape, kernel_size, stride, padding)
-    y = np.empty(out_shape, dtype=x.dtype)
-    idx = np.empty(out_shape, dtype=np.int64)
+    y = _out(out, out_shape, x.dtype, "max_pool2d", "out")
+    idx = _out(indices_out, out_shape, np.dtype(np.int64), "max_pool2d",
+               "indices_out")
     if y.size == 0:
         return y, idx
     cdef void *py = _ptr(y)
@@ -584,7 +620,7 @@ def maxpool2d_forward(x, kernel_size, stride, padding):
     return y, idx
 
 
-def maxpool2d_backward(grad_out, indices, input_shape):
+def maxpool2d_backward(grad_out, indices, input_shape, out=None):
     cdef cnnkit_pool2d_geom g
     cdef int nt = _nthreads()
     grad_out = _float_input(grad_out, "grad_out")
@@ -609,19 +645,15 @@ def maxpool2d_backward(grad_out, indices, input_shape):
             f"{grad_out.shape} differ in (N, C)")
     _check_size("max_pool2d_backward input", shp)
     hw = shp[2] * shp[3]
-    gx = np.empty(shp, dtype=grad_out.dtype)
+    gx = _out(out, shp, grad_out.dtype, "max_pool2d_backward", "out")
     if gx.size == 0:
         if ind.size:
             raise ValueError("max_pool2d_backward: indices point into an "
                              "empty input plane")
         return gx
-    if ind.size:
-        lo, hi = int(ind.min()), int(ind.max())
-        if lo < 0 or hi >= hw:
-            raise ValueError(
-                f"max_pool2d_backward: indices must lie in [0, {hw}) for "
-                f"input planes of {shp[2]}x{shp[3]}, got values in "
-                f"[{lo}, {hi}]")
+    if ind.dtype != np.int64 and ind.size:
+        # a narrower or unsigned type could wrap on conversion: check first
+        _check_indices(ind, hw, shp)
     ind = np.require(ind, dtype=np.int64, requirements=["C", "A"])
     g.planes, g.h, g.w = shp[0] * shp[1], shp[2], shp[3]
     g.oh, g.ow = grad_out.shape[2], grad_out.shape[3]
@@ -630,15 +662,28 @@ def maxpool2d_backward(grad_out, indices, input_shape):
     cdef void *pgx = _ptr(gx)
     cdef void *pgy = _ptr(grad_out)
     cdef void *pi = _ptr(ind)
+    cdef ptrdiff_t bad
     if grad_out.dtype == np.float32:
         with nogil:
-            cnnkit_maxpool2d_backward_f32(<float *>pgx, <const float *>pgy,
-                                          <const int64_t *>pi, &g, nt)
+            bad = cnnkit_maxpool2d_backward_f32(
+                <float *>pgx, <const float *>pgy, <const int64_t *>pi, &g, nt)
     else:
         with nogil:
-            cnnkit_maxpool2d_backward_f64(<double *>pgx, <const double *>pgy,
-                                          <const int64_t *>pi, &g, nt)
+            bad = cnnkit_maxpool2d_backward_f64(
+                <double *>pgx, <const double *>pgy, <const int64_t *>pi, &g,
+                nt)
+    if bad:
+        _check_indices(ind, hw, shp)
     return gx
+
+
+cdef object _check_indices(ind, hw, tuple shp):
+    lo, hi = int(ind.min()), int(ind.max())
+    if lo < 0 or hi >= hw:
+        raise ValueError(
+            f"max_pool2d_backward: indices must lie in [0, {hw}) for "
+            f"input planes of {shp[2]}x{shp[3]}, got values in "
+            f"[{lo}, {hi}]")
 
 
 def avgpool2d_forward(x, kernel_size, stride, padding,
@@ -715,7 +760,7 @@ cdef tuple _dense_check(str fn, object x, object weight):
     return x.shape[0], x.shape[1], weight.shape[0]
 
 
-def dense_forward(x, weight, bias):
+def dense_forward(x, weight, bias, out=None):
     cdef int nt = _nthreads()
     x = _float_input(x, "x")
     weight = _float_input(weight, "weight")
@@ -729,7 +774,7 @@ def dense_forward(x, weight, bias):
                 f"{weight.shape}, got {bias.shape}")
     dt = _same_dtype("dense", [("x", x), ("weight", weight)] +
                      ([("bias", bias)] if bias is not None else []))
-    y = np.empty((n, o), dtype=dt)
+    y = _out(out, (n, o), dt, "dense", "out")
     if y.size == 0:
         return y
     work = _workspace(cnnkit_dense_workspace(n, f, o, nt), dt)
@@ -751,6 +796,19 @@ def dense_forward(x, weight, bias):
     return y
 
 
+cdef object _zeros_or(object out, tuple shape, object dt, str name,
+                      bint clear):
+    """A dense gradient: new zeros, or out after checking it.  The kernel
+    overwrites every element unless the product is empty (clear: no rows or
+    no outputs), when out is zeroed here."""
+    if out is None:
+        return np.zeros(shape, dtype=dt)
+    a = _out(out, shape, dt, "dense_backward", name)
+    if clear and a.size:
+        a[...] = 0
+    return a
+
+
 cdef tuple _dense_backward_args(grad_out, x, weight):
     """Checked (grad_out, x, weight, dtype, n, f, o) of a dense layer's
     backward pass."""
@@ -768,14 +826,18 @@ cdef tuple _dense_backward_args(grad_out, x, weight):
 
 
 def dense_backward(grad_out, x, weight, bint need_input_grad=True,
-                   bint need_bias_grad=True):
+                   bint need_bias_grad=True, gx_out=None, gw_out=None,
+                   gb_out=None):
     cdef int nt = _nthreads()
     cdef ptrdiff_t n, f, o
     grad_out, x, weight, dt, n, f, o = _dense_backward_args(grad_out, x,
                                                             weight)
-    gx = np.zeros((n, f), dtype=dt) if need_input_grad else None
-    gw = np.zeros((o, f), dtype=dt)
-    gb = np.zeros((o,), dtype=dt) if need_bias_grad else None
+    cdef bint empty = n == 0 or o == 0
+    gx = (_zeros_or(gx_out, (n, f), dt, "gx_out", empty)
+          if need_input_grad else None)
+    gw = _zeros_or(gw_out, (o, f), dt, "gw_out", empty)
+    gb = (_zeros_or(gb_out, (o,), dt, "gb_out", empty)
+          if need_bias_grad else None)
     if o == 0 or f == 0 and gb is None:
         return gx, gw, gb
     work = _workspace(cnnkit_dense_workspace(n, f, o, nt), dt)
@@ -802,7 +864,7 @@ def dense_backward(grad_out, x, weight, bint need_input_grad=True,
 
 
 def dense_backward_parts(grad_out, x, weight, bounds, gw_parts, gb_parts,
-                         bint need_input_grad=True):
+                         bint need_input_grad=True, gx_out=None):
     """dense_backward with the weight (and bias) gradients of each run of
     rows [bounds[q], bounds[q+1]) written to gw_parts[q] (gb_parts[q]);
     returns grad_x or None.  Empty runs are not written."""
@@ -812,7 +874,8 @@ def dense_backward_parts(grad_out, x, weight, bounds, gw_parts, gb_parts,
                                                             weight)
     b, ws, bs = _parts_args("dense_backward", bounds, n, gw_parts,
                             weight.shape, gb_parts, dt)
-    gx = np.zeros((n, f), dtype=dt) if need_input_grad else None
+    gx = (_zeros_or(gx_out, (n, f), dt, "gx_out", n == 0 or o == 0)
+          if need_input_grad else None)
     if o == 0:
         return gx
     work = _workspace(cnnkit_dense_workspace(n, f, o, nt), dt)
@@ -946,11 +1009,13 @@ def softmax(logits):
 
 def softmax_cross_entropy(logits, labels, sample_weight=None,
                           bint need_grad=True, double normalizer=0.0,
-                          bint per_sample=False):
+                          bint per_sample=False, grad_out=None,
+                          losses_out=None):
     """(mean loss as a float, grad_logits or None); with sample_weight the
     weighted mean.  A positive ``normalizer`` replaces the divisor (N or the
     sum of the weights); ``per_sample=True`` also returns each row's weighted
-    loss (float64) as a third value."""
+    loss (float64) as a third value.  grad_out and losses_out, when given,
+    are written instead of new arrays."""
     cdef int nt = _nthreads()
     z = _float_input(logits, "logits")
     _check_ndim(z, 2, "logits", "(N, C)")
@@ -968,13 +1033,25 @@ def softmax_cross_entropy(logits, labels, sample_weight=None,
         raise ValueError(
             f"softmax_cross_entropy: labels must have shape ({n},) for "
             f"logits shape {z.shape}, got {lab.shape}")
-    lo, hi = int(lab.min()), int(lab.max())
-    if lo < 0 or hi >= c:
-        bad = lo if lo < 0 else hi
-        raise ValueError(
-            f"softmax_cross_entropy: labels must lie in [0, {c}) for {c} "
-            f"classes, got {bad}")
-    lab = np.require(lab, dtype=np.int64, requirements=["C", "A"])
+    cdef const int64_t *plab
+    cdef ptrdiff_t i
+    if lab.dtype == np.int64 and lab.flags.c_contiguous and \
+            lab.flags.aligned and lab.dtype.isnative:
+        # checked in place: no temporaries on the training loop's path
+        plab = <const int64_t *>_ptr(lab)
+        for i in range(n):
+            if plab[i] < 0 or plab[i] >= c:
+                raise ValueError(
+                    f"softmax_cross_entropy: labels must lie in [0, {c}) "
+                    f"for {c} classes, got {plab[i]}")
+    else:
+        lo, hi = int(lab.min()), int(lab.max())
+        if lo < 0 or hi >= c:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"softmax_cross_entropy: labels must lie in [0, {c}) for "
+                f"{c} classes, got {bad}")
+        lab = np.require(lab, dtype=np.int64, requirements=["C", "A"])
     cdef double *pw = NULL
     if sample_weight is not None:
         sw = np.asarray(sample_weight)
@@ -992,8 +1069,10 @@ def softmax_cross_entropy(logits, labels, sample_weight=None,
                 "softmax_cross_entropy: sample_weight must be finite and "
                 ">= 0")
         pw = <double *>_ptr(sw)
-    grad = np.empty(z.shape, dtype=z.dtype) if need_grad else None
-    work = np.empty(n, dtype=np.float64)
+    grad = (_out(grad_out, z.shape, z.dtype, "softmax_cross_entropy",
+                 "grad_out") if need_grad else None)
+    work = _out(losses_out, (n,), np.dtype(np.float64),
+                "softmax_cross_entropy", "losses_out")
     cdef void *pg = _ptr(grad) if grad is not None else NULL
     cdef void *pz = _ptr(z)
     cdef void *pl = _ptr(lab)

@@ -442,6 +442,10 @@ class _Engine:
         self.sums = np.zeros(2, dtype=np.float64)
         # Time spent exchanging and reducing the gradients (for benchmarks).
         self.exchange_seconds = 0.0
+        # Arrays of a step kept for the next one of the same size: the
+        # gathered batch, the loss gradient, the per-sample losses and hits,
+        # the shard bounds.
+        self.kept = {}
         # One shard in one process: the layers write the batch gradient
         # straight into the model's buffer, and no shard rows are needed.
         self.direct = shards == 1 and world.size == 1
@@ -472,6 +476,21 @@ class _Engine:
                     (self.s1 - self.s0,) + g.shape)
             self.layers.append((layer, parts))
 
+    def _kept(self, key, shape, dtype):
+        a = self.kept.get((key, shape))
+        if a is None:
+            a = self.kept[(key, shape)] = np.empty(shape, dtype=dtype)
+        return a
+
+    def _rows(self, key, a, idx):
+        """a[idx]: a view for a slice, else gathered into a kept array."""
+        if isinstance(idx, slice):
+            return a[idx]
+        # (mode="raise" would gather into a temporary first; the indices
+        # are a permutation's, always in range)
+        return np.take(a, idx, axis=0, mode="clip",
+                       out=self._kept(key, idx.shape + a.shape[1:], a.dtype))
+
     def step(self, x, y, sw, idx):
         """Forward, backward and gradient exchange for the global batch
         ``x[idx]``; leaves the batch gradient in ``model._flat_grads``.
@@ -489,12 +508,12 @@ class _Engine:
         if sw is None:
             norm = float(b)
         else:
-            norm = math.fsum(sw[idx])
+            norm = math.fsum(self._rows("sw_all", sw, idx))
         if hi > lo:
             li = (slice(idx.start + lo, idx.start + hi)
                   if isinstance(idx, slice) else idx[lo:hi])
-            xb, yb = x[li], y[li]
-            wb = None if sw is None else sw[li]
+            xb, yb = self._rows("x", x, li), self._rows("y", y, li)
+            wb = None if sw is None else self._rows("sw", sw, li)
             for layer in self.dropouts:
                 layer.window = (b, lo, hi)
             try:
@@ -502,18 +521,26 @@ class _Engine:
             finally:
                 for layer in self.dropouts:
                     layer.window = None
+            m = hi - lo
             _, grad, losses = _kernels.softmax_cross_entropy(
                 logits, yb, wb, need_grad=True, normalizer=norm,
-                per_sample=True)
+                per_sample=True,
+                grad_out=self._kept("grad", logits.shape, logits.dtype),
+                losses_out=self._kept("losses", (m,), np.float64))
+            pred = np.argmax(logits, axis=1,
+                             out=self._kept("pred", (m,), np.intp))
+            hit = np.equal(pred, yb, out=self._kept("hit", (m,), np.bool_))
             # A batch of one sample in one process fills one shard, and the
             # tree's sum is that shard's gradient: the layers write it
             # straight into the model's buffer, the same bits.
             if self.direct or (world.size == 1 and b == 1):
                 model.backward(grad, input_grad=False)
-                hit = logits.argmax(axis=1) == yb
                 return math.fsum(losses), int(np.count_nonzero(hit)), norm
-            bounds = np.array(edges[self.s0:self.s1 + 1], dtype=np.int64)
-            bounds -= lo
+            bounds = self.kept.get(("bounds", b))
+            if bounds is None:
+                bounds = np.array(edges[self.s0:self.s1 + 1], dtype=np.int64)
+                bounds -= lo
+                self.kept[("bounds", b)] = bounds
             for layer, parts in self.layers:
                 layer.shard_grads = (bounds, parts)
             try:
@@ -521,7 +548,6 @@ class _Engine:
             finally:
                 for layer, _ in self.layers:
                     layer.shard_grads = None
-            hit = logits.argmax(axis=1) == yb
             for s in range(self.s0, self.s1):
                 a, c = edges[s] - lo, edges[s + 1] - lo
                 if c > a:

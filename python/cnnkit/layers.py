@@ -6,6 +6,9 @@ shapes of the parameters; the model then hands the layer views into its flat
 parameter and gradient buffers and asks it to initialise them; ``forward``
 caches what ``backward`` needs; ``backward`` writes the parameter gradients
 (overwriting them) and returns the gradient with respect to the input.
+While a model trains, each layer writes its outputs and gradients into
+arrays it keeps between steps (:attr:`Layer.buffers`), so that a training
+step allocates no arrays after the first one of its batch size.
 
 Shapes exclude the batch axis: a Conv2D's ``input_shape`` is ``(C, H, W)``.
 Layouts follow PyTorch, so ``Conv2D.params["weight"]`` is ``(K, C, R, S)`` and
@@ -62,7 +65,15 @@ class Layer:
         Whether :meth:`backward` must return the gradient with respect to
         the input; the model sets it to False on its first layer during
         training, which lets that layer skip the work.
+    buffers : dict or None
+        None, or (while :meth:`Sequential.fit <cnnkit.Sequential.fit>`
+        runs) the arrays that ``forward(x, training=True)`` and
+        :meth:`backward` write and return instead of new ones, kept from
+        one step to the next.  An array returned then is overwritten by the
+        next step.
     """
+
+    buffers = None
 
     def __init__(self):
         self.input_shape = None
@@ -249,6 +260,20 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+def _buffer(layer, key, shape, dtype):
+    """The layer's kept array for ``key`` of this shape and dtype while
+    a training loop runs (made on first use), None otherwise (the kernels
+    then return new arrays)."""
+    bufs = layer.buffers
+    if bufs is None:
+        return None
+    key = (key, shape)
+    a = bufs.get(key)
+    if a is None or a.dtype != dtype:
+        a = bufs[key] = np.empty(shape, dtype=dtype)
+    return a
+
+
 def _native(x, like, ndim):
     """Whether x can go straight to the kernels (an ndarray of the layer's
     dtype and rank, as inside a model); other inputs take the checked and
@@ -265,8 +290,9 @@ def _param_backward(layer, grad):
     per sample either way."""
     if layer.shard_grads is None:
         gx, gw, gb = layer._backward(grad, layer._x)
-        layer.grads["weight"][...] = gw
-        if gb is not None:
+        if gw is not layer.grads["weight"]:
+            layer.grads["weight"][...] = gw
+        if gb is not None and gb is not layer.grads["bias"]:
             layer.grads["bias"][...] = gb
         return gx
     bounds, parts = layer.shard_grads
@@ -275,6 +301,17 @@ def _param_backward(layer, grad):
     grad = np.ascontiguousarray(grad, dtype=dt)
     return layer._backward_parts(grad, x, bounds, parts["weight"],
                                  parts.get("bias"))
+
+
+def _grad_outs(layer, x):
+    """Where a backward kernel writes (gx, gw, gb): the layer's kept
+    input-gradient array and its gradient views while training, new arrays
+    otherwise."""
+    if layer.buffers is None:
+        return None, None, None
+    gx = (_buffer(layer, "gx", x.shape, x.dtype) if layer.input_grad
+          else None)
+    return gx, layer.grads["weight"], layer.grads.get("bias")
 
 
 class Conv2D(Layer):
@@ -353,27 +390,51 @@ class Conv2D(Layer):
                                          self.stride, self.dilation, "Conv2D")
         return self._pads
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, relu=False):
+        """The layer's output for a batch; with ``relu=True``,
+        ``max(0, output)`` computed in the same pass (bit for bit what a
+        following :class:`ReLU` gives: :class:`~cnnkit.Sequential` fuses a
+        Conv2D and the ReLU after it this way).
+
+        Parameters
+        ----------
+        x : ndarray of shape (n, C, H, W)
+        training : bool, default False
+            Keep x for :meth:`backward`.
+        relu : bool, default False
+            Apply a ReLU to the output.
+
+        Returns
+        -------
+        y : ndarray of shape (n, K, OH, OW)
+        """
         self._x = x if training else None
         w = self.params["weight"]
         if _native(x, w, 4):
+            out = None
+            if training and self.buffers is not None:
+                out = _buffer(self, "y", (x.shape[0],) + self.output_shape,
+                              w.dtype)
             return _kernels.conv2d_forward(x, w, self.params.get("bias"),
                                            self.stride, self._pad4(),
-                                           self.dilation)
-        return F.conv2d(x, w, self.params.get("bias"), self.stride,
-                        self.padding, self.dilation)
+                                           self.dilation, relu, out)
+        y = F.conv2d(x, w, self.params.get("bias"), self.stride,
+                     self.padding, self.dilation)
+        return F.relu(y) if relu else y
 
     def _backward_parts(self, grad, x, bounds, gw_parts, gb_parts):
         return _kernels.conv2d_backward_parts(
             grad, x, self.params["weight"], self.stride, self._pad4(),
-            self.dilation, bounds, gw_parts, gb_parts, self.input_grad)
+            self.dilation, bounds, gw_parts, gb_parts, self.input_grad,
+            _grad_outs(self, x)[0])
 
     def _backward(self, grad, x):
         w = self.params["weight"]
         if _native(x, w, 4) and _native(grad, w, 4):
+            gx, gw, gb = _grad_outs(self, x)
             return _kernels.conv2d_backward(
                 grad, x, w, self.stride, self._pad4(), self.dilation,
-                self.input_grad, self.use_bias)
+                self.input_grad, self.use_bias, gx, gw, gb)
         return F.conv2d_backward(grad, x, self.params["weight"], self.stride,
                                  self.padding, self.dilation,
                                  bias=self.use_bias,
@@ -405,14 +466,25 @@ class ReLU(Layer):
     def forward(self, x, training=False):
         self._x = x if training else None
         if type(x) is np.ndarray and x.dtype in (np.float32, np.float64):
-            return _kernels.relu_forward(x)
+            out = (_buffer(self, "y", x.shape, x.dtype) if training
+                   else None)
+            return _kernels.relu_forward(x, out)
         return F.relu(x)
+
+    def folded(self, y, training=False):
+        """Take the output of the previous layer, which already applied
+        this ReLU (a fused ``Conv2D(..., relu=True)``): keep it for
+        :meth:`backward` and return it.  ``y > 0`` exactly where the ReLU's
+        input was, so the gradient is the same."""
+        self._x = y if training else None
+        return y
 
     def backward(self, grad):
         x = self._x
         if type(grad) is np.ndarray and _native(x, grad, grad.ndim) and \
                 grad.dtype in (np.float32, np.float64):
-            return _kernels.relu_backward(grad, x)
+            return _kernels.relu_backward(
+                grad, x, _buffer(self, "gx", x.shape, x.dtype))
         return F.relu_backward(grad, x)
 
     def clear_cache(self):
@@ -464,8 +536,14 @@ class MaxPool2D(Layer):
     def forward(self, x, training=False):
         if type(x) is np.ndarray and x.ndim == 4 and \
                 x.dtype in (np.float32, np.float64):
+            out = idx = None
+            if training and self.buffers is not None:
+                shape = (x.shape[0],) + self.output_shape
+                out = _buffer(self, "y", shape, x.dtype)
+                idx = _buffer(self, "indices", shape, np.dtype(np.int64))
             y, idx = _kernels.maxpool2d_forward(x, self.pool_size,
-                                                self.stride, self.padding)
+                                                self.stride, self.padding,
+                                                out, idx)
         else:
             y, idx = F.max_pool2d(x, self.pool_size, self.stride,
                                   self.padding)
@@ -477,7 +555,9 @@ class MaxPool2D(Layer):
         if type(grad) is np.ndarray and grad.ndim == 4 and \
                 len(self._shape) == 4 and grad.dtype in (np.float32,
                                                         np.float64):
-            return _kernels.maxpool2d_backward(grad, self._idx, self._shape)
+            return _kernels.maxpool2d_backward(
+                grad, self._idx, self._shape,
+                _buffer(self, "gx", self._shape, grad.dtype))
         return F.max_pool2d_backward(grad, self._idx, self._shape)
 
     def clear_cache(self):
@@ -609,19 +689,22 @@ class Dense(Layer):
         self._x = x if training else None
         w = self.params["weight"]
         if _native(x, w, 2):
-            return _kernels.dense_forward(x, w, self.params.get("bias"))
+            out = (_buffer(self, "y", (x.shape[0], self.units), w.dtype)
+                   if training else None)
+            return _kernels.dense_forward(x, w, self.params.get("bias"), out)
         return F.dense(x, w, self.params.get("bias"))
 
     def _backward_parts(self, grad, x, bounds, gw_parts, gb_parts):
         return _kernels.dense_backward_parts(
             grad, x, self.params["weight"], bounds, gw_parts, gb_parts,
-            self.input_grad)
+            self.input_grad, _grad_outs(self, x)[0])
 
     def _backward(self, grad, x):
         w = self.params["weight"]
         if _native(x, w, 2) and _native(grad, w, 2):
+            gx, gw, gb = _grad_outs(self, x)
             return _kernels.dense_backward(grad, x, w, self.input_grad,
-                                           self.use_bias)
+                                           self.use_bias, gx, gw, gb)
         return F.dense_backward(grad, x, self.params["weight"],
                                 bias=self.use_bias)
 

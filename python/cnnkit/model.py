@@ -24,7 +24,7 @@ from . import distributed as _dist
 from . import functional as F
 from . import optim
 from .callbacks import Callback, History
-from .layers import LAYERS, Dropout, Layer, ReLU
+from .layers import LAYERS, Conv2D, Dropout, Layer, ReLU
 
 __all__ = ["Sequential", "load_model"]
 
@@ -116,6 +116,7 @@ class Sequential:
         self._flat_params = np.zeros(0, dtype=dt)
         self._flat_grads = np.zeros(0, dtype=dt)
         self._names = []
+        self._plan = None
         if input_shape is not None:
             self.build(input_shape)
 
@@ -166,6 +167,7 @@ class Sequential:
             if isinstance(layer, Dropout):
                 layer.rng = self.rng
         self.input_shape, self.output_shape = shape, cur
+        self._plan = _fusion_plan(self.layers)
         self.built = True
         return self
 
@@ -292,9 +294,25 @@ class Sequential:
         Returns
         -------
         logits : ndarray of shape (n,) + output_shape
+
+        Notes
+        -----
+        A :class:`~cnnkit.layers.Conv2D` directly followed by a
+        :class:`~cnnkit.layers.ReLU` runs as one pass (the ReLU applied in
+        the convolution's epilogue), with the same bits as the two layers
+        one after the other.
         """
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        layers = self.layers
+        plan = self._plan
+        if plan is None or len(plan) != len(layers):
+            plan = self._plan = _fusion_plan(layers)
+        for layer, step in zip(layers, plan):
+            if step == _PLAIN:
+                x = layer.forward(x, training)
+            elif step == _WITH_RELU:
+                x = layer.forward(x, training, relu=True)
+            else:
+                x = layer.folded(x, training)
         return x
 
     def __call__(self, x, training=False):
@@ -345,6 +363,7 @@ class Sequential:
     def _clear_caches(self):
         for layer in self.layers:
             layer.clear_cache()
+            layer.buffers = None
 
     def _batched_logits(self, x, batch_size):
         _check_batch_size(batch_size)
@@ -880,6 +899,19 @@ class Sequential:
             self.rng.bit_generator.state)
 
 
+# How Sequential.forward runs each layer: on its own, as a Conv2D with the
+# next layer's ReLU in its epilogue, or as that ReLU (already applied).
+_PLAIN, _WITH_RELU, _FOLDED = 0, 1, 2
+
+
+def _fusion_plan(layers):
+    plan = [_PLAIN] * len(layers)
+    for i in range(len(layers) - 1):
+        if type(layers[i]) is Conv2D and type(layers[i + 1]) is ReLU:
+            plan[i], plan[i + 1] = _WITH_RELU, _FOLDED
+    return plan
+
+
 def _check_batch_size(batch_size):
     if isinstance(batch_size, bool) or not isinstance(
             batch_size, (int, np.integer)) or batch_size < 1:
@@ -960,6 +992,9 @@ class _Trainer:
         old_handler = (self._install_sigint() if self.world.size == 1
                        else None)
         try:
+            # the layers keep their outputs and gradients between steps
+            for layer in model.layers:
+                layer.buffers = {}
             for epoch in range(initial_epoch, epochs):
                 if self._epoch(epoch, epochs, x, y, sw, xv, yv, n, nbatches,
                                batch_size, shuffle, opt):
