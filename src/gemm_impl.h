@@ -61,6 +61,10 @@ static void SFX(pack_a)(REAL *restrict ap, const REAL *restrict a,
     }
 }
 
+#ifndef PB_DEPTH
+#define PB_DEPTH 16     /* depth of pack_b's transposing blocks */
+#endif
+
 /* Pack strips [s0, s1) of slab [0, kc) x columns [0, nc) of op(B) into
  * NR-wide strips: strip s holds op(B)[p, s*NR + j] at
  * bp[s*NR*kc + p*NR + j]; columns past nc are zero. */
@@ -85,10 +89,25 @@ static void SFX(pack_b)(REAL *restrict bp, const REAL *restrict b,
                 }
             }
         } else {
-            for (ptrdiff_t j = 0; j < nr; j++) {
-                const REAL *restrict src = b + (j0 + j) * ldb;
-                for (ptrdiff_t p = 0; p < kc; p++)
-                    dst[p * NR + j] = src[p];
+            /* op(B) = b^T: PB_DEPTH-deep blocks of p across the strip's
+             * rows, so that the block being written (PB_DEPTH rows of NR)
+             * stays in L1 while each source row is read in order */
+            for (ptrdiff_t p0 = 0; p0 < kc; p0 += PB_DEPTH) {
+                const ptrdiff_t pn = CNNKIT_MIN((ptrdiff_t)PB_DEPTH, kc - p0);
+                REAL *restrict blk = dst + p0 * NR;
+                if (pn == PB_DEPTH) {
+                    for (ptrdiff_t j = 0; j < nr; j++) {
+                        const REAL *restrict src = b + (j0 + j) * ldb + p0;
+                        for (ptrdiff_t q = 0; q < PB_DEPTH; q++)
+                            blk[q * NR + j] = src[q];
+                    }
+                } else {
+                    for (ptrdiff_t j = 0; j < nr; j++) {
+                        const REAL *restrict src = b + (j0 + j) * ldb + p0;
+                        for (ptrdiff_t q = 0; q < pn; q++)
+                            blk[q * NR + j] = src[q];
+                    }
+                }
             }
             if (nr < NR)
                 for (ptrdiff_t p = 0; p < kc; p++)

@@ -563,6 +563,9 @@ class _StepMemory(Callback):
     {"shuffle": False},
     {"distributed": cnnkit.distributed.DataParallel(shards=1)},
     {"sample_weight": "ones"},
+    {"dropout": 0.25},
+    {"dropout": 0.25, "distributed": cnnkit.distributed.DataParallel(
+        shards=1)},
 ])
 def test_training_steps_allocate_no_arrays_after_the_first(fit_kw):
     import tracemalloc
@@ -570,10 +573,11 @@ def test_training_steps_allocate_no_arrays_after_the_first(fit_kw):
     fit_kw = dict(fit_kw)
     if fit_kw.get("sample_weight") == "ones":
         fit_kw["sample_weight"] = np.linspace(0.5, 1.5, len(y))
+    drop = [L.Dropout(fit_kw.pop("dropout"))] if "dropout" in fit_kw else []
     model = cnnkit.Sequential([
         L.Conv2D(8, 3, padding=1), L.ReLU(), L.MaxPool2D(2),
         L.Conv2D(8, 3, padding=1), L.ReLU(), L.MaxPool2D(2),
-        L.Flatten(), L.Dense(32), L.ReLU(), L.Dense(4)],
+        L.Flatten(), L.Dense(32), L.ReLU()] + drop + [L.Dense(4)],
         input_shape=(1, 16, 16), seed=0)
     probe = _StepMemory()
     tracemalloc.start()

@@ -651,10 +651,14 @@ def maxpool2d_backward(grad_out, indices, input_shape, out=None):
             raise ValueError("max_pool2d_backward: indices point into an "
                              "empty input plane")
         return gx
-    if ind.dtype != np.int64 and ind.size:
-        # a narrower or unsigned type could wrap on conversion: check first
-        _check_indices(ind, hw, shp)
-    ind = np.require(ind, dtype=np.int64, requirements=["C", "A"])
+    if cnp.PyArray_TYPE(<cnp.ndarray>ind) != cnp.NPY_INT64 or \
+            not cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>ind) or \
+            not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>ind):
+        if ind.dtype != np.int64 and ind.size:
+            # a narrower or unsigned type could wrap on conversion: check
+            # first (int64 indices are checked as the kernel scatters)
+            _check_indices(ind, hw, shp)
+        ind = np.require(ind, dtype=np.int64, requirements=["C", "A"])
     g.planes, g.h, g.w = shp[0] * shp[1], shp[2], shp[3]
     g.oh, g.ow = grad_out.shape[2], grad_out.shape[3]
     g.kh = g.kw = g.stride_h = g.stride_w = 1

@@ -744,18 +744,27 @@ class Dropout(Layer):
             return x
         rng = self.rng if self.rng is not None else np.random.default_rng()
         window = self.window
+        draw = _buffer(self, "draw", x.shape, np.dtype(np.float64))
         if window is None:
-            keep = rng.random(x.shape) >= self.rate
+            draw = rng.random(x.shape, out=draw)
         else:
             # This batch is the part [lo, hi) of a global batch of n: draw
             # the global batch's mask, so every part of it matches.
             n, lo, hi = window
-            keep = _window_draw(rng, n, lo, hi, x.shape[1:]) >= self.rate
-        self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
-        return x * self._mask
+            draw = _window_draw(rng, n, lo, hi, x.shape[1:], draw)
+        keep = np.greater_equal(draw, self.rate,
+                                out=_buffer(self, "keep", x.shape, np.bool_))
+        self._mask = np.multiply(keep, x.dtype.type(1.0 / (1.0 - self.rate)),
+                                 out=_buffer(self, "mask", x.shape, x.dtype),
+                                 dtype=x.dtype)
+        return np.multiply(x, self._mask,
+                           out=_buffer(self, "y", x.shape, x.dtype))
 
     def backward(self, grad):
-        return grad if self._mask is None else grad * self._mask
+        if self._mask is None:
+            return grad
+        return np.multiply(grad, self._mask,
+                           out=_buffer(self, "gx", grad.shape, grad.dtype))
 
     def skip_batch(self, n):
         """Advance the random stream as a training forward pass over a batch
@@ -771,19 +780,23 @@ class Dropout(Layer):
         return {"rate": self.rate}
 
 
-def _window_draw(rng, n, lo, hi, shape):
-    """Rows [lo, hi) of ``rng.random((n,) + shape)``, leaving the generator
-    where that call would.  Generators that can skip ahead (PCG64, NumPy's
-    default: one 64-bit output per double) skip the other rows instead of
-    drawing them."""
+def _window_draw(rng, n, lo, hi, shape, out=None):
+    """Rows [lo, hi) of ``rng.random((n,) + shape)`` (into ``out`` when
+    given), leaving the generator where that call would.  Generators that
+    can skip ahead (PCG64, NumPy's default: one 64-bit output per double)
+    skip the other rows instead of drawing them."""
     per = math.prod(shape)
     bitgen = rng.bit_generator
     if type(bitgen) is np.random.PCG64:
         bitgen.advance(lo * per)
-        part = rng.random((hi - lo,) + tuple(shape))
+        part = rng.random((hi - lo,) + tuple(shape), out=out)
         bitgen.advance((n - hi) * per)
         return part
-    return rng.random((n,) + tuple(shape))[lo:hi]
+    part = rng.random((n,) + tuple(shape))[lo:hi]
+    if out is None:
+        return part
+    out[...] = part
+    return out
 
 
 #: The layer types a saved model may name; loading builds only these.
