@@ -20,16 +20,6 @@ import time
 import numpy as np
 
 
-def lenet():
-    import cnnkit
-    from cnnkit import layers as L
-    return cnnkit.Sequential([
-        L.Conv2D(6, 5, padding=2), L.ReLU(), L.MaxPool2D(2),
-        L.Conv2D(16, 5), L.ReLU(), L.MaxPool2D(2), L.Flatten(),
-        L.Dense(120), L.ReLU(), L.Dense(84), L.ReLU(), L.Dense(10),
-    ], input_shape=(1, 28, 28), seed=0)
-
-
 def worker(args):
     """One measurement, inside an MPI job (or alone)."""
     import cnnkit
@@ -38,7 +28,8 @@ def worker(args):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.samples, 1, 28, 28)).astype(np.float32)
     y = rng.integers(0, 10, args.samples)
-    model = lenet()
+    from cnnkit.bench import lenet_cnnkit
+    model = lenet_cnnkit()
     opt = cnnkit.optim.SGD(0.01, momentum=0.9)
     dist = (None if args.reduction == "none"
             else distributed.DataParallel(args.reduction))

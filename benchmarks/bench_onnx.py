@@ -22,7 +22,6 @@ Usage::
 """
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -30,29 +29,10 @@ import time
 import numpy as np
 
 import cnnkit
-from cnnkit import layers as L
+from cnnkit.bench import cpu_name, lenet_cnnkit as lenet
 from cnnkit.datasets import make_synthetic
 
 SETTLE = 0.05   # let idle OpenMP threads stop spinning between runs
-
-
-def lenet(seed=0):
-    return cnnkit.Sequential([
-        L.Conv2D(6, 5, padding=2), L.ReLU(), L.MaxPool2D(2),
-        L.Conv2D(16, 5), L.ReLU(), L.MaxPool2D(2), L.Flatten(),
-        L.Dense(120), L.ReLU(), L.Dense(84), L.ReLU(), L.Dense(10)],
-        input_shape=(1, 28, 28), seed=seed)
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None):
@@ -85,7 +65,7 @@ def main(argv=None):
 
     simd = cnnkit._kernels.build_info().get("simd_path", "?")
     print(f"cnnkit {cnnkit.__version__} ({simd}), onnxruntime "
-          f"{ort.__version__}, {nt} threads each, {_cpu_name()} "
+          f"{ort.__version__}, {nt} threads each, {cpu_name()} "
           f"({os.cpu_count()} CPUs visible)")
     print(f"LeNet-5 on 1x28x28 images, logits; median of {args.repeats} "
           f"interleaved repeats; max |difference| of the logits {err:.1e}")

@@ -12,6 +12,7 @@ intersphinx inventories of Python and NumPy are stored in ``_intersphinx/``.
 import doctest
 import os
 import re
+import sys
 from pathlib import Path
 
 # GNU OpenMP threads spin while they wait for work; when another process
@@ -24,6 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import cnnkit  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "_ext"))     # local extensions: benchchart
 
 # -- Project -----------------------------------------------------------------
 project = "cnnkit"
@@ -41,6 +43,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
+    "benchchart",
 ]
 
 templates_path = ["_templates"]

@@ -1,261 +1,979 @@
-"""Time cnnkit's kernels against the NumPy reference and, if installed, PyTorch.
+"""Time cnnkit against the NumPy reference and, when installed, PyTorch.
 
-Each case is measured ``--repeats`` times, the implementations interleaved
-within a repeat so that machine noise hits all of them alike (one measurement
-is a loop of back-to-back calls lasting about 20 ms); the table shows median
-times and the ratios ``other / cnnkit`` (above 1: cnnkit is faster).  PyTorch
-is optional (``pip install torch``) and runs with the same thread count.
+One entry point for every benchmark of the project: ``cnnkit bench`` and
+``python benchmarks/run.py`` (the same options; ``benchmarks/bench_kernels.py``
+and ``benchmarks/bench_lenet.py`` select groups of it).  Workloads come in
+groups:
 
-Usage::
+``kernels``
+    LeNet-size kernels: conv2d forward and backward (LeNet-5's two
+    convolutions), max pooling forward and backward, ReLU, dense forward and
+    backward, softmax cross-entropy (loss and gradient); in full mode also a
+    1024 x 1024 x 1024 dense layer.
+``lenet``
+    LeNet-5 training through ``Sequential.fit`` at batch 1, 32 and 64 and
+    inference through ``predict_proba`` at batch 256, against the same loop
+    in PyTorch; then the peak memory of a training epoch at batch 64
+    (tracemalloc).  The NumPy reference has no trainer.
+``gemm``
+    Square matrix products C = A @ B^T, float32 and float64:
+    ``functional.dense`` (no bias) against ``numpy.matmul`` and ``torch``'s
+    ``@``.
+``conv64``
+    A ResNet-style layer: 64 -> 64 channels, 3x3, padding 1, on a batch of
+    32 x 64 x 56 x 56 (8 in quick mode), forward and forward + backward
+    (PyTorch through autograd).  The NumPy reference is too slow for it and
+    is not run.
 
-    cnnkit bench [--threads N] [--repeats R] [--quick]
-    python benchmarks/bench_kernels.py --gemm [--sizes 1024 2048 4096]
-        [--threads N] [--repeats R]
-    python benchmarks/bench_kernels.py [same options]
+Method
+------
+Each framework runs in a process of its own: the command starts one worker
+per framework (``python -m cnnkit.bench --worker NAME CONFIG``), which sets
+its thread count (``cnnkit.set_num_threads``, ``torch.set_num_threads``, and
+NumPy's BLAS through threadpoolctl when installed) and then builds and times
+the workloads it is asked for.  Only the PyTorch worker imports torch.  For
+each workload, every worker first calibrates how many back-to-back calls make
+one measurement last about 20 ms (after one warm-up call; a LeNet
+measurement is one pass over its images).  Then the command drives
+interleaved rounds: in each repeat every framework is timed once, one after
+the other (the order rotating between repeats), with a pause of 0.12 s
+before each measurement so that the idle threads of the previous one stop
+spinning.  The table shows the median time per call over the repeats and
+the ratios ``other / cnnkit`` of the medians (above 1: cnnkit is faster).
 
-``--gemm`` runs a square matrix-multiply sweep instead: C = A @ B^T through
-``functional.dense`` (no bias), float32 and float64, against NumPy's
-``matmul`` limited to the same thread count (through threadpoolctl, when
-installed).  Set ``CNNKIT_SIMD=avx512|avx2|generic`` to time one SIMD path.
+On machines whose environment sets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE,
+unset both so that NumPy's matmul runs its best kernel:
+``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE cnnkit bench``.  Set
+``CNNKIT_SIMD=avx512|avx2|generic`` to time one SIMD path.
 
-On machines whose environment sets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, unset
-both in this command so NumPy's matmul runs its best kernel:
-``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE cnnkit bench``.
+``--json PATH`` writes every result (machine, versions, settings, and per
+workload the medians, all samples, ratios and rates); :func:`validate`
+checks a file against that schema.
 """
-import argparse
+import datetime
+import json
+import os
 import platform
+import signal
 import statistics
+import subprocess
+import sys
 import time
+import traceback
 
 import numpy as np
 
-import cnnkit
-from cnnkit import functional as F
-from cnnkit import reference as R
+SCHEMA = 1
+FRAMEWORKS = ("cnnkit", "numpy", "torch")
+GROUPS = ("kernels", "lenet", "gemm", "conv64")
+DEFAULT_GROUPS = {"full": GROUPS, "quick": ("kernels", "lenet"),
+                  "smoke": GROUPS}
+DEFAULT_REPEATS = {"full": 7, "quick": 3, "smoke": 1}
+DEFAULT_SIZES = {"full": [1024, 2048, 4096], "quick": [1024, 2048, 4096],
+                 "smoke": [16, 32]}
+DEFAULT_IMAGES = {"full": 2048, "quick": 512, "smoke": 32}
+DEFAULT_BATCH_SIZES = [1, 32, 64]
+MEMORY_BATCH = 64
 
-try:
-    import torch
-    import torch.nn.functional as TF
-except ImportError:  # PyTorch is optional
-    torch = None
+# Seconds one measurement should last, and the pause before each: the idle
+# threads of OpenMP and OpenBLAS keep spinning for a while after a call
+# (OpenBLAS's for up to ~0.1 s) and would steal the cores from whatever is
+# measured next.
+TARGET = {"full": 0.02, "quick": 0.02, "smoke": 0.002}
+SETTLE = {"full": 0.12, "quick": 0.12, "smoke": 0.005}
+MAX_CALLS = 10000
 
 
-def _conv_case(n, c, h, k, r, pad, dtype=np.float32):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, c, h, h)).astype(dtype)
-    w = rng.standard_normal((k, c, r, r)).astype(dtype)
-    b = rng.standard_normal(k).astype(dtype)
-    y = F.conv2d(x, w, b, padding=pad)
-    g = rng.standard_normal(y.shape).astype(dtype)
-    flops = 2 * n * k * y.shape[2] * y.shape[3] * c * r * r
-    name = f"{n}x{c}x{h}x{h} * {k}x{c}x{r}x{r} p{pad}"
-    impls_f = {
-        "cnnkit": lambda: F.conv2d(x, w, b, padding=pad),
-        "numpy": lambda: R.conv2d(x, w, b, padding=pad),
-    }
-    impls_b = {
-        "cnnkit": lambda: F.conv2d_backward(g, x, w, padding=pad),
-        "numpy": lambda: R.conv2d_backward(g, x, w, padding=pad),
-    }
-    if torch is not None:
-        tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
-        tg = torch.from_numpy(g)
-        txg = tx.clone().requires_grad_()
-        twg = tw.clone().requires_grad_()
-        tbg = tb.clone().requires_grad_()
+# --------------------------------------------------------------------------
+# workloads
+# --------------------------------------------------------------------------
+class Workload:
+    """One timed operation: what the table shows about it and, for each
+    framework that runs it, how to build the function to call.
 
-        def torch_bwd():
+    ``build(fw)`` runs in the framework's worker and returns a function of
+    no arguments.  ``calls`` fixes the calls per measurement (else they are
+    calibrated); ``max_repeats`` caps the repeats of a long workload.
+    """
+
+    def __init__(self, group, name, shape, build, frameworks=FRAMEWORKS,
+                 flops=None, nbytes=None, images=None, calls=None,
+                 max_repeats=None):
+        self.group = group
+        self.name = name
+        self.shape = shape
+        self.build = build
+        self.frameworks = tuple(frameworks)
+        self.flops = flops
+        self.nbytes = nbytes
+        self.images = images
+        self.calls = calls
+        self.max_repeats = max_repeats
+
+
+def _arrays(*shapes, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(dtype) for s in shapes]
+
+
+def _api(fw):
+    """cnnkit.functional or its NumPy twin: the same signatures."""
+    if fw == "cnnkit":
+        from . import functional
+        return functional
+    from . import reference
+    return reference
+
+
+def _conv(group, n, c, h, k, r, pad, passes):
+    """Conv2d of x (n, c, h, h) with k filters r x r, stride 1; ``passes``
+    among "fwd", "bwd" (the gradients of x, weight and bias from the
+    output's) and "fwd+bwd"."""
+    oh = h + 2 * pad - r + 1
+    flops = 2 * n * k * oh * oh * c * r * r
+    shape = f"{n}x{c}x{h}x{h} * {k}x{c}x{r}x{r} p{pad}"
+
+    def build(fw, kind):
+        x, w, b, g = _arrays((n, c, h, h), (k, c, r, r), (k,), (n, k, oh, oh))
+        if fw != "torch":
+            api = _api(fw)
+            if kind == "fwd":
+                return lambda: api.conv2d(x, w, b, padding=pad)
+            if kind == "bwd":
+                return lambda: api.conv2d_backward(g, x, w, padding=pad)
+
+            def step():
+                api.conv2d(x, w, b, padding=pad)
+                return api.conv2d_backward(g, x, w, padding=pad)
+            return step
+        import torch
+        import torch.nn.functional as TF
+        tx, tw, tb, tg = (torch.from_numpy(a) for a in (x, w, b, g))
+        if kind == "fwd":
+            return lambda: TF.conv2d(tx, tw, tb, padding=pad)
+        if kind == "bwd":
+            return lambda: torch.ops.aten.convolution_backward(
+                tg, tx, tw, [k], [1, 1], [pad, pad], [1, 1], False, [0, 0],
+                1, [True, True, True])
+        txg, twg, tbg = (t.clone().requires_grad_() for t in (tx, tw, tb))
+
+        def step():
             out = TF.conv2d(txg, twg, tbg, padding=pad)
             return torch.autograd.grad(out, (txg, twg, tbg), tg)
+        return step
 
-        impls_f["torch"] = lambda: TF.conv2d(tx, tw, tb, padding=pad)
-        impls_b["torch"] = torch_bwd       # includes one forward
-    return [("conv2d fwd", name, flops, impls_f),
-            ("conv2d bwd", name, 2 * flops, impls_b)]
+    fws = FRAMEWORKS if group == "kernels" else ("cnnkit", "torch")
+    work = {"fwd": flops, "bwd": 2 * flops, "fwd+bwd": 3 * flops}
+    return [Workload(group, f"conv2d {kind}", shape,
+                     lambda fw, kind=kind: build(fw, kind), fws,
+                     flops=work[kind]) for kind in passes]
 
 
-def _pool_case(n, c, h, dtype=np.float32):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, c, h, h)).astype(dtype)
-    y, idx = F.max_pool2d(x, 2)
-    g = rng.standard_normal(y.shape).astype(dtype)
-    name = f"{n}x{c}x{h}x{h} k2"
-    impls_f = {"cnnkit": lambda: F.max_pool2d(x, 2),
-               "numpy": lambda: R.max_pool2d(x, 2)}
-    impls_b = {"cnnkit": lambda: F.max_pool2d_backward(g, idx, x.shape),
-               "numpy": lambda: R.max_pool2d_backward(g, idx, x.shape)}
-    if torch is not None:
-        tx = torch.from_numpy(x)
-        ty, ti = TF.max_pool2d(tx, 2, return_indices=True)
-        tg = torch.from_numpy(g)
-        impls_f["torch"] = lambda: TF.max_pool2d(tx, 2, return_indices=True)
-        impls_b["torch"] = lambda: torch.ops.aten.max_pool2d_with_indices_backward(
+def _pool(n, c, h):
+    """Max pooling 2x2, stride 2, of x (n, c, h, h), forward (values and
+    argmax indices) and backward."""
+    oh = h // 2
+    x_bytes, y_bytes = 4 * n * c * h * h, 4 * n * c * oh * oh
+    shape = f"{n}x{c}x{h}x{h} k2"
+
+    def build(fw, kind):
+        x, g = _arrays((n, c, h, h), (n, c, oh, oh))
+        if fw != "torch":
+            api = _api(fw)
+            if kind == "fwd":
+                return lambda: api.max_pool2d(x, 2)
+            _, idx = api.max_pool2d(x, 2)
+            return lambda: api.max_pool2d_backward(g, idx, x.shape)
+        import torch
+        import torch.nn.functional as TF
+        tx, tg = torch.from_numpy(x), torch.from_numpy(g)
+        if kind == "fwd":
+            return lambda: TF.max_pool2d(tx, 2, return_indices=True)
+        _, ti = TF.max_pool2d(tx, 2, return_indices=True)
+        return lambda: torch.ops.aten.max_pool2d_with_indices_backward(
             tg, tx, [2, 2], [2, 2], [0, 0], [1, 1], False, ti)
-    return [("maxpool fwd", name, None, impls_f),
-            ("maxpool bwd", name, None, impls_b)]
+
+    # bytes read and written: x, y and the int64 indices; g, indices, dx
+    moved = x_bytes + 3 * y_bytes
+    return [Workload("kernels", f"maxpool {kind}", shape,
+                     lambda fw, kind=kind: build(fw, kind), nbytes=moved)
+            for kind in ("fwd", "bwd")]
 
 
-def _relu_case(shape, dtype=np.float32):
-    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
-    impls = {"cnnkit": lambda: F.relu(x), "numpy": lambda: R.relu(x)}
-    if torch is not None:
+def _relu(shape):
+    def build(fw):
+        x, = _arrays(shape)
+        if fw != "torch":
+            api = _api(fw)
+            return lambda: api.relu(x)
+        import torch
         tx = torch.from_numpy(x)
-        impls["torch"] = lambda: torch.relu(tx)
-    return [("relu", "x".join(map(str, shape)), None, impls)]
+        return lambda: torch.relu(tx)
+
+    size = int(np.prod(shape))
+    return [Workload("kernels", "relu", "x".join(map(str, shape)), build,
+                     nbytes=2 * 4 * size)]
 
 
-def _dense_case(n, f, o, dtype=np.float32):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((n, f)).astype(dtype)
-    w = rng.standard_normal((o, f)).astype(dtype)
-    b = rng.standard_normal(o).astype(dtype)
-    g = rng.standard_normal((n, o)).astype(dtype)
-    name = f"{n}x{f} @ {f}x{o}"
-    impls_f = {"cnnkit": lambda: F.dense(x, w, b),
-               "numpy": lambda: R.dense(x, w, b)}
-    impls_b = {"cnnkit": lambda: F.dense_backward(g, x, w),
-               "numpy": lambda: R.dense_backward(g, x, w)}
-    if torch is not None:
+def _dense(n, f, o):
+    """Dense layer x (n, f) -> (n, o), forward and backward (the gradients
+    of x, weight and bias)."""
+    def build(fw, kind):
+        x, w, b, g = _arrays((n, f), (o, f), (o,), (n, o))
+        if fw != "torch":
+            api = _api(fw)
+            if kind == "fwd":
+                return lambda: api.dense(x, w, b)
+            return lambda: api.dense_backward(g, x, w)
+        import torch
+        import torch.nn.functional as TF
         tx, tw, tb, tg = (torch.from_numpy(a) for a in (x, w, b, g))
-        impls_f["torch"] = lambda: TF.linear(tx, tw, tb)
-        impls_b["torch"] = lambda: (tg @ tw, tg.T @ tx, tg.sum(0))
+        if kind == "fwd":
+            return lambda: TF.linear(tx, tw, tb)
+        return lambda: (tg @ tw, tg.T @ tx, tg.sum(0))
+
     flops = 2 * n * f * o
-    return [("dense fwd", name, flops, impls_f),
-            ("dense bwd", name, 2 * flops, impls_b)]
+    return [Workload("kernels", f"dense {kind}", f"{n}x{f} @ {f}x{o}",
+                     lambda fw, kind=kind: build(fw, kind),
+                     flops=flops * (1 if kind == "fwd" else 2))
+            for kind in ("fwd", "bwd")]
 
 
-def _gemm_case(size, dtype):
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size)).astype(dtype)
-    b = rng.standard_normal((size, size)).astype(dtype)
-    impls = {"cnnkit": lambda: F.dense(a, b),
-             "numpy": lambda: np.matmul(a, b.T)}
-    name = f"{size}^3 {np.dtype(dtype).name}"
-    return [("gemm", name, 2 * size ** 3, impls)]
-
-
-def _xent_case(n, c, dtype=np.float32):
-    rng = np.random.default_rng(0)
-    z = rng.standard_normal((n, c)).astype(dtype)
-    y = rng.integers(0, c, n)
-    impls = {"cnnkit": lambda: F.softmax_cross_entropy(z, y),
-             "numpy": lambda: R.softmax_cross_entropy(z, y)}
-    if torch is not None:
+def _xent(n, c):
+    """Softmax cross-entropy of logits (n, c): the loss and its gradient."""
+    def build(fw):
+        z, = _arrays((n, c))
+        y = np.random.default_rng(1).integers(0, c, n)
+        if fw != "torch":
+            api = _api(fw)
+            return lambda: api.softmax_cross_entropy(z, y)
+        import torch
+        import torch.nn.functional as TF
         tz = torch.from_numpy(z).requires_grad_()
         ty = torch.from_numpy(y)
 
-        def torch_xent():
+        def step():
             loss = TF.cross_entropy(tz, ty)
             return torch.autograd.grad(loss, tz)
+        return step
 
-        impls["torch"] = torch_xent
-    return [("softmax xent", f"{n}x{c}", None, impls)]
-
-
-# Pause before each measurement: OpenBLAS's and OpenMP's idle threads keep
-# spinning for a while after a call (OpenBLAS for up to ~0.1 s) and would
-# steal the cores from whatever runs next.
-SETTLE = 0.12
+    return [Workload("kernels", "softmax xent", f"{n}x{c}", build)]
 
 
+def _gemm(size, dtype):
+    def build(fw):
+        a, b = _arrays((size, size), (size, size), dtype=dtype)
+        if fw == "cnnkit":
+            from . import functional
+            return lambda: functional.dense(a, b)
+        if fw == "numpy":
+            return lambda: np.matmul(a, b.T)
+        import torch
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        return lambda: ta @ tb.T
+
+    return [Workload("gemm", "gemm", f"{size}^3 {np.dtype(dtype).name}",
+                     build, flops=2 * size ** 3,
+                     max_repeats=3 if size >= 4096 else None)]
+
+
+def lenet_cnnkit(seed=0):
+    """LeNet-5 for 1 x 28 x 28 images: conv 6@5x5 pad 2, max pool 2, conv
+    16@5x5, max pool 2, dense 120, 84, 10, ReLU between."""
+    from . import Sequential
+    from . import layers as L
+    return Sequential([
+        L.Conv2D(6, 5, padding=2), L.ReLU(), L.MaxPool2D(2),
+        L.Conv2D(16, 5), L.ReLU(), L.MaxPool2D(2), L.Flatten(),
+        L.Dense(120), L.ReLU(), L.Dense(84), L.ReLU(), L.Dense(10)],
+        input_shape=(1, 28, 28), seed=seed)
+
+
+def lenet_torch():
+    """The PyTorch twin of :func:`lenet_cnnkit`."""
+    from torch import nn
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, 10))
+
+
+def _lenet_data(images):
+    from .datasets import make_synthetic
+    return make_synthetic(images, (1, 28, 28), 10, seed=0)
+
+
+def _lenet_train(bs, n, images):
+    """One training epoch over ``n`` images at batch ``bs``: ``model.fit``
+    (shuffling, batching, loss, backward, SGD with momentum 0.9), and the
+    same per batch in PyTorch."""
+    def build(fw):
+        x, y = _lenet_data(images)
+        xs, ys = x[:n], y[:n]
+        if fw == "cnnkit":
+            from . import optim
+            model = lenet_cnnkit()
+            opt = optim.SGD(0.01, momentum=0.9)
+            return lambda: model.fit(xs, ys, epochs=1, batch_size=bs,
+                                     optimizer=opt, verbose=0)
+        import torch
+        from torch import nn
+        net = lenet_torch()
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        tx, ty = torch.from_numpy(xs), torch.from_numpy(ys)
+        loss_fn = nn.CrossEntropyLoss()
+
+        def epoch():
+            perm = torch.randperm(n)
+            for i in range(0, n, bs):
+                idx = perm[i:i + bs]
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(net(tx[idx]), ty[idx])
+                loss.backward()
+                opt.step()
+        return epoch
+
+    return Workload("lenet", "LeNet-5 train", f"batch {bs}, {n} images",
+                    build, ("cnnkit", "torch"), images=n, calls=1)
+
+
+def _lenet_predict(bs, n, images):
+    """Class probabilities of ``n`` images in batches of ``bs``."""
+    def build(fw):
+        x, _ = _lenet_data(images)
+        xi = x[:n]
+        if fw == "cnnkit":
+            model = lenet_cnnkit()
+            return lambda: model.predict_proba(xi, batch_size=bs)
+        import torch
+        net = lenet_torch().eval()
+        txi = torch.from_numpy(xi)
+
+        def infer():
+            with torch.inference_mode():
+                for i in range(0, n, bs):
+                    torch.softmax(net(txi[i:i + bs]), dim=1)
+        return infer
+
+    return Workload("lenet", "LeNet-5 predict", f"batch {bs}, {n} images",
+                    build, ("cnnkit", "torch"), images=n, calls=1)
+
+
+def workloads(config):
+    """The workloads that ``config`` selects, in the order they run; the
+    command and every worker build the same list from the same config."""
+    mode, groups = config["mode"], config["groups"]
+    smoke = mode == "smoke"
+    out = []
+    if "kernels" in groups:
+        if smoke:
+            out += _conv("kernels", 2, 1, 8, 2, 3, 1, ("fwd", "bwd"))
+            out += _pool(2, 2, 8)
+            out += _relu((2, 2, 8, 8))
+            out += _dense(2, 16, 8)
+            out += _xent(4, 10)
+        else:
+            out += _conv("kernels", 32, 1, 28, 6, 5, 2, ("fwd", "bwd"))
+            out += _conv("kernels", 32, 6, 14, 16, 5, 0, ("fwd", "bwd"))
+            out += _pool(32, 6, 28)
+            out += _relu((32, 6, 28, 28))
+            out += _dense(32, 400, 120)
+            out += _xent(64, 10)
+            if mode == "full":
+                out += _dense(1024, 1024, 1024)
+    if "lenet" in groups:
+        images = config["images"]
+        for bs in config["batch_sizes"]:
+            n = max(1, images // 4) if bs == 1 else images
+            out.append(_lenet_train(bs, n, images))
+        out.append(_lenet_predict(256, min(images, 1024), images))
+    if "gemm" in groups:
+        for dtype in (np.float32, np.float64):
+            for size in config["sizes"]:
+                out += _gemm(size, dtype)
+    if "conv64" in groups:
+        n, c, h = {"full": (32, 64, 56), "quick": (8, 64, 56),
+                   "smoke": (2, 4, 8)}[mode]
+        out += _conv("conv64", n, c, h, c, 3, 1, ("fwd", "fwd+bwd"))
+    return out
+
+
+def _memory(images, bs=MEMORY_BATCH):
+    """Peak memory that a training epoch adds on top of the model, the data
+    and the kernels' kept scratch buffers (all allocated by a warm-up
+    epoch), as tracemalloc sees it: Python objects and NumPy arrays."""
+    import tracemalloc
+
+    from . import optim
+    x, y = _lenet_data(images)
+    model = lenet_cnnkit()
+    opt = optim.SGD(0.01, momentum=0.9)
+    model.fit(x[:4 * bs], y[:4 * bs], epochs=1, batch_size=bs, optimizer=opt,
+              verbose=0)
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    model.fit(x, y, epochs=1, batch_size=bs, optimizer=opt, verbose=0)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    try:
+        import resource
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    except ImportError:  # not on Unix
+        rss = None
+    return {"batch_size": bs, "images": len(x), "epoch_peak_bytes": peak,
+            "parameter_bytes": model.count_params() * 4,
+            "data_bytes": int(x.nbytes), "peak_rss_bytes": rss}
+
+
+# --------------------------------------------------------------------------
+# the worker: one process per framework
+# --------------------------------------------------------------------------
 def _time(fn, number):
-    """Seconds per call, over `number` back-to-back calls."""
+    """Seconds per call, over ``number`` back-to-back calls."""
     t0 = time.perf_counter()
     for _ in range(number):
         fn()
     return (time.perf_counter() - t0) / number
 
 
-def _calibrate(fn, target=0.02):
-    """Calls per measurement so that one measurement takes ~target s (a
+def _calibrate(fn, target):
+    """Calls per measurement so that one lasts about ``target`` seconds (a
     single call of a fast kernel is dominated by thread wake-up and by the
-    spinning thread pool of whatever ran before it)."""
-    t = _time(fn, 1)
-    return max(1, min(10000, int(target / max(t, 1e-7))))
+    spinning thread pool of whatever ran before it).
+
+    After one warm-up call that pays the first call's costs (allocations,
+    caches), the number of calls doubles until they last a tenth of the
+    target; the time per call is the least of three such probes, so that
+    one call slowed down by other work does not cut the measurement short.
+    """
+    fn()
+    number = 1
+    while True:
+        t = _time(fn, number)
+        if t * number >= target / 10 or number >= MAX_CALLS:
+            break
+        number *= 2
+    if t < target:
+        t = min(t, _time(fn, number), _time(fn, number))
+    return max(1, min(MAX_CALLS, int(target / max(t, 1e-7))))
 
 
-def run_case(op, name, flops, impls, repeats):
-    number = {k: _calibrate(fn) for k, fn in impls.items()}   # + warm-up
-    times = {k: [] for k in impls}
-    for _ in range(repeats):
-        for k, fn in impls.items():
-            time.sleep(SETTLE)
-            times[k].append(_time(fn, number[k]))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    base = med["cnnkit"]
-    cells = [f"{op:<13} {name:<30}", f"{base * 1e3:9.3f} ms"]
-    if flops:
-        cells.append(f"{flops / base / 1e9:7.1f} GF/s")
-    else:
-        cells.append(" " * 12)
-    for other in ("numpy", "torch"):
-        if other in med:
-            cells.append(f"{other} x{med[other] / base:7.2f}")
-    if flops and op == "gemm":
-        cells.append(f"(numpy {flops / med['numpy'] / 1e9:.1f} GF/s)")
-    print("  ".join(cells), flush=True)
-    return med
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="cnnkit bench",
-                                 description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=0,
-                    help="threads for cnnkit and torch (default: all)")
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--quick", action="store_true",
-                    help="small shapes only, 3 repeats")
-    ap.add_argument("--gemm", action="store_true",
-                    help="square GEMM sweep (float32 and float64) only")
-    ap.add_argument("--sizes", type=int, nargs="+",
-                    default=[1024, 2048, 4096],
-                    help="matrix sizes of the --gemm sweep")
-    args = ap.parse_args(argv)
-    cnnkit.set_num_threads(args.threads)
-    nt = cnnkit.get_num_threads()
-    if torch is not None:
-        torch.set_num_threads(nt)
-    repeats = 3 if args.quick else args.repeats
-    print(f"cnnkit {cnnkit.__version__}, {nt} threads, "
-          f"{platform.processor() or platform.machine()}, "
-          f"SIMD {cnnkit._kernels.build_info()['simd_path']}; NumPy "
-          f"{np.__version__}; PyTorch "
-          f"{torch.__version__ if torch is not None else 'not installed'}")
-    print("times are medians over interleaved repeats; 'numpy xR' / 'torch "
-          "xR' = their time / cnnkit's (above 1: cnnkit is faster)\n")
-    if args.gemm:
-        _gemm_sweep(args.sizes, nt, repeats)
-        return
-    cases = []
-    cases += _conv_case(32, 1, 28, 6, 5, 2)          # LeNet conv1
-    cases += _conv_case(32, 6, 14, 16, 5, 0)         # LeNet conv2
-    cases += _pool_case(32, 6, 28)
-    cases += _relu_case((32, 6, 28, 28))
-    cases += _dense_case(32, 400, 120)
-    cases += _xent_case(64, 10)
-    if not args.quick:
-        cases += _conv_case(8, 64, 56, 64, 3, 1)     # a ResNet-style layer
-        cases += _dense_case(1024, 1024, 1024)
-    for case in cases:
-        run_case(*case, repeats)
-
-
-def _gemm_sweep(sizes, nt, repeats):
+def _setup(fw, threads):
+    """Set the worker's thread counts and return what it reports about
+    itself; NumPy's BLAS is limited in every worker when threadpoolctl is
+    installed."""
     try:
-        from threadpoolctl import threadpool_limits
-        limit = threadpool_limits(nt, user_api="blas")
+        from threadpoolctl import threadpool_info, threadpool_limits
+        threadpool_limits(threads, user_api="blas")
+        blas = [d["num_threads"] for d in threadpool_info()
+                if d["user_api"] == "blas"]
+        blas_threads = min(blas) if blas else None
     except ImportError:  # NumPy's BLAS then uses its own thread count
-        limit = None
+        blas_threads = None
+    if fw == "cnnkit":
+        import cnnkit
+        cnnkit.set_num_threads(threads)
+        version, actual = cnnkit.__version__, cnnkit.get_num_threads()
+    elif fw == "numpy":
+        version, actual = np.__version__, blas_threads
+    elif fw == "torch":
+        import torch
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        version, actual = torch.__version__, torch.get_num_threads()
+    else:
+        raise ValueError(f"unknown framework {fw!r}")
+    return {"pid": os.getpid(), "version": version, "threads": actual,
+            "blas_threads": blas_threads}
+
+
+def _serve(fw, config):
+    """Answer the command's requests, one JSON line each, until "exit" or
+    the end of stdin.  Requests: ``prepare`` (build and calibrate a
+    workload), ``time`` (one measurement), ``memory``, ``info``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the command stops us
+    reply_to = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)              # whatever else prints goes to stderr
+
+    def send(obj):
+        reply_to.write(json.dumps(obj) + "\n")
+
     try:
-        for dtype in (np.float32, np.float64):
-            for size in sizes:
-                for case in _gemm_case(size, dtype):
-                    run_case(*case, repeats if size < 4096 else
-                             min(repeats, 3))
+        hello = _setup(fw, config["threads"])
+    except Exception:
+        send({"error": traceback.format_exc()})
+        return 1
+    send(dict(hello, ready=True))
+    table = workloads(config)
+    current, fn, calls = None, None, None
+    for line in sys.stdin:
+        req = json.loads(line)
+        op = req.get("op")
+        try:
+            if op == "exit":
+                break
+            if op in ("prepare", "time") and req["case"] != current:
+                fn = None                       # free the previous data
+                wl = table[req["case"]]
+                fn = wl.build(fw)
+                calls = wl.calls
+                if calls is None:
+                    calls = _calibrate(fn, config["target"])
+                else:
+                    fn()                        # warm-up
+                current = req["case"]
+            if op == "prepare":
+                send({"calls": calls})
+            elif op == "time":
+                send({"seconds": _time(fn, calls)})
+            elif op == "memory":
+                send(_memory(config["images"]))
+            elif op == "info":
+                send({"pid": os.getpid(),
+                      "torch_loaded": "torch" in sys.modules})
+            else:
+                send({"error": f"unknown request {req!r}"})
+        except Exception:
+            send({"error": traceback.format_exc()})
+    return 0
+
+
+class _Worker:
+    """The command's end of one worker process."""
+
+    def __init__(self, fw, config):
+        self.fw = fw
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cnnkit.bench", "--worker", fw,
+             json.dumps(config)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            bufsize=1)
+        self.hello = None
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.fw} worker exited with status "
+                               f"{self.proc.wait()} (its error is above)")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"the {self.fw} worker failed:\n"
+                               f"{reply['error']}")
+        return reply
+
+    def start(self):
+        self.hello = self._read()
+        return self.hello
+
+    def ask(self, op, **kw):
+        self.proc.stdin.write(json.dumps(dict(kw, op=op)) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self):
+        try:
+            if self.proc.poll() is None:
+                self.proc.stdin.write('{"op": "exit"}\n')
+                self.proc.stdin.flush()
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+# --------------------------------------------------------------------------
+# the command
+# --------------------------------------------------------------------------
+def make_config(args):
+    """The run's settings from the parsed options of ``cnnkit bench``;
+    ValueError for options that do not go together."""
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    if args.gemm and args.only:
+        raise ValueError("--gemm is --only gemm; give one of the two")
+    groups = ["gemm"] if args.gemm else args.only or DEFAULT_GROUPS[mode]
+    groups = [g for g in GROUPS if g in groups]
+    if args.sizes and not (args.gemm or "gemm" in (args.only or [])):
+        raise ValueError("--sizes goes with --gemm (or --only ... gemm)")
+    for opt, value in (("--batch-sizes", args.batch_sizes),
+                       ("--images", args.images)):
+        if value and "lenet" not in groups:
+            raise ValueError(f"{opt} goes with the lenet group")
+    if args.json:
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(folder):
+            raise ValueError(f"cannot write --json {args.json}: no folder "
+                             f"{folder}")
+    if args.threads:
+        threads = args.threads
+    else:
+        from ._config import get_num_threads
+        threads = get_num_threads()
+    return {"mode": mode, "groups": groups,
+            "repeats": args.repeats or DEFAULT_REPEATS[mode],
+            "threads": threads,
+            "sizes": list(args.sizes or DEFAULT_SIZES[mode]),
+            "batch_sizes": list(args.batch_sizes or DEFAULT_BATCH_SIZES),
+            "images": args.images or DEFAULT_IMAGES[mode],
+            "target": TARGET[mode], "settle": SETTLE[mode]}
+
+
+def cpu_name():
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _torch_installed():
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None
+
+
+def run(config, out=None):
+    """Run the benchmark that ``config`` (from :func:`make_config`)
+    describes, print its table to ``out`` (default stdout) as it goes, and
+    return the results (the document that ``--json`` writes)."""
+    from . import __version__, _kernels
+    out = sys.stdout if out is None else out
+
+    def say(text=""):
+        print(text, file=out, flush=True)
+
+    table = workloads(config)
+    wanted = [fw for fw in FRAMEWORKS
+              if any(fw in wl.frameworks for wl in table)]
+    notes = []
+    if "torch" in wanted and not _torch_installed():
+        wanted.remove("torch")
+        notes.append("PyTorch is not installed: pip install torch to "
+                     "compare with it")
+    workers = {}
+    try:
+        for fw in wanted:
+            workers[fw] = _Worker(fw, config)
+        for fw in wanted:
+            try:
+                workers[fw].start()
+            except RuntimeError as exc:
+                if fw != "torch":
+                    raise
+                workers.pop(fw).close()
+                notes.append(f"PyTorch failed to start, running without it: "
+                             f"{str(exc).strip().splitlines()[-1]}")
+        doc = _document(config, workers, __version__,
+                        _kernels.build_info()["simd_path"])
+        for line in header_lines(doc) + notes:
+            say(line)
+        say()
+        shown = shown_frameworks(doc)
+        group = None
+        for i, wl in enumerate(table):
+            if wl.group != group:
+                group = wl.group
+                say(_row_text(_columns(shown, group)))
+            rec = _measure(i, wl, workers, config)
+            doc["workloads"].append(rec)
+            say(_row_text(_cells(rec, shown)))
+            if wl is table[-1] or table[i + 1].group != group:
+                if group == "lenet":
+                    doc["memory"] = workers["cnnkit"].ask("memory")
+                    say(memory_text(doc["memory"]))
+                say()
+        for fw, w in workers.items():
+            doc["frameworks"][fw]["torch_loaded"] = \
+                w.ask("info")["torch_loaded"]
     finally:
-        if limit is not None:
-            limit.restore_original_limits()
+        for w in workers.values():
+            w.close()
+    return doc
+
+
+def _measure(i, wl, workers, config):
+    """Interleaved repeats of workload ``i`` over the frameworks that run
+    it; its record in the results."""
+    fws = [fw for fw in FRAMEWORKS if fw in wl.frameworks and fw in workers]
+    calls = {fw: workers[fw].ask("prepare", case=i)["calls"] for fw in fws}
+    samples = {fw: [] for fw in fws}
+    repeats = config["repeats"]
+    if wl.max_repeats:
+        repeats = min(repeats, wl.max_repeats)
+    for r in range(repeats):
+        for fw in fws[r % len(fws):] + fws[:r % len(fws)]:
+            time.sleep(config["settle"])
+            samples[fw].append(workers[fw].ask("time", case=i)["seconds"])
+    med = {fw: statistics.median(samples[fw]) if fw in samples else None
+           for fw in FRAMEWORKS}
+
+    def rate(amount, scale):
+        return {fw: (amount / med[fw] / scale if amount and med[fw]
+                     else None) for fw in FRAMEWORKS}
+
+    return {
+        "group": wl.group, "name": wl.name, "shape": wl.shape,
+        "flops": wl.flops, "bytes": wl.nbytes, "images": wl.images,
+        "calls": {fw: calls.get(fw) for fw in FRAMEWORKS},
+        "median_s": med,
+        "samples_s": {fw: samples.get(fw) for fw in FRAMEWORKS},
+        "ratios": {fw: (med[fw] / med["cnnkit"] if med[fw] else None)
+                   for fw in FRAMEWORKS[1:]},
+        "gflops": rate(wl.flops, 1e9),
+        "gbps": rate(wl.nbytes, 1e9),
+        "images_per_s": rate(wl.images, 1),
+    }
+
+
+def _document(config, workers, version, simd_path):
+    env = {k: os.environ.get(k) for k in
+           ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
+            "OMP_WAIT_POLICY", "CNNKIT_SIMD")}
+    torch = workers.get("torch")
+    return {
+        "schema": SCHEMA,
+        "date": datetime.datetime.now(datetime.timezone.utc)
+                .isoformat(timespec="seconds"),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
+                    "arch": platform.machine(),
+                    "os": f"{platform.system()} {platform.release()}"},
+        "threads": config["threads"],
+        "simd_path": simd_path,
+        "versions": {"python": platform.python_version(), "cnnkit": version,
+                     "numpy": np.__version__,
+                     "torch": torch.hello["version"] if torch else None},
+        "settings": dict(config, env=env),
+        "parent_pid": os.getpid(),
+        "frameworks": {fw: ({k: w.hello[k] for k in
+                             ("pid", "version", "threads", "blas_threads")}
+                            if (w := workers.get(fw)) else None)
+                       for fw in FRAMEWORKS},
+        "workloads": [],
+        "memory": None,
+    }
+
+
+# --------------------------------------------------------------------------
+# text output
+# --------------------------------------------------------------------------
+NAMES = {"cnnkit": "cnnkit", "numpy": "NumPy", "torch": "PyTorch"}
+
+
+def format_time(s):
+    """``s`` seconds as us, ms or s with 3-4 significant digits."""
+    if s is None:
+        return "-"
+    ms = s * 1e3
+    if ms < 1:
+        return f"{ms * 1e3:.1f} us"
+    if ms < 1000:
+        return f"{ms:.{3 if ms < 10 else 2 if ms < 100 else 1}f} ms"
+    return f"{s:.2f} s"
+
+
+def format_rate(rec, fw="cnnkit"):
+    """The rate of ``fw`` on a workload: GFLOP/s, GB/s or img/s; "" when
+    none applies."""
+    for key, unit, fmt in (("gflops", "GFLOP/s", ".1f"),
+                           ("gbps", "GB/s", ".1f"),
+                           ("images_per_s", "img/s", ".0f")):
+        value = rec[key][fw]
+        if value is not None:
+            return f"{value:{fmt}} {unit}"
+    return ""
+
+
+def format_ratio(r):
+    return "-" if r is None else f"x{r:.2f}"
+
+
+def shown_frameworks(doc):
+    """The frameworks that the table of ``doc`` has columns for: cnnkit,
+    the NumPy reference (with "-" where it does not run) and PyTorch when
+    it ran."""
+    return [fw for fw in FRAMEWORKS
+            if fw != "torch" or doc["frameworks"]["torch"] is not None]
+
+
+def _columns(shown, group):
+    cols = [f"[{group}]", "shape"] + [NAMES[fw] for fw in shown]
+    cols += [f"{NAMES[fw]}/cnnkit" for fw in shown[1:]]
+    return cols + ["cnnkit rate"]
+
+
+def _cells(rec, shown):
+    cells = [rec["name"], rec["shape"]]
+    cells += [format_time(rec["median_s"][fw]) for fw in shown]
+    cells += [format_ratio(rec["ratios"][fw]) for fw in shown[1:]]
+    return cells + [format_rate(rec)]
+
+
+def _row_text(cells):
+    # name, shape, k times, k - 1 ratios, rate
+    k = (len(cells) - 2) // 2
+    widths = (16, 28) + (10,) * k + (14,) * (k - 1) + (15,)
+    return "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                     for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+
+def header_lines(doc):
+    """The two lines above the table: what ran where."""
+    v, m = doc["versions"], doc["machine"]
+    blas = doc["frameworks"]["numpy"]
+    blas_note = ""
+    if blas is not None:
+        blas_note = (f"; NumPy's BLAS limited to {blas['blas_threads']} "
+                     f"thread(s)" if blas["blas_threads"] else
+                     "; NumPy's BLAS not limited (no threadpoolctl)")
+    lines = [
+        f"cnnkit {v['cnnkit']} (SIMD {doc['simd_path']}), NumPy "
+        f"{v['numpy']}, PyTorch {v['torch'] or 'not installed'}; "
+        f"{m['cpu']}, {m['cores']} cores; {doc['threads']} thread(s) per "
+        f"framework{blas_note}",
+        f"each framework in its own process; times are medians per call "
+        f"over {doc['settings']['repeats']} interleaved repeats; "
+        f"'X/cnnkit' = X's time / cnnkit's (above 1: cnnkit is faster)"]
+    set_vars = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+                if doc["settings"]["env"][k] is not None]
+    if set_vars:
+        lines.append(f"note: {' and '.join(set_vars)} set: NumPy's BLAS may "
+                     f"not run its best kernel (env -u {' -u '.join(set_vars)}"
+                     f" ...)")
+    return lines
+
+
+def memory_text(mem):
+    mib = 2 ** 20
+    rss = mem["peak_rss_bytes"]
+    return (f"memory: a training epoch at batch {mem['batch_size']} peaks "
+            f"{mem['epoch_peak_bytes'] / mib:.1f} MiB above its start "
+            f"(tracemalloc; parameters {mem['parameter_bytes'] / mib:.2f} "
+            f"MiB, {mem['images']} images {mem['data_bytes'] / mib:.1f} MiB)"
+            + (f"; the cnnkit worker's peak RSS so far {rss / mib:.0f} MiB"
+               if rss else ""))
+
+
+def format_table(doc):
+    """The whole table of a results document, as printed by the run."""
+    shown = shown_frameworks(doc)
+    lines = header_lines(doc) + [""]
+    group = None
+    for rec in doc["workloads"]:
+        if rec["group"] != group:
+            if group is not None:
+                lines.append("")
+            group = rec["group"]
+            lines.append(_row_text(_columns(shown, group)))
+        lines.append(_row_text(_cells(rec, shown)))
+    if doc["memory"]:
+        lines.append(memory_text(doc["memory"]))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# the results file
+# --------------------------------------------------------------------------
+def write_json(doc, path):
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+
+def validate(doc):
+    """Check a results document (what ``--json`` writes) against schema 1;
+    raise ValueError naming the first field that is missing or wrong."""
+    def need(cond, where, what):
+        if not cond:
+            raise ValueError(f"bench results: {where}: {what}")
+
+    def positive(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) \
+            and v > 0
+
+    need(isinstance(doc, dict), "document", "expected an object")
+    need(doc.get("schema") == SCHEMA, "schema",
+         f"expected {SCHEMA}, got {doc.get('schema')!r}")
+    for key, kind in (("date", str), ("machine", dict), ("threads", int),
+                      ("simd_path", str), ("versions", dict),
+                      ("settings", dict), ("parent_pid", int),
+                      ("frameworks", dict), ("workloads", list)):
+        need(isinstance(doc.get(key), kind), key,
+             f"expected {kind.__name__}, got {doc.get(key)!r}")
+    need("memory" in doc, "memory", "missing")
+    for key in ("cpu", "cores", "arch", "os"):
+        need(key in doc["machine"], f"machine.{key}", "missing")
+    for key in ("python", "cnnkit", "numpy", "torch"):
+        need(key in doc["versions"], f"versions.{key}", "missing")
+    need(set(doc["frameworks"]) == set(FRAMEWORKS), "frameworks",
+         f"expected the keys {FRAMEWORKS}")
+    need(doc["frameworks"]["cnnkit"] is not None, "frameworks.cnnkit",
+         "missing")
+    for fw, info in doc["frameworks"].items():
+        if info is not None:
+            for key in ("pid", "version", "threads", "blas_threads",
+                        "torch_loaded"):
+                need(key in info, f"frameworks.{fw}.{key}", "missing")
+    for i, rec in enumerate(doc["workloads"]):
+        at = f"workloads[{i}]"
+        need(rec.get("group") in GROUPS, f"{at}.group",
+             f"expected one of {GROUPS}")
+        for key in ("name", "shape"):
+            need(isinstance(rec.get(key), str), f"{at}.{key}",
+                 "expected a string")
+        for key in ("flops", "bytes", "images"):
+            need(key in rec and (rec[key] is None or positive(rec[key])),
+                 f"{at}.{key}", "expected a positive number or null")
+        for key in ("calls", "median_s", "samples_s", "gflops", "gbps",
+                    "images_per_s"):
+            need(isinstance(rec.get(key), dict)
+                 and set(rec[key]) == set(FRAMEWORKS), f"{at}.{key}",
+                 f"expected an object with the keys {FRAMEWORKS}")
+        med, samples = rec["median_s"], rec["samples_s"]
+        need(positive(med["cnnkit"]), f"{at}.median_s.cnnkit",
+             "expected a positive number")
+        for fw in FRAMEWORKS:
+            if med[fw] is None:
+                need(samples[fw] is None and rec["calls"][fw] is None,
+                     f"{at}.{fw}", "samples or calls without a median")
+                continue
+            need(positive(med[fw]), f"{at}.median_s.{fw}",
+                 "expected a positive number")
+            need(isinstance(samples[fw], list) and samples[fw]
+                 and all(positive(s) for s in samples[fw]),
+                 f"{at}.samples_s.{fw}", "expected positive numbers")
+            need(statistics.median(samples[fw]) == med[fw],
+                 f"{at}.median_s.{fw}", "not the median of the samples")
+            need(isinstance(rec["calls"][fw], int) and rec["calls"][fw] > 0,
+                 f"{at}.calls.{fw}", "expected a positive integer")
+        ratios = rec.get("ratios")
+        need(isinstance(ratios, dict) and set(ratios) == set(FRAMEWORKS[1:]),
+             f"{at}.ratios", f"expected the keys {FRAMEWORKS[1:]}")
+        for fw in FRAMEWORKS[1:]:
+            want = med[fw] / med["cnnkit"] if med[fw] is not None else None
+            need(ratios[fw] == want or (
+                want is not None and ratios[fw] is not None
+                and abs(ratios[fw] - want) <= 1e-12 * want),
+                f"{at}.ratios.{fw}", f"expected {want}, got {ratios[fw]}")
+    return doc
+
+
+# --------------------------------------------------------------------------
+# entry points
+# --------------------------------------------------------------------------
+def main(argv=None):
+    """``cnnkit bench`` with these arguments (default: the command line's);
+    returns the exit status."""
+    from . import cli
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return cli.main(["bench", *argv])
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--worker"]:
+        sys.exit(_serve(sys.argv[2], json.loads(sys.argv[3])))
+    sys.exit(main())

@@ -214,20 +214,18 @@ def cmd_info(args):
 
 def cmd_bench(args):
     from . import bench
-    argv = []
-    if args.quick:
-        argv.append("--quick")
-    if args.threads is not None:
-        argv += ["--threads", str(args.threads)]
-    if args.repeats is not None:
-        argv += ["--repeats", str(args.repeats)]
-    if args.gemm:
-        argv.append("--gemm")
-    if args.sizes:
-        if not args.gemm:
-            raise UsageError("--sizes goes with --gemm")
-        argv += ["--sizes"] + [str(n) for n in args.sizes]
-    bench.main(argv)
+    try:
+        config = bench.make_config(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    results = bench.run(config)
+    if args.json:
+        try:
+            bench.write_json(results, args.json)
+        except OSError as exc:
+            raise UsageError(f"cannot write --json {args.json}: {exc}") \
+                from None
+        print(f"results: {os.path.abspath(args.json)}")
     return 0
 
 
@@ -369,19 +367,43 @@ def build_parser():
                                    "runs on.")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("bench", help="time the kernels against NumPy (and "
+    from . import bench
+    p = sub.add_parser("bench", help="time cnnkit against NumPy (and "
                                      "PyTorch if installed)",
-                       description="Time cnnkit's kernels against the NumPy "
-                                   "reference and, when installed, "
-                                   "PyTorch; prints ratios.")
+                       description="Time cnnkit's kernels, square matrix "
+                                   "products and LeNet-5 training and "
+                                   "inference against the NumPy reference "
+                                   "and, when installed, PyTorch, each "
+                                   "framework in its own process; prints "
+                                   "median times and ratios.")
     p.add_argument("--quick", action="store_true",
-                   help="small shapes and few repeats")
-    p.add_argument("--repeats", type=_positive_int, default=None)
+                   help="3 repeats, 512 LeNet-5 images, conv64 at batch "
+                        "8, and only the kernels and lenet groups unless "
+                        "--only says otherwise")
+    p.add_argument("--repeats", type=_positive_int, default=None,
+                   help="interleaved repeats (default 7, 3 with --quick)")
+    p.add_argument("--only", nargs="+", metavar="GROUP",
+                   choices=bench.GROUPS,
+                   help="run these groups: kernels, lenet, gemm, conv64 "
+                        "(a 64-channel 3x3 layer) (default: all; kernels "
+                        "and lenet with --quick)")
     p.add_argument("--gemm", action="store_true",
                    help="square matrix products (float32 and float64) "
-                        "against NumPy's matmul instead of the kernels")
+                        "only: the same as --only gemm")
     p.add_argument("--sizes", type=_positive_int, nargs="+", metavar="N",
-                   help="matrix sizes of --gemm (default 1024 2048 4096)")
+                   help="matrix sizes of the gemm group (default 1024 2048 "
+                        "4096)")
+    p.add_argument("--batch-sizes", type=_positive_int, nargs="+",
+                   metavar="N", help="training batch sizes of the lenet "
+                                     "group (default 1 32 64)")
+    p.add_argument("--images", type=_positive_int, metavar="N",
+                   help="images per training pass of the lenet group "
+                        "(default 2048, 512 with --quick; batch 1 uses a "
+                        "quarter)")
+    p.add_argument("--json", metavar="PATH",
+                   help="also write every result (machine, medians, "
+                        "samples, ratios) to this JSON file")
+    p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
     threads_opt(p)
     p.set_defaults(func=cmd_bench)
     return parser

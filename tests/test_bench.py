@@ -1,0 +1,218 @@
+"""The benchmark runner (``benchmarks/run.py``, ``cnnkit bench``) and the
+chart extension of the docs: structure only, never timings."""
+import copy
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnnkit import bench, cli
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _simd_path():
+    from cnnkit import _kernels
+    return _kernels.build_info()["simd_path"]
+
+
+def _load(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One run of benchmarks/run.py on tiny shapes, every group, 1 repeat:
+    (results document, printed table)."""
+    path = tmp_path_factory.mktemp("bench") / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke",
+         "--threads", "1", "--json", str(path)],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with open(path) as f:
+        return json.load(f), proc.stdout
+
+
+def test_results_follow_the_schema(smoke):
+    doc, _ = smoke
+    assert bench.validate(doc) is doc
+    assert doc["schema"] == 1
+    assert doc["threads"] == 1
+    assert doc["machine"]["cores"] == os.cpu_count()
+    assert doc["simd_path"] == _simd_path()
+    assert {r["group"] for r in doc["workloads"]} == set(bench.GROUPS)
+    assert doc["memory"]["epoch_peak_bytes"] > 0
+    for rec in doc["workloads"]:
+        med = rec["median_s"]
+        assert med["cnnkit"] > 0
+        for fw in bench.FRAMEWORKS:
+            if med[fw] is not None:
+                assert len(rec["samples_s"][fw]) == 1
+                assert med[fw] == rec["samples_s"][fw][0] > 0
+        for fw in ("numpy", "torch"):
+            if med[fw] is None:
+                assert rec["ratios"][fw] is None
+            else:
+                assert rec["ratios"][fw] == pytest.approx(
+                    med[fw] / med["cnnkit"], rel=1e-12)
+        if rec["flops"]:
+            assert rec["gflops"]["cnnkit"] == pytest.approx(
+                rec["flops"] / med["cnnkit"] / 1e9)
+        else:
+            assert rec["gflops"]["cnnkit"] is None
+        # the NumPy reference has no trainer and skips the 64-channel conv
+        if rec["group"] in ("lenet", "conv64"):
+            assert med["numpy"] is None
+        else:
+            assert med["numpy"] > 0
+        assert (med["torch"] is not None) == HAVE_TORCH
+
+
+def test_each_framework_ran_in_a_process_of_its_own(smoke):
+    doc, _ = smoke
+    frameworks = doc["frameworks"]
+    running = [fw for fw in bench.FRAMEWORKS if frameworks[fw] is not None]
+    assert running == (list(bench.FRAMEWORKS) if HAVE_TORCH
+                       else ["cnnkit", "numpy"])
+    pids = [frameworks[fw]["pid"] for fw in running]
+    assert len(set(pids)) == len(pids)
+    assert doc["parent_pid"] not in pids and os.getpid() not in pids
+    assert frameworks["cnnkit"]["torch_loaded"] is False
+    assert frameworks["numpy"]["torch_loaded"] is False
+    if HAVE_TORCH:
+        assert frameworks["torch"]["torch_loaded"] is True
+        assert doc["versions"]["torch"] == frameworks["torch"]["version"]
+    else:
+        assert doc["versions"]["torch"] is None
+
+
+def test_the_table_shows_every_workload(smoke):
+    doc, out = smoke
+    head = out.splitlines()[0]
+    assert f"SIMD {doc['simd_path']}" in head and "1 thread(s)" in head
+    assert doc["machine"]["cpu"] in head
+    for group in bench.GROUPS:
+        assert f"[{group}]" in out
+    for rec in doc["workloads"]:
+        assert rec["shape"] in out
+    assert "memory: a training epoch at batch 64" in out
+    assert ("PyTorch/cnnkit" in out) == HAVE_TORCH
+    assert bench.format_table(doc).splitlines()[0] == head
+
+
+def test_validate_rejects_a_wrong_document(smoke):
+    doc, _ = smoke
+    bad = copy.deepcopy(doc)
+    bad["workloads"][0]["ratios"]["numpy"] *= 2
+    with pytest.raises(ValueError, match=r"workloads\[0\]\.ratios\.numpy"):
+        bench.validate(bad)
+    bad = copy.deepcopy(doc)
+    bad["schema"] = 2
+    with pytest.raises(ValueError, match="schema"):
+        bench.validate(bad)
+    bad = copy.deepcopy(doc)
+    del bad["workloads"][-1]["samples_s"]
+    with pytest.raises(ValueError, match="samples_s"):
+        bench.validate(bad)
+
+
+def test_cli_bench_writes_json(tmp_path, capsys):
+    path = tmp_path / "gemm.json"
+    code = cli.main(["bench", "--smoke", "--threads", "1", "--gemm",
+                     "--sizes", "8", "--json", str(path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"results: {path}" in out
+    doc = bench.validate(json.loads(path.read_text()))
+    assert [(r["group"], r["shape"]) for r in doc["workloads"]] == [
+        ("gemm", "8^3 float32"), ("gemm", "8^3 float64")]
+    assert doc["memory"] is None and doc["settings"]["groups"] == ["gemm"]
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--only", "nonsense"], "--only"),
+    (["--repeats", "0"], "--repeats"),
+    (["--threads", "two"], "--threads"),
+    (["--gemm", "--only", "kernels"], "--gemm"),
+    (["--sizes", "64"], "--sizes"),
+    (["--only", "gemm", "--batch-sizes", "8"], "--batch-sizes"),
+    (["--only", "kernels", "--images", "8"], "--images"),
+    (["--json", "/nonexistent-folder/r.json"], "--json"),
+])
+def test_bad_options_are_usage_errors(argv, option, capsys,
+                                      assert_user_error):
+    try:
+        code = cli.main(["bench", *argv])
+    except SystemExit as exc:          # argparse
+        code = exc.code
+    assert_user_error(code, capsys.readouterr().err, option)
+
+
+def test_run_script_reports_bad_options():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--only",
+         "lenet", "--repeats", "-1"],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--repeats" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_group_scripts_select_their_groups(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench, "main", lambda argv: calls.append(argv) or 0)
+    lenet = _load(ROOT / "benchmarks" / "bench_lenet.py", "bench_lenet")
+    kernels = _load(ROOT / "benchmarks" / "bench_kernels.py",
+                    "bench_kernels")
+    assert lenet.main(["--images", "64", "--batch-sizes", "1", "8"]) == 0
+    assert kernels.main(["--quick"]) == 0
+    assert kernels.main(["--gemm", "--sizes", "64"]) == 0
+    args = [cli.build_parser().parse_args(["bench", *a]) for a in calls]
+    configs = [bench.make_config(a) for a in args]
+    assert configs[0]["groups"] == ["lenet"]
+    assert configs[0]["repeats"] == 5 and configs[0]["images"] == 64
+    assert configs[0]["batch_sizes"] == [1, 8]
+    assert configs[1]["groups"] == ["kernels", "conv64"]
+    assert configs[1]["mode"] == "quick" and configs[1]["repeats"] == 3
+    assert configs[2]["groups"] == ["gemm"] and configs[2]["sizes"] == [64]
+
+
+def test_workloads_of_each_mode():
+    args = cli.build_parser().parse_args(["bench"])
+    full = bench.workloads(bench.make_config(args))
+    names = [(w.group, w.name) for w in full]
+    assert ("conv64", "conv2d fwd+bwd") in names
+    assert names.count(("lenet", "LeNet-5 train")) == 3
+    assert [w.shape for w in full if w.group == "gemm"] == [
+        f"{n}^3 {t}" for t in ("float32", "float64")
+        for n in (1024, 2048, 4096)]
+    conv64 = [w for w in full if w.group == "conv64"]
+    assert all(w.frameworks == ("cnnkit", "torch") for w in conv64)
+    assert conv64[0].shape == "32x64x56x56 * 64x64x3x3 p1"
+    quick = bench.make_config(cli.build_parser().parse_args(
+        ["bench", "--quick"]))
+    assert quick["groups"] == ["kernels", "lenet"]
+
+
+def test_chart_extension_renders_a_png(smoke, tmp_path):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("sphinx")
+    chart = _load(ROOT / "docs" / "_ext" / "benchchart.py", "benchchart")
+    doc, _ = smoke
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))
+    png = chart.render(str(path), str(tmp_path / "out" / "chart.png"))
+    data = Path(png).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    tables = chart.tables(doc)
+    assert len(tables) == len(bench.GROUPS) + 1      # + the memory line
+    assert doc["machine"]["cpu"] in chart.caption(doc)
+    assert doc["date"][:10] in chart.caption(doc)
