@@ -43,7 +43,7 @@
 #include "internal.h"
 
 #define PB 256       /* output pixels per forward / weight-gradient block  */
-#define JT 64        /* columns of gw per weight-gradient task             */
+#define JT 192       /* columns of gw per weight-gradient task             */
 #define ROWS_BD 96   /* target rows of dcol per backward-data task / block */
 #define PIX_BD 1024  /* output pixels per backward-data block              */
 #define WGROUPS 8    /* fixed number of batch groups for the weight grad   */
