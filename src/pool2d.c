@@ -22,12 +22,14 @@
 #include "internal.h"
 
 /* Threads for a pass over every plane: work of one window read per output
- * element plus one pass over the input; planes are the tasks. */
+ * element plus one pass over the input, each element about 4 units (a
+ * select and a store, or a load and an add, per element); planes are the
+ * tasks. */
 static int pool_team(const cnnkit_pool2d_geom *g, int nthreads)
 {
     const double ohw = (double)g->oh * g->ow;
-    return cnnkit_team((double)g->planes * (ohw * g->kh * g->kw +
-                                            (double)g->h * g->w),
+    return cnnkit_team(4.0 * (double)g->planes * (ohw * g->kh * g->kw +
+                                                  (double)g->h * g->w),
                        g->planes, nthreads);
 }
 
