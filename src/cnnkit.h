@@ -267,6 +267,16 @@ void cnnkit_adam_step_f64(double *p, const double *g, double *m, double *v,
                           double decay_factor, double step_size,
                           double bc2_sqrt, int nthreads);
 
+/* The sum of rows[0..nrows) into out (n,), in a fixed pairwise tree:
+ * adjacent rows first, then adjacent pairs, and so on (the nodes are
+ * aligned power-of-two blocks of rows); a NULL row is absent and adds
+ * nothing, and out is 0 where no row is present.  1 <= nrows <= 32768.
+ * The rows may alias each other but not out. */
+void cnnkit_tree_sum_f32(float *out, const float *const *rows,
+                         ptrdiff_t nrows, ptrdiff_t n, int nthreads);
+void cnnkit_tree_sum_f64(double *out, const double *const *rows,
+                         ptrdiff_t nrows, ptrdiff_t n, int nthreads);
+
 /* ------------------------------------------------------------------------ */
 /* Runtime facts.                                                           */
 /* ------------------------------------------------------------------------ */

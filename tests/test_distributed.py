@@ -220,6 +220,62 @@ def test_tree_sum_adds_adjacent_pairs_first():
     assert out[0] == 0
 
 
+def _python_tree(nodes):
+    """The tree as the docstring says it: adjacent pairs, level by level."""
+    nodes = [None if a is None else a.copy() for a in nodes]
+    while len(nodes) > 1:
+        nxt = []
+        for i in range(0, len(nodes), 2):
+            a = nodes[i]
+            b = nodes[i + 1] if i + 1 < len(nodes) else None
+            nxt.append(b if a is None else a if b is None else a + b)
+        nodes = nxt
+    return nodes[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_tree_sum_has_the_bits_of_the_pairwise_tree(dtype):
+    from cnnkit import _kernels
+    rng = np.random.default_rng(5)
+    for nrows in list(range(1, 18)) + [33, 100]:
+        for n in (1, 7, 255, 256, 257, 1000):
+            rows = [(rng.standard_normal(n) * 10.0 ** rng.integers(-8, 8,
+                                                                   n))
+                    .astype(dtype) for _ in range(nrows)]
+            for absent in (0.0, 0.3):
+                nodes = [None if rng.random() < absent else r for r in rows]
+                want = _python_tree(nodes)
+                before = [None if a is None else a.copy() for a in nodes]
+                for threads in (1, 2, 3):
+                    cnnkit.set_num_threads(threads)
+                    out = np.full(n, np.nan, dtype)
+                    _kernels.tree_sum(nodes, out)
+                    if want is None:
+                        assert not out.any()
+                    else:
+                        assert out.tobytes() == want.tobytes()
+                cnnkit.set_num_threads(0)
+                for a, b in zip(nodes, before):     # rows are not written
+                    assert a is None or a.tobytes() == b.tobytes()
+
+
+def test_compiled_tree_sum_checks_its_arguments():
+    from cnnkit import _kernels
+    out = np.zeros(4, np.float32)
+    row = np.ones(4, np.float32)
+    with pytest.raises(ValueError, match=r"rows\[1\] must be None or a "
+                                         r"C-contiguous float32"):
+        _kernels.tree_sum([row, np.ones(4)], out)
+    with pytest.raises(ValueError, match=r"rows\[0\] must be"):
+        _kernels.tree_sum([np.ones(8, np.float32)[::2]], out)
+    with pytest.raises(ValueError, match=r"rows\[0\] overlaps out"):
+        _kernels.tree_sum([out], out)
+    with pytest.raises(ValueError, match=r"between 1 and 32768 rows, got 0"):
+        _kernels.tree_sum([], out)
+    with pytest.raises(ValueError, match=r"out must be a writeable"):
+        _kernels.tree_sum([row], row[::2])
+
+
 def test_data_parallel_arguments_are_checked():
     with pytest.raises(ValueError, match="reduction must be 'ordered' or "
                                          "'allreduce', got 'sum'"):

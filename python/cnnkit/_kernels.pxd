@@ -144,6 +144,10 @@ cdef extern from "cnnkit.h" nogil:
                               double beta2, double eps, double weight_decay,
                               int decoupled, double decay_factor,
                               double step_size, double bc2_sqrt, int nthreads)
+    void cnnkit_tree_sum_f32(float *out, const float *const *rows,
+                             ptrdiff_t nrows, ptrdiff_t n, int nthreads)
+    void cnnkit_tree_sum_f64(double *out, const double *const *rows,
+                             ptrdiff_t nrows, ptrdiff_t n, int nthreads)
 
     void cnnkit_softmax_f32(float *p, const float *z, ptrdiff_t n,
                             ptrdiff_t c, int nthreads)

@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 
 cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t
 
 cnp.import_array()
@@ -259,6 +260,16 @@ cdef inline void *_ptr(object a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+cdef bint _c_array(object a, tuple shape, object dt, bint writeable):
+    """Whether a is an ndarray of this shape and native dtype, aligned and
+    C-contiguous (and writeable if asked)."""
+    return (cnp.PyArray_CheckExact(a) and a.dtype == dt and
+            a.shape == shape and
+            (cnp.PyArray_ISCARRAY(<cnp.ndarray>a) if writeable else
+             cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a)) and
+            cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a))
+
+
 cdef object _out(object out, tuple shape, object dt, str fn, str name):
     """The array a kernel writes: a new one when out is None, otherwise
     out itself after checking that it is a writeable, aligned, C-contiguous
@@ -266,10 +277,7 @@ cdef object _out(object out, tuple shape, object dt, str fn, str name):
     between training steps).  It must not overlap the inputs."""
     if out is None:
         return np.empty(shape, dtype=dt)
-    if not cnp.PyArray_CheckExact(out) or out.dtype != dt or \
-            out.shape != shape or \
-            not cnp.PyArray_ISCARRAY(<cnp.ndarray>out) or \
-            not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>out):
+    if not _c_array(out, shape, dt, True):
         raise ValueError(
             f"{fn}: {name} must be a writeable C-contiguous "
             f"{np.dtype(dt).name} ndarray of shape {shape}, got "
@@ -984,6 +992,61 @@ def adam_step(params, grads, m, v, double beta1, double beta2, double eps,
                                  <double *>pm, <double *>pv, n, beta1, beta2,
                                  eps, weight_decay, decoupled, decay_factor,
                                  step_size, bc2_sqrt, nt)
+
+
+def tree_sum(rows, out):
+    """out = the sum of ``rows`` (1-D arrays of out's dtype and length, or
+    None for absent ones) in the fixed pairwise tree of cnnkit_tree_sum:
+    adjacent rows first, then adjacent pairs, and so on; 0 where no row is
+    present.  The rows are not written."""
+    cdef int nt = _nthreads()
+    if not cnp.PyArray_CheckExact(out) or out.ndim != 1 or \
+            not _c_array(out, out.shape, out.dtype, True) or \
+            out.dtype not in (np.float32, np.float64):
+        raise ValueError(
+            f"tree_sum: out must be a writeable C-contiguous 1-D float32 or "
+            f"float64 ndarray, got {getattr(out, 'dtype', type(out).__name__)}"
+            f" {getattr(out, 'shape', '')}")
+    cdef ptrdiff_t nrows = len(rows), n = out.shape[0], i
+    if nrows < 1 or nrows > 32768:
+        raise ValueError(f"tree_sum: between 1 and 32768 rows, got {nrows}")
+    cdef ptrdiff_t nbytes = out.nbytes
+    cdef void *pout = _ptr(out)
+    cdef const char *lo = <const char *>pout
+    cdef const char *hi = lo + nbytes
+    cdef const char *p
+    cdef const void **ptrs = <const void **>PyMem_Malloc(
+        nrows * sizeof(void *))
+    if ptrs == NULL:
+        raise MemoryError()
+    try:
+        for i in range(nrows):
+            r = rows[i]
+            if r is None:
+                ptrs[i] = NULL
+                continue
+            if not _c_array(r, out.shape, out.dtype, False):
+                raise ValueError(
+                    f"tree_sum: rows[{i}] must be None or a C-contiguous "
+                    f"{out.dtype} ndarray of shape {out.shape}, got "
+                    f"{getattr(r, 'dtype', type(r).__name__)} "
+                    f"{getattr(r, 'shape', '')}")
+            p = <const char *>_ptr(r)
+            nbytes = r.nbytes
+            if n and p < hi and p + nbytes > lo:
+                raise ValueError(f"tree_sum: rows[{i}] overlaps out")
+            ptrs[i] = p
+        if out.dtype == np.float32:
+            with nogil:
+                cnnkit_tree_sum_f32(<float *>pout,
+                                    <const float *const *>ptrs, nrows, n, nt)
+        else:
+            with nogil:
+                cnnkit_tree_sum_f64(<double *>pout,
+                                    <const double *const *>ptrs, nrows, n,
+                                    nt)
+    finally:
+        PyMem_Free(ptrs)
 
 
 # --------------------------------------------------------------------------

@@ -395,9 +395,19 @@ def _bounds(n, parts):
 
 def _tree_sum(nodes, out):
     """Add the arrays in ``nodes`` (None for absent ones) in a fixed pairwise
-    tree, adjacent pairs first; the sum lands in ``out``.  The summands are
+    tree, adjacent pairs first; the sum lands in ``out``.  Flat float rows
+    (the shard gradients) are added by the compiled kernel, in one pass
+    and without writing them; anything else here, the summands
     overwritten."""
     nodes = list(nodes)
+    if 0 < len(nodes) <= 32768 and type(out) is np.ndarray and \
+            out.ndim == 1 and out.dtype in (np.float32, np.float64) and \
+            out.flags.c_contiguous and out.flags.writeable and \
+            all(a is None or (type(a) is np.ndarray and a.dtype == out.dtype
+                              and a.shape == out.shape
+                              and a.flags.c_contiguous) for a in nodes):
+        _kernels.tree_sum(nodes, out)
+        return
     while len(nodes) > 1:
         nxt = []
         for i in range(0, len(nodes), 2):
