@@ -157,13 +157,16 @@ void cnnkit_maxpool2d_forward_f64(double *y, int64_t *idx, const double *x,
                                   const cnnkit_pool2d_geom *g, int nthreads);
 /* gy, idx (planes, oh, ow) -> gx (planes, h, w).  An index outside
  * [0, h*w) is skipped and counted: the return value is their number (0 for
- * indices from cnnkit_maxpool2d_forward). */
+ * indices from cnnkit_maxpool2d_forward).  With y (the forward's output)
+ * not NULL, the pass also goes back through a ReLU whose output the pool
+ * took: window q adds nothing where y[q] <= 0, the bits of
+ * cnnkit_relu_backward applied to the pool's gx. */
 ptrdiff_t cnnkit_maxpool2d_backward_f32(float *gx, const float *gy,
-                                        const int64_t *idx,
+                                        const int64_t *idx, const float *y,
                                         const cnnkit_pool2d_geom *g,
                                         int nthreads);
 ptrdiff_t cnnkit_maxpool2d_backward_f64(double *gx, const double *gy,
-                                        const int64_t *idx,
+                                        const int64_t *idx, const double *y,
                                         const cnnkit_pool2d_geom *g,
                                         int nthreads);
 

@@ -97,7 +97,7 @@ void SFX(cnnkit_maxpool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
 }
 
 ptrdiff_t SFX(cnnkit_maxpool2d_backward)(REAL *gx, const REAL *gy,
-                                         const int64_t *idx,
+                                         const int64_t *idx, const REAL *y,
                                          const cnnkit_pool2d_geom *g,
                                          int nthreads)
 {
@@ -112,13 +112,14 @@ ptrdiff_t SFX(cnnkit_maxpool2d_backward)(REAL *gx, const REAL *gy,
         REAL *gp = gx + pl * hw;
         const REAL *gyp = gy + pl * ohw;
         const int64_t *ip = idx + pl * ohw;
+        const REAL *yp = y ? y + pl * ohw : NULL;
         memset(gp, 0, (size_t)hw * sizeof(REAL));
         for (ptrdiff_t q = 0; q < ohw; q++) {
             const int64_t i = ip[q];
-            if ((uint64_t)i < (uint64_t)hw)
-                gp[i] += gyp[q];
-            else
+            if ((uint64_t)i >= (uint64_t)hw)
                 bad++;
+            else if (!yp || !(yp[q] <= 0))   /* NaN passes, as in ReLU */
+                gp[i] += gyp[q];
         }
     }
     return bad;

@@ -669,3 +669,33 @@ def test_softmax_cross_entropy_sample_weight_matches_reference(rng):
         F.softmax_cross_entropy(z, y, -w)
     with pytest.raises(ValueError, match="sample_weight"):
         F.softmax_cross_entropy(z, y, w[:-1])
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [
+    (2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0), (1, 1, 0),
+    ((2, 3), (1, 2), (1, 1))])
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_max_pool_backward_through_relu_has_the_bits_of_both(kernel, stride,
+                                                            padding, dt):
+    # The pass Sequential uses for ReLU -> MaxPool2D: the pool's scatter
+    # skips windows whose maximum is <= 0, which is what the ReLU's
+    # backward would zero.  Overlapping windows, ties at 0, -0, NaN.
+    from cnnkit import _kernels as K
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((2, 3, 9, 8)).astype(dt)
+    z[0, 0, :4] = 0.0
+    z[0, 1, 2, 2] = -0.0
+    z[1, 2, 5, 5] = np.nan
+    x = K.relu_forward(z)
+    k = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+    s = stride if isinstance(stride, tuple) else (stride, stride)
+    p = padding if isinstance(padding, tuple) else (padding, padding)
+    y, idx = K.maxpool2d_forward(x, k, s, p)
+    g = rng.standard_normal(y.shape).astype(dt)
+    g[0, 0, 0, 0] = np.nan
+    want = K.relu_backward(K.maxpool2d_backward(g, idx, x.shape), z)
+    got = K.maxpool2d_backward(g, idx, x.shape, None, y)
+    assert got.tobytes() == want.tobytes()
+    with pytest.raises(ValueError, match="relu_pooled must be a "
+                                         "C-contiguous"):
+        K.maxpool2d_backward(g, idx, x.shape, None, y[..., :-1])

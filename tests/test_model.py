@@ -504,27 +504,42 @@ def _layer_by_layer(model, x, training):
     return x
 
 
+def _back_layer_by_layer(model, grad):
+    for layer in reversed(model.layers):
+        grad = layer.backward(grad)
+    return grad
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_fused_conv_relu_has_the_bits_of_the_two_layers(dtype):
     x, y = make_task(20)
     x = x.astype(dtype)
     x[0, 0, 0, 0], x[1, 0, 3, 3], x[2, 0, 5, 1] = np.nan, np.inf, -np.inf
     model = deep_cnn(dtype=dtype)
+    forward_plan, backward_plan = model._plan
     assert [type(layer).__name__ for layer, step in
-            zip(model.layers, model._plan) if step] == \
+            zip(model.layers, forward_plan) if step] == \
         ["Conv2D", "ReLU", "Conv2D", "ReLU", "Conv2D", "ReLU"]
+    assert [type(layer).__name__ for layer, step in
+            zip(model.layers, backward_plan) if step] == \
+        ["ReLU", "MaxPool2D"]
     for training in (False, True):
         fused = model.forward(x, training)
         plain = _layer_by_layer(model, x, training)
         assert fused.tobytes() == plain.tobytes()
     # gradients: the folded ReLU keeps the fused output, which is positive
-    # exactly where its input was
+    # exactly where its input was; the max pool after a ReLU masks its
+    # scatter as the ReLU's backward would
     x = np.nan_to_num(x, nan=0.0, posinf=3.0, neginf=-3.0)
+    x[3] = -1.0         # a plane of zeros after the first ReLU: ties at 0
     grads = []
-    for forward in (model.forward, lambda a, t: _layer_by_layer(model, a, t)):
-        logits = forward(x, True)
+    for fused in (True, False):
+        if fused:
+            logits = model.forward(x, True)
+        else:
+            logits = _layer_by_layer(model, x, True)
         _, g = cnnkit.functional.softmax_cross_entropy(logits, y)
-        gx = model.backward(g)
+        gx = model.backward(g) if fused else _back_layer_by_layer(model, g)
         grads.append((gx.tobytes(), model._flat_grads.tobytes()))
     assert grads[0] == grads[1]
 
@@ -534,8 +549,8 @@ def test_fit_with_fusion_equals_fit_without():
     weights = []
     for fuse in (True, False):
         model = deep_cnn(seed=3)
-        if not fuse:
-            model._plan = [0] * len(model.layers)    # every layer on its own
+        if not fuse:                            # every layer on its own
+            model._plan = ([0] * len(model.layers),) * 2
         model.fit(x, y, epochs=2, batch_size=16, optimizer="sgd", verbose=0)
         weights.append(model.get_weights())
     for a, b in zip(*weights):

@@ -78,10 +78,12 @@ cdef extern from "cnnkit.h" nogil:
                                       int nthreads)
     ptrdiff_t cnnkit_maxpool2d_backward_f32(float *gx, const float *gy,
                                             const int64_t *idx,
+                                            const float *y,
                                             const cnnkit_pool2d_geom *g,
                                             int nthreads)
     ptrdiff_t cnnkit_maxpool2d_backward_f64(double *gx, const double *gy,
                                             const int64_t *idx,
+                                            const double *y,
                                             const cnnkit_pool2d_geom *g,
                                             int nthreads)
 

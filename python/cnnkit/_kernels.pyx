@@ -628,7 +628,11 @@ def maxpool2d_forward(x, kernel_size, stride, padding, out=None,
     return y, idx
 
 
-def maxpool2d_backward(grad_out, indices, input_shape, out=None):
+def maxpool2d_backward(grad_out, indices, input_shape, out=None,
+                       relu_pooled=None):
+    """grad_x of max pooling; with relu_pooled (the forward's output) the
+    gradient also goes back through the ReLU that produced the pool's input
+    (the bits of relu_backward(maxpool2d_backward(...), relu_output))."""
     cdef cnnkit_pool2d_geom g
     cdef int nt = _nthreads()
     grad_out = _float_input(grad_out, "grad_out")
@@ -674,16 +678,26 @@ def maxpool2d_backward(grad_out, indices, input_shape, out=None):
     cdef void *pgx = _ptr(gx)
     cdef void *pgy = _ptr(grad_out)
     cdef void *pi = _ptr(ind)
+    cdef void *py = NULL
+    if relu_pooled is not None:
+        if not _c_array(relu_pooled, grad_out.shape, grad_out.dtype, False):
+            raise ValueError(
+                f"max_pool2d_backward: relu_pooled must be a C-contiguous "
+                f"{grad_out.dtype} ndarray of shape {grad_out.shape}, got "
+                f"{getattr(relu_pooled, 'dtype', type(relu_pooled).__name__)}"
+                f" {getattr(relu_pooled, 'shape', '')}")
+        py = _ptr(relu_pooled)
     cdef ptrdiff_t bad
     if grad_out.dtype == np.float32:
         with nogil:
             bad = cnnkit_maxpool2d_backward_f32(
-                <float *>pgx, <const float *>pgy, <const int64_t *>pi, &g, nt)
+                <float *>pgx, <const float *>pgy, <const int64_t *>pi,
+                <const float *>py, &g, nt)
     else:
         with nogil:
             bad = cnnkit_maxpool2d_backward_f64(
-                <double *>pgx, <const double *>pgy, <const int64_t *>pi, &g,
-                nt)
+                <double *>pgx, <const double *>pgy, <const int64_t *>pi,
+                <const double *>py, &g, nt)
     if bad:
         _check_indices(ind, hw, shp)
     return gx

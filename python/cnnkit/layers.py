@@ -517,6 +517,7 @@ class MaxPool2D(Layer):
                 f"size {self.pool_size}")
         self._idx = None
         self._shape = None
+        self._y = None
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -548,10 +549,19 @@ class MaxPool2D(Layer):
             y, idx = F.max_pool2d(x, self.pool_size, self.stride,
                                   self.padding)
         if training:
-            self._idx, self._shape = idx, x.shape
+            self._idx, self._shape, self._y = idx, x.shape, y
         return y
 
-    def backward(self, grad):
+    def backward(self, grad, relu=False):
+        """The gradient with respect to the input; with ``relu=True``, with
+        respect to the input of the :class:`ReLU` before this layer, in the
+        same pass (bit for bit what that ReLU's backward gives:
+        :class:`~cnnkit.Sequential` fuses the two this way)."""
+        if relu:
+            grad = np.ascontiguousarray(grad, dtype=self._y.dtype)
+            return _kernels.maxpool2d_backward(
+                grad, self._idx, self._shape,
+                _buffer(self, "gx", self._shape, grad.dtype), self._y)
         if type(grad) is np.ndarray and grad.ndim == 4 and \
                 len(self._shape) == 4 and grad.dtype in (np.float32,
                                                         np.float64):
@@ -561,7 +571,7 @@ class MaxPool2D(Layer):
         return F.max_pool2d_backward(grad, self._idx, self._shape)
 
     def clear_cache(self):
-        self._idx = self._shape = None
+        self._idx = self._shape = self._y = None
 
     def get_config(self):
         return {"pool_size": list(self.pool_size),

@@ -24,7 +24,7 @@ from . import distributed as _dist
 from . import functional as F
 from . import optim
 from .callbacks import Callback, History
-from .layers import LAYERS, Conv2D, Dropout, Layer, ReLU
+from .layers import LAYERS, Conv2D, Dropout, Layer, MaxPool2D, ReLU
 
 __all__ = ["Sequential", "load_model"]
 
@@ -300,13 +300,11 @@ class Sequential:
         A :class:`~cnnkit.layers.Conv2D` directly followed by a
         :class:`~cnnkit.layers.ReLU` runs as one pass (the ReLU applied in
         the convolution's epilogue), with the same bits as the two layers
-        one after the other.
+        one after the other; so does, in :meth:`backward`, a ReLU directly
+        followed by a :class:`~cnnkit.layers.MaxPool2D`.
         """
         layers = self.layers
-        plan = self._plan
-        if plan is None or len(plan) != len(layers):
-            plan = self._plan = _fusion_plan(layers)
-        for layer, step in zip(layers, plan):
+        for layer, step in zip(layers, self._fusion(layers)[0]):
             if step == _PLAIN:
                 x = layer.forward(x, training)
             elif step == _WITH_RELU:
@@ -349,16 +347,31 @@ class Sequential:
         grad_x : ndarray of shape (n,) + input_shape, or None
             None when ``input_grad`` is false.
         """
-        first = self.layers[0]
+        layers = self.layers
+        first = layers[0]
         first.input_grad = bool(input_grad)
         try:
-            for layer in reversed(self.layers):
-                grad = layer.backward(grad)
+            for layer, step in zip(reversed(layers),
+                                   reversed(self._fusion(layers)[1])):
+                if step == _PLAIN:
+                    grad = layer.backward(grad)
+                elif step == _WITH_RELU:
+                    grad = layer.backward(grad, relu=True)
+                else:
+                    continue    # the ReLU the next layer's pass went through
                 if grad is None:
                     break
         finally:
             first.input_grad = True
         return grad if input_grad else None
+
+    def _fusion(self, layers):
+        """The forward and backward plans of the layers (_fusion_plan),
+        made again if the layers changed."""
+        plans = self._plan
+        if plans is None or len(plans[0]) != len(layers):
+            plans = self._plan = _fusion_plan(layers)
+        return plans
 
     def _clear_caches(self):
         for layer in self.layers:
@@ -899,17 +912,22 @@ class Sequential:
             self.rng.bit_generator.state)
 
 
-# How Sequential.forward runs each layer: on its own, as a Conv2D with the
-# next layer's ReLU in its epilogue, or as that ReLU (already applied).
+# How Sequential runs each layer: on its own; together with a ReLU next to
+# it (forward: a Conv2D with the next layer's ReLU in its epilogue;
+# backward: a MaxPool2D whose pass also goes back through the ReLU before
+# it); or as that ReLU, whose work the other layer did.
 _PLAIN, _WITH_RELU, _FOLDED = 0, 1, 2
 
 
 def _fusion_plan(layers):
-    plan = [_PLAIN] * len(layers)
+    """(forward plan, backward plan): a step code per layer."""
+    fwd, bwd = [_PLAIN] * len(layers), [_PLAIN] * len(layers)
     for i in range(len(layers) - 1):
         if type(layers[i]) is Conv2D and type(layers[i + 1]) is ReLU:
-            plan[i], plan[i + 1] = _WITH_RELU, _FOLDED
-    return plan
+            fwd[i], fwd[i + 1] = _WITH_RELU, _FOLDED
+        if type(layers[i]) is ReLU and type(layers[i + 1]) is MaxPool2D:
+            bwd[i], bwd[i + 1] = _FOLDED, _WITH_RELU
+    return fwd, bwd
 
 
 def _check_batch_size(batch_size):
