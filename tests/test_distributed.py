@@ -263,7 +263,7 @@ def test_compiled_tree_sum_checks_its_arguments():
     from cnnkit import _kernels
     out = np.zeros(4, np.float32)
     row = np.ones(4, np.float32)
-    with pytest.raises(ValueError, match=r"rows\[1\] must be None or a "
+    with pytest.raises(ValueError, match=r"rows\[1\] must be a "
                                          r"C-contiguous float32"):
         _kernels.tree_sum([row, np.ones(4)], out)
     with pytest.raises(ValueError, match=r"rows\[0\] must be"):

@@ -270,6 +270,19 @@ cdef bint _c_array(object a, tuple shape, object dt, bint writeable):
             cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a))
 
 
+cdef object _require(object a, tuple shape, object dt, bint writeable,
+                     str what):
+    """a, or a ValueError saying that ``what`` (\"fn: name\") must be a
+    (writeable) C-contiguous ndarray of this shape and dtype."""
+    if not _c_array(a, shape, dt, writeable):
+        raise ValueError(
+            f"{what} must be a {'writeable ' if writeable else ''}"
+            f"C-contiguous {np.dtype(dt).name} ndarray of shape {shape}, got "
+            f"{getattr(a, 'dtype', type(a).__name__)} "
+            f"{getattr(a, 'shape', '')}")
+    return a
+
+
 cdef object _out(object out, tuple shape, object dt, str fn, str name):
     """The array a kernel writes: a new one when out is None, otherwise
     out itself after checking that it is a writeable, aligned, C-contiguous
@@ -277,13 +290,7 @@ cdef object _out(object out, tuple shape, object dt, str fn, str name):
     between training steps).  It must not overlap the inputs."""
     if out is None:
         return np.empty(shape, dtype=dt)
-    if not _c_array(out, shape, dt, True):
-        raise ValueError(
-            f"{fn}: {name} must be a writeable C-contiguous "
-            f"{np.dtype(dt).name} ndarray of shape {shape}, got "
-            f"{getattr(out, 'dtype', type(out).__name__)} "
-            f"{getattr(out, 'shape', '')}")
-    return out
+    return _require(out, shape, dt, True, f"{fn}: {name}")
 
 
 cdef object _same_dtype(str fn, list named):
@@ -680,13 +687,8 @@ def maxpool2d_backward(grad_out, indices, input_shape, out=None,
     cdef void *pi = _ptr(ind)
     cdef void *py = NULL
     if relu_pooled is not None:
-        if not _c_array(relu_pooled, grad_out.shape, grad_out.dtype, False):
-            raise ValueError(
-                f"max_pool2d_backward: relu_pooled must be a C-contiguous "
-                f"{grad_out.dtype} ndarray of shape {grad_out.shape}, got "
-                f"{getattr(relu_pooled, 'dtype', type(relu_pooled).__name__)}"
-                f" {getattr(relu_pooled, 'shape', '')}")
-        py = _ptr(relu_pooled)
+        py = _ptr(_require(relu_pooled, grad_out.shape, grad_out.dtype,
+                           False, "max_pool2d_backward: relu_pooled"))
     cdef ptrdiff_t bad
     if grad_out.dtype == np.float32:
         with nogil:
@@ -1039,13 +1041,8 @@ def tree_sum(rows, out):
             if r is None:
                 ptrs[i] = NULL
                 continue
-            if not _c_array(r, out.shape, out.dtype, False):
-                raise ValueError(
-                    f"tree_sum: rows[{i}] must be None or a C-contiguous "
-                    f"{out.dtype} ndarray of shape {out.shape}, got "
-                    f"{getattr(r, 'dtype', type(r).__name__)} "
-                    f"{getattr(r, 'shape', '')}")
-            p = <const char *>_ptr(r)
+            p = <const char *>_ptr(_require(r, out.shape, out.dtype, False,
+                                            f"tree_sum: rows[{i}]"))
             nbytes = r.nbytes
             if n and p < hi and p + nbytes > lo:
                 raise ValueError(f"tree_sum: rows[{i}] overlaps out")
