@@ -601,10 +601,9 @@ def test_training_steps_allocate_no_arrays_after_the_first(fit_kw):
                   callbacks=[probe], **fit_kw)
     finally:
         tracemalloc.stop()
-    # One step's activations and gradients are ~70 KiB (the first conv's
-    # output alone is 16*8*16*16*4 bytes); later steps reuse them and
-    # allocate only a few Python objects.
-    assert 16 * 8 * 16 * 16 * 4 == 131072
+    # The arrays one step writes take about 490 KiB (the first conv's
+    # output alone is 16*8*16*16*4 = 128 KiB); later steps reuse them and
+    # allocate only a few small Python objects.
     assert len(probe.peaks) == 11
     assert max(probe.peaks) < 8192, probe.peaks
     assert all(layer.buffers is None for layer in model.layers)
