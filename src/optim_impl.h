@@ -7,7 +7,7 @@ void SFX(cnnkit_sgd_step)(REAL *restrict p, const REAL *restrict g,
 {
     const REAL eta = (REAL)lr, wd = (REAL)weight_decay, mu = (REAL)momentum;
     const int decay = weight_decay != 0.0, mom = momentum != 0.0;
-    int nt = cnnkit_team(16.0 * n, n, nthreads);
+    int nt = cnnkit_team(8.0 * n, n, nthreads);
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t i = 0; i < n; i++) {
