@@ -131,10 +131,11 @@ for dt in (np.float32, np.float64):
 
 # The direct convolution forward (SIMD paths) against the im2col path: the
 # same bits, on shapes at its edges -- C*R*S at and past the slab depth KC
-# (several slabs), outputs
-# half a vector wide, filters and columns off the tile, stride and dilation
-# in both directions, asymmetric and oversized padding, inf and nan inputs
-# -- and the same bits for 1, 2 and 3 threads.
+# (several slabs), outputs half a vector wide or filling too few lanes,
+# filters and columns off the tile, stride and dilation in both
+# directions, asymmetric and oversized padding, inf and nan inputs -- and
+# the same bits for 1, 2 and 3 threads; the gradients against the
+# reference and the same bits for 1, 2 and 3 threads.
 K = cnnkit._kernels
 DIRECT = [  # (n, c, h, w, k, r, s, stride, (top, bottom, left, right), dil)
     (2, 1, 28, 28, 6, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1)),   # LeNet conv 1
@@ -154,6 +155,10 @@ DIRECT = [  # (n, c, h, w, k, r, s, stride, (top, bottom, left, right), dil)
     (1, 2, 6, 7, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),     # OW = 7
     (1, 2, 6, 3, 5, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),     # OW = 3
     (4, 2, 3, 9, 14, 3, 1, (2, 1), (0, 0, 0, 0), (1, 1)),    # OH = 1
+    # outputs 11 and 8 wide: the weight gradient sweeps each image's output
+    # plane as one row over column-shifted copies of the input
+    (2, 3, 11, 12, 7, 3, 3, (1, 1), (2, 1, 0, 3), (2, 2)),
+    (1, 2, 9, 13, 4, 2, 4, (1, 1), (1, 0, 2, 2), (1, 3)),
 ]
 direct_seen = 0
 for dt in (np.float32, np.float64):
