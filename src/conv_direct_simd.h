@@ -31,11 +31,73 @@ typedef struct {
     ptrdiff_t apsize;  /* elements of the packed weights          */
     ptrdiff_t copy;    /* elements of one padded copy             */
     ptrdiff_t threads; /* threads the workspace holds copies for  */
+    int flat;          /* the copy holds shifted planes (flat_size)
+                        * and each image is one block swept as one
+                        * row of OH*OW pixels                     */
 } SFX(direct_plan);
 
 static ptrdiff_t SFX(round16)(ptrdiff_t n)
 {
     return cnnkit_ceil_div(n, 16) * 16;
+}
+
+/* Output rows narrower than a multiple of the vector leave lanes idle in
+ * a row-by-row sweep (LeNet's 10-wide rows use 10 lanes of 16).  With unit
+ * row stride the sweep can instead run over each image's output plane as
+ * one flat row: tap (c, r, s) then reads plane (c, s) -- the input's
+ * padded rows with columns shifted by s*dw and cut to OW, rows OW apart --
+ * from row r*dh on.  The elements of those C*S planes; 0 where the layout
+ * does not apply or would outgrow the cache. */
+static ptrdiff_t SFX(flat_size)(const cnnkit_conv2d_geom *g)
+{
+    const ptrdiff_t lanes = cnnkit_ceil_div(g->ow, VL) * VL;
+    /* worth the copying when over a fifth of the lanes would idle */
+    if (g->stride_h != 1 || 5 * (lanes - g->ow) <= lanes)
+        return 0;
+    const ptrdiff_t hp = g->oh + (g->r - 1) * g->dil_h;
+    const ptrdiff_t size = g->c * g->s * hp * g->ow;
+    return size <= DIRECT_COPY_MAX ? SFX(round16)(size) : 0;
+}
+
+/* The shifted planes of image xn (see flat_size) and where each tap
+ * (c, r, s) starts in them. */
+static void SFX(flat_fill)(REAL *restrict buf, const REAL *restrict xn,
+                            const cnnkit_conv2d_geom *g)
+{
+    const ptrdiff_t hp = g->oh + (g->r - 1) * g->dil_h, ow = g->ow;
+    for (ptrdiff_t c = 0; c < g->c; c++)
+        for (ptrdiff_t s = 0; s < g->s; s++) {
+            const ptrdiff_t shift = s * g->dil_w - g->pad_w;
+            /* columns j with 0 <= j + shift < w come from the input */
+            const ptrdiff_t ja = CNNKIT_MAX(0, -shift);
+            const ptrdiff_t jb = CNNKIT_MAX(ja, CNNKIT_MIN(ow, g->w - shift));
+            for (ptrdiff_t l = 0; l < hp; l++) {
+                REAL *restrict dst = buf + ((c * g->s + s) * hp + l) * ow;
+                const ptrdiff_t ih = l - g->pad_h;
+                if (ih < 0 || ih >= g->h) {
+                    for (ptrdiff_t j = 0; j < ow; j++)
+                        dst[j] = 0;
+                    continue;
+                }
+                const REAL *restrict src = xn + (c * g->h + ih) * g->w +
+                                           shift;
+                for (ptrdiff_t j = 0; j < ja; j++)
+                    dst[j] = 0;
+                for (ptrdiff_t j = ja; j < jb; j++)
+                    dst[j] = src[j];
+                for (ptrdiff_t j = jb; j < ow; j++)
+                    dst[j] = 0;
+            }
+        }
+}
+
+static void SFX(flat_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g)
+{
+    const ptrdiff_t hp = g->oh + (g->r - 1) * g->dil_h;
+    for (ptrdiff_t c = 0, q = 0; c < g->c; c++)
+        for (ptrdiff_t r = 0; r < g->r; r++)
+            for (ptrdiff_t s = 0; s < g->s; s++, q++)
+                boff[q] = ((c * g->s + s) * hp + r * g->dil_h) * g->ow;
 }
 
 /* Whether the direct path computes g; fills the plan if so. */
@@ -69,6 +131,14 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
         crs * (ptrdiff_t)sizeof(ptrdiff_t), (ptrdiff_t)sizeof(REAL)));
     pl->apsize = SFX(round16)(cnnkit_ceil_div(g->k, MR) * MR * crs);
     pl->copy = SFX(round16)(g->c * pl->lr * wp);
+    pl->flat = 0;
+    const ptrdiff_t flat = SFX(flat_size)(g);
+    if (flat) {
+        pl->flat = 1;
+        pl->rb = g->oh;
+        pl->nb = 1;
+        pl->copy = flat;
+    }
     pl->threads = CNNKIT_MIN(nt, g->n * pl->nb);
     return 1;
 }
@@ -138,7 +208,10 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
     ptrdiff_t *boff = (ptrdiff_t *)(void *)work;
     REAL *ap = work + pl.noff;
     REAL *copies = ap + pl.apsize;
-    SFX(direct_offsets)(boff, g, &pl);
+    if (pl.flat)
+        SFX(flat_offsets)(boff, g);
+    else
+        SFX(direct_offsets)(boff, g, &pl);
     SFX(pack_a)(ap, w, crs, 0, g->k, crs);
     const ptrdiff_t tasks = g->n * pl.nb;
     const int nt = cnnkit_team(2.0 * g->n * kp * (crs + 1), tasks,
@@ -149,7 +222,13 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
         const ptrdiff_t n = t / pl.nb, i0 = (t % pl.nb) * pl.rb;
         const ptrdiff_t i1 = CNNKIT_MIN(g->oh, i0 + pl.rb);
         REAL *buf = copies + (ptrdiff_t)omp_get_thread_num() * pl.copy;
-        SFX(direct_fill)(buf, x + n * chw, g, &pl, i0, i1);
+        if (pl.flat)
+            SFX(flat_fill)(buf, x + n * chw, g);
+        else
+            SFX(direct_fill)(buf, x + n * chw, g, &pl, i0, i1);
+        /* the rows of the sweep: flat, one of OH*OW pixels */
+        const ptrdiff_t rows = pl.flat ? 1 : i1 - i0;
+        const ptrdiff_t width = pl.flat ? p : g->ow;
         /* filters x slabs outer, so that a packed strip of weights stays
          * in L1 while it sweeps the task's rows; each element still sees
          * its slabs in order */
@@ -159,12 +238,12 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
                 const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, crs - p0);
                 const int last = p0 + kc == crs;
                 const REAL *bk = bias && last ? bias + k0 : NULL;
-                for (ptrdiff_t i = i0; i < i1; i++) {
-                    const REAL *xrow = buf + (i - i0) * g->stride_h * pl.wp;
-                    REAL *yrow = y + n * kp + k0 * p + i * g->ow;
-                    for (ptrdiff_t j0 = 0; j0 < g->ow; j0 += NR) {
+                for (ptrdiff_t i = 0; i < rows; i++) {
+                    const REAL *xrow = buf + i * g->stride_h * pl.wp;
+                    REAL *yrow = y + n * kp + k0 * p + (i0 + i) * g->ow;
+                    for (ptrdiff_t j0 = 0; j0 < width; j0 += NR) {
                         const ptrdiff_t nr =
-                            CNNKIT_MIN((ptrdiff_t)NR, g->ow - j0);
+                            CNNKIT_MIN((ptrdiff_t)NR, width - j0);
                         SFX(micro_implicit)(kc, ap + k0 * crs + p0 * MR,
                                             xrow + j0, boff + p0, yrow + j0,
                                             p, mr, nr, p0 == 0, bk,
@@ -292,65 +371,6 @@ static ptrdiff_t SFX(wtiles)(const cnnkit_conv2d_geom *g)
            cnnkit_ceil_div(g->c * g->r * g->s, WQB);
 }
 
-/* Output rows narrower than a multiple of the vector leave lanes idle in
- * the row-by-row sweep (LeNet's 10-wide rows use 10 lanes of 16).  With unit
- * row stride the sweep can instead run over each image's output plane as
- * one flat row: tap (c, r, s) then reads plane (c, s) -- the input's
- * padded rows with columns shifted by s*dw and cut to OW, rows OW apart --
- * from row r*dh on.  The elements of those C*S planes; 0 where the layout
- * does not apply or would outgrow the cache. */
-static ptrdiff_t SFX(wflat_size)(const cnnkit_conv2d_geom *g)
-{
-    const ptrdiff_t lanes = cnnkit_ceil_div(g->ow, VL) * VL;
-    /* worth the copying when over a fifth of the lanes would idle */
-    if (g->stride_h != 1 || 5 * (lanes - g->ow) <= lanes)
-        return 0;
-    const ptrdiff_t hp = g->oh + (g->r - 1) * g->dil_h;
-    const ptrdiff_t size = g->c * g->s * hp * g->ow;
-    return size <= DIRECT_COPY_MAX ? SFX(round16)(size) : 0;
-}
-
-/* The shifted planes of image xn (see wflat_size) and where each tap
- * (c, r, s) starts in them. */
-static void SFX(wflat_fill)(REAL *restrict buf, const REAL *restrict xn,
-                            const cnnkit_conv2d_geom *g)
-{
-    const ptrdiff_t hp = g->oh + (g->r - 1) * g->dil_h, ow = g->ow;
-    for (ptrdiff_t c = 0; c < g->c; c++)
-        for (ptrdiff_t s = 0; s < g->s; s++) {
-            const ptrdiff_t shift = s * g->dil_w - g->pad_w;
-            /* columns j with 0 <= j + shift < w come from the input */
-            const ptrdiff_t ja = CNNKIT_MAX(0, -shift);
-            const ptrdiff_t jb = CNNKIT_MAX(ja, CNNKIT_MIN(ow, g->w - shift));
-            for (ptrdiff_t l = 0; l < hp; l++) {
-                REAL *restrict dst = buf + ((c * g->s + s) * hp + l) * ow;
-                const ptrdiff_t ih = l - g->pad_h;
-                if (ih < 0 || ih >= g->h) {
-                    for (ptrdiff_t j = 0; j < ow; j++)
-                        dst[j] = 0;
-                    continue;
-                }
-                const REAL *restrict src = xn + (c * g->h + ih) * g->w +
-                                           shift;
-                for (ptrdiff_t j = 0; j < ja; j++)
-                    dst[j] = 0;
-                for (ptrdiff_t j = ja; j < jb; j++)
-                    dst[j] = src[j];
-                for (ptrdiff_t j = jb; j < ow; j++)
-                    dst[j] = 0;
-            }
-        }
-}
-
-static void SFX(wflat_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g)
-{
-    const ptrdiff_t hp = g->oh + (g->r - 1) * g->dil_h;
-    for (ptrdiff_t c = 0, q = 0; c < g->c; c++)
-        for (ptrdiff_t r = 0; r < g->r; r++)
-            for (ptrdiff_t s = 0; s < g->s; s++, q++)
-                boff[q] = ((c * g->s + s) * hp + r * g->dil_h) * g->ow;
-}
-
 static ptrdiff_t SFX(direct_weight_workspace)(const cnnkit_conv2d_geom *g,
                                               int nthreads)
 {
@@ -359,8 +379,7 @@ static ptrdiff_t SFX(direct_weight_workspace)(const cnnkit_conv2d_geom *g,
     if (g->c * g->r * g->s > KC || !SFX(direct_layout)(g, nthreads, 0, &pl))
         return 0;
     const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
-    const ptrdiff_t flat = SFX(wflat_size)(g);
-    return pl.noff + nt * ((flat ? flat : pl.copy) + SFX(wtiles)(g) * WACC);
+    return pl.noff + nt * (pl.copy + SFX(wtiles)(g) * WACC);
 }
 
 /* For each part q with images [bounds[q], bounds[q+1]) not empty,
@@ -381,10 +400,9 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
     const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
     ptrdiff_t *boff = (ptrdiff_t *)(void *)work;
     REAL *buffers = work + pl.noff;
-    const ptrdiff_t flat = SFX(wflat_size)(g);
-    const ptrdiff_t per_thread = (flat ? flat : pl.copy) + ntiles * WACC;
-    if (flat)
-        SFX(wflat_offsets)(boff, g);
+    const ptrdiff_t per_thread = pl.copy + ntiles * WACC;
+    if (pl.flat)
+        SFX(flat_offsets)(boff, g);
     else
         SFX(direct_offsets)(boff, g, &pl);
     ptrdiff_t busy = 0, images = 0;
@@ -410,18 +428,17 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
         if (bounds[q + 1] <= bounds[q] || t0 >= t1)
             continue;
         REAL *copy = buffers + (ptrdiff_t)omp_get_thread_num() * per_thread;
-        REAL *accs = copy + (flat ? flat : pl.copy);
+        REAL *accs = copy + pl.copy;
         for (ptrdiff_t e = 0; e < (t1 - t0) * WACC; e++)
             accs[e] = 0;
         /* blocks of output rows; flat: one block, the plane as one row */
-        const ptrdiff_t rb = flat ? g->oh : pl.rb;
-        const ptrdiff_t width = flat ? p : g->ow;
-        const ptrdiff_t xstep = flat ? 0 : g->stride_h * pl.wp;
+        const ptrdiff_t width = pl.flat ? p : g->ow;
+        const ptrdiff_t xstep = g->stride_h * pl.wp;
         for (ptrdiff_t n = bounds[q]; n < bounds[q + 1]; n++) {
-            for (ptrdiff_t i0 = 0; i0 < g->oh; i0 += rb) {
-                const ptrdiff_t i1 = CNNKIT_MIN(g->oh, i0 + rb);
-                if (flat)
-                    SFX(wflat_fill)(copy, x + n * chw, g);
+            for (ptrdiff_t i0 = 0; i0 < g->oh; i0 += pl.rb) {
+                const ptrdiff_t i1 = CNNKIT_MIN(g->oh, i0 + pl.rb);
+                if (pl.flat)
+                    SFX(flat_fill)(copy, x + n * chw, g);
                 else
                     SFX(direct_fill)(copy, x + n * chw, g, &pl, i0, i1);
                 for (ptrdiff_t tile = t0; tile < t1; tile++) {
@@ -431,7 +448,7 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
                                    (int)CNNKIT_MIN(WQB, crs - q0),
                                    accs + (tile - t0) * WACC,
                                    gy + n * kp + k0 * p + i0 * g->ow, p, copy,
-                                   boff + q0, flat ? 1 : i1 - i0, width,
+                                   boff + q0, pl.flat ? 1 : i1 - i0, width,
                                    xstep);
                 }
             }
