@@ -384,7 +384,7 @@ def build_parser():
                    help="interleaved repeats (default 7, 3 with --quick)")
     p.add_argument("--only", nargs="+", metavar="GROUP",
                    choices=bench.GROUPS,
-                   help="run these groups: kernels, lenet, gemm, conv64 "
+                   help="run these groups: lenet, kernels, gemm, conv64 "
                         "(a 64-channel 3x3 layer) (default: all; kernels "
                         "and lenet with --quick)")
     p.add_argument("--gemm", action="store_true",
