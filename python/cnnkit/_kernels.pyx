@@ -157,12 +157,24 @@ cdef object _check_ndim(object arr, int ndim, str name, str layout):
 
 
 cdef object _check_size(str what, tuple dims):
-    cdef object total = 1
-    for d in dims:
-        total *= int(d)
-    if total > _MAX_SIZE:
+    # in C while every factor is below 2**31 and the product stays within
+    # 2**62; otherwise (or to report) with Python's integers
+    cdef int64_t total = 1, limit = 2 ** 62, d
+    for o in dims:
+        if not (0 <= o < 2 ** 31):
+            break
+        d = o
+        if d and total > limit // d:
+            break
+        total *= d
+    else:
+        return
+    exact = 1
+    for o in dims:
+        exact *= int(o)
+    if exact > _MAX_SIZE:
         raise ValueError(
-            f"{what} has {total} elements (dims {dims}), more than cnnkit "
+            f"{what} has {exact} elements (dims {dims}), more than cnnkit "
             f"supports (2**62)")
 
 
@@ -181,7 +193,7 @@ cdef tuple _pad4(object v, str fn):
     if len(v) != 4:
         raise ValueError(
             f"{fn}: padding must be (top, bottom, left, right), got {v!r}")
-    t = tuple(int(p) for p in v)
+    t = (int(v[0]), int(v[1]), int(v[2]), int(v[3]))
     for p in t:
         if p < 0:
             raise ValueError(f"{fn}: padding must be >= 0, got {v!r}")
