@@ -15,7 +15,7 @@ The results of the documentation (``docs/_static/bench/results.json``)
 come from::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/run.py \\
-        --threads 2 --repeats 5 --only kernels conv64 gemm lenet \\
+        --threads 2 --repeats 7 --only kernels conv64 gemm lenet \\
         --sizes 1024 2048 --json docs/_static/bench/results.json
 """
 import sys
