@@ -46,8 +46,10 @@ static ptrdiff_t SFX(round16)(ptrdiff_t n)
  * row stride the sweep can instead run over each image's output plane as
  * one flat row: tap (c, r, s) then reads plane (c, s) -- the input's
  * padded rows with columns shifted by s*dw and cut to OW, rows OW apart --
- * from row r*dh on.  The elements of those C*S planes; 0 where the layout
- * does not apply or would outgrow the cache. */
+ * from row r*dh on.  The elements of those C*S planes and of a vector of
+ * zeros after them (the forward's micro-kernel loads whole vectors past a
+ * row's end); 0 where the layout does not apply or would outgrow the
+ * cache. */
 static ptrdiff_t SFX(flat_size)(const cnnkit_conv2d_geom *g)
 {
     const ptrdiff_t lanes = cnnkit_ceil_div(g->ow, VL) * VL;
@@ -56,7 +58,7 @@ static ptrdiff_t SFX(flat_size)(const cnnkit_conv2d_geom *g)
         return 0;
     const ptrdiff_t hp = g->oh + (g->r - 1) * g->dil_h;
     const ptrdiff_t size = g->c * g->s * hp * g->ow;
-    return size <= DIRECT_COPY_MAX ? SFX(round16)(size) : 0;
+    return size <= DIRECT_COPY_MAX ? SFX(round16)(size + VL) : 0;
 }
 
 /* The shifted planes of image xn (see flat_size) and where each tap
@@ -68,8 +70,9 @@ static void SFX(flat_fill)(REAL *restrict buf, const REAL *restrict xn,
     for (ptrdiff_t c = 0; c < g->c; c++)
         for (ptrdiff_t s = 0; s < g->s; s++) {
             const ptrdiff_t shift = s * g->dil_w - g->pad_w;
-            /* columns j with 0 <= j + shift < w come from the input */
-            const ptrdiff_t ja = CNNKIT_MAX(0, -shift);
+            /* columns j with 0 <= j + shift < w come from the input (none
+             * when the padding reaches past the row) */
+            const ptrdiff_t ja = CNNKIT_MIN(ow, CNNKIT_MAX(0, -shift));
             const ptrdiff_t jb = CNNKIT_MAX(ja, CNNKIT_MIN(ow, g->w - shift));
             for (ptrdiff_t l = 0; l < hp; l++) {
                 REAL *restrict dst = buf + ((c * g->s + s) * hp + l) * ow;
@@ -79,16 +82,18 @@ static void SFX(flat_fill)(REAL *restrict buf, const REAL *restrict xn,
                         dst[j] = 0;
                     continue;
                 }
-                const REAL *restrict src = xn + (c * g->h + ih) * g->w +
-                                           shift;
+                const REAL *restrict src = xn + (c * g->h + ih) * g->w;
                 for (ptrdiff_t j = 0; j < ja; j++)
                     dst[j] = 0;
                 for (ptrdiff_t j = ja; j < jb; j++)
-                    dst[j] = src[j];
+                    dst[j] = src[j + shift];
                 for (ptrdiff_t j = jb; j < ow; j++)
                     dst[j] = 0;
             }
         }
+    REAL *restrict tail = buf + g->c * g->s * hp * ow;
+    for (ptrdiff_t j = 0; j < VL; j++)
+        tail[j] = 0;
 }
 
 static void SFX(flat_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g)

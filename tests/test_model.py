@@ -516,7 +516,7 @@ def test_fused_conv_relu_has_the_bits_of_the_two_layers(dtype):
     x = x.astype(dtype)
     x[0, 0, 0, 0], x[1, 0, 3, 3], x[2, 0, 5, 1] = np.nan, np.inf, -np.inf
     model = deep_cnn(dtype=dtype)
-    forward_plan, backward_plan = model._plan
+    forward_plan, backward_plan = model._fusion(model.layers)
     assert [type(layer).__name__ for layer, step in
             zip(model.layers, forward_plan) if step] == \
         ["Conv2D", "ReLU", "Conv2D", "ReLU", "Conv2D", "ReLU"]
@@ -551,6 +551,7 @@ def test_fit_with_fusion_equals_fit_without():
         model = deep_cnn(seed=3)
         if not fuse:                            # every layer on its own
             model._plan = ([0] * len(model.layers),) * 2
+            model._plan_key = tuple(model.layers)
         model.fit(x, y, epochs=2, batch_size=16, optimizer="sgd", verbose=0)
         weights.append(model.get_weights())
     for a, b in zip(*weights):
@@ -607,6 +608,39 @@ def test_training_steps_allocate_no_arrays_after_the_first(fit_kw):
     assert len(probe.peaks) == 11
     assert max(probe.peaks) < 8192, probe.peaks
     assert all(layer.buffers is None for layer in model.layers)
+
+
+def test_fusion_follows_layers_replaced_in_place():
+    x, _ = make_task(8)
+    model = deep_cnn()
+    want = _layer_by_layer(model, x, False)
+    assert model.forward(x).tobytes() == want.tobytes()
+    # the ReLU after the first Conv2D replaced by an equivalent layer that
+    # the model does not fuse: the plan is made again
+    relu = model.layers[1]
+    model.layers[1] = L.Dropout(0.0)
+    model.layers[1].build(relu.input_shape)
+    y = model.forward(x)
+    model.layers[1] = relu
+    assert (y < 0).any()             # the conv output, without the ReLU
+    assert model.forward(x).tobytes() == want.tobytes()
+
+
+def test_a_copy_made_while_training_keeps_no_buffers():
+    import copy
+    x, y = make_task(32)
+    model = small_cnn()
+    copies = []
+
+    class Snapshot(Callback):
+        def on_batch_end(self, batch, logs):
+            if batch == 1:
+                copies.append([copy.deepcopy(layer) for layer in
+                               model.layers])
+
+    model.fit(x, y, epochs=1, batch_size=8, optimizer="sgd", verbose=0,
+              callbacks=[Snapshot()])
+    assert all(layer.buffers is None for layer in copies[0])
 
 
 def test_outputs_outside_training_are_new_arrays():

@@ -159,6 +159,9 @@ DIRECT = [  # (n, c, h, w, k, r, s, stride, (top, bottom, left, right), dil)
     # plane as one row over column-shifted copies of the input
     (2, 3, 11, 12, 7, 3, 3, (1, 1), (2, 1, 0, 3), (2, 2)),
     (1, 2, 9, 13, 4, 2, 4, (1, 1), (1, 0, 2, 2), (1, 3)),
+    # ... with padding past the row: a shifted plane of only zeros; ten
+    # images, so that a weight-gradient group holds several
+    (10, 1, 1, 9, 2, 1, 3, (1, 1), (0, 0, 64, 64), (1, 64)),
 ]
 direct_seen = 0
 for dt in (np.float32, np.float64):

@@ -39,8 +39,12 @@ python3 -m venv "$work/clean"
 if "$work/clean/bin/python" -c "import Cython" 2>/dev/null; then
     echo "the test environment must not have Cython" >&2; exit 1
 fi
-mkdir "$work/run"
+mkdir -p "$work/run/docs"
 cp -r "$src/tests" "$work/run/tests"
+# the benchmark scripts and the docs' chart extension, which tests/test_bench
+# runs against the installed package
+cp -r "$src/benchmarks" "$work/run/benchmarks"
+cp -r "$src/docs/_ext" "$work/run/docs/_ext"
 (cd "$work/run" && "$work/clean/bin/python" -m pytest tests -q -p no:cacheprovider)
 (cd "$work/run" && "$work/clean/bin/python" - <<'PY'
 import cnnkit, os

@@ -1047,9 +1047,11 @@ def tree_sum(rows, out):
         nrows * sizeof(void *))
     if ptrs == NULL:
         raise MemoryError()
+    held = []      # the rows stay alive while C reads them
     try:
         for i in range(nrows):
             r = rows[i]
+            held.append(r)
             if r is None:
                 ptrs[i] = NULL
                 continue

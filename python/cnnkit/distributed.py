@@ -405,7 +405,8 @@ def _tree_sum(nodes, out):
             out.flags.c_contiguous and out.flags.writeable and \
             all(a is None or (type(a) is np.ndarray and a.dtype == out.dtype
                               and a.shape == out.shape
-                              and a.flags.c_contiguous) for a in nodes):
+                              and a.flags.c_contiguous and a.flags.aligned)
+                for a in nodes):
         _kernels.tree_sum(nodes, out)
         return
     while len(nodes) > 1:

@@ -223,6 +223,13 @@ class Layer:
     def clear_cache(self):
         """Drop what forward kept for backward."""
 
+    def __getstate__(self):
+        # a copy made while a model trains does not take the arrays the
+        # layer keeps between steps (it would reuse them outside training)
+        state = self.__dict__.copy()
+        state.pop("buffers", None)
+        return state
+
     # -- description ------------------------------------------------------
     def get_config(self):
         """JSON-serialisable constructor arguments.
@@ -556,7 +563,9 @@ class MaxPool2D(Layer):
         """The gradient with respect to the input; with ``relu=True``, with
         respect to the input of the :class:`ReLU` before this layer, in the
         same pass (bit for bit what that ReLU's backward gives:
-        :class:`~cnnkit.Sequential` fuses the two this way)."""
+        :class:`~cnnkit.Sequential` fuses the two this way).  The pass reads
+        this layer's last output, which the layers after it must not have
+        changed in place (cnnkit's layers never write their inputs)."""
         if relu:
             grad = np.ascontiguousarray(grad, dtype=self._y.dtype)
             return _kernels.maxpool2d_backward(

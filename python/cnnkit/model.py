@@ -116,7 +116,7 @@ class Sequential:
         self._flat_params = np.zeros(0, dtype=dt)
         self._flat_grads = np.zeros(0, dtype=dt)
         self._names = []
-        self._plan = None
+        self._plan = self._plan_key = None
         if input_shape is not None:
             self.build(input_shape)
 
@@ -167,7 +167,7 @@ class Sequential:
             if isinstance(layer, Dropout):
                 layer.rng = self.rng
         self.input_shape, self.output_shape = shape, cur
-        self._plan = _fusion_plan(self.layers)
+        self._plan = None       # made again from the layers at first use
         self.built = True
         return self
 
@@ -368,10 +368,10 @@ class Sequential:
     def _fusion(self, layers):
         """The forward and backward plans of the layers (_fusion_plan),
         made again if the layers changed."""
-        plans = self._plan
-        if plans is None or len(plans[0]) != len(layers):
-            plans = self._plan = _fusion_plan(layers)
-        return plans
+        key = tuple(layers)
+        if self._plan is None or self._plan_key != key:
+            self._plan, self._plan_key = _fusion_plan(layers), key
+        return self._plan
 
     def _clear_caches(self):
         for layer in self.layers:
