@@ -699,3 +699,27 @@ def test_max_pool_backward_through_relu_has_the_bits_of_both(kernel, stride,
     with pytest.raises(ValueError, match="relu_pooled must be a "
                                          "C-contiguous"):
         K.maxpool2d_backward(g, idx, x.shape, None, y[..., :-1])
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_plain_arguments_and_normalised_ones_give_the_same_bits(dt):
+    # Batched arrays of one float dtype with int hyperparameters go straight
+    # to the kernels; pairs and other array-likes (here memoryviews of the
+    # same data) are normalised first.
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 3, 9, 8)).astype(dt)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dt)
+    b = rng.standard_normal(4).astype(dt)
+    for s, p, d in [(1, 0, 1), (2, 1, 1), (1, 2, 2), (3, 1, 2)]:
+        fast = F.conv2d(x, w, b, s, p, d)
+        slow = F.conv2d(x, w, memoryview(b), (s, s), (p, p), [d, d])
+        assert fast.tobytes() == slow.tobytes()
+    for k, s, p in [(2, None, 0), (3, 2, 1), (2, 1, 1)]:
+        fast = F.max_pool2d(x, k, s, p)
+        slow = F.max_pool2d(memoryview(x), (k, k),
+                            None if s is None else (s, s), (p, p))
+        assert all(a.tobytes() == c.tobytes() for a, c in zip(fast, slow))
+    xd, wd = x.reshape(2, -1), rng.standard_normal((5, 216)).astype(dt)
+    bd = rng.standard_normal(5).astype(dt)
+    assert F.dense(xd, wd, bd).tobytes() == \
+        F.dense(memoryview(xd), wd, memoryview(bd)).tobytes()

@@ -227,6 +227,19 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
            [-4., -4.]])
     """
     fn = "conv2d"
+    if type(x) is np.ndarray and type(weight) is np.ndarray and \
+            x.ndim == 4 and weight.ndim == 4 and \
+            (x.dtype == np.float32 or x.dtype == np.float64) and \
+            weight.dtype == x.dtype and (bias is None or (
+                type(bias) is np.ndarray and bias.dtype == x.dtype)) and \
+            type(stride) is int and type(padding) is int and \
+            type(dilation) is int and stride >= 1 and dilation >= 1 and \
+            padding >= 0 and x.shape[1] == weight.shape[1]:
+        # batched arrays of one float dtype, valid int hyperparameters:
+        # nothing to normalise (the kernel checks the rest, with these
+        # messages)
+        return _kernels.conv2d_forward(x, weight, bias, (stride, stride),
+                                       (padding,) * 4, (dilation, dilation))
     x4, w4, stride, pad4, dilation, form = _conv_args(
         fn, x, weight, stride, padding, dilation)
     if bias is not None:
@@ -487,6 +500,16 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     (array([[5.]]), array([[1]]))
     """
     fn = "max_pool2d"
+    if type(x) is np.ndarray and x.ndim == 4 and \
+            (x.dtype == np.float32 or x.dtype == np.float64) and \
+            type(kernel_size) is int and kernel_size >= 1 and \
+            (stride is None or (type(stride) is int and stride >= 1)) and \
+            type(padding) is int and padding >= 0:
+        # a batch of one float dtype, valid int hyperparameters: nothing to
+        # normalise (the kernel checks the rest, with these messages)
+        s = kernel_size if stride is None else stride
+        return _kernels.maxpool2d_forward(x, (kernel_size, kernel_size),
+                                          (s, s), (padding, padding))
     x = _as_array(x, "x", fn)
     x4 = _to_4d(x, "x", fn)
     kernel, stride, pad = _pool_args(fn, kernel_size, stride, padding)
@@ -783,6 +806,14 @@ def dense(x, weight, bias=None):
     array(0.1)
     """
     fn = "dense"
+    if type(x) is np.ndarray and type(weight) is np.ndarray and \
+            x.ndim == 2 and weight.ndim == 2 and \
+            (x.dtype == np.float32 or x.dtype == np.float64) and \
+            weight.dtype == x.dtype and (bias is None or (
+                type(bias) is np.ndarray and bias.dtype == x.dtype)):
+        # arrays of one float dtype, batch and outputs: nothing to
+        # normalise (the kernel checks the shapes, with these messages)
+        return _kernels.dense_forward(x, weight, bias)
     x, weight, x2, w2, out_shape = _dense_args(fn, x, weight)
     if bias is not None:
         bias = _as_array(bias, "bias", fn)
