@@ -305,6 +305,19 @@ cdef object _out(object out, tuple shape, object dt, str fn, str name):
     return _require(out, shape, dt, True, f"{fn}: {name}")
 
 
+cdef object _zeros_or(object out, tuple shape, object dt, str fn, str name,
+                      bint clear):
+    """A gradient the kernel accumulates or skips when there are no terms:
+    new zeros, or out after checking it (as _out), zeroed here when clear
+    (the kernel writes every element otherwise)."""
+    if out is None:
+        return np.zeros(shape, dtype=dt)
+    a = _out(out, shape, dt, fn, name)
+    if clear and a.size:
+        a[...] = 0
+    return a
+
+
 cdef object _same_dtype(str fn, list named):
     """All arrays must share one float dtype; returns it."""
     dt = named[0][1].dtype
@@ -421,17 +434,12 @@ def conv2d_backward(grad_out, x, weight, stride, padding, dilation,
         grad_out, x, weight, stride, padding, dilation, &g)
     gx = (_conv_backward_data(grad_out, x, weight, dt, &g, nt, gx_out)
           if need_input_grad else None)
-    gw = (np.zeros(weight.shape, dtype=dt) if gw_out is None else
-          _out(gw_out, weight.shape, dt, "conv2d_backward", "gw_out"))
-    gb = None
-    if need_bias_grad:
-        gb = (np.zeros((weight.shape[0],), dtype=dt) if gb_out is None else
-              _out(gb_out, (weight.shape[0],), dt, "conv2d_backward",
-                   "gb_out"))
-    if grad_out.size == 0:      # no terms: the kernel writes nothing
-        gw[...] = 0
-        if gb is not None:
-            gb[...] = 0
+    # no terms (an empty batch or output): the kernel writes nothing
+    cdef bint empty = grad_out.size == 0
+    gw = _zeros_or(gw_out, weight.shape, dt, "conv2d_backward", "gw_out",
+                   empty)
+    gb = (_zeros_or(gb_out, (weight.shape[0],), dt, "conv2d_backward",
+                    "gb_out", empty) if need_bias_grad else None)
     cdef void *pgy = _ptr(grad_out)
     cdef void *px = _ptr(x)
     cdef void *pgw = _ptr(gw)
@@ -836,19 +844,6 @@ def dense_forward(x, weight, bias, out=None):
     return y
 
 
-cdef object _zeros_or(object out, tuple shape, object dt, str name,
-                      bint clear):
-    """A dense gradient: new zeros, or out after checking it.  The kernel
-    overwrites every element unless the product is empty (clear: no rows or
-    no outputs), when out is zeroed here."""
-    if out is None:
-        return np.zeros(shape, dtype=dt)
-    a = _out(out, shape, dt, "dense_backward", name)
-    if clear and a.size:
-        a[...] = 0
-    return a
-
-
 cdef tuple _dense_backward_args(grad_out, x, weight):
     """Checked (grad_out, x, weight, dtype, n, f, o) of a dense layer's
     backward pass."""
@@ -873,10 +868,10 @@ def dense_backward(grad_out, x, weight, bint need_input_grad=True,
     grad_out, x, weight, dt, n, f, o = _dense_backward_args(grad_out, x,
                                                             weight)
     cdef bint empty = n == 0 or o == 0
-    gx = (_zeros_or(gx_out, (n, f), dt, "gx_out", empty)
+    gx = (_zeros_or(gx_out, (n, f), dt, "dense_backward", "gx_out", empty)
           if need_input_grad else None)
-    gw = _zeros_or(gw_out, (o, f), dt, "gw_out", empty)
-    gb = (_zeros_or(gb_out, (o,), dt, "gb_out", empty)
+    gw = _zeros_or(gw_out, (o, f), dt, "dense_backward", "gw_out", empty)
+    gb = (_zeros_or(gb_out, (o,), dt, "dense_backward", "gb_out", empty)
           if need_bias_grad else None)
     if o == 0 or f == 0 and gb is None:
         return gx, gw, gb
@@ -914,8 +909,8 @@ def dense_backward_parts(grad_out, x, weight, bounds, gw_parts, gb_parts,
                                                             weight)
     b, ws, bs = _parts_args("dense_backward", bounds, n, gw_parts,
                             weight.shape, gb_parts, dt)
-    gx = (_zeros_or(gx_out, (n, f), dt, "gx_out", n == 0 or o == 0)
-          if need_input_grad else None)
+    gx = (_zeros_or(gx_out, (n, f), dt, "dense_backward", "gx_out",
+                    n == 0 or o == 0) if need_input_grad else None)
     if o == 0:
         return gx
     work = _workspace(cnnkit_dense_workspace(n, f, o, nt), dt)

@@ -394,38 +394,10 @@ def _bounds(n, parts):
 
 
 def _tree_sum(nodes, out):
-    """Add the arrays in ``nodes`` (None for absent ones) in a fixed pairwise
-    tree, adjacent pairs first; the sum lands in ``out``.  Flat float rows
-    (the shard gradients) are added by the compiled kernel, in one pass
-    and without writing them; anything else here, the summands
-    overwritten."""
-    nodes = list(nodes)
-    if 0 < len(nodes) <= 32768 and type(out) is np.ndarray and \
-            out.ndim == 1 and out.dtype in (np.float32, np.float64) and \
-            out.flags.c_contiguous and out.flags.writeable and \
-            all(a is None or (type(a) is np.ndarray and a.dtype == out.dtype
-                              and a.shape == out.shape
-                              and a.flags.c_contiguous and a.flags.aligned)
-                for a in nodes):
-        _kernels.tree_sum(nodes, out)
-        return
-    while len(nodes) > 1:
-        nxt = []
-        for i in range(0, len(nodes), 2):
-            a = nodes[i]
-            b = nodes[i + 1] if i + 1 < len(nodes) else None
-            if a is None:
-                nxt.append(b)
-            elif b is None:
-                nxt.append(a)
-            else:
-                np.add(a, b, out=a)
-                nxt.append(a)
-        nodes = nxt
-    if nodes and nodes[0] is not None:
-        out[...] = nodes[0]
-    else:
-        out[...] = 0
+    """Add the arrays in ``nodes`` (flat rows like ``out``, None for absent
+    ones) in a fixed pairwise tree, adjacent pairs first, into ``out`` (0
+    where none is present); the rows are not written."""
+    _kernels.tree_sum(nodes, out)
 
 
 class _Engine:
@@ -519,12 +491,13 @@ class _Engine:
         if sw is None:
             norm = float(b)
         else:
-            norm = math.fsum(self._rows("sw_all", sw, idx))
+            swb = self._rows("sw", sw, idx)        # the global batch's
+            norm = math.fsum(swb)
         if hi > lo:
             li = (slice(idx.start + lo, idx.start + hi)
                   if isinstance(idx, slice) else idx[lo:hi])
             xb, yb = self._rows("x", x, li), self._rows("y", y, li)
-            wb = None if sw is None else self._rows("sw", sw, li)
+            wb = None if sw is None else swb[lo:hi]
             for layer in self.dropouts:
                 layer.window = (b, lo, hi)
             try:

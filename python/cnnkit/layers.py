@@ -418,10 +418,8 @@ class Conv2D(Layer):
         self._x = x if training else None
         w = self.params["weight"]
         if _native(x, w, 4):
-            out = None
-            if training and self.buffers is not None:
-                out = _buffer(self, "y", (x.shape[0],) + self.output_shape,
-                              w.dtype)
+            out = (_buffer(self, "y", (x.shape[0],) + self.output_shape,
+                           w.dtype) if training else None)
             return _kernels.conv2d_forward(x, w, self.params.get("bias"),
                                            self.stride, self._pad4(),
                                            self.dilation, relu, out)
@@ -545,7 +543,7 @@ class MaxPool2D(Layer):
         if type(x) is np.ndarray and x.ndim == 4 and \
                 x.dtype in (np.float32, np.float64):
             out = idx = None
-            if training and self.buffers is not None:
+            if training:
                 shape = (x.shape[0],) + self.output_shape
                 out = _buffer(self, "y", shape, x.dtype)
                 idx = _buffer(self, "indices", shape, np.dtype(np.int64))

@@ -167,7 +167,6 @@ class Sequential:
             if isinstance(layer, Dropout):
                 layer.rng = self.rng
         self.input_shape, self.output_shape = shape, cur
-        self._plan = None       # made again from the layers at first use
         self.built = True
         return self
 
@@ -369,7 +368,7 @@ class Sequential:
         """The forward and backward plans of the layers (_fusion_plan),
         made again if the layers changed."""
         key = tuple(layers)
-        if self._plan is None or self._plan_key != key:
+        if self._plan_key != key:
             self._plan, self._plan_key = _fusion_plan(layers), key
         return self._plan
 
