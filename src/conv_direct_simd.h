@@ -61,50 +61,6 @@ static ptrdiff_t SFX(flat_size)(const cnnkit_conv2d_geom *g)
     return size <= DIRECT_COPY_MAX ? SFX(round16)(size + VL) : 0;
 }
 
-/* The shifted planes of image xn (see flat_size) and where each tap
- * (c, r, s) starts in them. */
-static void SFX(flat_fill)(REAL *restrict buf, const REAL *restrict xn,
-                            const cnnkit_conv2d_geom *g)
-{
-    const ptrdiff_t hp = g->oh + (g->r - 1) * g->dil_h, ow = g->ow;
-    for (ptrdiff_t c = 0; c < g->c; c++)
-        for (ptrdiff_t s = 0; s < g->s; s++) {
-            const ptrdiff_t shift = s * g->dil_w - g->pad_w;
-            /* columns j with 0 <= j + shift < w come from the input (none
-             * when the padding reaches past the row) */
-            const ptrdiff_t ja = CNNKIT_MIN(ow, CNNKIT_MAX(0, -shift));
-            const ptrdiff_t jb = CNNKIT_MAX(ja, CNNKIT_MIN(ow, g->w - shift));
-            for (ptrdiff_t l = 0; l < hp; l++) {
-                REAL *restrict dst = buf + ((c * g->s + s) * hp + l) * ow;
-                const ptrdiff_t ih = l - g->pad_h;
-                if (ih < 0 || ih >= g->h) {
-                    for (ptrdiff_t j = 0; j < ow; j++)
-                        dst[j] = 0;
-                    continue;
-                }
-                const REAL *restrict src = xn + (c * g->h + ih) * g->w;
-                for (ptrdiff_t j = 0; j < ja; j++)
-                    dst[j] = 0;
-                for (ptrdiff_t j = ja; j < jb; j++)
-                    dst[j] = src[j + shift];
-                for (ptrdiff_t j = jb; j < ow; j++)
-                    dst[j] = 0;
-            }
-        }
-    REAL *restrict tail = buf + g->c * g->s * hp * ow;
-    for (ptrdiff_t j = 0; j < VL; j++)
-        tail[j] = 0;
-}
-
-static void SFX(flat_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g)
-{
-    const ptrdiff_t hp = g->oh + (g->r - 1) * g->dil_h;
-    for (ptrdiff_t c = 0, q = 0; c < g->c; c++)
-        for (ptrdiff_t r = 0; r < g->r; r++)
-            for (ptrdiff_t s = 0; s < g->s; s++, q++)
-                boff[q] = ((c * g->s + s) * hp + r * g->dil_h) * g->ow;
-}
-
 /* Whether the direct path computes g; fills the plan if so. */
 static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
                               int split, SFX(direct_plan) *pl)
@@ -142,6 +98,7 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
         pl->flat = 1;
         pl->rb = g->oh;
         pl->nb = 1;
+        pl->lr = g->oh + (g->r - 1) * g->dil_h;  /* rows of a plane */
         pl->copy = flat;
     }
     pl->threads = CNNKIT_MIN(nt, g->n * pl->nb);
@@ -157,14 +114,56 @@ static ptrdiff_t SFX(direct_workspace)(const cnnkit_conv2d_geom *g,
     return pl.noff + pl.apsize + pl.threads * pl.copy;
 }
 
-/* The padded copy of image xn's input rows for output rows [i0, i1):
- * local row l of channel c is input row i0*sh - ph + l, shifted right by
- * pw; everything outside the image is 0. */
+/* The shifted planes of image xn (see flat_size): plane (c, s) row l is
+ * padded input row l of channel c from column s*dw - pw on, OW wide, 0
+ * outside the image; a vector of zeros follows the planes. */
+static void SFX(flat_fill)(REAL *restrict buf, const REAL *restrict xn,
+                           const cnnkit_conv2d_geom *g,
+                           const SFX(direct_plan) *pl)
+{
+    const ptrdiff_t hp = pl->lr, ow = g->ow;
+    for (ptrdiff_t c = 0; c < g->c; c++)
+        for (ptrdiff_t s = 0; s < g->s; s++) {
+            const ptrdiff_t shift = s * g->dil_w - g->pad_w;
+            /* columns j with 0 <= j + shift < w come from the input (none
+             * when the padding reaches past the row) */
+            const ptrdiff_t ja = CNNKIT_MIN(ow, CNNKIT_MAX(0, -shift));
+            const ptrdiff_t jb = CNNKIT_MAX(ja, CNNKIT_MIN(ow, g->w - shift));
+            for (ptrdiff_t l = 0; l < hp; l++) {
+                REAL *restrict dst = buf + ((c * g->s + s) * hp + l) * ow;
+                const ptrdiff_t ih = l - g->pad_h;
+                if (ih < 0 || ih >= g->h) {
+                    for (ptrdiff_t j = 0; j < ow; j++)
+                        dst[j] = 0;
+                    continue;
+                }
+                const REAL *restrict src = xn + (c * g->h + ih) * g->w;
+                for (ptrdiff_t j = 0; j < ja; j++)
+                    dst[j] = 0;
+                for (ptrdiff_t j = ja; j < jb; j++)
+                    dst[j] = src[j + shift];
+                for (ptrdiff_t j = jb; j < ow; j++)
+                    dst[j] = 0;
+            }
+        }
+    REAL *restrict tail = buf + g->c * g->s * hp * ow;
+    for (ptrdiff_t j = 0; j < VL; j++)
+        tail[j] = 0;
+}
+
+/* The copy of image xn a task with output rows [i0, i1) reads: the flat
+ * layout's planes, or the padded input rows -- local row l of channel c is
+ * input row i0*sh - ph + l, shifted right by pw; everything outside the
+ * image is 0. */
 static void SFX(direct_fill)(REAL *restrict buf, const REAL *restrict xn,
                              const cnnkit_conv2d_geom *g,
                              const SFX(direct_plan) *pl, ptrdiff_t i0,
                              ptrdiff_t i1)
 {
+    if (pl->flat) {
+        SFX(flat_fill)(buf, xn, g, pl);
+        return;
+    }
     const ptrdiff_t rows = (i1 - i0 - 1) * g->stride_h +
                            (g->r - 1) * g->dil_h + 1;
     const ptrdiff_t wp = pl->wp, pw = CNNKIT_MIN(g->pad_w, wp);
@@ -190,15 +189,17 @@ static void SFX(direct_fill)(REAL *restrict buf, const REAL *restrict xn,
     }
 }
 
-/* Where tap (c, r, s) of output column 0 lies in a padded copy. */
+/* Where tap (c, r, s) of output pixel 0 (of a row, or flat, of the
+ * plane) lies in the copy. */
 static void SFX(direct_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g,
                                 const SFX(direct_plan) *pl)
 {
     for (ptrdiff_t c = 0, q = 0; c < g->c; c++)
         for (ptrdiff_t r = 0; r < g->r; r++)
             for (ptrdiff_t s = 0; s < g->s; s++, q++)
-                boff[q] = (c * pl->lr + r * g->dil_h) * pl->wp +
-                          s * g->dil_w;
+                boff[q] = pl->flat
+                    ? ((c * g->s + s) * pl->lr + r * g->dil_h) * g->ow
+                    : (c * pl->lr + r * g->dil_h) * pl->wp + s * g->dil_w;
 }
 
 static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
@@ -213,10 +214,7 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
     ptrdiff_t *boff = (ptrdiff_t *)(void *)work;
     REAL *ap = work + pl.noff;
     REAL *copies = ap + pl.apsize;
-    if (pl.flat)
-        SFX(flat_offsets)(boff, g);
-    else
-        SFX(direct_offsets)(boff, g, &pl);
+    SFX(direct_offsets)(boff, g, &pl);
     SFX(pack_a)(ap, w, crs, 0, g->k, crs);
     const ptrdiff_t tasks = g->n * pl.nb;
     const int nt = cnnkit_team(2.0 * g->n * kp * (crs + 1), tasks,
@@ -227,10 +225,7 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
         const ptrdiff_t n = t / pl.nb, i0 = (t % pl.nb) * pl.rb;
         const ptrdiff_t i1 = CNNKIT_MIN(g->oh, i0 + pl.rb);
         REAL *buf = copies + (ptrdiff_t)omp_get_thread_num() * pl.copy;
-        if (pl.flat)
-            SFX(flat_fill)(buf, x + n * chw, g);
-        else
-            SFX(direct_fill)(buf, x + n * chw, g, &pl, i0, i1);
+        SFX(direct_fill)(buf, x + n * chw, g, &pl, i0, i1);
         /* the rows of the sweep: flat, one of OH*OW pixels */
         const ptrdiff_t rows = pl.flat ? 1 : i1 - i0;
         const ptrdiff_t width = pl.flat ? p : g->ow;
@@ -406,10 +401,7 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
     ptrdiff_t *boff = (ptrdiff_t *)(void *)work;
     REAL *buffers = work + pl.noff;
     const ptrdiff_t per_thread = pl.copy + ntiles * WACC;
-    if (pl.flat)
-        SFX(flat_offsets)(boff, g);
-    else
-        SFX(direct_offsets)(boff, g, &pl);
+    SFX(direct_offsets)(boff, g, &pl);
     ptrdiff_t busy = 0, images = 0;
     for (ptrdiff_t q = 0; q < nparts; q++) {
         busy += bounds[q + 1] > bounds[q];
@@ -442,10 +434,7 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
         for (ptrdiff_t n = bounds[q]; n < bounds[q + 1]; n++) {
             for (ptrdiff_t i0 = 0; i0 < g->oh; i0 += pl.rb) {
                 const ptrdiff_t i1 = CNNKIT_MIN(g->oh, i0 + pl.rb);
-                if (pl.flat)
-                    SFX(flat_fill)(copy, x + n * chw, g);
-                else
-                    SFX(direct_fill)(copy, x + n * chw, g, &pl, i0, i1);
+                SFX(direct_fill)(copy, x + n * chw, g, &pl, i0, i1);
                 for (ptrdiff_t tile = t0; tile < t1; tile++) {
                     const ptrdiff_t k0 = tile / ntq * WKB;
                     const ptrdiff_t q0 = tile % ntq * WQB;

@@ -95,18 +95,10 @@ static void SFX(pack_b)(REAL *restrict bp, const REAL *restrict b,
             for (ptrdiff_t p0 = 0; p0 < kc; p0 += PB_DEPTH) {
                 const ptrdiff_t pn = CNNKIT_MIN((ptrdiff_t)PB_DEPTH, kc - p0);
                 REAL *restrict blk = dst + p0 * NR;
-                if (pn == PB_DEPTH) {
-                    for (ptrdiff_t j = 0; j < nr; j++) {
-                        const REAL *restrict src = b + (j0 + j) * ldb + p0;
-                        for (ptrdiff_t q = 0; q < PB_DEPTH; q++)
-                            blk[q * NR + j] = src[q];
-                    }
-                } else {
-                    for (ptrdiff_t j = 0; j < nr; j++) {
-                        const REAL *restrict src = b + (j0 + j) * ldb + p0;
-                        for (ptrdiff_t q = 0; q < pn; q++)
-                            blk[q * NR + j] = src[q];
-                    }
+                for (ptrdiff_t j = 0; j < nr; j++) {
+                    const REAL *restrict src = b + (j0 + j) * ldb + p0;
+                    for (ptrdiff_t q = 0; q < pn; q++)
+                        blk[q * NR + j] = src[q];
                 }
             }
             if (nr < NR)
