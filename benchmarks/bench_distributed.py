@@ -38,14 +38,14 @@ def worker(args):
               distributed=dist)                                  # warm-up
     distributed.barrier()
     t0 = time.perf_counter()
-    model.fit(x, y, batch_size=args.batch_size, optimizer=opt, verbose=0,
-              distributed=dist)
+    history = model.fit(x, y, batch_size=args.batch_size, optimizer=opt,
+                        verbose=0, distributed=dist)
     seconds = time.perf_counter() - t0
     steps = -(-args.samples // args.batch_size)
     if distributed.is_root():
         print(json.dumps({"images_per_s": args.samples / seconds,
                           "step_ms": 1e3 * seconds / steps,
-                          "exchange_ms": 1e3 * model._exchange_seconds / steps,
+                          "exchange_ms": 1e3 * history.exchange_seconds / steps,
                           "library": distributed.info()["library"]}))
 
 

@@ -55,7 +55,7 @@ def main():
     hist = train(model, distributed.DataParallel(reduction=reduction),
                  [ckpt])
     np.savez(f"{out}/rank{distributed.rank()}.npz",
-             params=model._flat_params, size=distributed.size(),
+             params=model.flat_params, size=distributed.size(),
              **{k: np.asarray(v) for k, v in hist.history.items()})
 
 

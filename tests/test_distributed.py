@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 import cnnkit
+from cnnkit.trainer import Trainer
 from cnnkit import distributed, layers
-from cnnkit.distributed import DataParallel, _bounds, _tree_sum
+from cnnkit.distributed import DataParallel, bounds as _bounds, tree_sum as _tree_sum
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -66,7 +67,7 @@ def reference():
     reproduce."""
     model = mpi_worker.build(seed=0)
     history = mpi_worker.train(model, None)
-    return model._flat_params.copy(), history.history
+    return model.flat_params.copy(), history.history
 
 
 def _run(tmp_path, n, reduction):
@@ -95,7 +96,7 @@ def test_ordered_reduction_reproduces_one_process_bit_for_bit(
     assert sorted(p.name for p in tmp_path.glob("ckpt*")) == [
         "ckpt0-1.cnnkit", "ckpt0-2.cnnkit", "ckpt0-3.cnnkit"]
     saved = cnnkit.load_model(tmp_path / "ckpt0-3.cnnkit")
-    assert np.array_equal(saved._flat_params, params)
+    assert np.array_equal(saved.flat_params, params)
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])
@@ -141,7 +142,7 @@ SCRIPT = textwrap.dedent("""
     if {train!r}:
         model = mpi_worker.build(seed=0)
         mpi_worker.train(model, "mpi")
-        info["params"] = model._flat_params.tolist()
+        info["params"] = model.flat_params.tolist()
     with open(sys.argv[1] + f"/info{{info['rank']}}.json", "w") as f:
         json.dump(info, f)
 """)
@@ -309,13 +310,13 @@ def test_fit_is_the_sharded_tree_of_its_batch():
             logits, y[e[s]:e[s + 1]])
         grad *= (e[s + 1] - e[s]) / 27.0            # the batch's mean
         probe.backward(grad)
-        shards.append(probe._flat_grads.copy())
+        shards.append(probe.flat_grads.copy())
     expected = np.zeros_like(shards[0])
     _tree_sum(shards, expected)
     model.layers[3].rate = 0.0
     model.fit(x, y, batch_size=27, optimizer=cnnkit.optim.SGD(1.0),
               shuffle=False, verbose=0)
-    np.testing.assert_allclose(model._flat_grads, expected, rtol=1e-12,
+    np.testing.assert_allclose(model.flat_grads, expected, rtol=1e-12,
                                atol=1e-15)
 
 
@@ -333,16 +334,16 @@ def test_fit_of_one_sample_is_that_samples_gradient_bit_for_bit():
     model.layers[3].rate = 0.0
     model.fit(x, y, batch_size=1, optimizer=cnnkit.optim.SGD(1.0),
               shuffle=False, verbose=0)
-    assert np.array_equal(model._flat_grads, probe._flat_grads)
+    assert np.array_equal(model.flat_grads, probe.flat_grads)
 
 
 def test_broadcast_parameters_in_a_world_of_one():
     model = mpi_worker.build()
-    before = model._flat_params.copy()
-    distributed._WORLD, saved = distributed._LOCAL, distributed._WORLD
+    before = model.flat_params.copy()
+    distributed._WORLD, saved = distributed.LOCAL, distributed._WORLD
     try:
         distributed.broadcast_parameters(model)
-        assert np.array_equal(model._flat_params, before)
+        assert np.array_equal(model.flat_params, before)
         assert distributed.rank() == 0 and distributed.size() == 1
         assert distributed.is_root()
         distributed.barrier()
@@ -362,15 +363,15 @@ def test_models_pickle_as_plain_state_and_keep_training_identically():
     a = mpi_worker.build()
     a.fit(x, y, epochs=1, batch_size=32, verbose=0)
     b = pickle.loads(pickle.dumps(a))
-    assert np.array_equal(a._flat_params, b._flat_params)
+    assert np.array_equal(a.flat_params, b.flat_params)
     # the layers' parameters are views into the restored flat buffer
     for layer in b.layers:
         for p in layer.params.values():
-            assert np.shares_memory(p, b._flat_params)
+            assert np.shares_memory(p, b.flat_params)
     assert type(b.optimizer) is type(a.optimizer)
     a.fit(x, y, epochs=1, batch_size=32, verbose=0)
     b.fit(x, y, epochs=1, batch_size=32, verbose=0)
-    assert np.array_equal(a._flat_params, b._flat_params)
+    assert np.array_equal(a.flat_params, b.flat_params)
     assert np.array_equal(a.predict_proba(x), b.predict_proba(x))
     unbuilt = pickle.loads(pickle.dumps(cnnkit.Sequential(
         [layers.Flatten(), layers.Dense(3)], seed=4)))
@@ -392,7 +393,7 @@ def test_command_line_trains_data_parallel_like_one_process(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("test accuracy:") == 1       # rank 0 reports
     a, b = cnnkit.load_model(one), cnnkit.load_model(two)
-    assert np.array_equal(a._flat_params, b._flat_params)
+    assert np.array_equal(a.flat_params, b.flat_params)
 
 
 # -- the kernels behind the shards: gradients of runs of samples ------------
@@ -541,17 +542,17 @@ def test_layers_without_per_shard_gradients_train_in_one_process():
     before = model.layers[1].params["weight"].copy()
     model.fit(x, y, epochs=1, batch_size=32, verbose=0)
     assert model.layers[1].params["weight"][0] != before[0]
-    assert np.isfinite(model._flat_params).all()
+    assert np.isfinite(model.flat_params).all()
     model.fit(x, y, epochs=1, batch_size=32, verbose=0, distributed=False)
     # such models pickle too (their layers travel as objects)
     copy = pickle.loads(pickle.dumps(model))
     assert isinstance(copy.layers[1], _Scale)
     assert np.shares_memory(copy.layers[1].params["weight"],
-                            copy._flat_params)
+                            copy.flat_params)
     assert np.array_equal(copy.predict_proba(x), model.predict_proba(x))
     model.fit(x, y, epochs=1, verbose=0)
     copy.fit(x, y, epochs=1, verbose=0)
-    assert np.array_equal(copy._flat_params, model._flat_params)
+    assert np.array_equal(copy.flat_params, model.flat_params)
     with pytest.raises(TypeError, match="_Scale has parameters but cannot "
                                         "compute them per shard"):
-        distributed._Engine(model, distributed._LOCAL, 2, "ordered")
+        Trainer(model, distributed.LOCAL, 2, "ordered")

@@ -415,7 +415,7 @@ def test_training_is_bit_identical_for_1_2_3_threads():
         hist = model.fit(x, y, epochs=3, batch_size=16,
                          optimizer=cnnkit.optim.Adam(1e-2),
                          validation_split=0.25, verbose=0)
-        runs.append((model._flat_params.tobytes(), hist.history["loss"],
+        runs.append((model.flat_params.tobytes(), hist.history["loss"],
                      hist.history["val_loss"]))
     assert runs[0][1][-1] < runs[0][1][0]          # it did train
     for run in runs[1:]:

@@ -7,7 +7,7 @@ NumPy-facing API and :mod:`cnnkit.reference` their pure-NumPy twin.
 from ._version import __version__
 
 try:
-    from . import _kernels
+    from . import _ops
 except ImportError as exc:  # pragma: no cover - only on a broken install
     raise ImportError(
         "cnnkit's compiled kernels could not be imported "
@@ -20,7 +20,8 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
 from . import (callbacks, datasets, distributed, functional, layers, optim,
                reference)
 from ._config import get_num_threads, set_num_threads, show_config
-from .model import Sequential, load_model
+from .model import Sequential
+from .saving import load_model
 
 __all__ = [
     "__version__",

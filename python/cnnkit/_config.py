@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from . import _kernels
+from . import _ops
 from ._version import __version__
 
 
@@ -34,7 +34,7 @@ def set_num_threads(n):
     2
     >>> cnnkit.set_num_threads(0)      # back to the default
     """
-    _kernels.set_num_threads(n)
+    _ops.set_num_threads(n)
     _state["user_threads"] = n != 0
 
 
@@ -43,13 +43,14 @@ def set_num_threads(n):
 _state = {"user_threads": False}
 
 
-def _user_threads():
+def user_chose_threads():
+    """Whether the thread count was set by the user."""
     return _state["user_threads"]
 
 
-def _set_threads_quietly(n):
+def set_threads_quietly(n):
     """Set the thread count without recording it as the user's choice."""
-    _kernels.set_num_threads(n)
+    _ops.set_num_threads(n)
 
 
 def get_num_threads():
@@ -68,11 +69,11 @@ def get_num_threads():
     >>> cnnkit.get_num_threads() >= 1
     True
     """
-    return _kernels.get_num_threads()
+    return _ops.get_num_threads()
 
 
 def _config():
-    info = _kernels.build_info()
+    info = _ops.build_info()
     return {
         "cnnkit": __version__,
         "python": sys.version.split()[0],
@@ -118,7 +119,7 @@ def show_config(file=None):
     cfg = _config()
     width = max(len(k) for k in cfg)
     lines = [f"{k + ':':<{width + 1}} {v}" for k, v in cfg.items()]
-    if not _kernels.build_info()["openmp"]:
+    if not _ops.build_info()["openmp"]:
         lines.append("WARNING: cnnkit was built without OpenMP; rebuild with "
                      "CNNKIT_OPENMP=ON for parallel kernels.")
     print("\n".join(lines), file=file if file is not None else sys.stdout)

@@ -644,7 +644,7 @@ def run(config, out=None):
     """Run the benchmark that ``config`` (from :func:`make_config`)
     describes, print its table to ``out`` (default stdout) as it goes, and
     return the results (the document that ``--json`` writes)."""
-    from . import __version__, _kernels
+    from . import __version__, _ops
     out = sys.stdout if out is None else out
 
     def say(text=""):
@@ -672,7 +672,7 @@ def run(config, out=None):
                 notes.append(f"PyTorch failed to start, running without it: "
                              f"{str(exc).strip().splitlines()[-1]}")
         doc = _document(config, workers, __version__,
-                        _kernels.build_info()["simd_path"])
+                        _ops.build_info()["simd_path"])
         for line in header_lines(doc) + notes:
             say(line)
         say()

@@ -27,14 +27,23 @@ class Callback:
     model : cnnkit.Sequential or None
         The model being trained; set ``self.model.stop_training = True`` to
         end training after the current epoch.
+    params : dict
+        The run's parameters (:meth:`set_params`).
     """
 
     def __init__(self):
         self.model = None
+        self.params = {}
 
     def set_model(self, model):
         """Called by ``fit`` before training, with the model it trains."""
         self.model = model
+
+    def set_params(self, params):
+        """Called by ``fit`` before training with the run's parameters:
+        ``epochs``, ``steps`` (batches per epoch), ``verbose`` and ``rank``
+        (this process's rank in a data-parallel run, else 0)."""
+        self.params = dict(params)
 
     def on_train_begin(self, logs=None):
         """Called once, before the first epoch."""
@@ -75,6 +84,9 @@ class History(Callback):
         entry per completed epoch.
     interrupted : bool
         True when training stopped on Ctrl-C.
+    exchange_seconds : float
+        Seconds spent exchanging and adding the shard gradients (the
+        data-parallel reduction), for benchmarks.
     """
 
     def __init__(self):
@@ -82,6 +94,7 @@ class History(Callback):
         self.epoch = []
         self.history = {}
         self.interrupted = False
+        self.exchange_seconds = 0.0
 
     def on_train_begin(self, logs=None):
         self.interrupted = False
@@ -219,7 +232,7 @@ class ModelCheckpoint(Callback):
             if not better or not np.isfinite(value):
                 return
             self.best = value
-        if getattr(self.model, "_rank", 0) != 0:
+        if self.params.get("rank", 0) != 0:
             return                    # in a data-parallel run, rank 0 saves
         path = self.path.format(epoch=epoch + 1, **logs)
         self.model.save(path, include_optimizer=self.include_optimizer)

@@ -65,7 +65,7 @@ def default_model(input_shape, classes, seed):
 
 
 def _load_model(path):
-    from .model import load_model
+    from .saving import load_model
     try:
         return load_model(path)
     except (OSError, ValueError, ImportError) as exc:

@@ -36,7 +36,7 @@ import warnings
 
 import numpy as np
 
-from . import _config, _kernels
+from . import _config, _ops
 
 __all__ = [
     "DataParallel", "init", "rank", "size", "is_root", "barrier",
@@ -114,7 +114,8 @@ class _World:
 
 
 _WORLD = None
-_LOCAL = _World()
+#: The world of one process, for training without MPI.
+LOCAL = _World()
 
 
 def _launcher_size():
@@ -135,14 +136,14 @@ def _set_threads(world):
         world.threads_source = "one rank on this node: unchanged"
     elif os.environ.get("OMP_NUM_THREADS"):
         world.threads_source = "OMP_NUM_THREADS"
-    elif _config._user_threads():
+    elif _config.user_chose_threads():
         world.threads_source = "set_num_threads"
     else:
         try:
             cores = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):       # pragma: no cover
             cores = os.cpu_count() or 1
-        _config._set_threads_quietly(max(1, cores // world.local_size))
+        _config.set_threads_quietly(max(1, cores // world.local_size))
         world.threads_source = (f"{cores} cores / {world.local_size} "
                                 f"rank(s) on this node")
     world.threads = _config.get_num_threads()
@@ -295,12 +296,12 @@ def broadcast_parameters(model, root=0):
     if not getattr(model, "built", False):
         raise ValueError("broadcast_parameters: the model must be built "
                          "(give it an input_shape)")
-    _check_same(w, "models", (model._flat_params.size,
-                              model._flat_params.dtype.str))
-    w.bcast_array(model._flat_params, root=int(root))
+    check_same(w, "models", (model.flat_params.size,
+                              model.flat_params.dtype.str))
+    w.bcast_array(model.flat_params, root=int(root))
 
 
-def _check_same(world, what, value):
+def check_same(world, what, value):
     """Raise on every rank if ``value`` differs between ranks."""
     values = world.allgather(value)
     if any(v != values[0] for v in values):
@@ -371,10 +372,10 @@ class DataParallel:
         return w
 
 
-def _resolve(distributed):
+def resolve(distributed):
     """``fit``'s ``distributed`` argument as (world, shards, reduction)."""
     if distributed is None or distributed is False:
-        return _LOCAL, DEFAULT_SHARDS, "ordered"
+        return LOCAL, DEFAULT_SHARDS, "ordered"
     if isinstance(distributed, str):
         if distributed.lower() != "mpi":
             raise ValueError(f"distributed must be None, 'mpi' or a "
@@ -388,197 +389,13 @@ def _resolve(distributed):
     return distributed._world(), distributed.shards, distributed.reduction
 
 
-def _bounds(n, parts):
+def bounds(n, parts):
     """Split ``range(n)`` into ``parts`` contiguous runs: their edges."""
     return [i * n // parts for i in range(parts + 1)]
 
 
-def _tree_sum(nodes, out):
+def tree_sum(nodes, out):
     """Add the arrays in ``nodes`` (flat rows like ``out``, None for absent
     ones) in a fixed pairwise tree, adjacent pairs first, into ``out`` (0
     where none is present); the rows are not written."""
-    _kernels.tree_sum(nodes, out)
-
-
-class _Engine:
-    """Runs training steps: the batch's shards, their gradients, the
-    exchange between ranks and the fixed-order reduction."""
-
-    def __init__(self, model, world, shards, reduction, strict=True):
-        unsplit = [layer for layer in model.layers
-                   if layer.grads and not hasattr(layer, "_backward_parts")]
-        if unsplit and (shards > 1 or world.size > 1):
-            if strict:
-                raise TypeError(
-                    f"{type(unsplit[0]).__name__} has parameters but cannot "
-                    f"compute them per shard (it defines no "
-                    f"_backward_parts); train it with distributed="
-                    f"DataParallel(shards=1) in one process, or without "
-                    f"it")
-            shards = 1      # a plain fit of layers that cannot split them
-        self.model, self.world = model, world
-        self.shards, self.reduction = shards, reduction
-        edges = _bounds(shards, world.size)
-        self.s0, self.s1 = edges[world.rank], edges[world.rank + 1]
-        self.dropouts = [layer for layer in model.layers
-                         if hasattr(layer, "window")]
-        self.sums = np.zeros(2, dtype=np.float64)
-        # Time spent exchanging and reducing the gradients (for benchmarks).
-        self.exchange_seconds = 0.0
-        # Arrays of a step kept for the next one of the same size: the
-        # gathered batch, the loss gradient, the per-sample losses and hits,
-        # the shard bounds.
-        self.kept = {}
-        # One shard in one process: the layers write the batch gradient
-        # straight into the model's buffer, and no shard rows are needed.
-        self.direct = shards == 1 and world.size == 1
-        if self.direct:
-            return
-        dt = model.dtype
-        gbytes = model._flat_grads.nbytes
-        stats_off = -(-gbytes // 16) * 16
-        self.counts = [edges[r + 1] - edges[r] for r in range(world.size)]
-        self.displs = edges[:world.size]
-        self.rows = np.zeros((shards, stats_off + 16), dtype=np.uint8)
-        self.grads = [self.rows[s, :gbytes].view(dt) for s in range(shards)]
-        self.stats = [self.rows[s, stats_off:].view(np.float64)
-                      for s in range(shards)]
-        # Per layer with parameters: its gradients in every local shard's
-        # row, as arrays (local shards,) + shape, laid out in each row as in
-        # the model's flat gradients.
-        base = model._flat_grads.__array_interface__["data"][0]
-        local = self.rows[self.s0:self.s1]
-        self.layers = []
-        for layer in model.layers:
-            if not layer.grads:
-                continue
-            parts = {}
-            for name, g in layer.grads.items():
-                off = g.__array_interface__["data"][0] - base
-                parts[name] = local[:, off:off + g.nbytes].view(dt).reshape(
-                    (self.s1 - self.s0,) + g.shape)
-            self.layers.append((layer, parts))
-
-    def _kept(self, key, shape, dtype):
-        a = self.kept.get((key, shape))
-        if a is None:
-            a = self.kept[(key, shape)] = np.empty(shape, dtype=dtype)
-        return a
-
-    def _rows(self, key, a, idx):
-        """a[idx]: a view for a slice, else gathered into a kept array."""
-        if isinstance(idx, slice):
-            return a[idx]
-        # (mode="raise" would gather into a temporary first; the indices
-        # are a permutation's, always in range)
-        return np.take(a, idx, axis=0, mode="clip",
-                       out=self._kept(key, idx.shape + a.shape[1:], a.dtype))
-
-    def step(self, x, y, sw, idx):
-        """Forward, backward and gradient exchange for the global batch
-        ``x[idx]``; leaves the batch gradient in ``model._flat_grads``.
-
-        Returns (weighted loss sum, correct count, weight sum) over the
-        global batch, the same on every rank.
-        """
-        model, world, S = self.model, self.world, self.shards
-        if isinstance(idx, slice):
-            b = idx.stop - idx.start
-        else:
-            b = idx.shape[0]
-        edges = _bounds(b, S)
-        lo, hi = edges[self.s0], edges[self.s1]
-        if sw is None:
-            norm = float(b)
-        else:
-            swb = self._rows("sw", sw, idx)        # the global batch's
-            norm = math.fsum(swb)
-        if hi > lo:
-            li = (slice(idx.start + lo, idx.start + hi)
-                  if isinstance(idx, slice) else idx[lo:hi])
-            xb, yb = self._rows("x", x, li), self._rows("y", y, li)
-            wb = None if sw is None else swb[lo:hi]
-            for layer in self.dropouts:
-                layer.window = (b, lo, hi)
-            try:
-                logits = model.forward(xb, training=True)
-            finally:
-                for layer in self.dropouts:
-                    layer.window = None
-            m = hi - lo
-            _, grad, losses = _kernels.softmax_cross_entropy(
-                logits, yb, wb, need_grad=True, normalizer=norm,
-                per_sample=True,
-                grad_out=self._kept("grad", logits.shape, logits.dtype),
-                losses_out=self._kept("losses", (m,), np.float64))
-            pred = np.argmax(logits, axis=1,
-                             out=self._kept("pred", (m,), np.intp))
-            hit = np.equal(pred, yb, out=self._kept("hit", (m,), np.bool_))
-            # A batch of one sample in one process fills one shard, and the
-            # tree's sum is that shard's gradient: the layers write it
-            # straight into the model's buffer, the same bits.
-            if self.direct or (world.size == 1 and b == 1):
-                model.backward(grad, input_grad=False)
-                return math.fsum(losses), int(np.count_nonzero(hit)), norm
-            bounds = self.kept.get(("bounds", b))
-            if bounds is None:
-                bounds = np.array(edges[self.s0:self.s1 + 1], dtype=np.int64)
-                bounds -= lo
-                self.kept[("bounds", b)] = bounds
-            for layer, parts in self.layers:
-                layer.shard_grads = (bounds, parts)
-            try:
-                model.backward(grad, input_grad=False)
-            finally:
-                for layer, _ in self.layers:
-                    layer.shard_grads = None
-            for s in range(self.s0, self.s1):
-                a, c = edges[s] - lo, edges[s + 1] - lo
-                if c > a:
-                    st = self.stats[s]
-                    st[0] = math.fsum(losses[a:c])
-                    st[1] = np.count_nonzero(hit[a:c])
-        else:
-            # No samples here this step: draw the dropout masks all the
-            # same, so that every rank's random stream stays in step.
-            for layer in self.dropouts:
-                layer.skip_batch(b)
-        present = [edges[s + 1] > edges[s] for s in range(S)]
-        out = model._flat_grads
-        t0 = time.perf_counter()
-        if self.reduction == "ordered":
-            world.allgather_rows(self.rows, self.counts, self.displs)
-            _tree_sum([g if p else None
-                       for g, p in zip(self.grads, present)], out)
-            _tree_sum([st if p else None
-                       for st, p in zip(self.stats, present)], self.sums)
-        else:
-            local = range(self.s0, self.s1)
-            _tree_sum([self.grads[s] if present[s] else None for s in local],
-                      out)
-            _tree_sum([self.stats[s] if present[s] else None for s in local],
-                      self.sums)
-            world.allreduce_sum(out)
-            world.allreduce_sum(self.sums)
-        self.exchange_seconds += time.perf_counter() - t0
-        return float(self.sums[0]), int(self.sums[1]), norm
-
-
-def _sharded_losses(model, x, y, batch_size, world):
-    """Per-sample losses and the correct count of each rank's contiguous
-    part of (x, y), gathered on every rank in rank order."""
-    n = x.shape[0]
-    edges = _bounds(n, world.size)
-    lo, hi = edges[world.rank], edges[world.rank + 1]
-    losses = np.empty(hi - lo, dtype=np.float64)
-    correct = 0
-    for i in range(lo, hi, batch_size):
-        j = min(hi, i + batch_size)
-        logits = model.forward(x[i:j], training=False)
-        _, _, per = _kernels.softmax_cross_entropy(
-            logits, y[i:j], None, need_grad=False, per_sample=True)
-        losses[i - lo:j - lo] = per
-        correct += int(np.count_nonzero(logits.argmax(axis=1) == y[i:j]))
-    parts = world.allgather((losses, correct))
-    total = math.fsum(v for part, _ in parts for v in part.tolist())
-    return total, sum(c for _, c in parts)
+    _ops.tree_sum(nodes, out)

@@ -22,7 +22,7 @@ import numbers
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, _ops
 
 __all__ = [
     "conv2d",
@@ -113,27 +113,11 @@ def _positive_pair(v, name, fn):
 
 def _conv_padding(padding, kernel_hw, stride, dilation, fn):
     """(top, bottom, left, right) padding for conv2d."""
-    if isinstance(padding, str):
-        mode = padding.lower()
-        if mode == "valid":
-            return 0, 0, 0, 0
-        if mode == "same":
-            if stride != (1, 1):
-                raise ValueError(
-                    f"{fn}: padding='same' needs stride 1, got stride "
-                    f"{stride}")
-            out = []
-            for k, d in zip(kernel_hw, dilation):
-                total = d * (k - 1)
-                out += [total // 2, total - total // 2]
-            return tuple(out)
-        raise ValueError(
-            f"{fn}: padding must be an int, a pair, 'valid' or 'same'; got "
-            f"{padding!r}")
-    ph, pw = _pair(padding, "padding", fn)
-    if ph < 0 or pw < 0:
-        raise ValueError(f"{fn}: padding must be >= 0, got {padding!r}")
-    return ph, ph, pw, pw
+    if not isinstance(padding, str):
+        padding = _pair(padding, "padding", fn)
+        if padding[0] < 0 or padding[1] < 0:
+            raise ValueError(f"{fn}: padding must be >= 0, got {padding!r}")
+    return _ops.conv_padding(padding, kernel_hw, stride, dilation, fn)
 
 
 def _check_ndim(arr, allowed, name, fn, layout):
@@ -370,9 +354,8 @@ def conv2d_output_shape(input_shape, kernel_size, stride=1, padding=0,
     r, s = _positive_pair(kernel_size, "kernel_size", fn)
     stride = _positive_pair(stride, "stride", fn)
     dilation = _positive_pair(dilation, "dilation", fn)
-    pt, pb, pl, pr = _conv_padding(padding, (r, s), stride, dilation, fn)
-    oh = (h + pt + pb - dilation[0] * (r - 1) - 1) // stride[0] + 1
-    ow = (w + pl + pr - dilation[1] * (s - 1) - 1) // stride[1] + 1
+    pad4 = _conv_padding(padding, (r, s), stride, dilation, fn)
+    oh, ow = _ops.conv_output_hw((h, w), (r, s), stride, pad4, dilation)
     if oh < 1 or ow < 1:
         raise ValueError(
             f"{fn}: kernel {(r, s)} with dilation {dilation} does not fit in "
@@ -747,8 +730,8 @@ def pool2d_output_shape(input_shape, kernel_size, stride=None, padding=0):
     fn = "pool2d_output_shape"
     h, w = _pair(tuple(input_shape)[-2:], "input_shape", fn)
     kernel, stride, pad = _pool_args(fn, kernel_size, stride, padding)
-    oh = (h + 2 * pad[0] - kernel[0]) // stride[0] + 1
-    ow = (w + 2 * pad[1] - kernel[1]) // stride[1] + 1
+    oh, ow = _ops.conv_output_hw((h, w), kernel, stride,
+                                 (pad[0], pad[0], pad[1], pad[1]))
     if oh < 1 or ow < 1:
         raise ValueError(
             f"{fn}: kernel_size {kernel} is larger than the padded input "

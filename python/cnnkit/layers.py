@@ -4,48 +4,45 @@ Each layer follows one lifecycle (Keras's): hyperparameters are validated in
 ``__init__``; ``build(input_shape, ...)`` computes the output shape and the
 shapes of the parameters; the model then hands the layer views into its flat
 parameter and gradient buffers and asks it to initialise them; ``forward``
-caches what ``backward`` needs; ``backward`` writes the parameter gradients
+keeps what ``backward`` needs; ``backward`` writes the parameter gradients
 (overwriting them) and returns the gradient with respect to the input.
-While a model trains, each layer writes its outputs and gradients into
-arrays it keeps between steps (:attr:`Layer.buffers`), so that a training
-step allocates no arrays after the first one of its batch size.
+
+Both passes take a step context (``cnnkit._context.StepContext``) from the
+model: whether the pass trains, the arena of arrays kept between training
+steps (so that a step allocates no arrays after the first of its batch
+size), which layers may skip their input gradient, the shard bounds of the
+per-shard parameter gradients and the dropout window.  ``bool(ctx)`` is
+whether it trains, so ``layer.forward(x, training=True)`` and a layer
+written as ``forward(self, x, training=False)`` work as they read.  The
+kernels are reached through the op objects of :mod:`cnnkit._ops`, made
+once at ``build``.
+
+Fusion is declared, never inferred from classes: a layer that is an
+element-wise op another layer can apply in its epilogue names it in
+:attr:`Layer.elementwise` (ReLU: ``"relu"``); a layer whose forward pass can
+apply one lists it in :attr:`Layer.forward_epilogues`; a layer whose
+backward pass can also run the backward of the element-wise layer before
+it lists it in :attr:`Layer.backward_prologues`.  The model asks these and
+runs the pair as one pass, with the bits of the two passes.
 
 Shapes exclude the batch axis: a Conv2D's ``input_shape`` is ``(C, H, W)``.
 Layouts follow PyTorch, so ``Conv2D.params["weight"]`` is ``(K, C, R, S)`` and
 ``Dense.params["weight"]`` is ``(units, in_features)``.
 """
+import inspect
 import math
 import numbers
 
 import numpy as np
 
-from . import _kernels
-from . import functional as F
+from . import _ops
+from ._checks import check_elements, check_int, check_pair
+from ._context import as_context
 
 __all__ = [
     "Layer", "Conv2D", "ReLU", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
     "Flatten", "Dense", "Dropout", "LAYERS",
 ]
-
-
-def _check_int(value, name, cls, minimum=1):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, numbers.Integral):
-        raise TypeError(f"{cls}: {name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{cls}: {name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_pair(value, name, cls, minimum=1):
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(
-                f"{cls}: {name} must be an int or a pair of ints, got "
-                f"{value!r}")
-        return tuple(_check_int(v, name, cls, minimum) for v in value)
-    v = _check_int(value, name, cls, minimum)
-    return (v, v)
 
 
 class Layer:
@@ -61,19 +58,30 @@ class Layer:
         parameters.
     built : bool
         Whether :meth:`build` has run.
-    input_grad : bool
-        Whether :meth:`backward` must return the gradient with respect to
-        the input; the model sets it to False on its first layer during
-        training, which lets that layer skip the work.
-    buffers : dict or None
-        None, or (while :meth:`Sequential.fit <cnnkit.Sequential.fit>`
-        runs) the arrays that ``forward(x, training=True)`` and
-        :meth:`backward` write and return instead of new ones, kept from
-        one step to the next.  An array returned then is overwritten by the
-        next step.
+    elementwise : str or None
+        The element-wise op this layer computes when another layer can run
+        it in its epilogue (:class:`ReLU`: ``"relu"``), else None.
+    forward_epilogues : frozenset of str
+        The element-wise ops this layer's forward pass can apply to its
+        output (``forward(x, ctx, epilogue=name)``).
+    backward_prologues : frozenset of str
+        The element-wise ops whose backward this layer's backward pass can
+        run too, for the layer just before it (``backward(grad, ctx,
+        prologue=name)``).
+    per_shard_grads : bool
+        Whether :meth:`backward` can write the parameter gradients of each
+        shard of the batch on its own (``ctx.shard_parts(self)``), which
+        data-parallel training and the fixed-shard reduction need.
+    transparent : bool
+        Whether initialisation looks through the layer (:class:`Dropout`):
+        the layer before it is initialised for the layer after it.
     """
 
-    buffers = None
+    elementwise = None
+    forward_epilogues = frozenset()
+    backward_prologues = frozenset()
+    per_shard_grads = False
+    transparent = False
 
     def __init__(self):
         self.input_shape = None
@@ -81,13 +89,17 @@ class Layer:
         self.params = {}
         self.grads = {}
         self.built = False
-        # False for the first layer of a model being trained: backward then
-        # need not compute the gradient with respect to the input.
-        self.input_grad = True
-        # Set by the training loop to (bounds, parts): backward then writes
-        # the parameter gradients of each run of samples [bounds[q],
-        # bounds[q+1]) of the batch separately, into parts[name][q].
-        self.shard_grads = None
+
+    def __init_subclass__(cls, **kwargs):
+        # A layer written as ``backward(self, grad)`` (without the step
+        # context) keeps working: the model's context is not passed to it.
+        super().__init_subclass__(**kwargs)
+        backward = cls.__dict__.get("backward")
+        if backward is not None and _positional_count(backward) < 3:
+            def with_context(self, grad, ctx=None, _backward=backward):
+                return _backward(self, grad)
+            with_context.__doc__ = backward.__doc__
+            cls.backward = with_context
 
     # -- lifecycle --------------------------------------------------------
     def compute_output_shape(self, input_shape):
@@ -191,9 +203,10 @@ class Layer:
         Parameters
         ----------
         x : ndarray of shape (n,) + input_shape
-        training : bool, default False
+        training : bool or StepContext, default False
             Keep what :meth:`backward` needs (and, for :class:`Dropout`,
-            drop values); with False nothing is kept.
+            drop values); with False nothing is kept.  A model passes its
+            step context, whose truth value is whether it trains.
 
         Returns
         -------
@@ -201,15 +214,18 @@ class Layer:
         """
         raise NotImplementedError
 
-    def backward(self, grad):
+    def backward(self, grad, ctx=None):
         """Store parameter gradients; return d loss / d input (None when
-        ``input_grad`` is false and the layer can skip it).
+        the step context says this layer may skip it).
 
         Parameters
         ----------
         grad : ndarray of shape (n,) + output_shape
             Gradient of the loss with respect to the output of the last
             ``forward(x, training=True)``.
+        ctx : StepContext, optional
+            The model's step context; None computes every gradient into new
+            arrays.
 
         Returns
         -------
@@ -220,15 +236,19 @@ class Layer:
         """
         raise NotImplementedError
 
+    def fused_forward(self, y, ctx):
+        """Keep what :meth:`backward` needs when the layer before applied
+        this (element-wise) layer in its own pass, and return its output
+        ``y``.  Only layers with an :attr:`elementwise` op are asked."""
+        raise NotImplementedError
+
+    def skip_batch(self, n):
+        """Advance any random stream of the layer as a training forward pass
+        over ``n`` samples would (for a process whose part of a global batch
+        is empty); nothing for layers without one."""
+
     def clear_cache(self):
         """Drop what forward kept for backward."""
-
-    def __getstate__(self):
-        # a copy made while a model trains does not take the arrays the
-        # layer keeps between steps (it would reuse them outside training)
-        state = self.__dict__.copy()
-        state.pop("buffers", None)
-        return state
 
     # -- description ------------------------------------------------------
     def get_config(self):
@@ -267,58 +287,41 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
-def _buffer(layer, key, shape, dtype):
-    """The layer's kept array for ``key`` of this shape and dtype while
-    a training loop runs (made on first use), None otherwise (the kernels
-    then return new arrays)."""
-    bufs = layer.buffers
-    if bufs is None:
-        return None
-    key = (key, shape)
-    a = bufs.get(key)
-    if a is None or a.dtype != dtype:
-        a = bufs[key] = np.empty(shape, dtype=dtype)
-    return a
+def _positional_count(fn):
+    """How many positional parameters ``fn`` takes (self included); a large
+    number when it takes ``*args``."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 1 << 30
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+               for p in params)
 
 
-def _native(x, like, ndim):
-    """Whether x can go straight to the kernels (an ndarray of the layer's
-    dtype and rank, as inside a model); other inputs take the checked and
-    converting path of cnnkit.functional."""
-    return type(x) is np.ndarray and x.dtype == like.dtype and x.ndim == ndim
-
-
-def _param_backward(layer, grad):
+def _param_backward(layer, grad, ctx, backward, backward_parts):
     """Backward of a layer with a weight and an optional bias: the parameter
-    gradients of the whole batch, or, when the training loop set
-    ``layer.shard_grads = (bounds, parts)``, those of each run of samples
-    ``[bounds[q], bounds[q+1])`` on its own, written to
-    ``parts["weight"][q]`` and ``parts["bias"][q]``.  The input gradient is
-    per sample either way."""
-    if layer.shard_grads is None:
-        gx, gw, gb = layer._backward(grad, layer._x)
-        if gw is not layer.grads["weight"]:
-            layer.grads["weight"][...] = gw
-        if gb is not None and gb is not layer.grads["bias"]:
-            layer.grads["bias"][...] = gb
-        return gx
-    bounds, parts = layer.shard_grads
-    dt = layer.params["weight"].dtype
-    x = np.ascontiguousarray(layer._x, dtype=dt)
-    grad = np.ascontiguousarray(grad, dtype=dt)
-    return layer._backward_parts(grad, x, bounds, parts["weight"],
-                                 parts.get("bias"))
+    gradients of the whole batch, or, when the step context asks for
+    per-shard gradients, those of each run of samples ``[bounds[q],
+    bounds[q+1])`` on its own, written to ``parts["weight"][q]`` and
+    ``parts["bias"][q]``.  The input gradient is per sample either way.
 
-
-def _grad_outs(layer, x):
-    """Where a backward kernel writes (gx, gw, gb): the layer's kept
-    input-gradient array and its gradient views while training, new arrays
-    otherwise."""
-    if layer.buffers is None:
-        return None, None, None
-    gx = (_buffer(layer, "gx", x.shape, x.dtype) if layer.input_grad
-          else None)
-    return gx, layer.grads["weight"], layer.grads.get("bias")
+    ``backward(grad, x, input_grad, gx, gw, gb)`` and
+    ``backward_parts(grad, x, bounds, gw_parts, gb_parts, input_grad, gx)``
+    are the layer's op calls."""
+    x = layer._x
+    input_grad = ctx.needs_input_grad(layer)
+    gx = ctx.buffer(layer, "gx", x.shape, x.dtype) if input_grad else None
+    shard = ctx.shard_parts(layer)
+    if shard is not None:
+        bounds, parts = shard
+        return backward_parts(grad, x, bounds, parts["weight"],
+                              parts.get("bias"), input_grad, gx)
+    gw, gb = layer.grads["weight"], layer.grads.get("bias")
+    gx, gw_new, gb_new = backward(grad, x, input_grad, gx, gw, gb)
+    if gw_new is not gw:
+        gw[...] = gw_new
+    if gb_new is not None and gb_new is not gb:
+        gb[...] = gb_new
+    return gx
 
 
 class Conv2D(Layer):
@@ -343,30 +346,29 @@ class Conv2D(Layer):
     {'weight': (16, 3, 3, 3), 'bias': (16,)}
     """
 
+    forward_epilogues = frozenset({"relu"})
+    per_shard_grads = True
+
     def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1,
                  use_bias=True):
         super().__init__()
         cls = "Conv2D"
-        self.filters = _check_int(filters, "filters", cls)
-        self.kernel_size = _check_pair(kernel_size, "kernel_size", cls)
-        self.stride = _check_pair(stride, "stride", cls)
-        self.dilation = _check_pair(dilation, "dilation", cls)
+        self.filters = check_int(filters, "filters", 1, cls)
+        self.kernel_size = check_pair(kernel_size, "kernel_size", 1, cls)
+        self.stride = check_pair(stride, "stride", 1, cls)
+        self.dilation = check_pair(dilation, "dilation", 1, cls)
         if isinstance(padding, str):
-            if padding.lower() not in ("same", "valid"):
-                raise ValueError(
-                    f"{cls}: padding must be an int, a pair, 'valid' or "
-                    f"'same'; got {padding!r}")
             padding = padding.lower()
-            if padding == "same" and self.stride != (1, 1):
-                raise ValueError(
-                    f"{cls}: padding='same' needs stride 1, got stride "
-                    f"{self.stride}")
-            self.padding = padding
         else:
-            self.padding = _check_pair(padding, "padding", cls, minimum=0)
+            padding = check_pair(padding, "padding", 0, cls)
+        # (top, bottom, left, right); raises for a bad mode or 'same' with
+        # a stride
+        pad4 = _ops.conv_padding(padding, self.kernel_size, self.stride,
+                                 self.dilation, cls)
+        self.padding = padding
         self.use_bias = bool(use_bias)
+        self._op = _ops.Conv2DOp(self.stride, pad4, self.dilation)
         self._x = None
-        self._pads = None          # (top, bottom, left, right), on first use
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -374,15 +376,13 @@ class Conv2D(Layer):
                 f"Conv2D expects input of shape (C, H, W) per sample; got "
                 f"{tuple(input_shape)}")
         c, h, w = input_shape
-        try:
-            oh, ow = F.conv2d_output_shape(
-                (h, w), self.kernel_size, self.stride, self.padding,
-                self.dilation)
-        except ValueError:
+        oh, ow = _ops.conv_output_hw((h, w), self.kernel_size, self.stride,
+                                     self._op.padding, self.dilation)
+        if oh < 1 or ow < 1:
             raise ValueError(
                 f"Conv2D: kernel {self.kernel_size} (dilation "
                 f"{self.dilation}, padding {self.padding!r}) does not fit in "
-                f"an input of shape {tuple(input_shape)}") from None
+                f"an input of shape {tuple(input_shape)}")
         return (self.filters, oh, ow)
 
     def param_shapes(self, input_shape):
@@ -391,62 +391,42 @@ class Conv2D(Layer):
             shapes["bias"] = (self.filters,)
         return shapes
 
-    def _pad4(self):
-        if self._pads is None:
-            self._pads = F._conv_padding(self.padding, self.kernel_size,
-                                         self.stride, self.dilation, "Conv2D")
-        return self._pads
-
-    def forward(self, x, training=False, relu=False):
-        """The layer's output for a batch; with ``relu=True``,
+    def forward(self, x, training=False, epilogue=None):
+        """The layer's output for a batch; with ``epilogue="relu"``,
         ``max(0, output)`` computed in the same pass (bit for bit what a
-        following :class:`ReLU` gives: :class:`~cnnkit.Sequential` fuses a
-        Conv2D and the ReLU after it this way).
+        following :class:`ReLU` gives).
 
         Parameters
         ----------
         x : ndarray of shape (n, C, H, W)
-        training : bool, default False
+        training : bool or StepContext, default False
             Keep x for :meth:`backward`.
-        relu : bool, default False
-            Apply a ReLU to the output.
+        epilogue : {None, "relu"}
+            An element-wise op of :attr:`forward_epilogues` to apply.
 
         Returns
         -------
         y : ndarray of shape (n, K, OH, OW)
         """
+        w = self.params["weight"]
+        x = _ops.as_float(x, w.dtype)
         self._x = x if training else None
+        out = (as_context(training).buffer(
+            self, "y", (x.shape[0],) + self.output_shape, w.dtype)
+            if training else None)
+        return self._op.forward(x, w, self.params.get("bias"),
+                                epilogue == "relu", out)
+
+    def backward(self, grad, ctx=None):
         w = self.params["weight"]
-        if _native(x, w, 4):
-            out = (_buffer(self, "y", (x.shape[0],) + self.output_shape,
-                           w.dtype) if training else None)
-            return _kernels.conv2d_forward(x, w, self.params.get("bias"),
-                                           self.stride, self._pad4(),
-                                           self.dilation, relu, out)
-        y = F.conv2d(x, w, self.params.get("bias"), self.stride,
-                     self.padding, self.dilation)
-        return F.relu(y) if relu else y
-
-    def _backward_parts(self, grad, x, bounds, gw_parts, gb_parts):
-        return _kernels.conv2d_backward_parts(
-            grad, x, self.params["weight"], self.stride, self._pad4(),
-            self.dilation, bounds, gw_parts, gb_parts, self.input_grad,
-            _grad_outs(self, x)[0])
-
-    def _backward(self, grad, x):
-        w = self.params["weight"]
-        if _native(x, w, 4) and _native(grad, w, 4):
-            gx, gw, gb = _grad_outs(self, x)
-            return _kernels.conv2d_backward(
-                grad, x, w, self.stride, self._pad4(), self.dilation,
-                self.input_grad, self.use_bias, gx, gw, gb)
-        return F.conv2d_backward(grad, x, self.params["weight"], self.stride,
-                                 self.padding, self.dilation,
-                                 bias=self.use_bias,
-                                 input_grad=self.input_grad)
-
-    def backward(self, grad):
-        return _param_backward(self, grad)
+        grad = _ops.as_float(grad, w.dtype)
+        op = self._op
+        return _param_backward(
+            self, grad, as_context(ctx),
+            lambda g, x, ig, gx, gw, gb: op.backward(
+                g, x, w, ig, self.use_bias, gx, gw, gb),
+            lambda g, x, bounds, gwp, gbp, ig, gx: op.backward_parts(
+                g, x, w, bounds, gwp, gbp, ig, gx))
 
     def clear_cache(self):
         self._x = None
@@ -462,38 +442,38 @@ class Conv2D(Layer):
 
 
 class ReLU(Layer):
-    """Rectified linear unit, ``max(0, x)``; its gradient at 0 is 0."""
+    """Rectified linear unit, ``max(0, x)``; its gradient at 0 is 0.
+
+    Its backward pass reads the output, whose sign is the input's (so a
+    layer that applied this ReLU in its own pass leaves the same record).
+    """
+
+    elementwise = "relu"
 
     def __init__(self):
         super().__init__()
-        self._x = None
+        self._y = None
 
     def forward(self, x, training=False):
-        self._x = x if training else None
-        if type(x) is np.ndarray and x.dtype in (np.float32, np.float64):
-            out = (_buffer(self, "y", x.shape, x.dtype) if training
-                   else None)
-            return _kernels.relu_forward(x, out)
-        return F.relu(x)
-
-    def folded(self, y, training=False):
-        """Take the output of the previous layer, which already applied
-        this ReLU (a fused ``Conv2D(..., relu=True)``): keep it for
-        :meth:`backward` and return it.  ``y > 0`` exactly where the ReLU's
-        input was, so the gradient is the same."""
-        self._x = y if training else None
+        x = _ops.as_float(x)
+        out = (as_context(training).buffer(self, "y", x.shape, x.dtype)
+               if training else None)
+        y = _ops.relu_forward(x, out)
+        self._y = y if training else None
         return y
 
-    def backward(self, grad):
-        x = self._x
-        if type(grad) is np.ndarray and _native(x, grad, grad.ndim) and \
-                grad.dtype in (np.float32, np.float64):
-            return _kernels.relu_backward(
-                grad, x, _buffer(self, "gx", x.shape, x.dtype))
-        return F.relu_backward(grad, x)
+    def fused_forward(self, y, ctx):
+        self._y = y if ctx else None
+        return y
+
+    def backward(self, grad, ctx=None):
+        y = self._y
+        grad = _ops.as_float(grad, y.dtype)
+        return _ops.relu_backward(
+            grad, y, as_context(ctx).buffer(self, "gx", y.shape, y.dtype))
 
     def clear_cache(self):
-        self._x = None
+        self._y = None
 
 
 class MaxPool2D(Layer):
@@ -508,74 +488,69 @@ class MaxPool2D(Layer):
         ``-inf`` padding, at most half the pool size.
     """
 
+    backward_prologues = frozenset({"relu"})
+    _name = "MaxPool2D"
+
     def __init__(self, pool_size, stride=None, padding=0):
         super().__init__()
-        cls = "MaxPool2D"
-        self.pool_size = _check_pair(pool_size, "pool_size", cls)
+        cls = self._name
+        self.pool_size = check_pair(pool_size, "pool_size", 1, cls)
         self.stride = (self.pool_size if stride is None
-                       else _check_pair(stride, "stride", cls))
-        self.padding = _check_pair(padding, "padding", cls, minimum=0)
+                       else check_pair(stride, "stride", 1, cls))
+        self.padding = check_pair(padding, "padding", 0, cls)
         if (2 * self.padding[0] > self.pool_size[0]
                 or 2 * self.padding[1] > self.pool_size[1]):
             raise ValueError(
                 f"{cls}: padding {self.padding} must be at most half the pool "
                 f"size {self.pool_size}")
+        self._op = self._make_op()
         self._idx = None
         self._shape = None
         self._y = None
 
+    def _make_op(self):
+        return _ops.MaxPool2DOp(self.pool_size, self.stride, self.padding)
+
     def compute_output_shape(self, input_shape):
+        cls = self._name
         if len(input_shape) != 3:
             raise ValueError(
-                f"MaxPool2D expects input of shape (C, H, W) per sample; got "
+                f"{cls} expects input of shape (C, H, W) per sample; got "
                 f"{tuple(input_shape)}")
-        try:
-            oh, ow = F.pool2d_output_shape(input_shape[1:], self.pool_size,
-                                           self.stride, self.padding)
-        except ValueError:
+        ph, pw = self.padding
+        oh, ow = _ops.conv_output_hw(input_shape[1:], self.pool_size,
+                                     self.stride, (ph, ph, pw, pw))
+        if oh < 1 or ow < 1:
             raise ValueError(
-                f"MaxPool2D: pool size {self.pool_size} (padding "
+                f"{cls}: pool size {self.pool_size} (padding "
                 f"{self.padding}) is larger than the input of shape "
-                f"{tuple(input_shape)}") from None
+                f"{tuple(input_shape)}")
         return (input_shape[0], oh, ow)
 
     def forward(self, x, training=False):
-        if type(x) is np.ndarray and x.ndim == 4 and \
-                x.dtype in (np.float32, np.float64):
-            out = idx = None
-            if training:
-                shape = (x.shape[0],) + self.output_shape
-                out = _buffer(self, "y", shape, x.dtype)
-                idx = _buffer(self, "indices", shape, np.dtype(np.int64))
-            y, idx = _kernels.maxpool2d_forward(x, self.pool_size,
-                                                self.stride, self.padding,
-                                                out, idx)
-        else:
-            y, idx = F.max_pool2d(x, self.pool_size, self.stride,
-                                  self.padding)
+        x = _ops.as_float(x)
+        out = idx = None
+        ctx = as_context(training)
+        if ctx.arena is not None and training:
+            shape = (x.shape[0],) + self.output_shape
+            out = ctx.buffer(self, "y", shape, x.dtype)
+            idx = ctx.buffer(self, "indices", shape, np.int64)
+        y, idx = self._op.forward(x, out, idx)
         if training:
             self._idx, self._shape, self._y = idx, x.shape, y
         return y
 
-    def backward(self, grad, relu=False):
-        """The gradient with respect to the input; with ``relu=True``, with
-        respect to the input of the :class:`ReLU` before this layer, in the
-        same pass (bit for bit what that ReLU's backward gives:
-        :class:`~cnnkit.Sequential` fuses the two this way).  The pass reads
-        this layer's last output, which the layers after it must not have
-        changed in place (cnnkit's layers never write their inputs)."""
-        if relu:
-            grad = np.ascontiguousarray(grad, dtype=self._y.dtype)
-            return _kernels.maxpool2d_backward(
-                grad, self._idx, self._shape,
-                _buffer(self, "gx", self._shape, grad.dtype), self._y)
-        if type(grad) is np.ndarray and grad.ndim == 4 and \
-                len(self._shape) == 4 and grad.dtype in (np.float32,
-                                                        np.float64):
-            return _kernels.maxpool2d_backward(
-                grad, self._idx, self._shape,
-                _buffer(self, "gx", self._shape, grad.dtype))
-        return F.max_pool2d_backward(grad, self._idx, self._shape)
+    def backward(self, grad, ctx=None, prologue=None):
+        """The gradient with respect to the input; with
+        ``prologue="relu"``, with respect to the input of the :class:`ReLU`
+        before this layer, in the same pass (bit for bit what that ReLU's
+        backward gives).  That pass reads this layer's last output, which
+        the layers after it must not have changed in place (cnnkit's layers
+        never write their inputs)."""
+        grad = _ops.as_float(grad, self._y.dtype)
+        out = as_context(ctx).buffer(self, "gx", self._shape, grad.dtype)
+        return self._op.backward(grad, self._idx, self._shape, out,
+                                 self._y if prologue == "relu" else None)
 
     def clear_cache(self):
         self._idx = self._shape = self._y = None
@@ -600,27 +575,25 @@ class AvgPool2D(MaxPool2D):
         Whether padded zeros count in the divisor.
     """
 
+    backward_prologues = frozenset()
+    _name = "AvgPool2D"
+
     def __init__(self, pool_size, stride=None, padding=0,
                  count_include_pad=True):
-        super().__init__(pool_size, stride, padding)
         self.count_include_pad = bool(count_include_pad)
+        super().__init__(pool_size, stride, padding)
 
-    def compute_output_shape(self, input_shape):
-        try:
-            return super().compute_output_shape(input_shape)
-        except ValueError as exc:
-            raise ValueError(str(exc).replace("MaxPool2D", "AvgPool2D")) \
-                from None
+    def _make_op(self):
+        return _ops.AvgPool2DOp(self.pool_size, self.stride, self.padding,
+                                self.count_include_pad)
 
     def forward(self, x, training=False):
+        x = _ops.as_float(x)
         self._shape = x.shape
-        return F.avg_pool2d(x, self.pool_size, self.stride, self.padding,
-                            self.count_include_pad)
+        return self._op.forward(x)
 
-    def backward(self, grad):
-        return F.avg_pool2d_backward(grad, self._shape, self.pool_size,
-                                     self.stride, self.padding,
-                                     self.count_include_pad)
+    def backward(self, grad, ctx=None):
+        return self._op.backward(_ops.as_float(grad), self._shape)
 
     def get_config(self):
         config = super().get_config()
@@ -634,20 +607,35 @@ class GlobalAvgPool2D(Layer):
     def __init__(self):
         super().__init__()
         self._shape = None
+        self._op = None
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(
                 f"GlobalAvgPool2D expects input of shape (C, H, W) per "
                 f"sample; got {tuple(input_shape)}")
+        if input_shape[1] < 1 or input_shape[2] < 1:
+            raise ValueError(f"GlobalAvgPool2D: the input of shape "
+                             f"{tuple(input_shape)} has an empty plane")
+        plane = tuple(input_shape[1:])
+        self._op = _ops.AvgPool2DOp(plane, plane, (0, 0))
         return (input_shape[0],)
 
     def forward(self, x, training=False):
+        x = _ops.as_float(x)
         self._shape = x.shape
-        return F.global_avg_pool2d(x)
+        op = self._op
+        if op is None or op.kernel_size != x.shape[2:]:
+            op = _ops.AvgPool2DOp(x.shape[2:], x.shape[2:], (0, 0))
+        return op.forward(x).reshape(x.shape[:2])
 
-    def backward(self, grad):
-        return F.global_avg_pool2d_backward(grad, self._shape)
+    def backward(self, grad, ctx=None):
+        shape = self._shape
+        grad = _ops.as_float(grad).reshape(shape[:2] + (1, 1))
+        op = self._op
+        if op is None or op.kernel_size != shape[2:]:
+            op = _ops.AvgPool2DOp(shape[2:], shape[2:], (0, 0))
+        return op.backward(grad, shape)
 
 
 class Flatten(Layer):
@@ -658,18 +646,15 @@ class Flatten(Layer):
         self._shape = None
 
     def compute_output_shape(self, input_shape):
-        size = math.prod(int(d) for d in input_shape)
-        if size > 2 ** 62:
-            raise ValueError(
-                f"Flatten: an input of shape {tuple(input_shape)} has {size} "
-                f"values per sample, more than cnnkit supports (2**62)")
+        size = check_elements(input_shape, f"Flatten: an input of shape "
+                                           f"{tuple(input_shape)}")
         return (size,)
 
     def forward(self, x, training=False):
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, grad):
+    def backward(self, grad, ctx=None):
         return grad.reshape(self._shape)
 
 
@@ -683,9 +668,11 @@ class Dense(Layer):
     use_bias : bool, default True
     """
 
+    per_shard_grads = True
+
     def __init__(self, units, use_bias=True):
         super().__init__()
-        self.units = _check_int(units, "units", "Dense")
+        self.units = check_int(units, "units", 1, "Dense")
         self.use_bias = bool(use_bias)
         self._x = None
 
@@ -703,30 +690,23 @@ class Dense(Layer):
         return shapes
 
     def forward(self, x, training=False):
+        w = self.params["weight"]
+        x = _ops.as_float(x, w.dtype)
         self._x = x if training else None
+        out = (as_context(training).buffer(
+            self, "y", (x.shape[0], self.units), w.dtype)
+            if training else None)
+        return _ops.dense_forward(x, w, self.params.get("bias"), out)
+
+    def backward(self, grad, ctx=None):
         w = self.params["weight"]
-        if _native(x, w, 2):
-            out = (_buffer(self, "y", (x.shape[0], self.units), w.dtype)
-                   if training else None)
-            return _kernels.dense_forward(x, w, self.params.get("bias"), out)
-        return F.dense(x, w, self.params.get("bias"))
-
-    def _backward_parts(self, grad, x, bounds, gw_parts, gb_parts):
-        return _kernels.dense_backward_parts(
-            grad, x, self.params["weight"], bounds, gw_parts, gb_parts,
-            self.input_grad, _grad_outs(self, x)[0])
-
-    def _backward(self, grad, x):
-        w = self.params["weight"]
-        if _native(x, w, 2) and _native(grad, w, 2):
-            gx, gw, gb = _grad_outs(self, x)
-            return _kernels.dense_backward(grad, x, w, self.input_grad,
-                                           self.use_bias, gx, gw, gb)
-        return F.dense_backward(grad, x, self.params["weight"],
-                                bias=self.use_bias)
-
-    def backward(self, grad):
-        return _param_backward(self, grad)
+        grad = _ops.as_float(grad, w.dtype)
+        return _param_backward(
+            self, grad, as_context(ctx),
+            lambda g, x, ig, gx, gw, gb: _ops.dense_backward(
+                g, x, w, ig, self.use_bias, gx, gw, gb),
+            lambda g, x, bounds, gwp, gbp, ig, gx: _ops.dense_backward_parts(
+                g, x, w, bounds, gwp, gbp, ig, gx))
 
     def clear_cache(self):
         self._x = None
@@ -739,9 +719,14 @@ class Dropout(Layer):
     """Inverted dropout: in training, zero each value with probability
     ``rate`` and scale the rest by ``1 / (1 - rate)``; identity otherwise.
 
-    The mask is drawn from the model's seeded generator, so training is
-    reproducible.
+    The mask is drawn from the model's seeded generator (:attr:`rng`, given
+    by the model when it is built), so training is reproducible.  When the
+    step context names a window ``(n, lo, hi)`` (this batch is the part
+    ``[lo, hi)`` of a global batch of ``n``), the rows ``[lo, hi)`` of the
+    global batch's mask are drawn, so every part of it matches.
     """
+
+    transparent = True
 
     def __init__(self, rate):
         super().__init__()
@@ -751,42 +736,42 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: rate must be in [0, 1), got {rate}")
         self.rate = float(rate)
         self.rng = None
-        # (n, lo, hi) while the training loop runs part of a global batch.
-        self.window = None
         self._mask = None
 
     def forward(self, x, training=False):
         if not training or self.rate == 0.0:
             self._mask = None
             return x
+        ctx = as_context(training)
         rng = self.rng if self.rng is not None else np.random.default_rng()
-        window = self.window
-        draw = _buffer(self, "draw", x.shape, np.dtype(np.float64))
-        if window is None:
+        draw = ctx.buffer(self, "draw", x.shape, np.float64)
+        if ctx.window is None:
             draw = rng.random(x.shape, out=draw)
         else:
-            # This batch is the part [lo, hi) of a global batch of n: draw
-            # the global batch's mask, so every part of it matches.
-            n, lo, hi = window
+            n, lo, hi = ctx.window
             draw = _window_draw(rng, n, lo, hi, x.shape[1:], draw)
         keep = np.greater_equal(draw, self.rate,
-                                out=_buffer(self, "keep", x.shape, np.bool_))
+                                out=ctx.buffer(self, "keep", x.shape,
+                                               np.bool_))
         self._mask = np.multiply(keep, x.dtype.type(1.0 / (1.0 - self.rate)),
-                                 out=_buffer(self, "mask", x.shape, x.dtype),
+                                 out=ctx.buffer(self, "mask", x.shape,
+                                                x.dtype),
                                  dtype=x.dtype)
         return np.multiply(x, self._mask,
-                           out=_buffer(self, "y", x.shape, x.dtype))
+                           out=ctx.buffer(self, "y", x.shape, x.dtype))
 
-    def backward(self, grad):
+    def backward(self, grad, ctx=None):
         if self._mask is None:
             return grad
         return np.multiply(grad, self._mask,
-                           out=_buffer(self, "gx", grad.shape, grad.dtype))
+                           out=as_context(ctx).buffer(self, "gx", grad.shape,
+                                                      grad.dtype))
+
+    def initialize(self, rng, followed_by_relu):
+        """Take the model's generator, which draws the masks."""
+        self.rng = rng
 
     def skip_batch(self, n):
-        """Advance the random stream as a training forward pass over a batch
-        of ``n`` samples would (for a part of a global batch that is
-        empty)."""
         if self.rate > 0.0 and self.rng is not None:
             _window_draw(self.rng, n, 0, 0, tuple(self.input_shape))
 

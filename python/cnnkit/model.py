@@ -1,62 +1,41 @@
-"""The :class:`Sequential` model: a chain of layers trained end to end.
+"""Models: a graph of layers with shapes, weights and state.
 
-The model owns two flat, contiguous buffers, one holding every parameter and
-one every gradient, in PyTorch ``state_dict`` order (per layer: weight, then
-bias); each layer's parameters are views into them.  A training step is
-forward, backward (the gradients are then complete: the one place where
-data-parallel training would average them), then one optimizer update over
-the whole flat buffer.  All randomness (initialisation, shuffling, dropout)
-comes from the model's seeded :class:`numpy.random.Generator`.
+:class:`Model` is what every model shares: the flat parameter and gradient
+buffers (every parameter in one contiguous array, every gradient in
+another, in PyTorch ``state_dict`` order; each layer's parameters are views
+into them), the weights API (``get_weights``, ``state_dict``, ...),
+prediction, evaluation, pickling, saving and the summary, and ``fit``,
+which hands the model to :class:`cnnkit.trainer.Trainer`.  A subclass says
+what the graph is and how it computes: :class:`Sequential` is a chain.
+
+All randomness (initialisation, shuffling, dropout) comes from the model's
+seeded :class:`numpy.random.Generator`.
 """
 import json
 import math
-import os
-import signal
-import sys
-import threading
-import time
-import zlib
 
 import numpy as np
 
-from . import _format
-from . import distributed as _dist
-from . import functional as F
+from . import _context, _format, _ops, _summary
+from . import distributed as dist
 from . import optim
-from .callbacks import Callback, History
-from .layers import LAYERS, Conv2D, Dropout, Layer, MaxPool2D, ReLU
+from . import trainer as _trainer
+from ._checks import MAX_ELEMENTS, check_int, is_int
+from .layers import LAYERS, Layer
 
-__all__ = ["Sequential", "load_model"]
-
-
-def _fmt_bytes(n):
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.2f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024.0
-    return f"{n:.2f} GB"  # pragma: no cover
+__all__ = ["Model", "Sequential"]
 
 
-class Sequential:
-    """A linear stack of layers with a Keras-style training API.
+class Model:
+    """What every cnnkit model shares; subclasses define the graph.
 
-    Parameters
-    ----------
-    layers : sequence of Layer
-        The layers, input first.
-    input_shape : tuple of int, optional
-        Shape of one sample, e.g. ``(1, 28, 28)``; ``(H, W)`` means one
-        channel.  Without it the model is built on the first data it sees.
-    seed : int, optional
-        Seed of the generator behind initialisation, shuffling and dropout.
-        The same seed and thread count give bit-identical training.
-    dtype : {"float32", "float64"}, default "float32"
-        Parameter and computation dtype; float64 for exact gradient checks.
+    A subclass provides :attr:`layers` (every layer, in the order their
+    parameters are stored), :meth:`_infer_shapes`, :meth:`forward`,
+    :meth:`backward`, :attr:`input_layers`, :meth:`get_config` and
+    :meth:`from_config`.
 
     Attributes
     ----------
-    layers : list of Layer
-        The layers, input first.
     input_shape, output_shape : tuple of int or None
         Shapes of one sample, set when the model is built.
     built : bool
@@ -69,42 +48,21 @@ class Sequential:
         The optimizer of the last :meth:`fit` (or of a loaded file).
     stop_training : bool
         Set by a callback to end :meth:`fit` after the current epoch.
-
-    Examples
-    --------
-    >>> import cnnkit
-    >>> from cnnkit import layers
-    >>> model = cnnkit.Sequential([
-    ...     layers.Conv2D(4, 3, padding=1), layers.ReLU(), layers.MaxPool2D(2),
-    ...     layers.Flatten(), layers.Dense(10)], input_shape=(1, 8, 8), seed=0)
-    >>> model.output_shape
-    (10,)
     """
 
-    def __init__(self, layers=(), input_shape=None, seed=None,
-                 dtype="float32"):
-        layers = list(layers)
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise TypeError(
-                    f"Sequential: layer {i} must be a cnnkit layer, got "
-                    f"{type(layer).__name__}")
-        if len(set(map(id, layers))) != len(layers):
-            raise ValueError("Sequential: the same layer object appears "
-                             "twice; create one instance per position")
+    def __init__(self, seed=None, dtype="float32"):
+        name = type(self).__name__
         try:
             dt = np.dtype(dtype)
         except TypeError:
             dt = None
         if dt not in (np.float32, np.float64):
             raise ValueError(
-                f"Sequential: dtype must be 'float32' or 'float64', got "
+                f"{name}: dtype must be 'float32' or 'float64', got "
                 f"{dtype!r}")
-        if seed is not None and (isinstance(seed, bool) or
-                                 not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"Sequential: seed must be an int or None, got "
+        if seed is not None and not is_int(seed):
+            raise TypeError(f"{name}: seed must be an int or None, got "
                             f"{seed!r}")
-        self.layers = layers
         self.seed = None if seed is None else int(seed)
         self.dtype = dt
         self.rng = np.random.default_rng(self.seed)
@@ -116,9 +74,6 @@ class Sequential:
         self._flat_params = np.zeros(0, dtype=dt)
         self._flat_grads = np.zeros(0, dtype=dt)
         self._names = []
-        self._plan = self._plan_key = None
-        if input_shape is not None:
-            self.build(input_shape)
 
     # ------------------------------------------------------------------
     # building
@@ -137,77 +92,175 @@ class Sequential:
 
         Returns
         -------
-        self : Sequential
+        self
 
         Raises
         ------
         ValueError
-            When a layer cannot take the previous layer's output, naming the
-            layer and the shapes.
+            When a layer cannot take its input, naming the layer and the
+            shapes.
         """
-        shape, specs, cur = self._infer_shapes(input_shape)
+        shape, specs, out = self._infer_shapes(input_shape)
         total = sum(math.prod(s) for spec in specs for s in spec.values())
         self._flat_params = np.zeros(total, dtype=self.dtype)
         self._flat_grads = np.zeros(total, dtype=self.dtype)
         self._names = []
         off = 0
-        for i, (layer, spec) in enumerate(zip(self.layers, specs)):
+        for layer, (prefix, spec) in zip(self.layers, zip(
+                self._param_prefixes(), specs)):
             params, grads = {}, {}
             for name, s in spec.items():
                 size = math.prod(s)
                 params[name] = self._flat_params[off:off + size].reshape(s)
                 grads[name] = self._flat_grads[off:off + size].reshape(s)
-                self._names.append((f"{i}.{name}", layer, name))
+                self._names.append((f"{prefix}.{name}", layer, name))
                 off += size
             layer.bind(params, grads)
-        for i, layer in enumerate(self.layers):
-            nxt = next((lay for lay in self.layers[i + 1:]
-                        if not isinstance(lay, Dropout)), None)
-            layer.initialize(self.rng, isinstance(nxt, ReLU))
-            if isinstance(layer, Dropout):
-                layer.rng = self.rng
-        self.input_shape, self.output_shape = shape, cur
+        for layer, before_relu in zip(self.layers, self._before_relu()):
+            layer.initialize(self.rng, before_relu)
+        self.input_shape, self.output_shape = shape, out
         self.built = True
         return self
 
-    def _infer_shapes(self, input_shape):
-        """Shape inference without allocating anything: the normalised
-        input shape, each layer's parameter shapes and the output shape."""
+    @staticmethod
+    def _check_input_shape(input_shape, owner):
         shape = tuple(input_shape)
         if len(shape) == 2:
             shape = (1,) + shape
-        if not shape or any(isinstance(d, bool) or
-                            not isinstance(d, (int, np.integer)) or d < 1
-                            for d in shape):
+        if not shape or any(not is_int(d) or d < 1 for d in shape):
             raise ValueError(
-                f"Sequential: input_shape must be positive ints, e.g. "
+                f"{owner}: input_shape must be positive ints, e.g. "
                 f"(C, H, W); got {tuple(input_shape)}")
-        shape = tuple(int(d) for d in shape)
-        if not self.layers:
-            raise ValueError("Sequential: the model has no layers")
-        specs, cur = [], shape
-        for i, layer in enumerate(self.layers):
-            try:
-                out = layer.build(cur)
-            except ValueError as exc:
-                source = ("the model input" if i == 0 else
-                          "the output of the previous layer")
-                raise ValueError(
-                    f"Sequential: layer {i} ({type(layer).__name__}) cannot "
-                    f"take {source}, shape {cur}: {exc}") from None
-            specs.append(layer.param_shapes(cur))
-            cur = out
+        return tuple(int(d) for d in shape)
+
+    @staticmethod
+    def _check_param_total(specs, owner):
         total = sum(math.prod(s) for spec in specs for s in spec.values())
-        if total > 2 ** 62:
-            raise ValueError(f"Sequential: {total} parameters are more than "
+        if total > MAX_ELEMENTS:
+            raise ValueError(f"{owner}: {total} parameters are more than "
                              f"cnnkit supports (2**62)")
-        return shape, specs, cur
 
     def _require_built(self, what):
         if not self.built:
             raise ValueError(
-                f"Sequential.{what}: the model is not built yet; pass "
-                f"input_shape to Sequential or call it on data first")
+                f"{type(self).__name__}.{what}: the model is not built yet; "
+                f"pass input_shape to {type(self).__name__} or call it on "
+                f"data first")
+
+    @property
+    def flat_params(self):
+        """Every parameter in one contiguous array (the layers' parameters
+        are views into it), in :meth:`state_dict` order."""
+        return self._flat_params
+
+    @property
+    def flat_grads(self):
+        """Every gradient of the last backward pass in one contiguous array,
+        laid out as :attr:`flat_params`."""
+        return self._flat_grads
+
+    def grad_offsets(self):
+        """Per layer with parameters: ``(layer, {name: (offset, shape)})``,
+        where its gradients lie in :attr:`flat_grads` (offsets in
+        elements)."""
+        out, off, by_layer = [], 0, {}
+        for _, layer, name in self._names:
+            shape = layer.grads[name].shape
+            if layer not in by_layer:
+                by_layer[layer] = {}
+                out.append((layer, by_layer[layer]))
+            by_layer[layer][name] = (off, shape)
+            off += math.prod(shape)
+        return out
+
+    # ------------------------------------------------------------------
+    # computing
+    # ------------------------------------------------------------------
+    def __call__(self, x, training=False):
+        """Logits of x, after checking and converting it.
+
+        Parameters
+        ----------
+        x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
+        training : bool, default False
+            As in :meth:`forward`.
+
+        Returns
+        -------
+        logits : ndarray of shape (n,) + output_shape
+        """
+        return self.forward(self._prepare_x(x, check_finite=False), training)
+
+    def clear_caches(self):
+        """Drop what the layers kept for a backward pass."""
+        for layer in self.layers:
+            layer.clear_cache()
+
+    def _batched_logits(self, x, batch_size):
+        _check_batch_size(batch_size)
+        for i in range(0, x.shape[0], batch_size):
+            yield i, self.forward(x[i:i + batch_size])
+
+    def predict_proba(self, x, batch_size=256):
+        """Class probabilities (softmax of the logits), shape (n, classes).
+
+        Parameters
+        ----------
+        x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
+        batch_size : int, default 256
+            Images per forward pass.
+
+        Returns
+        -------
+        proba : ndarray of shape (n, classes), in the model's dtype
+        """
+        x = self._prepare_x(x)
+        out = np.empty((x.shape[0],) + self.output_shape, dtype=self.dtype)
+        for i, logits in self._batched_logits(x, batch_size):
+            out[i:i + logits.shape[0]] = _ops.softmax(logits)
+        return out
+
+    def predict(self, x, batch_size=256):
+        """Predicted class indices, shape (n,).
+
+        Parameters
+        ----------
+        x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
+        batch_size : int, default 256
+            Images per forward pass.
+
+        Returns
+        -------
+        classes : ndarray of int64, shape (n,)
+            The index of the largest logit of each image.
+        """
+        x = self._prepare_x(x)
+        out = np.empty(x.shape[0], dtype=np.int64)
+        for i, logits in self._batched_logits(x, batch_size):
+            out[i:i + logits.shape[0]] = logits.argmax(axis=1)
+        return out
+
+    def evaluate(self, x, y, batch_size=256):
+        """Mean softmax cross-entropy and accuracy on (x, y).
+
+        Parameters
+        ----------
+        x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
+        y : array_like of int, shape (n,)
+            Class indices.
+        batch_size : int, default 256
+            Images per forward pass.
+
+        Returns
+        -------
+        dict
+            ``{"loss": float, "accuracy": float}``; the per-sample losses
+            are added exactly, so the result does not depend on batching.
+        """
+        x = self._prepare_x(x)
+        y = self._prepare_y(y, x.shape[0])
+        _check_batch_size(batch_size)
+        return _trainer.evaluate(self, x, y, batch_size)
 
     # ------------------------------------------------------------------
     # data checks
@@ -278,178 +331,6 @@ class Sequential:
         return y.astype(np.int64, copy=False)
 
     # ------------------------------------------------------------------
-    # forward / backward
-    # ------------------------------------------------------------------
-    def forward(self, x, training=False):
-        """Logits for a batch, without checks or conversion.
-
-        Parameters
-        ----------
-        x : ndarray of shape (n,) + input_shape
-            In the model's dtype.
-        training : bool, default False
-            Keep what :meth:`backward` needs and apply dropout.
-
-        Returns
-        -------
-        logits : ndarray of shape (n,) + output_shape
-
-        Notes
-        -----
-        A :class:`~cnnkit.layers.Conv2D` directly followed by a
-        :class:`~cnnkit.layers.ReLU` runs as one pass (the ReLU applied in
-        the convolution's epilogue), with the same bits as the two layers
-        one after the other; so does, in :meth:`backward`, a ReLU directly
-        followed by a :class:`~cnnkit.layers.MaxPool2D`.
-        """
-        layers = self.layers
-        for layer, step in zip(layers, self._fusion(layers)[0]):
-            if step == _PLAIN:
-                x = layer.forward(x, training)
-            elif step == _WITH_RELU:
-                x = layer.forward(x, training, relu=True)
-            else:
-                x = layer.folded(x, training)
-        return x
-
-    def __call__(self, x, training=False):
-        """Logits of x, after checking and converting it.
-
-        Parameters
-        ----------
-        x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
-        training : bool, default False
-            As in :meth:`forward`.
-
-        Returns
-        -------
-        logits : ndarray of shape (n,) + output_shape
-        """
-        return self.forward(self._prepare_x(x, check_finite=False), training)
-
-    def backward(self, grad, input_grad=True):
-        """Backpropagate ``grad`` (d loss / d logits) through every layer of
-        the last training forward pass; fills the gradients and returns d loss
-        / d input (None with ``input_grad=False``, which lets the first layer
-        skip that work).
-
-        Parameters
-        ----------
-        grad : ndarray of shape (n,) + output_shape
-            Gradient of the loss with respect to the logits of the last
-            ``forward(x, training=True)``.
-        input_grad : bool, default True
-            Whether to compute the gradient with respect to the input.
-
-        Returns
-        -------
-        grad_x : ndarray of shape (n,) + input_shape, or None
-            None when ``input_grad`` is false.
-        """
-        layers = self.layers
-        first = layers[0]
-        first.input_grad = bool(input_grad)
-        try:
-            for layer, step in zip(reversed(layers),
-                                   reversed(self._fusion(layers)[1])):
-                if step == _PLAIN:
-                    grad = layer.backward(grad)
-                elif step == _WITH_RELU:
-                    grad = layer.backward(grad, relu=True)
-                else:
-                    continue    # the ReLU the next layer's pass went through
-                if grad is None:
-                    break
-        finally:
-            first.input_grad = True
-        return grad if input_grad else None
-
-    def _fusion(self, layers):
-        """The forward and backward plans of the layers (_fusion_plan),
-        made again if the layers changed."""
-        key = tuple(layers)
-        if self._plan_key != key:
-            self._plan, self._plan_key = _fusion_plan(layers), key
-        return self._plan
-
-    def _clear_caches(self):
-        for layer in self.layers:
-            layer.clear_cache()
-            layer.buffers = None
-
-    def _batched_logits(self, x, batch_size):
-        _check_batch_size(batch_size)
-        for i in range(0, x.shape[0], batch_size):
-            yield i, self.forward(x[i:i + batch_size], training=False)
-
-    def predict_proba(self, x, batch_size=256):
-        """Class probabilities (softmax of the logits), shape (n, classes).
-
-        Parameters
-        ----------
-        x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
-        batch_size : int, default 256
-            Images per forward pass.
-
-        Returns
-        -------
-        proba : ndarray of shape (n, classes), in the model's dtype
-        """
-        x = self._prepare_x(x)
-        out = np.empty((x.shape[0],) + self.output_shape, dtype=self.dtype)
-        for i, logits in self._batched_logits(x, batch_size):
-            out[i:i + logits.shape[0]] = F.softmax(logits)
-        return out
-
-    def predict(self, x, batch_size=256):
-        """Predicted class indices, shape (n,).
-
-        Parameters
-        ----------
-        x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
-        batch_size : int, default 256
-            Images per forward pass.
-
-        Returns
-        -------
-        classes : ndarray of int64, shape (n,)
-            The index of the largest logit of each image.
-        """
-        x = self._prepare_x(x)
-        out = np.empty(x.shape[0], dtype=np.int64)
-        for i, logits in self._batched_logits(x, batch_size):
-            out[i:i + logits.shape[0]] = logits.argmax(axis=1)
-        return out
-
-    def evaluate(self, x, y, batch_size=256):
-        """Mean softmax cross-entropy and accuracy on (x, y).
-
-        Parameters
-        ----------
-        x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
-        y : array_like of int, shape (n,)
-            Class indices.
-        batch_size : int, default 256
-            Images per forward pass.
-
-        Returns
-        -------
-        dict
-            ``{"loss": float, "accuracy": float}``
-        """
-        x = self._prepare_x(x)
-        y = self._prepare_y(y, x.shape[0])
-        return self._evaluate(x, y, batch_size)
-
-    def _evaluate(self, x, y, batch_size, world=_dist._LOCAL):
-        # The per-sample losses are added exactly (math.fsum), so the result
-        # does not depend on batching or on how ranks split the data.
-        _check_batch_size(batch_size)
-        total, correct = _dist._sharded_losses(self, x, y, batch_size, world)
-        n = x.shape[0]
-        return {"loss": total / n, "accuracy": correct / n}
-
-    # ------------------------------------------------------------------
     # parameters
     # ------------------------------------------------------------------
     def parameters(self):
@@ -493,7 +374,7 @@ class Sequential:
 
         Returns
         -------
-        self : Sequential
+        self
 
         Raises
         ------
@@ -545,7 +426,7 @@ class Sequential:
 
         Returns
         -------
-        self : Sequential
+        self
         """
         self._require_built("load_state_dict")
         names = [n for n, _ in self.named_parameters()]
@@ -565,7 +446,7 @@ class Sequential:
         return self.set_weights([state[n] for n in names])
 
     # ------------------------------------------------------------------
-    # description
+    # description, pickling, saving
     # ------------------------------------------------------------------
     def summary(self, print_fn=None):
         """Print a table of the layers, their output shapes and parameter
@@ -581,97 +462,9 @@ class Sequential:
         str
         """
         self._require_built("summary")
-        rows = [("Layer (type)", "Output Shape", "Param #")]
-        for i, layer in enumerate(self.layers):
-            rows.append((f"{type(layer).__name__.lower()}_{i} "
-                         f"({type(layer).__name__})",
-                         str((None,) + tuple(layer.output_shape)),
-                         f"{layer.count_params:,}"))
-        w0 = max(len(r[0]) for r in rows) + 2
-        w1 = max(len(r[1]) for r in rows) + 2
-        w2 = max(len(r[2]) for r in rows)
-        width = w0 + w1 + w2
-        itemsize = self.dtype.itemsize
-        total = self.count_params()
-        lines = [f'Model: "Sequential" (input {(None,) + self.input_shape}, '
-                 f'{self.dtype.name})', "=" * width]
-        for j, r in enumerate(rows):
-            lines.append(f"{r[0]:<{w0}}{r[1]:<{w1}}{r[2]:>{w2}}")
-            if j == 0:
-                lines.append("=" * width)
-        lines += ["=" * width,
-                  f"Total params: {total:,} ({_fmt_bytes(total * itemsize)})",
-                  f"Trainable params: {total:,} "
-                  f"({_fmt_bytes(total * itemsize)})",
-                  "Non-trainable params: 0 (0 B)", "=" * width]
-        text = "\n".join(lines)
+        text = _summary.summary_text(self)
         (print_fn or print)(text)
         return text
-
-    def get_config(self):
-        """The architecture as a JSON-serialisable dict.
-
-        Returns
-        -------
-        dict
-            ``{"input_shape": [...], "dtype": ..., "seed": ..., "layers":
-            [{"class_name": ..., "config": {...}}, ...]}``.
-        """
-        return {
-            "input_shape": list(self.input_shape) if self.built else None,
-            "dtype": self.dtype.name,
-            "seed": self.seed,
-            "layers": [{"class_name": type(layer).__name__,
-                        "config": layer.get_config()}
-                       for layer in self.layers],
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        """Rebuild a model from :meth:`get_config` output; only the layer
-        types in :data:`cnnkit.layers.LAYERS` are accepted.
-
-        Parameters
-        ----------
-        config : dict
-            As returned by :meth:`get_config`.
-
-        Returns
-        -------
-        Sequential
-            A new model with freshly initialised weights.
-
-        Raises
-        ------
-        ValueError
-            An unknown layer type or a malformed config.
-        """
-        if not isinstance(config, dict) or not isinstance(
-                config.get("layers"), list):
-            raise ValueError("model config must be a dict with a 'layers' "
-                             "list")
-        layers = []
-        for i, spec in enumerate(config["layers"]):
-            if not isinstance(spec, dict):
-                raise ValueError(f"model config: layer {i} is not a dict")
-            name = spec.get("class_name")
-            if name not in LAYERS:
-                raise ValueError(
-                    f"model config: layer {i} has unknown type {name!r}; "
-                    f"known: {sorted(LAYERS)}")
-            lcfg = spec.get("config", {})
-            if not isinstance(lcfg, dict):
-                raise ValueError(f"model config: layer {i} config is not a "
-                                 f"dict")
-            try:
-                layers.append(LAYERS[name].from_config(lcfg))
-            except TypeError as exc:
-                raise ValueError(f"model config: layer {i} ({name}): "
-                                 f"{exc}") from None
-        shape = config.get("input_shape")
-        return cls(layers, input_shape=None if shape is None else
-                   tuple(shape), seed=config.get("seed"),
-                   dtype=config.get("dtype", "float32"))
 
     # -- pickling: plain NumPy state, rebuilt from the architecture --------
     def __getstate__(self):
@@ -693,11 +486,7 @@ class Sequential:
     def __setstate__(self, state):
         config = state["config"]
         shape = config.get("input_shape")
-        if state.get("layers") is not None:
-            fresh = type(self)(state["layers"], seed=config.get("seed"),
-                               dtype=config.get("dtype", "float32"))
-        else:
-            fresh = type(self).from_config(dict(config, input_shape=None))
+        fresh = type(self)._from_state(state)
         self.__dict__.update(fresh.__dict__)
         if shape is not None:
             self.build(tuple(shape))
@@ -709,13 +498,6 @@ class Sequential:
             self.optimizer.load_state_dict(opt_state)
         self.stop_training = state["stop_training"]
 
-    def __repr__(self):
-        inner = ", ".join(repr(layer) for layer in self.layers)
-        return f"Sequential([{inner}])"
-
-    # ------------------------------------------------------------------
-    # saving
-    # ------------------------------------------------------------------
     def save(self, path, include_optimizer=True):
         """Write the architecture, the weights and (optionally) the optimizer
         state to one file, atomically; no pickle is involved.
@@ -831,12 +613,12 @@ class Sequential:
         pairwise order: the same arithmetic a data-parallel run performs, so
         a run over any number of ranks reproduces this one bit for bit.
         """
-        _check_pos_int(epochs, "epochs", minimum=0)
-        _check_pos_int(initial_epoch, "initial_epoch", minimum=0)
-        _check_pos_int(batch_size, "batch_size")
+        check_int(epochs, "epochs", 0, type_error=ValueError)
+        check_int(initial_epoch, "initial_epoch", 0, type_error=ValueError)
+        check_int(batch_size, "batch_size", 1, type_error=ValueError)
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        world, shards, reduction = _dist._resolve(distributed)
+        world, shards, reduction = dist.resolve(distributed)
         x = self._prepare_x(x)
         y = self._prepare_y(y, x.shape[0])
         sw = self._prepare_weights(sample_weight, x.shape[0])
@@ -866,349 +648,305 @@ class Sequential:
             optimizer = self.optimizer if self.optimizer is not None \
                 else optim.Adam(1e-3)
         self.optimizer = optim.get(optimizer)
-        callbacks = list(callbacks)
-        for cb in callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(f"callbacks must be cnnkit Callback "
-                                f"instances, got {type(cb).__name__}")
+        callbacks = _trainer.check_callbacks(callbacks)
         self._require_built("fit")
         if world.size > 1:
-            self._join(world, x, y, sw, xv, yv,
-                       (epochs, initial_epoch, batch_size, bool(shuffle)))
-        engine = _dist._Engine(self, world, shards, reduction,
-                               strict=world is not _dist._LOCAL)
-        history = History()
-        cbs = [history] + callbacks
-        for cb in cbs:
-            cb.set_model(self)
-        return _Trainer(self, cbs, history, verbose, engine).run(
-            x, y, sw, xv, yv, initial_epoch, epochs, batch_size, shuffle)
-
-    def _join(self, world, x, y, sw, xv, yv, schedule):
-        """Start of a data-parallel fit: check that every rank has the same
-        model, data, fit arguments and optimizer state, then take rank 0's
-        weights and random state."""
-        def digest(a):
-            return None if a is None else (
-                a.shape, a.dtype.str,
-                zlib.crc32(np.ascontiguousarray(a).view(np.uint8)))
-        opt = self.optimizer
-        _dist._check_same(world, "fit arguments (epochs, initial_epoch, "
-                          "batch_size, shuffle)", schedule)
-        _dist._check_same(world, "optimizers (config, state checksums)", (
-            json.dumps(opt.get_config(), sort_keys=True),
-            sorted((k, digest(np.asarray(v)))
-                   for k, v in opt.state_dict().items())))
-        config = self.get_config()
-        config.pop("seed")
-        _dist._check_same(world, "models", (json.dumps(config),
-                                            self._flat_params.size))
-        _dist._check_same(world, "training data (shape, dtype, checksum)",
-                          (digest(x), digest(y), digest(sw), digest(xv),
-                           digest(yv)))
-        world.bcast_array(self._flat_params)
-        self.rng.bit_generator.state = world.bcast(
-            self.rng.bit_generator.state)
+            _trainer.join(world, self, x, y, sw, xv, yv,
+                          (epochs, initial_epoch, batch_size, bool(shuffle)))
+        trainer = _trainer.Trainer(self, world, shards, reduction,
+                                   strict=world is not dist.LOCAL)
+        return trainer.fit(x, y, sw, xv, yv, initial_epoch, epochs,
+                           batch_size, shuffle, callbacks, verbose)
 
 
-# How Sequential runs each layer: on its own; together with a ReLU next to
-# it (forward: a Conv2D with the next layer's ReLU in its epilogue;
-# backward: a MaxPool2D whose pass also goes back through the ReLU before
-# it); or as that ReLU, whose work the other layer did.
-_PLAIN, _WITH_RELU, _FOLDED = 0, 1, 2
+class Sequential(Model):
+    """A linear stack of layers with a Keras-style training API.
+
+    Parameters
+    ----------
+    layers : sequence of Layer
+        The layers, input first.
+    input_shape : tuple of int, optional
+        Shape of one sample, e.g. ``(1, 28, 28)``; ``(H, W)`` means one
+        channel.  Without it the model is built on the first data it sees.
+    seed : int, optional
+        Seed of the generator behind initialisation, shuffling and dropout.
+        The same seed and thread count give bit-identical training.
+    dtype : {"float32", "float64"}, default "float32"
+        Parameter and computation dtype; float64 for exact gradient checks.
+
+    Attributes
+    ----------
+    layers : list of Layer
+        The layers, input first.
+    input_shape, output_shape : tuple of int or None
+        Shapes of one sample, set when the model is built.
+    built : bool
+        Whether shapes and parameters exist.
+    dtype : numpy.dtype
+        float32 or float64.
+    rng : numpy.random.Generator
+        The seeded generator behind initialisation, shuffling and dropout.
+    optimizer : cnnkit.optim.Optimizer or None
+        The optimizer of the last :meth:`fit` (or of a loaded file).
+    stop_training : bool
+        Set by a callback to end :meth:`fit` after the current epoch.
+
+    Examples
+    --------
+    >>> import cnnkit
+    >>> from cnnkit import layers
+    >>> model = cnnkit.Sequential([
+    ...     layers.Conv2D(4, 3, padding=1), layers.ReLU(), layers.MaxPool2D(2),
+    ...     layers.Flatten(), layers.Dense(10)], input_shape=(1, 8, 8), seed=0)
+    >>> model.output_shape
+    (10,)
+    """
+
+    def __init__(self, layers=(), input_shape=None, seed=None,
+                 dtype="float32"):
+        layers = list(layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(
+                    f"Sequential: layer {i} must be a cnnkit layer, got "
+                    f"{type(layer).__name__}")
+        if len(set(map(id, layers))) != len(layers):
+            raise ValueError("Sequential: the same layer object appears "
+                             "twice; create one instance per position")
+        super().__init__(seed, dtype)
+        self.layers = layers
+        self._plan = self._plan_key = None
+        if input_shape is not None:
+            self.build(input_shape)
+
+    @property
+    def input_layers(self):
+        """The layers that take the model's input (the first one)."""
+        return (self.layers[0],) if self.layers else ()
+
+    def _param_prefixes(self):
+        """The state_dict prefix of each layer: its index, as PyTorch's
+        ``nn.Sequential`` names them."""
+        return [str(i) for i in range(len(self.layers))]
+
+    def _before_relu(self):
+        """Per layer: whether the next layer that is not transparent to
+        initialisation (Dropout) is an element-wise ReLU."""
+        out = []
+        for i in range(len(self.layers)):
+            nxt = next((lay for lay in self.layers[i + 1:]
+                        if not lay.transparent), None)
+            out.append(nxt is not None and nxt.elementwise == "relu")
+        return out
+
+    def _infer_shapes(self, input_shape):
+        """Shape inference without allocating anything: the normalised
+        input shape, each layer's parameter shapes and the output shape."""
+        shape = self._check_input_shape(input_shape, "Sequential")
+        if not self.layers:
+            raise ValueError("Sequential: the model has no layers")
+        specs, cur = [], shape
+        for i, layer in enumerate(self.layers):
+            try:
+                out = layer.build(cur)
+            except ValueError as exc:
+                source = ("the model input" if i == 0 else
+                          "the output of the previous layer")
+                raise ValueError(
+                    f"Sequential: layer {i} ({type(layer).__name__}) cannot "
+                    f"take {source}, shape {cur}: {exc}") from None
+            specs.append(layer.param_shapes(cur))
+            cur = out
+        self._check_param_total(specs, "Sequential")
+        return shape, specs, cur
+
+    def forward(self, x, training=False):
+        """Logits for a batch, without checks or conversion.
+
+        Parameters
+        ----------
+        x : ndarray of shape (n,) + input_shape
+            In the model's dtype.
+        training : bool or StepContext, default False
+            Keep what :meth:`backward` needs and apply dropout (the trainer
+            passes its step context).
+
+        Returns
+        -------
+        logits : ndarray of shape (n,) + output_shape
+
+        Notes
+        -----
+        A layer whose forward pass can apply the element-wise layer after
+        it (a :class:`~cnnkit.layers.Conv2D` followed by a
+        :class:`~cnnkit.layers.ReLU`) runs the two as one pass, with the
+        same bits as the two layers one after the other; so does, in
+        :meth:`backward`, a layer whose backward pass can also run the
+        element-wise layer's before it (a ReLU followed by a
+        :class:`~cnnkit.layers.MaxPool2D`).
+        """
+        ctx = _context.as_context(training)
+        layers = self.layers
+        for layer, (step, op) in zip(layers, self._fusion()[0]):
+            if step is _PLAIN:
+                x = layer.forward(x, ctx)
+            elif step is _FUSED:
+                x = layer.forward(x, ctx, epilogue=op)
+            else:
+                x = layer.fused_forward(x, ctx)
+        return x
+
+    def backward(self, grad, input_grad=True, ctx=None):
+        """Backpropagate ``grad`` (d loss / d logits) through every layer of
+        the last training forward pass; fills the gradients and returns d loss
+        / d input.
+
+        Parameters
+        ----------
+        grad : ndarray of shape (n,) + output_shape
+            Gradient of the loss with respect to the logits of the last
+            ``forward(x, training=True)``.
+        input_grad : bool, default True
+            Whether to compute the gradient with respect to the input
+            (False lets the first layer skip that work).
+        ctx : StepContext, optional
+            The trainer's step context (it then decides, and
+            ``input_grad`` is not read).
+
+        Returns
+        -------
+        grad_x : ndarray of shape (n,) + input_shape, or None
+            None when the input gradient is not computed.
+        """
+        if ctx is None:
+            ctx = _context.StepContext(
+                training=True,
+                frozen_input=() if input_grad else self.input_layers)
+        for layer, (step, op) in zip(reversed(self.layers),
+                                     reversed(self._fusion()[1])):
+            if step is _PLAIN:
+                grad = layer.backward(grad, ctx)
+            elif step is _FUSED:
+                grad = layer.backward(grad, ctx, prologue=op)
+            else:
+                continue    # an element-wise layer the next one ran
+            if grad is None:
+                break
+        return grad
+
+    def _fusion(self):
+        """The forward and backward plans of the layers (_fusion_plan),
+        made again if the layers changed."""
+        key = tuple(self.layers)
+        if self._plan_key != key:
+            self._plan, self._plan_key = _fusion_plan(self.layers), key
+        return self._plan
+
+    def get_config(self):
+        """The architecture as a JSON-serialisable dict.
+
+        Returns
+        -------
+        dict
+            ``{"input_shape": [...], "dtype": ..., "seed": ..., "layers":
+            [{"class_name": ..., "config": {...}}, ...]}``.
+        """
+        return {
+            "input_shape": list(self.input_shape) if self.built else None,
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+            "layers": [{"class_name": type(layer).__name__,
+                        "config": layer.get_config()}
+                       for layer in self.layers],
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        """Rebuild a model from :meth:`get_config` output; only the layer
+        types in :data:`cnnkit.layers.LAYERS` are accepted.
+
+        Parameters
+        ----------
+        config : dict
+            As returned by :meth:`get_config`.
+
+        Returns
+        -------
+        Sequential
+            A new model with freshly initialised weights.
+
+        Raises
+        ------
+        ValueError
+            An unknown layer type or a malformed config.
+        """
+        if not isinstance(config, dict) or not isinstance(
+                config.get("layers"), list):
+            raise ValueError("model config must be a dict with a 'layers' "
+                             "list")
+        layers = []
+        for i, spec in enumerate(config["layers"]):
+            if not isinstance(spec, dict):
+                raise ValueError(f"model config: layer {i} is not a dict")
+            name = spec.get("class_name")
+            if name not in LAYERS:
+                raise ValueError(
+                    f"model config: layer {i} has unknown type {name!r}; "
+                    f"known: {sorted(LAYERS)}")
+            lcfg = spec.get("config", {})
+            if not isinstance(lcfg, dict):
+                raise ValueError(f"model config: layer {i} config is not a "
+                                 f"dict")
+            try:
+                layers.append(LAYERS[name].from_config(lcfg))
+            except TypeError as exc:
+                raise ValueError(f"model config: layer {i} ({name}): "
+                                 f"{exc}") from None
+        shape = config.get("input_shape")
+        return cls(layers, input_shape=None if shape is None else
+                   tuple(shape), seed=config.get("seed"),
+                   dtype=config.get("dtype", "float32"))
+
+    @classmethod
+    def _from_state(cls, state):
+        """An unbuilt model of a pickled state's architecture."""
+        config = state["config"]
+        if state.get("layers") is not None:
+            return cls(state["layers"], seed=config.get("seed"),
+                       dtype=config.get("dtype", "float32"))
+        return cls.from_config(dict(config, input_shape=None))
+
+    def __repr__(self):
+        inner = ", ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([{inner}])"
+
+
+# How Sequential runs each layer: on its own; fused with the element-wise
+# layer next to it (forward: its epilogue applies the next layer; backward:
+# its pass also goes back through the layer before); or as that
+# element-wise layer, whose work the other layer did.
+_PLAIN, _FUSED, _ABSORBED = "plain", "fused", "absorbed"
 
 
 def _fusion_plan(layers):
-    """(forward plan, backward plan): a step code per layer."""
-    fwd, bwd = [_PLAIN] * len(layers), [_PLAIN] * len(layers)
-    for i in range(len(layers) - 1):
-        if type(layers[i]) is Conv2D and type(layers[i + 1]) is ReLU:
-            fwd[i], fwd[i + 1] = _WITH_RELU, _FOLDED
-        if type(layers[i]) is ReLU and type(layers[i + 1]) is MaxPool2D:
-            bwd[i], bwd[i + 1] = _FOLDED, _WITH_RELU
+    """(forward plan, backward plan): a (step, op) pair per layer, from
+    what the layers declare (elementwise, forward_epilogues,
+    backward_prologues)."""
+    n = len(layers)
+    fwd, bwd = [(_PLAIN, None)] * n, [(_PLAIN, None)] * n
+    for i in range(n - 1):
+        a, b = layers[i], layers[i + 1]
+        op = b.elementwise
+        if op is not None and op in a.forward_epilogues and \
+                fwd[i][0] is _PLAIN:
+            fwd[i], fwd[i + 1] = (_FUSED, op), (_ABSORBED, op)
+        op = a.elementwise
+        if op is not None and op in b.backward_prologues and \
+                bwd[i][0] is _PLAIN:
+            bwd[i], bwd[i + 1] = (_ABSORBED, op), (_FUSED, op)
     return fwd, bwd
 
 
 def _check_batch_size(batch_size):
-    if isinstance(batch_size, bool) or not isinstance(
-            batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got "
-                         f"{batch_size!r}")
-
-
-def _check_pos_int(v, name, minimum=1):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or \
-            v < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
-
-
-class _Trainer:
-    """The fit loop: batching, shuffling, steps, callbacks, progress and
-    interruption."""
-
-    def __init__(self, model, callbacks, history, verbose, engine):
-        self.model = model
-        self.callbacks = callbacks
-        self.history = history
-        self.engine = engine
-        self.world = engine.world
-        # Only rank 0 of a data-parallel run reports progress.
-        self.verbose = verbose if self.world.rank == 0 else 0
-        self.interrupt = False
-
-    # -- Ctrl-C at batch boundaries ---------------------------------------
-    def _install_sigint(self):
-        if threading.current_thread() is not threading.main_thread():
-            return None
-
-        def handler(signum, frame):
-            if self.interrupt:            # a second Ctrl-C: stop right away
-                raise KeyboardInterrupt
-            self.interrupt = True
-
-        try:
-            return signal.signal(signal.SIGINT, handler)
-        except ValueError:                 # pragma: no cover
-            return None
-
-    def _progress(self, epoch, epochs, nbatches):
-        if self.verbose != 1:
-            return None
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:                # pragma: no cover
-            return None
-        notebook = any(c.__module__.startswith("tqdm.notebook")
-                       for c in tqdm.__mro__)
-        if not notebook and not sys.stderr.isatty():
-            return None                    # logs get one line per epoch
-        return tqdm(total=nbatches, desc=f"Epoch {epoch + 1}/{epochs}",
-                    unit="batch", leave=True, dynamic_ncols=True)
-
-    def _line(self, epoch, epochs, logs):
-        parts = [f"Epoch {epoch + 1}/{epochs}", f"{logs['seconds']:.2f}s",
-                 f"{logs['images_per_s']:.0f} img/s",
-                 f"loss: {logs['loss']:.4f}",
-                 f"accuracy: {logs['accuracy']:.4f}"]
-        if "val_loss" in logs:
-            parts += [f"val_loss: {logs['val_loss']:.4f}",
-                      f"val_accuracy: {logs['val_accuracy']:.4f}"]
-        print(" - ".join(parts), flush=True)
-
-    def run(self, x, y, sw, xv, yv, initial_epoch, epochs, batch_size,
-            shuffle):
-        model, opt = self.model, self.model.optimizer
-        n = x.shape[0]
-        nbatches = -(-n // batch_size)
-        model.stop_training = False
-        model._rank = self.world.rank
-        for cb in self.callbacks:
-            cb.on_train_begin({})
-        # Under MPI, Ctrl-C ends the job (ranks could not agree on the batch
-        # to stop at).
-        old_handler = (self._install_sigint() if self.world.size == 1
-                       else None)
-        try:
-            # the layers keep their outputs and gradients between steps
-            for layer in model.layers:
-                layer.buffers = {}
-            for epoch in range(initial_epoch, epochs):
-                if self._epoch(epoch, epochs, x, y, sw, xv, yv, n, nbatches,
-                               batch_size, shuffle, opt):
-                    break
-                if model.stop_training:
-                    break
-        finally:
-            model._clear_caches()
-            model._rank = 0
-            model._exchange_seconds = self.engine.exchange_seconds
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
-        for cb in self.callbacks:
-            cb.on_train_end({})
-        return self.history
-
-    def _epoch(self, epoch, epochs, x, y, sw, xv, yv, n, nbatches,
-               batch_size, shuffle, opt):
-        """One epoch; returns True when training was interrupted."""
-        model = self.model
-        if hasattr(opt, "set_epoch"):
-            opt.set_epoch(epoch)
-        for cb in self.callbacks:
-            cb.on_epoch_begin(epoch, {})
-        order = model.rng.permutation(n) if shuffle else None
-        bar = self._progress(epoch, epochs, nbatches)
-        t0 = time.perf_counter()
-        seen, loss_sum, weight_sum, correct = 0, 0.0, 0.0, 0
-        last_post = t0
-        try:
-            for b in range(nbatches):
-                if self.interrupt:
-                    self.history.interrupted = True
-                    if self.verbose:
-                        print(f"\nTraining interrupted at epoch {epoch + 1}, "
-                              f"batch {b + 1}; the model keeps the weights "
-                              f"of the last completed batch.",
-                              file=sys.stderr, flush=True)
-                    return True
-                lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
-                idx = slice(lo, hi) if order is None else order[lo:hi]
-                total, hits, bw = self.engine.step(x, y, sw, idx)
-                loss = total / bw if bw > 0 else 0.0
-                if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"the loss became {loss} at epoch {epoch + 1}, batch "
-                        f"{b + 1}; training stopped and the weights from "
-                        f"before this batch are kept (try a smaller learning "
-                        f"rate)")
-                opt.step(model._flat_params, model._flat_grads)
-                m = hi - lo
-                seen += m
-                loss_sum += total
-                weight_sum += bw
-                correct += hits
-                for cb in self.callbacks[1:]:
-                    cb.on_batch_end(b, {"loss": loss, "size": m})
-                if bar is not None:
-                    bar.update(1)
-                    now = time.perf_counter()
-                    if now - last_post > 0.2:
-                        last_post = now
-                        bar.set_postfix(
-                            loss=f"{loss_sum / max(weight_sum, 1e-300):.4f}",
-                            acc=f"{correct / seen:.4f}",
-                            img_s=f"{seen / max(now - t0, 1e-9):.0f}",
-                            refresh=False)
-            seconds = time.perf_counter() - t0
-            logs = {"loss": loss_sum / weight_sum if weight_sum > 0 else 0.0,
-                    "accuracy": correct / seen}
-            if xv is not None:
-                v = model._evaluate(xv, yv, max(batch_size, 256), self.world)
-                logs["val_loss"] = v["loss"]
-                logs["val_accuracy"] = v["accuracy"]
-            logs["lr"] = float(opt.current_lr()) if hasattr(
-                opt, "current_lr") else float("nan")
-            # Every rank reports rank 0's time, so histories are equal.
-            seconds = self.world.bcast(seconds)
-            logs["seconds"] = seconds
-            logs["images_per_s"] = seen / max(seconds, 1e-9)
-            if bar is not None:
-                post = {"loss": f"{logs['loss']:.4f}",
-                        "acc": f"{logs['accuracy']:.4f}",
-                        "img_s": f"{logs['images_per_s']:.0f}"}
-                if xv is not None:
-                    post["val_loss"] = f"{logs['val_loss']:.4f}"
-                    post["val_acc"] = f"{logs['val_accuracy']:.4f}"
-                bar.set_postfix(post, refresh=True)
-        finally:
-            if bar is not None:
-                bar.close()
-        if self.verbose == 2 or (self.verbose == 1 and bar is None):
-            self._line(epoch, epochs, logs)
-        for cb in self.callbacks:
-            cb.on_epoch_end(epoch, logs)
-        return False
-
-
-def load_model(path):
-    """Load a model written by :meth:`Sequential.save`, or an ONNX file
-    (a path ending in ``.onnx``, read by :func:`cnnkit.onnx.load`).
-
-    The file's format version is checked (a newer one is refused by name),
-    layers are built only from the known layer types, and every tensor's
-    name, shape and dtype is checked against the architecture before the
-    model is returned; a damaged or foreign file raises ValueError.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A file written by :meth:`Sequential.save`, or an ONNX model.
-
-    Returns
-    -------
-    Sequential
-        The model, built, with its weights and, when the file holds one, its
-        optimizer (``model.optimizer``) with the saved state.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    ValueError
-        If the file is damaged, truncated, not a cnnkit model file, from a
-        newer cnnkit, or names a layer type outside
-        :data:`cnnkit.layers.LAYERS`; the message names the file and the
-        problem.
-    ImportError
-        For an ``.onnx`` path when the onnx package is not installed
-        (``pip install "cnnkit[onnx]"``).
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> import numpy as np
-    >>> import cnnkit
-    >>> from cnnkit import datasets, layers
-    >>> x, y = datasets.load_digits()
-    >>> model = cnnkit.Sequential([layers.Flatten(), layers.Dense(10)],
-    ...                           input_shape=(1, 8, 8), seed=0)
-    >>> history = model.fit(x, y, epochs=1, verbose=0)
-    >>> path = os.path.join(tempfile.mkdtemp(), "digits.cnnkit")
-    >>> model.save(path)
-    >>> same = cnnkit.load_model(path)
-    >>> bool(np.array_equal(same.predict(x), model.predict(x)))
-    True
-    """
-    if os.fsdecode(os.fspath(path)).lower().endswith(".onnx") and \
-            not _format.looks_like_file(path):
-        from . import onnx as _onnx
-        return _onnx.load(path)
-    tensors, meta = _format.load_file(path)
-    config = _format.unpack_metadata(meta, "model", source=path)
-    where = os.fspath(path)
-    weights = {k: v for k, v in tensors.items()
-               if not k.startswith("optimizer.")}
-    opt_state = {k[len("optimizer."):]: v for k, v in tensors.items()
-                 if k.startswith("optimizer.")}
-    try:
-        if not isinstance(config, dict):
-            raise ValueError("the architecture is not a JSON object")
-        input_shape = config.get("input_shape")
-        if input_shape is None:
-            raise ValueError("the saved model has no input shape")
-        model = Sequential.from_config(dict(config, input_shape=None))
-        # Check the file's tensors against the architecture before anything
-        # is allocated, so a small file cannot ask for a huge model.
-        _, specs, _ = model._infer_shapes(tuple(input_shape))
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ValueError(f"{where}: invalid model architecture: {exc}") \
-            from None
-    expected = {f"{i}.{name}": tuple(shape)
-                for i, spec in enumerate(specs) for name, shape in spec.items()}
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    if missing or unexpected:
-        raise ValueError(
-            f"{where}: weights do not match the architecture: missing "
-            f"{missing or 'none'}, unexpected {unexpected or 'none'}")
-    for name, shape in expected.items():
-        arr = weights[name]
-        if arr.shape != shape or arr.dtype != model.dtype:
-            raise ValueError(
-                f"{where}: weights do not match the architecture: {name} is "
-                f"{arr.dtype}{list(arr.shape)}, the architecture needs "
-                f"{model.dtype}{list(shape)}")
-    model.build(tuple(input_shape))
-    model.load_state_dict(weights, strict_dtype=True)
-    if "optimizer" in meta:
-        try:
-            opt = optim.from_config(json.loads(meta["optimizer"]))
-            opt.load_state_dict(opt_state)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise ValueError(f"{where}: invalid optimizer state: {exc}") \
-                from None
-        model.optimizer = opt
-    elif opt_state:
-        raise ValueError(f"{where}: optimizer tensors without an optimizer "
-                         f"config: {sorted(opt_state)}")
-    return model
+    check_int(batch_size, "batch_size", 1, type_error=ValueError)

@@ -63,7 +63,9 @@ import os
 import numpy as np
 
 from . import _format
+from . import layers as L
 from ._version import __version__
+from .model import Sequential
 
 __all__ = ["export", "load", "MIN_OPSET", "DEFAULT_OPSET", "MIN_IMPORT_OPSET",
            "MAX_FILE_SIZE"]
@@ -111,7 +113,6 @@ def _conv_pads(layer):
 
 
 def _check_export_args(model, opset, probabilities, dtype, onnx):
-    from .model import Sequential
     if not isinstance(model, Sequential):
         raise TypeError(f"export: model must be a cnnkit.Sequential, got "
                         f"{type(model).__name__}")
@@ -136,10 +137,9 @@ def _check_export_args(model, opset, probabilities, dtype, onnx):
     if dtype is None:
         dt = model.dtype
         if dt == np.float64:
-            from .layers import AvgPool2D, Conv2D, GlobalAvgPool2D
             kinds = sorted({type(layer).__name__ for layer in model.layers
-                            if isinstance(layer, (Conv2D, AvgPool2D,
-                                                  GlobalAvgPool2D))})
+                            if isinstance(layer, (L.Conv2D, L.AvgPool2D,
+                                                  L.GlobalAvgPool2D))})
             if kinds:
                 raise ValueError(
                     f"export: the model is float64 and has {', '.join(kinds)} "
@@ -163,7 +163,6 @@ def _build_graph(model, opset, probabilities, dtype):
     """The ModelProto of ``model`` (see :func:`export`)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from . import layers as L
 
     elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
     nodes, inits = [], []
@@ -799,7 +798,6 @@ class _Importer:
 
     # -- layers ------------------------------------------------------------
     def _add_layer(self, layer, params=None):
-        from . import layers as L
         try:
             out = layer.compute_output_shape(self.cur)
         except ValueError as exc:
@@ -846,7 +844,6 @@ class _Importer:
                       "cnnkit convolves and pools NCHW tensors")
 
     def _op_Conv(self, node, pos):
-        from . import layers as L
         a = _attrs(node, {"auto_pad", "dilations", "group", "kernel_shape",
                           "pads", "strides"}, self.fail)
         if pos != 0:
@@ -907,13 +904,11 @@ class _Importer:
                       f"{self.dtype}; cnnkit models have one dtype")
 
     def _op_Relu(self, node, pos):
-        from . import layers as L
         _attrs(node, set(), self.fail)
         layer = L.ReLU()
         self.layers.append([layer, {}])
 
     def _pool(self, node, avg):
-        from . import layers as L
         allowed = {"auto_pad", "ceil_mode", "kernel_shape", "pads",
                    "strides", "dilations"}
         allowed |= {"count_include_pad"} if avg else {"storage_order"}
@@ -962,7 +957,6 @@ class _Importer:
         self._pool(node, avg=True)
 
     def _op_GlobalAveragePool(self, node, pos):
-        from . import layers as L
         _attrs(node, set(), self.fail)
         self._check_4d("GlobalAveragePool")
         c, h, w = self.cur
@@ -970,7 +964,6 @@ class _Importer:
         self.gap_pending = len(self.layers) - 1
 
     def _op_ReduceMean(self, node, pos):
-        from . import layers as L
         a = _attrs(node, {"axes", "keepdims", "noop_with_empty_axes"},
                    self.fail)
         if "axes" in a:
@@ -1000,7 +993,6 @@ class _Importer:
 
     def _flatten(self):
         """The current value, flattened per sample (a Flatten layer)."""
-        from . import layers as L
         if self.gap_pending is not None and self.cur[1:] == (1, 1):
             self.layers[self.gap_pending][0] = L.GlobalAvgPool2D()
             self.gap_pending = None
@@ -1052,7 +1044,6 @@ class _Importer:
 
     def _dense(self, w, b, node):
         """Append a Dense layer with weight ``w`` (out, in)."""
-        from . import layers as L
         self._check_dtype(w, "weight")
         if len(self.cur) != 1:
             self.fail(f"it needs an input of shape (batch, features); got "
@@ -1178,7 +1169,6 @@ class _Importer:
 
     # -- result ------------------------------------------------------------
     def _model(self):
-        from .model import Sequential
         if self.nhwc or self.order is not None:
             self.fail("the graph ends in a transposed layout that cnnkit "
                       "cannot fold away")

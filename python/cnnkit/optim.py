@@ -44,7 +44,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _kernels
+from . import _ops
 
 __all__ = [
     "Optimizer",
@@ -735,7 +735,7 @@ class SGD(Optimizer):
             if buf is None:
                 buf = self._state["momentum_buffer"] = np.empty_like(params)
                 first = True
-        _kernels.sgd_step(params, grads, buf, lr, self.weight_decay, mu,
+        _ops.sgd_step(params, grads, buf, lr, self.weight_decay, mu,
                           self.nesterov, first)
 
 
@@ -823,7 +823,7 @@ class Adam(Optimizer):
             self._state["exp_avg"] = np.zeros_like(params)
             self._state["exp_avg_sq"] = np.zeros_like(params)
         m, v = self._state["exp_avg"], self._state["exp_avg_sq"]
-        _kernels.adam_step(params, grads, m, v, beta1, beta2, self.eps, wd,
+        _ops.adam_step(params, grads, m, v, beta1, beta2, self.eps, wd,
                            self._decoupled, 1.0 - lr * wd,
                            lr / (1.0 - beta1 ** t),
                            math.sqrt(1.0 - beta2 ** t))

@@ -1,0 +1,115 @@
+"""The step context: what one pass through the layers is asked to do.
+
+A model passes one :class:`StepContext` to every layer's ``forward`` and
+``backward``; a layer never learns about training from attributes set on it
+from outside.  The context says
+
+* whether the pass trains (keep what backward needs, drop values in
+  :class:`~cnnkit.layers.Dropout`): ``bool(ctx)`` is ``ctx.training``, so a
+  layer written as ``forward(self, x, training=False)`` reads it as before;
+* where outputs go: while a model trains, the :class:`Arena` hands each
+  layer arrays kept from one step to the next, so a step allocates nothing
+  after the first of its batch size; without an arena the kernels return
+  new arrays;
+* which layers need not compute the gradient with respect to their input
+  (the model's first layer while training);
+* the shard bounds: the layers with parameters then write the gradient of
+  each run of samples ``[bounds[q], bounds[q+1])`` on its own, into
+  ``parts[name][q]`` (the fixed-shard reduction of :mod:`cnnkit.trainer`);
+* the dropout window ``(n, lo, hi)``: this batch is the part ``[lo, hi)`` of
+  a global batch of ``n`` samples, whose random draws every part shares.
+"""
+import numpy as np
+
+__all__ = ["StepContext", "Arena"]
+
+
+class Arena:
+    """Arrays kept between training steps, one per (owner, key, shape,
+    dtype), made on first use."""
+
+    __slots__ = ("_arrays",)
+
+    def __init__(self):
+        self._arrays = {}
+
+    def get(self, owner, key, shape, dtype):
+        """The kept array of ``owner`` for ``key`` of this shape and dtype
+        (uninitialised when new)."""
+        k = (id(owner), key, shape)
+        a = self._arrays.get(k)
+        if a is None or a.dtype != dtype:
+            a = self._arrays[k] = np.empty(shape, dtype=dtype)
+        return a
+
+    def clear(self):
+        self._arrays.clear()
+
+
+class StepContext:
+    """One forward/backward pass's instructions to the layers.
+
+    Parameters
+    ----------
+    training : bool, default False
+    arena : Arena, optional
+        Where outputs and gradients go (kept arrays); None for new arrays.
+    frozen_input : collection of Layer, optional
+        Layers whose backward need not return the input gradient.
+    shards : (bounds, {layer: {name: parts}}), optional
+        Per-shard parameter gradients: ``bounds`` (int64, the edges of the
+        runs of samples) and, per layer, arrays ``(runs,) + param shape``.
+    window : (n, lo, hi), optional
+        This batch is rows ``[lo, hi)`` of a global batch of ``n``.
+    """
+
+    __slots__ = ("training", "arena", "frozen_input", "shards", "window")
+
+    def __init__(self, training=False, arena=None, frozen_input=(),
+                 shards=None, window=None):
+        self.training = bool(training)
+        self.arena = arena
+        self.frozen_input = frozen_input
+        self.shards = shards
+        self.window = window
+
+    def __bool__(self):
+        return self.training
+
+    def __repr__(self):
+        return (f"StepContext(training={self.training}, "
+                f"arena={self.arena is not None}, "
+                f"shards={self.shards is not None}, window={self.window})")
+
+    def buffer(self, owner, key, shape, dtype):
+        """A kept array for ``owner``'s ``key`` while a model trains with an
+        arena, else None (the kernel then returns a new array)."""
+        if self.arena is None or not self.training:
+            return None
+        return self.arena.get(owner, key, shape, np.dtype(dtype))
+
+    def needs_input_grad(self, layer):
+        """Whether ``layer``'s backward must return d loss / d input."""
+        return layer not in self.frozen_input
+
+    def shard_parts(self, layer):
+        """``(bounds, {name: parts})`` when ``layer`` writes per-shard
+        parameter gradients in this pass, else None."""
+        if self.shards is None:
+            return None
+        bounds, parts = self.shards
+        mine = parts.get(layer)
+        return None if mine is None else (bounds, mine)
+
+
+#: The context of an inference pass: nothing kept, new arrays.
+INFERENCE = StepContext()
+#: A training pass outside a training loop: new arrays, every gradient.
+TRAINING = StepContext(training=True)
+
+
+def as_context(ctx):
+    """A StepContext from a context or a bool (``training``)."""
+    if isinstance(ctx, StepContext):
+        return ctx
+    return TRAINING if ctx else INFERENCE

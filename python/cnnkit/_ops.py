@@ -1,0 +1,187 @@
+"""The lean tier into the kernels, for layers, the trainer and optimizers.
+
+:mod:`cnnkit.functional` is the public way into the C kernels: it
+normalises every argument on every call.  Inside a model the arguments are
+known when the model is built, so the layers hold op objects made once at
+``build`` (the geometry normalised, the padding resolved to four sides) and
+call the bindings through them; the trainer, the optimizers, the shard
+reduction and the thread settings call the functions here.  These two
+modules are the only ones that import ``_kernels``.
+
+Inputs that are not already C-contiguous arrays of the op's float dtype are
+converted once (:func:`as_float`), by the dtype rules of
+:mod:`cnnkit.functional`.  Every ``out`` argument is an array to write
+instead of allocating, or None.
+"""
+import numpy as np
+
+from . import _kernels
+
+__all__ = [
+    "as_float", "conv_padding", "conv_output_hw", "Conv2DOp", "MaxPool2DOp", "AvgPool2DOp",
+    "relu_forward", "relu_backward", "dense_forward", "dense_backward",
+    "dense_backward_parts", "softmax", "softmax_cross_entropy", "tree_sum",
+    "sgd_step", "adam_step", "set_num_threads", "get_num_threads",
+    "build_info",
+]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float(x, dtype=None):
+    """``x`` as an ndarray the kernels take: of ``dtype`` when given, else
+    float32 and float64 kept, float16 computed in float32, integers and
+    bools promoted to float64 (the rules of :mod:`cnnkit.functional`)."""
+    if type(x) is np.ndarray and (x.dtype == dtype if dtype is not None
+                                  else x.dtype in _FLOATS):
+        return x
+    x = np.asarray(x)
+    if dtype is None:
+        kind, size = x.dtype.kind, x.dtype.itemsize
+        if kind in "biu":
+            dtype = np.float64
+        elif kind == "f" and size <= 8:
+            dtype = np.float32 if size <= 4 else np.float64
+        else:
+            raise TypeError(f"input must have a real float, integer or bool "
+                            f"dtype; got dtype {x.dtype}")
+    return x.astype(dtype, copy=False)
+
+
+def conv_padding(padding, kernel_hw, stride, dilation, owner):
+    """conv2d's padding as (top, bottom, left, right): from a pair
+    (ph, pw) of checked ints, or from ``"valid"`` / ``"same"`` (stride 1;
+    an odd total puts the extra row and column at the bottom and right, as
+    PyTorch does)."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return 0, 0, 0, 0
+        if mode == "same":
+            if tuple(stride) != (1, 1):
+                raise ValueError(
+                    f"{owner}: padding='same' needs stride 1, got stride "
+                    f"{tuple(stride)}")
+            out = []
+            for k, d in zip(kernel_hw, dilation):
+                total = d * (k - 1)
+                out += [total // 2, total - total // 2]
+            return tuple(out)
+        raise ValueError(
+            f"{owner}: padding must be an int, a pair, 'valid' or 'same'; got "
+            f"{padding!r}")
+    ph, pw = padding
+    return ph, ph, pw, pw
+
+
+def conv_output_hw(hw, kernel_hw, stride, padding, dilation=(1, 1)):
+    """(OH, OW) of a convolution or pooling window sweep: ``(H + pt + pb -
+    dh*(R-1) - 1) // sh + 1`` and likewise for the width; ``padding`` is
+    (top, bottom, left, right).  A size below 1 means the window does not
+    fit."""
+    h, w = hw
+    pt, pb, pl, pr = padding
+    oh = (h + pt + pb - dilation[0] * (kernel_hw[0] - 1) - 1) // stride[0] + 1
+    ow = (w + pl + pr - dilation[1] * (kernel_hw[1] - 1) - 1) // stride[1] + 1
+    return oh, ow
+
+
+class Conv2DOp:
+    """conv2d with a fixed geometry: stride (sh, sw), padding (top, bottom,
+    left, right), dilation (dh, dw)."""
+
+    __slots__ = ("stride", "padding", "dilation")
+
+    def __init__(self, stride, padding, dilation):
+        self.stride = tuple(stride)
+        self.padding = tuple(padding)
+        self.dilation = tuple(dilation)
+
+    def forward(self, x, weight, bias, relu=False, out=None):
+        """y (N,K,OH,OW) = conv(x, weight) + bias, then max(0, y) when
+        ``relu`` (the bits of a separate ReLU)."""
+        return _kernels.conv2d_forward(x, weight, bias, self.stride,
+                                       self.padding, self.dilation, relu, out)
+
+    def backward(self, grad, x, weight, input_grad=True, bias=True,
+                 gx=None, gw=None, gb=None):
+        """(grad_x or None, grad_weight, grad_bias or None)."""
+        return _kernels.conv2d_backward(grad, x, weight, self.stride,
+                                        self.padding, self.dilation,
+                                        input_grad, bias, gx, gw, gb)
+
+    def backward_parts(self, grad, x, weight, bounds, gw_parts, gb_parts,
+                       input_grad=True, gx=None):
+        """The weight (and bias) gradient of each run of samples
+        ``[bounds[q], bounds[q+1])`` into ``gw_parts[q]`` (``gb_parts[q]``);
+        returns the input gradient (or None)."""
+        return _kernels.conv2d_backward_parts(
+            grad, x, weight, self.stride, self.padding, self.dilation,
+            bounds, gw_parts, gb_parts, input_grad, gx)
+
+
+class MaxPool2DOp:
+    """Max pooling with a fixed window, stride and (-inf) padding."""
+
+    __slots__ = ("kernel_size", "stride", "padding")
+
+    def __init__(self, kernel_size, stride, padding):
+        self.kernel_size = tuple(kernel_size)
+        self.stride = tuple(stride)
+        self.padding = tuple(padding)
+
+    def forward(self, x, out=None, indices_out=None):
+        """(y, indices): int64 flat ``h*W+w`` indices of each maximum."""
+        return _kernels.maxpool2d_forward(x, self.kernel_size, self.stride,
+                                          self.padding, out, indices_out)
+
+    def backward(self, grad, indices, input_shape, out=None,
+                 relu_pooled=None):
+        """The input gradient; with ``relu_pooled`` (this pool's output) it
+        also goes back through the ReLU that produced the pool's input."""
+        return _kernels.maxpool2d_backward(grad, indices, input_shape, out,
+                                           relu_pooled)
+
+
+class AvgPool2DOp:
+    """Average pooling with a fixed window, stride and (zero) padding."""
+
+    __slots__ = ("kernel_size", "stride", "padding", "count_include_pad")
+
+    def __init__(self, kernel_size, stride, padding, count_include_pad=True):
+        self.kernel_size = tuple(kernel_size)
+        self.stride = tuple(stride)
+        self.padding = tuple(padding)
+        self.count_include_pad = bool(count_include_pad)
+
+    def forward(self, x):
+        return _kernels.avgpool2d_forward(x, self.kernel_size, self.stride,
+                                          self.padding,
+                                          self.count_include_pad)
+
+    def backward(self, grad, input_shape):
+        return _kernels.avgpool2d_backward(grad, tuple(input_shape),
+                                           self.kernel_size, self.stride,
+                                           self.padding,
+                                           self.count_include_pad)
+
+
+# Element-wise, dense, loss: no geometry to hold.
+relu_forward = _kernels.relu_forward
+relu_backward = _kernels.relu_backward
+dense_forward = _kernels.dense_forward
+dense_backward = _kernels.dense_backward
+dense_backward_parts = _kernels.dense_backward_parts
+softmax = _kernels.softmax
+softmax_cross_entropy = _kernels.softmax_cross_entropy
+
+# The fixed pairwise tree that adds shard gradients, and optimizer steps
+# over the flat parameter buffer.
+tree_sum = _kernels.tree_sum
+sgd_step = _kernels.sgd_step
+adam_step = _kernels.adam_step
+
+# Threads and build facts.
+set_num_threads = _kernels.set_num_threads
+get_num_threads = _kernels.get_num_threads
+build_info = _kernels.build_info

@@ -1,0 +1,446 @@
+"""Training: the fit loop and the training step, in one place.
+
+:meth:`cnnkit.Sequential.fit` checks its arguments and hands the model to a
+:class:`Trainer`, which runs the epochs (shuffling, batching, callbacks,
+progress, Ctrl-C at batch boundaries) and, per batch, :meth:`Trainer.step`:
+
+1. forward: the model's logits for this process's part of the global batch;
+2. loss: softmax cross-entropy, its per-sample values and its gradient;
+3. backward: each layer with parameters writes the gradient of each fixed
+   shard of the batch into that shard's row;
+4. reduction: the shard rows (gathered from every rank) added in one fixed
+   pairwise tree into the model's gradient buffer;
+5. the optimizer's update of the flat parameter buffer.
+
+Every global batch of ``b`` samples is cut into ``S`` shards (8 by default,
+:data:`cnnkit.distributed.DEFAULT_SHARDS`): shard ``s`` holds samples
+``[s*b//S, (s+1)*b//S)`` whatever the number of ranks or threads, so one
+process and any number of MPI ranks form the same sums in the same order.
+With one shard in one process (``DataParallel(shards=1)`` or a batch of
+one sample) the layers write the batch gradient straight into the model's
+buffer: the tree of one row is that row.
+
+The step context (:class:`cnnkit._context.StepContext`) carries the arena of
+arrays kept between steps, the first layer's exemption from the input
+gradient, the shard bounds and the dropout window to the layers.
+"""
+import json
+import math
+import signal
+import sys
+import threading
+import time
+import zlib
+
+import numpy as np
+
+from . import _ops
+from . import distributed as dist
+from ._context import Arena, StepContext
+from .callbacks import Callback, History
+
+__all__ = ["Trainer", "evaluate"]
+
+
+class Trainer:
+    """Runs :meth:`~cnnkit.Sequential.fit` for one model.
+
+    Parameters
+    ----------
+    model : cnnkit.Sequential
+        A built model with its optimizer set.
+    world : cnnkit.distributed world
+        The ranks training together (this process alone by default).
+    shards : int
+        Virtual shards per global batch.
+    reduction : {"ordered", "allreduce"}
+        How shard gradients are added across ranks.
+    strict : bool
+        Refuse layers that cannot write per-shard gradients when shards are
+        needed (else train them with one shard).
+    """
+
+    def __init__(self, model, world=dist.LOCAL, shards=dist.DEFAULT_SHARDS,
+                 reduction="ordered", strict=True):
+        unsplit = [layer for layer in model.layers
+                   if layer.grads and not layer.per_shard_grads]
+        if unsplit and (shards > 1 or world.size > 1):
+            if strict:
+                raise TypeError(
+                    f"{type(unsplit[0]).__name__} has parameters but cannot "
+                    f"compute them per shard (per_shard_grads is False); "
+                    f"train it with distributed=DataParallel(shards=1) in "
+                    f"one process, or without it")
+            shards = 1      # a plain fit of layers that cannot split them
+        self.model, self.world = model, world
+        self.shards, self.reduction = shards, reduction
+        edges = dist.bounds(shards, world.size)
+        self.s0, self.s1 = edges[world.rank], edges[world.rank + 1]
+        self.arena = Arena()
+        self.sums = np.zeros(2, dtype=np.float64)
+        #: Seconds spent exchanging and adding the shard gradients.
+        self.exchange_seconds = 0.0
+        self.interrupt = False
+        self.single = shards == 1 and world.size == 1
+        if not self.single:
+            self._make_shard_rows(edges)
+
+    def _make_shard_rows(self, edges):
+        """One row of bytes per shard: the shard's gradient, laid out as the
+        model's flat gradient buffer, then its (loss sum, hits) statistics.
+        Per layer with parameters, views of its gradients in this rank's
+        shard rows, arrays (local shards,) + parameter shape."""
+        model, world = self.model, self.world
+        dt = model.dtype
+        flat = model.flat_grads
+        gbytes = flat.nbytes
+        stats_off = -(-gbytes // 16) * 16
+        self.counts = [edges[r + 1] - edges[r] for r in range(world.size)]
+        self.displs = edges[:world.size]
+        self.rows = np.zeros((self.shards, stats_off + 16), dtype=np.uint8)
+        self.grads = [self.rows[s, :gbytes].view(dt)
+                      for s in range(self.shards)]
+        self.stats = [self.rows[s, stats_off:].view(np.float64)
+                      for s in range(self.shards)]
+        local = self.rows[self.s0:self.s1].view(dt)[:, :flat.size]
+        self.parts = {}
+        for layer, offsets in model.grad_offsets():
+            self.parts[layer] = {
+                name: local[:, off:off + math.prod(shape)].reshape(
+                    (self.s1 - self.s0,) + shape)
+                for name, (off, shape) in offsets.items()}
+
+    # -- one training step ---------------------------------------------
+    def step(self, x, y, sw, idx, where=""):
+        """One optimizer step on the global batch ``x[idx]`` (a slice or
+        an index array).
+
+        Returns (weighted loss sum, correct count, weight sum) over the
+        global batch, the same on every rank.  Raises FloatingPointError,
+        with the weights left as they were, when the loss is not finite.
+        """
+        model, world, S = self.model, self.world, self.shards
+        b = idx.stop - idx.start if isinstance(idx, slice) else idx.shape[0]
+        edges = dist.bounds(b, S)
+        lo, hi = edges[self.s0], edges[self.s1]        # this rank's samples
+        swb = None if sw is None else self._rows("sw", sw, idx)
+        norm = float(b) if sw is None else math.fsum(swb)
+        # A batch of one sample fills one shard: the tree's sum of it is
+        # that shard's gradient, written straight into the model's buffer.
+        single = self.single or (world.size == 1 and b == 1)
+        ctx = StepContext(
+            training=True, arena=self.arena, frozen_input=model.input_layers,
+            shards=None if single else (self._shard_bounds(edges, b),
+                                        self.parts),
+            window=None if single else (b, lo, hi))
+        if hi > lo:
+            rows = (slice(idx.start + lo, idx.start + hi)
+                    if isinstance(idx, slice) else idx[lo:hi])
+            xb, yb = self._rows("x", x, rows), self._rows("y", y, rows)
+            m = hi - lo
+            # 1. forward
+            logits = model.forward(xb, ctx)
+            # 2. loss: per-sample values and the gradient of the batch's
+            # (weighted) mean
+            _, grad, losses = _ops.softmax_cross_entropy(
+                logits, yb, None if swb is None else swb[lo:hi],
+                need_grad=True, normalizer=norm, per_sample=True,
+                grad_out=self._kept("grad", logits.shape, logits.dtype),
+                losses_out=self._kept("losses", (m,), np.float64))
+            pred = np.argmax(logits, axis=1,
+                             out=self._kept("pred", (m,), np.intp))
+            hit = np.equal(pred, yb, out=self._kept("hit", (m,), np.bool_))
+            # 3. backward: per-shard parameter gradients into the shard rows
+            model.backward(grad, ctx=ctx)
+            if single:
+                total, hits = math.fsum(losses), int(np.count_nonzero(hit))
+            else:
+                for s in range(self.s0, self.s1):
+                    a, c = edges[s] - lo, edges[s + 1] - lo
+                    if c > a:
+                        self.stats[s][0] = math.fsum(losses[a:c])
+                        self.stats[s][1] = np.count_nonzero(hit[a:c])
+        else:
+            # no samples here: advance the random streams all the same
+            for layer in model.layers:
+                layer.skip_batch(b)
+        # 4. reduction of the shard gradients, in the fixed tree
+        if not single:
+            total, hits = self._reduce([edges[s + 1] > edges[s]
+                                        for s in range(S)])
+        loss = total / norm if norm > 0 else 0.0
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"the loss became {loss}{where}; training stopped and the "
+                f"weights from before this batch are kept (try a smaller "
+                f"learning rate)")
+        # 5. the optimizer's update
+        model.optimizer.step(model.flat_params, model.flat_grads)
+        return total, hits, norm
+
+    def _reduce(self, present):
+        """Add the shard rows into the model's gradient buffer and the
+        statistics into (loss sum, hits): gathered from every rank and
+        added in one tree ("ordered"), or each rank's added and the ranks
+        summed by MPI ("allreduce")."""
+        world, out = self.world, self.model.flat_grads
+        t0 = time.perf_counter()
+        if self.reduction == "ordered":
+            world.allgather_rows(self.rows, self.counts, self.displs)
+            shards = range(self.shards)
+        else:
+            shards = range(self.s0, self.s1)
+        dist.tree_sum([self.grads[s] if present[s] else None
+                       for s in shards], out)
+        dist.tree_sum([self.stats[s] if present[s] else None
+                       for s in shards], self.sums)
+        if self.reduction != "ordered":
+            world.allreduce_sum(out)
+            world.allreduce_sum(self.sums)
+        self.exchange_seconds += time.perf_counter() - t0
+        return float(self.sums[0]), int(self.sums[1])
+
+    def _shard_bounds(self, edges, b):
+        """This rank's shard edges, relative to its first sample (kept per
+        batch size)."""
+        key = ("bounds", b)
+        bounds = self.arena.get(self, key, (self.s1 - self.s0 + 1,),
+                                np.int64)
+        bounds[...] = edges[self.s0:self.s1 + 1]
+        bounds -= edges[self.s0]
+        return bounds
+
+    def _kept(self, key, shape, dtype):
+        return self.arena.get(self, key, shape, np.dtype(dtype))
+
+    def _rows(self, key, a, idx):
+        """a[idx]: a view for a slice, else gathered into a kept array."""
+        if isinstance(idx, slice):
+            return a[idx]
+        # (mode="raise" would gather into a temporary first; the indices
+        # are a permutation's, always in range)
+        return np.take(a, idx, axis=0, mode="clip",
+                       out=self._kept(key, idx.shape + a.shape[1:], a.dtype))
+
+    # -- the loop ---------------------------------------------------------
+    def fit(self, x, y, sw, xv, yv, initial_epoch, epochs, batch_size,
+            shuffle, callbacks, verbose):
+        """Run the epochs; returns the History."""
+        model = self.model
+        history = History()
+        callbacks = [history] + list(callbacks)
+        # Only rank 0 of a data-parallel run reports progress.
+        verbose = verbose if self.world.rank == 0 else 0
+        n = x.shape[0]
+        nbatches = -(-n // batch_size)
+        params = {"epochs": epochs, "steps": nbatches, "verbose": verbose,
+                  "rank": self.world.rank}
+        for cb in callbacks:
+            cb.set_model(model)
+            cb.set_params(params)
+        model.stop_training = False
+        for cb in callbacks:
+            cb.on_train_begin({})
+        # Under MPI, Ctrl-C ends the job (ranks could not agree on the batch
+        # to stop at).
+        old_handler = (self._install_sigint() if self.world.size == 1
+                       else None)
+        try:
+            for epoch in range(initial_epoch, epochs):
+                logs = self._epoch(epoch, epochs, x, y, sw, xv, yv,
+                                   batch_size, shuffle, callbacks, verbose)
+                if logs is None:
+                    history.interrupted = True
+                    break
+                if model.stop_training:
+                    break
+        finally:
+            model.clear_caches()
+            self.arena.clear()
+            history.exchange_seconds = self.exchange_seconds
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        for cb in callbacks:
+            cb.on_train_end({})
+        return history
+
+    def _epoch(self, epoch, epochs, x, y, sw, xv, yv, batch_size, shuffle,
+               callbacks, verbose):
+        """One epoch; returns its logs, None when training was
+        interrupted."""
+        model, opt = self.model, self.model.optimizer
+        n = x.shape[0]
+        nbatches = -(-n // batch_size)
+        if hasattr(opt, "set_epoch"):
+            opt.set_epoch(epoch)
+        for cb in callbacks:
+            cb.on_epoch_begin(epoch, {})
+        order = model.rng.permutation(n) if shuffle else None
+        bar = _progress_bar(verbose, epoch, epochs, nbatches)
+        t0 = last_post = time.perf_counter()
+        seen, loss_sum, weight_sum, correct = 0, 0.0, 0.0, 0
+        try:
+            for b in range(nbatches):
+                if self.interrupt:
+                    if verbose:
+                        print(f"\nTraining interrupted at epoch {epoch + 1}, "
+                              f"batch {b + 1}; the model keeps the weights "
+                              f"of the last completed batch.",
+                              file=sys.stderr, flush=True)
+                    return None
+                lo, hi = b * batch_size, min(n, (b + 1) * batch_size)
+                idx = slice(lo, hi) if order is None else order[lo:hi]
+                total, hits, bw = self.step(
+                    x, y, sw, idx, f" at epoch {epoch + 1}, batch {b + 1}")
+                seen += hi - lo
+                loss_sum += total
+                weight_sum += bw
+                correct += hits
+                for cb in callbacks[1:]:
+                    cb.on_batch_end(b, {"loss": total / bw if bw > 0 else 0.0,
+                                        "size": hi - lo})
+                if bar is not None:
+                    bar.update(1)
+                    now = time.perf_counter()
+                    if now - last_post > 0.2:
+                        last_post = now
+                        bar.set_postfix(
+                            loss=f"{loss_sum / max(weight_sum, 1e-300):.4f}",
+                            acc=f"{correct / seen:.4f}",
+                            img_s=f"{seen / max(now - t0, 1e-9):.0f}",
+                            refresh=False)
+            seconds = time.perf_counter() - t0
+            logs = {"loss": loss_sum / weight_sum if weight_sum > 0 else 0.0,
+                    "accuracy": correct / seen}
+            if xv is not None:
+                logs.update(evaluate(model, xv, yv, max(batch_size, 256),
+                                     self.world, prefix="val_"))
+            logs["lr"] = float(opt.current_lr()) if hasattr(
+                opt, "current_lr") else float("nan")
+            # Every rank reports rank 0's time, so histories are equal.
+            seconds = self.world.bcast(seconds)
+            logs["seconds"] = seconds
+            logs["images_per_s"] = seen / max(seconds, 1e-9)
+            if bar is not None:
+                bar.set_postfix(_bar_post(logs), refresh=True)
+        finally:
+            if bar is not None:
+                bar.close()
+        if verbose == 2 or (verbose == 1 and bar is None):
+            print(_epoch_line(epoch, epochs, logs), flush=True)
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs)
+        return logs
+
+    def _install_sigint(self):
+        """Ctrl-C stops at the next batch boundary (a second one at once)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self.interrupt:
+                raise KeyboardInterrupt
+            self.interrupt = True
+
+        try:
+            return signal.signal(signal.SIGINT, handler)
+        except ValueError:                 # pragma: no cover
+            return None
+
+
+def _progress_bar(verbose, epoch, epochs, nbatches):
+    """A tqdm bar on a terminal or in a notebook with verbose=1, else None
+    (logs then get one line per epoch)."""
+    if verbose != 1:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:                # pragma: no cover
+        return None
+    notebook = any(c.__module__.startswith("tqdm.notebook")
+                   for c in tqdm.__mro__)
+    if not notebook and not sys.stderr.isatty():
+        return None
+    return tqdm(total=nbatches, desc=f"Epoch {epoch + 1}/{epochs}",
+                unit="batch", leave=True, dynamic_ncols=True)
+
+
+def _bar_post(logs):
+    post = {"loss": f"{logs['loss']:.4f}", "acc": f"{logs['accuracy']:.4f}",
+            "img_s": f"{logs['images_per_s']:.0f}"}
+    if "val_loss" in logs:
+        post["val_loss"] = f"{logs['val_loss']:.4f}"
+        post["val_acc"] = f"{logs['val_accuracy']:.4f}"
+    return post
+
+
+def _epoch_line(epoch, epochs, logs):
+    parts = [f"Epoch {epoch + 1}/{epochs}", f"{logs['seconds']:.2f}s",
+             f"{logs['images_per_s']:.0f} img/s",
+             f"loss: {logs['loss']:.4f}",
+             f"accuracy: {logs['accuracy']:.4f}"]
+    if "val_loss" in logs:
+        parts += [f"val_loss: {logs['val_loss']:.4f}",
+                  f"val_accuracy: {logs['val_accuracy']:.4f}"]
+    return " - ".join(parts)
+
+
+def evaluate(model, x, y, batch_size, world=dist.LOCAL, prefix=""):
+    """Mean softmax cross-entropy and accuracy of ``model`` on checked
+    ``(x, y)``: ``{prefix + "loss": ..., prefix + "accuracy": ...}``.
+
+    Each rank scores its contiguous part; the per-sample losses are added
+    exactly (math.fsum), so the result depends neither on the batching nor
+    on how ranks split the data.
+    """
+    n = x.shape[0]
+    edges = dist.bounds(n, world.size)
+    lo, hi = edges[world.rank], edges[world.rank + 1]
+    losses = np.empty(hi - lo, dtype=np.float64)
+    correct = 0
+    for i in range(lo, hi, batch_size):
+        j = min(hi, i + batch_size)
+        logits = model.forward(x[i:j])
+        _, _, per = _ops.softmax_cross_entropy(
+            logits, y[i:j], None, need_grad=False, per_sample=True)
+        losses[i - lo:j - lo] = per
+        correct += int(np.count_nonzero(logits.argmax(axis=1) == y[i:j]))
+    parts = world.allgather((losses, correct))
+    total = math.fsum(v for part, _ in parts for v in part.tolist())
+    return {prefix + "loss": total / n,
+            prefix + "accuracy": sum(c for _, c in parts) / n}
+
+
+def join(world, model, x, y, sw, xv, yv, schedule):
+    """Start of a data-parallel fit: check that every rank has the same
+    model, data, fit arguments and optimizer state, then take rank 0's
+    weights and random state."""
+    def digest(a):
+        return None if a is None else (
+            a.shape, a.dtype.str,
+            zlib.crc32(np.ascontiguousarray(a).view(np.uint8)))
+    opt = model.optimizer
+    dist.check_same(world, "fit arguments (epochs, initial_epoch, "
+                    "batch_size, shuffle)", schedule)
+    dist.check_same(world, "optimizers (config, state checksums)", (
+        json.dumps(opt.get_config(), sort_keys=True),
+        sorted((k, digest(np.asarray(v)))
+               for k, v in opt.state_dict().items())))
+    config = model.get_config()
+    config.pop("seed")
+    dist.check_same(world, "models", (json.dumps(config),
+                                      model.flat_params.size))
+    dist.check_same(world, "training data (shape, dtype, checksum)",
+                    (digest(x), digest(y), digest(sw), digest(xv),
+                     digest(yv)))
+    world.bcast_array(model.flat_params)
+    model.rng.bit_generator.state = world.bcast(model.rng.bit_generator.state)
+
+
+def check_callbacks(callbacks):
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must be cnnkit Callback instances, "
+                            f"got {type(cb).__name__}")
+    return callbacks
