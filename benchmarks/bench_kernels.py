@@ -11,14 +11,14 @@ Usage::
 """
 import sys
 
-from cnnkit import bench
+from cnnkit import cli
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--gemm" not in argv and "--only" not in argv:
         argv = ["--only", "kernels", "conv64", *argv]
-    return bench.main(argv)
+    return cli.main(["bench", *argv])
 
 
 if __name__ == "__main__":

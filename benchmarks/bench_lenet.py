@@ -19,12 +19,12 @@ The last line reports the peak memory of a training epoch at batch 64
 """
 import sys
 
-from cnnkit import bench
+from cnnkit import cli
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    return bench.main(["--only", "lenet", "--repeats", "5", *argv])
+    return cli.main(["bench", "--only", "lenet", "--repeats", "5", *argv])
 
 
 if __name__ == "__main__":

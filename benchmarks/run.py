@@ -20,7 +20,7 @@ come from::
 """
 import sys
 
-from cnnkit import bench
+from cnnkit import cli
 
 if __name__ == "__main__":
-    sys.exit(bench.main(sys.argv[1:]))
+    sys.exit(cli.main(["bench", *sys.argv[1:]]))

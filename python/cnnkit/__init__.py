@@ -7,7 +7,7 @@ NumPy-facing API and :mod:`cnnkit.reference` their pure-NumPy twin.
 from ._version import __version__
 
 try:
-    from . import _ops
+    from . import _ops  # noqa: F401  (loads the compiled bindings)
 except ImportError as exc:  # pragma: no cover - only on a broken install
     raise ImportError(
         "cnnkit's compiled kernels could not be imported "

@@ -31,7 +31,8 @@ def check_int(value, name, minimum=None, owner=None, type_error=TypeError):
     prefix = f"{owner}: " if owner else ""
     expected = "an int" if minimum is None else f"an int >= {minimum}"
     if not is_int(value):
-        raise type_error(f"{prefix}{name} must be {expected}, got {value!r}")
+        raise type_error(f"{prefix}{name} must be {expected}, got {value!r} "
+                         f"of type {type(value).__name__}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{prefix}{name} must be {expected}, got {value!r}")
     return int(value)
@@ -57,3 +58,13 @@ def check_elements(shape, what):
         raise ValueError(f"{what} has {size} elements, more than cnnkit "
                          f"supports (2**62)")
     return size
+
+
+def check_keys(expected, given, prefix):
+    """ValueError ``"{prefix}: missing [...], unexpected [...]"`` unless the
+    names in ``given`` are exactly those in ``expected``."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    if missing or unexpected:
+        raise ValueError(f"{prefix}: missing {missing or 'none'}, unexpected "
+                         f"{unexpected or 'none'}")

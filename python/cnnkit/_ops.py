@@ -16,13 +16,18 @@ instead of allocating, or None.
 import numpy as np
 
 from . import _kernels
+# Element-wise ops, the loss, the fixed pairwise tree that adds shard
+# gradients, optimizer steps over the flat parameter buffer, threads and
+# build facts: no geometry to hold, the bindings as they are.
+from ._kernels import (adam_step, build_info, get_num_threads,
+                       relu_backward, relu_forward, set_num_threads,
+                       sgd_step, softmax, softmax_cross_entropy, tree_sum)
 
 __all__ = [
-    "as_float", "conv_padding", "conv_output_hw", "Conv2DOp", "MaxPool2DOp", "AvgPool2DOp",
-    "relu_forward", "relu_backward", "dense_forward", "dense_backward",
-    "dense_backward_parts", "softmax", "softmax_cross_entropy", "tree_sum",
-    "sgd_step", "adam_step", "set_num_threads", "get_num_threads",
-    "build_info",
+    "as_float", "conv_padding", "conv_output_hw", "Conv2DOp", "DenseOp",
+    "MaxPool2DOp", "AvgPool2DOp", "relu_forward", "relu_backward", "softmax",
+    "softmax_cross_entropy", "tree_sum", "sgd_step", "adam_step",
+    "set_num_threads", "get_num_threads", "build_info",
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -166,22 +171,25 @@ class AvgPool2DOp:
                                            self.count_include_pad)
 
 
-# Element-wise, dense, loss: no geometry to hold.
-relu_forward = _kernels.relu_forward
-relu_backward = _kernels.relu_backward
-dense_forward = _kernels.dense_forward
-dense_backward = _kernels.dense_backward
-dense_backward_parts = _kernels.dense_backward_parts
-softmax = _kernels.softmax
-softmax_cross_entropy = _kernels.softmax_cross_entropy
+class DenseOp:
+    """The dense layer's passes, with the call shape of :class:`Conv2DOp`
+    (a dense layer has no geometry to hold)."""
 
-# The fixed pairwise tree that adds shard gradients, and optimizer steps
-# over the flat parameter buffer.
-tree_sum = _kernels.tree_sum
-sgd_step = _kernels.sgd_step
-adam_step = _kernels.adam_step
+    __slots__ = ()
 
-# Threads and build facts.
-set_num_threads = _kernels.set_num_threads
-get_num_threads = _kernels.get_num_threads
-build_info = _kernels.build_info
+    def forward(self, x, weight, bias, relu=False, out=None):
+        """y (N,O) = x @ weight.T + bias."""
+        if relu:
+            raise ValueError("dense: no fused activation")
+        return _kernels.dense_forward(x, weight, bias, out)
+
+    def backward(self, grad, x, weight, input_grad=True, bias=True,
+                 gx=None, gw=None, gb=None):
+        return _kernels.dense_backward(grad, x, weight, input_grad, bias,
+                                       gx, gw, gb)
+
+    def backward_parts(self, grad, x, weight, bounds, gw_parts, gb_parts,
+                       input_grad=True, gx=None):
+        return _kernels.dense_backward_parts(grad, x, weight, bounds,
+                                             gw_parts, gb_parts, input_grad,
+                                             gx)

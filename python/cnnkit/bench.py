@@ -283,7 +283,7 @@ def _gemm(size, dtype):
 def lenet_cnnkit(seed=0):
     """LeNet-5 for 1 x 28 x 28 images: conv 6@5x5 pad 2, max pool 2, conv
     16@5x5, max pool 2, dense 120, 84, 10, ReLU between."""
-    from . import Sequential
+    from .model import Sequential
     from . import layers as L
     return Sequential([
         L.Conv2D(6, 5, padding=2), L.ReLU(), L.MaxPool2D(2),
@@ -644,7 +644,8 @@ def run(config, out=None):
     """Run the benchmark that ``config`` (from :func:`make_config`)
     describes, print its table to ``out`` (default stdout) as it goes, and
     return the results (the document that ``--json`` writes)."""
-    from . import __version__, _ops
+    from . import _ops
+    from ._version import __version__
     out = sys.stdout if out is None else out
 
     def say(text=""):
@@ -966,17 +967,10 @@ def validate(doc):
 
 
 # --------------------------------------------------------------------------
-# entry points
+# the worker process (the command line is ``cnnkit bench``, cnnkit.cli)
 # --------------------------------------------------------------------------
-def main(argv=None):
-    """``cnnkit bench`` with these arguments (default: the command line's);
-    returns the exit status."""
-    from . import cli
-    argv = sys.argv[1:] if argv is None else list(argv)
-    return cli.main(["bench", *argv])
-
-
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--worker"]:
-        sys.exit(_serve(sys.argv[2], json.loads(sys.argv[3])))
-    sys.exit(main())
+    if sys.argv[1:2] != ["--worker"] or len(sys.argv) != 4:
+        sys.exit("python -m cnnkit.bench is the benchmark's worker process; "
+                 "run cnnkit bench (or python benchmarks/run.py)")
+    sys.exit(_serve(sys.argv[2], json.loads(sys.argv[3])))

@@ -45,7 +45,7 @@ def _load_data(path, seed, test_size):
 def default_model(input_shape, classes, seed):
     """A LeNet-style network sized for the input: LeNet-5 for images of at
     least 20x20, two 3x3 conv blocks for smaller ones (e.g. 8x8 digits)."""
-    from . import Sequential
+    from .model import Sequential
     from . import layers as L
     c, h, w = input_shape
     if min(h, w) >= 20:

@@ -28,6 +28,8 @@ import zlib
 
 import numpy as np
 
+from ._checks import check_int
+
 __all__ = ["load_digits", "load_mnist", "train_test_split", "make_synthetic"]
 
 
@@ -617,11 +619,7 @@ def train_test_split(x, y, test_size=0.2, seed=0, stratify=True):
 # --------------------------------------------------------------------------
 
 def _check_int(value, name, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
+    return check_int(value, name, minimum, type_error=ValueError)
 
 
 def _synthetic_templates(image_shape, n_classes):

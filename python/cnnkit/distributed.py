@@ -28,15 +28,11 @@ This module imports :mod:`mpi4py` only when a distributed function is
 first used; without it, or without a launcher, the world is one process.
 """
 import logging
-import math
-import numbers
 import os
-import time
 import warnings
 
-import numpy as np
-
 from . import _config, _ops
+from ._checks import is_int
 
 __all__ = [
     "DataParallel", "init", "rank", "size", "is_root", "barrier",
@@ -289,8 +285,7 @@ def broadcast_parameters(model, root=0):
         sent).
     """
     w = _world()
-    if isinstance(root, bool) or not isinstance(root, numbers.Integral) or \
-            not 0 <= root < w.size:
+    if not is_int(root) or not 0 <= root < w.size:
         raise ValueError(f"broadcast_parameters: root must be a rank in "
                          f"[0, {w.size}), got {root!r}")
     if not getattr(model, "built", False):
@@ -343,8 +338,7 @@ class DataParallel:
         if reduction not in ("ordered", "allreduce"):
             raise ValueError(f"DataParallel: reduction must be 'ordered' or "
                              f"'allreduce', got {reduction!r}")
-        if isinstance(shards, bool) or not isinstance(
-                shards, numbers.Integral) or not 1 <= shards <= _MAX_SHARDS:
+        if not is_int(shards) or not 1 <= shards <= _MAX_SHARDS:
             raise ValueError(f"DataParallel: shards must be an int in [1, "
                              f"{_MAX_SHARDS}], got {shards!r}")
         self.reduction = reduction

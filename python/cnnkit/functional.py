@@ -18,11 +18,11 @@ Conventions
 * Bad arguments raise :class:`ValueError` or :class:`TypeError` naming the
   argument, what was expected and what was given.
 """
-import numbers
 
 import numpy as np
 
 from . import _kernels, _ops
+from ._checks import is_int
 
 __all__ = [
     "conv2d",
@@ -85,7 +85,7 @@ def _cast(a, dt):
 def _int(v, name, fn):
     if type(v) is int:
         return v
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+    if not is_int(v):
         raise TypeError(
             f"{fn}: {name} must be an int or a pair of ints, got {v!r}")
     return int(v)

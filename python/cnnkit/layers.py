@@ -297,34 +297,76 @@ def _positional_count(fn):
                for p in params)
 
 
-def _param_backward(layer, grad, ctx, backward, backward_parts):
-    """Backward of a layer with a weight and an optional bias: the parameter
-    gradients of the whole batch, or, when the step context asks for
-    per-shard gradients, those of each run of samples ``[bounds[q],
-    bounds[q+1])`` on its own, written to ``parts["weight"][q]`` and
-    ``parts["bias"][q]``.  The input gradient is per sample either way.
+class _Affine(Layer):
+    """A layer ``y = op(x, weight) + bias`` (Conv2D, Dense): both passes
+    run through the op object ``self._op`` made in ``__init__``.
 
-    ``backward(grad, x, input_grad, gx, gw, gb)`` and
-    ``backward_parts(grad, x, bounds, gw_parts, gb_parts, input_grad, gx)``
-    are the layer's op calls."""
-    x = layer._x
-    input_grad = ctx.needs_input_grad(layer)
-    gx = ctx.buffer(layer, "gx", x.shape, x.dtype) if input_grad else None
-    shard = ctx.shard_parts(layer)
-    if shard is not None:
-        bounds, parts = shard
-        return backward_parts(grad, x, bounds, parts["weight"],
-                              parts.get("bias"), input_grad, gx)
-    gw, gb = layer.grads["weight"], layer.grads.get("bias")
-    gx, gw_new, gb_new = backward(grad, x, input_grad, gx, gw, gb)
-    if gw_new is not gw:
-        gw[...] = gw_new
-    if gb_new is not None and gb_new is not gb:
-        gb[...] = gb_new
-    return gx
+    The backward pass writes the parameter gradients of the whole batch,
+    or, when the step context asks for per-shard gradients, those of each
+    run of samples ``[bounds[q], bounds[q+1])`` on its own, into
+    ``parts["weight"][q]`` and ``parts["bias"][q]``.  The input gradient is
+    per sample either way.
+    """
+
+    per_shard_grads = True
+
+    def __init__(self):
+        super().__init__()
+        self._x = None
+
+    def forward(self, x, training=False, epilogue=None):
+        """The layer's output for a batch; with an ``epilogue`` of
+        :attr:`forward_epilogues` (``"relu"``), that element-wise op
+        applied in the same pass (bit for bit what the layer after would
+        give).
+
+        Parameters
+        ----------
+        x : ndarray of shape (n,) + input_shape
+        training : bool or StepContext, default False
+            Keep x for :meth:`backward`.
+        epilogue : str, optional
+            An element-wise op of :attr:`forward_epilogues` to apply.
+
+        Returns
+        -------
+        y : ndarray of shape (n,) + output_shape
+        """
+        w = self.params["weight"]
+        x = _ops.as_float(x, w.dtype)
+        self._x = x if training else None
+        out = (as_context(training).buffer(
+            self, "y", (x.shape[0],) + self.output_shape, w.dtype)
+            if training else None)
+        return self._op.forward(x, w, self.params.get("bias"),
+                                epilogue == "relu", out)
+
+    def backward(self, grad, ctx=None):
+        ctx = as_context(ctx)
+        w, x = self.params["weight"], self._x
+        grad = _ops.as_float(grad, w.dtype)
+        input_grad = ctx.needs_input_grad(self)
+        gx = ctx.buffer(self, "gx", x.shape, x.dtype) if input_grad else None
+        shard = ctx.shard_parts(self)
+        if shard is not None:
+            bounds, parts = shard
+            return self._op.backward_parts(grad, x, w, bounds,
+                                           parts["weight"], parts.get("bias"),
+                                           input_grad, gx)
+        gw, gb = self.grads["weight"], self.grads.get("bias")
+        gx, gw_new, gb_new = self._op.backward(grad, x, w, input_grad,
+                                               self.use_bias, gx, gw, gb)
+        if gw_new is not gw:
+            gw[...] = gw_new
+        if gb_new is not None and gb_new is not gb:
+            gb[...] = gb_new
+        return gx
+
+    def clear_cache(self):
+        self._x = None
 
 
-class Conv2D(Layer):
+class Conv2D(_Affine):
     """2-D convolution layer (cross-correlation), PyTorch's ``nn.Conv2d``.
 
     Parameters
@@ -347,7 +389,6 @@ class Conv2D(Layer):
     """
 
     forward_epilogues = frozenset({"relu"})
-    per_shard_grads = True
 
     def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1,
                  use_bias=True):
@@ -368,7 +409,6 @@ class Conv2D(Layer):
         self.padding = padding
         self.use_bias = bool(use_bias)
         self._op = _ops.Conv2DOp(self.stride, pad4, self.dilation)
-        self._x = None
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -390,46 +430,6 @@ class Conv2D(Layer):
         if self.use_bias:
             shapes["bias"] = (self.filters,)
         return shapes
-
-    def forward(self, x, training=False, epilogue=None):
-        """The layer's output for a batch; with ``epilogue="relu"``,
-        ``max(0, output)`` computed in the same pass (bit for bit what a
-        following :class:`ReLU` gives).
-
-        Parameters
-        ----------
-        x : ndarray of shape (n, C, H, W)
-        training : bool or StepContext, default False
-            Keep x for :meth:`backward`.
-        epilogue : {None, "relu"}
-            An element-wise op of :attr:`forward_epilogues` to apply.
-
-        Returns
-        -------
-        y : ndarray of shape (n, K, OH, OW)
-        """
-        w = self.params["weight"]
-        x = _ops.as_float(x, w.dtype)
-        self._x = x if training else None
-        out = (as_context(training).buffer(
-            self, "y", (x.shape[0],) + self.output_shape, w.dtype)
-            if training else None)
-        return self._op.forward(x, w, self.params.get("bias"),
-                                epilogue == "relu", out)
-
-    def backward(self, grad, ctx=None):
-        w = self.params["weight"]
-        grad = _ops.as_float(grad, w.dtype)
-        op = self._op
-        return _param_backward(
-            self, grad, as_context(ctx),
-            lambda g, x, ig, gx, gw, gb: op.backward(
-                g, x, w, ig, self.use_bias, gx, gw, gb),
-            lambda g, x, bounds, gwp, gbp, ig, gx: op.backward_parts(
-                g, x, w, bounds, gwp, gbp, ig, gx))
-
-    def clear_cache(self):
-        self._x = None
 
     def get_config(self):
         return {"filters": self.filters,
@@ -658,7 +658,7 @@ class Flatten(Layer):
         return grad.reshape(self._shape)
 
 
-class Dense(Layer):
+class Dense(_Affine):
     """Fully connected layer, ``y = x @ W.T + b`` (PyTorch's ``nn.Linear``).
 
     Parameters
@@ -668,13 +668,11 @@ class Dense(Layer):
     use_bias : bool, default True
     """
 
-    per_shard_grads = True
-
     def __init__(self, units, use_bias=True):
         super().__init__()
         self.units = check_int(units, "units", 1, "Dense")
         self.use_bias = bool(use_bias)
-        self._x = None
+        self._op = _ops.DenseOp()
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 1:
@@ -688,28 +686,6 @@ class Dense(Layer):
         if self.use_bias:
             shapes["bias"] = (self.units,)
         return shapes
-
-    def forward(self, x, training=False):
-        w = self.params["weight"]
-        x = _ops.as_float(x, w.dtype)
-        self._x = x if training else None
-        out = (as_context(training).buffer(
-            self, "y", (x.shape[0], self.units), w.dtype)
-            if training else None)
-        return _ops.dense_forward(x, w, self.params.get("bias"), out)
-
-    def backward(self, grad, ctx=None):
-        w = self.params["weight"]
-        grad = _ops.as_float(grad, w.dtype)
-        return _param_backward(
-            self, grad, as_context(ctx),
-            lambda g, x, ig, gx, gw, gb: _ops.dense_backward(
-                g, x, w, ig, self.use_bias, gx, gw, gb),
-            lambda g, x, bounds, gwp, gbp, ig, gx: _ops.dense_backward_parts(
-                g, x, w, bounds, gwp, gbp, ig, gx))
-
-    def clear_cache(self):
-        self._x = None
 
     def get_config(self):
         return {"units": self.units, "use_bias": self.use_bias}

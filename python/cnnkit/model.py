@@ -20,7 +20,7 @@ from . import _context, _format, _ops, _summary
 from . import distributed as dist
 from . import optim
 from . import trainer as _trainer
-from ._checks import MAX_ELEMENTS, check_int, is_int
+from ._checks import MAX_ELEMENTS, check_int, check_keys, is_int
 from .layers import LAYERS, Layer
 
 __all__ = ["Model", "Sequential"]
@@ -430,12 +430,7 @@ class Model:
         """
         self._require_built("load_state_dict")
         names = [n for n, _ in self.named_parameters()]
-        missing = [n for n in names if n not in state]
-        unexpected = [n for n in state if n not in names]
-        if missing or unexpected:
-            raise ValueError(
-                f"load_state_dict: missing {missing or 'none'}, unexpected "
-                f"{unexpected or 'none'}")
+        check_keys(names, state, "load_state_dict")
         if strict_dtype:
             for n in names:
                 if np.asarray(state[n]).dtype != self.dtype:
@@ -679,18 +674,10 @@ class Sequential(Model):
     ----------
     layers : list of Layer
         The layers, input first.
-    input_shape, output_shape : tuple of int or None
-        Shapes of one sample, set when the model is built.
-    built : bool
-        Whether shapes and parameters exist.
-    dtype : numpy.dtype
-        float32 or float64.
-    rng : numpy.random.Generator
-        The seeded generator behind initialisation, shuffling and dropout.
-    optimizer : cnnkit.optim.Optimizer or None
-        The optimizer of the last :meth:`fit` (or of a loaded file).
-    stop_training : bool
-        Set by a callback to end :meth:`fit` after the current epoch.
+
+    The other attributes (``input_shape``, ``output_shape``, ``built``,
+    ``dtype``, ``rng``, ``optimizer``, ``stop_training``) are
+    :class:`Model`'s.
 
     Examples
     --------

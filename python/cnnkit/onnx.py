@@ -64,6 +64,7 @@ import numpy as np
 
 from . import _format
 from . import layers as L
+from ._checks import is_int
 from ._version import __version__
 from .model import Sequential
 
@@ -120,7 +121,7 @@ def _check_export_args(model, opset, probabilities, dtype, onnx):
         raise ValueError("export: the model is not built yet; pass "
                          "input_shape to Sequential or call it on data first")
     newest = onnx.defs.onnx_opset_version()
-    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+    if not is_int(opset):
         raise TypeError(f"export: opset must be an int, got {opset!r}")
     if not MIN_OPSET <= opset <= newest:
         raise ValueError(

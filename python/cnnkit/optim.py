@@ -45,6 +45,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _ops
+from ._checks import check_int, is_int
 
 __all__ = [
     "Optimizer",
@@ -97,15 +98,7 @@ def _non_negative(value, name, owner):
 
 def _int(value, name, owner, minimum):
     """``value`` as a Python int >= ``minimum``, or TypeError/ValueError."""
-    expected = f"an int >= {minimum}"
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-            value, numbers.Integral):
-        raise TypeError(f"{owner}: {name} must be {expected}, "
-                        f"got {value!r} of type {type(value).__name__}")
-    out = int(value)
-    if out < minimum:
-        raise ValueError(f"{owner}: {name} must be {expected}, got {value!r}")
-    return out
+    return check_int(value, name, minimum, owner)
 
 
 def _bool(value, name, owner):
@@ -576,8 +569,7 @@ class Optimizer:
                                  f"array, got a {value.dtype} array of "
                                  f"shape {value.shape}")
             value = value.item()
-        elif isinstance(value, (bool, np.bool_)) or not isinstance(
-                value, numbers.Integral):
+        elif not is_int(value):
             raise ValueError(f"{owner}: {name!r} must be a 0-d integer array, "
                              f"got {value!r} of type {type(value).__name__}")
         value = int(value)

@@ -10,6 +10,7 @@ import json
 import os
 
 from . import _format, optim
+from ._checks import check_keys
 from .model import Sequential
 
 __all__ = ["load_model"]
@@ -90,12 +91,8 @@ def load_model(path):
             from None
     expected = {f"{i}.{name}": tuple(shape)
                 for i, spec in enumerate(specs) for name, shape in spec.items()}
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    if missing or unexpected:
-        raise ValueError(
-            f"{where}: weights do not match the architecture: missing "
-            f"{missing or 'none'}, unexpected {unexpected or 'none'}")
+    check_keys(expected, weights,
+               f"{where}: weights do not match the architecture")
     for name, shape in expected.items():
         arr = weights[name]
         if arr.shape != shape or arr.dtype != model.dtype:

@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - scikit-learn < 1.6
         return estimator._validate_data(X, y, **kwargs)
 
 from . import optim
+from ._checks import is_int
 from .callbacks import Callback
 from .layers import LAYERS, Conv2D, Dense, Flatten, Layer, MaxPool2D, ReLU
 from .model import Sequential
@@ -36,11 +37,6 @@ from .model import Sequential
 __all__ = ["CNNClassifier"]
 
 _FLOATS = (np.float64, np.float32)
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(
-        value, (bool, np.bool_))
 
 
 def _is_real(value):
@@ -75,7 +71,7 @@ def _check_image_shape(image_shape):
     except TypeError:
         raise ValueError(msg) from None
     if len(shape) not in (2, 3) or not all(
-            _is_int(d) and d >= 1 for d in shape):
+            is_int(d) and d >= 1 for d in shape):
         raise ValueError(msg)
     shape = tuple(int(d) for d in shape)
     return (1,) + shape if len(shape) == 2 else shape
@@ -322,17 +318,17 @@ default="adam"
     # ------------------------------------------------------------------
     def _check_params(self):
         name = type(self).__name__
-        if not _is_int(self.max_iter) or self.max_iter < 1:
+        if not is_int(self.max_iter) or self.max_iter < 1:
             raise ValueError(f"{name}: max_iter must be an int >= 1, got "
                              f"{self.max_iter!r}")
         if not (self.batch_size == "auto" if isinstance(self.batch_size, str)
-                else _is_int(self.batch_size) and self.batch_size >= 1):
+                else is_int(self.batch_size) and self.batch_size >= 1):
             raise ValueError(f"{name}: batch_size must be 'auto' or an int "
                              f">= 1, got {self.batch_size!r}")
         if not _is_real(self.tol) or not self.tol >= 0:
             raise ValueError(f"{name}: tol must be a float >= 0, got "
                              f"{self.tol!r}")
-        if not _is_int(self.n_iter_no_change) or self.n_iter_no_change < 1:
+        if not is_int(self.n_iter_no_change) or self.n_iter_no_change < 1:
             raise ValueError(f"{name}: n_iter_no_change must be an int >= 1, "
                              f"got {self.n_iter_no_change!r}")
         if self.learning_rate is not None and (
@@ -345,7 +341,7 @@ default="adam"
                 raise ValueError(f"{name}: {flag} must be True or False, got "
                                  f"{getattr(self, flag)!r}")
         if not (isinstance(self.verbose, (bool, np.bool_)) or
-                _is_int(self.verbose) and self.verbose >= 0):
+                is_int(self.verbose) and self.verbose >= 0):
             raise ValueError(f"{name}: verbose must be an int >= 0, got "
                              f"{self.verbose!r}")
         if self.layers is not None and not isinstance(self.layers,
