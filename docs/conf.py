@@ -181,6 +181,7 @@ _API_MODULES = {
     "cnnkit.layers": "api/layers.rst",
     "cnnkit.optim": "api/optim.rst",
     "cnnkit.callbacks": "api/callbacks.rst",
+    "cnnkit.trainer": "api/trainer.rst",
     "cnnkit.datasets": "api/datasets.rst",
     "cnnkit.sklearn": "api/sklearn.rst",
     "cnnkit.distributed": "api/distributed.rst",
