@@ -584,12 +584,7 @@ def train_test_split(x, y, test_size=0.2, seed=0, stratify=True):
         raise ValueError(
             "test_size must be a float in (0, 1) or an int count, got "
             f"{type(test_size).__name__} {test_size!r}")
-    try:
-        rng = np.random.default_rng(seed)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"seed must be an int >= 0, a numpy.random.Generator or None, "
-            f"got {seed!r} ({exc})") from exc
+    rng = _generator(seed)
 
     if stratify:
         if y.ndim != 1:
@@ -617,6 +612,16 @@ def train_test_split(x, y, test_size=0.2, seed=0, stratify=True):
 # --------------------------------------------------------------------------
 # Synthetic task
 # --------------------------------------------------------------------------
+
+def _generator(seed):
+    """``numpy.random.default_rng(seed)``, or ValueError naming ``seed``."""
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"seed must be an int >= 0, a numpy.random.Generator or None, "
+            f"got {seed!r} ({exc})") from exc
+
 
 def _check_int(value, name, minimum):
     return check_int(value, name, minimum, type_error=ValueError)
@@ -709,12 +714,7 @@ def make_synthetic(n_samples=1000, image_shape=(1, 28, 28), n_classes=10,
     if (isinstance(noise, (bool, np.bool_)) or not isinstance(noise, numbers.Real)
             or not math.isfinite(noise) or noise < 0):
         raise ValueError(f"noise must be a finite float >= 0, got {noise!r}")
-    try:
-        rng = np.random.default_rng(seed)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"seed must be an int >= 0, a numpy.random.Generator or None, "
-            f"got {seed!r} ({exc})") from exc
+    rng = _generator(seed)
     templates = _synthetic_templates(shape, n_classes)
     y = rng.permutation(np.arange(n_samples, dtype=np.int64) % n_classes)
     x = rng.standard_normal((n_samples, *shape), dtype=np.float32)

@@ -43,8 +43,8 @@ import numpy as np
 
 __all__ = [
     "conv_output_size",
-    "conv2d_output_size",
-    "pool2d_output_size",
+    "conv2d_output_shape",
+    "pool2d_output_shape",
     "conv2d",
     "conv2d_backward",
     "relu",
@@ -230,7 +230,7 @@ def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):
     return _window_count(size, dilation * (kernel - 1) + 1, stride, before + after)
 
 
-def conv2d_output_size(input_size, kernel_size, stride=1, padding=0, dilation=1):
+def conv2d_output_shape(input_size, kernel_size, stride=1, padding=0, dilation=1):
     r"""Spatial size ``(OH, OW)`` of a 2-D convolution's output.
 
     Parameters
@@ -268,7 +268,7 @@ def conv2d_output_size(input_size, kernel_size, stride=1, padding=0, dilation=1)
     return OH, OW
 
 
-def pool2d_output_size(input_size, kernel_size, stride=None, padding=0):
+def pool2d_output_shape(input_size, kernel_size, stride=None, padding=0):
     r"""Spatial size ``(OH, OW)`` of a 2-D max pooling's output.
 
     Parameters
@@ -298,6 +298,11 @@ def pool2d_output_size(input_size, kernel_size, stride=None, padding=0):
     sh, sw = _pair(kernel_size if stride is None else stride)
     ph, pw = _pair(padding)
     return _window_count(H, kh, sh, 2 * ph), _window_count(W, kw, sw, 2 * pw)
+
+
+# The names these had before they took functional's names.
+conv2d_output_size = conv2d_output_shape
+pool2d_output_size = pool2d_output_shape
 
 
 def _window(out_index, stride, kernel, dilation):
@@ -389,7 +394,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     sh, sw = _pair(stride)
     dh, dw = _pair(dilation)
     (pt, pb), (pl, pr) = _conv_padding(padding, (R, S), (sh, sw), (dh, dw))
-    OH, OW = conv2d_output_size((H, W), (R, S), (sh, sw), padding, (dh, dw))
+    OH, OW = conv2d_output_shape((H, W), (R, S), (sh, sw), padding, (dh, dw))
 
     x_padded = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     y = np.empty((N, K, OH, OW), dtype=dtype)
@@ -603,7 +608,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(kernel_size if stride is None else stride)
     ph, pw = _pair(padding)
-    OH, OW = pool2d_output_size((H, W), (kh, kw), (sh, sw), (ph, pw))
+    OH, OW = pool2d_output_shape((H, W), (kh, kw), (sh, sw), (ph, pw))
 
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     indices = np.empty((N, C, OH, OW), dtype=np.int64)
@@ -710,7 +715,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(kernel_size if stride is None else stride)
     ph, pw = _pair(padding)
-    OH, OW = pool2d_output_size((H, W), (kh, kw), (sh, sw), (ph, pw))
+    OH, OW = pool2d_output_shape((H, W), (kh, kw), (sh, sw), (ph, pw))
 
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     for oh in range(OH):
