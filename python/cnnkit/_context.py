@@ -11,8 +11,8 @@ from outside.  The context says
   layer arrays kept from one step to the next, so a step allocates nothing
   after the first of its batch size; without an arena the kernels return
   new arrays;
-* which layers need not compute the gradient with respect to their input
-  (the model's first layer while training);
+* which calls need not compute the gradient with respect to their input
+  (those that read only the model's input, while training);
 * the shard bounds: the layers with parameters then write the gradient of
   each run of samples ``[bounds[q], bounds[q+1])`` on its own, into
   ``parts[name][q]`` (the fixed-shard reduction of :mod:`cnnkit.trainer`);
@@ -54,8 +54,9 @@ class StepContext:
     training : bool, default False
     arena : Arena, optional
         Where outputs and gradients go (kept arrays); None for new arrays.
-    frozen_input : collection of Layer, optional
-        Layers whose backward need not return the input gradient.
+    frozen_input : collection of int, optional
+        The nodes (call positions, :attr:`node`) whose backward need not
+        return the input gradient.
     shards : (bounds, {layer: {name: parts}}), optional
         Per-shard parameter gradients: ``bounds`` (int64, the edges of the
         runs of samples) and, per layer, arrays ``(runs,) + param shape``.
@@ -63,7 +64,8 @@ class StepContext:
         This batch is rows ``[lo, hi)`` of a global batch of ``n``.
     """
 
-    __slots__ = ("training", "arena", "frozen_input", "shards", "window")
+    __slots__ = ("training", "arena", "frozen_input", "shards", "window",
+                 "node")
 
     def __init__(self, training=False, arena=None, frozen_input=(),
                  shards=None, window=None):
@@ -72,6 +74,9 @@ class StepContext:
         self.frozen_input = frozen_input
         self.shards = shards
         self.window = window
+        #: The call being run: set by the model before each layer call, so
+        #: that a layer called twice keeps an array per call.
+        self.node = None
 
     def __bool__(self):
         return self.training
@@ -86,11 +91,12 @@ class StepContext:
         arena, else None (the kernel then returns a new array)."""
         if self.arena is None or not self.training:
             return None
-        return self.arena.get(owner, key, shape, np.dtype(dtype))
+        return self.arena.get(owner, (self.node, key), shape,
+                              np.dtype(dtype))
 
-    def needs_input_grad(self, layer):
-        """Whether ``layer``'s backward must return d loss / d input."""
-        return layer not in self.frozen_input
+    def needs_input_grad(self):
+        """Whether the layer being called must return d loss / d input."""
+        return self.node not in self.frozen_input
 
     def shard_parts(self, layer):
         """``(bounds, {name: parts})`` when ``layer`` writes per-shard
@@ -102,14 +108,9 @@ class StepContext:
         return None if mine is None else (bounds, mine)
 
 
-#: The context of an inference pass: nothing kept, new arrays.
-INFERENCE = StepContext()
-#: A training pass outside a training loop: new arrays, every gradient.
-TRAINING = StepContext(training=True)
-
-
 def as_context(ctx):
-    """A StepContext from a context or a bool (``training``)."""
+    """A StepContext from a context or a bool (``training``): a new one for
+    a bool, with no arena (new arrays) and every gradient."""
     if isinstance(ctx, StepContext):
         return ctx
-    return TRAINING if ctx else INFERENCE
+    return StepContext(training=bool(ctx))

@@ -32,24 +32,65 @@ Layouts follow PyTorch, so ``Conv2D.params["weight"]`` is ``(K, C, R, S)`` and
 import inspect
 import math
 import numbers
+import re
+import threading
 
 import numpy as np
 
 from . import _ops
 from ._checks import check_elements, check_int, check_pair
 from ._context import as_context
+from ._graph import Node, SymbolicTensor
 
 __all__ = [
     "Layer", "Conv2D", "ReLU", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
-    "Flatten", "Dense", "Dropout", "LAYERS",
+    "Flatten", "Dense", "Dropout", "Add", "Multiply", "Concatenate",
+    "LAYERS",
 ]
+
+# Numbers given to unnamed layers, per name prefix.
+_NAME_COUNTS = {}
+_NAME_LOCK = threading.Lock()
+
+
+def _snake_case(cls):
+    """``Conv2D`` -> ``conv2d``, ``MaxPool2D`` -> ``max_pool2d``."""
+    return getattr(cls, "_name_prefix", None) or re.sub(
+        r"(?<=[a-z0-9])(?=[A-Z][a-z])|(?<=[a-z])(?=[A-Z])", "_",
+        cls.__name__).lower()
+
+
+def _unique_name(cls):
+    prefix = _snake_case(cls)
+    with _NAME_LOCK:
+        n = _NAME_COUNTS.get(prefix, 0)
+        _NAME_COUNTS[prefix] = n + 1
+    return prefix if n == 0 else f"{prefix}_{n}"
+
+
+def _check_name(name, owner):
+    if not isinstance(name, str) or not name or "." in name or \
+            name != name.strip():
+        raise ValueError(f"{owner}: name must be a non-empty str without "
+                         f"dots or surrounding spaces, got {name!r}")
+    return name
 
 
 class Layer:
     """Base class of all layers.
 
+    Parameters
+    ----------
+    name : str, optional
+        The layer's name in a model (``state_dict`` keys of a graph model
+        are ``"<name>.<parameter>"``); by default the class's name in
+        snake case, numbered to be unique in the process (``"conv2d"``,
+        ``"conv2d_1"``, ...), as in Keras.
+
     Attributes
     ----------
+    name : str
+        The layer's name.
     input_shape, output_shape : tuple of int or None
         Per-sample shapes, set by :meth:`build`.
     params, grads : dict of str to ndarray
@@ -75,6 +116,11 @@ class Layer:
     transparent : bool
         Whether initialisation looks through the layer (:class:`Dropout`):
         the layer before it is initialised for the layer after it.
+    num_inputs : int or None
+        How many tensors the layer takes: 1, or None for a merge layer
+        (:class:`Add`, :class:`Concatenate`, :class:`Multiply`: a list of
+        two or more, and ``forward`` takes a list and ``backward`` returns
+        one).
     """
 
     elementwise = None
@@ -82,13 +128,17 @@ class Layer:
     backward_prologues = frozenset()
     per_shard_grads = False
     transparent = False
+    num_inputs = 1
 
-    def __init__(self):
+    def __init__(self, name=None):
+        self.name = _unique_name(type(self)) if name is None else \
+            _check_name(name, type(self).__name__)
         self.input_shape = None
         self.output_shape = None
         self.params = {}
         self.grads = {}
         self.built = False
+        self._call_shape = None
 
     def __init_subclass__(cls, **kwargs):
         # A layer written as ``backward(self, grad)`` (without the step
@@ -150,11 +200,57 @@ class Layer:
         tuple of int
             The per-sample output shape.
         """
-        input_shape = tuple(int(d) for d in input_shape)
+        if self.num_inputs == 1:
+            input_shape = tuple(int(d) for d in input_shape)
+        else:
+            input_shape = [tuple(int(d) for d in s) for s in input_shape]
         self.output_shape = self.compute_output_shape(input_shape)
         self.input_shape = input_shape
         self.built = True
         return self.output_shape
+
+    def __call__(self, inputs, training=False):
+        """Call the layer: on a symbolic tensor (or, for a merge layer, a
+        list of them) it records a node of a graph and returns the output
+        tensor, built for the input shape at once; on arrays it is
+        :meth:`forward`.
+
+        Raises
+        ------
+        ValueError
+            If the layer cannot take the tensors' shapes, naming this layer,
+            the layers the tensors come from and the shapes; or if a layer
+            already called on one shape is called on another.
+        """
+        tensors = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        symbolic = [isinstance(t, SymbolicTensor) for t in tensors]
+        if not any(symbolic):
+            return self.forward(inputs, training)
+        me = f"{type(self).__name__} {self.name!r}"
+        if not all(symbolic):
+            raise TypeError(f"{me}: cannot mix symbolic tensors and arrays "
+                            f"in one call")
+        if self.num_inputs == 1 and isinstance(inputs, (list, tuple)):
+            raise TypeError(f"{me} takes one tensor, got a list of "
+                            f"{len(inputs)}")
+        if self.num_inputs is None and (not isinstance(inputs, (list, tuple))
+                                        or len(inputs) < 2):
+            raise TypeError(f"{me} takes a list of two or more tensors")
+        shapes = (tensors[0].shape if self.num_inputs == 1
+                  else [t.shape for t in tensors])
+        if self._call_shape is not None and shapes != self._call_shape:
+            raise ValueError(
+                f"{me} was called on shape {self._call_shape} and now on "
+                f"{shapes}: a layer used twice takes the same shape each "
+                f"time (create another layer for the other shape)")
+        try:
+            out = self.build(shapes)
+        except ValueError as exc:
+            srcs = " and ".join(f"{t.source} (shape {t.shape})"
+                                for t in tensors)
+            raise ValueError(f"{me} cannot take {srcs}: {exc}") from None
+        self._call_shape = shapes
+        return Node(self, tensors, out).output
 
     def bind(self, params, grads):
         """Attach parameter and gradient arrays (views the model owns).
@@ -310,8 +406,8 @@ class _Affine(Layer):
 
     per_shard_grads = True
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, name=None):
+        super().__init__(name)
         self._x = None
 
     def forward(self, x, training=False, epilogue=None):
@@ -345,7 +441,7 @@ class _Affine(Layer):
         ctx = as_context(ctx)
         w, x = self.params["weight"], self._x
         grad = _ops.as_float(grad, w.dtype)
-        input_grad = ctx.needs_input_grad(self)
+        input_grad = ctx.needs_input_grad()
         gx = ctx.buffer(self, "gx", x.shape, x.dtype) if input_grad else None
         shard = ctx.shard_parts(self)
         if shard is not None:
@@ -391,8 +487,8 @@ class Conv2D(_Affine):
     forward_epilogues = frozenset({"relu"})
 
     def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1,
-                 use_bias=True):
-        super().__init__()
+                 use_bias=True, name=None):
+        super().__init__(name)
         cls = "Conv2D"
         self.filters = check_int(filters, "filters", 1, cls)
         self.kernel_size = check_pair(kernel_size, "kernel_size", 1, cls)
@@ -449,9 +545,10 @@ class ReLU(Layer):
     """
 
     elementwise = "relu"
+    _name_prefix = "relu"
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, name=None):
+        super().__init__(name)
         self._y = None
 
     def forward(self, x, training=False):
@@ -491,8 +588,8 @@ class MaxPool2D(Layer):
     backward_prologues = frozenset({"relu"})
     _name = "MaxPool2D"
 
-    def __init__(self, pool_size, stride=None, padding=0):
-        super().__init__()
+    def __init__(self, pool_size, stride=None, padding=0, name=None):
+        super().__init__(name)
         cls = self._name
         self.pool_size = check_pair(pool_size, "pool_size", 1, cls)
         self.stride = (self.pool_size if stride is None
@@ -579,9 +676,9 @@ class AvgPool2D(MaxPool2D):
     _name = "AvgPool2D"
 
     def __init__(self, pool_size, stride=None, padding=0,
-                 count_include_pad=True):
+                 count_include_pad=True, name=None):
         self.count_include_pad = bool(count_include_pad)
-        super().__init__(pool_size, stride, padding)
+        super().__init__(pool_size, stride, padding, name)
 
     def _make_op(self):
         return _ops.AvgPool2DOp(self.pool_size, self.stride, self.padding,
@@ -604,8 +701,8 @@ class AvgPool2D(MaxPool2D):
 class GlobalAvgPool2D(Layer):
     """Mean of each channel over its plane: (C, H, W) -> (C,)."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, name=None):
+        super().__init__(name)
         self._shape = None
         self._op = None
 
@@ -641,8 +738,8 @@ class GlobalAvgPool2D(Layer):
 class Flatten(Layer):
     """Flattens each sample to a vector, in C order (as ``torch.flatten``)."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, name=None):
+        super().__init__(name)
         self._shape = None
 
     def compute_output_shape(self, input_shape):
@@ -668,8 +765,8 @@ class Dense(_Affine):
     use_bias : bool, default True
     """
 
-    def __init__(self, units, use_bias=True):
-        super().__init__()
+    def __init__(self, units, use_bias=True, name=None):
+        super().__init__(name)
         self.units = check_int(units, "units", 1, "Dense")
         self.use_bias = bool(use_bias)
         self._op = _ops.DenseOp()
@@ -704,8 +801,8 @@ class Dropout(Layer):
 
     transparent = True
 
-    def __init__(self, rate):
-        super().__init__()
+    def __init__(self, rate, name=None):
+        super().__init__(name)
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
             raise TypeError(f"Dropout: rate must be a float, got {rate!r}")
         if not 0.0 <= rate < 1.0:
@@ -758,6 +855,168 @@ class Dropout(Layer):
         return {"rate": self.rate}
 
 
+
+class _Merge(Layer):
+    """A layer over a list of two or more tensors of one shape (or, for
+    :class:`Concatenate`, shapes that differ along its axis)."""
+
+    num_inputs = None
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self._xs = None
+
+    def _check_list(self, shapes):
+        if not isinstance(shapes, list) or len(shapes) < 2 or \
+                not all(isinstance(s, tuple) for s in shapes):
+            raise ValueError(
+                f"{type(self).__name__} takes a list of two or more tensors "
+                f"(in a graph model, cnnkit.Model); got one input of shape "
+                f"{tuple(shapes)}")
+
+    def compute_output_shape(self, input_shape):
+        self._check_list(input_shape)
+        first = input_shape[0]
+        for s in input_shape[1:]:
+            if s != first:
+                raise ValueError(
+                    f"{type(self).__name__} needs inputs of one shape; got "
+                    f"{' and '.join(map(str, input_shape))}")
+        return first
+
+    def clear_cache(self):
+        self._xs = None
+
+    @staticmethod
+    def _inputs(xs):
+        xs = [_ops.as_float(x) for x in xs]
+        dt = np.result_type(*xs)
+        return [x.astype(dt, copy=False) for x in xs], dt
+
+
+class Add(_Merge):
+    """The sum of its inputs, ``((x0 + x1) + x2) + ...`` in list order
+    (Keras's ``Add``; the residual connection of a ResNet block).
+
+    Examples
+    --------
+    >>> import cnnkit
+    >>> from cnnkit import layers as L
+    >>> inp = cnnkit.Input((4, 8, 8))
+    >>> y = L.Add()([inp, L.Conv2D(4, 3, padding=1)(inp)])
+    >>> y.shape
+    (4, 8, 8)
+    """
+
+    def forward(self, xs, training=False):
+        xs, dt = self._inputs(xs)
+        ctx = as_context(training)
+        self._xs = len(xs)
+        out = ctx.buffer(self, "y", xs[0].shape, dt)
+        y = np.add(xs[0], xs[1], out=out)
+        for x in xs[2:]:
+            np.add(y, x, out=y)
+        return y
+
+    def backward(self, grad, ctx=None):
+        """The gradient reaches every input unchanged (one array, read
+        only)."""
+        return [grad] * self._xs
+
+
+class Multiply(_Merge):
+    """The element-wise product of its inputs, ``((x0 * x1) * x2) * ...``
+    in list order (Keras's ``Multiply``; gates and attention masks)."""
+
+    def forward(self, xs, training=False):
+        xs, dt = self._inputs(xs)
+        ctx = as_context(training)
+        self._xs = xs if training else None
+        out = ctx.buffer(self, "y", xs[0].shape, dt)
+        y = np.multiply(xs[0], xs[1], out=out)
+        for x in xs[2:]:
+            np.multiply(y, x, out=y)
+        return y
+
+    def backward(self, grad, ctx=None):
+        """Input ``i``'s gradient: ``grad`` times the other inputs, in list
+        order."""
+        xs = self._xs
+        out = []
+        for i in range(len(xs)):
+            g = grad
+            for j, x in enumerate(xs):
+                if j != i:
+                    g = g * x
+            out.append(g)
+        return out
+
+
+class Concatenate(_Merge):
+    """Its inputs joined along ``axis`` (default 1: channels of (N, C, H, W),
+    as ``torch.cat(xs, dim=1)``; Inception and DenseNet blocks).
+
+    Parameters
+    ----------
+    axis : int, default 1
+        The axis of the batched arrays (0 is the batch, which cannot be
+        joined); negative counts from the end.
+    """
+
+    def __init__(self, axis=1, name=None):
+        super().__init__(name)
+        self.axis = check_int(axis, "axis", owner="Concatenate")
+        if self.axis == 0:
+            raise ValueError("Concatenate: axis 0 is the batch axis; join "
+                             "along 1 (channels) or a later axis")
+        self._sizes = None
+
+    def _sample_axis(self, ndim):
+        """The axis within one sample's shape (no batch axis)."""
+        axis = self.axis - 1 if self.axis > 0 else self.axis + ndim
+        if not 0 <= axis < ndim:
+            raise ValueError(f"Concatenate: axis {self.axis} is out of range "
+                             f"for samples of {ndim} axes")
+        return axis
+
+    def compute_output_shape(self, input_shape):
+        self._check_list(input_shape)
+        first = input_shape[0]
+        axis = self._sample_axis(len(first))
+        for s in input_shape[1:]:
+            if len(s) != len(first) or any(
+                    a != b for k, (a, b) in enumerate(zip(s, first))
+                    if k != axis):
+                raise ValueError(
+                    f"Concatenate needs inputs that differ only along axis "
+                    f"{self.axis}; got {' and '.join(map(str, input_shape))}")
+        size = sum(s[axis] for s in input_shape)
+        return first[:axis] + (size,) + first[axis + 1:]
+
+    def forward(self, xs, training=False):
+        xs, dt = self._inputs(xs)
+        axis = self._sample_axis(xs[0].ndim - 1) + 1
+        self._sizes = [x.shape[axis] for x in xs]
+        shape = list(xs[0].shape)
+        shape[axis] = sum(self._sizes)
+        out = as_context(training).buffer(self, "y", tuple(shape), dt)
+        return np.concatenate(xs, axis=axis, out=out)
+
+    def backward(self, grad, ctx=None):
+        """Each input's slice of ``grad`` (views)."""
+        axis = self._sample_axis(grad.ndim - 1) + 1
+        edges = np.cumsum([0] + self._sizes)
+        index = [slice(None)] * grad.ndim
+        out = []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            index[axis] = slice(int(lo), int(hi))
+            out.append(grad[tuple(index)])
+        return out
+
+    def get_config(self):
+        return {"axis": self.axis}
+
+
 def _window_draw(rng, n, lo, hi, shape, out=None):
     """Rows [lo, hi) of ``rng.random((n,) + shape)`` (into ``out`` when
     given), leaving the generator where that call would.  Generators that
@@ -780,4 +1039,4 @@ def _window_draw(rng, n, lo, hi, shape, out=None):
 #: The layer types a saved model may name; loading builds only these.
 LAYERS = {cls.__name__: cls for cls in
           (Conv2D, ReLU, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten,
-           Dense, Dropout)}
+           Dense, Dropout, Add, Multiply, Concatenate)}

@@ -708,9 +708,10 @@ class Sequential(Model):
             self.build(input_shape)
 
     @property
-    def input_layers(self):
-        """The layers that take the model's input (the first one)."""
-        return (self.layers[0],) if self.layers else ()
+    def input_nodes(self):
+        """The calls that read only the model's input (the first layer's):
+        a training step skips their input gradient."""
+        return (0,)
 
     def _param_prefixes(self):
         """The state_dict prefix of each layer: its index, as PyTorch's
@@ -774,8 +775,9 @@ class Sequential(Model):
         :class:`~cnnkit.layers.MaxPool2D`).
         """
         ctx = _context.as_context(training)
-        layers = self.layers
-        for layer, (step, op) in zip(layers, self._fusion()[0]):
+        for i, (layer, (step, op)) in enumerate(zip(self.layers,
+                                                    self._fusion()[0])):
+            ctx.node = i
             if step is _PLAIN:
                 x = layer.forward(x, ctx)
             elif step is _FUSED:
@@ -809,9 +811,11 @@ class Sequential(Model):
         if ctx is None:
             ctx = _context.StepContext(
                 training=True,
-                frozen_input=() if input_grad else self.input_layers)
-        for layer, (step, op) in zip(reversed(self.layers),
-                                     reversed(self._fusion()[1])):
+                frozen_input=() if input_grad else self.input_nodes)
+        plan = self._fusion()[1]
+        for i in reversed(range(len(self.layers))):
+            layer, (step, op) = self.layers[i], plan[i]
+            ctx.node = i
             if step is _PLAIN:
                 grad = layer.backward(grad, ctx)
             elif step is _FUSED:

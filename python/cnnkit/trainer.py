@@ -129,7 +129,7 @@ class Trainer:
         # that shard's gradient, written straight into the model's buffer.
         single = self.single or (world.size == 1 and b == 1)
         ctx = StepContext(
-            training=True, arena=self.arena, frozen_input=model.input_layers,
+            training=True, arena=self.arena, frozen_input=model.input_nodes,
             shards=None if single else (self._shard_bounds(edges, b),
                                         self.parts),
             window=None if single else (b, lo, hi))
