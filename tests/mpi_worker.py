@@ -1,7 +1,7 @@
 """Run by tests/test_distributed.py under mpiexec: train a small CNN
 data-parallel and write each rank's weights and history to OUT/rank<r>.npz.
 
-usage: python -m mpi4py mpi_worker.py OUT REDUCTION [fail]
+usage: python -m mpi4py mpi_worker.py OUT REDUCTION [fail|mismatch|graph]
 """
 import sys
 
@@ -17,6 +17,21 @@ def build(seed=0, dtype="float32"):
         layers.Dropout(0.1), layers.Flatten(), layers.Dense(16),
         layers.ReLU(), layers.Dense(10),
     ], input_shape=(1, 8, 8), seed=seed, dtype=dtype)
+
+
+def build_graph(seed=0, dtype="float32"):
+    """A residual block, a tensor read by three layers, a layer called
+    twice and dropout: every way gradients meet in a graph."""
+    inp = cnnkit.Input((1, 8, 8))
+    x = layers.ReLU()(layers.Conv2D(4, 3, padding=1)(inp))
+    shared = layers.Conv2D(4, 3, padding=1)
+    y = shared(layers.ReLU()(shared(x)))
+    x = layers.ReLU()(layers.Add()([x, y]))
+    x = layers.Concatenate()([layers.MaxPool2D(2)(x),
+                              layers.AvgPool2D(2)(x)])
+    x = layers.Dropout(0.1)(layers.Flatten()(x))
+    out = layers.Dense(10)(x)
+    return cnnkit.Model(inp, out, seed=seed, dtype=dtype)
 
 
 def data():
@@ -46,7 +61,8 @@ def main():
         build().fit(x, y, batch_size=27 + distributed.rank(), verbose=0,
                     distributed="mpi")
     # Each rank starts from different weights: fit takes rank 0's.
-    model = build(seed=distributed.rank())
+    model = (build_graph if mode == "graph" else build)(
+        seed=distributed.rank())
     if not distributed.is_root():
         model.rng.random(7)            # and from rank 0's random state
     # each rank names its own file: only rank 0's may appear

@@ -605,7 +605,8 @@ CONFIG = {"layers": [{"class": "Conv2D", "filters": 16, "kernel_size": [3, 3],
 def test_pack_unpack_round_trip(tmp_path):
     metadata = pack_metadata("Sequential", CONFIG, {"cnnkit_version": "0.1"})
     assert metadata["format"] == FORMAT_NAME == "cnnkit"
-    assert metadata["format_version"] == str(FORMAT_VERSION) == "1"
+    # a chain of layers is readable by every cnnkit: version 1 by default
+    assert metadata["format_version"] == "1" and FORMAT_VERSION == 2
     assert metadata["kind"] == "Sequential"
     assert json.loads(metadata["config"]) == CONFIG
     assert metadata["cnnkit_version"] == "0.1"
@@ -654,9 +655,9 @@ def test_unpack_foreign(metadata):
 
 def test_unpack_newer_version():
     with pytest.raises(ValueError) as info:
-        unpack_metadata(_meta(format_version="2"), "Sequential")
+        unpack_metadata(_meta(format_version="3"), "Sequential")
     message = str(info.value)
-    assert "version 2" in message and "1" in message
+    assert "version 3" in message and "2" in message
     assert "upgrade cnnkit" in message
 
 

@@ -1032,7 +1032,7 @@ def _adversarial_files(tmp_path):
         {"class_name": "pickle.loads", "lr": 1})})
     files["newer format version"] = _write(
         tmp_path / "newer.cnnkit", state, cfg,
-        meta=dict(_format.pack_metadata("model", cfg), format_version="2"))
+        meta=dict(_format.pack_metadata("model", cfg), format_version="3"))
     files["format version 0"] = _write(
         tmp_path / "v0.cnnkit", state, cfg,
         meta=dict(_format.pack_metadata("model", cfg), format_version="0"))

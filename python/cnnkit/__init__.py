@@ -20,11 +20,14 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
 from . import (callbacks, datasets, distributed, functional, layers, optim,
                reference)
 from ._config import get_num_threads, set_num_threads, show_config
-from .model import Sequential
+from ._graph import Input
+from .model import Model, Sequential
 from .saving import load_model
 
 __all__ = [
     "__version__",
+    "Input",
+    "Model",
     "Sequential",
     "load_model",
     "callbacks",

@@ -65,8 +65,12 @@ __all__ = [
 
 #: Value of the ``"format"`` metadata entry of every cnnkit model file.
 FORMAT_NAME = "cnnkit"
-#: Newest version of the metadata layout this cnnkit reads and writes.
-FORMAT_VERSION = 1
+#: Newest version of the metadata layout this cnnkit reads and writes.  A
+#: file records the oldest version that can read it: 1 for a chain of layers
+#: (:class:`~cnnkit.Sequential`), 2 for a graph (:class:`~cnnkit.Model`),
+#: so that a cnnkit that knows only chains refuses a graph by name instead
+#: of misreading it.
+FORMAT_VERSION = 2
 #: Largest header accepted, in bytes (the limit safetensors uses).
 MAX_HEADER_SIZE = 100_000_000
 
@@ -573,7 +577,7 @@ def load_file(path):
 # model metadata
 
 
-def pack_metadata(kind, config, extra=None):
+def pack_metadata(kind, config, extra=None, version=1):
     """Build the metadata of a cnnkit model file.
 
     Parameters
@@ -588,6 +592,9 @@ def pack_metadata(kind, config, extra=None):
         More entries (e.g. the cnnkit version that wrote the file). They
         cannot use the keys ``format``, ``format_version``, ``kind`` or
         ``config``.
+    version : int, default 1
+        The format version to record: the oldest that can read what
+        ``config`` describes (at most :data:`FORMAT_VERSION`).
 
     Returns
     -------
@@ -611,6 +618,10 @@ def pack_metadata(kind, config, extra=None):
         raise ValueError("kind must be a non-empty string")
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict, not {type(config).__name__}")
+    if isinstance(version, bool) or not isinstance(version, int) or \
+            not 1 <= version <= FORMAT_VERSION:
+        raise ValueError(f"version must be an int in [1, {FORMAT_VERSION}], "
+                         f"got {version!r}")
     try:
         text = json.dumps(config, ensure_ascii=False, allow_nan=False,
                           separators=(",", ":"))
@@ -620,7 +631,7 @@ def pack_metadata(kind, config, extra=None):
         raise ValueError(f"config cannot be stored as JSON: {exc}") from None
     metadata = {
         "format": FORMAT_NAME,
-        "format_version": str(FORMAT_VERSION),
+        "format_version": str(version),
         "kind": kind,
         "config": text,
     }

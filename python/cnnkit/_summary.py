@@ -12,26 +12,33 @@ def format_bytes(n):
     return f"{n:.2f} GB"  # pragma: no cover
 
 
-def summary_text(model):
-    """The layer table of a built model: each layer's name and type, its
-    per-sample output shape and parameter count, then the totals."""
-    rows = [("Layer (type)", "Output Shape", "Param #")]
-    for i, layer in enumerate(model.layers):
-        kind = type(layer).__name__
-        rows.append((f"{kind.lower()}_{i} ({kind})",
-                     str((None,) + tuple(layer.output_shape)),
-                     f"{layer.count_params:,}"))
-    w0 = max(len(r[0]) for r in rows) + 2
-    w1 = max(len(r[1]) for r in rows) + 2
-    w2 = max(len(r[2]) for r in rows)
-    width = w0 + w1 + w2
+def summary_text(model, rows, header=("Layer (type)", "Output Shape",
+                                         "Param #")):
+    """The summary of a built model: a table with one row per layer call
+    (the cells given as strings, aligned under ``header``; the last column
+    of counts right-aligned when it is ``"Param #"``), then the totals."""
+    rows = [tuple(header)] + [tuple(r) for r in rows]
+    widths = [max(len(r[k]) for r in rows) for k in range(len(header))]
+    count_col = header.index("Param #")
+
+    def line(r):
+        cells = []
+        for k, cell in enumerate(r):
+            last = k == len(r) - 1
+            if k == count_col:
+                cells.append(f"{cell:>{widths[k]}}" + ("" if last else "  "))
+            else:
+                cells.append(cell if last else f"{cell:<{widths[k] + 2}}")
+        return "".join(cells).rstrip()
+
+    width = sum(widths) + 2 * (len(header) - 1)
     total = model.count_params()
     size = format_bytes(total * model.dtype.itemsize)
     lines = [f'Model: "{type(model).__name__}" (input '
              f'{(None,) + model.input_shape}, {model.dtype.name})',
              "=" * width]
     for j, r in enumerate(rows):
-        lines.append(f"{r[0]:<{w0}}{r[1]:<{w1}}{r[2]:>{w2}}")
+        lines.append(line(r))
         if j == 0:
             lines.append("=" * width)
     lines += ["=" * width,

@@ -21,21 +21,33 @@ from . import distributed as dist
 from . import optim
 from . import trainer as _trainer
 from ._checks import MAX_ELEMENTS, check_int, check_keys, is_int
+from ._graph import Input, SymbolicTensor, topological_order
 from .layers import LAYERS, Layer
 
 __all__ = ["Model", "Sequential"]
 
 
 class Model:
-    """What every cnnkit model shares; subclasses define the graph.
+    """A graph of layers from an input to an output (Keras's functional
+    API); also the base of :class:`Sequential`, so both share training,
+    prediction, weights, state, saving and the summary.
 
-    A subclass provides :attr:`layers` (every layer, in the order their
-    parameters are stored), :meth:`_infer_shapes`, :meth:`forward`,
-    :meth:`backward`, :attr:`input_layers`, :meth:`get_config` and
-    :meth:`from_config`.
+    Parameters
+    ----------
+    inputs : SymbolicTensor
+        The tensor of :func:`cnnkit.Input` the graph starts from (or a list
+        holding it).
+    outputs : SymbolicTensor
+        The tensor the graph computes: the logits (or a list holding it).
+    seed : int, optional
+        Seed of the generator behind initialisation, shuffling and dropout.
+    dtype : {"float32", "float64"}, default "float32"
 
     Attributes
     ----------
+    layers : list of Layer
+        Every layer of the graph, in the order they were first called (the
+        order of :meth:`get_weights`).
     input_shape, output_shape : tuple of int or None
         Shapes of one sample, set when the model is built.
     built : bool
@@ -48,9 +60,32 @@ class Model:
         The optimizer of the last :meth:`fit` (or of a loaded file).
     stop_training : bool
         Set by a callback to end :meth:`fit` after the current epoch.
+
+    Notes
+    -----
+    A tensor read by several layers gets the sum of their gradients, added
+    in a fixed order; a layer called several times shares its weights, and
+    its gradients are summed the same way.  Calling a model on a tensor
+    calls its layers again (the same weights), so blocks compose.
+    Parameters are named ``"<layer name>.<parameter>"`` in
+    :meth:`state_dict`.
+
+    Examples
+    --------
+    >>> import cnnkit
+    >>> from cnnkit import layers as L
+    >>> inp = cnnkit.Input((1, 8, 8))
+    >>> x = L.ReLU()(L.Conv2D(8, 3, padding=1)(inp))
+    >>> y = L.Conv2D(8, 3, padding=1)(L.ReLU()(L.Conv2D(8, 3, padding=1)(x)))
+    >>> x = L.ReLU()(L.Add()([x, y]))
+    >>> out = L.Dense(10)(L.Flatten()(L.GlobalAvgPool2D()(x)))
+    >>> model = cnnkit.Model(inp, out, seed=0)
+    >>> model.output_shape
+    (10,)
     """
 
-    def __init__(self, seed=None, dtype="float32"):
+    def __init__(self, inputs=None, outputs=None, seed=None,
+                 dtype="float32", *, _graph=True):
         name = type(self).__name__
         try:
             dt = np.dtype(dtype)
@@ -74,6 +109,21 @@ class Model:
         self._flat_params = np.zeros(0, dtype=dt)
         self._flat_grads = np.zeros(0, dtype=dt)
         self._names = []
+        self._saved = {}
+        if isinstance(self, Sequential) or not _graph:
+            return
+        if inputs is None or outputs is None:
+            raise TypeError("Model(inputs, outputs): give the input tensor "
+                            "(cnnkit.Input(shape)) and the output tensor the "
+                            "layers computed from it")
+        self._init_graph(inputs, outputs)
+        self.build(self.input_shape)
+
+    def _init_graph(self, inputs, outputs):
+        self._graph = _Graph(_single(inputs, "inputs"),
+                             _single(outputs, "outputs"))
+        self.layers = self._graph.layers
+        self.input_shape = self._graph.input.shape
 
     # ------------------------------------------------------------------
     # building
@@ -121,6 +171,28 @@ class Model:
         self.input_shape, self.output_shape = shape, out
         self.built = True
         return self
+
+    def parameter_shapes(self, input_shape=None):
+        """The parameters a built model has, without allocating them:
+        ``{state_dict name: shape}`` in :meth:`state_dict` order.
+
+        Parameters
+        ----------
+        input_shape : tuple of int, optional
+            Shape of one sample; by default the model's.
+
+        Returns
+        -------
+        dict of str to tuple of int
+        """
+        shape = self.input_shape if input_shape is None else input_shape
+        if shape is None:
+            raise ValueError(f"{type(self).__name__}.parameter_shapes: the "
+                             f"model has no input shape; pass input_shape")
+        _, specs, _ = self._infer_shapes(tuple(shape))
+        return {f"{prefix}.{name}": tuple(s)
+                for prefix, spec in zip(self._param_prefixes(), specs)
+                for name, s in spec.items()}
 
     @staticmethod
     def _check_input_shape(input_shape, owner):
@@ -174,10 +246,186 @@ class Model:
         return out
 
     # ------------------------------------------------------------------
+    # the graph
+    # ------------------------------------------------------------------
+    @property
+    def input_nodes(self):
+        """The calls that read only the model's input: a training step
+        skips their input gradient."""
+        return self._graph.input_nodes
+
+    def _param_prefixes(self):
+        """The state_dict prefix of each layer: its name."""
+        return [layer.name for layer in self.layers]
+
+    def _before_relu(self):
+        """Per layer: whether every layer reading its first call's output,
+        looking through layers transparent to initialisation, is an
+        element-wise ReLU."""
+        return [self._graph.feeds_relu(layer) for layer in self.layers]
+
+    def _infer_shapes(self, input_shape):
+        """Shape inference without allocating anything: the input shape,
+        each layer's parameter shapes and the output shape."""
+        g = self._graph
+        shape = self._check_input_shape(input_shape, "Model")
+        if shape != g.input.shape:
+            raise ValueError(f"Model: the graph's input has shape "
+                             f"{g.input.shape}; got input_shape {shape}")
+        specs = [layer.param_shapes(g.first_input_shape(layer))
+                 for layer in self.layers]
+        self._check_param_total(specs, "Model")
+        return shape, specs, g.output.shape
+
+    def forward(self, x, training=False):
+        """Logits for a batch, without checks or conversion.
+
+        Parameters
+        ----------
+        x : ndarray of shape (n,) + input_shape
+            In the model's dtype.
+        training : bool or StepContext, default False
+            Keep what :meth:`backward` needs and apply dropout (the trainer
+            passes its step context).
+
+        Returns
+        -------
+        logits : ndarray of shape (n,) + output_shape
+
+        Notes
+        -----
+        The nodes run in a topological order computed once; an activation
+        is dropped as soon as its last reader has run (the layers keep
+        what their backward pass needs while training).  A layer whose
+        forward pass can apply the element-wise layer that alone reads its
+        output runs the two as one pass, as :class:`Sequential` does.
+        """
+        g = self._graph
+        ctx = _context.as_context(training)
+        values = {g.input.uid: x}
+        left = dict(g.reads)
+        for i, node in enumerate(g.order):
+            ctx.node = i
+            layer, (step, op) = node.layer, g.forward_plan[i]
+            args = [values[t.uid] for t in node.inputs]
+            arg = args[0] if layer.num_inputs == 1 else args
+            if step is _PLAIN:
+                y = layer.forward(arg, ctx)
+            elif step is _FUSED:
+                y = layer.forward(arg, ctx, epilogue=op)
+            else:
+                y = layer.fused_forward(arg, ctx)
+            if ctx and g.shared(layer):
+                self._saved[i] = dict(vars(layer))
+            values[node.output.uid] = y
+            for t in node.inputs:
+                left[t.uid] -= 1
+                if left[t.uid] == 0:
+                    del values[t.uid]
+        return values[g.output.uid]
+
+    def backward(self, grad, input_grad=True, ctx=None):
+        """Backpropagate ``grad`` (d loss / d logits) through the graph of
+        the last training forward pass; fills the gradients and returns d
+        loss / d input.
+
+        Parameters
+        ----------
+        grad : ndarray of shape (n,) + output_shape
+        input_grad : bool, default True
+            Whether to compute the gradient with respect to the input.
+        ctx : StepContext, optional
+            The trainer's step context (it then decides, and
+            ``input_grad`` is not read).
+
+        Returns
+        -------
+        grad_x : ndarray of shape (n,) + input_shape, or None
+
+        Notes
+        -----
+        The nodes run in reverse topological order.  A tensor read by
+        several nodes gets their gradients added as they arrive, the
+        last reader's first; a layer called several times gets the
+        parameter gradients of its calls added in the same order.  Both
+        orders are fixed by the graph, so results do not depend on the
+        thread count or on the batch.
+        """
+        g = self._graph
+        if ctx is None:
+            ctx = _context.StepContext(
+                training=True,
+                frozen_input=() if input_grad else self.input_nodes)
+        grads = {g.output.uid: grad}
+        sums = {}
+        for i in reversed(range(len(g.order))):
+            node = g.order[i]
+            layer, plan = node.layer, g.backward_plan[i]
+            if plan[0] is _ABSORBED:
+                continue       # the element-wise layer the next one ran
+            gy = grads.pop(node.output.uid, None)
+            if gy is None:
+                continue
+            ctx.node = i
+            if g.shared(layer):
+                vars(layer).update(self._saved[i])
+            if plan[0] is _FUSED:
+                result = layer.backward(gy, ctx, prologue=plan[1])
+                targets = g.order[plan[2]].inputs
+            else:
+                result = layer.backward(gy, ctx)
+                targets = node.inputs
+            if layer.grads and g.shared(layer):
+                self._add_param_grads(layer, ctx, sums)
+            results = [result] if layer.num_inputs == 1 else result
+            for t, gt in zip(targets, results):
+                if gt is not None:
+                    self._add_grad(grads, t, gt, ctx)
+        for layer, held in sums.items():
+            shard = ctx.shard_parts(layer)
+            dest = shard[1] if shard is not None else layer.grads
+            for k, a in held.items():
+                dest[k][...] = a
+        return grads.get(g.input.uid) if input_grad else None
+
+    def _add_grad(self, grads, t, g, ctx):
+        """grads[t] += g, in a new or kept array (the arrays layers return
+        are read only)."""
+        prev = grads.get(t.uid)
+        if prev is None:
+            grads[t.uid] = g
+        else:
+            out = ctx.buffer(self, ("sum", t.uid), g.shape, g.dtype)
+            grads[t.uid] = np.add(prev, g, out=out)
+
+    def _add_param_grads(self, layer, ctx, sums):
+        """Add the parameter gradients this call of a shared layer wrote
+        (the whole batch's, or each shard's) to what its later calls
+        wrote."""
+        shard = ctx.shard_parts(layer)
+        dest = shard[1] if shard is not None else layer.grads
+        held = sums.get(layer)
+        if held is None:
+            sums[layer] = {k: a.copy() for k, a in dest.items()}
+        else:
+            for k, a in dest.items():
+                np.add(held[k], a, out=held[k])
+
+    def clear_caches(self):
+        """Drop what the layers kept for a backward pass."""
+        self._saved = {}
+        for layer in self.layers:
+            layer.clear_cache()
+
+    # ------------------------------------------------------------------
     # computing
     # ------------------------------------------------------------------
     def __call__(self, x, training=False):
         """Logits of x, after checking and converting it.
+
+        Called on a symbolic tensor (inside a graph being built), it calls
+        the model's layers on it instead and returns the output tensor: the
+        model is a block of another model, with the same weights.
 
         Parameters
         ----------
@@ -189,12 +437,14 @@ class Model:
         -------
         logits : ndarray of shape (n,) + output_shape
         """
+        if isinstance(x, (SymbolicTensor, list, tuple)) and any(
+                isinstance(t, SymbolicTensor)
+                for t in (x if isinstance(x, (list, tuple)) else [x])):
+            return self._replay(_single(x, "inputs"))
         return self.forward(self._prepare_x(x, check_finite=False), training)
 
-    def clear_caches(self):
-        """Drop what the layers kept for a backward pass."""
-        for layer in self.layers:
-            layer.clear_cache()
+    def _replay(self, tensor):
+        return self._graph.replay(tensor)
 
     def _batched_logits(self, x, batch_size):
         _check_batch_size(batch_size)
@@ -457,9 +707,116 @@ class Model:
         str
         """
         self._require_built("summary")
-        text = _summary.summary_text(self)
+        text = self._summary_text()
         (print_fn or print)(text)
         return text
+
+    def _summary_text(self):
+        """Rows per call: the layer's name and type, its output shape, its
+        parameter count (on its first call) and the calls it reads."""
+        g = self._graph
+        rows, calls = [], {}
+        for node in g.order:
+            layer = node.layer
+            k = calls[layer] = calls.get(layer, 0) + 1
+            label = layer.name if k == 1 else f"{layer.name} (call {k})"
+            sources = []
+            for t in node.inputs:
+                if t.node is None:
+                    sources.append(t.name)
+                    continue
+                src = t.node.layer
+                nth = [n for n in g.order if n.layer is src].index(t.node)
+                sources.append(src.name if nth == 0
+                               else f"{src.name} (call {nth + 1})")
+            rows.append((f"{label} ({type(layer).__name__})",
+                         str((None,) + node.output.shape),
+                         f"{layer.count_params:,}" if k == 1 else "0",
+                         ", ".join(sources)))
+        return _summary.summary_text(
+            self, rows, ("Layer (type)", "Output Shape", "Param #",
+                         "Connected to"))
+
+    def get_config(self):
+        """The architecture as a JSON-serialisable dict: the layers (in
+        :attr:`layers` order), the calls between them in the order they
+        run, the input and the output.
+
+        Returns
+        -------
+        dict
+            ``{"class_name": "Model", "input": {"name", "shape"},
+            "dtype", "seed", "layers": [{"class_name", "name",
+            "config"}], "nodes": [{"layer": name, "inputs": [...]}],
+            "output": index}``, where an input is ``"input"`` or the index
+            of an earlier node.
+        """
+        g = self._graph
+        index = {node.output.uid: i for i, node in enumerate(g.order)}
+        return {
+            "class_name": "Model",
+            "input": {"name": g.input.name, "shape": list(g.input.shape)},
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+            "layers": [{"class_name": type(layer).__name__,
+                        "name": layer.name, "config": layer.get_config()}
+                       for layer in self.layers],
+            "nodes": [{"layer": node.layer.name,
+                       "inputs": ["input" if t is g.input else index[t.uid]
+                                  for t in node.inputs]}
+                      for node in g.order],
+            "output": index[g.output.uid],
+        }
+
+    @classmethod
+    def from_config(cls, config, build=True):
+        """Rebuild a model from :meth:`get_config` output, checking the
+        whole graph before anything is allocated.
+
+        Parameters
+        ----------
+        config : dict
+        build : bool, default True
+            Allocate and initialise the parameters; with False the model
+            knows its shapes (:meth:`parameter_shapes`) and :meth:`build`
+            allocates them.
+
+        Returns
+        -------
+        Model
+            A new model with freshly initialised weights.
+
+        Raises
+        ------
+        ValueError
+            An unknown layer type, a reference to a missing node, a cycle,
+            an input or output that does not connect, or shapes that do not
+            fit, each named.
+        """
+        inp, out = _graph_from_config(config)
+        if build:
+            return cls(inp, out, seed=config.get("seed"),
+                       dtype=config.get("dtype", "float32"))
+        model = cls.__new__(cls)
+        Model.__init__(model, seed=config.get("seed"),
+                       dtype=config.get("dtype", "float32"), _graph=False)
+        model._init_graph(inp, out)
+        return model
+
+    @classmethod
+    def _from_state(cls, state):
+        """A built model of a pickled state's architecture."""
+        if state.get("graph") is not None:
+            inp, out = state["graph"]
+            config = state["config"]
+            return cls(inp, out, seed=config.get("seed"),
+                       dtype=config.get("dtype", "float32"))
+        return cls.from_config(state["config"])
+
+    def __repr__(self):
+        return (f"Model(input={(None,) + self._graph.input.shape}, "
+                f"layers={len(self.layers)}, calls={len(self._graph.order)}, "
+                f"output={(None,) + self._graph.output.shape})")
 
     # -- pickling: plain NumPy state, rebuilt from the architecture --------
     def __getstate__(self):
@@ -470,21 +827,23 @@ class Model:
                     self.optimizer.state_dict().items()})
         builtin = all(LAYERS.get(type(layer).__name__) is type(layer)
                       for layer in self.layers)
+        graph = getattr(self, "_graph", None)
         return {"config": self.get_config(),
                 # layers of other packages travel as objects
                 "layers": None if builtin else self.layers,
+                "graph": (None if builtin or graph is None
+                          else (graph.input, graph.output)),
                 "params": self._flat_params.copy() if self.built else None,
                 "rng": self.rng.bit_generator.state,
                 "optimizer": opt,
                 "stop_training": self.stop_training}
 
     def __setstate__(self, state):
-        config = state["config"]
-        shape = config.get("input_shape")
         fresh = type(self)._from_state(state)
         self.__dict__.update(fresh.__dict__)
-        if shape is not None:
-            self.build(tuple(shape))
+        if state["params"] is not None:
+            if not self.built:
+                self.build(tuple(state["config"]["input_shape"]))
             self._flat_params[...] = state["params"]
         self.rng.bit_generator.state = state["rng"]
         if state["optimizer"] is not None:
@@ -537,7 +896,10 @@ class Model:
             extra["optimizer"] = json.dumps(self.optimizer.get_config())
             for k, v in self.optimizer.state_dict().items():
                 tensors[f"optimizer.{k}"] = np.asarray(v)
-        meta = _format.pack_metadata("model", self.get_config(), extra)
+        # a graph needs a reader that knows graphs (format version 2)
+        meta = _format.pack_metadata(
+            "model", self.get_config(), extra,
+            version=1 if isinstance(self, Sequential) else 2)
         _format.save_file(path, tensors, meta)
 
     # ------------------------------------------------------------------
@@ -701,7 +1063,7 @@ class Sequential(Model):
         if len(set(map(id, layers))) != len(layers):
             raise ValueError("Sequential: the same layer object appears "
                              "twice; create one instance per position")
-        super().__init__(seed, dtype)
+        super().__init__(seed=seed, dtype=dtype)
         self.layers = layers
         self._plan = self._plan_key = None
         if input_shape is not None:
@@ -712,6 +1074,20 @@ class Sequential(Model):
         """The calls that read only the model's input (the first layer's):
         a training step skips their input gradient."""
         return (0,)
+
+    def _replay(self, tensor):
+        for layer in self.layers:
+            tensor = layer(tensor)
+        return tensor
+
+    def _summary_text(self):
+        rows = []
+        for i, layer in enumerate(self.layers):
+            kind = type(layer).__name__
+            rows.append((f"{kind.lower()}_{i} ({kind})",
+                         str((None,) + tuple(layer.output_shape)),
+                         f"{layer.count_params:,}"))
+        return _summary.summary_text(self, rows)
 
     def _param_prefixes(self):
         """The state_dict prefix of each layer: its index, as PyTorch's
@@ -848,12 +1224,13 @@ class Sequential(Model):
             "dtype": self.dtype.name,
             "seed": self.seed,
             "layers": [{"class_name": type(layer).__name__,
+                        "name": layer.name,
                         "config": layer.get_config()}
                        for layer in self.layers],
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config, build=True):
         """Rebuild a model from :meth:`get_config` output; only the layer
         types in :data:`cnnkit.layers.LAYERS` are accepted.
 
@@ -861,6 +1238,10 @@ class Sequential(Model):
         ----------
         config : dict
             As returned by :meth:`get_config`.
+        build : bool, default True
+            Allocate and initialise the parameters when the config has an
+            input shape; with False the model knows its shapes
+            (:meth:`parameter_shapes`) and :meth:`build` allocates them.
 
         Returns
         -------
@@ -889,15 +1270,21 @@ class Sequential(Model):
             if not isinstance(lcfg, dict):
                 raise ValueError(f"model config: layer {i} config is not a "
                                  f"dict")
+            if "name" in spec:
+                lcfg = dict(lcfg, name=spec["name"])
             try:
                 layers.append(LAYERS[name].from_config(lcfg))
-            except TypeError as exc:
+            except (TypeError, ValueError) as exc:
                 raise ValueError(f"model config: layer {i} ({name}): "
                                  f"{exc}") from None
         shape = config.get("input_shape")
-        return cls(layers, input_shape=None if shape is None else
-                   tuple(shape), seed=config.get("seed"),
-                   dtype=config.get("dtype", "float32"))
+        model = cls(layers, seed=config.get("seed"),
+                    dtype=config.get("dtype", "float32"))
+        if shape is not None:
+            model.input_shape = model._check_input_shape(shape, "Sequential")
+            if build:
+                model.build(model.input_shape)
+        return model
 
     @classmethod
     def _from_state(cls, state):
@@ -913,10 +1300,229 @@ class Sequential(Model):
         return f"Sequential([{inner}])"
 
 
-# How Sequential runs each layer: on its own; fused with the element-wise
-# layer next to it (forward: its epilogue applies the next layer; backward:
-# its pass also goes back through the layer before); or as that
-# element-wise layer, whose work the other layer did.
+def _single(tensors, what):
+    """One symbolic tensor, from itself or a list holding only it."""
+    if isinstance(tensors, (list, tuple)):
+        if len(tensors) != 1:
+            raise ValueError(f"Model: {what} must be one tensor (models "
+                             f"with several {what} are not supported); got "
+                             f"{len(tensors)}")
+        tensors = tensors[0]
+    if not isinstance(tensors, SymbolicTensor):
+        raise TypeError(f"Model: {what} must be a symbolic tensor (from "
+                        f"cnnkit.Input or a layer called on one), got "
+                        f"{type(tensors).__name__}")
+    return tensors
+
+
+class _Graph:
+    """The nodes between a model's input and its output, in the order they
+    run, and what the model asks of them: which layer is called where, how
+    often each tensor is read, which calls read only the input, and the
+    fusion plans."""
+
+    def __init__(self, inp, out):
+        if inp.node is not None:
+            raise TypeError(f"Model: inputs must be the tensor of "
+                            f"cnnkit.Input(...), not {out.source}'s output")
+        if out is inp:
+            raise ValueError("Model: the output is the input; call layers on "
+                             "the input first")
+        order, reached = topological_order([out])
+        others = [t for t in reached if t is not inp]
+        if inp not in reached:
+            raise ValueError(
+                f"Model: the output does not depend on the model's input "
+                f"{inp.name!r}" + (f"; it depends on {others[0].source}"
+                                   if others else ""))
+        if others:
+            raise ValueError(
+                f"Model: the output depends on {others[0].source} (shape "
+                f"{others[0].shape}), which is not the model's input "
+                f"{inp.name!r}")
+        self.input, self.output, self.order = inp, out, order
+        self.calls = {}
+        for i, node in enumerate(order):
+            self.calls.setdefault(node.layer, []).append(i)
+        # layers in the order they were first called (node creation)
+        self.layers = sorted(self.calls,
+                             key=lambda lay: order[self.calls[lay][0]].uid)
+        names = {}
+        for layer in self.layers:
+            if layer.name in names:
+                raise ValueError(
+                    f"Model: two layers are named {layer.name!r} "
+                    f"({type(names[layer.name]).__name__} and "
+                    f"{type(layer).__name__}); give them different names")
+            names[layer.name] = layer
+        self.readers = {}
+        for i, node in enumerate(order):
+            for t in node.inputs:
+                self.readers.setdefault(t.uid, []).append(i)
+        self.reads = {uid: len(r) for uid, r in self.readers.items()}
+        self.reads[out.uid] = self.reads.get(out.uid, 0) + 1
+        self.input_nodes = tuple(i for i, node in enumerate(order)
+                                 if all(t is inp for t in node.inputs))
+        self.forward_plan, self.backward_plan = self._fusion()
+
+    def shared(self, layer):
+        """Whether the layer is called more than once in the graph."""
+        return len(self.calls[layer]) > 1
+
+    def first_input_shape(self, layer):
+        """The input shape (a list of them for a merge layer) of the
+        layer's first call."""
+        node = self.order[self.calls[layer][0]]
+        if layer.num_inputs == 1:
+            return node.inputs[0].shape
+        return [t.shape for t in node.inputs]
+
+    def feeds_relu(self, layer):
+        """Whether every reader of the layer's first output, looking
+        through layers transparent to initialisation, is a ReLU."""
+        found, stack = False, [self.order[self.calls[layer][0]].output]
+        while stack:
+            t = stack.pop()
+            for j in self.readers.get(t.uid, ()):
+                nxt = self.order[j]
+                if nxt.layer.transparent:
+                    stack.append(nxt.output)
+                elif nxt.layer.elementwise == "relu":
+                    found = True
+                else:
+                    return False
+        return found
+
+    def _fusion(self):
+        """Per node, (step, op) of the forward pass and (step, op[, the
+        absorbed node]) of the backward pass: a layer whose output only
+        one element-wise layer reads runs it in its epilogue when it
+        declares it can; a layer that alone reads an element-wise layer's
+        output runs that layer's backward in its own when it declares it
+        can."""
+        n = len(self.order)
+        fwd, bwd = [(_PLAIN, None)] * n, [(_PLAIN, None)] * n
+        for i, node in enumerate(self.order):
+            readers = self.readers.get(node.output.uid, [])
+            if len(readers) != 1 or node.output is self.output:
+                continue
+            j = readers[0]
+            nxt = self.order[j]
+            if nxt.layer.num_inputs != 1:
+                continue
+            op = nxt.layer.elementwise
+            if op is not None and op in node.layer.forward_epilogues and \
+                    fwd[i][0] is _PLAIN and fwd[j][0] is _PLAIN:
+                fwd[i], fwd[j] = (_FUSED, op), (_ABSORBED, op)
+            op = node.layer.elementwise
+            if op is not None and op in nxt.layer.backward_prologues and \
+                    bwd[i][0] is _PLAIN and bwd[j][0] is _PLAIN:
+                bwd[i], bwd[j] = (_ABSORBED, op), (_FUSED, op, i)
+        return fwd, bwd
+
+    def replay(self, tensor):
+        """Call the graph's layers again on ``tensor``: the output tensor
+        of the same computation (shared weights) in the graph being
+        built."""
+        values = {self.input.uid: tensor}
+        for node in self.order:
+            args = [values[t.uid] for t in node.inputs]
+            values[node.output.uid] = node.layer(
+                args[0] if node.layer.num_inputs == 1 else args)
+        return values[self.output.uid]
+
+
+def _graph_from_config(config):
+    """The input and output tensors of a graph model's config, every layer
+    built for its shapes and nothing allocated; ValueError naming the
+    first thing that does not fit."""
+    def fail(msg):
+        raise ValueError(f"model config: {msg}")
+
+    if not isinstance(config, dict):
+        fail("must be a dict")
+    spec = config.get("input")
+    if not isinstance(spec, dict) or not isinstance(spec.get("shape"), list):
+        fail("'input' must be a dict with a 'shape' list")
+    layer_specs, node_specs = config.get("layers"), config.get("nodes")
+    if not isinstance(layer_specs, list) or not isinstance(node_specs, list):
+        fail("'layers' and 'nodes' must be lists")
+    layers = {}
+    for i, ls in enumerate(layer_specs):
+        if not isinstance(ls, dict):
+            fail(f"layer {i} is not a dict")
+        kind, name, lcfg = ls.get("class_name"), ls.get("name"), \
+            ls.get("config", {})
+        if kind not in LAYERS:
+            fail(f"layer {i} has unknown type {kind!r}; known: "
+                 f"{sorted(LAYERS)}")
+        if not isinstance(name, str) or not name:
+            fail(f"layer {i} ({kind}) has no name")
+        if name in layers:
+            fail(f"two layers are named {name!r}")
+        if not isinstance(lcfg, dict):
+            fail(f"layer {i} ({name}) config is not a dict")
+        try:
+            layer = LAYERS[kind].from_config(dict(lcfg, name=name))
+        except (TypeError, ValueError) as exc:
+            fail(f"layer {i} ({name}): {exc}")
+        layers[name] = layer
+    out_ref = config.get("output")
+    if not is_int(out_ref) or not 0 <= out_ref < len(node_specs):
+        fail(f"'output' must be the index of a node in [0, "
+             f"{len(node_specs)}), got {out_ref!r}")
+    refs = []
+    for i, ns in enumerate(node_specs):
+        if not isinstance(ns, dict) or ns.get("layer") not in layers or \
+                not isinstance(ns.get("inputs"), list) or not ns["inputs"]:
+            fail(f"node {i} must name a layer of 'layers' and list its "
+                 f"inputs")
+        for r in ns["inputs"]:
+            if r != "input" and not (is_int(r) and 0 <= r < i):
+                fail(f"node {i} ({ns['layer']}) reads {r!r}, which is "
+                     f"neither 'input' nor an earlier node (a missing "
+                     f"node, a forward reference or a cycle)")
+        refs.append(ns["inputs"])
+    # every node leads to the output, and the output reaches the input
+    needed, stack, reads_input = set(), [out_ref], False
+    while stack:
+        k = stack.pop()
+        if k in needed:
+            continue
+        needed.add(k)
+        for r in refs[k]:
+            if r == "input":
+                reads_input = True
+            else:
+                stack.append(r)
+    for i, ns in enumerate(node_specs):
+        if i not in needed:
+            fail(f"node {i} ({ns['layer']}) does not lead to the output")
+    if not reads_input:
+        fail("the output does not depend on the input")
+    unused = sorted(set(layers) - {ns["layer"] for ns in node_specs})
+    if unused:
+        fail(f"layers {unused} are never called")
+    try:
+        inp = Input(tuple(spec["shape"]), spec.get("name"))
+    except (TypeError, ValueError) as exc:
+        fail(f"input: {exc}")
+    tensors = []
+    for i, (ns, r) in enumerate(zip(node_specs, refs)):
+        layer = layers[ns["layer"]]
+        args = [inp if k == "input" else tensors[k] for k in r]
+        try:
+            tensors.append(layer(args[0] if layer.num_inputs == 1
+                                 else args))
+        except (TypeError, ValueError) as exc:
+            fail(f"node {i} ({ns['layer']}): {exc}")
+    return inp, tensors[out_ref]
+
+
+# How a model runs each call of a layer: on its own; fused with the
+# element-wise layer next to it (forward: its epilogue applies the next
+# layer; backward: its pass also goes back through the layer before); or as
+# that element-wise layer, whose work the other layer did.
 _PLAIN, _FUSED, _ABSORBED = "plain", "fused", "absorbed"
 
 

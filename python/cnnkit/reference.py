@@ -57,6 +57,12 @@ __all__ = [
     "global_avg_pool2d_backward",
     "dense",
     "dense_backward",
+    "add",
+    "add_backward",
+    "multiply",
+    "multiply_backward",
+    "concatenate",
+    "concatenate_backward",
     "softmax",
     "log_softmax",
     "softmax_cross_entropy",
@@ -859,6 +865,80 @@ def dense_backward(grad_out, x, weight, bias=True):
     grad_weight = grad_out.T @ x
     grad_bias = grad_out.sum(axis=0) if bias else None
     return grad_x, grad_weight, grad_bias
+
+
+# ---------------------------------------------------------------------------
+# Merge ops: where branches of a graph meet
+# ---------------------------------------------------------------------------
+def add(xs):
+    r"""The sum of arrays of one shape, added in list order.
+
+    .. math:: y = ((x_0 + x_1) + x_2) + \dots
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.reference import add
+    >>> add([np.ones(2), np.arange(2.0), np.full(2, 0.5)])
+    array([1.5, 2.5])
+    """
+    y = np.array(xs[0], dtype=_float_dtype(*xs))
+    for x in xs[1:]:
+        y = y + x
+    return y
+
+
+def add_backward(grad_out, count):
+    r"""Gradients of :func:`add` with respect to its ``count`` inputs: each
+    is ``grad_out`` (:math:`\partial y / \partial x_i = 1`)."""
+    return [np.array(grad_out) for _ in range(count)]
+
+
+def multiply(xs):
+    r"""The element-wise product of arrays of one shape, in list order.
+
+    .. math:: y = ((x_0 \odot x_1) \odot x_2) \odot \dots
+    """
+    y = np.array(xs[0], dtype=_float_dtype(*xs))
+    for x in xs[1:]:
+        y = y * x
+    return y
+
+
+def multiply_backward(grad_out, xs):
+    r"""Gradients of :func:`multiply`: input :math:`i` gets
+    :math:`\bar y \odot \prod_{j \ne i} x_j`, the product taken in list
+    order."""
+    grads = []
+    for i in range(len(xs)):
+        g = np.array(grad_out)
+        for j, x in enumerate(xs):
+            if j != i:
+                g = g * x
+        grads.append(g)
+    return grads
+
+
+def concatenate(xs, axis=1):
+    """Arrays joined along ``axis`` (1: the channels of (N, C, H, W)).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.reference import concatenate
+    >>> concatenate([np.zeros((1, 1, 2)), np.ones((1, 2, 2))]).shape
+    (1, 3, 2)
+    """
+    return np.concatenate([np.asarray(x, dtype=_float_dtype(*xs))
+                           for x in xs], axis=axis)
+
+
+def concatenate_backward(grad_out, sizes, axis=1):
+    """Gradients of :func:`concatenate`: ``grad_out`` cut back into pieces
+    of ``sizes`` along ``axis``."""
+    edges = np.cumsum(sizes)[:-1]
+    return [np.array(g) for g in np.split(np.asarray(grad_out), edges,
+                                          axis=axis)]
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import os
 
 from . import _format, optim
 from ._checks import check_keys
-from .model import Sequential
+from .model import Model, Sequential
 
 __all__ = ["load_model"]
 
@@ -79,18 +79,15 @@ def load_model(path):
     try:
         if not isinstance(config, dict):
             raise ValueError("the architecture is not a JSON object")
-        input_shape = config.get("input_shape")
-        if input_shape is None:
-            raise ValueError("the saved model has no input shape")
-        model = Sequential.from_config(dict(config, input_shape=None))
-        # Check the file's tensors against the architecture before anything
-        # is allocated, so a small file cannot ask for a huge model.
-        _, specs, _ = model._infer_shapes(tuple(input_shape))
+        cls = Model if config.get("class_name") == "Model" else Sequential
+        # Shapes first: the file's tensors are checked against the
+        # architecture before anything is allocated, so a small file cannot
+        # ask for a huge model.
+        model = cls.from_config(config, build=False)
+        expected = model.parameter_shapes()
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"{where}: invalid model architecture: {exc}") \
             from None
-    expected = {f"{i}.{name}": tuple(shape)
-                for i, spec in enumerate(specs) for name, shape in spec.items()}
     check_keys(expected, weights,
                f"{where}: weights do not match the architecture")
     for name, shape in expected.items():
@@ -100,7 +97,7 @@ def load_model(path):
                 f"{where}: weights do not match the architecture: {name} is "
                 f"{arr.dtype}{list(arr.shape)}, the architecture needs "
                 f"{model.dtype}{list(shape)}")
-    model.build(tuple(input_shape))
+    model.build(model.input_shape)
     model.load_state_dict(weights, strict_dtype=True)
     if "optimizer" in meta:
         try:

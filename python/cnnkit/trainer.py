@@ -62,6 +62,13 @@ class Trainer:
 
     def __init__(self, model, world=dist.LOCAL, shards=dist.DEFAULT_SHARDS,
                  reduction="ordered", strict=True):
+        if model.flat_params.size and not any(
+                np.shares_memory(p, model.flat_params)
+                for p in model.parameters()):
+            raise ValueError(
+                f"this {type(model).__name__}'s layers were built into "
+                f"another model, which holds their weights now: train that "
+                f"model (this one still predicts with them)")
         unsplit = [layer for layer in model.layers
                    if layer.grads and not layer.per_shard_grads]
         if unsplit and (shards > 1 or world.size > 1):
