@@ -270,6 +270,9 @@ void cnnkit_adam_step_f64(double *p, const double *g, double *m, double *v,
                           double decay_factor, double step_size,
                           double bc2_sqrt, int nthreads);
 
+/* ------------------------------------------------------------------------ */
+/* Fixed-tree sum (reduce.c), for the gradients of data-parallel shards.    */
+/* ------------------------------------------------------------------------ */
 /* The sum of rows[0..nrows) into out (n,), in a fixed pairwise tree:
  * adjacent rows first, then adjacent pairs, and so on (the nodes are
  * aligned power-of-two blocks of rows); a NULL row is absent and adds
