@@ -10,7 +10,8 @@
  * - Sizes and offsets are ptrdiff_t.  Callers guarantee that every product of
  *   sizes fits in ptrdiff_t and that all sizes are positive unless a kernel
  *   says otherwise (a zero batch is allowed everywhere and is a no-op).
- * - Kernels never allocate, print or keep global state.  Scratch memory comes
+ * - Kernels never allocate, print or keep global state (the GEMM's SIMD
+ *   path, chosen once per process, never changes).  Scratch memory comes
  *   in as a workspace whose size (in elements of the kernel's type) the
  *   matching *_workspace function reports.
  * - Backward kernels overwrite their outputs; they never accumulate into them.
@@ -73,6 +74,12 @@ typedef struct cnnkit_conv2d_geom {
     ptrdiff_t stride_h, stride_w;
     ptrdiff_t pad_h, pad_w;
     ptrdiff_t dil_h, dil_w;
+    /* 0 (the default of a zeroed struct): each pass takes the direct
+     * convolution path (conv_direct_simd.h) where it applies; nonzero:
+     * always the lowering onto GEMM (im2col, col2im).  The forward has the
+     * same bits either way, the gradients are the same sums in another
+     * order; this exists to compare the paths. */
+    int im2col_only;
 } cnnkit_conv2d_geom;
 
 enum { CNNKIT_CONV_FORWARD = 0, CNNKIT_CONV_BACKWARD_DATA = 1,
@@ -303,11 +310,8 @@ const char *cnnkit_simd_path(void);
 const char *cnnkit_simd_request(void);
 const char *cnnkit_simd_paths_built(void);
 const char *cnnkit_simd_paths_supported(void);
-/* Whether conv2d forward may take the direct path (see conv_direct_simd.h)
- * where it applies; on by default.  Both paths give identical results; the
- * switch exists to compare them.  Returns the previous setting. */
-int cnnkit_set_conv_direct(int on);
-/* Whether conv2d forward of g (float64 if f64) takes the direct path. */
+/* Whether conv2d forward of g (float64 if f64) with nthreads threads takes
+ * the direct path (conv_direct_simd.h); never when g->im2col_only. */
 int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
                                int f64);
 

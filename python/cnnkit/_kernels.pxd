@@ -12,6 +12,7 @@ cdef extern from "cnnkit.h" nogil:
         ptrdiff_t stride_h, stride_w
         ptrdiff_t pad_h, pad_w
         ptrdiff_t dil_h, dil_w
+        int im2col_only
 
     ctypedef struct cnnkit_pool2d_geom:
         ptrdiff_t planes, h, w
@@ -178,7 +179,6 @@ cdef extern from "cnnkit.h" nogil:
     const char *cnnkit_simd_paths_built()
     const char *cnnkit_simd_request()
     const char *cnnkit_simd_paths_supported()
-    int cnnkit_set_conv_direct(int on)
     int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
                                    int f64)
 

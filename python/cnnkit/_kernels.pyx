@@ -94,13 +94,6 @@ cdef int _nthreads() except -1:
     return min(max(n, 1), _MAX_THREADS)
 
 
-def _set_conv_direct(on):
-    """Allow (True, the default) or forbid the direct convolution forward
-    where it applies; returns the previous setting.  The two paths give
-    identical results: this exists for tests and benchmarks."""
-    return bool(cnnkit_set_conv_direct(1 if on else 0))
-
-
 def build_info():
     """Facts about the compiled kernels, as a dict."""
     return {
@@ -332,9 +325,11 @@ cdef inline int64_t *_int64_data(object a) noexcept:
 # conv2d
 # --------------------------------------------------------------------------
 cdef object _conv_geom(cnnkit_conv2d_geom *g, tuple xs, tuple ws,
-                       object stride, object padding, object dilation):
+                       object stride, object padding, object dilation,
+                       bint direct):
     """Fill g from x shape (N,C,H,W), weight shape (K,C,R,S) and the
-    hyperparameters; returns the output shape."""
+    hyperparameters (direct=False: never the direct convolution paths);
+    returns the output shape."""
     fn = "conv2d"
     sh, sw = _pos_pair(stride, "stride", fn)
     dh, dw = _pos_pair(dilation, "dilation", fn)
@@ -370,27 +365,30 @@ cdef object _conv_geom(cnnkit_conv2d_geom *g, tuple xs, tuple ws,
     g.stride_h, g.stride_w = sh, sw
     g.pad_h, g.pad_w = pt, pl
     g.dil_h, g.dil_w = dh, dw
+    g.im2col_only = not direct
     return (n, k, oh, ow)
 
 
-def _conv_forward_path(x_shape, w_shape, stride, padding, dilation, dtype):
+def _conv_forward_path(x_shape, w_shape, stride, padding, dilation, dtype,
+                       *, bint direct=True):
     """"direct" or "im2col": the path conv2d_forward takes for these
-    shapes (padding as (top, bottom, left, right)) with the current
-    threads."""
+    shapes (padding as (top, bottom, left, right)) and this ``direct``
+    with the current threads."""
     cdef cnnkit_conv2d_geom g
     _conv_geom(&g, tuple(x_shape), tuple(w_shape), stride, padding,
-               dilation)
+               dilation, direct)
     f64 = np.dtype(dtype) == np.float64
     return ("direct" if cnnkit_conv_direct_applies(&g, _nthreads(), f64)
             else "im2col")
 
 
 def conv2d_forward(x, weight, bias, stride, padding, dilation,
-                   bint relu=False, out=None):
+                   bint relu=False, out=None, *, bint direct=True):
     """y (N,K,OH,OW) of x (N,C,H,W), weight (K,C,R,S), bias (K,) or None;
     padding is (top, bottom, left, right).  relu=True returns relu(y) from
     the same pass (the bits of relu_forward(y)); out, when given, is
-    written instead of a new array."""
+    written instead of a new array.  direct=False never takes the direct
+    convolution path, only im2col (the same bits; to compare them)."""
     cdef cnnkit_conv2d_geom g
     cdef int nt = _nthreads()
     x = _float_input(x, "x")
@@ -406,7 +404,7 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation,
     _same_dtype("conv2d", x, "x", weight, "weight")
     _same_dtype("conv2d", x, "x", bias, "bias")
     out_shape = _conv_geom(&g, x.shape, weight.shape, stride, padding,
-                           dilation)
+                           dilation, direct)
     y = _out(out, out_shape, x.dtype, "conv2d", "out")
     if y.size == 0:
         return y
@@ -431,7 +429,7 @@ cdef void _conv2d_forward(floating *t, y, x, weight, bias, bint relu, work,
 
 
 cdef tuple _conv_backward_args(grad_out, x, weight, stride, padding,
-                               dilation, cnnkit_conv2d_geom *g):
+                               dilation, bint direct, cnnkit_conv2d_geom *g):
     """Checked (grad_out, x, weight) of a convolution's backward pass;
     fills g."""
     grad_out = _float_input(grad_out, "grad_out")
@@ -442,7 +440,7 @@ cdef tuple _conv_backward_args(grad_out, x, weight, stride, padding,
     _same_dtype("conv2d_backward", x, "x", weight, "weight")
     _same_dtype("conv2d_backward", x, "x", grad_out, "grad_out")
     out_shape = _conv_geom(g, x.shape, weight.shape, stride, padding,
-                           dilation)
+                           dilation, direct)
     if grad_out.shape != out_shape:
         raise ValueError(
             f"conv2d_backward: grad_out must have the output shape "
@@ -480,13 +478,16 @@ cdef void _conv2d_backward_data(floating *t, gx, grad_out, weight, work,
 
 def conv2d_backward(grad_out, x, weight, stride, padding, dilation,
                     bint need_input_grad=True, bint need_bias_grad=True,
-                    gx_out=None, gw_out=None, gb_out=None):
+                    gx_out=None, gw_out=None, gb_out=None, *,
+                    bint direct=True):
     """(grad_x or None, grad_weight, grad_bias or None); the *_out arrays,
-    when given, are written and returned instead of new ones."""
+    when given, are written and returned instead of new ones.  direct=False
+    never takes the direct convolution paths (as for conv2d_forward); the
+    gradients are then the same sums in another order."""
     cdef cnnkit_conv2d_geom g
     cdef int nt = _nthreads()
     grad_out, x, weight = _conv_backward_args(
-        grad_out, x, weight, stride, padding, dilation, &g)
+        grad_out, x, weight, stride, padding, dilation, direct, &g)
     dt = x.dtype
     gx = (_conv_input_grad(grad_out, x, weight, &g, nt, gx_out)
           if need_input_grad else None)
@@ -563,14 +564,16 @@ cdef tuple _parts_args(str fn, object bounds, object n, object gw_parts,
 
 def conv2d_backward_parts(grad_out, x, weight, stride, padding, dilation,
                           bounds, gw_parts, gb_parts,
-                          bint need_input_grad=True, gx_out=None):
+                          bint need_input_grad=True, gx_out=None, *,
+                          bint direct=True):
     """conv2d_backward with the weight (and bias) gradients of each run of
     images [bounds[q], bounds[q+1]) written to gw_parts[q] (gb_parts[q]);
-    returns grad_x or None.  Empty runs are not written."""
+    returns grad_x or None.  Empty runs are not written.  direct=False:
+    as for conv2d_backward."""
     cdef cnnkit_conv2d_geom g
     cdef int nt = _nthreads()
     grad_out, x, weight = _conv_backward_args(
-        grad_out, x, weight, stride, padding, dilation, &g)
+        grad_out, x, weight, stride, padding, dilation, direct, &g)
     cdef ptrdiff_t ws, bs
     b, ws, bs = _parts_args("conv2d_backward", bounds, x.shape[0], gw_parts,
                             weight.shape, gb_parts, x.dtype)
