@@ -158,40 +158,40 @@ typedef struct cnnkit_pool2d_geom {
     ptrdiff_t kh, kw, stride_h, stride_w, pad_h, pad_w;
 } cnnkit_pool2d_geom;
 
-void cnnkit_maxpool2d_forward_f32(float *y, int64_t *idx, const float *x,
-                                  const cnnkit_pool2d_geom *g, int nthreads);
-void cnnkit_maxpool2d_forward_f64(double *y, int64_t *idx, const double *x,
-                                  const cnnkit_pool2d_geom *g, int nthreads);
+void cnnkit_max_pool2d_forward_f32(float *y, int64_t *idx, const float *x,
+                                   const cnnkit_pool2d_geom *g, int nthreads);
+void cnnkit_max_pool2d_forward_f64(double *y, int64_t *idx, const double *x,
+                                   const cnnkit_pool2d_geom *g, int nthreads);
 /* gy, idx (planes, oh, ow) -> gx (planes, h, w).  An index outside
  * [0, h*w) is skipped and counted: the return value is their number (0 for
- * indices from cnnkit_maxpool2d_forward).  With y (the forward's output)
+ * indices from cnnkit_max_pool2d_forward).  With y (the forward's output)
  * not NULL, the pass also goes back through a ReLU whose output the pool
  * took: window q adds nothing where y[q] <= 0, the bits of
  * cnnkit_relu_backward applied to the pool's gx. */
-ptrdiff_t cnnkit_maxpool2d_backward_f32(float *gx, const float *gy,
-                                        const int64_t *idx, const float *y,
-                                        const cnnkit_pool2d_geom *g,
-                                        int nthreads);
-ptrdiff_t cnnkit_maxpool2d_backward_f64(double *gx, const double *gy,
-                                        const int64_t *idx, const double *y,
-                                        const cnnkit_pool2d_geom *g,
-                                        int nthreads);
+ptrdiff_t cnnkit_max_pool2d_backward_f32(float *gx, const float *gy,
+                                         const int64_t *idx, const float *y,
+                                         const cnnkit_pool2d_geom *g,
+                                         int nthreads);
+ptrdiff_t cnnkit_max_pool2d_backward_f64(double *gx, const double *gy,
+                                         const int64_t *idx, const double *y,
+                                         const cnnkit_pool2d_geom *g,
+                                         int nthreads);
 
 /* Average pooling on the same geometry (zero padding).  The divisor is
  * kh*kw with count_include_pad, else the number of input elements in the
  * window; backward spreads gy[i,j] / divisor over the window. */
-void cnnkit_avgpool2d_forward_f32(float *y, const float *x,
-                                  const cnnkit_pool2d_geom *g,
-                                  int count_include_pad, int nthreads);
-void cnnkit_avgpool2d_forward_f64(double *y, const double *x,
-                                  const cnnkit_pool2d_geom *g,
-                                  int count_include_pad, int nthreads);
-void cnnkit_avgpool2d_backward_f32(float *gx, const float *gy,
+void cnnkit_avg_pool2d_forward_f32(float *y, const float *x,
                                    const cnnkit_pool2d_geom *g,
                                    int count_include_pad, int nthreads);
-void cnnkit_avgpool2d_backward_f64(double *gx, const double *gy,
+void cnnkit_avg_pool2d_forward_f64(double *y, const double *x,
                                    const cnnkit_pool2d_geom *g,
                                    int count_include_pad, int nthreads);
+void cnnkit_avg_pool2d_backward_f32(float *gx, const float *gy,
+                                    const cnnkit_pool2d_geom *g,
+                                    int count_include_pad, int nthreads);
+void cnnkit_avg_pool2d_backward_f64(double *gx, const double *gy,
+                                    const cnnkit_pool2d_geom *g,
+                                    int count_include_pad, int nthreads);
 
 /* ------------------------------------------------------------------------ */
 /* Dense: y (n, o) = x (n, f) @ w (o, f)^T + bias (o,)                       */

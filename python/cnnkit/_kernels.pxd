@@ -72,36 +72,36 @@ cdef extern from "cnnkit.h" nogil:
     void cnnkit_relu_backward_f64(double *gx, const double *gy,
                                   const double *x, ptrdiff_t n, int nthreads)
 
-    void cnnkit_maxpool2d_forward_f32(float *y, int64_t *idx, const float *x,
-                                      const cnnkit_pool2d_geom *g,
-                                      int nthreads)
-    void cnnkit_maxpool2d_forward_f64(double *y, int64_t *idx,
-                                      const double *x,
-                                      const cnnkit_pool2d_geom *g,
-                                      int nthreads)
-    ptrdiff_t cnnkit_maxpool2d_backward_f32(float *gx, const float *gy,
-                                            const int64_t *idx,
-                                            const float *y,
-                                            const cnnkit_pool2d_geom *g,
-                                            int nthreads)
-    ptrdiff_t cnnkit_maxpool2d_backward_f64(double *gx, const double *gy,
-                                            const int64_t *idx,
-                                            const double *y,
-                                            const cnnkit_pool2d_geom *g,
-                                            int nthreads)
+    void cnnkit_max_pool2d_forward_f32(float *y, int64_t *idx, const float *x,
+                                       const cnnkit_pool2d_geom *g,
+                                       int nthreads)
+    void cnnkit_max_pool2d_forward_f64(double *y, int64_t *idx,
+                                       const double *x,
+                                       const cnnkit_pool2d_geom *g,
+                                       int nthreads)
+    ptrdiff_t cnnkit_max_pool2d_backward_f32(float *gx, const float *gy,
+                                             const int64_t *idx,
+                                             const float *y,
+                                             const cnnkit_pool2d_geom *g,
+                                             int nthreads)
+    ptrdiff_t cnnkit_max_pool2d_backward_f64(double *gx, const double *gy,
+                                             const int64_t *idx,
+                                             const double *y,
+                                             const cnnkit_pool2d_geom *g,
+                                             int nthreads)
 
-    void cnnkit_avgpool2d_forward_f32(float *y, const float *x,
-                                      const cnnkit_pool2d_geom *g,
-                                      int count_include_pad, int nthreads)
-    void cnnkit_avgpool2d_forward_f64(double *y, const double *x,
-                                      const cnnkit_pool2d_geom *g,
-                                      int count_include_pad, int nthreads)
-    void cnnkit_avgpool2d_backward_f32(float *gx, const float *gy,
+    void cnnkit_avg_pool2d_forward_f32(float *y, const float *x,
                                        const cnnkit_pool2d_geom *g,
                                        int count_include_pad, int nthreads)
-    void cnnkit_avgpool2d_backward_f64(double *gx, const double *gy,
+    void cnnkit_avg_pool2d_forward_f64(double *y, const double *x,
                                        const cnnkit_pool2d_geom *g,
                                        int count_include_pad, int nthreads)
+    void cnnkit_avg_pool2d_backward_f32(float *gx, const float *gy,
+                                        const cnnkit_pool2d_geom *g,
+                                        int count_include_pad, int nthreads)
+    void cnnkit_avg_pool2d_backward_f64(double *gx, const double *gy,
+                                        const cnnkit_pool2d_geom *g,
+                                        int count_include_pad, int nthreads)
 
     ptrdiff_t cnnkit_dense_workspace(ptrdiff_t n, ptrdiff_t f, ptrdiff_t o,
                                      int nthreads)
@@ -252,41 +252,43 @@ cdef inline void cnnkit_relu_backward(
         cnnkit_relu_backward_f64(gx, gy, x, n, nthreads)
 
 
-cdef inline void cnnkit_maxpool2d_forward(
+cdef inline void cnnkit_max_pool2d_forward(
         floating *y, int64_t *idx, const floating *x,
         const cnnkit_pool2d_geom *g, int nthreads) noexcept nogil:
     if floating is float:
-        cnnkit_maxpool2d_forward_f32(y, idx, x, g, nthreads)
+        cnnkit_max_pool2d_forward_f32(y, idx, x, g, nthreads)
     else:
-        cnnkit_maxpool2d_forward_f64(y, idx, x, g, nthreads)
+        cnnkit_max_pool2d_forward_f64(y, idx, x, g, nthreads)
 
 
-cdef inline ptrdiff_t cnnkit_maxpool2d_backward(
+cdef inline ptrdiff_t cnnkit_max_pool2d_backward(
         floating *gx, const floating *gy, const int64_t *idx,
         const floating *y, const cnnkit_pool2d_geom *g,
         int nthreads) noexcept nogil:
     if floating is float:
-        return cnnkit_maxpool2d_backward_f32(gx, gy, idx, y, g, nthreads)
+        return cnnkit_max_pool2d_backward_f32(gx, gy, idx, y, g, nthreads)
     else:
-        return cnnkit_maxpool2d_backward_f64(gx, gy, idx, y, g, nthreads)
+        return cnnkit_max_pool2d_backward_f64(gx, gy, idx, y, g, nthreads)
 
 
-cdef inline void cnnkit_avgpool2d_forward(
+cdef inline void cnnkit_avg_pool2d_forward(
         floating *y, const floating *x, const cnnkit_pool2d_geom *g,
         int count_include_pad, int nthreads) noexcept nogil:
     if floating is float:
-        cnnkit_avgpool2d_forward_f32(y, x, g, count_include_pad, nthreads)
+        cnnkit_avg_pool2d_forward_f32(y, x, g, count_include_pad, nthreads)
     else:
-        cnnkit_avgpool2d_forward_f64(y, x, g, count_include_pad, nthreads)
+        cnnkit_avg_pool2d_forward_f64(y, x, g, count_include_pad, nthreads)
 
 
-cdef inline void cnnkit_avgpool2d_backward(
+cdef inline void cnnkit_avg_pool2d_backward(
         floating *gx, const floating *gy, const cnnkit_pool2d_geom *g,
         int count_include_pad, int nthreads) noexcept nogil:
     if floating is float:
-        cnnkit_avgpool2d_backward_f32(gx, gy, g, count_include_pad, nthreads)
+        cnnkit_avg_pool2d_backward_f32(gx, gy, g, count_include_pad,
+                                       nthreads)
     else:
-        cnnkit_avgpool2d_backward_f64(gx, gy, g, count_include_pad, nthreads)
+        cnnkit_avg_pool2d_backward_f64(gx, gy, g, count_include_pad,
+                                       nthreads)
 
 
 cdef inline void cnnkit_dense_forward(

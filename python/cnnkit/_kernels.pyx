@@ -705,8 +705,8 @@ cdef tuple _pool_input_shape(object input_shape, str fn):
     return shp
 
 
-def maxpool2d_forward(x, kernel_size, stride, padding, out=None,
-                      indices_out=None):
+def max_pool2d_forward(x, kernel_size, stride, padding, out=None,
+                       indices_out=None):
     """(y, indices) of x (N,C,H,W); all hyperparameters pairs."""
     cdef cnnkit_pool2d_geom g
     cdef int nt = _nthreads()
@@ -718,26 +718,26 @@ def maxpool2d_forward(x, kernel_size, stride, padding, out=None,
                "indices_out")
     if y.size:
         if _is_f32(x):
-            _maxpool2d_forward(_F32, y, idx, x, &g, nt)
+            _max_pool2d_forward(_F32, y, idx, x, &g, nt)
         else:
-            _maxpool2d_forward(_F64, y, idx, x, &g, nt)
+            _max_pool2d_forward(_F64, y, idx, x, &g, nt)
     return y, idx
 
 
-cdef void _maxpool2d_forward(floating *t, y, idx, x,
-                             const cnnkit_pool2d_geom *g, int nt) noexcept:
+cdef void _max_pool2d_forward(floating *t, y, idx, x,
+                              const cnnkit_pool2d_geom *g, int nt) noexcept:
     cdef floating *py = _data(y, t)
     cdef int64_t *pi = _int64_data(idx)
     cdef const floating *px = _data(x, t)
     with nogil:
-        cnnkit_maxpool2d_forward(py, pi, px, g, nt)
+        cnnkit_max_pool2d_forward(py, pi, px, g, nt)
 
 
-def maxpool2d_backward(grad_out, indices, input_shape, out=None,
-                       relu_pooled=None):
+def max_pool2d_backward(grad_out, indices, input_shape, out=None,
+                        relu_pooled=None):
     """grad_x of max pooling; with relu_pooled (the forward's output) the
     gradient also goes back through the ReLU that produced the pool's input
-    (the bits of relu_backward(maxpool2d_backward(...), relu_output))."""
+    (the bits of relu_backward(max_pool2d_backward(...), relu_output))."""
     cdef cnnkit_pool2d_geom g
     cdef int nt = _nthreads()
     fn = "max_pool2d_backward"
@@ -781,11 +781,11 @@ def maxpool2d_backward(grad_out, indices, input_shape, out=None,
                  "relu_pooled")
     cdef ptrdiff_t bad
     if _is_f32(gx):
-        bad = _maxpool2d_backward(_F32, gx, grad_out, ind, relu_pooled, &g,
-                                  nt)
+        bad = _max_pool2d_backward(_F32, gx, grad_out, ind, relu_pooled, &g,
+                                   nt)
     else:
-        bad = _maxpool2d_backward(_F64, gx, grad_out, ind, relu_pooled, &g,
-                                  nt)
+        bad = _max_pool2d_backward(_F64, gx, grad_out, ind, relu_pooled, &g,
+                                   nt)
     if bad:
         _check_indices(ind, hw, shp)
     return gx
@@ -802,21 +802,21 @@ cdef object _check_indices(object ind, object hw, tuple shp):
             f"[{lo}, {hi}]")
 
 
-cdef ptrdiff_t _maxpool2d_backward(floating *t, gx, grad_out, ind,
-                                   relu_pooled, const cnnkit_pool2d_geom *g,
-                                   int nt) noexcept:
+cdef ptrdiff_t _max_pool2d_backward(floating *t, gx, grad_out, ind,
+                                    relu_pooled, const cnnkit_pool2d_geom *g,
+                                    int nt) noexcept:
     cdef floating *pgx = _data(gx, t)
     cdef const floating *pgy = _data(grad_out, t)
     cdef const int64_t *pi = _int64_data(ind)
     cdef const floating *py = _data(relu_pooled, t)
     cdef ptrdiff_t bad
     with nogil:
-        bad = cnnkit_maxpool2d_backward(pgx, pgy, pi, py, g, nt)
+        bad = cnnkit_max_pool2d_backward(pgx, pgy, pi, py, g, nt)
     return bad
 
 
-def avgpool2d_forward(x, kernel_size, stride, padding,
-                      bint count_include_pad=True):
+def avg_pool2d_forward(x, kernel_size, stride, padding,
+                       bint count_include_pad=True):
     """y of x (N,C,H,W); all hyperparameters pairs."""
     cdef cnnkit_pool2d_geom g
     cdef int nt = _nthreads()
@@ -827,22 +827,22 @@ def avgpool2d_forward(x, kernel_size, stride, padding,
     y = np.empty(out_shape, dtype=x.dtype)
     if y.size:
         if _is_f32(x):
-            _avgpool2d_forward(_F32, y, x, &g, count_include_pad, nt)
+            _avg_pool2d_forward(_F32, y, x, &g, count_include_pad, nt)
         else:
-            _avgpool2d_forward(_F64, y, x, &g, count_include_pad, nt)
+            _avg_pool2d_forward(_F64, y, x, &g, count_include_pad, nt)
     return y
 
 
-cdef void _avgpool2d_forward(floating *t, y, x, const cnnkit_pool2d_geom *g,
-                             int count_include_pad, int nt) noexcept:
+cdef void _avg_pool2d_forward(floating *t, y, x, const cnnkit_pool2d_geom *g,
+                              int count_include_pad, int nt) noexcept:
     cdef floating *py = _data(y, t)
     cdef const floating *px = _data(x, t)
     with nogil:
-        cnnkit_avgpool2d_forward(py, px, g, count_include_pad, nt)
+        cnnkit_avg_pool2d_forward(py, px, g, count_include_pad, nt)
 
 
-def avgpool2d_backward(grad_out, input_shape, kernel_size, stride, padding,
-                       bint count_include_pad=True):
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride, padding,
+                        bint count_include_pad=True):
     cdef cnnkit_pool2d_geom g
     cdef int nt = _nthreads()
     fn = "avg_pool2d_backward"
@@ -857,21 +857,21 @@ def avgpool2d_backward(grad_out, input_shape, kernel_size, stride, padding,
     gx = np.empty(shp, dtype=grad_out.dtype)
     if gx.size:
         if _is_f32(gx):
-            _avgpool2d_backward(_F32, gx, grad_out, &g, count_include_pad,
-                                nt)
+            _avg_pool2d_backward(_F32, gx, grad_out, &g, count_include_pad,
+                                 nt)
         else:
-            _avgpool2d_backward(_F64, gx, grad_out, &g, count_include_pad,
-                                nt)
+            _avg_pool2d_backward(_F64, gx, grad_out, &g, count_include_pad,
+                                 nt)
     return gx
 
 
-cdef void _avgpool2d_backward(floating *t, gx, grad_out,
-                              const cnnkit_pool2d_geom *g,
-                              int count_include_pad, int nt) noexcept:
+cdef void _avg_pool2d_backward(floating *t, gx, grad_out,
+                               const cnnkit_pool2d_geom *g,
+                               int count_include_pad, int nt) noexcept:
     cdef floating *pgx = _data(gx, t)
     cdef const floating *pgy = _data(grad_out, t)
     with nogil:
-        cnnkit_avgpool2d_backward(pgx, pgy, g, count_include_pad, nt)
+        cnnkit_avg_pool2d_backward(pgx, pgy, g, count_include_pad, nt)
 
 
 # --------------------------------------------------------------------------
