@@ -547,7 +547,7 @@ class MaxPool2D(Layer):
                 shape = (x.shape[0],) + self.output_shape
                 out = _buffer(self, "y", shape, x.dtype)
                 idx = _buffer(self, "indices", shape, np.dtype(np.int64))
-            y, idx = _kernels.maxpool2d_forward(x, self.pool_size,
+            y, idx = _kernels.max_pool2d_forward(x, self.pool_size,
                                                 self.stride, self.padding,
                                                 out, idx)
         else:
@@ -566,13 +566,13 @@ class MaxPool2D(Layer):
         changed in place (cnnkit's layers never write their inputs)."""
         if relu:
             grad = np.ascontiguousarray(grad, dtype=self._y.dtype)
-            return _kernels.maxpool2d_backward(
+            return _kernels.max_pool2d_backward(
                 grad, self._idx, self._shape,
                 _buffer(self, "gx", self._shape, grad.dtype), self._y)
         if type(grad) is np.ndarray and grad.ndim == 4 and \
                 len(self._shape) == 4 and grad.dtype in (np.float32,
                                                         np.float64):
-            return _kernels.maxpool2d_backward(
+            return _kernels.max_pool2d_backward(
                 grad, self._idx, self._shape,
                 _buffer(self, "gx", self._shape, grad.dtype))
         return F.max_pool2d_backward(grad, self._idx, self._shape)
