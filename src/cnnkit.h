@@ -10,7 +10,8 @@
  * - Sizes and offsets are ptrdiff_t.  Callers guarantee that every product of
  *   sizes fits in ptrdiff_t and that all sizes are positive unless a kernel
  *   says otherwise (a zero batch is allowed everywhere and is a no-op).
- * - Kernels never allocate, print or keep global state.  Scratch memory comes
+ * - Kernels never allocate, print or keep global state (the GEMM's SIMD
+ *   path, chosen once per process, never changes).  Scratch memory comes
  *   in as a workspace whose size (in elements of the kernel's type) the
  *   matching *_workspace function reports.
  * - Backward kernels overwrite their outputs; they never accumulate into them.
@@ -73,6 +74,12 @@ typedef struct cnnkit_conv2d_geom {
     ptrdiff_t stride_h, stride_w;
     ptrdiff_t pad_h, pad_w;
     ptrdiff_t dil_h, dil_w;
+    /* 0 (the default of a zeroed struct): each pass takes the direct
+     * convolution path (conv_direct_simd.h) where it applies; nonzero:
+     * always the lowering onto GEMM (im2col, col2im).  The forward has the
+     * same bits either way, the gradients are the same sums in another
+     * order; this exists to compare the paths. */
+    int im2col_only;
 } cnnkit_conv2d_geom;
 
 enum { CNNKIT_CONV_FORWARD = 0, CNNKIT_CONV_BACKWARD_DATA = 1,
@@ -151,40 +158,40 @@ typedef struct cnnkit_pool2d_geom {
     ptrdiff_t kh, kw, stride_h, stride_w, pad_h, pad_w;
 } cnnkit_pool2d_geom;
 
-void cnnkit_maxpool2d_forward_f32(float *y, int64_t *idx, const float *x,
-                                  const cnnkit_pool2d_geom *g, int nthreads);
-void cnnkit_maxpool2d_forward_f64(double *y, int64_t *idx, const double *x,
-                                  const cnnkit_pool2d_geom *g, int nthreads);
+void cnnkit_max_pool2d_forward_f32(float *y, int64_t *idx, const float *x,
+                                   const cnnkit_pool2d_geom *g, int nthreads);
+void cnnkit_max_pool2d_forward_f64(double *y, int64_t *idx, const double *x,
+                                   const cnnkit_pool2d_geom *g, int nthreads);
 /* gy, idx (planes, oh, ow) -> gx (planes, h, w).  An index outside
  * [0, h*w) is skipped and counted: the return value is their number (0 for
- * indices from cnnkit_maxpool2d_forward).  With y (the forward's output)
+ * indices from cnnkit_max_pool2d_forward).  With y (the forward's output)
  * not NULL, the pass also goes back through a ReLU whose output the pool
  * took: window q adds nothing where y[q] <= 0, the bits of
  * cnnkit_relu_backward applied to the pool's gx. */
-ptrdiff_t cnnkit_maxpool2d_backward_f32(float *gx, const float *gy,
-                                        const int64_t *idx, const float *y,
-                                        const cnnkit_pool2d_geom *g,
-                                        int nthreads);
-ptrdiff_t cnnkit_maxpool2d_backward_f64(double *gx, const double *gy,
-                                        const int64_t *idx, const double *y,
-                                        const cnnkit_pool2d_geom *g,
-                                        int nthreads);
+ptrdiff_t cnnkit_max_pool2d_backward_f32(float *gx, const float *gy,
+                                         const int64_t *idx, const float *y,
+                                         const cnnkit_pool2d_geom *g,
+                                         int nthreads);
+ptrdiff_t cnnkit_max_pool2d_backward_f64(double *gx, const double *gy,
+                                         const int64_t *idx, const double *y,
+                                         const cnnkit_pool2d_geom *g,
+                                         int nthreads);
 
 /* Average pooling on the same geometry (zero padding).  The divisor is
  * kh*kw with count_include_pad, else the number of input elements in the
  * window; backward spreads gy[i,j] / divisor over the window. */
-void cnnkit_avgpool2d_forward_f32(float *y, const float *x,
-                                  const cnnkit_pool2d_geom *g,
-                                  int count_include_pad, int nthreads);
-void cnnkit_avgpool2d_forward_f64(double *y, const double *x,
-                                  const cnnkit_pool2d_geom *g,
-                                  int count_include_pad, int nthreads);
-void cnnkit_avgpool2d_backward_f32(float *gx, const float *gy,
+void cnnkit_avg_pool2d_forward_f32(float *y, const float *x,
                                    const cnnkit_pool2d_geom *g,
                                    int count_include_pad, int nthreads);
-void cnnkit_avgpool2d_backward_f64(double *gx, const double *gy,
+void cnnkit_avg_pool2d_forward_f64(double *y, const double *x,
                                    const cnnkit_pool2d_geom *g,
                                    int count_include_pad, int nthreads);
+void cnnkit_avg_pool2d_backward_f32(float *gx, const float *gy,
+                                    const cnnkit_pool2d_geom *g,
+                                    int count_include_pad, int nthreads);
+void cnnkit_avg_pool2d_backward_f64(double *gx, const double *gy,
+                                    const cnnkit_pool2d_geom *g,
+                                    int count_include_pad, int nthreads);
 
 /* ------------------------------------------------------------------------ */
 /* Dense: y (n, o) = x (n, f) @ w (o, f)^T + bias (o,)                       */
@@ -270,6 +277,9 @@ void cnnkit_adam_step_f64(double *p, const double *g, double *m, double *v,
                           double decay_factor, double step_size,
                           double bc2_sqrt, int nthreads);
 
+/* ------------------------------------------------------------------------ */
+/* Fixed-tree sum (reduce.c), for the gradients of data-parallel shards.    */
+/* ------------------------------------------------------------------------ */
 /* The sum of rows[0..nrows) into out (n,), in a fixed pairwise tree:
  * adjacent rows first, then adjacent pairs, and so on (the nodes are
  * aligned power-of-two blocks of rows); a NULL row is absent and adds
@@ -300,11 +310,8 @@ const char *cnnkit_simd_path(void);
 const char *cnnkit_simd_request(void);
 const char *cnnkit_simd_paths_built(void);
 const char *cnnkit_simd_paths_supported(void);
-/* Whether conv2d forward may take the direct path (see conv_direct_simd.h)
- * where it applies; on by default.  Both paths give identical results; the
- * switch exists to compare them.  Returns the previous setting. */
-int cnnkit_set_conv_direct(int on);
-/* Whether conv2d forward of g (float64 if f64) takes the direct path. */
+/* Whether conv2d forward of g (float64 if f64) with nthreads threads takes
+ * the direct path (conv_direct_simd.h); never when g->im2col_only. */
 int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
                                int f64);
 

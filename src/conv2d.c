@@ -33,7 +33,10 @@
  *                  (group, tile of JT columns of gw), through the per-run
  *                  kernel that data-parallel training uses; bias: tasks = k
  * On the AVX-512 and AVX2 engines, the direct paths of conv_direct_simd.h
- * replace im2col where they apply (see there).
+ * replace im2col where they apply (see there), unless g->im2col_only: the
+ * forward (with the same bits), the input gradient (as the forward of the
+ * unit-stride convolution below) and the weight gradient (the same sums in
+ * another order).
  * Block sizes are constants and the GEMM's summation order depends only on
  * its inner dimension, so results are bit-identical for any thread count,
  * and the forward result of an image does not depend on its batch.

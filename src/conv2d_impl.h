@@ -149,10 +149,11 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
     const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
     const ptrdiff_t nblk = cnnkit_ceil_div(p, pb), tasks = g->n * nblk;
     const ptrdiff_t per_thread = conv_forward_per_thread(g);
-    /* A 1x1 kernel with unit stride and no padding reads x as it is. */
-    const int direct = g->r == 1 && g->s == 1 && g->stride_h == 1 &&
-                       g->stride_w == 1 && g->pad_h == 0 && g->pad_w == 0 &&
-                       g->oh == g->h && g->ow == g->w;
+    /* A 1x1 kernel with unit stride and no padding: image n of x is its
+     * own lowered matrix, (C, H*W), read as it is. */
+    const int x_as_col = g->r == 1 && g->s == 1 && g->stride_h == 1 &&
+                         g->stride_w == 1 && g->pad_h == 0 &&
+                         g->pad_w == 0 && g->oh == g->h && g->ow == g->w;
     const int nt = cnnkit_team(2.0 * g->n * g->k * p * (crs + 1), tasks,
                                nthreads);
     (void)nt; /* unused in serial builds */
@@ -164,7 +165,7 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
         REAL *gws = col + crs * pb;
         const REAL *xn = x + n * chw;
         REAL *yn = y + n * kp + p0;
-        if (direct) {
+        if (x_as_col) {
             SFX(cnnkit_gemm)(0, 0, g->k, pl, crs, 1, w, crs, xn + p0, p, 0,
                              yn, p, gws);
         } else {

@@ -204,27 +204,21 @@ void cnnkit_gemm_parallel_f64(int trans_a, int trans_b, ptrdiff_t m,
                                                 c, ldc, work, nthreads);
 }
 
-/* ---- direct convolution ------------------------------------------------ */
-static int cnnkit_direct_on = 1;
-
-int cnnkit_set_conv_direct(int on)
-{
-    int before = __atomic_load_n(&cnnkit_direct_on, __ATOMIC_RELAXED);
-    __atomic_store_n(&cnnkit_direct_on, on ? 1 : 0, __ATOMIC_RELAXED);
-    return before;
-}
+/* ---- direct convolution ------------------------------------------------
+ * The direct paths run where the active engine has them and they apply to
+ * g, unless g->im2col_only asks for the lowering onto GEMM. */
 
 /* An engine's workspace function for one direct pass (NULL when it has
  * none), as (g, nthreads, f64) -> elements, 0 when it does not compute g. */
 typedef ptrdiff_t (*cnnkit_direct_ws_fn)(const cnnkit_conv2d_geom *, int,
                                          int);
 
-/* The larger of the two element types' needs: workspaces are sized before
- * the type is known. */
+/* The larger of the two element types' needs (workspaces are sized before
+ * the type is known); 0 when the pass never takes the direct path. */
 static ptrdiff_t cnnkit_direct_ws(cnnkit_direct_ws_fn ws,
                                   const cnnkit_conv2d_geom *g, int nthreads)
 {
-    if (!ws)
+    if (!ws || g->im2col_only)
         return 0;
     return CNNKIT_MAX(ws(g, nthreads, 0), ws(g, nthreads, 1));
 }
@@ -233,8 +227,7 @@ static int cnnkit_direct_allowed(cnnkit_direct_ws_fn ws,
                                  const cnnkit_conv2d_geom *g, int nthreads,
                                  int f64)
 {
-    return __atomic_load_n(&cnnkit_direct_on, __ATOMIC_RELAXED) && ws &&
-           ws(g, nthreads, f64) > 0;
+    return !g->im2col_only && ws && ws(g, nthreads, f64) > 0;
 }
 
 ptrdiff_t cnnkit_conv_direct_workspace(const cnnkit_conv2d_geom *g,

@@ -13,17 +13,14 @@
  *     b <- g on the first step, else mu * b + g        (when mu != 0)
  *     g <- g + mu * b (Nesterov), or b
  *     p <- p - lr * g
- * Adam: see cnnkit_adam_step below.
+ * Adam: see cnnkit_adam_step in optim_impl.h.
  *
- * Before a step, data-parallel training adds the gradients of the batch's
- * shards in a fixed pairwise tree: cnnkit_tree_sum.
+ * (Before a step, data-parallel training adds the gradients of the batch's
+ * shards with cnnkit_tree_sum, in reduce.c.)
  */
 #include <math.h>
 
 #include "internal.h"
-
-#define TREE_CHUNK 256   /* elements per task of cnnkit_tree_sum */
-#define TREE_LEVELS 16   /* its scratch levels: up to 2**15 rows  */
 
 #define REAL float
 #define SFX(name) name##_f32

@@ -20,9 +20,9 @@ static inline void SFX(pool_window)(const cnnkit_pool2d_geom *g, ptrdiff_t i,
 /* One output row of max pooling.  Each window is scanned in row-major
  * order with selects instead of branches (the comparisons of real data are
  * unpredictable): ties keep the first maximum, a NaN wins. */
-static inline void SFX(maxpool_row)(REAL *restrict ym, int64_t *restrict im,
-                                    const REAL *restrict xp,
-                                    const cnnkit_pool2d_geom *g, ptrdiff_t i)
+static inline void SFX(max_pool_row)(REAL *restrict ym, int64_t *restrict im,
+                                     const REAL *restrict xp,
+                                     const cnnkit_pool2d_geom *g, ptrdiff_t i)
 {
     const ptrdiff_t w = g->w;
     ptrdiff_t h0 = i * g->stride_h - g->pad_h;
@@ -81,8 +81,8 @@ static inline void SFX(maxpool_row)(REAL *restrict ym, int64_t *restrict im,
     }
 }
 
-void SFX(cnnkit_maxpool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
-                                   const cnnkit_pool2d_geom *g, int nthreads)
+void SFX(cnnkit_max_pool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
+                                    const cnnkit_pool2d_geom *g, int nthreads)
 {
     (void)nthreads; /* unused in serial builds */
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
@@ -91,15 +91,15 @@ void SFX(cnnkit_maxpool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
         for (ptrdiff_t i = 0; i < g->oh; i++)
-            SFX(maxpool_row)(y + pl * ohw + i * g->ow,
-                             idx + pl * ohw + i * g->ow, x + pl * hw, g, i);
+            SFX(max_pool_row)(y + pl * ohw + i * g->ow,
+                              idx + pl * ohw + i * g->ow, x + pl * hw, g, i);
     }
 }
 
-ptrdiff_t SFX(cnnkit_maxpool2d_backward)(REAL *gx, const REAL *gy,
-                                         const int64_t *idx, const REAL *y,
-                                         const cnnkit_pool2d_geom *g,
-                                         int nthreads)
+ptrdiff_t SFX(cnnkit_max_pool2d_backward)(REAL *gx, const REAL *gy,
+                                          const int64_t *idx, const REAL *y,
+                                          const cnnkit_pool2d_geom *g,
+                                          int nthreads)
 {
     (void)nthreads; /* unused in serial builds */
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
@@ -138,9 +138,9 @@ static inline REAL SFX(avg_divisor)(const cnnkit_pool2d_geom *g,
     return (REAL)((hb - ha) * (wb - wa));
 }
 
-void SFX(cnnkit_avgpool2d_forward)(REAL *y, const REAL *x,
-                                   const cnnkit_pool2d_geom *g,
-                                   int count_include_pad, int nthreads)
+void SFX(cnnkit_avg_pool2d_forward)(REAL *y, const REAL *x,
+                                    const cnnkit_pool2d_geom *g,
+                                    int count_include_pad, int nthreads)
 {
     (void)nthreads; /* unused in serial builds */
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
@@ -165,9 +165,9 @@ void SFX(cnnkit_avgpool2d_forward)(REAL *y, const REAL *x,
     }
 }
 
-void SFX(cnnkit_avgpool2d_backward)(REAL *gx, const REAL *gy,
-                                    const cnnkit_pool2d_geom *g,
-                                    int count_include_pad, int nthreads)
+void SFX(cnnkit_avg_pool2d_backward)(REAL *gx, const REAL *gy,
+                                     const cnnkit_pool2d_geom *g,
+                                     int count_include_pad, int nthreads)
 {
     (void)nthreads; /* unused in serial builds */
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;

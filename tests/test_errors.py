@@ -399,7 +399,7 @@ def _outs():
         ("relu_backward", "out", x.shape,
          lambda o: K.relu_backward(x, x, o)),
         ("max_pool2d", "out", (2, 3, 2, 2),
-         lambda o: K.maxpool2d_forward(x, *pool, o)),
+         lambda o: K.max_pool2d_forward(x, *pool, o)),
         ("dense", "out", (2, 4),
          lambda o: K.dense_forward(x.reshape(2, 75),
                                    np.zeros((4, 75), np.float32), None, o)),

@@ -690,15 +690,15 @@ def test_max_pool_backward_through_relu_has_the_bits_of_both(kernel, stride,
     k = kernel if isinstance(kernel, tuple) else (kernel, kernel)
     s = stride if isinstance(stride, tuple) else (stride, stride)
     p = padding if isinstance(padding, tuple) else (padding, padding)
-    y, idx = K.maxpool2d_forward(x, k, s, p)
+    y, idx = K.max_pool2d_forward(x, k, s, p)
     g = rng.standard_normal(y.shape).astype(dt)
     g[0, 0, 0, 0] = np.nan
-    want = K.relu_backward(K.maxpool2d_backward(g, idx, x.shape), z)
-    got = K.maxpool2d_backward(g, idx, x.shape, None, y)
+    want = K.relu_backward(K.max_pool2d_backward(g, idx, x.shape), z)
+    got = K.max_pool2d_backward(g, idx, x.shape, None, y)
     assert got.tobytes() == want.tobytes()
     with pytest.raises(ValueError, match="relu_pooled must be a "
                                          "C-contiguous"):
-        K.maxpool2d_backward(g, idx, x.shape, None, y[..., :-1])
+        K.max_pool2d_backward(g, idx, x.shape, None, y[..., :-1])
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])

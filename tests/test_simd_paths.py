@@ -175,10 +175,12 @@ for dt in (np.float32, np.float64):
                f"{(n, c, h, wd, k, r, s, st, pad, dil)}")
         path = K._conv_forward_path(x.shape, w.shape, st, pad, dil, dt)
         direct_seen += path == "direct"
-        K._set_conv_direct(False)
-        want = {bias is not None: K.conv2d_forward(x, w, bias, st, pad, dil)
+        if K._conv_forward_path(x.shape, w.shape, st, pad, dil, dt,
+                                direct=False) != "im2col":
+            variant.append(f"{tag}: direct=False does not report im2col")
+        want = {bias is not None: K.conv2d_forward(x, w, bias, st, pad, dil,
+                                                   direct=False)
                 for bias in (b, None)}
-        K._set_conv_direct(True)
         for nt in (1, 2, 3):
             cnnkit.set_num_threads(nt)
             for bias in (b, None):
@@ -190,14 +192,13 @@ for dt in (np.float32, np.float64):
                 # paths, NaN kept and -0 made +0 as relu_forward does
                 relu_want = K.relu_forward(want[bias is not None])
                 for direct in (True, False):
-                    K._set_conv_direct(direct)
-                    fused = K.conv2d_forward(x, w, bias, st, pad, dil, True)
+                    fused = K.conv2d_forward(x, w, bias, st, pad, dil, True,
+                                             direct=direct)
                     if fused.tobytes() != relu_want.tobytes():
                         variant.append(f"{tag} ({nt} threads, bias "
                                        f"{bias is not None}, direct "
                                        f"{direct}) conv+relu differs from "
                                        f"relu(conv)")
-                K._set_conv_direct(True)
         cnnkit.set_num_threads(2)
         x64 = np.nan_to_num(x, nan=0.0, posinf=0.0).astype(np.float64)
         x[0, 0, 0, 0] = x[-1, -1, -1, -1] = 0
@@ -229,9 +230,8 @@ for dt in (np.float32, np.float64):
         close(tag + " gb", runs[0][2], rb, dt, n * p)
         # an infinite weight: NaN only where the im2col path has it
         w[0, 0, 0, 0] = np.inf
-        K._set_conv_direct(False)
-        gx_ref = K.conv2d_backward(gy, x, w, st, pad, dil, True, False)[0]
-        K._set_conv_direct(True)
+        gx_ref = K.conv2d_backward(gy, x, w, st, pad, dil, True, False,
+                                   direct=False)[0]
         gx_inf = K.conv2d_backward(gy, x, w, st, pad, dil, True, False)[0]
         if not np.array_equal(np.isnan(gx_inf), np.isnan(gx_ref)):
             variant.append(f"{tag} gx NaN positions with an inf weight")

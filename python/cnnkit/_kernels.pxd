@@ -1,5 +1,7 @@
 # Declarations of the C kernels (src/cnnkit.h); see that header for the
-# conventions every kernel follows.
+# conventions every kernel follows.  After them, the same kernels by element
+# type: one name for float and double, for the bindings in _kernels.pyx.
+from cython cimport floating
 from libc.stdint cimport int64_t
 
 cdef extern from "cnnkit.h" nogil:
@@ -10,6 +12,7 @@ cdef extern from "cnnkit.h" nogil:
         ptrdiff_t stride_h, stride_w
         ptrdiff_t pad_h, pad_w
         ptrdiff_t dil_h, dil_w
+        int im2col_only
 
     ctypedef struct cnnkit_pool2d_geom:
         ptrdiff_t planes, h, w
@@ -69,36 +72,36 @@ cdef extern from "cnnkit.h" nogil:
     void cnnkit_relu_backward_f64(double *gx, const double *gy,
                                   const double *x, ptrdiff_t n, int nthreads)
 
-    void cnnkit_maxpool2d_forward_f32(float *y, int64_t *idx, const float *x,
-                                      const cnnkit_pool2d_geom *g,
-                                      int nthreads)
-    void cnnkit_maxpool2d_forward_f64(double *y, int64_t *idx,
-                                      const double *x,
-                                      const cnnkit_pool2d_geom *g,
-                                      int nthreads)
-    ptrdiff_t cnnkit_maxpool2d_backward_f32(float *gx, const float *gy,
-                                            const int64_t *idx,
-                                            const float *y,
-                                            const cnnkit_pool2d_geom *g,
-                                            int nthreads)
-    ptrdiff_t cnnkit_maxpool2d_backward_f64(double *gx, const double *gy,
-                                            const int64_t *idx,
-                                            const double *y,
-                                            const cnnkit_pool2d_geom *g,
-                                            int nthreads)
+    void cnnkit_max_pool2d_forward_f32(float *y, int64_t *idx, const float *x,
+                                       const cnnkit_pool2d_geom *g,
+                                       int nthreads)
+    void cnnkit_max_pool2d_forward_f64(double *y, int64_t *idx,
+                                       const double *x,
+                                       const cnnkit_pool2d_geom *g,
+                                       int nthreads)
+    ptrdiff_t cnnkit_max_pool2d_backward_f32(float *gx, const float *gy,
+                                             const int64_t *idx,
+                                             const float *y,
+                                             const cnnkit_pool2d_geom *g,
+                                             int nthreads)
+    ptrdiff_t cnnkit_max_pool2d_backward_f64(double *gx, const double *gy,
+                                             const int64_t *idx,
+                                             const double *y,
+                                             const cnnkit_pool2d_geom *g,
+                                             int nthreads)
 
-    void cnnkit_avgpool2d_forward_f32(float *y, const float *x,
-                                      const cnnkit_pool2d_geom *g,
-                                      int count_include_pad, int nthreads)
-    void cnnkit_avgpool2d_forward_f64(double *y, const double *x,
-                                      const cnnkit_pool2d_geom *g,
-                                      int count_include_pad, int nthreads)
-    void cnnkit_avgpool2d_backward_f32(float *gx, const float *gy,
+    void cnnkit_avg_pool2d_forward_f32(float *y, const float *x,
                                        const cnnkit_pool2d_geom *g,
                                        int count_include_pad, int nthreads)
-    void cnnkit_avgpool2d_backward_f64(double *gx, const double *gy,
+    void cnnkit_avg_pool2d_forward_f64(double *y, const double *x,
                                        const cnnkit_pool2d_geom *g,
                                        int count_include_pad, int nthreads)
+    void cnnkit_avg_pool2d_backward_f32(float *gx, const float *gy,
+                                        const cnnkit_pool2d_geom *g,
+                                        int count_include_pad, int nthreads)
+    void cnnkit_avg_pool2d_backward_f64(double *gx, const double *gy,
+                                        const cnnkit_pool2d_geom *g,
+                                        int count_include_pad, int nthreads)
 
     ptrdiff_t cnnkit_dense_workspace(ptrdiff_t n, ptrdiff_t f, ptrdiff_t o,
                                      int nthreads)
@@ -176,6 +179,207 @@ cdef extern from "cnnkit.h" nogil:
     const char *cnnkit_simd_paths_built()
     const char *cnnkit_simd_request()
     const char *cnnkit_simd_paths_supported()
-    int cnnkit_set_conv_direct(int on)
     int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
                                    int f64)
+
+
+# --------------------------------------------------------------------------
+# The kernels by element type: the C name without its _f32 / _f64 suffix
+# takes `floating` pointers, and each of Cython's two specialisations calls
+# the matching C function (the choice is made at compile time).  So a
+# binding's body is written once for float32 and float64.
+# --------------------------------------------------------------------------
+cdef inline void cnnkit_conv2d_forward(
+        floating *y, const floating *x, const floating *w,
+        const floating *bias, int relu, floating *work,
+        const cnnkit_conv2d_geom *g, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_conv2d_forward_f32(y, x, w, bias, relu, work, g, nthreads)
+    else:
+        cnnkit_conv2d_forward_f64(y, x, w, bias, relu, work, g, nthreads)
+
+
+cdef inline void cnnkit_conv2d_backward_data(
+        floating *gx, const floating *gy, const floating *w, floating *work,
+        const cnnkit_conv2d_geom *g, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_conv2d_backward_data_f32(gx, gy, w, work, g, nthreads)
+    else:
+        cnnkit_conv2d_backward_data_f64(gx, gy, w, work, g, nthreads)
+
+
+cdef inline void cnnkit_conv2d_backward_weight(
+        floating *gw, floating *gbias, const floating *gy, const floating *x,
+        floating *work, const cnnkit_conv2d_geom *g,
+        int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_conv2d_backward_weight_f32(gw, gbias, gy, x, work, g,
+                                          nthreads)
+    else:
+        cnnkit_conv2d_backward_weight_f64(gw, gbias, gy, x, work, g,
+                                          nthreads)
+
+
+cdef inline void cnnkit_conv2d_backward_weight_parts(
+        floating *gw, ptrdiff_t wstride, floating *gbias, ptrdiff_t bstride,
+        const floating *gy, const floating *x, const int64_t *bounds,
+        ptrdiff_t nparts, floating *work, const cnnkit_conv2d_geom *g,
+        int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_conv2d_backward_weight_parts_f32(
+            gw, wstride, gbias, bstride, gy, x, bounds, nparts, work, g,
+            nthreads)
+    else:
+        cnnkit_conv2d_backward_weight_parts_f64(
+            gw, wstride, gbias, bstride, gy, x, bounds, nparts, work, g,
+            nthreads)
+
+
+cdef inline void cnnkit_relu_forward(floating *y, const floating *x,
+                                     ptrdiff_t n, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_relu_forward_f32(y, x, n, nthreads)
+    else:
+        cnnkit_relu_forward_f64(y, x, n, nthreads)
+
+
+cdef inline void cnnkit_relu_backward(
+        floating *gx, const floating *gy, const floating *x, ptrdiff_t n,
+        int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_relu_backward_f32(gx, gy, x, n, nthreads)
+    else:
+        cnnkit_relu_backward_f64(gx, gy, x, n, nthreads)
+
+
+cdef inline void cnnkit_max_pool2d_forward(
+        floating *y, int64_t *idx, const floating *x,
+        const cnnkit_pool2d_geom *g, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_max_pool2d_forward_f32(y, idx, x, g, nthreads)
+    else:
+        cnnkit_max_pool2d_forward_f64(y, idx, x, g, nthreads)
+
+
+cdef inline ptrdiff_t cnnkit_max_pool2d_backward(
+        floating *gx, const floating *gy, const int64_t *idx,
+        const floating *y, const cnnkit_pool2d_geom *g,
+        int nthreads) noexcept nogil:
+    if floating is float:
+        return cnnkit_max_pool2d_backward_f32(gx, gy, idx, y, g, nthreads)
+    else:
+        return cnnkit_max_pool2d_backward_f64(gx, gy, idx, y, g, nthreads)
+
+
+cdef inline void cnnkit_avg_pool2d_forward(
+        floating *y, const floating *x, const cnnkit_pool2d_geom *g,
+        int count_include_pad, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_avg_pool2d_forward_f32(y, x, g, count_include_pad, nthreads)
+    else:
+        cnnkit_avg_pool2d_forward_f64(y, x, g, count_include_pad, nthreads)
+
+
+cdef inline void cnnkit_avg_pool2d_backward(
+        floating *gx, const floating *gy, const cnnkit_pool2d_geom *g,
+        int count_include_pad, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_avg_pool2d_backward_f32(gx, gy, g, count_include_pad,
+                                       nthreads)
+    else:
+        cnnkit_avg_pool2d_backward_f64(gx, gy, g, count_include_pad,
+                                       nthreads)
+
+
+cdef inline void cnnkit_dense_forward(
+        floating *y, const floating *x, const floating *w,
+        const floating *bias, floating *work, ptrdiff_t n, ptrdiff_t f,
+        ptrdiff_t o, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_dense_forward_f32(y, x, w, bias, work, n, f, o, nthreads)
+    else:
+        cnnkit_dense_forward_f64(y, x, w, bias, work, n, f, o, nthreads)
+
+
+cdef inline void cnnkit_dense_backward(
+        floating *gx, floating *gw, floating *gbias, const floating *gy,
+        const floating *x, const floating *w, floating *work, ptrdiff_t n,
+        ptrdiff_t f, ptrdiff_t o, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_dense_backward_f32(gx, gw, gbias, gy, x, w, work, n, f, o,
+                                  nthreads)
+    else:
+        cnnkit_dense_backward_f64(gx, gw, gbias, gy, x, w, work, n, f, o,
+                                  nthreads)
+
+
+cdef inline void cnnkit_dense_backward_parts(
+        floating *gx, floating *gw, ptrdiff_t wstride, floating *gbias,
+        ptrdiff_t bstride, const floating *gy, const floating *x,
+        const floating *w, const int64_t *bounds, ptrdiff_t nparts,
+        floating *work, ptrdiff_t n, ptrdiff_t f, ptrdiff_t o,
+        int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_dense_backward_parts_f32(gx, gw, wstride, gbias, bstride, gy,
+                                        x, w, bounds, nparts, work, n, f, o,
+                                        nthreads)
+    else:
+        cnnkit_dense_backward_parts_f64(gx, gw, wstride, gbias, bstride, gy,
+                                        x, w, bounds, nparts, work, n, f, o,
+                                        nthreads)
+
+
+cdef inline void cnnkit_sgd_step(
+        floating *p, const floating *g, floating *buf, ptrdiff_t n,
+        double lr, double weight_decay, double momentum, int nesterov,
+        int first, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_sgd_step_f32(p, g, buf, n, lr, weight_decay, momentum,
+                            nesterov, first, nthreads)
+    else:
+        cnnkit_sgd_step_f64(p, g, buf, n, lr, weight_decay, momentum,
+                            nesterov, first, nthreads)
+
+
+cdef inline void cnnkit_adam_step(
+        floating *p, const floating *g, floating *m, floating *v,
+        ptrdiff_t n, double beta1, double beta2, double eps,
+        double weight_decay, int decoupled, double decay_factor,
+        double step_size, double bc2_sqrt, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_adam_step_f32(p, g, m, v, n, beta1, beta2, eps, weight_decay,
+                             decoupled, decay_factor, step_size, bc2_sqrt,
+                             nthreads)
+    else:
+        cnnkit_adam_step_f64(p, g, m, v, n, beta1, beta2, eps, weight_decay,
+                             decoupled, decay_factor, step_size, bc2_sqrt,
+                             nthreads)
+
+
+cdef inline void cnnkit_tree_sum(
+        floating *out, const floating *const *rows, ptrdiff_t nrows,
+        ptrdiff_t n, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_tree_sum_f32(out, rows, nrows, n, nthreads)
+    else:
+        cnnkit_tree_sum_f64(out, rows, nrows, n, nthreads)
+
+
+cdef inline void cnnkit_softmax(floating *p, const floating *z, ptrdiff_t n,
+                                ptrdiff_t c, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_softmax_f32(p, z, n, c, nthreads)
+    else:
+        cnnkit_softmax_f64(p, z, n, c, nthreads)
+
+
+cdef inline double cnnkit_softmax_xent(
+        floating *grad, const floating *z, const int64_t *labels,
+        const double *weights, double norm, double *work, ptrdiff_t n,
+        ptrdiff_t c, int nthreads) noexcept nogil:
+    if floating is float:
+        return cnnkit_softmax_xent_f32(grad, z, labels, weights, norm, work,
+                                       n, c, nthreads)
+    else:
+        return cnnkit_softmax_xent_f64(grad, z, labels, weights, norm, work,
+                                       n, c, nthreads)

@@ -11,6 +11,10 @@ Callers pass arrays already promoted to one float dtype (float32 or float64)
 and hyperparameters already normalised to tuples of ints; `cnnkit.functional`
 does that.  The checks are repeated here so that no call, however wrong, can
 reach C with an inconsistent shape.
+
+Each binding has one body for float32 and float64: a cdef function fused
+over `floating` that passes the arrays' data to the kernel as typed
+pointers (see "typed access to checked arrays" below).
 """
 import os
 import threading
@@ -20,6 +24,7 @@ import numpy as np
 
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cython cimport floating
 from libc.stdint cimport int64_t
 
 cnp.import_array()
@@ -89,25 +94,6 @@ cdef int _nthreads() except -1:
     return min(max(n, 1), _MAX_THREADS)
 
 
-def _set_conv_direct(on):
-    """Allow (True, the default) or forbid the direct convolution forward
-    where it applies; returns the previous setting.  The two paths give
-    identical results: this exists for tests and benchmarks."""
-    return bool(cnnkit_set_conv_direct(1 if on else 0))
-
-
-def _conv_forward_path(x_shape, w_shape, stride, padding, dilation, dtype):
-    """"direct" or "im2col": the path conv2d_forward takes for these
-    shapes (padding as (top, bottom, left, right)) with the current
-    threads."""
-    cdef cnnkit_conv2d_geom g
-    _conv_geom(&g, tuple(x_shape), tuple(w_shape), stride, padding,
-               dilation)
-    f64 = np.dtype(dtype) == np.float64
-    return ("direct" if cnnkit_conv_direct_applies(&g, _nthreads(), f64)
-            else "im2col")
-
-
 def build_info():
     """Facts about the compiled kernels, as a dict."""
     return {
@@ -124,7 +110,7 @@ def build_info():
 
 
 # --------------------------------------------------------------------------
-# validation helpers
+# checks that protect C, each defined once
 # --------------------------------------------------------------------------
 cdef object _float_input(object a, str name, object dtype=None):
     """a as an aligned C-contiguous float32/float64 ndarray (no copy if it
@@ -151,12 +137,24 @@ cdef object _float_input(object a, str name, object dtype=None):
 
 
 cdef object _check_ndim(object arr, int ndim, str name, str layout):
-    if arr.ndim != ndim:
+    """arr (an ndarray) must have ndim dimensions."""
+    if cnp.PyArray_NDIM(<cnp.ndarray>arr) != ndim:
         raise ValueError(
             f"{name} must be {ndim}-D {layout}, got shape {arr.shape}")
 
 
+cdef object _same_dtype(str fn, object first, str first_name, object a,
+                        str name):
+    """a (a float ndarray, or None) must have the dtype of first."""
+    if a is not None and cnp.PyArray_TYPE(<cnp.ndarray>a) != \
+            cnp.PyArray_TYPE(<cnp.ndarray>first):
+        raise TypeError(
+            f"{fn}: {name} has dtype {a.dtype} but {first_name} has dtype "
+            f"{first.dtype}; pass arrays of one float dtype")
+
+
 cdef object _check_size(str what, tuple dims):
+    """The product of dims must not exceed 2**62 elements."""
     # in C while every factor is below 2**31 and the product stays within
     # 2**62; otherwise (or to report) with Python's integers
     cdef int64_t total = 1, limit = 2 ** 62, d
@@ -202,10 +200,136 @@ cdef tuple _pad4(object v, str fn):
     return t
 
 
+cdef bint _c_array(object a, tuple shape, object dt, bint writeable):
+    """Whether a is an ndarray of this shape and native dtype, aligned and
+    C-contiguous (and writeable if asked)."""
+    return (cnp.PyArray_CheckExact(a) and a.dtype == dt and
+            a.shape == shape and
+            (cnp.PyArray_ISCARRAY(<cnp.ndarray>a) if writeable else
+             cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a)) and
+            cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a))
+
+
+cdef object _require(object a, tuple shape, object dt, bint writeable,
+                     str fn, object name):
+    """a, or a ValueError saying that argument ``name`` of ``fn`` must be a
+    (writeable) C-contiguous ndarray of this shape and dtype."""
+    if not _c_array(a, shape, dt, writeable):
+        raise ValueError(
+            f"{fn}: {name} must be a {'writeable ' if writeable else ''}"
+            f"C-contiguous {np.dtype(dt).name} ndarray of shape {shape}, got "
+            f"{getattr(a, 'dtype', type(a).__name__)} "
+            f"{getattr(a, 'shape', '')}")
+    return a
+
+
+cdef object _float_vector(object a, bint writeable, str what):
+    """a, or a ValueError saying that ``what`` must be a (writeable)
+    C-contiguous 1-D float32 or float64 ndarray: the array whose dtype and
+    length the other arguments of a flat kernel must share."""
+    cdef int tn
+    if cnp.PyArray_CheckExact(a):
+        tn = cnp.PyArray_TYPE(<cnp.ndarray>a)
+        if (tn == cnp.NPY_FLOAT32 or tn == cnp.NPY_FLOAT64) and \
+                cnp.PyArray_NDIM(<cnp.ndarray>a) == 1 and \
+                _c_array(a, a.shape, a.dtype, writeable):
+            return a
+    raise ValueError(
+        f"{what} must be a {'writeable ' if writeable else ''}C-contiguous "
+        f"1-D float32 or float64 ndarray, got "
+        f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
+
+
+cdef object _out(object out, tuple shape, object dt, str fn, str name):
+    """The array a kernel writes: a new one when out is None, otherwise
+    out itself after checking that it is a writeable, aligned, C-contiguous
+    ndarray of the shape and dtype (the layers pass the buffers they keep
+    between training steps).  It must not overlap the inputs."""
+    if out is None:
+        return np.empty(shape, dtype=dt)
+    return _require(out, shape, dt, True, fn, name)
+
+
+cdef object _zeros_or(object out, tuple shape, object dt, str fn, str name,
+                      bint clear):
+    """A gradient the kernel accumulates or skips when there are no terms:
+    new zeros, or out after checking it (as _out), zeroed here when clear
+    (the kernel writes every element otherwise)."""
+    if out is None:
+        return np.zeros(shape, dtype=dt)
+    a = _out(out, shape, dt, fn, name)
+    if clear and a.size:
+        a[...] = 0
+    return a
+
+
+# Scratch buffers are kept per Python thread and reused across calls, so a
+# training step allocates no workspace; buffers over _WS_KEEP bytes are not
+# kept.
+_ws_local = threading.local()
+cdef object _WS_KEEP = 64 * 2 ** 20
+
+
+cdef object _workspace(object nelem, object dtype):
+    _check_size("workspace", (nelem,))
+    nelem = max(int(nelem), 1)
+    dtype = np.dtype(dtype)
+    key = dtype.char
+    cache = getattr(_ws_local, "buffers", None)
+    if cache is None:
+        cache = _ws_local.buffers = {}
+    buf = cache.get(key)
+    if buf is not None and buf.size >= nelem:
+        return buf
+    buf = np.empty(nelem, dtype=dtype)
+    if nelem * dtype.itemsize <= _WS_KEEP:
+        cache[key] = buf
+    return buf
+
+
+# --------------------------------------------------------------------------
+# typed access to checked arrays
+#
+# Each binding checks its arguments (dtype-free), then calls its body, the
+# cdef function of the same name with a leading underscore.  A body is fused
+# over `floating`: its first argument, _F32 or _F64 (a NULL pointer of the
+# element type), picks the specialisation; it takes the arrays' data as
+# typed pointers and calls the kernel (_kernels.pxd) with the GIL released.
+# Typed memoryviews would cost more per call (acquiring a view per array).
+# --------------------------------------------------------------------------
+cdef float *_F32 = NULL
+cdef double *_F64 = NULL
+
+
+cdef inline bint _is_f32(object a) noexcept:
+    """Whether a, a checked float ndarray, holds float32."""
+    return cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT32
+
+
+cdef inline floating *_data(object a, floating *t) noexcept:
+    """The data of a, a checked ndarray of t's element type, or NULL for
+    None."""
+    if a is None:
+        return NULL
+    return <floating *>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline int64_t *_int64_data(object a) noexcept:
+    """The data of a, a checked int64 ndarray, or NULL for None."""
+    if a is None:
+        return NULL
+    return <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+# --------------------------------------------------------------------------
+# conv2d
+# --------------------------------------------------------------------------
 cdef object _conv_geom(cnnkit_conv2d_geom *g, tuple xs, tuple ws,
-                       object stride, object padding, object dilation):
+                       object stride, object padding, object dilation,
+                       bint direct):
     """Fill g from x shape (N,C,H,W), weight shape (K,C,R,S) and the
-    hyperparameters; returns the output shape."""
+    hyperparameters (direct=False: never the direct convolution paths);
+    returns the output shape."""
     fn = "conv2d"
     sh, sw = _pos_pair(stride, "stride", fn)
     dh, dw = _pos_pair(dilation, "dilation", fn)
@@ -241,103 +365,30 @@ cdef object _conv_geom(cnnkit_conv2d_geom *g, tuple xs, tuple ws,
     g.stride_h, g.stride_w = sh, sw
     g.pad_h, g.pad_w = pt, pl
     g.dil_h, g.dil_w = dh, dw
+    g.im2col_only = not direct
     return (n, k, oh, ow)
 
 
-# Scratch buffers are kept per Python thread and reused across calls, so a
-# training step allocates no workspace; buffers over _WS_KEEP bytes are not
-# kept.
-_ws_local = threading.local()
-cdef object _WS_KEEP = 64 * 2 ** 20
+def _conv_forward_path(x_shape, w_shape, stride, padding, dilation, dtype,
+                       *, bint direct=True):
+    """"direct" or "im2col": the path conv2d_forward takes for these
+    shapes (padding as (top, bottom, left, right)) and this ``direct``
+    with the current threads."""
+    cdef cnnkit_conv2d_geom g
+    _conv_geom(&g, tuple(x_shape), tuple(w_shape), stride, padding,
+               dilation, direct)
+    f64 = np.dtype(dtype) == np.float64
+    return ("direct" if cnnkit_conv_direct_applies(&g, _nthreads(), f64)
+            else "im2col")
 
 
-cdef object _workspace(object nelem, object dtype):
-    _check_size("workspace", (nelem,))
-    nelem = max(int(nelem), 1)
-    dtype = np.dtype(dtype)
-    key = dtype.char
-    cache = getattr(_ws_local, "buffers", None)
-    if cache is None:
-        cache = _ws_local.buffers = {}
-    buf = cache.get(key)
-    if buf is not None and buf.size >= nelem:
-        return buf
-    buf = np.empty(nelem, dtype=dtype)
-    if nelem * dtype.itemsize <= _WS_KEEP:
-        cache[key] = buf
-    return buf
-
-
-cdef inline void *_ptr(object a):
-    return cnp.PyArray_DATA(<cnp.ndarray>a)
-
-
-cdef bint _c_array(object a, tuple shape, object dt, bint writeable):
-    """Whether a is an ndarray of this shape and native dtype, aligned and
-    C-contiguous (and writeable if asked)."""
-    return (cnp.PyArray_CheckExact(a) and a.dtype == dt and
-            a.shape == shape and
-            (cnp.PyArray_ISCARRAY(<cnp.ndarray>a) if writeable else
-             cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a)) and
-            cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a))
-
-
-cdef object _require(object a, tuple shape, object dt, bint writeable,
-                     str what):
-    """a, or a ValueError saying that ``what`` (\"fn: name\") must be a
-    (writeable) C-contiguous ndarray of this shape and dtype."""
-    if not _c_array(a, shape, dt, writeable):
-        raise ValueError(
-            f"{what} must be a {'writeable ' if writeable else ''}"
-            f"C-contiguous {np.dtype(dt).name} ndarray of shape {shape}, got "
-            f"{getattr(a, 'dtype', type(a).__name__)} "
-            f"{getattr(a, 'shape', '')}")
-    return a
-
-
-cdef object _out(object out, tuple shape, object dt, str fn, str name):
-    """The array a kernel writes: a new one when out is None, otherwise
-    out itself after checking that it is a writeable, aligned, C-contiguous
-    ndarray of the shape and dtype (the layers pass the buffers they keep
-    between training steps).  It must not overlap the inputs."""
-    if out is None:
-        return np.empty(shape, dtype=dt)
-    return _require(out, shape, dt, True, f"{fn}: {name}")
-
-
-cdef object _zeros_or(object out, tuple shape, object dt, str fn, str name,
-                      bint clear):
-    """A gradient the kernel accumulates or skips when there are no terms:
-    new zeros, or out after checking it (as _out), zeroed here when clear
-    (the kernel writes every element otherwise)."""
-    if out is None:
-        return np.zeros(shape, dtype=dt)
-    a = _out(out, shape, dt, fn, name)
-    if clear and a.size:
-        a[...] = 0
-    return a
-
-
-cdef object _same_dtype(str fn, list named):
-    """All arrays must share one float dtype; returns it."""
-    dt = named[0][1].dtype
-    for name, a in named[1:]:
-        if a.dtype != dt:
-            raise TypeError(
-                f"{fn}: {name} has dtype {a.dtype} but {named[0][0]} has "
-                f"dtype {dt}; pass arrays of one float dtype")
-    return dt
-
-
-# --------------------------------------------------------------------------
-# conv2d
-# --------------------------------------------------------------------------
 def conv2d_forward(x, weight, bias, stride, padding, dilation,
-                   bint relu=False, out=None):
+                   bint relu=False, out=None, *, bint direct=True):
     """y (N,K,OH,OW) of x (N,C,H,W), weight (K,C,R,S), bias (K,) or None;
     padding is (top, bottom, left, right).  relu=True returns relu(y) from
     the same pass (the bits of relu_forward(y)); out, when given, is
-    written instead of a new array."""
+    written instead of a new array.  direct=False never takes the direct
+    convolution path, only im2col (the same bits; to compare them)."""
     cdef cnnkit_conv2d_geom g
     cdef int nt = _nthreads()
     x = _float_input(x, "x")
@@ -350,89 +401,95 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation,
             raise ValueError(
                 f"conv2d: bias must have shape ({weight.shape[0]},) for "
                 f"weight shape {weight.shape}, got {bias.shape}")
-    dt = _same_dtype("conv2d", [("x", x), ("weight", weight)] +
-                     ([("bias", bias)] if bias is not None else []))
+    _same_dtype("conv2d", x, "x", weight, "weight")
+    _same_dtype("conv2d", x, "x", bias, "bias")
     out_shape = _conv_geom(&g, x.shape, weight.shape, stride, padding,
-                           dilation)
-    y = _out(out, out_shape, dt, "conv2d", "out")
+                           dilation, direct)
+    y = _out(out, out_shape, x.dtype, "conv2d", "out")
     if y.size == 0:
         return y
-    work = _workspace(cnnkit_conv2d_workspace(&g, CNNKIT_CONV_FORWARD, nt), dt)
-    cdef void *py = _ptr(y)
-    cdef void *px = _ptr(x)
-    cdef void *pw = _ptr(weight)
-    cdef void *pb = _ptr(bias) if bias is not None else NULL
-    cdef void *pk = _ptr(work)
-    if dt == np.float32:
-        with nogil:
-            cnnkit_conv2d_forward_f32(<float *>py, <const float *>px,
-                                      <const float *>pw, <const float *>pb,
-                                      relu, <float *>pk, &g, nt)
+    work = _workspace(cnnkit_conv2d_workspace(&g, CNNKIT_CONV_FORWARD, nt),
+                      x.dtype)
+    if _is_f32(y):
+        _conv2d_forward(_F32, y, x, weight, bias, relu, work, &g, nt)
     else:
-        with nogil:
-            cnnkit_conv2d_forward_f64(<double *>py, <const double *>px,
-                                      <const double *>pw, <const double *>pb,
-                                      relu, <double *>pk, &g, nt)
+        _conv2d_forward(_F64, y, x, weight, bias, relu, work, &g, nt)
     return y
 
 
+cdef void _conv2d_forward(floating *t, y, x, weight, bias, bint relu, work,
+                          const cnnkit_conv2d_geom *g, int nt) noexcept:
+    cdef floating *py = _data(y, t)
+    cdef const floating *px = _data(x, t)
+    cdef const floating *pw = _data(weight, t)
+    cdef const floating *pb = _data(bias, t)
+    cdef floating *pk = _data(work, t)
+    with nogil:
+        cnnkit_conv2d_forward(py, px, pw, pb, relu, pk, g, nt)
+
+
 cdef tuple _conv_backward_args(grad_out, x, weight, stride, padding,
-                               dilation, cnnkit_conv2d_geom *g):
-    """Checked (grad_out, x, weight, dtype) of a convolution's backward pass;
+                               dilation, bint direct, cnnkit_conv2d_geom *g):
+    """Checked (grad_out, x, weight) of a convolution's backward pass;
     fills g."""
     grad_out = _float_input(grad_out, "grad_out")
     x = _float_input(x, "x")
     weight = _float_input(weight, "weight")
     _check_ndim(x, 4, "x", "(N, C, H, W)")
     _check_ndim(weight, 4, "weight", "(K, C, R, S)")
-    dt = _same_dtype("conv2d_backward", [("x", x), ("weight", weight),
-                                         ("grad_out", grad_out)])
+    _same_dtype("conv2d_backward", x, "x", weight, "weight")
+    _same_dtype("conv2d_backward", x, "x", grad_out, "grad_out")
     out_shape = _conv_geom(g, x.shape, weight.shape, stride, padding,
-                           dilation)
+                           dilation, direct)
     if grad_out.shape != out_shape:
         raise ValueError(
             f"conv2d_backward: grad_out must have the output shape "
             f"{out_shape} of x {x.shape} and weight {weight.shape}, got "
             f"{grad_out.shape}")
-    return grad_out, x, weight, dt
+    return grad_out, x, weight
 
 
-cdef object _conv_backward_data(grad_out, x, weight, dt,
-                                const cnnkit_conv2d_geom *g, int nt,
-                                object out):
+cdef object _conv_input_grad(grad_out, x, weight,
+                             const cnnkit_conv2d_geom *g, int nt,
+                             object out):
     """The gradient with respect to the input x (into out when given)."""
-    gx = _out(out, x.shape, dt, "conv2d_backward", "gx_out")   # all written
+    gx = _out(out, x.shape, x.dtype, "conv2d_backward", "gx_out")
     if not gx.size:
-        return gx
+        return gx                               # (the kernel writes all)
     work = _workspace(
-        cnnkit_conv2d_workspace(g, CNNKIT_CONV_BACKWARD_DATA, nt), dt)
-    cdef void *pgx = _ptr(gx)
-    cdef void *pgy = _ptr(grad_out)
-    cdef void *pw = _ptr(weight)
-    cdef void *pk = _ptr(work)
-    if dt == np.float32:
-        with nogil:
-            cnnkit_conv2d_backward_data_f32(
-                <float *>pgx, <const float *>pgy, <const float *>pw,
-                <float *>pk, g, nt)
+        cnnkit_conv2d_workspace(g, CNNKIT_CONV_BACKWARD_DATA, nt), x.dtype)
+    if _is_f32(gx):
+        _conv2d_backward_data(_F32, gx, grad_out, weight, work, g, nt)
     else:
-        with nogil:
-            cnnkit_conv2d_backward_data_f64(
-                <double *>pgx, <const double *>pgy, <const double *>pw,
-                <double *>pk, g, nt)
+        _conv2d_backward_data(_F64, gx, grad_out, weight, work, g, nt)
     return gx
+
+
+cdef void _conv2d_backward_data(floating *t, gx, grad_out, weight, work,
+                                const cnnkit_conv2d_geom *g,
+                                int nt) noexcept:
+    cdef floating *pgx = _data(gx, t)
+    cdef const floating *pgy = _data(grad_out, t)
+    cdef const floating *pw = _data(weight, t)
+    cdef floating *pk = _data(work, t)
+    with nogil:
+        cnnkit_conv2d_backward_data(pgx, pgy, pw, pk, g, nt)
 
 
 def conv2d_backward(grad_out, x, weight, stride, padding, dilation,
                     bint need_input_grad=True, bint need_bias_grad=True,
-                    gx_out=None, gw_out=None, gb_out=None):
+                    gx_out=None, gw_out=None, gb_out=None, *,
+                    bint direct=True):
     """(grad_x or None, grad_weight, grad_bias or None); the *_out arrays,
-    when given, are written and returned instead of new ones."""
+    when given, are written and returned instead of new ones.  direct=False
+    never takes the direct convolution paths (as for conv2d_forward); the
+    gradients are then the same sums in another order."""
     cdef cnnkit_conv2d_geom g
     cdef int nt = _nthreads()
-    grad_out, x, weight, dt = _conv_backward_args(
-        grad_out, x, weight, stride, padding, dilation, &g)
-    gx = (_conv_backward_data(grad_out, x, weight, dt, &g, nt, gx_out)
+    grad_out, x, weight = _conv_backward_args(
+        grad_out, x, weight, stride, padding, dilation, direct, &g)
+    dt = x.dtype
+    gx = (_conv_input_grad(grad_out, x, weight, &g, nt, gx_out)
           if need_input_grad else None)
     # no terms (an empty batch or output): the kernel writes nothing
     cdef bint empty = grad_out.size == 0
@@ -440,29 +497,30 @@ def conv2d_backward(grad_out, x, weight, stride, padding, dilation,
                    empty)
     gb = (_zeros_or(gb_out, (weight.shape[0],), dt, "conv2d_backward",
                     "gb_out", empty) if need_bias_grad else None)
-    cdef void *pgy = _ptr(grad_out)
-    cdef void *px = _ptr(x)
-    cdef void *pgw = _ptr(gw)
-    cdef void *pgb = _ptr(gb) if gb is not None else NULL
-    cdef void *pk
     if gw.size or (gb is not None and gb.size):
         work = _workspace(
             cnnkit_conv2d_workspace(&g, CNNKIT_CONV_BACKWARD_WEIGHT, nt), dt)
-        pk = _ptr(work)
-        if dt == np.float32:
-            with nogil:
-                cnnkit_conv2d_backward_weight_f32(
-                    <float *>pgw, <float *>pgb, <const float *>pgy,
-                    <const float *>px, <float *>pk, &g, nt)
+        if _is_f32(gw):
+            _conv2d_backward_weight(_F32, gw, gb, grad_out, x, work, &g, nt)
         else:
-            with nogil:
-                cnnkit_conv2d_backward_weight_f64(
-                    <double *>pgw, <double *>pgb, <const double *>pgy,
-                    <const double *>px, <double *>pk, &g, nt)
+            _conv2d_backward_weight(_F64, gw, gb, grad_out, x, work, &g, nt)
     return gx, gw, gb
 
 
-def _parts_args(fn, bounds, n, gw_parts, wshape, gb_parts, dt):
+cdef void _conv2d_backward_weight(floating *t, gw, gb, grad_out, x, work,
+                                  const cnnkit_conv2d_geom *g,
+                                  int nt) noexcept:
+    cdef floating *pgw = _data(gw, t)
+    cdef floating *pgb = _data(gb, t)
+    cdef const floating *pgy = _data(grad_out, t)
+    cdef const floating *px = _data(x, t)
+    cdef floating *pk = _data(work, t)
+    with nogil:
+        cnnkit_conv2d_backward_weight(pgw, pgb, pgy, px, pk, g, nt)
+
+
+cdef tuple _parts_args(str fn, object bounds, object n, object gw_parts,
+                       tuple wshape, object gb_parts, object dt):
     """Check the runs of samples and the per-run gradient arrays of the
     *_parts kernels; return (bounds as int64, weight stride, bias stride)
     with the strides in elements."""
@@ -506,42 +564,49 @@ def _parts_args(fn, bounds, n, gw_parts, wshape, gb_parts, dt):
 
 def conv2d_backward_parts(grad_out, x, weight, stride, padding, dilation,
                           bounds, gw_parts, gb_parts,
-                          bint need_input_grad=True, gx_out=None):
+                          bint need_input_grad=True, gx_out=None, *,
+                          bint direct=True):
     """conv2d_backward with the weight (and bias) gradients of each run of
     images [bounds[q], bounds[q+1]) written to gw_parts[q] (gb_parts[q]);
-    returns grad_x or None.  Empty runs are not written."""
+    returns grad_x or None.  Empty runs are not written.  direct=False:
+    as for conv2d_backward."""
     cdef cnnkit_conv2d_geom g
     cdef int nt = _nthreads()
-    grad_out, x, weight, dt = _conv_backward_args(
-        grad_out, x, weight, stride, padding, dilation, &g)
+    grad_out, x, weight = _conv_backward_args(
+        grad_out, x, weight, stride, padding, dilation, direct, &g)
+    cdef ptrdiff_t ws, bs
     b, ws, bs = _parts_args("conv2d_backward", bounds, x.shape[0], gw_parts,
-                            weight.shape, gb_parts, dt)
-    gx = (_conv_backward_data(grad_out, x, weight, dt, &g, nt, gx_out)
+                            weight.shape, gb_parts, x.dtype)
+    gx = (_conv_input_grad(grad_out, x, weight, &g, nt, gx_out)
           if need_input_grad else None)
-    cdef void *pgy = _ptr(grad_out)
-    cdef void *px = _ptr(x)
-    cdef void *pk
-    cdef void *pgw = _ptr(gw_parts)
-    cdef void *pgb = _ptr(gb_parts) if gb_parts is not None else NULL
-    cdef const int64_t *pb = <const int64_t *>_ptr(b)
-    cdef ptrdiff_t nparts = b.shape[0] - 1, wstride = ws, bstride = bs
+    cdef ptrdiff_t nparts = b.shape[0] - 1
     if nparts and (weight.size or gb_parts is not None):
         work = _workspace(cnnkit_conv2d_workspace(
-            &g, CNNKIT_CONV_BACKWARD_WEIGHT_PARTS, nt), dt)
-        pk = _ptr(work)
-        if dt == np.float32:
-            with nogil:
-                cnnkit_conv2d_backward_weight_parts_f32(
-                    <float *>pgw, wstride, <float *>pgb, bstride,
-                    <const float *>pgy, <const float *>px, pb, nparts,
-                    <float *>pk, &g, nt)
+            &g, CNNKIT_CONV_BACKWARD_WEIGHT_PARTS, nt), x.dtype)
+        if _is_f32(x):
+            _conv2d_backward_weight_parts(_F32, gw_parts, ws, gb_parts, bs,
+                                          grad_out, x, b, nparts, work, &g,
+                                          nt)
         else:
-            with nogil:
-                cnnkit_conv2d_backward_weight_parts_f64(
-                    <double *>pgw, wstride, <double *>pgb, bstride,
-                    <const double *>pgy, <const double *>px, pb, nparts,
-                    <double *>pk, &g, nt)
+            _conv2d_backward_weight_parts(_F64, gw_parts, ws, gb_parts, bs,
+                                          grad_out, x, b, nparts, work, &g,
+                                          nt)
     return gx
+
+
+cdef void _conv2d_backward_weight_parts(
+        floating *t, gw_parts, ptrdiff_t wstride, gb_parts,
+        ptrdiff_t bstride, grad_out, x, bounds, ptrdiff_t nparts, work,
+        const cnnkit_conv2d_geom *g, int nt) noexcept:
+    cdef floating *pgw = _data(gw_parts, t)
+    cdef floating *pgb = _data(gb_parts, t)
+    cdef const floating *pgy = _data(grad_out, t)
+    cdef const floating *px = _data(x, t)
+    cdef const int64_t *pb = _int64_data(bounds)
+    cdef floating *pk = _data(work, t)
+    with nogil:
+        cnnkit_conv2d_backward_weight_parts(pgw, wstride, pgb, bstride, pgy,
+                                            px, pb, nparts, pk, g, nt)
 
 
 # --------------------------------------------------------------------------
@@ -551,49 +616,51 @@ def relu_forward(x, out=None):
     cdef int nt = _nthreads()
     x = _float_input(x, "x")
     y = _out(out, x.shape, x.dtype, "relu", "out")
-    cdef ptrdiff_t n = x.size
-    cdef void *py = _ptr(y)
-    cdef void *px = _ptr(x)
-    if n == 0:
-        return y
-    if x.dtype == np.float32:
-        with nogil:
-            cnnkit_relu_forward_f32(<float *>py, <const float *>px, n, nt)
-    else:
-        with nogil:
-            cnnkit_relu_forward_f64(<double *>py, <const double *>px, n, nt)
+    if x.size:
+        if _is_f32(x):
+            _relu_forward(_F32, y, x, nt)
+        else:
+            _relu_forward(_F64, y, x, nt)
     return y
+
+
+cdef void _relu_forward(floating *t, y, x, int nt) noexcept:
+    cdef floating *py = _data(y, t)
+    cdef const floating *px = _data(x, t)
+    cdef ptrdiff_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
+    with nogil:
+        cnnkit_relu_forward(py, px, n, nt)
 
 
 def relu_backward(grad_out, x, out=None):
     cdef int nt = _nthreads()
     grad_out = _float_input(grad_out, "grad_out")
     x = _float_input(x, "x")
-    dt = _same_dtype("relu_backward", [("x", x), ("grad_out", grad_out)])
+    _same_dtype("relu_backward", x, "x", grad_out, "grad_out")
     if grad_out.shape != x.shape:
         raise ValueError(
             f"relu_backward: grad_out must have the shape of x {x.shape}, "
             f"got {grad_out.shape}")
-    gx = _out(out, x.shape, dt, "relu_backward", "out")
-    cdef ptrdiff_t n = x.size
-    cdef void *pgx = _ptr(gx)
-    cdef void *pgy = _ptr(grad_out)
-    cdef void *px = _ptr(x)
-    if n == 0:
-        return gx
-    if dt == np.float32:
-        with nogil:
-            cnnkit_relu_backward_f32(<float *>pgx, <const float *>pgy,
-                                     <const float *>px, n, nt)
-    else:
-        with nogil:
-            cnnkit_relu_backward_f64(<double *>pgx, <const double *>pgy,
-                                     <const double *>px, n, nt)
+    gx = _out(out, x.shape, x.dtype, "relu_backward", "out")
+    if x.size:
+        if _is_f32(x):
+            _relu_backward(_F32, gx, grad_out, x, nt)
+        else:
+            _relu_backward(_F64, gx, grad_out, x, nt)
     return gx
 
 
+cdef void _relu_backward(floating *t, gx, grad_out, x, int nt) noexcept:
+    cdef floating *pgx = _data(gx, t)
+    cdef const floating *pgy = _data(grad_out, t)
+    cdef const floating *px = _data(x, t)
+    cdef ptrdiff_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
+    with nogil:
+        cnnkit_relu_backward(pgx, pgy, px, n, nt)
+
+
 # --------------------------------------------------------------------------
-# max pooling
+# max and average pooling
 # --------------------------------------------------------------------------
 cdef object _pool_geom(cnnkit_pool2d_geom *g, tuple xs, object kernel,
                        object stride, object padding, str fn="max_pool2d"):
@@ -628,8 +695,18 @@ cdef object _pool_geom(cnnkit_pool2d_geom *g, tuple xs, object kernel,
     return (n, c, oh, ow)
 
 
-def maxpool2d_forward(x, kernel_size, stride, padding, out=None,
-                      indices_out=None):
+cdef tuple _pool_input_shape(object input_shape, str fn):
+    """input_shape as 4 sizes >= 0."""
+    shp = tuple(int(d) for d in input_shape)
+    if len(shp) != 4 or min(shp) < 0:
+        raise ValueError(
+            f"{fn}: input_shape must be 4 sizes >= 0 (N, C, H, W), got "
+            f"{tuple(input_shape)}")
+    return shp
+
+
+def max_pool2d_forward(x, kernel_size, stride, padding, out=None,
+                       indices_out=None):
     """(y, indices) of x (N,C,H,W); all hyperparameters pairs."""
     cdef cnnkit_pool2d_geom g
     cdef int nt = _nthreads()
@@ -639,56 +716,53 @@ def maxpool2d_forward(x, kernel_size, stride, padding, out=None,
     y = _out(out, out_shape, x.dtype, "max_pool2d", "out")
     idx = _out(indices_out, out_shape, np.dtype(np.int64), "max_pool2d",
                "indices_out")
-    if y.size == 0:
-        return y, idx
-    cdef void *py = _ptr(y)
-    cdef void *pi = _ptr(idx)
-    cdef void *px = _ptr(x)
-    if x.dtype == np.float32:
-        with nogil:
-            cnnkit_maxpool2d_forward_f32(<float *>py, <int64_t *>pi,
-                                         <const float *>px, &g, nt)
-    else:
-        with nogil:
-            cnnkit_maxpool2d_forward_f64(<double *>py, <int64_t *>pi,
-                                         <const double *>px, &g, nt)
+    if y.size:
+        if _is_f32(x):
+            _max_pool2d_forward(_F32, y, idx, x, &g, nt)
+        else:
+            _max_pool2d_forward(_F64, y, idx, x, &g, nt)
     return y, idx
 
 
-def maxpool2d_backward(grad_out, indices, input_shape, out=None,
-                       relu_pooled=None):
+cdef void _max_pool2d_forward(floating *t, y, idx, x,
+                              const cnnkit_pool2d_geom *g, int nt) noexcept:
+    cdef floating *py = _data(y, t)
+    cdef int64_t *pi = _int64_data(idx)
+    cdef const floating *px = _data(x, t)
+    with nogil:
+        cnnkit_max_pool2d_forward(py, pi, px, g, nt)
+
+
+def max_pool2d_backward(grad_out, indices, input_shape, out=None,
+                        relu_pooled=None):
     """grad_x of max pooling; with relu_pooled (the forward's output) the
     gradient also goes back through the ReLU that produced the pool's input
-    (the bits of relu_backward(maxpool2d_backward(...), relu_output))."""
+    (the bits of relu_backward(max_pool2d_backward(...), relu_output))."""
     cdef cnnkit_pool2d_geom g
     cdef int nt = _nthreads()
+    fn = "max_pool2d_backward"
     grad_out = _float_input(grad_out, "grad_out")
     ind = np.asarray(indices)
     if ind.dtype.kind not in "iu" :
         raise TypeError(
-            f"max_pool2d_backward: indices must be an integer array, got "
-            f"dtype {ind.dtype}")
+            f"{fn}: indices must be an integer array, got dtype {ind.dtype}")
     _check_ndim(grad_out, 4, "grad_out", "(N, C, OH, OW)")
     if ind.shape != grad_out.shape:
         raise ValueError(
-            f"max_pool2d_backward: indices shape {ind.shape} must equal "
-            f"grad_out shape {grad_out.shape}")
-    shp = tuple(int(d) for d in input_shape)
-    if len(shp) != 4 or min(shp) < 0:
-        raise ValueError(
-            f"max_pool2d_backward: input_shape must be 4 sizes >= 0 "
-            f"(N, C, H, W), got {tuple(input_shape)}")
+            f"{fn}: indices shape {ind.shape} must equal grad_out shape "
+            f"{grad_out.shape}")
+    shp = _pool_input_shape(input_shape, fn)
     if shp[:2] != grad_out.shape[:2]:
         raise ValueError(
-            f"max_pool2d_backward: input_shape {shp} and grad_out shape "
-            f"{grad_out.shape} differ in (N, C)")
+            f"{fn}: input_shape {shp} and grad_out shape {grad_out.shape} "
+            f"differ in (N, C)")
     _check_size("max_pool2d_backward input", shp)
     hw = shp[2] * shp[3]
-    gx = _out(out, shp, grad_out.dtype, "max_pool2d_backward", "out")
+    gx = _out(out, shp, grad_out.dtype, fn, "out")
     if gx.size == 0:
         if ind.size:
-            raise ValueError("max_pool2d_backward: indices point into an "
-                             "empty input plane")
+            raise ValueError(f"{fn}: indices point into an empty input "
+                             f"plane")
         return gx
     if cnp.PyArray_TYPE(<cnp.ndarray>ind) != cnp.NPY_INT64 or \
             not cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>ind) or \
@@ -702,30 +776,24 @@ def maxpool2d_backward(grad_out, indices, input_shape, out=None,
     g.oh, g.ow = grad_out.shape[2], grad_out.shape[3]
     g.kh = g.kw = g.stride_h = g.stride_w = 1
     g.pad_h = g.pad_w = 0
-    cdef void *pgx = _ptr(gx)
-    cdef void *pgy = _ptr(grad_out)
-    cdef void *pi = _ptr(ind)
-    cdef void *py = NULL
     if relu_pooled is not None:
-        py = _ptr(_require(relu_pooled, grad_out.shape, grad_out.dtype,
-                           False, "max_pool2d_backward: relu_pooled"))
+        _require(relu_pooled, grad_out.shape, grad_out.dtype, False, fn,
+                 "relu_pooled")
     cdef ptrdiff_t bad
-    if grad_out.dtype == np.float32:
-        with nogil:
-            bad = cnnkit_maxpool2d_backward_f32(
-                <float *>pgx, <const float *>pgy, <const int64_t *>pi,
-                <const float *>py, &g, nt)
+    if _is_f32(gx):
+        bad = _max_pool2d_backward(_F32, gx, grad_out, ind, relu_pooled, &g,
+                                   nt)
     else:
-        with nogil:
-            bad = cnnkit_maxpool2d_backward_f64(
-                <double *>pgx, <const double *>pgy, <const int64_t *>pi,
-                <const double *>py, &g, nt)
+        bad = _max_pool2d_backward(_F64, gx, grad_out, ind, relu_pooled, &g,
+                                   nt)
     if bad:
         _check_indices(ind, hw, shp)
     return gx
 
 
-cdef object _check_indices(ind, hw, tuple shp):
+cdef object _check_indices(object ind, object hw, tuple shp):
+    """The pooling indices ind must point into input planes of hw
+    elements."""
     lo, hi = int(ind.min()), int(ind.max())
     if lo < 0 or hi >= hw:
         raise ValueError(
@@ -734,8 +802,21 @@ cdef object _check_indices(ind, hw, tuple shp):
             f"[{lo}, {hi}]")
 
 
-def avgpool2d_forward(x, kernel_size, stride, padding,
-                      bint count_include_pad=True):
+cdef ptrdiff_t _max_pool2d_backward(floating *t, gx, grad_out, ind,
+                                    relu_pooled, const cnnkit_pool2d_geom *g,
+                                    int nt) noexcept:
+    cdef floating *pgx = _data(gx, t)
+    cdef const floating *pgy = _data(grad_out, t)
+    cdef const int64_t *pi = _int64_data(ind)
+    cdef const floating *py = _data(relu_pooled, t)
+    cdef ptrdiff_t bad
+    with nogil:
+        bad = cnnkit_max_pool2d_backward(pgx, pgy, pi, py, g, nt)
+    return bad
+
+
+def avg_pool2d_forward(x, kernel_size, stride, padding,
+                       bint count_include_pad=True):
     """y of x (N,C,H,W); all hyperparameters pairs."""
     cdef cnnkit_pool2d_geom g
     cdef int nt = _nthreads()
@@ -744,54 +825,53 @@ def avgpool2d_forward(x, kernel_size, stride, padding,
     out_shape = _pool_geom(&g, x.shape, kernel_size, stride, padding,
                            "avg_pool2d")
     y = np.empty(out_shape, dtype=x.dtype)
-    if y.size == 0:
-        return y
-    cdef void *py = _ptr(y)
-    cdef void *px = _ptr(x)
-    cdef int cip = count_include_pad
-    if x.dtype == np.float32:
-        with nogil:
-            cnnkit_avgpool2d_forward_f32(<float *>py, <const float *>px, &g,
-                                         cip, nt)
-    else:
-        with nogil:
-            cnnkit_avgpool2d_forward_f64(<double *>py, <const double *>px,
-                                         &g, cip, nt)
+    if y.size:
+        if _is_f32(x):
+            _avg_pool2d_forward(_F32, y, x, &g, count_include_pad, nt)
+        else:
+            _avg_pool2d_forward(_F64, y, x, &g, count_include_pad, nt)
     return y
 
 
-def avgpool2d_backward(grad_out, input_shape, kernel_size, stride, padding,
-                       bint count_include_pad=True):
+cdef void _avg_pool2d_forward(floating *t, y, x, const cnnkit_pool2d_geom *g,
+                              int count_include_pad, int nt) noexcept:
+    cdef floating *py = _data(y, t)
+    cdef const floating *px = _data(x, t)
+    with nogil:
+        cnnkit_avg_pool2d_forward(py, px, g, count_include_pad, nt)
+
+
+def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride, padding,
+                        bint count_include_pad=True):
     cdef cnnkit_pool2d_geom g
     cdef int nt = _nthreads()
+    fn = "avg_pool2d_backward"
     grad_out = _float_input(grad_out, "grad_out")
     _check_ndim(grad_out, 4, "grad_out", "(N, C, OH, OW)")
-    shp = tuple(int(d) for d in input_shape)
-    if len(shp) != 4 or min(shp) < 0:
-        raise ValueError(
-            f"avg_pool2d_backward: input_shape must be 4 sizes >= 0 "
-            f"(N, C, H, W), got {tuple(input_shape)}")
-    out_shape = _pool_geom(&g, shp, kernel_size, stride, padding,
-                           "avg_pool2d_backward")
+    shp = _pool_input_shape(input_shape, fn)
+    out_shape = _pool_geom(&g, shp, kernel_size, stride, padding, fn)
     if grad_out.shape != out_shape:
         raise ValueError(
-            f"avg_pool2d_backward: grad_out must have the output shape "
-            f"{out_shape} of input_shape {shp}, got {grad_out.shape}")
+            f"{fn}: grad_out must have the output shape {out_shape} of "
+            f"input_shape {shp}, got {grad_out.shape}")
     gx = np.empty(shp, dtype=grad_out.dtype)
-    if gx.size == 0:
-        return gx
-    cdef void *pgx = _ptr(gx)
-    cdef void *pgy = _ptr(grad_out)
-    cdef int cip = count_include_pad
-    if grad_out.dtype == np.float32:
-        with nogil:
-            cnnkit_avgpool2d_backward_f32(<float *>pgx, <const float *>pgy,
-                                          &g, cip, nt)
-    else:
-        with nogil:
-            cnnkit_avgpool2d_backward_f64(<double *>pgx, <const double *>pgy,
-                                          &g, cip, nt)
+    if gx.size:
+        if _is_f32(gx):
+            _avg_pool2d_backward(_F32, gx, grad_out, &g, count_include_pad,
+                                 nt)
+        else:
+            _avg_pool2d_backward(_F64, gx, grad_out, &g, count_include_pad,
+                                 nt)
     return gx
+
+
+cdef void _avg_pool2d_backward(floating *t, gx, grad_out,
+                               const cnnkit_pool2d_geom *g,
+                               int count_include_pad, int nt) noexcept:
+    cdef floating *pgx = _data(gx, t)
+    cdef const floating *pgy = _data(grad_out, t)
+    with nogil:
+        cnnkit_avg_pool2d_backward(pgx, pgy, g, count_include_pad, nt)
 
 
 # --------------------------------------------------------------------------
@@ -820,44 +900,44 @@ def dense_forward(x, weight, bias, out=None):
             raise ValueError(
                 f"dense: bias must have shape ({o},) for weight shape "
                 f"{weight.shape}, got {bias.shape}")
-    dt = _same_dtype("dense", [("x", x), ("weight", weight)] +
-                     ([("bias", bias)] if bias is not None else []))
-    y = _out(out, (n, o), dt, "dense", "out")
+    _same_dtype("dense", x, "x", weight, "weight")
+    _same_dtype("dense", x, "x", bias, "bias")
+    y = _out(out, (n, o), x.dtype, "dense", "out")
     if y.size == 0:
         return y
-    work = _workspace(cnnkit_dense_workspace(n, f, o, nt), dt)
-    cdef void *py = _ptr(y)
-    cdef void *px = _ptr(x)
-    cdef void *pw = _ptr(weight)
-    cdef void *pb = _ptr(bias) if bias is not None else NULL
-    cdef void *pk = _ptr(work)
-    if dt == np.float32:
-        with nogil:
-            cnnkit_dense_forward_f32(<float *>py, <const float *>px,
-                                     <const float *>pw, <const float *>pb,
-                                     <float *>pk, n, f, o, nt)
+    work = _workspace(cnnkit_dense_workspace(n, f, o, nt), x.dtype)
+    if _is_f32(y):
+        _dense_forward(_F32, y, x, weight, bias, work, n, f, o, nt)
     else:
-        with nogil:
-            cnnkit_dense_forward_f64(<double *>py, <const double *>px,
-                                     <const double *>pw, <const double *>pb,
-                                     <double *>pk, n, f, o, nt)
+        _dense_forward(_F64, y, x, weight, bias, work, n, f, o, nt)
     return y
 
 
+cdef void _dense_forward(floating *t, y, x, weight, bias, work, ptrdiff_t n,
+                         ptrdiff_t f, ptrdiff_t o, int nt) noexcept:
+    cdef floating *py = _data(y, t)
+    cdef const floating *px = _data(x, t)
+    cdef const floating *pw = _data(weight, t)
+    cdef const floating *pb = _data(bias, t)
+    cdef floating *pk = _data(work, t)
+    with nogil:
+        cnnkit_dense_forward(py, px, pw, pb, pk, n, f, o, nt)
+
+
 cdef tuple _dense_backward_args(grad_out, x, weight):
-    """Checked (grad_out, x, weight, dtype, n, f, o) of a dense layer's
-    backward pass."""
+    """Checked (grad_out, x, weight, n, f, o) of a dense layer's backward
+    pass."""
     grad_out = _float_input(grad_out, "grad_out")
     x = _float_input(x, "x")
     weight = _float_input(weight, "weight")
     n, f, o = _dense_check("dense_backward", x, weight)
-    dt = _same_dtype("dense_backward", [("x", x), ("weight", weight),
-                                        ("grad_out", grad_out)])
+    _same_dtype("dense_backward", x, "x", weight, "weight")
+    _same_dtype("dense_backward", x, "x", grad_out, "grad_out")
     if grad_out.shape != (n, o):
         raise ValueError(
             f"dense_backward: grad_out must have shape {(n, o)} for x "
             f"{x.shape} and weight {weight.shape}, got {grad_out.shape}")
-    return grad_out, x, weight, dt, n, f, o
+    return grad_out, x, weight, n, f, o
 
 
 def dense_backward(grad_out, x, weight, bint need_input_grad=True,
@@ -865,8 +945,8 @@ def dense_backward(grad_out, x, weight, bint need_input_grad=True,
                    gb_out=None):
     cdef int nt = _nthreads()
     cdef ptrdiff_t n, f, o
-    grad_out, x, weight, dt, n, f, o = _dense_backward_args(grad_out, x,
-                                                            weight)
+    grad_out, x, weight, n, f, o = _dense_backward_args(grad_out, x, weight)
+    dt = x.dtype
     cdef bint empty = n == 0 or o == 0
     gx = (_zeros_or(gx_out, (n, f), dt, "dense_backward", "gx_out", empty)
           if need_input_grad else None)
@@ -876,26 +956,28 @@ def dense_backward(grad_out, x, weight, bint need_input_grad=True,
     if o == 0 or f == 0 and gb is None:
         return gx, gw, gb
     work = _workspace(cnnkit_dense_workspace(n, f, o, nt), dt)
-    cdef void *pgx = _ptr(gx) if gx is not None and gx.size else NULL
-    cdef void *pgw = _ptr(gw)
-    cdef void *pgb = _ptr(gb) if gb is not None else NULL
-    cdef void *pgy = _ptr(grad_out)
-    cdef void *px = _ptr(x)
-    cdef void *pw = _ptr(weight)
-    cdef void *pk = _ptr(work)
-    if dt == np.float32:
-        with nogil:
-            cnnkit_dense_backward_f32(<float *>pgx, <float *>pgw,
-                                      <float *>pgb, <const float *>pgy,
-                                      <const float *>px, <const float *>pw,
-                                      <float *>pk, n, f, o, nt)
+    gx_written = gx if gx is not None and gx.size else None
+    if _is_f32(x):
+        _dense_backward(_F32, gx_written, gw, gb, grad_out, x, weight, work,
+                        n, f, o, nt)
     else:
-        with nogil:
-            cnnkit_dense_backward_f64(<double *>pgx, <double *>pgw,
-                                      <double *>pgb, <const double *>pgy,
-                                      <const double *>px, <const double *>pw,
-                                      <double *>pk, n, f, o, nt)
+        _dense_backward(_F64, gx_written, gw, gb, grad_out, x, weight, work,
+                        n, f, o, nt)
     return gx, gw, gb
+
+
+cdef void _dense_backward(floating *t, gx, gw, gb, grad_out, x, weight,
+                          work, ptrdiff_t n, ptrdiff_t f, ptrdiff_t o,
+                          int nt) noexcept:
+    cdef floating *pgx = _data(gx, t)
+    cdef floating *pgw = _data(gw, t)
+    cdef floating *pgb = _data(gb, t)
+    cdef const floating *pgy = _data(grad_out, t)
+    cdef const floating *px = _data(x, t)
+    cdef const floating *pw = _data(weight, t)
+    cdef floating *pk = _data(work, t)
+    with nogil:
+        cnnkit_dense_backward(pgx, pgw, pgb, pgy, px, pw, pk, n, f, o, nt)
 
 
 def dense_backward_parts(grad_out, x, weight, bounds, gw_parts, gb_parts,
@@ -905,8 +987,9 @@ def dense_backward_parts(grad_out, x, weight, bounds, gw_parts, gb_parts,
     returns grad_x or None.  Empty runs are not written."""
     cdef int nt = _nthreads()
     cdef ptrdiff_t n, f, o
-    grad_out, x, weight, dt, n, f, o = _dense_backward_args(grad_out, x,
-                                                            weight)
+    grad_out, x, weight, n, f, o = _dense_backward_args(grad_out, x, weight)
+    dt = x.dtype
+    cdef ptrdiff_t ws, bs
     b, ws, bs = _parts_args("dense_backward", bounds, n, gw_parts,
                             weight.shape, gb_parts, dt)
     gx = (_zeros_or(gx_out, (n, f), dt, "dense_backward", "gx_out",
@@ -914,79 +997,69 @@ def dense_backward_parts(grad_out, x, weight, bounds, gw_parts, gb_parts,
     if o == 0:
         return gx
     work = _workspace(cnnkit_dense_workspace(n, f, o, nt), dt)
-    cdef void *pgx = _ptr(gx) if gx is not None and gx.size else NULL
-    cdef void *pgw = _ptr(gw_parts)
-    cdef void *pgb = NULL
-    if gb_parts is not None:
-        pgb = _ptr(gb_parts)
-    cdef void *pgy = _ptr(grad_out)
-    cdef void *px = _ptr(x)
-    cdef void *pw = _ptr(weight)
-    cdef void *pk = _ptr(work)
-    cdef const int64_t *pb = <const int64_t *>_ptr(b)
-    cdef ptrdiff_t nparts = b.shape[0] - 1, wstride = ws, bstride = bs
-    if dt == np.float32:
-        with nogil:
-            cnnkit_dense_backward_parts_f32(
-                <float *>pgx, <float *>pgw, wstride, <float *>pgb, bstride,
-                <const float *>pgy, <const float *>px, <const float *>pw,
-                pb, nparts, <float *>pk, n, f, o, nt)
+    gx_written = gx if gx is not None and gx.size else None
+    cdef ptrdiff_t nparts = b.shape[0] - 1
+    if _is_f32(x):
+        _dense_backward_parts(_F32, gx_written, gw_parts, ws, gb_parts, bs,
+                              grad_out, x, weight, b, nparts, work, n, f, o,
+                              nt)
     else:
-        with nogil:
-            cnnkit_dense_backward_parts_f64(
-                <double *>pgx, <double *>pgw, wstride, <double *>pgb,
-                bstride, <const double *>pgy, <const double *>px,
-                <const double *>pw, pb, nparts, <double *>pk, n, f, o, nt)
+        _dense_backward_parts(_F64, gx_written, gw_parts, ws, gb_parts, bs,
+                              grad_out, x, weight, b, nparts, work, n, f, o,
+                              nt)
     return gx
 
 
-# --------------------------------------------------------------------------
-# optimizer steps
-# --------------------------------------------------------------------------
-cdef object _flat_state(str fn, list named):
-    """The arrays of an optimizer step: exact ndarrays, 1-D, C-contiguous,
-    one float dtype and size, the updated ones writeable; returns the
-    dtype."""
-    first = named[0][1]
-    for name, a, writeable in named:
-        if type(a) is not np.ndarray or a.dtype != first.dtype or \
-                a.dtype not in (np.float32, np.float64) or a.ndim != 1 or \
-                a.shape != first.shape or not a.flags.c_contiguous or \
-                not a.flags.aligned or (writeable and not a.flags.writeable):
-            raise ValueError(
-                f"{fn}: {name} must be a {'writeable ' if writeable else ''}"
-                f"C-contiguous 1-D float32/float64 ndarray like params "
-                f"({first.dtype}{list(first.shape)}), got "
-                f"{getattr(a, 'dtype', type(a).__name__)}"
-                f"{list(getattr(a, 'shape', ()))}")
-    return first.dtype
+cdef void _dense_backward_parts(
+        floating *t, gx, gw_parts, ptrdiff_t wstride, gb_parts,
+        ptrdiff_t bstride, grad_out, x, weight, bounds, ptrdiff_t nparts,
+        work, ptrdiff_t n, ptrdiff_t f, ptrdiff_t o, int nt) noexcept:
+    cdef floating *pgx = _data(gx, t)
+    cdef floating *pgw = _data(gw_parts, t)
+    cdef floating *pgb = _data(gb_parts, t)
+    cdef const floating *pgy = _data(grad_out, t)
+    cdef const floating *px = _data(x, t)
+    cdef const floating *pw = _data(weight, t)
+    cdef const int64_t *pb = _int64_data(bounds)
+    cdef floating *pk = _data(work, t)
+    with nogil:
+        cnnkit_dense_backward_parts(pgx, pgw, wstride, pgb, bstride, pgy, px,
+                                    pw, pb, nparts, pk, n, f, o, nt)
 
 
+# --------------------------------------------------------------------------
+# optimizer steps and the fixed-tree sum
+# --------------------------------------------------------------------------
 def sgd_step(params, grads, buf, double lr, double weight_decay,
              double momentum, bint nesterov, bint first):
     """One SGD step in place (buf: the momentum buffer, or None without
     momentum; first: it holds nothing yet)."""
     cdef int nt = _nthreads()
-    named = [("params", params, True), ("grads", grads, False)]
-    if buf is not None:
-        named.append(("momentum buffer", buf, True))
-    elif momentum != 0.0:
+    if buf is None and momentum != 0.0:
         raise ValueError("sgd_step: momentum needs a buffer")
-    dt = _flat_state("sgd_step", named)
-    cdef ptrdiff_t n = params.shape[0]
-    cdef void *pp = _ptr(params)
-    cdef void *pg = _ptr(grads)
-    cdef void *pb = _ptr(buf) if buf is not None else NULL
-    if dt == np.float32:
-        with nogil:
-            cnnkit_sgd_step_f32(<float *>pp, <const float *>pg,
-                                <float *>pb, n, lr, weight_decay, momentum,
-                                nesterov, first, nt)
+    _float_vector(params, True, "sgd_step: params")
+    _require(grads, params.shape, params.dtype, False, "sgd_step", "grads")
+    if buf is not None:
+        _require(buf, params.shape, params.dtype, True, "sgd_step",
+                 "momentum buffer")
+    if _is_f32(params):
+        _sgd_step(_F32, params, grads, buf, lr, weight_decay, momentum,
+                  nesterov, first, nt)
     else:
-        with nogil:
-            cnnkit_sgd_step_f64(<double *>pp, <const double *>pg,
-                                <double *>pb, n, lr, weight_decay, momentum,
-                                nesterov, first, nt)
+        _sgd_step(_F64, params, grads, buf, lr, weight_decay, momentum,
+                  nesterov, first, nt)
+
+
+cdef void _sgd_step(floating *t, params, grads, buf, double lr,
+                    double weight_decay, double momentum, bint nesterov,
+                    bint first, int nt) noexcept:
+    cdef floating *pp = _data(params, t)
+    cdef const floating *pg = _data(grads, t)
+    cdef floating *pb = _data(buf, t)
+    cdef ptrdiff_t n = cnp.PyArray_SIZE(<cnp.ndarray>params)
+    with nogil:
+        cnnkit_sgd_step(pp, pg, pb, n, lr, weight_decay, momentum, nesterov,
+                        first, nt)
 
 
 def adam_step(params, grads, m, v, double beta1, double beta2, double eps,
@@ -994,27 +1067,32 @@ def adam_step(params, grads, m, v, double beta1, double beta2, double eps,
               double step_size, double bc2_sqrt):
     """One Adam/AdamW step in place (m, v: the moment buffers)."""
     cdef int nt = _nthreads()
-    dt = _flat_state("adam_step", [("params", params, True),
-                                   ("grads", grads, False),
-                                   ("exp_avg", m, True),
-                                   ("exp_avg_sq", v, True)])
-    cdef ptrdiff_t n = params.shape[0]
-    cdef void *pp = _ptr(params)
-    cdef void *pg = _ptr(grads)
-    cdef void *pm = _ptr(m)
-    cdef void *pv = _ptr(v)
-    if dt == np.float32:
-        with nogil:
-            cnnkit_adam_step_f32(<float *>pp, <const float *>pg, <float *>pm,
-                                 <float *>pv, n, beta1, beta2, eps,
-                                 weight_decay, decoupled, decay_factor,
-                                 step_size, bc2_sqrt, nt)
+    _float_vector(params, True, "adam_step: params")
+    _require(grads, params.shape, params.dtype, False, "adam_step", "grads")
+    _require(m, params.shape, params.dtype, True, "adam_step", "exp_avg")
+    _require(v, params.shape, params.dtype, True, "adam_step", "exp_avg_sq")
+    if _is_f32(params):
+        _adam_step(_F32, params, grads, m, v, beta1, beta2, eps,
+                   weight_decay, decoupled, decay_factor, step_size,
+                   bc2_sqrt, nt)
     else:
-        with nogil:
-            cnnkit_adam_step_f64(<double *>pp, <const double *>pg,
-                                 <double *>pm, <double *>pv, n, beta1, beta2,
-                                 eps, weight_decay, decoupled, decay_factor,
-                                 step_size, bc2_sqrt, nt)
+        _adam_step(_F64, params, grads, m, v, beta1, beta2, eps,
+                   weight_decay, decoupled, decay_factor, step_size,
+                   bc2_sqrt, nt)
+
+
+cdef void _adam_step(floating *t, params, grads, m, v, double beta1,
+                     double beta2, double eps, double weight_decay,
+                     bint decoupled, double decay_factor, double step_size,
+                     double bc2_sqrt, int nt) noexcept:
+    cdef floating *pp = _data(params, t)
+    cdef const floating *pg = _data(grads, t)
+    cdef floating *pm = _data(m, t)
+    cdef floating *pv = _data(v, t)
+    cdef ptrdiff_t n = cnp.PyArray_SIZE(<cnp.ndarray>params)
+    with nogil:
+        cnnkit_adam_step(pp, pg, pm, pv, n, beta1, beta2, eps, weight_decay,
+                         decoupled, decay_factor, step_size, bc2_sqrt, nt)
 
 
 def tree_sum(rows, out):
@@ -1023,50 +1101,47 @@ def tree_sum(rows, out):
     adjacent rows first, then adjacent pairs, and so on; 0 where no row is
     present.  The rows are not written."""
     cdef int nt = _nthreads()
-    if not cnp.PyArray_CheckExact(out) or out.ndim != 1 or \
-            not _c_array(out, out.shape, out.dtype, True) or \
-            out.dtype not in (np.float32, np.float64):
-        raise ValueError(
-            f"tree_sum: out must be a writeable C-contiguous 1-D float32 or "
-            f"float64 ndarray, got {getattr(out, 'dtype', type(out).__name__)}"
-            f" {getattr(out, 'shape', '')}")
-    cdef ptrdiff_t nrows = len(rows), n = out.shape[0], i
+    _float_vector(out, True, "tree_sum: out")
+    cdef ptrdiff_t nrows = len(rows)
     if nrows < 1 or nrows > 32768:
         raise ValueError(f"tree_sum: between 1 and 32768 rows, got {nrows}")
-    cdef ptrdiff_t nbytes = out.nbytes
-    cdef void *pout = _ptr(out)
-    cdef const char *lo = <const char *>pout
-    cdef const char *hi = lo + nbytes
-    cdef const char *p
-    cdef const void **ptrs = <const void **>PyMem_Malloc(
-        nrows * sizeof(void *))
+    if _is_f32(out):
+        _tree_sum(_F32, rows, nrows, out, nt)
+    else:
+        _tree_sum(_F64, rows, nrows, out, nt)
+
+
+cdef int _tree_sum(floating *t, rows, ptrdiff_t nrows, out,
+                   int nt) except -1:
+    """Checks each row (out's dtype and length, C-contiguous, not
+    overlapping out) as it collects the row pointers, then sums."""
+    cdef floating *pout = _data(out, t)
+    cdef ptrdiff_t n = cnp.PyArray_SIZE(<cnp.ndarray>out), i
+    cdef const floating *p
+    cdef const floating **ptrs = <const floating **>PyMem_Malloc(
+        nrows * sizeof(floating *))
     if ptrs == NULL:
         raise MemoryError()
     held = []      # the rows stay alive while C reads them
+    shape, dt = out.shape, out.dtype
     try:
         for i in range(nrows):
             r = rows[i]
             held.append(r)
+            ptrs[i] = NULL
             if r is None:
-                ptrs[i] = NULL
                 continue
-            p = <const char *>_ptr(_require(r, out.shape, out.dtype, False,
-                                            f"tree_sum: rows[{i}]"))
-            nbytes = r.nbytes
-            if n and p < hi and p + nbytes > lo:
+            if not _c_array(r, shape, dt, False):
+                _require(r, shape, dt, False, "tree_sum", f"rows[{i}]")
+            p = _data(r, t)
+            if n and p < pout + n and p + n > pout:
                 raise ValueError(f"tree_sum: rows[{i}] overlaps out")
             ptrs[i] = p
-        if out.dtype == np.float32:
-            with nogil:
-                cnnkit_tree_sum_f32(<float *>pout,
-                                    <const float *const *>ptrs, nrows, n, nt)
-        else:
-            with nogil:
-                cnnkit_tree_sum_f64(<double *>pout,
-                                    <const double *const *>ptrs, nrows, n,
-                                    nt)
+        with nogil:
+            cnnkit_tree_sum(pout, ptrs, nrows, n, nt)
     finally:
         PyMem_Free(ptrs)
+    return 0
 
 
 # --------------------------------------------------------------------------
@@ -1080,18 +1155,71 @@ def softmax(logits):
         raise ValueError(f"softmax: logits need at least one class, got "
                          f"shape {z.shape}")
     p = np.empty(z.shape, dtype=z.dtype)
-    cdef ptrdiff_t n = z.shape[0], c = z.shape[1]
-    cdef void *pp = _ptr(p)
-    cdef void *pz = _ptr(z)
-    if n == 0:
-        return p
-    if z.dtype == np.float32:
-        with nogil:
-            cnnkit_softmax_f32(<float *>pp, <const float *>pz, n, c, nt)
-    else:
-        with nogil:
-            cnnkit_softmax_f64(<double *>pp, <const double *>pz, n, c, nt)
+    if z.shape[0]:
+        if _is_f32(z):
+            _softmax(_F32, p, z, nt)
+        else:
+            _softmax(_F64, p, z, nt)
     return p
+
+
+cdef void _softmax(floating *t, p, z, int nt) noexcept:
+    cdef floating *pp = _data(p, t)
+    cdef const floating *pz = _data(z, t)
+    cdef ptrdiff_t n = cnp.PyArray_DIM(<cnp.ndarray>z, 0)
+    cdef ptrdiff_t c = cnp.PyArray_DIM(<cnp.ndarray>z, 1)
+    with nogil:
+        cnnkit_softmax(pp, pz, n, c, nt)
+
+
+cdef object _labels(object labels, ptrdiff_t n, ptrdiff_t c, tuple zshape):
+    """labels as a C-contiguous int64 array of n class indices in [0, c)."""
+    fn = "softmax_cross_entropy"
+    lab = np.asarray(labels)
+    if lab.dtype.kind not in "iu":
+        raise TypeError(
+            f"{fn}: labels must be integer class indices, got dtype "
+            f"{lab.dtype}")
+    if lab.shape != (n,):
+        raise ValueError(
+            f"{fn}: labels must have shape ({n},) for logits shape {zshape}, "
+            f"got {lab.shape}")
+    cdef const int64_t *plab
+    cdef ptrdiff_t i
+    if lab.dtype == np.int64 and lab.flags.c_contiguous and \
+            lab.flags.aligned and lab.dtype.isnative:
+        # checked in place: no temporaries on the training loop's path
+        plab = _int64_data(lab)
+        for i in range(n):
+            if plab[i] < 0 or plab[i] >= c:
+                raise ValueError(
+                    f"{fn}: labels must lie in [0, {c}) for {c} classes, "
+                    f"got {plab[i]}")
+        return lab
+    lo, hi = int(lab.min()), int(lab.max())
+    if lo < 0 or hi >= c:
+        raise ValueError(
+            f"{fn}: labels must lie in [0, {c}) for {c} classes, got "
+            f"{lo if lo < 0 else hi}")
+    return np.require(lab, dtype=np.int64, requirements=["C", "A"])
+
+
+cdef object _sample_weight(object sample_weight, ptrdiff_t n, tuple zshape):
+    """sample_weight as a C-contiguous float64 array of n finite values
+    >= 0."""
+    fn = "softmax_cross_entropy"
+    sw = np.asarray(sample_weight)
+    if sw.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{fn}: sample_weight must be real numbers, got dtype {sw.dtype}")
+    if sw.shape != (n,):
+        raise ValueError(
+            f"{fn}: sample_weight must have shape ({n},) for logits shape "
+            f"{zshape}, got {sw.shape}")
+    sw = np.require(sw, dtype=np.float64, requirements=["C", "A"])
+    if not np.isfinite(sw).all() or (sw < 0).any():
+        raise ValueError(f"{fn}: sample_weight must be finite and >= 0")
+    return sw
 
 
 def softmax_cross_entropy(logits, labels, sample_weight=None,
@@ -1111,70 +1239,33 @@ def softmax_cross_entropy(logits, labels, sample_weight=None,
         raise ValueError(
             f"softmax_cross_entropy: logits need at least one row and one "
             f"class, got shape {z.shape}")
-    lab = np.asarray(labels)
-    if lab.dtype.kind not in "iu":
-        raise TypeError(
-            f"softmax_cross_entropy: labels must be integer class indices, "
-            f"got dtype {lab.dtype}")
-    if lab.shape != (n,):
-        raise ValueError(
-            f"softmax_cross_entropy: labels must have shape ({n},) for "
-            f"logits shape {z.shape}, got {lab.shape}")
-    cdef const int64_t *plab
-    cdef ptrdiff_t i
-    if lab.dtype == np.int64 and lab.flags.c_contiguous and \
-            lab.flags.aligned and lab.dtype.isnative:
-        # checked in place: no temporaries on the training loop's path
-        plab = <const int64_t *>_ptr(lab)
-        for i in range(n):
-            if plab[i] < 0 or plab[i] >= c:
-                raise ValueError(
-                    f"softmax_cross_entropy: labels must lie in [0, {c}) "
-                    f"for {c} classes, got {plab[i]}")
-    else:
-        lo, hi = int(lab.min()), int(lab.max())
-        if lo < 0 or hi >= c:
-            bad = lo if lo < 0 else hi
-            raise ValueError(
-                f"softmax_cross_entropy: labels must lie in [0, {c}) for "
-                f"{c} classes, got {bad}")
-        lab = np.require(lab, dtype=np.int64, requirements=["C", "A"])
-    cdef double *pw = NULL
-    if sample_weight is not None:
-        sw = np.asarray(sample_weight)
-        if sw.dtype.kind not in "biuf":
-            raise TypeError(
-                f"softmax_cross_entropy: sample_weight must be real numbers, "
-                f"got dtype {sw.dtype}")
-        if sw.shape != (n,):
-            raise ValueError(
-                f"softmax_cross_entropy: sample_weight must have shape ({n},) "
-                f"for logits shape {z.shape}, got {sw.shape}")
-        sw = np.require(sw, dtype=np.float64, requirements=["C", "A"])
-        if not np.isfinite(sw).all() or (sw < 0).any():
-            raise ValueError(
-                "softmax_cross_entropy: sample_weight must be finite and "
-                ">= 0")
-        pw = <double *>_ptr(sw)
+    lab = _labels(labels, n, c, z.shape)
+    sw = (_sample_weight(sample_weight, n, z.shape)
+          if sample_weight is not None else None)
     grad = (_out(grad_out, z.shape, z.dtype, "softmax_cross_entropy",
                  "grad_out") if need_grad else None)
     work = _out(losses_out, (n,), np.dtype(np.float64),
                 "softmax_cross_entropy", "losses_out")
-    cdef void *pg = _ptr(grad) if grad is not None else NULL
-    cdef void *pz = _ptr(z)
-    cdef void *pl = _ptr(lab)
-    cdef double *pk = <double *>_ptr(work)
     cdef double loss
-    if z.dtype == np.float32:
-        with nogil:
-            loss = cnnkit_softmax_xent_f32(<float *>pg, <const float *>pz,
-                                           <const int64_t *>pl, pw, normalizer,
-                                           pk, n, c, nt)
+    if _is_f32(z):
+        loss = _softmax_xent(_F32, grad, z, lab, sw, normalizer, work, nt)
     else:
-        with nogil:
-            loss = cnnkit_softmax_xent_f64(<double *>pg, <const double *>pz,
-                                           <const int64_t *>pl, pw, normalizer,
-                                           pk, n, c, nt)
+        loss = _softmax_xent(_F64, grad, z, lab, sw, normalizer, work, nt)
     if per_sample:
         return loss, grad, work
     return loss, grad
+
+
+cdef double _softmax_xent(floating *t, grad, z, lab, sw, double normalizer,
+                          work, int nt) noexcept:
+    cdef floating *pg = _data(grad, t)
+    cdef const floating *pz = _data(z, t)
+    cdef const int64_t *pl = _int64_data(lab)
+    cdef const double *pw = _data(sw, _F64)
+    cdef double *pk = _data(work, _F64)
+    cdef ptrdiff_t n = cnp.PyArray_DIM(<cnp.ndarray>z, 0)
+    cdef ptrdiff_t c = cnp.PyArray_DIM(<cnp.ndarray>z, 1)
+    cdef double loss
+    with nogil:
+        loss = cnnkit_softmax_xent(pg, pz, pl, pw, normalizer, pk, n, c, nt)
+    return loss

@@ -137,14 +137,14 @@ class MaxPool2DOp:
 
     def forward(self, x, out=None, indices_out=None):
         """(y, indices): int64 flat ``h*W+w`` indices of each maximum."""
-        return _kernels.maxpool2d_forward(x, self.kernel_size, self.stride,
+        return _kernels.max_pool2d_forward(x, self.kernel_size, self.stride,
                                           self.padding, out, indices_out)
 
     def backward(self, grad, indices, input_shape, out=None,
                  relu_pooled=None):
         """The input gradient; with ``relu_pooled`` (this pool's output) it
         also goes back through the ReLU that produced the pool's input."""
-        return _kernels.maxpool2d_backward(grad, indices, input_shape, out,
+        return _kernels.max_pool2d_backward(grad, indices, input_shape, out,
                                            relu_pooled)
 
 
@@ -160,12 +160,12 @@ class AvgPool2DOp:
         self.count_include_pad = bool(count_include_pad)
 
     def forward(self, x):
-        return _kernels.avgpool2d_forward(x, self.kernel_size, self.stride,
+        return _kernels.avg_pool2d_forward(x, self.kernel_size, self.stride,
                                           self.padding,
                                           self.count_include_pad)
 
     def backward(self, grad, input_shape):
-        return _kernels.avgpool2d_backward(grad, tuple(input_shape),
+        return _kernels.avg_pool2d_backward(grad, tuple(input_shape),
                                            self.kernel_size, self.stride,
                                            self.padding,
                                            self.count_include_pad)

@@ -491,13 +491,13 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
         # a batch of one float dtype, valid int hyperparameters: nothing to
         # normalise (the kernel checks the rest, with these messages)
         s = kernel_size if stride is None else stride
-        return _kernels.maxpool2d_forward(x, (kernel_size, kernel_size),
+        return _kernels.max_pool2d_forward(x, (kernel_size, kernel_size),
                                           (s, s), (padding, padding))
     x = _as_array(x, "x", fn)
     x4 = _to_4d(x, "x", fn)
     kernel, stride, pad = _pool_args(fn, kernel_size, stride, padding)
     dt = _compute_dtype(x4)
-    y, idx = _kernels.maxpool2d_forward(x4.astype(dt, copy=False), kernel,
+    y, idx = _kernels.max_pool2d_forward(x4.astype(dt, copy=False), kernel,
                                         stride, pad)
     lead = x.shape[:-2]
     return (y.reshape(lead + y.shape[2:]), idx.reshape(lead + idx.shape[2:]))
@@ -553,7 +553,7 @@ def max_pool2d_backward(grad_out, indices, input_shape):
     ind4 = ind.reshape(g4.shape)
     shape4 = (1,) * (4 - len(shape)) + shape
     dt = _compute_dtype(g4)
-    gx = _kernels.maxpool2d_backward(g4.astype(dt, copy=False), ind4, shape4)
+    gx = _kernels.max_pool2d_backward(g4.astype(dt, copy=False), ind4, shape4)
     return gx.reshape(shape)
 
 
@@ -593,7 +593,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0,
     x4 = _to_4d(x, "x", fn)
     kernel, stride, pad = _pool_args(fn, kernel_size, stride, padding)
     dt = _compute_dtype(x4)
-    y = _kernels.avgpool2d_forward(x4.astype(dt, copy=False), kernel, stride,
+    y = _kernels.avg_pool2d_forward(x4.astype(dt, copy=False), kernel, stride,
                                    pad, bool(count_include_pad))
     return y.reshape(x.shape[:-2] + y.shape[2:])
 
@@ -634,7 +634,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
     shape4 = (1,) * (4 - len(shape)) + shape
     kernel, stride, pad = _pool_args(fn, kernel_size, stride, padding)
     dt = _compute_dtype(g4)
-    gx = _kernels.avgpool2d_backward(g4.astype(dt, copy=False), shape4,
+    gx = _kernels.avg_pool2d_backward(g4.astype(dt, copy=False), shape4,
                                      kernel, stride, pad,
                                      bool(count_include_pad))
     return gx.reshape(shape)
