@@ -8,14 +8,5 @@
  */
 #include "internal.h"
 
-#define REAL float
-#define SFX(name) name##_f32
-#include "activation_impl.h"
-#undef REAL
-#undef SFX
-
-#define REAL double
-#define SFX(name) name##_f64
-#include "activation_impl.h"
-#undef REAL
-#undef SFX
+#define CNNKIT_IMPL "activation_impl.h"
+#include "instantiate.h"

@@ -178,14 +178,5 @@ ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
     }
 }
 
-#define REAL float
-#define SFX(name) name##_f32
-#include "conv2d_impl.h"
-#undef REAL
-#undef SFX
-
-#define REAL double
-#define SFX(name) name##_f64
-#include "conv2d_impl.h"
-#undef REAL
-#undef SFX
+#define CNNKIT_IMPL "conv2d_impl.h"
+#include "instantiate.h"

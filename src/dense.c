@@ -23,14 +23,5 @@ ptrdiff_t cnnkit_dense_workspace(ptrdiff_t n, ptrdiff_t f, ptrdiff_t o,
            CNNKIT_MAX(fwd, CNNKIT_MAX(bx, bw));
 }
 
-#define REAL float
-#define SFX(name) name##_f32
-#include "dense_impl.h"
-#undef REAL
-#undef SFX
-
-#define REAL double
-#define SFX(name) name##_f64
-#include "dense_impl.h"
-#undef REAL
-#undef SFX
+#define CNNKIT_IMPL "dense_impl.h"
+#include "instantiate.h"

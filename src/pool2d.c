@@ -33,14 +33,5 @@ static int pool_team(const cnnkit_pool2d_geom *g, int nthreads)
                        g->planes, nthreads);
 }
 
-#define REAL float
-#define SFX(name) name##_f32
-#include "pool2d_impl.h"
-#undef REAL
-#undef SFX
-
-#define REAL double
-#define SFX(name) name##_f64
-#include "pool2d_impl.h"
-#undef REAL
-#undef SFX
+#define CNNKIT_IMPL "pool2d_impl.h"
+#include "instantiate.h"

@@ -21,14 +21,5 @@
 #define TREE_CHUNK 256   /* elements per task of cnnkit_tree_sum */
 #define TREE_LEVELS 16   /* its scratch levels: up to 2**15 rows  */
 
-#define REAL float
-#define SFX(name) name##_f32
-#include "reduce_impl.h"
-#undef REAL
-#undef SFX
-
-#define REAL double
-#define SFX(name) name##_f64
-#include "reduce_impl.h"
-#undef REAL
-#undef SFX
+#define CNNKIT_IMPL "reduce_impl.h"
+#include "instantiate.h"

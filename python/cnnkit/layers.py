@@ -176,8 +176,8 @@ class Layer:
 
         Parameters
         ----------
-        input_shape : tuple of int
-            Shape of one input sample.
+        input_shape : tuple of int, or list of them
+            Shape of one input sample (for a merge layer, of each input).
 
         Returns
         -------
@@ -188,12 +188,12 @@ class Layer:
         return {}
 
     def build(self, input_shape):
-        """Check ``input_shape`` and record the input and output shapes.
+        """Check ``input_shape`` and record the input and output shapes
+        (a model calls it again whenever it infers its shapes).
 
         Parameters
         ----------
-        input_shape : tuple of int
-            Shape of one input sample.
+        input_shape : tuple of int, or list of them for a merge layer
 
         Returns
         -------

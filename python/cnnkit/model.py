@@ -1126,29 +1126,11 @@ class Sequential(Model):
         return shape, specs, cur
 
     def forward(self, x, training=False):
-        """Logits for a batch, without checks or conversion.
-
-        Parameters
-        ----------
-        x : ndarray of shape (n,) + input_shape
-            In the model's dtype.
-        training : bool or StepContext, default False
-            Keep what :meth:`backward` needs and apply dropout (the trainer
-            passes its step context).
-
-        Returns
-        -------
-        logits : ndarray of shape (n,) + output_shape
-
-        Notes
-        -----
-        A layer whose forward pass can apply the element-wise layer after
-        it (a :class:`~cnnkit.layers.Conv2D` followed by a
-        :class:`~cnnkit.layers.ReLU`) runs the two as one pass, with the
-        same bits as the two layers one after the other; so does, in
-        :meth:`backward`, a layer whose backward pass can also run the
-        element-wise layer's before it (a ReLU followed by a
-        :class:`~cnnkit.layers.MaxPool2D`).
+        """Logits for a batch, as :meth:`Model.forward`: the layers one
+        after the other, a layer and the element-wise layer after it as
+        one pass where the first declares it can apply the second (a
+        :class:`~cnnkit.layers.Conv2D` and a :class:`~cnnkit.layers.ReLU`),
+        with the bits of the two passes.
         """
         ctx = _context.as_context(training)
         for i, (layer, (step, op)) in enumerate(zip(self.layers,
@@ -1163,26 +1145,12 @@ class Sequential(Model):
         return x
 
     def backward(self, grad, input_grad=True, ctx=None):
-        """Backpropagate ``grad`` (d loss / d logits) through every layer of
-        the last training forward pass; fills the gradients and returns d loss
-        / d input.
-
-        Parameters
-        ----------
-        grad : ndarray of shape (n,) + output_shape
-            Gradient of the loss with respect to the logits of the last
-            ``forward(x, training=True)``.
-        input_grad : bool, default True
-            Whether to compute the gradient with respect to the input
-            (False lets the first layer skip that work).
-        ctx : StepContext, optional
-            The trainer's step context (it then decides, and
-            ``input_grad`` is not read).
-
-        Returns
-        -------
-        grad_x : ndarray of shape (n,) + input_shape, or None
-            None when the input gradient is not computed.
+        """The gradients of the last training forward pass, as
+        :meth:`Model.backward`: the layers in reverse order, a layer and
+        the element-wise layer before it as one pass where the second
+        declares it can run the first's backward (a
+        :class:`~cnnkit.layers.ReLU` and a
+        :class:`~cnnkit.layers.MaxPool2D`).
         """
         if ctx is None:
             ctx = _context.StepContext(
