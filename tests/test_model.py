@@ -425,6 +425,125 @@ def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.cnnkit"]
 
 
+def test_save_keeps_metadata_and_the_writing_version(tmp_path):
+    import pickle
+
+    from cnnkit import _format
+    model = small_cnn()
+    assert model.metadata == {}
+    record = {"data": "digits", "seed": 1, "test_size": 0.2,
+              "sizes": [1437, 360], "note": None, "split": {"stratify": True}}
+    model.save(tmp_path / "m.cnnkit", metadata=record)
+    loaded = cnnkit.load_model(tmp_path / "m.cnnkit")
+    assert loaded.metadata == record
+    assert pickle.loads(pickle.dumps(loaded)).metadata == record
+    _, meta = _format.load_file(tmp_path / "m.cnnkit")
+    assert meta["cnnkit_version"] == cnnkit.__version__
+    # only what is passed is written
+    loaded.save(tmp_path / "again.cnnkit")
+    assert cnnkit.load_model(tmp_path / "again.cnnkit").metadata == {}
+    # a file without metadata (written before it existed) loads as before
+    _format.save_file(tmp_path / "old.cnnkit", model.state_dict(),
+                      _format.pack_metadata("model", model.get_config()))
+    assert cnnkit.load_model(tmp_path / "old.cnnkit").metadata == {}
+
+
+@pytest.mark.parametrize("metadata, exc, match", [
+    ({"x": np.float32(1)}, TypeError, "JSON"),
+    ({"x": float("nan")}, ValueError, "JSON"),
+    ({1: "a"}, TypeError, "keys must be str"),
+    ([("a", "b")], TypeError, "dict"),
+])
+def test_save_refuses_metadata_json_cannot_hold(tmp_path, metadata, exc,
+                                                match):
+    with pytest.raises(exc, match=match):
+        small_cnn().save(tmp_path / "m.cnnkit", metadata=metadata)
+    assert not (tmp_path / "m.cnnkit").exists()
+
+
+def _rewrite(src, dst, version=None, config=None, optimizer=None):
+    """Copy the model file ``src`` to ``dst`` as another cnnkit ``version``
+    would have written it, with a changed architecture or optimizer."""
+    import json
+
+    from cnnkit import _format
+    tensors, meta = _format.load_file(src)
+    if version is None:
+        meta.pop("cnnkit_version")
+    else:
+        meta["cnnkit_version"] = version
+    if config is not None:
+        cfg = json.loads(meta["config"])
+        config(cfg)
+        meta["config"] = json.dumps(cfg)
+    if optimizer is not None:
+        meta["optimizer"] = json.dumps(optimizer)
+    _format.save_file(dst, tensors, meta)
+    return dst
+
+
+def test_unknown_layer_argument_names_it_and_the_versions(tmp_path):
+    small_cnn().save(tmp_path / "m.cnnkit")
+
+    def grouped(cfg):
+        cfg["layers"][0]["config"]["groups"] = 2
+    path = _rewrite(tmp_path / "m.cnnkit", tmp_path / "new.cnnkit",
+                    version="0.3.0", config=grouped)
+    with pytest.raises(ValueError) as info:
+        cnnkit.load_model(path)
+    message = str(info.value)
+    assert "__init__" not in message
+    assert "unknown argument(s) ['groups'] for Conv2D" in message
+    assert "kernel_size" in message                  # what Conv2D takes
+    assert (f"written by cnnkit 0.3.0; this is cnnkit "
+            f"{cnnkit.__version__}: upgrade cnnkit") in message
+
+
+def test_unknown_layer_type_names_the_versions(tmp_path):
+    small_cnn().save(tmp_path / "m.cnnkit")
+
+    def conv3d(cfg):
+        cfg["layers"][0]["class_name"] = "Conv3D"
+    path = _rewrite(tmp_path / "m.cnnkit", tmp_path / "new.cnnkit",
+                    version="1.0.0rc1", config=conv3d)
+    with pytest.raises(ValueError, match=r"unknown type 'Conv3D'.*written "
+                       r"by cnnkit 1\.0\.0rc1; this is cnnkit"):
+        cnnkit.load_model(path)
+    path = _rewrite(tmp_path / "m.cnnkit", tmp_path / "unsaid.cnnkit",
+                    version=None, config=conv3d)
+    with pytest.raises(ValueError, match="does not say which cnnkit wrote"):
+        cnnkit.load_model(path)
+
+
+def test_unknown_optimizer_of_another_version_loads_without_it(tmp_path):
+    x, y = make_task(32)
+    model = small_cnn()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    model.save(tmp_path / "m.cnnkit", metadata={"seed": 1})
+    lion = {"class_name": "Lion", "lr": 1e-4, "betas": [0.9, 0.99]}
+    path = _rewrite(tmp_path / "m.cnnkit", tmp_path / "new.cnnkit",
+                    version="0.2.0", optimizer=lion)
+    with pytest.warns(UserWarning, match=r"written by cnnkit 0\.2\.0; this "
+                      r"is cnnkit .*'Lion'.*model\.optimizer is None"):
+        loaded = cnnkit.load_model(path)
+    assert loaded.optimizer is None
+    assert loaded.metadata == {"seed": 1}
+    assert np.array_equal(loaded.predict(x), model.predict(x))
+    assert loaded.evaluate(x, y) == model.evaluate(x, y)
+    # an optimizer argument this version does not know: the same
+    adam = dict(model.optimizer.get_config(), amsgrad=True)
+    path = _rewrite(tmp_path / "m.cnnkit", tmp_path / "new2.cnnkit",
+                    version="0.2.0", optimizer=adam)
+    with pytest.warns(UserWarning, match="amsgrad"):
+        assert cnnkit.load_model(path).optimizer is None
+    # in a file of this very version it is damage, and refused
+    path = _rewrite(tmp_path / "m.cnnkit", tmp_path / "same.cnnkit",
+                    version=cnnkit.__version__, optimizer=lion)
+    with pytest.raises(ValueError, match=r"invalid optimizer state.*"
+                       r"'Lion'.*written by cnnkit"):
+        cnnkit.load_model(path)
+
+
 def test_model_checkpoint_best_only(tmp_path):
     x, y = make_task(48)
     model = small_cnn()

@@ -21,6 +21,7 @@ from . import distributed as dist
 from . import optim
 from . import trainer as _trainer
 from ._checks import MAX_ELEMENTS, check_int, check_keys, is_int
+from ._version import __version__
 from .layers import LAYERS, Layer
 
 __all__ = ["Model", "Sequential"]
@@ -46,6 +47,9 @@ class Model:
         The seeded generator behind initialisation, shuffling and dropout.
     optimizer : cnnkit.optim.Optimizer or None
         The optimizer of the last :meth:`fit` (or of a loaded file).
+    metadata : dict
+        What :func:`cnnkit.load_model` read from the file's ``metadata``
+        (written by ``save(path, metadata=...)``); empty for a new model.
     stop_training : bool
         Set by a callback to end :meth:`fit` after the current epoch.
     """
@@ -70,6 +74,7 @@ class Model:
         self.output_shape = None
         self.built = False
         self.optimizer = None
+        self.metadata = {}
         self.stop_training = False
         self._flat_params = np.zeros(0, dtype=dt)
         self._flat_grads = np.zeros(0, dtype=dt)
@@ -476,6 +481,7 @@ class Model:
                 "params": self._flat_params.copy() if self.built else None,
                 "rng": self.rng.bit_generator.state,
                 "optimizer": opt,
+                "metadata": self.metadata,
                 "stop_training": self.stop_training}
 
     def __setstate__(self, state):
@@ -491,14 +497,16 @@ class Model:
             opt_config, opt_state = state["optimizer"]
             self.optimizer = optim.from_config(opt_config)
             self.optimizer.load_state_dict(opt_state)
+        self.metadata = state.get("metadata", {})
         self.stop_training = state["stop_training"]
 
-    def save(self, path, include_optimizer=True):
+    def save(self, path, include_optimizer=True, metadata=None):
         """Write the architecture, the weights and (optionally) the optimizer
         state to one file, atomically; no pickle is involved.
 
         The file is safetensors-compatible: the tensors are named as in
-        :meth:`state_dict`, the architecture is JSON in its metadata.
+        :meth:`state_dict`, the architecture is JSON in its metadata, with
+        the version of cnnkit that wrote it and ``metadata``.
 
         Parameters
         ----------
@@ -507,12 +515,21 @@ class Model:
         include_optimizer : bool, default True
             Also store the optimizer's configuration and state, so that
             training can resume from the file.
+        metadata : dict, optional
+            Anything to keep with the model, e.g. how it was trained: str
+            keys, values that JSON represents (str, numbers, bool, None,
+            lists and dicts of them). The loaded model has it as
+            :attr:`metadata`. Only what is passed is written:
+            ``save(path, metadata=model.metadata)`` keeps what the model
+            was loaded with.
 
         Raises
         ------
         OSError
             If the file cannot be written; an existing file at ``path`` is
             then left as it was.
+        TypeError, ValueError
+            If ``metadata`` cannot be stored as JSON (the message says why).
 
         See Also
         --------
@@ -529,10 +546,16 @@ class Model:
         >>> model.save(path)
         >>> cnnkit.load_model(path).output_shape
         (3,)
+        >>> model.save(path, metadata={"data": "digits", "seed": 1})
+        >>> cnnkit.load_model(path).metadata
+        {'data': 'digits', 'seed': 1}
         """
         self._require_built("save")
         tensors = self.state_dict()
-        extra = {}
+        extra = {_format.VERSION_KEY: __version__}
+        if metadata is not None:
+            extra[_format.USER_METADATA_KEY] = _format.pack_user_metadata(
+                metadata)
         if include_optimizer and self.optimizer is not None:
             extra["optimizer"] = json.dumps(self.optimizer.get_config())
             for k, v in self.optimizer.state_dict().items():
