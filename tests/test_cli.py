@@ -1,5 +1,6 @@
 """The ``cnnkit`` command line."""
 import re
+import signal
 import subprocess
 import sys
 
@@ -137,3 +138,145 @@ def test_bench_gemm_sweep(capsys, assert_user_error):
     assert "float32" in out and "float64" in out and "64" in out
     code, _, err = run(capsys, "bench", "--sizes", "64")
     assert_user_error(code, err, "--sizes goes with --gemm")
+
+
+# ---------------------------------------------------------------------------
+# the training record: evaluate tests on the images train held out
+# ---------------------------------------------------------------------------
+def test_evaluate_uses_the_split_the_model_was_trained_with(
+        tmp_path, capsys, assert_user_error):
+    path = str(tmp_path / "m.cnnkit")
+    code, out, _ = run(capsys, "train", "--seed", "1", "--epochs", "2",
+                       "--quiet", "--threads", "1", "--out", path)
+    assert code == 0
+    acc = re.search(r"test accuracy: ([0-9.]+)", out).group(1)
+    record = cnnkit.load_model(path).metadata["training"]
+    x, y = cnnkit.datasets.load_digits()
+    assert record["data_kind"] == "digits"
+    assert (record["seed"], record["test_size"]) == (1, 0.2)
+    assert record["sha256"] == cli.fingerprint(x, y)
+    assert (record["train_images"], record["test_images"]) == (1438, 359)
+    assert record["epochs_completed"] == 2
+    # no flags: the split of seed 1, not the default seed 0
+    code, out, _ = run(capsys, "evaluate", path)
+    assert code == 0
+    assert f"accuracy {acc}" in out
+    assert "the split it was trained with, seed 1, test size 0.2" in out
+    code, out, _ = run(capsys, "evaluate", path, "--seed", "1",
+                       "--test-size", "0.2")
+    assert code == 0 and f"accuracy {acc}" in out
+    # flags that would test on training images are refused
+    assert_user_error(*run(capsys, "evaluate", path, "--seed", "0")[::2],
+                      "--seed 0 contradicts", "seed 1", "leave out --seed")
+    assert_user_error(*run(capsys, "evaluate", path, "--test-size",
+                           "0.5")[::2], "--test-size 0.5", "test size 0.2")
+
+
+def test_files_without_a_training_record_keep_the_defaults(tmp_path, capsys):
+    model = cnnkit.cli.default_model((1, 8, 8), 10, seed=0)
+    model.save(tmp_path / "old.cnnkit")
+    code, out, _ = run(capsys, "evaluate", str(tmp_path / "old.cnnkit"))
+    assert code == 0 and "(359 images: seed 0, test size 0.2)" in out
+    code, out, _ = run(capsys, "evaluate", str(tmp_path / "old.cnnkit"),
+                       "--seed", "3", "--test-size", "0.3")
+    assert code == 0 and "(539 images: seed 3, test size 0.3)" in out
+
+
+def test_split_flags_with_data_are_refused(tmp_path, capsys,
+                                           assert_user_error):
+    xtr, ytr = make_synthetic(60, (1, 8, 8), 3, seed=0)
+    xte, yte = make_synthetic(20, (1, 8, 8), 3, seed=1)
+    data = tmp_path / "synth.npz"
+    np.savez(data, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    model_path = str(tmp_path / "s.cnnkit")
+    assert_user_error(*run(capsys, "train", "--data", str(data),
+                           "--test-size", "0.3", "--out", model_path)[::2],
+                      "--test-size", "own test set", "leave out --test-size")
+    assert not (tmp_path / "s.cnnkit").exists()
+    code, _, _ = run(capsys, "train", "--data", str(data), "--epochs", "1",
+                     "--seed", "4", "--quiet", "--out", model_path)
+    assert code == 0
+    record = cnnkit.load_model(model_path).metadata["training"]
+    assert record["data"] == str(data) and record["data_kind"] == "npz"
+    assert record["seed"] == 4 and record["test_size"] is None
+    (x_tr, y_tr), (x_te, y_te) = cnnkit.datasets.load_mnist(data)
+    assert record["sha256"] == cli.fingerprint(x_tr, y_tr, x_te, y_te)
+    for flag, value in (("--seed", "4"), ("--test-size", "0.2")):
+        assert_user_error(*run(capsys, "evaluate", model_path, "--data",
+                               str(data), flag, value)[::2],
+                          flag, "own test set")
+    code, out, _ = run(capsys, "evaluate", model_path, "--data", str(data))
+    assert code == 0 and "(20 images)" in out
+
+
+# ---------------------------------------------------------------------------
+# an interrupted or failed run never replaces a model file
+# ---------------------------------------------------------------------------
+def test_ctrl_c_saves_beside_the_old_file(tmp_path):
+    out_file = tmp_path / "digits.cnnkit"
+    out_file.write_bytes(b"the model of an earlier run")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnkit", "train", "--epochs", "100000",
+         "--threads", "1", "--out", str(out_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:            # one line per epoch off a tty
+            if line.startswith("Epoch 2/"):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == cli.EXIT_INTERRUPTED
+    assert out_file.read_bytes() == b"the model of an earlier run"
+    partial = tmp_path / "digits.partial.cnnkit"
+    assert re.search(r"interrupted after [0-9]+ complete epochs? of 100000",
+                     out)
+    assert f"the model so far is saved in {partial}" in err
+    assert f"{out_file} is left as it was" in err
+    assert "Traceback" not in err
+    model = cnnkit.load_model(partial)
+    assert model.metadata["training"]["epochs_completed"] >= 1
+
+
+def test_a_diverging_run_saves_beside_the_old_file(
+        tmp_path, capsys, assert_user_error):
+    out_file = tmp_path / "m.cnnkit"
+    out_file.write_bytes(b"old")
+    code, _, err = run(capsys, "train", "--epochs", "2", "--quiet",
+                       "--optimizer", "sgd", "--lr", "1e30", "--out",
+                       str(out_file))
+    assert_user_error(code, err, "the loss became",
+                      f"saved in {tmp_path / 'm.partial.cnnkit'}",
+                      "is left as it was")
+    assert out_file.read_bytes() == b"old"
+    cnnkit.load_model(tmp_path / "m.partial.cnnkit")
+
+
+def test_a_failing_run_saves_beside_and_keeps_the_traceback(
+        tmp_path, capsys, monkeypatch):
+    fit = cnnkit.Sequential.fit
+
+    class Broken(cnnkit.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("a bug")
+
+    def broken_fit(self, *args, callbacks=(), **kwargs):
+        return fit(self, *args, callbacks=list(callbacks) + [Broken()],
+                   **kwargs)
+
+    monkeypatch.setattr(cnnkit.Sequential, "fit", broken_fit)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["train", "--epochs", "5", "--quiet", "--out",
+                  str(tmp_path / "m.cnnkit")])
+    err = capsys.readouterr().err
+    assert "training failed; the model so far is saved in" in err
+    assert not (tmp_path / "m.cnnkit").exists()
+    partial = cnnkit.load_model(tmp_path / "m.partial.cnnkit")
+    assert partial.metadata["training"]["epochs_completed"] == 2
+
+
+def test_partial_path():
+    assert cli.partial_path("digits.cnnkit") == "digits.partial.cnnkit"
+    assert cli.partial_path("a/b.model") == "a/b.model.partial.cnnkit"
