@@ -280,3 +280,54 @@ def test_a_failing_run_saves_beside_and_keeps_the_traceback(
 def test_partial_path():
     assert cli.partial_path("digits.cnnkit") == "digits.partial.cnnkit"
     assert cli.partial_path("a/b.model") == "a/b.model.partial.cnnkit"
+
+
+# ---------------------------------------------------------------------------
+# files of another cnnkit version
+# ---------------------------------------------------------------------------
+def _as_written_by(src, dst, version, change):
+    from cnnkit import _format
+    tensors, meta = _format.load_file(src)
+    meta["cnnkit_version"] = version
+    change(meta)
+    _format.save_file(dst, tensors, meta)
+    return str(dst)
+
+
+def test_predict_and_evaluate_a_file_with_an_unknown_optimizer(
+        tmp_path, capsys):
+    import json
+    path = tmp_path / "m.cnnkit"
+    assert run(capsys, "train", "--epochs", "1", "--quiet", "--out",
+               str(path))[0] == 0
+    newer = _as_written_by(path, tmp_path / "new.cnnkit", "0.2.0",
+                           lambda meta: meta.update(optimizer=json.dumps(
+                               {"class_name": "Lion", "lr": 1e-4})))
+    x, _ = cnnkit.datasets.load_digits()
+    np.save(tmp_path / "x.npy", x[:3])
+    code, out, err = run(capsys, "predict", newer, str(tmp_path / "x.npy"))
+    assert code == 0 and len(out.split()) == 3
+    assert err.count("\n") == 1
+    assert err.startswith("cnnkit predict: warning: ")
+    assert "written by cnnkit 0.2.0; this is cnnkit" in err
+    code, out, err = run(capsys, "evaluate", newer)
+    assert code == 0 and "digits test set: accuracy" in out
+    assert "written by cnnkit 0.2.0" in err
+
+
+def test_unknown_layer_argument_names_the_versions(tmp_path, capsys,
+                                                   assert_user_error):
+    import json
+    path = tmp_path / "m.cnnkit"
+    cnnkit.cli.default_model((1, 8, 8), 10, seed=0).save(path)
+
+    def grouped(meta):
+        cfg = json.loads(meta["config"])
+        cfg["layers"][0]["config"]["groups"] = 2
+        meta["config"] = json.dumps(cfg)
+    newer = _as_written_by(path, tmp_path / "new.cnnkit", "0.3.0", grouped)
+    code, _, err = run(capsys, "evaluate", newer)
+    assert_user_error(code, err, "unknown argument(s) ['groups'] for Conv2D",
+                      f"written by cnnkit 0.3.0; this is cnnkit "
+                      f"{cnnkit.__version__}: upgrade cnnkit")
+    assert "__init__()" not in err

@@ -10,6 +10,7 @@ import hashlib
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -134,12 +135,20 @@ def default_model(input_shape, classes, seed):
     return Sequential(stack, input_shape=input_shape, seed=seed)
 
 
-def _load_model(path):
+def _load_model(path, command):
+    """load_model, with its errors as UsageError and its warnings (an
+    optimizer a file of another cnnkit version holds, say) as one line
+    each on stderr."""
     from .saving import load_model
-    try:
-        return load_model(path)
-    except (OSError, ValueError, ImportError) as exc:
-        raise UsageError(f"cannot load model {path}: {exc}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = load_model(path)
+        except (OSError, ValueError, ImportError) as exc:
+            raise UsageError(f"cannot load model {path}: {exc}") from None
+    for w in caught:
+        print(f"cnnkit {command}: warning: {w.message}", file=sys.stderr)
+    return model
 
 
 def _set_threads(n):
@@ -260,7 +269,7 @@ def _save_partial(model, out, record, epochs, strict=False):
 def cmd_evaluate(args):
     _set_threads(args.threads)
     _check_split_flags(args, "evaluate")
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.command)
     record = _training_record(model, args.model)
     seed, test_size = args.seed, args.test_size
     as_trained = (args.data is None and record is not None
@@ -306,7 +315,7 @@ def cmd_evaluate(args):
 
 def cmd_predict(args):
     _set_threads(args.threads)
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.command)
     try:
         images = np.load(args.images, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -350,7 +359,7 @@ def cmd_export(args):
         cnnkit_onnx._require_onnx()
     except ImportError as exc:
         raise UsageError(str(exc)) from None
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.command)
     try:
         cnnkit_onnx.export(model, args.out, opset=args.opset,
                            probabilities=args.probabilities,
