@@ -331,3 +331,45 @@ def test_unknown_layer_argument_names_the_versions(tmp_path, capsys,
                       f"written by cnnkit 0.3.0; this is cnnkit "
                       f"{cnnkit.__version__}: upgrade cnnkit")
     assert "__init__()" not in err
+
+
+# ---------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------
+def test_export_refuses_float64_graphs_onnxruntime_cannot_run(
+        tmp_path, capsys, assert_user_error):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    cnn = tmp_path / "cnn.cnnkit"
+    cnnkit.cli.default_model((1, 8, 8), 10, seed=0).save(cnn)
+    assert_user_error(*run(capsys, "export", str(cnn),
+                           str(tmp_path / "a.onnx"), "--dtype",
+                           "float64")[::2],
+                      "--dtype float64", "Conv2D", "onnxruntime",
+                      "--dtype float32")
+    assert not (tmp_path / "a.onnx").exists()
+    cnn64 = tmp_path / "cnn64.cnnkit"
+    cnnkit.Sequential([cnnkit.layers.Conv2D(2, 3), cnnkit.layers.Flatten(),
+                       cnnkit.layers.Dense(3)], input_shape=(1, 8, 8),
+                      dtype="float64").save(cnn64)
+    assert_user_error(*run(capsys, "export", str(cnn64),
+                           str(tmp_path / "b.onnx"))[::2],
+                      "cnn64.cnnkit is float64", "--dtype float32")
+    code, _, _ = run(capsys, "export", str(cnn64), str(tmp_path / "b.onnx"),
+                     "--dtype", "float32")
+    assert code == 0
+    # a float64 graph without those layers runs in onnxruntime
+    mlp = tmp_path / "mlp.cnnkit"
+    model = cnnkit.Sequential([cnnkit.layers.MaxPool2D(2),
+                               cnnkit.layers.Flatten(),
+                               cnnkit.layers.Dense(3)],
+                              input_shape=(1, 8, 8), dtype="float64", seed=0)
+    model.save(mlp)
+    code, _, _ = run(capsys, "export", str(mlp), str(tmp_path / "m.onnx"),
+                     "--dtype", "float64")
+    assert code == 0
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((2, 1, 8, 8))
+    (logits,) = session.run(None, {session.get_inputs()[0].name: x})
+    np.testing.assert_allclose(logits, model.forward(x), rtol=1e-12)

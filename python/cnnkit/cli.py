@@ -360,6 +360,17 @@ def cmd_export(args):
     except ImportError as exc:
         raise UsageError(str(exc)) from None
     model = _load_model(args.model, args.command)
+    dtype = args.dtype or model.dtype.name
+    kinds = cnnkit_onnx.no_float64_layers(model)
+    if dtype == "float64" and kinds:
+        given = ("--dtype float64" if args.dtype else
+                 f"{args.model} is float64, and")
+        raise UsageError(
+            f"{given} would write its {', '.join(kinds)} layers as double "
+            f"ops, which onnxruntime's CPU provider cannot run (it has no "
+            f"double Conv, AveragePool or GlobalAveragePool); pass --dtype "
+            f"float32 (cnnkit.onnx.export(model, path, dtype='float64') "
+            f"writes the float64 graph for other runtimes)")
     try:
         cnnkit_onnx.export(model, args.out, opset=args.opset,
                            probabilities=args.probabilities,
@@ -529,7 +540,10 @@ def build_parser():
                    help="end with a softmax: the graph returns class "
                         "probabilities instead of logits")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None,
-                   help="data type of the graph (default: the model's)")
+                   help="data type of the graph (default: the model's); "
+                        "float64 only for models without convolution or "
+                        "average pooling, which onnxruntime cannot run in "
+                        "float64")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="version, compiler, OpenMP, SIMD path",
