@@ -1,4 +1,5 @@
 """The ``cnnkit`` command line."""
+import gzip
 import re
 import signal
 import subprocess
@@ -373,3 +374,68 @@ def test_export_refuses_float64_graphs_onnxruntime_cannot_run(
     x = np.random.default_rng(0).random((2, 1, 8, 8))
     (logits,) = session.run(None, {session.get_inputs()[0].name: x})
     np.testing.assert_allclose(logits, model.forward(x), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# files that are not what a flag takes, and images of another shape
+# ---------------------------------------------------------------------------
+def _idx_labels(n=3):
+    return b"\0\0\x08\x01" + n.to_bytes(4, "big") + bytes(range(n))
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("train-labels-idx1-ubyte.gz", gzip.compress(_idx_labels()),
+     ["an IDX file compressed with gzip", "pass the folder that holds the "
+      "four MNIST IDX files"]),
+    ("train-labels-idx1-ubyte", _idx_labels(),
+     ["it is an IDX file", "pass the folder"]),
+    ("data.txt", b"1 2 3\n4 5 6\n",
+     ["not a zip file", "x_train, y_train, x_test, y_test", "the folder"]),
+])
+def test_data_that_is_not_an_npz_says_what_to_pass(
+        tmp_path, capsys, assert_user_error, name, content, words):
+    path = tmp_path / name
+    path.write_bytes(content)
+    code, _, err = run(capsys, "train", "--data", str(path))
+    assert_user_error(code, err, f"cannot read --data {path}", *words)
+    assert "allow_pickle" not in err
+
+
+def test_predict_says_what_the_images_file_is_not(tmp_path, capsys,
+                                                  assert_user_error):
+    model_path = tmp_path / "m.cnnkit"
+    cnnkit.cli.default_model((1, 8, 8), 10, seed=0).save(model_path)
+    text = tmp_path / "images.txt"
+    text.write_text("0 1 2\n3 4 5\n")
+    code, _, err = run(capsys, "predict", str(model_path), str(text))
+    assert_user_error(code, err, "images.txt: it is a text file",
+                      "reads one .npy array",
+                      "numpy.loadtxt('" + str(text) + "')"
+                      ".reshape(-1, 1, 8, 8)")
+    assert "allow_pickle" not in err
+    np.save(tmp_path / "objects.npy", np.array([1, None], dtype=object),
+            allow_pickle=True)
+    code, _, err = run(capsys, "predict", str(model_path),
+                       str(tmp_path / "objects.npy"))
+    assert_user_error(code, err, "holds Python objects")
+    assert "allow_pickle" not in err
+
+
+@pytest.mark.parametrize("shape, words", [
+    ((5, 64), ["has shape (5, 64) (flat rows of 64 values)",
+               "x.reshape(-1, 1, 8, 8)"]),
+    ((5, 8, 8, 1), ["has shape (5, 8, 8, 1) (channels last",
+                    "x.transpose(0, 3, 1, 2)"]),
+    ((2, 1, 5, 5), ["(n, 1, 8, 8) or (n, 8, 8) for one channel, or one "
+                    "image (1, 8, 8) or (8, 8); got (2, 1, 5, 5)"]),
+])
+def test_predict_reports_the_shape_of_the_file(tmp_path, capsys,
+                                               assert_user_error, shape,
+                                               words):
+    model_path = tmp_path / "m.cnnkit"
+    cnnkit.cli.default_model((1, 8, 8), 10, seed=0).save(model_path)
+    np.save(tmp_path / "x.npy", np.zeros(shape))
+    code, _, err = run(capsys, "predict", str(model_path),
+                       str(tmp_path / "x.npy"))
+    assert_user_error(code, err, "x.npy", *words)
+    assert f"(1, {shape[0]}," not in err          # no shape it never made

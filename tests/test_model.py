@@ -779,3 +779,71 @@ def test_outputs_outside_training_are_new_arrays():
     assert np.array_equal(a, model.forward(x[:8]))
     p = model.predict_proba(x)
     assert np.array_equal(p[:8], model.predict_proba(x[:8]))
+
+
+# ---------------------------------------------------------------------------
+# the shapes a built model takes (cnnkit._inputs)
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("shape, batch", [
+    ((5, 1, 8, 8), (5, 1, 8, 8)), ((5, 8, 8), (5, 1, 8, 8)),
+    ((1, 8, 8), (1, 1, 8, 8)), ((8, 8), (1, 1, 8, 8)),
+])
+def test_as_batch_takes_batches_and_one_image(shape, batch):
+    from cnnkit._inputs import as_batch
+    x = np.arange(np.prod(shape)).reshape(shape)
+    out = as_batch(x, (1, 8, 8))
+    assert out.shape == batch and np.shares_memory(out, x)
+    assert np.array_equal(out.reshape(-1), x.reshape(-1))
+    rgb = np.zeros((3, 8, 8))
+    assert as_batch(rgb, (3, 8, 8)).shape == (1, 3, 8, 8)
+    assert as_batch(np.zeros((2, 16)), (16,)).shape == (2, 16)
+    assert as_batch(np.zeros(16), (16,)).shape == (1, 16)
+
+
+@pytest.mark.parametrize("shape, input_shape, words", [
+    ((5, 64), (1, 8, 8), ["x has shape (5, 64)", "flat rows of 64 values",
+                          "x.reshape(-1, 1, 8, 8)"]),
+    ((64,), (1, 8, 8), ["x has shape (64,)", "x.reshape(1, 1, 8, 8)"]),
+    ((5, 8, 8, 1), (1, 8, 8), ["x has shape (5, 8, 8, 1)", "channels last",
+                               "x.transpose(0, 3, 1, 2)"]),
+    ((5, 8, 8, 3), (3, 8, 8), ["channels last", "x.transpose(0, 3, 1, 2)"]),
+    ((8, 8, 3), (3, 8, 8), ["one image, channels last",
+                            "x.transpose(2, 0, 1)"]),
+    ((2, 1, 5, 5), (1, 8, 8), ["x must have shape (n, 1, 8, 8) or (n, 8, 8) "
+                               "for one channel, or one image (1, 8, 8) or "
+                               "(8, 8); got (2, 1, 5, 5)"]),
+    ((5, 8, 8), (3, 8, 8), ["x must have shape (n, 3, 8, 8), or one image "
+                            "(3, 8, 8); got (5, 8, 8)"]),
+])
+def test_as_batch_names_the_shape_it_was_given(shape, input_shape, words):
+    from cnnkit._inputs import as_batch
+    with pytest.raises(ValueError) as info:
+        as_batch(np.zeros(shape), input_shape)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+_PREPARE_X = ("Model._prepare_x does not use cnnkit._inputs.as_batch yet: "
+              "it refuses one image and its messages give no hint")
+
+
+@pytest.mark.xfail(strict=True, reason=_PREPARE_X)
+def test_predict_takes_one_image_as_the_command_line_does():
+    x, _ = make_task(4)
+    model = small_cnn()
+    assert model.predict(x[0, 0]).tolist() == model.predict(x[:1]).tolist()
+    assert np.array_equal(model.predict_proba(x[0]),
+                          model.predict_proba(x[:1]))
+
+
+@pytest.mark.xfail(strict=True, reason=_PREPARE_X)
+@pytest.mark.parametrize("x, hint", [
+    (np.zeros((5, 64)), "x.reshape(-1, 1, 8, 8)"),
+    (np.zeros((5, 8, 8, 1)), "x.transpose(0, 3, 1, 2)"),
+])
+def test_predict_says_how_to_fix_flat_or_channels_last_input(x, hint):
+    with pytest.raises(ValueError, match=r"x has shape \(5, "):
+        small_cnn().predict(x)
+    with pytest.raises(ValueError) as info:
+        small_cnn().evaluate(x, np.zeros(5, np.int64))
+    assert hint in str(info.value)

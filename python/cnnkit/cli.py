@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from ._inputs import as_batch
 from ._version import __version__
 
 EXIT_USAGE = 2
@@ -316,17 +317,12 @@ def cmd_evaluate(args):
 def cmd_predict(args):
     _set_threads(args.threads)
     model = _load_model(args.model, args.command)
+    images = _read_images(args.images, model.input_shape)
     try:
-        images = np.load(args.images, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read images {args.images}: {exc}") \
-            from None
-    if isinstance(images, np.lib.npyio.NpzFile):
-        raise UsageError(f"{args.images} is an .npz archive; pass one .npy "
-                         f"array of images")
-    if images.ndim == len(model.input_shape) - 1 or (
-            images.ndim == 2 and model.input_shape[0] == 1):
-        images = images[None]                    # a single image
+        images = as_batch(images, model.input_shape, name="the array")
+    except ValueError as exc:
+        raise UsageError(f"images {args.images} do not fit the model: "
+                         f"{exc}") from None
     try:
         if args.proba:
             result = model.predict_proba(images, batch_size=args.batch_size)
@@ -351,6 +347,42 @@ def cmd_predict(args):
         else:
             print("\n".join(str(int(v)) for v in result))
     return 0
+
+
+def _read_images(path, input_shape):
+    """The array in the .npy file ``path``; a UsageError that says what
+    the file is not, and what to pass, for anything else."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except OSError as exc:
+        raise UsageError(f"cannot read images {path}: {exc}") from None
+    if head.startswith(b"PK"):
+        raise UsageError(f"{path} is an .npz archive; pass one .npy array "
+                         f"of images (numpy.save)")
+    if not head.startswith(b"\x93NUMPY"):
+        # text: no control bytes but tabs and line ends (UTF-8 passes)
+        text = bool(head) and not any(b < 9 or 13 < b < 32 or b == 127
+                                      for b in head)
+        shape = ", ".join(str(d) for d in input_shape)
+        what, how = (
+            ("a text file", f"numpy.save('images.npy', numpy.loadtxt("
+                            f"'{path}').reshape(-1, {shape}))") if text else
+            ("not an .npy file", "numpy.save('images.npy', images)"))
+        raise UsageError(
+            f"cannot read images {path}: it is {what}, and cnnkit predict "
+            f"reads one .npy array (a file that starts with NumPy's magic "
+            f"string); write one with {how}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise UsageError(f"cannot read images {path}: it holds Python "
+                             f"objects (dtype object); pass an .npy array "
+                             f"of numbers") from None
+        raise UsageError(f"cannot read images {path}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read images {path}: {exc}") from None
 
 
 def cmd_export(args):
