@@ -439,3 +439,53 @@ def test_predict_reports_the_shape_of_the_file(tmp_path, capsys,
                        str(tmp_path / "x.npy"))
     assert_user_error(code, err, "x.npy", *words)
     assert f"(1, {shape[0]}," not in err          # no shape it never made
+
+
+# ---------------------------------------------------------------------------
+# the parser
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--batchsize", "64"],
+     ["cnnkit train: error: unrecognized arguments: --batchsize 64",
+      "did you mean --batch-size?", "(see 'cnnkit train --help')"]),
+    (["train", "--batchsize=64"], ["did you mean --batch-size?"]),
+    (["evaluate", "m.cnnkit", "--sed", "3"],
+     ["cnnkit evaluate: error:", "did you mean --seed?",
+      "'cnnkit evaluate --help'"]),
+    (["predict", "m.cnnkit", "x.npy", "--probba"],
+     ["cnnkit predict: error:", "did you mean --proba?"]),
+    (["train", "--zzz"], ["cnnkit train: error: unrecognized arguments: "
+                          "--zzz (see 'cnnkit train --help')"]),
+])
+def test_a_misspelt_flag_is_reported_by_its_command(capsys, argv, words,
+                                                    assert_user_error):
+    code, _, err = run(capsys, *argv)
+    assert_user_error(code, err, *words)
+    assert "'cnnkit --help'" not in err
+
+
+def test_a_misspelt_flag_through_python_dash_m():
+    proc = subprocess.run([sys.executable, "-m", "cnnkit", "train",
+                           "--batchsize", "64"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr == ("cnnkit train: error: unrecognized arguments: "
+                           "--batchsize 64; did you mean --batch-size? (see "
+                           "'cnnkit train --help')\n")
+
+
+def test_every_option_has_help(capsys):
+    for cmd in ("train", "evaluate", "predict", "export", "bench"):
+        parser = cli.build_parser()._subparsers._group_actions[0].choices[cmd]
+        for action in parser._actions:
+            assert action.help, (cmd, action.option_strings)
+
+
+def test_counts_are_pluralised(tmp_path, capsys):
+    path = str(tmp_path / "m.cnnkit")
+    code, out, _ = run(capsys, "train", "--epochs", "1", "--quiet",
+                       "--out", path)
+    assert code == 0 and "(1 epoch, " in out and "epochs" not in out
+    code, out, _ = run(capsys, "train", "--epochs", "2", "--quiet",
+                       "--out", path)
+    assert code == 0 and "(2 epochs, " in out

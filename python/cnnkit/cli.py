@@ -6,6 +6,7 @@ line to stderr and exits with status 2; anything else is a bug and keeps its
 traceback.
 """
 import argparse
+import difflib
 import hashlib
 import os
 import sys
@@ -310,7 +311,7 @@ def cmd_evaluate(args):
     else:
         split = f": seed {seed}, test size {test_size}"
     print(f"{name} test set: accuracy {result['accuracy']:.4f}, loss "
-          f"{result['loss']:.4f} ({x_te.shape[0]} images{split})")
+          f"{result['loss']:.4f} ({_count(x_te.shape[0], 'image')}{split})")
     return 0
 
 
@@ -482,6 +483,31 @@ class _Parser(argparse.ArgumentParser):
                               f"'{self.prog} --help')\n")
 
 
+class _CommandParser(_Parser):
+    """The parser of one command: it reports the arguments it does not
+    know itself (argparse leaves them to the top-level parser, whose
+    message points at ``cnnkit --help``), with the closest flag it
+    has."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(self._unrecognized(extras))
+        return namespace, extras
+
+    def _unrecognized(self, extras):
+        message = f"unrecognized arguments: {' '.join(extras)}"
+        flags = [o for a in self._actions for o in a.option_strings
+                 if o.startswith("--")]
+        for arg in extras:
+            if arg.startswith("-"):
+                close = difflib.get_close_matches(arg.split("=", 1)[0],
+                                                  flags, n=1, cutoff=0.6)
+                if close:
+                    return f"{message}; did you mean {close[0]}?"
+        return message
+
+
 def build_parser():
     parser = _Parser(
         prog="cnnkit",
@@ -489,7 +515,7 @@ def build_parser():
     parser.add_argument("--version", action="version",
                         version=f"cnnkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND",
-                                parser_class=_Parser)
+                                parser_class=_CommandParser)
     sub.required = True
 
     def data_opts(p, seed_help, default=DEFAULT_TEST_SIZE):
@@ -542,7 +568,8 @@ def build_parser():
                  f"trained with, else {DEFAULT_SEED}; not with --data)",
               default=f"the one MODEL was trained with, else "
                       f"{DEFAULT_TEST_SIZE}")
-    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256,
+                   help="images per forward pass (default 256)")
     threads_opt(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -551,12 +578,14 @@ def build_parser():
                                    ".npy array of shape (n, C, H, W), "
                                    "(n, H, W) or one image.")
     p.add_argument("model", metavar="MODEL", help="a .cnnkit file")
-    p.add_argument("images", metavar="IMAGES.npy")
+    p.add_argument("images", metavar="IMAGES.npy",
+                   help="the images, an .npy array (numpy.save)")
     p.add_argument("--proba", action="store_true",
                    help="print class probabilities instead of labels")
     p.add_argument("--out", metavar="PATH",
                    help="write to PATH (.npy, else text) instead of stdout")
-    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256,
+                   help="images per forward pass (default 256)")
     threads_opt(p)
     p.set_defaults(func=cmd_predict)
 
