@@ -247,6 +247,39 @@ def test_verbose_one_without_terminal_prints_clean_lines(capsys):
     assert "\r" not in out.out + out.err
 
 
+def test_progress_bar_keeps_one_order_of_fields(monkeypatch):
+    import io
+    import re
+
+    from tqdm import tqdm
+
+    from cnnkit import trainer
+    screen = io.StringIO()
+
+    def bar(verbose, epoch, epochs, nbatches):
+        return tqdm(total=nbatches, file=screen, ascii=True, mininterval=0,
+                    miniters=1)
+
+    class Clock:                        # 0.3 s per reading: every batch posts
+        now = 0.0
+
+        @classmethod
+        def perf_counter(cls):
+            cls.now += 0.3
+            return cls.now
+
+    monkeypatch.setattr(trainer, "_progress_bar", bar)
+    monkeypatch.setattr(trainer, "time", Clock)
+    x, y = make_task(48)
+    small_cnn().fit(x[:32], y[:32], epochs=2, batch_size=8, verbose=1,
+                    validation_data=(x[32:], y[32:]))
+    frames = [f for f in re.split(r"[\r\n]", screen.getvalue())
+              if "loss=" in f]
+    orders = {tuple(re.findall(r"([a-z_/]+)=", f)) for f in frames}
+    assert orders == {("loss", "acc", "img/s"),
+                      ("loss", "acc", "img/s", "val_loss", "val_acc")}, orders
+
+
 def test_non_finite_loss_stops_and_keeps_weights():
     x, y = make_task(32)
     model = small_cnn()
