@@ -489,3 +489,14 @@ def test_counts_are_pluralised(tmp_path, capsys):
     code, out, _ = run(capsys, "train", "--epochs", "2", "--quiet",
                        "--out", path)
     assert code == 0 and "(2 epochs, " in out
+
+
+def test_a_malformed_training_record_is_one_line(tmp_path, capsys,
+                                                 assert_user_error):
+    model = cnnkit.cli.default_model((1, 8, 8), 10, seed=0)
+    model.save(tmp_path / "m.cnnkit", metadata={"training": {
+        "data_kind": "digits", "sha256": "0" * 64, "seed": "one",
+        "test_size": 0.2}})
+    assert_user_error(*run(capsys, "evaluate",
+                           str(tmp_path / "m.cnnkit"))[::2],
+                      "m.cnnkit has a malformed 'training' record")

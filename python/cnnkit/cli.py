@@ -396,14 +396,14 @@ def cmd_export(args):
     dtype = args.dtype or model.dtype.name
     kinds = cnnkit_onnx.no_float64_layers(model)
     if dtype == "float64" and kinds:
-        given = ("--dtype float64" if args.dtype else
-                 f"{args.model} is float64, and")
+        why = ("--dtype float64 writes" if args.dtype else
+               f"{args.model} is float64, so the graph would have")
         raise UsageError(
-            f"{given} would write its {', '.join(kinds)} layers as double "
-            f"ops, which onnxruntime's CPU provider cannot run (it has no "
-            f"double Conv, AveragePool or GlobalAveragePool); pass --dtype "
-            f"float32 (cnnkit.onnx.export(model, path, dtype='float64') "
-            f"writes the float64 graph for other runtimes)")
+            f"{why} {', '.join(kinds)} layers in double, which "
+            f"onnxruntime's CPU provider cannot run (it has no double Conv, "
+            f"AveragePool or GlobalAveragePool); pass --dtype float32 "
+            f"(cnnkit.onnx.export(model, path, dtype='float64') writes the "
+            f"float64 graph for other runtimes)")
     try:
         cnnkit_onnx.export(model, args.out, opset=args.opset,
                            probabilities=args.probabilities,
