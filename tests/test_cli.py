@@ -213,6 +213,8 @@ def test_split_flags_with_data_are_refused(tmp_path, capsys,
 # ---------------------------------------------------------------------------
 # an interrupted or failed run never replaces a model file
 # ---------------------------------------------------------------------------
+@pytest.mark.skipif(sys.platform == "win32",
+                    reason="Popen.send_signal sends no SIGINT on Windows")
 def test_ctrl_c_saves_beside_the_old_file(tmp_path):
     out_file = tmp_path / "digits.cnnkit"
     out_file.write_bytes(b"the model of an earlier run")
