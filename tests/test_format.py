@@ -668,6 +668,58 @@ def test_unpack_malformed_version(version):
         unpack_metadata(_meta(format_version=version), "Sequential")
 
 
+def test_unpack_newer_version_names_the_writer():
+    with pytest.raises(ValueError, match=r"format version 3 \(written by "
+                       r"cnnkit 0\.4\.0\), but this cnnkit"):
+        unpack_metadata(_meta(format_version="3", cnnkit_version="0.4.0"),
+                        "Sequential")
+
+
+def test_user_metadata_round_trip():
+    record = {"data": "digits", "seed": 1, "test_size": 0.2, "ok": True,
+              "none": None, "sizes": (1437, 360), "nested": {"é": "ü"}}
+    text = _format.pack_user_metadata(record)
+    meta = dict(_meta(), metadata=text)
+    assert _format.unpack_user_metadata(meta) == dict(record,
+                                                      sizes=[1437, 360])
+    assert _format.unpack_user_metadata(_meta()) == {}
+
+
+@pytest.mark.parametrize("metadata, exc, match", [
+    ("seed=1", TypeError, "dict"), ({2: "a"}, TypeError, "keys must be str"),
+    ({"a": object()}, TypeError, "JSON"), ({"a": math.inf}, ValueError,
+                                            "JSON"),
+    ({"a": "\ud800"}, ValueError, "UTF-8"),
+])
+def test_pack_user_metadata_errors(metadata, exc, match):
+    with pytest.raises(exc, match=match):
+        _format.pack_user_metadata(metadata)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("{oops", "not valid JSON"), ("[1]", "not a JSON object"),
+    ('{"a": 1, "a": 2}', "duplicate key"),
+])
+def test_unpack_user_metadata_errors(tmp_path, text, words):
+    with pytest.raises(ValueError, match=f"m.cnnkit.*{words}"):
+        _format.unpack_user_metadata(dict(_meta(), metadata=text),
+                                     source=tmp_path / "m.cnnkit")
+
+
+def test_written_by():
+    from cnnkit import __version__ as ours
+    assert _format.written_by({}) == (
+        None, f"the file does not say which cnnkit wrote it; this is "
+              f"cnnkit {ours}", False)
+    version, text, newer = _format.written_by({"cnnkit_version": ours})
+    assert (version, newer) == (ours, False)
+    assert text == f"written by cnnkit {ours}; this is cnnkit {ours}"
+    for other, is_newer in [("99.0.0", True), ("0.1.1.dev3", True),
+                            ("0.0.9", False), ("0.1.0rc1", False),
+                            ("nightly", False)]:
+        assert _format.written_by({"cnnkit_version": other})[2] is is_newer
+
+
 def test_unpack_older_equal_version_with_leading_zero():
     assert unpack_metadata(_meta(format_version="01"), "Sequential") == CONFIG
 

@@ -247,6 +247,39 @@ def test_verbose_one_without_terminal_prints_clean_lines(capsys):
     assert "\r" not in out.out + out.err
 
 
+def test_progress_bar_keeps_one_order_of_fields(monkeypatch):
+    import io
+    import re
+
+    from tqdm import tqdm
+
+    from cnnkit import trainer
+    screen = io.StringIO()
+
+    def bar(verbose, epoch, epochs, nbatches):
+        return tqdm(total=nbatches, file=screen, ascii=True, mininterval=0,
+                    miniters=1)
+
+    class Clock:                        # 0.3 s per reading: every batch posts
+        now = 0.0
+
+        @classmethod
+        def perf_counter(cls):
+            cls.now += 0.3
+            return cls.now
+
+    monkeypatch.setattr(trainer, "_progress_bar", bar)
+    monkeypatch.setattr(trainer, "time", Clock)
+    x, y = make_task(48)
+    small_cnn().fit(x[:32], y[:32], epochs=2, batch_size=8, verbose=1,
+                    validation_data=(x[32:], y[32:]))
+    frames = [f for f in re.split(r"[\r\n]", screen.getvalue())
+              if "loss=" in f]
+    orders = {tuple(re.findall(r"([a-z_/]+)=", f)) for f in frames}
+    assert orders == {("loss", "acc", "img/s"),
+                      ("loss", "acc", "img/s", "val_loss", "val_acc")}, orders
+
+
 def test_non_finite_loss_stops_and_keeps_weights():
     x, y = make_task(32)
     model = small_cnn()
@@ -423,6 +456,125 @@ def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
         small_cnn(seed=2).save(path)
     assert path.read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.cnnkit"]
+
+
+def test_save_keeps_metadata_and_the_writing_version(tmp_path):
+    import pickle
+
+    from cnnkit import _format
+    model = small_cnn()
+    assert model.metadata == {}
+    record = {"data": "digits", "seed": 1, "test_size": 0.2,
+              "sizes": [1437, 360], "note": None, "split": {"stratify": True}}
+    model.save(tmp_path / "m.cnnkit", metadata=record)
+    loaded = cnnkit.load_model(tmp_path / "m.cnnkit")
+    assert loaded.metadata == record
+    assert pickle.loads(pickle.dumps(loaded)).metadata == record
+    _, meta = _format.load_file(tmp_path / "m.cnnkit")
+    assert meta["cnnkit_version"] == cnnkit.__version__
+    # only what is passed is written
+    loaded.save(tmp_path / "again.cnnkit")
+    assert cnnkit.load_model(tmp_path / "again.cnnkit").metadata == {}
+    # a file without metadata (written before it existed) loads as before
+    _format.save_file(tmp_path / "old.cnnkit", model.state_dict(),
+                      _format.pack_metadata("model", model.get_config()))
+    assert cnnkit.load_model(tmp_path / "old.cnnkit").metadata == {}
+
+
+@pytest.mark.parametrize("metadata, exc, match", [
+    ({"x": np.float32(1)}, TypeError, "JSON"),
+    ({"x": float("nan")}, ValueError, "JSON"),
+    ({1: "a"}, TypeError, "keys must be str"),
+    ([("a", "b")], TypeError, "dict"),
+])
+def test_save_refuses_metadata_json_cannot_hold(tmp_path, metadata, exc,
+                                                match):
+    with pytest.raises(exc, match=match):
+        small_cnn().save(tmp_path / "m.cnnkit", metadata=metadata)
+    assert not (tmp_path / "m.cnnkit").exists()
+
+
+def _rewrite(src, dst, version=None, config=None, optimizer=None):
+    """Copy the model file ``src`` to ``dst`` as another cnnkit ``version``
+    would have written it, with a changed architecture or optimizer."""
+    import json
+
+    from cnnkit import _format
+    tensors, meta = _format.load_file(src)
+    if version is None:
+        meta.pop("cnnkit_version")
+    else:
+        meta["cnnkit_version"] = version
+    if config is not None:
+        cfg = json.loads(meta["config"])
+        config(cfg)
+        meta["config"] = json.dumps(cfg)
+    if optimizer is not None:
+        meta["optimizer"] = json.dumps(optimizer)
+    _format.save_file(dst, tensors, meta)
+    return dst
+
+
+def test_unknown_layer_argument_names_it_and_the_versions(tmp_path):
+    small_cnn().save(tmp_path / "m.cnnkit")
+
+    def grouped(cfg):
+        cfg["layers"][0]["config"]["groups"] = 2
+    path = _rewrite(tmp_path / "m.cnnkit", tmp_path / "new.cnnkit",
+                    version="0.3.0", config=grouped)
+    with pytest.raises(ValueError) as info:
+        cnnkit.load_model(path)
+    message = str(info.value)
+    assert "__init__" not in message
+    assert "unknown argument(s) ['groups'] for Conv2D" in message
+    assert "kernel_size" in message                  # what Conv2D takes
+    assert (f"written by cnnkit 0.3.0; this is cnnkit "
+            f"{cnnkit.__version__}: upgrade cnnkit") in message
+
+
+def test_unknown_layer_type_names_the_versions(tmp_path):
+    small_cnn().save(tmp_path / "m.cnnkit")
+
+    def conv3d(cfg):
+        cfg["layers"][0]["class_name"] = "Conv3D"
+    path = _rewrite(tmp_path / "m.cnnkit", tmp_path / "new.cnnkit",
+                    version="1.0.0rc1", config=conv3d)
+    with pytest.raises(ValueError, match=r"unknown type 'Conv3D'.*written "
+                       r"by cnnkit 1\.0\.0rc1; this is cnnkit"):
+        cnnkit.load_model(path)
+    path = _rewrite(tmp_path / "m.cnnkit", tmp_path / "unsaid.cnnkit",
+                    version=None, config=conv3d)
+    with pytest.raises(ValueError, match="does not say which cnnkit wrote"):
+        cnnkit.load_model(path)
+
+
+def test_unknown_optimizer_of_another_version_loads_without_it(tmp_path):
+    x, y = make_task(32)
+    model = small_cnn()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    model.save(tmp_path / "m.cnnkit", metadata={"seed": 1})
+    lion = {"class_name": "Lion", "lr": 1e-4, "betas": [0.9, 0.99]}
+    path = _rewrite(tmp_path / "m.cnnkit", tmp_path / "new.cnnkit",
+                    version="0.2.0", optimizer=lion)
+    with pytest.warns(UserWarning, match=r"written by cnnkit 0\.2\.0; this "
+                      r"is cnnkit .*'Lion'.*model\.optimizer is None"):
+        loaded = cnnkit.load_model(path)
+    assert loaded.optimizer is None
+    assert loaded.metadata == {"seed": 1}
+    assert np.array_equal(loaded.predict(x), model.predict(x))
+    assert loaded.evaluate(x, y) == model.evaluate(x, y)
+    # an optimizer argument this version does not know: the same
+    adam = dict(model.optimizer.get_config(), amsgrad=True)
+    path = _rewrite(tmp_path / "m.cnnkit", tmp_path / "new2.cnnkit",
+                    version="0.2.0", optimizer=adam)
+    with pytest.warns(UserWarning, match="amsgrad"):
+        assert cnnkit.load_model(path).optimizer is None
+    # in a file of this very version it is damage, and refused
+    path = _rewrite(tmp_path / "m.cnnkit", tmp_path / "same.cnnkit",
+                    version=cnnkit.__version__, optimizer=lion)
+    with pytest.raises(ValueError, match=r"invalid optimizer state.*"
+                       r"'Lion'.*written by cnnkit"):
+        cnnkit.load_model(path)
 
 
 def test_model_checkpoint_best_only(tmp_path):
@@ -660,3 +812,66 @@ def test_outputs_outside_training_are_new_arrays():
     assert np.array_equal(a, model.forward(x[:8]))
     p = model.predict_proba(x)
     assert np.array_equal(p[:8], model.predict_proba(x[:8]))
+
+
+# ---------------------------------------------------------------------------
+# the shapes a built model takes (cnnkit._inputs)
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("shape, batch", [
+    ((5, 1, 8, 8), (5, 1, 8, 8)), ((5, 8, 8), (5, 1, 8, 8)),
+    ((1, 8, 8), (1, 1, 8, 8)), ((8, 8), (1, 1, 8, 8)),
+])
+def test_as_batch_takes_batches_and_one_image(shape, batch):
+    from cnnkit._inputs import as_batch
+    x = np.arange(np.prod(shape)).reshape(shape)
+    out = as_batch(x, (1, 8, 8))
+    assert out.shape == batch and np.shares_memory(out, x)
+    assert np.array_equal(out.reshape(-1), x.reshape(-1))
+    rgb = np.zeros((3, 8, 8))
+    assert as_batch(rgb, (3, 8, 8)).shape == (1, 3, 8, 8)
+    assert as_batch(np.zeros((2, 16)), (16,)).shape == (2, 16)
+    assert as_batch(np.zeros(16), (16,)).shape == (1, 16)
+
+
+@pytest.mark.parametrize("shape, input_shape, words", [
+    ((5, 64), (1, 8, 8), ["x has shape (5, 64)", "flat rows of 64 values",
+                          "x.reshape(-1, 1, 8, 8)"]),
+    ((64,), (1, 8, 8), ["x has shape (64,)", "x.reshape(1, 1, 8, 8)"]),
+    ((5, 8, 8, 1), (1, 8, 8), ["x has shape (5, 8, 8, 1)", "channels last",
+                               "x.transpose(0, 3, 1, 2)"]),
+    ((5, 8, 8, 3), (3, 8, 8), ["channels last", "x.transpose(0, 3, 1, 2)"]),
+    ((8, 8, 3), (3, 8, 8), ["one image, channels last",
+                            "x.transpose(2, 0, 1)"]),
+    ((2, 1, 5, 5), (1, 8, 8), ["x must have shape (n, 1, 8, 8) or (n, 8, 8) "
+                               "for one channel, or one image (1, 8, 8) or "
+                               "(8, 8); got (2, 1, 5, 5)"]),
+    ((5, 8, 8), (3, 8, 8), ["x must have shape (n, 3, 8, 8), or one image "
+                            "(3, 8, 8); got (5, 8, 8)"]),
+])
+def test_as_batch_names_the_shape_it_was_given(shape, input_shape, words):
+    from cnnkit._inputs import as_batch
+    with pytest.raises(ValueError) as info:
+        as_batch(np.zeros(shape), input_shape)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+
+def test_predict_takes_one_image_as_the_command_line_does():
+    x, _ = make_task(4)
+    model = small_cnn()
+    assert model.predict(x[0, 0]).tolist() == model.predict(x[:1]).tolist()
+    assert np.array_equal(model.predict_proba(x[0]),
+                          model.predict_proba(x[:1]))
+
+
+@pytest.mark.parametrize("x, hint", [
+    (np.zeros((5, 64)), "x.reshape(-1, 1, 8, 8)"),
+    (np.zeros((5, 8, 8, 1)), "x.transpose(0, 3, 1, 2)"),
+])
+def test_predict_says_how_to_fix_flat_or_channels_last_input(x, hint):
+    with pytest.raises(ValueError, match=r"x has shape \(5, "):
+        small_cnn().predict(x)
+    with pytest.raises(ValueError) as info:
+        small_cnn().evaluate(x, np.zeros(5, np.int64))
+    assert hint in str(info.value)

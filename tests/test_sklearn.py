@@ -318,6 +318,51 @@ def test_dtypes_follow_the_input():
     assert clf.fit((X * 10).astype(int), y).model_.dtype == np.float64
 
 
+def test_convergence_warning_says_what_the_loss_did():
+    X, y = _blobs(n=100)
+    clf = CNNClassifier(max_iter=3, learning_rate=1e-2, random_state=0)
+    with pytest.warns(ConvergenceWarning) as caught:
+        clf.fit(X, y)
+    message = str(caught[0].message)
+    c = clf.loss_curve_
+    assert c[-1] < min(c[:-1]) - clf.tol          # still falling
+    assert "max_iter=3 epochs ran out while the training loss was still " \
+        "falling" in message
+    assert ", ".join(f"{v:.4g}" for v in c) in message
+    assert f"improved it by {min(c[:-1]) - c[-1]:.2g}, more than " \
+        f"tol=0.0001" in message
+    assert "(no improvement" not in message
+    # a loss that stalls for fewer epochs than stop training
+    clf = CNNClassifier(max_iter=6, tol=10.0, n_iter_no_change=10,
+                        random_state=0)
+    with pytest.warns(ConvergenceWarning, match=r"max_iter=6 epochs ran "
+                      r"out while the training loss had not improved by "
+                      r"tol=10\.0 for 5 epochs \(last 3 epochs: .*\), fewer "
+                      r"than the 11 in a row \(n_iter_no_change=10\)"):
+        clf.fit(X, y)
+    with pytest.warns(ConvergenceWarning, match=r"max_iter=1 epoch ran out "
+                      r"while the training loss was [0-9.]+ after its first "
+                      r"epoch"):
+        CNNClassifier(max_iter=1, random_state=0).fit(X, y)
+
+
+def test_the_readme_example_runs_without_warnings(capsys):
+    import pathlib
+    import re
+    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.exists():
+        pytest.skip("no README.md next to the tests")
+    text = readme.read_text(encoding="utf-8")
+    section = text[text.index("## scikit-learn"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "CNNClassifier" in code and "cross_val_score" in code
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(compile(code, str(readme), "exec"), {})
+    score = float(capsys.readouterr().out)
+    assert score == pytest.approx(0.95, abs=0.015)    # "about 0.95"
+
+
 def test_convergence():
     X, y = _blobs(n=100)
     with pytest.warns(ConvergenceWarning, match="max_iter=3"):

@@ -15,7 +15,9 @@ The header maps each tensor name to ``{"dtype": "F32", "shape": [2, 3],
 relative to the start of the data section. An optional ``"__metadata__"``
 entry holds a flat ``str -> str`` dictionary; cnnkit keeps the model's
 architecture there as JSON (see :func:`pack_metadata` and
-:func:`unpack_metadata`).
+:func:`unpack_metadata`), the version of cnnkit that wrote the file
+(``"cnnkit_version"``) and the caller's own metadata, as JSON (``"metadata"``,
+see :func:`pack_user_metadata` and :func:`unpack_user_metadata`).
 
 Supported dtypes and their header names:
 
@@ -46,6 +48,7 @@ the old file untouched.
 import json
 import math
 import os
+import re
 import secrets
 import struct
 import sys
@@ -61,6 +64,9 @@ __all__ = [
     "load_file",
     "pack_metadata",
     "unpack_metadata",
+    "pack_user_metadata",
+    "unpack_user_metadata",
+    "written_by",
 ]
 
 #: Value of the ``"format"`` metadata entry of every cnnkit model file.
@@ -75,6 +81,10 @@ FORMAT_VERSION = 2
 MAX_HEADER_SIZE = 100_000_000
 
 _METADATA_KEY = "__metadata__"
+#: The metadata entry naming the cnnkit version that wrote a model file.
+VERSION_KEY = "cnnkit_version"
+#: The metadata entry holding the caller's metadata as JSON.
+USER_METADATA_KEY = "metadata"
 _RESERVED_METADATA = ("format", "format_version", "kind", "config")
 _ENTRY_KEYS = frozenset(("dtype", "shape", "data_offsets"))
 # Most dimensions NumPy supports (32 before NumPy 2; np.empty reports it).
@@ -694,9 +704,12 @@ def unpack_metadata(metadata, expected_kind, *, source=None):
             from ._version import __version__ as cnnkit_version
         except ImportError:  # pragma: no cover
             cnnkit_version = "unknown"
+        writer = metadata.get(VERSION_KEY)
+        writer = "" if not isinstance(writer, str) else (
+            f" (written by cnnkit {writer})")
         raise ValueError(
-            f"{where}the file uses cnnkit format version {version}, but this "
-            f"cnnkit ({cnnkit_version}) reads format versions up to "
+            f"{where}the file uses cnnkit format version {version}{writer}, "
+            f"but this cnnkit ({cnnkit_version}) reads format versions up to "
             f"{FORMAT_VERSION}; upgrade cnnkit to load it")
     kind = metadata.get("kind")
     if kind != expected_kind:
@@ -715,3 +728,122 @@ def unpack_metadata(metadata, expected_kind, *, source=None):
         raise ValueError(f"{where}malformed cnnkit file: the 'config' entry "
                          f"is not a JSON object")
     return parsed
+
+
+def pack_user_metadata(metadata):
+    """The caller's metadata of a model file, as the JSON text stored in
+    its ``"metadata"`` entry.
+
+    Parameters
+    ----------
+    metadata : dict
+        String keys; values that JSON represents (str, int, float, bool,
+        None, and lists and dicts of them). Tuples come back as lists.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    TypeError
+        If ``metadata`` is not a dict, a key is not a string, or a value
+        cannot be stored as JSON.
+    ValueError
+        If a value is NaN or infinite, or a string is not valid UTF-8.
+
+    Examples
+    --------
+    >>> pack_user_metadata({"data": "digits", "seed": 1})
+    '{"data":"digits","seed":1}'
+    """
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict with str keys, not "
+                        f"{type(metadata).__name__}")
+    for key in metadata:
+        if not isinstance(key, str):
+            raise TypeError(f"metadata keys must be str; got {key!r} "
+                            f"({type(key).__name__})")
+    try:
+        text = json.dumps(dict(metadata), ensure_ascii=False,
+                          allow_nan=False, separators=(",", ":"))
+    except TypeError as exc:
+        raise TypeError(f"metadata cannot be stored as JSON: {exc}") \
+            from None
+    except ValueError as exc:
+        raise ValueError(f"metadata cannot be stored as JSON: {exc}") \
+            from None
+    _check_utf8(text, "metadata")
+    return text
+
+
+def unpack_user_metadata(metadata, *, source=None):
+    """The caller's metadata stored in a model file's metadata.
+
+    Parameters
+    ----------
+    metadata : dict of str to str
+        As returned by :func:`load_file`.
+    source : str or os.PathLike, optional
+        The file the metadata came from, named in error messages.
+
+    Returns
+    -------
+    dict
+        The parsed ``"metadata"`` entry; an empty dict when there is none.
+
+    Raises
+    ------
+    ValueError
+        If the entry is not a JSON object.
+    """
+    where = "" if source is None else f"{os.fsdecode(os.fspath(source))!r}: "
+    text = metadata.get(USER_METADATA_KEY)
+    if text is None:
+        return {}
+    try:
+        parsed = _parse_json(text)
+    except ValueError as exc:
+        raise ValueError(f"{where}malformed cnnkit file: the "
+                         f"{USER_METADATA_KEY!r} entry is not valid JSON "
+                         f"({exc})") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{where}malformed cnnkit file: the "
+                         f"{USER_METADATA_KEY!r} entry is not a JSON object")
+    return parsed
+
+
+def written_by(metadata):
+    """Which cnnkit wrote a model file, for messages about what this one
+    does not know.
+
+    Parameters
+    ----------
+    metadata : dict of str to str
+        As returned by :func:`load_file`.
+
+    Returns
+    -------
+    version : str or None
+        The ``"cnnkit_version"`` entry; None when the file has none (files
+        of cnnkit 0.1.0 and before).
+    text : str
+        ``"written by cnnkit X.Y.Z; this is cnnkit A.B.C"`` (or that the
+        file does not say).
+    newer : bool
+        Whether the writer's release is newer than this cnnkit's.
+    """
+    from ._version import __version__ as ours
+    version = metadata.get(VERSION_KEY)
+    if not isinstance(version, str) or not version:
+        return None, (f"the file does not say which cnnkit wrote it; this "
+                      f"is cnnkit {ours}"), False
+    return (version, f"written by cnnkit {version}; this is cnnkit {ours}",
+            _release(version) > _release(ours))
+
+
+def _release(version):
+    """The leading release numbers of a version string: ``"0.2.0rc1"`` ->
+    ``(0, 2, 0)``; ``()`` when it starts with none."""
+    match = re.match(r"[0-9]+(?:\.[0-9]+)*", version)
+    return tuple(int(p) for p in match.group().split(".")) if match else ()

@@ -6,12 +6,16 @@ line to stderr and exits with status 2; anything else is a bug and keeps its
 traceback.
 """
 import argparse
+import difflib
+import hashlib
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
+from ._inputs import as_batch
 from ._version import __version__
 
 EXIT_USAGE = 2
@@ -25,21 +29,90 @@ class UsageError(Exception):
 # --------------------------------------------------------------------------
 # data and models
 # --------------------------------------------------------------------------
+#: Defaults of --seed and --test-size (None on the parser, so that a flag
+#: the user gave can be told from a default).
+DEFAULT_SEED = 0
+DEFAULT_TEST_SIZE = 0.2
+#: The model file's metadata entry where ``cnnkit train`` records how it
+#: trained the model.
+TRAINING_KEY = "training"
+
+
+def fingerprint(*arrays):
+    """SHA-256 (hex) of arrays: their dtypes, shapes and bytes, in order."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(f"{a.dtype.str}{a.shape};".encode())
+        digest.update(memoryview(a.reshape(-1).view(np.uint8)))
+    return digest.hexdigest()
+
+
 def _load_data(path, seed, test_size):
-    """(x_train, y_train, x_test, y_test, name) for --data PATH (or the
-    shipped digits with a stratified held-out split)."""
+    """The training and test data: of --data PATH, or the shipped digits
+    with a stratified held-out split.
+
+    Returns
+    -------
+    x_train, y_train, x_test, y_test : ndarray
+    name : str
+        The dataset's name (messages, the default model file name).
+    source : dict
+        Where the data came from, for the model file's training record:
+        ``data`` (``"shipped digits"`` or the absolute path), ``data_kind``
+        (``"digits"``, ``"idx"`` or ``"npz"``), ``sha256`` (of the whole
+        data, before any split) and, for the digits, the split's ``seed``
+        and ``test_size``.
+    """
     from . import datasets
     if path is None:
         x, y = datasets.load_digits()
         x_tr, x_te, y_tr, y_te = datasets.train_test_split(
             x, y, test_size=test_size, seed=seed, stratify=True)
-        return x_tr, y_tr, x_te, y_te, "digits"
+        return x_tr, y_tr, x_te, y_te, "digits", {
+            "data": "shipped digits", "data_kind": "digits",
+            "sha256": fingerprint(x, y), "seed": seed,
+            "test_size": test_size}
     try:
         (x_tr, y_tr), (x_te, y_te) = datasets.load_mnist(path)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read --data {path}: {exc}") from None
     name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
-    return x_tr, y_tr, x_te, y_te, name or "data"
+    full = os.path.abspath(os.path.expanduser(path))
+    return x_tr, y_tr, x_te, y_te, name or "data", {
+        "data": full, "data_kind": "idx" if os.path.isdir(full) else "npz",
+        "sha256": fingerprint(x_tr, y_tr, x_te, y_te)}
+
+
+def _check_split_flags(args, command):
+    """--test-size (and, for evaluate, --seed) only choose the split of the
+    shipped digits: refuse them with --data, which has its own test set."""
+    if args.data is None:
+        return
+    flags = ["--test-size"] + (["--seed"] if command == "evaluate" else [])
+    for flag in flags:
+        if getattr(args, flag[2:].replace("-", "_")) is not None:
+            raise UsageError(
+                f"{flag} splits the shipped digits, but --data {args.data} "
+                f"has its own test set (x_test and y_test, or the t10k "
+                f"files): leave out {flag}")
+
+
+def _training_record(model, path):
+    """The record ``cnnkit train`` wrote into the model file, or None for a
+    file without one; a record that does not make sense is refused."""
+    record = model.metadata.get(TRAINING_KEY)
+    if record is None:
+        return None
+    ok = isinstance(record, dict) and isinstance(record.get("sha256"), str)
+    if ok and record.get("data_kind") == "digits":
+        seed, size = record.get("seed"), record.get("test_size")
+        ok = (isinstance(seed, int) and not isinstance(seed, bool)
+              and isinstance(size, float) and 0 < size < 1)
+    if not ok:
+        raise UsageError(f"{path} has a malformed {TRAINING_KEY!r} record "
+                         f"in its metadata: {record!r}")
+    return record
 
 
 def default_model(input_shape, classes, seed):
@@ -64,12 +137,20 @@ def default_model(input_shape, classes, seed):
     return Sequential(stack, input_shape=input_shape, seed=seed)
 
 
-def _load_model(path):
+def _load_model(path, command):
+    """load_model, with its errors as UsageError and its warnings (an
+    optimizer a file of another cnnkit version holds, say) as one line
+    each on stderr."""
     from .saving import load_model
-    try:
-        return load_model(path)
-    except (OSError, ValueError, ImportError) as exc:
-        raise UsageError(f"cannot load model {path}: {exc}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = load_model(path)
+        except (OSError, ValueError, ImportError) as exc:
+            raise UsageError(f"cannot load model {path}: {exc}") from None
+    for w in caught:
+        print(f"cnnkit {command}: warning: {w.message}", file=sys.stderr)
+    return model
 
 
 def _set_threads(n):
@@ -83,10 +164,15 @@ def _set_threads(n):
 # --------------------------------------------------------------------------
 def cmd_train(args):
     from . import optim
+    from .callbacks import History
     _set_threads(args.threads)
+    _check_split_flags(args, "train")
+    if args.seed is None:
+        args.seed = DEFAULT_SEED
     t0 = time.perf_counter()
-    x_tr, y_tr, x_te, y_te, name = _load_data(args.data, args.seed,
-                                              args.test_size)
+    x_tr, y_tr, x_te, y_te, name, source = _load_data(
+        args.data, args.seed,
+        DEFAULT_TEST_SIZE if args.test_size is None else args.test_size)
     classes = int(max(y_tr.max(), y_te.max())) + 1
     model = default_model(x_tr.shape[1:], classes, args.seed)
     opt = {"sgd": optim.SGD(args.lr, momentum=0.9),
@@ -107,58 +193,137 @@ def cmd_train(args):
         say(f"data-parallel over {world['size']} rank(s), {dist.reduction} "
             f"reduction; {world['threads']} thread(s) per rank; "
             f"{world['library']}")
-    history = model.fit(x_tr, y_tr, epochs=args.epochs,
-                        batch_size=args.batch_size, optimizer=opt,
-                        verbose=0 if quiet else 1, distributed=dist)
+    out = args.out or f"{name}.cnnkit"
+    record = dict(source, seed=args.seed, test_size=source.get("test_size"),
+                  train_images=int(x_tr.shape[0]),
+                  test_images=int(x_te.shape[0]), epochs=args.epochs,
+                  batch_size=args.batch_size, optimizer=args.optimizer,
+                  lr=args.lr)
+    counter = History()                  # the epochs done if fit raises
+    try:
+        history = model.fit(x_tr, y_tr, epochs=args.epochs,
+                            batch_size=args.batch_size, optimizer=opt,
+                            verbose=0 if quiet else 1, distributed=dist,
+                            callbacks=[counter])
+    except Exception as exc:
+        if not root:
+            raise
+        kept = _save_partial(model, out, record, len(counter.epoch))
+        if isinstance(exc, FloatingPointError):   # the loss diverged
+            raise UsageError(f"{exc}; {kept}") from None
+        print(f"cnnkit train: training failed; {kept}", file=sys.stderr)
+        raise
     test = model.evaluate(x_te, y_te)
     if not root:
         return 0                      # rank 0 reports and writes the file
-    out = args.out or f"{name}.cnnkit"
+    seconds = time.perf_counter() - t0
+    done = len(history.epoch)
+    if history.interrupted:
+        # never replace a model file with a half-trained one
+        kept = _save_partial(model, out, record, done, strict=True)
+        print(f"test accuracy: {test['accuracy']:.4f}  test loss: "
+              f"{test['loss']:.4f}  (interrupted after "
+              f"{_count(done, 'complete epoch')} of {args.epochs}, "
+              f"{seconds:.1f} s)")
+        print(f"training was interrupted; {kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
-        model.save(out)
+        model.save(out, metadata={TRAINING_KEY: dict(
+            record, epochs_completed=done)})
     except OSError as exc:
         raise UsageError(f"cannot write --out {out}: {exc}") from None
-    seconds = time.perf_counter() - t0
     print(f"test accuracy: {test['accuracy']:.4f}  test loss: "
-          f"{test['loss']:.4f}  ({len(history.epoch)} epochs, "
-          f"{seconds:.1f} s)")
+          f"{test['loss']:.4f}  ({_count(done, 'epoch')}, {seconds:.1f} s)")
     print(f"saved model: {os.path.abspath(out)}")
-    if history.interrupted:
-        print("training was interrupted; the saved model holds the weights "
-              "of the last completed batch", file=sys.stderr)
-        return EXIT_INTERRUPTED
     return 0
+
+
+def _count(n, noun):
+    """``"1 epoch"``, ``"2 epochs"``, ``"0 epochs"``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def partial_path(out):
+    """Where an interrupted or failed ``cnnkit train --out OUT`` saves the
+    model so far: ``NAME.partial.cnnkit`` beside ``NAME.cnnkit``."""
+    root, ext = os.path.splitext(out)
+    return (root if ext == ".cnnkit" else out) + ".partial.cnnkit"
+
+
+def _save_partial(model, out, record, epochs, strict=False):
+    """Save the model so far beside ``out`` (never over it); returns a
+    sentence saying where.  A failed save is a UsageError with ``strict``,
+    else said in the sentence (an error is being reported already)."""
+    path = partial_path(out)
+    left = (f"{out} is left as it was" if os.path.exists(out)
+            else f"{out} is not written")
+    try:
+        model.save(path, metadata={TRAINING_KEY: dict(
+            record, epochs_completed=epochs)})
+    except OSError as exc:
+        if strict:
+            raise UsageError(f"cannot write {path}: {exc}; {left}") \
+                from None
+        return f"the model so far could not be saved ({exc}); {left}"
+    return f"the model so far is saved in {os.path.abspath(path)}; {left}"
 
 
 def cmd_evaluate(args):
     _set_threads(args.threads)
-    model = _load_model(args.model)
-    _, _, x_te, y_te, name = _load_data(args.data, args.seed,
-                                        args.test_size)
+    _check_split_flags(args, "evaluate")
+    model = _load_model(args.model, args.command)
+    record = _training_record(model, args.model)
+    seed, test_size = args.seed, args.test_size
+    as_trained = (args.data is None and record is not None
+                  and record.get("data_kind") == "digits")
+    if as_trained:
+        # the held-out part of the split the model was trained with: any
+        # other split would test it on images it learnt from
+        for flag, given, recorded in (
+                ("--seed", seed, record["seed"]),
+                ("--test-size", test_size, record["test_size"])):
+            if given is not None and given != recorded:
+                raise UsageError(
+                    f"{flag} {given} contradicts how {args.model} was "
+                    f"trained: on the shipped digits split with seed "
+                    f"{record['seed']} and test size {record['test_size']}; "
+                    f"another split would test it on images it was trained "
+                    f"on, so leave out {flag} (that split is the default)")
+        seed, test_size = record["seed"], record["test_size"]
+    seed = DEFAULT_SEED if seed is None else seed
+    test_size = DEFAULT_TEST_SIZE if test_size is None else test_size
+    _, _, x_te, y_te, name, source = _load_data(args.data, seed, test_size)
+    if as_trained and source["sha256"] != record["sha256"]:
+        print(f"cnnkit evaluate: warning: the shipped digits differ from "
+              f"those {args.model} was trained on (another cnnkit "
+              f"version?), so its test set may hold training images",
+              file=sys.stderr)
     try:
         result = model.evaluate(x_te, y_te, batch_size=args.batch_size)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"the model does not fit the data ({name}): "
                          f"{exc}") from None
+    if args.data is not None:
+        split = ""
+    elif as_trained:
+        split = (f": the split it was trained with, seed {seed}, test size "
+                 f"{test_size}")
+    else:
+        split = f": seed {seed}, test size {test_size}"
     print(f"{name} test set: accuracy {result['accuracy']:.4f}, loss "
-          f"{result['loss']:.4f} ({x_te.shape[0]} images)")
+          f"{result['loss']:.4f} ({_count(x_te.shape[0], 'image')}{split})")
     return 0
 
 
 def cmd_predict(args):
     _set_threads(args.threads)
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.command)
+    images = _read_images(args.images, model.input_shape)
     try:
-        images = np.load(args.images, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read images {args.images}: {exc}") \
-            from None
-    if isinstance(images, np.lib.npyio.NpzFile):
-        raise UsageError(f"{args.images} is an .npz archive; pass one .npy "
-                         f"array of images")
-    if images.ndim == len(model.input_shape) - 1 or (
-            images.ndim == 2 and model.input_shape[0] == 1):
-        images = images[None]                    # a single image
+        images = as_batch(images, model.input_shape, name="the array")
+    except ValueError as exc:
+        raise UsageError(f"images {args.images} do not fit the model: "
+                         f"{exc}") from None
     try:
         if args.proba:
             result = model.predict_proba(images, batch_size=args.batch_size)
@@ -185,13 +350,60 @@ def cmd_predict(args):
     return 0
 
 
+def _read_images(path, input_shape):
+    """The array in the .npy file ``path``; a UsageError that says what
+    the file is not, and what to pass, for anything else."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except OSError as exc:
+        raise UsageError(f"cannot read images {path}: {exc}") from None
+    if head.startswith(b"PK"):
+        raise UsageError(f"{path} is an .npz archive; pass one .npy array "
+                         f"of images (numpy.save)")
+    if not head.startswith(b"\x93NUMPY"):
+        # text: no control bytes but tabs and line ends (UTF-8 passes)
+        text = bool(head) and not any(b < 9 or 13 < b < 32 or b == 127
+                                      for b in head)
+        shape = ", ".join(str(d) for d in input_shape)
+        what, how = (
+            ("a text file", f"numpy.save('images.npy', numpy.loadtxt("
+                            f"'{path}').reshape(-1, {shape}))") if text else
+            ("not an .npy file", "numpy.save('images.npy', images)"))
+        raise UsageError(
+            f"cannot read images {path}: it is {what}, and cnnkit predict "
+            f"reads one .npy array (a file that starts with NumPy's magic "
+            f"string); write one with {how}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise UsageError(f"cannot read images {path}: it holds Python "
+                             f"objects (dtype object); pass an .npy array "
+                             f"of numbers") from None
+        raise UsageError(f"cannot read images {path}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read images {path}: {exc}") from None
+
+
 def cmd_export(args):
     try:
         from . import onnx as cnnkit_onnx
         cnnkit_onnx._require_onnx()
     except ImportError as exc:
         raise UsageError(str(exc)) from None
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.command)
+    dtype = args.dtype or model.dtype.name
+    kinds = cnnkit_onnx.no_float64_layers(model)
+    if dtype == "float64" and kinds:
+        why = ("--dtype float64 writes" if args.dtype else
+               f"{args.model} is float64, so the graph would have")
+        raise UsageError(
+            f"{why} {', '.join(kinds)} layers in double, which "
+            f"onnxruntime's CPU provider cannot run (it has no double Conv, "
+            f"AveragePool or GlobalAveragePool); pass --dtype float32 "
+            f"(cnnkit.onnx.export(model, path, dtype='float64') writes the "
+            f"float64 graph for other runtimes)")
     try:
         cnnkit_onnx.export(model, args.out, opset=args.opset,
                            probabilities=args.probabilities,
@@ -271,6 +483,31 @@ class _Parser(argparse.ArgumentParser):
                               f"'{self.prog} --help')\n")
 
 
+class _CommandParser(_Parser):
+    """The parser of one command: it reports the arguments it does not
+    know itself (argparse leaves them to the top-level parser, whose
+    message points at ``cnnkit --help``), with the closest flag it
+    has."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(self._unrecognized(extras))
+        return namespace, extras
+
+    def _unrecognized(self, extras):
+        message = f"unrecognized arguments: {' '.join(extras)}"
+        flags = [o for a in self._actions for o in a.option_strings
+                 if o.startswith("--")]
+        for arg in extras:
+            if arg.startswith("-"):
+                close = difflib.get_close_matches(arg.split("=", 1)[0],
+                                                  flags, n=1, cutoff=0.6)
+                if close:
+                    return f"{message}; did you mean {close[0]}?"
+        return message
+
+
 def build_parser():
     parser = _Parser(
         prog="cnnkit",
@@ -278,21 +515,19 @@ def build_parser():
     parser.add_argument("--version", action="version",
                         version=f"cnnkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND",
-                                parser_class=_Parser)
+                                parser_class=_CommandParser)
     sub.required = True
 
-    def data_opts(p):
+    def data_opts(p, seed_help, default=DEFAULT_TEST_SIZE):
         p.add_argument("--data", metavar="PATH",
                        help="MNIST-style folder of IDX files (plain or .gz) "
                             "or an .npz with x_train, y_train, x_test, "
                             "y_test (default: the shipped 8x8 digits, "
                             "split into train and test)")
-        p.add_argument("--seed", type=int, default=0,
-                       help="seed of the split, initialisation and "
-                            "shuffling (default 0)")
-        p.add_argument("--test-size", type=_fraction, default=0.2,
-                       help="held-out fraction of the shipped digits "
-                            "(default 0.2)")
+        p.add_argument("--seed", type=int, default=None, help=seed_help)
+        p.add_argument("--test-size", type=_fraction, default=None,
+                       help=f"held-out fraction of the shipped digits "
+                            f"(default: {default}; not with --data)")
 
     def threads_opt(p):
         p.add_argument("--threads", type=_positive_int, default=None,
@@ -301,7 +536,8 @@ def build_parser():
     p = sub.add_parser("train", help="train a CNN and save it",
                        description="Train a LeNet-style CNN, report its test "
                                    "accuracy and save it.")
-    data_opts(p)
+    data_opts(p, f"seed of the digits' split, the initialisation and the "
+                 f"shuffling (default {DEFAULT_SEED})")
     p.add_argument("--epochs", type=_positive_int, default=30,
                    help="passes over the training set (default 30)")
     p.add_argument("--batch-size", type=_positive_int, default=32,
@@ -328,8 +564,12 @@ def build_parser():
                        description="Accuracy and loss of a saved model on a "
                                    "test set.")
     p.add_argument("model", metavar="MODEL", help="a .cnnkit file")
-    data_opts(p)
-    p.add_argument("--batch-size", type=_positive_int, default=256)
+    data_opts(p, f"seed of the digits' split (default: the one MODEL was "
+                 f"trained with, else {DEFAULT_SEED}; not with --data)",
+              default=f"the one MODEL was trained with, else "
+                      f"{DEFAULT_TEST_SIZE}")
+    p.add_argument("--batch-size", type=_positive_int, default=256,
+                   help="images per forward pass (default 256)")
     threads_opt(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -338,12 +578,14 @@ def build_parser():
                                    ".npy array of shape (n, C, H, W), "
                                    "(n, H, W) or one image.")
     p.add_argument("model", metavar="MODEL", help="a .cnnkit file")
-    p.add_argument("images", metavar="IMAGES.npy")
+    p.add_argument("images", metavar="IMAGES.npy",
+                   help="the images, an .npy array (numpy.save)")
     p.add_argument("--proba", action="store_true",
                    help="print class probabilities instead of labels")
     p.add_argument("--out", metavar="PATH",
                    help="write to PATH (.npy, else text) instead of stdout")
-    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256,
+                   help="images per forward pass (default 256)")
     threads_opt(p)
     p.set_defaults(func=cmd_predict)
 
@@ -359,7 +601,10 @@ def build_parser():
                    help="end with a softmax: the graph returns class "
                         "probabilities instead of logits")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None,
-                   help="data type of the graph (default: the model's)")
+                   help="data type of the graph (default: the model's); "
+                        "float64 only for models without convolution or "
+                        "average pooling, which onnxruntime cannot run in "
+                        "float64")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="version, compiler, OpenMP, SIMD path",

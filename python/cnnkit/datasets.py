@@ -325,7 +325,49 @@ def _npz_labels(arr, key, path):
     return arr.astype(np.int64)
 
 
+def _idx_magic(head):
+    """Whether 4 bytes are an IDX magic number: two zero bytes, a known
+    data-type byte and 1 to 4 dimensions."""
+    return (len(head) == 4 and head[:2] == b"\0\0"
+            and head[2] in _IDX_TYPE_NAMES and 1 <= head[3] <= 4)
+
+
+def _not_an_npz(path):
+    """Why the file ``path`` is not a .npz archive, saying what it seems to
+    be and what to pass instead; None when it starts as a zip file (a .npz
+    is one) or is a .npy file (reported by the caller)."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head.startswith(b"PK") or head.startswith(b"\x93NUMPY"):
+        return None
+    folder = ("the folder that holds the four MNIST IDX files "
+              f"({', '.join(name for _, name, _ in _MNIST_FILES)}, plain or "
+              ".gz)")
+    if head.startswith(b"\x1f\x8b"):
+        try:
+            with gzip.open(path, "rb") as f:
+                inner = f.read(4)
+        except (OSError, EOFError, zlib.error):
+            inner = b""
+        what = ("an IDX file compressed with gzip" if _idx_magic(inner)
+                else "a gzip-compressed file")
+        return (f"{path}: cannot be read as a .npz archive: it is {what}; "
+                f"pass {folder}")
+    if _idx_magic(head[:4]):
+        return (f"{path}: cannot be read as a .npz archive: it is an IDX "
+                f"file; pass {folder}")
+    return (f"{path}: cannot be read as a .npz archive: it is not a zip "
+            f"file, as numpy.savez writes; pass an .npz with the arrays "
+            f"{', '.join(_NPZ_KEYS)}, or {folder}")
+
+
 def _load_npz(path):
+    try:
+        why = _not_an_npz(path)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc})") from exc
+    if why is not None:
+        raise ValueError(why)
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:

@@ -370,7 +370,25 @@ class Layer:
         Returns
         -------
         Layer
+
+        Raises
+        ------
+        TypeError
+            If ``config`` names an argument the constructor does not take
+            (a config of another cnnkit version, say); the message names
+            it and the arguments there are.
         """
+        params = inspect.signature(cls.__init__).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            allowed = [n for n in list(params)[1:]
+                       if params[n].kind in (params[n].POSITIONAL_OR_KEYWORD,
+                                             params[n].KEYWORD_ONLY)]
+            unknown = sorted(str(k) for k in config if k not in allowed)
+            if unknown:
+                raise TypeError(
+                    f"unknown argument(s) {unknown} for {cls.__name__}; "
+                    f"{cls.__name__} takes "
+                    f"{', '.join(allowed) or 'no arguments'}")
         return cls(**config)
 
     @property

@@ -16,12 +16,13 @@ import math
 
 import numpy as np
 
-from . import _context, _format, _ops, _summary
+from . import _context, _format, _inputs, _ops, _summary
 from . import distributed as dist
 from . import optim
 from . import trainer as _trainer
 from ._checks import MAX_ELEMENTS, check_int, check_keys, is_int
 from ._graph import Input, SymbolicTensor, topological_order
+from ._version import __version__
 from .layers import LAYERS, Layer
 
 __all__ = ["Model", "Sequential"]
@@ -58,6 +59,9 @@ class Model:
         The seeded generator behind initialisation, shuffling and dropout.
     optimizer : cnnkit.optim.Optimizer or None
         The optimizer of the last :meth:`fit` (or of a loaded file).
+    metadata : dict
+        What :func:`cnnkit.load_model` read from the file's ``metadata``
+        (written by ``save(path, metadata=...)``); empty for a new model.
     stop_training : bool
         Set by a callback to end :meth:`fit` after the current epoch.
 
@@ -105,6 +109,7 @@ class Model:
         self.output_shape = None
         self.built = False
         self.optimizer = None
+        self.metadata = {}
         self.stop_training = False
         self._flat_params = np.zeros(0, dtype=dt)
         self._flat_grads = np.zeros(0, dtype=dt)
@@ -430,6 +435,7 @@ class Model:
         Parameters
         ----------
         x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
+            Or one image, (C, H, W) or (H, W) for one channel.
         training : bool, default False
             As in :meth:`forward`.
 
@@ -457,6 +463,7 @@ class Model:
         Parameters
         ----------
         x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
+            Or one image, (C, H, W) or (H, W) for one channel.
         batch_size : int, default 256
             Images per forward pass.
 
@@ -476,6 +483,7 @@ class Model:
         Parameters
         ----------
         x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
+            Or one image, (C, H, W) or (H, W) for one channel.
         batch_size : int, default 256
             Images per forward pass.
 
@@ -496,6 +504,7 @@ class Model:
         Parameters
         ----------
         x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
+            Or one image, (C, H, W) or (H, W) for one channel.
         y : array_like of int, shape (n,)
             Class indices.
         batch_size : int, default 256
@@ -524,14 +533,7 @@ class Model:
             raise TypeError(
                 f"{name} must be a real numeric array, got dtype {x.dtype}")
         if self.built:
-            expected = self.input_shape
-            if x.ndim == len(expected) and expected[0] == 1 and \
-                    x.shape[1:] == expected[1:]:
-                x = x[:, None]            # (n, H, W) for one channel
-            if x.shape[1:] != expected:
-                raise ValueError(
-                    f"{name} must have shape (n,) + {expected} (or (n, H, W) "
-                    f"for one channel); got {x.shape}")
+            x = _inputs.as_batch(x, self.input_shape, name)
         else:
             if x.ndim == 3:
                 x = x[:, None]
@@ -836,6 +838,7 @@ class Model:
                 "params": self._flat_params.copy() if self.built else None,
                 "rng": self.rng.bit_generator.state,
                 "optimizer": opt,
+                "metadata": self.metadata,
                 "stop_training": self.stop_training}
 
     def __setstate__(self, state):
@@ -850,14 +853,16 @@ class Model:
             opt_config, opt_state = state["optimizer"]
             self.optimizer = optim.from_config(opt_config)
             self.optimizer.load_state_dict(opt_state)
+        self.metadata = state.get("metadata", {})
         self.stop_training = state["stop_training"]
 
-    def save(self, path, include_optimizer=True):
+    def save(self, path, include_optimizer=True, metadata=None):
         """Write the architecture, the weights and (optionally) the optimizer
         state to one file, atomically; no pickle is involved.
 
         The file is safetensors-compatible: the tensors are named as in
-        :meth:`state_dict`, the architecture is JSON in its metadata.
+        :meth:`state_dict`, the architecture is JSON in its metadata, with
+        the version of cnnkit that wrote it and ``metadata``.
 
         Parameters
         ----------
@@ -866,12 +871,21 @@ class Model:
         include_optimizer : bool, default True
             Also store the optimizer's configuration and state, so that
             training can resume from the file.
+        metadata : dict, optional
+            Anything to keep with the model, e.g. how it was trained: str
+            keys, values that JSON represents (str, numbers, bool, None,
+            lists and dicts of them). The loaded model has it as
+            :attr:`metadata`. By default the model's :attr:`metadata` (what
+            it was loaded with) is written again; pass ``{}`` to write
+            none.
 
         Raises
         ------
         OSError
             If the file cannot be written; an existing file at ``path`` is
             then left as it was.
+        TypeError, ValueError
+            If ``metadata`` cannot be stored as JSON (the message says why).
 
         See Also
         --------
@@ -888,10 +902,18 @@ class Model:
         >>> model.save(path)
         >>> cnnkit.load_model(path).output_shape
         (3,)
+        >>> model.save(path, metadata={"data": "digits", "seed": 1})
+        >>> cnnkit.load_model(path).metadata
+        {'data': 'digits', 'seed': 1}
         """
         self._require_built("save")
         tensors = self.state_dict()
-        extra = {}
+        extra = {_format.VERSION_KEY: __version__}
+        if metadata is None:
+            metadata = self.metadata
+        if metadata:
+            extra[_format.USER_METADATA_KEY] = _format.pack_user_metadata(
+                metadata)
         if include_optimizer and self.optimizer is not None:
             extra["optimizer"] = json.dumps(self.optimizer.get_config())
             for k, v in self.optimizer.state_dict().items():

@@ -113,6 +113,15 @@ def _conv_pads(layer):
     return [ph, pw, ph, pw]
 
 
+def no_float64_layers(model):
+    """The layer types of ``model`` that onnxruntime's CPU provider cannot
+    run in float64 (it has no double Conv, AveragePool or
+    GlobalAveragePool), sorted; empty when a float64 graph runs there."""
+    return sorted({type(layer).__name__ for layer in model.layers
+                   if isinstance(layer, (L.Conv2D, L.AvgPool2D,
+                                         L.GlobalAvgPool2D))})
+
+
 def _check_export_args(model, opset, probabilities, dtype, onnx):
     if not isinstance(model, Sequential):
         raise TypeError(f"export: model must be a cnnkit.Sequential, got "
@@ -138,9 +147,7 @@ def _check_export_args(model, opset, probabilities, dtype, onnx):
     if dtype is None:
         dt = model.dtype
         if dt == np.float64:
-            kinds = sorted({type(layer).__name__ for layer in model.layers
-                            if isinstance(layer, (L.Conv2D, L.AvgPool2D,
-                                                  L.GlobalAvgPool2D))})
+            kinds = no_float64_layers(model)
             if kinds:
                 raise ValueError(
                     f"export: the model is float64 and has {', '.join(kinds)} "

@@ -135,6 +135,11 @@ def _layer_from_spec(spec, index):
         raise ValueError(f"{where} ({name}): {exc}") from None
 
 
+def _count(n, noun):
+    """``"1 epoch"``, ``"3 epochs"``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 class _Plateau(Callback):
     """Stops training when the epoch's training loss has not improved by
     ``tol`` for more than ``patience`` epochs in a row (MLPClassifier's
@@ -585,13 +590,32 @@ default="adam"
         self._record(plateau.losses)
         self.best_loss_ = plateau.best
         if not plateau.converged and len(plateau.losses) == self.max_iter:
-            warnings.warn(
-                f"{type(self).__name__}: the training loss did not converge "
-                f"in max_iter={self.max_iter} epochs (no improvement of "
-                f"tol={self.tol} for {self.n_iter_no_change} epochs); "
-                f"raise max_iter or learning_rate, or ignore this warning.",
-                ConvergenceWarning)
+            warnings.warn(self._not_converged(plateau), ConvergenceWarning)
         return self
+
+    def _not_converged(self, plateau):
+        """The ConvergenceWarning's message: what the training loss was
+        doing when max_iter ran out."""
+        losses = plateau.losses
+        tail = losses[-3:]
+        last = (f"last {_count(len(tail), 'epoch')}: "
+                f"{', '.join(f'{v:.4g}' for v in tail)}")
+        if len(losses) == 1:
+            state = f"was {losses[0]:.4g} after its first epoch"
+        elif plateau.count == 0:
+            gain = min(losses[:-1]) - losses[-1]
+            state = (f"was still falling ({last}; the last one improved it "
+                     f"by {gain:.2g}, more than tol={self.tol})")
+        else:
+            state = (f"had not improved by tol={self.tol} for "
+                     f"{_count(plateau.count, 'epoch')} ({last}), fewer than "
+                     f"the {plateau.patience + 1} in a row "
+                     f"(n_iter_no_change={self.n_iter_no_change}) that end "
+                     f"training")
+        return (f"{type(self).__name__}: max_iter={self.max_iter} "
+                f"{'epoch' if self.max_iter == 1 else 'epochs'} ran out "
+                f"while the training loss {state}; raise max_iter to train "
+                f"until it levels off, or ignore this warning.")
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train the network for one epoch on (X, y).

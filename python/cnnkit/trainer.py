@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import zlib
+from collections import OrderedDict
 
 import numpy as np
 
@@ -311,10 +312,9 @@ class Trainer:
                     now = time.perf_counter()
                     if now - last_post > 0.2:
                         last_post = now
-                        bar.set_postfix(
-                            loss=f"{loss_sum / max(weight_sum, 1e-300):.4f}",
-                            acc=f"{correct / seen:.4f}",
-                            img_s=f"{seen / max(now - t0, 1e-9):.0f}",
+                        bar.set_postfix(_bar_post(
+                            loss_sum / max(weight_sum, 1e-300),
+                            correct / seen, seen / max(now - t0, 1e-9)),
                             refresh=False)
             seconds = time.perf_counter() - t0
             logs = {"loss": loss_sum / weight_sum if weight_sum > 0 else 0.0,
@@ -329,7 +329,10 @@ class Trainer:
             logs["seconds"] = seconds
             logs["images_per_s"] = seen / max(seconds, 1e-9)
             if bar is not None:
-                bar.set_postfix(_bar_post(logs), refresh=True)
+                bar.set_postfix(_bar_post(
+                    logs["loss"], logs["accuracy"], logs["images_per_s"],
+                    logs.get("val_loss"), logs.get("val_accuracy")),
+                    refresh=True)
         finally:
             if bar is not None:
                 bar.close()
@@ -372,12 +375,16 @@ def _progress_bar(verbose, epoch, epochs, nbatches):
                 unit="batch", leave=True, dynamic_ncols=True)
 
 
-def _bar_post(logs):
-    post = {"loss": f"{logs['loss']:.4f}", "acc": f"{logs['accuracy']:.4f}",
-            "img_s": f"{logs['images_per_s']:.0f}"}
-    if "val_loss" in logs:
-        post["val_loss"] = f"{logs['val_loss']:.4f}"
-        post["val_acc"] = f"{logs['val_accuracy']:.4f}"
+def _bar_post(loss, accuracy, images_per_s, val_loss=None,
+              val_accuracy=None):
+    """The progress bar's fields, in one order while an epoch runs and at
+    its end: loss, acc, img/s, then val_loss, val_acc.  An ordered dict,
+    passed as set_postfix's first argument (tqdm sorts keyword fields)."""
+    post = OrderedDict([("loss", f"{loss:.4f}"), ("acc", f"{accuracy:.4f}"),
+                        ("img/s", f"{images_per_s:.0f}")])
+    if val_loss is not None:
+        post["val_loss"] = f"{val_loss:.4f}"
+        post["val_acc"] = f"{val_accuracy:.4f}"
     return post
 
 
