@@ -472,9 +472,11 @@ def test_save_keeps_metadata_and_the_writing_version(tmp_path):
     assert pickle.loads(pickle.dumps(loaded)).metadata == record
     _, meta = _format.load_file(tmp_path / "m.cnnkit")
     assert meta["cnnkit_version"] == cnnkit.__version__
-    # only what is passed is written
+    # a loaded model writes what it was loaded with again, unless told
     loaded.save(tmp_path / "again.cnnkit")
-    assert cnnkit.load_model(tmp_path / "again.cnnkit").metadata == {}
+    assert cnnkit.load_model(tmp_path / "again.cnnkit").metadata == record
+    loaded.save(tmp_path / "none.cnnkit", metadata={})
+    assert cnnkit.load_model(tmp_path / "none.cnnkit").metadata == {}
     # a file without metadata (written before it existed) loads as before
     _format.save_file(tmp_path / "old.cnnkit", model.state_dict(),
                       _format.pack_metadata("model", model.get_config()))
