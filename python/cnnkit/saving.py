@@ -47,7 +47,7 @@ def load_model(path):
         problem.
     ImportError
         For an ``.onnx`` path when the onnx package is not installed
-        (``pip install "cnnkit[onnx]"``).
+        (``pip install onnx onnxruntime``).
 
     Examples
     --------
