@@ -96,3 +96,11 @@ def test_no_message_sends_pip_to_the_index_for_cnnkit():
         for i, line in enumerate(path.read_text().splitlines(), 1):
             assert not re.search(r"pip install \\?[\"']?cnnkit\[", line), \
                 f"{path.name}:{i}: {line.strip()}"
+
+
+def test_the_readme_gives_the_docs_extras_packages():
+    if ROOT is None or not (ROOT / "README.md").is_file():
+        pytest.skip("README.md is not beside the tests (an installed wheel)")
+    text = " ".join((ROOT / "README.md").read_text().split())
+    command = "pip install " + " ".join(extra_packages("docs"))
+    assert command in text
