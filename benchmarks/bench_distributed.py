@@ -4,7 +4,7 @@ R ranks x 1 thread, and the share of each step spent exchanging gradients.
     python benchmarks/bench_distributed.py [--ranks 2] [--batch-size 64]
 
 The script launches itself under ``mpiexec`` (mpi4py and an MPI library,
-e.g. ``pip install "cnnkit[mpi]" mpich``) once per configuration; the
+e.g. ``pip install mpi4py mpich``) once per configuration; the
 configurations run interleaved, ``--repeats`` times, and the table shows
 medians.
 """
@@ -78,7 +78,7 @@ def main():
     mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) \
         or shutil.which("mpiexec")
     if mpiexec is None:
-        sys.exit("mpiexec not found: pip install \"cnnkit[mpi]\" mpich")
+        sys.exit("mpiexec not found: pip install mpi4py mpich")
     r = args.ranks
     configs = [(1, r, "none"), (1, r, "ordered"), (r, 1, "ordered"),
                (r, 1, "allreduce")]

@@ -95,6 +95,17 @@ intersphinx_mapping = {
 }
 intersphinx_timeout = 1
 
+# -- math: MathJax ships with the pages -------------------------------------
+# The pages are read offline (classrooms, air-gapped machines), so MathJax is
+# not loaded from a CDN: _static/mathjax/ holds MathJax 3.2.2's combined
+# TeX-to-SVG component (every TeX extension built in; SVG output draws the
+# glyphs as paths, so no font file is fetched, which file:// pages in
+# subfolders could not do in every browser).  Its licence (Apache-2.0) and
+# provenance are in _static/mathjax/; tools/check_docs_math.py checks in a
+# headless browser without network that every formula is typeset.
+mathjax_path = "mathjax/tex-svg-full.js"
+mathjax3_config = {"svg": {"fontCache": "global"}}
+
 # -- doctest -----------------------------------------------------------------
 doctest_global_setup = """
 import numpy as np
@@ -138,7 +149,7 @@ html_theme_options = {
     "navigation_with_keys": False,
     "secondary_sidebar_items": ["page-toc", "sourcelink"],
     "footer_start": ["copyright"],
-    "footer_end": ["sphinx-version"],
+    "footer_end": ["sphinx-version", "mathjax-credit"],
 }
 html_sidebars = {"index": [], "getting_started": []}
 html_show_sourcelink = True

@@ -219,3 +219,132 @@ def test_chart_extension_renders_a_png(smoke, tmp_path):
     assert len(tables) == len(bench.GROUPS) + 1      # + the memory line
     assert doc["machine"]["cpu"] in chart.caption(doc)
     assert doc["date"][:10] in chart.caption(doc)
+
+
+# --------------------------------------------------------------------------
+# a busy machine: the detection, on made-up loads and samples
+# --------------------------------------------------------------------------
+def _rec(name, others=0.0, **samples):
+    """A workload record with what the detection reads."""
+    per_fw = {fw: None for fw in bench.FRAMEWORKS}
+    per_fw.update(samples)
+    return {"name": name, "shape": "2x2", "others_running": others,
+            "samples_s": per_fw}
+
+
+def test_an_idle_machine_is_not_flagged():
+    recs = [_rec("relu", 0.0, cnnkit=[1e-3, 1.1e-3, 1.05e-3],
+                 numpy=[2e-3, 2e-3, 2.9e-3]),
+            _rec("gemm", 0.4, cnnkit=[5e-3, 5.2e-3, 5.1e-3])]
+    assert bench.busy_reasons(2, 2, 0.3, recs) == []
+    assert all(bench.row_flags(r, 2, 2) == [] for r in recs)
+    # 16 cores, 4 threads: 12 free, so 11 cores of other work leave room
+    assert bench.busy_reasons(16, 4, 11.0, [_rec("relu", 11.0)]) == []
+    # nothing known (no load average, one repeat): nothing to say
+    assert bench.busy_reasons(2, 2, None, [_rec("relu", None,
+                                                cnnkit=[1e-3])]) == []
+
+
+def test_a_loaded_machine_before_the_run():
+    reasons = bench.busy_reasons(2, 2, 1.2, [_rec("relu")])
+    assert reasons == [
+        "the load average was 1.20 on 2 cores when the run started: other "
+        "work held cores that the 2 thread(s) of each framework need"]
+    # with one thread per framework one core is free: 1.2 fits, 1.6 not
+    assert bench.busy_reasons(2, 1, 1.2, [_rec("relu")]) == []
+    assert len(bench.busy_reasons(2, 1, 1.6, [_rec("relu")])) == 1
+
+
+def test_other_tasks_running_beside_workloads():
+    recs = [_rec("relu", 1.0), _rec("gemm", 0.2), _rec("dense fwd", 2.0)]
+    assert bench.busy_reasons(2, 2, 0.0, recs) == [
+        "other processes were running during 2 of 3 workloads (relu, "
+        "dense fwd): 1.5 tasks on average beside the run's 2 thread(s), "
+        "on 2 cores"]
+    assert bench.row_flags(recs[0], 2, 2) == ["1.0 other tasks running"]
+    assert bench.row_flags(recs[1], 2, 2) == []
+    # the same other work fits beside one thread per framework
+    assert bench.busy_reasons(2, 1, 0.0, recs[:2]) == []
+
+
+def test_repeats_far_apart():
+    # what a core taken away mid-run does: cnnkit's relu 100x slower once
+    recs = [_rec("relu", 0.0, cnnkit=[2e-5, 2e-3, 2.1e-5],
+                 numpy=[2e-5, 2e-5, 2e-5]),
+            _rec("gemm", 0.0, cnnkit=[1e-3, 1.4e-3],
+                 numpy=[1e-3, 1.6e-3]),
+            _rec("dense fwd", 0.0, cnnkit=[1e-3, 1.2e-3, 1.1e-3])]
+    assert bench.busy_reasons(2, 2, 0.0, recs) == [
+        "the repeats of 2 of 3 workloads differ by more than 1.5x (relu, "
+        "cnnkit: 20.0 us to 2.000 ms; gemm, NumPy: 1.000 ms to 1.600 ms)"]
+    assert bench.row_flags(recs[0], 2, 2) == ["cnnkit repeats 100.0x apart"]
+    assert bench.row_flags(recs[1], 2, 2) == ["NumPy repeats 1.6x apart"]
+    assert bench.row_flags(recs[2], 2, 2) == []
+    both = _rec("relu", 3.0, cnnkit=[1e-3, 4e-3])
+    assert bench.row_flags(both, 2, 2) == ["3.0 other tasks running",
+                                           "cnnkit repeats 4.0x apart"]
+
+
+def test_more_threads_than_cores():
+    assert bench.busy_reasons(2, 4, 0.0, [_rec("relu")]) == [
+        "4 threads per framework on 2 cores: the threads compete with each "
+        "other"]
+
+
+def test_the_verdict_in_the_table_and_the_json(smoke):
+    doc, out = smoke
+    # the run's own verdict depends on its machine: only its form is fixed
+    assert doc["load"]["cores"] == os.cpu_count()
+    assert isinstance(doc["unreliable"], list)
+    assert doc["unreliable"] == bench.assess(doc)
+    assert ("warning: these timings are unreliable:" in out) \
+        == bool(doc["unreliable"])
+    assert all("others_running" in rec for rec in doc["workloads"])
+
+    busy = copy.deepcopy(doc)
+    busy["threads"], busy["load"]["cores"], busy["load"]["before"] = 2, 2, 2.5
+    for rec in busy["workloads"]:
+        rec["others_running"] = 1.0
+    busy["unreliable"] = bench.assess(busy)
+    bench.validate(busy)
+    assert len(busy["unreliable"]) == 2
+    lines = bench.format_table(busy).splitlines()
+    assert lines[2].startswith("warning: the load average was 2.50 on 2 "
+                               "cores when the run started")
+    rows = [line for line in lines if any(
+        line.startswith(rec["name"]) for rec in busy["workloads"])]
+    assert len(rows) == len(busy["workloads"])
+    assert all(r.endswith("! 1.0 other tasks running") for r in rows)
+    assert lines[-4] == "warning: these timings are unreliable:"
+    assert lines[-3] == f"  - {busy['unreliable'][0]}"
+
+    idle = copy.deepcopy(busy)
+    idle["load"]["before"] = 0.1
+    for rec in idle["workloads"]:
+        rec["others_running"] = 0.0
+    idle["unreliable"] = bench.assess(idle)
+    assert idle["unreliable"] == []
+    assert "!" not in bench.format_table(idle)
+    assert "warning" not in bench.format_table(idle)
+
+
+def test_documents_without_the_load_still_validate(smoke):
+    doc, _ = smoke
+    old = copy.deepcopy(doc)
+    del old["load"], old["unreliable"]
+    for rec in old["workloads"]:
+        del rec["others_running"]
+    assert bench.validate(old) is old
+    assert bench.assess(old) == [] and "!" not in bench.format_table(old)
+    for key, value, where in (("unreliable", "busy", "unreliable"),
+                              ("load", {"cores": 0}, "load.cores"),
+                              ("load", {"cores": 2, "before": -1,
+                                        "after": None}, "load.before")):
+        bad = copy.deepcopy(doc)
+        bad[key] = value
+        with pytest.raises(ValueError, match=where):
+            bench.validate(bad)
+    bad = copy.deepcopy(doc)
+    bad["workloads"][0]["others_running"] = "many"
+    with pytest.raises(ValueError, match=r"workloads\[0\]\.others_running"):
+        bench.validate(bad)

@@ -102,11 +102,15 @@ def caption(doc):
     names = [f"cnnkit {v['cnnkit']}", f"NumPy {v['numpy']}"]
     if v["torch"]:
         names.append(f"PyTorch {v['torch']}")
-    return (f"{m['cpu']} ({m['cores']} cores, {m['arch']}), "
+    text = (f"{m['cpu']} ({m['cores']} cores, {m['arch']}), "
             f"{doc['threads']} thread(s) per framework, SIMD path "
             f"{doc['simd_path']}; {', '.join(names)}; medians of "
             f"{doc['settings']['repeats']} interleaved repeats, "
             f"{doc['date'][:10]}.")
+    if doc.get("unreliable"):
+        text += (" The run found its timings unreliable: "
+                 + "; ".join(doc["unreliable"]) + ".")
+    return text
 
 
 def _table(title, header, rows):

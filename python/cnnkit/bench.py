@@ -46,9 +46,20 @@ unset both so that NumPy's matmul runs its best kernel:
 ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE cnnkit bench``.  Set
 ``CNNKIT_SIMD=avx512|avx2|generic`` to time one SIMD path.
 
-``--json PATH`` writes every result (machine, versions, settings, and per
-workload the medians, all samples, ratios and rates); :func:`validate`
-checks a file against that schema.
+A busy machine makes the numbers meaningless: when another process holds
+a core, a framework's threads wait for the preempted one, and a ratio such
+as ``relu x0.01`` only says which framework was unlucky.  So the run reads
+the 1-minute load average before it starts and, before every measurement
+(while all workers wait), how many other tasks are running
+(``/proc/loadavg``); it also compares each framework's repeats of a
+workload.  A row measured beside other work, or whose repeats are more
+than 1.5x apart, ends with ``!`` and the reason, and the run ends with a
+warning that says why its timings are unreliable (:func:`busy_reasons`).
+
+``--json PATH`` writes every result (machine, versions, settings, the load,
+and per workload the medians, all samples, ratios and rates, the other
+tasks running; the reasons the timings are unreliable, if any);
+:func:`validate` checks a file against that schema.
 """
 import datetime
 import json
@@ -651,6 +662,7 @@ def run(config, out=None):
     def say(text=""):
         print(text, file=out, flush=True)
 
+    load_before = load_average()       # before the workers add their own
     table = workloads(config)
     wanted = [fw for fw in FRAMEWORKS
               if any(fw in wl.frameworks for wl in table)]
@@ -674,6 +686,7 @@ def run(config, out=None):
                              f"{str(exc).strip().splitlines()[-1]}")
         doc = _document(config, workers, __version__,
                         _ops.build_info()["simd_path"])
+        doc["load"]["before"] = load_before
         for line in header_lines(doc) + notes:
             say(line)
         say()
@@ -685,7 +698,7 @@ def run(config, out=None):
                 say(_row_text(_columns(shown, group)))
             rec = _measure(i, wl, workers, config)
             doc["workloads"].append(rec)
-            say(_row_text(_cells(rec, shown)))
+            say(_row_line(rec, shown, doc))
             if wl is table[-1] or table[i + 1].group != group:
                 if group == "lenet":
                     doc["memory"] = workers["cnnkit"].ask("memory")
@@ -694,6 +707,10 @@ def run(config, out=None):
         for fw, w in workers.items():
             doc["frameworks"][fw]["torch_loaded"] = \
                 w.ask("info")["torch_loaded"]
+        doc["load"]["after"] = load_average()
+        doc["unreliable"] = assess(doc)
+        for line in verdict_lines(doc):
+            say(line)
     finally:
         for w in workers.values():
             w.close()
@@ -706,13 +723,16 @@ def _measure(i, wl, workers, config):
     fws = [fw for fw in FRAMEWORKS if fw in wl.frameworks and fw in workers]
     calls = {fw: workers[fw].ask("prepare", case=i)["calls"] for fw in fws}
     samples = {fw: [] for fw in fws}
+    others = []
     repeats = config["repeats"]
     if wl.max_repeats:
         repeats = min(repeats, wl.max_repeats)
     for r in range(repeats):
         for fw in fws[r % len(fws):] + fws[:r % len(fws)]:
             time.sleep(config["settle"])
+            others.append(others_running(config["threads"]))
             samples[fw].append(workers[fw].ask("time", case=i)["seconds"])
+    others = [n for n in others if n is not None]
     med = {fw: statistics.median(samples[fw]) if fw in samples else None
            for fw in FRAMEWORKS}
 
@@ -731,6 +751,8 @@ def _measure(i, wl, workers, config):
         "gflops": rate(wl.flops, 1e9),
         "gbps": rate(wl.nbytes, 1e9),
         "images_per_s": rate(wl.images, 1),
+        "others_running": (round(statistics.fmean(others), 2) if others
+                           else None),
     }
 
 
@@ -757,9 +779,169 @@ def _document(config, workers, version, simd_path):
                              ("pid", "version", "threads", "blas_threads")}
                             if (w := workers.get(fw)) else None)
                        for fw in FRAMEWORKS},
+        "load": {"cores": os.cpu_count() or 1, "before": None,
+                 "after": None, "others_from": _OTHERS_FROM},
         "workloads": [],
         "memory": None,
+        "unreliable": [],
     }
+
+
+# --------------------------------------------------------------------------
+# is the machine busy?
+# --------------------------------------------------------------------------
+# Other work tolerated beyond the cores the run leaves free, in cores, and
+# the largest ratio of the slowest to the fastest repeat of one framework
+# on one workload.
+BUSY_MARGIN = 0.5
+SPREAD_LIMIT = 1.5
+_OTHERS_FROM = ("/proc/loadavg" if os.path.exists("/proc/loadavg")
+                else "load average")
+
+
+def load_average():
+    """The 1-minute load average, or None where the system has none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def others_running(threads):
+    """How many tasks besides the benchmark's are running now.
+
+    Called while every worker waits for its next request, so of the
+    runnable tasks that ``/proc/loadavg`` counts (its "running/total"
+    field) one is the caller and the rest are other work.  Without
+    ``/proc/loadavg``: the 1-minute load average less the run's ``threads``
+    (a lower bound); None when there is neither."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        return max(running - 1, 0)
+    except (OSError, ValueError, IndexError):
+        load = load_average()
+        return None if load is None else max(round(load - threads, 2), 0.0)
+
+
+def _free(cores, threads):
+    return max(cores - threads, 0)
+
+
+def _before_reason(cores, threads, load_before):
+    if load_before is None or load_before <= _free(cores, threads) \
+            + BUSY_MARGIN:
+        return None
+    return (f"the load average was {load_before:.2f} on {cores} cores when "
+            f"the run started: other work held cores that the "
+            f"{threads} thread(s) of each framework need")
+
+
+def _spread(samples):
+    """The slowest repeat over the fastest, or None for fewer than two."""
+    if not samples or len(samples) < 2 or min(samples) <= 0:
+        return None
+    return max(samples) / min(samples)
+
+
+def row_flags(rec, cores, threads):
+    """Why one workload's numbers are suspect, in a few words each: other
+    tasks running beside it, or repeats far apart."""
+    flags = []
+    others = rec.get("others_running")
+    if others is not None and others > _free(cores, threads) + BUSY_MARGIN:
+        flags.append(f"{others:.1f} other tasks running")
+    spreads = [(s, fw) for fw in FRAMEWORKS
+               if (s := _spread(rec["samples_s"].get(fw))) is not None
+               and s > SPREAD_LIMIT]
+    if spreads:
+        s, fw = max(spreads)
+        flags.append(f"{NAMES[fw]} repeats {s:.1f}x apart")
+    return flags
+
+
+def _names(recs, most=4):
+    names = list(dict.fromkeys(r["name"] for r in recs))
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
+
+
+def busy_reasons(cores, threads, load_before, records):
+    """Why the timings of a run are unreliable: a list of sentences, empty
+    when nothing was seen.
+
+    Parameters
+    ----------
+    cores : int
+        The machine's logical CPUs (the load average counts all of them).
+    threads : int
+        The threads of each framework.
+    load_before : float or None
+        The 1-minute load average before the run started.
+    records : list of dict
+        Per workload: ``name``, ``samples_s`` (per framework, the seconds
+        per call of each repeat, or None) and ``others_running`` (the mean
+        number of other tasks running before its measurements, or None).
+
+    A run is unreliable when its threads outnumber the cores, when other
+    work held more than the cores the run leaves free (plus
+    ``BUSY_MARGIN``) before it started or beside a workload, or when the
+    slowest repeat of a framework on a workload took more than
+    ``SPREAD_LIMIT`` times its fastest.
+    """
+    reasons = []
+    free = _free(cores, threads)
+    if threads > cores:
+        reasons.append(f"{threads} threads per framework on {cores} cores: "
+                       f"the threads compete with each other")
+    before = _before_reason(cores, threads, load_before)
+    if before:
+        reasons.append(before)
+    busy = [r for r in records if r.get("others_running") is not None
+            and r["others_running"] > free + BUSY_MARGIN]
+    if busy:
+        mean = statistics.fmean(r["others_running"] for r in busy)
+        reasons.append(f"other processes were running during {len(busy)} of "
+                       f"{len(records)} workloads ({_names(busy)}): "
+                       f"{mean:.1f} tasks on average beside the run's "
+                       f"{threads} thread(s), on {cores} cores")
+    spread = []
+    for r in records:
+        for fw in FRAMEWORKS:
+            s = _spread(r["samples_s"].get(fw))
+            if s is not None and s > SPREAD_LIMIT:
+                spread.append((s, r, fw))
+    if spread:
+        spread.sort(key=lambda t: -t[0])
+        worst = "; ".join(
+            f"{r['name']}, {NAMES[fw]}: {format_time(min(r['samples_s'][fw]))}"
+            f" to {format_time(max(r['samples_s'][fw]))}"
+            for _, r, fw in spread[:3])
+        count = len({id(r) for _, r, _ in spread})
+        reasons.append(f"the repeats of {count} of {len(records)} workloads "
+                       f"differ by more than {SPREAD_LIMIT}x ({worst})")
+    return reasons
+
+
+def assess(doc):
+    """:func:`busy_reasons` of a results document (none for a document
+    without the load, written before it was recorded)."""
+    load = doc.get("load")
+    if not load:
+        return []
+    return busy_reasons(load["cores"], doc["threads"], load["before"],
+                        doc["workloads"])
+
+
+def verdict_lines(doc):
+    """The warning that ends a run whose timings are unreliable."""
+    reasons = doc.get("unreliable") or []
+    if not reasons:
+        return []
+    return (["warning: these timings are unreliable:"]
+            + [f"  - {r}" for r in reasons]
+            + ["  Run again on an idle machine (or with fewer --threads); "
+               "rows marked ! were measured beside other work or vary "
+               "between repeats."])
 
 
 # --------------------------------------------------------------------------
@@ -817,6 +999,14 @@ def _cells(rec, shown):
     return cells + [format_rate(rec)]
 
 
+def _row_line(rec, shown, doc):
+    """A workload's row, and ``!`` with the reasons when it is suspect."""
+    text = _row_text(_cells(rec, shown))
+    load = doc.get("load")
+    flags = row_flags(rec, load["cores"], doc["threads"]) if load else []
+    return text + (f"  ! {'; '.join(flags)}" if flags else "")
+
+
 def _row_text(cells):
     # name, shape, k times, k - 1 ratios, rate
     k = (len(cells) - 2) // 2
@@ -842,6 +1032,11 @@ def header_lines(doc):
         f"each framework in its own process; times are medians per call "
         f"over {doc['settings']['repeats']} interleaved repeats; "
         f"'X/cnnkit' = X's time / cnnkit's (above 1: cnnkit is faster)"]
+    load = doc.get("load")
+    before = load and _before_reason(load["cores"], doc["threads"],
+                                     load["before"])
+    if before:
+        lines.append(f"warning: {before}; the timings may be unreliable")
     set_vars = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
                 if doc["settings"]["env"][k] is not None]
     if set_vars:
@@ -873,9 +1068,12 @@ def format_table(doc):
                 lines.append("")
             group = rec["group"]
             lines.append(_row_text(_columns(shown, group)))
-        lines.append(_row_text(_cells(rec, shown)))
+        lines.append(_row_line(rec, shown, doc))
     if doc["memory"]:
         lines.append(memory_text(doc["memory"]))
+    verdict = verdict_lines(doc)
+    if verdict:
+        lines += [""] + verdict
     return "\n".join(lines)
 
 
@@ -899,6 +1097,10 @@ def validate(doc):
         return isinstance(v, (int, float)) and not isinstance(v, bool) \
             and v > 0
 
+    def nonneg(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) \
+            and v >= 0
+
     need(isinstance(doc, dict), "document", "expected an object")
     need(doc.get("schema") == SCHEMA, "schema",
          f"expected {SCHEMA}, got {doc.get('schema')!r}")
@@ -909,6 +1111,20 @@ def validate(doc):
         need(isinstance(doc.get(key), kind), key,
              f"expected {kind.__name__}, got {doc.get(key)!r}")
     need("memory" in doc, "memory", "missing")
+    # the load and the verdict: absent from documents written before they
+    # were recorded
+    if "load" in doc:
+        load = doc["load"]
+        need(isinstance(load, dict), "load", "expected an object")
+        need(isinstance(load.get("cores"), int) and load["cores"] > 0,
+             "load.cores", "expected a positive integer")
+        for key in ("before", "after"):
+            need(key in load and (load[key] is None or nonneg(load[key])),
+                 f"load.{key}", "expected a number >= 0 or null")
+    if "unreliable" in doc:
+        need(isinstance(doc["unreliable"], list)
+             and all(isinstance(r, str) for r in doc["unreliable"]),
+             "unreliable", "expected a list of strings")
     for key in ("cpu", "cores", "arch", "os"):
         need(key in doc["machine"], f"machine.{key}", "missing")
     for key in ("python", "cnnkit", "numpy", "torch"):
@@ -954,6 +1170,10 @@ def validate(doc):
                  f"{at}.median_s.{fw}", "not the median of the samples")
             need(isinstance(rec["calls"][fw], int) and rec["calls"][fw] > 0,
                  f"{at}.calls.{fw}", "expected a positive integer")
+        if "others_running" in rec:
+            need(rec["others_running"] is None
+                 or nonneg(rec["others_running"]), f"{at}.others_running",
+                 "expected a number >= 0 or null")
         ratios = rec.get("ratios")
         need(isinstance(ratios, dict) and set(ratios) == set(FRAMEWORKS[1:]),
              f"{at}.ratios", f"expected the keys {FRAMEWORKS[1:]}")

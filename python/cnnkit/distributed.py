@@ -186,8 +186,8 @@ def init(comm=None):
         if launched > 1:
             raise ImportError(
                 f"this process is one of {launched} MPI ranks ({var}), but "
-                f"mpi4py is not installed: pip install \"cnnkit[mpi]\" (and "
-                f"an MPI library, e.g. mpich, if the system has none)"
+                f"mpi4py is not installed: pip install mpi4py mpich (leave "
+                f"out mpich where the system has an MPI library)"
             ) from None
         world = _World()
     else:

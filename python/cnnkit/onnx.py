@@ -6,8 +6,8 @@ the ONNX graph of a sequential CNN, as written by ``torch.onnx.export``,
 tf2onnx or :func:`export`, back into a cnnkit model.
 
 The `onnx <https://onnx.ai>`_ package is an optional dependency (``pip
-install "cnnkit[onnx]"``); it is imported by these functions, never by
-``import cnnkit``.
+install onnx onnxruntime``, the ``onnx`` extra); it is imported by these
+functions, never by ``import cnnkit``.
 
 Exported graphs
 ---------------
@@ -82,7 +82,8 @@ MIN_IMPORT_OPSET = 7
 MAX_FILE_SIZE = 2 ** 31 - 1
 
 _INSTALL_HINT = ('the onnx package is needed for ONNX export and import; '
-                 'install it with: pip install "cnnkit[onnx]"')
+                 'install it, with onnxruntime to run the exported files: '
+                 'pip install onnx onnxruntime')
 
 
 def _require_onnx():

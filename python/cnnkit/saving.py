@@ -66,7 +66,7 @@ def load_model(path):
         optimizer this version cannot restore; the model comes without it.
     ImportError
         For an ``.onnx`` path when the onnx package is not installed
-        (``pip install "cnnkit[onnx]"``).
+        (``pip install onnx onnxruntime``).
 
     Examples
     --------

@@ -6,7 +6,7 @@ A CNN in a scikit-learn pipeline
 flat rows (reshaped to images by ``image_shape``), any class labels, and
 works in a :class:`~sklearn.pipeline.Pipeline` and in
 :class:`~sklearn.model_selection.GridSearchCV`.  This example needs
-scikit-learn (``pip install "cnnkit[sklearn]"``).
+scikit-learn (``pip install scikit-learn``).
 """
 import matplotlib.pyplot as plt
 import numpy as np
