@@ -318,6 +318,24 @@ default="adam"
     array([0, 1, 2])
     >>> clf.predict_proba(X[:1]).shape
     (1, 10)
+
+    Any graph of the functional API, here with a skip connection:
+
+    >>> import cnnkit
+    >>> from cnnkit import layers
+    >>> def residual(input_shape, n_classes):
+    ...     inp = cnnkit.Input(input_shape)
+    ...     x = layers.ReLU()(layers.Conv2D(8, 3, padding="same")(inp))
+    ...     y = layers.Conv2D(8, 3, padding="same")(x)
+    ...     x = layers.ReLU()(layers.Add()([x, y]))
+    ...     return cnnkit.Model(inp, layers.Dense(n_classes)(
+    ...         layers.Flatten()(x)))
+    >>> res = CNNClassifier(architecture=residual, image_shape=(8, 8),
+    ...                     max_iter=10, learning_rate=1e-2, random_state=0)
+    >>> res.fit(X, y).model_.output_shape
+    (10,)
+    >>> res.score(X, y) > 0.9
+    True
     """
 
     def __init__(self, layers=None, image_shape=None, max_iter=200,
