@@ -149,3 +149,30 @@ def _assert_user_error(code, err, *words):
 def assert_user_error():
     """``_assert_user_error``, for the command-line tests."""
     return _assert_user_error
+
+
+@pytest.fixture
+def functions_by_value(request):
+    """Worker processes (joblib's loky, Dask) get the test module's
+    functions by value.
+
+    They unpickle what they run with cloudpickle, which sends a
+    module-level function by reference, to be imported there; under
+    ``--import-mode=importlib`` a test file is not importable in another
+    process, so its functions (such as an estimator's ``architecture``)
+    travel as code instead, as a user's ``__main__`` functions do.
+    """
+    import importlib
+
+    module = request.module
+    registered = []
+    for name in ("cloudpickle", "joblib.externals.cloudpickle"):
+        try:
+            pickler = importlib.import_module(name)
+        except ImportError:
+            continue
+        pickler.register_pickle_by_value(module)
+        registered.append(pickler)
+    yield
+    for pickler in registered:
+        pickler.unregister_pickle_by_value(module)

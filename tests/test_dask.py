@@ -14,7 +14,7 @@ from cnnkit import layers
 from cnnkit.sklearn import CNNClassifier
 
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:CNNClassifier. the training loss did not converge")
+    "ignore::sklearn.exceptions.ConvergenceWarning")
 
 
 def _require(name):
@@ -62,6 +62,38 @@ def test_grid_search_on_dask_equals_one_process(client, digits):
                               local.cv_results_[key]), key
     assert remote.best_params_ == local.best_params_
     # the refitted best model was trained on a worker and came back whole
+    assert np.array_equal(remote.predict_proba(x), local.predict_proba(x))
+
+
+def residual(input_shape, n_classes):
+    """A residual network for ``CNNClassifier(architecture=...)``."""
+    inp = cnnkit.Input(input_shape)
+    x = layers.ReLU()(layers.Conv2D(4, 3, padding=1)(inp))
+    y = layers.Conv2D(4, 3, padding=1)(
+        layers.ReLU()(layers.Conv2D(4, 3, padding=1)(x)))
+    x = layers.MaxPool2D(2)(layers.ReLU()(layers.Add()([x, y])))
+    return cnnkit.Model(inp, layers.Dense(n_classes)(layers.Flatten()(x)))
+
+
+def test_architecture_grid_search_on_dask_equals_one_process(
+        client, digits, functions_by_value):
+    import joblib
+    from sklearn.model_selection import GridSearchCV
+
+    x, y = digits
+    est = CNNClassifier(architecture=residual, max_iter=3, random_state=0)
+    grid = {"learning_rate": [1e-3, 1e-2], "random_state": [0, 1]}
+    local = GridSearchCV(est, grid, cv=2, n_jobs=1).fit(x, y)
+    with joblib.parallel_backend("dask"):
+        remote = GridSearchCV(est, grid, cv=2, n_jobs=-1).fit(x, y)
+    for key in ("mean_test_score", "split0_test_score", "split1_test_score"):
+        assert np.array_equal(remote.cv_results_[key],
+                              local.cv_results_[key]), key
+    # different seeds train different networks
+    scores = local.cv_results_["split0_test_score"]
+    assert scores[0] != scores[1] or scores[2] != scores[3]
+    assert remote.best_params_ == local.best_params_
+    assert type(remote.best_estimator_.model_) is cnnkit.Model
     assert np.array_equal(remote.predict_proba(x), local.predict_proba(x))
 
 

@@ -1,6 +1,7 @@
 """cnnkit.sklearn.CNNClassifier: scikit-learn's estimator checks, and the
 estimator on images, flat rows, strings, pipelines, pickles and warm starts."""
 import doctest
+import functools
 import pickle
 import subprocess
 import sys
@@ -36,7 +37,29 @@ def _one_thread():
         yield
 
 
-@parametrize_with_checks([CNNClassifier(random_state=0)])
+def residual(input_shape, n_classes, width=8):
+    """A small residual network for ``CNNClassifier(architecture=...)``:
+    a convolution, one residual block, then the output layer.  Module
+    level, so it pickles."""
+    inp = cnnkit.Input(input_shape)
+    x = layers.ReLU()(layers.Conv2D(width, 3, padding="same")(inp))
+    y = layers.ReLU()(layers.Conv2D(width, 3, padding="same")(x))
+    y = layers.Conv2D(width, 3, padding="same")(y)
+    x = layers.ReLU()(layers.Add()([x, y]))
+    out = layers.Dense(n_classes)(layers.Flatten()(x))
+    return cnnkit.Model(inp, out)
+
+
+def chain(input_shape, n_classes):
+    """The same kind of function returning a Sequential."""
+    return cnnkit.Sequential(
+        [layers.Conv2D(4, 3, padding="same"), layers.ReLU(),
+         layers.Flatten(), layers.Dense(n_classes)], input_shape=input_shape)
+
+
+@parametrize_with_checks([CNNClassifier(random_state=0),
+                          CNNClassifier(architecture=residual,
+                                        random_state=0)])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -85,7 +108,8 @@ def test_default_parameters():
         "layers": None, "image_shape": None, "max_iter": 200,
         "batch_size": "auto", "optimizer": "adam", "learning_rate": 1e-3,
         "tol": 1e-4, "n_iter_no_change": 10, "shuffle": True,
-        "random_state": None, "verbose": 0, "warm_start": False}
+        "random_state": None, "verbose": 0, "warm_start": False,
+        "architecture": None}
 
 
 def test_digits_flat_rows_with_image_shape():
@@ -458,3 +482,230 @@ def test_optimizer_instance_is_not_mutated():
 def test_not_fitted():
     with pytest.raises(NotFittedError):
         CNNClassifier().predict(np.zeros((2, 3)))
+
+
+# ----------------------------------------------------------------------
+# architecture: a function that makes the whole network
+# ----------------------------------------------------------------------
+def test_architecture_trains_a_graph_model():
+    X, y = _bars(n=120)
+    clf = CNNClassifier(architecture=residual, max_iter=30,
+                        learning_rate=1e-2, random_state=0)
+    clf.fit(X[:100], y[:100])
+    model = clf.model_
+    assert type(model) is cnnkit.Model
+    assert model.input_shape == clf.image_shape_ == (1, 8, 8)
+    assert model.output_shape == (4,)
+    assert "Add" in [type(layer).__name__ for layer in model.layers]
+    assert clf.score(X[100:], y[100:]) > 0.9
+    assert clf.predict_proba(X).shape == (120, 4)
+    # flat rows with image_shape reach the function as (C, H, W)
+    seen = []
+
+    def recording(input_shape, n_classes):
+        seen.append((input_shape, n_classes))
+        return residual(input_shape, n_classes)
+
+    CNNClassifier(architecture=recording, image_shape=(8, 8), max_iter=1,
+                  random_state=0).fit(X.reshape(120, 64), y)
+    assert seen == [((1, 8, 8), 4)]
+
+
+def test_architecture_may_return_a_sequential():
+    X, y = _bars(n=60)
+    clf = CNNClassifier(architecture=chain, max_iter=5, random_state=0)
+    clf.fit(X, y)
+    assert type(clf.model_) is cnnkit.Sequential
+    assert clf.model_.output_shape == (4,)
+    again = pickle.loads(pickle.dumps(clf))
+    assert type(again.model_) is cnnkit.Sequential
+    np.testing.assert_array_equal(again.predict_proba(X),
+                                  clf.predict_proba(X))
+
+
+def test_architecture_is_seeded_by_random_state():
+    X, y = _blobs(n=100)
+    p = [CNNClassifier(architecture=residual, max_iter=5, random_state=s)
+         .fit(X, y).predict_proba(X) for s in (7, 7, 8)]
+    np.testing.assert_array_equal(p[0], p[1])
+    assert not np.array_equal(p[0], p[2])
+    # the seed the estimator draws is the model's, as with layers=
+    a = CNNClassifier(architecture=residual, max_iter=1, random_state=7)
+    b = CNNClassifier(layers=[], max_iter=1, random_state=7)
+    assert a.fit(X, y).model_.seed == b.fit(X, y).model_.seed
+    # the seed and weights the function gave its model are not used
+
+    def seeded(input_shape, n_classes):
+        model = residual(input_shape, n_classes)
+        model.seed = 123
+        model.set_weights([w + 1 for w in model.get_weights()])
+        return model
+
+    got = CNNClassifier(architecture=seeded, max_iter=5,
+                        random_state=7).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(got, p[0])
+    # a RandomState instance draws the same seed as its int
+    rs = CNNClassifier(architecture=residual, max_iter=5,
+                       random_state=np.random.RandomState(7))
+    q = CNNClassifier(architecture=residual, max_iter=5,
+                      random_state=np.random.RandomState(7))
+    np.testing.assert_array_equal(rs.fit(X, y).predict_proba(X),
+                                  q.fit(X, y).predict_proba(X))
+
+
+def test_architecture_dtypes_follow_the_input():
+    X, y = _blobs(n=60)
+
+    def float32_model(input_shape, n_classes):
+        inp = cnnkit.Input(input_shape)
+        out = layers.Dense(n_classes)(layers.Flatten()(inp))
+        return cnnkit.Model(inp, out, dtype="float32")
+
+    for arch in (residual, float32_model):
+        clf = CNNClassifier(architecture=arch, max_iter=2, random_state=0)
+        assert clf.fit(X, y).model_.dtype == np.float64
+        assert clf.predict_proba(X).dtype == np.float64
+        assert clf.fit(X.astype(np.float32), y).model_.dtype == np.float32
+        assert clf.predict_proba(X).dtype == np.float32
+        assert clf.fit((X * 10).astype(int), y).model_.dtype == np.float64
+
+
+def test_architecture_warm_start_and_partial_fit():
+    X, y = _blobs(n=100)
+    calls = []
+
+    def counted(input_shape, n_classes):
+        calls.append(1)
+        return residual(input_shape, n_classes)
+
+    clf = CNNClassifier(architecture=counted, max_iter=3, warm_start=True,
+                        random_state=0)
+    clf.fit(X, y)
+    first = clf.model_
+    clf.fit(X, y)
+    assert clf.model_ is first and clf.n_iter_ == 6 and len(calls) == 1
+    a = CNNClassifier(architecture=residual, shuffle=False, random_state=0)
+    b = CNNClassifier(architecture=residual, shuffle=False, max_iter=3,
+                      random_state=0)
+    for _ in range(3):
+        a.partial_fit(X, y, classes=np.unique(y))
+    b.fit(X, y)
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X),
+                               rtol=1e-12, atol=1e-15)
+    # one class: the function is asked for one output
+    one = CNNClassifier(architecture=residual).fit(X, np.zeros(100))
+    assert one.model_.output_shape == (1,)
+    np.testing.assert_array_equal(one.predict_proba(X), np.ones((100, 1)))
+
+
+def test_architecture_params_clone_and_grid_search():
+    wide = functools.partial(residual, width=12)
+    clf = CNNClassifier(architecture=residual, max_iter=2)
+    assert clf.get_params()["architecture"] is residual
+    clf.set_params(architecture=wide)
+    assert clf.architecture is wide
+    copy = clone(clf)                 # a function is kept, a partial copied
+    assert copy.architecture.func is residual
+    assert copy.architecture.keywords == {"width": 12}
+    assert clone(CNNClassifier(architecture=residual)).architecture is \
+        residual
+    X, y = _blobs(n=90)
+    search = GridSearchCV(
+        CNNClassifier(max_iter=10, learning_rate=1e-2, random_state=0),
+        {"architecture": [residual, wide, chain]}, cv=2)
+    search.fit(X, y)
+    best = search.best_params_["architecture"]
+    assert best in (residual, wide, chain)
+    assert type(search.best_estimator_.architecture) is type(best)
+    assert search.score(X, y) > 0.83
+
+
+def test_architecture_pickles():
+    X, y = _blobs(n=60)
+    for arch in (residual, functools.partial(residual, width=4)):
+        clf = CNNClassifier(architecture=arch, max_iter=3, random_state=0)
+        clf.fit(X, y)
+        state = clf.__getstate__()
+        assert not any(isinstance(v, cnnkit.Model) for v in state.values())
+        again = pickle.loads(pickle.dumps(clf))
+        assert type(again.model_) is cnnkit.Model
+        np.testing.assert_array_equal(clf.predict_proba(X),
+                                      again.predict_proba(X))
+        # the generator and the optimizer state travel: training goes on
+        # identically
+        clf.partial_fit(X, y)
+        again.partial_fit(X, y)
+        np.testing.assert_array_equal(clf.predict_proba(X),
+                                      again.predict_proba(X))
+        # the parameter comes back, so the copy refits to the same network
+        np.testing.assert_array_equal(
+            clone(again).fit(X, y).predict_proba(X),
+            clone(clf).fit(X, y).predict_proba(X))
+    # a lambda fits and clones, but pickle cannot store it
+    lam = CNNClassifier(architecture=lambda s, n: residual(s, n),
+                        max_iter=1).fit(X, y)
+    clone(lam)
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        pickle.dumps(lam)
+
+
+def test_architecture_joblib_processes_equal_one_process(
+        functions_by_value):
+    X, y = _blobs(n=90)
+    est = CNNClassifier(architecture=residual, max_iter=4, random_state=0)
+    grid = {"learning_rate": [1e-3, 1e-2]}
+    local = GridSearchCV(est, grid, cv=2, n_jobs=1).fit(X, y)
+    parallel = GridSearchCV(est, grid, cv=2, n_jobs=2).fit(X, y)
+    for key in ("split0_test_score", "split1_test_score"):
+        np.testing.assert_array_equal(parallel.cv_results_[key],
+                                      local.cv_results_[key])
+    np.testing.assert_array_equal(parallel.predict_proba(X),
+                                  local.predict_proba(X))
+
+
+def test_architecture_errors():
+    X, y = _blobs(n=30)
+    with pytest.raises(ValueError, match=r"give layers or architecture, not "
+                       r"both: architecture=residual"):
+        CNNClassifier(layers=[], architecture=residual).fit(X, y)
+    with pytest.raises(ValueError, match=r"architecture must be None or a "
+                       r"function .* got 'resnet'"):
+        CNNClassifier(architecture="resnet").fit(X, y)
+    shape = r"\(input_shape=\(1, 1, 2\), n_classes=3\)"
+    with pytest.raises(ValueError, match=r"architecture \S*<lambda>" + shape +
+                       r" returned NoneType None, not a cnnkit.Model"):
+        CNNClassifier(architecture=lambda s, n: None).fit(X, y)
+    with pytest.raises(ValueError, match=r"returned list \[\], not a "
+                       r"cnnkit.Model"):
+        CNNClassifier(architecture=lambda s, n: []).fit(X, y)
+    with pytest.raises(ValueError, match=r"returned a Model whose input shape "
+                       r"is \(1, 8, 8\), but the images are \(1, 1, 2\)"):
+        CNNClassifier(architecture=lambda s, n: residual((1, 8, 8), n)).fit(
+            X, y)
+    with pytest.raises(ValueError, match=r"architecture _three_outputs\("
+                       r"input_shape=\(1, 1, 2\), n_classes=2\) returned "
+                       r"a Model whose output shape is \(3,\); it must "
+                       r"output one logit per class, shape \(2,\)"):
+        CNNClassifier(architecture=_three_outputs).fit(X, y % 2)
+    with pytest.raises(ValueError, match="returned a Sequential without an "
+                       "input shape"):
+        CNNClassifier(architecture=lambda s, n: cnnkit.Sequential(
+            [layers.Flatten(), layers.Dense(n)])).fit(X, y)
+    # the network is rebuilt from its config: only cnnkit's layer types
+
+    class Doubled(layers.ReLU):
+        pass
+
+    def custom(input_shape, n_classes):
+        inp = cnnkit.Input(input_shape)
+        out = layers.Dense(n_classes)(layers.Flatten()(Doubled()(inp)))
+        return cnnkit.Model(inp, out)
+
+    with pytest.raises(ValueError, match=r"returned a Model that cannot be "
+                       r"rebuilt from its get_config\(\) .*unknown type "
+                       r"'Doubled'"):
+        CNNClassifier(architecture=custom).fit(X, y)
+
+
+def _three_outputs(input_shape, n_classes):
+    return residual(input_shape, 3)

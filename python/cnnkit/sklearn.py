@@ -1,4 +1,4 @@
-"""A scikit-learn classifier over :class:`cnnkit.Sequential`.
+"""A scikit-learn classifier over cnnkit's models.
 
 :class:`CNNClassifier` trains a small convolutional network with cnnkit's
 kernels and behaves as a scikit-learn estimator: ``fit``/``predict``/
@@ -32,7 +32,7 @@ from . import optim
 from ._checks import is_int
 from .callbacks import Callback
 from .layers import LAYERS, Conv2D, Dense, Flatten, Layer, MaxPool2D, ReLU
-from .model import Sequential
+from .model import Model, Sequential
 
 __all__ = ["CNNClassifier"]
 
@@ -135,6 +135,19 @@ def _layer_from_spec(spec, index):
         raise ValueError(f"{where} ({name}): {exc}") from None
 
 
+def _model_from_config(config):
+    """A new model from ``get_config()`` output: a :class:`~cnnkit.Model`
+    for a graph's config, else a :class:`~cnnkit.Sequential`."""
+    cls = Model if config.get("class_name") == "Model" else Sequential
+    return cls.from_config(config)
+
+
+def _function_name(fn):
+    """How messages name the ``architecture`` function."""
+    name = getattr(fn, "__qualname__", None)
+    return name if isinstance(name, str) else repr(fn)
+
+
 def _count(n, noun):
     """``"1 epoch"``, ``"3 epochs"``."""
     return f"{n} {noun}" + ("" if n == 1 else "s")
@@ -187,7 +200,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     convolution, ReLU and max pooling sized to the images), then a
     :class:`~cnnkit.layers.Flatten` layer when the body's output is not a
     vector, then a :class:`~cnnkit.layers.Dense` output layer with one unit
-    per class, trained with softmax cross-entropy (the weighted mean with
+    per class; or the whole network, made by the ``architecture`` function
+    (any graph of the functional API, such as a residual network).  It is
+    trained with softmax cross-entropy (the weighted mean with
     ``sample_weight``) by mini-batch gradient descent.
 
     Inputs ``X`` may be images ``(n, C, H, W)``, one-channel images
@@ -205,7 +220,25 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``("Conv2D", {"filters": 8, "kernel_size": 3})``, or a dict in
         ``get_config`` form, ``{"class_name": "Conv2D", "config": {...}}``.
         None: the default body (see above); it never shrinks an axis below
-        1, so any image shape works.
+        1, so any image shape works.  Give ``layers`` or ``architecture``,
+        not both (a ValueError).
+    architecture : callable or None, default=None
+        A function ``architecture(input_shape, n_classes)`` that returns
+        the whole network as a :class:`cnnkit.Model` (or
+        :class:`cnnkit.Sequential`) built on ``cnnkit.Input(input_shape)``,
+        ``input_shape`` being the ``(C, H, W)`` of one image, with
+        ``n_classes`` outputs, the logits (no softmax).  It is called on
+        every new network (each :meth:`fit` without warm start, the first
+        :meth:`partial_fit`), and the network is rebuilt from the returned
+        model's ``get_config()`` with the seed drawn from ``random_state``
+        and the dtype of ``X``: the seed, dtype and weights the function
+        gave its model are not used, so its layers must be types of
+        :data:`cnnkit.layers.LAYERS`.  A model of any other input or output
+        shape is a ValueError that names it.  A module-level function (or a
+        :func:`functools.partial` of one) pickles with the estimator; a
+        lambda or a function defined inside another does not pickle with
+        :mod:`pickle`, though joblib's and Dask's workers, which use
+        cloudpickle, take it.
     image_shape : tuple of int or None, default=None
         Shape ``(C, H, W)`` or ``(H, W)`` of one image, used to reshape flat
         ``(n, C*H*W)`` input (a scaler in a :class:`~sklearn.pipeline.Pipeline`
@@ -250,8 +283,10 @@ default="adam"
         Column names, when ``X`` was a DataFrame with string column names.
     image_shape_ : tuple of int
         The ``(C, H, W)`` shape of one image as the network sees it.
-    model_ : cnnkit.Sequential
+    model_ : cnnkit.Model
         The trained network; its outputs are the logits of ``classes_``.
+        A :class:`cnnkit.Sequential` unless ``architecture`` returned a
+        graph model.
     n_iter_ : int
         Number of epochs run, summed over the calls to :meth:`fit` (with
         ``warm_start``) and :meth:`partial_fit` since the network was made.
@@ -264,7 +299,8 @@ default="adam"
 
     See Also
     --------
-    cnnkit.Sequential : the model being trained.
+    cnnkit.Model : the model being trained (a graph of layers).
+    cnnkit.Sequential : a chain of layers, the model of ``layers``.
     sklearn.neural_network.MLPClassifier : the fully connected counterpart.
 
     Examples
@@ -282,13 +318,33 @@ default="adam"
     array([0, 1, 2])
     >>> clf.predict_proba(X[:1]).shape
     (1, 10)
+
+    Any graph of the functional API, here with a skip connection:
+
+    >>> import cnnkit
+    >>> from cnnkit import layers
+    >>> def residual(input_shape, n_classes):
+    ...     inp = cnnkit.Input(input_shape)
+    ...     x = layers.ReLU()(layers.Conv2D(8, 3, padding="same")(inp))
+    ...     y = layers.Conv2D(8, 3, padding="same")(x)
+    ...     x = layers.ReLU()(layers.Add()([x, y]))
+    ...     return cnnkit.Model(inp, layers.Dense(n_classes)(
+    ...         layers.Flatten()(x)))
+    >>> res = CNNClassifier(architecture=residual, image_shape=(8, 8),
+    ...                     max_iter=10, learning_rate=1e-2, random_state=0)
+    >>> res.fit(X, y).model_.output_shape
+    (10,)
+    >>> res.score(X, y) > 0.9
+    True
     """
 
     def __init__(self, layers=None, image_shape=None, max_iter=200,
                  batch_size="auto", optimizer="adam", learning_rate=1e-3,
                  tol=1e-4, n_iter_no_change=10, shuffle=True,
-                 random_state=None, verbose=0, warm_start=False):
+                 random_state=None, verbose=0, warm_start=False,
+                 architecture=None):
         self.layers = layers
+        self.architecture = architecture
         self.image_shape = image_shape
         self.max_iter = max_iter
         self.batch_size = batch_size
@@ -353,6 +409,18 @@ default="adam"
                                                       (list, tuple)):
             raise ValueError(f"{name}: layers must be None or a list of "
                              f"layer specs, got {self.layers!r}")
+        if self.architecture is not None:
+            if not callable(self.architecture):
+                raise ValueError(
+                    f"{name}: architecture must be None or a function "
+                    f"(input_shape, n_classes) -> cnnkit.Model, got "
+                    f"{self.architecture!r}")
+            if self.layers is not None:
+                raise ValueError(
+                    f"{name}: give layers or architecture, not both: "
+                    f"architecture={_function_name(self.architecture)} "
+                    f"makes the whole network, layers its body; set the "
+                    f"other to None")
         self._make_optimizer()
         _check_image_shape(self.image_shape)
 
@@ -490,7 +558,11 @@ default="adam"
     # the network
     # ------------------------------------------------------------------
     def _build_model(self, image_shape, n_classes, dtype, seed):
-        """A new network: the body, Flatten if needed, the output layer."""
+        """A new network: the body, Flatten if needed, the output layer;
+        or the architecture's model."""
+        if self.architecture is not None:
+            return self._build_architecture(image_shape, n_classes, dtype,
+                                            seed)
         if self.layers is None:
             body = _default_layers(image_shape)
         else:
@@ -506,6 +578,47 @@ default="adam"
         head = ([Flatten()] if needs_flatten else []) + [Dense(n_classes)]
         return Sequential(body + head, input_shape=image_shape, seed=seed,
                           dtype=dtype)
+
+    def _build_architecture(self, image_shape, n_classes, dtype, seed):
+        """The model ``architecture`` returns, checked, then rebuilt from its
+        config with ``seed`` and ``dtype``: fresh weights drawn from the
+        estimator's seed, whatever the function's model was given."""
+        call = (f"{type(self).__name__}: architecture "
+                f"{_function_name(self.architecture)}(input_shape="
+                f"{image_shape}, n_classes={n_classes})")
+        model = self.architecture(image_shape, n_classes)
+        if not isinstance(model, Model):
+            raise ValueError(
+                f"{call} returned {type(model).__name__} {model!r:.200}, "
+                f"not a cnnkit.Model; it must return the network, e.g. "
+                f"cnnkit.Model(inp, logits) with inp = "
+                f"cnnkit.Input(input_shape)")
+        kind = type(model).__name__
+        if model.input_shape is None:
+            raise ValueError(
+                f"{call} returned a {kind} without an input shape; build it "
+                f"for the images, e.g. Sequential(layers, "
+                f"input_shape=input_shape)")
+        if tuple(model.input_shape) != tuple(image_shape):
+            raise ValueError(
+                f"{call} returned a {kind} whose input shape is "
+                f"{tuple(model.input_shape)}, but the images are "
+                f"{tuple(image_shape)}; build it on "
+                f"cnnkit.Input(input_shape)")
+        if tuple(model.output_shape) != (n_classes,):
+            raise ValueError(
+                f"{call} returned a {kind} whose output shape is "
+                f"{tuple(model.output_shape)}; it must output one logit per "
+                f"class, shape ({n_classes},)")
+        config = dict(model.get_config(), seed=seed,
+                      dtype=np.dtype(dtype).name)
+        try:
+            return _model_from_config(config)
+        except ValueError as exc:
+            raise ValueError(
+                f"{call} returned a {kind} that cannot be rebuilt from its "
+                f"get_config() (the estimator rebuilds it to seed it from "
+                f"random_state and give it the dtype of X): {exc}") from None
 
     def _initialize(self, classes, image_shape, dtype):
         """Make a new network and reset what training records."""
@@ -765,7 +878,7 @@ default="adam"
         opt_config = state.pop("_optimizer_config", None)
         opt_state = state.pop("_optimizer_state", None)
         if config is not None:
-            model = Sequential.from_config(config)
+            model = _model_from_config(config)
             model.set_weights(weights)
             if rng_state is not None:
                 model.rng.bit_generator.state = rng_state
