@@ -670,12 +670,13 @@ def test_fused_conv_relu_has_the_bits_of_the_two_layers(dtype):
     x = x.astype(dtype)
     x[0, 0, 0, 0], x[1, 0, 3, 3], x[2, 0, 5, 1] = np.nan, np.inf, -np.inf
     model = deep_cnn(dtype=dtype)
-    forward_plan, backward_plan = model._fusion()
+    forward_plan = model._graph.forward_plan
+    backward_plan = model._graph.backward_plan
     assert [type(layer).__name__ for layer, (step, _) in
             zip(model.layers, forward_plan) if step != "plain"] == \
         ["Conv2D", "ReLU", "Conv2D", "ReLU", "Conv2D", "ReLU"]
-    assert [type(layer).__name__ for layer, (step, _) in
-            zip(model.layers, backward_plan) if step != "plain"] == \
+    assert [type(layer).__name__ for layer, step in
+            zip(model.layers, backward_plan) if step[0] != "plain"] == \
         ["ReLU", "MaxPool2D"]
     for training in (False, True):
         fused = model.forward(x, training)
@@ -704,8 +705,8 @@ def test_fit_with_fusion_equals_fit_without():
     for fuse in (True, False):
         model = deep_cnn(seed=3)
         if not fuse:                            # every layer on its own
-            model._plan = ([("plain", None)] * len(model.layers),) * 2
-            model._plan_key = tuple(model.layers)
+            plain = [("plain", None)] * len(model.layers)
+            model._graph.forward_plan = model._graph.backward_plan = plain
         model.fit(x, y, epochs=2, batch_size=16, optimizer="sgd", verbose=0)
         weights.append(model.get_weights())
     for a, b in zip(*weights):

@@ -21,7 +21,7 @@ from . import distributed as dist
 from . import optim
 from . import trainer as _trainer
 from ._checks import MAX_ELEMENTS, check_int, check_keys, is_int
-from ._graph import Input, SymbolicTensor, topological_order
+from ._graph import Input, Node, SymbolicTensor, topological_order
 from ._version import __version__
 from .layers import LAYERS, Layer
 
@@ -307,27 +307,27 @@ class Model:
         """
         g = self._graph
         ctx = _context.as_context(training)
-        values = {g.input.uid: x}
-        left = dict(g.reads)
+        values = [None] * (len(g.order) + 1)
+        values[0] = x
+        keep = bool(ctx) and len(g.calls) < len(g.order)
         for i, node in enumerate(g.order):
             ctx.node = i
             layer, (step, op) = node.layer, g.forward_plan[i]
-            args = [values[t.uid] for t in node.inputs]
-            arg = args[0] if layer.num_inputs == 1 else args
+            ins = g.slots[i]
+            arg = (values[ins[0]] if layer.num_inputs == 1
+                   else [values[k] for k in ins])
             if step is _PLAIN:
                 y = layer.forward(arg, ctx)
             elif step is _FUSED:
                 y = layer.forward(arg, ctx, epilogue=op)
             else:
                 y = layer.fused_forward(arg, ctx)
-            if ctx and g.shared(layer):
+            if keep and g.shared(layer):
                 self._saved[i] = dict(vars(layer))
-            values[node.output.uid] = y
-            for t in node.inputs:
-                left[t.uid] -= 1
-                if left[t.uid] == 0:
-                    del values[t.uid]
-        return values[g.output.uid]
+            values[i + 1] = y
+            for k in g.free_after[i]:
+                values[k] = None
+        return values[g.output_slot]
 
     def backward(self, grad, input_grad=True, ctx=None):
         """Backpropagate ``grad`` (d loss / d logits) through the graph of
@@ -361,47 +361,51 @@ class Model:
             ctx = _context.StepContext(
                 training=True,
                 frozen_input=() if input_grad else self.input_nodes)
-        grads = {g.output.uid: grad}
+        grads = [None] * (len(g.order) + 1)
+        grads[g.output_slot] = grad
         sums = {}
         for i in reversed(range(len(g.order))):
             node = g.order[i]
             layer, plan = node.layer, g.backward_plan[i]
             if plan[0] is _ABSORBED:
                 continue       # the element-wise layer the next one ran
-            gy = grads.pop(node.output.uid, None)
+            gy, grads[i + 1] = grads[i + 1], None
             if gy is None:
                 continue
             ctx.node = i
-            if g.shared(layer):
+            if i in self._saved:
                 vars(layer).update(self._saved[i])
             if plan[0] is _FUSED:
                 result = layer.backward(gy, ctx, prologue=plan[1])
-                targets = g.order[plan[2]].inputs
+                targets = g.slots[plan[2]]
             else:
                 result = layer.backward(gy, ctx)
-                targets = node.inputs
+                targets = g.slots[i]
             if layer.grads and g.shared(layer):
                 self._add_param_grads(layer, ctx, sums)
-            results = [result] if layer.num_inputs == 1 else result
-            for t, gt in zip(targets, results):
-                if gt is not None:
-                    self._add_grad(grads, t, gt, ctx)
+            if layer.num_inputs == 1:
+                if result is not None:
+                    self._add_grad(grads, targets[0], result, ctx)
+            else:
+                for k, gk in zip(targets, result):
+                    if gk is not None:
+                        self._add_grad(grads, k, gk, ctx)
         for layer, held in sums.items():
             shard = ctx.shard_parts(layer)
             dest = shard[1] if shard is not None else layer.grads
             for k, a in held.items():
                 dest[k][...] = a
-        return grads.get(g.input.uid) if input_grad else None
+        return grads[0] if input_grad else None
 
-    def _add_grad(self, grads, t, g, ctx):
-        """grads[t] += g, in a new or kept array (the arrays layers return
+    def _add_grad(self, grads, k, g, ctx):
+        """grads[k] += g, in a new or kept array (the arrays layers return
         are read only)."""
-        prev = grads.get(t.uid)
+        prev = grads[k]
         if prev is None:
-            grads[t.uid] = g
+            grads[k] = g
         else:
-            out = ctx.buffer(self, ("sum", t.uid), g.shape, g.dtype)
-            grads[t.uid] = np.add(prev, g, out=out)
+            out = ctx.buffer(self, ("sum", k), g.shape, g.dtype)
+            grads[k] = np.add(prev, g, out=out)
 
     def _add_param_grads(self, layer, ctx, sums):
         """Add the parameter gradients this call of a shared layer wrote
@@ -713,31 +717,34 @@ class Model:
         (print_fn or print)(text)
         return text
 
+    _summary_connections = True
+
+    def _call_label(self, i, k):
+        """The summary's name of call ``i``, the layer's ``k``-th."""
+        layer = self._graph.order[i].layer
+        return layer.name if k == 1 else f"{layer.name} (call {k})"
+
     def _summary_text(self):
         """Rows per call: the layer's name and type, its output shape, its
-        parameter count (on its first call) and the calls it reads."""
+        parameter count (on its first call) and, for a graph, the calls it
+        reads."""
         g = self._graph
-        rows, calls = [], {}
-        for node in g.order:
+        rows, calls, labels = [], {}, {}
+        for i, node in enumerate(g.order):
             layer = node.layer
             k = calls[layer] = calls.get(layer, 0) + 1
-            label = layer.name if k == 1 else f"{layer.name} (call {k})"
-            sources = []
-            for t in node.inputs:
-                if t.node is None:
-                    sources.append(t.name)
-                    continue
-                src = t.node.layer
-                nth = [n for n in g.order if n.layer is src].index(t.node)
-                sources.append(src.name if nth == 0
-                               else f"{src.name} (call {nth + 1})")
-            rows.append((f"{label} ({type(layer).__name__})",
-                         str((None,) + node.output.shape),
-                         f"{layer.count_params:,}" if k == 1 else "0",
-                         ", ".join(sources)))
-        return _summary.summary_text(
-            self, rows, ("Layer (type)", "Output Shape", "Param #",
-                         "Connected to"))
+            labels[node.output.uid] = self._call_label(i, k)
+            row = (f"{labels[node.output.uid]} ({type(layer).__name__})",
+                   str((None,) + node.output.shape),
+                   f"{layer.count_params:,}" if k == 1 else "0")
+            if self._summary_connections:
+                row += (", ".join(labels.get(t.uid, t.name)
+                                  for t in node.inputs),)
+            rows.append(row)
+        header = ("Layer (type)", "Output Shape", "Param #")
+        if self._summary_connections:
+            header += ("Connected to",)
+        return _summary.summary_text(self, rows, header)
 
     def get_config(self):
         """The architecture as a JSON-serialisable dict: the layers (in
@@ -829,7 +836,7 @@ class Model:
                     self.optimizer.state_dict().items()})
         builtin = all(LAYERS.get(type(layer).__name__) is type(layer)
                       for layer in self.layers)
-        graph = getattr(self, "_graph", None)
+        graph = None if isinstance(self, Sequential) else self._graph
         return {"config": self.get_config(),
                 # layers of other packages travel as objects
                 "layers": None if builtin else self.layers,
@@ -1087,29 +1094,21 @@ class Sequential(Model):
                              "twice; create one instance per position")
         super().__init__(seed=seed, dtype=dtype)
         self.layers = layers
-        self._plan = self._plan_key = None
+        self._chain = self._chain_key = None
         if input_shape is not None:
             self.build(input_shape)
-
-    @property
-    def input_nodes(self):
-        """The calls that read only the model's input (the first layer's):
-        a training step skips their input gradient."""
-        return (0,)
 
     def _replay(self, tensor):
         for layer in self.layers:
             tensor = layer(tensor)
         return tensor
 
-    def _summary_text(self):
-        rows = []
-        for i, layer in enumerate(self.layers):
-            kind = type(layer).__name__
-            rows.append((f"{kind.lower()}_{i} ({kind})",
-                         str((None,) + tuple(layer.output_shape)),
-                         f"{layer.count_params:,}"))
-        return _summary.summary_text(self, rows)
+    _summary_connections = False
+
+    def _call_label(self, i, k):
+        """The summary's name of call ``i``: type and position, as the
+        layers of PyTorch's nn.Sequential are numbered."""
+        return f"{type(self.layers[i]).__name__.lower()}_{i}"
 
     def _param_prefixes(self):
         """The state_dict prefix of each layer: its index, as PyTorch's
@@ -1147,58 +1146,15 @@ class Sequential(Model):
         self._check_param_total(specs, "Sequential")
         return shape, specs, cur
 
-    def forward(self, x, training=False):
-        """Logits for a batch, as :meth:`Model.forward`: the layers one
-        after the other, a layer and the element-wise layer after it as
-        one pass where the first declares it can apply the second (a
-        :class:`~cnnkit.layers.Conv2D` and a :class:`~cnnkit.layers.ReLU`),
-        with the bits of the two passes.
-        """
-        ctx = _context.as_context(training)
-        for i, (layer, (step, op)) in enumerate(zip(self.layers,
-                                                    self._fusion()[0])):
-            ctx.node = i
-            if step is _PLAIN:
-                x = layer.forward(x, ctx)
-            elif step is _FUSED:
-                x = layer.forward(x, ctx, epilogue=op)
-            else:
-                x = layer.fused_forward(x, ctx)
-        return x
-
-    def backward(self, grad, input_grad=True, ctx=None):
-        """The gradients of the last training forward pass, as
-        :meth:`Model.backward`: the layers in reverse order, a layer and
-        the element-wise layer before it as one pass where the second
-        declares it can run the first's backward (a
-        :class:`~cnnkit.layers.ReLU` and a
-        :class:`~cnnkit.layers.MaxPool2D`).
-        """
-        if ctx is None:
-            ctx = _context.StepContext(
-                training=True,
-                frozen_input=() if input_grad else self.input_nodes)
-        plan = self._fusion()[1]
-        for i in reversed(range(len(self.layers))):
-            layer, (step, op) = self.layers[i], plan[i]
-            ctx.node = i
-            if step is _PLAIN:
-                grad = layer.backward(grad, ctx)
-            elif step is _FUSED:
-                grad = layer.backward(grad, ctx, prologue=op)
-            else:
-                continue    # an element-wise layer the next one ran
-            if grad is None:
-                break
-        return grad
-
-    def _fusion(self):
-        """The forward and backward plans of the layers (_fusion_plan),
-        made again if the layers changed."""
-        key = tuple(self.layers)
-        if self._plan_key != key:
-            self._plan, self._plan_key = _fusion_plan(self.layers), key
-        return self._plan
+    @property
+    def _graph(self):
+        """The chain of the layers as a graph, made again when the layers
+        or the input shape change (Model runs it)."""
+        key = (tuple(self.layers), self.input_shape)
+        if self._chain_key != key:
+            self._chain = _Graph.chain(self.layers, self.input_shape)
+            self._chain_key = key
+        return self._chain
 
     def get_config(self):
         """The architecture as a JSON-serialisable dict.
@@ -1311,7 +1267,7 @@ class _Graph:
     often each tensor is read, which calls read only the input, and the
     fusion plans."""
 
-    def __init__(self, inp, out):
+    def __init__(self, inp, out, unique_names=True):
         if inp.node is not None:
             raise TypeError(f"Model: inputs must be the tensor of "
                             f"cnnkit.Input(...), not {out.source}'s output")
@@ -1338,7 +1294,7 @@ class _Graph:
         self.layers = sorted(self.calls,
                              key=lambda lay: order[self.calls[lay][0]].uid)
         names = {}
-        for layer in self.layers:
+        for layer in self.layers if unique_names else ():
             if layer.name in names:
                 raise ValueError(
                     f"Model: two layers are named {layer.name!r} "
@@ -1349,11 +1305,33 @@ class _Graph:
         for i, node in enumerate(order):
             for t in node.inputs:
                 self.readers.setdefault(t.uid, []).append(i)
-        self.reads = {uid: len(r) for uid, r in self.readers.items()}
-        self.reads[out.uid] = self.reads.get(out.uid, 0) + 1
         self.input_nodes = tuple(i for i, node in enumerate(order)
                                  if all(t is inp for t in node.inputs))
+        # Values live in slots: 0 the input, i + 1 the output of call i.
+        # Per call: the slots it reads, and those nobody reads after it.
+        slot = {inp.uid: 0}
+        slot.update((node.output.uid, i + 1) for i, node in enumerate(order))
+        self.slots = [tuple(slot[t.uid] for t in node.inputs)
+                      for node in order]
+        self.output_slot = slot[out.uid]
+        last = {}
+        for i, ins in enumerate(self.slots):
+            for k in ins:
+                last[k] = i
+        self.free_after = [[] for _ in order]
+        for k, i in last.items():
+            if k != self.output_slot:
+                self.free_after[i].append(k)
         self.forward_plan, self.backward_plan = self._fusion()
+
+    @classmethod
+    def chain(cls, layers, input_shape):
+        """The graph of layers called one after the other (built layers:
+        their shapes are known)."""
+        t = inp = SymbolicTensor(input_shape)
+        for layer in layers:
+            t = Node(layer, [t], layer.output_shape).output
+        return cls(inp, t, unique_names=False)
 
     def shared(self, layer):
         """Whether the layer is called more than once in the graph."""
@@ -1514,25 +1492,6 @@ def _graph_from_config(config):
 # layer; backward: its pass also goes back through the layer before); or as
 # that element-wise layer, whose work the other layer did.
 _PLAIN, _FUSED, _ABSORBED = "plain", "fused", "absorbed"
-
-
-def _fusion_plan(layers):
-    """(forward plan, backward plan): a (step, op) pair per layer, from
-    what the layers declare (elementwise, forward_epilogues,
-    backward_prologues)."""
-    n = len(layers)
-    fwd, bwd = [(_PLAIN, None)] * n, [(_PLAIN, None)] * n
-    for i in range(n - 1):
-        a, b = layers[i], layers[i + 1]
-        op = b.elementwise
-        if op is not None and op in a.forward_epilogues and \
-                fwd[i][0] is _PLAIN:
-            fwd[i], fwd[i + 1] = (_FUSED, op), (_ABSORBED, op)
-        op = a.elementwise
-        if op is not None and op in b.backward_prologues and \
-                bwd[i][0] is _PLAIN:
-            bwd[i], bwd[i + 1] = (_ABSORBED, op), (_FUSED, op)
-    return fwd, bwd
 
 
 def _check_batch_size(batch_size):
