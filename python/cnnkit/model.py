@@ -1170,7 +1170,6 @@ class Sequential(Model):
             "dtype": self.dtype.name,
             "seed": self.seed,
             "layers": [{"class_name": type(layer).__name__,
-                        "name": layer.name,
                         "config": layer.get_config()}
                        for layer in self.layers],
         }

@@ -22,17 +22,24 @@ x_train, x_test, y_train, y_test = datasets.train_test_split(
 
 # %%
 # The network: a 3x3 convolution, a residual block, pooling, a second
-# convolution and a dense head.  ``skip=False`` leaves out the addition,
-# which makes the same layers a plain chain.
+# convolution and a dense head.  The block's convolution starts at zero,
+# so the block starts as the identity and learns a correction to it (the
+# "zero-init" of ResNet training recipes; Goyal et al., 2017).
+# ``skip=False`` leaves out the addition, which makes the same layers a
+# plain chain.
 def network(skip, seed=0):
     inp = cnnkit.Input((1, 8, 8))
     h = L.ReLU()(L.Conv2D(16, 3, padding=1)(inp))
-    r = L.Conv2D(16, 3, padding=1)(h)
+    branch = L.Conv2D(16, 3, padding=1)
+    r = branch(h)
     h = L.ReLU()(L.Add()([h, r]) if skip else r)
     h = L.MaxPool2D(2)(h)
     h = L.MaxPool2D(2)(L.ReLU()(L.Conv2D(32, 3, padding=1)(h)))
     out = L.Dense(10)(L.ReLU()(L.Dense(64)(L.Flatten()(h))))
-    return cnnkit.Model(inp, out, seed=seed)
+    model = cnnkit.Model(inp, out, seed=seed)
+    if skip:
+        branch.params["weight"][...] = 0.0
+    return model
 
 
 model = network(skip=True)
