@@ -14,6 +14,13 @@ import numbers
 import warnings
 
 import numpy as np
+
+try:
+    import sklearn  # noqa: F401
+except ImportError as exc:                      # pragma: no cover
+    raise ImportError(
+        f"cnnkit.sklearn needs scikit-learn, which is not installed: "
+        f"pip install scikit-learn ({exc})") from exc
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_array, check_random_state
