@@ -1,21 +1,42 @@
 """ONNX export and import (cnnkit.onnx): onnxruntime agrees with cnnkit for
 every layer and hyperparameter, exported files pass the ONNX checker and
-strict shape inference, models round-trip exactly, PyTorch and Keras-style
-graphs import, and damaged or unsupported files are refused by name."""
+strict shape inference, models (chains and graphs) round-trip exactly,
+PyTorch and Keras-style graphs import, and damaged or unsupported files are
+refused by name.
+
+Needs onnx and onnxruntime (the ``onnx`` extra, also in ``test``); the
+PyTorch tests need torch.  Without them the tests are skipped, saying why;
+with CNNKIT_REQUIRE_EXTRAS=1 (set by CI) their absence is a failure.
+"""
+import importlib
 import os
 import subprocess
 import sys
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-import cnnkit
-from cnnkit import cli
-from cnnkit import layers as L
-from cnnkit import reference as R
+
+def _require(name, install):
+    """The module ``name``; a skip (a failure with CNNKIT_REQUIRE_EXTRAS=1)
+    naming it and its install command when it cannot be imported."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        why = f"{name} is not installed ({exc}): {install}"
+        if os.environ.get("CNNKIT_REQUIRE_EXTRAS") == "1":
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why, allow_module_level=True)
+
+
+onnx = _require("onnx", "pip install onnx onnxruntime")
+ort = _require("onnxruntime", "pip install onnx onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import cnnkit  # noqa: E402
+from cnnkit import cli  # noqa: E402
+from cnnkit import layers as L  # noqa: E402
+from cnnkit import reference as R  # noqa: E402
 
 cnnkit_onnx = cnnkit.onnx
 
@@ -27,6 +48,8 @@ def _session(path_or_bytes):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
+    options.graph_optimization_level = \
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if isinstance(path_or_bytes, onnx.ModelProto):
         path_or_bytes = path_or_bytes.SerializeToString()
     return ort.InferenceSession(path_or_bytes, options,
