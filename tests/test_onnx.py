@@ -334,6 +334,225 @@ def test_export_is_atomic(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------
+# graph models (cnnkit.Model): export, onnxruntime, round trip
+# --------------------------------------------------------------------------
+def _residual():
+    inp = cnnkit.Input((3, 10, 10))
+    x = L.ReLU()(L.Conv2D(8, 3, padding=1)(inp))
+    y = L.Conv2D(8, 3, padding=1)(L.ReLU()(L.Conv2D(8, 3, padding=1)(x)))
+    x = L.ReLU()(L.Add()([x, y]))
+    x = L.Concatenate(axis=1)([L.MaxPool2D(2)(x), L.AvgPool2D(2)(x)])
+    return inp, L.Dense(5)(L.GlobalAvgPool2D()(x))
+
+
+def _inception():
+    inp = cnnkit.Input((4, 9, 9))
+    branches = [L.Conv2D(3, 1)(inp), L.Conv2D(4, 3, padding=1)(inp),
+                L.Conv2D(2, (4, 2), padding="same")(inp),
+                L.MaxPool2D(3, stride=1, padding=1)(inp)]
+    x = L.ReLU()(L.Concatenate(axis=-3)(branches))
+    return inp, L.Dense(6)(L.Flatten()(L.MaxPool2D(3)(x)))
+
+
+def _merges_of_three():
+    inp = cnnkit.Input((2, 6, 6))
+    a, b, c = (L.Conv2D(3, 3, padding=1)(inp) for _ in range(3))
+    s = L.Add()([a, b, c])
+    p = L.Multiply()([s, a, L.ReLU()(b)])
+    x = L.Concatenate(axis=3)([s, p])            # along the width
+    return inp, L.Dense(4)(L.Flatten()(x))
+
+
+def _shared_layers():
+    inp = cnnkit.Input((4, 6, 6))
+    conv, dense = L.Conv2D(4, 3, padding=1), L.Dense(8)
+    h1 = conv(inp)
+    h2 = conv(L.ReLU()(h1))
+    v = L.Flatten()(L.Add()([h1, h2]))
+    x = L.Add()([dense(v), dense(L.ReLU()(v))])
+    return inp, L.Dropout(0.5)(L.Dense(3)(x))    # a Dropout as the output
+
+
+def _input_read_twice():
+    inp = cnnkit.Input((2, 5, 5))
+    x = L.Add()([inp, L.Conv2D(2, 3, padding=1)(inp)])
+    x = L.Multiply()([x, x])
+    return inp, L.Dense(3)(L.Flatten()(x))
+
+
+def _vectors():
+    inp = cnnkit.Input((12,))
+    a = L.ReLU()(L.Dense(8)(inp))
+    b = L.Dense(8, use_bias=False)(inp)
+    x = L.Concatenate(axis=1)([L.Add()([a, b]), L.Multiply()([a, b]), a])
+    return inp, L.Dense(4)(L.Dropout(0.2)(x))
+
+
+GRAPHS = {"residual": _residual, "inception": _inception,
+          "merges_of_three": _merges_of_three,
+          "shared_layers": _shared_layers,
+          "input_read_twice": _input_read_twice, "vectors": _vectors}
+
+
+def _graph(name, seed=0, dtype="float32"):
+    inp, out = GRAPHS[name]()
+    return _randomize(cnnkit.Model(inp, out, seed=seed, dtype=dtype), seed)
+
+
+def _without_dropout(config):
+    """A graph model's config with its Dropout calls taken out (export
+    leaves them out): the nodes that read one read what it read."""
+    drop = {la["name"] for la in config["layers"]
+            if la["class_name"] == "Dropout"}
+    index, nodes = {}, []
+
+    def ref(r):
+        return r if r == "input" else index[r]
+
+    for i, node in enumerate(config["nodes"]):
+        if node["layer"] in drop:
+            index[i] = ref(node["inputs"][0])
+            continue
+        index[i] = len(nodes)
+        nodes.append(dict(node, inputs=[ref(r) for r in node["inputs"]]))
+    return dict(config, nodes=nodes, output=ref(config["output"]),
+                layers=[la for la in config["layers"]
+                        if la["name"] not in drop])
+
+
+def _max_relative(actual, expected):
+    expected = np.asarray(expected, dtype=np.float64)
+    return float(np.abs(actual - expected).max() /
+                 max(1.0, float(np.abs(expected).max())))
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_graph_export_matches_onnxruntime(name, tmp_path):
+    model = _graph(name)
+    path = tmp_path / f"{name}.onnx"
+    cnnkit_onnx.export(model, path)
+    proto = _checked(path)
+    assert proto.producer_name == "cnnkit"
+    assert proto.graph.name == "cnnkit.Model"
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", 17)]
+    nodes = proto.graph.node
+    names = [n.name for n in nodes]
+    assert len(set(names)) == len(names)
+    # each call is a node named after its layer, the first call by the
+    # layer's own name
+    config = _without_dropout(model.get_config())
+    assert {n["layer"] for n in config["nodes"]} <= set(names)
+    # a layer's initializers are written once, under its state_dict names
+    inits = {t.name: numpy_helper.to_array(t) for t in
+             proto.graph.initializer}
+    state = model.state_dict()
+    assert list(inits) == list(state)
+    for key, value in state.items():
+        assert np.array_equal(inits[key], value)
+    assert {i for n in nodes for i in n.input if i in inits} == set(inits)
+    assert [o.name for o in proto.graph.output] == ["logits"]
+    session = _session(os.fspath(path))
+    for n in (1, 5):
+        x = _images(model.input_shape, n, seed=n)
+        (got,) = session.run(None, {"input": x})
+        _assert_close(got, model(x))
+
+
+def test_graph_export_node_forms(tmp_path):
+    """Merges of three: binary Add and Mul nodes in list order (cnnkit's
+    order of the sums and products); Concat on the layer's axis; a shared
+    layer's calls read one set of initializers; a Dropout output becomes
+    an Identity."""
+    model = _graph("merges_of_three")
+    cnnkit_onnx.export(model, tmp_path / "m.onnx")
+    proto = _checked(tmp_path / "m.onnx")
+    by_output = {n.output[0]: n for n in proto.graph.node}
+    convs = [n.output[0] for n in proto.graph.node if n.op_type == "Conv"]
+    adds = [n for n in proto.graph.node if n.op_type == "Add"]
+    assert [list(n.input) for n in adds] == [
+        convs[:2], [adds[0].output[0], convs[2]]]
+    muls = [n for n in proto.graph.node if n.op_type == "Mul"]
+    assert len(muls) == 2 and list(muls[0].input)[0] == adds[1].output[0]
+    assert list(muls[1].input)[0] == muls[0].output[0]
+    assert by_output[muls[1].input[1]].op_type == "Relu"
+    (concat,) = [n for n in proto.graph.node if n.op_type == "Concat"]
+    assert helper.get_attribute_value(concat.attribute[0]) == 3
+    assert list(concat.input) == [adds[1].output[0], muls[1].output[0]]
+
+    model = _graph("shared_layers")
+    cnnkit_onnx.export(model, tmp_path / "s.onnx")
+    proto = _checked(tmp_path / "s.onnx")
+    conv = model.layers[0]
+    calls = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert [n.name for n in calls] == [conv.name, f"{conv.name}/call_2"]
+    assert [list(n.input)[1:] for n in calls] == \
+        [[f"{conv.name}.weight", f"{conv.name}.bias"]] * 2
+    assert len(proto.graph.initializer) == len(model.state_dict())
+    last = proto.graph.node[-1]           # the Dropout output is left out
+    assert (last.op_type, list(last.output)) == ("Gemm", ["logits"])
+
+    cnnkit_onnx.export(model, tmp_path / "p.onnx", probabilities=True)
+    proto = _checked(tmp_path / "p.onnx")
+    assert proto.graph.node[-1].op_type == "Softmax"
+    assert proto.graph.output[0].name == "probabilities"
+    x = _images(model.input_shape, 4)
+    _assert_close(_run(tmp_path / "p.onnx", x), model.predict_proba(x))
+
+    inp = cnnkit.Input((2, 3, 3))               # nothing but a Dropout
+    model = cnnkit.Model(inp, L.Dropout(0.5)(inp), seed=0)
+    cnnkit_onnx.export(model, tmp_path / "d.onnx")
+    proto = _checked(tmp_path / "d.onnx")
+    assert [(n.op_type, list(n.input), list(n.output))
+            for n in proto.graph.node] == [("Identity", ["input"],
+                                            ["logits"])]
+    x = _images((2, 3, 3), 2)
+    assert np.array_equal(_run(tmp_path / "d.onnx", x), x)
+
+
+def test_graph_export_float64(tmp_path):
+    model = _graph("vectors", dtype="float64")
+    cnnkit_onnx.export(model, tmp_path / "v64.onnx")
+    proto = _checked(tmp_path / "v64.onnx")
+    assert proto.graph.input[0].type.tensor_type.elem_type == \
+        TensorProto.DOUBLE
+    x = _images(model.input_shape, 6, dtype=np.float64)
+    np.testing.assert_allclose(_run(tmp_path / "v64.onnx", x), model(x),
+                               rtol=1e-12, atol=1e-13)
+    # convolutions: onnxruntime has no float64 Conv, so float32 on request
+    cnn = _graph("residual", dtype="float64")
+    with pytest.raises(ValueError, match="dtype='float32'"):
+        cnnkit_onnx.export(cnn, tmp_path / "r64.onnx")
+    cnnkit_onnx.export(cnn, tmp_path / "r32.onnx", dtype="float32")
+    x = _images(cnn.input_shape, 3, dtype=np.float64)
+    _assert_close(_run(tmp_path / "r32.onnx", x.astype(np.float32)), cnn(x),
+                  rtol=1e-4)
+
+
+def test_graph_export_refuses_layers_without_onnx_form(tmp_path):
+    class Twice(L.Layer):
+        def forward(self, x, training=False):
+            return 2 * x
+
+    inp = cnnkit.Input((1, 4, 4))
+    out = L.Dense(2)(L.Flatten()(Twice(name="twice")(inp)))
+    model = cnnkit.Model(inp, out, seed=0)
+    with pytest.raises(TypeError, match="layer 'twice' is a Twice"):
+        cnnkit_onnx.export(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_exports_graph_models(tmp_path):
+    model = _graph("residual")
+    model.save(tmp_path / "g.cnnkit")
+    code, _, _ = _cli("export", str(tmp_path / "g.cnnkit"),
+                      str(tmp_path / "g.onnx"))
+    assert code == 0
+    _checked(tmp_path / "g.onnx")
+    x = _images(model.input_shape, 3)
+    _assert_close(_run(tmp_path / "g.onnx", x), model(x))
+
+
+# --------------------------------------------------------------------------
 # import of graphs written by other exporters
 # --------------------------------------------------------------------------
 TORCH_WARNINGS = pytest.mark.filterwarnings(

@@ -66,7 +66,7 @@ from . import _format
 from . import layers as L
 from ._checks import is_int
 from ._version import __version__
-from .model import Sequential
+from .model import Model, Sequential
 
 __all__ = ["export", "load", "MIN_OPSET", "DEFAULT_OPSET", "MIN_IMPORT_OPSET",
            "MAX_FILE_SIZE"]
@@ -124,9 +124,9 @@ def no_float64_layers(model):
 
 
 def _check_export_args(model, opset, probabilities, dtype, onnx):
-    if not isinstance(model, Sequential):
-        raise TypeError(f"export: model must be a cnnkit.Sequential, got "
-                        f"{type(model).__name__}")
+    if not isinstance(model, Model):
+        raise TypeError(f"export: model must be a cnnkit.Sequential or a "
+                        f"cnnkit.Model, got {type(model).__name__}")
     if not model.built:
         raise ValueError("export: the model is not built yet; pass "
                          "input_shape to Sequential or call it on data first")
@@ -168,77 +168,74 @@ def _check_export_args(model, opset, probabilities, dtype, onnx):
     return int(opset), bool(probabilities), np.dtype(dt)
 
 
-def _build_graph(model, opset, probabilities, dtype):
-    """The ModelProto of ``model`` (see :func:`export`)."""
-    from onnx import TensorProto, helper, numpy_helper
+def _layer_nodes(layer, name, xs, param, make):
+    """The ONNX nodes of one call of ``layer`` on the values ``xs``.
+
+    ``make(op, name, inputs, **attrs)`` adds a node and returns the name of
+    its output; ``param(layer, pname)`` returns the name of a parameter's
+    initializer.  Returns the name of the call's output (``xs[0]`` for
+    Dropout, which is the identity at inference), or None for a layer
+    without an ONNX form.
+    """
+    if isinstance(layer, L.Conv2D):
+        inputs = [param(layer, "weight")]
+        if layer.use_bias:
+            inputs.append(param(layer, "bias"))
+        return make("Conv", name, xs + inputs,
+                    kernel_shape=list(layer.kernel_size),
+                    strides=list(layer.stride),
+                    dilations=list(layer.dilation), pads=_conv_pads(layer),
+                    group=1)
+    if isinstance(layer, L.ReLU):
+        return make("Relu", name, xs)
+    if isinstance(layer, L.AvgPool2D):           # before MaxPool2D: subclass
+        ph, pw = layer.padding
+        return make("AveragePool", name, xs,
+                    kernel_shape=list(layer.pool_size),
+                    strides=list(layer.stride), pads=[ph, pw, ph, pw],
+                    count_include_pad=int(layer.count_include_pad))
+    if isinstance(layer, L.MaxPool2D):
+        ph, pw = layer.padding
+        return make("MaxPool", name, xs, kernel_shape=list(layer.pool_size),
+                    strides=list(layer.stride), pads=[ph, pw, ph, pw])
+    if isinstance(layer, L.GlobalAvgPool2D):
+        pooled = make("GlobalAveragePool", name, xs)
+        return make("Flatten", f"{name}/flatten", [pooled], axis=1)
+    if isinstance(layer, L.Flatten):
+        return make("Flatten", name, xs, axis=1)
+    if isinstance(layer, L.Dense):
+        inputs = [param(layer, "weight")]
+        if layer.use_bias:
+            inputs.append(param(layer, "bias"))
+        return make("Gemm", name, xs + inputs, alpha=1.0, beta=1.0,
+                    transB=1)
+    if isinstance(layer, L.Dropout):
+        return xs[0]
+    if isinstance(layer, (L.Add, L.Multiply)):
+        # binary nodes in list order: ((x0 + x1) + x2) + ..., as cnnkit sums
+        op = "Add" if isinstance(layer, L.Add) else "Mul"
+        out = make(op, name, xs[:2])
+        for k, x in enumerate(xs[2:], 2):
+            out = make(op, f"{name}/{op.lower()}_{k}", [out, x])
+        return out
+    if isinstance(layer, L.Concatenate):
+        return make("Concat", name, xs, axis=layer.axis)
+    return None
 
 
+def _no_onnx_form(layer, which):
+    return TypeError(f"export: {which} is a {type(layer).__name__}, which "
+                     f"has no ONNX form; known layers: {sorted(L.LAYERS)}")
+
+
+def _finish(nodes, inits, model, opset, probabilities, dtype, kind,
+            description):
+    """The ModelProto of a graph's nodes and initializers."""
+    from onnx import TensorProto, helper
     elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
-    nodes, inits = [], []
-    names = {id(layer): {} for layer in model.layers}
-    for key, layer, pname in model._names:
-        names[id(layer)][pname] = key
-    current = "input"
-
-    def add(op, name, inputs, **attrs):
-        nonlocal current
-        out = f"{name}_output"
-        nodes.append(helper.make_node(op, [current] + inputs, [out],
-                                      name=name, **attrs))
-        current = out
-
-    def param(layer, pname):
-        key = names[id(layer)][pname]
-        inits.append(numpy_helper.from_array(
-            np.ascontiguousarray(layer.params[pname], dtype=dtype), key))
-        return key
-
-    for i, layer in enumerate(model.layers):
-        name = f"{type(layer).__name__.lower()}_{i}"
-        if isinstance(layer, L.Conv2D):
-            inputs = [param(layer, "weight")]
-            if layer.use_bias:
-                inputs.append(param(layer, "bias"))
-            add("Conv", name, inputs, kernel_shape=list(layer.kernel_size),
-                strides=list(layer.stride), dilations=list(layer.dilation),
-                pads=_conv_pads(layer), group=1)
-        elif isinstance(layer, L.ReLU):
-            add("Relu", name, [])
-        elif isinstance(layer, L.AvgPool2D):     # before MaxPool2D: subclass
-            ph, pw = layer.padding
-            add("AveragePool", name, [], kernel_shape=list(layer.pool_size),
-                strides=list(layer.stride), pads=[ph, pw, ph, pw],
-                count_include_pad=int(layer.count_include_pad))
-        elif isinstance(layer, L.MaxPool2D):
-            ph, pw = layer.padding
-            add("MaxPool", name, [], kernel_shape=list(layer.pool_size),
-                strides=list(layer.stride), pads=[ph, pw, ph, pw])
-        elif isinstance(layer, L.GlobalAvgPool2D):
-            add("GlobalAveragePool", name, [])
-            add("Flatten", f"{name}/flatten", [], axis=1)
-        elif isinstance(layer, L.Flatten):
-            add("Flatten", name, [], axis=1)
-        elif isinstance(layer, L.Dense):
-            inputs = [param(layer, "weight")]
-            if layer.use_bias:
-                inputs.append(param(layer, "bias"))
-            add("Gemm", name, inputs, alpha=1.0, beta=1.0, transB=1)
-        elif isinstance(layer, L.Dropout):
-            continue
-        else:
-            raise TypeError(f"export: layer {i} is a "
-                            f"{type(layer).__name__}, which has no ONNX "
-                            f"form; known layers: {sorted(L.LAYERS)}")
-    if probabilities:
-        add("Softmax", "softmax", [], axis=-1)
     output = "probabilities" if probabilities else "logits"
-    if nodes:
-        nodes[-1].output[0] = output
-    else:                                        # a model of Dropout layers
-        nodes.append(helper.make_node("Identity", ["input"], [output],
-                                      name="identity"))
     graph = helper.make_graph(
-        nodes, "cnnkit.Sequential",
+        nodes, f"cnnkit.{kind}",
         [helper.make_tensor_value_info(
             "input", elem, ["batch"] + list(model.input_shape))],
         [helper.make_tensor_value_info(
@@ -248,13 +245,121 @@ def _build_graph(model, opset, probabilities, dtype):
     proto = helper.make_model(
         graph, opset_imports=opsets, producer_name="cnnkit",
         producer_version=__version__,
-        doc_string=f"cnnkit.Sequential with {len(model.layers)} layers, "
-                   f"{dtype.name}, returning "
-                   f"{'probabilities' if probabilities else 'logits'}")
+        doc_string=f"cnnkit.{kind} with {description}, {dtype.name}, "
+                   f"returning {output}")
     # make_model writes the newest IR version, which older runtimes refuse;
     # use the oldest one that knows this opset.
     proto.ir_version = helper.find_min_ir_version_for(opsets, True)
     return proto
+
+
+def _build_graph(model, opset, probabilities, dtype):
+    """The ModelProto of a :class:`~cnnkit.Sequential` (see :func:`export`):
+    one node per layer, named by its type and index."""
+    from onnx import helper, numpy_helper
+
+    nodes, inits = [], []
+    keys = {key for key, _ in model.named_parameters()}
+    current = "input"
+
+    def make(op, name, inputs, **attrs):
+        out = f"{name}_output"
+        nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+        return out
+
+    def param(layer, pname):
+        key = f"{index}.{pname}"                 # Sequential's state_dict
+        assert key in keys, key
+        inits.append(numpy_helper.from_array(
+            np.ascontiguousarray(layer.params[pname], dtype=dtype), key))
+        return key
+
+    for index, layer in enumerate(model.layers):
+        name = f"{type(layer).__name__.lower()}_{index}"
+        out = _layer_nodes(layer, name, [current], param, make)
+        if out is None:
+            raise _no_onnx_form(layer, f"layer {index}")
+        current = out
+    if probabilities:
+        current = make("Softmax", "softmax", [current], axis=-1)
+    output = "probabilities" if probabilities else "logits"
+    if nodes:
+        nodes[-1].output[0] = output
+    else:                                        # a model of Dropout layers
+        nodes.append(helper.make_node("Identity", ["input"], [output],
+                                      name="identity"))
+    return _finish(nodes, inits, model, opset, probabilities, dtype,
+                   "Sequential", f"{len(model.layers)} layers")
+
+
+def _build_model_graph(model, opset, probabilities, dtype):
+    """The ModelProto of a graph :class:`~cnnkit.Model` (see
+    :func:`export`): the calls in the order they run, one node (or a short
+    run of nodes) per call, named after the layer; a layer's initializers
+    are written once, however often it is called."""
+    from onnx import helper, numpy_helper
+
+    config = model.get_config()
+    by_name = {layer.name: layer for layer in model.layers}
+    params = model.named_parameters()
+    keys = {key for key, _ in params}
+    inits = [numpy_helper.from_array(np.ascontiguousarray(p, dtype=dtype),
+                                     key) for key, p in params]
+    nodes = []
+    # node names: a layer's first call takes its name; every other node a
+    # name of its own, never a layer's
+    taken = set(by_name)
+
+    def unique(base):
+        name, k = base, 1
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        return name
+
+    call_name = None
+
+    def make(op, name, inputs, **attrs):
+        if name != call_name:
+            name = unique(name)
+        out = f"{name}_output"
+        nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+        return out
+
+    def param(layer, pname):
+        key = f"{layer.name}.{pname}"            # the graph's state_dict
+        assert key in keys, key
+        return key
+
+    values, calls = [], {}
+    for spec in config["nodes"]:
+        layer = by_name[spec["layer"]]
+        k = calls[layer.name] = calls.get(layer.name, 0) + 1
+        call_name = layer.name if k == 1 else unique(
+            f"{layer.name}/call_{k}")
+        xs = ["input" if r == "input" else values[r]
+              for r in spec["inputs"]]
+        out = _layer_nodes(layer, call_name, xs, param, make)
+        if out is None:
+            raise _no_onnx_form(layer, f"layer {layer.name!r}")
+        values.append(out)
+    call_name = None
+    result = values[config["output"]]
+    read = {name for n in nodes for name in n.input}
+    if probabilities:
+        nodes.append(helper.make_node("Softmax", [result], ["probabilities"],
+                                      name=unique("softmax"), axis=-1))
+    elif result == "input" or result in read:    # the output of a Dropout
+        nodes.append(helper.make_node("Identity", [result], ["logits"],
+                                      name=unique("identity")))
+    else:
+        for n in nodes:
+            if n.output[0] == result:
+                n.output[0] = "logits"
+    return _finish(nodes, inits, model, opset, probabilities, dtype, "Model",
+                   f"{len(model.layers)} layers in {len(config['nodes'])} "
+                   f"calls")
 
 
 def export(model, path, opset=DEFAULT_OPSET, probabilities=False,
@@ -263,8 +368,9 @@ def export(model, path, opset=DEFAULT_OPSET, probabilities=False,
 
     Parameters
     ----------
-    model : Sequential
-        A built model.  Every layer of :mod:`cnnkit.layers` is supported;
+    model : Sequential or Model
+        A built model: a chain, or a graph of layers (merges, shared
+        layers).  Every layer of :mod:`cnnkit.layers` is supported;
         :class:`~cnnkit.layers.Dropout` layers are left out (they are the
         identity at inference).
     path : str or os.PathLike
@@ -290,8 +396,9 @@ def export(model, path, opset=DEFAULT_OPSET, probabilities=False,
     ImportError
         If the ``onnx`` package is not installed.
     TypeError
-        If ``model`` is not a :class:`~cnnkit.Sequential`, or an argument
-        has the wrong type.
+        If ``model`` is not a :class:`~cnnkit.Sequential` or
+        :class:`~cnnkit.Model`, has a layer type without an ONNX form, or an
+        argument has the wrong type.
     ValueError
         If the model is not built, or an argument is out of range.
     OSError
@@ -310,6 +417,12 @@ def export(model, path, opset=DEFAULT_OPSET, probabilities=False,
     without ``ceil_mode``, so every opset and runtime computes the same
     output size.  The file records ``producer_name="cnnkit"`` and the
     cnnkit version.
+
+    A graph model's calls are written in the order they run, one node per
+    call (an ``Add`` or ``Multiply`` of n inputs is n - 1 binary nodes, in
+    cnnkit's order), named after the layer (``"conv2d"``, then
+    ``"conv2d/call_2"`` for its second call); a layer's initializers are
+    written once and read by all its calls.
 
     Examples
     --------
@@ -333,7 +446,9 @@ def export(model, path, opset=DEFAULT_OPSET, probabilities=False,
     onnx = _require_onnx()
     opset, probabilities, dt = _check_export_args(model, opset,
                                                   probabilities, dtype, onnx)
-    proto = _build_graph(model, opset, probabilities, dt)
+    build = _build_graph if isinstance(model, Sequential) else \
+        _build_model_graph
+    proto = build(model, opset, probabilities, dt)
     data = proto.SerializeToString()
     _format.write_atomic(path, lambda f: f.write(data), "export")
 
