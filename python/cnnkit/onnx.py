@@ -1,9 +1,11 @@
-"""Export models to ONNX and import ONNX models as :class:`~cnnkit.Sequential`.
+"""Export models to ONNX and import ONNX models as cnnkit models.
 
-:func:`export` writes a model as an ONNX graph that `onnxruntime
+:func:`export` writes a model, a :class:`~cnnkit.Sequential` or a graph
+:class:`~cnnkit.Model`, as an ONNX graph that `onnxruntime
 <https://onnxruntime.ai>`_ (or any ONNX runtime) can run; :func:`load` reads
-the ONNX graph of a sequential CNN, as written by ``torch.onnx.export``,
-tf2onnx or :func:`export`, back into a cnnkit model.
+the ONNX graph of a CNN, as written by ``torch.onnx.export``, tf2onnx or
+:func:`export`, back into a cnnkit model: a :class:`~cnnkit.Sequential`
+when the graph is a chain, a :class:`~cnnkit.Model` when it branches.
 
 The `onnx <https://onnx.ai>`_ package is an optional dependency (``pip
 install onnx onnxruntime``, the ``onnx`` extra); it is imported by these
@@ -11,10 +13,15 @@ functions, never by ``import cnnkit``.
 
 Exported graphs
 ---------------
-One node per layer, named after the layer as in
-:meth:`~cnnkit.Sequential.summary` (``conv2d_0``, ``relu_1``, ...), with the
+A :class:`~cnnkit.Sequential` becomes one node per layer, named after the
+layer's type and index (``conv2d_0``, ``relu_1``, ...), with the
 parameters stored as initializers named as in
-:meth:`~cnnkit.Sequential.state_dict` (``"0.weight"``, ``"0.bias"``, ...):
+:meth:`~cnnkit.Sequential.state_dict` (``"0.weight"``, ``"0.bias"``, ...).
+A graph :class:`~cnnkit.Model` becomes one node per call, in the order the
+calls run: a layer's first call is named after the layer, its later calls
+``"<layer>/call_2"``, ...; its parameters are initializers named as in its
+:meth:`~cnnkit.Model.state_dict` (``"<layer>.weight"``, ...), written once
+and read by every call of the layer.
 
 =================  ====================================================
 cnnkit layer       ONNX
@@ -29,6 +36,10 @@ GlobalAvgPool2D    ``GlobalAveragePool`` followed by ``Flatten``
 Flatten            ``Flatten`` (``axis=1``)
 Dense              ``Gemm`` (``transB=1``: the weight stays ``(out, in)``)
 Dropout            nothing (it is the identity at inference)
+Add                a chain of binary ``Add`` nodes in list order,
+                   ``((x0 + x1) + x2) + ...``: cnnkit's order of the sums
+Multiply           a chain of binary ``Mul`` nodes, likewise
+Concatenate        ``Concat`` on the layer's ``axis``
 =================  ====================================================
 
 The input is ``"input"`` of shape ``("batch", C, H, W)`` with a symbolic
@@ -37,20 +48,31 @@ batch size; the output is ``"logits"``, or ``"probabilities"`` (a final
 
 Imported graphs
 ---------------
-:func:`load` accepts a graph that is a chain of the operators above, in the
-forms exporters write: ``Gemm`` or ``MatMul`` followed by ``Add``;
-``Flatten`` or a ``Reshape`` to ``(batch, features)``, with the target
-shape given by a constant or computed from the input's shape (``Shape``,
-``Gather``, ``Unsqueeze``, ``Concat``, ...); weights given as initializers
-or through ``Constant`` and ``Identity`` nodes; ``auto_pad``; a graph input
-in NHWC layout followed by a ``Transpose`` to NCHW (tf2onnx's form of a
-Keras model), with the ``Transpose`` back to NHWC before the flattening
-folded into the next dense layer's weights; ``Dropout`` and ``Identity``
+:func:`load` accepts a graph of the operators above, in the forms
+exporters write: ``Gemm`` or ``MatMul`` followed by ``Add``; ``Flatten`` or
+a ``Reshape`` to ``(batch, features)``, with the target shape given by a
+constant or computed from the input's shape (``Shape``, ``Gather``,
+``Unsqueeze``, ``Concat``, ...); weights given as initializers or through
+``Constant`` and ``Identity`` nodes; ``auto_pad``; a graph input in NHWC
+layout followed by a ``Transpose`` to NCHW (tf2onnx's form of a Keras
+model), with the ``Transpose`` back to NHWC before the flattening folded
+into the next dense layer's weights; ``Dropout`` and ``Identity``
 (skipped); ``ReduceMean`` over the spatial axes (a global average pool);
 and a final ``Softmax`` or ``LogSoftmax``, which is dropped because cnnkit
-models return logits (:meth:`~cnnkit.Sequential.predict_proba` applies the
-softmax).  Anything else is refused with a :class:`ValueError` naming the
-first node, attribute or value that cannot be imported.
+models return logits (:meth:`~cnnkit.Model.predict_proba` applies the
+softmax).  A value may be read by several nodes, and ``Add``, ``Mul`` and
+``Concat`` of computed values (residual connections, gates, Inception and
+DenseNet blocks) become :class:`~cnnkit.layers.Add`,
+:class:`~cnnkit.layers.Multiply` and :class:`~cnnkit.layers.Concatenate`;
+nodes of one operator on the same weight tensors become one layer called
+several times.  A graph that is a chain loads as a
+:class:`~cnnkit.Sequential`, any other as a :class:`~cnnkit.Model`, whose
+layers are named after their ONNX nodes (or ``<type>_<index>`` when a
+node name cannot name a cnnkit layer).  Anything else is refused with a
+:class:`ValueError` naming the first node, attribute or value that cannot
+be imported; so are graphs whose structure a cnnkit model cannot hold:
+several inputs, several outputs, a node whose output does not lead to the
+graph's output, ``Add`` or ``Mul`` that broadcasts.
 
 Loading never executes anything from the file: it parses the protobuf,
 checks every tensor's declared shape and data type against the bytes it
