@@ -1386,6 +1386,7 @@ class _Importer:
             self.fail("its inputs are flattened from NHWC tensors, which "
                       "cnnkit cannot merge")
         shapes = [self.data_shapes[name] for name in names]
+        shown = " and ".join(str(list(shape)) for shape in shapes)
         if op == "Concat":
             rank = len(shapes[0]) + 1
             if "axis" not in a:
@@ -1402,18 +1403,16 @@ class _Importer:
             layer = L.Concatenate(axis=axis)
         else:
             if any(shape != shapes[0] for shape in shapes):
-                self.fail(f"its inputs have shapes "
-                          f"{' and '.join(str(list(sh)) for sh in shapes)} "
-                          f"(per sample); cnnkit's "
-                          f"{'Add' if op == 'Add' else 'Multiply'} takes "
-                          f"inputs of one shape (no broadcasting)")
+                kind = "Add" if op == "Add" else "Multiply"
+                self.fail(f"its inputs have shapes {shown} (per sample); "
+                          f"cnnkit's {kind} takes inputs of one shape (no "
+                          f"broadcasting)")
             layer = L.Add() if op == "Add" else L.Multiply()
         try:
             out = layer.compute_output_shape([v.cur for v in values])
         except ValueError as exc:
             self.fail(f"cnnkit's {type(layer).__name__} cannot take inputs "
-                      f"of shapes {' and '.join(str(list(sh)) for sh in shapes)}"
-                      f": {exc}")
+                      f"of shapes {shown}: {exc}")
         self._load(first)
         self.ref = self._call(layer, None, [v.tensor for v in values])
         self.cur = tuple(out)
