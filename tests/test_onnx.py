@@ -1,21 +1,42 @@
 """ONNX export and import (cnnkit.onnx): onnxruntime agrees with cnnkit for
 every layer and hyperparameter, exported files pass the ONNX checker and
-strict shape inference, models round-trip exactly, PyTorch and Keras-style
-graphs import, and damaged or unsupported files are refused by name."""
+strict shape inference, models (chains and graphs) round-trip exactly,
+PyTorch and Keras-style graphs import, and damaged or unsupported files are
+refused by name.
+
+Needs onnx and onnxruntime (the ``onnx`` extra, also in ``test``); the
+PyTorch tests need torch.  Without them the tests are skipped, saying why;
+with CNNKIT_REQUIRE_EXTRAS=1 (set by CI) their absence is a failure.
+"""
+import importlib
 import os
 import subprocess
 import sys
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-import cnnkit
-from cnnkit import cli
-from cnnkit import layers as L
-from cnnkit import reference as R
+
+def _require(name, install):
+    """The module ``name``; a skip (a failure with CNNKIT_REQUIRE_EXTRAS=1)
+    naming it and its install command when it cannot be imported."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        why = f"{name} is not installed ({exc}): {install}"
+        if os.environ.get("CNNKIT_REQUIRE_EXTRAS") == "1":
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why, allow_module_level=True)
+
+
+onnx = _require("onnx", "pip install onnx onnxruntime")
+ort = _require("onnxruntime", "pip install onnx onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import cnnkit  # noqa: E402
+from cnnkit import cli  # noqa: E402
+from cnnkit import layers as L  # noqa: E402
+from cnnkit import reference as R  # noqa: E402
 
 cnnkit_onnx = cnnkit.onnx
 
@@ -27,6 +48,8 @@ def _session(path_or_bytes):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
+    options.graph_optimization_level = \
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if isinstance(path_or_bytes, onnx.ModelProto):
         path_or_bytes = path_or_bytes.SerializeToString()
     return ort.InferenceSession(path_or_bytes, options,
@@ -311,6 +334,243 @@ def test_export_is_atomic(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------
+# graph models (cnnkit.Model): export, onnxruntime, round trip
+# --------------------------------------------------------------------------
+def _residual():
+    inp = cnnkit.Input((3, 10, 10))
+    x = L.ReLU()(L.Conv2D(8, 3, padding=1)(inp))
+    y = L.Conv2D(8, 3, padding=1)(L.ReLU()(L.Conv2D(8, 3, padding=1)(x)))
+    x = L.ReLU()(L.Add()([x, y]))
+    x = L.Concatenate(axis=1)([L.MaxPool2D(2)(x), L.AvgPool2D(2)(x)])
+    return inp, L.Dense(5)(L.GlobalAvgPool2D()(x))
+
+
+def _inception():
+    inp = cnnkit.Input((4, 9, 9))
+    branches = [L.Conv2D(3, 1)(inp), L.Conv2D(4, 3, padding=1)(inp),
+                L.Conv2D(2, (4, 2), padding="same")(inp),
+                L.MaxPool2D(3, stride=1, padding=1)(inp)]
+    x = L.ReLU()(L.Concatenate(axis=-3)(branches))
+    return inp, L.Dense(6)(L.Flatten()(L.MaxPool2D(3)(x)))
+
+
+def _merges_of_three():
+    inp = cnnkit.Input((2, 6, 6))
+    a, b, c = (L.Conv2D(3, 3, padding=1)(inp) for _ in range(3))
+    s = L.Add()([a, b, c])
+    p = L.Multiply()([s, a, L.ReLU()(b)])
+    x = L.Concatenate(axis=3)([s, p])            # along the width
+    return inp, L.Dense(4)(L.Flatten()(x))
+
+
+def _shared_layers():
+    inp = cnnkit.Input((4, 6, 6))
+    conv, dense = L.Conv2D(4, 3, padding=1), L.Dense(8)
+    h1 = conv(inp)
+    h2 = conv(L.ReLU()(h1))
+    v = L.Flatten()(L.Add()([h1, h2]))
+    x = L.Add()([dense(v), dense(L.ReLU()(v))])
+    return inp, L.Dropout(0.5)(L.Dense(3)(x))    # a Dropout as the output
+
+
+def _input_read_twice():
+    inp = cnnkit.Input((2, 5, 5))
+    x = L.Add()([inp, L.Conv2D(2, 3, padding=1)(inp)])
+    x = L.Multiply()([x, x])
+    return inp, L.Dense(3)(L.Flatten()(x))
+
+
+def _vectors():
+    inp = cnnkit.Input((12,))
+    a = L.ReLU()(L.Dense(8)(inp))
+    b = L.Dense(8, use_bias=False)(inp)
+    x = L.Concatenate(axis=1)([L.Add()([a, b]), L.Multiply()([a, b]), a])
+    return inp, L.Dense(4)(L.Dropout(0.2)(x))
+
+
+GRAPHS = {"residual": _residual, "inception": _inception,
+          "merges_of_three": _merges_of_three,
+          "shared_layers": _shared_layers,
+          "input_read_twice": _input_read_twice, "vectors": _vectors}
+
+
+def _graph(name, seed=0, dtype="float32"):
+    inp, out = GRAPHS[name]()
+    return _randomize(cnnkit.Model(inp, out, seed=seed, dtype=dtype), seed)
+
+
+def _without_dropout(config):
+    """A graph model's config with its Dropout calls taken out (export
+    leaves them out): the nodes that read one read what it read."""
+    drop = {la["name"] for la in config["layers"]
+            if la["class_name"] == "Dropout"}
+    index, nodes = {}, []
+
+    def ref(r):
+        return r if r == "input" else index[r]
+
+    for i, node in enumerate(config["nodes"]):
+        if node["layer"] in drop:
+            index[i] = ref(node["inputs"][0])
+            continue
+        index[i] = len(nodes)
+        nodes.append(dict(node, inputs=[ref(r) for r in node["inputs"]]))
+    return dict(config, nodes=nodes, output=ref(config["output"]),
+                layers=[la for la in config["layers"]
+                        if la["name"] not in drop])
+
+
+def _max_relative(actual, expected):
+    expected = np.asarray(expected, dtype=np.float64)
+    return float(np.abs(actual - expected).max() /
+                 max(1.0, float(np.abs(expected).max())))
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_graph_export_matches_onnxruntime_and_round_trips(name, tmp_path):
+    model = _graph(name)
+    path = tmp_path / f"{name}.onnx"
+    cnnkit_onnx.export(model, path)
+    proto = _checked(path)
+    assert proto.producer_name == "cnnkit"
+    assert proto.graph.name == "cnnkit.Model"
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", 17)]
+    nodes = proto.graph.node
+    names = [n.name for n in nodes]
+    assert len(set(names)) == len(names)
+    # each call is a node named after its layer, the first call by the
+    # layer's own name
+    config = _without_dropout(model.get_config())
+    assert {n["layer"] for n in config["nodes"]} <= set(names)
+    # a layer's initializers are written once, under its state_dict names
+    inits = {t.name: numpy_helper.to_array(t) for t in
+             proto.graph.initializer}
+    state = model.state_dict()
+    assert list(inits) == list(state)
+    for key, value in state.items():
+        assert np.array_equal(inits[key], value)
+    assert {i for n in nodes for i in n.input if i in inits} == set(inits)
+    assert [o.name for o in proto.graph.output] == ["logits"]
+    session = _session(os.fspath(path))
+    for n in (1, 5):
+        x = _images(model.input_shape, n, seed=n)
+        (got,) = session.run(None, {"input": x})
+        _assert_close(got, model(x))
+    # ONNX -> cnnkit: the same graph (less Dropout), names, weights and
+    # outputs, bit for bit
+    same = cnnkit_onnx.load(path)
+    assert type(same) is cnnkit.Model
+    got = same.get_config()
+    for key in ("layers", "nodes", "output", "dtype"):
+        assert got[key] == config[key], key
+    assert got["input"]["shape"] == config["input"]["shape"]
+    assert list(same.state_dict()) == list(state)
+    _same_weights(same, model)
+    x = _images(model.input_shape, 5)
+    assert np.array_equal(same(x), model(x))
+
+
+def test_graph_export_node_forms(tmp_path):
+    """Merges of three: binary Add and Mul nodes in list order (cnnkit's
+    order of the sums and products); Concat on the layer's axis; a shared
+    layer's calls read one set of initializers; a Dropout output becomes
+    an Identity."""
+    model = _graph("merges_of_three")
+    cnnkit_onnx.export(model, tmp_path / "m.onnx")
+    proto = _checked(tmp_path / "m.onnx")
+    by_output = {n.output[0]: n for n in proto.graph.node}
+    convs = [n.output[0] for n in proto.graph.node if n.op_type == "Conv"]
+    adds = [n for n in proto.graph.node if n.op_type == "Add"]
+    assert [list(n.input) for n in adds] == [
+        convs[:2], [adds[0].output[0], convs[2]]]
+    muls = [n for n in proto.graph.node if n.op_type == "Mul"]
+    assert len(muls) == 2 and list(muls[0].input)[0] == adds[1].output[0]
+    assert list(muls[1].input)[0] == muls[0].output[0]
+    assert by_output[muls[1].input[1]].op_type == "Relu"
+    (concat,) = [n for n in proto.graph.node if n.op_type == "Concat"]
+    assert helper.get_attribute_value(concat.attribute[0]) == 3
+    assert list(concat.input) == [adds[1].output[0], muls[1].output[0]]
+
+    model = _graph("shared_layers")
+    cnnkit_onnx.export(model, tmp_path / "s.onnx")
+    proto = _checked(tmp_path / "s.onnx")
+    conv = model.layers[0]
+    calls = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert [n.name for n in calls] == [conv.name, f"{conv.name}/call_2"]
+    assert [list(n.input)[1:] for n in calls] == \
+        [[f"{conv.name}.weight", f"{conv.name}.bias"]] * 2
+    assert len(proto.graph.initializer) == len(model.state_dict())
+    last = proto.graph.node[-1]           # the Dropout output is left out
+    assert (last.op_type, list(last.output)) == ("Gemm", ["logits"])
+
+    cnnkit_onnx.export(model, tmp_path / "p.onnx", probabilities=True)
+    proto = _checked(tmp_path / "p.onnx")
+    assert proto.graph.node[-1].op_type == "Softmax"
+    assert proto.graph.output[0].name == "probabilities"
+    x = _images(model.input_shape, 4)
+    _assert_close(_run(tmp_path / "p.onnx", x), model.predict_proba(x))
+    same = cnnkit_onnx.load(tmp_path / "p.onnx")
+    assert np.array_equal(same(x), model(x))
+
+    inp = cnnkit.Input((2, 3, 3))               # nothing but a Dropout
+    model = cnnkit.Model(inp, L.Dropout(0.5)(inp), seed=0)
+    cnnkit_onnx.export(model, tmp_path / "d.onnx")
+    proto = _checked(tmp_path / "d.onnx")
+    assert [(n.op_type, list(n.input), list(n.output))
+            for n in proto.graph.node] == [("Identity", ["input"],
+                                            ["logits"])]
+    x = _images((2, 3, 3), 2)
+    assert np.array_equal(_run(tmp_path / "d.onnx", x), x)
+
+
+def test_graph_export_float64(tmp_path):
+    model = _graph("vectors", dtype="float64")
+    cnnkit_onnx.export(model, tmp_path / "v64.onnx")
+    proto = _checked(tmp_path / "v64.onnx")
+    assert proto.graph.input[0].type.tensor_type.elem_type == \
+        TensorProto.DOUBLE
+    x = _images(model.input_shape, 6, dtype=np.float64)
+    np.testing.assert_allclose(_run(tmp_path / "v64.onnx", x), model(x),
+                               rtol=1e-12, atol=1e-13)
+    same = cnnkit_onnx.load(tmp_path / "v64.onnx")
+    assert same.dtype == np.float64
+    _same_weights(same, model)
+    assert np.array_equal(same(x), model(x))
+    # convolutions: onnxruntime has no float64 Conv, so float32 on request
+    cnn = _graph("residual", dtype="float64")
+    with pytest.raises(ValueError, match="dtype='float32'"):
+        cnnkit_onnx.export(cnn, tmp_path / "r64.onnx")
+    cnnkit_onnx.export(cnn, tmp_path / "r32.onnx", dtype="float32")
+    x = _images(cnn.input_shape, 3, dtype=np.float64)
+    _assert_close(_run(tmp_path / "r32.onnx", x.astype(np.float32)), cnn(x),
+                  rtol=1e-4)
+
+
+def test_graph_export_refuses_layers_without_onnx_form(tmp_path):
+    class Twice(L.Layer):
+        def forward(self, x, training=False):
+            return 2 * x
+
+    inp = cnnkit.Input((1, 4, 4))
+    out = L.Dense(2)(L.Flatten()(Twice(name="twice")(inp)))
+    model = cnnkit.Model(inp, out, seed=0)
+    with pytest.raises(TypeError, match="layer 'twice' is a Twice"):
+        cnnkit_onnx.export(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_exports_graph_models(tmp_path):
+    model = _graph("residual")
+    model.save(tmp_path / "g.cnnkit")
+    code, _, _ = _cli("export", str(tmp_path / "g.cnnkit"),
+                      str(tmp_path / "g.onnx"))
+    assert code == 0
+    _checked(tmp_path / "g.onnx")
+    x = _images(model.input_shape, 3)
+    _assert_close(_run(tmp_path / "g.onnx", x), model(x))
+
+
+# --------------------------------------------------------------------------
 # import of graphs written by other exporters
 # --------------------------------------------------------------------------
 TORCH_WARNINGS = pytest.mark.filterwarnings(
@@ -398,6 +658,267 @@ def test_import_pytorch_dynamo_exporter(tmp_path):
     model = cnnkit_onnx.load(path)
     with torch.no_grad():
         _assert_close(model(x), net(torch.from_numpy(x)).numpy())
+
+
+def _torch():
+    """torch, or a skip saying why (a failure with
+    CNNKIT_REQUIRE_EXTRAS=1)."""
+    return _require("torch", "pip install torch")
+
+
+def _residual_torch_net(torch):
+    from torch import nn
+
+    class Net(nn.Module):
+        """A residual network: a block with an identity shortcut, one with
+        a strided 1x1 projection, max- and average-pooled branches joined
+        along the channels, global average pooling, a linear layer."""
+
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.a1 = nn.Conv2d(8, 8, 3, padding=1)
+            self.a2 = nn.Conv2d(8, 8, 3, padding=1)
+            self.b1 = nn.Conv2d(8, 12, 3, stride=2, padding=1)
+            self.b2 = nn.Conv2d(12, 12, 3, padding=1)
+            self.proj = nn.Conv2d(8, 12, 1, stride=2, bias=False)
+            self.maxpool = nn.MaxPool2d(2)
+            self.avgpool = nn.AvgPool2d(2)
+            self.fc = nn.Linear(24, 5)
+
+        def forward(self, x):
+            x = torch.relu(self.stem(x))
+            x = torch.relu(x + self.a2(torch.relu(self.a1(x))))
+            x = torch.relu(self.b2(torch.relu(self.b1(x))) + self.proj(x))
+            x = torch.cat([self.maxpool(x), self.avgpool(x)], dim=1)
+            x = nn.functional.adaptive_avg_pool2d(x, 1)
+            return self.fc(torch.flatten(x, 1))
+
+    return Net
+
+
+@TORCH_WARNINGS
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_import_pytorch_residual_network(dtype, tmp_path):
+    torch = _torch()
+    torch.manual_seed(0)
+    tdtype = getattr(torch, dtype)
+    net = _residual_torch_net(torch)().eval().to(tdtype)
+    x = _images((3, 12, 12), 6, dtype=np.dtype(dtype))
+    path = tmp_path / "resnet.onnx"
+    torch.onnx.export(net, (torch.from_numpy(x[:2]),), os.fspath(path),
+                      dynamo=False, input_names=["input"],
+                      output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}})
+    ops = [n.op_type for n in onnx.load(os.fspath(path)).graph.node]
+    assert ops.count("Add") == 2 and "Concat" in ops
+    model = cnnkit_onnx.load(path)
+    assert type(model) is cnnkit.Model and model.dtype == np.dtype(dtype)
+    kinds = [type(la).__name__ for la in model.layers]
+    assert kinds.count("Conv2D") == 6 and kinds.count("Add") == 2
+    assert {"Concatenate", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
+            "Dense"} <= set(kinds)
+    # PyTorch's weights, in its state_dict order
+    weights = model.get_weights()
+    assert len(weights) == len(net.state_dict())
+    for w, t in zip(weights, net.state_dict().values()):
+        assert np.array_equal(w, t.numpy())
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    if dtype == "float32":
+        _assert_close(model(x), expected)
+    else:
+        np.testing.assert_allclose(model(x), expected, rtol=1e-12,
+                                   atol=1e-13)
+    # back to ONNX: onnxruntime (float32) gives PyTorch's outputs, and the
+    # file loads as the same model
+    again = tmp_path / "again.onnx"
+    cnnkit_onnx.export(model, again, dtype="float32")
+    _assert_close(_run(again, x.astype(np.float32)), expected,
+                  rtol=1e-5 if dtype == "float32" else 1e-4)
+    if dtype == "float32":
+        same = cnnkit_onnx.load(again)
+        assert same.get_config()["nodes"] == model.get_config()["nodes"]
+        assert np.array_equal(same(x), model(x))
+
+
+def _nhwc_branching_graph(rng):
+    """tf2onnx's form of a Keras graph with branches: an NHWC input
+    transposed once, a residual Add of two convolutions, a Transpose back
+    to NHWC, a Concat along the channels (axis -1 of NHWC), and a global
+    mean, MatMul + Add."""
+    k1 = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    k2 = rng.standard_normal((4, 4, 1, 1)).astype(np.float32)
+    dense = rng.standard_normal((8, 3)).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
+    inits = [numpy_helper.from_array(k1, "k1"),
+             numpy_helper.from_array(k2, "k2"),
+             numpy_helper.from_array(dense, "dense"),
+             numpy_helper.from_array(bias, "bias")]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t0"], name="to_nchw",
+                         perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["t0", "k1"], ["c1"], name="conv1",
+                         kernel_shape=[3, 3], auto_pad="SAME_UPPER"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "k2"], ["c2"], name="conv2",
+                         kernel_shape=[1, 1]),
+        helper.make_node("Add", ["r1", "c2"], ["s"], name="residual"),
+        helper.make_node("Transpose", ["s"], ["t1"], name="to_nhwc",
+                         perm=[0, 2, 3, 1]),
+        helper.make_node("Relu", ["t1"], ["r2"], name="relu2"),
+        helper.make_node("Concat", ["r2", "t1"], ["cat"], name="cat",
+                         axis=-1),
+        helper.make_node("ReduceMean", ["cat"], ["m"], name="mean",
+                         axes=[1, 2], keepdims=0),
+        helper.make_node("MatMul", ["m", "dense"], ["d"], name="matmul"),
+        helper.make_node("Add", ["d", "bias"], ["y"], name="bias_add"),
+    ]
+    return _graph_model(nodes, [_f32("x", ["N", 6, 6, 3])],
+                        [_f32("y", ["N", 3])], inits, opset=13)
+
+
+def test_import_branching_graphs_built_by_hand(tmp_path):
+    # NHWC (tf2onnx) with branches
+    proto = _nhwc_branching_graph(np.random.default_rng(8))
+    onnx.checker.check_model(proto, full_check=True)
+    path = _save_proto(tmp_path, proto, "nhwc.onnx")
+    model = cnnkit_onnx.load(path)
+    assert type(model) is cnnkit.Model and model.input_shape == (3, 6, 6)
+    assert [la.name for la in model.layers] == [
+        "conv1", "relu1", "conv2", "residual", "relu2", "cat", "mean",
+        "matmul"]
+    assert model.layers[5].axis == 1            # NHWC's -1: the channels
+    x_nhwc = _images((6, 6, 3), 4)
+    _assert_close(model(x_nhwc.transpose(0, 3, 1, 2)),
+                  _run(path, x_nhwc, "x"))
+
+    # a value read twice by one node, a pooled value read twice, and two
+    # Conv nodes on one weight: one layer called twice
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
+    fc = rng.standard_normal((3, 4)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c1"], name="conv",
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "w"], ["c2"], name="conv_again",
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "c2"], ["s"], name="double"),
+        helper.make_node("GlobalAveragePool", ["s"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f1"], name="flat1"),
+        helper.make_node("Flatten", ["g"], ["f2"], name="flat2"),
+        helper.make_node("Mul", ["f1", "f2"], ["p"], name="square"),
+        helper.make_node("Concat", ["p", "f1"], ["v"], name="cat", axis=1),
+        helper.make_node("Gemm", ["v", "fc"], ["y"], name="fc", transB=1),
+    ]
+    proto = _graph_model(nodes, [_f32("x", ["N", 2, 5, 5])],
+                         [_f32("y", ["N", 3])],
+                         [numpy_helper.from_array(w, "w"),
+                          numpy_helper.from_array(fc, "fc")])
+    onnx.checker.check_model(proto, full_check=True)
+    path = _save_proto(tmp_path, proto, "shared.onnx")
+    model = cnnkit_onnx.load(path)
+    config = model.get_config()
+    assert [n["layer"] for n in config["nodes"]] == [
+        "conv", "relu", "conv", "double", "gap", "flat1", "flat2", "square",
+        "cat", "fc"]
+    assert config["nodes"][3]["inputs"] == [2, 2]
+    assert list(model.state_dict()) == ["conv.weight", "fc.weight"]
+    # the pooled value has two readers: AvgPool2D over the plane, kept
+    assert type(model.layers[3]).__name__ == "AvgPool2D"
+    x = _images((2, 5, 5), 3)
+    _assert_close(model(x), _run(path, x, "x"))
+
+    # nodes named so that they cannot name cnnkit layers: <type>_<index>
+    for node in proto.graph.node:
+        node.name = f"a.{node.name}"
+    model = cnnkit_onnx.load(_save_proto(tmp_path, proto, "dots.onnx"))
+    assert [la.name for la in model.layers][:4] == [
+        "conv2d_0", "relu_1", "add_2", "avgpool2d_3"]
+    _assert_close(model(x), _run(path, x, "x"))
+
+
+def _branching_graph(merge, inputs=("p", "q"), **attrs):
+    """x (N, 2, 8, 8) -> Conv -> c (N, 4, 6, 6) -> MaxPool -> p (N, 4, 3, 3),
+    c -> AveragePool -> q (N, 4, 3, 3); then ``merge`` of ``inputs``."""
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv0"),
+             helper.make_node("MaxPool", ["c"], ["p"], name="max0",
+                              kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("AveragePool", ["c"], ["q"], name="avg0",
+                              kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node(merge, list(inputs), ["z"], name="merge",
+                              **attrs)]
+    return _graph_model(nodes, [_f32("x", ["N", 2, 8, 8])],
+                        [_f32("z", None)],
+                        [numpy_helper.from_array(w, "w"),
+                         numpy_helper.from_array(np.ones(4, np.float32),
+                                                 "ones")])
+
+
+@pytest.mark.parametrize("proto, words", [
+    (_branching_graph("Add", ["c", "p"]),
+     ["'merge'", "[4, 6, 6] and [4, 3, 3]", "no broadcasting"]),
+    (_branching_graph("Mul", ["p", "ones"]),
+     ["'merge'", "'ones'", "merges computed values only"]),
+    (_branching_graph("Concat", ["p", "q"], axis=0),
+     ["'merge'", "axis=0", "batch"]),
+    (_branching_graph("Concat", ["p", "q"], axis=4),
+     ["'merge'", "axis=4", "out of range"]),
+    (_branching_graph("Concat", ["c", "p"], axis=1),
+     ["'merge'", "Concatenate", "(4, 6, 6) and (4, 3, 3)"]),
+    (_branching_graph("Sub", ["p", "q"]),
+     ["'merge'", "operator Sub is not supported"]),
+    (_branching_graph("MatMul", ["p", "q"]),
+     ["'merge'", "2 inputs computed from the graph input"]),
+], ids=["broadcast", "mul-constant", "concat-batch", "concat-range",
+        "concat-shapes", "sub", "matmul-of-values"])
+def test_unsupported_merges_are_refused_by_name(proto, words, tmp_path):
+    _load_error(_save_proto(tmp_path, proto), *words)
+
+
+def test_unexpressible_branching_is_refused_by_name(tmp_path):
+    rng = np.random.default_rng(10)
+    w = numpy_helper.from_array(
+        rng.standard_normal((4, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(np.ones(3, np.float32), "b")
+    base = [helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+            helper.make_node("MatMul", ["f", "w"], ["m"], name="mm"),
+            helper.make_node("Add", ["m", "b"], ["y"], name="bias")]
+
+    def load(nodes, inputs=None, outputs=None):
+        proto = _graph_model(nodes, inputs or [_f32("x", ["N", 1, 2, 2])],
+                             outputs or [_f32("z", None)], [w, b])
+        return _save_proto(tmp_path, proto)
+
+    # several outputs, several inputs: named
+    _load_error(load(base + [helper.make_node("Relu", ["y"], ["z"],
+                                              name="r")],
+                     outputs=[_f32("z", None), _f32("m", None)]),
+                "2 outputs", "('z', 'm')")
+    _load_error(load(base + [helper.make_node("Add", ["y", "x2"], ["z"],
+                                              name="r")],
+                     inputs=[_f32("x", ["N", 1, 2, 2]), _f32("x2", ["N", 3])]),
+                "2 data inputs", "('x', 'x2')")
+    # a branch the output does not read
+    _load_error(load(base + [
+        helper.make_node("Relu", ["y"], ["z"], name="r"),
+        helper.make_node("Relu", ["f"], ["unused"], name="side")]),
+        "node 'side' (Relu)", "'unused'", "does not lead to the graph output")
+    # a MatMul whose output is read besides its bias Add
+    _load_error(load(base + [
+        helper.make_node("Relu", ["m"], ["r"], name="r"),
+        helper.make_node("Add", ["r", "y"], ["z"], name="sum")]),
+        "node 'bias' (Add)", "bias of a MatMul", "nothing else reads")
+    # merges of values in different layouts
+    _load_error(load([
+        helper.make_node("Transpose", ["x"], ["t"], name="t",
+                         perm=[0, 2, 3, 1]),
+        helper.make_node("Add", ["x", "t"], ["z"], name="sum")],
+        outputs=[_f32("z", None)]), "node 'sum' (Add)",
+        "different layouts")
 
 
 def test_import_matmul_add_reshape_identity(tmp_path):
@@ -659,10 +1180,10 @@ def test_small_conv_graph_loads(tmp_path):
      ["'conv0'", "'missing'", "not defined"]),
     (_small_conv_graph(extra_nodes=[
         helper.make_node("Relu", ["c"], ["z"], name="branch")]),
-     ["'branch'", "branching"]),
+     ["'pool0'", "'p'", "does not lead to the graph output 'z'"]),
     (_small_conv_graph(extra_nodes=[
-        helper.make_node("Add", ["y", "y"], ["z"], name="twice")]),
-     ["'twice'", "branching"]),
+        helper.make_node("MatMul", ["y", "y"], ["z"], name="twice")]),
+     ["'twice'", "2 inputs computed from the graph input"]),
     (_small_conv_graph(extra_nodes=[
         helper.make_node("Softmax", ["y"], ["s"], name="sm"),
         helper.make_node("Relu", ["s"], ["z"], name="after")]),
@@ -687,7 +1208,7 @@ def test_small_conv_graph_loads(tmp_path):
      ["'conv0'", "3 input channels", "has 2"]),
 ], ids=["batchnorm", "lstm", "group", "asymmetric-pads", "kernel-shape",
         "auto-pad", "unknown-attribute", "ceil-mode", "pool-dilation",
-        "pool-pads", "undefined-input", "branch", "two-data-inputs",
+        "pool-pads", "undefined-input", "dead-branch", "two-data-inputs",
         "softmax-in-the-middle", "gemm-alpha", "add-without-matmul",
         "foreign-domain", "int8-weights", "mixed-dtypes", "channels"])
 def test_unsupported_graphs_are_refused_by_name(proto, words, tmp_path):
@@ -745,9 +1266,10 @@ def test_unsupported_inputs_and_outputs_are_refused(tmp_path):
     _load_error(graph([helper.make_tensor_value_info(
         "x", TensorProto.INT64, ["N", 1, 8, 8])]), "INT64")
     _load_error(graph([_f32("x", ["N", 1, 4, 4]), _f32("x2", [1])]),
-                "2 data inputs")
+                "2 data inputs", "('x', 'x2')")
     _load_error(graph([_f32("x", ["N", 1, 4, 4])],
-                      [_f32("z", None), _f32("y", None)]), "2 outputs")
+                      [_f32("z", None), _f32("y", None)]), "2 outputs",
+                "('z', 'y')")
     _load_error(graph([_f32("x", ["N", 1, 4, 4])], [_f32("other", None)]),
                 "'other'")
     _load_error(graph([_f32("x", ["N", 1, 4, 4])], nodes=[

@@ -1,9 +1,11 @@
-"""Export models to ONNX and import ONNX models as :class:`~cnnkit.Sequential`.
+"""Export models to ONNX and import ONNX models as cnnkit models.
 
-:func:`export` writes a model as an ONNX graph that `onnxruntime
+:func:`export` writes a model, a :class:`~cnnkit.Sequential` or a graph
+:class:`~cnnkit.Model`, as an ONNX graph that `onnxruntime
 <https://onnxruntime.ai>`_ (or any ONNX runtime) can run; :func:`load` reads
-the ONNX graph of a sequential CNN, as written by ``torch.onnx.export``,
-tf2onnx or :func:`export`, back into a cnnkit model.
+the ONNX graph of a CNN, as written by ``torch.onnx.export``, tf2onnx or
+:func:`export`, back into a cnnkit model: a :class:`~cnnkit.Sequential`
+when the graph is a chain, a :class:`~cnnkit.Model` when it branches.
 
 The `onnx <https://onnx.ai>`_ package is an optional dependency (``pip
 install onnx onnxruntime``, the ``onnx`` extra); it is imported by these
@@ -11,10 +13,15 @@ functions, never by ``import cnnkit``.
 
 Exported graphs
 ---------------
-One node per layer, named after the layer as in
-:meth:`~cnnkit.Sequential.summary` (``conv2d_0``, ``relu_1``, ...), with the
+A :class:`~cnnkit.Sequential` becomes one node per layer, named after the
+layer's type and index (``conv2d_0``, ``relu_1``, ...), with the
 parameters stored as initializers named as in
-:meth:`~cnnkit.Sequential.state_dict` (``"0.weight"``, ``"0.bias"``, ...):
+:meth:`~cnnkit.Sequential.state_dict` (``"0.weight"``, ``"0.bias"``, ...).
+A graph :class:`~cnnkit.Model` becomes one node per call, in the order the
+calls run: a layer's first call is named after the layer, its later calls
+``"<layer>/call_2"``, ...; its parameters are initializers named as in its
+:meth:`~cnnkit.Model.state_dict` (``"<layer>.weight"``, ...), written once
+and read by every call of the layer.
 
 =================  ====================================================
 cnnkit layer       ONNX
@@ -29,6 +36,10 @@ GlobalAvgPool2D    ``GlobalAveragePool`` followed by ``Flatten``
 Flatten            ``Flatten`` (``axis=1``)
 Dense              ``Gemm`` (``transB=1``: the weight stays ``(out, in)``)
 Dropout            nothing (it is the identity at inference)
+Add                a chain of binary ``Add`` nodes in list order,
+                   ``((x0 + x1) + x2) + ...``: cnnkit's order of the sums
+Multiply           a chain of binary ``Mul`` nodes, likewise
+Concatenate        ``Concat`` on the layer's ``axis``
 =================  ====================================================
 
 The input is ``"input"`` of shape ``("batch", C, H, W)`` with a symbolic
@@ -37,20 +48,31 @@ batch size; the output is ``"logits"``, or ``"probabilities"`` (a final
 
 Imported graphs
 ---------------
-:func:`load` accepts a graph that is a chain of the operators above, in the
-forms exporters write: ``Gemm`` or ``MatMul`` followed by ``Add``;
-``Flatten`` or a ``Reshape`` to ``(batch, features)``, with the target
-shape given by a constant or computed from the input's shape (``Shape``,
-``Gather``, ``Unsqueeze``, ``Concat``, ...); weights given as initializers
-or through ``Constant`` and ``Identity`` nodes; ``auto_pad``; a graph input
-in NHWC layout followed by a ``Transpose`` to NCHW (tf2onnx's form of a
-Keras model), with the ``Transpose`` back to NHWC before the flattening
-folded into the next dense layer's weights; ``Dropout`` and ``Identity``
+:func:`load` accepts a graph of the operators above, in the forms
+exporters write: ``Gemm`` or ``MatMul`` followed by ``Add``; ``Flatten`` or
+a ``Reshape`` to ``(batch, features)``, with the target shape given by a
+constant or computed from the input's shape (``Shape``, ``Gather``,
+``Unsqueeze``, ``Concat``, ...); weights given as initializers or through
+``Constant`` and ``Identity`` nodes; ``auto_pad``; a graph input in NHWC
+layout followed by a ``Transpose`` to NCHW (tf2onnx's form of a Keras
+model), with the ``Transpose`` back to NHWC before the flattening folded
+into the next dense layer's weights; ``Dropout`` and ``Identity``
 (skipped); ``ReduceMean`` over the spatial axes (a global average pool);
 and a final ``Softmax`` or ``LogSoftmax``, which is dropped because cnnkit
-models return logits (:meth:`~cnnkit.Sequential.predict_proba` applies the
-softmax).  Anything else is refused with a :class:`ValueError` naming the
-first node, attribute or value that cannot be imported.
+models return logits (:meth:`~cnnkit.Model.predict_proba` applies the
+softmax).  A value may be read by several nodes, and ``Add``, ``Mul`` and
+``Concat`` of computed values (residual connections, gates, Inception and
+DenseNet blocks) become :class:`~cnnkit.layers.Add`,
+:class:`~cnnkit.layers.Multiply` and :class:`~cnnkit.layers.Concatenate`;
+nodes of one operator on the same weight tensors become one layer called
+several times.  A graph that is a chain loads as a
+:class:`~cnnkit.Sequential`, any other as a :class:`~cnnkit.Model`, whose
+layers are named after their ONNX nodes (or ``<type>_<index>`` when a
+node name cannot name a cnnkit layer).  Anything else is refused with a
+:class:`ValueError` naming the first node, attribute or value that cannot
+be imported; so are graphs whose structure a cnnkit model cannot hold:
+several inputs, several outputs, a node whose output does not lead to the
+graph's output, ``Add`` or ``Mul`` that broadcasts.
 
 Loading never executes anything from the file: it parses the protobuf,
 checks every tensor's declared shape and data type against the bytes it
@@ -66,7 +88,8 @@ from . import _format
 from . import layers as L
 from ._checks import is_int
 from ._version import __version__
-from .model import Sequential
+from ._graph import Input
+from .model import Model, Sequential
 
 __all__ = ["export", "load", "MIN_OPSET", "DEFAULT_OPSET", "MIN_IMPORT_OPSET",
            "MAX_FILE_SIZE"]
@@ -124,9 +147,9 @@ def no_float64_layers(model):
 
 
 def _check_export_args(model, opset, probabilities, dtype, onnx):
-    if not isinstance(model, Sequential):
-        raise TypeError(f"export: model must be a cnnkit.Sequential, got "
-                        f"{type(model).__name__}")
+    if not isinstance(model, Model):
+        raise TypeError(f"export: model must be a cnnkit.Sequential or a "
+                        f"cnnkit.Model, got {type(model).__name__}")
     if not model.built:
         raise ValueError("export: the model is not built yet; pass "
                          "input_shape to Sequential or call it on data first")
@@ -168,77 +191,74 @@ def _check_export_args(model, opset, probabilities, dtype, onnx):
     return int(opset), bool(probabilities), np.dtype(dt)
 
 
-def _build_graph(model, opset, probabilities, dtype):
-    """The ModelProto of ``model`` (see :func:`export`)."""
-    from onnx import TensorProto, helper, numpy_helper
+def _layer_nodes(layer, name, xs, param, make):
+    """The ONNX nodes of one call of ``layer`` on the values ``xs``.
+
+    ``make(op, name, inputs, **attrs)`` adds a node and returns the name of
+    its output; ``param(layer, pname)`` returns the name of a parameter's
+    initializer.  Returns the name of the call's output (``xs[0]`` for
+    Dropout, which is the identity at inference), or None for a layer
+    without an ONNX form.
+    """
+    if isinstance(layer, L.Conv2D):
+        inputs = [param(layer, "weight")]
+        if layer.use_bias:
+            inputs.append(param(layer, "bias"))
+        return make("Conv", name, xs + inputs,
+                    kernel_shape=list(layer.kernel_size),
+                    strides=list(layer.stride),
+                    dilations=list(layer.dilation), pads=_conv_pads(layer),
+                    group=1)
+    if isinstance(layer, L.ReLU):
+        return make("Relu", name, xs)
+    if isinstance(layer, L.AvgPool2D):           # before MaxPool2D: subclass
+        ph, pw = layer.padding
+        return make("AveragePool", name, xs,
+                    kernel_shape=list(layer.pool_size),
+                    strides=list(layer.stride), pads=[ph, pw, ph, pw],
+                    count_include_pad=int(layer.count_include_pad))
+    if isinstance(layer, L.MaxPool2D):
+        ph, pw = layer.padding
+        return make("MaxPool", name, xs, kernel_shape=list(layer.pool_size),
+                    strides=list(layer.stride), pads=[ph, pw, ph, pw])
+    if isinstance(layer, L.GlobalAvgPool2D):
+        pooled = make("GlobalAveragePool", name, xs)
+        return make("Flatten", f"{name}/flatten", [pooled], axis=1)
+    if isinstance(layer, L.Flatten):
+        return make("Flatten", name, xs, axis=1)
+    if isinstance(layer, L.Dense):
+        inputs = [param(layer, "weight")]
+        if layer.use_bias:
+            inputs.append(param(layer, "bias"))
+        return make("Gemm", name, xs + inputs, alpha=1.0, beta=1.0,
+                    transB=1)
+    if isinstance(layer, L.Dropout):
+        return xs[0]
+    if isinstance(layer, (L.Add, L.Multiply)):
+        # binary nodes in list order: ((x0 + x1) + x2) + ..., as cnnkit sums
+        op = "Add" if isinstance(layer, L.Add) else "Mul"
+        out = make(op, name, xs[:2])
+        for k, x in enumerate(xs[2:], 2):
+            out = make(op, f"{name}/{op.lower()}_{k}", [out, x])
+        return out
+    if isinstance(layer, L.Concatenate):
+        return make("Concat", name, xs, axis=layer.axis)
+    return None
 
 
+def _no_onnx_form(layer, which):
+    return TypeError(f"export: {which} is a {type(layer).__name__}, which "
+                     f"has no ONNX form; known layers: {sorted(L.LAYERS)}")
+
+
+def _finish(nodes, inits, model, opset, probabilities, dtype, kind,
+            description):
+    """The ModelProto of a graph's nodes and initializers."""
+    from onnx import TensorProto, helper
     elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
-    nodes, inits = [], []
-    names = {id(layer): {} for layer in model.layers}
-    for key, layer, pname in model._names:
-        names[id(layer)][pname] = key
-    current = "input"
-
-    def add(op, name, inputs, **attrs):
-        nonlocal current
-        out = f"{name}_output"
-        nodes.append(helper.make_node(op, [current] + inputs, [out],
-                                      name=name, **attrs))
-        current = out
-
-    def param(layer, pname):
-        key = names[id(layer)][pname]
-        inits.append(numpy_helper.from_array(
-            np.ascontiguousarray(layer.params[pname], dtype=dtype), key))
-        return key
-
-    for i, layer in enumerate(model.layers):
-        name = f"{type(layer).__name__.lower()}_{i}"
-        if isinstance(layer, L.Conv2D):
-            inputs = [param(layer, "weight")]
-            if layer.use_bias:
-                inputs.append(param(layer, "bias"))
-            add("Conv", name, inputs, kernel_shape=list(layer.kernel_size),
-                strides=list(layer.stride), dilations=list(layer.dilation),
-                pads=_conv_pads(layer), group=1)
-        elif isinstance(layer, L.ReLU):
-            add("Relu", name, [])
-        elif isinstance(layer, L.AvgPool2D):     # before MaxPool2D: subclass
-            ph, pw = layer.padding
-            add("AveragePool", name, [], kernel_shape=list(layer.pool_size),
-                strides=list(layer.stride), pads=[ph, pw, ph, pw],
-                count_include_pad=int(layer.count_include_pad))
-        elif isinstance(layer, L.MaxPool2D):
-            ph, pw = layer.padding
-            add("MaxPool", name, [], kernel_shape=list(layer.pool_size),
-                strides=list(layer.stride), pads=[ph, pw, ph, pw])
-        elif isinstance(layer, L.GlobalAvgPool2D):
-            add("GlobalAveragePool", name, [])
-            add("Flatten", f"{name}/flatten", [], axis=1)
-        elif isinstance(layer, L.Flatten):
-            add("Flatten", name, [], axis=1)
-        elif isinstance(layer, L.Dense):
-            inputs = [param(layer, "weight")]
-            if layer.use_bias:
-                inputs.append(param(layer, "bias"))
-            add("Gemm", name, inputs, alpha=1.0, beta=1.0, transB=1)
-        elif isinstance(layer, L.Dropout):
-            continue
-        else:
-            raise TypeError(f"export: layer {i} is a "
-                            f"{type(layer).__name__}, which has no ONNX "
-                            f"form; known layers: {sorted(L.LAYERS)}")
-    if probabilities:
-        add("Softmax", "softmax", [], axis=-1)
     output = "probabilities" if probabilities else "logits"
-    if nodes:
-        nodes[-1].output[0] = output
-    else:                                        # a model of Dropout layers
-        nodes.append(helper.make_node("Identity", ["input"], [output],
-                                      name="identity"))
     graph = helper.make_graph(
-        nodes, "cnnkit.Sequential",
+        nodes, f"cnnkit.{kind}",
         [helper.make_tensor_value_info(
             "input", elem, ["batch"] + list(model.input_shape))],
         [helper.make_tensor_value_info(
@@ -248,13 +268,121 @@ def _build_graph(model, opset, probabilities, dtype):
     proto = helper.make_model(
         graph, opset_imports=opsets, producer_name="cnnkit",
         producer_version=__version__,
-        doc_string=f"cnnkit.Sequential with {len(model.layers)} layers, "
-                   f"{dtype.name}, returning "
-                   f"{'probabilities' if probabilities else 'logits'}")
+        doc_string=f"cnnkit.{kind} with {description}, {dtype.name}, "
+                   f"returning {output}")
     # make_model writes the newest IR version, which older runtimes refuse;
     # use the oldest one that knows this opset.
     proto.ir_version = helper.find_min_ir_version_for(opsets, True)
     return proto
+
+
+def _build_graph(model, opset, probabilities, dtype):
+    """The ModelProto of a :class:`~cnnkit.Sequential` (see :func:`export`):
+    one node per layer, named by its type and index."""
+    from onnx import helper, numpy_helper
+
+    nodes, inits = [], []
+    keys = {key for key, _ in model.named_parameters()}
+    current = "input"
+
+    def make(op, name, inputs, **attrs):
+        out = f"{name}_output"
+        nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+        return out
+
+    def param(layer, pname):
+        key = f"{index}.{pname}"                 # Sequential's state_dict
+        assert key in keys, key
+        inits.append(numpy_helper.from_array(
+            np.ascontiguousarray(layer.params[pname], dtype=dtype), key))
+        return key
+
+    for index, layer in enumerate(model.layers):
+        name = f"{type(layer).__name__.lower()}_{index}"
+        out = _layer_nodes(layer, name, [current], param, make)
+        if out is None:
+            raise _no_onnx_form(layer, f"layer {index}")
+        current = out
+    if probabilities:
+        current = make("Softmax", "softmax", [current], axis=-1)
+    output = "probabilities" if probabilities else "logits"
+    if nodes:
+        nodes[-1].output[0] = output
+    else:                                        # a model of Dropout layers
+        nodes.append(helper.make_node("Identity", ["input"], [output],
+                                      name="identity"))
+    return _finish(nodes, inits, model, opset, probabilities, dtype,
+                   "Sequential", f"{len(model.layers)} layers")
+
+
+def _build_model_graph(model, opset, probabilities, dtype):
+    """The ModelProto of a graph :class:`~cnnkit.Model` (see
+    :func:`export`): the calls in the order they run, one node (or a short
+    run of nodes) per call, named after the layer; a layer's initializers
+    are written once, however often it is called."""
+    from onnx import helper, numpy_helper
+
+    config = model.get_config()
+    by_name = {layer.name: layer for layer in model.layers}
+    params = model.named_parameters()
+    keys = {key for key, _ in params}
+    inits = [numpy_helper.from_array(np.ascontiguousarray(p, dtype=dtype),
+                                     key) for key, p in params]
+    nodes = []
+    # node names: a layer's first call takes its name; every other node a
+    # name of its own, never a layer's
+    taken = set(by_name)
+
+    def unique(base):
+        name, k = base, 1
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        return name
+
+    call_name = None
+
+    def make(op, name, inputs, **attrs):
+        if name != call_name:
+            name = unique(name)
+        out = f"{name}_output"
+        nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+        return out
+
+    def param(layer, pname):
+        key = f"{layer.name}.{pname}"            # the graph's state_dict
+        assert key in keys, key
+        return key
+
+    values, calls = [], {}
+    for spec in config["nodes"]:
+        layer = by_name[spec["layer"]]
+        k = calls[layer.name] = calls.get(layer.name, 0) + 1
+        call_name = layer.name if k == 1 else unique(
+            f"{layer.name}/call_{k}")
+        xs = ["input" if r == "input" else values[r]
+              for r in spec["inputs"]]
+        out = _layer_nodes(layer, call_name, xs, param, make)
+        if out is None:
+            raise _no_onnx_form(layer, f"layer {layer.name!r}")
+        values.append(out)
+    call_name = None
+    result = values[config["output"]]
+    read = {name for n in nodes for name in n.input}
+    if probabilities:
+        nodes.append(helper.make_node("Softmax", [result], ["probabilities"],
+                                      name=unique("softmax"), axis=-1))
+    elif result == "input" or result in read:    # the output of a Dropout
+        nodes.append(helper.make_node("Identity", [result], ["logits"],
+                                      name=unique("identity")))
+    else:
+        for n in nodes:
+            if n.output[0] == result:
+                n.output[0] = "logits"
+    return _finish(nodes, inits, model, opset, probabilities, dtype, "Model",
+                   f"{len(model.layers)} layers in {len(config['nodes'])} "
+                   f"calls")
 
 
 def export(model, path, opset=DEFAULT_OPSET, probabilities=False,
@@ -263,8 +391,9 @@ def export(model, path, opset=DEFAULT_OPSET, probabilities=False,
 
     Parameters
     ----------
-    model : Sequential
-        A built model.  Every layer of :mod:`cnnkit.layers` is supported;
+    model : Sequential or Model
+        A built model: a chain, or a graph of layers (merges, shared
+        layers).  Every layer of :mod:`cnnkit.layers` is supported;
         :class:`~cnnkit.layers.Dropout` layers are left out (they are the
         identity at inference).
     path : str or os.PathLike
@@ -290,8 +419,9 @@ def export(model, path, opset=DEFAULT_OPSET, probabilities=False,
     ImportError
         If the ``onnx`` package is not installed.
     TypeError
-        If ``model`` is not a :class:`~cnnkit.Sequential`, or an argument
-        has the wrong type.
+        If ``model`` is not a :class:`~cnnkit.Sequential` or
+        :class:`~cnnkit.Model`, has a layer type without an ONNX form, or an
+        argument has the wrong type.
     ValueError
         If the model is not built, or an argument is out of range.
     OSError
@@ -310,6 +440,12 @@ def export(model, path, opset=DEFAULT_OPSET, probabilities=False,
     without ``ceil_mode``, so every opset and runtime computes the same
     output size.  The file records ``producer_name="cnnkit"`` and the
     cnnkit version.
+
+    A graph model's calls are written in the order they run, one node per
+    call (an ``Add`` or ``Multiply`` of n inputs is n - 1 binary nodes, in
+    cnnkit's order), named after the layer (``"conv2d"``, then
+    ``"conv2d/call_2"`` for its second call); a layer's initializers are
+    written once and read by all its calls.
 
     Examples
     --------
@@ -333,7 +469,9 @@ def export(model, path, opset=DEFAULT_OPSET, probabilities=False,
     onnx = _require_onnx()
     opset, probabilities, dt = _check_export_args(model, opset,
                                                   probabilities, dtype, onnx)
-    proto = _build_graph(model, opset, probabilities, dt)
+    build = _build_graph if isinstance(model, Sequential) else \
+        _build_model_graph
+    proto = build(model, opset, probabilities, dt)
     data = proto.SerializeToString()
     _format.write_atomic(path, lambda f: f.write(data), "export")
 
@@ -535,39 +673,47 @@ class _Importer:
                       f"({', '.join(repr(v.name) for v in inputs) or 'none'});"
                       f" cnnkit imports graphs with one image input")
         if len(g.output) != 1:
-            self.fail(f"the graph has {len(g.output)} outputs; cnnkit imports "
-                      f"graphs with one output")
+            self.fail(f"the graph has {len(g.output)} outputs "
+                      f"({', '.join(repr(v.name) for v in g.output) or 'none'}"
+                      f"); cnnkit imports graphs with one output")
         x = inputs[0]
         self._read_input(x)
         self.output_name = g.output[0].name
-        # data values: name -> actual per-sample shape (tuple)
-        self.data_shapes = {x.name: self.actual_shape()}
+        if self.output_name != x.name and not any(
+                self.output_name in n.output for n in g.node):
+            self.fail(f"the graph output {self.output_name!r} is not "
+                      f"computed from the graph input by any node")
+        self.data_shapes = {}       # data value -> actual per-sample shape
+        self.values = {}            # data value -> _Value
         self.shapes_of = {}         # symbolic shape values (lists)
-        self.tail = x.name          # the newest value of the chain
-        self.consumer = {}          # data value -> the node consuming it
-        self.layers = []            # [layer, {param: array}]
-        self.open_dense = None      # Dense made by a MatMul, waiting for Add
-        self.gap_pending = None     # index of a GlobalAveragePool layer
+        self.nodes = []             # the cnnkit calls, in the order made
         self.defined = set(self.raw_consts) | {x.name}
         self.used = set()
         for name in (v.name for v in g.output):
             self.used.add(name)
         for n in g.node:
             self.used.update(n.input)
+        # how often each value is read by a node that needs its contents
+        # (not Shape), the graph output counting as a reader
+        self.uses = {self.output_name: 1}
+        for n in g.node:
+            if n.op_type != "Shape":
+                for name in n.input:
+                    self.uses[name] = self.uses.get(name, 0) + 1
+        # the values the graph output depends on
+        self.live = {self.output_name}
+        for n in reversed(g.node):
+            if any(o in self.live for o in n.output if o):
+                self.live.update(i for i in n.input if i)
+        self.dead = None            # the first node the output ignores
+        self.ref = "input"
+        self.sole = self.uses.get(x.name, 0) == 1
+        self.gap_pending = self.open_dense = None
+        self._store(x.name)
         for node in g.node:
             self.node = node
             self._node(node)
         self.node = None
-        if self.tail != self.output_name:
-            if self.output_name in self.data_shapes:
-                self.fail(f"the graph output {self.output_name!r} is not the "
-                          f"end of the chain of nodes (it ends at "
-                          f"{self.tail!r})")
-            self.fail(f"the graph output {self.output_name!r} is not computed "
-                      f"from the graph input")
-        if not self.layers:
-            self.fail("the graph has no layers cnnkit can hold (only "
-                      "identities)")
         return self._model()
 
     def _check_sizes(self, t, what):
@@ -623,6 +769,7 @@ class _Importer:
         if any(isinstance(d, int) and d > 2 ** 31 for d in dims):
             self.fail(f"graph input {x.name!r} has shape {dims}, too large")
         self.batch = dims[0]
+        self.input_name = x.name or None
         self.input_shape = tuple(dims[1:])
         self.input_nhwc = False
         # state of the current value: its cnnkit per-sample shape, and how
@@ -630,6 +777,22 @@ class _Importer:
         self.cur = self.input_shape
         self.nhwc = False           # tensor is (H, W, C) of cur = (C, H, W)
         self.order = None           # tensor vector = cnnkit vector[order]
+
+    def _load(self, value):
+        """Make ``value`` the current value the operator handlers read."""
+        (self.ref, self.cur, self.nhwc, self.order, self.gap_pending,
+         self.open_dense, self.sole) = (
+            value.tensor, value.cur, value.nhwc, value.order, value.gap,
+            value.open_dense, value.sole)
+
+    def _store(self, name):
+        """Record the current value as the data value ``name``."""
+        self.values[name] = _Value(
+            self.ref, tuple(self.cur), self.nhwc, self.order,
+            self.gap_pending, self.open_dense,
+            self.sole and self.ref == "input" and
+            self.uses.get(name, 0) == 1)
+        self.data_shapes[name] = self.actual_shape()
 
     def actual_shape(self):
         if self.nhwc:
@@ -640,8 +803,9 @@ class _Importer:
     # -- nodes -------------------------------------------------------------
     _DATA_OPS = ("Conv", "Relu", "MaxPool", "AveragePool",
                  "GlobalAveragePool", "Flatten", "Reshape", "Gemm", "MatMul",
-                 "Add", "Dropout", "Identity", "Transpose", "Softmax",
-                 "LogSoftmax", "ReduceMean")
+                 "Add", "Mul", "Concat", "Dropout", "Identity", "Transpose",
+                 "Softmax", "LogSoftmax", "ReduceMean")
+    _MERGE_OPS = ("Add", "Mul", "Concat")
     _SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat",
                   "Slice", "Cast")
 
@@ -660,7 +824,7 @@ class _Importer:
         if op == "Constant":
             return self._constant(node)
         data_in = [i for i, name in enumerate(node.input)
-                   if name in self.data_shapes]
+                   if name in self.values]
         if op == "Shape" and data_in:
             return self._shape(node)
         if not data_in:
@@ -673,35 +837,33 @@ class _Importer:
         if op not in self._DATA_OPS:
             self.fail(f"operator {op} is not supported; cnnkit imports "
                       f"{', '.join(self._DATA_OPS)}")
-        if len(data_in) > 1:
-            self.fail("it takes more than one input computed from the graph "
-                      "input: cnnkit imports chains, not branching graphs")
-        pos = data_in[0]
-        name = node.input[pos]
-        if name != self.tail or name in self.consumer:
-            other = self.consumer.get(name)
-            first = (f"node {other.name!r} ({other.op_type})" if other
-                     is not None else "another node")
-            self.fail(f"value {name!r} is also used by {first}: cnnkit "
-                      f"imports chains, not branching graphs")
-        self.consumer[name] = node
+        if self.dead is None and not any(
+                out in self.live for out in node.output if out):
+            self.dead = node            # refused once the walk is done
         for extra in node.output[1:]:
             if extra and extra in self.used:
                 self.fail(f"its second output {extra!r} is used; cnnkit "
                           f"supports only the first")
+        if op in self._MERGE_OPS and (len(data_in) > 1 or op != "Add"):
+            return self._merge(node, data_in)
+        if len(data_in) > 1:
+            self.fail(f"it takes {len(data_in)} inputs computed from the "
+                      f"graph input; cnnkit's {op} takes one (values are "
+                      f"merged by Add, Mul and Concat)")
+        pos = data_in[0]
+        self._load(self.values[node.input[pos]])
         if op != "Add":
             if op != "MatMul":
                 self.open_dense = None
             if op not in ("Flatten", "Reshape", "Dropout", "Identity"):
-                self._flush_gap()
+                self.gap_pending = None
         try:
             getattr(self, f"_op_{op}")(node, pos)
         except _ImportError:
             raise
         except (TypeError, ValueError) as exc:   # from a layer's checks
             self.fail(str(exc))
-        self.tail = node.output[0]
-        self.data_shapes[self.tail] = self.actual_shape()
+        self._store(node.output[0])
 
     def _constant(self, node):
         a = _attrs(node, {"value", "value_float", "value_floats",
@@ -806,7 +968,11 @@ class _Importer:
         self.fail(f"operator {op} is not supported")  # pragma: no cover
 
     # -- layers ------------------------------------------------------------
-    def _add_layer(self, layer, params=None):
+    def _add_layer(self, layer, params=None, share=None):
+        """Call ``layer`` on the current value, which becomes its output.
+        ``share`` names the weights' sources: calls with equal ``share``,
+        configuration, input shape and weights are one layer called
+        several times."""
         try:
             out = layer.compute_output_shape(self.cur)
         except ValueError as exc:
@@ -816,12 +982,17 @@ class _Importer:
                 and (self.nhwc or self.order is not None):
             self.fail("its input is in a transposed layout that cnnkit "
                       "cannot fold away")
-        self.layers.append([layer, params or {}])
+        self.ref = self._call(layer, params, [self.ref], share)
         self.cur = tuple(out)
         return layer
 
-    def _flush_gap(self):
-        self.gap_pending = None
+    def _call(self, layer, params, inputs, share=None):
+        """Record a cnnkit call of ``layer`` on ``inputs`` (``"input"`` or
+        the indices of earlier calls); returns its index."""
+        self.nodes.append(_Call(layer, params or {}, list(inputs),
+                                self.node.name, share and (
+                                    share, tuple(self.cur))))
+        return len(self.nodes) - 1
 
     def _pads(self, a, kernel, stride, dilation):
         """(top, left, bottom, right) from pads / auto_pad."""
@@ -905,7 +1076,8 @@ class _Importer:
             params["bias"] = b
         self._add_layer(L.Conv2D(int(w.shape[0]), tuple(kernel),
                                  tuple(stride), padding, tuple(dilation),
-                                 use_bias=b is not None), params)
+                                 use_bias=b is not None), params,
+                        ("Conv", *node.input[1:3]))
 
     def _check_dtype(self, arr, what):
         if arr.dtype != self.dtype:
@@ -914,8 +1086,7 @@ class _Importer:
 
     def _op_Relu(self, node, pos):
         _attrs(node, set(), self.fail)
-        layer = L.ReLU()
-        self.layers.append([layer, {}])
+        self._add_layer(L.ReLU())
 
     def _pool(self, node, avg):
         allowed = {"auto_pad", "ceil_mode", "kernel_shape", "pads",
@@ -970,7 +1141,7 @@ class _Importer:
         self._check_4d("GlobalAveragePool")
         c, h, w = self.cur
         self._add_layer(L.AvgPool2D((h, w)))
-        self.gap_pending = len(self.layers) - 1
+        self.gap_pending = self.ref
 
     def _op_ReduceMean(self, node, pos):
         a = _attrs(node, {"axes", "keepdims", "noop_with_empty_axes"},
@@ -1003,9 +1174,11 @@ class _Importer:
     def _flatten(self):
         """The current value, flattened per sample (a Flatten layer)."""
         if self.gap_pending is not None and self.cur[1:] == (1, 1):
-            self.layers[self.gap_pending][0] = L.GlobalAvgPool2D()
-            self.gap_pending = None
-            self.cur = (self.cur[0],)
+            # AvgPool2D over the plane and Flatten: one GlobalAvgPool2D
+            # when nothing else reads the pooled value (see _model)
+            gap, self.gap_pending = self.gap_pending, None
+            self._add_layer(L.Flatten())
+            self.nodes[self.ref].folds = gap
             return
         if self.nhwc:
             c, h, w = self.cur
@@ -1051,7 +1224,7 @@ class _Importer:
                       f"{target} is not supported; cnnkit reshapes only to "
                       f"(batch, features)")
 
-    def _dense(self, w, b, node):
+    def _dense(self, w, b, node, share=None):
         """Append a Dense layer with weight ``w`` (out, in)."""
         self._check_dtype(w, "weight")
         if len(self.cur) != 1:
@@ -1064,12 +1237,14 @@ class _Importer:
             folded = np.empty_like(w)
             folded[:, self.order] = w
             w = folded
+            share = share and share + (self.order.tobytes(),)
             self.order = None
         params = {"weight": np.ascontiguousarray(w)}
         if b is not None:
             params["bias"] = self._bias(b, w.shape[0])
         return self._add_layer(L.Dense(int(w.shape[0]),
-                                       use_bias=b is not None), params)
+                                       use_bias=b is not None), params,
+                               share)
 
     def _bias(self, b, units):
         if not isinstance(b, np.ndarray):
@@ -1100,7 +1275,8 @@ class _Importer:
             w = w.T
         b = self.static(node.input[2], "the bias") if len(node.input) > 2 \
             and node.input[2] else None
-        self._dense(w, b, node)
+        self._dense(w, b, node, ("Gemm", a.get("transB", 0),
+                                 *node.input[1:3]))
 
     def _op_MatMul(self, node, pos):
         _attrs(node, set(), self.fail)
@@ -1110,18 +1286,22 @@ class _Importer:
         if not isinstance(w, np.ndarray) or w.ndim != 2:
             self.fail(f"the weight must be 2-D (in, out), got shape "
                       f"{list(np.shape(w))}")
-        self.open_dense = self._dense(w.T, None, node)
+        self._dense(w.T, None, node)
+        self.open_dense = self.ref
 
     def _op_Add(self, node, pos):
         _attrs(node, set(), self.fail)
-        layer = self.open_dense
+        call = None if self.open_dense is None else \
+            self.nodes[self.open_dense]
         self.open_dense = None
-        if layer is None or layer.use_bias:
-            self.fail("an Add is supported only as the bias of a MatMul "
-                      "right before it")
+        if call is None or call.layer.use_bias or \
+                self.uses.get(node.input[pos], 0) != 1:
+            self.fail("an Add of a constant is supported only as the bias "
+                      "of a MatMul right before it, whose output nothing "
+                      "else reads")
         b = self.static(node.input[1 - pos], "the bias")
-        self.layers[-1][1]["bias"] = self._bias(b, layer.units)
-        layer.use_bias = True
+        call.params["bias"] = self._bias(b, call.layer.units)
+        call.layer.use_bias = True
 
     def _op_Dropout(self, node, pos):
         _attrs(node, {"ratio", "seed", "is_test"}, self.fail)
@@ -1147,7 +1327,8 @@ class _Importer:
             if self.nhwc:
                 self.nhwc = False
                 return
-            if not self.layers and not self.input_nhwc:
+            if self.ref == "input" and self.sole and \
+                    not self.input_nhwc:
                 # an NHWC graph input: the cnnkit model takes NCHW images
                 h, w, c = self.cur
                 self.cur = self.input_shape = (c, h, w)
@@ -1176,30 +1357,252 @@ class _Importer:
     def _op_LogSoftmax(self, node, pos):
         self._softmax(node)
 
+    # -- merges ------------------------------------------------------------
+    def _merge(self, node, data_in):
+        """Add, Mul or Concat of two or more computed values: cnnkit's
+        Add, Multiply or Concatenate."""
+        op = node.op_type
+        a = _attrs(node, {"axis"} if op == "Concat" else set(), self.fail)
+        consts = [name for i, name in enumerate(node.input)
+                  if i not in data_in]
+        if consts:
+            self.fail(f"it combines a computed value with {consts[0]!r}, "
+                      f"which is not computed from the graph input; cnnkit "
+                      f"merges computed values only" + (
+                          " (an Add of a constant is supported as the bias "
+                          "of a MatMul)" if op == "Add" else ""))
+        if len(data_in) < 2:
+            self.fail(f"a {op} of one input is not supported")
+        names = [node.input[i] for i in data_in]
+        values = [self.values[name] for name in names]
+        first = values[0]
+        if any(v.nhwc != first.nhwc for v in values):
+            self.fail("its inputs are in different layouts (NCHW and NHWC, "
+                      "after a Transpose), which cnnkit cannot merge")
+        if any((v.order is None) != (first.order is None) or (
+                v.order is not None and not np.array_equal(
+                    v.order, first.order)) for v in values) or (
+                op == "Concat" and first.order is not None):
+            self.fail("its inputs are flattened from NHWC tensors, which "
+                      "cnnkit cannot merge")
+        shapes = [self.data_shapes[name] for name in names]
+        shown = " and ".join(str(list(shape)) for shape in shapes)
+        if op == "Concat":
+            rank = len(shapes[0]) + 1
+            if "axis" not in a:
+                self.fail("attribute axis is missing")
+            axis = a["axis"]
+            if not -rank <= axis < rank:
+                self.fail(f"attribute axis={axis} is out of range for "
+                          f"inputs of {rank} axes")
+            if axis % rank == 0:
+                self.fail(f"attribute axis={axis} joins along the batch "
+                          f"axis, which cnnkit does not")
+            if first.nhwc:                    # the axis of the NCHW tensor
+                axis = (0, 2, 3, 1)[axis % rank]
+            layer = L.Concatenate(axis=axis)
+        else:
+            if any(shape != shapes[0] for shape in shapes):
+                kind = "Add" if op == "Add" else "Multiply"
+                self.fail(f"its inputs have shapes {shown} (per sample); "
+                          f"cnnkit's {kind} takes inputs of one shape (no "
+                          f"broadcasting)")
+            layer = L.Add() if op == "Add" else L.Multiply()
+        try:
+            out = layer.compute_output_shape([v.cur for v in values])
+        except ValueError as exc:
+            self.fail(f"cnnkit's {type(layer).__name__} cannot take inputs "
+                      f"of shapes {shown}: {exc}")
+        self._load(first)
+        self.ref = self._call(layer, None, [v.tensor for v in values])
+        self.cur = tuple(out)
+        self.gap_pending = self.open_dense = None
+        self._store(node.output[0])
+
     # -- result ------------------------------------------------------------
     def _model(self):
-        if self.nhwc or self.order is not None:
+        out = self.values.get(self.output_name)
+        if out is None:
+            self.fail(f"the graph output {self.output_name!r} is not computed "
+                      f"from the graph input")
+        if self.dead is not None:
+            self.node = self.dead
+            self.fail(f"its output {self.dead.output[0]!r} does not lead to "
+                      f"the graph output {self.output_name!r}; cnnkit models "
+                      f"compute one output")
+        if out.nhwc or out.order is not None:
             self.fail("the graph ends in a transposed layout that cnnkit "
                       "cannot fold away")
-        layers = [layer for layer, _ in self.layers]
+        if out.tensor == "input":
+            self.fail("the graph has no layers cnnkit can hold (only "
+                      "identities)")
+        calls, output = self._simplified(out.tensor)
+        chain = output == len(calls) - 1 and all(
+            call.inputs == [i - 1 if i else "input"]
+            for i, call in enumerate(calls))
+        if chain:
+            return self._sequential(calls)
+        return self._graph_model(calls, output)
+
+    def _simplified(self, output):
+        """The calls that lead to ``output`` (and its new index), with an
+        AvgPool2D over the plane read only by a Flatten made one
+        GlobalAvgPool2D, and an Add (Multiply) whose first input is an Add
+        (Multiply) that nothing else reads made one call over all their
+        inputs, in order: the same sums and products, in the same order."""
+        calls = self.nodes
+        gone = {}                       # index -> the call that replaces it
+
+        def find(ref):
+            while ref in gone:
+                ref = gone[ref]
+            return ref
+
+        def readers():
+            count = {output: 1}
+            for k, call in enumerate(calls):
+                if k not in gone:
+                    for ref in call.inputs:
+                        count[ref] = count.get(ref, 0) + 1
+            return count
+
+        count = readers()
+        for k, call in enumerate(calls):
+            gap = call.folds
+            if gap is not None and call.inputs == [gap] and count[gap] == 1:
+                calls[gap].layer = L.GlobalAvgPool2D()
+                gone[k] = gap
+        for call in calls:
+            call.inputs = [find(ref) for ref in call.inputs]
+        output = find(output)
+        count = readers()
+        for k, call in enumerate(calls):
+            head = call.inputs[0]
+            if k in gone or type(call.layer) not in (L.Add, L.Multiply) or \
+                    head == "input" or head == output:
+                continue
+            inner = calls[head]
+            if type(inner.layer) is type(call.layer) and count[head] == 1:
+                call.inputs = inner.inputs + call.inputs[1:]
+                call.name = inner.name
+                gone[head] = k
+        # the calls the output depends on, in order
+        needed, stack = set(), [output]
+        while stack:
+            k = stack.pop()
+            if k != "input" and k not in needed:
+                needed.add(k)
+                stack.extend(calls[k].inputs)
+        index = {k: i for i, k in enumerate(sorted(needed))}
+        kept = []
+        for k in sorted(needed):
+            call = calls[k]
+            call.inputs = [ref if ref == "input" else index[ref]
+                           for ref in call.inputs]
+            kept.append(call)
+        return kept, index[output]
+
+    def _sequential(self, calls):
+        layers = [call.layer for call in calls]
         try:
             model = Sequential(layers, input_shape=self.input_shape, seed=0,
                                dtype=self.dtype)
         except ValueError as exc:
             self.fail(f"the layers do not form a cnnkit model: {exc}")
-        weights = [params[name] for layer, params in self.layers
-                   for name in layer.param_shapes(layer.input_shape)]
+        weights = [call.params[name] for call in calls
+                   for name in call.layer.param_shapes(
+                       call.layer.input_shape)]
         model.set_weights(weights)
         return model
 
+    def _graph_model(self, calls, output):
+        """A cnnkit.Model of the calls.  Calls of one operator on the same
+        weight tensors (equal configuration, input shape and values) are
+        one layer called several times.  Layers are named after their
+        first node when every such name can be a cnnkit layer name (no
+        dots, unique), else ``<type>_<index>``."""
+        layers, first = [], {}          # distinct layers; share key -> index
+        which = []                      # per call: its index in layers
+        for call in calls:
+            key = call.share and (call.share, type(call.layer),
+                                  repr(call.layer.get_config()))
+            k = first.get(key) if key else None
+            if k is not None and all(np.array_equal(
+                    call.params[n], layers[k][1].params[n])
+                    for n in call.params):
+                which.append(k)
+                continue
+            if key:
+                first[key] = len(layers)
+            which.append(len(layers))
+            layers.append((call.layer, call))
+        names = [call.name for _, call in layers]
+        if len(set(names)) != len(names) or not all(
+                isinstance(n, str) and n and "." not in n and n == n.strip()
+                for n in names):
+            names = [f"{type(layer).__name__.lower()}_{i}"
+                     for i, (layer, _) in enumerate(layers)]
+        try:
+            built = [type(layer).from_config(dict(layer.get_config(),
+                                                  name=name))
+                     for (layer, _), name in zip(layers, names)]
+            inp = Input(self.input_shape, self.input_name)
+            tensors = []
+            for call, k in zip(calls, which):
+                args = [inp if ref == "input" else tensors[ref]
+                        for ref in call.inputs]
+                layer = built[k]
+                tensors.append(layer(args[0] if layer.num_inputs == 1
+                                     else args))
+            model = Model(inp, tensors[output], seed=0, dtype=self.dtype)
+        except (TypeError, ValueError) as exc:
+            self.fail(f"the layers do not form a cnnkit model: {exc}")
+        model.load_state_dict({f"{layer.name}.{name}": value
+                               for layer, (_, call) in zip(built, layers)
+                               for name, value in call.params.items()})
+        return model
+
+
+class _Value:
+    """What the importer knows of one data value of the graph: the cnnkit
+    tensor it holds (``"input"`` or the index of a call), that tensor's
+    per-sample shape ``cur``, how the ONNX tensor is laid out relative to
+    it (``nhwc``: (H, W, C) of cur = (C, H, W); ``order``: a flattened
+    vector is cnnkit's vector[order]), the GlobalAveragePool call a
+    Flatten may fold (``gap``), the MatMul call an Add may give a bias
+    (``open_dense``), and whether it is the graph input read by one chain
+    of nodes (``sole``)."""
+
+    __slots__ = ("tensor", "cur", "nhwc", "order", "gap", "open_dense",
+                 "sole")
+
+    def __init__(self, tensor, cur, nhwc, order, gap, open_dense, sole):
+        self.tensor, self.cur, self.nhwc, self.order = tensor, cur, nhwc, \
+            order
+        self.gap, self.open_dense, self.sole = gap, open_dense, sole
+
+
+class _Call:
+    """One cnnkit call: the layer, its parameters, its inputs (``"input"``
+    or indices of earlier calls), the ONNX node it comes from, its weights'
+    sources (``share``) and, for a Flatten, the GlobalAveragePool call it
+    may fold (``folds``)."""
+
+    __slots__ = ("layer", "params", "inputs", "name", "share", "folds")
+
+    def __init__(self, layer, params, inputs, name, share):
+        self.layer, self.params, self.inputs = layer, params, inputs
+        self.name, self.share, self.folds = name, share, None
+
 
 def load(path):
-    """Build a :class:`~cnnkit.Sequential` from an ONNX file.
+    """Build a cnnkit model from an ONNX file.
 
-    The graph must be a chain of the supported operators (see the module
+    The graph must be made of the supported operators (see the module
     notes and :doc:`/user_guide/deploying`): convolutions, ReLU, max and
-    average pooling, flattening and dense layers, in the forms
-    ``torch.onnx.export``, tf2onnx and :func:`export` write.
+    average pooling, flattening and dense layers, and the sums, products
+    and concatenations of branches, in the forms ``torch.onnx.export``,
+    tf2onnx and :func:`export` write.
 
     Parameters
     ----------
@@ -1208,9 +1611,15 @@ def load(path):
 
     Returns
     -------
-    Sequential
+    Sequential or Model
         A built model with the graph's weights, in float32 (or float64 for a
-        DOUBLE graph), taking images of shape ``(n, C, H, W)``.  For a graph
+        DOUBLE graph), taking images of shape ``(n, C, H, W)``: a
+        :class:`~cnnkit.Sequential` when the graph is a chain, else a graph
+        :class:`~cnnkit.Model` whose layers are named after the ONNX nodes
+        (``<type>_<index>`` when a node's name has a dot, is empty or is
+        not unique).  Nodes of one operator on the same weight tensors
+        (same attributes and input shape) are one layer called several
+        times.  For a graph
         whose input is NHWC followed by a ``Transpose`` to NCHW (Keras
         models converted by tf2onnx), the model takes the NCHW images,
         ``x.transpose(0, 3, 1, 2)``.  A final ``Softmax`` or ``LogSoftmax``
@@ -1227,8 +1636,10 @@ def load(path):
         If the file is empty, truncated or not an ONNX model, is larger than
         :data:`MAX_FILE_SIZE`, holds a tensor whose size does not match its
         declared shape and data type, or has a node, attribute, shape or
-        graph structure cnnkit cannot import; the message names the file
-        and the first such node (operator type, name, attribute and value).
+        graph structure cnnkit cannot import (several inputs or outputs, a
+        node whose output does not lead to the graph output, a
+        broadcasting ``Add``); the message names the file and the first
+        such node (operator type, name, attribute and value) or value.
 
     See Also
     --------
@@ -1256,6 +1667,19 @@ def load(path):
     Sequential([Flatten(), Dense(units=3, use_bias=True)])
     >>> all(np.array_equal(a, b) for a, b in
     ...     zip(same.get_weights(), model.get_weights()))
+    True
+
+    A graph that branches comes back as a graph model:
+
+    >>> inp = cnnkit.Input((2, 4, 4))
+    >>> x = layers.Add()([inp, layers.Conv2D(2, 3, padding=1)(inp)])
+    >>> graph = cnnkit.Model(inp, layers.Dense(3)(layers.Flatten()(x)), seed=0)
+    >>> cnnkit.onnx.export(graph, path)
+    >>> same = cnnkit.onnx.load(path)
+    >>> type(same).__name__, [type(la).__name__ for la in same.layers]
+    ('Model', ['Conv2D', 'Add', 'Flatten', 'Dense'])
+    >>> x = np.random.default_rng(0).random((3, 2, 4, 4), dtype=np.float32)
+    >>> bool(np.array_equal(same(x), graph(x)))
     True
     """
     onnx = _require_onnx()
