@@ -446,12 +446,16 @@ class _Affine(Layer):
         -------
         y : ndarray of shape (n,) + output_shape
         """
+        ctx = as_context(training)
         w = self.params["weight"]
         x = _ops.as_float(x, w.dtype)
-        self._x = x if training else None
-        out = (as_context(training).buffer(
-            self, "y", (x.shape[0],) + self.output_shape, w.dtype)
-            if training else None)
+        out = None
+        if ctx.training:
+            self._x = x
+            out = ctx.buffer(self, "y", (x.shape[0],) + self.output_shape,
+                             w.dtype)
+        else:
+            self._x = None
         return self._op.forward(x, w, self.params.get("bias"),
                                 epilogue == "relu", out)
 
@@ -570,15 +574,18 @@ class ReLU(Layer):
         self._y = None
 
     def forward(self, x, training=False):
+        ctx = as_context(training)
         x = _ops.as_float(x)
-        out = (as_context(training).buffer(self, "y", x.shape, x.dtype)
-               if training else None)
-        y = _ops.relu_forward(x, out)
-        self._y = y if training else None
+        if ctx.training:
+            y = self._y = _ops.relu_forward(
+                x, ctx.buffer(self, "y", x.shape, x.dtype))
+        else:
+            y = _ops.relu_forward(x)
+            self._y = None
         return y
 
     def fused_forward(self, y, ctx):
-        self._y = y if ctx else None
+        self._y = y if as_context(ctx).training else None
         return y
 
     def backward(self, grad, ctx=None):
@@ -646,12 +653,12 @@ class MaxPool2D(Layer):
         x = _ops.as_float(x)
         out = idx = None
         ctx = as_context(training)
-        if ctx.arena is not None and training:
+        if ctx.training and ctx.arena is not None:
             shape = (x.shape[0],) + self.output_shape
             out = ctx.buffer(self, "y", shape, x.dtype)
             idx = ctx.buffer(self, "indices", shape, np.int64)
         y, idx = self._op.forward(x, out, idx)
-        if training:
+        if ctx.training:
             self._idx, self._shape, self._y = idx, x.shape, y
         return y
 
