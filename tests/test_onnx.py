@@ -661,9 +661,11 @@ def test_import_pytorch_dynamo_exporter(tmp_path):
 
 
 def _torch():
-    """torch, or a skip saying why (a failure with
-    CNNKIT_REQUIRE_EXTRAS=1)."""
-    return _require("torch", "pip install torch")
+    """torch, or a skip: PyTorch is not in the ``test`` extra (a CPU build
+    is installed by hand for comparisons), so its absence is never a
+    failure."""
+    return pytest.importorskip("torch", reason="PyTorch is not installed "
+                               "(pip install torch)")
 
 
 def _residual_torch_net(torch):

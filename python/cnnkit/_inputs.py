@@ -34,11 +34,11 @@ def _hint(shape, input_shape):
     if len(input_shape) == 3:
         c, h, w = input_shape
         if len(shape) == 4 and shape[1:] == (h, w, c):
-            return (f" (channels last: (n, H, W, C)); the model takes "
-                    f"channels first: x.transpose(0, 3, 1, 2)")
+            return (" (channels last: (n, H, W, C)); the model takes "
+                    "channels first: x.transpose(0, 3, 1, 2)")
         if shape == (h, w, c):
-            return (f" (one image, channels last: (H, W, C)); the model "
-                    f"takes channels first: x.transpose(2, 0, 1)")
+            return (" (one image, channels last: (H, W, C)); the model "
+                    "takes channels first: x.transpose(2, 0, 1)")
     if len(input_shape) > 1:
         if len(shape) == 2 and shape[1] == size:
             return (f" (flat rows of {size} values); the model takes "

@@ -633,7 +633,6 @@ class _Importer:
 
     # -- main --------------------------------------------------------------
     def run(self):
-        TP = self.TP
         proto, onnx = self.proto, self.onnx
         if not proto.HasField("graph") or proto.ir_version <= 0:
             self.fail("not an ONNX model (it has no graph or no IR version)")
