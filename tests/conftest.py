@@ -1,10 +1,55 @@
-"""Shared fixtures for the tests of the compiled kernels (cnnkit.functional).
+"""Shared fixtures, and the test folder on ``sys.path``.
 
-The helpers are fixtures (not importable functions) because the suite runs
-with ``--import-mode=importlib``.
+The suite runs with ``--import-mode=importlib``, which leaves ``sys.path``
+alone; putting this folder on it lets every test module ``import helpers``,
+in the source tree as from a copy of ``tests/`` run against an installed
+wheel.
+
+Optional extras: ``helpers.require(name)`` imports an extra, skipping the
+test that asks for it when it is missing -- or failing it under
+``CNNKIT_REQUIRE_EXTRAS=1`` (see ``helpers.TEST_EXTRA``).  Called at module
+level, a missing extra skips the whole module, or, when required, turns it
+into one failing test (``_ExtrasModule`` below) instead of a collection
+error that would stop the run.
 """
+import os
+import sys
+
 import numpy as np
 import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import helpers  # noqa: E402
+
+
+class _MissingExtraItem(pytest.Item):
+    """Stands for a test module that needs a required extra it cannot
+    import: fails with the reason."""
+
+    def __init__(self, *, reason, **kwargs):
+        super().__init__(**kwargs)
+        self.reason = reason
+
+    def runtest(self):
+        pytest.fail(self.reason, pytrace=False)
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+class _ExtrasModule(pytest.Module):
+    def collect(self):
+        try:
+            return super().collect()
+        except helpers.MissingExtra as exc:
+            return [_MissingExtraItem.from_parent(
+                self, name=f"requires[{exc.module}]", reason=exc.msg)]
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    return _ExtrasModule.from_parent(parent, path=module_path)
+
 
 # Tolerances relative to the float64 reference, per result dtype.
 RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}

@@ -18,6 +18,8 @@ from cnnkit import reference as R
 from cnnkit.optim import (SGD, Adam, AdamW, CosineAnnealingLR, StepLR,
                           from_config, schedule_from_config)
 
+from helpers import require
+
 N = 37          # parameters in the small problems
 STEPS = 5
 
@@ -759,7 +761,7 @@ def test_repr():
 
 
 def test_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     p0, grads = problem(14, steps=6)
     cases = [
         (SGD(lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1, foreach=False)),
@@ -858,3 +860,4 @@ def test_compiled_steps_check_their_buffers():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="params must be a writeable"):
         _kernels.sgd_step(ro, p, None, 0.1, 0.0, 0.0, False, False)
+

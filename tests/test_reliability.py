@@ -46,6 +46,8 @@ from cnnkit import functional as F
 from cnnkit import layers as L
 from cnnkit import reference as R
 
+from helpers import require
+
 GiB = 2**30
 
 
@@ -583,7 +585,7 @@ def test_nan_and_inf_propagate_as_in_pytorch(dt):
     """Max pooling (values and indices, with -inf padding), ReLU, average
     pooling, convolution with NaN/Inf inputs (finite weights), dense and
     softmax: NaN and +-inf land where PyTorch puts them."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     tF = torch.nn.functional
     rtol = 1e-4 if dt == np.float32 else 1e-10
     rng = np.random.default_rng(7)
@@ -618,7 +620,7 @@ def test_inf_weights_meet_zero_padding_as_in_pytorch_float64():
     """An infinite weight times an implicit zero of the padding is NaN, as
     in PyTorch's float64 path and cnnkit.reference (PyTorch's float32 oneDNN
     path skips padding taps and is not the reference here)."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2, 3, 6, 6))
     x[0, 1, 2, 3], x[1, 0, 0, 0] = np.inf, -np.inf
@@ -645,7 +647,7 @@ def test_inf_weights_meet_zero_padding_as_in_pytorch_float64():
 def test_relu_backward_at_nan_matches_pytorch():
     """PyTorch's ReLU backward passes grad_out through at a NaN input (its
     mask is computed from the NaN output); at 0, -0 and negatives it is 0."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     x = np.array([np.nan, 0.0, -0.0, 1.5, -1.0, np.inf, -np.inf, 1e-30])
     g = np.arange(1.0, 9.0)
     tx = torch.from_numpy(x).requires_grad_()

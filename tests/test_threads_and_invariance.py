@@ -11,6 +11,8 @@ import pytest
 import cnnkit
 from cnnkit import functional as F
 
+from helpers import require
+
 
 @pytest.fixture(autouse=True)
 def default_threads():
@@ -52,7 +54,7 @@ def test_set_num_threads_rejects_non_int(n):
 
 
 def test_threadpoolctl_limits_the_default():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threadpoolctl = require("threadpoolctl")
     with threadpoolctl.threadpool_limits(1, user_api="openmp"):
         assert cnnkit.get_num_threads() == 1
         cnnkit.set_num_threads(2)  # an explicit count wins over the limit
