@@ -1,9 +1,9 @@
 """Shared fixtures, and the test folder on ``sys.path``.
 
 The suite runs with ``--import-mode=importlib``, which leaves ``sys.path``
-alone; putting this folder on it lets every test module ``import helpers``,
-in the source tree as from a copy of ``tests/`` run against an installed
-wheel.
+alone; putting this folder on it lets every test module ``import helpers``
+(and ``fuzzing``), in the source tree as from a copy of ``tests/`` run
+against an installed wheel.
 
 Optional extras: ``helpers.require(name)`` imports an extra, skipping the
 test that asks for it when it is missing -- or failing it under

@@ -11,12 +11,16 @@
   of its forward, in float64.
 * ``require``: an optional extra, skipped without it -- failed instead
   under ``CNNKIT_REQUIRE_EXTRAS=1``.
-* tolerances (``assert_close``), layouts (``to_layout``) and thread
-  counts (``num_threads``).
+* tolerances (``assert_close``), layouts (``to_layout``), thread counts
+  (``num_threads``) and child interpreters (``run_python``).
 """
 import contextlib
 import importlib
+import json
 import os
+import subprocess
+import sys
+import textwrap
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -26,6 +30,8 @@ import pytest
 import cnnkit
 from cnnkit import functional as F
 from cnnkit import reference as R
+
+GiB = 2**30
 
 # ==========================================================================
 # optional extras
@@ -638,3 +644,204 @@ def check_gradients(op, shapes=(), *, inputs=None, values="normal", seed=0,
         num = numerical_gradient(loss, base[i], eps)
         assert grads[i].shape == base[i].shape
         assert_grad_close(num, grads[i], atol)
+
+
+# ==========================================================================
+# NaN and infinities
+# ==========================================================================
+def special_values(rng, shape, dt, frac=0.1):
+    """Standard normal values of dtype ``dt`` with about ``frac`` of them
+    NaN, +inf or -inf."""
+    a = rng.standard_normal(shape)
+    mask = rng.random(shape) < frac
+    a[mask] = rng.choice([np.nan, np.inf, -np.inf], int(mask.sum()))
+    return a.astype(dt)
+
+
+def assert_same_specials(ours, theirs, rtol, what):
+    """NaN and +-inf in the same places (infinities of the same sign), the
+    finite values within ``rtol``."""
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs,
+                                                            np.float64)
+    assert ours.shape == theirs.shape, what
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs),
+                                  err_msg=f"{what}: NaN positions")
+    inf = np.isinf(theirs)
+    np.testing.assert_array_equal(np.isinf(ours), inf,
+                                  err_msg=f"{what}: inf positions")
+    np.testing.assert_array_equal(ours[inf], theirs[inf],
+                                  err_msg=f"{what}: inf signs")
+    fin = np.isfinite(theirs)
+    np.testing.assert_allclose(ours[fin], theirs[fin], rtol=rtol,
+                               atol=rtol, err_msg=what)
+
+
+# ==========================================================================
+# documented errors
+# ==========================================================================
+#: dtypes every entry point refuses with a TypeError naming the dtype:
+#: (dtype, the name the message gives)
+BAD_DTYPES = [
+    pytest.param(np.complex128, "complex128", id="complex"),
+    pytest.param(np.complex64, "complex64", id="complex64"),
+    pytest.param(object, "object", id="object"),
+    pytest.param("U1", "<U1", id="str"),
+    pytest.param("S1", "S1", id="bytes"),
+    pytest.param(np.longdouble, str(np.dtype(np.longdouble)),
+                 id="longdouble", marks=pytest.mark.skipif(
+                     np.dtype(np.longdouble).itemsize <= 8,
+                     reason="long double is double here")),
+    pytest.param("datetime64[s]", "datetime64", id="datetime"),
+]
+
+
+def bad_dtype_array(a, dt):
+    """An array of ``a``'s shape in the refused dtype ``dt``."""
+    if np.dtype(dt).kind == "M":
+        return np.zeros(a.shape, dtype=dt)
+    if np.dtype(dt).kind in "US":
+        return np.full(a.shape, "a", dtype=dt)
+    return np.zeros(a.shape).astype(dt)
+
+
+def check_kernel_out(fn, name, shape, call, bad):
+    """A compiled kernel's ``out=`` array (``name``, float32 of ``shape``)
+    of the unsuitable kind ``bad`` is refused before any work; a suitable
+    one is written and returned."""
+    if bad == "shape":
+        out = np.zeros(shape[:-1] + (shape[-1] + 1,), np.float32)
+    elif bad == "dtype":
+        out = np.zeros(shape, np.float64)
+    elif bad == "strided":
+        out = np.zeros(shape[:-1] + (2 * shape[-1],), np.float32)[..., ::2]
+    elif bad == "readonly":
+        out = np.zeros(shape, np.float32)
+        out.flags.writeable = False
+    else:
+        out = np.zeros(shape, np.float32).tolist()
+    with pytest.raises(ValueError, match=rf"^{fn}: {name} must be a "
+                                         rf"writeable C-contiguous float32"):
+        call(out)
+    good = np.full(shape, np.nan, np.float32)
+    res = call(good)
+    assert good is res or any(good is r for r in res)
+    assert not np.isnan(good).any()
+
+
+OUT_ARRAY_FAULTS = ["shape", "dtype", "strided", "readonly", "list"]
+
+
+# ==========================================================================
+# child interpreters
+# ==========================================================================
+SANITIZER = bool(os.environ.get("CNNKIT_SANITIZER"))
+
+
+def run_python(code, timeout=120, memory_limit=None):
+    """Run ``code`` in a fresh interpreter (optionally with an address-space
+    limit in bytes); fail on a crash or a hang; return the finished process.
+    Under AddressSanitizer (CNNKIT_SANITIZER set by tools/sanitize.sh) the
+    limit caps single allocations (max_allocation_size_mb) instead, since
+    ASan cannot run with an address-space limit."""
+    prelude = "import faulthandler; faulthandler.enable()\n"
+    env = dict(os.environ)
+    if memory_limit and SANITIZER:
+        env["ASAN_OPTIONS"] = ":".join(filter(None, [
+            env.get("ASAN_OPTIONS", ""), "allocator_may_return_null=1",
+            f"max_allocation_size_mb={int(memory_limit) >> 20}"]))
+    elif memory_limit:
+        prelude += ("import resource; resource.setrlimit(resource.RLIMIT_AS, "
+                    f"({int(memory_limit)}, {int(memory_limit)}))\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c",
+                               prelude + textwrap.dedent(code)],
+                              capture_output=True, text=True,
+                              timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as exc:
+        out, err = (v.decode(errors="replace") if isinstance(v, bytes)
+                    else v or "" for v in (exc.stdout, exc.stderr))
+        pytest.fail(f"child did not finish in {timeout} s:\n{out}\n{err}")
+    out = proc.stdout + proc.stderr
+    assert "Fatal Python error" not in out, out[-6000:]
+    assert proc.returncode >= 0, (
+        f"child killed by signal {-proc.returncode}:\n{out[-6000:]}")
+    return proc
+
+
+def child_json(proc):
+    """The last line of the child's stdout that starts with RESULT, as
+    JSON."""
+    lines = [s for s in proc.stdout.splitlines() if s.startswith("RESULT ")]
+    assert lines and proc.returncode == 0, (
+        f"child failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n"
+        f"{proc.stderr[-6000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+# ==========================================================================
+# the SIMD paths of the GEMM engine
+# ==========================================================================
+SIMD_PATHS = cnnkit._kernels.build_info()["simd_paths_supported"]
+
+#: Runs before a family's checker in a child with CNNKIT_SIMD set: close()
+#: compares with the reference and records failures; the checker appends to
+#: ``variant`` what depends on the thread count or the batch, and prints
+#: the result with report().
+SIMD_PRELUDE = r'''
+import json
+import numpy as np
+import cnnkit
+from cnnkit import functional as F
+from cnnkit import reference as R
+
+RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+failures = []
+variant = []
+checked = 0
+extra = {}
+
+
+def close(name, actual, expected, dtype, n_terms):
+    global checked
+    checked += 1
+    actual = np.asarray(actual)
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual.dtype != dtype or actual.shape != expected.shape:
+        failures.append(f"{name}: dtype/shape {actual.dtype} {actual.shape}")
+        return
+    rtol = RTOL[np.dtype(dtype)]
+    scale = float(np.max(np.abs(expected), initial=0.0))
+    atol = rtol * scale * np.sqrt(n_terms)
+    err = np.abs(actual.astype(np.float64) - expected)
+    bad = err > atol + rtol * np.abs(expected)
+    if bad.any() or not np.isfinite(actual).all():
+        failures.append(f"{name}: max error {err.max():.3g} > {atol:.3g}")
+
+
+def report():
+    print(json.dumps({"info": cnnkit._kernels.build_info(),
+                      "checked": checked, "failures": failures,
+                      "variant": variant, **extra}))
+
+
+rng = np.random.default_rng(7)
+'''
+
+_simd_results = {}
+
+
+def run_simd(path, checker, timeout=300):
+    """The JSON report of ``SIMD_PRELUDE + checker`` run in a child with
+    ``CNNKIT_SIMD=path`` (None: unset); each (path, checker) runs once."""
+    key = (path, checker)
+    if key not in _simd_results:
+        env = dict(os.environ)
+        env.pop("CNNKIT_SIMD", None)
+        if path is not None:
+            env["CNNKIT_SIMD"] = path
+        code = SIMD_PRELUDE + checker + "\nreport()\n"
+        out = subprocess.run([sys.executable, "-c", code], env=env,
+                             capture_output=True, text=True, timeout=timeout)
+        assert out.returncode == 0, out.stderr[-3000:]
+        _simd_results[key] = json.loads(out.stdout.strip().splitlines()[-1])
+    return _simd_results[key]

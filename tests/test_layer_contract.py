@@ -1,6 +1,7 @@
 """The contract every layer in ``cnnkit.layers.LAYERS`` keeps (a layer
 added there is covered as soon as CASES below gives its arguments; until
-then its tests fail and say so).
+then its tests fail and say so), and a fuzz of random stacks of layers in
+a ``Sequential`` model.
 
 The contract, in float64 inside a one-layer ``cnnkit.Sequential``:
 ``build(shape)`` returns ``compute_output_shape(shape)``; ``forward(x,
@@ -9,14 +10,20 @@ parameter gradients of central finite differences of the forward; the
 weights, the config, a saved file and a pickle each reproduce the model's
 outputs bit for bit.
 """
+import math
 import pickle
 
 import numpy as np
 import pytest
+from hypothesis import event, given, note
+from hypothesis import strategies as st
 
 import cnnkit
 from cnnkit import layers as L
+from cnnkit import reference as ref
 
+import fuzzing
+from fuzzing import FUZZ, HUGE, conv_geometry, pool_out
 from helpers import assert_grad_close, distinct_values, numerical_gradient
 
 # class name -> (constructor arguments, input shape of one sample)
@@ -159,3 +166,302 @@ def test_pickle_gives_identical_outputs(name):
     assert copy.get_config() == model.get_config()
     layer = pickle.loads(pickle.dumps(model.layers[0]))
     assert layer.get_config() == model.layers[0].get_config()
+
+
+# ==========================================================================
+# random stacks of layers in a Sequential model (see fuzzing.py)
+# ==========================================================================
+@st.composite
+def layer_specs(draw):
+    """(class name, kwargs, hyperparameters valid?)."""
+    kind = draw(st.sampled_from(["Conv2D", "Conv2D", "ReLU", "MaxPool2D",
+                                 "AvgPool2D", "GlobalAvgPool2D", "Flatten",
+                                 "Dense", "Dense", "Dropout"]))
+    bad = draw(st.integers(0, 9)) == 0
+    if kind == "Conv2D":
+        kw = {"filters": draw(st.integers(1, 3)),
+              "kernel_size": draw(st.sampled_from([1, 2, 3, (1, 3)])),
+              "stride": draw(st.sampled_from([1, 1, 2, (1, 2), 10**9])),
+              "padding": draw(st.sampled_from([0, 1, (0, 1), "same",
+                                               "valid"])),
+              "dilation": draw(st.sampled_from([1, 1, 2, 10**9])),
+              "use_bias": draw(st.booleans())}
+        if kw["padding"] == "same":
+            # stride 1 only; the NumPy reference materialises the padding
+            kw["stride"], kw["dilation"] = 1, min(kw["dilation"], 2)
+        if bad:
+            key = draw(st.sampled_from(["filters", "kernel_size", "stride",
+                                        "dilation", "padding"]))
+            kw[key] = draw(st.sampled_from([0, -1, 1.5, True, None, "x",
+                                            (1, 2, 3)] if key != "padding"
+                                           else [-1, "full", 1.5, None]))
+    elif kind in ("MaxPool2D", "AvgPool2D"):
+        size = draw(st.sampled_from([1, 2, 3, (2, 1)]))
+        kw = {"pool_size": size,
+              "stride": draw(st.sampled_from([None, 1, 2, 10**9])),
+              "padding": draw(st.sampled_from([0, 0, 1]))}
+        if kw["padding"] and (np.min(size) < 2):
+            kw["padding"] = 0
+        if kind == "AvgPool2D":
+            kw["count_include_pad"] = draw(st.booleans())
+        if bad:
+            key = draw(st.sampled_from(["pool_size", "stride", "padding"]))
+            kw[key] = draw(st.sampled_from([0, -1, 2.5, False, "2",
+                                            (1, 2, 3)]))
+            if key == "padding":
+                kw[key] = draw(st.sampled_from([-1, 5, 0.5]))
+    elif kind == "Dense":
+        kw = {"units": draw(st.integers(1, 4)),
+              "use_bias": draw(st.booleans())}
+        if bad:
+            kw["units"] = draw(st.sampled_from([0, -3, 2.0, True, None]))
+    elif kind == "Dropout":
+        kw = {"rate": draw(st.sampled_from([0.0, 0.25, 0.5]))}
+        if bad:
+            kw["rate"] = draw(st.sampled_from([1.0, -0.1, math.nan, "0.5",
+                                               None, True]))
+    else:
+        kw, bad = {}, False
+    return kind, kw, not bad
+
+
+def _spec_shapes(input_shape, specs):
+    """Per-layer output shapes in Python ints (no overflow), or raise
+    ValueError where a layer cannot take its input."""
+    shape = tuple(input_shape)
+    if len(shape) == 2:
+        shape = (1,) + shape
+    shapes = []
+    for kind, kw, _ in specs:
+        if kind == "Conv2D":
+            if len(shape) != 3:
+                raise ValueError("Conv2D needs (C, H, W)")
+            pair = lambda v: (v, v) if np.ndim(v) == 0 else tuple(v)
+            ks, st_, dl = pair(kw["kernel_size"]), pair(kw["stride"]), \
+                pair(kw["dilation"])
+            pad = kw["padding"]
+            pad = pad if isinstance(pad, str) else (pair(pad)[0],) * 2 + \
+                (pair(pad)[1],) * 2
+            _, _, _, out = conv_geometry(shape[1], shape[2], ks[0], ks[1],
+                                         st_, pad, dl)
+            shape = (kw["filters"],) + out
+        elif kind in ("MaxPool2D", "AvgPool2D"):
+            if len(shape) != 3:
+                raise ValueError("pooling needs (C, H, W)")
+            pair = lambda v: (v, v) if np.ndim(v) == 0 else tuple(v)
+            k = pair(kw["pool_size"])
+            s = k if kw["stride"] is None else pair(kw["stride"])
+            shape = (shape[0],) + pool_out(shape[1], shape[2], k, s,
+                                           pair(kw["padding"]))
+        elif kind == "GlobalAvgPool2D":
+            if len(shape) != 3:
+                raise ValueError("GlobalAvgPool2D needs (C, H, W)")
+            shape = shape[:1]
+        elif kind == "Flatten":
+            shape = (math.prod(shape),)
+        elif kind == "Dense":
+            if len(shape) != 1:
+                raise ValueError("Dense needs (F,)")
+            shape = (kw["units"],)
+        shapes.append(shape)
+    return shapes
+
+
+def _ref_forward(model, x, training_masks=None):
+    """The model's forward pass with cnnkit.reference, in float64, keeping
+    what the backward pass needs."""
+    a, caches = x.astype(np.float64), []
+    for layer in model.layers:
+        p = {k: v.astype(np.float64) for k, v in layer.params.items()}
+        caches.append(a)
+        if isinstance(layer, L.Conv2D):
+            a = ref.conv2d(a, p["weight"], p.get("bias"), layer.stride,
+                           layer.padding, layer.dilation)
+        elif isinstance(layer, L.ReLU):
+            a = ref.relu(a)
+        elif isinstance(layer, L.AvgPool2D):
+            a = ref.avg_pool2d(a, layer.pool_size, layer.stride, layer.padding,
+                               layer.count_include_pad)
+        elif isinstance(layer, L.MaxPool2D):
+            a, idx = ref.max_pool2d(a, layer.pool_size, layer.stride,
+                                    layer.padding)
+            caches[-1] = (caches[-1], idx)
+        elif isinstance(layer, L.GlobalAvgPool2D):
+            a = ref.global_avg_pool2d(a)
+        elif isinstance(layer, L.Flatten):
+            a = a.reshape(a.shape[0], -1)
+        elif isinstance(layer, L.Dense):
+            a = ref.dense(a, p["weight"], p.get("bias"))
+        elif isinstance(layer, L.Dropout):
+            if training_masks is not None and layer._mask is not None:
+                a = a * layer._mask.astype(np.float64)
+    return a, caches
+
+
+def _ref_backward(model, g, caches):
+    grads = {}
+    for i in reversed(range(len(model.layers))):
+        layer, a = model.layers[i], caches[i]
+        p = {k: v.astype(np.float64) for k, v in layer.params.items()}
+        if isinstance(layer, L.Conv2D):
+            g, gw, gb = ref.conv2d_backward(g, a, p["weight"], layer.stride,
+                                            layer.padding, layer.dilation,
+                                            bias=layer.use_bias)
+            grads[(i, "weight")], grads[(i, "bias")] = gw, gb
+        elif isinstance(layer, L.ReLU):
+            g = ref.relu_backward(g, a)
+        elif isinstance(layer, L.AvgPool2D):
+            g = ref.avg_pool2d_backward(g, a.shape, layer.pool_size,
+                                        layer.stride, layer.padding,
+                                        layer.count_include_pad)
+        elif isinstance(layer, L.MaxPool2D):
+            a, idx = a
+            g = ref.max_pool2d_backward(g, idx, a.shape)
+        elif isinstance(layer, L.GlobalAvgPool2D):
+            g = ref.global_avg_pool2d_backward(g, a.shape)
+        elif isinstance(layer, L.Flatten):
+            g = g.reshape(a.shape)
+        elif isinstance(layer, L.Dense):
+            g, gw, gb = ref.dense_backward(g, a, p["weight"],
+                                           bias=layer.use_bias)
+            grads[(i, "weight")], grads[(i, "bias")] = gw, gb
+        elif isinstance(layer, L.Dropout) and layer._mask is not None:
+            g = g * layer._mask.astype(np.float64)
+    return g, grads
+
+
+def _close(actual, expected, dtype, what):
+    assert actual.shape == expected.shape, (what, actual.shape,
+                                            expected.shape)
+    scale = 1.0 + float(np.max(np.abs(expected), initial=0.0))
+    rtol = 1e-9 if dtype == np.float64 else 1e-3
+    np.testing.assert_allclose(actual.astype(np.float64), expected,
+                               rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+@st.composite
+def model_cases(draw):
+    specs = draw(st.lists(layer_specs(), min_size=1, max_size=5))
+    shape_cat = draw(st.sampled_from(["ok"] * 8 + ["2d", "bad", "huge"]))
+    if shape_cat == "ok":
+        input_shape = (draw(st.integers(1, 3)), draw(st.integers(1, 7)),
+                       draw(st.integers(1, 7)))
+    elif shape_cat == "2d":
+        input_shape = (draw(st.integers(1, 7)), draw(st.integers(1, 7)))
+    elif shape_cat == "bad":
+        input_shape = draw(st.sampled_from([(0, 4, 4), (1, -1, 4),
+                                            (True, 4, 4), (1, 4.0, 4), ()]))
+    else:
+        input_shape = draw(st.sampled_from([(1, 2**32, 2**32),
+                                            (2**31, 2**31, 4),
+                                            (1, 2**62, 2**62)]))
+    dtype = draw(st.sampled_from(["float64", "float64", "float32"]))
+    n = draw(st.integers(1, 3))
+    seed = draw(st.integers(0, 2**16))
+    return specs, input_shape, shape_cat, dtype, n, seed
+
+
+@FUZZ
+@given(model_cases())
+def prop_sequential(case):
+    """Building fails with ValueError/TypeError exactly when a layer's
+    hyperparameters or the input shape are invalid or a layer cannot take
+    its input; a built model has the layer shapes of the spec (computed in
+    Python ints), forward and backward passes equal to cnnkit.reference's
+    chained through the layers, and can take a training step."""
+    specs, input_shape, shape_cat, dtype, n, seed = case
+    note(f"specs={specs} input_shape={input_shape} dtype={dtype}")
+    hp_ok = all(ok for _, _, ok in specs)
+    layers = []
+    try:
+        for kind, kw, _ in specs:
+            layers.append(getattr(L, kind)(**kw))
+    except (ValueError, TypeError):
+        assert not hp_ok, "valid layer hyperparameters were refused"
+        return
+    assert hp_ok, f"invalid hyperparameters accepted: {specs}"
+    event("layers built")
+    try:
+        expected = _spec_shapes(input_shape, specs) \
+            if shape_cat != "bad" else None
+    except ValueError:
+        expected = None
+    try:
+        model = cnnkit.Sequential(layers, input_shape=input_shape, seed=seed,
+                                  dtype=dtype)
+    except (ValueError, TypeError, MemoryError) as exc:
+        assert str(exc)
+        if isinstance(exc, MemoryError) or expected is not None:
+            params = _spec_params(expected, specs, input_shape) \
+                if expected is not None else 0
+            assert params >= HUGE // 8 or shape_cat == "huge", (
+                f"valid model refused: {type(exc).__name__}: {exc}")
+        return
+    assert expected is not None, (
+        f"model with impossible shapes built: "
+        f"{[lay.output_shape for lay in model.layers]}")
+    assert [tuple(lay.output_shape) for lay in model.layers] == \
+        [tuple(s) for s in expected]
+    assert model.output_shape == tuple(expected[-1])
+    if shape_cat == "huge" or math.prod(model.input_shape) > 10**4:
+        return
+    event("forward compared" + (" + backward" if dtype == "float64" else ""))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n,) + model.input_shape).astype(dtype)
+    y = model(x)
+    assert y.dtype == np.dtype(dtype) and y.shape == (n,) + model.output_shape
+    ey, _ = _ref_forward(model, x)
+    _close(y, ey, model.dtype, "forward")
+    if dtype == "float64":
+        yt = model.forward(x, training=True)
+        eyt, caches = _ref_forward(model, x, training_masks=True)
+        _close(yt, eyt, model.dtype, "training forward")
+        g = rng.standard_normal(yt.shape)
+        gx = model.backward(g)
+        egx, egrads = _ref_backward(model, g, caches)
+        _close(gx, egx, model.dtype, "input gradient")
+        for i, layer in enumerate(model.layers):
+            for name, grad in layer.grads.items():
+                _close(grad, egrads[(i, name)], model.dtype,
+                       f"layer {i} {name} gradient")
+    labels = rng.integers(0, model.output_shape[-1], n)
+    if len(model.output_shape) == 1:
+        hist = model.fit(x, labels, epochs=1, batch_size=n, verbose=0)
+        assert hist.epoch == [0]
+        assert model.predict(x).shape == (n,)
+    else:
+        try:
+            model.fit(x, labels, epochs=1, batch_size=n, verbose=0)
+        except (ValueError, TypeError) as exc:
+            assert str(exc)
+        else:
+            raise AssertionError("fit accepted a model whose output is not "
+                                 "(classes,)")
+    for bad, exc in [(x.astype(np.complex128), TypeError),
+                     (x[..., :0], ValueError),
+                     (np.full_like(x, np.nan), ValueError)]:
+        with pytest.raises(exc):
+            model.predict(bad)
+
+
+def _spec_params(shapes, specs, input_shape):
+    shape = tuple(input_shape) if len(input_shape) == 3 else \
+        (1,) + tuple(input_shape)
+    total = 0
+    for (kind, kw, _), out in zip(specs, shapes):
+        if kind == "Conv2D":
+            k = kw["kernel_size"]
+            k = (k, k) if np.ndim(k) == 0 else k
+            total += kw["filters"] * shape[0] * k[0] * k[1]
+        elif kind == "Dense":
+            total += kw["units"] * shape[0]
+        shape = out
+    return total
+
+
+PROPERTIES = fuzzing.properties(globals())
+
+
+@pytest.mark.parametrize("name", PROPERTIES)
+def test_property(name):
+    fuzzing.run_property(globals(), name)
