@@ -12,6 +12,8 @@ import pytest
 
 from cnnkit import bench, cli
 
+from helpers import require
+
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -206,8 +208,8 @@ def test_workloads_of_each_mode():
 
 
 def test_chart_extension_renders_a_png(smoke, tmp_path):
-    pytest.importorskip("matplotlib")
-    pytest.importorskip("sphinx")
+    require("matplotlib")
+    require("sphinx")
     chart = _load(ROOT / "docs" / "_ext" / "benchchart.py", "benchchart")
     doc, _ = smoke
     path = tmp_path / "results.json"

@@ -8,9 +8,11 @@ import pytest
 import cnnkit
 from cnnkit import functional as F
 
+from helpers import require
+
 
 def test_threadpoolctl_sees_and_limits_cnnkit_openmp():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threadpoolctl = require("threadpoolctl")
     if not cnnkit._kernels.build_info()["openmp"]:
         pytest.skip("built without OpenMP")
     F.relu(np.ones(3))                       # the runtime is loaded
@@ -51,7 +53,7 @@ print("coexist ok")
 
 @pytest.mark.parametrize("order", ["torch-first", "cnnkit-first"])
 def test_pytorch_and_cnnkit_in_one_process(order, tmp_path):
-    pytest.importorskip("torch")
+    require("torch")
     script = tmp_path / "coexist.py"
     script.write_text(SCRIPT)
     proc = subprocess.run([sys.executable, str(script), order],
@@ -61,7 +63,7 @@ def test_pytorch_and_cnnkit_in_one_process(order, tmp_path):
 
 
 def test_weights_from_pytorch_give_the_same_logits():
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     from torch import nn
     from cnnkit import layers as L
     torch.manual_seed(0)

@@ -1,35 +1,29 @@
 """Models travel to Dask workers as plain state: grid search under joblib's
 Dask backend and block-wise prediction give the local results.
 
-Needs dask[distributed] (in the ``test`` extra); with CNNKIT_REQUIRE_EXTRAS=1
-(set by CI) its absence is a failure instead of a skip.
+Needs dask[distributed] and scikit-learn (in the ``test`` extra); with
+CNNKIT_REQUIRE_EXTRAS=1 (set by CI) their absence is a failure instead of a
+skip.
 """
-import os
-
 import numpy as np
 import pytest
 
 import cnnkit
 from cnnkit import layers
-from cnnkit.sklearn import CNNClassifier
+
+from helpers import require
+
+require("sklearn")
+from cnnkit.sklearn import CNNClassifier  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::sklearn.exceptions.ConvergenceWarning")
 
 
-def _require(name):
-    try:
-        return pytest.importorskip(name)
-    except pytest.skip.Exception:
-        if os.environ.get("CNNKIT_REQUIRE_EXTRAS") == "1":
-            pytest.fail(f"{name} is not installed: pip install \".[test]\"")
-        raise
-
-
 @pytest.fixture(scope="module")
 def client():
-    _require("dask")
-    distributed = _require("distributed")
+    require("dask")
+    distributed = require("distributed")
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True,
         host="127.0.0.1", dashboard_address=None,

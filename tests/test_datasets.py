@@ -14,6 +14,8 @@ import pytest
 from cnnkit import datasets
 from cnnkit.datasets import load_digits, load_mnist, make_synthetic, train_test_split
 
+from helpers import require
+
 DIGITS_CLASS_COUNTS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
 
 IDX_NAMES = {
@@ -43,7 +45,7 @@ def test_digits_shape_dtype_range_and_classes():
 
 
 def test_digits_identical_to_scikit_learn():
-    sk_datasets = pytest.importorskip("sklearn.datasets")
+    sk_datasets = require("sklearn.datasets")
     bunch = sk_datasets.load_digits()
     x, y = load_digits()
     np.testing.assert_array_equal(x[:, 0].astype(np.float64), bunch.images / 16.0)

@@ -25,24 +25,17 @@ from cnnkit.distributed import DataParallel, bounds as _bounds, tree_sum as _tre
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import mpi_worker  # noqa: E402
+from helpers import extra_missing, require  # noqa: E402
 
 TIMEOUT = 180
 
 
 def _mpiexec():
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        mpi4py = None
+    require("mpi4py")
     bindir = os.path.dirname(sys.executable)
     exe = shutil.which("mpiexec", path=bindir) or shutil.which("mpiexec")
-    if mpi4py is None or exe is None:
-        why = ("mpi4py is not installed" if mpi4py is None
-               else "no mpiexec found")
-        if os.environ.get("CNNKIT_REQUIRE_EXTRAS") == "1":
-            pytest.fail(f"{why}: pip install \".[test]\" installs mpi4py "
-                        f"and mpich")
-        pytest.skip(why)
+    if exe is None:
+        extra_missing("mpi4py", "no mpiexec found (mpich provides one)")
     return exe
 
 

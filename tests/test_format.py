@@ -14,6 +14,8 @@ from cnnkit._format import (FORMAT_NAME, FORMAT_VERSION, MAX_HEADER_SIZE,
                             load_file, pack_metadata, save_file,
                             unpack_metadata)
 
+from helpers import require
+
 DTYPES = [np.float16, np.float32, np.float64, np.int8, np.int16, np.int32,
           np.int64, np.uint8, np.bool_]
 CODES = {np.float16: "F16", np.float32: "F32", np.float64: "F64",
@@ -231,8 +233,8 @@ def test_new_file_mode_follows_umask(tmp_path):
 
 
 def test_readable_by_safetensors(tmp_path, rng):
-    st = pytest.importorskip("safetensors.numpy")
-    safetensors = pytest.importorskip("safetensors")
+    st = require("safetensors.numpy")
+    safetensors = require("safetensors")
     tensors = {f"{np.dtype(d).name}_{i}": _values(rng, d, s)
                for d in DTYPES for i, s in enumerate([(), (0, 3), (2, 3)])}
     tensors["big_endian"] = np.arange(6, dtype=">f8").reshape(2, 3)
@@ -250,7 +252,7 @@ def test_readable_by_safetensors(tmp_path, rng):
 
 
 def test_reads_safetensors_files(tmp_path, rng):
-    st = pytest.importorskip("safetensors.numpy")
+    st = require("safetensors.numpy")
     tensors = {f"{np.dtype(d).name}.{i}": _values(rng, d, s)
                for d in DTYPES for i, s in enumerate([(), (4, 0), (3, 2)])}
     path = tmp_path / "theirs.safetensors"

@@ -38,6 +38,12 @@ from cnnkit import cli  # noqa: E402
 from cnnkit import layers as L  # noqa: E402
 from cnnkit import reference as R  # noqa: E402
 
+from helpers import require
+
+onnx = require("onnx")
+ort = require("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
 cnnkit_onnx = cnnkit.onnx
 
 
@@ -580,7 +586,7 @@ TORCH_WARNINGS = pytest.mark.filterwarnings(
 
 @TORCH_WARNINGS
 def test_import_pytorch_sequential(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     from torch import nn
     torch.manual_seed(0)
     net = nn.Sequential(
@@ -610,7 +616,7 @@ def test_import_pytorch_sequential(tmp_path):
 def test_import_pytorch_view_and_softmax(tmp_path):
     """A module flattening with x.view(x.size(0), -1): the exporter computes
     the target shape with Shape, Gather, Unsqueeze and Concat."""
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     from torch import nn
 
     class Net(nn.Module):
@@ -645,8 +651,8 @@ def test_import_pytorch_view_and_softmax(tmp_path):
 
 @TORCH_WARNINGS
 def test_import_pytorch_dynamo_exporter(tmp_path):
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("onnxscript")
+    torch = require("torch")
+    require("onnxscript")
     from torch import nn
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 3))

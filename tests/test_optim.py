@@ -18,6 +18,8 @@ from cnnkit import reference as R
 from cnnkit.optim import (SGD, Adam, AdamW, CosineAnnealingLR, StepLR,
                           from_config, schedule_from_config)
 
+from helpers import num_threads, require
+
 N = 37          # parameters in the small problems
 STEPS = 5
 
@@ -759,7 +761,7 @@ def test_repr():
 
 
 def test_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     p0, grads = problem(14, steps=6)
     cases = [
         (SGD(lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1, foreach=False)),
@@ -858,3 +860,31 @@ def test_compiled_steps_check_their_buffers():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="params must be a writeable"):
         _kernels.sgd_step(ro, p, None, 0.1, 0.0, 0.0, False, False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [
+    lambda: optim.SGD(0.05, momentum=0.8, nesterov=True, weight_decay=1e-2),
+    lambda: optim.Adam(3e-3, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1),
+    lambda: optim.AdamW(1e-2, weight_decay=0.05),
+], ids=["SGD", "Adam", "AdamW"])
+def test_compiled_steps_are_bit_identical_for_1_2_3_threads(make, dtype):
+    # above the size at which a step runs on more than one thread
+    rng = np.random.default_rng(6)
+    n = 200_003
+    p0 = rng.standard_normal(n).astype(dtype)
+    grads = [rng.standard_normal(n).astype(dtype) for _ in range(3)]
+    runs = []
+    for threads in (1, 2, 3):
+        opt, params = make(), p0.copy()
+        with num_threads(threads):
+            for g in grads:
+                before = g.tobytes()
+                opt.step(params, g)
+                assert g.tobytes() == before
+        runs.append(params.tobytes())
+    assert runs[1] == runs[0] and runs[2] == runs[0]
+    opt, expected, state = make(), p0.copy(), {}
+    for step, g in enumerate(grads, start=1):
+        expected = _reference_step(opt, expected, g, state, step)
+    assert expected.tobytes() == runs[0]

@@ -10,7 +10,9 @@ import warnings
 import numpy as np
 import pytest
 
-sklearn = pytest.importorskip("sklearn")
+from helpers import require
+
+sklearn = require("sklearn")
 
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_digits, make_blobs  # noqa: E402
@@ -32,7 +34,7 @@ from cnnkit.sklearn import CNNClassifier  # noqa: E402
 def _one_thread():
     """The networks here are tiny: one OpenMP thread runs them fastest, and
     keeps the run time independent of the machine's load."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threadpoolctl = require("threadpoolctl")
     with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
         yield
 
