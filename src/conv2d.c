@@ -125,6 +125,17 @@ static ptrdiff_t conv_flipped_size(const cnnkit_conv2d_geom *g)
     return cnnkit_ceil_div(g->k * g->c * g->r * g->s, 16) * 16;
 }
 
+/* Elements of the fixed groups' weight-gradient rows in the whole-batch
+ * weight gradient's workspace (none for one group), rounded up to 16 so
+ * that the per-run pass's workspace after them stays 64-byte aligned (it
+ * starts with a table of ptrdiff_t offsets). */
+static ptrdiff_t conv_wrows_size(const cnnkit_conv2d_geom *g,
+                                 ptrdiff_t groups)
+{
+    return groups > 1 ?
+        cnnkit_ceil_div(groups * g->k * g->c * g->r * g->s, 16) * 16 : 0;
+}
+
 static ptrdiff_t conv_data_direct_workspace(const cnnkit_conv2d_geom *g,
                                             int nthreads)
 {
@@ -161,8 +172,7 @@ ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
                           conv_data_direct_workspace(g, nthreads));
     case CNNKIT_CONV_BACKWARD_WEIGHT: {
         /* the groups' rows (unless one group), then the per-run pass */
-        ptrdiff_t groups = conv_wgroups(g);
-        return (groups > 1 ? groups * g->k * crs : 0) +
+        return conv_wrows_size(g, conv_wgroups(g)) +
                cnnkit_conv2d_workspace(g, CNNKIT_CONV_BACKWARD_WEIGHT_PARTS,
                                        nthreads);
     }

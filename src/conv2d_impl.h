@@ -318,8 +318,8 @@ void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
     }
     SFX(cnnkit_conv2d_backward_weight_parts)(work, kcrs, NULL, 0, gy, x,
                                              bounds, groups,
-                                             work + groups * kcrs, g,
-                                             nthreads);
+                                             work + conv_wrows_size(g, groups),
+                                             g, nthreads);
     const int nr = cnnkit_team((double)groups * kcrs, kcrs, nthreads);
     (void)nr; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(static) num_threads(nr))
