@@ -518,3 +518,31 @@ def check_extreme(namespace, name="EXTREME"):
              for case, _, allowed in namespace[name]
              if outcomes.get(case) not in allowed}
     assert not wrong, f"unexpected outcomes (got, allowed): {wrong}"
+
+
+def family_tests(namespace, extreme="EXTREME"):
+    """The fuzz tests of a test module: one per property (``prop_*``, each
+    in a child process) and one of its extreme calls; the module assigns
+    them to ``test_property`` and ``test_extreme_cases_in_a_child_process``.
+    Without extreme calls the second is None."""
+    @pytest.mark.parametrize("name", properties(namespace))
+    def test_property(name):
+        run_property(namespace, name)
+
+    def test_extreme_cases_in_a_child_process():
+        check_extreme(namespace, extreme)
+
+    return (test_property,
+            test_extreme_cases_in_a_child_process if extreme in namespace
+            else None)
+
+
+def zeros(*shape, dtype=np.float64):
+    """Zeros of ``shape`` (the extreme calls' small arrays)."""
+    return np.zeros(shape, dtype=dtype)
+
+
+def broadcast_ones(shape, dtype=np.float32):
+    """A read-only view of ``shape`` over one element: huge shapes for no
+    memory."""
+    return np.broadcast_to(np.ones((), dtype), shape)

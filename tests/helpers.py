@@ -24,6 +24,9 @@ import textwrap
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import pathlib
+import re
+
 import numpy as np
 import pytest
 
@@ -704,6 +707,25 @@ def bad_dtype_array(a, dt):
     return np.zeros(a.shape).astype(dt)
 
 
+def bad_dtype_test(array_args):
+    """The test that every array argument of ``array_args`` -- entries
+    ``(function, positional arguments, index of the argument made bad, its
+    name)`` -- in each refused dtype of :data:`BAD_DTYPES` is a TypeError
+    naming the argument and the dtype.  A family's test file assigns it to
+    a ``test_...`` name."""
+    @pytest.mark.parametrize("dt,dt_name", BAD_DTYPES)
+    @pytest.mark.parametrize("fn,args,pos,name", array_args,
+                             ids=[f"{f.__name__}-{n}"
+                                  for f, _, _, n in array_args])
+    def test(fn, args, pos, name, dt, dt_name):
+        args = list(args)
+        args[pos] = bad_dtype_array(args[pos], dt)
+        with pytest.raises(TypeError, match=re.escape(dt_name)) as info:
+            fn(*args)
+        assert re.search(rf"\b{name}\b", str(info.value)), str(info.value)
+    return test
+
+
 def check_kernel_out(fn, name, shape, call, bad):
     """A compiled kernel's ``out=`` array (``name``, float32 of ``shape``)
     of the unsuitable kind ``bad`` is refused before any work; a suitable
@@ -845,3 +867,27 @@ def run_simd(path, checker, timeout=300):
         assert out.returncode == 0, out.stderr[-3000:]
         _simd_results[key] = json.loads(out.stdout.strip().splitlines()[-1])
     return _simd_results[key]
+
+
+# ==========================================================================
+# the source tree beside the tests
+# ==========================================================================
+def source_root():
+    """The folder holding pyproject.toml above the tests, or None (the
+    tests were copied next to an installed wheel)."""
+    here = pathlib.Path(__file__).resolve().parent
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return None
+
+
+def readme_python_block(heading):
+    """The first ```python block of the README's section ``heading``, or a
+    skip when the README is not beside the tests."""
+    root = source_root()
+    if root is None or not (root / "README.md").exists():
+        pytest.skip("the README is not beside the tests (a wheel's copy)")
+    text = (root / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(heading):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)

@@ -4,7 +4,6 @@ differences, the conventions (cross-correlation, padding modes, the 2-D and
 3-D forms, dtype promotion, empty batches, NaN and Inf), the reference
 against brute force, the documented errors, every SIMD path of the GEMM
 engine, and fuzzing."""
-import re
 
 import numpy as np
 import pytest
@@ -15,14 +14,15 @@ from cnnkit import functional as F
 from cnnkit import reference as ref
 
 import fuzzing
+from fuzzing import broadcast_ones as _bcast, zeros as _z
+import helpers
 from fuzzing import (FINITE, HUGE, MAX_SIZE, SMALL, Case, arrays, bad_array,
                      conv_geometry, design_dtype, f64,
                      assert_result, fuzz_property, hp_expectation,
                      mode_and_cats, positive_hp)
-from helpers import (BAD_DTYPES, GiB, LAYOUTS, OUT_ARRAY_FAULTS, SIMD_PATHS,
-                     assert_same_specials, bad_dtype_array,
-                     check_gradients, check_kernel_out, check_op,
-                     child_json, each_argument, require, run_python,
+from helpers import (GiB, LAYOUTS, OUT_ARRAY_FAULTS, SIMD_PATHS,
+                     assert_same_specials, check_gradients, check_kernel_out,
+                     check_op, child_json, each_argument, require, run_python,
                      run_simd, special_values)
 
 
@@ -559,17 +559,8 @@ ARRAY_ARGS = [
 ]
 
 
-@pytest.mark.parametrize("dt,dt_name", BAD_DTYPES)
-@pytest.mark.parametrize("fn,args,pos,name", ARRAY_ARGS,
-                         ids=[f"{f.__name__}-{n}"
-                              for f, _, _, n in ARRAY_ARGS])
-def test_bad_dtype_is_type_error_naming_argument_and_dtype(fn, args, pos,
-                                                           name, dt, dt_name):
-    args = list(args)
-    args[pos] = bad_dtype_array(args[pos], dt)
-    with pytest.raises(TypeError, match=re.escape(dt_name)) as info:
-        fn(*args)
-    assert re.search(rf"\b{name}\b", str(info.value)), str(info.value)
+test_bad_dtype_is_type_error_naming_argument_and_dtype = \
+    helpers.bad_dtype_test(ARRAY_ARGS)
 
 
 def test_weight_not_an_array_is_type_error():
@@ -1091,11 +1082,12 @@ def conv_padding_hp(draw, cats=("ok", "ok", "mode")):
                                  {"a": 1}])), None, cat
 
 
-def _conv_direct(x, w, stride, pads, dil, out_hw):
-    """conv2d that never materialises the padding (for padding of 10**9)."""
-    n, c, h, wd = x.shape
-    k, _, r_, s_ = w.shape
-    y = np.zeros((n, k) + out_hw)
+def _taps(x, w, stride, pads, dil, out_hw):
+    """Every (output pixel, input pixel, kernel tap) a convolution pairs,
+    computed without materialising the padding (for padding of 10**9):
+    yields (i, j, ih, iw, r, s)."""
+    h, wd = x.shape[2:]
+    r_, s_ = w.shape[2:]
     for i in range(out_hw[0]):
         for j in range(out_hw[1]):
             for r in range(r_):
@@ -1105,25 +1097,22 @@ def _conv_direct(x, w, stride, pads, dil, out_hw):
                 for s in range(s_):
                     iw = j * stride[1] - pads[2] + s * dil[1]
                     if 0 <= iw < wd:
-                        y[:, :, i, j] += x[:, :, ih, iw] @ w[:, :, r, s].T
+                        yield i, j, ih, iw, r, s
+
+
+def _conv_direct(x, w, stride, pads, dil, out_hw):
+    """conv2d that never materialises the padding."""
+    y = np.zeros((x.shape[0], w.shape[0]) + out_hw)
+    for i, j, ih, iw, r, s in _taps(x, w, stride, pads, dil, out_hw):
+        y[:, :, i, j] += x[:, :, ih, iw] @ w[:, :, r, s].T
     return y
 
 
 def _conv_direct_backward(g, x, w, stride, pads, dil):
-    n, c, h, wd = x.shape
-    k, _, r_, s_ = w.shape
     gx, gw = np.zeros(x.shape), np.zeros(w.shape)
-    for i in range(g.shape[2]):
-        for j in range(g.shape[3]):
-            for r in range(r_):
-                ih = i * stride[0] - pads[0] + r * dil[0]
-                if not 0 <= ih < h:
-                    continue
-                for s in range(s_):
-                    iw = j * stride[1] - pads[2] + s * dil[1]
-                    if 0 <= iw < wd:
-                        gx[:, :, ih, iw] += g[:, :, i, j] @ w[:, :, r, s]
-                        gw[:, :, r, s] += g[:, :, i, j].T @ x[:, :, ih, iw]
+    for i, j, ih, iw, r, s in _taps(x, w, stride, pads, dil, g.shape[2:]):
+        gx[:, :, ih, iw] += g[:, :, i, j] @ w[:, :, r, s]
+        gw[:, :, r, s] += g[:, :, i, j].T @ x[:, :, ih, iw]
     return gx, gw, g.sum(axis=(0, 2, 3))
 
 
@@ -1313,14 +1302,6 @@ prop_conv2d_backward = fuzz_property(F.conv2d_backward,
                                      conv_cases(backward=True))
 
 
-def _z(*shape, dtype=np.float64):
-    return np.zeros(shape, dtype=dtype)
-
-
-def _bcast(shape, dtype=np.float32):
-    return np.broadcast_to(np.ones((), dtype), shape)
-
-
 # (name, call, allowed outcomes); outcomes: "ok" or exception class names
 
 EXTREME = [
@@ -1378,13 +1359,5 @@ EXTREME = [
 ]
 
 
-PROPERTIES = fuzzing.properties(globals())
-
-
-@pytest.mark.parametrize("name", PROPERTIES)
-def test_property(name):
-    fuzzing.run_property(globals(), name)
-
-
-def test_extreme_cases_in_a_child_process():
-    fuzzing.check_extreme(globals(), "EXTREME")
+test_property, test_extreme_cases_in_a_child_process = \
+    fuzzing.family_tests(globals())

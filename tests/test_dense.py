@@ -3,7 +3,6 @@
 conventions (the 1-D forms, dtype promotion, empty batches and features,
 NaN and Inf), the documented errors, every SIMD path of the GEMM engine,
 and fuzzing."""
-import re
 
 import numpy as np
 import pytest
@@ -13,12 +12,14 @@ from cnnkit import functional as F
 from cnnkit import reference as ref
 
 import fuzzing
+from fuzzing import broadcast_ones as _bcast, zeros as _z
+import helpers
 from fuzzing import (FINITE, Case, arrays, bad_array, design_dtype, f64,
                      assert_result, fuzz_property)
-from helpers import (BAD_DTYPES, LAYOUTS, OUT_ARRAY_FAULTS, SIMD_PATHS,
-                     assert_same_specials, bad_dtype_array, check_gradients,
-                     check_kernel_out, check_op, each_argument, require,
-                     run_simd, special_values)
+from helpers import (LAYOUTS, OUT_ARRAY_FAULTS, SIMD_PATHS,
+                     assert_same_specials, check_gradients, check_kernel_out,
+                     check_op, each_argument, require, run_simd,
+                     special_values)
 
 
 def _f64(*arrays):
@@ -216,17 +217,8 @@ ARRAY_ARGS = [
 ]
 
 
-@pytest.mark.parametrize("dt,dt_name", BAD_DTYPES)
-@pytest.mark.parametrize("fn,args,pos,name", ARRAY_ARGS,
-                         ids=[f"{f.__name__}-{n}"
-                              for f, _, _, n in ARRAY_ARGS])
-def test_bad_dtype_is_type_error_naming_argument_and_dtype(fn, args, pos,
-                                                           name, dt, dt_name):
-    args = list(args)
-    args[pos] = bad_dtype_array(args[pos], dt)
-    with pytest.raises(TypeError, match=re.escape(dt_name)) as info:
-        fn(*args)
-    assert re.search(rf"\b{name}\b", str(info.value)), str(info.value)
+test_bad_dtype_is_type_error_naming_argument_and_dtype = \
+    helpers.bad_dtype_test(ARRAY_ARGS)
 
 
 def test_ragged_x_is_type_error():
@@ -473,14 +465,6 @@ prop_dense_backward = fuzz_property(F.dense_backward,
                                     dense_cases(backward=True))
 
 
-def _z(*shape, dtype=np.float64):
-    return np.zeros(shape, dtype=dtype)
-
-
-def _bcast(shape, dtype=np.float32):
-    return np.broadcast_to(np.ones((), dtype), shape)
-
-
 # (name, call, allowed outcomes); outcomes: "ok" or exception class names
 
 EXTREME = [
@@ -497,13 +481,5 @@ EXTREME = [
 ]
 
 
-PROPERTIES = fuzzing.properties(globals())
-
-
-@pytest.mark.parametrize("name", PROPERTIES)
-def test_property(name):
-    fuzzing.run_property(globals(), name)
-
-
-def test_extreme_cases_in_a_child_process():
-    fuzzing.check_extreme(globals(), "EXTREME")
+test_property, test_extreme_cases_in_a_child_process = \
+    fuzzing.family_tests(globals())

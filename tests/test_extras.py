@@ -9,20 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import source_root
 
 from cnnkit import distributed
 from cnnkit import onnx as cnnkit_onnx
 
 
-def _root():
-    here = Path(__file__).resolve().parent
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    return None
-
-
-ROOT = _root()
+ROOT = source_root()
 
 
 def extra_packages(extra):

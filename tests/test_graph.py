@@ -570,14 +570,8 @@ def test_layers_of_a_block_built_into_a_model_do_not_train_alone():
 
 
 def test_the_readme_graph_example_runs(capsys):
-    import pathlib
-    import re
-    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-    if not readme.exists():
-        pytest.skip("the README is not beside the tests (a wheel's copy)")
-    text = readme.read_text(encoding="utf-8")
-    section = text[text.index("## Graph models: the functional API"):]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    from helpers import readme_python_block
+    code = readme_python_block("## Graph models: the functional API")
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "Connected to" in out and "'accuracy'" in out

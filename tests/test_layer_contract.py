@@ -487,9 +487,4 @@ def _spec_params(shapes, specs, input_shape):
     return total
 
 
-PROPERTIES = fuzzing.properties(globals())
-
-
-@pytest.mark.parametrize("name", PROPERTIES)
-def test_property(name):
-    fuzzing.run_property(globals(), name)
+test_property = fuzzing.family_tests(globals())[0]

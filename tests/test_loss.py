@@ -14,12 +14,14 @@ from cnnkit import functional as F
 from cnnkit import reference as ref
 
 import fuzzing
+from fuzzing import broadcast_ones as _bcast, zeros as _z
+import helpers
 from fuzzing import (BAD_DTYPES as FUZZ_BAD_DTYPES, LAYOUTS as FUZZ_LAYOUTS,
                      Case, arrays, bad_array, bad_values, design_dtype, f64,
                      assert_result, fuzz_property, in_layout)
-from helpers import (BAD_DTYPES, LAYOUTS, OUT_ARRAY_FAULTS,
-                     assert_same_specials, bad_dtype_array, check_kernel_out,
-                     check_op, numerical_gradient, require, special_values)
+from helpers import (LAYOUTS, OUT_ARRAY_FAULTS, assert_same_specials,
+                     check_kernel_out, check_op, numerical_gradient, require,
+                     special_values)
 
 
 def _f64(*arrays):
@@ -390,17 +392,8 @@ ARRAY_ARGS = [
 ]
 
 
-@pytest.mark.parametrize("dt,dt_name", BAD_DTYPES)
-@pytest.mark.parametrize("fn,args,pos,name", ARRAY_ARGS,
-                         ids=[f"{f.__name__}-{n}"
-                              for f, _, _, n in ARRAY_ARGS])
-def test_bad_dtype_is_type_error_naming_argument_and_dtype(fn, args, pos,
-                                                           name, dt, dt_name):
-    args = list(args)
-    args[pos] = bad_dtype_array(args[pos], dt)
-    with pytest.raises(TypeError, match=re.escape(dt_name)) as info:
-        fn(*args)
-    assert re.search(rf"\b{name}\b", str(info.value)), str(info.value)
+test_bad_dtype_is_type_error_naming_argument_and_dtype = \
+    helpers.bad_dtype_test(ARRAY_ARGS)
 
 
 @pytest.mark.parametrize("z", [np.zeros((2, 3, 4)), np.zeros(())])
@@ -605,14 +598,6 @@ prop_softmax_cross_entropy = fuzz_property(F.softmax_cross_entropy,
                                            xent_cases())
 
 
-def _z(*shape, dtype=np.float64):
-    return np.zeros(shape, dtype=dtype)
-
-
-def _bcast(shape, dtype=np.float32):
-    return np.broadcast_to(np.ones((), dtype), shape)
-
-
 # (name, call, allowed outcomes); outcomes: "ok" or exception class names
 
 EXTREME = [
@@ -636,13 +621,5 @@ EXTREME = [
 ]
 
 
-PROPERTIES = fuzzing.properties(globals())
-
-
-@pytest.mark.parametrize("name", PROPERTIES)
-def test_property(name):
-    fuzzing.run_property(globals(), name)
-
-
-def test_extreme_cases_in_a_child_process():
-    fuzzing.check_extreme(globals(), "EXTREME")
+test_property, test_extreme_cases_in_a_child_process = \
+    fuzzing.family_tests(globals())

@@ -5,7 +5,6 @@ thread counts and memory layouts), finite differences, the conventions
 promotion, empty batches), the reference against brute force, the
 documented errors, and fuzzing."""
 import math
-import re
 
 import numpy as np
 import pytest
@@ -16,13 +15,14 @@ from cnnkit import functional as F
 from cnnkit import reference as ref
 
 import fuzzing
+import helpers
 from fuzzing import (LAYOUTS as FUZZ_LAYOUTS, Case, arrays, bad_array,
                      design_dtype, f64, assert_result, fuzz_property,
                      hp_expectation, in_layout, mode_and_cats, pool_out,
                      positive_hp)
-from helpers import (BAD_DTYPES, LAYOUTS, OUT_ARRAY_FAULTS,
-                     assert_same_specials, bad_dtype_array, check_gradients,
-                     check_kernel_out, check_op, require, special_values)
+from helpers import (LAYOUTS, OUT_ARRAY_FAULTS, assert_same_specials,
+                     check_gradients, check_kernel_out, check_op, require,
+                     special_values)
 
 
 def _f64(*arrays):
@@ -571,17 +571,8 @@ ARRAY_ARGS = [
 ]
 
 
-@pytest.mark.parametrize("dt,dt_name", BAD_DTYPES)
-@pytest.mark.parametrize("fn,args,pos,name", ARRAY_ARGS,
-                         ids=[f"{f.__name__}-{n}"
-                              for f, _, _, n in ARRAY_ARGS])
-def test_bad_dtype_is_type_error_naming_argument_and_dtype(fn, args, pos,
-                                                           name, dt, dt_name):
-    args = list(args)
-    args[pos] = bad_dtype_array(args[pos], dt)
-    with pytest.raises(TypeError, match=re.escape(dt_name)) as info:
-        fn(*args)
-    assert re.search(rf"\b{name}\b", str(info.value)), str(info.value)
+test_bad_dtype_is_type_error_naming_argument_and_dtype = \
+    helpers.bad_dtype_test(ARRAY_ARGS)
 
 
 @pytest.mark.parametrize("x,kwargs,exc,pattern", [
@@ -1041,13 +1032,5 @@ EXTREME = [
 ]
 
 
-PROPERTIES = fuzzing.properties(globals())
-
-
-@pytest.mark.parametrize("name", PROPERTIES)
-def test_property(name):
-    fuzzing.run_property(globals(), name)
-
-
-def test_extreme_cases_in_a_child_process():
-    fuzzing.check_extreme(globals(), "EXTREME")
+test_property, test_extreme_cases_in_a_child_process = \
+    fuzzing.family_tests(globals())

@@ -12,24 +12,16 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import source_root
 
 import cnnkit
 from cnnkit import distributed
 
 
-def _root():
-    here = Path(__file__).resolve().parent
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    return None
-
-
-ROOT = _root()
+ROOT = source_root()
 README = ROOT / "README.md" if ROOT else None
 
 pytestmark = pytest.mark.skipif(

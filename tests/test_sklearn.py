@@ -373,18 +373,12 @@ def test_convergence_warning_says_what_the_loss_did():
 
 
 def test_the_readme_example_runs_without_warnings(capsys):
-    import pathlib
-    import re
-    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-    if not readme.exists():
-        pytest.skip("no README.md next to the tests")
-    text = readme.read_text(encoding="utf-8")
-    section = text[text.index("## scikit-learn"):]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    from helpers import readme_python_block
+    code = readme_python_block("## scikit-learn")
     assert "CNNClassifier" in code and "cross_val_score" in code
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        exec(compile(code, str(readme), "exec"), {})
+        exec(compile(code, "README.md", "exec"), {})
     score = float(capsys.readouterr().out)
     assert score == pytest.approx(0.95, abs=0.015)    # "about 0.95"
 

@@ -688,11 +688,11 @@ class AvgPool2D(MaxPool2D):
 
     Parameters
     ----------
-    pool_size : int or (int, int)
-    stride : int or (int, int), optional
-        Defaults to ``pool_size``.
+    pool_size, stride
+        The window and its step, as for :class:`MaxPool2D` (the stride
+        defaults to the window).
     padding : int or (int, int), default 0
-        Zero padding, at most half the pool size.
+        Zeros on each side, at most half the pool size.
     count_include_pad : bool, default True
         Whether padded zeros count in the divisor.
     """
@@ -918,6 +918,16 @@ class _Merge(Layer):
         dt = np.result_type(*xs)
         return [x.astype(dt, copy=False) for x in xs], dt
 
+    def _fold(self, ufunc, xs, ctx):
+        """``((x0 op x1) op x2) ...`` in list order, into a kept array while
+        training; returns it and the inputs as computed with."""
+        xs, dt = self._inputs(xs)
+        out = ctx.buffer(self, "y", xs[0].shape, dt)
+        y = ufunc(xs[0], xs[1], out=out)
+        for x in xs[2:]:
+            ufunc(y, x, out=y)
+        return y, xs
+
 
 class Add(_Merge):
     """The sum of its inputs, ``((x0 + x1) + x2) + ...`` in list order
@@ -934,14 +944,8 @@ class Add(_Merge):
     """
 
     def forward(self, xs, training=False):
-        xs, dt = self._inputs(xs)
-        ctx = as_context(training)
         self._xs = len(xs)
-        out = ctx.buffer(self, "y", xs[0].shape, dt)
-        y = np.add(xs[0], xs[1], out=out)
-        for x in xs[2:]:
-            np.add(y, x, out=y)
-        return y
+        return self._fold(np.add, xs, as_context(training))[0]
 
     def backward(self, grad, ctx=None):
         """The gradient reaches every input unchanged (one array, read
@@ -954,13 +958,9 @@ class Multiply(_Merge):
     in list order (Keras's ``Multiply``; gates and attention masks)."""
 
     def forward(self, xs, training=False):
-        xs, dt = self._inputs(xs)
         ctx = as_context(training)
-        self._xs = xs if training else None
-        out = ctx.buffer(self, "y", xs[0].shape, dt)
-        y = np.multiply(xs[0], xs[1], out=out)
-        for x in xs[2:]:
-            np.multiply(y, x, out=y)
+        y, xs = self._fold(np.multiply, xs, ctx)
+        self._xs = xs if ctx.training else None
         return y
 
     def backward(self, grad, ctx=None):

@@ -456,10 +456,16 @@ class Model:
     def _replay(self, tensor):
         return self._graph.replay(tensor)
 
-    def _batched_logits(self, x, batch_size):
+    def _per_batch(self, x, batch_size, tail, dtype, fn):
+        """``fn(logits)`` of checked ``x``, ``batch_size`` images per
+        forward pass, into one array of shape (n,) + tail."""
+        x = self._prepare_x(x)
         _check_batch_size(batch_size)
+        out = np.empty((x.shape[0],) + tail, dtype=dtype)
         for i in range(0, x.shape[0], batch_size):
-            yield i, self.forward(x[i:i + batch_size])
+            logits = self.forward(x[i:i + batch_size])
+            out[i:i + logits.shape[0]] = fn(logits)
+        return out
 
     def predict_proba(self, x, batch_size=256):
         """Class probabilities (softmax of the logits), shape (n, classes).
@@ -475,32 +481,20 @@ class Model:
         -------
         proba : ndarray of shape (n, classes), in the model's dtype
         """
-        x = self._prepare_x(x)
-        out = np.empty((x.shape[0],) + self.output_shape, dtype=self.dtype)
-        for i, logits in self._batched_logits(x, batch_size):
-            out[i:i + logits.shape[0]] = _ops.softmax(logits)
-        return out
+        return self._per_batch(x, batch_size, self.output_shape, self.dtype,
+                               _ops.softmax)
 
     def predict(self, x, batch_size=256):
-        """Predicted class indices, shape (n,).
-
-        Parameters
-        ----------
-        x : array_like of shape (n, C, H, W), or (n, H, W) for one channel
-            Or one image, (C, H, W) or (H, W) for one channel.
-        batch_size : int, default 256
-            Images per forward pass.
+        """Predicted class indices: the index of the largest logit of each
+        image, as in :meth:`predict_proba` (the same ``x`` and
+        ``batch_size``).
 
         Returns
         -------
         classes : ndarray of int64, shape (n,)
-            The index of the largest logit of each image.
         """
-        x = self._prepare_x(x)
-        out = np.empty(x.shape[0], dtype=np.int64)
-        for i, logits in self._batched_logits(x, batch_size):
-            out[i:i + logits.shape[0]] = logits.argmax(axis=1)
-        return out
+        return self._per_batch(x, batch_size, (), np.int64,
+                               lambda logits: logits.argmax(axis=1))
 
     def evaluate(self, x, y, batch_size=256):
         """Mean softmax cross-entropy and accuracy on (x, y).
