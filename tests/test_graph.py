@@ -575,3 +575,131 @@ def test_the_readme_graph_example_runs(capsys):
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "Connected to" in out and "'accuracy'" in out
+
+
+# ---------------------------------------------------------------------------
+# blocks, shared layers and the model's state
+# ---------------------------------------------------------------------------
+def _flat_model(seed, classes=3):
+    inp = cnnkit.Input((1, 8, 8))
+    return cnnkit.Model(inp, L.Dense(classes)(L.Flatten()(inp)), seed=seed)
+
+
+def test_a_trained_block_keeps_its_weights_inside_a_bigger_model():
+    x, y = digits(64)
+    base = _flat_model(seed=1, classes=10)
+    base.fit(x, y, epochs=2, verbose=0)
+    weights, proba = base.get_weights(), base.predict_proba(x)
+    inp = cnnkit.Input((1, 8, 8))
+    outer = cnnkit.Model(inp, L.Dense(2)(base(inp)), seed=2)
+    assert all(np.array_equal(a, b)
+               for a, b in zip(base.get_weights(), weights))
+    assert np.array_equal(base.predict_proba(x), proba)
+    assert np.array_equal(outer.get_weights()[0], weights[0])
+    # the outer model trains the block's layers; the block sees it
+    outer.fit(x, y % 2, epochs=1, verbose=0)
+    assert not np.array_equal(base.get_weights()[0], weights[0])
+    # a pickle of the block holds the weights it predicts with
+    copy = pickle.loads(pickle.dumps(base))
+    assert np.array_equal(copy.predict_proba(x), base.predict_proba(x))
+
+
+def test_an_unbuilt_sequential_block_is_built_where_it_is_called():
+    stem = cnnkit.Sequential([L.Conv2D(4, 3, padding=1), L.ReLU()], seed=3)
+    inp = cnnkit.Input((1, 8, 8))
+    net = cnnkit.Model(inp, L.Dense(3)(L.Flatten()(stem(inp))), seed=1)
+    assert stem.built and stem.input_shape == (1, 8, 8)
+    x, y = digits(32)
+    net.fit(x, y % 3, epochs=1, verbose=0)
+    before = net.predict_proba(x)
+    stem(x[:1])                           # no longer rebuilds the block
+    assert np.array_equal(net.predict_proba(x), before)
+    with pytest.raises(ValueError, match=r"built for input shape"):
+        stem(cnnkit.Input((1, 6, 6)))
+
+
+def test_a_model_whose_layers_another_model_holds_refuses_to_train():
+    d1, d2 = L.Dense(5), L.Dense(3)
+    inp = cnnkit.Input((1, 8, 8))
+    a = cnnkit.Model(inp, d2(d1(L.Flatten()(inp))), seed=0)
+    inp2 = cnnkit.Input((5,))
+    cnnkit.Model(inp2, L.Dense(2)(d2(inp2)), seed=0)
+    x, y = digits(16)
+    with pytest.raises(ValueError, match="built into another model"):
+        a.fit(x, y % 3, verbose=0)
+
+
+def test_skipped_batches_advance_a_shared_dropout_once_per_call():
+    drop = L.Dropout(0.5)
+    inp = cnnkit.Input((6,))
+    out = L.Dense(2)(drop(L.Dense(6)(drop(inp))))
+    model = cnnkit.Model(inp, out, seed=0)
+    state = model.rng.bit_generator.state
+    model.forward(np.ones((3, 6)), training=True)
+    after_pass = model.rng.bit_generator.state
+    model.rng.bit_generator.state = state
+    model.skip_batch(3)
+    assert model.rng.bit_generator.state == after_pass
+
+
+def test_a_failed_fit_keeps_the_optimizer():
+    x, y = digits(32)
+    model = _flat_model(seed=0, classes=10)
+    model.fit(x, y, epochs=1, verbose=0, optimizer="adam")
+    adam = model.optimizer
+    with pytest.raises(TypeError, match="callbacks"):
+        model.fit(x, y, optimizer="sgd", callbacks=[lambda *a: None])
+    assert model.optimizer is adam
+
+
+def test_merge_layers_refuse_one_input():
+    with pytest.raises(ValueError, match="takes a list of two or more"):
+        cnnkit.Sequential([L.Conv2D(2, 3), L.Add()], input_shape=(1, 4, 4))
+    with pytest.raises(TypeError, match="takes a list of two or more"):
+        L.Add()(np.arange(6.0).reshape(2, 3))
+
+
+def test_configs_with_unhashable_names_are_value_errors():
+    config = residual_net().get_config()
+    config["layers"][0]["class_name"] = ["Conv2D"]
+    with pytest.raises(ValueError, match="unknown type"):
+        cnnkit.Model.from_config(config)
+    config = residual_net().get_config()
+    config["nodes"][0]["layer"] = ["x"]
+    with pytest.raises(ValueError, match="must name a layer"):
+        cnnkit.Model.from_config(config)
+
+
+def test_a_block_may_end_anywhere_but_fit_needs_logits():
+    inp = cnnkit.Input((1, 4, 4))
+    block = cnnkit.Model(inp, L.Conv2D(3, 3, padding=1)(inp))
+    x, y = np.zeros((2, 1, 4, 4)), np.zeros(2, np.int64)
+    with pytest.raises(ValueError, match=r"output has shape \(3, 4, 4\)"):
+        block.fit(x, y, verbose=0)
+    with pytest.raises(TypeError, match="not the output of Conv2D"):
+        cnnkit.Model(L.Conv2D(1, 1)(inp), L.Flatten()(inp))
+
+
+def test_an_inference_pass_leaves_what_backward_needs():
+    model = residual_net()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, 6, 6))
+    g = rng.standard_normal((3, 4))
+    model.forward(x, training=True)
+    want = model.backward(g).copy(), model.flat_grads.copy()
+    model.forward(x, training=True)
+    model.predict(x[:1])                     # another batch, inference
+    assert np.array_equal(model.backward(g), want[0])
+    assert np.array_equal(model.flat_grads, want[1])
+    fresh = residual_net()
+    with pytest.raises(ValueError, match=r"needs a forward\(x, "
+                                         r"training=True\) first"):
+        fresh.backward(g)
+
+
+def test_parameter_shapes_of_a_built_model_keep_its_shape():
+    model = cnnkit.Sequential([L.Conv2D(2, 3, padding=1), L.Flatten(),
+                               L.Dense(3)], input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="built for input shape"):
+        model.parameter_shapes((1, 16, 16))
+    assert model.layers[0].output_shape == (2, 8, 8)

@@ -202,6 +202,11 @@ class Layer:
         """
         if self.num_inputs == 1:
             input_shape = tuple(int(d) for d in input_shape)
+        elif not isinstance(input_shape, list) or len(input_shape) < 2:
+            raise ValueError(
+                f"{type(self).__name__} takes a list of two or more tensors "
+                f"(in a graph model, cnnkit.Model); got one input of shape "
+                f"{tuple(input_shape)}")
         else:
             input_shape = [tuple(int(d) for d in s) for s in input_shape]
         self.output_shape = self.compute_output_shape(input_shape)
@@ -411,6 +416,15 @@ def _positional_count(fn):
                for p in params)
 
 
+def _kept(layer, value):
+    """What ``layer``'s last training forward pass kept for its backward
+    pass, or ValueError when there was none."""
+    if value is None:
+        raise ValueError(f"{type(layer).__name__} {layer.name!r}: backward "
+                         f"needs a forward(x, training=True) first")
+    return value
+
+
 class _Affine(Layer):
     """A layer ``y = op(x, weight) + bias`` (Conv2D, Dense): both passes
     run through the op object ``self._op`` made in ``__init__``.
@@ -454,14 +468,12 @@ class _Affine(Layer):
             self._x = x
             out = ctx.buffer(self, "y", (x.shape[0],) + self.output_shape,
                              w.dtype)
-        else:
-            self._x = None
         return self._op.forward(x, w, self.params.get("bias"),
                                 epilogue == "relu", out)
 
     def backward(self, grad, ctx=None):
         ctx = as_context(ctx)
-        w, x = self.params["weight"], self._x
+        w, x = self.params["weight"], _kept(self, self._x)
         grad = _ops.as_float(grad, w.dtype)
         input_grad = ctx.needs_input_grad()
         gx = ctx.buffer(self, "gx", x.shape, x.dtype) if input_grad else None
@@ -581,15 +593,15 @@ class ReLU(Layer):
                 x, ctx.buffer(self, "y", x.shape, x.dtype))
         else:
             y = _ops.relu_forward(x)
-            self._y = None
         return y
 
     def fused_forward(self, y, ctx):
-        self._y = y if as_context(ctx).training else None
+        if as_context(ctx).training:
+            self._y = y
         return y
 
     def backward(self, grad, ctx=None):
-        y = self._y
+        y = _kept(self, self._y)
         grad = _ops.as_float(grad, y.dtype)
         return _ops.relu_backward(
             grad, y, as_context(ctx).buffer(self, "gx", y.shape, y.dtype))
@@ -669,7 +681,7 @@ class MaxPool2D(Layer):
         backward gives).  That pass reads this layer's last output, which
         the layers after it must not have changed in place (cnnkit's layers
         never write their inputs)."""
-        grad = _ops.as_float(grad, self._y.dtype)
+        grad = _ops.as_float(grad, _kept(self, self._y).dtype)
         out = as_context(ctx).buffer(self, "gx", self._shape, grad.dtype)
         return self._op.backward(grad, self._idx, self._shape, out,
                                  self._y if prologue == "relu" else None)
@@ -711,7 +723,8 @@ class AvgPool2D(MaxPool2D):
 
     def forward(self, x, training=False):
         x = _ops.as_float(x)
-        self._shape = x.shape
+        if training:
+            self._shape = x.shape
         return self._op.forward(x)
 
     def backward(self, grad, ctx=None):
@@ -745,7 +758,8 @@ class GlobalAvgPool2D(Layer):
 
     def forward(self, x, training=False):
         x = _ops.as_float(x)
-        self._shape = x.shape
+        if training:
+            self._shape = x.shape
         op = self._op
         if op is None or op.kernel_size != x.shape[2:]:
             op = _ops.AvgPool2DOp(x.shape[2:], x.shape[2:], (0, 0))
@@ -773,7 +787,8 @@ class Flatten(Layer):
         return (size,)
 
     def forward(self, x, training=False):
-        self._shape = x.shape
+        if training:
+            self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad, ctx=None):
@@ -837,7 +852,9 @@ class Dropout(Layer):
         self._mask = None
 
     def forward(self, x, training=False):
-        if not training or self.rate == 0.0:
+        if not training:
+            return x
+        if self.rate == 0.0:
             self._mask = None
             return x
         ctx = as_context(training)
@@ -912,8 +929,10 @@ class _Merge(Layer):
     def clear_cache(self):
         self._xs = None
 
-    @staticmethod
-    def _inputs(xs):
+    def _inputs(self, xs):
+        if not isinstance(xs, (list, tuple)) or len(xs) < 2:
+            raise TypeError(f"{type(self).__name__} takes a list of two or "
+                            f"more arrays, got {type(xs).__name__}")
         xs = [_ops.as_float(x) for x in xs]
         dt = np.result_type(*xs)
         return [x.astype(dt, copy=False) for x in xs], dt
@@ -960,7 +979,8 @@ class Multiply(_Merge):
     def forward(self, xs, training=False):
         ctx = as_context(training)
         y, xs = self._fold(np.multiply, xs, ctx)
-        self._xs = xs if ctx.training else None
+        if ctx.training:
+            self._xs = xs
         return y
 
     def backward(self, grad, ctx=None):

@@ -157,6 +157,13 @@ class Model:
         """
         shape, specs, out = self._infer_shapes(input_shape)
         total = sum(math.prod(s) for spec in specs for s in spec.values())
+        # In a graph, layers whose weights another model holds (a block
+        # called inside it, an encoder two models share) keep their values;
+        # a Sequential initialises its layers, as it always has.
+        kept = {} if isinstance(self, Sequential) else {
+            layer: {k: v.copy() for k, v in layer.params.items()}
+            for layer, spec in zip(self.layers, specs)
+            if spec and self._bound_elsewhere(layer, spec)}
         self._flat_params = np.zeros(total, dtype=self.dtype)
         self._flat_grads = np.zeros(total, dtype=self.dtype)
         self._names = []
@@ -172,10 +179,23 @@ class Model:
                 off += size
             layer.bind(params, grads)
         for layer, before_relu in zip(self.layers, self._before_relu()):
-            layer.initialize(self.rng, before_relu)
+            if layer in kept:
+                for k, v in kept[layer].items():
+                    layer.params[k][...] = v
+            else:
+                layer.initialize(self.rng, before_relu)
         self.input_shape, self.output_shape = shape, out
         self.built = True
         return self
+
+    def _bound_elsewhere(self, layer, spec):
+        """Whether the layer's parameters, of the shapes ``spec`` asks for,
+        are views of another model's buffer (not this model's)."""
+        params = layer.params
+        return (set(params) == set(spec)
+                and all(params[k].shape == tuple(s) for k, s in spec.items())
+                and not any(np.shares_memory(p, self._flat_params)
+                            for p in params.values()))
 
     def parameter_shapes(self, input_shape=None):
         """The parameters a built model has, without allocating them:
@@ -194,6 +214,11 @@ class Model:
         if shape is None:
             raise ValueError(f"{type(self).__name__}.parameter_shapes: the "
                              f"model has no input shape; pass input_shape")
+        if self.built and self._check_input_shape(
+                shape, type(self).__name__) != self.input_shape:
+            raise ValueError(f"{type(self).__name__}.parameter_shapes: the "
+                             f"model is built for input shape "
+                             f"{self.input_shape}, not {tuple(shape)}")
         _, specs, _ = self._infer_shapes(tuple(shape))
         return {f"{prefix}.{name}": tuple(s)
                 for prefix, spec in zip(self._param_prefixes(), specs)
@@ -420,6 +445,13 @@ class Model:
             for k, a in dest.items():
                 np.add(held[k], a, out=held[k])
 
+    def skip_batch(self, n):
+        """Advance the layers' random streams as a training pass over ``n``
+        samples would, once per call (a rank of a data-parallel run whose
+        part of a batch is empty)."""
+        for node in self._graph.order:
+            node.layer.skip_batch(n)
+
     def clear_caches(self):
         """Drop what the layers kept for a backward pass."""
         self._saved = {}
@@ -455,6 +487,16 @@ class Model:
 
     def _replay(self, tensor):
         return self._graph.replay(tensor)
+
+    def _require_logits(self, what):
+        """ValueError unless the output is a vector of logits per sample
+        (a model built as a block of another may end anywhere)."""
+        if self.output_shape is not None and len(self.output_shape) != 1:
+            raise ValueError(
+                f"{type(self).__name__}.{what}: the model's output has shape "
+                f"{self.output_shape} per sample; {what} needs one vector of "
+                f"logits, shape (classes,) (end with Flatten or "
+                f"GlobalAvgPool2D and Dense)")
 
     def _per_batch(self, x, batch_size, tail, dtype, fn):
         """``fn(logits)`` of checked ``x``, ``batch_size`` images per
@@ -564,6 +606,7 @@ class Model:
         return sw
 
     def _prepare_y(self, y, n, name="y"):
+        self._require_logits("fit and evaluate")
         y = np.asarray(y)
         if y.dtype.kind not in "iu":
             raise TypeError(
@@ -656,8 +699,9 @@ class Model:
         return self
 
     def state_dict(self):
-        """``{name: array copy}`` with PyTorch's ``nn.Sequential`` names
-        (``"0.weight"``, ``"0.bias"``, ...)."""
+        """``{name: array copy}``: for a :class:`Sequential` PyTorch's
+        ``nn.Sequential`` names (``"0.weight"``, ``"0.bias"``, ...), for a
+        graph model ``"<layer name>.<parameter>"``."""
         return {name: p.copy() for name, p in self.named_parameters()}
 
     def load_state_dict(self, state, strict_dtype=False):
@@ -836,7 +880,11 @@ class Model:
                 "layers": None if builtin else self.layers,
                 "graph": (None if builtin or graph is None
                           else (graph.input, graph.output)),
-                "params": self._flat_params.copy() if self.built else None,
+                # the live arrays (a block's layers may be bound elsewhere)
+                "params": (np.concatenate([p.ravel() for p in
+                                           self.parameters()] or
+                                          [self._flat_params[:0]])
+                           if self.built else None),
                 "rng": self.rng.bit_generator.state,
                 "optimizer": opt,
                 "metadata": self.metadata,
@@ -1027,14 +1075,20 @@ class Model:
         if optimizer is None:
             optimizer = self.optimizer if self.optimizer is not None \
                 else optim.Adam(1e-3)
-        self.optimizer = optim.get(optimizer)
+        optimizer = optim.get(optimizer)
         callbacks = _trainer.check_callbacks(callbacks)
         self._require_built("fit")
-        if world.size > 1:
-            _trainer.join(world, self, x, y, sw, xv, yv,
-                          (epochs, initial_epoch, batch_size, bool(shuffle)))
         trainer = _trainer.Trainer(self, world, shards, reduction,
                                    strict=world is not dist.LOCAL)
+        previous, self.optimizer = self.optimizer, optimizer
+        if world.size > 1:
+            try:
+                _trainer.join(world, self, x, y, sw, xv, yv,
+                              (epochs, initial_epoch, batch_size,
+                               bool(shuffle)))
+            except BaseException:
+                self.optimizer = previous
+                raise
         return trainer.fit(x, y, sw, xv, yv, initial_epoch, epochs,
                            batch_size, shuffle, callbacks, verbose)
 
@@ -1093,6 +1147,12 @@ class Sequential(Model):
             self.build(input_shape)
 
     def _replay(self, tensor):
+        if not self.built:
+            self.build(tensor.shape)
+        elif tensor.shape != self.input_shape:
+            raise ValueError(
+                f"Sequential: built for input shape {self.input_shape}, "
+                f"called on {tensor.source} of shape {tensor.shape}")
         for layer in self.layers:
             tensor = layer(tensor)
         return tensor
@@ -1201,7 +1261,7 @@ class Sequential(Model):
             if not isinstance(spec, dict):
                 raise ValueError(f"model config: layer {i} is not a dict")
             name = spec.get("class_name")
-            if name not in LAYERS:
+            if not isinstance(name, str) or name not in LAYERS:
                 raise ValueError(
                     f"model config: layer {i} has unknown type {name!r}; "
                     f"known: {sorted(LAYERS)}")
@@ -1263,7 +1323,8 @@ class _Graph:
     def __init__(self, inp, out, unique_names=True):
         if inp.node is not None:
             raise TypeError(f"Model: inputs must be the tensor of "
-                            f"cnnkit.Input(...), not {out.source}'s output")
+                            f"cnnkit.Input(...), not the output of "
+                            f"{inp.source}")
         if out is inp:
             raise ValueError("Model: the output is the input; call layers on "
                              "the input first")
@@ -1414,7 +1475,7 @@ def _graph_from_config(config):
             fail(f"layer {i} is not a dict")
         kind, name, lcfg = ls.get("class_name"), ls.get("name"), \
             ls.get("config", {})
-        if kind not in LAYERS:
+        if not isinstance(kind, str) or kind not in LAYERS:
             fail(f"layer {i} has unknown type {kind!r}; known: "
                  f"{sorted(LAYERS)}")
         if not isinstance(name, str) or not name:
@@ -1434,7 +1495,8 @@ def _graph_from_config(config):
              f"{len(node_specs)}), got {out_ref!r}")
     refs = []
     for i, ns in enumerate(node_specs):
-        if not isinstance(ns, dict) or ns.get("layer") not in layers or \
+        if not isinstance(ns, dict) or not isinstance(ns.get("layer"), str) \
+                or ns["layer"] not in layers or \
                 not isinstance(ns.get("inputs"), list) or not ns["inputs"]:
             fail(f"node {i} must name a layer of 'layers' and list its "
                  f"inputs")

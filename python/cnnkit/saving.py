@@ -44,8 +44,8 @@ def load_model(path):
 
     Returns
     -------
-    Sequential
-        The model, built, with its weights, the ``metadata`` it was saved
+    Sequential or Model
+        The model (a :class:`~cnnkit.Model` for a graph), built, with its weights, the ``metadata`` it was saved
         with (``model.metadata``, empty when none) and, when the file holds
         one, its optimizer (``model.optimizer``) with the saved state.
 

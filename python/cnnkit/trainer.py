@@ -63,11 +63,10 @@ class Trainer:
 
     def __init__(self, model, world=dist.LOCAL, shards=dist.DEFAULT_SHARDS,
                  reduction="ordered", strict=True):
-        if model.flat_params.size and not any(
-                np.shares_memory(p, model.flat_params)
-                for p in model.parameters()):
+        if not all(np.shares_memory(p, model.flat_params)
+                   for p in model.parameters()):
             raise ValueError(
-                f"this {type(model).__name__}'s layers were built into "
+                f"layers of this {type(model).__name__} were built into "
                 f"another model, which holds their weights now: train that "
                 f"model (this one still predicts with them)")
         unsplit = [layer for layer in model.layers
@@ -170,8 +169,7 @@ class Trainer:
                         self.stats[s][1] = np.count_nonzero(hit[a:c])
         else:
             # no samples here: advance the random streams all the same
-            for layer in model.layers:
-                layer.skip_batch(b)
+            model.skip_batch(b)
         # 4. reduction of the shard gradients, in the fixed tree
         if not single:
             total, hits = self._reduce([edges[s + 1] > edges[s]
