@@ -89,7 +89,18 @@ class Model:
     """
 
     def __init__(self, inputs=None, outputs=None, seed=None,
-                 dtype="float32", *, _graph=True):
+                 dtype="float32"):
+        self._init_state(seed, dtype)
+        if inputs is None or outputs is None:
+            raise TypeError("Model(inputs, outputs): give the input tensor "
+                            "(cnnkit.Input(shape)) and the output tensor the "
+                            "layers computed from it")
+        self._init_graph(inputs, outputs)
+        self.build(self.input_shape)
+
+    def _init_state(self, seed, dtype):
+        """What every model holds before its graph: dtype, seed, generator,
+        empty buffers."""
         name = type(self).__name__
         try:
             dt = np.dtype(dtype)
@@ -115,14 +126,6 @@ class Model:
         self._flat_grads = np.zeros(0, dtype=dt)
         self._names = []
         self._saved = {}
-        if isinstance(self, Sequential) or not _graph:
-            return
-        if inputs is None or outputs is None:
-            raise TypeError("Model(inputs, outputs): give the input tensor "
-                            "(cnnkit.Input(shape)) and the output tensor the "
-                            "layers computed from it")
-        self._init_graph(inputs, outputs)
-        self.build(self.input_shape)
 
     def _init_graph(self, inputs, outputs):
         self._graph = _Graph(_single(inputs, "inputs"),
@@ -845,8 +848,7 @@ class Model:
             return cls(inp, out, seed=config.get("seed"),
                        dtype=config.get("dtype", "float32"))
         model = cls.__new__(cls)
-        Model.__init__(model, seed=config.get("seed"),
-                       dtype=config.get("dtype", "float32"), _graph=False)
+        model._init_state(config.get("seed"), config.get("dtype", "float32"))
         model._init_graph(inp, out)
         return model
 
@@ -1140,7 +1142,7 @@ class Sequential(Model):
         if len(set(map(id, layers))) != len(layers):
             raise ValueError("Sequential: the same layer object appears "
                              "twice; create one instance per position")
-        super().__init__(seed=seed, dtype=dtype)
+        self._init_state(seed, dtype)
         self.layers = layers
         self._chain = self._chain_key = None
         if input_shape is not None:
