@@ -490,6 +490,16 @@ def _assert_fresh(outputs, inputs, what):
             assert not np.may_share_memory(o, a), f"{what}: output is a view"
 
 
+def _draw_inputs(values, seed, shapes, inputs):
+    """(generator, float64 inputs): ``inputs`` as given, or drawn of
+    ``shapes`` by ``values`` (a name of :data:`VALUES` or a function)."""
+    rng = np.random.default_rng(seed)
+    if inputs is not None:
+        return rng, [np.array(a, dtype=np.float64) for a in inputs]
+    draw = VALUES[values] if isinstance(values, str) else values
+    return rng, [draw(rng, tuple(s)) for s in shapes]
+
+
 def check_op(op, shapes=(), *, inputs=None, values="normal", seed=0,
              dtypes=DTYPES, threads=THREADS, layouts=DEFAULT_LAYOUTS,
              backward=True, grad_out=None, **hyper):
@@ -537,12 +547,7 @@ def check_op(op, shapes=(), *, inputs=None, values="normal", seed=0,
     writeable, C-contiguous arrays.
     """
     spec = OPS[op] if isinstance(op, str) else op
-    draw = VALUES[values] if isinstance(values, str) else values
-    rng = np.random.default_rng(seed)
-    if inputs is None:
-        base = [draw(rng, tuple(s)) for s in shapes]
-    else:
-        base = [np.array(a, dtype=np.float64) for a in inputs]
+    rng, base = _draw_inputs(values, seed, shapes, inputs)
     shapes = [a.shape for a in base]
     hyper_arrays = _arrays_in(hyper.values())
     first = _as_tuple(spec.reference(*base, **hyper))
@@ -629,12 +634,7 @@ def check_gradients(op, shapes=(), *, inputs=None, values="normal", seed=0,
     spec = OPS[op] if isinstance(op, str) else op
     forward = spec.reference if reference else spec.forward
     backward = spec.reference_backward if reference else spec.backward
-    draw = VALUES[values] if isinstance(values, str) else values
-    rng = np.random.default_rng(seed)
-    if inputs is None:
-        base = [draw(rng, tuple(s)) for s in shapes]
-    else:
-        base = [np.array(a, dtype=np.float64) for a in inputs]
+    rng, base = _draw_inputs(values, seed, shapes, inputs)
     out = _as_tuple(forward(*base, **hyper))
     g = rng.standard_normal(out[0].shape)
     grads = _as_tuple(backward(g, base, out, **hyper))

@@ -10,7 +10,8 @@ Shapes exclude the batch axis, as everywhere in cnnkit.
 """
 import itertools
 
-__all__ = ["SymbolicTensor", "Node", "Input", "topological_order"]
+__all__ = ["SymbolicTensor", "Node", "Input", "topological_order",
+           "symbolic_args"]
 
 _ids = itertools.count()
 
@@ -138,3 +139,14 @@ def topological_order(outputs):
                 ready.append(c)
                 ready.sort()
     return order, [inputs[k] for k in sorted(inputs)]
+
+
+def symbolic_args(inputs):
+    """The tensors of a call's argument (one, or a list) and whether the call
+    is symbolic; TypeError when it mixes symbolic tensors and arrays."""
+    tensors = (list(inputs) if isinstance(inputs, (list, tuple))
+               else [inputs])
+    symbolic = [isinstance(t, SymbolicTensor) for t in tensors]
+    if any(symbolic) and not all(symbolic):
+        raise TypeError("cannot mix symbolic tensors and arrays in one call")
+    return tensors, any(symbolic)

@@ -40,7 +40,7 @@ import numpy as np
 from . import _ops
 from ._checks import check_elements, check_int, check_pair
 from ._context import as_context
-from ._graph import Node, SymbolicTensor
+from ._graph import Node, symbolic_args
 
 __all__ = [
     "Layer", "Conv2D", "ReLU", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
@@ -227,14 +227,13 @@ class Layer:
             the layers the tensors come from and the shapes; or if a layer
             already called on one shape is called on another.
         """
-        tensors = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-        symbolic = [isinstance(t, SymbolicTensor) for t in tensors]
-        if not any(symbolic):
-            return self.forward(inputs, training)
         me = f"{type(self).__name__} {self.name!r}"
-        if not all(symbolic):
-            raise TypeError(f"{me}: cannot mix symbolic tensors and arrays "
-                            f"in one call")
+        try:
+            tensors, symbolic = symbolic_args(inputs)
+        except TypeError as exc:
+            raise TypeError(f"{me}: {exc}") from None
+        if not symbolic:
+            return self.forward(inputs, training)
         if self.num_inputs == 1 and isinstance(inputs, (list, tuple)):
             raise TypeError(f"{me} takes one tensor, got a list of "
                             f"{len(inputs)}")

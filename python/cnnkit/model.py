@@ -21,7 +21,8 @@ from . import distributed as dist
 from . import optim
 from . import trainer as _trainer
 from ._checks import MAX_ELEMENTS, check_int, check_keys, is_int
-from ._graph import Input, Node, SymbolicTensor, topological_order
+from ._graph import (Input, Node, SymbolicTensor, symbolic_args,
+                     topological_order)
 from ._version import __version__
 from .layers import LAYERS, Layer
 
@@ -337,7 +338,7 @@ class Model:
         ctx = _context.as_context(training)
         values = [None] * (len(g.order) + 1)
         values[0] = x
-        keep = bool(ctx) and len(g.calls) < len(g.order)
+        keep = bool(ctx) and g.has_shared
         for i, node in enumerate(g.order):
             ctx.node = i
             layer, (step, op) = node.layer, g.forward_plan[i]
@@ -482,9 +483,7 @@ class Model:
         -------
         logits : ndarray of shape (n,) + output_shape
         """
-        if isinstance(x, (SymbolicTensor, list, tuple)) and any(
-                isinstance(t, SymbolicTensor)
-                for t in (x if isinstance(x, (list, tuple)) else [x])):
+        if symbolic_args(x)[1]:
             return self._replay(_single(x, "inputs"))
         return self.forward(self._prepare_x(x, check_finite=False), training)
 
@@ -1346,6 +1345,8 @@ class _Graph:
         self.calls = {}
         for i, node in enumerate(order):
             self.calls.setdefault(node.layer, []).append(i)
+        #: Whether some layer is called more than once.
+        self.has_shared = len(self.calls) < len(order)
         # layers in the order they were first called (node creation)
         self.layers = sorted(self.calls,
                              key=lambda lay: order[self.calls[lay][0]].uid)

@@ -84,6 +84,7 @@ class Trainer:
         edges = dist.bounds(shards, world.size)
         self.s0, self.s1 = edges[world.rank], edges[world.rank + 1]
         self.arena = Arena()
+        self.bounds = {}
         self.sums = np.zeros(2, dtype=np.float64)
         #: Seconds spent exchanging and adding the shard gradients.
         self.exchange_seconds = 0.0
@@ -207,13 +208,13 @@ class Trainer:
         return float(self.sums[0]), int(self.sums[1])
 
     def _shard_bounds(self, edges, b):
-        """This rank's shard edges, relative to its first sample (kept per
-        batch size)."""
-        key = ("bounds", b)
-        bounds = self.arena.get(self, key, (self.s1 - self.s0 + 1,),
-                                np.int64)
-        bounds[...] = edges[self.s0:self.s1 + 1]
-        bounds -= edges[self.s0]
+        """This rank's shard edges, relative to its first sample (made once
+        per batch size)."""
+        bounds = self.bounds.get(b)
+        if bounds is None:
+            bounds = np.array(edges[self.s0:self.s1 + 1], dtype=np.int64)
+            bounds -= edges[self.s0]
+            self.bounds[b] = bounds
         return bounds
 
     def _kept(self, key, shape, dtype):
