@@ -72,7 +72,7 @@ def test_results_follow_the_schema(smoke):
         else:
             assert rec["gflops"]["cnnkit"] is None
         # the NumPy reference has no trainer and skips the 64-channel conv
-        if rec["group"] in ("lenet", "conv64"):
+        if rec["group"] in ("lenet", "conv64", "zoo"):
             assert med["numpy"] is None
         else:
             assert med["numpy"] > 0
@@ -195,6 +195,8 @@ def test_workloads_of_each_mode():
     full = bench.workloads(bench.make_config(args))
     names = [(w.group, w.name) for w in full]
     assert ("conv64", "conv2d fwd+bwd") in names
+    assert ("zoo", "ResNet-20 train") in names
+    assert ("zoo", "ResNet-20 predict") in names
     assert names.count(("lenet", "LeNet-5 train")) == 3
     assert [w.shape for w in full if w.group == "gemm"] == [
         f"{n}^3 {t}" for t in ("float32", "float64")

@@ -17,8 +17,8 @@ except ImportError as exc:  # pragma: no cover - only on a broken install
         "inside the source folder's python/ directory."
     ) from exc
 
-from . import (callbacks, datasets, distributed, functional, layers, optim,
-               reference)
+from . import (callbacks, datasets, distributed, functional, layers, models,
+               optim, reference)
 from ._config import get_num_threads, set_num_threads, show_config
 from ._graph import Input
 from .model import Model, Sequential
@@ -35,6 +35,7 @@ __all__ = [
     "distributed",
     "functional",
     "layers",
+    "models",
     "optim",
     "reference",
     "get_num_threads",

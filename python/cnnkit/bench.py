@@ -24,6 +24,12 @@ groups:
     32 x 64 x 56 x 56 (8 in quick mode), forward and forward + backward
     (PyTorch through autograd).  The NumPy reference is too slow for it and
     is not run.
+``zoo``
+    ResNet-20 (:func:`cnnkit.models.resnet`, batch normalisation,
+    shortcuts) on 1 x 28 x 28 images, Fashion-MNIST's shape: a training
+    pass over 1024 images at batch 128 (Adam) and inference at batch 256,
+    against its PyTorch twin (:func:`resnet_torch`).  Times per image scale
+    to an epoch of 60,000 images.
 
 Method
 ------
@@ -79,7 +85,7 @@ FRAMEWORKS = ("cnnkit", "numpy", "torch")
 # The order the groups run in.  LeNet-5 first: after the kernel group
 # (its NumPy reference loops, the 1024-wide dense layers) both cnnkit and
 # PyTorch measured slower LeNet passes on the shared machine.
-GROUPS = ("lenet", "kernels", "gemm", "conv64")
+GROUPS = ("lenet", "kernels", "gemm", "conv64", "zoo")
 DEFAULT_GROUPS = {"full": GROUPS, "quick": ("lenet", "kernels"),
                   "smoke": GROUPS}
 DEFAULT_REPEATS = {"full": 7, "quick": 3, "smoke": 1}
@@ -292,15 +298,11 @@ def _gemm(size, dtype):
 
 
 def lenet_cnnkit(seed=0):
-    """LeNet-5 for 1 x 28 x 28 images: conv 6@5x5 pad 2, max pool 2, conv
-    16@5x5, max pool 2, dense 120, 84, 10, ReLU between."""
-    from .model import Sequential
-    from . import layers as L
-    return Sequential([
-        L.Conv2D(6, 5, padding=2), L.ReLU(), L.MaxPool2D(2),
-        L.Conv2D(16, 5), L.ReLU(), L.MaxPool2D(2), L.Flatten(),
-        L.Dense(120), L.ReLU(), L.Dense(84), L.ReLU(), L.Dense(10)],
-        input_shape=(1, 28, 28), seed=seed)
+    """LeNet-5 for 1 x 28 x 28 images (:func:`cnnkit.models.lenet5`): conv
+    6@5x5 pad 2, max pool 2, conv 16@5x5, max pool 2, dense 120, 84, 10,
+    ReLU between."""
+    from .models import lenet5
+    return lenet5(seed=seed)
 
 
 def lenet_torch():
@@ -311,6 +313,112 @@ def lenet_torch():
         nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
         nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
         nn.Linear(84, 10))
+
+
+def resnet_torch(depth=20, num_classes=10, in_channels=3, width=16):
+    """The PyTorch twin of :func:`cnnkit.models.resnet`: the usual CIFAR
+    ResNet with projection shortcuts, its ``state_dict`` in the order of
+    the cnnkit model's weights (stem conv, bn; per block conv1, bn1, conv2,
+    bn2, then the projection's conv and bn where there is one; fc)."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.shortcut = nn.Sequential()
+            if stride != 1 or cin != cout:
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(cin, cout, 1, stride, bias=False),
+                    nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            y = torch.relu(self.bn1(self.conv1(x)))
+            y = self.bn2(self.conv2(y))
+            return torch.relu(y + self.shortcut(x))
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+            self.bn = nn.BatchNorm2d(width)
+            blocks, cin = [], width
+            for stage in range(3):
+                cout = width * 2 ** stage
+                for b in range((depth - 2) // 6):
+                    blocks.append(Block(cin, cout,
+                                        2 if stage and not b else 1))
+                    cin = cout
+            self.blocks = nn.Sequential(*blocks)
+            self.fc = nn.Linear(cin, num_classes)
+
+        def forward(self, x):
+            x = self.blocks(torch.relu(self.bn(self.conv(x))))
+            return self.fc(x.mean(dim=(2, 3)))
+
+    return ResNet()
+
+
+def _zoo_train(bs, n):
+    """ResNet-20 on 1 x 28 x 28 images (Fashion-MNIST's shape): one pass
+    over ``n`` images at batch ``bs``, Adam, against the same loop in
+    PyTorch."""
+    def build(fw):
+        from .datasets import make_synthetic
+        x, y = make_synthetic(n, (1, 28, 28), 10, seed=0)
+        if fw == "cnnkit":
+            from . import models, optim
+            model = models.resnet(20, input_shape=(1, 28, 28), seed=0)
+            opt = optim.Adam(1e-3)
+            return lambda: model.fit(x, y, epochs=1, batch_size=bs,
+                                     optimizer=opt, verbose=0)
+        import torch
+        from torch import nn
+        net = resnet_torch(20, 10, 1, 16)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        loss_fn = nn.CrossEntropyLoss()
+
+        def epoch():
+            perm = torch.randperm(n)
+            for i in range(0, n, bs):
+                idx = perm[i:i + bs]
+                opt.zero_grad(set_to_none=True)
+                loss_fn(net(tx[idx]), ty[idx]).backward()
+                opt.step()
+        return epoch
+
+    return Workload("zoo", "ResNet-20 train", f"1x28x28, batch {bs}, "
+                    f"{n} images", build, ("cnnkit", "torch"), images=n,
+                    calls=1, max_repeats=5)
+
+
+def _zoo_predict(bs, n):
+    """ResNet-20 class probabilities (evaluation-mode batch norm)."""
+    def build(fw):
+        from .datasets import make_synthetic
+        x, _ = make_synthetic(n, (1, 28, 28), 10, seed=0)
+        if fw == "cnnkit":
+            from . import models
+            model = models.resnet(20, input_shape=(1, 28, 28), seed=0)
+            return lambda: model.predict_proba(x, batch_size=bs)
+        import torch
+        net = resnet_torch(20, 10, 1, 16).eval()
+        tx = torch.from_numpy(x)
+
+        def infer():
+            with torch.inference_mode():
+                for i in range(0, n, bs):
+                    torch.softmax(net(tx[i:i + bs]), dim=1)
+        return infer
+
+    return Workload("zoo", "ResNet-20 predict", f"1x28x28, batch {bs}, "
+                    f"{n} images", build, ("cnnkit", "torch"), images=n,
+                    calls=1, max_repeats=5)
 
 
 def _lenet_data(images):
@@ -410,6 +518,10 @@ def workloads(config):
         n, c, h = {"full": (32, 64, 56), "quick": (8, 64, 56),
                    "smoke": (2, 4, 8)}[mode]
         out += _conv("conv64", n, c, h, c, 3, 1, ("fwd", "fwd+bwd"))
+    if "zoo" in groups:
+        n = {"full": 1024, "quick": 256, "smoke": 4}[mode]
+        out += [_zoo_train(128 if n >= 128 else 2, n),
+                _zoo_predict(256 if n >= 256 else 2, n)]
     return out
 
 

@@ -174,10 +174,26 @@ def cmd_train(args):
         args.data, args.seed,
         DEFAULT_TEST_SIZE if args.test_size is None else args.test_size)
     classes = int(max(y_tr.max(), y_te.max())) + 1
-    model = default_model(x_tr.shape[1:], classes, args.seed)
-    opt = {"sgd": optim.SGD(args.lr, momentum=0.9),
-           "adam": optim.Adam(args.lr),
-           "adamw": optim.AdamW(args.lr)}[args.optimizer]
+    if args.model is None:
+        model = default_model(x_tr.shape[1:], classes, args.seed)
+    else:
+        from . import models
+        try:
+            model = models.get(args.model, x_tr.shape[1:], classes,
+                               seed=args.seed)
+        except ValueError as exc:
+            raise UsageError(f"--model: {exc}") from None
+    schedule = (optim.CosineAnnealingLR(args.epochs)
+                if args.schedule == "cosine" else None)
+    wd = args.weight_decay
+    opt = {"sgd": lambda: optim.SGD(args.lr, momentum=0.9,
+                                    weight_decay=wd or 0.0,
+                                    schedule=schedule),
+           "adam": lambda: optim.Adam(args.lr, weight_decay=wd or 0.0,
+                                      schedule=schedule),
+           "adamw": lambda: optim.AdamW(
+               args.lr, weight_decay=0.01 if wd is None else wd,
+               schedule=schedule)}[args.optimizer]()
     dist, root = None, True
     if args.distributed:
         from . import distributed
@@ -186,7 +202,10 @@ def cmd_train(args):
         root = world["rank"] == 0
     quiet = args.quiet or not root
     say = (lambda *a: None) if quiet else print
-    say(f"Training a {len(model.layers)}-layer CNN on {name}: "
+    what = (f"a {len(model.layers)}-layer CNN" if args.model is None
+            else f"{args.model} ({len(model.layers)} layers, "
+                 f"{model.count_params():,} parameters)")
+    say(f"Training {what} on {name}: "
         f"{x_tr.shape[0]} training and {x_te.shape[0]} test images of "
         f"shape {x_tr.shape[1:]}, {classes} classes")
     if dist is not None:
@@ -199,6 +218,9 @@ def cmd_train(args):
                   test_images=int(x_te.shape[0]), epochs=args.epochs,
                   batch_size=args.batch_size, optimizer=args.optimizer,
                   lr=args.lr)
+    for key in ("model", "schedule", "weight_decay"):
+        if getattr(args, key) is not None:
+            record[key] = getattr(args, key)
     counter = History()                  # the epochs done if fit raises
     try:
         history = model.fit(x_tr, y_tr, epochs=args.epochs,
@@ -467,6 +489,17 @@ def _positive_float(text):
     return v
 
 
+def _non_negative_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got "
+                                         f"{text!r}") from None
+    if not v >= 0 or not np.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
+    return v
+
+
 def _fraction(text):
     v = _positive_float(text)
     if v >= 1:
@@ -534,8 +567,9 @@ def build_parser():
                        help="OpenMP threads (default: all cores)")
 
     p = sub.add_parser("train", help="train a CNN and save it",
-                       description="Train a LeNet-style CNN, report its test "
-                                   "accuracy and save it.")
+                       description="Train a CNN (a LeNet-style network, or "
+                                   "--model NAME from cnnkit.models), report "
+                                   "its test accuracy and save it.")
     data_opts(p, f"seed of the digits' split, the initialisation and the "
                  f"shuffling (default {DEFAULT_SEED})")
     p.add_argument("--epochs", type=_positive_int, default=30,
@@ -547,6 +581,16 @@ def build_parser():
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"],
                    default="adam", help="default adam; sgd uses momentum "
                                         "0.9")
+    p.add_argument("--model", metavar="NAME", default=None,
+                   help="an architecture of cnnkit.models: lenet5, "
+                        "resnet20 (any resnet<6n+2>), mobilenet (default: a "
+                        "LeNet-style network sized for the images)")
+    p.add_argument("--schedule", choices=["cosine"], default=None,
+                   help="learning-rate schedule: cosine annealing to 0 over "
+                        "the epochs (default: a constant rate)")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=None,
+                   metavar="WD", help="weight decay (default 0; 0.01 for "
+                                      "adamw)")
     threads_opt(p)
     p.add_argument("--out", metavar="PATH",
                    help="model file to write (default: <dataset>.cnnkit)")
@@ -616,8 +660,8 @@ def build_parser():
     p = sub.add_parser("bench", help="time cnnkit against NumPy (and "
                                      "PyTorch if installed)",
                        description="Time cnnkit's kernels, square matrix "
-                                   "products and LeNet-5 training and "
-                                   "inference against the NumPy reference "
+                                   "products and LeNet-5 and ResNet-20 "
+                                   "training and inference against the NumPy reference "
                                    "and, when installed, PyTorch, each "
                                    "framework in its own process; prints "
                                    "median times and ratios.")
@@ -630,8 +674,8 @@ def build_parser():
     p.add_argument("--only", nargs="+", metavar="GROUP",
                    choices=bench.GROUPS,
                    help="run these groups: lenet, kernels, gemm, conv64 "
-                        "(a 64-channel 3x3 layer) (default: all; kernels "
-                        "and lenet with --quick)")
+                        "(a 64-channel 3x3 layer), zoo (ResNet-20) "
+                        "(default: all; kernels and lenet with --quick)")
     p.add_argument("--gemm", action="store_true",
                    help="square matrix products (float32 and float64) "
                         "only: the same as --only gemm")

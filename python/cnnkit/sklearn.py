@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - scikit-learn < 1.6
                        **kwargs):
         return estimator._validate_data(X, y, **kwargs)
 
-from . import optim
+from . import models, optim
 from ._checks import is_int
 from .callbacks import Callback
 from .layers import LAYERS, Conv2D, Dense, Flatten, Layer, MaxPool2D, ReLU
@@ -229,8 +229,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         None: the default body (see above); it never shrinks an axis below
         1, so any image shape works.  Give ``layers`` or ``architecture``,
         not both (a ValueError).
-    architecture : callable or None, default=None
-        A function ``architecture(input_shape, n_classes)`` that returns
+    architecture : str, callable or None, default=None
+        The name of an architecture of :mod:`cnnkit.models` (``"lenet5"``,
+        ``"resnet20"``, ``"mobilenet"``, ...), made for the images' shape
+        and the classes; or a function ``architecture(input_shape, n_classes)`` that returns
         the whole network as a :class:`cnnkit.Model` (or
         :class:`cnnkit.Sequential`) built on ``cnnkit.Input(input_shape)``,
         ``input_shape`` being the ``(C, H, W)`` of one image, with
@@ -416,10 +418,16 @@ default="adam"
                                                       (list, tuple)):
             raise ValueError(f"{name}: layers must be None or a list of "
                              f"layer specs, got {self.layers!r}")
-        if self.architecture is not None:
+        if isinstance(self.architecture, str):
+            try:
+                models.resolve(self.architecture)
+            except ValueError as exc:
+                raise ValueError(f"{name}: architecture: {exc}") from None
+        elif self.architecture is not None:
             if not callable(self.architecture):
                 raise ValueError(
-                    f"{name}: architecture must be None or a function "
+                    f"{name}: architecture must be None, a name of "
+                    f"cnnkit.models (e.g. 'resnet20') or a function "
                     f"(input_shape, n_classes) -> cnnkit.Model, got "
                     f"{self.architecture!r}")
             if self.layers is not None:
@@ -590,10 +598,15 @@ default="adam"
         """The model ``architecture`` returns, checked, then rebuilt from its
         config with ``seed`` and ``dtype``: fresh weights drawn from the
         estimator's seed, whatever the function's model was given."""
+        arch = self.architecture
+        if isinstance(arch, str):
+            fn = models.resolve(arch)
+            return fn(input_shape=image_shape, num_classes=n_classes,
+                      seed=seed, dtype=dtype)
         call = (f"{type(self).__name__}: architecture "
-                f"{_function_name(self.architecture)}(input_shape="
+                f"{_function_name(arch)}(input_shape="
                 f"{image_shape}, n_classes={n_classes})")
-        model = self.architecture(image_shape, n_classes)
+        model = arch(image_shape, n_classes)
         if not isinstance(model, Model):
             raise ValueError(
                 f"{call} returned {type(model).__name__} {model!r:.200}, "
