@@ -1,0 +1,364 @@
+"""Batch normalisation: batch_norm and batch_norm_backward --
+cnnkit.functional against cnnkit.reference (over dtypes, thread counts and
+memory layouts), finite differences, the running-statistics rule, the
+per-run sums the shard reduction adds, PyTorch's results, and the
+documented errors."""
+
+import numpy as np
+import pytest
+
+from cnnkit import _ops
+from cnnkit import functional as F
+from cnnkit import reference as R
+
+from helpers import (LAYOUTS, Op, check_gradients, check_op, each_argument,
+                     num_threads, require)
+
+
+def _count(shape):
+    return int(np.prod(shape)) // shape[1]
+
+
+def _train_terms(shapes, out, hp):
+    m = _count(shapes[0])
+    return (m,), (m, m, m)
+
+
+def _train_op(affine):
+    if affine:
+        def fwd(x, w, b, **hp):
+            return F.batch_norm(x, None, None, w, b, training=True, **hp)
+
+        def ref(x, w, b, **hp):
+            return R.batch_norm(x, None, None, w, b, training=True, **hp)
+
+        def bwd(g, ins, outs, **hp):
+            return F.batch_norm_backward(g, ins[0], ins[1], **hp)
+
+        def ref_bwd(g, ins, outs, **hp):
+            return R.batch_norm_backward(g, ins[0], ins[1], **hp)
+    else:
+        def fwd(x, **hp):
+            return F.batch_norm(x, None, None, training=True, **hp)
+
+        def ref(x, **hp):
+            return R.batch_norm(x, None, None, training=True, **hp)
+
+        def bwd(g, ins, outs, **hp):
+            return F.batch_norm_backward(g, ins[0], **hp)[:1]
+
+        def ref_bwd(g, ins, outs, **hp):
+            return R.batch_norm_backward(g, ins[0], **hp)[:1]
+    fwd.__name__ = "batch_norm"
+    return Op(fwd, ref, bwd, ref_bwd, _train_terms)
+
+
+def _eval_fwd(x, rm, rv, w, b, **hp):
+    return F.batch_norm(x, rm, rv, w, b, **hp)
+
+
+def _eval_ref(x, rm, rv, w, b, **hp):
+    return R.batch_norm(x, rm, rv, w, b, **hp)
+
+
+def _eval_bwd(g, ins, outs, **hp):
+    x, rm, rv, w, _ = ins
+    gx, gw, gb = F.batch_norm_backward(g, x, w, rm, rv, training=False, **hp)
+    return gx, None, None, gw, gb
+
+
+def _eval_ref_bwd(g, ins, outs, **hp):
+    x, rm, rv, w, _ = ins
+    gx, gw, gb = R.batch_norm_backward(g, x, w, rm, rv, training=False, **hp)
+    return gx, None, None, gw, gb
+
+
+TRAIN = _train_op(True)
+TRAIN_PLAIN = _train_op(False)
+EVAL = Op(_eval_fwd, _eval_ref, _eval_bwd, _eval_ref_bwd,
+          lambda shapes, out, hp: ((1,), (1, 1, 1, _count(shapes[0]),
+                                          _count(shapes[0]))))
+
+SHAPES = [(2, 3, 4, 5), (1, 2, 3, 3), (4, 1, 1, 1), (5, 4), (3, 7),
+          (1, 3, 7, 1), (4, 5, 9, 11), (2, 16, 1, 1), (7, 3, 2, 1)]
+
+
+def _channels(shape):
+    return (shape[1],)
+
+
+# ==========================================================================
+# against the reference
+# ==========================================================================
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_training_matches_reference(shape):
+    check_op(TRAIN, [shape, _channels(shape), _channels(shape)])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (6, 4)], ids=str)
+def test_training_without_affine_matches_reference(shape):
+    check_op(TRAIN_PLAIN, [shape])
+
+
+def test_training_in_every_layout():
+    shape = (3, 4, 5, 2)
+    check_op(TRAIN, [shape, (4,), (4,)], layouts=LAYOUTS, dtypes=["float64"])
+    check_op(TRAIN, [shape, (4,), (4,)],
+             layouts=each_argument(("F", "strided", "reversed"), 4))
+
+
+def test_parallel_size_matches_reference():
+    check_op(TRAIN, [(8, 24, 16, 16), (24,), (24,)], layouts=["C"],
+             eps=1e-3)
+
+
+def _eval_inputs(rng, shape):
+    c = shape[1]
+    return [rng.standard_normal(shape) * 2 + 1, rng.standard_normal(c),
+            rng.random(c) + 0.25, rng.standard_normal(c),
+            rng.standard_normal(c)]
+
+
+@pytest.mark.parametrize("shape", SHAPES[:6], ids=str)
+def test_evaluation_matches_reference(shape):
+    check_op(EVAL, inputs=_eval_inputs(np.random.default_rng(1), shape))
+
+
+def test_evaluation_in_every_layout():
+    check_op(EVAL, inputs=_eval_inputs(np.random.default_rng(2),
+                                       (3, 4, 2, 5)), layouts=LAYOUTS,
+             dtypes=["float64"])
+
+
+def test_large_offset_keeps_precision():
+    """Two passes: a mean far from zero does not wipe out the variance (as
+    E[x^2] - E[x]^2 would)."""
+    rng = np.random.default_rng(3)
+    x = (1e4 + rng.standard_normal((16, 3, 8, 8))).astype(np.float32)
+    y = F.batch_norm(x, None, None, training=True)
+    expected = R.batch_norm(x.astype(np.float64), None, None, training=True)
+    np.testing.assert_allclose(y, expected, rtol=0, atol=2e-3)
+
+
+# ==========================================================================
+# finite differences
+# ==========================================================================
+@pytest.mark.parametrize("shape", [(3, 2, 2, 3), (4, 3), (2, 1, 1, 3)],
+                         ids=str)
+def test_training_gradients_finite_differences(shape):
+    check_gradients(TRAIN, [shape, _channels(shape), _channels(shape)])
+    check_gradients(TRAIN, [shape, _channels(shape), _channels(shape)],
+                    reference=True)
+
+
+def test_training_gradients_without_affine():
+    check_gradients(TRAIN_PLAIN, [(3, 2, 2, 2)])
+
+
+def test_evaluation_gradients_finite_differences():
+    op = Op(lambda x, w, b: F.batch_norm(x, RM, RV, w, b),
+            None, lambda g, ins, outs: F.batch_norm_backward(
+                g, ins[0], ins[1], RM, RV, training=False))
+    check_gradients(op, [(2, 3, 2, 2), (3,), (3,)])
+
+
+RM = np.array([0.5, -1.0, 2.0])
+RV = np.array([0.7, 1.5, 0.2])
+
+
+# ==========================================================================
+# the running statistics, the dtypes, the per-run sums
+# ==========================================================================
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("momentum", [0.0, 0.1, 0.5, 1.0])
+def test_running_statistics_update(dtype, momentum):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 3, 4, 2)).astype(dtype)
+    rm = rng.standard_normal(3).astype(dtype)
+    rv = (rng.random(3) + 0.5).astype(dtype)
+    rm_ref, rv_ref = rm.astype(np.float64), rv.astype(np.float64)
+    F.batch_norm(x, rm, rv, training=True, momentum=momentum)
+    R.batch_norm(x, rm_ref, rv_ref, training=True, momentum=momentum)
+    tol = 1e-6 if dtype == "float32" else 1e-14
+    assert rm.dtype == dtype and rv.dtype == dtype
+    np.testing.assert_allclose(rm, rm_ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(rv, rv_ref, rtol=tol, atol=tol)
+
+
+def test_evaluation_does_not_write_running_statistics():
+    rm, rv = RM.copy(), RV.copy()
+    for a in (rm, rv):
+        a.flags.writeable = False
+    F.batch_norm(np.ones((2, 3)), rm, rv)
+    np.testing.assert_array_equal(rm, RM)
+
+
+def test_dtype_promotion():
+    x = np.arange(12, dtype=np.int64).reshape(4, 3)
+    assert F.batch_norm(x, None, None, training=True).dtype == np.float64
+    x32 = x.astype(np.float32)
+    assert F.batch_norm(x32, RM, RV).dtype == np.float32
+    assert F.batch_norm(x32, RM, RV, np.ones(3)).dtype == np.float64
+    assert F.batch_norm(x32.astype(np.float16), RM, RV).dtype == np.float32
+
+
+def test_other_ranks_match_pytorch_layouts():
+    """(N, C, L) and (N, C, D, H, W) are normalised over every axis but C."""
+    rng = np.random.default_rng(5)
+    for shape in [(3, 2, 5), (2, 3, 2, 3, 2)]:
+        x = rng.standard_normal(shape)
+        y = F.batch_norm(x, None, None, training=True)
+        assert y.shape == shape
+        np.testing.assert_allclose(
+            y, R.batch_norm(x, None, None, training=True), atol=1e-12)
+
+
+def test_sums_per_run_are_the_runs_own():
+    """The sums of a run of images depend only on its images: the
+    per-shard statistics data-parallel training adds."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((9, 4, 3, 5))
+    bounds = [0, 2, 2, 5, 9]
+    whole = _ops.batch_norm_sums if hasattr(_ops, "batch_norm_sums") \
+        else None
+    from cnnkit import _kernels
+    parts = _kernels.batch_norm_sums(x, None, bounds)
+    assert parts.shape == (4, 4)
+    for q in range(4):
+        alone = _kernels.batch_norm_sums(x[bounds[q]:bounds[q + 1]])[0] \
+            if bounds[q + 1] > bounds[q] else np.zeros(4)
+        np.testing.assert_array_equal(parts[q], alone)
+    mean = x.mean(axis=(0, 2, 3))
+    sq = _kernels.batch_norm_sums(x, mean, bounds)
+    np.testing.assert_allclose(
+        sq.sum(axis=0), ((x - mean[:, None, None]) ** 2).sum(axis=(0, 2, 3)))
+    del whole
+    g = rng.standard_normal(x.shape)
+    m32, s32 = mean, np.ones(4)
+    bparts = _kernels.batch_norm_backward_sums(g, x, m32, s32, bounds)
+    for q in (0, 2, 3):
+        alone = _kernels.batch_norm_backward_sums(
+            g[bounds[q]:bounds[q + 1]], x[bounds[q]:bounds[q + 1]], m32,
+            s32)[0]
+        np.testing.assert_array_equal(bparts[q], alone)
+    np.testing.assert_array_equal(bparts[1], 0)
+
+
+def test_thread_count_does_not_change_sums():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6, 40, 33, 17)).astype(np.float32)
+    runs = []
+    for n in (1, 2, 3, 4):
+        with num_threads(n):
+            runs.append(F.batch_norm(x, None, None, training=True).tobytes())
+    assert all(r == runs[0] for r in runs)
+
+
+# ==========================================================================
+# PyTorch
+# ==========================================================================
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (8, 5), (2, 4, 1, 1)],
+                         ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_matches_pytorch(shape, dtype):
+    torch = require("torch")
+    rng = np.random.default_rng(8)
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    w, b = rng.standard_normal(c).astype(dtype), \
+        rng.standard_normal(c).astype(dtype)
+    rm, rv = np.zeros(c, dtype), np.ones(c, dtype)
+    tm, tv = torch.zeros(c, dtype=getattr(torch, dtype)), \
+        torch.ones(c, dtype=getattr(torch, dtype))
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == "float32" else \
+        dict(rtol=1e-10, atol=1e-10)
+    for momentum in (0.1, 0.3):
+        y = F.batch_norm(x, rm, rv, w, b, training=True, momentum=momentum)
+        xt = torch.tensor(x, requires_grad=True)
+        wt = torch.tensor(w, requires_grad=True)
+        bt = torch.tensor(b, requires_grad=True)
+        yt = torch.nn.functional.batch_norm(xt, tm, tv, wt, bt, True,
+                                            momentum)
+        np.testing.assert_allclose(y, yt.detach().numpy(), **tol)
+        np.testing.assert_allclose(rm, tm.numpy(), **tol)
+        np.testing.assert_allclose(rv, tv.numpy(), **tol)
+        g = rng.standard_normal(shape).astype(dtype)
+        yt.backward(torch.tensor(g))
+        gx, gw, gb = F.batch_norm_backward(g, x, w)
+        np.testing.assert_allclose(gx, xt.grad.numpy(), **tol)
+        np.testing.assert_allclose(gw, wt.grad.numpy(), **tol)
+        np.testing.assert_allclose(gb, bt.grad.numpy(), **tol)
+    y = F.batch_norm(x, rm, rv, w, b)
+    yt = torch.nn.functional.batch_norm(torch.tensor(x), tm, tv,
+                                        torch.tensor(w), torch.tensor(b))
+    np.testing.assert_allclose(y, yt.numpy(), **tol)
+
+
+# ==========================================================================
+# errors
+# ==========================================================================
+def test_errors_name_the_argument():
+    x = np.zeros((2, 3, 4, 4))
+    rm, rv = np.zeros(3), np.ones(3)
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        F.batch_norm(x, rm, rv, eps=-1e-5)
+    with pytest.raises(ValueError, match="momentum must be"):
+        F.batch_norm(x, rm, rv, training=True, momentum=1.5)
+    with pytest.raises(ValueError, match="momentum must be"):
+        F.batch_norm(x, rm, rv, training=True, momentum=-0.1)
+    with pytest.raises(TypeError, match="momentum must be a real number"):
+        F.batch_norm(x, rm, rv, momentum="0.1")
+    with pytest.raises(ValueError, match=r"weight must have shape \(3,\)"):
+        F.batch_norm(x, rm, rv, np.ones(4))
+    with pytest.raises(ValueError, match=r"running_var must have shape"):
+        F.batch_norm(x, rm, np.ones(2))
+    with pytest.raises(ValueError, match="x must be"):
+        F.batch_norm(np.zeros(3), rm, rv)
+    with pytest.raises(ValueError, match="needed when training is False"):
+        F.batch_norm(x, None, None)
+    with pytest.raises(ValueError, match="both running_mean and"):
+        F.batch_norm(x, rm, None, training=True)
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        F.batch_norm(np.zeros((1, 3)), None, None, training=True)
+    with pytest.raises(TypeError, match="dtype"):
+        F.batch_norm(x.astype(complex), rm, rv)
+    with pytest.raises(ValueError, match="grad_out must have the shape"):
+        F.batch_norm_backward(np.zeros((2, 3)), x)
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        F.batch_norm_backward(x, x, eps=-1.0)
+    with pytest.raises(ValueError, match="needed when training is False"):
+        F.batch_norm_backward(x, x, training=False)
+
+
+@pytest.mark.parametrize("bad", [
+    np.zeros(3, dtype=np.int64), [0.0, 0.0, 0.0], "read-only"])
+def test_training_running_tensors_must_be_writeable_floats(bad):
+    x = np.ones((4, 3))
+    if isinstance(bad, str):
+        bad = np.zeros(3)
+        bad.flags.writeable = False
+    with pytest.raises(TypeError, match="running_mean is updated in place"):
+        F.batch_norm(x, bad, np.ones(3), training=True)
+    F.batch_norm(x, bad, np.ones(3), training=False)
+
+
+def test_hostile_sizes_do_not_crash():
+    from cnnkit import _kernels
+    x = np.zeros((3, 2, 2, 2))
+    with pytest.raises(ValueError, match="bounds"):
+        _kernels.batch_norm_sums(x, None, [0, 5])
+    with pytest.raises(ValueError, match="bounds"):
+        _kernels.batch_norm_sums(x, None, [2, 1, 3])
+    with pytest.raises(ValueError, match="mean"):
+        _kernels.batch_norm_sums(x, np.zeros(3))
+    with pytest.raises(ValueError, match="sums"):
+        _kernels.batch_norm_backward(x, x, np.zeros(2), np.ones(2), None,
+                                     np.zeros((3, 2)), 4.0)
+    with pytest.raises(ValueError, match="count"):
+        _kernels.batch_norm_backward(x, x, np.zeros(2), np.ones(2), None,
+                                     np.zeros((2, 2)), 0.0)
+    with pytest.raises(ValueError, match="out"):
+        _kernels.batch_norm_forward(x, np.zeros(2), np.ones(2), None, None,
+                                    np.zeros((3, 2, 2, 2), np.float32))
+    y = F.batch_norm(np.zeros((0, 3, 2, 2)), np.zeros(3), np.ones(3))
+    assert y.shape == (0, 3, 2, 2)
