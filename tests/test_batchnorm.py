@@ -362,3 +362,239 @@ def test_hostile_sizes_do_not_crash():
                                     np.zeros((3, 2, 2, 2), np.float32))
     y = F.batch_norm(np.zeros((0, 3, 2, 2)), np.zeros(3), np.ones(3))
     assert y.shape == (0, 3, 2, 2)
+
+
+# ==========================================================================
+# the layers, their buffers and training
+# ==========================================================================
+import pickle  # noqa: E402
+
+import cnnkit  # noqa: E402
+from cnnkit import layers as L  # noqa: E402
+
+
+def _bn_net(seed=0, dtype="float32"):
+    return cnnkit.Sequential([
+        L.Conv2D(4, 3, padding=1), L.BatchNorm2D(), L.ReLU(),
+        L.MaxPool2D(2), L.Flatten(), L.Dense(12), L.BatchNorm1D(),
+        L.ReLU(), L.Dense(10)], input_shape=(1, 8, 8), seed=seed,
+        dtype=dtype)
+
+
+def _digits(n=120):
+    x, y = cnnkit.datasets.load_digits()
+    return x[:n], y[:n]
+
+
+def _state(model):
+    return [a.tobytes() for a in model.get_weights()]
+
+
+def test_state_dict_order_and_buffers():
+    model = _bn_net()
+    assert list(model.state_dict())[:7] == [
+        "0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
+        "1.running_var", "1.num_batches_tracked"]
+    nbt = model.state_dict()["1.num_batches_tracked"]
+    assert nbt.dtype == np.int64 and nbt.shape == ()
+    assert [n for n, _ in model.named_parameters()][2:4] == [
+        "1.weight", "1.bias"]
+    # the buffers are not parameters: the optimizer's buffer excludes them
+    assert model.count_params() == sum(p.size for p in model.parameters())
+    assert model.count_buffers() == 2 * 4 + 2 * 12
+    text = model.summary(print_fn=lambda s: None)
+    assert "Non-trainable params: 32" in text
+    np.testing.assert_array_equal(model.layers[1].params["weight"], 1)
+    np.testing.assert_array_equal(model.layers[1].buffers["running_var"], 1)
+
+
+def test_training_updates_buffers_once_per_step_and_inference_never():
+    model = _bn_net()
+    x, y = _digits()
+    before = [b.copy() for b in model.buffers()]
+    model.predict(x)
+    model.evaluate(x, y)
+    assert all(np.array_equal(a, b) for a, b in zip(before,
+                                                    model.buffers()))
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    assert int(model.layers[1].buffers["num_batches_tracked"]) == 8
+    assert not np.array_equal(model.layers[1].buffers["running_mean"],
+                              before[0])
+    # the optimizer's state covers the parameters alone
+    after = [b.copy() for b in model.buffers()]
+    model.predict(x)
+    assert all(np.array_equal(a, b) for a, b in zip(after, model.buffers()))
+
+
+@pytest.mark.parametrize("shards", [1, 8])
+def test_training_is_bit_identical_for_any_thread_count(shards):
+    x, y = _digits()
+    runs = []
+    for n in (1, 2, 3):
+        with num_threads(n):
+            model = _bn_net(seed=3)
+            model.fit(x, y, epochs=1, batch_size=40, verbose=0,
+                      optimizer="sgd",
+                      distributed=cnnkit.distributed.DataParallel(
+                          shards=shards) if shards == 1 else None)
+            runs.append(_state(model))
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_sharded_statistics_agree_with_one_shard():
+    """Eight shards form the same statistics and gradients as one, up to
+    rounding (float64)."""
+    x, y = _digits(64)
+    ones = cnnkit.distributed.DataParallel(shards=1)
+    a, b = _bn_net(seed=1, dtype="float64"), _bn_net(seed=1, dtype="float64")
+    a.fit(x, y, epochs=1, batch_size=64, verbose=0, optimizer="sgd",
+          distributed=ones)
+    b.fit(x, y, epochs=1, batch_size=64, verbose=0, optimizer="sgd")
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-12, atol=1e-13)
+
+
+def test_layer_gradient_matches_functional():
+    rng = np.random.default_rng(9)
+    model = cnnkit.Sequential([L.BatchNorm2D()], input_shape=(3, 4, 4),
+                              dtype="float64")
+    bn = model.layers[0]
+    bn.params["weight"][...] = rng.standard_normal(3)
+    x = rng.standard_normal((5, 3, 4, 4))
+    g = rng.standard_normal(x.shape)
+    y = bn.forward(x, training=True)
+    np.testing.assert_array_equal(
+        y, F.batch_norm(x, None, None, bn.params["weight"],
+                        bn.params["bias"], training=True))
+    gx = bn.backward(g)
+    fx, fw, fb = F.batch_norm_backward(g, x, bn.params["weight"])
+    np.testing.assert_array_equal(gx, fx)
+    np.testing.assert_array_equal(bn.grads["weight"], fw)
+    np.testing.assert_array_equal(bn.grads["bias"], fb)
+
+
+def test_layer_errors():
+    with pytest.raises(ValueError, match="momentum"):
+        L.BatchNorm2D(momentum=2)
+    with pytest.raises(ValueError, match="eps"):
+        L.BatchNorm2D(eps=-1)
+    with pytest.raises(TypeError, match="momentum"):
+        L.BatchNorm1D(momentum="x")
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        cnnkit.Sequential([L.BatchNorm2D()], input_shape=(5,))
+    with pytest.raises(ValueError, match=r"\(C,\)"):
+        cnnkit.Sequential([L.Flatten(), L.BatchNorm1D()],
+                          input_shape=(2, 3, 3)).layers[1].forward(
+                              np.zeros((2, 2, 3, 3)))
+    model = cnnkit.Sequential([L.Flatten(), L.BatchNorm1D()],
+                              input_shape=(1, 2, 2))
+    with pytest.raises(ValueError, match="more than one value"):
+        model.forward(np.zeros((1, 1, 2, 2), np.float32), training=True)
+
+
+def test_graph_model_with_batch_norm(tmp_path):
+    inp = cnnkit.Input((1, 8, 8))
+    h = L.ReLU()(L.BatchNorm2D(name="bn")(L.Conv2D(4, 3, padding=1)(inp)))
+    h = L.Add()([h, L.BatchNorm2D(affine=False)(
+        L.Conv2D(4, 3, padding=1)(h))])
+    out = L.Dense(10)(L.Flatten()(L.GlobalAvgPool2D()(h)))
+    model = cnnkit.Model(inp, out, seed=0)
+    assert "bn.running_var" in model.state_dict()
+    x, y = _digits()
+    model.fit(x, y, epochs=1, batch_size=30, verbose=0)
+    assert int(model.state_dict()["bn.num_batches_tracked"]) == 4
+    path = tmp_path / "g.cnnkit"
+    model.save(path)
+    for other in (cnnkit.load_model(path),
+                  pickle.loads(pickle.dumps(model))):
+        assert _state(other) == _state(model)
+        np.testing.assert_array_equal(other.predict_proba(x),
+                                      model.predict_proba(x))
+    clone = cnnkit.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_array_equal(clone.predict_proba(x),
+                                  model.predict_proba(x))
+
+
+def test_save_refuses_damaged_buffers(tmp_path):
+    model = _bn_net()
+    path = tmp_path / "m.cnnkit"
+    state = model.state_dict()
+    state["1.num_batches_tracked"] = np.zeros((), np.float32)
+    from cnnkit import _format
+    _format.save_file(path, state, _format.pack_metadata(
+        "model", model.get_config(), {}))
+    with pytest.raises(ValueError, match="num_batches_tracked"):
+        cnnkit.load_model(path)
+
+
+# ==========================================================================
+# PyTorch's modules and nets
+# ==========================================================================
+def _torch_state(module):
+    return [t.detach().numpy().copy() for t in module.state_dict().values()]
+
+
+@pytest.mark.parametrize("kind", ["2d", "1d"])
+def test_pytorch_batch_norm_module_loads(kind):
+    torch = require("torch")
+    torch.manual_seed(0)
+    c = 5
+    if kind == "2d":
+        tm, layer, shape = torch.nn.BatchNorm2d(c, momentum=0.2), \
+            L.BatchNorm2D(momentum=0.2), (c, 4, 3)
+    else:
+        tm, layer, shape = torch.nn.BatchNorm1d(c, momentum=0.2), \
+            L.BatchNorm1D(momentum=0.2), (c,)
+    with torch.no_grad():
+        tm.weight.uniform_(0.5, 1.5)
+        tm.bias.uniform_(-1, 1)
+    rng = np.random.default_rng(10)
+    for _ in range(3):
+        tm(torch.tensor(rng.standard_normal((6,) + shape) * 2 + 1,
+                        dtype=torch.float32))
+    model = cnnkit.Sequential([layer], input_shape=shape)
+    model.set_weights(_torch_state(tm))
+    assert int(model.layers[0].buffers["num_batches_tracked"]) == 3
+    x = (rng.standard_normal((7,) + shape) * 2 + 1).astype(np.float32)
+    tm.eval()
+    np.testing.assert_allclose(model(x), tm(torch.tensor(x)).detach(),
+                               rtol=1e-5, atol=1e-5)
+    tm.train()
+    y_t = tm(torch.tensor(x)).detach().numpy()
+    y = model.forward(x, training=True)
+    np.testing.assert_allclose(y, y_t, rtol=1e-4, atol=1e-4)
+    for ours, theirs in zip(model.get_weights(), _torch_state(tm)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_pytorch_conv_bn_relu_net_loads():
+    torch = require("torch")
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 6, 3, padding=1), torch.nn.BatchNorm2d(6),
+        torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(6 * 4 * 4, 8), torch.nn.BatchNorm1d(8),
+        torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    rng = np.random.default_rng(11)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        out = net(torch.tensor(rng.standard_normal((10, 2, 8, 8)),
+                               dtype=torch.float32))
+        out.square().mean().backward()
+        opt.step()
+    model = cnnkit.Sequential([
+        L.Conv2D(6, 3, padding=1), L.BatchNorm2D(), L.ReLU(),
+        L.MaxPool2D(2), L.Flatten(), L.Dense(8), L.BatchNorm1D(), L.ReLU(),
+        L.Dense(3)], input_shape=(2, 8, 8))
+    model.load_state_dict({k: v.detach().numpy()
+                           for k, v in net.state_dict().items()})
+    x = rng.standard_normal((5, 2, 8, 8)).astype(np.float32)
+    net.eval()
+    np.testing.assert_allclose(model(x), net(torch.tensor(x)).detach(),
+                               rtol=1e-4, atol=1e-5)
+    net.train()
+    np.testing.assert_allclose(model(x, training=True),
+                               net(torch.tensor(x)).detach(), rtol=1e-4,
+                               atol=1e-4)
