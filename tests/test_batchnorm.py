@@ -598,3 +598,137 @@ def test_pytorch_conv_bn_relu_net_loads():
     np.testing.assert_allclose(model(x, training=True),
                                net(torch.tensor(x)).detach(), rtol=1e-4,
                                atol=1e-4)
+
+
+# ==========================================================================
+# folding and ONNX
+# ==========================================================================
+def _trained_bn_net(dtype="float32"):
+    model = _bn_net(seed=5, dtype=dtype)
+    x, y = _digits()
+    model.fit(x, y, epochs=1, batch_size=30, verbose=0)
+    for layer in model.layers:          # statistics far from 0 and 1
+        if isinstance(layer, L.BatchNorm2D):
+            rng = np.random.default_rng(12)
+            c = layer.buffers["running_mean"].shape
+            layer.buffers["running_mean"][...] = rng.standard_normal(c)
+            layer.buffers["running_var"][...] = rng.random(c) + 0.3
+            layer.params["weight"][...] = rng.standard_normal(c)
+    return model, x
+
+
+def test_fold_batch_norm_function_matches_unfolded():
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((3, 2, 6, 6))
+    w, b = rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
+    rm, rv = rng.standard_normal(4), rng.random(4) + 0.2
+    g, beta = rng.standard_normal(4), rng.standard_normal(4)
+    y = F.batch_norm(F.conv2d(x, w, b, padding=1), rm, rv, g, beta)
+    fw, fb = F.fold_batch_norm(w, b, rm, rv, g, beta)
+    np.testing.assert_allclose(F.conv2d(x, fw, fb, padding=1), y,
+                               rtol=1e-12, atol=1e-12)
+    fw, fb = F.fold_batch_norm(w, None, rm, rv)
+    np.testing.assert_allclose(F.conv2d(x, fw, fb, padding=1),
+                               F.batch_norm(F.conv2d(x, w, padding=1), rm,
+                                            rv), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="gamma must have shape"):
+        F.fold_batch_norm(w, b, rm, rv, np.ones(3))
+    with pytest.raises(ValueError, match="eps"):
+        F.fold_batch_norm(w, b, rm, rv, eps=-1)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fold_batch_norm_model_matches_unfolded(dtype):
+    model, x = _trained_bn_net(dtype)
+    folded = model.fold_batch_norm()
+    assert [type(la).__name__ for la in folded.layers] == [
+        "Conv2D", "ReLU", "MaxPool2D", "Flatten", "Dense", "ReLU", "Dense"]
+    tol = 1e-4 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(folded(x), model(x), rtol=tol, atol=tol)
+    # a batch norm after something else stays
+    other = cnnkit.Sequential([L.BatchNorm2D(), L.Conv2D(2, 3)],
+                              input_shape=(1, 5, 5))
+    assert len(other.fold_batch_norm().layers) == 2
+
+
+def test_onnx_export_and_import(tmp_path):
+    require("onnx")
+    ort = require("onnxruntime")
+    from cnnkit import onnx as cnnkit_onnx
+    model, x = _trained_bn_net()
+    path = tmp_path / "bn.onnx"
+    cnnkit_onnx.export(model, path)
+    import onnx
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto)
+    assert [n.op_type for n in proto.graph.node].count(
+        "BatchNormalization") == 2
+    session = ort.InferenceSession(str(path),
+                                   providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": x})
+    np.testing.assert_allclose(got, model(x), rtol=1e-4, atol=1e-4)
+    same = cnnkit_onnx.load(path)
+    assert [type(la).__name__ for la in same.layers] == [
+        type(la).__name__ for la in model.layers]
+    assert same.layers[1].eps == model.layers[1].eps
+    assert same.layers[1].momentum == model.layers[1].momentum
+    for a, b in zip(same.get_weights(), model.get_weights()):
+        if a.dtype.kind == "f":
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(same(x), model(x))
+
+
+def test_onnx_graph_model_with_batch_norm(tmp_path):
+    require("onnx")
+    ort = require("onnxruntime")
+    from cnnkit import onnx as cnnkit_onnx
+    inp = cnnkit.Input((1, 8, 8))
+    h = L.ReLU()(L.BatchNorm2D(affine=False)(L.Conv2D(3, 3)(inp)))
+    h = L.Add()([h, L.BatchNorm2D()(L.Conv2D(3, 3, padding=1)(h))])
+    model = cnnkit.Model(inp, L.Dense(4)(L.Flatten()(h)), seed=0)
+    x, y = _digits(60)
+    model.fit(x, y[:60] % 4, epochs=1, batch_size=20, verbose=0)
+    path = tmp_path / "g.onnx"
+    cnnkit_onnx.export(model, path)
+    session = ort.InferenceSession(str(path),
+                                   providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": x})
+    np.testing.assert_allclose(got, model(x), rtol=1e-4, atol=1e-4)
+    same = cnnkit_onnx.load(path)
+    np.testing.assert_allclose(same(x), model(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning",
+                            "ignore::UserWarning", "ignore::FutureWarning")
+def test_onnx_import_of_pytorch_conv_bn(tmp_path):
+    torch = require("torch")
+    ort = require("onnxruntime")
+    from cnnkit import onnx as cnnkit_onnx
+    torch.manual_seed(2)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 5, 3, padding=1, bias=False),
+        torch.nn.BatchNorm2d(5), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(5 * 6 * 6, 7), torch.nn.BatchNorm1d(7),
+        torch.nn.Linear(7, 3))
+    rng = np.random.default_rng(14)
+    for _ in range(3):
+        net(torch.tensor(rng.standard_normal((8, 2, 6, 6)) + 1,
+                         dtype=torch.float32))
+    net.eval()
+    x = rng.standard_normal((4, 2, 6, 6)).astype(np.float32)
+    path = tmp_path / "torch_bn.onnx"
+    torch.onnx.export(net, (torch.from_numpy(x[:1]),), str(path),
+                      dynamo=False, input_names=["input"],
+                      output_names=["logits"],
+                      training=torch.onnx.TrainingMode.PRESERVE,
+                      dynamic_axes={"input": {0: "batch"}})
+    model = cnnkit_onnx.load(path)
+    names = [type(la).__name__ for la in model.layers]
+    assert "BatchNorm2D" in names and "BatchNorm1D" in names
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-5)
+    session = ort.InferenceSession(str(path),
+                                   providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": x})
+    np.testing.assert_allclose(model(x), got, rtol=1e-4, atol=1e-5)

@@ -43,6 +43,7 @@ __all__ = [
     "pool2d_output_shape",
     "batch_norm",
     "batch_norm_backward",
+    "fold_batch_norm",
 ]
 
 
@@ -1095,6 +1096,83 @@ def batch_norm_backward(grad_out, x, weight=None, running_mean=None,
     if w is None:
         return gx.reshape(shape), None, None
     return gx.reshape(shape), sums[1].astype(dt), sums[0].astype(dt)
+
+
+def fold_batch_norm(weight, bias, running_mean, running_var, gamma=None,
+                    beta=None, eps=1e-5):
+    r"""The weight and bias of a convolution or dense layer followed by an
+    evaluation-mode batch normalisation, as one layer.
+
+    Parameters
+    ----------
+    weight : array_like of shape (K, ...)
+        The weight of the layer before the normalisation: (K, C, R, S) of a
+        convolution, (O, F) of a dense layer; axis 0 is the channel the
+        normalisation sees.
+    bias : array_like of shape (K,) or None
+        Its bias (0 when None).
+    running_mean, running_var : array_like of shape (K,)
+    gamma, beta : array_like of shape (K,), optional
+        The normalisation's weight and bias (1 and 0 when None).
+    eps : float >= 0, default 1e-5
+
+    Returns
+    -------
+    weight, bias : ndarray
+        The folded weight (shape of ``weight``) and bias (K,).
+
+    Notes
+    -----
+    .. math::
+
+        s = \frac{\gamma}{\sqrt{\sigma^2 + \epsilon}}, \qquad
+        W' = s\, W, \qquad b' = s\,(b - \mu) + \beta
+
+    so that :math:`W' x + b' = \gamma (W x + b - \mu) / \sqrt{\sigma^2 +
+    \epsilon} + \beta` for every input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import fold_batch_norm
+    >>> w, b = fold_batch_norm(np.ones((2, 3)), np.zeros(2), np.array([1.0,
+    ...                        0.0]), np.array([4.0, 1.0]), eps=0.0)
+    >>> w, b
+    (array([[0.5, 0.5, 0.5],
+           [1. , 1. , 1. ]]), array([-0.5,  0. ]))
+    """
+    fn = "fold_batch_norm"
+    eps = _bn_real(eps, "eps", fn, 0.0)
+    w = _as_array(weight, "weight", fn)
+    if w.ndim < 1:
+        raise ValueError(f"{fn}: weight must have a channel axis, got shape "
+                         f"{w.shape}")
+    k = w.shape[0]
+    vecs = []
+    for name, v in (("bias", bias), ("running_mean", running_mean),
+                    ("running_var", running_var), ("gamma", gamma),
+                    ("beta", beta)):
+        if v is None:
+            vecs.append(None)
+            continue
+        a = _as_array(v, name, fn)
+        if a.shape != (k,):
+            raise ValueError(f"{fn}: {name} must have shape ({k},) for "
+                             f"weight of shape {w.shape}, got {a.shape}")
+        vecs.append(a)
+    b, mean, var, g, beta = vecs
+    if mean is None or var is None:
+        raise ValueError(f"{fn}: running_mean and running_var are needed")
+    dt = _compute_dtype(w, b, g, beta)
+    scale = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+    if g is not None:
+        scale = scale * g.astype(np.float64)
+    shift = -mean.astype(np.float64)
+    if b is not None:
+        shift = shift + b.astype(np.float64)
+    new_b = shift * scale + (0.0 if beta is None else beta.astype(np.float64))
+    new_w = w.astype(np.float64) * scale.reshape((k,) + (1,) * (w.ndim - 1))
+    return new_w.astype(dt), new_b.astype(dt)
 
 
 # --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from . import _context, _format, _inputs, _ops, _summary
+from . import _context, _format, _inputs, _ops, _summary, functional
 from . import distributed as dist
 from . import optim
 from . import trainer as _trainer
@@ -1258,6 +1258,64 @@ class Sequential(Model):
         self._chain = self._chain_key = None
         if input_shape is not None:
             self.build(input_shape)
+
+    def fold_batch_norm(self):
+        """A copy of the model for inference, with each
+        :class:`~cnnkit.layers.BatchNorm2D` (``BatchNorm1D``) that directly
+        follows a :class:`~cnnkit.layers.Conv2D` (``Dense``) folded into
+        that layer's weight and bias (:func:`cnnkit.functional.fold_batch_norm`,
+        from its running statistics).  Its outputs are the evaluation-mode
+        outputs of this model, up to rounding; other batch normalisations
+        stay as they are.
+
+        Returns
+        -------
+        Sequential
+            A new, built model; this one is unchanged.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cnnkit
+        >>> from cnnkit import layers
+        >>> model = cnnkit.Sequential([
+        ...     layers.Conv2D(4, 3), layers.BatchNorm2D(), layers.ReLU(),
+        ...     layers.Flatten(), layers.Dense(3)], input_shape=(1, 5, 5))
+        >>> [type(la).__name__ for la in model.fold_batch_norm().layers]
+        ['Conv2D', 'ReLU', 'Flatten', 'Dense']
+        """
+        self._require_built("fold_batch_norm")
+        from .layers import BatchNorm2D, Conv2D, Dense
+        plan = []                         # (source layer, folded BN or None)
+        for layer in self.layers:
+            if isinstance(layer, BatchNorm2D) and plan and \
+                    plan[-1][1] is None and type(plan[-1][0]) is (
+                        Conv2D if type(layer) is BatchNorm2D else Dense):
+                plan[-1] = (plan[-1][0], layer)
+            else:
+                plan.append((layer, None))
+        layers = []
+        for layer, bn in plan:
+            config = layer.get_config()
+            if bn is not None:
+                config["use_bias"] = True
+            layers.append(type(layer).from_config(config))
+        model = Sequential(layers, input_shape=self.input_shape,
+                           seed=self.seed, dtype=self.dtype)
+        for new, (layer, bn) in zip(layers, plan):
+            if bn is None:
+                for k, v in layer.params.items():
+                    new.params[k][...] = v
+                for k, v in layer.buffers.items():
+                    new.buffers[k][...] = v
+                continue
+            w, b = functional.fold_batch_norm(
+                layer.params["weight"], layer.params.get("bias"),
+                bn.buffers["running_mean"], bn.buffers["running_var"],
+                bn.params.get("weight"), bn.params.get("bias"), bn.eps)
+            new.params["weight"][...] = w
+            new.params["bias"][...] = b
+        return model
 
     def _replay(self, tensor):
         if not self.built:
