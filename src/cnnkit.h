@@ -291,6 +291,79 @@ void cnnkit_tree_sum_f64(double *out, const double *const *rows,
                          ptrdiff_t nrows, ptrdiff_t n, int nthreads);
 
 /* ------------------------------------------------------------------------ */
+/* Batch normalisation over x (n, c, hw), per channel (batchnorm.c).         */
+/* hw = H*W, 1 for (N, C).  Parts: runs of images [bounds[q], bounds[q+1]), */
+/* 0 <= bounds[0] <= ... <= bounds[nparts] <= n; an empty part sums to 0.   */
+/* weight / bias (c,) may be NULL (1 / 0).                                  */
+/* ------------------------------------------------------------------------ */
+/* sums (nparts, c): per part and channel, sum x (mean NULL) or
+ * sum (x - mean[ch])^2 (mean (c,)), accumulated in double. */
+void cnnkit_batch_norm_sums_f32(double *sums, const float *x,
+                                const double *mean, const int64_t *bounds,
+                                ptrdiff_t nparts, ptrdiff_t n, ptrdiff_t c,
+                                ptrdiff_t hw, int nthreads);
+void cnnkit_batch_norm_sums_f64(double *sums, const double *x,
+                                const double *mean, const int64_t *bounds,
+                                ptrdiff_t nparts, ptrdiff_t n, ptrdiff_t c,
+                                ptrdiff_t hw, int nthreads);
+/* x, mean, invstd (c,) -> y = (x - mean) * invstd * weight + bias */
+void cnnkit_batch_norm_forward_f32(float *y, const float *x,
+                                   const float *mean, const float *invstd,
+                                   const float *weight, const float *bias,
+                                   ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+                                   int nthreads);
+void cnnkit_batch_norm_forward_f64(double *y, const double *x,
+                                   const double *mean, const double *invstd,
+                                   const double *weight, const double *bias,
+                                   ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+                                   int nthreads);
+/* The forward from running statistics: invstd (c,) = 1 / sqrt(var + eps)
+ * (written), then y as cnnkit_batch_norm_forward. */
+void cnnkit_batch_norm_inference_f32(float *y, float *invstd, const float *x,
+                                     const float *mean, const float *var,
+                                     const float *weight, const float *bias,
+                                     double eps, ptrdiff_t n, ptrdiff_t c,
+                                     ptrdiff_t hw, int nthreads);
+void cnnkit_batch_norm_inference_f64(double *y, double *invstd,
+                                     const double *x, const double *mean,
+                                     const double *var, const double *weight,
+                                     const double *bias, double eps,
+                                     ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+                                     int nthreads);
+/* sums (nparts, 2, c): per part and channel, sum gy and sum gy * xhat
+ * with xhat = (x - mean) * invstd, accumulated in double. */
+void cnnkit_batch_norm_backward_sums_f32(double *sums, const float *gy,
+                                         const float *x, const float *mean,
+                                         const float *invstd,
+                                         const int64_t *bounds,
+                                         ptrdiff_t nparts, ptrdiff_t n,
+                                         ptrdiff_t c, ptrdiff_t hw,
+                                         int nthreads);
+void cnnkit_batch_norm_backward_sums_f64(double *sums, const double *gy,
+                                         const double *x, const double *mean,
+                                         const double *invstd,
+                                         const int64_t *bounds,
+                                         ptrdiff_t nparts, ptrdiff_t n,
+                                         ptrdiff_t c, ptrdiff_t hw,
+                                         int nthreads);
+/* gx = weight * invstd * (gy - sums[0]/count - xhat * sums[1]/count) with
+ * sums (2, c) the batch's totals of sum gy and sum gy * xhat over count
+ * values per channel (training); with sums NULL, gx = weight * invstd * gy
+ * (fixed statistics). */
+void cnnkit_batch_norm_backward_f32(float *gx, const float *gy,
+                                    const float *x, const float *mean,
+                                    const float *invstd, const float *weight,
+                                    const double *sums, double count,
+                                    ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+                                    int nthreads);
+void cnnkit_batch_norm_backward_f64(double *gx, const double *gy,
+                                    const double *x, const double *mean,
+                                    const double *invstd,
+                                    const double *weight, const double *sums,
+                                    double count, ptrdiff_t n, ptrdiff_t c,
+                                    ptrdiff_t hw, int nthreads);
+
+/* ------------------------------------------------------------------------ */
 /* Runtime facts.                                                           */
 /* ------------------------------------------------------------------------ */
 int cnnkit_have_openmp(void);

@@ -1,7 +1,7 @@
 """Run by tests/test_distributed.py under mpiexec: train a small CNN
 data-parallel and write each rank's weights and history to OUT/rank<r>.npz.
 
-usage: python -m mpi4py mpi_worker.py OUT REDUCTION [fail|mismatch|graph]
+usage: python -m mpi4py mpi_worker.py OUT REDUCTION [fail|mismatch|graph|bn]
 """
 import sys
 
@@ -34,6 +34,23 @@ def build_graph(seed=0, dtype="float32"):
     return cnnkit.Model(inp, out, seed=seed, dtype=dtype)
 
 
+def build_bn(seed=0, dtype="float32"):
+    """Batch normalisation after a convolution and after a dense layer:
+    statistics of the global batch, exchanged in the forward and backward
+    passes."""
+    return cnnkit.Sequential([
+        layers.Conv2D(4, 3, padding=1), layers.BatchNorm2D(), layers.ReLU(),
+        layers.MaxPool2D(2), layers.Flatten(), layers.Dense(16),
+        layers.BatchNorm1D(momentum=0.3), layers.ReLU(), layers.Dense(10),
+    ], input_shape=(1, 8, 8), seed=seed, dtype=dtype)
+
+
+def buffers(model):
+    """Every buffer of the model, as float64, in one array."""
+    return np.concatenate([np.asarray(b, dtype=np.float64).ravel()
+                           for b in model.buffers()] or [np.zeros(0)])
+
+
 def data():
     x, y = cnnkit.datasets.load_digits()
     return x[:300], y[:300], x[300:400], y[300:400]
@@ -61,7 +78,7 @@ def main():
         build().fit(x, y, batch_size=27 + distributed.rank(), verbose=0,
                     distributed="mpi")
     # Each rank starts from different weights: fit takes rank 0's.
-    model = (build_graph if mode == "graph" else build)(
+    model = {"graph": build_graph, "bn": build_bn}.get(mode, build)(
         seed=distributed.rank())
     if not distributed.is_root():
         model.rng.random(7)            # and from rank 0's random state
@@ -72,6 +89,7 @@ def main():
                  [ckpt])
     np.savez(f"{out}/rank{distributed.rank()}.npz",
              params=model.flat_params, size=distributed.size(),
+             buffers=buffers(model),
              **{k: np.asarray(v) for k, v in hist.history.items()})
 
 

@@ -103,6 +103,39 @@ def test_graph_models_reproduce_one_process_bit_for_bit(tmp_path, n):
         _same_history(d, history)
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_batch_norm_models_reproduce_one_process_bit_for_bit(tmp_path, n):
+    """Batch statistics of the global batch: per-shard sums gathered from
+    every rank and added in the fixed tree, in the forward (mean, then
+    variance) and the backward pass; with 3 ranks the last batch (3
+    samples) leaves rank 0 without samples, which takes part in the
+    exchanges all the same.  Weights and running statistics are one
+    process's bits."""
+    model = mpi_worker.build_bn(seed=0)
+    history = mpi_worker.train(model, None).history
+    for d in _run(tmp_path, n, "ordered", "bn"):
+        assert np.array_equal(d["params"], model.flat_params)
+        assert np.array_equal(d["buffers"], mpi_worker.buffers(model))
+        _same_history(d, history)
+
+
+def test_batch_norm_with_allreduce_keeps_ranks_identical(tmp_path):
+    """With reduction="allreduce" the batch statistics are still gathered
+    and added in the fixed tree; only the gradient sum differs."""
+    model = mpi_worker.build_bn(seed=0)
+    mpi_worker.train(model, None)
+    runs = _run(tmp_path, 3, "allreduce", "bn")
+    for d in runs[1:]:
+        assert np.array_equal(d["params"], runs[0]["params"])
+        assert np.array_equal(d["buffers"], runs[0]["buffers"])
+    # the gradient sums round differently; three epochs of Adam carry the
+    # difference along, so only closeness is asked for
+    np.testing.assert_allclose(runs[0]["params"], model.flat_params,
+                               rtol=0, atol=2e-2)
+    np.testing.assert_allclose(runs[0]["buffers"],
+                               mpi_worker.buffers(model), rtol=0, atol=2e-2)
+
+
 @pytest.mark.parametrize("n", [2, 3, 4])
 def test_allreduce_agrees_to_float32_rounding(tmp_path, reference, n):
     params, _ = reference

@@ -43,6 +43,8 @@ CASES = {
     "Add": ({}, [(2, 3, 4), (2, 3, 4), (2, 3, 4)]),
     "Multiply": ({}, [(2, 3, 4), (2, 3, 4)]),
     "Concatenate": (dict(axis=1), [(2, 3, 4), (3, 3, 4)]),
+    "BatchNorm2D": (dict(momentum=0.2, eps=1e-3), (3, 4, 5)),
+    "BatchNorm1D": (dict(momentum=None), (5,)),
 }
 
 N = 2           # samples per batch
@@ -154,7 +156,7 @@ def test_weights_round_trip(name):
     model.set_weights(weights)
     assert model(x).tobytes() == y.tobytes()
     rng = np.random.default_rng(3)
-    new = [rng.standard_normal(w.shape) for w in weights]
+    new = [rng.standard_normal(w.shape).astype(w.dtype) for w in weights]
     model.set_weights(new)
     assert all(a.tobytes() == b.tobytes()
                for a, b in zip(model.get_weights(), new))

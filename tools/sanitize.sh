@@ -26,7 +26,8 @@
 #   3. two canaries (an out-of-bounds read and a signed overflow in a tiny
 #      instrumented library) must be reported, proving the setup works;
 #   4. pytest on the op families' tests (tests/test_conv2d.py,
-#      test_pool2d.py, test_activation.py, test_dense.py, test_loss.py),
+#      test_pool2d.py, test_activation.py, test_dense.py, test_loss.py,
+#      test_batchnorm.py),
 #      test_seed.py, test_layer_contract.py, test_threads.py and
 #      test_reliability.py with libasan preloaded, PYTHONMALLOC=malloc,
 #        ASAN_OPTIONS=detect_leaks=0 (CPython leaks by design at exit),
@@ -191,7 +192,8 @@ say "tests under ASan + UBSan"
 t0=$(date +%s)
 "$venv/bin/python" -m pytest -p no:cacheprovider -q \
     tests/test_conv2d.py tests/test_pool2d.py tests/test_activation.py \
-    tests/test_dense.py tests/test_loss.py tests/test_seed.py \
+    tests/test_dense.py tests/test_loss.py tests/test_batchnorm.py \
+    tests/test_seed.py \
     tests/test_layer_contract.py tests/test_threads.py \
     tests/test_reliability.py "$@" \
     2>&1 | tee "$logs/pytest.log"

@@ -17,7 +17,13 @@ from outside.  The context says
   each run of samples ``[bounds[q], bounds[q+1])`` on its own, into
   ``parts[name][q]`` (the fixed-shard reduction of :mod:`cnnkit.trainer`);
 * the dropout window ``(n, lo, hi)``: this batch is the part ``[lo, hi)`` of
-  a global batch of ``n`` samples, whose random draws every part shares.
+  a global batch of ``n`` samples, whose random draws every part shares;
+* the batch sums (``batch_sums``): how a layer with batch statistics
+  (:class:`~cnnkit.layers.BatchNorm2D`) forms a sum over the global batch
+  from the sums of this rank's shards (``batch_sums.bounds``, relative to
+  its first sample; ``batch_sums.n`` samples in the global batch;
+  ``batch_sums.sum(rows)`` gathers the shard rows of every rank and adds
+  them in the fixed tree).  None: the batch is the whole batch.
 """
 import numpy as np
 
@@ -62,18 +68,22 @@ class StepContext:
         runs of samples) and, per layer, arrays ``(runs,) + param shape``.
     window : (n, lo, hi), optional
         This batch is rows ``[lo, hi)`` of a global batch of ``n``.
+    batch_sums : object, optional
+        Sums over the global batch from per-shard rows (``bounds``, ``n``,
+        ``sum(rows)``), for layers with batch statistics.
     """
 
     __slots__ = ("training", "arena", "frozen_input", "shards", "window",
-                 "node")
+                 "node", "batch_sums")
 
     def __init__(self, training=False, arena=None, frozen_input=(),
-                 shards=None, window=None):
+                 shards=None, window=None, batch_sums=None):
         self.training = bool(training)
         self.arena = arena
         self.frozen_input = frozen_input
         self.shards = shards
         self.window = window
+        self.batch_sums = batch_sums
         #: The call being run: set by the model before each layer call, so
         #: that a layer called twice keeps an array per call.
         self.node = None

@@ -169,6 +169,59 @@ cdef extern from "cnnkit.h" nogil:
                                    double *work,
                                    ptrdiff_t n, ptrdiff_t c, int nthreads)
 
+    void cnnkit_batch_norm_sums_f32(double *sums, const float *x,
+                                    const double *mean,
+                                    const int64_t *bounds, ptrdiff_t nparts,
+                                    ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+                                    int nthreads)
+    void cnnkit_batch_norm_sums_f64(double *sums, const double *x,
+                                    const double *mean,
+                                    const int64_t *bounds, ptrdiff_t nparts,
+                                    ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+                                    int nthreads)
+    void cnnkit_batch_norm_forward_f32(float *y, const float *x,
+                                       const float *mean, const float *invstd,
+                                       const float *weight, const float *bias,
+                                       ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+                                       int nthreads)
+    void cnnkit_batch_norm_forward_f64(double *y, const double *x,
+                                       const double *mean,
+                                       const double *invstd,
+                                       const double *weight,
+                                       const double *bias, ptrdiff_t n,
+                                       ptrdiff_t c, ptrdiff_t hw,
+                                       int nthreads)
+    void cnnkit_batch_norm_inference_f32(float *y, float *invstd,
+                                         const float *x, const float *mean,
+                                         const float *var,
+                                         const float *weight,
+                                         const float *bias, double eps,
+                                         ptrdiff_t n, ptrdiff_t c,
+                                         ptrdiff_t hw, int nthreads)
+    void cnnkit_batch_norm_inference_f64(double *y, double *invstd,
+                                         const double *x, const double *mean,
+                                         const double *var,
+                                         const double *weight,
+                                         const double *bias, double eps,
+                                         ptrdiff_t n, ptrdiff_t c,
+                                         ptrdiff_t hw, int nthreads)
+    void cnnkit_batch_norm_backward_sums_f32(
+        double *sums, const float *gy, const float *x, const float *mean,
+        const float *invstd, const int64_t *bounds, ptrdiff_t nparts,
+        ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, int nthreads)
+    void cnnkit_batch_norm_backward_sums_f64(
+        double *sums, const double *gy, const double *x, const double *mean,
+        const double *invstd, const int64_t *bounds, ptrdiff_t nparts,
+        ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, int nthreads)
+    void cnnkit_batch_norm_backward_f32(
+        float *gx, const float *gy, const float *x, const float *mean,
+        const float *invstd, const float *weight, const double *sums,
+        double count, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, int nthreads)
+    void cnnkit_batch_norm_backward_f64(
+        double *gx, const double *gy, const double *x, const double *mean,
+        const double *invstd, const double *weight, const double *sums,
+        double count, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, int nthreads)
+
     int cnnkit_have_openmp()
     int cnnkit_install_fork_guard()
     int cnnkit_in_forked_child()
@@ -383,3 +436,68 @@ cdef inline double cnnkit_softmax_xent(
     else:
         return cnnkit_softmax_xent_f64(grad, z, labels, weights, norm, work,
                                        n, c, nthreads)
+
+
+cdef inline void cnnkit_batch_norm_sums(
+        double *sums, const floating *x, const double *mean,
+        const int64_t *bounds, ptrdiff_t nparts, ptrdiff_t n, ptrdiff_t c,
+        ptrdiff_t hw, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_batch_norm_sums_f32(sums, x, mean, bounds, nparts, n, c, hw,
+                                   nthreads)
+    else:
+        cnnkit_batch_norm_sums_f64(sums, x, mean, bounds, nparts, n, c, hw,
+                                   nthreads)
+
+
+cdef inline void cnnkit_batch_norm_forward(
+        floating *y, const floating *x, const floating *mean,
+        const floating *invstd, const floating *weight, const floating *bias,
+        ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_batch_norm_forward_f32(y, x, mean, invstd, weight, bias, n, c,
+                                      hw, nthreads)
+    else:
+        cnnkit_batch_norm_forward_f64(y, x, mean, invstd, weight, bias, n, c,
+                                      hw, nthreads)
+
+
+cdef inline void cnnkit_batch_norm_inference(
+        floating *y, floating *invstd, const floating *x,
+        const floating *mean, const floating *var, const floating *weight,
+        const floating *bias, double eps, ptrdiff_t n, ptrdiff_t c,
+        ptrdiff_t hw, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_batch_norm_inference_f32(y, invstd, x, mean, var, weight,
+                                        bias, eps, n, c, hw, nthreads)
+    else:
+        cnnkit_batch_norm_inference_f64(y, invstd, x, mean, var, weight,
+                                        bias, eps, n, c, hw, nthreads)
+
+
+cdef inline void cnnkit_batch_norm_backward_sums(
+        double *sums, const floating *gy, const floating *x,
+        const floating *mean, const floating *invstd, const int64_t *bounds,
+        ptrdiff_t nparts, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+        int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_batch_norm_backward_sums_f32(sums, gy, x, mean, invstd,
+                                            bounds, nparts, n, c, hw,
+                                            nthreads)
+    else:
+        cnnkit_batch_norm_backward_sums_f64(sums, gy, x, mean, invstd,
+                                            bounds, nparts, n, c, hw,
+                                            nthreads)
+
+
+cdef inline void cnnkit_batch_norm_backward(
+        floating *gx, const floating *gy, const floating *x,
+        const floating *mean, const floating *invstd, const floating *weight,
+        const double *sums, double count, ptrdiff_t n, ptrdiff_t c,
+        ptrdiff_t hw, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_batch_norm_backward_f32(gx, gy, x, mean, invstd, weight, sums,
+                                       count, n, c, hw, nthreads)
+    else:
+        cnnkit_batch_norm_backward_f64(gx, gy, x, mean, invstd, weight, sums,
+                                       count, n, c, hw, nthreads)

@@ -1145,6 +1145,253 @@ cdef int _tree_sum(floating *t, rows, ptrdiff_t nrows, out,
 
 
 # --------------------------------------------------------------------------
+# batch normalisation
+# --------------------------------------------------------------------------
+cdef tuple _bn_input(str fn, object x, str name="x", object dtype=None):
+    """x as a checked float array of shape (N, C, H, W) or (N, C), and its
+    (n, c, hw)."""
+    x = _float_input(x, f"{fn}: {name}", dtype)
+    if x.ndim != 4 and x.ndim != 2:
+        raise ValueError(f"{fn}: {name} must be 4-D (N, C, H, W) or 2-D "
+                         f"(N, C), got shape {x.shape}")
+    _check_size(name, x.shape)
+    hw = x.shape[2] * x.shape[3] if x.ndim == 4 else 1
+    return x, x.shape[0], x.shape[1], hw
+
+
+cdef object _bn_channels(str fn, object v, str name, object dt, object c):
+    """v as a C-contiguous (c,) array of dtype dt, or None."""
+    if v is None:
+        return None
+    v = _float_input(v, f"{fn}: {name}", dt)
+    if v.shape != (c,):
+        raise ValueError(f"{fn}: {name} must have shape ({c},) (one value "
+                         f"per channel), got {v.shape}")
+    return v
+
+
+cdef object _bn_bounds(str fn, object bounds, object n):
+    """The runs of images as int64 edges (one run of all when None)."""
+    if bounds is None:
+        return np.array([0, n], dtype=np.int64)
+    b = np.ascontiguousarray(bounds, dtype=np.int64)
+    if b.ndim != 1 or b.shape[0] < 2:
+        raise ValueError(f"{fn}: bounds must be 1-D with at least 2 entries, "
+                         f"got shape {b.shape}")
+    edges = b.tolist()
+    ok = edges[0] >= 0 and edges[len(edges) - 1] <= n
+    for i in range(len(edges) - 1):
+        if edges[i + 1] < edges[i]:
+            ok = False
+    if not ok:
+        raise ValueError(f"{fn}: bounds must be non-decreasing within "
+                         f"[0, {n}], got {edges}")
+    return b
+
+
+def batch_norm_sums(x, mean=None, bounds=None):
+    """Per run of images [bounds[q], bounds[q+1]) and channel, the float64
+    sum of x (mean None) or of (x - mean)^2 (mean: float64 (C,)); returns
+    (runs, C)."""
+    cdef int nt = _nthreads()
+    cdef ptrdiff_t n, c, hw
+    fn = "batch_norm_sums"
+    x, n, c, hw = _bn_input(fn, x)
+    mean = _bn_channels(fn, mean, "mean", np.float64, c)
+    b = _bn_bounds(fn, bounds, n)
+    cdef ptrdiff_t nparts = b.shape[0] - 1
+    sums = np.zeros((nparts, c), dtype=np.float64)
+    if c and nparts:
+        if _is_f32(x):
+            _batch_norm_sums(_F32, sums, x, mean, b, nparts, n, c, hw, nt)
+        else:
+            _batch_norm_sums(_F64, sums, x, mean, b, nparts, n, c, hw, nt)
+    return sums
+
+
+cdef void _batch_norm_sums(floating *t, sums, x, mean, bounds,
+                           ptrdiff_t nparts, ptrdiff_t n, ptrdiff_t c,
+                           ptrdiff_t hw, int nt) noexcept:
+    cdef double *ps = <double *>cnp.PyArray_DATA(<cnp.ndarray>sums)
+    cdef const floating *px = _data(x, t)
+    cdef const double *pm = (NULL if mean is None else
+                             <double *>cnp.PyArray_DATA(<cnp.ndarray>mean))
+    cdef const int64_t *pb = _int64_data(bounds)
+    with nogil:
+        cnnkit_batch_norm_sums(ps, px, pm, pb, nparts, n, c, hw, nt)
+
+
+def batch_norm_forward(x, mean, invstd, weight, bias, out=None):
+    """y = (x - mean) * invstd * weight + bias per channel (weight, bias
+    may be None); mean, invstd (C,) of x's dtype."""
+    cdef int nt = _nthreads()
+    cdef ptrdiff_t n, c, hw
+    fn = "batch_norm"
+    x, n, c, hw = _bn_input(fn, x)
+    dt = x.dtype
+    mean = _bn_channels(fn, mean, "mean", dt, c)
+    invstd = _bn_channels(fn, invstd, "invstd", dt, c)
+    weight = _bn_channels(fn, weight, "weight", dt, c)
+    bias = _bn_channels(fn, bias, "bias", dt, c)
+    y = _out(out, x.shape, dt, fn, "out")
+    if x.size:
+        if _is_f32(x):
+            _batch_norm_forward(_F32, y, x, mean, invstd, weight, bias, n, c,
+                                hw, nt)
+        else:
+            _batch_norm_forward(_F64, y, x, mean, invstd, weight, bias, n, c,
+                                hw, nt)
+    return y
+
+
+cdef void _batch_norm_forward(floating *t, y, x, mean, invstd, weight, bias,
+                              ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+                              int nt) noexcept:
+    cdef floating *py = _data(y, t)
+    cdef const floating *px = _data(x, t)
+    cdef const floating *pm = _data(mean, t)
+    cdef const floating *ps = _data(invstd, t)
+    cdef const floating *pw = _data(weight, t)
+    cdef const floating *pb = _data(bias, t)
+    with nogil:
+        cnnkit_batch_norm_forward(py, px, pm, ps, pw, pb, n, c, hw, nt)
+
+
+def batch_norm_inference(x, running_mean, running_var, weight, bias,
+                         double eps, out=None):
+    """The evaluation forward: (y, invstd) with invstd = 1 / sqrt(running_var
+    + eps) and y = (x - running_mean) * invstd * weight + bias."""
+    cdef int nt = _nthreads()
+    cdef ptrdiff_t n, c, hw
+    fn = "batch_norm"
+    x, n, c, hw = _bn_input(fn, x)
+    dt = x.dtype
+    mean = _bn_channels(fn, running_mean, "running_mean", dt, c)
+    var = _bn_channels(fn, running_var, "running_var", dt, c)
+    weight = _bn_channels(fn, weight, "weight", dt, c)
+    bias = _bn_channels(fn, bias, "bias", dt, c)
+    if mean is None or var is None:
+        raise ValueError(f"{fn}: running_mean and running_var are needed "
+                         f"when not training")
+    y = _out(out, x.shape, dt, fn, "out")
+    invstd = np.empty(c, dtype=dt)
+    if _is_f32(x):
+        _batch_norm_inference(_F32, y, invstd, x, mean, var, weight, bias,
+                              eps, n, c, hw, nt)
+    else:
+        _batch_norm_inference(_F64, y, invstd, x, mean, var, weight, bias,
+                              eps, n, c, hw, nt)
+    return y, invstd
+
+
+cdef void _batch_norm_inference(floating *t, y, invstd, x, mean, var, weight,
+                                bias, double eps, ptrdiff_t n, ptrdiff_t c,
+                                ptrdiff_t hw, int nt) noexcept:
+    cdef floating *py = _data(y, t)
+    cdef floating *ps = _data(invstd, t)
+    cdef const floating *px = _data(x, t)
+    cdef const floating *pm = _data(mean, t)
+    cdef const floating *pv = _data(var, t)
+    cdef const floating *pw = _data(weight, t)
+    cdef const floating *pb = _data(bias, t)
+    with nogil:
+        cnnkit_batch_norm_inference(py, ps, px, pm, pv, pw, pb, eps, n, c,
+                                    hw, nt)
+
+
+cdef tuple _bn_backward_args(str fn, grad_out, x, mean, invstd):
+    x, n, c, hw = _bn_input(fn, x)
+    grad_out = _float_input(grad_out, f"{fn}: grad_out", x.dtype)
+    if grad_out.shape != x.shape:
+        raise ValueError(f"{fn}: grad_out must have the shape of x "
+                         f"{x.shape}, got {grad_out.shape}")
+    mean = _bn_channels(fn, mean, "mean", x.dtype, c)
+    invstd = _bn_channels(fn, invstd, "invstd", x.dtype, c)
+    return grad_out, x, mean, invstd, n, c, hw
+
+
+def batch_norm_backward_sums(grad_out, x, mean, invstd, bounds=None):
+    """Per run of images and channel, the float64 sums of grad_out and of
+    grad_out * xhat (xhat = (x - mean) * invstd): (runs, 2, C)."""
+    cdef int nt = _nthreads()
+    cdef ptrdiff_t n, c, hw
+    fn = "batch_norm_backward"
+    grad_out, x, mean, invstd, n, c, hw = _bn_backward_args(
+        fn, grad_out, x, mean, invstd)
+    b = _bn_bounds(fn, bounds, n)
+    cdef ptrdiff_t nparts = b.shape[0] - 1
+    sums = np.zeros((nparts, 2, c), dtype=np.float64)
+    if c and nparts:
+        if _is_f32(x):
+            _batch_norm_backward_sums(_F32, sums, grad_out, x, mean, invstd,
+                                      b, nparts, n, c, hw, nt)
+        else:
+            _batch_norm_backward_sums(_F64, sums, grad_out, x, mean, invstd,
+                                      b, nparts, n, c, hw, nt)
+    return sums
+
+
+cdef void _batch_norm_backward_sums(floating *t, sums, grad_out, x, mean,
+                                    invstd, bounds, ptrdiff_t nparts,
+                                    ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+                                    int nt) noexcept:
+    cdef double *ps = <double *>cnp.PyArray_DATA(<cnp.ndarray>sums)
+    cdef const floating *pg = _data(grad_out, t)
+    cdef const floating *px = _data(x, t)
+    cdef const floating *pm = _data(mean, t)
+    cdef const floating *pi = _data(invstd, t)
+    cdef const int64_t *pb = _int64_data(bounds)
+    with nogil:
+        cnnkit_batch_norm_backward_sums(ps, pg, px, pm, pi, pb, nparts, n, c,
+                                        hw, nt)
+
+
+def batch_norm_backward(grad_out, x, mean, invstd, weight, sums,
+                        double count, out=None):
+    """grad_x: with sums (2, C) float64 (the batch's sum of grad_out and of
+    grad_out * xhat over count values per channel), the training gradient;
+    with sums None, weight * invstd * grad_out."""
+    cdef int nt = _nthreads()
+    cdef ptrdiff_t n, c, hw
+    fn = "batch_norm_backward"
+    grad_out, x, mean, invstd, n, c, hw = _bn_backward_args(
+        fn, grad_out, x, mean, invstd)
+    weight = _bn_channels(fn, weight, "weight", x.dtype, c)
+    if sums is not None:
+        sums = np.ascontiguousarray(sums, dtype=np.float64)
+        if sums.shape != (2, c):
+            raise ValueError(f"{fn}: sums must have shape (2, {c}), got "
+                             f"{sums.shape}")
+        if not count > 0:
+            raise ValueError(f"{fn}: count must be positive, got {count}")
+    gx = _out(out, x.shape, x.dtype, fn, "out")
+    if x.size:
+        if _is_f32(x):
+            _batch_norm_backward(_F32, gx, grad_out, x, mean, invstd, weight,
+                                 sums, count, n, c, hw, nt)
+        else:
+            _batch_norm_backward(_F64, gx, grad_out, x, mean, invstd, weight,
+                                 sums, count, n, c, hw, nt)
+    return gx
+
+
+cdef void _batch_norm_backward(floating *t, gx, grad_out, x, mean, invstd,
+                               weight, sums, double count, ptrdiff_t n,
+                               ptrdiff_t c, ptrdiff_t hw, int nt) noexcept:
+    cdef floating *po = _data(gx, t)
+    cdef const floating *pg = _data(grad_out, t)
+    cdef const floating *px = _data(x, t)
+    cdef const floating *pm = _data(mean, t)
+    cdef const floating *pi = _data(invstd, t)
+    cdef const floating *pw = _data(weight, t)
+    cdef const double *ps = (NULL if sums is None else
+                             <double *>cnp.PyArray_DATA(<cnp.ndarray>sums))
+    with nogil:
+        cnnkit_batch_norm_backward(po, pg, px, pm, pi, pw, ps, count, n, c,
+                                   hw, nt)
+
+
+# --------------------------------------------------------------------------
 # softmax and cross-entropy
 # --------------------------------------------------------------------------
 def softmax(logits):

@@ -28,6 +28,9 @@ __all__ = [
     "MaxPool2DOp", "AvgPool2DOp", "relu_forward", "relu_backward", "softmax",
     "softmax_cross_entropy", "tree_sum", "sgd_step", "adam_step",
     "set_num_threads", "get_num_threads", "build_info",
+    "batch_norm_statistics", "batch_norm_invstd", "batch_norm_forward",
+    "batch_norm_inference", "batch_norm_backward_sums",
+    "batch_norm_backward", "batch_norm_update_running", "tree_rows",
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -193,3 +196,58 @@ class DenseOp:
         return _kernels.dense_backward_parts(grad, x, weight, bounds,
                                              gw_parts, gb_parts, input_grad,
                                              gx)
+
+
+# --------------------------------------------------------------------------
+# batch normalisation: the statistics from per-run sums, and the passes
+# --------------------------------------------------------------------------
+batch_norm_forward = _kernels.batch_norm_forward
+batch_norm_inference = _kernels.batch_norm_inference
+batch_norm_backward_sums = _kernels.batch_norm_backward_sums
+batch_norm_backward = _kernels.batch_norm_backward
+
+
+def tree_rows(rows):
+    """The float64 sum of the rows of ``rows`` (runs, k) in the fixed
+    pairwise tree (one row: that row)."""
+    out = np.empty(rows.shape[1:], dtype=np.float64)
+    if rows.shape[0] == 1:
+        out[...] = rows[0]
+    else:
+        flat = rows.reshape(rows.shape[0], -1)
+        tree_sum([flat[i] for i in range(flat.shape[0])], out.reshape(-1))
+    return out
+
+
+def batch_norm_statistics(x, count, bounds=None, reduce=tree_rows):
+    """The batch mean and biased variance per channel (float64) of x (N, C,
+    H, W) or (N, C), over ``count`` values per channel, in two passes: the
+    sums of each run of images ``[bounds[q], bounds[q+1])`` (one run of
+    all by default), added by ``reduce`` ((runs, C) float64 -> (C,)) into
+    the batch's sum, for the mean, then the centred sums of squares."""
+    mean = reduce(_kernels.batch_norm_sums(x, None, bounds)) / count
+    var = reduce(_kernels.batch_norm_sums(x, mean, bounds)) / count
+    return mean, var
+
+
+def batch_norm_invstd(var, eps, dtype):
+    """``1 / sqrt(var + eps)`` in float64, rounded to ``dtype`` (the
+    rounding the inference kernel does)."""
+    return (1.0 / np.sqrt(np.asarray(var, dtype=np.float64) + eps)).astype(
+        dtype)
+
+
+def batch_norm_update_running(running_mean, running_var, mean, var, count,
+                              momentum):
+    """In place, PyTorch's rule: ``running = (1 - momentum) * running +
+    momentum * batch``, with the unbiased variance ``var * count / (count -
+    1)`` (computed in float64, stored in the running arrays' dtype)."""
+    if running_mean is not None:
+        running_mean[...] = ((1.0 - momentum) *
+                             running_mean.astype(np.float64) +
+                             momentum * mean)
+    if running_var is not None:
+        unbiased = var * (count / (count - 1.0))
+        running_var[...] = ((1.0 - momentum) *
+                            running_var.astype(np.float64) +
+                            momentum * unbiased)

@@ -32,8 +32,12 @@ def summary_text(model, rows, header=("Layer (type)", "Output Shape",
         return "".join(cells).rstrip()
 
     width = sum(widths) + 2 * (len(header) - 1)
-    total = model.count_params()
+    trainable = model.count_params()
+    frozen = model.count_buffers() if hasattr(model, "count_buffers") else 0
+    total = trainable + frozen
     size = format_bytes(total * model.dtype.itemsize)
+    tsize = format_bytes(trainable * model.dtype.itemsize)
+    fsize = format_bytes(frozen * model.dtype.itemsize)
     lines = [f'Model: "{type(model).__name__}" (input '
              f'{(None,) + model.input_shape}, {model.dtype.name})',
              "=" * width]
@@ -43,6 +47,6 @@ def summary_text(model, rows, header=("Layer (type)", "Output Shape",
             lines.append("=" * width)
     lines += ["=" * width,
               f"Total params: {total:,} ({size})",
-              f"Trainable params: {total:,} ({size})",
-              "Non-trainable params: 0 (0 B)", "=" * width]
+              f"Trainable params: {trainable:,} ({tsize})",
+              f"Non-trainable params: {frozen:,} ({fsize})", "=" * width]
     return "\n".join(lines)

@@ -41,6 +41,9 @@ __all__ = [
     "softmax_cross_entropy",
     "conv2d_output_shape",
     "pool2d_output_shape",
+    "batch_norm",
+    "batch_norm_backward",
+    "fold_batch_norm",
 ]
 
 
@@ -864,6 +867,312 @@ def dense_backward(grad_out, x, weight, bias=True):
     if gb is not None and weight.ndim == 1:
         gb = gb.reshape(())
     return gx.reshape(x.shape), gw.reshape(weight.shape), gb
+
+
+# --------------------------------------------------------------------------
+# batch normalisation
+# --------------------------------------------------------------------------
+def _bn_real(v, name, fn, low, high=None):
+    """A real number in [low, high] (no upper end when high is None)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(
+            v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{fn}: {name} must be a real number, got "
+                        f"{type(v).__name__}")
+    v = float(v)
+    if not (v >= low and (high is None or v <= high)):
+        where = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{fn}: {name} must be {where}, got {v}")
+    return v
+
+
+def _bn_args(fn, x, weight, bias, running_mean, running_var, training,
+             writes_running=True):
+    """x as (N, C, H, W) or (N, C) (more than two spatial axes folded into
+    one), the channel vectors checked against C, the compute dtype and the
+    number of values per channel."""
+    x = _as_array(x, "x", fn)
+    if x.ndim < 2:
+        raise ValueError(f"{fn}: x must be (N, C, H, W) or (N, C) (or "
+                         f"(N, C, L), (N, C, D, H, W)), got shape {x.shape}")
+    c = x.shape[1]
+    given = {"weight": weight, "bias": bias, "running_mean": running_mean,
+             "running_var": running_var}
+    vecs = {}
+    for name, v in given.items():
+        if v is None:
+            vecs[name] = None
+            continue
+        a = _as_array(v, name, fn)
+        if a.shape != (c,):
+            raise ValueError(
+                f"{fn}: {name} must have shape ({c},), one value per channel "
+                f"of x (shape {x.shape}); got {a.shape}")
+        vecs[name] = a
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{fn}: give both running_mean and running_var, "
+                         f"or neither")
+    if training and writes_running:
+        for name in ("running_mean", "running_var"):
+            v = given[name]
+            if v is None:
+                continue
+            if type(v) is not np.ndarray or v.dtype.kind != "f" or \
+                    not v.flags.writeable:
+                what = (f"a read-only {v.dtype} array"
+                        if isinstance(v, np.ndarray) else
+                        f"{type(v).__name__} of dtype {vecs[name].dtype}")
+                raise TypeError(
+                    f"{fn}: in training {name} is updated in place, so it "
+                    f"must be a writeable float ndarray of shape ({c},); "
+                    f"got {what}")
+    elif not training and running_mean is None:
+        raise ValueError(f"{fn}: running_mean and running_var are needed "
+                         f"when training is False")
+    dt = _compute_dtype(x, vecs["weight"], vecs["bias"])
+    if x.ndim > 4:
+        x = x.reshape(x.shape[0], c, -1, 1)
+    elif x.ndim == 3:
+        x = x.reshape(x.shape + (1,))
+    hw = x.shape[2] * x.shape[3] if x.ndim == 4 else 1
+    return x, vecs, dt, x.shape[0] * hw
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None,
+               training=False, momentum=0.1, eps=1e-5):
+    r"""Batch normalisation, as ``torch.nn.functional.batch_norm``.
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, H, W) or (N, C)
+        Also (N, C, L) and (N, C, D, H, W); the statistics are per channel,
+        over every axis but the channel axis.
+    running_mean, running_var : ndarray of shape (C,) or None
+        The running statistics.  Read when ``training`` is False (then
+        required); when ``training`` is True and they are given, updated in
+        place (they must then be writeable float arrays).
+    weight, bias : array_like of shape (C,), optional
+        The affine parameters :math:`\gamma` and :math:`\beta` (1 and 0 when
+        None).
+    training : bool, default False
+        Normalise with the batch's statistics (and update the running
+        ones) instead of the running statistics.
+    momentum : float in [0, 1], default 0.1
+        Weight of the batch statistics in the running update.
+    eps : float >= 0, default 1e-5
+        Added to the variance.
+
+    Returns
+    -------
+    y : ndarray of the shape of x
+
+    Notes
+    -----
+    With the mean :math:`\mu_c` and the biased variance :math:`\sigma_c^2`
+    of channel c over the :math:`m = N H W` values (training) or the
+    running statistics (evaluation):
+
+    .. math::
+
+        \hat x = \frac{x - \mu_c}{\sqrt{\sigma_c^2 + \epsilon}}, \qquad
+        y = \gamma_c \hat x + \beta_c
+
+    and in training, :math:`r_\mu \leftarrow (1 - p) r_\mu + p \mu_c`,
+    :math:`r_{\sigma^2} \leftarrow (1 - p) r_{\sigma^2} + p
+    \frac{m}{m - 1} \sigma_c^2` with :math:`p` the momentum.  The mean is
+    computed first, then the centred sum of squares (two passes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import batch_norm
+    >>> x = np.array([[1.0, 10.0], [3.0, 30.0]])
+    >>> rm, rv = np.zeros(2), np.ones(2)
+    >>> batch_norm(x, rm, rv, training=True, eps=0.0)
+    array([[-1., -1.],
+           [ 1.,  1.]])
+    >>> rm, rv
+    (array([0.2, 2. ]), array([ 1.1, 20.9]))
+    """
+    fn = "batch_norm"
+    training = bool(training)
+    momentum = _bn_real(momentum, "momentum", fn, 0.0, 1.0)
+    eps = _bn_real(eps, "eps", fn, 0.0)
+    shape = np.shape(x)
+    x4, v, dt, count = _bn_args(fn, x, weight, bias, running_mean,
+                                running_var, training)
+    x4, w, b = _cast(x4, dt), _cast(v["weight"], dt), _cast(v["bias"], dt)
+    if not training:
+        y, _ = _ops.batch_norm_inference(x4, _cast(v["running_mean"], dt),
+                                         _cast(v["running_var"], dt), w, b,
+                                         eps)
+        return y.reshape(shape)
+    if count <= 1:
+        raise ValueError(f"{fn}: training needs more than one value per "
+                         f"channel, got x of shape {shape}")
+    mean, var = _ops.batch_norm_statistics(x4, count)
+    y = _ops.batch_norm_forward(x4, mean.astype(dt),
+                                _ops.batch_norm_invstd(var, eps, dt), w, b)
+    _ops.batch_norm_update_running(running_mean, running_var, mean, var,
+                                   count, momentum)
+    return y.reshape(shape)
+
+
+def batch_norm_backward(grad_out, x, weight=None, running_mean=None,
+                        running_var=None, training=True, eps=1e-5):
+    r"""Gradients of :func:`batch_norm`.
+
+    Parameters
+    ----------
+    grad_out : array_like, shape of x
+        Gradient of the loss with respect to the output.
+    x : array_like of shape (N, C, H, W) or (N, C)
+        The forward input (the batch statistics are formed again from it).
+    weight : array_like of shape (C,), optional
+        :math:`\gamma` (1 when None: then no affine gradients).
+    running_mean, running_var : array_like of shape (C,), optional
+        The statistics of an evaluation-mode forward (``training=False``);
+        not read in training.
+    training : bool, default True
+        Whether the forward normalised with the batch statistics.
+    eps : float >= 0, default 1e-5
+
+    Returns
+    -------
+    grad_x : ndarray, shape of x
+    grad_weight, grad_bias : ndarray of shape (C,), or None
+        :math:`\sum g \hat x` and :math:`\sum g` per channel; None when
+        ``weight`` is None.
+
+    Notes
+    -----
+    In training, with :math:`g = \partial L / \partial y`, :math:`m` values
+    per channel and :math:`\sigma = \sqrt{\sigma_c^2 + \epsilon}`:
+
+    .. math::
+
+        \frac{\partial L}{\partial x} = \frac{\gamma}{m \sigma}
+        \Bigl(m g - \sum g - \hat x \sum g \hat x\Bigr)
+
+    (derived on :doc:`/math`); in evaluation the statistics are constants
+    and :math:`\partial L / \partial x = \gamma g / \sigma`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import batch_norm_backward
+    >>> x = np.array([[1.0], [3.0]])
+    >>> gx, gw, gb = batch_norm_backward([[1.0], [1.0]], x, np.ones(1),
+    ...                                  eps=0.0)
+    >>> gx, gw, gb
+    (array([[0.],
+           [0.]]), array([0.]), array([2.]))
+    """
+    fn = "batch_norm_backward"
+    training = bool(training)
+    eps = _bn_real(eps, "eps", fn, 0.0)
+    shape = np.shape(x)
+    x4, v, dt, count = _bn_args(fn, x, weight, None, running_mean,
+                                running_var, training, writes_running=False)
+    g = _as_array(grad_out, "grad_out", fn)
+    if g.shape != shape:
+        raise ValueError(f"{fn}: grad_out must have the shape of x {shape}, "
+                         f"got {g.shape}")
+    dt = _compute_dtype(x4, v["weight"], g)
+    x4, w = _cast(x4, dt), _cast(v["weight"], dt)
+    g4 = _cast(g.reshape(x4.shape), dt)
+    if training:
+        if count <= 1:
+            raise ValueError(f"{fn}: training needs more than one value per "
+                             f"channel, got x of shape {shape}")
+        mean, var = _ops.batch_norm_statistics(x4, count)
+        mean = mean.astype(dt)
+    else:
+        mean = _cast(v["running_mean"], dt)
+        var = v["running_var"]
+    invstd = _ops.batch_norm_invstd(var, eps, dt)
+    sums = _ops.batch_norm_backward_sums(g4, x4, mean, invstd)[0]
+    gx = _ops.batch_norm_backward(g4, x4, mean, invstd, w,
+                                  sums if training else None, float(count))
+    if w is None:
+        return gx.reshape(shape), None, None
+    return gx.reshape(shape), sums[1].astype(dt), sums[0].astype(dt)
+
+
+def fold_batch_norm(weight, bias, running_mean, running_var, gamma=None,
+                    beta=None, eps=1e-5):
+    r"""The weight and bias of a convolution or dense layer followed by an
+    evaluation-mode batch normalisation, as one layer.
+
+    Parameters
+    ----------
+    weight : array_like of shape (K, ...)
+        The weight of the layer before the normalisation: (K, C, R, S) of a
+        convolution, (O, F) of a dense layer; axis 0 is the channel the
+        normalisation sees.
+    bias : array_like of shape (K,) or None
+        Its bias (0 when None).
+    running_mean, running_var : array_like of shape (K,)
+    gamma, beta : array_like of shape (K,), optional
+        The normalisation's weight and bias (1 and 0 when None).
+    eps : float >= 0, default 1e-5
+
+    Returns
+    -------
+    weight, bias : ndarray
+        The folded weight (shape of ``weight``) and bias (K,).
+
+    Notes
+    -----
+    .. math::
+
+        s = \frac{\gamma}{\sqrt{\sigma^2 + \epsilon}}, \qquad
+        W' = s\, W, \qquad b' = s\,(b - \mu) + \beta
+
+    so that :math:`W' x + b' = \gamma (W x + b - \mu) / \sqrt{\sigma^2 +
+    \epsilon} + \beta` for every input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import fold_batch_norm
+    >>> w, b = fold_batch_norm(np.ones((2, 3)), np.zeros(2), np.array([1.0,
+    ...                        0.0]), np.array([4.0, 1.0]), eps=0.0)
+    >>> w, b
+    (array([[0.5, 0.5, 0.5],
+           [1. , 1. , 1. ]]), array([-0.5,  0. ]))
+    """
+    fn = "fold_batch_norm"
+    eps = _bn_real(eps, "eps", fn, 0.0)
+    w = _as_array(weight, "weight", fn)
+    if w.ndim < 1:
+        raise ValueError(f"{fn}: weight must have a channel axis, got shape "
+                         f"{w.shape}")
+    k = w.shape[0]
+    vecs = []
+    for name, v in (("bias", bias), ("running_mean", running_mean),
+                    ("running_var", running_var), ("gamma", gamma),
+                    ("beta", beta)):
+        if v is None:
+            vecs.append(None)
+            continue
+        a = _as_array(v, name, fn)
+        if a.shape != (k,):
+            raise ValueError(f"{fn}: {name} must have shape ({k},) for "
+                             f"weight of shape {w.shape}, got {a.shape}")
+        vecs.append(a)
+    b, mean, var, g, beta = vecs
+    if mean is None or var is None:
+        raise ValueError(f"{fn}: running_mean and running_var are needed")
+    dt = _compute_dtype(w, b, g, beta)
+    scale = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+    if g is not None:
+        scale = scale * g.astype(np.float64)
+    shift = -mean.astype(np.float64)
+    if b is not None:
+        shift = shift + b.astype(np.float64)
+    new_b = shift * scale + (0.0 if beta is None else beta.astype(np.float64))
+    new_w = w.astype(np.float64) * scale.reshape((k,) + (1,) * (w.ndim - 1))
+    return new_w.astype(dt), new_b.astype(dt)
 
 
 # --------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from ._graph import Node, symbolic_args
 __all__ = [
     "Layer", "Conv2D", "ReLU", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
     "Flatten", "Dense", "Dropout", "Add", "Multiply", "Concatenate",
-    "LAYERS",
+    "BatchNorm2D", "BatchNorm1D", "LAYERS",
 ]
 
 # Numbers given to unnamed layers, per name prefix.
@@ -97,6 +97,11 @@ class Layer:
         Parameters and their gradients (views into the model's flat
         buffers), in PyTorch ``state_dict`` order; empty for layers without
         parameters.
+    buffers : dict of str to ndarray
+        State that is not trained (:class:`BatchNorm2D`'s running
+        statistics), in PyTorch ``state_dict`` order, after the
+        parameters; the model allocates it and the optimizer never sees
+        it.  Empty for most layers.
     built : bool
         Whether :meth:`build` has run.
     elementwise : str or None
@@ -137,6 +142,7 @@ class Layer:
         self.output_shape = None
         self.params = {}
         self.grads = {}
+        self.buffers = {}
         self.built = False
         self._call_shape = None
 
@@ -186,6 +192,36 @@ class Layer:
             parameters, in PyTorch ``state_dict`` order; empty otherwise.
         """
         return {}
+
+    def buffer_shapes(self, input_shape):
+        """Shapes and dtypes of the layer's buffers (state that is not
+        trained) for ``input_shape``, in ``state_dict`` order.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+
+        Returns
+        -------
+        dict of str to (tuple of int, dtype or None)
+            None for the model's float dtype; empty for layers without
+            buffers.
+        """
+        return {}
+
+    def bind_buffers(self, buffers):
+        """Attach buffer arrays (the model allocates them).
+
+        Parameters
+        ----------
+        buffers : dict of str to ndarray
+            Arrays of the shapes and dtypes :meth:`buffer_shapes` asked for.
+        """
+        self.buffers = dict(buffers)
+
+    def reset_buffers(self):
+        """Give new buffers their initial values (nothing for layers
+        without buffers)."""
 
     def build(self, input_shape):
         """Check ``input_shape`` and record the input and output shapes
@@ -346,6 +382,12 @@ class Layer:
         """Advance any random stream of the layer as a training forward pass
         over ``n`` samples would (for a process whose part of a global batch
         is empty); nothing for layers without one."""
+
+    def skip_exchange(self, ctx, backward):
+        """Take part, with no samples, in the exchanges across ranks that
+        this layer's training forward (``backward`` False) or backward pass
+        makes (a rank whose part of a global batch is empty); nothing for
+        layers whose passes exchange nothing."""
 
     def clear_cache(self):
         """Drop what forward kept for backward."""
@@ -1080,7 +1122,228 @@ def _window_draw(rng, n, lo, hi, shape, out=None):
     return out
 
 
+class BatchNorm2D(Layer):
+    r"""Batch normalisation over channels, PyTorch's ``nn.BatchNorm2d``.
+
+    In training, each channel is normalised with the mean and the biased
+    variance of the batch over (N, H, W), and the running statistics are
+    updated (``running = (1 - momentum) * running + momentum * batch``,
+    with the unbiased variance); otherwise the running statistics are
+    used.  Inside :meth:`cnnkit.Sequential.fit` the statistics are those
+    of the whole global batch, formed from the sums of its fixed shards
+    added in the fixed tree, on one process or over MPI ranks alike.
+
+    Parameters
+    ----------
+    momentum : float in [0, 1] or None, default 0.1
+        Weight of each batch in the running statistics; None for their
+        cumulative average (PyTorch's ``momentum=None``).
+    eps : float >= 0, default 1e-5
+        Added to the variance.
+    affine : bool, default True
+        Learn a per-channel scale ``weight`` (initially 1) and shift
+        ``bias`` (initially 0).
+
+    Notes
+    -----
+    ``state_dict`` entries, in PyTorch's order: ``weight``, ``bias``
+    (parameters), ``running_mean``, ``running_var`` and
+    ``num_batches_tracked`` (an int64 scalar), the buffers, which the
+    optimizer never changes.
+
+    Examples
+    --------
+    >>> from cnnkit.layers import BatchNorm2D
+    >>> bn = BatchNorm2D()
+    >>> bn.build((16, 8, 8))
+    (16, 8, 8)
+    >>> bn.param_shapes((16, 8, 8)), list(bn.buffer_shapes((16, 8, 8)))
+    ({'weight': (16,), 'bias': (16,)}, ['running_mean', 'running_var', 'num_batches_tracked'])
+    """
+
+    per_shard_grads = True
+    _name_prefix = "batch_norm2d"
+    _sample_ndim = 3
+    _layout = "(C, H, W)"
+
+    def __init__(self, momentum=0.1, eps=1e-5, affine=True, name=None):
+        super().__init__(name)
+        cls = type(self).__name__
+        if momentum is not None:
+            if isinstance(momentum, bool) or \
+                    not isinstance(momentum, numbers.Real):
+                raise TypeError(f"{cls}: momentum must be a float or None, "
+                                f"got {momentum!r}")
+            if not 0.0 <= momentum <= 1.0:
+                raise ValueError(f"{cls}: momentum must be in [0, 1], got "
+                                 f"{momentum}")
+            momentum = float(momentum)
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+            raise TypeError(f"{cls}: eps must be a float, got {eps!r}")
+        if not eps >= 0.0:
+            raise ValueError(f"{cls}: eps must be >= 0, got {eps}")
+        self.momentum = momentum
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        self._kept = None
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != self._sample_ndim:
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape "
+                f"{self._layout} per sample; got {tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def param_shapes(self, input_shape):
+        c = (int(input_shape[0]),)
+        return {"weight": c, "bias": c} if self.affine else {}
+
+    def buffer_shapes(self, input_shape):
+        c = (int(input_shape[0]),)
+        return {"running_mean": (c, None), "running_var": (c, None),
+                "num_batches_tracked": ((), np.dtype(np.int64))}
+
+    def initialize(self, rng, followed_by_relu):
+        """weight 1, bias 0 (PyTorch's initialisation)."""
+        if self.affine:
+            self.params["weight"][...] = 1
+            self.params["bias"][...] = 0
+
+    def reset_buffers(self):
+        """running_mean 0, running_var 1, num_batches_tracked 0."""
+        b = self.buffers
+        if b:
+            b["running_mean"][...] = 0
+            b["running_var"][...] = 1
+            b["num_batches_tracked"][...] = 0
+
+    def _factor(self):
+        """The running update's momentum for the batch being counted."""
+        if self.momentum is not None:
+            return self.momentum
+        return 1.0 / float(self.buffers["num_batches_tracked"])
+
+    def _update_running(self, mean, var, count):
+        b = self.buffers
+        if not b:
+            return
+        b["num_batches_tracked"][...] += 1
+        _ops.batch_norm_update_running(b["running_mean"], b["running_var"],
+                                       mean, var, count, self._factor())
+
+    def forward(self, x, training=False):
+        ctx = as_context(training)
+        rm, rv = self.buffers.get("running_mean"), \
+            self.buffers.get("running_var")
+        w, b = self.params.get("weight"), self.params.get("bias")
+        dt = rm.dtype if rm is not None else None
+        x = _ops.as_float(x, dt)
+        if x.ndim != self._sample_ndim + 1:
+            raise ValueError(
+                f"{type(self).__name__} expects a batch of shape "
+                f"(N,) + {self._layout}; got {x.shape}")
+        if not ctx.training:
+            if rm is None:
+                raise ValueError(f"{type(self).__name__} {self.name!r}: no "
+                                 f"running statistics (build it in a "
+                                 f"model first)")
+            return _ops.batch_norm_inference(x, rm, rv, w, b, self.eps)[0]
+        sums = getattr(ctx, "batch_sums", None)
+        hw = math.prod(x.shape[2:])
+        count = (x.shape[0] if sums is None else sums.n) * hw
+        if count <= 1:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: training needs more "
+                f"than one value per channel; got a batch of shape "
+                f"{x.shape}")
+        if sums is None:
+            mean, var = _ops.batch_norm_statistics(x, count)
+        else:
+            mean, var = _ops.batch_norm_statistics(x, count, sums.bounds,
+                                                   sums.sum)
+        mean_r = mean.astype(x.dtype)
+        invstd = _ops.batch_norm_invstd(var, self.eps, x.dtype)
+        y = _ops.batch_norm_forward(
+            x, mean_r, invstd, w, b,
+            ctx.buffer(self, "y", x.shape, x.dtype))
+        self._update_running(mean, var, count)
+        self._kept = (x, mean_r, invstd, count)
+        return y
+
+    def backward(self, grad, ctx=None):
+        ctx = as_context(ctx)
+        x, mean, invstd, count = _kept(self, self._kept)
+        grad = _ops.as_float(grad, x.dtype)
+        sums = getattr(ctx, "batch_sums", None)
+        parts = _ops.batch_norm_backward_sums(
+            grad, x, mean, invstd, None if sums is None else sums.bounds)
+        total = parts[0] if sums is None else sums.sum(parts)
+        if self.affine:
+            shard = ctx.shard_parts(self)
+            if shard is not None:
+                dest = shard[1]
+                dest["weight"][...] = parts[:, 1]
+                dest["bias"][...] = parts[:, 0]
+            else:
+                self.grads["weight"][...] = total[1]
+                self.grads["bias"][...] = total[0]
+        if not ctx.needs_input_grad():
+            return None
+        return _ops.batch_norm_backward(
+            grad, x, mean, invstd, self.params.get("weight"), total,
+            float(count), ctx.buffer(self, "gx", x.shape, x.dtype))
+
+    def skip_exchange(self, ctx, backward):
+        sums = getattr(ctx, "batch_sums", None)
+        if sums is None:
+            return
+        c = self.input_shape[0]
+        local = sums.bounds.shape[0] - 1
+        if backward:
+            sums.sum(np.zeros((local, 2, c)))
+            return
+        count = sums.n * math.prod(self.input_shape[1:])
+        if count <= 1:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: training needs more "
+                f"than one value per channel")
+        zero = np.zeros((local, c))
+        mean = sums.sum(zero) / count
+        var = sums.sum(zero) / count
+        self._update_running(mean, var, count)
+
+    def clear_cache(self):
+        self._kept = None
+
+    def get_config(self):
+        return {"momentum": self.momentum, "eps": self.eps,
+                "affine": self.affine}
+
+
+class BatchNorm1D(BatchNorm2D):
+    """Batch normalisation of features, PyTorch's ``nn.BatchNorm1d`` on
+    (N, C) (after :class:`Dense`): :class:`BatchNorm2D`'s statistics over
+    the batch axis alone, with the same parameters and buffers.
+
+    Parameters
+    ----------
+    momentum, eps, affine
+        As for :class:`BatchNorm2D`.
+
+    Examples
+    --------
+    >>> from cnnkit.layers import BatchNorm1D
+    >>> BatchNorm1D().build((32,))
+    (32,)
+    """
+
+    _name_prefix = "batch_norm1d"
+    _sample_ndim = 1
+    _layout = "(C,)"
+
+
 #: The layer types a saved model may name; loading builds only these.
 LAYERS = {cls.__name__: cls for cls in
           (Conv2D, ReLU, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten,
-           Dense, Dropout, Add, Multiply, Concatenate)}
+           Dense, Dropout, Add, Multiply, Concatenate, BatchNorm2D,
+           BatchNorm1D)}

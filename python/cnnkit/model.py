@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from . import _context, _format, _inputs, _ops, _summary
+from . import _context, _format, _inputs, _ops, _summary, functional
 from . import distributed as dist
 from . import optim
 from . import trainer as _trainer
@@ -126,6 +126,7 @@ class Model:
         self._flat_params = np.zeros(0, dtype=dt)
         self._flat_grads = np.zeros(0, dtype=dt)
         self._names = []
+        self._buffer_names = []
         self._saved = {}
 
     def _init_graph(self, inputs, outputs):
@@ -188,9 +189,43 @@ class Model:
                     layer.params[k][...] = v
             else:
                 layer.initialize(self.rng, before_relu)
+        self._bind_buffers()
         self.input_shape, self.output_shape = shape, out
         self.built = True
         return self
+
+    def _layer_buffer_specs(self, layer):
+        """The layer's buffers as ``{name: (shape, dtype)}``, the model's
+        dtype for the float ones."""
+        spec = layer.buffer_shapes(layer.input_shape)
+        return {k: (tuple(int(d) for d in s),
+                    self.dtype if dt is None else np.dtype(dt))
+                for k, (s, dt) in spec.items()}
+
+    def _bind_buffers(self):
+        """Allocate each layer's buffers (its state that is not trained)
+        and give them their initial values.  In a graph, a layer whose
+        buffers another model allocated keeps them, as it keeps its
+        weights; a Sequential starts its layers afresh."""
+        own = {id(layer.buffers.get(name))
+               for _, layer, name in self._buffer_names}
+        self._buffer_names = []
+        for layer, prefix in zip(self.layers, self._param_prefixes()):
+            want = self._layer_buffer_specs(layer)
+            if not want:
+                continue
+            cur = layer.buffers
+            keep = (not isinstance(self, Sequential)
+                    and list(cur) == list(want)
+                    and all(cur[k].shape == s and cur[k].dtype == dt and
+                            id(cur[k]) not in own
+                            for k, (s, dt) in want.items()))
+            if not keep:
+                layer.bind_buffers({k: np.zeros(s, dtype=dt)
+                                    for k, (s, dt) in want.items()})
+                layer.reset_buffers()
+            for k in want:
+                self._buffer_names.append((f"{prefix}.{k}", layer, k))
 
     def _bound_elsewhere(self, layer, spec):
         """Whether the layer's parameters, of the shapes ``spec`` asks for,
@@ -227,6 +262,26 @@ class Model:
         return {f"{prefix}.{name}": tuple(s)
                 for prefix, spec in zip(self._param_prefixes(), specs)
                 for name, s in spec.items()}
+
+    def buffer_shapes(self, input_shape=None):
+        """The buffers (state that is not trained: running statistics) a
+        built model has, without allocating them: ``{state_dict name:
+        (shape, dtype)}`` in :meth:`state_dict` order.
+
+        Parameters
+        ----------
+        input_shape : tuple of int, optional
+            Shape of one sample; by default the model's.
+
+        Returns
+        -------
+        dict of str to (tuple of int, numpy.dtype)
+        """
+        shape = self.input_shape if input_shape is None else input_shape
+        self.parameter_shapes(shape)          # checks, builds the layers
+        return {f"{prefix}.{k}": v
+                for layer, prefix in zip(self.layers, self._param_prefixes())
+                for k, v in self._layer_buffer_specs(layer).items()}
 
     @staticmethod
     def _check_input_shape(input_shape, owner):
@@ -449,12 +504,23 @@ class Model:
             for k, a in dest.items():
                 np.add(held[k], a, out=held[k])
 
-    def skip_batch(self, n):
+    def skip_batch(self, n, ctx=None):
         """Advance the layers' random streams as a training pass over ``n``
         samples would, once per call (a rank of a data-parallel run whose
-        part of a batch is empty)."""
-        for node in self._graph.order:
+        part of a batch is empty); with the trainer's step context, also
+        take part in the exchanges of the layers with batch statistics, in
+        the order a forward and a backward pass make them."""
+        order = self._graph.order
+        for node in order:
             node.layer.skip_batch(n)
+        if ctx is None or getattr(ctx, "batch_sums", None) is None:
+            return
+        for i, node in enumerate(order):
+            ctx.node = i
+            node.layer.skip_exchange(ctx, False)
+        for i in reversed(range(len(order))):
+            ctx.node = i
+            order[i].layer.skip_exchange(ctx, True)
 
     def clear_caches(self):
         """Drop what the layers kept for a backward pass."""
@@ -644,16 +710,45 @@ class Model:
         """The number of parameters (numbers, not arrays), an int."""
         return int(self._flat_params.size)
 
+    def buffers(self):
+        """The buffer arrays (state that is not trained, e.g. running
+        statistics; updated in place), in :meth:`state_dict` order."""
+        return [layer.buffers[name] for _, layer, name in self._buffer_names]
+
+    def named_buffers(self):
+        """``(name, array)`` pairs of the buffers, named as in
+        :meth:`state_dict`."""
+        return [(key, layer.buffers[name])
+                for key, layer, name in self._buffer_names]
+
+    def count_buffers(self):
+        """The number of float buffer values (running statistics; the
+        summary's non-trainable parameters), an int."""
+        return int(sum(b.size for b in self.buffers()
+                       if b.dtype.kind == "f"))
+
+    def _state_arrays(self):
+        """``(name, array)`` of every parameter and buffer, in
+        :meth:`state_dict` order: per layer, its parameters, then its
+        buffers."""
+        per = {}
+        for key, layer, name in self._names:
+            per.setdefault(layer, []).append((key, layer.params[name]))
+        for key, layer, name in self._buffer_names:
+            per.setdefault(layer, []).append((key, layer.buffers[name]))
+        return [item for layer in self.layers for item in per.get(layer, ())]
+
     def get_weights(self):
         """Copies of the parameters, in PyTorch ``state_dict`` order and
-        layouts (per layer: weight, then bias).
+        layouts (per layer: weight, then bias, then any buffers such as
+        :class:`~cnnkit.layers.BatchNorm2D`'s running statistics).
 
         Returns
         -------
         list of ndarray
         """
         self._require_built("get_weights")
-        return [p.copy() for p in self.parameters()]
+        return [a.copy() for _, a in self._state_arrays()]
 
     def set_weights(self, weights):
         """Set the parameters from arrays in :meth:`get_weights` order.
@@ -665,7 +760,9 @@ class Model:
         Parameters
         ----------
         weights : sequence of array_like
-            One array per parameter, in :meth:`get_weights` order.
+            One array per parameter and buffer, in :meth:`get_weights`
+            order; or, for a model with buffers, one per parameter only
+            (the buffers are then left as they are).
 
         Returns
         -------
@@ -681,11 +778,17 @@ class Model:
         """
         self._require_built("set_weights")
         weights = list(weights)
-        names = self.named_parameters()
+        names = self._state_arrays()
+        params = self.named_parameters()
+        if len(weights) == len(params) and len(params) != len(names):
+            names = params
         if len(weights) != len(names):
+            extra = (f" and {len(names) - len(params)} buffers"
+                     if len(names) != len(params) else "")
             raise ValueError(
-                f"set_weights: the model has {len(names)} parameter arrays "
-                f"({', '.join(n for n, _ in names)}); got {len(weights)}")
+                f"set_weights: the model has {len(params)} parameter arrays"
+                f"{extra} ({', '.join(n for n, _ in names)}); got "
+                f"{len(weights)}")
         checked = []
         for (name, p), w in zip(names, weights):
             w = np.asarray(w)
@@ -701,10 +804,12 @@ class Model:
         return self
 
     def state_dict(self):
-        """``{name: array copy}``: for a :class:`Sequential` PyTorch's
-        ``nn.Sequential`` names (``"0.weight"``, ``"0.bias"``, ...), for a
-        graph model ``"<layer name>.<parameter>"``."""
-        return {name: p.copy() for name, p in self.named_parameters()}
+        """``{name: array copy}`` of the parameters and buffers: for a
+        :class:`Sequential` PyTorch's ``nn.Sequential`` names
+        (``"0.weight"``, ``"0.bias"``, ``"1.running_mean"``, ...), for a
+        graph model ``"<layer name>.<parameter>"``; per layer the
+        parameters, then the buffers, as PyTorch orders them."""
+        return {name: a.copy() for name, a in self._state_arrays()}
 
     def load_state_dict(self, state, strict_dtype=False):
         """Set the parameters from a ``{name: array}`` mapping.
@@ -725,15 +830,16 @@ class Model:
         self
         """
         self._require_built("load_state_dict")
-        names = [n for n, _ in self.named_parameters()]
+        arrays = self._state_arrays()
+        names = [n for n, _ in arrays]
         check_keys(names, state, "load_state_dict")
         if strict_dtype:
-            for n in names:
-                if np.asarray(state[n]).dtype != self.dtype:
+            for n, a in arrays:
+                if np.asarray(state[n]).dtype != a.dtype:
                     raise ValueError(
                         f"load_state_dict: {n} has dtype "
                         f"{np.asarray(state[n]).dtype}, the model "
-                        f"{self.dtype}")
+                        f"{a.dtype}")
         return self.set_weights([state[n] for n in names])
 
     # ------------------------------------------------------------------
@@ -774,9 +880,11 @@ class Model:
             layer = node.layer
             k = calls[layer] = calls.get(layer, 0) + 1
             labels[node.output.uid] = self._call_label(i, k)
+            held = layer.count_params + sum(
+                b.size for b in layer.buffers.values() if b.dtype.kind == "f")
             row = (f"{labels[node.output.uid]} ({type(layer).__name__})",
                    str((None,) + node.output.shape),
-                   f"{layer.count_params:,}" if k == 1 else "0")
+                   f"{held:,}" if k == 1 else "0")
             if self._summary_connections:
                 row += (", ".join(labels.get(t.uid, t.name)
                                   for t in node.inputs),)
@@ -886,6 +994,8 @@ class Model:
                                            self.parameters()] or
                                           [self._flat_params[:0]])
                            if self.built else None),
+                "buffers": ([b.copy() for b in self.buffers()]
+                            if self.built else None),
                 "rng": self.rng.bit_generator.state,
                 "optimizer": opt,
                 "metadata": self.metadata,
@@ -898,6 +1008,8 @@ class Model:
             if not self.built:
                 self.build(tuple(state["config"]["input_shape"]))
             self._flat_params[...] = state["params"]
+            for b, saved in zip(self.buffers(), state.get("buffers") or ()):
+                b[...] = saved
         self.rng.bit_generator.state = state["rng"]
         if state["optimizer"] is not None:
             opt_config, opt_state = state["optimizer"]
@@ -1146,6 +1258,64 @@ class Sequential(Model):
         self._chain = self._chain_key = None
         if input_shape is not None:
             self.build(input_shape)
+
+    def fold_batch_norm(self):
+        """A copy of the model for inference, with each
+        :class:`~cnnkit.layers.BatchNorm2D` (``BatchNorm1D``) that directly
+        follows a :class:`~cnnkit.layers.Conv2D` (``Dense``) folded into
+        that layer's weight and bias (:func:`cnnkit.functional.fold_batch_norm`,
+        from its running statistics).  Its outputs are the evaluation-mode
+        outputs of this model, up to rounding; other batch normalisations
+        stay as they are.
+
+        Returns
+        -------
+        Sequential
+            A new, built model; this one is unchanged.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cnnkit
+        >>> from cnnkit import layers
+        >>> model = cnnkit.Sequential([
+        ...     layers.Conv2D(4, 3), layers.BatchNorm2D(), layers.ReLU(),
+        ...     layers.Flatten(), layers.Dense(3)], input_shape=(1, 5, 5))
+        >>> [type(la).__name__ for la in model.fold_batch_norm().layers]
+        ['Conv2D', 'ReLU', 'Flatten', 'Dense']
+        """
+        self._require_built("fold_batch_norm")
+        from .layers import BatchNorm2D, Conv2D, Dense
+        plan = []                         # (source layer, folded BN or None)
+        for layer in self.layers:
+            if isinstance(layer, BatchNorm2D) and plan and \
+                    plan[-1][1] is None and type(plan[-1][0]) is (
+                        Conv2D if type(layer) is BatchNorm2D else Dense):
+                plan[-1] = (plan[-1][0], layer)
+            else:
+                plan.append((layer, None))
+        layers = []
+        for layer, bn in plan:
+            config = layer.get_config()
+            if bn is not None:
+                config["use_bias"] = True
+            layers.append(type(layer).from_config(config))
+        model = Sequential(layers, input_shape=self.input_shape,
+                           seed=self.seed, dtype=self.dtype)
+        for new, (layer, bn) in zip(layers, plan):
+            if bn is None:
+                for k, v in layer.params.items():
+                    new.params[k][...] = v
+                for k, v in layer.buffers.items():
+                    new.buffers[k][...] = v
+                continue
+            w, b = functional.fold_batch_norm(
+                layer.params["weight"], layer.params.get("bias"),
+                bn.buffers["running_mean"], bn.buffers["running_var"],
+                bn.params.get("weight"), bn.params.get("bias"), bn.eps)
+            new.params["weight"][...] = w
+            new.params["bias"][...] = b
+        return model
 
     def _replay(self, tensor):
         if not self.built:

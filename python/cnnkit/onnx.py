@@ -40,6 +40,9 @@ Add                a chain of binary ``Add`` nodes in list order,
                    ``((x0 + x1) + x2) + ...``: cnnkit's order of the sums
 Multiply           a chain of binary ``Mul`` nodes, likewise
 Concatenate        ``Concat`` on the layer's ``axis``
+BatchNorm2D,       ``BatchNormalization`` in evaluation mode (the running
+BatchNorm1D        statistics; ``scale`` 1 and ``B`` 0 without ``affine``;
+                   ``num_batches_tracked`` is not written)
 =================  ====================================================
 
 The input is ``"input"`` of shape ``("batch", C, H, W)`` with a symbolic
@@ -243,7 +246,26 @@ def _layer_nodes(layer, name, xs, param, make):
         return out
     if isinstance(layer, L.Concatenate):
         return make("Concat", name, xs, axis=layer.axis)
+    if isinstance(layer, L.BatchNorm2D):          # and BatchNorm1D
+        inputs = [param(layer, k) for k in ("weight", "bias",
+                                            "running_mean", "running_var")]
+        return make("BatchNormalization", name, xs + inputs,
+                    epsilon=layer.eps,
+                    momentum=1.0 - (0.1 if layer.momentum is None
+                                    else layer.momentum))
     return None
+
+
+def _export_array(layer, pname):
+    """The array a layer's initializer ``pname`` holds: a parameter, a
+    buffer, or (a BatchNorm2D without ``affine``) the scale 1 and shift 0
+    its normalisation applies."""
+    if pname in layer.params:
+        return layer.params[pname]
+    if pname in layer.buffers:
+        return layer.buffers[pname]
+    c = layer.buffers["running_mean"].shape
+    return np.ones(c) if pname == "weight" else np.zeros(c)
 
 
 def _no_onnx_form(layer, which):
@@ -292,9 +314,10 @@ def _build_graph(model, opset, probabilities, dtype):
 
     def param(layer, pname):
         key = f"{index}.{pname}"                 # Sequential's state_dict
-        assert key in keys, key
+        assert key in keys or isinstance(layer, L.BatchNorm2D), key
         inits.append(numpy_helper.from_array(
-            np.ascontiguousarray(layer.params[pname], dtype=dtype), key))
+            np.ascontiguousarray(_export_array(layer, pname), dtype=dtype),
+            key))
         return key
 
     for index, layer in enumerate(model.layers):
@@ -352,7 +375,11 @@ def _build_model_graph(model, opset, probabilities, dtype):
 
     def param(layer, pname):
         key = f"{layer.name}.{pname}"            # the graph's state_dict
-        assert key in keys, key
+        if key not in keys:                     # a buffer, written once
+            assert isinstance(layer, L.BatchNorm2D), key
+            keys.add(key)
+            inits.append(numpy_helper.from_array(np.ascontiguousarray(
+                _export_array(layer, pname), dtype=dtype), key))
         return key
 
     values, calls = [], {}
@@ -500,6 +527,8 @@ _ATTR_TYPES = {
     "alpha": _FLOAT, "beta": _FLOAT, "ratio": _FLOAT, "value_float": _FLOAT,
     "value_floats": _FLOATS, "auto_pad": _STRING, "round_mode": _STRING,
     "value": _TENSOR,
+    "epsilon": _FLOAT, "momentum": _FLOAT, "training_mode": _INT,
+    "spatial": _INT,
 }
 
 
@@ -803,7 +832,8 @@ class _Importer:
     _DATA_OPS = ("Conv", "Relu", "MaxPool", "AveragePool",
                  "GlobalAveragePool", "Flatten", "Reshape", "Gemm", "MatMul",
                  "Add", "Mul", "Concat", "Dropout", "Identity", "Transpose",
-                 "Softmax", "LogSoftmax", "ReduceMean")
+                 "Softmax", "LogSoftmax", "ReduceMean",
+                 "BatchNormalization")
     _MERGE_OPS = ("Add", "Mul", "Concat")
     _SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat",
                   "Slice", "Cast")
@@ -1082,6 +1112,47 @@ class _Importer:
         if arr.dtype != self.dtype:
             self.fail(f"the {what} is {arr.dtype}, but the graph input is "
                       f"{self.dtype}; cnnkit models have one dtype")
+
+    def _op_BatchNormalization(self, node, pos):
+        a = _attrs(node, {"epsilon", "momentum", "training_mode",
+                          "spatial"}, self.fail)
+        if pos != 0:
+            self.fail("the graph input must be its first input (X)")
+        if a.get("training_mode", 0):
+            self.fail("training_mode=1 is not supported (cnnkit imports "
+                      "the evaluation form)")
+        if a.get("spatial", 1) != 1:
+            self.fail("spatial=0 is not supported")
+        if len(node.input) != 5 or not all(node.input):
+            self.fail("it needs the inputs X, scale, B, input_mean and "
+                      "input_var")
+        if len(self.cur) not in (1, 3):
+            self.fail(f"it needs an input of shape (batch, C) or (batch, C, "
+                      f"H, W); got (batch, "
+                      f"{', '.join(map(str, self.actual_shape()))})")
+        if self.nhwc or self.order is not None:
+            self.fail("its input is in a transposed layout that cnnkit "
+                      "cannot fold away")
+        c = self.cur[0]
+        params = {}
+        for key, name in zip(("weight", "bias", "running_mean",
+                              "running_var"), node.input[1:]):
+            arr = self.static(name, f"the {key}")
+            if not isinstance(arr, np.ndarray) or arr.shape != (c,):
+                self.fail(f"the {key} must be a constant of shape [{c}], "
+                          f"got {list(np.shape(arr))}")
+            self._check_dtype(arr, key)
+            params[key] = np.ascontiguousarray(arr)
+        params["num_batches_tracked"] = np.zeros((), dtype=np.int64)
+        # attributes are float32: keep the 7 digits they hold
+        eps = float(f"{float(a.get('epsilon', 1e-5)):.7g}")
+        momentum = float(f"{1.0 - float(a.get('momentum', 0.9)):.7g}")
+        if not 0.0 <= momentum <= 1.0 or not eps >= 0.0:
+            self.fail(f"attributes epsilon={eps} and momentum="
+                      f"{1.0 - momentum} are out of range")
+        cls = L.BatchNorm2D if len(self.cur) == 3 else L.BatchNorm1D
+        self._add_layer(cls(momentum=momentum, eps=eps), params,
+                        ("BatchNormalization", *node.input[1:]))
 
     def _op_Relu(self, node, pos):
         _attrs(node, set(), self.fail)
@@ -1508,10 +1579,9 @@ class _Importer:
                                dtype=self.dtype)
         except ValueError as exc:
             self.fail(f"the layers do not form a cnnkit model: {exc}")
-        weights = [call.params[name] for call in calls
-                   for name in call.layer.param_shapes(
-                       call.layer.input_shape)]
-        model.set_weights(weights)
+        model.load_state_dict({f"{i}.{name}": value
+                               for i, call in enumerate(calls)
+                               for name, value in call.params.items()})
         return model
 
     def _graph_model(self, calls, output):

@@ -63,6 +63,8 @@ __all__ = [
     "multiply_backward",
     "concatenate",
     "concatenate_backward",
+    "batch_norm",
+    "batch_norm_backward",
     "softmax",
     "log_softmax",
     "softmax_cross_entropy",
@@ -939,6 +941,127 @@ def concatenate_backward(grad_out, sizes, axis=1):
     edges = np.cumsum(sizes)[:-1]
     return [np.array(g) for g in np.split(np.asarray(grad_out), edges,
                                           axis=axis)]
+
+
+# ---------------------------------------------------------------------------
+# Batch normalisation
+# ---------------------------------------------------------------------------
+
+
+def _bn_axes(x):
+    """The axes a channel's statistics run over, and the shape that lines a
+    (C,) vector up with x."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    return axes, (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None,
+               training=False, momentum=0.1, eps=1e-5):
+    r"""Batch normalisation (PyTorch's ``batch_norm``).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, H, W) or (N, C)
+    running_mean, running_var : ndarray, shape (C,), or None
+        Read in evaluation; updated in place in training when given.
+    weight, bias : array_like, shape (C,), optional
+        :math:`\gamma` and :math:`\beta` (1 and 0 when None).
+    training : bool, optional
+        Use the batch statistics. Default False.
+    momentum : float, optional
+        Weight of the batch in the running update. Default 0.1.
+    eps : float, optional
+        Added to the variance. Default 1e-5.
+
+    Returns
+    -------
+    y : ndarray, shape of x
+
+    Notes
+    -----
+    Per channel :math:`c`, over the :math:`m` values of the channel:
+
+    .. math::
+
+        \mu_c = \frac{1}{m} \sum x, \qquad
+        \sigma_c^2 = \frac{1}{m} \sum (x - \mu_c)^2, \qquad
+        y = \gamma_c \frac{x - \mu_c}{\sqrt{\sigma_c^2 + \epsilon}} + \beta_c
+    """
+    x = np.asarray(x, dtype=np.float64)
+    axes, shape = _bn_axes(x)
+    if training:
+        m = x.size // x.shape[1]
+        mean = x.mean(axis=axes)
+        var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+        if running_mean is not None:
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+            running_var[...] = ((1 - momentum) * running_var +
+                                momentum * var * m / (m - 1))
+    else:
+        mean = np.asarray(running_mean, dtype=np.float64)
+        var = np.asarray(running_var, dtype=np.float64)
+    xhat = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+    gamma = 1.0 if weight is None else np.asarray(weight).reshape(shape)
+    beta = 0.0 if bias is None else np.asarray(bias).reshape(shape)
+    return xhat * gamma + beta
+
+
+def batch_norm_backward(grad_out, x, weight=None, running_mean=None,
+                        running_var=None, training=True, eps=1e-5):
+    r"""Gradients of :func:`batch_norm`.
+
+    Parameters
+    ----------
+    grad_out : array_like, shape of x
+    x : array_like, shape (N, C, H, W) or (N, C)
+    weight : array_like, shape (C,), optional
+    running_mean, running_var : array_like, shape (C,), optional
+        The statistics of an evaluation-mode forward.
+    training : bool, optional
+        Whether the forward used the batch statistics. Default True.
+    eps : float, optional
+
+    Returns
+    -------
+    grad_x : ndarray, shape of x
+    grad_weight, grad_bias : ndarray, shape (C,), or None
+        None when ``weight`` is None.
+
+    Notes
+    -----
+    With :math:`g = \partial L / \partial y`, :math:`m` values per channel
+    and :math:`\sigma = \sqrt{\sigma_c^2 + \epsilon}`, in training
+
+    .. math::
+
+        \frac{\partial L}{\partial x} = \frac{\gamma}{m \sigma}
+        \Bigl(m g - \sum g - \hat x \sum g \hat x\Bigr),
+
+    and :math:`\gamma g / \sigma` when the statistics are fixed.
+    """
+    g = np.asarray(grad_out, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    axes, shape = _bn_axes(x)
+    m = x.size // x.shape[1]
+    if training:
+        mean = x.mean(axis=axes)
+        var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+    else:
+        mean = np.asarray(running_mean, dtype=np.float64)
+        var = np.asarray(running_var, dtype=np.float64)
+    sigma = np.sqrt(var + eps).reshape(shape)
+    xhat = (x - mean.reshape(shape)) / sigma
+    gamma = 1.0 if weight is None else np.asarray(
+        weight, dtype=np.float64).reshape(shape)
+    g_sum = g.sum(axis=axes).reshape(shape)
+    gx_sum = (g * xhat).sum(axis=axes).reshape(shape)
+    if training:
+        grad_x = gamma / (m * sigma) * (m * g - g_sum - xhat * gx_sum)
+    else:
+        grad_x = gamma * g / sigma
+    if weight is None:
+        return grad_x, None, None
+    return grad_x, gx_sum.reshape(-1), g_sum.reshape(-1)
 
 
 # ---------------------------------------------------------------------------

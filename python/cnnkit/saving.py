@@ -106,19 +106,21 @@ def load_model(path):
         # architecture before anything is allocated, so a small file cannot
         # ask for a huge model.
         model = cls.from_config(config, build=False)
-        expected = model.parameter_shapes()
+        expected = {name: (shape, model.dtype) for name, shape in
+                    model.parameter_shapes().items()}
+        expected.update(model.buffer_shapes())
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"{where}: invalid model architecture: {exc} "
                          f"({written}{upgrade})") from None
     check_keys(expected, weights,
                f"{where}: weights do not match the architecture")
-    for name, shape in expected.items():
+    for name, (shape, dtype) in expected.items():
         arr = weights[name]
-        if arr.shape != shape or arr.dtype != model.dtype:
+        if arr.shape != shape or arr.dtype != dtype:
             raise ValueError(
                 f"{where}: weights do not match the architecture: {name} is "
                 f"{arr.dtype}{list(arr.shape)}, the architecture needs "
-                f"{model.dtype}{list(shape)}")
+                f"{dtype}{list(shape)}")
     model.build(model.input_shape)
     model.load_state_dict(weights, strict_dtype=True)
     model.metadata = metadata

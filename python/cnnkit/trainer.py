@@ -90,8 +90,11 @@ class Trainer:
         self.exchange_seconds = 0.0
         self.interrupt = False
         self.single = shards == 1 and world.size == 1
+        self.batch_sums = None
         if not self.single:
             self._make_shard_rows(edges)
+            self.batch_sums = BatchSums(world, shards, self.s0, self.s1,
+                                        self.counts, self.displs)
 
     def _make_shard_rows(self, edges):
         """One row of bytes per shard: the shard's gradient, laid out as the
@@ -136,11 +139,14 @@ class Trainer:
         # A batch of one sample fills one shard: the tree's sum of it is
         # that shard's gradient, written straight into the model's buffer.
         single = self.single or (world.size == 1 and b == 1)
+        bounds = None if single else self._shard_bounds(edges, b)
+        if not single:
+            self.batch_sums.start(edges, bounds, b)
         ctx = StepContext(
             training=True, arena=self.arena, frozen_input=model.input_nodes,
-            shards=None if single else (self._shard_bounds(edges, b),
-                                        self.parts),
-            window=None if single else (b, lo, hi))
+            shards=None if single else (bounds, self.parts),
+            window=None if single else (b, lo, hi),
+            batch_sums=None if single else self.batch_sums)
         if hi > lo:
             rows = (slice(idx.start + lo, idx.start + hi)
                     if isinstance(idx, slice) else idx[lo:hi])
@@ -169,8 +175,9 @@ class Trainer:
                         self.stats[s][0] = math.fsum(losses[a:c])
                         self.stats[s][1] = np.count_nonzero(hit[a:c])
         else:
-            # no samples here: advance the random streams all the same
-            model.skip_batch(b)
+            # no samples here: advance the random streams and take part in
+            # the exchanges of batch statistics all the same
+            model.skip_batch(b, ctx)
         # 4. reduction of the shard gradients, in the fixed tree
         if not single:
             total, hits = self._reduce([edges[s + 1] > edges[s]
@@ -265,6 +272,8 @@ class Trainer:
             model.clear_caches()
             self.arena.clear()
             history.exchange_seconds = self.exchange_seconds
+            if self.batch_sums is not None:
+                history.batch_sums_seconds = self.batch_sums.seconds
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
         for cb in callbacks:
@@ -357,6 +366,60 @@ class Trainer:
             return None
 
 
+class BatchSums:
+    """Sums over a global batch from the sums of its fixed shards, for the
+    layers with batch statistics (:class:`~cnnkit.layers.BatchNorm2D`),
+    given to them as the step context's ``batch_sums``.
+
+    A layer computes one row per shard of this rank (``bounds``: the
+    shard edges relative to the rank's first sample); :meth:`sum` gathers
+    the rows of every rank (``Allgatherv``, whatever the gradient
+    reduction) and adds the rows of the shards that hold samples in the
+    fixed pairwise tree, so every rank gets the same bits as one process
+    with the same shards.  ``n`` is the global batch's sample count.
+    """
+
+    def __init__(self, world, shards, s0, s1, counts, displs):
+        self.world, self.shards = world, shards
+        self.s0, self.s1 = s0, s1
+        self.counts, self.displs = counts, displs
+        self.rows = {}
+        self.present = [True] * shards
+        self.bounds = None
+        self.n = 0
+        #: Seconds spent exchanging and adding (the gather included).
+        self.seconds = 0.0
+        #: Exchanges made.
+        self.calls = 0
+
+    def start(self, edges, bounds, n):
+        """The batch of a step: global shard edges, this rank's local
+        bounds and the global sample count."""
+        self.present = [edges[s + 1] > edges[s] for s in range(self.shards)]
+        self.bounds, self.n = bounds, n
+
+    def sum(self, local):
+        """The sum over every shard of the batch of ``local`` (this rank's
+        shard rows, float64, shape (local shards,) + shape): an array of
+        that shape, the same bits on every rank."""
+        t0 = time.perf_counter()
+        local = np.asarray(local, dtype=np.float64)
+        shape = local.shape[1:]
+        k = math.prod(shape)
+        rows = self.rows.get(k)
+        if rows is None:
+            rows = self.rows[k] = np.zeros((self.shards, k), np.float64)
+        rows[self.s0:self.s1] = local.reshape(self.s1 - self.s0, k)
+        self.world.allgather_rows(rows.view(np.uint8), self.counts,
+                                  self.displs)
+        out = np.empty(k, dtype=np.float64)
+        dist.tree_sum([rows[s] if self.present[s] else None
+                       for s in range(self.shards)], out)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        return out.reshape(shape)
+
+
 def _progress_bar(verbose, epoch, epochs, nbatches):
     """A tqdm bar on a terminal or in a notebook with verbose=1, else None
     (logs then get one line per epoch)."""
@@ -447,6 +510,8 @@ def join(world, model, x, y, sw, xv, yv, schedule):
                     (digest(x), digest(y), digest(sw), digest(xv),
                      digest(yv)))
     world.bcast_array(model.flat_params)
+    for b in model.buffers():
+        world.bcast_array(b.reshape(-1))
     model.rng.bit_generator.state = world.bcast(model.rng.bit_generator.state)
 
 

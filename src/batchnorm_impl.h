@@ -1,0 +1,187 @@
+/* batchnorm_impl.h -- body of batchnorm.c, included once per REAL type. */
+
+/* The sum of p[0, len) (centre == NULL) or of (p[j] - *centre)^2, in
+ * double, over four lanes added (0 + 1) + (2 + 3). */
+static double SFX(bn_plane_sum)(const REAL *restrict p, ptrdiff_t len,
+                                const double *centre)
+{
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    ptrdiff_t j = 0;
+    if (centre == NULL) {
+        for (; j + 4 <= len; j += 4) {
+            a0 += (double)p[j];
+            a1 += (double)p[j + 1];
+            a2 += (double)p[j + 2];
+            a3 += (double)p[j + 3];
+        }
+        if (j < len) a0 += (double)p[j];
+        if (j + 1 < len) a1 += (double)p[j + 1];
+        if (j + 2 < len) a2 += (double)p[j + 2];
+    } else {
+        const double m = *centre;
+        double d0, d1, d2, d3;
+        for (; j + 4 <= len; j += 4) {
+            d0 = (double)p[j] - m;
+            d1 = (double)p[j + 1] - m;
+            d2 = (double)p[j + 2] - m;
+            d3 = (double)p[j + 3] - m;
+            a0 += d0 * d0;
+            a1 += d1 * d1;
+            a2 += d2 * d2;
+            a3 += d3 * d3;
+        }
+        if (j < len) { d0 = (double)p[j] - m; a0 += d0 * d0; }
+        if (j + 1 < len) { d1 = (double)p[j + 1] - m; a1 += d1 * d1; }
+        if (j + 2 < len) { d2 = (double)p[j + 2] - m; a2 += d2 * d2; }
+    }
+    return (a0 + a1) + (a2 + a3);
+}
+
+void SFX(cnnkit_batch_norm_sums)(double *restrict sums,
+                                 const REAL *restrict x,
+                                 const double *restrict mean,
+                                 const int64_t *restrict bounds,
+                                 ptrdiff_t nparts, ptrdiff_t n, ptrdiff_t c,
+                                 ptrdiff_t hw, int nthreads)
+{
+    (void)n;
+    const int nt = cnnkit_team(2.0 * (double)n * c * hw, c, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t ch = 0; ch < c; ch++) {
+        const double *centre = mean ? mean + ch : NULL;
+        for (ptrdiff_t q = 0; q < nparts; q++) {
+            double acc = 0;
+            for (ptrdiff_t i = bounds[q]; i < bounds[q + 1]; i++)
+                acc += SFX(bn_plane_sum)(x + (i * c + ch) * hw, hw, centre);
+            sums[q * c + ch] = acc;
+        }
+    }
+}
+
+/* y = (x - mean) * invstd * weight + bias over planes [0, n*c). */
+static void SFX(bn_normalise)(REAL *restrict y, const REAL *restrict x,
+                              const REAL *restrict mean,
+                              const REAL *restrict invstd,
+                              const REAL *restrict weight,
+                              const REAL *restrict bias, ptrdiff_t n,
+                              ptrdiff_t c, ptrdiff_t hw, int nthreads)
+{
+    const ptrdiff_t planes = n * c;
+    const int nt = cnnkit_team(4.0 * (double)planes * hw, planes, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t pl = 0; pl < planes; pl++) {
+        const ptrdiff_t ch = pl % c;
+        const REAL m = mean[ch], s = invstd[ch];
+        const REAL w = weight ? weight[ch] : (REAL)1;
+        const REAL b = bias ? bias[ch] : (REAL)0;
+        const REAL *restrict px = x + pl * hw;
+        REAL *restrict py = y + pl * hw;
+        for (ptrdiff_t j = 0; j < hw; j++) {
+            const REAL xhat = (px[j] - m) * s;
+            py[j] = xhat * w + b;
+        }
+    }
+}
+
+void SFX(cnnkit_batch_norm_forward)(REAL *y, const REAL *x, const REAL *mean,
+                                    const REAL *invstd, const REAL *weight,
+                                    const REAL *bias, ptrdiff_t n,
+                                    ptrdiff_t c, ptrdiff_t hw, int nthreads)
+{
+    SFX(bn_normalise)(y, x, mean, invstd, weight, bias, n, c, hw, nthreads);
+}
+
+void SFX(cnnkit_batch_norm_inference)(REAL *y, REAL *invstd_out,
+                                      const REAL *x, const REAL *mean,
+                                      const REAL *var, const REAL *weight,
+                                      const REAL *bias, double eps,
+                                      ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+                                      int nthreads)
+{
+    for (ptrdiff_t ch = 0; ch < c; ch++)
+        invstd_out[ch] = (REAL)(1.0 / sqrt((double)var[ch] + eps));
+    SFX(bn_normalise)(y, x, mean, invstd_out, weight, bias, n, c, hw,
+                      nthreads);
+}
+
+void SFX(cnnkit_batch_norm_backward_sums)(double *restrict sums,
+                                          const REAL *restrict gy,
+                                          const REAL *restrict x,
+                                          const REAL *restrict mean,
+                                          const REAL *restrict invstd,
+                                          const int64_t *restrict bounds,
+                                          ptrdiff_t nparts, ptrdiff_t n,
+                                          ptrdiff_t c, ptrdiff_t hw,
+                                          int nthreads)
+{
+    const int nt = cnnkit_team(4.0 * (double)n * c * hw, c, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t ch = 0; ch < c; ch++) {
+        const REAL m = mean[ch], s = invstd[ch];
+        for (ptrdiff_t q = 0; q < nparts; q++) {
+            double sg = 0, sgx = 0;
+            for (ptrdiff_t i = bounds[q]; i < bounds[q + 1]; i++) {
+                const REAL *restrict pg = gy + (i * c + ch) * hw;
+                const REAL *restrict px = x + (i * c + ch) * hw;
+                double g0 = 0, g1 = 0, h0 = 0, h1 = 0;
+                ptrdiff_t j = 0;
+                for (; j + 2 <= hw; j += 2) {
+                    const REAL xh0 = (px[j] - m) * s;
+                    const REAL xh1 = (px[j + 1] - m) * s;
+                    g0 += (double)pg[j];
+                    g1 += (double)pg[j + 1];
+                    h0 += (double)pg[j] * (double)xh0;
+                    h1 += (double)pg[j + 1] * (double)xh1;
+                }
+                if (j < hw) {
+                    const REAL xh0 = (px[j] - m) * s;
+                    g0 += (double)pg[j];
+                    h0 += (double)pg[j] * (double)xh0;
+                }
+                sg += g0 + g1;
+                sgx += h0 + h1;
+            }
+            sums[(2 * q) * c + ch] = sg;
+            sums[(2 * q + 1) * c + ch] = sgx;
+        }
+    }
+}
+
+void SFX(cnnkit_batch_norm_backward)(REAL *restrict gx,
+                                     const REAL *restrict gy,
+                                     const REAL *restrict x,
+                                     const REAL *restrict mean,
+                                     const REAL *restrict invstd,
+                                     const REAL *restrict weight,
+                                     const double *restrict sums,
+                                     double count, ptrdiff_t n, ptrdiff_t c,
+                                     ptrdiff_t hw, int nthreads)
+{
+    const ptrdiff_t planes = n * c;
+    const int nt = cnnkit_team(6.0 * (double)planes * hw, planes, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t pl = 0; pl < planes; pl++) {
+        const ptrdiff_t ch = pl % c;
+        const REAL m = mean[ch], s = invstd[ch];
+        const REAL a = (REAL)((weight ? (double)weight[ch] : 1.0) *
+                              (double)s);
+        const REAL *restrict pg = gy + pl * hw;
+        REAL *restrict po = gx + pl * hw;
+        if (sums == NULL) {
+            for (ptrdiff_t j = 0; j < hw; j++)
+                po[j] = a * pg[j];
+            continue;
+        }
+        const REAL *restrict px = x + pl * hw;
+        const REAL k1 = (REAL)(sums[ch] / count);
+        const REAL k2 = (REAL)(sums[c + ch] / count);
+        for (ptrdiff_t j = 0; j < hw; j++) {
+            const REAL xhat = (px[j] - m) * s;
+            po[j] = a * ((pg[j] - k1) - xhat * k2);
+        }
+    }
+}
