@@ -140,14 +140,16 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
                                 const cnnkit_conv2d_geom *g, int nthreads)
 {
     (void)nthreads; /* unused in serial builds */
-    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    const ptrdiff_t p = g->oh * g->ow, crs = conv_gcrs(g);
     const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
+    const ptrdiff_t ng = cnnkit_conv_groups(g), gk = conv_gk(g);
     if (g->n <= 0 || p <= 0 || g->k <= 0)
         return;
     if (SFX(cnnkit_conv_direct)(y, x, w, bias, relu, work, g, nthreads))
         return;
     const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
-    const ptrdiff_t nblk = cnnkit_ceil_div(p, pb), tasks = g->n * nblk;
+    const ptrdiff_t nblk = cnnkit_ceil_div(p, pb);
+    const ptrdiff_t tasks = g->n * ng * nblk;
     const ptrdiff_t per_thread = conv_forward_per_thread(g);
     /* A 1x1 kernel with unit stride and no padding: image n of x is its
      * own lowered matrix, (C, H*W), read as it is. */
@@ -159,34 +161,40 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
     for (ptrdiff_t t = 0; t < tasks; t++) {
-        ptrdiff_t n = t / nblk, p0 = (t % nblk) * pb;
+        /* task t: image n, group q, pixels [p0, p0 + pl); group q's
+         * filters [q*gk, (q+1)*gk) read rows [q*crs, (q+1)*crs) of the
+         * whole lowered matrix */
+        ptrdiff_t n = t / (ng * nblk), q = t / nblk % ng;
+        ptrdiff_t p0 = (t % nblk) * pb;
         ptrdiff_t pl = CNNKIT_MIN(pb, p - p0);
         REAL *col = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
         REAL *gws = col + crs * pb;
         const REAL *xn = x + n * chw;
-        REAL *yn = y + n * kp + p0;
+        const REAL *wq = w + q * gk * crs;
+        const REAL *bq = bias ? bias + q * gk : NULL;
+        REAL *yn = y + n * kp + q * gk * p + p0;
         if (x_as_col) {
-            SFX(cnnkit_gemm)(0, 0, g->k, pl, crs, 1, w, crs, xn + p0, p, 0,
-                             yn, p, gws);
+            SFX(cnnkit_gemm)(0, 0, gk, pl, crs, 1, wq, crs,
+                             xn + q * crs * p + p0, p, 0, yn, p, gws);
         } else {
-            SFX(im2col)(col, xn, g, 0, crs, p0, p0 + pl);
-            SFX(cnnkit_gemm)(0, 0, g->k, pl, crs, 1, w, crs, col, pl, 0, yn,
+            SFX(im2col)(col, xn, g, q * crs, (q + 1) * crs, p0, p0 + pl);
+            SFX(cnnkit_gemm)(0, 0, gk, pl, crs, 1, wq, crs, col, pl, 0, yn,
                              p, gws);
         }
-        if (bias) {
-            for (ptrdiff_t k = 0; k < g->k; k++) {
-                REAL b = bias[k];
+        if (bq) {
+            for (ptrdiff_t k = 0; k < gk; k++) {
+                REAL b = bq[k];
                 REAL *yk = yn + k * p;
-                for (ptrdiff_t q = 0; q < pl; q++)
-                    yk[q] += b;
+                for (ptrdiff_t i = 0; i < pl; i++)
+                    yk[i] += b;
             }
         }
         if (relu) {     /* as cnnkit_relu_forward: NaN stays, -0 -> +0 */
-            for (ptrdiff_t k = 0; k < g->k; k++) {
+            for (ptrdiff_t k = 0; k < gk; k++) {
                 REAL *yk = yn + k * p;
-                for (ptrdiff_t q = 0; q < pl; q++) {
-                    REAL v = yk[q];
-                    yk[q] = (v > 0 || v != v) ? v : (REAL)0;
+                for (ptrdiff_t i = 0; i < pl; i++) {
+                    REAL v = yk[i];
+                    yk[i] = (v > 0 || v != v) ? v : (REAL)0;
                 }
             }
         }
@@ -198,8 +206,10 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
                                       const cnnkit_conv2d_geom *g,
                                       int nthreads)
 {
-    const ptrdiff_t p = g->oh * g->ow, rs = g->r * g->s, crs = g->c * rs;
+    const ptrdiff_t p = g->oh * g->ow, rs = g->r * g->s, crs = conv_gcrs(g);
     const ptrdiff_t hw = g->h * g->w, kp = g->k * p;
+    const ptrdiff_t ng = cnnkit_conv_groups(g), gc = conv_gc(g);
+    const ptrdiff_t gk = conv_gk(g);
     if (g->n <= 0 || g->c <= 0 || hw <= 0)
         return;
     /* The forward form multiplies the filters by the zeros around gy: with
@@ -209,22 +219,26 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
     if (p > 0 && g->k > 0 && conv_data_as_forward(g, &t) &&
         cnnkit_conv_direct_applies(&t, nthreads, sizeof(REAL) == 8) &&
         SFX(all_finite)(w, g->k * crs)) {
-        /* wt[c, k, r, s] = w[k, c, R-1-r, S-1-s] */
+        /* wt[q*gc + c, k, r, s] = w[q*gk + k, c, R-1-r, S-1-s] for group
+         * q, channel c and filter k of the group */
         REAL *wt = work;
-        for (ptrdiff_t c = 0; c < g->c; c++)
-            for (ptrdiff_t k = 0; k < g->k; k++)
-                for (ptrdiff_t r = 0; r < g->r; r++)
-                    for (ptrdiff_t s = 0; s < g->s; s++)
-                        wt[((c * g->k + k) * g->r + r) * g->s + s] =
-                            w[((k * g->c + c) * g->r + g->r - 1 - r) * g->s +
-                              g->s - 1 - s];
+        for (ptrdiff_t q = 0; q < ng; q++)
+            for (ptrdiff_t c = 0; c < gc; c++)
+                for (ptrdiff_t k = 0; k < gk; k++)
+                    for (ptrdiff_t r = 0; r < g->r; r++)
+                        for (ptrdiff_t s = 0; s < g->s; s++)
+                            wt[(((q * gc + c) * gk + k) * g->r + r) * g->s +
+                               s] =
+                                w[(((q * gk + k) * gc + c) * g->r + g->r - 1 -
+                                   r) * g->s + g->s - 1 - s];
         if (SFX(cnnkit_conv_direct)(
                 gx, gy, wt, NULL, 0,
                 work + conv_flipped_size(g), &t, nthreads))
             return;
     }
+    /* tasks: (image, group, run of cg of the group's channels) */
     const ptrdiff_t cg = conv_channel_group(g);
-    const ptrdiff_t ngrp = cnnkit_ceil_div(g->c, cg), tasks = g->n * ngrp;
+    const ptrdiff_t ngrp = cnnkit_ceil_div(gc, cg), tasks = g->n * ng * ngrp;
     const ptrdiff_t per_thread = conv_data_per_thread(g);
     const ptrdiff_t rb = conv_data_rows(g), pb = conv_data_pixels(g);
     const int nt = cnnkit_team(2.0 * g->n * g->k * p * (crs + 1), tasks,
@@ -232,8 +246,9 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
     for (ptrdiff_t t = 0; t < tasks; t++) {
-        ptrdiff_t n = t / ngrp, c0 = (t % ngrp) * cg;
-        ptrdiff_t c1 = CNNKIT_MIN(g->c, c0 + cg);
+        ptrdiff_t n = t / (ng * ngrp), q = t / ngrp % ng;
+        ptrdiff_t c0 = q * gc + (t % ngrp) * cg;
+        ptrdiff_t c1 = CNNKIT_MIN((q + 1) * gc, c0 + cg);
         REAL *dcol = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
         REAL *gws = dcol + rb * pb;
         REAL *gxn = gx + n * g->c * hw;
@@ -248,33 +263,39 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
             ptrdiff_t rn = CNNKIT_MIN(rb, rows - r0);
             for (ptrdiff_t q0 = 0; q0 < p; q0 += pb) {
                 ptrdiff_t qn = CNNKIT_MIN(pb, p - q0);
-                SFX(cnnkit_gemm)(1, 0, rn, qn, g->k, 1, w + c0 * rs + r0, crs,
-                                 gy + n * kp + q0, p, 0, dcol, qn, gws);
+                SFX(cnnkit_gemm)(1, 0, rn, qn, gk, 1,
+                                 w + q * gk * crs + (c0 - q * gc) * rs + r0,
+                                 crs, gy + n * kp + q * gk * p + q0, p, 0,
+                                 dcol, qn, gws);
                 SFX(col2im)(gxn, dcol, g, c0 * rs + r0, rn, q0, qn);
             }
         }
     }
 }
 
-/* Columns [j0, j0 + jn) of the weight gradient summed over images
- * [n0, n1), in image order: dst (K, jn), row stride C*R*S, is overwritten.
- * col holds a (jn, pb) block of the lowered input, gws the GEMM's
- * workspace. */
+/* Columns [j0, j0 + jn) of group q's weight gradient summed over images
+ * [n0, n1), in image order: dst (K/groups, jn), row stride C/groups*R*S,
+ * is overwritten.  col holds a (jn, pb) block of the lowered input, gws
+ * the GEMM's workspace. */
 static void SFX(weight_tile)(REAL *dst, const REAL *gy, const REAL *x,
-                             const cnnkit_conv2d_geom *g, ptrdiff_t n0,
-                             ptrdiff_t n1, ptrdiff_t j0, ptrdiff_t jn,
-                             ptrdiff_t pb, REAL *col, REAL *gws)
+                             const cnnkit_conv2d_geom *g, ptrdiff_t q,
+                             ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t j0,
+                             ptrdiff_t jn, ptrdiff_t pb, REAL *col,
+                             REAL *gws)
 {
-    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    const ptrdiff_t p = g->oh * g->ow, crs = conv_gcrs(g);
     const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
+    const ptrdiff_t gk = conv_gk(g);
     int first = 1;
     for (ptrdiff_t n = n0; n < n1; n++) {
         for (ptrdiff_t p0 = 0; p0 < p; p0 += pb) {
             ptrdiff_t pl = CNNKIT_MIN(pb, p - p0);
-            SFX(im2col)(col, x + n * chw, g, j0, j0 + jn, p0, p0 + pl);
-            /* dst (K, jn) (+)= gy_n[:, p0:p0+pl] @ col^T */
-            SFX(cnnkit_gemm)(0, 1, g->k, jn, pl, 1, gy + n * kp + p0, p,
-                             col, pl, first ? 0 : 1, dst, crs, gws);
+            SFX(im2col)(col, x + n * chw, g, q * crs + j0, q * crs + j0 + jn,
+                        p0, p0 + pl);
+            /* dst (K/groups, jn) (+)= gy_n[group q's filters, p0:p0+pl]
+             * @ col^T */
+            SFX(cnnkit_gemm)(0, 1, gk, jn, pl, 1, gy + n * kp + q * gk * p + p0,
+                             p, col, pl, first ? 0 : 1, dst, crs, gws);
             first = 0;
         }
     }
@@ -287,7 +308,7 @@ void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
                                         int nthreads)
 {
     (void)nthreads; /* unused in serial builds */
-    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    const ptrdiff_t p = g->oh * g->ow, crs = conv_gcrs(g);
     const ptrdiff_t kp = g->k * p, kcrs = g->k * crs;
     if (g->k <= 0)
         return;
@@ -337,8 +358,9 @@ void SFX(cnnkit_conv2d_backward_weight_parts)(
     REAL *work, const cnnkit_conv2d_geom *g, int nthreads)
 {
     (void)nthreads; /* unused in serial builds */
-    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    const ptrdiff_t p = g->oh * g->ow, crs = conv_gcrs(g);
     const ptrdiff_t kp = g->k * p, kcrs = g->k * crs;
+    const ptrdiff_t ng = cnnkit_conv_groups(g), gk = conv_gk(g);
     if (g->k <= 0 || nparts <= 0)
         return;
     ptrdiff_t busy = 0, images = bounds[nparts] - bounds[0];
@@ -371,8 +393,10 @@ void SFX(cnnkit_conv2d_backward_weight_parts)(
     const ptrdiff_t jt = CNNKIT_MIN(crs, (ptrdiff_t)JT);
     const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
     const ptrdiff_t per_thread = conv_weight_per_thread(g);
-    const ptrdiff_t ntile = cnnkit_ceil_div(crs, jt), tasks = nparts * ntile;
-    const int nt = cnnkit_team(2.0 * images * kp * crs, busy * ntile,
+    /* tasks: (part, group, tile of jt columns of the group's rows) */
+    const ptrdiff_t ntile = cnnkit_ceil_div(crs, jt);
+    const ptrdiff_t tasks = nparts * ng * ntile;
+    const int nt = cnnkit_team(2.0 * images * kp * crs, busy * ng * ntile,
                                nthreads);
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel num_threads(nt))
@@ -381,12 +405,14 @@ void SFX(cnnkit_conv2d_backward_weight_parts)(
         REAL *gws = col + jt * pb;
         CNNKIT_OMP(for schedule(dynamic, 1))
         for (ptrdiff_t t = 0; t < tasks; t++) {
-            ptrdiff_t q = t / ntile, j0 = (t % ntile) * jt;
+            ptrdiff_t q = t / (ng * ntile), grp = t / ntile % ng;
+            ptrdiff_t j0 = (t % ntile) * jt;
             if (bounds[q + 1] <= bounds[q])
                 continue;
             ptrdiff_t jn = CNNKIT_MIN(jt, crs - j0);
-            SFX(weight_tile)(gw + q * wstride + j0, gy, x, g, bounds[q],
-                             bounds[q + 1], j0, jn, pb, col, gws);
+            SFX(weight_tile)(gw + q * wstride + grp * gk * crs + j0, gy, x, g,
+                             grp, bounds[q], bounds[q + 1], j0, jn, pb, col,
+                             gws);
         }
     }
 }

@@ -1361,3 +1361,206 @@ EXTREME = [
 
 test_property, test_extreme_cases_in_a_child_process = \
     fuzzing.family_tests(globals())
+
+
+# ==========================================================================
+# grouped and depthwise convolution
+# ==========================================================================
+# (N, C, H, W, K, groups, R, S, stride, padding, dilation); groups == C is
+# the depthwise convolution (K = C: multiplier 1; K = 2C: multiplier 2)
+GROUP_CASES = [
+    pytest.param(2, 4, 7, 6, 6, 2, 3, 3, 1, 1, 1, id="g2"),
+    pytest.param(1, 6, 9, 8, 9, 3, 3, 2, 2, (1, 0), 1, id="g3-stride2-batch1"),
+    pytest.param(2, 4, 8, 8, 4, 4, 3, 3, 1, 1, 1, id="depthwise"),
+    pytest.param(3, 3, 9, 7, 6, 3, 3, 3, 1, 1, 1, id="depthwise-m2"),
+    pytest.param(2, 5, 11, 13, 5, 5, 3, 3, 2, 1, 1, id="depthwise-stride2-odd"),
+    pytest.param(2, 4, 9, 9, 8, 4, 3, 3, 2, 0, 1,
+                 id="depthwise-m2-stride2-nopad"),
+    pytest.param(1, 3, 10, 9, 3, 3, 3, 3, 1, 2, 2, id="depthwise-dilated"),
+    pytest.param(2, 4, 7, 8, 4, 4, 3, 3, 1, "same", 1, id="depthwise-same"),
+    pytest.param(2, 2, 6, 7, 4, 2, 5, 5, 1, 2, 1, id="depthwise-m2-5x5"),
+    pytest.param(2, 6, 5, 6, 4, 2, 1, 1, 1, 0, 1, id="g2-1x1"),
+    pytest.param(2, 4, 5, 5, 4, 4, 1, 1, 2, 0, 1, id="depthwise-1x1-stride"),
+    pytest.param(2, 4, 4, 5, 6, 2, 4, 5, 1, 0, 1, id="g2-1x1-output"),
+    pytest.param(1, 2, 7, 7, 4, 2, 2, 2, 3, 0, 1, id="depthwise-stride-gt-kernel"),
+    pytest.param(2, 6, 9, 9, 6, 3, 3, 3, (2, 3), (2, 1), (2, 2),
+                 id="g3-dilation-stride-pad"),
+    pytest.param(2, 16, 18, 17, 32, 16, 3, 3, 1, 1, 1, id="depthwise-m2-wide"),
+    pytest.param(3, 8, 20, 35, 8, 8, 3, 3, 1, 1, 1, id="depthwise-long-rows"),
+    pytest.param(2, 8, 21, 40, 8, 8, 3, 3, 2, 1, 1,
+                 id="depthwise-long-rows-stride2"),
+    pytest.param(10, 4, 6, 6, 4, 4, 3, 3, 1, 1, 1, id="depthwise-batch-gt-8"),
+]
+
+
+@pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("N,C,H,W,K,groups,R,S,stride,padding,dilation",
+                         GROUP_CASES)
+def test_grouped_conv2d_matches_reference(with_bias, N, C, H, W, K, groups,
+                                          R, S, stride, padding, dilation):
+    shapes = [(N, C, H, W), (K, C // groups, R, S)] + \
+        ([(K,)] if with_bias else [])
+    check_op("conv2d", shapes, stride=stride, padding=padding,
+             dilation=dilation, groups=groups)
+
+
+GROUP_FD_CASES = [
+    pytest.param(2, 4, 5, 5, 6, 2, 3, 2, 1, 1, 1, id="g2"),
+    pytest.param(1, 3, 6, 5, 3, 3, 3, 3, 2, 1, 1, id="depthwise-stride2"),
+    pytest.param(2, 2, 5, 6, 4, 2, 2, 3, 1, "same", (2, 1),
+                 id="depthwise-m2-same-dilated"),
+]
+
+
+@pytest.mark.parametrize("N,C,H,W,K,groups,R,S,stride,padding,dilation",
+                         GROUP_FD_CASES)
+def test_grouped_conv2d_backward_finite_differences(N, C, H, W, K, groups, R,
+                                                    S, stride, padding,
+                                                    dilation):
+    check_gradients("conv2d", [(N, C, H, W), (K, C // groups, R, S), (K,)],
+                    seed=N * 1000 + H * 10 + W, stride=stride,
+                    padding=padding, dilation=dilation, groups=groups)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("N,C,H,W,K,groups,R,S,stride,padding,dilation",
+                         GROUP_CASES)
+def test_grouped_conv2d_matches_pytorch(dt, N, C, H, W, K, groups, R, S,
+                                        stride, padding, dilation):
+    torch = require("torch")
+    rng = np.random.default_rng(N * 100 + C * 10 + K)
+    x = rng.standard_normal((N, C, H, W)).astype(dt)
+    w = rng.standard_normal((K, C // groups, R, S)).astype(dt)
+    b = rng.standard_normal(K).astype(dt)
+    tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=stride,
+                                    padding=padding, dilation=dilation,
+                                    groups=groups)
+    gy = rng.standard_normal(tuple(ty.shape)).astype(dt)
+    ty.backward(torch.from_numpy(gy))
+    y = F.conv2d(x, w, b, stride, padding, dilation, groups)
+    gx, gw, gb = F.conv2d_backward(gy, x, w, stride, padding, dilation,
+                                   groups=groups)
+    tol = dict(rtol=1e-4, atol=1e-4) if dt == np.float32 else \
+        dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(y, ty.detach().numpy(), **tol)
+    np.testing.assert_allclose(gx, tx.grad.numpy(), **tol)
+    np.testing.assert_allclose(gw, tw.grad.numpy(), **tol)
+    np.testing.assert_allclose(gb, tb.grad.numpy(), **tol)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("groups,K", [(2, 4), (4, 4), (4, 8)])
+def test_grouped_conv2d_is_each_group_on_its_own(rng, dt, groups, K):
+    # filter run q of a grouped convolution is the plain convolution of
+    # channel run q with those filters
+    x = rng.standard_normal((3, 4, 12, 20)).astype(dt)
+    w = rng.standard_normal((K, 4 // groups, 3, 3)).astype(dt)
+    b = rng.standard_normal(K).astype(dt)
+    gy = rng.standard_normal((3, K, 6, 10)).astype(dt)
+    y = F.conv2d(x, w, b, stride=2, padding=1, groups=groups)
+    gx, gw, gb = F.conv2d_backward(gy, x, w, stride=2, padding=1,
+                                   groups=groups)
+    cg, kg = 4 // groups, K // groups
+    tol = 1e-5 if dt == np.float32 else 1e-12
+    for q in range(groups):
+        cs, ks = slice(q * cg, (q + 1) * cg), slice(q * kg, (q + 1) * kg)
+        yq = F.conv2d(x[:, cs], w[ks], b[ks], stride=2, padding=1)
+        gxq, gwq, gbq = F.conv2d_backward(gy[:, ks], x[:, cs], w[ks],
+                                          stride=2, padding=1)
+        np.testing.assert_allclose(y[:, ks], yq, rtol=tol, atol=tol)
+        np.testing.assert_allclose(gx[:, cs], gxq, rtol=tol, atol=tol)
+        np.testing.assert_allclose(gw[ks], gwq, rtol=tol, atol=tol)
+        np.testing.assert_allclose(gb[ks], gbq, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["f32", "f64"])
+def test_groups_one_gives_the_bits_of_the_plain_convolution(rng, dt):
+    x = rng.standard_normal((2, 3, 9, 9)).astype(dt)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dt)
+    gy = rng.standard_normal((2, 4, 9, 9)).astype(dt)
+    assert F.conv2d(x, w, padding=1, groups=1).tobytes() == \
+        F.conv2d(x, w, padding=1).tobytes()
+    for a, b in zip(F.conv2d_backward(gy, x, w, padding=1, groups=1),
+                    F.conv2d_backward(gy, x, w, padding=1)):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("C,K,groups,stride", [(4, 6, 2, 1), (6, 6, 6, 1),
+                                                (6, 12, 6, 2),
+                                                (16, 16, 16, 1)])
+def test_grouped_conv2d_backward_parts_equal_each_run_alone(rng, dt, C, K,
+                                                            groups, stride):
+    from cnnkit import _ops
+    op = _ops.Conv2DOp((stride, stride), (1, 1, 1, 1), (1, 1), groups)
+    x = rng.standard_normal((7, C, 19, 18)).astype(dt)
+    w = rng.standard_normal((K, C // groups, 3, 3)).astype(dt)
+    y = op.forward(x, w, None)
+    gy = rng.standard_normal(y.shape).astype(dt)
+    bounds = [0, 2, 2, 7]
+    gw = np.full((3,) + w.shape, 7.0, dt)
+    gb = np.full((3, K), 7.0, dt)
+    gx = op.backward_parts(gy, x, w, bounds, gw, gb)
+    np.testing.assert_array_equal(gx, op.backward(gy, x, w)[0])
+    assert (gw[1] == 7).all() and (gb[1] == 7).all()    # an empty run
+    for q in (0, 2):
+        lo, hi = bounds[q], bounds[q + 1]
+        one_w = np.empty((1,) + w.shape, dt)
+        one_b = np.empty((1, K), dt)
+        op.backward_parts(gy[lo:hi], x[lo:hi], w, [0, hi - lo], one_w, one_b,
+                          False)
+        assert gw[q].tobytes() == one_w[0].tobytes()
+        assert gb[q].tobytes() == one_b[0].tobytes()
+        ref_gw = ref.conv2d_backward(gy[lo:hi].astype(np.float64),
+                                     x[lo:hi].astype(np.float64),
+                                     w.astype(np.float64), stride, 1,
+                                     groups=groups)[1]
+        tol = 1e-4 if dt == np.float32 else 1e-11
+        np.testing.assert_allclose(gw[q], ref_gw, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("fn", [F.conv2d, F.conv2d_backward])
+@pytest.mark.parametrize("x_shape,w_shape,groups,exc,pattern", [
+    ((2, 4, 5, 5), (4, 2, 3, 3), 0, ValueError,
+     r"\bgroups must be a positive int, got 0"),
+    ((2, 4, 5, 5), (4, 2, 3, 3), -2, ValueError,
+     r"\bgroups must be a positive int, got -2"),
+    ((2, 4, 5, 5), (4, 2, 3, 3), 2.0, TypeError,
+     r"\bgroups must be an int, got float 2\.0"),
+    ((2, 4, 5, 5), (4, 2, 3, 3), True, TypeError,
+     r"\bgroups must be an int, got bool"),
+    ((2, 4, 5, 5), (4, 2, 3, 3), "2", TypeError,
+     r"\bgroups must be an int, got str"),
+    ((2, 4, 5, 5), (4, 2, 3, 3), None, TypeError,
+     r"\bgroups must be an int, got NoneType"),
+    ((2, 6, 5, 5), (4, 2, 3, 3), 4, ValueError,
+     r"groups=4 must divide the 6 channels of x \(shape \(2, 6, 5, 5\)\)"),
+    ((2, 4, 5, 5), (6, 1, 3, 3), 4, ValueError,
+     r"groups=4 must divide the 6 filters of weight \(shape \(6, 1, 3, 3\)\)"),
+    ((2, 4, 5, 5), (4, 4, 3, 3), 2, ValueError,
+     r"with groups=2, weight must have 2 channels per filter .*"
+     r"got weight shape \(4, 4, 3, 3\)"),
+    ((2, 4, 5, 5), (4, 2, 3, 3), 4, ValueError,
+     r"with groups=4, weight must have 1 channels per filter"),
+])
+def test_grouped_conv2d_errors(fn, x_shape, w_shape, groups, exc, pattern):
+    x, w = np.zeros(x_shape), np.zeros(w_shape)
+    with pytest.raises(exc, match=pattern):
+        if fn is F.conv2d:
+            fn(x, w, groups=groups)
+        else:
+            fn(np.zeros((2, w_shape[0], 3, 3)), x, w, groups=groups)
+
+
+@pytest.mark.parametrize("groups,exc", [(0, ValueError), (3, ValueError),
+                                        (2.5, TypeError), (True, TypeError)])
+def test_kernel_binding_checks_groups(groups, exc):
+    from cnnkit import _kernels
+    x, w = np.zeros((1, 4, 5, 5)), np.zeros((4, 2, 3, 3))
+    with pytest.raises(exc, match=r"\bgroups\b"):
+        _kernels.conv2d_forward(x, w, None, (1, 1), (0,) * 4, (1, 1),
+                                groups=groups)
+    with pytest.raises(exc, match=r"\bgroups\b"):
+        _kernels.conv2d_backward(np.zeros((1, 4, 3, 3)), x, w, (1, 1),
+                                 (0,) * 4, (1, 1), groups=groups)
