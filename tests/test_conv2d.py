@@ -1564,3 +1564,118 @@ def test_kernel_binding_checks_groups(groups, exc):
     with pytest.raises(exc, match=r"\bgroups\b"):
         _kernels.conv2d_backward(np.zeros((1, 4, 3, 3)), x, w, (1, 1),
                                  (0,) * 4, (1, 1), groups=groups)
+
+
+# -- the layers: Conv2D(groups=...) and DepthwiseConv2D ----------------------
+def _torch_grouped_model(torch, c):
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, groups=c), nn.ReLU(),
+        nn.Conv2d(2 * c, 6, 1, groups=2), nn.ReLU(),
+        nn.Conv2d(6, 6, (3, 2), padding=1, dilation=(2, 1), groups=6,
+                  bias=False)).double()
+
+
+def _cnnkit_grouped_model(c):
+    import cnnkit
+    from cnnkit import layers as L
+    return cnnkit.Sequential([
+        L.DepthwiseConv2D(3, depth_multiplier=2, stride=2, padding=1),
+        L.ReLU(), L.Conv2D(6, 1, groups=2), L.ReLU(),
+        L.DepthwiseConv2D((3, 2), padding=1, dilation=(2, 1),
+                          use_bias=False)],
+        input_shape=(c, 11, 10), seed=0, dtype="float64")
+
+
+def test_grouped_layers_take_pytorch_state_dict_and_give_its_outputs(rng):
+    torch = require("torch")
+    torch.manual_seed(0)
+    theirs = _torch_grouped_model(torch, 4)
+    ours = _cnnkit_grouped_model(4)
+    state = {k: v.detach().numpy() for k, v in theirs.state_dict().items()}
+    ours_state = ours.state_dict()
+    assert [v.shape for v in ours_state.values()] == \
+        [v.shape for v in state.values()]
+    ours.set_weights(list(state.values()))
+    x = rng.standard_normal((3, 4, 11, 10))
+    np.testing.assert_allclose(ours(x),
+                               theirs(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_grouped_layers_parameter_counts_and_summary():
+    model = _cnnkit_grouped_model(4)
+    counts = [layer.count_params for layer in model.layers]
+    # depthwise 8 filters of 1x3x3 + 8 biases; 6 filters of 4x1x1 + 6;
+    # depthwise 6 filters of 1x3x2, no bias
+    assert counts == [8 * 9 + 8, 0, 6 * 4 + 6, 0, 6 * 6]
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "DepthwiseConv2D" in text and str(sum(counts)) in \
+        text.replace(",", "")
+
+
+def test_depthwise_conv2d_is_conv2d_with_groups_c():
+    import cnnkit
+    from cnnkit import layers as L
+    a = cnnkit.Sequential([L.DepthwiseConv2D(3, 2, padding=1), L.ReLU()],
+                          input_shape=(5, 9, 9), seed=3)
+    b = cnnkit.Sequential([L.Conv2D(10, 3, padding=1, groups=5), L.ReLU()],
+                          input_shape=(5, 9, 9), seed=3)
+    b.set_weights(a.get_weights())
+    x = np.random.default_rng(0).standard_normal((2, 5, 9, 9))
+    assert a(x).tobytes() == b(x).tobytes()
+    layer = a.layers[0]
+    assert (layer.filters, layer.groups) == (10, 5)
+    assert layer.get_config() == {
+        "kernel_size": [3, 3], "depth_multiplier": 2, "stride": [1, 1],
+        "padding": [1, 1], "dilation": [1, 1], "use_bias": True}
+    assert b.layers[0].get_config()["groups"] == 5
+
+
+@pytest.mark.parametrize("kwargs,shape,exc,pattern", [
+    (dict(filters=6, kernel_size=3, groups=4), None, ValueError,
+     r"groups=4 must divide filters=6"),
+    (dict(filters=6, kernel_size=3, groups=0), None, ValueError,
+     r"\bgroups\b"),
+    (dict(filters=6, kernel_size=3, groups=1.5), None, TypeError,
+     r"\bgroups\b"),
+    (dict(filters=6, kernel_size=3, groups=3), (4, 8, 8), ValueError,
+     r"groups=3 must divide the input channels.*\(4, 8, 8\)"),
+])
+def test_grouped_conv2d_layer_errors(kwargs, shape, exc, pattern):
+    from cnnkit import layers as L
+    with pytest.raises(exc, match=pattern):
+        L.Conv2D(**kwargs).build(shape or (6, 8, 8))
+
+
+@pytest.mark.parametrize("kwargs,exc", [
+    (dict(kernel_size=3, depth_multiplier=0), ValueError),
+    (dict(kernel_size=3, depth_multiplier=1.0), TypeError),
+    (dict(kernel_size=0), ValueError),
+])
+def test_depthwise_conv2d_layer_errors(kwargs, exc):
+    from cnnkit import layers as L
+    with pytest.raises(exc):
+        L.DepthwiseConv2D(**kwargs)
+    with pytest.raises(ValueError, match=r"DepthwiseConv2D expects input"):
+        L.DepthwiseConv2D(3).build((8, 8))
+
+
+def test_depthwise_model_trains_the_same_for_any_thread_count():
+    import cnnkit
+    from cnnkit import layers as L
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 3, 12, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 32)
+    runs = []
+    for nt in (1, 3):
+        with helpers.num_threads(nt):
+            model = cnnkit.Sequential([
+                L.DepthwiseConv2D(3, 2, padding=1), L.ReLU(),
+                L.Conv2D(8, 1, groups=2), L.ReLU(), L.GlobalAvgPool2D(),
+                L.Flatten(), L.Dense(3)], input_shape=(3, 12, 12), seed=1)
+            model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+            runs.append(model.flat_params.tobytes())
+    assert runs[0] == runs[1]

@@ -43,7 +43,13 @@ CASES = {
     "Add": ({}, [(2, 3, 4), (2, 3, 4), (2, 3, 4)]),
     "Multiply": ({}, [(2, 3, 4), (2, 3, 4)]),
     "Concatenate": (dict(axis=1), [(2, 3, 4), (3, 3, 4)]),
+    "DepthwiseConv2D": (dict(kernel_size=3, depth_multiplier=2, stride=(2, 1),
+                             padding=1, dilation=(1, 2)), (3, 7, 8)),
+    # more cases of a class: "<class>/<what>"
+    "Conv2D/groups": (dict(filters=6, kernel_size=(3, 2), stride=(1, 2),
+                           padding=1, groups=2), (4, 6, 7)),
 }
+NAMES = sorted(set(L.LAYERS) | set(CASES))
 
 N = 2           # samples per batch
 
@@ -54,7 +60,7 @@ def _case(name):
                     f"tests/test_layer_contract.py: add its constructor "
                     f"arguments and an input shape there", pytrace=False)
     kwargs, shape = CASES[name]
-    return L.LAYERS[name], kwargs, shape
+    return L.LAYERS[name.split("/")[0]], kwargs, shape
 
 
 def _model(name, seed=0):
@@ -72,6 +78,7 @@ def _model(name, seed=0):
 
 
 def _layer(model, name):
+    name = name.split("/")[0]
     return next(lay for lay in model.layers if type(lay).__name__ == name)
 
 
@@ -82,7 +89,7 @@ def _x(model, seed=1):
                            (N,) + model.input_shape)
 
 
-@pytest.mark.parametrize("name", sorted(L.LAYERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_build_returns_compute_output_shape(name):
     cls, kwargs, shape = _case(name)
     layer = cls(**kwargs)
@@ -93,7 +100,7 @@ def test_build_returns_compute_output_shape(name):
     assert layer.input_shape == want and layer.output_shape == out
 
 
-@pytest.mark.parametrize("name", sorted(L.LAYERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_backward_matches_finite_differences(name):
     """forward(x, training=True) and backward(grad) of the model's layer:
     the input gradient and every parameter gradient equal central finite
@@ -145,7 +152,7 @@ def test_backward_matches_finite_differences(name):
         layer.param_shapes(layer.input_shape)
 
 
-@pytest.mark.parametrize("name", sorted(L.LAYERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_weights_round_trip(name):
     model = _model(name)
     x = _x(model)
@@ -160,7 +167,7 @@ def test_weights_round_trip(name):
                for a, b in zip(model.get_weights(), new))
 
 
-@pytest.mark.parametrize("name", sorted(L.LAYERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_config_round_trip(name):
     model = _model(name, seed=4)
     layer = _layer(model, name)
@@ -174,7 +181,7 @@ def test_config_round_trip(name):
     assert clone(x).tobytes() == model(x).tobytes()
 
 
-@pytest.mark.parametrize("name", sorted(L.LAYERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_save_and_load_give_identical_outputs(name, tmp_path):
     model = _model(name, seed=5)
     path = tmp_path / "m.cnnkit"
@@ -185,7 +192,7 @@ def test_save_and_load_give_identical_outputs(name, tmp_path):
     assert loaded(x).tobytes() == model(x).tobytes()
 
 
-@pytest.mark.parametrize("name", sorted(L.LAYERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_pickle_gives_identical_outputs(name):
     model = _model(name, seed=6)
     copy = pickle.loads(pickle.dumps(model))
