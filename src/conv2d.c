@@ -156,6 +156,58 @@ static ptrdiff_t conv_wrows_size(const cnnkit_conv2d_geom *g,
         cnnkit_ceil_div(groups * g->k * conv_gcrs(g), 16) * 16 : 0;
 }
 
+/* ---- the depthwise path (groups == C: one channel per group) -----------
+ * A task owns one plane: (image, channel) for the forward and the input
+ * gradient, (run of images, channel) for the weight gradient.  It works on
+ * a zero-padded copy of the plane whose columns are split by phase mod the
+ * column stride: element (row, u) of the padded plane is at
+ *     row * (sw * wq) + (u % sw) * wq + u / sw,
+ * so that the taps of one output row read (and the input gradient
+ * scatters into) sw-strided columns as contiguous runs, and every inner
+ * loop runs along an output row. */
+static int conv_depthwise(const cnnkit_conv2d_geom *g)
+{
+    return !g->im2col_only && cnnkit_conv_groups(g) > 1 && conv_gc(g) == 1;
+}
+
+/* padded rows that the windows reach, and elements per column phase */
+static ptrdiff_t dw_rows(const cnnkit_conv2d_geom *g)
+{
+    return (g->oh - 1) * g->stride_h + (g->r - 1) * g->dil_h + 1;
+}
+
+static ptrdiff_t dw_wq(const cnnkit_conv2d_geom *g)
+{
+    return g->ow + (g->s - 1) * g->dil_w / g->stride_w + 1;
+}
+
+/* elements of one padded plane, rounded to 64 bytes or more */
+static ptrdiff_t dw_plane(const cnnkit_conv2d_geom *g)
+{
+    return cnnkit_ceil_div(dw_rows(g) * g->stride_w * dw_wq(g), 16) * 16;
+}
+
+#define DW_LANES 16  /* partial sums per weight-gradient tap */
+
+/* Per-thread elements of the depthwise passes: the plane, and for the
+ * weight gradient the lanes of each of a channel's K/C * R * S taps. */
+static ptrdiff_t dw_per_thread(const cnnkit_conv2d_geom *g, int pass)
+{
+    ptrdiff_t taps = conv_gk(g) * g->r * g->s;
+    return dw_plane(g) +
+        (pass == CNNKIT_CONV_BACKWARD_WEIGHT_PARTS ? taps * DW_LANES : 0);
+}
+
+static ptrdiff_t dw_workspace(const cnnkit_conv2d_geom *g, int pass,
+                              int nthreads)
+{
+    if (!conv_depthwise(g) || g->oh < 1 || g->ow < 1)
+        return 0;
+    ptrdiff_t t = nthreads < 1 ? 1 : nthreads;
+    t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * g->c, 1));
+    return t * dw_per_thread(g, pass);
+}
+
 static ptrdiff_t conv_data_direct_workspace(const cnnkit_conv2d_geom *g,
                                             int nthreads)
 {
@@ -184,13 +236,15 @@ ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
     case CNNKIT_CONV_FORWARD:
         t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * ng * cnnkit_ceil_div(
                                               p, (ptrdiff_t)PB), 1));
-        return CNNKIT_MAX(t * conv_forward_per_thread(g),
-                          cnnkit_conv_direct_workspace(g, nthreads));
+        return CNNKIT_MAX(CNNKIT_MAX(t * conv_forward_per_thread(g),
+                                     cnnkit_conv_direct_workspace(g, nthreads)),
+                          dw_workspace(g, pass, nthreads));
     case CNNKIT_CONV_BACKWARD_DATA:
         t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * ng * cnnkit_ceil_div(
                                               conv_gc(g), conv_channel_group(g)), 1));
-        return CNNKIT_MAX(t * conv_data_per_thread(g),
-                          conv_data_direct_workspace(g, nthreads));
+        return CNNKIT_MAX(CNNKIT_MAX(t * conv_data_per_thread(g),
+                                     conv_data_direct_workspace(g, nthreads)),
+                          dw_workspace(g, pass, nthreads));
     case CNNKIT_CONV_BACKWARD_WEIGHT: {
         /* the groups' rows (unless one group), then the per-run pass */
         return conv_wrows_size(g, conv_wgroups(g)) +
@@ -202,8 +256,10 @@ ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
          * non-empty parts hold distinct images */
         t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * ng * cnnkit_ceil_div(
                                               crs, (ptrdiff_t)JT), 1));
-        return CNNKIT_MAX(t * conv_weight_per_thread(g),
-                          cnnkit_conv_direct_weight_workspace(g, nthreads));
+        return CNNKIT_MAX(CNNKIT_MAX(t * conv_weight_per_thread(g),
+                                     cnnkit_conv_direct_weight_workspace(
+                                         g, nthreads)),
+                          dw_workspace(g, pass, nthreads));
     default:
         return 0;
     }

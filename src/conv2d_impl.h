@@ -135,6 +135,227 @@ static int SFX(all_finite)(const REAL *restrict a, ptrdiff_t n)
     return z[0] == 0;
 }
 
+/* ---- depthwise path (see conv2d.c) ---------------------------------- */
+
+/* The padded, phase-split copy of plane xc (H, W) (see conv2d.c). */
+static void SFX(dw_fill)(REAL *restrict buf, const REAL *restrict xc,
+                         const cnnkit_conv2d_geom *g)
+{
+    const ptrdiff_t sw = g->stride_w, wq = dw_wq(g), rows = dw_rows(g);
+    for (ptrdiff_t l = 0; l < rows; l++) {
+        REAL *restrict dst = buf + l * sw * wq;
+        const ptrdiff_t ih = l - g->pad_h;
+        if (ih < 0 || ih >= g->h) {
+            for (ptrdiff_t e = 0; e < sw * wq; e++)
+                dst[e] = 0;
+            continue;
+        }
+        const REAL *restrict src = xc + ih * g->w;
+        for (ptrdiff_t ph = 0; ph < sw; ph++) {
+            REAL *restrict d = dst + ph * wq;
+            /* d[v] = x row at column v*sw + ph - pw, 0 outside */
+            for (ptrdiff_t v = 0; v < wq; v++) {
+                ptrdiff_t iw = v * sw + ph - g->pad_w;
+                d[v] = iw >= 0 && iw < g->w ? src[iw] : (REAL)0;
+            }
+        }
+    }
+}
+
+/* Where tap column s of output column 0 lies in a padded row. */
+static inline ptrdiff_t SFX(dw_col)(const cnnkit_conv2d_geom *g, ptrdiff_t s)
+{
+    const ptrdiff_t u = s * g->dil_w;
+    return (u % g->stride_w) * dw_wq(g) + u / g->stride_w;
+}
+
+/* y (N, K, OH, OW) of the depthwise convolution, K = C * m: each output
+ * row is summed over the taps (r, s) in order from 0, then the bias is
+ * added, then the ReLU applied. */
+static void SFX(dw_forward)(REAL *y, const REAL *x, const REAL *w,
+                            const REAL *bias, int relu, REAL *work,
+                            const cnnkit_conv2d_geom *g, int nthreads)
+{
+    (void)nthreads; /* unused in serial builds */
+    const ptrdiff_t m = conv_gk(g), rs = g->r * g->s, p = g->oh * g->ow;
+    const ptrdiff_t hw = g->h * g->w, ow = g->ow;
+    const ptrdiff_t rowsize = g->stride_w * dw_wq(g);
+    const ptrdiff_t per_thread = dw_per_thread(g, CNNKIT_CONV_FORWARD);
+    const ptrdiff_t tasks = g->n * g->c;
+    const int nt = cnnkit_team(2.0 * g->n * g->k * p * rs, tasks, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
+    for (ptrdiff_t t = 0; t < tasks; t++) {
+        const ptrdiff_t n = t / g->c, c = t % g->c;
+        REAL *buf = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
+        SFX(dw_fill)(buf, x + t * hw, g);
+        for (ptrdiff_t mi = 0; mi < m; mi++) {
+            const ptrdiff_t k = c * m + mi;
+            const REAL *wk = w + k * rs;
+            REAL *yk = y + (n * g->k + k) * p;
+            for (ptrdiff_t i = 0; i < g->oh; i++) {
+                REAL *restrict yr = yk + i * ow;
+                for (ptrdiff_t j = 0; j < ow; j++)
+                    yr[j] = 0;
+                for (ptrdiff_t r = 0; r < g->r; r++) {
+                    const REAL *row =
+                        buf + (i * g->stride_h + r * g->dil_h) * rowsize;
+                    for (ptrdiff_t s = 0; s < g->s; s++) {
+                        const REAL *restrict src = row + SFX(dw_col)(g, s);
+                        const REAL wv = wk[r * g->s + s];
+                        for (ptrdiff_t j = 0; j < ow; j++)
+                            yr[j] += wv * src[j];
+                    }
+                }
+                if (bias) {
+                    const REAL b = bias[k];
+                    for (ptrdiff_t j = 0; j < ow; j++)
+                        yr[j] += b;
+                }
+                if (relu) {  /* as cnnkit_relu_forward */
+                    for (ptrdiff_t j = 0; j < ow; j++) {
+                        REAL v = yr[j];
+                        yr[j] = (v > 0 || v != v) ? v : (REAL)0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* gx (N, C, H, W): each task scatters w * gy of its channel's m filters
+ * into the padded copy, in the order (filter, output row, r, s), then
+ * copies the image's part out; padding and unread pixels give 0. */
+static void SFX(dw_backward_data)(REAL *gx, const REAL *gy, const REAL *w,
+                                  REAL *work, const cnnkit_conv2d_geom *g,
+                                  int nthreads)
+{
+    (void)nthreads; /* unused in serial builds */
+    const ptrdiff_t m = conv_gk(g), rs = g->r * g->s, p = g->oh * g->ow;
+    const ptrdiff_t hw = g->h * g->w, ow = g->ow, sw = g->stride_w;
+    const ptrdiff_t wq = dw_wq(g), rowsize = sw * wq, rows = dw_rows(g);
+    const ptrdiff_t per_thread = dw_per_thread(g, CNNKIT_CONV_BACKWARD_DATA);
+    const ptrdiff_t tasks = g->n * g->c;
+    const int nt = cnnkit_team(2.0 * g->n * g->k * p * rs, tasks, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
+    for (ptrdiff_t t = 0; t < tasks; t++) {
+        const ptrdiff_t n = t / g->c, c = t % g->c;
+        REAL *restrict buf =
+            work + (ptrdiff_t)omp_get_thread_num() * per_thread;
+        for (ptrdiff_t e = 0; e < rows * rowsize; e++)
+            buf[e] = 0;
+        for (ptrdiff_t mi = 0; mi < m; mi++) {
+            const ptrdiff_t k = c * m + mi;
+            const REAL *wk = w + k * rs;
+            const REAL *gyk = gy + (n * g->k + k) * p;
+            for (ptrdiff_t i = 0; i < g->oh; i++) {
+                const REAL *restrict gr = gyk + i * ow;
+                for (ptrdiff_t r = 0; r < g->r; r++) {
+                    REAL *row =
+                        buf + (i * g->stride_h + r * g->dil_h) * rowsize;
+                    for (ptrdiff_t s = 0; s < g->s; s++) {
+                        REAL *restrict dst = row + SFX(dw_col)(g, s);
+                        const REAL wv = wk[r * g->s + s];
+                        for (ptrdiff_t j = 0; j < ow; j++)
+                            dst[j] += wv * gr[j];
+                    }
+                }
+            }
+        }
+        REAL *restrict gxc = gx + t * hw;
+        for (ptrdiff_t ih = 0; ih < g->h; ih++) {
+            const ptrdiff_t l = ih + g->pad_h;
+            REAL *restrict dst = gxc + ih * g->w;
+            if (l >= rows) {
+                for (ptrdiff_t iw = 0; iw < g->w; iw++)
+                    dst[iw] = 0;
+                continue;
+            }
+            const REAL *src = buf + l * rowsize;
+            for (ptrdiff_t iw = 0; iw < g->w; iw++) {
+                const ptrdiff_t u = iw + g->pad_w;
+                dst[iw] = u < rowsize ? src[(u % sw) * wq + u / sw]
+                                      : (REAL)0;
+            }
+        }
+    }
+}
+
+/* For each non-empty part q, gw + q*wstride (K, 1, R, S) = the weight
+ * gradient of its images.  A task (part, channel) keeps DW_LANES partial
+ * sums per tap, output column j into lane j % DW_LANES, over the part's
+ * images in order, then its rows and columns in order; the lanes are then
+ * added pairwise.  A fixed order: the result depends on neither the
+ * threads nor the other parts. */
+static void SFX(dw_backward_weight_parts)(REAL *gw, ptrdiff_t wstride,
+                                          const REAL *gy, const REAL *x,
+                                          const int64_t *bounds,
+                                          ptrdiff_t nparts, REAL *work,
+                                          const cnnkit_conv2d_geom *g,
+                                          int nthreads)
+{
+    (void)nthreads; /* unused in serial builds */
+    const ptrdiff_t m = conv_gk(g), rs = g->r * g->s, p = g->oh * g->ow;
+    const ptrdiff_t hw = g->h * g->w, ow = g->ow;
+    const ptrdiff_t rowsize = g->stride_w * dw_wq(g);
+    const ptrdiff_t per_thread =
+        dw_per_thread(g, CNNKIT_CONV_BACKWARD_WEIGHT_PARTS);
+    const ptrdiff_t full = ow / DW_LANES * DW_LANES;
+    ptrdiff_t busy = 0, images = 0;
+    for (ptrdiff_t q = 0; q < nparts; q++)
+        if (bounds[q + 1] > bounds[q]) {
+            busy++;
+            images += bounds[q + 1] - bounds[q];
+        }
+    const ptrdiff_t tasks = nparts * g->c;
+    const int nt = cnnkit_team(2.0 * images * g->k * p * rs, busy * g->c,
+                               nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
+    for (ptrdiff_t t = 0; t < tasks; t++) {
+        const ptrdiff_t q = t / g->c, c = t % g->c;
+        if (bounds[q + 1] <= bounds[q])
+            continue;
+        REAL *buf = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
+        REAL *acc = buf + dw_plane(g);
+        for (ptrdiff_t e = 0; e < m * rs * DW_LANES; e++)
+            acc[e] = 0;
+        for (ptrdiff_t n = bounds[q]; n < bounds[q + 1]; n++) {
+            SFX(dw_fill)(buf, x + (n * g->c + c) * hw, g);
+            for (ptrdiff_t mi = 0; mi < m; mi++) {
+                const REAL *gyk = gy + (n * g->k + c * m + mi) * p;
+                for (ptrdiff_t r = 0; r < g->r; r++)
+                    for (ptrdiff_t s = 0; s < g->s; s++) {
+                        REAL *restrict a =
+                            acc + ((mi * g->r + r) * g->s + s) * DW_LANES;
+                        const ptrdiff_t col = SFX(dw_col)(g, s);
+                        for (ptrdiff_t i = 0; i < g->oh; i++) {
+                            const REAL *restrict gr = gyk + i * ow;
+                            const REAL *restrict src =
+                                buf + (i * g->stride_h + r * g->dil_h) *
+                                rowsize + col;
+                            ptrdiff_t j = 0;
+                            for (; j < full; j += DW_LANES)
+                                for (int l = 0; l < DW_LANES; l++)
+                                    a[l] += gr[j + l] * src[j + l];
+                            for (int l = 0; j + l < ow; l++)
+                                a[l] += gr[j + l] * src[j + l];
+                        }
+                    }
+            }
+        }
+        REAL *dst = gw + q * wstride + c * m * rs;
+        for (ptrdiff_t e = 0; e < m * rs; e++) {
+            REAL *a = acc + e * DW_LANES;
+            for (int h = DW_LANES / 2; h >= 1; h /= 2)
+                for (int l = 0; l < h; l++)
+                    a[l] += a[l + h];
+            dst[e] = a[0];
+        }
+    }
+}
+
 void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
                                 const REAL *bias, int relu, REAL *work,
                                 const cnnkit_conv2d_geom *g, int nthreads)
@@ -145,6 +366,10 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
     const ptrdiff_t ng = cnnkit_conv_groups(g), gk = conv_gk(g);
     if (g->n <= 0 || p <= 0 || g->k <= 0)
         return;
+    if (conv_depthwise(g)) {
+        SFX(dw_forward)(y, x, w, bias, relu, work, g, nthreads);
+        return;
+    }
     if (SFX(cnnkit_conv_direct)(y, x, w, bias, relu, work, g, nthreads))
         return;
     const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
@@ -212,6 +437,10 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
     const ptrdiff_t gk = conv_gk(g);
     if (g->n <= 0 || g->c <= 0 || hw <= 0)
         return;
+    if (p > 0 && g->k > 0 && conv_depthwise(g)) {
+        SFX(dw_backward_data)(gx, gy, w, work, g, nthreads);
+        return;
+    }
     /* The forward form multiplies the filters by the zeros around gy: with
      * an infinite or NaN weight those products are NaN where the true
      * gradient has no term, so such filters take the col2im path. */
@@ -385,6 +614,11 @@ void SFX(cnnkit_conv2d_backward_weight_parts)(
         for (ptrdiff_t q = 0; q < nparts; q++)
             if (bounds[q + 1] > bounds[q])
                 memset(gw + q * wstride, 0, (size_t)kcrs * sizeof(REAL));
+        return;
+    }
+    if (conv_depthwise(g)) {
+        SFX(dw_backward_weight_parts)(gw, wstride, gy, x, bounds, nparts,
+                                      work, g, nthreads);
         return;
     }
     if (SFX(cnnkit_conv_direct_weight)(gw, wstride, gy, x, bounds, nparts,
