@@ -1679,3 +1679,57 @@ def test_depthwise_model_trains_the_same_for_any_thread_count():
             model.fit(x, y, epochs=2, batch_size=8, verbose=0)
             runs.append(model.flat_params.tobytes())
     assert runs[0] == runs[1]
+
+
+# -- fuzzing the groups --------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+
+
+@st.composite
+def grouped_cases(draw):
+    groups = draw(st.integers(1, 4))
+    cg = draw(st.sampled_from([1, 1, 2, 3]))        # channels per group
+    kg = draw(st.integers(1, 3))                    # filters per group
+    r, s = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dil = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    pad = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    h = draw(st.integers(max(1, dil[0] * (r - 1) + 1 - 2 * pad[0]), 9))
+    w = draw(st.integers(max(1, dil[1] * (s - 1) + 1 - 2 * pad[1]), 9))
+    n = draw(st.integers(1, 3))
+    dt = draw(st.sampled_from([np.float32, np.float64]))
+    seed = draw(st.integers(0, 2 ** 16))
+    return groups, cg, kg, (n, r, s, h, w), stride, pad, dil, dt, seed
+
+
+@settings(max_examples=60, deadline=None)
+@given(grouped_cases(), st.sampled_from(["ok", "ok", "ok", "bad_groups",
+                                         "bad_weight"]))
+def test_fuzz_grouped_conv2d(case, mutation):
+    groups, cg, kg, (n, r, s, h, w), stride, pad, dil, dt, seed = case
+    c, k = groups * cg, groups * kg
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dt)
+    wt = rng.standard_normal((k, cg, r, s)).astype(dt)
+    b = rng.standard_normal(k).astype(dt)
+    hp = dict(stride=stride, padding=pad, dilation=dil)
+    if mutation == "bad_groups":
+        bad = rng.choice([0, -1, c + 1, 1.5, "2", None])
+        with pytest.raises((ValueError, TypeError), match=r"\bgroups\b"):
+            F.conv2d(x, wt, b, groups=bad, **hp)
+        return
+    if mutation == "bad_weight":
+        wt = np.zeros((k, cg + 1, r, s), dt)
+        with pytest.raises(ValueError, match=r"channels"):
+            F.conv2d(x, wt, b, groups=groups, **hp)
+        return
+    y = F.conv2d(x, wt, b, groups=groups, **hp)
+    gy = rng.standard_normal(y.shape).astype(dt)
+    gx, gw, gb = F.conv2d_backward(gy, x, wt, groups=groups, **hp)
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, wt, gy))
+    ey = ref.conv2d(x64, w64, b.astype(np.float64), groups=groups, **hp)
+    ex, ew, eb = ref.conv2d_backward(g64, x64, w64, groups=groups, **hp)
+    tol = 2e-4 if dt == np.float32 else 1e-11
+    for got, want in ((y, ey), (gx, ex), (gw, ew), (gb, eb)):
+        assert got.dtype == dt
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
