@@ -80,6 +80,11 @@ typedef struct cnnkit_conv2d_geom {
      * same bits either way, the gradients are the same sums in another
      * order; this exists to compare the paths. */
     int im2col_only;
+    /* Grouped convolution: the channels and the filters are cut into
+     * `groups` equal runs and filter run q sees only channel run q, so w
+     * is (k, c/groups, r, s).  0 (a zeroed struct) and 1 are one group;
+     * groups divides c and k. */
+    ptrdiff_t groups;
 } cnnkit_conv2d_geom;
 
 enum { CNNKIT_CONV_FORWARD = 0, CNNKIT_CONV_BACKWARD_DATA = 1,
@@ -90,7 +95,7 @@ enum { CNNKIT_CONV_FORWARD = 0, CNNKIT_CONV_BACKWARD_DATA = 1,
 ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
                                   int nthreads);
 
-/* x (n,c,h,w), w (k,c,r,s), bias (k,) or NULL -> y (n,k,oh,ow); with
+/* x (n,c,h,w), w (k,c/groups,r,s), bias (k,) or NULL -> y (n,k,oh,ow); with
  * relu != 0, y = relu(conv + bias), the same bits as cnnkit_relu_forward
  * applied afterwards. */
 void cnnkit_conv2d_forward_f32(float *y, const float *x, const float *w,
@@ -99,7 +104,7 @@ void cnnkit_conv2d_forward_f32(float *y, const float *x, const float *w,
 void cnnkit_conv2d_forward_f64(double *y, const double *x, const double *w,
                                const double *bias, int relu, double *work,
                                const cnnkit_conv2d_geom *g, int nthreads);
-/* gy (n,k,oh,ow), w (k,c,r,s) -> gx (n,c,h,w) */
+/* gy (n,k,oh,ow), w (k,c/groups,r,s) -> gx (n,c,h,w) */
 void cnnkit_conv2d_backward_data_f32(float *gx, const float *gy,
                                      const float *w, float *work,
                                      const cnnkit_conv2d_geom *g,
@@ -108,7 +113,7 @@ void cnnkit_conv2d_backward_data_f64(double *gx, const double *gy,
                                      const double *w, double *work,
                                      const cnnkit_conv2d_geom *g,
                                      int nthreads);
-/* gy (n,k,oh,ow), x (n,c,h,w) -> gw (k,c,r,s), gbias (k,) or NULL */
+/* gy (n,k,oh,ow), x (n,c,h,w) -> gw (k,c/groups,r,s), gbias (k,) or NULL */
 void cnnkit_conv2d_backward_weight_f32(float *gw, float *gbias,
                                        const float *gy, const float *x,
                                        float *work,

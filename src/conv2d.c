@@ -51,13 +51,31 @@
 #define PIX_BD 1024  /* output pixels per backward-data block              */
 #define WGROUPS 8    /* fixed number of batch groups for the weight grad   */
 
+/* Channels and filters of one group, and C/groups*R*S, the inner
+ * dimension of a group's GEMM (the whole C*R*S with one group). */
+static ptrdiff_t conv_gc(const cnnkit_conv2d_geom *g)
+{
+    return g->c / cnnkit_conv_groups(g);
+}
+
+static ptrdiff_t conv_gk(const cnnkit_conv2d_geom *g)
+{
+    return g->k / cnnkit_conv_groups(g);
+}
+
+static ptrdiff_t conv_gcrs(const cnnkit_conv2d_geom *g)
+{
+    return conv_gc(g) * g->r * g->s;
+}
+
+/* Input channels per backward-data task: never across two groups. */
 static ptrdiff_t conv_channel_group(const cnnkit_conv2d_geom *g)
 {
     ptrdiff_t rs = g->r * g->s;
     ptrdiff_t cg = ROWS_BD / rs;
     if (cg < 1)
         cg = 1;
-    return CNNKIT_MIN(cg, g->c);
+    return CNNKIT_MIN(cg, conv_gc(g));
 }
 
 static ptrdiff_t conv_wgroups(const cnnkit_conv2d_geom *g)
@@ -69,9 +87,9 @@ static ptrdiff_t conv_wgroups(const cnnkit_conv2d_geom *g)
  * the GEMM's packing buffers for that multiply. */
 static ptrdiff_t conv_forward_per_thread(const cnnkit_conv2d_geom *g)
 {
-    ptrdiff_t crs = g->c * g->r * g->s;
+    ptrdiff_t crs = conv_gcrs(g);
     ptrdiff_t pb = CNNKIT_MIN(g->oh * g->ow, (ptrdiff_t)PB);
-    return crs * pb + cnnkit_gemm_workspace(g->k, pb, crs);
+    return crs * pb + cnnkit_gemm_workspace(conv_gk(g), pb, crs);
 }
 
 static ptrdiff_t conv_data_rows(const cnnkit_conv2d_geom *g)
@@ -87,7 +105,7 @@ static ptrdiff_t conv_data_pixels(const cnnkit_conv2d_geom *g)
 static ptrdiff_t conv_data_per_thread(const cnnkit_conv2d_geom *g)
 {
     ptrdiff_t rows = conv_data_rows(g), pix = conv_data_pixels(g);
-    return rows * pix + cnnkit_gemm_workspace(rows, pix, g->k);
+    return rows * pix + cnnkit_gemm_workspace(rows, pix, conv_gk(g));
 }
 
 /* The input gradient of a convolution with unit strides is itself a
@@ -95,6 +113,8 @@ static ptrdiff_t conv_data_per_thread(const cnnkit_conv2d_geom *g)
  * and their two channel axes swapped:
  *     gx[n,c,i,j] = sum_{k,r,s} w[k,c,R-1-r,S-1-s] *
  *                   gy[n, k, i - (dh*(R-1) - ph) + r*dh, j - (dw*(S-1) - pw) + s*dw]
+ * (with groups, k runs over the filters of c's group: the same groups,
+ * C/groups and K/groups swapped).
  * Fills t with that convolution's geometry; returns 0 when it does not
  * exist (a stride above 1, or padding beyond the dilated kernel). */
 static int conv_data_as_forward(const cnnkit_conv2d_geom *g,
@@ -122,7 +142,7 @@ static int conv_data_as_forward(const cnnkit_conv2d_geom *g,
  * workspace, ahead of its own workspace (rounded to 64 bytes or more). */
 static ptrdiff_t conv_flipped_size(const cnnkit_conv2d_geom *g)
 {
-    return cnnkit_ceil_div(g->k * g->c * g->r * g->s, 16) * 16;
+    return cnnkit_ceil_div(g->k * conv_gcrs(g), 16) * 16;
 }
 
 /* Elements of the fixed groups' weight-gradient rows in the whole-batch
@@ -133,7 +153,59 @@ static ptrdiff_t conv_wrows_size(const cnnkit_conv2d_geom *g,
                                  ptrdiff_t groups)
 {
     return groups > 1 ?
-        cnnkit_ceil_div(groups * g->k * g->c * g->r * g->s, 16) * 16 : 0;
+        cnnkit_ceil_div(groups * g->k * conv_gcrs(g), 16) * 16 : 0;
+}
+
+/* ---- the depthwise path (groups == C: one channel per group) -----------
+ * A task owns one plane: (image, channel) for the forward and the input
+ * gradient, (run of images, channel) for the weight gradient.  It works on
+ * a zero-padded copy of the plane whose columns are split by phase mod the
+ * column stride: element (row, u) of the padded plane is at
+ *     row * (sw * wq) + (u % sw) * wq + u / sw,
+ * so that the taps of one output row read (and the input gradient
+ * scatters into) sw-strided columns as contiguous runs, and every inner
+ * loop runs along an output row. */
+static int conv_depthwise(const cnnkit_conv2d_geom *g)
+{
+    return !g->im2col_only && cnnkit_conv_groups(g) > 1 && conv_gc(g) == 1;
+}
+
+/* padded rows that the windows reach, and elements per column phase */
+static ptrdiff_t dw_rows(const cnnkit_conv2d_geom *g)
+{
+    return (g->oh - 1) * g->stride_h + (g->r - 1) * g->dil_h + 1;
+}
+
+static ptrdiff_t dw_wq(const cnnkit_conv2d_geom *g)
+{
+    return g->ow + (g->s - 1) * g->dil_w / g->stride_w + 1;
+}
+
+/* elements of one padded plane, rounded to 64 bytes or more */
+static ptrdiff_t dw_plane(const cnnkit_conv2d_geom *g)
+{
+    return cnnkit_ceil_div(dw_rows(g) * g->stride_w * dw_wq(g), 16) * 16;
+}
+
+#define DW_LANES 16  /* partial sums per weight-gradient tap */
+
+/* Per-thread elements of the depthwise passes: the plane, and for the
+ * weight gradient the lanes of each of a channel's K/C * R * S taps. */
+static ptrdiff_t dw_per_thread(const cnnkit_conv2d_geom *g, int pass)
+{
+    ptrdiff_t taps = conv_gk(g) * g->r * g->s;
+    return dw_plane(g) +
+        (pass == CNNKIT_CONV_BACKWARD_WEIGHT_PARTS ? taps * DW_LANES : 0);
+}
+
+static ptrdiff_t dw_workspace(const cnnkit_conv2d_geom *g, int pass,
+                              int nthreads)
+{
+    if (!conv_depthwise(g) || g->oh < 1 || g->ow < 1)
+        return 0;
+    ptrdiff_t t = nthreads < 1 ? 1 : nthreads;
+    t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * g->c, 1));
+    return t * dw_per_thread(g, pass);
 }
 
 static ptrdiff_t conv_data_direct_workspace(const cnnkit_conv2d_geom *g,
@@ -148,9 +220,9 @@ static ptrdiff_t conv_data_direct_workspace(const cnnkit_conv2d_geom *g,
 
 static ptrdiff_t conv_weight_per_thread(const cnnkit_conv2d_geom *g)
 {
-    ptrdiff_t jt = CNNKIT_MIN(g->c * g->r * g->s, (ptrdiff_t)JT);
+    ptrdiff_t jt = CNNKIT_MIN(conv_gcrs(g), (ptrdiff_t)JT);
     ptrdiff_t pb = CNNKIT_MIN(g->oh * g->ow, (ptrdiff_t)PB);
-    return jt * pb + cnnkit_gemm_workspace(g->k, jt, pb);
+    return jt * pb + cnnkit_gemm_workspace(conv_gk(g), jt, pb);
 }
 
 ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
@@ -158,18 +230,21 @@ ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
 {
     /* never more threads than the pass has tasks */
     ptrdiff_t t = nthreads < 1 ? 1 : nthreads;
-    ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    ptrdiff_t p = g->oh * g->ow, crs = conv_gcrs(g);
+    ptrdiff_t ng = cnnkit_conv_groups(g);
     switch (pass) {
     case CNNKIT_CONV_FORWARD:
-        t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * cnnkit_ceil_div(
+        t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * ng * cnnkit_ceil_div(
                                               p, (ptrdiff_t)PB), 1));
-        return CNNKIT_MAX(t * conv_forward_per_thread(g),
-                          cnnkit_conv_direct_workspace(g, nthreads));
+        return CNNKIT_MAX(CNNKIT_MAX(t * conv_forward_per_thread(g),
+                                     cnnkit_conv_direct_workspace(g, nthreads)),
+                          dw_workspace(g, pass, nthreads));
     case CNNKIT_CONV_BACKWARD_DATA:
-        t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * cnnkit_ceil_div(
-                                              g->c, conv_channel_group(g)), 1));
-        return CNNKIT_MAX(t * conv_data_per_thread(g),
-                          conv_data_direct_workspace(g, nthreads));
+        t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * ng * cnnkit_ceil_div(
+                                              conv_gc(g), conv_channel_group(g)), 1));
+        return CNNKIT_MAX(CNNKIT_MAX(t * conv_data_per_thread(g),
+                                     conv_data_direct_workspace(g, nthreads)),
+                          dw_workspace(g, pass, nthreads));
     case CNNKIT_CONV_BACKWARD_WEIGHT: {
         /* the groups' rows (unless one group), then the per-run pass */
         return conv_wrows_size(g, conv_wgroups(g)) +
@@ -179,10 +254,12 @@ ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
     case CNNKIT_CONV_BACKWARD_WEIGHT_PARTS:
         /* at most one task per (non-empty part, column tile), and the
          * non-empty parts hold distinct images */
-        t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * cnnkit_ceil_div(
+        t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * ng * cnnkit_ceil_div(
                                               crs, (ptrdiff_t)JT), 1));
-        return CNNKIT_MAX(t * conv_weight_per_thread(g),
-                          cnnkit_conv_direct_weight_workspace(g, nthreads));
+        return CNNKIT_MAX(CNNKIT_MAX(t * conv_weight_per_thread(g),
+                                     cnnkit_conv_direct_weight_workspace(
+                                         g, nthreads)),
+                          dw_workspace(g, pass, nthreads));
     default:
         return 0;
     }

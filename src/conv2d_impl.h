@@ -135,19 +135,246 @@ static int SFX(all_finite)(const REAL *restrict a, ptrdiff_t n)
     return z[0] == 0;
 }
 
+/* ---- depthwise path (see conv2d.c) ---------------------------------- */
+
+/* The padded, phase-split copy of plane xc (H, W) (see conv2d.c). */
+static void SFX(dw_fill)(REAL *restrict buf, const REAL *restrict xc,
+                         const cnnkit_conv2d_geom *g)
+{
+    const ptrdiff_t sw = g->stride_w, wq = dw_wq(g), rows = dw_rows(g);
+    for (ptrdiff_t l = 0; l < rows; l++) {
+        REAL *restrict dst = buf + l * sw * wq;
+        const ptrdiff_t ih = l - g->pad_h;
+        if (ih < 0 || ih >= g->h) {
+            for (ptrdiff_t e = 0; e < sw * wq; e++)
+                dst[e] = 0;
+            continue;
+        }
+        const REAL *restrict src = xc + ih * g->w;
+        for (ptrdiff_t ph = 0; ph < sw; ph++) {
+            REAL *restrict d = dst + ph * wq;
+            /* d[v] = x row at column v*sw + ph - pw, 0 outside */
+            for (ptrdiff_t v = 0; v < wq; v++) {
+                ptrdiff_t iw = v * sw + ph - g->pad_w;
+                d[v] = iw >= 0 && iw < g->w ? src[iw] : (REAL)0;
+            }
+        }
+    }
+}
+
+/* Where tap column s of output column 0 lies in a padded row. */
+static inline ptrdiff_t SFX(dw_col)(const cnnkit_conv2d_geom *g, ptrdiff_t s)
+{
+    const ptrdiff_t u = s * g->dil_w;
+    return (u % g->stride_w) * dw_wq(g) + u / g->stride_w;
+}
+
+/* y (N, K, OH, OW) of the depthwise convolution, K = C * m: each output
+ * row is summed over the taps (r, s) in order from 0, then the bias is
+ * added, then the ReLU applied. */
+static void SFX(dw_forward)(REAL *y, const REAL *x, const REAL *w,
+                            const REAL *bias, int relu, REAL *work,
+                            const cnnkit_conv2d_geom *g, int nthreads)
+{
+    (void)nthreads; /* unused in serial builds */
+    const ptrdiff_t m = conv_gk(g), rs = g->r * g->s, p = g->oh * g->ow;
+    const ptrdiff_t hw = g->h * g->w, ow = g->ow;
+    const ptrdiff_t rowsize = g->stride_w * dw_wq(g);
+    const ptrdiff_t per_thread = dw_per_thread(g, CNNKIT_CONV_FORWARD);
+    const ptrdiff_t tasks = g->n * g->c;
+    const int nt = cnnkit_team(2.0 * g->n * g->k * p * rs, tasks, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
+    for (ptrdiff_t t = 0; t < tasks; t++) {
+        const ptrdiff_t n = t / g->c, c = t % g->c;
+        REAL *buf = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
+        SFX(dw_fill)(buf, x + t * hw, g);
+        for (ptrdiff_t mi = 0; mi < m; mi++) {
+            const ptrdiff_t k = c * m + mi;
+            const REAL *wk = w + k * rs;
+            REAL *yk = y + (n * g->k + k) * p;
+            for (ptrdiff_t i = 0; i < g->oh; i++) {
+                REAL *restrict yr = yk + i * ow;
+                for (ptrdiff_t j = 0; j < ow; j++)
+                    yr[j] = 0;
+                for (ptrdiff_t r = 0; r < g->r; r++) {
+                    const REAL *row =
+                        buf + (i * g->stride_h + r * g->dil_h) * rowsize;
+                    for (ptrdiff_t s = 0; s < g->s; s++) {
+                        const REAL *restrict src = row + SFX(dw_col)(g, s);
+                        const REAL wv = wk[r * g->s + s];
+                        for (ptrdiff_t j = 0; j < ow; j++)
+                            yr[j] += wv * src[j];
+                    }
+                }
+                if (bias) {
+                    const REAL b = bias[k];
+                    for (ptrdiff_t j = 0; j < ow; j++)
+                        yr[j] += b;
+                }
+                if (relu) {  /* as cnnkit_relu_forward */
+                    for (ptrdiff_t j = 0; j < ow; j++) {
+                        REAL v = yr[j];
+                        yr[j] = (v > 0 || v != v) ? v : (REAL)0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* gx (N, C, H, W): each task scatters w * gy of its channel's m filters
+ * into the padded copy, in the order (filter, output row, r, s), then
+ * copies the image's part out; padding and unread pixels give 0. */
+static void SFX(dw_backward_data)(REAL *gx, const REAL *gy, const REAL *w,
+                                  REAL *work, const cnnkit_conv2d_geom *g,
+                                  int nthreads)
+{
+    (void)nthreads; /* unused in serial builds */
+    const ptrdiff_t m = conv_gk(g), rs = g->r * g->s, p = g->oh * g->ow;
+    const ptrdiff_t hw = g->h * g->w, ow = g->ow, sw = g->stride_w;
+    const ptrdiff_t wq = dw_wq(g), rowsize = sw * wq, rows = dw_rows(g);
+    const ptrdiff_t per_thread = dw_per_thread(g, CNNKIT_CONV_BACKWARD_DATA);
+    const ptrdiff_t tasks = g->n * g->c;
+    const int nt = cnnkit_team(2.0 * g->n * g->k * p * rs, tasks, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
+    for (ptrdiff_t t = 0; t < tasks; t++) {
+        const ptrdiff_t n = t / g->c, c = t % g->c;
+        REAL *restrict buf =
+            work + (ptrdiff_t)omp_get_thread_num() * per_thread;
+        for (ptrdiff_t e = 0; e < rows * rowsize; e++)
+            buf[e] = 0;
+        for (ptrdiff_t mi = 0; mi < m; mi++) {
+            const ptrdiff_t k = c * m + mi;
+            const REAL *wk = w + k * rs;
+            const REAL *gyk = gy + (n * g->k + k) * p;
+            for (ptrdiff_t i = 0; i < g->oh; i++) {
+                const REAL *restrict gr = gyk + i * ow;
+                for (ptrdiff_t r = 0; r < g->r; r++) {
+                    REAL *row =
+                        buf + (i * g->stride_h + r * g->dil_h) * rowsize;
+                    for (ptrdiff_t s = 0; s < g->s; s++) {
+                        REAL *restrict dst = row + SFX(dw_col)(g, s);
+                        const REAL wv = wk[r * g->s + s];
+                        for (ptrdiff_t j = 0; j < ow; j++)
+                            dst[j] += wv * gr[j];
+                    }
+                }
+            }
+        }
+        REAL *restrict gxc = gx + t * hw;
+        for (ptrdiff_t ih = 0; ih < g->h; ih++) {
+            const ptrdiff_t l = ih + g->pad_h;
+            REAL *restrict dst = gxc + ih * g->w;
+            if (l >= rows) {
+                for (ptrdiff_t iw = 0; iw < g->w; iw++)
+                    dst[iw] = 0;
+                continue;
+            }
+            const REAL *src = buf + l * rowsize;
+            for (ptrdiff_t iw = 0; iw < g->w; iw++) {
+                const ptrdiff_t u = iw + g->pad_w;
+                dst[iw] = u < rowsize ? src[(u % sw) * wq + u / sw]
+                                      : (REAL)0;
+            }
+        }
+    }
+}
+
+/* For each non-empty part q, gw + q*wstride (K, 1, R, S) = the weight
+ * gradient of its images.  A task (part, channel) keeps DW_LANES partial
+ * sums per tap, output column j into lane j % DW_LANES, over the part's
+ * images in order, then its rows and columns in order; the lanes are then
+ * added pairwise.  A fixed order: the result depends on neither the
+ * threads nor the other parts. */
+static void SFX(dw_backward_weight_parts)(REAL *gw, ptrdiff_t wstride,
+                                          const REAL *gy, const REAL *x,
+                                          const int64_t *bounds,
+                                          ptrdiff_t nparts, REAL *work,
+                                          const cnnkit_conv2d_geom *g,
+                                          int nthreads)
+{
+    (void)nthreads; /* unused in serial builds */
+    const ptrdiff_t m = conv_gk(g), rs = g->r * g->s, p = g->oh * g->ow;
+    const ptrdiff_t hw = g->h * g->w, ow = g->ow;
+    const ptrdiff_t rowsize = g->stride_w * dw_wq(g);
+    const ptrdiff_t per_thread =
+        dw_per_thread(g, CNNKIT_CONV_BACKWARD_WEIGHT_PARTS);
+    const ptrdiff_t full = ow / DW_LANES * DW_LANES;
+    ptrdiff_t busy = 0, images = 0;
+    for (ptrdiff_t q = 0; q < nparts; q++)
+        if (bounds[q + 1] > bounds[q]) {
+            busy++;
+            images += bounds[q + 1] - bounds[q];
+        }
+    const ptrdiff_t tasks = nparts * g->c;
+    const int nt = cnnkit_team(2.0 * images * g->k * p * rs, busy * g->c,
+                               nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
+    for (ptrdiff_t t = 0; t < tasks; t++) {
+        const ptrdiff_t q = t / g->c, c = t % g->c;
+        if (bounds[q + 1] <= bounds[q])
+            continue;
+        REAL *buf = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
+        REAL *acc = buf + dw_plane(g);
+        for (ptrdiff_t e = 0; e < m * rs * DW_LANES; e++)
+            acc[e] = 0;
+        for (ptrdiff_t n = bounds[q]; n < bounds[q + 1]; n++) {
+            SFX(dw_fill)(buf, x + (n * g->c + c) * hw, g);
+            for (ptrdiff_t mi = 0; mi < m; mi++) {
+                const REAL *gyk = gy + (n * g->k + c * m + mi) * p;
+                for (ptrdiff_t r = 0; r < g->r; r++)
+                    for (ptrdiff_t s = 0; s < g->s; s++) {
+                        REAL *restrict a =
+                            acc + ((mi * g->r + r) * g->s + s) * DW_LANES;
+                        const ptrdiff_t col = SFX(dw_col)(g, s);
+                        for (ptrdiff_t i = 0; i < g->oh; i++) {
+                            const REAL *restrict gr = gyk + i * ow;
+                            const REAL *restrict src =
+                                buf + (i * g->stride_h + r * g->dil_h) *
+                                rowsize + col;
+                            ptrdiff_t j = 0;
+                            for (; j < full; j += DW_LANES)
+                                for (int l = 0; l < DW_LANES; l++)
+                                    a[l] += gr[j + l] * src[j + l];
+                            for (int l = 0; j + l < ow; l++)
+                                a[l] += gr[j + l] * src[j + l];
+                        }
+                    }
+            }
+        }
+        REAL *dst = gw + q * wstride + c * m * rs;
+        for (ptrdiff_t e = 0; e < m * rs; e++) {
+            REAL *a = acc + e * DW_LANES;
+            for (int h = DW_LANES / 2; h >= 1; h /= 2)
+                for (int l = 0; l < h; l++)
+                    a[l] += a[l + h];
+            dst[e] = a[0];
+        }
+    }
+}
+
 void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
                                 const REAL *bias, int relu, REAL *work,
                                 const cnnkit_conv2d_geom *g, int nthreads)
 {
     (void)nthreads; /* unused in serial builds */
-    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    const ptrdiff_t p = g->oh * g->ow, crs = conv_gcrs(g);
     const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
+    const ptrdiff_t ng = cnnkit_conv_groups(g), gk = conv_gk(g);
     if (g->n <= 0 || p <= 0 || g->k <= 0)
         return;
+    if (conv_depthwise(g)) {
+        SFX(dw_forward)(y, x, w, bias, relu, work, g, nthreads);
+        return;
+    }
     if (SFX(cnnkit_conv_direct)(y, x, w, bias, relu, work, g, nthreads))
         return;
     const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
-    const ptrdiff_t nblk = cnnkit_ceil_div(p, pb), tasks = g->n * nblk;
+    const ptrdiff_t nblk = cnnkit_ceil_div(p, pb);
+    const ptrdiff_t tasks = g->n * ng * nblk;
     const ptrdiff_t per_thread = conv_forward_per_thread(g);
     /* A 1x1 kernel with unit stride and no padding: image n of x is its
      * own lowered matrix, (C, H*W), read as it is. */
@@ -159,34 +386,40 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
     for (ptrdiff_t t = 0; t < tasks; t++) {
-        ptrdiff_t n = t / nblk, p0 = (t % nblk) * pb;
+        /* task t: image n, group q, pixels [p0, p0 + pl); group q's
+         * filters [q*gk, (q+1)*gk) read rows [q*crs, (q+1)*crs) of the
+         * whole lowered matrix */
+        ptrdiff_t n = t / (ng * nblk), q = t / nblk % ng;
+        ptrdiff_t p0 = (t % nblk) * pb;
         ptrdiff_t pl = CNNKIT_MIN(pb, p - p0);
         REAL *col = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
         REAL *gws = col + crs * pb;
         const REAL *xn = x + n * chw;
-        REAL *yn = y + n * kp + p0;
+        const REAL *wq = w + q * gk * crs;
+        const REAL *bq = bias ? bias + q * gk : NULL;
+        REAL *yn = y + n * kp + q * gk * p + p0;
         if (x_as_col) {
-            SFX(cnnkit_gemm)(0, 0, g->k, pl, crs, 1, w, crs, xn + p0, p, 0,
-                             yn, p, gws);
+            SFX(cnnkit_gemm)(0, 0, gk, pl, crs, 1, wq, crs,
+                             xn + q * crs * p + p0, p, 0, yn, p, gws);
         } else {
-            SFX(im2col)(col, xn, g, 0, crs, p0, p0 + pl);
-            SFX(cnnkit_gemm)(0, 0, g->k, pl, crs, 1, w, crs, col, pl, 0, yn,
+            SFX(im2col)(col, xn, g, q * crs, (q + 1) * crs, p0, p0 + pl);
+            SFX(cnnkit_gemm)(0, 0, gk, pl, crs, 1, wq, crs, col, pl, 0, yn,
                              p, gws);
         }
-        if (bias) {
-            for (ptrdiff_t k = 0; k < g->k; k++) {
-                REAL b = bias[k];
+        if (bq) {
+            for (ptrdiff_t k = 0; k < gk; k++) {
+                REAL b = bq[k];
                 REAL *yk = yn + k * p;
-                for (ptrdiff_t q = 0; q < pl; q++)
-                    yk[q] += b;
+                for (ptrdiff_t i = 0; i < pl; i++)
+                    yk[i] += b;
             }
         }
         if (relu) {     /* as cnnkit_relu_forward: NaN stays, -0 -> +0 */
-            for (ptrdiff_t k = 0; k < g->k; k++) {
+            for (ptrdiff_t k = 0; k < gk; k++) {
                 REAL *yk = yn + k * p;
-                for (ptrdiff_t q = 0; q < pl; q++) {
-                    REAL v = yk[q];
-                    yk[q] = (v > 0 || v != v) ? v : (REAL)0;
+                for (ptrdiff_t i = 0; i < pl; i++) {
+                    REAL v = yk[i];
+                    yk[i] = (v > 0 || v != v) ? v : (REAL)0;
                 }
             }
         }
@@ -198,10 +431,16 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
                                       const cnnkit_conv2d_geom *g,
                                       int nthreads)
 {
-    const ptrdiff_t p = g->oh * g->ow, rs = g->r * g->s, crs = g->c * rs;
+    const ptrdiff_t p = g->oh * g->ow, rs = g->r * g->s, crs = conv_gcrs(g);
     const ptrdiff_t hw = g->h * g->w, kp = g->k * p;
+    const ptrdiff_t ng = cnnkit_conv_groups(g), gc = conv_gc(g);
+    const ptrdiff_t gk = conv_gk(g);
     if (g->n <= 0 || g->c <= 0 || hw <= 0)
         return;
+    if (p > 0 && g->k > 0 && conv_depthwise(g)) {
+        SFX(dw_backward_data)(gx, gy, w, work, g, nthreads);
+        return;
+    }
     /* The forward form multiplies the filters by the zeros around gy: with
      * an infinite or NaN weight those products are NaN where the true
      * gradient has no term, so such filters take the col2im path. */
@@ -209,22 +448,26 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
     if (p > 0 && g->k > 0 && conv_data_as_forward(g, &t) &&
         cnnkit_conv_direct_applies(&t, nthreads, sizeof(REAL) == 8) &&
         SFX(all_finite)(w, g->k * crs)) {
-        /* wt[c, k, r, s] = w[k, c, R-1-r, S-1-s] */
+        /* wt[q*gc + c, k, r, s] = w[q*gk + k, c, R-1-r, S-1-s] for group
+         * q, channel c and filter k of the group */
         REAL *wt = work;
-        for (ptrdiff_t c = 0; c < g->c; c++)
-            for (ptrdiff_t k = 0; k < g->k; k++)
-                for (ptrdiff_t r = 0; r < g->r; r++)
-                    for (ptrdiff_t s = 0; s < g->s; s++)
-                        wt[((c * g->k + k) * g->r + r) * g->s + s] =
-                            w[((k * g->c + c) * g->r + g->r - 1 - r) * g->s +
-                              g->s - 1 - s];
+        for (ptrdiff_t q = 0; q < ng; q++)
+            for (ptrdiff_t c = 0; c < gc; c++)
+                for (ptrdiff_t k = 0; k < gk; k++)
+                    for (ptrdiff_t r = 0; r < g->r; r++)
+                        for (ptrdiff_t s = 0; s < g->s; s++)
+                            wt[(((q * gc + c) * gk + k) * g->r + r) * g->s +
+                               s] =
+                                w[(((q * gk + k) * gc + c) * g->r + g->r - 1 -
+                                   r) * g->s + g->s - 1 - s];
         if (SFX(cnnkit_conv_direct)(
                 gx, gy, wt, NULL, 0,
                 work + conv_flipped_size(g), &t, nthreads))
             return;
     }
+    /* tasks: (image, group, run of cg of the group's channels) */
     const ptrdiff_t cg = conv_channel_group(g);
-    const ptrdiff_t ngrp = cnnkit_ceil_div(g->c, cg), tasks = g->n * ngrp;
+    const ptrdiff_t ngrp = cnnkit_ceil_div(gc, cg), tasks = g->n * ng * ngrp;
     const ptrdiff_t per_thread = conv_data_per_thread(g);
     const ptrdiff_t rb = conv_data_rows(g), pb = conv_data_pixels(g);
     const int nt = cnnkit_team(2.0 * g->n * g->k * p * (crs + 1), tasks,
@@ -232,8 +475,9 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
     for (ptrdiff_t t = 0; t < tasks; t++) {
-        ptrdiff_t n = t / ngrp, c0 = (t % ngrp) * cg;
-        ptrdiff_t c1 = CNNKIT_MIN(g->c, c0 + cg);
+        ptrdiff_t n = t / (ng * ngrp), q = t / ngrp % ng;
+        ptrdiff_t c0 = q * gc + (t % ngrp) * cg;
+        ptrdiff_t c1 = CNNKIT_MIN((q + 1) * gc, c0 + cg);
         REAL *dcol = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
         REAL *gws = dcol + rb * pb;
         REAL *gxn = gx + n * g->c * hw;
@@ -248,33 +492,39 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
             ptrdiff_t rn = CNNKIT_MIN(rb, rows - r0);
             for (ptrdiff_t q0 = 0; q0 < p; q0 += pb) {
                 ptrdiff_t qn = CNNKIT_MIN(pb, p - q0);
-                SFX(cnnkit_gemm)(1, 0, rn, qn, g->k, 1, w + c0 * rs + r0, crs,
-                                 gy + n * kp + q0, p, 0, dcol, qn, gws);
+                SFX(cnnkit_gemm)(1, 0, rn, qn, gk, 1,
+                                 w + q * gk * crs + (c0 - q * gc) * rs + r0,
+                                 crs, gy + n * kp + q * gk * p + q0, p, 0,
+                                 dcol, qn, gws);
                 SFX(col2im)(gxn, dcol, g, c0 * rs + r0, rn, q0, qn);
             }
         }
     }
 }
 
-/* Columns [j0, j0 + jn) of the weight gradient summed over images
- * [n0, n1), in image order: dst (K, jn), row stride C*R*S, is overwritten.
- * col holds a (jn, pb) block of the lowered input, gws the GEMM's
- * workspace. */
+/* Columns [j0, j0 + jn) of group q's weight gradient summed over images
+ * [n0, n1), in image order: dst (K/groups, jn), row stride C/groups*R*S,
+ * is overwritten.  col holds a (jn, pb) block of the lowered input, gws
+ * the GEMM's workspace. */
 static void SFX(weight_tile)(REAL *dst, const REAL *gy, const REAL *x,
-                             const cnnkit_conv2d_geom *g, ptrdiff_t n0,
-                             ptrdiff_t n1, ptrdiff_t j0, ptrdiff_t jn,
-                             ptrdiff_t pb, REAL *col, REAL *gws)
+                             const cnnkit_conv2d_geom *g, ptrdiff_t q,
+                             ptrdiff_t n0, ptrdiff_t n1, ptrdiff_t j0,
+                             ptrdiff_t jn, ptrdiff_t pb, REAL *col,
+                             REAL *gws)
 {
-    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    const ptrdiff_t p = g->oh * g->ow, crs = conv_gcrs(g);
     const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
+    const ptrdiff_t gk = conv_gk(g);
     int first = 1;
     for (ptrdiff_t n = n0; n < n1; n++) {
         for (ptrdiff_t p0 = 0; p0 < p; p0 += pb) {
             ptrdiff_t pl = CNNKIT_MIN(pb, p - p0);
-            SFX(im2col)(col, x + n * chw, g, j0, j0 + jn, p0, p0 + pl);
-            /* dst (K, jn) (+)= gy_n[:, p0:p0+pl] @ col^T */
-            SFX(cnnkit_gemm)(0, 1, g->k, jn, pl, 1, gy + n * kp + p0, p,
-                             col, pl, first ? 0 : 1, dst, crs, gws);
+            SFX(im2col)(col, x + n * chw, g, q * crs + j0, q * crs + j0 + jn,
+                        p0, p0 + pl);
+            /* dst (K/groups, jn) (+)= gy_n[group q's filters, p0:p0+pl]
+             * @ col^T */
+            SFX(cnnkit_gemm)(0, 1, gk, jn, pl, 1, gy + n * kp + q * gk * p + p0,
+                             p, col, pl, first ? 0 : 1, dst, crs, gws);
             first = 0;
         }
     }
@@ -287,7 +537,7 @@ void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
                                         int nthreads)
 {
     (void)nthreads; /* unused in serial builds */
-    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    const ptrdiff_t p = g->oh * g->ow, crs = conv_gcrs(g);
     const ptrdiff_t kp = g->k * p, kcrs = g->k * crs;
     if (g->k <= 0)
         return;
@@ -337,8 +587,9 @@ void SFX(cnnkit_conv2d_backward_weight_parts)(
     REAL *work, const cnnkit_conv2d_geom *g, int nthreads)
 {
     (void)nthreads; /* unused in serial builds */
-    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    const ptrdiff_t p = g->oh * g->ow, crs = conv_gcrs(g);
     const ptrdiff_t kp = g->k * p, kcrs = g->k * crs;
+    const ptrdiff_t ng = cnnkit_conv_groups(g), gk = conv_gk(g);
     if (g->k <= 0 || nparts <= 0)
         return;
     ptrdiff_t busy = 0, images = bounds[nparts] - bounds[0];
@@ -365,14 +616,21 @@ void SFX(cnnkit_conv2d_backward_weight_parts)(
                 memset(gw + q * wstride, 0, (size_t)kcrs * sizeof(REAL));
         return;
     }
+    if (conv_depthwise(g)) {
+        SFX(dw_backward_weight_parts)(gw, wstride, gy, x, bounds, nparts,
+                                      work, g, nthreads);
+        return;
+    }
     if (SFX(cnnkit_conv_direct_weight)(gw, wstride, gy, x, bounds, nparts,
                                        work, g, nthreads))
         return;
     const ptrdiff_t jt = CNNKIT_MIN(crs, (ptrdiff_t)JT);
     const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
     const ptrdiff_t per_thread = conv_weight_per_thread(g);
-    const ptrdiff_t ntile = cnnkit_ceil_div(crs, jt), tasks = nparts * ntile;
-    const int nt = cnnkit_team(2.0 * images * kp * crs, busy * ntile,
+    /* tasks: (part, group, tile of jt columns of the group's rows) */
+    const ptrdiff_t ntile = cnnkit_ceil_div(crs, jt);
+    const ptrdiff_t tasks = nparts * ng * ntile;
+    const int nt = cnnkit_team(2.0 * images * kp * crs, busy * ng * ntile,
                                nthreads);
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel num_threads(nt))
@@ -381,12 +639,14 @@ void SFX(cnnkit_conv2d_backward_weight_parts)(
         REAL *gws = col + jt * pb;
         CNNKIT_OMP(for schedule(dynamic, 1))
         for (ptrdiff_t t = 0; t < tasks; t++) {
-            ptrdiff_t q = t / ntile, j0 = (t % ntile) * jt;
+            ptrdiff_t q = t / (ng * ntile), grp = t / ntile % ng;
+            ptrdiff_t j0 = (t % ntile) * jt;
             if (bounds[q + 1] <= bounds[q])
                 continue;
             ptrdiff_t jn = CNNKIT_MIN(jt, crs - j0);
-            SFX(weight_tile)(gw + q * wstride + j0, gy, x, g, bounds[q],
-                             bounds[q + 1], j0, jn, pb, col, gws);
+            SFX(weight_tile)(gw + q * wstride + grp * gk * crs + j0, gy, x, g,
+                             grp, bounds[q], bounds[q + 1], j0, jn, pb, col,
+                             gws);
         }
     }
 }

@@ -67,7 +67,7 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
 {
     const ptrdiff_t crs = g->c * g->r * g->s;
     if (g->stride_w != 1 || crs < 1 || g->k < 1 || g->n < 1 ||
-        g->oh < 1 || g->ow < 1)
+        g->oh < 1 || g->ow < 1 || cnnkit_conv_groups(g) > 1)
         return 0;
     /* an output row fills at least half a vector: narrower outputs are
      * better served by the im2col path, whose tiles span rows */

@@ -39,6 +39,12 @@ static inline int cnnkit_team(double work, ptrdiff_t tasks, int nthreads)
     return nt;
 }
 
+/* The group count of a convolution (a zeroed field is one group). */
+static inline ptrdiff_t cnnkit_conv_groups(const cnnkit_conv2d_geom *g)
+{
+    return g->groups > 1 ? g->groups : 1;
+}
+
 /* The direct convolution forward of the active GEMM engine (gemm.c): the
  * workspace it may need for g (0 if it never computes g), and the forward
  * pass, which returns 0 without touching y when it does not compute g (the

@@ -286,7 +286,8 @@ def _conv_terms(shapes, out_shape, hp):
     x = (1,) * (4 - len(shapes[0])) + tuple(shapes[0])
     w = (1,) * (4 - len(shapes[1])) + tuple(shapes[1])
     pixels = x[0] * out_shape[-2] * out_shape[-1]
-    return (w[1] * w[2] * w[3] + 1,), (w[0] * w[2] * w[3], pixels, pixels)
+    k_group = w[0] // hp.get("groups", 1)    # filters that see a channel
+    return (w[1] * w[2] * w[3] + 1,), (k_group * w[2] * w[3], pixels, pixels)
 
 
 def _pool_ref(fn):

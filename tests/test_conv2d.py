@@ -1361,3 +1361,375 @@ EXTREME = [
 
 test_property, test_extreme_cases_in_a_child_process = \
     fuzzing.family_tests(globals())
+
+
+# ==========================================================================
+# grouped and depthwise convolution
+# ==========================================================================
+# (N, C, H, W, K, groups, R, S, stride, padding, dilation); groups == C is
+# the depthwise convolution (K = C: multiplier 1; K = 2C: multiplier 2)
+GROUP_CASES = [
+    pytest.param(2, 4, 7, 6, 6, 2, 3, 3, 1, 1, 1, id="g2"),
+    pytest.param(1, 6, 9, 8, 9, 3, 3, 2, 2, (1, 0), 1, id="g3-stride2-batch1"),
+    pytest.param(2, 4, 8, 8, 4, 4, 3, 3, 1, 1, 1, id="depthwise"),
+    pytest.param(3, 3, 9, 7, 6, 3, 3, 3, 1, 1, 1, id="depthwise-m2"),
+    pytest.param(2, 5, 11, 13, 5, 5, 3, 3, 2, 1, 1, id="depthwise-stride2-odd"),
+    pytest.param(2, 4, 9, 9, 8, 4, 3, 3, 2, 0, 1,
+                 id="depthwise-m2-stride2-nopad"),
+    pytest.param(1, 3, 10, 9, 3, 3, 3, 3, 1, 2, 2, id="depthwise-dilated"),
+    pytest.param(2, 4, 7, 8, 4, 4, 3, 3, 1, "same", 1, id="depthwise-same"),
+    pytest.param(2, 2, 6, 7, 4, 2, 5, 5, 1, 2, 1, id="depthwise-m2-5x5"),
+    pytest.param(2, 6, 5, 6, 4, 2, 1, 1, 1, 0, 1, id="g2-1x1"),
+    pytest.param(2, 4, 5, 5, 4, 4, 1, 1, 2, 0, 1, id="depthwise-1x1-stride"),
+    pytest.param(2, 4, 4, 5, 6, 2, 4, 5, 1, 0, 1, id="g2-1x1-output"),
+    pytest.param(1, 2, 7, 7, 4, 2, 2, 2, 3, 0, 1, id="depthwise-stride-gt-kernel"),
+    pytest.param(2, 6, 9, 9, 6, 3, 3, 3, (2, 3), (2, 1), (2, 2),
+                 id="g3-dilation-stride-pad"),
+    pytest.param(2, 16, 18, 17, 32, 16, 3, 3, 1, 1, 1, id="depthwise-m2-wide"),
+    pytest.param(3, 8, 20, 35, 8, 8, 3, 3, 1, 1, 1, id="depthwise-long-rows"),
+    pytest.param(2, 8, 21, 40, 8, 8, 3, 3, 2, 1, 1,
+                 id="depthwise-long-rows-stride2"),
+    pytest.param(10, 4, 6, 6, 4, 4, 3, 3, 1, 1, 1, id="depthwise-batch-gt-8"),
+]
+
+
+@pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("N,C,H,W,K,groups,R,S,stride,padding,dilation",
+                         GROUP_CASES)
+def test_grouped_conv2d_matches_reference(with_bias, N, C, H, W, K, groups,
+                                          R, S, stride, padding, dilation):
+    shapes = [(N, C, H, W), (K, C // groups, R, S)] + \
+        ([(K,)] if with_bias else [])
+    check_op("conv2d", shapes, stride=stride, padding=padding,
+             dilation=dilation, groups=groups)
+
+
+GROUP_FD_CASES = [
+    pytest.param(2, 4, 5, 5, 6, 2, 3, 2, 1, 1, 1, id="g2"),
+    pytest.param(1, 3, 6, 5, 3, 3, 3, 3, 2, 1, 1, id="depthwise-stride2"),
+    pytest.param(2, 2, 5, 6, 4, 2, 2, 3, 1, "same", (2, 1),
+                 id="depthwise-m2-same-dilated"),
+]
+
+
+@pytest.mark.parametrize("N,C,H,W,K,groups,R,S,stride,padding,dilation",
+                         GROUP_FD_CASES)
+def test_grouped_conv2d_backward_finite_differences(N, C, H, W, K, groups, R,
+                                                    S, stride, padding,
+                                                    dilation):
+    check_gradients("conv2d", [(N, C, H, W), (K, C // groups, R, S), (K,)],
+                    seed=N * 1000 + H * 10 + W, stride=stride,
+                    padding=padding, dilation=dilation, groups=groups)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("N,C,H,W,K,groups,R,S,stride,padding,dilation",
+                         GROUP_CASES)
+def test_grouped_conv2d_matches_pytorch(dt, N, C, H, W, K, groups, R, S,
+                                        stride, padding, dilation):
+    torch = require("torch")
+    rng = np.random.default_rng(N * 100 + C * 10 + K)
+    x = rng.standard_normal((N, C, H, W)).astype(dt)
+    w = rng.standard_normal((K, C // groups, R, S)).astype(dt)
+    b = rng.standard_normal(K).astype(dt)
+    tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=stride,
+                                    padding=padding, dilation=dilation,
+                                    groups=groups)
+    gy = rng.standard_normal(tuple(ty.shape)).astype(dt)
+    ty.backward(torch.from_numpy(gy))
+    y = F.conv2d(x, w, b, stride, padding, dilation, groups)
+    gx, gw, gb = F.conv2d_backward(gy, x, w, stride, padding, dilation,
+                                   groups=groups)
+    tol = dict(rtol=1e-4, atol=1e-4) if dt == np.float32 else \
+        dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(y, ty.detach().numpy(), **tol)
+    np.testing.assert_allclose(gx, tx.grad.numpy(), **tol)
+    np.testing.assert_allclose(gw, tw.grad.numpy(), **tol)
+    np.testing.assert_allclose(gb, tb.grad.numpy(), **tol)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("groups,K", [(2, 4), (4, 4), (4, 8)])
+def test_grouped_conv2d_is_each_group_on_its_own(rng, dt, groups, K):
+    # filter run q of a grouped convolution is the plain convolution of
+    # channel run q with those filters
+    x = rng.standard_normal((3, 4, 12, 20)).astype(dt)
+    w = rng.standard_normal((K, 4 // groups, 3, 3)).astype(dt)
+    b = rng.standard_normal(K).astype(dt)
+    gy = rng.standard_normal((3, K, 6, 10)).astype(dt)
+    y = F.conv2d(x, w, b, stride=2, padding=1, groups=groups)
+    gx, gw, gb = F.conv2d_backward(gy, x, w, stride=2, padding=1,
+                                   groups=groups)
+    cg, kg = 4 // groups, K // groups
+    tol = 1e-5 if dt == np.float32 else 1e-12
+    for q in range(groups):
+        cs, ks = slice(q * cg, (q + 1) * cg), slice(q * kg, (q + 1) * kg)
+        yq = F.conv2d(x[:, cs], w[ks], b[ks], stride=2, padding=1)
+        gxq, gwq, gbq = F.conv2d_backward(gy[:, ks], x[:, cs], w[ks],
+                                          stride=2, padding=1)
+        np.testing.assert_allclose(y[:, ks], yq, rtol=tol, atol=tol)
+        np.testing.assert_allclose(gx[:, cs], gxq, rtol=tol, atol=tol)
+        np.testing.assert_allclose(gw[ks], gwq, rtol=tol, atol=tol)
+        np.testing.assert_allclose(gb[ks], gbq, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["f32", "f64"])
+def test_groups_one_gives_the_bits_of_the_plain_convolution(rng, dt):
+    x = rng.standard_normal((2, 3, 9, 9)).astype(dt)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dt)
+    gy = rng.standard_normal((2, 4, 9, 9)).astype(dt)
+    assert F.conv2d(x, w, padding=1, groups=1).tobytes() == \
+        F.conv2d(x, w, padding=1).tobytes()
+    for a, b in zip(F.conv2d_backward(gy, x, w, padding=1, groups=1),
+                    F.conv2d_backward(gy, x, w, padding=1)):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("C,K,groups,stride", [(4, 6, 2, 1), (6, 6, 6, 1),
+                                                (6, 12, 6, 2),
+                                                (16, 16, 16, 1)])
+def test_grouped_conv2d_backward_parts_equal_each_run_alone(rng, dt, C, K,
+                                                            groups, stride):
+    from cnnkit import _ops
+    op = _ops.Conv2DOp((stride, stride), (1, 1, 1, 1), (1, 1), groups)
+    x = rng.standard_normal((7, C, 19, 18)).astype(dt)
+    w = rng.standard_normal((K, C // groups, 3, 3)).astype(dt)
+    y = op.forward(x, w, None)
+    gy = rng.standard_normal(y.shape).astype(dt)
+    bounds = [0, 2, 2, 7]
+    gw = np.full((3,) + w.shape, 7.0, dt)
+    gb = np.full((3, K), 7.0, dt)
+    gx = op.backward_parts(gy, x, w, bounds, gw, gb)
+    np.testing.assert_array_equal(gx, op.backward(gy, x, w)[0])
+    assert (gw[1] == 7).all() and (gb[1] == 7).all()    # an empty run
+    for q in (0, 2):
+        lo, hi = bounds[q], bounds[q + 1]
+        one_w = np.empty((1,) + w.shape, dt)
+        one_b = np.empty((1, K), dt)
+        op.backward_parts(gy[lo:hi], x[lo:hi], w, [0, hi - lo], one_w, one_b,
+                          False)
+        assert gw[q].tobytes() == one_w[0].tobytes()
+        assert gb[q].tobytes() == one_b[0].tobytes()
+        ref_gw = ref.conv2d_backward(gy[lo:hi].astype(np.float64),
+                                     x[lo:hi].astype(np.float64),
+                                     w.astype(np.float64), stride, 1,
+                                     groups=groups)[1]
+        tol = 1e-4 if dt == np.float32 else 1e-11
+        np.testing.assert_allclose(gw[q], ref_gw, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("fn", [F.conv2d, F.conv2d_backward])
+@pytest.mark.parametrize("x_shape,w_shape,groups,exc,pattern", [
+    ((2, 4, 5, 5), (4, 2, 3, 3), 0, ValueError,
+     r"\bgroups must be a positive int, got 0"),
+    ((2, 4, 5, 5), (4, 2, 3, 3), -2, ValueError,
+     r"\bgroups must be a positive int, got -2"),
+    ((2, 4, 5, 5), (4, 2, 3, 3), 2.0, TypeError,
+     r"\bgroups must be an int, got float 2\.0"),
+    ((2, 4, 5, 5), (4, 2, 3, 3), True, TypeError,
+     r"\bgroups must be an int, got bool"),
+    ((2, 4, 5, 5), (4, 2, 3, 3), "2", TypeError,
+     r"\bgroups must be an int, got str"),
+    ((2, 4, 5, 5), (4, 2, 3, 3), None, TypeError,
+     r"\bgroups must be an int, got NoneType"),
+    ((2, 6, 5, 5), (4, 2, 3, 3), 4, ValueError,
+     r"groups=4 must divide the 6 channels of x \(shape \(2, 6, 5, 5\)\)"),
+    ((2, 4, 5, 5), (6, 1, 3, 3), 4, ValueError,
+     r"groups=4 must divide the 6 filters of weight \(shape \(6, 1, 3, 3\)\)"),
+    ((2, 4, 5, 5), (4, 4, 3, 3), 2, ValueError,
+     r"with groups=2, weight must have 2 channels per filter .*"
+     r"got weight shape \(4, 4, 3, 3\)"),
+    ((2, 4, 5, 5), (4, 2, 3, 3), 4, ValueError,
+     r"with groups=4, weight must have 1 channels per filter"),
+])
+def test_grouped_conv2d_errors(fn, x_shape, w_shape, groups, exc, pattern):
+    x, w = np.zeros(x_shape), np.zeros(w_shape)
+    with pytest.raises(exc, match=pattern):
+        if fn is F.conv2d:
+            fn(x, w, groups=groups)
+        else:
+            fn(np.zeros((2, w_shape[0], 3, 3)), x, w, groups=groups)
+
+
+@pytest.mark.parametrize("groups,exc", [(0, ValueError), (3, ValueError),
+                                        (2.5, TypeError), (True, TypeError)])
+def test_kernel_binding_checks_groups(groups, exc):
+    from cnnkit import _kernels
+    x, w = np.zeros((1, 4, 5, 5)), np.zeros((4, 2, 3, 3))
+    with pytest.raises(exc, match=r"\bgroups\b"):
+        _kernels.conv2d_forward(x, w, None, (1, 1), (0,) * 4, (1, 1),
+                                groups=groups)
+    with pytest.raises(exc, match=r"\bgroups\b"):
+        _kernels.conv2d_backward(np.zeros((1, 4, 3, 3)), x, w, (1, 1),
+                                 (0,) * 4, (1, 1), groups=groups)
+
+
+# -- the layers: Conv2D(groups=...) and DepthwiseConv2D ----------------------
+def _torch_grouped_model(torch, c):
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, groups=c), nn.ReLU(),
+        nn.Conv2d(2 * c, 6, 1, groups=2), nn.ReLU(),
+        nn.Conv2d(6, 6, (3, 2), padding=1, dilation=(2, 1), groups=6,
+                  bias=False)).double()
+
+
+def _cnnkit_grouped_model(c):
+    import cnnkit
+    from cnnkit import layers as L
+    return cnnkit.Sequential([
+        L.DepthwiseConv2D(3, depth_multiplier=2, stride=2, padding=1),
+        L.ReLU(), L.Conv2D(6, 1, groups=2), L.ReLU(),
+        L.DepthwiseConv2D((3, 2), padding=1, dilation=(2, 1),
+                          use_bias=False)],
+        input_shape=(c, 11, 10), seed=0, dtype="float64")
+
+
+def test_grouped_layers_take_pytorch_state_dict_and_give_its_outputs(rng):
+    torch = require("torch")
+    torch.manual_seed(0)
+    theirs = _torch_grouped_model(torch, 4)
+    ours = _cnnkit_grouped_model(4)
+    state = {k: v.detach().numpy() for k, v in theirs.state_dict().items()}
+    ours_state = ours.state_dict()
+    assert [v.shape for v in ours_state.values()] == \
+        [v.shape for v in state.values()]
+    ours.set_weights(list(state.values()))
+    x = rng.standard_normal((3, 4, 11, 10))
+    np.testing.assert_allclose(ours(x),
+                               theirs(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_grouped_layers_parameter_counts_and_summary():
+    model = _cnnkit_grouped_model(4)
+    counts = [layer.count_params for layer in model.layers]
+    # depthwise 8 filters of 1x3x3 + 8 biases; 6 filters of 4x1x1 + 6;
+    # depthwise 6 filters of 1x3x2, no bias
+    assert counts == [8 * 9 + 8, 0, 6 * 4 + 6, 0, 6 * 6]
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "DepthwiseConv2D" in text and str(sum(counts)) in \
+        text.replace(",", "")
+
+
+def test_depthwise_conv2d_is_conv2d_with_groups_c():
+    import cnnkit
+    from cnnkit import layers as L
+    a = cnnkit.Sequential([L.DepthwiseConv2D(3, 2, padding=1), L.ReLU()],
+                          input_shape=(5, 9, 9), seed=3)
+    b = cnnkit.Sequential([L.Conv2D(10, 3, padding=1, groups=5), L.ReLU()],
+                          input_shape=(5, 9, 9), seed=3)
+    b.set_weights(a.get_weights())
+    x = np.random.default_rng(0).standard_normal((2, 5, 9, 9))
+    assert a(x).tobytes() == b(x).tobytes()
+    layer = a.layers[0]
+    assert (layer.filters, layer.groups) == (10, 5)
+    assert layer.get_config() == {
+        "kernel_size": [3, 3], "depth_multiplier": 2, "stride": [1, 1],
+        "padding": [1, 1], "dilation": [1, 1], "use_bias": True}
+    assert b.layers[0].get_config()["groups"] == 5
+
+
+@pytest.mark.parametrize("kwargs,shape,exc,pattern", [
+    (dict(filters=6, kernel_size=3, groups=4), None, ValueError,
+     r"groups=4 must divide filters=6"),
+    (dict(filters=6, kernel_size=3, groups=0), None, ValueError,
+     r"\bgroups\b"),
+    (dict(filters=6, kernel_size=3, groups=1.5), None, TypeError,
+     r"\bgroups\b"),
+    (dict(filters=6, kernel_size=3, groups=3), (4, 8, 8), ValueError,
+     r"groups=3 must divide the input channels.*\(4, 8, 8\)"),
+])
+def test_grouped_conv2d_layer_errors(kwargs, shape, exc, pattern):
+    from cnnkit import layers as L
+    with pytest.raises(exc, match=pattern):
+        L.Conv2D(**kwargs).build(shape or (6, 8, 8))
+
+
+@pytest.mark.parametrize("kwargs,exc", [
+    (dict(kernel_size=3, depth_multiplier=0), ValueError),
+    (dict(kernel_size=3, depth_multiplier=1.0), TypeError),
+    (dict(kernel_size=0), ValueError),
+])
+def test_depthwise_conv2d_layer_errors(kwargs, exc):
+    from cnnkit import layers as L
+    with pytest.raises(exc):
+        L.DepthwiseConv2D(**kwargs)
+    with pytest.raises(ValueError, match=r"DepthwiseConv2D expects input"):
+        L.DepthwiseConv2D(3).build((8, 8))
+
+
+def test_depthwise_model_trains_the_same_for_any_thread_count():
+    import cnnkit
+    from cnnkit import layers as L
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 3, 12, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 32)
+    runs = []
+    for nt in (1, 3):
+        with helpers.num_threads(nt):
+            model = cnnkit.Sequential([
+                L.DepthwiseConv2D(3, 2, padding=1), L.ReLU(),
+                L.Conv2D(8, 1, groups=2), L.ReLU(), L.GlobalAvgPool2D(),
+                L.Flatten(), L.Dense(3)], input_shape=(3, 12, 12), seed=1)
+            model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+            runs.append(model.flat_params.tobytes())
+    assert runs[0] == runs[1]
+
+
+# -- fuzzing the groups --------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+
+
+@st.composite
+def grouped_cases(draw):
+    groups = draw(st.integers(1, 4))
+    cg = draw(st.sampled_from([1, 1, 2, 3]))        # channels per group
+    kg = draw(st.integers(1, 3))                    # filters per group
+    r, s = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dil = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    pad = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    h = draw(st.integers(max(1, dil[0] * (r - 1) + 1 - 2 * pad[0]), 9))
+    w = draw(st.integers(max(1, dil[1] * (s - 1) + 1 - 2 * pad[1]), 9))
+    n = draw(st.integers(1, 3))
+    dt = draw(st.sampled_from([np.float32, np.float64]))
+    seed = draw(st.integers(0, 2 ** 16))
+    return groups, cg, kg, (n, r, s, h, w), stride, pad, dil, dt, seed
+
+
+@settings(max_examples=60, deadline=None)
+@given(grouped_cases(), st.sampled_from(["ok", "ok", "ok", "bad_groups",
+                                         "bad_weight"]))
+def test_fuzz_grouped_conv2d(case, mutation):
+    groups, cg, kg, (n, r, s, h, w), stride, pad, dil, dt, seed = case
+    c, k = groups * cg, groups * kg
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dt)
+    wt = rng.standard_normal((k, cg, r, s)).astype(dt)
+    b = rng.standard_normal(k).astype(dt)
+    hp = dict(stride=stride, padding=pad, dilation=dil)
+    if mutation == "bad_groups":
+        bad = rng.choice([0, -1, c + 1, 1.5, "2", None])
+        with pytest.raises((ValueError, TypeError), match=r"\bgroups\b"):
+            F.conv2d(x, wt, b, groups=bad, **hp)
+        return
+    if mutation == "bad_weight":
+        wt = np.zeros((k, cg + 1, r, s), dt)
+        with pytest.raises(ValueError, match=r"channels"):
+            F.conv2d(x, wt, b, groups=groups, **hp)
+        return
+    y = F.conv2d(x, wt, b, groups=groups, **hp)
+    gy = rng.standard_normal(y.shape).astype(dt)
+    gx, gw, gb = F.conv2d_backward(gy, x, wt, groups=groups, **hp)
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, wt, gy))
+    ey = ref.conv2d(x64, w64, b.astype(np.float64), groups=groups, **hp)
+    ex, ew, eb = ref.conv2d_backward(g64, x64, w64, groups=groups, **hp)
+    tol = 2e-4 if dt == np.float32 else 1e-11
+    for got, want in ((y, ey), (gx, ex), (gw, ew), (gb, eb)):
+        assert got.dtype == dt
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)

@@ -45,7 +45,13 @@ CASES = {
     "Concatenate": (dict(axis=1), [(2, 3, 4), (3, 3, 4)]),
     "BatchNorm2D": (dict(momentum=0.2, eps=1e-3), (3, 4, 5)),
     "BatchNorm1D": (dict(momentum=None), (5,)),
+    "DepthwiseConv2D": (dict(kernel_size=3, depth_multiplier=2, stride=(2, 1),
+                             padding=1, dilation=(1, 2)), (3, 7, 8)),
+    # more cases of a class: "<class>/<what>"
+    "Conv2D/groups": (dict(filters=6, kernel_size=(3, 2), stride=(1, 2),
+                           padding=1, groups=2), (4, 6, 7)),
 }
+NAMES = sorted(set(L.LAYERS) | set(CASES))
 
 N = 2           # samples per batch
 
@@ -56,7 +62,7 @@ def _case(name):
                     f"tests/test_layer_contract.py: add its constructor "
                     f"arguments and an input shape there", pytrace=False)
     kwargs, shape = CASES[name]
-    return L.LAYERS[name], kwargs, shape
+    return L.LAYERS[name.split("/")[0]], kwargs, shape
 
 
 def _model(name, seed=0):
@@ -74,6 +80,7 @@ def _model(name, seed=0):
 
 
 def _layer(model, name):
+    name = name.split("/")[0]
     return next(lay for lay in model.layers if type(lay).__name__ == name)
 
 
@@ -84,7 +91,7 @@ def _x(model, seed=1):
                            (N,) + model.input_shape)
 
 
-@pytest.mark.parametrize("name", sorted(L.LAYERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_build_returns_compute_output_shape(name):
     cls, kwargs, shape = _case(name)
     layer = cls(**kwargs)
@@ -95,7 +102,7 @@ def test_build_returns_compute_output_shape(name):
     assert layer.input_shape == want and layer.output_shape == out
 
 
-@pytest.mark.parametrize("name", sorted(L.LAYERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_backward_matches_finite_differences(name):
     """forward(x, training=True) and backward(grad) of the model's layer:
     the input gradient and every parameter gradient equal central finite
@@ -147,7 +154,7 @@ def test_backward_matches_finite_differences(name):
         layer.param_shapes(layer.input_shape)
 
 
-@pytest.mark.parametrize("name", sorted(L.LAYERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_weights_round_trip(name):
     model = _model(name)
     x = _x(model)
@@ -162,7 +169,7 @@ def test_weights_round_trip(name):
                for a, b in zip(model.get_weights(), new))
 
 
-@pytest.mark.parametrize("name", sorted(L.LAYERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_config_round_trip(name):
     model = _model(name, seed=4)
     layer = _layer(model, name)
@@ -176,7 +183,7 @@ def test_config_round_trip(name):
     assert clone(x).tobytes() == model(x).tobytes()
 
 
-@pytest.mark.parametrize("name", sorted(L.LAYERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_save_and_load_give_identical_outputs(name, tmp_path):
     model = _model(name, seed=5)
     path = tmp_path / "m.cnnkit"
@@ -187,7 +194,7 @@ def test_save_and_load_give_identical_outputs(name, tmp_path):
     assert loaded(x).tobytes() == model(x).tobytes()
 
 
-@pytest.mark.parametrize("name", sorted(L.LAYERS))
+@pytest.mark.parametrize("name", NAMES)
 def test_pickle_gives_identical_outputs(name):
     model = _model(name, seed=6)
     copy = pickle.loads(pickle.dumps(model))

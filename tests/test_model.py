@@ -520,15 +520,15 @@ def _rewrite(src, dst, version=None, config=None, optimizer=None):
 def test_unknown_layer_argument_names_it_and_the_versions(tmp_path):
     small_cnn().save(tmp_path / "m.cnnkit")
 
-    def grouped(cfg):
-        cfg["layers"][0]["config"]["groups"] = 2
+    def reflected(cfg):
+        cfg["layers"][0]["config"]["padding_mode"] = "reflect"
     path = _rewrite(tmp_path / "m.cnnkit", tmp_path / "new.cnnkit",
-                    version="0.3.0", config=grouped)
+                    version="0.3.0", config=reflected)
     with pytest.raises(ValueError) as info:
         cnnkit.load_model(path)
     message = str(info.value)
     assert "__init__" not in message
-    assert "unknown argument(s) ['groups'] for Conv2D" in message
+    assert "unknown argument(s) ['padding_mode'] for Conv2D" in message
     assert "kernel_size" in message                  # what Conv2D takes
     assert (f"written by cnnkit 0.3.0; this is cnnkit "
             f"{cnnkit.__version__}: upgrade cnnkit") in message

@@ -175,6 +175,11 @@ ARCHS = {
     "mlp": ((1, 6, 6), lambda: [
         L.Flatten(), L.Dense(16), L.ReLU(), L.Dropout(0.1), L.Dense(10)]),
     "conv_output": ((2, 6, 6), lambda: [L.Conv2D(3, 3), L.ReLU()]),
+    "depthwise_and_grouped": ((4, 11, 10), lambda: [
+        L.DepthwiseConv2D(3, depth_multiplier=2, stride=2, padding=1),
+        L.ReLU(), L.Conv2D(6, 1, groups=2), L.ReLU(),
+        L.DepthwiseConv2D((3, 2), padding="same", dilation=(2, 1),
+                          use_bias=False), L.Flatten(), L.Dense(3)]),
 }
 
 
@@ -1382,3 +1387,95 @@ def test_cli_export_mistakes_are_one_line_and_exit_2(
     assert_user_error(*_cli("export", str(tmp_path / "m.cnnkit"))[::2],
                        "OUT.onnx")
     assert not (tmp_path / "x.onnx").exists()
+
+
+# --------------------------------------------------------------------------
+# grouped and depthwise convolutions
+# --------------------------------------------------------------------------
+def test_grouped_conv_of_one_group_per_channel_imports_as_depthwise(
+        tmp_path):
+    # Conv2D(groups=C) is written as Conv with group=C, which reads back as
+    # DepthwiseConv2D; all three give onnxruntime's outputs
+    model = _randomize(cnnkit.Sequential(
+        [L.Conv2D(8, 3, padding=1, groups=4), L.ReLU(), L.Flatten(),
+         L.Dense(3)], input_shape=(4, 7, 6), seed=0))
+    path = tmp_path / "g.onnx"
+    cnnkit_onnx.export(model, path)
+    conv = _checked(path).graph.node[0]
+    assert conv.op_type == "Conv"
+    assert helper.get_attribute_value(
+        next(a for a in conv.attribute if a.name == "group")) == 4
+    same = cnnkit_onnx.load(path)
+    assert type(same.layers[0]).__name__ == "DepthwiseConv2D"
+    assert same.layers[0].depth_multiplier == 2
+    _same_weights(same, model)
+    x = _images((4, 7, 6), 3)
+    expected = _run(path, x)
+    _assert_close(model(x), expected)
+    _assert_close(same(x), expected)
+    assert np.array_equal(same(x), model(x))
+
+
+@pytest.mark.parametrize("group,k", [(2, 4), (4, 4), (4, 8), (1, 4)])
+def test_hand_built_grouped_conv_loads(group, k, tmp_path):
+    rng = np.random.default_rng(group * 10 + k)
+    w = rng.standard_normal((k, 4 // group, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv0",
+                              group=group, pads=[1, 1, 1, 1],
+                              strides=[2, 1]),
+             helper.make_node("Relu", ["c"], ["y"], name="relu0")]
+    proto = _graph_model(nodes, [_f32("x", ["N", 4, 9, 8])],
+                         [_f32("y", None)],
+                         [numpy_helper.from_array(w, "w"),
+                          numpy_helper.from_array(b, "b")])
+    path = _save_proto(tmp_path, proto)
+    model = cnnkit_onnx.load(path)
+    kind = "DepthwiseConv2D" if group == 4 else "Conv2D"
+    assert type(model.layers[0]).__name__ == kind
+    x = _images((4, 9, 8), 3)
+    _assert_close(model(x), _run(path, x, "x"))
+
+
+@pytest.mark.parametrize("group,w_shape,words", [
+    (3, (4, 1, 3, 3), ["'conv0'", "group=3", "4 channels"]),
+    (0, (4, 4, 3, 3), ["'conv0'", "group=0"]),
+    (2, (4, 1, 3, 3), ["'conv0'", "group=2 expects 2 input channels"]),
+])
+def test_bad_conv_groups_are_refused_by_name(group, w_shape, words,
+                                             tmp_path):
+    w = np.ones(w_shape, np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv0",
+                              group=group)]
+    proto = _graph_model(nodes, [_f32("x", ["N", 4, 8, 8])],
+                         [_f32("y", None)], [numpy_helper.from_array(w, "w")])
+    _load_error(_save_proto(tmp_path, proto), *words)
+
+
+@TORCH_WARNINGS
+def test_import_pytorch_grouped_and_depthwise(tmp_path):
+    torch = require("torch")
+    from torch import nn
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=4), nn.ReLU(),
+        nn.Conv2d(8, 8, 1, groups=2), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 6 * 6, 5))
+    net.eval()
+    x = _images((4, 12, 12), 5)
+    path = tmp_path / "torch.onnx"
+    torch.onnx.export(net, (torch.from_numpy(x[:1]),), os.fspath(path),
+                      dynamo=False, input_names=["input"],
+                      output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}})
+    model = cnnkit_onnx.load(path)
+    assert [type(la).__name__ for la in model.layers[:6]] == [
+        "DepthwiseConv2D", "ReLU", "Conv2D", "ReLU", "DepthwiseConv2D",
+        "ReLU"]
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    _assert_close(model(x), expected)
+    _assert_close(model(x), _run(path, x))
+    for w, t in zip(model.get_weights(), net.state_dict().values()):
+        assert np.array_equal(w, t.numpy())

@@ -13,6 +13,7 @@ cdef extern from "cnnkit.h" nogil:
         ptrdiff_t pad_h, pad_w
         ptrdiff_t dil_h, dil_w
         int im2col_only
+        ptrdiff_t groups
 
     ctypedef struct cnnkit_pool2d_geom:
         ptrdiff_t planes, h, w

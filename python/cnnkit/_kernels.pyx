@@ -326,20 +326,34 @@ cdef inline int64_t *_int64_data(object a) noexcept:
 # --------------------------------------------------------------------------
 cdef object _conv_geom(cnnkit_conv2d_geom *g, tuple xs, tuple ws,
                        object stride, object padding, object dilation,
-                       bint direct):
-    """Fill g from x shape (N,C,H,W), weight shape (K,C,R,S) and the
-    hyperparameters (direct=False: never the direct convolution paths);
-    returns the output shape."""
+                       bint direct, object groups=1):
+    """Fill g from x shape (N,C,H,W), weight shape (K,C/groups,R,S) and
+    the hyperparameters (direct=False: never the direct convolution
+    paths); returns the output shape."""
     fn = "conv2d"
     sh, sw = _pos_pair(stride, "stride", fn)
     dh, dw = _pos_pair(dilation, "dilation", fn)
     pt, pb, pl, pr = _pad4(padding, fn)
     n, c, h, w = xs
     k, c2, r, s = ws
-    if c != c2:
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
+        raise TypeError(f"{fn}: groups must be an int, got "
+                        f"{type(groups).__name__} {groups!r}")
+    ng = int(groups)
+    if ng < 1:
+        raise ValueError(f"{fn}: groups must be positive, got {ng}")
+    if c % ng or k % ng:
         raise ValueError(
-            f"{fn}: x has {c} channels (shape {xs}) but weight expects {c2} "
-            f"(shape {ws})")
+            f"{fn}: groups={ng} must divide the channels of x ({c}, shape "
+            f"{xs}) and the filters of weight ({k}, shape {ws})")
+    if c != c2 * ng:
+        if ng == 1:
+            raise ValueError(
+                f"{fn}: x has {c} channels (shape {xs}) but weight expects "
+                f"{c2} (shape {ws})")
+        raise ValueError(
+            f"{fn}: with groups={ng}, weight must have {c // ng} channels "
+            f"per filter (x has {c}, shape {xs}); got weight shape {ws}")
     if r <= 0 or s <= 0:
         raise ValueError(f"{fn}: kernel size must be positive, got weight "
                          f"shape {ws}")
@@ -366,25 +380,27 @@ cdef object _conv_geom(cnnkit_conv2d_geom *g, tuple xs, tuple ws,
     g.pad_h, g.pad_w = pt, pl
     g.dil_h, g.dil_w = dh, dw
     g.im2col_only = not direct
+    g.groups = ng
     return (n, k, oh, ow)
 
 
 def _conv_forward_path(x_shape, w_shape, stride, padding, dilation, dtype,
-                       *, bint direct=True):
+                       *, bint direct=True, groups=1):
     """"direct" or "im2col": the path conv2d_forward takes for these
     shapes (padding as (top, bottom, left, right)) and this ``direct``
     with the current threads."""
     cdef cnnkit_conv2d_geom g
     _conv_geom(&g, tuple(x_shape), tuple(w_shape), stride, padding,
-               dilation, direct)
+               dilation, direct, groups)
     f64 = np.dtype(dtype) == np.float64
     return ("direct" if cnnkit_conv_direct_applies(&g, _nthreads(), f64)
             else "im2col")
 
 
 def conv2d_forward(x, weight, bias, stride, padding, dilation,
-                   bint relu=False, out=None, *, bint direct=True):
-    """y (N,K,OH,OW) of x (N,C,H,W), weight (K,C,R,S), bias (K,) or None;
+                   bint relu=False, out=None, *, bint direct=True, groups=1):
+    """y (N,K,OH,OW) of x (N,C,H,W), weight (K,C/groups,R,S), bias (K,)
+    or None;
     padding is (top, bottom, left, right).  relu=True returns relu(y) from
     the same pass (the bits of relu_forward(y)); out, when given, is
     written instead of a new array.  direct=False never takes the direct
@@ -404,7 +420,7 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation,
     _same_dtype("conv2d", x, "x", weight, "weight")
     _same_dtype("conv2d", x, "x", bias, "bias")
     out_shape = _conv_geom(&g, x.shape, weight.shape, stride, padding,
-                           dilation, direct)
+                           dilation, direct, groups)
     y = _out(out, out_shape, x.dtype, "conv2d", "out")
     if y.size == 0:
         return y
@@ -429,7 +445,8 @@ cdef void _conv2d_forward(floating *t, y, x, weight, bias, bint relu, work,
 
 
 cdef tuple _conv_backward_args(grad_out, x, weight, stride, padding,
-                               dilation, bint direct, cnnkit_conv2d_geom *g):
+                               dilation, bint direct, cnnkit_conv2d_geom *g,
+                               object groups=1):
     """Checked (grad_out, x, weight) of a convolution's backward pass;
     fills g."""
     grad_out = _float_input(grad_out, "grad_out")
@@ -440,7 +457,7 @@ cdef tuple _conv_backward_args(grad_out, x, weight, stride, padding,
     _same_dtype("conv2d_backward", x, "x", weight, "weight")
     _same_dtype("conv2d_backward", x, "x", grad_out, "grad_out")
     out_shape = _conv_geom(g, x.shape, weight.shape, stride, padding,
-                           dilation, direct)
+                           dilation, direct, groups)
     if grad_out.shape != out_shape:
         raise ValueError(
             f"conv2d_backward: grad_out must have the output shape "
@@ -479,7 +496,7 @@ cdef void _conv2d_backward_data(floating *t, gx, grad_out, weight, work,
 def conv2d_backward(grad_out, x, weight, stride, padding, dilation,
                     bint need_input_grad=True, bint need_bias_grad=True,
                     gx_out=None, gw_out=None, gb_out=None, *,
-                    bint direct=True):
+                    bint direct=True, groups=1):
     """(grad_x or None, grad_weight, grad_bias or None); the *_out arrays,
     when given, are written and returned instead of new ones.  direct=False
     never takes the direct convolution paths (as for conv2d_forward); the
@@ -487,7 +504,7 @@ def conv2d_backward(grad_out, x, weight, stride, padding, dilation,
     cdef cnnkit_conv2d_geom g
     cdef int nt = _nthreads()
     grad_out, x, weight = _conv_backward_args(
-        grad_out, x, weight, stride, padding, dilation, direct, &g)
+        grad_out, x, weight, stride, padding, dilation, direct, &g, groups)
     dt = x.dtype
     gx = (_conv_input_grad(grad_out, x, weight, &g, nt, gx_out)
           if need_input_grad else None)
@@ -565,7 +582,7 @@ cdef tuple _parts_args(str fn, object bounds, object n, object gw_parts,
 def conv2d_backward_parts(grad_out, x, weight, stride, padding, dilation,
                           bounds, gw_parts, gb_parts,
                           bint need_input_grad=True, gx_out=None, *,
-                          bint direct=True):
+                          bint direct=True, groups=1):
     """conv2d_backward with the weight (and bias) gradients of each run of
     images [bounds[q], bounds[q+1]) written to gw_parts[q] (gb_parts[q]);
     returns grad_x or None.  Empty runs are not written.  direct=False:
@@ -573,7 +590,7 @@ def conv2d_backward_parts(grad_out, x, weight, stride, padding, dilation,
     cdef cnnkit_conv2d_geom g
     cdef int nt = _nthreads()
     grad_out, x, weight = _conv_backward_args(
-        grad_out, x, weight, stride, padding, dilation, direct, &g)
+        grad_out, x, weight, stride, padding, dilation, direct, &g, groups)
     cdef ptrdiff_t ws, bs
     b, ws, bs = _parts_args("conv2d_backward", bounds, x.shape[0], gw_parts,
                             weight.shape, gb_parts, x.dtype)

@@ -96,27 +96,30 @@ def conv_output_hw(hw, kernel_hw, stride, padding, dilation=(1, 1)):
 
 class Conv2DOp:
     """conv2d with a fixed geometry: stride (sh, sw), padding (top, bottom,
-    left, right), dilation (dh, dw)."""
+    left, right), dilation (dh, dw) and groups."""
 
-    __slots__ = ("stride", "padding", "dilation")
+    __slots__ = ("stride", "padding", "dilation", "groups")
 
-    def __init__(self, stride, padding, dilation):
+    def __init__(self, stride, padding, dilation, groups=1):
         self.stride = tuple(stride)
         self.padding = tuple(padding)
         self.dilation = tuple(dilation)
+        self.groups = int(groups)
 
     def forward(self, x, weight, bias, relu=False, out=None):
         """y (N,K,OH,OW) = conv(x, weight) + bias, then max(0, y) when
         ``relu`` (the bits of a separate ReLU)."""
         return _kernels.conv2d_forward(x, weight, bias, self.stride,
-                                       self.padding, self.dilation, relu, out)
+                                       self.padding, self.dilation, relu, out,
+                                       groups=self.groups)
 
     def backward(self, grad, x, weight, input_grad=True, bias=True,
                  gx=None, gw=None, gb=None):
         """(grad_x or None, grad_weight, grad_bias or None)."""
         return _kernels.conv2d_backward(grad, x, weight, self.stride,
                                         self.padding, self.dilation,
-                                        input_grad, bias, gx, gw, gb)
+                                        input_grad, bias, gx, gw, gb,
+                                        groups=self.groups)
 
     def backward_parts(self, grad, x, weight, bounds, gw_parts, gb_parts,
                        input_grad=True, gx=None):
@@ -125,7 +128,7 @@ class Conv2DOp:
         returns the input gradient (or None)."""
         return _kernels.conv2d_backward_parts(
             grad, x, weight, self.stride, self.padding, self.dilation,
-            bounds, gw_parts, gb_parts, input_grad, gx)
+            bounds, gw_parts, gb_parts, input_grad, gx, groups=self.groups)
 
 
 class MaxPool2DOp:

@@ -7,7 +7,10 @@ groups:
 
 ``kernels``
     LeNet-size kernels: conv2d forward and backward (LeNet-5's two
-    convolutions), max pooling forward and backward, ReLU, dense forward and
+    convolutions; depthwise 3x3 convolutions of 32 x 64 x 56 x 56 and
+    32 x 128 x 28 x 28 at stride 1 and 2, and a 3x3 convolution of 8
+    groups on 32 x 128 x 28 x 28), max pooling forward and backward, ReLU,
+    dense forward and
     backward, softmax cross-entropy (loss and gradient); in full mode also a
     1024 x 1024 x 1024 dense layer.
 ``lenet``
@@ -145,46 +148,55 @@ def _api(fw):
     return reference
 
 
-def _conv(group, n, c, h, k, r, pad, passes):
-    """Conv2d of x (n, c, h, h) with k filters r x r, stride 1; ``passes``
-    among "fwd", "bwd" (the gradients of x, weight and bias from the
-    output's) and "fwd+bwd"."""
-    oh = h + 2 * pad - r + 1
-    flops = 2 * n * k * oh * oh * c * r * r
-    shape = f"{n}x{c}x{h}x{h} * {k}x{c}x{r}x{r} p{pad}"
+def _conv(group, n, c, h, k, r, pad, passes, stride=1, groups=1):
+    """Conv2d of x (n, c, h, h) with k filters r x r (of c / groups
+    channels); ``passes`` among "fwd", "bwd" (the gradients of x, weight
+    and bias from the output's) and "fwd+bwd"."""
+    oh = (h + 2 * pad - r) // stride + 1
+    cg = c // groups
+    flops = 2 * n * k * oh * oh * cg * r * r
+    shape = f"{n}x{c}x{h}x{h} * {k}x{cg}x{r}x{r} p{pad}"
+    if stride != 1:
+        shape += f" s{stride}"
+    if groups != 1:
+        shape += f" g{groups}"
+    hp = dict(padding=pad, stride=stride, groups=groups)
+    name = "conv2d" if groups == 1 else \
+        "depthwise" if groups == c else "grouped conv"
 
     def build(fw, kind):
-        x, w, b, g = _arrays((n, c, h, h), (k, c, r, r), (k,), (n, k, oh, oh))
+        x, w, b, g = _arrays((n, c, h, h), (k, cg, r, r), (k,),
+                             (n, k, oh, oh))
         if fw != "torch":
             api = _api(fw)
             if kind == "fwd":
-                return lambda: api.conv2d(x, w, b, padding=pad)
+                return lambda: api.conv2d(x, w, b, **hp)
             if kind == "bwd":
-                return lambda: api.conv2d_backward(g, x, w, padding=pad)
+                return lambda: api.conv2d_backward(g, x, w, **hp)
 
             def step():
-                api.conv2d(x, w, b, padding=pad)
-                return api.conv2d_backward(g, x, w, padding=pad)
+                api.conv2d(x, w, b, **hp)
+                return api.conv2d_backward(g, x, w, **hp)
             return step
         import torch
         import torch.nn.functional as TF
         tx, tw, tb, tg = (torch.from_numpy(a) for a in (x, w, b, g))
         if kind == "fwd":
-            return lambda: TF.conv2d(tx, tw, tb, padding=pad)
+            return lambda: TF.conv2d(tx, tw, tb, **hp)
         if kind == "bwd":
             return lambda: torch.ops.aten.convolution_backward(
-                tg, tx, tw, [k], [1, 1], [pad, pad], [1, 1], False, [0, 0],
-                1, [True, True, True])
+                tg, tx, tw, [k], [stride, stride], [pad, pad], [1, 1], False,
+                [0, 0], groups, [True, True, True])
         txg, twg, tbg = (t.clone().requires_grad_() for t in (tx, tw, tb))
 
         def step():
-            out = TF.conv2d(txg, twg, tbg, padding=pad)
+            out = TF.conv2d(txg, twg, tbg, **hp)
             return torch.autograd.grad(out, (txg, twg, tbg), tg)
         return step
 
     fws = FRAMEWORKS if group == "kernels" else ("cnnkit", "torch")
     work = {"fwd": flops, "bwd": 2 * flops, "fwd+bwd": 3 * flops}
-    return [Workload(group, f"conv2d {kind}", shape,
+    return [Workload(group, f"{name} {kind}", shape,
                      lambda fw, kind=kind: build(fw, kind), fws,
                      flops=work[kind]) for kind in passes]
 
@@ -504,6 +516,14 @@ def workloads(config):
         else:
             out += _conv("kernels", 32, 1, 28, 6, 5, 2, ("fwd", "bwd"))
             out += _conv("kernels", 32, 6, 14, 16, 5, 0, ("fwd", "bwd"))
+            # depthwise 3x3 (MobileNet's blocks) and a grouped 3x3
+            # (ResNeXt's, 8 groups of 16 channels)
+            for c, h in ((64, 56), (128, 28)):
+                for stride in (1, 2):
+                    out += _conv("kernels", 32, c, h, c, 3, 1,
+                                 ("fwd", "bwd"), stride, c)
+            out += _conv("kernels", 32, 128, 28, 128, 3, 1, ("fwd", "bwd"),
+                         1, 8)
             out += _pool(32, 6, 28)
             out += _relu((32, 6, 28, 28))
             out += _dense(32, 400, 120)

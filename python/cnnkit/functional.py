@@ -132,11 +132,40 @@ def _check_ndim(arr, allowed, name, fn, layout):
 # --------------------------------------------------------------------------
 # conv2d
 # --------------------------------------------------------------------------
-def _conv_args(fn, x, weight, stride, padding, dilation):
+def _conv_groups(groups, x_shape, w_shape, fn):
+    """``groups`` checked against x (N, C, H, W) and weight
+    (K, C/groups, R, S)."""
+    if not is_int(groups):
+        raise TypeError(f"{fn}: groups must be an int, got "
+                        f"{type(groups).__name__} {groups!r}")
+    groups = int(groups)
+    if groups < 1:
+        raise ValueError(f"{fn}: groups must be a positive int, got {groups}")
+    c, k = x_shape[1], w_shape[0]
+    if groups == 1:
+        return groups               # (the channel check is the caller's)
+    if c % groups:
+        raise ValueError(
+            f"{fn}: groups={groups} must divide the {c} channels of x "
+            f"(shape {tuple(x_shape)})")
+    if k % groups:
+        raise ValueError(
+            f"{fn}: groups={groups} must divide the {k} filters of weight "
+            f"(shape {tuple(w_shape)})")
+    if w_shape[1] != c // groups:
+        raise ValueError(
+            f"{fn}: with groups={groups}, weight must have {c // groups} "
+            f"channels per filter (x has {c}, shape {tuple(x_shape)}); got "
+            f"weight shape {tuple(w_shape)}")
+    return groups
+
+
+def _conv_args(fn, x, weight, stride, padding, dilation, groups=1):
     """Validated arrays (4-D forms) and hyperparameters for conv2d.
 
-    Returns x4, w4, stride, pad4, dilation and how to shape the result:
-    "2d" (2-D image and kernel), "3d" (one unbatched image) or "4d"."""
+    Returns x4, w4, stride, pad4, dilation, groups and how to shape the
+    result: "2d" (2-D image and kernel), "3d" (one unbatched image) or
+    "4d"."""
     x = _as_array(x, "x", fn)
     weight = _as_array(weight, "weight", fn)
     if x.ndim == 2 and weight.ndim == 2:
@@ -151,17 +180,18 @@ def _conv_args(fn, x, weight, stride, padding, dilation):
         form = "3d" if x.ndim == 3 else "4d"
         x4 = x[None] if x.ndim == 3 else x
         w4 = weight
-    if x4.shape[1] != w4.shape[1]:
+    groups = _conv_groups(groups, x4.shape, w4.shape, fn)
+    if groups == 1 and x4.shape[1] != w4.shape[1]:
         raise ValueError(
             f"{fn}: x has {x4.shape[1]} channels (shape {x.shape}) but "
             f"weight expects {w4.shape[1]} (shape {weight.shape})")
     stride = _positive_pair(stride, "stride", fn)
     dilation = _positive_pair(dilation, "dilation", fn)
     pad4 = _conv_padding(padding, w4.shape[2:], stride, dilation, fn)
-    return x4, w4, stride, pad4, dilation, form
+    return x4, w4, stride, pad4, dilation, groups, form
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     r"""2-D convolution (cross-correlation, no kernel flip), as in PyTorch.
 
     Parameters
@@ -170,8 +200,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
         Input images.  One image ``(C, H, W)`` gives a result without the
         batch axis; a 2-D image with a 2-D ``weight`` is one image with one
         channel and gives a 2-D result.
-    weight : array_like of shape (K, C, R, S)
-        K filters of C channels, R rows and S columns.
+    weight : array_like of shape (K, C / groups, R, S)
+        K filters of C / groups channels, R rows and S columns.
     bias : array_like of shape (K,), optional
         Added to every output position of each filter.
     stride, dilation : int or (int, int), default 1
@@ -179,6 +209,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     padding : int, (int, int), "valid" or "same", default 0
         Zeros added on each side.  ``"same"`` (stride 1 only) keeps H and W,
         putting the odd extra row/column at the bottom/right as PyTorch does.
+    groups : int, default 1
+        Grouped convolution, as PyTorch's ``groups``: the C channels and the
+        K filters are cut into ``groups`` equal runs and filter run q sees
+        only channel run q.  ``groups == C`` (with K a multiple of C) is the
+        depthwise convolution.
 
     Returns
     -------
@@ -188,20 +223,25 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     Raises
     ------
     ValueError
-        Wrong ndim, channel mismatch, non-positive stride or dilation,
-        negative padding, or a kernel larger than the padded input.
+        Wrong ndim, channel mismatch, non-positive stride, dilation or
+        groups, groups not dividing C and K, negative padding, or a kernel
+        larger than the padded input.
     TypeError
-        A dtype cnnkit cannot compute with (complex, object, ...).
+        A dtype cnnkit cannot compute with (complex, object, ...), or
+        ``groups`` not an int.
 
     Notes
     -----
     .. math::
 
         y_{n,k,i,j} = b_k + \sum_{c,r,s} w_{k,c,r,s}\,
-            x_{n,c,\,i s_h - p_h + r d_h,\; j s_w - p_w + s d_w}
+            x_{n,\,q C_g + c,\,i s_h - p_h + r d_h,\; j s_w - p_w + s d_w}
 
-    with :math:`OH = \lfloor (H + 2p_h - d_h (R-1) - 1) / s_h \rfloor + 1`
-    and likewise OW.
+    where :math:`C_g = C / \text{groups}`, :math:`q = \lfloor k / (K /
+    \text{groups}) \rfloor` is the group of filter k and c runs over
+    :math:`0 \ldots C_g - 1` (with one group, q = 0 and c over all
+    channels); :math:`OH = \lfloor (H + 2p_h - d_h (R-1) - 1) / s_h
+    \rfloor + 1` and likewise OW.
 
     Examples
     --------
@@ -221,14 +261,17 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
                 type(bias) is np.ndarray and bias.dtype == x.dtype)) and \
             type(stride) is int and type(padding) is int and \
             type(dilation) is int and stride >= 1 and dilation >= 1 and \
-            padding >= 0 and x.shape[1] == weight.shape[1]:
+            padding >= 0 and type(groups) is int and groups >= 1 and \
+            x.shape[1] == weight.shape[1] * groups and \
+            weight.shape[0] % groups == 0:
         # batched arrays of one float dtype, valid int hyperparameters:
         # nothing to normalise (the kernel checks the rest, with these
         # messages)
         return _kernels.conv2d_forward(x, weight, bias, (stride, stride),
-                                       (padding,) * 4, (dilation, dilation))
-    x4, w4, stride, pad4, dilation, form = _conv_args(
-        fn, x, weight, stride, padding, dilation)
+                                       (padding,) * 4, (dilation, dilation),
+                                       groups=groups)
+    x4, w4, stride, pad4, dilation, groups, form = _conv_args(
+        fn, x, weight, stride, padding, dilation, groups)
     if bias is not None:
         bias = _as_array(bias, "bias", fn)
         if form == "2d" and bias.ndim == 0:
@@ -239,7 +282,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
                 f"shape {np.shape(weight)}, got {bias.shape}")
     dt = _compute_dtype(x4, w4, bias)
     y = _kernels.conv2d_forward(_cast(x4, dt), _cast(w4, dt), _cast(bias, dt),
-                                stride, pad4, dilation)
+                                stride, pad4, dilation, groups=groups)
     if form == "2d":
         return y[0, 0]
     if form == "3d":
@@ -248,14 +291,14 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
 
 
 def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
-                    bias=True, input_grad=True):
+                    bias=True, input_grad=True, groups=1):
     r"""Gradients of :func:`conv2d` with respect to x, weight and bias.
 
     Parameters
     ----------
     grad_out : array_like of shape (N, K, OH, OW)
         Gradient of the loss with respect to the output of the convolution.
-    x, weight, stride, padding, dilation
+    x, weight, stride, padding, dilation, groups
         As given to :func:`conv2d` (including the 2-D and unbatched forms).
     bias : bool, default True
         Whether to compute the bias gradient.
@@ -279,7 +322,9 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
 
     and :math:`\partial L / \partial x` scatters :math:`g_{n,k,i,j}\,
     w_{k,c,r,s}` back onto the input position each tap read (a transposed
-    convolution).  Gradients are overwritten, never accumulated.
+    convolution).  With groups, channel c of the weight is channel
+    :math:`q C_g + c` of x for the group q of filter k (as in
+    :func:`conv2d`).  Gradients are overwritten, never accumulated.
 
     Examples
     --------
@@ -304,8 +349,8 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
         raise TypeError(
             f"{fn}: bias must be True or False (whether to return the bias "
             f"gradient), got {type(bias).__name__}")
-    x4, w4, stride, pad4, dilation, form = _conv_args(
-        fn, x, weight, stride, padding, dilation)
+    x4, w4, stride, pad4, dilation, groups, form = _conv_args(
+        fn, x, weight, stride, padding, dilation, groups)
     g = _as_array(grad_out, "grad_out", fn)
     g4 = {"2d": lambda a: a[None, None] if a.ndim == 2 else a,
           "3d": lambda a: a[None] if a.ndim == 3 else a,
@@ -313,7 +358,7 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1,
     dt = _compute_dtype(x4, w4, g4)
     gx, gw, gb = _kernels.conv2d_backward(
         _cast(g4, dt), _cast(x4, dt), _cast(w4, dt), stride, pad4, dilation,
-        bool(input_grad), bool(bias))
+        bool(input_grad), bool(bias), groups=groups)
     if form == "2d":
         return None if gx is None else gx[0, 0], gw[0, 0], gb
     if form == "3d":

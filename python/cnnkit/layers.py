@@ -43,9 +43,9 @@ from ._context import as_context
 from ._graph import Node, symbolic_args
 
 __all__ = [
-    "Layer", "Conv2D", "ReLU", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
-    "Flatten", "Dense", "Dropout", "Add", "Multiply", "Concatenate",
-    "BatchNorm2D", "BatchNorm1D", "LAYERS",
+    "Layer", "Conv2D", "DepthwiseConv2D", "ReLU", "MaxPool2D", "AvgPool2D",
+    "GlobalAvgPool2D", "Flatten", "Dense", "Dropout", "Add", "Multiply",
+    "Concatenate", "BatchNorm2D", "BatchNorm1D", "LAYERS",
 ]
 
 # Numbers given to unnamed layers, per name prefix.
@@ -548,6 +548,11 @@ class Conv2D(_Affine):
     stride, dilation : int or (int, int), default 1
     padding : int, (int, int), "valid" or "same", default 0
     use_bias : bool, default True
+    groups : int, default 1
+        Grouped convolution (PyTorch's ``groups``): the input channels and
+        the filters are cut into ``groups`` equal runs, and filter run q
+        sees only channel run q; the weight is ``(filters, C / groups, R,
+        S)``.  ``groups`` must divide ``filters`` and the input channels.
 
     Examples
     --------
@@ -557,14 +562,27 @@ class Conv2D(_Affine):
     (16, 16, 16)
     >>> conv.param_shapes((3, 32, 32))
     {'weight': (16, 3, 3, 3), 'bias': (16,)}
+    >>> Conv2D(16, 3, groups=4).param_shapes((8, 32, 32))
+    {'weight': (16, 2, 3, 3), 'bias': (16,)}
     """
 
     forward_epilogues = frozenset({"relu"})
 
     def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1,
-                 use_bias=True, name=None):
+                 use_bias=True, groups=1, name=None):
         super().__init__(name)
-        cls = "Conv2D"
+        cls = type(self).__name__
+        self.groups = check_int(groups, "groups", 1, cls)
+        self._init_geometry(filters, kernel_size, stride, padding, dilation,
+                            use_bias)
+        if self.filters % self.groups:
+            raise ValueError(
+                f"{cls}: groups={self.groups} must divide filters="
+                f"{self.filters}")
+
+    def _init_geometry(self, filters, kernel_size, stride, padding, dilation,
+                       use_bias):
+        cls = type(self).__name__
         self.filters = check_int(filters, "filters", 1, cls)
         self.kernel_size = check_pair(kernel_size, "kernel_size", 1, cls)
         self.stride = check_pair(stride, "stride", 1, cls)
@@ -579,14 +597,19 @@ class Conv2D(_Affine):
                                  self.dilation, cls)
         self.padding = padding
         self.use_bias = bool(use_bias)
-        self._op = _ops.Conv2DOp(self.stride, pad4, self.dilation)
+        self._op = _ops.Conv2DOp(self.stride, pad4, self.dilation,
+                                 self.groups)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(
-                f"Conv2D expects input of shape (C, H, W) per sample; got "
-                f"{tuple(input_shape)}")
+                f"{type(self).__name__} expects input of shape (C, H, W) per "
+                f"sample; got {tuple(input_shape)}")
         c, h, w = input_shape
+        if c % self.groups:
+            raise ValueError(
+                f"Conv2D: groups={self.groups} must divide the input "
+                f"channels; got input of shape {tuple(input_shape)}")
         oh, ow = _ops.conv_output_hw((h, w), self.kernel_size, self.stride,
                                      self._op.padding, self.dilation)
         if oh < 1 or ow < 1:
@@ -597,14 +620,101 @@ class Conv2D(_Affine):
         return (self.filters, oh, ow)
 
     def param_shapes(self, input_shape):
-        shapes = {"weight": (self.filters, input_shape[0]) + self.kernel_size}
+        shapes = {"weight": (self.filters, input_shape[0] // self.groups) +
+                  self.kernel_size}
         if self.use_bias:
             shapes["bias"] = (self.filters,)
         return shapes
 
     def get_config(self):
-        return {"filters": self.filters,
-                "kernel_size": list(self.kernel_size),
+        config = {"filters": self.filters,
+                  "kernel_size": list(self.kernel_size),
+                  "stride": list(self.stride),
+                  "padding": (self.padding if isinstance(self.padding, str)
+                              else list(self.padding)),
+                  "dilation": list(self.dilation),
+                  "use_bias": self.use_bias}
+        if self.groups != 1:
+            config["groups"] = self.groups
+        return config
+
+
+class DepthwiseConv2D(Conv2D):
+    """Depthwise 2-D convolution: each input channel convolved on its own
+    with ``depth_multiplier`` filters of its own, PyTorch's
+    ``nn.Conv2d(C, C * depth_multiplier, kernel_size, groups=C)``.
+
+    Output channel ``c * depth_multiplier + m`` is input channel ``c``
+    convolved with filter ``m`` of that channel.  The number of filters,
+    ``C * depth_multiplier``, and the group count ``C`` are fixed when the
+    layer is built for an input of C channels; the weight is ``(C *
+    depth_multiplier, 1, R, S)``, the layout of PyTorch's ``state_dict``.
+
+    Parameters
+    ----------
+    kernel_size : int or (int, int)
+    depth_multiplier : int, default 1
+        Filters per input channel.
+    stride, dilation : int or (int, int), default 1
+    padding : int, (int, int), "valid" or "same", default 0
+    use_bias : bool, default True
+
+    Examples
+    --------
+    >>> from cnnkit.layers import DepthwiseConv2D
+    >>> conv = DepthwiseConv2D(3, depth_multiplier=2, padding=1)
+    >>> conv.build((8, 32, 32))
+    (16, 32, 32)
+    >>> conv.param_shapes((8, 32, 32))
+    {'weight': (16, 1, 3, 3), 'bias': (16,)}
+    """
+
+    def __init__(self, kernel_size, depth_multiplier=1, stride=1, padding=0,
+                 dilation=1, use_bias=True, name=None):
+        _Affine.__init__(self, name)
+        cls = "DepthwiseConv2D"
+        self.depth_multiplier = check_int(depth_multiplier,
+                                          "depth_multiplier", 1, cls)
+        self.groups = 1         # the input channels, once built
+        self._init_geometry(self.depth_multiplier, kernel_size, stride,
+                            padding, dilation, use_bias)
+
+    def _for_channels(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"DepthwiseConv2D expects input of shape (C, H, W) per "
+                f"sample; got {tuple(input_shape)}")
+        return int(input_shape[0])
+
+    def compute_output_shape(self, input_shape):
+        c = self._for_channels(input_shape)
+        oh, ow = _ops.conv_output_hw(input_shape[1:], self.kernel_size,
+                                     self.stride, self._op.padding,
+                                     self.dilation)
+        if oh < 1 or ow < 1:
+            raise ValueError(
+                f"DepthwiseConv2D: kernel {self.kernel_size} (dilation "
+                f"{self.dilation}, padding {self.padding!r}) does not fit in "
+                f"an input of shape {tuple(input_shape)}")
+        return (c * self.depth_multiplier, oh, ow)
+
+    def param_shapes(self, input_shape):
+        c = self._for_channels(input_shape)
+        shapes = {"weight": (c * self.depth_multiplier, 1) + self.kernel_size}
+        if self.use_bias:
+            shapes["bias"] = (c * self.depth_multiplier,)
+        return shapes
+
+    def build(self, input_shape):
+        out = super().build(input_shape)
+        c = self._for_channels(self.input_shape)
+        self.groups = self._op.groups = c
+        self.filters = c * self.depth_multiplier
+        return out
+
+    def get_config(self):
+        return {"kernel_size": list(self.kernel_size),
+                "depth_multiplier": self.depth_multiplier,
                 "stride": list(self.stride),
                 "padding": (self.padding if isinstance(self.padding, str)
                             else list(self.padding)),
@@ -1346,4 +1456,4 @@ class BatchNorm1D(BatchNorm2D):
 LAYERS = {cls.__name__: cls for cls in
           (Conv2D, ReLU, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten,
            Dense, Dropout, Add, Multiply, Concatenate, BatchNorm2D,
-           BatchNorm1D)}
+           BatchNorm1D, DepthwiseConv2D)}

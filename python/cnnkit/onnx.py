@@ -27,7 +27,8 @@ and read by every call of the layer.
 cnnkit layer       ONNX
 =================  ====================================================
 Conv2D             ``Conv`` (``pads`` explicit; ``"same"`` becomes the
-                   pads it stands for)
+                   pads it stands for; ``group`` is the layer's groups)
+DepthwiseConv2D    ``Conv`` with ``group`` = C, the input's channels
 ReLU               ``Relu``
 MaxPool2D          ``MaxPool`` (explicit pads, no ``ceil_mode``)
 AvgPool2D          ``AveragePool`` (explicit pads and
@@ -211,7 +212,7 @@ def _layer_nodes(layer, name, xs, param, make):
                     kernel_shape=list(layer.kernel_size),
                     strides=list(layer.stride),
                     dilations=list(layer.dilation), pads=_conv_pads(layer),
-                    group=1)
+                    group=int(layer.groups))
     if isinstance(layer, L.ReLU):
         return make("Relu", name, xs)
     if isinstance(layer, L.AvgPool2D):           # before MaxPool2D: subclass
@@ -1063,21 +1064,25 @@ class _Importer:
         w = self.static(node.input[1], "the weight")
         b = self.static(node.input[2], "the bias") if len(node.input) > 2 \
             and node.input[2] else None
-        if a.get("group", 1) != 1:
-            self.fail(f"attribute group={a['group']} is not supported "
-                      f"(cnnkit's Conv2D is a full convolution, group 1)")
         if not isinstance(w, np.ndarray) or w.ndim != 4:
             self.fail(f"the weight must be 4-D (K, C, R, S), got shape "
                       f"{list(np.shape(w))}")
+        group = a.get("group", 1)
+        if not is_int(group) or group < 1 or self.cur[0] % group or \
+                w.shape[0] % group:
+            self.fail(f"attribute group={group!r} must be a positive int "
+                      f"dividing the input's {self.cur[0]} channels and the "
+                      f"weight's {w.shape[0]} filters")
+        group = int(group)
         self._check_dtype(w, "weight")
         kernel = list(w.shape[2:])
         if "kernel_shape" in a and list(a["kernel_shape"]) != kernel:
             self.fail(f"attribute kernel_shape={list(a['kernel_shape'])} does "
                       f"not match the weight's shape {list(w.shape)}")
-        if w.shape[1] != self.cur[0]:
-            self.fail(f"the weight of shape {list(w.shape)} expects "
-                      f"{w.shape[1]} input channels; the input has "
-                      f"{self.cur[0]}")
+        if w.shape[1] * group != self.cur[0]:
+            self.fail(f"the weight of shape {list(w.shape)} with group="
+                      f"{group} expects {w.shape[1] * group} input channels; "
+                      f"the input has {self.cur[0]}")
         stride = _ints(a.get("strides", [1, 1]), 2, "strides", self.fail, 1)
         dilation = _ints(a.get("dilations", [1, 1]), 2, "dilations",
                          self.fail, 1)
@@ -1103,10 +1108,16 @@ class _Importer:
         params = {"weight": w}
         if b is not None:
             params["bias"] = b
-        self._add_layer(L.Conv2D(int(w.shape[0]), tuple(kernel),
-                                 tuple(stride), padding, tuple(dilation),
-                                 use_bias=b is not None), params,
-                        ("Conv", *node.input[1:3]))
+        if group > 1 and group == self.cur[0]:
+            # one group per channel: the depthwise convolution
+            layer = L.DepthwiseConv2D(
+                tuple(kernel), int(w.shape[0]) // group, tuple(stride),
+                padding, tuple(dilation), use_bias=b is not None)
+        else:
+            layer = L.Conv2D(int(w.shape[0]), tuple(kernel), tuple(stride),
+                             padding, tuple(dilation), use_bias=b is not None,
+                             groups=group)
+        self._add_layer(layer, params, ("Conv", *node.input[1:3]))
 
     def _check_dtype(self, arr, what):
         if arr.dtype != self.dtype:

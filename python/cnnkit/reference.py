@@ -338,7 +338,7 @@ def _window(out_index, stride, kernel, dilation):
 # ---------------------------------------------------------------------------
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     r"""2-D convolution (cross-correlation) of a batch of images.
 
     Parameters
@@ -346,8 +346,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     x : array_like, shape (N, C, H, W)
         Input images. A 2-D ``(H, W)`` array together with a 2-D ``(R, S)``
         ``weight`` is taken as one image with one channel.
-    weight : array_like, shape (K, C, R, S)
-        ``K`` filters of ``C`` channels each.
+    weight : array_like, shape (K, C / groups, R, S)
+        ``K`` filters of ``C / groups`` channels each.
     bias : array_like, shape (K,), optional
         One value added to each output channel.
     stride : int or pair of int, optional
@@ -358,6 +358,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
         Default 0.
     dilation : int or pair of int, optional
         Spacing ``(dh, dw)`` between kernel taps. Default 1.
+    groups : int, optional
+        The channels and the filters are cut into ``groups`` equal runs;
+        filter run ``q`` sees only channel run ``q``. ``groups == C`` is the
+        depthwise convolution. Default 1.
 
     Returns
     -------
@@ -376,7 +380,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
             \tilde x_{n,\,c,\; i s_h + r d_h,\; j s_w + s d_w}\; w_{k,c,r,s}
 
     and :math:`OH = \lfloor (H + 2p_h - d_h(R-1) - 1) / s_h \rfloor + 1`
-    (likewise for :math:`OW`).
+    (likewise for :math:`OW`).  With groups, the sum over :math:`c` runs
+    only over the channels of filter :math:`k`'s group (the loop over
+    groups below).
 
     Examples
     --------
@@ -399,6 +405,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
 
     N, C, H, W = x.shape
     K, _, R, S = weight.shape
+    Cg, Kg = C // groups, K // groups  # channels and filters of one group
     sh, sw = _pair(stride)
     dh, dw = _pair(dilation)
     (pt, pb), (pl, pr) = _conv_padding(padding, (R, S), (sh, sw), (dh, dw))
@@ -406,20 +413,25 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
 
     x_padded = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     y = np.empty((N, K, OH, OW), dtype=dtype)
-    for oh in range(OH):
-        for ow in range(OW):
-            rows = _window(oh, sh, R, dh)
-            cols = _window(ow, sw, S, dw)
-            region = x_padded[:, :, rows, cols]  # (N, C, R, S)
-            # multiply by each kernel and sum over (C, R, S) -> (N, K)
-            y[:, :, oh, ow] = np.tensordot(region, weight, axes=([1, 2, 3], [1, 2, 3]))
+    for q in range(groups):
+        cs = slice(q * Cg, (q + 1) * Cg)  # the group's input channels
+        ks = slice(q * Kg, (q + 1) * Kg)  # and its filters
+        for oh in range(OH):
+            for ow in range(OW):
+                rows = _window(oh, sh, R, dh)
+                cols = _window(ow, sw, S, dw)
+                region = x_padded[:, cs, rows, cols]  # (N, Cg, R, S)
+                # multiply by each kernel and sum over (Cg, R, S) -> (N, Kg)
+                y[:, ks, oh, ow] = np.tensordot(region, weight[ks],
+                                                axes=([1, 2, 3], [1, 2, 3]))
 
     if bias is not None:
         y += bias.astype(dtype, copy=False).reshape(1, K, 1, 1)
     return y[0, 0] if single_image else y
 
 
-def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=True):
+def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=True,
+                    groups=1):
     r"""Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
     Parameters
@@ -428,18 +440,20 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
         Gradient of the loss with respect to the convolution's output.
     x : array_like, shape (N, C, H, W)
         The forward input.
-    weight : array_like, shape (K, C, R, S)
+    weight : array_like, shape (K, C / groups, R, S)
         The forward weight.
     stride, padding, dilation
         As in :func:`conv2d` (``padding`` may be ``"valid"`` or ``"same"``).
     bias : bool, optional
         Whether the forward pass had a bias; if false no bias gradient is
         computed. Default True.
+    groups : int, optional
+        As in :func:`conv2d`. Default 1.
 
     Returns
     -------
     grad_x : ndarray, shape (N, C, H, W)
-    grad_weight : ndarray, shape (K, C, R, S)
+    grad_weight : ndarray, shape (K, C / groups, R, S)
     grad_bias : ndarray, shape (K,), or None
         ``None`` when ``bias`` is false.
 
@@ -485,15 +499,21 @@ def conv2d_backward(grad_out, x, weight, stride=1, padding=0, dilation=1, bias=T
     x_padded = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     grad_x_padded = np.zeros_like(x_padded)
     grad_weight = np.zeros_like(weight)
-    for oh in range(OH):
-        for ow in range(OW):
-            rows = _window(oh, sh, R, dh)
-            cols = _window(ow, sw, S, dw)
-            g = grad_out[:, :, oh, ow]  # (N, K)
-            # dL/dw[k] += sum_n g[n, k] * window[n]
-            grad_weight += np.tensordot(g, x_padded[:, :, rows, cols], axes=([0], [0]))
-            # dL/dwindow[n] += sum_k g[n, k] * w[k]   (scatter-add into the window)
-            grad_x_padded[:, :, rows, cols] += np.tensordot(g, weight, axes=([1], [0]))
+    Cg, Kg = C // groups, K // groups
+    for q in range(groups):
+        cs = slice(q * Cg, (q + 1) * Cg)  # the group's input channels
+        ks = slice(q * Kg, (q + 1) * Kg)  # and its filters
+        for oh in range(OH):
+            for ow in range(OW):
+                rows = _window(oh, sh, R, dh)
+                cols = _window(ow, sw, S, dw)
+                g = grad_out[:, ks, oh, ow]  # (N, Kg)
+                # dL/dw[k] += sum_n g[n, k] * window[n]
+                grad_weight[ks] += np.tensordot(g, x_padded[:, cs, rows, cols],
+                                                axes=([0], [0]))
+                # dL/dwindow[n] += sum_k g[n, k] * w[k]   (scatter-add into the window)
+                grad_x_padded[:, cs, rows, cols] += np.tensordot(g, weight[ks],
+                                                                 axes=([1], [0]))
 
     grad_x = grad_x_padded[:, :, pt:pt + H, pl:pl + W].copy()
     grad_bias = grad_out.sum(axis=(0, 2, 3)) if bias else None
