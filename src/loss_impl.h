@@ -87,7 +87,8 @@ double SFX(cnnkit_softmax_xent)(REAL *grad, const REAL *z,
             } else {
                 for (ptrdiff_t j = 0; j < c; j++) {
                     double pj = exp((double)zi[j] - (double)m) * inv_s;
-                    gi[j] = (REAL)((pj - (j == y ? on : 0.0) - off) * scale);
+                    double tj = (j == y ? on : 0.0) + off;   /* target */
+                    gi[j] = (REAL)((pj - tj) * scale);
                 }
             }
         }

@@ -1174,10 +1174,11 @@ def softmax_cross_entropy(logits, labels, sample_weight=None,
         target = (1 - eps) * target + eps / C
 
     log_p = log_softmax(z)
+    per_row = -log_p[rows, labels]
     if eps:
-        per_row = -(target * log_p).sum(axis=1)
-    else:
-        per_row = -log_p[rows, labels]
+        # PyTorch's form of -sum_c t_c log p_c (so a label of logit -inf
+        # with eps = 1 gives 0 * inf = NaN, as there)
+        per_row = (1 - eps) * per_row + eps / C * -log_p.sum(axis=1)
     loss = z.dtype.type((scale * per_row).sum())
 
     grad_logits = ((softmax(z) - target) * scale[:, None]).astype(z.dtype, copy=False)
