@@ -154,7 +154,9 @@ void cnnkit_relu_backward_f64(double *gx, const double *gy, const double *x,
 
 /* ------------------------------------------------------------------------ */
 /* Max pooling over `planes` = N*C planes of (h, w).  Padding is -inf and    */
-/* every window must hold at least one input element (pad <= kernel / 2).   */
+/* every window must hold at least one input element (pad <= kernel / 2,    */
+/* and with ceil_mode no window starting in the bottom / right padding).    */
+/* oh, ow: floor or ceil_mode sizes (pool2d.c); windows are clipped.        */
 /* idx holds flat h*w + w offsets into the input plane.                     */
 /* ------------------------------------------------------------------------ */
 typedef struct cnnkit_pool2d_geom {
@@ -183,8 +185,10 @@ ptrdiff_t cnnkit_max_pool2d_backward_f64(double *gx, const double *gy,
                                          int nthreads);
 
 /* Average pooling on the same geometry (zero padding).  The divisor is
- * kh*kw with count_include_pad, else the number of input elements in the
- * window; backward spreads gy[i,j] / divisor over the window. */
+ * the window clipped to the padded input (h + 2*pad_h, w + 2*pad_w) with
+ * count_include_pad (kh*kw unless a last window of ceil_mode reaches past
+ * the padding), else the number of input elements in the window; backward
+ * spreads gy[i,j] / divisor over the window. */
 void cnnkit_avg_pool2d_forward_f32(float *y, const float *x,
                                    const cnnkit_pool2d_geom *g,
                                    int count_include_pad, int nthreads);
@@ -197,6 +201,25 @@ void cnnkit_avg_pool2d_backward_f32(float *gx, const float *gy,
 void cnnkit_avg_pool2d_backward_f64(double *gx, const double *gy,
                                     const cnnkit_pool2d_geom *g,
                                     int count_include_pad, int nthreads);
+
+/* Global max pooling: x (planes, hw) -> y (planes,), idx (planes,) the flat
+ * offset of each plane's maximum (first maximum; a NaN wins).  hw >= 1. */
+void cnnkit_global_max_pool2d_forward_f32(float *y, int64_t *idx,
+                                          const float *x, ptrdiff_t planes,
+                                          ptrdiff_t hw, int nthreads);
+void cnnkit_global_max_pool2d_forward_f64(double *y, int64_t *idx,
+                                          const double *x, ptrdiff_t planes,
+                                          ptrdiff_t hw, int nthreads);
+/* gy, idx (planes,) -> gx (planes, hw): gy[p] at idx[p], zero elsewhere.
+ * An index outside [0, hw) is skipped and counted (the return value). */
+ptrdiff_t cnnkit_global_max_pool2d_backward_f32(float *gx, const float *gy,
+                                                const int64_t *idx,
+                                                ptrdiff_t planes,
+                                                ptrdiff_t hw, int nthreads);
+ptrdiff_t cnnkit_global_max_pool2d_backward_f64(double *gx, const double *gy,
+                                                const int64_t *idx,
+                                                ptrdiff_t planes,
+                                                ptrdiff_t hw, int nthreads);
 
 /* ------------------------------------------------------------------------ */
 /* Dense: y (n, o) = x (n, f) @ w (o, f)^T + bias (o,)                       */
@@ -249,16 +272,18 @@ void cnnkit_softmax_f64(double *p, const double *z, ptrdiff_t n, ptrdiff_t c,
 /* grad (n, c) may be NULL; weights (n,) >= 0, or NULL for the plain mean
  * (the weighted mean when given).  norm > 0 replaces the divisor (n, or the
  * sum of the weights), so that the rows of one batch can be processed in
- * parts with the batch's divisor.  work holds n doubles and receives each
+ * parts with the batch's divisor.  smoothing in [0, 1]: the target is
+ * (1 - smoothing) onehot(y) + smoothing / c (PyTorch's label_smoothing; 0
+ * is the plain loss, bit for bit).  work holds n doubles and receives each
  * row's weighted loss w_n * loss_n. */
 double cnnkit_softmax_xent_f32(float *grad, const float *z,
                                const int64_t *labels, const double *weights,
-                               double norm, double *work, ptrdiff_t n,
-                               ptrdiff_t c, int nthreads);
+                               double norm, double smoothing, double *work,
+                               ptrdiff_t n, ptrdiff_t c, int nthreads);
 double cnnkit_softmax_xent_f64(double *grad, const double *z,
                                const int64_t *labels, const double *weights,
-                               double norm, double *work, ptrdiff_t n,
-                               ptrdiff_t c, int nthreads);
+                               double norm, double smoothing, double *work,
+                               ptrdiff_t n, ptrdiff_t c, int nthreads);
 
 /* ------------------------------------------------------------------------ */
 /* Optimizer steps over flat buffers of n parameters, in place (optim.c).   */

@@ -10,6 +10,12 @@
  *     dL/dz_c = (p_c - [c == y]) / N
  * With sample weights w_n (>= 0) the mean is weighted:
  *     L = sum_n w_n loss_n / sum_n w_n,  dL/dz_nc = w_n (p_c - [c == y]) / sum w
+ * Label smoothing eps (PyTorch's label_smoothing) replaces the one-hot
+ * target by t_c = (1 - eps) [c == y] + eps / C:
+ *     loss_n  = lse - sum_c t_c z_c = log(s) - (1-eps) d_y - (eps/C) sum_c d_c
+ *               with d_c = z_c - m,
+ *     dloss_n/dz_c = p_c - t_c;
+ * eps = 0 takes the plain formulas above (the same bits).
  * Row sums are accumulated in double.  Threading: over rows; the per-row
  * losses land in a workspace and are added in row order, so the loss has the
  * same bits for any thread count.

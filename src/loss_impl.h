@@ -34,8 +34,8 @@ void SFX(cnnkit_softmax)(REAL *p, const REAL *z, ptrdiff_t n, ptrdiff_t c,
 
 double SFX(cnnkit_softmax_xent)(REAL *grad, const REAL *z,
                                 const int64_t *labels, const double *weights,
-                                double norm, double *work, ptrdiff_t n,
-                                ptrdiff_t c, int nthreads)
+                                double norm, double smoothing, double *work,
+                                ptrdiff_t n, ptrdiff_t c, int nthreads)
 {
     if (n <= 0 || c <= 0)
         return 0.0;
@@ -51,6 +51,8 @@ double SFX(cnnkit_softmax_xent)(REAL *grad, const REAL *z,
     }
     /* all-zero weights: loss and gradient 0 */
     const double inv_n = wsum > 0 ? 1.0 / wsum : 0.0;
+    /* label smoothing: target (1 - eps) onehot(y) + eps / c */
+    const double on = 1.0 - smoothing, off = smoothing / (double)c;
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t i = 0; i < n; i++) {
         const REAL *zi = z + i * c;
@@ -64,13 +66,30 @@ double SFX(cnnkit_softmax_xent)(REAL *grad, const REAL *z,
         double log_s = log(s);
         int64_t y = labels[i];
         double wi = weights ? weights[i] : 1.0;
-        work[i] = wi * (log_s - ((double)zi[y] - (double)m));
+        if (smoothing == 0) {
+            work[i] = wi * (log_s - ((double)zi[y] - (double)m));
+        } else {
+            /* log_s - on * d_y - off * sum_j d_j, d_j = z_j - m */
+            double sd = 0;
+            for (ptrdiff_t j = 0; j < c; j++)
+                sd += (double)zi[j] - (double)m;
+            work[i] = wi * (log_s - on * ((double)zi[y] - (double)m) -
+                            off * sd);
+        }
         if (grad) {
             REAL *gi = grad + i * c;
             double inv_s = 1.0 / s, scale = wi * inv_n;
-            for (ptrdiff_t j = 0; j < c; j++) {
-                double pj = exp((double)zi[j] - (double)m) * inv_s;
-                gi[j] = (REAL)((pj - (j == y ? 1.0 : 0.0)) * scale);
+            if (smoothing == 0) {
+                for (ptrdiff_t j = 0; j < c; j++) {
+                    double pj = exp((double)zi[j] - (double)m) * inv_s;
+                    gi[j] = (REAL)((pj - (j == y ? 1.0 : 0.0)) * scale);
+                }
+            } else {
+                for (ptrdiff_t j = 0; j < c; j++) {
+                    double pj = exp((double)zi[j] - (double)m) * inv_s;
+                    double tj = (j == y ? on : 0.0) + off;   /* target */
+                    gi[j] = (REAL)((pj - tj) * scale);
+                }
             }
         }
     }

@@ -1,8 +1,14 @@
 /*
- * pool2d.c -- 2-D max pooling, forward and backward.
+ * pool2d.c -- 2-D max, average and global max pooling, forward and
+ * backward.
  *
  * Layout: (planes, H, W) with planes = N*C; output (planes, OH, OW) with
- *     OH = (H + 2*ph - kh) / sh + 1   (floor), likewise OW.
+ *     OH = (H + 2*ph - kh) / sh + 1   (floor), likewise OW,
+ * or, with ceil_mode, OH = ceil((H + 2*ph - kh) / sh) + 1, less one when
+ * the last window would start in the bottom padding ((OH-1)*sh >= H + ph):
+ * PyTorch's rule.  The caller computes OH and OW; the kernels only clip
+ * each window to the input, so a last window of ceil_mode that reaches past
+ * the padding is read like any other.
  * Forward: y[i,j] = max of the window rows i*sh-ph .. +kh, columns
  * j*sw-pw .. +kw; padding is -inf, so it never wins against a real element
  * (the caller guarantees pad <= kernel/2, so every window holds one).  The
@@ -12,9 +18,12 @@
  * Backward: gx[idx[i,j]] += gy[i,j] (overwrites gx first); windows overlap
  * when stride < kernel, so the scatter runs serially inside a plane.
  * Average pooling uses the same geometry with zero padding: y is the window
- * sum (accumulated in double) over a divisor of kh*kw (count_include_pad,
- * PyTorch's default) or of the input elements the window covers; backward
+ * sum (accumulated in double) over a divisor of the window clipped to the
+ * padded input (count_include_pad, PyTorch's default: kh*kw but for a last
+ * window of ceil_mode) or of the input elements the window covers; backward
  * spreads gy / divisor over the window.
+ * Global max pooling is max pooling with one window per plane (the rule
+ * above, idx the flat h*W + w of the winner; backward writes gy at idx).
  * Threading: over planes; each plane owns its output.
  */
 #include <string.h>

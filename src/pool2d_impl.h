@@ -28,16 +28,20 @@ static inline void SFX(max_pool_row)(REAL *restrict ym, int64_t *restrict im,
     ptrdiff_t h0 = i * g->stride_h - g->pad_h;
     ptrdiff_t ha = CNNKIT_MAX(h0, 0);
     ptrdiff_t hb = CNNKIT_MIN(h0 + g->kh, g->h);
+    ptrdiff_t jfast = 0;     /* windows done by the fast path */
     if (g->kh == 2 && g->kw == 2 && g->stride_w == 2 && g->pad_w == 0 &&
         hb - ha == 2) {
         /* The common 2x2 / stride 2 case, two full input rows.  First the
          * maximum of each window and which tap won (0..3, row-major), with
          * 32-bit selects that the compiler turns into vector blends (real
-         * data makes branches unpredictable); then the indices. */
+         * data makes branches unpredictable); then the indices.  Only the
+         * windows of two full columns: with ceil_mode an odd width leaves
+         * a last window of one column, for the general loop below. */
         const REAL *restrict r0 = xp + ha * w, *restrict r1 = r0 + w;
-        for (ptrdiff_t j0 = 0; j0 < g->ow; j0 += POOL_CHUNK) {
+        jfast = CNNKIT_MIN(g->ow, w / 2);
+        for (ptrdiff_t j0 = 0; j0 < jfast; j0 += POOL_CHUNK) {
             const ptrdiff_t jn = CNNKIT_MIN((ptrdiff_t)POOL_CHUNK,
-                                            g->ow - j0);
+                                            jfast - j0);
             int32_t tap[POOL_CHUNK];
             const REAL *restrict a0 = r0 + 2 * j0, *restrict a1 = r1 + 2 * j0;
             REAL *restrict yo = ym + j0;
@@ -61,9 +65,8 @@ static inline void SFX(max_pool_row)(REAL *restrict ym, int64_t *restrict im,
             for (ptrdiff_t j = 0; j < jn; j++)
                 im[j0 + j] = base + 2 * j + (tap[j] & 1) + (tap[j] >> 1) * w;
         }
-        return;
     }
-    for (ptrdiff_t j = 0; j < g->ow; j++) {
+    for (ptrdiff_t j = jfast; j < g->ow; j++) {
         ptrdiff_t wa, wb;
         SFX(pool_window)(g, i, j, &ha, &hb, &wa, &wb);
         int64_t b = (int64_t)(ha * w + wa);
@@ -125,15 +128,21 @@ ptrdiff_t SFX(cnnkit_max_pool2d_backward)(REAL *gx, const REAL *gy,
     return bad;
 }
 
-/* Average pooling: divisor kh*kw (count_include_pad) or the number of
- * input elements in the window. */
-static inline REAL SFX(avg_divisor)(const cnnkit_pool2d_geom *g,
-                                    ptrdiff_t ha, ptrdiff_t hb, ptrdiff_t wa,
-                                    ptrdiff_t wb, int count_include_pad)
+/* Average pooling: with count_include_pad the size of window (i, j)
+ * clipped to the padded input (PyTorch's divisor: kh*kw, except for a last
+ * window of ceil_mode that reaches past the bottom or right padding), else
+ * the number of input elements in the window. */
+static inline REAL SFX(avg_divisor)(const cnnkit_pool2d_geom *g, ptrdiff_t i,
+                                    ptrdiff_t j, ptrdiff_t ha, ptrdiff_t hb,
+                                    ptrdiff_t wa, ptrdiff_t wb,
+                                    int count_include_pad)
 {
     if (count_include_pad) {
-        /* PyTorch: the window clipped to the padded input */
-        return (REAL)(g->kh * g->kw);
+        const ptrdiff_t h0 = i * g->stride_h - g->pad_h;
+        const ptrdiff_t w0 = j * g->stride_w - g->pad_w;
+        const ptrdiff_t ph = CNNKIT_MIN(h0 + g->kh, g->h + g->pad_h) - h0;
+        const ptrdiff_t pw = CNNKIT_MIN(w0 + g->kw, g->w + g->pad_w) - w0;
+        return (REAL)(ph * pw);
     }
     return (REAL)((hb - ha) * (wb - wa));
 }
@@ -159,7 +168,7 @@ void SFX(cnnkit_avg_pool2d_forward)(REAL *y, const REAL *x,
                     for (ptrdiff_t w = wa; w < wb; w++)
                         s += xp[h * g->w + w];
                 yp[i * g->ow + j] = (REAL)(s / (double)SFX(avg_divisor)(
-                    g, ha, hb, wa, wb, count_include_pad));
+                    g, i, j, ha, hb, wa, wb, count_include_pad));
             }
         }
     }
@@ -183,7 +192,7 @@ void SFX(cnnkit_avg_pool2d_backward)(REAL *gx, const REAL *gy,
                 ptrdiff_t ha, hb, wa, wb;
                 SFX(pool_window)(g, i, j, &ha, &hb, &wa, &wb);
                 REAL v = gyp[i * g->ow + j] /
-                         SFX(avg_divisor)(g, ha, hb, wa, wb,
+                         SFX(avg_divisor)(g, i, j, ha, hb, wa, wb,
                                           count_include_pad);
                 for (ptrdiff_t h = ha; h < hb; h++)
                     for (ptrdiff_t w = wa; w < wb; w++)
@@ -191,4 +200,55 @@ void SFX(cnnkit_avg_pool2d_backward)(REAL *gx, const REAL *gy,
             }
         }
     }
+}
+
+/* Global max pooling: the maximum of each whole plane, scanned in
+ * row-major order with the rule of max_pool_row (ties keep the first
+ * maximum, a NaN wins). */
+void SFX(cnnkit_global_max_pool2d_forward)(REAL *y, int64_t *idx,
+                                           const REAL *x, ptrdiff_t planes,
+                                           ptrdiff_t hw, int nthreads)
+{
+    (void)nthreads; /* unused in serial builds */
+    const int nt = cnnkit_team(4.0 * (double)planes * (double)hw, planes,
+                               nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t pl = 0; pl < planes; pl++) {
+        const REAL *restrict xp = x + pl * hw;
+        REAL m = xp[0];
+        int64_t b = 0;
+        for (ptrdiff_t q = 1; q < hw; q++) {
+            REAL v = xp[q];
+            int t = (v > m) | (v != v);
+            m = t ? v : m;
+            b = t ? (int64_t)q : b;
+        }
+        y[pl] = m;
+        idx[pl] = b;
+    }
+}
+
+ptrdiff_t SFX(cnnkit_global_max_pool2d_backward)(REAL *gx, const REAL *gy,
+                                                 const int64_t *idx,
+                                                 ptrdiff_t planes,
+                                                 ptrdiff_t hw, int nthreads)
+{
+    (void)nthreads; /* unused in serial builds */
+    const int nt = cnnkit_team(2.0 * (double)planes * (double)hw, planes,
+                               nthreads);
+    (void)nt; /* unused in serial builds */
+    ptrdiff_t bad = 0;
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt)
+               reduction(+:bad))
+    for (ptrdiff_t pl = 0; pl < planes; pl++) {
+        REAL *gp = gx + pl * hw;
+        memset(gp, 0, (size_t)hw * sizeof(REAL));
+        const int64_t i = idx[pl];
+        if ((uint64_t)i >= (uint64_t)hw)
+            bad++;
+        else
+            gp[i] = gy[pl];
+    }
+    return bad;
 }

@@ -404,7 +404,20 @@ def conv_geometry(h, w, r, s, stride, pad, dil):
     return pads, max(eh, ew), max(ph, pw), out
 
 
-def pool_out(h, w, kernel_p, stride_p, pad_p):
+def pool_out(h, w, kernel_p, stride_p, pad_p, ceil_mode=False):
+    if ceil_mode:
+        # rounded up, less a last window starting in the bottom (right)
+        # padding (PyTorch's rule)
+        out = []
+        for i, k, s, p in zip((h, w), kernel_p, stride_p, pad_p):
+            o = (i + 2 * p - k + s - 1) // s + 1
+            if o >= 1 and (o - 1) * s >= i + p:
+                o -= 1
+            if o < 1:
+                raise ValueError("kernel leaves no window in the padded "
+                                 "input")
+            out.append(o)
+        return tuple(out)
     if kernel_p[0] > h + 2 * pad_p[0] or kernel_p[1] > w + 2 * pad_p[1]:
         raise ValueError("kernel larger than the padded input")
     return ((h + 2 * pad_p[0] - kernel_p[0]) // stride_p[0] + 1,

@@ -502,3 +502,27 @@ def test_a_malformed_training_record_is_one_line(tmp_path, capsys,
     assert_user_error(*run(capsys, "evaluate",
                            str(tmp_path / "m.cnnkit"))[::2],
                       "m.cnnkit has a malformed 'training' record")
+
+
+def test_train_with_label_smoothing(tmp_path, capsys, assert_user_error):
+    xtr, ytr = make_synthetic(120, (1, 10, 10), 3, seed=0)
+    xte, yte = make_synthetic(40, (1, 10, 10), 3, seed=1)
+    data = tmp_path / "synth.npz"
+    np.savez(data, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    outs = {}
+    for eps in ("0", "0.2"):
+        path = tmp_path / f"s{eps}.cnnkit"
+        code, out, _ = run(capsys, "train", "--data", str(data), "--epochs",
+                           "1", "--quiet", "--threads", "1",
+                           "--label-smoothing", eps, "--out", str(path))
+        assert code == 0
+        model = cnnkit.load_model(path)
+        assert model.metadata["training"]["label_smoothing"] == float(eps)
+        outs[eps] = model.get_weights()
+    # the smoothed loss trains other weights
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(outs["0"], outs["0.2"]))
+    for bad in ("1.5", "-0.1", "x", "nan"):
+        code, _, err = run(capsys, "train", "--data", str(data),
+                           "--label-smoothing", bad)
+        assert_user_error(code, err, "--label-smoothing")

@@ -31,11 +31,14 @@ CASES = {
     "Conv2D": (dict(filters=3, kernel_size=(3, 2), stride=(2, 1), padding=1,
                     dilation=(1, 2)), (2, 7, 6)),
     "ReLU": ({}, (2, 5, 4)),
-    "MaxPool2D": (dict(pool_size=(3, 2), stride=(2, 1), padding=1),
-                  (2, 7, 6)),
+    # ceil_mode: 8 rows give 5 windows (4 without), the last one partial
+    "MaxPool2D": (dict(pool_size=(3, 2), stride=(2, 1), padding=1,
+                       ceil_mode=True), (2, 8, 6)),
+    # ceil_mode: 6 columns give 4 windows (3 without)
     "AvgPool2D": (dict(pool_size=3, stride=2, padding=1,
-                       count_include_pad=False), (2, 7, 6)),
+                       count_include_pad=False, ceil_mode=True), (2, 7, 6)),
     "GlobalAvgPool2D": ({}, (3, 5, 4)),
+    "GlobalMaxPool2D": ({}, (3, 5, 4)),
     "Flatten": ({}, (2, 3, 4)),
     "Dense": (dict(units=4), (7,)),
     "Dropout": (dict(rate=0.25), (2, 3, 4)),
@@ -213,7 +216,8 @@ def layer_specs(draw):
     """(class name, kwargs, hyperparameters valid?)."""
     kind = draw(st.sampled_from(["Conv2D", "Conv2D", "ReLU", "MaxPool2D",
                                  "AvgPool2D", "GlobalAvgPool2D", "Flatten",
-                                 "Dense", "Dense", "Dropout"]))
+                                 "Dense", "Dense", "Dropout",
+                                 "GlobalMaxPool2D"]))
     bad = draw(st.integers(0, 9)) == 0
     if kind == "Conv2D":
         kw = {"filters": draw(st.integers(1, 3)),
@@ -241,12 +245,17 @@ def layer_specs(draw):
             kw["padding"] = 0
         if kind == "AvgPool2D":
             kw["count_include_pad"] = draw(st.booleans())
+        if draw(st.booleans()):
+            kw["ceil_mode"] = draw(st.booleans())
         if bad:
-            key = draw(st.sampled_from(["pool_size", "stride", "padding"]))
+            key = draw(st.sampled_from(["pool_size", "stride", "padding",
+                                        "ceil_mode"]))
             kw[key] = draw(st.sampled_from([0, -1, 2.5, False, "2",
                                             (1, 2, 3)]))
             if key == "padding":
                 kw[key] = draw(st.sampled_from([-1, 5, 0.5]))
+            elif key == "ceil_mode":
+                kw[key] = draw(st.sampled_from([1, None, "yes"]))
     elif kind == "Dense":
         kw = {"units": draw(st.integers(1, 4)),
               "use_bias": draw(st.booleans())}
@@ -289,10 +298,11 @@ def _spec_shapes(input_shape, specs):
             k = pair(kw["pool_size"])
             s = k if kw["stride"] is None else pair(kw["stride"])
             shape = (shape[0],) + pool_out(shape[1], shape[2], k, s,
-                                           pair(kw["padding"]))
-        elif kind == "GlobalAvgPool2D":
+                                           pair(kw["padding"]),
+                                           kw.get("ceil_mode", False))
+        elif kind in ("GlobalAvgPool2D", "GlobalMaxPool2D"):
             if len(shape) != 3:
-                raise ValueError("GlobalAvgPool2D needs (C, H, W)")
+                raise ValueError(f"{kind} needs (C, H, W)")
             shape = shape[:1]
         elif kind == "Flatten":
             shape = (math.prod(shape),)
@@ -318,13 +328,16 @@ def _ref_forward(model, x, training_masks=None):
             a = ref.relu(a)
         elif isinstance(layer, L.AvgPool2D):
             a = ref.avg_pool2d(a, layer.pool_size, layer.stride, layer.padding,
-                               layer.count_include_pad)
+                               layer.count_include_pad, layer.ceil_mode)
         elif isinstance(layer, L.MaxPool2D):
             a, idx = ref.max_pool2d(a, layer.pool_size, layer.stride,
-                                    layer.padding)
+                                    layer.padding, layer.ceil_mode)
             caches[-1] = (caches[-1], idx)
         elif isinstance(layer, L.GlobalAvgPool2D):
             a = ref.global_avg_pool2d(a)
+        elif isinstance(layer, L.GlobalMaxPool2D):
+            a, idx = ref.global_max_pool2d(a)
+            caches[-1] = (caches[-1], idx)
         elif isinstance(layer, L.Flatten):
             a = a.reshape(a.shape[0], -1)
         elif isinstance(layer, L.Dense):
@@ -350,12 +363,16 @@ def _ref_backward(model, g, caches):
         elif isinstance(layer, L.AvgPool2D):
             g = ref.avg_pool2d_backward(g, a.shape, layer.pool_size,
                                         layer.stride, layer.padding,
-                                        layer.count_include_pad)
+                                        layer.count_include_pad,
+                                        layer.ceil_mode)
         elif isinstance(layer, L.MaxPool2D):
             a, idx = a
             g = ref.max_pool2d_backward(g, idx, a.shape)
         elif isinstance(layer, L.GlobalAvgPool2D):
             g = ref.global_avg_pool2d_backward(g, a.shape)
+        elif isinstance(layer, L.GlobalMaxPool2D):
+            a, idx = a
+            g = ref.global_max_pool2d_backward(g, idx, a.shape)
         elif isinstance(layer, L.Flatten):
             g = g.reshape(a.shape)
         elif isinstance(layer, L.Dense):

@@ -1,8 +1,8 @@
-"""Losses: softmax and softmax_cross_entropy (with sample weights) --
-cnnkit.functional against cnnkit.reference (over dtypes, thread counts and
-memory layouts), finite differences, the conventions (logits of any
-magnitude, label dtypes, dtype promotion), the reference against hand
-formulas, the documented errors, and fuzzing."""
+"""Losses: softmax and softmax_cross_entropy (with sample weights and label
+smoothing) -- cnnkit.functional against cnnkit.reference (over dtypes,
+thread counts and memory layouts), finite differences, the conventions
+(logits of any magnitude, label dtypes, dtype promotion), the reference
+against hand formulas and PyTorch, the documented errors, and fuzzing."""
 import math
 import re
 
@@ -484,6 +484,190 @@ def test_softmax_nan_and_inf_propagate_as_in_pytorch(dt):
 
 
 # ==========================================================================
+# label smoothing
+# ==========================================================================
+SMOOTHING = [0.0, 0.1, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("eps", SMOOTHING)
+@pytest.mark.parametrize("N,C", XENT_CASES)
+def test_label_smoothing_matches_reference(N, C, eps):
+    rng = np.random.default_rng(N * C)
+    labels = rng.integers(0, C, N)
+    check_op("softmax_cross_entropy", [(N, C)], values=_scaled(4),
+             labels=labels, label_smoothing=eps)
+    check_op("softmax_cross_entropy", [(N, C)], values=_scaled(4),
+             labels=labels, label_smoothing=eps,
+             sample_weight=rng.random(N) * 2)
+
+
+def test_label_smoothing_in_every_layout_and_in_parallel():
+    labels = np.array([0, 3, 1, 1, 2, 0])
+    check_op("softmax_cross_entropy", [(6, 4)], values=_scaled(2),
+             layouts=LAYOUTS, labels=labels, label_smoothing=0.2,
+             sample_weight=np.array([1.0, 0.5, 0.0, 2.0, 1.0, 3.0]))
+    rng = np.random.default_rng(1)
+    check_op("softmax_cross_entropy", [(300, 70)], values=_scaled(4),
+             layouts=["C"], labels=rng.integers(0, 70, 300),
+             label_smoothing=0.3, sample_weight=rng.random(300))
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.7, 1.0])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_label_smoothing_finite_differences(eps, weighted):
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((5, 4)) * 3
+    labels = rng.integers(0, 4, 5)
+    w = rng.random(5) if weighted else None
+    for mod in (F, ref):
+        _, grad = mod.softmax_cross_entropy(z, labels, w, label_smoothing=eps)
+        num = numerical_gradient(lambda a: mod.softmax_cross_entropy(
+            a, labels, w, label_smoothing=eps)[0], z, 1e-5)
+        np.testing.assert_allclose(grad, num, atol=1e-8)
+
+
+def test_label_smoothing_by_hand(dtype):
+    """Two classes, p = (1/4, 3/4): the target of label 1 with eps is
+    (eps/2, 1 - eps/2)."""
+    z = np.array([[0.0, np.log(3.0)]], dtype=dtype)
+    tol = 1e-6 if dtype == np.float32 else 1e-15
+    for mod in (F, ref):
+        for eps in (0.0, 0.2, 1.0):
+            loss, grad = mod.softmax_cross_entropy(z, [1],
+                                                   label_smoothing=eps)
+            t = np.array([eps / 2, 1 - eps / 2])
+            expected = -(t[0] * np.log(0.25) + t[1] * np.log(0.75))
+            assert loss.dtype == dtype
+            assert abs(float(loss) - expected) < tol * 4
+            np.testing.assert_allclose(grad[0], [0.25, 0.75] - t, atol=tol)
+    # eps = 1: the uniform target, the label no longer matters
+    z = np.random.default_rng(0).standard_normal((3, 5))
+    a = F.softmax_cross_entropy(z, [0, 1, 2], label_smoothing=1.0)
+    b = F.softmax_cross_entropy(z, [4, 4, 0], label_smoothing=1.0)
+    assert a[0] == pytest.approx(b[0], rel=1e-14)
+    np.testing.assert_allclose(a[1], b[1], atol=1e-16)
+    # rows of the gradient still sum to 0
+    np.testing.assert_allclose(a[1].sum(axis=1), 0, atol=1e-16)
+
+
+def test_label_smoothing_zero_keeps_the_bits(dtype):
+    rng = np.random.default_rng(2)
+    z = (rng.standard_normal((40, 7)) * 5).astype(dtype)
+    y = rng.integers(0, 7, 40)
+    w = rng.random(40)
+    for sw in (None, w):
+        plain = F.softmax_cross_entropy(z, y, sw)
+        for zero in (0.0, 0, np.float32(0.0), False + 0):
+            smoothed = F.softmax_cross_entropy(z, y, sw,
+                                               label_smoothing=zero)
+            assert plain[0].tobytes() == smoothed[0].tobytes()
+            assert plain[1].tobytes() == smoothed[1].tobytes()
+
+
+def test_label_smoothing_with_weights_is_the_weighted_mean():
+    """Sample weights combine with smoothing as cnnkit's weighted mean:
+    sum_n w_n l_n / sum_n w_n over the smoothed per-sample losses."""
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((9, 5))
+    y = rng.integers(0, 5, 9)
+    w = rng.random(9) * 3
+    w[2] = 0.0
+    per = np.array([F.softmax_cross_entropy(z[i:i + 1], y[i:i + 1],
+                                            label_smoothing=0.3)[0]
+                    for i in range(9)])
+    loss, grad = F.softmax_cross_entropy(z, y, w, label_smoothing=0.3)
+    assert loss == pytest.approx((w * per).sum() / w.sum(), rel=1e-13)
+    assert not grad[2].any()
+    # weights as repetitions
+    reps = np.array([1, 2, 0, 1, 3, 1, 1, 2, 1])
+    rl, _ = F.softmax_cross_entropy(np.repeat(z, reps, 0),
+                                    np.repeat(y, reps), label_smoothing=0.3)
+    assert F.softmax_cross_entropy(z, y, reps, label_smoothing=0.3)[0] == \
+        pytest.approx(rl, rel=1e-14)
+    loss0, grad0 = F.softmax_cross_entropy(z, y, np.zeros(9),
+                                           label_smoothing=0.3)
+    assert loss0 == 0 and not grad0.any()
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("eps", SMOOTHING)
+def test_label_smoothing_matches_torch(dt, eps):
+    """cross_entropy(..., label_smoothing=eps): loss and gradient, plain
+    and with sample weights (torch's per-sample losses in cnnkit's
+    weighted mean), logits of 1e4 and -inf included."""
+    torch = require("torch")
+    tF = torch.nn.functional
+    rtol = 1e-5 if dt == np.float32 else 1e-12
+    rng = np.random.default_rng(11)
+    z = (rng.standard_normal((12, 6)) * 3).astype(dt)
+    z[3] += 1e4
+    z[4, 2] = -np.inf
+    y = rng.integers(0, 6, 12)
+    y[4] = 0
+    w = rng.random(12)
+    for sw in (None, w):
+        tz = torch.from_numpy(z).requires_grad_(True)
+        per = tF.cross_entropy(tz, torch.from_numpy(y), reduction="none",
+                               label_smoothing=eps)
+        tw = torch.ones(12, dtype=per.dtype) if sw is None else \
+            torch.from_numpy(sw.astype(dt))
+        tl = (per * tw).sum() / tw.sum()
+        tl.backward()
+        loss, grad = F.softmax_cross_entropy(z, y, sw, label_smoothing=eps)
+        assert float(loss) == pytest.approx(tl.item(), rel=rtol * 10)
+        np.testing.assert_allclose(grad, tz.grad.numpy(), rtol=rtol * 10,
+                                   atol=rtol)
+    # the special values land where torch puts them (a label of logit
+    # -inf: inf, and with eps = 1, 0 * inf = NaN)
+    zs = special_values(rng, (12, 4), dt, frac=0.2)
+    ys = rng.integers(0, 4, 12)
+    per = tF.cross_entropy(torch.from_numpy(zs), torch.from_numpy(ys),
+                           reduction="none", label_smoothing=eps).numpy()
+    for i in range(12):
+        ours = F.softmax_cross_entropy(zs[i:i + 1], ys[i:i + 1],
+                                       label_smoothing=eps)[0]
+        with np.errstate(invalid="ignore"):
+            theirs = ref.softmax_cross_entropy(
+                zs[i:i + 1].astype(np.float64), ys[i:i + 1],
+                label_smoothing=eps)[0]
+        for value in (ours, theirs):
+            assert_same_specials(np.array([value], np.float64),
+                                 per[i:i + 1].astype(np.float64),
+                                 rtol * 10, f"row {i}")
+
+
+@pytest.mark.parametrize("bad,exc,pattern", [
+    (-0.1, ValueError, r"label_smoothing must be in \[0, 1\], got -0\.1"),
+    (1.5, ValueError, r"label_smoothing must be in \[0, 1\], got 1\.5"),
+    (float("nan"), ValueError, r"label_smoothing must be in \[0, 1\]"),
+    (float("inf"), ValueError, r"label_smoothing must be in \[0, 1\]"),
+    (2, ValueError, r"label_smoothing must be in \[0, 1\], got 2"),
+    ("0.1", TypeError, r"label_smoothing must be a number in \[0, 1\], "
+                       r"got '0\.1'"),
+    (None, TypeError, r"label_smoothing must be a number"),
+    (True, TypeError, r"label_smoothing must be a number"),
+    ([0.1], TypeError, r"label_smoothing must be a number"),
+    (np.array(0.1), TypeError, r"label_smoothing must be a number"),
+    (0.1j, TypeError, r"label_smoothing must be a number"),
+])
+def test_label_smoothing_errors(bad, exc, pattern):
+    with pytest.raises(exc, match=r"softmax_cross_entropy: " + pattern):
+        F.softmax_cross_entropy(np.zeros((2, 3)), [0, 1],
+                                label_smoothing=bad)
+
+
+def test_label_smoothing_accepts_numpy_and_int_numbers():
+    z = np.random.default_rng(0).standard_normal((3, 4))
+    a = F.softmax_cross_entropy(z, [0, 1, 2], label_smoothing=0.25)
+    for v in (np.float64(0.25), np.float32(0.25)):
+        b = F.softmax_cross_entropy(z, [0, 1, 2], label_smoothing=v)
+        assert a[0] == b[0]
+    c = F.softmax_cross_entropy(z, [0, 1, 2], label_smoothing=np.int64(1))
+    d = F.softmax_cross_entropy(z, [0, 1, 2], label_smoothing=1.0)
+    assert c[0] == d[0]
+
+
+# ==========================================================================
 # fuzzing (see fuzzing.py)
 # ==========================================================================
 @st.composite
@@ -531,10 +715,13 @@ def xent_cases(draw):
         sw = draw(arrays((n,), kinds=("int", "normal")))
         sw = np.abs(np.asarray(sw)) if np.asarray(sw).dtype.kind in "fi" \
             else sw
+    eps = draw(st.sampled_from([0.0] * 3 + [0.1, 0.5, 1.0, 1, np.float32(
+        0.25)]))
     expect, errors, why = "ok", (), ""
     mutation = draw(st.sampled_from([None] * 5 + [
         "label_low", "label_high", "label_dtype", "label_shape", "empty",
-        "logits_ndim", "weight_value", "weight_shape", "weight_dtype"]))
+        "logits_ndim", "weight_value", "weight_shape", "weight_dtype",
+        "smoothing_value", "smoothing_type"]))
     if mutation is not None:
         expect, errors, why = "error", (ValueError,), mutation
         if mutation == "label_low":
@@ -563,6 +750,11 @@ def xent_cases(draw):
                 [-1.0, np.nan, np.inf, -np.inf]))
         elif mutation == "weight_shape":
             sw = np.ones(draw(st.sampled_from([(n + 1,), (n, 1)])))
+        elif mutation == "smoothing_value":
+            eps = draw(st.sampled_from([-0.1, 1.0001, np.nan, np.inf, 2]))
+        elif mutation == "smoothing_type":
+            eps, errors = draw(st.sampled_from(["0.1", None, True,
+                                                [0.1]])), (TypeError,)
         else:
             sw, errors = bad_values((n,), draw(st.sampled_from(
                 [d for d in FUZZ_BAD_DTYPES if d != "longdouble"]))), \
@@ -574,7 +766,8 @@ def xent_cases(draw):
         lab = np.asarray(labels).astype(np.int64)
         w = None if sw is None else np.asarray(sw).astype(np.float64)
         z64 = f64(za, dt)
-        eloss, egrad = ref.softmax_cross_entropy(z64, lab, w)
+        eloss, egrad = ref.softmax_cross_entropy(z64, lab, w,
+                                                 label_smoothing=eps)
         loss, grad = result
         assert isinstance(loss, np.floating) and loss.dtype == dt, \
             (type(loss), dt)
@@ -590,8 +783,8 @@ def xent_cases(draw):
             scale = w / w.sum() if w.sum() > 0 else np.zeros(n)
         assert_result(grad, egrad, dt, np.abs(egrad) + scale[:, None], c)
 
-    return Case((z, labels), {"sample_weight": sw}, expect, errors, why,
-                oracle)
+    return Case((z, labels), {"sample_weight": sw, "label_smoothing": eps},
+                expect, errors, why, oracle)
 
 
 prop_softmax_cross_entropy = fuzz_property(F.softmax_cross_entropy,

@@ -878,3 +878,79 @@ def test_predict_says_how_to_fix_flat_or_channels_last_input(x, hint):
     with pytest.raises(ValueError) as info:
         small_cnn().evaluate(x, np.zeros(5, np.int64))
     assert hint in str(info.value)
+
+
+# ---------------------------------------------------------------------------
+# label smoothing in fit
+# ---------------------------------------------------------------------------
+def _smoothing_model():
+    return cnnkit.Sequential([L.Flatten(), L.Dense(3)], input_shape=(1, 2, 3),
+                             seed=0, dtype="float64")
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.3, 1.0])
+def test_fit_label_smoothing_trains_on_the_smoothed_loss(eps):
+    """One SGD step (lr 1, one batch) moves the weights by minus the
+    gradient of the label-smoothed loss; the history's loss is that loss."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((10, 1, 2, 3))
+    y = rng.integers(0, 3, 10)
+    model = _smoothing_model()
+    w0, b0 = (a.copy() for a in model.get_weights())
+    x2 = x.reshape(10, -1)
+    loss, g = R.softmax_cross_entropy(x2 @ w0.T + b0, y, label_smoothing=eps)
+    history = model.fit(x, y, epochs=1, batch_size=10, shuffle=False,
+                        optimizer=cnnkit.optim.SGD(1.0), verbose=0,
+                        label_smoothing=eps)
+    w1, b1 = model.get_weights()
+    np.testing.assert_allclose(w1, w0 - g.T @ x2, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(b1, b0 - g.sum(axis=0), rtol=1e-12,
+                               atol=1e-14)
+    assert history.history["loss"][0] == pytest.approx(loss, rel=1e-12)
+
+
+def test_fit_label_smoothing_zero_is_the_plain_fit():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((20, 1, 2, 3))
+    y = rng.integers(0, 3, 20)
+    runs = []
+    for kwargs in ({}, {"label_smoothing": 0.0}, {"label_smoothing": 0}):
+        model = _smoothing_model()
+        h = model.fit(x, y, epochs=2, batch_size=8, verbose=0, **kwargs)
+        runs.append((model.get_weights(), h.history["loss"]))
+    for weights, loss in runs[1:]:
+        assert loss == runs[0][1]
+        for a, b in zip(weights, runs[0][0]):
+            assert a.tobytes() == b.tobytes()
+
+
+def test_fit_label_smoothing_validation_and_evaluate():
+    """val_loss is the smoothed loss fit trains with (as PyTorch's and
+    Keras's loops report their criterion); evaluate stays plain."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((12, 1, 2, 3))
+    y = rng.integers(0, 3, 12)
+    model = _smoothing_model()
+    h = model.fit(x, y, epochs=1, batch_size=4, verbose=0,
+                  validation_data=(x[:6], y[:6]), label_smoothing=0.4)
+    logits = model.forward(x[:6])
+    smoothed = R.softmax_cross_entropy(logits, y[:6], label_smoothing=0.4)[0]
+    plain = R.softmax_cross_entropy(logits, y[:6])[0]
+    assert h.history["val_loss"][0] == pytest.approx(smoothed, rel=1e-12)
+    assert model.evaluate(x[:6], y[:6])["loss"] == pytest.approx(plain,
+                                                                 rel=1e-12)
+
+
+@pytest.mark.parametrize("bad,exc", [(1.5, ValueError), (-0.1, ValueError),
+                                     (float("nan"), ValueError),
+                                     ("0.1", TypeError), (None, TypeError),
+                                     (True, TypeError)])
+def test_fit_label_smoothing_errors_leave_the_model_alone(bad, exc):
+    model = _smoothing_model()
+    before = [a.copy() for a in model.get_weights()]
+    with pytest.raises(exc, match="label_smoothing must be"):
+        model.fit(np.zeros((4, 1, 2, 3)), np.zeros(4, int), verbose=0,
+                  label_smoothing=bad)
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    assert model.optimizer is None

@@ -172,6 +172,17 @@ ARCHS = {
         L.Dense(3)]),
     "global_avg_pool_then_flatten": ((2, 5, 6), lambda: [
         L.Conv2D(4, 3), L.GlobalAvgPool2D(), L.Flatten(), L.Dense(2)]),
+    # partial last windows (ONNX's shape inference agrees on these sizes)
+    "pool_ceil_mode": ((2, 11, 9), lambda: [
+        L.MaxPool2D(2, ceil_mode=True), L.Conv2D(3, 1),
+        L.AvgPool2D(3, stride=2, padding=1, ceil_mode=True),
+        L.AvgPool2D(2, count_include_pad=False, ceil_mode=True),
+        L.Flatten(), L.Dense(4)]),
+    "global_max_pool": ((3, 7, 6), lambda: [
+        L.Conv2D(5, 3, padding=1), L.ReLU(), L.GlobalMaxPool2D(),
+        L.Dense(3)]),
+    "global_max_pool_then_flatten": ((2, 5, 6), lambda: [
+        L.Conv2D(4, 3), L.GlobalMaxPool2D(), L.Flatten(), L.Dense(2)]),
     "mlp": ((1, 6, 6), lambda: [
         L.Flatten(), L.Dense(16), L.ReLU(), L.Dropout(0.1), L.Dense(10)]),
     "conv_output": ((2, 6, 6), lambda: [L.Conv2D(3, 3), L.ReLU()]),
@@ -1159,6 +1170,95 @@ def test_small_conv_graph_loads(tmp_path):
     _assert_close(model(x), _run(path, x, "x"))
 
 
+@pytest.mark.parametrize("op,cip", [("MaxPool", None),
+                                    ("AveragePool", 1), ("AveragePool", 0)])
+@pytest.mark.parametrize("size,k,stride,pad", [
+    (8, 3, 2, 0), (8, 2, 3, 1), (7, 3, 2, 1), (5, 4, 4, 2), (2, 3, 3, 0)])
+def test_ceil_mode_pools_load_and_match_onnxruntime(op, cip, size, k, stride,
+                                                     pad, tmp_path):
+    """ceil_mode=1 graphs (PyTorch's export of ceil_mode=True) load as
+    ceil_mode layers, give onnxruntime's outputs (a last window starting
+    in the padding dropped, the count_include_pad divisor clipped to the
+    padded input) and export back to the same attributes."""
+    attrs = {"kernel_shape": [k, k], "strides": [stride, stride],
+             "pads": [pad] * 4, "ceil_mode": 1}
+    if cip is not None:
+        attrs["count_include_pad"] = cip
+    nodes = [helper.make_node(op, ["x"], ["p"], name="pool0", **attrs),
+             helper.make_node("Flatten", ["p"], ["y"], name="flat0")]
+    path = _save_proto(tmp_path, _graph_model(
+        nodes, [_f32("x", ["N", 2, size, size])], [_f32("y", None)], []))
+    model = cnnkit_onnx.load(path)
+    pool = model.layers[0]
+    assert pool.ceil_mode is True
+    assert isinstance(pool, L.AvgPool2D) == (op == "AveragePool")
+    x = _images((2, size, size), 3)
+    _assert_close(model(x), _run(path, x, "x"))
+    out = tmp_path / "again.onnx"
+    cnnkit_onnx.export(model, out)
+    node = onnx.load(os.fspath(out)).graph.node[0]
+    got = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    assert got["ceil_mode"] == 1 and got["pads"] == [pad] * 4
+    _assert_close(_run(out, x, "input"), _run(path, x, "x"))
+
+
+def test_floor_mode_pools_export_without_ceil_mode(tmp_path):
+    model = cnnkit.Sequential([L.MaxPool2D(2), L.AvgPool2D(2), L.Flatten()],
+                              input_shape=(1, 9, 9), seed=0)
+    cnnkit_onnx.export(model, tmp_path / "m.onnx")
+    for node in onnx.load(os.fspath(tmp_path / "m.onnx")).graph.node[:2]:
+        assert "ceil_mode" not in {a.name for a in node.attribute}
+
+
+def test_global_max_pool_loads_and_refuses_float64_export(tmp_path):
+    nodes = [helper.make_node("GlobalMaxPool", ["x"], ["p"], name="gmp"),
+             helper.make_node("Flatten", ["p"], ["y"], name="flat0")]
+    path = _save_proto(tmp_path, _graph_model(
+        nodes, [_f32("x", ["N", 3, 5, 4])], [_f32("y", None)], []))
+    model = cnnkit_onnx.load(path)
+    assert [type(la).__name__ for la in model.layers] == ["GlobalMaxPool2D"]
+    x = _images((3, 5, 4), 4)
+    assert np.array_equal(model(x), _run(path, x, "x"))
+    # GlobalMaxPool without Flatten keeps its (C, 1, 1) output
+    nodes = [helper.make_node("GlobalMaxPool", ["x"], ["y"], name="gmp")]
+    path = _save_proto(tmp_path, _graph_model(
+        nodes, [_f32("x", ["N", 3, 5, 4])], [_f32("y", None)], []))
+    model = cnnkit_onnx.load(path)
+    assert model.output_shape == (3, 1, 1)
+    assert np.array_equal(model(x), _run(path, x, "x"))
+    m64 = cnnkit.Sequential([L.GlobalMaxPool2D(), L.Dense(2)],
+                            input_shape=(3, 5, 4), seed=0, dtype="float64")
+    assert cnnkit_onnx.no_float64_layers(m64) == ["GlobalMaxPool2D"]
+    with pytest.raises(ValueError, match="GlobalMaxPool"):
+        cnnkit_onnx.export(m64, tmp_path / "m64.onnx")
+
+
+def test_import_pytorch_ceil_mode_and_global_max_pool(tmp_path):
+    torch = require("torch")
+    from torch import nn
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+        nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
+        nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    net.eval()
+    x = _images((2, 12, 11), 5)
+    path = tmp_path / "torch.onnx"
+    torch.onnx.export(net, (torch.from_numpy(x[:1]),), os.fspath(path),
+                      dynamo=False, input_names=["input"],
+                      output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}})
+    model = cnnkit_onnx.load(path)
+    # PyTorch writes AdaptiveMaxPool2d(1) as a MaxPool over the plane
+    assert [type(la).__name__ for la in model.layers] == [
+        "Conv2D", "ReLU", "MaxPool2D", "AvgPool2D", "MaxPool2D", "Flatten",
+        "Dense"]
+    assert model.layers[2].ceil_mode and model.layers[3].ceil_mode
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    _assert_close(model(x), expected)
+
+
 @pytest.mark.parametrize("proto, words", [
     (_small_conv_graph(
         extra_nodes=[helper.make_node("BatchNormalization",
@@ -1181,8 +1281,8 @@ def test_small_conv_graph_loads(tmp_path):
     (_small_conv_graph(conv_attrs={"frobnicate": 3}),
      ["'conv0'", "attribute 'frobnicate'"]),
     (_small_conv_graph(pool_attrs={"kernel_shape": [3, 3], "strides": [2, 2],
-                                   "ceil_mode": 1}),
-     ["'pool0'", "MaxPool", "ceil_mode=1"]),
+                                   "ceil_mode": 2}),
+     ["'pool0'", "MaxPool", "ceil_mode=2", "not 0 or 1"]),
     (_small_conv_graph(pool_attrs={"kernel_shape": [2, 2],
                                    "dilations": [2, 2]}),
      ["'pool0'", "dilations=[2, 2]"]),

@@ -1,9 +1,10 @@
-"""Pooling: max_pool2d, avg_pool2d and global_avg_pool2d with their
-backward passes -- cnnkit.functional against cnnkit.reference (over dtypes,
-thread counts and memory layouts), finite differences, the conventions
-(ties, NaN, -inf padding, flat int64 indices, the 2-D and 3-D forms, dtype
-promotion, empty batches), the reference against brute force, the
-documented errors, and fuzzing."""
+"""Pooling: max_pool2d, avg_pool2d (both with ceil_mode), global_avg_pool2d
+and global_max_pool2d with their backward passes -- cnnkit.functional
+against cnnkit.reference (over dtypes, thread counts and memory layouts),
+finite differences, the conventions (ties, NaN, -inf padding, flat int64
+indices, the 2-D and 3-D forms, dtype promotion, empty batches), ceil_mode's
+output sizes and divisors by hand and against PyTorch, the reference against
+brute force, the documented errors, and fuzzing."""
 import math
 
 import numpy as np
@@ -336,6 +337,404 @@ def test_global_avg_pool2d_parallel_size_matches_reference():
 
 def test_global_avg_pool2d_backward_finite_differences():
     check_gradients("global_avg_pool2d", [(2, 3, 4, 5)])
+
+
+# ==========================================================================
+# ceil_mode: the output size rounds up, PyTorch's rule
+# ==========================================================================
+# (N, C, H, W, kernel_size, stride, padding): each has a partial last window
+CEIL_CASES = [
+    pytest.param(1, 1, 5, 5, 2, None, 0, id="odd-2x2"),
+    pytest.param(2, 3, 7, 6, 3, 2, 1, id="odd-pad"),
+    pytest.param(1, 2, 9, 8, (3, 2), (2, 3), (1, 0), id="nonsquare"),
+    pytest.param(2, 1, 5, 7, 2, 3, 0, id="stride-gt-kernel"),
+    pytest.param(1, 1, 4, 4, 2, 3, 1, id="last-window-dropped"),
+    pytest.param(2, 2, 2, 2, 3, 3, 0, id="kernel-gt-input-1x1"),
+    pytest.param(1, 1, 1, 1, 2, 2, 0, id="1x1-input-kernel2"),
+    pytest.param(1, 2, 1, 6, (3, 2), 2, (1, 1), id="one-row"),
+    pytest.param(3, 2, 8, 8, 2, None, 0, id="even-no-change"),
+]
+
+
+@pytest.mark.parametrize("with_nan", [False, True], ids=["finite", "nan"])
+@pytest.mark.parametrize("N,C,H,W,k,s,p", CEIL_CASES)
+def test_max_pool2d_ceil_mode_matches_reference(with_nan, N, C, H, W, k, s,
+                                                p):
+    check_op("max_pool2d", [(N, C, H, W)],
+             values=_ints_with_nan if with_nan else "int",
+             kernel_size=k, stride=s, padding=p, ceil_mode=True)
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False],
+                         ids=["count-pad", "skip-pad"])
+@pytest.mark.parametrize("N,C,H,W,k,s,p", CEIL_CASES)
+def test_avg_pool2d_ceil_mode_matches_reference(count_include_pad, N, C, H, W,
+                                                k, s, p):
+    check_op("avg_pool2d", [(N, C, H, W)], kernel_size=k, stride=s,
+             padding=p, count_include_pad=count_include_pad, ceil_mode=True)
+
+
+@pytest.mark.parametrize("shapes,hyper", FORMS)
+def test_ceil_mode_forms_in_every_layout(shapes, hyper):
+    check_op("max_pool2d", shapes, values=_ints_with_nan, layouts=LAYOUTS,
+             ceil_mode=True, **hyper)
+    check_op("avg_pool2d", shapes, layouts=LAYOUTS, ceil_mode=True, **hyper)
+
+
+def test_ceil_mode_parallel_size_matches_reference():
+    # 2x2 / stride 2 over odd widths: the fast path and its last window
+    check_op("max_pool2d", [(5, 8, 17, 17)], values="int", layouts=["C"],
+             kernel_size=2, ceil_mode=True)
+    check_op("avg_pool2d", [(5, 8, 17, 15)], layouts=["C"], kernel_size=3,
+             stride=2, padding=1, ceil_mode=True)
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False],
+                         ids=["count-pad", "skip-pad"])
+@pytest.mark.parametrize("k,s,p", [(2, None, 0), (3, 2, 1), (2, 3, 1),
+                                   ((3, 2), (2, 3), (1, 0))])
+def test_ceil_mode_backward_finite_differences(k, s, p, count_include_pad):
+    check_gradients("avg_pool2d", [(2, 2, 5, 6)], kernel_size=k, stride=s,
+                    padding=p, count_include_pad=count_include_pad,
+                    ceil_mode=True)
+    check_gradients("max_pool2d", [(2, 2, 5, 6)], values="distinct",
+                    kernel_size=k, stride=s, padding=p, ceil_mode=True)
+
+
+@pytest.mark.parametrize("size,k,s,p,floor,ceil", [
+    (5, 2, 2, 0, 2, 3),        # a last window of one row
+    (6, 2, 2, 0, 3, 3),        # exact: no change
+    (4, 2, 3, 1, 2, 2),        # the third window would start in the padding
+    (5, 2, 3, 1, 2, 2),        # ... here too (it would start at 5)
+    (6, 3, 2, 1, 3, 4),        # here it starts on the last row: kept
+    (1, 2, 2, 0, None, 1),     # kernel larger than the input, one window
+    (2, 3, 3, 0, None, 1),
+    (1, 3, 2, 1, 1, 1),
+    (7, 3, 2, 1, 4, 4),
+    (8, 3, 2, 1, 4, 5),
+])
+def test_ceil_mode_output_size_by_hand(size, k, s, p, floor, ceil):
+    for shape_of in (ref.pool2d_output_shape, F.pool2d_output_shape):
+        assert shape_of((size, size), k, s, p, ceil_mode=True) == (ceil,
+                                                                    ceil)
+        if floor is not None:
+            assert shape_of((size, size), k, s, p) == (floor, floor)
+            assert shape_of((size, size), k, s, p, ceil_mode=False) == \
+                (floor, floor)
+    with pytest.raises(ValueError, match="larger than the padded input") \
+            if floor is None else _no_error():
+        F.pool2d_output_shape((size, size), k, s, p)
+
+
+class _no_error:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_ceil_mode_by_hand_in_reference_and_kernels():
+    """Values computed by hand, for the twin and the kernels alike."""
+    x = np.arange(9.0).reshape(1, 1, 3, 3)
+    for mod in (ref, F):
+        y, idx = mod.max_pool2d(x, 2, ceil_mode=True)
+        np.testing.assert_array_equal(y[0, 0], [[4, 5], [7, 8]])
+        np.testing.assert_array_equal(idx[0, 0], [[4, 5], [7, 8]])
+        # the last windows hold 2 and 1 elements of the input; no padding
+        np.testing.assert_array_equal(mod.avg_pool2d(x, 2, ceil_mode=True)
+                                      [0, 0], [[2, 3.5], [6.5, 8]])
+        # PyTorch's divisor: the window clipped to the padded input (here
+        # the padded input is the input), not kh * kw
+        np.testing.assert_array_equal(
+            mod.avg_pool2d(x, 2, ceil_mode=True, count_include_pad=False)
+            [0, 0], [[2, 3.5], [6.5, 8]])
+        # x = 1..16 (4x4), kernel 2, stride 3, padding 1: two windows a
+        # side (a third would start in the padding); windows at -1 and 2
+        x16 = np.arange(1.0, 17.0).reshape(1, 1, 4, 4)
+        np.testing.assert_array_equal(
+            mod.avg_pool2d(x16, 2, 3, 1, ceil_mode=True)[0, 0],
+            [[1 / 4, (3 + 4) / 4], [(9 + 13) / 4, (11 + 12 + 15 + 16) / 4]])
+        np.testing.assert_array_equal(
+            mod.avg_pool2d(x16, 2, 3, 1, ceil_mode=True,
+                           count_include_pad=False)[0, 0],
+            [[1, (3 + 4) / 2], [(9 + 13) / 2, (11 + 12 + 15 + 16) / 4]])
+        # a 1x1 input, kernel 3, padding 1, stride 2: one window of 3x3
+        one = np.ones((1, 1, 1, 1))
+        np.testing.assert_array_equal(
+            mod.avg_pool2d(one, 3, 2, 1, ceil_mode=True), [[[[1 / 9]]]])
+        # a 2x2 input, kernel 3 (larger than it), stride 3: the window
+        # clipped to the (unpadded) input, divisor 4
+        x4 = np.arange(1.0, 5.0).reshape(1, 1, 2, 2)
+        np.testing.assert_array_equal(
+            mod.avg_pool2d(x4, 3, 3, ceil_mode=True), [[[[2.5]]]])
+        assert mod.max_pool2d(x4, 3, 3, ceil_mode=True)[0][0, 0, 0, 0] == 4
+    # gradients by hand: the last window of 1 element takes all of it
+    g = F.avg_pool2d_backward(np.ones((1, 1, 2, 2)), (1, 1, 3, 3), 2,
+                              ceil_mode=True)
+    np.testing.assert_array_equal(g[0, 0], [[.25, .25, .5], [.25, .25, .5],
+                                            [.5, .5, 1]])
+    np.testing.assert_array_equal(
+        ref.avg_pool2d_backward(np.ones((1, 1, 2, 2)), (1, 1, 3, 3), 2,
+                                ceil_mode=True), g)
+
+
+def test_ceil_mode_false_is_the_default(rng, dtype):
+    x = rng.standard_normal((2, 3, 7, 7)).astype(dtype)
+    for k, s, p in [(2, None, 0), (3, 2, 1)]:
+        a = F.max_pool2d(x, k, s, p)
+        b = F.max_pool2d(x, k, s, p, ceil_mode=False)
+        assert all(np.array_equal(u, v) for u, v in zip(a, b))
+        np.testing.assert_array_equal(
+            F.avg_pool2d(x, k, s, p),
+            F.avg_pool2d(x, k, s, p, ceil_mode=np.bool_(False)))
+
+
+def _torch_grid():
+    for h in (1, 2, 3, 4, 5, 7, 8):
+        for w in (1, 3, 6):
+            for k in ((1, 1), (2, 2), (3, 3), (2, 3), (4, 4)):
+                for s in ((1, 1), (2, 2), (3, 3), (2, 1), (5, 5)):
+                    for p in ((0, 0), (1, 1), (1, 0), (2, 2)):
+                        if 2 * p[0] <= k[0] and 2 * p[1] <= k[1]:
+                            yield h, w, k, s, p
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["f32", "f64"])
+def test_ceil_mode_matches_torch_over_a_grid(dt):
+    """Every corner: output sizes (and which shapes are refused), values,
+    indices and gradients of max and average pooling, with and without
+    ceil_mode and count_include_pad, against PyTorch."""
+    torch = require("torch")
+    tF = torch.nn.functional
+    rng = np.random.default_rng(0)
+    rtol = 1e-5 if dt == np.float32 else 1e-12
+    checked = 0
+    for h, w, k, s, p in _torch_grid():
+        x = rng.integers(-4, 4, (2, 2, h, w)).astype(dt)
+        tx = torch.from_numpy(x)
+        for ceil in (False, True):
+            try:
+                ty, ti = tF.max_pool2d(tx, k, s, p, ceil_mode=ceil,
+                                       return_indices=True)
+            except RuntimeError:
+                with pytest.raises(ValueError):
+                    F.max_pool2d(x, k, s, p, ceil_mode=ceil)
+                with pytest.raises(ValueError):
+                    F.pool2d_output_shape((h, w), k, s, p, ceil_mode=ceil)
+                continue
+            what = f"{(h, w)} k{k} s{s} p{p} ceil={ceil}"
+            y, idx = F.max_pool2d(x, k, s, p, ceil_mode=ceil)
+            np.testing.assert_array_equal(y, ty.numpy(), err_msg=what)
+            np.testing.assert_array_equal(idx, ti.numpy(), err_msg=what)
+            assert F.pool2d_output_shape((h, w), k, s, p, ceil_mode=ceil) \
+                == y.shape[2:] == ref.pool2d_output_shape((h, w), k, s, p,
+                                                          ceil)
+            g = rng.standard_normal(y.shape).astype(dt)
+            np.testing.assert_array_equal(
+                F.max_pool2d_backward(g, idx, x.shape),
+                _torch_grad(torch, lambda t: tF.max_pool2d(
+                    t, k, s, p, ceil_mode=ceil), x, g), err_msg=what)
+            for cip in (True, False):
+                ta = tF.avg_pool2d(tx, k, s, p, ceil_mode=ceil,
+                                   count_include_pad=cip).numpy()
+                a = F.avg_pool2d(x, k, s, p, count_include_pad=cip,
+                                 ceil_mode=ceil)
+                np.testing.assert_allclose(a, ta, rtol=rtol, atol=rtol,
+                                           err_msg=f"{what} cip={cip}")
+                np.testing.assert_allclose(
+                    F.avg_pool2d_backward(g, x.shape, k, s, p, cip, ceil),
+                    _torch_grad(torch, lambda t: tF.avg_pool2d(
+                        t, k, s, p, ceil_mode=ceil, count_include_pad=cip),
+                        x, g), rtol=rtol, atol=rtol,
+                    err_msg=f"{what} cip={cip}")
+                np.testing.assert_allclose(
+                    ref.avg_pool2d(x.astype(np.float64), k, s, p, cip, ceil),
+                    ta, rtol=rtol, atol=rtol)
+            checked += 1
+    assert checked > 500
+
+
+def _torch_grad(torch, fn, x, g):
+    t = torch.from_numpy(x).requires_grad_(True)
+    fn(t).backward(torch.from_numpy(g))
+    return t.grad.numpy()
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: F.max_pool2d(X, 2, ceil_mode=c),
+    lambda c: F.avg_pool2d(X, 2, ceil_mode=c),
+    lambda c: F.avg_pool2d_backward(np.zeros((2, 3, 2, 2)), X.shape, 2,
+                                    ceil_mode=c),
+    lambda c: F.pool2d_output_shape((5, 5), 2, ceil_mode=c),
+    lambda c: cnnkit_layers().MaxPool2D(2, ceil_mode=c),
+    lambda c: cnnkit_layers().AvgPool2D(2, ceil_mode=c),
+], ids=["max", "avg", "avg_backward", "output_shape", "MaxPool2D",
+        "AvgPool2D"])
+@pytest.mark.parametrize("bad", [1, 0, None, "yes", 1.0, [True]])
+def test_ceil_mode_must_be_a_bool(call, bad):
+    with pytest.raises(TypeError, match=r"ceil_mode must be a bool, got "):
+        call(bad)
+
+
+def cnnkit_layers():
+    from cnnkit import layers
+    return layers
+
+
+def test_ceil_mode_kernel_that_leaves_no_window():
+    # floor: the kernel must fit the padded input; ceil: within stride - 1
+    with pytest.raises(ValueError, match=r"kernel_size \(4, 4\) is larger"):
+        F.max_pool2d(np.zeros((1, 1, 3, 3)), 4, 2)
+    assert F.max_pool2d(np.zeros((1, 1, 3, 3)), 4, 2,
+                        ceil_mode=True)[0].shape == (1, 1, 1, 1)
+    with pytest.raises(ValueError, match=r"kernel_size \(5, 5\) leaves no "
+                                         r"window .*ceil_mode"):
+        F.max_pool2d(np.zeros((1, 1, 3, 3)), 5, 2, ceil_mode=True)
+    with pytest.raises(ValueError, match=r"kernel_size \(5, 5\) leaves no "
+                                         r"window"):
+        F.avg_pool2d_backward(np.zeros((1, 1, 1, 1)), (1, 1, 3, 3), 5, 2,
+                              ceil_mode=True)
+    with pytest.raises(ValueError, match=r"plus stride - 1 \(ceil_mode\)"):
+        F.pool2d_output_shape((3, 3), 5, 2, ceil_mode=True)
+    with pytest.raises(ValueError, match=r"grad_out must have the output "
+                                         r"shape \(1, 1, 2, 2\)"):
+        # the floor-mode size for a ceil-mode gradient
+        F.avg_pool2d_backward(np.zeros((1, 1, 1, 1)), (1, 1, 3, 3), 2,
+                              ceil_mode=True)
+
+
+# ==========================================================================
+# global max pooling
+# ==========================================================================
+def _gmp_backward(g, ins, outs, **hp):
+    return (F.global_max_pool2d_backward(g, outs[1], ins[0].shape),)
+
+
+def _gmp_ref_backward(g, ins, outs, **hp):
+    return (ref.global_max_pool2d_backward(g, outs[1], ins[0].shape),)
+
+
+GLOBAL_MAX = helpers.Op(F.global_max_pool2d, ref.global_max_pool2d,
+                        _gmp_backward, _gmp_ref_backward, exact=True,
+                        exact_backward=True)
+
+
+@pytest.mark.parametrize("with_nan", [False, True], ids=["finite", "nan"])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 5, 7), (3, 2, 1, 6),
+                                   (1, 4, 9, 9), (2, 1, 6, 1)], ids=str)
+def test_global_max_pool2d_matches_reference(shape, with_nan):
+    check_op(GLOBAL_MAX, [shape], layouts=LAYOUTS,
+             values=_ints_with_nan if with_nan else "int")
+
+
+def test_global_max_pool2d_parallel_size_matches_reference():
+    check_op(GLOBAL_MAX, [(13, 8, 15, 15)], values=_ints_with_nan,
+             layouts=["C"])
+
+
+def test_global_max_pool2d_backward_finite_differences():
+    check_gradients(GLOBAL_MAX, [(2, 3, 4, 5)], values="distinct")
+    check_gradients(GLOBAL_MAX, [(2, 3, 4, 5)], values="distinct",
+                    reference=True)
+
+
+def test_global_max_pool2d_conventions(dtype):
+    # ties: the first maximum in row-major order; NaN wins (the last NaN)
+    x = np.array([[[[1, 3], [3, 0]], [[np.nan, 5], [np.nan, 9]],
+                   [[-np.inf, -np.inf], [-np.inf, -np.inf]]]], dtype=dtype)
+    for mod in (F, ref):
+        y, idx = mod.global_max_pool2d(x)
+        assert y.dtype == dtype and idx.dtype == np.int64
+        assert y[0, 0] == 3 and idx[0, 0] == 1
+        assert np.isnan(y[0, 1]) and idx[0, 1] == 2
+        assert y[0, 2] == -np.inf and idx[0, 2] == 0
+        gx = mod.global_max_pool2d_backward(np.array([[1.0, 2.0, 3.0]]),
+                                            idx, x.shape)
+        np.testing.assert_array_equal(
+            gx, [[[[0, 1], [0, 0]], [[0, 0], [2, 0]], [[3, 0], [0, 0]]]])
+    # the same as max_pool2d with one window per plane
+    rng = np.random.default_rng(1)
+    x = rng.integers(-2, 2, (3, 4, 5, 6)).astype(dtype)
+    y, idx = F.global_max_pool2d(x)
+    py, pidx = F.max_pool2d(x, (5, 6))
+    np.testing.assert_array_equal(y, py[..., 0, 0])
+    np.testing.assert_array_equal(idx, pidx[..., 0, 0])
+
+
+def test_global_max_pool2d_zero_size_batch(dtype):
+    y, idx = F.global_max_pool2d(np.zeros((0, 3, 4, 4), dtype))
+    assert y.shape == idx.shape == (0, 3) and y.dtype == dtype
+    gx = F.global_max_pool2d_backward(np.zeros((0, 3), dtype), idx,
+                                      (0, 3, 4, 4))
+    assert gx.shape == (0, 3, 4, 4) and gx.dtype == dtype
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["f32", "f64"])
+def test_global_max_pool2d_matches_torch(dt):
+    """adaptive_max_pool2d(x, 1): values, indices (NaN and ties included)
+    and the gradient."""
+    torch = require("torch")
+    tF = torch.nn.functional
+    rng = np.random.default_rng(3)
+    for shape in [(2, 3, 5, 4), (1, 1, 1, 1), (3, 2, 1, 7)]:
+        for x in (special_values(rng, shape, dt),
+                  rng.integers(-2, 2, shape).astype(dt)):
+            ty, ti = tF.adaptive_max_pool2d(torch.from_numpy(x), 1,
+                                            return_indices=True)
+            y, idx = F.global_max_pool2d(x)
+            assert_same_specials(y, ty.numpy()[..., 0, 0], 0, str(shape))
+            np.testing.assert_array_equal(idx, ti.numpy()[..., 0, 0])
+            g = rng.standard_normal(y.shape).astype(dt)
+            np.testing.assert_array_equal(
+                F.global_max_pool2d_backward(g, idx, x.shape),
+                _torch_grad(torch, lambda t: tF.adaptive_max_pool2d(t, 1)
+                            .reshape(y.shape), x, g))
+
+
+@pytest.mark.parametrize("call,exc,pattern", [
+    (lambda: F.global_max_pool2d(np.zeros((2, 3, 4))), ValueError,
+     r"global_max_pool2d: x must be \(N, C, H, W\); got shape \(2, 3, 4\)"),
+    (lambda: F.global_max_pool2d(np.zeros((2, 3, 0, 4))), ValueError,
+     r"empty spatial plane"),
+    (lambda: F.global_max_pool2d(np.zeros((1, 1, 2, 2), complex)),
+     TypeError, r"x must have a real .*complex128"),
+    (lambda: F.global_max_pool2d_backward(np.zeros((2, 4)),
+                                          np.zeros((2, 4), np.int64),
+                                          (2, 3, 4, 4)), ValueError,
+     r"grad_out must have shape \(N, C\) of input_shape"),
+    (lambda: F.global_max_pool2d_backward(np.zeros((2, 3)),
+                                          np.zeros((2, 3, 1), np.int64),
+                                          (2, 3, 4, 4)), ValueError,
+     r"indices shape \(2, 3, 1\) must equal grad_out shape \(2, 3\)"),
+    (lambda: F.global_max_pool2d_backward(np.zeros((2, 3)),
+                                          np.zeros((2, 3)), (2, 3, 4, 4)),
+     TypeError, r"indices must be an integer array, got dtype float64"),
+    (lambda: F.global_max_pool2d_backward(np.zeros((2, 3)),
+                                          np.full((2, 3), 16),
+                                          (2, 3, 4, 4)), ValueError,
+     r"indices must lie in \[0, 16\) for input planes of 4x4"),
+    (lambda: F.global_max_pool2d_backward(np.zeros((2, 3)),
+                                          np.full((2, 3), -1),
+                                          (2, 3, 4, 4)), ValueError,
+     r"indices must lie in \[0, 16\)"),
+    (lambda: F.global_max_pool2d_backward(np.zeros((1, 1)),
+                                          np.zeros((1, 1), np.int64),
+                                          (1, 1, 0, 3)), ValueError,
+     r"indices point into an empty input plane"),
+    (lambda: F.global_max_pool2d_backward(np.zeros((2, 3)),
+                                          np.zeros((2, 3), np.int64), 5),
+     TypeError, r"input_shape must be a tuple of ints"),
+    (lambda: F.global_max_pool2d_backward(np.zeros((2, 3)),
+                                          np.zeros((2, 3), np.int64),
+                                          (2, 3, 2**40, 2**40)), ValueError,
+     r"more than cnnkit supports"),
+], ids=["ndim", "empty-plane", "dtype", "grad-shape", "index-shape",
+        "index-dtype", "index-high", "index-low", "empty-input",
+        "input-shape-type", "huge"])
+def test_global_max_pool2d_errors(call, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call()
 
 
 # ==========================================================================
@@ -740,10 +1139,11 @@ def pool_cases(draw, op):
             h = need[0] - 1                       # kernel does not fit
     shape = (n, c, h, w)[4 - ndim:]
     shape4 = (1,) * (4 - ndim) + shape
+    ceil = draw(st.sampled_from([False, True, np.bool_(True)]))
     out_hw = None
     if expect in ("ok", "either"):
         try:
-            out_hw = pool_out(h, w, kernel_p, stride_p, pad_p)
+            out_hw = pool_out(h, w, kernel_p, stride_p, pad_p, bool(ceil))
         except ValueError as exc:
             expect, errors, why = "error", (ValueError,), str(exc)
     cip = draw(st.sampled_from([True, False, 1, 0]))
@@ -793,19 +1193,23 @@ def pool_cases(draw, op):
             g = np.zeros(np.shape(g)[:-1] + (np.shape(g)[-1] + 1,))
         else:
             expect, errors, why = prior
+    if mode == "invalid" and expect in ("ok", "either") and \
+            draw(st.integers(0, 3)) == 0:
+        ceil = draw(st.sampled_from([1, 0, None, "yes", 1.0]))
+        expect, errors, why = "error", (TypeError,), "ceil_mode not a bool"
+    kwargs = {"stride": stride, "padding": padding, "ceil_mode": ceil}
     if op == "max":
-        args, kwargs = (x, kernel), {"stride": stride, "padding": padding}
+        args = (x, kernel)
     elif op == "avg":
         args = (x, kernel)
-        kwargs = {"stride": stride, "padding": padding,
-                  "count_include_pad": cip}
+        kwargs["count_include_pad"] = cip
     else:
         args = (g, input_shape, kernel)
-        kwargs = {"stride": stride, "padding": padding,
-                  "count_include_pad": cip}
+        kwargs["count_include_pad"] = cip
 
     def oracle(result):
         hyper = (kernel_p, stride_p, pad_p)
+        cm = bool(ceil)
         if op == "max":
             xa = np.asarray(x)
             dt = design_dtype(xa)
@@ -813,7 +1217,8 @@ def pool_cases(draw, op):
                 ey = np.zeros(shape4[:2] + out_hw)
                 ei = ey.astype(np.int64)
             else:
-                ey, ei = ref.max_pool2d(f64(xa, dt).reshape(shape4), *hyper)
+                ey, ei = ref.max_pool2d(f64(xa, dt).reshape(shape4), *hyper,
+                                        ceil_mode=cm)
             y, idx = result
             assert_result(y, ey.reshape(shape[:-2] + ey.shape[2:]), dt,
                           exact=True)
@@ -826,8 +1231,8 @@ def pool_cases(draw, op):
             if x4.size == 0:
                 ey = eb = np.zeros(shape4[:2] + out_hw)
             else:
-                ey = ref.avg_pool2d(x4, *hyper, bool(cip))
-                eb = ref.avg_pool2d(abs(x4), *hyper, bool(cip))
+                ey = ref.avg_pool2d(x4, *hyper, bool(cip), cm)
+                eb = ref.avg_pool2d(abs(x4), *hyper, bool(cip), cm)
             oshape = shape[:-2] + ey.shape[2:]
             assert_result(result, ey.reshape(oshape), dt, eb.reshape(oshape),
                           kernel_p[0] * kernel_p[1])
@@ -835,8 +1240,9 @@ def pool_cases(draw, op):
             ga = np.asarray(g)
             dt = design_dtype(ga)
             g4 = f64(ga, dt).reshape(shape4[:2] + ga.shape[-2:])
-            ex = ref.avg_pool2d_backward(g4, shape4, *hyper, bool(cip))
-            eb = ref.avg_pool2d_backward(abs(g4), shape4, *hyper, bool(cip))
+            ex = ref.avg_pool2d_backward(g4, shape4, *hyper, bool(cip), cm)
+            eb = ref.avg_pool2d_backward(abs(g4), shape4, *hyper, bool(cip),
+                                         cm)
             assert_result(result, ex.reshape(shape), dt, eb.reshape(shape),
                           g4.shape[2] * g4.shape[3])
 
@@ -980,6 +1386,71 @@ prop_global_avg_pool2d_backward = fuzz_property(
     F.global_avg_pool2d_backward, global_pool_cases(backward=True))
 
 
+@st.composite
+def global_max_cases(draw, backward=False):
+    n, c = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    h, w = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    x = draw(arrays((n, c, h, w)))
+    g = draw(arrays((n, c)))
+    seed = draw(st.integers(0, 2**32 - 1))
+    ind = np.random.default_rng(seed).integers(0, h * w, (n, c))
+    input_shape = (n, c, h, w)
+    expect, errors, why = "ok", (), ""
+    mutation = draw(st.sampled_from([None] * 3 + [
+        "empty_plane", "ndim", "dtype", "mismatch", "index"]))
+    if mutation == "empty_plane":
+        expect, errors, why = "error", (ValueError,), mutation
+        input_shape = (n, c, 0, w)
+        x = np.zeros(input_shape)
+        if n * c == 0 and backward:
+            expect = "either"
+    elif mutation == "ndim":
+        expect, errors, why = "error", (ValueError,), mutation
+        x, g = np.zeros((c, h, w)), np.zeros((n, c, 1))
+    elif mutation == "dtype":
+        expect, errors, why = "error", (TypeError,), mutation
+        x, g = bad_array(draw, (n, c, h, w)), bad_array(draw, (n, c))
+    elif mutation == "mismatch" and backward:
+        expect, errors, why = "error", (ValueError,), mutation
+        g = np.zeros((n, c + 1))
+    elif mutation == "index" and backward and n * c:
+        expect, errors, why = "error", (ValueError,), mutation
+        ind = ind.copy()
+        ind.flat[0] = draw(st.sampled_from([-1, h * w, 2**62]))
+
+    def oracle(result):
+        if backward:
+            ga = np.asarray(g)
+            dt = design_dtype(ga)
+            if n * c == 0:              # the reference needs a plane
+                ex = np.zeros(input_shape)
+            else:
+                ex = ref.global_max_pool2d_backward(f64(ga, dt), ind,
+                                                    input_shape)
+            assert_result(result, ex, dt, exact=True)
+        else:
+            xa = np.asarray(x)
+            dt = design_dtype(xa)
+            if n * c == 0:
+                ey, ei = np.zeros((n, c)), np.zeros((n, c), np.int64)
+            else:
+                ey, ei = ref.global_max_pool2d(f64(xa, dt))
+            y, idx = result
+            assert_result(y, ey, dt, exact=True)
+            np.testing.assert_array_equal(idx, ei)
+
+    args = (g, ind, input_shape) if backward else (x,)
+    return Case(args, {}, expect, errors, why, oracle)
+
+
+prop_global_max_pool2d = fuzz_property(F.global_max_pool2d,
+                                       global_max_cases())
+
+
+prop_global_max_pool2d_backward = fuzz_property(
+    F.global_max_pool2d_backward, global_max_cases(backward=True))
+
+
 def _z(*shape, dtype=np.float64):
     return np.zeros(shape, dtype=dtype)
 
@@ -1029,6 +1500,22 @@ EXTREME = [
      {"ValueError", "MemoryError"}),
     ("global avg pool 1x1", lambda: F.global_avg_pool2d(_z(3, 2, 1, 1)),
      {"ok"}),
+    ("global max pool 1x1", lambda: F.global_max_pool2d(_z(3, 2, 1, 1)),
+     {"ok"}),
+    ("global max pool backward input 2**31 x 2**31",
+     lambda: F.global_max_pool2d_backward(
+         _z(1, 1), np.zeros((1, 1), np.int64), (1, 1, 2**31, 2**31)),
+     {"ValueError", "MemoryError"}),
+    ("global max pool backward index 2**64-1",
+     lambda: F.global_max_pool2d_backward(
+         _z(1, 1), np.full((1, 1), 2**64 - 1, np.uint64), (1, 1, 2, 2)),
+     {"ValueError"}),
+    ("max pool ceil_mode stride 2**62", lambda: F.max_pool2d(
+        _z(1, 1, 4, 4), 5, stride=2**62, ceil_mode=True), {"ok"}),
+    ("avg pool ceil_mode kernel and stride 2**62", lambda: F.avg_pool2d(
+        _z(1, 1, 4, 4), 2**62, stride=2**62, ceil_mode=True), {"ok"}),
+    ("avg pool ceil_mode kernel 2**62", lambda: F.avg_pool2d(
+        _z(1, 1, 4, 4), 2**62, stride=1, ceil_mode=True), {"ValueError"}),
 ]
 
 

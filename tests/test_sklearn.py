@@ -111,7 +111,26 @@ def test_default_parameters():
         "batch_size": "auto", "optimizer": "adam", "learning_rate": 1e-3,
         "tol": 1e-4, "n_iter_no_change": 10, "shuffle": True,
         "random_state": None, "verbose": 0, "warm_start": False,
-        "architecture": None}
+        "architecture": None, "label_smoothing": 0.0}
+
+
+def test_label_smoothing_is_forwarded_to_fit():
+    # with eps = 1 the target is uniform: the loss is at least its entropy,
+    # log(n_classes); without smoothing the blobs are learnt below it
+    X, y = _blobs()
+    n = len(np.unique(y))
+    plain = CNNClassifier(max_iter=30, learning_rate=1e-2,
+                          random_state=0).fit(X, y)
+    assert min(plain.loss_curve_) < np.log(n) - 0.1
+    uniform = CNNClassifier(max_iter=5, learning_rate=1e-2, random_state=0,
+                            label_smoothing=1.0).fit(X, y)
+    assert min(uniform.loss_curve_) >= np.log(n) - 1e-6
+    half = clone(uniform).set_params(label_smoothing=0.5)
+    half.partial_fit(X, y, classes=np.unique(y))
+    assert half.loss_ >= 0.5 * np.log(n) - 1e-6
+    for bad in (-0.1, 1.5, "0.1", None, True, np.nan):
+        with pytest.raises(ValueError, match="label_smoothing must be"):
+            CNNClassifier(label_smoothing=bad, max_iter=1).fit(X, y)
 
 
 def test_digits_flat_rows_with_image_shape():

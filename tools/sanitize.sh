@@ -234,10 +234,15 @@ for _ in range(n):
     F.avg_pool2d(xi, 2)
     F.avg_pool2d_backward(out, xi.shape, 2)
     F.global_avg_pool2d(xi)
+    F.max_pool2d(xi, 2, ceil_mode=True)
+    F.avg_pool2d(xi, 3, 2, 1, ceil_mode=True)
+    gm, gi = F.global_max_pool2d(xi)
+    F.global_max_pool2d_backward(gm, gi, xi.shape)
     F.dense(z, z)
     F.dense_backward(gz, z, z)
     F.softmax(z)
     F.softmax_cross_entropy(z, [0, 1, 2, 3, 0])
+    F.softmax_cross_entropy(z, [0, 1, 2, 3, 0], label_smoothing=0.1)
     try:
         F.conv2d(xi, w[:, :2])
     except ValueError:

@@ -103,6 +103,20 @@ cdef extern from "cnnkit.h" nogil:
     void cnnkit_avg_pool2d_backward_f64(double *gx, const double *gy,
                                         const cnnkit_pool2d_geom *g,
                                         int count_include_pad, int nthreads)
+    void cnnkit_global_max_pool2d_forward_f32(float *y, int64_t *idx,
+                                              const float *x,
+                                              ptrdiff_t planes, ptrdiff_t hw,
+                                              int nthreads)
+    void cnnkit_global_max_pool2d_forward_f64(double *y, int64_t *idx,
+                                              const double *x,
+                                              ptrdiff_t planes, ptrdiff_t hw,
+                                              int nthreads)
+    ptrdiff_t cnnkit_global_max_pool2d_backward_f32(
+        float *gx, const float *gy, const int64_t *idx, ptrdiff_t planes,
+        ptrdiff_t hw, int nthreads)
+    ptrdiff_t cnnkit_global_max_pool2d_backward_f64(
+        double *gx, const double *gy, const int64_t *idx, ptrdiff_t planes,
+        ptrdiff_t hw, int nthreads)
 
     ptrdiff_t cnnkit_dense_workspace(ptrdiff_t n, ptrdiff_t f, ptrdiff_t o,
                                      int nthreads)
@@ -162,12 +176,12 @@ cdef extern from "cnnkit.h" nogil:
     double cnnkit_softmax_xent_f32(float *grad, const float *z,
                                    const int64_t *labels,
                                    const double *weights, double norm,
-                                   double *work,
+                                   double smoothing, double *work,
                                    ptrdiff_t n, ptrdiff_t c, int nthreads)
     double cnnkit_softmax_xent_f64(double *grad, const double *z,
                                    const int64_t *labels,
                                    const double *weights, double norm,
-                                   double *work,
+                                   double smoothing, double *work,
                                    ptrdiff_t n, ptrdiff_t c, int nthreads)
 
     void cnnkit_batch_norm_sums_f32(double *sums, const float *x,
@@ -345,6 +359,26 @@ cdef inline void cnnkit_avg_pool2d_backward(
                                        nthreads)
 
 
+cdef inline void cnnkit_global_max_pool2d_forward(
+        floating *y, int64_t *idx, const floating *x, ptrdiff_t planes,
+        ptrdiff_t hw, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_global_max_pool2d_forward_f32(y, idx, x, planes, hw, nthreads)
+    else:
+        cnnkit_global_max_pool2d_forward_f64(y, idx, x, planes, hw, nthreads)
+
+
+cdef inline ptrdiff_t cnnkit_global_max_pool2d_backward(
+        floating *gx, const floating *gy, const int64_t *idx,
+        ptrdiff_t planes, ptrdiff_t hw, int nthreads) noexcept nogil:
+    if floating is float:
+        return cnnkit_global_max_pool2d_backward_f32(gx, gy, idx, planes, hw,
+                                                     nthreads)
+    else:
+        return cnnkit_global_max_pool2d_backward_f64(gx, gy, idx, planes, hw,
+                                                     nthreads)
+
+
 cdef inline void cnnkit_dense_forward(
         floating *y, const floating *x, const floating *w,
         const floating *bias, floating *work, ptrdiff_t n, ptrdiff_t f,
@@ -429,14 +463,14 @@ cdef inline void cnnkit_softmax(floating *p, const floating *z, ptrdiff_t n,
 
 cdef inline double cnnkit_softmax_xent(
         floating *grad, const floating *z, const int64_t *labels,
-        const double *weights, double norm, double *work, ptrdiff_t n,
-        ptrdiff_t c, int nthreads) noexcept nogil:
+        const double *weights, double norm, double smoothing, double *work,
+        ptrdiff_t n, ptrdiff_t c, int nthreads) noexcept nogil:
     if floating is float:
-        return cnnkit_softmax_xent_f32(grad, z, labels, weights, norm, work,
-                                       n, c, nthreads)
+        return cnnkit_softmax_xent_f32(grad, z, labels, weights, norm,
+                                       smoothing, work, n, c, nthreads)
     else:
-        return cnnkit_softmax_xent_f64(grad, z, labels, weights, norm, work,
-                                       n, c, nthreads)
+        return cnnkit_softmax_xent_f64(grad, z, labels, weights, norm,
+                                       smoothing, work, n, c, nthreads)
 
 
 cdef inline void cnnkit_batch_norm_sums(

@@ -680,7 +680,8 @@ cdef void _relu_backward(floating *t, gx, grad_out, x, int nt) noexcept:
 # max and average pooling
 # --------------------------------------------------------------------------
 cdef object _pool_geom(cnnkit_pool2d_geom *g, tuple xs, object kernel,
-                       object stride, object padding, str fn="max_pool2d"):
+                       object stride, object padding, str fn="max_pool2d",
+                       bint ceil_mode=False):
     kh, kw = _pos_pair(kernel, "kernel_size", fn)
     sh, sw = _pos_pair(stride, "stride", fn)
     if len(padding) != 2:
@@ -697,12 +698,27 @@ cdef object _pool_geom(cnnkit_pool2d_geom *g, tuple xs, object kernel,
         raise ValueError(
             f"{fn}: x has empty planes (H, W) = ({h}, {w}) (shape {xs}); "
             f"every window would hold only padding")
-    if kh > h + 2 * ph or kw > w + 2 * pw:
-        raise ValueError(
-            f"{fn}: kernel_size {(kh, kw)} is larger than the padded input "
-            f"({h + 2 * ph}, {w + 2 * pw}) of x shape {xs}")
-    oh = (h + 2 * ph - kh) // sh + 1
-    ow = (w + 2 * pw - kw) // sw + 1
+    if ceil_mode:
+        # PyTorch's rule: round up, but drop a last window that would start
+        # in the bottom (right) padding
+        if kh > h + 2 * ph + sh - 1 or kw > w + 2 * pw + sw - 1:
+            raise ValueError(
+                f"{fn}: kernel_size {(kh, kw)} leaves no window in the "
+                f"padded input ({h + 2 * ph}, {w + 2 * pw}) of x shape {xs}, "
+                f"even with ceil_mode")
+        oh = (h + 2 * ph - kh + sh - 1) // sh + 1
+        ow = (w + 2 * pw - kw + sw - 1) // sw + 1
+        if (oh - 1) * sh >= h + ph:
+            oh -= 1
+        if (ow - 1) * sw >= w + pw:
+            ow -= 1
+    else:
+        if kh > h + 2 * ph or kw > w + 2 * pw:
+            raise ValueError(
+                f"{fn}: kernel_size {(kh, kw)} is larger than the padded "
+                f"input ({h + 2 * ph}, {w + 2 * pw}) of x shape {xs}")
+        oh = (h + 2 * ph - kh) // sh + 1
+        ow = (w + 2 * pw - kw) // sw + 1
     _check_size("max_pool2d input", xs)
     _check_size("max_pool2d output", (n, c, oh, ow))
     g.planes, g.h, g.w = n * c, h, w
@@ -723,13 +739,14 @@ cdef tuple _pool_input_shape(object input_shape, str fn):
 
 
 def max_pool2d_forward(x, kernel_size, stride, padding, out=None,
-                       indices_out=None):
+                       indices_out=None, bint ceil_mode=False):
     """(y, indices) of x (N,C,H,W); all hyperparameters pairs."""
     cdef cnnkit_pool2d_geom g
     cdef int nt = _nthreads()
     x = _float_input(x, "x")
     _check_ndim(x, 4, "x", "(N, C, H, W)")
-    out_shape = _pool_geom(&g, x.shape, kernel_size, stride, padding)
+    out_shape = _pool_geom(&g, x.shape, kernel_size, stride, padding,
+                           "max_pool2d", ceil_mode)
     y = _out(out, out_shape, x.dtype, "max_pool2d", "out")
     idx = _out(indices_out, out_shape, np.dtype(np.int64), "max_pool2d",
                "indices_out")
@@ -833,14 +850,14 @@ cdef ptrdiff_t _max_pool2d_backward(floating *t, gx, grad_out, ind,
 
 
 def avg_pool2d_forward(x, kernel_size, stride, padding,
-                       bint count_include_pad=True):
+                       bint count_include_pad=True, bint ceil_mode=False):
     """y of x (N,C,H,W); all hyperparameters pairs."""
     cdef cnnkit_pool2d_geom g
     cdef int nt = _nthreads()
     x = _float_input(x, "x")
     _check_ndim(x, 4, "x", "(N, C, H, W)")
     out_shape = _pool_geom(&g, x.shape, kernel_size, stride, padding,
-                           "avg_pool2d")
+                           "avg_pool2d", ceil_mode)
     y = np.empty(out_shape, dtype=x.dtype)
     if y.size:
         if _is_f32(x):
@@ -859,14 +876,15 @@ cdef void _avg_pool2d_forward(floating *t, y, x, const cnnkit_pool2d_geom *g,
 
 
 def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride, padding,
-                        bint count_include_pad=True):
+                        bint count_include_pad=True, bint ceil_mode=False):
     cdef cnnkit_pool2d_geom g
     cdef int nt = _nthreads()
     fn = "avg_pool2d_backward"
     grad_out = _float_input(grad_out, "grad_out")
     _check_ndim(grad_out, 4, "grad_out", "(N, C, OH, OW)")
     shp = _pool_input_shape(input_shape, fn)
-    out_shape = _pool_geom(&g, shp, kernel_size, stride, padding, fn)
+    out_shape = _pool_geom(&g, shp, kernel_size, stride, padding, fn,
+                           ceil_mode)
     if grad_out.shape != out_shape:
         raise ValueError(
             f"{fn}: grad_out must have the output shape {out_shape} of "
@@ -889,6 +907,97 @@ cdef void _avg_pool2d_backward(floating *t, gx, grad_out,
     cdef const floating *pgy = _data(grad_out, t)
     with nogil:
         cnnkit_avg_pool2d_backward(pgx, pgy, g, count_include_pad, nt)
+
+
+def global_max_pool2d_forward(x, out=None, indices_out=None):
+    """(y, indices) of x (N,C,H,W): each plane's maximum, (N, C), and
+    its flat h*W+w position (int64)."""
+    cdef int nt = _nthreads()
+    fn = "global_max_pool2d"
+    x = _float_input(x, "x")
+    _check_ndim(x, 4, "x", "(N, C, H, W)")
+    n, c, h, w = x.shape
+    if h == 0 or w == 0:
+        raise ValueError(
+            f"{fn}: x has an empty spatial plane (H, W) = ({h}, {w}) (shape "
+            f"{x.shape}); a plane needs an element for its maximum")
+    y = _out(out, (n, c), x.dtype, fn, "out")
+    idx = _out(indices_out, (n, c), np.dtype(np.int64), fn, "indices_out")
+    cdef ptrdiff_t planes = n * c, hw = h * w
+    if y.size:
+        if _is_f32(x):
+            _global_max_pool2d_forward(_F32, y, idx, x, planes, hw, nt)
+        else:
+            _global_max_pool2d_forward(_F64, y, idx, x, planes, hw, nt)
+    return y, idx
+
+
+cdef void _global_max_pool2d_forward(floating *t, y, idx, x,
+                                     ptrdiff_t planes, ptrdiff_t hw,
+                                     int nt) noexcept:
+    cdef floating *py = _data(y, t)
+    cdef int64_t *pi = _int64_data(idx)
+    cdef const floating *px = _data(x, t)
+    with nogil:
+        cnnkit_global_max_pool2d_forward(py, pi, px, planes, hw, nt)
+
+
+def global_max_pool2d_backward(grad_out, indices, input_shape, out=None):
+    """grad_x (N,C,H,W) of global max pooling: grad_out (N, C) at the
+    indices, zero elsewhere."""
+    cdef int nt = _nthreads()
+    fn = "global_max_pool2d_backward"
+    grad_out = _float_input(grad_out, "grad_out")
+    _check_ndim(grad_out, 2, "grad_out", "(N, C)")
+    ind = np.asarray(indices)
+    if ind.dtype.kind not in "iu":
+        raise TypeError(
+            f"{fn}: indices must be an integer array, got dtype {ind.dtype}")
+    if ind.shape != grad_out.shape:
+        raise ValueError(
+            f"{fn}: indices shape {ind.shape} must equal grad_out shape "
+            f"{grad_out.shape}")
+    shp = _pool_input_shape(input_shape, fn)
+    if shp[:2] != grad_out.shape:
+        raise ValueError(
+            f"{fn}: grad_out must have shape (N, C) of input_shape (N, C, H, "
+            f"W) = {shp}; got {grad_out.shape}")
+    _check_size(f"{fn} input", shp)
+    hw = shp[2] * shp[3]
+    gx = _out(out, shp, grad_out.dtype, fn, "out")
+    if gx.size == 0:
+        if ind.size:
+            raise ValueError(f"{fn}: indices point into an empty input "
+                             f"plane")
+        return gx
+    if ind.size and (int(ind.min()) < 0 or int(ind.max()) >= hw):
+        raise ValueError(
+            f"{fn}: indices must lie in [0, {hw}) for input planes of "
+            f"{shp[2]}x{shp[3]}, got values in [{int(ind.min())}, "
+            f"{int(ind.max())}]")
+    ind = np.require(ind, dtype=np.int64, requirements=["C", "A"])
+    cdef ptrdiff_t bad, planes = shp[0] * shp[1], phw = hw
+    if _is_f32(gx):
+        bad = _global_max_pool2d_backward(_F32, gx, grad_out, ind, planes,
+                                          phw, nt)
+    else:
+        bad = _global_max_pool2d_backward(_F64, gx, grad_out, ind, planes,
+                                          phw, nt)
+    if bad:      # pragma: no cover (checked above)
+        raise ValueError(f"{fn}: indices out of range")
+    return gx
+
+
+cdef ptrdiff_t _global_max_pool2d_backward(floating *t, gx, grad_out, ind,
+                                           ptrdiff_t planes, ptrdiff_t hw,
+                                           int nt) noexcept:
+    cdef floating *pgx = _data(gx, t)
+    cdef const floating *pgy = _data(grad_out, t)
+    cdef const int64_t *pi = _int64_data(ind)
+    cdef ptrdiff_t bad
+    with nogil:
+        bad = cnnkit_global_max_pool2d_backward(pgx, pgy, pi, planes, hw, nt)
+    return bad
 
 
 # --------------------------------------------------------------------------
@@ -1489,13 +1598,18 @@ cdef object _sample_weight(object sample_weight, ptrdiff_t n, tuple zshape):
 def softmax_cross_entropy(logits, labels, sample_weight=None,
                           bint need_grad=True, double normalizer=0.0,
                           bint per_sample=False, grad_out=None,
-                          losses_out=None):
+                          losses_out=None, double label_smoothing=0.0):
     """(mean loss as a float, grad_logits or None); with sample_weight the
     weighted mean.  A positive ``normalizer`` replaces the divisor (N or the
     sum of the weights); ``per_sample=True`` also returns each row's weighted
     loss (float64) as a third value.  grad_out and losses_out, when given,
-    are written instead of new arrays."""
+    are written instead of new arrays.  ``label_smoothing`` in [0, 1] mixes
+    the one-hot target with the uniform one (PyTorch's)."""
     cdef int nt = _nthreads()
+    if not (0.0 <= label_smoothing <= 1.0):
+        raise ValueError(
+            f"softmax_cross_entropy: label_smoothing must be in [0, 1], got "
+            f"{label_smoothing!r}")
     z = _float_input(logits, "logits")
     _check_ndim(z, 2, "logits", "(N, C)")
     cdef ptrdiff_t n = z.shape[0], c = z.shape[1]
@@ -1512,16 +1626,18 @@ def softmax_cross_entropy(logits, labels, sample_weight=None,
                 "softmax_cross_entropy", "losses_out")
     cdef double loss
     if _is_f32(z):
-        loss = _softmax_xent(_F32, grad, z, lab, sw, normalizer, work, nt)
+        loss = _softmax_xent(_F32, grad, z, lab, sw, normalizer,
+                             label_smoothing, work, nt)
     else:
-        loss = _softmax_xent(_F64, grad, z, lab, sw, normalizer, work, nt)
+        loss = _softmax_xent(_F64, grad, z, lab, sw, normalizer,
+                             label_smoothing, work, nt)
     if per_sample:
         return loss, grad, work
     return loss, grad
 
 
 cdef double _softmax_xent(floating *t, grad, z, lab, sw, double normalizer,
-                          work, int nt) noexcept:
+                          double smoothing, work, int nt) noexcept:
     cdef floating *pg = _data(grad, t)
     cdef const floating *pz = _data(z, t)
     cdef const int64_t *pl = _int64_data(lab)
@@ -1531,5 +1647,6 @@ cdef double _softmax_xent(floating *t, grad, z, lab, sw, double normalizer,
     cdef ptrdiff_t c = cnp.PyArray_DIM(<cnp.ndarray>z, 1)
     cdef double loss
     with nogil:
-        loss = cnnkit_softmax_xent(pg, pz, pl, pw, normalizer, pk, n, c, nt)
+        loss = cnnkit_softmax_xent(pg, pz, pl, pw, normalizer, smoothing, pk,
+                                   n, c, nt)
     return loss

@@ -25,7 +25,8 @@ from ._kernels import (adam_step, build_info, get_num_threads,
 
 __all__ = [
     "as_float", "conv_padding", "conv_output_hw", "Conv2DOp", "DenseOp",
-    "MaxPool2DOp", "AvgPool2DOp", "relu_forward", "relu_backward", "softmax",
+    "MaxPool2DOp", "AvgPool2DOp", "GlobalMaxPool2DOp", "pool_output_hw",
+    "relu_forward", "relu_backward", "softmax",
     "softmax_cross_entropy", "tree_sum", "sgd_step", "adam_step",
     "set_num_threads", "get_num_threads", "build_info",
     "batch_norm_statistics", "batch_norm_invstd", "batch_norm_forward",
@@ -94,6 +95,23 @@ def conv_output_hw(hw, kernel_hw, stride, padding, dilation=(1, 1)):
     return oh, ow
 
 
+def pool_output_hw(hw, kernel_hw, stride, padding, ceil_mode=False):
+    """(OH, OW) of a pooling window sweep with ``padding`` (ph, pw) on
+    each side: ``(H + 2ph - kh) // sh + 1``, or with ``ceil_mode`` rounded
+    up, less one when the last window would start in the bottom (right)
+    padding (PyTorch's rule).  A size below 1 means no window fits."""
+    out = []
+    for i, k, s, p in zip(hw, kernel_hw, stride, padding):
+        if ceil_mode:
+            o = (i + 2 * p - k + s - 1) // s + 1
+            if o >= 1 and (o - 1) * s >= i + p:
+                o -= 1
+        else:
+            o = (i + 2 * p - k) // s + 1
+        out.append(o)
+    return tuple(out)
+
+
 class Conv2DOp:
     """conv2d with a fixed geometry: stride (sh, sw), padding (top, bottom,
     left, right), dilation (dh, dw) and groups."""
@@ -132,19 +150,22 @@ class Conv2DOp:
 
 
 class MaxPool2DOp:
-    """Max pooling with a fixed window, stride and (-inf) padding."""
+    """Max pooling with a fixed window, stride, (-inf) padding and
+    output-size rounding (``ceil_mode``)."""
 
-    __slots__ = ("kernel_size", "stride", "padding")
+    __slots__ = ("kernel_size", "stride", "padding", "ceil_mode")
 
-    def __init__(self, kernel_size, stride, padding):
+    def __init__(self, kernel_size, stride, padding, ceil_mode=False):
         self.kernel_size = tuple(kernel_size)
         self.stride = tuple(stride)
         self.padding = tuple(padding)
+        self.ceil_mode = bool(ceil_mode)
 
     def forward(self, x, out=None, indices_out=None):
         """(y, indices): int64 flat ``h*W+w`` indices of each maximum."""
         return _kernels.max_pool2d_forward(x, self.kernel_size, self.stride,
-                                          self.padding, out, indices_out)
+                                          self.padding, out, indices_out,
+                                          self.ceil_mode)
 
     def backward(self, grad, indices, input_shape, out=None,
                  relu_pooled=None):
@@ -155,26 +176,46 @@ class MaxPool2DOp:
 
 
 class AvgPool2DOp:
-    """Average pooling with a fixed window, stride and (zero) padding."""
+    """Average pooling with a fixed window, stride, (zero) padding and
+    output-size rounding (``ceil_mode``)."""
 
-    __slots__ = ("kernel_size", "stride", "padding", "count_include_pad")
+    __slots__ = ("kernel_size", "stride", "padding", "count_include_pad",
+                 "ceil_mode")
 
-    def __init__(self, kernel_size, stride, padding, count_include_pad=True):
+    def __init__(self, kernel_size, stride, padding, count_include_pad=True,
+                 ceil_mode=False):
         self.kernel_size = tuple(kernel_size)
         self.stride = tuple(stride)
         self.padding = tuple(padding)
         self.count_include_pad = bool(count_include_pad)
+        self.ceil_mode = bool(ceil_mode)
 
     def forward(self, x):
         return _kernels.avg_pool2d_forward(x, self.kernel_size, self.stride,
                                           self.padding,
-                                          self.count_include_pad)
+                                          self.count_include_pad,
+                                          self.ceil_mode)
 
     def backward(self, grad, input_shape):
         return _kernels.avg_pool2d_backward(grad, tuple(input_shape),
                                            self.kernel_size, self.stride,
                                            self.padding,
-                                           self.count_include_pad)
+                                           self.count_include_pad,
+                                           self.ceil_mode)
+
+
+class GlobalMaxPool2DOp:
+    """The maximum of each plane: (N, C, H, W) -> (N, C), with the flat
+    ``h*W+w`` index of each maximum."""
+
+    __slots__ = ()
+
+    def forward(self, x, out=None, indices_out=None):
+        return _kernels.global_max_pool2d_forward(x, out, indices_out)
+
+    def backward(self, grad, indices, input_shape, out=None):
+        return _kernels.global_max_pool2d_backward(grad, indices,
+                                                  tuple(input_shape), out)
 
 
 class DenseOp:

@@ -217,7 +217,7 @@ def cmd_train(args):
                   train_images=int(x_tr.shape[0]),
                   test_images=int(x_te.shape[0]), epochs=args.epochs,
                   batch_size=args.batch_size, optimizer=args.optimizer,
-                  lr=args.lr)
+                  lr=args.lr, label_smoothing=args.label_smoothing)
     for key in ("model", "schedule", "weight_decay"):
         if getattr(args, key) is not None:
             record[key] = getattr(args, key)
@@ -226,7 +226,8 @@ def cmd_train(args):
         history = model.fit(x_tr, y_tr, epochs=args.epochs,
                             batch_size=args.batch_size, optimizer=opt,
                             verbose=0 if quiet else 1, distributed=dist,
-                            callbacks=[counter])
+                            callbacks=[counter],
+                            label_smoothing=args.label_smoothing)
     except Exception as exc:
         if not root:
             raise
@@ -500,6 +501,18 @@ def _non_negative_float(text):
     return v
 
 
+def _unit_interval(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got "
+                                         f"{text!r}") from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], "
+                                         f"got {v}")
+    return v
+
+
 def _fraction(text):
     v = _positive_float(text)
     if v >= 1:
@@ -591,6 +604,10 @@ def build_parser():
     p.add_argument("--weight-decay", type=_non_negative_float, default=None,
                    metavar="WD", help="weight decay (default 0; 0.01 for "
                                       "adamw)")
+    p.add_argument("--label-smoothing", type=_unit_interval, default=0.0,
+                   metavar="EPS",
+                   help="train on the label-smoothed cross-entropy, targets "
+                        "(1 - EPS) one-hot + EPS / classes (default 0)")
     threads_opt(p)
     p.add_argument("--out", metavar="PATH",
                    help="model file to write (default: <dataset>.cnnkit)")

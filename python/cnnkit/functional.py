@@ -35,6 +35,8 @@ __all__ = [
     "avg_pool2d_backward",
     "global_avg_pool2d",
     "global_avg_pool2d_backward",
+    "global_max_pool2d",
+    "global_max_pool2d_backward",
     "dense",
     "dense_backward",
     "softmax",
@@ -485,13 +487,20 @@ def _pool_args(fn, kernel_size, stride, padding):
     return kernel, stride, pad
 
 
+def _ceil_mode(v, fn):
+    """ceil_mode as a bool: True, False or a NumPy bool, nothing else."""
+    if type(v) is bool or isinstance(v, np.bool_):
+        return bool(v)
+    raise TypeError(f"{fn}: ceil_mode must be a bool, got {v!r}")
+
+
 def _to_4d(arr, name, fn):
     _check_ndim(arr, (2, 3, 4), name, fn,
                 "(N, C, H, W), (C, H, W) or (H, W)")
     return arr.reshape((1,) * (4 - arr.ndim) + arr.shape)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
+def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
     r"""2-D max pooling with the argmax of each window.
 
     Parameters
@@ -504,6 +513,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
         Defaults to ``kernel_size``.
     padding : int or (int, int), default 0
         Implicit ``-inf`` on each side; at most half the kernel size.
+    ceil_mode : bool, default False
+        Round the output size up instead of down, so that a last, partial
+        window covers the bottom and right edges; a window that would start
+        in the bottom (right) padding is dropped (PyTorch's rule).
 
     Returns
     -------
@@ -520,7 +533,9 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
         y_{n,c,i,j} = \max_{0 \le r < k_h,\ 0 \le s < k_w}
             x_{n,c,\,i s_h - p_h + r,\; j s_w - p_w + s}
 
-    with :math:`OH = \lfloor (H + 2p_h - k_h) / s_h \rfloor + 1`.
+    with :math:`OH = \lfloor (H + 2p_h - k_h) / s_h \rfloor + 1`; with
+    ``ceil_mode`` :math:`OH = \lceil (H + 2p_h - k_h) / s_h \rceil + 1`,
+    less one when :math:`(OH - 1) s_h \ge H + p_h`.
 
     Examples
     --------
@@ -529,24 +544,30 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     >>> y, idx = max_pool2d(np.array([[1., 5.], [3., 2.]]), 2)
     >>> y, idx
     (array([[5.]]), array([[1]]))
+    >>> max_pool2d(np.arange(9.0).reshape(3, 3), 2, ceil_mode=True)[0]
+    array([[4., 5.],
+           [7., 8.]])
     """
     fn = "max_pool2d"
     if type(x) is np.ndarray and x.ndim == 4 and \
             (x.dtype == np.float32 or x.dtype == np.float64) and \
             type(kernel_size) is int and kernel_size >= 1 and \
             (stride is None or (type(stride) is int and stride >= 1)) and \
-            type(padding) is int and padding >= 0:
+            type(padding) is int and padding >= 0 and \
+            type(ceil_mode) is bool:
         # a batch of one float dtype, valid int hyperparameters: nothing to
         # normalise (the kernel checks the rest, with these messages)
         s = kernel_size if stride is None else stride
         return _kernels.max_pool2d_forward(x, (kernel_size, kernel_size),
-                                          (s, s), (padding, padding))
+                                          (s, s), (padding, padding), None,
+                                          None, ceil_mode)
     x = _as_array(x, "x", fn)
     x4 = _to_4d(x, "x", fn)
     kernel, stride, pad = _pool_args(fn, kernel_size, stride, padding)
+    ceil_mode = _ceil_mode(ceil_mode, fn)
     dt = _compute_dtype(x4)
     y, idx = _kernels.max_pool2d_forward(x4.astype(dt, copy=False), kernel,
-                                        stride, pad)
+                                        stride, pad, None, None, ceil_mode)
     lead = x.shape[:-2]
     return (y.reshape(lead + y.shape[2:]), idx.reshape(lead + idx.shape[2:]))
 
@@ -606,7 +627,7 @@ def max_pool2d_backward(grad_out, indices, input_shape):
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0,
-               count_include_pad=True):
+               count_include_pad=True, ceil_mode=False):
     r"""2-D average pooling, as PyTorch's ``avg_pool2d``.
 
     Parameters
@@ -619,8 +640,11 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0,
     padding : int or (int, int), default 0
         Zeros on each side; at most half the kernel size.
     count_include_pad : bool, default True
-        Divide by the full window size (padding included); otherwise by the
-        number of input elements the window covers.
+        Divide by the window size with its padding (the window clipped to
+        the padded input); otherwise by the number of input elements the
+        window covers.
+    ceil_mode : bool, default False
+        Round the output size up, as :func:`max_pool2d`.
 
     Returns
     -------
@@ -633,21 +657,31 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0,
         y_{n,c,i,j} = \frac{1}{|w|} \sum_{0 \le r < k_h,\ 0 \le s < k_w}
             x_{n,c,\,i s_h - p_h + r,\; j s_w - p_w + s}
 
-    with :math:`|w| = k_h k_w` (``count_include_pad``), sizes as
-    :func:`max_pool2d`.
+    with :math:`|w| = k_h k_w` (``count_include_pad``; with ``ceil_mode`` a
+    last window reaching past the padded input counts only its part inside
+    it, as PyTorch), sizes as :func:`max_pool2d`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import avg_pool2d
+    >>> avg_pool2d(np.arange(9.0).reshape(3, 3), 2, ceil_mode=True)
+    array([[2. , 3.5],
+           [6.5, 8. ]])
     """
     fn = "avg_pool2d"
     x = _as_array(x, "x", fn)
     x4 = _to_4d(x, "x", fn)
     kernel, stride, pad = _pool_args(fn, kernel_size, stride, padding)
+    ceil_mode = _ceil_mode(ceil_mode, fn)
     dt = _compute_dtype(x4)
     y = _kernels.avg_pool2d_forward(x4.astype(dt, copy=False), kernel, stride,
-                                   pad, bool(count_include_pad))
+                                   pad, bool(count_include_pad), ceil_mode)
     return y.reshape(x.shape[:-2] + y.shape[2:])
 
 
 def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
-                        padding=0, count_include_pad=True):
+                        padding=0, count_include_pad=True, ceil_mode=False):
     """Gradient of :func:`avg_pool2d`: each output's gradient spread evenly
     over its window.
 
@@ -657,7 +691,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
         Also (C, OH, OW) or (OH, OW), as the forward output.
     input_shape : tuple of int
         Shape of the pooled input.
-    kernel_size, stride, padding, count_include_pad
+    kernel_size, stride, padding, count_include_pad, ceil_mode
         As given to :func:`avg_pool2d`.
 
     Returns
@@ -681,10 +715,11 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
     g4 = _to_4d(g, "grad_out", fn)
     shape4 = (1,) * (4 - len(shape)) + shape
     kernel, stride, pad = _pool_args(fn, kernel_size, stride, padding)
+    ceil_mode = _ceil_mode(ceil_mode, fn)
     dt = _compute_dtype(g4)
     gx = _kernels.avg_pool2d_backward(g4.astype(dt, copy=False), shape4,
                                      kernel, stride, pad,
-                                     bool(count_include_pad))
+                                     bool(count_include_pad), ceil_mode)
     return gx.reshape(shape)
 
 
@@ -744,8 +779,89 @@ def global_avg_pool2d_backward(grad_out, input_shape):
                                shape[2:])
 
 
-def pool2d_output_shape(input_shape, kernel_size, stride=None, padding=0):
-    """(OH, OW) of :func:`max_pool2d` for an input (H, W).
+def global_max_pool2d(x):
+    r"""Maximum over the spatial axes: (N, C, H, W) -> (N, C), with its
+    position, as PyTorch's ``adaptive_max_pool2d(x, 1)``.
+
+    Parameters
+    ----------
+    x : array_like of shape (N, C, H, W)
+
+    Returns
+    -------
+    y : ndarray of shape (N, C)
+    indices : ndarray of int64, shape (N, C)
+        Flat position ``h * W + w`` of each maximum in its plane.  Ties go
+        to the first maximum in row-major order; a NaN wins (NaN
+        propagates), as in :func:`max_pool2d`.
+
+    Notes
+    -----
+    .. math:: y_{n,c} = \max_{h,w} x_{n,c,h,w}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import global_max_pool2d
+    >>> global_max_pool2d(np.array([[[[1., 7.], [7., 2.]]]]))
+    (array([[7.]]), array([[1]]))
+    """
+    fn = "global_max_pool2d"
+    x = _as_array(x, "x", fn)
+    _check_ndim(x, (4,), "x", fn, "(N, C, H, W)")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"{fn}: x has an empty spatial plane, shape "
+                         f"{x.shape}")
+    dt = _compute_dtype(x)
+    return _kernels.global_max_pool2d_forward(x.astype(dt, copy=False))
+
+
+def global_max_pool2d_backward(grad_out, indices, input_shape):
+    """Gradient of :func:`global_max_pool2d`: ``grad_out`` at each
+    plane's maximum, zero elsewhere.
+
+    Parameters
+    ----------
+    grad_out : array_like of shape (N, C)
+    indices : array_like of int, shape (N, C)
+        As returned by :func:`global_max_pool2d`.
+    input_shape : tuple of int
+        (N, C, H, W), the shape of the pooled input.
+
+    Returns
+    -------
+    grad_x : ndarray of shape input_shape
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import global_max_pool2d_backward
+    >>> global_max_pool2d_backward([[5.]], [[1]], (1, 1, 2, 2))
+    array([[[[0., 5.],
+             [0., 0.]]]])
+    """
+    fn = "global_max_pool2d_backward"
+    g = _as_array(grad_out, "grad_out", fn)
+    try:
+        shape = tuple(_int(d, "input_shape", fn) for d in input_shape)
+    except TypeError as exc:
+        if "input_shape" in str(exc):
+            raise
+        raise TypeError(
+            f"{fn}: input_shape must be a tuple of ints, got "
+            f"{input_shape!r}") from None
+    if len(shape) != 4 or g.shape != shape[:2]:
+        raise ValueError(
+            f"{fn}: grad_out must have shape (N, C) of input_shape (N, C, H, "
+            f"W) = {shape}; got {g.shape}")
+    dt = _compute_dtype(g)
+    return _kernels.global_max_pool2d_backward(g.astype(dt, copy=False),
+                                              indices, shape)
+
+
+def pool2d_output_shape(input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False):
+    r"""(OH, OW) of :func:`max_pool2d` for an input (H, W).
 
     Also the output size of :func:`avg_pool2d`.
 
@@ -757,6 +873,9 @@ def pool2d_output_shape(input_shape, kernel_size, stride=None, padding=0):
     stride : int or (int, int), optional
         Defaults to ``kernel_size``.
     padding : int or (int, int), default 0
+    ceil_mode : bool, default False
+        Round up: :math:`\lceil (H + 2p - k) / s \rceil + 1`, less one when
+        the last window would start in the bottom (right) padding.
 
     Returns
     -------
@@ -774,16 +893,19 @@ def pool2d_output_shape(input_shape, kernel_size, stride=None, padding=0):
     (3, 3)
     >>> pool2d_output_shape((7, 7), 3, stride=2, padding=1)
     (4, 4)
+    >>> pool2d_output_shape((7, 7), 2, ceil_mode=True)
+    (4, 4)
     """
     fn = "pool2d_output_shape"
     h, w = _pair(tuple(input_shape)[-2:], "input_shape", fn)
     kernel, stride, pad = _pool_args(fn, kernel_size, stride, padding)
-    oh, ow = _ops.conv_output_hw((h, w), kernel, stride,
-                                 (pad[0], pad[0], pad[1], pad[1]))
+    ceil_mode = _ceil_mode(ceil_mode, fn)
+    oh, ow = _ops.pool_output_hw((h, w), kernel, stride, pad, ceil_mode)
     if oh < 1 or ow < 1:
         raise ValueError(
             f"{fn}: kernel_size {kernel} is larger than the padded input "
-            f"({h + 2 * pad[0]}, {w + 2 * pad[1]})")
+            f"({h + 2 * pad[0]}, {w + 2 * pad[1]})"
+            + (" plus stride - 1 (ceil_mode)" if ceil_mode else ""))
     return oh, ow
 
 
@@ -1260,7 +1382,21 @@ def softmax(logits):
     return p.reshape(z.shape)
 
 
-def softmax_cross_entropy(logits, labels, sample_weight=None):
+def _label_smoothing(v, fn):
+    """label_smoothing as a float in [0, 1]."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(
+            v, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"{fn}: label_smoothing must be a number in [0, 1], got {v!r}")
+    v = float(v)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(
+            f"{fn}: label_smoothing must be in [0, 1], got {v!r}")
+    return v
+
+
+def softmax_cross_entropy(logits, labels, sample_weight=None,
+                          label_smoothing=0.0):
     r"""Mean softmax cross-entropy over a batch, and its gradient.
 
     Parameters
@@ -1273,6 +1409,13 @@ def softmax_cross_entropy(logits, labels, sample_weight=None):
         Non-negative weights: the loss is then the weighted mean
         :math:`\sum_n w_n \ell_n / \sum_n w_n` (0 when all weights are 0)
         and each row's gradient is scaled by :math:`w_n / \sum w`.
+    label_smoothing : float in [0, 1], default 0
+        :math:`\varepsilon`: the target of row :math:`n` becomes
+        :math:`t_c = (1 - \varepsilon)\,[c = y_n] + \varepsilon / C`, so
+        :math:`\ell_n = \log \sum_c e^{z_{n,c}} - \sum_c t_c z_{n,c}` and
+        its gradient is :math:`p_{n,c} - t_c` (PyTorch's
+        ``cross_entropy(..., label_smoothing=eps)``; with sample weights
+        the smoothed :math:`\ell_n` enter the weighted mean).
 
     Returns
     -------
@@ -1286,9 +1429,11 @@ def softmax_cross_entropy(logits, labels, sample_weight=None):
     Raises
     ------
     TypeError
-        Labels that are not integers.
+        Labels that are not integers, a ``label_smoothing`` that is not a
+        number.
     ValueError
-        Labels outside ``[0, C)``, or shapes that do not match.
+        Labels outside ``[0, C)``, shapes that do not match, a
+        ``label_smoothing`` outside ``[0, 1]``.
 
     Examples
     --------
@@ -1299,8 +1444,14 @@ def softmax_cross_entropy(logits, labels, sample_weight=None):
     0.28768207245178085
     >>> grad                   # softmax - onehot
     array([[ 0.25, -0.25]])
+    >>> loss, grad = softmax_cross_entropy([[0.0, np.log(3.0)]], [1],
+    ...                                    label_smoothing=0.2)
+    >>> grad                   # softmax - (0.8 onehot + 0.2 / 2)
+    array([[ 0.15, -0.15]])
     """
     fn = "softmax_cross_entropy"
+    if type(label_smoothing) is not float or label_smoothing != 0.0:
+        label_smoothing = _label_smoothing(label_smoothing, fn)
     z = _as_array(logits, "logits", fn)
     _check_ndim(z, (2,), "logits", fn, "(N, C)")
     lab = np.asarray(labels)
@@ -1314,6 +1465,7 @@ def softmax_cross_entropy(logits, labels, sample_weight=None):
             f"{fn}: labels must be integer class indices, got dtype "
             f"{lab.dtype}{hint}")
     dt = _compute_dtype(z)
-    loss, grad = _kernels.softmax_cross_entropy(z.astype(dt, copy=False), lab,
-                                                sample_weight)
+    loss, grad = _kernels.softmax_cross_entropy(
+        z.astype(dt, copy=False), lab, sample_weight,
+        label_smoothing=label_smoothing)
     return dt.type(loss), grad

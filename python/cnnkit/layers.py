@@ -44,8 +44,8 @@ from ._graph import Node, symbolic_args
 
 __all__ = [
     "Layer", "Conv2D", "DepthwiseConv2D", "ReLU", "MaxPool2D", "AvgPool2D",
-    "GlobalAvgPool2D", "Flatten", "Dense", "Dropout", "Add", "Multiply",
-    "Concatenate", "BatchNorm2D", "BatchNorm1D", "LAYERS",
+    "GlobalAvgPool2D", "GlobalMaxPool2D", "Flatten", "Dense", "Dropout",
+    "Add", "Multiply", "Concatenate", "BatchNorm2D", "BatchNorm1D", "LAYERS",
 ]
 
 # Numbers given to unnamed layers, per name prefix.
@@ -771,12 +771,17 @@ class MaxPool2D(Layer):
         Defaults to ``pool_size``.
     padding : int or (int, int), default 0
         ``-inf`` padding, at most half the pool size.
+    ceil_mode : bool, default False
+        Round the output size up, so that a last, partial window covers the
+        bottom and right edges (a window that would start in the padding is
+        dropped, as in PyTorch).
     """
 
     backward_prologues = frozenset({"relu"})
     _name = "MaxPool2D"
 
-    def __init__(self, pool_size, stride=None, padding=0, name=None):
+    def __init__(self, pool_size, stride=None, padding=0, ceil_mode=False,
+                 name=None):
         super().__init__(name)
         cls = self._name
         self.pool_size = check_pair(pool_size, "pool_size", 1, cls)
@@ -788,13 +793,19 @@ class MaxPool2D(Layer):
             raise ValueError(
                 f"{cls}: padding {self.padding} must be at most half the pool "
                 f"size {self.pool_size}")
+        if type(ceil_mode) is not bool and not isinstance(ceil_mode,
+                                                          np.bool_):
+            raise TypeError(f"{cls}: ceil_mode must be a bool, got "
+                            f"{ceil_mode!r}")
+        self.ceil_mode = bool(ceil_mode)
         self._op = self._make_op()
         self._idx = None
         self._shape = None
         self._y = None
 
     def _make_op(self):
-        return _ops.MaxPool2DOp(self.pool_size, self.stride, self.padding)
+        return _ops.MaxPool2DOp(self.pool_size, self.stride, self.padding,
+                                self.ceil_mode)
 
     def compute_output_shape(self, input_shape):
         cls = self._name
@@ -802,9 +813,9 @@ class MaxPool2D(Layer):
             raise ValueError(
                 f"{cls} expects input of shape (C, H, W) per sample; got "
                 f"{tuple(input_shape)}")
-        ph, pw = self.padding
-        oh, ow = _ops.conv_output_hw(input_shape[1:], self.pool_size,
-                                     self.stride, (ph, ph, pw, pw))
+        oh, ow = _ops.pool_output_hw(input_shape[1:], self.pool_size,
+                                     self.stride, self.padding,
+                                     self.ceil_mode)
         if oh < 1 or ow < 1:
             raise ValueError(
                 f"{cls}: pool size {self.pool_size} (padding "
@@ -841,9 +852,12 @@ class MaxPool2D(Layer):
         self._idx = self._shape = self._y = None
 
     def get_config(self):
-        return {"pool_size": list(self.pool_size),
-                "stride": list(self.stride),
-                "padding": list(self.padding)}
+        config = {"pool_size": list(self.pool_size),
+                  "stride": list(self.stride),
+                  "padding": list(self.padding)}
+        if self.ceil_mode:     # absent when False: files stay as before
+            config["ceil_mode"] = True
+        return config
 
 
 class AvgPool2D(MaxPool2D):
@@ -858,19 +872,23 @@ class AvgPool2D(MaxPool2D):
         Zeros on each side, at most half the pool size.
     count_include_pad : bool, default True
         Whether padded zeros count in the divisor.
+    ceil_mode : bool, default False
+        Round the output size up, as :class:`MaxPool2D`; with
+        ``count_include_pad`` a last window reaching past the padding
+        divides by its part inside the padded input (PyTorch's rule).
     """
 
     backward_prologues = frozenset()
     _name = "AvgPool2D"
 
     def __init__(self, pool_size, stride=None, padding=0,
-                 count_include_pad=True, name=None):
+                 count_include_pad=True, ceil_mode=False, name=None):
         self.count_include_pad = bool(count_include_pad)
-        super().__init__(pool_size, stride, padding, name)
+        super().__init__(pool_size, stride, padding, ceil_mode, name)
 
     def _make_op(self):
         return _ops.AvgPool2DOp(self.pool_size, self.stride, self.padding,
-                                self.count_include_pad)
+                                self.count_include_pad, self.ceil_mode)
 
     def forward(self, x, training=False):
         x = _ops.as_float(x)
@@ -923,6 +941,52 @@ class GlobalAvgPool2D(Layer):
         if op is None or op.kernel_size != shape[2:]:
             op = _ops.AvgPool2DOp(shape[2:], shape[2:], (0, 0))
         return op.backward(grad, shape)
+
+
+class GlobalMaxPool2D(Layer):
+    """Maximum of each channel over its plane: (C, H, W) -> (C,), as
+    PyTorch's ``adaptive_max_pool2d(x, 1)`` flattened.
+
+    A NaN in a plane propagates; the gradient of a plane goes to its first
+    maximum (row-major order).
+    """
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self._op = _ops.GlobalMaxPool2DOp()
+        self._idx = None
+        self._shape = None
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"GlobalMaxPool2D expects input of shape (C, H, W) per "
+                f"sample; got {tuple(input_shape)}")
+        if input_shape[1] < 1 or input_shape[2] < 1:
+            raise ValueError(f"GlobalMaxPool2D: the input of shape "
+                             f"{tuple(input_shape)} has an empty plane")
+        return (input_shape[0],)
+
+    def forward(self, x, training=False):
+        x = _ops.as_float(x)
+        out = idx = None
+        ctx = as_context(training)
+        if ctx.training and ctx.arena is not None:
+            out = ctx.buffer(self, "y", x.shape[:2], x.dtype)
+            idx = ctx.buffer(self, "indices", x.shape[:2], np.int64)
+        y, idx = self._op.forward(x, out, idx)
+        if ctx.training:
+            self._idx, self._shape = idx, x.shape
+        return y
+
+    def backward(self, grad, ctx=None):
+        idx = _kept(self, self._idx)
+        grad = _ops.as_float(grad)
+        out = as_context(ctx).buffer(self, "gx", self._shape, grad.dtype)
+        return self._op.backward(grad, idx, self._shape, out)
+
+    def clear_cache(self):
+        self._idx = self._shape = None
 
 
 class Flatten(Layer):
@@ -1456,4 +1520,4 @@ class BatchNorm1D(BatchNorm2D):
 LAYERS = {cls.__name__: cls for cls in
           (Conv2D, ReLU, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten,
            Dense, Dropout, Add, Multiply, Concatenate, BatchNorm2D,
-           BatchNorm1D, DepthwiseConv2D)}
+           BatchNorm1D, DepthwiseConv2D, GlobalMaxPool2D)}

@@ -623,6 +623,8 @@ class Model:
         dict
             ``{"loss": float, "accuracy": float}``; the per-sample losses
             are added exactly, so the result does not depend on batching.
+            The loss is the plain cross-entropy, whatever
+            ``label_smoothing`` :meth:`fit` trained with.
         """
         x = self._prepare_x(x)
         y = self._prepare_y(y, x.shape[0])
@@ -1092,7 +1094,7 @@ class Model:
     def fit(self, x, y, epochs=1, batch_size=32, optimizer=None,
             validation_data=None, validation_split=0.0, shuffle=True,
             callbacks=(), verbose=1, sample_weight=None, initial_epoch=0,
-            distributed=None):
+            distributed=None, label_smoothing=0.0):
         """Train on (x, y) with mini-batch gradient descent.
 
         Parameters
@@ -1130,6 +1132,13 @@ class Model:
             share of it.  ``"mpi"`` is ``DataParallel()``, whose
             ``"ordered"`` reduction gives the same weights, bit for bit, as
             this method without ``distributed``.
+        label_smoothing : float in [0, 1], default 0
+            Train on the label-smoothed cross-entropy (PyTorch's
+            ``CrossEntropyLoss(label_smoothing=...)``, see
+            :func:`cnnkit.functional.softmax_cross_entropy`): ``loss`` and
+            ``val_loss`` in the history are that loss, as PyTorch's and
+            Keras's training loops report the criterion they train with;
+            :meth:`evaluate` stays the plain cross-entropy.
 
         Returns
         -------
@@ -1159,6 +1168,7 @@ class Model:
         check_int(batch_size, "batch_size", 1, type_error=ValueError)
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        label_smoothing = _check_label_smoothing(label_smoothing)
         world, shards, reduction = dist.resolve(distributed)
         x = self._prepare_x(x)
         y = self._prepare_y(y, x.shape[0])
@@ -1192,18 +1202,31 @@ class Model:
         callbacks = _trainer.check_callbacks(callbacks)
         self._require_built("fit")
         trainer = _trainer.Trainer(self, world, shards, reduction,
-                                   strict=world is not dist.LOCAL)
+                                   strict=world is not dist.LOCAL,
+                                   label_smoothing=label_smoothing)
         previous, self.optimizer = self.optimizer, optimizer
         if world.size > 1:
             try:
                 _trainer.join(world, self, x, y, sw, xv, yv,
                               (epochs, initial_epoch, batch_size,
-                               bool(shuffle)))
+                               bool(shuffle), label_smoothing))
             except BaseException:
                 self.optimizer = previous
                 raise
         return trainer.fit(x, y, sw, xv, yv, initial_epoch, epochs,
                            batch_size, shuffle, callbacks, verbose)
+
+
+def _check_label_smoothing(value):
+    """fit's label_smoothing as a float in [0, 1]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+            value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"label_smoothing must be a number in [0, 1], got "
+                        f"{value!r}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got "
+                         f"{value!r}")
+    return float(value)
 
 
 class Sequential(Model):

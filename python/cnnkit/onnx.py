@@ -30,10 +30,12 @@ Conv2D             ``Conv`` (``pads`` explicit; ``"same"`` becomes the
                    pads it stands for; ``group`` is the layer's groups)
 DepthwiseConv2D    ``Conv`` with ``group`` = C, the input's channels
 ReLU               ``Relu``
-MaxPool2D          ``MaxPool`` (explicit pads, no ``ceil_mode``)
+MaxPool2D          ``MaxPool`` (explicit pads; ``ceil_mode=1`` when the
+                   layer's ``ceil_mode``)
 AvgPool2D          ``AveragePool`` (explicit pads and
-                   ``count_include_pad``)
+                   ``count_include_pad``; ``ceil_mode=1`` likewise)
 GlobalAvgPool2D    ``GlobalAveragePool`` followed by ``Flatten``
+GlobalMaxPool2D    ``GlobalMaxPool`` followed by ``Flatten``
 Flatten            ``Flatten`` (``axis=1``)
 Dense              ``Gemm`` (``transB=1``: the weight stays ``(out, in)``)
 Dropout            nothing (it is the identity at inference)
@@ -143,11 +145,12 @@ def _conv_pads(layer):
 
 def no_float64_layers(model):
     """The layer types of ``model`` that onnxruntime's CPU provider cannot
-    run in float64 (it has no double Conv, AveragePool or
-    GlobalAveragePool), sorted; empty when a float64 graph runs there."""
+    run in float64 (it has no double Conv, AveragePool, GlobalAveragePool
+    or GlobalMaxPool), sorted; empty when a float64 graph runs there."""
     return sorted({type(layer).__name__ for layer in model.layers
                    if isinstance(layer, (L.Conv2D, L.AvgPool2D,
-                                         L.GlobalAvgPool2D))})
+                                         L.GlobalAvgPool2D,
+                                         L.GlobalMaxPool2D))})
 
 
 def _check_export_args(model, opset, probabilities, dtype, onnx):
@@ -180,8 +183,9 @@ def _check_export_args(model, opset, probabilities, dtype, onnx):
                 raise ValueError(
                     f"export: the model is float64 and has {', '.join(kinds)} "
                     f"layers, which onnxruntime's CPU provider cannot run in "
-                    f"float64 (it has no double Conv, AveragePool or "
-                    f"GlobalAveragePool); pass dtype='float32' to export "
+                    f"float64 (it has no double Conv, AveragePool, "
+                    f"GlobalAveragePool or GlobalMaxPool); pass "
+                    f"dtype='float32' to export "
                     f"float32 weights, or dtype='float64' to write the "
                     f"float64 graph anyway")
     else:
@@ -215,18 +219,24 @@ def _layer_nodes(layer, name, xs, param, make):
                     group=int(layer.groups))
     if isinstance(layer, L.ReLU):
         return make("Relu", name, xs)
-    if isinstance(layer, L.AvgPool2D):           # before MaxPool2D: subclass
+    if isinstance(layer, L.MaxPool2D):           # AvgPool2D too: subclass
         ph, pw = layer.padding
-        return make("AveragePool", name, xs,
-                    kernel_shape=list(layer.pool_size),
-                    strides=list(layer.stride), pads=[ph, pw, ph, pw],
-                    count_include_pad=int(layer.count_include_pad))
-    if isinstance(layer, L.MaxPool2D):
-        ph, pw = layer.padding
+        # ceil_mode=1 only where set: other graphs stay as they were
+        ceil = {"ceil_mode": 1} if layer.ceil_mode else {}
+        if isinstance(layer, L.AvgPool2D):
+            return make("AveragePool", name, xs,
+                        kernel_shape=list(layer.pool_size),
+                        strides=list(layer.stride), pads=[ph, pw, ph, pw],
+                        count_include_pad=int(layer.count_include_pad),
+                        **ceil)
         return make("MaxPool", name, xs, kernel_shape=list(layer.pool_size),
-                    strides=list(layer.stride), pads=[ph, pw, ph, pw])
+                    strides=list(layer.stride), pads=[ph, pw, ph, pw],
+                    **ceil)
     if isinstance(layer, L.GlobalAvgPool2D):
         pooled = make("GlobalAveragePool", name, xs)
+        return make("Flatten", f"{name}/flatten", [pooled], axis=1)
+    if isinstance(layer, L.GlobalMaxPool2D):
+        pooled = make("GlobalMaxPool", name, xs)
         return make("Flatten", f"{name}/flatten", [pooled], axis=1)
     if isinstance(layer, L.Flatten):
         return make("Flatten", name, xs, axis=1)
@@ -464,9 +474,11 @@ def export(model, path, opset=DEFAULT_OPSET, probabilities=False,
     -----
     The graph's input is ``"input"``, of shape ``("batch", C, H, W)`` with
     a symbolic batch size, and its output ``"logits"`` (or
-    ``"probabilities"``).  Pooling is written with explicit ``pads`` and
-    without ``ceil_mode``, so every opset and runtime computes the same
-    output size.  The file records ``producer_name="cnnkit"`` and the
+    ``"probabilities"``).  Pooling is written with explicit ``pads``, and
+    with ``ceil_mode=1`` only for layers built with ``ceil_mode=True``:
+    onnxruntime sizes those by PyTorch's rule, as cnnkit does (ONNX's
+    shape inference before opset 19 may count one window more where the
+    last would start in the padding).  The file records ``producer_name="cnnkit"`` and the
     cnnkit version.
 
     A graph model's calls are written in the order they run, one node per
@@ -831,7 +843,7 @@ class _Importer:
 
     # -- nodes -------------------------------------------------------------
     _DATA_OPS = ("Conv", "Relu", "MaxPool", "AveragePool",
-                 "GlobalAveragePool", "Flatten", "Reshape", "Gemm", "MatMul",
+                 "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Gemm", "MatMul",
                  "Add", "Mul", "Concat", "Dropout", "Identity", "Transpose",
                  "Softmax", "LogSoftmax", "ReduceMean",
                  "BatchNormalization")
@@ -1008,7 +1020,8 @@ class _Importer:
         except ValueError as exc:
             self.fail(f"cnnkit's {type(layer).__name__} cannot take its "
                       f"input of shape {self.cur}: {exc}")
-        if isinstance(layer, (L.Conv2D, L.MaxPool2D, L.GlobalAvgPool2D)) \
+        if isinstance(layer, (L.Conv2D, L.MaxPool2D, L.GlobalAvgPool2D,
+                              L.GlobalMaxPool2D)) \
                 and (self.nhwc or self.order is not None):
             self.fail("its input is in a transposed layout that cnnkit "
                       "cannot fold away")
@@ -1190,15 +1203,7 @@ class _Importer:
                       f"pooling pads both sides alike")
         if a.get("ceil_mode", 0) not in (0, 1):
             self.fail(f"attribute ceil_mode={a['ceil_mode']} is not 0 or 1")
-        if a.get("ceil_mode", 0):
-            for size, k, s, p in zip(self.cur[1:], kernel, stride,
-                                     (t, left)):
-                span = size + 2 * p - k
-                if span >= 0 and span % s:
-                    self.fail(
-                        f"attribute ceil_mode=1 adds a partial window on an "
-                        f"input of shape {self.cur}; cnnkit pools with floor "
-                        f"(ceil_mode=0)")
+        ceil = bool(a.get("ceil_mode", 0))
         if 2 * t > kernel[0] or 2 * left > kernel[1]:
             self.fail(f"pads {[t, left, bot, right]} are more than half the "
                       f"kernel {kernel}, which cnnkit's pooling does not "
@@ -1206,9 +1211,10 @@ class _Importer:
         if avg:
             cip = a.get("count_include_pad", 0)
             layer = L.AvgPool2D(tuple(kernel), tuple(stride), (t, left),
-                                count_include_pad=bool(cip))
+                                count_include_pad=bool(cip), ceil_mode=ceil)
         else:
-            layer = L.MaxPool2D(tuple(kernel), tuple(stride), (t, left))
+            layer = L.MaxPool2D(tuple(kernel), tuple(stride), (t, left),
+                                ceil_mode=ceil)
         self._add_layer(layer)
 
     def _op_MaxPool(self, node, pos):
@@ -1223,6 +1229,13 @@ class _Importer:
         c, h, w = self.cur
         self._add_layer(L.AvgPool2D((h, w)))
         self.gap_pending = self.ref
+
+    def _op_GlobalMaxPool(self, node, pos):
+        _attrs(node, set(), self.fail)
+        self._check_4d("GlobalMaxPool")
+        c, h, w = self.cur
+        self._add_layer(L.MaxPool2D((h, w)))
+        self.gap_pending = self.ref       # a Flatten after it folds it
 
     def _op_ReduceMean(self, node, pos):
         a = _attrs(node, {"axes", "keepdims", "noop_with_empty_axes"},
@@ -1527,8 +1540,8 @@ class _Importer:
 
     def _simplified(self, output):
         """The calls that lead to ``output`` (and its new index), with an
-        AvgPool2D over the plane read only by a Flatten made one
-        GlobalAvgPool2D, and an Add (Multiply) whose first input is an Add
+        AvgPool2D (MaxPool2D) over the plane read only by a Flatten made one
+        GlobalAvgPool2D (GlobalMaxPool2D), and an Add (Multiply) whose first input is an Add
         (Multiply) that nothing else reads made one call over all their
         inputs, in order: the same sums and products, in the same order."""
         calls = self.nodes
@@ -1551,7 +1564,9 @@ class _Importer:
         for k, call in enumerate(calls):
             gap = call.folds
             if gap is not None and call.inputs == [gap] and count[gap] == 1:
-                calls[gap].layer = L.GlobalAvgPool2D()
+                calls[gap].layer = (L.GlobalMaxPool2D()
+                                    if type(calls[gap].layer) is L.MaxPool2D
+                                    else L.GlobalAvgPool2D())
                 gone[k] = gap
         for call in calls:
             call.inputs = [find(ref) for ref in call.inputs]

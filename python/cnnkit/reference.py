@@ -55,6 +55,8 @@ __all__ = [
     "avg_pool2d_backward",
     "global_avg_pool2d",
     "global_avg_pool2d_backward",
+    "global_max_pool2d",
+    "global_max_pool2d_backward",
     "dense",
     "dense_backward",
     "add",
@@ -276,7 +278,33 @@ def conv2d_output_shape(input_size, kernel_size, stride=1, padding=0, dilation=1
     return OH, OW
 
 
-def pool2d_output_shape(input_size, kernel_size, stride=None, padding=0):
+def _pool_window_count(size, kernel, stride, padding, ceil_mode):
+    r"""Return how many pooling windows fit along an axis.
+
+    Parameters
+    ----------
+    size, kernel, stride, padding : int
+        Input length, window length, step and the padding on each side.
+    ceil_mode : bool
+        Round up instead of down.
+
+    Returns
+    -------
+    int
+        :func:`_window_count` rounded down; with ``ceil_mode`` rounded up,
+        less one when the last window would start in the right padding
+        (PyTorch's rule).
+    """
+    if not ceil_mode:
+        return _window_count(size, kernel, stride, 2 * padding)
+    count = -(-(size + 2 * padding - kernel) // stride) + 1   # ceiling
+    if (count - 1) * stride >= size + padding:
+        count -= 1      # that window would start in the right padding
+    return count
+
+
+def pool2d_output_shape(input_size, kernel_size, stride=None, padding=0,
+                        ceil_mode=False):
     r"""Spatial size ``(OH, OW)`` of a 2-D max pooling's output.
 
     Parameters
@@ -289,6 +317,8 @@ def pool2d_output_shape(input_size, kernel_size, stride=None, padding=0):
         Defaults to ``kernel_size``.
     padding : int or pair of int, optional
         Default 0.
+    ceil_mode : bool, optional
+        Round the size up instead of down. Default False.
 
     Returns
     -------
@@ -300,12 +330,25 @@ def pool2d_output_shape(input_size, kernel_size, stride=None, padding=0):
     .. math::
 
         O = \left\lfloor \frac{I + 2p - k}{s} \right\rfloor + 1
+
+    With ``ceil_mode``, :math:`O = \lceil (I + 2p - k) / s \rceil + 1`, less
+    one when :math:`(O - 1)\,s \ge I + p`: a last window must start inside
+    the input or the left padding, never in the right padding.
+
+    Examples
+    --------
+    >>> from cnnkit.reference import pool2d_output_shape
+    >>> pool2d_output_shape((5, 5), 2), pool2d_output_shape((5, 5), 2, ceil_mode=True)
+    ((2, 2), (3, 3))
+    >>> pool2d_output_shape((4, 4), 2, stride=3, padding=1, ceil_mode=True)
+    (2, 2)
     """
     H, W = _pair(input_size)
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(kernel_size if stride is None else stride)
     ph, pw = _pair(padding)
-    return _window_count(H, kh, sh, 2 * ph), _window_count(W, kw, sw, 2 * pw)
+    return (_pool_window_count(H, kh, sh, ph, ceil_mode),
+            _pool_window_count(W, kw, sw, pw, ceil_mode))
 
 
 # The names these had before they took functional's names.
@@ -589,7 +632,7 @@ def relu_backward(grad_out, x):
 # ---------------------------------------------------------------------------
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
+def max_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False):
     r"""2-D max pooling, returning the maxima and where they came from.
 
     Parameters
@@ -603,6 +646,10 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     padding : int or pair of int, optional
         Implicit ``-inf`` added on each side, at most half the window.
         Default 0.
+    ceil_mode : bool, optional
+        Round the output size up (:func:`pool2d_output_shape`); a last
+        window may then reach past the padding and is clipped. Default
+        False.
 
     Returns
     -------
@@ -636,7 +683,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(kernel_size if stride is None else stride)
     ph, pw = _pair(padding)
-    OH, OW = pool2d_output_shape((H, W), (kh, kw), (sh, sw), (ph, pw))
+    OH, OW = pool2d_output_shape((H, W), (kh, kw), (sh, sw), (ph, pw),
+                                 ceil_mode)
 
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     indices = np.empty((N, C, OH, OW), dtype=np.int64)
@@ -708,7 +756,8 @@ def max_pool2d_backward(grad_out, indices, input_shape):
 # ---------------------------------------------------------------------------
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True,
+               ceil_mode=False):
     r"""2-D average pooling (PyTorch's ``avg_pool2d``).
 
     Parameters
@@ -720,8 +769,10 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
     padding : int or pair of int, optional
         Zeros added on each side, at most half the window. Default 0.
     count_include_pad : bool, optional
-        Divide by ``kh * kw`` (default) or by the number of input elements
-        inside the window.
+        Divide by the window's size with its padding (default) or by the
+        number of input elements inside the window.
+    ceil_mode : bool, optional
+        Round the output size up, as :func:`max_pool2d`. Default False.
 
     Returns
     -------
@@ -734,8 +785,11 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
         y_{n,c,i,j} = \frac{1}{|w_{ij}|} \sum_{a < k_h,\; b < k_w}
             \tilde x_{n,\,c,\; i s_h + a,\; j s_w + b}
 
-    with :math:`\tilde x` the zero-padded input, :math:`|w_{ij}| = k_h k_w`
-    when padding counts, and output sizes as :func:`max_pool2d`.
+    with :math:`\tilde x` the zero-padded input and output sizes as
+    :func:`max_pool2d`. When padding counts, :math:`|w_{ij}|` is the size of
+    the window clipped to the padded input: :math:`k_h k_w`, except for a
+    last window of ``ceil_mode`` that reaches past the padding (PyTorch's
+    divisor).
     """
     x = np.asarray(x)
     x = x.astype(_float_dtype(x), copy=False)
@@ -743,20 +797,36 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(kernel_size if stride is None else stride)
     ph, pw = _pair(padding)
-    OH, OW = pool2d_output_shape((H, W), (kh, kw), (sh, sw), (ph, pw))
+    OH, OW = pool2d_output_shape((H, W), (kh, kw), (sh, sw), (ph, pw),
+                                 ceil_mode)
 
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     for oh in range(OH):
         h0, h1 = max(oh * sh - ph, 0), min(oh * sh - ph + kh, H)
         for ow in range(OW):
             w0, w1 = max(ow * sw - pw, 0), min(ow * sw - pw + kw, W)
-            count = kh * kw if count_include_pad else (h1 - h0) * (w1 - w0)
+            count = _avg_divisor(oh, ow, (H, W), (kh, kw), (sh, sw), (ph, pw),
+                                 count_include_pad)
             y[:, :, oh, ow] = x[:, :, h0:h1, w0:w1].sum(axis=(2, 3)) / count
     return y
 
 
+def _avg_divisor(oh, ow, size, kernel, stride, padding, count_include_pad):
+    """The divisor of average-pooling window ``(oh, ow)``: its size clipped
+    to the padded input when padding counts, else its number of input
+    elements."""
+    sides = []
+    for i, n, k, s, p in zip((oh, ow), size, kernel, stride, padding):
+        start = i * s - p
+        if count_include_pad:
+            sides.append(min(start + k, n + p) - start)
+        else:
+            sides.append(min(start + k, n) - max(start, 0))
+    return sides[0] * sides[1]
+
+
 def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
-                        padding=0, count_include_pad=True):
+                        padding=0, count_include_pad=True, ceil_mode=False):
     r"""Gradient of :func:`avg_pool2d`: every element of a window receives
     the window's gradient divided by the window's divisor.
 
@@ -771,6 +841,7 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
     kh, kw = _pair(kernel_size)
     sh, sw = _pair(kernel_size if stride is None else stride)
     ph, pw = _pair(padding)
+    # ceil_mode changes only the number of windows, which grad_out carries
     OH, OW = grad_out.shape[2:]
 
     grad_x = np.zeros((N, C, H, W), dtype=grad_out.dtype)
@@ -778,7 +849,8 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None,
         h0, h1 = max(oh * sh - ph, 0), min(oh * sh - ph + kh, H)
         for ow in range(OW):
             w0, w1 = max(ow * sw - pw, 0), min(ow * sw - pw + kw, W)
-            count = kh * kw if count_include_pad else (h1 - h0) * (w1 - w0)
+            count = _avg_divisor(oh, ow, (H, W), (kh, kw), (sh, sw), (ph, pw),
+                                 count_include_pad)
             grad_x[:, :, h0:h1, w0:w1] += (grad_out[:, :, oh, ow] / count)[:, :, None, None]
     return grad_x
 
@@ -798,6 +870,35 @@ def global_avg_pool2d_backward(grad_out, input_shape):
     grad_out = grad_out.astype(_float_dtype(grad_out), copy=False)
     N, C, H, W = (int(n) for n in input_shape)
     return np.broadcast_to((grad_out / (H * W))[:, :, None, None], (N, C, H, W)).copy()
+
+
+def global_max_pool2d(x):
+    r"""The maximum of each plane and where it is: ``(N, C, H, W) -> (N, C)``,
+    PyTorch's ``adaptive_max_pool2d(x, 1, return_indices=True)``.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C)
+        :math:`y_{n,c} = \max_{h,w} x_{n,c,h,w}`.
+    indices : ndarray of int64, shape (N, C)
+        Flat position ``h * W + w`` of each maximum: :func:`max_pool2d` with
+        one window per plane (ties to the first maximum, a NaN wins).
+    """
+    x = np.asarray(x)
+    N, C, H, W = x.shape
+    y, indices = max_pool2d(x, (H, W))
+    return y.reshape(N, C), indices.reshape(N, C)
+
+
+def global_max_pool2d_backward(grad_out, indices, input_shape):
+    r"""Gradient of :func:`global_max_pool2d`: each plane's gradient goes to
+    its maximum, :math:`\partial L / \partial x_{n,c,h,w} = [hW + w =
+    \mathrm{idx}_{n,c}]\, \partial L / \partial y_{n,c}`."""
+    grad_out = np.asarray(grad_out)
+    N, C, H, W = (int(n) for n in input_shape)
+    return max_pool2d_backward(grad_out.reshape(N, C, 1, 1),
+                               np.asarray(indices).reshape(N, C, 1, 1),
+                               (N, C, H, W))
 
 
 # ---------------------------------------------------------------------------
@@ -1146,7 +1247,8 @@ def log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def softmax_cross_entropy(logits, labels, sample_weight=None):
+def softmax_cross_entropy(logits, labels, sample_weight=None,
+                          label_smoothing=0.0):
     r"""Mean softmax cross-entropy loss and its gradient with respect to the logits.
 
     Parameters
@@ -1158,6 +1260,9 @@ def softmax_cross_entropy(logits, labels, sample_weight=None):
     sample_weight : array_like, shape (N,), optional
         Non-negative weights :math:`w_n`; the loss becomes the weighted mean
         :math:`\sum_n w_n \ell_n / \sum_n w_n` (0 if all weights are 0).
+    label_smoothing : float in [0, 1], optional
+        :math:`\varepsilon`: the one-hot target is mixed with the uniform
+        one (PyTorch's ``label_smoothing``). Default 0.
 
     Returns
     -------
@@ -1180,6 +1285,19 @@ def softmax_cross_entropy(logits, labels, sample_weight=None):
 
     where :math:`p` is :func:`softmax` of the logits. The loss is computed
     from :func:`log_softmax`, so logits of any magnitude give finite results.
+
+    With label smoothing the target of row :math:`n` is
+    :math:`t_{n,c} = (1 - \varepsilon)\,\mathbb{1}[c = y_n] + \varepsilon / C`:
+
+    .. math::
+
+        \ell_n = -\sum_c t_{n,c} \log p_{n,c}
+              = (1 - \varepsilon)(-\log p_{n,y_n})
+                + \frac{\varepsilon}{C} \sum_c (-\log p_{n,c}),
+        \qquad
+        \frac{\partial \ell_n}{\partial z_{n,c}} = p_{n,c} - t_{n,c}
+
+    and the (weighted) mean is taken over these :math:`\ell_n`.
     """
     z = np.asarray(logits)
     z = z.astype(_float_dtype(z), copy=False)
@@ -1191,12 +1309,22 @@ def softmax_cross_entropy(logits, labels, sample_weight=None):
     total = w.sum()
     scale = w / total if total > 0 else np.zeros(N)    # 1/N each without weights
 
-    log_p = log_softmax(z)
-    loss = z.dtype.type(-(scale * log_p[rows, labels]).sum())
+    eps = float(label_smoothing)
+    C = z.shape[1]
+    target = np.zeros(z.shape, dtype=np.float64)
+    target[rows, labels] = 1
+    if eps:
+        target = (1 - eps) * target + eps / C
 
-    one_hot = np.zeros_like(z)
-    one_hot[rows, labels] = 1
-    grad_logits = ((softmax(z) - one_hot) * scale[:, None]).astype(z.dtype, copy=False)
+    log_p = log_softmax(z)
+    per_row = -log_p[rows, labels]
+    if eps:
+        # PyTorch's form of -sum_c t_c log p_c (so a label of logit -inf
+        # with eps = 1 gives 0 * inf = NaN, as there)
+        per_row = (1 - eps) * per_row + eps / C * -log_p.sum(axis=1)
+    loss = z.dtype.type((scale * per_row).sum())
+
+    grad_logits = ((softmax(z) - target) * scale[:, None]).astype(z.dtype, copy=False)
     return loss, grad_logits
 
 

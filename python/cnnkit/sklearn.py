@@ -281,6 +281,11 @@ default="adam"
     warm_start : bool, default=False
         When True, :meth:`fit` continues training the network of the
         previous call instead of starting anew.
+    label_smoothing : float, default=0.0
+        Train on the label-smoothed cross-entropy, targets ``(1 - eps)``
+        one-hot ``+ eps / n_classes`` (PyTorch's ``label_smoothing``, see
+        :meth:`cnnkit.Model.fit`); ``loss_``, ``loss_curve_`` and the
+        ``tol`` rule then see that loss.  In ``[0, 1]``.
 
     Attributes
     ----------
@@ -351,7 +356,7 @@ default="adam"
                  batch_size="auto", optimizer="adam", learning_rate=1e-3,
                  tol=1e-4, n_iter_no_change=10, shuffle=True,
                  random_state=None, verbose=0, warm_start=False,
-                 architecture=None):
+                 architecture=None, label_smoothing=0.0):
         self.layers = layers
         self.architecture = architecture
         self.image_shape = image_shape
@@ -365,6 +370,7 @@ default="adam"
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.label_smoothing = label_smoothing
 
     # ------------------------------------------------------------------
     # tags
@@ -401,6 +407,10 @@ default="adam"
         if not is_int(self.n_iter_no_change) or self.n_iter_no_change < 1:
             raise ValueError(f"{name}: n_iter_no_change must be an int >= 1, "
                              f"got {self.n_iter_no_change!r}")
+        if not _is_real(self.label_smoothing) or \
+                not 0 <= self.label_smoothing <= 1:
+            raise ValueError(f"{name}: label_smoothing must be a float in "
+                             f"[0, 1], got {self.label_smoothing!r}")
         if self.learning_rate is not None and (
                 not _is_real(self.learning_rate)
                 or not 0 < self.learning_rate < np.inf):
@@ -668,7 +678,8 @@ default="adam"
             self._images(X), y, epochs=epochs,
             batch_size=self._batch(X.shape[0]),
             shuffle=bool(self.shuffle), verbose=2 if self.verbose else 0,
-            callbacks=[plateau], sample_weight=sample_weight)
+            callbacks=[plateau], sample_weight=sample_weight,
+            label_smoothing=float(self.label_smoothing))
         return plateau
 
     def _record(self, losses):

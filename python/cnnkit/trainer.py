@@ -59,10 +59,13 @@ class Trainer:
     strict : bool
         Refuse layers that cannot write per-shard gradients when shards are
         needed (else train them with one shard).
+    label_smoothing : float in [0, 1]
+        The training loss's label smoothing (PyTorch's), also that of the
+        validation loss.
     """
 
     def __init__(self, model, world=dist.LOCAL, shards=dist.DEFAULT_SHARDS,
-                 reduction="ordered", strict=True):
+                 reduction="ordered", strict=True, label_smoothing=0.0):
         if not all(np.shares_memory(p, model.flat_params)
                    for p in model.parameters()):
             raise ValueError(
@@ -81,6 +84,7 @@ class Trainer:
             shards = 1      # a plain fit of layers that cannot split them
         self.model, self.world = model, world
         self.shards, self.reduction = shards, reduction
+        self.label_smoothing = float(label_smoothing)
         edges = dist.bounds(shards, world.size)
         self.s0, self.s1 = edges[world.rank], edges[world.rank + 1]
         self.arena = Arena()
@@ -160,7 +164,8 @@ class Trainer:
                 logits, yb, None if swb is None else swb[lo:hi],
                 need_grad=True, normalizer=norm, per_sample=True,
                 grad_out=self._kept("grad", logits.shape, logits.dtype),
-                losses_out=self._kept("losses", (m,), np.float64))
+                losses_out=self._kept("losses", (m,), np.float64),
+                label_smoothing=self.label_smoothing)
             pred = np.argmax(logits, axis=1,
                              out=self._kept("pred", (m,), np.intp))
             hit = np.equal(pred, yb, out=self._kept("hit", (m,), np.bool_))
@@ -329,7 +334,8 @@ class Trainer:
                     "accuracy": correct / seen}
             if xv is not None:
                 logs.update(evaluate(model, xv, yv, max(batch_size, 256),
-                                     self.world, prefix="val_"))
+                                     self.world, prefix="val_",
+                                     label_smoothing=self.label_smoothing))
             logs["lr"] = float(opt.current_lr()) if hasattr(
                 opt, "current_lr") else float("nan")
             # Every rank reports rank 0's time, so histories are equal.
@@ -461,9 +467,11 @@ def _epoch_line(epoch, epochs, logs):
     return " - ".join(parts)
 
 
-def evaluate(model, x, y, batch_size, world=dist.LOCAL, prefix=""):
-    """Mean softmax cross-entropy and accuracy of ``model`` on checked
-    ``(x, y)``: ``{prefix + "loss": ..., prefix + "accuracy": ...}``.
+def evaluate(model, x, y, batch_size, world=dist.LOCAL, prefix="",
+             label_smoothing=0.0):
+    """Mean softmax cross-entropy (with ``label_smoothing``) and accuracy
+    of ``model`` on checked ``(x, y)``: ``{prefix + "loss": ...,
+    prefix + "accuracy": ...}``.
 
     Each rank scores its contiguous part; the per-sample losses are added
     exactly (math.fsum), so the result depends neither on the batching nor
@@ -478,7 +486,8 @@ def evaluate(model, x, y, batch_size, world=dist.LOCAL, prefix=""):
         j = min(hi, i + batch_size)
         logits = model.forward(x[i:j])
         _, _, per = _ops.softmax_cross_entropy(
-            logits, y[i:j], None, need_grad=False, per_sample=True)
+            logits, y[i:j], None, need_grad=False, per_sample=True,
+            label_smoothing=label_smoothing)
         losses[i - lo:j - lo] = per
         correct += int(np.count_nonzero(logits.argmax(axis=1) == y[i:j]))
     parts = world.allgather((losses, correct))
@@ -497,7 +506,7 @@ def join(world, model, x, y, sw, xv, yv, schedule):
             zlib.crc32(np.ascontiguousarray(a).view(np.uint8)))
     opt = model.optimizer
     dist.check_same(world, "fit arguments (epochs, initial_epoch, "
-                    "batch_size, shuffle)", schedule)
+                    "batch_size, shuffle, label_smoothing)", schedule)
     dist.check_same(world, "optimizers (config, state checksums)", (
         json.dumps(opt.get_config(), sort_keys=True),
         sorted((k, digest(np.asarray(v)))
