@@ -754,3 +754,78 @@ EXTREME += [
 
 test_property, test_extreme_cases_in_a_child_process = \
     fuzzing.family_tests(globals())
+
+
+# ==========================================================================
+# layers
+# ==========================================================================
+import cnnkit  # noqa: E402
+from cnnkit import layers as L  # noqa: E402
+
+LAYER_FUNCS = [
+    (L.LeakyReLU(0.2), lambda x: F.leaky_relu(x, 0.2),
+     lambda g, x: F.leaky_relu_backward(g, x, 0.2)),
+    (L.Sigmoid(), F.sigmoid, F.sigmoid_backward),
+    (L.Tanh(), F.tanh, F.tanh_backward),
+    (L.SiLU(), F.silu, F.silu_backward),
+    (L.GELU(), F.gelu, F.gelu_backward),
+    (L.GELU("tanh"), lambda x: F.gelu(x, "tanh"),
+     lambda g, x: F.gelu_backward(g, x, "tanh")),
+    (L.Softmax(), F.softmax, F.softmax_backward),
+    (L.LogSoftmax(), F.log_softmax, F.log_softmax_backward),
+]
+
+
+@pytest.mark.parametrize("layer,fwd,bwd", LAYER_FUNCS,
+                         ids=[repr(c[0]) for c in LAYER_FUNCS])
+def test_activation_layer_is_its_function(rng, dtype, layer, fwd, bwd):
+    shape = (4, 7) if isinstance(layer, L.Softmax) else (3, 2, 5, 4)
+    x = (3 * rng.standard_normal(shape)).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    model = cnnkit.Sequential([layer], input_shape=shape[1:], dtype=dtype)
+    assert np.array_equal(model.forward(x), fwd(x))
+    layer.forward(x, training=True)
+    assert np.array_equal(layer.backward(g), bwd(g, x))
+
+
+def test_activation_layers_train_in_a_model():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((32, 1, 6, 6)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0).astype(np.int64)
+    model = cnnkit.Sequential([
+        L.Conv2D(4, 3), L.GELU(), L.Conv2D(4, 3), L.SiLU(), L.Flatten(),
+        L.Dense(8), L.Tanh(), L.Dense(8), L.LeakyReLU(), L.Dense(8),
+        L.Sigmoid(), L.Dense(2)], input_shape=(1, 6, 6), seed=0)
+    before = model.evaluate(x, y)["loss"]
+    model.fit(x, y, epochs=5, batch_size=8, verbose=0)
+    assert model.evaluate(x, y)["loss"] < before
+    text = model.summary(print_fn=lambda s: None)
+    for name in ("GELU", "SiLU", "Tanh", "LeakyReLU", "Sigmoid"):
+        assert name in text
+
+
+@pytest.mark.parametrize("call,err,msg", [
+    (lambda: L.LeakyReLU("a"), TypeError, "negative_slope must be a real"),
+    (lambda: L.LeakyReLU(True), TypeError, "negative_slope must be a real"),
+    (lambda: L.LeakyReLU(np.nan), ValueError, "negative_slope must be fin"),
+    (lambda: L.GELU("erf"), ValueError, "approximate must be 'none' or"),
+    (lambda: L.GELU(None), TypeError, "approximate must be 'none' or"),
+    (lambda: L.Softmax().build((3, 4)), ValueError,
+     r"Softmax expects input of shape \(classes,\)"),
+    (lambda: L.LogSoftmax().build((0,)), ValueError,
+     r"LogSoftmax expects input of shape \(classes,\)"),
+])
+def test_activation_layer_errors(call, err, msg):
+    with pytest.raises(err, match=msg):
+        call()
+
+
+def test_activation_layer_names_and_config():
+    for cls, prefix in ((L.LeakyReLU, "leaky_relu"), (L.SiLU, "silu"),
+                        (L.GELU, "gelu"), (L.LogSoftmax, "log_softmax"),
+                        (L.Softmax, "softmax"), (L.Sigmoid, "sigmoid"),
+                        (L.Tanh, "tanh")):
+        assert cls().name.startswith(prefix)
+    assert L.LeakyReLU(0.3).get_config() == {"negative_slope": 0.3}
+    assert L.GELU("tanh").get_config() == {"approximate": "tanh"}
+    assert repr(L.GELU()) == "GELU(approximate='none')"

@@ -43,6 +43,14 @@ CASES = {
     "Add": ({}, [(2, 3, 4), (2, 3, 4), (2, 3, 4)]),
     "Multiply": ({}, [(2, 3, 4), (2, 3, 4)]),
     "Concatenate": (dict(axis=1), [(2, 3, 4), (3, 3, 4)]),
+    # activations
+    "LeakyReLU": (dict(negative_slope=0.2), (2, 5, 4)),
+    "Sigmoid": ({}, (2, 5, 4)),
+    "Tanh": ({}, (3, 4)),
+    "SiLU": ({}, (2, 5, 4)),
+    "GELU": (dict(approximate="tanh"), (2, 5, 4)),
+    "Softmax": ({}, (6,)),
+    "LogSoftmax": ({}, (6,)),
 }
 
 N = 2           # samples per batch

@@ -1278,14 +1278,14 @@ cdef int _tree_sum(floating *t, rows, ptrdiff_t nrows, out,
 # --------------------------------------------------------------------------
 # softmax and cross-entropy
 # --------------------------------------------------------------------------
-def softmax(logits):
+def softmax(logits, out=None):
     cdef int nt = _nthreads()
     z = _float_input(logits, "logits")
     _check_ndim(z, 2, "logits", "(N, C)")
     if z.shape[1] == 0:
         raise ValueError(f"softmax: logits need at least one class, got "
                          f"shape {z.shape}")
-    p = np.empty(z.shape, dtype=z.dtype)
+    p = _out(out, z.shape, z.dtype, "softmax", "out")
     if z.shape[0]:
         if _is_f32(z):
             _softmax(_F32, p, z, nt)
