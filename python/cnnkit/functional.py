@@ -661,7 +661,7 @@ def silu(x):
     --------
     >>> from cnnkit.functional import silu
     >>> silu([0.0, 1e4, -1e4])
-    array([     0., 10000.,     -0.])
+    array([    0., 10000.,    -0.])
     """
     return _kernels.silu_forward(_unary("silu", x))
 
@@ -723,7 +723,7 @@ def gelu(x, approximate="none"):
     --------
     >>> from cnnkit.functional import gelu
     >>> gelu([0.0, 1e4, -1e4])
-    array([     0., 10000.,     -0.])
+    array([    0., 10000.,    -0.])
     """
     tanh_approx = _approximate(approximate, "gelu")
     return _kernels.gelu_forward(_unary("gelu", x), tanh_approx)
