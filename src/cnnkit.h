@@ -153,6 +153,60 @@ void cnnkit_relu_backward_f64(double *gx, const double *gy, const double *x,
                               ptrdiff_t n, int nthreads);
 
 /* ------------------------------------------------------------------------ */
+/* Element-wise activations on n elements (activation.c); x and gy any      */
+/* shape, flattened.  Backward kernels take the forward input x.            */
+/* ------------------------------------------------------------------------ */
+/* y = x > 0 ? x : a*x;  gx = x > 0 ? gy : gy*a  (a = (float)negative_slope
+ * in the float kernels) */
+void cnnkit_leaky_relu_forward_f32(float *y, const float *x, ptrdiff_t n,
+                                   double negative_slope, int nthreads);
+void cnnkit_leaky_relu_forward_f64(double *y, const double *x, ptrdiff_t n,
+                                   double negative_slope, int nthreads);
+void cnnkit_leaky_relu_backward_f32(float *gx, const float *gy,
+                                    const float *x, ptrdiff_t n,
+                                    double negative_slope, int nthreads);
+void cnnkit_leaky_relu_backward_f64(double *gx, const double *gy,
+                                    const double *x, ptrdiff_t n,
+                                    double negative_slope, int nthreads);
+/* y = 1 / (1 + exp(-x));  gx = gy * y (1 - y) */
+void cnnkit_sigmoid_forward_f32(float *y, const float *x, ptrdiff_t n,
+                                int nthreads);
+void cnnkit_sigmoid_forward_f64(double *y, const double *x, ptrdiff_t n,
+                                int nthreads);
+void cnnkit_sigmoid_backward_f32(float *gx, const float *gy, const float *x,
+                                 ptrdiff_t n, int nthreads);
+void cnnkit_sigmoid_backward_f64(double *gx, const double *gy,
+                                 const double *x, ptrdiff_t n, int nthreads);
+/* y = tanh(x);  gx = gy * (1 - y^2) */
+void cnnkit_tanh_forward_f32(float *y, const float *x, ptrdiff_t n,
+                             int nthreads);
+void cnnkit_tanh_forward_f64(double *y, const double *x, ptrdiff_t n,
+                             int nthreads);
+void cnnkit_tanh_backward_f32(float *gx, const float *gy, const float *x,
+                              ptrdiff_t n, int nthreads);
+void cnnkit_tanh_backward_f64(double *gx, const double *gy, const double *x,
+                              ptrdiff_t n, int nthreads);
+/* y = x * sigmoid(x);  gx = gy * s (1 + x (1 - s)), s = sigmoid(x) */
+void cnnkit_silu_forward_f32(float *y, const float *x, ptrdiff_t n,
+                             int nthreads);
+void cnnkit_silu_forward_f64(double *y, const double *x, ptrdiff_t n,
+                             int nthreads);
+void cnnkit_silu_backward_f32(float *gx, const float *gy, const float *x,
+                              ptrdiff_t n, int nthreads);
+void cnnkit_silu_backward_f64(double *gx, const double *gy, const double *x,
+                              ptrdiff_t n, int nthreads);
+/* y = x Phi(x) (approximate == 0), or x/2 (1 + tanh(sqrt(2/pi) (x +
+ * 0.044715 x^3))) (approximate != 0); gx = gy * dy/dx */
+void cnnkit_gelu_forward_f32(float *y, const float *x, ptrdiff_t n,
+                             int approximate, int nthreads);
+void cnnkit_gelu_forward_f64(double *y, const double *x, ptrdiff_t n,
+                             int approximate, int nthreads);
+void cnnkit_gelu_backward_f32(float *gx, const float *gy, const float *x,
+                              ptrdiff_t n, int approximate, int nthreads);
+void cnnkit_gelu_backward_f64(double *gx, const double *gy, const double *x,
+                              ptrdiff_t n, int approximate, int nthreads);
+
+/* ------------------------------------------------------------------------ */
 /* Max pooling over `planes` = N*C planes of (h, w).  Padding is -inf and    */
 /* every window must hold at least one input element (pad <= kernel / 2,    */
 /* and with ceil_mode no window starting in the bottom / right padding).    */
@@ -269,6 +323,23 @@ void cnnkit_softmax_f32(float *p, const float *z, ptrdiff_t n, ptrdiff_t c,
                         int nthreads);
 void cnnkit_softmax_f64(double *p, const double *z, ptrdiff_t n, ptrdiff_t c,
                         int nthreads);
+/* gx (n, c) = gradient of softmax at logits z (n, c) for gy (n, c) */
+void cnnkit_softmax_backward_f32(float *gx, const float *gy, const float *z,
+                                 ptrdiff_t n, ptrdiff_t c, int nthreads);
+void cnnkit_softmax_backward_f64(double *gx, const double *gy,
+                                 const double *z, ptrdiff_t n, ptrdiff_t c,
+                                 int nthreads);
+/* y (n, c) = log softmax(z);  gx = gy - softmax(z) * sum_c gy */
+void cnnkit_log_softmax_f32(float *y, const float *z, ptrdiff_t n,
+                            ptrdiff_t c, int nthreads);
+void cnnkit_log_softmax_f64(double *y, const double *z, ptrdiff_t n,
+                            ptrdiff_t c, int nthreads);
+void cnnkit_log_softmax_backward_f32(float *gx, const float *gy,
+                                     const float *z, ptrdiff_t n, ptrdiff_t c,
+                                     int nthreads);
+void cnnkit_log_softmax_backward_f64(double *gx, const double *gy,
+                                     const double *z, ptrdiff_t n,
+                                     ptrdiff_t c, int nthreads);
 /* grad (n, c) may be NULL; weights (n,) >= 0, or NULL for the plain mean
  * (the weighted mean when given).  norm > 0 replaces the divisor (n, or the
  * sum of the weights), so that the rows of one batch can be processed in

@@ -1,5 +1,6 @@
 /*
- * loss.c -- softmax and mean softmax cross-entropy over rows of logits.
+ * loss.c -- softmax, log-softmax and mean softmax cross-entropy over rows of
+ * logits.
  *
  * For a row z of C logits with maximum m:
  *     lse     = m + log(sum_c exp(z_c - m))       (never overflows)
@@ -16,6 +17,12 @@
  *               with d_c = z_c - m,
  *     dloss_n/dz_c = p_c - t_c;
  * eps = 0 takes the plain formulas above (the same bits).
+ * Softmax backward (gy the gradient of p):  gx_c = p_c (gy_c - sum_c' gy_c' p_c').
+ * Log-softmax:  y_c = (z_c - m) - log(sum_c exp(z_c - m))   (the shift makes
+ *               it exact near the maximum and finite for any |z|);
+ *  backward:    gx_c = gy_c - p_c sum_c' gy_c'.
+ * A NaN logit makes its whole row NaN (the row maximum is NaN), as in
+ * PyTorch.
  * Row sums are accumulated in double.  Threading: over rows; the per-row
  * losses land in a workspace and are added in row order, so the loss has the
  * same bits for any thread count.

@@ -98,3 +98,78 @@ double SFX(cnnkit_softmax_xent)(REAL *grad, const REAL *z,
         total += work[i];
     return total * inv_n;
 }
+
+/* Row sums of exp(z - m) in double, m the row's maximum (NaN if any). */
+static inline double SFX(row_expsum)(const REAL *z, REAL m, ptrdiff_t c)
+{
+    double s = 0;
+    for (ptrdiff_t j = 0; j < c; j++)
+        s += exp((double)z[j] - (double)m);
+    return s;
+}
+
+void SFX(cnnkit_softmax_backward)(REAL *gx, const REAL *gy, const REAL *z,
+                                  ptrdiff_t n, ptrdiff_t c, int nthreads)
+{
+    if (c <= 0)
+        return;
+    int nt = cnnkit_team(32.0 * n * c, n, nthreads);   /* two exps each */
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const REAL *zi = z + i * c, *gi = gy + i * c;
+        REAL *oi = gx + i * c;
+        REAL m = SFX(row_max)(zi, c);
+        double inv_s = 1.0 / SFX(row_expsum)(zi, m, c);
+        double dot = 0;                 /* sum_c gy_c p_c, in column order */
+        for (ptrdiff_t j = 0; j < c; j++)
+            dot += (double)gi[j] * (exp((double)zi[j] - (double)m) * inv_s);
+        for (ptrdiff_t j = 0; j < c; j++) {
+            double pj = exp((double)zi[j] - (double)m) * inv_s;
+            oi[j] = (REAL)(pj * ((double)gi[j] - dot));
+        }
+    }
+}
+
+void SFX(cnnkit_log_softmax)(REAL *y, const REAL *z, ptrdiff_t n,
+                             ptrdiff_t c, int nthreads)
+{
+    if (c <= 0)
+        return;
+    int nt = cnnkit_team(16.0 * n * c, n, nthreads);   /* ~16 per exp */
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const REAL *zi = z + i * c;
+        REAL *yi = y + i * c;
+        REAL m = SFX(row_max)(zi, c);
+        double log_s = log(SFX(row_expsum)(zi, m, c));
+        /* shift first: z - m is exact near the maximum, for any |z| */
+        for (ptrdiff_t j = 0; j < c; j++)
+            yi[j] = (REAL)(((double)zi[j] - (double)m) - log_s);
+    }
+}
+
+void SFX(cnnkit_log_softmax_backward)(REAL *gx, const REAL *gy,
+                                      const REAL *z, ptrdiff_t n,
+                                      ptrdiff_t c, int nthreads)
+{
+    if (c <= 0)
+        return;
+    int nt = cnnkit_team(32.0 * n * c, n, nthreads);   /* two exps each */
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const REAL *zi = z + i * c, *gi = gy + i * c;
+        REAL *oi = gx + i * c;
+        REAL m = SFX(row_max)(zi, c);
+        double inv_s = 1.0 / SFX(row_expsum)(zi, m, c);
+        double total = 0;               /* sum_c gy_c, in column order */
+        for (ptrdiff_t j = 0; j < c; j++)
+            total += (double)gi[j];
+        for (ptrdiff_t j = 0; j < c; j++) {
+            double pj = exp((double)zi[j] - (double)m) * inv_s;
+            oi[j] = (REAL)((double)gi[j] - pj * total);
+        }
+    }
+}

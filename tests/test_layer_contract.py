@@ -53,6 +53,14 @@ CASES = {
     # more cases of a class: "<class>/<what>"
     "Conv2D/groups": (dict(filters=6, kernel_size=(3, 2), stride=(1, 2),
                            padding=1, groups=2), (4, 6, 7)),
+    # activations
+    "LeakyReLU": (dict(negative_slope=0.2), (2, 5, 4)),
+    "Sigmoid": ({}, (2, 5, 4)),
+    "Tanh": ({}, (3, 4)),
+    "SiLU": ({}, (2, 5, 4)),
+    "GELU": (dict(approximate="tanh"), (2, 5, 4)),
+    "Softmax": ({}, (6,)),
+    "LogSoftmax": ({}, (6,)),
 }
 NAMES = sorted(set(L.LAYERS) | set(CASES))
 

@@ -1298,9 +1298,9 @@ def test_import_pytorch_ceil_mode_and_global_max_pool(tmp_path):
         helper.make_node("MatMul", ["y", "y"], ["z"], name="twice")]),
      ["'twice'", "2 inputs computed from the graph input"]),
     (_small_conv_graph(extra_nodes=[
-        helper.make_node("Softmax", ["y"], ["s"], name="sm"),
+        helper.make_node("Softmax", ["y"], ["s"], name="sm", axis=0),
         helper.make_node("Relu", ["s"], ["z"], name="after")]),
-     ["'sm'", "last node"]),
+     ["'sm'", "axis=0"]),
     (_small_conv_graph(extra_nodes=[
         helper.make_node("Gemm", ["y", "w"], ["z"], name="g", alpha=2.0)]),
      ["'g'", "alpha=2.0"]),
@@ -1322,7 +1322,7 @@ def test_import_pytorch_ceil_mode_and_global_max_pool(tmp_path):
 ], ids=["batchnorm", "lstm", "group", "asymmetric-pads", "kernel-shape",
         "auto-pad", "unknown-attribute", "ceil-mode", "pool-dilation",
         "pool-pads", "undefined-input", "dead-branch", "two-data-inputs",
-        "softmax-in-the-middle", "gemm-alpha", "add-without-matmul",
+        "softmax-over-the-batch", "gemm-alpha", "add-without-matmul",
         "foreign-domain", "int8-weights", "mixed-dtypes", "channels"])
 def test_unsupported_graphs_are_refused_by_name(proto, words, tmp_path):
     path = _save_proto(tmp_path, proto)
@@ -1579,3 +1579,141 @@ def test_import_pytorch_grouped_and_depthwise(tmp_path):
     _assert_close(model(x), _run(path, x))
     for w, t in zip(model.get_weights(), net.state_dict().values()):
         assert np.array_equal(w, t.numpy())
+
+
+# --------------------------------------------------------------------------
+# activations: LeakyRelu, Sigmoid, Tanh, SiLU, GELU, Softmax, LogSoftmax
+# --------------------------------------------------------------------------
+def _activation_stack(approximate="none"):
+    return [L.Conv2D(4, 3, padding=1), L.GELU(approximate),
+            L.Conv2D(4, 3), L.SiLU(), L.Flatten(), L.Dense(6),
+            L.LeakyReLU(0.2), L.Dense(5), L.Tanh(), L.Sigmoid(),
+            L.Dense(4), L.LogSoftmax(), L.Dense(3), L.Softmax()]
+
+
+@pytest.mark.parametrize("opset", [13, 17, 20])
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_activations_export_and_round_trip(opset, approximate, tmp_path):
+    model = _randomize(cnnkit.Sequential(
+        _activation_stack(approximate), input_shape=(2, 6, 6), seed=0))
+    path = tmp_path / "act.onnx"
+    cnnkit_onnx.export(model, path, opset=opset)
+    proto = _checked(path)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ("Gelu" in ops) == (opset >= 20)
+    assert ("Erf" in ops) == (opset < 20 and approximate == "none")
+    assert {"LeakyRelu", "Sigmoid", "Tanh", "Mul", "LogSoftmax",
+            "Softmax"} <= set(ops)
+    leaky = next(n for n in proto.graph.node if n.op_type == "LeakyRelu")
+    assert helper.get_attribute_value(leaky.attribute[0]) == \
+        pytest.approx(0.2)
+    x = 2 * _images(model.input_shape, 5)
+    _assert_close(_run(path, x), model(x))
+    same = cnnkit_onnx.load(path)
+    assert [type(la).__name__ for la in same.layers] == [
+        type(la).__name__ for la in model.layers]
+    assert same.layers[1].approximate == approximate
+    assert same.layers[6].negative_slope == 0.2
+    _same_weights(same, model)
+    assert np.array_equal(same(x), model(x))
+
+
+def test_activations_in_a_graph_model_round_trip(tmp_path):
+    inp = cnnkit.Input((6,))
+    h = L.Dense(5)(inp)
+    a = L.SiLU()(h)
+    b = L.GELU()(h)
+    out = L.Softmax()(L.Dense(3)(L.Add()([a, b])))
+    model = _randomize(cnnkit.Model(inp, out, seed=0))
+    x = _images((6,), 4)
+    for opset in (17, 20):
+        path = tmp_path / f"g{opset}.onnx"
+        cnnkit_onnx.export(model, path, opset=opset)
+        _checked(path)
+        _assert_close(_run(path, x), model(x))
+        same = cnnkit_onnx.load(path)
+        assert sorted(type(la).__name__ for la in same.layers) == sorted(
+            type(la).__name__ for la in model.layers)
+        assert np.array_equal(same(x), model(x))
+        # probabilities=True adds no second Softmax
+        cnnkit_onnx.export(model, path, opset=opset, probabilities=True)
+        proto = _checked(path)
+        assert [n.op_type for n in proto.graph.node].count("Softmax") == 1
+        assert proto.graph.output[0].name == "probabilities"
+        _assert_close(_run(path, x), model(x))
+
+
+def test_model_ending_in_softmax_exports_one_softmax(tmp_path):
+    model = _randomize(cnnkit.Sequential(
+        [L.Dense(5), L.Tanh(), L.Dense(3), L.Softmax()], input_shape=(4,),
+        seed=0))
+    path = tmp_path / "p.onnx"
+    cnnkit_onnx.export(model, path, probabilities=True)
+    proto = _checked(path)
+    assert [n.op_type for n in proto.graph.node].count("Softmax") == 1
+    x = _images((4,), 6)
+    got = _run(path, x)
+    _assert_close(got, model(x))
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-6)
+    # exported as logits, the final Softmax is a layer on the way back
+    cnnkit_onnx.export(model, path)
+    same = cnnkit_onnx.load(path)
+    assert type(same.layers[-1]) is L.Softmax
+    assert np.array_equal(same(x), model(x))
+
+
+def test_final_softmax_of_other_producers_is_still_dropped(tmp_path):
+    w = numpy_helper.from_array(np.eye(3, 4, dtype=np.float32), "w")
+    proto = _graph_model(
+        [helper.make_node("Gemm", ["x", "w"], ["z"], transB=1),
+         helper.make_node("Sigmoid", ["z"], ["s"]),
+         helper.make_node("Softmax", ["s"], ["y"], axis=1)],
+        [_f32("x", ["n", 4])], [_f32("y", ["n", 3])], [w])
+    model = cnnkit_onnx.load(_save_proto(tmp_path, proto))
+    assert [type(la).__name__ for la in model.layers] == ["Dense",
+                                                          "Sigmoid"]
+
+
+@TORCH_WARNINGS
+@pytest.mark.parametrize("opset", [17, 20])
+def test_import_pytorch_activations(opset, tmp_path):
+    torch = require("torch")
+    from torch import nn
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3), nn.GELU(), nn.Conv2d(4, 4, 3), nn.SiLU(),
+        nn.Flatten(), nn.Linear(16, 8), nn.LeakyReLU(0.1), nn.Linear(8, 8),
+        nn.GELU(approximate="tanh"), nn.Linear(8, 6), nn.Tanh(),
+        nn.Linear(6, 5), nn.Sigmoid(), nn.Linear(5, 4),
+        nn.LogSoftmax(dim=1), nn.Linear(4, 3))
+    net.eval()
+    x = 2 * _images((2, 6, 6), 5)
+    path = tmp_path / "torch_act.onnx"
+    torch.onnx.export(net, (torch.from_numpy(x[:1]),), os.fspath(path),
+                      dynamo=False, input_names=["input"],
+                      output_names=["logits"], opset_version=opset,
+                      dynamic_axes={"input": {0: "batch"}})
+    model = cnnkit_onnx.load(path)
+    assert [type(la).__name__ for la in model.layers] == [
+        "Conv2D", "GELU", "Conv2D", "SiLU", "Flatten", "Dense", "LeakyReLU",
+        "Dense", "GELU", "Dense", "Tanh", "Dense", "Sigmoid", "Dense",
+        "LogSoftmax", "Dense"]
+    assert model.layers[6].negative_slope == 0.1
+    assert model.layers[8].approximate == "tanh"
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    _assert_close(model(x), expected)
+
+
+def test_silu_pattern_needs_the_same_input(tmp_path):
+    """x * Sigmoid(y) is not a SiLU: a Multiply of two computed values."""
+    proto = _graph_model(
+        [helper.make_node("Tanh", ["x"], ["t"]),
+         helper.make_node("Sigmoid", ["t"], ["s"]),
+         helper.make_node("Mul", ["x", "s"], ["y"])],
+        [_f32("x", ["n", 4])], [_f32("y", ["n", 4])])
+    model = cnnkit_onnx.load(_save_proto(tmp_path, proto))
+    assert sorted(type(la).__name__ for la in model.layers) == [
+        "Multiply", "Sigmoid", "Tanh"]
+    x = _images((4,), 3)
+    _assert_close(model(x), x * (1 / (1 + np.exp(-np.tanh(x)))))

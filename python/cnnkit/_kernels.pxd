@@ -73,6 +73,53 @@ cdef extern from "cnnkit.h" nogil:
     void cnnkit_relu_backward_f64(double *gx, const double *gy,
                                   const double *x, ptrdiff_t n, int nthreads)
 
+    void cnnkit_sigmoid_forward_f32(float *y, const float *x, ptrdiff_t n,
+                                 int nthreads)
+    void cnnkit_sigmoid_forward_f64(double *y, const double *x, ptrdiff_t n,
+                                 int nthreads)
+    void cnnkit_sigmoid_backward_f32(float *gx, const float *gy, const float *x,
+                                  ptrdiff_t n, int nthreads)
+    void cnnkit_sigmoid_backward_f64(double *gx, const double *gy,
+                                  const double *x, ptrdiff_t n, int nthreads)
+
+    void cnnkit_tanh_forward_f32(float *y, const float *x, ptrdiff_t n,
+                                 int nthreads)
+    void cnnkit_tanh_forward_f64(double *y, const double *x, ptrdiff_t n,
+                                 int nthreads)
+    void cnnkit_tanh_backward_f32(float *gx, const float *gy, const float *x,
+                                  ptrdiff_t n, int nthreads)
+    void cnnkit_tanh_backward_f64(double *gx, const double *gy,
+                                  const double *x, ptrdiff_t n, int nthreads)
+
+    void cnnkit_silu_forward_f32(float *y, const float *x, ptrdiff_t n,
+                                 int nthreads)
+    void cnnkit_silu_forward_f64(double *y, const double *x, ptrdiff_t n,
+                                 int nthreads)
+    void cnnkit_silu_backward_f32(float *gx, const float *gy, const float *x,
+                                  ptrdiff_t n, int nthreads)
+    void cnnkit_silu_backward_f64(double *gx, const double *gy,
+                                  const double *x, ptrdiff_t n, int nthreads)
+
+    void cnnkit_leaky_relu_forward_f32(float *y, const float *x, ptrdiff_t n,
+                                 double negative_slope, int nthreads)
+    void cnnkit_leaky_relu_forward_f64(double *y, const double *x, ptrdiff_t n,
+                                 double negative_slope, int nthreads)
+    void cnnkit_leaky_relu_backward_f32(float *gx, const float *gy, const float *x,
+                                  ptrdiff_t n, double negative_slope, int nthreads)
+    void cnnkit_leaky_relu_backward_f64(double *gx, const double *gy,
+                                  const double *x, ptrdiff_t n,
+                                  double negative_slope, int nthreads)
+
+    void cnnkit_gelu_forward_f32(float *y, const float *x, ptrdiff_t n,
+                                 int approximate, int nthreads)
+    void cnnkit_gelu_forward_f64(double *y, const double *x, ptrdiff_t n,
+                                 int approximate, int nthreads)
+    void cnnkit_gelu_backward_f32(float *gx, const float *gy, const float *x,
+                                  ptrdiff_t n, int approximate, int nthreads)
+    void cnnkit_gelu_backward_f64(double *gx, const double *gy,
+                                  const double *x, ptrdiff_t n,
+                                  int approximate, int nthreads)
+
     void cnnkit_max_pool2d_forward_f32(float *y, int64_t *idx, const float *x,
                                        const cnnkit_pool2d_geom *g,
                                        int nthreads)
@@ -173,6 +220,22 @@ cdef extern from "cnnkit.h" nogil:
                             ptrdiff_t c, int nthreads)
     void cnnkit_softmax_f64(double *p, const double *z, ptrdiff_t n,
                             ptrdiff_t c, int nthreads)
+    void cnnkit_softmax_backward_f32(float *gx, const float *gy,
+                                     const float *z, ptrdiff_t n,
+                                     ptrdiff_t c, int nthreads)
+    void cnnkit_softmax_backward_f64(double *gx, const double *gy,
+                                     const double *z, ptrdiff_t n,
+                                     ptrdiff_t c, int nthreads)
+    void cnnkit_log_softmax_f32(float *y, const float *z, ptrdiff_t n,
+                                ptrdiff_t c, int nthreads)
+    void cnnkit_log_softmax_f64(double *y, const double *z, ptrdiff_t n,
+                                ptrdiff_t c, int nthreads)
+    void cnnkit_log_softmax_backward_f32(float *gx, const float *gy,
+                                         const float *z, ptrdiff_t n,
+                                         ptrdiff_t c, int nthreads)
+    void cnnkit_log_softmax_backward_f64(double *gx, const double *gy,
+                                         const double *z, ptrdiff_t n,
+                                         ptrdiff_t c, int nthreads)
     double cnnkit_softmax_xent_f32(float *grad, const float *z,
                                    const int64_t *labels,
                                    const double *weights, double norm,
@@ -319,6 +382,88 @@ cdef inline void cnnkit_relu_backward(
     else:
         cnnkit_relu_backward_f64(gx, gy, x, n, nthreads)
 
+cdef inline void cnnkit_sigmoid_forward(floating *y, const floating *x,
+                                     ptrdiff_t n, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_sigmoid_forward_f32(y, x, n, nthreads)
+    else:
+        cnnkit_sigmoid_forward_f64(y, x, n, nthreads)
+
+
+cdef inline void cnnkit_sigmoid_backward(
+        floating *gx, const floating *gy, const floating *x, ptrdiff_t n,
+        int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_sigmoid_backward_f32(gx, gy, x, n, nthreads)
+    else:
+        cnnkit_sigmoid_backward_f64(gx, gy, x, n, nthreads)
+
+cdef inline void cnnkit_tanh_forward(floating *y, const floating *x,
+                                     ptrdiff_t n, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_tanh_forward_f32(y, x, n, nthreads)
+    else:
+        cnnkit_tanh_forward_f64(y, x, n, nthreads)
+
+
+cdef inline void cnnkit_tanh_backward(
+        floating *gx, const floating *gy, const floating *x, ptrdiff_t n,
+        int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_tanh_backward_f32(gx, gy, x, n, nthreads)
+    else:
+        cnnkit_tanh_backward_f64(gx, gy, x, n, nthreads)
+
+cdef inline void cnnkit_silu_forward(floating *y, const floating *x,
+                                     ptrdiff_t n, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_silu_forward_f32(y, x, n, nthreads)
+    else:
+        cnnkit_silu_forward_f64(y, x, n, nthreads)
+
+
+cdef inline void cnnkit_silu_backward(
+        floating *gx, const floating *gy, const floating *x, ptrdiff_t n,
+        int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_silu_backward_f32(gx, gy, x, n, nthreads)
+    else:
+        cnnkit_silu_backward_f64(gx, gy, x, n, nthreads)
+
+cdef inline void cnnkit_leaky_relu_forward(floating *y, const floating *x,
+                                     ptrdiff_t n, double negative_slope,
+                                     int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_leaky_relu_forward_f32(y, x, n, negative_slope, nthreads)
+    else:
+        cnnkit_leaky_relu_forward_f64(y, x, n, negative_slope, nthreads)
+
+
+cdef inline void cnnkit_leaky_relu_backward(
+        floating *gx, const floating *gy, const floating *x, ptrdiff_t n,
+        double negative_slope, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_leaky_relu_backward_f32(gx, gy, x, n, negative_slope, nthreads)
+    else:
+        cnnkit_leaky_relu_backward_f64(gx, gy, x, n, negative_slope, nthreads)
+
+cdef inline void cnnkit_gelu_forward(floating *y, const floating *x,
+                                     ptrdiff_t n, int approximate,
+                                     int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_gelu_forward_f32(y, x, n, approximate, nthreads)
+    else:
+        cnnkit_gelu_forward_f64(y, x, n, approximate, nthreads)
+
+
+cdef inline void cnnkit_gelu_backward(
+        floating *gx, const floating *gy, const floating *x, ptrdiff_t n,
+        int approximate, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_gelu_backward_f32(gx, gy, x, n, approximate, nthreads)
+    else:
+        cnnkit_gelu_backward_f64(gx, gy, x, n, approximate, nthreads)
+
 
 cdef inline void cnnkit_max_pool2d_forward(
         floating *y, int64_t *idx, const floating *x,
@@ -459,6 +604,33 @@ cdef inline void cnnkit_softmax(floating *p, const floating *z, ptrdiff_t n,
         cnnkit_softmax_f32(p, z, n, c, nthreads)
     else:
         cnnkit_softmax_f64(p, z, n, c, nthreads)
+
+
+cdef inline void cnnkit_softmax_backward(
+        floating *gx, const floating *gy, const floating *z, ptrdiff_t n,
+        ptrdiff_t c, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_softmax_backward_f32(gx, gy, z, n, c, nthreads)
+    else:
+        cnnkit_softmax_backward_f64(gx, gy, z, n, c, nthreads)
+
+
+cdef inline void cnnkit_log_softmax(floating *y, const floating *z,
+                                    ptrdiff_t n, ptrdiff_t c,
+                                    int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_log_softmax_f32(y, z, n, c, nthreads)
+    else:
+        cnnkit_log_softmax_f64(y, z, n, c, nthreads)
+
+
+cdef inline void cnnkit_log_softmax_backward(
+        floating *gx, const floating *gy, const floating *z, ptrdiff_t n,
+        ptrdiff_t c, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_log_softmax_backward_f32(gx, gy, z, n, c, nthreads)
+    else:
+        cnnkit_log_softmax_backward_f64(gx, gy, z, n, c, nthreads)
 
 
 cdef inline double cnnkit_softmax_xent(

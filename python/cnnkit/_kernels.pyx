@@ -677,6 +677,137 @@ cdef void _relu_backward(floating *t, gx, grad_out, x, int nt) noexcept:
 
 
 # --------------------------------------------------------------------------
+# leaky ReLU, sigmoid, tanh, SiLU, GELU
+# --------------------------------------------------------------------------
+# One body per pass for the element-wise activations, chosen by a code:
+# the hyperparameter `a` is the negative slope (leaky ReLU) or whether GELU
+# takes its tanh approximation.
+cdef enum:
+    _LEAKY_RELU, _SIGMOID, _TANH, _SILU, _GELU
+
+
+cdef object _act_forward(str fn, int op, x, double a, out):
+    cdef int nt = _nthreads()
+    x = _float_input(x, "x")
+    y = _out(out, x.shape, x.dtype, fn, "out")
+    if x.size:
+        if _is_f32(x):
+            _act_forward_body(_F32, op, y, x, a, nt)
+        else:
+            _act_forward_body(_F64, op, y, x, a, nt)
+    return y
+
+
+cdef void _act_forward_body(floating *t, int op, y, x, double a,
+                            int nt) noexcept:
+    cdef floating *py = _data(y, t)
+    cdef const floating *px = _data(x, t)
+    cdef ptrdiff_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
+    cdef int approx = a != 0
+    with nogil:
+        if op == _LEAKY_RELU:
+            cnnkit_leaky_relu_forward(py, px, n, a, nt)
+        elif op == _SIGMOID:
+            cnnkit_sigmoid_forward(py, px, n, nt)
+        elif op == _TANH:
+            cnnkit_tanh_forward(py, px, n, nt)
+        elif op == _SILU:
+            cnnkit_silu_forward(py, px, n, nt)
+        else:
+            cnnkit_gelu_forward(py, px, n, approx, nt)
+
+
+cdef object _act_backward(str fn, int op, grad_out, x, double a, out):
+    cdef int nt = _nthreads()
+    grad_out = _float_input(grad_out, "grad_out")
+    x = _float_input(x, "x")
+    _same_dtype(fn, x, "x", grad_out, "grad_out")
+    if grad_out.shape != x.shape:
+        raise ValueError(
+            f"{fn}: grad_out must have the shape of x {x.shape}, "
+            f"got {grad_out.shape}")
+    gx = _out(out, x.shape, x.dtype, fn, "out")
+    if x.size:
+        if _is_f32(x):
+            _act_backward_body(_F32, op, gx, grad_out, x, a, nt)
+        else:
+            _act_backward_body(_F64, op, gx, grad_out, x, a, nt)
+    return gx
+
+
+cdef void _act_backward_body(floating *t, int op, gx, grad_out, x, double a,
+                             int nt) noexcept:
+    cdef floating *pgx = _data(gx, t)
+    cdef const floating *pgy = _data(grad_out, t)
+    cdef const floating *px = _data(x, t)
+    cdef ptrdiff_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
+    cdef int approx = a != 0
+    with nogil:
+        if op == _LEAKY_RELU:
+            cnnkit_leaky_relu_backward(pgx, pgy, px, n, a, nt)
+        elif op == _SIGMOID:
+            cnnkit_sigmoid_backward(pgx, pgy, px, n, nt)
+        elif op == _TANH:
+            cnnkit_tanh_backward(pgx, pgy, px, n, nt)
+        elif op == _SILU:
+            cnnkit_silu_backward(pgx, pgy, px, n, nt)
+        else:
+            cnnkit_gelu_backward(pgx, pgy, px, n, approx, nt)
+
+
+cdef double _slope(object negative_slope, str fn) except? -1.0:
+    """The negative slope as a finite double."""
+    cdef double a = negative_slope
+    if not (a == a and a - a == 0):
+        raise ValueError(f"{fn}: negative_slope must be finite, got {a!r}")
+    return a
+
+
+def leaky_relu_forward(x, double negative_slope=0.01, out=None):
+    return _act_forward("leaky_relu", _LEAKY_RELU, x,
+                        _slope(negative_slope, "leaky_relu"), out)
+
+
+def leaky_relu_backward(grad_out, x, double negative_slope=0.01, out=None):
+    return _act_backward("leaky_relu_backward", _LEAKY_RELU, grad_out, x,
+                         _slope(negative_slope, "leaky_relu_backward"), out)
+
+
+def sigmoid_forward(x, out=None):
+    return _act_forward("sigmoid", _SIGMOID, x, 0.0, out)
+
+
+def sigmoid_backward(grad_out, x, out=None):
+    return _act_backward("sigmoid_backward", _SIGMOID, grad_out, x, 0.0, out)
+
+
+def tanh_forward(x, out=None):
+    return _act_forward("tanh", _TANH, x, 0.0, out)
+
+
+def tanh_backward(grad_out, x, out=None):
+    return _act_backward("tanh_backward", _TANH, grad_out, x, 0.0, out)
+
+
+def silu_forward(x, out=None):
+    return _act_forward("silu", _SILU, x, 0.0, out)
+
+
+def silu_backward(grad_out, x, out=None):
+    return _act_backward("silu_backward", _SILU, grad_out, x, 0.0, out)
+
+
+def gelu_forward(x, bint tanh_approximation=False, out=None):
+    return _act_forward("gelu", _GELU, x, 1.0 if tanh_approximation else 0.0,
+                        out)
+
+
+def gelu_backward(grad_out, x, bint tanh_approximation=False, out=None):
+    return _act_backward("gelu_backward", _GELU, grad_out, x,
+                         1.0 if tanh_approximation else 0.0, out)
+
+
+# --------------------------------------------------------------------------
 # max and average pooling
 # --------------------------------------------------------------------------
 cdef object _pool_geom(cnnkit_pool2d_geom *g, tuple xs, object kernel,
@@ -1520,14 +1651,14 @@ cdef void _batch_norm_backward(floating *t, gx, grad_out, x, mean, invstd,
 # --------------------------------------------------------------------------
 # softmax and cross-entropy
 # --------------------------------------------------------------------------
-def softmax(logits):
+def softmax(logits, out=None):
     cdef int nt = _nthreads()
     z = _float_input(logits, "logits")
     _check_ndim(z, 2, "logits", "(N, C)")
     if z.shape[1] == 0:
         raise ValueError(f"softmax: logits need at least one class, got "
                          f"shape {z.shape}")
-    p = np.empty(z.shape, dtype=z.dtype)
+    p = _out(out, z.shape, z.dtype, "softmax", "out")
     if z.shape[0]:
         if _is_f32(z):
             _softmax(_F32, p, z, nt)
@@ -1543,6 +1674,68 @@ cdef void _softmax(floating *t, p, z, int nt) noexcept:
     cdef ptrdiff_t c = cnp.PyArray_DIM(<cnp.ndarray>z, 1)
     with nogil:
         cnnkit_softmax(pp, pz, n, c, nt)
+
+
+def log_softmax(logits, out=None):
+    cdef int nt = _nthreads()
+    z = _float_input(logits, "logits")
+    _check_ndim(z, 2, "logits", "(N, C)")
+    if z.shape[1] == 0:
+        raise ValueError(f"log_softmax: logits need at least one class, got "
+                         f"shape {z.shape}")
+    y = _out(out, z.shape, z.dtype, "log_softmax", "out")
+    if z.shape[0]:
+        if _is_f32(z):
+            _rows(_F32, 0, y, None, z, nt)
+        else:
+            _rows(_F64, 0, y, None, z, nt)
+    return y
+
+
+def softmax_backward(grad_out, logits, out=None):
+    return _rows_backward("softmax_backward", 1, grad_out, logits, out)
+
+
+def log_softmax_backward(grad_out, logits, out=None):
+    return _rows_backward("log_softmax_backward", 2, grad_out, logits, out)
+
+
+cdef object _rows_backward(str fn, int op, grad_out, logits, out):
+    cdef int nt = _nthreads()
+    z = _float_input(logits, "logits")
+    g = _float_input(grad_out, "grad_out")
+    _check_ndim(z, 2, "logits", "(N, C)")
+    _same_dtype(fn, z, "logits", g, "grad_out")
+    if g.shape != z.shape:
+        raise ValueError(f"{fn}: grad_out must have the shape of logits "
+                         f"{z.shape}, got {g.shape}")
+    if z.shape[1] == 0:
+        raise ValueError(f"{fn}: logits need at least one class, got "
+                         f"shape {z.shape}")
+    gx = _out(out, z.shape, z.dtype, fn, "out")
+    if z.shape[0]:
+        if _is_f32(z):
+            _rows(_F32, op, gx, g, z, nt)
+        else:
+            _rows(_F64, op, gx, g, z, nt)
+    return gx
+
+
+cdef void _rows(floating *t, int op, y, g, z, int nt) noexcept:
+    """Row-wise log-softmax (op 0), softmax backward (1) or log-softmax
+    backward (2) of logits z (n, c); g is the output gradient (ops 1, 2)."""
+    cdef floating *py = _data(y, t)
+    cdef const floating *pg = _data(g, t)
+    cdef const floating *pz = _data(z, t)
+    cdef ptrdiff_t n = cnp.PyArray_DIM(<cnp.ndarray>z, 0)
+    cdef ptrdiff_t c = cnp.PyArray_DIM(<cnp.ndarray>z, 1)
+    with nogil:
+        if op == 0:
+            cnnkit_log_softmax(py, pz, n, c, nt)
+        elif op == 1:
+            cnnkit_softmax_backward(py, pg, pz, n, c, nt)
+        else:
+            cnnkit_log_softmax_backward(py, pg, pz, n, c, nt)
 
 
 cdef object _labels(object labels, ptrdiff_t n, ptrdiff_t c, tuple zshape):

@@ -22,6 +22,11 @@ from . import _kernels
 from ._kernels import (adam_step, build_info, get_num_threads,
                        relu_backward, relu_forward, set_num_threads,
                        sgd_step, softmax, softmax_cross_entropy, tree_sum)
+from ._kernels import (gelu_backward, gelu_forward, leaky_relu_backward,
+                       leaky_relu_forward, log_softmax, log_softmax_backward,
+                       sigmoid_backward, sigmoid_forward, silu_backward,
+                       silu_forward, softmax_backward, tanh_backward,
+                       tanh_forward)
 
 __all__ = [
     "as_float", "conv_padding", "conv_output_hw", "Conv2DOp", "DenseOp",
@@ -32,6 +37,10 @@ __all__ = [
     "batch_norm_statistics", "batch_norm_invstd", "batch_norm_forward",
     "batch_norm_inference", "batch_norm_backward_sums",
     "batch_norm_backward", "batch_norm_update_running", "tree_rows",
+    "leaky_relu_forward", "leaky_relu_backward", "sigmoid_forward",
+    "sigmoid_backward", "tanh_forward", "tanh_backward", "silu_forward",
+    "silu_backward", "gelu_forward", "gelu_backward", "softmax_backward",
+    "log_softmax", "log_softmax_backward",
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))

@@ -19,6 +19,9 @@ Conventions
   argument, what was expected and what was given.
 """
 
+import math
+import numbers
+
 import numpy as np
 
 from . import _kernels, _ops
@@ -29,6 +32,16 @@ __all__ = [
     "conv2d_backward",
     "relu",
     "relu_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "tanh",
+    "tanh_backward",
+    "silu",
+    "silu_backward",
+    "gelu",
+    "gelu_backward",
     "max_pool2d",
     "max_pool2d_backward",
     "avg_pool2d",
@@ -40,6 +53,9 @@ __all__ = [
     "dense",
     "dense_backward",
     "softmax",
+    "softmax_backward",
+    "log_softmax",
+    "log_softmax_backward",
     "softmax_cross_entropy",
     "conv2d_output_shape",
     "pool2d_output_shape",
@@ -472,6 +488,322 @@ def relu_backward(grad_out, x):
             f"{g.shape}")
     dt = _compute_dtype(g, x)
     return _kernels.relu_backward(_cast(g, dt), _cast(x, dt))
+
+
+# --------------------------------------------------------------------------
+# leaky ReLU, sigmoid, tanh, SiLU, GELU
+# --------------------------------------------------------------------------
+def _negative_slope(negative_slope, fn):
+    """negative_slope as a finite float."""
+    if isinstance(negative_slope, (bool, np.bool_)) or not isinstance(
+            negative_slope, numbers.Real):
+        raise TypeError(f"{fn}: negative_slope must be a real number, got "
+                        f"{negative_slope!r}")
+    a = float(negative_slope)
+    if not math.isfinite(a):
+        raise ValueError(f"{fn}: negative_slope must be finite, got "
+                         f"{negative_slope!r}")
+    return a
+
+
+def _approximate(approximate, fn):
+    """Whether GELU takes its tanh approximation ("tanh") or not ("none")."""
+    if not isinstance(approximate, str):
+        raise TypeError(f"{fn}: approximate must be 'none' or 'tanh', got "
+                        f"{approximate!r}")
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"{fn}: approximate must be 'none' or 'tanh', got "
+                         f"{approximate!r}")
+    return approximate == "tanh"
+
+
+def _unary(fn, x):
+    x = _as_array(x, "x", fn)
+    return x.astype(_compute_dtype(x), copy=False)
+
+
+def _unary_backward(fn, grad_out, x):
+    g = _as_array(grad_out, "grad_out", fn)
+    x = _as_array(x, "x", fn)
+    if g.shape != x.shape:
+        raise ValueError(
+            f"{fn}: grad_out must have the shape of x {x.shape}, got "
+            f"{g.shape}")
+    dt = _compute_dtype(g, x)
+    return _cast(g, dt), _cast(x, dt)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    r"""Leaky rectified linear unit, elementwise: ``x`` where ``x > 0``,
+    else ``negative_slope * x``; NaN stays NaN.
+
+    Parameters
+    ----------
+    x : array_like of any shape
+    negative_slope : float, default 0.01
+        The slope for ``x <= 0``; any finite real number (rounded to
+        float32 for float32 inputs, as in PyTorch).
+
+    Returns
+    -------
+    y : ndarray of the shape of x
+
+    Raises
+    ------
+    TypeError
+        ``negative_slope`` that is not a real number.
+    ValueError
+        ``negative_slope`` that is NaN or infinite.
+
+    Notes
+    -----
+    .. math:: y = \begin{cases} x & x > 0 \\ a x & x \le 0 \end{cases}
+
+    Examples
+    --------
+    >>> from cnnkit.functional import leaky_relu
+    >>> leaky_relu([-2.0, 0.0, 3.0], negative_slope=0.1)
+    array([-0.2,  0. ,  3. ])
+    """
+    a = _negative_slope(negative_slope, "leaky_relu")
+    return _kernels.leaky_relu_forward(_unary("leaky_relu", x), a)
+
+
+def leaky_relu_backward(grad_out, x, negative_slope=0.01):
+    r"""Gradient of :func:`leaky_relu`: ``grad_out`` where ``x > 0``, else
+    ``negative_slope * grad_out`` (so at 0 it is the negative slope's, as in
+    PyTorch).
+
+    Parameters
+    ----------
+    grad_out : array_like
+        Gradient of the loss with respect to the output of
+        :func:`leaky_relu`.
+    x : array_like, shape of grad_out
+        The input given to :func:`leaky_relu`.
+    negative_slope : float, default 0.01
+
+    Returns
+    -------
+    grad_x : ndarray of the shape of x
+
+    Examples
+    --------
+    >>> from cnnkit.functional import leaky_relu_backward
+    >>> leaky_relu_backward([1.0, 1.0, 1.0], [-1.0, 0.0, 2.0], 0.5)
+    array([0.5, 0.5, 1. ])
+    """
+    fn = "leaky_relu_backward"
+    a = _negative_slope(negative_slope, fn)
+    g, x = _unary_backward(fn, grad_out, x)
+    return _kernels.leaky_relu_backward(g, x, a)
+
+
+def sigmoid(x):
+    r"""Logistic sigmoid, :math:`1 / (1 + e^{-x})` elementwise.
+
+    Computed from :math:`e^{-|x|}`, so no input overflows: the result is
+    exactly 0 or 1 only where the true value rounds to it.
+
+    Parameters
+    ----------
+    x : array_like of any shape
+
+    Returns
+    -------
+    y : ndarray of the shape of x, in [0, 1]
+
+    Examples
+    --------
+    >>> from cnnkit.functional import sigmoid
+    >>> sigmoid([0.0, -1e4, 1e4])
+    array([0.5, 0. , 1. ])
+    """
+    return _kernels.sigmoid_forward(_unary("sigmoid", x))
+
+
+def sigmoid_backward(grad_out, x):
+    r"""Gradient of :func:`sigmoid`: ``grad_out * s * (1 - s)``,
+    :math:`s = \sigma(x)`, computed as :math:`e^{-|x|}/(1 + e^{-|x|})^2`
+    (exact in both tails).
+
+    Parameters
+    ----------
+    grad_out : array_like
+    x : array_like, shape of grad_out
+        The input given to :func:`sigmoid`.
+
+    Returns
+    -------
+    grad_x : ndarray of the shape of x
+
+    Examples
+    --------
+    >>> from cnnkit.functional import sigmoid_backward
+    >>> sigmoid_backward([1.0, 1.0], [0.0, 1e4])
+    array([0.25, 0.  ])
+    """
+    g, x = _unary_backward("sigmoid_backward", grad_out, x)
+    return _kernels.sigmoid_backward(g, x)
+
+
+def tanh(x):
+    r"""Hyperbolic tangent, elementwise.
+
+    Parameters
+    ----------
+    x : array_like of any shape
+
+    Returns
+    -------
+    y : ndarray of the shape of x, in [-1, 1]
+
+    Examples
+    --------
+    >>> from cnnkit.functional import tanh
+    >>> tanh([0.0, -1e4])
+    array([ 0., -1.])
+    """
+    return _kernels.tanh_forward(_unary("tanh", x))
+
+
+def tanh_backward(grad_out, x):
+    r"""Gradient of :func:`tanh`: ``grad_out * (1 - y) * (1 + y)``,
+    :math:`y = \tanh x`.
+
+    Parameters
+    ----------
+    grad_out : array_like
+    x : array_like, shape of grad_out
+        The input given to :func:`tanh`.
+
+    Returns
+    -------
+    grad_x : ndarray of the shape of x
+
+    Examples
+    --------
+    >>> from cnnkit.functional import tanh_backward
+    >>> tanh_backward([2.0, 2.0], [0.0, 1e4])
+    array([2., 0.])
+    """
+    g, x = _unary_backward("tanh_backward", grad_out, x)
+    return _kernels.tanh_backward(g, x)
+
+
+def silu(x):
+    r"""Sigmoid linear unit (swish), :math:`x \sigma(x)` elementwise.
+
+    Parameters
+    ----------
+    x : array_like of any shape
+
+    Returns
+    -------
+    y : ndarray of the shape of x
+
+    Notes
+    -----
+    :math:`\sigma` is taken from :math:`e^{-|x|}` (see :func:`sigmoid`);
+    the limits at infinity are kept: ``silu(-inf) == 0``.
+
+    Examples
+    --------
+    >>> from cnnkit.functional import silu
+    >>> silu([0.0, 1e4, -1e4])
+    array([    0., 10000.,    -0.])
+    """
+    return _kernels.silu_forward(_unary("silu", x))
+
+
+def silu_backward(grad_out, x):
+    r"""Gradient of :func:`silu`:
+    ``grad_out * s * (1 + x * (1 - s))``, :math:`s = \sigma(x)`.
+
+    Parameters
+    ----------
+    grad_out : array_like
+    x : array_like, shape of grad_out
+        The input given to :func:`silu`.
+
+    Returns
+    -------
+    grad_x : ndarray of the shape of x
+
+    Examples
+    --------
+    >>> from cnnkit.functional import silu_backward
+    >>> silu_backward([1.0, 1.0, 1.0], [0.0, 1e4, -1e4])
+    array([0.5, 1. , 0. ])
+    """
+    g, x = _unary_backward("silu_backward", grad_out, x)
+    return _kernels.silu_backward(g, x)
+
+
+def gelu(x, approximate="none"):
+    r"""Gaussian error linear unit, elementwise (PyTorch's ``gelu``).
+
+    Parameters
+    ----------
+    x : array_like of any shape
+    approximate : {"none", "tanh"}, default "none"
+        ``"none"``: the exact :math:`x \Phi(x)`; ``"tanh"``: the tanh
+        approximation.
+
+    Returns
+    -------
+    y : ndarray of the shape of x
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``approximate`` other than ``"none"`` or ``"tanh"``.
+
+    Notes
+    -----
+    .. math::
+        y = x\,\Phi(x) = \tfrac{x}{2}\,\mathrm{erfc}(-x/\sqrt2), \qquad
+        y_{\tanh} = \tfrac{x}{2}\bigl(1 + \tanh\bigl(\sqrt{2/\pi}\,
+        (x + 0.044715\,x^3)\bigr)\bigr)
+
+    ``erfc`` keeps the negative tail that :math:`1 + \mathrm{erf}` would
+    round to 0.
+
+    Examples
+    --------
+    >>> from cnnkit.functional import gelu
+    >>> gelu([0.0, 1e4, -1e4])
+    array([    0., 10000.,    -0.])
+    """
+    tanh_approx = _approximate(approximate, "gelu")
+    return _kernels.gelu_forward(_unary("gelu", x), tanh_approx)
+
+
+def gelu_backward(grad_out, x, approximate="none"):
+    r"""Gradient of :func:`gelu`: ``grad_out * (Phi(x) + x * phi(x))``
+    (exact), or the derivative of the tanh approximation.
+
+    Parameters
+    ----------
+    grad_out : array_like
+    x : array_like, shape of grad_out
+        The input given to :func:`gelu`.
+    approximate : {"none", "tanh"}, default "none"
+
+    Returns
+    -------
+    grad_x : ndarray of the shape of x
+
+    Examples
+    --------
+    >>> from cnnkit.functional import gelu_backward
+    >>> gelu_backward([1.0, 1.0, 1.0], [0.0, 1e4, -1e4])
+    array([0.5, 1. , 0. ])
+    """
+    fn = "gelu_backward"
+    tanh_approx = _approximate(approximate, fn)
+    g, x = _unary_backward(fn, grad_out, x)
+    return _kernels.gelu_backward(g, x, tanh_approx)
 
 
 # --------------------------------------------------------------------------
@@ -1380,6 +1712,116 @@ def softmax(logits):
     dt = _compute_dtype(z)
     p = _kernels.softmax(z.reshape(-1, z.shape[-1]).astype(dt, copy=False))
     return p.reshape(z.shape)
+
+
+def _rows_args(fn, logits, grad_out=None):
+    """(logits as (N, C), grad_out as (N, C) or None, the original shape)."""
+    z = _as_array(logits, "logits", fn)
+    _check_ndim(z, (1, 2), "logits", fn, "(N, C) or one row (C,)")
+    if z.shape[-1] == 0:
+        raise ValueError(f"{fn}: logits need at least one class, got shape "
+                         f"{z.shape}")
+    g = None
+    if grad_out is not None or fn.endswith("_backward"):
+        g = _as_array(grad_out, "grad_out", fn)
+        if g.shape != z.shape:
+            raise ValueError(f"{fn}: grad_out must have the shape of logits "
+                             f"{z.shape}, got {g.shape}")
+    dt = _compute_dtype(*([z] if g is None else [g, z]))
+    z2 = z.reshape(-1, z.shape[-1]).astype(dt, copy=False)
+    g2 = None if g is None else g.reshape(z2.shape).astype(dt, copy=False)
+    return z2, g2, z.shape
+
+
+def softmax_backward(grad_out, logits):
+    r"""Gradient of :func:`softmax` with respect to the logits.
+
+    Parameters
+    ----------
+    grad_out : array_like of shape (N, C)
+        Gradient of the loss with respect to the probabilities.
+    logits : array_like of shape (N, C)
+        The logits given to :func:`softmax` (also one row ``(C,)``).
+
+    Returns
+    -------
+    grad_logits : ndarray of shape (N, C)
+
+    Notes
+    -----
+    .. math:: \frac{\partial L}{\partial z_{n,c}} = p_{n,c}\Bigl(g_{n,c}
+        - \sum_{c'} g_{n,c'}\,p_{n,c'}\Bigr)
+
+    Examples
+    --------
+    >>> from cnnkit.functional import softmax_backward
+    >>> softmax_backward([[1.0, 0.0]], [[0.0, 0.0]])
+    array([[ 0.25, -0.25]])
+    """
+    z, g, shape = _rows_args("softmax_backward", logits, grad_out)
+    return _kernels.softmax_backward(g, z).reshape(shape)
+
+
+def log_softmax(logits):
+    r"""Row-wise logarithm of :func:`softmax`, stable for logits of any
+    magnitude (PyTorch's ``log_softmax`` over the class axis).
+
+    Parameters
+    ----------
+    logits : array_like of shape (N, C)
+        Also one row ``(C,)``.
+
+    Returns
+    -------
+    log_p : ndarray, shape of logits
+
+    Notes
+    -----
+    .. math:: \log p_{n,c} = (z_{n,c} - m_n)
+        - \log \sum_{c'} e^{z_{n,c'} - m_n}, \quad m_n = \max_c z_{n,c}
+
+    A NaN logit makes its row NaN, as in PyTorch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.functional import log_softmax
+    >>> np.exp(log_softmax([[0.0, np.log(3.0)]]))
+    array([[0.25, 0.75]])
+    >>> log_softmax([[1e4, 0.0]])
+    array([[     0., -10000.]])
+    """
+    z, _, shape = _rows_args("log_softmax", logits)
+    return _kernels.log_softmax(z).reshape(shape)
+
+
+def log_softmax_backward(grad_out, logits):
+    r"""Gradient of :func:`log_softmax` with respect to the logits.
+
+    Parameters
+    ----------
+    grad_out : array_like of shape (N, C)
+        Gradient of the loss with respect to :func:`log_softmax`'s output.
+    logits : array_like of shape (N, C)
+        The logits given to :func:`log_softmax` (also one row ``(C,)``).
+
+    Returns
+    -------
+    grad_logits : ndarray of shape (N, C)
+
+    Notes
+    -----
+    .. math:: \frac{\partial L}{\partial z_{n,c}} = g_{n,c}
+        - p_{n,c} \sum_{c'} g_{n,c'}
+
+    Examples
+    --------
+    >>> from cnnkit.functional import log_softmax_backward
+    >>> log_softmax_backward([[1.0, 0.0]], [[0.0, 0.0]])
+    array([[ 0.5, -0.5]])
+    """
+    z, g, shape = _rows_args("log_softmax_backward", logits, grad_out)
+    return _kernels.log_softmax_backward(g, z).reshape(shape)
 
 
 def _label_smoothing(v, fn):

@@ -45,7 +45,9 @@ from ._graph import Node, symbolic_args
 __all__ = [
     "Layer", "Conv2D", "DepthwiseConv2D", "ReLU", "MaxPool2D", "AvgPool2D",
     "GlobalAvgPool2D", "GlobalMaxPool2D", "Flatten", "Dense", "Dropout",
-    "Add", "Multiply", "Concatenate", "BatchNorm2D", "BatchNorm1D", "LAYERS",
+    "Add", "Multiply", "Concatenate", "BatchNorm2D", "BatchNorm1D",
+    "LeakyReLU", "Sigmoid", "Tanh", "SiLU", "GELU", "Softmax", "LogSoftmax",
+    "LAYERS",
 ]
 
 # Numbers given to unnamed layers, per name prefix.
@@ -1113,6 +1115,182 @@ class Dropout(Layer):
 
 
 
+class _Activation(Layer):
+    """An element-wise (or, for :class:`Softmax` and :class:`LogSoftmax`,
+    row-wise) activation without parameters: ``forward`` keeps its input
+    for ``backward``, whose kernels take it.  Subclasses give the two
+    passes as ``_forward(x, out)`` and ``_backward(grad, x, out)``."""
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self._x = None
+
+    def forward(self, x, training=False):
+        ctx = as_context(training)
+        x = _ops.as_float(x)
+        if ctx.training:
+            self._x = x
+            return self._forward(x, ctx.buffer(self, "y", x.shape, x.dtype))
+        return self._forward(x, None)
+
+    def backward(self, grad, ctx=None):
+        x = _kept(self, self._x)
+        grad = _ops.as_float(grad, x.dtype)
+        return self._backward(
+            grad, x, as_context(ctx).buffer(self, "gx", x.shape, x.dtype))
+
+    def clear_cache(self):
+        self._x = None
+
+
+class LeakyReLU(_Activation):
+    """Leaky ReLU, ``x`` where ``x > 0`` else ``negative_slope * x``
+    (PyTorch's ``nn.LeakyReLU``); any input shape.
+
+    Parameters
+    ----------
+    negative_slope : float, default 0.01
+        Any finite real number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit.layers import LeakyReLU
+    >>> LeakyReLU(0.1).forward(np.array([[-2.0, 3.0]]))
+    array([[-0.2,  3. ]])
+    """
+
+    _name_prefix = "leaky_relu"
+
+    def __init__(self, negative_slope=0.01, name=None):
+        super().__init__(name)
+        if isinstance(negative_slope, (bool, np.bool_)) or not isinstance(
+                negative_slope, numbers.Real):
+            raise TypeError(f"LeakyReLU: negative_slope must be a real "
+                            f"number, got {negative_slope!r}")
+        if not math.isfinite(negative_slope):
+            raise ValueError(f"LeakyReLU: negative_slope must be finite, got "
+                             f"{negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+
+    def _forward(self, x, out):
+        return _ops.leaky_relu_forward(x, self.negative_slope, out)
+
+    def _backward(self, grad, x, out):
+        return _ops.leaky_relu_backward(grad, x, self.negative_slope, out)
+
+    def get_config(self):
+        return {"negative_slope": self.negative_slope}
+
+
+class Sigmoid(_Activation):
+    """Logistic sigmoid, ``1 / (1 + exp(-x))`` (PyTorch's ``nn.Sigmoid``);
+    any input shape."""
+
+    def _forward(self, x, out):
+        return _ops.sigmoid_forward(x, out)
+
+    def _backward(self, grad, x, out):
+        return _ops.sigmoid_backward(grad, x, out)
+
+
+class Tanh(_Activation):
+    """Hyperbolic tangent (PyTorch's ``nn.Tanh``); any input shape."""
+
+    def _forward(self, x, out):
+        return _ops.tanh_forward(x, out)
+
+    def _backward(self, grad, x, out):
+        return _ops.tanh_backward(grad, x, out)
+
+
+class SiLU(_Activation):
+    """Sigmoid linear unit (swish), ``x * sigmoid(x)`` (PyTorch's
+    ``nn.SiLU``); any input shape."""
+
+    _name_prefix = "silu"
+
+    def _forward(self, x, out):
+        return _ops.silu_forward(x, out)
+
+    def _backward(self, grad, x, out):
+        return _ops.silu_backward(grad, x, out)
+
+
+class GELU(_Activation):
+    """Gaussian error linear unit, ``x * Phi(x)`` (PyTorch's ``nn.GELU``);
+    any input shape.
+
+    Parameters
+    ----------
+    approximate : {"none", "tanh"}, default "none"
+        ``"tanh"`` takes the tanh approximation of :math:`\\Phi`.
+    """
+
+    def __init__(self, approximate="none", name=None):
+        super().__init__(name)
+        if not isinstance(approximate, str):
+            raise TypeError(f"GELU: approximate must be 'none' or 'tanh', "
+                            f"got {approximate!r}")
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', "
+                             f"got {approximate!r}")
+        self.approximate = approximate
+
+    def _forward(self, x, out):
+        return _ops.gelu_forward(x, self.approximate == "tanh", out)
+
+    def _backward(self, grad, x, out):
+        return _ops.gelu_backward(grad, x, self.approximate == "tanh", out)
+
+    def get_config(self):
+        return {"approximate": self.approximate}
+
+
+class Softmax(_Activation):
+    """Probabilities over the class axis of ``(N, classes)``: each row's
+    softmax (PyTorch's ``nn.Softmax(dim=1)``).
+
+    A model trains with softmax cross-entropy on its outputs and
+    :meth:`~cnnkit.Model.predict_proba` applies a softmax to them, so a
+    classifier trained by cnnkit ends in its logits; this layer is for
+    probabilities inside a network (attention-like gates, say) and for
+    models that must output them.
+    """
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 1 or input_shape[0] < 1:
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape (classes,) "
+                f"per sample; got {tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def _forward(self, x, out):
+        if x.ndim != 2:
+            raise ValueError(f"{type(self).__name__} expects input of shape "
+                             f"(N, classes); got {x.shape}")
+        return _ops.softmax(x, out)
+
+    def _backward(self, grad, x, out):
+        return _ops.softmax_backward(grad, x, out)
+
+
+class LogSoftmax(Softmax):
+    """Log-probabilities over the class axis of ``(N, classes)``: each
+    row's log-softmax (PyTorch's ``nn.LogSoftmax(dim=1)``)."""
+
+    _name_prefix = "log_softmax"
+
+    def _forward(self, x, out):
+        if x.ndim != 2:
+            raise ValueError(f"LogSoftmax expects input of shape "
+                             f"(N, classes); got {x.shape}")
+        return _ops.log_softmax(x, out)
+
+    def _backward(self, grad, x, out):
+        return _ops.log_softmax_backward(grad, x, out)
+
+
 class _Merge(Layer):
     """A layer over a list of two or more tensors of one shape (or, for
     :class:`Concatenate`, shapes that differ along its axis)."""
@@ -1520,4 +1698,5 @@ class BatchNorm1D(BatchNorm2D):
 LAYERS = {cls.__name__: cls for cls in
           (Conv2D, ReLU, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten,
            Dense, Dropout, Add, Multiply, Concatenate, BatchNorm2D,
-           BatchNorm1D, DepthwiseConv2D, GlobalMaxPool2D)}
+           BatchNorm1D, DepthwiseConv2D, GlobalMaxPool2D, LeakyReLU, Sigmoid,
+           Tanh, SiLU, GELU, Softmax, LogSoftmax)}

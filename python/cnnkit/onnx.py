@@ -46,7 +46,19 @@ Concatenate        ``Concat`` on the layer's ``axis``
 BatchNorm2D,       ``BatchNormalization`` in evaluation mode (the running
 BatchNorm1D        statistics; ``scale`` 1 and ``B`` 0 without ``affine``;
                    ``num_batches_tracked`` is not written)
+LeakyReLU          ``LeakyRelu`` (``alpha``: the negative slope)
+Sigmoid, Tanh      ``Sigmoid``, ``Tanh``
+SiLU               ``Mul(x, Sigmoid(x))``
+GELU               ``Gelu`` (``approximate``) from opset 20; before it
+                   ``Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5)``,
+                   or the tanh form of ``approximate="tanh"``, as
+                   PyTorch's exporter writes them
+Softmax            ``Softmax`` (``axis=1``)
+LogSoftmax         ``LogSoftmax`` (``axis=1``)
 =================  ====================================================
+
+With ``probabilities=True`` a model that ends in a Softmax layer gets no
+second ``Softmax``.
 
 The input is ``"input"`` of shape ``("batch", C, H, W)`` with a symbolic
 batch size; the output is ``"logits"``, or ``"probabilities"`` (a final
@@ -64,9 +76,14 @@ layout followed by a ``Transpose`` to NCHW (tf2onnx's form of a Keras
 model), with the ``Transpose`` back to NHWC before the flattening folded
 into the next dense layer's weights; ``Dropout`` and ``Identity``
 (skipped); ``ReduceMean`` over the spatial axes (a global average pool);
-and a final ``Softmax`` or ``LogSoftmax``, which is dropped because cnnkit
-models return logits (:meth:`~cnnkit.Model.predict_proba` applies the
-softmax).  A value may be read by several nodes, and ``Add``, ``Mul`` and
+the activations of the table above, with SiLU and GELU also in their
+decomposed forms (``x * Sigmoid(x)``; GELU through ``Erf`` or, for the tanh
+approximation, ``Tanh``), which become one layer when nothing else reads
+their intermediate values; ``Softmax`` and ``LogSoftmax`` over the classes
+as layers; and a final ``Softmax`` or ``LogSoftmax``, which is dropped
+because cnnkit models return logits (:meth:`~cnnkit.Model.predict_proba`
+applies the softmax) -- except in a file :func:`export` wrote with its
+output named ``logits``, where it is the model's last layer.  A value may be read by several nodes, and ``Add``, ``Mul`` and
 ``Concat`` of computed values (residual connections, gates, Inception and
 DenseNet blocks) become :class:`~cnnkit.layers.Add`,
 :class:`~cnnkit.layers.Multiply` and :class:`~cnnkit.layers.Concatenate`;
@@ -199,15 +216,20 @@ def _check_export_args(model, opset, probabilities, dtype, onnx):
     return int(opset), bool(probabilities), np.dtype(dt)
 
 
-def _layer_nodes(layer, name, xs, param, make):
+def _layer_nodes(layer, name, xs, param, make, opset=DEFAULT_OPSET,
+                 dtype=np.float32):
     """The ONNX nodes of one call of ``layer`` on the values ``xs``.
 
     ``make(op, name, inputs, **attrs)`` adds a node and returns the name of
     its output; ``param(layer, pname)`` returns the name of a parameter's
-    initializer.  Returns the name of the call's output (``xs[0]`` for
-    Dropout, which is the identity at inference), or None for a layer
-    without an ONNX form.
+    initializer.  ``opset`` and ``dtype`` are the graph's (constants of
+    decomposed activations take the dtype).  Returns the name of the
+    call's output (``xs[0]`` for Dropout, which is the identity at
+    inference), or None for a layer without an ONNX form.
     """
+    out = _activation_nodes(layer, name, xs, make, opset, dtype)
+    if out is not None:
+        return out
     if isinstance(layer, L.Conv2D):
         inputs = [param(layer, "weight")]
         if layer.use_bias:
@@ -279,6 +301,56 @@ def _export_array(layer, pname):
     return np.ones(c) if pname == "weight" else np.zeros(c)
 
 
+def _activation_nodes(layer, name, xs, make, opset, dtype):
+    """The ONNX nodes of an activation layer (see :func:`_layer_nodes`),
+    or None for other layers.  SiLU is ``x * Sigmoid(x)``; GELU is the
+    ``Gelu`` operator from opset 20 on, before it the decomposition
+    PyTorch's exporter writes: ``(x * (Erf(x / sqrt 2) + 1)) * 0.5``, or
+    for the tanh approximation ``(x * (Tanh(sqrt(2/pi) * (x + 0.044715 *
+    (x * (x * x)))) + 1)) * 0.5``."""
+    from onnx import numpy_helper
+
+    def const(suffix, value):
+        return make("Constant", f"{name}/{suffix}", [],
+                    value=numpy_helper.from_array(
+                        np.asarray(value, dtype=dtype), f"{name}/{suffix}"))
+
+    x = xs[0] if xs else None
+    if isinstance(layer, L.LeakyReLU):
+        return make("LeakyRelu", name, xs, alpha=layer.negative_slope)
+    if isinstance(layer, L.Sigmoid):
+        return make("Sigmoid", name, xs)
+    if isinstance(layer, L.Tanh):
+        return make("Tanh", name, xs)
+    if isinstance(layer, L.SiLU):
+        s = make("Sigmoid", f"{name}/sigmoid", xs)
+        return make("Mul", name, [x, s])
+    if isinstance(layer, L.LogSoftmax):          # before Softmax: subclass
+        return make("LogSoftmax", name, xs, axis=1)
+    if isinstance(layer, L.Softmax):
+        return make("Softmax", name, xs, axis=1)
+    if not isinstance(layer, L.GELU):
+        return None
+    if opset >= 20:
+        return make("Gelu", name, xs, approximate=layer.approximate)
+    if layer.approximate == "tanh":
+        sq = make("Mul", f"{name}/square", [x, x])
+        cube = make("Mul", f"{name}/cube", [x, sq])
+        k = make("Mul", f"{name}/kappa_cube", [const("kappa", 0.044715),
+                                               cube])
+        inner = make("Add", f"{name}/add", [x, k])
+        u = make("Mul", f"{name}/scale", [const("beta",
+                                               math.sqrt(2 / math.pi)),
+                                         inner])
+        t = make("Tanh", f"{name}/tanh", [u])
+    else:
+        d = make("Div", f"{name}/div", [x, const("sqrt2", math.sqrt(2))])
+        t = make("Erf", f"{name}/erf", [d])
+    a = make("Add", f"{name}/add_one", [t, const("one", 1.0)])
+    m = make("Mul", f"{name}/mul", [x, a])
+    return make("Mul", name, [m, const("half", 0.5)])
+
+
 def _no_onnx_form(layer, which):
     return TypeError(f"export: {which} is a {type(layer).__name__}, which "
                      f"has no ONNX form; known layers: {sorted(L.LAYERS)}")
@@ -309,6 +381,12 @@ def _finish(nodes, inits, model, opset, probabilities, dtype, kind,
     return proto
 
 
+def _ends_in_softmax(last):
+    """Whether ``last`` (a list of at most one layer) is a Softmax layer
+    (not a LogSoftmax), whose output is the probabilities."""
+    return bool(last) and type(last[0]) is L.Softmax
+
+
 def _build_graph(model, opset, probabilities, dtype):
     """The ModelProto of a :class:`~cnnkit.Sequential` (see :func:`export`):
     one node per layer, named by its type and index."""
@@ -333,11 +411,13 @@ def _build_graph(model, opset, probabilities, dtype):
 
     for index, layer in enumerate(model.layers):
         name = f"{type(layer).__name__.lower()}_{index}"
-        out = _layer_nodes(layer, name, [current], param, make)
+        out = _layer_nodes(layer, name, [current], param, make, opset,
+                           dtype)
         if out is None:
             raise _no_onnx_form(layer, f"layer {index}")
         current = out
-    if probabilities:
+    # a model that ends in a Softmax layer returns probabilities already
+    if probabilities and not _ends_in_softmax(model.layers[-1:]):
         current = make("Softmax", "softmax", [current], axis=-1)
     output = "probabilities" if probabilities else "logits"
     if nodes:
@@ -401,14 +481,19 @@ def _build_model_graph(model, opset, probabilities, dtype):
             f"{layer.name}/call_{k}")
         xs = ["input" if r == "input" else values[r]
               for r in spec["inputs"]]
-        out = _layer_nodes(layer, call_name, xs, param, make)
+        out = _layer_nodes(layer, call_name, xs, param, make, opset, dtype)
         if out is None:
             raise _no_onnx_form(layer, f"layer {layer.name!r}")
         values.append(out)
     call_name = None
     result = values[config["output"]]
     read = {name for n in nodes for name in n.input}
-    if probabilities:
+    last = by_name[config["nodes"][config["output"]]["layer"]]
+    if probabilities and _ends_in_softmax([last]):
+        for n in nodes:                          # already probabilities
+            if n.output[0] == result:
+                n.output[0] = "probabilities"
+    elif probabilities:
         nodes.append(helper.make_node("Softmax", [result], ["probabilities"],
                                       name=unique("softmax"), axis=-1))
     elif result == "input" or result in read:    # the output of a Dropout
@@ -539,7 +624,7 @@ _ATTR_TYPES = {
     "dilations": _INTS, "perm": _INTS, "axes": _INTS, "value_ints": _INTS,
     "alpha": _FLOAT, "beta": _FLOAT, "ratio": _FLOAT, "value_float": _FLOAT,
     "value_floats": _FLOATS, "auto_pad": _STRING, "round_mode": _STRING,
-    "value": _TENSOR,
+    "value": _TENSOR, "approximate": _STRING,
     "epsilon": _FLOAT, "momentum": _FLOAT, "training_mode": _INT,
     "spatial": _INT,
 }
@@ -720,8 +805,9 @@ class _Importer:
         x = inputs[0]
         self._read_input(x)
         self.output_name = g.output[0].name
+        nodes = self._fused(list(g.node))
         if self.output_name != x.name and not any(
-                self.output_name in n.output for n in g.node):
+                self.output_name in n.output for n in nodes):
             self.fail(f"the graph output {self.output_name!r} is not "
                       f"computed from the graph input by any node")
         self.data_shapes = {}       # data value -> actual per-sample shape
@@ -732,18 +818,18 @@ class _Importer:
         self.used = set()
         for name in (v.name for v in g.output):
             self.used.add(name)
-        for n in g.node:
+        for n in nodes:
             self.used.update(n.input)
         # how often each value is read by a node that needs its contents
         # (not Shape), the graph output counting as a reader
         self.uses = {self.output_name: 1}
-        for n in g.node:
+        for n in nodes:
             if n.op_type != "Shape":
                 for name in n.input:
                     self.uses[name] = self.uses.get(name, 0) + 1
         # the values the graph output depends on
         self.live = {self.output_name}
-        for n in reversed(g.node):
+        for n in reversed(nodes):
             if any(o in self.live for o in n.output if o):
                 self.live.update(i for i in n.input if i)
         self.dead = None            # the first node the output ignores
@@ -751,7 +837,7 @@ class _Importer:
         self.sole = self.uses.get(x.name, 0) == 1
         self.gap_pending = self.open_dense = None
         self._store(x.name)
-        for node in g.node:
+        for node in nodes:
             self.node = node
             self._node(node)
         self.node = None
@@ -847,6 +933,8 @@ class _Importer:
                  "Add", "Mul", "Concat", "Dropout", "Identity", "Transpose",
                  "Softmax", "LogSoftmax", "ReduceMean",
                  "BatchNormalization")
+    _ACTIVATION_OPS = ("LeakyRelu", "Sigmoid", "Tanh", "Gelu")
+    _DATA_OPS += _ACTIVATION_OPS
     _MERGE_OPS = ("Add", "Mul", "Concat")
     _SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat",
                   "Slice", "Cast")
@@ -876,7 +964,7 @@ class _Importer:
             if op in self._SHAPE_OPS:
                 return self._shape_op(node, op)
             self.fail(f"operator {op} on constants is not supported")
-        if op not in self._DATA_OPS:
+        if op not in self._DATA_OPS and id(node) not in self.synthetic:
             self.fail(f"operator {op} is not supported; cnnkit imports "
                       f"{', '.join(self._DATA_OPS)}")
         if self.dead is None and not any(
@@ -931,6 +1019,153 @@ class _Importer:
             self.shapes_of[node.output[0]] = value
         else:
             self.consts[node.output[0]] = value
+
+    # -- activations written as several nodes -------------------------------
+    def _fused(self, nodes):
+        """``nodes`` with the decomposed forms of SiLU (``x *
+        Sigmoid(x)``) and GELU (``0.5 * x * (1 + Erf(x / sqrt 2))`` and
+        the tanh approximation, as PyTorch's exporter and :func:`export`
+        write them before opset 20) each replaced by one node: ``Gelu``, or
+        ``SiLU`` (a node of this importer's own, marked in
+        ``self.synthetic``).  A form is taken only when nothing else reads
+        its intermediate values."""
+        from onnx import helper
+        self.synthetic = set()
+        producer = {o: n for n in nodes for o in n.output if o}
+        readers = {}
+        for n in nodes:
+            for name in n.input:
+                readers.setdefault(name, []).append(n)
+        const_nodes = {n.output[0]: n for n in nodes
+                       if n.op_type == "Constant" and n.output}
+
+        def scalar(name):
+            arr = None
+            if name in self.raw_consts:
+                arr = self.tensor(self.raw_consts[name], f"initializer "
+                                                         f"{name!r}")
+            elif name in const_nodes:
+                for a in const_nodes[name].attribute:
+                    if a.name == "value" and a.type == a.TENSOR:
+                        arr = self.tensor(a.t, f"constant {name!r}")
+                    elif a.name == "value_float" and a.type == a.FLOAT:
+                        arr = np.asarray(a.f)
+            if arr is None or arr.size != 1 or arr.dtype.kind != "f":
+                return None
+            return float(arr.reshape(()))
+
+        def sole(name):
+            """The one node reading ``name``, when it is not the output."""
+            r = readers.get(name, [])
+            return r[0] if len(r) == 1 and name != self.output_name else None
+
+        def binary(n, op):
+            return (n is not None and n.op_type == op and len(n.input) == 2
+                    and n.domain in ("", "ai.onnx") and not n.attribute)
+
+        def split(n, value):
+            """The other input of ``n`` when one is the scalar ``value``."""
+            for i in (0, 1):
+                c = scalar(n.input[i])
+                if c is not None and math.isclose(c, value, rel_tol=1e-6):
+                    return n.input[1 - i]
+            return None
+
+        def tail(start, x):
+            """(x * (start + 1)) * 0.5, or (x * 0.5) * (start + 1)."""
+            a = sole(start)
+            if not binary(a, "Add") or split(a, 1.0) != start:
+                return None
+            m = sole(a.output[0])
+            if not binary(m, "Mul"):
+                return None
+            other = m.input[1] if m.input[0] == a.output[0] else m.input[0]
+            if other == x:
+                h = sole(m.output[0])
+                if binary(h, "Mul") and split(h, 0.5) == m.output[0]:
+                    return [a, m, h]
+                return None
+            h = producer.get(other)
+            if binary(h, "Mul") and split(h, 0.5) == x and sole(other) is m:
+                return [h, a, m]
+            return None
+
+        def tanh_front(e):
+            """(x, nodes) of sqrt(2/pi) * (x + 0.044715 * x * (x * x))."""
+            b = producer.get(e.input[0])
+            if not binary(b, "Mul") or sole(e.input[0]) is not e:
+                return None
+            inner = split(b, math.sqrt(2 / math.pi))
+            ad = producer.get(inner)
+            if not binary(ad, "Add") or sole(inner) is not b:
+                return None
+            for x, k in ((ad.input[0], ad.input[1]),
+                         (ad.input[1], ad.input[0])):
+                km = producer.get(k)
+                if not binary(km, "Mul") or sole(k) is not ad:
+                    continue
+                cube = split(km, 0.044715)
+                cm = producer.get(cube)
+                if not binary(cm, "Mul") or sole(cube) is not km or \
+                        x not in cm.input:
+                    continue
+                sq = cm.input[1] if cm.input[0] == x else cm.input[0]
+                sm = producer.get(sq)
+                if binary(sm, "Mul") and list(sm.input) == [x, x] and \
+                        sole(sq) is cm:
+                    return x, [sm, cm, km, ad, b]
+            return None
+
+        matches = []                    # (nodes, op, x, output, attrs)
+        for e in nodes:
+            if e.op_type == "Erf" and len(e.input) == 1:
+                d, x = producer.get(e.input[0]), None
+                if sole(e.input[0]) is not e:
+                    continue
+                if binary(d, "Div"):
+                    c = scalar(d.input[1])
+                    if c is not None and math.isclose(c, math.sqrt(2),
+                                                      rel_tol=1e-6):
+                        x = d.input[0]
+                elif binary(d, "Mul"):
+                    x = split(d, math.sqrt(0.5))
+                t = x is not None and tail(e.output[0], x)
+                if t:
+                    matches.append(([d, e] + t, "Gelu", x,
+                                    {"approximate": "none"}))
+            elif e.op_type == "Tanh" and len(e.input) == 1:
+                front = tanh_front(e)
+                t = front and tail(e.output[0], front[0])
+                if t:
+                    matches.append((front[1] + [e] + t, "Gelu", front[0],
+                                    {"approximate": "tanh"}))
+            elif e.op_type == "Sigmoid" and len(e.input) == 1:
+                m = sole(e.output[0])
+                if binary(m, "Mul") and sorted(m.input) == sorted(
+                        [e.input[0], e.output[0]]):
+                    matches.append(([e, m], "SiLU", e.input[0], {}))
+        if not matches:
+            return nodes
+        taken, last = set(), {}
+        for group, op, x, attrs in matches:
+            ids = {id(n) for n in group}
+            if ids & taken:
+                continue
+            taken |= ids
+            final = group[-1]
+            fused = helper.make_node(op, [x], [final.output[0]],
+                                     name=final.name, **attrs)
+            if op == "SiLU":
+                self.synthetic.add(id(fused))
+            last[id(max(group, key=lambda n: next(
+                i for i, m in enumerate(nodes) if m is n)))] = fused
+        out = []
+        for n in nodes:
+            if id(n) in last:
+                out.append(last[id(n)])
+            elif id(n) not in taken:
+                out.append(n)
+        return out
 
     # -- shape arithmetic (e.g. x.view(x.size(0), -1) in PyTorch) ----------
     def _shape(self, node):
@@ -1433,23 +1668,50 @@ class _Importer:
                   f"supported: cnnkit folds only NHWC <-> NCHW transposes "
                   f"that cancel")
 
-    def _softmax(self, node):
+    def _softmax(self, node, layer):
+        """A final Softmax or LogSoftmax is dropped (cnnkit models return
+        logits), except in a graph that cnnkit exported with its output
+        named ``logits``, where it is a layer of the model; anywhere else
+        it is a layer."""
         a = _attrs(node, {"axis"}, self.fail)
-        if node.output[0] != self.output_name:
-            self.fail(f"a {node.op_type} is supported only as the last "
-                      f"node (cnnkit models return logits)")
         if len(self.cur) != 1 or self.order is not None:
             self.fail(f"a {node.op_type} needs an input of shape (batch, "
                       f"classes)")
         default = -1 if self.opset >= 13 else 1
         if a.get("axis", default) not in (1, -1):
             self.fail(f"attribute axis={a['axis']} is not supported")
+        if node.output[0] != self.output_name or (
+                self.proto.producer_name == "cnnkit" and
+                self.output_name == "logits"):
+            self._add_layer(layer)
 
     def _op_Softmax(self, node, pos):
-        self._softmax(node)
+        self._softmax(node, L.Softmax())
 
     def _op_LogSoftmax(self, node, pos):
-        self._softmax(node)
+        self._softmax(node, L.LogSoftmax())
+
+    def _op_LeakyRelu(self, node, pos):
+        a = _attrs(node, {"alpha"}, self.fail)
+        # alpha is a float32 attribute: its shortest decimal form gives
+        # back the slope an exporter rounded (0.01, not 0.009999999776)
+        alpha = float(str(np.float32(a.get("alpha", 0.01))))
+        self._add_layer(L.LeakyReLU(alpha))
+
+    def _op_Sigmoid(self, node, pos):
+        _attrs(node, set(), self.fail)
+        self._add_layer(L.Sigmoid())
+
+    def _op_Tanh(self, node, pos):
+        _attrs(node, set(), self.fail)
+        self._add_layer(L.Tanh())
+
+    def _op_SiLU(self, node, pos):
+        self._add_layer(L.SiLU())
+
+    def _op_Gelu(self, node, pos):
+        a = _attrs(node, {"approximate"}, self.fail)
+        self._add_layer(L.GELU(a.get("approximate", "none")))
 
     # -- merges ------------------------------------------------------------
     def _merge(self, node, data_in):
@@ -1719,7 +1981,9 @@ def load(path):
         models converted by tf2onnx), the model takes the NCHW images,
         ``x.transpose(0, 3, 1, 2)``.  A final ``Softmax`` or ``LogSoftmax``
         is dropped: the model returns logits, and
-        :meth:`~cnnkit.Sequential.predict_proba` gives the probabilities.
+        :meth:`~cnnkit.Sequential.predict_proba` gives the probabilities
+        (in a file :func:`export` wrote with the output ``logits`` it is
+        the model's last layer instead).
 
     Raises
     ------

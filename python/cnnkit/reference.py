@@ -49,6 +49,16 @@ __all__ = [
     "conv2d_backward",
     "relu",
     "relu_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "tanh",
+    "tanh_backward",
+    "silu",
+    "silu_backward",
+    "gelu",
+    "gelu_backward",
     "max_pool2d",
     "max_pool2d_backward",
     "avg_pool2d",
@@ -68,7 +78,9 @@ __all__ = [
     "batch_norm",
     "batch_norm_backward",
     "softmax",
+    "softmax_backward",
     "log_softmax",
+    "log_softmax_backward",
     "softmax_cross_entropy",
     "sgd_step",
     "adam_step",
@@ -625,6 +637,222 @@ def relu_backward(grad_out, x):
     x = np.asarray(x)
     dtype = _float_dtype(grad_out, x)
     return np.where(x <= 0, 0, grad_out).astype(dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------
+# Leaky ReLU, sigmoid, tanh, SiLU, GELU
+# ---------------------------------------------------------------------------
+
+
+def _as_float(x):
+    x = np.asarray(x)
+    return x.astype(_float_dtype(x), copy=False)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    r"""Leaky ReLU, element-wise.
+
+    Notes
+    -----
+    .. math::
+
+        y = \begin{cases} x & x > 0 \\ a x & x \le 0 \end{cases}
+
+    The slope :math:`a` is rounded to the dtype of ``x`` first (PyTorch
+    does the same). NaN stays NaN.
+    """
+    x = _as_float(x)
+    a = x.dtype.type(negative_slope)
+    return np.where(x > 0, x, x * a)
+
+
+def leaky_relu_backward(grad_out, x, negative_slope=0.01):
+    r"""Gradient of :func:`leaky_relu`.
+
+    Notes
+    -----
+    .. math::
+
+        \frac{\partial L}{\partial x} = \frac{\partial L}{\partial y}
+            \cdot \begin{cases} 1 & x > 0 \\ a & x \le 0 \end{cases}
+
+    At :math:`x = 0` (and at NaN) the slope is :math:`a`, as in PyTorch.
+    """
+    grad_out, x = np.asarray(grad_out), np.asarray(x)
+    dtype = _float_dtype(grad_out, x)
+    g = grad_out.astype(dtype, copy=False)
+    return np.where(x > 0, g, g * dtype.type(negative_slope))
+
+
+def _sigmoid_parts(x):
+    """(s, 1 - s, s * (1 - s)) of the logistic sigmoid, from
+    :math:`e = e^{-|x|}` so that nothing overflows and neither tail loses
+    its digits to a cancellation."""
+    e = np.exp(-np.abs(x))
+    big, small = 1 / (1 + e), e / (1 + e)
+    s = np.where(x >= 0, big, small)
+    c = np.where(x >= 0, small, big)
+    return s, c, small / (1 + e)
+
+
+def sigmoid(x):
+    r"""Logistic sigmoid, element-wise.
+
+    Notes
+    -----
+    .. math::
+
+        \sigma(x) = \frac{1}{1 + e^{-x}} =
+            \begin{cases} 1/(1 + e^{-|x|}) & x \ge 0 \\
+                          e^{-|x|}/(1 + e^{-|x|}) & x < 0 \end{cases}
+
+    The second form never takes the exponential of a positive number.
+    """
+    return _sigmoid_parts(_as_float(x))[0]
+
+
+def sigmoid_backward(grad_out, x):
+    r"""Gradient of :func:`sigmoid`.
+
+    Notes
+    -----
+    .. math::
+
+        \sigma'(x) = \sigma(x)\,(1 - \sigma(x)) = \frac{e^{-|x|}}{(1 + e^{-|x|})^2}
+    """
+    grad_out, x = np.asarray(grad_out), np.asarray(x)
+    dtype = _float_dtype(grad_out, x)
+    return grad_out.astype(dtype) * _sigmoid_parts(x.astype(dtype))[2]
+
+
+def tanh(x):
+    r"""Hyperbolic tangent, element-wise (:func:`numpy.tanh`)."""
+    return np.tanh(_as_float(x))
+
+
+def tanh_backward(grad_out, x):
+    r"""Gradient of :func:`tanh`, from its output :math:`y = \tanh x`.
+
+    Notes
+    -----
+    .. math::
+
+        \tanh'(x) = 1 - y^2 = (1 - y)(1 + y)
+    """
+    grad_out, x = np.asarray(grad_out), np.asarray(x)
+    dtype = _float_dtype(grad_out, x)
+    y = np.tanh(x.astype(dtype))
+    return grad_out.astype(dtype) * ((1 - y) * (1 + y))
+
+
+def silu(x):
+    r"""SiLU (swish), element-wise.
+
+    Notes
+    -----
+    .. math::
+
+        y = x\,\sigma(x)
+
+    Where :math:`\sigma(x)` underflows to 0 the result is :math:`-0`, the
+    limit, also at :math:`x = -\infty`.
+    """
+    x = _as_float(x)
+    s = _sigmoid_parts(x)[0]
+    with np.errstate(invalid="ignore"):
+        return np.where(s == 0, x.dtype.type(-0.0), x * s)
+
+
+def silu_backward(grad_out, x):
+    r"""Gradient of :func:`silu`.
+
+    Notes
+    -----
+    .. math::
+
+        y' = \sigma(x) + x\,\sigma(x)(1 - \sigma(x))
+           = \sigma(x)\bigl(1 + x\,(1 - \sigma(x))\bigr)
+
+    with :math:`1 - \sigma(x)` taken as :math:`\sigma(-x)`; a factor that
+    underflows to 0 makes its product 0 (the limits at infinity).
+    """
+    grad_out, x = np.asarray(grad_out), np.asarray(x)
+    dtype = _float_dtype(grad_out, x)
+    x = x.astype(dtype)
+    s, c, _ = _sigmoid_parts(x)
+    with np.errstate(invalid="ignore"):
+        t = np.where(c == 0, 0, x * c)
+        d = np.where(s == 0, 0, s * (1 + t))
+    return (grad_out.astype(dtype) * d).astype(dtype, copy=False)
+
+
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+_SQRT_2_PI = math.sqrt(2 / math.pi)
+
+
+def gelu(x, approximate="none"):
+    r"""GELU, element-wise, exact or with PyTorch's tanh approximation.
+
+    Notes
+    -----
+    .. math::
+
+        y = x\,\Phi(x) = \frac{x}{2}\,\mathrm{erfc}\Bigl(-\frac{x}{\sqrt 2}\Bigr)
+
+    (:math:`\mathrm{erfc}` rather than :math:`1 + \mathrm{erf}`, which
+    rounds the negative tail to 0), and with ``approximate="tanh"``, using
+    :math:`\tfrac12(1 + \tanh u) = \sigma(2u)`:
+
+    .. math::
+
+        y = \frac{x}{2}\bigl(1 + \tanh u\bigr) = x\,\sigma(2u), \qquad
+        u = \sqrt{2/\pi}\,\bigl(x + 0.044715\,x^3\bigr)
+    """
+    x = _as_float(x)
+    if approximate == "tanh":
+        u = _SQRT_2_PI * (x + 0.044715 * x ** 3)
+        p = _sigmoid_parts(2 * u)[0]
+    else:
+        p = 0.5 * np.asarray(_erfc(-x / math.sqrt(2)), dtype=x.dtype)
+    with np.errstate(invalid="ignore"):
+        return np.asarray(np.where(p == 0, x.dtype.type(-0.0), x * p),
+                          dtype=x.dtype)
+
+
+def gelu_backward(grad_out, x, approximate="none"):
+    r"""Gradient of :func:`gelu`.
+
+    Notes
+    -----
+    .. math::
+
+        y' = \Phi(x) + x\,\varphi(x), \qquad
+        \varphi(x) = \frac{e^{-x^2/2}}{\sqrt{2\pi}}
+
+    and with ``approximate="tanh"``, :math:`s = \sigma(2u)`:
+
+    .. math::
+
+        y' = s + 2x\,s(1 - s)\,u', \qquad
+        u' = \sqrt{2/\pi}\,\bigl(1 + 3 \cdot 0.044715\,x^2\bigr)
+
+    A term whose small factor underflows to 0 is 0 (the limits at
+    infinity).
+    """
+    grad_out, x = np.asarray(grad_out), np.asarray(x)
+    dtype = _float_dtype(grad_out, x)
+    x = x.astype(dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if approximate == "tanh":
+            u = _SQRT_2_PI * (x + 0.044715 * x ** 3)
+            du = _SQRT_2_PI * (1 + 3 * 0.044715 * x ** 2)
+            s, _, q = _sigmoid_parts(2 * u)
+            d = s + np.where(q == 0, 0, 2 * x * q * du)
+        else:
+            p = 0.5 * np.asarray(_erfc(-x / math.sqrt(2)), dtype=dtype)
+            f = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+            d = p + np.where(f == 0, 0, x * f)
+    return (grad_out.astype(dtype) * d).astype(dtype, copy=False)
 
 
 # ---------------------------------------------------------------------------
@@ -1245,6 +1473,63 @@ def log_softmax(logits):
     z = z.astype(_float_dtype(z), copy=False)
     shifted = z - z.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def softmax_backward(grad_out, logits):
+    r"""Gradient of :func:`softmax` with respect to the logits.
+
+    Parameters
+    ----------
+    grad_out : array_like, shape (N, C)
+        Gradient of the loss with respect to the probabilities.
+    logits : array_like, shape (N, C)
+
+    Returns
+    -------
+    grad_logits : ndarray, shape (N, C)
+
+    Notes
+    -----
+    The Jacobian of a row is :math:`\partial p_c / \partial z_k =
+    p_c(\mathbb{1}[c = k] - p_k)`, so
+
+    .. math::
+
+        \frac{\partial L}{\partial z_{n,k}} = p_{n,k}\Bigl(g_{n,k}
+            - \sum_c g_{n,c}\,p_{n,c}\Bigr)
+    """
+    grad_out, z = np.asarray(grad_out), np.asarray(logits)
+    dtype = _float_dtype(grad_out, z)
+    p = softmax(z.astype(dtype))
+    g = grad_out.astype(dtype)
+    return p * (g - (g * p).sum(axis=-1, keepdims=True))
+
+
+def log_softmax_backward(grad_out, logits):
+    r"""Gradient of :func:`log_softmax` with respect to the logits.
+
+    Parameters
+    ----------
+    grad_out : array_like, shape (N, C)
+        Gradient of the loss with respect to the log-probabilities.
+    logits : array_like, shape (N, C)
+
+    Returns
+    -------
+    grad_logits : ndarray, shape (N, C)
+
+    Notes
+    -----
+    :math:`\partial \log p_c / \partial z_k = \mathbb{1}[c = k] - p_k`, so
+
+    .. math::
+
+        \frac{\partial L}{\partial z_{n,k}} = g_{n,k} - p_{n,k} \sum_c g_{n,c}
+    """
+    grad_out, z = np.asarray(grad_out), np.asarray(logits)
+    dtype = _float_dtype(grad_out, z)
+    g = grad_out.astype(dtype)
+    return g - softmax(z.astype(dtype)) * g.sum(axis=-1, keepdims=True)
 
 
 def softmax_cross_entropy(logits, labels, sample_weight=None,
