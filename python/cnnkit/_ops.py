@@ -22,12 +22,16 @@ from . import _kernels
 from ._kernels import (adam_step, build_info, get_num_threads,
                        relu_backward, relu_forward, set_num_threads,
                        sgd_step, softmax, softmax_cross_entropy, tree_sum)
+# Data augmentation (cnnkit.transforms): the per-image draws and the window
+# copy, on arguments the transforms have checked.
+from ._kernels import index_hash, shift_flip_forward, window_draws
 
 __all__ = [
     "as_float", "conv_padding", "conv_output_hw", "Conv2DOp", "DenseOp",
     "MaxPool2DOp", "AvgPool2DOp", "relu_forward", "relu_backward", "softmax",
     "softmax_cross_entropy", "tree_sum", "sgd_step", "adam_step",
     "set_num_threads", "get_num_threads", "build_info",
+    "index_hash", "window_draws", "shift_flip_forward",
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
