@@ -199,12 +199,15 @@ def cmd_train(args):
                   test_images=int(x_te.shape[0]), epochs=args.epochs,
                   batch_size=args.batch_size, optimizer=args.optimizer,
                   lr=args.lr)
+    if args.augment is not None:
+        from . import transforms
+        record["augment"] = transforms.serialize(args.augment)
     counter = History()                  # the epochs done if fit raises
     try:
         history = model.fit(x_tr, y_tr, epochs=args.epochs,
                             batch_size=args.batch_size, optimizer=opt,
                             verbose=0 if quiet else 1, distributed=dist,
-                            callbacks=[counter])
+                            callbacks=[counter], augment=args.augment)
     except Exception as exc:
         if not root:
             raise
@@ -467,6 +470,15 @@ def _positive_float(text):
     return v
 
 
+def _augment_spec(text):
+    """--augment SPEC as a cnnkit.transforms.Compose."""
+    from . import transforms
+    try:
+        return transforms.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _fraction(text):
     v = _positive_float(text)
     if v >= 1:
@@ -547,6 +559,12 @@ def build_parser():
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"],
                    default="adam", help="default adam; sgd uses momentum "
                                         "0.9")
+    p.add_argument("--augment", metavar="SPEC", type=_augment_spec,
+                   default=None,
+                   help="augment the training batches (never the test "
+                        "data), e.g. crop:1,flip; SPEC is comma-separated "
+                        "steps: crop:P (pad by P, crop back), flip[:P], "
+                        "translate:F[:FW], normalize:MEAN:STD")
     threads_opt(p)
     p.add_argument("--out", metavar="PATH",
                    help="model file to write (default: <dataset>.cnnkit)")
