@@ -28,7 +28,8 @@
 #   4. pytest on the op families' tests (tests/test_conv2d.py,
 #      test_pool2d.py, test_activation.py, test_dense.py, test_loss.py),
 #      test_seed.py, test_layer_contract.py, test_threads.py,
-#      test_reliability.py and test_transforms.py with libasan preloaded, PYTHONMALLOC=malloc,
+#      test_reliability.py and test_transforms.py with libasan preloaded,
+#      PYTHONMALLOC=malloc,
 #        ASAN_OPTIONS=detect_leaks=0 (CPython leaks by design at exit),
 #        allocator_may_return_null=1 (huge allocations become MemoryError,
 #        as without ASan), halt_on_error=1, ...
