@@ -463,6 +463,39 @@ void cnnkit_batch_norm_backward_f64(double *gx, const double *gy,
                                     const double *weight, const double *sums,
                                     double count, ptrdiff_t n, ptrdiff_t c,
                                     ptrdiff_t hw, int nthreads);
+/* Data augmentation (transform.c): per-image draws and the window copy.    */
+/* ------------------------------------------------------------------------ */
+/* h (n,k): h[i,j] = hash(key, index[i], j), the counter-based 64-bit draws
+ * of transform.c (splitmix64's finaliser, twice). */
+void cnnkit_index_hash(uint64_t *h, const int64_t *index, uint64_t key,
+                       ptrdiff_t n, ptrdiff_t k);
+
+/* A random window and flip per image: dy = draw(range_h) - base_h, likewise
+ * dx, with draw(R) = ((hash(key_shift, i, 0 or 1) >> 32) * R) >> 32 in
+ * [0, R); flip = (hash(key_flip, i, 0) >> 11) * 2**-53 < flip_p.
+ * 1 <= range_h, range_w < 2**32; 0 <= flip_p <= 1. */
+typedef struct {
+    uint64_t key_shift;
+    int64_t range_h, base_h, range_w, base_w;
+    uint64_t key_flip;
+    double flip_p;
+} cnnkit_window_spec;
+
+/* params (n,3) int64: (dy, dx, flip) of the images index (n,) under s. */
+void cnnkit_window_draws(int64_t *params, const int64_t *index,
+                         const cnnkit_window_spec *s, ptrdiff_t n);
+
+/* x (n,c,h,w), params (n,3) (dy, dx, flip) -> y (n,c,oh,ow):
+ * y[i,c,r,s] = x[i,c,r+dy,(flip ? ow-1-s : s)+dx], 0 outside the image.
+ * |dy|, |dx| < 2**62; y does not overlap x. */
+void cnnkit_shift_flip_forward_f32(float *y, const float *x,
+                                   const int64_t *params, ptrdiff_t n,
+                                   ptrdiff_t c, ptrdiff_t h, ptrdiff_t w,
+                                   ptrdiff_t oh, ptrdiff_t ow, int nthreads);
+void cnnkit_shift_flip_forward_f64(double *y, const double *x,
+                                   const int64_t *params, ptrdiff_t n,
+                                   ptrdiff_t c, ptrdiff_t h, ptrdiff_t w,
+                                   ptrdiff_t oh, ptrdiff_t ow, int nthreads);
 
 /* ------------------------------------------------------------------------ */
 /* Runtime facts.                                                           */

@@ -1,7 +1,8 @@
 """Run by tests/test_distributed.py under mpiexec: train a small CNN
 data-parallel and write each rank's weights and history to OUT/rank<r>.npz.
 
-usage: python -m mpi4py mpi_worker.py OUT REDUCTION [fail|mismatch|graph|bn]
+usage: python -m mpi4py mpi_worker.py OUT REDUCTION
+           [fail|mismatch|graph|bn|augment]
 """
 import sys
 
@@ -56,13 +57,18 @@ def data():
     return x[:300], y[:300], x[300:400], y[300:400]
 
 
-def train(model, distributed_arg, callbacks=()):
+def augment():
+    from cnnkit.transforms import parse
+    return parse("crop:1,flip,translate:0.25")
+
+
+def train(model, distributed_arg, callbacks=(), augment=None):
     x, y, xv, yv = data()
     w = np.linspace(0.5, 1.5, x.shape[0])
     return model.fit(x, y, epochs=3, batch_size=27, optimizer="adam",
                      validation_data=(xv, yv), sample_weight=w,
                      verbose=0, distributed=distributed_arg,
-                     callbacks=callbacks)
+                     callbacks=callbacks, augment=augment)
 
 
 def main():
@@ -86,7 +92,7 @@ def main():
     ckpt = cnnkit.callbacks.ModelCheckpoint(
         f"{out}/ckpt{distributed.rank()}-{{epoch}}.cnnkit")
     hist = train(model, distributed.DataParallel(reduction=reduction),
-                 [ckpt])
+                 [ckpt], augment() if mode == "augment" else None)
     np.savez(f"{out}/rank{distributed.rank()}.npz",
              params=model.flat_params, size=distributed.size(),
              buffers=buffers(model),

@@ -526,3 +526,32 @@ def test_train_with_label_smoothing(tmp_path, capsys, assert_user_error):
         code, _, err = run(capsys, "train", "--data", str(data),
                            "--label-smoothing", bad)
         assert_user_error(code, err, "--label-smoothing")
+
+def test_train_with_augment_records_it(tmp_path, capsys):
+    out_file = tmp_path / "aug.cnnkit"
+    code, out, _ = run(capsys, "train", "--epochs", "2", "--quiet",
+                       "--threads", "1", "--augment", "crop:1,translate:0.2",
+                       "--out", str(out_file))
+    assert code == 0 and "test accuracy" in out
+    record = cnnkit.load_model(out_file).metadata["training"]
+    assert record["augment"] == {"class_name": "Compose", "config": {
+        "transforms": [
+            {"class_name": "RandomCrop",
+             "config": {"size": None, "padding": [1, 1]}},
+            {"class_name": "RandomTranslation",
+             "config": {"height_factor": 0.2, "width_factor": 0.2}}]}}
+    plain = tmp_path / "plain.cnnkit"
+    assert run(capsys, "train", "--epochs", "2", "--quiet", "--threads",
+               "1", "--out", str(plain))[0] == 0
+    assert "augment" not in cnnkit.load_model(plain).metadata["training"]
+    assert not np.array_equal(cnnkit.load_model(plain).flat_params,
+                              cnnkit.load_model(out_file).flat_params)
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("blur", "unknown step 'blur'"), ("crop:x", "'x' is not a whole number"),
+    ("flip:3", r"p must be in \[0, 1\]"), ("", "empty")])
+def test_train_refuses_bad_augment_specs(capsys, spec, match):
+    code, _, err = run(capsys, "train", "--augment", spec)
+    assert code == cli.EXIT_USAGE
+    assert re.search(f"argument --augment: .*{match}", err)

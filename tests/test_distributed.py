@@ -136,6 +136,21 @@ def test_batch_norm_with_allreduce_keeps_ranks_identical(tmp_path):
                                mpi_worker.buffers(model), rtol=0, atol=2e-2)
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_augmented_training_reproduces_one_process_bit_for_bit(tmp_path, n):
+    """Each rank augments its part of the batch with the draws of the
+    images' indices: the weights are one process's."""
+    model = mpi_worker.build(seed=0)
+    history = mpi_worker.train(model, None,
+                               augment=mpi_worker.augment()).history
+    plain = mpi_worker.build(seed=0)
+    mpi_worker.train(plain, None)
+    assert not np.array_equal(plain.flat_params, model.flat_params)
+    for d in _run(tmp_path, n, "ordered", "augment"):
+        assert np.array_equal(d["params"], model.flat_params)
+        _same_history(d, history)
+
+
 @pytest.mark.parametrize("n", [2, 3, 4])
 def test_allreduce_agrees_to_float32_rounding(tmp_path, reference, n):
     params, _ = reference

@@ -28,6 +28,8 @@ import cnnkit  # noqa: E402
 import cnnkit.sklearn as cnnkit_sklearn  # noqa: E402
 from cnnkit import layers  # noqa: E402
 from cnnkit.sklearn import CNNClassifier  # noqa: E402
+from cnnkit.transforms import (Compose, RandomCrop,  # noqa: E402
+                               RandomHorizontalFlip)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -59,9 +61,15 @@ def chain(input_shape, n_classes):
          layers.Flatten(), layers.Dense(n_classes)], input_shape=input_shape)
 
 
+# The augmented estimator runs the transforms' kernels and clones a
+# transform parameter; its draws leave the checks' data (flat feature rows,
+# which no real augmentation keeps meaningful) as they are.
 @parametrize_with_checks([CNNClassifier(random_state=0),
                           CNNClassifier(architecture=residual,
-                                        random_state=0)])
+                                        random_state=0),
+                          CNNClassifier(augment=Compose(
+                              [RandomCrop(padding=0),
+                               RandomHorizontalFlip(0.0)]), random_state=0)])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -111,7 +119,7 @@ def test_default_parameters():
         "batch_size": "auto", "optimizer": "adam", "learning_rate": 1e-3,
         "tol": 1e-4, "n_iter_no_change": 10, "shuffle": True,
         "random_state": None, "verbose": 0, "warm_start": False,
-        "architecture": None, "label_smoothing": 0.0}
+        "architecture": None, "label_smoothing": 0.0, "augment": None}
 
 
 def test_label_smoothing_is_forwarded_to_fit():
@@ -492,6 +500,35 @@ def test_optimizer_instance_is_not_mutated():
     clf = CNNClassifier(optimizer="sgd", learning_rate=0.2, max_iter=1,
                         random_state=0).fit(X, y)
     assert clf.model_.optimizer.lr == 0.2
+
+
+def test_augment_trains_with_a_copy_and_clones():
+    X, y = _bars()
+    aug = Compose([RandomCrop(padding=1), RandomHorizontalFlip()])
+    clf = CNNClassifier(augment=aug, max_iter=4, random_state=0).fit(X, y)
+    assert clf.get_params()["augment"] is aug
+    assert "_cache" not in vars(aug)                 # never run itself
+    twin = clone(clf)
+    assert twin.augment == aug and twin.augment is not aug
+    assert np.array_equal(twin.fit(X, y).predict_proba(X),
+                          clf.predict_proba(X))
+    by_spec = CNNClassifier(augment="crop:1,flip", max_iter=4,
+                            random_state=0).fit(X, y)
+    assert np.array_equal(by_spec.predict_proba(X), clf.predict_proba(X))
+    plain = CNNClassifier(max_iter=4, random_state=0).fit(X, y)
+    assert not np.array_equal(plain.predict_proba(X), clf.predict_proba(X))
+    assert pickle.loads(pickle.dumps(clf)).augment == aug
+
+
+def test_bad_augment():
+    X, y = _bars(n=20)
+    for aug, exc, match in [
+            ("blur", ValueError, "augment: augment step 'blur'"),
+            (3, ValueError, "augment must be None, a cnnkit.transforms"),
+            (RandomCrop(4), ValueError, "augment must keep the image shape"),
+    ]:
+        with pytest.raises(exc, match=match):
+            CNNClassifier(augment=aug, max_iter=1).fit(X, y)
 
 
 def test_not_fitted():

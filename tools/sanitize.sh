@@ -27,9 +27,9 @@
 #      instrumented library) must be reported, proving the setup works;
 #   4. pytest on the op families' tests (tests/test_conv2d.py,
 #      test_pool2d.py, test_activation.py, test_dense.py, test_loss.py,
-#      test_batchnorm.py),
-#      test_seed.py, test_layer_contract.py, test_threads.py and
-#      test_reliability.py with libasan preloaded, PYTHONMALLOC=malloc,
+#      test_batchnorm.py), test_seed.py, test_layer_contract.py,
+#      test_threads.py, test_reliability.py and test_transforms.py with
+#      libasan preloaded, PYTHONMALLOC=malloc,
 #        ASAN_OPTIONS=detect_leaks=0 (CPython leaks by design at exit),
 #        allocator_may_return_null=1 (huge allocations become MemoryError,
 #        as without ASan), halt_on_error=1, ...
@@ -195,7 +195,7 @@ t0=$(date +%s)
     tests/test_dense.py tests/test_loss.py tests/test_batchnorm.py \
     tests/test_seed.py \
     tests/test_layer_contract.py tests/test_threads.py \
-    tests/test_reliability.py "$@" \
+    tests/test_reliability.py tests/test_transforms.py "$@" \
     2>&1 | tee "$logs/pytest.log"
 pytest_status=${PIPESTATUS[0]}
 t_tests=$(( $(date +%s) - t0 ))

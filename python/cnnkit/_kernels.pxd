@@ -2,7 +2,7 @@
 # conventions every kernel follows.  After them, the same kernels by element
 # type: one name for float and double, for the bindings in _kernels.pyx.
 from cython cimport floating
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 cdef extern from "cnnkit.h" nogil:
     ctypedef struct cnnkit_conv2d_geom:
@@ -299,6 +299,26 @@ cdef extern from "cnnkit.h" nogil:
         double *gx, const double *gy, const double *x, const double *mean,
         const double *invstd, const double *weight, const double *sums,
         double count, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, int nthreads)
+    ctypedef struct cnnkit_window_spec:
+        uint64_t key_shift
+        int64_t range_h, base_h, range_w, base_w
+        uint64_t key_flip
+        double flip_p
+
+    void cnnkit_index_hash(uint64_t *h, const int64_t *index, uint64_t key,
+                           ptrdiff_t n, ptrdiff_t k)
+    void cnnkit_window_draws(int64_t *params, const int64_t *index,
+                             const cnnkit_window_spec *s, ptrdiff_t n)
+    void cnnkit_shift_flip_forward_f32(float *y, const float *x,
+                                       const int64_t *params, ptrdiff_t n,
+                                       ptrdiff_t c, ptrdiff_t h, ptrdiff_t w,
+                                       ptrdiff_t oh, ptrdiff_t ow,
+                                       int nthreads)
+    void cnnkit_shift_flip_forward_f64(double *y, const double *x,
+                                       const int64_t *params, ptrdiff_t n,
+                                       ptrdiff_t c, ptrdiff_t h, ptrdiff_t w,
+                                       ptrdiff_t oh, ptrdiff_t ow,
+                                       int nthreads)
 
     int cnnkit_have_openmp()
     int cnnkit_install_fork_guard()
@@ -708,3 +728,15 @@ cdef inline void cnnkit_batch_norm_backward(
     else:
         cnnkit_batch_norm_backward_f64(gx, gy, x, mean, invstd, weight, sums,
                                        count, n, c, hw, nthreads)
+
+
+cdef inline void cnnkit_shift_flip_forward(
+        floating *y, const floating *x, const int64_t *params, ptrdiff_t n,
+        ptrdiff_t c, ptrdiff_t h, ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow,
+        int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_shift_flip_forward_f32(y, x, params, n, c, h, w, oh, ow,
+                                      nthreads)
+    else:
+        cnnkit_shift_flip_forward_f64(y, x, params, n, c, h, w, oh, ow,
+                                      nthreads)

@@ -25,7 +25,7 @@ import numpy as np
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cython cimport floating
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 
 cnp.import_array()
 
@@ -1646,6 +1646,132 @@ cdef void _batch_norm_backward(floating *t, gx, grad_out, x, mean, invstd,
     with nogil:
         cnnkit_batch_norm_backward(po, pg, px, pm, pi, pw, ps, count, n, c,
                                    hw, nt)
+
+# data augmentation: per-image draws and the window copy
+# --------------------------------------------------------------------------
+cdef object _index_array(object index, str fn):
+    """index as a C-contiguous 1-D int64 ndarray (the sample indices)."""
+    ind = np.asarray(index)
+    if ind.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: index must be integer sample indices, got "
+                        f"dtype {ind.dtype}")
+    if ind.ndim != 1:
+        raise ValueError(f"{fn}: index must be 1-D, got shape {ind.shape}")
+    if ind.dtype != np.int64:
+        if ind.size and (int(ind.min()) < -2 ** 63 or
+                         int(ind.max()) >= 2 ** 63):
+            raise ValueError(f"{fn}: index must fit in int64")
+        ind = ind.astype(np.int64)
+    return np.require(ind, dtype=np.int64, requirements=["C", "A"])
+
+
+cdef uint64_t _key(object key, str fn, str name) except? 0:
+    if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
+        raise TypeError(f"{fn}: {name} must be an int, got {key!r}")
+    key = int(key)
+    if not 0 <= key < 2 ** 64:
+        raise ValueError(f"{fn}: {name} must be in [0, 2**64), got {key}")
+    return <uint64_t>key
+
+
+def index_hash(index, key, k):
+    """h (n, k) uint64: the draws hash(key, index[i], j) of transform.c."""
+    ind = _index_array(index, "index_hash")
+    cdef uint64_t ukey = _key(key, "index_hash", "key")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or \
+            not 0 <= k <= 2 ** 20:
+        raise ValueError(f"index_hash: k must be an int in [0, 2**20], "
+                         f"got {k!r}")
+    cdef ptrdiff_t n = ind.shape[0], kk = k
+    _check_size("index_hash: h", (n, kk))
+    h = np.empty((n, kk), dtype=np.uint64)
+    cdef uint64_t *ph = <uint64_t *>cnp.PyArray_DATA(<cnp.ndarray>h)
+    cdef const int64_t *pi = _int64_data(ind)
+    if n and kk:
+        with nogil:
+            cnnkit_index_hash(ph, pi, ukey, n, kk)
+    return h
+
+
+def window_draws(index, key_shift, range_hw, base_hw, key_flip, flip_p,
+                 out=None):
+    """params (n, 3) int64 (dy, dx, flip) of the images ``index`` (n,):
+    dy = draw(range_h) - base_h, dx likewise, flip = uniform < flip_p (see
+    cnnkit_window_draws)."""
+    fn = "window_draws"
+    cdef cnnkit_window_spec s
+    ind = _index_array(index, fn)
+    s.key_shift = _key(key_shift, fn, "key_shift")
+    s.key_flip = _key(key_flip, fn, "key_flip")
+    if len(range_hw) != 2 or len(base_hw) != 2:
+        raise ValueError(f"{fn}: range_hw and base_hw must be pairs, got "
+                         f"{range_hw!r} and {base_hw!r}")
+    for r in range_hw:
+        if not 1 <= int(r) < 2 ** 32:
+            raise ValueError(f"{fn}: range_hw must lie in [1, 2**32), got "
+                             f"{range_hw!r}")
+    for b in base_hw:
+        if not 0 <= int(b) <= 2 ** 32:
+            raise ValueError(f"{fn}: base_hw must lie in [0, 2**32], got "
+                             f"{base_hw!r}")
+    s.range_h, s.range_w = int(range_hw[0]), int(range_hw[1])
+    s.base_h, s.base_w = int(base_hw[0]), int(base_hw[1])
+    p = float(flip_p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{fn}: flip_p must be in [0, 1], got {flip_p!r}")
+    s.flip_p = p
+    cdef ptrdiff_t n = ind.shape[0]
+    params = _out(out, (n, 3), np.dtype(np.int64), fn, "out")
+    cdef int64_t *pp = _int64_data(params)
+    cdef const int64_t *pi = _int64_data(ind)
+    if n:
+        with nogil:
+            cnnkit_window_draws(pp, pi, &s, n)
+    return params
+
+
+def shift_flip_forward(x, params, out_hw, out=None):
+    """y (N, C, OH, OW) of x (N, C, H, W) and params (N, 3) int64
+    (dy, dx, flip): y[i,c,r,s] = x[i,c,r+dy,(flip ? OW-1-s : s)+dx], 0
+    outside the image.  out must not overlap x."""
+    fn = "shift_flip_forward"
+    cdef int nt = _nthreads()
+    x = _float_input(x, "x")
+    _check_ndim(x, 4, "x", "(N, C, H, W)")
+    oh, ow = _pos_pair(out_hw, "out_hw", fn)
+    n, c, h, w = x.shape
+    _check_size(f"{fn}: y", (n, c, oh, ow))
+    if not _c_array(params, (n, 3), np.dtype(np.int64), False):
+        _require(params, (n, 3), np.dtype(np.int64), False, fn, "params")
+    cdef const int64_t *pp = _int64_data(params)
+    cdef ptrdiff_t i
+    for i in range(3 * n):
+        if pp[i] <= -2 ** 40 or pp[i] >= 2 ** 40:
+            raise ValueError(f"{fn}: params must lie in (-2**40, 2**40), "
+                             f"got {pp[i]}")
+    y = _out(out, (n, c, oh, ow), x.dtype, fn, "out")
+    if y.size and x.size and np.shares_memory(y, x):
+        raise ValueError(f"{fn}: out overlaps x")
+    if y.size:
+        if _is_f32(x):
+            _shift_flip_forward(_F32, y, x, params, nt)
+        else:
+            _shift_flip_forward(_F64, y, x, params, nt)
+    return y
+
+
+cdef void _shift_flip_forward(floating *t, y, x, params, int nt) noexcept:
+    cdef floating *py = _data(y, t)
+    cdef const floating *px = _data(x, t)
+    cdef const int64_t *pp = _int64_data(params)
+    cdef ptrdiff_t n = cnp.PyArray_DIM(<cnp.ndarray>x, 0)
+    cdef ptrdiff_t c = cnp.PyArray_DIM(<cnp.ndarray>x, 1)
+    cdef ptrdiff_t h = cnp.PyArray_DIM(<cnp.ndarray>x, 2)
+    cdef ptrdiff_t w = cnp.PyArray_DIM(<cnp.ndarray>x, 3)
+    cdef ptrdiff_t oh = cnp.PyArray_DIM(<cnp.ndarray>y, 2)
+    cdef ptrdiff_t ow = cnp.PyArray_DIM(<cnp.ndarray>y, 3)
+    with nogil:
+        cnnkit_shift_flip_forward(py, px, pp, n, c, h, w, oh, ow, nt)
 
 
 # --------------------------------------------------------------------------

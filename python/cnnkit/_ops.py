@@ -27,6 +27,9 @@ from ._kernels import (gelu_backward, gelu_forward, leaky_relu_backward,
                        sigmoid_backward, sigmoid_forward, silu_backward,
                        silu_forward, softmax_backward, tanh_backward,
                        tanh_forward)
+# Data augmentation (cnnkit.transforms): the per-image draws and the window
+# copy, on arguments the transforms have checked.
+from ._kernels import index_hash, shift_flip_forward, window_draws
 
 __all__ = [
     "as_float", "conv_padding", "conv_output_hw", "Conv2DOp", "DenseOp",
@@ -41,6 +44,7 @@ __all__ = [
     "sigmoid_backward", "tanh_forward", "tanh_backward", "silu_forward",
     "silu_backward", "gelu_forward", "gelu_backward", "softmax_backward",
     "log_softmax", "log_softmax_backward",
+    "index_hash", "window_draws", "shift_flip_forward",
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))

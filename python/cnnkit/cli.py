@@ -221,12 +221,15 @@ def cmd_train(args):
     for key in ("model", "schedule", "weight_decay"):
         if getattr(args, key) is not None:
             record[key] = getattr(args, key)
+    if args.augment is not None:
+        from . import transforms
+        record["augment"] = transforms.serialize(args.augment)
     counter = History()                  # the epochs done if fit raises
     try:
         history = model.fit(x_tr, y_tr, epochs=args.epochs,
                             batch_size=args.batch_size, optimizer=opt,
                             verbose=0 if quiet else 1, distributed=dist,
-                            callbacks=[counter],
+                            callbacks=[counter], augment=args.augment,
                             label_smoothing=args.label_smoothing)
     except Exception as exc:
         if not root:
@@ -513,6 +516,15 @@ def _unit_interval(text):
     return v
 
 
+def _augment_spec(text):
+    """--augment SPEC as a cnnkit.transforms.Compose."""
+    from . import transforms
+    try:
+        return transforms.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _fraction(text):
     v = _positive_float(text)
     if v >= 1:
@@ -608,6 +620,12 @@ def build_parser():
                    metavar="EPS",
                    help="train on the label-smoothed cross-entropy, targets "
                         "(1 - EPS) one-hot + EPS / classes (default 0)")
+    p.add_argument("--augment", metavar="SPEC", type=_augment_spec,
+                   default=None,
+                   help="augment the training batches (never the test "
+                        "data), e.g. crop:1,flip; SPEC is comma-separated "
+                        "steps: crop:P (pad by P, crop back), flip[:P], "
+                        "translate:F[:FW], normalize:MEAN:STD")
     threads_opt(p)
     p.add_argument("--out", metavar="PATH",
                    help="model file to write (default: <dataset>.cnnkit)")

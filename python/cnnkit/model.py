@@ -20,6 +20,7 @@ from . import _context, _format, _inputs, _ops, _summary, functional
 from . import distributed as dist
 from . import optim
 from . import trainer as _trainer
+from . import transforms as _transforms
 from ._checks import MAX_ELEMENTS, check_int, check_keys, is_int
 from ._graph import (Input, Node, SymbolicTensor, symbolic_args,
                      topological_order)
@@ -660,6 +661,22 @@ class Model:
             raise ValueError(f"{name} contains {bad} NaN or infinite values")
         return x
 
+    def _check_augment(self, augment):
+        """``augment`` must be None or a transform that keeps the images'
+        shape (the model's input shape)."""
+        if augment is None:
+            return
+        if not isinstance(augment, _transforms.Transform):
+            raise TypeError(f"augment must be a cnnkit.transforms transform "
+                            f"or None, got {augment!r}")
+        shape = tuple(self.input_shape)
+        out = augment.output_shape(shape)
+        if out != shape:
+            raise ValueError(
+                f"augment must keep the image shape {shape} (the model's "
+                f"input), but {augment!r} makes {out}; crop with size=None "
+                f"or the image's size")
+
     def _prepare_weights(self, sample_weight, n):
         if sample_weight is None:
             return None
@@ -1094,7 +1111,7 @@ class Model:
     def fit(self, x, y, epochs=1, batch_size=32, optimizer=None,
             validation_data=None, validation_split=0.0, shuffle=True,
             callbacks=(), verbose=1, sample_weight=None, initial_epoch=0,
-            distributed=None, label_smoothing=0.0):
+            distributed=None, label_smoothing=0.0, augment=None):
         """Train on (x, y) with mini-batch gradient descent.
 
         Parameters
@@ -1139,6 +1156,14 @@ class Model:
             ``val_loss`` in the history are that loss, as PyTorch's and
             Keras's training loops report the criterion they train with;
             :meth:`evaluate` stays the plain cross-entropy.
+        augment : cnnkit.transforms.Transform, optional
+            Data augmentation applied to every training batch (never to
+            validation data), e.g. ``Compose([RandomCrop(None, padding=2),
+            RandomHorizontalFlip()])``; it must keep the image shape.  The
+            model's generator draws one key per epoch and each image's
+            draws depend on that key and its index in ``x`` only, so the
+            training is the same for any thread count, shard count or
+            number of MPI ranks.
 
         Returns
         -------
@@ -1201,15 +1226,20 @@ class Model:
         optimizer = optim.get(optimizer)
         callbacks = _trainer.check_callbacks(callbacks)
         self._require_built("fit")
+        self._check_augment(augment)
         trainer = _trainer.Trainer(self, world, shards, reduction,
                                    strict=world is not dist.LOCAL,
-                                   label_smoothing=label_smoothing)
+                                   label_smoothing=label_smoothing,
+                                   augment=augment)
         previous, self.optimizer = self.optimizer, optimizer
         if world.size > 1:
             try:
                 _trainer.join(world, self, x, y, sw, xv, yv,
                               (epochs, initial_epoch, batch_size,
-                               bool(shuffle), label_smoothing))
+                               bool(shuffle), label_smoothing,
+                               None if augment is None else json.dumps(
+                                   _transforms.serialize(augment),
+                                   sort_keys=True)))
             except BaseException:
                 self.optimizer = previous
                 raise

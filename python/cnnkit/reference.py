@@ -84,6 +84,12 @@ __all__ = [
     "softmax_cross_entropy",
     "sgd_step",
     "adam_step",
+    "index_hash",
+    "child_key",
+    "random_crop",
+    "random_horizontal_flip",
+    "random_translation",
+    "normalize",
 ]
 
 
@@ -1709,3 +1715,130 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, step, lr=1e-3,
     step_size = lr / (1.0 - beta1 ** step)
     bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
     return params - step_size * m / (np.sqrt(v) / bc2_sqrt + eps), m, v
+
+
+# ---------------------------------------------------------------------------
+# Data augmentation (cnnkit.transforms): the draws and the transforms
+# ---------------------------------------------------------------------------
+_GOLDEN = 0x9E3779B97F4A7C15
+_MASK64 = 2 ** 64 - 1
+
+
+def _splitmix_finaliser(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def index_hash(index, key, k):
+    r"""The draws ``j = 0 .. k-1`` of the images ``index`` under ``key``.
+
+    Parameters
+    ----------
+    index : sequence of int
+        Sample indices.
+    key : int in [0, 2**64)
+    k : int
+
+    Returns
+    -------
+    ndarray of uint64, shape (len(index), k)
+
+    Notes
+    -----
+    With :math:`\operatorname{mix}` the finaliser of splitmix64 and
+    :math:`G` = ``0x9E3779B97F4A7C15``, all modulo :math:`2^{64}`:
+
+    .. math::
+
+        \operatorname{hash}(k, i, j) = \operatorname{mix}\bigl(
+            \operatorname{mix}(k + (i + 1) G) + (j + 1) G\bigr)
+    """
+    out = np.zeros((len(index), k), dtype=np.uint64)
+    for row, i in enumerate(index):
+        h = _splitmix_finaliser((key + (int(i) + 1) * _GOLDEN) & _MASK64)
+        for j in range(k):
+            out[row, j] = _splitmix_finaliser((h + (j + 1) * _GOLDEN)
+                                              & _MASK64)
+    return out
+
+
+def child_key(key, position):
+    """The key of the transform at ``position`` of a ``Compose`` whose key
+    is ``key``: ``mix(key + (position + 1) G)``."""
+    return _splitmix_finaliser((key + (position + 1) * _GOLDEN) & _MASK64)
+
+
+def _below(h, r):
+    """An integer in [0, r) from a 64-bit draw: its top 32 bits, scaled."""
+    return ((int(h) >> 32) * r) >> 32
+
+
+def _uniform(h):
+    """A float in [0, 1) from a 64-bit draw: its top 53 bits."""
+    return (int(h) >> 11) * 2.0 ** -53
+
+
+def random_crop(x, index, key, size=None, padding=0):
+    """:class:`cnnkit.transforms.RandomCrop` of the batch ``x`` (N, C, H, W)
+    whose images have the sample indices ``index``, under ``key``.
+
+    Each image is zero-padded by ``padding`` (an int or ``(ph, pw)``) and
+    cropped at ``(oy, ox)``, draws 0 and 1 of the image as integers in
+    ``[0, H + 2ph - sh]`` and ``[0, W + 2pw - sw]``.
+    """
+    x = np.asarray(x)
+    n, c, h, w = x.shape
+    ph, pw = _pair(padding)
+    sh, sw = (h, w) if size is None else _pair(size)
+    draws = index_hash(index, key, 2)
+    y = np.zeros((n, c, sh, sw), dtype=x.dtype)
+    for i in range(n):
+        padded = np.pad(x[i], ((0, 0), (ph, ph), (pw, pw)))
+        oy = _below(draws[i, 0], h + 2 * ph - sh + 1)
+        ox = _below(draws[i, 1], w + 2 * pw - sw + 1)
+        y[i] = padded[:, oy:oy + sh, ox:ox + sw]
+    return y
+
+
+def random_horizontal_flip(x, index, key, p=0.5):
+    """:class:`cnnkit.transforms.RandomHorizontalFlip`: image ``i`` is
+    mirrored left to right when its uniform draw 0 is below ``p``."""
+    x = np.asarray(x)
+    draws = index_hash(index, key, 1)
+    y = x.copy()
+    for i in range(x.shape[0]):
+        if _uniform(draws[i, 0]) < p:
+            y[i] = x[i, :, :, ::-1]
+    return y
+
+
+def random_translation(x, index, key, height_factor, width_factor):
+    """:class:`cnnkit.transforms.RandomTranslation`: image ``i`` moves by
+    ``t = m - d`` pixels down and right, with ``m = floor(factor * size)``
+    and ``d`` its draws 0 and 1 as integers in ``[0, 2m]``; zeros fill."""
+    x = np.asarray(x)
+    n, c, h, w = x.shape
+    mh = math.floor(height_factor * h)
+    mw = math.floor(width_factor * w)
+    draws = index_hash(index, key, 2)
+    y = np.zeros_like(x)
+    for i in range(n):
+        ty = mh - _below(draws[i, 0], 2 * mh + 1)
+        tx = mw - _below(draws[i, 1], 2 * mw + 1)
+        for r in range(h):
+            for s in range(w):
+                if 0 <= r - ty < h and 0 <= s - tx < w:
+                    y[i, :, r, s] = x[i, :, r - ty, s - tx]
+    return y
+
+
+def normalize(x, mean, std):
+    """:class:`cnnkit.transforms.Normalize`: ``(x - mean) / std`` per
+    channel, in x's dtype."""
+    x = np.asarray(x)
+    c = x.shape[1]
+    mean = np.broadcast_to(np.asarray(mean, dtype=x.dtype), (c,))
+    std = np.broadcast_to(np.asarray(std, dtype=x.dtype), (c,))
+    return (x - mean[:, None, None]) / std[:, None, None]
+

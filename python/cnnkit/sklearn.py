@@ -10,6 +10,7 @@ any labels, ``partial_fit`` and ``warm_start``, pickling, ``Pipeline`` and
 scikit-learn is an optional dependency of cnnkit: it is imported by this
 module only, never by ``import cnnkit``.
 """
+import copy
 import numbers
 import warnings
 
@@ -35,7 +36,7 @@ except ImportError:  # pragma: no cover - scikit-learn < 1.6
                        **kwargs):
         return estimator._validate_data(X, y, **kwargs)
 
-from . import models, optim
+from . import models, optim, transforms
 from ._checks import is_int
 from .callbacks import Callback
 from .layers import LAYERS, Conv2D, Dense, Flatten, Layer, MaxPool2D, ReLU
@@ -286,6 +287,12 @@ default="adam"
         one-hot ``+ eps / n_classes`` (PyTorch's ``label_smoothing``, see
         :meth:`cnnkit.Model.fit`); ``loss_``, ``loss_curve_`` and the
         ``tol`` rule then see that loss.  In ``[0, 1]``.
+    augment : cnnkit.transforms.Transform, str or None, default=None
+        Data augmentation of the training batches (never of the data
+        :meth:`predict` or :meth:`score` see): a transform that keeps the
+        image shape (a copy is used; the transform is never changed), or a
+        spec in the command line's syntax (:func:`cnnkit.transforms.parse`),
+        such as ``"crop:1,flip"``.  The draws follow ``random_state``.
 
     Attributes
     ----------
@@ -356,8 +363,9 @@ default="adam"
                  batch_size="auto", optimizer="adam", learning_rate=1e-3,
                  tol=1e-4, n_iter_no_change=10, shuffle=True,
                  random_state=None, verbose=0, warm_start=False,
-                 architecture=None, label_smoothing=0.0):
+                 architecture=None, label_smoothing=0.0, augment=None):
         self.layers = layers
+        self.augment = augment
         self.architecture = architecture
         self.image_shape = image_shape
         self.max_iter = max_iter
@@ -447,6 +455,7 @@ default="adam"
                     f"makes the whole network, layers its body; set the "
                     f"other to None")
         self._make_optimizer()
+        self._make_augment()
         _check_image_shape(self.image_shape)
 
     def _make_optimizer(self):
@@ -466,6 +475,24 @@ default="adam"
         if self.learning_rate is not None:
             opt.lr = float(self.learning_rate)
         return opt
+
+    def _make_augment(self):
+        """A copy of the ``augment`` transform (None without one)."""
+        aug = self.augment
+        if aug is None:
+            return None
+        try:
+            if isinstance(aug, str):
+                return transforms.parse(aug)
+            if isinstance(aug, transforms.Transform):
+                return copy.deepcopy(aug)
+        except ValueError as exc:
+            raise ValueError(f"{type(self).__name__}: augment: {exc}") \
+                from None
+        raise ValueError(
+            f"{type(self).__name__}: augment must be None, a "
+            f"cnnkit.transforms transform or a spec such as 'crop:1,flip', "
+            f"got {aug!r}")
 
     def _batch(self, n):
         return min(200 if self.batch_size == "auto" else self.batch_size, n)
@@ -679,7 +706,8 @@ default="adam"
             batch_size=self._batch(X.shape[0]),
             shuffle=bool(self.shuffle), verbose=2 if self.verbose else 0,
             callbacks=[plateau], sample_weight=sample_weight,
-            label_smoothing=float(self.label_smoothing))
+            label_smoothing=float(self.label_smoothing),
+            augment=self._make_augment())
         return plateau
 
     def _record(self, losses):

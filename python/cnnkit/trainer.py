@@ -23,6 +23,14 @@ buffer: the tree of one row is that row.
 The step context (:class:`cnnkit._context.StepContext`) carries the arena of
 arrays kept between steps, the first layer's exemption from the input
 gradient, the shard bounds and the dropout window to the layers.
+
+With ``augment`` (a :mod:`cnnkit.transforms` transform), each rank's part of
+a gathered training batch is augmented before the forward pass, into kept
+arrays.  The model's generator draws one key per epoch, after the shuffle;
+an image's draws depend on that key and the image's index in the training
+set only, so the batches any number of ranks, shards or threads see are the
+ones one process sees.  Validation and evaluation batches are never
+augmented.
 """
 import json
 import math
@@ -62,10 +70,14 @@ class Trainer:
     label_smoothing : float in [0, 1]
         The training loss's label smoothing (PyTorch's), also that of the
         validation loss.
+    augment : cnnkit.transforms.Transform, optional
+        Applied to each gathered training batch, with one key per epoch
+        drawn from the model's generator and the samples' indices.
     """
 
     def __init__(self, model, world=dist.LOCAL, shards=dist.DEFAULT_SHARDS,
-                 reduction="ordered", strict=True, label_smoothing=0.0):
+                 reduction="ordered", strict=True, label_smoothing=0.0,
+                 augment=None):
         if not all(np.shares_memory(p, model.flat_params)
                    for p in model.parameters()):
             raise ValueError(
@@ -95,6 +107,9 @@ class Trainer:
         self.interrupt = False
         self.single = shards == 1 and world.size == 1
         self.batch_sums = None
+        self.augment = augment
+        #: The augmentation draws' key of the current epoch.
+        self.augment_key = 0
         if not self.single:
             self._make_shard_rows(edges)
             self.batch_sums = BatchSums(world, shards, self.s0, self.s1,
@@ -155,6 +170,8 @@ class Trainer:
             rows = (slice(idx.start + lo, idx.start + hi)
                     if isinstance(idx, slice) else idx[lo:hi])
             xb, yb = self._rows("x", x, rows), self._rows("y", y, rows)
+            if self.augment is not None:
+                xb = self._augment(xb, rows)
             m = hi - lo
             # 1. forward
             logits = model.forward(xb, ctx)
@@ -232,6 +249,17 @@ class Trainer:
     def _kept(self, key, shape, dtype):
         return self.arena.get(self, key, shape, np.dtype(dtype))
 
+    def _augment(self, xb, rows):
+        """The augmented batch ``xb`` (rows ``rows`` of the training set),
+        into kept arrays: the draws of each image are those of its index
+        under this epoch's key, whichever batch, shard or rank it is in."""
+        index = (np.arange(rows.start, rows.stop, dtype=np.int64)
+                 if isinstance(rows, slice) else rows)
+        return self.augment._run(
+            xb, index, self.augment_key,
+            lambda slot, shape, dtype: self.arena.get(
+                self, ("augment", slot), shape, np.dtype(dtype)))
+
     def _rows(self, key, a, idx):
         """a[idx]: a view for a slice, else gathered into a kept array."""
         if isinstance(idx, slice):
@@ -297,6 +325,10 @@ class Trainer:
         for cb in callbacks:
             cb.on_epoch_begin(epoch, {})
         order = model.rng.permutation(n) if shuffle else None
+        if self.augment is not None:
+            # one key per epoch: an image's draws are (key, its index)'s
+            self.augment_key = int(model.rng.integers(0, 2 ** 64,
+                                                      dtype=np.uint64))
         bar = _progress_bar(verbose, epoch, epochs, nbatches)
         t0 = last_post = time.perf_counter()
         seen, loss_sum, weight_sum, correct = 0, 0.0, 0.0, 0
@@ -506,7 +538,8 @@ def join(world, model, x, y, sw, xv, yv, schedule):
             zlib.crc32(np.ascontiguousarray(a).view(np.uint8)))
     opt = model.optimizer
     dist.check_same(world, "fit arguments (epochs, initial_epoch, "
-                    "batch_size, shuffle, label_smoothing)", schedule)
+                    "batch_size, shuffle, label_smoothing, augment)",
+                    schedule)
     dist.check_same(world, "optimizers (config, state checksums)", (
         json.dumps(opt.get_config(), sort_keys=True),
         sorted((k, digest(np.asarray(v)))
