@@ -454,8 +454,8 @@ def _saved(tmp_path, model, change):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda c: c["layers"][0].update(class_name="GELU"),
-     "unknown type 'GELU'"),
+    (lambda c: c["layers"][0].update(class_name="Mish"),
+     "unknown type 'Mish'"),
     (lambda c: c["nodes"][3]["inputs"].__setitem__(0, 40),
      "neither 'input' nor an earlier node"),
     (lambda c: c["nodes"][2]["inputs"].__setitem__(0, 5),
