@@ -1113,10 +1113,9 @@ class Model:
             try:
                 _trainer.join(world, self, x, y, sw, xv, yv,
                               (epochs, initial_epoch, batch_size,
-                               bool(shuffle),
-                               None if augment is None else json.dumps(
-                                   _transforms.serialize(augment),
-                                   sort_keys=True)))
+                               bool(shuffle)) + (() if augment is None else (
+                                   json.dumps(_transforms.serialize(augment),
+                                              sort_keys=True),)))
             except BaseException:
                 self.optimizer = previous
                 raise
