@@ -7,8 +7,9 @@ void SFX(cnnkit_shift_flip_forward)(REAL *y, const REAL *x,
                                     ptrdiff_t oh, ptrdiff_t ow, int nthreads)
 {
     const ptrdiff_t planes = n * c;
-    const int nt = cnnkit_team(2.0 * (double)planes * (double)(oh * ow),
-                               planes, nthreads);
+    /* a copy: about one unit of work per output element */
+    const int nt = cnnkit_team((double)planes * (double)(oh * ow), planes,
+                               nthreads);
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t p = 0; p < planes; p++) {
         const int64_t *prm = params + 3 * (p / c);

@@ -1236,10 +1236,10 @@ class Model:
             try:
                 _trainer.join(world, self, x, y, sw, xv, yv,
                               (epochs, initial_epoch, batch_size,
-                               bool(shuffle), label_smoothing,
-                               None if augment is None else json.dumps(
-                                   _transforms.serialize(augment),
-                                   sort_keys=True)))
+                               bool(shuffle), label_smoothing)
+                              + (() if augment is None else (
+                                  json.dumps(_transforms.serialize(augment),
+                                             sort_keys=True),)))
             except BaseException:
                 self.optimizer = previous
                 raise
