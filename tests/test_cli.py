@@ -324,13 +324,13 @@ def test_unknown_layer_argument_names_the_versions(tmp_path, capsys,
     path = tmp_path / "m.cnnkit"
     cnnkit.cli.default_model((1, 8, 8), 10, seed=0).save(path)
 
-    def grouped(meta):
+    def reflected(meta):
         cfg = json.loads(meta["config"])
-        cfg["layers"][0]["config"]["groups"] = 2
+        cfg["layers"][0]["config"]["padding_mode"] = "reflect"
         meta["config"] = json.dumps(cfg)
-    newer = _as_written_by(path, tmp_path / "new.cnnkit", "0.3.0", grouped)
+    newer = _as_written_by(path, tmp_path / "new.cnnkit", "0.3.0", reflected)
     code, _, err = run(capsys, "evaluate", newer)
-    assert_user_error(code, err, "unknown argument(s) ['groups'] for Conv2D",
+    assert_user_error(code, err, "unknown argument(s) ['padding_mode'] for Conv2D",
                       f"written by cnnkit 0.3.0; this is cnnkit "
                       f"{cnnkit.__version__}: upgrade cnnkit")
     assert "__init__()" not in err
