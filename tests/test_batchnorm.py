@@ -7,7 +7,6 @@ documented errors."""
 import numpy as np
 import pytest
 
-from cnnkit import _ops
 from cnnkit import functional as F
 from cnnkit import reference as R
 
@@ -219,8 +218,6 @@ def test_sums_per_run_are_the_runs_own():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((9, 4, 3, 5))
     bounds = [0, 2, 2, 5, 9]
-    whole = _ops.batch_norm_sums if hasattr(_ops, "batch_norm_sums") \
-        else None
     from cnnkit import _kernels
     parts = _kernels.batch_norm_sums(x, None, bounds)
     assert parts.shape == (4, 4)
@@ -232,14 +229,13 @@ def test_sums_per_run_are_the_runs_own():
     sq = _kernels.batch_norm_sums(x, mean, bounds)
     np.testing.assert_allclose(
         sq.sum(axis=0), ((x - mean[:, None, None]) ** 2).sum(axis=(0, 2, 3)))
-    del whole
     g = rng.standard_normal(x.shape)
-    m32, s32 = mean, np.ones(4)
-    bparts = _kernels.batch_norm_backward_sums(g, x, m32, s32, bounds)
+    invstd = np.ones(4)
+    bparts = _kernels.batch_norm_backward_sums(g, x, mean, invstd, bounds)
     for q in (0, 2, 3):
         alone = _kernels.batch_norm_backward_sums(
-            g[bounds[q]:bounds[q + 1]], x[bounds[q]:bounds[q + 1]], m32,
-            s32)[0]
+            g[bounds[q]:bounds[q + 1]], x[bounds[q]:bounds[q + 1]], mean,
+            invstd)[0]
         np.testing.assert_array_equal(bparts[q], alone)
     np.testing.assert_array_equal(bparts[1], 0)
 
