@@ -2,7 +2,7 @@
 exchanges across ranks: a small CNN with and without BatchNorm2D /
 BatchNorm1D after each convolution and dense layer.
 
-    python benchmarks/bench_batchnorm.py                       # one process
+    python benchmarks/bench_batchnorm.py            # one process
     OMP_NUM_THREADS=1 mpiexec -n 2 python -m mpi4py benchmarks/bench_batchnorm.py
 
 Prints, per configuration, the time of a step, the time spent exchanging

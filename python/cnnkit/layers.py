@@ -1509,8 +1509,10 @@ class BatchNorm2D(Layer):
     >>> bn = BatchNorm2D()
     >>> bn.build((16, 8, 8))
     (16, 8, 8)
-    >>> bn.param_shapes((16, 8, 8)), list(bn.buffer_shapes((16, 8, 8)))
-    ({'weight': (16,), 'bias': (16,)}, ['running_mean', 'running_var', 'num_batches_tracked'])
+    >>> bn.param_shapes((16, 8, 8))
+    {'weight': (16,), 'bias': (16,)}
+    >>> list(bn.buffer_shapes((16, 8, 8)))
+    ['running_mean', 'running_var', 'num_batches_tracked']
     """
 
     per_shard_grads = True

@@ -1316,8 +1316,9 @@ class Sequential(Model):
         """A copy of the model for inference, with each
         :class:`~cnnkit.layers.BatchNorm2D` (``BatchNorm1D``) that directly
         follows a :class:`~cnnkit.layers.Conv2D` (``Dense``) folded into
-        that layer's weight and bias (:func:`cnnkit.functional.fold_batch_norm`,
-        from its running statistics).  Its outputs are the evaluation-mode
+        that layer's weight and bias
+        (:func:`cnnkit.functional.fold_batch_norm`, from its running
+        statistics).  Its outputs are the evaluation-mode
         outputs of this model, up to rounding; other batch normalisations
         stay as they are.
 
