@@ -191,5 +191,6 @@ def test_estimator_takes_an_architecture_by_name():
     clf.fit(x.reshape(60, -1), y)
     assert _kinds(clf.model_).count("BatchNorm2D") == 9
     assert clf.predict(x.reshape(60, -1)).shape == (60,)
-    with pytest.raises(ValueError, match="unknown architecture 'nope'"):
+    with pytest.raises(ValueError, match="architecture 'nope' is not an "
+                       "architecture of cnnkit.models"):
         CNNClassifier(architecture="nope").fit(x.reshape(60, -1), y)

@@ -720,9 +720,13 @@ def test_architecture_errors():
     with pytest.raises(ValueError, match=r"give layers or architecture, not "
                        r"both: architecture=residual"):
         CNNClassifier(layers=[], architecture=residual).fit(X, y)
-    with pytest.raises(ValueError, match=r"architecture must be None or a "
-                       r"function .* got 'resnet'"):
+    with pytest.raises(ValueError, match=r"architecture 'resnet' is not an "
+                       r"architecture of cnnkit.models; expected one of "
+                       r"lenet5, resnet20, .*, or a function"):
         CNNClassifier(architecture="resnet").fit(X, y)
+    with pytest.raises(ValueError, match=r"architecture must be None, a name "
+                       r"of cnnkit.models .* or a function .* got 5"):
+        CNNClassifier(architecture=5).fit(X, y)
     shape = r"\(input_shape=\(1, 1, 2\), n_classes=3\)"
     with pytest.raises(ValueError, match=r"architecture \S*<lambda>" + shape +
                        r" returned NoneType None, not a cnnkit.Model"):

@@ -439,8 +439,13 @@ default="adam"
         if isinstance(self.architecture, str):
             try:
                 models.resolve(self.architecture)
-            except ValueError as exc:
-                raise ValueError(f"{name}: architecture: {exc}") from None
+            except ValueError:
+                raise ValueError(
+                    f"{name}: architecture {self.architecture!r} is not an "
+                    f"architecture of cnnkit.models; expected one of "
+                    f"{', '.join(models.MODELS)}, resnet<6n+2>, or a "
+                    f"function (input_shape, n_classes) -> "
+                    f"cnnkit.Model") from None
         elif self.architecture is not None:
             if not callable(self.architecture):
                 raise ValueError(
