@@ -72,6 +72,38 @@ def test_omp_num_threads_sets_the_default(n):
     assert out.stdout.strip() == n
 
 
+def _import_cnnkit(env, code="pass"):
+    env = {k: v for k, v in env.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | {
+        "OMP_DISPLAY_ENV": "true"}
+    return subprocess.run(
+        [sys.executable, "-c", "import os, cnnkit\n" + code], env=env,
+        capture_output=True, text=True, check=True)
+
+
+def test_idle_threads_sleep_unless_the_environment_says_otherwise():
+    # spinning idle threads collapse on a busy machine; cnnkit sets the
+    # passive policy for libgomp's start-up only, and never over the user's
+    out = _import_cnnkit(dict(os.environ), code=(
+        "print(os.environ.get('OMP_WAIT_POLICY'))\n"
+        "print(cnnkit._config._config()['idle threads'])"))
+    assert out.stdout.split("\n")[:2] == ["None",
+                                          "passive (cnnkit's default)"]
+    if "OPENMP DISPLAY ENVIRONMENT" in out.stderr:     # GNU OpenMP
+        assert "OMP_WAIT_POLICY = 'PASSIVE'" in out.stderr
+    env = dict(os.environ, OMP_WAIT_POLICY="ACTIVE")
+    out = subprocess.run(
+        [sys.executable, "-c", "import os, cnnkit\n"
+         "print(os.environ['OMP_WAIT_POLICY'])\n"
+         "print(cnnkit._config._config()['idle threads'])"],
+        env=dict(env, OMP_DISPLAY_ENV="true"), capture_output=True,
+        text=True, check=True)
+    assert out.stdout.split("\n")[:2] == [
+        "ACTIVE", "from the environment: OMP_WAIT_POLICY=ACTIVE"]
+    if "OPENMP DISPLAY ENVIRONMENT" in out.stderr:
+        assert "OMP_WAIT_POLICY = 'ACTIVE'" in out.stderr
+
+
 FORK_SCRIPT = """
 import multiprocessing as mp
 import numpy as np

@@ -53,6 +53,17 @@ def set_threads_quietly(n):
     _ops.set_num_threads(n)
 
 
+def record_wait_policy(env, chosen):
+    """Remember how OpenMP's idle threads wait, for :func:`show_config`:
+    ``env`` the wait variables of the environment at import, ``chosen``
+    whether cnnkit set the passive policy (none of them was set)."""
+    if chosen:
+        _state["wait_policy"] = "passive (cnnkit's default)"
+    else:
+        _state["wait_policy"] = "from the environment: " + ", ".join(
+            f"{k}={v}" for k, v in env.items() if v is not None)
+
+
 def get_num_threads():
     """The number of threads the next kernel call will use.
 
@@ -84,6 +95,7 @@ def _config():
                    if info["openmp"] else
                    "no: built without OpenMP, kernels run serially"),
         "threads": get_num_threads(),
+        "idle threads": _state.get("wait_policy", "unknown"),
         "simd path": info["simd_path"],
         "simd paths built": info["simd_paths_built"],
     }
@@ -111,6 +123,7 @@ def show_config(file=None):
     compiler:         GNU 12.2.0
     openmp:           yes (version 201511)
     threads:          8
+    idle threads:     passive (cnnkit's default)
     simd path:        AVX-512
     simd paths built: avx512, avx2, generic (runtime dispatch)
     >>> "simd path:" in out.getvalue()
