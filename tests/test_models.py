@@ -194,3 +194,25 @@ def test_estimator_takes_an_architecture_by_name():
     with pytest.raises(ValueError, match="architecture 'nope' is not an "
                        "architecture of cnnkit.models"):
         CNNClassifier(architecture="nope").fit(x.reshape(60, -1), y)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: models.resnet(8, num_classes=5, input_shape=(2, 9, 9), width=4,
+                          seed=0),
+    lambda: models.mobilenet(num_classes=5, input_shape=(2, 9, 9), width=4,
+                             seed=0)], ids=["resnet8", "mobilenet"])
+def test_zoo_models_export_to_onnx_and_back(make, tmp_path):
+    require("onnx")
+    ort = require("onnxruntime")
+    x, y = make_synthetic(32, (2, 9, 9), 5, seed=0)
+    net = make()
+    net.fit(x, y, epochs=2, batch_size=8, verbose=0)     # moved statistics
+    path = tmp_path / "zoo.onnx"
+    cnnkit.onnx.export(net, path)
+    session = ort.InferenceSession(str(path),
+                                   providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    want = net.forward(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    back = cnnkit.onnx.load(path)
+    np.testing.assert_allclose(back.forward(x), want, rtol=1e-5, atol=1e-6)

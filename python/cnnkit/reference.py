@@ -1731,7 +1731,7 @@ def _splitmix_finaliser(z):
 
 
 def index_hash(index, key, k):
-    r"""The draws ``j = 0 .. k-1`` of the images ``index`` under ``key``.
+    r"""The ``k`` draws of each image of ``index`` under ``key``.
 
     Parameters
     ----------
