@@ -176,8 +176,9 @@ def test_ranks_with_different_fit_arguments_are_refused(tmp_path):
     proc = _launch(2, str(tmp_path), "ordered", "mismatch", timeout=60)
     assert proc.returncode != 0
     assert "the ranks' fit arguments" in proc.stderr
-    assert "rank 0: (1, 0, 27, True); rank 1: (1, 0, 28, True)" in \
-        proc.stderr
+    # (epochs, initial_epoch, batch_size, shuffle, label_smoothing)
+    assert "rank 0: (1, 0, 27, True, 0.0); rank 1: (1, 0, 28, True, 0.0)" \
+        in proc.stderr
 
 
 SCRIPT = textwrap.dedent("""
