@@ -15,14 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-# GNU OpenMP threads spin while they wait for work; when another process
-# keeps the cores busy, that makes the many small kernels of the gallery's
-# training runs many times slower.  Passive waiting keeps the build's time
-# steady on a busy machine.  (Set before cnnkit loads the OpenMP runtime; an
-# OMP_WAIT_POLICY already in the environment wins.)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import cnnkit  # noqa: E402
+import cnnkit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "_ext"))     # local extensions: benchchart
