@@ -739,3 +739,107 @@ def test_onnx_import_of_pytorch_conv_bn(tmp_path):
                                    providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {"input": x})
     np.testing.assert_allclose(model(x), got, rtol=1e-4, atol=1e-5)
+
+
+# ==========================================================================
+# fuzzing: batch_norm on random shapes, dtypes, layouts and arguments
+# ==========================================================================
+import fuzzing  # noqa: E402
+from fuzzing import (Case, arrays, assert_result, bad_array,  # noqa: E402
+                     design_dtype, f64, fuzz_property)
+from hypothesis import strategies as st  # noqa: E402
+
+_BN_KINDS = ("normal", "int", "large")
+
+
+@st.composite
+def batch_norm_cases(draw):
+    """batch_norm(x, running_mean, running_var, weight, bias, training,
+    momentum, eps): valid calls against the reference, or one mutation that
+    must raise.  Training passes no running tensors (they are written by
+    design); evaluation passes them (read only)."""
+    n, c = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    spatial = tuple(draw(st.integers(1, 4))
+                    for _ in range(draw(st.integers(0, 2))))
+    shape = (n, c) + spatial
+    x = draw(arrays(shape, kinds=_BN_KINDS))
+    training = draw(st.booleans())
+    affine = draw(st.booleans())
+    weight = draw(arrays((c,), kinds=_BN_KINDS)) if affine else None
+    bias = draw(arrays((c,), kinds=_BN_KINDS)) if affine else None
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rm = rv = None
+    if not training:
+        rm = rng.standard_normal(c)
+        rv = rng.uniform(0.25, 4.0, c)
+    momentum = draw(st.sampled_from([0.1, 0.0, 1.0, 0.5]))
+    eps = draw(st.sampled_from([1e-5, 1e-3, 1.0, 0.0]))
+    expect, errors, why = "ok", (), ""
+    if training and n * int(np.prod(spatial)) == 1:
+        expect, errors, why = "error", (ValueError,), "one value a channel"
+    mutation = draw(st.sampled_from([None] * 5 + [
+        "eps", "momentum", "channels", "ndim", "dtype", "none"]))
+    if mutation == "eps":
+        eps = draw(st.sampled_from([-1e-5, -1.0, float("nan")]))
+        expect, errors, why = "error", (ValueError,), "bad eps"
+    elif mutation == "momentum":
+        momentum = draw(st.sampled_from([-0.1, 1.5, float("nan")]))
+        expect, errors, why = "error", (ValueError,), "bad momentum"
+    elif mutation == "channels":
+        weight = np.ones(c + 1)
+        expect, errors, why = "error", (ValueError,), "weight of C+1"
+    elif mutation == "ndim":
+        x = np.ones(n)
+        expect, errors, why = "error", (ValueError,), "1-D x"
+    elif mutation == "dtype":
+        x = bad_array(draw, shape)
+        expect, errors, why = "error", (TypeError,), "bad dtype"
+    elif mutation == "none":
+        x = None
+        expect, errors, why = "error", (TypeError, ValueError), "x None"
+
+    def oracle(result):
+        xa = np.asarray(x)
+        parts = [xa] + [np.asarray(a) for a in (weight, bias)
+                        if a is not None]
+        dt = design_dtype(*parts)
+        xf = f64(xa, dt)
+        w = None if weight is None else f64(np.asarray(weight), dt)
+        b = None if bias is None else f64(np.asarray(bias), dt)
+        axes = (0,) + tuple(range(2, xf.ndim))
+        bshape = (1, c) + (1,) * len(spatial)
+        if training:
+            mean = xf.mean(axis=axes)
+            var = xf.var(axis=axes)
+        else:
+            mean, var = rm, rv
+        exp = R.batch_norm(xf, None if training else rm.copy(),
+                           None if training else rv.copy(), w, b,
+                           training=training, momentum=momentum, eps=eps)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / np.sqrt(var + eps)
+            scale = ((np.abs(xf) + np.abs(mean).reshape(bshape))
+                     * inv.reshape(bshape)
+                     * (1.0 if w is None else 1.0 + np.abs(w).reshape(bshape))
+                     + (0.0 if b is None else np.abs(b).reshape(bshape)))
+        assert_result(result, exp, dt, bound=np.nan_to_num(scale),
+                      n_terms=8)
+
+    kwargs = dict(weight=weight, bias=bias, training=training,
+                  momentum=momentum, eps=eps)
+    return Case((x, rm, rv), kwargs, expect, errors, why, oracle)
+
+
+prop_batch_norm = fuzz_property(F.batch_norm, batch_norm_cases())
+
+EXTREME = [
+    ("batch_norm 2**61 broadcast elements", lambda: F.batch_norm(
+        np.broadcast_to(np.float32(1), (2**31, 2, 2**30)), None, None,
+        training=True), {"ValueError", "MemoryError"}),
+    ("batch_norm eps 1e308", lambda: F.batch_norm(
+        np.ones((2, 3, 4), np.float32), np.zeros(3, np.float32),
+        np.ones(3, np.float32), eps=1e308), {"ok"}),
+]
+
+test_property, test_extreme_cases_in_a_child_process = \
+    fuzzing.family_tests(globals())
