@@ -482,38 +482,25 @@ def _positive_int(text):
     return v
 
 
-def _positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got "
-                                         f"{text!r}") from None
-    if not v > 0 or not np.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {v}")
-    return v
+def _number_in(ok, expected):
+    """An argparse type: a float for which ``ok(v)`` holds, else an error
+    that says ``expected a number <expected>``."""
+    def parse(text):
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got "
+                                             f"{text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"expected a number {expected}, "
+                                             f"got {v}")
+        return v
+    return parse
 
 
-def _non_negative_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got "
-                                         f"{text!r}") from None
-    if not v >= 0 or not np.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
-    return v
-
-
-def _unit_interval(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got "
-                                         f"{text!r}") from None
-    if not 0 <= v <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], "
-                                         f"got {v}")
-    return v
+_positive_float = _number_in(lambda v: 0 < v < np.inf, "> 0")
+_non_negative_float = _number_in(lambda v: 0 <= v < np.inf, ">= 0")
+_unit_interval = _number_in(lambda v: 0 <= v <= 1, "in [0, 1]")
 
 
 def _augment_spec(text):
