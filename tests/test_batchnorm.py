@@ -240,6 +240,52 @@ def test_sums_per_run_are_the_runs_own():
     np.testing.assert_array_equal(bparts[1], 0)
 
 
+def _lane_sum(v, lanes):
+    """sum of v in float64 in the kernels' order: element j into lane
+    j % lanes, each lane in order, the lanes added pairwise."""
+    acc = [0.0] * lanes
+    for j, e in enumerate(v.tolist()):
+        acc[j % lanes] += e
+    while len(acc) > 1:
+        acc = [acc[i] + acc[i + 1] for i in range(0, len(acc), 2)]
+    return acc[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(9, 3, 5, 7), (6, 2, 1, 3), (5, 2, 2, 2)],
+                         ids=str)
+def test_sums_follow_the_documented_order(dtype, shape):
+    """The per-run sums are, bit for bit, the documented fixed order: per
+    plane four lanes (two for the backward sums) in float64, the planes of
+    a run added in image order (whichever code path forms them)."""
+    from cnnkit import _kernels
+    rng = np.random.default_rng(17)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    bounds = [0, 1, shape[0] - 1, shape[0]]
+    n, c = shape[:2]
+    planes = x.reshape(n, c, -1).astype(np.float64)
+    mean = planes.mean(axis=(0, 2))
+    invstd = (1.0 / np.sqrt(planes.var(axis=(0, 2)) + 1e-5)).astype(dtype)
+    sums = _kernels.batch_norm_sums(x, None, bounds)
+    sq = _kernels.batch_norm_sums(x, mean, bounds)
+    bsums = _kernels.batch_norm_backward_sums(g, x, mean.astype(dtype),
+                                              invstd, bounds)
+    gp = g.reshape(n, c, -1).astype(np.float64)
+    for q in range(3):
+        for ch in range(c):
+            want = np.zeros(4)
+            for i in range(bounds[q], bounds[q + 1]):
+                xh = ((x.reshape(n, c, -1)[i, ch] - dtype(mean[ch])) *
+                      invstd[ch]).astype(np.float64)
+                want += [_lane_sum(planes[i, ch], 4),
+                         _lane_sum((planes[i, ch] - mean[ch]) ** 2, 4),
+                         _lane_sum(gp[i, ch], 2),
+                         _lane_sum(gp[i, ch] * xh, 2)]
+            got = [sums[q, ch], sq[q, ch], bsums[q, 0, ch], bsums[q, 1, ch]]
+            assert np.array_equal(got, want), (q, ch, got, want)
+
+
 def test_thread_count_does_not_change_sums():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((6, 40, 33, 17)).astype(np.float32)
