@@ -26,6 +26,11 @@
  *   gx = weight * invstd * (g - sum g / m - xhat * sum(g * xhat) / m)
  * (training), or gx = weight * invstd * g (evaluation: statistics fixed).
  *
+ * On x86-64, float planes are summed with SSE2 (the baseline), two lanes
+ * per register and four planes of a channel at once so that the adds of
+ * different planes overlap: the same operations in the same order as the
+ * scalar loops (SSE2 has no fused multiply-add), so the same bits.
+ *
  * Threading: the sums over channels (each channel's sum is one thread's,
  * in the fixed order above); the element-wise passes over the n*c planes.
  * No pass depends on the thread count.  Backward overwrites its outputs.

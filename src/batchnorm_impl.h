@@ -37,6 +37,108 @@ static double SFX(bn_plane_sum)(const REAL *restrict p, ptrdiff_t len,
     return (a0 + a1) + (a2 + a3);
 }
 
+#ifndef CNNKIT_BN_SSE2_DONE
+#define CNNKIT_BN_SSE2_DONE
+#if defined(__SSE2__)
+/* float planes with SSE2 (the x86-64 baseline): the same lanes, the same
+ * adds in the same order as bn_plane_sum_f32 / bn_bsum_plane_f32 below,
+ * two lanes per register, four planes at once so the adds overlap.  No
+ * fused multiply-adds exist in SSE2, so the bits are the scalar code's. */
+#include <emmintrin.h>
+#define CNNKIT_BN_SSE2 1
+
+/* the two halves of 4 floats as doubles: (v0, v1), (v2, v3) */
+#define BN_LO(v) _mm_cvtps_pd(v)
+#define BN_HI(v) _mm_cvtps_pd(_mm_movehl_ps((v), (v)))
+
+/* out[q] = bn_plane_sum_f32(p[q], len, centre) for q < 4 */
+static void bn_plane_sum4_sse2(double out[4], const float *const p[4],
+                               ptrdiff_t len, const double *centre)
+{
+    __m128d lo[4], hi[4];
+    for (int q = 0; q < 4; q++)
+        lo[q] = hi[q] = _mm_setzero_pd();
+    const ptrdiff_t full = len / 4 * 4;
+    if (centre == NULL) {
+        for (ptrdiff_t j = 0; j < full; j += 4)
+            for (int q = 0; q < 4; q++) {
+                const __m128 v = _mm_loadu_ps(p[q] + j);
+                lo[q] = _mm_add_pd(lo[q], BN_LO(v));
+                hi[q] = _mm_add_pd(hi[q], BN_HI(v));
+            }
+    } else {
+        const __m128d m = _mm_set1_pd(*centre);
+        for (ptrdiff_t j = 0; j < full; j += 4)
+            for (int q = 0; q < 4; q++) {
+                const __m128 v = _mm_loadu_ps(p[q] + j);
+                const __m128d d0 = _mm_sub_pd(BN_LO(v), m);
+                const __m128d d1 = _mm_sub_pd(BN_HI(v), m);
+                lo[q] = _mm_add_pd(lo[q], _mm_mul_pd(d0, d0));
+                hi[q] = _mm_add_pd(hi[q], _mm_mul_pd(d1, d1));
+            }
+    }
+    for (int q = 0; q < 4; q++) {
+        double a[4];
+        _mm_storeu_pd(a, lo[q]);
+        _mm_storeu_pd(a + 2, hi[q]);
+        for (ptrdiff_t j = full; j < len; j++) {
+            const double v = centre ? (double)p[q][j] - *centre
+                                    : (double)p[q][j];
+            a[j - full] += centre ? v * v : v;
+        }
+        out[q] = (a[0] + a[1]) + (a[2] + a[3]);
+    }
+}
+
+/* sg[q], sgx[q] = the two sums of bn_bsum_plane_f32 for q < 4 */
+static void bn_bsum4_sse2(double sg[4], double sgx[4],
+                          const float *const pg[4], const float *const px[4],
+                          ptrdiff_t hw, float m, float s)
+{
+    __m128d g[4], h[4];
+    for (int q = 0; q < 4; q++)
+        g[q] = h[q] = _mm_setzero_pd();
+    const __m128 vm = _mm_set1_ps(m), vs = _mm_set1_ps(s);
+    const ptrdiff_t full = hw / 4 * 4;
+    for (ptrdiff_t j = 0; j < full; j += 4)
+        for (int q = 0; q < 4; q++) {
+            const __m128 gv = _mm_loadu_ps(pg[q] + j);
+            const __m128 xh = _mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(px[q] + j),
+                                                    vm), vs);
+            const __m128d g0 = BN_LO(gv), g1 = BN_HI(gv);
+            g[q] = _mm_add_pd(g[q], g0);
+            h[q] = _mm_add_pd(h[q], _mm_mul_pd(g0, BN_LO(xh)));
+            g[q] = _mm_add_pd(g[q], g1);
+            h[q] = _mm_add_pd(h[q], _mm_mul_pd(g1, BN_HI(xh)));
+        }
+    for (int q = 0; q < 4; q++) {
+        double a[2], b[2];
+        _mm_storeu_pd(a, g[q]);
+        _mm_storeu_pd(b, h[q]);
+        for (ptrdiff_t j = full; j < hw; j++) {
+            const float xh = (px[q][j] - m) * s;
+            a[(j - full) % 2] += (double)pg[q][j];
+            b[(j - full) % 2] += (double)pg[q][j] * (double)xh;
+        }
+        sg[q] = a[0] + a[1];
+        sgx[q] = b[0] + b[1];
+    }
+}
+#undef BN_LO
+#undef BN_HI
+#endif /* __SSE2__ */
+#endif /* CNNKIT_BN_SSE2_DONE */
+
+/* Whether the float planes take the SSE2 kernels above. */
+static inline int SFX(bn_sse2)(void)
+{
+#ifdef CNNKIT_BN_SSE2
+    return sizeof(REAL) == sizeof(float);
+#else
+    return 0;
+#endif
+}
+
 void SFX(cnnkit_batch_norm_sums)(double *restrict sums,
                                  const REAL *restrict x,
                                  const double *restrict mean,
@@ -52,7 +154,20 @@ void SFX(cnnkit_batch_norm_sums)(double *restrict sums,
         const double *centre = mean ? mean + ch : NULL;
         for (ptrdiff_t q = 0; q < nparts; q++) {
             double acc = 0;
-            for (ptrdiff_t i = bounds[q]; i < bounds[q + 1]; i++)
+            ptrdiff_t i = bounds[q];
+#ifdef CNNKIT_BN_SSE2
+            if (SFX(bn_sse2)())
+                for (; i + 4 <= bounds[q + 1]; i += 4) {
+                    const float *pl[4];
+                    double s4[4];
+                    for (int u = 0; u < 4; u++)
+                        pl[u] = (const float *)(x + ((i + u) * c + ch) * hw);
+                    bn_plane_sum4_sse2(s4, pl, hw, centre);
+                    for (int u = 0; u < 4; u++)
+                        acc += s4[u];
+                }
+#endif
+            for (; i < bounds[q + 1]; i++)
                 acc += SFX(bn_plane_sum)(x + (i * c + ch) * hw, hw, centre);
             sums[q * c + ch] = acc;
         }
@@ -123,7 +238,24 @@ void SFX(cnnkit_batch_norm_backward_sums)(double *restrict sums,
         const REAL m = mean[ch], s = invstd[ch];
         for (ptrdiff_t q = 0; q < nparts; q++) {
             double sg = 0, sgx = 0;
-            for (ptrdiff_t i = bounds[q]; i < bounds[q + 1]; i++) {
+            ptrdiff_t i0 = bounds[q];
+#ifdef CNNKIT_BN_SSE2
+            if (SFX(bn_sse2)())
+                for (; i0 + 4 <= bounds[q + 1]; i0 += 4) {
+                    const float *pg[4], *px[4];
+                    double a[4], b[4];
+                    for (int u = 0; u < 4; u++) {
+                        pg[u] = (const float *)(gy + ((i0 + u) * c + ch) * hw);
+                        px[u] = (const float *)(x + ((i0 + u) * c + ch) * hw);
+                    }
+                    bn_bsum4_sse2(a, b, pg, px, hw, (float)m, (float)s);
+                    for (int u = 0; u < 4; u++) {
+                        sg += a[u];
+                        sgx += b[u];
+                    }
+                }
+#endif
+            for (ptrdiff_t i = i0; i < bounds[q + 1]; i++) {
                 const REAL *restrict pg = gy + (i * c + ch) * hw;
                 const REAL *restrict px = x + (i * c + ch) * hw;
                 double g0 = 0, g1 = 0, h0 = 0, h1 = 0;

@@ -43,6 +43,7 @@
  */
 #include <string.h>
 
+#include "conv_depthwise.h"
 #include "internal.h"
 
 #define PB 256       /* output pixels per forward / weight-gradient block  */
@@ -158,44 +159,14 @@ static ptrdiff_t conv_wrows_size(const cnnkit_conv2d_geom *g,
 
 /* ---- the depthwise path (groups == C: one channel per group) -----------
  * A task owns one plane: (image, channel) for the forward and the input
- * gradient, (run of images, channel) for the weight gradient.  It works on
- * a zero-padded copy of the plane whose columns are split by phase mod the
- * column stride: element (row, u) of the padded plane is at
- *     row * (sw * wq) + (u % sw) * wq + u / sw,
- * so that the taps of one output row read (and the input gradient
- * scatters into) sw-strided columns as contiguous runs, and every inner
- * loop runs along an output row. */
+ * gradient, (run of images, channel) for the weight gradient, and works on
+ * padded copies of it (conv_depthwise.h) so that every inner loop runs
+ * along an output row.  The plain C kernels below run on the generic path;
+ * the AVX2 and AVX-512 engines bring their own (conv_depthwise_simd.h),
+ * explicit vectors along output rows with the same task split. */
 static int conv_depthwise(const cnnkit_conv2d_geom *g)
 {
     return !g->im2col_only && cnnkit_conv_groups(g) > 1 && conv_gc(g) == 1;
-}
-
-/* padded rows that the windows reach, and elements per column phase */
-static ptrdiff_t dw_rows(const cnnkit_conv2d_geom *g)
-{
-    return (g->oh - 1) * g->stride_h + (g->r - 1) * g->dil_h + 1;
-}
-
-static ptrdiff_t dw_wq(const cnnkit_conv2d_geom *g)
-{
-    return g->ow + (g->s - 1) * g->dil_w / g->stride_w + 1;
-}
-
-/* elements of one padded plane, rounded to 64 bytes or more */
-static ptrdiff_t dw_plane(const cnnkit_conv2d_geom *g)
-{
-    return cnnkit_ceil_div(dw_rows(g) * g->stride_w * dw_wq(g), 16) * 16;
-}
-
-#define DW_LANES 16  /* partial sums per weight-gradient tap */
-
-/* Per-thread elements of the depthwise passes: the plane, and for the
- * weight gradient the lanes of each of a channel's K/C * R * S taps. */
-static ptrdiff_t dw_per_thread(const cnnkit_conv2d_geom *g, int pass)
-{
-    ptrdiff_t taps = conv_gk(g) * g->r * g->s;
-    return dw_plane(g) +
-        (pass == CNNKIT_CONV_BACKWARD_WEIGHT_PARTS ? taps * DW_LANES : 0);
 }
 
 static ptrdiff_t dw_workspace(const cnnkit_conv2d_geom *g, int pass,

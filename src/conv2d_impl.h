@@ -162,13 +162,6 @@ static void SFX(dw_fill)(REAL *restrict buf, const REAL *restrict xc,
     }
 }
 
-/* Where tap column s of output column 0 lies in a padded row. */
-static inline ptrdiff_t SFX(dw_col)(const cnnkit_conv2d_geom *g, ptrdiff_t s)
-{
-    const ptrdiff_t u = s * g->dil_w;
-    return (u % g->stride_w) * dw_wq(g) + u / g->stride_w;
-}
-
 /* y (N, K, OH, OW) of the depthwise convolution, K = C * m: each output
  * row is summed over the taps (r, s) in order from 0, then the bias is
  * added, then the ReLU applied. */
@@ -201,7 +194,7 @@ static void SFX(dw_forward)(REAL *y, const REAL *x, const REAL *w,
                     const REAL *row =
                         buf + (i * g->stride_h + r * g->dil_h) * rowsize;
                     for (ptrdiff_t s = 0; s < g->s; s++) {
-                        const REAL *restrict src = row + SFX(dw_col)(g, s);
+                        const REAL *restrict src = row + dw_col(g, s);
                         const REAL wv = wk[r * g->s + s];
                         for (ptrdiff_t j = 0; j < ow; j++)
                             yr[j] += wv * src[j];
@@ -255,7 +248,7 @@ static void SFX(dw_backward_data)(REAL *gx, const REAL *gy, const REAL *w,
                     REAL *row =
                         buf + (i * g->stride_h + r * g->dil_h) * rowsize;
                     for (ptrdiff_t s = 0; s < g->s; s++) {
-                        REAL *restrict dst = row + SFX(dw_col)(g, s);
+                        REAL *restrict dst = row + dw_col(g, s);
                         const REAL wv = wk[r * g->s + s];
                         for (ptrdiff_t j = 0; j < ow; j++)
                             dst[j] += wv * gr[j];
@@ -329,7 +322,7 @@ static void SFX(dw_backward_weight_parts)(REAL *gw, ptrdiff_t wstride,
                     for (ptrdiff_t s = 0; s < g->s; s++) {
                         REAL *restrict a =
                             acc + ((mi * g->r + r) * g->s + s) * DW_LANES;
-                        const ptrdiff_t col = SFX(dw_col)(g, s);
+                        const ptrdiff_t col = dw_col(g, s);
                         for (ptrdiff_t i = 0; i < g->oh; i++) {
                             const REAL *restrict gr = gyk + i * ow;
                             const REAL *restrict src =
@@ -367,7 +360,9 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
     if (g->n <= 0 || p <= 0 || g->k <= 0)
         return;
     if (conv_depthwise(g)) {
-        SFX(dw_forward)(y, x, w, bias, relu, work, g, nthreads);
+        if (!SFX(cnnkit_conv_dw_forward)(y, x, w, bias, relu, work, g,
+                                         nthreads))
+            SFX(dw_forward)(y, x, w, bias, relu, work, g, nthreads);
         return;
     }
     if (SFX(cnnkit_conv_direct)(y, x, w, bias, relu, work, g, nthreads))
@@ -438,7 +433,8 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
     if (g->n <= 0 || g->c <= 0 || hw <= 0)
         return;
     if (p > 0 && g->k > 0 && conv_depthwise(g)) {
-        SFX(dw_backward_data)(gx, gy, w, work, g, nthreads);
+        if (!SFX(cnnkit_conv_dw_backward_data)(gx, gy, w, work, g, nthreads))
+            SFX(dw_backward_data)(gx, gy, w, work, g, nthreads);
         return;
     }
     /* The forward form multiplies the filters by the zeros around gy: with
@@ -617,8 +613,10 @@ void SFX(cnnkit_conv2d_backward_weight_parts)(
         return;
     }
     if (conv_depthwise(g)) {
-        SFX(dw_backward_weight_parts)(gw, wstride, gy, x, bounds, nparts,
-                                      work, g, nthreads);
+        if (!SFX(cnnkit_conv_dw_backward_weight)(gw, wstride, gy, x, bounds,
+                                                 nparts, work, g, nthreads))
+            SFX(dw_backward_weight_parts)(gw, wstride, gy, x, bounds, nparts,
+                                          work, g, nthreads);
         return;
     }
     if (SFX(cnnkit_conv_direct_weight)(gw, wstride, gy, x, bounds, nparts,

@@ -288,6 +288,42 @@ CNNKIT_DIRECT_ENTRIES(float, f32, 0)
 CNNKIT_DIRECT_ENTRIES(double, f64, 1)
 #undef CNNKIT_DIRECT_ENTRIES
 
+/* The depthwise passes of the active engine: 0 (nothing written) where it
+ * has none or they do not compute g. */
+#define CNNKIT_DEPTHWISE_ENTRIES(T, SUF)                                    \
+    int cnnkit_conv_dw_forward_##SUF(T *y, const T *x, const T *w,         \
+                                     const T *bias, int relu, T *work,     \
+                                     const cnnkit_conv2d_geom *g,          \
+                                     int nthreads)                         \
+    {                                                                       \
+        const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);             \
+        return e->dw_forward_##SUF &&                                       \
+               e->dw_forward_##SUF(y, x, w, bias, relu, work, g, nthreads); \
+    }                                                                       \
+    int cnnkit_conv_dw_backward_data_##SUF(T *gx, const T *gy, const T *w, \
+                                           T *work,                         \
+                                           const cnnkit_conv2d_geom *g,     \
+                                           int nthreads)                    \
+    {                                                                       \
+        const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);             \
+        return e->dw_backward_data_##SUF &&                                 \
+               e->dw_backward_data_##SUF(gx, gy, w, work, g, nthreads);     \
+    }                                                                       \
+    int cnnkit_conv_dw_backward_weight_##SUF(                               \
+        T *gw, ptrdiff_t wstride, const T *gy, const T *x,                  \
+        const int64_t *bounds, ptrdiff_t nparts, T *work,                   \
+        const cnnkit_conv2d_geom *g, int nthreads)                          \
+    {                                                                       \
+        const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);             \
+        return e->dw_backward_weight_##SUF &&                               \
+               e->dw_backward_weight_##SUF(gw, wstride, gy, x, bounds,      \
+                                           nparts, work, g, nthreads);      \
+    }
+
+CNNKIT_DEPTHWISE_ENTRIES(float, f32)
+CNNKIT_DEPTHWISE_ENTRIES(double, f64)
+#undef CNNKIT_DEPTHWISE_ENTRIES
+
 /* ---- reporting (show_config) ------------------------------------------ */
 const char *cnnkit_simd_path(void)
 {

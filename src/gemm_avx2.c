@@ -12,6 +12,7 @@
  */
 #include <immintrin.h>
 
+#include "conv_depthwise.h"
 #include "gemm_engine.h"
 
 #define VEC __m256
@@ -43,6 +44,19 @@
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
+/* the even elements of a, then of b (2 * VL in all) */
+#define VEVEN(a, b) _mm256_castpd_ps(_mm256_permute4x64_pd(                 \
+    _mm256_castps_pd(_mm256_shuffle_ps((a), (b), _MM_SHUFFLE(2, 0, 2, 0))), \
+    _MM_SHUFFLE(3, 1, 2, 0)))
+/* a0 b0 a1 b1 ... of the first, then of the second halves */
+#define VZIPLO(a, b) _mm256_permute2f128_ps(_mm256_unpacklo_ps((a), (b)),  \
+                                           _mm256_unpackhi_ps((a), (b)), 0x20)
+#define VZIPHI(a, b) _mm256_permute2f128_ps(_mm256_unpacklo_ps((a), (b)),  \
+                                           _mm256_unpackhi_ps((a), (b)), 0x31)
+#include "conv_depthwise_simd.h"
+#undef VEVEN
+#undef VZIPLO
+#undef VZIPHI
 #include "gemm_undef.h"
 
 #define VEC __m256d
@@ -74,6 +88,18 @@
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
+/* the even elements of a, then of b (2 * VL in all) */
+#define VEVEN(a, b) _mm256_permute4x64_pd(_mm256_unpacklo_pd((a), (b)),   \
+                                          _MM_SHUFFLE(3, 1, 2, 0))
+/* a0 b0 a1 b1 ... of the first, then of the second halves */
+#define VZIPLO(a, b) _mm256_permute2f128_pd(_mm256_unpacklo_pd((a), (b)),  \
+                                           _mm256_unpackhi_pd((a), (b)), 0x20)
+#define VZIPHI(a, b) _mm256_permute2f128_pd(_mm256_unpacklo_pd((a), (b)),  \
+                                           _mm256_unpackhi_pd((a), (b)), 0x31)
+#include "conv_depthwise_simd.h"
+#undef VEVEN
+#undef VZIPLO
+#undef VZIPHI
 
 CNNKIT_ENGINE_WORKSPACE(avx2)
 CNNKIT_ENGINE_DIRECT(avx2)
@@ -85,4 +111,7 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx2 = {
     conv_direct_workspace_avx2, conv_direct_f32_avx2,
     conv_direct_f64_avx2, conv_direct_weight_workspace_avx2,
     conv_direct_weight_f32_avx2, conv_direct_weight_f64_avx2,
+    dw_forward_simd_f32_avx2, dw_forward_simd_f64_avx2,
+    dw_backward_data_simd_f32_avx2, dw_backward_data_simd_f64_avx2,
+    dw_backward_weight_simd_f32_avx2, dw_backward_weight_simd_f64_avx2,
 };

@@ -13,6 +13,7 @@
  */
 #include <immintrin.h>
 
+#include "conv_depthwise.h"
 #include "gemm_engine.h"
 
 #define VEC __m512
@@ -43,6 +44,21 @@
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
+/* the even elements of a, then of b (2 * VL in all) */
+#define VEVEN(a, b) _mm512_permutex2var_ps(                                \
+    (a), _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,   \
+                           26, 28, 30), (b))
+/* a0 b0 a1 b1 ... of the first, then of the second halves */
+#define VZIPLO(a, b) _mm512_permutex2var_ps(                               \
+    (a), _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, \
+                           7, 23), (b))
+#define VZIPHI(a, b) _mm512_permutex2var_ps(                               \
+    (a), _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29,    \
+                           14, 30, 15, 31), (b))
+#include "conv_depthwise_simd.h"
+#undef VEVEN
+#undef VZIPLO
+#undef VZIPHI
 #include "gemm_undef.h"
 
 #define VEC __m512d
@@ -73,6 +89,18 @@
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
+/* the even elements of a, then of b (2 * VL in all) */
+#define VEVEN(a, b) _mm512_permutex2var_pd(                                \
+    (a), _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), (b))
+/* a0 b0 a1 b1 ... of the first, then of the second halves */
+#define VZIPLO(a, b) _mm512_permutex2var_pd(                               \
+    (a), _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), (b))
+#define VZIPHI(a, b) _mm512_permutex2var_pd(                               \
+    (a), _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15), (b))
+#include "conv_depthwise_simd.h"
+#undef VEVEN
+#undef VZIPLO
+#undef VZIPHI
 
 CNNKIT_ENGINE_WORKSPACE(avx512)
 CNNKIT_ENGINE_DIRECT(avx512)
@@ -84,4 +112,7 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx512 = {
     conv_direct_workspace_avx512, conv_direct_f32_avx512,
     conv_direct_f64_avx512, conv_direct_weight_workspace_avx512,
     conv_direct_weight_f32_avx512, conv_direct_weight_f64_avx512,
+    dw_forward_simd_f32_avx512, dw_forward_simd_f64_avx512,
+    dw_backward_data_simd_f32_avx512, dw_backward_data_simd_f64_avx512,
+    dw_backward_weight_simd_f32_avx512, dw_backward_weight_simd_f64_avx512,
 };

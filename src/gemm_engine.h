@@ -66,6 +66,30 @@ typedef struct cnnkit_gemm_engine {
                                    const int64_t *bounds, ptrdiff_t nparts,
                                    double *work, const cnnkit_conv2d_geom *g,
                                    int nthreads);
+    /* The depthwise passes (conv_depthwise_simd.h), or NULL: each returns
+     * 0, writing nothing, when it does not compute g. */
+    int (*dw_forward_f32)(float *y, const float *x, const float *w,
+                          const float *bias, int relu, float *work,
+                          const cnnkit_conv2d_geom *g, int nthreads);
+    int (*dw_forward_f64)(double *y, const double *x, const double *w,
+                          const double *bias, int relu, double *work,
+                          const cnnkit_conv2d_geom *g, int nthreads);
+    int (*dw_backward_data_f32)(float *gx, const float *gy, const float *w,
+                                float *work, const cnnkit_conv2d_geom *g,
+                                int nthreads);
+    int (*dw_backward_data_f64)(double *gx, const double *gy,
+                                const double *w, double *work,
+                                const cnnkit_conv2d_geom *g, int nthreads);
+    int (*dw_backward_weight_f32)(float *gw, ptrdiff_t wstride,
+                                  const float *gy, const float *x,
+                                  const int64_t *bounds, ptrdiff_t nparts,
+                                  float *work, const cnnkit_conv2d_geom *g,
+                                  int nthreads);
+    int (*dw_backward_weight_f64)(double *gw, ptrdiff_t wstride,
+                                  const double *gy, const double *x,
+                                  const int64_t *bounds, ptrdiff_t nparts,
+                                  double *work, const cnnkit_conv2d_geom *g,
+                                  int nthreads);
 } cnnkit_gemm_engine;
 
 extern const cnnkit_gemm_engine cnnkit_gemm_engine_generic;

@@ -97,4 +97,6 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_generic = {
     gemm_parallel_f32_generic, gemm_parallel_f64_generic,
     /* no direct convolution: the im2col path serves */
     NULL, NULL, NULL, NULL, NULL, NULL,
+    /* the depthwise passes: conv2d.c's plain C kernels */
+    NULL, NULL, NULL, NULL, NULL, NULL,
 };

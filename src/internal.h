@@ -74,4 +74,35 @@ int cnnkit_conv_direct_weight_f64(double *gw, ptrdiff_t wstride,
                                   double *work, const cnnkit_conv2d_geom *g,
                                   int nthreads);
 
+/* The depthwise passes of the active engine (gemm.c), for groups == C:
+ * each returns 0 without writing anything when the engine has none or they
+ * do not compute g (the caller then runs the plain C kernel).  Workspace:
+ * as sized by cnnkit_conv2d_workspace for the pass. */
+int cnnkit_conv_dw_forward_f32(float *y, const float *x, const float *w,
+                               const float *bias, int relu, float *work,
+                               const cnnkit_conv2d_geom *g, int nthreads);
+int cnnkit_conv_dw_forward_f64(double *y, const double *x, const double *w,
+                               const double *bias, int relu, double *work,
+                               const cnnkit_conv2d_geom *g, int nthreads);
+int cnnkit_conv_dw_backward_data_f32(float *gx, const float *gy,
+                                     const float *w, float *work,
+                                     const cnnkit_conv2d_geom *g,
+                                     int nthreads);
+int cnnkit_conv_dw_backward_data_f64(double *gx, const double *gy,
+                                     const double *w, double *work,
+                                     const cnnkit_conv2d_geom *g,
+                                     int nthreads);
+int cnnkit_conv_dw_backward_weight_f32(float *gw, ptrdiff_t wstride,
+                                       const float *gy, const float *x,
+                                       const int64_t *bounds,
+                                       ptrdiff_t nparts, float *work,
+                                       const cnnkit_conv2d_geom *g,
+                                       int nthreads);
+int cnnkit_conv_dw_backward_weight_f64(double *gw, ptrdiff_t wstride,
+                                       const double *gy, const double *x,
+                                       const int64_t *bounds,
+                                       ptrdiff_t nparts, double *work,
+                                       const cnnkit_conv2d_geom *g,
+                                       int nthreads);
+
 #endif /* CNNKIT_INTERNAL_H */

@@ -240,6 +240,52 @@ def test_sums_per_run_are_the_runs_own():
     np.testing.assert_array_equal(bparts[1], 0)
 
 
+def _lane_sum(v, lanes):
+    """sum of v in float64 in the kernels' order: element j into lane
+    j % lanes, each lane in order, the lanes added pairwise."""
+    acc = [0.0] * lanes
+    for j, e in enumerate(v.tolist()):
+        acc[j % lanes] += e
+    while len(acc) > 1:
+        acc = [acc[i] + acc[i + 1] for i in range(0, len(acc), 2)]
+    return acc[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(9, 3, 5, 7), (6, 2, 1, 3), (5, 2, 2, 2)],
+                         ids=str)
+def test_sums_follow_the_documented_order(dtype, shape):
+    """The per-run sums are, bit for bit, the documented fixed order: per
+    plane four lanes (two for the backward sums) in float64, the planes of
+    a run added in image order (whichever code path forms them)."""
+    from cnnkit import _kernels
+    rng = np.random.default_rng(17)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    bounds = [0, 1, shape[0] - 1, shape[0]]
+    n, c = shape[:2]
+    planes = x.reshape(n, c, -1).astype(np.float64)
+    mean = planes.mean(axis=(0, 2))
+    invstd = (1.0 / np.sqrt(planes.var(axis=(0, 2)) + 1e-5)).astype(dtype)
+    sums = _kernels.batch_norm_sums(x, None, bounds)
+    sq = _kernels.batch_norm_sums(x, mean, bounds)
+    bsums = _kernels.batch_norm_backward_sums(g, x, mean.astype(dtype),
+                                              invstd, bounds)
+    gp = g.reshape(n, c, -1).astype(np.float64)
+    for q in range(3):
+        for ch in range(c):
+            want = np.zeros(4)
+            for i in range(bounds[q], bounds[q + 1]):
+                xh = ((x.reshape(n, c, -1)[i, ch] - dtype(mean[ch])) *
+                      invstd[ch]).astype(np.float64)
+                want += [_lane_sum(planes[i, ch], 4),
+                         _lane_sum((planes[i, ch] - mean[ch]) ** 2, 4),
+                         _lane_sum(gp[i, ch], 2),
+                         _lane_sum(gp[i, ch] * xh, 2)]
+            got = [sums[q, ch], sq[q, ch], bsums[q, 0, ch], bsums[q, 1, ch]]
+            assert np.array_equal(got, want), (q, ch, got, want)
+
+
 def test_thread_count_does_not_change_sums():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((6, 40, 33, 17)).astype(np.float32)
@@ -654,6 +700,96 @@ def test_fold_batch_norm_model_matches_unfolded(dtype):
     other = cnnkit.Sequential([L.BatchNorm2D(), L.Conv2D(2, 3)],
                               input_shape=(1, 5, 5))
     assert len(other.fold_batch_norm().layers) == 2
+
+
+def _fit_briefly(model, seed):
+    """A few steps of training (running statistics away from 0 and 1),
+    and a batch to compare on."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((48,) + model.input_shape) * 2 + 0.5).astype(
+        model.dtype)
+    y = rng.integers(0, 10, 48)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, optimizer="sgd")
+    return x[:10]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fold_batch_norm_resnet_graph(dtype):
+    """ResNet-8 (a graph with residual additions): every BatchNorm2D
+    folds into the convolution before it; same outputs within rounding."""
+    model = cnnkit.models.resnet(8, input_shape=(1, 12, 12), seed=3,
+                                 dtype=dtype)
+    x = _fit_briefly(model, 3)
+    before = model.get_weights()
+    folded = model.fold_batch_norm()
+    assert type(folded) is cnnkit.Model
+    assert not any(isinstance(la, L.BatchNorm2D) for la in folded.layers)
+    n_bn = sum(isinstance(la, L.BatchNorm2D) for la in model.layers)
+    assert n_bn > 0 and len(folded.layers) == len(model.layers) - n_bn
+    assert [la.name for la in folded.layers] == [
+        la.name for la in model.layers if not isinstance(la, L.BatchNorm2D)]
+    tol = 2e-5 if dtype == "float32" else 1e-11
+    np.testing.assert_allclose(folded(x), model(x), rtol=tol, atol=tol)
+    for a, b in zip(before, model.get_weights()):       # unchanged
+        np.testing.assert_array_equal(a, b)
+    again = cnnkit.Model.from_config(folded.get_config())
+    again.set_weights(folded.get_weights())
+    np.testing.assert_array_equal(again(x), folded(x))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fold_batch_norm_mobilenet(dtype):
+    """MobileNet: batch norms after depthwise and pointwise convolutions
+    fold alike."""
+    model = cnnkit.models.mobilenet(input_shape=(3, 12, 12), width=8,
+                                    seed=4, dtype=dtype)
+    x = _fit_briefly(model, 4)
+    folded = model.fold_batch_norm()
+    assert not any(isinstance(la, L.BatchNorm2D) for la in folded.layers)
+    assert sum(isinstance(la, L.DepthwiseConv2D) for la in folded.layers) \
+        == sum(isinstance(la, L.DepthwiseConv2D) for la in model.layers) > 0
+    tol = 2e-5 if dtype == "float32" else 1e-11
+    np.testing.assert_allclose(folded(x), model(x), rtol=tol, atol=tol)
+
+
+def test_fold_batch_norm_graph_keeps_what_cannot_fold():
+    """A batch norm stays when its input is read elsewhere too, when it or
+    the layer before is called twice, when it reads the model input or a
+    layer it cannot fold into; Conv2D + BatchNorm2D and Dense +
+    BatchNorm1D pairs fold."""
+    inp = cnnkit.Input((2, 6, 6))
+    a = L.Conv2D(3, 3, padding=1, name="a")(inp)
+    bn_a = L.BatchNorm2D(name="bn_a")(a)        # a also read by the Add
+    shared = L.Conv2D(3, 1, name="shared")
+    b = L.BatchNorm2D(name="bn_b")(shared(bn_a))
+    c = L.BatchNorm2D(name="bn_c")(shared(b))   # shared conv: stays
+    bn_twice = L.BatchNorm2D(name="bn_twice")
+    d = bn_twice(L.Conv2D(3, 1, name="d")(c))
+    e = bn_twice(L.Conv2D(3, 1, name="e")(d))   # shared batch norm: stays
+    first = L.BatchNorm2D(name="bn_in")(inp)    # reads the input: stays
+    f = L.BatchNorm2D(name="bn_relu")(L.ReLU(name="relu")(a))
+    g = L.BatchNorm2D(name="bn_g")(L.Conv2D(3, 1, name="g")(first))
+    x = L.Add(name="add")([a, e, f, g])
+    h = L.BatchNorm1D(name="bn_dense")(L.Dense(5, name="dense")(
+        L.Flatten(name="flat")(x)))
+    model = cnnkit.Model(inp, L.Dense(4, name="out")(h), seed=0)
+    rng = np.random.default_rng(8)
+    xs = rng.standard_normal((24, 2, 6, 6)).astype(np.float32)
+    model.fit(xs, rng.integers(0, 4, 24), epochs=1, batch_size=8,
+              verbose=0, optimizer="sgd")
+    folded = model.fold_batch_norm()
+    kept = {la.name for la in folded.layers
+            if isinstance(la, L.BatchNorm2D)}
+    assert kept == {"bn_a", "bn_b", "bn_c", "bn_twice", "bn_in", "bn_relu"}
+    np.testing.assert_allclose(folded(xs[:6]), model(xs[:6]), rtol=2e-5,
+                               atol=2e-5)
+
+
+def test_fold_batch_norm_graph_requires_a_built_model():
+    inp = cnnkit.Input((1, 4, 4))
+    model = cnnkit.Model(inp, L.BatchNorm2D()(L.Conv2D(2, 3)(inp)))
+    assert [type(la).__name__ for la in model.fold_batch_norm().layers] == \
+        ["Conv2D"]
 
 
 def test_onnx_export_and_import(tmp_path):

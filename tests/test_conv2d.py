@@ -1390,6 +1390,18 @@ GROUP_CASES = [
     pytest.param(2, 8, 21, 40, 8, 8, 3, 3, 2, 1, 1,
                  id="depthwise-long-rows-stride2"),
     pytest.param(10, 4, 6, 6, 4, 4, 3, 3, 1, 1, 1, id="depthwise-batch-gt-8"),
+    # the vector paths: rows over several vectors, stride 2 and 3, mixed
+    # strides, padding beyond the kernel
+    pytest.param(2, 3, 23, 41, 6, 3, 3, 3, 3, 2, 2,
+                 id="depthwise-m2-stride3-dilated-wide"),
+    pytest.param(2, 4, 13, 37, 4, 4, 3, 5, (2, 1), (1, 2), 1,
+                 id="depthwise-3x5-stride21"),
+    pytest.param(1, 2, 19, 50, 2, 2, 5, 5, 2, 2, 1,
+                 id="depthwise-5x5-stride2-wide"),
+    pytest.param(2, 2, 6, 6, 2, 2, 3, 3, 1, 3, 1,
+                 id="depthwise-pad-gt-kernel"),
+    pytest.param(1, 3, 9, 33, 3, 3, 3, 3, (1, 2), (0, 1), (2, 1),
+                 id="depthwise-stride12-dilated"),
 ]
 
 
@@ -1402,6 +1414,29 @@ def test_grouped_conv2d_matches_reference(with_bias, N, C, H, W, K, groups,
         ([(K,)] if with_bias else [])
     check_op("conv2d", shapes, stride=stride, padding=padding,
              dilation=dilation, groups=groups)
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (1, 0)])
+def test_depthwise_infinite_weight_nan_positions(stride, padding):
+    """An infinite weight puts NaN into the input gradient exactly where
+    the grouped GEMM path (which multiplies only existing terms) does."""
+    from cnnkit import _kernels as K
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 9, 21)).astype(np.float32)
+    w = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    w[1, 0, 0, 2] = np.inf
+    y = F.conv2d(x, np.nan_to_num(w, posinf=1.0), stride=stride,
+                 padding=padding, groups=3)
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    st, pad, dil = (stride, stride), (padding,) * 4, (1, 1)
+    fast = K.conv2d_backward(gy, x, w, st, pad, dil, True, False,
+                             groups=3)[0]
+    slow = K.conv2d_backward(gy, x, w, st, pad, dil, True, False,
+                             direct=False, groups=3)[0]
+    assert not np.isfinite(slow).all()
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(slow))
+    np.testing.assert_array_equal(np.isposinf(fast), np.isposinf(slow))
+    np.testing.assert_array_equal(np.isneginf(fast), np.isneginf(slow))
 
 
 GROUP_FD_CASES = [

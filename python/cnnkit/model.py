@@ -978,6 +978,78 @@ class Model:
         model._init_graph(inp, out)
         return model
 
+    def fold_batch_norm(self):
+        """A copy of the model for inference, with each
+        :class:`~cnnkit.layers.BatchNorm2D` (``BatchNorm1D``) whose input is
+        the output of a :class:`~cnnkit.layers.Conv2D` or
+        :class:`~cnnkit.layers.DepthwiseConv2D` (a
+        :class:`~cnnkit.layers.Dense`) folded into that layer's weight and
+        bias (:func:`cnnkit.functional.fold_batch_norm`, from its running
+        statistics).  A pair folds when each of its layers is called once
+        and nothing but the normalisation reads the first one's output;
+        other batch normalisations stay as they are.  Its outputs are the
+        evaluation-mode outputs of this model, up to rounding.
+
+        Returns
+        -------
+        Model
+            A new, built model of the same class, with the same layer
+            names; this one is unchanged.
+
+        Examples
+        --------
+        >>> import cnnkit
+        >>> from cnnkit import layers as L
+        >>> inp = cnnkit.Input((1, 6, 6))
+        >>> x = L.ReLU()(L.BatchNorm2D()(L.Conv2D(4, 3, padding=1)(inp)))
+        >>> x = L.Add()([x, L.BatchNorm2D()(L.Conv2D(4, 1)(x))])
+        >>> model = cnnkit.Model(inp, L.Dense(3)(L.Flatten()(x)), seed=0)
+        >>> folded = model.fold_batch_norm()
+        >>> [type(la).__name__ for la in folded.layers]
+        ['Conv2D', 'ReLU', 'Conv2D', 'Add', 'Flatten', 'Dense']
+        """
+        self._require_built("fold_batch_norm")
+        g = self._graph
+        folds = _bn_folds(g)                     # batch norm -> its source
+        pos = {id(node): i for i, node in enumerate(g.order)}
+        config = self.get_config()
+        dropped = {bn.name for bn in folds}
+        sources = {src.name for src in folds.values()}
+        nodes, remap = [], {}
+        for i, (node, spec) in enumerate(zip(g.order, config["nodes"])):
+            if node.layer in folds:
+                remap[i] = remap[pos[id(node.inputs[0].node)]]
+                continue
+            remap[i] = len(nodes)
+            nodes.append({"layer": spec["layer"],
+                          "inputs": [k if k == "input" else remap[k]
+                                     for k in spec["inputs"]]})
+        config["nodes"] = nodes
+        config["output"] = remap[config["output"]]
+        config["layers"] = [spec for spec in config["layers"]
+                            if spec["name"] not in dropped]
+        for spec in config["layers"]:
+            if spec["name"] in sources:
+                spec["config"]["use_bias"] = True
+        model = type(self).from_config(config)
+        old = {layer.name: layer for layer in self.layers}
+        bn_of = {src.name: bn for bn, src in folds.items()}
+        for new in model.layers:
+            layer, bn = old[new.name], bn_of.get(new.name)
+            if bn is None:
+                for k, v in layer.params.items():
+                    new.params[k][...] = v
+                for k, v in layer.buffers.items():
+                    new.buffers[k][...] = v
+                continue
+            w, b = functional.fold_batch_norm(
+                layer.params["weight"], layer.params.get("bias"),
+                bn.buffers["running_mean"], bn.buffers["running_var"],
+                bn.params.get("weight"), bn.params.get("bias"), bn.eps)
+            new.params["weight"][...] = w
+            new.params["bias"][...] = b
+        return model
+
     @classmethod
     def _from_state(cls, state):
         """A built model of a pickled state's architecture."""
@@ -1315,7 +1387,8 @@ class Sequential(Model):
     def fold_batch_norm(self):
         """A copy of the model for inference, with each
         :class:`~cnnkit.layers.BatchNorm2D` (``BatchNorm1D``) that directly
-        follows a :class:`~cnnkit.layers.Conv2D` (``Dense``) folded into
+        follows a :class:`~cnnkit.layers.Conv2D` or
+        :class:`~cnnkit.layers.DepthwiseConv2D` (``Dense``) folded into
         that layer's weight and bias
         (:func:`cnnkit.functional.fold_batch_norm`, from its running
         statistics).  Its outputs are the evaluation-mode
@@ -1339,12 +1412,13 @@ class Sequential(Model):
         ['Conv2D', 'ReLU', 'Flatten', 'Dense']
         """
         self._require_built("fold_batch_norm")
-        from .layers import BatchNorm2D, Conv2D, Dense
+        from .layers import BatchNorm2D, Conv2D, Dense, DepthwiseConv2D
         plan = []                         # (source layer, folded BN or None)
         for layer in self.layers:
             if isinstance(layer, BatchNorm2D) and plan and \
-                    plan[-1][1] is None and type(plan[-1][0]) is (
-                        Conv2D if type(layer) is BatchNorm2D else Dense):
+                    plan[-1][1] is None and type(plan[-1][0]) in (
+                        (Conv2D, DepthwiseConv2D)
+                        if type(layer) is BatchNorm2D else (Dense,)):
                 plan[-1] = (plan[-1][0], layer)
             else:
                 plan.append((layer, None))
@@ -1679,6 +1753,29 @@ class _Graph:
             values[node.output.uid] = node.layer(
                 args[0] if node.layer.num_inputs == 1 else args)
         return values[self.output.uid]
+
+
+def _bn_folds(graph):
+    """{batch norm layer: the layer before it} of the pairs a graph model
+    folds: a BatchNorm2D called once on the output of a Conv2D or
+    DepthwiseConv2D (a BatchNorm1D on a Dense's) called once, that output
+    read by the normalisation alone."""
+    from .layers import BatchNorm1D, BatchNorm2D, Conv2D, Dense, \
+        DepthwiseConv2D
+    kinds = {BatchNorm2D: (Conv2D, DepthwiseConv2D), BatchNorm1D: (Dense,)}
+    folds = {}
+    for i, node in enumerate(graph.order):
+        bn = node.layer
+        if type(bn) not in kinds or graph.shared(bn):
+            continue
+        src = node.inputs[0]
+        if src.node is None:
+            continue
+        prev = src.node.layer
+        if type(prev) in kinds[type(bn)] and not graph.shared(prev) and \
+                graph.readers.get(src.uid) == [i]:
+            folds[bn] = prev
+    return folds
 
 
 def _graph_from_config(config):

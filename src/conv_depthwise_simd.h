@@ -1,0 +1,415 @@
+/* conv_depthwise_simd.h -- the depthwise convolution (groups == C) of a
+ * SIMD path, included once per REAL type by gemm_avx2.c and
+ * gemm_avx512.c after conv_direct_simd.h.  The plain C kernels of
+ * conv2d_impl.h stay the generic path's and run where these decline.
+ *
+ * Every inner loop is explicit vectors of VL output elements along a row
+ * (a masked vector at its end), on the padded copies of conv_depthwise.h:
+ *
+ *   forward        task (image, channel): its padded plane is copied once;
+ *                  each vector of an output row is summed in registers over
+ *                  the taps (r, s) in order from zero by fused
+ *                  multiply-adds, then the bias is added, then the ReLU
+ *                  applied, then stored: y is written once.
+ *   input grad     task (image, channel), gathered rather than scattered:
+ *                  input element (a, b) with b = phase + sw * t reads
+ *                  gy[(a + ph - r*dh) / sh, t + (phase + pw - s*dw) / sw]
+ *                  for the taps whose divisions are exact, so one vector
+ *                  of t sums, in registers, over the filters of the
+ *                  channel, then r, then s in order.  gx is written once
+ *                  (phases are interleaved through a row buffer when
+ *                  sw > 1); taps and zeros that touch no element add
+ *                  nothing.
+ *   weight grad    task (run of images, channel): VL lanes per tap, output
+ *                  column j into lane j % VL, over the run's images, rows
+ *                  and column vectors in order, all taps of a filter in
+ *                  the same sweep; then each tap's lanes are added
+ *                  pairwise.
+ *
+ * Each result is one fixed sum per element, so the outputs do not depend
+ * on the threads, the batch, or (weight gradient) the other runs.  They
+ * may differ in the last bits from the generic path's (FMA rounds once).
+ * The kernels return 0 (nothing written) for more than DW_SIMD_TAPS taps
+ * per filter, and the input gradient also for a weight that is infinite
+ * or NaN (the gather multiplies the weights by the zeros around gy, where
+ * the true gradient has no term). */
+
+#ifndef DW_SIMD_TAPS
+#define DW_SIMD_TAPS 128
+#endif
+
+#ifndef DW_CHUNK
+#define DW_CHUNK 12  /* weight-gradient taps held in registers at once */
+#endif
+
+/* d[0..n) = s[0..n) by vectors */
+static inline void SFX(dw_copy)(REAL *restrict d, const REAL *restrict s,
+                                ptrdiff_t n)
+{
+    ptrdiff_t e = 0;
+    for (; e + VL <= n; e += VL)
+        VSTORE(d + e, VLOAD(s + e));
+    if (e < n) {
+        const MASK m = VMASK((int)(n - e));
+        VSTORE_M(d + e, m, VLOAD_M(s + e, m));
+    }
+}
+
+/* The padded, phase-split copy of plane xc (H, W) (conv_depthwise.h),
+ * without per-element branches or divisions. */
+static void SFX(dw_fill_simd)(REAL *restrict buf, const REAL *restrict xc,
+                              const cnnkit_conv2d_geom *g)
+{
+    const ptrdiff_t sw = g->stride_w, wq = dw_wq(g), rows = dw_rows(g);
+    for (ptrdiff_t ph = 0; ph < sw; ph++) {
+        /* d[v] = x row at column v * sw + off for v in [lo, hi), else 0 */
+        const ptrdiff_t off = ph - g->pad_w;
+        ptrdiff_t lo = off >= 0 ? 0 : cnnkit_ceil_div(-off, sw);
+        ptrdiff_t hi = g->w - 1 - off < 0 ? 0 : (g->w - 1 - off) / sw + 1;
+        lo = CNNKIT_MIN(lo, wq);
+        hi = CNNKIT_MAX(lo, CNNKIT_MIN(hi, wq));
+        for (ptrdiff_t l = 0; l < rows; l++) {
+            REAL *restrict d = buf + l * sw * wq + ph * wq;
+            const ptrdiff_t ih = l - g->pad_h;
+            if (ih < 0 || ih >= g->h) {
+                for (ptrdiff_t v = 0; v < wq; v++)
+                    d[v] = 0;
+                continue;
+            }
+            const REAL *restrict src = xc + ih * g->w;
+            for (ptrdiff_t v = 0; v < lo; v++)
+                d[v] = 0;
+            ptrdiff_t v = lo;
+            if (sw == 1) {
+                SFX(dw_copy)(d + lo, src + lo + off, hi - lo);
+                v = hi;
+            } else if (sw == 2) { /* vectors of the even elements */
+                for (; v + VL <= hi; v += VL) {
+                    /* reads src[2v + off, ..., 2(v + VL - 1) + off] */
+                    const REAL *sp = src + 2 * v + off;
+                    const VEC b = VLOAD_M(sp + VL, VMASK(VL - 1));
+                    VSTORE(d + v, VEVEN(VLOAD(sp), b));
+                }
+                if (v < hi) {
+                    const ptrdiff_t need = 2 * (hi - v) - 1;
+                    const REAL *sp = src + 2 * v + off;
+                    const VEC a = VLOAD_M(
+                        sp, VMASK((int)CNNKIT_MIN(need, (ptrdiff_t)VL)));
+                    const VEC b = VLOAD_M(
+                        sp + VL,
+                        VMASK((int)CNNKIT_MAX(need - VL, (ptrdiff_t)0)));
+                    VSTORE_M(d + v, VMASK((int)(hi - v)), VEVEN(a, b));
+                    v = hi;
+                }
+            }
+            for (; v < hi; v++)
+                d[v] = src[v * sw + off];
+            for (v = hi; v < wq; v++)
+                d[v] = 0;
+        }
+    }
+}
+
+static int SFX(dw_forward_simd)(REAL *y, const REAL *x, const REAL *w,
+                                const REAL *bias, int relu, REAL *work,
+                                const cnnkit_conv2d_geom *g, int nthreads)
+{
+    (void)nthreads; /* unused in serial builds */
+    const ptrdiff_t m = g->k / g->c, rs = g->r * g->s, p = g->oh * g->ow;
+    if (rs > DW_SIMD_TAPS)
+        return 0;
+    const ptrdiff_t hw = g->h * g->w, ow = g->ow;
+    const ptrdiff_t rowsize = g->stride_w * dw_wq(g);
+    const ptrdiff_t per_thread = dw_per_thread(g, CNNKIT_CONV_FORWARD);
+    const ptrdiff_t full = ow / VL * VL, tail = ow - full;
+    const ptrdiff_t tasks = g->n * g->c;
+    /* offset of tap (r, s) from an output row's first window */
+    ptrdiff_t tap[DW_SIMD_TAPS];
+    for (ptrdiff_t r = 0; r < g->r; r++)
+        for (ptrdiff_t s = 0; s < g->s; s++)
+            tap[r * g->s + s] = r * g->dil_h * rowsize + dw_col(g, s);
+    const int nt = cnnkit_team(2.0 * g->n * g->k * p * rs, tasks, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
+    for (ptrdiff_t t = 0; t < tasks; t++) {
+        const ptrdiff_t n = t / g->c, c = t % g->c;
+        const MASK tm = VMASK(tail > 0 ? (int)tail : 1);
+        REAL *buf = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
+        SFX(dw_fill_simd)(buf, x + t * hw, g);
+        for (ptrdiff_t mi = 0; mi < m; mi++) {
+            const ptrdiff_t k = c * m + mi;
+            const REAL *wk = w + k * rs;
+            const VEC vb = VSET1(bias ? bias[k] : (REAL)0);
+            REAL *yk = y + (n * g->k + k) * p;
+            for (ptrdiff_t i = 0; i < g->oh; i++) {
+                const REAL *base = buf + i * g->stride_h * rowsize;
+                REAL *yr = yk + i * ow;
+                ptrdiff_t j = 0;
+                for (; j < full; j += VL) {
+                    VEC acc = VZERO();
+                    for (ptrdiff_t e = 0; e < rs; e++)
+                        acc = VFMA(VSET1(wk[e]), VLOAD(base + tap[e] + j),
+                                   acc);
+                    if (bias)
+                        acc = VADD(acc, vb);
+                    if (relu)
+                        acc = VRELU(acc);
+                    VSTORE(yr + j, acc);
+                }
+                if (tail) {
+                    VEC acc = VZERO();
+                    for (ptrdiff_t e = 0; e < rs; e++)
+                        acc = VFMA(VSET1(wk[e]),
+                                   VLOAD_M(base + tap[e] + j, tm), acc);
+                    if (bias)
+                        acc = VADD(acc, vb);
+                    if (relu)
+                        acc = VRELU(acc);
+                    VSTORE_M(yr + j, tm, acc);
+                }
+            }
+        }
+    }
+    return 1;
+}
+
+/* Whether a[0..n) holds no inf or NaN (0 * a[i] stays 0 otherwise). */
+static int SFX(dw_all_finite)(const REAL *restrict a, ptrdiff_t n)
+{
+    REAL z = 0;
+    for (ptrdiff_t i = 0; i < n; i++)
+        z += 0 * a[i];
+    return z == 0;
+}
+
+static int SFX(dw_backward_data_simd)(REAL *gx, const REAL *gy,
+                                      const REAL *w, REAL *work,
+                                      const cnnkit_conv2d_geom *g,
+                                      int nthreads)
+{
+    (void)nthreads; /* unused in serial builds */
+    const ptrdiff_t m = g->k / g->c, rs = g->r * g->s, p = g->oh * g->ow;
+    const ptrdiff_t sw = g->stride_w, sh = g->stride_h;
+    if (m * rs > DW_SIMD_TAPS || sh * sw >= DW_SIMD_TAPS ||
+        !SFX(dw_all_finite)(w, g->k * rs))
+        return 0;
+    const ptrdiff_t hw = g->h * g->w, ow = g->ow;
+    const ptrdiff_t lead = dw_glead(g), gwp = dw_gwp(g), tw = dw_gtw(g);
+    const ptrdiff_t top = dw_gtop(g), grows = dw_grows(g);
+    const ptrdiff_t gplane = dw_gplane(g);
+    const ptrdiff_t per_thread = dw_per_thread(g, CNNKIT_CONV_BACKWARD_DATA);
+    /* The terms (filter mi, r, s) of input rows a = sh * A + al and
+     * columns b = sw * t + be, for each class (al, be): list
+     * [first[cls], first[cls + 1]) in (mi, r, s) order, each with where it
+     * reads for A = t = 0 and which weight of the channel it takes.  Every
+     * term is in exactly one class, and reads the zero margins where its
+     * gy element does not exist. */
+    ptrdiff_t first[DW_SIMD_TAPS + 1], toff[DW_SIMD_TAPS], tidx[DW_SIMD_TAPS];
+    ptrdiff_t pcnt[DW_SIMD_TAPS];
+    ptrdiff_t ne = 0;
+    for (ptrdiff_t al = 0; al < sh; al++)
+        for (ptrdiff_t be = 0; be < sw; be++) {
+            first[al * sw + be] = ne;
+            for (ptrdiff_t mi = 0; mi < m; mi++)
+                for (ptrdiff_t r = 0; r < g->r; r++) {
+                    const ptrdiff_t ir = al + g->pad_h - r * g->dil_h;
+                    if (((ir % sh) + sh) % sh != 0)
+                        continue;
+                    for (ptrdiff_t s = 0; s < g->s; s++) {
+                        const ptrdiff_t js = be + g->pad_w - s * g->dil_w;
+                        if (((js % sw) + sw) % sw != 0)
+                            continue;
+                        toff[ne] = mi * gplane + (top + ir / sh) * gwp +
+                                   lead + js / sw;
+                        tidx[ne] = (mi * g->r + r) * g->s + s;
+                        ne++;
+                    }
+                }
+        }
+    first[sh * sw] = ne;
+    for (ptrdiff_t be = 0; be < sw; be++)
+        pcnt[be] = be < g->w ? (g->w - be + sw - 1) / sw : 0;
+    const ptrdiff_t tasks = g->n * g->c;
+    const int nt = cnnkit_team(2.0 * g->n * g->k * p * rs, tasks, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
+    for (ptrdiff_t t = 0; t < tasks; t++) {
+        const ptrdiff_t n = t / g->c, c = t % g->c;
+        REAL *gp = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
+        REAL *tmp = gp + m * gplane;
+        for (ptrdiff_t mi = 0; mi < m; mi++) {
+            const REAL *src = gy + (n * g->k + c * m + mi) * p;
+            REAL *plane = gp + mi * gplane;
+            for (ptrdiff_t e = 0; e < top * gwp; e++)
+                plane[e] = 0;
+            for (ptrdiff_t i = 0; i < g->oh; i++) {
+                REAL *restrict d = plane + (top + i) * gwp;
+                const REAL *restrict sr = src + i * ow;
+                for (ptrdiff_t e = 0; e < lead; e++)
+                    d[e] = 0;
+                SFX(dw_copy)(d + lead, sr, ow);
+                for (ptrdiff_t e = lead + ow; e < gwp; e++)
+                    d[e] = 0;
+            }
+            for (ptrdiff_t e = (top + g->oh) * gwp; e < grows * gwp; e++)
+                plane[e] = 0;
+        }
+        /* the terms' weights for this channel */
+        REAL twt[DW_SIMD_TAPS];
+        const REAL *wc = w + c * m * rs;
+        for (ptrdiff_t e = 0; e < ne; e++)
+            twt[e] = wc[tidx[e]];
+        REAL *gxc = gx + t * hw;
+        ptrdiff_t al = 0, arow = 0;  /* a = sh * (arow / gwp) + al */
+        for (ptrdiff_t a = 0; a < g->h; a++) {
+            for (ptrdiff_t be = 0; be < sw && be < g->w; be++) {
+                const ptrdiff_t e0 = first[al * sw + be];
+                const ptrdiff_t e1 = first[al * sw + be + 1];
+                const REAL *base = gp + arow;
+                const ptrdiff_t cnt = pcnt[be];
+                REAL *out = sw == 1 ? gxc + a * g->w : tmp + be * tw;
+                ptrdiff_t j = 0;
+                for (; j + VL <= cnt; j += VL) {
+                    VEC acc = VZERO();
+                    for (ptrdiff_t e = e0; e < e1; e++)
+                        acc = VFMA(VSET1(twt[e]), VLOAD(base + toff[e] + j),
+                                   acc);
+                    VSTORE(out + j, acc);
+                }
+                if (j < cnt) {
+                    const MASK tm = VMASK((int)(cnt - j));
+                    VEC acc = VZERO();
+                    for (ptrdiff_t e = e0; e < e1; e++)
+                        acc = VFMA(VSET1(twt[e]),
+                                   VLOAD_M(base + toff[e] + j, tm), acc);
+                    VSTORE_M(out + j, tm, acc);
+                }
+            }
+            if (++al == sh) {
+                al = 0;
+                arow += gwp;
+            }
+            if (sw == 2) {  /* interleave the two phases by vectors */
+                REAL *restrict xr = gxc + a * g->w;
+                for (ptrdiff_t t0 = 0; 2 * t0 < g->w; t0 += VL) {
+                    const VEC ev = VLOAD(tmp + t0), od = VLOAD(tmp + tw + t0);
+                    const ptrdiff_t left = g->w - 2 * t0;
+                    if (left >= 2 * VL) {
+                        VSTORE(xr + 2 * t0, VZIPLO(ev, od));
+                        VSTORE(xr + 2 * t0 + VL, VZIPHI(ev, od));
+                        continue;
+                    }
+                    VSTORE_M(xr + 2 * t0,
+                             VMASK((int)CNNKIT_MIN(left, (ptrdiff_t)VL)),
+                             VZIPLO(ev, od));
+                    if (left > VL)
+                        VSTORE_M(xr + 2 * t0 + VL, VMASK((int)(left - VL)),
+                                 VZIPHI(ev, od));
+                }
+            } else if (sw > 1) {
+                REAL *restrict xr = gxc + a * g->w;
+                for (ptrdiff_t ph = 0; ph < sw && ph < g->w; ph++) {
+                    const REAL *restrict tp = tmp + ph * tw;
+                    for (ptrdiff_t t = 0; t < pcnt[ph]; t++)
+                        xr[ph + t * sw] = tp[t];
+                }
+            }
+        }
+    }
+    return 1;
+}
+
+static int SFX(dw_backward_weight_simd)(REAL *gw, ptrdiff_t wstride,
+                                        const REAL *gy, const REAL *x,
+                                        const int64_t *bounds,
+                                        ptrdiff_t nparts, REAL *work,
+                                        const cnnkit_conv2d_geom *g,
+                                        int nthreads)
+{
+    (void)nthreads; /* unused in serial builds */
+    const ptrdiff_t m = g->k / g->c, rs = g->r * g->s, p = g->oh * g->ow;
+    if (rs > DW_SIMD_TAPS)
+        return 0;
+    const ptrdiff_t hw = g->h * g->w, ow = g->ow;
+    const ptrdiff_t rowsize = g->stride_w * dw_wq(g);
+    const ptrdiff_t per_thread =
+        dw_per_thread(g, CNNKIT_CONV_BACKWARD_WEIGHT_PARTS);
+    const ptrdiff_t full = ow / VL * VL, tail = ow - full;
+    ptrdiff_t tap[DW_SIMD_TAPS];
+    for (ptrdiff_t r = 0; r < g->r; r++)
+        for (ptrdiff_t s = 0; s < g->s; s++)
+            tap[r * g->s + s] = r * g->dil_h * rowsize + dw_col(g, s);
+    ptrdiff_t busy = 0, images = 0;
+    for (ptrdiff_t q = 0; q < nparts; q++)
+        if (bounds[q + 1] > bounds[q]) {
+            busy++;
+            images += bounds[q + 1] - bounds[q];
+        }
+    const ptrdiff_t tasks = nparts * g->c;
+    const int nt = cnnkit_team(2.0 * images * g->k * p * rs, busy * g->c,
+                               nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
+    for (ptrdiff_t t = 0; t < tasks; t++) {
+        const ptrdiff_t q = t / g->c, c = t % g->c;
+        if (bounds[q + 1] <= bounds[q])
+            continue;
+        const MASK tm = VMASK(tail > 0 ? (int)tail : 1);
+        REAL *buf = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
+        REAL *acc = buf + dw_plane(g);
+        for (ptrdiff_t e = 0; e < m * rs * DW_LANES; e++)
+            acc[e] = 0;
+        for (ptrdiff_t n = bounds[q]; n < bounds[q + 1]; n++) {
+            SFX(dw_fill_simd)(buf, x + (n * g->c + c) * hw, g);
+            for (ptrdiff_t mi = 0; mi < m; mi++) {
+                const REAL *gyk = gy + (n * g->k + c * m + mi) * p;
+                REAL *am = acc + mi * rs * DW_LANES;
+                /* DW_CHUNK taps at a time in registers; a chunk's unused
+                 * slots repeat its first tap and are not stored */
+                for (ptrdiff_t e0 = 0; e0 < rs; e0 += DW_CHUNK) {
+                    const ptrdiff_t ne = CNNKIT_MIN((ptrdiff_t)DW_CHUNK,
+                                                    rs - e0);
+                    ptrdiff_t off[DW_CHUNK];
+                    VEC av[DW_CHUNK];
+#pragma GCC unroll 16
+                    for (int u = 0; u < DW_CHUNK; u++) {
+                        const ptrdiff_t e = e0 + (u < ne ? u : 0);
+                        off[u] = tap[e];
+                        av[u] = VLOAD(am + e * DW_LANES);
+                    }
+                    for (ptrdiff_t i = 0; i < g->oh; i++) {
+                        const REAL *gr = gyk + i * ow;
+                        const REAL *base = buf + i * g->stride_h * rowsize;
+                        ptrdiff_t j = 0;
+                        for (; j < full; j += VL) {
+                            const VEC gv = VLOAD(gr + j);
+                            const REAL *bj = base + j;
+#pragma GCC unroll 16
+                            for (int u = 0; u < DW_CHUNK; u++)
+                                av[u] = VFMA(gv, VLOAD(bj + off[u]), av[u]);
+                        }
+                        if (tail) {
+                            const VEC gv = VLOAD_M(gr + j, tm);
+                            const REAL *bj = base + j;
+#pragma GCC unroll 16
+                            for (int u = 0; u < DW_CHUNK; u++)
+                                av[u] = VFMA(gv, VLOAD_M(bj + off[u], tm),
+                                             av[u]);
+                        }
+                    }
+                    for (int u = 0; u < ne; u++)
+                        VSTORE(am + (e0 + u) * DW_LANES, av[u]);
+                }
+            }
+        }
+        REAL *dst = gw + q * wstride + c * m * rs;
+        for (ptrdiff_t e = 0; e < m * rs; e++) {
+            REAL *a = acc + e * DW_LANES;
+            for (int h = VL / 2; h >= 1; h /= 2)
+                for (int l = 0; l < h; l++)
+                    a[l] += a[l + h];
+            dst[e] = a[0];
+        }
+    }
+    return 1;
+}
