@@ -512,7 +512,8 @@ enum { CNNKIT_PLAN_CONV = 1, CNNKIT_PLAN_DENSE = 2, CNNKIT_PLAN_MAX_POOL = 3,
        CNNKIT_PLAN_BATCH_NORM = 6, CNNKIT_PLAN_ACT = 7, CNNKIT_PLAN_ADD = 8,
        CNNKIT_PLAN_MUL = 9, CNNKIT_PLAN_COPY = 10, CNNKIT_PLAN_SOFTMAX = 11,
        CNNKIT_PLAN_LOG_SOFTMAX = 12 };
-/* Activations: of an ACT step, or the epilogue of CONV and ADD (RELU). */
+/* Activations: of an ACT step, or the epilogue (RELU) of CONV, DENSE, ADD
+ * and MUL. */
 enum { CNNKIT_ACT_NONE = 0, CNNKIT_ACT_RELU = 1, CNNKIT_ACT_LEAKY_RELU = 2,
        CNNKIT_ACT_SIGMOID = 3, CNNKIT_ACT_TANH = 4, CNNKIT_ACT_SILU = 5,
        CNNKIT_ACT_GELU = 6, CNNKIT_ACT_GELU_TANH = 7 };
@@ -523,7 +524,8 @@ typedef struct cnnkit_plan_step {
     int flag;                /* AVG_POOL: count_include_pad               */
     ptrdiff_t in0, in1, out; /* references (in1: ADD and MUL only)        */
     /* ACT, ADD, MUL: size elements.  BATCH_NORM: x (c = rows, hw = size).
-     * DENSE: x (rows = f) -> y (size = o).  SOFTMAX: (size) per image.
+     * DENSE: x (rows = f) -> y (size = o), w (f, o) stored transposed,
+     * act NONE or RELU.  SOFTMAX: (size) per image.
      * COPY: `rows` blocks of `size` elements per image, read one after the
      * other and written `stride` apart from element `at` of each output
      * image of `total` elements (a Concatenate).  in0 of COPY has

@@ -117,11 +117,27 @@ void SFX(cnnkit_plan_forward)(REAL *y, const REAL *x, REAL *arena,
                                        nthreads);
             break;
         }
-        case CNNKIT_PLAN_DENSE:
-            SFX(cnnkit_dense_forward)(out, in0, (const REAL *)s->w,
-                                      (const REAL *)s->b, work, n, s->rows,
-                                      s->size, nthreads);
+        case CNNKIT_PLAN_DENSE: {
+            /* cnnkit_dense_forward on the weight stored transposed: the
+             * GEMM packs the same panels without transposing them (the
+             * same bits), then the bias and the ReLU of the epilogue, the
+             * selects of cnnkit_relu_forward */
+            const ptrdiff_t f = s->rows, o = s->size;
+            const REAL *bias = (const REAL *)s->b;
+            SFX(cnnkit_gemm_parallel)(0, 0, n, o, f, 1, in0, f,
+                                      (const REAL *)s->w, o, 0, out, o, work,
+                                      nthreads);
+            if (bias)
+                for (ptrdiff_t r = 0; r < n; r++)
+                    for (ptrdiff_t j = 0; j < o; j++)
+                        out[r * o + j] += bias[j];
+            if (s->act == CNNKIT_ACT_RELU)
+                for (ptrdiff_t q = 0; q < n * o; q++) {
+                    REAL v = out[q];
+                    out[q] = (v > 0 || v != v) ? v : (REAL)0;
+                }
             break;
+        }
         case CNNKIT_PLAN_MAX_POOL: {
             cnnkit_pool2d_geom g = s->pool;
             g.planes *= n;

@@ -221,11 +221,12 @@ def test_never_stale_after_set_weights_and_load_state_dict():
     assert _close(copy.predict_proba(x), _layers_proba(other, x))
 
 
-def test_live_weights_are_read_where_nothing_is_folded():
+def test_compile_refreshes_the_cached_plan_after_direct_edits_of_dense():
     model = models.lenet5(seed=0)
     x = _x(model, 2)
     model.predict(x)
-    model.parameters()[-1][...] += 1.0      # the last dense bias, in place
+    model.parameters()[-2][...] *= 2.0      # the last dense weight, in place
+    model.compile()
     assert np.array_equal(model.predict_proba(x), _layers_proba(model, x))
 
 

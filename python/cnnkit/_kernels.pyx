@@ -2121,10 +2121,17 @@ cdef class PlanProgram:
             osize = k * shape[2] * shape[3]
         elif op == "dense":
             weight = spec["weight"]
-            if weight.ndim != 2:
-                raise ValueError("plan: dense weight must be 2-D")
+            if not isinstance(weight, np.ndarray) or weight.ndim != 2 or \
+                    weight.dtype != dt:
+                raise ValueError(f"plan: dense weight must be a 2-D "
+                                 f"{dt.name} array")
             s.size, s.rows = weight.shape[0], weight.shape[1]
-            s.w = _plan_array(weight, dt, weight.size, "dense weight", keep)
+            # stored transposed, (f, o): the GEMM packs it without a
+            # transpose
+            s.w = _plan_array(np.ascontiguousarray(weight.T, dtype=dt), dt,
+                              weight.size, "dense weight", keep)
+            if s.act not in (CNNKIT_ACT_NONE, CNNKIT_ACT_RELU):
+                raise ValueError("plan: dense takes only a ReLU epilogue")
             s.b = _plan_array(spec.get("bias"), dt, s.size, "dense bias",
                               keep)
             ins = [(spec["in0"], s.rows)]

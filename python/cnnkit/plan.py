@@ -122,15 +122,14 @@ class _Builder:
                     last = j
                 act = None
                 k = self.only_reader(last)
-                if kind is not L.Dense and k is not None and \
-                        type(g.order[k].layer) is L.ReLU:
+                if k is not None and type(g.order[k].layer) is L.ReLU:
                     act = "relu"
                     absorbed.add(k)
                     last = k
                 out = last + 1
                 if kind is L.Dense:
                     step = {"op": "dense", "weight": self.array(w),
-                            "bias": self.array(b)}
+                            "bias": self.array(b), "act": act}
                 else:
                     step = {"op": "conv", "x_shape": in_shape,
                             "weight": self.array(w), "bias": self.array(b),
