@@ -370,3 +370,18 @@ def test_the_program_refuses_steps_outside_its_arena():
     with pytest.raises(ValueError):            # no room for logits
         prog.run(x, np.empty(6, np.float32), np.empty(1, np.float32),
                  np.empty(10 ** 5, np.float32), True)
+
+
+def test_threads_share_a_plan():
+    from concurrent.futures import ThreadPoolExecutor
+    model = _make("resnet8", "float32")
+    p = model.compile()
+    xs = [_x(model, n, seed=n) for n in (1, 3, 8, 2, 5, 7)]
+    want = [p.run(x) for x in xs]
+    with ThreadPoolExecutor(3) as pool:
+        for _ in range(3):
+            got = list(pool.map(p.run, xs))
+            assert all(np.array_equal(a, b) for a, b in zip(got, want))
+            got = list(pool.map(model.predict_proba, xs))
+            assert all(np.array_equal(a, cnnkit._ops.softmax(b))
+                       for a, b in zip(got, want))

@@ -351,21 +351,26 @@ class Plan:
         self._program = program
         self.input_shape, self.output_shape = input_shape, output_shape
         self.dtype, self.num_steps, self.folded = dtype, num_steps, folded
-        self._arena = np.empty(0, dtype)
-        self._work = np.empty(0, dtype)
-        self._lock = threading.Lock()
+        # each Python thread runs on its own arena and workspace, so that
+        # threads share a plan without waiting for each other
+        self._local = threading.local()
 
     def __repr__(self):
         return (f"<Plan {self.input_shape} -> {self.output_shape}, "
                 f"{self.dtype.name}, {self.num_steps} steps>")
 
     def _reserve(self, n):
-        need = n * self._program.arena_size
-        if self._arena.size < need:
-            self._arena = np.empty(max(need, 1), self.dtype)
-        work = self._program.workspace_size(n, _ops.get_num_threads())
-        if self._work.size < work:
-            self._work = np.empty(work, self.dtype)
+        """This thread's arena and workspace, grown for n images."""
+        local = self._local
+        arena = getattr(local, "arena", None)
+        need = max(n * self._program.arena_size, 1)
+        if arena is None or arena.size < need:
+            arena = local.arena = np.empty(need, self.dtype)
+        work = getattr(local, "work", None)
+        need = self._program.workspace_size(n, _ops.get_num_threads())
+        if work is None or work.size < need:
+            work = local.work = np.empty(need, self.dtype)
+        return arena, work
 
     def run(self, x, out=None, probabilities=False):
         """The logits (or, with ``probabilities``, their softmax) of ``x``.
@@ -421,7 +426,6 @@ class Plan:
                 f"array of shape {shape}, got "
                 f"{getattr(out, 'dtype', type(out).__name__)} "
                 f"{getattr(out, 'shape', '')}")
-        with self._lock:
-            self._reserve(n)
-            self._program.run(x, out, self._arena, self._work, probabilities)
+        arena, work = self._reserve(n)
+        self._program.run(x, out, arena, work, probabilities)
         return out
