@@ -29,7 +29,14 @@
  *
  * Arithmetic: the same as the layers' forward passes, step by step (a
  * fused ReLU has the bits of a separate one; the add is one IEEE addition
- * per element, as NumPy's).  The compiler folds an inference batch norm
+ * per element, as NumPy's).  Two steps call the GEMM themselves, with the
+ * operands conv2d and dense would give it: dense keeps its weight
+ * transposed, so that the GEMM packs it without transposing (the same
+ * panels), and a convolution with few output pixels that conv2d would run
+ * one image at a time (its im2col path) lowers a chunk of images into one
+ * matrix and runs one product for all of them.  An element's sum in the
+ * GEMM runs over the inner dimension in the same slabs whatever the other
+ * dimensions, so both give conv2d's and dense's bits.  The compiler folds an inference batch norm
  * into the conv2d or dense before it, which changes the rounding: the bound
  * is documented with cnnkit.plan.
  *

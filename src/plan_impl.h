@@ -11,6 +11,110 @@ static REAL *SFX(plan_at)(ptrdiff_t r, REAL *arena, const REAL *x, REAL *y,
     return arena + r * n;
 }
 
+/* Convolutions on small planes, batched: where conv2d's forward would run
+ * one small matrix product per image (its im2col path: one group, the
+ * direct path not taken, few output pixels), the plan lowers a chunk of
+ * images into one matrix and runs one product for all of them.  The GEMM's
+ * sum for each element runs over the same inner dimension in the same
+ * slabs whatever the number of columns, so the bits are conv2d's. */
+#ifndef PLAN_BATCHED_PIXELS
+#define PLAN_BATCHED_PIXELS 64        /* at most this many pixels per image */
+#define PLAN_BATCHED_ELEMS 262144     /* lowered elements per chunk */
+#endif
+
+static ptrdiff_t SFX(plan_batched_chunk)(const cnnkit_conv2d_geom *g,
+                                         ptrdiff_t n, int nthreads)
+{
+    cnnkit_conv2d_geom h = *g;
+    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    h.n = n;
+    if (n < 2 || cnnkit_conv_groups(g) > 1 || p > PLAN_BATCHED_PIXELS ||
+        cnnkit_conv_direct_applies(&h, nthreads, sizeof(REAL) == 8))
+        return 0;
+    return CNNKIT_MAX((ptrdiff_t)1,
+                      CNNKIT_MIN(n, PLAN_BATCHED_ELEMS / (crs * p)));
+}
+
+static ptrdiff_t SFX(plan_batched_workspace)(const cnnkit_conv2d_geom *g,
+                                             ptrdiff_t b, int nthreads)
+{
+    const ptrdiff_t cols = b * g->oh * g->ow, crs = g->c * g->r * g->s;
+    return crs * cols + g->k * cols +
+           (ptrdiff_t)nthreads * cnnkit_gemm_workspace(g->k, cols, crs);
+}
+
+/* col (crs, b*p): row (c, r, s), column img*p + i*ow + j holds
+ * x[img, c, i*sh - ph + r*dh, j*sw - pw + s*dw], 0 in the padding. */
+static void SFX(plan_im2col)(REAL *restrict col, const REAL *restrict x,
+                             const cnnkit_conv2d_geom *g, ptrdiff_t b,
+                             int nthreads)
+{
+    const ptrdiff_t p = g->oh * g->ow, cols = b * p;
+    const ptrdiff_t rs = g->r * g->s, crs = g->c * rs;
+    const ptrdiff_t hw = g->h * g->w, chw = g->c * hw;
+    int nt = cnnkit_team(4.0 * crs * cols, crs, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t t = 0; t < crs; t++) {
+        const ptrdiff_t c = t / rs, r = t / g->s % g->r, s = t % g->s;
+        REAL *restrict dst = col + t * cols;
+        for (ptrdiff_t img = 0; img < b; img++) {
+            const REAL *xc = x + img * chw + c * hw;
+            for (ptrdiff_t i = 0; i < g->oh; i++) {
+                const ptrdiff_t h = i * g->stride_h - g->pad_h + r * g->dil_h;
+                REAL *restrict d = dst + img * p + i * g->ow;
+                if (h < 0 || h >= g->h) {
+                    for (ptrdiff_t j = 0; j < g->ow; j++)
+                        d[j] = 0;
+                    continue;
+                }
+                for (ptrdiff_t j = 0; j < g->ow; j++) {
+                    const ptrdiff_t w = j * g->stride_w - g->pad_w +
+                                        s * g->dil_w;
+                    d[j] = (w >= 0 && w < g->w) ? xc[h * g->w + w] : 0;
+                }
+            }
+        }
+    }
+}
+
+/* y (n, k, oh, ow) = conv2d_forward(x, w, bias, relu), chunks of b images
+ * at a time through one lowered matrix and one product each. */
+static void SFX(plan_conv_batched)(REAL *y, const REAL *x, const REAL *w,
+                                   const REAL *bias, int relu, REAL *work,
+                                   const cnnkit_conv2d_geom *g, ptrdiff_t n,
+                                   ptrdiff_t b, int nthreads)
+{
+    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    const ptrdiff_t k = g->k, chw = g->c * g->h * g->w;
+    for (ptrdiff_t i0 = 0; i0 < n; i0 += b) {
+        const ptrdiff_t nb = CNNKIT_MIN(b, n - i0), cols = nb * p;
+        REAL *col = work, *tmp = work + crs * cols, *gw = tmp + k * cols;
+        SFX(plan_im2col)(col, x + i0 * chw, g, nb, nthreads);
+        SFX(cnnkit_gemm_parallel)(0, 0, k, cols, crs, 1, w, crs, col, cols,
+                                  0, tmp, cols, gw, nthreads);
+        /* back to (image, filter, pixel), with the bias and the ReLU of
+         * conv2d's epilogue (the same additions and selects) */
+        REAL *yb = y + i0 * k * p;
+        int nt = cnnkit_team(4.0 * k * cols, nb, nthreads);
+        (void)nt; /* unused in serial builds */
+        CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+        for (ptrdiff_t img = 0; img < nb; img++)
+            for (ptrdiff_t f = 0; f < k; f++) {
+                const REAL *src = tmp + f * cols + img * p;
+                REAL *dst = yb + (img * k + f) * p;
+                for (ptrdiff_t q = 0; q < p; q++) {
+                    REAL v = src[q];
+                    if (bias)
+                        v += bias[f];
+                    if (relu)
+                        v = (v > 0 || v != v) ? v : (REAL)0;
+                    dst[q] = v;
+                }
+            }
+    }
+}
+
 ptrdiff_t SFX(cnnkit_plan_workspace)(const cnnkit_plan_step *steps,
                                      ptrdiff_t nsteps, ptrdiff_t n,
                                      int nthreads)
@@ -23,9 +127,11 @@ ptrdiff_t SFX(cnnkit_plan_workspace)(const cnnkit_plan_step *steps,
         switch (s->op) {
         case CNNKIT_PLAN_CONV: {
             cnnkit_conv2d_geom g = s->conv;
+            const ptrdiff_t b = SFX(plan_batched_chunk)(&g, n, nthreads);
             g.n = n;
-            need = cnnkit_conv2d_workspace(&g, CNNKIT_CONV_FORWARD,
-                                           nthreads);
+            need = b ? SFX(plan_batched_workspace)(&g, b, nthreads)
+                     : cnnkit_conv2d_workspace(&g, CNNKIT_CONV_FORWARD,
+                                               nthreads);
             break;
         }
         case CNNKIT_PLAN_DENSE:
@@ -110,11 +216,18 @@ void SFX(cnnkit_plan_forward)(REAL *y, const REAL *x, REAL *arena,
         switch (s->op) {
         case CNNKIT_PLAN_CONV: {
             cnnkit_conv2d_geom g = s->conv;
+            const ptrdiff_t b = SFX(plan_batched_chunk)(&g, n, nthreads);
             g.n = n;
-            SFX(cnnkit_conv2d_forward)(out, in0, (const REAL *)s->w,
+            if (b)
+                SFX(plan_conv_batched)(out, in0, (const REAL *)s->w,
                                        (const REAL *)s->b,
                                        s->act == CNNKIT_ACT_RELU, work, &g,
-                                       nthreads);
+                                       n, b, nthreads);
+            else
+                SFX(cnnkit_conv2d_forward)(out, in0, (const REAL *)s->w,
+                                           (const REAL *)s->b,
+                                           s->act == CNNKIT_ACT_RELU, work,
+                                           &g, nthreads);
             break;
         }
         case CNNKIT_PLAN_DENSE: {

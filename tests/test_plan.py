@@ -385,3 +385,35 @@ def test_threads_share_a_plan():
             got = list(pool.map(model.predict_proba, xs))
             assert all(np.array_equal(a, cnnkit._ops.softmax(b))
                        for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_small_plane_convolutions_batched_have_conv2d_bits(dtype):
+    """Convolutions with few output pixels that conv2d would run one image
+    at a time (its im2col path) run as one product per chunk of images
+    (plan.c): the same bits, across chunk boundaries too."""
+    inp = cnnkit.Input((64, 8, 8))
+    a = L.Conv2D(8, 3, padding=1)(inp)                      # 64 pixels
+    b = L.ReLU()(L.Conv2D(8, 3, padding=1, use_bias=False)(inp))
+    c = L.Conv2D(8, 3, stride=2, padding=2, dilation=2)(inp)
+    d = L.ReLU()(L.Conv2D(8, (1, 3), stride=(1, 2))(inp))
+    e = L.Conv2D(8, 1)(inp)                                 # 1x1
+    flat = [L.Flatten()(t) for t in (a, b, c, d, e)]
+    model = cnnkit.Model(inp, L.Concatenate()(flat), seed=0, dtype=dtype)
+    p = model.compile()
+    x = _x(model, 20)
+    ref = model.forward(x)
+    for t in (1, 2, 3):
+        with num_threads(t):
+            assert np.array_equal(p.run(x), ref)
+    for n in (1, 2, 7, 8, 13):
+        assert np.array_equal(p.run(x[:n]), ref[:n])
+    # 2304 rows of 36 pixels: chunks of 3 images
+    inp = cnnkit.Input((256, 6, 6))
+    model = cnnkit.Model(inp, L.ReLU()(L.Conv2D(4, 3, padding=1)(inp)),
+                         seed=0, dtype=dtype)
+    x = _x(model, 8)
+    ref = model.forward(x)
+    for t in (1, 2, 3):
+        with num_threads(t):
+            assert np.array_equal(model.compile().run(x), ref)
