@@ -12,7 +12,7 @@ from cnnkit import layers as L
 from cnnkit import models, plan
 from cnnkit.cli import default_model
 
-from helpers import num_threads
+from helpers import num_threads, require
 
 
 def _bound(dtype):
@@ -417,3 +417,25 @@ def test_small_plane_convolutions_batched_have_conv2d_bits(dtype):
     for t in (1, 2, 3):
         with num_threads(t):
             assert np.array_equal(model.compile().run(x), ref)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_plan_matches_pytorch_on_a_resnet(dtype):
+    torch = require("torch")
+    from cnnkit.bench import resnet_torch
+    torch.manual_seed(0)
+    tnet = resnet_torch(8, 10, 3, 4).double()
+    with torch.no_grad():                    # running statistics moved
+        tnet.train()
+        for _ in range(3):
+            tnet(torch.randn(8, 3, 12, 12, dtype=torch.float64) * 2 + 0.5)
+    tnet.eval()
+    net = models.resnet(8, input_shape=(3, 12, 12), width=4, seed=0,
+                        dtype=dtype)
+    net.set_weights([v.numpy() for v in tnet.state_dict().values()])
+    x = _x(net, 6)
+    with torch.no_grad():
+        want = tnet(torch.from_numpy(x.astype(np.float64))).numpy()
+    got = net.compile().run(x)
+    bound = (1e-4 if dtype == "float32" else 1e-10) * (1 + np.abs(want).max())
+    assert np.abs(got - want).max() <= bound
