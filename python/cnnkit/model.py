@@ -604,16 +604,16 @@ class Model:
         """The model's forward pass compiled into one call into C
         (:func:`cnnkit.plan.compile`).
 
-        The returned plan reads the live parameter arrays of layers whose
-        weights it does not fold, and holds folded copies of a
-        convolution or dense layer with the batch norm after it: compile
-        again after changing weights.  :meth:`predict`,
+        The returned plan holds copies of some weights (dense weights,
+        stored transposed, and the weights of a convolution or dense
+        layer with the batch norm after it folded in): compile again
+        after changing weights.  :meth:`predict`,
         :meth:`predict_proba` and ``model(x)`` keep their own plan, which
         every cnnkit path that writes weights (:meth:`fit`,
         :meth:`set_weights`, :meth:`load_state_dict`, a training pass)
         marks stale; after writing into the arrays of :meth:`parameters`
         or :meth:`buffers` directly, call this method, which marks it
-        stale too (a folded layer's plan holds copies).
+        stale too.
 
         Parameters
         ----------
