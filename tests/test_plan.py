@@ -439,3 +439,15 @@ def test_plan_matches_pytorch_on_a_resnet(dtype):
     got = net.compile().run(x)
     bound = (1e-4 if dtype == "float32" else 1e-10) * (1 + np.abs(want).max())
     assert np.abs(got - want).max() <= bound
+
+
+def test_a_layer_option_the_plan_does_not_know_is_refused(monkeypatch):
+    model = models.lenet5(seed=0)
+    conv = model.layers[0]
+    config = conv.get_config()
+    monkeypatch.setattr(conv, "get_config",
+                        lambda: dict(config, padding_mode="reflect"))
+    with pytest.raises(TypeError, match="padding_mode"):
+        model.compile()
+    x = _x(model, 2)
+    assert np.array_equal(model.predict(x), model.forward(x).argmax(1))

@@ -50,6 +50,25 @@ _ALIGN = 16                  # offsets per image in multiples of 16 elements
 _ACTIVATIONS = {L.ReLU: "relu", L.Sigmoid: "sigmoid", L.Tanh: "tanh",
                 L.SiLU: "silu"}
 
+#: The layers a plan runs, with the options (``get_config`` keys) it
+#: understands: a layer with another option runs layer by layer.
+_CONV = {"filters", "kernel_size", "stride", "padding", "dilation",
+         "use_bias", "groups"}
+_POOL = {"pool_size", "stride", "padding", "ceil_mode"}
+_KNOWN = {L.Conv2D: _CONV,
+          L.DepthwiseConv2D: _CONV - {"filters", "groups"} |
+          {"depth_multiplier"},
+          L.Dense: {"units", "use_bias"},
+          L.BatchNorm2D: {"affine", "eps", "momentum"},
+          L.BatchNorm1D: {"affine", "eps", "momentum"},
+          L.ReLU: set(), L.LeakyReLU: {"negative_slope"}, L.Sigmoid: set(),
+          L.Tanh: set(), L.SiLU: set(), L.GELU: {"approximate"},
+          L.Softmax: set(), L.LogSoftmax: set(), L.MaxPool2D: _POOL,
+          L.AvgPool2D: _POOL | {"count_include_pad"},
+          L.GlobalAvgPool2D: set(), L.GlobalMaxPool2D: set(),
+          L.Flatten: set(), L.Dropout: {"rate"}, L.Add: set(),
+          L.Multiply: set(), L.Concatenate: {"axis"}}
+
 
 def _unsupported(layer, why=""):
     return TypeError(
@@ -105,6 +124,12 @@ class _Builder:
             out_shape = node.output.shape
             out = i + 1
             kind = type(layer)
+            if kind not in _KNOWN:
+                raise _unsupported(layer)
+            extra = set(layer.get_config()) - _KNOWN[kind] - {"name"}
+            if extra:
+                raise _unsupported(layer, f" (its options {sorted(extra)} "
+                                   f"are not compiled)")
             if kind in (L.Conv2D, L.DepthwiseConv2D, L.Dense):
                 w = layer.params["weight"]
                 b = layer.params.get("bias")
