@@ -19,6 +19,20 @@ Usage::
 
     python benchmarks/bench_onnx.py [--threads 2] [--repeats 15]
         [--batch-sizes 1 256] [--images 2048]
+
+With ``--plan`` it compares instead cnnkit's compiled plan
+(:func:`cnnkit.plan.compile`), cnnkit's layer-by-layer ``model.forward``,
+onnxruntime (``ORT_ENABLE_ALL``) and PyTorch (eager, ``inference_mode``) on
+LeNet-5 (batches of 1 and 256), the default network of ``cnnkit train``
+on 1x8x8 digits (1 and 256) and ResNet-20 on 3x32x32 images (1 and 64).
+Each runtime runs in its own process with the same thread count; the
+driver asks them in turn, so only one works at a time, in an order that
+alternates from one repeat to the next.  The table gives each runtime's
+median time per batch, the median over the repeats of the ratios of the
+plan against onnxruntime and PyTorch (above 1: the plan is faster), and at
+batch 1 the latency of single calls (p50 and p99 over every call)::
+
+    python benchmarks/bench_onnx.py --plan [--threads 2] [--repeats 11]
 """
 import argparse
 import os
@@ -120,5 +134,245 @@ def _measure(runs, repeats):
     return times
 
 
+# --------------------------------------------------------------------------
+# the compiled plan against onnxruntime and PyTorch, one process each
+# --------------------------------------------------------------------------
+#: (case, input shape, batch sizes, batches per measurement per size)
+PLAN_CASES = [("LeNet-5", (1, 28, 28), {1: 200, 256: 4}),
+              ("cnnkit train default", (1, 8, 8), {1: 400, 256: 20}),
+              ("ResNet-20", (3, 32, 32), {1: 40, 64: 1})]
+RUNTIMES = ["plan", "layers", "onnxruntime", "torch"]
+
+
+def _plan_model(case):
+    from cnnkit import models
+    from cnnkit.cli import default_model
+    if case == "LeNet-5":
+        return models.lenet5(seed=0)
+    if case == "ResNet-20":
+        model = models.resnet(20, seed=0)
+        rng = np.random.default_rng(0)
+        for name, b in model.named_buffers():      # trained-like statistics
+            if name.endswith("running_mean"):
+                b[...] = rng.normal(0, 0.1, b.shape)
+            elif name.endswith("running_var"):
+                b[...] = rng.uniform(0.5, 2.0, b.shape)
+        model.set_weights(model.get_weights())
+        return model
+    return default_model((1, 8, 8), 10, 0)
+
+
+def _torch_twin(model):
+    """A PyTorch module that runs the cnnkit model's graph node by node,
+    with its weights (the layers the cases use)."""
+    import torch
+    from torch import nn
+    from cnnkit import layers as L
+
+    g = model._graph
+    mods = []
+    for node in g.order:
+        la, shp = node.layer, node.inputs[0].shape
+        if isinstance(la, L.Conv2D):
+            pt, pb, pl, pr = la._op.padding
+            m = nn.Conv2d(shp[0], la.params["weight"].shape[0],
+                          la.kernel_size, la.stride, (pt, pl), la.dilation,
+                          la._op.groups, "bias" in la.params)
+        elif isinstance(la, L.BatchNorm2D):
+            m = nn.BatchNorm2d(shp[0], eps=la.eps).eval()
+            m.running_mean.copy_(torch.from_numpy(
+                la.buffers["running_mean"].copy()))
+            m.running_var.copy_(torch.from_numpy(
+                la.buffers["running_var"].copy()))
+        elif isinstance(la, L.Dense):
+            m = nn.Linear(shp[0], la.params["weight"].shape[0],
+                          "bias" in la.params)
+        elif isinstance(la, L.ReLU):
+            m = nn.ReLU()
+        elif isinstance(la, L.MaxPool2D):
+            m = nn.MaxPool2d(la.pool_size, la.stride, la.padding)
+        elif isinstance(la, L.GlobalAvgPool2D):
+            m = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        elif isinstance(la, L.Flatten):
+            m = nn.Flatten()
+        elif isinstance(la, L.Add):
+            m = None
+        else:
+            raise TypeError(f"no PyTorch twin for {type(la).__name__}")
+        if m is not None and la.params:
+            with torch.no_grad():
+                for k, v in la.params.items():
+                    getattr(m, k).copy_(torch.from_numpy(v.copy()))
+        mods.append(m)
+
+    class Twin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mods = nn.ModuleList([m or nn.Identity() for m in mods])
+
+        def forward(self, x):
+            values = [x] + [None] * len(g.order)
+            for i, m in enumerate(self.mods):
+                ins = [values[k] for k in g.slots[i]]
+                values[i + 1] = (ins[0] + ins[1] if mods[i] is None
+                                 else m(ins[0]))
+            return values[g.output_slot]
+
+    return Twin().eval()
+
+
+def _plan_worker(runtime, threads, conn):
+    """Serve ("setup", case) and ("run", case, batch, batches) requests for
+    one runtime: the logits of the check batch, and each call's seconds."""
+    cnnkit.set_num_threads(threads)
+    runners, data = {}, {}
+    while True:
+        msg = conn.recv()
+        if msg[0] == "stop":
+            return
+        if msg[0] == "setup":
+            case = msg[1]
+            shape = dict((c, s) for c, s, _ in PLAN_CASES)[case]
+            model = _plan_model(case)
+            x = np.random.default_rng(1).standard_normal(
+                (256,) + shape).astype(np.float32)
+            data[case] = x
+            if runtime == "plan":
+                fn = model.compile()._run
+            elif runtime == "layers":
+                fn = model.forward
+            elif runtime == "onnxruntime":
+                import onnxruntime as ort
+                path = os.path.join(tempfile.mkdtemp(), "model.onnx")
+                cnnkit.onnx.export(model, path)
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = threads
+                opts.inter_op_num_threads = 1
+                opts.graph_optimization_level = \
+                    ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                sess = ort.InferenceSession(
+                    path, opts, providers=["CPUExecutionProvider"])
+                name = sess.get_inputs()[0].name
+
+                def fn(xb, sess=sess, name=name):
+                    return sess.run(None, {name: xb})[0]
+            else:
+                import torch
+                torch.set_num_threads(threads)
+                twin = _torch_twin(model)
+
+                def fn(xb, twin=twin):
+                    with torch.inference_mode():
+                        return twin(torch.from_numpy(xb)).numpy()
+            runners[case] = fn
+            conn.send(np.asarray(fn(x[:8])).copy())
+        else:
+            _, case, bs, nb = msg
+            fn, x = runners[case], data[case]
+            batches = [np.ascontiguousarray(x[(i * bs) % 256:][:bs])
+                       for i in range(nb)]
+            fn(batches[0])
+            calls = []
+            for xb in batches:
+                t0 = time.perf_counter()
+                fn(xb)
+                calls.append(time.perf_counter() - t0)
+            conn.send(calls)
+
+
+def main_plan(argv=None):
+    import multiprocessing as mp
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--plan", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=11)
+    args = ap.parse_args(argv)
+    ctx = mp.get_context("spawn")
+    workers = {}
+    for rt in RUNTIMES:
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(target=_plan_worker, args=(rt, args.threads,
+                                                      theirs))
+        proc.start()
+        workers[rt] = (proc, mine)
+    try:
+        versions = _plan_versions()
+        print(f"cnnkit {cnnkit.__version__} "
+              f"({cnnkit._kernels.build_info().get('simd_path', '?')}), "
+              f"{versions}; {args.threads} threads each, {cpu_name()} "
+              f"({os.cpu_count()} CPUs visible); median of {args.repeats} "
+              f"interleaved repeats, one process per runtime")
+        header = (f"{'network':<21} {'batch':>5}  "
+                  + "  ".join(f"{rt + ' ms':>14}" for rt in RUNTIMES)
+                  + f"  {'plan/ort':>8}  {'plan/torch':>10}")
+        print(header)
+        print("-" * len(header))
+        latency = []
+        for case, _, sizes in PLAN_CASES:
+            outs = {}
+            for rt, (_, conn) in workers.items():
+                conn.send(("setup", case))
+            for rt, (_, conn) in workers.items():
+                outs[rt] = conn.recv()
+            ref = outs["layers"]
+            for rt, out in outs.items():
+                err = float(np.abs(out - ref).max())
+                assert err <= 1e-3 * (1 + np.abs(ref).max()), (case, rt, err)
+            for bs, nb in sizes.items():
+                times = {rt: [] for rt in RUNTIMES}
+                calls = {rt: [] for rt in RUNTIMES}
+                for r in range(args.repeats):
+                    order = RUNTIMES[r % len(RUNTIMES):] + \
+                        RUNTIMES[:r % len(RUNTIMES)]
+                    if r % 2:
+                        order = order[::-1]
+                    for rt in order:
+                        time.sleep(SETTLE)
+                        conn = workers[rt][1]
+                        conn.send(("run", case, bs, nb))
+                        c = conn.recv()
+                        times[rt].append(sum(c) / nb)
+                        calls[rt].extend(c)
+                med = {rt: 1e3 * statistics.median(v)
+                       for rt, v in times.items()}
+                vs = {o: statistics.median(
+                    a / b for a, b in zip(times[o], times["plan"]))
+                    for o in ("onnxruntime", "torch")}
+                print(f"{case:<21} {bs:>5}  "
+                      + "  ".join(f"{med[rt]:>14.3f}" for rt in RUNTIMES)
+                      + f"  {vs['onnxruntime']:>7.2f}x"
+                      + f"  {vs['torch']:>9.2f}x", flush=True)
+                if bs == 1:
+                    latency.append((case, {
+                        rt: (1e3 * np.percentile(c, 50),
+                             1e3 * np.percentile(c, 99))
+                        for rt, c in calls.items()}))
+        print()
+        print("latency of single calls at batch 1, ms (p50 / p99)")
+        for case, lat in latency:
+            print(f"{case:<21} " + "  ".join(
+                f"{rt} {p50:.3f} / {p99:.3f}"
+                for rt, (p50, p99) in lat.items()))
+    finally:
+        for proc, conn in workers.values():
+            conn.send(("stop",))
+            proc.join(10)
+
+
+def _plan_versions():
+    out = []
+    for mod in ("onnxruntime", "torch"):
+        try:
+            out.append(f"{mod} {__import__(mod).__version__}")
+        except ImportError:
+            out.append(f"{mod} missing")
+    return ", ".join(out)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    if "--plan" in sys.argv[1:]:
+        main_plan()
+    else:
+        main()

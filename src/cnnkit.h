@@ -498,6 +498,69 @@ void cnnkit_shift_flip_forward_f64(double *y, const double *x,
                                    ptrdiff_t oh, ptrdiff_t ow, int nthreads);
 
 /* ------------------------------------------------------------------------ */
+/* Compiled inference plans (plan.c): a list of steps over one arena.       */
+/* Every tensor of a step is a reference: r >= 0 is arena + r * n (r is an  */
+/* offset per image, so one layout serves every batch size n),              */
+/* CNNKIT_PLAN_INPUT is x and CNNKIT_PLAN_OUTPUT is y.  Steps run in order; */
+/* a step's output never overlaps its inputs, except ADD and MUL, whose     */
+/* output may be their first input.  Weights are the caller's arrays, of   */
+/* the plan's type.  Sizes in a step are per image.                         */
+/* ------------------------------------------------------------------------ */
+enum { CNNKIT_PLAN_INPUT = -1, CNNKIT_PLAN_OUTPUT = -2 };
+enum { CNNKIT_PLAN_CONV = 1, CNNKIT_PLAN_DENSE = 2, CNNKIT_PLAN_MAX_POOL = 3,
+       CNNKIT_PLAN_AVG_POOL = 4, CNNKIT_PLAN_GLOBAL_MAX_POOL = 5,
+       CNNKIT_PLAN_BATCH_NORM = 6, CNNKIT_PLAN_ACT = 7, CNNKIT_PLAN_ADD = 8,
+       CNNKIT_PLAN_MUL = 9, CNNKIT_PLAN_COPY = 10, CNNKIT_PLAN_SOFTMAX = 11,
+       CNNKIT_PLAN_LOG_SOFTMAX = 12 };
+/* Activations: of an ACT step, or the epilogue (RELU) of CONV, DENSE, ADD
+ * and MUL. */
+enum { CNNKIT_ACT_NONE = 0, CNNKIT_ACT_RELU = 1, CNNKIT_ACT_LEAKY_RELU = 2,
+       CNNKIT_ACT_SIGMOID = 3, CNNKIT_ACT_TANH = 4, CNNKIT_ACT_SILU = 5,
+       CNNKIT_ACT_GELU = 6, CNNKIT_ACT_GELU_TANH = 7 };
+
+typedef struct cnnkit_plan_step {
+    int op, act;
+    double param;            /* LEAKY_RELU's slope; BATCH_NORM's eps      */
+    int flag;                /* AVG_POOL: count_include_pad               */
+    ptrdiff_t in0, in1, out; /* references (in1: ADD and MUL only)        */
+    /* ACT, ADD, MUL: size elements.  BATCH_NORM: x (c = rows, hw = size).
+     * DENSE: x (rows = f) -> y (size = o), w (f, o) stored transposed,
+     * act NONE or RELU.  SOFTMAX: (size) per image.
+     * COPY: `rows` blocks of `size` elements per image, read one after the
+     * other and written `stride` apart from element `at` of each output
+     * image of `total` elements (a Concatenate).  in0 of COPY has
+     * rows * size elements per image. */
+    ptrdiff_t rows, size, stride, at, total;
+    const void *w, *b;       /* CONV, DENSE: weight, bias or NULL;
+                              * BATCH_NORM: weight, bias (or NULL)       */
+    const void *mean, *var;  /* BATCH_NORM: running statistics           */
+    cnnkit_conv2d_geom conv; /* CONV; its n is set per batch              */
+    cnnkit_pool2d_geom pool; /* pooling; planes per image                 */
+} cnnkit_plan_step;
+
+/* Workspace (elements of the plan's type) of a batch of n images with
+ * nthreads threads: the largest any step needs (the index scratch of max
+ * pooling, the invstd of batch norm, the GEMM's and conv2d's scratch). */
+ptrdiff_t cnnkit_plan_workspace_f32(const cnnkit_plan_step *steps,
+                                    ptrdiff_t nsteps, ptrdiff_t n,
+                                    int nthreads);
+ptrdiff_t cnnkit_plan_workspace_f64(const cnnkit_plan_step *steps,
+                                    ptrdiff_t nsteps, ptrdiff_t n,
+                                    int nthreads);
+/* Run the steps on x (n, ...) into y (n, ...), arena (n * arena size) and
+ * work (cnnkit_plan_workspace).  With logits >= 0, the output of the
+ * steps goes to arena + logits * n, of `classes` per image, and y (n,
+ * classes) is its softmax. */
+void cnnkit_plan_forward_f32(float *y, const float *x, float *arena,
+                             float *work, const cnnkit_plan_step *steps,
+                             ptrdiff_t nsteps, ptrdiff_t logits,
+                             ptrdiff_t classes, ptrdiff_t n, int nthreads);
+void cnnkit_plan_forward_f64(double *y, const double *x, double *arena,
+                             double *work, const cnnkit_plan_step *steps,
+                             ptrdiff_t nsteps, ptrdiff_t logits,
+                             ptrdiff_t classes, ptrdiff_t n, int nthreads);
+
+/* ------------------------------------------------------------------------ */
 /* Runtime facts.                                                           */
 /* ------------------------------------------------------------------------ */
 int cnnkit_have_openmp(void);

@@ -28,7 +28,8 @@
 #   4. pytest on the op families' tests (tests/test_conv2d.py,
 #      test_pool2d.py, test_activation.py, test_dense.py, test_loss.py,
 #      test_batchnorm.py), test_seed.py, test_layer_contract.py,
-#      test_threads.py, test_reliability.py and test_transforms.py with
+#      test_threads.py, test_reliability.py, test_transforms.py and
+#      test_plan.py with
 #      libasan preloaded, PYTHONMALLOC=malloc,
 #        ASAN_OPTIONS=detect_leaks=0 (CPython leaks by design at exit),
 #        allocator_may_return_null=1 (huge allocations become MemoryError,
@@ -195,7 +196,8 @@ t0=$(date +%s)
     tests/test_dense.py tests/test_loss.py tests/test_batchnorm.py \
     tests/test_seed.py \
     tests/test_layer_contract.py tests/test_threads.py \
-    tests/test_reliability.py tests/test_transforms.py "$@" \
+    tests/test_reliability.py tests/test_transforms.py \
+    tests/test_plan.py "$@" \
     2>&1 | tee "$logs/pytest.log"
 pytest_status=${PIPESTATUS[0]}
 t_tests=$(( $(date +%s) - t0 ))

@@ -39,6 +39,7 @@ finally:
 
 from . import (callbacks, datasets, distributed, functional, layers, models,
                optim, reference)
+from . import plan
 from ._config import get_num_threads, set_num_threads, show_config
 from ._config import record_wait_policy as _record_wait_policy
 
@@ -61,6 +62,7 @@ __all__ = [
     "layers",
     "models",
     "optim",
+    "plan",
     "reference",
     "get_num_threads",
     "set_num_threads",

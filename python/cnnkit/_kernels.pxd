@@ -740,3 +740,70 @@ cdef inline void cnnkit_shift_flip_forward(
     else:
         cnnkit_shift_flip_forward_f64(y, x, params, n, c, h, w, oh, ow,
                                       nthreads)
+
+
+# Compiled inference plans (src/plan.c).
+cdef extern from "cnnkit.h" nogil:
+    enum:
+        CNNKIT_PLAN_INPUT
+        CNNKIT_PLAN_OUTPUT
+        CNNKIT_PLAN_CONV
+        CNNKIT_PLAN_DENSE
+        CNNKIT_PLAN_MAX_POOL
+        CNNKIT_PLAN_AVG_POOL
+        CNNKIT_PLAN_GLOBAL_MAX_POOL
+        CNNKIT_PLAN_BATCH_NORM
+        CNNKIT_PLAN_ACT
+        CNNKIT_PLAN_ADD
+        CNNKIT_PLAN_MUL
+        CNNKIT_PLAN_COPY
+        CNNKIT_PLAN_SOFTMAX
+        CNNKIT_PLAN_LOG_SOFTMAX
+        CNNKIT_ACT_NONE
+        CNNKIT_ACT_RELU
+        CNNKIT_ACT_LEAKY_RELU
+        CNNKIT_ACT_SIGMOID
+        CNNKIT_ACT_TANH
+        CNNKIT_ACT_SILU
+        CNNKIT_ACT_GELU
+        CNNKIT_ACT_GELU_TANH
+
+    ctypedef struct cnnkit_plan_step:
+        int op, act
+        double param
+        int flag
+        ptrdiff_t in0, in1, out
+        ptrdiff_t rows, size, stride, at, total
+        const void *w
+        const void *b
+        const void *mean
+        const void *var
+        cnnkit_conv2d_geom conv
+        cnnkit_pool2d_geom pool
+
+    ptrdiff_t cnnkit_plan_workspace_f32(const cnnkit_plan_step *steps,
+                                        ptrdiff_t nsteps, ptrdiff_t n,
+                                        int nthreads)
+    ptrdiff_t cnnkit_plan_workspace_f64(const cnnkit_plan_step *steps,
+                                        ptrdiff_t nsteps, ptrdiff_t n,
+                                        int nthreads)
+    void cnnkit_plan_forward_f32(float *y, const float *x, float *arena,
+                                 float *work, const cnnkit_plan_step *steps,
+                                 ptrdiff_t nsteps, ptrdiff_t logits,
+                                 ptrdiff_t classes, ptrdiff_t n, int nthreads)
+    void cnnkit_plan_forward_f64(double *y, const double *x, double *arena,
+                                 double *work, const cnnkit_plan_step *steps,
+                                 ptrdiff_t nsteps, ptrdiff_t logits,
+                                 ptrdiff_t classes, ptrdiff_t n, int nthreads)
+
+
+cdef inline void cnnkit_plan_forward(
+        floating *y, const floating *x, floating *arena, floating *work,
+        const cnnkit_plan_step *steps, ptrdiff_t nsteps, ptrdiff_t logits,
+        ptrdiff_t classes, ptrdiff_t n, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_plan_forward_f32(y, x, arena, work, steps, nsteps, logits,
+                                classes, n, nthreads)
+    else:
+        cnnkit_plan_forward_f64(y, x, arena, work, steps, nsteps, logits,
+                                classes, n, nthreads)

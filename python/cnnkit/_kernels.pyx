@@ -26,6 +26,7 @@ cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cython cimport floating
 from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memset
 
 cnp.import_array()
 
@@ -1969,3 +1970,291 @@ cdef double _softmax_xent(floating *t, grad, z, lab, sw, double normalizer,
         loss = cnnkit_softmax_xent(pg, pz, pl, pw, normalizer, smoothing, pk,
                                    n, c, nt)
     return loss
+
+
+# --------------------------------------------------------------------------
+# compiled inference plans
+# --------------------------------------------------------------------------
+_PLAN_OPS = {"conv": CNNKIT_PLAN_CONV, "dense": CNNKIT_PLAN_DENSE,
+             "max_pool": CNNKIT_PLAN_MAX_POOL,
+             "avg_pool": CNNKIT_PLAN_AVG_POOL,
+             "global_max_pool": CNNKIT_PLAN_GLOBAL_MAX_POOL,
+             "batch_norm": CNNKIT_PLAN_BATCH_NORM, "act": CNNKIT_PLAN_ACT,
+             "add": CNNKIT_PLAN_ADD, "mul": CNNKIT_PLAN_MUL,
+             "copy": CNNKIT_PLAN_COPY, "softmax": CNNKIT_PLAN_SOFTMAX,
+             "log_softmax": CNNKIT_PLAN_LOG_SOFTMAX}
+_PLAN_ACTS = {None: CNNKIT_ACT_NONE, "relu": CNNKIT_ACT_RELU,
+              "leaky_relu": CNNKIT_ACT_LEAKY_RELU,
+              "sigmoid": CNNKIT_ACT_SIGMOID, "tanh": CNNKIT_ACT_TANH,
+              "silu": CNNKIT_ACT_SILU, "gelu": CNNKIT_ACT_GELU,
+              "gelu_tanh": CNNKIT_ACT_GELU_TANH}
+
+
+cdef const void *_plan_array(object a, object dt, object size, str what,
+                             list keep) except? NULL:
+    """The data of a (None: NULL), which must be a C-contiguous array of
+    dtype dt and ``size`` elements; kept alive in keep."""
+    if a is None:
+        return NULL
+    if not (cnp.PyArray_Check(a) and a.dtype == dt and a.size == size and
+            cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a) and
+            cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a)):
+        raise ValueError(
+            f"plan: {what} must be a C-contiguous {np.dtype(dt).name} array "
+            f"of {size} elements, got {getattr(a, 'dtype', type(a))} "
+            f"{getattr(a, 'shape', '')}")
+    keep.append(a)
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef void _plan_run(floating *t, const cnnkit_plan_step *steps,
+                    ptrdiff_t nsteps, x, y, arena, work, ptrdiff_t logits,
+                    ptrdiff_t classes, ptrdiff_t n, int nt) noexcept:
+    cdef floating *py = _data(y, t)
+    cdef const floating *px = _data(x, t)
+    cdef floating *pa = _data(arena, t)
+    cdef floating *pw = _data(work, t)
+    with nogil:
+        cnnkit_plan_forward(py, px, pa, pw, steps, nsteps, logits, classes,
+                            n, nt)
+
+
+cdef class PlanProgram:
+    """The steps of a compiled plan, checked and held in C.
+
+    ``steps`` is a list of dicts, each with ``op`` (a key of _PLAN_OPS),
+    references ``in0`` (``in1``) and ``out`` (an offset per image into
+    the arena, -1 the input, -2 the output) and the op's sizes and arrays
+    (see cnnkit.plan).  Every reference is checked to lie inside the arena
+    (or to be the input / output with their sizes), and a step's output
+    not to overlap its inputs, so that no run reads or writes outside its
+    arrays.  ``logits`` is the arena offset that holds the output when
+    probabilities are asked for (-1: none)."""
+
+    cdef cnnkit_plan_step *steps
+    cdef ptrdiff_t nsteps
+    cdef readonly object dtype
+    cdef readonly object in_size, out_size, arena_size, logits
+    cdef list keep
+
+    def __cinit__(self):
+        self.steps = NULL
+        self.nsteps = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self.steps)
+
+    def __init__(self, list steps, dtype, in_size, out_size, arena_size,
+                 logits=-1):
+        dt = np.dtype(dtype)
+        if dt != np.float32 and dt != np.float64:
+            raise TypeError(f"plan: dtype must be float32 or float64, got "
+                            f"{dt}")
+        self.dtype = dt
+        self.in_size, self.out_size = int(in_size), int(out_size)
+        self.arena_size, self.logits = int(arena_size), int(logits)
+        if self.in_size < 1 or self.out_size < 1 or self.arena_size < 0:
+            raise ValueError("plan: sizes must be positive")
+        _check_size("plan arena", (self.arena_size,))
+        if self.logits >= 0 and \
+                self.logits + self.out_size > self.arena_size:
+            raise ValueError("plan: the logits lie outside the arena")
+        self.keep = []
+        self.steps = <cnnkit_plan_step *>PyMem_Malloc(
+            max(len(steps), 1) * sizeof(cnnkit_plan_step))
+        if self.steps == NULL:
+            raise MemoryError()
+        for i, spec in enumerate(steps):
+            self._fill(i, spec)
+            self.nsteps = i + 1
+
+    cdef object _ref(self, object r, object size, str what, int i):
+        """Check reference r of `size` elements per image."""
+        r = int(r)
+        if r == CNNKIT_PLAN_INPUT:
+            if size != self.in_size:
+                raise ValueError(f"plan: step {i} reads {size} elements of "
+                                 f"the input, which has {self.in_size}")
+        elif r == CNNKIT_PLAN_OUTPUT:
+            if size != self.out_size:
+                raise ValueError(f"plan: step {i} writes {size} elements "
+                                 f"to the output, which has "
+                                 f"{self.out_size}")
+        elif r < 0 or r + size > self.arena_size:
+            raise ValueError(f"plan: step {i}'s {what} [{r}, {r + size}) "
+                             f"lies outside the arena of {self.arena_size}")
+        elif self.logits >= 0 and r < self.logits + self.out_size and \
+                self.logits < r + size:
+            raise ValueError(f"plan: step {i}'s {what} overlaps the logits")
+        return r
+
+    cdef object _fill(self, int i, dict spec):
+        cdef cnnkit_plan_step *s = &self.steps[i]
+        cdef cnnkit_conv2d_geom cg
+        cdef cnnkit_pool2d_geom pg
+        memset_step(s)
+        op = spec["op"]
+        if op not in _PLAN_OPS:
+            raise ValueError(f"plan: unknown step {op!r}")
+        s.op = _PLAN_OPS[op]
+        act = spec.get("act")
+        if act not in _PLAN_ACTS:
+            raise ValueError(f"plan: unknown activation {act!r}")
+        s.act = _PLAN_ACTS[act]
+        s.param = float(spec.get("param", 0.0))
+        dt, keep = self.dtype, self.keep
+        ins = []
+        if op == "conv":
+            c, h, w = (int(d) for d in spec["x_shape"])
+            weight = spec["weight"]
+            shape = _conv_geom(&cg, (1, c, h, w), tuple(weight.shape),
+                               spec["stride"], spec["padding"],
+                               spec["dilation"], True, spec["groups"])
+            s.conv = cg
+            s.conv.n = 0
+            k = shape[1]
+            s.w = _plan_array(weight, dt, weight.size, "conv weight", keep)
+            s.b = _plan_array(spec.get("bias"), dt, k, "conv bias", keep)
+            if s.act not in (CNNKIT_ACT_NONE, CNNKIT_ACT_RELU):
+                raise ValueError("plan: conv takes only a ReLU epilogue")
+            ins = [(spec["in0"], c * h * w)]
+            osize = k * shape[2] * shape[3]
+        elif op == "dense":
+            weight = spec["weight"]
+            if not isinstance(weight, np.ndarray) or weight.ndim != 2 or \
+                    weight.dtype != dt:
+                raise ValueError(f"plan: dense weight must be a 2-D "
+                                 f"{dt.name} array")
+            s.size, s.rows = weight.shape[0], weight.shape[1]
+            # stored transposed, (f, o): the GEMM packs it without a
+            # transpose
+            s.w = _plan_array(np.ascontiguousarray(weight.T, dtype=dt), dt,
+                              weight.size, "dense weight", keep)
+            if s.act not in (CNNKIT_ACT_NONE, CNNKIT_ACT_RELU):
+                raise ValueError("plan: dense takes only a ReLU epilogue")
+            s.b = _plan_array(spec.get("bias"), dt, s.size, "dense bias",
+                              keep)
+            ins = [(spec["in0"], s.rows)]
+            osize = s.size
+        elif op in ("max_pool", "avg_pool"):
+            c, h, w = (int(d) for d in spec["x_shape"])
+            shape = _pool_geom(&pg, (1, c, h, w), spec["kernel"],
+                               spec["stride"], spec["padding"], "plan",
+                               bool(spec.get("ceil_mode", False)))
+            s.pool = pg
+            s.flag = bool(spec.get("count_include_pad", True))
+            ins = [(spec["in0"], c * h * w)]
+            osize = c * shape[2] * shape[3]
+        elif op == "global_max_pool":
+            c, h, w = (int(d) for d in spec["x_shape"])
+            if c < 1 or h < 1 or w < 1:
+                raise ValueError("plan: global pooling of an empty plane")
+            s.pool.planes, s.pool.h, s.pool.w = c, h, w
+            ins = [(spec["in0"], c * h * w)]
+            osize = c
+        elif op == "batch_norm":
+            s.rows, s.size = int(spec["channels"]), int(spec["hw"])
+            if s.rows < 1 or s.size < 1:
+                raise ValueError("plan: batch norm sizes must be positive")
+            s.mean = _plan_array(spec["mean"], dt, s.rows, "mean", keep)
+            s.var = _plan_array(spec["var"], dt, s.rows, "var", keep)
+            s.w = _plan_array(spec.get("weight"), dt, s.rows, "bn weight",
+                              keep)
+            s.b = _plan_array(spec.get("bias"), dt, s.rows, "bn bias", keep)
+            ins = [(spec["in0"], s.rows * s.size)]
+            osize = s.rows * s.size
+        elif op in ("act", "softmax", "log_softmax"):
+            s.size = int(spec["size"])
+            ins = [(spec["in0"], s.size)]
+            osize = s.size
+        elif op in ("add", "mul"):
+            s.size = int(spec["size"])
+            if s.act not in (CNNKIT_ACT_NONE, CNNKIT_ACT_RELU):
+                raise ValueError(f"plan: {op} takes only a ReLU epilogue")
+            ins = [(spec["in0"], s.size), (spec["in1"], s.size)]
+            osize = s.size
+        else:  # copy
+            s.rows, s.size = int(spec["rows"]), int(spec["size"])
+            s.stride, s.at = int(spec["stride"]), int(spec["at"])
+            s.total = int(spec["total"])
+            if s.rows < 1 or s.size < 1 or s.at < 0 or s.stride < s.size \
+                    or s.at + (s.rows - 1) * s.stride + s.size > s.total:
+                raise ValueError("plan: copy blocks outside the output")
+            ins = [(spec["in0"], s.rows * s.size)]
+            osize = s.total
+        if osize < 1:
+            raise ValueError(f"plan: step {i} has an empty output")
+        s.out = self._ref(spec["out"], osize, "output", i)
+        if s.out == CNNKIT_PLAN_INPUT:
+            raise ValueError(f"plan: step {i} writes the input")
+        refs = []
+        for j, (r, size) in enumerate(ins):
+            refs.append((self._ref(r, size, f"input {j}", i), size))
+        s.in0 = refs[0][0]
+        s.in1 = refs[1][0] if len(refs) > 1 else 0
+        for j, (r, size) in enumerate(refs):
+            if op in ("add", "mul") and j == 0 and r == s.out:
+                continue            # in place: read, then write, per element
+            if r == s.out or (r >= 0 and s.out >= 0 and
+                              r < s.out + osize and s.out < r + size):
+                raise ValueError(f"plan: step {i}'s output overlaps its "
+                                 f"input {j}")
+
+    def workspace_size(self, n, nthreads):
+        """Elements of workspace a batch of n images needs."""
+        cdef ptrdiff_t nn = n
+        cdef int nt = nthreads
+        _check_size("plan arena", (n, self.arena_size))
+        if self.dtype == np.float32:
+            return cnnkit_plan_workspace_f32(self.steps, self.nsteps, nn, nt)
+        return cnnkit_plan_workspace_f64(self.steps, self.nsteps, nn, nt)
+
+    def run(self, x, y, arena, work, bint probabilities=False):
+        """Run the plan on x (n * in_size elements) into y (n * out_size):
+        with probabilities, the softmax of the output.  arena and work are
+        writeable C-contiguous arrays of the plan's dtype, of at least n *
+        arena_size and workspace_size(n) elements.  Returns y."""
+        cdef int nt = _nthreads()
+        dt = self.dtype
+        if not (cnp.PyArray_Check(x) and x.dtype == dt and
+                cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x) and
+                cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x)):
+            raise ValueError(f"plan: x must be a C-contiguous {dt.name} "
+                             f"array")
+        if x.size % self.in_size or x.size == 0:
+            raise ValueError(f"plan: x must hold n images of "
+                             f"{self.in_size} elements, got {x.size}")
+        n = x.size // self.in_size
+        for a, size, what in ((y, n * self.out_size, "y"),
+                              (arena, n * self.arena_size, "arena"),
+                              (work, self.workspace_size(n, nt), "work")):
+            if not (cnp.PyArray_Check(a) and a.dtype == dt and
+                    cnp.PyArray_ISCARRAY(<cnp.ndarray>a) and
+                    cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a)) or \
+                    a.size < size:
+                raise ValueError(f"plan: {what} must be a writeable "
+                                 f"C-contiguous {dt.name} array of at "
+                                 f"least {size} elements")
+        if y.size != n * self.out_size:
+            raise ValueError(f"plan: y must have {n * self.out_size} "
+                             f"elements, got {y.size}")
+        if probabilities and self.logits < 0:
+            raise ValueError("plan: compiled without room for logits")
+        if np.may_share_memory(y, x) or np.may_share_memory(y, arena) or \
+                np.may_share_memory(arena, x):
+            raise ValueError("plan: x, y and the arena must not overlap")
+        cdef ptrdiff_t lg = self.logits if probabilities else -1
+        cdef ptrdiff_t classes = self.out_size, nn = n
+        if _is_f32(x):
+            _plan_run(_F32, self.steps, self.nsteps, x, y, arena, work, lg,
+                      classes, nn, nt)
+        else:
+            _plan_run(_F64, self.steps, self.nsteps, x, y, arena, work, lg,
+                      classes, nn, nt)
+        return y
+
+
+
+
+cdef inline void memset_step(cnnkit_plan_step *s) noexcept:
+    memset(s, 0, sizeof(cnnkit_plan_step))

@@ -30,6 +30,8 @@ from ._kernels import (gelu_backward, gelu_forward, leaky_relu_backward,
 # Data augmentation (cnnkit.transforms): the per-image draws and the window
 # copy, on arguments the transforms have checked.
 from ._kernels import index_hash, shift_flip_forward, window_draws
+# Compiled inference plans (cnnkit.plan): the checked steps, held in C.
+from ._kernels import PlanProgram
 
 __all__ = [
     "as_float", "conv_padding", "conv_output_hw", "Conv2DOp", "DenseOp",
@@ -45,6 +47,7 @@ __all__ = [
     "silu_backward", "gelu_forward", "gelu_backward", "softmax_backward",
     "log_softmax", "log_softmax_backward",
     "index_hash", "window_draws", "shift_flip_forward",
+    "PlanProgram",
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))

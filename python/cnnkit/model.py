@@ -19,6 +19,7 @@ import numpy as np
 from . import _context, _format, _inputs, _ops, _summary, functional
 from . import distributed as dist
 from . import optim
+from . import plan as _plan
 from . import trainer as _trainer
 from . import transforms as _transforms
 from ._checks import MAX_ELEMENTS, check_int, check_keys, is_int
@@ -129,6 +130,7 @@ class Model:
         self._names = []
         self._buffer_names = []
         self._saved = {}
+        self._plan_cache = None
 
     def _init_graph(self, inputs, outputs):
         self._graph = _Graph(_single(inputs, "inputs"),
@@ -193,6 +195,7 @@ class Model:
         self._bind_buffers()
         self.input_shape, self.output_shape = shape, out
         self.built = True
+        self._weights_changed()
         return self
 
     def _layer_buffer_specs(self, layer):
@@ -392,6 +395,8 @@ class Model:
         """
         g = self._graph
         ctx = _context.as_context(training)
+        if ctx:
+            self._weights_changed()       # batch norm's running statistics
         values = [None] * (len(g.order) + 1)
         values[0] = x
         keep = bool(ctx) and g.has_shared
@@ -442,6 +447,7 @@ class Model:
         thread count or on the batch.
         """
         g = self._graph
+        self._weights_changed()           # the optimizer's step follows
         if ctx is None:
             ctx = _context.StepContext(
                 training=True,
@@ -552,7 +558,12 @@ class Model:
         """
         if symbolic_args(x)[1]:
             return self._replay(_single(x, "inputs"))
-        return self.forward(self._prepare_x(x, check_finite=False), training)
+        x = self._prepare_x(x, check_finite=False)
+        if training is False:
+            plan = self._inference_plan()
+            if plan is not None:
+                return plan._run(x)
+        return self.forward(x, training)
 
     def _replay(self, tensor):
         return self._graph.replay(tensor)
@@ -567,16 +578,98 @@ class Model:
                 f"logits, shape (classes,) (end with Flatten or "
                 f"GlobalAvgPool2D and Dense)")
 
-    def _per_batch(self, x, batch_size, tail, dtype, fn):
+    def _per_batch(self, x, batch_size, tail, dtype, fn, proba=False):
         """``fn(logits)`` of checked ``x``, ``batch_size`` images per
-        forward pass, into one array of shape (n,) + tail."""
+        forward pass, into one array of shape (n,) + tail; the compiled
+        plan's pass when the model compiles (with ``proba``, its softmax
+        straight into the result)."""
         x = self._prepare_x(x)
         _check_batch_size(batch_size)
         out = np.empty((x.shape[0],) + tail, dtype=dtype)
+        plan = self._inference_plan()
+        proba = proba and plan is not None and len(plan.output_shape) == 1
         for i in range(0, x.shape[0], batch_size):
-            logits = self.forward(x[i:i + batch_size])
+            xb = x[i:i + batch_size]
+            if proba:
+                plan._run(xb, out[i:i + xb.shape[0]], True)
+                continue
+            logits = self.forward(xb) if plan is None else plan._run(xb)
             out[i:i + logits.shape[0]] = fn(logits)
         return out
+
+    # ------------------------------------------------------------------
+    # compiled plans
+    # ------------------------------------------------------------------
+    def compile(self, batch_size=None, dtype=None):
+        """The model's forward pass compiled into one call into C
+        (:func:`cnnkit.plan.compile`).
+
+        The returned plan holds copies of some weights (dense weights,
+        stored transposed, and the weights of a convolution or dense
+        layer with the batch norm after it folded in): compile again
+        after changing weights.  :meth:`predict`,
+        :meth:`predict_proba` and ``model(x)`` keep their own plan, which
+        every cnnkit path that writes weights (:meth:`fit`,
+        :meth:`set_weights`, :meth:`load_state_dict`, a training pass)
+        marks stale; after writing into the arrays of :meth:`parameters`
+        or :meth:`buffers` directly, call this method, which marks it
+        stale too.
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            Reserve the arena for batches of this many images now.
+        dtype : {"float32", "float64"}, optional
+            The plan's dtype; the model's by default.
+
+        Returns
+        -------
+        cnnkit.plan.Plan
+
+        Raises
+        ------
+        TypeError
+            A layer the plan cannot express, named.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from cnnkit import models
+        >>> net = models.lenet5(seed=0)
+        >>> plan = net.compile()
+        >>> plan.run(np.zeros((1, 1, 28, 28))).shape
+        (1, 10)
+        """
+        self._require_built("compile")
+        self._weights_changed()
+        return _plan.compile(self, batch_size=batch_size, dtype=dtype)
+
+    def _weights_changed(self):
+        """Mark every cached plan stale: called by each cnnkit path that
+        writes parameters or buffers (build, set_weights and
+        load_state_dict, a training forward pass, backward, fit).  The
+        count is shared by all models, since layers may be shared between
+        models (a block trained inside a bigger model, which also binds
+        the block's layers to its own arrays)."""
+        _WEIGHTS_VERSION[0] += 1
+
+    def _inference_plan(self):
+        """The plan of the current structure and weights, compiled when
+        they changed since the last one; None when the model cannot
+        compile (it then runs layer by layer)."""
+        if not self.built:
+            return None
+        graph = self._graph
+        key = (_WEIGHTS_VERSION[0], self.dtype)
+        cache = getattr(self, "_plan_cache", None)
+        if cache is not None and cache[0] is graph and cache[1] == key:
+            return cache[2]
+        try:
+            plan = _plan.compile(self)
+        except (TypeError, ValueError):
+            plan = None
+        self._plan_cache = (graph, key, plan)
+        return plan
 
     def predict_proba(self, x, batch_size=256):
         """Class probabilities (softmax of the logits), shape (n, classes).
@@ -593,7 +686,7 @@ class Model:
         proba : ndarray of shape (n, classes), in the model's dtype
         """
         return self._per_batch(x, batch_size, self.output_shape, self.dtype,
-                               _ops.softmax)
+                               _ops.softmax, proba=True)
 
     def predict(self, x, batch_size=256):
         """Predicted class indices: the index of the largest logit of each
@@ -820,6 +913,7 @@ class Model:
             checked.append(w)
         for (_, p), w in zip(names, checked):
             p[...] = w
+        self._weights_changed()
         return self
 
     def state_dict(self):
@@ -1108,6 +1202,7 @@ class Model:
             self.optimizer.load_state_dict(opt_state)
         self.metadata = state.get("metadata", {})
         self.stop_training = state["stop_training"]
+        self._weights_changed()
 
     def save(self, path, include_optimizer=True, metadata=None):
         """Write the architecture, the weights and (optionally) the optimizer
@@ -1315,8 +1410,16 @@ class Model:
             except BaseException:
                 self.optimizer = previous
                 raise
-        return trainer.fit(x, y, sw, xv, yv, initial_epoch, epochs,
-                           batch_size, shuffle, callbacks, verbose)
+        try:
+            return trainer.fit(x, y, sw, xv, yv, initial_epoch, epochs,
+                               batch_size, shuffle, callbacks, verbose)
+        finally:
+            self._weights_changed()
+
+
+#: How often any model's parameters or buffers were written by cnnkit: a
+#: cached plan compiled at another count is compiled again.
+_WEIGHTS_VERSION = [0]
 
 
 def _check_label_smoothing(value):

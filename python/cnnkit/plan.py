@@ -1,0 +1,456 @@
+"""Compiled inference plans: a model's whole forward pass in one call.
+
+:func:`compile` turns a built model (a :class:`~cnnkit.Sequential` or a
+graph :class:`~cnnkit.Model`) into a :class:`Plan`: a list of steps, each an
+existing C kernel, over one preallocated arena of activations, that runs
+with one call into C (the GIL released once) instead of one Python call per
+layer.  On the way it
+
+- folds each inference batch norm into the convolution or dense layer
+  whose output only it reads (:func:`cnnkit.functional.fold_batch_norm`),
+  and runs any other batch norm as its own step from the running
+  statistics;
+- fuses a ReLU into the convolution or residual add whose output only it
+  reads (the bits of a separate ReLU);
+- drops what does nothing at inference: :class:`~cnnkit.layers.Dropout`,
+  and :class:`~cnnkit.layers.Flatten` (a view of the same memory);
+- places every activation in one arena, reusing the memory of tensors no
+  later step reads.
+
+A layer the plan cannot express makes :func:`compile` raise a
+:class:`TypeError` that names it; such a model keeps the layer-by-layer path
+in :meth:`~cnnkit.Model.predict`.
+
+Rounding: without batch norm, a plan gives the bits of the layer path
+(``model.forward``).  Folding a batch norm rounds the folded weight and
+bias once, so outputs differ from the layer path by a few units in the
+last place of the logits' scale: the tests hold every plan to
+``|plan - layers| <= 1e-4 * (1 + max|layers|)`` in float32 and ``1e-10 *
+(1 + max|layers|)`` in float64.  Results are bit-identical for any thread
+count, and each image's result does not depend on the others in its batch.
+"""
+import math
+import threading
+
+import numpy as np
+
+from . import _inputs, _ops, functional
+from . import layers as L
+
+__all__ = ["compile", "Plan", "RTOL32", "RTOL64"]
+
+#: The bound the tests hold a plan to, relative to ``1 + max|logits|`` of
+#: the layer path: float32 and float64.
+RTOL32 = 1e-4
+RTOL64 = 1e-10
+
+_INPUT, _OUTPUT = -1, -2
+_ALIGN = 16                  # offsets per image in multiples of 16 elements
+
+_ACTIVATIONS = {L.ReLU: "relu", L.Sigmoid: "sigmoid", L.Tanh: "tanh",
+                L.SiLU: "silu"}
+
+#: The layers a plan runs, with the options (``get_config`` keys) it
+#: understands: a layer with another option runs layer by layer.
+_CONV = {"filters", "kernel_size", "stride", "padding", "dilation",
+         "use_bias", "groups"}
+_POOL = {"pool_size", "stride", "padding", "ceil_mode"}
+_KNOWN = {L.Conv2D: _CONV,
+          L.DepthwiseConv2D: _CONV - {"filters", "groups"} |
+          {"depth_multiplier"},
+          L.Dense: {"units", "use_bias"},
+          L.BatchNorm2D: {"affine", "eps", "momentum"},
+          L.BatchNorm1D: {"affine", "eps", "momentum"},
+          L.ReLU: set(), L.LeakyReLU: {"negative_slope"}, L.Sigmoid: set(),
+          L.Tanh: set(), L.SiLU: set(), L.GELU: {"approximate"},
+          L.Softmax: set(), L.LogSoftmax: set(), L.MaxPool2D: _POOL,
+          L.AvgPool2D: _POOL | {"count_include_pad"},
+          L.GlobalAvgPool2D: set(), L.GlobalMaxPool2D: set(),
+          L.Flatten: set(), L.Dropout: {"rate"}, L.Add: set(),
+          L.Multiply: set(), L.Concatenate: {"axis"}}
+
+
+def _unsupported(layer, why=""):
+    return TypeError(
+        f"compile: layer {layer.name!r} ({type(layer).__name__}) cannot run "
+        f"in a compiled plan{why}; use the layer-by-layer path "
+        f"(model.forward)")
+
+
+class _Builder:
+    """Walks a model's graph into plan steps over symbolic tensors (the
+    graph's slots), then places the tensors in the arena."""
+
+    def __init__(self, model, dtype):
+        self.model, self.dtype = model, dtype
+        self.g = g = model._graph
+        self.size = {0: math.prod(g.input.shape)}   # per-image elements
+        self.base = {0: 0}                          # slot -> tensor it views
+        self.steps = []
+        self.folds = []          # (layer, bn) pairs whose weights were folded
+
+    # -- helpers ----------------------------------------------------------
+    def readers(self, i):
+        """The calls that read the output of call i."""
+        return self.g.readers.get(self.g.order[i].output.uid, [])
+
+    def only_reader(self, i):
+        """The one call that reads call i's output, or None (several
+        readers, or the model's output)."""
+        r = self.readers(i)
+        if len(r) != 1 or self.g.order[i].output is self.g.output:
+            return None
+        return r[0]
+
+    def array(self, a):
+        return None if a is None else np.ascontiguousarray(a, self.dtype)
+
+    def emit(self, step, ins, out, size):
+        self.size[out] = size
+        self.base.setdefault(out, out)
+        step["in"] = [self.base[k] for k in ins]
+        step["out"] = self.base[out]
+        self.steps.append(step)
+
+    # -- the walk ---------------------------------------------------------
+    def build(self):
+        g = self.g
+        absorbed = set()
+        for i, node in enumerate(g.order):
+            if i in absorbed:
+                continue
+            layer, ins = node.layer, list(g.slots[i])
+            in_shape = node.inputs[0].shape
+            out_shape = node.output.shape
+            out = i + 1
+            kind = type(layer)
+            if kind not in _KNOWN:
+                raise _unsupported(layer)
+            extra = set(layer.get_config()) - _KNOWN[kind] - {"name"}
+            if extra:
+                raise _unsupported(layer, f" (its options {sorted(extra)} "
+                                   f"are not compiled)")
+            if kind in (L.Conv2D, L.DepthwiseConv2D, L.Dense):
+                w = layer.params["weight"]
+                b = layer.params.get("bias")
+                last = i
+                j = self.only_reader(i)
+                bn_kind = L.BatchNorm1D if kind is L.Dense else L.BatchNorm2D
+                if j is not None and type(g.order[j].layer) is bn_kind:
+                    bn = g.order[j].layer
+                    w, b = functional.fold_batch_norm(
+                        w, b, bn.buffers["running_mean"],
+                        bn.buffers["running_var"], bn.params.get("weight"),
+                        bn.params.get("bias"), bn.eps)
+                    self.folds.append((layer, bn))
+                    absorbed.add(j)
+                    last = j
+                act = None
+                k = self.only_reader(last)
+                if k is not None and type(g.order[k].layer) is L.ReLU:
+                    act = "relu"
+                    absorbed.add(k)
+                    last = k
+                out = last + 1
+                if kind is L.Dense:
+                    step = {"op": "dense", "weight": self.array(w),
+                            "bias": self.array(b), "act": act}
+                else:
+                    step = {"op": "conv", "x_shape": in_shape,
+                            "weight": self.array(w), "bias": self.array(b),
+                            "stride": layer.stride,
+                            "padding": layer._op.padding,
+                            "dilation": layer.dilation,
+                            "groups": layer._op.groups, "act": act}
+                self.emit(step, ins, out, math.prod(g.order[last].output.shape))
+            elif kind in (L.BatchNorm2D, L.BatchNorm1D):
+                c = in_shape[0]
+                self.emit({"op": "batch_norm", "channels": c,
+                           "hw": math.prod(in_shape[1:]),
+                           "mean": self.array(layer.buffers["running_mean"]),
+                           "var": self.array(layer.buffers["running_var"]),
+                           "weight": self.array(layer.params.get("weight")),
+                           "bias": self.array(layer.params.get("bias")),
+                           "param": layer.eps}, ins, out,
+                          math.prod(out_shape))
+            elif kind in _ACTIVATIONS or kind in (L.LeakyReLU, L.GELU):
+                if kind is L.LeakyReLU:
+                    act, param = "leaky_relu", layer.negative_slope
+                elif kind is L.GELU:
+                    act = "gelu_tanh" if layer.approximate == "tanh" \
+                        else "gelu"
+                    param = 0.0
+                else:
+                    act, param = _ACTIVATIONS[kind], 0.0
+                self.emit({"op": "act", "act": act, "param": param,
+                           "size": math.prod(out_shape)}, ins, out,
+                          math.prod(out_shape))
+            elif kind in (L.Softmax, L.LogSoftmax):
+                if len(in_shape) != 1:
+                    raise _unsupported(layer, " on samples of shape "
+                                       f"{in_shape}")
+                self.emit({"op": "softmax" if kind is L.Softmax
+                           else "log_softmax", "size": in_shape[0]},
+                          ins, out, in_shape[0])
+            elif kind in (L.MaxPool2D, L.AvgPool2D):
+                step = {"op": "max_pool" if kind is L.MaxPool2D
+                        else "avg_pool", "x_shape": in_shape,
+                        "kernel": layer.pool_size, "stride": layer.stride,
+                        "padding": layer.padding,
+                        "ceil_mode": layer.ceil_mode}
+                if kind is L.AvgPool2D:
+                    step["count_include_pad"] = layer.count_include_pad
+                self.emit(step, ins, out, math.prod(out_shape))
+            elif kind is L.GlobalAvgPool2D:
+                self.emit({"op": "avg_pool", "x_shape": in_shape,
+                           "kernel": in_shape[1:], "stride": in_shape[1:],
+                           "padding": (0, 0)}, ins, out, in_shape[0])
+            elif kind is L.GlobalMaxPool2D:
+                self.emit({"op": "global_max_pool", "x_shape": in_shape},
+                          ins, out, in_shape[0])
+            elif kind in (L.Flatten, L.Dropout):
+                self.base[out] = self.base[ins[0]]
+                self.size[out] = self.size[ins[0]]
+            elif kind in (L.Add, L.Multiply):
+                size = math.prod(out_shape)
+                act = None
+                k = self.only_reader(i)
+                if k is not None and type(g.order[k].layer) is L.ReLU:
+                    act = "relu"
+                    absorbed.add(k)
+                    out = k + 1
+                op = "add" if kind is L.Add else "mul"
+                for q in range(1, len(ins)):
+                    first = ins[0] if q == 1 else out
+                    self.emit({"op": op, "size": size,
+                               "act": act if q == len(ins) - 1 else None},
+                              [first, ins[q]], out, size)
+            elif kind is L.Concatenate:
+                shapes = [t.shape for t in node.inputs]
+                axis = layer._sample_axis(len(shapes[0]))
+                rows = math.prod(out_shape[:axis])
+                stride = math.prod(out_shape[axis:])
+                total, at = math.prod(out_shape), 0
+                for k, s in zip(ins, shapes):
+                    size = math.prod(s[axis:])
+                    self.emit({"op": "copy", "rows": rows, "size": size,
+                               "stride": stride, "at": at, "total": total},
+                              [k], out, total)
+                    at += size
+            else:
+                raise _unsupported(layer)
+        final = self.base[g.output_slot]
+        if final == 0:            # the output is a view of the input
+            size = self.size[0]
+            self.emit({"op": "act", "size": size}, [0], g.output_slot, size)
+            final = self.base[g.output_slot]
+        return final
+
+    # -- the arena --------------------------------------------------------
+    def place(self, final, out_size):
+        """Offsets per image for every tensor: first fit, a tensor's memory
+        free after the last step that reads it, never shared by a step's
+        input and output (an add or product may write its first input)."""
+        last = {}
+        for s, step in enumerate(self.steps):
+            for t in step["in"]:
+                last[t] = s
+        where = {0: _INPUT, final: _OUTPUT}
+        live = []                               # (offset, size, tensor)
+        top = 0
+
+        def fit(size):
+            off = 0
+            for o, sz, _ in sorted(live):
+                if o - off >= size:
+                    return off
+                off = max(off, o + sz)
+            return off
+
+        for s, step in enumerate(self.steps):
+            t = step["out"]
+            if t not in where:
+                size = -(-self.size[t] // _ALIGN) * _ALIGN
+                off = fit(size)
+                live.append((off, size, t))
+                where[t] = off
+                top = max(top, off + size)
+            for u in set(step["in"]):
+                if last.get(u) == s and u != t:
+                    live[:] = [b for b in live if b[2] != u]
+            step["in0"] = where[step["in"][0]]
+            if len(step["in"]) > 1:
+                step["in1"] = where[step["in"][1]]
+            step["out"] = where[t]
+            del step["in"]
+        logits = -(-top // _ALIGN) * _ALIGN
+        return logits + out_size, logits
+
+
+def compile(model, batch_size=None, dtype=None):
+    """A compiled inference plan of ``model``.
+
+    Parameters
+    ----------
+    model : cnnkit.Model or cnnkit.Sequential
+        A built model.
+    batch_size : int, optional
+        Allocate the arena for batches of this many images now (otherwise
+        at the first run, for its batch; a larger batch grows it).
+    dtype : {"float32", "float64"}, optional
+        The plan's dtype; by default the model's.  In another dtype than
+        the model's the plan holds converted copies of the weights.
+
+    Returns
+    -------
+    Plan
+
+    Raises
+    ------
+    TypeError
+        A layer the plan cannot express (named), or a bad dtype.
+    ValueError
+        An unbuilt model or a bad batch size.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cnnkit import models, plan
+    >>> net = models.lenet5(seed=0)
+    >>> p = plan.compile(net)
+    >>> x = np.zeros((2, 1, 28, 28), dtype=np.float32)
+    >>> bool(np.array_equal(p.run(x), net.forward(x)))
+    True
+    """
+    if not getattr(model, "built", False):
+        raise ValueError("compile: the model is not built yet; pass "
+                         "input_shape to it or call it on data first")
+    dt = model.dtype if dtype is None else dtype
+    try:
+        dt = np.dtype(dt)
+    except TypeError:
+        dt = None
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"compile: dtype must be 'float32' or 'float64', got "
+                        f"{dtype!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or
+                                   not isinstance(batch_size,
+                                                  (int, np.integer))):
+        raise TypeError(f"compile: batch_size must be an int or None, got "
+                        f"{batch_size!r}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"compile: batch_size must be >= 1, got "
+                         f"{batch_size}")
+    b = _Builder(model, dt)
+    final = b.build()
+    out_size = math.prod(model.output_shape)
+    arena, logits = b.place(final, out_size)
+    program = _ops.PlanProgram(b.steps, dt, math.prod(model.input_shape),
+                               out_size, arena, logits)
+    p = Plan(program, tuple(model.input_shape), tuple(model.output_shape),
+             dt, len(b.steps), len(b.folds))
+    if batch_size is not None:
+        p._reserve(int(batch_size))
+    return p
+
+
+class Plan:
+    """A model's forward pass compiled into one call into C.
+
+    Made by :func:`compile` or :meth:`cnnkit.Model.compile`.
+
+    Attributes
+    ----------
+    input_shape, output_shape : tuple of int
+        Shapes of one sample.
+    dtype : numpy.dtype
+    num_steps : int
+        The C steps the pass runs.
+    folded : int
+        The batch normalisations folded into a convolution or dense
+        layer.
+    """
+
+    def __init__(self, program, input_shape, output_shape, dtype, num_steps,
+                 folded):
+        self._program = program
+        self.input_shape, self.output_shape = input_shape, output_shape
+        self.dtype, self.num_steps, self.folded = dtype, num_steps, folded
+        # each Python thread runs on its own arena and workspace, so that
+        # threads share a plan without waiting for each other
+        self._local = threading.local()
+
+    def __repr__(self):
+        return (f"<Plan {self.input_shape} -> {self.output_shape}, "
+                f"{self.dtype.name}, {self.num_steps} steps>")
+
+    def _reserve(self, n):
+        """This thread's arena and workspace, grown for n images."""
+        local = self._local
+        arena = getattr(local, "arena", None)
+        need = max(n * self._program.arena_size, 1)
+        if arena is None or arena.size < need:
+            arena = local.arena = np.empty(need, self.dtype)
+        work = getattr(local, "work", None)
+        need = self._program.workspace_size(n, _ops.get_num_threads())
+        if work is None or work.size < need:
+            work = local.work = np.empty(need, self.dtype)
+        return arena, work
+
+    def run(self, x, out=None, probabilities=False):
+        """The logits (or, with ``probabilities``, their softmax) of ``x``.
+
+        Parameters
+        ----------
+        x : array_like of shape (n,) + input_shape
+            Or one image (``input_shape``); ``(n, H, W)`` for one channel.
+            Converted to the plan's dtype; refused, as by
+            :meth:`cnnkit.Model.predict`, when it is not real numbers, has
+            another shape, is empty or holds NaN or infinite values.
+        out : ndarray of shape (n,) + output_shape, optional
+            A C-contiguous array of the plan's dtype to write.
+        probabilities : bool, default False
+            Return the softmax of the logits (one pass, as
+            :meth:`cnnkit.Model.predict_proba`).
+
+        Returns
+        -------
+        ndarray of shape (n,) + output_shape
+        """
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"x must be array-like ({exc})") from None
+        if x.dtype.kind not in "biuf":
+            raise TypeError(
+                f"x must be a real numeric array, got dtype {x.dtype}")
+        x = _inputs.as_batch(x, self.input_shape, "x")
+        if x.shape[0] == 0:
+            raise ValueError(f"x is empty (shape {x.shape})")
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        if not np.isfinite(x).all():
+            bad = int(np.count_nonzero(~np.isfinite(x)))
+            raise ValueError(f"x contains {bad} NaN or infinite values")
+        if probabilities and len(self.output_shape) != 1:
+            raise ValueError(f"run: probabilities need one vector of logits "
+                             f"per sample; the output has shape "
+                             f"{self.output_shape}")
+        return self._run(x, out, bool(probabilities))
+
+    def _run(self, x, out=None, probabilities=False):
+        """run on a checked, C-contiguous batch of the plan's dtype."""
+        n = x.shape[0]
+        shape = (n,) + self.output_shape
+        if out is None:
+            out = np.empty(shape, self.dtype)
+        elif not (isinstance(out, np.ndarray) and out.shape == shape and
+                  out.dtype == self.dtype and out.flags.c_contiguous and
+                  out.flags.writeable):
+            raise ValueError(
+                f"run: out must be a writeable C-contiguous {self.dtype.name} "
+                f"array of shape {shape}, got "
+                f"{getattr(out, 'dtype', type(out).__name__)} "
+                f"{getattr(out, 'shape', '')}")
+        arena, work = self._reserve(n)
+        self._program.run(x, out, arena, work, probabilities)
+        return out

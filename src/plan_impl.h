@@ -1,0 +1,312 @@
+/* plan_impl.h -- body of plan.c, included once per REAL type. */
+
+/* The address of reference r for a batch of n images. */
+static REAL *SFX(plan_at)(ptrdiff_t r, REAL *arena, const REAL *x, REAL *y,
+                          ptrdiff_t n)
+{
+    if (r == CNNKIT_PLAN_INPUT)
+        return (REAL *)x;              /* only ever read */
+    if (r == CNNKIT_PLAN_OUTPUT)
+        return y;
+    return arena + r * n;
+}
+
+/* Convolutions on small planes, batched: where conv2d's forward would run
+ * one small matrix product per image (its im2col path: one group, the
+ * direct path not taken, few output pixels), the plan lowers a chunk of
+ * images into one matrix and runs one product for all of them.  The GEMM's
+ * sum for each element runs over the same inner dimension in the same
+ * slabs whatever the number of columns, so the bits are conv2d's. */
+#ifndef PLAN_BATCHED_PIXELS
+#define PLAN_BATCHED_PIXELS 64        /* at most this many pixels per image */
+#define PLAN_BATCHED_ELEMS 262144     /* lowered elements per chunk */
+#endif
+
+static ptrdiff_t SFX(plan_batched_chunk)(const cnnkit_conv2d_geom *g,
+                                         ptrdiff_t n, int nthreads)
+{
+    cnnkit_conv2d_geom h = *g;
+    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    h.n = n;
+    if (n < 2 || cnnkit_conv_groups(g) > 1 || p > PLAN_BATCHED_PIXELS ||
+        cnnkit_conv_direct_applies(&h, nthreads, sizeof(REAL) == 8))
+        return 0;
+    return CNNKIT_MAX((ptrdiff_t)1,
+                      CNNKIT_MIN(n, PLAN_BATCHED_ELEMS / (crs * p)));
+}
+
+static ptrdiff_t SFX(plan_batched_workspace)(const cnnkit_conv2d_geom *g,
+                                             ptrdiff_t b, int nthreads)
+{
+    const ptrdiff_t cols = b * g->oh * g->ow, crs = g->c * g->r * g->s;
+    return crs * cols + g->k * cols +
+           (ptrdiff_t)nthreads * cnnkit_gemm_workspace(g->k, cols, crs);
+}
+
+/* col (crs, b*p): row (c, r, s), column img*p + i*ow + j holds
+ * x[img, c, i*sh - ph + r*dh, j*sw - pw + s*dw], 0 in the padding. */
+static void SFX(plan_im2col)(REAL *restrict col, const REAL *restrict x,
+                             const cnnkit_conv2d_geom *g, ptrdiff_t b,
+                             int nthreads)
+{
+    const ptrdiff_t p = g->oh * g->ow, cols = b * p;
+    const ptrdiff_t rs = g->r * g->s, crs = g->c * rs;
+    const ptrdiff_t hw = g->h * g->w, chw = g->c * hw;
+    int nt = cnnkit_team(4.0 * crs * cols, crs, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t t = 0; t < crs; t++) {
+        const ptrdiff_t c = t / rs, r = t / g->s % g->r, s = t % g->s;
+        REAL *restrict dst = col + t * cols;
+        for (ptrdiff_t img = 0; img < b; img++) {
+            const REAL *xc = x + img * chw + c * hw;
+            for (ptrdiff_t i = 0; i < g->oh; i++) {
+                const ptrdiff_t h = i * g->stride_h - g->pad_h + r * g->dil_h;
+                REAL *restrict d = dst + img * p + i * g->ow;
+                if (h < 0 || h >= g->h) {
+                    for (ptrdiff_t j = 0; j < g->ow; j++)
+                        d[j] = 0;
+                    continue;
+                }
+                for (ptrdiff_t j = 0; j < g->ow; j++) {
+                    const ptrdiff_t w = j * g->stride_w - g->pad_w +
+                                        s * g->dil_w;
+                    d[j] = (w >= 0 && w < g->w) ? xc[h * g->w + w] : 0;
+                }
+            }
+        }
+    }
+}
+
+/* y (n, k, oh, ow) = conv2d_forward(x, w, bias, relu), chunks of b images
+ * at a time through one lowered matrix and one product each. */
+static void SFX(plan_conv_batched)(REAL *y, const REAL *x, const REAL *w,
+                                   const REAL *bias, int relu, REAL *work,
+                                   const cnnkit_conv2d_geom *g, ptrdiff_t n,
+                                   ptrdiff_t b, int nthreads)
+{
+    const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
+    const ptrdiff_t k = g->k, chw = g->c * g->h * g->w;
+    for (ptrdiff_t i0 = 0; i0 < n; i0 += b) {
+        const ptrdiff_t nb = CNNKIT_MIN(b, n - i0), cols = nb * p;
+        REAL *col = work, *tmp = work + crs * cols, *gw = tmp + k * cols;
+        SFX(plan_im2col)(col, x + i0 * chw, g, nb, nthreads);
+        SFX(cnnkit_gemm_parallel)(0, 0, k, cols, crs, 1, w, crs, col, cols,
+                                  0, tmp, cols, gw, nthreads);
+        /* back to (image, filter, pixel), with the bias and the ReLU of
+         * conv2d's epilogue (the same additions and selects) */
+        REAL *yb = y + i0 * k * p;
+        int nt = cnnkit_team(4.0 * k * cols, nb, nthreads);
+        (void)nt; /* unused in serial builds */
+        CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+        for (ptrdiff_t img = 0; img < nb; img++)
+            for (ptrdiff_t f = 0; f < k; f++) {
+                const REAL *src = tmp + f * cols + img * p;
+                REAL *dst = yb + (img * k + f) * p;
+                for (ptrdiff_t q = 0; q < p; q++) {
+                    REAL v = src[q];
+                    if (bias)
+                        v += bias[f];
+                    if (relu)
+                        v = (v > 0 || v != v) ? v : (REAL)0;
+                    dst[q] = v;
+                }
+            }
+    }
+}
+
+ptrdiff_t SFX(cnnkit_plan_workspace)(const cnnkit_plan_step *steps,
+                                     ptrdiff_t nsteps, ptrdiff_t n,
+                                     int nthreads)
+{
+    const ptrdiff_t per64 = (ptrdiff_t)(sizeof(int64_t) / sizeof(REAL));
+    ptrdiff_t most = 1;
+    for (ptrdiff_t i = 0; i < nsteps; i++) {
+        const cnnkit_plan_step *s = &steps[i];
+        ptrdiff_t need = 0;
+        switch (s->op) {
+        case CNNKIT_PLAN_CONV: {
+            cnnkit_conv2d_geom g = s->conv;
+            const ptrdiff_t b = SFX(plan_batched_chunk)(&g, n, nthreads);
+            g.n = n;
+            need = b ? SFX(plan_batched_workspace)(&g, b, nthreads)
+                     : cnnkit_conv2d_workspace(&g, CNNKIT_CONV_FORWARD,
+                                               nthreads);
+            break;
+        }
+        case CNNKIT_PLAN_DENSE:
+            need = cnnkit_dense_workspace(n, s->rows, s->size, nthreads);
+            break;
+        case CNNKIT_PLAN_MAX_POOL:
+            need = n * s->pool.planes * s->pool.oh * s->pool.ow * per64;
+            break;
+        case CNNKIT_PLAN_GLOBAL_MAX_POOL:
+            need = n * s->pool.planes * per64;
+            break;
+        case CNNKIT_PLAN_BATCH_NORM:
+            need = s->rows;
+            break;
+        default:
+            break;
+        }
+        most = CNNKIT_MAX(most, need);
+    }
+    return most;
+}
+
+static void SFX(plan_act)(REAL *y, const REAL *x, ptrdiff_t m, int act,
+                          double param, int nthreads)
+{
+    switch (act) {
+    case CNNKIT_ACT_RELU:
+        SFX(cnnkit_relu_forward)(y, x, m, nthreads);
+        break;
+    case CNNKIT_ACT_LEAKY_RELU:
+        SFX(cnnkit_leaky_relu_forward)(y, x, m, param, nthreads);
+        break;
+    case CNNKIT_ACT_SIGMOID:
+        SFX(cnnkit_sigmoid_forward)(y, x, m, nthreads);
+        break;
+    case CNNKIT_ACT_TANH:
+        SFX(cnnkit_tanh_forward)(y, x, m, nthreads);
+        break;
+    case CNNKIT_ACT_SILU:
+        SFX(cnnkit_silu_forward)(y, x, m, nthreads);
+        break;
+    case CNNKIT_ACT_GELU:
+    case CNNKIT_ACT_GELU_TANH:
+        SFX(cnnkit_gelu_forward)(y, x, m, act == CNNKIT_ACT_GELU_TANH,
+                                 nthreads);
+        break;
+    default:
+        if (y != x)
+            memcpy(y, x, (size_t)m * sizeof(REAL));
+        break;
+    }
+}
+
+/* y = a + b (y may be a), then ReLU when relu: one IEEE addition per
+ * element (NumPy's bits) and the select of cnnkit_relu_forward. */
+static void SFX(plan_add)(REAL *y, const REAL *a, const REAL *b, ptrdiff_t m,
+                          int relu, int mul, int nthreads)
+{
+    int nt = cnnkit_team(8.0 * m, m, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t i = 0; i < m; i++) {
+        REAL v = mul ? a[i] * b[i] : a[i] + b[i];
+        if (relu)
+            v = (v > 0 || v != v) ? v : (REAL)0;
+        y[i] = v;
+    }
+}
+
+void SFX(cnnkit_plan_forward)(REAL *y, const REAL *x, REAL *arena,
+                              REAL *work, const cnnkit_plan_step *steps,
+                              ptrdiff_t nsteps, ptrdiff_t logits,
+                              ptrdiff_t classes, ptrdiff_t n, int nthreads)
+{
+    if (n <= 0)
+        return;
+    REAL *dest = logits >= 0 ? arena + logits * n : y;
+    for (ptrdiff_t i = 0; i < nsteps; i++) {
+        const cnnkit_plan_step *s = &steps[i];
+        REAL *out = SFX(plan_at)(s->out, arena, x, dest, n);
+        const REAL *in0 = SFX(plan_at)(s->in0, arena, x, dest, n);
+        switch (s->op) {
+        case CNNKIT_PLAN_CONV: {
+            cnnkit_conv2d_geom g = s->conv;
+            const ptrdiff_t b = SFX(plan_batched_chunk)(&g, n, nthreads);
+            g.n = n;
+            if (b)
+                SFX(plan_conv_batched)(out, in0, (const REAL *)s->w,
+                                       (const REAL *)s->b,
+                                       s->act == CNNKIT_ACT_RELU, work, &g,
+                                       n, b, nthreads);
+            else
+                SFX(cnnkit_conv2d_forward)(out, in0, (const REAL *)s->w,
+                                           (const REAL *)s->b,
+                                           s->act == CNNKIT_ACT_RELU, work,
+                                           &g, nthreads);
+            break;
+        }
+        case CNNKIT_PLAN_DENSE: {
+            /* cnnkit_dense_forward on the weight stored transposed: the
+             * GEMM packs the same panels without transposing them (the
+             * same bits), then the bias and the ReLU of the epilogue, the
+             * selects of cnnkit_relu_forward */
+            const ptrdiff_t f = s->rows, o = s->size;
+            const REAL *bias = (const REAL *)s->b;
+            SFX(cnnkit_gemm_parallel)(0, 0, n, o, f, 1, in0, f,
+                                      (const REAL *)s->w, o, 0, out, o, work,
+                                      nthreads);
+            if (bias)
+                for (ptrdiff_t r = 0; r < n; r++)
+                    for (ptrdiff_t j = 0; j < o; j++)
+                        out[r * o + j] += bias[j];
+            if (s->act == CNNKIT_ACT_RELU)
+                for (ptrdiff_t q = 0; q < n * o; q++) {
+                    REAL v = out[q];
+                    out[q] = (v > 0 || v != v) ? v : (REAL)0;
+                }
+            break;
+        }
+        case CNNKIT_PLAN_MAX_POOL: {
+            cnnkit_pool2d_geom g = s->pool;
+            g.planes *= n;
+            SFX(cnnkit_max_pool2d_forward)(out, (int64_t *)work, in0, &g,
+                                           nthreads);
+            break;
+        }
+        case CNNKIT_PLAN_AVG_POOL: {
+            cnnkit_pool2d_geom g = s->pool;
+            g.planes *= n;
+            SFX(cnnkit_avg_pool2d_forward)(out, in0, &g, s->flag, nthreads);
+            break;
+        }
+        case CNNKIT_PLAN_GLOBAL_MAX_POOL:
+            SFX(cnnkit_global_max_pool2d_forward)(
+                out, (int64_t *)work, in0, s->pool.planes * n,
+                s->pool.h * s->pool.w, nthreads);
+            break;
+        case CNNKIT_PLAN_BATCH_NORM:
+            SFX(cnnkit_batch_norm_inference)(
+                out, work, in0, (const REAL *)s->mean, (const REAL *)s->var,
+                (const REAL *)s->w, (const REAL *)s->b, s->param, n, s->rows,
+                s->size, nthreads);
+            break;
+        case CNNKIT_PLAN_ACT:
+            SFX(plan_act)(out, in0, n * s->size, s->act, s->param, nthreads);
+            break;
+        case CNNKIT_PLAN_ADD:
+        case CNNKIT_PLAN_MUL:
+            SFX(plan_add)(out, in0,
+                          SFX(plan_at)(s->in1, arena, x, dest, n),
+                          n * s->size, s->act == CNNKIT_ACT_RELU,
+                          s->op == CNNKIT_PLAN_MUL, nthreads);
+            break;
+        case CNNKIT_PLAN_COPY: {
+            const ptrdiff_t blocks = n * s->rows;
+            int nt = cnnkit_team(8.0 * blocks * s->size, blocks, nthreads);
+            (void)nt; /* unused in serial builds */
+            CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+            for (ptrdiff_t q = 0; q < blocks; q++) {
+                const ptrdiff_t img = q / s->rows, row = q % s->rows;
+                memcpy(out + img * s->total + s->at + row * s->stride,
+                       in0 + q * s->size, (size_t)s->size * sizeof(REAL));
+            }
+            break;
+        }
+        case CNNKIT_PLAN_SOFTMAX:
+            SFX(cnnkit_softmax)(out, in0, n, s->size, nthreads);
+            break;
+        case CNNKIT_PLAN_LOG_SOFTMAX:
+            SFX(cnnkit_log_softmax)(out, in0, n, s->size, nthreads);
+            break;
+        default:
+            break;
+        }
+    }
+    if (logits >= 0)
+        SFX(cnnkit_softmax)(y, dest, n, classes, nthreads);
+}

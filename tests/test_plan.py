@@ -1,0 +1,453 @@
+"""Compiled inference plans (cnnkit.plan, src/plan.c): held to the
+layer-by-layer forward pass within the documented bound, bit-identical for
+any thread count and independent of the batch's other images, never stale
+after cnnkit writes weights, and refusing bad input as predict does."""
+import pickle
+
+import numpy as np
+import pytest
+
+import cnnkit
+from cnnkit import layers as L
+from cnnkit import models, plan
+from cnnkit.cli import default_model
+
+from helpers import num_threads, require
+
+
+def _bound(dtype):
+    return plan.RTOL32 if np.dtype(dtype) == np.float32 else plan.RTOL64
+
+
+def _train_bn_statistics(model, rng, steps=3):
+    """Give every batch norm running statistics unlike its initial ones
+    (and non-trivial affine weights), as after training."""
+    for _ in range(steps):
+        x = rng.standard_normal((8,) + model.input_shape).astype(model.dtype)
+        model.forward(x, training=True)
+    model.clear_caches()
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNorm2D):
+            for v in layer.params.values():
+                v[...] = rng.uniform(0.5, 1.5, v.shape)
+    model._weights_changed()
+    return model
+
+
+def _concat_model(dtype):
+    inp = cnnkit.Input((3, 9, 7))
+    a = L.ReLU()(L.Conv2D(4, 3, padding=1)(inp))
+    b = L.DepthwiseConv2D(3, padding=1)(inp)
+    c = L.Concatenate()([a, b, a])
+    d = L.Multiply()([L.Sigmoid()(L.Conv2D(4, 1)(c)), a])
+    e = L.LeakyReLU(0.2)(L.Add()([d, a, L.Conv2D(4, 1)(c)]))
+    e = L.AvgPool2D(3, stride=2, padding=1, ceil_mode=True)(e)
+    e = L.BatchNorm2D()(L.MaxPool2D(2, ceil_mode=True)(L.GELU()(e)))
+    f = L.Tanh()(L.Dense(6)(L.Flatten()(e)))
+    g = L.SiLU()(L.Dense(5)(L.GlobalMaxPool2D()(c)))
+    out = L.Dense(3)(L.Concatenate()([f, g, L.Dropout(0.5)(f)]))
+    return cnnkit.Model(inp, out, seed=3, dtype=dtype)
+
+
+MODELS = {
+    "lenet5": lambda dt: models.lenet5(seed=0, dtype=dt),
+    "default": lambda dt: cnnkit.Sequential(
+        [type(la).from_config(la.get_config())
+         for la in default_model((1, 8, 8), 10, 0).layers],
+        input_shape=(1, 8, 8), seed=0, dtype=dt),
+    "resnet8": lambda dt: models.resnet(8, input_shape=(3, 12, 12), width=4,
+                                        seed=0, dtype=dt),
+    "mobilenet": lambda dt: models.mobilenet(input_shape=(3, 16, 16),
+                                             width=4, seed=0, dtype=dt),
+    "graph": _concat_model,
+}
+
+
+def _make(name, dtype):
+    rng = np.random.default_rng(1)
+    return _train_bn_statistics(MODELS[name](dtype), rng)
+
+
+def _x(model, n, seed=2):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n,) + model.input_shape).astype(model.dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_plan_matches_the_layers_within_the_bound(name, dtype):
+    model = _make(name, dtype)
+    p = model.compile()
+    for n in (1, 5):
+        x = _x(model, n)
+        ref = model.forward(x)
+        got = p.run(x)
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        bound = _bound(dtype) * (1 + np.abs(ref).max())
+        assert np.abs(got - ref).max() <= bound
+        if p.folded == 0:               # no folding: the layers' bits
+            assert np.array_equal(got, ref)
+
+
+def test_what_the_plans_fold_and_fuse():
+    assert _make("lenet5", "float32").compile().folded == 0
+    res = _make("resnet8", "float32")
+    bns = sum(isinstance(la, L.BatchNorm2D) for la in res.layers)
+    assert res.compile().folded == bns
+    # conv+BN+ReLU, conv+BN, add+ReLU: fewer steps than layers
+    assert res.compile().num_steps < len(res._graph.order)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_bit_identical_for_any_thread_count(name):
+    model = _make(name, "float32")
+    p = model.compile()
+    x = _x(model, 7)
+    outs = []
+    for t in (1, 2, 3):
+        with num_threads(t):
+            outs.append(p.run(x))
+            outs.append(p.run(x, probabilities=True))
+    for a, b in zip(outs[:2], outs[2:4]):
+        assert np.array_equal(a, b)
+    for a, b in zip(outs[:2], outs[4:]):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_an_image_does_not_depend_on_its_batch(name, dtype):
+    model = _make(name, dtype)
+    p = model.compile()
+    x = _x(model, 9)
+    whole = p.run(x)
+    for i in (0, 4, 8):
+        assert np.array_equal(p.run(x[i:i + 1])[0], whole[i])
+    # a smaller batch after a larger one (the arena is reused)
+    assert np.array_equal(p.run(x[3:5]), whole[3:5])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_probabilities_are_predict_proba(dtype):
+    model = _make("resnet8", dtype)
+    x = _x(model, 6)
+    p = model.compile()
+    proba = p.run(x, probabilities=True)
+    assert np.array_equal(proba, cnnkit._ops.softmax(p.run(x)))
+    assert np.array_equal(model.predict_proba(x), proba)
+    assert np.array_equal(model.predict_proba(x, batch_size=4), proba)
+    assert np.array_equal(model.predict(x), p.run(x).argmax(axis=1))
+    assert np.array_equal(model(x), p.run(x))
+    out = np.empty((6, 10), dtype)
+    assert p.run(x, out=out, probabilities=True) is out
+    assert np.array_equal(out, proba)
+
+
+def test_a_plan_in_another_dtype():
+    model = _make("mobilenet", "float32")
+    x = _x(model, 3)
+    p64 = plan.compile(model, dtype="float64")
+    assert p64.dtype == np.float64
+    ref = model.forward(x).astype(np.float64)
+    assert np.abs(p64.run(x) - ref).max() <= 1e-4 * (1 + np.abs(ref).max())
+
+
+def test_batch_size_reserves_the_arena():
+    model = _make("lenet5", "float32")
+    p = plan.compile(model, batch_size=32)
+    x = _x(model, 32)
+    assert np.array_equal(p.run(x), model.forward(x))
+
+
+# ---------------------------------------------------------------------------
+# automatic use and staleness
+# ---------------------------------------------------------------------------
+def _digits(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 1, 8, 8)).astype(np.float32)
+    y = (x[:, 0, :4].sum(axis=(1, 2)) > x[:, 0, 4:].sum(axis=(1, 2)))
+    return x, y.astype(np.int64)
+
+
+def _bn_net(seed=0):
+    return cnnkit.Sequential([
+        L.Conv2D(4, 3, padding=1, use_bias=False), L.BatchNorm2D(), L.ReLU(),
+        L.MaxPool2D(2), L.Flatten(), L.Dense(8), L.BatchNorm1D(), L.ReLU(),
+        L.Dense(2)], input_shape=(1, 8, 8), seed=seed)
+
+
+def _layers_proba(model, x):
+    return cnnkit._ops.softmax(model.forward(x))
+
+
+def _close(a, b, dtype=np.float32):
+    return np.abs(a - b).max() <= _bound(dtype) * (1 + np.abs(b).max())
+
+
+def test_predict_uses_a_cached_plan():
+    model = _bn_net()
+    x, _ = _digits(16)
+    model.predict(x)
+    first = model._inference_plan()
+    assert first is not None and first.folded == 2
+    model.predict_proba(x)
+    assert model._inference_plan() is first
+
+
+def test_never_stale_after_fit():
+    model = _bn_net()
+    x, y = _digits()
+    before = model.predict_proba(x)
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    after = model.predict_proba(x)
+    assert not np.array_equal(before, after)
+    assert _close(after, _layers_proba(model, x))
+    assert np.array_equal(model.predict(x), after.argmax(axis=1))
+
+
+def test_never_stale_after_set_weights_and_load_state_dict():
+    model, other = _bn_net(0), _bn_net(5)
+    _train_bn_statistics(other, np.random.default_rng(3))
+    x, _ = _digits(16)
+    model.predict_proba(x)
+    model.set_weights(other.get_weights())
+    assert _close(model.predict_proba(x), _layers_proba(other, x))
+    assert _close(model(x), other.forward(x))
+    model2 = _bn_net(7)
+    model2.predict(x)
+    model2.load_state_dict(other.state_dict())
+    assert _close(model2.predict_proba(x), _layers_proba(other, x))
+    copy = pickle.loads(pickle.dumps(other))
+    assert _close(copy.predict_proba(x), _layers_proba(other, x))
+
+
+def test_compile_refreshes_the_cached_plan_after_direct_edits_of_dense():
+    model = models.lenet5(seed=0)
+    x = _x(model, 2)
+    model.predict(x)
+    model.parameters()[-2][...] *= 2.0      # the last dense weight, in place
+    model.compile()
+    assert np.array_equal(model.predict_proba(x), _layers_proba(model, x))
+
+
+def test_compile_refreshes_the_cached_plan_after_direct_edits():
+    model = _bn_net()
+    x, _ = _digits(8)
+    model.predict(x)
+    model.layers[1].buffers["running_var"][...] *= 4.0   # a folded BN
+    model.compile()
+    assert _close(model.predict_proba(x), _layers_proba(model, x))
+
+
+def test_a_shared_block_trained_elsewhere_is_not_stale():
+    x, y = _digits(64)
+    inp = cnnkit.Input((1, 8, 8))
+    base = cnnkit.Model(inp, L.Dense(2)(L.Flatten()(L.BatchNorm2D()(inp))),
+                        seed=1)
+    base.predict(x)
+    inp2 = cnnkit.Input((1, 8, 8))
+    outer = cnnkit.Model(inp2, L.Dense(2)(base(inp2)), seed=2)
+    outer.fit(x, y, epochs=1, verbose=0)
+    assert _close(base.predict_proba(x), _layers_proba(base, x))
+
+
+def test_structure_change_rebuilds_the_plan():
+    model = models.lenet5(seed=0)
+    x = _x(model, 2)
+    model.predict(x)
+    model.layers[-1] = L.Dense(3)
+    model.build(model.input_shape)
+    assert model.predict_proba(x).shape == (2, 3)
+    assert np.array_equal(model.predict_proba(x), _layers_proba(model, x))
+
+
+class _Custom(L.Layer):
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def forward(self, x, training=False):
+        return x * 2
+
+
+def test_a_model_that_cannot_compile_keeps_the_layer_path():
+    model = cnnkit.Sequential([L.Flatten(), _Custom(), L.Dense(3)],
+                              input_shape=(1, 4, 4), seed=0)
+    with pytest.raises(TypeError, match="_Custom"):
+        model.compile()
+    x = _x(model, 3)
+    assert model._inference_plan() is None
+    assert np.array_equal(model.predict_proba(x), _layers_proba(model, x))
+
+
+def test_softmax_on_a_feature_map_cannot_compile():
+    inp = cnnkit.Input((2, 3, 3))
+    model = cnnkit.Model(inp, L.Softmax()(L.Flatten()(inp)), seed=0)
+    assert model.compile().run(np.ones((1, 2, 3, 3))).shape == (1, 18)
+
+
+# ---------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------
+def test_run_refuses_what_predict_refuses():
+    model = models.lenet5(seed=0)
+    p = model.compile()
+    cases = [
+        (np.zeros((2, 3, 28, 28)), ValueError),
+        (np.zeros((2, 1, 27, 28)), ValueError),
+        (np.zeros((0, 1, 28, 28)), ValueError),
+        (np.full((1, 1, 28, 28), np.nan), ValueError),
+        (np.full((1, 1, 28, 28), np.inf), ValueError),
+        (np.zeros((1, 1, 28, 28), dtype=complex), TypeError),
+        (np.array(["a"]), TypeError),
+    ]
+    for x, err in cases:
+        with pytest.raises(err) as plan_err:
+            p.run(x)
+        with pytest.raises(err) as predict_err:
+            model.predict(x)
+        assert str(plan_err.value) == str(predict_err.value)
+
+
+def test_run_converts_like_predict():
+    model = models.lenet5(seed=0)
+    p = model.compile()
+    x = np.random.default_rng(0).random((3, 28, 28))        # float64, 3-D
+    ref = model.forward(x[:, None].astype(np.float32))
+    assert np.array_equal(p.run(x), ref)
+    assert np.array_equal(p.run(x[0][None]), ref[:1])
+    xf = np.asfortranarray(x[:, None])
+    assert np.array_equal(p.run(xf), ref)
+
+
+def test_bad_out_and_arguments():
+    model = models.lenet5(seed=0)
+    p = model.compile()
+    x = _x(model, 2)
+    for out in (np.empty((2, 9), np.float32), np.empty((2, 10)),
+                np.empty((10, 2), np.float32).T, [0.0] * 20):
+        with pytest.raises(ValueError, match="out must be"):
+            p.run(x, out=out)
+    with pytest.raises(TypeError, match="dtype"):
+        plan.compile(model, dtype="int8")
+    with pytest.raises(ValueError, match="batch_size"):
+        plan.compile(model, batch_size=0)
+    with pytest.raises(TypeError, match="batch_size"):
+        plan.compile(model, batch_size=2.5)
+    with pytest.raises(ValueError, match="not built"):
+        plan.compile(cnnkit.Sequential([L.Dense(2)]))
+
+
+def test_the_program_refuses_steps_outside_its_arena():
+    """The checks in C's way: no step may reach outside the arena, the
+    input or the output, or write over its own input."""
+    w = np.ones((3, 4), np.float32)
+    P = cnnkit._ops.PlanProgram
+    ok = dict(op="dense", weight=w, bias=None, in0=-1, out=-2)
+    P([ok], np.float32, 4, 3, 0)
+    bad = [
+        dict(ok, out=6),                       # past the arena
+        dict(ok, in0=5),                       # reads past the arena
+        dict(ok, weight=np.ones((3, 5), np.float32)),  # input size
+        dict(ok, weight=w.astype(np.float64)),
+        dict(ok, bias=np.ones(2, np.float32)),
+        dict(op="act", size=4, in0=0, out=2),  # overlaps its input
+        dict(op="act", size=4, in0=-1, out=-1),
+        dict(op="copy", rows=2, size=2, stride=2, at=1, total=4, in0=-1,
+             out=8),
+        dict(op="nope", in0=-1, out=-2),
+    ]
+    for spec in bad:
+        with pytest.raises(ValueError):
+            P([spec], np.float32, 4, 3, 8)
+    prog = P([ok], np.float32, 4, 3, 0)
+    x = np.ones(8, np.float32)
+    with pytest.raises(ValueError):            # arena too small
+        prog.run(x, np.empty(6, np.float32), np.empty(0, np.float32),
+                 np.empty(0, np.float32))
+    with pytest.raises(ValueError):            # y of the wrong size
+        prog.run(x, np.empty(5, np.float32), np.empty(1, np.float32),
+                 np.empty(10 ** 5, np.float32))
+    with pytest.raises(ValueError):            # no room for logits
+        prog.run(x, np.empty(6, np.float32), np.empty(1, np.float32),
+                 np.empty(10 ** 5, np.float32), True)
+
+
+def test_threads_share_a_plan():
+    from concurrent.futures import ThreadPoolExecutor
+    model = _make("resnet8", "float32")
+    p = model.compile()
+    xs = [_x(model, n, seed=n) for n in (1, 3, 8, 2, 5, 7)]
+    want = [p.run(x) for x in xs]
+    with ThreadPoolExecutor(3) as pool:
+        for _ in range(3):
+            got = list(pool.map(p.run, xs))
+            assert all(np.array_equal(a, b) for a, b in zip(got, want))
+            got = list(pool.map(model.predict_proba, xs))
+            assert all(np.array_equal(a, cnnkit._ops.softmax(b))
+                       for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_small_plane_convolutions_batched_have_conv2d_bits(dtype):
+    """Convolutions with few output pixels that conv2d would run one image
+    at a time (its im2col path) run as one product per chunk of images
+    (plan.c): the same bits, across chunk boundaries too."""
+    inp = cnnkit.Input((64, 8, 8))
+    a = L.Conv2D(8, 3, padding=1)(inp)                      # 64 pixels
+    b = L.ReLU()(L.Conv2D(8, 3, padding=1, use_bias=False)(inp))
+    c = L.Conv2D(8, 3, stride=2, padding=2, dilation=2)(inp)
+    d = L.ReLU()(L.Conv2D(8, (1, 3), stride=(1, 2))(inp))
+    e = L.Conv2D(8, 1)(inp)                                 # 1x1
+    flat = [L.Flatten()(t) for t in (a, b, c, d, e)]
+    model = cnnkit.Model(inp, L.Concatenate()(flat), seed=0, dtype=dtype)
+    p = model.compile()
+    x = _x(model, 20)
+    ref = model.forward(x)
+    for t in (1, 2, 3):
+        with num_threads(t):
+            assert np.array_equal(p.run(x), ref)
+    for n in (1, 2, 7, 8, 13):
+        assert np.array_equal(p.run(x[:n]), ref[:n])
+    # 2304 rows of 36 pixels: chunks of 3 images
+    inp = cnnkit.Input((256, 6, 6))
+    model = cnnkit.Model(inp, L.ReLU()(L.Conv2D(4, 3, padding=1)(inp)),
+                         seed=0, dtype=dtype)
+    x = _x(model, 8)
+    ref = model.forward(x)
+    for t in (1, 2, 3):
+        with num_threads(t):
+            assert np.array_equal(model.compile().run(x), ref)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_plan_matches_pytorch_on_a_resnet(dtype):
+    torch = require("torch")
+    from cnnkit.bench import resnet_torch
+    torch.manual_seed(0)
+    tnet = resnet_torch(8, 10, 3, 4).double()
+    with torch.no_grad():                    # running statistics moved
+        tnet.train()
+        for _ in range(3):
+            tnet(torch.randn(8, 3, 12, 12, dtype=torch.float64) * 2 + 0.5)
+    tnet.eval()
+    net = models.resnet(8, input_shape=(3, 12, 12), width=4, seed=0,
+                        dtype=dtype)
+    net.set_weights([v.numpy() for v in tnet.state_dict().values()])
+    x = _x(net, 6)
+    with torch.no_grad():
+        want = tnet(torch.from_numpy(x.astype(np.float64))).numpy()
+    got = net.compile().run(x)
+    bound = (1e-4 if dtype == "float32" else 1e-10) * (1 + np.abs(want).max())
+    assert np.abs(got - want).max() <= bound
+
+
+def test_a_layer_option_the_plan_does_not_know_is_refused(monkeypatch):
+    model = models.lenet5(seed=0)
+    conv = model.layers[0]
+    config = conv.get_config()
+    monkeypatch.setattr(conv, "get_config",
+                        lambda: dict(config, padding_mode="reflect"))
+    with pytest.raises(TypeError, match="padding_mode"):
+        model.compile()
+    x = _x(model, 2)
+    assert np.array_equal(model.predict(x), model.forward(x).argmax(1))
