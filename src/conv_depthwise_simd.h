@@ -319,6 +319,49 @@ static int SFX(dw_backward_data_simd)(REAL *gx, const REAL *gy,
     return 1;
 }
 
+/* One sweep of the weight gradient over a plane: taps [e0, e0 + ne) of
+ * one filter, ne <= ch, each with its vector of lane sums am + e *
+ * DW_LANES (loaded, added to, stored); slots past ne repeat tap e0 and are
+ * not stored.  ch is a constant at each call, so the sums stay in
+ * registers. */
+static inline __attribute__((always_inline)) void SFX(dw_wsweep)(
+    REAL *am, const ptrdiff_t *tap, ptrdiff_t e0, ptrdiff_t ne,
+    const REAL *gyk, const REAL *buf, MASK tm, ptrdiff_t full,
+    ptrdiff_t tail, ptrdiff_t rowsize, const cnnkit_conv2d_geom *g,
+    const int ch)
+{
+    const ptrdiff_t ow = g->ow;
+    ptrdiff_t off[DW_CHUNK];
+    VEC av[DW_CHUNK];
+#pragma GCC unroll 16
+    for (int u = 0; u < ch; u++) {
+        const ptrdiff_t e = e0 + (u < ne ? u : 0);
+        off[u] = tap[e];
+        av[u] = VLOAD(am + e * DW_LANES);
+    }
+    for (ptrdiff_t i = 0; i < g->oh; i++) {
+        const REAL *gr = gyk + i * ow;
+        const REAL *base = buf + i * g->stride_h * rowsize;
+        ptrdiff_t j = 0;
+        for (; j < full; j += VL) {
+            const VEC gv = VLOAD(gr + j);
+            const REAL *bj = base + j;
+#pragma GCC unroll 16
+            for (int u = 0; u < ch; u++)
+                av[u] = VFMA(gv, VLOAD(bj + off[u]), av[u]);
+        }
+        if (tail) {
+            const VEC gv = VLOAD_M(gr + j, tm);
+            const REAL *bj = base + j;
+#pragma GCC unroll 16
+            for (int u = 0; u < ch; u++)
+                av[u] = VFMA(gv, VLOAD_M(bj + off[u], tm), av[u]);
+        }
+    }
+    for (int u = 0; u < ne; u++)
+        VSTORE(am + (e0 + u) * DW_LANES, av[u]);
+}
+
 static int SFX(dw_backward_weight_simd)(REAL *gw, ptrdiff_t wstride,
                                         const REAL *gy, const REAL *x,
                                         const int64_t *bounds,
@@ -364,41 +407,17 @@ static int SFX(dw_backward_weight_simd)(REAL *gw, ptrdiff_t wstride,
             for (ptrdiff_t mi = 0; mi < m; mi++) {
                 const REAL *gyk = gy + (n * g->k + c * m + mi) * p;
                 REAL *am = acc + mi * rs * DW_LANES;
-                /* DW_CHUNK taps at a time in registers; a chunk's unused
-                 * slots repeat its first tap and are not stored */
+                /* DW_CHUNK taps at a time in registers (9 when at most 9
+                 * are left, 3x3's count, so that no slot idles) */
                 for (ptrdiff_t e0 = 0; e0 < rs; e0 += DW_CHUNK) {
                     const ptrdiff_t ne = CNNKIT_MIN((ptrdiff_t)DW_CHUNK,
                                                     rs - e0);
-                    ptrdiff_t off[DW_CHUNK];
-                    VEC av[DW_CHUNK];
-#pragma GCC unroll 16
-                    for (int u = 0; u < DW_CHUNK; u++) {
-                        const ptrdiff_t e = e0 + (u < ne ? u : 0);
-                        off[u] = tap[e];
-                        av[u] = VLOAD(am + e * DW_LANES);
-                    }
-                    for (ptrdiff_t i = 0; i < g->oh; i++) {
-                        const REAL *gr = gyk + i * ow;
-                        const REAL *base = buf + i * g->stride_h * rowsize;
-                        ptrdiff_t j = 0;
-                        for (; j < full; j += VL) {
-                            const VEC gv = VLOAD(gr + j);
-                            const REAL *bj = base + j;
-#pragma GCC unroll 16
-                            for (int u = 0; u < DW_CHUNK; u++)
-                                av[u] = VFMA(gv, VLOAD(bj + off[u]), av[u]);
-                        }
-                        if (tail) {
-                            const VEC gv = VLOAD_M(gr + j, tm);
-                            const REAL *bj = base + j;
-#pragma GCC unroll 16
-                            for (int u = 0; u < DW_CHUNK; u++)
-                                av[u] = VFMA(gv, VLOAD_M(bj + off[u], tm),
-                                             av[u]);
-                        }
-                    }
-                    for (int u = 0; u < ne; u++)
-                        VSTORE(am + (e0 + u) * DW_LANES, av[u]);
+                    if (ne <= 9)
+                        SFX(dw_wsweep)(am, tap, e0, ne, gyk, buf, tm, full,
+                                       tail, rowsize, g, 9);
+                    else
+                        SFX(dw_wsweep)(am, tap, e0, ne, gyk, buf, tm, full,
+                                       tail, rowsize, g, DW_CHUNK);
                 }
             }
         }
