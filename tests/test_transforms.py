@@ -672,3 +672,96 @@ def test_fit_never_writes_the_training_data():
 def test_the_base_class_is_abstract():
     with pytest.raises(NotImplementedError):
         Transform().get_config()
+
+
+# ==========================================================================
+# fuzzing: the C window copy under random shapes, draws and bad arguments
+# ==========================================================================
+import fuzzing  # noqa: E402
+from fuzzing import (Case, arrays, assert_result, bad_array,  # noqa: E402
+                     design_dtype)
+from fuzzing import fuzz_property  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def transform_cases(draw):
+    """A RandomCrop, RandomTranslation or RandomHorizontalFlip (alone or
+    composed with a flip) on a random batch, index and key, against the
+    reference; or one mutation that must raise."""
+    n, c = draw(st.integers(0, 3)), draw(st.integers(1, 3))
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    x = draw(arrays((n, c, h, w), kinds=("normal", "int", "special")))
+    index = draw(st.lists(st.integers(0, 2**62), min_size=n, max_size=n))
+    key = draw(st.integers(0, 2**64 - 1))
+    kind = draw(st.sampled_from(["crop", "translate", "flip", "crop+flip"]))
+    pad = draw(st.integers(0, 12))
+    size = (draw(st.integers(1, h + 2 * pad)),
+            draw(st.integers(1, w + 2 * pad)))
+    hf, wf = draw(st.sampled_from([0.0, 0.25, 0.5, 1.0])), \
+        draw(st.sampled_from([0.0, 0.3, 1.0]))
+    p = draw(st.sampled_from([0.0, 0.5, 1.0]))
+    expect, errors, why = "ok", (), ""
+    mutation = draw(st.sampled_from([None] * 5 + [
+        "size", "padding", "p", "factor", "dtype", "ndim", "index"]))
+    if mutation == "size":
+        size = (h + 2 * pad + 1, size[1])
+        expect, errors, why = "error", (ValueError,), "crop too large"
+        kind = "crop"
+    elif mutation == "padding":
+        pad, kind = -1, "crop"
+        expect, errors, why = "error", (ValueError,), "negative padding"
+    elif mutation == "p":
+        p, kind = draw(st.sampled_from([-0.5, 1.5, float("nan")])), "flip"
+        expect, errors, why = "error", (ValueError,), "p outside [0, 1]"
+    elif mutation == "factor":
+        hf, kind = draw(st.sampled_from([-0.1, 1.5])), "translate"
+        expect, errors, why = "error", (ValueError,), "factor outside [0, 1]"
+    elif mutation == "dtype":
+        x = bad_array(draw, (n, c, h, w))
+        expect, errors, why = "error", (TypeError,), "bad dtype"
+    elif mutation == "ndim":
+        x = np.ones((n, h, w))
+        expect, errors, why = "error", (ValueError,), "3-D batch"
+    elif mutation == "index" and n:
+        index = index[:-1]
+        expect, errors, why = "error", (ValueError,), "index of N-1"
+
+    def oracle(result):
+        xa = np.asarray(x)
+        dt = design_dtype(xa)
+        xf = xa.astype(dt)
+        if kind == "crop":
+            exp = ref.random_crop(xf, index, key, size, pad)
+        elif kind == "translate":
+            exp = ref.random_translation(xf, index, key, hf, wf)
+        elif kind == "flip":
+            exp = ref.random_horizontal_flip(xf, index, key, p)
+        else:
+            exp = ref.random_horizontal_flip(
+                ref.random_crop(xf, index, key=ref.child_key(key, 0),
+                                size=size, padding=pad),
+                index, ref.child_key(key, 1), p)
+        assert_result(result, exp.astype(np.float64), dt, exact=True)
+
+    spec = (kind, size, pad, hf, wf, p)
+    return Case((x, index, key), {"spec": spec}, expect, errors, why, oracle)
+
+
+def apply_transform(x, index, key, spec):
+    """The transform ``spec`` names, made and applied to ``x``."""
+    kind, size, pad, hf, wf, p = spec
+    if kind == "crop":
+        t = RandomCrop(size, padding=pad)
+    elif kind == "translate":
+        t = RandomTranslation(hf, wf)
+    elif kind == "flip":
+        t = RandomHorizontalFlip(p)
+    else:
+        t = Compose([RandomCrop(size, padding=pad), RandomHorizontalFlip(p)])
+    return t(x, index=index, key=key)
+
+
+prop_transforms = fuzz_property(apply_transform, transform_cases())
+
+test_property, _ = fuzzing.family_tests(globals(), extreme="EXTREME")

@@ -125,6 +125,8 @@ def _index(index, n, owner):
     if index is None:
         return np.arange(n, dtype=np.int64)
     ind = np.asarray(index)
+    if ind.size == 0 and ind.dtype == np.float64:
+        ind = ind.astype(np.int64)          # [] or np.array([]): no images
     if ind.dtype.kind not in "iu":
         raise TypeError(f"{owner}: index must be integer sample indices, got "
                         f"dtype {ind.dtype}")
