@@ -555,3 +555,30 @@ def test_train_refuses_bad_augment_specs(capsys, spec, match):
     code, _, err = run(capsys, "train", "--augment", spec)
     assert code == cli.EXIT_USAGE
     assert re.search(f"argument --augment: .*{match}", err)
+
+
+def test_evaluate_uses_the_data_a_model_was_trained_on(tmp_path, capsys,
+                                                       assert_user_error):
+    xtr, ytr = make_synthetic(120, (1, 10, 10), 3, seed=0)
+    xte, yte = make_synthetic(40, (1, 10, 10), 3, seed=1)
+    data = tmp_path / "synth.npz"
+    np.savez(data, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    model_path = tmp_path / "m.cnnkit"
+    code, out, _ = run(capsys, "train", "--data", str(data), "--epochs", "2",
+                       "--quiet", "--threads", "1", "--out", str(model_path))
+    assert code == 0
+    acc = float(re.search(r"test accuracy: ([0-9.]+)", out).group(1))
+    code, out, err = run(capsys, "evaluate", str(model_path))
+    assert code == 0 and not err
+    assert f"synth test set: accuracy {acc:.4f}" in out
+    assert "(40 images)" in out
+    # the data changed since: evaluated all the same, with a warning
+    np.savez(data, x_train=xtr, y_train=ytr, x_test=xte[::-1],
+             y_test=yte[::-1])
+    code, out, err = run(capsys, "evaluate", str(model_path))
+    assert code == 0 and f"{data} has changed since" in err
+    # the data is gone: say so and ask for --data
+    data.unlink()
+    code, _, err = run(capsys, "evaluate", str(model_path))
+    assert_user_error(code, err, "was trained on --data")
+    assert "give its test data with --data PATH" in err

@@ -300,6 +300,16 @@ def cmd_evaluate(args):
     model = _load_model(args.model, args.command)
     record = _training_record(model, args.model)
     seed, test_size = args.seed, args.test_size
+    from_record = (args.data is None and record is not None
+                   and record.get("data_kind") in ("idx", "npz"))
+    if from_record:
+        # a model trained on --data is tested on that data's test set
+        recorded = record.get("data")
+        if not (isinstance(recorded, str) and os.path.exists(recorded)):
+            raise UsageError(
+                f"{args.model} was trained on --data {recorded}, which is "
+                f"not there now; give its test data with --data PATH")
+        args.data = recorded
     as_trained = (args.data is None and record is not None
                   and record.get("data_kind") == "digits")
     if as_trained:
@@ -319,6 +329,9 @@ def cmd_evaluate(args):
     seed = DEFAULT_SEED if seed is None else seed
     test_size = DEFAULT_TEST_SIZE if test_size is None else test_size
     _, _, x_te, y_te, name, source = _load_data(args.data, seed, test_size)
+    if from_record and source["sha256"] != record["sha256"]:
+        print(f"cnnkit evaluate: warning: {args.data} has changed since "
+              f"{args.model} was trained on it", file=sys.stderr)
     if as_trained and source["sha256"] != record["sha256"]:
         print(f"cnnkit evaluate: warning: the shipped digits differ from "
               f"those {args.model} was trained on (another cnnkit "
@@ -628,7 +641,10 @@ def build_parser():
 
     p = sub.add_parser("evaluate", help="test accuracy of a saved model",
                        description="Accuracy and loss of a saved model on a "
-                                   "test set.")
+                                   "test set: by default that of the data "
+                                   "it was trained on (the --data it was "
+                                   "given, or the shipped digits' held-out "
+                                   "split).")
     p.add_argument("model", metavar="MODEL", help="a .cnnkit file")
     data_opts(p, f"seed of the digits' split (default: the one MODEL was "
                  f"trained with, else {DEFAULT_SEED}; not with --data)",
