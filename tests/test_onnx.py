@@ -8,7 +8,6 @@ Needs onnx and onnxruntime (the ``onnx`` extra, also in ``test``); the
 PyTorch tests need torch.  Without them the tests are skipped, saying why;
 with CNNKIT_REQUIRE_EXTRAS=1 (set by CI) their absence is a failure.
 """
-import importlib
 import os
 import subprocess
 import sys
@@ -16,27 +15,10 @@ import sys
 import numpy as np
 import pytest
 
-
-def _require(name, install):
-    """The module ``name``; a skip (a failure with CNNKIT_REQUIRE_EXTRAS=1)
-    naming it and its install command when it cannot be imported."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        why = f"{name} is not installed ({exc}): {install}"
-        if os.environ.get("CNNKIT_REQUIRE_EXTRAS") == "1":
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why, allow_module_level=True)
-
-
-onnx = _require("onnx", "pip install onnx onnxruntime")
-ort = _require("onnxruntime", "pip install onnx onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-import cnnkit  # noqa: E402
-from cnnkit import cli  # noqa: E402
-from cnnkit import layers as L  # noqa: E402
-from cnnkit import reference as R  # noqa: E402
+import cnnkit
+from cnnkit import cli
+from cnnkit import layers as L
+from cnnkit import reference as R
 
 from helpers import require
 
