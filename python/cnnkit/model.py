@@ -31,6 +31,23 @@ from .layers import LAYERS, Layer
 __all__ = ["Model", "Sequential"]
 
 
+
+def _copy_folded(new, layer, bn):
+    """Write ``layer``'s weights and buffers into its copy ``new``, with the
+    inference-mode batch norm ``bn`` (or None) folded into them."""
+    if bn is None:
+        for k, v in layer.params.items():
+            new.params[k][...] = v
+        for k, v in layer.buffers.items():
+            new.buffers[k][...] = v
+        return
+    w, b = functional.fold_batch_norm(
+        layer.params["weight"], layer.params.get("bias"),
+        bn.buffers["running_mean"], bn.buffers["running_var"],
+        bn.params.get("weight"), bn.params.get("bias"), bn.eps)
+    new.params["weight"][...] = w
+    new.params["bias"][...] = b
+
 class Model:
     """A graph of layers from an input to an output (Keras's functional
     API); also the base of :class:`Sequential`, so both share training,
@@ -1130,18 +1147,7 @@ class Model:
         bn_of = {src.name: bn for bn, src in folds.items()}
         for new in model.layers:
             layer, bn = old[new.name], bn_of.get(new.name)
-            if bn is None:
-                for k, v in layer.params.items():
-                    new.params[k][...] = v
-                for k, v in layer.buffers.items():
-                    new.buffers[k][...] = v
-                continue
-            w, b = functional.fold_batch_norm(
-                layer.params["weight"], layer.params.get("bias"),
-                bn.buffers["running_mean"], bn.buffers["running_var"],
-                bn.params.get("weight"), bn.params.get("bias"), bn.eps)
-            new.params["weight"][...] = w
-            new.params["bias"][...] = b
+            _copy_folded(new, layer, bn)
         return model
 
     @classmethod
@@ -1534,18 +1540,7 @@ class Sequential(Model):
         model = Sequential(layers, input_shape=self.input_shape,
                            seed=self.seed, dtype=self.dtype)
         for new, (layer, bn) in zip(layers, plan):
-            if bn is None:
-                for k, v in layer.params.items():
-                    new.params[k][...] = v
-                for k, v in layer.buffers.items():
-                    new.buffers[k][...] = v
-                continue
-            w, b = functional.fold_batch_norm(
-                layer.params["weight"], layer.params.get("bias"),
-                bn.buffers["running_mean"], bn.buffers["running_var"],
-                bn.params.get("weight"), bn.params.get("bias"), bn.eps)
-            new.params["weight"][...] = w
-            new.params["bias"][...] = b
+            _copy_folded(new, layer, bn)
         return model
 
     def _replay(self, tensor):
