@@ -14,10 +14,10 @@ time of each setting and the ratios that matter:
   thread (the parallel speed-up).
 
 ``--env NAME=VALUE`` adds a setting run with that environment, e.g.
-``--env OMP_WAIT_POLICY=active`` for GNU OpenMP's spinning threads (the
-behaviour cnnkit's default replaces; see ``docs/user_guide/threads.rst``).
+``--env OMP_WAIT_POLICY=passive`` for GNU OpenMP's threads that sleep at
+once (see ``docs/user_guide/threads.rst``).
 
-    python benchmarks/bench_busy.py [--repeats 5] [--images 2048]
+    python benchmarks/bench_busy.py [--repeats 9] [--images 4096]
 """
 import argparse
 import json

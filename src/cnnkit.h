@@ -569,6 +569,11 @@ int cnnkit_have_openmp(void);
 int cnnkit_install_fork_guard(void);
 int cnnkit_in_forked_child(void);
 int cnnkit_omp_max_threads(void);     /* omp_get_max_threads(), 1 without */
+/* The default thread count's cap: at most nmax, the CPUs this process may
+ * run on less those other processes have used lately (see runtime.c). */
+int cnnkit_threads_free(int nmax);
+double cnnkit_load_others(void);      /* CPUs others used lately; -1: unknown */
+int cnnkit_cgroup_cpus(void);         /* the cgroup's CPU quota, 0 if none */
 int cnnkit_openmp_version(void);      /* _OPENMP (yyyymm), 0 without       */
 const char *cnnkit_compiler(void);
 /* The GEMM's SIMD path ("AVX-512", "AVX2+FMA" or "generic"), chosen once

@@ -217,14 +217,13 @@ def each_argument(layouts, n):
 def num_threads(n):
     """``cnnkit.set_num_threads(n)`` for the block; afterwards the count in
     effect before (the default when it was the default)."""
+    fixed = cnnkit._ops.thread_policy()["fixed_by"] == "set_num_threads"
     before = cnnkit.get_num_threads()
     cnnkit.set_num_threads(n)
     try:
         yield
     finally:
-        cnnkit.set_num_threads(0)
-        if cnnkit.get_num_threads() != before:
-            cnnkit.set_num_threads(before)
+        cnnkit.set_num_threads(before if fixed else 0)
 
 
 # ==========================================================================

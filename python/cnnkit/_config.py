@@ -14,9 +14,11 @@ def set_num_threads(n):
     Parameters
     ----------
     n : int
-        A positive count, or 0 to go back to the default: OpenMP's
-        ``omp_get_max_threads()``, which follows ``OMP_NUM_THREADS`` and
-        threadpoolctl's limits (all cores when neither is set).
+        A positive count, fixed whatever the load, or 0 to go back to the
+        default: the CPUs that other processes leave free, at most OpenMP's
+        ``omp_get_max_threads()`` (which follows threadpoolctl's limits)
+        and a container's CPU quota; ``OMP_NUM_THREADS`` in the environment
+        fixes the default instead.
 
     Notes
     -----
@@ -53,17 +55,6 @@ def set_threads_quietly(n):
     _ops.set_num_threads(n)
 
 
-def record_wait_policy(env, chosen):
-    """Remember how OpenMP's idle threads wait, for :func:`show_config`:
-    ``env`` the wait variables of the environment at import, ``chosen``
-    whether cnnkit set the passive policy (none of them was set)."""
-    if chosen:
-        _state["wait_policy"] = "passive (cnnkit's default)"
-    else:
-        _state["wait_policy"] = "from the environment: " + ", ".join(
-            f"{k}={v}" for k, v in env.items() if v is not None)
-
-
 def get_num_threads():
     """The number of threads the next kernel call will use.
 
@@ -83,6 +74,19 @@ def get_num_threads():
     return _ops.get_num_threads()
 
 
+def _thread_policy():
+    """The show_config line on how the thread count is chosen."""
+    pol = _ops.thread_policy()
+    if not pol["adaptive"]:
+        return f"fixed by {pol['fixed_by']}"
+    line = "follows the CPUs other processes leave free"
+    if pol["others"] is not None:
+        line += f" (they use {pol['others']:.1f} now)"
+    if pol["cgroup_cpus"]:
+        line += f", at most the CPU quota, {pol['cgroup_cpus']}"
+    return line
+
+
 def _config():
     info = _ops.build_info()
     return {
@@ -95,7 +99,7 @@ def _config():
                    if info["openmp"] else
                    "no: built without OpenMP, kernels run serially"),
         "threads": get_num_threads(),
-        "idle threads": _state.get("wait_policy", "unknown"),
+        "thread policy": _thread_policy(),
         "simd path": info["simd_path"],
         "simd paths built": info["simd_paths_built"],
     }

@@ -85,14 +85,48 @@ def get_num_threads():
     return _nthreads()
 
 
+# The default count (no set_num_threads) follows the CPUs other processes
+# leave free (cnnkit_threads_free, runtime.c), under OpenMP's maximum and a
+# container's CPU quota; OMP_NUM_THREADS in the environment fixes it instead.
+_env_threads = bool(os.environ.get("OMP_NUM_THREADS"))
+cdef int _cgroup_cpus = cnnkit_cgroup_cpus()
+cnnkit_threads_free(2)          # the first sample of the load
+
+
+cdef int _default_limit():
+    """The default count before the load is looked at."""
+    cdef int n = cnnkit_omp_max_threads()   # OMP_NUM_THREADS, threadpoolctl
+    n = min(max(n, 1), _MAX_THREADS)
+    if not _env_threads and 0 < _cgroup_cpus < n:
+        n = _cgroup_cpus
+    return n
+
+
 cdef int _nthreads() except -1:
     cdef int n = _user_threads
     if cnnkit_in_forked_child():
         return 1            # GNU OpenMP's pool does not survive fork()
     if n > 0:
         return n
-    n = cnnkit_omp_max_threads()   # OMP_NUM_THREADS, threadpoolctl
-    return min(max(n, 1), _MAX_THREADS)
+    n = _default_limit()
+    return n if _env_threads else cnnkit_threads_free(n)
+
+
+def thread_policy():
+    """How the thread count is chosen, as a dict: ``adaptive`` (it
+    follows the CPUs other processes leave free), ``fixed_by`` (what fixed
+    it otherwise, or None), ``limit`` (the default count on an idle
+    machine: OpenMP's maximum under the CPU quota), ``others`` (CPUs other
+    processes
+    used lately, None when unknown) and ``cgroup_cpus`` (a container's CPU
+    quota, None when none is set)."""
+    cdef double others = cnnkit_load_others()
+    return {"adaptive": _user_threads == 0 and not _env_threads,
+            "fixed_by": ("set_num_threads" if _user_threads else
+                         "OMP_NUM_THREADS" if _env_threads else None),
+            "limit": _default_limit(),
+            "others": None if others < 0 else float(others),
+            "cgroup_cpus": _cgroup_cpus or None}
 
 
 def build_info():
@@ -2209,12 +2243,17 @@ cdef class PlanProgram:
             return cnnkit_plan_workspace_f32(self.steps, self.nsteps, nn, nt)
         return cnnkit_plan_workspace_f64(self.steps, self.nsteps, nn, nt)
 
-    def run(self, x, y, arena, work, bint probabilities=False):
+    def run(self, x, y, arena, work, bint probabilities=False,
+            int nthreads=0):
         """Run the plan on x (n * in_size elements) into y (n * out_size):
         with probabilities, the softmax of the output.  arena and work are
         writeable C-contiguous arrays of the plan's dtype, of at least n *
-        arena_size and workspace_size(n) elements.  Returns y."""
-        cdef int nt = _nthreads()
+        arena_size and workspace_size(n, nthreads) elements; nthreads 0 is
+        the current thread count.  Returns y."""
+        cdef int nt = _nthreads() if nthreads == 0 else nthreads
+        if nt < 1 or nt > _MAX_THREADS:
+            raise ValueError(f"plan: nthreads must be in [0, {_MAX_THREADS}]"
+                             f", got {nthreads}")
         dt = self.dtype
         if not (cnp.PyArray_Check(x) and x.dtype == dt and
                 cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x) and

@@ -21,7 +21,8 @@ from . import _kernels
 # build facts: no geometry to hold, the bindings as they are.
 from ._kernels import (adam_step, build_info, get_num_threads,
                        relu_backward, relu_forward, set_num_threads,
-                       sgd_step, softmax, softmax_cross_entropy, tree_sum)
+                       sgd_step, softmax, softmax_cross_entropy,
+                       thread_policy, tree_sum)
 from ._kernels import (gelu_backward, gelu_forward, leaky_relu_backward,
                        leaky_relu_forward, log_softmax, log_softmax_backward,
                        sigmoid_backward, sigmoid_forward, silu_backward,
@@ -38,7 +39,7 @@ __all__ = [
     "MaxPool2DOp", "AvgPool2DOp", "GlobalMaxPool2DOp", "pool_output_hw",
     "relu_forward", "relu_backward", "softmax",
     "softmax_cross_entropy", "tree_sum", "sgd_step", "adam_step",
-    "set_num_threads", "get_num_threads", "build_info",
+    "set_num_threads", "get_num_threads", "thread_policy", "build_info",
     "batch_norm_statistics", "batch_norm_invstd", "batch_norm_forward",
     "batch_norm_inference", "batch_norm_backward_sums",
     "batch_norm_backward", "batch_norm_update_running", "tree_rows",

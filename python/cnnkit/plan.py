@@ -350,7 +350,7 @@ def compile(model, batch_size=None, dtype=None):
     p = Plan(program, tuple(model.input_shape), tuple(model.output_shape),
              dt, len(b.steps), len(b.folds))
     if batch_size is not None:
-        p._reserve(int(batch_size))
+        p._reserve(int(batch_size), _ops.get_num_threads())
     return p
 
 
@@ -384,15 +384,16 @@ class Plan:
         return (f"<Plan {self.input_shape} -> {self.output_shape}, "
                 f"{self.dtype.name}, {self.num_steps} steps>")
 
-    def _reserve(self, n):
-        """This thread's arena and workspace, grown for n images."""
+    def _reserve(self, n, nthreads):
+        """This thread's arena and workspace, grown for n images on
+        nthreads threads."""
         local = self._local
         arena = getattr(local, "arena", None)
         need = max(n * self._program.arena_size, 1)
         if arena is None or arena.size < need:
             arena = local.arena = np.empty(need, self.dtype)
         work = getattr(local, "work", None)
-        need = self._program.workspace_size(n, _ops.get_num_threads())
+        need = self._program.workspace_size(n, nthreads)
         if work is None or work.size < need:
             work = local.work = np.empty(need, self.dtype)
         return arena, work
@@ -451,6 +452,9 @@ class Plan:
                 f"array of shape {shape}, got "
                 f"{getattr(out, 'dtype', type(out).__name__)} "
                 f"{getattr(out, 'shape', '')}")
-        arena, work = self._reserve(n)
-        self._program.run(x, out, arena, work, probabilities)
+        # one thread count for sizing and running: the default count may
+        # change between two calls (it follows the free CPUs)
+        nt = _ops.get_num_threads()
+        arena, work = self._reserve(n, nt)
+        self._program.run(x, out, arena, work, probabilities, nt)
         return out
