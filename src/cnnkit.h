@@ -298,8 +298,8 @@ void cnnkit_dense_backward_f64(double *gx, double *gw, double *gbias,
 /* gx = gy @ w over the whole batch (skipped when gx is NULL), and the
  * weight and bias gradients of each run of rows [bounds[q], bounds[q+1])
  * on its own, into gw + q * wstride and gbias + q * bstride (as for
- * cnnkit_conv2d_backward_weight_parts).  work: cnnkit_dense_workspace(n,
- * f, o, nthreads). */
+ * cnnkit_conv2d_backward_weight_parts; gw NULL: no weight gradients).
+ * work: cnnkit_dense_workspace(n, f, o, nthreads). */
 void cnnkit_dense_backward_parts_f32(float *gx, float *gw, ptrdiff_t wstride,
                                      float *gbias, ptrdiff_t bstride,
                                      const float *gy, const float *x,
@@ -314,6 +314,24 @@ void cnnkit_dense_backward_parts_f64(double *gx, double *gw,
                                      const int64_t *bounds, ptrdiff_t nparts,
                                      double *work, ptrdiff_t n, ptrdiff_t f,
                                      ptrdiff_t o, int nthreads);
+/* gw (O, F) = the weight gradients of the runs [bounds[q], bounds[q+1])
+ * (gy_q^T @ x_q, as cnnkit_dense_backward_parts writes them) added in
+ * cnnkit_tree_sum's tree, an empty run absent: the same bits as the parts
+ * followed by cnnkit_tree_sum, computed tile by tile in cache, with no
+ * copy of gw per run.  At least one run must hold rows.  work:
+ * cnnkit_dense_tree_workspace(bounds, nparts, f, o, nthreads) elements
+ * (of float or double, as the call). */
+ptrdiff_t cnnkit_dense_tree_workspace(const int64_t *bounds,
+                                      ptrdiff_t nparts, ptrdiff_t f,
+                                      ptrdiff_t o, int nthreads);
+void cnnkit_dense_weight_tree_f32(float *gw, const float *gy, const float *x,
+                                  const int64_t *bounds, ptrdiff_t nparts,
+                                  float *work, ptrdiff_t f, ptrdiff_t o,
+                                  int nthreads);
+void cnnkit_dense_weight_tree_f64(double *gw, const double *gy,
+                                  const double *x, const int64_t *bounds,
+                                  ptrdiff_t nparts, double *work, ptrdiff_t f,
+                                  ptrdiff_t o, int nthreads);
 
 /* ------------------------------------------------------------------------ */
 /* Softmax and mean softmax cross-entropy over rows of logits (n, c).        */

@@ -25,7 +25,7 @@ from cnnkit.distributed import DataParallel, bounds as _bounds, tree_sum as _tre
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import mpi_worker  # noqa: E402
-from helpers import extra_missing, require  # noqa: E402
+from helpers import extra_missing, num_threads, require  # noqa: E402
 
 TIMEOUT = 180
 
@@ -527,6 +527,103 @@ def test_dense_backward_parts_equal_each_run_alone(dt):
         _kernels.dense_backward_parts(gy[lo:hi], x[lo:hi], w, [0, hi - lo],
                                       alone, None, False)
         assert np.array_equal(alone[0], gw[q])
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("n, f, o, bounds", [
+    (64, 700, 300, [0, 8, 16, 24, 32, 40, 48, 56, 64]),  # tiles over o, f
+    (11, 37, 13, [1, 4, 4, 5, 11]),                    # an empty run
+    (7, 5, 3, [0, 0, 2, 2, 7, 7]),                     # 5 runs, 3 empty
+    (1300, 20, 9, [0, 650, 1300]),                     # runs > the slab
+    (3, 600, 1, [0, 3]),                               # one run, 1 output
+])
+def test_dense_weight_tree_is_the_tree_of_the_parts_bit_for_bit(dt, n, f, o,
+                                                               bounds):
+    # the weight gradients' tree sum written in place (gw_tree) has the
+    # bits of each part written and then tree_sum, for any thread count
+    from cnnkit import _kernels
+    rng = np.random.default_rng(n + f)
+    x = rng.standard_normal((n, f)).astype(dt)
+    w = rng.standard_normal((o, f)).astype(dt)
+    gy = rng.standard_normal((n, o)).astype(dt)
+    runs = len(bounds) - 1
+    gw = _parts_buffer(runs, w.shape, dt)
+    gb = _parts_buffer(runs, (o,), dt)
+    gx = _kernels.dense_backward_parts(gy, x, w, bounds, gw, gb)
+    expected = np.empty(o * f, dt)
+    _tree_sum([gw[q].ravel() if bounds[q + 1] > bounds[q] else None
+               for q in range(runs)], expected)
+    for threads in (1, 2, 3):
+        with num_threads(threads):
+            tree = np.full((o, f), np.nan, dt)
+            gb2 = _parts_buffer(runs, (o,), dt)
+            gx2 = _kernels.dense_backward_parts(gy, x, w, bounds, None, gb2,
+                                                gw_tree=tree)
+        assert tree.tobytes() == expected.tobytes()
+        assert np.array_equal(gx2, gx)
+        assert np.array_equal(gb2, gb, equal_nan=True)
+
+
+def test_dense_weight_tree_of_runs_without_rows_is_zero():
+    from cnnkit import _kernels
+    x, w, gy = np.ones((4, 5)), np.ones((3, 5)), np.ones((4, 3))
+    tree = np.full((3, 5), np.nan)
+    _kernels.dense_backward_parts(gy, x, w, [2, 2, 2], None, None, False,
+                                  gw_tree=tree)
+    assert np.array_equal(tree, np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="gw_parts must be None with "
+                                         "gw_tree"):
+        _kernels.dense_backward_parts(gy, x, w, [0, 4], np.zeros((1, 3, 5)),
+                                      None, gw_tree=tree)
+    for bad in (np.zeros((5, 3)), np.zeros((3, 5), np.float32),
+                np.zeros((5, 3)).T):
+        with pytest.raises(ValueError, match="gw_tree"):
+            _kernels.dense_backward_parts(gy, x, w, [0, 4], None, None,
+                                          gw_tree=bad)
+
+
+def _shared_dense_model():
+    inp = cnnkit.Input((1, 6, 6))
+    h = layers.Flatten()(inp)
+    h = layers.Dense(12)(h)
+    h = layers.ReLU()(h)
+    shared = layers.Dense(12)
+    h = shared(layers.ReLU()(shared(h)))
+    return cnnkit.Model(inp, layers.Dense(3)(h), seed=3, dtype="float64")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: mpi_worker.build(dtype="float32"),
+    lambda: mpi_worker.build(dtype="float64"),
+    _shared_dense_model,
+])
+def test_training_with_in_kernel_tree_sums_keeps_every_bit(make,
+                                                           monkeypatch):
+    # one process, fixed shards: the dense layers add their shards' weight
+    # gradients in the tree themselves (a layer called twice does not); the
+    # weights after training equal those of the copy-per-shard reduction
+    rng = np.random.default_rng(5)
+    model = make()
+    x = rng.standard_normal((45,) + model.input_shape)
+    y = rng.integers(0, model.output_shape[0], 45)
+    runs, trees = {}, []
+    parts = cnnkit._ops.DenseOp.backward_parts
+
+    def spy(self, *args, gw_tree=None, **kwargs):
+        trees.append(gw_tree is not None)
+        return parts(self, *args, gw_tree=gw_tree, **kwargs)
+    monkeypatch.setattr(cnnkit._ops.DenseOp, "backward_parts", spy)
+    for tree in (True, False):
+        if not tree:
+            monkeypatch.setattr(layers.Dense, "tree_sum_grads", ())
+        m = make()
+        m.fit(x, y, batch_size=20, epochs=2, optimizer=cnnkit.optim.Adam(
+            1e-2), verbose=0, distributed=DataParallel(shards=8))
+        runs[tree] = m.flat_params.copy()
+        # every dense layer called once sums its own tree; none otherwise
+        assert any(trees) == tree and (not all(trees) or tree)
+        trees.clear()
+    assert runs[True].tobytes() == runs[False].tobytes()
 
 
 def test_parts_kernels_check_their_arguments():

@@ -63,9 +63,11 @@ class StepContext:
     frozen_input : collection of int, optional
         The nodes (call positions, :attr:`node`) whose backward need not
         return the input gradient.
-    shards : (bounds, {layer: {name: parts}}), optional
+    shards : (bounds, {layer: {name: parts}}[, {layer: {name: out}}])
         Per-shard parameter gradients: ``bounds`` (int64, the edges of the
-        runs of samples) and, per layer, arrays ``(runs,) + param shape``.
+        runs of samples) and, per layer, arrays ``(runs,) + param shape``;
+        optionally, per layer, the arrays its :attr:`Layer.tree_sum_grads`
+        go to as the runs' tree sum (their parts are then not written).
     window : (n, lo, hi), optional
         This batch is rows ``[lo, hi)`` of a global batch of ``n``.
     batch_sums : object, optional
@@ -113,9 +115,16 @@ class StepContext:
         parameter gradients in this pass, else None."""
         if self.shards is None:
             return None
-        bounds, parts = self.shards
+        bounds, parts = self.shards[:2]
         mine = parts.get(layer)
         return None if mine is None else (bounds, mine)
+
+    def shard_tree(self, layer):
+        """``{name: out}`` when ``layer`` writes the tree sum of its shards'
+        gradients of those parameters into ``out`` itself, else None."""
+        if self.shards is None or len(self.shards) < 3:
+            return None
+        return self.shards[2].get(layer)
 
 
 def as_context(ctx):

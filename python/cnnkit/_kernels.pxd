@@ -192,6 +192,17 @@ cdef extern from "cnnkit.h" nogil:
         ptrdiff_t bstride, const double *gy, const double *x,
         const double *w, const int64_t *bounds, ptrdiff_t nparts,
         double *work, ptrdiff_t n, ptrdiff_t f, ptrdiff_t o, int nthreads)
+    ptrdiff_t cnnkit_dense_tree_workspace(const int64_t *bounds,
+                                          ptrdiff_t nparts, ptrdiff_t f,
+                                          ptrdiff_t o, int nthreads)
+    void cnnkit_dense_weight_tree_f32(
+        float *gw, const float *gy, const float *x, const int64_t *bounds,
+        ptrdiff_t nparts, float *work, ptrdiff_t f, ptrdiff_t o,
+        int nthreads)
+    void cnnkit_dense_weight_tree_f64(
+        double *gw, const double *gy, const double *x,
+        const int64_t *bounds, ptrdiff_t nparts, double *work, ptrdiff_t f,
+        ptrdiff_t o, int nthreads)
 
     void cnnkit_sgd_step_f32(float *p, const float *g, float *buf,
                              ptrdiff_t n, double lr, double weight_decay,
@@ -583,6 +594,18 @@ cdef inline void cnnkit_dense_backward_parts(
         cnnkit_dense_backward_parts_f64(gx, gw, wstride, gbias, bstride, gy,
                                         x, w, bounds, nparts, work, n, f, o,
                                         nthreads)
+
+
+cdef inline void cnnkit_dense_weight_tree(
+        floating *gw, const floating *gy, const floating *x,
+        const int64_t *bounds, ptrdiff_t nparts, floating *work,
+        ptrdiff_t f, ptrdiff_t o, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_dense_weight_tree_f32(gw, gy, x, bounds, nparts, work, f, o,
+                                     nthreads)
+    else:
+        cnnkit_dense_weight_tree_f64(gw, gy, x, bounds, nparts, work, f, o,
+                                     nthreads)
 
 
 cdef inline void cnnkit_sgd_step(

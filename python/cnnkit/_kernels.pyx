@@ -572,10 +572,12 @@ cdef void _conv2d_backward_weight(floating *t, gw, gb, grad_out, x, work,
 
 
 cdef tuple _parts_args(str fn, object bounds, object n, object gw_parts,
-                       tuple wshape, object gb_parts, object dt):
+                       tuple wshape, object gb_parts, object dt,
+                       bint gw_tree=False):
     """Check the runs of samples and the per-run gradient arrays of the
-    *_parts kernels; return (bounds as int64, weight stride, bias stride)
-    with the strides in elements."""
+    *_parts kernels (gw_parts may be None when gw_tree: the weight
+    gradients' tree sum goes elsewhere); return (bounds as int64, weight
+    stride, bias stride) with the strides in elements."""
     b = np.ascontiguousarray(bounds, dtype=np.int64)
     if b.ndim != 1 or b.shape[0] < 2:
         raise ValueError(f"{fn}: bounds must be 1-D with at least 2 entries, "
@@ -593,7 +595,7 @@ cdef tuple _parts_args(str fn, object bounds, object n, object gw_parts,
     strides = []
     for name, arr, shape in (("gw_parts", gw_parts, wshape),
                              ("gb_parts", gb_parts, wshape[:1])):
-        if arr is None and name == "gb_parts":
+        if arr is None and (name == "gb_parts" or gw_tree):
             strides.append(0)
             continue
         if type(arr) is not np.ndarray or arr.dtype != dt or \
@@ -1273,42 +1275,63 @@ cdef void _dense_backward(floating *t, gx, gw, gb, grad_out, x, weight,
 
 
 def dense_backward_parts(grad_out, x, weight, bounds, gw_parts, gb_parts,
-                         bint need_input_grad=True, gx_out=None):
+                         bint need_input_grad=True, gx_out=None,
+                         gw_tree=None):
     """dense_backward with the weight (and bias) gradients of each run of
     rows [bounds[q], bounds[q+1]) written to gw_parts[q] (gb_parts[q]);
-    returns grad_x or None.  Empty runs are not written."""
+    returns grad_x or None.  Empty runs are not written.
+
+    With gw_tree (an array of weight's shape and dtype), the weight
+    gradients of the runs are not written one by one: their sum in
+    tree_sum's tree (an empty run absent) goes to gw_tree, with the same
+    bits, and gw_parts must be None."""
     cdef int nt = _nthreads()
     cdef ptrdiff_t n, f, o
     grad_out, x, weight, n, f, o = _dense_backward_args(grad_out, x, weight)
     dt = x.dtype
     cdef ptrdiff_t ws, bs
+    if gw_tree is not None:
+        if gw_parts is not None:
+            raise ValueError("dense_backward: gw_parts must be None with "
+                             "gw_tree")
+        _require(gw_tree, weight.shape, dt, True, "dense_backward",
+                  "gw_tree")
     b, ws, bs = _parts_args("dense_backward", bounds, n, gw_parts,
-                            weight.shape, gb_parts, dt)
+                            weight.shape, gb_parts, dt, gw_tree is not None)
     gx = (_zeros_or(gx_out, (n, f), dt, "dense_backward", "gx_out",
                     n == 0 or o == 0) if need_input_grad else None)
+    cdef ptrdiff_t nparts = b.shape[0] - 1
     if o == 0:
         return gx
+    if gw_tree is not None and f > 0 and \
+            b[nparts] - b[0] == 0:
+        gw_tree.fill(0)                 # no run holds rows: the tree is 0
     work = _workspace(cnnkit_dense_workspace(n, f, o, nt), dt)
+    tree_work = (_workspace(cnnkit_dense_tree_workspace(
+        _int64_data(b), nparts, f, o, nt), dt)
+        if gw_tree is not None and f > 0 else None)
     gx_written = gx if gx is not None and gx.size else None
-    cdef ptrdiff_t nparts = b.shape[0] - 1
     if _is_f32(x):
         _dense_backward_parts(_F32, gx_written, gw_parts, ws, gb_parts, bs,
                               grad_out, x, weight, b, nparts, work, n, f, o,
-                              nt)
+                              nt, gw_tree, tree_work)
     else:
         _dense_backward_parts(_F64, gx_written, gw_parts, ws, gb_parts, bs,
                               grad_out, x, weight, b, nparts, work, n, f, o,
-                              nt)
+                              nt, gw_tree, tree_work)
     return gx
 
 
 cdef void _dense_backward_parts(
         floating *t, gx, gw_parts, ptrdiff_t wstride, gb_parts,
         ptrdiff_t bstride, grad_out, x, weight, bounds, ptrdiff_t nparts,
-        work, ptrdiff_t n, ptrdiff_t f, ptrdiff_t o, int nt) noexcept:
+        work, ptrdiff_t n, ptrdiff_t f, ptrdiff_t o, int nt, gw_tree,
+        tree_work) noexcept:
     cdef floating *pgx = _data(gx, t)
     cdef floating *pgw = _data(gw_parts, t)
     cdef floating *pgb = _data(gb_parts, t)
+    cdef floating *ptree = _data(gw_tree, t)
+    cdef floating *ptw = _data(tree_work, t)
     cdef const floating *pgy = _data(grad_out, t)
     cdef const floating *px = _data(x, t)
     cdef const floating *pw = _data(weight, t)
@@ -1317,6 +1340,9 @@ cdef void _dense_backward_parts(
     with nogil:
         cnnkit_dense_backward_parts(pgx, pgw, wstride, pgb, bstride, pgy, px,
                                     pw, pb, nparts, pk, n, f, o, nt)
+        if ptw != NULL and pb[nparts] > pb[0]:
+            cnnkit_dense_weight_tree(ptree, pgy, px, pb, nparts, ptw, f, o,
+                                     nt)
 
 
 # --------------------------------------------------------------------------

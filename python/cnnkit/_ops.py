@@ -253,10 +253,10 @@ class DenseOp:
                                        gx, gw, gb)
 
     def backward_parts(self, grad, x, weight, bounds, gw_parts, gb_parts,
-                       input_grad=True, gx=None):
+                       input_grad=True, gx=None, gw_tree=None):
         return _kernels.dense_backward_parts(grad, x, weight, bounds,
                                              gw_parts, gb_parts, input_grad,
-                                             gx)
+                                             gx, gw_tree)
 
 
 # --------------------------------------------------------------------------

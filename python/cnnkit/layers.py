@@ -120,6 +120,11 @@ class Layer:
         Whether :meth:`backward` can write the parameter gradients of each
         shard of the batch on its own (``ctx.shard_parts(self)``), which
         data-parallel training and the fixed-shard reduction need.
+    tree_sum_grads : tuple of str
+        The parameters whose per-shard gradients :meth:`backward` can add
+        itself, in the fixed tree and with its bits, straight into the
+        model's gradient (``ctx.shard_tree(self)``), so that no copy per
+        shard is written.
     transparent : bool
         Whether initialisation looks through the layer (:class:`Dropout`):
         the layer before it is initialised for the layer after it.
@@ -134,6 +139,7 @@ class Layer:
     forward_epilogues = frozenset()
     backward_prologues = frozenset()
     per_shard_grads = False
+    tree_sum_grads = ()
     transparent = False
     num_inputs = 1
 
@@ -523,6 +529,11 @@ class _Affine(Layer):
         shard = ctx.shard_parts(self)
         if shard is not None:
             bounds, parts = shard
+            tree = ctx.shard_tree(self)
+            if tree is not None:            # the weight's tree sum, in place
+                return self._op.backward_parts(
+                    grad, x, w, bounds, None, parts.get("bias"), input_grad,
+                    gx, gw_tree=tree["weight"])
             return self._op.backward_parts(grad, x, w, bounds,
                                            parts["weight"], parts.get("bias"),
                                            input_grad, gx)
@@ -1021,6 +1032,10 @@ class Dense(_Affine):
         Number of outputs.
     use_bias : bool, default True
     """
+
+    # the weight gradient of a training step's shards, added tile by tile
+    # in cache (cnnkit_dense_weight_tree): no copy of W per shard
+    tree_sum_grads = ("weight",)
 
     def __init__(self, units, use_bias=True, name=None):
         super().__init__(name)

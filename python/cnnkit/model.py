@@ -341,6 +341,11 @@ class Model:
         laid out as :attr:`flat_params`."""
         return self._flat_grads
 
+    def is_shared(self, layer):
+        """Whether ``layer`` is called more than once in the model (its
+        parameter gradients are then the sum of its calls')."""
+        return self._graph.shared(layer)
+
     def grad_offsets(self):
         """Per layer with parameters: ``(layer, {name: (offset, shape)})``,
         where its gradients lie in :attr:`flat_grads` (offsets in

@@ -134,11 +134,29 @@ class Trainer:
                       for s in range(self.shards)]
         local = self.rows[self.s0:self.s1].view(dt)[:, :flat.size]
         self.parts = {}
+        # In one process, a layer that can add its shards' gradients in the
+        # tree itself (Layer.tree_sum_grads) writes them into the model's
+        # gradient, and the reduction adds the other ranges of the rows:
+        # the same bits, without a copy of each such gradient per shard.
+        # (A layer called twice adds its calls per shard first: not so.)
+        self.trees, done = {}, []
         for layer, offsets in model.grad_offsets():
             self.parts[layer] = {
                 name: local[:, off:off + math.prod(shape)].reshape(
                     (self.s1 - self.s0,) + shape)
                 for name, (off, shape) in offsets.items()}
+            names = [k for k in layer.tree_sum_grads if k in offsets]
+            if world.size == 1 and names and not model.is_shared(layer):
+                self.trees[layer] = {k: layer.grads[k] for k in names}
+                for k in names:
+                    off, shape = offsets[k]
+                    done.append((off, off + math.prod(shape)))
+        # the ranges of the flat gradient the reduction adds
+        self.spans, at = [], 0
+        for lo, hi in sorted(done) + [(flat.size, flat.size)]:
+            if lo > at:
+                self.spans.append((at, lo))
+            at = max(at, hi)
 
     # -- one training step ---------------------------------------------
     def step(self, x, y, sw, idx, where=""):
@@ -163,7 +181,7 @@ class Trainer:
             self.batch_sums.start(edges, bounds, b)
         ctx = StepContext(
             training=True, arena=self.arena, frozen_input=model.input_nodes,
-            shards=None if single else (bounds, self.parts),
+            shards=None if single else (bounds, self.parts, self.trees),
             window=None if single else (b, lo, hi),
             batch_sums=None if single else self.batch_sums)
         if hi > lo:
@@ -226,8 +244,13 @@ class Trainer:
             shards = range(self.shards)
         else:
             shards = range(self.s0, self.s1)
-        dist.tree_sum([self.grads[s] if present[s] else None
-                       for s in shards], out)
+        if self.trees and world.size == 1:
+            for lo, hi in self.spans:
+                dist.tree_sum([self.grads[s][lo:hi] if present[s] else None
+                               for s in shards], out[lo:hi])
+        else:
+            dist.tree_sum([self.grads[s] if present[s] else None
+                           for s in shards], out)
         dist.tree_sum([self.stats[s] if present[s] else None
                        for s in shards], self.sums)
         if self.reduction != "ordered":
