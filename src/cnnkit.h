@@ -223,6 +223,11 @@ void cnnkit_max_pool2d_forward_f32(float *y, int64_t *idx, const float *x,
                                    const cnnkit_pool2d_geom *g, int nthreads);
 void cnnkit_max_pool2d_forward_f64(double *y, int64_t *idx, const double *x,
                                    const cnnkit_pool2d_geom *g, int nthreads);
+/* The y of cnnkit_max_pool2d_forward, bit for bit, without the indices. */
+void cnnkit_max_pool2d_values_f32(float *y, const float *x,
+                                  const cnnkit_pool2d_geom *g, int nthreads);
+void cnnkit_max_pool2d_values_f64(double *y, const double *x,
+                                  const cnnkit_pool2d_geom *g, int nthreads);
 /* gy, idx (planes, oh, ow) -> gx (planes, h, w).  An index outside
  * [0, h*w) is skipped and counted: the return value is their number (0 for
  * indices from cnnkit_max_pool2d_forward).  With y (the forward's output)

@@ -70,8 +70,12 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
         g->oh < 1 || g->ow < 1 || cnnkit_conv_groups(g) > 1)
         return 0;
     /* an output row fills at least half a vector: narrower outputs are
-     * better served by the im2col path, whose tiles span rows */
-    if (2 * g->ow < VL)
+     * better served by the im2col path, whose tiles span rows -- unless
+     * the forward sweeps each image's plane as one flat row (flat_size)
+     * that fills half a vector: a small plane then costs one copy and one
+     * row of tiles per image instead of an im2col matrix */
+    if (2 * g->ow < VL &&
+        !(split && 2 * g->oh * g->ow >= VL && SFX(flat_size)(g)))
         return 0;
     const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
     const ptrdiff_t wp = cnnkit_ceil_div(g->ow, VL) * VL +

@@ -17,8 +17,8 @@
  * planned once (the compiler reuses the memory of tensors no later step
  * reads) and sized n * (its size per image) for each batch.  The input x
  * and the output y are the caller's arrays.  Scratch memory (the GEMM's and
- * the convolution's workspace, max pooling's indices, batch norm's inverse
- * standard deviations) is one workspace whose size
+ * the convolution's workspace, global max pooling's indices, batch norm's
+ * inverse standard deviations) is one workspace whose size
  * cnnkit_plan_workspace reports: the largest any step needs.
  *
  * Threads: each step runs its kernel with nthreads threads, as the layer

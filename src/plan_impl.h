@@ -137,9 +137,6 @@ ptrdiff_t SFX(cnnkit_plan_workspace)(const cnnkit_plan_step *steps,
         case CNNKIT_PLAN_DENSE:
             need = cnnkit_dense_workspace(n, s->rows, s->size, nthreads);
             break;
-        case CNNKIT_PLAN_MAX_POOL:
-            need = n * s->pool.planes * s->pool.oh * s->pool.ow * per64;
-            break;
         case CNNKIT_PLAN_GLOBAL_MAX_POOL:
             need = n * s->pool.planes * per64;
             break;
@@ -254,8 +251,7 @@ void SFX(cnnkit_plan_forward)(REAL *y, const REAL *x, REAL *arena,
         case CNNKIT_PLAN_MAX_POOL: {
             cnnkit_pool2d_geom g = s->pool;
             g.planes *= n;
-            SFX(cnnkit_max_pool2d_forward)(out, (int64_t *)work, in0, &g,
-                                           nthreads);
+            SFX(cnnkit_max_pool2d_values)(out, in0, &g, nthreads);
             break;
         }
         case CNNKIT_PLAN_AVG_POOL: {

@@ -99,6 +99,54 @@ void SFX(cnnkit_max_pool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
     }
 }
 
+/* The values of cnnkit_max_pool2d_forward without the indices (an
+ * inference pass keeps none): each window scanned in the same order with
+ * the same selects, so the same bits.  Tasks are output rows of all planes
+ * at once, so small planes still give every thread work. */
+void SFX(cnnkit_max_pool2d_values)(REAL *y, const REAL *x,
+                                   const cnnkit_pool2d_geom *g, int nthreads)
+{
+    (void)nthreads; /* unused in serial builds */
+    const ptrdiff_t w = g->w, hw = g->h * g->w, oh = g->oh, ow = g->ow;
+    const ptrdiff_t rows = g->planes * oh;
+    const int fast = g->kh == 2 && g->kw == 2 && g->stride_w == 2 &&
+                     g->pad_w == 0;
+    const int nt = cnnkit_team(4.0 * (double)rows * ow * g->kh * g->kw,
+                               rows, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t t = 0; t < rows; t++) {
+        const ptrdiff_t i = t % oh;
+        const REAL *restrict xp = x + (t / oh) * hw;
+        REAL *restrict ym = y + t * ow;
+        ptrdiff_t ha, hb, wa, wb, jfast = 0;
+        SFX(pool_window)(g, i, 0, &ha, &hb, &wa, &wb);
+        if (fast && hb - ha == 2) {
+            const REAL *restrict r0 = xp + ha * w, *restrict r1 = r0 + w;
+            jfast = CNNKIT_MIN(ow, w / 2);
+            for (ptrdiff_t j = 0; j < jfast; j++) {
+                REAL m = r0[2 * j], v = r0[2 * j + 1];
+                m = (v > m) | (v != v) ? v : m;
+                v = r1[2 * j];
+                m = (v > m) | (v != v) ? v : m;
+                v = r1[2 * j + 1];
+                m = (v > m) | (v != v) ? v : m;
+                ym[j] = m;
+            }
+        }
+        for (ptrdiff_t j = jfast; j < ow; j++) {
+            SFX(pool_window)(g, i, j, &ha, &hb, &wa, &wb);
+            REAL m = xp[ha * w + wa];
+            for (ptrdiff_t h = ha; h < hb; h++)
+                for (ptrdiff_t c = wa; c < wb; c++) {
+                    REAL v = xp[h * w + c];
+                    m = (v > m) | (v != v) ? v : m;
+                }
+            ym[j] = m;
+        }
+    }
+}
+
 ptrdiff_t SFX(cnnkit_max_pool2d_backward)(REAL *gx, const REAL *gy,
                                           const int64_t *idx, const REAL *y,
                                           const cnnkit_pool2d_geom *g,

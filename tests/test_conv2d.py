@@ -949,6 +949,10 @@ DIRECT = [  # (n, c, h, w, k, r, s, stride, (top, bottom, left, right), dil)
     # ... with padding past the row: a shifted plane of only zeros; ten
     # images, so that a weight-gradient group holds several
     (10, 1, 1, 9, 2, 1, 3, (1, 1), (0, 0, 64, 64), (1, 64)),
+    # small planes: the forward sweeps each image's 4x4 / 5x3 output plane
+    # as one flat row (cnnkit train's default network's second conv)
+    (3, 16, 4, 4, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (2, 3, 5, 3, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
 ]
 direct_seen = 0
 for dt in (np.float32, np.float64):

@@ -451,3 +451,29 @@ def test_a_layer_option_the_plan_does_not_know_is_refused(monkeypatch):
         model.compile()
     x = _x(model, 2)
     assert np.array_equal(model.predict(x), model.forward(x).argmax(1))
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, pool", [
+    ((3, 8, 8), dict(pool_size=2)),                           # 2x2 fast rows
+    ((2, 7, 9), dict(pool_size=2)),                           # odd sizes
+    ((2, 7, 9), dict(pool_size=2, ceil_mode=True)),           # a 1-wide edge
+    ((2, 9, 9), dict(pool_size=3, stride=2, padding=1)),
+    ((1, 5, 6), dict(pool_size=(2, 3), stride=(1, 3))),
+    ((2, 4, 4), dict(pool_size=2, stride=3, ceil_mode=True)),  # stride > k
+    ((1, 1, 1), dict(pool_size=1)),                           # 1x1 output
+])
+def test_max_pool_steps_keep_the_layers_bits_without_indices(dt, shape,
+                                                             pool):
+    # the plan's max pooling keeps no indices: the same windows in the same
+    # order, so the same values, ties and -0.0 included
+    model = cnnkit.Sequential([L.MaxPool2D(**pool)], input_shape=shape,
+                              dtype=dt)
+    rng = np.random.default_rng(7)
+    x = rng.integers(-3, 3, (5,) + shape).astype(dt)      # many ties
+    x[x == 0] = -0.0
+    x[0] = rng.standard_normal(shape)
+    p = plan.compile(model)
+    for threads in (1, 2, 3):
+        with num_threads(threads):
+            assert p.run(x).tobytes() == model.forward(x).tobytes()
