@@ -133,6 +133,41 @@ static void SFX(scale_c)(ptrdiff_t m, ptrdiff_t n, REAL beta, REAL *c,
             c[i * ldc + j] = beta == 0 ? (REAL)0 : beta * c[i * ldc + j];
 }
 
+#ifdef GEMM_IMPLICIT_B
+/* C = op(A) @ B for at most MR rows, B (k, n) row-major read in place:
+ * with one strip of A there is nothing to share a packed panel of B with,
+ * so its full NR-wide strips are read where they lie (row p of a slab at
+ * the offset p*ldb, micro_implicit) and only a last, narrower strip is
+ * packed (its zero padding keeps the vector loads inside B).  The tiles'
+ * sums are those of the packed path, slab by slab. */
+static void SFX(gemm_few_rows)(int trans_a, ptrdiff_t m, ptrdiff_t n,
+                               ptrdiff_t k, const REAL *a, ptrdiff_t lda,
+                               const REAL *b, ptrdiff_t ldb, REAL *c,
+                               ptrdiff_t ldc, REAL *work)
+{
+    REAL *ap = work;
+    REAL *bp = work + SFX(pack_a_size)(m, k);
+    ptrdiff_t boff[KC];
+    const ptrdiff_t full = n / NR * NR;
+    for (ptrdiff_t p = 0; p < CNNKIT_MIN(k, (ptrdiff_t)KC); p++)
+        boff[p] = p * ldb;
+    for (ptrdiff_t p0 = 0; p0 < k; p0 += KC) {
+        const ptrdiff_t kc = CNNKIT_MIN(KC, k - p0);
+        SFX(pack_a)(ap, trans_a ? a + p0 * lda : a + p0, lda, trans_a, m,
+                    kc);
+        const REAL *bs = b + p0 * ldb;
+        for (ptrdiff_t j0 = 0; j0 < full; j0 += NR)
+            SFX(micro_implicit)(kc, ap, bs + j0, boff, c + j0, ldc, m, NR,
+                                p0 == 0, NULL, 0);
+        if (full < n) {
+            SFX(pack_b)(bp, bs + full, ldb, 0, kc, n - full, 0, 1);
+            SFX(micro)(kc, ap, bp, c + full, ldc, m, n - full, 1, 0,
+                       p0 == 0);
+        }
+    }
+}
+#endif
+
 static void SFX(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
                       ptrdiff_t k, REAL alpha, const REAL *a, ptrdiff_t lda,
                       const REAL *b, ptrdiff_t ldb, REAL beta, REAL *c,
@@ -144,6 +179,12 @@ static void SFX(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
         SFX(scale_c)(m, n, beta, c, ldc);
         return;
     }
+#ifdef GEMM_IMPLICIT_B
+    if (m <= MR && !trans_b && alpha == 1 && beta == 0) {
+        SFX(gemm_few_rows)(trans_a, m, n, k, a, lda, b, ldb, c, ldc, work);
+        return;
+    }
+#endif
     REAL *ap = work;
     REAL *bp = work + SFX(pack_a_size)(m, k);
     for (ptrdiff_t j0 = 0; j0 < n; j0 += NC) {

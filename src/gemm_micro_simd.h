@@ -189,6 +189,8 @@ static void SFX(micro_implicit)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
     SFX(micro_any)(1, kc, ap, bp, boff, c, ldc, mr, nr, 1, 0, first, bias,
                    relu);
 }
+/* gemm_impl.h may read B in place (micro_implicit) */
+#define GEMM_IMPLICIT_B 1
 #undef TILE_ROWS
 #undef TILE_ARGS
 #undef UNROLL_FULL

@@ -353,6 +353,31 @@ for dt in (np.float32, np.float64):
         if F.dense(x[lo:hi], w).tobytes() != full[lo:hi].tobytes():
             variant.append(f"{np.dtype(dt).name} dense rows {lo}:{hi} "
                            f"depend on the batch")
+    # products of at most MR rows read B in place (no packed panel): the
+    # input gradient of a few samples and the weight gradient of a few
+    # outputs have the bits of the same rows of a larger product, over
+    # several slabs (inner size 600 > KC in float64, 1100 > KC in float32)
+    # and columns off the strip width
+    for inner in (600, 1100):
+        # grad-x (n, 77) = g (n, inner) @ w (inner, 77)
+        g2 = rng.standard_normal((40, inner)).astype(dt)
+        w2 = rng.standard_normal((inner, 77)).astype(dt)
+        x2 = rng.standard_normal((40, 77)).astype(dt)
+        gx_all = F.dense_backward(g2, x2, w2)[0]
+        # grad-w (o, 77) = g^T (o, inner samples) @ x (inner, 77)
+        g3 = rng.standard_normal((inner, 40)).astype(dt)
+        x3 = rng.standard_normal((inner, 77)).astype(dt)
+        w3 = rng.standard_normal((40, 77)).astype(dt)
+        gw_all = F.dense_backward(g3, x3, w3)[1]
+        for lo, hi in ((0, 1), (3, 8), (28, 40)):
+            gx = F.dense_backward(g2[lo:hi], x2[lo:hi], w2)[0]
+            if gx.tobytes() != gx_all[lo:hi].tobytes():
+                variant.append(f"{np.dtype(dt).name} grad-x rows {lo}:{hi}"
+                               f" (inner {inner}) depend on the batch")
+            gw = F.dense_backward(g3[:, lo:hi], x3, w3[lo:hi])[1]
+            if gw.tobytes() != gw_all[lo:hi].tobytes():
+                variant.append(f"{np.dtype(dt).name} grad-w rows {lo}:{hi}"
+                               f" (inner {inner}) depend on the outputs")
 '''
 
 
