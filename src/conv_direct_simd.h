@@ -13,8 +13,8 @@
  * fused multiply-adds as on the im2col path (each KC-deep slab of (c, r, s)
  * accumulated from zero in increasing order, the slabs added in order,
  * then the bias added once, then the ReLU), so the two are bit-identical.
- * Tasks are (image, block of output rows), each owning its outputs;
- * results do not depend on the threads or the batch.
+ * Tasks are (image, block of output rows[, block of filters]), each
+ * owning its outputs; results do not depend on the threads or the batch.
  *
  * Workspace (REAL elements): the CRS offsets, the packed weights, then one
  * padded copy per thread. */
@@ -31,6 +31,8 @@ typedef struct {
     ptrdiff_t apsize;  /* elements of the packed weights          */
     ptrdiff_t copy;    /* elements of one padded copy             */
     ptrdiff_t threads; /* threads the workspace holds copies for  */
+    ptrdiff_t kb;      /* filters per task (a multiple of MR)      */
+    ptrdiff_t nkb;     /* filter blocks per (image, row block)    */
     int flat;          /* the copy holds shifted planes (flat_size)
                         * and each image is one block swept as one
                         * row of OH*OW pixels                     */
@@ -54,11 +56,23 @@ static ptrdiff_t SFX(flat_size)(const cnnkit_conv2d_geom *g)
 {
     const ptrdiff_t lanes = cnnkit_ceil_div(g->ow, VL) * VL;
     /* worth the copying when over a fifth of the lanes would idle */
-    if (g->stride_h != 1 || 5 * (lanes - g->ow) <= lanes)
+    if (g->stride_h != 1 || g->stride_w != 1 || 5 * (lanes - g->ow) <= lanes)
         return 0;
     const ptrdiff_t hp = g->oh + (g->r - 1) * g->dil_h;
     const ptrdiff_t size = g->c * g->s * hp * g->ow;
     return size <= DIRECT_COPY_MAX ? SFX(round16)(size + VL) : 0;
+}
+
+/* Elements of one phase of a padded row in the copy (the whole row with
+ * unit column stride): the output row rounded up to whole vectors, plus
+ * the furthest tap's shift within its phase.  Padded column u of the row
+ * is element (u % sw) * phase_width + u / sw, so tap s of output column j
+ * (padded column j*sw + s*dw) lies at phase (s*dw) % sw, element
+ * j + (s*dw) / sw. */
+static ptrdiff_t SFX(phase_width)(const cnnkit_conv2d_geom *g)
+{
+    return cnnkit_ceil_div(g->ow, VL) * VL +
+           (g->s - 1) * g->dil_w / g->stride_w;
 }
 
 /* Whether the direct path computes g; fills the plan if so. */
@@ -66,7 +80,10 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
                               int split, SFX(direct_plan) *pl)
 {
     const ptrdiff_t crs = g->c * g->r * g->s;
-    if (g->stride_w != 1 || crs < 1 || g->k < 1 || g->n < 1 ||
+    /* column stride 1, or 2 in the forward: the copy then splits each
+     * padded row into its even and odd columns (phases), so that a tap
+     * still reads consecutive output pixels from consecutive elements */
+    if (g->stride_w > (split ? 2 : 1) || crs < 1 || g->k < 1 || g->n < 1 ||
         g->oh < 1 || g->ow < 1 || cnnkit_conv_groups(g) > 1)
         return 0;
     /* an output row fills at least half a vector: narrower outputs are
@@ -77,9 +94,14 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
     if (2 * g->ow < VL &&
         !(split && 2 * g->oh * g->ow >= VL && SFX(flat_size)(g)))
         return 0;
+    /* a strided row leaves no lanes to the flat sweep: measured, it pays
+     * only when its rows leave at most a fifth of the lanes idle (16 of
+     * 16: 1.4-1.9x the im2col path; 8 of 16: 0.7x) */
+    const ptrdiff_t lanes = cnnkit_ceil_div(g->ow, VL) * VL;
+    if (g->stride_w == 2 && 5 * (lanes - g->ow) > lanes)
+        return 0;
     const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
-    const ptrdiff_t wp = cnnkit_ceil_div(g->ow, VL) * VL +
-                         (g->s - 1) * g->dil_w;
+    const ptrdiff_t wp = g->stride_w * SFX(phase_width)(g);
     const ptrdiff_t span = (g->r - 1) * g->dil_h + 1;
     /* row blocks: enough tasks for the threads (if split), copies of
      * bounded size */
@@ -105,7 +127,16 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
         pl->lr = g->oh + (g->r - 1) * g->dil_h;  /* rows of a plane */
         pl->copy = flat;
     }
-    pl->threads = CNNKIT_MIN(nt, g->n * pl->nb);
+    /* filter blocks: when (image, row block) tasks are fewer than two per
+     * thread (a flat plane of one image is one task), the filters are
+     * split too, in whole strips of MR; each block fills its own copy */
+    const ptrdiff_t strips = cnnkit_ceil_div(g->k, MR);
+    ptrdiff_t nkb = 1;
+    if (split && g->n * pl->nb < 2 * nt)
+        nkb = CNNKIT_MIN(strips, cnnkit_ceil_div(2 * nt, g->n * pl->nb));
+    pl->kb = cnnkit_ceil_div(strips, nkb) * MR;
+    pl->nkb = cnnkit_ceil_div(g->k, pl->kb);
+    pl->threads = CNNKIT_MIN(nt, g->n * pl->nb * pl->nkb);
     return 1;
 }
 
@@ -172,6 +203,26 @@ static void SFX(direct_fill)(REAL *restrict buf, const REAL *restrict xn,
                            (g->r - 1) * g->dil_h + 1;
     const ptrdiff_t wp = pl->wp, pw = CNNKIT_MIN(g->pad_w, wp);
     const ptrdiff_t ncopy = CNNKIT_MAX(0, CNNKIT_MIN(g->w, wp - pw));
+    if (g->stride_w == 2) {
+        /* phases: padded column u at (u % 2) * half + u / 2 */
+        const ptrdiff_t half = wp / 2;
+        for (ptrdiff_t c = 0; c < g->c; c++) {
+            const REAL *restrict xc = xn + c * g->h * g->w;
+            for (ptrdiff_t l = 0; l < rows; l++) {
+                REAL *restrict even = buf + (c * pl->lr + l) * wp;
+                REAL *restrict odd = even + half;
+                ptrdiff_t ih = i0 * g->stride_h - g->pad_h + l;
+                const REAL *restrict src = ih >= 0 && ih < g->h ?
+                                           xc + ih * g->w : NULL;
+                for (ptrdiff_t v = 0; v < half; v++) {
+                    const ptrdiff_t u0 = 2 * v - g->pad_w, u1 = u0 + 1;
+                    even[v] = src && u0 >= 0 && u0 < g->w ? src[u0] : 0;
+                    odd[v] = src && u1 >= 0 && u1 < g->w ? src[u1] : 0;
+                }
+            }
+        }
+        return;
+    }
     for (ptrdiff_t c = 0; c < g->c; c++) {
         const REAL *restrict xc = xn + c * g->h * g->w;
         for (ptrdiff_t l = 0; l < rows; l++) {
@@ -203,7 +254,9 @@ static void SFX(direct_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g,
             for (ptrdiff_t s = 0; s < g->s; s++, q++)
                 boff[q] = pl->flat
                     ? ((c * g->s + s) * pl->lr + r * g->dil_h) * g->ow
-                    : (c * pl->lr + r * g->dil_h) * pl->wp + s * g->dil_w;
+                    : (c * pl->lr + r * g->dil_h) * pl->wp +
+                      (s * g->dil_w) % g->stride_w * (pl->wp / g->stride_w) +
+                      s * g->dil_w / g->stride_w;
 }
 
 static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
@@ -220,14 +273,17 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
     REAL *copies = ap + pl.apsize;
     SFX(direct_offsets)(boff, g, &pl);
     SFX(pack_a)(ap, w, crs, 0, g->k, crs);
-    const ptrdiff_t tasks = g->n * pl.nb;
+    const ptrdiff_t tasks = g->n * pl.nb * pl.nkb;
     const int nt = cnnkit_team(2.0 * g->n * kp * (crs + 1), tasks,
                                (int)pl.threads);
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
     for (ptrdiff_t t = 0; t < tasks; t++) {
-        const ptrdiff_t n = t / pl.nb, i0 = (t % pl.nb) * pl.rb;
+        const ptrdiff_t n = t / (pl.nb * pl.nkb);
+        const ptrdiff_t i0 = (t / pl.nkb % pl.nb) * pl.rb;
         const ptrdiff_t i1 = CNNKIT_MIN(g->oh, i0 + pl.rb);
+        const ptrdiff_t ka = (t % pl.nkb) * pl.kb;
+        const ptrdiff_t kz = CNNKIT_MIN(g->k, ka + pl.kb);
         REAL *buf = copies + (ptrdiff_t)omp_get_thread_num() * pl.copy;
         SFX(direct_fill)(buf, x + n * chw, g, &pl, i0, i1);
         /* the rows of the sweep: flat, one of OH*OW pixels */
@@ -236,8 +292,8 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
         /* filters x slabs outer, so that a packed strip of weights stays
          * in L1 while it sweeps the task's rows; each element still sees
          * its slabs in order */
-        for (ptrdiff_t k0 = 0; k0 < g->k; k0 += MR) {
-            const ptrdiff_t mr = CNNKIT_MIN((ptrdiff_t)MR, g->k - k0);
+        for (ptrdiff_t k0 = ka; k0 < kz; k0 += MR) {
+            const ptrdiff_t mr = CNNKIT_MIN((ptrdiff_t)MR, kz - k0);
             for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
                 const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, crs - p0);
                 const int last = p0 + kc == crs;

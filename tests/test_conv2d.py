@@ -953,6 +953,12 @@ DIRECT = [  # (n, c, h, w, k, r, s, stride, (top, bottom, left, right), dil)
     # as one flat row (cnnkit train's default network's second conv)
     (3, 16, 4, 4, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
     (2, 3, 5, 3, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    # column stride 2: the copy splits each padded row into its even and
+    # odd columns (ResNet's downsampling layer; odd widths, dilation, pad)
+    (1, 16, 32, 32, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
+    (2, 3, 11, 37, 8, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
+    (1, 5, 9, 40, 7, 3, 2, (1, 2), (0, 1, 2, 0), (2, 3)),
+    (1, 2, 6, 35, 5, 1, 4, (3, 2), (0, 0, 3, 2), (1, 1)),
 ]
 direct_seen = 0
 for dt in (np.float32, np.float64):
