@@ -72,7 +72,8 @@ def test_results_follow_the_schema(smoke):
         else:
             assert rec["gflops"]["cnnkit"] is None
         # the NumPy reference has no trainer and skips the 64-channel conv
-        if rec["group"] in ("lenet", "conv64", "zoo"):
+        # and the layer grid
+        if rec["group"] in ("lenet", "conv64", "zoo", "grid"):
             assert med["numpy"] is None
         else:
             assert med["numpy"] > 0

@@ -139,7 +139,9 @@ TITLES = {"kernels": "Kernels (LeNet-5 sizes)",
           "conv64": "A 64 -> 64 channel 3x3 convolution",
           "gemm": "Square matrix products C = A @ B^T",
           "lenet": "LeNet-5 training (one pass) and inference",
-          "zoo": "ResNet-20 training (one pass) and inference, 1x28x28"}
+          "zoo": "ResNet-20 training (one pass) and inference, 1x28x28",
+          "grid": "The layer grid: convolutions and dense layers, batch "
+                  "1 to 128"}
 
 
 def tables(doc, group=None):

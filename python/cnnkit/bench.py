@@ -27,6 +27,13 @@ groups:
     32 x 64 x 56 x 56 (8 in quick mode), forward and forward + backward
     (PyTorch through autograd).  The NumPy reference is too slow for it and
     is not run.
+``grid`` (only when asked for: ``--only grid``)
+    The layers small and medium CNNs are made of, forward and backward,
+    against PyTorch: 3x3 and 5x5, 1x1 and depthwise convolutions of 16-128
+    channels on planes of 7 to 56, stride 1 and 2, at batch 1 and 32 (three
+    of them at 128), and dense layers up to 4096 wide.
+    ``benchmarks/bench_grid.py`` runs it and sets each rate against the
+    machine's FMA peak.
 ``zoo``
     ResNet-20 (:func:`cnnkit.models.resnet`, batch normalisation,
     shortcuts) on 1 x 28 x 28 images, Fashion-MNIST's shape: a training
@@ -88,8 +95,8 @@ FRAMEWORKS = ("cnnkit", "numpy", "torch")
 # The order the groups run in.  LeNet-5 first: after the kernel group
 # (its NumPy reference loops, the 1024-wide dense layers) both cnnkit and
 # PyTorch measured slower LeNet passes on the shared machine.
-GROUPS = ("lenet", "kernels", "gemm", "conv64", "zoo")
-DEFAULT_GROUPS = {"full": GROUPS, "quick": ("lenet", "kernels"),
+GROUPS = ("lenet", "kernels", "gemm", "conv64", "zoo", "grid")
+DEFAULT_GROUPS = {"full": GROUPS[:-1], "quick": ("lenet", "kernels"),
                   "smoke": GROUPS}
 DEFAULT_REPEATS = {"full": 7, "quick": 3, "smoke": 1}
 DEFAULT_SIZES = {"full": [1024, 2048, 4096], "quick": [1024, 2048, 4096],
@@ -247,7 +254,7 @@ def _relu(shape):
                      nbytes=2 * 4 * size)]
 
 
-def _dense(n, f, o):
+def _dense(n, f, o, group="kernels"):
     """Dense layer x (n, f) -> (n, o), forward and backward (the gradients
     of x, weight and bias)."""
     def build(fw, kind):
@@ -265,10 +272,46 @@ def _dense(n, f, o):
         return lambda: (tg @ tw, tg.T @ tx, tg.sum(0))
 
     flops = 2 * n * f * o
-    return [Workload("kernels", f"dense {kind}", f"{n}x{f} @ {f}x{o}",
-                     lambda fw, kind=kind: build(fw, kind),
+    fws = FRAMEWORKS if group == "kernels" else ("cnnkit", "torch")
+    return [Workload(group, f"dense {kind}", f"{n}x{f} @ {f}x{o}",
+                     lambda fw, kind=kind: build(fw, kind), fws,
                      flops=flops * (1 if kind == "fwd" else 2))
             for kind in ("fwd", "bwd")]
+
+
+#: The layer grid (``--only grid``): (c, k, h, kernel, stride, groups) at
+#: batch 1 and 32 -- 3x3 and 5x5, 1x1 and depthwise, 16-128 channels,
+#: planes of 7 to 56, stride 1 and 2 -- and the shapes also at batch 128.
+GRID_CONV = [(16, 16, 56, 3, 1, 1), (32, 32, 28, 3, 1, 1),
+             (64, 64, 14, 3, 1, 1), (128, 128, 7, 3, 1, 1),
+             (16, 32, 56, 3, 2, 1), (64, 128, 14, 3, 2, 1),
+             (1, 32, 28, 5, 1, 1), (32, 64, 14, 5, 1, 1),
+             (64, 128, 28, 1, 1, 1), (128, 128, 14, 1, 1, 1),
+             (64, 128, 28, 1, 2, 1),
+             (64, 64, 56, 3, 1, 64), (128, 128, 28, 3, 2, 128)]
+GRID_CONV_128 = [(32, 32, 28, 3, 1, 1), (128, 128, 7, 3, 1, 1),
+                 (32, 64, 14, 5, 1, 1)]
+#: (batch, in, out) dense layers up to 4096 wide.
+GRID_DENSE = [(1, 3136, 1024), (32, 3136, 1024), (128, 3136, 1024),
+              (1, 4096, 4096), (32, 4096, 4096), (128, 1024, 1024)]
+
+
+def _grid(smoke):
+    """The layer grid's workloads, forward and backward, cnnkit against
+    PyTorch (FLOP rates; benchmarks/bench_grid.py sets them against the
+    machine's measured peak)."""
+    if smoke:
+        return (_conv("grid", 1, 2, 6, 3, 3, 1, ("fwd", "bwd")) +
+                _dense(2, 16, 8, "grid"))
+    out = []
+    for n, shapes in ((1, GRID_CONV), (32, GRID_CONV),
+                      (128, GRID_CONV_128)):
+        for c, k, h, r, stride, groups in shapes:
+            out += _conv("grid", n, c, h, k, r, r // 2, ("fwd", "bwd"),
+                         stride, groups)
+    for n, f, o in GRID_DENSE:
+        out += _dense(n, f, o, "grid")
+    return out
 
 
 def _xent(n, c):
@@ -542,6 +585,8 @@ def workloads(config):
         n = {"full": 1024, "quick": 256, "smoke": 4}[mode]
         out += [_zoo_train(128 if n >= 128 else 2, n),
                 _zoo_predict(256 if n >= 256 else 2, n)]
+    if "grid" in groups:
+        out += _grid(smoke)
     return out
 
 
