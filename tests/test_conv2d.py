@@ -1778,3 +1778,48 @@ def test_fuzz_grouped_conv2d(case, mutation):
     for got, want in ((y, ey), (gx, ex), (gw, ew), (gb, eb)):
         assert got.dtype == dt
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("n, c, hw, k, groups, stride", [
+    (37, 4, (5, 5), 6, 1, 1),     # more images than the fixed groups
+    (19, 4, (4, 4), 6, 2, 1),     # two groups
+    (9, 3, (9, 7), 5, 1, 2),      # strided
+    (3, 2, (12, 11), 4, 1, 1),
+])
+def test_im2col_weight_gradient_of_small_planes(dt, n, c, hw, k, groups,
+                                                stride):
+    # the im2col weight gradient on small planes, many images, groups and
+    # strides: the reference's values, the same bits for 1, 2 and 3
+    # threads, and a run of images gives the bits it gives alone
+    from cnnkit import _kernels as K
+    rng = np.random.default_rng(n * c)
+    x = rng.standard_normal((n, c) + hw).astype(dt)
+    w = rng.standard_normal((k, c // groups, 3, 3)).astype(dt)
+    oh = (hw[0] + 2 - 3) // stride + 1
+    ow = (hw[1] + 2 - 3) // stride + 1
+    gy = rng.standard_normal((n, k, oh, ow)).astype(dt)
+    args = ((stride, stride), (1, 1, 1, 1), (1, 1))
+    runs = []
+    for threads in (1, 2, 3):
+        with helpers.num_threads(threads):
+            runs.append(K.conv2d_backward(gy, x, w, *args, direct=False,
+                                          groups=groups)[1])
+    assert runs[0].tobytes() == runs[1].tobytes() == runs[2].tobytes()
+    expected = ref.conv2d_backward(gy.astype(np.float64),
+                                   x.astype(np.float64),
+                                   w.astype(np.float64), stride=stride,
+                                   padding=1, groups=groups)[1]
+    tol = 1e-3 if dt == np.float32 else 1e-10
+    np.testing.assert_allclose(runs[0], expected, rtol=tol, atol=tol)
+    bounds = [0, n // 3, n]
+    parts = np.empty((2,) + w.shape, dt)
+    K.conv2d_backward_parts(gy, x, w, *args, bounds, parts, None, False,
+                            direct=False, groups=groups)
+    for q in range(2):
+        lo, hi = bounds[q], bounds[q + 1]
+        alone = np.empty((1,) + w.shape, dt)
+        K.conv2d_backward_parts(gy[lo:hi], x[lo:hi], w, *args,
+                                [0, hi - lo], alone, None, False,
+                                direct=False, groups=groups)
+        assert alone[0].tobytes() == parts[q].tobytes()
