@@ -5,6 +5,7 @@ They need mpi4py and an MPI runtime (``pip install ".[test]"`` brings
 mpi4py and mpich); with CNNKIT_REQUIRE_EXTRAS=1 (set by CI) their absence is a
 failure instead of a skip.
 """
+import copy
 import json
 import os
 import pickle
@@ -624,6 +625,36 @@ def test_training_with_in_kernel_tree_sums_keeps_every_bit(make,
         assert any(trees) == tree and (not all(trees) or tree)
         trees.clear()
     assert runs[True].tobytes() == runs[False].tobytes()
+
+
+class _RowsDense(layers.Dense):
+    """A subclass whose backward never takes its shards' tree (it hides it
+    from Dense.backward): its per-shard rows must still be added."""
+
+    def backward(self, grad, ctx=None):
+        if getattr(ctx, "shards", None) is not None:
+            ctx = copy.copy(ctx)
+            ctx.shards = ctx.shards[:2]
+        return super().backward(grad, ctx)
+
+
+def test_a_dense_subclass_that_writes_rows_still_gets_them_added():
+    def build(dense):
+        return cnnkit.Sequential([
+            layers.Flatten(), dense(16), layers.ReLU(), dense(5)],
+            input_shape=(1, 6, 6), seed=2, dtype="float64")
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((40, 1, 6, 6))
+    y = rng.integers(0, 5, 40)
+    runs = []
+    for dense in (layers.Dense, _RowsDense):
+        m = build(dense)
+        m.fit(x, y, batch_size=16, epochs=2, verbose=0,
+              optimizer=cnnkit.optim.SGD(0.1),
+              distributed=DataParallel(shards=8))
+        runs.append(m.flat_params.copy())
+    assert runs[0].tobytes() == runs[1].tobytes()
+    assert np.isfinite(runs[1]).all()
 
 
 def test_parts_kernels_check_their_arguments():

@@ -76,7 +76,7 @@ class StepContext:
     """
 
     __slots__ = ("training", "arena", "frozen_input", "shards", "window",
-                 "node", "batch_sums")
+                 "node", "batch_sums", "trees_taken")
 
     def __init__(self, training=False, arena=None, frozen_input=(),
                  shards=None, window=None, batch_sums=None):
@@ -89,6 +89,9 @@ class StepContext:
         #: The call being run: set by the model before each layer call, so
         #: that a layer called twice keeps an array per call.
         self.node = None
+        #: The layers that took the arrays of :meth:`shard_tree` in this
+        #: pass (and so wrote their shards' tree sums there).
+        self.trees_taken = set()
 
     def __bool__(self):
         return self.training
@@ -120,11 +123,16 @@ class StepContext:
         return None if mine is None else (bounds, mine)
 
     def shard_tree(self, layer):
-        """``{name: out}`` when ``layer`` writes the tree sum of its shards'
-        gradients of those parameters into ``out`` itself, else None."""
+        """``{name: out}`` when ``layer`` may write the tree sum of its
+        shards' gradients of those parameters into ``out`` itself, else
+        None.  A layer that takes them must write them: the reduction then
+        leaves those ranges of the shard rows out."""
         if self.shards is None or len(self.shards) < 3:
             return None
-        return self.shards[2].get(layer)
+        out = self.shards[2].get(layer)
+        if out is not None:
+            self.trees_taken.add(layer)
+        return out
 
 
 def as_context(ctx):

@@ -139,7 +139,11 @@ class Trainer:
         # gradient, and the reduction adds the other ranges of the rows:
         # the same bits, without a copy of each such gradient per shard.
         # (A layer called twice adds its calls per shard first: not so.)
-        self.trees, done = {}, []
+        # Only the layers that took their tree in the step
+        # (StepContext.shard_tree) are left out of the reduction: a
+        # subclass whose backward writes per-shard rows still gets them
+        # added.
+        self.trees, self.tree_ranges, self._spans = {}, {}, {}
         for layer, offsets in model.grad_offsets():
             self.parts[layer] = {
                 name: local[:, off:off + math.prod(shape)].reshape(
@@ -148,15 +152,25 @@ class Trainer:
             names = [k for k in layer.tree_sum_grads if k in offsets]
             if world.size == 1 and names and not model.is_shared(layer):
                 self.trees[layer] = {k: layer.grads[k] for k in names}
-                for k in names:
-                    off, shape = offsets[k]
-                    done.append((off, off + math.prod(shape)))
-        # the ranges of the flat gradient the reduction adds
-        self.spans, at = [], 0
-        for lo, hi in sorted(done) + [(flat.size, flat.size)]:
-            if lo > at:
-                self.spans.append((at, lo))
-            at = max(at, hi)
+                self.tree_ranges[layer] = [
+                    (offsets[k][0], offsets[k][0] + math.prod(offsets[k][1]))
+                    for k in names]
+
+    def _spans_without(self, layers):
+        """The ranges of the flat gradient that the reduction adds when
+        ``layers`` wrote their tree sums themselves (cached per set)."""
+        key = frozenset(layers)
+        spans = self._spans.get(key)
+        if spans is None:
+            done = sorted(r for la in key for r in self.tree_ranges[la])
+            size = self.model.flat_grads.size
+            spans, at = [], 0
+            for lo, hi in done + [(size, size)]:
+                if lo > at:
+                    spans.append((at, lo))
+                at = max(at, hi)
+            self._spans[key] = spans
+        return spans
 
     # -- one training step ---------------------------------------------
     def step(self, x, y, sw, idx, where=""):
@@ -221,7 +235,8 @@ class Trainer:
         # 4. reduction of the shard gradients, in the fixed tree
         if not single:
             total, hits = self._reduce([edges[s + 1] > edges[s]
-                                        for s in range(S)])
+                                        for s in range(S)],
+                                       ctx.trees_taken)
         loss = total / norm if norm > 0 else 0.0
         if not math.isfinite(loss):
             raise FloatingPointError(
@@ -232,7 +247,7 @@ class Trainer:
         model.optimizer.step(model.flat_params, model.flat_grads)
         return total, hits, norm
 
-    def _reduce(self, present):
+    def _reduce(self, present, trees_taken=()):
         """Add the shard rows into the model's gradient buffer and the
         statistics into (loss sum, hits): gathered from every rank and
         added in one tree ("ordered"), or each rank's added and the ranks
@@ -244,8 +259,8 @@ class Trainer:
             shards = range(self.shards)
         else:
             shards = range(self.s0, self.s1)
-        if self.trees and world.size == 1:
-            for lo, hi in self.spans:
+        if trees_taken and world.size == 1:
+            for lo, hi in self._spans_without(trees_taken):
                 dist.tree_sum([self.grads[s][lo:hi] if present[s] else None
                                for s in shards], out[lo:hi])
         else:
