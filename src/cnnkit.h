@@ -322,8 +322,8 @@ void cnnkit_dense_backward_parts_f64(double *gx, double *gw,
 /* gw (O, F) = the weight gradients of the runs [bounds[q], bounds[q+1])
  * (gy_q^T @ x_q, as cnnkit_dense_backward_parts writes them) added in
  * cnnkit_tree_sum's tree, an empty run absent: the same bits as the parts
- * followed by cnnkit_tree_sum, computed tile by tile in cache, with no
- * copy of gw per run.  At least one run must hold rows.  work:
+ * followed by cnnkit_tree_sum (0 where no run holds rows), computed tile
+ * by tile in cache, with no copy of gw per run.  work:
  * cnnkit_dense_tree_workspace(bounds, nparts, f, o, nthreads) elements
  * (of float or double, as the call). */
 ptrdiff_t cnnkit_dense_tree_workspace(const int64_t *bounds,

@@ -43,6 +43,12 @@ static ptrdiff_t SFX(round16)(ptrdiff_t n)
     return cnnkit_ceil_div(n, 16) * 16;
 }
 
+/* The lanes an output row takes: its width rounded up to whole vectors. */
+static ptrdiff_t SFX(row_lanes)(const cnnkit_conv2d_geom *g)
+{
+    return cnnkit_ceil_div(g->ow, VL) * VL;
+}
+
 /* Output rows narrower than a multiple of the vector leave lanes idle in
  * a row-by-row sweep (LeNet's 10-wide rows use 10 lanes of 16).  With unit
  * row stride the sweep can instead run over each image's output plane as
@@ -54,7 +60,7 @@ static ptrdiff_t SFX(round16)(ptrdiff_t n)
  * cache. */
 static ptrdiff_t SFX(flat_size)(const cnnkit_conv2d_geom *g)
 {
-    const ptrdiff_t lanes = cnnkit_ceil_div(g->ow, VL) * VL;
+    const ptrdiff_t lanes = SFX(row_lanes)(g);
     /* worth the copying when over a fifth of the lanes would idle */
     if (g->stride_h != 1 || g->stride_w != 1 || 5 * (lanes - g->ow) <= lanes)
         return 0;
@@ -71,8 +77,7 @@ static ptrdiff_t SFX(flat_size)(const cnnkit_conv2d_geom *g)
  * j + (s*dw) / sw. */
 static ptrdiff_t SFX(phase_width)(const cnnkit_conv2d_geom *g)
 {
-    return cnnkit_ceil_div(g->ow, VL) * VL +
-           (g->s - 1) * g->dil_w / g->stride_w;
+    return SFX(row_lanes)(g) + (g->s - 1) * g->dil_w / g->stride_w;
 }
 
 /* Whether the direct path computes g; fills the plan if so. */
@@ -97,7 +102,7 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
     /* a strided row leaves no lanes to the flat sweep: measured, it pays
      * only when its rows leave at most a fifth of the lanes idle (16 of
      * 16: 1.4-1.9x the im2col path; 8 of 16: 0.7x) */
-    const ptrdiff_t lanes = cnnkit_ceil_div(g->ow, VL) * VL;
+    const ptrdiff_t lanes = SFX(row_lanes)(g);
     if (g->stride_w == 2 && 5 * (lanes - g->ow) > lanes)
         return 0;
     const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
@@ -201,8 +206,7 @@ static void SFX(direct_fill)(REAL *restrict buf, const REAL *restrict xn,
     }
     const ptrdiff_t rows = (i1 - i0 - 1) * g->stride_h +
                            (g->r - 1) * g->dil_h + 1;
-    const ptrdiff_t wp = pl->wp, pw = CNNKIT_MIN(g->pad_w, wp);
-    const ptrdiff_t ncopy = CNNKIT_MAX(0, CNNKIT_MIN(g->w, wp - pw));
+    const ptrdiff_t wp = pl->wp;
     if (g->stride_w == 2) {
         /* phases: padded column u at (u % 2) * half + u / 2 */
         const ptrdiff_t half = wp / 2;
@@ -223,6 +227,8 @@ static void SFX(direct_fill)(REAL *restrict buf, const REAL *restrict xn,
         }
         return;
     }
+    const ptrdiff_t pw = CNNKIT_MIN(g->pad_w, wp);
+    const ptrdiff_t ncopy = CNNKIT_MAX(0, CNNKIT_MIN(g->w, wp - pw));
     for (ptrdiff_t c = 0; c < g->c; c++) {
         const REAL *restrict xc = xn + c * g->h * g->w;
         for (ptrdiff_t l = 0; l < rows; l++) {

@@ -26,9 +26,9 @@ ptrdiff_t cnnkit_dense_workspace(ptrdiff_t n, ptrdiff_t f, ptrdiff_t o,
 }
 
 /* The tree-summed weight gradient (cnnkit_dense_weight_tree) works on
- * tiles of TREE_TI rows x TREE_TJ columns of gw: each part's tile, then
- * their tree, in a thread's scratch.  Rows per tile shrink as parts grow so
- * that the scratch stays in L2. */
+ * tiles of dense_tree_rows rows x TREE_TJ columns of gw: each part's tile,
+ * then their tree, in a thread's scratch.  Rows per tile shrink as parts
+ * grow so that the scratch stays in L2. */
 #define TREE_TJ 256
 #define TREE_TILE_ELEMS 65536  /* all parts' tiles together, at most */
 
@@ -54,8 +54,9 @@ static ptrdiff_t dense_tree_ptrs(ptrdiff_t nparts)
     return cnnkit_ceil_div(nparts * (ptrdiff_t)sizeof(void *), 64) * 16;
 }
 
-/* Elements of one thread's scratch: the row pointers, the parts' tiles, the tree's levels,
- * the GEMM's workspace (the largest part's inner dimension). */
+/* Elements of one thread's scratch: the row pointers, the parts' tiles,
+ * the tree's levels, the GEMM's workspace (the largest part's inner
+ * dimension). */
 static ptrdiff_t dense_tree_per_thread(const int64_t *bounds, ptrdiff_t nparts,
                                        ptrdiff_t f, ptrdiff_t o)
 {

@@ -82,7 +82,8 @@ void SFX(cnnkit_dense_backward_parts)(REAL *gx, REAL *gw, ptrdiff_t wstride,
  * element's sum runs over the part's samples in the same slabs whatever
  * the tile), and the tree adds the tiles element by element as
  * cnnkit_tree_sum adds whole rows: the bits of the parts followed by the
- * tree, with no copy of gw per part. */
+ * tree, with no copy of gw per part.  With no part holding samples, gw is
+ * 0, as the tree of absent rows. */
 void SFX(cnnkit_dense_weight_tree)(REAL *gw, const REAL *gy, const REAL *x,
                                    const int64_t *bounds, ptrdiff_t nparts,
                                    REAL *work, ptrdiff_t f, ptrdiff_t o,
@@ -95,11 +96,10 @@ void SFX(cnnkit_dense_weight_tree)(REAL *gw, const REAL *gy, const REAL *x,
     const ptrdiff_t tile = ti * tj, levels = dense_tree_levels(nparts);
     const ptrdiff_t per = dense_tree_per_thread(bounds, nparts, f, o);
     const ptrdiff_t rt = cnnkit_ceil_div(o, ti), ct = cnnkit_ceil_div(f, tj);
-    ptrdiff_t images = bounds[nparts] - bounds[0];
+    const ptrdiff_t images = bounds[nparts] - bounds[0];
     const int nt = cnnkit_team(2.0 * (double)images * o * f + 8.0 * nparts *
                                    (double)o * f, rt * ct, nthreads);
     (void)nt; /* unused in serial builds */
-    (void)per;
     CNNKIT_OMP(parallel num_threads(nt))
     {
         REAL *mine = work + (ptrdiff_t)omp_get_thread_num() * per;

@@ -25,5 +25,5 @@
 #undef MC
 #undef NC
 #undef WKB
-#undef GEMM_IMPLICIT_B
 #undef WQB
+#undef GEMM_IMPLICIT_B

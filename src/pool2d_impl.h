@@ -17,8 +17,9 @@ static inline void SFX(pool_window)(const cnnkit_pool2d_geom *g, ptrdiff_t i,
     *wb = CNNKIT_MIN(w0 + g->kw, g->w);
 }
 
-/* One output row of max pooling.  Each window is scanned in row-major
- * order with selects instead of branches (the comparisons of real data are
+/* One output row of max pooling, and its indices unless im is NULL (an
+ * inference pass keeps none).  Each window is scanned in row-major order
+ * with selects instead of branches (the comparisons of real data are
  * unpredictable): ties keep the first maximum, a NaN wins. */
 static inline void SFX(max_pool_row)(REAL *restrict ym, int64_t *restrict im,
                                      const REAL *restrict xp,
@@ -61,6 +62,8 @@ static inline void SFX(max_pool_row)(REAL *restrict ym, int64_t *restrict im,
                 yo[j] = m;
                 tap[j] = k;
             }
+            if (!im)
+                continue;
             const int64_t base = (int64_t)(ha * w + 2 * j0);
             for (ptrdiff_t j = 0; j < jn; j++)
                 im[j0 + j] = base + 2 * j + (tap[j] & 1) + (tap[j] >> 1) * w;
@@ -80,7 +83,8 @@ static inline void SFX(max_pool_row)(REAL *restrict ym, int64_t *restrict im,
             }
         }
         ym[j] = m;
-        im[j] = b;
+        if (im)
+            im[j] = b;
     }
 }
 
@@ -99,52 +103,21 @@ void SFX(cnnkit_max_pool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
     }
 }
 
-/* The values of cnnkit_max_pool2d_forward without the indices (an
- * inference pass keeps none): each window scanned in the same order with
- * the same selects, so the same bits.  Tasks are output rows of all planes
- * at once, so small planes still give every thread work. */
+/* The values of cnnkit_max_pool2d_forward without the indices: the same
+ * rows, so the same bits.  Tasks are output rows of all planes at once, so
+ * small planes still give every thread work. */
 void SFX(cnnkit_max_pool2d_values)(REAL *y, const REAL *x,
                                    const cnnkit_pool2d_geom *g, int nthreads)
 {
     (void)nthreads; /* unused in serial builds */
-    const ptrdiff_t w = g->w, hw = g->h * g->w, oh = g->oh, ow = g->ow;
+    const ptrdiff_t hw = g->h * g->w, oh = g->oh, ow = g->ow;
     const ptrdiff_t rows = g->planes * oh;
-    const int fast = g->kh == 2 && g->kw == 2 && g->stride_w == 2 &&
-                     g->pad_w == 0;
     const int nt = cnnkit_team(4.0 * (double)rows * ow * g->kh * g->kw,
                                rows, nthreads);
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
-    for (ptrdiff_t t = 0; t < rows; t++) {
-        const ptrdiff_t i = t % oh;
-        const REAL *restrict xp = x + (t / oh) * hw;
-        REAL *restrict ym = y + t * ow;
-        ptrdiff_t ha, hb, wa, wb, jfast = 0;
-        SFX(pool_window)(g, i, 0, &ha, &hb, &wa, &wb);
-        if (fast && hb - ha == 2) {
-            const REAL *restrict r0 = xp + ha * w, *restrict r1 = r0 + w;
-            jfast = CNNKIT_MIN(ow, w / 2);
-            for (ptrdiff_t j = 0; j < jfast; j++) {
-                REAL m = r0[2 * j], v = r0[2 * j + 1];
-                m = (v > m) | (v != v) ? v : m;
-                v = r1[2 * j];
-                m = (v > m) | (v != v) ? v : m;
-                v = r1[2 * j + 1];
-                m = (v > m) | (v != v) ? v : m;
-                ym[j] = m;
-            }
-        }
-        for (ptrdiff_t j = jfast; j < ow; j++) {
-            SFX(pool_window)(g, i, j, &ha, &hb, &wa, &wb);
-            REAL m = xp[ha * w + wa];
-            for (ptrdiff_t h = ha; h < hb; h++)
-                for (ptrdiff_t c = wa; c < wb; c++) {
-                    REAL v = xp[h * w + c];
-                    m = (v > m) | (v != v) ? v : m;
-                }
-            ym[j] = m;
-        }
-    }
+    for (ptrdiff_t t = 0; t < rows; t++)
+        SFX(max_pool_row)(y + t * ow, NULL, x + (t / oh) * hw, g, t % oh);
 }
 
 ptrdiff_t SFX(cnnkit_max_pool2d_backward)(REAL *gx, const REAL *gy,

@@ -117,9 +117,8 @@ def thread_policy():
     follows the CPUs other processes leave free), ``fixed_by`` (what fixed
     it otherwise, or None), ``limit`` (the default count on an idle
     machine: OpenMP's maximum under the CPU quota), ``others`` (CPUs other
-    processes
-    used lately, None when unknown) and ``cgroup_cpus`` (a container's CPU
-    quota, None when none is set)."""
+    processes used lately, None when unknown) and ``cgroup_cpus`` (a
+    container's CPU quota, None when none is set)."""
     cdef double others = cnnkit_load_others()
     return {"adaptive": _user_threads == 0 and not _env_threads,
             "fixed_by": ("set_num_threads" if _user_threads else
@@ -1303,9 +1302,6 @@ def dense_backward_parts(grad_out, x, weight, bounds, gw_parts, gb_parts,
     cdef ptrdiff_t nparts = b.shape[0] - 1
     if o == 0:
         return gx
-    if gw_tree is not None and f > 0 and \
-            b[nparts] - b[0] == 0:
-        gw_tree.fill(0)                 # no run holds rows: the tree is 0
     work = _workspace(cnnkit_dense_workspace(n, f, o, nt), dt)
     tree_work = (_workspace(cnnkit_dense_tree_workspace(
         _int64_data(b), nparts, f, o, nt), dt)
@@ -1340,7 +1336,7 @@ cdef void _dense_backward_parts(
     with nogil:
         cnnkit_dense_backward_parts(pgx, pgw, wstride, pgb, bstride, pgy, px,
                                     pw, pb, nparts, pk, n, f, o, nt)
-        if ptw != NULL and pb[nparts] > pb[0]:
+        if ptw != NULL:
             cnnkit_dense_weight_tree(ptree, pgy, px, pb, nparts, ptw, f, o,
                                      nt)
 
