@@ -561,27 +561,62 @@ typedef struct cnnkit_plan_step {
     cnnkit_pool2d_geom pool; /* pooling; planes per image                 */
 } cnnkit_plan_step;
 
-/* Workspace (elements of the plan's type) of a batch of n images with
- * nthreads threads: the largest any step needs (the index scratch of max
- * pooling, the invstd of batch norm, the GEMM's and conv2d's scratch). */
+/* The plan's layout of a batch: sizes per image of the input, the output
+ * and the arena. */
+typedef struct cnnkit_plan_sizes {
+    ptrdiff_t in, out, arena;
+} cnnkit_plan_sizes;
+
+/* How a batch of n images runs on nthreads threads: 0, the whole batch step
+ * after step with each kernel using the threads (small batches), or c >= 1,
+ * chunks of c images each run through every step by one thread, the
+ * threads taking the chunks in turn (large batches: no barrier between
+ * steps, a chunk's tensors stay in the core's cache).  The kernels'
+ * results do not depend on the batch or the threads, so both give the
+ * same bits. */
+ptrdiff_t cnnkit_plan_chunk_f32(const cnnkit_plan_step *steps,
+                                ptrdiff_t nsteps,
+                                const cnnkit_plan_sizes *sizes, ptrdiff_t n,
+                                int nthreads);
+ptrdiff_t cnnkit_plan_chunk_f64(const cnnkit_plan_step *steps,
+                                ptrdiff_t nsteps,
+                                const cnnkit_plan_sizes *sizes, ptrdiff_t n,
+                                int nthreads);
+/* Arena (elements of the plan's type) a batch of n images run in chunks of
+ * `chunk` (0: whole) needs: n * sizes->arena when whole, else 0 (each
+ * thread's arena lies in the workspace). */
+ptrdiff_t cnnkit_plan_arena(const cnnkit_plan_sizes *sizes, ptrdiff_t n,
+                            ptrdiff_t chunk);
+/* Workspace (elements of the plan's type) of that run: the largest any
+ * step needs (the index scratch of max pooling, the invstd of batch norm,
+ * the GEMM's and conv2d's scratch), and in chunks, per thread, a chunk's
+ * arena and the scratch of a chunk on one thread. */
 ptrdiff_t cnnkit_plan_workspace_f32(const cnnkit_plan_step *steps,
-                                    ptrdiff_t nsteps, ptrdiff_t n,
+                                    ptrdiff_t nsteps,
+                                    const cnnkit_plan_sizes *sizes,
+                                    ptrdiff_t n, ptrdiff_t chunk,
                                     int nthreads);
 ptrdiff_t cnnkit_plan_workspace_f64(const cnnkit_plan_step *steps,
-                                    ptrdiff_t nsteps, ptrdiff_t n,
+                                    ptrdiff_t nsteps,
+                                    const cnnkit_plan_sizes *sizes,
+                                    ptrdiff_t n, ptrdiff_t chunk,
                                     int nthreads);
-/* Run the steps on x (n, ...) into y (n, ...), arena (n * arena size) and
- * work (cnnkit_plan_workspace).  With logits >= 0, the output of the
- * steps goes to arena + logits * n, of `classes` per image, and y (n,
- * classes) is its softmax. */
+/* Run the steps on x (n, ...) into y (n, ...), arena
+ * (cnnkit_plan_arena) and work (cnnkit_plan_workspace), whole or in
+ * chunks (cnnkit_plan_chunk).  With logits >= 0, the output of the steps
+ * goes to the arena's logits, of `classes` per image, and y (n, classes)
+ * is its softmax. */
 void cnnkit_plan_forward_f32(float *y, const float *x, float *arena,
                              float *work, const cnnkit_plan_step *steps,
-                             ptrdiff_t nsteps, ptrdiff_t logits,
-                             ptrdiff_t classes, ptrdiff_t n, int nthreads);
+                             ptrdiff_t nsteps, const cnnkit_plan_sizes *sizes,
+                             ptrdiff_t logits, ptrdiff_t classes, ptrdiff_t n,
+                             ptrdiff_t chunk, int nthreads);
 void cnnkit_plan_forward_f64(double *y, const double *x, double *arena,
                              double *work, const cnnkit_plan_step *steps,
-                             ptrdiff_t nsteps, ptrdiff_t logits,
-                             ptrdiff_t classes, ptrdiff_t n, int nthreads);
+                             ptrdiff_t nsteps,
+                             const cnnkit_plan_sizes *sizes,
+                             ptrdiff_t logits, ptrdiff_t classes, ptrdiff_t n,
+                             ptrdiff_t chunk, int nthreads);
 
 /* ------------------------------------------------------------------------ */
 /* Runtime facts.                                                           */

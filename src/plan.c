@@ -21,11 +21,16 @@
  * inverse standard deviations) is one workspace whose size
  * cnnkit_plan_workspace reports: the largest any step needs.
  *
- * Threads: each step runs its kernel with nthreads threads, as the layer
- * would; the kernels' results do not depend on the thread count or on the
- * other images of the batch, and the passes written here are element-wise
- * or copies, so neither do the plan's.  The add, the product and the copy
- * split their elements over threads in static chunks.
+ * Threads: a small batch runs step after step, each step's kernel with
+ * nthreads threads, as the layer would.  A large batch (cnnkit_plan_chunk)
+ * runs in chunks of images, each chunk through every step by one thread
+ * on an arena and a workspace of its own (both in the workspace), the
+ * threads taking chunks as they finish the last: no barrier between steps,
+ * and a chunk's tensors stay in its core's cache.  The kernels' results do
+ * not depend on the thread count or on the other images of the batch, and
+ * the passes written here are element-wise or copies, so neither do the
+ * plan's, whole or in chunks.  The add, the product and the copy split
+ * their elements over threads in static chunks.
  *
  * Arithmetic: the same as the layers' forward passes, step by step (a
  * fused ReLU has the bits of a separate one; the add is one IEEE addition
@@ -45,6 +50,12 @@
 #include <string.h>
 
 #include "internal.h"
+
+ptrdiff_t cnnkit_plan_arena(const cnnkit_plan_sizes *sizes, ptrdiff_t n,
+                            ptrdiff_t chunk)
+{
+    return chunk <= 0 || chunk >= n ? n * sizes->arena : 0;
+}
 
 #define CNNKIT_IMPL "plan_impl.h"
 #include "instantiate.h"

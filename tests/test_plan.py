@@ -128,6 +128,52 @@ def test_an_image_does_not_depend_on_its_batch(name, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_chunks_give_the_whole_batchs_bits(name, dtype):
+    """A large batch runs in chunks of images, each through every step on
+    one thread: the same bits as the whole batch step after step, for any
+    chunk size (a last, shorter chunk included) and thread count."""
+    model = _make(name, dtype)
+    p = model.compile()
+    x = _x(model, 11)
+    whole = p._run(x, chunk=0).copy()
+    whole_p = p._run(x, probabilities=True, chunk=0).copy()
+    for t in (1, 2, 3):
+        with num_threads(t):
+            for chunk in (1, 2, 4, 10):
+                assert np.array_equal(p._run(x, chunk=chunk), whole)
+                assert np.array_equal(
+                    p._run(x, probabilities=True, chunk=chunk), whole_p)
+            assert np.array_equal(p.run(x), whole)
+
+
+def test_how_a_batch_is_split_into_chunks():
+    prog = _make("lenet5", "float32").compile()._program
+    per = prog.arena_size * 4
+    assert prog.chunk(1, 2) == 0 and prog.chunk(3, 2) == 0   # too few
+    assert prog.chunk(4, 2) == 2 and prog.chunk(9, 3) == 3  # one per thread
+    assert prog.chunk(256, 2) == 64                          # two per thread
+    cap = (8 << 20) // per
+    assert prog.chunk(100000, 2) == cap                      # memory bound
+    assert prog.chunk(cap, 1) == 0 and prog.chunk(cap + 1, 1) == cap
+    # in chunks, each thread's arena lies in the workspace
+    assert prog.arena_elements(256, 0) == 256 * prog.arena_size
+    assert prog.arena_elements(256, 64) == 0
+    assert prog.workspace_size(256, 2, 64) >= 2 * 64 * prog.arena_size
+    x = np.zeros((9, 1, 28, 28), np.float32)
+    y = np.empty(9 * 10, np.float32)
+    work = np.empty(prog.workspace_size(9, 2, 2), np.float32)
+    with pytest.raises(ValueError, match="chunk"):
+        prog.run(x, y, np.empty(1, np.float32), work, False, 2, -1)
+    with pytest.raises(ValueError, match="work"):            # too small
+        prog.run(x, y, np.empty(1, np.float32), work[:-1], False, 2, 2)
+    with pytest.raises(ValueError, match="overlap"):
+        prog.run(x, work[:90], np.empty(1, np.float32), work, False, 2, 2)
+    prog.run(x, y, np.empty(1, np.float32), work, False, 2, 2)
+    assert np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_probabilities_are_predict_proba(dtype):
     model = _make("resnet8", dtype)
     x = _x(model, 6)

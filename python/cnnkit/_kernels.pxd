@@ -807,29 +807,52 @@ cdef extern from "cnnkit.h" nogil:
         cnnkit_conv2d_geom conv
         cnnkit_pool2d_geom pool
 
+    ctypedef struct cnnkit_plan_sizes:
+        ptrdiff_t in_ "in"
+        ptrdiff_t out, arena
+
+    ptrdiff_t cnnkit_plan_chunk_f32(const cnnkit_plan_step *steps,
+                                    ptrdiff_t nsteps,
+                                    const cnnkit_plan_sizes *sizes,
+                                    ptrdiff_t n, int nthreads)
+    ptrdiff_t cnnkit_plan_chunk_f64(const cnnkit_plan_step *steps,
+                                    ptrdiff_t nsteps,
+                                    const cnnkit_plan_sizes *sizes,
+                                    ptrdiff_t n, int nthreads)
+    ptrdiff_t cnnkit_plan_arena(const cnnkit_plan_sizes *sizes, ptrdiff_t n,
+                                ptrdiff_t chunk)
     ptrdiff_t cnnkit_plan_workspace_f32(const cnnkit_plan_step *steps,
-                                        ptrdiff_t nsteps, ptrdiff_t n,
+                                        ptrdiff_t nsteps,
+                                        const cnnkit_plan_sizes *sizes,
+                                        ptrdiff_t n, ptrdiff_t chunk,
                                         int nthreads)
     ptrdiff_t cnnkit_plan_workspace_f64(const cnnkit_plan_step *steps,
-                                        ptrdiff_t nsteps, ptrdiff_t n,
+                                        ptrdiff_t nsteps,
+                                        const cnnkit_plan_sizes *sizes,
+                                        ptrdiff_t n, ptrdiff_t chunk,
                                         int nthreads)
     void cnnkit_plan_forward_f32(float *y, const float *x, float *arena,
                                  float *work, const cnnkit_plan_step *steps,
-                                 ptrdiff_t nsteps, ptrdiff_t logits,
-                                 ptrdiff_t classes, ptrdiff_t n, int nthreads)
+                                 ptrdiff_t nsteps,
+                                 const cnnkit_plan_sizes *sizes,
+                                 ptrdiff_t logits, ptrdiff_t classes,
+                                 ptrdiff_t n, ptrdiff_t chunk, int nthreads)
     void cnnkit_plan_forward_f64(double *y, const double *x, double *arena,
                                  double *work, const cnnkit_plan_step *steps,
-                                 ptrdiff_t nsteps, ptrdiff_t logits,
-                                 ptrdiff_t classes, ptrdiff_t n, int nthreads)
+                                 ptrdiff_t nsteps,
+                                 const cnnkit_plan_sizes *sizes,
+                                 ptrdiff_t logits, ptrdiff_t classes,
+                                 ptrdiff_t n, ptrdiff_t chunk, int nthreads)
 
 
 cdef inline void cnnkit_plan_forward(
         floating *y, const floating *x, floating *arena, floating *work,
-        const cnnkit_plan_step *steps, ptrdiff_t nsteps, ptrdiff_t logits,
-        ptrdiff_t classes, ptrdiff_t n, int nthreads) noexcept nogil:
+        const cnnkit_plan_step *steps, ptrdiff_t nsteps,
+        const cnnkit_plan_sizes *sizes, ptrdiff_t logits, ptrdiff_t classes,
+        ptrdiff_t n, ptrdiff_t chunk, int nthreads) noexcept nogil:
     if floating is float:
-        cnnkit_plan_forward_f32(y, x, arena, work, steps, nsteps, logits,
-                                classes, n, nthreads)
+        cnnkit_plan_forward_f32(y, x, arena, work, steps, nsteps, sizes,
+                                logits, classes, n, chunk, nthreads)
     else:
-        cnnkit_plan_forward_f64(y, x, arena, work, steps, nsteps, logits,
-                                classes, n, nthreads)
+        cnnkit_plan_forward_f64(y, x, arena, work, steps, nsteps, sizes,
+                                logits, classes, n, chunk, nthreads)

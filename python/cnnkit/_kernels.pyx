@@ -2064,15 +2064,16 @@ cdef const void *_plan_array(object a, object dt, object size, str what,
 
 
 cdef void _plan_run(floating *t, const cnnkit_plan_step *steps,
-                    ptrdiff_t nsteps, x, y, arena, work, ptrdiff_t logits,
-                    ptrdiff_t classes, ptrdiff_t n, int nt) noexcept:
+                    ptrdiff_t nsteps, const cnnkit_plan_sizes *sizes, x, y,
+                    arena, work, ptrdiff_t logits, ptrdiff_t classes,
+                    ptrdiff_t n, ptrdiff_t chunk, int nt) noexcept:
     cdef floating *py = _data(y, t)
     cdef const floating *px = _data(x, t)
     cdef floating *pa = _data(arena, t)
     cdef floating *pw = _data(work, t)
     with nogil:
-        cnnkit_plan_forward(py, px, pa, pw, steps, nsteps, logits, classes,
-                            n, nt)
+        cnnkit_plan_forward(py, px, pa, pw, steps, nsteps, sizes, logits,
+                            classes, n, chunk, nt)
 
 
 cdef class PlanProgram:
@@ -2256,22 +2257,54 @@ cdef class PlanProgram:
                 raise ValueError(f"plan: step {i}'s output overlaps its "
                                  f"input {j}")
 
-    def workspace_size(self, n, nthreads):
-        """Elements of workspace a batch of n images needs."""
+    cdef cnnkit_plan_sizes _sizes(self):
+        cdef cnnkit_plan_sizes z
+        z.in_, z.out, z.arena = self.in_size, self.out_size, self.arena_size
+        return z
+
+    def chunk(self, n, nthreads):
+        """How a batch of n images runs on nthreads threads: 0, whole, step
+        after step, or the images per chunk, each chunk run through every
+        step by one thread (cnnkit_plan_chunk)."""
         cdef ptrdiff_t nn = n
         cdef int nt = nthreads
+        cdef cnnkit_plan_sizes z = self._sizes()
         _check_size("plan arena", (n, self.arena_size))
         if self.dtype == np.float32:
-            return cnnkit_plan_workspace_f32(self.steps, self.nsteps, nn, nt)
-        return cnnkit_plan_workspace_f64(self.steps, self.nsteps, nn, nt)
+            return cnnkit_plan_chunk_f32(self.steps, self.nsteps, &z, nn, nt)
+        return cnnkit_plan_chunk_f64(self.steps, self.nsteps, &z, nn, nt)
+
+    def arena_elements(self, n, chunk=0):
+        """Elements of arena a batch of n images in chunks of chunk (0:
+        whole) needs."""
+        cdef cnnkit_plan_sizes z = self._sizes()
+        _check_size("plan arena", (n, self.arena_size))
+        return cnnkit_plan_arena(&z, n, chunk)
+
+    def workspace_size(self, n, nthreads, chunk=0):
+        """Elements of workspace a batch of n images needs, whole (chunk
+        0) or in chunks of chunk images."""
+        cdef ptrdiff_t nn = n, ch = chunk
+        cdef int nt = nthreads
+        cdef cnnkit_plan_sizes z = self._sizes()
+        _check_size("plan arena", (n, self.arena_size))
+        if ch < 0:
+            raise ValueError(f"plan: chunk must be >= 0, got {chunk}")
+        if self.dtype == np.float32:
+            return cnnkit_plan_workspace_f32(self.steps, self.nsteps, &z, nn,
+                                             ch, nt)
+        return cnnkit_plan_workspace_f64(self.steps, self.nsteps, &z, nn, ch,
+                                         nt)
 
     def run(self, x, y, arena, work, bint probabilities=False,
-            int nthreads=0):
+            int nthreads=0, chunk=None):
         """Run the plan on x (n * in_size elements) into y (n * out_size):
         with probabilities, the softmax of the output.  arena and work are
-        writeable C-contiguous arrays of the plan's dtype, of at least n *
-        arena_size and workspace_size(n, nthreads) elements; nthreads 0 is
-        the current thread count.  Returns y."""
+        writeable C-contiguous arrays of the plan's dtype, of at least
+        arena_elements(n, chunk) and workspace_size(n, nthreads, chunk)
+        elements; nthreads 0 is the current thread count; chunk None is
+        self.chunk(n, nthreads), 0 the whole batch step after step.
+        Returns y."""
         cdef int nt = _nthreads() if nthreads == 0 else nthreads
         if nt < 1 or nt > _MAX_THREADS:
             raise ValueError(f"plan: nthreads must be in [0, {_MAX_THREADS}]"
@@ -2286,9 +2319,15 @@ cdef class PlanProgram:
             raise ValueError(f"plan: x must hold n images of "
                              f"{self.in_size} elements, got {x.size}")
         n = x.size // self.in_size
+        if chunk is None:
+            chunk = self.chunk(n, nt)
+        chunk = int(chunk)
+        if chunk < 0:
+            raise ValueError(f"plan: chunk must be >= 0, got {chunk}")
         for a, size, what in ((y, n * self.out_size, "y"),
-                              (arena, n * self.arena_size, "arena"),
-                              (work, self.workspace_size(n, nt), "work")):
+                              (arena, self.arena_elements(n, chunk), "arena"),
+                              (work, self.workspace_size(n, nt, chunk),
+                               "work")):
             if not (cnp.PyArray_Check(a) and a.dtype == dt and
                     cnp.PyArray_ISCARRAY(<cnp.ndarray>a) and
                     cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a)) or \
@@ -2301,17 +2340,21 @@ cdef class PlanProgram:
                              f"elements, got {y.size}")
         if probabilities and self.logits < 0:
             raise ValueError("plan: compiled without room for logits")
-        if np.may_share_memory(y, x) or np.may_share_memory(y, arena) or \
-                np.may_share_memory(arena, x):
-            raise ValueError("plan: x, y and the arena must not overlap")
+        arrays = (x, y, arena, work)
+        for i in range(4):
+            for j in range(i + 1, 4):
+                if np.may_share_memory(arrays[i], arrays[j]):
+                    raise ValueError("plan: x, y, the arena and the work "
+                                     "must not overlap")
         cdef ptrdiff_t lg = self.logits if probabilities else -1
-        cdef ptrdiff_t classes = self.out_size, nn = n
+        cdef ptrdiff_t classes = self.out_size, nn = n, ch = chunk
+        cdef cnnkit_plan_sizes z = self._sizes()
         if _is_f32(x):
-            _plan_run(_F32, self.steps, self.nsteps, x, y, arena, work, lg,
-                      classes, nn, nt)
+            _plan_run(_F32, self.steps, self.nsteps, &z, x, y, arena, work,
+                      lg, classes, nn, ch, nt)
         else:
-            _plan_run(_F64, self.steps, self.nsteps, x, y, arena, work, lg,
-                      classes, nn, nt)
+            _plan_run(_F64, self.steps, self.nsteps, &z, x, y, arena, work,
+                      lg, classes, nn, ch, nt)
         return y
 
 

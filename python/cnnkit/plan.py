@@ -350,7 +350,8 @@ def compile(model, batch_size=None, dtype=None):
     p = Plan(program, tuple(model.input_shape), tuple(model.output_shape),
              dt, len(b.steps), len(b.folds))
     if batch_size is not None:
-        p._reserve(int(batch_size), _ops.get_num_threads())
+        nt = _ops.get_num_threads()
+        p._reserve(int(batch_size), nt, program.chunk(int(batch_size), nt))
     return p
 
 
@@ -384,16 +385,16 @@ class Plan:
         return (f"<Plan {self.input_shape} -> {self.output_shape}, "
                 f"{self.dtype.name}, {self.num_steps} steps>")
 
-    def _reserve(self, n, nthreads):
+    def _reserve(self, n, nthreads, chunk=0):
         """This thread's arena and workspace, grown for n images on
-        nthreads threads."""
+        nthreads threads, whole or in chunks of chunk images."""
         local = self._local
         arena = getattr(local, "arena", None)
-        need = max(n * self._program.arena_size, 1)
+        need = max(self._program.arena_elements(n, chunk), 1)
         if arena is None or arena.size < need:
             arena = local.arena = np.empty(need, self.dtype)
         work = getattr(local, "work", None)
-        need = self._program.workspace_size(n, nthreads)
+        need = self._program.workspace_size(n, nthreads, chunk)
         if work is None or work.size < need:
             work = local.work = np.empty(need, self.dtype)
         return arena, work
@@ -438,8 +439,9 @@ class Plan:
                              f"{self.output_shape}")
         return self._run(x, out, bool(probabilities))
 
-    def _run(self, x, out=None, probabilities=False):
-        """run on a checked, C-contiguous batch of the plan's dtype."""
+    def _run(self, x, out=None, probabilities=False, chunk=None):
+        """run on a checked, C-contiguous batch of the plan's dtype (chunk:
+        as PlanProgram.run; None chooses)."""
         n = x.shape[0]
         shape = (n,) + self.output_shape
         if out is None:
@@ -455,6 +457,8 @@ class Plan:
         # one thread count for sizing and running: the default count may
         # change between two calls (it follows the free CPUs)
         nt = _ops.get_num_threads()
-        arena, work = self._reserve(n, nt)
-        self._program.run(x, out, arena, work, probabilities, nt)
+        if chunk is None:
+            chunk = self._program.chunk(n, nt)
+        arena, work = self._reserve(n, nt, chunk)
+        self._program.run(x, out, arena, work, probabilities, nt, chunk)
         return out
