@@ -618,6 +618,20 @@ void cnnkit_plan_forward_f64(double *y, const double *x, double *arena,
                              ptrdiff_t logits, ptrdiff_t classes, ptrdiff_t n,
                              ptrdiff_t chunk, int nthreads);
 
+/* cnnkit_plan_forward of the whole batch (chunk 0), adding each step's
+ * wall-clock seconds to times[step] and the final softmax's (logits >= 0)
+ * to times[nsteps]; times has nsteps + 1 elements. */
+void cnnkit_plan_profile_f32(float *y, const float *x, float *arena,
+                             float *work, const cnnkit_plan_step *steps,
+                             ptrdiff_t nsteps, ptrdiff_t logits,
+                             ptrdiff_t classes, ptrdiff_t n, int nthreads,
+                             double *times);
+void cnnkit_plan_profile_f64(double *y, const double *x, double *arena,
+                             double *work, const cnnkit_plan_step *steps,
+                             ptrdiff_t nsteps, ptrdiff_t logits,
+                             ptrdiff_t classes, ptrdiff_t n, int nthreads,
+                             double *times);
+
 /* ------------------------------------------------------------------------ */
 /* Runtime facts.                                                           */
 /* ------------------------------------------------------------------------ */

@@ -42,6 +42,9 @@ static inline int cnnkit_team(double work, ptrdiff_t tasks, int nthreads)
     return nt;
 }
 
+/* A monotonic clock, in seconds (runtime.c). */
+double cnnkit_seconds(void);
+
 /* The group count of a convolution (a zeroed field is one group). */
 static inline ptrdiff_t cnnkit_conv_groups(const cnnkit_conv2d_geom *g)
 {

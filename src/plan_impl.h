@@ -199,13 +199,16 @@ static void SFX(plan_add)(REAL *y, const REAL *a, const REAL *b, ptrdiff_t m,
     }
 }
 
-/* The steps on a batch of n images, each kernel with nthreads threads. */
+/* The steps on a batch of n images, each kernel with nthreads threads;
+ * with times, each step's seconds added to times[step] (the final softmax
+ * of the logits to times[nsteps]). */
 static void SFX(plan_steps)(REAL *y, const REAL *x, REAL *arena, REAL *work,
                             const cnnkit_plan_step *steps, ptrdiff_t nsteps,
                             ptrdiff_t logits, ptrdiff_t classes, ptrdiff_t n,
-                            int nthreads)
+                            int nthreads, double *times)
 {
     REAL *dest = logits >= 0 ? arena + logits * n : y;
+    double t0 = times ? cnnkit_seconds() : 0;
     for (ptrdiff_t i = 0; i < nsteps; i++) {
         const cnnkit_plan_step *s = &steps[i];
         REAL *out = SFX(plan_at)(s->out, arena, x, dest, n);
@@ -302,9 +305,16 @@ static void SFX(plan_steps)(REAL *y, const REAL *x, REAL *arena, REAL *work,
         default:
             break;
         }
+        if (times) {
+            const double t1 = cnnkit_seconds();
+            times[i] += t1 - t0;
+            t0 = t1;
+        }
     }
     if (logits >= 0)
         SFX(cnnkit_softmax)(y, dest, n, classes, nthreads);
+    if (times)
+        times[nsteps] += cnnkit_seconds() - t0;
 }
 
 /* Chunks.  On several threads a batch of at least two images per thread
@@ -391,7 +401,7 @@ void SFX(cnnkit_plan_forward)(REAL *y, const REAL *x, REAL *arena,
         return;
     if (chunk <= 0 || chunk >= n) {
         SFX(plan_steps)(y, x, arena, work, steps, nsteps, logits, classes, n,
-                        nthreads);
+                        nthreads, NULL);
         return;
     }
     ptrdiff_t arena_part;
@@ -410,7 +420,18 @@ void SFX(cnnkit_plan_forward)(REAL *y, const REAL *x, REAL *arena,
             const ptrdiff_t i0 = q * chunk, m = CNNKIT_MIN(chunk, n - i0);
             SFX(plan_steps)(y + i0 * sizes->out,
                             x + i0 * sizes->in, own, own + arena_part, steps,
-                            nsteps, logits, classes, m, 1);
+                            nsteps, logits, classes, m, 1, NULL);
         }
     }
+}
+
+void SFX(cnnkit_plan_profile)(REAL *y, const REAL *x, REAL *arena,
+                              REAL *work, const cnnkit_plan_step *steps,
+                              ptrdiff_t nsteps, ptrdiff_t logits,
+                              ptrdiff_t classes, ptrdiff_t n, int nthreads,
+                              double *times)
+{
+    if (n > 0)
+        SFX(plan_steps)(y, x, arena, work, steps, nsteps, logits, classes, n,
+                        nthreads, times);
 }

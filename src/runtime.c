@@ -125,6 +125,11 @@ static double load_clock(clockid_t id)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+double cnnkit_seconds(void)
+{
+    return load_clock(CLOCK_MONOTONIC);
+}
+
 /* The busy time (s) of the CPUs in `set`, summed, from /proc/stat: -1 if
  * it cannot be read.  Busy = user + nice + system + irq + softirq + steal
  * (guest time is already inside user). */

@@ -523,3 +523,37 @@ def test_max_pool_steps_keep_the_layers_bits_without_indices(dt, shape,
     for threads in (1, 2, 3):
         with num_threads(threads):
             assert p.run(x).tobytes() == model.forward(x).tobytes()
+
+
+def test_profile_times_each_step():
+    model = _make("resnet8", "float32")
+    p = model.compile()
+    x = _x(model, 3)
+    steps = p.profile(x, repeats=3)
+    assert len(steps) == p.num_steps
+    assert all(isinstance(label, str) and t >= 0 for label, t in steps)
+    # the first step is the stem: conv + folded batch norm + ReLU, named
+    label = steps[0][0]
+    assert label.startswith("conv 3x12x12 -> 4, 3x3 pad 1 + relu (")
+    first = [la for la in model.layers][:3]
+    assert all(la.name in label for la in first)
+    # every layer but Flatten / Dropout / the folded ones appears in a step
+    named = " ".join(label for label, _ in steps)
+    for la in model.layers:
+        if not isinstance(la, (L.Flatten, L.Dropout)):
+            assert la.name in named
+    # profiling leaves results alone
+    assert np.array_equal(p.run(x), model.compile().run(x))
+    lenet = models.lenet5(seed=0)
+    labels = [lab for lab, _ in lenet.compile().profile(_x(lenet, 1), 1)]
+    assert labels[1].startswith("max_pool 2 on 6x28x28")
+    assert labels[4].startswith("dense 400 -> 120 + relu")
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="repeats"):
+            p.profile(x, repeats=bad)
+    with pytest.raises(ValueError, match="NaN"):
+        p.profile(np.full_like(x, np.nan))
+    times = np.zeros(p.num_steps, np.float64)      # one element short
+    with pytest.raises(ValueError, match="times"):
+        p._program.run(x, np.empty((3, 10), np.float32),
+                       *p._reserve(3, 1, 0), False, 1, 0, times)

@@ -844,6 +844,16 @@ cdef extern from "cnnkit.h" nogil:
                                  ptrdiff_t logits, ptrdiff_t classes,
                                  ptrdiff_t n, ptrdiff_t chunk, int nthreads)
 
+    void cnnkit_plan_profile_f32(float *y, const float *x, float *arena,
+                                 float *work, const cnnkit_plan_step *steps,
+                                 ptrdiff_t nsteps, ptrdiff_t logits,
+                                 ptrdiff_t classes, ptrdiff_t n, int nthreads,
+                                 double *times)
+    void cnnkit_plan_profile_f64(double *y, const double *x, double *arena,
+                                 double *work, const cnnkit_plan_step *steps,
+                                 ptrdiff_t nsteps, ptrdiff_t logits,
+                                 ptrdiff_t classes, ptrdiff_t n, int nthreads,
+                                 double *times)
 
 cdef inline void cnnkit_plan_forward(
         floating *y, const floating *x, floating *arena, floating *work,

@@ -2063,17 +2063,43 @@ cdef const void *_plan_array(object a, object dt, object size, str what,
     return cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
+cdef bint _any_overlap(tuple arrays):
+    """Whether two of these C-contiguous arrays share memory."""
+    cdef Py_ssize_t i, j, m = len(arrays)
+    cdef char *a0
+    cdef char *b0
+    cdef Py_ssize_t an, bn
+    for i in range(m):
+        a0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>arrays[i])
+        an = cnp.PyArray_NBYTES(<cnp.ndarray>arrays[i])
+        for j in range(i + 1, m):
+            b0 = <char *>cnp.PyArray_DATA(<cnp.ndarray>arrays[j])
+            bn = cnp.PyArray_NBYTES(<cnp.ndarray>arrays[j])
+            if an > 0 and bn > 0 and a0 < b0 + bn and b0 < a0 + an:
+                return True
+    return False
+
+
 cdef void _plan_run(floating *t, const cnnkit_plan_step *steps,
                     ptrdiff_t nsteps, const cnnkit_plan_sizes *sizes, x, y,
                     arena, work, ptrdiff_t logits, ptrdiff_t classes,
-                    ptrdiff_t n, ptrdiff_t chunk, int nt) noexcept:
+                    ptrdiff_t n, ptrdiff_t chunk, int nt,
+                    double *times) noexcept:
     cdef floating *py = _data(y, t)
     cdef const floating *px = _data(x, t)
     cdef floating *pa = _data(arena, t)
     cdef floating *pw = _data(work, t)
     with nogil:
-        cnnkit_plan_forward(py, px, pa, pw, steps, nsteps, sizes, logits,
-                            classes, n, chunk, nt)
+        if times != NULL:
+            if floating is float:
+                cnnkit_plan_profile_f32(py, px, pa, pw, steps, nsteps,
+                                        logits, classes, n, nt, times)
+            else:
+                cnnkit_plan_profile_f64(py, px, pa, pw, steps, nsteps,
+                                        logits, classes, n, nt, times)
+        else:
+            cnnkit_plan_forward(py, px, pa, pw, steps, nsteps, sizes, logits,
+                                classes, n, chunk, nt)
 
 
 cdef class PlanProgram:
@@ -2297,64 +2323,83 @@ cdef class PlanProgram:
                                          nt)
 
     def run(self, x, y, arena, work, bint probabilities=False,
-            int nthreads=0, chunk=None):
+            int nthreads=0, chunk=None, times=None):
         """Run the plan on x (n * in_size elements) into y (n * out_size):
         with probabilities, the softmax of the output.  arena and work are
         writeable C-contiguous arrays of the plan's dtype, of at least
         arena_elements(n, chunk) and workspace_size(n, nthreads, chunk)
         elements; nthreads 0 is the current thread count; chunk None is
-        self.chunk(n, nthreads), 0 the whole batch step after step.
-        Returns y."""
+        self.chunk(n, nthreads), 0 the whole batch step after step.  With
+        times, a float64 array of nsteps + 1 elements, the whole batch
+        runs step after step and each step's seconds are added to its
+        element (the final softmax's to the last).  Returns y."""
         cdef int nt = _nthreads() if nthreads == 0 else nthreads
         if nt < 1 or nt > _MAX_THREADS:
             raise ValueError(f"plan: nthreads must be in [0, {_MAX_THREADS}]"
                              f", got {nthreads}")
         dt = self.dtype
+        cdef cnnkit_plan_sizes z = self._sizes()
         if not (cnp.PyArray_Check(x) and x.dtype == dt and
                 cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x) and
                 cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x)):
             raise ValueError(f"plan: x must be a C-contiguous {dt.name} "
                              f"array")
-        if x.size % self.in_size or x.size == 0:
+        cdef ptrdiff_t xs = cnp.PyArray_SIZE(<cnp.ndarray>x)
+        if xs % z.in_ or xs == 0:
             raise ValueError(f"plan: x must hold n images of "
-                             f"{self.in_size} elements, got {x.size}")
-        n = x.size // self.in_size
+                             f"{z.in_} elements, got {xs}")
+        cdef ptrdiff_t nn = xs // z.in_, ch
+        cdef double *pt = NULL
+        if times is not None:
+            if not (cnp.PyArray_Check(times) and times.dtype == np.float64
+                    and times.size == self.nsteps + 1 and
+                    cnp.PyArray_ISCARRAY(<cnp.ndarray>times)):
+                raise ValueError(f"plan: times must be a writeable "
+                                 f"C-contiguous float64 array of "
+                                 f"{self.nsteps + 1} elements")
+            pt = <double *>cnp.PyArray_DATA(<cnp.ndarray>times)
+            chunk = 0
+        cdef bint f32 = dt == np.float32
         if chunk is None:
-            chunk = self.chunk(n, nt)
-        chunk = int(chunk)
-        if chunk < 0:
-            raise ValueError(f"plan: chunk must be >= 0, got {chunk}")
-        for a, size, what in ((y, n * self.out_size, "y"),
-                              (arena, self.arena_elements(n, chunk), "arena"),
-                              (work, self.workspace_size(n, nt, chunk),
-                               "work")):
+            ch = (cnnkit_plan_chunk_f32(self.steps, self.nsteps, &z, nn, nt)
+                  if f32 else
+                  cnnkit_plan_chunk_f64(self.steps, self.nsteps, &z, nn, nt))
+        else:
+            ch = chunk
+            if ch < 0:
+                raise ValueError(f"plan: chunk must be >= 0, got {chunk}")
+        cdef ptrdiff_t need_work = (
+            cnnkit_plan_workspace_f32(self.steps, self.nsteps, &z, nn, ch, nt)
+            if f32 else
+            cnnkit_plan_workspace_f64(self.steps, self.nsteps, &z, nn, ch,
+                                      nt))
+        for a, size, what in ((y, nn * z.out, "y"),
+                              (arena, cnnkit_plan_arena(&z, nn, ch),
+                               "arena"),
+                              (work, need_work, "work")):
             if not (cnp.PyArray_Check(a) and a.dtype == dt and
                     cnp.PyArray_ISCARRAY(<cnp.ndarray>a) and
                     cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a)) or \
-                    a.size < size:
+                    cnp.PyArray_SIZE(<cnp.ndarray>a) < size:
                 raise ValueError(f"plan: {what} must be a writeable "
                                  f"C-contiguous {dt.name} array of at "
                                  f"least {size} elements")
-        if y.size != n * self.out_size:
-            raise ValueError(f"plan: y must have {n * self.out_size} "
+        if cnp.PyArray_SIZE(<cnp.ndarray>y) != nn * z.out:
+            raise ValueError(f"plan: y must have {nn * z.out} "
                              f"elements, got {y.size}")
         if probabilities and self.logits < 0:
             raise ValueError("plan: compiled without room for logits")
-        arrays = (x, y, arena, work)
-        for i in range(4):
-            for j in range(i + 1, 4):
-                if np.may_share_memory(arrays[i], arrays[j]):
-                    raise ValueError("plan: x, y, the arena and the work "
-                                     "must not overlap")
+        arrays = (x, y, arena, work) + (() if times is None else (times,))
+        if _any_overlap(arrays):
+            raise ValueError("plan: x, y, the arena, the work and the times "
+                             "must not overlap")
         cdef ptrdiff_t lg = self.logits if probabilities else -1
-        cdef ptrdiff_t classes = self.out_size, nn = n, ch = chunk
-        cdef cnnkit_plan_sizes z = self._sizes()
-        if _is_f32(x):
+        if f32:
             _plan_run(_F32, self.steps, self.nsteps, &z, x, y, arena, work,
-                      lg, classes, nn, ch, nt)
+                      lg, z.out, nn, ch, nt, pt)
         else:
             _plan_run(_F64, self.steps, self.nsteps, &z, x, y, arena, work,
-                      lg, classes, nn, ch, nt)
+                      lg, z.out, nn, ch, nt, pt)
         return y
 
 

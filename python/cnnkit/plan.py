@@ -106,6 +106,7 @@ class _Builder:
         return None if a is None else np.ascontiguousarray(a, self.dtype)
 
     def emit(self, step, ins, out, size):
+        step.setdefault("layers", tuple(self.names))
         self.size[out] = size
         self.base.setdefault(out, out)
         step["in"] = [self.base[k] for k in ins]
@@ -120,6 +121,7 @@ class _Builder:
             if i in absorbed:
                 continue
             layer, ins = node.layer, list(g.slots[i])
+            self.names = [layer.name]
             in_shape = node.inputs[0].shape
             out_shape = node.output.shape
             out = i + 1
@@ -143,12 +145,14 @@ class _Builder:
                         bn.buffers["running_var"], bn.params.get("weight"),
                         bn.params.get("bias"), bn.eps)
                     self.folds.append((layer, bn))
+                    self.names.append(bn.name)
                     absorbed.add(j)
                     last = j
                 act = None
                 k = self.only_reader(last)
                 if k is not None and type(g.order[k].layer) is L.ReLU:
                     act = "relu"
+                    self.names.append(g.order[k].layer.name)
                     absorbed.add(k)
                     last = k
                 out = last + 1
@@ -217,6 +221,7 @@ class _Builder:
                 k = self.only_reader(i)
                 if k is not None and type(g.order[k].layer) is L.ReLU:
                     act = "relu"
+                    self.names.append(g.order[k].layer.name)
                     absorbed.add(k)
                     out = k + 1
                 op = "add" if kind is L.Add else "mul"
@@ -242,6 +247,7 @@ class _Builder:
         final = self.base[g.output_slot]
         if final == 0:            # the output is a view of the input
             size = self.size[0]
+            self.names = ["output"]
             self.emit({"op": "act", "size": size}, [0], g.output_slot, size)
             final = self.base[g.output_slot]
         return final
@@ -348,11 +354,54 @@ def compile(model, batch_size=None, dtype=None):
     program = _ops.PlanProgram(b.steps, dt, math.prod(model.input_shape),
                                out_size, arena, logits)
     p = Plan(program, tuple(model.input_shape), tuple(model.output_shape),
-             dt, len(b.steps), len(b.folds))
+             dt, len(b.steps), len(b.folds),
+             [_describe(step) for step in b.steps])
     if batch_size is not None:
         nt = _ops.get_num_threads()
         p._reserve(int(batch_size), nt, program.chunk(int(batch_size), nt))
     return p
+
+
+def _describe(step):
+    """One line for a step: what it computes on one image, and the layers
+    it runs."""
+    op = step["op"]
+    if op == "conv":
+        c, h, w = step["x_shape"]
+        k, _, r, s_ = step["weight"].shape
+        text = f"conv {c}x{h}x{w} -> {k}, {r}x{s_}"
+        if tuple(step["stride"]) != (1, 1):
+            text += f" stride {_pair(step['stride'])}"
+        if any(step["padding"]):
+            text += f" pad {_pair(step['padding'])}"
+        if step["groups"] > 1:
+            text += f" groups {step['groups']}"
+    elif op == "dense":
+        o, f = step["weight"].shape
+        text = f"dense {f} -> {o}"
+    elif op in ("max_pool", "avg_pool"):
+        c, h, w = step["x_shape"]
+        text = f"{op} {_pair(step['kernel'])} on {c}x{h}x{w}"
+    elif op == "global_max_pool":
+        text = "global_max_pool on {}x{}x{}".format(*step["x_shape"])
+    elif op == "batch_norm":
+        text = f"batch_norm {step['channels']} channels"
+    elif op == "copy":
+        text = f"copy {step['rows'] * step['size']} elements"
+    elif op == "act":
+        text = f"{step.get('act') or 'copy'} {step['size']} elements"
+    else:
+        text = f"{op} {step['size']} elements"
+    if op != "act" and step.get("act"):
+        text += f" + {step['act']}"
+    return f"{text} ({', '.join(step['layers'])})"
+
+
+def _pair(v):
+    v = tuple(v)
+    if len(v) == 4:                     # (top, bottom, left, right)
+        v = (v[0], v[2]) if v[0] == v[1] and v[2] == v[3] else v
+    return str(v[0]) if len(set(v)) == 1 else "x".join(map(str, v))
 
 
 class Plan:
@@ -373,8 +422,10 @@ class Plan:
     """
 
     def __init__(self, program, input_shape, output_shape, dtype, num_steps,
-                 folded):
+                 folded, labels=None):
         self._program = program
+        self._labels = list(labels) if labels is not None else \
+            [f"step {i}" for i in range(num_steps)]
         self.input_shape, self.output_shape = input_shape, output_shape
         self.dtype, self.num_steps, self.folded = dtype, num_steps, folded
         # each Python thread runs on its own arena and workspace, so that
@@ -389,6 +440,9 @@ class Plan:
         """This thread's arena and workspace, grown for n images on
         nthreads threads, whole or in chunks of chunk images."""
         local = self._local
+        key = (n, nthreads, chunk)
+        if getattr(local, "key", None) == key:
+            return local.arena, local.work
         arena = getattr(local, "arena", None)
         need = max(self._program.arena_elements(n, chunk), 1)
         if arena is None or arena.size < need:
@@ -397,7 +451,27 @@ class Plan:
         need = self._program.workspace_size(n, nthreads, chunk)
         if work is None or work.size < need:
             work = local.work = np.empty(need, self.dtype)
+        local.key = key
         return arena, work
+
+    def _checked(self, x):
+        """x as a C-contiguous batch of the plan's dtype, refused as
+        :meth:`cnnkit.Model.predict` refuses it."""
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"x must be array-like ({exc})") from None
+        if x.dtype.kind not in "biuf":
+            raise TypeError(
+                f"x must be a real numeric array, got dtype {x.dtype}")
+        x = _inputs.as_batch(x, self.input_shape, "x")
+        if x.shape[0] == 0:
+            raise ValueError(f"x is empty (shape {x.shape})")
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        if not np.isfinite(x).all():
+            bad = int(np.count_nonzero(~np.isfinite(x)))
+            raise ValueError(f"x contains {bad} NaN or infinite values")
+        return x
 
     def run(self, x, out=None, probabilities=False):
         """The logits (or, with ``probabilities``, their softmax) of ``x``.
@@ -419,20 +493,7 @@ class Plan:
         -------
         ndarray of shape (n,) + output_shape
         """
-        try:
-            x = np.asarray(x)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"x must be array-like ({exc})") from None
-        if x.dtype.kind not in "biuf":
-            raise TypeError(
-                f"x must be a real numeric array, got dtype {x.dtype}")
-        x = _inputs.as_batch(x, self.input_shape, "x")
-        if x.shape[0] == 0:
-            raise ValueError(f"x is empty (shape {x.shape})")
-        x = np.ascontiguousarray(x, dtype=self.dtype)
-        if not np.isfinite(x).all():
-            bad = int(np.count_nonzero(~np.isfinite(x)))
-            raise ValueError(f"x contains {bad} NaN or infinite values")
+        x = self._checked(x)
         if probabilities and len(self.output_shape) != 1:
             raise ValueError(f"run: probabilities need one vector of logits "
                              f"per sample; the output has shape "
@@ -462,3 +523,50 @@ class Plan:
         arena, work = self._reserve(n, nt, chunk)
         self._program.run(x, out, arena, work, probabilities, nt, chunk)
         return out
+
+    def profile(self, x, repeats=5):
+        """Time each step of the plan on a batch.
+
+        The batch runs ``repeats`` times, whole and step after step (each
+        step's kernel with the current thread count, as :meth:`run` does
+        for small batches; large batches run in chunks of images, whose
+        steps are not timed one by one), after one untimed run.
+
+        Parameters
+        ----------
+        x : array_like of shape (n,) + input_shape
+            Checked and converted as by :meth:`run`.
+        repeats : int, default 5
+
+        Returns
+        -------
+        list of (str, float)
+            One ``(step, seconds)`` pair per step, in order: what the step
+            computes on one image and the layers it runs, and its median
+            wall-clock time over the repeats.
+
+        Examples
+        --------
+        >>> import cnnkit
+        >>> net = cnnkit.models.lenet5(seed=0)
+        >>> steps = net.compile().profile(np.zeros((8, 1, 28, 28)))
+        >>> steps[0][0]
+        'conv 1x28x28 -> 6, 5x5 pad 2 + relu (conv2d, relu)'
+        >>> len(steps) == net.compile().num_steps
+        True
+        """
+        if isinstance(repeats, bool) or not isinstance(repeats, int) \
+                or repeats < 1:
+            raise ValueError(f"profile: repeats must be a positive int, got "
+                             f"{repeats!r}")
+        x = self._checked(x)
+        n = x.shape[0]
+        out = np.empty((n,) + self.output_shape, self.dtype)
+        nt = _ops.get_num_threads()
+        arena, work = self._reserve(n, nt, 0)
+        self._program.run(x, out, arena, work, False, nt, 0)
+        runs = np.zeros((repeats, self.num_steps + 1))
+        for r in range(repeats):
+            self._program.run(x, out, arena, work, False, nt, 0, runs[r])
+        med = np.median(runs[:, :self.num_steps], axis=0)
+        return [(label, float(t)) for label, t in zip(self._labels, med)]
