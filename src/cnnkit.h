@@ -80,6 +80,10 @@ typedef struct cnnkit_conv2d_geom {
      * same bits either way, the gradients are the same sums in another
      * order; this exists to compare the paths. */
     int im2col_only;
+    /* 3x3 stride-1 forward by Winograd's F(2x2, 3x3) (winograd.c): > 0
+     * wherever it applies; 0 (a zeroed struct) or < 0 never (no shape pays
+     * yet, see there).  Its rounding differs from the direct path's. */
+    int winograd;
     /* Grouped convolution: the channels and the filters are cut into
      * `groups` equal runs and filter run q sees only channel run q, so w
      * is (k, c/groups, r, s).  0 (a zeroed struct) and 1 are one group;
@@ -661,6 +665,22 @@ const char *cnnkit_simd_paths_supported(void);
  * the direct path (conv_direct_simd.h); never when g->im2col_only. */
 int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
                                int f64);
+
+/* Winograd F(2x2, 3x3) for the conv2d forward (winograd.c): whether it
+ * computes g (asked for, and the shape), its workspace (0 when it does not
+ * apply), and the pass itself, which returns 0 without touching y when it
+ * does not take g (a filter not finite, say). */
+int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g);
+ptrdiff_t cnnkit_conv_winograd_workspace_f32(const cnnkit_conv2d_geom *g,
+                                             int nthreads);
+ptrdiff_t cnnkit_conv_winograd_workspace_f64(const cnnkit_conv2d_geom *g,
+                                             int nthreads);
+int cnnkit_conv_winograd_f32(float *y, const float *x, const float *w,
+                             const float *bias, int relu, float *work,
+                             const cnnkit_conv2d_geom *g, int nthreads);
+int cnnkit_conv_winograd_f64(double *y, const double *x, const double *w,
+                             const double *bias, int relu, double *work,
+                             const cnnkit_conv2d_geom *g, int nthreads);
 
 #ifdef __cplusplus
 }

@@ -207,9 +207,12 @@ ptrdiff_t cnnkit_conv2d_workspace(const cnnkit_conv2d_geom *g, int pass,
     case CNNKIT_CONV_FORWARD:
         t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * ng * cnnkit_ceil_div(
                                               p, (ptrdiff_t)PB), 1));
-        return CNNKIT_MAX(CNNKIT_MAX(t * conv_forward_per_thread(g),
-                                     cnnkit_conv_direct_workspace(g, nthreads)),
-                          dw_workspace(g, pass, nthreads));
+        return CNNKIT_MAX(
+            CNNKIT_MAX(CNNKIT_MAX(t * conv_forward_per_thread(g),
+                                  cnnkit_conv_direct_workspace(g, nthreads)),
+                       dw_workspace(g, pass, nthreads)),
+            CNNKIT_MAX(cnnkit_conv_winograd_workspace_f32(g, nthreads),
+                       cnnkit_conv_winograd_workspace_f64(g, nthreads)));
     case CNNKIT_CONV_BACKWARD_DATA:
         t = CNNKIT_MIN(t, CNNKIT_MAX(g->n * ng * cnnkit_ceil_div(
                                               conv_gc(g), conv_channel_group(g)), 1));

@@ -365,6 +365,8 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
             SFX(dw_forward)(y, x, w, bias, relu, work, g, nthreads);
         return;
     }
+    if (SFX(cnnkit_conv_winograd)(y, x, w, bias, relu, work, g, nthreads))
+        return;
     if (SFX(cnnkit_conv_direct)(y, x, w, bias, relu, work, g, nthreads))
         return;
     const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);

@@ -13,6 +13,7 @@ cdef extern from "cnnkit.h" nogil:
         ptrdiff_t pad_h, pad_w
         ptrdiff_t dil_h, dil_w
         int im2col_only
+        int winograd
         ptrdiff_t groups
 
     ctypedef struct cnnkit_pool2d_geom:
@@ -806,6 +807,8 @@ cdef extern from "cnnkit.h" nogil:
         const void *var
         cnnkit_conv2d_geom conv
         cnnkit_pool2d_geom pool
+
+    int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g)
 
     ctypedef struct cnnkit_plan_sizes:
         ptrdiff_t in_ "in"

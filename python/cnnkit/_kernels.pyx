@@ -414,31 +414,47 @@ cdef object _conv_geom(cnnkit_conv2d_geom *g, tuple xs, tuple ws,
     g.pad_h, g.pad_w = pt, pl
     g.dil_h, g.dil_w = dh, dw
     g.im2col_only = not direct
+    g.winograd = 0
     g.groups = ng
     return (n, k, oh, ow)
 
 
 def _conv_forward_path(x_shape, w_shape, stride, padding, dilation, dtype,
-                       *, bint direct=True, groups=1):
-    """"direct" or "im2col": the path conv2d_forward takes for these
-    shapes (padding as (top, bottom, left, right)) and this ``direct``
-    with the current threads."""
+                       *, bint direct=True, groups=1, winograd=None):
+    """"winograd", "direct" or "im2col": the path conv2d_forward takes for
+    these shapes (padding as (top, bottom, left, right)), ``direct`` and
+    ``winograd`` with the current threads (with finite filters)."""
     cdef cnnkit_conv2d_geom g
     _conv_geom(&g, tuple(x_shape), tuple(w_shape), stride, padding,
                dilation, direct, groups)
+    g.winograd = _winograd_flag(winograd)
+    if cnnkit_conv_winograd_applies(&g):
+        return "winograd"
     f64 = np.dtype(dtype) == np.float64
     return ("direct" if cnnkit_conv_direct_applies(&g, _nthreads(), f64)
             else "im2col")
 
 
+cdef int _winograd_flag(object winograd) except? -2:
+    """The geometry's winograd field: None the default (0: never yet),
+    True 1 (wherever it applies), False -1."""
+    if winograd is None:
+        return 0
+    return 1 if winograd else -1
+
+
 def conv2d_forward(x, weight, bias, stride, padding, dilation,
-                   bint relu=False, out=None, *, bint direct=True, groups=1):
+                   bint relu=False, out=None, *, bint direct=True, groups=1,
+                   winograd=None):
     """y (N,K,OH,OW) of x (N,C,H,W), weight (K,C/groups,R,S), bias (K,)
     or None;
     padding is (top, bottom, left, right).  relu=True returns relu(y) from
     the same pass (the bits of relu_forward(y)); out, when given, is
     written instead of a new array.  direct=False never takes the direct
-    convolution path, only im2col (the same bits; to compare them)."""
+    convolution path or Winograd's, only im2col (the direct path's bits;
+    to compare them).  winograd=True takes Winograd's F(2x2, 3x3) for a
+    3x3 stride-1 convolution (another rounding; no shape takes it by
+    default)."""
     cdef cnnkit_conv2d_geom g
     cdef int nt = _nthreads()
     x = _float_input(x, "x")
@@ -455,6 +471,7 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation,
     _same_dtype("conv2d", x, "x", bias, "bias")
     out_shape = _conv_geom(&g, x.shape, weight.shape, stride, padding,
                            dilation, direct, groups)
+    g.winograd = _winograd_flag(winograd)
     y = _out(out, out_shape, x.dtype, "conv2d", "out")
     if y.size == 0:
         return y

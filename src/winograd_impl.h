@@ -1,0 +1,308 @@
+/* winograd_impl.h -- body of winograd.c, included once per REAL type. */
+
+typedef struct {
+    ptrdiff_t th, tw;   /* tiles per image: rows, columns            */
+    ptrdiff_t rows;     /* tile rows of the batch: n * th            */
+    ptrdiff_t rb;       /* tile rows per block                       */
+    ptrdiff_t nblk;     /* blocks                                    */
+    ptrdiff_t t;        /* tiles of a full block: rb * tw            */
+    ptrdiff_t usize;    /* elements of the transformed filters       */
+    ptrdiff_t per;      /* elements of one thread's scratch          */
+} SFX(wg_plan);
+
+static ptrdiff_t SFX(wg_round)(ptrdiff_t n)
+{
+    return cnnkit_ceil_div(n, 16) * 16;
+}
+
+/* Scratch of one thread, in order: V (16, C, T), M (16, K, T), the even
+ * and odd columns of 4 padded input rows (8 x (TW + 1)), the horizontal
+ * transforms of those rows (16 x TW), two output rows (2 x 2 TW), the
+ * GEMM's workspace. */
+static void SFX(wg_layout)(const cnnkit_conv2d_geom *g, SFX(wg_plan) *pl)
+{
+    pl->th = cnnkit_ceil_div(g->oh, 2);
+    pl->tw = cnnkit_ceil_div(g->ow, 2);
+    pl->rows = g->n * pl->th;
+    const ptrdiff_t per_tile = 16 * (g->c + g->k) * (ptrdiff_t)sizeof(REAL);
+    const ptrdiff_t cap = CNNKIT_MAX((ptrdiff_t)1,
+                                     CNNKIT_MIN((ptrdiff_t)WG_BLOCK,
+                                                WG_BYTES / per_tile));
+    pl->rb = CNNKIT_MAX((ptrdiff_t)1, cap / pl->tw);
+    pl->nblk = cnnkit_ceil_div(pl->rows, pl->rb);
+    pl->t = pl->rb * pl->tw;
+    pl->usize = SFX(wg_round)(16 * g->k * g->c);
+    pl->per = SFX(wg_round)(16 * g->c * pl->t) +
+              SFX(wg_round)(16 * g->k * pl->t) +
+              SFX(wg_round)(8 * (pl->tw + 1)) + SFX(wg_round)(16 * pl->tw) +
+              SFX(wg_round)(4 * pl->tw) +
+              cnnkit_gemm_workspace(g->k, pl->t, g->c);
+}
+
+ptrdiff_t SFX(cnnkit_conv_winograd_workspace)(const cnnkit_conv2d_geom *g,
+                                              int nthreads)
+{
+    SFX(wg_plan) pl;
+    if (!cnnkit_conv_winograd_applies(g))
+        return 0;
+    SFX(wg_layout)(g, &pl);
+    const ptrdiff_t nt = CNNKIT_MAX((ptrdiff_t)1,
+                                    CNNKIT_MIN((ptrdiff_t)nthreads, pl.nblk));
+    return pl.usize + nt * pl.per;
+}
+
+/* U (16, K, C): U[xi][k][c] = (G g G^T)[xi] of filter (k, c). */
+static void SFX(wg_filters)(REAL *restrict u, const REAL *restrict w,
+                            ptrdiff_t k, ptrdiff_t c)
+{
+    const ptrdiff_t kc = k * c;
+    for (ptrdiff_t f = 0; f < kc; f++) {
+        const REAL *g = w + 9 * f;
+        REAL t[4][3];          /* G g: 4 rows of 3 */
+        for (int j = 0; j < 3; j++) {
+            t[0][j] = g[j];
+            t[1][j] = (g[j] + g[3 + j] + g[6 + j]) * (REAL)0.5;
+            t[2][j] = (g[j] - g[3 + j] + g[6 + j]) * (REAL)0.5;
+            t[3][j] = g[6 + j];
+        }
+        for (int i = 0; i < 4; i++) {   /* (G g) G^T */
+            u[(i * 4 + 0) * kc + f] = t[i][0];
+            u[(i * 4 + 1) * kc + f] = (t[i][0] + t[i][1] + t[i][2]) *
+                                      (REAL)0.5;
+            u[(i * 4 + 2) * kc + f] = (t[i][0] - t[i][1] + t[i][2]) *
+                                      (REAL)0.5;
+            u[(i * 4 + 3) * kc + f] = t[i][2];
+        }
+    }
+}
+
+/* Even (e) and odd (o) columns of padded row ih of plane xc: element m
+ * of e is padded column 2m, of o column 2m + 1, for m in [0, tw]; padded
+ * column v is input column v - pw, 0 outside the plane. */
+static int SFX(wg_split_row)(REAL *restrict e, REAL *restrict o,
+                             const REAL *restrict xc,
+                             const cnnkit_conv2d_geom *g, ptrdiff_t ih,
+                             ptrdiff_t tw)
+{
+    const ptrdiff_t len = tw + 1, pw = g->pad_w, w = g->w;
+    for (ptrdiff_t m = 0; m < len; m++) {
+        e[m] = 0;
+        o[m] = 0;
+    }
+    if (ih < 0 || ih >= g->h)
+        return 0;
+    const REAL *src = xc + ih * w;
+    /* 0 <= 2m - pw < w, and 0 <= 2m + 1 - pw < w */
+    const ptrdiff_t ea = (pw + 1) / 2, eb = CNNKIT_MIN(len, (pw + w + 1) / 2);
+    const ptrdiff_t oa = pw / 2, ob = CNNKIT_MIN(len, (pw + w) / 2);
+    for (ptrdiff_t m = ea; m < eb; m++)
+        e[m] = src[2 * m - pw];
+    for (ptrdiff_t m = oa; m < ob; m++)
+        o[m] = src[2 * m + 1 - pw];
+    /* a row that is not all finite and within WG_LIMIT in magnitude */
+    int bad = 0;
+    for (ptrdiff_t v = 0; v < w; v++)
+        bad |= !(src[v] <= (REAL)WG_LIMIT && src[v] >= -(REAL)WG_LIMIT);
+    return bad;
+}
+
+/* V of tile row i of image xn, all channels, into columns [t0, t0 + tw)
+ * of v (16, C, T): V = B^T d B of each tile's patch d.  Returns nonzero
+ * when a patch holds a value that is not finite or over WG_LIMIT in
+ * magnitude (the row is then computed directly). */
+static int SFX(wg_input)(REAL *restrict v, const REAL *restrict xn,
+                          const cnnkit_conv2d_geom *g, const SFX(wg_plan) *pl,
+                          ptrdiff_t i, ptrdiff_t t0, ptrdiff_t tcols,
+                          REAL *restrict eo, REAL *restrict hb)
+{
+    const ptrdiff_t tw = pl->tw, len = tw + 1, hw = g->h * g->w;
+    const ptrdiff_t ct = g->c * tcols;
+    int bad = 0;
+    for (ptrdiff_t c = 0; c < g->c; c++) {
+        const REAL *xc = xn + c * hw;
+        /* d B of the 4 rows: h[a][jj][j] */
+        for (ptrdiff_t a = 0; a < 4; a++) {
+            REAL *e = eo + 2 * a * len, *o = e + len;
+            bad |= SFX(wg_split_row)(e, o, xc, g, 2 * i - g->pad_h + a, tw);
+            REAL *restrict h0 = hb + (4 * a) * tw, *restrict h1 = h0 + tw;
+            REAL *restrict h2 = h1 + tw, *restrict h3 = h2 + tw;
+            for (ptrdiff_t j = 0; j < tw; j++) {
+                h0[j] = e[j] - e[j + 1];
+                h1[j] = o[j] + e[j + 1];
+                h2[j] = e[j + 1] - o[j];
+                h3[j] = o[j] - o[j + 1];
+            }
+        }
+        /* B^T (d B): rows ii of V from rows a of h */
+        for (ptrdiff_t jj = 0; jj < 4; jj++) {
+            const REAL *r0 = hb + jj * tw, *r1 = r0 + 4 * tw;
+            const REAL *r2 = r1 + 4 * tw, *r3 = r2 + 4 * tw;
+            REAL *restrict v0 = v + jj * ct + c * tcols + t0;
+            REAL *restrict v1 = v0 + 4 * ct, *restrict v2 = v1 + 4 * ct;
+            REAL *restrict v3 = v2 + 4 * ct;
+            for (ptrdiff_t j = 0; j < tw; j++) {
+                v0[j] = r0[j] - r2[j];
+                v1[j] = r1[j] + r2[j];
+                v2[j] = r2[j] - r1[j];
+                v3[j] = r1[j] - r3[j];
+            }
+        }
+    }
+    return bad;
+}
+
+/* Output rows [2i, 2i + 2) of image xn summed directly, in the order of
+ * (c, r, s), for the rare tile row whose input is not all finite (the
+ * transforms would turn an infinity into NaN where the convolution has
+ * none). */
+static void SFX(wg_direct_rows)(REAL *restrict yn, const REAL *restrict xn,
+                                const REAL *restrict w,
+                                const REAL *restrict bias, int relu,
+                                const cnnkit_conv2d_geom *g, ptrdiff_t i)
+{
+    const ptrdiff_t p = g->oh * g->ow, hw = g->h * g->w;
+    for (ptrdiff_t k = 0; k < g->k; k++)
+        for (ptrdiff_t oi = 2 * i; oi < CNNKIT_MIN(g->oh, 2 * i + 2); oi++)
+            for (ptrdiff_t oj = 0; oj < g->ow; oj++) {
+                REAL acc = 0;
+                for (ptrdiff_t c = 0; c < g->c; c++)
+                    for (ptrdiff_t r = 0; r < 3; r++) {
+                        const ptrdiff_t ih = oi - g->pad_h + r;
+                        if (ih < 0 || ih >= g->h)
+                            continue;
+                        for (ptrdiff_t s = 0; s < 3; s++) {
+                            const ptrdiff_t iw = oj - g->pad_w + s;
+                            if (iw >= 0 && iw < g->w)
+                                acc += w[((k * g->c + c) * 3 + r) * 3 + s] *
+                                       xn[c * hw + ih * g->w + iw];
+                        }
+                    }
+                if (bias)
+                    acc += bias[k];
+                if (relu)
+                    acc = (acc > 0 || acc != acc) ? acc : (REAL)0;
+                yn[k * p + oi * g->ow + oj] = acc;
+            }
+}
+
+/* Y = A^T M A of tile row i of image, filters 0..K-1, from columns
+ * [t0, t0 + tw) of m (16, K, T), then the bias and the ReLU, into yn. */
+static void SFX(wg_output)(REAL *restrict yn, const REAL *restrict m,
+                           const REAL *restrict bias, int relu,
+                           const cnnkit_conv2d_geom *g,
+                           const SFX(wg_plan) *pl, ptrdiff_t i, ptrdiff_t t0,
+                           ptrdiff_t tcols, REAL *restrict rows)
+{
+    const ptrdiff_t tw = pl->tw, kt = g->k * tcols, p = g->oh * g->ow;
+    REAL *restrict out0 = rows, *restrict out1 = rows + 2 * tw;
+    for (ptrdiff_t k = 0; k < g->k; k++) {
+        const REAL *mk = m + k * tcols + t0;
+        /* s_jj = m[0][jj] + m[1][jj] + m[2][jj],
+         * d_jj = m[1][jj] - m[2][jj] - m[3][jj] (rows of A^T M) */
+        const REAL *m00 = mk, *m01 = mk + kt, *m02 = mk + 2 * kt;
+        const REAL *m03 = mk + 3 * kt;
+        const REAL *m10 = mk + 4 * kt, *m11 = mk + 5 * kt;
+        const REAL *m12 = mk + 6 * kt, *m13 = mk + 7 * kt;
+        const REAL *m20 = mk + 8 * kt, *m21 = mk + 9 * kt;
+        const REAL *m22 = mk + 10 * kt, *m23 = mk + 11 * kt;
+        const REAL *m30 = mk + 12 * kt, *m31 = mk + 13 * kt;
+        const REAL *m32 = mk + 14 * kt, *m33 = mk + 15 * kt;
+        const REAL b = bias ? bias[k] : 0;
+        for (ptrdiff_t j = 0; j < tw; j++) {
+            const REAL s0 = m00[j] + m10[j] + m20[j];
+            const REAL s1 = m01[j] + m11[j] + m21[j];
+            const REAL s2 = m02[j] + m12[j] + m22[j];
+            const REAL s3 = m03[j] + m13[j] + m23[j];
+            const REAL d0 = m10[j] - m20[j] - m30[j];
+            const REAL d1 = m11[j] - m21[j] - m31[j];
+            const REAL d2 = m12[j] - m22[j] - m32[j];
+            const REAL d3 = m13[j] - m23[j] - m33[j];
+            REAL y00 = s0 + s1 + s2, y01 = s1 - s2 - s3;
+            REAL y10 = d0 + d1 + d2, y11 = d1 - d2 - d3;
+            if (bias) {
+                y00 += b;
+                y01 += b;
+                y10 += b;
+                y11 += b;
+            }
+            if (relu) {    /* as cnnkit_relu_forward: NaN stays */
+                y00 = (y00 > 0 || y00 != y00) ? y00 : (REAL)0;
+                y01 = (y01 > 0 || y01 != y01) ? y01 : (REAL)0;
+                y10 = (y10 > 0 || y10 != y10) ? y10 : (REAL)0;
+                y11 = (y11 > 0 || y11 != y11) ? y11 : (REAL)0;
+            }
+            out0[2 * j] = y00;
+            out0[2 * j + 1] = y01;
+            out1[2 * j] = y10;
+            out1[2 * j + 1] = y11;
+        }
+        REAL *yk = yn + k * p + 2 * i * g->ow;
+        memcpy(yk, out0, (size_t)g->ow * sizeof(REAL));
+        if (2 * i + 1 < g->oh)
+            memcpy(yk + g->ow, out1, (size_t)g->ow * sizeof(REAL));
+    }
+}
+
+int SFX(cnnkit_conv_winograd)(REAL *y, const REAL *x, const REAL *w,
+                              const REAL *bias, int relu, REAL *work,
+                              const cnnkit_conv2d_geom *g, int nthreads)
+{
+    if (!cnnkit_conv_winograd_applies(g))
+        return 0;
+    const ptrdiff_t nw = g->k * g->c * 9;
+    for (ptrdiff_t q = 0; q < nw; q++)   /* filters Winograd can take */
+        if (!(w[q] <= (REAL)WG_LIMIT && w[q] >= -(REAL)WG_LIMIT))
+            return 0;
+    SFX(wg_plan) pl;
+    SFX(wg_layout)(g, &pl);
+    REAL *u = work, *scratch = work + pl.usize;
+    SFX(wg_filters)(u, w, g->k, g->c);
+    const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * g->oh * g->ow;
+    const int nt = cnnkit_team(2.0 * g->n * kp * g->c * 9, pl.nblk,
+                               nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
+    for (ptrdiff_t b = 0; b < pl.nblk; b++) {
+        REAL *v = scratch + (ptrdiff_t)omp_get_thread_num() * pl.per;
+        const ptrdiff_t r0 = b * pl.rb;
+        const ptrdiff_t nr = CNNKIT_MIN(pl.rb, pl.rows - r0);
+        const ptrdiff_t tcols = nr * pl.tw;
+        REAL *m = v + SFX(wg_round)(16 * g->c * pl.t);
+        REAL *eo = m + SFX(wg_round)(16 * g->k * pl.t);
+        REAL *hb = eo + SFX(wg_round)(8 * (pl.tw + 1));
+        REAL *rows = hb + SFX(wg_round)(16 * pl.tw);
+        REAL *gws = rows + SFX(wg_round)(4 * pl.tw);
+        unsigned bad = 0;   /* tile rows to sum directly (first 32) */
+        int any = 0;
+        for (ptrdiff_t l = 0; l < nr; l++) {
+            const ptrdiff_t r = r0 + l;
+            if (SFX(wg_input)(v, x + (r / pl.th) * chw, g, &pl, r % pl.th,
+                              l * pl.tw, tcols, eo, hb)) {
+                any = 1;
+                if (l < 32)
+                    bad |= 1u << l;
+            }
+        }
+        for (ptrdiff_t xi = 0; xi < 16; xi++)
+            SFX(cnnkit_gemm)(0, 0, g->k, tcols, g->c, 1,
+                             u + xi * g->k * g->c, g->c,
+                             v + xi * g->c * tcols, tcols, 0,
+                             m + xi * g->k * tcols, tcols, gws);
+        for (ptrdiff_t l = 0; l < nr; l++) {
+            const ptrdiff_t r = r0 + l;
+            SFX(wg_output)(y + (r / pl.th) * kp, m, bias, relu, g, &pl,
+                           r % pl.th, l * pl.tw, tcols, rows);
+        }
+        for (ptrdiff_t l = 0; any && l < nr; l++) {
+            const ptrdiff_t r = r0 + l;
+            /* past 32 rows a block rechecks its rows one by one */
+            if (l < 32 ? !(bad >> l & 1u)
+                       : !SFX(wg_input)(v, x + (r / pl.th) * chw, g, &pl,
+                                        r % pl.th, l * pl.tw, tcols, eo, hb))
+                continue;
+            SFX(wg_direct_rows)(y + (r / pl.th) * kp, x + (r / pl.th) * chw,
+                                w, bias, relu, g, r % pl.th);
+        }
+    }
+    return 1;
+}
