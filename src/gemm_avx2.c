@@ -44,6 +44,7 @@
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
+#include "winograd_engine.h"
 /* the even elements of a, then of b (2 * VL in all) */
 #define VEVEN(a, b) _mm256_castpd_ps(_mm256_permute4x64_pd(                 \
     _mm256_castps_pd(_mm256_shuffle_ps((a), (b), _MM_SHUFFLE(2, 0, 2, 0))), \
@@ -88,6 +89,7 @@
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
+#include "winograd_engine.h"
 /* the even elements of a, then of b (2 * VL in all) */
 #define VEVEN(a, b) _mm256_permute4x64_pd(_mm256_unpacklo_pd((a), (b)),   \
                                           _MM_SHUFFLE(3, 1, 2, 0))
@@ -103,6 +105,7 @@
 
 CNNKIT_ENGINE_WORKSPACE(avx2)
 CNNKIT_ENGINE_DIRECT(avx2)
+CNNKIT_ENGINE_WINOGRAD(avx2)
 
 const cnnkit_gemm_engine cnnkit_gemm_engine_avx2 = {
     "AVX2+FMA", "avx2", gemm_workspace_avx2,
@@ -114,4 +117,5 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx2 = {
     dw_forward_simd_f32_avx2, dw_forward_simd_f64_avx2,
     dw_backward_data_simd_f32_avx2, dw_backward_data_simd_f64_avx2,
     dw_backward_weight_simd_f32_avx2, dw_backward_weight_simd_f64_avx2,
+    conv_wg_workspace_avx2, wg_forward_f32_avx2, wg_forward_f64_avx2,
 };

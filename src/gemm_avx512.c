@@ -44,6 +44,7 @@
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
+#include "winograd_engine.h"
 /* the even elements of a, then of b (2 * VL in all) */
 #define VEVEN(a, b) _mm512_permutex2var_ps(                                \
     (a), _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,   \
@@ -89,6 +90,7 @@
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
+#include "winograd_engine.h"
 /* the even elements of a, then of b (2 * VL in all) */
 #define VEVEN(a, b) _mm512_permutex2var_pd(                                \
     (a), _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), (b))
@@ -104,6 +106,7 @@
 
 CNNKIT_ENGINE_WORKSPACE(avx512)
 CNNKIT_ENGINE_DIRECT(avx512)
+CNNKIT_ENGINE_WINOGRAD(avx512)
 
 const cnnkit_gemm_engine cnnkit_gemm_engine_avx512 = {
     "AVX-512", "avx512", gemm_workspace_avx512,
@@ -115,4 +118,5 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx512 = {
     dw_forward_simd_f32_avx512, dw_forward_simd_f64_avx512,
     dw_backward_data_simd_f32_avx512, dw_backward_data_simd_f64_avx512,
     dw_backward_weight_simd_f32_avx512, dw_backward_weight_simd_f64_avx512,
+    conv_wg_workspace_avx512, wg_forward_f32_avx512, wg_forward_f64_avx512,
 };

@@ -90,6 +90,17 @@ typedef struct cnnkit_gemm_engine {
                                   const int64_t *bounds, ptrdiff_t nparts,
                                   double *work, const cnnkit_conv2d_geom *g,
                                   int nthreads);
+    /* Winograd's F(2x2, 3x3) forward (winograd_engine.h): its workspace,
+     * 0 when it does not compute g, and the pass, which returns 0 without
+     * writing y when it does not take g. */
+    ptrdiff_t (*wg_workspace)(const cnnkit_conv2d_geom *g, int nthreads,
+                              int f64);
+    int (*wg_forward_f32)(float *y, const float *x, const float *w,
+                          const float *bias, int relu, float *work,
+                          const cnnkit_conv2d_geom *g, int nthreads);
+    int (*wg_forward_f64)(double *y, const double *x, const double *w,
+                          const double *bias, int relu, double *work,
+                          const cnnkit_conv2d_geom *g, int nthreads);
 } cnnkit_gemm_engine;
 
 extern const cnnkit_gemm_engine cnnkit_gemm_engine_generic;
@@ -133,6 +144,14 @@ const cnnkit_gemm_engine *cnnkit_gemm_active(int *how);
     {                                                                       \
         return f64 ? direct_weight_workspace_f64_##path(g, nthreads)        \
                    : direct_weight_workspace_f32_##path(g, nthreads);       \
+    }
+
+#define CNNKIT_ENGINE_WINOGRAD(path)                                        \
+    static ptrdiff_t conv_wg_workspace_##path(const cnnkit_conv2d_geom *g,  \
+                                              int nthreads, int f64)        \
+    {                                                                       \
+        return f64 ? wg_workspace_f64_##path(g, nthreads)                   \
+                   : wg_workspace_f32_##path(g, nthreads);                  \
     }
 
 #endif /* CNNKIT_GEMM_ENGINE_H */

@@ -74,6 +74,7 @@ typedef REAL SFX(vec_t) __attribute__((vector_size(NR * sizeof(REAL))));
 #endif
 GENERIC_MICRO
 #include "gemm_impl.h"
+#include "winograd_engine.h"
 #include "gemm_undef.h"
 
 #define REAL double
@@ -88,8 +89,11 @@ typedef REAL SFX(vec_t) __attribute__((vector_size(NR * sizeof(REAL))));
 #endif
 GENERIC_MICRO
 #include "gemm_impl.h"
+#include "winograd_engine.h"
 
 CNNKIT_ENGINE_WORKSPACE(generic)
+
+CNNKIT_ENGINE_WINOGRAD(generic)
 
 const cnnkit_gemm_engine cnnkit_gemm_engine_generic = {
     "generic", "generic", gemm_workspace_generic,
@@ -99,4 +103,5 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_generic = {
     NULL, NULL, NULL, NULL, NULL, NULL,
     /* the depthwise passes: conv2d.c's plain C kernels */
     NULL, NULL, NULL, NULL, NULL, NULL,
+    conv_wg_workspace_generic, wg_forward_f32_generic, wg_forward_f64_generic,
 };

@@ -21,6 +21,9 @@
  * grid, one matrix product M_xi (K, T) = U_xi (K, C) @ V_xi (C, T) over T
  * tiles: 16 products of K*C*T multiply-adds replace the direct
  * convolution's 9 * 4 = 36 per (filter, channel, tile), 2.25 times fewer.
+ * The pass lives in each GEMM engine (winograd_engine.h), whose
+ * micro-kernel runs the products on operands laid out for it; this file
+ * chooses and dispatches.
  *
  * Blocks: the tiles are taken a block of whole tile rows at a time, which
  * may span images (tile row r of the batch is row r % TH of image r / TH);
@@ -35,33 +38,27 @@
  * convolution's, rounded differently.  tests/test_winograd.py holds every
  * output to |y - y_exact| <= 4 eps (max|x| sum|w_k| + |b_k|), eps the
  * type's; measured, the error is about half the direct path's (float32,
- * 16-64 channels: 1.5-2.5e-8 of that scale against 3-5e-8).  Every output depends only on its own tile: the transforms
- * run in a fixed order, and the GEMM sums each element over the channels
+ * 16-64 channels: 1.5-2.5e-8 of that scale against 3-5e-8).  Every
+ * output depends only on its own tile: the transforms run in a fixed
+ * order, and the GEMM sums each element over the channels
  * in fixed slabs whatever the number of tiles, so the results are
  * bit-identical for any thread count and block size, and an image's
  * output does not depend on its batch.
  */
 #include <string.h>
 
-#include "internal.h"
-
-#define WG_BLOCK 128     /* tiles per block, at most (whole tile rows)    */
-#define WG_BYTES 393216  /* a block's V and M, at most: L2-sized          */
-/* Inputs and filters within this magnitude (and finite) take the
- * transforms, whose sums of a few terms then cannot overflow where the
- * direct sum would not; a filter beyond it sends the call to the direct
- * path, an input row beyond it its tile row to a direct sum. */
-#define WG_LIMIT 1e30
+#include "gemm_engine.h"
 
 int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g)
 {
     /* Only when asked (g->winograd > 0).  Measured against the direct
      * path on 2 threads (AMD EPYC, AVX-512; ResNet-style layers of 8-128
-     * channels on 7-56 pixel planes, batches of 1, 32 and 64), this pass
-     * ran at 0.17-0.76x the direct path's speed, which reaches 70-78% of
-     * the FMA peak there: the 16 products have inner dimensions of C (16
-     * to 128) and the transforms, in generic C, cost as much as the
-     * products.  No shape takes it by default. */
+     * channels on 7-56 pixel planes, batches of 1 and 64), this pass ran
+     * at 0.28-0.74x the direct path's speed, which reaches 60-78% of the
+     * FMA peak there: the transforms, short loops over one tile row's
+     * tiles, cost as much as the 16 products, whose inner dimension C
+     * (8 to 128) keeps the micro-kernel at about half of peak.  No shape
+     * takes it by default. */
     if (g->winograd <= 0 || g->im2col_only || cnnkit_conv_groups(g) > 1 ||
         g->r != 3 || g->s != 3 || g->stride_h != 1 || g->stride_w != 1 ||
         g->dil_h != 1 || g->dil_w != 1 || g->n < 1 || g->c < 1 ||
@@ -70,5 +67,31 @@ int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g)
     return 1;
 }
 
-#define CNNKIT_IMPL "winograd_impl.h"
-#include "instantiate.h"
+/* The active engine's pass (every engine has one). */
+ptrdiff_t cnnkit_conv_winograd_workspace_f32(const cnnkit_conv2d_geom *g,
+                                             int nthreads)
+{
+    return cnnkit_gemm_active(NULL)->wg_workspace(g, nthreads, 0);
+}
+
+ptrdiff_t cnnkit_conv_winograd_workspace_f64(const cnnkit_conv2d_geom *g,
+                                             int nthreads)
+{
+    return cnnkit_gemm_active(NULL)->wg_workspace(g, nthreads, 1);
+}
+
+int cnnkit_conv_winograd_f32(float *y, const float *x, const float *w,
+                             const float *bias, int relu, float *work,
+                             const cnnkit_conv2d_geom *g, int nthreads)
+{
+    return cnnkit_gemm_active(NULL)->wg_forward_f32(y, x, w, bias, relu,
+                                                    work, g, nthreads);
+}
+
+int cnnkit_conv_winograd_f64(double *y, const double *x, const double *w,
+                             const double *bias, int relu, double *work,
+                             const cnnkit_conv2d_geom *g, int nthreads)
+{
+    return cnnkit_gemm_active(NULL)->wg_forward_f64(y, x, w, bias, relu,
+                                                    work, g, nthreads);
+}

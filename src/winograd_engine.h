@@ -1,4 +1,20 @@
-/* winograd_impl.h -- body of winograd.c, included once per REAL type. */
+/* winograd_engine.h -- Winograd's F(2x2, 3x3) forward (see winograd.c),
+ * included once per REAL type by each GEMM engine (gemm_generic.c,
+ * gemm_avx2.c, gemm_avx512.c) after gemm_impl.h, so that its transforms
+ * are compiled with the engine's instruction set and its 16 products run
+ * the engine's micro-kernel on operands laid out as the kernel reads them:
+ * the transformed filters packed once per call, each block's transformed
+ * patches written straight into NR-wide strips (no packing per product). */
+
+#ifndef WG_LIMIT
+#define WG_BLOCK 128     /* tiles per block, at most (whole tile rows)    */
+#define WG_BYTES 393216  /* a block's V and M, at most: L2-sized          */
+/* Inputs and filters within this magnitude (and finite) take the
+ * transforms, whose sums of a few terms then cannot overflow where the
+ * direct sum would not; a filter beyond it sends the call to the direct
+ * path, an input row beyond it its tile row to a direct sum. */
+#define WG_LIMIT 1e30
+#endif
 
 typedef struct {
     ptrdiff_t th, tw;   /* tiles per image: rows, columns            */
@@ -6,7 +22,9 @@ typedef struct {
     ptrdiff_t rb;       /* tile rows per block                       */
     ptrdiff_t nblk;     /* blocks                                    */
     ptrdiff_t t;        /* tiles of a full block: rb * tw            */
-    ptrdiff_t usize;    /* elements of the transformed filters       */
+    ptrdiff_t upx;      /* packed filters of one position xi          */
+    ptrdiff_t vpx;      /* packed patches of one position, a block   */
+    ptrdiff_t mx;       /* products of one position, a block         */
     ptrdiff_t per;      /* elements of one thread's scratch          */
 } SFX(wg_plan);
 
@@ -15,10 +33,13 @@ static ptrdiff_t SFX(wg_round)(ptrdiff_t n)
     return cnnkit_ceil_div(n, 16) * 16;
 }
 
-/* Scratch of one thread, in order: V (16, C, T), M (16, K, T), the even
- * and odd columns of 4 padded input rows (8 x (TW + 1)), the horizontal
- * transforms of those rows (16 x TW), two output rows (2 x 2 TW), the
- * GEMM's workspace. */
+/* Shared: U packed per position xi into MR-tall strips of the full depth
+ * C (pack_a's layout).  Scratch of one thread, in order: V packed per
+ * position into NR-wide strips of the full depth C (strip s holds the
+ * block's tiles [s*NR, s*NR + NR), 0 past the last), M (16, K, T), the
+ * even and odd columns of 4 padded input rows (8 x (TW + 1)), the
+ * horizontal transforms of those rows (16 x TW), one channel's V (16 x
+ * TW), two output rows (2 x 2 TW). */
 static void SFX(wg_layout)(const cnnkit_conv2d_geom *g, SFX(wg_plan) *pl)
 {
     pl->th = cnnkit_ceil_div(g->oh, 2);
@@ -31,16 +52,19 @@ static void SFX(wg_layout)(const cnnkit_conv2d_geom *g, SFX(wg_plan) *pl)
     pl->rb = CNNKIT_MAX((ptrdiff_t)1, cap / pl->tw);
     pl->nblk = cnnkit_ceil_div(pl->rows, pl->rb);
     pl->t = pl->rb * pl->tw;
-    pl->usize = SFX(wg_round)(16 * g->k * g->c);
-    pl->per = SFX(wg_round)(16 * g->c * pl->t) +
-              SFX(wg_round)(16 * g->k * pl->t) +
+    /* the 16 positions lie a whole number of cache lines plus one apart,
+     * so that the transforms' 16 streams do not fall into one cache set
+     * (strides of 4 KiB multiples did, 5-10x slower) */
+    pl->upx = SFX(wg_round)(cnnkit_ceil_div(g->k, MR) * MR * g->c) + 16;
+    pl->vpx = SFX(wg_round)(cnnkit_ceil_div(pl->t, NR) * NR * g->c) + 16;
+    pl->mx = SFX(wg_round)(g->k * pl->t) + 16;
+    pl->per = 16 * pl->vpx + 16 * pl->mx +
               SFX(wg_round)(8 * (pl->tw + 1)) + SFX(wg_round)(16 * pl->tw) +
-              SFX(wg_round)(4 * pl->tw) +
-              cnnkit_gemm_workspace(g->k, pl->t, g->c);
+              SFX(wg_round)(16 * pl->tw) + SFX(wg_round)(4 * pl->tw);
 }
 
-ptrdiff_t SFX(cnnkit_conv_winograd_workspace)(const cnnkit_conv2d_geom *g,
-                                              int nthreads)
+static ptrdiff_t SFX(wg_workspace)(const cnnkit_conv2d_geom *g,
+                                    int nthreads)
 {
     SFX(wg_plan) pl;
     if (!cnnkit_conv_winograd_applies(g))
@@ -48,32 +72,42 @@ ptrdiff_t SFX(cnnkit_conv_winograd_workspace)(const cnnkit_conv2d_geom *g,
     SFX(wg_layout)(g, &pl);
     const ptrdiff_t nt = CNNKIT_MAX((ptrdiff_t)1,
                                     CNNKIT_MIN((ptrdiff_t)nthreads, pl.nblk));
-    return pl.usize + nt * pl.per;
+    return 16 * pl.upx + nt * pl.per;
 }
 
-/* U (16, K, C): U[xi][k][c] = (G g G^T)[xi] of filter (k, c). */
-static void SFX(wg_filters)(REAL *restrict u, const REAL *restrict w,
-                            ptrdiff_t k, ptrdiff_t c)
+/* U = G g G^T of each filter (k, c), position xi packed as pack_a would
+ * pack U_xi (K, C): strip k / MR, row k % MR, depth c; rows past K are 0. */
+static void SFX(wg_filters)(REAL *restrict up, const REAL *restrict w,
+                            const cnnkit_conv2d_geom *g,
+                            const SFX(wg_plan) *pl)
 {
-    const ptrdiff_t kc = k * c;
-    for (ptrdiff_t f = 0; f < kc; f++) {
-        const REAL *g = w + 9 * f;
-        REAL t[4][3];          /* G g: 4 rows of 3 */
-        for (int j = 0; j < 3; j++) {
-            t[0][j] = g[j];
-            t[1][j] = (g[j] + g[3 + j] + g[6 + j]) * (REAL)0.5;
-            t[2][j] = (g[j] - g[3 + j] + g[6 + j]) * (REAL)0.5;
-            t[3][j] = g[6 + j];
+    const ptrdiff_t kk = cnnkit_ceil_div(g->k, MR) * MR, c = g->c;
+    for (ptrdiff_t k = 0; k < kk; k++)
+        for (ptrdiff_t ch = 0; ch < c; ch++) {
+            REAL u[16];
+            if (k < g->k) {
+                const REAL *f = w + 9 * (k * c + ch);
+                REAL t[4][3];          /* G g: 4 rows of 3 */
+                for (int j = 0; j < 3; j++) {
+                    t[0][j] = f[j];
+                    t[1][j] = (f[j] + f[3 + j] + f[6 + j]) * (REAL)0.5;
+                    t[2][j] = (f[j] - f[3 + j] + f[6 + j]) * (REAL)0.5;
+                    t[3][j] = f[6 + j];
+                }
+                for (int i = 0; i < 4; i++) {   /* (G g) G^T */
+                    u[i * 4 + 0] = t[i][0];
+                    u[i * 4 + 1] = (t[i][0] + t[i][1] + t[i][2]) * (REAL)0.5;
+                    u[i * 4 + 2] = (t[i][0] - t[i][1] + t[i][2]) * (REAL)0.5;
+                    u[i * 4 + 3] = t[i][2];
+                }
+            } else {
+                for (int xi = 0; xi < 16; xi++)
+                    u[xi] = 0;
+            }
+            REAL *dst = up + (k / MR) * MR * c + ch * MR + k % MR;
+            for (int xi = 0; xi < 16; xi++)
+                dst[xi * pl->upx] = u[xi];
         }
-        for (int i = 0; i < 4; i++) {   /* (G g) G^T */
-            u[(i * 4 + 0) * kc + f] = t[i][0];
-            u[(i * 4 + 1) * kc + f] = (t[i][0] + t[i][1] + t[i][2]) *
-                                      (REAL)0.5;
-            u[(i * 4 + 2) * kc + f] = (t[i][0] - t[i][1] + t[i][2]) *
-                                      (REAL)0.5;
-            u[(i * 4 + 3) * kc + f] = t[i][2];
-        }
-    }
 }
 
 /* Even (e) and odd (o) columns of padded row ih of plane xc: element m
@@ -101,8 +135,10 @@ static int SFX(wg_split_row)(REAL *restrict e, REAL *restrict o,
         o[m] = src[2 * m + 1 - pw];
     /* a row that is not all finite and within WG_LIMIT in magnitude */
     int bad = 0;
-    for (ptrdiff_t v = 0; v < w; v++)
-        bad |= !(src[v] <= (REAL)WG_LIMIT && src[v] >= -(REAL)WG_LIMIT);
+    for (ptrdiff_t v = 0; v < w; v++) {
+        const REAL a = src[v];
+        bad |= (a != a) | (a > (REAL)WG_LIMIT) | (a < -(REAL)WG_LIMIT);
+    }
     return bad;
 }
 
@@ -111,12 +147,11 @@ static int SFX(wg_split_row)(REAL *restrict e, REAL *restrict o,
  * when a patch holds a value that is not finite or over WG_LIMIT in
  * magnitude (the row is then computed directly). */
 static int SFX(wg_input)(REAL *restrict v, const REAL *restrict xn,
-                          const cnnkit_conv2d_geom *g, const SFX(wg_plan) *pl,
-                          ptrdiff_t i, ptrdiff_t t0, ptrdiff_t tcols,
-                          REAL *restrict eo, REAL *restrict hb)
+                         const cnnkit_conv2d_geom *g, const SFX(wg_plan) *pl,
+                         ptrdiff_t i, ptrdiff_t t0, REAL *restrict eo,
+                         REAL *restrict hb, REAL *restrict vc)
 {
     const ptrdiff_t tw = pl->tw, len = tw + 1, hw = g->h * g->w;
-    const ptrdiff_t ct = g->c * tcols;
     int bad = 0;
     for (ptrdiff_t c = 0; c < g->c; c++) {
         const REAL *xc = xn + c * hw;
@@ -133,19 +168,33 @@ static int SFX(wg_input)(REAL *restrict v, const REAL *restrict xn,
                 h3[j] = o[j] - o[j + 1];
             }
         }
-        /* B^T (d B): rows ii of V from rows a of h */
+        /* B^T (d B): rows ii of V from rows a of h, position xi = 4 ii +
+         * jj in row xi of vc */
         for (ptrdiff_t jj = 0; jj < 4; jj++) {
             const REAL *r0 = hb + jj * tw, *r1 = r0 + 4 * tw;
             const REAL *r2 = r1 + 4 * tw, *r3 = r2 + 4 * tw;
-            REAL *restrict v0 = v + jj * ct + c * tcols + t0;
-            REAL *restrict v1 = v0 + 4 * ct, *restrict v2 = v1 + 4 * ct;
-            REAL *restrict v3 = v2 + 4 * ct;
+            REAL *restrict v0 = vc + jj * tw, *restrict v1 = v0 + 4 * tw;
+            REAL *restrict v2 = v1 + 4 * tw, *restrict v3 = v2 + 4 * tw;
             for (ptrdiff_t j = 0; j < tw; j++) {
                 v0[j] = r0[j] - r2[j];
                 v1[j] = r1[j] + r2[j];
                 v2[j] = r2[j] - r1[j];
                 v3[j] = r1[j] - r3[j];
             }
+        }
+        /* into the strips: tile t of the block, channel c, position xi
+         * at xi * vpx + (t / NR) * NR * C + c * NR + t % NR */
+        for (ptrdiff_t j0 = 0; j0 < tw;) {
+            const ptrdiff_t t = t0 + j0, q = t % NR;
+            const ptrdiff_t run = CNNKIT_MIN(tw - j0, (ptrdiff_t)NR - q);
+            REAL *dst = v + (t - q) * g->c + c * NR + q;
+            for (ptrdiff_t xi = 0; xi < 16; xi++) {
+                const REAL *restrict src = vc + xi * tw + j0;
+                REAL *restrict d = dst + xi * pl->vpx;
+                for (ptrdiff_t j = 0; j < run; j++)
+                    d[j] = src[j];
+            }
+            j0 += run;
         }
     }
     return bad;
@@ -186,17 +235,18 @@ static void SFX(wg_direct_rows)(REAL *restrict yn, const REAL *restrict xn,
 }
 
 /* Y = A^T M A of tile row i of image, filters 0..K-1, from columns
- * [t0, t0 + tw) of m (16, K, T), then the bias and the ReLU, into yn. */
+ * [t0, t0 + tw) of m (16 positions mx apart, each (K, T)), then the bias
+ * and the ReLU, into yn. */
 static void SFX(wg_output)(REAL *restrict yn, const REAL *restrict m,
                            const REAL *restrict bias, int relu,
                            const cnnkit_conv2d_geom *g,
                            const SFX(wg_plan) *pl, ptrdiff_t i, ptrdiff_t t0,
-                           ptrdiff_t tcols, REAL *restrict rows)
+                           REAL *restrict rows)
 {
-    const ptrdiff_t tw = pl->tw, kt = g->k * tcols, p = g->oh * g->ow;
+    const ptrdiff_t tw = pl->tw, kt = pl->mx, p = g->oh * g->ow;
     REAL *restrict out0 = rows, *restrict out1 = rows + 2 * tw;
     for (ptrdiff_t k = 0; k < g->k; k++) {
-        const REAL *mk = m + k * tcols + t0;
+        const REAL *mk = m + k * pl->t + t0;
         /* s_jj = m[0][jj] + m[1][jj] + m[2][jj],
          * d_jj = m[1][jj] - m[2][jj] - m[3][jj] (rows of A^T M) */
         const REAL *m00 = mk, *m01 = mk + kt, *m02 = mk + 2 * kt;
@@ -243,9 +293,9 @@ static void SFX(wg_output)(REAL *restrict yn, const REAL *restrict m,
     }
 }
 
-int SFX(cnnkit_conv_winograd)(REAL *y, const REAL *x, const REAL *w,
-                              const REAL *bias, int relu, REAL *work,
-                              const cnnkit_conv2d_geom *g, int nthreads)
+static int SFX(wg_forward)(REAL *y, const REAL *x, const REAL *w,
+                          const REAL *bias, int relu, REAL *work,
+                          const cnnkit_conv2d_geom *g, int nthreads)
 {
     if (!cnnkit_conv_winograd_applies(g))
         return 0;
@@ -255,8 +305,8 @@ int SFX(cnnkit_conv_winograd)(REAL *y, const REAL *x, const REAL *w,
             return 0;
     SFX(wg_plan) pl;
     SFX(wg_layout)(g, &pl);
-    REAL *u = work, *scratch = work + pl.usize;
-    SFX(wg_filters)(u, w, g->k, g->c);
+    REAL *up = work, *scratch = work + 16 * pl.upx;
+    SFX(wg_filters)(up, w, g, &pl);
     const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * g->oh * g->ow;
     const int nt = cnnkit_team(2.0 * g->n * kp * g->c * 9, pl.nblk,
                                nthreads);
@@ -267,38 +317,59 @@ int SFX(cnnkit_conv_winograd)(REAL *y, const REAL *x, const REAL *w,
         const ptrdiff_t r0 = b * pl.rb;
         const ptrdiff_t nr = CNNKIT_MIN(pl.rb, pl.rows - r0);
         const ptrdiff_t tcols = nr * pl.tw;
-        REAL *m = v + SFX(wg_round)(16 * g->c * pl.t);
-        REAL *eo = m + SFX(wg_round)(16 * g->k * pl.t);
+        REAL *m = v + 16 * pl.vpx;
+        REAL *eo = m + 16 * pl.mx;
         REAL *hb = eo + SFX(wg_round)(8 * (pl.tw + 1));
-        REAL *rows = hb + SFX(wg_round)(16 * pl.tw);
-        REAL *gws = rows + SFX(wg_round)(4 * pl.tw);
+        REAL *vc = hb + SFX(wg_round)(16 * pl.tw);
+        REAL *rows = vc + SFX(wg_round)(16 * pl.tw);
         unsigned bad = 0;   /* tile rows to sum directly (first 32) */
         int any = 0;
         for (ptrdiff_t l = 0; l < nr; l++) {
             const ptrdiff_t r = r0 + l;
             if (SFX(wg_input)(v, x + (r / pl.th) * chw, g, &pl, r % pl.th,
-                              l * pl.tw, tcols, eo, hb)) {
+                              l * pl.tw, eo, hb, vc)) {
                 any = 1;
                 if (l < 32)
                     bad |= 1u << l;
             }
         }
-        for (ptrdiff_t xi = 0; xi < 16; xi++)
-            SFX(cnnkit_gemm)(0, 0, g->k, tcols, g->c, 1,
-                             u + xi * g->k * g->c, g->c,
-                             v + xi * g->c * tcols, tcols, 0,
-                             m + xi * g->k * tcols, tcols, gws);
+        /* the last strip's columns past the block's tiles: zeros */
+        const ptrdiff_t full = tcols / NR * NR;
+        if (tcols > full)
+            for (ptrdiff_t xi = 0; xi < 16; xi++)
+                for (ptrdiff_t c = 0; c < g->c; c++)
+                    for (ptrdiff_t j = tcols - full; j < NR; j++)
+                        v[xi * pl.vpx + full * g->c + c * NR + j] = 0;
+        /* M_xi (K, T) = U_xi (K, C) @ V_xi (C, T), strip by strip of
+         * tiles, each element summed over C in KC-deep slabs in order */
+        for (ptrdiff_t j0 = 0; j0 < tcols; j0 += NR) {
+            const ptrdiff_t nrr = CNNKIT_MIN((ptrdiff_t)NR, tcols - j0);
+            for (ptrdiff_t xi = 0; xi < 16; xi++) {
+                const REAL *bs = v + xi * pl.vpx + j0 * g->c;
+                const REAL *as = up + xi * pl.upx;
+                REAL *mx = m + xi * pl.mx + j0;
+                for (ptrdiff_t p0 = 0; p0 < g->c; p0 += KC) {
+                    const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC,
+                                                    g->c - p0);
+                    for (ptrdiff_t i0 = 0; i0 < g->k; i0 += MR)
+                        SFX(micro)(kc, as + i0 * g->c + p0 * MR,
+                                   bs + p0 * NR, mx + i0 * pl.t, pl.t,
+                                   CNNKIT_MIN((ptrdiff_t)MR, g->k - i0), nrr,
+                                   1, 0, p0 == 0);
+                }
+            }
+        }
         for (ptrdiff_t l = 0; l < nr; l++) {
             const ptrdiff_t r = r0 + l;
             SFX(wg_output)(y + (r / pl.th) * kp, m, bias, relu, g, &pl,
-                           r % pl.th, l * pl.tw, tcols, rows);
+                           r % pl.th, l * pl.tw, rows);
         }
         for (ptrdiff_t l = 0; any && l < nr; l++) {
             const ptrdiff_t r = r0 + l;
             /* past 32 rows a block rechecks its rows one by one */
             if (l < 32 ? !(bad >> l & 1u)
                        : !SFX(wg_input)(v, x + (r / pl.th) * chw, g, &pl,
-                                        r % pl.th, l * pl.tw, tcols, eo, hb))
+                                        r % pl.th, l * pl.tw, eo, hb, vc))
                 continue;
             SFX(wg_direct_rows)(y + (r / pl.th) * kp, x + (r / pl.th) * chw,
                                 w, bias, relu, g, r % pl.th);
