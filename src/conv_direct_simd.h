@@ -49,6 +49,13 @@ static ptrdiff_t SFX(row_lanes)(const cnnkit_conv2d_geom *g)
     return cnnkit_ceil_div(g->ow, VL) * VL;
 }
 
+/* Elements of flat_fill's scratch after the planes and their tail: one
+ * channel's plane and a zero. */
+static ptrdiff_t SFX(flat_scratch)(const cnnkit_conv2d_geom *g)
+{
+    return SFX(round16)(g->h * g->w + 1);
+}
+
 /* Output rows narrower than a multiple of the vector leave lanes idle in
  * a row-by-row sweep (LeNet's 10-wide rows use 10 lanes of 16).  With unit
  * row stride the sweep can instead run over each image's output plane as
@@ -56,8 +63,8 @@ static ptrdiff_t SFX(row_lanes)(const cnnkit_conv2d_geom *g)
  * padded rows with columns shifted by s*dw and cut to OW, rows OW apart --
  * from row r*dh on.  The elements of those C*S planes and of a vector of
  * zeros after them (the forward's micro-kernel loads whole vectors past a
- * row's end); 0 where the layout does not apply or would outgrow the
- * cache. */
+ * row's end), then flat_fill's scratch; 0 where the layout does not apply
+ * or would outgrow the cache. */
 static ptrdiff_t SFX(flat_size)(const cnnkit_conv2d_geom *g)
 {
     const ptrdiff_t lanes = SFX(row_lanes)(g);
@@ -66,7 +73,8 @@ static ptrdiff_t SFX(flat_size)(const cnnkit_conv2d_geom *g)
         return 0;
     const ptrdiff_t hp = g->oh + (g->r - 1) * g->dil_h;
     const ptrdiff_t size = g->c * g->s * hp * g->ow;
-    return size <= DIRECT_COPY_MAX ? SFX(round16)(size + VL) : 0;
+    return size <= DIRECT_COPY_MAX
+               ? SFX(round16)(size + VL) + SFX(flat_scratch)(g) : 0;
 }
 
 /* Elements of one phase of a padded row in the copy (the whole row with
@@ -119,8 +127,7 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
     pl->nb = cnnkit_ceil_div(g->oh, rb);
     pl->lr = (rb - 1) * g->stride_h + span;
     pl->wp = wp;
-    pl->noff = SFX(round16)(cnnkit_ceil_div(
-        crs * (ptrdiff_t)sizeof(ptrdiff_t), (ptrdiff_t)sizeof(REAL)));
+    pl->noff = 0;   /* below, once the layout is known */
     pl->apsize = SFX(round16)(cnnkit_ceil_div(g->k, MR) * MR * crs);
     pl->copy = SFX(round16)(g->c * pl->lr * wp);
     pl->flat = 0;
@@ -132,6 +139,13 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
         pl->lr = g->oh + (g->r - 1) * g->dil_h;  /* rows of a plane */
         pl->copy = flat;
     }
+    /* the CRS offsets, then (flat) the fill map: one int32 per element of
+     * a channel's shifted planes */
+    pl->noff = SFX(round16)(cnnkit_ceil_div(
+        crs * (ptrdiff_t)sizeof(ptrdiff_t) +
+            (pl->flat ? g->s * pl->lr * g->ow * (ptrdiff_t)sizeof(int32_t)
+                      : 0),
+        (ptrdiff_t)sizeof(REAL)));
     /* filter blocks: when (image, row block) tasks are fewer than two per
      * thread (a flat plane of one image is one task), the filters are
      * split too, in whole strips of MR; each block fills its own copy */
@@ -154,39 +168,48 @@ static ptrdiff_t SFX(direct_workspace)(const cnnkit_conv2d_geom *g,
     return pl.noff + pl.apsize + pl.threads * pl.copy;
 }
 
-/* The shifted planes of image xn (see flat_size): plane (c, s) row l is
- * padded input row l of channel c from column s*dw - pw on, OW wide, 0
- * outside the image; a vector of zeros follows the planes. */
-static void SFX(flat_fill)(REAL *restrict buf, const REAL *restrict xn,
-                           const cnnkit_conv2d_geom *g,
-                           const SFX(direct_plan) *pl)
+/* The fill map of the shifted planes (see flat_size): element e = (s*HP +
+ * l)*OW + j of a channel's planes is padded input row l from column
+ * s*dw - pw + j on -- the offset of that input element in its channel's
+ * plane, or H*W (a zero that follows the plane in flat_fill's scratch)
+ * where it is padding.  The same for every channel. */
+static void SFX(flat_map)(int32_t *restrict map, const cnnkit_conv2d_geom *g,
+                          const SFX(direct_plan) *pl)
 {
     const ptrdiff_t hp = pl->lr, ow = g->ow;
-    for (ptrdiff_t c = 0; c < g->c; c++)
-        for (ptrdiff_t s = 0; s < g->s; s++) {
-            const ptrdiff_t shift = s * g->dil_w - g->pad_w;
-            /* columns j with 0 <= j + shift < w come from the input (none
-             * when the padding reaches past the row) */
-            const ptrdiff_t ja = CNNKIT_MIN(ow, CNNKIT_MAX(0, -shift));
-            const ptrdiff_t jb = CNNKIT_MAX(ja, CNNKIT_MIN(ow, g->w - shift));
-            for (ptrdiff_t l = 0; l < hp; l++) {
-                REAL *restrict dst = buf + ((c * g->s + s) * hp + l) * ow;
+    for (ptrdiff_t s = 0; s < g->s; s++)
+        for (ptrdiff_t l = 0; l < hp; l++)
+            for (ptrdiff_t j = 0; j < ow; j++) {
                 const ptrdiff_t ih = l - g->pad_h;
-                if (ih < 0 || ih >= g->h) {
-                    for (ptrdiff_t j = 0; j < ow; j++)
-                        dst[j] = 0;
-                    continue;
-                }
-                const REAL *restrict src = xn + (c * g->h + ih) * g->w;
-                for (ptrdiff_t j = 0; j < ja; j++)
-                    dst[j] = 0;
-                for (ptrdiff_t j = ja; j < jb; j++)
-                    dst[j] = src[j + shift];
-                for (ptrdiff_t j = jb; j < ow; j++)
-                    dst[j] = 0;
+                const ptrdiff_t iw = j + s * g->dil_w - g->pad_w;
+                map[(s * hp + l) * ow + j] = (int32_t)(
+                    ih >= 0 && ih < g->h && iw >= 0 && iw < g->w
+                        ? ih * g->w + iw : g->h * g->w);
             }
-        }
-    REAL *restrict tail = buf + g->c * g->s * hp * ow;
+}
+
+/* The shifted planes of image xn by the map: each channel's plane is
+ * copied next to a zero, then every element of its planes gathered from
+ * there -- one gather per element instead of a few-element copy per row
+ * (LeNet's and smaller planes have rows of 4-10 pixels); a vector of
+ * zeros follows the planes. */
+static void SFX(flat_fill)(REAL *restrict buf, const REAL *restrict xn,
+                           const cnnkit_conv2d_geom *g,
+                           const SFX(direct_plan) *pl,
+                           const int32_t *restrict map)
+{
+    const ptrdiff_t per = g->s * pl->lr * g->ow, hw = g->h * g->w;
+    REAL *restrict tail = buf + g->c * per;
+    REAL *restrict plane = tail + VL;
+    plane[hw] = 0;
+    for (ptrdiff_t c = 0; c < g->c; c++) {
+        const REAL *restrict xc = xn + c * hw;
+        REAL *restrict dst = buf + c * per;
+        for (ptrdiff_t e = 0; e < hw; e++)
+            plane[e] = xc[e];
+        for (ptrdiff_t e = 0; e < per; e++)
+            dst[e] = plane[map[e]];
+    }
     for (ptrdiff_t j = 0; j < VL; j++)
         tail[j] = 0;
 }
@@ -198,10 +221,12 @@ static void SFX(flat_fill)(REAL *restrict buf, const REAL *restrict xn,
 static void SFX(direct_fill)(REAL *restrict buf, const REAL *restrict xn,
                              const cnnkit_conv2d_geom *g,
                              const SFX(direct_plan) *pl, ptrdiff_t i0,
-                             ptrdiff_t i1)
+                             ptrdiff_t i1, const ptrdiff_t *boff)
 {
     if (pl->flat) {
-        SFX(flat_fill)(buf, xn, g, pl);
+        SFX(flat_fill)(buf, xn, g, pl,
+                       (const int32_t *)(const void *)(
+                           boff + g->c * g->r * g->s));
         return;
     }
     const ptrdiff_t rows = (i1 - i0 - 1) * g->stride_h +
@@ -255,6 +280,9 @@ static void SFX(direct_fill)(REAL *restrict buf, const REAL *restrict xn,
 static void SFX(direct_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g,
                                 const SFX(direct_plan) *pl)
 {
+    if (pl->flat)   /* the fill map follows the offsets */
+        SFX(flat_map)((int32_t *)(void *)(boff + g->c * g->r * g->s), g,
+                      pl);
     for (ptrdiff_t c = 0, q = 0; c < g->c; c++)
         for (ptrdiff_t r = 0; r < g->r; r++)
             for (ptrdiff_t s = 0; s < g->s; s++, q++)
@@ -291,7 +319,7 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
         const ptrdiff_t ka = (t % pl.nkb) * pl.kb;
         const ptrdiff_t kz = CNNKIT_MIN(g->k, ka + pl.kb);
         REAL *buf = copies + (ptrdiff_t)omp_get_thread_num() * pl.copy;
-        SFX(direct_fill)(buf, x + n * chw, g, &pl, i0, i1);
+        SFX(direct_fill)(buf, x + n * chw, g, &pl, i0, i1, boff);
         /* the rows of the sweep: flat, one of OH*OW pixels */
         const ptrdiff_t rows = pl.flat ? 1 : i1 - i0;
         const ptrdiff_t width = pl.flat ? p : g->ow;
@@ -500,7 +528,7 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
         for (ptrdiff_t n = bounds[q]; n < bounds[q + 1]; n++) {
             for (ptrdiff_t i0 = 0; i0 < g->oh; i0 += pl.rb) {
                 const ptrdiff_t i1 = CNNKIT_MIN(g->oh, i0 + pl.rb);
-                SFX(direct_fill)(copy, x + n * chw, g, &pl, i0, i1);
+                SFX(direct_fill)(copy, x + n * chw, g, &pl, i0, i1, boff);
                 for (ptrdiff_t tile = t0; tile < t1; tile++) {
                     const ptrdiff_t k0 = tile / ntq * WKB;
                     const ptrdiff_t q0 = tile % ntq * WQB;
