@@ -108,6 +108,29 @@ void cnnkit_conv2d_forward_f32(float *y, const float *x, const float *w,
 void cnnkit_conv2d_forward_f64(double *y, const double *x, const double *w,
                                const double *bias, int relu, double *work,
                                const cnnkit_conv2d_geom *g, int nthreads);
+/* The same with the weights also given packed ahead (packed may be NULL):
+ * cnnkit_conv_direct_pack packs w once for a caller that runs g many
+ * times (a compiled plan); the direct path then reads them instead of
+ * packing w per call.  cnnkit_conv_direct_packed_size: the elements they
+ * take, 0 when the engine packs none for g. */
+void cnnkit_conv2d_forward_packed_f32(float *y, const float *x,
+                                      const float *w, const float *packed,
+                                      const float *bias, int relu,
+                                      float *work,
+                                      const cnnkit_conv2d_geom *g,
+                                      int nthreads);
+void cnnkit_conv2d_forward_packed_f64(double *y, const double *x,
+                                      const double *w, const double *packed,
+                                      const double *bias, int relu,
+                                      double *work,
+                                      const cnnkit_conv2d_geom *g,
+                                      int nthreads);
+ptrdiff_t cnnkit_conv_direct_packed_size(const cnnkit_conv2d_geom *g,
+                                         int f64);
+void cnnkit_conv_direct_pack_f32(float *ap, const float *w,
+                                 const cnnkit_conv2d_geom *g);
+void cnnkit_conv_direct_pack_f64(double *ap, const double *w,
+                                 const cnnkit_conv2d_geom *g);
 /* gy (n,k,oh,ow), w (k,c/groups,r,s) -> gx (n,c,h,w) */
 void cnnkit_conv2d_backward_data_f32(float *gx, const float *gy,
                                      const float *w, float *work,
@@ -560,6 +583,8 @@ typedef struct cnnkit_plan_step {
     ptrdiff_t rows, size, stride, at, total;
     const void *w, *b;       /* CONV, DENSE: weight, bias or NULL;
                               * BATCH_NORM: weight, bias (or NULL)       */
+    const void *packed;      /* CONV: w packed by cnnkit_conv_direct_pack
+                              * for the forward, or NULL                 */
     const void *mean, *var;  /* BATCH_NORM: running statistics           */
     cnnkit_conv2d_geom conv; /* CONV; its n is set per batch              */
     cnnkit_pool2d_geom pool; /* pooling; planes per image                 */

@@ -353,6 +353,16 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
                                 const REAL *bias, int relu, REAL *work,
                                 const cnnkit_conv2d_geom *g, int nthreads)
 {
+    SFX(cnnkit_conv2d_forward_packed)(y, x, w, NULL, bias, relu, work, g,
+                                      nthreads);
+}
+
+void SFX(cnnkit_conv2d_forward_packed)(REAL *y, const REAL *x, const REAL *w,
+                                       const REAL *packed, const REAL *bias,
+                                       int relu, REAL *work,
+                                       const cnnkit_conv2d_geom *g,
+                                       int nthreads)
+{
     (void)nthreads; /* unused in serial builds */
     const ptrdiff_t p = g->oh * g->ow, crs = conv_gcrs(g);
     const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
@@ -367,7 +377,8 @@ void SFX(cnnkit_conv2d_forward)(REAL *y, const REAL *x, const REAL *w,
     }
     if (SFX(cnnkit_conv_winograd)(y, x, w, bias, relu, work, g, nthreads))
         return;
-    if (SFX(cnnkit_conv_direct)(y, x, w, bias, relu, work, g, nthreads))
+    if (SFX(cnnkit_conv_direct)(y, x, w, packed, bias, relu, work, g,
+                                nthreads))
         return;
     const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
     const ptrdiff_t nblk = cnnkit_ceil_div(p, pb);
@@ -459,7 +470,7 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
                                 w[(((q * gk + k) * gc + c) * g->r + g->r - 1 -
                                    r) * g->s + g->s - 1 - s];
         if (SFX(cnnkit_conv_direct)(
-                gx, gy, wt, NULL, 0,
+                gx, gy, wt, NULL, NULL, 0,
                 work + conv_flipped_size(g), &t, nthreads))
             return;
     }

@@ -293,9 +293,28 @@ static void SFX(direct_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g,
                       s * g->dil_w / g->stride_w;
 }
 
+/* Elements of the weights packed for the forward (conv_direct_pack). */
+static ptrdiff_t SFX(direct_packed_size)(const cnnkit_conv2d_geom *g)
+{
+    return cnnkit_conv_groups(g) > 1 ? 0 :
+           SFX(round16)(cnnkit_ceil_div(g->k, MR) * MR * g->c * g->r * g->s);
+}
+
+/* The weights w (K, C, R, S) as the forward packs them, for a caller that
+ * runs one convolution many times (a compiled plan). */
+static void SFX(conv_direct_pack)(REAL *ap, const REAL *w,
+                                  const cnnkit_conv2d_geom *g)
+{
+    const ptrdiff_t crs = g->c * g->r * g->s;
+    SFX(pack_a)(ap, w, crs, 0, g->k, crs);
+}
+
+/* The forward; packed: the weights as conv_direct_pack packs them, or
+ * NULL to pack them here. */
 static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
-                             const REAL *bias, int relu, REAL *work,
-                             const cnnkit_conv2d_geom *g, int nthreads)
+                             const REAL *packed, const REAL *bias, int relu,
+                             REAL *work, const cnnkit_conv2d_geom *g,
+                             int nthreads)
 {
     SFX(direct_plan) pl;
     if (!SFX(direct_layout)(g, nthreads, 1, &pl))
@@ -303,10 +322,13 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
     const ptrdiff_t crs = g->c * g->r * g->s, p = g->oh * g->ow;
     const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
     ptrdiff_t *boff = (ptrdiff_t *)(void *)work;
-    REAL *ap = work + pl.noff;
-    REAL *copies = ap + pl.apsize;
+    REAL *copies = work + pl.noff + pl.apsize;
+    const REAL *ap = packed;
     SFX(direct_offsets)(boff, g, &pl);
-    SFX(pack_a)(ap, w, crs, 0, g->k, crs);
+    if (!ap) {
+        SFX(pack_a)(work + pl.noff, w, crs, 0, g->k, crs);
+        ap = work + pl.noff;
+    }
     const ptrdiff_t tasks = g->n * pl.nb * pl.nkb;
     const int nt = cnnkit_team(2.0 * g->n * kp * (crs + 1), tasks,
                                (int)pl.threads);

@@ -263,14 +263,20 @@ int cnnkit_conv_direct_weight_applies(const cnnkit_conv2d_geom *g,
  * direct path does not compute g. */
 #define CNNKIT_DIRECT_ENTRIES(T, SUF, F64)                                  \
     int cnnkit_conv_direct_##SUF(T *y, const T *x, const T *w,             \
-                                 const T *bias, int relu, T *work,         \
-                                 const cnnkit_conv2d_geom *g, int nthreads) \
+                                 const T *packed, const T *bias, int relu, \
+                                 T *work, const cnnkit_conv2d_geom *g,     \
+                                 int nthreads)                             \
     {                                                                       \
         if (!cnnkit_conv_direct_applies(g, nthreads, F64))                  \
             return 0;                                                       \
-        cnnkit_gemm_active(NULL)->conv_direct_##SUF(y, x, w, bias, relu,    \
-                                                    work, g, nthreads);     \
+        cnnkit_gemm_active(NULL)->conv_direct_##SUF(                        \
+            y, x, w, packed, bias, relu, work, g, nthreads);                \
         return 1;                                                           \
+    }                                                                       \
+    void cnnkit_conv_direct_pack_##SUF(T *ap, const T *w,                  \
+                                       const cnnkit_conv2d_geom *g)        \
+    {                                                                       \
+        cnnkit_gemm_active(NULL)->conv_direct_pack_##SUF(ap, w, g);         \
     }                                                                       \
     int cnnkit_conv_direct_weight_##SUF(                                    \
         T *gw, ptrdiff_t wstride, const T *gy, const T *x,                  \
@@ -283,6 +289,14 @@ int cnnkit_conv_direct_weight_applies(const cnnkit_conv2d_geom *g,
             gw, wstride, gy, x, bounds, nparts, work, g, nthreads);         \
         return 1;                                                           \
     }
+
+ptrdiff_t cnnkit_conv_direct_packed_size(const cnnkit_conv2d_geom *g,
+                                         int f64)
+{
+    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
+    return e->conv_direct_packed_size ? e->conv_direct_packed_size(g, f64)
+                                      : 0;
+}
 
 CNNKIT_DIRECT_ENTRIES(float, f32, 0)
 CNNKIT_DIRECT_ENTRIES(double, f64, 1)

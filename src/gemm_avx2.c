@@ -106,6 +106,7 @@
 CNNKIT_ENGINE_WORKSPACE(avx2)
 CNNKIT_ENGINE_DIRECT(avx2)
 CNNKIT_ENGINE_WINOGRAD(avx2)
+CNNKIT_ENGINE_PACKED(avx2)
 
 const cnnkit_gemm_engine cnnkit_gemm_engine_avx2 = {
     "AVX2+FMA", "avx2", gemm_workspace_avx2,
@@ -117,5 +118,7 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx2 = {
     dw_forward_simd_f32_avx2, dw_forward_simd_f64_avx2,
     dw_backward_data_simd_f32_avx2, dw_backward_data_simd_f64_avx2,
     dw_backward_weight_simd_f32_avx2, dw_backward_weight_simd_f64_avx2,
+    conv_direct_packed_size_avx2, conv_direct_pack_f32_avx2,
+    conv_direct_pack_f64_avx2,
     conv_wg_workspace_avx2, wg_forward_f32_avx2, wg_forward_f64_avx2,
 };

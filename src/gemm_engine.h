@@ -46,10 +46,12 @@ typedef struct cnnkit_gemm_engine {
     ptrdiff_t (*conv_direct_workspace)(const cnnkit_conv2d_geom *g,
                                        int nthreads, int f64);
     void (*conv_direct_f32)(float *y, const float *x, const float *w,
-                            const float *bias, int relu, float *work,
+                            const float *packed, const float *bias,
+                            int relu, float *work,
                             const cnnkit_conv2d_geom *g, int nthreads);
     void (*conv_direct_f64)(double *y, const double *x, const double *w,
-                            const double *bias, int relu, double *work,
+                            const double *packed, const double *bias,
+                            int relu, double *work,
                             const cnnkit_conv2d_geom *g, int nthreads);
     /* The direct weight gradient, per run of images (see
      * conv_direct_weight in conv_direct_simd.h), or NULL; its workspace
@@ -90,6 +92,15 @@ typedef struct cnnkit_gemm_engine {
                                   const int64_t *bounds, ptrdiff_t nparts,
                                   double *work, const cnnkit_conv2d_geom *g,
                                   int nthreads);
+    /* The forward's weights packed ahead (conv_direct_pack), or NULL:
+     * their size in elements (0: the engine packs none for g), and the
+     * packing. */
+    ptrdiff_t (*conv_direct_packed_size)(const cnnkit_conv2d_geom *g,
+                                         int f64);
+    void (*conv_direct_pack_f32)(float *ap, const float *w,
+                                 const cnnkit_conv2d_geom *g);
+    void (*conv_direct_pack_f64)(double *ap, const double *w,
+                                 const cnnkit_conv2d_geom *g);
     /* Winograd's F(2x2, 3x3) forward (winograd_engine.h): its workspace,
      * 0 when it does not compute g, and the pass, which returns 0 without
      * writing y when it does not take g. */
@@ -144,6 +155,14 @@ const cnnkit_gemm_engine *cnnkit_gemm_active(int *how);
     {                                                                       \
         return f64 ? direct_weight_workspace_f64_##path(g, nthreads)        \
                    : direct_weight_workspace_f32_##path(g, nthreads);       \
+    }
+
+#define CNNKIT_ENGINE_PACKED(path)                                          \
+    static ptrdiff_t conv_direct_packed_size_##path(                        \
+        const cnnkit_conv2d_geom *g, int f64)                               \
+    {                                                                       \
+        return f64 ? direct_packed_size_f64_##path(g)                       \
+                   : direct_packed_size_f32_##path(g);                      \
     }
 
 #define CNNKIT_ENGINE_WINOGRAD(path)                                        \

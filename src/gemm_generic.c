@@ -103,5 +103,6 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_generic = {
     NULL, NULL, NULL, NULL, NULL, NULL,
     /* the depthwise passes: conv2d.c's plain C kernels */
     NULL, NULL, NULL, NULL, NULL, NULL,
+    NULL, NULL, NULL,   /* nothing packed ahead */
     conv_wg_workspace_generic, wg_forward_f32_generic, wg_forward_f64_generic,
 };

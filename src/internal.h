@@ -58,10 +58,12 @@ static inline ptrdiff_t cnnkit_conv_groups(const cnnkit_conv2d_geom *g)
 ptrdiff_t cnnkit_conv_direct_workspace(const cnnkit_conv2d_geom *g,
                                        int nthreads);
 int cnnkit_conv_direct_f32(float *y, const float *x, const float *w,
-                           const float *bias, int relu, float *work,
-                           const cnnkit_conv2d_geom *g, int nthreads);
+                           const float *packed, const float *bias, int relu,
+                           float *work, const cnnkit_conv2d_geom *g,
+                           int nthreads);
 int cnnkit_conv_direct_f64(double *y, const double *x, const double *w,
-                           const double *bias, int relu, double *work,
+                           const double *packed, const double *bias,
+                           int relu, double *work,
                            const cnnkit_conv2d_geom *g, int nthreads);
 /* The direct weight gradient likewise: for each non-empty run of images
  * [bounds[q], bounds[q+1]), gw + q*wstride = its weight gradient. */

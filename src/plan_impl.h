@@ -225,10 +225,10 @@ static void SFX(plan_steps)(REAL *y, const REAL *x, REAL *arena, REAL *work,
                                        s->act == CNNKIT_ACT_RELU, work, &g,
                                        n, b, nthreads);
             else
-                SFX(cnnkit_conv2d_forward)(out, in0, (const REAL *)s->w,
-                                           (const REAL *)s->b,
-                                           s->act == CNNKIT_ACT_RELU, work,
-                                           &g, nthreads);
+                SFX(cnnkit_conv2d_forward_packed)(
+                    out, in0, (const REAL *)s->w, (const REAL *)s->packed,
+                    (const REAL *)s->b, s->act == CNNKIT_ACT_RELU, work, &g,
+                    nthreads);
             break;
         }
         case CNNKIT_PLAN_DENSE: {

@@ -805,10 +805,18 @@ cdef extern from "cnnkit.h" nogil:
         const void *b
         const void *mean
         const void *var
+        const void *packed
         cnnkit_conv2d_geom conv
         cnnkit_pool2d_geom pool
 
     int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g)
+
+    ptrdiff_t cnnkit_conv_direct_packed_size(const cnnkit_conv2d_geom *g,
+                                             int f64)
+    void cnnkit_conv_direct_pack_f32(float *ap, const float *w,
+                                     const cnnkit_conv2d_geom *g)
+    void cnnkit_conv_direct_pack_f64(double *ap, const double *w,
+                                     const cnnkit_conv2d_geom *g)
 
     ctypedef struct cnnkit_plan_sizes:
         ptrdiff_t in_ "in"

@@ -2215,6 +2215,18 @@ cdef class PlanProgram:
             k = shape[1]
             s.w = _plan_array(weight, dt, weight.size, "conv weight", keep)
             s.b = _plan_array(spec.get("bias"), dt, k, "conv bias", keep)
+            # the weights packed once for the direct path's forward
+            psize = cnnkit_conv_direct_packed_size(&s.conv, dt == np.float64)
+            if psize > 0:
+                packed = np.empty(psize, dt)
+                keep.append(packed)
+                s.packed = cnp.PyArray_DATA(<cnp.ndarray>packed)
+                if dt == np.float32:
+                    cnnkit_conv_direct_pack_f32(<float *>s.packed,
+                                                <const float *>s.w, &s.conv)
+                else:
+                    cnnkit_conv_direct_pack_f64(<double *>s.packed,
+                                                <const double *>s.w, &s.conv)
             if s.act not in (CNNKIT_ACT_NONE, CNNKIT_ACT_RELU):
                 raise ValueError("plan: conv takes only a ReLU epilogue")
             ins = [(spec["in0"], c * h * w)]
