@@ -148,7 +148,8 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
         (ptrdiff_t)sizeof(REAL)));
     /* filter blocks: when (image, row block) tasks are fewer than two per
      * thread (a flat plane of one image is one task), the filters are
-     * split too, in whole strips of MR; each block fills its own copy */
+     * split too, in whole strips of MR; a thread fills its copy for each
+     * (image, row block) it takes blocks of */
     const ptrdiff_t strips = cnnkit_ceil_div(g->k, MR);
     ptrdiff_t nkb = 1;
     if (split && g->n * pl->nb < 2 * nt)
@@ -378,15 +379,24 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
     const int nt = cnnkit_team(2.0 * g->n * kp * (crs + 1), tasks,
                                (int)pl.threads);
     (void)nt; /* unused in serial builds */
-    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(nt))
+    CNNKIT_OMP(parallel num_threads(nt))
+    {
+    /* the (image, row block) this thread's copy holds: the filter blocks
+     * of one are consecutive tasks, so a thread that takes two of them
+     * fills its copy once */
+    ptrdiff_t held = -1;
+    REAL *buf = copies + (ptrdiff_t)omp_get_thread_num() * pl.copy;
+    CNNKIT_OMP(for schedule(dynamic, 1))
     for (ptrdiff_t t = 0; t < tasks; t++) {
         const ptrdiff_t n = t / (pl.nb * pl.nkb);
         const ptrdiff_t i0 = (t / pl.nkb % pl.nb) * pl.rb;
         const ptrdiff_t i1 = CNNKIT_MIN(g->oh, i0 + pl.rb);
         const ptrdiff_t ka = (t % pl.nkb) * pl.kb;
         const ptrdiff_t kz = CNNKIT_MIN(g->k, ka + pl.kb);
-        REAL *buf = copies + (ptrdiff_t)omp_get_thread_num() * pl.copy;
-        SFX(direct_fill)(buf, x + n * chw, g, &pl, i0, i1, boff);
+        if (t / pl.nkb != held) {
+            SFX(direct_fill)(buf, x + n * chw, g, &pl, i0, i1, boff);
+            held = t / pl.nkb;
+        }
         /* the rows of the sweep: flat, one of OH*OW pixels */
         const ptrdiff_t rows = pl.flat ? 1 : i1 - i0;
         const ptrdiff_t width = pl.flat ? p : g->ow;
@@ -413,6 +423,7 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
                 }
             }
         }
+    }
     }
 }
 
