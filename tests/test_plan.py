@@ -153,7 +153,7 @@ def test_how_a_batch_is_split_into_chunks():
     assert prog.chunk(1, 2) == 0 and prog.chunk(3, 2) == 0   # too few
     assert prog.chunk(4, 2) == 2 and prog.chunk(9, 3) == 3  # one per thread
     assert prog.chunk(256, 2) == 64                          # two per thread
-    cap = (8 << 20) // per
+    cap = (2 << 20) // per
     assert prog.chunk(100000, 2) == cap                      # memory bound
     assert prog.chunk(cap, 1) == 0 and prog.chunk(cap + 1, 1) == cap
     # in chunks, each thread's arena lies in the workspace
