@@ -115,6 +115,36 @@ void SFX(cnnkit_max_pool2d_values)(REAL *y, const REAL *x,
     const int nt = cnnkit_team(4.0 * (double)rows * ow * g->kh * g->kw,
                                rows, nthreads);
     (void)nt; /* unused in serial builds */
+    if (g->kh == 2 && g->kw == 2 && g->stride_h == 2 && g->stride_w == 2 &&
+        g->pad_h == 0 && g->pad_w == 0 && 2 * oh <= g->h && 2 * ow <= g->w) {
+        /* 2x2 windows of two full rows and columns each (no ceil_mode
+         * leftovers): max_pool_row's fast path without the taps, each
+         * window's four elements compared in the same order, so the same
+         * bits.  Planes split over the threads, rows inline: small planes
+         * pay no call per row.  Batch 256, one thread (AVX-512 machine):
+         * 16x8x8 80 -> 45 us, 32x4x4 85 -> 55 us, 6x28x28 and 16x10x10
+         * about 1.1x. */
+        const int np = cnnkit_team(4.0 * (double)rows * ow * 4, g->planes,
+                                   nthreads);
+        (void)np; /* unused in serial builds */
+        CNNKIT_OMP(parallel for schedule(static) num_threads(np))
+        for (ptrdiff_t pl = 0; pl < g->planes; pl++)
+            for (ptrdiff_t i = 0; i < oh; i++) {
+                const REAL *restrict r0 = x + pl * hw + 2 * i * g->w;
+                const REAL *restrict r1 = r0 + g->w;
+                REAL *restrict yo = y + (pl * oh + i) * ow;
+                for (ptrdiff_t j = 0; j < ow; j++) {
+                    REAL m = r0[2 * j], v = r0[2 * j + 1];
+                    m = (v > m) | (v != v) ? v : m;
+                    v = r1[2 * j];
+                    m = (v > m) | (v != v) ? v : m;
+                    v = r1[2 * j + 1];
+                    m = (v > m) | (v != v) ? v : m;
+                    yo[j] = m;
+                }
+            }
+        return;
+    }
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t t = 0; t < rows; t++)
         SFX(max_pool_row)(y + t * ow, NULL, x + (t / oh) * hw, g, t % oh);
