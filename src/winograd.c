@@ -53,12 +53,12 @@ int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g)
 {
     /* Only when asked (g->winograd > 0).  Measured against the direct
      * path on 2 threads (AMD EPYC, AVX-512; ResNet-style layers of 8-128
-     * channels on 7-56 pixel planes, batches of 1 and 64), this pass ran
-     * at 0.28-0.74x the direct path's speed, which reaches 60-78% of the
-     * FMA peak there: the transforms, short loops over one tile row's
-     * tiles, cost as much as the 16 products, whose inner dimension C
-     * (8 to 128) keeps the micro-kernel at about half of peak.  No shape
-     * takes it by default. */
+     * channels on 7-56 pixel planes, batch 64), this pass runs at
+     * 0.85-0.98x the direct path's speed on 32-128 channels and 0.3-0.75x
+     * on 8-16, where the direct path reaches 60-80% of the FMA peak: the
+     * 16 products, of inner dimension C, keep the micro-kernel at about
+     * half of peak, and the transforms cost a third of the time.  No
+     * shape takes it by default. */
     if (g->winograd <= 0 || g->im2col_only || cnnkit_conv_groups(g) > 1 ||
         g->r != 3 || g->s != 3 || g->stride_h != 1 || g->stride_w != 1 ||
         g->dil_h != 1 || g->dil_w != 1 || g->n < 1 || g->c < 1 ||

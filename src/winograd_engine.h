@@ -37,9 +37,8 @@ static ptrdiff_t SFX(wg_round)(ptrdiff_t n)
  * C (pack_a's layout).  Scratch of one thread, in order: V packed per
  * position into NR-wide strips of the full depth C (strip s holds the
  * block's tiles [s*NR, s*NR + NR), 0 past the last), M (16, K, T), the
- * even and odd columns of 4 padded input rows (8 x (TW + 1)), the
- * horizontal transforms of those rows (16 x TW), one channel's V (16 x
- * TW), two output rows (2 x 2 TW). */
+ * even and odd columns of 4 padded input rows (8 x (TW + 1)), two output
+ * rows (2 x 2 TW). */
 static void SFX(wg_layout)(const cnnkit_conv2d_geom *g, SFX(wg_plan) *pl)
 {
     pl->th = cnnkit_ceil_div(g->oh, 2);
@@ -59,8 +58,8 @@ static void SFX(wg_layout)(const cnnkit_conv2d_geom *g, SFX(wg_plan) *pl)
     pl->vpx = SFX(wg_round)(cnnkit_ceil_div(pl->t, NR) * NR * g->c) + 16;
     pl->mx = SFX(wg_round)(g->k * pl->t) + 16;
     pl->per = 16 * pl->vpx + 16 * pl->mx +
-              SFX(wg_round)(8 * (pl->tw + 1)) + SFX(wg_round)(16 * pl->tw) +
-              SFX(wg_round)(16 * pl->tw) + SFX(wg_round)(4 * pl->tw);
+              SFX(wg_round)(8 * (pl->tw + 1)) +
+              SFX(wg_round)(4 * pl->tw);
 }
 
 static ptrdiff_t SFX(wg_workspace)(const cnnkit_conv2d_geom *g,
@@ -110,9 +109,11 @@ static void SFX(wg_filters)(REAL *restrict up, const REAL *restrict w,
         }
 }
 
-/* Even (e) and odd (o) columns of padded row ih of plane xc: element m
- * of e is padded column 2m, of o column 2m + 1, for m in [0, tw]; padded
- * column v is input column v - pw, 0 outside the plane. */
+/* Padded row ih of plane xc (padded column u is input column u - pw, 0
+ * outside the plane), split into its even columns e[m] = column 2m and
+ * odd columns o[m] = column 2m + 1, m in [0, TW].  Returns nonzero when
+ * the input row holds a value that is not finite or over WG_LIMIT in
+ * magnitude. */
 static int SFX(wg_split_row)(REAL *restrict e, REAL *restrict o,
                              const REAL *restrict xc,
                              const cnnkit_conv2d_geom *g, ptrdiff_t ih,
@@ -125,7 +126,7 @@ static int SFX(wg_split_row)(REAL *restrict e, REAL *restrict o,
     }
     if (ih < 0 || ih >= g->h)
         return 0;
-    const REAL *src = xc + ih * w;
+    const REAL *restrict src = xc + ih * w;
     /* 0 <= 2m - pw < w, and 0 <= 2m + 1 - pw < w */
     const ptrdiff_t ea = (pw + 1) / 2, eb = CNNKIT_MIN(len, (pw + w + 1) / 2);
     const ptrdiff_t oa = pw / 2, ob = CNNKIT_MIN(len, (pw + w) / 2);
@@ -133,67 +134,95 @@ static int SFX(wg_split_row)(REAL *restrict e, REAL *restrict o,
         e[m] = src[2 * m - pw];
     for (ptrdiff_t m = oa; m < ob; m++)
         o[m] = src[2 * m + 1 - pw];
-    /* a row that is not all finite and within WG_LIMIT in magnitude */
     int bad = 0;
-    for (ptrdiff_t v = 0; v < w; v++) {
-        const REAL a = src[v];
+    for (ptrdiff_t u = 0; u < w; u++) {
+        const REAL a = src[u];
         bad |= (a != a) | (a > (REAL)WG_LIMIT) | (a < -(REAL)WG_LIMIT);
     }
     return bad;
 }
 
-/* V of tile row i of image xn, all channels, into columns [t0, t0 + tw)
- * of v (16, C, T): V = B^T d B of each tile's patch d.  Returns nonzero
- * when a patch holds a value that is not finite or over WG_LIMIT in
- * magnitude (the row is then computed directly). */
+/* Tiles [ja, jb) of one channel's tile row, column jj of V: row r of d B
+ * in that column is H(e_r, o_r) (see wg_input), and V's rows 0..3 go to
+ * v0..v3 (positions jj, 4 + jj, 8 + jj, 12 + jj).  One function per
+ * column, with restrict pointers, so that the loop vectorizes. */
+#define WG_COLUMN(NAME, H)                                                  \
+    static void SFX(NAME)(REAL *restrict v0, REAL *restrict v1,             \
+                          REAL *restrict v2, REAL *restrict v3,             \
+                          const REAL *restrict e0,                          \
+                          const REAL *restrict o0,                          \
+                          const REAL *restrict e1,                          \
+                          const REAL *restrict o1,                          \
+                          const REAL *restrict e2,                          \
+                          const REAL *restrict o2,                          \
+                          const REAL *restrict e3,                          \
+                          const REAL *restrict o3, ptrdiff_t ja,            \
+                          ptrdiff_t jb)                                     \
+    {                                                                       \
+        for (ptrdiff_t j = ja; j < jb; j++) {                               \
+            const REAL h0 = H(e0, o0), h1 = H(e1, o1);                      \
+            const REAL h2 = H(e2, o2), h3 = H(e3, o3);                      \
+            v0[j] = h0 - h2;                                                \
+            v1[j] = h1 + h2;                                                \
+            v2[j] = h2 - h1;                                                \
+            v3[j] = h1 - h3;                                                \
+        }                                                                   \
+    }
+/* d B of a row with columns d0 d1 d2 d3 = e[j] o[j] e[j+1] o[j+1]:
+ * (d0 - d2, d1 + d2, d2 - d1, d1 - d3) */
+#define WG_H0(E, O) (E[j] - E[j + 1])
+#define WG_H1(E, O) (O[j] + E[j + 1])
+#define WG_H2(E, O) (E[j + 1] - O[j])
+#define WG_H3(E, O) (O[j] - O[j + 1])
+WG_COLUMN(wg_column0, WG_H0)
+WG_COLUMN(wg_column1, WG_H1)
+WG_COLUMN(wg_column2, WG_H2)
+WG_COLUMN(wg_column3, WG_H3)
+#undef WG_COLUMN
+#undef WG_H0
+#undef WG_H1
+#undef WG_H2
+#undef WG_H3
+
+/* V of tile row i of image xn, all channels, into the block's strips
+ * (tile t0 + j of tile column j): V = B^T d B of each tile's patch d,
+ * d's row a being padded row 2i - ph + a from column 2j on, that is
+ * e[j], o[j], e[j+1], o[j+1] of its split (wg_split_row).  Returns
+ * nonzero when a patch holds a value that is not finite or over WG_LIMIT
+ * in magnitude (the row is then computed directly). */
 static int SFX(wg_input)(REAL *restrict v, const REAL *restrict xn,
                          const cnnkit_conv2d_geom *g, const SFX(wg_plan) *pl,
-                         ptrdiff_t i, ptrdiff_t t0, REAL *restrict eo,
-                         REAL *restrict hb, REAL *restrict vc)
+                         ptrdiff_t i, ptrdiff_t t0, REAL *restrict rows)
 {
     const ptrdiff_t tw = pl->tw, len = tw + 1, hw = g->h * g->w;
+    const ptrdiff_t vpx = pl->vpx;
     int bad = 0;
+    REAL *restrict e0 = rows, *restrict o0 = e0 + len;
+    REAL *restrict e1 = o0 + len, *restrict o1 = e1 + len;
+    REAL *restrict e2 = o1 + len, *restrict o2 = e2 + len;
+    REAL *restrict e3 = o2 + len, *restrict o3 = e3 + len;
     for (ptrdiff_t c = 0; c < g->c; c++) {
         const REAL *xc = xn + c * hw;
-        /* d B of the 4 rows: h[a][jj][j] */
-        for (ptrdiff_t a = 0; a < 4; a++) {
-            REAL *e = eo + 2 * a * len, *o = e + len;
-            bad |= SFX(wg_split_row)(e, o, xc, g, 2 * i - g->pad_h + a, tw);
-            REAL *restrict h0 = hb + (4 * a) * tw, *restrict h1 = h0 + tw;
-            REAL *restrict h2 = h1 + tw, *restrict h3 = h2 + tw;
-            for (ptrdiff_t j = 0; j < tw; j++) {
-                h0[j] = e[j] - e[j + 1];
-                h1[j] = o[j] + e[j + 1];
-                h2[j] = e[j + 1] - o[j];
-                h3[j] = o[j] - o[j + 1];
-            }
-        }
-        /* B^T (d B): rows ii of V from rows a of h, position xi = 4 ii +
-         * jj in row xi of vc */
-        for (ptrdiff_t jj = 0; jj < 4; jj++) {
-            const REAL *r0 = hb + jj * tw, *r1 = r0 + 4 * tw;
-            const REAL *r2 = r1 + 4 * tw, *r3 = r2 + 4 * tw;
-            REAL *restrict v0 = vc + jj * tw, *restrict v1 = v0 + 4 * tw;
-            REAL *restrict v2 = v1 + 4 * tw, *restrict v3 = v2 + 4 * tw;
-            for (ptrdiff_t j = 0; j < tw; j++) {
-                v0[j] = r0[j] - r2[j];
-                v1[j] = r1[j] + r2[j];
-                v2[j] = r2[j] - r1[j];
-                v3[j] = r1[j] - r3[j];
-            }
-        }
-        /* into the strips: tile t of the block, channel c, position xi
-         * at xi * vpx + (t / NR) * NR * C + c * NR + t % NR */
+        const ptrdiff_t ih = 2 * i - g->pad_h;
+        bad |= SFX(wg_split_row)(e0, o0, xc, g, ih, tw);
+        bad |= SFX(wg_split_row)(e1, o1, xc, g, ih + 1, tw);
+        bad |= SFX(wg_split_row)(e2, o2, xc, g, ih + 2, tw);
+        bad |= SFX(wg_split_row)(e3, o3, xc, g, ih + 3, tw);
+        /* runs of tiles within one NR-wide strip: tile t at
+         * xi * vpx + (t / NR) * NR * C + c * NR + t % NR */
         for (ptrdiff_t j0 = 0; j0 < tw;) {
             const ptrdiff_t t = t0 + j0, q = t % NR;
             const ptrdiff_t run = CNNKIT_MIN(tw - j0, (ptrdiff_t)NR - q);
-            REAL *dst = v + (t - q) * g->c + c * NR + q;
-            for (ptrdiff_t xi = 0; xi < 16; xi++) {
-                const REAL *restrict src = vc + xi * tw + j0;
-                REAL *restrict d = dst + xi * pl->vpx;
-                for (ptrdiff_t j = 0; j < run; j++)
-                    d[j] = src[j];
-            }
+            REAL *d = v + (t - q) * g->c + c * NR + q - j0;
+#define WG_COL(F, JJ)                                                       \
+    SFX(F)(d + (JJ) * vpx, d + (4 + (JJ)) * vpx, d + (8 + (JJ)) * vpx,       \
+           d + (12 + (JJ)) * vpx, e0, o0, e1, o1, e2, o2, e3, o3, j0,        \
+           j0 + run)
+            WG_COL(wg_column0, 0);
+            WG_COL(wg_column1, 1);
+            WG_COL(wg_column2, 2);
+            WG_COL(wg_column3, 3);
+#undef WG_COL
             j0 += run;
         }
     }
@@ -318,16 +347,14 @@ static int SFX(wg_forward)(REAL *y, const REAL *x, const REAL *w,
         const ptrdiff_t nr = CNNKIT_MIN(pl.rb, pl.rows - r0);
         const ptrdiff_t tcols = nr * pl.tw;
         REAL *m = v + 16 * pl.vpx;
-        REAL *eo = m + 16 * pl.mx;
-        REAL *hb = eo + SFX(wg_round)(8 * (pl.tw + 1));
-        REAL *vc = hb + SFX(wg_round)(16 * pl.tw);
-        REAL *rows = vc + SFX(wg_round)(16 * pl.tw);
+        REAL *prow = m + 16 * pl.mx;
+        REAL *rows = prow + SFX(wg_round)(8 * (pl.tw + 1));
         unsigned bad = 0;   /* tile rows to sum directly (first 32) */
         int any = 0;
         for (ptrdiff_t l = 0; l < nr; l++) {
             const ptrdiff_t r = r0 + l;
             if (SFX(wg_input)(v, x + (r / pl.th) * chw, g, &pl, r % pl.th,
-                              l * pl.tw, eo, hb, vc)) {
+                              l * pl.tw, prow)) {
                 any = 1;
                 if (l < 32)
                     bad |= 1u << l;
@@ -369,7 +396,7 @@ static int SFX(wg_forward)(REAL *y, const REAL *x, const REAL *w,
             /* past 32 rows a block rechecks its rows one by one */
             if (l < 32 ? !(bad >> l & 1u)
                        : !SFX(wg_input)(v, x + (r / pl.th) * chw, g, &pl,
-                                        r % pl.th, l * pl.tw, eo, hb, vc))
+                                        r % pl.th, l * pl.tw, prow))
                 continue;
             SFX(wg_direct_rows)(y + (r / pl.th) * kp, x + (r / pl.th) * chw,
                                 w, bias, relu, g, r % pl.th);
