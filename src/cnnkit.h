@@ -80,9 +80,10 @@ typedef struct cnnkit_conv2d_geom {
      * same bits either way, the gradients are the same sums in another
      * order; this exists to compare the paths. */
     int im2col_only;
-    /* 3x3 stride-1 forward by Winograd's F(2x2, 3x3) (winograd.c): > 0
-     * wherever it applies; 0 (a zeroed struct) or < 0 never (no shape pays
-     * yet, see there).  Its rounding differs from the direct path's. */
+    /* 3x3 stride-1 forward by Winograd's minimal filtering (winograd.c): 1
+     * F(2x2, 3x3), 2 F(4x4, 3x3), wherever it applies; 0 (a zeroed
+     * struct) or < 0 never (no shape pays yet, see there).  Its rounding
+     * differs from the direct path's. */
     int winograd;
     /* Grouped convolution: the channels and the filters are cut into
      * `groups` equal runs and filter run q sees only channel run q, so w
@@ -696,6 +697,8 @@ int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
  * apply), and the pass itself, which returns 0 without touching y when it
  * does not take g (a filter not finite, say). */
 int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g);
+/* Its tile: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3), g->winograd == 2). */
+int cnnkit_conv_winograd_tile(const cnnkit_conv2d_geom *g);
 ptrdiff_t cnnkit_conv_winograd_workspace_f32(const cnnkit_conv2d_geom *g,
                                              int nthreads);
 ptrdiff_t cnnkit_conv_winograd_workspace_f64(const cnnkit_conv2d_geom *g,

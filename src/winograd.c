@@ -1,7 +1,8 @@
 /*
  * winograd.c -- the forward pass of 3x3, stride-1 convolutions by
- * Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016), taken
- * only when asked (cnnkit_conv_winograd_applies says why).
+ * Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016), or
+ * F(4x4, 3x3) (winograd_engine.h has its matrices), taken only when asked
+ * (cnnkit_conv_winograd_applies says why).
  *
  * The output is cut into 2x2 tiles; tile (i, j) of image n reads the 4x4
  * input patch d whose corner is input pixel (2i - ph, 2j - pw), 0 outside
@@ -27,18 +28,22 @@
  *
  * Blocks: the tiles are taken a block of whole tile rows at a time, which
  * may span images (tile row r of the batch is row r % TH of image r / TH);
- * a thread transforms a block's patches (V, tiles on the contiguous axis),
- * runs the 16 products with the GEMM and transforms the results back, with
- * the bias and a ReLU, into y.  The transforms vectorize over the tiles of
- * a row: the padded input rows are split into even and odd columns, so
- * that tile j reads element j and j + 1 of each.
+ * a thread transforms a block's patches (V, tiles on the contiguous axis,
+ * each tile row followed by one column no output reads, so that the
+ * block's rows lie end to end), runs the 16 products with the engine's
+ * micro-kernel and transforms the results back, with the bias and a ReLU,
+ * into y.  The transforms vectorize over the block's tiles: the padded
+ * input rows are split into even and odd columns, so that tile j reads
+ * elements j and j + 1 of each.
  *
  * Rounding: U, V and the output transform add and subtract (G's halves
  * are exact), so each output is the same exact sum as the direct
  * convolution's, rounded differently.  tests/test_winograd.py holds every
  * output to |y - y_exact| <= 4 eps (max|x| sum|w_k| + |b_k|), eps the
- * type's; measured, the error is about half the direct path's (float32,
- * 16-64 channels: 1.5-2.5e-8 of that scale against 3-5e-8).  Every
+ * type's (8 eps for F(4x4), whose larger coefficients and rounded sixths
+ * give up to 4.6); measured, F(2x2)'s error is about half the direct
+ * path's (float32, 16-64 channels: 1.5-2.5e-8 of that scale against
+ * 3-5e-8).  Every
  * output depends only on its own tile: the transforms run in a fixed
  * order, and the GEMM sums each element over the channels
  * in fixed slabs whatever the number of tiles, so the results are
@@ -52,19 +57,25 @@
 int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g)
 {
     /* Only when asked (g->winograd > 0).  Measured against the direct
-     * path on 2 threads (AMD EPYC, AVX-512; ResNet-style layers of 8-128
-     * channels on 7-56 pixel planes, batch 64), this pass runs at
-     * 0.85-0.98x the direct path's speed on 32-128 channels and 0.3-0.75x
-     * on 8-16, where the direct path reaches 60-80% of the FMA peak: the
-     * 16 products, of inner dimension C, keep the micro-kernel at about
-     * half of peak, and the transforms cost a third of the time.  No
-     * shape takes it by default. */
+     * path (AVX-512, batch 32-64, 1 and 2 threads; ResNet-style layers of
+     * 8-128 channels on 7-56 pixel planes), F(2x2) runs at 0.55-1.2x the
+     * direct path's speed (its best on 64 channels of 14x14) and F(4x4)
+     * at 0.3-0.85x; the direct path reaches 60-80% of the FMA peak
+     * there.  The products, of inner dimension C, keep the micro-kernel
+     * at about two thirds of peak, and the input transform (short rows
+     * split into phases, one call per row) still costs as much as they
+     * do.  No shape takes it by default. */
     if (g->winograd <= 0 || g->im2col_only || cnnkit_conv_groups(g) > 1 ||
         g->r != 3 || g->s != 3 || g->stride_h != 1 || g->stride_w != 1 ||
         g->dil_h != 1 || g->dil_w != 1 || g->n < 1 || g->c < 1 ||
         g->k < 1 || g->oh < 1 || g->ow < 1)
         return 0;
     return 1;
+}
+
+int cnnkit_conv_winograd_tile(const cnnkit_conv2d_geom *g)
+{
+    return g->winograd == 2 ? 4 : 2;
 }
 
 /* The active engine's pass (every engine has one). */

@@ -17,11 +17,19 @@
 #endif
 
 typedef struct {
+    int m;              /* outputs per tile side: 2 (F(2x2, 3x3)) or
+                         * 4 (F(4x4, 3x3))                           */
+    ptrdiff_t np;       /* positions: (m + 2)^2                      */
     ptrdiff_t th, tw;   /* tiles per image: rows, columns            */
     ptrdiff_t rows;     /* tile rows of the batch: n * th            */
+    ptrdiff_t tv;       /* columns per tile row in a block: TW tiles
+                         * and one column that no output reads (so
+                         * that a block's tile rows lie end to end
+                         * in every transform: long vector loops)   */
     ptrdiff_t rb;       /* tile rows per block                       */
     ptrdiff_t nblk;     /* blocks                                    */
-    ptrdiff_t t;        /* tiles of a full block: rb * tw            */
+    ptrdiff_t t;        /* columns of a full block: rb * tv          */
+    ptrdiff_t plen;     /* elements of one split-row phase: t + 1    */
     ptrdiff_t upx;      /* packed filters of one position xi          */
     ptrdiff_t vpx;      /* packed patches of one position, a block   */
     ptrdiff_t mx;       /* products of one position, a block         */
@@ -41,25 +49,33 @@ static ptrdiff_t SFX(wg_round)(ptrdiff_t n)
  * rows (2 x 2 TW). */
 static void SFX(wg_layout)(const cnnkit_conv2d_geom *g, SFX(wg_plan) *pl)
 {
-    pl->th = cnnkit_ceil_div(g->oh, 2);
-    pl->tw = cnnkit_ceil_div(g->ow, 2);
+    const int m = cnnkit_conv_winograd_tile(g);
+    pl->m = m;
+    pl->np = (ptrdiff_t)(m + 2) * (m + 2);
+    pl->th = cnnkit_ceil_div(g->oh, m);
+    pl->tw = cnnkit_ceil_div(g->ow, m);
+    pl->tv = pl->tw + 1;
     pl->rows = g->n * pl->th;
-    const ptrdiff_t per_tile = 16 * (g->c + g->k) * (ptrdiff_t)sizeof(REAL);
+    const ptrdiff_t per_tile = pl->np * (g->c + g->k) *
+                               (ptrdiff_t)sizeof(REAL);
     const ptrdiff_t cap = CNNKIT_MAX((ptrdiff_t)1,
                                      CNNKIT_MIN((ptrdiff_t)WG_BLOCK,
                                                 WG_BYTES / per_tile));
-    pl->rb = CNNKIT_MAX((ptrdiff_t)1, cap / pl->tw);
+    pl->rb = CNNKIT_MAX((ptrdiff_t)1, cap / pl->tv);
     pl->nblk = cnnkit_ceil_div(pl->rows, pl->rb);
-    pl->t = pl->rb * pl->tw;
-    /* the 16 positions lie a whole number of cache lines plus one apart,
-     * so that the transforms' 16 streams do not fall into one cache set
+    pl->t = pl->rb * pl->tv;
+    pl->plen = pl->t + 1;
+    /* the positions lie a whole number of cache lines plus one apart,
+     * so that the transforms' streams do not fall into one cache set
      * (strides of 4 KiB multiples did, 5-10x slower) */
     pl->upx = SFX(wg_round)(cnnkit_ceil_div(g->k, MR) * MR * g->c) + 16;
     pl->vpx = SFX(wg_round)(cnnkit_ceil_div(pl->t, NR) * NR * g->c) + 16;
     pl->mx = SFX(wg_round)(g->k * pl->t) + 16;
-    pl->per = 16 * pl->vpx + 16 * pl->mx +
-              SFX(wg_round)(8 * (pl->tw + 1)) +
-              SFX(wg_round)(4 * pl->tw);
+    /* the split input rows: m phases of m + 2 rows, PL each; the output
+     * rows (F(2x2): 2 of 2 T; F(4x4): 4 of 4 T, and A^T M, 24 T) */
+    pl->per = pl->np * pl->vpx + pl->np * pl->mx +
+              SFX(wg_round)((ptrdiff_t)m * (m + 2) * pl->plen) +
+              SFX(wg_round)((ptrdiff_t)(m == 4 ? 40 : 4) * pl->t);
 }
 
 static ptrdiff_t SFX(wg_workspace)(const cnnkit_conv2d_geom *g,
@@ -71,7 +87,7 @@ static ptrdiff_t SFX(wg_workspace)(const cnnkit_conv2d_geom *g,
     SFX(wg_layout)(g, &pl);
     const ptrdiff_t nt = CNNKIT_MAX((ptrdiff_t)1,
                                     CNNKIT_MIN((ptrdiff_t)nthreads, pl.nblk));
-    return 16 * pl.upx + nt * pl.per;
+    return pl.np * pl.upx + nt * pl.per;
 }
 
 /* U = G g G^T of each filter (k, c), position xi packed as pack_a would
@@ -184,63 +200,367 @@ WG_COLUMN(wg_column3, WG_H3)
 #undef WG_H2
 #undef WG_H3
 
-/* V of tile row i of image xn, all channels, into the block's strips
- * (tile t0 + j of tile column j): V = B^T d B of each tile's patch d,
- * d's row a being padded row 2i - ph + a from column 2j on, that is
- * e[j], o[j], e[j+1], o[j+1] of its split (wg_split_row).  Returns
- * nonzero when a patch holds a value that is not finite or over WG_LIMIT
- * in magnitude (the row is then computed directly). */
-static int SFX(wg_input)(REAL *restrict v, const REAL *restrict xn,
-                         const cnnkit_conv2d_geom *g, const SFX(wg_plan) *pl,
-                         ptrdiff_t i, ptrdiff_t t0, REAL *restrict rows)
+/* The tile columns [0, tcols) of a block: column v's V to the strips, at
+ * xi * vpx + (v / NR) * NR * C + c * NR + v % NR, for channel c; COL(F,
+ * JJ, d, ja, jb) writes column JJ of V for columns [ja, jb) with d the
+ * strip run's base. */
+#define WG_STRIPS(COL)                                                      \
+    for (ptrdiff_t j0 = 0; j0 < tcols;) {                                   \
+        const ptrdiff_t q = j0 % NR;                                        \
+        const ptrdiff_t run = CNNKIT_MIN(tcols - j0, (ptrdiff_t)NR - q);    \
+        REAL *d = v + (j0 - q) * g->c + c * NR + q - j0;                    \
+        COL(d, j0, j0 + run);                                               \
+        j0 += run;                                                          \
+    }
+
+/* V of a block's tile rows r0 .. r0 + nr - 1 (row r is tile row r % TH of
+ * image r / TH), all channels, into the block's strips: column l * TV + j
+ * is tile j of row l, V = B^T d B of its patch d, whose row a is padded
+ * row 2i - ph + a from column 2j on, that is e[j], o[j], e[j+1], o[j+1] of
+ * its split (wg_split_row); column l * TV + TW is read by no output.
+ * ph: 8 phases of PLEN.  bad: bit l set when tile row l's patches hold a
+ * value that is not finite or over WG_LIMIT in magnitude (rows past 31
+ * set bit 31). */
+static void SFX(wg_input)(REAL *restrict v, const REAL *restrict x,
+                          const cnnkit_conv2d_geom *g, const SFX(wg_plan) *pl,
+                          ptrdiff_t r0, ptrdiff_t nr, REAL *restrict ph,
+                          unsigned *bad)
 {
-    const ptrdiff_t tw = pl->tw, len = tw + 1, hw = g->h * g->w;
-    const ptrdiff_t vpx = pl->vpx;
-    int bad = 0;
-    REAL *restrict e0 = rows, *restrict o0 = e0 + len;
-    REAL *restrict e1 = o0 + len, *restrict o1 = e1 + len;
-    REAL *restrict e2 = o1 + len, *restrict o2 = e2 + len;
-    REAL *restrict e3 = o2 + len, *restrict o3 = e3 + len;
+    const ptrdiff_t tv = pl->tv, plen = pl->plen, hw = g->h * g->w;
+    const ptrdiff_t vpx = pl->vpx, tcols = nr * tv;
+    const ptrdiff_t chw = g->c * hw;
     for (ptrdiff_t c = 0; c < g->c; c++) {
-        const REAL *xc = xn + c * hw;
-        const ptrdiff_t ih = 2 * i - g->pad_h;
-        bad |= SFX(wg_split_row)(e0, o0, xc, g, ih, tw);
-        bad |= SFX(wg_split_row)(e1, o1, xc, g, ih + 1, tw);
-        bad |= SFX(wg_split_row)(e2, o2, xc, g, ih + 2, tw);
-        bad |= SFX(wg_split_row)(e3, o3, xc, g, ih + 3, tw);
-        /* runs of tiles within one NR-wide strip: tile t at
-         * xi * vpx + (t / NR) * NR * C + c * NR + t % NR */
-        for (ptrdiff_t j0 = 0; j0 < tw;) {
-            const ptrdiff_t t = t0 + j0, q = t % NR;
-            const ptrdiff_t run = CNNKIT_MIN(tw - j0, (ptrdiff_t)NR - q);
-            REAL *d = v + (t - q) * g->c + c * NR + q - j0;
-#define WG_COL(F, JJ)                                                       \
-    SFX(F)(d + (JJ) * vpx, d + (4 + (JJ)) * vpx, d + (8 + (JJ)) * vpx,       \
-           d + (12 + (JJ)) * vpx, e0, o0, e1, o1, e2, o2, e3, o3, j0,        \
-           j0 + run)
-            WG_COL(wg_column0, 0);
-            WG_COL(wg_column1, 1);
-            WG_COL(wg_column2, 2);
-            WG_COL(wg_column3, 3);
-#undef WG_COL
-            j0 += run;
+        for (ptrdiff_t l = 0; l < nr; l++) {
+            const ptrdiff_t r = r0 + l;
+            const REAL *xc = x + (r / pl->th) * chw + c * hw;
+            const ptrdiff_t ih = 2 * (r % pl->th) - g->pad_h;
+            int b = 0;
+            for (ptrdiff_t a = 0; a < 4; a++)
+                b |= SFX(wg_split_row)(ph + (2 * a) * plen + l * tv,
+                                       ph + (2 * a + 1) * plen + l * tv, xc,
+                                       g, ih + a, pl->tw);
+            if (b)
+                *bad |= 1u << CNNKIT_MIN(l, (ptrdiff_t)31);
         }
+        for (ptrdiff_t q = 0; q < 8; q++)
+            ph[q * plen + tcols] = 0;
+        const REAL *e0 = ph, *o0 = ph + plen, *e1 = o0 + plen;
+        const REAL *o1 = e1 + plen, *e2 = o1 + plen, *o2 = e2 + plen;
+        const REAL *e3 = o2 + plen, *o3 = e3 + plen;
+#define WG_COL(F, JJ, d, ja, jb)                                            \
+    SFX(F)(d + (JJ) * vpx, d + (4 + (JJ)) * vpx, d + (8 + (JJ)) * vpx,       \
+           d + (12 + (JJ)) * vpx, e0, o0, e1, o1, e2, o2, e3, o3, ja, jb)
+#define WG_COLS(d, ja, jb)                                                  \
+    WG_COL(wg_column0, 0, d, ja, jb);                                       \
+    WG_COL(wg_column1, 1, d, ja, jb);                                       \
+    WG_COL(wg_column2, 2, d, ja, jb);                                       \
+    WG_COL(wg_column3, 3, d, ja, jb);
+        WG_STRIPS(WG_COLS)
+#undef WG_COLS
+#undef WG_COL
+    }
+}
+
+/* ---- F(4x4, 3x3) ------------------------------------------------------
+ *
+ *     B^T = [4  0 -5  0  1  0]   G = [ 1/4     0     0 ]
+ *           [0 -4 -4  1  1  0]       [-1/6  -1/6  -1/6 ]
+ *           [0  4 -4 -1  1  0]       [-1/6   1/6  -1/6 ]
+ *           [0 -2 -1  2  1  0]       [1/24  1/12   1/6 ]
+ *           [0  2 -1 -2  1  0]       [1/24 -1/12   1/6 ]
+ *           [0  4  0 -5  0  1]       [  0     0     1  ]
+ *
+ *     A^T = [1  1  1  1  1  0]
+ *           [0  1 -1  2 -2  0]
+ *           [0  1  1  4  4  0]
+ *           [0  1 -1  8 -8  1]
+ *
+ * 4x4 outputs from 6x6 patches, 36 products of K*C*T: 36 / (9 * 16) = 1/4
+ * of the direct convolution's multiply-adds.  G's sixths are not exact in
+ * binary: U is computed in double and rounded once. */
+
+static void SFX(wg4_filters)(REAL *restrict up, const REAL *restrict w,
+                             const cnnkit_conv2d_geom *g,
+                             const SFX(wg_plan) *pl)
+{
+    const ptrdiff_t kk = cnnkit_ceil_div(g->k, MR) * MR, c = g->c;
+    for (ptrdiff_t k = 0; k < kk; k++)
+        for (ptrdiff_t ch = 0; ch < c; ch++) {
+            REAL u[36];
+            if (k < g->k) {
+                const REAL *f = w + 9 * (k * c + ch);
+                const double q4 = 0.25, q6 = 1.0 / 6, q12 = 1.0 / 12;
+                const double q24 = 1.0 / 24;
+                double t[6][3];          /* G g: 6 rows of 3 */
+                for (int j = 0; j < 3; j++) {
+                    const double g0 = f[j], g1 = f[3 + j], g2 = f[6 + j];
+                    t[0][j] = g0 * q4;
+                    t[1][j] = -(g0 + g1 + g2) * q6;
+                    t[2][j] = -(g0 - g1 + g2) * q6;
+                    t[3][j] = g0 * q24 + g1 * q12 + g2 * q6;
+                    t[4][j] = g0 * q24 - g1 * q12 + g2 * q6;
+                    t[5][j] = g2;
+                }
+                for (int i = 0; i < 6; i++) {   /* (G g) G^T */
+                    const double g0 = t[i][0], g1 = t[i][1], g2 = t[i][2];
+                    u[i * 6 + 0] = (REAL)(g0 * q4);
+                    u[i * 6 + 1] = (REAL)(-(g0 + g1 + g2) * q6);
+                    u[i * 6 + 2] = (REAL)(-(g0 - g1 + g2) * q6);
+                    u[i * 6 + 3] = (REAL)(g0 * q24 + g1 * q12 + g2 * q6);
+                    u[i * 6 + 4] = (REAL)(g0 * q24 - g1 * q12 + g2 * q6);
+                    u[i * 6 + 5] = (REAL)g2;
+                }
+            } else {
+                for (int xi = 0; xi < 36; xi++)
+                    u[xi] = 0;
+            }
+            REAL *dst = up + (k / MR) * MR * c + ch * MR + k % MR;
+            for (int xi = 0; xi < 36; xi++)
+                dst[xi * pl->upx] = u[xi];
+        }
+}
+
+/* Padded row ih of plane xc split into 4 phases: ph[q * plen + m] =
+ * padded column 4m + q, m in [0, TW]; nonzero when the input row holds a
+ * value that is not finite or over WG_LIMIT in magnitude. */
+static int SFX(wg4_split_row)(REAL *restrict ph, ptrdiff_t plen,
+                              const REAL *restrict xc,
+                              const cnnkit_conv2d_geom *g, ptrdiff_t ih,
+                              ptrdiff_t tw)
+{
+    const ptrdiff_t len = tw + 1, pw = g->pad_w, w = g->w;
+    for (ptrdiff_t q = 0; q < 4; q++)
+        for (ptrdiff_t e = 0; e < len; e++)
+            ph[q * plen + e] = 0;
+    if (ih < 0 || ih >= g->h)
+        return 0;
+    const REAL *restrict src = xc + ih * w;
+    const ptrdiff_t ua = pw, ub = CNNKIT_MIN(4 * len, pw + w);
+    for (ptrdiff_t u = ua; u < ub; u++)
+        ph[(u & 3) * plen + (u >> 2)] = src[u - pw];
+    int bad = 0;
+    for (ptrdiff_t u = 0; u < w; u++) {
+        const REAL a = src[u];
+        bad |= (a != a) | (a > (REAL)WG_LIMIT) | (a < -(REAL)WG_LIMIT);
     }
     return bad;
 }
 
-/* Output rows [2i, 2i + 2) of image xn summed directly, in the order of
+/* Rows of B^T applied to six values: row q of B^T d. */
+#define WG4_B0(d0, d1, d2, d3, d4, d5) (4 * (d0) - 5 * (d2) + (d4))
+#define WG4_B1(d0, d1, d2, d3, d4, d5) (-4 * (d1) - 4 * (d2) + (d3) + (d4))
+#define WG4_B2(d0, d1, d2, d3, d4, d5) (4 * (d1) - 4 * (d2) - (d3) + (d4))
+#define WG4_B3(d0, d1, d2, d3, d4, d5) (-2 * (d1) - (d2) + 2 * (d3) + (d4))
+#define WG4_B4(d0, d1, d2, d3, d4, d5) (2 * (d1) - (d2) - 2 * (d3) + (d4))
+#define WG4_B5(d0, d1, d2, d3, d4, d5) (4 * (d1) - 5 * (d3) + (d5))
+/* Patch row r's column u of tile j: phase u % 4, element j + u / 4. */
+#define WG4_D(r, u) ph[((r) * 4 + (u) % 4) * len + j + (u) / 4]
+#define WG4_H(B, r)                                                        \
+    B(WG4_D(r, 0), WG4_D(r, 1), WG4_D(r, 2), WG4_D(r, 3), WG4_D(r, 4),      \
+      WG4_D(r, 5))
+/* Column jj of V = B^T (d B) for tiles [ja, jb): row r of d B in that
+ * column is B_jj of patch row r, then the six rows of V (positions 6 ii
+ * + jj) go to v0..v5.  One function per column, restrict pointers, so
+ * that the loop vectorizes. */
+#define WG4_COLUMN(NAME, B)                                                 \
+    static void SFX(NAME)(REAL *restrict v0, REAL *restrict v1,             \
+                          REAL *restrict v2, REAL *restrict v3,             \
+                          REAL *restrict v4, REAL *restrict v5,             \
+                          const REAL *restrict ph, ptrdiff_t len,           \
+                          ptrdiff_t ja, ptrdiff_t jb)                       \
+    {                                                                       \
+        for (ptrdiff_t j = ja; j < jb; j++) {                               \
+            const REAL h0 = WG4_H(B, 0), h1 = WG4_H(B, 1);                  \
+            const REAL h2 = WG4_H(B, 2), h3 = WG4_H(B, 3);                  \
+            const REAL h4 = WG4_H(B, 4), h5 = WG4_H(B, 5);                  \
+            v0[j] = WG4_B0(h0, h1, h2, h3, h4, h5);                         \
+            v1[j] = WG4_B1(h0, h1, h2, h3, h4, h5);                         \
+            v2[j] = WG4_B2(h0, h1, h2, h3, h4, h5);                         \
+            v3[j] = WG4_B3(h0, h1, h2, h3, h4, h5);                         \
+            v4[j] = WG4_B4(h0, h1, h2, h3, h4, h5);                         \
+            v5[j] = WG4_B5(h0, h1, h2, h3, h4, h5);                         \
+        }                                                                   \
+    }
+WG4_COLUMN(wg4_column0, WG4_B0)
+WG4_COLUMN(wg4_column1, WG4_B1)
+WG4_COLUMN(wg4_column2, WG4_B2)
+WG4_COLUMN(wg4_column3, WG4_B3)
+WG4_COLUMN(wg4_column4, WG4_B4)
+WG4_COLUMN(wg4_column5, WG4_B5)
+#undef WG4_COLUMN
+#undef WG4_H
+#undef WG4_D
+
+/* V of a block's tile rows, all channels, into its strips (see
+ * wg_input); patch row a of tile j of row l is padded row 4i - ph + a
+ * from column 4j on, phase u % 4 of it at element l * TV + j + u / 4.
+ * ph: 24 phases of PLEN (row a, phase q at (4 a + q) * PLEN). */
+static void SFX(wg4_input)(REAL *restrict v, const REAL *restrict x,
+                           const cnnkit_conv2d_geom *g,
+                           const SFX(wg_plan) *pl, ptrdiff_t r0,
+                           ptrdiff_t nr, REAL *restrict ph, unsigned *bad)
+{
+    const ptrdiff_t tv = pl->tv, plen = pl->plen, hw = g->h * g->w;
+    const ptrdiff_t vpx = pl->vpx, tcols = nr * tv, chw = g->c * hw;
+    for (ptrdiff_t c = 0; c < g->c; c++) {
+        for (ptrdiff_t l = 0; l < nr; l++) {
+            const ptrdiff_t r = r0 + l;
+            const REAL *xc = x + (r / pl->th) * chw + c * hw;
+            const ptrdiff_t ih = 4 * (r % pl->th) - g->pad_h;
+            int b = 0;
+            for (ptrdiff_t a = 0; a < 6; a++)
+                b |= SFX(wg4_split_row)(ph + 4 * a * plen + l * tv, plen, xc,
+                                        g, ih + a, pl->tw);
+            if (b)
+                *bad |= 1u << CNNKIT_MIN(l, (ptrdiff_t)31);
+        }
+        for (ptrdiff_t q = 0; q < 24; q++)
+            ph[q * plen + tcols] = 0;
+#define WG4_COL(F, JJ, d, ja, jb)                                           \
+    SFX(F)(d + (JJ) * vpx, d + (6 + (JJ)) * vpx, d + (12 + (JJ)) * vpx,      \
+           d + (18 + (JJ)) * vpx, d + (24 + (JJ)) * vpx,                     \
+           d + (30 + (JJ)) * vpx, ph, plen, ja, jb)
+#define WG4_COLS(d, ja, jb)                                                 \
+    WG4_COL(wg4_column0, 0, d, ja, jb);                                     \
+    WG4_COL(wg4_column1, 1, d, ja, jb);                                     \
+    WG4_COL(wg4_column2, 2, d, ja, jb);                                     \
+    WG4_COL(wg4_column3, 3, d, ja, jb);                                     \
+    WG4_COL(wg4_column4, 4, d, ja, jb);                                     \
+    WG4_COL(wg4_column5, 5, d, ja, jb);
+        WG_STRIPS(WG4_COLS)
+#undef WG4_COLS
+#undef WG4_COL
+    }
+}
+#undef WG_STRIPS
+
+/* Rows of A^T applied to six values. */
+#define WG4_A0(m0, m1, m2, m3, m4, m5) ((m0) + (m1) + (m2) + (m3) + (m4))
+#define WG4_A1(m0, m1, m2, m3, m4, m5) ((m1) - (m2) + 2 * ((m3) - (m4)))
+#define WG4_A2(m0, m1, m2, m3, m4, m5) ((m1) + (m2) + 4 * ((m3) + (m4)))
+#define WG4_A3(m0, m1, m2, m3, m4, m5)                                     \
+    ((m1) - (m2) + 8 * ((m3) - (m4)) + (m5))
+
+/* Stage 1 of A^T M A for tiles [0, tw): column jj of A^T M, rows 0..3 to
+ * s0..s3, from the six rows of M in that column (mj + ii * 6 mx). */
+static void SFX(wg4_out_cols)(REAL *restrict s0, REAL *restrict s1,
+                              REAL *restrict s2, REAL *restrict s3,
+                              const REAL *restrict mj, ptrdiff_t mx,
+                              ptrdiff_t tw)
+{
+    for (ptrdiff_t j = 0; j < tw; j++) {
+        const REAL m0 = mj[j], m1 = mj[6 * mx + j], m2 = mj[12 * mx + j];
+        const REAL m3 = mj[18 * mx + j], m4 = mj[24 * mx + j];
+        const REAL m5 = mj[30 * mx + j];
+        s0[j] = WG4_A0(m0, m1, m2, m3, m4, m5);
+        s1[j] = WG4_A1(m0, m1, m2, m3, m4, m5);
+        s2[j] = WG4_A2(m0, m1, m2, m3, m4, m5);
+        s3[j] = WG4_A3(m0, m1, m2, m3, m4, m5);
+    }
+}
+
+/* Stage 2: output row r of every tile, from row r of A^T M (six columns
+ * tw apart in sr), then the bias and the ReLU, into out (4 tw). */
+static void SFX(wg4_out_row)(REAL *restrict out, const REAL *restrict sr,
+                             ptrdiff_t tw, REAL b, int relu)
+{
+    for (ptrdiff_t j = 0; j < tw; j++) {
+        const REAL q0 = sr[j], q1 = sr[tw + j], q2 = sr[2 * tw + j];
+        const REAL q3 = sr[3 * tw + j], q4 = sr[4 * tw + j];
+        const REAL q5 = sr[5 * tw + j];
+        REAL y0 = WG4_A0(q0, q1, q2, q3, q4, q5) + b;
+        REAL y1 = WG4_A1(q0, q1, q2, q3, q4, q5) + b;
+        REAL y2 = WG4_A2(q0, q1, q2, q3, q4, q5) + b;
+        REAL y3 = WG4_A3(q0, q1, q2, q3, q4, q5) + b;
+        if (relu) {    /* as cnnkit_relu_forward: NaN stays */
+            y0 = (y0 > 0 || y0 != y0) ? y0 : (REAL)0;
+            y1 = (y1 > 0 || y1 != y1) ? y1 : (REAL)0;
+            y2 = (y2 > 0 || y2 != y2) ? y2 : (REAL)0;
+            y3 = (y3 > 0 || y3 != y3) ? y3 : (REAL)0;
+        }
+        out[4 * j] = y0;
+        out[4 * j + 1] = y1;
+        out[4 * j + 2] = y2;
+        out[4 * j + 3] = y3;
+    }
+}
+
+/* Y = A^T M A of a block's tile rows r0 .. r0 + nr - 1, filters 0..K-1,
+ * then the bias (added once, +0 without one: the same value) and the
+ * ReLU, into y.  rows: 4 output rows (16 T) and A^T M (24 T). */
+static void SFX(wg4_output)(REAL *restrict y, const REAL *restrict m,
+                            const REAL *restrict bias, int relu,
+                            const cnnkit_conv2d_geom *g,
+                            const SFX(wg_plan) *pl, ptrdiff_t r0,
+                            ptrdiff_t nr, REAL *restrict rows)
+{
+    const ptrdiff_t mx = pl->mx, p = g->oh * g->ow, kp = g->k * p;
+    const ptrdiff_t tcols = nr * pl->tv, ow4 = 4 * tcols;
+    REAL *sb = rows + 4 * ow4;   /* s[r][jj][v] at (r * 6 + jj) * T + v */
+    for (ptrdiff_t k = 0; k < g->k; k++) {
+        const REAL *mk = m + k * pl->t;
+        for (ptrdiff_t jj = 0; jj < 6; jj++)
+            SFX(wg4_out_cols)(sb + jj * tcols, sb + (6 + jj) * tcols,
+                              sb + (12 + jj) * tcols, sb + (18 + jj) * tcols,
+                              mk + jj * mx, mx, tcols);
+        for (ptrdiff_t r = 0; r < 4; r++)
+            SFX(wg4_out_row)(rows + r * ow4, sb + r * 6 * tcols, tcols,
+                             bias ? bias[k] : (REAL)0, relu);
+        for (ptrdiff_t l = 0; l < nr; l++) {
+            const ptrdiff_t rr = r0 + l, i = rr % pl->th;
+            REAL *yk = y + (rr / pl->th) * kp + k * p;
+            for (ptrdiff_t r = 0; r < 4 && 4 * i + r < g->oh; r++)
+                memcpy(yk + (4 * i + r) * g->ow,
+                       rows + r * ow4 + 4 * l * pl->tv,
+                       (size_t)g->ow * sizeof(REAL));
+        }
+    }
+}
+#undef WG4_A0
+#undef WG4_A1
+#undef WG4_A2
+#undef WG4_A3
+#undef WG4_B0
+#undef WG4_B1
+#undef WG4_B2
+#undef WG4_B3
+#undef WG4_B4
+#undef WG4_B5
+
+/* Whether tile row r's input rows hold a value that is not finite or
+ * over WG_LIMIT in magnitude. */
+static int SFX(wg_row_bad)(const REAL *restrict x,
+                           const cnnkit_conv2d_geom *g,
+                           const SFX(wg_plan) *pl, ptrdiff_t r)
+{
+    const ptrdiff_t hw = g->h * g->w, m = pl->m;
+    const ptrdiff_t ih0 = m * (r % pl->th) - g->pad_h;
+    const REAL *xn = x + (r / pl->th) * g->c * hw;
+    int bad = 0;
+    for (ptrdiff_t c = 0; c < g->c; c++)
+        for (ptrdiff_t ih = CNNKIT_MAX(ih0, (ptrdiff_t)0);
+             ih < CNNKIT_MIN(ih0 + m + 2, g->h); ih++)
+            for (ptrdiff_t u = 0; u < g->w; u++) {
+                const REAL a = xn[c * hw + ih * g->w + u];
+                bad |= (a != a) | (a > (REAL)WG_LIMIT) |
+                       (a < -(REAL)WG_LIMIT);
+            }
+    return bad;
+}
+
+/* Output rows [m i, m i + m) of image xn summed directly, in the order of
  * (c, r, s), for the rare tile row whose input is not all finite (the
  * transforms would turn an infinity into NaN where the convolution has
  * none). */
 static void SFX(wg_direct_rows)(REAL *restrict yn, const REAL *restrict xn,
                                 const REAL *restrict w,
                                 const REAL *restrict bias, int relu,
-                                const cnnkit_conv2d_geom *g, ptrdiff_t i)
+                                const cnnkit_conv2d_geom *g, ptrdiff_t i,
+                                int m)
 {
     const ptrdiff_t p = g->oh * g->ow, hw = g->h * g->w;
     for (ptrdiff_t k = 0; k < g->k; k++)
-        for (ptrdiff_t oi = 2 * i; oi < CNNKIT_MIN(g->oh, 2 * i + 2); oi++)
+        for (ptrdiff_t oi = m * i; oi < CNNKIT_MIN(g->oh, m * i + m); oi++)
             for (ptrdiff_t oj = 0; oj < g->ow; oj++) {
                 REAL acc = 0;
                 for (ptrdiff_t c = 0; c < g->c; c++)
@@ -263,62 +583,62 @@ static void SFX(wg_direct_rows)(REAL *restrict yn, const REAL *restrict xn,
             }
 }
 
-/* Y = A^T M A of tile row i of image, filters 0..K-1, from columns
- * [t0, t0 + tw) of m (16 positions mx apart, each (K, T)), then the bias
- * and the ReLU, into yn. */
-static void SFX(wg_output)(REAL *restrict yn, const REAL *restrict m,
+/* Y = A^T M A of columns [0, tcols) for one filter: the 16 rows of M at
+ * mk + xi * kt, then the bias (added once, +0 without one) and the ReLU,
+ * into two output rows of 2 tcols. */
+static void SFX(wg_out_run)(REAL *restrict out0, REAL *restrict out1,
+                            const REAL *restrict mk, ptrdiff_t kt,
+                            ptrdiff_t tcols, REAL b, int relu)
+{
+    for (ptrdiff_t j = 0; j < tcols; j++) {
+#define WG_M(xi) mk[(xi) * kt + j]
+        /* rows of A^T M: s = m0 + m1 + m2, d = m1 - m2 - m3 per column */
+        const REAL s0 = WG_M(0) + WG_M(4) + WG_M(8);
+        const REAL s1 = WG_M(1) + WG_M(5) + WG_M(9);
+        const REAL s2 = WG_M(2) + WG_M(6) + WG_M(10);
+        const REAL s3 = WG_M(3) + WG_M(7) + WG_M(11);
+        const REAL d0 = WG_M(4) - WG_M(8) - WG_M(12);
+        const REAL d1 = WG_M(5) - WG_M(9) - WG_M(13);
+        const REAL d2 = WG_M(6) - WG_M(10) - WG_M(14);
+        const REAL d3 = WG_M(7) - WG_M(11) - WG_M(15);
+#undef WG_M
+        REAL y00 = s0 + s1 + s2 + b, y01 = s1 - s2 - s3 + b;
+        REAL y10 = d0 + d1 + d2 + b, y11 = d1 - d2 - d3 + b;
+        if (relu) {    /* as cnnkit_relu_forward: NaN stays */
+            y00 = (y00 > 0 || y00 != y00) ? y00 : (REAL)0;
+            y01 = (y01 > 0 || y01 != y01) ? y01 : (REAL)0;
+            y10 = (y10 > 0 || y10 != y10) ? y10 : (REAL)0;
+            y11 = (y11 > 0 || y11 != y11) ? y11 : (REAL)0;
+        }
+        out0[2 * j] = y00;
+        out0[2 * j + 1] = y01;
+        out1[2 * j] = y10;
+        out1[2 * j + 1] = y11;
+    }
+}
+
+/* Y = A^T M A of a block's tile rows, filters 0..K-1, into y (see
+ * wg4_output).  rows: 2 output rows of 2 T. */
+static void SFX(wg_output)(REAL *restrict y, const REAL *restrict m,
                            const REAL *restrict bias, int relu,
                            const cnnkit_conv2d_geom *g,
-                           const SFX(wg_plan) *pl, ptrdiff_t i, ptrdiff_t t0,
-                           REAL *restrict rows)
+                           const SFX(wg_plan) *pl, ptrdiff_t r0,
+                           ptrdiff_t nr, REAL *restrict rows)
 {
-    const ptrdiff_t tw = pl->tw, kt = pl->mx, p = g->oh * g->ow;
-    REAL *restrict out0 = rows, *restrict out1 = rows + 2 * tw;
+    const ptrdiff_t p = g->oh * g->ow, kp = g->k * p;
+    const ptrdiff_t tcols = nr * pl->tv;
+    REAL *out0 = rows, *out1 = rows + 2 * tcols;
     for (ptrdiff_t k = 0; k < g->k; k++) {
-        const REAL *mk = m + k * pl->t + t0;
-        /* s_jj = m[0][jj] + m[1][jj] + m[2][jj],
-         * d_jj = m[1][jj] - m[2][jj] - m[3][jj] (rows of A^T M) */
-        const REAL *m00 = mk, *m01 = mk + kt, *m02 = mk + 2 * kt;
-        const REAL *m03 = mk + 3 * kt;
-        const REAL *m10 = mk + 4 * kt, *m11 = mk + 5 * kt;
-        const REAL *m12 = mk + 6 * kt, *m13 = mk + 7 * kt;
-        const REAL *m20 = mk + 8 * kt, *m21 = mk + 9 * kt;
-        const REAL *m22 = mk + 10 * kt, *m23 = mk + 11 * kt;
-        const REAL *m30 = mk + 12 * kt, *m31 = mk + 13 * kt;
-        const REAL *m32 = mk + 14 * kt, *m33 = mk + 15 * kt;
-        const REAL b = bias ? bias[k] : 0;
-        for (ptrdiff_t j = 0; j < tw; j++) {
-            const REAL s0 = m00[j] + m10[j] + m20[j];
-            const REAL s1 = m01[j] + m11[j] + m21[j];
-            const REAL s2 = m02[j] + m12[j] + m22[j];
-            const REAL s3 = m03[j] + m13[j] + m23[j];
-            const REAL d0 = m10[j] - m20[j] - m30[j];
-            const REAL d1 = m11[j] - m21[j] - m31[j];
-            const REAL d2 = m12[j] - m22[j] - m32[j];
-            const REAL d3 = m13[j] - m23[j] - m33[j];
-            REAL y00 = s0 + s1 + s2, y01 = s1 - s2 - s3;
-            REAL y10 = d0 + d1 + d2, y11 = d1 - d2 - d3;
-            if (bias) {
-                y00 += b;
-                y01 += b;
-                y10 += b;
-                y11 += b;
-            }
-            if (relu) {    /* as cnnkit_relu_forward: NaN stays */
-                y00 = (y00 > 0 || y00 != y00) ? y00 : (REAL)0;
-                y01 = (y01 > 0 || y01 != y01) ? y01 : (REAL)0;
-                y10 = (y10 > 0 || y10 != y10) ? y10 : (REAL)0;
-                y11 = (y11 > 0 || y11 != y11) ? y11 : (REAL)0;
-            }
-            out0[2 * j] = y00;
-            out0[2 * j + 1] = y01;
-            out1[2 * j] = y10;
-            out1[2 * j + 1] = y11;
+        SFX(wg_out_run)(out0, out1, m + k * pl->t, pl->mx, tcols,
+                        bias ? bias[k] : (REAL)0, relu);
+        for (ptrdiff_t l = 0; l < nr; l++) {
+            const ptrdiff_t rr = r0 + l, i = rr % pl->th;
+            REAL *yk = y + (rr / pl->th) * kp + k * p + 2 * i * g->ow;
+            memcpy(yk, out0 + 2 * l * pl->tv, (size_t)g->ow * sizeof(REAL));
+            if (2 * i + 1 < g->oh)
+                memcpy(yk + g->ow, out1 + 2 * l * pl->tv,
+                       (size_t)g->ow * sizeof(REAL));
         }
-        REAL *yk = yn + k * p + 2 * i * g->ow;
-        memcpy(yk, out0, (size_t)g->ow * sizeof(REAL));
-        if (2 * i + 1 < g->oh)
-            memcpy(yk + g->ow, out1, (size_t)g->ow * sizeof(REAL));
     }
 }
 
@@ -334,8 +654,11 @@ static int SFX(wg_forward)(REAL *y, const REAL *x, const REAL *w,
             return 0;
     SFX(wg_plan) pl;
     SFX(wg_layout)(g, &pl);
-    REAL *up = work, *scratch = work + 16 * pl.upx;
-    SFX(wg_filters)(up, w, g, &pl);
+    REAL *up = work, *scratch = work + pl.np * pl.upx;
+    if (pl.m == 4)
+        SFX(wg4_filters)(up, w, g, &pl);
+    else
+        SFX(wg_filters)(up, w, g, &pl);
     const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * g->oh * g->ow;
     const int nt = cnnkit_team(2.0 * g->n * kp * g->c * 9, pl.nblk,
                                nthreads);
@@ -345,25 +668,20 @@ static int SFX(wg_forward)(REAL *y, const REAL *x, const REAL *w,
         REAL *v = scratch + (ptrdiff_t)omp_get_thread_num() * pl.per;
         const ptrdiff_t r0 = b * pl.rb;
         const ptrdiff_t nr = CNNKIT_MIN(pl.rb, pl.rows - r0);
-        const ptrdiff_t tcols = nr * pl.tw;
-        REAL *m = v + 16 * pl.vpx;
-        REAL *prow = m + 16 * pl.mx;
-        REAL *rows = prow + SFX(wg_round)(8 * (pl.tw + 1));
-        unsigned bad = 0;   /* tile rows to sum directly (first 32) */
-        int any = 0;
-        for (ptrdiff_t l = 0; l < nr; l++) {
-            const ptrdiff_t r = r0 + l;
-            if (SFX(wg_input)(v, x + (r / pl.th) * chw, g, &pl, r % pl.th,
-                              l * pl.tw, prow)) {
-                any = 1;
-                if (l < 32)
-                    bad |= 1u << l;
-            }
-        }
-        /* the last strip's columns past the block's tiles: zeros */
+        const ptrdiff_t tcols = nr * pl.tv;
+        REAL *m = v + pl.np * pl.vpx;
+        REAL *ph = m + pl.np * pl.mx;
+        REAL *rows = ph + SFX(wg_round)((ptrdiff_t)pl.m * (pl.m + 2) *
+                                        pl.plen);
+        unsigned bad = 0;   /* tile rows to sum directly (bit 31: 31 on) */
+        if (pl.m == 4)
+            SFX(wg4_input)(v, x, g, &pl, r0, nr, ph, &bad);
+        else
+            SFX(wg_input)(v, x, g, &pl, r0, nr, ph, &bad);
+        /* the last strip's columns past the block's: zeros */
         const ptrdiff_t full = tcols / NR * NR;
         if (tcols > full)
-            for (ptrdiff_t xi = 0; xi < 16; xi++)
+            for (ptrdiff_t xi = 0; xi < pl.np; xi++)
                 for (ptrdiff_t c = 0; c < g->c; c++)
                     for (ptrdiff_t j = tcols - full; j < NR; j++)
                         v[xi * pl.vpx + full * g->c + c * NR + j] = 0;
@@ -371,7 +689,7 @@ static int SFX(wg_forward)(REAL *y, const REAL *x, const REAL *w,
          * tiles, each element summed over C in KC-deep slabs in order */
         for (ptrdiff_t j0 = 0; j0 < tcols; j0 += NR) {
             const ptrdiff_t nrr = CNNKIT_MIN((ptrdiff_t)NR, tcols - j0);
-            for (ptrdiff_t xi = 0; xi < 16; xi++) {
+            for (ptrdiff_t xi = 0; xi < pl.np; xi++) {
                 const REAL *bs = v + xi * pl.vpx + j0 * g->c;
                 const REAL *as = up + xi * pl.upx;
                 REAL *mx = m + xi * pl.mx + j0;
@@ -386,20 +704,19 @@ static int SFX(wg_forward)(REAL *y, const REAL *x, const REAL *w,
                 }
             }
         }
-        for (ptrdiff_t l = 0; l < nr; l++) {
-            const ptrdiff_t r = r0 + l;
-            SFX(wg_output)(y + (r / pl.th) * kp, m, bias, relu, g, &pl,
-                           r % pl.th, l * pl.tw, rows);
-        }
-        for (ptrdiff_t l = 0; any && l < nr; l++) {
-            const ptrdiff_t r = r0 + l;
-            /* past 32 rows a block rechecks its rows one by one */
-            if (l < 32 ? !(bad >> l & 1u)
-                       : !SFX(wg_input)(v, x + (r / pl.th) * chw, g, &pl,
-                                        r % pl.th, l * pl.tw, prow))
+        if (pl.m == 4)
+            SFX(wg4_output)(y, m, bias, relu, g, &pl, r0, nr, rows);
+        else
+            SFX(wg_output)(y, m, bias, relu, g, &pl, r0, nr, rows);
+        /* tile rows whose patches Winograd cannot take: summed directly
+         * (bit 31 stands for rows 31 on, each then checked again) */
+        for (ptrdiff_t l = 0; bad && l < nr; l++) {
+            if (!(bad >> CNNKIT_MIN(l, (ptrdiff_t)31) & 1u) ||
+                (l >= 31 && !SFX(wg_row_bad)(x, g, &pl, r0 + l)))
                 continue;
+            const ptrdiff_t r = r0 + l;
             SFX(wg_direct_rows)(y + (r / pl.th) * kp, x + (r / pl.th) * chw,
-                                w, bias, relu, g, r % pl.th);
+                                w, bias, relu, g, r % pl.th, pl.m);
         }
     }
     return 1;

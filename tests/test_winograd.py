@@ -1,6 +1,7 @@
-"""Winograd's F(2x2, 3x3) forward convolution (src/winograd.c), taken only
-when asked (``winograd=True``): its error against the float64 direct sum,
-its determinism, and the cases it hands to direct sums."""
+"""Winograd's F(2x2, 3x3) and F(4x4, 3x3) forward convolutions
+(src/winograd.c, src/winograd_engine.h), taken only when asked
+(``winograd=2`` or ``4``): their error against the float64 direct sum,
+their determinism, and the cases they hand to direct sums."""
 import numpy as np
 import pytest
 
@@ -34,6 +35,12 @@ def _conv(x, w, b, pad, **kw):
     return K.conv2d_forward(x, w, b, (1, 1), (pad,) * 4, (1, 1), **kw)
 
 
+TILES = [2, 4]
+#: the error bound, in units of eps * (max|x| sum|w_k| + |b_k|): F(4x4)'s
+#: transforms have larger coefficients (and G's sixths round)
+BOUND = {2: 4, 4: 8}
+
+
 def _scale(x, w, b):
     """Per filter: max|x| * sum|w_k| + |b_k|, the size of the terms each
     output sums; broadcast over (n, k, oh, ow)."""
@@ -41,72 +48,95 @@ def _scale(x, w, b):
     return s[None, :, None, None]
 
 
+@pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", SHAPES)
-def test_error_bound_against_the_exact_sum(shape, dtype):
-    """|y - y_exact| <= 4 eps (max|x| sum|w_k| + |b_k|), eps of the dtype;
-    y_exact is the float64 reference (exact to float64 rounding)."""
+@pytest.mark.parametrize("shape", SHAPES + [(40, 3, 6, 6, 4, 1)])
+def test_error_bound_against_the_exact_sum(shape, dtype, tile):
+    """|y - y_exact| <= B eps (max|x| sum|w_k| + |b_k|), eps of the dtype,
+    B 4 for F(2x2, 3x3) and 8 for F(4x4, 3x3); y_exact is the float64
+    reference (exact to float64 rounding).  Measured: up to 0.4 and 4.6."""
     x, w, b = _data(shape, dtype)
     pad = shape[-1]
-    y = _conv(x, w, b, pad, winograd=True)
+    y = _conv(x, w, b, pad, winograd=tile)
     exact = R.conv2d(x.astype(np.float64), w.astype(np.float64),
                              b.astype(np.float64), 1, pad)
     assert y.dtype == dtype and y.shape == exact.shape
     eps = np.finfo(dtype).eps
-    assert np.all(np.abs(y - exact) <= 4 * eps * _scale(x, w, b))
-    # not the direct path's bits: the path was taken
+    assert np.all(np.abs(y - exact) <= BOUND[tile] * eps * _scale(x, w, b))
     assert K._conv_forward_path(x.shape, w.shape, (1, 1), (pad,) * 4,
-                                (1, 1), dtype, winograd=True) == "winograd"
+                                (1, 1), dtype, winograd=tile) == "winograd"
 
 
+@pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_bias_and_relu_in_the_epilogue(dtype):
+def test_bias_and_relu_in_the_epilogue(dtype, tile):
     x, w, b = _data((3, 17, 9, 7, 19, 1), dtype)
-    y = _conv(x, w, b, 1, winograd=True)
-    assert np.array_equal(_conv(x, w, b, 1, relu=True, winograd=True),
+    y = _conv(x, w, b, 1, winograd=tile)
+    assert np.array_equal(_conv(x, w, b, 1, relu=True, winograd=tile),
                           K.relu_forward(y))
-    plain = _conv(x, w, None, 1, winograd=True)
+    plain = _conv(x, w, None, 1, winograd=tile)
     assert np.array_equal(y, plain + b[None, :, None, None])
 
 
-def test_bits_do_not_depend_on_threads_or_the_batch():
+@pytest.mark.parametrize("tile", TILES)
+def test_bits_do_not_depend_on_threads_or_the_batch(tile):
     x, w, b = _data((7, 16, 10, 10, 24, 1), np.float32, seed=3)
-    want = _conv(x, w, b, 1, winograd=True)
+    want = _conv(x, w, b, 1, winograd=tile)
     for t in (1, 2, 3):
         with num_threads(t):
-            assert np.array_equal(_conv(x, w, b, 1, winograd=True), want)
+            assert np.array_equal(_conv(x, w, b, 1, winograd=tile), want)
             for i in (0, 3, 6):
                 assert np.array_equal(
-                    _conv(x[i:i + 1], w, b, 1, winograd=True)[0], want[i])
-            assert np.array_equal(_conv(x[2:5], w, b, 1, winograd=True),
+                    _conv(x[i:i + 1], w, b, 1, winograd=tile)[0], want[i])
+            assert np.array_equal(_conv(x[2:5], w, b, 1, winograd=tile),
                                   want[2:5])
 
 
-def test_inputs_that_are_not_finite_are_summed_directly():
+@pytest.mark.parametrize("tile", TILES)
+def test_inputs_that_are_not_finite_are_summed_directly(tile):
     """A patch with an infinity or NaN would spread NaN through the
     transforms: its tile row is summed directly, with the direct path's
     infinities and NaNs; the other tile rows keep Winograd's results."""
     x, w, b = _data((2, 6, 9, 9, 4, 1), np.float64)
-    x[0, 2, 4, 4] = np.inf
+    x[0, 2, 8, 4] = np.inf
     x[1, 0, 0, 8] = np.nan
     x[1, 3, 7, 1] = 1e300                        # finite, beyond the limit
-    y = _conv(x, w, b, 1, winograd=True)
+    y = _conv(x, w, b, 1, winograd=tile)
     direct = _conv(x, w, b, 1, winograd=False)
     assert np.array_equal(np.isnan(y), np.isnan(direct))
     assert np.array_equal(np.isinf(y), np.isinf(direct))
     fin = np.isfinite(direct)
     assert np.allclose(y[fin], direct[fin], rtol=1e-12, atol=1e-12)
-    # the untouched image 0 rows far from the infinity are Winograd's
+    # image 0's first tile row, far from the infinity, is Winograd's
     clean = x.copy()
-    clean[0, 2, 4, 4] = 0
-    assert np.array_equal(y[0, :, :2], _conv(clean, w, b, 1,
-                                             winograd=True)[0, :, :2])
+    clean[0, 2, 8, 4] = 0
+    assert np.array_equal(y[0, :, :tile],
+                          _conv(clean, w, b, 1, winograd=tile)[0, :, :tile])
 
 
-def test_filters_it_cannot_take_go_to_the_direct_path():
+def test_a_bad_row_past_a_blocks_31st_is_found():
+    """A block of many tile rows (1-channel 4x4 planes: 42 rows of F(2x2)
+    tiles, 21 images, per block) marks its rows from the 32nd on together
+    and checks each again: only the row whose patches hold the infinity
+    (image 16's second tile row, the block's 34th) is summed directly."""
+    x, w, b = _data((24, 1, 4, 4, 2, 1), np.float64, seed=5)
+    x[16, 0, 3, 1] = np.inf
+    y = _conv(x, w, b, 1, winograd=2)
+    clean = x.copy()
+    clean[16, 0, 3, 1] = 0
+    want = _conv(clean, w, b, 1, winograd=2)
+    others = np.arange(24) != 16
+    assert np.array_equal(y[others], want[others])
+    assert np.array_equal(y[16, :, :2], want[16, :, :2])
+    direct = _conv(x[16:17], w, b, 1, winograd=False)[0]
+    assert np.array_equal(y[16, :, 2:], direct[:, 2:], equal_nan=True)
+
+
+@pytest.mark.parametrize("tile", TILES)
+def test_filters_it_cannot_take_go_to_the_direct_path(tile):
     x, w, b = _data((2, 4, 6, 6, 3, 1), np.float32)
     w[1, 2, 0, 0] = np.inf
-    got = _conv(x, w, b, 1, winograd=True)
+    got = _conv(x, w, b, 1, winograd=tile)
     assert np.isinf(got).any()
     assert np.array_equal(got, _conv(x, w, b, 1, winograd=False),
                           equal_nan=True)

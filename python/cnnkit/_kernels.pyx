@@ -437,10 +437,18 @@ def _conv_forward_path(x_shape, w_shape, stride, padding, dilation, dtype,
 
 cdef int _winograd_flag(object winograd) except? -2:
     """The geometry's winograd field: None the default (0: never yet),
-    True 1 (wherever it applies), False -1."""
+    True or 1 F(2x2, 3x3), 4 F(4x4, 3x3) (wherever they apply), False
+    -1."""
     if winograd is None:
         return 0
-    return 1 if winograd else -1
+    if winograd is True or winograd is False:
+        return 1 if winograd else -1
+    if winograd == 4:
+        return 2
+    if winograd == 2 or winograd == 1:
+        return 1
+    raise ValueError(f"winograd must be None, a bool, 2 or 4, got "
+                     f"{winograd!r}")
 
 
 def conv2d_forward(x, weight, bias, stride, padding, dilation,
@@ -452,9 +460,9 @@ def conv2d_forward(x, weight, bias, stride, padding, dilation,
     the same pass (the bits of relu_forward(y)); out, when given, is
     written instead of a new array.  direct=False never takes the direct
     convolution path or Winograd's, only im2col (the direct path's bits;
-    to compare them).  winograd=True takes Winograd's F(2x2, 3x3) for a
-    3x3 stride-1 convolution (another rounding; no shape takes it by
-    default)."""
+    to compare them).  winograd=True (or 2) takes Winograd's F(2x2, 3x3)
+    for a 3x3 stride-1 convolution, winograd=4 F(4x4, 3x3) (another
+    rounding; no shape takes either by default)."""
     cdef cnnkit_conv2d_geom g
     cdef int nt = _nthreads()
     x = _float_input(x, "x")
