@@ -148,12 +148,14 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
         (ptrdiff_t)sizeof(REAL)));
     /* filter blocks: when (image, row block) tasks are fewer than two per
      * thread (a flat plane of one image is one task), the filters are
-     * split too, in whole strips of MR; a thread fills its copy for each
+     * split too, in whole strips of MR, into about four blocks per thread
+     * (balanced: 64 filters of 8x8 at batch 1 went from 3 blocks to 6,
+     * 5% faster on 2 threads); a thread fills its copy once for each
      * (image, row block) it takes blocks of */
     const ptrdiff_t strips = cnnkit_ceil_div(g->k, MR);
     ptrdiff_t nkb = 1;
     if (split && g->n * pl->nb < 2 * nt)
-        nkb = CNNKIT_MIN(strips, cnnkit_ceil_div(2 * nt, g->n * pl->nb));
+        nkb = CNNKIT_MIN(strips, cnnkit_ceil_div(4 * nt, g->n * pl->nb));
     pl->kb = cnnkit_ceil_div(strips, nkb) * MR;
     pl->nkb = cnnkit_ceil_div(g->k, pl->kb);
     pl->threads = CNNKIT_MIN(nt, g->n * pl->nb * pl->nkb);
