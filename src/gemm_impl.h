@@ -228,6 +228,29 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
     /* enough tasks per slab for an even split: about 8 per thread */
     ptrdiff_t jchunks = cnnkit_ceil_div(8 * (ptrdiff_t)(nthreads < 1 ? 1 : nthreads), mb);
     jchunks = CNNKIT_MAX(1, CNNKIT_MIN(jchunks, strips_max));
+#ifdef GEMM_IMPLICIT_B
+    if (m <= MR && !trans_b && alpha == 1 && beta == 0 && k > 0) {
+        /* few rows (a batch of one to MR samples through a dense layer):
+         * B is read in place, its strips split over the threads -- the
+         * packed path would copy all of B first, the whole cost at batch
+         * 1 -- with the same sums per element (gemm_few_rows) */
+        const ptrdiff_t strips = cnnkit_ceil_div(n, NR);
+        const int few = cnnkit_team(flops, strips, nthreads);
+        const ptrdiff_t per = cnnkit_ceil_div(strips, few) * NR;
+        const ptrdiff_t ws = SFX(workspace)(m, n, k);
+        (void)ws; /* unused in serial builds */
+        CNNKIT_OMP(parallel for schedule(static) num_threads(few))
+        for (int t = 0; t < few; t++) {
+            const ptrdiff_t j0 = t * per;
+            if (j0 < n)
+                SFX(gemm_few_rows)(trans_a, m, CNNKIT_MIN(per, n - j0), k,
+                                   a, lda, b + j0, ldb, c + j0, ldc,
+                                   work + (ptrdiff_t)omp_get_thread_num() *
+                                              ws);
+        }
+        return;
+    }
+#endif
     const int team = cnnkit_team(flops, mb * jchunks, nthreads);
     if (team <= 1 || k <= 0) {
         SFX(gemm)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
