@@ -557,3 +557,15 @@ def test_profile_times_each_step():
     with pytest.raises(ValueError, match="times"):
         p._program.run(x, np.empty((3, 10), np.float32),
                        *p._reserve(3, 1, 0), False, 1, 0, times)
+
+
+def test_the_arithmetic_a_plan_counts():
+    """A plan counts its floating-point operations per image (two per
+    multiply-add, one per pooled element), to run small batches on one
+    thread."""
+    p = models.lenet5(seed=0).compile()
+    conv = 2 * (6 * 1 * 25 * 28 * 28 + 16 * 6 * 25 * 10 * 10)
+    pool = 6 * 28 * 28 + 16 * 10 * 10
+    dense = 2 * (400 * 120 + 120 * 84 + 84 * 10)
+    assert p._flops == conv + pool + dense
+    assert plan._SERIAL_FLOPS > p._flops / 2
