@@ -64,6 +64,9 @@ static void SFX(pack_a)(REAL *restrict ap, const REAL *restrict a,
 #ifndef PB_DEPTH
 #define PB_DEPTH 16     /* depth of pack_b's transposing blocks */
 #endif
+#ifndef GEMM_FEW_GROUP
+#define GEMM_FEW_GROUP 8 /* strips per task of a few-row product */
+#endif
 
 /* Pack strips [s0, s1) of slab [0, kc) x columns [0, nc) of op(B) into
  * NR-wide strips: strip s holds op(B)[p, s*NR + j] at
@@ -229,28 +232,38 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
     ptrdiff_t jchunks = cnnkit_ceil_div(8 * (ptrdiff_t)(nthreads < 1 ? 1 : nthreads), mb);
     jchunks = CNNKIT_MAX(1, CNNKIT_MIN(jchunks, strips_max));
 #ifdef GEMM_IMPLICIT_B
-    if (m <= MR && !trans_b && alpha == 1 && beta == 0 && k > 0) {
+    const int in_place = m <= MR && !trans_b && alpha == 1 && beta == 0;
+#else
+    const int in_place = 0;
+#endif
+    if ((in_place || m <= 2) && k > 0) {
         /* few rows (a batch of one to MR samples through a dense layer):
-         * B is read in place, its strips split over the threads -- the
-         * packed path would copy all of B first, the whole cost at batch
-         * 1 -- with the same sums per element (gemm_few_rows) */
+         * the columns split over the threads in groups of at most
+         * GEMM_FEW_GROUP strips, each group a serial product -- which
+         * reads B in place (gemm_few_rows), or, for one or two rows of a
+         * transposed B, packs only that group's panel, still in cache when
+         * the micro-kernel reads it, where the packed path would pack all
+         * of B first (1x3136 @ 3136x1024, 2 threads: 1.0-1.1 -> 0.58-0.64
+         * ms).  Every element's sum is the same, so the bits are. */
         const ptrdiff_t strips = cnnkit_ceil_div(n, NR);
-        const int few = cnnkit_team(flops, strips, nthreads);
-        const ptrdiff_t per = cnnkit_ceil_div(strips, few) * NR;
-        const ptrdiff_t ws = SFX(workspace)(m, n, k);
+        const ptrdiff_t per = cnnkit_ceil_div(
+            strips, (ptrdiff_t)(nthreads < 1 ? 1 : nthreads));
+        const ptrdiff_t group =
+            CNNKIT_MIN((ptrdiff_t)GEMM_FEW_GROUP, per) * NR;
+        const ptrdiff_t groups = cnnkit_ceil_div(n, group);
+        const int few = cnnkit_team(flops, groups, nthreads);
+        const ptrdiff_t ws = SFX(workspace)(m, CNNKIT_MIN(n, group), k);
         (void)ws; /* unused in serial builds */
         CNNKIT_OMP(parallel for schedule(static) num_threads(few))
-        for (int t = 0; t < few; t++) {
-            const ptrdiff_t j0 = t * per;
-            if (j0 < n)
-                SFX(gemm_few_rows)(trans_a, m, CNNKIT_MIN(per, n - j0), k,
-                                   a, lda, b + j0, ldb, c + j0, ldc,
-                                   work + (ptrdiff_t)omp_get_thread_num() *
-                                              ws);
+        for (ptrdiff_t q = 0; q < groups; q++) {
+            const ptrdiff_t j0 = q * group;
+            SFX(gemm)(trans_a, trans_b, m, CNNKIT_MIN(group, n - j0), k,
+                      alpha, a, lda, trans_b ? b + j0 * ldb : b + j0, ldb,
+                      beta, c + j0, ldc,
+                      work + (ptrdiff_t)omp_get_thread_num() * ws);
         }
         return;
     }
-#endif
     const int team = cnnkit_team(flops, mb * jchunks, nthreads);
     if (team <= 1 || k <= 0) {
         SFX(gemm)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
