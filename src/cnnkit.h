@@ -604,13 +604,9 @@ typedef struct cnnkit_plan_sizes {
  * steps, a chunk's tensors stay in the core's cache).  The kernels'
  * results do not depend on the batch or the threads, so both give the
  * same bits. */
-ptrdiff_t cnnkit_plan_chunk_f32(const cnnkit_plan_step *steps,
-                                ptrdiff_t nsteps,
-                                const cnnkit_plan_sizes *sizes, ptrdiff_t n,
+ptrdiff_t cnnkit_plan_chunk_f32(const cnnkit_plan_sizes *sizes, ptrdiff_t n,
                                 int nthreads);
-ptrdiff_t cnnkit_plan_chunk_f64(const cnnkit_plan_step *steps,
-                                ptrdiff_t nsteps,
-                                const cnnkit_plan_sizes *sizes, ptrdiff_t n,
+ptrdiff_t cnnkit_plan_chunk_f64(const cnnkit_plan_sizes *sizes, ptrdiff_t n,
                                 int nthreads);
 /* Arena (elements of the plan's type) a batch of n images run in chunks of
  * `chunk` (0: whole) needs: n * sizes->arena when whole, else 0 (each

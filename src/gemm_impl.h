@@ -226,11 +226,6 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
     if (m <= 0 || n <= 0)
         return;
     double flops = 2.0 * m * n * (k > 0 ? k : 1);
-    const ptrdiff_t mb = cnnkit_ceil_div(m, (ptrdiff_t)MC);
-    const ptrdiff_t strips_max = cnnkit_ceil_div(CNNKIT_MIN(n, (ptrdiff_t)NC), NR);
-    /* enough tasks per slab for an even split: about 8 per thread */
-    ptrdiff_t jchunks = cnnkit_ceil_div(8 * (ptrdiff_t)(nthreads < 1 ? 1 : nthreads), mb);
-    jchunks = CNNKIT_MAX(1, CNNKIT_MIN(jchunks, strips_max));
 #ifdef GEMM_IMPLICIT_B
     const int in_place = m <= MR && !trans_b && alpha == 1 && beta == 0;
 #else
@@ -264,6 +259,11 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
         }
         return;
     }
+    const ptrdiff_t mb = cnnkit_ceil_div(m, (ptrdiff_t)MC);
+    const ptrdiff_t strips_max = cnnkit_ceil_div(CNNKIT_MIN(n, (ptrdiff_t)NC), NR);
+    /* enough tasks per slab for an even split: about 8 per thread */
+    ptrdiff_t jchunks = cnnkit_ceil_div(8 * (ptrdiff_t)(nthreads < 1 ? 1 : nthreads), mb);
+    jchunks = CNNKIT_MAX(1, CNNKIT_MIN(jchunks, strips_max));
     const int team = cnnkit_team(flops, mb * jchunks, nthreads);
     if (team <= 1 || k <= 0) {
         SFX(gemm)(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,

@@ -334,13 +334,9 @@ static void SFX(plan_steps)(REAL *y, const REAL *x, REAL *arena, REAL *work,
 #define PLAN_CHUNK_BYTES ((ptrdiff_t)2 << 20)
 #endif
 
-ptrdiff_t SFX(cnnkit_plan_chunk)(const cnnkit_plan_step *steps,
-                                 ptrdiff_t nsteps,
-                                 const cnnkit_plan_sizes *sizes, ptrdiff_t n,
+ptrdiff_t SFX(cnnkit_plan_chunk)(const cnnkit_plan_sizes *sizes, ptrdiff_t n,
                                  int nthreads)
 {
-    (void)steps;
-    (void)nsteps;
     const ptrdiff_t per = CNNKIT_MAX(sizes->arena, (ptrdiff_t)1) *
                           (ptrdiff_t)sizeof(REAL);
     const ptrdiff_t cap = CNNKIT_MAX(PLAN_CHUNK_BYTES / per, (ptrdiff_t)1);

@@ -41,6 +41,19 @@ static ptrdiff_t SFX(wg_round)(ptrdiff_t n)
     return cnnkit_ceil_div(n, 16) * 16;
 }
 
+/* The ReLU of cnnkit_relu_forward: v where v > 0 or v is NaN, +0 else. */
+static inline REAL SFX(wg_relu)(REAL v)
+{
+    return (v > 0 || v != v) ? v : (REAL)0;
+}
+
+/* What the output transform adds for filter k: its bias, or -0, which
+ * leaves every value as it is (-0 + -0 is -0, where +0 would give +0). */
+static inline REAL SFX(wg_bias)(const REAL *bias, ptrdiff_t k)
+{
+    return bias ? bias[k] : -(REAL)0;
+}
+
 /* Shared: U packed per position xi into MR-tall strips of the full depth
  * C (pack_a's layout).  Scratch of one thread, in order: V packed per
  * position into NR-wide strips of the full depth C (strip s holds the
@@ -434,6 +447,24 @@ static void SFX(wg4_input)(REAL *restrict v, const REAL *restrict x,
 }
 #undef WG_STRIPS
 
+/* Filter k's output rows of a block's tile rows r0 .. r0 + nr - 1 into
+ * y: output row r of tile row l is rows + r * pitch from column m l TV
+ * on (the block's columns, m outputs per tile), cut to the image. */
+static void SFX(wg_store)(REAL *restrict y, const REAL *restrict rows,
+                          ptrdiff_t pitch, const cnnkit_conv2d_geom *g,
+                          const SFX(wg_plan) *pl, ptrdiff_t r0, ptrdiff_t nr,
+                          ptrdiff_t k)
+{
+    const ptrdiff_t m = pl->m, p = g->oh * g->ow, kp = g->k * p;
+    for (ptrdiff_t l = 0; l < nr; l++) {
+        const ptrdiff_t rr = r0 + l, i = rr % pl->th;
+        REAL *yk = y + (rr / pl->th) * kp + k * p;
+        for (ptrdiff_t r = 0; r < m && m * i + r < g->oh; r++)
+            memcpy(yk + (m * i + r) * g->ow, rows + r * pitch + m * l * pl->tv,
+                   (size_t)g->ow * sizeof(REAL));
+    }
+}
+
 /* Rows of A^T applied to six values. */
 #define WG4_A0(m0, m1, m2, m3, m4, m5) ((m0) + (m1) + (m2) + (m3) + (m4))
 #define WG4_A1(m0, m1, m2, m3, m4, m5) ((m1) - (m2) + 2 * ((m3) - (m4)))
@@ -472,11 +503,11 @@ static void SFX(wg4_out_row)(REAL *restrict out, const REAL *restrict sr,
         REAL y1 = WG4_A1(q0, q1, q2, q3, q4, q5) + b;
         REAL y2 = WG4_A2(q0, q1, q2, q3, q4, q5) + b;
         REAL y3 = WG4_A3(q0, q1, q2, q3, q4, q5) + b;
-        if (relu) {    /* as cnnkit_relu_forward: NaN stays */
-            y0 = (y0 > 0 || y0 != y0) ? y0 : (REAL)0;
-            y1 = (y1 > 0 || y1 != y1) ? y1 : (REAL)0;
-            y2 = (y2 > 0 || y2 != y2) ? y2 : (REAL)0;
-            y3 = (y3 > 0 || y3 != y3) ? y3 : (REAL)0;
+        if (relu) {
+            y0 = SFX(wg_relu)(y0);
+            y1 = SFX(wg_relu)(y1);
+            y2 = SFX(wg_relu)(y2);
+            y3 = SFX(wg_relu)(y3);
         }
         out[4 * j] = y0;
         out[4 * j + 1] = y1;
@@ -486,15 +517,15 @@ static void SFX(wg4_out_row)(REAL *restrict out, const REAL *restrict sr,
 }
 
 /* Y = A^T M A of a block's tile rows r0 .. r0 + nr - 1, filters 0..K-1,
- * then the bias (added once, +0 without one: the same value) and the
- * ReLU, into y.  rows: 4 output rows (16 T) and A^T M (24 T). */
+ * then the bias (added once; wg_bias) and the ReLU, into y.  rows: 4
+ * output rows (16 T) and A^T M (24 T). */
 static void SFX(wg4_output)(REAL *restrict y, const REAL *restrict m,
                             const REAL *restrict bias, int relu,
                             const cnnkit_conv2d_geom *g,
                             const SFX(wg_plan) *pl, ptrdiff_t r0,
                             ptrdiff_t nr, REAL *restrict rows)
 {
-    const ptrdiff_t mx = pl->mx, p = g->oh * g->ow, kp = g->k * p;
+    const ptrdiff_t mx = pl->mx;
     const ptrdiff_t tcols = nr * pl->tv, ow4 = 4 * tcols;
     REAL *sb = rows + 4 * ow4;   /* s[r][jj][v] at (r * 6 + jj) * T + v */
     for (ptrdiff_t k = 0; k < g->k; k++) {
@@ -505,15 +536,8 @@ static void SFX(wg4_output)(REAL *restrict y, const REAL *restrict m,
                               mk + jj * mx, mx, tcols);
         for (ptrdiff_t r = 0; r < 4; r++)
             SFX(wg4_out_row)(rows + r * ow4, sb + r * 6 * tcols, tcols,
-                             bias ? bias[k] : (REAL)0, relu);
-        for (ptrdiff_t l = 0; l < nr; l++) {
-            const ptrdiff_t rr = r0 + l, i = rr % pl->th;
-            REAL *yk = y + (rr / pl->th) * kp + k * p;
-            for (ptrdiff_t r = 0; r < 4 && 4 * i + r < g->oh; r++)
-                memcpy(yk + (4 * i + r) * g->ow,
-                       rows + r * ow4 + 4 * l * pl->tv,
-                       (size_t)g->ow * sizeof(REAL));
-        }
+                             SFX(wg_bias)(bias, k), relu);
+        SFX(wg_store)(y, rows, ow4, g, pl, r0, nr, k);
     }
 }
 #undef WG4_A0
@@ -578,13 +602,13 @@ static void SFX(wg_direct_rows)(REAL *restrict yn, const REAL *restrict xn,
                 if (bias)
                     acc += bias[k];
                 if (relu)
-                    acc = (acc > 0 || acc != acc) ? acc : (REAL)0;
+                    acc = SFX(wg_relu)(acc);
                 yn[k * p + oi * g->ow + oj] = acc;
             }
 }
 
 /* Y = A^T M A of columns [0, tcols) for one filter: the 16 rows of M at
- * mk + xi * kt, then the bias (added once, +0 without one) and the ReLU,
+ * mk + xi * kt, then the bias (added once; wg_bias) and the ReLU,
  * into two output rows of 2 tcols. */
 static void SFX(wg_out_run)(REAL *restrict out0, REAL *restrict out1,
                             const REAL *restrict mk, ptrdiff_t kt,
@@ -604,11 +628,11 @@ static void SFX(wg_out_run)(REAL *restrict out0, REAL *restrict out1,
 #undef WG_M
         REAL y00 = s0 + s1 + s2 + b, y01 = s1 - s2 - s3 + b;
         REAL y10 = d0 + d1 + d2 + b, y11 = d1 - d2 - d3 + b;
-        if (relu) {    /* as cnnkit_relu_forward: NaN stays */
-            y00 = (y00 > 0 || y00 != y00) ? y00 : (REAL)0;
-            y01 = (y01 > 0 || y01 != y01) ? y01 : (REAL)0;
-            y10 = (y10 > 0 || y10 != y10) ? y10 : (REAL)0;
-            y11 = (y11 > 0 || y11 != y11) ? y11 : (REAL)0;
+        if (relu) {
+            y00 = SFX(wg_relu)(y00);
+            y01 = SFX(wg_relu)(y01);
+            y10 = SFX(wg_relu)(y10);
+            y11 = SFX(wg_relu)(y11);
         }
         out0[2 * j] = y00;
         out0[2 * j + 1] = y01;
@@ -625,20 +649,12 @@ static void SFX(wg_output)(REAL *restrict y, const REAL *restrict m,
                            const SFX(wg_plan) *pl, ptrdiff_t r0,
                            ptrdiff_t nr, REAL *restrict rows)
 {
-    const ptrdiff_t p = g->oh * g->ow, kp = g->k * p;
     const ptrdiff_t tcols = nr * pl->tv;
     REAL *out0 = rows, *out1 = rows + 2 * tcols;
     for (ptrdiff_t k = 0; k < g->k; k++) {
         SFX(wg_out_run)(out0, out1, m + k * pl->t, pl->mx, tcols,
-                        bias ? bias[k] : (REAL)0, relu);
-        for (ptrdiff_t l = 0; l < nr; l++) {
-            const ptrdiff_t rr = r0 + l, i = rr % pl->th;
-            REAL *yk = y + (rr / pl->th) * kp + k * p + 2 * i * g->ow;
-            memcpy(yk, out0 + 2 * l * pl->tv, (size_t)g->ow * sizeof(REAL));
-            if (2 * i + 1 < g->oh)
-                memcpy(yk + g->ow, out1 + 2 * l * pl->tv,
-                       (size_t)g->ow * sizeof(REAL));
-        }
+                        SFX(wg_bias)(bias, k), relu);
+        SFX(wg_store)(y, out0, 2 * tcols, g, pl, r0, nr, k);
     }
 }
 

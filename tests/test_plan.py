@@ -569,3 +569,17 @@ def test_the_arithmetic_a_plan_counts():
     dense = 2 * (400 * 120 + 120 * 84 + 84 * 10)
     assert p._flops == conv + pool + dense
     assert plan._SERIAL_FLOPS > p._flops / 2
+
+
+def test_a_batch_whose_arena_would_overflow_is_refused():
+    """The arena a batch needs (images x elements per image) is checked
+    before any size is computed from it in C."""
+    w = np.ones((3, 4), np.float32)
+    P = cnnkit._ops.PlanProgram
+    big = 2 ** 61 + 1              # over 2**62 elements at 2 images
+    prog = P([dict(op="dense", weight=w, bias=None, in0=-1, out=-2)],
+             np.float32, 4, 3, big)
+    x = np.ones(8, np.float32)
+    with pytest.raises(ValueError, match="plan arena"):
+        prog.run(x, np.empty(6, np.float32), np.empty(1, np.float32),
+                 np.empty(1, np.float32))

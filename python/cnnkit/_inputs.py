@@ -9,7 +9,35 @@ images, the NumPy call that converts it.
 """
 import math
 
-__all__ = ["as_batch"]
+import numpy as np
+
+__all__ = ["as_batch", "real_array", "checked_batch"]
+
+
+def real_array(x, name="x"):
+    """``x`` as an array of real numbers (bool and integers included):
+    TypeError otherwise, naming ``name``."""
+    try:
+        x = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be array-like ({exc})") from None
+    if x.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must be a real numeric array, got dtype {x.dtype}")
+    return x
+
+
+def checked_batch(x, dtype, name="x", check_finite=True):
+    """A batch (first axis: samples) as a C-contiguous array of ``dtype``:
+    ValueError when it is empty or, with ``check_finite``, holds NaN or
+    infinite values."""
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape})")
+    x = np.ascontiguousarray(x, dtype=dtype)
+    if check_finite and not np.isfinite(x).all():
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise ValueError(f"{name} contains {bad} NaN or infinite values")
+    return x
 
 
 def _dims(shape):

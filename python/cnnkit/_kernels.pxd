@@ -822,13 +822,9 @@ cdef extern from "cnnkit.h" nogil:
         ptrdiff_t in_ "in"
         ptrdiff_t out, arena
 
-    ptrdiff_t cnnkit_plan_chunk_f32(const cnnkit_plan_step *steps,
-                                    ptrdiff_t nsteps,
-                                    const cnnkit_plan_sizes *sizes,
+    ptrdiff_t cnnkit_plan_chunk_f32(const cnnkit_plan_sizes *sizes,
                                     ptrdiff_t n, int nthreads)
-    ptrdiff_t cnnkit_plan_chunk_f64(const cnnkit_plan_step *steps,
-                                    ptrdiff_t nsteps,
-                                    const cnnkit_plan_sizes *sizes,
+    ptrdiff_t cnnkit_plan_chunk_f64(const cnnkit_plan_sizes *sizes,
                                     ptrdiff_t n, int nthreads)
     ptrdiff_t cnnkit_plan_arena(const cnnkit_plan_sizes *sizes, ptrdiff_t n,
                                 ptrdiff_t chunk)

@@ -2325,17 +2325,27 @@ cdef class PlanProgram:
         z.in_, z.out, z.arena = self.in_size, self.out_size, self.arena_size
         return z
 
+    cdef ptrdiff_t _chunk(self, const cnnkit_plan_sizes *z, ptrdiff_t n,
+                          int nt):
+        if self.dtype == np.float32:
+            return cnnkit_plan_chunk_f32(z, n, nt)
+        return cnnkit_plan_chunk_f64(z, n, nt)
+
+    cdef ptrdiff_t _workspace(self, const cnnkit_plan_sizes *z, ptrdiff_t n,
+                              ptrdiff_t chunk, int nt):
+        if self.dtype == np.float32:
+            return cnnkit_plan_workspace_f32(self.steps, self.nsteps, z, n,
+                                             chunk, nt)
+        return cnnkit_plan_workspace_f64(self.steps, self.nsteps, z, n,
+                                         chunk, nt)
+
     def chunk(self, n, nthreads):
         """How a batch of n images runs on nthreads threads: 0, whole, step
         after step, or the images per chunk, each chunk run through every
         step by one thread (cnnkit_plan_chunk)."""
-        cdef ptrdiff_t nn = n
-        cdef int nt = nthreads
         cdef cnnkit_plan_sizes z = self._sizes()
         _check_size("plan arena", (n, self.arena_size))
-        if self.dtype == np.float32:
-            return cnnkit_plan_chunk_f32(self.steps, self.nsteps, &z, nn, nt)
-        return cnnkit_plan_chunk_f64(self.steps, self.nsteps, &z, nn, nt)
+        return self._chunk(&z, n, nthreads)
 
     def arena_elements(self, n, chunk=0):
         """Elements of arena a batch of n images in chunks of chunk (0:
@@ -2347,17 +2357,11 @@ cdef class PlanProgram:
     def workspace_size(self, n, nthreads, chunk=0):
         """Elements of workspace a batch of n images needs, whole (chunk
         0) or in chunks of chunk images."""
-        cdef ptrdiff_t nn = n, ch = chunk
-        cdef int nt = nthreads
         cdef cnnkit_plan_sizes z = self._sizes()
         _check_size("plan arena", (n, self.arena_size))
-        if ch < 0:
+        if chunk < 0:
             raise ValueError(f"plan: chunk must be >= 0, got {chunk}")
-        if self.dtype == np.float32:
-            return cnnkit_plan_workspace_f32(self.steps, self.nsteps, &z, nn,
-                                             ch, nt)
-        return cnnkit_plan_workspace_f64(self.steps, self.nsteps, &z, nn, ch,
-                                         nt)
+        return self._workspace(&z, n, chunk, nthreads)
 
     def run(self, x, y, arena, work, bint probabilities=False,
             int nthreads=0, chunk=None, times=None):
@@ -2386,6 +2390,7 @@ cdef class PlanProgram:
             raise ValueError(f"plan: x must hold n images of "
                              f"{z.in_} elements, got {xs}")
         cdef ptrdiff_t nn = xs // z.in_, ch
+        _check_size("plan arena", (nn, z.arena))
         cdef double *pt = NULL
         if times is not None:
             if not (cnp.PyArray_Check(times) and times.dtype == np.float64
@@ -2396,24 +2401,17 @@ cdef class PlanProgram:
                                  f"{self.nsteps + 1} elements")
             pt = <double *>cnp.PyArray_DATA(<cnp.ndarray>times)
             chunk = 0
-        cdef bint f32 = dt == np.float32
         if chunk is None:
-            ch = (cnnkit_plan_chunk_f32(self.steps, self.nsteps, &z, nn, nt)
-                  if f32 else
-                  cnnkit_plan_chunk_f64(self.steps, self.nsteps, &z, nn, nt))
+            ch = self._chunk(&z, nn, nt)
         else:
             ch = chunk
             if ch < 0:
                 raise ValueError(f"plan: chunk must be >= 0, got {chunk}")
-        cdef ptrdiff_t need_work = (
-            cnnkit_plan_workspace_f32(self.steps, self.nsteps, &z, nn, ch, nt)
-            if f32 else
-            cnnkit_plan_workspace_f64(self.steps, self.nsteps, &z, nn, ch,
-                                      nt))
         for a, size, what in ((y, nn * z.out, "y"),
                               (arena, cnnkit_plan_arena(&z, nn, ch),
                                "arena"),
-                              (work, need_work, "work")):
+                              (work, self._workspace(&z, nn, ch, nt),
+                               "work")):
             if not (cnp.PyArray_Check(a) and a.dtype == dt and
                     cnp.PyArray_ISCARRAY(<cnp.ndarray>a) and
                     cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a)) or \
@@ -2431,7 +2429,7 @@ cdef class PlanProgram:
             raise ValueError("plan: x, y, the arena, the work and the times "
                              "must not overlap")
         cdef ptrdiff_t lg = self.logits if probabilities else -1
-        if f32:
+        if dt == np.float32:
             _plan_run(_F32, self.steps, self.nsteps, &z, x, y, arena, work,
                       lg, z.out, nn, ch, nt, pt)
         else:

@@ -751,13 +751,7 @@ class Model:
     # data checks
     # ------------------------------------------------------------------
     def _prepare_x(self, x, name="x", check_finite=True):
-        try:
-            x = np.asarray(x)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name} must be array-like ({exc})") from None
-        if x.dtype.kind not in "biuf":
-            raise TypeError(
-                f"{name} must be a real numeric array, got dtype {x.dtype}")
+        x = _inputs.real_array(x, name)
         if self.built:
             x = _inputs.as_batch(x, self.input_shape, name)
         else:
@@ -768,13 +762,7 @@ class Model:
                     f"{name} must have shape (n, C, H, W) or (n, H, W); got "
                     f"{x.shape}")
             self.build(x.shape[1:])
-        if x.shape[0] == 0:
-            raise ValueError(f"{name} is empty (shape {x.shape})")
-        x = np.ascontiguousarray(x, dtype=self.dtype)
-        if check_finite and not np.isfinite(x).all():
-            bad = int(np.count_nonzero(~np.isfinite(x)))
-            raise ValueError(f"{name} contains {bad} NaN or infinite values")
-        return x
+        return _inputs.checked_batch(x, self.dtype, name, check_finite)
 
     def _check_augment(self, augment):
         """``augment`` must be None or a transform that keeps the images'

@@ -96,6 +96,7 @@ class _Builder:
         self.base = {0: 0}                          # slot -> tensor it views
         self.steps = []
         self.folds = []          # (layer, bn) pairs whose weights were folded
+        self.flops = 0           # floating-point operations per image
 
     # -- helpers ----------------------------------------------------------
     def readers(self, i):
@@ -115,6 +116,7 @@ class _Builder:
 
     def emit(self, step, ins, out, size):
         step.setdefault("layers", tuple(self.names))
+        self.flops += _flops(step, size)
         self.size[out] = size
         self.base.setdefault(out, out)
         step["in"] = [self.base[k] for k in ins]
@@ -363,35 +365,27 @@ def compile(model, batch_size=None, dtype=None):
                                out_size, arena, logits)
     p = Plan(program, tuple(model.input_shape), tuple(model.output_shape),
              dt, len(b.steps), len(b.folds),
-             [_describe(step) for step in b.steps],
-             sum(_flops(step) for step in b.steps))
+             [_describe(step) for step in b.steps], b.flops)
     if batch_size is not None:
         nt = _ops.get_num_threads()
         p._reserve(int(batch_size), nt, program.chunk(int(batch_size), nt))
     return p
 
 
-def _flops(step):
-    """Floating-point operations of a step on one image (two per
-    multiply-add; one per element for the element-wise steps)."""
+def _flops(step, size):
+    """Floating-point operations of a step on one image whose output has
+    ``size`` elements: two per multiply-add, one per element read for
+    pooling and copies, one per output element for the element-wise
+    steps."""
     op = step["op"]
-    if op == "conv":
-        c, h, w = step["x_shape"]
-        k, cg, r, s_ = step["weight"].shape
-        (pt, pb, pl, pr), (sh, sw) = step["padding"], step["stride"]
-        dh, dw = step["dilation"]
-        oh = (h + pt + pb - dh * (r - 1) - 1) // sh + 1
-        ow = (w + pl + pr - dw * (s_ - 1) - 1) // sw + 1
-        return 2 * k * cg * r * s_ * oh * ow
-    if op == "dense":
-        return 2 * step["weight"].size
+    if op in ("conv", "dense"):
+        w = step["weight"]
+        return 2 * size * (w.size // w.shape[0])
     if op in ("max_pool", "avg_pool", "global_max_pool"):
         return math.prod(step["x_shape"])
-    if op == "batch_norm":
-        return 2 * step["channels"] * step["hw"]
     if op == "copy":
         return step["rows"] * step["size"]
-    return step["size"]
+    return size
 
 
 def _describe(step):
@@ -454,11 +448,9 @@ class Plan:
     """
 
     def __init__(self, program, input_shape, output_shape, dtype, num_steps,
-                 folded, labels=None, flops=None):
+                 folded, labels, flops):
         self._program = program
-        self._flops = flops
-        self._labels = list(labels) if labels is not None else \
-            [f"step {i}" for i in range(num_steps)]
+        self._labels, self._flops = labels, flops
         self.input_shape, self.output_shape = input_shape, output_shape
         self.dtype, self.num_steps, self.folded = dtype, num_steps, folded
         # each Python thread runs on its own arena and workspace, so that
@@ -490,21 +482,8 @@ class Plan:
     def _checked(self, x):
         """x as a C-contiguous batch of the plan's dtype, refused as
         :meth:`cnnkit.Model.predict` refuses it."""
-        try:
-            x = np.asarray(x)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"x must be array-like ({exc})") from None
-        if x.dtype.kind not in "biuf":
-            raise TypeError(
-                f"x must be a real numeric array, got dtype {x.dtype}")
-        x = _inputs.as_batch(x, self.input_shape, "x")
-        if x.shape[0] == 0:
-            raise ValueError(f"x is empty (shape {x.shape})")
-        x = np.ascontiguousarray(x, dtype=self.dtype)
-        if not np.isfinite(x).all():
-            bad = int(np.count_nonzero(~np.isfinite(x)))
-            raise ValueError(f"x contains {bad} NaN or infinite values")
-        return x
+        x = _inputs.as_batch(_inputs.real_array(x), self.input_shape, "x")
+        return _inputs.checked_batch(x, self.dtype)
 
     def run(self, x, out=None, probabilities=False):
         """The logits (or, with ``probabilities``, their softmax) of ``x``.
@@ -551,8 +530,7 @@ class Plan:
         # one thread count for sizing and running: the default count may
         # change between two calls (it follows the free CPUs)
         nt = _ops.get_num_threads()
-        if nt > 1 and self._flops is not None and \
-                n * self._flops < _SERIAL_FLOPS:
+        if nt > 1 and n * self._flops < _SERIAL_FLOPS:
             nt = 1
         if chunk is None:
             chunk = self._program.chunk(n, nt)
