@@ -41,10 +41,6 @@
 #define NC 1024
 #define WKB 3
 #define WQB 4
-#include "gemm_micro_simd.h"
-#include "gemm_impl.h"
-#include "conv_direct_simd.h"
-#include "winograd_engine.h"
 /* the even elements of a, then of b (2 * VL in all) */
 #define VEVEN(a, b) _mm256_castpd_ps(_mm256_permute4x64_pd(                 \
     _mm256_castps_pd(_mm256_shuffle_ps((a), (b), _MM_SHUFFLE(2, 0, 2, 0))), \
@@ -54,6 +50,10 @@
                                            _mm256_unpackhi_ps((a), (b)), 0x20)
 #define VZIPHI(a, b) _mm256_permute2f128_ps(_mm256_unpacklo_ps((a), (b)),  \
                                            _mm256_unpackhi_ps((a), (b)), 0x31)
+#include "gemm_micro_simd.h"
+#include "gemm_impl.h"
+#include "conv_direct_simd.h"
+#include "winograd_engine.h"
 #include "conv_depthwise_simd.h"
 #undef VEVEN
 #undef VZIPLO
@@ -86,10 +86,6 @@
 #define NC 1024
 #define WKB 3
 #define WQB 4
-#include "gemm_micro_simd.h"
-#include "gemm_impl.h"
-#include "conv_direct_simd.h"
-#include "winograd_engine.h"
 /* the even elements of a, then of b (2 * VL in all) */
 #define VEVEN(a, b) _mm256_permute4x64_pd(_mm256_unpacklo_pd((a), (b)),   \
                                           _MM_SHUFFLE(3, 1, 2, 0))
@@ -98,6 +94,10 @@
                                            _mm256_unpackhi_pd((a), (b)), 0x20)
 #define VZIPHI(a, b) _mm256_permute2f128_pd(_mm256_unpacklo_pd((a), (b)),  \
                                            _mm256_unpackhi_pd((a), (b)), 0x31)
+#include "gemm_micro_simd.h"
+#include "gemm_impl.h"
+#include "conv_direct_simd.h"
+#include "winograd_engine.h"
 #include "conv_depthwise_simd.h"
 #undef VEVEN
 #undef VZIPLO

@@ -41,10 +41,6 @@
 #define NC 1024
 #define WKB 6
 #define WQB 4
-#include "gemm_micro_simd.h"
-#include "gemm_impl.h"
-#include "conv_direct_simd.h"
-#include "winograd_engine.h"
 /* the even elements of a, then of b (2 * VL in all) */
 #define VEVEN(a, b) _mm512_permutex2var_ps(                                \
     (a), _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,   \
@@ -56,6 +52,10 @@
 #define VZIPHI(a, b) _mm512_permutex2var_ps(                               \
     (a), _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29,    \
                            14, 30, 15, 31), (b))
+#include "gemm_micro_simd.h"
+#include "gemm_impl.h"
+#include "conv_direct_simd.h"
+#include "winograd_engine.h"
 #include "conv_depthwise_simd.h"
 #undef VEVEN
 #undef VZIPLO
@@ -87,10 +87,6 @@
 #define NC 1024
 #define WKB 6
 #define WQB 4
-#include "gemm_micro_simd.h"
-#include "gemm_impl.h"
-#include "conv_direct_simd.h"
-#include "winograd_engine.h"
 /* the even elements of a, then of b (2 * VL in all) */
 #define VEVEN(a, b) _mm512_permutex2var_pd(                                \
     (a), _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), (b))
@@ -99,6 +95,10 @@
     (a), _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), (b))
 #define VZIPHI(a, b) _mm512_permutex2var_pd(                               \
     (a), _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15), (b))
+#include "gemm_micro_simd.h"
+#include "gemm_impl.h"
+#include "conv_direct_simd.h"
+#include "winograd_engine.h"
 #include "conv_depthwise_simd.h"
 #undef VEVEN
 #undef VZIPLO

@@ -34,7 +34,8 @@ static ptrdiff_t SFX(workspace)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
 
 /* Pack rows [0, mc) x slab [0, kc) of op(A) into MR-tall strips:
  * strip t holds op(A)[t*MR + i, p] at ap[t*MR*kc + p*MR + i]; rows past mc
- * are zero. */
+ * are zero (except after a single row in a SIMD path, which reads it
+ * alone). */
 static void SFX(pack_a)(REAL *restrict ap, const REAL *restrict a,
                         ptrdiff_t lda, int trans, ptrdiff_t mc, ptrdiff_t kc)
 {
@@ -53,6 +54,12 @@ static void SFX(pack_a)(REAL *restrict ap, const REAL *restrict a,
                     ap[p * MR + i] = src[p];
             }
         }
+#ifdef ROW_STRIPS
+        /* one row: micro_row and the tiles of a SIMD path read row 0
+         * alone (the tiles read rows [0, mr) for any mr) */
+        if (mc == 1)
+            break;
+#endif
         if (mr < MR)
             for (ptrdiff_t p = 0; p < kc; p++)
                 for (ptrdiff_t i = mr; i < MR; i++)
@@ -66,6 +73,46 @@ static void SFX(pack_a)(REAL *restrict ap, const REAL *restrict a,
 #endif
 #ifndef GEMM_FEW_GROUP
 #define GEMM_FEW_GROUP 8 /* strips per task of a few-row product */
+#endif
+
+#ifdef VZIPLO
+/* dst[q * NR + r] = src[r * lds + q] for q < pn, r < VL, from a block of
+ * rows x pn elements of src (rows, pn <= VL; the rest read as zeros): the
+ * rows loaded as vectors and transposed in registers, log2(VL) rounds of
+ * interleaving rows i and i + VL/2 (after the last round, vector q holds
+ * column q). */
+#if defined(__clang__)
+#define PB_UNROLL _Pragma("unroll")
+#else
+#define PB_UNROLL _Pragma("GCC unroll 16")
+#endif
+static inline __attribute__((always_inline)) void
+SFX(transpose_block)(REAL *restrict dst, const REAL *restrict src,
+                     ptrdiff_t lds, int rows, int pn)
+{
+    VEC v[VL], t[VL];
+    const MASK mk = VMASK(pn);
+    PB_UNROLL
+    for (int r = 0; r < VL; r++)
+        v[r] = r >= rows ? VZERO()
+             : pn == VL ? VLOAD(src + r * lds) : VLOAD_M(src + r * lds, mk);
+    PB_UNROLL
+    for (int h = VL / 2, step = 1; step < VL; step *= 2) {
+        PB_UNROLL
+        for (int i = 0; i < h; i++) {
+            t[2 * i] = VZIPLO(v[i], v[i + h]);
+            t[2 * i + 1] = VZIPHI(v[i], v[i + h]);
+        }
+        PB_UNROLL
+        for (int i = 0; i < VL; i++)
+            v[i] = t[i];
+    }
+    PB_UNROLL
+    for (int q = 0; q < VL; q++)
+        if (q < pn)
+            VSTORE(dst + q * NR, v[q]);
+}
+#undef PB_UNROLL
 #endif
 
 /* Pack strips [s0, s1) of slab [0, kc) x columns [0, nc) of op(B) into
@@ -92,6 +139,20 @@ static void SFX(pack_b)(REAL *restrict bp, const REAL *restrict b,
                 }
             }
         } else {
+#ifdef VZIPLO
+            /* op(B) = b^T: VL x VL blocks transposed in registers, the
+             * strip's padding columns and its last, shallower block
+             * included */
+            for (ptrdiff_t p0 = 0; p0 < kc; p0 += VL) {
+                const int pn = (int)CNNKIT_MIN((ptrdiff_t)VL, kc - p0);
+                for (ptrdiff_t v = 0; v < NR; v += VL)
+                    SFX(transpose_block)(
+                        dst + p0 * NR + v, b + (j0 + v) * ldb + p0, ldb,
+                        (int)CNNKIT_MAX(0, CNNKIT_MIN((ptrdiff_t)VL, nr - v)),
+                        pn);
+            }
+            continue;
+#endif
             /* op(B) = b^T: PB_DEPTH-deep blocks of p across the strip's
              * rows, so that the block being written (PB_DEPTH rows of NR)
              * stays in L1 while each source row is read in order */
@@ -118,6 +179,15 @@ static void SFX(macro_kernel)(ptrdiff_t mc, ptrdiff_t nc, ptrdiff_t kc,
                               const REAL *restrict bp, REAL *restrict c,
                               ptrdiff_t ldc, REAL alpha, REAL beta, int first)
 {
+#ifdef ROW_STRIPS
+    if (mc == 1) {          /* one row: several strips' chains at once */
+        for (ptrdiff_t j0 = 0; j0 < nc; j0 += ROW_STRIPS * NR)
+            SFX(micro_row)(kc, ap, bp + j0 * kc, c + j0,
+                           CNNKIT_MIN((ptrdiff_t)ROW_STRIPS * NR, nc - j0),
+                           alpha, beta, first);
+        return;
+    }
+#endif
     for (ptrdiff_t j0 = 0; j0 < nc; j0 += NR) {
         ptrdiff_t nr = CNNKIT_MIN(NR, nc - j0);
         for (ptrdiff_t i0 = 0; i0 < mc; i0 += MR) {

@@ -189,6 +189,93 @@ static void SFX(micro_implicit)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
     SFX(micro_any)(1, kc, ap, bp, boff, c, ldc, mr, nr, 1, 0, first, bias,
                    relu);
 }
+/* One row of C across up to ROW_STRIPS packed strips of B (nc <= nvec *
+ * VL columns, strip s at bp + s*NR*kc): a single row's tile has only NV
+ * FMA chains, too few to hide the FMA latency, so the row takes the
+ * chains of several strips at once.  Each element's sum is the tile's
+ * (the same FMAs in the same order), and so are the stores. */
+#define ROW_STRIPS 4
+static inline __attribute__((always_inline)) void
+SFX(row_any)(const int nvec, ptrdiff_t kc, const REAL *restrict ap,
+             const REAL *restrict bp, REAL *restrict c, int lastn,
+             REAL alpha, REAL beta, int first)
+{
+    VEC acc[ROW_STRIPS * NV];
+    UNROLL_FULL
+    for (int v = 0; v < nvec; v++)
+        acc[v] = VZERO();
+    for (ptrdiff_t p = 0; p < kc; p++) {
+        const VEC av = VBCAST(ap + p * MR);
+        UNROLL_FULL
+        for (int v = 0; v < nvec; v++)
+            acc[v] = VFMA(av, VLOAD(bp + (v / NV) * NR * kc + p * NR +
+                                    (v % NV) * VL), acc[v]);
+    }
+    const MASK mk = VMASK(lastn);
+    const VEC va = VSET1(alpha), vb = VSET1(beta);
+    const int fresh = first && beta == 0;
+    UNROLL_FULL
+    for (int v = 0; v < nvec; v++) {
+        REAL *restrict cv = c + (v / NV) * NR + (v % NV) * VL;
+        const int part = v == nvec - 1 && lastn < VL;
+        VEC out;
+        if (fresh) {
+            out = VMUL(va, acc[v]);
+        } else {
+            VEC old = part ? VLOAD_M(cv, mk) : VLOAD(cv);
+            out = first ? VFMA(vb, old, VMUL(va, acc[v]))
+                        : VFMA(va, acc[v], old);
+        }
+        if (part)
+            VSTORE_M(cv, mk, out);
+        else
+            VSTORE(cv, out);
+    }
+}
+
+#define ROW_CASE(K)                                                        \
+    case K:                                                                \
+        SFX(row_any)(K, kc, ap, bp, c, lastn, alpha, beta, first);         \
+        break;
+
+/* c[0, 0 .. nc) op= packed row of A (ap[p*MR]) @ packed strips of B, as
+ * micro does for mr = 1; nc <= ROW_STRIPS * NR. */
+static void SFX(micro_row)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
+                           REAL *c, ptrdiff_t nc, REAL alpha, REAL beta,
+                           int first)
+{
+    const int nvec = (int)cnnkit_ceil_div(nc, VL);
+    const int lastn = (int)(nc - (ptrdiff_t)(nvec - 1) * VL);
+    switch (nvec) {
+        ROW_CASE(1)
+        ROW_CASE(2)
+#if ROW_STRIPS * NV >= 3
+        ROW_CASE(3)
+#endif
+#if ROW_STRIPS * NV >= 4
+        ROW_CASE(4)
+#endif
+#if ROW_STRIPS * NV >= 5
+        ROW_CASE(5)
+#endif
+#if ROW_STRIPS * NV >= 6
+        ROW_CASE(6)
+#endif
+#if ROW_STRIPS * NV >= 7
+        ROW_CASE(7)
+#endif
+#if ROW_STRIPS * NV >= 8
+        ROW_CASE(8)
+#endif
+    default:
+        break;
+    }
+}
+#undef ROW_CASE
+#if ROW_STRIPS * NV > 8
+#error "micro_row: more vectors than cases"
+#endif
+
 /* gemm_impl.h may read B in place (micro_implicit) */
 #define GEMM_IMPLICIT_B 1
 #undef TILE_ROWS

@@ -27,3 +27,4 @@
 #undef WKB
 #undef WQB
 #undef GEMM_IMPLICIT_B
+#undef ROW_STRIPS

@@ -353,6 +353,18 @@ for dt in (np.float32, np.float64):
         if F.dense(x[lo:hi], w).tobytes() != full[lo:hi].tobytes():
             variant.append(f"{np.dtype(dt).name} dense rows {lo}:{hi} "
                            f"depend on the batch")
+    # one row's forward takes several strips at once (micro_row) from a
+    # transposed panel packed in blocks: the bits of a row of a larger
+    # batch, over several slabs and with a last strip and block that are
+    # partial (inner 1100 > KC; 1 + 77 outputs)
+    x4 = rng.standard_normal((30, 1100)).astype(dt)
+    w4 = rng.standard_normal((78, 1100)).astype(dt)
+    b4 = rng.standard_normal(78).astype(dt)
+    full4 = F.dense(x4, w4, b4)
+    for lo, hi in ((0, 1), (1, 2), (7, 9), (29, 30)):
+        if F.dense(x4[lo:hi], w4, b4).tobytes() != full4[lo:hi].tobytes():
+            variant.append(f"{np.dtype(dt).name} dense rows {lo}:{hi} "
+                           f"(inner 1100) depend on the batch")
     # products of at most MR rows read B in place (no packed panel): the
     # input gradient of a few samples and the weight gradient of a few
     # outputs have the bits of the same rows of a larger product, over
