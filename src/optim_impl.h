@@ -1,16 +1,12 @@
 /* optim_impl.h -- body of optim.c, included once per REAL type. */
 
-void SFX(cnnkit_sgd_step)(REAL *restrict p, const REAL *restrict g,
-                          REAL *restrict buf, ptrdiff_t n, double lr,
-                          double weight_decay, double momentum, int nesterov,
-                          int first, int nthreads)
+/* Elements [lo, hi) of an SGD step (see optim.c). */
+static CNNKIT_CLONES void
+SFX(sgd_range)(REAL *restrict p, const REAL *restrict g, REAL *restrict buf,
+               ptrdiff_t lo, ptrdiff_t hi, REAL eta, REAL wd, REAL mu,
+               int decay, int mom, int nesterov, int first)
 {
-    const REAL eta = (REAL)lr, wd = (REAL)weight_decay, mu = (REAL)momentum;
-    const int decay = weight_decay != 0.0, mom = momentum != 0.0;
-    int nt = cnnkit_team(8.0 * n, n, nthreads);
-    (void)nt; /* unused in serial builds */
-    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
-    for (ptrdiff_t i = 0; i < n; i++) {
+    for (ptrdiff_t i = lo; i < hi; i++) {
         REAL gi = g[i];
         if (decay) {
             REAL t = p[i] * wd;
@@ -37,6 +33,54 @@ void SFX(cnnkit_sgd_step)(REAL *restrict p, const REAL *restrict g,
     }
 }
 
+void SFX(cnnkit_sgd_step)(REAL *restrict p, const REAL *restrict g,
+                          REAL *restrict buf, ptrdiff_t n, double lr,
+                          double weight_decay, double momentum, int nesterov,
+                          int first, int nthreads)
+{
+    const REAL eta = (REAL)lr, wd = (REAL)weight_decay, mu = (REAL)momentum;
+    const int decay = weight_decay != 0.0, mom = momentum != 0.0;
+    int nt = cnnkit_team(8.0 * n, n, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel num_threads(nt))
+    {
+        const ptrdiff_t t = omp_get_thread_num(), k = omp_get_num_threads();
+        SFX(sgd_range)(p, g, buf, n * t / k, n * (t + 1) / k, eta, wd, mu,
+                       decay, mom, nesterov, first);
+    }
+}
+
+/* Elements [lo, hi) of an Adam step (see cnnkit_adam_step). */
+static CNNKIT_CLONES void
+SFX(adam_range)(REAL *restrict p, const REAL *restrict g, REAL *restrict m,
+                REAL *restrict v, ptrdiff_t lo, ptrdiff_t hi, REAL b1,
+                REAL b2, REAL c1, REAL c2, REAL e, REAL wd, REAL keep,
+                REAL ss, REAL bc, int coupled, int shrink)
+{
+    for (ptrdiff_t i = lo; i < hi; i++) {
+        REAL pi = p[i], gi = g[i];
+        if (shrink)
+            pi = pi * keep;
+        if (coupled) {
+            REAL t = pi * wd;
+            gi = gi + t;
+        }
+        REAL t1 = gi * c1, mi = m[i] * b1;
+        mi = mi + t1;
+        REAL t2 = gi * c2, vi = v[i] * b2;
+        t2 = t2 * gi;
+        vi = vi + t2;
+        m[i] = mi;
+        v[i] = vi;
+        REAL den = SQRT(vi);
+        den = den / bc;
+        den = den + e;
+        REAL num = mi * ss;
+        num = num / den;
+        p[i] = pi - num;
+    }
+}
+
 /* Adam / AdamW, t the 1-based step; step_size = lr / (1 - beta1^t) and
  * bc2_sqrt = sqrt(1 - beta2^t) come from the caller:
  *     p <- p * (1 - lr * wd)                  (decoupled, AdamW)
@@ -60,27 +104,10 @@ void SFX(cnnkit_adam_step)(REAL *restrict p, const REAL *restrict g,
     const int shrink = weight_decay != 0.0 && decoupled;
     int nt = cnnkit_team(16.0 * n, n, nthreads);
     (void)nt; /* unused in serial builds */
-    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
-    for (ptrdiff_t i = 0; i < n; i++) {
-        REAL pi = p[i], gi = g[i];
-        if (shrink)
-            pi = pi * keep;
-        if (coupled) {
-            REAL t = pi * wd;
-            gi = gi + t;
-        }
-        REAL t1 = gi * c1, mi = m[i] * b1;
-        mi = mi + t1;
-        REAL t2 = gi * c2, vi = v[i] * b2;
-        t2 = t2 * gi;
-        vi = vi + t2;
-        m[i] = mi;
-        v[i] = vi;
-        REAL den = SQRT(vi);
-        den = den / bc;
-        den = den + e;
-        REAL num = mi * ss;
-        num = num / den;
-        p[i] = pi - num;
+    CNNKIT_OMP(parallel num_threads(nt))
+    {
+        const ptrdiff_t t = omp_get_thread_num(), k = omp_get_num_threads();
+        SFX(adam_range)(p, g, m, v, n * t / k, n * (t + 1) / k, b1, b2, c1,
+                        c2, e, wd, keep, ss, bc, coupled, shrink);
     }
 }

@@ -15,6 +15,13 @@ __all__ = ["SymbolicTensor", "Node", "Input", "topological_order",
 
 _ids = itertools.count()
 
+# How a model runs each call of a layer (Graph._fusion in model.py): on its
+# own; fused with the element-wise layer next to it (forward: its epilogue
+# applies the next layer; backward: its pass also goes back through the
+# layer before); or as that element-wise layer, whose work the other layer
+# did.
+PLAIN, FUSED, ABSORBED = "plain", "fused", "absorbed"
+
 
 class SymbolicTensor:
     """A placeholder for the array a graph computes at this point.

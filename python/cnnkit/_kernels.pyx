@@ -2442,3 +2442,392 @@ cdef class PlanProgram:
 
 cdef inline void memset_step(cnnkit_plan_step *s) noexcept:
     memset(s, 0, sizeof(cnnkit_plan_step))
+
+
+# --------------------------------------------------------------------------
+# compiled training steps
+# --------------------------------------------------------------------------
+cdef enum:
+    _TS_CONV = 1
+    _TS_DENSE = 2
+    _TS_RELU = 3
+    _TS_MAX_POOL = 4
+
+cdef enum:
+    _TG_WHOLE = 0       # the batch's parameter gradients
+    _TG_PARTS = 1       # each run of samples' into its part
+    _TG_TREE = 2        # dense: the runs' weight gradients' tree sum, the
+                        # bias gradients per run
+
+_TRAIN_OPS = {"conv": _TS_CONV, "dense": _TS_DENSE, "relu": _TS_RELU,
+              "max_pool": _TS_MAX_POOL}
+_TRAIN_GRADS = {"whole": _TG_WHOLE, "parts": _TG_PARTS, "tree": _TG_TREE}
+
+cdef struct _tstep:
+    int op
+    int fwd                 # run in the forward pass
+    int bwd                 # run in the backward pass
+    int relu                # conv: ReLU epilogue; max pool: its backward
+                            # goes on through the ReLU before it
+    int grads               # _TG_*
+    cnnkit_conv2d_geom g
+    cnnkit_pool2d_geom pool, unpool
+    ptrdiff_t n, f, o, size, wstride, bstride
+    const void *x           # NULL: the step's input
+    void *y
+    const void *w
+    const void *b
+    void *gx                # NULL: no input gradient
+    const void *gy
+    void *gw
+    void *gb
+    int64_t *idx
+
+
+cdef class TrainProgram:
+    """One training step of a chain of layers -- forward pass, softmax
+    cross-entropy, backward pass -- for batches of ``m`` samples, run by
+    one call that releases the GIL once: the kernels the layers call, with
+    the same arguments, so the same bits.
+
+    ``specs`` lists the layers' steps in forward order, each a dict of
+    its op ("conv", "dense", "relu", "max_pool"), flags ``fwd`` and
+    ``bwd``, the per-sample ``in_shape``, the arrays ``x`` (None: the
+    step's input), ``y``, ``gy``, ``gx`` (None: no input gradient), and
+    per op: conv: ``weight``, ``bias``, ``stride``, ``padding`` (4),
+    ``dilation``, ``groups``, ``relu``, ``grads`` ("whole" or "parts"),
+    ``gw``, ``gb``; dense: ``weight``, ``bias``, ``grads`` ("whole",
+    "parts" or "tree"), ``gw``, ``gb``; max_pool: ``pool_size``,
+    ``stride``, ``padding``, ``ceil_mode``, ``idx``, ``relu``.  With
+    "parts", ``gw`` and ``gb`` are (runs,) + parameter shape, one run
+    per ``[bounds[q], bounds[q+1])``; with "tree" ``gw`` has the weight's
+    shape.  ``logits`` is the last step's output, ``grad`` the loss's
+    gradient (the last step's ``gy``)."""
+
+    cdef _tstep *steps
+    cdef Py_ssize_t nsteps
+    cdef ptrdiff_t m, classes, in_size, nparts
+    cdef readonly object dtype
+    cdef readonly object logits, grad, losses, hit
+    cdef object bounds
+    cdef list keep
+    cdef object work
+    cdef int work_nt
+
+    def __cinit__(self):
+        self.steps = NULL
+
+    def __dealloc__(self):
+        PyMem_Free(self.steps)
+
+    def __init__(self, list specs, dtype, tuple input_shape, ptrdiff_t m,
+                 logits, grad, bounds=None):
+        dt = self.dtype = np.dtype(dtype)
+        if dt != np.float32 and dt != np.float64:
+            raise ValueError(f"train: dtype must be float32 or float64, "
+                             f"got {dt}")
+        if m < 1 or not specs:
+            raise ValueError("train: needs a batch and at least one step")
+        self.m = m
+        self.keep = []
+        self.in_size = math_prod(input_shape)
+        self.steps = <_tstep *>PyMem_Malloc(len(specs) * sizeof(_tstep))
+        if self.steps == NULL:
+            raise MemoryError()
+        self.nsteps = len(specs)
+        self.nparts = 0
+        self.bounds = None
+        if bounds is not None:
+            self.bounds = _parts_args("train", bounds, m, None, (1,), None,
+                                      dt, True)[0]
+            self.nparts = self.bounds.shape[0] - 1
+        for i, spec in enumerate(specs):
+            memset(&self.steps[i], 0, sizeof(_tstep))
+            self._fill(&self.steps[i], spec, i)
+        self.logits = _require(logits, (m, logits.shape[1]), dt, True,
+                               "train", "logits")
+        self.classes = logits.shape[1]
+        self.grad = _require(grad, (m, self.classes), dt, True, "train",
+                             "grad")
+        self.losses = np.empty(m, dtype=np.float64)
+        self.hit = np.empty(m, dtype=np.bool_)
+        self.work = np.empty(0, dtype=dt)
+        self.work_nt = 0
+
+    cdef void *_arr(self, object a, ptrdiff_t size, str what, Py_ssize_t i,
+                    bint nullable=False) except? NULL:
+        """The data of a, a C-contiguous array of the program's dtype and
+        size elements (None: NULL where allowed)."""
+        if a is None:
+            if nullable:
+                return NULL
+            raise ValueError(f"train: step {i} needs {what}")
+        if not (cnp.PyArray_Check(a) and a.dtype == self.dtype and
+                a.size == size and cnp.PyArray_ISCARRAY(<cnp.ndarray>a) and
+                cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a)):
+            raise ValueError(
+                f"train: step {i}'s {what} must be a writeable C-contiguous "
+                f"{self.dtype.name} array of {size} elements, got "
+                f"{getattr(a, 'dtype', type(a))} {getattr(a, 'shape', '')}")
+        self.keep.append(a)
+        return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+    cdef object _fill(self, _tstep *s, dict spec, Py_ssize_t i):
+        dt = self.dtype
+        op = spec["op"]
+        if op not in _TRAIN_OPS:
+            raise ValueError(f"train: unknown step {op!r}")
+        s.op = _TRAIN_OPS[op]
+        s.fwd, s.bwd = bool(spec["fwd"]), bool(spec["bwd"])
+        xs = (self.m,) + tuple(spec["in_shape"])
+        cdef ptrdiff_t insize = self.m * math_prod(spec["in_shape"])
+        s.x = self._arr(spec["x"], insize, "x", i, True)
+        if s.x == NULL and i > 0:
+            raise ValueError(f"train: step {i} reads the step's input")
+        cdef ptrdiff_t wstride = 0, bstride = 0
+        if s.op == _TS_CONV or s.op == _TS_DENSE:
+            w = spec["weight"]
+            wshape = tuple(w.shape)
+            s.w = self._arr(w, w.size, "weight", i)
+            s.b = self._arr(spec["bias"], wshape[0], "bias", i, True)
+            if s.op == _TS_CONV:
+                if len(xs) != 4:
+                    raise ValueError(f"train: step {i}: conv needs (C, H, W)")
+                oshape = _conv_geom(&s.g, xs, wshape, spec["stride"],
+                                    spec["padding"], spec["dilation"], True,
+                                    spec["groups"])
+                s.relu = bool(spec["relu"])
+            else:
+                if len(xs) != 2 or len(wshape) != 2 or xs[1] != wshape[1]:
+                    raise ValueError(f"train: step {i}: dense shapes {xs} "
+                                     f"and {wshape}")
+                s.n, s.f, s.o = self.m, wshape[1], wshape[0]
+                oshape = (self.m, wshape[0])
+            s.grads = _TRAIN_GRADS[spec["grads"]]
+            if s.grads == _TG_WHOLE:
+                s.gw = self._arr(spec["gw"], w.size, "gw", i)
+                s.gb = self._arr(spec["gb"], wshape[0], "gb", i,
+                                 s.b == NULL)
+            else:
+                if self.bounds is None:
+                    raise ValueError(f"train: step {i} writes parts but "
+                                     f"the program has no bounds")
+                if s.grads == _TG_TREE and s.op != _TS_DENSE:
+                    raise ValueError(f"train: step {i}: only dense steps "
+                                     f"add their runs in the tree")
+                tree = s.grads == _TG_TREE
+                _, wstride, bstride = _parts_args(
+                    "train", self.bounds, self.m,
+                    None if tree else spec["gw"], wshape, spec["gb"], dt,
+                    tree)
+                if tree:
+                    s.gw = self._arr(spec["gw"], w.size, "gw", i)
+                elif spec["gw"].shape[0]:
+                    s.gw = cnp.PyArray_DATA(<cnp.ndarray>spec["gw"])
+                if spec["gb"] is not None and spec["gb"].shape[0]:
+                    s.gb = cnp.PyArray_DATA(<cnp.ndarray>spec["gb"])
+                if (s.b == NULL) != (spec["gb"] is None):
+                    raise ValueError(f"train: step {i}: a bias gradient "
+                                     f"without a bias, or the reverse")
+                self.keep.extend((spec["gw"], spec["gb"]))
+                s.wstride, s.bstride = wstride, bstride
+        elif s.op == _TS_RELU:
+            oshape = xs
+            s.size = insize
+        else:
+            if len(xs) != 4:
+                raise ValueError(f"train: step {i}: max pool needs (C, H, "
+                                 f"W)")
+            oshape = _pool_geom(&s.pool, xs, spec["pool_size"],
+                                spec["stride"], spec["padding"],
+                                "max_pool2d", spec["ceil_mode"])
+            s.unpool.planes, s.unpool.h, s.unpool.w = \
+                s.pool.planes, s.pool.h, s.pool.w
+            s.unpool.oh, s.unpool.ow = s.pool.oh, s.pool.ow
+            s.unpool.kh = s.unpool.kw = 1
+            s.unpool.stride_h = s.unpool.stride_w = 1
+            s.unpool.pad_h = s.unpool.pad_w = 0
+            s.relu = bool(spec["relu"])
+            idx = spec["idx"]
+            if not (cnp.PyArray_Check(idx) and idx.dtype == np.int64 and
+                    idx.size == math_prod(oshape) and
+                    cnp.PyArray_ISCARRAY(<cnp.ndarray>idx)):
+                raise ValueError(f"train: step {i}'s idx must be a C-"
+                                 f"contiguous int64 array of "
+                                 f"{math_prod(oshape)} elements")
+            self.keep.append(idx)
+            s.idx = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>idx)
+        cdef ptrdiff_t osize = math_prod(oshape)
+        s.y = self._arr(spec["y"], osize, "y", i)
+        s.gy = self._arr(spec["gy"], osize, "gy", i, not s.bwd)
+        s.gx = self._arr(spec["gx"], insize, "gx", i, True)
+        if s.bwd and s.op in (_TS_RELU, _TS_MAX_POOL) and s.gx == NULL:
+            raise ValueError(f"train: step {i} needs gx")
+
+    cdef ptrdiff_t _workspace(self, int nt) except -1:
+        """Elements of workspace the steps need on nt threads."""
+        cdef ptrdiff_t need = 1, k
+        cdef Py_ssize_t i
+        cdef _tstep *s
+        for i in range(self.nsteps):
+            s = &self.steps[i]
+            if s.op == _TS_CONV:
+                k = cnnkit_conv2d_workspace(&s.g, CNNKIT_CONV_FORWARD, nt)
+                need = max(need, k)
+                if s.bwd:
+                    if s.gx != NULL:
+                        k = cnnkit_conv2d_workspace(
+                            &s.g, CNNKIT_CONV_BACKWARD_DATA, nt)
+                        need = max(need, k)
+                    k = cnnkit_conv2d_workspace(
+                        &s.g, CNNKIT_CONV_BACKWARD_WEIGHT if
+                        s.grads == _TG_WHOLE else
+                        CNNKIT_CONV_BACKWARD_WEIGHT_PARTS, nt)
+                    need = max(need, k)
+            elif s.op == _TS_DENSE:
+                k = cnnkit_dense_workspace(s.n, s.f, s.o, nt)
+                need = max(need, k)
+                if s.bwd and s.grads == _TG_TREE:
+                    k = cnnkit_dense_tree_workspace(
+                        _int64_data(self.bounds), self.nparts, s.f, s.o, nt)
+                    need = max(need, k)
+        _check_size("workspace", (need,))
+        return need
+
+    def run(self, x, labels, sample_weight, double normalizer,
+            double label_smoothing):
+        """One step on the batch x (m samples) with int labels and
+        optional float64 sample weights: the logits, the loss gradient
+        (of the weighted mean with divisor ``normalizer``), each sample's
+        weighted loss (``losses``), whether its largest logit is its label
+        (``hit``), and the parameter gradients."""
+        cdef int nt = _nthreads()
+        dt = self.dtype
+        if not (cnp.PyArray_Check(x) and x.dtype == dt and
+                cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x) and
+                cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x) and
+                x.size == self.m * self.in_size):
+            raise ValueError(f"train: x must be a C-contiguous {dt.name} "
+                             f"array of {self.m} samples of {self.in_size} "
+                             f"elements")
+        if not (0.0 <= label_smoothing <= 1.0):
+            raise ValueError(f"train: label_smoothing must be in [0, 1], "
+                             f"got {label_smoothing!r}")
+        zshape = (self.m, self.classes)
+        lab = _labels(labels, self.m, self.classes, zshape)
+        sw = (_sample_weight(sample_weight, self.m, zshape)
+              if sample_weight is not None else None)
+        if nt != self.work_nt:       # its own, not the thread's shared one
+            self.work = np.empty(self._workspace(nt), dtype=dt)
+            self.work_nt = nt
+        if dt == np.float32:
+            _train_run(_F32, self.steps, self.nsteps, x, self.logits,
+                       self.grad, lab, sw, normalizer, label_smoothing,
+                       self.losses, self.hit, self.m, self.classes,
+                       self.bounds, self.nparts, self.work, nt)
+        else:
+            _train_run(_F64, self.steps, self.nsteps, x, self.logits,
+                       self.grad, lab, sw, normalizer, label_smoothing,
+                       self.losses, self.hit, self.m, self.classes,
+                       self.bounds, self.nparts, self.work, nt)
+
+
+cdef object math_prod(object shape):
+    cdef object p = 1
+    for d in shape:
+        p = p * int(d)
+    return p
+
+
+cdef void _train_run(floating *t, _tstep *steps, Py_ssize_t ns, x, logits,
+                     grad, lab, sw, double norm, double smoothing, losses,
+                     hit, ptrdiff_t m, ptrdiff_t c, bounds,
+                     ptrdiff_t nparts, work, int nt) noexcept:
+    cdef const floating *x0 = _data(x, t)
+    cdef floating *z = _data(logits, t)
+    cdef floating *gz = _data(grad, t)
+    cdef const int64_t *pl = _int64_data(lab)
+    cdef const double *pw = _data(sw, _F64)
+    cdef double *pls = _data(losses, _F64)
+    cdef char *ph = <char *>cnp.PyArray_DATA(<cnp.ndarray>hit)
+    cdef const int64_t *pb = _int64_data(bounds)
+    cdef floating *pk = _data(work, t)
+    cdef Py_ssize_t i
+    cdef ptrdiff_t r, j, best
+    cdef _tstep *s
+    cdef const floating *xin
+    cdef floating v, bv
+    with nogil:
+        for i in range(ns):
+            s = &steps[i]
+            if not s.fwd:
+                continue
+            xin = x0 if s.x == NULL else <const floating *>s.x
+            if s.op == _TS_CONV:
+                cnnkit_conv2d_forward(<floating *>s.y, xin,
+                                      <const floating *>s.w,
+                                      <const floating *>s.b, s.relu, pk,
+                                      &s.g, nt)
+            elif s.op == _TS_DENSE:
+                cnnkit_dense_forward(<floating *>s.y, xin,
+                                     <const floating *>s.w,
+                                     <const floating *>s.b, pk, s.n, s.f,
+                                     s.o, nt)
+            elif s.op == _TS_RELU:
+                cnnkit_relu_forward(<floating *>s.y, xin, s.size, nt)
+            else:
+                cnnkit_max_pool2d_forward(<floating *>s.y, s.idx, xin,
+                                          &s.pool, nt)
+        cnnkit_softmax_xent(gz, z, pl, pw, norm, smoothing, pls, m, c, nt)
+        for r in range(m):          # np.argmax: the first largest, NaN first
+            best = 0
+            for j in range(1, c):
+                v, bv = z[r * c + j], z[r * c + best]
+                if v > bv or (v != v and bv == bv):
+                    best = j
+            ph[r] = best == pl[r]
+        for i in range(ns - 1, -1, -1):
+            s = &steps[i]
+            if not s.bwd:
+                continue
+            xin = x0 if s.x == NULL else <const floating *>s.x
+            if s.op == _TS_CONV:
+                if s.gx != NULL:
+                    cnnkit_conv2d_backward_data(
+                        <floating *>s.gx, <const floating *>s.gy,
+                        <const floating *>s.w, pk, &s.g, nt)
+                if s.grads == _TG_WHOLE:
+                    cnnkit_conv2d_backward_weight(
+                        <floating *>s.gw, <floating *>s.gb,
+                        <const floating *>s.gy, xin, pk, &s.g, nt)
+                elif nparts:
+                    cnnkit_conv2d_backward_weight_parts(
+                        <floating *>s.gw, s.wstride, <floating *>s.gb,
+                        s.bstride, <const floating *>s.gy, xin, pb, nparts,
+                        pk, &s.g, nt)
+            elif s.op == _TS_DENSE:
+                if s.grads == _TG_WHOLE:
+                    cnnkit_dense_backward(
+                        <floating *>s.gx, <floating *>s.gw,
+                        <floating *>s.gb, <const floating *>s.gy, xin,
+                        <const floating *>s.w, pk, s.n, s.f, s.o, nt)
+                else:
+                    cnnkit_dense_backward_parts(
+                        <floating *>s.gx,
+                        NULL if s.grads == _TG_TREE else <floating *>s.gw,
+                        s.wstride, <floating *>s.gb, s.bstride,
+                        <const floating *>s.gy, xin, <const floating *>s.w,
+                        pb, nparts, pk, s.n, s.f, s.o, nt)
+                    if s.grads == _TG_TREE:
+                        cnnkit_dense_weight_tree(
+                            <floating *>s.gw, <const floating *>s.gy, xin,
+                            pb, nparts, pk, s.f, s.o, nt)
+            elif s.op == _TS_RELU:
+                cnnkit_relu_backward(<floating *>s.gx,
+                                     <const floating *>s.gy,
+                                     <const floating *>s.y, s.size, nt)
+            else:
+                cnnkit_max_pool2d_backward(
+                    <floating *>s.gx, <const floating *>s.gy, s.idx,
+                    <const floating *>s.y if s.relu else NULL, &s.unpool,
+                    nt)

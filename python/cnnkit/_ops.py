@@ -32,7 +32,7 @@ from ._kernels import (gelu_backward, gelu_forward, leaky_relu_backward,
 # copy, on arguments the transforms have checked.
 from ._kernels import index_hash, shift_flip_forward, window_draws
 # Compiled inference plans (cnnkit.plan): the checked steps, held in C.
-from ._kernels import PlanProgram
+from ._kernels import PlanProgram, TrainProgram
 
 __all__ = [
     "as_float", "conv_padding", "conv_output_hw", "Conv2DOp", "DenseOp",
@@ -49,6 +49,7 @@ __all__ = [
     "log_softmax", "log_softmax_backward",
     "index_hash", "window_draws", "shift_flip_forward",
     "PlanProgram",
+    "TrainProgram",
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))

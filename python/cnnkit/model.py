@@ -23,8 +23,8 @@ from . import plan as _plan
 from . import trainer as _trainer
 from . import transforms as _transforms
 from ._checks import MAX_ELEMENTS, check_int, check_keys, is_int
-from ._graph import (Input, Node, SymbolicTensor, symbolic_args,
-                     topological_order)
+from ._graph import (ABSORBED, FUSED, PLAIN, Input, Node, SymbolicTensor,
+                     symbolic_args, topological_order)
 from ._version import __version__
 from .layers import LAYERS, Layer
 
@@ -1957,11 +1957,7 @@ def _graph_from_config(config):
     return inp, tensors[out_ref]
 
 
-# How a model runs each call of a layer: on its own; fused with the
-# element-wise layer next to it (forward: its epilogue applies the next
-# layer; backward: its pass also goes back through the layer before); or as
-# that element-wise layer, whose work the other layer did.
-_PLAIN, _FUSED, _ABSORBED = "plain", "fused", "absorbed"
+_PLAIN, _FUSED, _ABSORBED = PLAIN, FUSED, ABSORBED
 
 
 def _check_batch_size(batch_size):

@@ -46,6 +46,7 @@ import numpy as np
 from . import _ops
 from . import distributed as dist
 from ._context import Arena, StepContext
+from ._graph import ABSORBED, FUSED
 from .callbacks import Callback, History
 
 __all__ = ["Trainer", "evaluate"]
@@ -110,6 +111,9 @@ class Trainer:
         self.augment = augment
         #: The augmentation draws' key of the current epoch.
         self.augment_key = 0
+        # compiled steps, per (global batch, one shard): see _program
+        self.programs = {}
+        self.compiled = _compilable(model)
         if not self.single:
             self._make_shard_rows(edges)
             self.batch_sums = BatchSums(world, shards, self.s0, self.s1,
@@ -204,22 +208,16 @@ class Trainer:
             xb, yb = self._rows("x", x, rows), self._rows("y", y, rows)
             if self.augment is not None:
                 xb = self._augment(xb, rows)
-            m = hi - lo
-            # 1. forward
-            logits = model.forward(xb, ctx)
-            # 2. loss: per-sample values and the gradient of the batch's
-            # (weighted) mean
-            _, grad, losses = _ops.softmax_cross_entropy(
-                logits, yb, None if swb is None else swb[lo:hi],
-                need_grad=True, normalizer=norm, per_sample=True,
-                grad_out=self._kept("grad", logits.shape, logits.dtype),
-                losses_out=self._kept("losses", (m,), np.float64),
-                label_smoothing=self.label_smoothing)
-            pred = np.argmax(logits, axis=1,
-                             out=self._kept("pred", (m,), np.intp))
-            hit = np.equal(pred, yb, out=self._kept("hit", (m,), np.bool_))
-            # 3. backward: per-shard parameter gradients into the shard rows
-            model.backward(grad, ctx=ctx)
+            program = (self._program(b, hi - lo, single, bounds)
+                       if self.compiled else None)
+            if program is not None:
+                # 1-3 in one call into C: the kernels the layers call,
+                # with the same arguments (so the same bits)
+                losses, hit = self._run_program(program, xb, yb, swb, lo,
+                                                hi, norm, ctx)
+            else:
+                losses, hit = self._layer_step(xb, yb, swb, lo, hi, norm,
+                                               ctx)
             if single:
                 total, hits = math.fsum(losses), int(np.count_nonzero(hit))
             else:
@@ -246,6 +244,55 @@ class Trainer:
         # 5. the optimizer's update
         model.optimizer.step(model.flat_params, model.flat_grads)
         return total, hits, norm
+
+    def _layer_step(self, xb, yb, swb, lo, hi, norm, ctx):
+        """Forward, loss and backward through the layers; returns the
+        per-sample losses and hits."""
+        model, m = self.model, hi - lo
+        # 1. forward
+        logits = model.forward(xb, ctx)
+        # 2. loss: per-sample values and the gradient of the batch's
+        # (weighted) mean
+        _, grad, losses = _ops.softmax_cross_entropy(
+            logits, yb, None if swb is None else swb[lo:hi],
+            need_grad=True, normalizer=norm, per_sample=True,
+            grad_out=self._kept("grad", logits.shape, logits.dtype),
+            losses_out=self._kept("losses", (m,), np.float64),
+            label_smoothing=self.label_smoothing)
+        pred = np.argmax(logits, axis=1,
+                         out=self._kept("pred", (m,), np.intp))
+        hit = np.equal(pred, yb, out=self._kept("hit", (m,), np.bool_))
+        # 3. backward: per-shard parameter gradients into the shard rows
+        model.backward(grad, ctx=ctx)
+        return losses, hit
+
+    # -- compiled steps ----------------------------------------------------
+    def _program(self, b, m, single, bounds):
+        """The compiled step for global batches of ``b`` samples, ``m`` of
+        them here (made on first use), or None when the model's parameter
+        arrays are no longer those it was made for."""
+        key = (b, single)
+        entry = self.programs.get(key)
+        if entry is None:
+            entry = self.programs[key] = _compile_step(
+                self.model, m, None if single else
+                (bounds, self.parts, self.trees))
+        program, taken, params = entry
+        for d, k, a in params:
+            if d.get(k) is not a:         # rebound: back to the layers
+                self.compiled = False
+                return None
+        return entry
+
+    def _run_program(self, entry, xb, yb, swb, lo, hi, norm, ctx):
+        program, taken, _ = entry
+        if xb.dtype != program.dtype or not xb.flags.c_contiguous:
+            xb = np.ascontiguousarray(xb, dtype=program.dtype)
+        self.model._weights_changed()
+        program.run(xb, yb, None if swb is None else swb[lo:hi], norm,
+                    self.label_smoothing)
+        ctx.trees_taken.update(taken)
+        return program.losses, program.hit
 
     def _reduce(self, present, trees_taken=()):
         """Add the shard rows into the model's gradient buffer and the
@@ -494,6 +541,127 @@ class BatchSums:
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         return out.reshape(shape)
+
+
+def _compilable(model):
+    """Whether a compiled step (:func:`_compile_step`) can train the model:
+    a chain of Conv2D, Dense, ReLU, MaxPool2D and Flatten layers (exactly
+    these classes), each called once, with parameters."""
+    from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+    g = getattr(model, "_graph", None)
+    if g is None or model.dtype not in (np.float32, np.float64):
+        return False
+    for i, node in enumerate(g.order):
+        layer = node.layer
+        if type(layer) not in (Conv2D, Dense, Flatten, MaxPool2D, ReLU) \
+                or g.slots[i] != (i,) or g.shared(layer):
+            return False
+        if type(layer) is Conv2D and len(layer._op.padding) != 4:
+            return False
+    return (g.output_slot == len(g.order) and
+            any(node.layer.grads for node in g.order))
+
+
+def _compile_step(model, m, shards):
+    """A compiled training step (:class:`cnnkit._kernels.TrainProgram`)
+    of the chain model for ``m`` samples, the trees it takes and the
+    parameter arrays it binds: ``(program, trees_taken, params)``.
+
+    It runs the kernels the layers run in :meth:`Trainer.step`, in the
+    same order with the same arguments: the graph's fusions (a ReLU in
+    the epilogue of the convolution before it, and in the backward pass of
+    the max pooling after it), the parameter gradients of the whole batch
+    (``shards`` None) or of each shard (``shards`` = (bounds, parts,
+    trees)), no input gradient for the first layer with parameters, and
+    nothing before it in the backward pass (only the input's gradient
+    would need it).
+    """
+    from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+    g, dt = model._graph, np.dtype(model.dtype)
+    order = g.order
+    first = min(i for i, node in enumerate(order) if node.layer.grads)
+    vals = [None] * (len(order) + 1)     # slot -> array (None: the input)
+    specs, params, taken = [], [], set()
+    shape = g.input.shape
+    for i, node in enumerate(order):
+        layer, (fstep, _) = node.layer, g.forward_plan[i]
+        out = (m,) + tuple(layer.output_shape)
+        spec = {"in_shape": shape, "x": vals[i], "fwd": True,
+                "bwd": i >= first, "gx": None, "gy": None}
+        if type(layer) is Flatten:
+            vals[i + 1] = None if vals[i] is None else vals[i].reshape(out)
+            spec = None
+        elif type(layer) is ReLU and fstep == ABSORBED:
+            vals[i + 1] = vals[i]          # the layer before applied it
+            spec.update(op="relu", fwd=False, y=vals[i])
+        else:
+            y = vals[i + 1] = np.empty(out, dtype=dt)
+            spec["y"] = y
+            if isinstance(layer, (Conv2D, Dense)):
+                op = layer._op
+                spec.update(weight=layer.params["weight"],
+                            bias=layer.params.get("bias"))
+                if type(layer) is Conv2D:
+                    spec.update(op="conv", stride=op.stride,
+                                padding=op.padding, dilation=op.dilation,
+                                groups=op.groups, relu=fstep == FUSED)
+                else:
+                    spec["op"] = "dense"
+                for k in layer.params:
+                    params.append((layer.params, k, layer.params[k]))
+                if shards is None:
+                    spec.update(grads="whole", gw=layer.grads["weight"],
+                                gb=layer.grads.get("bias"))
+                else:
+                    parts = shards[1][layer]
+                    tree = shards[2].get(layer)
+                    if tree is not None and "weight" in tree:
+                        spec.update(grads="tree", gw=tree["weight"])
+                        taken.add(layer)
+                    else:
+                        spec.update(grads="parts", gw=parts["weight"])
+                    spec["gb"] = parts.get("bias")
+            elif type(layer) is ReLU:
+                spec["op"] = "relu"
+            else:
+                op = layer._op
+                spec.update(op="max_pool", pool_size=op.kernel_size,
+                            stride=op.stride, padding=op.padding,
+                            ceil_mode=op.ceil_mode, relu=False,
+                            idx=np.empty(out, dtype=np.int64))
+        if spec is not None:
+            spec["node"] = i
+            specs.append(spec)
+        shape = tuple(layer.output_shape)
+    # the backward pass: gradients per slot, the last one the loss's
+    logits = vals[len(order)]
+    grads = [None] * (len(order) + 1)
+    grads[len(order)] = grad = np.empty_like(logits)
+    by_node = {spec["node"]: spec for spec in specs}
+    for i in reversed(range(len(order))):
+        node, plan = order[i], g.backward_plan[i]
+        layer, spec = node.layer, by_node.get(i)
+        gy = grads[i + 1]
+        if type(layer) is Flatten:
+            if gy is not None:
+                grads[i] = gy.reshape((m,) + tuple(node.inputs[0].shape))
+            continue
+        if i < first or plan[0] == ABSORBED:
+            spec["bwd"] = False
+            continue
+        spec["gy"] = gy
+        target = i
+        if plan[0] == FUSED:               # max pool through the ReLU
+            spec["relu"] = True
+            target = plan[2]
+        if i > first:
+            gx = np.empty((m,) + tuple(node.inputs[0].shape), dtype=dt)
+            spec["gx"] = grads[g.slots[target][0]] = gx
+    for spec in specs:
+        del spec["node"]
+    program = _ops.TrainProgram(specs, dt, tuple(g.input.shape), m, logits,
+                                grad, None if shards is None else shards[0])
+    return program, frozenset(taken), tuple(params)
 
 
 def _progress_bar(verbose, epoch, epochs, nbatches):

@@ -1,0 +1,192 @@
+"""The compiled training step (cnnkit._kernels.TrainProgram): a chain of
+Conv2D, Dense, ReLU, MaxPool2D and Flatten layers trains in one call per
+batch into C, with the bits of the layer-by-layer step."""
+import numpy as np
+import pytest
+
+import cnnkit
+from cnnkit import layers as L
+from cnnkit import optim
+from cnnkit import trainer as T
+from cnnkit.distributed import DataParallel
+
+
+def _data(n, shape, classes, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n,) + shape).astype(np.float32)
+    return x, rng.integers(0, classes, n)
+
+
+def _fit(make, compiled, monkeypatch, x, y, **kw):
+    """The flat parameters and history after fitting make()'s model, with
+    the compiled step or through the layers."""
+    with monkeypatch.context() as mp:
+        if not compiled:
+            mp.setattr(T, "_compilable", lambda model: False)
+        seen = []
+        real = T.Trainer._program
+
+        def spy(self, *args):
+            entry = real(self, *args)
+            seen.append(entry is not None)
+            return entry
+        mp.setattr(T.Trainer, "_program", spy)
+        model = make()
+        opt = kw.pop("optimizer", lambda: optim.SGD(0.05, momentum=0.9))()
+        hist = model.fit(x, y, optimizer=opt, verbose=0, **kw)
+    assert seen == ([True] * len(seen) if compiled else [])
+    hist = {k: v for k, v in hist.history.items()
+            if k not in ("seconds", "images_per_s")}
+    return model.flat_params.copy(), hist
+
+
+def _same(make, monkeypatch, x, y, **kw):
+    a, ha = _fit(make, True, monkeypatch, x, y, **dict(kw))
+    b, hb = _fit(make, False, monkeypatch, x, y, **dict(kw))
+    assert a.tobytes() == b.tobytes()
+    assert ha == hb
+
+
+def lenet(dtype="float32"):
+    return cnnkit.models.lenet5(seed=3, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch_size", [1, 5, 16, 64])
+def test_lenet_trains_with_the_bits_of_the_layers(monkeypatch, dtype,
+                                                  batch_size):
+    # batch 1: the whole batch's gradients; 5: shards, three of them
+    # empty; 16 and 64: eight shards (70 samples: a last, short batch)
+    x, y = _data(70, (1, 28, 28), 10)
+    _same(lambda: lenet(dtype), monkeypatch, x, y, epochs=2,
+          batch_size=batch_size)
+
+
+def test_sample_weights_label_smoothing_and_adam(monkeypatch):
+    x, y = _data(50, (1, 28, 28), 10, seed=1)
+    w = np.linspace(0.2, 3.0, 50)
+    _same(lenet, monkeypatch, x, y, epochs=2, batch_size=12,
+          sample_weight=w, label_smoothing=0.2,
+          optimizer=lambda: optim.Adam(1e-3, weight_decay=1e-4))
+
+
+def test_one_shard_trains_whole_batches(monkeypatch):
+    x, y = _data(40, (1, 28, 28), 10, seed=2)
+    _same(lenet, monkeypatch, x, y, epochs=1, batch_size=16,
+          distributed=DataParallel(shards=1))
+
+
+def _chain(layers, shape, seed=0, dtype="float32"):
+    def make():
+        return cnnkit.Sequential([f() for f in layers], input_shape=shape,
+                                 seed=seed, dtype=dtype)
+    return make
+
+
+# each a list of layer factories and the input shape
+CHAINS = {
+    # conv -> relu -> conv: the ReLU's backward on its own (no pool after)
+    "relu-between-convs": ([lambda: L.Conv2D(4, 3, padding=1), L.ReLU,
+                            lambda: L.Conv2D(5, 3, stride=2), L.ReLU,
+                            L.Flatten, lambda: L.Dense(3)], (2, 9, 9)),
+    # pooling without a ReLU before it, padding, ceil mode, a pool first
+    "pools": ([lambda: L.MaxPool2D(2, stride=1, padding=1),
+               lambda: L.Conv2D(3, 2, padding="same", dilation=2),
+               lambda: L.MaxPool2D(3, stride=2, ceil_mode=True),
+               L.Flatten, lambda: L.Dense(6), L.ReLU, lambda: L.Dense(4)],
+              (1, 11, 10)),
+    # grouped convolution, no bias, a ReLU and Flatten first
+    "groups-no-bias": ([L.ReLU, lambda: L.Conv2D(6, 3, groups=2,
+                                                 use_bias=False),
+                        L.ReLU, lambda: L.MaxPool2D(2), L.Flatten,
+                        lambda: L.Dense(5, use_bias=False)], (4, 8, 8)),
+    # dense layers only
+    "mlp": ([L.Flatten, lambda: L.Dense(7), L.ReLU, lambda: L.Dense(7),
+             L.ReLU, lambda: L.Dense(3)], (2, 3, 3)),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(CHAINS))
+def test_chains_train_with_the_bits_of_the_layers(monkeypatch, name, dtype):
+    layers, shape = CHAINS[name]
+    classes = 4 if name != "mlp" else 3
+    if name == "relu-between-convs":
+        classes = 3
+    if name == "groups-no-bias":
+        classes = 5
+    x, y = _data(37, shape, classes, seed=4)
+    make = _chain(layers, shape, dtype=dtype)
+    for bs in (1, 9):
+        _same(make, monkeypatch, x, y, epochs=2, batch_size=bs)
+
+
+def test_layers_it_does_not_compile_train_through_the_layers():
+    make = _chain([lambda: L.Conv2D(4, 3), L.ReLU, lambda: L.Dropout(0.5),
+                   L.Flatten, lambda: L.Dense(3)], (1, 6, 6))
+    assert not T._compilable(make())
+    assert T._compilable(_chain([L.Flatten, lambda: L.Dense(2)],
+                                (1, 2, 2))())
+    # no parameters: nothing to compile
+    assert not T._compilable(_chain([L.Flatten, L.ReLU], (1, 2, 2))())
+    # a subclass may do anything in its passes
+    class MyDense(L.Dense):
+        pass
+    assert not T._compilable(_chain([L.Flatten, lambda: MyDense(2)],
+                                    (1, 2, 2))())
+    # a graph with a branch
+    inp = cnnkit.Input((1, 4, 4))
+    f = L.Flatten()(inp)
+    out = L.Add()([L.Dense(3)(f), L.Dense(3)(f)])
+    assert not T._compilable(cnnkit.Model(inp, out))
+
+
+def test_rebound_parameters_go_back_to_the_layers(monkeypatch):
+    # a layer's parameter array swapped for another (by a callback, say): the
+    # compiled step is dropped, and training goes on through the layers
+    x, y = _data(24, (1, 6, 6), 3)
+    make = _chain([lambda: L.Conv2D(2, 3), L.ReLU, L.Flatten,
+                   lambda: L.Dense(3)], (1, 6, 6))
+    model = make()
+    tr = T.Trainer(model)
+    assert tr.compiled
+    bounds = tr._shard_bounds(cnnkit.distributed.bounds(8, tr.shards), 8)
+    assert tr._program(8, 8, False, bounds) is not None
+    layer = model.layers[-1]
+    layer.params["bias"] = layer.params["bias"].copy()
+    assert tr._program(8, 8, False, bounds) is None
+    assert not tr.compiled
+
+
+def test_program_checks_its_input():
+    make = _chain([L.Flatten, lambda: L.Dense(3)], (1, 2, 2))
+    model = make()
+    program = T._compile_step(model, 4, None)[0]
+    x = np.zeros((4, 1, 2, 2), np.float32)
+    y = np.zeros(4, np.int64)
+    program.run(x, y, None, 4.0, 0.0)
+    with pytest.raises(ValueError, match="C-contiguous float32 array of 4"):
+        program.run(np.zeros((3, 1, 2, 2), np.float32), y, None, 4.0, 0.0)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        program.run(x.astype(np.float64), y, None, 4.0, 0.0)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        program.run(x, np.full(4, 3), None, 4.0, 0.0)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        program.run(x, y, None, 4.0, 1.5)
+    with pytest.raises(ValueError, match="sample_weight"):
+        program.run(x, y, np.ones(3), 4.0, 0.0)
+
+
+def test_hits_follow_argmax_ties_and_nan():
+    # the first of equal logits; a NaN counts as the largest (np.argmax)
+    model = _chain([lambda: L.Dense(3, use_bias=False)], (2,))()
+    model.layers[0].params["weight"][...] = 0.0
+    program = T._compile_step(model, 3, None)[0]
+    x = np.zeros((3, 2), np.float32)
+    program.run(x, np.array([0, 1, 2]), None, 3.0, 0.0)
+    assert program.hit.tolist() == [True, False, False]
+    assert program.logits.shape == (3, 3)
+    model.layers[0].params["weight"][...] = [[0, 0], [np.nan, 0], [1, 0]]
+    x[:, 0] = 1.0
+    program.run(x, np.array([1, 2, 1]), None, 3.0, 0.0)
+    assert program.hit.tolist() == [True, False, True]
