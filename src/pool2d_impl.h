@@ -88,6 +88,16 @@ static inline void SFX(max_pool_row)(REAL *restrict ym, int64_t *restrict im,
     }
 }
 
+/* Whether the windows are 2x2 with stride 2 and no padding, each of two
+ * full rows and columns (no ceil_mode leftovers): disjoint windows that
+ * the fast paths below take plane by plane. */
+static inline int SFX(pool_2x2)(const cnnkit_pool2d_geom *g)
+{
+    return g->kh == 2 && g->kw == 2 && g->stride_h == 2 &&
+           g->stride_w == 2 && g->pad_h == 0 && g->pad_w == 0 &&
+           2 * g->oh <= g->h && 2 * g->ow <= g->w;
+}
+
 void SFX(cnnkit_max_pool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
                                     const cnnkit_pool2d_geom *g, int nthreads)
 {
@@ -95,6 +105,41 @@ void SFX(cnnkit_max_pool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
     const int nt = pool_team(g, nthreads);
     (void)nt; /* unused in serial builds */
+    if (SFX(pool_2x2)(g) && g->ow <= POOL_CHUNK) {
+        /* max_pool_row's fast path inline over a plane's rows (small
+         * planes pay no call per row): each window's four elements
+         * compared in the same order, the same bits and indices */
+        const ptrdiff_t w = g->w, oh = g->oh, ow = g->ow;
+        CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+        for (ptrdiff_t pl = 0; pl < g->planes; pl++)
+            for (ptrdiff_t i = 0; i < oh; i++) {
+                const REAL *restrict a0 = x + pl * hw + 2 * i * w;
+                const REAL *restrict a1 = a0 + w;
+                REAL *restrict yo = y + pl * ohw + i * ow;
+                int64_t *restrict io = idx + pl * ohw + i * ow;
+                int32_t tap[POOL_CHUNK];
+                for (ptrdiff_t j = 0; j < ow; j++) {
+                    REAL m = a0[2 * j], v = a0[2 * j + 1];
+                    int32_t k = 0, t = (v > m) | (v != v);
+                    m = t ? v : m;
+                    k = t ? 1 : k;
+                    v = a1[2 * j];
+                    t = (v > m) | (v != v);
+                    m = t ? v : m;
+                    k = t ? 2 : k;
+                    v = a1[2 * j + 1];
+                    t = (v > m) | (v != v);
+                    m = t ? v : m;
+                    k = t ? 3 : k;
+                    yo[j] = m;
+                    tap[j] = k;
+                }
+                const int64_t base = (int64_t)(2 * i * w);
+                for (ptrdiff_t j = 0; j < ow; j++)
+                    io[j] = base + 2 * j + (tap[j] & 1) + (tap[j] >> 1) * w;
+            }
+        return;
+    }
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
         for (ptrdiff_t i = 0; i < g->oh; i++)

@@ -294,6 +294,44 @@ def test_max_pool_backward_through_relu_has_the_bits_of_both(kernel, stride,
         K.max_pool2d_backward(g, idx, x.shape, None, y[..., :-1])
 
 
+@pytest.mark.parametrize("hw", [(6, 8), (7, 9)])
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_max_pool_2x2_has_the_bits_of_a_scatter(hw, dt):
+    # The 2x2 stride-2 forward pass (its own loop) and the backward pass:
+    # the bits of adding each gradient into zeros (-0 -> +0, NaN kept),
+    # zeros in a leftover row and column, and the ReLU gate; also for an
+    # index outside its window, and for the indices of 3x3 windows.
+    from cnnkit import _kernels as K
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3) + hw).astype(dt)
+    x[0, 0, :2, :2] = 1.0                          # a tie: the first wins
+    y, idx = K.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    g = rng.standard_normal(y.shape).astype(dt)
+    g[0, 0, 0, 1] = -0.0
+    g[1, 1, 1, 1] = np.nan
+    idx2 = idx.copy()
+    idx2[1, 2, 0, 0] = 2 * hw[1] + 2              # outside its block
+    y[0, 2, 1, 1] = -1.0                           # the ReLU blocks it
+    for ind, pooled in ((idx, None), (idx2, None), (idx, y)):
+        want = np.zeros(x.shape, dtype=dt)
+        flat = want.reshape(6, -1)
+        for p, (gp, ip) in enumerate(zip(g.reshape(6, -1),
+                                         ind.reshape(6, -1))):
+            keep = (np.ones(gp.shape, bool) if pooled is None
+                    else ~(pooled.reshape(6, -1)[p] <= 0))
+            np.add.at(flat[p], ip[keep], gp[keep])
+        got = K.max_pool2d_backward(g, ind, x.shape, None, pooled)
+        assert got.tobytes() == want.tobytes()
+    assert not np.signbit(got[0, 0, 0, 2:4]).any()
+    y3, idx3 = K.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1))
+    g3 = rng.standard_normal(y3.shape).astype(dt)
+    want = np.zeros(x.shape, dtype=dt).reshape(6, -1)
+    for p in range(6):
+        np.add.at(want[p], idx3.reshape(6, -1)[p], g3.reshape(6, -1)[p])
+    assert K.max_pool2d_backward(g3, idx3, x.shape).tobytes() == \
+        want.tobytes()
+
+
 # ==========================================================================
 # average pooling against the reference
 # ==========================================================================
