@@ -82,7 +82,8 @@ ptrdiff_t cnnkit_dense_tree_workspace(const int64_t *bounds,
                             cnnkit_ceil_div(f, (ptrdiff_t)TREE_TJ);
     const ptrdiff_t t = CNNKIT_MIN((ptrdiff_t)(nthreads < 1 ? 1 : nthreads),
                                    tiles);
-    return t * dense_tree_per_thread(bounds, nparts, f, o);
+    return CNNKIT_MAX(t * dense_tree_per_thread(bounds, nparts, f, o),
+                      cnnkit_gemm_wtree_workspace(nparts, nthreads));
 }
 
 #define CNNKIT_IMPL "dense_impl.h"

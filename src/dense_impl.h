@@ -91,6 +91,9 @@ void SFX(cnnkit_dense_weight_tree)(REAL *gw, const REAL *gy, const REAL *x,
 {
     if (nparts < 1 || f < 1 || o < 1)
         return;
+    if (SFX(cnnkit_gemm_wtree)(gw, gy, x, bounds, nparts, work, f, o,
+                               nthreads))
+        return;     /* the engine's, tile by tile in registers and L1 */
     const ptrdiff_t ti = dense_tree_rows(nparts, o);
     const ptrdiff_t tj = CNNKIT_MIN(f, (ptrdiff_t)TREE_TJ);
     const ptrdiff_t tile = ti * tj, levels = dense_tree_levels(nparts);

@@ -388,3 +388,38 @@ const char *cnnkit_simd_paths_supported(void)
     }
     return names[has512 && has2 ? 0 : has512 ? 1 : has2 ? 2 : 3];
 }
+
+/* The dense weight gradient's tree of parts in the engine, or 0 (nothing
+ * written) when the engine has none (dense_impl.h's tiles then serve). */
+ptrdiff_t cnnkit_gemm_wtree_workspace(ptrdiff_t nparts, int nthreads)
+{
+    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
+    if (!e->wtree_workspace)
+        return 0;
+    return (ptrdiff_t)(nthreads < 1 ? 1 : nthreads) *
+           e->wtree_workspace(nparts);
+}
+
+int cnnkit_gemm_wtree_f32(float *gw, const float *gy, const float *x,
+                          const int64_t *bounds, ptrdiff_t nparts,
+                          float *work, ptrdiff_t f, ptrdiff_t o,
+                          int nthreads)
+{
+    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
+    if (!e->wtree_f32)
+        return 0;
+    e->wtree_f32(gw, gy, x, bounds, nparts, work, f, o, nthreads);
+    return 1;
+}
+
+int cnnkit_gemm_wtree_f64(double *gw, const double *gy, const double *x,
+                          const int64_t *bounds, ptrdiff_t nparts,
+                          double *work, ptrdiff_t f, ptrdiff_t o,
+                          int nthreads)
+{
+    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
+    if (!e->wtree_f64)
+        return 0;
+    e->wtree_f64(gw, gy, x, bounds, nparts, work, f, o, nthreads);
+    return 1;
+}

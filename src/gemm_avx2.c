@@ -107,6 +107,7 @@ CNNKIT_ENGINE_WORKSPACE(avx2)
 CNNKIT_ENGINE_DIRECT(avx2)
 CNNKIT_ENGINE_WINOGRAD(avx2)
 CNNKIT_ENGINE_PACKED(avx2)
+CNNKIT_ENGINE_WTREE(avx2)
 
 const cnnkit_gemm_engine cnnkit_gemm_engine_avx2 = {
     "AVX2+FMA", "avx2", gemm_workspace_avx2,
@@ -121,4 +122,5 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx2 = {
     conv_direct_packed_size_avx2, conv_direct_pack_f32_avx2,
     conv_direct_pack_f64_avx2,
     conv_wg_workspace_avx2, wg_forward_f32_avx2, wg_forward_f64_avx2,
+    wtree_workspace_avx2, wtree_f32_avx2, wtree_f64_avx2,
 };

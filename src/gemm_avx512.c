@@ -108,6 +108,7 @@ CNNKIT_ENGINE_WORKSPACE(avx512)
 CNNKIT_ENGINE_DIRECT(avx512)
 CNNKIT_ENGINE_WINOGRAD(avx512)
 CNNKIT_ENGINE_PACKED(avx512)
+CNNKIT_ENGINE_WTREE(avx512)
 
 const cnnkit_gemm_engine cnnkit_gemm_engine_avx512 = {
     "AVX-512", "avx512", gemm_workspace_avx512,
@@ -122,4 +123,5 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx512 = {
     conv_direct_packed_size_avx512, conv_direct_pack_f32_avx512,
     conv_direct_pack_f64_avx512,
     conv_wg_workspace_avx512, wg_forward_f32_avx512, wg_forward_f64_avx512,
+    wtree_workspace_avx512, wtree_f32_avx512, wtree_f64_avx512,
 };

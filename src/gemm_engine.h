@@ -112,6 +112,16 @@ typedef struct cnnkit_gemm_engine {
     int (*wg_forward_f64)(double *y, const double *x, const double *w,
                           const double *bias, int relu, double *work,
                           const cnnkit_conv2d_geom *g, int nthreads);
+    /* The dense weight gradient's tree of parts (wtree in gemm_impl.h),
+     * or NULL: one thread's workspace (elements of the larger of both
+     * types' needs) and the pass. */
+    ptrdiff_t (*wtree_workspace)(ptrdiff_t nparts);
+    void (*wtree_f32)(float *gw, const float *gy, const float *x,
+                      const int64_t *bounds, ptrdiff_t nparts, float *work,
+                      ptrdiff_t f, ptrdiff_t o, int nthreads);
+    void (*wtree_f64)(double *gw, const double *gy, const double *x,
+                      const int64_t *bounds, ptrdiff_t nparts, double *work,
+                      ptrdiff_t f, ptrdiff_t o, int nthreads);
 } cnnkit_gemm_engine;
 
 extern const cnnkit_gemm_engine cnnkit_gemm_engine_generic;
@@ -171,6 +181,14 @@ const cnnkit_gemm_engine *cnnkit_gemm_active(int *how);
     {                                                                       \
         return f64 ? wg_workspace_f64_##path(g, nthreads)                   \
                    : wg_workspace_f32_##path(g, nthreads);                  \
+    }
+
+#define CNNKIT_ENGINE_WTREE(path)                                           \
+    static ptrdiff_t wtree_workspace_##path(ptrdiff_t nparts)               \
+    {                                                                       \
+        ptrdiff_t a = wtree_per_thread_f32_##path(nparts);                  \
+        ptrdiff_t b = wtree_per_thread_f64_##path(nparts);                  \
+        return CNNKIT_MAX(a, b);                                            \
     }
 
 #endif /* CNNKIT_GEMM_ENGINE_H */

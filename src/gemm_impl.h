@@ -71,6 +71,9 @@ static void SFX(pack_a)(REAL *restrict ap, const REAL *restrict a,
 #ifndef PB_DEPTH
 #define PB_DEPTH 16     /* depth of pack_b's transposing blocks */
 #endif
+#ifndef GEMM_INPLACE_K
+#define GEMM_INPLACE_K 32 /* deepest product read in place by A strips */
+#endif
 #ifndef GEMM_FEW_GROUP
 #define GEMM_FEW_GROUP 8 /* strips per task of a few-row product */
 #endif
@@ -241,6 +244,66 @@ static void SFX(gemm_few_rows)(int trans_a, ptrdiff_t m, ptrdiff_t n,
 }
 #endif
 
+#ifdef GEMM_IMPLICIT_B
+/* Levels of the weight tree's stack for nparts parts: one per halving,
+ * plus the leaf being merged. */
+static ptrdiff_t SFX(wtree_levels)(ptrdiff_t nparts)
+{
+    ptrdiff_t levels = 1;
+    while (((ptrdiff_t)1 << (levels - 1)) < nparts)
+        levels++;
+    return levels + 1;
+}
+
+/* Elements of one thread's workspace of wtree: its stack of tiles. */
+static ptrdiff_t SFX(wtree_per_thread)(ptrdiff_t nparts)
+{
+    return SFX(wtree_levels)(nparts) * WT_ROWS * NR;
+}
+
+/* gw (o, f) = the parts' weight gradients gy_q^T @ x_q (q < nparts, part
+ * q the rows [bounds[q], bounds[q+1]) of gy (n, o) and x (n, f)) added
+ * in cnnkit_tree_sum's tree, one WT_ROWS x NR tile at a time
+ * (wtree_tile): no part's gradient leaves the registers but the tree's
+ * waiting blocks, in a thread's scratch.
+ *
+ * A part's tile has the bits of cnnkit_gemm(1, 0, ...) for those rows:
+ * the micro-kernel's sum over the part's samples, slab by slab.  The tree
+ * is kept as a stack of finished power-of-two blocks of parts, as a
+ * binary counter adds: a block is merged with the one before it while
+ * they are the same size, and at the end the blocks merge from the right.
+ * That is the tree of tree_range.h (an aligned block of the largest power
+ * of two below the range's size, then the rest), with the same skipping
+ * of absent (empty) parts and the same sums.  With no part present, gw is
+ * 0.  Bits do not depend on the threads. */
+static void SFX(wtree)(REAL *gw, const REAL *gy, const REAL *x,
+                       const int64_t *bounds, ptrdiff_t nparts, REAL *work,
+                       ptrdiff_t f, ptrdiff_t o, int nthreads)
+{
+    if (nparts < 1 || f < 1 || o < 1)
+        return;
+    const ptrdiff_t rt = cnnkit_ceil_div(o, (ptrdiff_t)WT_ROWS);
+    const ptrdiff_t ct = cnnkit_ceil_div(f, (ptrdiff_t)NR);
+    const ptrdiff_t per = SFX(wtree_per_thread)(nparts);
+    const ptrdiff_t images = bounds[nparts] - bounds[0];
+    const int nt = cnnkit_team(2.0 * (double)images * o * f + 8.0 * nparts *
+                                   (double)o * f, rt * ct, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel num_threads(nt))
+    {
+        REAL *stack = work + (ptrdiff_t)omp_get_thread_num() * per;
+        CNNKIT_OMP(for schedule(static))
+        for (ptrdiff_t t = 0; t < rt * ct; t++) {
+            const ptrdiff_t i0 = t % rt * WT_ROWS, j0 = t / rt * NR;
+            SFX(wtree_tile)(CNNKIT_MIN((ptrdiff_t)WT_ROWS, o - i0),
+                            gw + i0 * f + j0, f, gy + i0, o, x + j0, f,
+                            CNNKIT_MIN((ptrdiff_t)NR, f - j0), bounds,
+                            nparts, stack);
+        }
+    }
+}
+#endif
+
 static void SFX(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
                       ptrdiff_t k, REAL alpha, const REAL *a, ptrdiff_t lda,
                       const REAL *b, ptrdiff_t ldb, REAL beta, REAL *c,
@@ -255,6 +318,16 @@ static void SFX(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
 #ifdef GEMM_IMPLICIT_B
     if (m <= MR && !trans_b && alpha == 1 && beta == 0) {
         SFX(gemm_few_rows)(trans_a, m, n, k, a, lda, b, ldb, c, ldc, work);
+        return;
+    }
+    if (k <= GEMM_INPLACE_K && !trans_b && alpha == 1 && beta == 0) {
+        /* a shallow product (the weight gradient of a few samples): each
+         * MR-row strip of A reads B in place, as gemm_few_rows does --
+         * packing a panel of B would cost as much as the products */
+        for (ptrdiff_t i0 = 0; i0 < m; i0 += MR)
+            SFX(gemm_few_rows)(trans_a, CNNKIT_MIN((ptrdiff_t)MR, m - i0), n,
+                               k, trans_a ? a + i0 : a + i0 * lda, lda, b,
+                               ldb, c + i0 * ldc, ldc, work);
         return;
     }
 #endif

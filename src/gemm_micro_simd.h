@@ -276,6 +276,157 @@ static void SFX(micro_row)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
 #error "micro_row: more vectors than cases"
 #endif
 
+/* The weight tree's tiles (wtree in gemm_impl.h): rows [0, rows) x the
+ * first nr <= NR columns of gw = the parts' gy_q^T @ x_q added in the
+ * tree, gy (row stride o) and x (row stride f) read in place.  A part's
+ * tile is its samples' FMA chain slab by slab, stored as micro stores it
+ * (the first slab times alpha = 1, the next ones added by an FMA with 1):
+ * the bits of its gemm.  It stays in registers until it is merged; the
+ * tree's finished blocks wait in `stack` (WT_ROWS * NR elements per
+ * level) as wtree describes. */
+#define WT_ROWS 8
+static inline __attribute__((always_inline)) void
+SFX(wtree_any)(const int rows, const int masked, REAL *restrict out,
+               ptrdiff_t ldo, const REAL *restrict gy, ptrdiff_t o,
+               const REAL *restrict x, ptrdiff_t f, ptrdiff_t nr,
+               const int64_t *bounds, ptrdiff_t nparts, REAL *restrict stack)
+{
+    ptrdiff_t size[64];
+    int present[64];
+    int depth = 0;
+    const VEC one = VSET1(1);
+    MASK mk[NV];
+    UNROLL_FULL
+    for (int v = 0; v < NV; v++)
+        mk[v] = VMASK((int)CNNKIT_MAX(0, CNNKIT_MIN((ptrdiff_t)VL,
+                                                     nr - v * VL)));
+#define WT_LOAD(p, v) (masked ? VLOAD_M((p), mk[v]) : VLOAD(p))
+    for (ptrdiff_t q = 0; q < nparts; q++) {
+        const ptrdiff_t n0 = bounds[q], m = bounds[q + 1] - n0;
+        VEC cur[WT_ROWS][NV];
+        for (ptrdiff_t p0 = 0; p0 < m; p0 += KC) {
+            const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, m - p0);
+            VEC acc[WT_ROWS][NV];
+            UNROLL_FULL
+            for (int i = 0; i < rows; i++)
+                UNROLL_FULL
+                for (int v = 0; v < NV; v++)
+                    acc[i][v] = VZERO();
+            const REAL *restrict xr = x + (n0 + p0) * f;
+            const REAL *restrict gr = gy + (n0 + p0) * o;
+            for (ptrdiff_t p = 0; p < kc; p++) {
+                VEC bv[NV];
+                UNROLL_FULL
+                for (int v = 0; v < NV; v++)
+                    bv[v] = WT_LOAD(xr + p * f + v * VL, v);
+                UNROLL_FULL
+                for (int i = 0; i < rows; i++) {
+                    const VEC av = VBCAST(gr + p * o + i);
+                    UNROLL_FULL
+                    for (int v = 0; v < NV; v++)
+                        acc[i][v] = VFMA(av, bv[v], acc[i][v]);
+                }
+            }
+            UNROLL_FULL
+            for (int i = 0; i < rows; i++)
+                UNROLL_FULL
+                for (int v = 0; v < NV; v++)
+                    cur[i][v] = p0 == 0 ? VMUL(one, acc[i][v])
+                                        : VFMA(one, acc[i][v], cur[i][v]);
+        }
+        ptrdiff_t csize = 1;
+        int cpresent = m > 0;
+        /* merge with the blocks of the same size before it */
+        while (depth >= 1 && size[depth - 1] == csize) {
+            const REAL *restrict l = stack + (depth - 1) * WT_ROWS * NR;
+            if (present[depth - 1]) {
+                UNROLL_FULL
+                for (int i = 0; i < rows; i++)
+                    UNROLL_FULL
+                    for (int v = 0; v < NV; v++) {
+                        const VEC lv = VLOAD(l + i * NR + v * VL);
+                        cur[i][v] = cpresent ? VADD(lv, cur[i][v]) : lv;
+                    }
+                cpresent = 1;
+            }
+            csize *= 2;
+            depth--;
+        }
+        REAL *restrict top = stack + depth * WT_ROWS * NR;
+        if (cpresent)
+            UNROLL_FULL
+            for (int i = 0; i < rows; i++)
+                UNROLL_FULL
+                for (int v = 0; v < NV; v++)
+                    VSTORE(top + i * NR + v * VL, cur[i][v]);
+        size[depth] = csize;
+        present[depth] = cpresent;
+        depth++;
+    }
+    /* the rest, from the right: the last block into the one before */
+    while (depth >= 2) {
+        REAL *restrict l = stack + (depth - 2) * WT_ROWS * NR;
+        const REAL *restrict r = l + WT_ROWS * NR;
+        if (present[depth - 1]) {
+            for (int e = 0; e < rows * NR; e += VL) {
+                const VEC rv = VLOAD(r + e);
+                VSTORE(l + e, present[depth - 2] ? VADD(VLOAD(l + e), rv)
+                                                 : rv);
+            }
+            present[depth - 2] = 1;
+        }
+        depth--;
+    }
+    UNROLL_FULL
+    for (int i = 0; i < rows; i++)
+        UNROLL_FULL
+        for (int v = 0; v < NV; v++) {
+            const VEC r = present[0] ? VLOAD(stack + i * NR + v * VL)
+                                     : VZERO();
+            if (masked)
+                VSTORE_M(out + i * ldo + v * VL, mk[v], r);
+            else
+                VSTORE(out + i * ldo + v * VL, r);
+        }
+#undef WT_LOAD
+}
+
+#define WT_ARGS out, ldo, gy, o, x, f, nr, bounds, nparts, stack
+/* One tile of at most WT_ROWS rows and NR columns (see wtree_any). */
+static void SFX(wtree_tile)(ptrdiff_t rows, REAL *out, ptrdiff_t ldo,
+                            const REAL *gy, ptrdiff_t o, const REAL *x,
+                            ptrdiff_t f, ptrdiff_t nr, const int64_t *bounds,
+                            ptrdiff_t nparts, REAL *stack)
+{
+    const int masked = nr < NR;
+    while (rows > 0) {
+        const int r = rows >= 8 ? 8 : rows >= 4 ? 4 : rows >= 2 ? 2 : 1;
+        if (masked) {
+            if (r == 8)
+                SFX(wtree_any)(8, 1, WT_ARGS);
+            else if (r == 4)
+                SFX(wtree_any)(4, 1, WT_ARGS);
+            else if (r == 2)
+                SFX(wtree_any)(2, 1, WT_ARGS);
+            else
+                SFX(wtree_any)(1, 1, WT_ARGS);
+        } else {
+            if (r == 8)
+                SFX(wtree_any)(8, 0, WT_ARGS);
+            else if (r == 4)
+                SFX(wtree_any)(4, 0, WT_ARGS);
+            else if (r == 2)
+                SFX(wtree_any)(2, 0, WT_ARGS);
+            else
+                SFX(wtree_any)(1, 0, WT_ARGS);
+        }
+        rows -= r;
+        out += r * ldo;
+        gy += r;
+    }
+}
+#undef WT_ARGS
+
 /* gemm_impl.h may read B in place (micro_implicit) */
 #define GEMM_IMPLICIT_B 1
 #undef TILE_ROWS

@@ -28,3 +28,4 @@
 #undef WQB
 #undef GEMM_IMPLICIT_B
 #undef ROW_STRIPS
+#undef WT_ROWS

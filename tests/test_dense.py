@@ -353,6 +353,32 @@ for dt in (np.float32, np.float64):
         if F.dense(x[lo:hi], w).tobytes() != full[lo:hi].tobytes():
             variant.append(f"{np.dtype(dt).name} dense rows {lo}:{hi} "
                            f"depend on the batch")
+    # the weight gradients of runs of samples added in the fixed tree
+    # inside the kernel (gw_tree): the bits of each run's gradient and then
+    # tree_sum; whole register tiles and the edges, an empty run, a run
+    # deeper than a slab (1100 > KC)
+    from cnnkit import _kernels as K
+    for n, f, o, bounds in ((64, 70, 30, [0, 8, 16, 24, 32, 40, 48, 56, 64]),
+                            (13, 37, 13, [1, 4, 4, 5, 13]),
+                            (1200, 33, 9, [0, 100, 1200])):
+        x5 = rng.standard_normal((n, f)).astype(dt)
+        w5 = rng.standard_normal((o, f)).astype(dt)
+        g5 = rng.standard_normal((n, o)).astype(dt)
+        runs = len(bounds) - 1
+        parts = np.zeros((runs, o, f), dt)
+        K.dense_backward_parts(g5, x5, w5, bounds, parts, None, False)
+        want = np.empty(o * f, dt)
+        K.tree_sum([parts[q].ravel() if bounds[q + 1] > bounds[q] else None
+                    for q in range(runs)], want)
+        for nt in (1, 2):
+            cnnkit.set_num_threads(nt)
+            tree = np.full((o, f), np.nan, dt)
+            K.dense_backward_parts(g5, x5, w5, bounds, None, None, False,
+                                   None, tree)
+            if tree.tobytes() != want.tobytes():
+                variant.append(f"{np.dtype(dt).name} weight tree {(n, f, o)}"
+                               f" on {nt} threads is not the parts' tree")
+        cnnkit.set_num_threads(2)
     # one row's forward takes several strips at once (micro_row) from a
     # transposed panel packed in blocks: the bits of a row of a larger
     # batch, over several slabs and with a last strip and block that are

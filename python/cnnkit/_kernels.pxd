@@ -4,6 +4,9 @@
 from cython cimport floating
 from libc.stdint cimport int64_t, uint64_t
 
+cdef extern from "internal.h" nogil:
+    double cnnkit_seconds()
+
 cdef extern from "cnnkit.h" nogil:
     ctypedef struct cnnkit_conv2d_geom:
         ptrdiff_t n, c, h, w

@@ -2505,7 +2505,7 @@ cdef class TrainProgram:
     gradient (the last step's ``gy``)."""
 
     cdef _tstep *steps
-    cdef Py_ssize_t nsteps
+    cdef readonly Py_ssize_t nsteps
     cdef ptrdiff_t m, classes, in_size, nparts
     cdef readonly object dtype
     cdef readonly object logits, grad, losses, hit
@@ -2695,12 +2695,23 @@ cdef class TrainProgram:
         return need
 
     def run(self, x, labels, sample_weight, double normalizer,
-            double label_smoothing):
+            double label_smoothing, times=None):
         """One step on the batch x (m samples) with int labels and
         optional float64 sample weights: the logits, the loss gradient
         (of the weighted mean with divisor ``normalizer``), each sample's
         weighted loss (``losses``), whether its largest logit is its label
-        (``hit``), and the parameter gradients."""
+        (``hit``), and the parameter gradients.  With ``times``, a float64
+        array of 2 * nsteps + 1 elements, each step's forward seconds, the
+        loss's and each step's backward seconds are added to it."""
+        cdef double *pt = NULL
+        if times is not None:
+            if not (cnp.PyArray_Check(times) and times.dtype == np.float64
+                    and times.size == 2 * self.nsteps + 1 and
+                    cnp.PyArray_ISCARRAY(<cnp.ndarray>times)):
+                raise ValueError(f"train: times must be a writeable "
+                                 f"C-contiguous float64 array of "
+                                 f"{2 * self.nsteps + 1} elements")
+            pt = <double *>cnp.PyArray_DATA(<cnp.ndarray>times)
         cdef int nt = _nthreads()
         dt = self.dtype
         if not (cnp.PyArray_Check(x) and x.dtype == dt and
@@ -2724,12 +2735,12 @@ cdef class TrainProgram:
             _train_run(_F32, self.steps, self.nsteps, x, self.logits,
                        self.grad, lab, sw, normalizer, label_smoothing,
                        self.losses, self.hit, self.m, self.classes,
-                       self.bounds, self.nparts, self.work, nt)
+                       self.bounds, self.nparts, self.work, nt, pt)
         else:
             _train_run(_F64, self.steps, self.nsteps, x, self.logits,
                        self.grad, lab, sw, normalizer, label_smoothing,
                        self.losses, self.hit, self.m, self.classes,
-                       self.bounds, self.nparts, self.work, nt)
+                       self.bounds, self.nparts, self.work, nt, pt)
 
 
 cdef object math_prod(object shape):
@@ -2742,7 +2753,8 @@ cdef object math_prod(object shape):
 cdef void _train_run(floating *t, _tstep *steps, Py_ssize_t ns, x, logits,
                      grad, lab, sw, double norm, double smoothing, losses,
                      hit, ptrdiff_t m, ptrdiff_t c, bounds,
-                     ptrdiff_t nparts, work, int nt) noexcept:
+                     ptrdiff_t nparts, work, int nt,
+                     double *times) noexcept:
     cdef const floating *x0 = _data(x, t)
     cdef floating *z = _data(logits, t)
     cdef floating *gz = _data(grad, t)
@@ -2757,11 +2769,14 @@ cdef void _train_run(floating *t, _tstep *steps, Py_ssize_t ns, x, logits,
     cdef _tstep *s
     cdef const floating *xin
     cdef floating v, bv
+    cdef double t0 = 0
     with nogil:
         for i in range(ns):
             s = &steps[i]
             if not s.fwd:
                 continue
+            if times != NULL:
+                t0 = cnnkit_seconds()
             xin = x0 if s.x == NULL else <const floating *>s.x
             if s.op == _TS_CONV:
                 cnnkit_conv2d_forward(<floating *>s.y, xin,
@@ -2778,6 +2793,10 @@ cdef void _train_run(floating *t, _tstep *steps, Py_ssize_t ns, x, logits,
             else:
                 cnnkit_max_pool2d_forward(<floating *>s.y, s.idx, xin,
                                           &s.pool, nt)
+            if times != NULL:
+                times[i] += cnnkit_seconds() - t0
+        if times != NULL:
+            t0 = cnnkit_seconds()
         cnnkit_softmax_xent(gz, z, pl, pw, norm, smoothing, pls, m, c, nt)
         for r in range(m):          # np.argmax: the first largest, NaN first
             best = 0
@@ -2786,10 +2805,14 @@ cdef void _train_run(floating *t, _tstep *steps, Py_ssize_t ns, x, logits,
                 if v > bv or (v != v and bv == bv):
                     best = j
             ph[r] = best == pl[r]
+        if times != NULL:
+            times[ns] += cnnkit_seconds() - t0
         for i in range(ns - 1, -1, -1):
             s = &steps[i]
             if not s.bwd:
                 continue
+            if times != NULL:
+                t0 = cnnkit_seconds()
             xin = x0 if s.x == NULL else <const floating *>s.x
             if s.op == _TS_CONV:
                 if s.gx != NULL:
@@ -2831,3 +2854,5 @@ cdef void _train_run(floating *t, _tstep *steps, Py_ssize_t ns, x, logits,
                     <floating *>s.gx, <const floating *>s.gy, s.idx,
                     <const floating *>s.y if s.relu else NULL, &s.unpool,
                     nt)
+            if times != NULL:
+                times[ns + 1 + i] += cnnkit_seconds() - t0
