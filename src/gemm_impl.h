@@ -71,9 +71,6 @@ static void SFX(pack_a)(REAL *restrict ap, const REAL *restrict a,
 #ifndef PB_DEPTH
 #define PB_DEPTH 16     /* depth of pack_b's transposing blocks */
 #endif
-#ifndef GEMM_INPLACE_K
-#define GEMM_INPLACE_K 32 /* deepest product read in place by A strips */
-#endif
 #ifndef GEMM_FEW_GROUP
 #define GEMM_FEW_GROUP 8 /* strips per task of a few-row product */
 #endif
@@ -318,16 +315,6 @@ static void SFX(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
 #ifdef GEMM_IMPLICIT_B
     if (m <= MR && !trans_b && alpha == 1 && beta == 0) {
         SFX(gemm_few_rows)(trans_a, m, n, k, a, lda, b, ldb, c, ldc, work);
-        return;
-    }
-    if (k <= GEMM_INPLACE_K && !trans_b && alpha == 1 && beta == 0) {
-        /* a shallow product (the weight gradient of a few samples): each
-         * MR-row strip of A reads B in place, as gemm_few_rows does --
-         * packing a panel of B would cost as much as the products */
-        for (ptrdiff_t i0 = 0; i0 < m; i0 += MR)
-            SFX(gemm_few_rows)(trans_a, CNNKIT_MIN((ptrdiff_t)MR, m - i0), n,
-                               k, trans_a ? a + i0 : a + i0 * lda, lda, b,
-                               ldb, c + i0 * ldc, ldc, work);
         return;
     }
 #endif

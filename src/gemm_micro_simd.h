@@ -399,32 +399,28 @@ static void SFX(wtree_tile)(ptrdiff_t rows, REAL *out, ptrdiff_t ldo,
                             ptrdiff_t nparts, REAL *stack)
 {
     const int masked = nr < NR;
+#define WT_CASE(R)                                                         \
+    case R:                                                                \
+        if (masked)                                                        \
+            SFX(wtree_any)(R, 1, WT_ARGS);                                 \
+        else                                                               \
+            SFX(wtree_any)(R, 0, WT_ARGS);                                 \
+        break;
     while (rows > 0) {
         const int r = rows >= 8 ? 8 : rows >= 4 ? 4 : rows >= 2 ? 2 : 1;
-        if (masked) {
-            if (r == 8)
-                SFX(wtree_any)(8, 1, WT_ARGS);
-            else if (r == 4)
-                SFX(wtree_any)(4, 1, WT_ARGS);
-            else if (r == 2)
-                SFX(wtree_any)(2, 1, WT_ARGS);
-            else
-                SFX(wtree_any)(1, 1, WT_ARGS);
-        } else {
-            if (r == 8)
-                SFX(wtree_any)(8, 0, WT_ARGS);
-            else if (r == 4)
-                SFX(wtree_any)(4, 0, WT_ARGS);
-            else if (r == 2)
-                SFX(wtree_any)(2, 0, WT_ARGS);
-            else
-                SFX(wtree_any)(1, 0, WT_ARGS);
+        switch (r) {
+            WT_CASE(8)
+            WT_CASE(4)
+            WT_CASE(2)
+        default:
+            WT_CASE(1)
         }
         rows -= r;
         out += r * ldo;
         gy += r;
     }
 }
+#undef WT_CASE
 #undef WT_ARGS
 
 /* gemm_impl.h may read B in place (micro_implicit) */
