@@ -452,7 +452,7 @@ static inline __attribute__((always_inline)) void
 SFX(wtile)(const int kb, const int qb, REAL *restrict acc,
            const REAL *restrict gyk, ptrdiff_t p, const REAL *restrict copy,
            const ptrdiff_t *restrict boff, ptrdiff_t rows, ptrdiff_t ow,
-           ptrdiff_t xstep)
+           ptrdiff_t xstep, ptrdiff_t gstep)
 {
     VEC a[WKB][WQB];
     WUNROLL
@@ -464,7 +464,7 @@ SFX(wtile)(const int kb, const int qb, REAL *restrict acc,
     const MASK mk = VMASK(ow > full ? (int)(ow - full) : VL);
     for (ptrdiff_t i = 0; i < rows; i++) {
         const REAL *restrict xrow = copy + i * xstep;
-        const REAL *restrict grow = gyk + i * ow;
+        const REAL *restrict grow = gyk + i * gstep;
         for (ptrdiff_t j0 = 0; j0 < full; j0 += VL) {
             VEC gv[WKB];
             WUNROLL
@@ -508,12 +508,12 @@ SFX(wtile)(const int kb, const int qb, REAL *restrict acc,
         default: SFX(wtile)(KB, WQB >= 4 ? 4 : 1, WTILE_ARGS); break;      \
         }                                                                  \
         break;
-#define WTILE_ARGS acc, gyk, p, copy, boff, rows, ow, xstep
+#define WTILE_ARGS acc, gyk, p, copy, boff, rows, ow, xstep, gstep
 
 static void SFX(wtile_any)(int kb, int qb, REAL *acc, const REAL *gyk,
                            ptrdiff_t p, const REAL *copy,
                            const ptrdiff_t *boff, ptrdiff_t rows,
-                           ptrdiff_t ow, ptrdiff_t xstep)
+                           ptrdiff_t ow, ptrdiff_t xstep, ptrdiff_t gstep)
 {
     switch (kb) {
         WTILE_Q(1)
@@ -539,10 +539,39 @@ static void SFX(wtile_any)(int kb, int qb, REAL *acc, const REAL *gyk,
 #undef WTILE_ARGS
 #undef WTILE_Q
 
+/* sums[a] = the lanes of accumulator a (acc + a*VL) added in lane order,
+ * for the WKB*WQB accumulators of a tile: VL accumulators at a time, their
+ * lanes transposed in registers so that one vector add per lane adds
+ * lane l of each (the scalar loop's sums, VL at once). */
+#define WSUMS (cnnkit_ceil_div(WKB * WQB, VL) * VL)
+static void SFX(lane_sums)(REAL *restrict sums, const REAL *restrict acc)
+{
+    REAL lanes[VL * NR];
+    for (int a0 = 0; a0 < WKB * WQB; a0 += VL) {
+        SFX(transpose_block)(lanes, acc + a0 * VL, VL,
+                             CNNKIT_MIN(VL, WKB * WQB - a0), VL);
+        VEC sum = VLOAD(lanes);
+        for (int l = 1; l < VL; l++)
+            sum = VADD(sum, VLOAD(lanes + l * NR));
+        VSTORE(sums + a0, sum);
+    }
+}
+
 static ptrdiff_t SFX(wtiles)(const cnnkit_conv2d_geom *g)
 {
     return cnnkit_ceil_div(g->k, WKB) *
            cnnkit_ceil_div(g->c * g->r * g->s, WQB);
+}
+
+/* Images whose flat copies the weight gradient fills at once, so that a
+ * tile sweeps them all per load and store of its accumulators: up to 4,
+ * the copies within twice the size of one bounded copy. */
+static ptrdiff_t SFX(weight_images)(const SFX(direct_plan) *pl)
+{
+    if (!pl->flat)
+        return 1;
+    return CNNKIT_MAX((ptrdiff_t)1,
+                      CNNKIT_MIN((ptrdiff_t)4, 2 * DIRECT_COPY_MAX / pl->copy));
 }
 
 static ptrdiff_t SFX(direct_weight_workspace)(const cnnkit_conv2d_geom *g,
@@ -553,7 +582,8 @@ static ptrdiff_t SFX(direct_weight_workspace)(const cnnkit_conv2d_geom *g,
     if (g->c * g->r * g->s > KC || !SFX(direct_layout)(g, nthreads, 0, &pl))
         return 0;
     const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
-    return pl.noff + nt * (pl.copy + SFX(wtiles)(g) * WACC);
+    return pl.noff + nt * (SFX(weight_images)(&pl) * pl.copy +
+                           SFX(wtiles)(g) * WACC);
 }
 
 /* For each part q with images [bounds[q], bounds[q+1]) not empty,
@@ -574,7 +604,8 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
     const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
     ptrdiff_t *boff = (ptrdiff_t *)(void *)work;
     REAL *buffers = work + pl.noff;
-    const ptrdiff_t per_thread = pl.copy + ntiles * WACC;
+    const ptrdiff_t wimg = SFX(weight_images)(&pl);
+    const ptrdiff_t per_thread = wimg * pl.copy + ntiles * WACC;
     SFX(direct_offsets)(boff, g, &pl);
     ptrdiff_t busy = 0, images = 0;
     for (ptrdiff_t q = 0; q < nparts; q++) {
@@ -599,13 +630,31 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
         if (bounds[q + 1] <= bounds[q] || t0 >= t1)
             continue;
         REAL *copy = buffers + (ptrdiff_t)omp_get_thread_num() * per_thread;
-        REAL *accs = copy + pl.copy;
+        REAL *accs = copy + wimg * pl.copy;
         for (ptrdiff_t e = 0; e < (t1 - t0) * WACC; e++)
             accs[e] = 0;
-        /* blocks of output rows; flat: one block, the plane as one row */
+        /* blocks of output rows; flat: the plane as one row, the planes
+         * of up to wimg images swept by each tile as its rows */
         const ptrdiff_t width = pl.flat ? p : g->ow;
         const ptrdiff_t xstep = g->stride_h * pl.wp;
         for (ptrdiff_t n = bounds[q]; n < bounds[q + 1]; n++) {
+            if (pl.flat) {
+                const ptrdiff_t nimg = CNNKIT_MIN(wimg, bounds[q + 1] - n);
+                for (ptrdiff_t b = 0; b < nimg; b++)
+                    SFX(direct_fill)(copy + b * pl.copy, x + (n + b) * chw,
+                                     g, &pl, 0, g->oh, boff);
+                for (ptrdiff_t tile = t0; tile < t1; tile++) {
+                    const ptrdiff_t k0 = tile / ntq * WKB;
+                    const ptrdiff_t q0 = tile % ntq * WQB;
+                    SFX(wtile_any)((int)CNNKIT_MIN(WKB, g->k - k0),
+                                   (int)CNNKIT_MIN(WQB, crs - q0),
+                                   accs + (tile - t0) * WACC,
+                                   gy + n * kp + k0 * p, p, copy, boff + q0,
+                                   nimg, p, pl.copy, kp);
+                }
+                n += nimg - 1;
+                continue;
+            }
             for (ptrdiff_t i0 = 0; i0 < g->oh; i0 += pl.rb) {
                 const ptrdiff_t i1 = CNNKIT_MIN(g->oh, i0 + pl.rb);
                 SFX(direct_fill)(copy, x + n * chw, g, &pl, i0, i1, boff);
@@ -616,8 +665,7 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
                                    (int)CNNKIT_MIN(WQB, crs - q0),
                                    accs + (tile - t0) * WACC,
                                    gy + n * kp + k0 * p + i0 * g->ow, p, copy,
-                                   boff + q0, pl.flat ? 1 : i1 - i0, width,
-                                   xstep);
+                                   boff + q0, i1 - i0, width, xstep, g->ow);
                 }
             }
         }
@@ -626,20 +674,17 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
             const ptrdiff_t k0 = tile / ntq * WKB, q0 = tile % ntq * WQB;
             const ptrdiff_t kb = CNNKIT_MIN(WKB, g->k - k0);
             const ptrdiff_t qb = CNNKIT_MIN(WQB, crs - q0);
-            const REAL *acc = accs + (tile - t0) * WACC;
+            REAL sums[WSUMS];
+            SFX(lane_sums)(sums, accs + (tile - t0) * WACC);
             for (ptrdiff_t kk = 0; kk < kb; kk++)
-                for (ptrdiff_t qq = 0; qq < qb; qq++) {
-                    const REAL *lanes = acc + (kk * WQB + qq) * VL;
-                    REAL sum = lanes[0];
-                    for (int l = 1; l < VL; l++)
-                        sum += lanes[l];
-                    dst[(k0 + kk) * crs + q0 + qq] = sum;
-                }
+                for (ptrdiff_t qq = 0; qq < qb; qq++)
+                    dst[(k0 + kk) * crs + q0 + qq] = sums[kk * WQB + qq];
         }
     }
 }
 
 #undef WACC
+#undef WSUMS
 #undef WUNROLL
 #undef DIRECT_COPY_MAX
 #undef FLAT_GATHER_MAX

@@ -1823,3 +1823,41 @@ def test_im2col_weight_gradient_of_small_planes(dt, n, c, hw, k, groups,
                                 [0, hi - lo], alone, None, False,
                                 direct=False, groups=groups)
         assert alone[0].tobytes() == parts[q].tobytes()
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_direct_weight_gradient_of_flat_planes_per_run(dt):
+    # 10-wide output rows take the direct weight gradient's flat sweep,
+    # which fills the planes of up to four images and sweeps them per
+    # tile: each run of images (1, 6 and 5 images, two empty runs) has the
+    # bits of that run alone and of any thread count, and its value
+    from cnnkit import _kernels as K
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((12, 6, 14, 14)).astype(dt)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(dt)
+    gy = rng.standard_normal((12, 16, 10, 10)).astype(dt)
+    args = ((1, 1), (0, 0, 0, 0), (1, 1))
+    bounds = [0, 1, 1, 7, 12, 12]
+    runs = []
+    for nt in (1, 2, 3):
+        parts = np.full((5,) + w.shape, np.nan, dt)
+        with helpers.num_threads(nt):
+            K.conv2d_backward_parts(gy, x, w, *args, bounds, parts, None,
+                                    False)
+        runs.append(parts)
+    assert runs[1].tobytes() == runs[0].tobytes() == runs[2].tobytes()
+    tol = 1e-4 if dt == np.float32 else 1e-10
+    for q in range(5):
+        lo, hi = bounds[q], bounds[q + 1]
+        if hi == lo:
+            assert np.isnan(runs[0][q]).all()
+            continue
+        alone = np.empty((1,) + w.shape, dt)
+        K.conv2d_backward_parts(gy[lo:hi], x[lo:hi], w, *args, [0, hi - lo],
+                                alone, None, False)
+        assert alone.tobytes() == runs[0][q].tobytes()
+        want = ref.conv2d_backward(gy[lo:hi].astype(np.float64),
+                                   x[lo:hi].astype(np.float64),
+                                   w.astype(np.float64), (1, 1), (0, 0),
+                                   (1, 1))[1]
+        np.testing.assert_allclose(runs[0][q], want, rtol=tol, atol=tol)
