@@ -196,6 +196,7 @@ def test_workloads_of_each_mode():
     full = bench.workloads(bench.make_config(args))
     names = [(w.group, w.name) for w in full]
     assert ("conv64", "conv2d fwd+bwd") in names
+    assert ("zoo", "Medium CNN train") in names
     assert ("zoo", "ResNet-20 train") in names
     assert ("zoo", "ResNet-20 predict") in names
     assert names.count(("lenet", "LeNet-5 train")) == 3
