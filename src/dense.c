@@ -83,7 +83,8 @@ ptrdiff_t cnnkit_dense_tree_workspace(const int64_t *bounds,
     const ptrdiff_t t = CNNKIT_MIN((ptrdiff_t)(nthreads < 1 ? 1 : nthreads),
                                    tiles);
     return CNNKIT_MAX(t * dense_tree_per_thread(bounds, nparts, f, o),
-                      cnnkit_gemm_wtree_workspace(nparts, nthreads));
+                      cnnkit_gemm_wtree_workspace(bounds[nparts], o, nparts,
+                                                  nthreads));
 }
 
 #define CNNKIT_IMPL "dense_impl.h"

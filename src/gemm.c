@@ -391,13 +391,13 @@ const char *cnnkit_simd_paths_supported(void)
 
 /* The dense weight gradient's tree of parts in the engine, or 0 (nothing
  * written) when the engine has none (dense_impl.h's tiles then serve). */
-ptrdiff_t cnnkit_gemm_wtree_workspace(ptrdiff_t nparts, int nthreads)
+ptrdiff_t cnnkit_gemm_wtree_workspace(ptrdiff_t n, ptrdiff_t o,
+                                      ptrdiff_t nparts, int nthreads)
 {
     const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
     if (!e->wtree_workspace)
         return 0;
-    return (ptrdiff_t)(nthreads < 1 ? 1 : nthreads) *
-           e->wtree_workspace(nparts);
+    return e->wtree_workspace(n, o, nparts, nthreads);
 }
 
 int cnnkit_gemm_wtree_f32(float *gw, const float *gy, const float *x,

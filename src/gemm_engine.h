@@ -113,9 +113,11 @@ typedef struct cnnkit_gemm_engine {
                           const double *bias, int relu, double *work,
                           const cnnkit_conv2d_geom *g, int nthreads);
     /* The dense weight gradient's tree of parts (wtree in gemm_impl.h),
-     * or NULL: one thread's workspace (elements of the larger of both
-     * types' needs) and the pass. */
-    ptrdiff_t (*wtree_workspace)(ptrdiff_t nparts);
+     * or NULL: its workspace for gy of n rows and o columns on nthreads
+     * threads (elements of the larger of both types' needs), and the
+     * pass. */
+    ptrdiff_t (*wtree_workspace)(ptrdiff_t n, ptrdiff_t o, ptrdiff_t nparts,
+                                 int nthreads);
     void (*wtree_f32)(float *gw, const float *gy, const float *x,
                       const int64_t *bounds, ptrdiff_t nparts, float *work,
                       ptrdiff_t f, ptrdiff_t o, int nthreads);
@@ -184,10 +186,11 @@ const cnnkit_gemm_engine *cnnkit_gemm_active(int *how);
     }
 
 #define CNNKIT_ENGINE_WTREE(path)                                           \
-    static ptrdiff_t wtree_workspace_##path(ptrdiff_t nparts)               \
+    static ptrdiff_t wtree_workspace_##path(ptrdiff_t n, ptrdiff_t o,       \
+                                            ptrdiff_t nparts, int nthreads) \
     {                                                                       \
-        ptrdiff_t a = wtree_per_thread_f32_##path(nparts);                  \
-        ptrdiff_t b = wtree_per_thread_f64_##path(nparts);                  \
+        ptrdiff_t a = wtree_size_f32_##path(n, o, nparts, nthreads);        \
+        ptrdiff_t b = wtree_size_f64_##path(n, o, nparts, nthreads);        \
         return CNNKIT_MAX(a, b);                                            \
     }
 

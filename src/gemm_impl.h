@@ -252,10 +252,14 @@ static ptrdiff_t SFX(wtree_levels)(ptrdiff_t nparts)
     return levels + 1;
 }
 
-/* Elements of one thread's workspace of wtree: its stack of tiles. */
-static ptrdiff_t SFX(wtree_per_thread)(ptrdiff_t nparts)
+/* Elements of wtree's workspace: gy packed in chunks of WT_ROWS columns
+ * for rows [0, n), then one stack of tiles per thread. */
+static ptrdiff_t SFX(wtree_size)(ptrdiff_t n, ptrdiff_t o, ptrdiff_t nparts,
+                                 int nthreads)
 {
-    return SFX(wtree_levels)(nparts) * WT_ROWS * NR;
+    const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
+    return cnnkit_ceil_div(o, (ptrdiff_t)WT_ROWS) * WT_ROWS * n +
+           nt * SFX(wtree_levels)(nparts) * WT_ROWS * NR;
 }
 
 /* gw (o, f) = the parts' weight gradients gy_q^T @ x_q (q < nparts, part
@@ -281,19 +285,36 @@ static void SFX(wtree)(REAL *gw, const REAL *gy, const REAL *x,
         return;
     const ptrdiff_t rt = cnnkit_ceil_div(o, (ptrdiff_t)WT_ROWS);
     const ptrdiff_t ct = cnnkit_ceil_div(f, (ptrdiff_t)NR);
-    const ptrdiff_t per = SFX(wtree_per_thread)(nparts);
+    const ptrdiff_t n = bounds[nparts], per = SFX(wtree_levels)(nparts) *
+                                               WT_ROWS * NR;
     const ptrdiff_t images = bounds[nparts] - bounds[0];
     const int nt = cnnkit_team(2.0 * (double)images * o * f + 8.0 * nparts *
                                    (double)o * f, rt * ct, nthreads);
     (void)nt; /* unused in serial builds */
+    /* gy's columns in chunks of WT_ROWS, each chunk's rows contiguous:
+     * gp[(c*n + s)*WT_ROWS + i] = gy[s, c*WT_ROWS + i], so that a tile's
+     * broadcasts read one block instead of a cache line per sample (rows
+     * of gy 4 KiB apart share one L1 set) */
+    REAL *gp = work;
     CNNKIT_OMP(parallel num_threads(nt))
     {
-        REAL *stack = work + (ptrdiff_t)omp_get_thread_num() * per;
+        REAL *stack = work + rt * WT_ROWS * n +
+                      (ptrdiff_t)omp_get_thread_num() * per;
+        CNNKIT_OMP(for schedule(static))
+        for (ptrdiff_t c = 0; c < rt; c++) {
+            const ptrdiff_t i0 = c * WT_ROWS;
+            const ptrdiff_t rn = CNNKIT_MIN((ptrdiff_t)WT_ROWS, o - i0);
+            REAL *dst = gp + c * n * WT_ROWS;
+            for (ptrdiff_t smp = bounds[0]; smp < n; smp++)
+                for (ptrdiff_t i = 0; i < rn; i++)
+                    dst[smp * WT_ROWS + i] = gy[smp * o + i0 + i];
+        }
         CNNKIT_OMP(for schedule(static))
         for (ptrdiff_t t = 0; t < rt * ct; t++) {
-            const ptrdiff_t i0 = t % rt * WT_ROWS, j0 = t / rt * NR;
+            const ptrdiff_t c = t % rt, i0 = c * WT_ROWS, j0 = t / rt * NR;
             SFX(wtree_tile)(CNNKIT_MIN((ptrdiff_t)WT_ROWS, o - i0),
-                            gw + i0 * f + j0, f, gy + i0, o, x + j0, f,
+                            gw + i0 * f + j0, f, gp + c * n * WT_ROWS,
+                            WT_ROWS, x + j0, f,
                             CNNKIT_MIN((ptrdiff_t)NR, f - j0), bounds,
                             nparts, stack);
         }

@@ -58,9 +58,11 @@ static inline ptrdiff_t cnnkit_conv_groups(const cnnkit_conv2d_geom *g)
 ptrdiff_t cnnkit_conv_direct_workspace(const cnnkit_conv2d_geom *g,
                                        int nthreads);
 /* The dense weight gradient's tree of parts in the GEMM engine (gemm.c):
- * its workspace for nthreads threads (0 without one), and the pass, which
- * returns 0 without writing when the engine has none. */
-ptrdiff_t cnnkit_gemm_wtree_workspace(ptrdiff_t nparts, int nthreads);
+ * its workspace for gy of n rows and o columns on nthreads threads (0
+ * without one), and the pass, which returns 0 without writing when the
+ * engine has none. */
+ptrdiff_t cnnkit_gemm_wtree_workspace(ptrdiff_t n, ptrdiff_t o,
+                                      ptrdiff_t nparts, int nthreads);
 int cnnkit_gemm_wtree_f32(float *gw, const float *gy, const float *x,
                           const int64_t *bounds, ptrdiff_t nparts,
                           float *work, ptrdiff_t f, ptrdiff_t o,
