@@ -8,10 +8,10 @@ each network with the default shards and with one shard
 rounds, and prints the medians and the cost of the shards in per cent of
 the one-shard epoch.
 
-The networks: the medium network of the performance page (conv 5x5 32 -
-pool - conv 5x5 64 - pool - dense 1024 - dropout - dense 10 on 28x28,
-3.3M parameters, most of them in one dense layer), LeNet-5 and a ResNet-8
-on 32x32 RGB, all at batch 64, synthetic data, Adam.
+The networks: the medium network (:func:`cnnkit.bench.medium_cnnkit`:
+conv 5x5 32 - pool - conv 5x5 64 - pool - dense 1024 - dropout - dense 10
+on 28x28, 3.3M parameters, most of them in one dense layer), LeNet-5 and
+a ResNet-8 on 32x32 RGB, all at batch 64, synthetic data, Adam.
 
     python benchmarks/bench_shards.py [--repeats 7] [--threads 2]
 """
@@ -21,18 +21,10 @@ import sys
 import time
 
 import cnnkit
-from cnnkit import layers as L
 from cnnkit import models, optim
+from cnnkit.bench import medium_cnnkit as medium
 from cnnkit.datasets import make_synthetic
 from cnnkit.distributed import DataParallel
-
-
-def medium():
-    return cnnkit.Sequential([
-        L.Conv2D(32, 5, padding=2), L.ReLU(), L.MaxPool2D(2),
-        L.Conv2D(64, 5, padding=2), L.ReLU(), L.MaxPool2D(2), L.Flatten(),
-        L.Dense(1024), L.ReLU(), L.Dropout(0.5), L.Dense(10),
-    ], input_shape=(1, 28, 28), seed=0)
 
 
 #: (name, model factory, input shape, images per epoch)
