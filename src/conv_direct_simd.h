@@ -407,6 +407,10 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
          * its slabs in order */
         for (ptrdiff_t k0 = ka; k0 < kz; k0 += MR) {
             const ptrdiff_t mr = CNNKIT_MIN((ptrdiff_t)MR, kz - k0);
+            /* rows of at most a vector and at most half a tile of
+             * filters: two rows per tile, each a vector of the tile */
+            const int stack = !pl.flat && width <= VL && NR / VL >= 2 &&
+                              mr * (NR / VL) <= MR && mr <= 6;
             for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
                 const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, crs - p0);
                 const int last = p0 + kc == crs;
@@ -414,6 +418,15 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
                 for (ptrdiff_t i = 0; i < rows; i++) {
                     const REAL *xrow = buf + i * g->stride_h * pl.wp;
                     REAL *yrow = y + n * kp + k0 * p + (i0 + i) * g->ow;
+                    if (stack && i + NR / VL <= rows) {
+                        /* NR / VL narrow rows at once (micro_stacked) */
+                        SFX(micro_stacked)(kc, ap + k0 * crs + p0 * MR, xrow,
+                                           boff + p0, g->stride_h * pl.wp,
+                                           yrow, p, g->ow, mr, (int)width,
+                                           p0 == 0, bk, relu && last);
+                        i += NR / VL - 1;
+                        continue;
+                    }
                     for (ptrdiff_t j0 = 0; j0 < width; j0 += NR) {
                         const ptrdiff_t nr =
                             CNNKIT_MIN((ptrdiff_t)NR, width - j0);

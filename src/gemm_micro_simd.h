@@ -31,13 +31,21 @@
 #define UNROLL_FULL _Pragma("GCC unroll 16")
 #endif
 
+/* masked: 0 whole vectors; 1 the last vector's first lastn lanes; 2
+ * (STACKED) vector v is another row of output pixels, its B at bstep
+ * elements and its C at cstep from the one before, each vector's first
+ * lastn lanes (a direct convolution's rows narrower than a vector). */
+#define STACKED 2
 static inline __attribute__((always_inline)) void
 SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
           ptrdiff_t kc, const REAL *restrict ap, const REAL *restrict bp,
           const ptrdiff_t *restrict boff, REAL *restrict c, ptrdiff_t ldc,
           int lastn, REAL alpha, REAL beta, int first,
-          const REAL *restrict bias, int relu)
+          const REAL *restrict bias, int relu, ptrdiff_t bstep,
+          ptrdiff_t cstep)
 {
+    if (masked != STACKED)
+        bstep = cstep = VL;
     VEC acc[MR][NV];
     UNROLL_FULL
     for (int i = 0; i < rows; i++) {
@@ -45,14 +53,14 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
         for (int v = 0; v < nv; v++)
             acc[i][v] = VZERO();
         __builtin_prefetch(c + i * ldc);
-        __builtin_prefetch(c + i * ldc + nv * VL - 1);
+        __builtin_prefetch(c + i * ldc + (nv - 1) * cstep + VL - 1);
     }
     for (ptrdiff_t p = 0; p < kc; p++) {
         const REAL *restrict brow = implicit ? bp + boff[p] : bp;
         VEC bv[NV];
         UNROLL_FULL
         for (int v = 0; v < nv; v++)
-            bv[v] = VLOAD(brow + v * VL);
+            bv[v] = VLOAD(brow + v * bstep);
         UNROLL_FULL
         for (int i = 0; i < rows; i++) {
             VEC av = VBCAST(ap + i);
@@ -72,12 +80,14 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
         REAL *restrict ci = c + i * ldc;
         UNROLL_FULL
         for (int v = 0; v < nv; v++) {
-            const int part = masked && v == nv - 1;
+            const int part = masked == STACKED ? lastn < VL
+                                               : masked && v == nv - 1;
+            REAL *restrict cv = ci + v * cstep;
             VEC out;
             if (fresh) {
                 out = VMUL(va, acc[i][v]);
             } else {
-                VEC old = part ? VLOAD_M(ci + v * VL, mk) : VLOAD(ci + v * VL);
+                VEC old = part ? VLOAD_M(cv, mk) : VLOAD(cv);
                 out = first ? VFMA(vb, old, VMUL(va, acc[i][v]))
                             : VFMA(va, acc[i][v], old);
             }
@@ -86,15 +96,15 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
             if (relu)
                 out = VRELU(out);
             if (part)
-                VSTORE_M(ci + v * VL, mk, out);
+                VSTORE_M(cv, mk, out);
             else
-                VSTORE(ci + v * VL, out);
+                VSTORE(cv, out);
         }
     }
 }
 
 #define TILE_ARGS implicit, kc, ap, bp, boff, c, ldc, lastn, alpha, beta, \
-                  first, bias, relu
+                  first, bias, relu, 0, 0
 #define TILE_ROWS(R)                                                       \
     case R:                                                                \
         if (nv == 1)                                                       \
@@ -189,6 +199,48 @@ static void SFX(micro_implicit)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
     SFX(micro_any)(1, kc, ap, bp, boff, c, ldc, mr, nr, 1, 0, first, bias,
                    relu);
 }
+#define STACK_ARGS 1, kc, ap, bp, boff, c, ldc, width, 1, 0, first, bias, \
+                   relu, bstep, cstep
+#define STACK_ROWS(R)                                                      \
+    case R:                                                                \
+        SFX(tile)(R, NV, STACKED, STACK_ARGS);                             \
+        break;
+
+/* NV rows of output pixels at once, each at most a vector wide (width <=
+ * VL lanes): a direct convolution whose rows are narrow and whose filters
+ * fill at most half a tile takes the FMA chains of two rows per tile.
+ * Row v's B is at bp + v*bstep, its C at c + v*cstep; otherwise as
+ * micro_implicit, with the same sums. */
+static void SFX(micro_stacked)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
+                               const ptrdiff_t *boff, ptrdiff_t bstep,
+                               REAL *c, ptrdiff_t ldc, ptrdiff_t cstep,
+                               ptrdiff_t mr, int width, int first,
+                               const REAL *bias, int relu)
+{
+    switch (mr) {
+        STACK_ROWS(1)
+#if MR >= 2
+        STACK_ROWS(2)
+#endif
+#if MR >= 3
+        STACK_ROWS(3)
+#endif
+#if MR >= 4
+        STACK_ROWS(4)
+#endif
+#if MR >= 5
+        STACK_ROWS(5)
+#endif
+#if MR >= 6
+        STACK_ROWS(6)
+#endif
+    default:
+        break;
+    }
+}
+#undef STACK_ROWS
+#undef STACK_ARGS
+
 /* One row of C across up to ROW_STRIPS packed strips of B (nc <= nvec *
  * VL columns, strip s at bp + s*NR*kc): a single row's tile has only NV
  * FMA chains, too few to hide the FMA latency, so the row takes the
@@ -427,5 +479,6 @@ static void SFX(wtree_tile)(ptrdiff_t rows, REAL *out, ptrdiff_t ldo,
 #define GEMM_IMPLICIT_B 1
 #undef TILE_ROWS
 #undef TILE_ARGS
+#undef STACKED
 #undef UNROLL_FULL
 #undef NV

@@ -1861,3 +1861,25 @@ def test_direct_weight_gradient_of_flat_planes_per_run(dt):
                                    w.astype(np.float64), (1, 1), (0, 0),
                                    (1, 1))[1]
         np.testing.assert_allclose(runs[0][q], want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [3, 6, 16])
+@pytest.mark.parametrize("h", [16, 15])
+def test_direct_rows_narrower_than_a_vector_two_per_tile(dt, k, h):
+    # Output rows of at most a vector (14 wide; 7 in float64) with at most
+    # half a tile of filters (3, 6, and 16 = 12 + 4) take two rows per
+    # tile: the bits of the im2col path, bias and ReLU included, for an
+    # even and an odd number of rows
+    from cnnkit import _kernels as K
+    rng = np.random.default_rng(k + h)
+    w_in = 16 if dt == np.float32 else 9
+    x = rng.standard_normal((3, 5, h, w_in)).astype(dt)
+    w = rng.standard_normal((k, 5, 3, 3)).astype(dt)
+    b = rng.standard_normal(k).astype(dt)
+    args = ((1, 1), (0, 0, 0, 0), (1, 1))
+    for relu in (False, True):
+        direct = K.conv2d_forward(x, w, b, *args, relu)
+        lowered = K.conv2d_forward(x, w, b, *args, relu, direct=False)
+        assert direct.tobytes() == lowered.tobytes()
+    assert K._conv_forward_path(x.shape, w.shape, *args, dt) == "direct"
