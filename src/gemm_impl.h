@@ -182,7 +182,7 @@ static void SFX(macro_kernel)(ptrdiff_t mc, ptrdiff_t nc, ptrdiff_t kc,
 #ifdef ROW_STRIPS
     if (mc == 1) {          /* one row: several strips' chains at once */
         for (ptrdiff_t j0 = 0; j0 < nc; j0 += ROW_STRIPS * NR)
-            SFX(micro_row)(kc, ap, bp + j0 * kc, c + j0,
+            SFX(micro_row)(kc, ap, bp + j0 * kc, NULL, c + j0,
                            CNNKIT_MIN((ptrdiff_t)ROW_STRIPS * NR, nc - j0),
                            alpha, beta, first);
         return;
@@ -229,9 +229,17 @@ static void SFX(gemm_few_rows)(int trans_a, ptrdiff_t m, ptrdiff_t n,
         SFX(pack_a)(ap, trans_a ? a + p0 * lda : a + p0, lda, trans_a, m,
                     kc);
         const REAL *bs = b + p0 * ldb;
-        for (ptrdiff_t j0 = 0; j0 < full; j0 += NR)
-            SFX(micro_implicit)(kc, ap, bs + j0, boff, c + j0, ldc, m, NR,
-                                p0 == 0, NULL, 0);
+        if (m == 1) {       /* one row: several strips' chains at once */
+            for (ptrdiff_t j0 = 0; j0 < full; j0 += ROW_STRIPS * NR)
+                SFX(micro_row)(kc, ap, bs + j0, boff, c + j0,
+                               CNNKIT_MIN((ptrdiff_t)ROW_STRIPS * NR,
+                                          full - j0),
+                               1, 0, p0 == 0);
+        } else {
+            for (ptrdiff_t j0 = 0; j0 < full; j0 += NR)
+                SFX(micro_implicit)(kc, ap, bs + j0, boff, c + j0, ldc, m,
+                                    NR, p0 == 0, NULL, 0);
+        }
         if (full < n) {
             SFX(pack_b)(bp, bs + full, ldb, 0, kc, n - full, 0, 1);
             SFX(micro)(kc, ap, bp, c + full, ldc, m, n - full, 1, 0,

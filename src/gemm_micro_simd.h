@@ -248,8 +248,9 @@ static void SFX(micro_stacked)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
  * (the same FMAs in the same order), and so are the stores. */
 #define ROW_STRIPS 4
 static inline __attribute__((always_inline)) void
-SFX(row_any)(const int nvec, ptrdiff_t kc, const REAL *restrict ap,
-             const REAL *restrict bp, REAL *restrict c, int lastn,
+SFX(row_any)(const int nvec, const int implicit, ptrdiff_t kc,
+             const REAL *restrict ap, const REAL *restrict bp,
+             const ptrdiff_t *restrict boff, REAL *restrict c, int lastn,
              REAL alpha, REAL beta, int first)
 {
     VEC acc[ROW_STRIPS * NV];
@@ -260,8 +261,11 @@ SFX(row_any)(const int nvec, ptrdiff_t kc, const REAL *restrict ap,
         const VEC av = VBCAST(ap + p * MR);
         UNROLL_FULL
         for (int v = 0; v < nvec; v++)
-            acc[v] = VFMA(av, VLOAD(bp + (v / NV) * NR * kc + p * NR +
-                                    (v % NV) * VL), acc[v]);
+            acc[v] = VFMA(av,
+                          VLOAD(implicit ? bp + boff[p] + v * VL
+                                         : bp + (v / NV) * NR * kc +
+                                               p * NR + (v % NV) * VL),
+                          acc[v]);
     }
     const MASK mk = VMASK(lastn);
     const VEC va = VSET1(alpha), vb = VSET1(beta);
@@ -287,14 +291,20 @@ SFX(row_any)(const int nvec, ptrdiff_t kc, const REAL *restrict ap,
 
 #define ROW_CASE(K)                                                        \
     case K:                                                                \
-        SFX(row_any)(K, kc, ap, bp, c, lastn, alpha, beta, first);         \
+        if (boff)                                                          \
+            SFX(row_any)(K, 1, kc, ap, bp, boff, c, lastn, alpha, beta,    \
+                         first);                                           \
+        else                                                               \
+            SFX(row_any)(K, 0, kc, ap, bp, NULL, c, lastn, alpha, beta,    \
+                         first);                                           \
         break;
 
-/* c[0, 0 .. nc) op= packed row of A (ap[p*MR]) @ packed strips of B, as
- * micro does for mr = 1; nc <= ROW_STRIPS * NR. */
+/* c[0, 0 .. nc) op= packed row of A (ap[p*MR]) @ B, as micro does for
+ * mr = 1; nc <= ROW_STRIPS * NR.  B: packed strips (boff NULL), or read
+ * in place, row p at bp + boff[p] (whole vectors: nc a multiple of VL). */
 static void SFX(micro_row)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
-                           REAL *c, ptrdiff_t nc, REAL alpha, REAL beta,
-                           int first)
+                           const ptrdiff_t *boff, REAL *c, ptrdiff_t nc,
+                           REAL alpha, REAL beta, int first)
 {
     const int nvec = (int)cnnkit_ceil_div(nc, VL);
     const int lastn = (int)(nc - (ptrdiff_t)(nvec - 1) * VL);
