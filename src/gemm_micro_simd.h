@@ -52,8 +52,6 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
         UNROLL_FULL
         for (int v = 0; v < nv; v++)
             acc[i][v] = VZERO();
-        __builtin_prefetch(c + i * ldc);
-        __builtin_prefetch(c + i * ldc + (nv - 1) * cstep + VL - 1);
     }
     for (ptrdiff_t p = 0; p < kc; p++) {
         const REAL *restrict brow = implicit ? bp + boff[p] : bp;
