@@ -32,6 +32,10 @@ void SFX(cnnkit_softmax)(REAL *p, const REAL *z, ptrdiff_t n, ptrdiff_t c,
     }
 }
 
+#ifndef XENT_KEEP
+#define XENT_KEEP 64    /* classes whose exps a row keeps for its gradient */
+#endif
+
 double SFX(cnnkit_softmax_xent)(REAL *grad, const REAL *z,
                                 const int64_t *labels, const double *weights,
                                 double norm, double smoothing, double *work,
@@ -60,9 +64,14 @@ double SFX(cnnkit_softmax_xent)(REAL *grad, const REAL *z,
         /* Shift first: d_j = z_j - m is exact for the logits near m that
          * matter, so neither the loss nor the gradient carries the rounding
          * of m + log(s) at the scale of the largest logit. */
-        double s = 0;
-        for (ptrdiff_t j = 0; j < c; j++)
-            s += exp((double)zi[j] - (double)m);
+        double s = 0, ex[XENT_KEEP];    /* up to XENT_KEEP exps kept */
+        const int keep = c <= XENT_KEEP;
+        for (ptrdiff_t j = 0; j < c; j++) {
+            const double e = exp((double)zi[j] - (double)m);
+            if (keep)
+                ex[j] = e;
+            s += e;
+        }
         double log_s = log(s);
         int64_t y = labels[i];
         double wi = weights ? weights[i] : 1.0;
@@ -81,12 +90,16 @@ double SFX(cnnkit_softmax_xent)(REAL *grad, const REAL *z,
             double inv_s = 1.0 / s, scale = wi * inv_n;
             if (smoothing == 0) {
                 for (ptrdiff_t j = 0; j < c; j++) {
-                    double pj = exp((double)zi[j] - (double)m) * inv_s;
+                    double pj = (keep ? ex[j]
+                                      : exp((double)zi[j] - (double)m)) *
+                                inv_s;
                     gi[j] = (REAL)((pj - (j == y ? 1.0 : 0.0)) * scale);
                 }
             } else {
                 for (ptrdiff_t j = 0; j < c; j++) {
-                    double pj = exp((double)zi[j] - (double)m) * inv_s;
+                    double pj = (keep ? ex[j]
+                                      : exp((double)zi[j] - (double)m)) *
+                                inv_s;
                     double tj = (j == y ? on : 0.0) + off;   /* target */
                     gi[j] = (REAL)((pj - tj) * scale);
                 }
