@@ -190,3 +190,53 @@ def test_hits_follow_argmax_ties_and_nan():
     x[:, 0] = 1.0
     program.run(x, np.array([1, 2, 1]), None, 3.0, 0.0)
     assert program.hit.tolist() == [True, False, True]
+
+
+def test_program_checks_what_it_is_made_of():
+    from cnnkit import _kernels as K
+    model = _chain([L.Flatten, lambda: L.Dense(3)], (1, 2, 2))()
+    layer = model.layers[1]
+    logits, grad = np.empty((4, 3), np.float32), np.empty((4, 3), np.float32)
+
+    def spec(**kw):
+        d = dict(op="dense", fwd=True, bwd=True, in_shape=(4,), x=None,
+                 y=logits, gy=grad, gx=None, weight=layer.params["weight"],
+                 bias=layer.params["bias"], grads="whole",
+                 gw=layer.grads["weight"], gb=layer.grads["bias"])
+        d.update(kw)
+        return d
+    K.TrainProgram([spec()], np.float32, (1, 2, 2), 4, logits, grad)
+    # a first step reading more of the input than a sample holds
+    with pytest.raises(ValueError, match="cannot read the step's input"):
+        K.TrainProgram([spec()], np.float32, (1, 1, 2), 4, logits, grad)
+    # the last step must write the logits the loss reads
+    with pytest.raises(ValueError, match="last step must write logits"):
+        K.TrainProgram([spec(y=np.empty((4, 3), np.float32))], np.float32,
+                       (1, 2, 2), 4, logits, grad)
+    # the shard bounds are the program's own copy
+    bounds = np.array([0, 2, 4], np.int64)
+    gwp = np.zeros((2, 3, 4), np.float32)
+    gbp = np.zeros((2, 3), np.float32)
+    p = K.TrainProgram([spec(grads="parts", gw=gwp, gb=gbp)], np.float32,
+                       (1, 2, 2), 4, logits, grad, bounds)
+    bounds[:] = [0, 100, 200]
+    x = np.ones((4, 1, 2, 2), np.float32)
+    p.run(x, np.zeros(4, np.int64), None, 4.0, 0.0)
+    assert np.isfinite(gwp).all()
+    # a program whose setting up failed does not run
+    with pytest.raises(ValueError):
+        p.__init__([spec(y=np.empty((4, 3), np.float32))], np.float32,
+                   (1, 2, 2), 4, logits, grad)
+    with pytest.raises(ValueError, match="not set up"):
+        p.run(x, np.zeros(4, np.int64), None, 4.0, 0.0)
+
+
+def test_a_rebuilt_parameter_dict_goes_back_to_the_layers():
+    make = _chain([L.Flatten, lambda: L.Dense(3)], (1, 6, 6))
+    model = make()
+    tr = T.Trainer(model)
+    bounds = tr._shard_bounds(cnnkit.distributed.bounds(8, tr.shards), 8)
+    assert tr._program(8, 8, False, bounds) is not None
+    layer = model.layers[-1]
+    layer.params = {k: v.copy() for k, v in layer.params.items()}
+    assert tr._program(8, 8, False, bounds) is None

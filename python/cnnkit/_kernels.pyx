@@ -2502,7 +2502,8 @@ cdef class TrainProgram:
     "parts", ``gw`` and ``gb`` are (runs,) + parameter shape, one run
     per ``[bounds[q], bounds[q+1])``; with "tree" ``gw`` has the weight's
     shape.  ``logits`` is the last step's output, ``grad`` the loss's
-    gradient (the last step's ``gy``)."""
+    gradient (the last step's ``gy``).  A run writes the program's arrays:
+    one run at a time."""
 
     cdef _tstep *steps
     cdef readonly Py_ssize_t nsteps
@@ -2513,6 +2514,7 @@ cdef class TrainProgram:
     cdef list keep
     cdef object work
     cdef int work_nt
+    cdef bint ready
 
     def __cinit__(self):
         self.steps = NULL
@@ -2522,6 +2524,11 @@ cdef class TrainProgram:
 
     def __init__(self, list specs, dtype, tuple input_shape, ptrdiff_t m,
                  logits, grad, bounds=None):
+        # (again on a made program: nothing of the old one is kept)
+        self.ready = False
+        PyMem_Free(self.steps)
+        self.steps = NULL
+        self.nsteps = 0
         dt = self.dtype = np.dtype(dtype)
         if dt != np.float32 and dt != np.float64:
             raise ValueError(f"train: dtype must be float32 or float64, "
@@ -2531,28 +2538,40 @@ cdef class TrainProgram:
         self.m = m
         self.keep = []
         self.in_size = math_prod(input_shape)
-        self.steps = <_tstep *>PyMem_Malloc(len(specs) * sizeof(_tstep))
-        if self.steps == NULL:
-            raise MemoryError()
-        self.nsteps = len(specs)
         self.nparts = 0
         self.bounds = None
         if bounds is not None:
-            self.bounds = _parts_args("train", bounds, m, None, (1,), None,
-                                      dt, True)[0]
-            self.nparts = self.bounds.shape[0] - 1
+            # a copy of its own, read-only: checked once, never changed
+            b = np.array(_parts_args("train", bounds, m, None, (1,), None,
+                                     dt, True)[0], dtype=np.int64)
+            b.setflags(write=False)
+            self.bounds = b
+            self.nparts = b.shape[0] - 1
+        if not (cnp.PyArray_Check(logits) and logits.ndim == 2):
+            raise ValueError("train: logits must be a 2-D array")
+        self.logits = _require(logits, (m, logits.shape[1]), dt, True,
+                               "train", "logits")
+        self.classes = self.logits.shape[1]
+        self.grad = _require(grad, (m, self.classes), dt, True, "train",
+                             "grad")
+        self.steps = <_tstep *>PyMem_Malloc(len(specs) * sizeof(_tstep))
+        if self.steps == NULL:
+            raise MemoryError()
         for i, spec in enumerate(specs):
             memset(&self.steps[i], 0, sizeof(_tstep))
             self._fill(&self.steps[i], spec, i)
-        self.logits = _require(logits, (m, logits.shape[1]), dt, True,
-                               "train", "logits")
-        self.classes = logits.shape[1]
-        self.grad = _require(grad, (m, self.classes), dt, True, "train",
-                             "grad")
+        cdef _tstep *last = &self.steps[len(specs) - 1]
+        if last.y != cnp.PyArray_DATA(<cnp.ndarray>self.logits) or \
+                (last.bwd and last.gy != cnp.PyArray_DATA(
+                    <cnp.ndarray>self.grad)):
+            raise ValueError("train: the last step must write logits and "
+                             "read grad")
         self.losses = np.empty(m, dtype=np.float64)
         self.hit = np.empty(m, dtype=np.bool_)
         self.work = np.empty(0, dtype=dt)
         self.work_nt = 0
+        self.nsteps = len(specs)
+        self.ready = True
 
     cdef void *_arr(self, object a, ptrdiff_t size, str what, Py_ssize_t i,
                     bint nullable=False) except? NULL:
@@ -2582,8 +2601,10 @@ cdef class TrainProgram:
         xs = (self.m,) + tuple(spec["in_shape"])
         cdef ptrdiff_t insize = self.m * math_prod(spec["in_shape"])
         s.x = self._arr(spec["x"], insize, "x", i, True)
-        if s.x == NULL and i > 0:
-            raise ValueError(f"train: step {i} reads the step's input")
+        if s.x == NULL and (i > 0 or insize != self.m * self.in_size):
+            raise ValueError(f"train: step {i} cannot read the step's "
+                             f"input (of {self.in_size} elements per "
+                             f"sample; the step takes {xs[1:]})")
         cdef ptrdiff_t wstride = 0, bstride = 0
         if s.op == _TS_CONV or s.op == _TS_DENSE:
             w = spec["weight"]
@@ -2712,6 +2733,8 @@ cdef class TrainProgram:
                                  f"C-contiguous float64 array of "
                                  f"{2 * self.nsteps + 1} elements")
             pt = <double *>cnp.PyArray_DATA(<cnp.ndarray>times)
+        if not self.ready:
+            raise ValueError("train: the program is not set up")
         cdef int nt = _nthreads()
         dt = self.dtype
         if not (cnp.PyArray_Check(x) and x.dtype == dt and

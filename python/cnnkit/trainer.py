@@ -278,16 +278,17 @@ class Trainer:
                 self.model, m, None if single else
                 (bounds, self.parts, self.trees))
         program, taken, params = entry
-        for d, k, a in params:
-            if d.get(k) is not a:         # rebound: back to the layers
+        for layer, k, a in params:
+            if layer.params.get(k) is not a:    # rebound: back to layers
                 self.compiled = False
                 return None
         return entry
 
     def _run_program(self, entry, xb, yb, swb, lo, hi, norm, ctx):
         program, taken, _ = entry
-        if xb.dtype != program.dtype or not xb.flags.c_contiguous:
-            xb = np.ascontiguousarray(xb, dtype=program.dtype)
+        if xb.dtype != program.dtype or not (xb.flags.c_contiguous and
+                                             xb.flags.aligned):
+            xb = np.require(xb, dtype=program.dtype, requirements=["C", "A"])
         self.model._weights_changed()
         program.run(xb, yb, None if swb is None else swb[lo:hi], norm,
                     self.label_smoothing)
@@ -608,7 +609,7 @@ def _compile_step(model, m, shards):
                 else:
                     spec["op"] = "dense"
                 for k in layer.params:
-                    params.append((layer.params, k, layer.params[k]))
+                    params.append((layer, k, layer.params[k]))
                 if shards is None:
                     spec.update(grads="whole", gw=layer.grads["weight"],
                                 gb=layer.grads.get("bias"))
