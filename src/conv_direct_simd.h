@@ -646,31 +646,20 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
         REAL *accs = copy + wimg * pl.copy;
         for (ptrdiff_t e = 0; e < (t1 - t0) * WACC; e++)
             accs[e] = 0;
-        /* blocks of output rows; flat: the plane as one row, the planes
-         * of up to wimg images swept by each tile as its rows */
+        /* blocks of an image's output rows, each swept row by row; flat
+         * (one block, pl.rb = OH): the planes of up to wimg images, each
+         * plane one row of the sweep */
         const ptrdiff_t width = pl.flat ? p : g->ow;
-        const ptrdiff_t xstep = g->stride_h * pl.wp;
-        for (ptrdiff_t n = bounds[q]; n < bounds[q + 1]; n++) {
-            if (pl.flat) {
-                const ptrdiff_t nimg = CNNKIT_MIN(wimg, bounds[q + 1] - n);
-                for (ptrdiff_t b = 0; b < nimg; b++)
-                    SFX(direct_fill)(copy + b * pl.copy, x + (n + b) * chw,
-                                     g, &pl, 0, g->oh, boff);
-                for (ptrdiff_t tile = t0; tile < t1; tile++) {
-                    const ptrdiff_t k0 = tile / ntq * WKB;
-                    const ptrdiff_t q0 = tile % ntq * WQB;
-                    SFX(wtile_any)((int)CNNKIT_MIN(WKB, g->k - k0),
-                                   (int)CNNKIT_MIN(WQB, crs - q0),
-                                   accs + (tile - t0) * WACC,
-                                   gy + n * kp + k0 * p, p, copy, boff + q0,
-                                   nimg, p, pl.copy, kp);
-                }
-                n += nimg - 1;
-                continue;
-            }
+        const ptrdiff_t xstep = pl.flat ? pl.copy : g->stride_h * pl.wp;
+        const ptrdiff_t gstep = pl.flat ? kp : g->ow;
+        for (ptrdiff_t n = bounds[q]; n < bounds[q + 1];) {
+            const ptrdiff_t nimg =
+                pl.flat ? CNNKIT_MIN(wimg, bounds[q + 1] - n) : 1;
             for (ptrdiff_t i0 = 0; i0 < g->oh; i0 += pl.rb) {
                 const ptrdiff_t i1 = CNNKIT_MIN(g->oh, i0 + pl.rb);
-                SFX(direct_fill)(copy, x + n * chw, g, &pl, i0, i1, boff);
+                for (ptrdiff_t b = 0; b < nimg; b++)
+                    SFX(direct_fill)(copy + b * pl.copy, x + (n + b) * chw,
+                                     g, &pl, i0, i1, boff);
                 for (ptrdiff_t tile = t0; tile < t1; tile++) {
                     const ptrdiff_t k0 = tile / ntq * WKB;
                     const ptrdiff_t q0 = tile % ntq * WQB;
@@ -678,9 +667,11 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
                                    (int)CNNKIT_MIN(WQB, crs - q0),
                                    accs + (tile - t0) * WACC,
                                    gy + n * kp + k0 * p + i0 * g->ow, p, copy,
-                                   boff + q0, i1 - i0, width, xstep, g->ow);
+                                   boff + q0, pl.flat ? nimg : i1 - i0, width,
+                                   xstep, gstep);
                 }
             }
+            n += nimg;
         }
         REAL *dst = gw + q * wstride;
         for (ptrdiff_t tile = t0; tile < t1; tile++) {

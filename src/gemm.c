@@ -400,26 +400,17 @@ ptrdiff_t cnnkit_gemm_wtree_workspace(ptrdiff_t n, ptrdiff_t o,
     return e->wtree_workspace(n, o, nparts, nthreads);
 }
 
-int cnnkit_gemm_wtree_f32(float *gw, const float *gy, const float *x,
-                          const int64_t *bounds, ptrdiff_t nparts,
-                          float *work, ptrdiff_t f, ptrdiff_t o,
-                          int nthreads)
-{
-    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
-    if (!e->wtree_f32)
-        return 0;
-    e->wtree_f32(gw, gy, x, bounds, nparts, work, f, o, nthreads);
-    return 1;
-}
-
-int cnnkit_gemm_wtree_f64(double *gw, const double *gy, const double *x,
-                          const int64_t *bounds, ptrdiff_t nparts,
-                          double *work, ptrdiff_t f, ptrdiff_t o,
-                          int nthreads)
-{
-    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
-    if (!e->wtree_f64)
-        return 0;
-    e->wtree_f64(gw, gy, x, bounds, nparts, work, f, o, nthreads);
-    return 1;
-}
+#define CNNKIT_WTREE_ENTRY(T, SUF)                                          \
+    int cnnkit_gemm_wtree_##SUF(T *gw, const T *gy, const T *x,             \
+                                const int64_t *bounds, ptrdiff_t nparts,    \
+                                T *work, ptrdiff_t f, ptrdiff_t o,          \
+                                int nthreads)                               \
+    {                                                                       \
+        const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);             \
+        if (!e->wtree_##SUF)                                                \
+            return 0;                                                       \
+        e->wtree_##SUF(gw, gy, x, bounds, nparts, work, f, o, nthreads);    \
+        return 1;                                                           \
+    }
+CNNKIT_WTREE_ENTRY(float, f32)
+CNNKIT_WTREE_ENTRY(double, f64)

@@ -17,6 +17,40 @@ static inline void SFX(pool_window)(const cnnkit_pool2d_geom *g, ptrdiff_t i,
     *wb = CNNKIT_MIN(w0 + g->kw, g->w);
 }
 
+/* Windows [0, jn) (jn <= POOL_CHUNK) of a 2x2 stride-2 row: a0 and a1 the
+ * two input rows from the first window's column.  First the maximum of
+ * each window and which tap won (0..3, row-major), with 32-bit selects
+ * that the compiler turns into vector blends (real data makes branches
+ * unpredictable): ties keep the first maximum, a NaN wins.  Then, unless
+ * io is NULL, the indices base + 2j + the tap's offset in rows of w. */
+static inline __attribute__((always_inline)) void
+SFX(max2x2_run)(REAL *restrict yo, int64_t *restrict io,
+                const REAL *restrict a0, const REAL *restrict a1,
+                int64_t base, ptrdiff_t w, ptrdiff_t jn)
+{
+    int32_t tap[POOL_CHUNK];
+    for (ptrdiff_t j = 0; j < jn; j++) {
+        REAL m = a0[2 * j], v = a0[2 * j + 1];
+        int32_t k = 0, t = (v > m) | (v != v);
+        m = t ? v : m;
+        k = t ? 1 : k;
+        v = a1[2 * j];
+        t = (v > m) | (v != v);
+        m = t ? v : m;
+        k = t ? 2 : k;
+        v = a1[2 * j + 1];
+        t = (v > m) | (v != v);
+        m = t ? v : m;
+        k = t ? 3 : k;
+        yo[j] = m;
+        tap[j] = k;
+    }
+    if (!io)
+        return;
+    for (ptrdiff_t j = 0; j < jn; j++)
+        io[j] = base + 2 * j + (tap[j] & 1) + (tap[j] >> 1) * w;
+}
+
 /* One output row of max pooling, and its indices unless im is NULL (an
  * inference pass keeps none).  Each window is scanned in row-major order
  * with selects instead of branches (the comparisons of real data are
@@ -32,42 +66,16 @@ static inline void SFX(max_pool_row)(REAL *restrict ym, int64_t *restrict im,
     ptrdiff_t jfast = 0;     /* windows done by the fast path */
     if (g->kh == 2 && g->kw == 2 && g->stride_w == 2 && g->pad_w == 0 &&
         hb - ha == 2) {
-        /* The common 2x2 / stride 2 case, two full input rows.  First the
-         * maximum of each window and which tap won (0..3, row-major), with
-         * 32-bit selects that the compiler turns into vector blends (real
-         * data makes branches unpredictable); then the indices.  Only the
-         * windows of two full columns: with ceil_mode an odd width leaves
-         * a last window of one column, for the general loop below. */
+        /* The common 2x2 / stride 2 case, two full input rows
+         * (max2x2_run), in chunks.  Only the windows of two full columns:
+         * with ceil_mode an odd width leaves a last window of one column,
+         * for the general loop below. */
         const REAL *restrict r0 = xp + ha * w, *restrict r1 = r0 + w;
         jfast = CNNKIT_MIN(g->ow, w / 2);
-        for (ptrdiff_t j0 = 0; j0 < jfast; j0 += POOL_CHUNK) {
-            const ptrdiff_t jn = CNNKIT_MIN((ptrdiff_t)POOL_CHUNK,
-                                            jfast - j0);
-            int32_t tap[POOL_CHUNK];
-            const REAL *restrict a0 = r0 + 2 * j0, *restrict a1 = r1 + 2 * j0;
-            REAL *restrict yo = ym + j0;
-            for (ptrdiff_t j = 0; j < jn; j++) {
-                REAL m = a0[2 * j], v = a0[2 * j + 1];
-                int32_t k = 0, t = (v > m) | (v != v);
-                m = t ? v : m;
-                k = t ? 1 : k;
-                v = a1[2 * j];
-                t = (v > m) | (v != v);
-                m = t ? v : m;
-                k = t ? 2 : k;
-                v = a1[2 * j + 1];
-                t = (v > m) | (v != v);
-                m = t ? v : m;
-                k = t ? 3 : k;
-                yo[j] = m;
-                tap[j] = k;
-            }
-            if (!im)
-                continue;
-            const int64_t base = (int64_t)(ha * w + 2 * j0);
-            for (ptrdiff_t j = 0; j < jn; j++)
-                im[j0 + j] = base + 2 * j + (tap[j] & 1) + (tap[j] >> 1) * w;
-        }
+        for (ptrdiff_t j0 = 0; j0 < jfast; j0 += POOL_CHUNK)
+            SFX(max2x2_run)(ym + j0, im ? im + j0 : NULL, r0 + 2 * j0,
+                            r1 + 2 * j0, (int64_t)(ha * w + 2 * j0), w,
+                            CNNKIT_MIN((ptrdiff_t)POOL_CHUNK, jfast - j0));
     }
     for (ptrdiff_t j = jfast; j < g->ow; j++) {
         ptrdiff_t wa, wb;
@@ -107,36 +115,15 @@ void SFX(cnnkit_max_pool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
     (void)nt; /* unused in serial builds */
     if (SFX(pool_2x2)(g) && g->ow <= POOL_CHUNK) {
         /* max_pool_row's fast path inline over a plane's rows (small
-         * planes pay no call per row): each window's four elements
-         * compared in the same order, the same bits and indices */
+         * planes pay no call per row): the same bits and indices */
         const ptrdiff_t w = g->w, oh = g->oh, ow = g->ow;
         CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
         for (ptrdiff_t pl = 0; pl < g->planes; pl++)
             for (ptrdiff_t i = 0; i < oh; i++) {
-                const REAL *restrict a0 = x + pl * hw + 2 * i * w;
-                const REAL *restrict a1 = a0 + w;
-                REAL *restrict yo = y + pl * ohw + i * ow;
-                int64_t *restrict io = idx + pl * ohw + i * ow;
-                int32_t tap[POOL_CHUNK];
-                for (ptrdiff_t j = 0; j < ow; j++) {
-                    REAL m = a0[2 * j], v = a0[2 * j + 1];
-                    int32_t k = 0, t = (v > m) | (v != v);
-                    m = t ? v : m;
-                    k = t ? 1 : k;
-                    v = a1[2 * j];
-                    t = (v > m) | (v != v);
-                    m = t ? v : m;
-                    k = t ? 2 : k;
-                    v = a1[2 * j + 1];
-                    t = (v > m) | (v != v);
-                    m = t ? v : m;
-                    k = t ? 3 : k;
-                    yo[j] = m;
-                    tap[j] = k;
-                }
-                const int64_t base = (int64_t)(2 * i * w);
-                for (ptrdiff_t j = 0; j < ow; j++)
-                    io[j] = base + 2 * j + (tap[j] & 1) + (tap[j] >> 1) * w;
+                const REAL *a0 = x + pl * hw + 2 * i * w;
+                SFX(max2x2_run)(y + pl * ohw + i * ow,
+                                idx + pl * ohw + i * ow, a0, a0 + w,
+                                (int64_t)(2 * i * w), w, ow);
             }
         return;
     }
@@ -160,8 +147,7 @@ void SFX(cnnkit_max_pool2d_values)(REAL *y, const REAL *x,
     const int nt = cnnkit_team(4.0 * (double)rows * ow * g->kh * g->kw,
                                rows, nthreads);
     (void)nt; /* unused in serial builds */
-    if (g->kh == 2 && g->kw == 2 && g->stride_h == 2 && g->stride_w == 2 &&
-        g->pad_h == 0 && g->pad_w == 0 && 2 * oh <= g->h && 2 * ow <= g->w) {
+    if (SFX(pool_2x2)(g)) {
         /* 2x2 windows of two full rows and columns each (no ceil_mode
          * leftovers): max_pool_row's fast path without the taps, each
          * window's four elements compared in the same order, so the same

@@ -240,3 +240,20 @@ def test_a_rebuilt_parameter_dict_goes_back_to_the_layers():
     layer = model.layers[-1]
     layer.params = {k: v.copy() for k, v in layer.params.items()}
     assert tr._program(8, 8, False, bounds) is None
+
+
+def test_program_times_each_step():
+    model = _chain([lambda: L.Conv2D(2, 3), L.ReLU, L.Flatten,
+                    lambda: L.Dense(3)], (1, 6, 6))()
+    program = T._compile_step(model, 4, None)[0]
+    x = np.ones((4, 1, 6, 6), np.float32)
+    y = np.zeros(4, np.int64)
+    times = np.zeros(2 * program.nsteps + 1)
+    program.run(x, y, None, 4.0, 0.0, times)
+    # conv (with the ReLU absorbed: no forward step of its own), dense;
+    # the loss; the ReLU's backward, the conv's, the dense's
+    assert program.nsteps == 3
+    assert (times >= 0).all() and times[0] > 0 and times[3] > 0
+    assert times[1] == 0                       # the absorbed ReLU's forward
+    with pytest.raises(ValueError, match="7 elements"):
+        program.run(x, y, None, 4.0, 0.0, np.zeros(5))

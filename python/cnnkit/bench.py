@@ -446,21 +446,22 @@ def medium_torch():
         nn.Linear(1024, 10))
 
 
-def _medium_train(bs, n):
-    """The medium network (:func:`medium_cnnkit`): one pass over ``n``
-    images at batch ``bs``, Adam, against the same loop in PyTorch."""
+def _adam_train(name, make_cnnkit, make_torch, bs, n):
+    """A zoo training workload: one pass over ``n`` synthetic 1 x 28 x 28
+    images at batch ``bs``, Adam, through ``fit`` (``make_cnnkit()``'s
+    model) and the same loop in PyTorch (``make_torch()``'s net)."""
     def build(fw):
         from .datasets import make_synthetic
         x, y = make_synthetic(n, (1, 28, 28), 10, seed=0)
         if fw == "cnnkit":
             from . import optim
-            model = medium_cnnkit()
+            model = make_cnnkit()
             opt = optim.Adam(1e-3)
             return lambda: model.fit(x, y, epochs=1, batch_size=bs,
                                      optimizer=opt, verbose=0)
         import torch
         from torch import nn
-        net = medium_torch()
+        net = make_torch()
         opt = torch.optim.Adam(net.parameters(), lr=1e-3)
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
         loss_fn = nn.CrossEntropyLoss()
@@ -474,43 +475,23 @@ def _medium_train(bs, n):
                 opt.step()
         return epoch
 
-    return Workload("zoo", "Medium CNN train", f"1x28x28, batch {bs}, "
-                    f"{n} images", build, ("cnnkit", "torch"), images=n,
-                    calls=1, max_repeats=5)
+    return Workload("zoo", name, f"1x28x28, batch {bs}, {n} images", build,
+                    ("cnnkit", "torch"), images=n, calls=1, max_repeats=5)
+
+
+def _medium_train(bs, n):
+    """The medium network (:func:`medium_cnnkit`)."""
+    return _adam_train("Medium CNN train", medium_cnnkit, medium_torch, bs,
+                       n)
 
 
 def _zoo_train(bs, n):
-    """ResNet-20 on 1 x 28 x 28 images (Fashion-MNIST's shape): one pass
-    over ``n`` images at batch ``bs``, Adam, against the same loop in
-    PyTorch."""
-    def build(fw):
-        from .datasets import make_synthetic
-        x, y = make_synthetic(n, (1, 28, 28), 10, seed=0)
-        if fw == "cnnkit":
-            from . import models, optim
-            model = models.resnet(20, input_shape=(1, 28, 28), seed=0)
-            opt = optim.Adam(1e-3)
-            return lambda: model.fit(x, y, epochs=1, batch_size=bs,
-                                     optimizer=opt, verbose=0)
-        import torch
-        from torch import nn
-        net = resnet_torch(20, 10, 1, 16)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-        loss_fn = nn.CrossEntropyLoss()
-
-        def epoch():
-            perm = torch.randperm(n)
-            for i in range(0, n, bs):
-                idx = perm[i:i + bs]
-                opt.zero_grad(set_to_none=True)
-                loss_fn(net(tx[idx]), ty[idx]).backward()
-                opt.step()
-        return epoch
-
-    return Workload("zoo", "ResNet-20 train", f"1x28x28, batch {bs}, "
-                    f"{n} images", build, ("cnnkit", "torch"), images=n,
-                    calls=1, max_repeats=5)
+    """ResNet-20 on 1 x 28 x 28 images (Fashion-MNIST's shape)."""
+    def resnet20():
+        from . import models
+        return models.resnet(20, input_shape=(1, 28, 28), seed=0)
+    return _adam_train("ResNet-20 train", resnet20,
+                       lambda: resnet_torch(20, 10, 1, 16), bs, n)
 
 
 def _zoo_predict(bs, n):
