@@ -561,7 +561,7 @@ static void SFX(lane_sums)(REAL *restrict sums, const REAL *restrict acc)
 {
     REAL lanes[VL * NR];
     for (int a0 = 0; a0 < WKB * WQB; a0 += VL) {
-        SFX(transpose_block)(lanes, acc + a0 * VL, VL,
+        SFX(transpose_block)(lanes, NR, acc + a0 * VL, VL,
                              CNNKIT_MIN(VL, WKB * WQB - a0), VL);
         VEC sum = VLOAD(lanes);
         for (int l = 1; l < VL; l++)
@@ -569,6 +569,339 @@ static void SFX(lane_sums)(REAL *restrict sums, const REAL *restrict acc)
         VSTORE(sums + a0, sum);
     }
 }
+
+/* ---- weight gradient, filters on the vector axis ----------------------
+ *
+ * Where K is a multiple of VL and the kernel is 3, 5 or 7 columns wide
+ * (no dilation, one group), the weight gradient puts VL filters on the
+ * vector axis instead of output pixels:
+ *
+ *     gw[k, c, r, s] = sum_n sum_{i,j} gy[n, k, i, j] * xp[n, c, i*sh + r, j*sw + s]
+ *
+ * with xp the zero-padded input.  gy is transposed once per image to
+ * (pixel, filter), so that one load gives VL filters of a pixel, and each
+ * tap (r, s) of a tile of `rows` kernel rows is one broadcast of xp per
+ * pixel: kv * rows * S accumulators, kv vector loads and rows * S
+ * broadcasts per pixel, with no lane sums and no lowering.  A pixel's
+ * broadcasts read one padded plane at fixed offsets, so a plane of 7x7
+ * outputs keeps the tile as busy as one of 56x56.
+ *
+ * Each element is one chain of fused multiply-adds over the part's images
+ * in order, then over its output pixels in row-major order: the bits do
+ * not depend on the tiling, the threads or the images outside the part.
+ * The chains live in a part's slice of gw itself, laid out (c, r, s, k)
+ * between images, and are transposed to (k, c, r, s) at the end.
+ *
+ * Workspace: the transposed gy and (with padding) the padded planes of a
+ * chunk of images, then a transposition buffer per thread. */
+
+#ifdef __AVX512F__
+#define KV_TAPS 27      /* accumulators of a tile at most (32 registers) */
+#else
+#define KV_TAPS 12      /* (16 registers) */
+#endif
+#define KV_ROWS 9       /* (channel, kernel row) pairs of a tile at most */
+#if defined(__clang__)
+#define KUNROLL _Pragma("unroll")
+#else
+#define KUNROLL _Pragma("GCC unroll 32")
+#endif
+#ifndef KV_CHUNK
+#define KV_CHUNK 262144 /* elements of a chunk's transposed gy and planes */
+#endif
+
+static int SFX(kvec_applies)(const cnnkit_conv2d_geom *g)
+{
+    return cnnkit_conv_groups(g) == 1 && g->dil_h == 1 && g->dil_w == 1 &&
+           (g->s == 3 || g->s == 5 || g->s == 7) && g->k % VL == 0 &&
+           g->k > 0 && g->c > 0 && g->r > 0 && g->oh > 0 && g->ow > 0 &&
+           g->n > 0 && g->stride_h > 0 && g->stride_w > 0;
+}
+
+/* Rows and columns of a padded plane (what the taps read), and whether
+ * the input must be copied to get it. */
+static int SFX(kvec_plane)(const cnnkit_conv2d_geom *g, ptrdiff_t *hp,
+                           ptrdiff_t *wp)
+{
+    *hp = (g->oh - 1) * g->stride_h + g->r;
+    *wp = (g->ow - 1) * g->stride_w + g->s;
+    if (g->pad_h == 0 && g->pad_w == 0 && *hp <= g->h && *wp <= g->w) {
+        *wp = g->w;             /* the input planes themselves */
+        return 0;
+    }
+    return 1;
+}
+
+static ptrdiff_t SFX(kvec_per_image)(const cnnkit_conv2d_geom *g)
+{
+    ptrdiff_t hp, wp;
+    const int padded = SFX(kvec_plane)(g, &hp, &wp);
+    return g->oh * g->ow * g->k + (padded ? g->c * hp * wp : 0);
+}
+
+static ptrdiff_t SFX(kvec_chunk)(const cnnkit_conv2d_geom *g)
+{
+    return CNNKIT_MAX((ptrdiff_t)1,
+                      CNNKIT_MIN(g->n, KV_CHUNK / SFX(kvec_per_image)(g)));
+}
+
+static ptrdiff_t SFX(kvec_workspace)(const cnnkit_conv2d_geom *g,
+                                     int nthreads)
+{
+    const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
+    return SFX(round16)(SFX(kvec_chunk)(g) * SFX(kvec_per_image)(g)) +
+           nt * SFX(round16)(g->k * g->c * g->r * g->s);
+}
+
+/* One image's sums for a tile of kv vectors of filters, ch channels and
+ * `rows` kernel rows of S taps: acc + cc*ldc + t*ldt + kk*VL holds the
+ * filters of channel cc's tap t (from 0 when first), gyt + (i*OW + j)*ldg
+ * the image's transposed gy at pixel (i, j) (the tile's first filter), xr
+ * + cc*cs the padded plane of channel cc from the tile's first kernel
+ * row. */
+static inline __attribute__((always_inline)) void
+SFX(ktile)(const int kv, const int ch, const int rows, const int S,
+           REAL *restrict acc, ptrdiff_t ldc, ptrdiff_t ldt, int first,
+           const REAL *restrict gyt, ptrdiff_t ldg, const REAL *restrict xr,
+           ptrdiff_t cs, ptrdiff_t wp, ptrdiff_t oh, ptrdiff_t ow,
+           ptrdiff_t sh, ptrdiff_t sw)
+{
+    VEC a[2][KV_TAPS];
+    const int taps = ch * rows * S;
+    KUNROLL
+    for (int kk = 0; kk < kv; kk++)
+        KUNROLL
+        for (int t = 0; t < taps; t++)
+            a[kk][t] = first ? VZERO()
+                             : VLOAD(acc + t / (rows * S) * ldc +
+                                     t % (rows * S) * ldt + kk * VL);
+    for (ptrdiff_t i = 0; i < oh; i++) {
+        const REAL *restrict gp = gyt + i * ow * ldg;
+        /* one pointer per (channel, kernel row), the taps at fixed
+         * displacements */
+        const REAL *restrict xq[KV_ROWS];
+        KUNROLL
+        for (int u = 0; u < ch * rows; u++)
+            xq[u] = xr + u / rows * cs + (i * sh + u % rows) * wp;
+        for (ptrdiff_t j = 0, jx = 0; j < ow; j++, gp += ldg, jx += sw) {
+            VEC gv[2];
+            KUNROLL
+            for (int kk = 0; kk < kv; kk++)
+                gv[kk] = VLOAD(gp + kk * VL);
+            KUNROLL
+            for (int u = 0; u < ch * rows; u++)
+                KUNROLL
+                for (int s = 0; s < S; s++) {
+                    const VEC xv = VBCAST(xq[u] + jx + s);
+                    KUNROLL
+                    for (int kk = 0; kk < kv; kk++)
+                        a[kk][u * S + s] = VFMA(gv[kk], xv, a[kk][u * S + s]);
+                }
+        }
+    }
+    KUNROLL
+    for (int kk = 0; kk < kv; kk++)
+        KUNROLL
+        for (int t = 0; t < taps; t++)
+            VSTORE(acc + t / (rows * S) * ldc + t % (rows * S) * ldt +
+                       kk * VL,
+                   a[kk][t]);
+}
+
+/* The tile sizes instantiated: kv * ch * rows * S <= KV_TAPS, ch * rows <=
+ * KV_ROWS; several channels only for whole 3x3 kernels of one vector of
+ * filters. */
+#define KT_FITS(KV, CH, ROWS, S) ((KV) * (CH) * (ROWS) * (S) <= KV_TAPS &&  \
+                                  (CH) * (ROWS) <= KV_ROWS)
+#define KT_CASE(KV, CH, ROWS, S)                                            \
+    case (KV) * 1000 + (CH) * 100 + (ROWS) * 10 + (S):                      \
+        if (KT_FITS(KV, CH, ROWS, S))                                       \
+            SFX(ktile)(KV, KT_FITS(KV, CH, ROWS, S) ? (CH) : 1,             \
+                       KT_FITS(KV, CH, ROWS, S) ? (ROWS) : 1, S, KT_ARGS);  \
+        break;
+#define KT_ROWS(KV, S)                                                      \
+    KT_CASE(KV, 1, 1, S) KT_CASE(KV, 1, 2, S) KT_CASE(KV, 1, 3, S)          \
+    KT_CASE(KV, 1, 4, S) KT_CASE(KV, 1, 5, S)
+#define KT_ARGS acc, ldc, ldt, first, gyt, ldg, xr, cs, wp, oh, ow, sh, sw
+
+static void SFX(ktile_any)(int kv, int ch, int rows, int S, REAL *acc,
+                           ptrdiff_t ldc, ptrdiff_t ldt, int first,
+                           const REAL *gyt, ptrdiff_t ldg, const REAL *xr,
+                           ptrdiff_t cs, ptrdiff_t wp, ptrdiff_t oh,
+                           ptrdiff_t ow, ptrdiff_t sh, ptrdiff_t sw)
+{
+    switch (kv * 1000 + ch * 100 + rows * 10 + S) {
+        KT_ROWS(1, 3) KT_ROWS(1, 5) KT_ROWS(1, 7)
+        KT_ROWS(2, 3) KT_ROWS(2, 5) KT_ROWS(2, 7)
+        KT_CASE(1, 2, 3, 3) KT_CASE(1, 3, 3, 3)
+    default:
+        break;
+    }
+}
+#undef KT_ARGS
+#undef KT_ROWS
+#undef KT_CASE
+
+/* Kernel rows per tile for kv vectors of filters: 0 when none fit. */
+static int SFX(kvec_rows)(int kv, ptrdiff_t s, ptrdiff_t r)
+{
+    ptrdiff_t m = KV_TAPS / (kv * s);
+    m = CNNKIT_MIN(m, CNNKIT_MIN((ptrdiff_t)5, r));
+    return (int)m;
+}
+
+static void SFX(conv_kvec_weight)(REAL *gw, ptrdiff_t wstride,
+                                  const REAL *gy, const REAL *x,
+                                  const int64_t *bounds, ptrdiff_t nparts,
+                                  REAL *work, const cnnkit_conv2d_geom *g,
+                                  int nthreads)
+{
+    const ptrdiff_t K = g->k, C = g->c, R = g->r, S = g->s;
+    const ptrdiff_t p = g->oh * g->ow, hw = g->h * g->w, rs = R * S;
+    const ptrdiff_t crs = C * rs, kp = K * p;
+    const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
+    ptrdiff_t hp, wp;
+    const int padded = SFX(kvec_plane)(g, &hp, &wp);
+    const ptrdiff_t plane = padded ? hp * wp : hw;
+    const ptrdiff_t per_image = SFX(kvec_per_image)(g);
+    const ptrdiff_t chunk = SFX(kvec_chunk)(g);
+    REAL *const gyt = work;
+    REAL *const planes = work + chunk * p * K;
+    REAL *const temps = work + SFX(round16)(chunk * per_image);
+    ptrdiff_t busy = 0, lo = -1, hi = 0;
+    for (ptrdiff_t q = 0; q < nparts; q++)
+        if (bounds[q + 1] > bounds[q]) {
+            busy++;
+            lo = lo < 0 ? bounds[q] : CNNKIT_MIN(lo, bounds[q]);
+            hi = CNNKIT_MAX(hi, bounds[q + 1]);
+        }
+    if (busy == 0)
+        return;
+    /* tiles: two vectors of filters where they fit, or one vector and up
+     * to three channels of a 3x3 kernel, unless that leaves fewer than
+     * two tasks per thread (the tiling changes no bits) */
+    const ptrdiff_t vecs = K / VL;
+    int kv = vecs >= 2 && SFX(kvec_rows)(2, S, R) > 0 ? 2 : 1;
+    int rows = SFX(kvec_rows)(kv, S, R), ch = 1;
+    if (kv == 1 && S == 3 && R == 3 && rows == 3)
+        ch = (int)CNNKIT_MIN(C, (ptrdiff_t)KV_TAPS / 9);
+    for (;;) {
+        const ptrdiff_t per = cnnkit_ceil_div(vecs, kv) *
+                              cnnkit_ceil_div(C, ch) *
+                              cnnkit_ceil_div(R, rows);
+        if (busy * per >= 2 * nt || (kv == 1 && ch == 1))
+            break;
+        if (ch > 1)
+            ch--;
+        else {
+            kv = 1;
+            rows = SFX(kvec_rows)(1, S, R);
+        }
+    }
+    const ptrdiff_t nkb = cnnkit_ceil_div(vecs, kv);
+    const ptrdiff_t ncg = cnnkit_ceil_div(C, ch);
+    const ptrdiff_t nrt = cnnkit_ceil_div(R, rows);
+    const ptrdiff_t per_part = nkb * ncg * nrt, tasks = nparts * per_part;
+    for (ptrdiff_t n0 = lo; n0 < hi; n0 += chunk) {
+        const ptrdiff_t n1 = CNNKIT_MIN(hi, n0 + chunk), m = n1 - n0;
+        /* the chunk's gy transposed, VL x VL blocks in registers, and its
+         * padded planes */
+        const ptrdiff_t pb = cnnkit_ceil_div(p, VL);
+        const ptrdiff_t prep = m * (vecs * pb + (padded ? C : 0));
+        int team = cnnkit_team((double)m * (kp + (padded ? C * plane : 0)),
+                               prep, (int)nt);
+        (void)team; /* unused in serial builds */
+        CNNKIT_OMP(parallel for schedule(static) num_threads(team))
+        for (ptrdiff_t t = 0; t < prep; t++) {
+            const ptrdiff_t per = vecs * pb + (padded ? C : 0);
+            const ptrdiff_t b = t / per, u = t % per, n = n0 + b;
+            if (u < vecs * pb) {
+                const ptrdiff_t k0 = u / pb * VL, p0 = u % pb * VL;
+                SFX(transpose_block)(gyt + (b * p + p0) * K + k0, K,
+                                     gy + n * kp + k0 * p + p0, p, VL,
+                                     (int)CNNKIT_MIN((ptrdiff_t)VL, p - p0));
+                continue;
+            }
+            const ptrdiff_t c = u - vecs * pb;
+            const REAL *restrict src = x + n * C * hw + c * hw;
+            REAL *restrict dst = planes + (b * C + c) * plane;
+            /* columns [lead, lead + len) hold input columns [col0, ...) */
+            const ptrdiff_t lead = CNNKIT_MIN(g->pad_w, wp);
+            const ptrdiff_t col0 = CNNKIT_MAX(-g->pad_w, (ptrdiff_t)0);
+            const ptrdiff_t len =
+                CNNKIT_MAX((ptrdiff_t)0,
+                           CNNKIT_MIN(g->w - col0, wp - CNNKIT_MAX(lead, 0)));
+            for (ptrdiff_t l = 0; l < hp; l++) {
+                const ptrdiff_t ih = l - g->pad_h;
+                REAL *restrict d = dst + l * wp;
+                if (ih < 0 || ih >= g->h || len == 0) {
+                    memset(d, 0, (size_t)wp * sizeof(REAL));
+                    continue;
+                }
+                const ptrdiff_t at = CNNKIT_MAX(lead, (ptrdiff_t)0);
+                if (at)
+                    memset(d, 0, (size_t)at * sizeof(REAL));
+                memcpy(d + at, src + ih * g->w + col0,
+                       (size_t)len * sizeof(REAL));
+                if (at + len < wp)
+                    memset(d + at + len, 0,
+                           (size_t)(wp - at - len) * sizeof(REAL));
+            }
+        }
+        /* tasks (part, filter block, channel, row tile): the chains of a
+         * part's images in this chunk, in order */
+        team = cnnkit_team(2.0 * (double)m * kp * crs, busy * per_part,
+                           (int)nt);
+        CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(team))
+        for (ptrdiff_t t = 0; t < tasks; t++) {
+            const ptrdiff_t q = t / per_part, u = t % per_part;
+            const ptrdiff_t a = CNNKIT_MAX(bounds[q], n0);
+            const ptrdiff_t b = CNNKIT_MIN(bounds[q + 1], n1);
+            if (a >= b)
+                continue;
+            const ptrdiff_t kb = u / (ncg * nrt), c = u / nrt % ncg * ch;
+            const ptrdiff_t r0 = u % nrt * rows;
+            const int kvb = (int)CNNKIT_MIN((ptrdiff_t)kv, vecs - kb * kv);
+            const int chb = (int)CNNKIT_MIN((ptrdiff_t)ch, C - c);
+            const int rb = (int)CNNKIT_MIN((ptrdiff_t)rows, R - r0);
+            const ptrdiff_t k0 = kb * kv * VL;
+            REAL *acc = gw + q * wstride + (c * rs + r0 * S) * K + k0;
+            for (ptrdiff_t n = a; n < b; n++) {
+                const REAL *xr =
+                    (padded ? planes + ((n - n0) * C + c) * plane
+                            : x + n * C * hw + c * hw) + r0 * wp;
+                SFX(ktile_any)(kvb, chb, rb, (int)S, acc, rs * K, K,
+                               n == bounds[q], gyt + (n - n0) * p * K + k0,
+                               K, xr, plane, wp, g->oh, g->ow, g->stride_h,
+                               g->stride_w);
+            }
+        }
+    }
+    /* each part's slice from (c, r, s, k) to (k, c, r, s) */
+    int team = cnnkit_team((double)busy * K * crs, busy, (int)nt);
+    (void)team; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(team))
+    for (ptrdiff_t q = 0; q < nparts; q++) {
+        if (bounds[q + 1] <= bounds[q])
+            continue;
+        REAL *tmp = temps + (ptrdiff_t)omp_get_thread_num() *
+                                SFX(round16)(K * crs);
+        REAL *dst = gw + q * wstride;
+        const ptrdiff_t full = crs / VL * VL;
+        memcpy(tmp, dst, (size_t)(K * crs) * sizeof(REAL));
+        for (ptrdiff_t j0 = 0; j0 < full; j0 += VL)
+            for (ptrdiff_t k0 = 0; k0 < K; k0 += VL)
+                SFX(transpose_block)(dst + k0 * crs + j0, crs,
+                                     tmp + j0 * K + k0, K, VL, VL);
+        for (ptrdiff_t k = 0; k < K; k++)
+            for (ptrdiff_t j = full; j < crs; j++)
+                dst[k * crs + j] = tmp[j * K + k];
+    }
+}
+#undef KT_FITS
+#undef KUNROLL
+#undef KV_TAPS
+#undef KV_ROWS
 
 static ptrdiff_t SFX(wtiles)(const cnnkit_conv2d_geom *g)
 {
@@ -591,6 +924,8 @@ static ptrdiff_t SFX(direct_weight_workspace)(const cnnkit_conv2d_geom *g,
                                               int nthreads)
 {
     SFX(direct_plan) pl;
+    if (SFX(kvec_applies)(g))
+        return SFX(kvec_workspace)(g, nthreads);
     /* deeper C*R*S: the tiles' accumulators would outgrow the caches */
     if (g->c * g->r * g->s > KC || !SFX(direct_layout)(g, nthreads, 0, &pl))
         return 0;
@@ -609,6 +944,11 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
                                     int nthreads)
 {
     SFX(direct_plan) pl;
+    if (SFX(kvec_applies)(g)) {
+        SFX(conv_kvec_weight)(gw, wstride, gy, x, bounds, nparts, work, g,
+                              nthreads);
+        return;
+    }
     if (!SFX(direct_layout)(g, nthreads, 0, &pl))
         return;
     const ptrdiff_t crs = g->c * g->r * g->s, p = g->oh * g->ow;

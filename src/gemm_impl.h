@@ -76,7 +76,7 @@ static void SFX(pack_a)(REAL *restrict ap, const REAL *restrict a,
 #endif
 
 #ifdef VZIPLO
-/* dst[q * NR + r] = src[r * lds + q] for q < pn, r < VL, from a block of
+/* dst[q * ldd + r] = src[r * lds + q] for q < pn, r < VL, from a block of
  * rows x pn elements of src (rows, pn <= VL; the rest read as zeros): the
  * rows loaded as vectors and transposed in registers, log2(VL) rounds of
  * interleaving rows i and i + VL/2 (after the last round, vector q holds
@@ -87,8 +87,8 @@ static void SFX(pack_a)(REAL *restrict ap, const REAL *restrict a,
 #define PB_UNROLL _Pragma("GCC unroll 16")
 #endif
 static inline __attribute__((always_inline)) void
-SFX(transpose_block)(REAL *restrict dst, const REAL *restrict src,
-                     ptrdiff_t lds, int rows, int pn)
+SFX(transpose_block)(REAL *restrict dst, ptrdiff_t ldd,
+                     const REAL *restrict src, ptrdiff_t lds, int rows, int pn)
 {
     VEC v[VL], t[VL];
     const MASK mk = VMASK(pn);
@@ -110,7 +110,7 @@ SFX(transpose_block)(REAL *restrict dst, const REAL *restrict src,
     PB_UNROLL
     for (int q = 0; q < VL; q++)
         if (q < pn)
-            VSTORE(dst + q * NR, v[q]);
+            VSTORE(dst + q * ldd, v[q]);
 }
 #undef PB_UNROLL
 #endif
@@ -147,7 +147,7 @@ static void SFX(pack_b)(REAL *restrict bp, const REAL *restrict b,
                 const int pn = (int)CNNKIT_MIN((ptrdiff_t)VL, kc - p0);
                 for (ptrdiff_t v = 0; v < NR; v += VL)
                     SFX(transpose_block)(
-                        dst + p0 * NR + v, b + (j0 + v) * ldb + p0, ldb,
+                        dst + p0 * NR + v, NR, b + (j0 + v) * ldb + p0, ldb,
                         (int)CNNKIT_MAX(0, CNNKIT_MIN((ptrdiff_t)VL, nr - v)),
                         pn);
             }

@@ -959,6 +959,15 @@ DIRECT = [  # (n, c, h, w, k, r, s, stride, (top, bottom, left, right), dil)
     (2, 3, 11, 37, 8, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
     (1, 5, 9, 40, 7, 3, 2, (1, 2), (0, 1, 2, 0), (2, 3)),
     (1, 2, 6, 35, 5, 1, 4, (3, 2), (0, 0, 3, 2), (1, 1)),
+    # filters a multiple of the vector: the weight gradient puts filters on
+    # the vector axis (two vectors, or one and several 3x3 channels; kernel
+    # rows in tiles; strides; asymmetric padding; the input read in place)
+    (3, 5, 9, 10, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (2, 4, 12, 11, 16, 5, 5, (1, 2), (2, 1, 2, 0), (1, 1)),
+    (2, 3, 13, 13, 48, 7, 7, (2, 1), (3, 3, 3, 3), (1, 1)),
+    (1, 7, 8, 8, 16, 4, 3, (1, 1), (0, 0, 0, 0), (1, 1)),
+    (1, 2, 9, 9, 64, 6, 5, (1, 1), (0, 1, 0, 1), (1, 1)),
+    (2, 3, 7, 7, 16, 3, 3, (3, 3), (0, 2, 1, 0), (1, 1)),
 ]
 direct_seen = 0
 for dt in (np.float32, np.float64):
@@ -1861,6 +1870,60 @@ def test_direct_weight_gradient_of_flat_planes_per_run(dt):
                                    w.astype(np.float64), (1, 1), (0, 0),
                                    (1, 1))[1]
         np.testing.assert_allclose(runs[0][q], want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [
+    # (n, c, h, w, k, r, s, stride, padding): 64 filters of 32x32 planes
+    # fill a chunk of the transposed gradient with 3 images, so runs
+    # cross chunks; 3x3 with one vector and channel tiles; 5x5 read in
+    # place; 7x7 stride 2
+    (7, 4, 32, 32, 64, 3, 3, 1, 1),
+    (7, 5, 16, 15, 16, 3, 3, 1, 1),
+    (7, 6, 14, 14, 16, 5, 5, 1, 0),
+    (7, 3, 15, 16, 32, 7, 7, 2, 3)])
+def test_weight_gradient_with_filters_on_the_vector_axis(dt, shape):
+    # Filters a multiple of the vector (on AVX-512 and AVX2) take the
+    # weight gradient that broadcasts the padded input against vectors of
+    # filters: each run of images (1, 3 and 3 images, two empty runs) has
+    # the bits of that run alone and of any thread count, and its value
+    from cnnkit import _kernels as K
+    n, c, h, wd, k, r, s, st, pad = shape
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal((n, c, h, wd)).astype(dt)
+    w = rng.standard_normal((k, c, r, s)).astype(dt)
+    oh = (h + 2 * pad - r) // st + 1
+    ow = (wd + 2 * pad - s) // st + 1
+    gy = rng.standard_normal((n, k, oh, ow)).astype(dt)
+    args = ((st, st), (pad,) * 4, (1, 1))
+    bounds = [0, 1, 1, 4, 7, 7]
+    runs = []
+    for nt in (1, 2, 3):
+        parts = np.full((5,) + w.shape, np.nan, dt)
+        with helpers.num_threads(nt):
+            K.conv2d_backward_parts(gy, x, w, *args, bounds, parts, None,
+                                    False)
+        runs.append(parts)
+    assert runs[1].tobytes() == runs[0].tobytes() == runs[2].tobytes()
+    tol = 1e-3 if dt == np.float32 else 1e-10
+    for q in range(5):
+        lo, hi = bounds[q], bounds[q + 1]
+        if hi == lo:
+            assert np.isnan(runs[0][q]).all()
+            continue
+        alone = np.empty((1,) + w.shape, dt)
+        K.conv2d_backward_parts(gy[lo:hi], x[lo:hi], w, *args, [0, hi - lo],
+                                alone, None, False)
+        assert alone.tobytes() == runs[0][q].tobytes()
+        want = ref.conv2d_backward(gy[lo:hi].astype(np.float64),
+                                   x[lo:hi].astype(np.float64),
+                                   w.astype(np.float64), st, pad, 1)[1]
+        np.testing.assert_allclose(runs[0][q], want, rtol=tol, atol=tol)
+    # the whole batch
+    whole = K.conv2d_backward(gy, x, w, *args, False, False)[1]
+    want = ref.conv2d_backward(gy.astype(np.float64), x.astype(np.float64),
+                               w.astype(np.float64), st, pad, 1)[1]
+    np.testing.assert_allclose(whole, want, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
