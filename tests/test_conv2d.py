@@ -1834,29 +1834,23 @@ def test_im2col_weight_gradient_of_small_planes(dt, n, c, hw, k, groups,
         assert alone[0].tobytes() == parts[q].tobytes()
 
 
-@pytest.mark.parametrize("dt", [np.float32, np.float64])
-def test_direct_weight_gradient_of_flat_planes_per_run(dt):
-    # 10-wide output rows take the direct weight gradient's flat sweep,
-    # which fills the planes of up to four images and sweeps them per
-    # tile: each run of images (1, 6 and 5 images, two empty runs) has the
-    # bits of that run alone and of any thread count, and its value
+def _check_weight_runs(gy, x, w, stride, pad, bounds, tol):
+    """Each run of images [bounds[q], bounds[q + 1]) of the per-run weight
+    gradient: the bits of any thread count and of that run alone, its
+    value against the reference, and empty runs left unwritten."""
     from cnnkit import _kernels as K
-    rng = np.random.default_rng(11)
-    x = rng.standard_normal((12, 6, 14, 14)).astype(dt)
-    w = rng.standard_normal((16, 6, 5, 5)).astype(dt)
-    gy = rng.standard_normal((12, 16, 10, 10)).astype(dt)
-    args = ((1, 1), (0, 0, 0, 0), (1, 1))
-    bounds = [0, 1, 1, 7, 12, 12]
+    dt = x.dtype
+    args = ((stride, stride), (pad,) * 4, (1, 1))
+    nparts = len(bounds) - 1
     runs = []
     for nt in (1, 2, 3):
-        parts = np.full((5,) + w.shape, np.nan, dt)
+        parts = np.full((nparts,) + w.shape, np.nan, dt)
         with helpers.num_threads(nt):
             K.conv2d_backward_parts(gy, x, w, *args, bounds, parts, None,
                                     False)
         runs.append(parts)
     assert runs[1].tobytes() == runs[0].tobytes() == runs[2].tobytes()
-    tol = 1e-4 if dt == np.float32 else 1e-10
-    for q in range(5):
+    for q in range(nparts):
         lo, hi = bounds[q], bounds[q + 1]
         if hi == lo:
             assert np.isnan(runs[0][q]).all()
@@ -1867,9 +1861,23 @@ def test_direct_weight_gradient_of_flat_planes_per_run(dt):
         assert alone.tobytes() == runs[0][q].tobytes()
         want = ref.conv2d_backward(gy[lo:hi].astype(np.float64),
                                    x[lo:hi].astype(np.float64),
-                                   w.astype(np.float64), (1, 1), (0, 0),
-                                   (1, 1))[1]
+                                   w.astype(np.float64), stride, pad, 1)[1]
         np.testing.assert_allclose(runs[0][q], want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_direct_weight_gradient_of_flat_planes_per_run(dt):
+    # 10-wide output rows take the direct weight gradient's flat sweep
+    # (15 filters: not a multiple of any vector), which fills the planes
+    # of up to four images and sweeps them per tile: each run of images
+    # (1, 6 and 5 images, two empty runs) has the bits of that run alone
+    # and of any thread count, and its value
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((12, 6, 14, 14)).astype(dt)
+    w = rng.standard_normal((15, 6, 5, 5)).astype(dt)
+    gy = rng.standard_normal((12, 15, 10, 10)).astype(dt)
+    _check_weight_runs(gy, x, w, 1, 0, [0, 1, 1, 7, 12, 12],
+                       1e-4 if dt == np.float32 else 1e-10)
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
@@ -1886,7 +1894,8 @@ def test_weight_gradient_with_filters_on_the_vector_axis(dt, shape):
     # Filters a multiple of the vector (on AVX-512 and AVX2) take the
     # weight gradient that broadcasts the padded input against vectors of
     # filters: each run of images (1, 3 and 3 images, two empty runs) has
-    # the bits of that run alone and of any thread count, and its value
+    # the bits of that run alone and of any thread count, and its value;
+    # and the whole batch's value
     from cnnkit import _kernels as K
     n, c, h, wd, k, r, s, st, pad = shape
     rng = np.random.default_rng(sum(shape))
@@ -1895,32 +1904,10 @@ def test_weight_gradient_with_filters_on_the_vector_axis(dt, shape):
     oh = (h + 2 * pad - r) // st + 1
     ow = (wd + 2 * pad - s) // st + 1
     gy = rng.standard_normal((n, k, oh, ow)).astype(dt)
-    args = ((st, st), (pad,) * 4, (1, 1))
-    bounds = [0, 1, 1, 4, 7, 7]
-    runs = []
-    for nt in (1, 2, 3):
-        parts = np.full((5,) + w.shape, np.nan, dt)
-        with helpers.num_threads(nt):
-            K.conv2d_backward_parts(gy, x, w, *args, bounds, parts, None,
-                                    False)
-        runs.append(parts)
-    assert runs[1].tobytes() == runs[0].tobytes() == runs[2].tobytes()
     tol = 1e-3 if dt == np.float32 else 1e-10
-    for q in range(5):
-        lo, hi = bounds[q], bounds[q + 1]
-        if hi == lo:
-            assert np.isnan(runs[0][q]).all()
-            continue
-        alone = np.empty((1,) + w.shape, dt)
-        K.conv2d_backward_parts(gy[lo:hi], x[lo:hi], w, *args, [0, hi - lo],
-                                alone, None, False)
-        assert alone.tobytes() == runs[0][q].tobytes()
-        want = ref.conv2d_backward(gy[lo:hi].astype(np.float64),
-                                   x[lo:hi].astype(np.float64),
-                                   w.astype(np.float64), st, pad, 1)[1]
-        np.testing.assert_allclose(runs[0][q], want, rtol=tol, atol=tol)
-    # the whole batch
-    whole = K.conv2d_backward(gy, x, w, *args, False, False)[1]
+    _check_weight_runs(gy, x, w, st, pad, [0, 1, 1, 4, 7, 7], tol)
+    whole = K.conv2d_backward(gy, x, w, (st, st), (pad,) * 4, (1, 1), False,
+                              False)[1]
     want = ref.conv2d_backward(gy.astype(np.float64), x.astype(np.float64),
                                w.astype(np.float64), st, pad, 1)[1]
     np.testing.assert_allclose(whole, want, rtol=tol, atol=tol)
