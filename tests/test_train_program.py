@@ -257,3 +257,62 @@ def test_program_times_each_step():
     assert times[1] == 0                       # the absorbed ReLU's forward
     with pytest.raises(ValueError, match="7 elements"):
         program.run(x, y, None, 4.0, 0.0, np.zeros(5))
+
+
+def test_program_threads_keep_the_bits():
+    # nthreads=1 (what the trainer asks for steps under a MFLOP), 2 and
+    # the default count: the same logits, losses and gradients
+    model = lenet()
+    x, y = _data(3, (1, 28, 28), 10, seed=5)
+    program = T._compile_step(model, 3, None)[0]
+    runs = []
+    for nt in (1, 2, 0):
+        model.flat_grads[...] = np.nan
+        program.run(x, y, None, 3.0, 0.0, nthreads=nt)
+        runs.append((program.logits.tobytes(), program.losses.tobytes(),
+                     model.flat_grads.tobytes()))
+    assert runs[0] == runs[1] == runs[2]
+    with pytest.raises(ValueError, match="nthreads must be >= 0, got -1"):
+        program.run(x, y, None, 3.0, 0.0, nthreads=-1)
+
+
+def test_small_steps_run_on_one_thread(monkeypatch):
+    # LeNet-5 at batch 1 is under the one-thread limit, at batch 2 over it
+    x, y = _data(4, (1, 28, 28), 10)
+    flops = {}
+    real = T._compile_step
+
+    def spy(model, m, shards):
+        entry = real(model, m, shards)
+        flops[m] = entry[3]
+        return entry
+    monkeypatch.setattr(T, "_compile_step", spy)
+    for bs in (1, 2):
+        lenet().fit(x, y, batch_size=bs, optimizer=optim.SGD(0.01),
+                    verbose=0)
+    # conv 6@5x5 on 28x28, conv 16@5x5 on 10x10, dense 400-120-84-10
+    per_sample = 2 * (6 * 25 * 784 + 16 * 150 * 100 + 400 * 120 +
+                      120 * 84 + 84 * 10)
+    assert flops == {1: per_sample, 2: 2 * per_sample}
+    assert per_sample < T._SERIAL_STEP_FLOPS < 2 * per_sample
+
+
+def test_strided_rows_and_custom_optimizer_steps(monkeypatch):
+    # batch 1 takes a view of one row of a C-contiguous x and gathers
+    # otherwise (a Fortran-ordered x: the same weights); an Optimizer
+    # subclass with its own step() is called at every batch
+    x, y = _data(6, (1, 28, 28), 10, seed=2)
+    calls = []
+
+    class Counting(optim.SGD):
+        def step(self, params, grads):
+            calls.append(1)
+            super().step(params, grads)
+
+    out = []
+    for xs in (x, np.asfortranarray(x)):
+        model = lenet()
+        model.fit(xs, y, batch_size=1, optimizer=Counting(0.05), verbose=0)
+        out.append(model.flat_params.tobytes())
+    assert out[0] == out[1]
+    assert len(calls) == 12

@@ -2716,14 +2716,16 @@ cdef class TrainProgram:
         return need
 
     def run(self, x, labels, sample_weight, double normalizer,
-            double label_smoothing, times=None):
+            double label_smoothing, times=None, int nthreads=0):
         """One step on the batch x (m samples) with int labels and
         optional float64 sample weights: the logits, the loss gradient
         (of the weighted mean with divisor ``normalizer``), each sample's
         weighted loss (``losses``), whether its largest logit is its label
         (``hit``), and the parameter gradients.  With ``times``, a float64
         array of 2 * nsteps + 1 elements, each step's forward seconds, the
-        loss's and each step's backward seconds are added to it."""
+        loss's and each step's backward seconds are added to it.  The
+        kernels run on ``nthreads`` threads (at most the default count;
+        0: the default count)."""
         cdef double *pt = NULL
         if times is not None:
             if not (cnp.PyArray_Check(times) and times.dtype == np.float64
@@ -2735,7 +2737,11 @@ cdef class TrainProgram:
             pt = <double *>cnp.PyArray_DATA(<cnp.ndarray>times)
         if not self.ready:
             raise ValueError("train: the program is not set up")
+        if nthreads < 0:
+            raise ValueError(f"train: nthreads must be >= 0, got {nthreads}")
         cdef int nt = _nthreads()
+        if 0 < nthreads < nt:
+            nt = nthreads
         dt = self.dtype
         if not (cnp.PyArray_Check(x) and x.dtype == dt and
                 cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x) and

@@ -643,6 +643,11 @@ class Optimizer:
             optimizer's state is for parameters of another size or dtype.
         """
         self._check_arrays(params, grads)
+        self._step_unchecked(params, grads)
+
+    def _step_unchecked(self, params, grads):
+        """:meth:`step` on arrays that passed its checks before (a model's
+        own flat parameters and gradients, during a fit)."""
         self._bind(params)
         self._update(params, grads, self.current_lr())
         self.iterations += 1

@@ -45,6 +45,7 @@ import numpy as np
 
 from . import _ops
 from . import distributed as dist
+from . import optim
 from ._context import Arena, StepContext
 from ._graph import ABSORBED, FUSED
 from .callbacks import Callback, History
@@ -114,6 +115,8 @@ class Trainer:
         # compiled steps, per (global batch, one shard): see _program
         self.programs = {}
         self.compiled = _compilable(model)
+        # the optimizer whose step checked the model's flat arrays
+        self.checked_optimizer = None
         if not self.single:
             self._make_shard_rows(edges)
             self.batch_sums = BatchSums(world, shards, self.s0, self.s1,
@@ -241,8 +244,15 @@ class Trainer:
                 f"the loss became {loss}{where}; training stopped and the "
                 f"weights from before this batch are kept (try a smaller "
                 f"learning rate)")
-        # 5. the optimizer's update
-        model.optimizer.step(model.flat_params, model.flat_grads)
+        # 5. the optimizer's update (the model's own flat arrays: checked at
+        # a fit's first step, as Optimizer.step checks any arrays)
+        opt = model.optimizer
+        if self.checked_optimizer is opt and \
+                type(opt).step is optim.Optimizer.step:
+            opt._step_unchecked(model.flat_params, model.flat_grads)
+        else:
+            opt.step(model.flat_params, model.flat_grads)
+            self.checked_optimizer = opt
         return total, hits, norm
 
     def _layer_step(self, xb, yb, swb, lo, hi, norm, ctx):
@@ -277,7 +287,7 @@ class Trainer:
             entry = self.programs[key] = _compile_step(
                 self.model, m, None if single else
                 (bounds, self.parts, self.trees))
-        program, taken, params = entry
+        params = entry[2]
         for layer, k, a in params:
             if layer.params.get(k) is not a:    # rebound: back to layers
                 self.compiled = False
@@ -285,13 +295,14 @@ class Trainer:
         return entry
 
     def _run_program(self, entry, xb, yb, swb, lo, hi, norm, ctx):
-        program, taken, _ = entry
+        program, taken, _, flops = entry
         if xb.dtype != program.dtype or not (xb.flags.c_contiguous and
                                              xb.flags.aligned):
             xb = np.require(xb, dtype=program.dtype, requirements=["C", "A"])
         self.model._weights_changed()
         program.run(xb, yb, None if swb is None else swb[lo:hi], norm,
-                    self.label_smoothing)
+                    self.label_smoothing,
+                    nthreads=1 if flops < _SERIAL_STEP_FLOPS else 0)
         ctx.trees_taken.update(taken)
         return program.losses, program.hit
 
@@ -350,6 +361,10 @@ class Trainer:
         """a[idx]: a view for a slice, else gathered into a kept array."""
         if isinstance(idx, slice):
             return a[idx]
+        if idx.shape[0] == 1 and a.flags.c_contiguous:
+            # one row: a view, nothing to gather
+            i = int(idx[0])
+            return a[i:i + 1]
         # (mode="raise" would gather into a temporary first; the indices
         # are a permutation's, always in range)
         return np.take(a, idx, axis=0, mode="clip",
@@ -544,6 +559,15 @@ class BatchSums:
         return out.reshape(shape)
 
 
+#: A compiled step whose forward pass is less arithmetic than this
+#: (floating-point operations, about two per multiply-add) runs on one
+#: thread.  On 2 threads (AMD EPYC, AVX-512, idle), LeNet-5's step at
+#: batch 1 (0.83 MFLOP forward) took 67.8 us on one thread and 68.9 us on
+#: two, and up to 1.3x longer on two while another process held a core;
+#: at batch 2, two threads were 1.15x faster.
+_SERIAL_STEP_FLOPS = 1e6
+
+
 def _compilable(model):
     """Whether a compiled step (:func:`_compile_step`) can train the model:
     a chain of Conv2D, Dense, ReLU, MaxPool2D and Flatten layers (exactly
@@ -583,6 +607,7 @@ def _compile_step(model, m, shards):
     first = min(i for i, node in enumerate(order) if node.layer.grads)
     vals = [None] * (len(order) + 1)     # slot -> array (None: the input)
     specs, params, taken = [], [], set()
+    flops = 0
     shape = g.input.shape
     for i, node in enumerate(order):
         layer, (fstep, _) = node.layer, g.forward_plan[i]
@@ -600,8 +625,9 @@ def _compile_step(model, m, shards):
             spec["y"] = y
             if isinstance(layer, (Conv2D, Dense)):
                 op = layer._op
-                spec.update(weight=layer.params["weight"],
-                            bias=layer.params.get("bias"))
+                w = layer.params["weight"]
+                spec.update(weight=w, bias=layer.params.get("bias"))
+                flops += 2 * y.size * (w.size // max(w.shape[0], 1))
                 if type(layer) is Conv2D:
                     spec.update(op="conv", stride=op.stride,
                                 padding=op.padding, dilation=op.dilation,
@@ -662,7 +688,7 @@ def _compile_step(model, m, shards):
         del spec["node"]
     program = _ops.TrainProgram(specs, dt, tuple(g.input.shape), m, logits,
                                 grad, None if shards is None else shards[0])
-    return program, frozenset(taken), tuple(params)
+    return program, frozenset(taken), tuple(params), flops
 
 
 def _progress_bar(verbose, epoch, epochs, nbatches):
