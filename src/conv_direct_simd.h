@@ -341,6 +341,193 @@ static void SFX(direct_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g,
                       s * g->dil_w / g->stride_w;
 }
 
+/* ---- forward, filters on the vector axis ------------------------------
+ *
+ * Where K is a multiple of VL, the forward takes tiles of kv vectors of
+ * filters x px output pixels instead: per tap (c, r, s), kv vector loads
+ * of the weights (transposed once to (C*R*S, K)) and px broadcasts of the
+ * copy's pixels, at fixed displacements from the tap's offset.  Planes of
+ * any width fill the tile (4x4, 7x7 and 14-wide rows waste no lanes), and
+ * the bias is a vector.  Each element is the same sum as on the im2col
+ * path, by the same fused multiply-adds in the same order: each KC-deep
+ * slab from zero, the slabs added in order (as the GEMM's epilogue adds
+ * them, 1 * slab + partial), then the bias, then the ReLU -- the bits of
+ * the other direct tiles.  A tile's values are transposed in registers
+ * into the output rows. */
+
+#ifdef __AVX512F__
+#define FX_ACC 24       /* accumulators of a tile (32 registers) */
+#else
+#define FX_ACC 12       /* (16 registers) */
+#endif
+#if defined(__clang__)
+#define FUNROLL _Pragma("unroll")
+#else
+#define FUNROLL _Pragma("GCC unroll 32")
+#endif
+
+static int SFX(fwd_kvec)(const cnnkit_conv2d_geom *g)
+{
+    return g->k % VL == 0 && cnnkit_conv_groups(g) == 1;
+}
+
+/* out + t*kv*VL + kk*VL: the slab's sums of pixel t and filter vector kk
+ * (stored when first, else added to what is there). */
+static inline __attribute__((always_inline)) void
+SFX(ftile)(const int kv, const int px, ptrdiff_t kc, const REAL *restrict wt,
+           ptrdiff_t ldw, const REAL *restrict xrow,
+           const ptrdiff_t *restrict boff, REAL *restrict out, int first)
+{
+    VEC a[FX_ACC];
+    FUNROLL
+    for (int i = 0; i < kv * px; i++)
+        a[i] = VZERO();
+    for (ptrdiff_t q = 0; q < kc; q++) {
+        const REAL *restrict xq = xrow + boff[q];
+        VEC wv[2];
+        FUNROLL
+        for (int kk = 0; kk < kv; kk++)
+            wv[kk] = VLOAD(wt + q * ldw + kk * VL);
+        FUNROLL
+        for (int t = 0; t < px; t++) {
+            const VEC xv = VBCAST(xq + t);
+            FUNROLL
+            for (int kk = 0; kk < kv; kk++)
+                a[t * kv + kk] = VFMA(wv[kk], xv, a[t * kv + kk]);
+        }
+    }
+    const VEC one = VSET1((REAL)1);
+    FUNROLL
+    for (int i = 0; i < kv * px; i++)
+        VSTORE(out + i * VL,
+               first ? a[i] : VFMA(one, a[i], VLOAD(out + i * VL)));
+}
+
+#define FT_CASE(KV, PX)                                                     \
+    case (KV) * 100 + (PX):                                                 \
+        if ((KV) * (PX) <= FX_ACC)                                          \
+            SFX(ftile)(KV, (KV) * (PX) <= FX_ACC ? (PX) : 1, FT_ARGS);      \
+        break;
+#define FT_PX(KV)                                                           \
+    FT_CASE(KV, 1) FT_CASE(KV, 2) FT_CASE(KV, 3) FT_CASE(KV, 4)             \
+    FT_CASE(KV, 5) FT_CASE(KV, 6) FT_CASE(KV, 7) FT_CASE(KV, 8)             \
+    FT_CASE(KV, 9) FT_CASE(KV, 10) FT_CASE(KV, 11) FT_CASE(KV, 12)
+#define FT_ARGS kc, wt, ldw, xrow, boff, out, first
+
+static void SFX(ftile_any)(int kv, int px, ptrdiff_t kc, const REAL *wt,
+                           ptrdiff_t ldw, const REAL *xrow,
+                           const ptrdiff_t *boff, REAL *out, int first)
+{
+    switch (kv * 100 + px) {
+        FT_PX(1) FT_PX(2)
+        FT_CASE(1, 13) FT_CASE(1, 14) FT_CASE(1, 15) FT_CASE(1, 16)
+        FT_CASE(1, 17) FT_CASE(1, 18) FT_CASE(1, 19) FT_CASE(1, 20)
+        FT_CASE(1, 21) FT_CASE(1, 22) FT_CASE(1, 23) FT_CASE(1, 24)
+    default:
+        break;
+    }
+}
+#undef FT_ARGS
+#undef FT_PX
+#undef FT_CASE
+
+/* The epilogue of a tile (sums of px pixels x kv filter vectors at tile,
+ * pixel t's at tile + t*kv*VL): the bias and the ReLU, then each filter's
+ * px pixels stored at y + k*ldy, transposed in registers VL pixels at a
+ * time. */
+static void SFX(ftile_store)(int kv, int px, REAL *restrict tile,
+                             const REAL *bias, int relu, REAL *y,
+                             ptrdiff_t ldy)
+{
+    const ptrdiff_t ld = (ptrdiff_t)kv * VL;
+    for (int t = 0; t < px; t++)
+        for (int kk = 0; kk < kv; kk++) {
+            REAL *o = tile + t * ld + kk * VL;
+            VEC v = VLOAD(o);
+            if (bias)
+                v = VADD(v, VLOAD(bias + kk * VL));
+            if (relu)
+                v = VRELU(v);
+            VSTORE(o, v);
+        }
+    for (int kk = 0; kk < kv; kk++)
+        for (int t0 = 0; t0 < px; t0 += VL) {
+            const int rows = px - t0 < VL ? px - t0 : VL;
+            VEC v[VL], u[VL];
+            const MASK mk = VMASK(rows);
+            FUNROLL
+            for (int r = 0; r < VL; r++)
+                v[r] = r < rows ? VLOAD(tile + (t0 + r) * ld + kk * VL)
+                                : VZERO();
+            FUNROLL
+            for (int h = VL / 2, step = 1; step < VL; step *= 2) {
+                FUNROLL
+                for (int i = 0; i < h; i++) {
+                    u[2 * i] = VZIPLO(v[i], v[i + h]);
+                    u[2 * i + 1] = VZIPHI(v[i], v[i + h]);
+                }
+                FUNROLL
+                for (int i = 0; i < VL; i++)
+                    v[i] = u[i];
+            }
+            REAL *yk = y + (ptrdiff_t)kk * VL * ldy + t0;
+            FUNROLL
+            for (int q = 0; q < VL; q++) {
+                if (rows == VL)
+                    VSTORE(yk + q * ldy, v[q]);
+                else
+                    VSTORE_M(yk + q * ldy, mk, v[q]);
+            }
+        }
+}
+
+/* One row of `width` output pixels (at y, filter k's at y + k*ldy) of
+ * filters [ka, kz), the copy's row at xrow; wt: the transposed weights. */
+static void SFX(fwd_kvec_row)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
+                              const REAL *xrow, const ptrdiff_t *boff,
+                              ptrdiff_t width, ptrdiff_t ka, ptrdiff_t kz,
+                              const REAL *bias, int relu, REAL *y,
+                              ptrdiff_t ldy)
+{
+    REAL tile[FX_ACC * VL];
+    for (ptrdiff_t k0 = ka; k0 < kz;) {
+        const int kv = kz - k0 >= 2 * VL && FX_ACC >= 8 ? 2 : 1;
+        const ptrdiff_t most = FX_ACC / kv;
+        /* tiles of about equal width: a short last tile has too few
+         * chains to hide the FMA latency */
+        const ptrdiff_t ntl = cnnkit_ceil_div(width, most);
+        for (ptrdiff_t tl = 0, j0 = 0; tl < ntl; tl++) {
+            const ptrdiff_t j1 = width * (tl + 1) / ntl;
+            const int px = (int)(j1 - j0);
+            for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
+                const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, crs - p0);
+                SFX(ftile_any)(kv, px, kc, wt + p0 * K + k0, K, xrow + j0,
+                               boff + p0, tile, p0 == 0);
+            }
+            SFX(ftile_store)(kv, px, tile, bias ? bias + k0 : NULL, relu,
+                             y + k0 * ldy + j0, ldy);
+            j0 = j1;
+        }
+        k0 += (ptrdiff_t)kv * VL;
+    }
+}
+
+/* wt (C*R*S, K) = w (K, C*R*S) transposed, VL x VL blocks in registers. */
+static void SFX(fwd_kvec_weights)(REAL *restrict wt, const REAL *restrict w,
+                                  ptrdiff_t K, ptrdiff_t crs)
+{
+    const ptrdiff_t full = crs / VL * VL;
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += VL) {
+        for (ptrdiff_t q0 = 0; q0 < full; q0 += VL)
+            SFX(transpose_block)(wt + q0 * K + k0, K, w + k0 * crs + q0, crs,
+                                 VL, VL);
+        for (ptrdiff_t q = full; q < crs; q++)
+            for (ptrdiff_t k = k0; k < k0 + VL; k++)
+                wt[q * K + k] = w[k * crs + q];
+    }
+}
+#undef FUNROLL
+
 /* Elements of the weights packed for the forward (conv_direct_pack). */
 static ptrdiff_t SFX(direct_packed_size)(const cnnkit_conv2d_geom *g)
 {
@@ -354,7 +541,10 @@ static void SFX(conv_direct_pack)(REAL *ap, const REAL *w,
                                   const cnnkit_conv2d_geom *g)
 {
     const ptrdiff_t crs = g->c * g->r * g->s;
-    SFX(pack_a)(ap, w, crs, 0, g->k, crs);
+    if (SFX(fwd_kvec)(g))
+        SFX(fwd_kvec_weights)(ap, w, g->k, crs);
+    else
+        SFX(pack_a)(ap, w, crs, 0, g->k, crs);
 }
 
 /* The forward; packed: the weights as conv_direct_pack packs them, or
@@ -374,8 +564,14 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
     const REAL *ap = packed;
     SFX(direct_offsets)(boff, g, &pl);
     if (!ap) {
-        SFX(pack_a)(work + pl.noff, w, crs, 0, g->k, crs);
+        SFX(conv_direct_pack)(work + pl.noff, w, g);
         ap = work + pl.noff;
+    }
+    /* filters on the vector axis: blocks of whole vectors, as many */
+    const int kvec = SFX(fwd_kvec)(g);
+    if (kvec) {
+        pl.kb = cnnkit_ceil_div(g->k / VL, pl.nkb) * VL;
+        pl.nkb = cnnkit_ceil_div(g->k, pl.kb);
     }
     const ptrdiff_t tasks = g->n * pl.nb * pl.nkb;
     const int nt = cnnkit_team(2.0 * g->n * kp * (crs + 1), tasks,
@@ -402,6 +598,14 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
         /* the rows of the sweep: flat, one of OH*OW pixels */
         const ptrdiff_t rows = pl.flat ? 1 : i1 - i0;
         const ptrdiff_t width = pl.flat ? p : g->ow;
+        if (kvec) {
+            for (ptrdiff_t i = 0; i < rows; i++)
+                SFX(fwd_kvec_row)(ap, crs, g->k,
+                                  buf + i * g->stride_h * pl.wp, boff, width,
+                                  ka, kz, bias, relu,
+                                  y + n * kp + (i0 + i) * g->ow, p);
+            continue;
+        }
         /* filters x slabs outer, so that a packed strip of weights stays
          * in L1 while it sweeps the task's rows; each element still sees
          * its slabs in order */
