@@ -453,31 +453,9 @@ static void SFX(ftile_store)(int kv, int px, REAL *restrict tile,
     for (int kk = 0; kk < kv; kk++)
         for (int t0 = 0; t0 < px; t0 += VL) {
             const int rows = px - t0 < VL ? px - t0 : VL;
-            VEC v[VL], u[VL];
-            const MASK mk = VMASK(rows);
-            FUNROLL
-            for (int r = 0; r < VL; r++)
-                v[r] = r < rows ? VLOAD(tile + (t0 + r) * ld + kk * VL)
-                                : VZERO();
-            FUNROLL
-            for (int h = VL / 2, step = 1; step < VL; step *= 2) {
-                FUNROLL
-                for (int i = 0; i < h; i++) {
-                    u[2 * i] = VZIPLO(v[i], v[i + h]);
-                    u[2 * i + 1] = VZIPHI(v[i], v[i + h]);
-                }
-                FUNROLL
-                for (int i = 0; i < VL; i++)
-                    v[i] = u[i];
-            }
-            REAL *yk = y + (ptrdiff_t)kk * VL * ldy + t0;
-            FUNROLL
-            for (int q = 0; q < VL; q++) {
-                if (rows == VL)
-                    VSTORE(yk + q * ldy, v[q]);
-                else
-                    VSTORE_M(yk + q * ldy, mk, v[q]);
-            }
+            SFX(transpose_block)(y + (ptrdiff_t)kk * VL * ldy + t0, ldy,
+                                 tile + t0 * ld + kk * VL, ld, rows, VL,
+                                 rows);
         }
 }
 
@@ -520,7 +498,7 @@ static void SFX(fwd_kvec_weights)(REAL *restrict wt, const REAL *restrict w,
     for (ptrdiff_t k0 = 0; k0 < K; k0 += VL) {
         for (ptrdiff_t q0 = 0; q0 < full; q0 += VL)
             SFX(transpose_block)(wt + q0 * K + k0, K, w + k0 * crs + q0, crs,
-                                 VL, VL);
+                                 VL, VL, VL);
         for (ptrdiff_t q = full; q < crs; q++)
             for (ptrdiff_t k = k0; k < k0 + VL; k++)
                 wt[q * K + k] = w[k * crs + q];
@@ -766,7 +744,7 @@ static void SFX(lane_sums)(REAL *restrict sums, const REAL *restrict acc)
     REAL lanes[VL * NR];
     for (int a0 = 0; a0 < WKB * WQB; a0 += VL) {
         SFX(transpose_block)(lanes, NR, acc + a0 * VL, VL,
-                             CNNKIT_MIN(VL, WKB * WQB - a0), VL);
+                             CNNKIT_MIN(VL, WKB * WQB - a0), VL, VL);
         VEC sum = VLOAD(lanes);
         for (int l = 1; l < VL; l++)
             sum = VADD(sum, VLOAD(lanes + l * NR));
@@ -1023,7 +1001,8 @@ static void SFX(conv_kvec_weight)(REAL *gw, ptrdiff_t wstride,
                 const ptrdiff_t k0 = u / pb * VL, p0 = u % pb * VL;
                 SFX(transpose_block)(gyt + (b * p + p0) * K + k0, K,
                                      gy + n * kp + k0 * p + p0, p, VL,
-                                     (int)CNNKIT_MIN((ptrdiff_t)VL, p - p0));
+                                     (int)CNNKIT_MIN((ptrdiff_t)VL, p - p0),
+                                     VL);
                 continue;
             }
             const ptrdiff_t c = u - vecs * pb;
@@ -1096,7 +1075,7 @@ static void SFX(conv_kvec_weight)(REAL *gw, ptrdiff_t wstride,
         for (ptrdiff_t j0 = 0; j0 < full; j0 += VL)
             for (ptrdiff_t k0 = 0; k0 < K; k0 += VL)
                 SFX(transpose_block)(dst + k0 * crs + j0, crs,
-                                     tmp + j0 * K + k0, K, VL, VL);
+                                     tmp + j0 * K + k0, K, VL, VL, VL);
         for (ptrdiff_t k = 0; k < K; k++)
             for (ptrdiff_t j = full; j < crs; j++)
                 dst[k * crs + j] = tmp[j * K + k];

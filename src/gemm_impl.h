@@ -76,7 +76,7 @@ static void SFX(pack_a)(REAL *restrict ap, const REAL *restrict a,
 #endif
 
 #ifdef VZIPLO
-/* dst[q * ldd + r] = src[r * lds + q] for q < pn, r < VL, from a block of
+/* dst[q * ldd + r] = src[r * lds + q] for q < pn, r < lanes (<= VL), from a block of
  * rows x pn elements of src (rows, pn <= VL; the rest read as zeros): the
  * rows loaded as vectors and transposed in registers, log2(VL) rounds of
  * interleaving rows i and i + VL/2 (after the last round, vector q holds
@@ -88,7 +88,8 @@ static void SFX(pack_a)(REAL *restrict ap, const REAL *restrict a,
 #endif
 static inline __attribute__((always_inline)) void
 SFX(transpose_block)(REAL *restrict dst, ptrdiff_t ldd,
-                     const REAL *restrict src, ptrdiff_t lds, int rows, int pn)
+                     const REAL *restrict src, ptrdiff_t lds, int rows, int pn,
+                     int lanes)
 {
     VEC v[VL], t[VL];
     const MASK mk = VMASK(pn);
@@ -107,10 +108,15 @@ SFX(transpose_block)(REAL *restrict dst, ptrdiff_t ldd,
         for (int i = 0; i < VL; i++)
             v[i] = t[i];
     }
+    const MASK ml = VMASK(lanes);
     PB_UNROLL
     for (int q = 0; q < VL; q++)
-        if (q < pn)
-            VSTORE(dst + q * ldd, v[q]);
+        if (q < pn) {
+            if (lanes == VL)
+                VSTORE(dst + q * ldd, v[q]);
+            else
+                VSTORE_M(dst + q * ldd, ml, v[q]);
+        }
 }
 #undef PB_UNROLL
 #endif
@@ -149,7 +155,7 @@ static void SFX(pack_b)(REAL *restrict bp, const REAL *restrict b,
                     SFX(transpose_block)(
                         dst + p0 * NR + v, NR, b + (j0 + v) * ldb + p0, ldb,
                         (int)CNNKIT_MAX(0, CNNKIT_MIN((ptrdiff_t)VL, nr - v)),
-                        pn);
+                        pn, VL);
             }
             continue;
 #endif
