@@ -366,9 +366,18 @@ static void SFX(direct_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g,
 #define FUNROLL _Pragma("GCC unroll 32")
 #endif
 
+/* Where it pays, measured on 1 thread (ResNet-20's plan at batch 8, its
+ * other tiles as control): two vectors of filters or more (32-64 filters
+ * of 8x8 and 16x16 planes: 1.0-1.15x; LeNet-5's second layer and ResNet
+ * layers of 28x28 images, 1.1-1.3x), one vector on flat planes (LeNet-5's
+ * 10x10: 1.15x); not one vector on 32-wide rows (0.8x), nor fewer than 64
+ * taps (3 -> 16 3x3, 1x1 16 -> 32: 0.55-0.75x), where the filter tiles
+ * stay. */
 static int SFX(fwd_kvec)(const cnnkit_conv2d_geom *g)
 {
-    return g->k % VL == 0 && cnnkit_conv_groups(g) == 1;
+    return g->k % VL == 0 && cnnkit_conv_groups(g) == 1 &&
+           g->c * g->r * g->s >= 64 &&
+           (g->k >= 2 * VL || SFX(flat_size)(g) > 0);
 }
 
 /* out + t*kv*VL + kk*VL: the slab's sums of pixel t and filter vector kk
