@@ -90,6 +90,12 @@ typedef struct cnnkit_conv2d_geom {
      * is (k, c/groups, r, s).  0 (a zeroed struct) and 1 are one group;
      * groups divides c and k. */
     ptrdiff_t groups;
+    /* Forward only: nonzero when a 2x2 max pooling of stride 2 (no
+     * padding, floor mode) follows, after the bias and the ReLU: y is then
+     * the pooled output (n, k, oh/2, ow/2).  Only the direct path takes it
+     * (cnnkit_conv_direct_applies tells where); 0 (a zeroed struct): no
+     * pooling. */
+    int pool;
 } cnnkit_conv2d_geom;
 
 enum { CNNKIT_CONV_FORWARD = 0, CNNKIT_CONV_BACKWARD_DATA = 1,

@@ -128,6 +128,7 @@ static int conv_data_as_forward(const cnnkit_conv2d_geom *g,
     if (ph < 0 || pw < 0)
         return 0;
     *t = *g;
+    t->pool = 0;
     t->c = g->k;
     t->h = g->oh;
     t->w = g->ow;

@@ -369,6 +369,11 @@ void SFX(cnnkit_conv2d_forward_packed)(REAL *y, const REAL *x, const REAL *w,
     const ptrdiff_t ng = cnnkit_conv_groups(g), gk = conv_gk(g);
     if (g->n <= 0 || p <= 0 || g->k <= 0)
         return;
+    if (g->pool) {      /* pooled in the pass: the direct path only */
+        SFX(cnnkit_conv_direct)(y, x, w, packed, bias, relu, work, g,
+                                nthreads);
+        return;
+    }
     if (conv_depthwise(g)) {
         if (!SFX(cnnkit_conv_dw_forward)(y, x, w, bias, relu, work, g,
                                          nthreads))

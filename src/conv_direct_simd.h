@@ -123,6 +123,12 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
     ptrdiff_t rb = cnnkit_ceil_div(g->oh, CNNKIT_MIN(nb, g->oh));
     ptrdiff_t fit = (DIRECT_COPY_MAX / (g->c * wp) - span) / g->stride_h + 1;
     rb = CNNKIT_MAX(1, CNNKIT_MIN(rb, fit));
+    if (g->pool) {
+        /* a pooled forward: whole pairs of output rows per block */
+        if (fit < 2)
+            return 0;
+        rb = CNNKIT_MAX((ptrdiff_t)2, rb / 2 * 2);
+    }
     pl->rb = rb;
     pl->nb = cnnkit_ceil_div(g->oh, rb);
     pl->lr = (rb - 1) * g->stride_h + span;
@@ -162,11 +168,15 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
     return 1;
 }
 
+static int SFX(pool_fits)(const cnnkit_conv2d_geom *g,
+                          const SFX(direct_plan) *pl);
+
 static ptrdiff_t SFX(direct_workspace)(const cnnkit_conv2d_geom *g,
                                        int nthreads)
 {
     SFX(direct_plan) pl;
-    if (!SFX(direct_layout)(g, nthreads, 1, &pl))
+    if (!SFX(direct_layout)(g, nthreads, 1, &pl) ||
+        (g->pool && !SFX(pool_fits)(g, &pl)))
         return 0;
     return pl.noff + pl.apsize + pl.threads * pl.copy;
 }
@@ -499,6 +509,103 @@ static void SFX(fwd_kvec_row)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
     }
 }
 
+/* ---- forward with a 2x2 max pooling ----------------------------------
+ *
+ * With g->pool, the forward takes the tiles above over pairs of output
+ * rows (i, i + 1), i even: each row's chains are the unpooled forward's,
+ * then the bias and the ReLU, then each 2x2 window is reduced in the max
+ * pooling's order -- (i, j), (i, j + 1), (i + 1, j), (i + 1, j + 1), a
+ * value replacing the maximum when it is larger or NaN -- so the pooled
+ * output has the bits of the two steps, without storing the unpooled one.
+ * A last odd row or column is not computed (floor mode). */
+
+static int SFX(pool_fits)(const cnnkit_conv2d_geom *g,
+                          const SFX(direct_plan) *pl)
+{
+    return SFX(fwd_kvec)(g) && g->oh >= 2 && g->ow >= 2 &&
+           (pl->flat || pl->rb >= 2);
+}
+
+/* The pooled tile: the tile's rows a (pixels [0, px)) and b (the next px
+ * pixels), bias and ReLU applied, reduced to px / 2 pooled pixels stored
+ * at y + k*ldy. */
+static void SFX(pool_store)(int kv, int px, REAL *restrict tile,
+                            const REAL *bias, int relu, REAL *y,
+                            ptrdiff_t ldy)
+{
+    const ptrdiff_t ld = (ptrdiff_t)kv * VL;
+    REAL pooled[FX_ACC * VL / 4];
+    for (int t = 0; t < 2 * px; t++)
+        for (int kk = 0; kk < kv; kk++) {
+            REAL *o = tile + t * ld + kk * VL;
+            VEC v = VLOAD(o);
+            if (bias)
+                v = VADD(v, VLOAD(bias + kk * VL));
+            if (relu)
+                v = VRELU(v);
+            VSTORE(o, v);
+        }
+    const REAL *a = tile, *b = tile + px * ld;
+    for (int jj = 0; jj < px / 2; jj++)
+        for (int kk = 0; kk < kv; kk++) {
+            const ptrdiff_t e = 2 * jj * ld + kk * VL;
+            VEC m = VLOAD(a + e);
+            m = VMAXSEL(m, VLOAD(a + e + ld));
+            m = VMAXSEL(m, VLOAD(b + e));
+            m = VMAXSEL(m, VLOAD(b + e + ld));
+            VSTORE(pooled + jj * ld + kk * VL, m);
+        }
+    for (int kk = 0; kk < kv; kk++)
+        SFX(transpose_block)(y + (ptrdiff_t)kk * VL * ldy, ldy,
+                             pooled + kk * VL, ld, px / 2, VL, px / 2);
+}
+
+/* One pair of output rows, the copy's rows at x0 and x1, `width` pixels
+ * each, pooled into one row at y (filter k's at y + k*ldy). */
+static void SFX(fwd_kvec_pool)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
+                               const REAL *x0, const REAL *x1,
+                               const ptrdiff_t *boff, ptrdiff_t width,
+                               ptrdiff_t ka, ptrdiff_t kz, const REAL *bias,
+                               int relu, REAL *y, ptrdiff_t ldy)
+{
+    REAL tile[FX_ACC * VL];
+    const ptrdiff_t pairs = width / 2;
+    for (ptrdiff_t k0 = ka; k0 < kz;) {
+        const int kv = kz - k0 >= 2 * VL && FX_ACC >= 8 * 2 ? 2 : 1;
+        if (x1 == x0 + width && 2 * width * kv <= FX_ACC) {
+            /* the two rows end to end (a flat plane's): one tile */
+            for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
+                const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, crs - p0);
+                SFX(ftile_any)(kv, (int)(2 * width), kc, wt + p0 * K + k0, K,
+                               x0, boff + p0, tile, p0 == 0);
+            }
+            SFX(pool_store)(kv, (int)width, tile, bias ? bias + k0 : NULL,
+                            relu, y + k0 * ldy, ldy);
+            k0 += (ptrdiff_t)kv * VL;
+            continue;
+        }
+        const ptrdiff_t most = CNNKIT_MAX((ptrdiff_t)1, FX_ACC / (4 * kv));
+        const ptrdiff_t ntl = cnnkit_ceil_div(pairs, most);
+        for (ptrdiff_t tl = 0, q0 = 0; tl < ntl; tl++) {
+            const ptrdiff_t q1 = pairs * (tl + 1) / ntl;
+            const int px = (int)(2 * (q1 - q0));
+            const ptrdiff_t j0 = 2 * q0;
+            for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
+                const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, crs - p0);
+                SFX(ftile_any)(kv, px, kc, wt + p0 * K + k0, K, x0 + j0,
+                               boff + p0, tile, p0 == 0);
+                SFX(ftile_any)(kv, px, kc, wt + p0 * K + k0, K, x1 + j0,
+                               boff + p0, tile + (ptrdiff_t)px * kv * VL,
+                               p0 == 0);
+            }
+            SFX(pool_store)(kv, px, tile, bias ? bias + k0 : NULL, relu,
+                            y + k0 * ldy + q0, ldy);
+            q0 = q1;
+        }
+        k0 += (ptrdiff_t)kv * VL;
+    }
+}
+
 /* wt (C*R*S, K) = w (K, C*R*S) transposed, VL x VL blocks in registers. */
 static void SFX(fwd_kvec_weights)(REAL *restrict wt, const REAL *restrict w,
                                   ptrdiff_t K, ptrdiff_t crs)
@@ -542,7 +649,8 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
                              int nthreads)
 {
     SFX(direct_plan) pl;
-    if (!SFX(direct_layout)(g, nthreads, 1, &pl))
+    if (!SFX(direct_layout)(g, nthreads, 1, &pl) ||
+        (g->pool && !SFX(pool_fits)(g, &pl)))
         return;
     const ptrdiff_t crs = g->c * g->r * g->s, p = g->oh * g->ow;
     const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
@@ -585,6 +693,26 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
         /* the rows of the sweep: flat, one of OH*OW pixels */
         const ptrdiff_t rows = pl.flat ? 1 : i1 - i0;
         const ptrdiff_t width = pl.flat ? p : g->ow;
+        if (g->pool) {
+            /* pairs of output rows: of the block, or of the flat plane */
+            const ptrdiff_t ph = g->oh / 2, pw = g->ow / 2;
+            const ptrdiff_t kq = ph * pw;
+            const ptrdiff_t u0 = i0 / 2, u1 = CNNKIT_MIN(ph, i1 / 2);
+            for (ptrdiff_t u = u0; u < u1; u++) {
+                const REAL *x0, *x1;
+                if (pl.flat) {
+                    x0 = buf + 2 * u * g->ow;
+                    x1 = x0 + g->ow;
+                } else {
+                    x0 = buf + (2 * u - i0) * g->stride_h * pl.wp;
+                    x1 = x0 + g->stride_h * pl.wp;
+                }
+                SFX(fwd_kvec_pool)(ap, crs, g->k, x0, x1, boff, g->ow, ka,
+                                   kz, bias, relu, y + n * g->k * kq + u * pw,
+                                   kq);
+            }
+            continue;
+        }
         if (kvec) {
             for (ptrdiff_t i = 0; i < rows; i++)
                 SFX(fwd_kvec_row)(ap, crs, g->k,

@@ -30,6 +30,10 @@
 #define VRELU(v) _mm512_maskz_mov_ps(                                     \
     _mm512_cmp_ps_mask((v), _mm512_setzero_ps(), _CMP_NLE_UQ), (v))
 #define VMASK(n) ((__mmask16)((1u << (n)) - 1u))
+/* v where v > m or v is NaN, else m (max pooling's rule) */
+#define VMAXSEL(m, v) _mm512_mask_blend_ps(                                \
+    _mm512_cmp_ps_mask((v), (m), _CMP_GT_OQ) |                            \
+        _mm512_cmp_ps_mask((v), (v), _CMP_UNORD_Q), (m), (v))
 #define VLOAD_M(p, m) _mm512_maskz_loadu_ps((m), (p))
 #define VSTORE_M(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
 #define REAL float
@@ -76,6 +80,9 @@
 #define VRELU(v) _mm512_maskz_mov_pd(                                     \
     _mm512_cmp_pd_mask((v), _mm512_setzero_pd(), _CMP_NLE_UQ), (v))
 #define VMASK(n) ((__mmask8)((1u << (n)) - 1u))
+#define VMAXSEL(m, v) _mm512_mask_blend_pd(                                \
+    _mm512_cmp_pd_mask((v), (m), _CMP_GT_OQ) |                            \
+        _mm512_cmp_pd_mask((v), (v), _CMP_UNORD_Q), (m), (v))
 #define VLOAD_M(p, m) _mm512_maskz_loadu_pd((m), (p))
 #define VSTORE_M(p, m, v) _mm512_mask_storeu_pd((p), (m), (v))
 #define REAL double

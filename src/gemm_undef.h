@@ -14,6 +14,7 @@
 #undef VMUL
 #undef VADD
 #undef VRELU
+#undef VMAXSEL
 #undef VMASK
 #undef VLOAD_M
 #undef VSTORE_M

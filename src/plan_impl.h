@@ -28,7 +28,8 @@ static ptrdiff_t SFX(plan_batched_chunk)(const cnnkit_conv2d_geom *g,
     cnnkit_conv2d_geom h = *g;
     const ptrdiff_t p = g->oh * g->ow, crs = g->c * g->r * g->s;
     h.n = n;
-    if (n < 2 || cnnkit_conv_groups(g) > 1 || p > PLAN_BATCHED_PIXELS ||
+    if (n < 2 || g->pool || cnnkit_conv_groups(g) > 1 ||
+        p > PLAN_BATCHED_PIXELS ||
         cnnkit_conv_winograd_applies(&h) ||
         cnnkit_conv_direct_applies(&h, nthreads, sizeof(REAL) == 8))
         return 0;

@@ -65,7 +65,8 @@ int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g)
      * at about two thirds of peak, and the input transform (short rows
      * split into phases, one call per row) still costs as much as they
      * do.  No shape takes it by default. */
-    if (g->winograd <= 0 || g->im2col_only || cnnkit_conv_groups(g) > 1 ||
+    if (g->winograd <= 0 || g->im2col_only || g->pool ||
+        cnnkit_conv_groups(g) > 1 ||
         g->r != 3 || g->s != 3 || g->stride_h != 1 || g->stride_w != 1 ||
         g->dil_h != 1 || g->dil_w != 1 || g->n < 1 || g->c < 1 ||
         g->k < 1 || g->oh < 1 || g->ow < 1)

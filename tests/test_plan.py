@@ -12,7 +12,7 @@ from cnnkit import layers as L
 from cnnkit import models, plan
 from cnnkit.cli import default_model
 
-from helpers import num_threads, require
+from helpers import SIMD_PATHS, num_threads, require, run_simd
 
 
 def _bound(dtype):
@@ -525,6 +525,108 @@ def test_max_pool_steps_keep_the_layers_bits_without_indices(dt, shape,
             assert p.run(x).tobytes() == model.forward(x).tobytes()
 
 
+def _pool_chain(dt, shape, conv, pool, relu=True):
+    layers = [L.Conv2D(**conv)] + ([L.ReLU()] if relu else []) + \
+        [L.MaxPool2D(**pool), L.Flatten(), L.Dense(3)]
+    return cnnkit.Sequential(layers, input_shape=shape, dtype=dt, seed=4)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, conv, relu", [
+    # flat planes (rows end to end): LeNet-5's second layer; 4x4 planes
+    ((6, 14, 14), dict(filters=16, kernel_size=5), True),
+    ((16, 4, 4), dict(filters=32, kernel_size=3, padding=1), True),
+    # rows in pairs: odd height and width (the last row and column are
+    # dropped), no ReLU (signed zeros and ties), stride 2, 48 filters
+    ((8, 15, 21), dict(filters=32, kernel_size=3, padding=1), False),
+    ((8, 28, 30), dict(filters=48, kernel_size=3, padding=1, stride=2),
+     True),
+    ((32, 9, 9), dict(filters=64, kernel_size=3), True),
+])
+def test_conv_and_max_pool_in_one_pass(dt, shape, conv, relu):
+    # A 2x2 max pooling of stride 2 after a convolution whose filters the
+    # vector divides runs in the convolution's pass: the layers' bits, for
+    # any thread count and any batch
+    model = _pool_chain(dt, shape, conv, dict(pool_size=2), relu)
+    p = plan.compile(model)
+    labels = [lab for lab, _ in p.profile(_x(model, 1), 1)]
+    assert "+ max_pool 2 (" in labels[0]
+    assert p.num_steps == 2
+    rng = np.random.default_rng(5)
+    x = rng.integers(-2, 3, (9,) + shape).astype(dt)      # many ties
+    x[x == 0] = -0.0
+    x[:4] = rng.standard_normal((4,) + shape)
+    want = model.forward(x)
+    for threads in (1, 2, 3):
+        with num_threads(threads):
+            assert p.run(x).tobytes() == want.tobytes()
+            assert p.run(x[2:3]).tobytes() == want[2:3].tobytes()
+
+
+POOL_CHECKER = r'''
+from cnnkit import layers as L, plan
+fused = 0
+for dt in (np.float32, np.float64):
+    for shape, k in (((16, 4, 4), 32), ((8, 15, 21), 16), ((6, 14, 14), 16),
+                     ((9, 10, 12), 24)):
+        model = cnnkit.Sequential([L.Conv2D(k, 3, padding=1), L.ReLU(),
+                                   L.MaxPool2D(2), L.Flatten(), L.Dense(3)],
+                                  input_shape=shape, dtype=dt, seed=2)
+        p = plan.compile(model)
+        rng = np.random.default_rng(3)
+        x = rng.integers(-2, 3, (5,) + shape).astype(dt)
+        x[x == 0] = -0.0
+        x[:2] = rng.standard_normal((2,) + shape)
+        fused += p.num_steps == 2
+        for nt in (1, 2):
+            cnnkit.set_num_threads(nt)
+            if p.run(x).tobytes() != model.forward(x).tobytes():
+                failures.append(f"{np.dtype(dt).name} {shape} {k}: {nt} "
+                                f"threads differ from the layers")
+extra["fused"] = fused
+'''
+
+
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_pooled_conv_on_every_simd_path(path):
+    # the pooled pass of each engine (AVX-512: 16 and 8 lanes; AVX2: 8 and
+    # 4, so 24 filters pool there in float32 and float64) has the layers'
+    # bits; the generic path runs the two steps
+    res = run_simd(path, POOL_CHECKER)
+    assert res["failures"] == []
+    if path == "generic":
+        assert res["fused"] == 0
+    else:
+        assert res["fused"] >= 4
+
+
+@pytest.mark.parametrize("pool", [dict(pool_size=2, ceil_mode=True),
+                                  dict(pool_size=3, stride=2),
+                                  dict(pool_size=2, padding=1),
+                                  dict(pool_size=2, stride=1)])
+def test_other_poolings_stay_steps_of_their_own(pool):
+    model = _pool_chain(np.float32, (8, 9, 9),
+                        dict(filters=32, kernel_size=3), pool)
+    p = plan.compile(model)
+    x = _x(model, 3)
+    labels = [lab for lab, _ in p.profile(x, 1)]
+    assert labels[1].startswith("max_pool")
+    assert p.run(x).tobytes() == model.forward(x).tobytes()
+
+
+def test_a_pooled_conv_output_read_twice_is_not_fused():
+    # the convolution's output feeds the pooling and a second branch
+    inp = cnnkit.Input((8, 6, 6))
+    y = L.Conv2D(32, 3, padding=1)(inp)
+    a = L.Flatten()(L.MaxPool2D(2)(y))
+    b = L.Flatten()(L.MaxPool2D(2)(L.ReLU()(y)))
+    model = cnnkit.Model(inp, L.Dense(3)(L.Concatenate()([a, b])), seed=1)
+    p = plan.compile(model)
+    x = _x(model, 2)
+    assert not any("+ max_pool" in lab for lab, _ in p.profile(x, 1))
+    assert p.run(x).tobytes() == model.forward(x).tobytes()
+
+
 def test_profile_times_each_step():
     model = _make("resnet8", "float32")
     p = model.compile()
@@ -547,7 +649,9 @@ def test_profile_times_each_step():
     lenet = models.lenet5(seed=0)
     labels = [lab for lab, _ in lenet.compile().profile(_x(lenet, 1), 1)]
     assert labels[1].startswith("max_pool 2 on 6x28x28")
-    assert labels[4].startswith("dense 400 -> 120 + relu")
+    assert labels[2].startswith("conv 6x14x14 -> 16, 5x5 + relu + "
+                                "max_pool 2 (conv2d_")
+    assert labels[3].startswith("dense 400 -> 120 + relu")
     for bad in (0, -1, 2.0, True):
         with pytest.raises(ValueError, match="repeats"):
             p.profile(x, repeats=bad)
@@ -565,7 +669,7 @@ def test_the_arithmetic_a_plan_counts():
     thread."""
     p = models.lenet5(seed=0).compile()
     conv = 2 * (6 * 1 * 25 * 28 * 28 + 16 * 6 * 25 * 10 * 10)
-    pool = 6 * 28 * 28 + 16 * 10 * 10
+    pool = 6 * 28 * 28 + 16 * 10 * 10         # the second in conv2's pass
     dense = 2 * (400 * 120 + 120 * 84 + 84 * 10)
     assert p._flops == conv + pool + dense
     assert plan._SERIAL_FLOPS > p._flops / 2

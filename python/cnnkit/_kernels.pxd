@@ -18,6 +18,7 @@ cdef extern from "cnnkit.h" nogil:
         int im2col_only
         int winograd
         ptrdiff_t groups
+        int pool
 
     ctypedef struct cnnkit_pool2d_geom:
         ptrdiff_t planes, h, w

@@ -416,6 +416,7 @@ cdef object _conv_geom(cnnkit_conv2d_geom *g, tuple xs, tuple ws,
     g.im2col_only = not direct
     g.winograd = 0
     g.groups = ng
+    g.pool = 0
     return (n, k, oh, ow)
 
 
@@ -433,6 +434,18 @@ def _conv_forward_path(x_shape, w_shape, stride, padding, dilation, dtype,
     f64 = np.dtype(dtype) == np.float64
     return ("direct" if cnnkit_conv_direct_applies(&g, _nthreads(), f64)
             else "im2col")
+
+
+def _conv_pools(x_shape, w_shape, stride, padding, dilation, dtype):
+    """Whether the forward of this convolution (x_shape (C, H, W), padding
+    (top, bottom, left, right)) can end with a 2x2 max pooling of stride
+    2 in the same pass (a compiled plan's fused step)."""
+    cdef cnnkit_conv2d_geom g
+    _conv_geom(&g, (1,) + tuple(x_shape), tuple(w_shape), stride, padding,
+               dilation, True)
+    g.pool = 1
+    return bool(cnnkit_conv_direct_applies(&g, 1,
+                                           np.dtype(dtype) == np.float64))
 
 
 cdef int _winograd_flag(object winograd) except? -2:
@@ -2221,6 +2234,15 @@ cdef class PlanProgram:
             s.conv = cg
             s.conv.n = 0
             k = shape[1]
+            oh, ow = shape[2], shape[3]
+            if spec.get("pool"):
+                # a 2x2 max pooling of stride 2 in the same pass (asked of
+                # one image: the step's n is set per batch)
+                s.conv.pool = cg.pool = 1
+                if not cnnkit_conv_direct_applies(&cg, 1, dt == np.float64):
+                    raise ValueError("plan: this conv cannot pool in its "
+                                     "pass")
+                oh, ow = oh // 2, ow // 2
             s.w = _plan_array(weight, dt, weight.size, "conv weight", keep)
             s.b = _plan_array(spec.get("bias"), dt, k, "conv bias", keep)
             # the weights packed once for the direct path's forward
@@ -2238,7 +2260,7 @@ cdef class PlanProgram:
             if s.act not in (CNNKIT_ACT_NONE, CNNKIT_ACT_RELU):
                 raise ValueError("plan: conv takes only a ReLU epilogue")
             ins = [(spec["in0"], c * h * w)]
-            osize = k * shape[2] * shape[3]
+            osize = k * oh * ow
         elif op == "dense":
             weight = spec["weight"]
             if not isinstance(weight, np.ndarray) or weight.ndim != 2 or \

@@ -31,8 +31,10 @@ from ._kernels import (gelu_backward, gelu_forward, leaky_relu_backward,
 # Data augmentation (cnnkit.transforms): the per-image draws and the window
 # copy, on arguments the transforms have checked.
 from ._kernels import index_hash, shift_flip_forward, window_draws
-# Compiled inference plans (cnnkit.plan): the checked steps, held in C.
+# Compiled inference plans (cnnkit.plan): the checked steps, held in C,
+# and whether a convolution's pass can end with a 2x2 max pooling.
 from ._kernels import PlanProgram, TrainProgram
+from ._kernels import _conv_pools as conv_pools
 
 __all__ = [
     "as_float", "conv_padding", "conv_output_hw", "Conv2DOp", "DenseOp",

@@ -111,6 +111,16 @@ class _Builder:
             return None
         return r[0]
 
+    @staticmethod
+    def pools_2x2(layer):
+        """Whether layer is a plain 2x2 max pooling of stride 2: no
+        padding, floor mode, no option the plan does not know."""
+        return (type(layer) is L.MaxPool2D and
+                tuple(layer.pool_size) == (2, 2) and
+                tuple(layer.stride) == (2, 2) and
+                not any(layer.padding) and not layer.ceil_mode and
+                not set(layer.get_config()) - _KNOWN[L.MaxPool2D] - {"name"})
+
     def array(self, a):
         return None if a is None else np.ascontiguousarray(a, self.dtype)
 
@@ -165,6 +175,19 @@ class _Builder:
                     self.names.append(g.order[k].layer.name)
                     absorbed.add(k)
                     last = k
+                pool = False
+                k = self.only_reader(last)
+                if kind is L.Conv2D and k is not None and \
+                        self.pools_2x2(g.order[k].layer) and \
+                        _ops.conv_pools(in_shape, w.shape, layer.stride,
+                                        layer._op.padding, layer.dilation,
+                                        self.dtype) and \
+                        layer._op.groups == 1:
+                    # the 2x2 max pooling after it, in the same pass
+                    pool = True
+                    self.names.append(g.order[k].layer.name)
+                    absorbed.add(k)
+                    last = k
                 out = last + 1
                 if kind is L.Dense:
                     step = {"op": "dense", "weight": self.array(w),
@@ -175,7 +198,8 @@ class _Builder:
                             "stride": layer.stride,
                             "padding": layer._op.padding,
                             "dilation": layer.dilation,
-                            "groups": layer._op.groups, "act": act}
+                            "groups": layer._op.groups, "act": act,
+                            "pool": pool}
                 self.emit(step, ins, out, math.prod(g.order[last].output.shape))
             elif kind in (L.BatchNorm2D, L.BatchNorm1D):
                 c = in_shape[0]
@@ -380,6 +404,9 @@ def _flops(step, size):
     op = step["op"]
     if op in ("conv", "dense"):
         w = step["weight"]
+        if step.get("pool"):
+            # size: the pooled output's; the pooling reads 4 per element
+            return 2 * 4 * size * (w.size // w.shape[0]) + 4 * size
         return 2 * size * (w.size // w.shape[0])
     if op in ("max_pool", "avg_pool", "global_max_pool"):
         return math.prod(step["x_shape"])
@@ -420,6 +447,8 @@ def _describe(step):
         text = f"{op} {step['size']} elements"
     if op != "act" and step.get("act"):
         text += f" + {step['act']}"
+    if step.get("pool"):
+        text += " + max_pool 2"
     return f"{text} ({', '.join(step['layers'])})"
 
 
