@@ -454,9 +454,10 @@ static void SFX(ftile_any)(int kv, int px, ptrdiff_t kc, const REAL *wt,
  * pixel t's at tile + t*kv*VL): the bias and the ReLU, then each filter's
  * px pixels stored at y + k*ldy, transposed in registers VL pixels at a
  * time. */
-static void SFX(ftile_store)(int kv, int px, REAL *restrict tile,
-                             const REAL *bias, int relu, REAL *y,
-                             ptrdiff_t ldy)
+/* The bias and the ReLU of a tile of px pixels x kv filter vectors, in
+ * place (the unfused epilogue's operations, in its order). */
+static void SFX(ftile_epilogue)(int kv, int px, REAL *restrict tile,
+                                const REAL *bias, int relu)
 {
     const ptrdiff_t ld = (ptrdiff_t)kv * VL;
     for (int t = 0; t < px; t++)
@@ -469,6 +470,14 @@ static void SFX(ftile_store)(int kv, int px, REAL *restrict tile,
                 v = VRELU(v);
             VSTORE(o, v);
         }
+}
+
+static void SFX(ftile_store)(int kv, int px, REAL *restrict tile,
+                             const REAL *bias, int relu, REAL *y,
+                             ptrdiff_t ldy)
+{
+    const ptrdiff_t ld = (ptrdiff_t)kv * VL;
+    SFX(ftile_epilogue)(kv, px, tile, bias, relu);
     for (int kk = 0; kk < kv; kk++)
         for (int t0 = 0; t0 < px; t0 += VL) {
             const int rows = px - t0 < VL ? px - t0 : VL;
@@ -535,16 +544,7 @@ static void SFX(pool_store)(int kv, int px, REAL *restrict tile,
 {
     const ptrdiff_t ld = (ptrdiff_t)kv * VL;
     REAL pooled[FX_ACC * VL / 4];
-    for (int t = 0; t < 2 * px; t++)
-        for (int kk = 0; kk < kv; kk++) {
-            REAL *o = tile + t * ld + kk * VL;
-            VEC v = VLOAD(o);
-            if (bias)
-                v = VADD(v, VLOAD(bias + kk * VL));
-            if (relu)
-                v = VRELU(v);
-            VSTORE(o, v);
-        }
+    SFX(ftile_epilogue)(kv, 2 * px, tile, bias, relu);
     const REAL *a = tile, *b = tile + px * ld;
     for (int jj = 0; jj < px / 2; jj++)
         for (int kk = 0; kk < kv; kk++) {
