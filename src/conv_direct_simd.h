@@ -480,16 +480,19 @@ static void SFX(ftile_epilogue)(int kv, int px, REAL *restrict tile,
 
 static void SFX(ftile_store)(int kv, int px, REAL *restrict tile,
                              const REAL *bias, int relu, REAL *y,
-                             ptrdiff_t ldy)
+                             ptrdiff_t ldy, ptrdiff_t room)
 {
     const ptrdiff_t ld = (ptrdiff_t)kv * VL;
     SFX(ftile_epilogue)(kv, px, tile, bias, relu);
     for (int kk = 0; kk < kv; kk++)
         for (int t0 = 0; t0 < px; t0 += VL) {
             const int rows = px - t0 < VL ? px - t0 : VL;
+            /* whole vectors where the row has room for them: the lanes
+             * past the tile fall on pixels a later tile of the same row
+             * stores (masked stores cost several cycles each) */
             SFX(transpose_block)(y + (ptrdiff_t)kk * VL * ldy + t0, ldy,
                                  tile + t0 * ld + kk * VL, ld, rows, VL,
-                                 rows);
+                                 room - t0 >= VL ? VL : rows);
         }
 }
 
@@ -517,7 +520,7 @@ static void SFX(fwd_kvec_row)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
                                boff + p0, tile, p0 == 0);
             }
             SFX(ftile_store)(kv, px, tile, bias ? bias + k0 : NULL, relu,
-                             y + k0 * ldy + j0, ldy);
+                             y + k0 * ldy + j0, ldy, width - j0);
             j0 = j1;
         }
         k0 += (ptrdiff_t)kv * VL;
