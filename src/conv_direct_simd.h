@@ -376,6 +376,7 @@ static void SFX(direct_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g,
 #else
 #define FX_ACC 12       /* (16 registers) */
 #endif
+#define ROW_PX 64       /* pixels of a row kept whole (see fwd_kvec_row) */
 #if defined(__clang__)
 #define FUNROLL _Pragma("unroll")
 #else
@@ -504,25 +505,35 @@ static void SFX(fwd_kvec_row)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
                               const REAL *bias, int relu, REAL *y,
                               ptrdiff_t ldy)
 {
-    REAL tile[FX_ACC * VL];
+    /* rows of up to ROW_PX pixels are kept whole and stored once per
+     * filter block, VL pixels per transposition (a 14-wide row: one
+     * masked store per filter instead of one per tile) */
+    REAL tile[FX_ACC * VL], whole_row[ROW_PX * 2 * VL];
+    const int whole = width <= ROW_PX;
     for (ptrdiff_t k0 = ka; k0 < kz;) {
         const int kv = kz - k0 >= 2 * VL && FX_ACC >= 8 ? 2 : 1;
         const ptrdiff_t most = FX_ACC / kv;
+        const REAL *bk = bias ? bias + k0 : NULL;
         /* tiles of about equal width: a short last tile has too few
          * chains to hide the FMA latency */
         const ptrdiff_t ntl = cnnkit_ceil_div(width, most);
         for (ptrdiff_t tl = 0, j0 = 0; tl < ntl; tl++) {
             const ptrdiff_t j1 = width * (tl + 1) / ntl;
             const int px = (int)(j1 - j0);
+            REAL *out = whole ? whole_row + j0 * kv * VL : tile;
             for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
                 const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, crs - p0);
                 SFX(ftile_any)(kv, px, kc, wt + p0 * K + k0, K, xrow + j0,
-                               boff + p0, tile, p0 == 0);
+                               boff + p0, out, p0 == 0);
             }
-            SFX(ftile_store)(kv, px, tile, bias ? bias + k0 : NULL, relu,
-                             y + k0 * ldy + j0, ldy, width - j0);
+            if (!whole)
+                SFX(ftile_store)(kv, px, tile, bk, relu, y + k0 * ldy + j0,
+                                 ldy, width - j0);
             j0 = j1;
         }
+        if (whole)
+            SFX(ftile_store)(kv, (int)width, whole_row, bk, relu,
+                             y + k0 * ldy, ldy, width);
         k0 += (ptrdiff_t)kv * VL;
     }
 }
@@ -630,6 +641,7 @@ static void SFX(fwd_kvec_weights)(REAL *restrict wt, const REAL *restrict w,
     }
 }
 #undef FUNROLL
+#undef ROW_PX
 
 /* Elements of the weights packed for the forward (conv_direct_pack). */
 static ptrdiff_t SFX(direct_packed_size)(const cnnkit_conv2d_geom *g)
