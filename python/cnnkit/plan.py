@@ -49,11 +49,14 @@ _ALIGN = 16                  # offsets per image in multiples of 16 elements
 
 #: A batch of less arithmetic than this (floating-point operations, about
 #: two per multiply-add) runs on one thread: waking a second one costs
-#: more than it saves.  On 2 threads (AMD EPYC, AVX-512), the 8x8 default
-#: network of ``cnnkit train`` (0.18 MFLOP per image) ran 1.6-2x faster
-#: on one thread at batches of 1-2, 1.2x at 4; LeNet-5 (0.83 MFLOP) ran
-#: 1.15x faster on two at batch 1.
-_SERIAL_FLOPS = 5e5
+#: more than it saves, or risks more.  On 2 threads (AMD EPYC, AVX-512),
+#: the 8x8 default network of ``cnnkit train`` (0.18 MFLOP per image) ran
+#: 1.6-2x faster on one thread at batches of 1-2, 1.2x at 4; LeNet-5 (0.83
+#: MFLOP) ran 1.1x faster on two at batch 1 on an idle machine (25 against
+#: 28 us), and 1.25x slower (a median of 34.6 against 28 us, single runs
+#: up to 37) while the host held the other core -- the case of a training
+#: step of the same size (trainer._SERIAL_STEP_FLOPS).
+_SERIAL_FLOPS = 1e6
 
 _ACTIVATIONS = {L.ReLU: "relu", L.Sigmoid: "sigmoid", L.Tanh: "tanh",
                 L.SiLU: "silu"}
