@@ -377,6 +377,8 @@ static void SFX(direct_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g,
 #define FX_ACC 12       /* (16 registers) */
 #endif
 #define ROW_PX 64       /* pixels of a row kept whole (see fwd_kvec_row) */
+/* full unrolling of the tiles' loops over their accumulators (up to 27):
+ * what keeps them in registers */
 #if defined(__clang__)
 #define FUNROLL _Pragma("unroll")
 #else
@@ -457,10 +459,6 @@ static void SFX(ftile_any)(int kv, int px, ptrdiff_t kc, const REAL *wt,
 #undef FT_PX
 #undef FT_CASE
 
-/* The epilogue of a tile (sums of px pixels x kv filter vectors at tile,
- * pixel t's at tile + t*kv*VL): the bias and the ReLU, then each filter's
- * px pixels stored at y + k*ldy, transposed in registers VL pixels at a
- * time. */
 /* The bias and the ReLU of a tile of px pixels x kv filter vectors, in
  * place (the unfused epilogue's operations, in its order). */
 static void SFX(ftile_epilogue)(int kv, int px, REAL *restrict tile,
@@ -479,6 +477,10 @@ static void SFX(ftile_epilogue)(int kv, int px, REAL *restrict tile,
         }
 }
 
+/* The epilogue of a tile (sums of px pixels x kv filter vectors at tile,
+ * pixel t's at tile + t*kv*VL): the bias and the ReLU, then each filter's
+ * px pixels stored at y + k*ldy, transposed in registers VL pixels at a
+ * time; room: the pixels left in the row from the tile's first. */
 static void SFX(ftile_store)(int kv, int px, REAL *restrict tile,
                              const REAL *bias, int relu, REAL *y,
                              ptrdiff_t ldy, ptrdiff_t room)
@@ -495,6 +497,17 @@ static void SFX(ftile_store)(int kv, int px, REAL *restrict tile,
                                  tile + t0 * ld + kk * VL, ld, rows, VL,
                                  room - t0 >= VL ? VL : rows);
         }
+}
+
+/* A tile's sums over all C*R*S taps, slab after slab (ftile): kv filter
+ * vectors from filter k0 x px pixels from x. */
+static void SFX(ftile_slabs)(int kv, int px, const REAL *wt, ptrdiff_t crs,
+                             ptrdiff_t K, ptrdiff_t k0, const REAL *x,
+                             const ptrdiff_t *boff, REAL *out)
+{
+    for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC)
+        SFX(ftile_any)(kv, px, CNNKIT_MIN((ptrdiff_t)KC, crs - p0),
+                       wt + p0 * K + k0, K, x, boff + p0, out, p0 == 0);
 }
 
 /* One row of `width` output pixels (at y, filter k's at y + k*ldy) of
@@ -520,12 +533,8 @@ static void SFX(fwd_kvec_row)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
         for (ptrdiff_t tl = 0, j0 = 0; tl < ntl; tl++) {
             const ptrdiff_t j1 = width * (tl + 1) / ntl;
             const int px = (int)(j1 - j0);
-            REAL *out = whole ? whole_row + j0 * kv * VL : tile;
-            for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
-                const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, crs - p0);
-                SFX(ftile_any)(kv, px, kc, wt + p0 * K + k0, K, xrow + j0,
-                               boff + p0, out, p0 == 0);
-            }
+            SFX(ftile_slabs)(kv, px, wt, crs, K, k0, xrow + j0, boff,
+                             whole ? whole_row + j0 * kv * VL : tile);
             if (!whole)
                 SFX(ftile_store)(kv, px, tile, bk, relu, y + k0 * ldy + j0,
                                  ldy, width - j0);
@@ -594,11 +603,8 @@ static void SFX(fwd_kvec_pool)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
         const int kv = kz - k0 >= 2 * VL && FX_ACC >= 8 * 2 ? 2 : 1;
         if (x1 == x0 + width && 2 * width * kv <= FX_ACC) {
             /* the two rows end to end (a flat plane's): one tile */
-            for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
-                const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, crs - p0);
-                SFX(ftile_any)(kv, (int)(2 * width), kc, wt + p0 * K + k0, K,
-                               x0, boff + p0, tile, p0 == 0);
-            }
+            SFX(ftile_slabs)(kv, (int)(2 * width), wt, crs, K, k0, x0, boff,
+                             tile);
             SFX(pool_store)(kv, (int)width, tile, bias ? bias + k0 : NULL,
                             relu, y + k0 * ldy, ldy);
             k0 += (ptrdiff_t)kv * VL;
@@ -610,14 +616,9 @@ static void SFX(fwd_kvec_pool)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
             const ptrdiff_t q1 = pairs * (tl + 1) / ntl;
             const int px = (int)(2 * (q1 - q0));
             const ptrdiff_t j0 = 2 * q0;
-            for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
-                const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, crs - p0);
-                SFX(ftile_any)(kv, px, kc, wt + p0 * K + k0, K, x0 + j0,
-                               boff + p0, tile, p0 == 0);
-                SFX(ftile_any)(kv, px, kc, wt + p0 * K + k0, K, x1 + j0,
-                               boff + p0, tile + (ptrdiff_t)px * kv * VL,
-                               p0 == 0);
-            }
+            SFX(ftile_slabs)(kv, px, wt, crs, K, k0, x0 + j0, boff, tile);
+            SFX(ftile_slabs)(kv, px, wt, crs, K, k0, x1 + j0, boff,
+                             tile + (ptrdiff_t)px * kv * VL);
             SFX(pool_store)(kv, px, tile, bias ? bias + k0 : NULL, relu,
                             y + k0 * ldy + q0, ldy);
             q0 = q1;
@@ -640,7 +641,6 @@ static void SFX(fwd_kvec_weights)(REAL *restrict wt, const REAL *restrict w,
                 wt[q * K + k] = w[k * crs + q];
     }
 }
-#undef FUNROLL
 #undef ROW_PX
 
 /* Elements of the weights packed for the forward (conv_direct_pack). */
@@ -941,11 +941,6 @@ static void SFX(lane_sums)(REAL *restrict sums, const REAL *restrict acc)
 #define KV_TAPS 12      /* (16 registers) */
 #endif
 #define KV_ROWS 9       /* (channel, kernel row) pairs of a tile at most */
-#if defined(__clang__)
-#define KUNROLL _Pragma("unroll")
-#else
-#define KUNROLL _Pragma("GCC unroll 32")
-#endif
 #ifndef KV_CHUNK
 #define KV_CHUNK 262144 /* elements of a chunk's transposed gy and planes */
 #endif
@@ -1008,9 +1003,9 @@ SFX(ktile)(const int kv, const int ch, const int rows, const int S,
 {
     VEC a[2][KV_TAPS];
     const int taps = ch * rows * S;
-    KUNROLL
+    FUNROLL
     for (int kk = 0; kk < kv; kk++)
-        KUNROLL
+        FUNROLL
         for (int t = 0; t < taps; t++)
             a[kk][t] = first ? VZERO()
                              : VLOAD(acc + t / (rows * S) * ldc +
@@ -1020,28 +1015,28 @@ SFX(ktile)(const int kv, const int ch, const int rows, const int S,
         /* one pointer per (channel, kernel row), the taps at fixed
          * displacements */
         const REAL *restrict xq[KV_ROWS];
-        KUNROLL
+        FUNROLL
         for (int u = 0; u < ch * rows; u++)
             xq[u] = xr + u / rows * cs + (i * sh + u % rows) * wp;
         for (ptrdiff_t j = 0, jx = 0; j < ow; j++, gp += ldg, jx += sw) {
             VEC gv[2];
-            KUNROLL
+            FUNROLL
             for (int kk = 0; kk < kv; kk++)
                 gv[kk] = VLOAD(gp + kk * VL);
-            KUNROLL
+            FUNROLL
             for (int u = 0; u < ch * rows; u++)
-                KUNROLL
+                FUNROLL
                 for (int s = 0; s < S; s++) {
                     const VEC xv = VBCAST(xq[u] + jx + s);
-                    KUNROLL
+                    FUNROLL
                     for (int kk = 0; kk < kv; kk++)
                         a[kk][u * S + s] = VFMA(gv[kk], xv, a[kk][u * S + s]);
                 }
         }
     }
-    KUNROLL
+    FUNROLL
     for (int kk = 0; kk < kv; kk++)
-        KUNROLL
+        FUNROLL
         for (int t = 0; t < taps; t++)
             VSTORE(acc + t / (rows * S) * ldc + t % (rows * S) * ldt +
                        kk * VL,
@@ -1240,7 +1235,6 @@ static void SFX(conv_kvec_weight)(REAL *gw, ptrdiff_t wstride,
     }
 }
 #undef KT_FITS
-#undef KUNROLL
 #undef KV_TAPS
 #undef KV_ROWS
 
@@ -1369,6 +1363,7 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
 }
 
 #undef WACC
+#undef FUNROLL
 #undef WSUMS
 #undef WUNROLL
 #undef DIRECT_COPY_MAX

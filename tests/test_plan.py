@@ -614,6 +614,18 @@ def test_other_poolings_stay_steps_of_their_own(pool):
     assert p.run(x).tobytes() == model.forward(x).tobytes()
 
 
+def test_a_grouped_conv_before_a_pooling_compiles():
+    # grouped filters take no filter-vector tiles: the pooling stays a step
+    model = _pool_chain(np.float32, (4, 8, 8),
+                        dict(filters=32, kernel_size=3, groups=2),
+                        dict(pool_size=2))
+    p = plan.compile(model)
+    x = _x(model, 3)
+    labels = [lab for lab, _ in p.profile(x, 1)]
+    assert labels[1].startswith("max_pool")
+    assert p.run(x).tobytes() == model.forward(x).tobytes()
+
+
 def test_a_pooled_conv_output_read_twice_is_not_fused():
     # the convolution's output feeds the pooling and a second branch
     inp = cnnkit.Input((8, 6, 6))

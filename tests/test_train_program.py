@@ -294,7 +294,7 @@ def test_small_steps_run_on_one_thread(monkeypatch):
     per_sample = 2 * (6 * 25 * 784 + 16 * 150 * 100 + 400 * 120 +
                       120 * 84 + 84 * 10)
     assert flops == {1: per_sample, 2: 2 * per_sample}
-    assert per_sample < T._SERIAL_STEP_FLOPS < 2 * per_sample
+    assert per_sample < T._SERIAL_FLOPS < 2 * per_sample
 
 
 def test_strided_rows_and_custom_optimizer_steps(monkeypatch):

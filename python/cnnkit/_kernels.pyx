@@ -436,16 +436,22 @@ def _conv_forward_path(x_shape, w_shape, stride, padding, dilation, dtype,
             else "im2col")
 
 
-def _conv_pools(x_shape, w_shape, stride, padding, dilation, dtype):
+def _conv_pools(x_shape, w_shape, stride, padding, dilation, dtype,
+                groups=1):
     """Whether the forward of this convolution (x_shape (C, H, W), padding
     (top, bottom, left, right)) can end with a 2x2 max pooling of stride
     2 in the same pass (a compiled plan's fused step)."""
     cdef cnnkit_conv2d_geom g
     _conv_geom(&g, (1,) + tuple(x_shape), tuple(w_shape), stride, padding,
-               dilation, True)
+               dilation, True, groups)
+    return _geom_pools(&g, np.dtype(dtype) == np.float64)
+
+
+cdef bint _geom_pools(cnnkit_conv2d_geom *g, bint f64):
+    """Sets g's pooling and says whether the direct forward takes it (for
+    one image: g.n is 1)."""
     g.pool = 1
-    return bool(cnnkit_conv_direct_applies(&g, 1,
-                                           np.dtype(dtype) == np.float64))
+    return cnnkit_conv_direct_applies(g, 1, f64) != 0
 
 
 cdef int _winograd_flag(object winograd) except? -2:
@@ -2238,8 +2244,8 @@ cdef class PlanProgram:
             if spec.get("pool"):
                 # a 2x2 max pooling of stride 2 in the same pass (asked of
                 # one image: the step's n is set per batch)
-                s.conv.pool = cg.pool = 1
-                if not cnnkit_conv_direct_applies(&cg, 1, dt == np.float64):
+                s.conv.pool = 1
+                if not _geom_pools(&cg, dt == np.float64):
                     raise ValueError("plan: this conv cannot pool in its "
                                      "pass")
                 oh, ow = oh // 2, ow // 2

@@ -54,8 +54,8 @@ _ALIGN = 16                  # offsets per image in multiples of 16 elements
 #: 1.6-2x faster on one thread at batches of 1-2, 1.2x at 4; LeNet-5 (0.83
 #: MFLOP) ran 1.1x faster on two at batch 1 on an idle machine (25 against
 #: 28 us), and 1.25x slower (a median of 34.6 against 28 us, single runs
-#: up to 37) while the host held the other core -- the case of a training
-#: step of the same size (trainer._SERIAL_STEP_FLOPS).
+#: up to 37) while the host held the other core.  A compiled training
+#: step whose forward pass is under it runs on one thread too.
 _SERIAL_FLOPS = 1e6
 
 _ACTIVATIONS = {L.ReLU: "relu", L.Sigmoid: "sigmoid", L.Tanh: "tanh",
@@ -184,8 +184,7 @@ class _Builder:
                         self.pools_2x2(g.order[k].layer) and \
                         _ops.conv_pools(in_shape, w.shape, layer.stride,
                                         layer._op.padding, layer.dilation,
-                                        self.dtype) and \
-                        layer._op.groups == 1:
+                                        self.dtype, layer._op.groups):
                     # the 2x2 max pooling after it, in the same pass
                     pool = True
                     self.names.append(g.order[k].layer.name)

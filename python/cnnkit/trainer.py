@@ -49,6 +49,7 @@ from . import optim
 from ._context import Arena, StepContext
 from ._graph import ABSORBED, FUSED
 from .callbacks import Callback, History
+from .plan import _SERIAL_FLOPS
 
 __all__ = ["Trainer", "evaluate"]
 
@@ -302,7 +303,12 @@ class Trainer:
         self.model._weights_changed()
         program.run(xb, yb, None if swb is None else swb[lo:hi], norm,
                     self.label_smoothing,
-                    nthreads=1 if flops < _SERIAL_STEP_FLOPS else 0)
+                    # a step whose forward is under the plans' limit (on 2
+                    # threads, LeNet-5's at batch 1, 0.83 MFLOP: 67.8 us on
+                    # one thread, 68.9 on two and up to 1.3x longer while
+                    # another process held a core; at batch 2 two threads
+                    # were 1.15x faster)
+                    nthreads=1 if flops < _SERIAL_FLOPS else 0)
         ctx.trees_taken.update(taken)
         return program.losses, program.hit
 
@@ -557,15 +563,6 @@ class BatchSums:
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         return out.reshape(shape)
-
-
-#: A compiled step whose forward pass is less arithmetic than this
-#: (floating-point operations, about two per multiply-add) runs on one
-#: thread.  On 2 threads (AMD EPYC, AVX-512, idle), LeNet-5's step at
-#: batch 1 (0.83 MFLOP forward) took 67.8 us on one thread and 68.9 us on
-#: two, and up to 1.3x longer on two while another process held a core;
-#: at batch 2, two threads were 1.15x faster.
-_SERIAL_STEP_FLOPS = 1e6
 
 
 def _compilable(model):
