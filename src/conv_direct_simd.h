@@ -88,6 +88,8 @@ static ptrdiff_t SFX(phase_width)(const cnnkit_conv2d_geom *g)
     return SFX(row_lanes)(g) + (g->s - 1) * g->dil_w / g->stride_w;
 }
 
+static int SFX(fwd_kvec)(const cnnkit_conv2d_geom *g);
+
 /* Whether the direct path computes g; fills the plan if so. */
 static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
                               int split, SFX(direct_plan) *pl)
@@ -110,17 +112,23 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
      * the forward sweeps each image's plane as one flat row (flat_size)
      * that fills half a vector: a small plane then costs one copy and one
      * row of tiles per image instead of an im2col matrix */
-    if (2 * g->ow < VL &&
+    /* -- or a forward at column stride 2 whose filters lie on the vector
+     * axis (fwd_kvec): its tiles broadcast the pixels of a row of any
+     * width, and its copy's phases hold only the pixels they read */
+    const int kvec2 = split && g->stride_w == 2 && SFX(fwd_kvec)(g);
+    if (2 * g->ow < VL && !kvec2 &&
         !(split && 2 * g->oh * g->ow >= VL && SFX(flat_size)(g)))
         return 0;
     /* a strided row leaves no lanes to the flat sweep: measured, it pays
      * only when its rows leave at most a fifth of the lanes idle (16 of
      * 16: 1.4-1.9x the im2col path; 8 of 16: 0.7x) */
     const ptrdiff_t lanes = SFX(row_lanes)(g);
-    if (g->stride_w == 2 && 5 * (lanes - g->ow) > lanes)
+    if (g->stride_w == 2 && !kvec2 && 5 * (lanes - g->ow) > lanes)
         return 0;
     const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
-    const ptrdiff_t wp = g->stride_w * SFX(phase_width)(g);
+    const ptrdiff_t wp =
+        g->stride_w * (kvec2 ? g->ow + (g->s - 1) * g->dil_w / 2
+                             : SFX(phase_width)(g));
     const ptrdiff_t span = (g->r - 1) * g->dil_h + 1;
     /* row blocks: enough tasks for the threads (if split), copies of
      * bounded size */
@@ -275,6 +283,38 @@ static void SFX(flat_fill_rows)(REAL *restrict buf, const REAL *restrict xn,
         tail[j] = 0;
 }
 
+/* One phase of a padded row split at column stride 2: d[v] = src[2v +
+ * off] for 0 <= 2v + off < w, else 0, for v in [0, wq) -- vectors of the
+ * even elements of two loads, a masked pair at the end (the elementwise
+ * loop, a scalar copy per element, took a third of a stride-2 layer). */
+static void SFX(split_phase)(REAL *restrict d, const REAL *restrict src,
+                             ptrdiff_t off, ptrdiff_t wq, ptrdiff_t w)
+{
+    ptrdiff_t lo = off >= 0 ? 0 : cnnkit_ceil_div(-off, 2);
+    ptrdiff_t hi = w - 1 - off < 0 ? 0 : (w - 1 - off) / 2 + 1;
+    lo = CNNKIT_MIN(lo, wq);
+    hi = CNNKIT_MAX(lo, CNNKIT_MIN(hi, wq));
+    for (ptrdiff_t v = 0; v < lo; v++)
+        d[v] = 0;
+    ptrdiff_t v = lo;
+    for (; v + VL <= hi; v += VL) {
+        /* reads src[2v + off, ..., 2(v + VL - 1) + off] */
+        const REAL *sp = src + 2 * v + off;
+        const VEC b = VLOAD_M(sp + VL, VMASK(VL - 1));
+        VSTORE(d + v, VEVEN(VLOAD(sp), b));
+    }
+    if (v < hi) {
+        const ptrdiff_t need = 2 * (hi - v) - 1;
+        const REAL *sp = src + 2 * v + off;
+        const VEC a = VLOAD_M(sp, VMASK((int)CNNKIT_MIN(need, (ptrdiff_t)VL)));
+        const VEC b = VLOAD_M(
+            sp + VL, VMASK((int)CNNKIT_MAX(need - VL, (ptrdiff_t)0)));
+        VSTORE_M(d + v, VMASK((int)(hi - v)), VEVEN(a, b));
+    }
+    for (v = hi; v < wq; v++)
+        d[v] = 0;
+}
+
 /* The copy of image xn a task with output rows [i0, i1) reads: the flat
  * layout's planes, or the padded input rows -- local row l of channel c is
  * input row i0*sh - ph + l, shifted right by pw; everything outside the
@@ -307,11 +347,13 @@ static void SFX(direct_fill)(REAL *restrict buf, const REAL *restrict xn,
                 ptrdiff_t ih = i0 * g->stride_h - g->pad_h + l;
                 const REAL *restrict src = ih >= 0 && ih < g->h ?
                                            xc + ih * g->w : NULL;
-                for (ptrdiff_t v = 0; v < half; v++) {
-                    const ptrdiff_t u0 = 2 * v - g->pad_w, u1 = u0 + 1;
-                    even[v] = src && u0 >= 0 && u0 < g->w ? src[u0] : 0;
-                    odd[v] = src && u1 >= 0 && u1 < g->w ? src[u1] : 0;
+                if (!src) {
+                    for (ptrdiff_t v = 0; v < wp; v++)
+                        even[v] = 0;
+                    continue;
                 }
+                SFX(split_phase)(even, src, -g->pad_w, half, g->w);
+                SFX(split_phase)(odd, src, 1 - g->pad_w, half, g->w);
             }
         }
         return;

@@ -969,7 +969,20 @@ DIRECT = [  # (n, c, h, w, k, r, s, stride, (top, bottom, left, right), dil)
     (1, 2, 9, 9, 64, 6, 5, (1, 1), (0, 1, 0, 1), (1, 1)),
     (2, 3, 7, 7, 16, 3, 3, (3, 3), (0, 2, 1, 0), (1, 1)),
 ]
+# column stride 2 with filters a multiple of two vectors: the forward
+# broadcasts the phases' pixels against vectors of filters, rows of any
+# width (ResNet's 32 -> 64 downsampling: 8 wide; 5 and 3 wide; dilation;
+# padding past the row; three vectors of filters at 5x5)
+KVEC_S2 = [
+    (2, 32, 16, 16, 64, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
+    (1, 8, 9, 9, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
+    (2, 8, 8, 15, 32, 3, 3, (1, 2), (0, 1, 2, 0), (1, 2)),
+    (1, 8, 5, 6, 32, 3, 3, (2, 2), (3, 2, 4, 3), (1, 1)),
+    (1, 4, 11, 13, 48, 5, 5, (2, 2), (2, 2, 2, 2), (1, 1)),
+]
+DIRECT += KVEC_S2
 direct_seen = 0
+extra["kvec_s2_paths"] = []
 for dt in (np.float32, np.float64):
     for n, c, h, wd, k, r, s, st, pad, dil in DIRECT:
         x = rng.standard_normal((n, c, h, wd)).astype(dt)
@@ -981,6 +994,8 @@ for dt in (np.float32, np.float64):
                f"{(n, c, h, wd, k, r, s, st, pad, dil)}")
         path = K._conv_forward_path(x.shape, w.shape, st, pad, dil, dt)
         direct_seen += path == "direct"
+        if (n, c, h, wd, k, r, s, st, pad, dil) in KVEC_S2:
+            extra["kvec_s2_paths"].append(path)
         if K._conv_forward_path(x.shape, w.shape, st, pad, dil, dt,
                                 direct=False) != "im2col":
             variant.append(f"{tag}: direct=False does not report im2col")
@@ -1064,11 +1079,14 @@ def test_direct_convolution_where_it_applies(path):
     # with C*R*S above the slab depth or outputs under half a vector wide);
     # the generic path always lowers onto the GEMM.  Either way the bits
     # equal the im2col path's (test_simd_path_conv2d_bits_do_not_depend_...).
-    seen = run_simd(path, CONV_CHECKER)["direct_seen"]
+    res = run_simd(path, CONV_CHECKER)
+    seen = res["direct_seen"]
     if path == "generic":
         assert seen == 0
     else:
-        assert seen >= 20
+        assert seen >= 25
+        # stride 2 with vectors of filters: direct whatever the row width
+        assert res["kvec_s2_paths"] == ["direct"] * 10
 
 
 # ==========================================================================
