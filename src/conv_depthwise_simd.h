@@ -77,30 +77,16 @@ static void SFX(dw_fill_simd)(REAL *restrict buf, const REAL *restrict xc,
                 continue;
             }
             const REAL *restrict src = xc + ih * g->w;
+            if (sw == 2) {  /* vectors of the even elements */
+                SFX(split_phase)(d, src, off, wq, g->w);
+                continue;
+            }
             for (ptrdiff_t v = 0; v < lo; v++)
                 d[v] = 0;
             ptrdiff_t v = lo;
             if (sw == 1) {
                 SFX(dw_copy)(d + lo, src + lo + off, hi - lo);
                 v = hi;
-            } else if (sw == 2) { /* vectors of the even elements */
-                for (; v + VL <= hi; v += VL) {
-                    /* reads src[2v + off, ..., 2(v + VL - 1) + off] */
-                    const REAL *sp = src + 2 * v + off;
-                    const VEC b = VLOAD_M(sp + VL, VMASK(VL - 1));
-                    VSTORE(d + v, VEVEN(VLOAD(sp), b));
-                }
-                if (v < hi) {
-                    const ptrdiff_t need = 2 * (hi - v) - 1;
-                    const REAL *sp = src + 2 * v + off;
-                    const VEC a = VLOAD_M(
-                        sp, VMASK((int)CNNKIT_MIN(need, (ptrdiff_t)VL)));
-                    const VEC b = VLOAD_M(
-                        sp + VL,
-                        VMASK((int)CNNKIT_MAX(need - VL, (ptrdiff_t)0)));
-                    VSTORE_M(d + v, VMASK((int)(hi - v)), VEVEN(a, b));
-                    v = hi;
-                }
             }
             for (; v < hi; v++)
                 d[v] = src[v * sw + off];
