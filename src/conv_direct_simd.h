@@ -90,6 +90,15 @@ static ptrdiff_t SFX(phase_width)(const cnnkit_conv2d_geom *g)
 
 static int SFX(fwd_kvec)(const cnnkit_conv2d_geom *g);
 
+/* Whether a forward with filters on the vector axis sweeps output rows
+ * of any width: at column stride 2 (no flat layout).  (At stride 1,
+ * rows of 7-14 pixels swept as rows instead of flat planes measured
+ * 0.95-1.07x, 1 thread, interleaved.) */
+static int SFX(fwd_rows)(const cnnkit_conv2d_geom *g)
+{
+    return g->stride_w == 2 && SFX(fwd_kvec)(g);
+}
+
 /* Whether the direct path computes g; fills the plan if so. */
 static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
                               int split, SFX(direct_plan) *pl)
@@ -112,23 +121,24 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
      * the forward sweeps each image's plane as one flat row (flat_size)
      * that fills half a vector: a small plane then costs one copy and one
      * row of tiles per image instead of an im2col matrix */
-    /* -- or a forward at column stride 2 whose filters lie on the vector
-     * axis (fwd_kvec): its tiles broadcast the pixels of a row of any
-     * width, and its copy's phases hold only the pixels they read */
-    const int kvec2 = split && g->stride_w == 2 && SFX(fwd_kvec)(g);
-    if (2 * g->ow < VL && !kvec2 &&
+    /* -- or a forward whose filters lie on the vector axis (fwd_kvec)
+     * and sweeps rows (fwd_rows): its tiles broadcast the pixels of a
+     * row of any width, and its copy's rows hold only the pixels read */
+    const int krows = split && SFX(fwd_rows)(g);
+    if (2 * g->ow < VL && !krows &&
         !(split && 2 * g->oh * g->ow >= VL && SFX(flat_size)(g)))
         return 0;
     /* a strided row leaves no lanes to the flat sweep: measured, it pays
      * only when its rows leave at most a fifth of the lanes idle (16 of
      * 16: 1.4-1.9x the im2col path; 8 of 16: 0.7x) */
     const ptrdiff_t lanes = SFX(row_lanes)(g);
-    if (g->stride_w == 2 && !kvec2 && 5 * (lanes - g->ow) > lanes)
+    if (g->stride_w == 2 && !krows && 5 * (lanes - g->ow) > lanes)
         return 0;
     const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
     const ptrdiff_t wp =
-        g->stride_w * (kvec2 ? g->ow + (g->s - 1) * g->dil_w / 2
-                             : SFX(phase_width)(g));
+        g->stride_w *
+        (krows ? g->ow + (g->s - 1) * g->dil_w / g->stride_w
+               : SFX(phase_width)(g));
     const ptrdiff_t span = (g->r - 1) * g->dil_h + 1;
     /* row blocks: enough tasks for the threads (if split), copies of
      * bounded size */
@@ -151,7 +161,7 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
     pl->apsize = SFX(round16)(cnnkit_ceil_div(g->k, MR) * MR * crs);
     pl->copy = SFX(round16)(g->c * pl->lr * wp);
     pl->flat = 0;
-    const ptrdiff_t flat = SFX(flat_size)(g);
+    const ptrdiff_t flat = krows ? 0 : SFX(flat_size)(g);
     if (flat) {
         pl->flat = 1;
         pl->rb = g->oh;
@@ -219,7 +229,8 @@ static void SFX(flat_map)(int32_t *restrict map, const cnnkit_conv2d_geom *g,
  * copied next to a zero, then every element of its planes gathered from
  * there -- one gather per element instead of a few-element copy per row;
  * a vector of zeros follows the planes.  For rows of at most
- * FLAT_GATHER_MAX pixels: measured against the row copies (1 and 2
+ * FLAT_GATHER_MAX pixels wider than a vector (flat_fill_vec takes rows up
+ * to a vector); measured against the row copies (1 and 2
  * threads, AVX-512, the im2col path as control), 1.3-1.5x faster on
  * 16x4x4 -> 32 (3x3) layers, 1.1x on 64x8x8 -> 64 at batch 1; 0.9x on
  * LeNet's 6x14x14 -> 16 (5x5, rows of 10). */
@@ -243,6 +254,40 @@ static void SFX(flat_fill)(REAL *restrict buf, const REAL *restrict xn,
     }
     for (ptrdiff_t j = 0; j < VL; j++)
         tail[j] = 0;
+}
+
+/* The shifted planes of image xn (see flat_size) for rows of at most a
+ * vector: each row one masked load (lanes outside the image 0) and one
+ * whole store, in increasing order, so that the lanes a store puts past
+ * its row fall where later rows are stored -- the last ones on the zeros
+ * that follow the planes.  Against flat_fill's gathers and the row
+ * copies (1 thread, calls interleaved): 64 -> 64 on 8x8 1.09-1.17x (batch
+ * 1-64), 7x7 1.09x, 16 -> 32 on 6x6 and 8x8 1.16-1.22x, LeNet-5's second
+ * layer (10-wide rows) 1.14-1.29x, 1 -> 16 on 8x8 1.2x; 4x4 planes
+ * 0.97-1.02x. */
+static void SFX(flat_fill_vec)(REAL *restrict buf, const REAL *restrict xn,
+                               const cnnkit_conv2d_geom *g,
+                               const SFX(direct_plan) *pl)
+{
+    const ptrdiff_t hp = pl->lr, ow = g->ow;
+    REAL *dst = buf;
+    for (ptrdiff_t c = 0; c < g->c; c++)
+        for (ptrdiff_t s = 0; s < g->s; s++) {
+            const ptrdiff_t shift = s * g->dil_w - g->pad_w;
+            /* lanes j with 0 <= j + shift < w come from the input */
+            const ptrdiff_t ja = CNNKIT_MIN(ow, CNNKIT_MAX(0, -shift));
+            const ptrdiff_t jb = CNNKIT_MAX(ja, CNNKIT_MIN(ow, g->w - shift));
+            const MASK m = VMASK2((int)ja, (int)jb);
+            for (ptrdiff_t l = 0; l < hp; l++, dst += ow) {
+                const ptrdiff_t ih = l - g->pad_h;
+                /* a masked load reads only its lanes' elements */
+                const VEC v = ih >= 0 && ih < g->h && ja < jb
+                    ? VLOAD_M(xn + (c * g->h + ih) * g->w + shift, m)
+                    : VZERO();
+                VSTORE(dst, v);
+            }
+        }
+    VSTORE(dst, VZERO());
 }
 
 /* The shifted planes of image xn (see flat_size): plane (c, s) row l is
@@ -325,6 +370,10 @@ static void SFX(direct_fill)(REAL *restrict buf, const REAL *restrict xn,
                              ptrdiff_t i1, const ptrdiff_t *boff)
 {
     if (pl->flat) {
+        if (g->ow <= VL) {
+            SFX(flat_fill_vec)(buf, xn, g, pl);
+            return;
+        }
         if (g->ow <= FLAT_GATHER_MAX)
             SFX(flat_fill)(buf, xn, g, pl,
                            (const int32_t *)(const void *)(

@@ -34,6 +34,7 @@
 #define VMASK(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), \
                                     _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #define VLOAD_M(p, m) _mm256_maskload_ps((p), (m))
+#define VMASK2(a, b) _mm256_andnot_si256(VMASK(a), VMASK(b)) /* [a, b) */
 #define VSTORE_M(p, m, v) _mm256_maskstore_ps((p), (m), (v))
 #define REAL float
 #define SFX(name) name##_f32_avx2
@@ -81,6 +82,7 @@
 #define VMASK(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), \
                                     _mm256_setr_epi64x(0, 1, 2, 3))
 #define VLOAD_M(p, m) _mm256_maskload_pd((p), (m))
+#define VMASK2(a, b) _mm256_andnot_si256(VMASK(a), VMASK(b)) /* [a, b) */
 #define VSTORE_M(p, m, v) _mm256_maskstore_pd((p), (m), (v))
 #define REAL double
 #define SFX(name) name##_f64_avx2

@@ -17,6 +17,7 @@
 #undef VMAXSEL
 #undef VMASK
 #undef VLOAD_M
+#undef VMASK2
 #undef VSTORE_M
 #undef REAL
 #undef SFX
