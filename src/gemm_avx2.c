@@ -35,6 +35,9 @@
                                     _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
 #define VLOAD_M(p, m) _mm256_maskload_ps((p), (m))
 #define VMASK2(a, b) _mm256_andnot_si256(VMASK(a), VMASK(b)) /* [a, b) */
+#define VMASKB(b) _mm256_cmpeq_epi32(_mm256_and_si256(                 \
+    _mm256_set1_epi32((int)(b)), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, \
+    128)), _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128))
 #define VSTORE_M(p, m, v) _mm256_maskstore_ps((p), (m), (v))
 #define REAL float
 #define SFX(name) name##_f32_avx2
@@ -83,6 +86,9 @@
                                     _mm256_setr_epi64x(0, 1, 2, 3))
 #define VLOAD_M(p, m) _mm256_maskload_pd((p), (m))
 #define VMASK2(a, b) _mm256_andnot_si256(VMASK(a), VMASK(b)) /* [a, b) */
+#define VMASKB(b) _mm256_cmpeq_epi64(_mm256_and_si256(                 \
+    _mm256_set1_epi64x((long long)(b)), _mm256_setr_epi64x(1, 2, 4, 8)),   \
+    _mm256_setr_epi64x(1, 2, 4, 8))
 #define VSTORE_M(p, m, v) _mm256_maskstore_pd((p), (m), (v))
 #define REAL double
 #define SFX(name) name##_f64_avx2

@@ -36,6 +36,7 @@
         _mm512_cmp_ps_mask((v), (v), _CMP_UNORD_Q), (m), (v))
 #define VLOAD_M(p, m) _mm512_maskz_loadu_ps((m), (p))
 #define VMASK2(a, b) ((MASK)(VMASK(b) & ~VMASK(a)))  /* lanes [a, b) */
+#define VMASKB(b) ((MASK)(b))   /* lanes of the set bits */
 #define VSTORE_M(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
 #define REAL float
 #define SFX(name) name##_f32_avx512
@@ -86,6 +87,7 @@
         _mm512_cmp_pd_mask((v), (v), _CMP_UNORD_Q), (m), (v))
 #define VLOAD_M(p, m) _mm512_maskz_loadu_pd((m), (p))
 #define VMASK2(a, b) ((MASK)(VMASK(b) & ~VMASK(a)))  /* lanes [a, b) */
+#define VMASKB(b) ((MASK)(b))   /* lanes of the set bits */
 #define VSTORE_M(p, m, v) _mm512_mask_storeu_pd((p), (m), (v))
 #define REAL double
 #define SFX(name) name##_f64_avx512

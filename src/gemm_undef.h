@@ -18,6 +18,7 @@
 #undef VMASK
 #undef VLOAD_M
 #undef VMASK2
+#undef VMASKB
 #undef VSTORE_M
 #undef REAL
 #undef SFX

@@ -953,6 +953,13 @@ DIRECT = [  # (n, c, h, w, k, r, s, stride, (top, bottom, left, right), dil)
     # as one flat row (cnnkit train's default network's second conv)
     (3, 16, 4, 4, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
     (2, 3, 5, 3, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    # ... as wide as the input: each shifted plane the input's plane at an
+    # offset, masked (dilation, asymmetric padding, vectors wholly in the
+    # padding, planes of 7 and of 1 column)
+    (2, 4, 6, 6, 32, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2)),
+    (1, 5, 5, 5, 16, 3, 3, (1, 1), (0, 2, 2, 0), (1, 1)),
+    (2, 3, 2, 7, 8, 3, 3, (1, 1), (5, 5, 1, 1), (1, 1)),
+    (1, 6, 9, 1, 4, 3, 1, (1, 1), (1, 1, 0, 0), (1, 1)),
     # column stride 2: the copy splits each padded row into its even and
     # odd columns (ResNet's downsampling layer; odd widths, dilation, pad)
     (1, 16, 32, 32, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1)),
