@@ -96,6 +96,13 @@ typedef struct cnnkit_conv2d_geom {
      * (cnnkit_conv_direct_applies tells where); 0 (a zeroed struct): no
      * pooling. */
     int pool;
+    /* Forward only: a tensor of y's shape added to the convolution's
+     * output after the bias and before the ReLU -- y = relu(conv + bias +
+     * res), each step rounded as the separate passes round it (an add
+     * then cnnkit_relu_forward); the direct path adds it as each task's
+     * rows are done, the others after the whole pass.  NULL (a zeroed
+     * struct): none.  Not with pool. */
+    const void *res;
 } cnnkit_conv2d_geom;
 
 enum { CNNKIT_CONV_FORWARD = 0, CNNKIT_CONV_BACKWARD_DATA = 1,
@@ -578,8 +585,9 @@ enum { CNNKIT_ACT_NONE = 0, CNNKIT_ACT_RELU = 1, CNNKIT_ACT_LEAKY_RELU = 2,
 typedef struct cnnkit_plan_step {
     int op, act;
     double param;            /* LEAKY_RELU's slope; BATCH_NORM's eps      */
-    int flag;                /* AVG_POOL: count_include_pad               */
-    ptrdiff_t in0, in1, out; /* references (in1: ADD and MUL only)        */
+    int flag;                /* AVG_POOL: count_include_pad; CONV: in1 is
+                              * a residual (conv2d_geom's res)           */
+    ptrdiff_t in0, in1, out; /* references (in1: ADD, MUL, CONV's residual) */
     /* ACT, ADD, MUL: size elements.  BATCH_NORM: x (c = rows, hw = size).
      * DENSE: x (rows = f) -> y (size = o), w (f, o) stored transposed,
      * act NONE or RELU.  SOFTMAX: (size) per image.

@@ -129,6 +129,7 @@ static int conv_data_as_forward(const cnnkit_conv2d_geom *g,
         return 0;
     *t = *g;
     t->pool = 0;
+    t->res = NULL;
     t->c = g->k;
     t->h = g->oh;
     t->w = g->ow;

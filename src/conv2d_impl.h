@@ -369,6 +369,20 @@ void SFX(cnnkit_conv2d_forward_packed)(REAL *y, const REAL *x, const REAL *w,
     const ptrdiff_t ng = cnnkit_conv_groups(g), gk = conv_gk(g);
     if (g->n <= 0 || p <= 0 || g->k <= 0)
         return;
+    if (g->res && (g->pool || conv_depthwise(g) ||
+                   cnnkit_conv_winograd_applies(g) ||
+                   !cnnkit_conv_direct_applies(g, nthreads,
+                                               sizeof(REAL) == 8))) {
+        /* the residual after the whole pass (the direct path adds it per
+         * task) */
+        cnnkit_conv2d_geom h = *g;
+        h.res = NULL;
+        SFX(cnnkit_conv2d_forward_packed)(y, x, w, packed, bias, 0, work, &h,
+                                          nthreads);
+        SFX(cnnkit_add_relu)(y, (const REAL *)g->res, g->n * kp, relu,
+                             nthreads);
+        return;
+    }
     if (g->pool) {      /* pooled in the pass: the direct path only */
         SFX(cnnkit_conv_direct)(y, x, w, packed, bias, relu, work, g,
                                 nthreads);

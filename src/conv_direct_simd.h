@@ -831,6 +831,74 @@ static void SFX(conv_direct_pack)(REAL *ap, const REAL *w,
         SFX(pack_a)(ap, w, crs, 0, g->k, crs);
 }
 
+/* A task's rows [i0, i0 + rows) of image n's output (y: the image's), of
+ * filters [ka, kz), by the filter tiles (micro_implicit, micro_stacked):
+ * the copy's rows at buf. */
+static void SFX(fwd_filter_tiles)(REAL *y, const REAL *ap, const REAL *buf,
+                                  const ptrdiff_t *boff,
+                                  const SFX(direct_plan) *pl,
+                                  const cnnkit_conv2d_geom *g, ptrdiff_t i0,
+                                  ptrdiff_t rows, ptrdiff_t width,
+                                  ptrdiff_t ka, ptrdiff_t kz,
+                                  const REAL *bias, int relu)
+{
+    const ptrdiff_t crs = g->c * g->r * g->s, p = g->oh * g->ow;
+    /* filters x slabs outer, so that a packed strip of weights stays
+     * in L1 while it sweeps the task's rows; each element still sees
+     * its slabs in order */
+    for (ptrdiff_t k0 = ka; k0 < kz; k0 += MR) {
+        const ptrdiff_t mr = CNNKIT_MIN((ptrdiff_t)MR, kz - k0);
+        /* rows of at most a vector and at most half a tile of
+         * filters: two rows per tile, each a vector of the tile */
+        const int stack = !pl->flat && width <= VL && NR / VL >= 2 &&
+                          mr * (NR / VL) <= MR && mr <= 6;
+        for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
+            const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, crs - p0);
+            const int last = p0 + kc == crs;
+            const REAL *bk = bias && last ? bias + k0 : NULL;
+            for (ptrdiff_t i = 0; i < rows; i++) {
+                const REAL *xrow = buf + i * g->stride_h * pl->wp;
+                REAL *yrow = y + k0 * p + (i0 + i) * g->ow;
+                if (stack && i + NR / VL <= rows) {
+                    /* NR / VL narrow rows at once (micro_stacked) */
+                    SFX(micro_stacked)(kc, ap + k0 * crs + p0 * MR, xrow,
+                                       boff + p0, g->stride_h * pl->wp,
+                                       yrow, p, g->ow, mr, (int)width,
+                                       p0 == 0, bk, relu && last);
+                    i += NR / VL - 1;
+                    continue;
+                }
+                for (ptrdiff_t j0 = 0; j0 < width; j0 += NR) {
+                    const ptrdiff_t nr =
+                        CNNKIT_MIN((ptrdiff_t)NR, width - j0);
+                    SFX(micro_implicit)(kc, ap + k0 * crs + p0 * MR,
+                                        xrow + j0, boff + p0, yrow + j0,
+                                        p, mr, nr, p0 == 0, bk,
+                                        relu && last);
+                }
+            }
+        }
+    }
+}
+
+/* y[0, m) += r[0, m), then the ReLU when relu: a residual added to the
+ * rows a task has just written (g->res), the bits of an add and then
+ * cnnkit_relu_forward. */
+static void SFX(add_res)(REAL *restrict y, const REAL *restrict r,
+                         ptrdiff_t m, int relu)
+{
+    ptrdiff_t i = 0;
+    for (; i + VL <= m; i += VL) {
+        VEC v = VADD(VLOAD(y + i), VLOAD(r + i));
+        VSTORE(y + i, relu ? VRELU(v) : v);
+    }
+    if (i < m) {
+        const MASK mk = VMASK((int)(m - i));
+        VEC v = VADD(VLOAD_M(y + i, mk), VLOAD_M(r + i, mk));
+        VSTORE_M(y + i, mk, relu ? VRELU(v) : v);
+    }
+}
+
 /* The forward; packed: the weights as conv_direct_pack packs them, or
  * NULL to pack them here. */
 static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
@@ -843,6 +911,9 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
         (g->pool && !SFX(pool_fits)(g, &pl)))
         return;
     const ptrdiff_t crs = g->c * g->r * g->s, p = g->oh * g->ow;
+    /* with a residual, the ReLU follows its add (add_res) */
+    const REAL *res = g->pool ? NULL : (const REAL *)g->res;
+    const int trelu = res ? 0 : relu;
     const ptrdiff_t chw = g->c * g->h * g->w, kp = g->k * p;
     ptrdiff_t *boff = (ptrdiff_t *)(void *)work;
     REAL *copies = work + pl.noff + pl.apsize;
@@ -898,7 +969,7 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
                     x1 = x0 + g->stride_h * pl.wp;
                 }
                 SFX(fwd_kvec_pool)(ap, crs, g->k, x0, x1, boff, g->ow, ka,
-                                   kz, bias, relu, y + n * g->k * kq + u * pw,
+                                   kz, bias, trelu, y + n * g->k * kq + u * pw,
                                    kq);
             }
             continue;
@@ -907,45 +978,18 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
             for (ptrdiff_t i = 0; i < rows; i++)
                 SFX(fwd_kvec_row)(ap, crs, g->k,
                                   buf + i * g->stride_h * pl.wp, boff, width,
-                                  ka, kz, bias, relu,
+                                  ka, kz, bias, trelu,
                                   y + n * kp + (i0 + i) * g->ow, p);
-            continue;
+        } else {
+            SFX(fwd_filter_tiles)(y + n * kp, ap, buf, boff, &pl, g, i0, rows,
+                                  width, ka, kz, bias, trelu);
         }
-        /* filters x slabs outer, so that a packed strip of weights stays
-         * in L1 while it sweeps the task's rows; each element still sees
-         * its slabs in order */
-        for (ptrdiff_t k0 = ka; k0 < kz; k0 += MR) {
-            const ptrdiff_t mr = CNNKIT_MIN((ptrdiff_t)MR, kz - k0);
-            /* rows of at most a vector and at most half a tile of
-             * filters: two rows per tile, each a vector of the tile */
-            const int stack = !pl.flat && width <= VL && NR / VL >= 2 &&
-                              mr * (NR / VL) <= MR && mr <= 6;
-            for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
-                const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, crs - p0);
-                const int last = p0 + kc == crs;
-                const REAL *bk = bias && last ? bias + k0 : NULL;
-                for (ptrdiff_t i = 0; i < rows; i++) {
-                    const REAL *xrow = buf + i * g->stride_h * pl.wp;
-                    REAL *yrow = y + n * kp + k0 * p + (i0 + i) * g->ow;
-                    if (stack && i + NR / VL <= rows) {
-                        /* NR / VL narrow rows at once (micro_stacked) */
-                        SFX(micro_stacked)(kc, ap + k0 * crs + p0 * MR, xrow,
-                                           boff + p0, g->stride_h * pl.wp,
-                                           yrow, p, g->ow, mr, (int)width,
-                                           p0 == 0, bk, relu && last);
-                        i += NR / VL - 1;
-                        continue;
-                    }
-                    for (ptrdiff_t j0 = 0; j0 < width; j0 += NR) {
-                        const ptrdiff_t nr =
-                            CNNKIT_MIN((ptrdiff_t)NR, width - j0);
-                        SFX(micro_implicit)(kc, ap + k0 * crs + p0 * MR,
-                                            xrow + j0, boff + p0, yrow + j0,
-                                            p, mr, nr, p0 == 0, bk,
-                                            relu && last);
-                    }
-                }
-            }
+        if (res) {
+            /* the task's rows of filters [ka, kz), still in cache */
+            const ptrdiff_t at = i0 * g->ow, m = (i1 - i0) * g->ow;
+            for (ptrdiff_t k = ka; k < kz; k++)
+                SFX(add_res)(y + n * kp + k * p + at, res + n * kp + k * p + at,
+                             m, relu);
         }
     }
     }

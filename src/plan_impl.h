@@ -219,17 +219,24 @@ static void SFX(plan_steps)(REAL *y, const REAL *x, REAL *arena, REAL *work,
         case CNNKIT_PLAN_CONV: {
             cnnkit_conv2d_geom g = s->conv;
             const ptrdiff_t b = SFX(plan_batched_chunk)(&g, n, nthreads);
+            const int relu = s->act == CNNKIT_ACT_RELU;
+            /* flag: in1 is a residual, added before the ReLU */
+            const REAL *res =
+                s->flag ? SFX(plan_at)(s->in1, arena, x, dest, n) : NULL;
             g.n = n;
-            if (b)
+            if (b) {
                 SFX(plan_conv_batched)(out, in0, (const REAL *)s->w,
-                                       (const REAL *)s->b,
-                                       s->act == CNNKIT_ACT_RELU, work, &g,
-                                       n, b, nthreads);
-            else
+                                       (const REAL *)s->b, relu && !res,
+                                       work, &g, n, b, nthreads);
+                if (res)
+                    SFX(cnnkit_add_relu)(out, res, n * s->size, relu,
+                                         nthreads);
+            } else {
+                g.res = res;
                 SFX(cnnkit_conv2d_forward_packed)(
                     out, in0, (const REAL *)s->w, (const REAL *)s->packed,
-                    (const REAL *)s->b, s->act == CNNKIT_ACT_RELU, work, &g,
-                    nthreads);
+                    (const REAL *)s->b, relu, work, &g, nthreads);
+            }
             break;
         }
         case CNNKIT_PLAN_DENSE: {

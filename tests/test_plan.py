@@ -402,6 +402,15 @@ def test_the_program_refuses_steps_outside_its_arena():
              out=8),
         dict(op="nope", in0=-1, out=-2),
     ]
+    # a conv's residual: never its output, never with a pooling in the pass
+    conv = dict(op="conv", x_shape=(1, 2, 2), weight=np.ones((1, 1, 1, 1),
+                np.float32), bias=None, stride=(1, 1), padding=(0, 0, 0, 0),
+                dilation=(1, 1), groups=1, in0=-1, in1=0, out=4,
+                residual=True)
+    P([conv], np.float32, 4, 4, 8)
+    bad += [dict(conv, in1=4), dict(conv, in1=6), dict(conv, in1=-2),
+            dict(conv, weight=np.ones((16, 1, 1, 1), np.float32),
+                 pool=True, in1=0, out=8)]
     for spec in bad:
         with pytest.raises(ValueError):
             P([spec], np.float32, 4, 3, 8)
@@ -685,6 +694,136 @@ def test_the_arithmetic_a_plan_counts():
     dense = 2 * (400 * 120 + 120 * 84 + 84 * 10)
     assert p._flops == conv + pool + dense
     assert plan._SERIAL_FLOPS > p._flops / 2
+
+
+def _residual_block(dt, shape, conv, shortcut, relu=True):
+    """conv (+ReLU) -> conv -> add a shortcut (-> ReLU) -> dense: the
+    shortcut the input, the first conv's output, or a 1x1 conv of the
+    input (stride and filters of the second conv's output)."""
+    inp = cnnkit.Input(shape)
+    a = L.ReLU()(L.Conv2D(**conv)(inp))
+    b = L.Conv2D(**dict(conv, stride=1, padding="same"))(a)
+    if shortcut == "input":
+        other = inp
+    elif shortcut == "first":
+        other = a
+    else:
+        other = L.Conv2D(conv["filters"], 1, stride=conv.get("stride", 1))(
+            inp)
+    y = L.Add()([b, other] if shortcut != "conv" else [other, b])
+    if relu:
+        y = L.ReLU()(y)
+    out = L.Dense(3)(L.Flatten()(y))
+    return cnnkit.Model(inp, out, dtype=dt, seed=6)
+
+
+def _ties(shape, n, dt, seed=5):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, (n,) + shape).astype(dt)      # many ties, -0
+    x[x == 0] = -0.0
+    x[:3] = rng.standard_normal((3,) + shape)
+    return x
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, conv, shortcut", [
+    # the input as shortcut: filter tiles (8 filters, 15-wide rows) and
+    # filter-vector rows (32 filters)
+    ((8, 9, 15), dict(filters=8, kernel_size=3, padding=1), "input"),
+    ((32, 7, 17), dict(filters=32, kernel_size=3, padding=1), "input"),
+    # flat planes (4x4, 7x7), the first conv's output as shortcut
+    ((16, 4, 4), dict(filters=32, kernel_size=3, padding=1), "first"),
+    ((6, 7, 7), dict(filters=16, kernel_size=3, padding=1), "first"),
+    # the add fused into the 1x1 shortcut conv (the im2col path, the
+    # residual added after its pass), stride 2
+    ((16, 10, 10), dict(filters=32, kernel_size=3, padding=1, stride=2),
+     "conv"),
+    ((4, 9, 9), dict(filters=6, kernel_size=3, padding=1), "conv"),
+])
+def test_residual_add_in_the_convs_pass(dt, shape, conv, shortcut):
+    # The add of a residual block (and the ReLU after it) runs in the pass
+    # of the convolution before it: the layers' bits, for any thread count
+    # and any batch
+    model = _residual_block(dt, shape, conv, shortcut)
+    p = plan.compile(model)
+    labels = [lab for lab, _ in p.profile(_x(model, 1), 1)]
+    fused = [lab for lab in labels if "+ add + relu (" in lab]
+    assert len(fused) == 1 and not any(lab.startswith("add") for lab in labels)
+    assert fused[0].startswith("conv " + ("%dx" % shape[0] if shortcut ==
+                                          "conv" else ""))
+    x = _ties(shape, 9, dt)
+    want = model.forward(x)
+    for threads in (1, 2, 3):
+        with num_threads(threads):
+            assert p.run(x).tobytes() == want.tobytes()
+            assert p.run(x[4:5]).tobytes() == want[4:5].tobytes()
+
+
+def test_residual_add_without_relu_and_what_stays_separate():
+    x = _ties((8, 6, 6), 4, np.float32)
+    conv = dict(filters=8, kernel_size=3, padding=1)
+    model = _residual_block(np.float32, (8, 6, 6), conv, "input", relu=False)
+    p = plan.compile(model)
+    labels = [lab for lab, _ in p.profile(x, 1)]
+    assert any(lab.startswith("conv") and "pad 1 + add (" in lab
+               for lab in labels)
+    assert p.run(x).tobytes() == model.forward(x).tobytes()
+    # the conv's output read twice, an add of three, and a conv whose add
+    # waits for a tensor computed after it: separate steps (the last fused
+    # into the later conv)
+    inp = cnnkit.Input((8, 6, 6))
+    a = L.Conv2D(8, 3, padding=1)(inp)
+    twice = L.Add()([a, inp])
+    three = L.Add()([L.Conv2D(8, 1)(inp), inp, twice])
+    c = L.Conv2D(8, 3, padding=1)(three)
+    d = L.Conv2D(8, 1)(three)
+    y = L.Concatenate()([a, L.Add()([c, d])])
+    model = cnnkit.Model(inp, L.Dense(2)(L.Flatten()(y)), seed=1)
+    p = plan.compile(model)
+    labels = [lab for lab, _ in p.profile(x, 1)]
+    assert sum("+ add" in lab for lab in labels) == 1
+    assert any(lab.startswith("conv 8x6x6 -> 8, 1x1 + add") for lab in labels)
+    assert sum(lab.startswith("add") for lab in labels) == 3
+    for threads in (1, 2):
+        with num_threads(threads):
+            assert p.run(x).tobytes() == model.forward(x).tobytes()
+
+
+RESIDUAL_CHECKER = r'''
+from cnnkit import layers as L, plan
+fused = 0
+for dt in (np.float32, np.float64):
+    for shape, k in (((8, 9, 15), 8), ((32, 7, 17), 32), ((16, 4, 4), 16),
+                     ((24, 5, 11), 24)):
+        inp = cnnkit.Input(shape)
+        a = L.Conv2D(k, 3, padding=1)(inp)
+        y = L.ReLU()(L.Add()([L.Conv2D(shape[0], 3, padding=1)(
+            L.ReLU()(a)), inp]))
+        model = cnnkit.Model(inp, L.Dense(3)(L.Flatten()(y)), dtype=dt,
+                             seed=2)
+        p = plan.compile(model)
+        rng = np.random.default_rng(3)
+        x = rng.integers(-2, 3, (5,) + shape).astype(dt)
+        x[x == 0] = -0.0
+        x[:2] = rng.standard_normal((2,) + shape)
+        fused += p.num_steps == 3
+        for nt in (1, 2):
+            cnnkit.set_num_threads(nt)
+            if p.run(x).tobytes() != model.forward(x).tobytes():
+                failures.append(f"{np.dtype(dt).name} {shape} {k}: {nt} "
+                                f"threads differ from the layers")
+extra["fused"] = fused
+'''
+
+
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_residual_add_on_every_simd_path(path):
+    # each engine's direct tiles with the residual added per task (masked
+    # tails of 15, 17, 4x4 and 11 pixels), and the generic path's add
+    # after the pass: the layers' bits
+    res = run_simd(path, RESIDUAL_CHECKER)
+    assert res["failures"] == []
+    assert res["fused"] == 8
 
 
 def test_a_batch_whose_arena_would_overflow_is_refused():

@@ -19,6 +19,7 @@ cdef extern from "cnnkit.h" nogil:
         int winograd
         ptrdiff_t groups
         int pool
+        const void *res
 
     ctypedef struct cnnkit_pool2d_geom:
         ptrdiff_t planes, h, w

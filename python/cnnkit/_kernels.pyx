@@ -417,6 +417,7 @@ cdef object _conv_geom(cnnkit_conv2d_geom *g, tuple xs, tuple ws,
     g.winograd = 0
     g.groups = ng
     g.pool = 0
+    g.res = NULL
     return (n, k, oh, ow)
 
 
@@ -2267,6 +2268,14 @@ cdef class PlanProgram:
                 raise ValueError("plan: conv takes only a ReLU epilogue")
             ins = [(spec["in0"], c * h * w)]
             osize = k * oh * ow
+            s.size = osize
+            if spec.get("residual"):
+                # in1 added to the output before the ReLU
+                if spec.get("pool"):
+                    raise ValueError("plan: a conv cannot both pool and "
+                                     "add a residual")
+                s.flag = 1
+                ins.append((spec["in1"], osize))
         elif op == "dense":
             weight = spec["weight"]
             if not isinstance(weight, np.ndarray) or weight.ndim != 2 or \

@@ -11,7 +11,12 @@ layer.  On the way it
   and runs any other batch norm as its own step from the running
   statistics;
 - fuses a ReLU into the convolution or residual add whose output only it
-  reads (the bits of a separate ReLU);
+  reads (the bits of a separate ReLU), a 2x2 max pooling of stride 2 into
+  the convolution before it where the engine can pool in its pass, and the
+  add of a residual block (two tensors of one shape) into the convolution
+  that computes the second of its inputs, with the ReLU after it: the
+  convolution adds the other input to each block of output rows as it
+  finishes them (the bits of the separate steps);
 - drops what does nothing at inference: :class:`~cnnkit.layers.Dropout`,
   and :class:`~cnnkit.layers.Flatten` (a view of the same memory);
 - places every activation in one arena, reusing the memory of tensors no
@@ -124,6 +129,23 @@ class _Builder:
                 not any(layer.padding) and not layer.ceil_mode and
                 not set(layer.get_config()) - _KNOWN[L.MaxPool2D] - {"name"})
 
+    def residual(self, mine, k, i):
+        """The other input of call k when k is the add of two tensors of one
+        shape, one of them slot ``mine`` (the output of the convolution at
+        call i, with what it absorbed), the other computed before call i;
+        else None."""
+        node = self.g.order[k]
+        ins = self.g.slots[k]
+        if type(node.layer) is not L.Add or len(ins) != 2 or \
+                node.inputs[0].shape != node.inputs[1].shape or \
+                set(self.g.order[k].layer.get_config()) - _KNOWN[L.Add] - \
+                {"name"}:
+            return None
+        other = ins[1] if ins[0] == mine else ins[0]
+        if other == mine or mine not in ins or other > i:
+            return None
+        return other
+
     def array(self, a):
         return None if a is None else np.ascontiguousarray(a, self.dtype)
 
@@ -171,6 +193,15 @@ class _Builder:
                     self.names.append(bn.name)
                     absorbed.add(j)
                     last = j
+                res = None
+                k = self.only_reader(last)
+                if kind is L.Conv2D and k is not None:
+                    res = self.residual(last + 1, k, i)
+                    if res is not None:
+                        # the add of a residual block, in the same pass
+                        self.names.append(g.order[k].layer.name)
+                        absorbed.add(k)
+                        last = k
                 act = None
                 k = self.only_reader(last)
                 if k is not None and type(g.order[k].layer) is L.ReLU:
@@ -180,7 +211,7 @@ class _Builder:
                     last = k
                 pool = False
                 k = self.only_reader(last)
-                if kind is L.Conv2D and k is not None and \
+                if kind is L.Conv2D and k is not None and res is None and \
                         self.pools_2x2(g.order[k].layer) and \
                         _ops.conv_pools(in_shape, w.shape, layer.stride,
                                         layer._op.padding, layer.dilation,
@@ -202,6 +233,9 @@ class _Builder:
                             "dilation": layer.dilation,
                             "groups": layer._op.groups, "act": act,
                             "pool": pool}
+                    if res is not None:
+                        step["residual"] = True
+                        ins = ins + [res]
                 self.emit(step, ins, out, math.prod(g.order[last].output.shape))
             elif kind in (L.BatchNorm2D, L.BatchNorm1D):
                 c = in_shape[0]
@@ -409,7 +443,8 @@ def _flops(step, size):
         if step.get("pool"):
             # size: the pooled output's; the pooling reads 4 per element
             return 2 * 4 * size * (w.size // w.shape[0]) + 4 * size
-        return 2 * size * (w.size // w.shape[0])
+        return (2 * size * (w.size // w.shape[0]) +
+                size * bool(step.get("residual")))
     if op in ("max_pool", "avg_pool", "global_max_pool"):
         return math.prod(step["x_shape"])
     if op == "copy":
@@ -447,6 +482,8 @@ def _describe(step):
         text = f"{step.get('act') or 'copy'} {step['size']} elements"
     else:
         text = f"{op} {step['size']} elements"
+    if step.get("residual"):
+        text += " + add"
     if op != "act" and step.get("act"):
         text += f" + {step['act']}"
     if step.get("pool"):
