@@ -572,8 +572,27 @@ def test_conv_and_max_pool_in_one_pass(dt, shape, conv, relu):
             assert p.run(x[2:3]).tobytes() == want[2:3].tobytes()
 
 
-POOL_CHECKER = r'''
+#: A child's check that a plan has its model's bits on 1 and 2 threads, on
+#: a batch with many ties and signed zeros.
+PLAN_BITS = r'''
 from cnnkit import layers as L, plan
+
+
+def check_bits(model, shape, dt, tag):
+    p = plan.compile(model)
+    rng = np.random.default_rng(3)
+    x = rng.integers(-2, 3, (5,) + shape).astype(dt)
+    x[x == 0] = -0.0
+    x[:2] = rng.standard_normal((2,) + shape)
+    for nt in (1, 2):
+        cnnkit.set_num_threads(nt)
+        if p.run(x).tobytes() != model.forward(x).tobytes():
+            failures.append(f"{np.dtype(dt).name} {tag}: {nt} threads "
+                            f"differ from the layers")
+    return p.num_steps
+'''
+
+POOL_CHECKER = PLAN_BITS + r'''
 fused = 0
 for dt in (np.float32, np.float64):
     for shape, k in (((16, 4, 4), 32), ((8, 15, 21), 16), ((6, 14, 14), 16),
@@ -581,17 +600,7 @@ for dt in (np.float32, np.float64):
         model = cnnkit.Sequential([L.Conv2D(k, 3, padding=1), L.ReLU(),
                                    L.MaxPool2D(2), L.Flatten(), L.Dense(3)],
                                   input_shape=shape, dtype=dt, seed=2)
-        p = plan.compile(model)
-        rng = np.random.default_rng(3)
-        x = rng.integers(-2, 3, (5,) + shape).astype(dt)
-        x[x == 0] = -0.0
-        x[:2] = rng.standard_normal((2,) + shape)
-        fused += p.num_steps == 2
-        for nt in (1, 2):
-            cnnkit.set_num_threads(nt)
-            if p.run(x).tobytes() != model.forward(x).tobytes():
-                failures.append(f"{np.dtype(dt).name} {shape} {k}: {nt} "
-                                f"threads differ from the layers")
+        fused += check_bits(model, shape, dt, f"{shape} {k}") == 2
 extra["fused"] = fused
 '''
 
@@ -789,8 +798,7 @@ def test_residual_add_without_relu_and_what_stays_separate():
             assert p.run(x).tobytes() == model.forward(x).tobytes()
 
 
-RESIDUAL_CHECKER = r'''
-from cnnkit import layers as L, plan
+RESIDUAL_CHECKER = PLAN_BITS + r'''
 fused = 0
 for dt in (np.float32, np.float64):
     for shape, k in (((8, 9, 15), 8), ((32, 7, 17), 32), ((16, 4, 4), 16),
@@ -801,17 +809,7 @@ for dt in (np.float32, np.float64):
             L.ReLU()(a)), inp]))
         model = cnnkit.Model(inp, L.Dense(3)(L.Flatten()(y)), dtype=dt,
                              seed=2)
-        p = plan.compile(model)
-        rng = np.random.default_rng(3)
-        x = rng.integers(-2, 3, (5,) + shape).astype(dt)
-        x[x == 0] = -0.0
-        x[:2] = rng.standard_normal((2,) + shape)
-        fused += p.num_steps == 3
-        for nt in (1, 2):
-            cnnkit.set_num_threads(nt)
-            if p.run(x).tobytes() != model.forward(x).tobytes():
-                failures.append(f"{np.dtype(dt).name} {shape} {k}: {nt} "
-                                f"threads differ from the layers")
+        fused += check_bits(model, shape, dt, f"{shape} {k}") == 3
 extra["fused"] = fused
 '''
 
