@@ -51,6 +51,9 @@ static void SFX(im2col)(REAL *restrict col, const REAL *restrict xn,
             if (sw == 1) {
                 for (ptrdiff_t j = lo; j < hi; j++)
                     dst[base + j] = xr[j + off_w];
+            } else if (sw == 2) {   /* a constant stride: vectorized */
+                for (ptrdiff_t j = lo; j < hi; j++)
+                    dst[base + j] = xr[2 * j + off_w];
             } else {
                 for (ptrdiff_t j = lo; j < hi; j++)
                     dst[base + j] = xr[j * sw + off_w];
