@@ -96,12 +96,13 @@ typedef struct cnnkit_conv2d_geom {
      * (cnnkit_conv_direct_applies tells where); 0 (a zeroed struct): no
      * pooling. */
     int pool;
-    /* Forward only: a tensor of y's shape added to the convolution's
-     * output after the bias and before the ReLU -- y = relu(conv + bias +
-     * res), each step rounded as the separate passes round it (an add
-     * then cnnkit_relu_forward); the direct path adds it as each task's
-     * rows are done, the others after the whole pass.  NULL (a zeroed
-     * struct): none.  Not with pool. */
+    /* Forward only: a tensor of y's shape, not overlapping y, added to the
+     * convolution's output after the bias and before the ReLU -- y =
+     * relu((conv + bias) + res), each step rounded as the separate passes
+     * round it (an add, then cnnkit_relu_forward; which payload a sum of
+     * two NaNs keeps is the compiler's); the direct path adds it as each
+     * task's rows are done, the others after the whole pass.  NULL (a
+     * zeroed struct): none.  Ignored with pool (nothing asks for both). */
     const void *res;
 } cnnkit_conv2d_geom;
 

@@ -372,10 +372,9 @@ void SFX(cnnkit_conv2d_forward_packed)(REAL *y, const REAL *x, const REAL *w,
     const ptrdiff_t ng = cnnkit_conv_groups(g), gk = conv_gk(g);
     if (g->n <= 0 || p <= 0 || g->k <= 0)
         return;
-    if (g->res && (g->pool || conv_depthwise(g) ||
-                   cnnkit_conv_winograd_applies(g) ||
-                   !cnnkit_conv_direct_applies(g, nthreads,
-                                               sizeof(REAL) == 8))) {
+    if (g->res && !g->pool &&
+        (conv_depthwise(g) || cnnkit_conv_winograd_applies(g) ||
+         !cnnkit_conv_direct_applies(g, nthreads, sizeof(REAL) == 8))) {
         /* the residual after the whole pass (the direct path adds it per
          * task) */
         cnnkit_conv2d_geom h = *g;

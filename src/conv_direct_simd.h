@@ -996,8 +996,8 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
             /* the task's rows of filters [ka, kz), still in cache */
             const ptrdiff_t at = i0 * g->ow, m = (i1 - i0) * g->ow;
             for (ptrdiff_t k = ka; k < kz; k++)
-                SFX(add_res)(y + n * kp + k * p + at, res + n * kp + k * p + at,
-                             m, relu);
+                SFX(add_res)(y + n * kp + k * p + at,
+                             res + n * kp + k * p + at, m, relu);
         }
     }
     }

@@ -229,8 +229,8 @@ static void SFX(plan_steps)(REAL *y, const REAL *x, REAL *arena, REAL *work,
                                        (const REAL *)s->b, relu && !res,
                                        work, &g, n, b, nthreads);
                 if (res)
-                    SFX(cnnkit_add_relu)(out, res, n * s->size, relu,
-                                         nthreads);
+                    SFX(cnnkit_add_relu)(out, res, n * g.k * g.oh * g.ow,
+                                         relu, nthreads);
             } else {
                 g.res = res;
                 SFX(cnnkit_conv2d_forward_packed)(
