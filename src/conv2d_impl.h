@@ -479,17 +479,25 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
         cnnkit_conv_direct_applies(&t, nthreads, sizeof(REAL) == 8) &&
         SFX(all_finite)(w, g->k * crs)) {
         /* wt[q*gc + c, k, r, s] = w[q*gk + k, c, R-1-r, S-1-s] for group
-         * q, channel c and filter k of the group */
+         * q, channel c and filter k of the group: each (R, S) block
+         * reversed, the (filter, channel) blocks transposed in tiles of
+         * 16 x 16 that stay in cache (the element-wise loop had been a
+         * third of a 128 -> 128 7x7 layer's gradients at batch 1) */
         REAL *wt = work;
+        const ptrdiff_t rs = g->r * g->s;
         for (ptrdiff_t q = 0; q < ng; q++)
-            for (ptrdiff_t c = 0; c < gc; c++)
-                for (ptrdiff_t k = 0; k < gk; k++)
-                    for (ptrdiff_t r = 0; r < g->r; r++)
-                        for (ptrdiff_t s = 0; s < g->s; s++)
-                            wt[(((q * gc + c) * gk + k) * g->r + r) * g->s +
-                               s] =
-                                w[(((q * gk + k) * gc + c) * g->r + g->r - 1 -
-                                   r) * g->s + g->s - 1 - s];
+            for (ptrdiff_t k0 = 0; k0 < gk; k0 += 16)
+                for (ptrdiff_t c0 = 0; c0 < gc; c0 += 16)
+                    for (ptrdiff_t k = k0; k < CNNKIT_MIN(gk, k0 + 16); k++)
+                        for (ptrdiff_t c = c0; c < CNNKIT_MIN(gc, c0 + 16);
+                             c++) {
+                            const REAL *restrict src =
+                                w + ((q * gk + k) * gc + c) * rs;
+                            REAL *restrict dst =
+                                wt + ((q * gc + c) * gk + k) * rs;
+                            for (ptrdiff_t e = 0; e < rs; e++)
+                                dst[e] = src[rs - 1 - e];
+                        }
         if (SFX(cnnkit_conv_direct)(
                 gx, gy, wt, NULL, NULL, 0,
                 work + conv_flipped_size(g), &t, nthreads))
