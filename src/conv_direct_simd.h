@@ -36,6 +36,10 @@ typedef struct {
     int flat;          /* the copy holds shifted planes (flat_size)
                         * and each image is one block swept as one
                         * row of OH*OW pixels                     */
+    int sw;            /* elements between consecutive output pixels
+                        * of a row in the copy: 1, or the column
+                        * stride where the rows are not split into
+                        * phases (fwd_rows, at column stride 2)   */
 } SFX(direct_plan);
 
 static ptrdiff_t SFX(round16)(ptrdiff_t n)
@@ -91,9 +95,10 @@ static ptrdiff_t SFX(phase_width)(const cnnkit_conv2d_geom *g)
 static int SFX(fwd_kvec)(const cnnkit_conv2d_geom *g);
 
 /* Whether a forward with filters on the vector axis sweeps output rows
- * of any width: at column stride 2 (no flat layout).  (At stride 1,
- * rows of 7-14 pixels swept as rows instead of flat planes measured
- * 0.95-1.07x, 1 thread, interleaved.) */
+ * of any width, from whole padded rows read at the stride (direct_plan's
+ * sw): at column stride 2 (no flat layout).  (At stride 1, rows of 7-14
+ * pixels swept as rows instead of flat planes measured 0.95-1.07x, 1
+ * thread, interleaved.) */
 static int SFX(fwd_rows)(const cnnkit_conv2d_geom *g)
 {
     return g->stride_w == 2 && SFX(fwd_kvec)(g);
@@ -106,7 +111,9 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
     const ptrdiff_t crs = g->c * g->r * g->s;
     /* column stride 1, or 2 in the forward: the copy then splits each
      * padded row into its even and odd columns (phases), so that a tap
-     * still reads consecutive output pixels from consecutive elements */
+     * still reads consecutive output pixels from consecutive elements --
+     * except for the filter-vector tiles (fwd_rows), which broadcast
+     * pixels from whole rows */
     if (g->stride_w > (split ? 2 : 1) || crs < 1 || g->k < 1 || g->n < 1 ||
         g->oh < 1 || g->ow < 1 || cnnkit_conv_groups(g) > 1)
         return 0;
@@ -135,10 +142,18 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
     if (g->stride_w == 2 && !krows && 5 * (lanes - g->ow) > lanes)
         return 0;
     const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
+    /* a forward with filters on the vector axis broadcasts its pixels,
+     * which need not be consecutive: its rows stay whole (no phases), as
+     * wide as the pixels read, and a tile steps over them by the stride.
+     * The phase split had been a quarter of a stride-2 layer: whole rows
+     * measured 1.16-1.33x (1 thread, calls interleaved; 16 -> 32, 32 ->
+     * 64 and 64 -> 128 3x3 layers, batch 1-64). */
+    const int unsplit = krows;
     const ptrdiff_t wp =
-        g->stride_w *
-        (krows ? g->ow + (g->s - 1) * g->dil_w / g->stride_w
-               : SFX(phase_width)(g));
+        unsplit ? (g->ow - 1) * g->stride_w + (g->s - 1) * g->dil_w + 1
+        : g->stride_w *
+              (krows ? g->ow + (g->s - 1) * g->dil_w / g->stride_w
+                     : SFX(phase_width)(g));
     const ptrdiff_t span = (g->r - 1) * g->dil_h + 1;
     /* row blocks: enough tasks for the threads (if split), copies of
      * bounded size */
@@ -157,6 +172,7 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
     pl->nb = cnnkit_ceil_div(g->oh, rb);
     pl->lr = (rb - 1) * g->stride_h + span;
     pl->wp = wp;
+    pl->sw = unsplit ? (int)g->stride_w : 1;
     pl->noff = 0;   /* below, once the layout is known */
     pl->apsize = SFX(round16)(cnnkit_ceil_div(g->k, MR) * MR * crs);
     pl->copy = SFX(round16)(g->c * pl->lr * wp);
@@ -463,7 +479,7 @@ static void SFX(direct_fill)(REAL *restrict buf, const REAL *restrict xn,
     const ptrdiff_t rows = (i1 - i0 - 1) * g->stride_h +
                            (g->r - 1) * g->dil_h + 1;
     const ptrdiff_t wp = pl->wp;
-    if (g->stride_w == 2) {
+    if (g->stride_w == 2 && pl->sw == 1) {
         /* phases: padded column u at (u % 2) * half + u / 2 */
         const ptrdiff_t half = wp / 2;
         for (ptrdiff_t c = 0; c < g->c; c++) {
@@ -521,6 +537,8 @@ static void SFX(direct_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g,
             for (ptrdiff_t s = 0; s < g->s; s++, q++)
                 boff[q] = pl->flat
                     ? ((c * g->s + s) * pl->lr + r * g->dil_h) * g->ow
+                    : pl->sw > 1
+                    ? (c * pl->lr + r * g->dil_h) * pl->wp + s * g->dil_w
                     : (c * pl->lr + r * g->dil_h) * pl->wp +
                       (s * g->dil_w) % g->stride_w * (pl->wp / g->stride_w) +
                       s * g->dil_w / g->stride_w;
@@ -573,8 +591,8 @@ static int SFX(fwd_kvec)(const cnnkit_conv2d_geom *g)
 /* out + t*kv*VL + kk*VL: the slab's sums of pixel t and filter vector kk
  * (stored when first, else added to what is there). */
 static inline __attribute__((always_inline)) void
-SFX(ftile)(const int kv, const int px, ptrdiff_t kc, const REAL *restrict wt,
-           ptrdiff_t ldw, const REAL *restrict xrow,
+SFX(ftile)(const int kv, const int px, const int sw, ptrdiff_t kc,
+           const REAL *restrict wt, ptrdiff_t ldw, const REAL *restrict xrow,
            const ptrdiff_t *restrict boff, REAL *restrict out, int first)
 {
     VEC a[FX_ACC];
@@ -589,7 +607,7 @@ SFX(ftile)(const int kv, const int px, ptrdiff_t kc, const REAL *restrict wt,
             wv[kk] = VLOAD(wt + q * ldw + kk * VL);
         FUNROLL
         for (int t = 0; t < px; t++) {
-            const VEC xv = VBCAST(xq + t);
+            const VEC xv = VBCAST(xq + t * sw);
             FUNROLL
             for (int kk = 0; kk < kv; kk++)
                 a[t * kv + kk] = VFMA(wv[kk], xv, a[t * kv + kk]);
@@ -605,7 +623,7 @@ SFX(ftile)(const int kv, const int px, ptrdiff_t kc, const REAL *restrict wt,
 #define FT_CASE(KV, PX)                                                     \
     case (KV) * 100 + (PX):                                                 \
         if ((KV) * (PX) <= FX_ACC)                                          \
-            SFX(ftile)(KV, (KV) * (PX) <= FX_ACC ? (PX) : 1, FT_ARGS);      \
+            SFX(ftile)(KV, (KV) * (PX) <= FX_ACC ? (PX) : 1, FT_SW, FT_ARGS); \
         break;
 #define FT_PX(KV)                                                           \
     FT_CASE(KV, 1) FT_CASE(KV, 2) FT_CASE(KV, 3) FT_CASE(KV, 4)             \
@@ -613,19 +631,37 @@ SFX(ftile)(const int kv, const int px, ptrdiff_t kc, const REAL *restrict wt,
     FT_CASE(KV, 9) FT_CASE(KV, 10) FT_CASE(KV, 11) FT_CASE(KV, 12)
 #define FT_ARGS kc, wt, ldw, xrow, boff, out, first
 
-static void SFX(ftile_any)(int kv, int px, ptrdiff_t kc, const REAL *wt,
-                           ptrdiff_t ldw, const REAL *xrow,
+#define FT_ALL                                                              \
+    FT_PX(1) FT_PX(2)                                                       \
+    FT_CASE(1, 13) FT_CASE(1, 14) FT_CASE(1, 15) FT_CASE(1, 16)             \
+    FT_CASE(1, 17) FT_CASE(1, 18) FT_CASE(1, 19) FT_CASE(1, 20)             \
+    FT_CASE(1, 21) FT_CASE(1, 22) FT_CASE(1, 23) FT_CASE(1, 24)
+
+/* sw: the copy's elements between a row's consecutive output pixels (1,
+ * or 2: a stride-2 row kept whole) */
+static void SFX(ftile_any)(int kv, int px, int sw, ptrdiff_t kc,
+                           const REAL *wt, ptrdiff_t ldw, const REAL *xrow,
                            const ptrdiff_t *boff, REAL *out, int first)
 {
-    switch (kv * 100 + px) {
-        FT_PX(1) FT_PX(2)
-        FT_CASE(1, 13) FT_CASE(1, 14) FT_CASE(1, 15) FT_CASE(1, 16)
-        FT_CASE(1, 17) FT_CASE(1, 18) FT_CASE(1, 19) FT_CASE(1, 20)
-        FT_CASE(1, 21) FT_CASE(1, 22) FT_CASE(1, 23) FT_CASE(1, 24)
-    default:
-        break;
+    if (sw == 1) {
+#define FT_SW 1
+        switch (kv * 100 + px) {
+            FT_ALL
+        default:
+            break;
+        }
+#undef FT_SW
+    } else {
+#define FT_SW 2
+        switch (kv * 100 + px) {
+            FT_ALL
+        default:
+            break;
+        }
+#undef FT_SW
     }
 }
+#undef FT_ALL
 #undef FT_ARGS
 #undef FT_PX
 #undef FT_CASE
@@ -672,19 +708,19 @@ static void SFX(ftile_store)(int kv, int px, REAL *restrict tile,
 
 /* A tile's sums over all C*R*S taps, slab after slab (ftile): kv filter
  * vectors from filter k0 x px pixels from x. */
-static void SFX(ftile_slabs)(int kv, int px, const REAL *wt, ptrdiff_t crs,
-                             ptrdiff_t K, ptrdiff_t k0, const REAL *x,
-                             const ptrdiff_t *boff, REAL *out)
+static void SFX(ftile_slabs)(int kv, int px, int sw, const REAL *wt,
+                             ptrdiff_t crs, ptrdiff_t K, ptrdiff_t k0,
+                             const REAL *x, const ptrdiff_t *boff, REAL *out)
 {
     for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC)
-        SFX(ftile_any)(kv, px, CNNKIT_MIN((ptrdiff_t)KC, crs - p0),
+        SFX(ftile_any)(kv, px, sw, CNNKIT_MIN((ptrdiff_t)KC, crs - p0),
                        wt + p0 * K + k0, K, x, boff + p0, out, p0 == 0);
 }
 
 /* One row of `width` output pixels (at y, filter k's at y + k*ldy) of
  * filters [ka, kz), the copy's row at xrow; wt: the transposed weights. */
 static void SFX(fwd_kvec_row)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
-                              const REAL *xrow, const ptrdiff_t *boff,
+                              const REAL *xrow, int sw, const ptrdiff_t *boff,
                               ptrdiff_t width, ptrdiff_t ka, ptrdiff_t kz,
                               const REAL *bias, int relu, REAL *y,
                               ptrdiff_t ldy)
@@ -704,8 +740,8 @@ static void SFX(fwd_kvec_row)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
         for (ptrdiff_t tl = 0, j0 = 0; tl < ntl; tl++) {
             const ptrdiff_t j1 = width * (tl + 1) / ntl;
             const int px = (int)(j1 - j0);
-            SFX(ftile_slabs)(kv, px, wt, crs, K, k0, xrow + j0, boff,
-                             whole ? whole_row + j0 * kv * VL : tile);
+            SFX(ftile_slabs)(kv, px, sw, wt, crs, K, k0, xrow + j0 * sw,
+                             boff, whole ? whole_row + j0 * kv * VL : tile);
             if (!whole)
                 SFX(ftile_store)(kv, px, tile, bk, relu, y + k0 * ldy + j0,
                                  ldy, width - j0);
@@ -763,7 +799,7 @@ static void SFX(pool_store)(int kv, int px, REAL *restrict tile,
 /* One pair of output rows, the copy's rows at x0 and x1, `width` pixels
  * each, pooled into one row at y (filter k's at y + k*ldy). */
 static void SFX(fwd_kvec_pool)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
-                               const REAL *x0, const REAL *x1,
+                               const REAL *x0, const REAL *x1, int sw,
                                const ptrdiff_t *boff, ptrdiff_t width,
                                ptrdiff_t ka, ptrdiff_t kz, const REAL *bias,
                                int relu, REAL *y, ptrdiff_t ldy)
@@ -772,10 +808,10 @@ static void SFX(fwd_kvec_pool)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
     const ptrdiff_t pairs = width / 2;
     for (ptrdiff_t k0 = ka; k0 < kz;) {
         const int kv = kz - k0 >= 2 * VL && FX_ACC >= 8 * 2 ? 2 : 1;
-        if (x1 == x0 + width && 2 * width * kv <= FX_ACC) {
+        if (sw == 1 && x1 == x0 + width && 2 * width * kv <= FX_ACC) {
             /* the two rows end to end (a flat plane's): one tile */
-            SFX(ftile_slabs)(kv, (int)(2 * width), wt, crs, K, k0, x0, boff,
-                             tile);
+            SFX(ftile_slabs)(kv, (int)(2 * width), 1, wt, crs, K, k0, x0,
+                             boff, tile);
             SFX(pool_store)(kv, (int)width, tile, bias ? bias + k0 : NULL,
                             relu, y + k0 * ldy, ldy);
             k0 += (ptrdiff_t)kv * VL;
@@ -787,8 +823,9 @@ static void SFX(fwd_kvec_pool)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
             const ptrdiff_t q1 = pairs * (tl + 1) / ntl;
             const int px = (int)(2 * (q1 - q0));
             const ptrdiff_t j0 = 2 * q0;
-            SFX(ftile_slabs)(kv, px, wt, crs, K, k0, x0 + j0, boff, tile);
-            SFX(ftile_slabs)(kv, px, wt, crs, K, k0, x1 + j0, boff,
+            SFX(ftile_slabs)(kv, px, sw, wt, crs, K, k0, x0 + j0 * sw, boff,
+                             tile);
+            SFX(ftile_slabs)(kv, px, sw, wt, crs, K, k0, x1 + j0 * sw, boff,
                              tile + (ptrdiff_t)px * kv * VL);
             SFX(pool_store)(kv, px, tile, bias ? bias + k0 : NULL, relu,
                             y + k0 * ldy + q0, ldy);
@@ -976,17 +1013,17 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
                     x0 = buf + (2 * u - i0) * g->stride_h * pl.wp;
                     x1 = x0 + g->stride_h * pl.wp;
                 }
-                SFX(fwd_kvec_pool)(ap, crs, g->k, x0, x1, boff, g->ow, ka,
-                                   kz, bias, trelu, y + n * g->k * kq + u * pw,
-                                   kq);
+                SFX(fwd_kvec_pool)(ap, crs, g->k, x0, x1, pl.sw, boff, g->ow,
+                                   ka, kz, bias, trelu,
+                                   y + n * g->k * kq + u * pw, kq);
             }
             continue;
         }
         if (kvec) {
             for (ptrdiff_t i = 0; i < rows; i++)
                 SFX(fwd_kvec_row)(ap, crs, g->k,
-                                  buf + i * g->stride_h * pl.wp, boff, width,
-                                  ka, kz, bias, trelu,
+                                  buf + i * g->stride_h * pl.wp, pl.sw, boff,
+                                  width, ka, kz, bias, trelu,
                                   y + n * kp + (i0 + i) * g->ow, p);
         } else {
             SFX(fwd_filter_tiles)(y + n * kp, ap, buf, boff, &pl, g, i0, rows,
