@@ -599,12 +599,15 @@ def check_bits(model, shape, dt, tag):
 POOL_CHECKER = PLAN_BITS + r'''
 fused = 0
 for dt in (np.float32, np.float64):
-    for shape, k in (((16, 4, 4), 32), ((8, 15, 21), 16), ((6, 14, 14), 16),
-                     ((9, 10, 12), 24), ((1, 6, 6), 16)):
-        model = cnnkit.Sequential([L.Conv2D(k, 3, padding=1), L.ReLU(),
-                                   L.MaxPool2D(2), L.Flatten(), L.Dense(3)],
+    # (the last: stride 2, its rows read whole at the stride)
+    for shape, k, st in (((16, 4, 4), 32, 1), ((8, 15, 21), 16, 1),
+                         ((6, 14, 14), 16, 1), ((9, 10, 12), 24, 1),
+                         ((1, 6, 6), 16, 1), ((5, 17, 23), 32, 2)):
+        model = cnnkit.Sequential([L.Conv2D(k, 3, stride=st, padding=1),
+                                   L.ReLU(), L.MaxPool2D(2), L.Flatten(),
+                                   L.Dense(3)],
                                   input_shape=shape, dtype=dt, seed=2)
-        fused += check_bits(model, shape, dt, f"{shape} {k}") == 2
+        fused += check_bits(model, shape, dt, f"{shape} {k} {st}") == 2
 extra["fused"] = fused
 '''
 
