@@ -238,6 +238,8 @@ static void SFX(flat_map)(int32_t *restrict map, const cnnkit_conv2d_geom *g,
         SFX(flat_masks)((uint32_t *)(void *)map, g, pl);
         return;
     }
+    if (ow <= VL)       /* flat_fill_vec's rows read no map */
+        return;
     for (ptrdiff_t s = 0; s < g->s; s++)
         for (ptrdiff_t l = 0; l < hp; l++)
             for (ptrdiff_t j = 0; j < ow; j++) {
