@@ -782,17 +782,24 @@ static void SFX(pool_store)(int kv, int px, REAL *restrict tile,
 {
     const ptrdiff_t ld = (ptrdiff_t)kv * VL;
     REAL pooled[FX_ACC * VL / 4];
-    SFX(ftile_epilogue)(kv, 2 * px, tile, bias, relu);
     const REAL *a = tile, *b = tile + px * ld;
-    for (int jj = 0; jj < px / 2; jj++)
-        for (int kk = 0; kk < kv; kk++) {
+    /* each value's bias and ReLU as ftile_epilogue applies them, on the
+     * way into the window's reduction (one pass over the tile) */
+#define POOL_VALUE(p)                                                       \
+    (v = VLOAD(p), v = bias ? VADD(v, bv) : v, relu ? VRELU(v) : v)
+    for (int kk = 0; kk < kv; kk++) {
+        const VEC bv = bias ? VLOAD(bias + kk * VL) : VZERO();
+        for (int jj = 0; jj < px / 2; jj++) {
             const ptrdiff_t e = 2 * jj * ld + kk * VL;
-            VEC m = VLOAD(a + e);
-            m = VMAXSEL(m, VLOAD(a + e + ld));
-            m = VMAXSEL(m, VLOAD(b + e));
-            m = VMAXSEL(m, VLOAD(b + e + ld));
+            VEC v;
+            VEC m = POOL_VALUE(a + e);
+            m = VMAXSEL(m, POOL_VALUE(a + e + ld));
+            m = VMAXSEL(m, POOL_VALUE(b + e));
+            m = VMAXSEL(m, POOL_VALUE(b + e + ld));
             VSTORE(pooled + jj * ld + kk * VL, m);
         }
+    }
+#undef POOL_VALUE
     for (int kk = 0; kk < kv; kk++)
         SFX(transpose_block)(y + (ptrdiff_t)kk * VL * ldy, ldy,
                              pooled + kk * VL, ld, px / 2, VL, px / 2);
