@@ -26,14 +26,14 @@ void SFX(cnnkit_relu_backward)(REAL *restrict gx, const REAL *restrict gy,
     }
 }
 
-void SFX(cnnkit_add_relu)(REAL *restrict y, const REAL *restrict r,
-                          ptrdiff_t m, int relu, int nthreads)
+void SFX(cnnkit_eltwise_relu)(REAL *y, const REAL *a, const REAL *b,
+                              ptrdiff_t m, int mul, int relu, int nthreads)
 {
     int nt = cnnkit_team(8.0 * m, m, nthreads);
     (void)nt; /* unused in serial builds */
-    CNNKIT_OMP(parallel for simd schedule(static) num_threads(nt))
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t i = 0; i < m; i++) {
-        REAL v = y[i] + r[i];
+        REAL v = mul ? a[i] * b[i] : a[i] + b[i];
         y[i] = !relu || v > 0 || v != v ? v : (REAL)0;
     }
 }

@@ -381,8 +381,8 @@ void SFX(cnnkit_conv2d_forward_packed)(REAL *y, const REAL *x, const REAL *w,
         h.res = NULL;
         SFX(cnnkit_conv2d_forward_packed)(y, x, w, packed, bias, 0, work, &h,
                                           nthreads);
-        SFX(cnnkit_add_relu)(y, (const REAL *)g->res, g->n * kp, relu,
-                             nthreads);
+        SFX(cnnkit_eltwise_relu)(y, y, (const REAL *)g->res, g->n * kp, 0,
+                                 relu, nthreads);
         return;
     }
     if (g->pool) {      /* pooled in the pass: the direct path only */

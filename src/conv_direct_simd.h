@@ -130,7 +130,7 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
      * row of tiles per image instead of an im2col matrix */
     /* -- or a forward whose filters lie on the vector axis (fwd_kvec)
      * and sweeps rows (fwd_rows): its tiles broadcast the pixels of a
-     * row of any width, and its copy's rows hold only the pixels read */
+     * row of any width */
     const int krows = split && SFX(fwd_rows)(g);
     if (2 * g->ow < VL && !krows &&
         !(split && 2 * g->oh * g->ow >= VL && SFX(flat_size)(g)))
@@ -148,12 +148,9 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
      * The phase split had been a quarter of a stride-2 layer: whole rows
      * measured 1.16-1.33x (1 thread, calls interleaved; 16 -> 32, 32 ->
      * 64 and 64 -> 128 3x3 layers, batch 1-64). */
-    const int unsplit = krows;
     const ptrdiff_t wp =
-        unsplit ? (g->ow - 1) * g->stride_w + (g->s - 1) * g->dil_w + 1
-        : g->stride_w *
-              (krows ? g->ow + (g->s - 1) * g->dil_w / g->stride_w
-                     : SFX(phase_width)(g));
+        krows ? (g->ow - 1) * g->stride_w + (g->s - 1) * g->dil_w + 1
+              : g->stride_w * SFX(phase_width)(g);
     const ptrdiff_t span = (g->r - 1) * g->dil_h + 1;
     /* row blocks: enough tasks for the threads (if split), copies of
      * bounded size */
@@ -172,7 +169,7 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
     pl->nb = cnnkit_ceil_div(g->oh, rb);
     pl->lr = (rb - 1) * g->stride_h + span;
     pl->wp = wp;
-    pl->sw = unsplit ? (int)g->stride_w : 1;
+    pl->sw = krows ? (int)g->stride_w : 1;
     pl->noff = 0;   /* below, once the layout is known */
     pl->apsize = SFX(round16)(cnnkit_ceil_div(g->k, MR) * MR * crs);
     pl->copy = SFX(round16)(g->c * pl->lr * wp);

@@ -185,22 +185,6 @@ static void SFX(plan_act)(REAL *y, const REAL *x, ptrdiff_t m, int act,
     }
 }
 
-/* y = a + b (y may be a), then ReLU when relu: one IEEE addition per
- * element (NumPy's bits) and the select of cnnkit_relu_forward. */
-static void SFX(plan_add)(REAL *y, const REAL *a, const REAL *b, ptrdiff_t m,
-                          int relu, int mul, int nthreads)
-{
-    int nt = cnnkit_team(8.0 * m, m, nthreads);
-    (void)nt; /* unused in serial builds */
-    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
-    for (ptrdiff_t i = 0; i < m; i++) {
-        REAL v = mul ? a[i] * b[i] : a[i] + b[i];
-        if (relu)
-            v = (v > 0 || v != v) ? v : (REAL)0;
-        y[i] = v;
-    }
-}
-
 /* The steps on a batch of n images, each kernel with nthreads threads;
  * with times, each step's seconds added to times[step] (the final softmax
  * of the logits to times[nsteps]). */
@@ -229,8 +213,9 @@ static void SFX(plan_steps)(REAL *y, const REAL *x, REAL *arena, REAL *work,
                                        (const REAL *)s->b, relu && !res,
                                        work, &g, n, b, nthreads);
                 if (res)
-                    SFX(cnnkit_add_relu)(out, res, n * g.k * g.oh * g.ow,
-                                         relu, nthreads);
+                    SFX(cnnkit_eltwise_relu)(out, out, res,
+                                             n * g.k * g.oh * g.ow, 0, relu,
+                                             nthreads);
             } else {
                 g.res = res;
                 SFX(cnnkit_conv2d_forward_packed)(
@@ -288,10 +273,10 @@ static void SFX(plan_steps)(REAL *y, const REAL *x, REAL *arena, REAL *work,
             break;
         case CNNKIT_PLAN_ADD:
         case CNNKIT_PLAN_MUL:
-            SFX(plan_add)(out, in0,
-                          SFX(plan_at)(s->in1, arena, x, dest, n),
-                          n * s->size, s->act == CNNKIT_ACT_RELU,
-                          s->op == CNNKIT_PLAN_MUL, nthreads);
+            SFX(cnnkit_eltwise_relu)(out, in0,
+                                     SFX(plan_at)(s->in1, arena, x, dest, n),
+                                     n * s->size, s->op == CNNKIT_PLAN_MUL,
+                                     s->act == CNNKIT_ACT_RELU, nthreads);
             break;
         case CNNKIT_PLAN_COPY: {
             const ptrdiff_t blocks = n * s->rows;

@@ -2268,7 +2268,6 @@ cdef class PlanProgram:
                 raise ValueError("plan: conv takes only a ReLU epilogue")
             ins = [(spec["in0"], c * h * w)]
             osize = k * oh * ow
-            s.size = osize
             if spec.get("residual"):
                 # in1 added to the output before the ReLU
                 if spec.get("pool"):

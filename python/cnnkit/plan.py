@@ -138,8 +138,7 @@ class _Builder:
         ins = self.g.slots[k]
         if type(node.layer) is not L.Add or len(ins) != 2 or \
                 node.inputs[0].shape != node.inputs[1].shape or \
-                set(self.g.order[k].layer.get_config()) - _KNOWN[L.Add] - \
-                {"name"}:
+                set(node.layer.get_config()) - _KNOWN[L.Add] - {"name"}:
             return None
         other = ins[1] if ins[0] == mine else ins[0]
         if other == mine or mine not in ins or other > i:
