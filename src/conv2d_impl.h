@@ -122,22 +122,6 @@ static REAL SFX(bias_sum)(const REAL *restrict gyk, ptrdiff_t n0,
                   ((acc[4] + acc[5]) + (acc[6] + acc[7])));
 }
 
-/* Whether a[0..n) holds no inf or NaN: 0 * a[i] stays 0 unless a[i] is
- * one (8 independent lanes, so the loop vectorises). */
-static int SFX(all_finite)(const REAL *restrict a, ptrdiff_t n)
-{
-    REAL z[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    ptrdiff_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++)
-            z[l] *= a[i + l];
-    for (int l = 0; i + l < n; l++)
-        z[l] *= a[i + l];
-    for (int l = 1; l < 8; l++)
-        z[0] += z[l];
-    return z[0] == 0;
-}
-
 /* ---- depthwise path (see conv2d.c) ---------------------------------- */
 
 /* The padded, phase-split copy of plane xc (H, W) (see conv2d.c). */
@@ -477,7 +461,7 @@ void SFX(cnnkit_conv2d_backward_data)(REAL *gx, const REAL *gy,
     cnnkit_conv2d_geom t;
     if (p > 0 && g->k > 0 && conv_data_as_forward(g, &t) &&
         cnnkit_conv_direct_applies(&t, nthreads, sizeof(REAL) == 8) &&
-        SFX(all_finite)(w, g->k * crs)) {
+        SFX(cnnkit_all_finite)(w, g->k * crs)) {
         /* wt[q*gc + c, k, r, s] = w[q*gk + k, c, R-1-r, S-1-s] for group
          * q, channel c and filter k of the group: each (R, S) block
          * reversed, the (filter, channel) blocks transposed in tiles of

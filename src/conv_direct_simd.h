@@ -524,23 +524,29 @@ static void SFX(direct_fill)(REAL *restrict buf, const REAL *restrict xn,
 }
 
 /* Where tap (c, r, s) of output pixel 0 (of a row, or flat, of the
- * plane) lies in the copy. */
+ * plane) lies in the copy: channel 0's taps, then each channel's at its
+ * planes' offset (no division per tap: the offsets are computed per call,
+ * before the threads start). */
 static void SFX(direct_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g,
                                 const SFX(direct_plan) *pl)
 {
     if (pl->flat)   /* the fill map follows the offsets */
         SFX(flat_map)((int32_t *)(void *)(boff + g->c * g->r * g->s), g,
                       pl);
-    for (ptrdiff_t c = 0, q = 0; c < g->c; c++)
-        for (ptrdiff_t r = 0; r < g->r; r++)
-            for (ptrdiff_t s = 0; s < g->s; s++, q++)
-                boff[q] = pl->flat
-                    ? ((c * g->s + s) * pl->lr + r * g->dil_h) * g->ow
-                    : pl->sw > 1
-                    ? (c * pl->lr + r * g->dil_h) * pl->wp + s * g->dil_w
-                    : (c * pl->lr + r * g->dil_h) * pl->wp +
-                      (s * g->dil_w) % g->stride_w * (pl->wp / g->stride_w) +
-                      s * g->dil_w / g->stride_w;
+    const ptrdiff_t rs = g->r * g->s;
+    for (ptrdiff_t r = 0, q = 0; r < g->r; r++)
+        for (ptrdiff_t s = 0; s < g->s; s++, q++)
+            boff[q] = pl->flat
+                ? (s * pl->lr + r * g->dil_h) * g->ow
+                : pl->sw > 1
+                ? r * g->dil_h * pl->wp + s * g->dil_w
+                : r * g->dil_h * pl->wp +
+                  (s * g->dil_w) % g->stride_w * (pl->wp / g->stride_w) +
+                  s * g->dil_w / g->stride_w;
+    const ptrdiff_t step = pl->flat ? g->s * pl->lr * g->ow : pl->lr * pl->wp;
+    for (ptrdiff_t c = 1; c < g->c; c++)
+        for (ptrdiff_t q = 0; q < rs; q++)
+            boff[c * rs + q] = boff[q] + c * step;
 }
 
 /* ---- forward, filters on the vector axis ------------------------------

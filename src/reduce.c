@@ -1,5 +1,6 @@
 /*
- * reduce.c -- the fixed-tree sum of rows, for data-parallel training.
+ * reduce.c -- the fixed-tree sum of rows, for data-parallel training, and
+ * the check that an input holds only finite values.
  *
  * out = rows[0] + rows[1] + ... + rows[nrows-1], element by element, in one
  * fixed pairwise tree: adjacent rows first, then adjacent pairs, and so on,

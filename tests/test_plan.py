@@ -334,6 +334,13 @@ def test_softmax_on_a_feature_map_cannot_compile():
 # ---------------------------------------------------------------------------
 # errors
 # ---------------------------------------------------------------------------
+def _one_bad(value):
+    """A float32 batch of LeNet-5 images, its last element ``value``."""
+    x = np.zeros((3, 1, 28, 28), np.float32)
+    x[2, 0, 27, 27] = value
+    return x
+
+
 def test_run_refuses_what_predict_refuses():
     model = models.lenet5(seed=0)
     p = model.compile()
@@ -343,6 +350,9 @@ def test_run_refuses_what_predict_refuses():
         (np.zeros((0, 1, 28, 28)), ValueError),
         (np.full((1, 1, 28, 28), np.nan), ValueError),
         (np.full((1, 1, 28, 28), np.inf), ValueError),
+        # batches of the plan's dtype, shape and layout, one value bad
+        (_one_bad(np.nan), ValueError),
+        (_one_bad(-np.inf), ValueError),
         (np.zeros((1, 1, 28, 28), dtype=complex), TypeError),
         (np.array(["a"]), TypeError),
     ]
@@ -352,6 +362,28 @@ def test_run_refuses_what_predict_refuses():
         with pytest.raises(err) as predict_err:
             model.predict(x)
         assert str(plan_err.value) == str(predict_err.value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_finite_check_finds_every_bad_value(dtype):
+    # the check behind run, predict and fit: every position of the
+    # 8-wide blocks and of the tail, each kind of value that is not finite
+    from cnnkit import _ops
+    big = np.finfo(dtype).max
+    for n in (1, 7, 8, 9, 23, 70000):
+        x = np.full(n, big, dtype)
+        x[::3] = np.finfo(dtype).smallest_subnormal
+        assert _ops.all_finite(x)
+        for i in sorted({0, n // 2, n - 1} | set(range(min(n, 17)))):
+            for v in (np.nan, np.inf, -np.inf):
+                y = x.copy()
+                y[i] = v
+                assert not _ops.all_finite(y)
+    assert _ops.all_finite(np.zeros(0, dtype))
+    with pytest.raises(TypeError, match="all_finite: x must be"):
+        _ops.all_finite(np.zeros(3, np.int64))
+    with pytest.raises(TypeError, match="all_finite: x must be"):
+        _ops.all_finite(np.zeros((3, 4), dtype)[:, ::2])
 
 
 def test_run_converts_like_predict():

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from . import _ops
+
 __all__ = ["as_batch", "real_array", "checked_batch"]
 
 
@@ -34,7 +36,7 @@ def checked_batch(x, dtype, name="x", check_finite=True):
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {x.shape})")
     x = np.ascontiguousarray(x, dtype=dtype)
-    if check_finite and not np.isfinite(x).all():
+    if check_finite and not _ops.all_finite(x):
         bad = int(np.count_nonzero(~np.isfinite(x)))
         raise ValueError(f"{name} contains {bad} NaN or infinite values")
     return x

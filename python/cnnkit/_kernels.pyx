@@ -1454,6 +1454,32 @@ cdef void _adam_step(floating *t, params, grads, m, v, double beta1,
                          decoupled, decay_factor, step_size, bc2_sqrt, nt)
 
 
+def all_finite(x):
+    """Whether the C-contiguous float32 or float64 array x holds no
+    infinite or NaN value (one pass, no temporary; the GIL is released
+    for large arrays)."""
+    cdef int tn = (cnp.PyArray_TYPE(<cnp.ndarray>x)
+                   if cnp.PyArray_Check(x) else -1)
+    if not ((tn == cnp.NPY_FLOAT32 or tn == cnp.NPY_FLOAT64) and
+            cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x) and
+            cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x)):
+        raise TypeError(f"all_finite: x must be a C-contiguous float32 or "
+                        f"float64 array, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
+    cdef ptrdiff_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
+    cdef const void *p = cnp.PyArray_DATA(<cnp.ndarray>x)
+    cdef int ok
+    cdef bint f32 = tn == cnp.NPY_FLOAT32
+    if n < 65536:
+        ok = (cnnkit_all_finite_f32(<const float *>p, n) if f32 else
+              cnnkit_all_finite_f64(<const double *>p, n))
+    else:
+        with nogil:
+            ok = (cnnkit_all_finite_f32(<const float *>p, n) if f32 else
+                  cnnkit_all_finite_f64(<const double *>p, n))
+    return bool(ok)
+
+
 def tree_sum(rows, out):
     """out = the sum of ``rows`` (1-D arrays of out's dtype and length, or
     None for absent ones) in the fixed pairwise tree of cnnkit_tree_sum:

@@ -19,7 +19,7 @@ from . import _kernels
 # Element-wise ops, the loss, the fixed pairwise tree that adds shard
 # gradients, optimizer steps over the flat parameter buffer, threads and
 # build facts: no geometry to hold, the bindings as they are.
-from ._kernels import (adam_step, build_info, get_num_threads,
+from ._kernels import (adam_step, all_finite, build_info, get_num_threads,
                        relu_backward, relu_forward, set_num_threads,
                        sgd_step, softmax, softmax_cross_entropy,
                        thread_policy, tree_sum)
@@ -41,6 +41,7 @@ __all__ = [
     "MaxPool2DOp", "AvgPool2DOp", "GlobalMaxPool2DOp", "pool_output_hw",
     "relu_forward", "relu_backward", "softmax",
     "softmax_cross_entropy", "tree_sum", "sgd_step", "adam_step",
+    "all_finite",
     "set_num_threads", "get_num_threads", "thread_policy", "build_info",
     "batch_norm_statistics", "batch_norm_invstd", "batch_norm_forward",
     "batch_norm_inference", "batch_norm_backward_sums",

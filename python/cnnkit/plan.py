@@ -549,6 +549,10 @@ class Plan:
     def _checked(self, x):
         """x as a C-contiguous batch of the plan's dtype, refused as
         :meth:`cnnkit.Model.predict` refuses it."""
+        if (type(x) is np.ndarray and x.dtype == self.dtype and
+                x.shape[1:] == self.input_shape and x.shape[0] > 0 and
+                x.flags.c_contiguous and _ops.all_finite(x)):
+            return x     # a batch as the plan takes it: nothing to convert
         x = _inputs.as_batch(_inputs.real_array(x), self.input_shape, "x")
         return _inputs.checked_batch(x, self.dtype)
 
