@@ -25,19 +25,3 @@ void SFX(cnnkit_tree_sum)(REAL *out, const REAL *const *rows,
         }
     }
 }
-
-/* 0 * x stays 0 unless x is infinite or NaN: eight independent lanes, so
- * the loop vectorises and reads x once. */
-int SFX(cnnkit_all_finite)(const REAL *restrict x, ptrdiff_t n)
-{
-    REAL z[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    ptrdiff_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++)
-            z[l] *= x[i + l];
-    for (int l = 0; i + l < n; l++)
-        z[l] *= x[i + l];
-    for (int l = 1; l < 8; l++)
-        z[0] += z[l];
-    return z[0] == 0;
-}
