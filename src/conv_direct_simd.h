@@ -790,6 +790,32 @@ static void SFX(pool_store)(int kv, int px, REAL *restrict tile,
      * way into the window's reduction (one pass over the tile) */
 #define POOL_VALUE(p)                                                       \
     (v = VLOAD(p), v = bias ? VADD(v, bv) : v, relu ? VRELU(v) : v)
+#ifdef VMAXU
+    if (relu) {
+        /* after the ReLU each value is +0, positive or NaN, whose bits
+         * order as unsigned integers as the values do, a NaN's above
+         * every number's: the integer maximum is the rule's, unless the
+         * window holds a NaN.  Its pooled value is then NaN, and the tile
+         * takes the rule's comparisons below (with several NaNs, the rule
+         * keeps the last). */
+        int nan = 0;
+        for (int kk = 0; kk < kv; kk++) {
+            const VEC bv = bias ? VLOAD(bias + kk * VL) : VZERO();
+            for (int jj = 0; jj < px / 2; jj++) {
+                const ptrdiff_t e = 2 * jj * ld + kk * VL;
+                VEC v;
+                VEC m = POOL_VALUE(a + e);
+                m = VMAXU(m, POOL_VALUE(a + e + ld));
+                m = VMAXU(m, POOL_VALUE(b + e));
+                m = VMAXU(m, POOL_VALUE(b + e + ld));
+                nan |= VANYNAN(m);
+                VSTORE(pooled + jj * ld + kk * VL, m);
+            }
+        }
+        if (!nan)
+            goto store;
+    }
+#endif
     for (int kk = 0; kk < kv; kk++) {
         const VEC bv = bias ? VLOAD(bias + kk * VL) : VZERO();
         for (int jj = 0; jj < px / 2; jj++) {
@@ -802,6 +828,9 @@ static void SFX(pool_store)(int kv, int px, REAL *restrict tile,
             VSTORE(pooled + jj * ld + kk * VL, m);
         }
     }
+#ifdef VMAXU
+store:
+#endif
 #undef POOL_VALUE
     for (int kk = 0; kk < kv; kk++)
         SFX(transpose_block)(y + (ptrdiff_t)kk * VL * ldy, ldy,

@@ -29,6 +29,13 @@
 /* v where v > m or v is NaN, else m (max pooling's rule) */
 #define VMAXSEL(m, v) _mm256_blendv_ps((m), (v), _mm256_or_ps(           \
     _mm256_cmp_ps((v), (m), _CMP_GT_OQ), _mm256_cmp_ps((v), (v), _CMP_UNORD_Q)))
+/* the larger bits as unsigned integers (for values that are +0, positive
+ * or NaN: the rule's maximum unless one is NaN); whether a lane is NaN.
+ * (No unsigned 64-bit maximum before AVX-512: float64 keeps the rule.) */
+#define VMAXU(a, b) _mm256_castsi256_ps(_mm256_max_epu32(                \
+    _mm256_castps_si256(a), _mm256_castps_si256(b)))
+#define VANYNAN(v)                                                        \
+    (_mm256_movemask_ps(_mm256_cmp_ps((v), (v), _CMP_UNORD_Q)) != 0)
 #define VRELU(v) _mm256_and_ps(                                           \
     _mm256_cmp_ps((v), _mm256_setzero_ps(), _CMP_NLE_UQ), (v))
 #define VMASK(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), \

@@ -34,6 +34,11 @@
 #define VMAXSEL(m, v) _mm512_mask_blend_ps(                                \
     _mm512_cmp_ps_mask((v), (m), _CMP_GT_OQ) |                            \
         _mm512_cmp_ps_mask((v), (v), _CMP_UNORD_Q), (m), (v))
+/* the larger bits as unsigned integers (for values that are +0, positive
+ * or NaN: the rule's maximum unless one is NaN); whether a lane is NaN */
+#define VMAXU(a, b) _mm512_castsi512_ps(_mm512_max_epu32(                \
+    _mm512_castps_si512(a), _mm512_castps_si512(b)))
+#define VANYNAN(v) (_mm512_cmp_ps_mask((v), (v), _CMP_UNORD_Q) != 0)
 #define VLOAD_M(p, m) _mm512_maskz_loadu_ps((m), (p))
 #define VMASK2(a, b) ((MASK)(VMASK(b) & ~VMASK(a)))  /* lanes [a, b) */
 #define VMASKB(b) ((MASK)(b))   /* lanes of the set bits */
@@ -85,6 +90,9 @@
 #define VMAXSEL(m, v) _mm512_mask_blend_pd(                                \
     _mm512_cmp_pd_mask((v), (m), _CMP_GT_OQ) |                            \
         _mm512_cmp_pd_mask((v), (v), _CMP_UNORD_Q), (m), (v))
+#define VMAXU(a, b) _mm512_castsi512_pd(_mm512_max_epu64(                \
+    _mm512_castpd_si512(a), _mm512_castpd_si512(b)))
+#define VANYNAN(v) (_mm512_cmp_pd_mask((v), (v), _CMP_UNORD_Q) != 0)
 #define VLOAD_M(p, m) _mm512_maskz_loadu_pd((m), (p))
 #define VMASK2(a, b) ((MASK)(VMASK(b) & ~VMASK(a)))  /* lanes [a, b) */
 #define VMASKB(b) ((MASK)(b))   /* lanes of the set bits */

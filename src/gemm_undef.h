@@ -15,6 +15,8 @@
 #undef VADD
 #undef VRELU
 #undef VMAXSEL
+#undef VMAXU
+#undef VANYNAN
 #undef VMASK
 #undef VLOAD_M
 #undef VMASK2

@@ -606,6 +606,28 @@ def test_conv_and_max_pool_in_one_pass(dt, shape, conv, relu):
         with num_threads(threads):
             assert p.run(x).tobytes() == want.tobytes()
             assert p.run(x[2:3]).tobytes() == want[2:3].tobytes()
+    # infinite weights: windows holding infinities, NaNs (inf * 0) among
+    # numbers, or numbers only (the pooled pass's integer maximum, and the
+    # rule's comparisons where a window holds a NaN)
+    model = cnnkit.Sequential(
+        [L.Conv2D(**conv)] + ([L.ReLU()] if relu else []) +
+        [L.MaxPool2D(2)], input_shape=shape, dtype=dt, seed=4)
+    weights = model.get_weights()
+    w = weights[0].reshape(len(weights[0]), -1)
+    k = len(w) // 2 + 1
+    taps = rng.integers(0, w.shape[1], k)
+    w[np.arange(k), taps] = rng.choice(np.array([-np.inf, np.inf], dt), k)
+    model.set_weights(weights)
+    p = plan.compile(model)
+    assert p.num_steps == 1
+    x = rng.integers(-1, 2, (6,) + shape).astype(dt)
+    x[:3] = rng.standard_normal((3,) + shape)
+    want = model.forward(x)
+    assert np.isnan(want).any() and np.isinf(want).any()
+    assert np.isfinite(want).any()
+    for threads in (1, 2):
+        with num_threads(threads):
+            assert p.run(x).tobytes() == want.tobytes()
 
 
 #: A child's check that a plan has its model's bits on 1 and 2 threads, on
