@@ -776,6 +776,48 @@ static int SFX(pool_fits)(const cnnkit_conv2d_geom *g,
            (pl->flat || pl->rb >= 2);
 }
 
+/* The 2x2 windows of a tile's rows a and b (px pixels each; pixel t at
+ * t*ld), each value's bias and ReLU applied as ftile_epilogue applies
+ * them on the way into the window's reduction (one pass over the tile),
+ * reduced in the max pooling's order into pooled (px / 2 pixels).  With
+ * fast, the maximum of the bits as unsigned integers: after a ReLU each
+ * value is +0, positive or NaN, whose bits order so as the values do, a
+ * NaN's above every number's, so this is the rule's maximum unless the
+ * window holds a NaN -- whose pooled value is then NaN: returns whether
+ * one is (the rule, with several NaNs, keeps the last). */
+#ifdef VMAXU
+#define POOL_MAX(m, v) (fast ? VMAXU(m, v) : VMAXSEL(m, v))
+#else
+#define POOL_MAX(m, v) VMAXSEL(m, v)
+#endif
+static inline __attribute__((always_inline)) int
+SFX(pool_windows)(int kv, int px, const REAL *a, const REAL *b,
+                  const REAL *bias, int relu, int fast, REAL *pooled)
+{
+    const ptrdiff_t ld = (ptrdiff_t)kv * VL;
+    int nan = 0;
+#define POOL_VALUE(p)                                                       \
+    (v = VLOAD(p), v = bias ? VADD(v, bv) : v, relu ? VRELU(v) : v)
+    for (int kk = 0; kk < kv; kk++) {
+        const VEC bv = bias ? VLOAD(bias + kk * VL) : VZERO();
+        for (int jj = 0; jj < px / 2; jj++) {
+            const ptrdiff_t e = 2 * jj * ld + kk * VL;
+            VEC v;
+            VEC m = POOL_VALUE(a + e);
+            m = POOL_MAX(m, POOL_VALUE(a + e + ld));
+            m = POOL_MAX(m, POOL_VALUE(b + e));
+            m = POOL_MAX(m, POOL_VALUE(b + e + ld));
+#ifdef VMAXU
+            nan |= fast && VANYNAN(m);
+#endif
+            VSTORE(pooled + jj * ld + kk * VL, m);
+        }
+    }
+#undef POOL_VALUE
+    return nan;
+}
+#undef POOL_MAX
+
 /* The pooled tile: the tile's rows a (pixels [0, px)) and b (the next px
  * pixels), bias and ReLU applied, reduced to px / 2 pooled pixels stored
  * at y + k*ldy. */
@@ -786,52 +828,13 @@ static void SFX(pool_store)(int kv, int px, REAL *restrict tile,
     const ptrdiff_t ld = (ptrdiff_t)kv * VL;
     REAL pooled[FX_ACC * VL / 4];
     const REAL *a = tile, *b = tile + px * ld;
-    /* each value's bias and ReLU as ftile_epilogue applies them, on the
-     * way into the window's reduction (one pass over the tile) */
-#define POOL_VALUE(p)                                                       \
-    (v = VLOAD(p), v = bias ? VADD(v, bv) : v, relu ? VRELU(v) : v)
+    /* with a ReLU, the integer maximum, then the rule's comparisons for a
+     * tile whose windows hold a NaN (pooled 1.015-1.024x faster, the 8x8
+     * network's plan at batch 256) */
 #ifdef VMAXU
-    if (relu) {
-        /* after the ReLU each value is +0, positive or NaN, whose bits
-         * order as unsigned integers as the values do, a NaN's above
-         * every number's: the integer maximum is the rule's, unless the
-         * window holds a NaN.  Its pooled value is then NaN, and the tile
-         * takes the rule's comparisons below (with several NaNs, the rule
-         * keeps the last). */
-        int nan = 0;
-        for (int kk = 0; kk < kv; kk++) {
-            const VEC bv = bias ? VLOAD(bias + kk * VL) : VZERO();
-            for (int jj = 0; jj < px / 2; jj++) {
-                const ptrdiff_t e = 2 * jj * ld + kk * VL;
-                VEC v;
-                VEC m = POOL_VALUE(a + e);
-                m = VMAXU(m, POOL_VALUE(a + e + ld));
-                m = VMAXU(m, POOL_VALUE(b + e));
-                m = VMAXU(m, POOL_VALUE(b + e + ld));
-                nan |= VANYNAN(m);
-                VSTORE(pooled + jj * ld + kk * VL, m);
-            }
-        }
-        if (!nan)
-            goto store;
-    }
+    if (!relu || SFX(pool_windows)(kv, px, a, b, bias, relu, 1, pooled))
 #endif
-    for (int kk = 0; kk < kv; kk++) {
-        const VEC bv = bias ? VLOAD(bias + kk * VL) : VZERO();
-        for (int jj = 0; jj < px / 2; jj++) {
-            const ptrdiff_t e = 2 * jj * ld + kk * VL;
-            VEC v;
-            VEC m = POOL_VALUE(a + e);
-            m = VMAXSEL(m, POOL_VALUE(a + e + ld));
-            m = VMAXSEL(m, POOL_VALUE(b + e));
-            m = VMAXSEL(m, POOL_VALUE(b + e + ld));
-            VSTORE(pooled + jj * ld + kk * VL, m);
-        }
-    }
-#ifdef VMAXU
-store:
-#endif
-#undef POOL_VALUE
+        SFX(pool_windows)(kv, px, a, b, bias, relu, 0, pooled);
     for (int kk = 0; kk < kv; kk++)
         SFX(transpose_block)(y + (ptrdiff_t)kk * VL * ldy, ldy,
                              pooled + kk * VL, ld, px / 2, VL, px / 2);
