@@ -100,8 +100,9 @@ typedef struct cnnkit_conv2d_geom {
      * convolution's output after the bias and before the ReLU -- y =
      * relu((conv + bias) + res), each step rounded as the separate passes
      * round it (an add, then cnnkit_relu_forward; which payload a sum of
-     * two NaNs keeps is the compiler's); the direct path adds it as each
-     * task's rows are done, the others after the whole pass.  NULL (a
+     * two NaNs keeps is the compiler's); the direct and im2col paths add
+     * it as each task's outputs are done, the depthwise and Winograd
+     * passes after the whole pass.  NULL (a
      * zeroed struct): none.  Ignored with pool (nothing asks for both). */
     const void *res;
 } cnnkit_conv2d_geom;

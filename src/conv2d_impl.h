@@ -357,10 +357,9 @@ void SFX(cnnkit_conv2d_forward_packed)(REAL *y, const REAL *x, const REAL *w,
     if (g->n <= 0 || p <= 0 || g->k <= 0)
         return;
     if (g->res && !g->pool &&
-        (conv_depthwise(g) || cnnkit_conv_winograd_applies(g) ||
-         !cnnkit_conv_direct_applies(g, nthreads, sizeof(REAL) == 8))) {
-        /* the residual after the whole pass (the direct path adds it per
-         * task) */
+        (conv_depthwise(g) || cnnkit_conv_winograd_applies(g))) {
+        /* the residual after the whole pass (the direct path and the
+         * im2col tasks below add it to their own outputs) */
         cnnkit_conv2d_geom h = *g;
         h.res = NULL;
         SFX(cnnkit_conv2d_forward_packed)(y, x, w, packed, bias, 0, work, &h,
@@ -385,6 +384,7 @@ void SFX(cnnkit_conv2d_forward_packed)(REAL *y, const REAL *x, const REAL *w,
     if (SFX(cnnkit_conv_direct)(y, x, w, packed, bias, relu, work, g,
                                 nthreads))
         return;
+    const REAL *res = (const REAL *)g->res;
     const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
     const ptrdiff_t nblk = cnnkit_ceil_div(p, pb);
     const ptrdiff_t tasks = g->n * ng * nblk;
@@ -427,7 +427,18 @@ void SFX(cnnkit_conv2d_forward_packed)(REAL *y, const REAL *x, const REAL *w,
                     yk[i] += b;
             }
         }
-        if (relu) {     /* as cnnkit_relu_forward: NaN stays, -0 -> +0 */
+        if (res) {      /* the residual, then the ReLU: an add step's
+                         * a + b and cnnkit_relu_forward's selects */
+            const REAL *rn = res + n * kp + q * gk * p + p0;
+            for (ptrdiff_t k = 0; k < gk; k++) {
+                REAL *yk = yn + k * p;
+                const REAL *rk = rn + k * p;
+                for (ptrdiff_t i = 0; i < pl; i++) {
+                    REAL v = yk[i] + rk[i];
+                    yk[i] = !relu || v > 0 || v != v ? v : (REAL)0;
+                }
+            }
+        } else if (relu) {  /* as cnnkit_relu_forward: NaN stays, -0 -> +0 */
             for (ptrdiff_t k = 0; k < gk; k++) {
                 REAL *yk = yn + k * p;
                 for (ptrdiff_t i = 0; i < pl; i++) {

@@ -805,7 +805,7 @@ def _ties(shape, n, dt, seed=5):
     ((16, 4, 4), dict(filters=32, kernel_size=3, padding=1), "first"),
     ((6, 7, 7), dict(filters=16, kernel_size=3, padding=1), "first"),
     # the add fused into the 1x1 shortcut conv (the im2col path, the
-    # residual added after its pass), stride 2
+    # residual added by each of its tasks), stride 2
     ((16, 10, 10), dict(filters=32, kernel_size=3, padding=1, stride=2),
      "conv"),
     ((4, 9, 9), dict(filters=6, kernel_size=3, padding=1), "conv"),
