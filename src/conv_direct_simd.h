@@ -31,7 +31,7 @@ typedef struct {
     ptrdiff_t apsize;  /* elements of the packed weights          */
     ptrdiff_t copy;    /* elements of one padded copy             */
     ptrdiff_t threads; /* threads the workspace holds copies for  */
-    ptrdiff_t kb;      /* filters per task (a multiple of MR)      */
+    ptrdiff_t kb;      /* filters per task (whole filter_strips)  */
     ptrdiff_t nkb;     /* filter blocks per (image, row block)    */
     int flat;          /* the copy holds shifted planes (flat_size)
                         * and each image is one block swept as one
@@ -79,6 +79,22 @@ static ptrdiff_t SFX(flat_size)(const cnnkit_conv2d_geom *g)
     const ptrdiff_t size = g->c * g->s * hp * g->ow;
     return size <= DIRECT_COPY_MAX
                ? SFX(round16)(size + VL) + SFX(flat_scratch)(g) : 0;
+}
+
+/* Filters per packed strip of the filter tiles: K split into as few
+ * strips as MR allows, of equal size, each strip at a multiple of MR*crs
+ * in the packed weights, its rows past the strip's filters 0 (each output
+ * is the same chain of FMAs in any strip).  16 filters: two strips of 8,
+ * tiles of 16 chains, instead of 12 and 4, whose tile had 8 -- 1.06x on
+ * 16 -> 16 on 32x32 at batch 1, 1 thread, ResNet-20's plan 1.02x at
+ * batch 1 and 1.01x at 64 (2 threads, interleaved).  Not where rows of
+ * at most a vector stack two to a tile (fwd_filter_tiles): there the
+ * strip of 4 takes two rows, and 8 + 8 ran 0.90-0.96x. */
+static ptrdiff_t SFX(filter_strip)(const cnnkit_conv2d_geom *g)
+{
+    if (g->ow <= VL && NR / VL >= 2 && !SFX(flat_size)(g))
+        return MR;
+    return cnnkit_ceil_div(g->k, cnnkit_ceil_div(g->k, (ptrdiff_t)MR));
 }
 
 /* Elements of one phase of a padded row in the copy (the whole row with
@@ -191,15 +207,16 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
         (ptrdiff_t)sizeof(REAL)));
     /* filter blocks: when (image, row block) tasks are fewer than two per
      * thread (a flat plane of one image is one task), the filters are
-     * split too, in whole strips of MR, into about four blocks per thread
+     * split too, in whole strips, into about four blocks per thread
      * (balanced: 64 filters of 8x8 at batch 1 went from 3 blocks to 6,
      * 5% faster on 2 threads); a thread fills its copy once for each
      * (image, row block) it takes blocks of */
-    const ptrdiff_t strips = cnnkit_ceil_div(g->k, MR);
+    const ptrdiff_t ms = SFX(filter_strip)(g);
+    const ptrdiff_t strips = cnnkit_ceil_div(g->k, ms);
     ptrdiff_t nkb = 1;
     if (split && g->n * pl->nb < 2 * nt)
         nkb = CNNKIT_MIN(strips, cnnkit_ceil_div(4 * nt, g->n * pl->nb));
-    pl->kb = cnnkit_ceil_div(strips, nkb) * MR;
+    pl->kb = cnnkit_ceil_div(strips, nkb) * ms;
     pl->nkb = cnnkit_ceil_div(g->k, pl->kb);
     pl->threads = CNNKIT_MIN(nt, g->n * pl->nb * pl->nkb);
     return 1;
@@ -908,10 +925,14 @@ static void SFX(conv_direct_pack)(REAL *ap, const REAL *w,
                                   const cnnkit_conv2d_geom *g)
 {
     const ptrdiff_t crs = g->c * g->r * g->s;
-    if (SFX(fwd_kvec)(g))
+    if (SFX(fwd_kvec)(g)) {
         SFX(fwd_kvec_weights)(ap, w, g->k, crs);
-    else
-        SFX(pack_a)(ap, w, crs, 0, g->k, crs);
+        return;
+    }
+    const ptrdiff_t ms = SFX(filter_strip)(g);
+    for (ptrdiff_t k0 = 0, t = 0; k0 < g->k; k0 += ms, t++)
+        SFX(pack_a)(ap + t * MR * crs, w + k0 * crs, crs, 0,
+                    CNNKIT_MIN(ms, g->k - k0), crs);
 }
 
 /* A task's rows [i0, i0 + rows) of image n's output (y: the image's), of
@@ -929,8 +950,10 @@ static void SFX(fwd_filter_tiles)(REAL *y, const REAL *ap, const REAL *buf,
     /* filters x slabs outer, so that a packed strip of weights stays
      * in L1 while it sweeps the task's rows; each element still sees
      * its slabs in order */
-    for (ptrdiff_t k0 = ka; k0 < kz; k0 += MR) {
-        const ptrdiff_t mr = CNNKIT_MIN((ptrdiff_t)MR, kz - k0);
+    const ptrdiff_t ms = SFX(filter_strip)(g);
+    for (ptrdiff_t k0 = ka; k0 < kz; k0 += ms) {
+        const ptrdiff_t mr = CNNKIT_MIN(ms, kz - k0);
+        const REAL *as = ap + k0 / ms * MR * crs;   /* the strip */
         /* rows of at most a vector and at most half a tile of
          * filters: two rows per tile, each a vector of the tile */
         const int stack = !pl->flat && width <= VL && NR / VL >= 2 &&
@@ -944,7 +967,7 @@ static void SFX(fwd_filter_tiles)(REAL *y, const REAL *ap, const REAL *buf,
                 REAL *yrow = y + k0 * p + (i0 + i) * g->ow;
                 if (stack && i + NR / VL <= rows) {
                     /* NR / VL narrow rows at once (micro_stacked) */
-                    SFX(micro_stacked)(kc, ap + k0 * crs + p0 * MR, xrow,
+                    SFX(micro_stacked)(kc, as + p0 * MR, xrow,
                                        boff + p0, g->stride_h * pl->wp,
                                        yrow, p, g->ow, mr, (int)width,
                                        p0 == 0, bk, relu && last);
@@ -954,10 +977,9 @@ static void SFX(fwd_filter_tiles)(REAL *y, const REAL *ap, const REAL *buf,
                 for (ptrdiff_t j0 = 0; j0 < width; j0 += NR) {
                     const ptrdiff_t nr =
                         CNNKIT_MIN((ptrdiff_t)NR, width - j0);
-                    SFX(micro_implicit)(kc, ap + k0 * crs + p0 * MR,
-                                        xrow + j0, boff + p0, yrow + j0,
-                                        p, mr, nr, p0 == 0, bk,
-                                        relu && last);
+                    SFX(micro_implicit)(kc, as + p0 * MR, xrow + j0,
+                                        boff + p0, yrow + j0, p, mr, nr,
+                                        p0 == 0, bk, relu && last);
                 }
             }
         }

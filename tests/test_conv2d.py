@@ -1939,6 +1939,28 @@ def test_weight_gradient_with_filters_on_the_vector_axis(dt, shape):
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [13, 16, 20, 40])
+def test_direct_filter_strips_of_equal_size(dt, k):
+    # Filters split into strips of equal size (13: 7 + 6, 16: 8 + 8, 40:
+    # four of 10) on rows wider than a vector and on flat planes, at batch
+    # 1 (filter blocks per thread) and 3: the bits of the im2col path,
+    # bias and ReLU included, on 1 and 2 threads
+    from cnnkit import _kernels as K
+    rng = np.random.default_rng(k)
+    args = ((1, 1), (1, 1, 1, 1), (1, 1))
+    for shape in ((3, 4, 9, 37), (1, 4, 9, 37), (3, 6, 5, 5)):
+        x = rng.standard_normal(shape).astype(dt)
+        w = rng.standard_normal((k, shape[1], 3, 3)).astype(dt)
+        b = rng.standard_normal(k).astype(dt)
+        assert K._conv_forward_path(x.shape, w.shape, *args, dt) == "direct"
+        lowered = K.conv2d_forward(x, w, b, *args, True, direct=False)
+        for threads in (1, 2):
+            with helpers.num_threads(threads):
+                direct = K.conv2d_forward(x, w, b, *args, True)
+            assert direct.tobytes() == lowered.tobytes()
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
 @pytest.mark.parametrize("k", [3, 6, 16])
 @pytest.mark.parametrize("h", [16, 15])
 def test_direct_rows_narrower_than_a_vector_two_per_tile(dt, k, h):
