@@ -835,47 +835,70 @@ SFX(pool_windows)(int kv, int px, const REAL *a, const REAL *b,
 }
 #undef POOL_MAX
 
-/* The pooled tile: the tile's rows a (pixels [0, px)) and b (the next px
- * pixels), bias and ReLU applied, reduced to px / 2 pooled pixels stored
- * at y + k*ldy. */
-static void SFX(pool_store)(int kv, int px, REAL *restrict tile,
-                            const REAL *bias, int relu, REAL *y,
-                            ptrdiff_t ldy)
+/* The pooled values of a tile's rows a (pixels [0, px)) and b (the next
+ * px pixels), bias and ReLU applied: px / 2 pooled pixels, pixel q's
+ * filter vectors at pooled + q*kv*VL.  With a ReLU, the integer maximum,
+ * then the rule's comparisons for a tile whose windows hold a NaN (the
+ * 8x8 network's plan 1.015-1.024x faster at batch 256). */
+static void SFX(pool_reduce)(int kv, int px, const REAL *tile,
+                             const REAL *bias, int relu, REAL *pooled)
 {
-    const ptrdiff_t ld = (ptrdiff_t)kv * VL;
-    REAL pooled[FX_ACC * VL / 4];
-    const REAL *a = tile, *b = tile + px * ld;
-    /* with a ReLU, the integer maximum, then the rule's comparisons for a
-     * tile whose windows hold a NaN (pooled 1.015-1.024x faster, the 8x8
-     * network's plan at batch 256) */
+    const REAL *a = tile, *b = tile + (ptrdiff_t)px * kv * VL;
 #ifdef VMAXU
     if (!relu || SFX(pool_windows)(kv, px, a, b, bias, relu, 1, pooled))
 #endif
         SFX(pool_windows)(kv, px, a, b, bias, relu, 0, pooled);
+}
+
+/* Pooled pixels [0, npx) of filter vectors [k0, k0 + kv*VL) (pixel q's at
+ * pooled + q*kv*VL) stored at y + k*ldy, transposed VL pixels at a time;
+ * the lanes past npx are not stored. */
+static void SFX(pool_transpose)(int kv, ptrdiff_t npx, const REAL *pooled,
+                                REAL *y, ptrdiff_t ldy)
+{
+    const ptrdiff_t ld = (ptrdiff_t)kv * VL;
     for (int kk = 0; kk < kv; kk++)
-        SFX(transpose_block)(y + (ptrdiff_t)kk * VL * ldy, ldy,
-                             pooled + kk * VL, ld, px / 2, VL, px / 2);
+        for (ptrdiff_t t0 = 0; t0 < npx; t0 += VL) {
+            const int rows = (int)CNNKIT_MIN((ptrdiff_t)VL, npx - t0);
+            SFX(transpose_block)(y + (ptrdiff_t)kk * VL * ldy + t0, ldy,
+                                 pooled + t0 * ld + kk * VL, ld, rows, VL,
+                                 rows);
+        }
+}
+
+/* Filter vectors per block of a pooled forward: two where two remain. */
+static int SFX(pool_kv)(ptrdiff_t k0, ptrdiff_t kz)
+{
+    return kz - k0 >= 2 * VL && FX_ACC >= 8 * 2 ? 2 : 1;
 }
 
 /* One pair of output rows, the copy's rows at x0 and x1, `width` pixels
- * each, pooled into one row at y (filter k's at y + k*ldy). */
+ * each, pooled into one row at y (filter k's at y + k*ldy) -- or, with
+ * plane, into plane: filter block k0's pooled pixel q (of the pair's
+ * width / 2, the pair's first at `at`) at plane + (k0 - ka)*npx +
+ * (at + q)*kv*VL, for pool_plane_store. */
 static void SFX(fwd_kvec_pool)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
                                const REAL *x0, const REAL *x1, int sw,
                                const ptrdiff_t *boff, ptrdiff_t width,
                                ptrdiff_t ka, ptrdiff_t kz, const REAL *bias,
-                               int relu, REAL *y, ptrdiff_t ldy)
+                               int relu, REAL *y, ptrdiff_t ldy, REAL *plane,
+                               ptrdiff_t at, ptrdiff_t npx)
 {
-    REAL tile[FX_ACC * VL];
+    REAL tile[FX_ACC * VL], pooled[FX_ACC * VL / 4];
     const ptrdiff_t pairs = width / 2;
     for (ptrdiff_t k0 = ka; k0 < kz;) {
-        const int kv = kz - k0 >= 2 * VL && FX_ACC >= 8 * 2 ? 2 : 1;
+        const int kv = SFX(pool_kv)(k0, kz);
+        const ptrdiff_t ld = (ptrdiff_t)kv * VL;
+        const REAL *bk = bias ? bias + k0 : NULL;
+        REAL *dst = plane ? plane + (k0 - ka) * npx + at * ld : pooled;
         if (sw == 1 && x1 == x0 + width && 2 * width * kv <= FX_ACC) {
             /* the two rows end to end (a flat plane's): one tile */
             SFX(ftile_slabs)(kv, (int)(2 * width), 1, wt, crs, K, k0, x0,
                              boff, tile);
-            SFX(pool_store)(kv, (int)width, tile, bias ? bias + k0 : NULL,
-                            relu, y + k0 * ldy, ldy);
-            k0 += (ptrdiff_t)kv * VL;
+            SFX(pool_reduce)(kv, (int)width, tile, bk, relu, dst);
+            if (!plane)
+                SFX(pool_transpose)(kv, pairs, dst, y + k0 * ldy, ldy);
+            k0 += ld;
             continue;
         }
         const ptrdiff_t most = CNNKIT_MAX((ptrdiff_t)1, FX_ACC / (4 * kv));
@@ -887,11 +910,32 @@ static void SFX(fwd_kvec_pool)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
             SFX(ftile_slabs)(kv, px, sw, wt, crs, K, k0, x0 + j0 * sw, boff,
                              tile);
             SFX(ftile_slabs)(kv, px, sw, wt, crs, K, k0, x1 + j0 * sw, boff,
-                             tile + (ptrdiff_t)px * kv * VL);
-            SFX(pool_store)(kv, px, tile, bias ? bias + k0 : NULL, relu,
-                            y + k0 * ldy + q0, ldy);
+                             tile + (ptrdiff_t)px * ld);
+            SFX(pool_reduce)(kv, px, tile, bk, relu,
+                             plane ? dst + q0 * ld : pooled);
+            if (!plane)
+                SFX(pool_transpose)(kv, q1 - q0, pooled,
+                                    y + k0 * ldy + q0, ldy);
             q0 = q1;
         }
+        k0 += ld;
+    }
+}
+
+/* A task's pooled plane (npx pixels of filters [ka, kz), as
+ * fwd_kvec_pool leaves them in plane) stored at y + k*ldy: one
+ * transposition per VL pixels and filter vector, instead of one per
+ * pair of rows (a 4x4 pooled plane: 16 whole-vector stores per filter
+ * vector, instead of 64 masked ones). */
+#define POOL_PLANE_ELEMS 4096
+static void SFX(pool_plane_store)(const REAL *plane, ptrdiff_t npx,
+                                  ptrdiff_t ka, ptrdiff_t kz, REAL *y,
+                                  ptrdiff_t ldy)
+{
+    for (ptrdiff_t k0 = ka; k0 < kz;) {
+        const int kv = SFX(pool_kv)(k0, kz);
+        SFX(pool_transpose)(kv, npx, plane + (k0 - ka) * npx, y + k0 * ldy,
+                            ldy);
         k0 += (ptrdiff_t)kv * VL;
     }
 }
@@ -1051,6 +1095,7 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
      * fills its copy once */
     ptrdiff_t held = -1;
     REAL *buf = copies + (ptrdiff_t)omp_get_thread_num() * pl.copy;
+    REAL pooled_plane[POOL_PLANE_ELEMS];
     CNNKIT_OMP(for schedule(dynamic, 1))
     for (ptrdiff_t t = 0; t < tasks; t++) {
         const ptrdiff_t n = t / (pl.nb * pl.nkb);
@@ -1070,6 +1115,13 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
             const ptrdiff_t ph = g->oh / 2, pw = g->ow / 2;
             const ptrdiff_t kq = ph * pw;
             const ptrdiff_t u0 = i0 / 2, u1 = CNNKIT_MIN(ph, i1 / 2);
+            /* a flat plane's pairs pooled into one buffer, stored at
+             * once (the 8x8 network's plan 1.10-1.14x faster at batch
+             * 256, LeNet-5's 1.027x; rows of 14 pixels in blocks: 1.0x,
+             * so they store each pair as they go) */
+            const ptrdiff_t npx = (u1 - u0) * pw;
+            REAL *plane = pl.flat && npx * (kz - ka) <= POOL_PLANE_ELEMS
+                              ? pooled_plane : NULL;
             for (ptrdiff_t u = u0; u < u1; u++) {
                 const REAL *x0, *x1;
                 if (pl.flat) {
@@ -1081,8 +1133,12 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
                 }
                 SFX(fwd_kvec_pool)(ap, crs, g->k, x0, x1, pl.sw, boff, g->ow,
                                    ka, kz, bias, trelu,
-                                   y + n * g->k * kq + u * pw, kq);
+                                   y + n * g->k * kq + u * pw, kq, plane,
+                                   (u - u0) * pw, npx);
             }
+            if (plane)
+                SFX(pool_plane_store)(plane, npx, ka, kz,
+                                      y + n * g->k * kq + u0 * pw, kq);
             continue;
         }
         if (kvec) {
