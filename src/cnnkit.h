@@ -457,10 +457,11 @@ void cnnkit_tree_sum_f32(float *out, const float *const *rows,
 void cnnkit_tree_sum_f64(double *out, const double *const *rows,
                          ptrdiff_t nrows, ptrdiff_t n, int nthreads);
 
-/* Whether x[0..n) holds no infinite or NaN value (reduce.c): the check of
- * every input a model or plan is given, with no temporary. */
-int cnnkit_all_finite_f32(const float *x, ptrdiff_t n);
-int cnnkit_all_finite_f64(const double *x, ptrdiff_t n);
+/* Whether the n floats (f32) or doubles (f64) at x hold no infinite or
+ * NaN value (reduce.c): the check of every input a model or plan is
+ * given, with no temporary; x need not be aligned. */
+int cnnkit_all_finite_f32(const void *x, ptrdiff_t n);
+int cnnkit_all_finite_f64(const void *x, ptrdiff_t n);
 
 /* ------------------------------------------------------------------------ */
 /* Batch normalisation over x (n, c, hw), per channel (batchnorm.c).         */

@@ -30,24 +30,25 @@
  * plus the exponent's lowest bit carry into the sign bit exactly when they
  * are all set; the carries are or-ed over FINITE_LANES independent lanes.
  * Integer and, add and or only: no float arithmetic (so no slow path for
- * subnormals), and the vectorised loop is bound by its loads rather than
- * by one chain of ors (16384 floats: 0.85 us, against 1.45 us for a
+ * subnormals, and x need not be aligned), and the vectorised loop is bound
+ * by its loads rather than by one chain of ors (16384 floats: 0.85 us, against 1.45 us for a
  * product with 0 in 8 lanes and 2.4 us for np.isfinite(x).all()). */
 #define FINITE_LANES 32
-static int finite_bits32(const float *restrict x, ptrdiff_t n)
+static int finite_bits32(const void *x, ptrdiff_t n)
 {
+    const unsigned char *restrict p = (const unsigned char *)x;
     const uint32_t e = 0x7f800000u, low = 0x00800000u;
     uint32_t bad[FINITE_LANES] = {0};
     ptrdiff_t i = 0;
     for (; i + FINITE_LANES <= n; i += FINITE_LANES)
         for (int l = 0; l < FINITE_LANES; l++) {
             uint32_t b;
-            memcpy(&b, x + i + l, sizeof b);
+            memcpy(&b, p + (i + l) * (ptrdiff_t)sizeof b, sizeof b);
             bad[l] |= (b & e) + low;
         }
     for (int l = 0; i + l < n; l++) {
         uint32_t b;
-        memcpy(&b, x + i + l, sizeof b);
+        memcpy(&b, p + (i + l) * (ptrdiff_t)sizeof b, sizeof b);
         bad[l] |= (b & e) + low;
     }
     uint32_t any = 0;
@@ -56,20 +57,21 @@ static int finite_bits32(const float *restrict x, ptrdiff_t n)
     return !(any >> 31);
 }
 
-static int finite_bits64(const double *restrict x, ptrdiff_t n)
+static int finite_bits64(const void *x, ptrdiff_t n)
 {
+    const unsigned char *restrict p = (const unsigned char *)x;
     const uint64_t e = 0x7ff0000000000000u, low = 0x0010000000000000u;
     uint64_t bad[FINITE_LANES / 2] = {0};
     ptrdiff_t i = 0;
     for (; i + FINITE_LANES / 2 <= n; i += FINITE_LANES / 2)
         for (int l = 0; l < FINITE_LANES / 2; l++) {
             uint64_t b;
-            memcpy(&b, x + i + l, sizeof b);
+            memcpy(&b, p + (i + l) * (ptrdiff_t)sizeof b, sizeof b);
             bad[l] |= (b & e) + low;
         }
     for (int l = 0; i + l < n; l++) {
         uint64_t b;
-        memcpy(&b, x + i + l, sizeof b);
+        memcpy(&b, p + (i + l) * (ptrdiff_t)sizeof b, sizeof b);
         bad[l] |= (b & e) + low;
     }
     uint64_t any = 0;
@@ -78,12 +80,12 @@ static int finite_bits64(const double *restrict x, ptrdiff_t n)
     return !(any >> 63);
 }
 
-int cnnkit_all_finite_f32(const float *x, ptrdiff_t n)
+int cnnkit_all_finite_f32(const void *x, ptrdiff_t n)
 {
     return finite_bits32(x, n);
 }
 
-int cnnkit_all_finite_f64(const double *x, ptrdiff_t n)
+int cnnkit_all_finite_f64(const void *x, ptrdiff_t n)
 {
     return finite_bits64(x, n);
 }

@@ -12,7 +12,8 @@ from cnnkit import layers as L
 from cnnkit import models, plan
 from cnnkit.cli import default_model
 
-from helpers import SIMD_PATHS, num_threads, require, run_simd
+from helpers import (LAYOUTS, SIMD_PATHS, num_threads, require, run_simd,
+                     to_layout)
 
 
 def _bound(dtype):
@@ -380,10 +381,37 @@ def test_the_finite_check_finds_every_bad_value(dtype):
                 y[i] = v
                 assert not _ops.all_finite(y)
     assert _ops.all_finite(np.zeros(0, dtype))
+    # unaligned: a view of a byte buffer at an odd offset
+    x = to_layout(np.ones(37, dtype), "unaligned")
+    assert not x.flags.aligned and _ops.all_finite(x)
+    x[36] = np.inf
+    assert not _ops.all_finite(x)
     with pytest.raises(TypeError, match="all_finite: x must be"):
         _ops.all_finite(np.zeros(3, np.int64))
     with pytest.raises(TypeError, match="all_finite: x must be"):
         _ops.all_finite(np.zeros((3, 4), dtype)[:, ::2])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_run_and_predict_take_every_memory_layout(layout):
+    # a batch of the plan's dtype in any layout -- unaligned (a view of a
+    # byte buffer at an odd offset), reversed, read-only, broadcast -- gives
+    # the values of a C-contiguous copy, through run and predict
+    model = models.lenet5(seed=0)
+    p = model.compile()
+    x = np.random.default_rng(1).standard_normal(
+        (3, 1, 28, 28)).astype(np.float32)
+    want = p.run(x)
+    xl = to_layout(x, layout)
+    if layout == "broadcast":
+        want = p.run(np.ascontiguousarray(xl))
+    assert np.array_equal(p.run(xl), want)
+    assert np.array_equal(model.predict(xl), want.argmax(1))
+    bad = to_layout(np.where(np.arange(x.size).reshape(x.shape) == 500,
+                             np.nan, x).astype(np.float32), layout)
+    count = 3 if layout == "broadcast" else 1     # the first image, thrice
+    with pytest.raises(ValueError, match=f"{count} NaN or infinite"):
+        p.run(bad)
 
 
 def test_run_converts_like_predict():

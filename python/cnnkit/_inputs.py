@@ -35,7 +35,9 @@ def checked_batch(x, dtype, name="x", check_finite=True):
     infinite values."""
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {x.shape})")
-    x = np.ascontiguousarray(x, dtype=dtype)
+    # C-contiguous and aligned (a view of a byte buffer at an odd offset is
+    # copied: the kernels read whole elements)
+    x = np.require(x, dtype=dtype, requirements=["C", "A"])
     if check_finite and not _ops.all_finite(x):
         bad = int(np.count_nonzero(~np.isfinite(x)))
         raise ValueError(f"{name} contains {bad} NaN or infinite values")

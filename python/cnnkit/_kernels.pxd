@@ -232,8 +232,8 @@ cdef extern from "cnnkit.h" nogil:
                              ptrdiff_t nrows, ptrdiff_t n, int nthreads)
     void cnnkit_tree_sum_f64(double *out, const double *const *rows,
                              ptrdiff_t nrows, ptrdiff_t n, int nthreads)
-    int cnnkit_all_finite_f32(const float *x, ptrdiff_t n)
-    int cnnkit_all_finite_f64(const double *x, ptrdiff_t n)
+    int cnnkit_all_finite_f32(const void *x, ptrdiff_t n)
+    int cnnkit_all_finite_f64(const void *x, ptrdiff_t n)
 
     void cnnkit_softmax_f32(float *p, const float *z, ptrdiff_t n,
                             ptrdiff_t c, int nthreads)

@@ -1455,13 +1455,13 @@ cdef void _adam_step(floating *t, params, grads, m, v, double beta1,
 
 
 def all_finite(x):
-    """Whether the C-contiguous float32 or float64 array x holds no
-    infinite or NaN value (one pass, no temporary; the GIL is released
-    for large arrays)."""
+    """Whether the C-contiguous float32 or float64 array x (aligned or
+    not) holds no infinite or NaN value (one pass, no temporary; the GIL
+    is released for large arrays)."""
     cdef int tn = (cnp.PyArray_TYPE(<cnp.ndarray>x)
                    if cnp.PyArray_Check(x) else -1)
     if not ((tn == cnp.NPY_FLOAT32 or tn == cnp.NPY_FLOAT64) and
-            cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x) and
+            cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x) and
             cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x)):
         raise TypeError(f"all_finite: x must be a C-contiguous float32 or "
                         f"float64 array, got "
@@ -1471,12 +1471,12 @@ def all_finite(x):
     cdef int ok
     cdef bint f32 = tn == cnp.NPY_FLOAT32
     if n < 65536:
-        ok = (cnnkit_all_finite_f32(<const float *>p, n) if f32 else
-              cnnkit_all_finite_f64(<const double *>p, n))
+        ok = (cnnkit_all_finite_f32(p, n) if f32 else
+              cnnkit_all_finite_f64(p, n))
     else:
         with nogil:
-            ok = (cnnkit_all_finite_f32(<const float *>p, n) if f32 else
-                  cnnkit_all_finite_f64(<const double *>p, n))
+            ok = (cnnkit_all_finite_f32(p, n) if f32 else
+                  cnnkit_all_finite_f64(p, n))
     return bool(ok)
 
 

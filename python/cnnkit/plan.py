@@ -551,7 +551,8 @@ class Plan:
         :meth:`cnnkit.Model.predict` refuses it."""
         if (type(x) is np.ndarray and x.dtype == self.dtype and
                 x.shape[1:] == self.input_shape and x.shape[0] > 0 and
-                x.flags.c_contiguous and _ops.all_finite(x)):
+                x.flags.c_contiguous and x.flags.aligned and
+                _ops.all_finite(x)):
             return x     # a batch as the plan takes it: nothing to convert
         x = _inputs.as_batch(_inputs.real_array(x), self.input_shape, "x")
         return _inputs.checked_batch(x, self.dtype)
