@@ -427,23 +427,15 @@ void SFX(cnnkit_conv2d_forward_packed)(REAL *y, const REAL *x, const REAL *w,
                     yk[i] += b;
             }
         }
-        if (res) {      /* the residual, then the ReLU: an add step's
-                         * a + b and cnnkit_relu_forward's selects */
-            const REAL *rn = res + n * kp + q * gk * p + p0;
+        if (res || relu) {
+            /* the residual (an add step's a + b), then the ReLU as
+             * cnnkit_relu_forward: NaN stays, -0 -> +0 */
+            const REAL *rn = res ? res + n * kp + q * gk * p + p0 : NULL;
             for (ptrdiff_t k = 0; k < gk; k++) {
                 REAL *yk = yn + k * p;
-                const REAL *rk = rn + k * p;
                 for (ptrdiff_t i = 0; i < pl; i++) {
-                    REAL v = yk[i] + rk[i];
+                    REAL v = rn ? yk[i] + rn[k * p + i] : yk[i];
                     yk[i] = !relu || v > 0 || v != v ? v : (REAL)0;
-                }
-            }
-        } else if (relu) {  /* as cnnkit_relu_forward: NaN stays, -0 -> +0 */
-            for (ptrdiff_t k = 0; k < gk; k++) {
-                REAL *yk = yn + k * p;
-                for (ptrdiff_t i = 0; i < pl; i++) {
-                    REAL v = yk[i];
-                    yk[i] = (v > 0 || v != v) ? v : (REAL)0;
                 }
             }
         }

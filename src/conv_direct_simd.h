@@ -610,8 +610,7 @@ static int SFX(fwd_kvec)(const cnnkit_conv2d_geom *g)
            (g->k >= 2 * VL || SFX(flat_size)(g) > 0);
 }
 
-/* out + t*kv*VL + kk*VL: the slab's sums of pixel t and filter vector kk
- * (stored when first, else added to what is there). */
+/* a[t*kv + kk]: the slab's sums of pixel t and filter vector kk. */
 static inline __attribute__((always_inline)) void
 SFX(ftile_sums)(const int kv, const int px, const int sw, ptrdiff_t kc,
                 const REAL *restrict wt, ptrdiff_t ldw,
@@ -637,6 +636,8 @@ SFX(ftile_sums)(const int kv, const int px, const int sw, ptrdiff_t kc,
     }
 }
 
+/* out + t*kv*VL + kk*VL: the slab's sums of pixel t and filter vector kk
+ * (stored when first, else added to what is there). */
 static inline __attribute__((always_inline)) void
 SFX(ftile)(const int kv, const int px, const int sw, ptrdiff_t kc,
            const REAL *restrict wt, ptrdiff_t ldw, const REAL *restrict xrow,

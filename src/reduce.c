@@ -31,64 +31,36 @@
  * are all set; the carries are or-ed over FINITE_LANES independent lanes.
  * Integer and, add and or only: no float arithmetic (so no slow path for
  * subnormals, and x need not be aligned), and the vectorised loop is bound
- * by its loads rather than by one chain of ors (16384 floats: 0.85 us, against 1.45 us for a
- * product with 0 in 8 lanes and 2.4 us for np.isfinite(x).all()). */
+ * by its loads rather than by one chain of ors (16384 floats: 0.85-1.1
+ * us, against 1.45 us for a product with 0 in 8 lanes and 2.4 us for
+ * np.isfinite(x).all()).  One body for both widths (FINITE_BITS). */
 #define FINITE_LANES 32
-static int finite_bits32(const void *x, ptrdiff_t n)
-{
-    const unsigned char *restrict p = (const unsigned char *)x;
-    const uint32_t e = 0x7f800000u, low = 0x00800000u;
-    uint32_t bad[FINITE_LANES] = {0};
-    ptrdiff_t i = 0;
-    for (; i + FINITE_LANES <= n; i += FINITE_LANES)
-        for (int l = 0; l < FINITE_LANES; l++) {
-            uint32_t b;
-            memcpy(&b, p + (i + l) * (ptrdiff_t)sizeof b, sizeof b);
-            bad[l] |= (b & e) + low;
-        }
-    for (int l = 0; i + l < n; l++) {
-        uint32_t b;
-        memcpy(&b, p + (i + l) * (ptrdiff_t)sizeof b, sizeof b);
-        bad[l] |= (b & e) + low;
+#define FINITE_BITS(name, U, E, LOW, LANES)                                \
+    int name(const void *x, ptrdiff_t n)                                    \
+    {                                                                       \
+        const unsigned char *restrict p = (const unsigned char *)x;         \
+        U bad[LANES] = {0}, any = 0;                                        \
+        ptrdiff_t i = 0;                                                    \
+        for (; i + (LANES) <= n; i += (LANES))                              \
+            for (int l = 0; l < (LANES); l++) {                             \
+                U b;                                                        \
+                memcpy(&b, p + (i + l) * (ptrdiff_t)sizeof b, sizeof b);    \
+                bad[l] |= (b & (E)) + (LOW);                                \
+            }                                                               \
+        for (int l = 0; i + l < n; l++) {                                   \
+            U b;                                                            \
+            memcpy(&b, p + (i + l) * (ptrdiff_t)sizeof b, sizeof b);        \
+            bad[l] |= (b & (E)) + (LOW);                                    \
+        }                                                                   \
+        for (int l = 0; l < (LANES); l++)                                   \
+            any |= bad[l];                                                  \
+        return !(any >> (8 * sizeof(U) - 1));                               \
     }
-    uint32_t any = 0;
-    for (int l = 0; l < FINITE_LANES; l++)
-        any |= bad[l];
-    return !(any >> 31);
-}
-
-static int finite_bits64(const void *x, ptrdiff_t n)
-{
-    const unsigned char *restrict p = (const unsigned char *)x;
-    const uint64_t e = 0x7ff0000000000000u, low = 0x0010000000000000u;
-    uint64_t bad[FINITE_LANES / 2] = {0};
-    ptrdiff_t i = 0;
-    for (; i + FINITE_LANES / 2 <= n; i += FINITE_LANES / 2)
-        for (int l = 0; l < FINITE_LANES / 2; l++) {
-            uint64_t b;
-            memcpy(&b, p + (i + l) * (ptrdiff_t)sizeof b, sizeof b);
-            bad[l] |= (b & e) + low;
-        }
-    for (int l = 0; i + l < n; l++) {
-        uint64_t b;
-        memcpy(&b, p + (i + l) * (ptrdiff_t)sizeof b, sizeof b);
-        bad[l] |= (b & e) + low;
-    }
-    uint64_t any = 0;
-    for (int l = 0; l < FINITE_LANES / 2; l++)
-        any |= bad[l];
-    return !(any >> 63);
-}
-
-int cnnkit_all_finite_f32(const void *x, ptrdiff_t n)
-{
-    return finite_bits32(x, n);
-}
-
-int cnnkit_all_finite_f64(const void *x, ptrdiff_t n)
-{
-    return finite_bits64(x, n);
-}
+FINITE_BITS(cnnkit_all_finite_f32, uint32_t, 0x7f800000u, 0x00800000u,
+            FINITE_LANES)
+FINITE_BITS(cnnkit_all_finite_f64, uint64_t, 0x7ff0000000000000u,
+            0x0010000000000000u, FINITE_LANES / 2)
+#undef FINITE_BITS
 
 #define CNNKIT_IMPL "reduce_impl.h"
 #include "instantiate.h"
