@@ -174,13 +174,16 @@ void SFX(cnnkit_batch_norm_sums)(double *restrict sums,
     }
 }
 
-/* y = (x - mean) * invstd * weight + bias over planes [0, n*c). */
+/* y = (x - mean) * invstd * weight + bias over planes [0, n*c), then
+ * with relu the select of cnnkit_relu_forward (a ReLU after the layer,
+ * in the same pass: the same bits). */
 static void SFX(bn_normalise)(REAL *restrict y, const REAL *restrict x,
                               const REAL *restrict mean,
                               const REAL *restrict invstd,
                               const REAL *restrict weight,
-                              const REAL *restrict bias, ptrdiff_t n,
-                              ptrdiff_t c, ptrdiff_t hw, int nthreads)
+                              const REAL *restrict bias, int relu,
+                              ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+                              int nthreads)
 {
     const ptrdiff_t planes = n * c;
     const int nt = cnnkit_team(4.0 * (double)planes * hw, planes, nthreads);
@@ -193,31 +196,39 @@ static void SFX(bn_normalise)(REAL *restrict y, const REAL *restrict x,
         const REAL b = bias ? bias[ch] : (REAL)0;
         const REAL *restrict px = x + pl * hw;
         REAL *restrict py = y + pl * hw;
-        for (ptrdiff_t j = 0; j < hw; j++) {
-            const REAL xhat = (px[j] - m) * s;
-            py[j] = xhat * w + b;
-        }
+        if (relu)
+            for (ptrdiff_t j = 0; j < hw; j++) {
+                const REAL xhat = (px[j] - m) * s;
+                const REAL v = xhat * w + b;
+                py[j] = (v > 0 || v != v) ? v : (REAL)0;
+            }
+        else
+            for (ptrdiff_t j = 0; j < hw; j++) {
+                const REAL xhat = (px[j] - m) * s;
+                py[j] = xhat * w + b;
+            }
     }
 }
 
 void SFX(cnnkit_batch_norm_forward)(REAL *y, const REAL *x, const REAL *mean,
                                     const REAL *invstd, const REAL *weight,
-                                    const REAL *bias, ptrdiff_t n,
+                                    const REAL *bias, int relu, ptrdiff_t n,
                                     ptrdiff_t c, ptrdiff_t hw, int nthreads)
 {
-    SFX(bn_normalise)(y, x, mean, invstd, weight, bias, n, c, hw, nthreads);
+    SFX(bn_normalise)(y, x, mean, invstd, weight, bias, relu, n, c, hw,
+                      nthreads);
 }
 
 void SFX(cnnkit_batch_norm_inference)(REAL *y, REAL *invstd_out,
                                       const REAL *x, const REAL *mean,
                                       const REAL *var, const REAL *weight,
-                                      const REAL *bias, double eps,
+                                      const REAL *bias, double eps, int relu,
                                       ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
                                       int nthreads)
 {
     for (ptrdiff_t ch = 0; ch < c; ch++)
         invstd_out[ch] = (REAL)(1.0 / sqrt((double)var[ch] + eps));
-    SFX(bn_normalise)(y, x, mean, invstd_out, weight, bias, n, c, hw,
+    SFX(bn_normalise)(y, x, mean, invstd_out, weight, bias, relu, n, c, hw,
                       nthreads);
 }
 

@@ -479,28 +479,38 @@ void cnnkit_batch_norm_sums_f64(double *sums, const double *x,
                                 const double *mean, const int64_t *bounds,
                                 ptrdiff_t nparts, ptrdiff_t n, ptrdiff_t c,
                                 ptrdiff_t hw, int nthreads);
-/* x, mean, invstd (c,) -> y = (x - mean) * invstd * weight + bias */
+/* y = a + b (a * b with mul; y may be a), then the ReLU when relu: one
+ * IEEE operation per element (NumPy's bits) and the select of
+ * cnnkit_relu_forward.  The Add and Multiply layers, a plan's ADD and MUL
+ * steps, and a residual added after a convolution's pass. */
+void cnnkit_eltwise_relu_f32(float *y, const float *a, const float *b,
+                             ptrdiff_t m, int mul, int relu, int nthreads);
+void cnnkit_eltwise_relu_f64(double *y, const double *a, const double *b,
+                             ptrdiff_t m, int mul, int relu, int nthreads);
+/* x, mean, invstd (c,) -> y = (x - mean) * invstd * weight + bias, then
+ * with relu the ReLU of cnnkit_relu_forward (the same bits as a ReLU
+ * after it) */
 void cnnkit_batch_norm_forward_f32(float *y, const float *x,
                                    const float *mean, const float *invstd,
                                    const float *weight, const float *bias,
-                                   ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
-                                   int nthreads);
+                                   int relu, ptrdiff_t n, ptrdiff_t c,
+                                   ptrdiff_t hw, int nthreads);
 void cnnkit_batch_norm_forward_f64(double *y, const double *x,
                                    const double *mean, const double *invstd,
                                    const double *weight, const double *bias,
-                                   ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
-                                   int nthreads);
+                                   int relu, ptrdiff_t n, ptrdiff_t c,
+                                   ptrdiff_t hw, int nthreads);
 /* The forward from running statistics: invstd (c,) = 1 / sqrt(var + eps)
  * (written), then y as cnnkit_batch_norm_forward. */
 void cnnkit_batch_norm_inference_f32(float *y, float *invstd, const float *x,
                                      const float *mean, const float *var,
                                      const float *weight, const float *bias,
-                                     double eps, ptrdiff_t n, ptrdiff_t c,
-                                     ptrdiff_t hw, int nthreads);
+                                     double eps, int relu, ptrdiff_t n,
+                                     ptrdiff_t c, ptrdiff_t hw, int nthreads);
 void cnnkit_batch_norm_inference_f64(double *y, double *invstd,
                                      const double *x, const double *mean,
                                      const double *var, const double *weight,
-                                     const double *bias, double eps,
+                                     const double *bias, double eps, int relu,
                                      ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
                                      int nthreads);
 /* sums (nparts, 2, c): per part and channel, sum gy and sum gy * xhat

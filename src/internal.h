@@ -72,14 +72,6 @@ int cnnkit_gemm_wtree_f64(double *gw, const double *gy, const double *x,
                           double *work, ptrdiff_t f, ptrdiff_t o,
                           int nthreads);
 
-/* y = a + b (a * b with mul; y may be a), then the ReLU when relu: one
- * IEEE operation per element (NumPy's bits) and the select of
- * cnnkit_relu_forward (activation.c).  A plan's ADD and MUL steps, and a
- * residual added after a convolution's pass. */
-void cnnkit_eltwise_relu_f32(float *y, const float *a, const float *b,
-                             ptrdiff_t m, int mul, int relu, int nthreads);
-void cnnkit_eltwise_relu_f64(double *y, const double *a, const double *b,
-                             ptrdiff_t m, int mul, int relu, int nthreads);
 
 int cnnkit_conv_direct_f32(float *y, const float *x, const float *w,
                            const float *packed, const float *bias, int relu,

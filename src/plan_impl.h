@@ -265,7 +265,8 @@ static void SFX(plan_steps)(REAL *y, const REAL *x, REAL *arena, REAL *work,
         case CNNKIT_PLAN_BATCH_NORM:
             SFX(cnnkit_batch_norm_inference)(
                 out, work, in0, (const REAL *)s->mean, (const REAL *)s->var,
-                (const REAL *)s->w, (const REAL *)s->b, s->param, n, s->rows,
+                (const REAL *)s->w, (const REAL *)s->b, s->param, 0, n,
+                s->rows,
                 s->size, nthreads);
             break;
         case CNNKIT_PLAN_ACT:

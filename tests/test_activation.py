@@ -829,3 +829,42 @@ def test_activation_layer_names_and_config():
     assert L.LeakyReLU(0.3).get_config() == {"negative_slope": 0.3}
     assert L.GELU("tanh").get_config() == {"approximate": "tanh"}
     assert repr(L.GELU()) == "GELU(approximate='none')"
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_and_multiply_pass_with_relu(dtype):
+    # the pass of the Add and Multiply layers (and of the gradient sums of
+    # a tensor read twice): NumPy's sum or product, then relu_forward's
+    # selects, on any thread count
+    from cnnkit import _ops
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((7, 3, 5, 11)).astype(dtype)
+    b = rng.standard_normal(a.shape).astype(dtype)
+    a.reshape(-1)[:6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0]
+    b.reshape(-1)[:6] = [1.0, -np.inf, 2.0, -0.0, -0.0, -1.0]
+    for threads in (1, 2):
+        with helpers.num_threads(threads):
+            for mul, op in ((False, np.add), (True, np.multiply)):
+                want = op(a, b)
+                got = _ops.eltwise(a, b, mul)
+                assert got.tobytes() == want.tobytes()
+                got = _ops.eltwise(a, b, mul, True)
+                assert got.tobytes() == _ops.relu_forward(want).tobytes()
+                out = np.empty_like(a)
+                assert _ops.eltwise(a, b, mul, True, out) is out
+                c = a.copy()            # out may be an input itself
+                _ops.eltwise(c, b, mul, False, c)
+                assert c.tobytes() == want.tobytes()
+    # strided views are read as their values
+    got = _ops.eltwise(a[:, :, ::2], b[:, :, ::2])
+    assert got.tobytes() == np.add(a[:, :, ::2], b[:, :, ::2]).tobytes()
+    assert _ops.eltwise(a[:0], b[:0]).shape == (0, 3, 5, 11)
+    with pytest.raises(ValueError, match=r"add: a and b must have one "
+                                         r"shape; got \(7, 3, 5, 11\) and"):
+        _ops.eltwise(a, b[:, :2])
+    with pytest.raises(TypeError, match="add: b has dtype"):
+        _ops.eltwise(a, b.astype(np.float32 if dtype == np.float64
+                                 else np.float64))
+    with pytest.raises(ValueError, match="multiply: out must be"):
+        _ops.eltwise(a, b, True, False, np.empty(a.shape, np.int32))

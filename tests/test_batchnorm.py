@@ -339,6 +339,39 @@ def test_matches_pytorch(shape, dtype):
 # ==========================================================================
 # errors
 # ==========================================================================
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_in_the_pass_has_the_bits_of_a_relu_after(dtype):
+    # the pass a BatchNorm2D layer runs when a ReLU alone reads it
+    from cnnkit import _ops
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 5, 4, 37)).astype(dtype)
+    x[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
+    mean = rng.standard_normal(5).astype(dtype)
+    invstd = rng.uniform(0.5, 2.0, 5).astype(dtype)
+    var = rng.uniform(0.5, 2.0, 5).astype(dtype)
+    w = rng.standard_normal(5).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    w[1], b[1] = 0.0, -0.0          # +0 and -0 outputs: the ReLU gives +0
+    for threads in (1, 2):
+        with num_threads(threads):
+            y = _ops.batch_norm_forward(x, mean, invstd, w, b)
+            got = _ops.batch_norm_forward(x, mean, invstd, w, b, relu=True)
+            assert got.tobytes() == _ops.relu_forward(y).tobytes()
+            assert np.isnan(got[0, 0, 0, 0]) and (got >= 0).sum() == \
+                got.size - 1
+            y, s = _ops.batch_norm_inference(x, mean, var, w, b, 1e-5)
+            got, s2 = _ops.batch_norm_inference(x, mean, var, w, b, 1e-5,
+                                                relu=True)
+            assert got.tobytes() == _ops.relu_forward(y).tobytes()
+            assert s.tobytes() == s2.tobytes()
+            # without affine parameters
+            got = _ops.batch_norm_forward(x, mean, invstd, None, None,
+                                          relu=True)
+            want = _ops.relu_forward(
+                _ops.batch_norm_forward(x, mean, invstd, None, None))
+            assert got.tobytes() == want.tobytes()
+
+
 def test_errors_name_the_argument():
     x = np.zeros((2, 3, 4, 4))
     rm, rv = np.zeros(3), np.ones(3)

@@ -252,6 +252,24 @@ def _layer_by_layer(model, x):
     return values[g.output.uid]
 
 
+def _fused_and_plain(build):
+    """Two models of build() with one set of weights: as built, and with
+    every pass run layer by layer (no fusion)."""
+    fused, plain = build(), build()
+    plain.set_weights(fused.get_weights())
+    n = len(plain._graph.order)
+    plain._graph.forward_plan = [("plain", None)] * n
+    plain._graph.backward_plan = [("plain", None)] * n
+    return fused, plain
+
+
+def _gradient_bits(model, x, y):
+    """The bytes of d loss / d x and of the parameter gradients of one
+    training pass on (x, y % 3)."""
+    _, g = softmax_cross_entropy(model.forward(x, True), y % 3)
+    return model.backward(g).tobytes(), model.flat_grads.tobytes()
+
+
 def test_fused_passes_in_a_graph_have_the_bits_of_the_layers():
     def build():
         inp = cnnkit.Input((1, 8, 8))
@@ -261,11 +279,7 @@ def test_fused_passes_in_a_graph_have_the_bits_of_the_layers():
         out = L.Dense(3)(L.Flatten()(L.Add()([y, z])))
         return cnnkit.Model(inp, out, seed=0)
 
-    fused, plain = build(), build()
-    plain.set_weights(fused.get_weights())
-    n = len(plain._graph.order)
-    plain._graph.forward_plan = [("plain", None)] * n
-    plain._graph.backward_plan = [("plain", None)] * n
+    fused, plain = _fused_and_plain(build)
     steps = [s for s, _ in fused._graph.forward_plan]
     assert steps.count("fused") == 2 and steps.count("absorbed") == 2
     assert [p[0] for p in fused._graph.backward_plan].count("fused") == 1
@@ -275,12 +289,45 @@ def test_fused_passes_in_a_graph_have_the_bits_of_the_layers():
     for training in (False, True):
         assert fused.forward(x, training).tobytes() == \
             plain.forward(x, training).tobytes()
-    grads = []
-    for model in (fused, plain):
-        _, g = softmax_cross_entropy(model.forward(x, True), y % 3)
-        grads.append((model.backward(g).tobytes(),
-                       model.flat_grads.tobytes()))
-    assert grads[0] == grads[1]
+    assert _gradient_bits(fused, x, y) == _gradient_bits(plain, x, y)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batch_norm_and_add_take_the_relu_after_them(dtype):
+    # a residual block: batch norm -> ReLU and add -> ReLU run in one pass
+    # each (forward, training and evaluation); the bits of the layers
+    def build():
+        inp = cnnkit.Input((1, 8, 8))
+        a = L.ReLU()(L.BatchNorm2D()(L.Conv2D(4, 3, padding=1)(inp)))
+        b = L.BatchNorm2D()(L.Conv2D(4, 3, padding=1)(a))
+        c = L.ReLU()(L.Add()([a, b]))
+        d = L.ReLU()(L.Add()([c, b, a]))      # three inputs
+        out = L.Dense(3)(L.Flatten()(L.Add()([d, c])))
+        return cnnkit.Model(inp, out, seed=0, dtype=dtype)
+
+    fused, plain = _fused_and_plain(build)
+    kinds = [(type(node.layer).__name__, step) for node, (step, _) in
+             zip(fused._graph.order, fused._graph.forward_plan)]
+    assert kinds.count(("BatchNorm2D", "fused")) == 1
+    assert kinds.count(("Add", "fused")) == 2
+    assert kinds.count(("ReLU", "absorbed")) == 3
+    x, y = digits(12)
+    x = x.astype(dtype)
+    x[:, 0, :3] = 0.0                                   # ties at zero
+    for threads in (1, 2):
+        cnnkit.set_num_threads(threads)
+        try:
+            for training in (True, False):
+                got = fused.forward(x, training)
+                assert got.tobytes() == plain.forward(x, training).tobytes()
+            assert _gradient_bits(fused, x, y) == \
+                _gradient_bits(plain, x, y)
+        finally:
+            cnnkit.set_num_threads(0)
+    # and in a fit: the same weights after the same steps
+    fused.fit(x, y % 3, epochs=2, batch_size=4, verbose=0)
+    plain.fit(x, y % 3, epochs=2, batch_size=4, verbose=0)
+    assert fused.flat_params.tobytes() == plain.flat_params.tobytes()
 
 
 def test_thread_count_and_batch_do_not_change_the_bits():

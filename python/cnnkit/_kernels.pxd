@@ -276,31 +276,36 @@ cdef extern from "cnnkit.h" nogil:
                                     const int64_t *bounds, ptrdiff_t nparts,
                                     ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
                                     int nthreads)
+    void cnnkit_eltwise_relu_f32(float *y, const float *a, const float *b,
+                                 ptrdiff_t m, int mul, int relu, int nthreads)
+    void cnnkit_eltwise_relu_f64(double *y, const double *a,
+                                 const double *b, ptrdiff_t m, int mul,
+                                 int relu, int nthreads)
     void cnnkit_batch_norm_forward_f32(float *y, const float *x,
                                        const float *mean, const float *invstd,
                                        const float *weight, const float *bias,
-                                       ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
-                                       int nthreads)
+                                       int relu, ptrdiff_t n, ptrdiff_t c,
+                                       ptrdiff_t hw, int nthreads)
     void cnnkit_batch_norm_forward_f64(double *y, const double *x,
                                        const double *mean,
                                        const double *invstd,
                                        const double *weight,
-                                       const double *bias, ptrdiff_t n,
-                                       ptrdiff_t c, ptrdiff_t hw,
+                                       const double *bias, int relu,
+                                       ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
                                        int nthreads)
     void cnnkit_batch_norm_inference_f32(float *y, float *invstd,
                                          const float *x, const float *mean,
                                          const float *var,
                                          const float *weight,
                                          const float *bias, double eps,
-                                         ptrdiff_t n, ptrdiff_t c,
+                                         int relu, ptrdiff_t n, ptrdiff_t c,
                                          ptrdiff_t hw, int nthreads)
     void cnnkit_batch_norm_inference_f64(double *y, double *invstd,
                                          const double *x, const double *mean,
                                          const double *var,
                                          const double *weight,
                                          const double *bias, double eps,
-                                         ptrdiff_t n, ptrdiff_t c,
+                                         int relu, ptrdiff_t n, ptrdiff_t c,
                                          ptrdiff_t hw, int nthreads)
     void cnnkit_batch_norm_backward_sums_f32(
         double *sums, const float *gy, const float *x, const float *mean,
@@ -714,26 +719,36 @@ cdef inline void cnnkit_batch_norm_sums(
 cdef inline void cnnkit_batch_norm_forward(
         floating *y, const floating *x, const floating *mean,
         const floating *invstd, const floating *weight, const floating *bias,
-        ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, int nthreads) noexcept nogil:
+        int relu, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+        int nthreads) noexcept nogil:
     if floating is float:
-        cnnkit_batch_norm_forward_f32(y, x, mean, invstd, weight, bias, n, c,
-                                      hw, nthreads)
+        cnnkit_batch_norm_forward_f32(y, x, mean, invstd, weight, bias, relu,
+                                      n, c, hw, nthreads)
     else:
-        cnnkit_batch_norm_forward_f64(y, x, mean, invstd, weight, bias, n, c,
-                                      hw, nthreads)
+        cnnkit_batch_norm_forward_f64(y, x, mean, invstd, weight, bias, relu,
+                                      n, c, hw, nthreads)
+
+
+cdef inline void cnnkit_eltwise_relu(
+        floating *y, const floating *a, const floating *b, ptrdiff_t m,
+        int mul, int relu, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_eltwise_relu_f32(y, a, b, m, mul, relu, nthreads)
+    else:
+        cnnkit_eltwise_relu_f64(y, a, b, m, mul, relu, nthreads)
 
 
 cdef inline void cnnkit_batch_norm_inference(
         floating *y, floating *invstd, const floating *x,
         const floating *mean, const floating *var, const floating *weight,
-        const floating *bias, double eps, ptrdiff_t n, ptrdiff_t c,
+        const floating *bias, double eps, int relu, ptrdiff_t n, ptrdiff_t c,
         ptrdiff_t hw, int nthreads) noexcept nogil:
     if floating is float:
         cnnkit_batch_norm_inference_f32(y, invstd, x, mean, var, weight,
-                                        bias, eps, n, c, hw, nthreads)
+                                        bias, eps, relu, n, c, hw, nthreads)
     else:
         cnnkit_batch_norm_inference_f64(y, invstd, x, mean, var, weight,
-                                        bias, eps, n, c, hw, nthreads)
+                                        bias, eps, relu, n, c, hw, nthreads)
 
 
 cdef inline void cnnkit_batch_norm_backward_sums(

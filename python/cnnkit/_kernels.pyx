@@ -730,6 +730,38 @@ cdef void _relu_forward(floating *t, y, x, int nt) noexcept:
         cnnkit_relu_forward(py, px, n, nt)
 
 
+def eltwise(a, b, bint mul=False, bint relu=False, out=None):
+    """a + b (a * b with mul) element by element, then with relu a ReLU in
+    the same pass; a and b of one shape and float dtype (NumPy's bits for
+    the sum or product, cnnkit_relu_forward's for the ReLU).  out may be
+    a or b itself, and overlap nothing else."""
+    cdef int nt = _nthreads()
+    fn = "multiply" if mul else "add"
+    a = _float_input(a, f"{fn}: a")
+    b = _float_input(b, f"{fn}: b")
+    _same_dtype(fn, a, "a", b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"{fn}: a and b must have one shape; got {a.shape} "
+                         f"and {b.shape}")
+    y = _out(out, a.shape, a.dtype, fn, "out")
+    if a.size:
+        if _is_f32(a):
+            _eltwise(_F32, y, a, b, mul, relu, nt)
+        else:
+            _eltwise(_F64, y, a, b, mul, relu, nt)
+    return y
+
+
+cdef void _eltwise(floating *t, y, a, b, bint mul, bint relu,
+                   int nt) noexcept:
+    cdef floating *py = _data(y, t)
+    cdef const floating *pa = _data(a, t)
+    cdef const floating *pb = _data(b, t)
+    cdef ptrdiff_t m = cnp.PyArray_SIZE(<cnp.ndarray>a)
+    with nogil:
+        cnnkit_eltwise_relu(py, pa, pb, m, mul, relu, nt)
+
+
 def relu_backward(grad_out, x, out=None):
     cdef int nt = _nthreads()
     grad_out = _float_input(grad_out, "grad_out")
@@ -1606,9 +1638,11 @@ cdef void _batch_norm_sums(floating *t, sums, x, mean, bounds,
         cnnkit_batch_norm_sums(ps, px, pm, pb, nparts, n, c, hw, nt)
 
 
-def batch_norm_forward(x, mean, invstd, weight, bias, out=None):
+def batch_norm_forward(x, mean, invstd, weight, bias, out=None,
+                       bint relu=False):
     """y = (x - mean) * invstd * weight + bias per channel (weight, bias
-    may be None); mean, invstd (C,) of x's dtype."""
+    may be None), then with relu a ReLU in the same pass; mean, invstd
+    (C,) of x's dtype."""
     cdef int nt = _nthreads()
     cdef ptrdiff_t n, c, hw
     fn = "batch_norm"
@@ -1621,17 +1655,17 @@ def batch_norm_forward(x, mean, invstd, weight, bias, out=None):
     y = _out(out, x.shape, dt, fn, "out")
     if x.size:
         if _is_f32(x):
-            _batch_norm_forward(_F32, y, x, mean, invstd, weight, bias, n, c,
-                                hw, nt)
+            _batch_norm_forward(_F32, y, x, mean, invstd, weight, bias, relu,
+                                n, c, hw, nt)
         else:
-            _batch_norm_forward(_F64, y, x, mean, invstd, weight, bias, n, c,
-                                hw, nt)
+            _batch_norm_forward(_F64, y, x, mean, invstd, weight, bias, relu,
+                                n, c, hw, nt)
     return y
 
 
 cdef void _batch_norm_forward(floating *t, y, x, mean, invstd, weight, bias,
-                              ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
-                              int nt) noexcept:
+                              bint relu, ptrdiff_t n, ptrdiff_t c,
+                              ptrdiff_t hw, int nt) noexcept:
     cdef floating *py = _data(y, t)
     cdef const floating *px = _data(x, t)
     cdef const floating *pm = _data(mean, t)
@@ -1639,13 +1673,15 @@ cdef void _batch_norm_forward(floating *t, y, x, mean, invstd, weight, bias,
     cdef const floating *pw = _data(weight, t)
     cdef const floating *pb = _data(bias, t)
     with nogil:
-        cnnkit_batch_norm_forward(py, px, pm, ps, pw, pb, n, c, hw, nt)
+        cnnkit_batch_norm_forward(py, px, pm, ps, pw, pb, relu, n, c, hw,
+                                  nt)
 
 
 def batch_norm_inference(x, running_mean, running_var, weight, bias,
-                         double eps, out=None):
+                         double eps, out=None, bint relu=False):
     """The evaluation forward: (y, invstd) with invstd = 1 / sqrt(running_var
-    + eps) and y = (x - running_mean) * invstd * weight + bias."""
+    + eps) and y = (x - running_mean) * invstd * weight + bias, then with
+    relu a ReLU in the same pass."""
     cdef int nt = _nthreads()
     cdef ptrdiff_t n, c, hw
     fn = "batch_norm"
@@ -1662,16 +1698,16 @@ def batch_norm_inference(x, running_mean, running_var, weight, bias,
     invstd = np.empty(c, dtype=dt)
     if _is_f32(x):
         _batch_norm_inference(_F32, y, invstd, x, mean, var, weight, bias,
-                              eps, n, c, hw, nt)
+                              eps, relu, n, c, hw, nt)
     else:
         _batch_norm_inference(_F64, y, invstd, x, mean, var, weight, bias,
-                              eps, n, c, hw, nt)
+                              eps, relu, n, c, hw, nt)
     return y, invstd
 
 
 cdef void _batch_norm_inference(floating *t, y, invstd, x, mean, var, weight,
-                                bias, double eps, ptrdiff_t n, ptrdiff_t c,
-                                ptrdiff_t hw, int nt) noexcept:
+                                bias, double eps, bint relu, ptrdiff_t n,
+                                ptrdiff_t c, ptrdiff_t hw, int nt) noexcept:
     cdef floating *py = _data(y, t)
     cdef floating *ps = _data(invstd, t)
     cdef const floating *px = _data(x, t)
@@ -1680,8 +1716,8 @@ cdef void _batch_norm_inference(floating *t, y, invstd, x, mean, var, weight,
     cdef const floating *pw = _data(weight, t)
     cdef const floating *pb = _data(bias, t)
     with nogil:
-        cnnkit_batch_norm_inference(py, ps, px, pm, pv, pw, pb, eps, n, c,
-                                    hw, nt)
+        cnnkit_batch_norm_inference(py, ps, px, pm, pv, pw, pb, eps, relu, n,
+                                    c, hw, nt)
 
 
 cdef tuple _bn_backward_args(str fn, grad_out, x, mean, invstd):

@@ -39,7 +39,7 @@ from ._kernels import _conv_pools as conv_pools
 __all__ = [
     "as_float", "conv_padding", "conv_output_hw", "Conv2DOp", "DenseOp",
     "MaxPool2DOp", "AvgPool2DOp", "GlobalMaxPool2DOp", "pool_output_hw",
-    "relu_forward", "relu_backward", "softmax",
+    "relu_forward", "relu_backward", "eltwise", "softmax",
     "softmax_cross_entropy", "tree_sum", "sgd_step", "adam_step",
     "all_finite",
     "set_num_threads", "get_num_threads", "thread_policy", "build_info",
@@ -267,6 +267,7 @@ class DenseOp:
 # batch normalisation: the statistics from per-run sums, and the passes
 # --------------------------------------------------------------------------
 batch_norm_forward = _kernels.batch_norm_forward
+eltwise = _kernels.eltwise
 batch_norm_inference = _kernels.batch_norm_inference
 batch_norm_backward_sums = _kernels.batch_norm_backward_sums
 batch_norm_backward = _kernels.batch_norm_backward

@@ -1345,14 +1345,22 @@ class _Merge(Layer):
         dt = np.result_type(*xs)
         return [x.astype(dt, copy=False) for x in xs], dt
 
-    def _fold(self, ufunc, xs, ctx):
-        """``((x0 op x1) op x2) ...`` in list order, into a kept array while
-        training; returns it and the inputs as computed with."""
+    def _fold(self, mul, xs, ctx, relu=False):
+        """``((x0 op x1) op x2) ...`` in list order (op: + or *, one IEEE
+        operation per element), then with relu a ReLU, into a kept array
+        while training; returns it and the inputs as computed with.  Two
+        inputs take one pass (a C kernel on the threads), more inputs
+        NumPy's, then the ReLU's own."""
         xs, dt = self._inputs(xs)
         out = ctx.buffer(self, "y", xs[0].shape, dt)
+        if len(xs) == 2:
+            return _ops.eltwise(xs[0], xs[1], mul, relu, out), xs
+        ufunc = np.multiply if mul else np.add
         y = ufunc(xs[0], xs[1], out=out)
         for x in xs[2:]:
             ufunc(y, x, out=y)
+        if relu:
+            y = _ops.relu_forward(y, ctx.buffer(self, "relu", y.shape, dt))
         return y, xs
 
 
@@ -1370,9 +1378,15 @@ class Add(_Merge):
     (4, 8, 8)
     """
 
-    def forward(self, xs, training=False):
+    forward_epilogues = frozenset({"relu"})
+
+    def forward(self, xs, training=False, epilogue=None):
+        """The sum; with ``epilogue="relu"`` (see
+        :attr:`Layer.forward_epilogues`), the ReLU after it applied in the
+        same pass, with its bits."""
         self._xs = len(xs)
-        return self._fold(np.add, xs, as_context(training))[0]
+        return self._fold(False, xs, as_context(training),
+                          relu=epilogue == "relu")[0]
 
     def backward(self, grad, ctx=None):
         """The gradient reaches every input unchanged (one array, read
@@ -1386,7 +1400,7 @@ class Multiply(_Merge):
 
     def forward(self, xs, training=False):
         ctx = as_context(training)
-        y, xs = self._fold(np.multiply, xs, ctx)
+        y, xs = self._fold(True, xs, ctx)
         if ctx.training:
             self._xs = xs
         return y
@@ -1531,6 +1545,7 @@ class BatchNorm2D(Layer):
     """
 
     per_shard_grads = True
+    forward_epilogues = frozenset({"relu"})
     _name_prefix = "batch_norm2d"
     _sample_ndim = 3
     _layout = "(C, H, W)"
@@ -1600,8 +1615,12 @@ class BatchNorm2D(Layer):
         _ops.batch_norm_update_running(b["running_mean"], b["running_var"],
                                        mean, var, count, self._factor())
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, epilogue=None):
+        """The normalised batch; with ``epilogue="relu"`` (see
+        :attr:`Layer.forward_epilogues`), the ReLU after it applied in the
+        same pass, with its bits."""
         ctx = as_context(training)
+        relu = epilogue == "relu"
         rm, rv = self.buffers.get("running_mean"), \
             self.buffers.get("running_var")
         w, b = self.params.get("weight"), self.params.get("bias")
@@ -1616,7 +1635,8 @@ class BatchNorm2D(Layer):
                 raise ValueError(f"{type(self).__name__} {self.name!r}: no "
                                  f"running statistics (build it in a "
                                  f"model first)")
-            return _ops.batch_norm_inference(x, rm, rv, w, b, self.eps)[0]
+            return _ops.batch_norm_inference(x, rm, rv, w, b, self.eps,
+                                             relu=relu)[0]
         sums = getattr(ctx, "batch_sums", None)
         hw = math.prod(x.shape[2:])
         count = (x.shape[0] if sums is None else sums.n) * hw
@@ -1634,7 +1654,7 @@ class BatchNorm2D(Layer):
         invstd = _ops.batch_norm_invstd(var, self.eps, x.dtype)
         y = _ops.batch_norm_forward(
             x, mean_r, invstd, w, b,
-            ctx.buffer(self, "y", x.shape, x.dtype))
+            ctx.buffer(self, "y", x.shape, x.dtype), relu=relu)
         self._update_running(mean, var, count)
         self._kept = (x, mean_r, invstd, count)
         return y

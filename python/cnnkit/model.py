@@ -518,7 +518,10 @@ class Model:
             grads[k] = g
         else:
             out = ctx.buffer(self, ("sum", k), g.shape, g.dtype)
-            grads[k] = np.add(prev, g, out=out)
+            if prev.shape == g.shape and prev.dtype == g.dtype:
+                grads[k] = _ops.eltwise(prev, g, out=out)
+            else:
+                grads[k] = np.add(prev, g, out=out)
 
     def _add_param_grads(self, layer, ctx, sums):
         """Add the parameter gradients this call of a shared layer wrote
