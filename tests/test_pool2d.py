@@ -374,6 +374,33 @@ def test_global_avg_pool2d_parallel_size_matches_reference():
     check_op("global_avg_pool2d", [(13, 8, 15, 15)], layouts=["C"])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hyper", [
+    dict(kernel_size=3, stride=2, padding=1, count_include_pad=True),
+    dict(kernel_size=3, stride=2, padding=1, count_include_pad=False),
+    dict(kernel_size=(9, 10))])
+def test_avg_pool2d_bits_do_not_depend_on_the_other_planes(dtype, hyper):
+    # planes are summed eight at a time, each in its own chain: a plane's
+    # bits are those of the plane alone, on any thread count, and each
+    # window's sum is the double sum in row-major order, rounded once
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((2, 11, 9, 10)) * 1e3).astype(dtype)
+    x[0, 3, :2, :2] = [[np.inf, 1.0], [np.nan, -0.0]]
+    with np.errstate(invalid="ignore"):
+        for threads in (1, 2, 3):
+            with helpers.num_threads(threads):
+                y = F.avg_pool2d(x, **hyper)
+                for n in range(2):
+                    for c in range(11):
+                        alone = F.avg_pool2d(x[n:n + 1, c:c + 1], **hyper)
+                        assert alone.tobytes() == y[n:n + 1, c:c + 1].tobytes()
+    if hyper["kernel_size"] == (9, 10):
+        s = 0.0
+        for v in x[1, 9].reshape(-1):
+            s += float(v)
+        assert y[1, 9, 0, 0] == dtype(s / 90.0)
+
+
 def test_global_avg_pool2d_backward_finite_differences():
     check_gradients("global_avg_pool2d", [(2, 3, 4, 5)])
 
