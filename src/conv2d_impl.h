@@ -385,7 +385,8 @@ void SFX(cnnkit_conv2d_forward_packed)(REAL *y, const REAL *x, const REAL *w,
                                 nthreads))
         return;
     const REAL *res = (const REAL *)g->res;
-    const ptrdiff_t pb = CNNKIT_MIN(p, (ptrdiff_t)PB);
+    /* PB pixels, or one image's pixels split over the threads */
+    const ptrdiff_t pb = conv_forward_block(g, nthreads);
     const ptrdiff_t nblk = cnnkit_ceil_div(p, pb);
     const ptrdiff_t tasks = g->n * ng * nblk;
     const ptrdiff_t per_thread = conv_forward_per_thread(g);

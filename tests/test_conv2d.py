@@ -1080,6 +1080,28 @@ def test_simd_path_conv2d_bits_do_not_depend_on_threads_or_batch(path):
     assert run_simd(path, CONV_CHECKER)["variant"] == []
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c,hw,k,stride", [(16, 32, 32, 2), (32, 16, 64, 2),
+                                           (8, 10, 24, 1), (24, 33, 8, 2)])
+def test_one_image_split_over_the_threads_keeps_the_bits(dtype, c, hw, k,
+                                                        stride):
+    # a 1x1 layer on the im2col path with fewer pixel blocks than threads
+    # splits an image's pixels over them: the bits of one thread, and of
+    # the image inside a batch
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, c, hw, hw)).astype(dtype)
+    w = rng.standard_normal((k, c, 1, 1)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    with helpers.num_threads(1):
+        want = F.conv2d(x[:1], w, b, stride=stride)
+    for threads in (2, 3, 4):
+        with helpers.num_threads(threads):
+            assert F.conv2d(x[:1], w, b, stride=stride).tobytes() == \
+                want.tobytes()
+            assert F.conv2d(x, w, b, stride=stride)[:1].tobytes() == \
+                want.tobytes()
+
+
 @pytest.mark.parametrize("path", SIMD_PATHS)
 def test_direct_convolution_where_it_applies(path):
     # The SIMD paths compute most of DIRECT's shapes directly (not the ones
