@@ -103,8 +103,9 @@ static void SFX(pack_a)(REAL *restrict ap, const REAL *restrict a,
             for (ptrdiff_t p0 = 0; p0 < kc; p0 += VL) {
                 const int pn = (int)CNNKIT_MIN((ptrdiff_t)VL, kc - p0);
                 for (int r0 = 0; r0 < MR; r0 += VL)
-                    SFX(transpose_block)(
-                        ap + p0 * MR + r0, MR, a + (i0 + r0) * lda + p0, lda,
+                    SFX(transpose_block)(   /* rows past mr: zeros */
+                        ap + p0 * MR + r0, MR,
+                        r0 < mr ? a + (i0 + r0) * lda + p0 : a, lda,
                         (int)CNNKIT_MAX(0, CNNKIT_MIN((ptrdiff_t)VL,
                                                       mr - r0)),
                         pn, CNNKIT_MIN(VL, MR - r0));

@@ -231,10 +231,12 @@ static inline REAL SFX(avg_divisor)(const cnnkit_pool2d_geom *g, ptrdiff_t i,
 
 #ifndef AVG_PLANES
 #define AVG_PLANES 8
+#endif
+#ifndef AVG_UNROLL
 #if defined(__clang__)
 #define AVG_UNROLL _Pragma("unroll")
 #else
-#define AVG_UNROLL _Pragma("GCC unroll 8")
+#define AVG_UNROLL _Pragma("GCC unroll 16")
 #endif
 #endif
 
@@ -249,12 +251,15 @@ void SFX(cnnkit_avg_pool2d_forward)(REAL *y, const REAL *x,
     /* groups of AVG_PLANES planes: each window's sums, one chain per
      * plane in the window's row-major order, run side by side (a lone
      * chain waits on each add's latency: ResNet-20's 8x8 global average
-     * of 64 planes took 3.8 us on one thread) */
-    const ptrdiff_t groups = cnnkit_ceil_div(g->planes, (ptrdiff_t)AVG_PLANES);
+     * of 64 planes took 3.8 us on one thread) -- where every thread gets
+     * a group; fewer planes go one by one, over the threads */
+    const ptrdiff_t per =
+        g->planes >= (ptrdiff_t)AVG_PLANES * nt ? AVG_PLANES : 1;
+    const ptrdiff_t groups = cnnkit_ceil_div(g->planes, per);
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t q = 0; q < groups; q++) {
-        const ptrdiff_t p0 = q * AVG_PLANES;
-        const ptrdiff_t pn = CNNKIT_MIN((ptrdiff_t)AVG_PLANES, g->planes - p0);
+        const ptrdiff_t p0 = q * per;
+        const ptrdiff_t pn = CNNKIT_MIN(per, g->planes - p0);
         const REAL *xp = x + p0 * hw;
         REAL *yp = y + p0 * ohw;
         for (ptrdiff_t i = 0; i < g->oh; i++) {

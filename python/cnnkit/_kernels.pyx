@@ -733,7 +733,8 @@ cdef void _relu_forward(floating *t, y, x, int nt) noexcept:
 def eltwise(a, b, bint mul=False, bint relu=False, out=None):
     """a + b (a * b with mul) element by element, then with relu a ReLU in
     the same pass; a and b of one shape and float dtype (NumPy's bits for
-    the sum or product, cnnkit_relu_forward's for the ReLU).  out may be
+    the sum or product -- of two NaNs, either payload -- and
+    cnnkit_relu_forward's for the ReLU).  out may be
     a or b itself, and overlap nothing else."""
     cdef int nt = _nthreads()
     fn = "multiply" if mul else "add"
