@@ -196,17 +196,11 @@ static void SFX(bn_normalise)(REAL *restrict y, const REAL *restrict x,
         const REAL b = bias ? bias[ch] : (REAL)0;
         const REAL *restrict px = x + pl * hw;
         REAL *restrict py = y + pl * hw;
-        if (relu)
-            for (ptrdiff_t j = 0; j < hw; j++) {
-                const REAL xhat = (px[j] - m) * s;
-                const REAL v = xhat * w + b;
-                py[j] = (v > 0 || v != v) ? v : (REAL)0;
-            }
-        else
-            for (ptrdiff_t j = 0; j < hw; j++) {
-                const REAL xhat = (px[j] - m) * s;
-                py[j] = xhat * w + b;
-            }
+        for (ptrdiff_t j = 0; j < hw; j++) {
+            const REAL xhat = (px[j] - m) * s;
+            const REAL v = xhat * w + b;
+            py[j] = !relu || v > 0 || v != v ? v : (REAL)0;
+        }
     }
 }
 

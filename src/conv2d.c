@@ -84,8 +84,6 @@ static ptrdiff_t conv_wgroups(const cnnkit_conv2d_geom *g)
     return CNNKIT_MIN(g->n, (ptrdiff_t)WGROUPS);
 }
 
-/* Per-thread workspace of each pass: the lowered block it multiplies plus
- * the GEMM's packing buffers for that multiply. */
 /* The forward's pixels per im2col task: PB, or, when an image's blocks
  * are fewer than the threads (a batch of one), the image's pixels split
  * over the threads in whole vectors.  An element's sum does not depend on
@@ -103,6 +101,9 @@ static ptrdiff_t conv_forward_block(const cnnkit_conv2d_geom *g,
     return CNNKIT_MAX(pb, (ptrdiff_t)1);
 }
 
+/* Per-thread workspace of each pass: the lowered block it multiplies plus
+ * the GEMM's packing buffers for that multiply (the forward's at PB
+ * pixels, which holds any conv_forward_block). */
 static ptrdiff_t conv_forward_per_thread(const cnnkit_conv2d_geom *g)
 {
     ptrdiff_t crs = conv_gcrs(g);

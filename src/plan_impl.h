@@ -266,8 +266,7 @@ static void SFX(plan_steps)(REAL *y, const REAL *x, REAL *arena, REAL *work,
             SFX(cnnkit_batch_norm_inference)(
                 out, work, in0, (const REAL *)s->mean, (const REAL *)s->var,
                 (const REAL *)s->w, (const REAL *)s->b, s->param, 0, n,
-                s->rows,
-                s->size, nthreads);
+                s->rows, s->size, nthreads);
             break;
         case CNNKIT_PLAN_ACT:
             SFX(plan_act)(out, in0, n * s->size, s->act, s->param, nthreads);

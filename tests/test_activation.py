@@ -868,3 +868,23 @@ def test_add_and_multiply_pass_with_relu(dtype):
                                  else np.float64))
     with pytest.raises(ValueError, match="multiply: out must be"):
         _ops.eltwise(a, b, True, False, np.empty(a.shape, np.int32))
+
+
+def test_add_and_multiply_layers_take_any_layout():
+    # the layers' two-input pass reads contiguous pairs in C; strided and
+    # broadcasting pairs take NumPy's ufuncs: the same values either way
+    from cnnkit import _ops
+    from cnnkit import layers as L
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((4, 3, 6, 10)).astype(np.float32)
+    b = rng.standard_normal((4, 3, 6, 10)).astype(np.float32)
+    pairs = [(a, b), (a[..., ::2], b[..., ::2]), (a, b[:1]),
+             (np.asfortranarray(a), b)]
+    assert _ops.eltwise_in_place(a, b)
+    assert not any(_ops.eltwise_in_place(x, y) for x, y in pairs[1:])
+    for x, y in pairs:
+        assert L.Add()([x, y]).tobytes() == np.add(x, y).tobytes()
+        assert L.Multiply()([x, y]).tobytes() == \
+            np.multiply(x, y).tobytes()
+        got = L.Add().forward([x, y], epilogue="relu")
+        assert got.tobytes() == _ops.relu_forward(np.add(x, y)).tobytes()

@@ -19,8 +19,9 @@ from . import _kernels
 # Element-wise ops, the loss, the fixed pairwise tree that adds shard
 # gradients, optimizer steps over the flat parameter buffer, threads and
 # build facts: no geometry to hold, the bindings as they are.
-from ._kernels import (adam_step, all_finite, build_info, get_num_threads,
-                       relu_backward, relu_forward, set_num_threads,
+from ._kernels import (adam_step, all_finite, build_info, eltwise,
+                       get_num_threads, relu_backward, relu_forward,
+                       set_num_threads,
                        sgd_step, softmax, softmax_cross_entropy,
                        thread_policy, tree_sum)
 from ._kernels import (gelu_backward, gelu_forward, leaky_relu_backward,
@@ -39,7 +40,8 @@ from ._kernels import _conv_pools as conv_pools
 __all__ = [
     "as_float", "conv_padding", "conv_output_hw", "Conv2DOp", "DenseOp",
     "MaxPool2DOp", "AvgPool2DOp", "GlobalMaxPool2DOp", "pool_output_hw",
-    "relu_forward", "relu_backward", "eltwise", "softmax",
+    "relu_forward", "relu_backward", "eltwise", "eltwise_in_place",
+    "softmax",
     "softmax_cross_entropy", "tree_sum", "sgd_step", "adam_step",
     "all_finite",
     "set_num_threads", "get_num_threads", "thread_policy", "build_info",
@@ -56,6 +58,17 @@ __all__ = [
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def eltwise_in_place(a, b):
+    """Whether :func:`eltwise` reads ``a`` and ``b`` where they lie: one
+    shape and float dtype, both C-contiguous and aligned.  Other pairs
+    (strided views, broadcasting shapes) take NumPy's ufuncs, which read
+    them without a copy."""
+    return (type(a) is np.ndarray and type(b) is np.ndarray and
+            a.shape == b.shape and a.dtype == b.dtype and
+            a.dtype in _FLOATS and a.flags.c_contiguous and
+            b.flags.c_contiguous and a.flags.aligned and b.flags.aligned)
 
 
 def as_float(x, dtype=None):
@@ -267,7 +280,6 @@ class DenseOp:
 # batch normalisation: the statistics from per-run sums, and the passes
 # --------------------------------------------------------------------------
 batch_norm_forward = _kernels.batch_norm_forward
-eltwise = _kernels.eltwise
 batch_norm_inference = _kernels.batch_norm_inference
 batch_norm_backward_sums = _kernels.batch_norm_backward_sums
 batch_norm_backward = _kernels.batch_norm_backward

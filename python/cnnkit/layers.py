@@ -1349,11 +1349,12 @@ class _Merge(Layer):
         """``((x0 op x1) op x2) ...`` in list order (op: + or *, one IEEE
         operation per element), then with relu a ReLU, into a kept array
         while training; returns it and the inputs as computed with.  Two
-        inputs of one shape take one pass (a C kernel on the threads),
-        others NumPy's (which broadcasts), then the ReLU's own."""
+        inputs the C pass reads in place take that one pass on the threads
+        (:func:`_ops.eltwise_in_place`), others NumPy's, then the ReLU's
+        own."""
         xs, dt = self._inputs(xs)
         out = ctx.buffer(self, "y", xs[0].shape, dt)
-        if len(xs) == 2 and xs[0].shape == xs[1].shape:
+        if len(xs) == 2 and _ops.eltwise_in_place(xs[0], xs[1]):
             return _ops.eltwise(xs[0], xs[1], mul, relu, out), xs
         ufunc = np.multiply if mul else np.add
         y = ufunc(xs[0], xs[1], out=out)

@@ -518,8 +518,7 @@ class Model:
             grads[k] = g
         else:
             out = ctx.buffer(self, ("sum", k), g.shape, g.dtype)
-            if prev.shape == g.shape and prev.dtype == g.dtype and \
-                    prev.flags.c_contiguous and g.flags.c_contiguous:
+            if _ops.eltwise_in_place(prev, g):
                 grads[k] = _ops.eltwise(prev, g, out=out)
             else:
                 grads[k] = np.add(prev, g, out=out)
