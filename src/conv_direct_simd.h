@@ -21,6 +21,9 @@
 
 /* Elements of a padded copy at most, so that it stays in L1/L2. */
 #define DIRECT_COPY_MAX 24576
+/* Elements of one row block's copy at most, or the direct path is not
+ * taken. */
+#define DIRECT_COPY_LIMIT ((ptrdiff_t)1 << 24)
 
 typedef struct {
     ptrdiff_t rb;      /* output rows per task                   */
@@ -168,6 +171,11 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
         krows ? (g->ow - 1) * g->stride_w + (g->s - 1) * g->dil_w + 1
               : g->stride_w * SFX(phase_width)(g);
     const ptrdiff_t span = (g->r - 1) * g->dil_h + 1;
+    /* one row block's copy past DIRECT_COPY_LIMIT (a huge dilation's
+     * padding: rows of zeros a few taps read) is left to the im2col
+     * path, whose matrix holds only the taps */
+    if ((double)g->c * (double)span * (double)wp > (double)DIRECT_COPY_LIMIT)
+        return 0;
     /* row blocks: enough tasks for the threads (if split), copies of
      * bounded size */
     ptrdiff_t nb = !split || g->n >= 2 * nt ? 1
@@ -1845,4 +1853,5 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
 #undef WSUMS
 #undef WUNROLL
 #undef DIRECT_COPY_MAX
+#undef DIRECT_COPY_LIMIT
 #undef FLAT_GATHER_MAX
