@@ -206,6 +206,29 @@ def test_batch_size_reserves_the_arena():
     assert np.array_equal(p.run(x), model.forward(x))
 
 
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_scratch_memory_starts_on_a_cache_line(dt):
+    # The kernels' vector loads of packed weights and copies never cross
+    # two cache lines: the plan's arena and workspace, the training
+    # arena's arrays and the kernels' scratch start on 64-byte boundaries
+    # (NumPy's large buffers start 16 bytes into one)
+    from cnnkit import _context, _ops
+    for shape in (0, 1, 7, 4096, 10 ** 6, (3, 5), (np.int64(2), 33), ()):
+        a = _ops.aligned_empty(shape, dt)
+        want = np.empty(shape, dt)
+        assert a.shape == want.shape and a.dtype == want.dtype
+        assert a.flags.c_contiguous and a.flags.writeable
+        assert a.ctypes.data % 64 == 0 or a.size == 0
+    model = _make("lenet5", np.dtype(dt).name)
+    p = plan.compile(model)
+    for n in (1, 3, 256):
+        arena, work = p._reserve(n, 2, p._program.chunk(n, 2))
+        assert arena.ctypes.data % 64 == 0 and work.ctypes.data % 64 == 0
+    a = _context.Arena().get(model, "y", (100003,), np.dtype(dt))
+    assert a.ctypes.data % 64 == 0 and a.shape == (100003,)
+
+
 # ---------------------------------------------------------------------------
 # automatic use and staleness
 # ---------------------------------------------------------------------------

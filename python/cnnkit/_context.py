@@ -27,6 +27,8 @@ from outside.  The context says
 """
 import numpy as np
 
+from ._ops import aligned_empty
+
 __all__ = ["StepContext", "Arena"]
 
 
@@ -45,7 +47,7 @@ class Arena:
         k = (id(owner), key, shape)
         a = self._arrays.get(k)
         if a is None or a.dtype != dtype:
-            a = self._arrays[k] = np.empty(shape, dtype=dtype)
+            a = self._arrays[k] = aligned_empty(shape, dtype)
         return a
 
     def clear(self):

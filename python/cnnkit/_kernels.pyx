@@ -16,6 +16,7 @@ Each binding has one body for float32 and float64: a cdef function fused
 over `floating` that passes the arrays' data to the kernel as typed
 pointers (see "typed access to checked arrays" below).
 """
+import operator
 import os
 import threading
 import warnings
@@ -304,6 +305,26 @@ _ws_local = threading.local()
 cdef object _WS_KEEP = 64 * 2 ** 20
 
 
+def aligned_empty(shape, dtype):
+    """np.empty(shape, dtype) whose data starts on a 64-byte boundary.
+
+    A cache line is 64 bytes: the kernels' vector loads of packed panels
+    and copies that start on one never cross two lines.  (Large NumPy
+    buffers start 16 bytes into a line.)"""
+    dtype = np.dtype(dtype)
+    try:
+        shape = (operator.index(shape),)
+    except TypeError:
+        shape = tuple(operator.index(d) for d in shape)
+    size = 1
+    for d in shape:
+        size *= d
+    pad = 64 // dtype.itemsize
+    raw = np.empty(size + pad, dtype=dtype)
+    off = (-raw.ctypes.data % 64) // dtype.itemsize
+    return raw[off:off + size].reshape(shape)
+
+
 cdef object _workspace(object nelem, object dtype):
     _check_size("workspace", (nelem,))
     nelem = max(int(nelem), 1)
@@ -315,7 +336,7 @@ cdef object _workspace(object nelem, object dtype):
     buf = cache.get(key)
     if buf is not None and buf.size >= nelem:
         return buf
-    buf = np.empty(nelem, dtype=dtype)
+    buf = aligned_empty(nelem, dtype)
     if nelem * dtype.itemsize <= _WS_KEEP:
         cache[key] = buf
     return buf
@@ -2318,7 +2339,7 @@ cdef class PlanProgram:
             # the weights packed once for the direct path's forward
             psize = cnnkit_conv_direct_packed_size(&s.conv, dt == np.float64)
             if psize > 0:
-                packed = np.empty(psize, dt)
+                packed = aligned_empty(psize, dt)
                 keep.append(packed)
                 s.packed = cnp.PyArray_DATA(<cnp.ndarray>packed)
                 if dt == np.float32:
@@ -2857,7 +2878,7 @@ cdef class TrainProgram:
         sw = (_sample_weight(sample_weight, self.m, zshape)
               if sample_weight is not None else None)
         if nt != self.work_nt:       # its own, not the thread's shared one
-            self.work = np.empty(self._workspace(nt), dtype=dt)
+            self.work = aligned_empty(self._workspace(nt), dt)
             self.work_nt = nt
         if dt == np.float32:
             _train_run(_F32, self.steps, self.nsteps, x, self.logits,

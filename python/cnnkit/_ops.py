@@ -35,6 +35,7 @@ from ._kernels import index_hash, shift_flip_forward, window_draws
 # Compiled inference plans (cnnkit.plan): the checked steps, held in C,
 # and whether a convolution's pass can end with a 2x2 max pooling.
 from ._kernels import PlanProgram, TrainProgram
+from ._kernels import aligned_empty
 from ._kernels import _conv_pools as conv_pools
 
 __all__ = [

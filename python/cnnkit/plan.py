@@ -538,11 +538,11 @@ class Plan:
         arena = getattr(local, "arena", None)
         need = max(self._program.arena_elements(n, chunk), 1)
         if arena is None or arena.size < need:
-            arena = local.arena = np.empty(need, self.dtype)
+            arena = local.arena = _ops.aligned_empty(need, self.dtype)
         work = getattr(local, "work", None)
         need = self._program.workspace_size(n, nthreads, chunk)
         if work is None or work.size < need:
-            work = local.work = np.empty(need, self.dtype)
+            work = local.work = _ops.aligned_empty(need, self.dtype)
         local.key = key
         return arena, work
 

@@ -618,7 +618,7 @@ def _compile_step(model, m, shards):
             vals[i + 1] = vals[i]          # the layer before applied it
             spec.update(op="relu", fwd=False, y=vals[i])
         else:
-            y = vals[i + 1] = np.empty(out, dtype=dt)
+            y = vals[i + 1] = _ops.aligned_empty(out, dt)
             spec["y"] = y
             if isinstance(layer, (Conv2D, Dense)):
                 op = layer._op
@@ -679,7 +679,7 @@ def _compile_step(model, m, shards):
             spec["relu"] = True
             target = plan[2]
         if i > first:
-            gx = np.empty((m,) + tuple(node.inputs[0].shape), dtype=dt)
+            gx = _ops.aligned_empty((m,) + tuple(node.inputs[0].shape), dt)
             spec["gx"] = grads[g.slots[target][0]] = gx
     for spec in specs:
         del spec["node"]
