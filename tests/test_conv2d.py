@@ -975,6 +975,12 @@ DIRECT = [  # (n, c, h, w, k, r, s, stride, (top, bottom, left, right), dil)
     (1, 7, 8, 8, 16, 4, 3, (1, 1), (0, 0, 0, 0), (1, 1)),
     (1, 2, 9, 9, 64, 6, 5, (1, 1), (0, 1, 0, 1), (1, 1)),
     (2, 3, 7, 7, 16, 3, 3, (3, 3), (0, 2, 1, 0), (1, 1)),
+    # rows that are not whole tiles of two filter vectors (6 pixels with
+    # 16 registers) swept as flat planes: padded ("same", the copy keeps
+    # the input's width) and unpadded (rows gathered), odd sizes
+    (2, 64, 8, 8, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (1, 16, 7, 7, 48, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (2, 8, 10, 10, 16, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1)),
 ]
 # column stride 2 with filters a multiple of two vectors: the forward
 # broadcasts the phases' pixels against vectors of filters, rows of any
