@@ -638,6 +638,10 @@ def _pool_chain(dt, shape, conv, pool, relu=True):
     # too): as the 8x8 network's first layer (9 taps)
     ((1, 6, 6), dict(filters=16, kernel_size=3, padding=1), True),
     ((2, 7, 6), dict(filters=32, kernel_size=3, padding=1), False),
+    # rows of 8: whole vectors, but not whole tiles with 16 registers
+    # (flat planes on AVX2 too): the 8x8 network's first layer
+    ((1, 8, 8), dict(filters=16, kernel_size=3, padding=1), True),
+    ((3, 8, 8), dict(filters=32, kernel_size=3, padding=1), False),
     # a flat plane whose pooled values (24 pixels x 176 filters) overflow
     # the task's buffer: each pair of rows stored as it is done (rows of 9
     # leave lanes idle on every SIMD path, so the plane is flat on each)
