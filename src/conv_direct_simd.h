@@ -24,6 +24,9 @@
 /* Elements of one row block's copy at most, or the direct path is not
  * taken. */
 #define DIRECT_COPY_LIMIT ((ptrdiff_t)1 << 24)
+/* Bytes of a flat plane's copy at most where the tiles want one (see
+ * flat_tiles) */
+#define FLAT_TILES_BYTES 262144
 
 typedef struct {
     ptrdiff_t rb;      /* output rows per task                   */
@@ -80,13 +83,13 @@ static ptrdiff_t SFX(flat_scratch)(const cnnkit_conv2d_geom *g)
  * zeros after them (the forward's micro-kernel loads whole vectors past a
  * row's end), then flat_fill's scratch; 0 where the layout does not apply
  * or would outgrow the cache. */
-static ptrdiff_t SFX(flat_fit)(const cnnkit_conv2d_geom *g)
+static ptrdiff_t SFX(flat_fit)(const cnnkit_conv2d_geom *g, ptrdiff_t most)
 {
     if (g->stride_h != 1 || g->stride_w != 1)
         return 0;
     const ptrdiff_t hp = g->oh + (g->r - 1) * g->dil_h;
     const ptrdiff_t size = g->c * g->s * hp * g->ow;
-    return size <= DIRECT_COPY_MAX
+    return size <= most
                ? SFX(round16)(size + VL) + SFX(flat_scratch)(g) : 0;
 }
 
@@ -96,37 +99,40 @@ static ptrdiff_t SFX(flat_size)(const cnnkit_conv2d_geom *g)
     /* worth the copying when over a fifth of the lanes would idle */
     if (5 * (lanes - g->ow) <= lanes)
         return 0;
-    return SFX(flat_fit)(g);
+    return SFX(flat_fit)(g, DIRECT_COPY_MAX);
 }
 
 /* Whether a forward with two vectors of filters on the vector axis (see
  * fwd_kvec) sweeps each image as a flat plane although its rows fill
- * their vectors: with 16 registers a tile holds FX_ACC / 2 = 6 pixels,
- * and a row that is not whole tiles splits into short ones (8 pixels: two
- * tiles of 4, 8 chains for FMAs of latency 4 on two pipes), where a flat
- * plane's tiles run across the rows; and with fewer taps where a 2x2 max
- * pooling follows, which only these tiles take in the pass (the 8x8
- * network's 1 -> 16 3x3 on 8x8 and its pooling, batch 16, 1 thread: 23.8
- * -> 12.8 us; the plan 1.19x).  Measured on an AVX2 Zen 3, calls
- * interleaved, the same bits: 64 -> 64 on 8x8 1.24-1.36x (batch 1 and 8,
- * 1 and 2 threads), 128 -> 128 on 7x7 1.24-1.42x, 32 -> 64 on 14x14
- * 1.06-1.14x; 16 -> 16 on 8x8 and 64 -> 64 on 10x10 (rows of 10: tiles
- * of 5) 0.99x.  (On AVX-512 a row of up to 12 pixels is one tile.) */
+ * their vectors.  With 16 registers a tile holds FX_ACC / 2 = 6 pixels,
+ * and rows whose tiles average under 5 pixels (7, 8, 9, 13 or 14 wide; 8:
+ * two tiles of 4, 8 chains for FMAs of latency 4 on two pipes) run short
+ * of chains; a flat plane's tiles run across the rows.  Its copy may then
+ * take up to FLAT_TILES_BYTES, half of a Zen 3's L2.  Also with fewer taps
+ * where a 2x2 max pooling follows, which only these tiles take in the
+ * pass.  Measured on an AVX2 Zen 3, calls interleaved, the same bits:
+ * 64 -> 64 3x3 on 8x8 1.24-1.36x (batch 1 and 8, 1 and 2 threads), on
+ * 13x13 and 14x14 1.04-1.25x (batch 1-32; backward 0.99-1.16x);
+ * 128 -> 128 on 7x7 1.24-1.42x; 32 -> 64 5x5 on 14x14 1.04-1.17x; the 8x8
+ * network's 1 -> 16 3x3 and its pooling 23.8 -> 12.8 us (its plan 1.19x);
+ * not rows of 10 (tiles of 5: 0.99x), nor of 16 and 32 in copies of up to
+ * 256 KiB (0.75-1.03x).  On AVX-512 a row of up to 12 pixels is one tile. */
 static int SFX(flat_tiles)(const cnnkit_conv2d_geom *g)
 {
     return FX_ACC < 24 && g->k % VL == 0 && g->k >= 2 * VL &&
            (g->c * g->r * g->s >= 64 || g->pool) &&
-           cnnkit_conv_groups(g) == 1 && g->ow % (FX_ACC / 2) != 0 &&
-           g->oh >= 2;
+           cnnkit_conv_groups(g) == 1 && g->oh >= 2 &&
+           5 * cnnkit_ceil_div(g->ow, FX_ACC / 2) > g->ow;
 }
 
-/* The flat plane's elements (flat_size) where a forward sweeps its
- * images as flat planes, else 0: also where the tiles want it
- * (flat_tiles). */
+/* The forward's flat plane: flat_size's, or one where the tiles want it
+ * (flat_tiles); 0 where its images are swept row by row. */
 static ptrdiff_t SFX(flat_plane)(const cnnkit_conv2d_geom *g)
 {
     const ptrdiff_t flat = SFX(flat_size)(g);
-    return flat || !SFX(flat_tiles)(g) ? flat : SFX(flat_fit)(g);
+    if (flat || !SFX(flat_tiles)(g))
+        return flat;
+    return SFX(flat_fit)(g, FLAT_TILES_BYTES / (ptrdiff_t)sizeof(REAL));
 }
 
 /* Filters per packed strip of the filter tiles: K split into as few
@@ -1895,4 +1901,5 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
 #undef WUNROLL
 #undef DIRECT_COPY_MAX
 #undef DIRECT_COPY_LIMIT
+#undef FLAT_TILES_BYTES
 #undef FLAT_GATHER_MAX

@@ -981,6 +981,10 @@ DIRECT = [  # (n, c, h, w, k, r, s, stride, (top, bottom, left, right), dil)
     (2, 64, 8, 8, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
     (1, 16, 7, 7, 48, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
     (2, 8, 10, 10, 16, 3, 3, (1, 1), (0, 0, 0, 0), (1, 1)),
+    # ... and copies past the row layout's bound (14-wide rows, 40
+    # channels), 5x5 on 13-wide rows
+    (1, 40, 14, 14, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1)),
+    (2, 12, 14, 13, 32, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1)),
 ]
 # column stride 2 with filters a multiple of two vectors: the forward
 # broadcasts the phases' pixels against vectors of filters, rows of any
