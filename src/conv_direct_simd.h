@@ -88,6 +88,10 @@ static ptrdiff_t SFX(flat_fit)(const cnnkit_conv2d_geom *g, ptrdiff_t most)
     if (g->stride_h != 1 || g->stride_w != 1)
         return 0;
     const ptrdiff_t hp = g->oh + (g->r - 1) * g->dil_h;
+    /* in double: a huge dilation's rows would overflow */
+    if ((double)g->c * (double)g->s * (double)hp * (double)g->ow >
+        (double)most)
+        return 0;
     const ptrdiff_t size = g->c * g->s * hp * g->ow;
     return size <= most
                ? SFX(round16)(size + VL) + SFX(flat_scratch)(g) : 0;
@@ -227,6 +231,8 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
      * path, whose matrix holds only the taps */
     if ((double)g->c * (double)span * (double)wp > (double)DIRECT_COPY_LIMIT)
         return 0;
+    const ptrdiff_t flat =
+        krows ? 0 : split ? SFX(flat_plane)(g) : SFX(flat_size)(g);
     /* row blocks: enough tasks for the threads (if split), copies of
      * bounded size */
     ptrdiff_t nb = !split || g->n >= 2 * nt ? 1
@@ -234,7 +240,7 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
     ptrdiff_t rb = cnnkit_ceil_div(g->oh, CNNKIT_MIN(nb, g->oh));
     ptrdiff_t fit = (DIRECT_COPY_MAX / (g->c * wp) - span) / g->stride_h + 1;
     rb = CNNKIT_MAX(1, CNNKIT_MIN(rb, fit));
-    if (g->pool) {
+    if (g->pool && !flat) {
         /* a pooled forward: whole pairs of output rows per block */
         if (fit < 2)
             return 0;
@@ -249,8 +255,6 @@ static int SFX(direct_layout)(const cnnkit_conv2d_geom *g, int nthreads,
     pl->apsize = SFX(round16)(cnnkit_ceil_div(g->k, MR) * MR * crs);
     pl->copy = SFX(round16)(g->c * pl->lr * wp);
     pl->flat = 0;
-    const ptrdiff_t flat =
-        krows ? 0 : split ? SFX(flat_plane)(g) : SFX(flat_size)(g);
     if (flat) {
         pl->flat = 1;
         pl->rb = g->oh;
@@ -1013,10 +1017,26 @@ static void SFX(ftile_pooled_any)(int kv, int w, ptrdiff_t kc,
 }
 #undef FP_CASE
 
-/* Filter vectors per block of a pooled forward: two where two remain. */
-static int SFX(pool_kv)(ptrdiff_t k0, ptrdiff_t kz)
+/* Filter vectors per block of a pooled forward on rows of `width`: two
+ * where two remain -- with 16 registers (FX_ACC 12) only where a pair of
+ * rows does not fit one tile of one vector (2 * width > FX_ACC), which
+ * is pooled in registers (see fwd_kvec_pool). */
+static int SFX(pool_kv)(ptrdiff_t k0, ptrdiff_t kz, ptrdiff_t width)
 {
-    return kz - k0 >= 2 * VL && FX_ACC >= 8 * 2 ? 2 : 1;
+    return kz - k0 >= 2 * VL && (FX_ACC >= 8 * 2 || 2 * width > FX_ACC)
+               ? 2 : 1;
+}
+
+/* Pairs of row pixels per tile of a pooled forward's rows: each row's
+ * tile holds up to FX_ACC / kv pixels with 16 registers (two vectors x 6
+ * pixels: the medium network's pooled 32 -> 64 5x5 on 14x14 at batch 8,
+ * 1 thread, 4.0 -> 2.3 ms against one vector x 2-3 pairs, the 8x8
+ * network's pooled 1 -> 16 3x3 on 8x8 20 -> 13 us; calls alternated, the
+ * same bits); half that with 32. */
+static ptrdiff_t SFX(pool_pairs)(int kv)
+{
+    return CNNKIT_MAX((ptrdiff_t)1,
+                      FX_ACC / ((FX_ACC < 24 ? 2 : 4) * (ptrdiff_t)kv));
 }
 
 /* One pair of output rows, the copy's rows at x0 and x1, `width` pixels
@@ -1031,10 +1051,10 @@ static void SFX(fwd_kvec_pool)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
                                int relu, REAL *y, ptrdiff_t ldy, REAL *plane,
                                ptrdiff_t at, ptrdiff_t npx)
 {
-    REAL tile[FX_ACC * VL], pooled[FX_ACC * VL / 4];
+    REAL tile[2 * FX_ACC * VL], pooled[FX_ACC * VL / 2];
     const ptrdiff_t pairs = width / 2;
     for (ptrdiff_t k0 = ka; k0 < kz;) {
-        const int kv = SFX(pool_kv)(k0, kz);
+        const int kv = SFX(pool_kv)(k0, kz, width);
         const ptrdiff_t ld = (ptrdiff_t)kv * VL;
         const REAL *bk = bias ? bias + k0 : NULL;
         REAL *dst = plane ? plane + (k0 - ka) * npx + at * ld : pooled;
@@ -1054,7 +1074,7 @@ static void SFX(fwd_kvec_pool)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
             k0 += ld;
             continue;
         }
-        const ptrdiff_t most = CNNKIT_MAX((ptrdiff_t)1, FX_ACC / (4 * kv));
+        const ptrdiff_t most = SFX(pool_pairs)(kv);
         const ptrdiff_t ntl = cnnkit_ceil_div(pairs, most);
         for (ptrdiff_t tl = 0, q0 = 0; tl < ntl; tl++) {
             const ptrdiff_t q1 = pairs * (tl + 1) / ntl;
@@ -1082,11 +1102,11 @@ static void SFX(fwd_kvec_pool)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
  * vector, instead of 64 masked ones). */
 #define POOL_PLANE_ELEMS 4096
 static void SFX(pool_plane_store)(const REAL *plane, ptrdiff_t npx,
-                                  ptrdiff_t ka, ptrdiff_t kz, REAL *y,
-                                  ptrdiff_t ldy)
+                                  ptrdiff_t ka, ptrdiff_t kz, ptrdiff_t width,
+                                  REAL *y, ptrdiff_t ldy)
 {
     for (ptrdiff_t k0 = ka; k0 < kz;) {
-        const int kv = SFX(pool_kv)(k0, kz);
+        const int kv = SFX(pool_kv)(k0, kz, width);
         SFX(pool_transpose)(kv, npx, plane + (k0 - ka) * npx, y + k0 * ldy,
                             ldy);
         k0 += (ptrdiff_t)kv * VL;
@@ -1290,7 +1310,7 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
                                    (u - u0) * pw, npx);
             }
             if (plane)
-                SFX(pool_plane_store)(plane, npx, ka, kz,
+                SFX(pool_plane_store)(plane, npx, ka, kz, g->ow,
                                       y + n * g->k * kq + u0 * pw, kq);
             continue;
         }

@@ -642,6 +642,9 @@ def _pool_chain(dt, shape, conv, pool, relu=True):
     # (flat planes on AVX2 too): the 8x8 network's first layer
     ((1, 8, 8), dict(filters=16, kernel_size=3, padding=1), True),
     ((3, 8, 8), dict(filters=32, kernel_size=3, padding=1), False),
+    # more taps than a slab (600 > KC on the AVX2 path): tiles of rows
+    # summed slab after slab before the pooling
+    ((24, 9, 10), dict(filters=32, kernel_size=5, padding=2), True),
     # a flat plane whose pooled values (24 pixels x 176 filters) overflow
     # the task's buffer: each pair of rows stored as it is done (rows of 9
     # leave lanes idle on every SIMD path, so the plane is flat on each)

@@ -310,12 +310,17 @@ def aligned_empty(shape, dtype):
 
     A cache line is 64 bytes: the kernels' vector loads of packed panels
     and copies that start on one never cross two lines.  (Large NumPy
-    buffers start 16 bytes into a line.)"""
+    buffers start 16 bytes into a line.)  Negative dimensions get
+    np.empty's error; dtypes whose items do not tile a line (structured,
+    subarray) come as np.empty gives them."""
     dtype = np.dtype(dtype)
     try:
         shape = (operator.index(shape),)
     except TypeError:
         shape = tuple(operator.index(d) for d in shape)
+    if (any(d < 0 for d in shape) or dtype.itemsize == 0 or
+            64 % dtype.itemsize or dtype.subdtype is not None):
+        return np.empty(shape, dtype)     # its errors; or no alignment
     size = 1
     for d in shape:
         size *= d
