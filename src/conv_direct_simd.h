@@ -88,13 +88,12 @@ static ptrdiff_t SFX(flat_fit)(const cnnkit_conv2d_geom *g, ptrdiff_t most)
     if (g->stride_h != 1 || g->stride_w != 1)
         return 0;
     const ptrdiff_t hp = g->oh + (g->r - 1) * g->dil_h;
-    /* in double: a huge dilation's rows would overflow */
+    /* compared in double: a huge dilation's rows would overflow */
     if ((double)g->c * (double)g->s * (double)hp * (double)g->ow >
         (double)most)
         return 0;
-    const ptrdiff_t size = g->c * g->s * hp * g->ow;
-    return size <= most
-               ? SFX(round16)(size + VL) + SFX(flat_scratch)(g) : 0;
+    return SFX(round16)(g->c * g->s * hp * g->ow + VL) +
+           SFX(flat_scratch)(g);
 }
 
 static ptrdiff_t SFX(flat_size)(const cnnkit_conv2d_geom *g)
