@@ -24,22 +24,38 @@ from cnnkit import cli
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def fma_peak():
-    """(GFLOP/s of 1 thread, of all threads, threads), or None without a
+def build_probe(directory):
+    """The path of fma_peak.c compiled into directory, or None without a
     compiler."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        exe = os.path.join(tmp, "fma_peak")
-        subprocess.run([cc, "-O2", "-march=native", "-ffp-contract=fast",
-                        "-fopenmp", os.path.join(HERE, "fma_peak.c"), "-o",
-                        exe], check=True)
-        out = subprocess.run([exe], check=True, capture_output=True,
-                             text=True).stdout
+    exe = os.path.join(directory, "fma_peak")
+    subprocess.run([cc, "-O2", "-march=native", "-ffp-contract=fast",
+                    "-fopenmp", os.path.join(HERE, "fma_peak.c"), "-o", exe],
+                   check=True)
+    return exe
+
+
+def run_probe(exe, threads=None):
+    """(GFLOP/s of 1 thread, of `threads` threads (OMP_NUM_THREADS or all
+    when None), threads) measured by the compiled probe."""
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    out = subprocess.run([exe], check=True, capture_output=True, text=True,
+                         env=env).stdout
     one = float(re.search(r"1 thread: ([\d.]+)", out).group(1))
     many = re.search(r"(\d+) threads: ([\d.]+)", out)
     return one, float(many.group(2)), int(many.group(1))
+
+
+def fma_peak(threads=None):
+    """(GFLOP/s of 1 thread, of `threads` threads, threads), or None
+    without a compiler."""
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = build_probe(tmp)
+        return run_probe(exe, threads) if exe else None
 
 
 def main(argv=None):
@@ -48,15 +64,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", help="also write cnnkit bench's results here")
     args = p.parse_args(argv)
-    env_threads = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)   # the probe's count
-    try:
-        peak = fma_peak()
-    finally:
-        if env_threads is None:
-            del os.environ["OMP_NUM_THREADS"]
-        else:
-            os.environ["OMP_NUM_THREADS"] = env_threads
+    peak = fma_peak(args.threads)
     path = args.json or os.path.join(tempfile.mkdtemp(), "grid.json")
     cli.main(["bench", "--only", "grid", "--threads", str(args.threads),
               "--repeats", str(args.repeats), "--json", path])

@@ -33,6 +33,14 @@ plan against onnxruntime and PyTorch (above 1: the plan is faster), and at
 batch 1 the latency of single calls (p50 and p99 over every call)::
 
     python benchmarks/bench_onnx.py --plan [--threads 2] [--repeats 11]
+
+Where a C compiler is found, the FMA probe of ``bench_grid.py``
+(``fma_peak.c``) runs before the table and after each network, on 1
+thread and on ``--threads``: on a shared machine (a virtual machine whose
+host runs other work) a core can be taken away without any process of
+this machine showing it, and the probe then reads far less than its
+threads times the run's best one-thread rate.  A run in which it did says
+so at the end: its rows at that thread count carry the host's load.
 """
 import argparse
 import os
@@ -47,6 +55,9 @@ from cnnkit.bench import cpu_name, lenet_cnnkit as lenet
 from cnnkit.datasets import make_synthetic
 
 SETTLE = 0.05   # let idle OpenMP threads stop spinning between runs
+#: a probe of n threads below this share of n times the run's best
+#: one-thread rate found a core taken
+PROBE_SHARE = 0.8
 
 
 def main(argv=None):
@@ -296,7 +307,10 @@ def main_plan(argv=None):
                                                       theirs))
         proc.start()
         workers[rt] = (proc, mine)
+    probe_dir = tempfile.TemporaryDirectory()
     try:
+        probe = _Probe(probe_dir.name, args.threads)
+        probe.check("before the table")
         versions = _plan_versions()
         print(f"cnnkit {cnnkit.__version__} "
               f"({cnnkit._kernels.build_info().get('simd_path', '?')}), "
@@ -348,16 +362,59 @@ def main_plan(argv=None):
                         rt: (1e3 * np.percentile(c, 50),
                              1e3 * np.percentile(c, 99))
                         for rt, c in calls.items()}))
+            probe.check(f"after {case}")
         print()
         print("latency of single calls at batch 1, ms (p50 / p99)")
         for case, lat in latency:
             print(f"{case:<21} " + "  ".join(
                 f"{rt} {p50:.3f} / {p99:.3f}"
                 for rt, (p50, p99) in lat.items()))
+        probe.summary()
     finally:
+        probe_dir.cleanup()
         for proc, conn in workers.values():
             conn.send(("stop",))
             proc.join(10)
+
+
+class _Probe:
+    """The FMA probe (bench_grid.fma_peak's), run between the networks."""
+
+    def __init__(self, directory, threads):
+        import subprocess
+        import sys
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import bench_grid
+        self.grid, self.threads, self.reads = bench_grid, threads, []
+        self.exe = None
+        if threads > 1:
+            try:
+                self.exe = bench_grid.build_probe(directory)
+            except (OSError, subprocess.CalledProcessError) as e:
+                print(f"the FMA probe does not build here: {e}")
+
+    def check(self, when):
+        if not self.exe:
+            return
+        time.sleep(SETTLE)
+        one, many, n = self.grid.run_probe(self.exe, self.threads)
+        self.reads.append((when, one, many, n))
+        print(f"FMA probe {when}: {one:.0f} GFLOP/s on 1 thread, "
+              f"{many:.0f} on {n} ({many / one:.2f}x)", flush=True)
+
+    def summary(self):
+        if not self.reads:
+            return
+        best = max(one for _, one, _, _ in self.reads)
+        short = [w for w, one, many, n in self.reads
+                 if many < PROBE_SHARE * n * best]
+        if short:
+            print(f"\nthe {self.threads}-thread probe read under "
+                  f"{PROBE_SHARE:.0%} of {self.threads} times the best "
+                  f"1-thread rate ({best:.0f} GFLOP/s) {', '.join(short)}: "
+                  "cores were taken by other work (possibly the host's) "
+                  f"during this run, and the table's {self.threads}-thread "
+                  "times carry that load")
 
 
 def _plan_versions():

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,29 @@ def test_group_scripts_select_their_groups(monkeypatch):
     assert configs[1]["groups"] == ["kernels", "conv64"]
     assert configs[1]["mode"] == "quick" and configs[1]["repeats"] == 3
     assert configs[2]["groups"] == ["gemm"] and configs[2]["sizes"] == [64]
+
+
+def test_onnx_benchmark_flags_a_probe_that_lost_a_core(capsys):
+    """bench_onnx --plan reads the FMA probe between its networks and
+    names the reads whose threads fell short of the best 1-thread rate."""
+    onnx = _load(ROOT / "benchmarks" / "bench_onnx.py", "bench_onnx")
+    probe = onnx._Probe(str(ROOT), 1)          # 1 thread: nothing built
+    assert probe.exe is None
+    probe.check("never")
+    probe.summary()
+    assert capsys.readouterr().out == ""
+    reads = iter([(100.0, 195.0, 2), (50.0, 190.0, 2), (98.0, 110.0, 2)])
+    probe.exe, probe.threads = "probe", 2
+    probe.grid = types.SimpleNamespace(run_probe=lambda exe, n: next(reads))
+    for when in ("before the table", "after A", "after B"):
+        probe.check(when)
+    probe.summary()
+    out = capsys.readouterr().out
+    assert "FMA probe after A: 50 GFLOP/s on 1 thread, 190 on 2" in out
+    verdict = out.split("\n\n")[-1]
+    assert "under 80% of 2 times the best 1-thread rate (100" in verdict
+    assert "after B" in verdict and "after A" not in verdict
+    assert "before the table" not in verdict
 
 
 def test_workloads_of_each_mode():
