@@ -1094,6 +1094,53 @@ static void SFX(fwd_kvec_pool)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
     }
 }
 
+/* A flat plane's pooled forward in tiles that run across its rows: with
+ * 16 registers, a pair of short rows (4 pixels: the 8x8 network's 16 ->
+ * 32 on 4x4) held one filter vector x 8 pixels per tile (pooled in
+ * registers), and 8 pixels held one pair at a time; the plane's rows used
+ * by the pooling (2 * (oh / 2) of them) are instead swept as one row of
+ * tiles of up to FX_ACC / kv pixels (two filter vectors x 6, as a flat
+ * plane's unpooled forward), their sums kept whole, then each pair of
+ * rows reduced by pool_reduce: the same sums, bias, ReLU and windows,
+ * hence the same bits.  Only for planes of up to FLAT_POOL_PX pixels, and
+ * not with 32 registers (unmeasured there). */
+#define FLAT_POOL_PX 64
+static int SFX(flat_pool_whole)(const cnnkit_conv2d_geom *g)
+{
+    return FX_ACC < 24 && 2 * (g->oh / 2) * g->ow <= FLAT_POOL_PX;
+}
+
+/* Filters [ka, kz) of one image's flat plane (the copy's at x), pooled:
+ * filter k's pooled pixels at y + k*ldy. */
+static void SFX(fwd_kvec_pool_flat)(const REAL *wt, ptrdiff_t crs,
+                                    ptrdiff_t K, const REAL *x,
+                                    const ptrdiff_t *boff, ptrdiff_t oh,
+                                    ptrdiff_t ow, ptrdiff_t ka, ptrdiff_t kz,
+                                    const REAL *bias, int relu, REAL *y,
+                                    ptrdiff_t ldy)
+{
+    REAL sums[FLAT_POOL_PX * 2 * VL], pooled[FLAT_POOL_PX / 2 * VL];
+    const ptrdiff_t ph = oh / 2, pw = ow / 2, p = 2 * ph * ow;
+    for (ptrdiff_t k0 = ka; k0 < kz;) {
+        const int kv = kz - k0 >= 2 * VL ? 2 : 1;
+        const ptrdiff_t ld = (ptrdiff_t)kv * VL;
+        /* tiles of about equal width, as fwd_kvec_row's */
+        const ptrdiff_t ntl = cnnkit_ceil_div(p, FX_ACC / kv);
+        for (ptrdiff_t tl = 0, j0 = 0; tl < ntl; tl++) {
+            const ptrdiff_t j1 = p * (tl + 1) / ntl;
+            SFX(ftile_slabs)(kv, (int)(j1 - j0), 1, wt, crs, K, k0, x + j0,
+                             boff, sums + j0 * ld);
+            j0 = j1;
+        }
+        for (ptrdiff_t u = 0; u < ph; u++)
+            SFX(pool_reduce)(kv, (int)ow, sums + 2 * u * ow * ld,
+                             bias ? bias + k0 : NULL, relu,
+                             pooled + u * pw * ld);
+        SFX(pool_transpose)(kv, ph * pw, pooled, y + k0 * ldy, ldy);
+        k0 += ld;
+    }
+}
+
 /* A task's pooled plane (npx pixels of filters [ka, kz), as
  * fwd_kvec_pool leaves them in plane) stored at y + k*ldy: one
  * transposition per VL pixels and filter vector, instead of one per
@@ -1286,6 +1333,12 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
             /* pairs of output rows: of the block, or of the flat plane */
             const ptrdiff_t ph = g->oh / 2, pw = g->ow / 2;
             const ptrdiff_t kq = ph * pw;
+            if (pl.flat && SFX(flat_pool_whole)(g)) {
+                SFX(fwd_kvec_pool_flat)(ap, crs, g->k, buf, boff, g->oh,
+                                        g->ow, ka, kz, bias, trelu,
+                                        y + n * g->k * kq, kq);
+                continue;
+            }
             const ptrdiff_t u0 = i0 / 2, u1 = CNNKIT_MIN(ph, i1 / 2);
             /* a flat plane's pairs pooled into one buffer, stored at
              * once (the 8x8 network's plan 1.10-1.14x faster at batch

@@ -649,6 +649,10 @@ def _pool_chain(dt, shape, conv, pool, relu=True):
     # the task's buffer: each pair of rows stored as it is done (rows of 9
     # leave lanes idle on every SIMD path, so the plane is flat on each)
     ((3, 12, 9), dict(filters=176, kernel_size=3, padding=1), True),
+    # small flat planes swept whole before the pooling (16 registers):
+    # two filter vectors then one, an odd last row and column dropped
+    ((4, 5, 7), dict(filters=24, kernel_size=3, padding=1), True),
+    ((5, 9, 7), dict(filters=16, kernel_size=3, padding=1), False),
 ])
 def test_conv_and_max_pool_in_one_pass(dt, shape, conv, relu):
     # A 2x2 max pooling of stride 2 after a convolution whose filters the
