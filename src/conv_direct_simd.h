@@ -1019,7 +1019,8 @@ static void SFX(ftile_pooled_any)(int kv, int w, ptrdiff_t kc,
 /* Filter vectors per block of a pooled forward on rows of `width`: two
  * where two remain -- with 16 registers (FX_ACC 12) only where a pair of
  * rows does not fit one tile of one vector (2 * width > FX_ACC), which
- * is pooled in registers (see fwd_kvec_pool). */
+ * is pooled in registers (see fwd_kvec_pool; small flat planes take
+ * fwd_kvec_pool_flat instead). */
 static int SFX(pool_kv)(ptrdiff_t k0, ptrdiff_t kz, ptrdiff_t width)
 {
     return kz - k0 >= 2 * VL && (FX_ACC >= 8 * 2 || 2 * width > FX_ACC)
@@ -1102,8 +1103,8 @@ static void SFX(fwd_kvec_pool)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
  * tiles of up to FX_ACC / kv pixels (two filter vectors x 6, as a flat
  * plane's unpooled forward), their sums kept whole, then each pair of
  * rows reduced by pool_reduce: the same sums, bias, ReLU and windows,
- * hence the same bits.  Only for planes of up to FLAT_POOL_PX pixels, and
- * not with 32 registers (unmeasured there). */
+ * hence the same bits.  Only where those rows hold up to FLAT_POOL_PX
+ * pixels, and not with 32 registers (unmeasured there). */
 #define FLAT_POOL_PX 64
 static int SFX(flat_pool_whole)(const cnnkit_conv2d_geom *g)
 {
@@ -1341,9 +1342,10 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
             }
             const ptrdiff_t u0 = i0 / 2, u1 = CNNKIT_MIN(ph, i1 / 2);
             /* a flat plane's pairs pooled into one buffer, stored at
-             * once (the 8x8 network's plan 1.10-1.14x faster at batch
-             * 256, LeNet-5's 1.027x; rows of 14 pixels in blocks: 1.0x,
-             * so they store each pair as they go) */
+             * once (measured before fwd_kvec_pool_flat: the 8x8
+             * network's plan 1.10-1.14x faster at batch 256, LeNet-5's
+             * 1.027x; rows of 14 pixels in blocks: 1.0x, so they store
+             * each pair as they go) */
             const ptrdiff_t npx = (u1 - u0) * pw;
             REAL *plane = pl.flat && npx * (kz - ka) <= POOL_PLANE_ELEMS
                               ? pooled_plane : NULL;
@@ -1975,3 +1977,4 @@ static void SFX(conv_direct_weight)(REAL *gw, ptrdiff_t wstride,
 #undef DIRECT_COPY_LIMIT
 #undef FLAT_TILES_BYTES
 #undef FLAT_GATHER_MAX
+#undef FLAT_POOL_PX

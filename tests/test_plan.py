@@ -653,6 +653,11 @@ def _pool_chain(dt, shape, conv, pool, relu=True):
     # two filter vectors then one, an odd last row and column dropped
     ((4, 5, 7), dict(filters=24, kernel_size=3, padding=1), True),
     ((5, 9, 7), dict(filters=16, kernel_size=3, padding=1), False),
+    # more taps than a slab on such a plane (576 > KC in float32 too)
+    ((64, 5, 5), dict(filters=16, kernel_size=3, padding=1), True),
+    # a tall flat plane of narrow rows (84 pixels): each pair of rows one
+    # tile, pooled in registers, on every SIMD path
+    ((2, 14, 6), dict(filters=16, kernel_size=3, padding=1), True),
 ])
 def test_conv_and_max_pool_in_one_pass(dt, shape, conv, relu):
     # A 2x2 max pooling of stride 2 after a convolution whose filters the
