@@ -593,7 +593,8 @@ enum { CNNKIT_PLAN_CONV = 1, CNNKIT_PLAN_DENSE = 2, CNNKIT_PLAN_MAX_POOL = 3,
        CNNKIT_PLAN_AVG_POOL = 4, CNNKIT_PLAN_GLOBAL_MAX_POOL = 5,
        CNNKIT_PLAN_BATCH_NORM = 6, CNNKIT_PLAN_ACT = 7, CNNKIT_PLAN_ADD = 8,
        CNNKIT_PLAN_MUL = 9, CNNKIT_PLAN_COPY = 10, CNNKIT_PLAN_SOFTMAX = 11,
-       CNNKIT_PLAN_LOG_SOFTMAX = 12 };
+       CNNKIT_PLAN_LOG_SOFTMAX = 12, CNNKIT_PLAN_CONV_BLOCKED = 13,
+       CNNKIT_PLAN_TO_BLOCKED = 14, CNNKIT_PLAN_FROM_BLOCKED = 15 };
 /* Activations: of an ACT step, or the epilogue (RELU) of CONV, DENSE, ADD
  * and MUL. */
 enum { CNNKIT_ACT_NONE = 0, CNNKIT_ACT_RELU = 1, CNNKIT_ACT_LEAKY_RELU = 2,
@@ -621,6 +622,12 @@ typedef struct cnnkit_plan_step {
     const void *mean, *var;  /* BATCH_NORM: running statistics           */
     cnnkit_conv2d_geom conv; /* CONV; its n is set per batch              */
     cnnkit_pool2d_geom pool; /* pooling; planes per image                 */
+    /* CONV_BLOCKED: cnnkit_conv_blocked on conv (w: the weights
+     * transposed to (C*R*S, K); flag: in1 is a residual), its input's
+     * border pin and its output's (and residual's) pout.  TO_BLOCKED: the
+     * tensor (conv.c, conv.h, conv.w) into the blocked layout with border
+     * pout; FROM_BLOCKED: back from the layout with border pin. */
+    ptrdiff_t pin, pout;
 } cnnkit_plan_step;
 
 /* The plan's layout of a batch: sizes per image of the input, the output
@@ -719,6 +726,33 @@ const char *cnnkit_simd_paths_supported(void);
  * the direct path (conv_direct_simd.h); never when g->im2col_only. */
 int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
                                int f64);
+
+/* The compiled plans' convolution on channel-blocked tensors
+ * (conv_blocked_simd.h).  An image's tensor (c, h, w) in the blocked layout
+ * with border p: ceil(c / B) blocks of (h + 2p) x (w + 2p) pixels of B
+ * lanes, channel c in lane c % B of block c / B, the border pixels 0.
+ * cnnkit_blocked_lanes: B for the type on the active engine, 0 when it has
+ * no blocked convolution.  cnnkit_conv_blocked_applies: whether it
+ * computes g (n ignored) from an input with a border of pin pixels.  The
+ * pass: y (n images, blocked, border pout; its border written 0) =
+ * relu(conv(x (blocked, border pin)) + bias + res), res (laid out as y) or
+ * NULL, each step rounded as conv2d's forward and the separate add round
+ * it; wt: the weights transposed to (C*R*S, K); work:
+ * cnnkit_conv_blocked_workspace elements.  Returns 0 without writing y
+ * where it does not apply. */
+ptrdiff_t cnnkit_blocked_lanes(int f64);
+int cnnkit_conv_blocked_applies(const cnnkit_conv2d_geom *g, ptrdiff_t pin,
+                                int f64);
+ptrdiff_t cnnkit_conv_blocked_workspace(const cnnkit_conv2d_geom *g,
+                                        int f64);
+int cnnkit_conv_blocked_f32(float *y, const float *x, const float *wt,
+                            const float *bias, int relu, const float *res,
+                            ptrdiff_t pin, ptrdiff_t pout, float *work,
+                            const cnnkit_conv2d_geom *g, int nthreads);
+int cnnkit_conv_blocked_f64(double *y, const double *x, const double *wt,
+                            const double *bias, int relu, const double *res,
+                            ptrdiff_t pin, ptrdiff_t pout, double *work,
+                            const cnnkit_conv2d_geom *g, int nthreads);
 
 /* Winograd F(2x2, 3x3) for the conv2d forward (winograd.c): whether it
  * computes g (asked for, and the shape), its workspace (0 when it does not

@@ -67,6 +67,7 @@
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
+#include "conv_blocked_simd.h"
 #include "winograd_engine.h"
 #include "conv_depthwise_simd.h"
 #undef VEVEN
@@ -117,6 +118,7 @@
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
+#include "conv_blocked_simd.h"
 #include "winograd_engine.h"
 #include "conv_depthwise_simd.h"
 #undef VEVEN
@@ -128,6 +130,7 @@ CNNKIT_ENGINE_DIRECT(avx2)
 CNNKIT_ENGINE_WINOGRAD(avx2)
 CNNKIT_ENGINE_PACKED(avx2)
 CNNKIT_ENGINE_WTREE(avx2)
+CNNKIT_ENGINE_BLOCKED(avx2)
 
 const cnnkit_gemm_engine cnnkit_gemm_engine_avx2 = {
     "AVX2+FMA", "avx2", gemm_workspace_avx2,
@@ -143,4 +146,6 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx2 = {
     conv_direct_pack_f64_avx2,
     conv_wg_workspace_avx2, wg_forward_f32_avx2, wg_forward_f64_avx2,
     wtree_workspace_avx2, wtree_f32_avx2, wtree_f64_avx2,
+    blocked_lanes_avx2, blocked_ws_avx2, conv_blocked_f32_avx2,
+    conv_blocked_f64_avx2,
 };

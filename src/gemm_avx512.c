@@ -66,6 +66,7 @@
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
+#include "conv_blocked_simd.h"
 #include "winograd_engine.h"
 #include "conv_depthwise_simd.h"
 #undef VEVEN
@@ -117,6 +118,7 @@
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
+#include "conv_blocked_simd.h"
 #include "winograd_engine.h"
 #include "conv_depthwise_simd.h"
 #undef VEVEN
@@ -128,6 +130,7 @@ CNNKIT_ENGINE_DIRECT(avx512)
 CNNKIT_ENGINE_WINOGRAD(avx512)
 CNNKIT_ENGINE_PACKED(avx512)
 CNNKIT_ENGINE_WTREE(avx512)
+CNNKIT_ENGINE_BLOCKED(avx512)
 
 const cnnkit_gemm_engine cnnkit_gemm_engine_avx512 = {
     "AVX-512", "avx512", gemm_workspace_avx512,
@@ -143,4 +146,6 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx512 = {
     conv_direct_pack_f64_avx512,
     conv_wg_workspace_avx512, wg_forward_f32_avx512, wg_forward_f64_avx512,
     wtree_workspace_avx512, wtree_f32_avx512, wtree_f64_avx512,
+    blocked_lanes_avx512, blocked_ws_avx512, conv_blocked_f32_avx512,
+    conv_blocked_f64_avx512,
 };

@@ -124,6 +124,20 @@ typedef struct cnnkit_gemm_engine {
     void (*wtree_f64)(double *gw, const double *gy, const double *x,
                       const int64_t *bounds, ptrdiff_t nparts, double *work,
                       ptrdiff_t f, ptrdiff_t o, int nthreads);
+    /* The compiled plans' convolution on channel-blocked tensors
+     * (conv_blocked_simd.h), or NULL: its lanes per block (0: none), its
+     * workspace for g (0 when it does not compute g) and the pass, which
+     * returns 0 without writing y when it does not take g. */
+    ptrdiff_t (*blocked_lanes)(int f64);
+    ptrdiff_t (*blocked_workspace)(const cnnkit_conv2d_geom *g, int f64);
+    int (*conv_blocked_f32)(float *y, const float *x, const float *wt,
+                            const float *bias, int relu, const float *res,
+                            ptrdiff_t pin, ptrdiff_t pout, float *work,
+                            const cnnkit_conv2d_geom *g, int nthreads);
+    int (*conv_blocked_f64)(double *y, const double *x, const double *wt,
+                            const double *bias, int relu, const double *res,
+                            ptrdiff_t pin, ptrdiff_t pout, double *work,
+                            const cnnkit_conv2d_geom *g, int nthreads);
 } cnnkit_gemm_engine;
 
 extern const cnnkit_gemm_engine cnnkit_gemm_engine_generic;
@@ -192,6 +206,20 @@ const cnnkit_gemm_engine *cnnkit_gemm_active(int *how);
         ptrdiff_t a = wtree_size_f32_##path(n, o, nparts, nthreads);        \
         ptrdiff_t b = wtree_size_f64_##path(n, o, nparts, nthreads);        \
         return CNNKIT_MAX(a, b);                                            \
+    }
+
+#define CNNKIT_ENGINE_BLOCKED(path)                                         \
+    static ptrdiff_t blocked_lanes_##path(int f64)                          \
+    {                                                                       \
+        return f64 ? 8 : 16;                                                \
+    }                                                                       \
+    static ptrdiff_t blocked_ws_##path(const cnnkit_conv2d_geom *g, int f64) \
+    {                                                                       \
+        if (f64)                                                            \
+            return blocked_fits_f64_##path(g)                               \
+                       ? blocked_workspace_f64_##path(g) : 0;               \
+        return blocked_fits_f32_##path(g)                                   \
+                   ? blocked_workspace_f32_##path(g) : 0;                   \
     }
 
 #endif /* CNNKIT_GEMM_ENGINE_H */

@@ -51,6 +51,24 @@ static inline ptrdiff_t cnnkit_conv_groups(const cnnkit_conv2d_geom *g)
     return g->groups > 1 ? g->groups : 1;
 }
 
+/* Whether a blocked input with a border of pin pixels holds every tap of
+ * g: the padding inside the border, the last row and column read inside
+ * it too (the border is the convolution's zero padding). */
+static inline int cnnkit_blocked_border_holds(const cnnkit_conv2d_geom *g,
+                                              ptrdiff_t pin)
+{
+    if (g->pad_h < 0 || g->pad_w < 0 || pin < g->pad_h || pin < g->pad_w ||
+        g->oh < 1 || g->ow < 1)
+        return 0;
+    /* in double: huge dilations and strides do not overflow */
+    const double last_h = (double)(g->oh - 1) * g->stride_h - g->pad_h +
+                          (double)(g->r - 1) * g->dil_h;
+    const double last_w = (double)(g->ow - 1) * g->stride_w - g->pad_w +
+                          (double)(g->s - 1) * g->dil_w;
+    return last_h <= (double)(g->h - 1 + pin) &&
+           last_w <= (double)(g->w - 1 + pin);
+}
+
 /* The direct convolution forward of the active GEMM engine (gemm.c): the
  * workspace it may need for g (0 if it never computes g), and the forward
  * pass, which returns 0 without touching y when it does not compute g (the

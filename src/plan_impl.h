@@ -117,6 +117,40 @@ static void SFX(plan_conv_batched)(REAL *y, const REAL *x, const REAL *w,
     }
 }
 
+/* The channel-blocked layout of conv_blocked (cnnkit.h): x (n, c, h, w)
+ * into y (blocked, border p), every lane of every block written (0 in the
+ * border and past the last channel); back with to == 0. */
+static void SFX(plan_blocked)(REAL *restrict y, const REAL *restrict x,
+                              ptrdiff_t c, ptrdiff_t h, ptrdiff_t w,
+                              ptrdiff_t p, ptrdiff_t n, int to, int nthreads)
+{
+    const ptrdiff_t B = (ptrdiff_t)(64 / sizeof(REAL));
+    const ptrdiff_t nb = cnnkit_ceil_div(c, B);
+    const ptrdiff_t hp = h + 2 * p, wp = w + 2 * p, plane = hp * wp * B;
+    const ptrdiff_t tasks = n * nb;
+    int nt = cnnkit_team(2.0 * tasks * plane, tasks, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t t = 0; t < tasks; t++) {
+        const ptrdiff_t img = t / nb, blk = t % nb;
+        const ptrdiff_t c0 = blk * B, lanes = CNNKIT_MIN(B, c - c0);
+        REAL *restrict b = (to ? y : (REAL *)x) + (img * nb + blk) * plane;
+        REAL *restrict f = (to ? (REAL *)x : y) + (img * c + c0) * h * w;
+        if (to)
+            memset(b, 0, (size_t)plane * sizeof(REAL));
+        for (ptrdiff_t i = 0; i < h; i++)
+            for (ptrdiff_t j = 0; j < w; j++) {
+                REAL *restrict px = b + ((i + p) * wp + j + p) * B;
+                for (ptrdiff_t l = 0; l < lanes; l++) {
+                    if (to)
+                        px[l] = f[(l * h + i) * w + j];
+                    else
+                        f[(l * h + i) * w + j] = px[l];
+                }
+            }
+    }
+}
+
 /* Workspace of the steps run on n images with nthreads threads. */
 static ptrdiff_t SFX(plan_steps_workspace)(const cnnkit_plan_step *steps,
                                            ptrdiff_t nsteps, ptrdiff_t n,
@@ -139,6 +173,10 @@ static ptrdiff_t SFX(plan_steps_workspace)(const cnnkit_plan_step *steps,
         }
         case CNNKIT_PLAN_DENSE:
             need = cnnkit_dense_workspace(n, s->rows, s->size, nthreads);
+            break;
+        case CNNKIT_PLAN_CONV_BLOCKED:
+            need = cnnkit_conv_blocked_workspace(&s->conv,
+                                                 sizeof(REAL) == 8);
             break;
         case CNNKIT_PLAN_GLOBAL_MAX_POOL:
             need = n * s->pool.planes * per64;
@@ -224,6 +262,23 @@ static void SFX(plan_steps)(REAL *y, const REAL *x, REAL *arena, REAL *work,
             }
             break;
         }
+        case CNNKIT_PLAN_CONV_BLOCKED: {
+            cnnkit_conv2d_geom g = s->conv;
+            g.n = n;
+            SFX(cnnkit_conv_blocked)(
+                out, in0, (const REAL *)s->w, (const REAL *)s->b,
+                s->act == CNNKIT_ACT_RELU,
+                s->flag ? SFX(plan_at)(s->in1, arena, x, dest, n) : NULL,
+                s->pin, s->pout, work, &g, nthreads);
+            break;
+        }
+        case CNNKIT_PLAN_TO_BLOCKED:
+        case CNNKIT_PLAN_FROM_BLOCKED:
+            SFX(plan_blocked)(out, in0, s->conv.c, s->conv.h, s->conv.w,
+                              s->op == CNNKIT_PLAN_TO_BLOCKED ? s->pout
+                                                              : s->pin,
+                              n, s->op == CNNKIT_PLAN_TO_BLOCKED, nthreads);
+            break;
         case CNNKIT_PLAN_DENSE: {
             /* cnnkit_dense_forward on the weight stored transposed: the
              * GEMM packs the same panels without transposing them (the

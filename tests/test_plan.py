@@ -714,7 +714,8 @@ from cnnkit import layers as L, plan
 
 
 def check_bits(model, shape, dt, tag):
-    p = plan.compile(model)
+    global LAST
+    p = LAST = plan.compile(model)
     rng = np.random.default_rng(3)
     x = rng.integers(-2, 3, (5,) + shape).astype(dt)
     x[x == 0] = -0.0
@@ -937,7 +938,7 @@ def test_residual_add_without_relu_and_what_stays_separate():
 
 
 RESIDUAL_CHECKER = PLAN_BITS + r'''
-fused = 0
+fused = blocked = 0
 for dt in (np.float32, np.float64):
     for shape, k in (((8, 9, 15), 8), ((32, 7, 17), 32), ((16, 4, 4), 16),
                      ((24, 5, 11), 24)):
@@ -947,8 +948,16 @@ for dt in (np.float32, np.float64):
             L.ReLU()(a)), inp]))
         model = cnnkit.Model(inp, L.Dense(3)(L.Flatten()(y)), dtype=dt,
                              seed=2)
+        # in planes: two convolutions (the add in the second) and the dense
+        plan._USE_BLOCKS = False
         fused += check_bits(model, shape, dt, f"{shape} {k}") == 3
+        # on channel blocks where the engine has them: the input into
+        # blocks, the two convolutions, back into planes, the dense
+        plan._USE_BLOCKS = True
+        steps = check_bits(model, shape, dt, f"{shape} {k} blocked")
+        blocked += steps == 5 and "channel blocks" in LAST._labels[0]
 extra["fused"] = fused
+extra["blocked"] = blocked
 '''
 
 
@@ -960,6 +969,7 @@ def test_residual_add_on_every_simd_path(path):
     res = run_simd(path, RESIDUAL_CHECKER)
     assert res["failures"] == []
     assert res["fused"] == 8
+    assert res["blocked"] == (0 if path == "generic" else 8)
 
 
 def test_a_batch_whose_arena_would_overflow_is_refused():
@@ -974,3 +984,95 @@ def test_a_batch_whose_arena_would_overflow_is_refused():
     with pytest.raises(ValueError, match="plan arena"):
         prog.run(x, np.empty(6, np.float32), np.empty(1, np.float32),
                  np.empty(1, np.float32))
+
+
+def _chain(case, dtype):
+    """Chains of convolutions that run on channel-blocked tensors."""
+    if case == "stem_stride_1x1":
+        # 3 input channels into blocks, stride 2, a 1x1 of stride 2 reading
+        # a bordered tensor, the residual add of a downsampling block
+        inp = cnnkit.Input((3, 11, 13))
+        a = L.ReLU()(L.Conv2D(16, 3, padding=1)(inp))
+        b = L.ReLU()(L.Conv2D(32, 3, stride=2, padding=1)(a))
+        b = L.Conv2D(32, 3, padding=1)(b)
+        y = L.ReLU()(L.Add()([b, L.Conv2D(32, 1, stride=2)(a)]))
+        out = L.Dense(3)(L.Flatten()(y))
+    elif case == "borders":
+        # a dilated 3x3 (border 2), "same" padding of an even kernel (0 on
+        # top and left), a 5x5, and a stride larger than the kernel
+        inp = cnnkit.Input((8, 10, 9))
+        a = L.Conv2D(16, 3, padding=2, dilation=2)(inp)
+        a = L.ReLU()(L.Conv2D(16, 2, padding="same")(a))
+        a = L.Conv2D(24, 5, padding=2)(a)
+        out = L.Dense(4)(L.Flatten()(L.Conv2D(8, 1, stride=3)(a)))
+    elif case == "deep":
+        # more taps than a slab (576 and 720), 1x1 and 1xN planes, and a
+        # network whose output is a convolution's
+        inp = cnnkit.Input((64, 1, 7))
+        a = L.ReLU()(L.Conv2D(16, 3, padding=1)(inp))
+        out = L.Conv2D(16, (3, 5), padding=(1, 2))(
+            L.Conv2D(80, 3, padding=1)(a))
+    else:                                   # "wide": one filter vector
+        inp = cnnkit.Input((8, 3, 29))
+        a = L.Conv2D(8, 3, padding=1)(inp)
+        out = L.Conv2D(8, 3, padding=1)(L.ReLU()(a))
+    return cnnkit.Model(inp, out, seed=4, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", ["stem_stride_1x1", "borders", "deep",
+                                  "wide"])
+def test_conv_chains_on_channel_blocks(case, dtype):
+    """Convolutions chained on the blocked layout (their input's border as
+    padding, each pixel's filters side by side) give the layers' bits, for
+    any thread count, batch and chunk; off, the plan runs in planes."""
+    model = _chain(case, dtype)
+    p = model.compile()
+    lanes = cnnkit._ops.blocked_lanes(dtype)
+    convs = sum(type(la) is L.Conv2D for la in model.layers)
+    blocked = ["channel blocks" in s for s in p._labels]
+    if lanes:
+        # into blocks once, back once
+        assert sum(blocked) == 2, p._labels
+        assert p.num_steps == convs + 2 + (case not in ("deep", "wide"))
+    else:
+        assert not any(blocked)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7,) + model.input_shape).astype(dtype)
+    x[3] = rng.integers(-2, 3, x[3].shape)
+    want = model.forward(x)
+    for t in (1, 2):
+        with num_threads(t):
+            assert p.run(x).tobytes() == want.tobytes()
+            assert p.run(x[4:5]).tobytes() == want[4:5].tobytes()
+            assert p._run(x, chunk=3).tobytes() == want.tobytes()
+    plan._USE_BLOCKS = False
+    try:
+        planes = model.compile()
+    finally:
+        plan._USE_BLOCKS = True
+    assert not any("channel blocks" in s for s in planes._labels)
+    assert planes.run(x).tobytes() == want.tobytes()
+
+
+def test_a_blocked_conv_step_is_checked():
+    """The program refuses a blocked convolution its kernel would not
+    compute (an input border narrower than the padding) or whose tensors
+    lie outside the arena."""
+    lanes = cnnkit._ops.blocked_lanes("float32")
+    if not lanes:
+        pytest.skip("this SIMD path has no blocked convolution")
+    P = cnnkit._ops.PlanProgram
+    w = np.ones((16, 16, 3, 3), np.float32)
+    size = cnnkit._ops.blocked_size(16, 6, 6, 1, lanes)
+    step = dict(op="conv_blocked", x_shape=(16, 6, 6), weight=w, bias=None,
+                stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1),
+                groups=1, border_in=1, border_out=1, in0=0, out=size)
+    P([step], np.float32, 1, 1, 2 * size)                # fits
+    with pytest.raises(ValueError, match="does not compute"):
+        P([dict(step, border_in=0)], np.float32, 1, 1, 2 * size)
+    with pytest.raises(ValueError, match="outside the arena"):
+        P([step], np.float32, 1, 1, 2 * size - 1)
+    with pytest.raises(ValueError, match="bad to_blocked"):
+        P([dict(op="to_blocked", shape=(16, 6, 6), border=-1, in0=-1,
+                out=0)], np.float32, 16 * 36, 1, size)

@@ -808,6 +808,9 @@ cdef extern from "cnnkit.h" nogil:
         CNNKIT_PLAN_COPY
         CNNKIT_PLAN_SOFTMAX
         CNNKIT_PLAN_LOG_SOFTMAX
+        CNNKIT_PLAN_CONV_BLOCKED
+        CNNKIT_PLAN_TO_BLOCKED
+        CNNKIT_PLAN_FROM_BLOCKED
         CNNKIT_ACT_NONE
         CNNKIT_ACT_RELU
         CNNKIT_ACT_LEAKY_RELU
@@ -830,6 +833,11 @@ cdef extern from "cnnkit.h" nogil:
         const void *packed
         cnnkit_conv2d_geom conv
         cnnkit_pool2d_geom pool
+        ptrdiff_t pin, pout
+
+    ptrdiff_t cnnkit_blocked_lanes(int f64)
+    int cnnkit_conv_blocked_applies(const cnnkit_conv2d_geom *g,
+                                    ptrdiff_t pin, int f64)
 
     int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g)
 

@@ -474,6 +474,30 @@ def _conv_pools(x_shape, w_shape, stride, padding, dilation, dtype,
     return _geom_pools(&g, np.dtype(dtype) == np.float64)
 
 
+def _blocked_lanes(dtype):
+    """Lanes per block of the compiled plans' channel-blocked layout for
+    dtype on the active SIMD path; 0 where the path has no blocked
+    convolution."""
+    return cnnkit_blocked_lanes(np.dtype(dtype) == np.float64)
+
+
+def _conv_blocked(x_shape, w_shape, stride, padding, dilation, dtype,
+                  groups=1, border=0):
+    """Whether the plans' blocked convolution computes this convolution
+    (x_shape (C, H, W), padding (top, bottom, left, right)) from a blocked
+    input with a border of ``border`` pixels."""
+    cdef cnnkit_conv2d_geom g
+    _conv_geom(&g, (1,) + tuple(x_shape), tuple(w_shape), stride, padding,
+               dilation, True, groups)
+    return cnnkit_conv_blocked_applies(&g, border,
+                                       np.dtype(dtype) == np.float64) != 0
+
+
+def _blocked_size(c, h, w, border, lanes):
+    """Elements of one image's (c, h, w) tensor in the blocked layout."""
+    return -(-c // lanes) * lanes * (h + 2 * border) * (w + 2 * border)
+
+
 cdef bint _geom_pools(cnnkit_conv2d_geom *g, bint f64):
     """Sets g's pooling and says whether the direct forward takes it (for
     one image: g.n is 1)."""
@@ -2172,7 +2196,10 @@ _PLAN_OPS = {"conv": CNNKIT_PLAN_CONV, "dense": CNNKIT_PLAN_DENSE,
              "batch_norm": CNNKIT_PLAN_BATCH_NORM, "act": CNNKIT_PLAN_ACT,
              "add": CNNKIT_PLAN_ADD, "mul": CNNKIT_PLAN_MUL,
              "copy": CNNKIT_PLAN_COPY, "softmax": CNNKIT_PLAN_SOFTMAX,
-             "log_softmax": CNNKIT_PLAN_LOG_SOFTMAX}
+             "log_softmax": CNNKIT_PLAN_LOG_SOFTMAX,
+             "conv_blocked": CNNKIT_PLAN_CONV_BLOCKED,
+             "to_blocked": CNNKIT_PLAN_TO_BLOCKED,
+             "from_blocked": CNNKIT_PLAN_FROM_BLOCKED}
 _PLAN_ACTS = {None: CNNKIT_ACT_NONE, "relu": CNNKIT_ACT_RELU,
               "leaky_relu": CNNKIT_ACT_LEAKY_RELU,
               "sigmoid": CNNKIT_ACT_SIGMOID, "tanh": CNNKIT_ACT_TANH,
@@ -2305,6 +2332,69 @@ cdef class PlanProgram:
             raise ValueError(f"plan: step {i}'s {what} overlaps the logits")
         return r
 
+    cdef tuple _fill_conv(self, cnnkit_plan_step *s, dict spec, k, oh, ow):
+        """The rest of a conv step (s.conv, s.w, s.b set): its pooling, its
+        packed weights, its residual; returns (inputs, output size)."""
+        dt, keep = self.dtype, self.keep
+        cdef cnnkit_conv2d_geom one = s.conv
+        if spec.get("pool"):
+            # a 2x2 max pooling of stride 2 in the same pass (asked of one
+            # image: the step's n is set per batch)
+            s.conv.pool = 1
+            one.n = 1
+            if not _geom_pools(&one, dt == np.float64):
+                raise ValueError("plan: this conv cannot pool in its pass")
+            oh, ow = oh // 2, ow // 2
+        # the weights packed once for the direct path's forward
+        psize = cnnkit_conv_direct_packed_size(&s.conv, dt == np.float64)
+        if psize > 0:
+            packed = aligned_empty(psize, dt)
+            keep.append(packed)
+            s.packed = cnp.PyArray_DATA(<cnp.ndarray>packed)
+            if dt == np.float32:
+                cnnkit_conv_direct_pack_f32(<float *>s.packed,
+                                            <const float *>s.w, &s.conv)
+            else:
+                cnnkit_conv_direct_pack_f64(<double *>s.packed,
+                                            <const double *>s.w, &s.conv)
+        ins = [(spec["in0"], s.conv.c * s.conv.h * s.conv.w)]
+        osize = k * oh * ow
+        if spec.get("residual"):
+            # in1 added to the output before the ReLU
+            if spec.get("pool"):
+                raise ValueError("plan: a conv cannot both pool and add a "
+                                 "residual")
+            s.flag = 1
+            ins.append((spec["in1"], osize))
+        return ins, osize
+
+    cdef tuple _fill_blocked(self, cnnkit_plan_step *s, dict spec, k, oh,
+                             ow):
+        """The rest of a conv_blocked step (s.conv, s.w, s.b set): its
+        borders, its weights transposed, its residual; returns (inputs,
+        output size)."""
+        dt, keep = self.dtype, self.keep
+        cdef bint f64 = dt == np.float64
+        s.pin, s.pout = int(spec["border_in"]), int(spec["border_out"])
+        lanes = cnnkit_blocked_lanes(f64)
+        if s.pout < 0 or lanes < 1 or \
+                not cnnkit_conv_blocked_applies(&s.conv, s.pin, f64):
+            raise ValueError("plan: the blocked convolution does not "
+                             "compute this step")
+        # the weights transposed to (C*R*S, K), as the tiles load them
+        wt = np.asarray(spec["weight"], dtype=dt).reshape(k, -1).T
+        packed = aligned_empty(wt.size, dt)
+        packed.reshape(wt.shape)[...] = wt
+        keep.append(packed)
+        s.w = cnp.PyArray_DATA(<cnp.ndarray>packed)
+        c, h, w = s.conv.c, s.conv.h, s.conv.w
+        ins = [(spec["in0"], _blocked_size(c, h, w, s.pin, lanes))]
+        osize = _blocked_size(k, oh, ow, s.pout, lanes)
+        if spec.get("residual"):
+            s.flag = 1
+            ins.append((spec["in1"], osize))
+        return ins, osize
+
     cdef object _fill(self, int i, dict spec):
         cdef cnnkit_plan_step *s = &self.steps[i]
         cdef cnnkit_conv2d_geom cg
@@ -2321,7 +2411,24 @@ cdef class PlanProgram:
         s.param = float(spec.get("param", 0.0))
         dt, keep = self.dtype, self.keep
         ins = []
-        if op == "conv":
+        if op in ("to_blocked", "from_blocked"):
+            # a (c, h, w) tensor into or out of the blocked layout
+            c, h, w = (int(d) for d in spec["shape"])
+            border = int(spec["border"])
+            lanes = cnnkit_blocked_lanes(dt == np.float64)
+            if c < 1 or h < 1 or w < 1 or border < 0 or lanes < 1:
+                raise ValueError(f"plan: bad {op} step")
+            s.conv.c, s.conv.h, s.conv.w = c, h, w
+            bsize = _blocked_size(c, h, w, border, lanes)
+            if op == "to_blocked":
+                s.pout = border
+                ins = [(spec["in0"], c * h * w)]
+                osize = bsize
+            else:
+                s.pin = border
+                ins = [(spec["in0"], bsize)]
+                osize = c * h * w
+        elif op in ("conv", "conv_blocked"):
             c, h, w = (int(d) for d in spec["x_shape"])
             weight = spec["weight"]
             shape = _conv_geom(&cg, (1, c, h, w), tuple(weight.shape),
@@ -2331,39 +2438,14 @@ cdef class PlanProgram:
             s.conv.n = 0
             k = shape[1]
             oh, ow = shape[2], shape[3]
-            if spec.get("pool"):
-                # a 2x2 max pooling of stride 2 in the same pass (asked of
-                # one image: the step's n is set per batch)
-                s.conv.pool = 1
-                if not _geom_pools(&cg, dt == np.float64):
-                    raise ValueError("plan: this conv cannot pool in its "
-                                     "pass")
-                oh, ow = oh // 2, ow // 2
-            s.w = _plan_array(weight, dt, weight.size, "conv weight", keep)
-            s.b = _plan_array(spec.get("bias"), dt, k, "conv bias", keep)
-            # the weights packed once for the direct path's forward
-            psize = cnnkit_conv_direct_packed_size(&s.conv, dt == np.float64)
-            if psize > 0:
-                packed = aligned_empty(psize, dt)
-                keep.append(packed)
-                s.packed = cnp.PyArray_DATA(<cnp.ndarray>packed)
-                if dt == np.float32:
-                    cnnkit_conv_direct_pack_f32(<float *>s.packed,
-                                                <const float *>s.w, &s.conv)
-                else:
-                    cnnkit_conv_direct_pack_f64(<double *>s.packed,
-                                                <const double *>s.w, &s.conv)
             if s.act not in (CNNKIT_ACT_NONE, CNNKIT_ACT_RELU):
                 raise ValueError("plan: conv takes only a ReLU epilogue")
-            ins = [(spec["in0"], c * h * w)]
-            osize = k * oh * ow
-            if spec.get("residual"):
-                # in1 added to the output before the ReLU
-                if spec.get("pool"):
-                    raise ValueError("plan: a conv cannot both pool and "
-                                     "add a residual")
-                s.flag = 1
-                ins.append((spec["in1"], osize))
+            s.w = _plan_array(weight, dt, weight.size, "conv weight", keep)
+            s.b = _plan_array(spec.get("bias"), dt, k, "conv bias", keep)
+            if op == "conv_blocked":
+                ins, osize = self._fill_blocked(s, spec, k, oh, ow)
+            else:
+                ins, osize = self._fill_conv(s, spec, k, oh, ow)
         elif op == "dense":
             weight = spec["weight"]
             if not isinstance(weight, np.ndarray) or weight.ndim != 2 or \

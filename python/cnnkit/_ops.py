@@ -33,10 +33,14 @@ from ._kernels import (gelu_backward, gelu_forward, leaky_relu_backward,
 # copy, on arguments the transforms have checked.
 from ._kernels import index_hash, shift_flip_forward, window_draws
 # Compiled inference plans (cnnkit.plan): the checked steps, held in C,
-# and whether a convolution's pass can end with a 2x2 max pooling.
+# whether a convolution's pass can end with a 2x2 max pooling, and the
+# channel-blocked layout of the plans' convolutions.
 from ._kernels import PlanProgram, TrainProgram
 from ._kernels import aligned_empty
 from ._kernels import _conv_pools as conv_pools
+from ._kernels import _blocked_lanes as blocked_lanes
+from ._kernels import _blocked_size as blocked_size
+from ._kernels import _conv_blocked as conv_blocked
 
 __all__ = [
     "as_float", "conv_padding", "conv_output_hw", "Conv2DOp", "DenseOp",

@@ -50,6 +50,13 @@ RTOL32 = 1e-4
 RTOL64 = 1e-10
 
 _INPUT, _OUTPUT = -1, -2
+_TWIN = 1 << 40              # tensor t's blocked twin is tensor _TWIN + t
+#: The widest zero border of the blocked layout: a convolution whose
+#: padding needs more keeps the plain layout.
+_BLOCK_BORDER = 4
+#: Whether compile may run chains of convolutions on channel-blocked
+#: tensors (off: every tensor in planes, to compare the layouts).
+_USE_BLOCKS = True
 _ALIGN = 16                  # offsets per image in multiples of 16 elements
 
 #: A batch of less arithmetic than this (floating-point operations, about
@@ -321,6 +328,96 @@ class _Builder:
             final = self.base[g.output_slot]
         return final
 
+    # -- the channel-blocked layout ----------------------------------------
+    def block(self, final):
+        """Runs chains of convolutions on channel-blocked tensors.
+
+        A convolution the blocked kernel computes (one group, no pooling,
+        whole vectors of filters) and that has such a neighbour (the
+        convolution that computes its input or residual, or one that reads
+        its output) reads and writes its tensors in the blocked layout: a
+        zero border as wide as the widest padding any of them needs, so
+        that no step pads a copy of its input, and each pixel's filters
+        side by side, so that no step transposes its sums into planes.  A
+        tensor that something else reads, or that comes from something
+        else, crosses between the layouts in a step of its own.  The sums
+        are conv2d's forward's, so the bits stay the layer path's.
+        """
+        dt = self.dtype
+        lanes = _ops.blocked_lanes(dt) if _USE_BLOCKS else 0
+        if not lanes:
+            return
+
+        def need(step):
+            """The border the conv needs around its input, or None."""
+            if step["op"] != "conv" or step.get("pool"):
+                return None
+            c, h, w = step["x_shape"]
+            k, _, r, s = step["weight"].shape
+            pt, _, pl, _ = step["padding"]
+            (sh, sw), (dh, dw) = step["stride"], step["dilation"]
+            _, oh, ow = _conv_out_shape(step)
+            p = max(pt, pl, (oh - 1) * sh - pt + (r - 1) * dh - (h - 1),
+                    (ow - 1) * sw - pl + (s - 1) * dw - (w - 1), 0)
+            if p > _BLOCK_BORDER or not _ops.conv_blocked(
+                    step["x_shape"], step["weight"].shape, step["stride"],
+                    step["padding"], step["dilation"], dt, step["groups"],
+                    p):
+                return None
+            return p
+
+        steps = self.steps
+        fits = {i for i, st in enumerate(steps) if need(st) is not None}
+        producer = {st["out"]: i for i, st in enumerate(steps)}
+        readers = {}
+        for i, st in enumerate(steps):
+            for t in st["in"]:
+                readers.setdefault(t, []).append(i)
+        chosen = {i for i in fits
+                  if any(producer.get(t) in fits for t in steps[i]["in"]) or
+                  any(j in fits for j in readers.get(steps[i]["out"], ()))}
+        if not chosen:
+            return
+        border = max(need(steps[i]) for i in chosen)
+        blocked = {}                      # tensor -> its blocked twin
+        out = []
+
+        def twin(t, shape):
+            """The blocked twin of tensor t (shape (c, h, w)), converted
+            from t by a step of its own unless its producer writes it."""
+            if t not in blocked:
+                b = blocked[t] = _TWIN + t
+                self.size[b] = _ops.blocked_size(*shape, border, lanes)
+                self.base[b] = b
+                if producer.get(t) not in chosen:
+                    out.append({"op": "to_blocked", "shape": shape,
+                                "border": border, "layers": (),
+                                "in": [t], "out": b})
+            return blocked[t]
+
+        for i, st in enumerate(steps):
+            if i not in chosen:
+                out.append(st)
+                continue
+            y_shape = _conv_out_shape(st)
+            ins = [twin(st["in"][0], tuple(st["x_shape"]))]
+            if st.get("residual"):
+                ins.append(twin(st["in"][1], y_shape))
+            t = st["out"]
+            step = dict(st, op="conv_blocked", border_in=border,
+                        border_out=border, **{"in": ins})
+            b = blocked[t] = _TWIN + t
+            self.size[b] = _ops.blocked_size(*y_shape, border, lanes)
+            self.base[b] = b
+            step["out"] = b
+            out.append(step)
+            if t == final or any(j not in chosen
+                                 for j in readers.get(t, ())):
+                out.append({"op": "from_blocked", "shape": y_shape,
+                            "border": border, "layers": (), "in": [b],
+                            "out": t})
+        self.steps = out
+
     # -- the arena --------------------------------------------------------
     def place(self, final, out_size):
         """Offsets per image for every tensor: first fit, a tensor's memory
@@ -418,6 +515,7 @@ def compile(model, batch_size=None, dtype=None):
                          f"{batch_size}")
     b = _Builder(model, dt)
     final = b.build()
+    b.block(final)
     out_size = math.prod(model.output_shape)
     arena, logits = b.place(final, out_size)
     program = _ops.PlanProgram(b.steps, dt, math.prod(model.input_shape),
@@ -437,7 +535,7 @@ def _flops(step, size):
     pooling and copies, one per output element for the element-wise
     steps."""
     op = step["op"]
-    if op in ("conv", "dense"):
+    if op in ("conv", "conv_blocked", "dense"):
         w = step["weight"]
         if step.get("pool"):
             # size: the pooled output's; the pooling reads 4 per element
@@ -451,11 +549,25 @@ def _flops(step, size):
     return size
 
 
+def _conv_out_shape(step):
+    """(k, oh, ow) of a conv step's output, before any pooling."""
+    c, h, w = step["x_shape"]
+    k, _, r, s = step["weight"].shape
+    pt, pb, pl, pr = step["padding"]
+    (sh, sw), (dh, dw) = step["stride"], step["dilation"]
+    return (k, (h + pt + pb - dh * (r - 1) - 1) // sh + 1,
+            (w + pl + pr - dw * (s - 1) - 1) // sw + 1)
+
+
 def _describe(step):
     """One line for a step: what it computes on one image, and the layers
     it runs."""
     op = step["op"]
-    if op == "conv":
+    if op in ("to_blocked", "from_blocked"):
+        shape = "x".join(map(str, step["shape"]))
+        return (f"{shape} to channel blocks" if op == "to_blocked" else
+                f"{shape} from channel blocks")
+    if op in ("conv", "conv_blocked"):
         c, h, w = step["x_shape"]
         k, _, r, s_ = step["weight"].shape
         text = f"conv {c}x{h}x{w} -> {k}, {r}x{s_}"
