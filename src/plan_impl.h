@@ -138,16 +138,20 @@ static void SFX(plan_blocked)(REAL *restrict y, const REAL *restrict x,
         REAL *restrict f = (to ? (REAL *)x : y) + (img * c + c0) * h * w;
         if (to)
             memset(b, 0, (size_t)plane * sizeof(REAL));
-        for (ptrdiff_t i = 0; i < h; i++)
-            for (ptrdiff_t j = 0; j < w; j++) {
-                REAL *restrict px = b + ((i + p) * wp + j + p) * B;
-                for (ptrdiff_t l = 0; l < lanes; l++) {
-                    if (to)
-                        px[l] = f[(l * h + i) * w + j];
-                    else
-                        f[(l * h + i) * w + j] = px[l];
-                }
+        /* a row at a time (its pixels stay in L1 while each channel's
+         * row is read or written in order) */
+        for (ptrdiff_t i = 0; i < h; i++) {
+            REAL *restrict row = b + ((i + p) * wp + p) * B;
+            for (ptrdiff_t l = 0; l < lanes; l++) {
+                REAL *restrict fl = f + (l * h + i) * w;
+                if (to)
+                    for (ptrdiff_t j = 0; j < w; j++)
+                        row[j * B + l] = fl[j];
+                else
+                    for (ptrdiff_t j = 0; j < w; j++)
+                        fl[j] = row[j * B + l];
             }
+        }
     }
 }
 
