@@ -17,6 +17,11 @@ layer.  On the way it
   that computes the second of its inputs, with the ReLU after it: the
   convolution adds the other input to each block of output rows as it
   finishes them (the bits of the separate steps);
+- runs chains of convolutions on channel-blocked tensors (blocks of
+  64-byte pixels in planes with a zero border): the border is the next
+  convolution's padding and each pixel's filters lie side by side, so no
+  step pads a copy of its input or transposes its sums into planes (the
+  same sums: the same bits);
 - drops what does nothing at inference: :class:`~cnnkit.layers.Dropout`,
   and :class:`~cnnkit.layers.Flatten` (a view of the same memory);
 - places every activation in one arena, reusing the memory of tensors no
