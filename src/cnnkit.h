@@ -623,7 +623,8 @@ typedef struct cnnkit_plan_step {
     cnnkit_conv2d_geom conv; /* CONV; its n is set per batch              */
     cnnkit_pool2d_geom pool; /* pooling; planes per image                 */
     /* CONV_BLOCKED: cnnkit_conv_blocked on conv (w: the weights
-     * transposed to (C*R*S, K); flag: in1 is a residual), its input's
+     * transposed to (C*R*S, K); packed: NULL or the weights transformed
+     * for Winograd; flag: in1 is a residual), its input's
      * border pin and its output's (and residual's) pout.  TO_BLOCKED: the
      * tensor (conv.c, conv.h, conv.w) into the blocked layout with border
      * pout; FROM_BLOCKED: back from the layout with border pin. */
@@ -733,25 +734,32 @@ int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
  * lanes, channel c in lane c % B of block c / B, the border pixels 0.
  * cnnkit_blocked_lanes: B for the type on the active engine, 0 when it has
  * no blocked convolution.  cnnkit_conv_blocked_applies: whether it
- * computes g (n ignored) from an input with a border of pin pixels.  The
- * pass: y (n images, blocked, border pout; its border written 0) =
+ * computes g (n ignored) from an input with a border of pin pixels, by
+ * direct sums or, with wino, by Winograd's F(2x2, 3x3) (3x3, stride 1,
+ * dilation 1, an even number of output rows and columns).  The pass: y
+ * (n images, blocked, border pout; its border written 0) =
  * relu(conv(x (blocked, border pin)) + bias + res), res (laid out as y) or
- * NULL, each step rounded as conv2d's forward and the separate add round
- * it; wt: the weights transposed to (C*R*S, K); work:
- * cnnkit_conv_blocked_workspace elements.  Returns 0 without writing y
- * where it does not apply. */
+ * NULL; wt: the weights transposed to (C*R*S, K); wino: NULL, each step
+ * then rounded as conv2d's forward and the separate add round it, or the
+ * weights transformed to U = G w G^T, (16, C, K) with U[4i + j, c, k] =
+ * (G w[k, c] G^T)[i, j], G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1],
+ * which rounds otherwise; work: cnnkit_conv_blocked_workspace elements
+ * (for nthreads threads).  Returns 0 without writing y where it does not
+ * apply. */
 ptrdiff_t cnnkit_blocked_lanes(int f64);
 int cnnkit_conv_blocked_applies(const cnnkit_conv2d_geom *g, ptrdiff_t pin,
-                                int f64);
+                                int wino, int f64);
 ptrdiff_t cnnkit_conv_blocked_workspace(const cnnkit_conv2d_geom *g,
-                                        int f64);
+                                        int wino, int nthreads, int f64);
 int cnnkit_conv_blocked_f32(float *y, const float *x, const float *wt,
-                            const float *bias, int relu, const float *res,
-                            ptrdiff_t pin, ptrdiff_t pout, float *work,
-                            const cnnkit_conv2d_geom *g, int nthreads);
+                            const float *wino, const float *bias, int relu,
+                            const float *res, ptrdiff_t pin, ptrdiff_t pout,
+                            float *work, const cnnkit_conv2d_geom *g,
+                            int nthreads);
 int cnnkit_conv_blocked_f64(double *y, const double *x, const double *wt,
-                            const double *bias, int relu, const double *res,
-                            ptrdiff_t pin, ptrdiff_t pout, double *work,
+                            const double *wino, const double *bias,
+                            int relu, const double *res, ptrdiff_t pin,
+                            ptrdiff_t pout, double *work,
                             const cnnkit_conv2d_geom *g, int nthreads);
 
 /* Winograd F(2x2, 3x3) for the conv2d forward (winograd.c): whether it

@@ -119,15 +119,23 @@ SFX(btile_all)(const int kv, const int px, const REAL *wt, ptrdiff_t crs,
     }
 }
 
+/* The (kv, px) shapes of the tiles, each as CASE(kv, px): two filter
+ * vectors x 1-12 pixels, one x 1-24. */
+#define KP_PX12(CASE, KV)                                                   \
+    CASE(KV, 1) CASE(KV, 2) CASE(KV, 3) CASE(KV, 4) CASE(KV, 5)             \
+    CASE(KV, 6) CASE(KV, 7) CASE(KV, 8) CASE(KV, 9) CASE(KV, 10)            \
+    CASE(KV, 11) CASE(KV, 12)
+#define KP_ALL(CASE)                                                        \
+    KP_PX12(CASE, 1) KP_PX12(CASE, 2)                                       \
+    CASE(1, 13) CASE(1, 14) CASE(1, 15) CASE(1, 16) CASE(1, 17)             \
+    CASE(1, 18) CASE(1, 19) CASE(1, 20) CASE(1, 21) CASE(1, 22)             \
+    CASE(1, 23) CASE(1, 24)
+
 #define BT_CASE(KV, PX)                                                     \
     case (KV) * 100 + (PX):                                                 \
         if ((KV) * (PX) <= FX_ACC)                                          \
             SFX(btile_all)(KV, (KV) * (PX) <= FX_ACC ? (PX) : 1, BT_ARGS);  \
         break;
-#define BT_PX(KV)                                                           \
-    BT_CASE(KV, 1) BT_CASE(KV, 2) BT_CASE(KV, 3) BT_CASE(KV, 4)             \
-    BT_CASE(KV, 5) BT_CASE(KV, 6) BT_CASE(KV, 7) BT_CASE(KV, 8)             \
-    BT_CASE(KV, 9) BT_CASE(KV, 10) BT_CASE(KV, 11) BT_CASE(KV, 12)
 #define BT_ARGS wt, crs, K, k0, x, boff, poff, ooff, y, res, oplane, bias, relu
 
 static void SFX(btile_any)(int kv, int px, const REAL *wt, ptrdiff_t crs,
@@ -137,24 +145,171 @@ static void SFX(btile_any)(int kv, int px, const REAL *wt, ptrdiff_t crs,
                            ptrdiff_t oplane, const REAL *bias, int relu)
 {
     switch (kv * 100 + px) {
-        BT_PX(1)
-        BT_PX(2)
-        BT_CASE(1, 13) BT_CASE(1, 14) BT_CASE(1, 15) BT_CASE(1, 16)
-        BT_CASE(1, 17) BT_CASE(1, 18) BT_CASE(1, 19) BT_CASE(1, 20)
-        BT_CASE(1, 21) BT_CASE(1, 22) BT_CASE(1, 23) BT_CASE(1, 24)
+        KP_ALL(BT_CASE)
     default:
         break;
     }
 }
 #undef BT_ARGS
-#undef BT_PX
 #undef BT_CASE
 
-/* Elements of workspace: the taps' offsets. */
-static ptrdiff_t SFX(blocked_workspace)(const cnnkit_conv2d_geom *g)
+/* Winograd's F(2x2, 3x3) on blocked tensors: a 3x3 convolution of
+ * stride 1 and dilation 1 whose output has an even number of rows and
+ * columns. */
+static int SFX(wino_fits)(const cnnkit_conv2d_geom *g)
+{
+    return SFX(blocked_fits)(g) && g->r == 3 && g->s == 3 &&
+           g->stride_h == 1 && g->stride_w == 1 && g->dil_h == 1 &&
+           g->dil_w == 1 && g->oh % 2 == 0 && g->ow % 2 == 0;
+}
+
+/* Tiles of one Winograd task's group: as many as a tile of pixels. */
+#define WG_TILES(kv) (FX_ACC / (kv))
+
+/* Elements of workspace: the taps' offsets; with wino, per thread, the
+ * transformed patches (16 x ceil(C / BLK) blocks x WG_TILES x BLK) and
+ * the products (16 x WG_TILES x 2 vectors). */
+static ptrdiff_t SFX(blocked_workspace)(const cnnkit_conv2d_geom *g,
+                                        int wino, int nthreads)
 {
     const ptrdiff_t per = (ptrdiff_t)(sizeof(ptrdiff_t) / sizeof(REAL));
-    return g->c * g->r * g->s * (per > 1 ? per : 1);
+    const ptrdiff_t offs = cnnkit_ceil_div(
+        (g->c * g->r * g->s + 32) * (per > 1 ? per : 1), BLK) * BLK;
+    if (!wino)
+        return offs;
+    const ptrdiff_t v = 16 * cnnkit_ceil_div(g->c, BLK) * WG_TILES(1) * BLK;
+    const ptrdiff_t m = 16 * FX_ACC * VL;
+    return offs + (ptrdiff_t)nthreads * (v + m + BLK);
+}
+
+/* ---- Winograd's F(2x2, 3x3) on blocked tensors ---------------------------
+ *
+ * Each 2x2 tile of output pixels comes from the 4x4 patch of input pixels
+ * it reads: V = B^T d B per channel (the patch transformed, adds and
+ * subtractions of whole pixel vectors), then for each of the 16 places
+ * (i, j) of the transformed tile M_ij = sum_c V_ij[c] U_ij[c] (U = G g
+ * G^T, each filter's 3x3 weights transformed once per plan), the tiles of
+ * a group side by side as the pixels of a direct tile, filter vectors on
+ * the vector axis; then y = A^T M A, the bias, the residual and the ReLU.
+ * 16 products per channel and filter where the direct tiles take 36 for
+ * the same 4 outputs.  The rounding is not the direct sums': each
+ * transform rounds (with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
+ * A^T = [1 1 1 0; 0 1 -1 -1]); each output depends on its own tile's
+ * values only, so it does not depend on the threads or the batch. */
+
+/* The transformed patches of a group's tiles: v[(q * nbc + cb) * T * BLK +
+ * t * BLK + lane] for place q = 4i + j, channel block cb, tile t (its
+ * patch's top-left pixel at x + at[t]). */
+static void SFX(wino_input)(REAL *restrict v, const REAL *restrict x,
+                            const ptrdiff_t *at, int tiles, ptrdiff_t T,
+                            ptrdiff_t nbc, ptrdiff_t iplane, ptrdiff_t wpi)
+{
+    const ptrdiff_t sq = nbc * T * BLK;       /* one place's values */
+    for (int t = 0; t < tiles; t++)
+        for (ptrdiff_t cb = 0; cb < nbc; cb++)
+            for (ptrdiff_t h = 0; h < BLK; h += VL) {
+                const REAL *p = x + at[t] + cb * iplane + h;
+                VEC d[4][4], e[4][4];
+                for (int i = 0; i < 4; i++)
+                    for (int j = 0; j < 4; j++)
+                        d[i][j] = VLOAD(p + (i * wpi + j) * BLK);
+                for (int j = 0; j < 4; j++) {
+                    e[0][j] = VSUB(d[0][j], d[2][j]);
+                    e[1][j] = VADD(d[1][j], d[2][j]);
+                    e[2][j] = VSUB(d[2][j], d[1][j]);
+                    e[3][j] = VSUB(d[1][j], d[3][j]);
+                }
+                REAL *o = v + cb * T * BLK + t * BLK + h;
+                for (int i = 0; i < 4; i++) {
+                    VSTORE(o + (4 * i + 0) * sq, VSUB(e[i][0], e[i][2]));
+                    VSTORE(o + (4 * i + 1) * sq, VADD(e[i][1], e[i][2]));
+                    VSTORE(o + (4 * i + 2) * sq, VSUB(e[i][2], e[i][1]));
+                    VSTORE(o + (4 * i + 3) * sq, VSUB(e[i][1], e[i][3]));
+                }
+            }
+}
+
+/* M of one place for tiles tiles x kv filter vectors: the sums over the C
+ * channels of v's values (coff: each channel's offset, toff: each tile's)
+ * times u's rows (C, ldu), stored at m (tile t, vector kk at (t * kv +
+ * kk) * VL). */
+static inline __attribute__((always_inline)) void
+SFX(wino_place)(const int kv, const int px, ptrdiff_t c, const REAL *u,
+                ptrdiff_t ldu, const REAL *v, const ptrdiff_t *coff,
+                const ptrdiff_t *toff, REAL *m)
+{
+    VEC a[FX_ACC];
+    SFX(btile)(kv, px, c, u, ldu, v, coff, toff, NULL, 1, a);
+    BUNROLL
+    for (int i = 0; i < kv * px; i++)
+        VSTORE(m + i * VL, a[i]);
+}
+
+#define WP_CASE(KV, PX)                                                     \
+    case (KV) * 100 + (PX):                                                 \
+        if ((KV) * (PX) <= FX_ACC)                                          \
+            SFX(wino_place)(KV, (KV) * (PX) <= FX_ACC ? (PX) : 1, WP_ARGS); \
+        break;
+#define WP_ARGS c, u, ldu, v, coff, toff, m
+
+static void SFX(wino_place_any)(int kv, int px, ptrdiff_t c, const REAL *u,
+                                ptrdiff_t ldu, const REAL *v,
+                                const ptrdiff_t *coff, const ptrdiff_t *toff,
+                                REAL *m)
+{
+    switch (kv * 100 + px) {
+        KP_ALL(WP_CASE)
+    default:
+        break;
+    }
+}
+#undef WP_ARGS
+#undef WP_CASE
+#undef KP_ALL
+#undef KP_PX12
+
+/* y = A^T M A of the tiles, for filter vectors [k0, k0 + kv*VL), with the
+ * bias, the residual and the ReLU, stored at the tiles' output pixels
+ * (tile t's top-left at y + ot[t]; m holds place q's products at q * mq,
+ * tile t's vector kk at (t * kv + kk) * VL). */
+static void SFX(wino_output)(int kv, int tiles, const REAL *restrict m,
+                             ptrdiff_t mq, const ptrdiff_t *ot, REAL *y,
+                             const REAL *res, ptrdiff_t k0, ptrdiff_t oplane,
+                             ptrdiff_t wpo, const REAL *bias, int relu)
+{
+    for (int kk = 0; kk < kv; kk++) {
+        const ptrdiff_t k = k0 + kk * VL;
+        const ptrdiff_t at = k / BLK * oplane + k % BLK;
+        const VEC bv = bias ? VLOAD(bias + k) : VZERO();
+        for (int t = 0; t < tiles; t++) {
+            const REAL *mt = m + (t * kv + kk) * VL;
+            VEC s0[4], s1[4];
+            for (int j = 0; j < 4; j++) {
+                const VEC m0 = VLOAD(mt + (0 + j) * mq);
+                const VEC m1 = VLOAD(mt + (4 + j) * mq);
+                const VEC m2 = VLOAD(mt + (8 + j) * mq);
+                const VEC m3 = VLOAD(mt + (12 + j) * mq);
+                s0[j] = VADD(VADD(m0, m1), m2);
+                s1[j] = VSUB(VSUB(m1, m2), m3);
+            }
+            VEC o[4] = {VADD(VADD(s0[0], s0[1]), s0[2]),
+                        VSUB(VSUB(s0[1], s0[2]), s0[3]),
+                        VADD(VADD(s1[0], s1[1]), s1[2]),
+                        VSUB(VSUB(s1[1], s1[2]), s1[3])};
+            for (int q = 0; q < 4; q++) {
+                const ptrdiff_t e = ot[t] + ((q >> 1) * wpo + (q & 1)) * BLK +
+                                    at;
+                VEC v = o[q];
+                if (bias)
+                    v = VADD(v, bv);
+                if (res)
+                    v = VADD(v, VLOAD(res + e));
+                if (relu)
+                    v = VRELU(v);
+                VSTORE(y + e, v);
+            }
+        }
+    }
 }
 
 /* 0 on lanes [ka, kz) of the border pixels of image yn's output (border
@@ -180,19 +335,111 @@ static void SFX(blocked_border)(REAL *yn, const cnnkit_conv2d_geom *g,
     }
 }
 
+/* The Winograd pass of conv_blocked (u: the transformed weights, (16, C,
+ * K), place q's at u + q*C*K). */
+static void SFX(conv_wino)(REAL *y, const REAL *x, const REAL *u,
+                           const REAL *bias, int relu, const REAL *res,
+                           ptrdiff_t pin, ptrdiff_t pout, REAL *work,
+                           const cnnkit_conv2d_geom *g, int nthreads)
+{
+    const ptrdiff_t C = g->c, K = g->k, nbc = cnnkit_ceil_div(C, BLK);
+    const ptrdiff_t hpi = g->h + 2 * pin, wpi = g->w + 2 * pin;
+    const ptrdiff_t hpo = g->oh + 2 * pout, wpo = g->ow + 2 * pout;
+    const ptrdiff_t iplane = hpi * wpi * BLK, oplane = hpo * wpo * BLK;
+    const ptrdiff_t ximg = nbc * iplane;
+    const ptrdiff_t yimg = cnnkit_ceil_div(K, BLK) * oplane;
+    const int kv2 = K >= 2 * VL && FX_ACC >= 8;
+    const ptrdiff_t T = WG_TILES(kv2 ? 2 : 1);
+    const ptrdiff_t tw = g->ow / 2, ntiles = g->oh / 2 * tw;
+    const ptrdiff_t ngr = cnnkit_ceil_div(ntiles, T);
+    ptrdiff_t *coff = (ptrdiff_t *)(void *)work, *toff = coff + C;
+    for (ptrdiff_t c = 0; c < C; c++)
+        coff[c] = c / BLK * T * BLK + c % BLK;
+    for (ptrdiff_t t = 0; t < T; t++)
+        toff[t] = t * BLK;
+    REAL *scratch = work + SFX(blocked_workspace)(g, 0, nthreads);
+    const ptrdiff_t vsize = 16 * nbc * WG_TILES(1) * BLK;
+    const ptrdiff_t mq = FX_ACC * VL, share = vsize + 16 * mq + BLK;
+    /* tasks as conv_blocked's, over groups of tiles (each task
+     * transforms its groups' patches: a block of filters split off
+     * repeats them) */
+    ptrdiff_t kb = K, nkb = 1, nrun = 1;
+    const ptrdiff_t want = 4 * (ptrdiff_t)nthreads;
+    if (g->n < want && nthreads > 1) {
+        nrun = CNNKIT_MIN(cnnkit_ceil_div(want, g->n),
+                          CNNKIT_MAX((ptrdiff_t)1, ngr / 2));
+        if (g->n * nrun < want && K > 2 * VL) {
+            kb = 2 * VL;
+            nkb = cnnkit_ceil_div(K, kb);
+        }
+    }
+    const ptrdiff_t tasks = g->n * nrun * nkb;
+    const int nt = cnnkit_team(2.0 * g->n * g->oh * g->ow * K * C * 4,
+                               tasks, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel num_threads(nt))
+    {
+    REAL *v = scratch + (ptrdiff_t)omp_get_thread_num() * share;
+    REAL *m = v + vsize;
+    CNNKIT_OMP(for schedule(static))
+    for (ptrdiff_t t = 0; t < tasks; t++) {
+        const ptrdiff_t n = t / (nrun * nkb);
+        const ptrdiff_t run = t / nkb % nrun;
+        const ptrdiff_t ka = t % nkb * kb, kz = CNNKIT_MIN(K, ka + kb);
+        const REAL *xn = x + n * ximg;
+        REAL *yn = y + n * yimg;
+        const REAL *rn = res ? res + n * yimg : NULL;
+        if (run == 0 && pout > 0)
+            SFX(blocked_border)(yn, g, pout, ka, kz);
+        ptrdiff_t at[FX_ACC], ot[FX_ACC];
+        const ptrdiff_t gr1 = ngr * (run + 1) / nrun;
+        for (ptrdiff_t gr = ngr * run / nrun; gr < gr1; gr++) {
+            const ptrdiff_t q0 = ntiles * gr / ngr;
+            const int tiles = (int)(ntiles * (gr + 1) / ngr - q0);
+            for (int i = 0; i < tiles; i++) {
+                const ptrdiff_t a = (q0 + i) / tw, b = (q0 + i) % tw;
+                at[i] = ((2 * a + pin - g->pad_h) * wpi + 2 * b + pin -
+                         g->pad_w) * BLK;
+                ot[i] = ((2 * a + pout) * wpo + 2 * b + pout) * BLK;
+            }
+            SFX(wino_input)(v, xn, at, tiles, T, nbc, iplane, wpi);
+            for (ptrdiff_t k0 = ka; k0 < kz;) {
+                const int kv = kz - k0 >= 2 * VL && FX_ACC >= 8 ? 2 : 1;
+                for (int q = 0; q < 16; q++)
+                    SFX(wino_place_any)(kv, tiles, C, u + q * C * K + k0, K,
+                                        v + q * nbc * T * BLK, coff, toff,
+                                        m + q * mq);
+                SFX(wino_output)(kv, tiles, m, mq, ot, yn, rn, k0, oplane,
+                                 wpo, bias, relu);
+                k0 += (ptrdiff_t)kv * VL;
+            }
+        }
+    }
+    }
+}
+
 /* y (blocked, border pout) = relu(conv(x (blocked, border pin), w) + bias
  * + res), res (blocked like y) or NULL; wt: the weights transposed to
- * (C*R*S, K); work: blocked_workspace elements.  Returns 0, writing
+ * (C*R*S, K); wino: NULL, or the weights transformed for F(2x2, 3x3)
+ * ((16, C, K), see conv_wino), which then computes the pass where
+ * wino_fits; work: blocked_workspace elements.  Returns 0, writing
  * nothing, when the engine does not compute g or the input's border does
  * not hold the convolution's padding. */
 static int SFX(conv_blocked)(REAL *y, const REAL *x, const REAL *wt,
-                             const REAL *bias, int relu, const REAL *res,
-                             ptrdiff_t pin, ptrdiff_t pout, REAL *work,
-                             const cnnkit_conv2d_geom *g, int nthreads)
+                             const REAL *wino, const REAL *bias, int relu,
+                             const REAL *res, ptrdiff_t pin, ptrdiff_t pout,
+                             REAL *work, const cnnkit_conv2d_geom *g,
+                             int nthreads)
 {
     if (!SFX(blocked_fits)(g) || pin < 0 || pout < 0 ||
-        !cnnkit_blocked_border_holds(g, pin))
+        !cnnkit_blocked_border_holds(g, pin) ||
+        (wino && !SFX(wino_fits)(g)))
         return 0;
+    if (wino) {
+        SFX(conv_wino)(y, x, wino, bias, relu, res, pin, pout, work, g,
+                       nthreads);
+        return 1;
+    }
     const ptrdiff_t crs = g->c * g->r * g->s;
     const ptrdiff_t hpi = g->h + 2 * pin, wpi = g->w + 2 * pin;
     const ptrdiff_t hpo = g->oh + 2 * pout, wpo = g->ow + 2 * pout;
@@ -212,11 +459,12 @@ static int SFX(conv_blocked)(REAL *y, const REAL *x, const REAL *wt,
     const int kv2 = g->k >= 2 * VL && FX_ACC >= 8;
     const ptrdiff_t most = FX_ACC / (kv2 ? 2 : 1);
     const ptrdiff_t ntl = cnnkit_ceil_div(p, most);
-    /* filter blocks of two vectors, tiles in runs: at least 4 tasks per
-     * thread where the batch is small, runs of at least 2 tiles */
+    /* filter blocks of two vectors, tiles in runs: on several threads,
+     * at least 4 tasks per thread where the batch is small, runs of at
+     * least 2 tiles */
     ptrdiff_t kb = g->k, nkb = 1, nrun = 1;
     const ptrdiff_t want = 4 * (ptrdiff_t)nthreads;
-    if (g->n < want) {
+    if (g->n < want && nthreads > 1) {
         nrun = CNNKIT_MIN(cnnkit_ceil_div(want, g->n),
                           CNNKIT_MAX((ptrdiff_t)1, ntl / 2));
         if (g->n * nrun < want && g->k > 2 * VL) {
@@ -268,5 +516,6 @@ static int SFX(conv_blocked)(REAL *y, const REAL *x, const REAL *wt,
     }
     return 1;
 }
+#undef WG_TILES
 #undef BUNROLL
 #undef BLK

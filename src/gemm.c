@@ -299,29 +299,32 @@ ptrdiff_t cnnkit_blocked_lanes(int f64)
 }
 
 int cnnkit_conv_blocked_applies(const cnnkit_conv2d_geom *g, ptrdiff_t pin,
-                                int f64)
+                                int wino, int f64)
 {
-    return cnnkit_conv_blocked_workspace(g, f64) > 0 &&
+    return cnnkit_conv_blocked_workspace(g, wino, 1, f64) > 0 &&
            cnnkit_blocked_border_holds(g, pin);
 }
 
-ptrdiff_t cnnkit_conv_blocked_workspace(const cnnkit_conv2d_geom *g, int f64)
+ptrdiff_t cnnkit_conv_blocked_workspace(const cnnkit_conv2d_geom *g,
+                                        int wino, int nthreads, int f64)
 {
     const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
-    return e->blocked_workspace ? e->blocked_workspace(g, f64) : 0;
+    return e->blocked_workspace
+               ? e->blocked_workspace(g, wino, nthreads, f64) : 0;
 }
 
 #define CNNKIT_BLOCKED_ENTRY(T, SUF)                                        \
     int cnnkit_conv_blocked_##SUF(T *y, const T *x, const T *wt,           \
-                                  const T *bias, int relu, const T *res,   \
-                                  ptrdiff_t pin, ptrdiff_t pout, T *work,  \
+                                  const T *wino, const T *bias, int relu,  \
+                                  const T *res, ptrdiff_t pin,             \
+                                  ptrdiff_t pout, T *work,                 \
                                   const cnnkit_conv2d_geom *g,             \
                                   int nthreads)                            \
     {                                                                       \
         const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);             \
         return e->conv_blocked_##SUF &&                                     \
-               e->conv_blocked_##SUF(y, x, wt, bias, relu, res, pin, pout,  \
-                                     work, g, nthreads);                    \
+               e->conv_blocked_##SUF(y, x, wt, wino, bias, relu, res, pin,  \
+                                     pout, work, g, nthreads);              \
     }
 CNNKIT_BLOCKED_ENTRY(float, f32)
 CNNKIT_BLOCKED_ENTRY(double, f64)

@@ -26,6 +26,7 @@
 #define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define VMUL(a, b) _mm256_mul_ps((a), (b))
 #define VADD(a, b) _mm256_add_ps((a), (b))
+#define VSUB(a, b) _mm256_sub_ps((a), (b))
 /* v where v > m or v is NaN, else m (max pooling's rule) */
 #define VMAXSEL(m, v) _mm256_blendv_ps((m), (v), _mm256_or_ps(           \
     _mm256_cmp_ps((v), (m), _CMP_GT_OQ), _mm256_cmp_ps((v), (v), _CMP_UNORD_Q)))
@@ -86,6 +87,7 @@
 #define VFMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
 #define VMUL(a, b) _mm256_mul_pd((a), (b))
 #define VADD(a, b) _mm256_add_pd((a), (b))
+#define VSUB(a, b) _mm256_sub_pd((a), (b))
 #define VMAXSEL(m, v) _mm256_blendv_pd((m), (v), _mm256_or_pd(           \
     _mm256_cmp_pd((v), (m), _CMP_GT_OQ), _mm256_cmp_pd((v), (v), _CMP_UNORD_Q)))
 #define VRELU(v) _mm256_and_pd(                                           \

@@ -129,14 +129,17 @@ typedef struct cnnkit_gemm_engine {
      * workspace for g (0 when it does not compute g) and the pass, which
      * returns 0 without writing y when it does not take g. */
     ptrdiff_t (*blocked_lanes)(int f64);
-    ptrdiff_t (*blocked_workspace)(const cnnkit_conv2d_geom *g, int f64);
+    ptrdiff_t (*blocked_workspace)(const cnnkit_conv2d_geom *g, int wino,
+                                   int nthreads, int f64);
     int (*conv_blocked_f32)(float *y, const float *x, const float *wt,
-                            const float *bias, int relu, const float *res,
-                            ptrdiff_t pin, ptrdiff_t pout, float *work,
-                            const cnnkit_conv2d_geom *g, int nthreads);
+                            const float *wino, const float *bias, int relu,
+                            const float *res, ptrdiff_t pin, ptrdiff_t pout,
+                            float *work, const cnnkit_conv2d_geom *g,
+                            int nthreads);
     int (*conv_blocked_f64)(double *y, const double *x, const double *wt,
-                            const double *bias, int relu, const double *res,
-                            ptrdiff_t pin, ptrdiff_t pout, double *work,
+                            const double *wino, const double *bias,
+                            int relu, const double *res, ptrdiff_t pin,
+                            ptrdiff_t pout, double *work,
                             const cnnkit_conv2d_geom *g, int nthreads);
 } cnnkit_gemm_engine;
 
@@ -213,13 +216,16 @@ const cnnkit_gemm_engine *cnnkit_gemm_active(int *how);
     {                                                                       \
         return f64 ? 8 : 16;                                                \
     }                                                                       \
-    static ptrdiff_t blocked_ws_##path(const cnnkit_conv2d_geom *g, int f64) \
+    static ptrdiff_t blocked_ws_##path(const cnnkit_conv2d_geom *g,        \
+                                       int wino, int nthreads, int f64)     \
     {                                                                       \
         if (f64)                                                            \
-            return blocked_fits_f64_##path(g)                               \
-                       ? blocked_workspace_f64_##path(g) : 0;               \
-        return blocked_fits_f32_##path(g)                                   \
-                   ? blocked_workspace_f32_##path(g) : 0;                   \
+            return (wino ? wino_fits_f64_##path(g)                          \
+                         : blocked_fits_f64_##path(g))                      \
+                       ? blocked_workspace_f64_##path(g, wino, nthreads)    \
+                       : 0;                                                 \
+        return (wino ? wino_fits_f32_##path(g) : blocked_fits_f32_##path(g)) \
+                   ? blocked_workspace_f32_##path(g, wino, nthreads) : 0;   \
     }
 
 #endif /* CNNKIT_GEMM_ENGINE_H */

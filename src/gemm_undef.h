@@ -13,6 +13,7 @@
 #undef VFMA
 #undef VMUL
 #undef VADD
+#undef VSUB
 #undef VRELU
 #undef VMAXSEL
 #undef VMAXU

@@ -179,8 +179,8 @@ static ptrdiff_t SFX(plan_steps_workspace)(const cnnkit_plan_step *steps,
             need = cnnkit_dense_workspace(n, s->rows, s->size, nthreads);
             break;
         case CNNKIT_PLAN_CONV_BLOCKED:
-            need = cnnkit_conv_blocked_workspace(&s->conv,
-                                                 sizeof(REAL) == 8);
+            need = cnnkit_conv_blocked_workspace(
+                &s->conv, s->packed != NULL, nthreads, sizeof(REAL) == 8);
             break;
         case CNNKIT_PLAN_GLOBAL_MAX_POOL:
             need = n * s->pool.planes * per64;
@@ -270,7 +270,8 @@ static void SFX(plan_steps)(REAL *y, const REAL *x, REAL *arena, REAL *work,
             cnnkit_conv2d_geom g = s->conv;
             g.n = n;
             SFX(cnnkit_conv_blocked)(
-                out, in0, (const REAL *)s->w, (const REAL *)s->b,
+                out, in0, (const REAL *)s->w, (const REAL *)s->packed,
+                (const REAL *)s->b,
                 s->act == CNNKIT_ACT_RELU,
                 s->flag ? SFX(plan_at)(s->in1, arena, x, dest, n) : NULL,
                 s->pin, s->pout, work, &g, nthreads);

@@ -715,7 +715,7 @@ from cnnkit import layers as L, plan
 
 def check_bits(model, shape, dt, tag):
     global LAST
-    p = LAST = plan.compile(model)
+    p = LAST = plan.compile(model, winograd=False)
     rng = np.random.default_rng(3)
     x = rng.integers(-2, 3, (5,) + shape).astype(dt)
     x[x == 0] = -0.0
@@ -893,7 +893,7 @@ def test_residual_add_in_the_convs_pass(dt, shape, conv, shortcut):
     # of the convolution before it: the layers' bits, for any thread count
     # and any batch
     model = _residual_block(dt, shape, conv, shortcut)
-    p = plan.compile(model)
+    p = plan.compile(model, winograd=False)
     labels = [lab for lab, _ in p.profile(_x(model, 1), 1)]
     fused = [lab for lab in labels if "+ add + relu (" in lab]
     assert len(fused) == 1 and not any(lab.startswith("add") for lab in labels)
@@ -911,7 +911,7 @@ def test_residual_add_without_relu_and_what_stays_separate():
     x = _ties((8, 6, 6), 4, np.float32)
     conv = dict(filters=8, kernel_size=3, padding=1)
     model = _residual_block(np.float32, (8, 6, 6), conv, "input", relu=False)
-    p = plan.compile(model)
+    p = plan.compile(model, winograd=False)
     labels = [lab for lab, _ in p.profile(x, 1)]
     assert any(lab.startswith("conv") and "pad 1 + add (" in lab
                for lab in labels)
@@ -927,7 +927,7 @@ def test_residual_add_without_relu_and_what_stays_separate():
     d = L.Conv2D(8, 1)(three)
     y = L.Concatenate()([a, L.Add()([c, d])])
     model = cnnkit.Model(inp, L.Dense(2)(L.Flatten()(y)), seed=1)
-    p = plan.compile(model)
+    p = plan.compile(model, winograd=False)
     labels = [lab for lab, _ in p.profile(x, 1)]
     assert sum("+ add" in lab for lab in labels) == 1
     assert any(lab.startswith("conv 8x6x6 -> 8, 1x1 + add") for lab in labels)
@@ -938,7 +938,7 @@ def test_residual_add_without_relu_and_what_stays_separate():
 
 
 RESIDUAL_CHECKER = PLAN_BITS + r'''
-fused = blocked = 0
+fused = blocked = expect = 0
 for dt in (np.float32, np.float64):
     for shape, k in (((8, 9, 15), 8), ((32, 7, 17), 32), ((16, 4, 4), 16),
                      ((24, 5, 11), 24)):
@@ -951,13 +951,21 @@ for dt in (np.float32, np.float64):
         # in planes: two convolutions (the add in the second) and the dense
         plan._USE_BLOCKS = False
         fused += check_bits(model, shape, dt, f"{shape} {k}") == 3
-        # on channel blocks where the engine has them: the input into
-        # blocks, the two convolutions, back into planes, the dense
+        # on channel blocks where the engine computes both convolutions
+        # (whole vectors of filters): the input into blocks, the two
+        # convolutions, back into planes, the dense
         plan._USE_BLOCKS = True
         steps = check_bits(model, shape, dt, f"{shape} {k} blocked")
-        blocked += steps == 5 and "channel blocks" in LAST._labels[0]
+        on = all(cnnkit._ops.conv_blocked(s, w, (1, 1), (1, 1, 1, 1),
+                                          (1, 1), dt, 1, 1)
+                 for s, w in ((shape, (k,) + shape[:1] + (3, 3)),
+                              ((k,) + shape[1:], shape[:1] + (k, 3, 3))))
+        expect += on
+        blocked += (steps == 5 and "channel blocks" in LAST._labels[0]) \
+            if on else steps == 3
 extra["fused"] = fused
 extra["blocked"] = blocked
+extra["expect"] = expect
 '''
 
 
@@ -969,7 +977,11 @@ def test_residual_add_on_every_simd_path(path):
     res = run_simd(path, RESIDUAL_CHECKER)
     assert res["failures"] == []
     assert res["fused"] == 8
-    assert res["blocked"] == (0 if path == "generic" else 8)
+    # every case as expected: on blocks where the engine computes its
+    # convolutions (all 8 on AVX2, float32's 16 and 32 filters on
+    # AVX-512), in planes elsewhere
+    assert res["blocked"] == 8
+    assert res["expect"] == 0 if path == "generic" else res["expect"] >= 4
 
 
 def test_a_batch_whose_arena_would_overflow_is_refused():
@@ -1027,15 +1039,21 @@ def test_conv_chains_on_channel_blocks(case, dtype):
     padding, each pixel's filters side by side) give the layers' bits, for
     any thread count, batch and chunk; off, the plan runs in planes."""
     model = _chain(case, dtype)
-    p = model.compile()
-    lanes = cnnkit._ops.blocked_lanes(dtype)
-    convs = sum(type(la) is L.Conv2D for la in model.layers)
+    p = model.compile(winograd=False)
+    # the step counts where the engine computes every convolution (whole
+    # vectors of filters: 8 and 24 are not on AVX-512 in float32)
+    convs = [la for la in model.layers if type(la) is L.Conv2D]
+    lanes = cnnkit._ops.blocked_lanes(dtype) and all(
+        cnnkit._ops.conv_blocked((8, 3, 29), (la.filters, 8, 3, 3), (1, 1),
+                                 (1, 1, 1, 1), (1, 1), dtype, border=1)
+        for la in convs)
+    convs = len(convs)
     blocked = ["channel blocks" in s for s in p._labels]
     if lanes:
         # into blocks once, back once
         assert sum(blocked) == 2, p._labels
         assert p.num_steps == convs + 2 + (case not in ("deep", "wide"))
-    else:
+    elif not cnnkit._ops.blocked_lanes(dtype):
         assert not any(blocked)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((7,) + model.input_shape).astype(dtype)
@@ -1048,7 +1066,7 @@ def test_conv_chains_on_channel_blocks(case, dtype):
             assert p._run(x, chunk=3).tobytes() == want.tobytes()
     plan._USE_BLOCKS = False
     try:
-        planes = model.compile()
+        planes = model.compile(winograd=False)
     finally:
         plan._USE_BLOCKS = True
     assert not any("channel blocks" in s for s in planes._labels)
@@ -1076,3 +1094,89 @@ def test_a_blocked_conv_step_is_checked():
     with pytest.raises(ValueError, match="bad to_blocked"):
         P([dict(op="to_blocked", shape=(16, 6, 6), border=-1, in0=-1,
                 out=0)], np.float32, 16 * 36, 1, size)
+
+
+def _wino_model(dtype, c=16, hw=(8, 6)):
+    """3x3 convolutions of stride 1 chained on blocks: Winograd's (a
+    residual, no bias, 24 filters: a vector and a half in float32 on AVX2)
+    and, between them, one that keeps the direct sums (a stride)."""
+    inp = cnnkit.Input((c,) + hw)
+    a = L.ReLU()(L.Conv2D(c, 3, padding=1)(inp))
+    b = L.Conv2D(c, 3, padding=1, use_bias=False)(a)
+    b = L.ReLU()(L.Add()([b, inp]))
+    d = L.ReLU()(L.Conv2D(24, 3, padding=1)(b))
+    e = L.Conv2D(32, 3, stride=2, padding=1)(d)
+    f = L.Conv2D(32, 3, padding=1)(L.ReLU()(e))
+    return cnnkit.Model(inp, L.Dense(5)(L.Flatten()(f)), seed=6,
+                        dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_winograd_on_channel_blocks_within_the_bound(dtype):
+    """The 3x3 stride-1 convolutions of a chain run by F(2x2, 3x3) where
+    they have 16 input channels or more and even output sides; the result
+    stays within the plans' bound of the float64 layers, and is
+    bit-identical for any thread count, batch and chunk."""
+    model64 = _wino_model("float64")
+    model = _wino_model(dtype)
+    model.set_weights(model64.get_weights())
+    p = model.compile()
+    wino = [s for s in p._labels if " winograd" in s]
+    if cnnkit._ops.blocked_lanes(dtype):
+        # 16 -> 16 twice and 16 -> 24 (where 24 filters are whole
+        # vectors); the stride-2 layer and the 3x3 on a 4x3 output (odd)
+        # keep the direct sums
+        k24 = cnnkit._ops.conv_blocked((16, 8, 6), (24, 16, 3, 3), (1, 1),
+                                       (1, 1, 1, 1), (1, 1), dtype,
+                                       border=1)
+        assert len(wino) == 2 + k24, p._labels
+        assert all("3x3 pad 1 winograd" in s for s in wino)
+    else:
+        assert wino == []
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6,) + model.input_shape)
+    want = model64.forward(x)
+    got = p.run(x.astype(dtype))
+    bound = _bound(dtype) * (1 + np.abs(want).max())
+    assert np.abs(got - want).max() <= bound
+    if wino:
+        # and it is not the direct sums' result
+        direct = model.compile(winograd=False).run(x.astype(dtype))
+        assert direct.tobytes() != got.tobytes()
+        assert np.abs(direct - want).max() <= bound
+    for t in (1, 2, 3):
+        with num_threads(t):
+            assert p.run(x.astype(dtype)).tobytes() == got.tobytes()
+            assert p.run(x[2:3].astype(dtype)).tobytes() == \
+                got[2:3].tobytes()
+            assert p._run(x.astype(dtype), chunk=4).tobytes() == \
+                got.tobytes()
+
+
+def test_winograd_keeps_the_direct_sums_where_it_does_not_pay_or_apply():
+    """Under 16 input channels (the stem of a ResNet), a dilation, odd
+    output sides, or winograd=False: the direct sums, the layers' bits."""
+    inp = cnnkit.Input((3, 8, 8))
+    a = L.ReLU()(L.Conv2D(16, 3, padding=1)(inp))          # 3 channels
+    a = L.Conv2D(16, 3, padding=2, dilation=2)(a)            # dilated
+    a = L.Conv2D(16, 3)(a)                                   # 6x6
+    a = L.Conv2D(16, 3, padding=(1, 0))(a)                   # 6x4
+    even = cnnkit.Model(inp, L.Flatten()(a), seed=8)
+    inp = cnnkit.Input((16, 7, 7))
+    a = L.Conv2D(16, 3, padding=1)(inp)
+    odd = cnnkit.Model(inp, L.Conv2D(16, 3, padding=1)(a), seed=8)
+    for model, n in ((even, 2), (odd, 0)):
+        p = model.compile()
+        wino = [s for s in p._labels if " winograd" in s]
+        if cnnkit._ops.blocked_lanes("float32"):
+            assert len(wino) == n, p._labels
+            assert any("channel blocks" in s for s in p._labels)
+        off = model.compile(winograd=False)
+        assert not any(" winograd" in s for s in off._labels)
+        x = np.random.default_rng(9).standard_normal(
+            (3,) + model.input_shape).astype(np.float32)
+        assert off.run(x).tobytes() == model.forward(x).tobytes()
+        if n == 0:
+            assert p.run(x).tobytes() == model.forward(x).tobytes()
+    with pytest.raises(TypeError, match="winograd must be a bool"):
+        odd.compile(winograd="yes")

@@ -837,7 +837,7 @@ cdef extern from "cnnkit.h" nogil:
 
     ptrdiff_t cnnkit_blocked_lanes(int f64)
     int cnnkit_conv_blocked_applies(const cnnkit_conv2d_geom *g,
-                                    ptrdiff_t pin, int f64)
+                                    ptrdiff_t pin, int wino, int f64)
 
     int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g)
 

@@ -482,15 +482,26 @@ def _blocked_lanes(dtype):
 
 
 def _conv_blocked(x_shape, w_shape, stride, padding, dilation, dtype,
-                  groups=1, border=0):
+                  groups=1, border=0, winograd=False):
     """Whether the plans' blocked convolution computes this convolution
     (x_shape (C, H, W), padding (top, bottom, left, right)) from a blocked
-    input with a border of ``border`` pixels."""
+    input with a border of ``border`` pixels (with ``winograd``, by
+    Winograd's F(2x2, 3x3))."""
     cdef cnnkit_conv2d_geom g
     _conv_geom(&g, (1,) + tuple(x_shape), tuple(w_shape), stride, padding,
                dilation, True, groups)
-    return cnnkit_conv_blocked_applies(&g, border,
+    return cnnkit_conv_blocked_applies(&g, border, bool(winograd),
                                        np.dtype(dtype) == np.float64) != 0
+
+
+def _winograd_weights(w, dtype):
+    """The weights (K, C, 3, 3) of a blocked Winograd step: U = G w G^T
+    per filter and channel, in float64, then rounded once to dtype, as
+    (16, C, K) with U[4i + j, c, k] = (G w[k, c] G^T)[i, j]."""
+    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    u = np.einsum("ij,kcjl,ml->imck", g, np.asarray(w, np.float64), g)
+    k, c = w.shape[0], w.shape[1]
+    return np.ascontiguousarray(u.reshape(16, c, k), dtype=dtype)
 
 
 def _blocked_size(c, h, w, border, lanes):
@@ -2377,10 +2388,19 @@ cdef class PlanProgram:
         cdef bint f64 = dt == np.float64
         s.pin, s.pout = int(spec["border_in"]), int(spec["border_out"])
         lanes = cnnkit_blocked_lanes(f64)
+        wino = bool(spec.get("winograd"))
+        if spec.get("pool"):
+            raise ValueError("plan: a blocked convolution does not pool")
         if s.pout < 0 or lanes < 1 or \
-                not cnnkit_conv_blocked_applies(&s.conv, s.pin, f64):
+                not cnnkit_conv_blocked_applies(&s.conv, s.pin, wino, f64):
             raise ValueError("plan: the blocked convolution does not "
                              "compute this step")
+        if wino:
+            u = _winograd_weights(spec["weight"], dt)
+            packed = aligned_empty(u.size, dt)
+            packed.reshape(u.shape)[...] = u
+            keep.append(packed)
+            s.packed = cnp.PyArray_DATA(<cnp.ndarray>packed)
         # the weights transposed to (C*R*S, K), as the tiles load them
         wt = np.asarray(spec["weight"], dtype=dt).reshape(k, -1).T
         packed = aligned_empty(wt.size, dt)

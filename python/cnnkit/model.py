@@ -625,7 +625,7 @@ class Model:
     # ------------------------------------------------------------------
     # compiled plans
     # ------------------------------------------------------------------
-    def compile(self, batch_size=None, dtype=None):
+    def compile(self, batch_size=None, dtype=None, winograd=True):
         """The model's forward pass compiled into one call into C
         (:func:`cnnkit.plan.compile`).
 
@@ -646,6 +646,10 @@ class Model:
             Reserve the arena for batches of this many images now.
         dtype : {"float32", "float64"}, optional
             The plan's dtype; the model's by default.
+        winograd : bool, default True
+            Run 3x3 convolutions of stride 1 on channel blocks by
+            Winograd's F(2x2, 3x3) where they apply (see
+            :func:`cnnkit.plan.compile`); False keeps the layers' sums.
 
         Returns
         -------
@@ -667,7 +671,8 @@ class Model:
         """
         self._require_built("compile")
         self._weights_changed()
-        return _plan.compile(self, batch_size=batch_size, dtype=dtype)
+        return _plan.compile(self, batch_size=batch_size, dtype=dtype,
+                             winograd=winograd)
 
     def _weights_changed(self):
         """Mark every cached plan stale: called by each cnnkit path that

@@ -21,7 +21,8 @@ layer.  On the way it
   64-byte pixels in planes with a zero border): the border is the next
   convolution's padding and each pixel's filters lie side by side, so no
   step pads a copy of its input or transposes its sums into planes (the
-  same sums: the same bits);
+  same sums: the same bits), and their 3x3 convolutions of stride 1 by
+  Winograd's F(2x2, 3x3) (unless ``winograd=False``);
 - drops what does nothing at inference: :class:`~cnnkit.layers.Dropout`,
   and :class:`~cnnkit.layers.Flatten` (a view of the same memory);
 - places every activation in one arena, reusing the memory of tensors no
@@ -31,13 +32,15 @@ A layer the plan cannot express makes :func:`compile` raise a
 :class:`TypeError` that names it; such a model keeps the layer-by-layer path
 in :meth:`~cnnkit.Model.predict`.
 
-Rounding: without batch norm, a plan gives the bits of the layer path
-(``model.forward``).  Folding a batch norm rounds the folded weight and
-bias once, so outputs differ from the layer path by a few units in the
-last place of the logits' scale: the tests hold every plan to
-``|plan - layers| <= 1e-4 * (1 + max|layers|)`` in float32 and ``1e-10 *
-(1 + max|layers|)`` in float64.  Results are bit-identical for any thread
-count, and each image's result does not depend on the others in its batch.
+Rounding: without batch norm and Winograd (``winograd=False``), a plan
+gives the bits of the layer path (``model.forward``).  Folding a batch
+norm rounds the folded weight and bias once, and Winograd's F(2x2, 3x3)
+rounds its transforms, so outputs differ from the layer path by a few
+units in the last place of the logits' scale: the tests hold every plan
+to ``|plan - layers| <= 1e-4 * (1 + max|layers|)`` in float32 and
+``1e-10 * (1 + max|layers|)`` in float64.  Results are bit-identical for
+any thread count, and each image's result does not depend on the others
+in its batch.
 """
 import math
 import threading
@@ -62,6 +65,10 @@ _BLOCK_BORDER = 4
 #: Whether compile may run chains of convolutions on channel-blocked
 #: tensors (off: every tensor in planes, to compare the layouts).
 _USE_BLOCKS = True
+#: Fewer input channels than this keep the direct sums under Winograd: each
+#: of the 16 products of a tile then sums too few terms to repay the
+#: transforms (ResNet-20's 3 -> 16 stem: 0.94x).
+_WINOGRAD_CHANNELS = 16
 _ALIGN = 16                  # offsets per image in multiples of 16 elements
 
 #: A batch of less arithmetic than this (floating-point operations, about
@@ -109,8 +116,8 @@ class _Builder:
     """Walks a model's graph into plan steps over symbolic tensors (the
     graph's slots), then places the tensors in the arena."""
 
-    def __init__(self, model, dtype):
-        self.model, self.dtype = model, dtype
+    def __init__(self, model, dtype, winograd=False):
+        self.model, self.dtype, self.winograd = model, dtype, winograd
         self.g = g = model._graph
         self.size = {0: math.prod(g.input.shape)}   # per-image elements
         self.base = {0: 0}                          # slot -> tensor it views
@@ -411,6 +418,12 @@ class _Builder:
             t = st["out"]
             step = dict(st, op="conv_blocked", border_in=border,
                         border_out=border, **{"in": ins})
+            if self.winograd and st["x_shape"][0] >= _WINOGRAD_CHANNELS and \
+                    _ops.conv_blocked(
+                    st["x_shape"], st["weight"].shape, st["stride"],
+                    st["padding"], st["dilation"], dt, st["groups"], border,
+                    winograd=True):
+                step["winograd"] = True
             b = blocked[t] = _TWIN + t
             self.size[b] = _ops.blocked_size(*y_shape, border, lanes)
             self.base[b] = b
@@ -464,7 +477,7 @@ class _Builder:
         return logits + out_size, logits
 
 
-def compile(model, batch_size=None, dtype=None):
+def compile(model, batch_size=None, dtype=None, winograd=True):
     """A compiled inference plan of ``model``.
 
     Parameters
@@ -477,6 +490,14 @@ def compile(model, batch_size=None, dtype=None):
     dtype : {"float32", "float64"}, optional
         The plan's dtype; by default the model's.  In another dtype than
         the model's the plan holds converted copies of the weights.
+    winograd : bool, default True
+        Run the 3x3 convolutions of stride 1 on a chain of channel blocks
+        (at least 16 input channels, an even output height and width) by
+        Winograd's F(2x2, 3x3): 16 products per channel and filter for
+        each 2x2 tile of outputs where the direct sums take 36.  Their
+        rounding differs from the layer path's, within the bound the
+        plans are held to (:data:`RTOL32`, :data:`RTOL64`); False keeps
+        the layer path's sums, and without batch norm its bits.
 
     Returns
     -------
@@ -518,7 +539,10 @@ def compile(model, batch_size=None, dtype=None):
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"compile: batch_size must be >= 1, got "
                          f"{batch_size}")
-    b = _Builder(model, dt)
+    if not isinstance(winograd, (bool, np.bool_)):
+        raise TypeError(f"compile: winograd must be a bool, got "
+                        f"{winograd!r}")
+    b = _Builder(model, dt, bool(winograd))
     final = b.build()
     b.block(final)
     out_size = math.prod(model.output_shape)
@@ -582,6 +606,8 @@ def _describe(step):
             text += f" pad {_pair(step['padding'])}"
         if step["groups"] > 1:
             text += f" groups {step['groups']}"
+        if step.get("winograd"):
+            text += " winograd"
     elif op == "dense":
         o, f = step["weight"].shape
         text = f"dense {f} -> {o}"
