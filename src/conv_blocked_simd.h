@@ -349,9 +349,25 @@ static void SFX(conv_wino)(REAL *y, const REAL *x, const REAL *u,
     const ptrdiff_t ximg = nbc * iplane;
     const ptrdiff_t yimg = cnnkit_ceil_div(K, BLK) * oplane;
     const int kv2 = K >= 2 * VL && FX_ACC >= 8;
-    const ptrdiff_t T = WG_TILES(kv2 ? 2 : 1);
     const ptrdiff_t tw = g->ow / 2, ntiles = g->oh / 2 * tw;
-    const ptrdiff_t ngr = cnnkit_ceil_div(ntiles, T);
+    /* groups of at most a tile's pixels of tiles, of about equal size;
+     * a small batch on several threads takes a multiple of the thread
+     * count of groups, one task each, so that each thread transforms
+     * only its own patches and the threads get equal shares (64 -> 64
+     * on 8x8, batch 1, 2 threads: four groups of 4 tiles instead of 6,
+     * 5, 5 with the filters split in four) */
+    const ptrdiff_t most = WG_TILES(kv2 ? 2 : 1);
+    ptrdiff_t ngr = cnnkit_ceil_div(ntiles, most);
+    ptrdiff_t kb = K, nkb = 1, nrun = 1;
+    if (g->n < 4 * (ptrdiff_t)nthreads && nthreads > 1) {
+        ngr = CNNKIT_MIN(ntiles, cnnkit_ceil_div(ngr, nthreads) * nthreads);
+        nrun = ngr;
+        if (g->n * nrun < nthreads && K > 2 * VL) {
+            kb = 2 * VL;
+            nkb = cnnkit_ceil_div(K, kb);
+        }
+    }
+    const ptrdiff_t T = cnnkit_ceil_div(ntiles, ngr);
     ptrdiff_t *coff = (ptrdiff_t *)(void *)work, *toff = coff + C;
     for (ptrdiff_t c = 0; c < C; c++)
         coff[c] = c / BLK * T * BLK + c % BLK;
@@ -360,19 +376,6 @@ static void SFX(conv_wino)(REAL *y, const REAL *x, const REAL *u,
     REAL *scratch = work + SFX(blocked_workspace)(g, 0, nthreads);
     const ptrdiff_t vsize = 16 * nbc * WG_TILES(1) * BLK;
     const ptrdiff_t mq = FX_ACC * VL, share = vsize + 16 * mq + BLK;
-    /* tasks as conv_blocked's, over groups of tiles (each task
-     * transforms its groups' patches: a block of filters split off
-     * repeats them) */
-    ptrdiff_t kb = K, nkb = 1, nrun = 1;
-    const ptrdiff_t want = 4 * (ptrdiff_t)nthreads;
-    if (g->n < want && nthreads > 1) {
-        nrun = CNNKIT_MIN(cnnkit_ceil_div(want, g->n),
-                          CNNKIT_MAX((ptrdiff_t)1, ngr / 2));
-        if (g->n * nrun < want && K > 2 * VL) {
-            kb = 2 * VL;
-            nkb = cnnkit_ceil_div(K, kb);
-        }
-    }
     const ptrdiff_t tasks = g->n * nrun * nkb;
     const int nt = cnnkit_team(2.0 * g->n * g->oh * g->ow * K * C * 4,
                                tasks, nthreads);

@@ -1178,5 +1178,12 @@ def test_winograd_keeps_the_direct_sums_where_it_does_not_pay_or_apply():
         assert off.run(x).tobytes() == model.forward(x).tobytes()
         if n == 0:
             assert p.run(x).tobytes() == model.forward(x).tobytes()
+    # a layer whose weights are not all finite keeps the direct sums
+    conv = [la for la in even.layers if type(la) is L.Conv2D][2]
+    conv.params["weight"][0, 0, 0, 0] = np.inf
+    labels = even.compile()._labels
+    assert sum(" winograd" in s for s in labels) == \
+        (1 if cnnkit._ops.blocked_lanes("float32") else 0)
+    assert not any("16x8x8 -> 16, 3x3 winograd" in s for s in labels)
     with pytest.raises(TypeError, match="winograd must be a bool"):
         odd.compile(winograd="yes")

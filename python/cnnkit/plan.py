@@ -419,7 +419,7 @@ class _Builder:
             step = dict(st, op="conv_blocked", border_in=border,
                         border_out=border, **{"in": ins})
             if self.winograd and st["x_shape"][0] >= _WINOGRAD_CHANNELS and \
-                    _ops.conv_blocked(
+                    np.isfinite(st["weight"]).all() and _ops.conv_blocked(
                     st["x_shape"], st["weight"].shape, st["stride"],
                     st["padding"], st["dilation"], dt, st["groups"], border,
                     winograd=True):
