@@ -33,12 +33,19 @@
 #define BUNROLL _Pragma("GCC unroll 32")
 #endif
 
-/* Whether the engine computes g on blocked tensors: one group, no
- * pooling, whole vectors of filters. */
-static int SFX(blocked_fits)(const cnnkit_conv2d_geom *g)
+/* Whether blocked tensors can hold g: one group, whole vectors of
+ * filters. */
+static int SFX(blocked_shape)(const cnnkit_conv2d_geom *g)
 {
     return BLK % VL == 0 && g->k % VL == 0 && cnnkit_conv_groups(g) == 1 &&
-           !g->pool && g->c >= 1 && g->k >= 1 && g->oh >= 1 && g->ow >= 1;
+           g->c >= 1 && g->k >= 1 && g->oh >= 1 && g->ow >= 1;
+}
+
+/* Whether the engine computes g on blocked tensors by direct sums: no
+ * pooling. */
+static int SFX(blocked_fits)(const cnnkit_conv2d_geom *g)
+{
+    return SFX(blocked_shape)(g) && !g->pool;
 }
 
 /* A tile's sums of one slab of kc taps: a[t*kv + kk] for pixel t (its
@@ -155,10 +162,11 @@ static void SFX(btile_any)(int kv, int px, const REAL *wt, ptrdiff_t crs,
 
 /* Winograd's F(2x2, 3x3) on blocked tensors: a 3x3 convolution of
  * stride 1 and dilation 1 whose output has an even number of rows and
- * columns. */
+ * columns; with g->pool, each 2x2 tile is a window of the 2x2 max
+ * pooling after the ReLU (not with a residual). */
 static int SFX(wino_fits)(const cnnkit_conv2d_geom *g)
 {
-    return SFX(blocked_fits)(g) && g->r == 3 && g->s == 3 &&
+    return SFX(blocked_shape)(g) && g->r == 3 && g->s == 3 &&
            g->stride_h == 1 && g->stride_w == 1 && g->dil_h == 1 &&
            g->dil_w == 1 && g->oh % 2 == 0 && g->ow % 2 == 0;
 }
@@ -270,12 +278,17 @@ static void SFX(wino_place_any)(int kv, int px, ptrdiff_t c, const REAL *u,
 
 /* y = A^T M A of the tiles, for filter vectors [k0, k0 + kv*VL), with the
  * bias, the residual and the ReLU, stored at the tiles' output pixels
- * (tile t's top-left at y + ot[t]; m holds place q's products at q * mq,
- * tile t's vector kk at (t * kv + kk) * VL). */
+ * (tile t's top-left at y + ot[t], its residual's at res + ot[t]; m holds
+ * place q's products at q * mq, tile t's vector kk at (t * kv + kk) *
+ * VL); with pool, each tile's four values (bias and ReLU applied)
+ * reduced in the max pooling's order, (0, 0), (0, 1), (1, 0), (1, 1), a
+ * value replacing the maximum when larger or NaN, into one pixel at y +
+ * ot[t]. */
 static void SFX(wino_output)(int kv, int tiles, const REAL *restrict m,
                              ptrdiff_t mq, const ptrdiff_t *ot, REAL *y,
                              const REAL *res, ptrdiff_t k0, ptrdiff_t oplane,
-                             ptrdiff_t wpo, const REAL *bias, int relu)
+                             ptrdiff_t wpo, const REAL *bias, int relu,
+                             int pool)
 {
     for (int kk = 0; kk < kv; kk++) {
         const ptrdiff_t k = k0 + kk * VL;
@@ -296,9 +309,11 @@ static void SFX(wino_output)(int kv, int tiles, const REAL *restrict m,
                         VSUB(VSUB(s0[1], s0[2]), s0[3]),
                         VADD(VADD(s1[0], s1[1]), s1[2]),
                         VSUB(VSUB(s1[1], s1[2]), s1[3])};
+            VEC mx = VZERO();
             for (int q = 0; q < 4; q++) {
-                const ptrdiff_t e = ot[t] + ((q >> 1) * wpo + (q & 1)) * BLK +
-                                    at;
+                const ptrdiff_t e = ot[t] + at +
+                                    (pool ? 0 : ((q >> 1) * wpo + (q & 1)) *
+                                                    BLK);
                 VEC v = o[q];
                 if (bias)
                     v = VADD(v, bv);
@@ -306,27 +321,32 @@ static void SFX(wino_output)(int kv, int tiles, const REAL *restrict m,
                     v = VADD(v, VLOAD(res + e));
                 if (relu)
                     v = VRELU(v);
-                VSTORE(y + e, v);
+                if (!pool)
+                    VSTORE(y + e, v);
+                else
+                    mx = q ? VMAXSEL(mx, v) : v;
             }
+            if (pool)
+                VSTORE(y + ot[t] + at, mx);
         }
     }
 }
 
 /* 0 on lanes [ka, kz) of the border pixels of image yn's output (border
  * pout, planes of hp x wp pixels). */
-static void SFX(blocked_border)(REAL *yn, const cnnkit_conv2d_geom *g,
+static void SFX(blocked_border)(REAL *yn, ptrdiff_t oh, ptrdiff_t ow,
                                 ptrdiff_t pout, ptrdiff_t ka, ptrdiff_t kz)
 {
-    const ptrdiff_t hp = g->oh + 2 * pout, wp = g->ow + 2 * pout;
+    const ptrdiff_t hp = oh + 2 * pout, wp = ow + 2 * pout;
     const ptrdiff_t plane = hp * wp * BLK;
     const VEC z = VZERO();
     for (ptrdiff_t k = ka; k < kz; k += VL) {
         REAL *yk = yn + k / BLK * plane + k % BLK;
         for (ptrdiff_t i = 0; i < hp; i++) {
-            const int edge = i < pout || i >= pout + g->oh;
+            const int edge = i < pout || i >= pout + oh;
             for (ptrdiff_t j = 0; j < wp; j++) {
                 if (!edge && j == pout) {
-                    j = pout + g->ow - 1;       /* skip the interior */
+                    j = pout + ow - 1;          /* skip the interior */
                     continue;
                 }
                 VSTORE(yk + (i * wp + j) * BLK, z);
@@ -336,33 +356,40 @@ static void SFX(blocked_border)(REAL *yn, const cnnkit_conv2d_geom *g,
 }
 
 /* The Winograd pass of conv_blocked (u: the transformed weights, (16, C,
- * K), place q's at u + q*C*K). */
+ * K), place q's at u + q*C*K).  The tiles of all the images, image after
+ * image, are cut into groups (which may span images: a 4x4 output is 4
+ * tiles). */
 static void SFX(conv_wino)(REAL *y, const REAL *x, const REAL *u,
                            const REAL *bias, int relu, const REAL *res,
                            ptrdiff_t pin, ptrdiff_t pout, REAL *work,
                            const cnnkit_conv2d_geom *g, int nthreads)
 {
     const ptrdiff_t C = g->c, K = g->k, nbc = cnnkit_ceil_div(C, BLK);
+    const int pool = g->pool != 0;
+    /* the output's sides: the pooled ones with pool */
+    const ptrdiff_t ohy = pool ? g->oh / 2 : g->oh;
+    const ptrdiff_t owy = pool ? g->ow / 2 : g->ow;
     const ptrdiff_t hpi = g->h + 2 * pin, wpi = g->w + 2 * pin;
-    const ptrdiff_t hpo = g->oh + 2 * pout, wpo = g->ow + 2 * pout;
+    const ptrdiff_t hpo = ohy + 2 * pout, wpo = owy + 2 * pout;
     const ptrdiff_t iplane = hpi * wpi * BLK, oplane = hpo * wpo * BLK;
     const ptrdiff_t ximg = nbc * iplane;
     const ptrdiff_t yimg = cnnkit_ceil_div(K, BLK) * oplane;
     const int kv2 = K >= 2 * VL && FX_ACC >= 8;
-    const ptrdiff_t tw = g->ow / 2, ntiles = g->oh / 2 * tw;
-    /* groups of at most a tile's pixels of tiles, of about equal size;
-     * a small batch on several threads takes a multiple of the thread
-     * count of groups, one task each, so that each thread transforms
-     * only its own patches and the threads get equal shares (64 -> 64
-     * on 8x8, batch 1, 2 threads: four groups of 4 tiles instead of 6,
-     * 5, 5 with the filters split in four) */
+    const ptrdiff_t tw = g->ow / 2, per = g->oh / 2 * tw;
+    const ptrdiff_t ntiles = g->n * per;
+    /* groups of at most a tile's pixels of tiles, of about equal size; on
+     * several threads a multiple of the thread count of groups where
+     * there are few, one task each, so that each thread transforms only
+     * its own patches and the threads get equal shares (64 -> 64 on 8x8,
+     * batch 1, 2 threads: four groups of 4 tiles instead of 6, 5, 5 with
+     * the filters split in four) */
     const ptrdiff_t most = WG_TILES(kv2 ? 2 : 1);
     ptrdiff_t ngr = cnnkit_ceil_div(ntiles, most);
-    ptrdiff_t kb = K, nkb = 1, nrun = 1;
-    if (g->n < 4 * (ptrdiff_t)nthreads && nthreads > 1) {
+    ptrdiff_t kb = K, nkb = 1, nrun = nthreads > 1 ? ngr : 1;
+    if (nthreads > 1 && ngr < 4 * (ptrdiff_t)nthreads) {
         ngr = CNNKIT_MIN(ntiles, cnnkit_ceil_div(ngr, nthreads) * nthreads);
         nrun = ngr;
-        if (g->n * nrun < nthreads && K > 2 * VL) {
+        if (nrun < nthreads && K > 2 * VL) {
             kb = 2 * VL;
             nkb = cnnkit_ceil_div(K, kb);
         }
@@ -376,7 +403,7 @@ static void SFX(conv_wino)(REAL *y, const REAL *x, const REAL *u,
     REAL *scratch = work + SFX(blocked_workspace)(g, 0, nthreads);
     const ptrdiff_t vsize = 16 * nbc * WG_TILES(1) * BLK;
     const ptrdiff_t mq = FX_ACC * VL, share = vsize + 16 * mq + BLK;
-    const ptrdiff_t tasks = g->n * nrun * nkb;
+    const ptrdiff_t tasks = nrun * nkb;
     const int nt = cnnkit_team(2.0 * g->n * g->oh * g->ow * K * C * 4,
                                tasks, nthreads);
     (void)nt; /* unused in serial builds */
@@ -384,36 +411,39 @@ static void SFX(conv_wino)(REAL *y, const REAL *x, const REAL *u,
     {
     REAL *v = scratch + (ptrdiff_t)omp_get_thread_num() * share;
     REAL *m = v + vsize;
+    if (pout > 0) {
+        /* the images' borders (no task writes them) */
+        CNNKIT_OMP(for schedule(static) nowait)
+        for (ptrdiff_t n = 0; n < g->n; n++)
+            SFX(blocked_border)(y + n * yimg, ohy, owy, pout, 0, K);
+    }
     CNNKIT_OMP(for schedule(static))
     for (ptrdiff_t t = 0; t < tasks; t++) {
-        const ptrdiff_t n = t / (nrun * nkb);
-        const ptrdiff_t run = t / nkb % nrun;
+        const ptrdiff_t run = t / nkb;
         const ptrdiff_t ka = t % nkb * kb, kz = CNNKIT_MIN(K, ka + kb);
-        const REAL *xn = x + n * ximg;
-        REAL *yn = y + n * yimg;
-        const REAL *rn = res ? res + n * yimg : NULL;
-        if (run == 0 && pout > 0)
-            SFX(blocked_border)(yn, g, pout, ka, kz);
         ptrdiff_t at[FX_ACC], ot[FX_ACC];
         const ptrdiff_t gr1 = ngr * (run + 1) / nrun;
         for (ptrdiff_t gr = ngr * run / nrun; gr < gr1; gr++) {
             const ptrdiff_t q0 = ntiles * gr / ngr;
             const int tiles = (int)(ntiles * (gr + 1) / ngr - q0);
             for (int i = 0; i < tiles; i++) {
-                const ptrdiff_t a = (q0 + i) / tw, b = (q0 + i) % tw;
-                at[i] = ((2 * a + pin - g->pad_h) * wpi + 2 * b + pin -
-                         g->pad_w) * BLK;
-                ot[i] = ((2 * a + pout) * wpo + 2 * b + pout) * BLK;
+                const ptrdiff_t n = (q0 + i) / per, q = (q0 + i) % per;
+                const ptrdiff_t a = q / tw, b = q % tw;
+                at[i] = n * ximg + ((2 * a + pin - g->pad_h) * wpi + 2 * b +
+                                    pin - g->pad_w) * BLK;
+                ot[i] = n * yimg +
+                        (pool ? (a + pout) * wpo + b + pout
+                              : (2 * a + pout) * wpo + 2 * b + pout) * BLK;
             }
-            SFX(wino_input)(v, xn, at, tiles, T, nbc, iplane, wpi);
+            SFX(wino_input)(v, x, at, tiles, T, nbc, iplane, wpi);
             for (ptrdiff_t k0 = ka; k0 < kz;) {
                 const int kv = kz - k0 >= 2 * VL && FX_ACC >= 8 ? 2 : 1;
                 for (int q = 0; q < 16; q++)
                     SFX(wino_place_any)(kv, tiles, C, u + q * C * K + k0, K,
                                         v + q * nbc * T * BLK, coff, toff,
                                         m + q * mq);
-                SFX(wino_output)(kv, tiles, m, mq, ot, yn, rn, k0, oplane,
-                                 wpo, bias, relu);
+                SFX(wino_output)(kv, tiles, m, mq, ot, y, res, k0, oplane,
+                                 wpo, bias, relu, pool);
                 k0 += (ptrdiff_t)kv * VL;
             }
         }
@@ -434,9 +464,9 @@ static int SFX(conv_blocked)(REAL *y, const REAL *x, const REAL *wt,
                              REAL *work, const cnnkit_conv2d_geom *g,
                              int nthreads)
 {
-    if (!SFX(blocked_fits)(g) || pin < 0 || pout < 0 ||
-        !cnnkit_blocked_border_holds(g, pin) ||
-        (wino && !SFX(wino_fits)(g)))
+    if (!(wino ? SFX(wino_fits)(g) : SFX(blocked_fits)(g)) || pin < 0 ||
+        pout < 0 || !cnnkit_blocked_border_holds(g, pin) ||
+        (g->pool && res))
         return 0;
     if (wino) {
         SFX(conv_wino)(y, x, wino, bias, relu, res, pin, pout, work, g,
@@ -491,7 +521,7 @@ static int SFX(conv_blocked)(REAL *y, const REAL *x, const REAL *wt,
         REAL *yn = y + n * yimg;
         const REAL *rn = res ? res + n * yimg : NULL;
         if (run == 0 && pout > 0)
-            SFX(blocked_border)(yn, g, pout, ka, kz);
+            SFX(blocked_border)(yn, g->oh, g->ow, pout, ka, kz);
         const ptrdiff_t tl0 = ntl * run / nrun, tl1 = ntl * (run + 1) / nrun;
         ptrdiff_t poff[FX_ACC], ooff[FX_ACC];
         /* filter blocks outer: a block's weights stay in cache while it

@@ -138,12 +138,27 @@ static void SFX(plan_blocked)(REAL *restrict y, const REAL *restrict x,
         REAL *restrict f = (to ? (REAL *)x : y) + (img * c + c0) * h * w;
         if (to)
             memset(b, 0, (size_t)plane * sizeof(REAL));
-        /* a row at a time (its pixels stay in L1 while each channel's
-         * row is read or written in order) */
+        const ptrdiff_t hw = h * w;
         for (ptrdiff_t i = 0; i < h; i++) {
             REAL *restrict row = b + ((i + p) * wp + p) * B;
+            REAL *restrict fi = f + i * w;
+            if (w < 8) {
+                /* short rows: a pixel at a time, its lanes in order
+                 * (16x4x4 into blocks at batch 256: 53 -> 34 us) */
+                for (ptrdiff_t j = 0; j < w; j++)
+                    for (ptrdiff_t l = 0; l < lanes; l++) {
+                        if (to)
+                            row[j * B + l] = fi[l * hw + j];
+                        else
+                            fi[l * hw + j] = row[j * B + l];
+                    }
+                continue;
+            }
+            /* a row at a time: its pixels stay in L1 while each
+             * channel's row is read or written in order (16x32x32 out of
+             * blocks: 50 -> 6.7 us) */
             for (ptrdiff_t l = 0; l < lanes; l++) {
-                REAL *restrict fl = f + (l * h + i) * w;
+                REAL *restrict fl = fi + l * hw;
                 if (to)
                     for (ptrdiff_t j = 0; j < w; j++)
                         row[j * B + l] = fl[j];

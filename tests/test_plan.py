@@ -86,7 +86,7 @@ def test_plan_matches_the_layers_within_the_bound(name, dtype):
         assert got.dtype == ref.dtype and got.shape == ref.shape
         bound = _bound(dtype) * (1 + np.abs(ref).max())
         assert np.abs(got - ref).max() <= bound
-        if p.folded == 0:               # no folding: the layers' bits
+        if p.folded == p.winograd == 0:  # neither: the layers' bits
             assert np.array_equal(got, ref)
 
 
@@ -538,7 +538,7 @@ def test_small_plane_convolutions_batched_have_conv2d_bits(dtype):
     e = L.Conv2D(8, 1)(inp)                                 # 1x1
     flat = [L.Flatten()(t) for t in (a, b, c, d, e)]
     model = cnnkit.Model(inp, L.Concatenate()(flat), seed=0, dtype=dtype)
-    p = model.compile()
+    p = model.compile(winograd=False)
     x = _x(model, 20)
     ref = model.forward(x)
     for t in (1, 2, 3):
@@ -554,7 +554,7 @@ def test_small_plane_convolutions_batched_have_conv2d_bits(dtype):
     ref = model.forward(x)
     for t in (1, 2, 3):
         with num_threads(t):
-            assert np.array_equal(model.compile().run(x), ref)
+            assert np.array_equal(model.compile(winograd=False).run(x), ref)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -664,7 +664,7 @@ def test_conv_and_max_pool_in_one_pass(dt, shape, conv, relu):
     # vector divides runs in the convolution's pass: the layers' bits, for
     # any thread count and any batch
     model = _pool_chain(dt, shape, conv, dict(pool_size=2), relu)
-    p = plan.compile(model)
+    p = plan.compile(model, winograd=False)
     labels = [lab for lab, _ in p.profile(_x(model, 1), 1)]
     # (float64 rows of 8 fill whole vectors and tiles on the AVX-512 path,
     # where a layer of under 64 taps keeps the filter tiles, which leave
@@ -1187,3 +1187,61 @@ def test_winograd_keeps_the_direct_sums_where_it_does_not_pay_or_apply():
     assert not any("16x8x8 -> 16, 3x3 winograd" in s for s in labels)
     with pytest.raises(TypeError, match="winograd must be a bool"):
         odd.compile(winograd="yes")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("relu", [True, False])
+def test_winograd_with_the_max_pooling_in_its_pass(dtype, relu):
+    """A 3x3 convolution with a 2x2 max pooling after it runs by F(2x2,
+    3x3) on blocks, each 2x2 tile one window (the 8x8 network of cnnkit
+    train), its groups of tiles spanning images on small planes: within
+    the bound of the float64 layers, the same bits for any thread count,
+    batch and chunk."""
+    def build(dt):
+        layers = [L.Conv2D(16, 3, padding=1), L.ReLU(), L.MaxPool2D(2),
+                  L.Conv2D(24, 3, padding=1)] + \
+            ([L.ReLU()] if relu else []) + \
+            [L.MaxPool2D(2), L.Flatten(), L.Dense(7)]
+        return cnnkit.Sequential(layers, input_shape=(2, 8, 10), seed=3,
+                                 dtype=dt)
+    model64 = build("float64")
+    model = build(dtype)
+    model.set_weights(model64.get_weights())
+    p = model.compile()
+    # 16 -> 24 on 4x5: an odd side, the direct sums
+    assert not any("winograd" in s for s in p._labels)
+    x = np.random.default_rng(11).standard_normal((9, 2, 8, 10))
+    want = model64.forward(x)
+    got = p.run(x.astype(dtype))
+    assert np.abs(got - want).max() <= _bound(dtype) * (1 + np.abs(want).max())
+    # an even plane: 16 -> 24 on 4x4, 4 tiles per image
+    model64 = cnnkit.Sequential(
+        [L.Conv2D(16, 3, padding=1), L.ReLU(), L.MaxPool2D(2),
+         L.Conv2D(24, 3, padding=1)] + ([L.ReLU()] if relu else []) +
+        [L.MaxPool2D(2), L.Flatten(), L.Dense(7)],
+        input_shape=(2, 8, 8), seed=3, dtype="float64")
+    model = cnnkit.Sequential(
+        [type(la).from_config(la.get_config()) for la in model64.layers],
+        input_shape=(2, 8, 8), seed=3, dtype=dtype)
+    model.set_weights(model64.get_weights())
+    p = model.compile()
+    pooled = [s for s in p._labels if "winograd" in s]
+    if cnnkit._ops.conv_blocked((16, 4, 4), (24, 16, 3, 3), (1, 1),
+                                (1, 1, 1, 1), (1, 1), dtype, border=1,
+                                winograd=True, pool=True):
+        assert len(pooled) == 1 and "+ max_pool 2" in pooled[0], p._labels
+    x = np.random.default_rng(12).standard_normal((9, 2, 8, 8))
+    want = model64.forward(x)
+    got = p.run(x.astype(dtype))
+    assert np.abs(got - want).max() <= _bound(dtype) * (1 + np.abs(want).max())
+    for t in (1, 2, 3):
+        with num_threads(t):
+            assert p.run(x.astype(dtype)).tobytes() == got.tobytes()
+            for i in (0, 4, 8):
+                assert p.run(x[i:i + 1].astype(dtype)).tobytes() == \
+                    got[i:i + 1].tobytes()
+            assert p._run(x.astype(dtype), chunk=2).tobytes() == \
+                got.tobytes()
+    off = model.compile(winograd=False)
+    assert off.run(x.astype(dtype)).tobytes() == \
+        model.forward(x.astype(dtype)).tobytes()

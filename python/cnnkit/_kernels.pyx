@@ -482,14 +482,16 @@ def _blocked_lanes(dtype):
 
 
 def _conv_blocked(x_shape, w_shape, stride, padding, dilation, dtype,
-                  groups=1, border=0, winograd=False):
+                  groups=1, border=0, winograd=False, pool=False):
     """Whether the plans' blocked convolution computes this convolution
     (x_shape (C, H, W), padding (top, bottom, left, right)) from a blocked
     input with a border of ``border`` pixels (with ``winograd``, by
-    Winograd's F(2x2, 3x3))."""
+    Winograd's F(2x2, 3x3); with ``pool``, and a 2x2 max pooling after
+    it, which only Winograd's takes)."""
     cdef cnnkit_conv2d_geom g
     _conv_geom(&g, (1,) + tuple(x_shape), tuple(w_shape), stride, padding,
                dilation, True, groups)
+    g.pool = 1 if pool else 0
     return cnnkit_conv_blocked_applies(&g, border, bool(winograd),
                                        np.dtype(dtype) == np.float64) != 0
 
@@ -2390,7 +2392,12 @@ cdef class PlanProgram:
         lanes = cnnkit_blocked_lanes(f64)
         wino = bool(spec.get("winograd"))
         if spec.get("pool"):
-            raise ValueError("plan: a blocked convolution does not pool")
+            # a 2x2 max pooling of stride 2 in Winograd's pass
+            if not wino or spec.get("residual"):
+                raise ValueError("plan: only a blocked Winograd step without "
+                                 "a residual pools")
+            s.conv.pool = 1
+            oh, ow = oh // 2, ow // 2
         if s.pout < 0 or lanes < 1 or \
                 not cnnkit_conv_blocked_applies(&s.conv, s.pin, wino, f64):
             raise ValueError("plan: the blocked convolution does not "

@@ -360,9 +360,11 @@ class _Builder:
         if not lanes:
             return
 
-        def need(step):
-            """The border the conv needs around its input, or None."""
-            if step["op"] != "conv" or step.get("pool"):
+        def need(step, wino=False):
+            """The border the conv needs around its input, or None when
+            the blocked kernel (with wino, its Winograd pass) does not
+            compute it."""
+            if step["op"] != "conv" or (step.get("pool") and not wino):
                 return None
             c, h, w = step["x_shape"]
             k, _, r, s = step["weight"].shape
@@ -374,23 +376,36 @@ class _Builder:
             if p > _BLOCK_BORDER or not _ops.conv_blocked(
                     step["x_shape"], step["weight"].shape, step["stride"],
                     step["padding"], step["dilation"], dt, step["groups"],
-                    p):
+                    p, winograd=wino, pool=bool(step.get("pool"))):
                 return None
             return p
 
+        def winograd(step):
+            """Whether the conv runs by Winograd's F(2x2, 3x3)."""
+            return (self.winograd and step["op"] == "conv" and
+                    step["x_shape"][0] >= _WINOGRAD_CHANNELS and
+                    not (step.get("pool") and step.get("residual")) and
+                    np.isfinite(step["weight"]).all() and
+                    need(step, True) is not None)
+
         steps = self.steps
-        fits = {i for i, st in enumerate(steps) if need(st) is not None}
+        wino = {i for i, st in enumerate(steps) if winograd(st)}
+        fits = wino | {i for i, st in enumerate(steps)
+                       if need(st) is not None}
         producer = {st["out"]: i for i, st in enumerate(steps)}
         readers = {}
         for i, st in enumerate(steps):
             for t in st["in"]:
                 readers.setdefault(t, []).append(i)
+        # a convolution with a blocked neighbour, or one by Winograd (its
+        # gain pays for the layout steps around it)
         chosen = {i for i in fits
-                  if any(producer.get(t) in fits for t in steps[i]["in"]) or
+                  if i in wino or
+                  any(producer.get(t) in fits for t in steps[i]["in"]) or
                   any(j in fits for j in readers.get(steps[i]["out"], ()))}
         if not chosen:
             return
-        border = max(need(steps[i]) for i in chosen)
+        border = max(need(steps[i], i in wino) for i in chosen)
         blocked = {}                      # tensor -> its blocked twin
         out = []
 
@@ -412,17 +427,15 @@ class _Builder:
                 out.append(st)
                 continue
             y_shape = _conv_out_shape(st)
+            if st.get("pool"):
+                y_shape = (y_shape[0], y_shape[1] // 2, y_shape[2] // 2)
             ins = [twin(st["in"][0], tuple(st["x_shape"]))]
             if st.get("residual"):
                 ins.append(twin(st["in"][1], y_shape))
             t = st["out"]
             step = dict(st, op="conv_blocked", border_in=border,
                         border_out=border, **{"in": ins})
-            if self.winograd and st["x_shape"][0] >= _WINOGRAD_CHANNELS and \
-                    np.isfinite(st["weight"]).all() and _ops.conv_blocked(
-                    st["x_shape"], st["weight"].shape, st["stride"],
-                    st["padding"], st["dilation"], dt, st["groups"], border,
-                    winograd=True):
+            if i in wino:
                 step["winograd"] = True
             b = blocked[t] = _TWIN + t
             self.size[b] = _ops.blocked_size(*y_shape, border, lanes)
@@ -655,6 +668,8 @@ class Plan:
     folded : int
         The batch normalisations folded into a convolution or dense
         layer.
+    winograd : int
+        The convolutions run by Winograd's F(2x2, 3x3).
     """
 
     def __init__(self, program, input_shape, output_shape, dtype, num_steps,
@@ -663,6 +678,7 @@ class Plan:
         self._labels, self._flops = labels, flops
         self.input_shape, self.output_shape = input_shape, output_shape
         self.dtype, self.num_steps, self.folded = dtype, num_steps, folded
+        self.winograd = sum(" winograd" in label for label in labels)
         # each Python thread runs on its own arena and workspace, so that
         # threads share a plan without waiting for each other
         self._local = threading.local()
