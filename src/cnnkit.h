@@ -93,7 +93,8 @@ typedef struct cnnkit_conv2d_geom {
     /* Forward only: nonzero when a 2x2 max pooling of stride 2 (no
      * padding, floor mode) follows, after the bias and the ReLU: y is then
      * the pooled output (n, k, oh/2, ow/2).  Only the direct path takes it
-     * (cnnkit_conv_direct_applies tells where); 0 (a zeroed struct): no
+     * (cnnkit_conv_direct_applies tells where), and the plans' blocked
+     * Winograd pass (cnnkit_conv_blocked_applies); 0 (a zeroed struct): no
      * pooling. */
     int pool;
     /* Forward only: a tensor of y's shape, not overlapping y, added to the

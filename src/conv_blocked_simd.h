@@ -22,9 +22,10 @@
  * (each pixel's place in the input is its own offset), so that rows of 8
  * or 14 pixels fill whole tiles.
  *
- * Threads: tasks of (image, run of tiles, block of filters), each writing
- * its own outputs, in contiguous runs per thread; no result depends on the
- * split. */
+ * Threads: tasks of (image, run of tiles, block of filters) -- for
+ * Winograd, of groups of tiles that may span images, and blocks of
+ * filters -- each writing its own outputs, in contiguous runs per thread;
+ * no result depends on the split. */
 
 #define BLK ((ptrdiff_t)(64 / sizeof(REAL)))   /* lanes of a block */
 #if defined(__clang__)
@@ -210,12 +211,15 @@ static ptrdiff_t SFX(blocked_workspace)(const cnnkit_conv2d_geom *g,
  * patch's top-left pixel at x + at[t]). */
 static void SFX(wino_input)(REAL *restrict v, const REAL *restrict x,
                             const ptrdiff_t *at, int tiles, ptrdiff_t T,
-                            ptrdiff_t nbc, ptrdiff_t iplane, ptrdiff_t wpi)
+                            ptrdiff_t C, ptrdiff_t iplane, ptrdiff_t wpi)
 {
+    const ptrdiff_t nbc = cnnkit_ceil_div(C, BLK);
     const ptrdiff_t sq = nbc * T * BLK;       /* one place's values */
     for (int t = 0; t < tiles; t++)
         for (ptrdiff_t cb = 0; cb < nbc; cb++)
-            for (ptrdiff_t h = 0; h < BLK; h += VL) {
+            /* the vectors holding channels: lanes past the last channel
+             * of a block no producer writes */
+            for (ptrdiff_t h = 0; h < BLK && cb * BLK + h < C; h += VL) {
                 const REAL *p = x + at[t] + cb * iplane + h;
                 VEC d[4][4], e[4][4];
                 for (int i = 0; i < 4; i++)
@@ -377,6 +381,8 @@ static void SFX(conv_wino)(REAL *y, const REAL *x, const REAL *u,
     const int kv2 = K >= 2 * VL && FX_ACC >= 8;
     const ptrdiff_t tw = g->ow / 2, per = g->oh / 2 * tw;
     const ptrdiff_t ntiles = g->n * per;
+    if (ntiles <= 0)
+        return;
     /* groups of at most a tile's pixels of tiles, of about equal size; on
      * several threads a multiple of the thread count of groups where
      * there are few, one task each, so that each thread transforms only
@@ -435,7 +441,7 @@ static void SFX(conv_wino)(REAL *y, const REAL *x, const REAL *u,
                         (pool ? (a + pout) * wpo + b + pout
                               : (2 * a + pout) * wpo + 2 * b + pout) * BLK;
             }
-            SFX(wino_input)(v, x, at, tiles, T, nbc, iplane, wpi);
+            SFX(wino_input)(v, x, at, tiles, T, C, iplane, wpi);
             for (ptrdiff_t k0 = ka; k0 < kz;) {
                 const int kv = kz - k0 >= 2 * VL && FX_ACC >= 8 ? 2 : 1;
                 for (int q = 0; q < 16; q++)

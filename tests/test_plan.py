@@ -1245,3 +1245,48 @@ def test_winograd_with_the_max_pooling_in_its_pass(dtype, relu):
     off = model.compile(winograd=False)
     assert off.run(x.astype(dtype)).tobytes() == \
         model.forward(x.astype(dtype)).tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_winograd_on_one_tile_splits_the_filters_over_threads(dtype):
+    """A 2x2 output is one tile: on several threads its Winograd step
+    splits the filters instead (48 filters: three blocks of two vectors
+    on AVX2 in float32); the bits do not depend on it."""
+    inp = cnnkit.Input((16, 2, 2))
+    a = L.ReLU()(L.Conv2D(48, 3, padding=1)(inp))
+    model = cnnkit.Model(inp, L.Conv2D(16, 3, padding=1)(a), seed=10,
+                         dtype=dtype)
+    p = model.compile()
+    if cnnkit._ops.blocked_lanes(dtype):
+        assert p.winograd == 2, p._labels
+    x = np.random.default_rng(13).standard_normal((3, 16, 2, 2)).astype(
+        dtype)
+    want = model.forward(x)
+    with num_threads(1):
+        got = p.run(x)
+        one = p.run(x[1:2])
+    assert np.abs(got - want).max() <= _bound(dtype) * (1 + np.abs(want).max())
+    assert one.tobytes() == got[1:2].tobytes()
+    for t in (2, 3, 4):
+        with num_threads(t):
+            assert p.run(x[1:2]).tobytes() == one.tobytes()
+            assert p.run(x).tobytes() == got.tobytes()
+
+
+def test_calling_a_winograd_model_on_infinities_takes_the_layers():
+    """model(x) does not refuse non-finite input, and Winograd's
+    transforms may turn an infinity into NaN: such input takes the layer
+    path, so model(x) keeps the layers' infinities."""
+    inp = cnnkit.Input((16, 4, 4))
+    model = cnnkit.Model(inp, L.Conv2D(16, 3, padding=1)(inp), seed=14)
+    for layer in model.layers:
+        if type(layer) is L.Conv2D:
+            layer.params["weight"][...] = 1.0
+    model.compile()                     # marks the model's plan stale
+    x = np.zeros((1, 16, 4, 4), np.float32)
+    x[0, 0, 2, 2] = np.inf
+    want = model.forward(x)
+    assert np.isposinf(want).any() and not np.isnan(want).any()
+    assert model(x).tobytes() == want.tobytes()
+    assert model(np.zeros_like(x)).tobytes() == \
+        model.forward(np.zeros_like(x)).tobytes()

@@ -586,7 +586,10 @@ class Model:
         x = self._prepare_x(x, check_finite=False)
         if training is False:
             plan = self._inference_plan()
-            if plan is not None:
+            # Winograd's transforms may turn an infinity into NaN where
+            # the layers' sums keep it: non-finite input takes the layers
+            if plan is not None and (not plan.winograd or
+                                     _ops.all_finite(x)):
                 return plan._run(x)
         return self.forward(x, training)
 

@@ -347,7 +347,9 @@ class _Builder:
         A convolution the blocked kernel computes (one group, no pooling,
         whole vectors of filters) and that has such a neighbour (the
         convolution that computes its input or residual, or one that reads
-        its output) reads and writes its tensors in the blocked layout: a
+        its output), and a convolution Winograd's F(2x2, 3x3) takes (with
+        or without a 2x2 max pooling in its pass, neighbours or not),
+        reads and writes its tensors in the blocked layout: a
         zero border as wide as the widest padding any of them needs, so
         that no step pads a copy of its input, and each pixel's filters
         side by side, so that no step transposes its sums into planes.  A
@@ -564,7 +566,8 @@ def compile(model, batch_size=None, dtype=None, winograd=True):
                                out_size, arena, logits)
     p = Plan(program, tuple(model.input_shape), tuple(model.output_shape),
              dt, len(b.steps), len(b.folds),
-             [_describe(step) for step in b.steps], b.flops)
+             [_describe(step) for step in b.steps], b.flops,
+             sum(bool(step.get("winograd")) for step in b.steps))
     if batch_size is not None:
         nt = _ops.get_num_threads()
         p._reserve(int(batch_size), nt, program.chunk(int(batch_size), nt))
@@ -673,12 +676,12 @@ class Plan:
     """
 
     def __init__(self, program, input_shape, output_shape, dtype, num_steps,
-                 folded, labels, flops):
+                 folded, labels, flops, winograd=0):
         self._program = program
         self._labels, self._flops = labels, flops
         self.input_shape, self.output_shape = input_shape, output_shape
         self.dtype, self.num_steps, self.folded = dtype, num_steps, folded
-        self.winograd = sum(" winograd" in label for label in labels)
+        self.winograd = winograd
         # each Python thread runs on its own arena and workspace, so that
         # threads share a plan without waiting for each other
         self._local = threading.local()
