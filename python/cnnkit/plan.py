@@ -363,24 +363,19 @@ class _Builder:
             return
 
         def need(step, wino=False):
-            """The border the conv needs around its input, or None when
-            the blocked kernel (with wino, its Winograd pass) does not
-            compute it."""
+            """The narrowest border around the conv's input that the
+            blocked kernel (with wino, its Winograd pass) computes it
+            from, or None."""
             if step["op"] != "conv" or (step.get("pool") and not wino):
                 return None
-            c, h, w = step["x_shape"]
-            k, _, r, s = step["weight"].shape
-            pt, _, pl, _ = step["padding"]
-            (sh, sw), (dh, dw) = step["stride"], step["dilation"]
-            _, oh, ow = _conv_out_shape(step)
-            p = max(pt, pl, (oh - 1) * sh - pt + (r - 1) * dh - (h - 1),
-                    (ow - 1) * sw - pl + (s - 1) * dw - (w - 1), 0)
-            if p > _BLOCK_BORDER or not _ops.conv_blocked(
-                    step["x_shape"], step["weight"].shape, step["stride"],
-                    step["padding"], step["dilation"], dt, step["groups"],
-                    p, winograd=wino, pool=bool(step.get("pool"))):
-                return None
-            return p
+            for p in range(_BLOCK_BORDER + 1):
+                if _ops.conv_blocked(
+                        step["x_shape"], step["weight"].shape,
+                        step["stride"], step["padding"], step["dilation"],
+                        dt, step["groups"], p, winograd=wino,
+                        pool=bool(step.get("pool"))):
+                    return p
+            return None
 
         def winograd(step):
             """Whether the conv runs by Winograd's F(2x2, 3x3)."""
@@ -439,16 +434,13 @@ class _Builder:
                         border_out=border, **{"in": ins})
             if i in wino:
                 step["winograd"] = True
-            b = blocked[t] = _TWIN + t
-            self.size[b] = _ops.blocked_size(*y_shape, border, lanes)
-            self.base[b] = b
-            step["out"] = b
+            step["out"] = twin(t, y_shape)        # this step writes it
             out.append(step)
             if t == final or any(j not in chosen
                                  for j in readers.get(t, ())):
                 out.append({"op": "from_blocked", "shape": y_shape,
-                            "border": border, "layers": (), "in": [b],
-                            "out": t})
+                            "border": border, "layers": (),
+                            "in": [step["out"]], "out": t})
         self.steps = out
 
     # -- the arena --------------------------------------------------------
