@@ -296,14 +296,21 @@ static ptrdiff_t SFX(wtree_levels)(ptrdiff_t nparts)
     return levels + 1;
 }
 
+/* Elements of one thread's scratch in wtree: its stack of tiles, then
+ * its strip of x (n rows of NR). */
+static ptrdiff_t SFX(wtree_per)(ptrdiff_t n, ptrdiff_t nparts)
+{
+    return SFX(wtree_levels)(nparts) * WT_ROWS * NR + n * NR;
+}
+
 /* Elements of wtree's workspace: gy packed in chunks of WT_ROWS columns
- * for rows [0, n), then one stack of tiles per thread. */
+ * for rows [0, n), then each thread's scratch. */
 static ptrdiff_t SFX(wtree_size)(ptrdiff_t n, ptrdiff_t o, ptrdiff_t nparts,
                                  int nthreads)
 {
     const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
     return cnnkit_ceil_div(o, (ptrdiff_t)WT_ROWS) * WT_ROWS * n +
-           nt * SFX(wtree_levels)(nparts) * WT_ROWS * NR;
+           nt * SFX(wtree_per)(n, nparts);
 }
 
 /* gw (o, f) = the parts' weight gradients gy_q^T @ x_q (q < nparts, part
@@ -329,8 +336,7 @@ static void SFX(wtree)(REAL *gw, const REAL *gy, const REAL *x,
         return;
     const ptrdiff_t rt = cnnkit_ceil_div(o, (ptrdiff_t)WT_ROWS);
     const ptrdiff_t ct = cnnkit_ceil_div(f, (ptrdiff_t)NR);
-    const ptrdiff_t n = bounds[nparts], per = SFX(wtree_levels)(nparts) *
-                                               WT_ROWS * NR;
+    const ptrdiff_t n = bounds[nparts], per = SFX(wtree_per)(n, nparts);
     const ptrdiff_t images = bounds[nparts] - bounds[0];
     const int nt = cnnkit_team(2.0 * (double)images * o * f + 8.0 * nparts *
                                    (double)o * f, rt * ct, nthreads);
@@ -344,6 +350,12 @@ static void SFX(wtree)(REAL *gw, const REAL *gy, const REAL *x,
     {
         REAL *stack = work + rt * WT_ROWS * n +
                       (ptrdiff_t)omp_get_thread_num() * per;
+        /* the columns [j0, j0 + NR) of x, rows NR apart: a tile's loads
+         * then run through one block instead of rows f apart, which share
+         * few L1 sets (all of them one, where f * sizeof(REAL) is a
+         * multiple of 4 KiB); a thread's tiles run down one strip */
+        REAL *xs = stack + SFX(wtree_levels)(nparts) * WT_ROWS * NR;
+        ptrdiff_t strip = -1;
         CNNKIT_OMP(for schedule(static))
         for (ptrdiff_t c = 0; c < rt; c++) {
             const ptrdiff_t i0 = c * WT_ROWS;
@@ -356,11 +368,16 @@ static void SFX(wtree)(REAL *gw, const REAL *gy, const REAL *x,
         CNNKIT_OMP(for schedule(static))
         for (ptrdiff_t t = 0; t < rt * ct; t++) {
             const ptrdiff_t c = t % rt, i0 = c * WT_ROWS, j0 = t / rt * NR;
+            const ptrdiff_t nr = CNNKIT_MIN((ptrdiff_t)NR, f - j0);
+            if (strip != j0) {
+                for (ptrdiff_t smp = bounds[0]; smp < n; smp++)
+                    for (ptrdiff_t j = 0; j < nr; j++)
+                        xs[smp * NR + j] = x[smp * f + j0 + j];
+                strip = j0;
+            }
             SFX(wtree_tile)(CNNKIT_MIN((ptrdiff_t)WT_ROWS, o - i0),
                             gw + i0 * f + j0, f, gp + c * n * WT_ROWS,
-                            WT_ROWS, x + j0, f,
-                            CNNKIT_MIN((ptrdiff_t)NR, f - j0), bounds,
-                            nparts, stack);
+                            WT_ROWS, xs, NR, nr, bounds, nparts, stack);
         }
     }
 }

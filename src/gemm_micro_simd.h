@@ -343,8 +343,17 @@ static void SFX(micro_row)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
  * (the first slab times alpha = 1, the next ones added by an FMA with 1):
  * the bits of its gemm.  It stays in registers until it is merged; the
  * tree's finished blocks wait in `stack` (WT_ROWS * NR elements per
- * level) as wtree describes. */
-#define WT_ROWS 8
+ * level) as wtree describes.
+ *
+ * A tile is the micro-kernel's MR x NR: its sums and one step's operands
+ * fill the registers.  A part of several slabs parks its running sum in
+ * the stack's next free level between slabs, so that no second set of
+ * registers is live across the samples' loop (on the 16-register engine
+ * such a set went to the stack at every step). */
+#define WT_ROWS MR
+#if WT_ROWS <= 4
+#error "wtree_tile: its cases need WT_ROWS > 4"
+#endif
 static inline __attribute__((always_inline)) void
 SFX(wtree_any)(const int rows, const int masked, REAL *restrict out,
                ptrdiff_t ldo, const REAL *restrict gy, ptrdiff_t o,
@@ -363,15 +372,21 @@ SFX(wtree_any)(const int rows, const int masked, REAL *restrict out,
 #define WT_LOAD(p, v) (masked ? VLOAD_M((p), mk[v]) : VLOAD(p))
     for (ptrdiff_t q = 0; q < nparts; q++) {
         const ptrdiff_t n0 = bounds[q], m = bounds[q + 1] - n0;
-        VEC cur[WT_ROWS][NV];
+        REAL *restrict park = stack + depth * WT_ROWS * NR;
+        VEC acc[WT_ROWS][NV];
+        UNROLL_FULL
+        for (int i = 0; i < rows; i++)
+            UNROLL_FULL
+            for (int v = 0; v < NV; v++)
+                acc[i][v] = VZERO();
         for (ptrdiff_t p0 = 0; p0 < m; p0 += KC) {
             const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, m - p0);
-            VEC acc[WT_ROWS][NV];
-            UNROLL_FULL
-            for (int i = 0; i < rows; i++)
+            if (p0 > 0)
                 UNROLL_FULL
-                for (int v = 0; v < NV; v++)
-                    acc[i][v] = VZERO();
+                for (int i = 0; i < rows; i++)
+                    UNROLL_FULL
+                    for (int v = 0; v < NV; v++)
+                        acc[i][v] = VZERO();
             const REAL *restrict xr = x + (n0 + p0) * f;
             const REAL *restrict gr = gy + (n0 + p0) * o;
             for (ptrdiff_t p = 0; p < kc; p++) {
@@ -387,26 +402,43 @@ SFX(wtree_any)(const int rows, const int masked, REAL *restrict out,
                         acc[i][v] = VFMA(av, bv[v], acc[i][v]);
                 }
             }
+            /* the slab's sums into the part's as micro stores them: 1 *
+             * acc (acc itself: its NaNs are already quiet), then 1 * acc
+             * + the sum so far, parked while more slabs follow */
+            if (p0 == 0 && p0 + KC >= m)
+                continue;
             UNROLL_FULL
             for (int i = 0; i < rows; i++)
                 UNROLL_FULL
-                for (int v = 0; v < NV; v++)
-                    cur[i][v] = p0 == 0 ? VMUL(one, acc[i][v])
-                                        : VFMA(one, acc[i][v], cur[i][v]);
+                for (int v = 0; v < NV; v++) {
+                    REAL *pv = park + i * NR + v * VL;
+                    const VEC s = p0 == 0
+                                      ? acc[i][v]
+                                      : VFMA(one, acc[i][v], VLOAD(pv));
+                    if (p0 + KC >= m)
+                        acc[i][v] = s;
+                    else
+                        VSTORE(pv, s);
+                }
         }
         ptrdiff_t csize = 1;
         int cpresent = m > 0;
         /* merge with the blocks of the same size before it */
         while (depth >= 1 && size[depth - 1] == csize) {
             const REAL *restrict l = stack + (depth - 1) * WT_ROWS * NR;
-            if (present[depth - 1]) {
+            if (present[depth - 1] && cpresent) {
                 UNROLL_FULL
                 for (int i = 0; i < rows; i++)
                     UNROLL_FULL
-                    for (int v = 0; v < NV; v++) {
-                        const VEC lv = VLOAD(l + i * NR + v * VL);
-                        cur[i][v] = cpresent ? VADD(lv, cur[i][v]) : lv;
-                    }
+                    for (int v = 0; v < NV; v++)
+                        acc[i][v] = VADD(VLOAD(l + i * NR + v * VL),
+                                         acc[i][v]);
+            } else if (present[depth - 1]) {
+                UNROLL_FULL
+                for (int i = 0; i < rows; i++)
+                    UNROLL_FULL
+                    for (int v = 0; v < NV; v++)
+                        acc[i][v] = VLOAD(l + i * NR + v * VL);
                 cpresent = 1;
             }
             csize *= 2;
@@ -418,7 +450,7 @@ SFX(wtree_any)(const int rows, const int masked, REAL *restrict out,
             for (int i = 0; i < rows; i++)
                 UNROLL_FULL
                 for (int v = 0; v < NV; v++)
-                    VSTORE(top + i * NR + v * VL, cur[i][v]);
+                    VSTORE(top + i * NR + v * VL, acc[i][v]);
         size[depth] = csize;
         present[depth] = cpresent;
         depth++;
@@ -467,9 +499,10 @@ static void SFX(wtree_tile)(ptrdiff_t rows, REAL *out, ptrdiff_t ldo,
             SFX(wtree_any)(R, 0, WT_ARGS);                                 \
         break;
     while (rows > 0) {
-        const int r = rows >= 8 ? 8 : rows >= 4 ? 4 : rows >= 2 ? 2 : 1;
+        const int r = rows >= WT_ROWS ? WT_ROWS : rows >= 4 ? 4
+                      : rows >= 2 ? 2 : 1;
         switch (r) {
-            WT_CASE(8)
+            WT_CASE(WT_ROWS)
             WT_CASE(4)
             WT_CASE(2)
         default:

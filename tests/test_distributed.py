@@ -533,6 +533,8 @@ def test_dense_backward_parts_equal_each_run_alone(dt):
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
 @pytest.mark.parametrize("n, f, o, bounds", [
     (64, 700, 300, [0, 8, 16, 24, 32, 40, 48, 56, 64]),  # tiles over o, f
+    (24, 45, 11, [0, 8, 16, 24]),                      # 6 + 4 + 1 rows
+    (16, 3072, 17, [0, 8, 16]),                        # rows 12 KiB apart
     (11, 37, 13, [1, 4, 4, 5, 11]),                    # an empty run
     (7, 5, 3, [0, 0, 2, 2, 7, 7]),                     # 5 runs, 3 empty
     (1300, 20, 9, [0, 650, 1300]),                     # runs > the slab
