@@ -167,17 +167,26 @@ static void SFX(btile_any)(int kv, int px, const REAL *wt, ptrdiff_t crs,
  * pooling after the ReLU (not with a residual). */
 static int SFX(wino_fits)(const cnnkit_conv2d_geom *g)
 {
+    const int wm = cnnkit_conv_winograd_tile(g);
     return SFX(blocked_shape)(g) && g->r == 3 && g->s == 3 &&
            g->stride_h == 1 && g->stride_w == 1 && g->dil_h == 1 &&
-           g->dil_w == 1 && g->oh % 2 == 0 && g->ow % 2 == 0;
+           g->dil_w == 1 && g->oh % wm == 0 && g->ow % wm == 0;
+}
+
+/* Places of the transformed tile: 16 for F(2x2, 3x3), 36 for F(4x4,
+ * 3x3). */
+static ptrdiff_t SFX(wino_places)(const cnnkit_conv2d_geom *g)
+{
+    const ptrdiff_t a = cnnkit_conv_winograd_tile(g) + 2;
+    return a * a;
 }
 
 /* Tiles of one Winograd task's group: as many as a tile of pixels. */
 #define WG_TILES(kv) (FX_ACC / (kv))
 
 /* Elements of workspace: the taps' offsets; with wino, per thread, the
- * transformed patches (16 x ceil(C / BLK) blocks x WG_TILES x BLK) and
- * the products (16 x WG_TILES x 2 vectors). */
+ * transformed patches (P places x ceil(C / BLK) blocks x WG_TILES x BLK)
+ * and the products (P x WG_TILES x 2 vectors). */
 static ptrdiff_t SFX(blocked_workspace)(const cnnkit_conv2d_geom *g,
                                         int wino, int nthreads)
 {
@@ -186,8 +195,9 @@ static ptrdiff_t SFX(blocked_workspace)(const cnnkit_conv2d_geom *g,
         (g->c * g->r * g->s + 32) * (per > 1 ? per : 1), BLK) * BLK;
     if (!wino)
         return offs;
-    const ptrdiff_t v = 16 * cnnkit_ceil_div(g->c, BLK) * WG_TILES(1) * BLK;
-    const ptrdiff_t m = 16 * FX_ACC * VL;
+    const ptrdiff_t pl = SFX(wino_places)(g);
+    const ptrdiff_t v = pl * cnnkit_ceil_div(g->c, BLK) * WG_TILES(1) * BLK;
+    const ptrdiff_t m = pl * FX_ACC * VL;
     return offs + (ptrdiff_t)nthreads * (v + m + BLK);
 }
 
@@ -206,12 +216,86 @@ static ptrdiff_t SFX(blocked_workspace)(const cnnkit_conv2d_geom *g,
  * A^T = [1 1 1 0; 0 1 -1 -1]); each output depends on its own tile's
  * values only, so it does not depend on the threads or the batch. */
 
-/* The transformed patches of a group's tiles: v[(q * nbc + cb) * T * BLK +
- * t * BLK + lane] for place q = 4i + j, channel block cb, tile t (its
- * patch's top-left pixel at x + at[t]). */
+/* The 4x4 patch at p (pixels wpi apart in rows, BLK apart in a row)
+ * transformed, V = B^T d B, place q = 4i + j's vector at o + q * sq. */
+static inline __attribute__((always_inline)) void
+SFX(wino_patch2)(REAL *o, ptrdiff_t sq, const REAL *p, ptrdiff_t wpi)
+{
+    VEC d[4][4], e[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            d[i][j] = VLOAD(p + (i * wpi + j) * BLK);
+    for (int j = 0; j < 4; j++) {
+        e[0][j] = VSUB(d[0][j], d[2][j]);
+        e[1][j] = VADD(d[1][j], d[2][j]);
+        e[2][j] = VSUB(d[2][j], d[1][j]);
+        e[3][j] = VSUB(d[1][j], d[3][j]);
+    }
+    for (int i = 0; i < 4; i++) {
+        VSTORE(o + (4 * i + 0) * sq, VSUB(e[i][0], e[i][2]));
+        VSTORE(o + (4 * i + 1) * sq, VADD(e[i][1], e[i][2]));
+        VSTORE(o + (4 * i + 2) * sq, VSUB(e[i][2], e[i][1]));
+        VSTORE(o + (4 * i + 3) * sq, VSUB(e[i][1], e[i][3]));
+    }
+}
+
+/* ---- F(4x4, 3x3) on blocked tensors -------------------------------------
+ *
+ * The same pass with 4x4 tiles of outputs from 6x6 patches and 36 places
+ * (the matrices of winograd_engine.h's F(4x4, 3x3)): 36 products per
+ * channel and filter where the direct tiles take 144 for the same 16
+ * outputs, and where F(2x2, 3x3) takes 64.  Its transforms scale by 2, 4,
+ * 5 and 8, so its rounding errors are larger than F(2x2, 3x3)'s (within
+ * the plans' bound: tests/test_plan.py).  The plans take it where the
+ * output's sides are multiples of 4 (plan.py). */
+
+/* Row r of F(4x4, 3x3)'s B^T applied to six values. */
+#define W4_B0(d) VFMA(VSET1(4), (d)[0], VFMA(VSET1(-5), (d)[2], (d)[4]))
+#define W4_B1(d) VFMA(VSET1(-4), VADD((d)[1], (d)[2]), VADD((d)[3], (d)[4]))
+#define W4_B2(d) VFMA(VSET1(4), VSUB((d)[1], (d)[2]), VSUB((d)[4], (d)[3]))
+#define W4_B3(d) VFMA(VSET1(2), VSUB((d)[3], (d)[1]), VSUB((d)[4], (d)[2]))
+#define W4_B4(d) VFMA(VSET1(2), VSUB((d)[1], (d)[3]), VSUB((d)[4], (d)[2]))
+#define W4_B5(d) VFMA(VSET1(4), (d)[1], VFMA(VSET1(-5), (d)[3], (d)[5]))
+
+/* wino_patch2 for F(4x4, 3x3): the 6x6 patch at p, place q = 6i + j. */
+static inline __attribute__((always_inline)) void
+SFX(wino_patch4)(REAL *o, ptrdiff_t sq, const REAL *p, ptrdiff_t wpi)
+{
+    VEC e[6][6];                      /* B^T d */
+    for (int j = 0; j < 6; j++) {
+        VEC d[6];
+        for (int i = 0; i < 6; i++)
+            d[i] = VLOAD(p + (i * wpi + j) * BLK);
+        e[0][j] = W4_B0(d);
+        e[1][j] = W4_B1(d);
+        e[2][j] = W4_B2(d);
+        e[3][j] = W4_B3(d);
+        e[4][j] = W4_B4(d);
+        e[5][j] = W4_B5(d);
+    }
+    for (int i = 0; i < 6; i++) {     /* (B^T d) B */
+        VSTORE(o + (6 * i + 0) * sq, W4_B0(e[i]));
+        VSTORE(o + (6 * i + 1) * sq, W4_B1(e[i]));
+        VSTORE(o + (6 * i + 2) * sq, W4_B2(e[i]));
+        VSTORE(o + (6 * i + 3) * sq, W4_B3(e[i]));
+        VSTORE(o + (6 * i + 4) * sq, W4_B4(e[i]));
+        VSTORE(o + (6 * i + 5) * sq, W4_B5(e[i]));
+    }
+}
+#undef W4_B0
+#undef W4_B1
+#undef W4_B2
+#undef W4_B3
+#undef W4_B4
+#undef W4_B5
+
+/* The transformed patches of a group's tiles (tile side wm: 2 or 4):
+ * v[(q * nbc + cb) * T * BLK + t * BLK + lane] for place q, channel
+ * block cb, tile t (its patch's top-left pixel at x + at[t]). */
 static void SFX(wino_input)(REAL *restrict v, const REAL *restrict x,
                             const ptrdiff_t *at, int tiles, ptrdiff_t T,
-                            ptrdiff_t C, ptrdiff_t iplane, ptrdiff_t wpi)
+                            ptrdiff_t C, ptrdiff_t iplane, ptrdiff_t wpi,
+                            int wm)
 {
     const ptrdiff_t nbc = cnnkit_ceil_div(C, BLK);
     const ptrdiff_t sq = nbc * T * BLK;       /* one place's values */
@@ -221,23 +305,11 @@ static void SFX(wino_input)(REAL *restrict v, const REAL *restrict x,
              * of a block no producer writes */
             for (ptrdiff_t h = 0; h < BLK && cb * BLK + h < C; h += VL) {
                 const REAL *p = x + at[t] + cb * iplane + h;
-                VEC d[4][4], e[4][4];
-                for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < 4; j++)
-                        d[i][j] = VLOAD(p + (i * wpi + j) * BLK);
-                for (int j = 0; j < 4; j++) {
-                    e[0][j] = VSUB(d[0][j], d[2][j]);
-                    e[1][j] = VADD(d[1][j], d[2][j]);
-                    e[2][j] = VSUB(d[2][j], d[1][j]);
-                    e[3][j] = VSUB(d[1][j], d[3][j]);
-                }
                 REAL *o = v + cb * T * BLK + t * BLK + h;
-                for (int i = 0; i < 4; i++) {
-                    VSTORE(o + (4 * i + 0) * sq, VSUB(e[i][0], e[i][2]));
-                    VSTORE(o + (4 * i + 1) * sq, VADD(e[i][1], e[i][2]));
-                    VSTORE(o + (4 * i + 2) * sq, VSUB(e[i][2], e[i][1]));
-                    VSTORE(o + (4 * i + 3) * sq, VSUB(e[i][1], e[i][3]));
-                }
+                if (wm == 4)
+                    SFX(wino_patch4)(o, sq, p, wpi);
+                else
+                    SFX(wino_patch2)(o, sq, p, wpi);
             }
 }
 
@@ -280,19 +352,31 @@ static void SFX(wino_place_any)(int kv, int px, ptrdiff_t c, const REAL *u,
 #undef KP_ALL
 #undef KP_PX12
 
-/* y = A^T M A of the tiles, for filter vectors [k0, k0 + kv*VL), with the
- * bias, the residual and the ReLU, stored at the tiles' output pixels
- * (tile t's top-left at y + ot[t], its residual's at res + ot[t]; m holds
- * place q's products at q * mq, tile t's vector kk at (t * kv + kk) *
- * VL); with pool, each tile's four values (bias and ReLU applied)
- * reduced in the max pooling's order, (0, 0), (0, 1), (1, 0), (1, 1), a
- * value replacing the maximum when larger or NaN, into one pixel at y +
- * ot[t]. */
+/* The four rows of A^T applied to six values m[0..5], into o[0..3]. */
+static inline __attribute__((always_inline)) void
+SFX(w4_out)(const VEC *m, VEC *o)
+{
+    const VEC s12 = VADD(m[1], m[2]), d12 = VSUB(m[1], m[2]);
+    const VEC s34 = VADD(m[3], m[4]), d34 = VSUB(m[3], m[4]);
+    o[0] = VADD(VADD(m[0], s12), s34);
+    o[1] = VFMA(VSET1(2), d34, d12);
+    o[2] = VFMA(VSET1(4), s34, s12);
+    o[3] = VADD(VFMA(VSET1(8), d34, d12), m[5]);
+}
+
+/* y = A^T M A of the tiles (side wm: 2 or 4), for filter vectors [k0,
+ * k0 + kv*VL), with the bias, the residual and the ReLU, stored at the
+ * tiles' output pixels (tile t's top-left at y + ot[t], its residual's
+ * at res + ot[t]; m holds place q's products at q * mq, tile t's vector
+ * kk at (t * kv + kk) * VL); with pool, each 2x2 window of a tile (bias
+ * and ReLU applied) reduced in the max pooling's order, (0, 0), (0, 1),
+ * (1, 0), (1, 1), a value replacing the maximum when larger or NaN, into
+ * one pixel, window (wi, wj) at y + ot[t] + (wi * wpo + wj) * BLK. */
 static void SFX(wino_output)(int kv, int tiles, const REAL *restrict m,
                              ptrdiff_t mq, const ptrdiff_t *ot, REAL *y,
                              const REAL *res, ptrdiff_t k0, ptrdiff_t oplane,
                              ptrdiff_t wpo, const REAL *bias, int relu,
-                             int pool)
+                             int pool, int wm)
 {
     for (int kk = 0; kk < kv; kk++) {
         const ptrdiff_t k = k0 + kk * VL;
@@ -300,38 +384,57 @@ static void SFX(wino_output)(int kv, int tiles, const REAL *restrict m,
         const VEC bv = bias ? VLOAD(bias + k) : VZERO();
         for (int t = 0; t < tiles; t++) {
             const REAL *mt = m + (t * kv + kk) * VL;
-            VEC s0[4], s1[4];
-            for (int j = 0; j < 4; j++) {
-                const VEC m0 = VLOAD(mt + (0 + j) * mq);
-                const VEC m1 = VLOAD(mt + (4 + j) * mq);
-                const VEC m2 = VLOAD(mt + (8 + j) * mq);
-                const VEC m3 = VLOAD(mt + (12 + j) * mq);
-                s0[j] = VADD(VADD(m0, m1), m2);
-                s1[j] = VSUB(VSUB(m1, m2), m3);
+            VEC out[4][4];
+            if (wm == 4) {
+                VEC r[4][6];                  /* A^T M */
+                for (int j = 0; j < 6; j++) {
+                    VEC c[6], o[4];
+                    for (int i = 0; i < 6; i++)
+                        c[i] = VLOAD(mt + (6 * i + j) * mq);
+                    SFX(w4_out)(c, o);
+                    for (int i = 0; i < 4; i++)
+                        r[i][j] = o[i];
+                }
+                for (int i = 0; i < 4; i++)   /* (A^T M) A */
+                    SFX(w4_out)(r[i], out[i]);
+            } else {
+                VEC s0[4], s1[4];
+                for (int j = 0; j < 4; j++) {
+                    const VEC m0 = VLOAD(mt + (0 + j) * mq);
+                    const VEC m1 = VLOAD(mt + (4 + j) * mq);
+                    const VEC m2 = VLOAD(mt + (8 + j) * mq);
+                    const VEC m3 = VLOAD(mt + (12 + j) * mq);
+                    s0[j] = VADD(VADD(m0, m1), m2);
+                    s1[j] = VSUB(VSUB(m1, m2), m3);
+                }
+                out[0][0] = VADD(VADD(s0[0], s0[1]), s0[2]);
+                out[0][1] = VSUB(VSUB(s0[1], s0[2]), s0[3]);
+                out[1][0] = VADD(VADD(s1[0], s1[1]), s1[2]);
+                out[1][1] = VSUB(VSUB(s1[1], s1[2]), s1[3]);
             }
-            VEC o[4] = {VADD(VADD(s0[0], s0[1]), s0[2]),
-                        VSUB(VSUB(s0[1], s0[2]), s0[3]),
-                        VADD(VADD(s1[0], s1[1]), s1[2]),
-                        VSUB(VSUB(s1[1], s1[2]), s1[3])};
-            VEC mx = VZERO();
-            for (int q = 0; q < 4; q++) {
-                const ptrdiff_t e = ot[t] + at +
-                                    (pool ? 0 : ((q >> 1) * wpo + (q & 1)) *
-                                                    BLK);
-                VEC v = o[q];
-                if (bias)
-                    v = VADD(v, bv);
-                if (res)
-                    v = VADD(v, VLOAD(res + e));
-                if (relu)
-                    v = VRELU(v);
-                if (!pool)
-                    VSTORE(y + e, v);
-                else
-                    mx = q ? VMAXSEL(mx, v) : v;
-            }
+            for (int i = 0; i < wm; i++)
+                for (int j = 0; j < wm; j++) {
+                    VEC v = out[i][j];
+                    const ptrdiff_t e = ot[t] + at + (i * wpo + j) * BLK;
+                    if (bias)
+                        v = VADD(v, bv);
+                    if (res)
+                        v = VADD(v, VLOAD(res + e));
+                    if (relu)
+                        v = VRELU(v);
+                    out[i][j] = v;
+                    if (!pool)
+                        VSTORE(y + e, v);
+                }
             if (pool)
-                VSTORE(y + ot[t] + at, mx);
+                for (int wi = 0; wi < wm / 2; wi++)
+                    for (int wj = 0; wj < wm / 2; wj++) {
+                        VEC mx = out[2 * wi][2 * wj];
+                        mx = VMAXSEL(mx, out[2 * wi][2 * wj + 1]);
+                        mx = VMAXSEL(mx, out[2 * wi + 1][2 * wj]);
+                        mx = VMAXSEL(mx, out[2 * wi + 1][2 * wj + 1]);
+                        VSTORE(y + ot[t] + at + (wi * wpo + wj) * BLK, mx);
+                    }
         }
     }
 }
@@ -359,8 +462,9 @@ static void SFX(blocked_border)(REAL *yn, ptrdiff_t oh, ptrdiff_t ow,
     }
 }
 
-/* The Winograd pass of conv_blocked (u: the transformed weights, (16, C,
- * K), place q's at u + q*C*K).  The tiles of all the images, image after
+/* The Winograd pass of conv_blocked (u: the transformed weights, (P, C,
+ * K) for the P places of the tile cnnkit_conv_winograd_tile(g) says,
+ * place q's at u + q*C*K).  The tiles of all the images, image after
  * image, are cut into groups (which may span images: a 4x4 output is 4
  * tiles). */
 static void SFX(conv_wino)(REAL *y, const REAL *x, const REAL *u,
@@ -379,7 +483,11 @@ static void SFX(conv_wino)(REAL *y, const REAL *x, const REAL *u,
     const ptrdiff_t ximg = nbc * iplane;
     const ptrdiff_t yimg = cnnkit_ceil_div(K, BLK) * oplane;
     const int kv2 = K >= 2 * VL && FX_ACC >= 8;
-    const ptrdiff_t tw = g->ow / 2, per = g->oh / 2 * tw;
+    /* outputs per tile side, the pooled ones per tile side, places */
+    const ptrdiff_t wm = cnnkit_conv_winograd_tile(g), wy = pool ? wm / 2
+                                                                  : wm;
+    const int places = (int)SFX(wino_places)(g);
+    const ptrdiff_t tw = g->ow / wm, per = g->oh / wm * tw;
     const ptrdiff_t ntiles = g->n * per;
     if (ntiles <= 0)
         return;
@@ -407,8 +515,8 @@ static void SFX(conv_wino)(REAL *y, const REAL *x, const REAL *u,
     for (ptrdiff_t t = 0; t < T; t++)
         toff[t] = t * BLK;
     REAL *scratch = work + SFX(blocked_workspace)(g, 0, nthreads);
-    const ptrdiff_t vsize = 16 * nbc * WG_TILES(1) * BLK;
-    const ptrdiff_t mq = FX_ACC * VL, share = vsize + 16 * mq + BLK;
+    const ptrdiff_t vsize = places * nbc * WG_TILES(1) * BLK;
+    const ptrdiff_t mq = FX_ACC * VL, share = vsize + places * mq + BLK;
     const ptrdiff_t tasks = nrun * nkb;
     const int nt = cnnkit_team(2.0 * g->n * g->oh * g->ow * K * C * 4,
                                tasks, nthreads);
@@ -435,21 +543,20 @@ static void SFX(conv_wino)(REAL *y, const REAL *x, const REAL *u,
             for (int i = 0; i < tiles; i++) {
                 const ptrdiff_t n = (q0 + i) / per, q = (q0 + i) % per;
                 const ptrdiff_t a = q / tw, b = q % tw;
-                at[i] = n * ximg + ((2 * a + pin - g->pad_h) * wpi + 2 * b +
-                                    pin - g->pad_w) * BLK;
+                at[i] = n * ximg + ((wm * a + pin - g->pad_h) * wpi +
+                                    wm * b + pin - g->pad_w) * BLK;
                 ot[i] = n * yimg +
-                        (pool ? (a + pout) * wpo + b + pout
-                              : (2 * a + pout) * wpo + 2 * b + pout) * BLK;
+                        ((wy * a + pout) * wpo + wy * b + pout) * BLK;
             }
-            SFX(wino_input)(v, x, at, tiles, T, C, iplane, wpi);
+            SFX(wino_input)(v, x, at, tiles, T, C, iplane, wpi, (int)wm);
             for (ptrdiff_t k0 = ka; k0 < kz;) {
                 const int kv = kz - k0 >= 2 * VL && FX_ACC >= 8 ? 2 : 1;
-                for (int q = 0; q < 16; q++)
+                for (int q = 0; q < places; q++)
                     SFX(wino_place_any)(kv, tiles, C, u + q * C * K + k0, K,
                                         v + q * nbc * T * BLK, coff, toff,
                                         m + q * mq);
                 SFX(wino_output)(kv, tiles, m, mq, ot, y, res, k0, oplane,
-                                 wpo, bias, relu, pool);
+                                 wpo, bias, relu, pool, (int)wm);
                 k0 += (ptrdiff_t)kv * VL;
             }
         }

@@ -1192,11 +1192,12 @@ def test_winograd_keeps_the_direct_sums_where_it_does_not_pay_or_apply():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("relu", [True, False])
 def test_winograd_with_the_max_pooling_in_its_pass(dtype, relu):
-    """A 3x3 convolution with a 2x2 max pooling after it runs by F(2x2,
-    3x3) on blocks, each 2x2 tile one window (the 8x8 network of cnnkit
-    train), its groups of tiles spanning images on small planes: within
-    the bound of the float64 layers, the same bits for any thread count,
-    batch and chunk."""
+    """A 3x3 convolution with a 2x2 max pooling after it runs by Winograd
+    on blocks: F(4x4, 3x3) on a 4x4 output (the 8x8 network of cnnkit
+    train), each 4x4 tile four windows, or F(2x2, 3x3) on a 6x6 output,
+    each 2x2 tile one window; groups of tiles span images on small
+    planes.  Within the bound of the float64 layers, the same bits for any
+    thread count, batch and chunk."""
     def build(dt):
         layers = [L.Conv2D(16, 3, padding=1), L.ReLU(), L.MaxPool2D(2),
                   L.Conv2D(24, 3, padding=1)] + \
@@ -1214,37 +1215,132 @@ def test_winograd_with_the_max_pooling_in_its_pass(dtype, relu):
     want = model64.forward(x)
     got = p.run(x.astype(dtype))
     assert np.abs(got - want).max() <= _bound(dtype) * (1 + np.abs(want).max())
-    # an even plane: 16 -> 24 on 4x4, 4 tiles per image
-    model64 = cnnkit.Sequential(
-        [L.Conv2D(16, 3, padding=1), L.ReLU(), L.MaxPool2D(2),
-         L.Conv2D(24, 3, padding=1)] + ([L.ReLU()] if relu else []) +
-        [L.MaxPool2D(2), L.Flatten(), L.Dense(7)],
-        input_shape=(2, 8, 8), seed=3, dtype="float64")
-    model = cnnkit.Sequential(
-        [type(la).from_config(la.get_config()) for la in model64.layers],
-        input_shape=(2, 8, 8), seed=3, dtype=dtype)
-    model.set_weights(model64.get_weights())
-    p = model.compile()
-    pooled = [s for s in p._labels if "winograd" in s]
-    if cnnkit._ops.conv_blocked((16, 4, 4), (24, 16, 3, 3), (1, 1),
-                                (1, 1, 1, 1), (1, 1), dtype, border=1,
-                                winograd=True, pool=True):
-        assert len(pooled) == 1 and "+ max_pool 2" in pooled[0], p._labels
-    x = np.random.default_rng(12).standard_normal((9, 2, 8, 8))
-    want = model64.forward(x)
-    got = p.run(x.astype(dtype))
-    assert np.abs(got - want).max() <= _bound(dtype) * (1 + np.abs(want).max())
-    for t in (1, 2, 3):
-        with num_threads(t):
-            assert p.run(x.astype(dtype)).tobytes() == got.tobytes()
-            for i in (0, 4, 8):
-                assert p.run(x[i:i + 1].astype(dtype)).tobytes() == \
-                    got[i:i + 1].tobytes()
-            assert p._run(x.astype(dtype), chunk=2).tobytes() == \
-                got.tobytes()
+    # even planes: 16 -> 24 on 4x4 (one 4x4 tile per image) and on 6x6
+    # (nine 2x2 tiles)
+    for side, tile in ((8, " winograd 4x4 "), (12, " winograd + ")):
+        model64 = cnnkit.Sequential(
+            [L.Conv2D(16, 3, padding=1), L.ReLU(), L.MaxPool2D(2),
+             L.Conv2D(24, 3, padding=1)] + ([L.ReLU()] if relu else []) +
+            [L.MaxPool2D(2), L.Flatten(), L.Dense(7)],
+            input_shape=(2, side, side), seed=3, dtype="float64")
+        model = cnnkit.Sequential(
+            [type(la).from_config(la.get_config()) for la in model64.layers],
+            input_shape=(2, side, side), seed=3, dtype=dtype)
+        model.set_weights(model64.get_weights())
+        p = model.compile()
+        pooled = [s for s in p._labels if "winograd" in s]
+        h = side // 2
+        if cnnkit._ops.conv_blocked((16, h, h), (24, 16, 3, 3), (1, 1),
+                                    (1, 1, 1, 1), (1, 1), dtype, border=1,
+                                    winograd=True, pool=True):
+            assert len(pooled) == 1 and "+ max_pool 2" in pooled[0] and \
+                tile in pooled[0], p._labels
+        x = np.random.default_rng(12).standard_normal((9, 2, side, side))
+        want = model64.forward(x)
+        got = p.run(x.astype(dtype))
+        assert np.abs(got - want).max() <= \
+            _bound(dtype) * (1 + np.abs(want).max())
+        for t in (1, 2, 3):
+            with num_threads(t):
+                assert p.run(x.astype(dtype)).tobytes() == got.tobytes()
+                for i in (0, 4, 8):
+                    assert p.run(x[i:i + 1].astype(dtype)).tobytes() == \
+                        got[i:i + 1].tobytes()
+                assert p._run(x.astype(dtype), chunk=2).tobytes() == \
+                    got.tobytes()
     off = model.compile(winograd=False)
     assert off.run(x.astype(dtype)).tobytes() == \
         model.forward(x.astype(dtype)).tobytes()
+
+
+def _wino4_model(dtype, c=16, hw=(8, 12)):
+    """3x3 stride-1 convolutions on an 8x12 output (sides multiples of
+    4): a residual, no bias, 24 filters (a vector and a half in float32
+    on AVX2), 24 input channels (a block and a half), 40 filters; after a
+    stride, outputs of 4x6 and 6x8 (even, not multiples of 4)."""
+    inp = cnnkit.Input((c,) + hw)
+    a = L.ReLU()(L.Conv2D(c, 3, padding=1)(inp))
+    b = L.Conv2D(c, 3, padding=1, use_bias=False)(a)
+    b = L.ReLU()(L.Add()([b, inp]))
+    d = L.ReLU()(L.Conv2D(24, 3, padding=1)(b))
+    e = L.ReLU()(L.Conv2D(40, 3, padding=1)(d))
+    f = L.Conv2D(32, 3, stride=2, padding=1)(e)
+    g = L.ReLU()(L.Conv2D(32, 3, padding=1)(L.ReLU()(f)))
+    h = L.Conv2D(16, 3, padding=2)(g)
+    out = L.Conv2D(16, 3, padding=1)(L.ReLU()(h))
+    return cnnkit.Model(inp, L.Dense(5)(L.Flatten()(out)), seed=9,
+                        dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_winograd_4x4_tiles_where_the_sides_are_multiples_of_4(
+        dtype, monkeypatch):
+    """F(4x4, 3x3) (36 products per channel and filter for 16 outputs)
+    where a Winograd step's output sides are multiples of 4, F(2x2, 3x3)
+    where they are only even: within the plans' bound of the float64
+    layers, other bits than F(2x2, 3x3) everywhere, and bit-identical for
+    any thread count, batch and chunk."""
+    model64 = _wino4_model("float64")
+    model = _wino4_model(dtype)
+    model.set_weights(model64.get_weights())
+    p = model.compile()
+    wino = [s for s in p._labels if " winograd" in s]
+    four = [s for s in wino if " winograd 4x4" in s]
+    if cnnkit._ops.blocked_lanes(dtype):
+        # 16 -> 16 twice, 16 -> 24 and 24 -> 40 on 8x12 by 4x4 tiles;
+        # 32 -> 32 and 32 -> 16 on 4x6 and 6x8 outputs by 2x2 tiles
+        assert len(four) == 4 and len(wino) == 7, p._labels
+        assert any("conv 24x8x12 -> 40" in s for s in four)
+        assert any("conv 16x6x8 -> 16" in s for s in wino if s not in four)
+        assert cnnkit._ops.conv_blocked((16, 8, 12), (16, 16, 3, 3), (1, 1),
+                                        (1, 1, 1, 1), (1, 1), dtype,
+                                        border=1, winograd=4)
+        assert not cnnkit._ops.conv_blocked((16, 6, 8), (16, 16, 3, 3),
+                                            (1, 1), (1, 1, 1, 1), (1, 1),
+                                            dtype, border=1, winograd=4)
+    else:
+        assert wino == []
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((5,) + model.input_shape)
+    want = model64.forward(x)
+    got = p.run(x.astype(dtype))
+    bound = _bound(dtype) * (1 + np.abs(want).max())
+    assert np.abs(got - want).max() <= bound
+    if four:
+        monkeypatch.setattr(plan, "_WINOGRAD4", False)
+        p2 = model.compile()
+        assert not any(" winograd 4x4" in s for s in p2._labels)
+        two = p2.run(x.astype(dtype))
+        assert np.abs(two - want).max() <= bound
+        assert two.tobytes() != got.tobytes()
+        monkeypatch.undo()
+    for t in (1, 2, 3):
+        with num_threads(t):
+            assert p.run(x.astype(dtype)).tobytes() == got.tobytes()
+            assert p.run(x[3:4].astype(dtype)).tobytes() == \
+                got[3:4].tobytes()
+            assert p._run(x.astype(dtype), chunk=2).tobytes() == \
+                got.tobytes()
+
+
+def test_winograd_4x4_tiles_transform_exactly_in_float64():
+    """One 4x4 tile of F(4x4, 3x3) in float64 against the direct sums, on
+    integer inputs and weights (every transform exact but G's sixths):
+    each output within a few ulps of the exact integer."""
+    inp = cnnkit.Input((16, 4, 4))
+    model = cnnkit.Model(inp, L.Conv2D(16, 3, padding=1,
+                                       use_bias=False)(inp),
+                         seed=1, dtype="float64")
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.integers(-3, 4, (16, 16, 3, 3)).astype(float)])
+    p = model.compile()
+    if cnnkit._ops.blocked_lanes("float64"):
+        assert p.winograd == 1 and " winograd 4x4" in p._labels[1], \
+            p._labels
+    x = rng.integers(-4, 5, (2, 16, 4, 4)).astype(float)
+    want = model.forward(x)
+    got = p.run(x)
+    assert np.abs(got - want).max() <= 1e-12 * np.abs(want).max()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -840,6 +840,7 @@ cdef extern from "cnnkit.h" nogil:
                                     ptrdiff_t pin, int wino, int f64)
 
     int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g)
+    int cnnkit_conv_winograd_tile(const cnnkit_conv2d_geom *g)
 
     ptrdiff_t cnnkit_conv_direct_packed_size(const cnnkit_conv2d_geom *g,
                                              int f64)

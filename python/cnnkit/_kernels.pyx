@@ -485,25 +485,48 @@ def _conv_blocked(x_shape, w_shape, stride, padding, dilation, dtype,
                   groups=1, border=0, winograd=False, pool=False):
     """Whether the plans' blocked convolution computes this convolution
     (x_shape (C, H, W), padding (top, bottom, left, right)) from a blocked
-    input with a border of ``border`` pixels (with ``winograd``, by
-    Winograd's F(2x2, 3x3); with ``pool``, and a 2x2 max pooling after
-    it, which only Winograd's takes)."""
+    input with a border of ``border`` pixels (with ``winograd`` True or 2,
+    by Winograd's F(2x2, 3x3), 4 by F(4x4, 3x3); with ``pool``, and a 2x2
+    max pooling after it, which only Winograd's takes)."""
     cdef cnnkit_conv2d_geom g
     _conv_geom(&g, (1,) + tuple(x_shape), tuple(w_shape), stride, padding,
                dilation, True, groups)
     g.pool = 1 if pool else 0
+    g.winograd = _blocked_tile(winograd)
     return cnnkit_conv_blocked_applies(&g, border, bool(winograd),
                                        np.dtype(dtype) == np.float64) != 0
 
 
-def _winograd_weights(w, dtype):
+cdef int _blocked_tile(object winograd) except -1:
+    """The geometry's winograd field for a blocked step: 2 (F(4x4, 3x3))
+    for winograd == 4, else 0 (F(2x2, 3x3), or the direct sums)."""
+    if winograd is True or winograd is False or winograd is None:
+        return 0
+    if winograd == 4:
+        return 2
+    if winograd == 2:
+        return 0
+    raise ValueError(f"winograd must be a bool, 2 or 4, got {winograd!r}")
+
+
+def _winograd_weights(w, dtype, tile=2):
     """The weights (K, C, 3, 3) of a blocked Winograd step: U = G w G^T
     per filter and channel, in float64, then rounded once to dtype, as
-    (16, C, K) with U[4i + j, c, k] = (G w[k, c] G^T)[i, j]."""
-    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    (A*A, C, K) with U[A*i + j, c, k] = (G w[k, c] G^T)[i, j], A = tile +
+    2: G (4, 3) for F(2x2, 3x3), (6, 3) for F(4x4, 3x3)."""
+    if tile == 4:
+        # float literals: this module divides integers as C does
+        g = np.array([[0.25, 0.0, 0.0], [-1.0 / 6, -1.0 / 6, -1.0 / 6],
+                      [-1.0 / 6, 1.0 / 6, -1.0 / 6],
+                      [1.0 / 24, 1.0 / 12, 1.0 / 6],
+                      [1.0 / 24, -1.0 / 12, 1.0 / 6], [0.0, 0.0, 1.0]])
+    else:
+        g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5],
+                      [0, 0, 1]])
     u = np.einsum("ij,kcjl,ml->imck", g, np.asarray(w, np.float64), g)
     k, c = w.shape[0], w.shape[1]
-    return np.ascontiguousarray(u.reshape(16, c, k), dtype=dtype)
+    return np.ascontiguousarray(u.reshape(g.shape[0] ** 2, c, k),
+                                dtype=dtype)
 
 
 def _blocked_size(c, h, w, border, lanes):
@@ -2391,6 +2414,7 @@ cdef class PlanProgram:
         s.pin, s.pout = int(spec["border_in"]), int(spec["border_out"])
         lanes = cnnkit_blocked_lanes(f64)
         wino = bool(spec.get("winograd"))
+        s.conv.winograd = _blocked_tile(spec.get("winograd"))
         if spec.get("pool"):
             # a 2x2 max pooling of stride 2 in Winograd's pass
             if not wino or spec.get("residual"):
@@ -2403,7 +2427,8 @@ cdef class PlanProgram:
             raise ValueError("plan: the blocked convolution does not "
                              "compute this step")
         if wino:
-            u = _winograd_weights(spec["weight"], dt)
+            u = _winograd_weights(spec["weight"], dt,
+                                  cnnkit_conv_winograd_tile(&s.conv))
             packed = aligned_empty(u.size, dt)
             packed.reshape(u.shape)[...] = u
             keep.append(packed)

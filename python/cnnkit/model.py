@@ -651,7 +651,7 @@ class Model:
             The plan's dtype; the model's by default.
         winograd : bool, default True
             Run 3x3 convolutions of stride 1 on channel blocks by
-            Winograd's F(2x2, 3x3) where they apply (see
+            Winograd's F(4x4, 3x3) or F(2x2, 3x3) where they apply (see
             :func:`cnnkit.plan.compile`); False keeps the layers' sums.
 
         Returns

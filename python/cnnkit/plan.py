@@ -22,7 +22,8 @@ layer.  On the way it
   convolution's padding and each pixel's filters lie side by side, so no
   step pads a copy of its input or transposes its sums into planes (the
   same sums: the same bits), and their 3x3 convolutions of stride 1 by
-  Winograd's F(2x2, 3x3) (unless ``winograd=False``);
+  Winograd's F(4x4, 3x3) where the output's sides are multiples of 4,
+  F(2x2, 3x3) where they are even (unless ``winograd=False``);
 - drops what does nothing at inference: :class:`~cnnkit.layers.Dropout`,
   and :class:`~cnnkit.layers.Flatten` (a view of the same memory);
 - places every activation in one arena, reusing the memory of tensors no
@@ -34,8 +35,8 @@ in :meth:`~cnnkit.Model.predict`.
 
 Rounding: without batch norm and Winograd (``winograd=False``), a plan
 gives the bits of the layer path (``model.forward``).  Folding a batch
-norm rounds the folded weight and bias once, and Winograd's F(2x2, 3x3)
-rounds its transforms, so outputs differ from the layer path by a few
+norm rounds the folded weight and bias once, and Winograd's
+transforms round, so outputs differ from the layer path by a few
 units in the last place of the logits' scale: the tests hold every plan
 to ``|plan - layers| <= 1e-4 * (1 + max|layers|)`` in float32 and
 ``1e-10 * (1 + max|layers|)`` in float64.  Results are bit-identical for
@@ -69,6 +70,9 @@ _USE_BLOCKS = True
 #: of the 16 products of a tile then sums too few terms to repay the
 #: transforms (ResNet-20's 3 -> 16 stem: 0.94x).
 _WINOGRAD_CHANNELS = 16
+#: Whether Winograd steps take F(4x4, 3x3) where it applies (off: F(2x2,
+#: 3x3) only, to compare the tiles).
+_WINOGRAD4 = True
 _ALIGN = 16                  # offsets per image in multiples of 16 elements
 
 #: A batch of less arithmetic than this (floating-point operations, about
@@ -385,6 +389,18 @@ class _Builder:
                     np.isfinite(step["weight"]).all() and
                     need(step, True) is not None)
 
+        def tile(step):
+            """Winograd's tile for the conv: 4 (F(4x4, 3x3)) where the
+            output's sides are multiples of 4, else 2.  F(4x4, 3x3) takes
+            36 products per 16 outputs to F(2x2, 3x3)'s 64 (measured on
+            AVX2, 1-2 threads, plans alternated: ResNet-20 1.22-1.24x at
+            batch 1 and 1.36-1.40x at 16; the 8x8 network 1.16x at batch
+            256, but 0.96x at batch 1, where its 4x4 output is one tile
+            and each weight load feeds two products)."""
+            if _WINOGRAD4 and need(step, 4) is not None:
+                return 4
+            return 2
+
         steps = self.steps
         wino = {i for i, st in enumerate(steps) if winograd(st)}
         fits = wino | {i for i, st in enumerate(steps)
@@ -402,7 +418,8 @@ class _Builder:
                   any(j in fits for j in readers.get(steps[i]["out"], ()))}
         if not chosen:
             return
-        border = max(need(steps[i], i in wino) for i in chosen)
+        border = max(need(steps[i], tile(steps[i]) if i in wino else False)
+                     for i in chosen)
         blocked = {}                      # tensor -> its blocked twin
         out = []
 
@@ -433,7 +450,7 @@ class _Builder:
             step = dict(st, op="conv_blocked", border_in=border,
                         border_out=border, **{"in": ins})
             if i in wino:
-                step["winograd"] = True
+                step["winograd"] = tile(st)
             step["out"] = twin(t, y_shape)        # this step writes it
             out.append(step)
             if t == final or any(j not in chosen
@@ -499,12 +516,15 @@ def compile(model, batch_size=None, dtype=None, winograd=True):
         the model's the plan holds converted copies of the weights.
     winograd : bool, default True
         Run the 3x3 convolutions of stride 1 on a chain of channel blocks
-        (at least 16 input channels, an even output height and width) by
-        Winograd's F(2x2, 3x3): 16 products per channel and filter for
-        each 2x2 tile of outputs where the direct sums take 36.  Their
-        rounding differs from the layer path's, within the bound the
-        plans are held to (:data:`RTOL32`, :data:`RTOL64`); False keeps
-        the layer path's sums, and without batch norm its bits.
+        (at least 16 input channels) by Winograd's minimal filtering:
+        F(4x4, 3x3) where the output's height and width are multiples of
+        4 (36 products per channel and filter for each 4x4 tile of
+        outputs where the direct sums take 144), else F(2x2, 3x3) where
+        they are even (16 products for each 2x2 tile where the direct
+        sums take 36).  Their rounding differs from the layer path's,
+        within the bound the plans are held to (:data:`RTOL32`,
+        :data:`RTOL64`); False keeps the layer path's sums, and without
+        batch norm its bits.
 
     Returns
     -------
@@ -614,7 +634,9 @@ def _describe(step):
             text += f" pad {_pair(step['padding'])}"
         if step["groups"] > 1:
             text += f" groups {step['groups']}"
-        if step.get("winograd"):
+        if step.get("winograd") == 4:
+            text += " winograd 4x4"
+        elif step.get("winograd"):
             text += " winograd"
     elif op == "dense":
         o, f = step["weight"].shape
