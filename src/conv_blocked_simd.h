@@ -161,10 +161,11 @@ static void SFX(btile_any)(int kv, int px, const REAL *wt, ptrdiff_t crs,
 #undef BT_ARGS
 #undef BT_CASE
 
-/* Winograd's F(2x2, 3x3) on blocked tensors: a 3x3 convolution of
- * stride 1 and dilation 1 whose output has an even number of rows and
- * columns; with g->pool, each 2x2 tile is a window of the 2x2 max
- * pooling after the ReLU (not with a residual). */
+/* Winograd on blocked tensors: a 3x3 convolution of stride 1 and
+ * dilation 1 whose output's rows and columns are multiples of the tile
+ * side (2 for F(2x2, 3x3); 4 for F(4x4, 3x3), where g->winograd is 2);
+ * with g->pool, each 2x2 window of a tile is one of the 2x2 max pooling
+ * after the ReLU (not with a residual). */
 static int SFX(wino_fits)(const cnnkit_conv2d_geom *g)
 {
     const int wm = cnnkit_conv_winograd_tile(g);
@@ -185,8 +186,8 @@ static ptrdiff_t SFX(wino_places)(const cnnkit_conv2d_geom *g)
 #define WG_TILES(kv) (FX_ACC / (kv))
 
 /* Elements of workspace: the taps' offsets; with wino, per thread, the
- * transformed patches (P places x ceil(C / BLK) blocks x WG_TILES x BLK)
- * and the products (P x WG_TILES x 2 vectors). */
+ * transformed patches (P places x ceil(C / BLK) blocks x WG_TILES(1) x
+ * BLK) and the products (P x FX_ACC vectors). */
 static ptrdiff_t SFX(blocked_workspace)(const cnnkit_conv2d_geom *g,
                                         int wino, int nthreads)
 {
@@ -466,7 +467,7 @@ static void SFX(blocked_border)(REAL *yn, ptrdiff_t oh, ptrdiff_t ow,
  * K) for the P places of the tile cnnkit_conv_winograd_tile(g) says,
  * place q's at u + q*C*K).  The tiles of all the images, image after
  * image, are cut into groups (which may span images: a 4x4 output is 4
- * tiles). */
+ * tiles of F(2x2, 3x3), one of F(4x4, 3x3)). */
 static void SFX(conv_wino)(REAL *y, const REAL *x, const REAL *u,
                            const REAL *bias, int relu, const REAL *res,
                            ptrdiff_t pin, ptrdiff_t pout, REAL *work,
@@ -566,9 +567,9 @@ static void SFX(conv_wino)(REAL *y, const REAL *x, const REAL *u,
 
 /* y (blocked, border pout) = relu(conv(x (blocked, border pin), w) + bias
  * + res), res (blocked like y) or NULL; wt: the weights transposed to
- * (C*R*S, K); wino: NULL, or the weights transformed for F(2x2, 3x3)
- * ((16, C, K), see conv_wino), which then computes the pass where
- * wino_fits; work: blocked_workspace elements.  Returns 0, writing
+ * (C*R*S, K); wino: NULL, or the weights transformed for the tile g
+ * asks for ((P, C, K), see conv_wino), which then computes the pass
+ * where wino_fits; work: blocked_workspace elements.  Returns 0, writing
  * nothing, when the engine does not compute g or the input's border does
  * not hold the convolution's padding. */
 static int SFX(conv_blocked)(REAL *y, const REAL *x, const REAL *wt,

@@ -328,7 +328,8 @@ static ptrdiff_t SFX(wtree_size)(ptrdiff_t n, ptrdiff_t o, ptrdiff_t nparts,
  * q the rows [bounds[q], bounds[q+1]) of gy (n, o) and x (n, f)) added
  * in cnnkit_tree_sum's tree, one WT_ROWS x NR tile at a time
  * (wtree_tile): no part's gradient leaves the registers but the tree's
- * waiting blocks, in a thread's scratch.
+ * waiting blocks (and the running sum of a part deeper than a slab), in
+ * a thread's scratch.
  *
  * A part's tile has the bits of cnnkit_gemm(1, 0, ...) for those rows:
  * the micro-kernel's sum over the part's samples, slab by slab.  The tree

@@ -338,12 +338,13 @@ static void SFX(micro_row)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
 
 /* The weight tree's tiles (wtree in gemm_impl.h): rows [0, rows) x the
  * first nr <= NR columns of gw = the parts' gy_q^T @ x_q added in the
- * tree, gy (row stride o) and x (row stride f) read in place.  A part's
- * tile is its samples' FMA chain slab by slab, stored as micro stores it
- * (the first slab times alpha = 1, the next ones added by an FMA with 1):
- * the bits of its gemm.  It stays in registers until it is merged; the
- * tree's finished blocks wait in `stack` (WT_ROWS * NR elements per
- * level) as wtree describes.
+ * tree, gy (row stride o) and x (row stride f: wtree passes its copy of
+ * the columns, f = NR) read where they lie.  A part's tile is its
+ * samples' FMA chain slab by slab, stored as micro stores it (the first
+ * slab times alpha = 1, the next ones added by an FMA with 1): the bits
+ * of its gemm.  A part of one slab stays in registers until it is
+ * merged; the tree's finished blocks wait in `stack` (WT_ROWS * NR
+ * elements per level) as wtree describes.
  *
  * A tile is the micro-kernel's MR x NR: its sums and one step's operands
  * fill the registers.  A part of several slabs parks its running sum in
@@ -372,7 +373,7 @@ SFX(wtree_any)(const int rows, const int masked, REAL *restrict out,
 #define WT_LOAD(p, v) (masked ? VLOAD_M((p), mk[v]) : VLOAD(p))
     for (ptrdiff_t q = 0; q < nparts; q++) {
         const ptrdiff_t n0 = bounds[q], m = bounds[q + 1] - n0;
-        REAL *restrict park = stack + depth * WT_ROWS * NR;
+        REAL *park = stack + depth * WT_ROWS * NR;  /* may be top */
         VEC acc[WT_ROWS][NV];
         UNROLL_FULL
         for (int i = 0; i < rows; i++)

@@ -538,6 +538,7 @@ def test_dense_backward_parts_equal_each_run_alone(dt):
     (11, 37, 13, [1, 4, 4, 5, 11]),                    # an empty run
     (7, 5, 3, [0, 0, 2, 2, 7, 7]),                     # 5 runs, 3 empty
     (1300, 20, 9, [0, 650, 1300]),                     # runs > the slab
+    (2000, 20, 9, [0, 600, 600, 1300, 2000]),          # deep runs, a gap
     (3, 600, 1, [0, 3]),                               # one run, 1 output
 ])
 def test_dense_weight_tree_is_the_tree_of_the_parts_bit_for_bit(dt, n, f, o,

@@ -500,11 +500,11 @@ def _conv_blocked(x_shape, w_shape, stride, padding, dilation, dtype,
 cdef int _blocked_tile(object winograd) except -1:
     """The geometry's winograd field for a blocked step: 2 (F(4x4, 3x3))
     for winograd == 4, else 0 (F(2x2, 3x3), or the direct sums)."""
-    if winograd is True or winograd is False or winograd is None:
+    if winograd is None:
         return 0
     if winograd == 4:
         return 2
-    if winograd == 2:
+    if winograd in (0, 1, 2):           # bools (NumPy's too): 2x2 tiles
         return 0
     raise ValueError(f"winograd must be a bool, 2 or 4, got {winograd!r}")
 

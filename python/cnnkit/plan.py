@@ -351,7 +351,7 @@ class _Builder:
         A convolution the blocked kernel computes (one group, no pooling,
         whole vectors of filters) and that has such a neighbour (the
         convolution that computes its input or residual, or one that reads
-        its output), and a convolution Winograd's F(2x2, 3x3) takes (with
+        its output), and a convolution Winograd takes (with
         or without a 2x2 max pooling in its pass, neighbours or not),
         reads and writes its tensors in the blocked layout: a
         zero border as wide as the widest padding any of them needs, so
@@ -382,7 +382,8 @@ class _Builder:
             return None
 
         def winograd(step):
-            """Whether the conv runs by Winograd's F(2x2, 3x3)."""
+            """Whether the conv runs by Winograd (F(2x2, 3x3), or F(4x4,
+            3x3) where tile() says)."""
             return (self.winograd and step["op"] == "conv" and
                     step["x_shape"][0] >= _WINOGRAD_CHANNELS and
                     not (step.get("pool") and step.get("residual")) and
