@@ -738,17 +738,17 @@ int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
  * computes g (n ignored) from an input with a border of pin pixels, by
  * direct sums or, with wino, by Winograd's F(2x2, 3x3) (3x3, stride 1,
  * dilation 1, an even number of output rows and columns) or, where
- * g->winograd is 2, F(4x4, 3x3) (output sides multiples of 4).  The pass: y
- * (n images, blocked, border pout; its border written 0) =
+ * g->winograd is 2, F(4x4, 3x3) (output sides multiples of 4).  The
+ * pass: y (n images, blocked, border pout; its border written 0) =
  * relu(conv(x (blocked, border pin)) + bias + res), res (laid out as y) or
  * NULL; wt: the weights transposed to (C*R*S, K); wino: NULL, each step
  * then rounded as conv2d's forward and the separate add round it, or the
  * weights transformed to U = G w G^T, (16, C, K) with U[4i + j, c, k] =
  * (G w[k, c] G^T)[i, j], G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
  * (for F(4x4, 3x3) (36, C, K), U[6i + j, c, k], with winograd_engine.h's
- * G of six rows), which rounds otherwise; work: cnnkit_conv_blocked_workspace elements
- * (for nthreads threads).  Returns 0 without writing y where it does not
- * apply. */
+ * G of six rows), which rounds otherwise; work:
+ * cnnkit_conv_blocked_workspace elements (for nthreads threads).
+ * Returns 0 without writing y where it does not apply. */
 ptrdiff_t cnnkit_blocked_lanes(int f64);
 int cnnkit_conv_blocked_applies(const cnnkit_conv2d_geom *g, ptrdiff_t pin,
                                 int wino, int f64);

@@ -375,19 +375,13 @@ SFX(wtree_any)(const int rows, const int masked, REAL *restrict out,
         const ptrdiff_t n0 = bounds[q], m = bounds[q + 1] - n0;
         REAL *park = stack + depth * WT_ROWS * NR;  /* may be top */
         VEC acc[WT_ROWS][NV];
-        UNROLL_FULL
-        for (int i = 0; i < rows; i++)
-            UNROLL_FULL
-            for (int v = 0; v < NV; v++)
-                acc[i][v] = VZERO();
         for (ptrdiff_t p0 = 0; p0 < m; p0 += KC) {
             const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, m - p0);
-            if (p0 > 0)
+            UNROLL_FULL
+            for (int i = 0; i < rows; i++)
                 UNROLL_FULL
-                for (int i = 0; i < rows; i++)
-                    UNROLL_FULL
-                    for (int v = 0; v < NV; v++)
-                        acc[i][v] = VZERO();
+                for (int v = 0; v < NV; v++)
+                    acc[i][v] = VZERO();
             const REAL *restrict xr = x + (n0 + p0) * f;
             const REAL *restrict gr = gy + (n0 + p0) * o;
             for (ptrdiff_t p = 0; p < kc; p++) {

@@ -492,21 +492,9 @@ def _conv_blocked(x_shape, w_shape, stride, padding, dilation, dtype,
     _conv_geom(&g, (1,) + tuple(x_shape), tuple(w_shape), stride, padding,
                dilation, True, groups)
     g.pool = 1 if pool else 0
-    g.winograd = _blocked_tile(winograd)
+    g.winograd = _winograd_flag(winograd)
     return cnnkit_conv_blocked_applies(&g, border, bool(winograd),
                                        np.dtype(dtype) == np.float64) != 0
-
-
-cdef int _blocked_tile(object winograd) except -1:
-    """The geometry's winograd field for a blocked step: 2 (F(4x4, 3x3))
-    for winograd == 4, else 0 (F(2x2, 3x3), or the direct sums)."""
-    if winograd is None:
-        return 0
-    if winograd == 4:
-        return 2
-    if winograd in (0, 1, 2):           # bools (NumPy's too): 2x2 tiles
-        return 0
-    raise ValueError(f"winograd must be a bool, 2 or 4, got {winograd!r}")
 
 
 def _winograd_weights(w, dtype, tile=2):
@@ -543,16 +531,17 @@ cdef bint _geom_pools(cnnkit_conv2d_geom *g, bint f64):
 
 cdef int _winograd_flag(object winograd) except? -2:
     """The geometry's winograd field: None the default (0: never yet),
-    True or 1 F(2x2, 3x3), 4 F(4x4, 3x3) (wherever they apply), False
-    -1."""
+    True (or 1, 2) F(2x2, 3x3), 4 F(4x4, 3x3) (wherever they apply),
+    False (or 0) -1; NumPy's bools as Python's.  The plans' blocked steps
+    read it as their tile (cnnkit_conv_winograd_tile)."""
     if winograd is None:
         return 0
-    if winograd is True or winograd is False:
-        return 1 if winograd else -1
     if winograd == 4:
         return 2
-    if winograd == 2 or winograd == 1:
+    if winograd == 2 or winograd == 1:  # True == 1
         return 1
+    if winograd == 0:                   # False == 0
+        return -1
     raise ValueError(f"winograd must be None, a bool, 2 or 4, got "
                      f"{winograd!r}")
 
@@ -2414,7 +2403,7 @@ cdef class PlanProgram:
         s.pin, s.pout = int(spec["border_in"]), int(spec["border_out"])
         lanes = cnnkit_blocked_lanes(f64)
         wino = bool(spec.get("winograd"))
-        s.conv.winograd = _blocked_tile(spec.get("winograd"))
+        s.conv.winograd = _winograd_flag(spec.get("winograd"))
         if spec.get("pool"):
             # a 2x2 max pooling of stride 2 in Winograd's pass
             if not wino or spec.get("residual"):

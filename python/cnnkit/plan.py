@@ -419,8 +419,8 @@ class _Builder:
                   any(j in fits for j in readers.get(steps[i]["out"], ()))}
         if not chosen:
             return
-        border = max(need(steps[i], tile(steps[i]) if i in wino else False)
-                     for i in chosen)
+        tiles = {i: tile(steps[i]) for i in wino}
+        border = max(need(steps[i], tiles.get(i, False)) for i in chosen)
         blocked = {}                      # tensor -> its blocked twin
         out = []
 
@@ -451,7 +451,7 @@ class _Builder:
             step = dict(st, op="conv_blocked", border_in=border,
                         border_out=border, **{"in": ins})
             if i in wino:
-                step["winograd"] = tile(st)
+                step["winograd"] = tiles[i]
             step["out"] = twin(t, y_shape)        # this step writes it
             out.append(step)
             if t == final or any(j not in chosen
