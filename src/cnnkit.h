@@ -738,7 +738,11 @@ int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
  * computes g (n ignored) from an input with a border of pin pixels, by
  * direct sums or, with wino, by Winograd's F(2x2, 3x3) (3x3, stride 1,
  * dilation 1, an even number of output rows and columns) or, where
- * g->winograd is 2, F(4x4, 3x3) (output sides multiples of 4).  The
+ * g->winograd is 2, F(4x4, 3x3) (output sides multiples of 4).  With
+ * pin = CNNKIT_BLOCKED_PLAIN, x is a plain (n, c, h, w) tensor instead
+ * (any padding of at least 0, direct sums only), and g->pool may ask for
+ * a 2x2 max pooling of stride 2 after the ReLU (not with a residual;
+ * floor mode, y then holds the pooled output).  The
  * pass: y (n images, blocked, border pout; its border written 0) =
  * relu(conv(x (blocked, border pin)) + bias + res), res (laid out as y) or
  * NULL; wt: the weights transposed to (C*R*S, K); wino: NULL, each step
@@ -749,11 +753,13 @@ int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
  * G of six rows), which rounds otherwise; work:
  * cnnkit_conv_blocked_workspace elements (for nthreads threads).
  * Returns 0 without writing y where it does not apply. */
+enum { CNNKIT_BLOCKED_PLAIN = -1 };
 ptrdiff_t cnnkit_blocked_lanes(int f64);
 int cnnkit_conv_blocked_applies(const cnnkit_conv2d_geom *g, ptrdiff_t pin,
                                 int wino, int f64);
 ptrdiff_t cnnkit_conv_blocked_workspace(const cnnkit_conv2d_geom *g,
-                                        int wino, int nthreads, int f64);
+                                        int wino, ptrdiff_t pin,
+                                        int nthreads, int f64);
 int cnnkit_conv_blocked_f32(float *y, const float *x, const float *wt,
                             const float *wino, const float *bias, int relu,
                             const float *res, ptrdiff_t pin, ptrdiff_t pout,

@@ -87,6 +87,25 @@ SFX(btile)(const int kv, const int px, ptrdiff_t kc, const REAL *restrict wt,
     }
 }
 
+/* A tile's sums over all crs taps into a: KC-deep slabs, each from zero,
+ * added in order as 1 * slab + partial. */
+static inline __attribute__((always_inline)) void
+SFX(btile_slabs)(const int kv, const int px, const REAL *wt, ptrdiff_t crs,
+                 ptrdiff_t K, ptrdiff_t k0, const REAL *x,
+                 const ptrdiff_t *boff, const ptrdiff_t *poff, VEC *a)
+{
+    REAL acc[FX_ACC * VL];
+    for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
+        SFX(btile)(kv, px, CNNKIT_MIN((ptrdiff_t)KC, crs - p0),
+                   wt + p0 * K + k0, K, x, boff + p0, poff, acc, p0 == 0, a);
+        if (p0 + KC < crs) {
+            BUNROLL
+            for (int i = 0; i < kv * px; i++)
+                VSTORE(acc + i * VL, a[i]);
+        }
+    }
+}
+
 /* What a tile computes, all slabs: filters [k0, k0 + kv*VL) of px pixels,
  * stored at y + ooff[t] (the pixel's lane 0 of block 0) + the filter's
  * block and lane, with the bias, the residual (at the same places of res)
@@ -98,16 +117,7 @@ SFX(btile_all)(const int kv, const int px, const REAL *wt, ptrdiff_t crs,
                const REAL *res, ptrdiff_t oplane, const REAL *bias, int relu)
 {
     VEC a[FX_ACC];
-    REAL acc[FX_ACC * VL];
-    for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
-        SFX(btile)(kv, px, CNNKIT_MIN((ptrdiff_t)KC, crs - p0),
-                   wt + p0 * K + k0, K, x, boff + p0, poff, acc, p0 == 0, a);
-        if (p0 + KC < crs) {
-            BUNROLL
-            for (int i = 0; i < kv * px; i++)
-                VSTORE(acc + i * VL, a[i]);
-        }
-    }
+    SFX(btile_slabs)(kv, px, wt, crs, K, k0, x, boff, poff, a);
     BUNROLL
     for (int kk = 0; kk < kv; kk++) {
         const ptrdiff_t k = k0 + kk * VL;
@@ -448,6 +458,22 @@ static void SFX(blocked_border)(REAL *yn, ptrdiff_t oh, ptrdiff_t ow,
     const ptrdiff_t hp = oh + 2 * pout, wp = ow + 2 * pout;
     const ptrdiff_t plane = hp * wp * BLK;
     const VEC z = VZERO();
+    /* whole blocks: the top and bottom rows in one run each, the sides
+     * a run per row (the 8x8 network's steps at batch 256: 4.5% of the
+     * plan's time in the vector-wise loop below) */
+    for (; ka % BLK == 0 && kz - ka >= BLK; ka += BLK) {
+        REAL *yk = yn + ka / BLK * plane;
+        const ptrdiff_t rows = pout * wp * BLK, side = pout * BLK;
+        for (ptrdiff_t e = 0; e < rows; e += VL) {
+            VSTORE(yk + e, z);
+            VSTORE(yk + (pout + oh) * wp * BLK + e, z);
+        }
+        for (ptrdiff_t i = pout; i < pout + oh; i++)
+            for (ptrdiff_t e = 0; e < side; e += VL) {
+                VSTORE(yk + i * wp * BLK + e, z);
+                VSTORE(yk + (i * wp + pout + ow) * BLK + e, z);
+            }
+    }
     for (ptrdiff_t k = ka; k < kz; k += VL) {
         REAL *yk = yn + k / BLK * plane + k % BLK;
         for (ptrdiff_t i = 0; i < hp; i++) {
@@ -565,6 +591,384 @@ static void SFX(conv_wino)(REAL *y, const REAL *x, const REAL *u,
     }
 }
 
+/* How the direct passes cut g's work into tasks of (image, run of tiles,
+ * block of filters), ntl tiles per image: on several threads, at least 4
+ * tasks per thread where the batch is small, runs of at least 2 tiles,
+ * then filter blocks of two vectors. */
+static void SFX(blocked_split)(const cnnkit_conv2d_geom *g, ptrdiff_t ntl,
+                               int nthreads, ptrdiff_t *nrun, ptrdiff_t *kb,
+                               ptrdiff_t *nkb)
+{
+    const ptrdiff_t want = 4 * (ptrdiff_t)nthreads;
+    *kb = g->k;
+    *nkb = *nrun = 1;
+    if (g->n < want && nthreads > 1) {
+        *nrun = CNNKIT_MIN(cnnkit_ceil_div(want, g->n),
+                           CNNKIT_MAX((ptrdiff_t)1, ntl / 2));
+        if (g->n * *nrun < want && g->k > 2 * VL) {
+            *kb = 2 * VL;
+            *nkb = cnnkit_ceil_div(g->k, *kb);
+        }
+    }
+}
+
+/* ---- From a plain input ---------------------------------------------------
+ *
+ * A convolution whose input is a plain (c, h, w) tensor -- a network's first
+ * layer, whose one or three channels would fill few lanes of a block -- and
+ * whose output is blocked: the chain's first step, so that no step of its
+ * own converts the input (or, with a 2x2 max pooling in the pass, the
+ * pooled output) into blocks.  Each task copies its image into its
+ * thread's zero-padded planes (the padding) unless the thread's last task
+ * did; the tiles are the blocked pass's, broadcasting pixels of those
+ * planes, so the sums, slabs and epilogue are conv2d's forward's.  With
+ * g->pool, a tile's pixels are whole 2x2 windows, each window's four in
+ * the max pooling's order, reduced after the bias and the ReLU as
+ * conv2d's pooled forward reduces them: the bits of conv2d, the ReLU and
+ * the pooling.  A last odd row or column is not computed (floor mode). */
+
+/* The rows and columns of the padded planes: those the taps read. */
+static void SFX(plain_sides)(const cnnkit_conv2d_geom *g, ptrdiff_t *hp,
+                             ptrdiff_t *wp)
+{
+    *hp = (g->oh - 1) * g->stride_h + (g->r - 1) * g->dil_h + 1;
+    *wp = (g->ow - 1) * g->stride_w + (g->s - 1) * g->dil_w + 1;
+}
+
+/* Whether the pass from a plain input computes g: blocked_shape, padding
+ * at least 0, the pooled output at least one pixel, padded planes of
+ * fewer than 2**31 elements. */
+static int SFX(plain_fits)(const cnnkit_conv2d_geom *g)
+{
+    if (!SFX(blocked_shape)(g) || g->pad_h < 0 || g->pad_w < 0 ||
+        g->stride_h < 1 || g->stride_w < 1 || g->dil_h < 1 ||
+        g->dil_w < 1 || g->r < 1 || g->s < 1 ||
+        (g->pool && (g->oh < 2 || g->ow < 2)))
+        return 0;
+    /* in double: huge strides and dilations do not overflow */
+    const double hp = (double)(g->oh - 1) * g->stride_h +
+                      (double)(g->r - 1) * g->dil_h + 1;
+    const double wp = (double)(g->ow - 1) * g->stride_w +
+                      (double)(g->s - 1) * g->dil_w + 1;
+    return hp * wp * (double)g->c < 2147483648.0;
+}
+
+/* Elements of its workspace: the taps' offsets, then per thread the
+ * padded planes. */
+static ptrdiff_t SFX(plain_workspace)(const cnnkit_conv2d_geom *g,
+                                      int nthreads)
+{
+    ptrdiff_t hp, wp;
+    SFX(plain_sides)(g, &hp, &wp);
+    const ptrdiff_t planes = cnnkit_ceil_div(g->c * hp * wp, BLK) * BLK;
+    return SFX(blocked_workspace)(g, 0, 1) + (ptrdiff_t)nthreads * planes;
+}
+
+/* Image x's planes (c, h, w) into xp (c, hp, wp), shifted by the padding,
+ * zero elsewhere. */
+static void SFX(plain_pad)(REAL *restrict xp, const REAL *restrict x,
+                           const cnnkit_conv2d_geom *g, ptrdiff_t hp,
+                           ptrdiff_t wp)
+{
+    const ptrdiff_t rows = CNNKIT_MIN(g->h, hp - g->pad_h);
+    const ptrdiff_t cols = CNNKIT_MIN(g->w, wp - g->pad_w);
+    memset(xp, 0, (size_t)(g->c * hp * wp) * sizeof(REAL));
+    for (ptrdiff_t c = 0; c < g->c; c++)
+        for (ptrdiff_t i = 0; i < rows; i++)
+            if (cols > 0)
+                memcpy(xp + (c * hp + i + g->pad_h) * wp + g->pad_w,
+                       x + (c * g->h + i) * g->w,
+                       (size_t)cols * sizeof(REAL));
+}
+
+/* The pooled value of a window's four sums (in the max pooling's order)
+ * of the filter vector whose biases are at bk (or NULL), as ptile_all
+ * says. */
+static inline __attribute__((always_inline)) VEC
+SFX(pool_window)(VEC a0, VEC a1, VEC a2, VEC a3, const REAL *bk, int relu,
+                 int fast)
+{
+    VEC mx;
+    /* the sum is NaN where a value is (or two infinities cancel) */
+    if (fast && !VANYNAN(VADD(VADD(a0, a1), VADD(a2, a3)))) {
+        mx = VMAXF(VMAXF(a0, a1), VMAXF(a2, a3));
+        if (bk)
+            mx = VADD(mx, VLOAD(bk));
+        return VRELU(mx);
+    }
+    const VEC bv = bk ? VLOAD(bk) : VZERO();
+#define PW_VALUE(v) (relu ? VRELU(bk ? VADD((v), bv) : (v))                  \
+                          : bk ? VADD((v), bv) : (v))
+    mx = PW_VALUE(a0);
+    mx = VMAXSEL(mx, PW_VALUE(a1));
+    mx = VMAXSEL(mx, PW_VALUE(a2));
+    mx = VMAXSEL(mx, PW_VALUE(a3));
+#undef PW_VALUE
+    return mx;
+}
+
+/* A pooled tile: px / 4 windows of 4 pixels each (in the max pooling's
+ * order), all slabs, then each window's values, the bias and the ReLU
+ * applied, reduced into one pixel at y + ooff[window].  With fast (a
+ * ReLU, the bias finite or NULL) and no sum of the window NaN, the maximum
+ * of the window's sums, then the bias and the ReLU: rounding to nearest
+ * keeps the order of the sums it adds the bias to, and the ReLU makes
+ * every zero and negative +0, so this is the rule's result, for one bias
+ * and ReLU per window instead of four. */
+static inline __attribute__((always_inline)) void
+SFX(ptile_all)(const int kv, const int px, const REAL *wt, ptrdiff_t crs,
+               ptrdiff_t K, ptrdiff_t k0, const REAL *x, const ptrdiff_t *boff,
+               const ptrdiff_t *poff, const ptrdiff_t *ooff, REAL *y,
+               ptrdiff_t oplane, const REAL *bias, int relu, int fast)
+{
+    VEC a[FX_ACC];
+    SFX(btile_slabs)(kv, px, wt, crs, K, k0, x, boff, poff, a);
+    BUNROLL
+    for (int kk = 0; kk < kv; kk++) {
+        const ptrdiff_t k = k0 + kk * VL;
+        BUNROLL
+        for (int t = 0; t < px; t += 4) {
+            const VEC a0 = a[t * kv + kk], a1 = a[(t + 1) * kv + kk];
+            const VEC a2 = a[(t + 2) * kv + kk], a3 = a[(t + 3) * kv + kk];
+            VSTORE(y + ooff[t / 4] + k / BLK * oplane + k % BLK,
+                   SFX(pool_window)(a0, a1, a2, a3, bias ? bias + k : NULL,
+                                    relu, fast));
+        }
+    }
+}
+/* The pooled tiles' shapes, each as CASE(kv, px): px a multiple of 4. */
+#define PT_ALL(CASE)                                                        \
+    CASE(1, 4) CASE(1, 8) CASE(1, 12) CASE(1, 16) CASE(1, 20) CASE(1, 24)   \
+    CASE(2, 4) CASE(2, 8) CASE(2, 12)
+#define PT_CASE(KV, PX)                                                     \
+    case (KV) * 100 + (PX):                                                 \
+        if ((KV) * (PX) <= FX_ACC)                                          \
+            SFX(ptile_all)(KV, (KV) * (PX) <= FX_ACC ? (PX) : 4, PT_ARGS);  \
+        break;
+#define PT_ARGS                                                             \
+    wt, crs, K, k0, x, boff, poff, ooff, y, oplane, bias, relu, fast
+
+static void SFX(ptile_any)(int kv, int px, const REAL *wt, ptrdiff_t crs,
+                           ptrdiff_t K, ptrdiff_t k0, const REAL *x,
+                           const ptrdiff_t *boff, const ptrdiff_t *poff,
+                           const ptrdiff_t *ooff, REAL *y, ptrdiff_t oplane,
+                           const REAL *bias, int relu, int fast)
+{
+    switch (kv * 100 + px) {
+        PT_ALL(PT_CASE)
+    default:
+        break;
+    }
+}
+#undef PT_ARGS
+#undef PT_CASE
+#undef PT_ALL
+
+/* One channel, 3x3: the sums of the pixel whose rows of taps start at
+ * r0 + o, r1 + o and r2 + o (taps ds apart) with the filter vector whose 9
+ * taps are w, as btile sums them. */
+#define P9_SUM(r0, r1, r2, o)                                               \
+    VFMA(w[8], VBCAST((r2) + (o) + ds2), VFMA(w[7], VBCAST((r2) + (o) + ds), \
+    VFMA(w[6], VBCAST((r2) + (o)), VFMA(w[5], VBCAST((r1) + (o) + ds2),      \
+    VFMA(w[4], VBCAST((r1) + (o) + ds), VFMA(w[3], VBCAST((r1) + (o)),       \
+    VFMA(w[2], VBCAST((r0) + (o) + ds2), VFMA(w[1], VBCAST((r0) + (o) + ds), \
+    VFMA(w[0], VBCAST((r0) + (o)), VZERO())))))))))
+/* p as a value the compiler cannot split into a base and an offset it
+ * would keep (9 taps x 4 pixels of them) on the stack: each row's taps
+ * are then its pointer plus a constant */
+#define P9_ROW(p)                                                           \
+    ({                                                                      \
+        const REAL *p9_ = (p);                                              \
+        __asm__("" : "+r"(p9_));                                            \
+        p9_;                                                                \
+    })
+
+/* Pixels (pooled: windows) [j0, j1) of image xp (padded planes, rows wp
+ * apart) for the filter vector at k, one channel and a 3x3 kernel: its 9
+ * weights stay in registers while the pixels stream past them, so that
+ * the sums of consecutive pixels overlap (a tile's 8 sums of 9 taps each
+ * wait on the multiply-adds' latency).  The sums, the epilogue and the
+ * pooling are ptile_all's and btile_all's. */
+static inline __attribute__((always_inline)) void
+SFX(plain_k9_cols)(const int unit, const int pool, REAL *y, const REAL *xp, ptrdiff_t wp,
+                   const REAL *wt, ptrdiff_t k, const REAL *bias, int relu,
+                   int fast, const REAL *res, ptrdiff_t j0, ptrdiff_t j1,
+                   ptrdiff_t owy, ptrdiff_t wpo, ptrdiff_t pout,
+                   ptrdiff_t oplane, const cnnkit_conv2d_geom *g)
+{
+    /* with unit (column stride and dilation 1), the taps of a row and
+     * the window's columns are constant offsets of the row's pointer */
+    const ptrdiff_t K = g->k, dr = g->dil_h * wp;
+    const ptrdiff_t ds = unit ? 1 : g->dil_w, ss = unit ? 1 : g->stride_w;
+    const ptrdiff_t dr2 = 2 * dr, ds2 = 2 * ds;
+    const ptrdiff_t sr = g->stride_h * wp;
+    const ptrdiff_t at = k / BLK * oplane + k % BLK;
+    VEC w[9];
+    for (int q = 0; q < 9; q++)
+        w[q] = VLOAD(wt + q * K + k);
+    ptrdiff_t i = j0 / owy, c = j0 % owy;
+    for (ptrdiff_t j = j0; j < j1; j++) {
+        const ptrdiff_t o = ((i + pout) * wpo + c + pout) * BLK + at;
+        if (pool) {
+            const REAL *p = xp + 2 * i * sr + 2 * c * ss;
+            const REAL *u0 = P9_ROW(p), *u1 = P9_ROW(p + dr);
+            const REAL *u2 = P9_ROW(p + dr2), *v0 = P9_ROW(p + sr);
+            const REAL *v1 = P9_ROW(p + sr + dr);
+            const REAL *v2 = P9_ROW(p + sr + dr2);
+            const VEC a0 = P9_SUM(u0, u1, u2, 0);
+            const VEC a1 = P9_SUM(u0, u1, u2, ss);
+            const VEC a2 = P9_SUM(v0, v1, v2, 0);
+            const VEC a3 = P9_SUM(v0, v1, v2, ss);
+            VSTORE(y + o, SFX(pool_window)(a0, a1, a2, a3,
+                                           bias ? bias + k : NULL, relu,
+                                           fast));
+        } else {
+            const REAL *p = xp + i * sr + c * ss;
+            VEC v = P9_SUM(P9_ROW(p), P9_ROW(p + dr), P9_ROW(p + dr2), 0);
+            if (bias)
+                v = VADD(v, VLOAD(bias + k));
+            if (res)
+                v = VADD(v, VLOAD(res + o));
+            if (relu)
+                v = VRELU(v);
+            VSTORE(y + o, v);
+        }
+        if (++c == owy) {
+            c = 0;
+            i++;
+        }
+    }
+}
+#undef P9_SUM
+#undef P9_ROW
+
+static void SFX(plain_k9)(REAL *y, const REAL *xp, ptrdiff_t wp,
+                          const REAL *wt, ptrdiff_t k, const REAL *bias,
+                          int relu, int fast, const REAL *res,
+                          ptrdiff_t j0, ptrdiff_t j1, ptrdiff_t owy,
+                          ptrdiff_t wpo, ptrdiff_t pout, ptrdiff_t oplane,
+                          const cnnkit_conv2d_geom *g)
+{
+#define K9_CASE(UNIT, POOL)                                                 \
+    SFX(plain_k9_cols)(UNIT, POOL, y, xp, wp, wt, k, bias, relu, fast, res, \
+                       j0, j1, owy, wpo, pout, oplane, g)
+    if (g->stride_w == 1 && g->dil_w == 1) {
+        if (g->pool)
+            K9_CASE(1, 1);
+        else
+            K9_CASE(1, 0);
+    } else if (g->pool) {
+        K9_CASE(0, 1);
+    } else {
+        K9_CASE(0, 0);
+    }
+#undef K9_CASE
+}
+
+/* The pass from a plain input x (n, c, h, w) into y (blocked, border
+ * pout); the rest as conv_blocked. */
+static void SFX(conv_plain)(REAL *y, const REAL *x, const REAL *wt,
+                            const REAL *bias, int relu, const REAL *res,
+                            ptrdiff_t pout, REAL *work,
+                            const cnnkit_conv2d_geom *g, int nthreads)
+{
+    const int pool = g->pool != 0;
+    const ptrdiff_t crs = g->c * g->r * g->s;
+    ptrdiff_t hp, wp;
+    SFX(plain_sides)(g, &hp, &wp);
+    /* the output's sides (pooled with pool); with pool, the "pixels" the
+     * tiles count are windows of 4 */
+    const ptrdiff_t ohy = pool ? g->oh / 2 : g->oh;
+    const ptrdiff_t owy = pool ? g->ow / 2 : g->ow;
+    const ptrdiff_t hpo = ohy + 2 * pout, wpo = owy + 2 * pout;
+    const ptrdiff_t oplane = hpo * wpo * BLK;
+    const ptrdiff_t ximg = g->c * g->h * g->w;
+    const ptrdiff_t yimg = cnnkit_ceil_div(g->k, BLK) * oplane;
+    const ptrdiff_t planes = cnnkit_ceil_div(g->c * hp * wp, BLK) * BLK;
+    ptrdiff_t *boff = (ptrdiff_t *)(void *)work;
+    for (ptrdiff_t c = 0, q = 0; c < g->c; c++)
+        for (ptrdiff_t r = 0; r < g->r; r++)
+            for (ptrdiff_t s = 0; s < g->s; s++, q++)
+                boff[q] = (c * hp + r * g->dil_h) * wp + s * g->dil_w;
+    REAL *scratch = work + SFX(blocked_workspace)(g, 0, 1);
+    int fast = relu;                      /* ptile_all's */
+    for (ptrdiff_t k = 0; bias && k < g->k; k++)
+        fast &= bias[k] - bias[k] == 0;   /* finite */
+    const ptrdiff_t p = ohy * owy, per = pool ? 4 : 1;
+    /* one channel, 3x3, one slab: plain_k9 */
+    const int k9 = g->c == 1 && g->r == 3 && g->s == 3 && KC >= 9;
+    const int kv2 = g->k >= 2 * VL && FX_ACC >= 8;
+    const ptrdiff_t most = FX_ACC / (kv2 ? 2 : 1) / per;
+    const ptrdiff_t ntl = cnnkit_ceil_div(p, most);
+    ptrdiff_t kb, nkb, nrun;
+    SFX(blocked_split)(g, ntl, nthreads, &nrun, &kb, &nkb);
+    const ptrdiff_t tasks = g->n * nrun * nkb;
+    const int nt = cnnkit_team(2.0 * g->n * g->oh * g->ow * g->k * crs,
+                               tasks, nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel num_threads(nt))
+    {
+    REAL *xp = scratch + (ptrdiff_t)omp_get_thread_num() * planes;
+    ptrdiff_t padded = -1;               /* the image xp holds */
+    CNNKIT_OMP(for schedule(static))
+    for (ptrdiff_t t = 0; t < tasks; t++) {
+        const ptrdiff_t n = t / (nrun * nkb);
+        const ptrdiff_t run = t / nkb % nrun;
+        const ptrdiff_t ka = t % nkb * kb, kz = CNNKIT_MIN(g->k, ka + kb);
+        REAL *yn = y + n * yimg;
+        const REAL *rn = res ? res + n * yimg : NULL;
+        if (padded != n) {
+            SFX(plain_pad)(xp, x + n * ximg, g, hp, wp);
+            padded = n;
+        }
+        if (run == 0 && pout > 0)
+            SFX(blocked_border)(yn, ohy, owy, pout, ka, kz);
+        const ptrdiff_t tl0 = ntl * run / nrun, tl1 = ntl * (run + 1) / nrun;
+        ptrdiff_t poff[FX_ACC], ooff[FX_ACC];
+        if (k9) {
+            for (ptrdiff_t k0 = ka; k0 < kz; k0 += VL)
+                SFX(plain_k9)(yn, xp, wp, wt, k0, bias, relu, fast, rn,
+                              p * tl0 / ntl, p * tl1 / ntl, owy, wpo, pout,
+                              oplane, g);
+            continue;
+        }
+        for (ptrdiff_t k0 = ka; k0 < kz;) {
+            const int kv = kz - k0 >= 2 * VL && FX_ACC >= 8 ? 2 : 1;
+            ptrdiff_t j0 = p * tl0 / ntl;
+            ptrdiff_t i = j0 / owy, c = j0 % owy;   /* pixel j0's place */
+            for (ptrdiff_t tl = tl0; tl < tl1; tl++) {
+                const ptrdiff_t j1 = p * (tl + 1) / ntl;
+                for (ptrdiff_t u = 0; u < j1 - j0; u++) {
+                    ooff[u] = ((i + pout) * wpo + c + pout) * BLK;
+                    if (pool)
+                        /* the window's pixels (2i + a, 2c + b) */
+                        for (int ab = 0; ab < 4; ab++)
+                            poff[4 * u + ab] =
+                                (2 * i + ab / 2) * g->stride_h * wp +
+                                (2 * c + ab % 2) * g->stride_w;
+                    else
+                        poff[u] = i * g->stride_h * wp + c * g->stride_w;
+                    if (++c == owy) {
+                        c = 0;
+                        i++;
+                    }
+                }
+                if (pool)
+                    SFX(ptile_any)(kv, (int)(4 * (j1 - j0)), wt, crs, g->k,
+                                   k0, xp, boff, poff, ooff, yn, oplane,
+                                   bias, relu, fast);
+                else
+                    SFX(btile_any)(kv, (int)(j1 - j0), wt, crs, g->k, k0,
+                                   xp, boff, poff, ooff, yn, rn, oplane,
+                                   bias, relu);
+                j0 = j1;
+            }
+            k0 += (ptrdiff_t)kv * VL;
+        }
+    }
+    }
+}
+
 /* y (blocked, border pout) = relu(conv(x (blocked, border pin), w) + bias
  * + res), res (blocked like y) or NULL; wt: the weights transposed to
  * (C*R*S, K); wino: NULL, or the weights transformed for the tile g
@@ -578,6 +982,11 @@ static int SFX(conv_blocked)(REAL *y, const REAL *x, const REAL *wt,
                              REAL *work, const cnnkit_conv2d_geom *g,
                              int nthreads)
 {
+    if (pin == CNNKIT_BLOCKED_PLAIN && !wino && pout >= 0 &&
+        SFX(plain_fits)(g) && !(g->pool && res)) {
+        SFX(conv_plain)(y, x, wt, bias, relu, res, pout, work, g, nthreads);
+        return 1;
+    }
     if (!(wino ? SFX(wino_fits)(g) : SFX(blocked_fits)(g)) || pin < 0 ||
         pout < 0 || !cnnkit_blocked_border_holds(g, pin) ||
         (g->pool && res))
@@ -606,19 +1015,9 @@ static int SFX(conv_blocked)(REAL *y, const REAL *x, const REAL *wt,
     const int kv2 = g->k >= 2 * VL && FX_ACC >= 8;
     const ptrdiff_t most = FX_ACC / (kv2 ? 2 : 1);
     const ptrdiff_t ntl = cnnkit_ceil_div(p, most);
-    /* filter blocks of two vectors, tiles in runs: on several threads,
-     * at least 4 tasks per thread where the batch is small, runs of at
-     * least 2 tiles */
-    ptrdiff_t kb = g->k, nkb = 1, nrun = 1;
-    const ptrdiff_t want = 4 * (ptrdiff_t)nthreads;
-    if (g->n < want && nthreads > 1) {
-        nrun = CNNKIT_MIN(cnnkit_ceil_div(want, g->n),
-                          CNNKIT_MAX((ptrdiff_t)1, ntl / 2));
-        if (g->n * nrun < want && g->k > 2 * VL) {
-            kb = 2 * VL;
-            nkb = cnnkit_ceil_div(g->k, kb);
-        }
-    }
+    /* filter blocks of two vectors, tiles in runs */
+    ptrdiff_t kb, nkb, nrun;
+    SFX(blocked_split)(g, ntl, nthreads, &nrun, &kb, &nkb);
     const ptrdiff_t tasks = g->n * nrun * nkb;
     const int nt = cnnkit_team(2.0 * g->n * p * g->k * crs, tasks, nthreads);
     (void)nt; /* unused in serial builds */

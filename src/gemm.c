@@ -301,16 +301,22 @@ ptrdiff_t cnnkit_blocked_lanes(int f64)
 int cnnkit_conv_blocked_applies(const cnnkit_conv2d_geom *g, ptrdiff_t pin,
                                 int wino, int f64)
 {
-    return cnnkit_conv_blocked_workspace(g, wino, 1, f64) > 0 &&
+    if (pin == CNNKIT_BLOCKED_PLAIN)
+        return !wino && !(g->pool && g->res) &&
+               cnnkit_conv_blocked_workspace(g, 0, pin, 1, f64) > 0;
+    return cnnkit_conv_blocked_workspace(g, wino, pin, 1, f64) > 0 &&
            cnnkit_blocked_border_holds(g, pin);
 }
 
 ptrdiff_t cnnkit_conv_blocked_workspace(const cnnkit_conv2d_geom *g,
-                                        int wino, int nthreads, int f64)
+                                        int wino, ptrdiff_t pin,
+                                        int nthreads, int f64)
 {
     const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
+    if (pin < 0 && pin != CNNKIT_BLOCKED_PLAIN)
+        return 0;
     return e->blocked_workspace
-               ? e->blocked_workspace(g, wino, nthreads, f64) : 0;
+               ? e->blocked_workspace(g, wino, pin, nthreads, f64) : 0;
 }
 
 #define CNNKIT_BLOCKED_ENTRY(T, SUF)                                        \

@@ -40,6 +40,8 @@
 #define VMAXU(a, b) _mm512_castsi512_ps(_mm512_max_epu32(                \
     _mm512_castps_si512(a), _mm512_castps_si512(b)))
 #define VANYNAN(v) (_mm512_cmp_ps_mask((v), (v), _CMP_UNORD_Q) != 0)
+/* the larger of two values neither of which is NaN */
+#define VMAXF(a, b) _mm512_max_ps((a), (b))
 #define VLOAD_M(p, m) _mm512_maskz_loadu_ps((m), (p))
 #define VMASK2(a, b) ((MASK)(VMASK(b) & ~VMASK(a)))  /* lanes [a, b) */
 #define VMASKB(b) ((MASK)(b))   /* lanes of the set bits */
@@ -96,6 +98,7 @@
 #define VMAXU(a, b) _mm512_castsi512_pd(_mm512_max_epu64(                \
     _mm512_castpd_si512(a), _mm512_castpd_si512(b)))
 #define VANYNAN(v) (_mm512_cmp_pd_mask((v), (v), _CMP_UNORD_Q) != 0)
+#define VMAXF(a, b) _mm512_max_pd((a), (b))
 #define VLOAD_M(p, m) _mm512_maskz_loadu_pd((m), (p))
 #define VMASK2(a, b) ((MASK)(VMASK(b) & ~VMASK(a)))  /* lanes [a, b) */
 #define VMASKB(b) ((MASK)(b))   /* lanes of the set bits */

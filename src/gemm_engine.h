@@ -126,11 +126,12 @@ typedef struct cnnkit_gemm_engine {
                       ptrdiff_t f, ptrdiff_t o, int nthreads);
     /* The compiled plans' convolution on channel-blocked tensors
      * (conv_blocked_simd.h), or NULL: its lanes per block (0: none), its
-     * workspace for g (0 when it does not compute g) and the pass, which
+     * workspace for g from an input with border pin (CNNKIT_BLOCKED_PLAIN:
+     * a plain input) (0 when it does not compute g) and the pass, which
      * returns 0 without writing y when it does not take g. */
     ptrdiff_t (*blocked_lanes)(int f64);
     ptrdiff_t (*blocked_workspace)(const cnnkit_conv2d_geom *g, int wino,
-                                   int nthreads, int f64);
+                                   ptrdiff_t pin, int nthreads, int f64);
     int (*conv_blocked_f32)(float *y, const float *x, const float *wt,
                             const float *wino, const float *bias, int relu,
                             const float *res, ptrdiff_t pin, ptrdiff_t pout,
@@ -217,8 +218,16 @@ const cnnkit_gemm_engine *cnnkit_gemm_active(int *how);
         return f64 ? 8 : 16;                                                \
     }                                                                       \
     static ptrdiff_t blocked_ws_##path(const cnnkit_conv2d_geom *g,        \
-                                       int wino, int nthreads, int f64)     \
+                                       int wino, ptrdiff_t pin,             \
+                                       int nthreads, int f64)               \
     {                                                                       \
+        if (pin == CNNKIT_BLOCKED_PLAIN && !wino)                           \
+            return f64 ? (plain_fits_f64_##path(g)                          \
+                              ? plain_workspace_f64_##path(g, nthreads)     \
+                              : 0)                                          \
+                       : (plain_fits_f32_##path(g)                          \
+                              ? plain_workspace_f32_##path(g, nthreads)     \
+                              : 0);                                         \
         if (f64)                                                            \
             return (wino ? wino_fits_f64_##path(g)                          \
                          : blocked_fits_f64_##path(g))                      \

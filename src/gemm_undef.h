@@ -18,6 +18,7 @@
 #undef VMAXSEL
 #undef VMAXU
 #undef VANYNAN
+#undef VMAXF
 #undef VMASK
 #undef VLOAD_M
 #undef VMASK2

@@ -195,7 +195,8 @@ static ptrdiff_t SFX(plan_steps_workspace)(const cnnkit_plan_step *steps,
             break;
         case CNNKIT_PLAN_CONV_BLOCKED:
             need = cnnkit_conv_blocked_workspace(
-                &s->conv, s->packed != NULL, nthreads, sizeof(REAL) == 8);
+                &s->conv, s->packed != NULL, s->pin, nthreads,
+                sizeof(REAL) == 8);
             break;
         case CNNKIT_PLAN_GLOBAL_MAX_POOL:
             need = n * s->pool.planes * per64;

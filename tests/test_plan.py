@@ -1050,9 +1050,15 @@ def test_conv_chains_on_channel_blocks(case, dtype):
     convs = len(convs)
     blocked = ["channel blocks" in s for s in p._labels]
     if lanes:
-        # into blocks once, back once
+        # into blocks once -- by a step of its own, or by the first
+        # convolution where the input's channels fill less than a block --
+        # and back once
+        plain = model.input_shape[0] < cnnkit._ops.blocked_lanes(dtype)
         assert sum(blocked) == 2, p._labels
-        assert p.num_steps == convs + 2 + (case not in ("deep", "wide"))
+        assert sum(" into channel blocks" in s for s in p._labels) == plain
+        assert sum("from channel blocks" in s for s in p._labels) == 1
+        assert p.num_steps == \
+            convs + 2 - plain + (case not in ("deep", "wide"))
     elif not cnnkit._ops.blocked_lanes(dtype):
         assert not any(blocked)
     rng = np.random.default_rng(5)
@@ -1094,6 +1100,159 @@ def test_a_blocked_conv_step_is_checked():
     with pytest.raises(ValueError, match="bad to_blocked"):
         P([dict(op="to_blocked", shape=(16, 6, 6), border=-1, in0=-1,
                 out=0)], np.float32, 16 * 36, 1, size)
+
+
+#: First convolutions that read the plan's plain input and write channel
+#: blocks: (channels, sides, filters, kernel, stride, padding, dilation,
+#: 2x2 max pooling, ReLU, bias).  One channel and 3x3 keeps a filter
+#: vector's nine weights in registers (column stride and dilation 1, or
+#: not); the others take the tiles of the blocked pass.  The pooling joins
+#: the pass where the layer path's would (conv2d's pooled pass applies:
+#: not at stride 2, nor on some odd sides in float64).
+PLAIN_FIRST = [
+    (1, (8, 8), 16, 3, 1, 1, 1, True, True, True),     # the 8x8 network
+    (1, (9, 11), 32, 3, 1, 1, 1, True, True, True),    # odd sides: floor
+    (1, (12, 12), 16, 3, 1, 2, 2, True, True, False),  # dilated, no bias
+    (1, (13, 10), 16, 3, 2, 2, 1, False, True, True),  # stride 2
+    (1, (12, 12), 48, 3, 1, 2, 2, False, True, True),  # dilated, 3 vectors
+    (1, (7, 9), 16, 3, 1, 0, 1, False, False, True),   # no ReLU, no padding
+    (1, (10, 10), 16, 3, 1, 1, 1, True, False, True),  # pooled, no ReLU
+    (3, (11, 13), 16, 3, 1, 1, 1, True, True, True),   # a stem, pooled
+    (2, (9, 9), 32, 5, 1, 2, 1, True, True, True),
+    (3, (9, 10), 16, 1, 2, 0, 1, False, True, True),   # 1x1, stride 2
+    (4, (11, 11), 16, 3, 4, 1, 1, False, True, True),  # stride > kernel
+    (7, (10, 10), 16, 7, 1, 3, 1, True, True, True),   # taps past a slab
+]
+
+
+def _plain_first_model(dtype, case, dense=True):
+    c, hw, k, r, st, pad, dil, pool, relu, bias = case
+    layers = [L.Conv2D(k, r, stride=st, padding=pad, dilation=dil,
+                       use_bias=bias)]
+    layers += [L.ReLU()] if relu else []
+    layers += [L.MaxPool2D(2)] if pool else []
+    # a chain after it: two convolutions on blocks
+    layers += [L.Conv2D(16, 3, padding=1), L.ReLU(),
+               L.Conv2D(16, 3, padding=1), L.Flatten()]
+    layers += [L.Dense(3)] if dense else []
+    return cnnkit.Sequential(layers, input_shape=(c,) + hw, seed=8,
+                             dtype=dtype)
+
+
+def _into_blocks(model, dtype, case):
+    """Whether the engine computes the case's first convolution from its
+    plain input into blocks."""
+    c, hw, k, r, st, pad, dil, pool, relu, bias = case
+    lanes = cnnkit._ops.blocked_lanes(dtype)
+    args = ((c,) + hw, (k, c, r, r), (st, st), (pad,) * 4, (dil, dil),
+            dtype)
+    return bool(lanes) and c < lanes and \
+        cnnkit._ops.conv_blocked(*args, border=-1, pool=pool) and \
+        (not pool or cnnkit._ops.conv_pools(*args))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", PLAIN_FIRST)
+def test_a_first_conv_reads_planes_and_writes_blocks(case, dtype):
+    """A chain's first convolution reads the plain input and writes the
+    blocked layout (with its ReLU and 2x2 max pooling), so no step of its
+    own converts: the layers' bits, for any thread count, batch and
+    chunk, and the same as the plan that converts."""
+    model = _plain_first_model(dtype, case)
+    p = model.compile(winograd=False)
+    if _into_blocks(model, dtype, case):
+        assert " into channel blocks" in p._labels[0], p._labels
+        assert not any(" to channel blocks" in s for s in p._labels)
+    rng = np.random.default_rng(6)
+    x = rng.integers(-2, 3, (7,) + model.input_shape).astype(dtype)
+    x[x == 0] = -0.0
+    x[:3] = rng.standard_normal((3,) + model.input_shape)
+    want = model.forward(x)
+    for t in (1, 2, 3):
+        with num_threads(t):
+            assert p.run(x).tobytes() == want.tobytes()
+            assert p.run(x[5:6]).tobytes() == want[5:6].tobytes()
+            assert p._run(x, chunk=2).tobytes() == want.tobytes()
+    plan._PLAIN_FIRST = False
+    try:
+        off = model.compile(winograd=False)
+    finally:
+        plan._PLAIN_FIRST = True
+    assert not any(" into channel blocks" in s for s in off._labels)
+    assert off.run(x).tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("relu", [True, False])
+def test_a_pooled_pass_from_planes_keeps_the_layers_nans(channels, relu,
+                                                          dtype):
+    """The pass from a plain input with its ReLU and 2x2 max pooling, run
+    as a program of its own (into blocks, then back): infinite weights
+    make sums of +-inf, and NaN where they meet a zero (an input's, or the
+    padding's), so that windows hold NaN, infinities and numbers side by
+    side.  Where no sum is NaN the pass takes the maximum of the sums
+    before the bias and the ReLU; elsewhere the rule's comparisons: the
+    bits of conv2d, the ReLU and the pooling as layers, NaNs' included."""
+    lanes = cnnkit._ops.blocked_lanes(dtype)
+    shape, k = (channels, 9, 10), 16
+    if not lanes or not cnnkit._ops.conv_blocked(
+            shape, (k, channels, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), dtype,
+            border=-1, pool=True):
+        pytest.skip("this SIMD path has no pass from a plain input")
+    layers = cnnkit.Sequential(
+        [L.Conv2D(k, 3, padding=1)] + ([L.ReLU()] if relu else []) +
+        [L.MaxPool2D(2)], input_shape=shape, seed=2, dtype=dtype)
+    w = layers.layers[0].params["weight"]
+    w[0, 0, 1, 1] = np.inf                   # filter 0's centre tap
+    w[1, -1, 0, 0] = -np.inf                 # filter 1's corner
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3,) + shape).astype(dtype)
+    x[0, 0, 2, 3] = 0.0
+    x[1, 0, 5, 5:7] = -0.0
+    x[2, -1, 0, :4] = 0.0
+    want = layers.forward(x)
+    assert np.isnan(want[:, :2]).any() and np.isinf(want[:, :2]).any()
+    assert np.isfinite(want[:, 2:]).all()
+    oh, ow = shape[1] // 2, shape[2] // 2
+    size = cnnkit._ops.blocked_size(k, oh, ow, 1, lanes)
+    conv = dict(op="conv_blocked", x_shape=shape, weight=w,
+                bias=layers.layers[0].params["bias"], stride=(1, 1),
+                padding=(1, 1, 1, 1), dilation=(1, 1), groups=1,
+                border_in=-1, border_out=1, act="relu" if relu else None,
+                pool=True, in0=-1, out=0)
+    back = dict(op="from_blocked", shape=(k, oh, ow), border=1, in0=0,
+                out=-2)
+    prog = cnnkit._ops.PlanProgram([conv, back], np.dtype(dtype),
+                                   int(np.prod(shape)), k * oh * ow, size)
+    for t in (1, 2):
+        y = np.empty((3, k * oh * ow), dtype)
+        arena = cnnkit._ops.aligned_empty(prog.arena_elements(3, 0), dtype)
+        work = cnnkit._ops.aligned_empty(prog.workspace_size(3, t, 0), dtype)
+        prog.run(x.reshape(3, -1), y, arena, work, nthreads=t, chunk=0)
+        assert y.tobytes() == want.tobytes()
+
+
+def test_the_pass_from_planes_is_asked_with_border_minus_1():
+    """_ops.conv_blocked with border -1: the pass from a plain input,
+    which takes a 2x2 max pooling without Winograd; a blocked input does
+    not."""
+    if not cnnkit._ops.blocked_lanes("float32"):
+        pytest.skip("this SIMD path has no blocked convolution")
+    args = ((1, 8, 8), (16, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1),
+            "float32")
+    assert cnnkit._ops.conv_blocked(*args, border=-1, pool=True)
+    assert cnnkit._ops.conv_blocked(*args, border=-1)
+    assert not cnnkit._ops.conv_blocked(*args, border=1, pool=True)
+    assert not cnnkit._ops.conv_blocked(*args, border=-2)
+    # a pooled output of no pixel, Winograd, 10 filters
+    assert not cnnkit._ops.conv_blocked((1, 1, 8), (16, 1, 1, 1), (1, 1),
+                                        (0,) * 4, (1, 1), "float32",
+                                        border=-1, pool=True)
+    assert not cnnkit._ops.conv_blocked(*args, border=-1, winograd=True)
+    assert not cnnkit._ops.conv_blocked((1, 8, 8), (10, 1, 3, 3), (1, 1),
+                                        (1, 1, 1, 1), (1, 1), "float32",
+                                        border=-1)
 
 
 def _wino_model(dtype, c=16, hw=(8, 6)):

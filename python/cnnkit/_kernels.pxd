@@ -835,6 +835,7 @@ cdef extern from "cnnkit.h" nogil:
         cnnkit_pool2d_geom pool
         ptrdiff_t pin, pout
 
+    enum: CNNKIT_BLOCKED_PLAIN
     ptrdiff_t cnnkit_blocked_lanes(int f64)
     int cnnkit_conv_blocked_applies(const cnnkit_conv2d_geom *g,
                                     ptrdiff_t pin, int wino, int f64)

@@ -485,9 +485,10 @@ def _conv_blocked(x_shape, w_shape, stride, padding, dilation, dtype,
                   groups=1, border=0, winograd=False, pool=False):
     """Whether the plans' blocked convolution computes this convolution
     (x_shape (C, H, W), padding (top, bottom, left, right)) from a blocked
-    input with a border of ``border`` pixels (with ``winograd`` True or 2,
-    by Winograd's F(2x2, 3x3), 4 by F(4x4, 3x3); with ``pool``, and a 2x2
-    max pooling after it, which only Winograd's takes)."""
+    input with a border of ``border`` pixels, or with ``border`` -1 from a
+    plain (C, H, W) input (with ``winograd`` True or 2, by Winograd's
+    F(2x2, 3x3), 4 by F(4x4, 3x3); with ``pool``, and a 2x2 max pooling
+    after it, which Winograd's and the pass from a plain input take)."""
     cdef cnnkit_conv2d_geom g
     _conv_geom(&g, (1,) + tuple(x_shape), tuple(w_shape), stride, padding,
                dilation, True, groups)
@@ -2405,10 +2406,13 @@ cdef class PlanProgram:
         wino = bool(spec.get("winograd"))
         s.conv.winograd = _winograd_flag(spec.get("winograd"))
         if spec.get("pool"):
-            # a 2x2 max pooling of stride 2 in Winograd's pass
-            if not wino or spec.get("residual"):
-                raise ValueError("plan: only a blocked Winograd step without "
-                                 "a residual pools")
+            # a 2x2 max pooling of stride 2 in Winograd's pass, or in the
+            # pass from a plain input
+            if not (wino or s.pin == CNNKIT_BLOCKED_PLAIN) or \
+                    spec.get("residual"):
+                raise ValueError("plan: only a blocked Winograd step or one "
+                                 "from a plain input pools, without a "
+                                 "residual")
             s.conv.pool = 1
             oh, ow = oh // 2, ow // 2
         if s.pout < 0 or lanes < 1 or \
@@ -2429,7 +2433,8 @@ cdef class PlanProgram:
         keep.append(packed)
         s.w = cnp.PyArray_DATA(<cnp.ndarray>packed)
         c, h, w = s.conv.c, s.conv.h, s.conv.w
-        ins = [(spec["in0"], _blocked_size(c, h, w, s.pin, lanes))]
+        ins = [(spec["in0"], c * h * w if s.pin == CNNKIT_BLOCKED_PLAIN
+                else _blocked_size(c, h, w, s.pin, lanes))]
         osize = _blocked_size(k, oh, ow, s.pout, lanes)
         if spec.get("residual"):
             s.flag = 1

@@ -23,7 +23,10 @@ layer.  On the way it
   step pads a copy of its input or transposes its sums into planes (the
   same sums: the same bits), and their 3x3 convolutions of stride 1 by
   Winograd's F(4x4, 3x3) where the output's sides are multiples of 4,
-  F(2x2, 3x3) where they are even (unless ``winograd=False``);
+  F(2x2, 3x3) where they are even (unless ``winograd=False``); a chain's
+  first convolution, where its input's channels fill less than a block
+  (a network's first layer), reads its input in planes and writes blocks,
+  with its 2x2 max pooling if it has one, instead of a conversion step;
 - drops what does nothing at inference: :class:`~cnnkit.layers.Dropout`,
   and :class:`~cnnkit.layers.Flatten` (a view of the same memory);
 - places every activation in one arena, reusing the memory of tensors no
@@ -73,6 +76,9 @@ _WINOGRAD_CHANNELS = 16
 #: Whether Winograd steps take F(4x4, 3x3) where it applies (off: F(2x2,
 #: 3x3) only, to compare the tiles).
 _WINOGRAD4 = True
+#: Whether a chain's first convolution may read its plain input and write
+#: blocks (off: a step of its own converts, to compare).
+_PLAIN_FIRST = True
 _ALIGN = 16                  # offsets per image in multiples of 16 elements
 
 #: A batch of less arithmetic than this (floating-point operations, about
@@ -358,8 +364,12 @@ class _Builder:
         that no step pads a copy of its input, and each pixel's filters
         side by side, so that no step transposes its sums into planes.  A
         tensor that something else reads, or that comes from something
-        else, crosses between the layouts in a step of its own.  The sums
-        are conv2d's forward's, so the bits stay the layer path's.
+        else, crosses between the layouts in a step of its own -- except
+        into a chain whose first convolution reads fewer channels than a
+        block holds (a network's first layer, pooled or not, or the
+        chain's first step): that convolution reads its input in planes
+        and writes blocks.  The sums are conv2d's forward's, so the bits
+        stay the layer path's.
         """
         dt = self.dtype
         lanes = _ops.blocked_lanes(dt) if _USE_BLOCKS else 0
@@ -380,6 +390,23 @@ class _Builder:
                         pool=bool(step.get("pool"))):
                     return p
             return None
+
+        def plain(step):
+            """Whether the blocked kernel computes the conv (with its
+            pooling, if any) from its plain input: a first layer, whose
+            few channels fill less than a block (the 8x8 network's 1 ->
+            16 with its pooling at batch 256, 1 thread, AVX2: 165 us for
+            the conv and its output's conversion, 127 us in one step; the
+            plan 1.07-1.11x at batch 256 and 1.2x at batch 1, ResNet-20's
+            3 -> 16 stem the same speed)."""
+            return (_PLAIN_FIRST and step["op"] == "conv" and
+                    step["x_shape"][0] < lanes and
+                    not (step.get("pool") and step.get("residual")) and
+                    _ops.conv_blocked(
+                        step["x_shape"], step["weight"].shape,
+                        step["stride"], step["padding"], step["dilation"],
+                        dt, step["groups"], -1,
+                        pool=bool(step.get("pool"))))
 
         def winograd(step):
             """Whether the conv runs by Winograd (F(2x2, 3x3), or F(4x4,
@@ -421,6 +448,21 @@ class _Builder:
             return
         tiles = {i: tile(steps[i]) for i in wino}
         border = max(need(steps[i], tiles.get(i, False)) for i in chosen)
+        # convolutions that read a plain input and write blocks: one
+        # outside the chains whose output only the chains read (in place
+        # of its own pass and a conversion), and a chain's first, whose
+        # input comes from outside and no other step of the chains reads
+        # (in place of the input's conversion)
+        first = {i for i, st in enumerate(steps)
+                 if i not in chosen and st["out"] != final and
+                 readers.get(st["out"]) and
+                 all(j in chosen for j in readers[st["out"]]) and
+                 plain(st)}
+        first |= {i for i in chosen - wino
+                  if producer.get(steps[i]["in"][0]) not in chosen | first
+                  and all(j == i or j not in chosen
+                          for j in readers[steps[i]["in"][0]])
+                  and plain(steps[i])}
         blocked = {}                      # tensor -> its blocked twin
         out = []
 
@@ -431,24 +473,28 @@ class _Builder:
                 b = blocked[t] = _TWIN + t
                 self.size[b] = _ops.blocked_size(*shape, border, lanes)
                 self.base[b] = b
-                if producer.get(t) not in chosen:
+                if producer.get(t) not in chosen | first:
                     out.append({"op": "to_blocked", "shape": shape,
                                 "border": border, "layers": (),
                                 "in": [t], "out": b})
             return blocked[t]
 
         for i, st in enumerate(steps):
-            if i not in chosen:
+            if i not in chosen | first:
                 out.append(st)
                 continue
             y_shape = _conv_out_shape(st)
             if st.get("pool"):
                 y_shape = (y_shape[0], y_shape[1] // 2, y_shape[2] // 2)
-            ins = [twin(st["in"][0], tuple(st["x_shape"]))]
+            if i in first:
+                ins = [st["in"][0]]
+            else:
+                ins = [twin(st["in"][0], tuple(st["x_shape"]))]
             if st.get("residual"):
                 ins.append(twin(st["in"][1], y_shape))
             t = st["out"]
-            step = dict(st, op="conv_blocked", border_in=border,
+            step = dict(st, op="conv_blocked",
+                        border_in=-1 if i in first else border,
                         border_out=border, **{"in": ins})
             if i in wino:
                 step["winograd"] = tiles[i]
@@ -635,6 +681,8 @@ def _describe(step):
             text += f" pad {_pair(step['padding'])}"
         if step["groups"] > 1:
             text += f" groups {step['groups']}"
+        if op == "conv_blocked" and step.get("border_in") == -1:
+            text += " into channel blocks"
         if step.get("winograd") == 4:
             text += " winograd 4x4"
         elif step.get("winograd"):
