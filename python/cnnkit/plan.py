@@ -466,12 +466,13 @@ class _Builder:
         blocked = {}                      # tensor -> its blocked twin
         out = []
 
-        def twin(t, shape):
-            """The blocked twin of tensor t (shape (c, h, w)), converted
-            from t by a step of its own unless its producer writes it."""
+        def twin(t, shape, edge=border):
+            """The blocked twin of tensor t (shape (c, h, w), a border of
+            edge pixels), converted from t by a step of its own unless its
+            producer writes it."""
             if t not in blocked:
                 b = blocked[t] = _TWIN + t
-                self.size[b] = _ops.blocked_size(*shape, border, lanes)
+                self.size[b] = _ops.blocked_size(*shape, edge, lanes)
                 self.base[b] = b
                 if producer.get(t) not in chosen | first:
                     out.append({"op": "to_blocked", "shape": shape,
@@ -493,17 +494,23 @@ class _Builder:
             if st.get("residual"):
                 ins.append(twin(st["in"][1], y_shape))
             t = st["out"]
+            # no border where no step of the chains reads the output (the
+            # end of a chain: its step writes no border, and the
+            # conversion back reads a smaller plane), unless a residual
+            # laid out with one is added to it
+            edge = border if st.get("residual") or any(
+                j in chosen for j in readers.get(t, ())) else 0
             step = dict(st, op="conv_blocked",
                         border_in=-1 if i in first else border,
-                        border_out=border, **{"in": ins})
+                        border_out=edge, **{"in": ins})
             if i in wino:
                 step["winograd"] = tiles[i]
-            step["out"] = twin(t, y_shape)        # this step writes it
+            step["out"] = twin(t, y_shape, edge)  # this step writes it
             out.append(step)
             if t == final or any(j not in chosen
                                  for j in readers.get(t, ())):
                 out.append({"op": "from_blocked", "shape": y_shape,
-                            "border": border, "layers": (),
+                            "border": edge, "layers": (),
                             "in": [step["out"]], "out": t})
         self.steps = out
 
