@@ -94,8 +94,8 @@ typedef struct cnnkit_conv2d_geom {
      * padding, floor mode) follows, after the bias and the ReLU: y is then
      * the pooled output (n, k, oh/2, ow/2).  Only the direct path takes it
      * (cnnkit_conv_direct_applies tells where), and the plans' blocked
-     * Winograd pass (cnnkit_conv_blocked_applies); 0 (a zeroed struct): no
-     * pooling. */
+     * Winograd pass and blocked pass from a plain input
+     * (cnnkit_conv_blocked_applies); 0 (a zeroed struct): no pooling. */
     int pool;
     /* Forward only: a tensor of y's shape, not overlapping y, added to the
      * convolution's output after the bias and before the ReLU -- y =
@@ -741,8 +741,8 @@ int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
  * g->winograd is 2, F(4x4, 3x3) (output sides multiples of 4).  With
  * pin = CNNKIT_BLOCKED_PLAIN, x is a plain (n, c, h, w) tensor instead
  * (any padding of at least 0, direct sums only), and g->pool may ask for
- * a 2x2 max pooling of stride 2 after the ReLU (not with a residual;
- * floor mode, y then holds the pooled output).  The
+ * a 2x2 max pooling of stride 2 after the bias and the ReLU, if any (not
+ * with a residual; floor mode, y then holds the pooled output).  The
  * pass: y (n images, blocked, border pout; its border written 0) =
  * relu(conv(x (blocked, border pin)) + bias + res), res (laid out as y) or
  * NULL; wt: the weights transposed to (C*R*S, K); wino: NULL, each step
@@ -751,7 +751,8 @@ int cnnkit_conv_direct_applies(const cnnkit_conv2d_geom *g, int nthreads,
  * (G w[k, c] G^T)[i, j], G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
  * (for F(4x4, 3x3) (36, C, K), U[6i + j, c, k], with winograd_engine.h's
  * G of six rows), which rounds otherwise; work:
- * cnnkit_conv_blocked_workspace elements (for nthreads threads).
+ * cnnkit_conv_blocked_workspace elements (for the same wino and pin, and
+ * nthreads threads; 0 where the pass does not apply).
  * Returns 0 without writing y where it does not apply. */
 enum { CNNKIT_BLOCKED_PLAIN = -1 };
 ptrdiff_t cnnkit_blocked_lanes(int f64);

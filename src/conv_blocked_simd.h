@@ -43,7 +43,7 @@ static int SFX(blocked_shape)(const cnnkit_conv2d_geom *g)
 }
 
 /* Whether the engine computes g on blocked tensors by direct sums: no
- * pooling. */
+ * pooling (which the pass from a plain input, plain_fits, takes). */
 static int SFX(blocked_fits)(const cnnkit_conv2d_geom *g)
 {
     return SFX(blocked_shape)(g) && !g->pool;

@@ -221,8 +221,9 @@ const cnnkit_gemm_engine *cnnkit_gemm_active(int *how);
                                        int wino, ptrdiff_t pin,             \
                                        int nthreads, int f64)               \
     {                                                                       \
-        if (pin == CNNKIT_BLOCKED_PLAIN && !wino)                           \
-            return f64 ? (plain_fits_f64_##path(g)                          \
+        if (pin == CNNKIT_BLOCKED_PLAIN)                                    \
+            return wino ? 0                                                 \
+                   : f64 ? (plain_fits_f64_##path(g)                        \
                               ? plain_workspace_f64_##path(g, nthreads)     \
                               : 0)                                          \
                        : (plain_fits_f32_##path(g)                          \

@@ -1233,6 +1233,37 @@ def test_a_pooled_pass_from_planes_keeps_the_layers_nans(channels, relu,
         assert y.tobytes() == want.tobytes()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_residual_into_a_conv_that_reads_planes(dtype):
+    """A convolution that reads the plain input (its padding wider than
+    the chains' border) and writes blocks for a chain, with a residual
+    from another chain added in its pass: that residual keeps the border
+    its reader's output has, so the layers' bits."""
+    inp = cnnkit.Input((8, 12, 12))
+    a = L.Conv2D(16, 3, padding=1)(inp)
+    b = L.Conv2D(16, 3, padding=1)(L.ReLU()(a))
+    c = L.ReLU()(L.Add()([b, L.Conv2D(16, 11, padding=5)(inp)]))
+    d = L.Conv2D(16, 3, padding=1)(c)
+    e = L.Conv2D(16, 3, padding=1)(L.ReLU()(d))
+    model = cnnkit.Model(inp, L.Dense(3)(L.Flatten()(e)), seed=7,
+                         dtype=dtype)
+    p = model.compile(winograd=False)
+    lanes = cnnkit._ops.blocked_lanes(dtype)
+    if lanes > 8:
+        # both convolutions of the input read it in planes, no conversion
+        # into blocks
+        assert sum(" into channel blocks" in s for s in p._labels) == 2, \
+            p._labels
+        assert not any(" to channel blocks" in s for s in p._labels)
+    x = np.random.default_rng(9).standard_normal((5,) + model.input_shape)
+    x = x.astype(dtype)
+    want = model.forward(x)
+    for t in (1, 2):
+        with num_threads(t):
+            assert p.run(x).tobytes() == want.tobytes()
+            assert p._run(x, chunk=2).tobytes() == want.tobytes()
+
+
 def test_the_pass_from_planes_is_asked_with_border_minus_1():
     """_ops.conv_blocked with border -1: the pass from a plain input,
     which takes a 2x2 max pooling without Winograd; a blocked input does

@@ -447,7 +447,6 @@ class _Builder:
         if not chosen:
             return
         tiles = {i: tile(steps[i]) for i in wino}
-        border = max(need(steps[i], tiles.get(i, False)) for i in chosen)
         # convolutions that read a plain input and write blocks: one
         # outside the chains whose output only the chains read (in place
         # of its own pass and a conversion), and a chain's first, whose
@@ -463,6 +462,9 @@ class _Builder:
                   and all(j == i or j not in chosen
                           for j in readers[steps[i]["in"][0]])
                   and plain(steps[i])}
+        # the border: the widest padding of a step that reads blocks
+        border = max((need(steps[i], tiles.get(i, False))
+                      for i in chosen - first), default=0)
         blocked = {}                      # tensor -> its blocked twin
         out = []
 
@@ -494,12 +496,12 @@ class _Builder:
             if st.get("residual"):
                 ins.append(twin(st["in"][1], y_shape))
             t = st["out"]
-            # no border where no step of the chains reads the output (the
-            # end of a chain: its step writes no border, and the
+            # no border where no step that reads blocks reads the output
+            # (the end of a chain: its step writes no border, and the
             # conversion back reads a smaller plane), unless a residual
             # laid out with one is added to it
             edge = border if st.get("residual") or any(
-                j in chosen for j in readers.get(t, ())) else 0
+                j in chosen | first for j in readers.get(t, ())) else 0
             step = dict(st, op="conv_blocked",
                         border_in=-1 if i in first else border,
                         border_out=edge, **{"in": ins})
