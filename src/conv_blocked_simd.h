@@ -891,7 +891,7 @@ static void SFX(conv_plain)(REAL *y, const REAL *x, const REAL *wt,
             for (ptrdiff_t s = 0; s < g->s; s++, q++)
                 boff[q] = (c * hp + r * g->dil_h) * wp + s * g->dil_w;
     REAL *scratch = work + SFX(blocked_workspace)(g, 0, 1);
-    int fast = relu;                      /* ptile_all's */
+    int fast = relu;                      /* pool_window's */
     for (ptrdiff_t k = 0; bias && k < g->k; k++)
         fast &= bias[k] - bias[k] == 0;   /* finite */
     const ptrdiff_t p = ohy * owy, per = pool ? 4 : 1;

@@ -301,11 +301,11 @@ ptrdiff_t cnnkit_blocked_lanes(int f64)
 int cnnkit_conv_blocked_applies(const cnnkit_conv2d_geom *g, ptrdiff_t pin,
                                 int wino, int f64)
 {
-    if (pin == CNNKIT_BLOCKED_PLAIN)
-        return !wino && !(g->pool && g->res) &&
-               cnnkit_conv_blocked_workspace(g, 0, pin, 1, f64) > 0;
+    /* the workspace is 0 where the pass does not take g (from a plain
+     * input: never with wino) */
     return cnnkit_conv_blocked_workspace(g, wino, pin, 1, f64) > 0 &&
-           cnnkit_blocked_border_holds(g, pin);
+           (pin == CNNKIT_BLOCKED_PLAIN ||
+            cnnkit_blocked_border_holds(g, pin));
 }
 
 ptrdiff_t cnnkit_conv_blocked_workspace(const cnnkit_conv2d_geom *g,

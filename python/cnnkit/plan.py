@@ -478,7 +478,7 @@ class _Builder:
                 self.base[b] = b
                 if producer.get(t) not in chosen | first:
                     out.append({"op": "to_blocked", "shape": shape,
-                                "border": border, "layers": (),
+                                "border": edge, "layers": (),
                                 "in": [t], "out": b})
             return blocked[t]
 
