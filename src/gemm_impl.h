@@ -254,12 +254,14 @@ static void SFX(scale_c)(ptrdiff_t m, ptrdiff_t n, REAL beta, REAL *c,
 }
 
 #ifdef GEMM_IMPLICIT_B
-/* C = op(A) @ B for at most MR rows, B (k, n) row-major read in place:
- * with one strip of A there is nothing to share a packed panel of B with,
- * so its full NR-wide strips are read where they lie (row p of a slab at
- * the offset p*ldb, micro_implicit) and only a last, narrower strip is
- * packed (its zero padding keeps the vector loads inside B).  The tiles'
- * sums are those of the packed path, slab by slab. */
+/* C = op(A) @ B for few rows of A (see in_place), B (k, n) row-major
+ * read in place: with few rows of A there is little to share a packed
+ * panel of B with, and packing it is a pass over all of B; so its full
+ * NR-wide strips are read where they lie (row p of a slab at the offset
+ * p*ldb, micro_implicit), each strip by all the row block's strips of A
+ * while it is in cache, and only a last, narrower strip is packed (its
+ * zero padding keeps the vector loads inside B).  The tiles' sums are
+ * those of the packed path, slab by slab. */
 static void SFX(gemm_few_rows)(int trans_a, ptrdiff_t m, ptrdiff_t n,
                                ptrdiff_t k, const REAL *a, ptrdiff_t lda,
                                const REAL *b, ptrdiff_t ldb, REAL *c,
@@ -271,32 +273,64 @@ static void SFX(gemm_few_rows)(int trans_a, ptrdiff_t m, ptrdiff_t n,
     const ptrdiff_t full = n / NR * NR;
     for (ptrdiff_t p = 0; p < CNNKIT_MIN(k, (ptrdiff_t)KC); p++)
         boff[p] = p * ldb;
-    for (ptrdiff_t p0 = 0; p0 < k; p0 += KC) {
-        const ptrdiff_t kc = CNNKIT_MIN(KC, k - p0);
-        SFX(pack_a)(ap, trans_a ? a + p0 * lda : a + p0, lda, trans_a, m,
-                    kc);
-        const REAL *bs = b + p0 * ldb;
-        if (m == 1) {       /* one row: several strips' chains at once */
-            for (ptrdiff_t j0 = 0; j0 < full; j0 += ROW_STRIPS * NR)
-                SFX(micro_row)(kc, ap, bs + j0, boff, c + j0,
-                               CNNKIT_MIN((ptrdiff_t)ROW_STRIPS * NR,
-                                          full - j0),
-                               1, 0, p0 == 0);
-        } else {
-            for (ptrdiff_t j0 = 0; j0 < full; j0 += NR)
-                SFX(micro_implicit)(kc, ap, bs + j0, boff, c + j0, ldc, m,
-                                    NR, p0 == 0, NULL, 0);
-        }
-        if (full < n) {
-            SFX(pack_b)(bp, bs + full, ldb, 0, kc, n - full, 0, 1);
-            SFX(micro)(kc, ap, bp, c + full, ldc, m, n - full, 1, 0,
-                       p0 == 0);
+    for (ptrdiff_t i0 = 0; i0 < m; i0 += MC) {
+        const ptrdiff_t mc = CNNKIT_MIN((ptrdiff_t)MC, m - i0);
+        REAL *ci = c + i0 * ldc;
+        for (ptrdiff_t p0 = 0; p0 < k; p0 += KC) {
+            const ptrdiff_t kc = CNNKIT_MIN(KC, k - p0);
+            SFX(pack_a)(ap, trans_a ? a + p0 * lda + i0
+                                    : a + i0 * lda + p0, lda, trans_a, mc,
+                        kc);
+            const REAL *bs = b + p0 * ldb;
+            if (mc == 1) {  /* one row: several strips' chains at once */
+                for (ptrdiff_t j0 = 0; j0 < full; j0 += ROW_STRIPS * NR)
+                    SFX(micro_row)(kc, ap, bs + j0, boff, ci + j0,
+                                   CNNKIT_MIN((ptrdiff_t)ROW_STRIPS * NR,
+                                              full - j0),
+                                   1, 0, p0 == 0);
+            } else {
+                for (ptrdiff_t j0 = 0; j0 < full; j0 += NR)
+                    for (ptrdiff_t t = 0; t < mc; t += MR)
+                        SFX(micro_implicit)(kc, ap + t * kc, bs + j0, boff,
+                                            ci + t * ldc + j0, ldc,
+                                            CNNKIT_MIN((ptrdiff_t)MR,
+                                                       mc - t),
+                                            NR, p0 == 0, NULL, 0);
+            }
+            if (full < n) {
+                SFX(pack_b)(bp, bs + full, ldb, 0, kc, n - full, 0, 1);
+                for (ptrdiff_t t = 0; t < mc; t += MR)
+                    SFX(micro)(kc, ap + t * kc, bp, ci + t * ldc + full,
+                               ldc, CNNKIT_MIN((ptrdiff_t)MR, mc - t),
+                               n - full, 1, 0, p0 == 0);
+            }
         }
     }
 }
 #endif
 
 #ifdef GEMM_IMPLICIT_B
+#ifndef GEMM_IN_PLACE_BYTES
+#define GEMM_IN_PLACE_BYTES (256 << 10)
+#endif
+/* Whether C (m x n) = op(A) @ B reads B (k x n, not transposed) in place
+ * (gemm_few_rows) rather than packed: up to MR rows of A always; up to 16
+ * rows, where B is read at most three times over; up to 64 where B fits
+ * in half of an L2, so that the strips that several strips of A read
+ * again stay there whatever the stride of B's rows.  The dense layer's
+ * backward (gx and gw, 2 threads, AVX2 Zen 3, calls interleaved, the same
+ * bits): 1.12-1.39x at 8-16 rows, 1.14-1.27x at 32-64 rows on LeNet's
+ * layers and 1024 -> 10; 1.12-1.17x on 3136 -> 1024 and 4096 -> 4096 at
+ * 8-16 rows; with B of 1 MiB and more at 16-64 rows (the rule's packed
+ * cases) the in-place reads measured 0.76-1.10x.  An 84 -> 10 layer at 8
+ * and 16 rows, 7-9 us, takes 1-2 us more. */
+static int SFX(in_place)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
+{
+    return m <= MR || m <= 16 ||
+           (m <= 64 && (double)k * (double)n * sizeof(REAL) <=
+                           GEMM_IN_PLACE_BYTES);
+}
+
 /* Levels of the weight tree's stack for nparts parts: one per halving,
  * plus the leaf being merged. */
 static ptrdiff_t SFX(wtree_levels)(ptrdiff_t nparts)
@@ -407,7 +441,7 @@ static void SFX(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
         return;
     }
 #ifdef GEMM_IMPLICIT_B
-    if (m <= MR && !trans_b && alpha == 1 && beta == 0) {
+    if (SFX(in_place)(m, n, k) && !trans_b && alpha == 1 && beta == 0) {
         SFX(gemm_few_rows)(trans_a, m, n, k, a, lda, b, ldb, c, ldc, work);
         return;
     }
@@ -451,12 +485,13 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
         return;
     double flops = 2.0 * m * n * (k > 0 ? k : 1);
 #ifdef GEMM_IMPLICIT_B
-    const int in_place = m <= MR && !trans_b && alpha == 1 && beta == 0;
+    const int in_place = SFX(in_place)(m, n, k) && !trans_b &&
+                         alpha == 1 && beta == 0;
 #else
     const int in_place = 0;
 #endif
     if ((in_place || m <= 2) && k > 0) {
-        /* few rows (a batch of one to MR samples through a dense layer):
+        /* few rows (a small batch through a dense layer; see in_place):
          * the columns split over the threads in groups of at most
          * GEMM_FEW_GROUP strips, each group a serial product -- which
          * reads B in place (gemm_few_rows), or, for one or two rows of a

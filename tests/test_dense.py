@@ -391,23 +391,26 @@ for dt in (np.float32, np.float64):
         if F.dense(x4[lo:hi], w4, b4).tobytes() != full4[lo:hi].tobytes():
             variant.append(f"{np.dtype(dt).name} dense rows {lo}:{hi} "
                            f"(inner 1100) depend on the batch")
-    # products of at most MR rows read B in place (no packed panel): the
-    # input gradient of a few samples and the weight gradient of a few
-    # outputs have the bits of the same rows of a larger product, over
-    # several slabs (inner size 600 > KC in float64, 1100 > KC in float32)
-    # and columns off the strip width
-    for inner in (600, 1100):
+    # products of few rows read B in place (no packed panel; up to 16
+    # rows, and up to 64 where B is small): the input gradient of a few
+    # samples and the weight gradient of a few outputs have the bits of
+    # the same rows of a larger, packed product (100 rows), over one or
+    # several slabs (inner size 300 and 600 > KC in float64, 1100 > KC in
+    # float32), with B under and over the in-place bound at 64 rows, and
+    # columns off the strip width
+    for inner in (300, 600, 1100):
         # grad-x (n, 77) = g (n, inner) @ w (inner, 77)
-        g2 = rng.standard_normal((40, inner)).astype(dt)
+        g2 = rng.standard_normal((100, inner)).astype(dt)
         w2 = rng.standard_normal((inner, 77)).astype(dt)
-        x2 = rng.standard_normal((40, 77)).astype(dt)
+        x2 = rng.standard_normal((100, 77)).astype(dt)
         gx_all = F.dense_backward(g2, x2, w2)[0]
         # grad-w (o, 77) = g^T (o, inner samples) @ x (inner, 77)
-        g3 = rng.standard_normal((inner, 40)).astype(dt)
+        g3 = rng.standard_normal((inner, 100)).astype(dt)
         x3 = rng.standard_normal((inner, 77)).astype(dt)
-        w3 = rng.standard_normal((40, 77)).astype(dt)
+        w3 = rng.standard_normal((100, 77)).astype(dt)
         gw_all = F.dense_backward(g3, x3, w3)[1]
-        for lo, hi in ((0, 1), (3, 8), (28, 40)):
+        for lo, hi in ((0, 1), (3, 8), (28, 40), (30, 46), (30, 94),
+                       (1, 66)):
             gx = F.dense_backward(g2[lo:hi], x2[lo:hi], w2)[0]
             if gx.tobytes() != gx_all[lo:hi].tobytes():
                 variant.append(f"{np.dtype(dt).name} grad-x rows {lo}:{hi}"
