@@ -391,6 +391,29 @@ for dt in (np.float32, np.float64):
         if F.dense(x4[lo:hi], w4, b4).tobytes() != full4[lo:hi].tobytes():
             variant.append(f"{np.dtype(dt).name} dense rows {lo}:{hi} "
                            f"(inner 1100) depend on the batch")
+    # one sample's weight gradient is an outer product (an inner size of
+    # 1): each element the one rounding of its product, a zero +0 (the
+    # micro-kernel's multiply-add onto +0), infinities and NaN where the
+    # product has them; rows and columns off the tiles, on 1 and 2 threads
+    for o, f in ((1, 1), (7, 5), (13, 37), (120, 400)):
+        g1 = rng.standard_normal((1, o)).astype(dt)
+        x1 = rng.standard_normal((1, f)).astype(dt)
+        g1[0, ::3] = -0.0
+        x1[0, 1::4] = 0.0
+        if o > 5 and f > 5:
+            g1[0, 5] = np.inf
+            x1[0, 2] = np.nan
+        w1 = np.zeros((o, f), dt)
+        with np.errstate(invalid="ignore"):
+            want1 = np.outer(g1[0], x1[0]) + dt(0)
+        for nt in (1, 2):
+            cnnkit.set_num_threads(nt)
+            gw1 = F.dense_backward(g1, x1, w1)[1]
+            if gw1.tobytes() != want1.tobytes():
+                variant.append(f"{np.dtype(dt).name} weight gradient of "
+                               f"one sample {(o, f)} on {nt} threads is "
+                               f"not the outer product")
+        cnnkit.set_num_threads(2)
     # products of few rows read B in place (no packed panel; up to 16
     # rows, and up to 64 where B is small): the input gradient of a few
     # samples and the weight gradient of a few outputs have the bits of
