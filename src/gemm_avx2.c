@@ -67,6 +67,7 @@
                                            _mm256_unpackhi_ps((a), (b)), 0x20)
 #define VZIPHI(a, b) _mm256_permute2f128_ps(_mm256_unpacklo_ps((a), (b)),  \
                                            _mm256_unpackhi_ps((a), (b)), 0x31)
+#define GEMM_ROW_T 1    /* gemm_row_t (gemm_impl.h), measured on this path */
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
@@ -76,6 +77,7 @@
 #undef VEVEN
 #undef VZIPLO
 #undef VZIPHI
+#undef GEMM_ROW_T
 #include "gemm_undef.h"
 
 #define VEC __m256d
@@ -122,6 +124,7 @@
                                            _mm256_unpackhi_pd((a), (b)), 0x20)
 #define VZIPHI(a, b) _mm256_permute2f128_pd(_mm256_unpacklo_pd((a), (b)),  \
                                            _mm256_unpackhi_pd((a), (b)), 0x31)
+#define GEMM_ROW_T 1    /* gemm_row_t (gemm_impl.h), measured on this path */
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
@@ -131,6 +134,7 @@
 #undef VEVEN
 #undef VZIPLO
 #undef VZIPHI
+#undef GEMM_ROW_T
 
 CNNKIT_ENGINE_WORKSPACE(avx2)
 CNNKIT_ENGINE_DIRECT(avx2)

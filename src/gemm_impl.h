@@ -456,9 +456,9 @@ static void SFX(gemm_outer)(int trans_a, ptrdiff_t n, const REAL *a,
 }
 #endif
 
-#if defined(GEMM_IMPLICIT_B) && defined(VZIPLO)
+#ifdef GEMM_ROW_T     /* the engines that measured it (transpose_block) */
 #define RT_GROUPS 4     /* vectors of outputs per pass of gemm_row_t */
-#define RT_BYTES (2 << 20)  /* b's size up to which gemm_row_t runs */
+#define RT_BYTES (2 << 20)  /* the whole b up to which gemm_row_t runs */
 #if defined(__clang__)
 #define RT_UNROLL _Pragma("unroll")
 #else
@@ -574,13 +574,6 @@ static void SFX(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
         SFX(gemm_outer)(trans_a, n, a, lda, b, c, ldc, 0, m);
         return;
     }
-#ifdef VZIPLO
-    if (m == 1 && trans_b && alpha == 1 && beta == 0 &&
-        (double)n * (double)k * sizeof(REAL) <= RT_BYTES) {
-        SFX(gemm_row_t)(trans_a, n, k, a, lda, b, ldb, c);
-        return;
-    }
-#endif
     if (SFX(in_place)(m, n, k) && !trans_b && alpha == 1 && beta == 0) {
         SFX(gemm_few_rows)(trans_a, m, n, k, a, lda, b, ldb, c, ldc, work);
         return;
@@ -646,11 +639,22 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
         /* few rows (a small batch through a dense layer; see in_place):
          * the columns split over the threads in groups of at most
          * GEMM_FEW_GROUP strips, each group a serial product -- which
-         * reads B in place (gemm_few_rows), or, for one or two rows of a
-         * transposed B, packs only that group's panel, still in cache when
-         * the micro-kernel reads it, where the packed path would pack all
-         * of B first (1x3136 @ 3136x1024, 2 threads: 1.0-1.1 -> 0.58-0.64
-         * ms).  Every element's sum is the same, so the bits are. */
+         * reads B in place (gemm_few_rows); or, for one row of a
+         * transposed B of at most RT_BYTES, transposes it block by block
+         * (gemm_row_t); or, for one or two rows of a transposed B, packs
+         * only that group's panel, still in cache when the micro-kernel
+         * reads it, where the packed path would pack all of B first
+         * (1x3136 @ 3136x1024, 2 threads: 1.0-1.1 -> 0.58-0.64 ms).  Every
+         * element's sum is the same, so the bits are.  (The choice of
+         * gemm_row_t is made here, on the whole of B, so that it does not
+         * depend on the groups and so on the threads.) */
+#ifdef GEMM_ROW_T
+        const int row_t = m == 1 && trans_b && alpha == 1 && beta == 0 &&
+                          (double)n * (double)k * sizeof(REAL) <= RT_BYTES;
+#else
+        const int row_t = 0;
+#endif
+        (void)row_t;
         const ptrdiff_t strips = cnnkit_ceil_div(n, NR);
         const ptrdiff_t per = cnnkit_ceil_div(
             strips, (ptrdiff_t)(nthreads < 1 ? 1 : nthreads));
@@ -663,6 +667,13 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
         CNNKIT_OMP(parallel for schedule(static) num_threads(few))
         for (ptrdiff_t q = 0; q < groups; q++) {
             const ptrdiff_t j0 = q * group;
+#ifdef GEMM_ROW_T
+            if (row_t) {
+                SFX(gemm_row_t)(trans_a, CNNKIT_MIN(group, n - j0), k, a, lda,
+                                b + j0 * ldb, ldb, c + j0);
+                continue;
+            }
+#endif
             SFX(gemm)(trans_a, trans_b, m, CNNKIT_MIN(group, n - j0), k,
                       alpha, a, lda, trans_b ? b + j0 * ldb : b + j0, ldb,
                       beta, c + j0, ldc,
