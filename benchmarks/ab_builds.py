@@ -1,0 +1,151 @@
+"""Two builds of cnnkit's kernels side by side in one process.
+
+On a shared machine whose speed swings from minute to minute, a change to
+a kernel is best measured against the build before it in the same
+process, calls alternated: both then see the same machine.  This script
+imports two (or more) copies of the compiled ``cnnkit._kernels``
+extension from the given files, runs each workload with every copy in
+turn over ``--rounds`` rounds, and prints the median time of each copy,
+the ratio of the first copy's time to each other's (above 1: the other is
+faster) and whether their outputs are the same bits.
+
+Build each version and keep its extension aside, for example::
+
+    git checkout <old> && pip install --no-build-isolation -e .
+    cp build/*/_kernels*.so /tmp/old.so
+    git checkout <new> && pip install --no-build-isolation -e .
+    cp build/*/_kernels*.so /tmp/new.so
+    python benchmarks/ab_builds.py /tmp/old.so /tmp/new.so --only dense
+
+Workload groups (``--only``):
+
+``dense``
+    The dense layer's backward (input and weight gradients) at 8-64
+    samples on LeNet-5's layers and wider ones, and its forward pass of one
+    sample: the GEMM's paths for few rows.
+``conv``
+    Convolutions forward: 1x1 layers (a plain matrix product) and 3x3 and
+    5x5 layers of small and medium networks.
+
+    python benchmarks/ab_builds.py OLD.so NEW.so [--only dense conv]
+        [--threads 1] [--rounds 9] [--dtype float32]
+"""
+import argparse
+import importlib.machinery
+import importlib.util
+import os
+import shutil
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+import cnnkit  # noqa: F401  (the package the copies belong to)
+
+DENSE_BACKWARD = [(f, o, n) for f, o in ((400, 120), (120, 84), (84, 10),
+                                          (1024, 10), (512, 512),
+                                          (3136, 1024))
+                  for n in (8, 16, 32, 64)]
+DENSE_ONE = [(400, 120), (120, 84), (84, 10), (1100, 77), (3136, 1024)]
+#: (batch, in channels, side, filters, kernel, padding)
+CONV = [(64, 16, 32, 16, 1, 0), (64, 32, 16, 64, 1, 0), (64, 64, 8, 16, 1, 0),
+        (64, 32, 14, 64, 5, 2), (64, 16, 32, 16, 3, 1),
+        (128, 64, 8, 64, 3, 1), (64, 6, 14, 16, 5, 0)]
+
+
+def load(path, directory, tag):
+    """A separate module object for the extension in ``path`` (copied to a
+    path of its own, so that the dynamic loader maps it again; the
+    module's name keeps its init function, PyInit__kernels)."""
+    sub = os.path.join(directory, tag)
+    os.makedirs(sub)
+    target = os.path.join(
+        sub, "_kernels" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    shutil.copy(path, target)
+    loader = importlib.machinery.ExtensionFileLoader("cnnkit._kernels",
+                                                     target)
+    spec = importlib.util.spec_from_file_location("cnnkit._kernels", target,
+                                                  loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def workloads(groups, dtype):
+    """(label, flops, function of a module returning its outputs)."""
+    rng = np.random.default_rng(0)
+    out = []
+    if "dense" in groups:
+        for f, o, n in DENSE_BACKWARD:
+            x = rng.standard_normal((n, f)).astype(dtype)
+            w = rng.standard_normal((o, f)).astype(dtype)
+            g = rng.standard_normal((n, o)).astype(dtype)
+            out.append((f"dense backward {n}x{f} -> {o}", 4.0 * n * f * o,
+                        lambda k, x=x, w=w, g=g: k.dense_backward(
+                            g, x, w, True, False)[:2]))
+        for f, o in DENSE_ONE:
+            x = rng.standard_normal((1, f)).astype(dtype)
+            w = rng.standard_normal((o, f)).astype(dtype)
+            b = rng.standard_normal(o).astype(dtype)
+            out.append((f"dense forward 1x{f} -> {o}", 2.0 * f * o,
+                        lambda k, x=x, w=w, b=b: (k.dense_forward(x, w, b),)))
+    if "conv" in groups:
+        for n, c, h, kf, r, p in CONV:
+            x = rng.standard_normal((n, c, h, h)).astype(dtype)
+            w = (rng.standard_normal((kf, c, r, r)) * 0.1).astype(dtype)
+            oh = h + 2 * p - r + 1
+            out.append((f"conv forward {n}x{c}x{h}x{h} -> {kf} {r}x{r}",
+                        2.0 * n * kf * oh * oh * c * r * r,
+                        lambda k, x=x, w=w, p=p: (k.conv2d_forward(
+                            x, w, None, (1, 1), (p,) * 4, (1, 1)),)))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("builds", nargs="+", help="extension files (.so)")
+    ap.add_argument("--only", nargs="+", choices=("dense", "conv"),
+                    default=["dense", "conv"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--dtype", choices=("float32", "float64"),
+                    default="float32")
+    args = ap.parse_args(argv)
+    if len(args.builds) < 2:
+        ap.error("give at least two builds")
+    with tempfile.TemporaryDirectory() as tmp:
+        mods = [load(p, tmp, f"b{i}") for i, p in enumerate(args.builds)]
+        for m in mods:
+            m.set_num_threads(args.threads)
+        names = [os.path.basename(p) for p in args.builds]
+        print(f"{args.threads} thread(s), {args.dtype}, median of "
+              f"{args.rounds} alternated rounds; ratio: {names[0]}'s time "
+              f"/ each other's (above 1: faster)")
+        for label, flops, run in workloads(args.only, np.dtype(args.dtype)):
+            outs = [run(m) for m in mods]
+            same = all(len(o) == len(outs[0]) and
+                       all(a.tobytes() == b.tobytes()
+                           for a, b in zip(o, outs[0])) for o in outs[1:])
+            start = time.perf_counter()
+            run(mods[0])
+            once = max(time.perf_counter() - start, 1e-7)
+            reps = max(3, int(0.02 / once))
+            times = [[] for _ in mods]
+            for _ in range(args.rounds):
+                for i, m in enumerate(mods):
+                    start = time.perf_counter()
+                    for _ in range(reps):
+                        run(m)
+                    times[i].append((time.perf_counter() - start) / reps)
+            med = [statistics.median(t) for t in times]
+            cells = "  ".join(f"{n}: {t * 1e6:9.1f} us" for n, t in
+                              zip(names, med))
+            ratios = " ".join(f"{med[0] / t:.2f}x" for t in med[1:])
+            print(f"{label:42s} {cells}  {ratios}  "
+                  f"{'same bits' if same else 'BITS DIFFER'}  "
+                  f"({flops / med[-1] / 1e9:.1f} GFLOP/s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
