@@ -318,12 +318,14 @@ static void SFX(gemm_few_rows)(int trans_a, ptrdiff_t m, ptrdiff_t n,
  * rows, where B is read at most three times over; up to 64 where B fits
  * in half of an L2, so that the strips that several strips of A read
  * again stay there whatever the stride of B's rows.  The dense layer's
- * backward (gx and gw, 2 threads, AVX2 Zen 3, calls interleaved, the same
- * bits): 1.12-1.39x at 8-16 rows, 1.14-1.27x at 32-64 rows on LeNet's
- * layers and 1024 -> 10; 1.12-1.17x on 3136 -> 1024 and 4096 -> 4096 at
- * 8-16 rows; with B of 1 MiB and more at 16-64 rows (the rule's packed
- * cases) the in-place reads measured 0.76-1.10x.  An 84 -> 10 layer at 8
- * and 16 rows, 7-9 us, takes 1-2 us more. */
+ * backward (gx and gw, AVX2 Zen 3, builds alternated in one process, the
+ * same bits; benchmarks/ab_builds.py --only dense), 2 threads: 1.07-1.71x
+ * on LeNet's 400 -> 120 and 120 -> 84 and on 1024 -> 10 at 8-32 rows,
+ * 1.04-1.10x on 512 -> 512 and 3136 -> 1024 at 8-16 rows; 84 -> 10 at 8
+ * and 16 rows (8-10 us) 0.80-0.83x.  The gain is the two threads' (the
+ * columns split over them); on 1 thread 0.86-1.24x.  With B of 1 MiB and
+ * more at 16-64 rows (the rule's packed cases) the in-place reads
+ * measured 0.76-1.10x. */
 static int SFX(in_place)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
 {
     return m <= MR || m <= 16 ||
@@ -521,20 +523,11 @@ static void SFX(gemm_row_t)(int trans_a, ptrdiff_t n, ptrdiff_t k,
                         (int)CNNKIT_MIN((ptrdiff_t)VL, n - r0), pn, VL);
                 }
                 const REAL *ap = a + (p0 + q0) * as;
-                if (nv == RT_GROUPS) {
-                    for (int q = 0; q < pn; q++) {
-                        const VEC av = VBCAST(ap + q * as);
-                        for (int g = 0; g < RT_GROUPS; g++)
-                            acc[g] = VFMA(av, VLOAD(blk + g * VL * VL +
-                                                    q * VL), acc[g]);
-                    }
-                } else {
-                    for (int q = 0; q < pn; q++) {
-                        const VEC av = VBCAST(ap + q * as);
-                        for (int g = 0; g < nv; g++)
-                            acc[g] = VFMA(av, VLOAD(blk + g * VL * VL +
-                                                    q * VL), acc[g]);
-                    }
+                for (int q = 0; q < pn; q++) {
+                    const VEC av = VBCAST(ap + q * as);
+                    for (int g = 0; g < nv; g++)
+                        acc[g] = VFMA(av, VLOAD(blk + g * VL * VL + q * VL),
+                                      acc[g]);
                 }
             }
             for (int g = 0; g < nv; g++) {
