@@ -28,7 +28,7 @@ Workload groups (``--only``):
     5x5 layers of small and medium networks.
 
     python benchmarks/ab_builds.py OLD.so NEW.so [--only dense conv]
-        [--threads 1] [--rounds 9] [--dtype float32]
+        [--threads 1] [--rounds 9] [--dtype float32] [--match TEXT]
 """
 import argparse
 import importlib.machinery
@@ -47,7 +47,8 @@ DENSE_BACKWARD = [(f, o, n) for f, o in ((400, 120), (120, 84), (84, 10),
                                           (1024, 10), (512, 512),
                                           (3136, 1024))
                   for n in (8, 16, 32, 64)]
-DENSE_ONE = [(400, 120), (120, 84), (84, 10), (1100, 77), (3136, 1024)]
+DENSE_ONE = [(400, 120), (120, 84), (84, 10), (1100, 77), (3136, 1024),
+             (4096, 4096)]
 #: (batch, in channels, side, filters, kernel, padding)
 CONV = [(64, 16, 32, 16, 1, 0), (64, 32, 16, 64, 1, 0), (64, 64, 8, 16, 1, 0),
         (64, 32, 14, 64, 5, 2), (64, 16, 32, 16, 3, 1),
@@ -111,6 +112,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--dtype", choices=("float32", "float64"),
                     default="float32")
+    ap.add_argument("--match", default="",
+                    help="only the workloads whose label contains this")
     args = ap.parse_args(argv)
     if len(args.builds) < 2:
         ap.error("give at least two builds")
@@ -123,6 +126,8 @@ def main(argv=None):
               f"{args.rounds} alternated rounds; ratio: {names[0]}'s time "
               f"/ each other's (above 1: faster)")
         for label, flops, run in workloads(args.only, np.dtype(args.dtype)):
+            if args.match not in label:
+                continue
             outs = [run(m) for m in mods]
             same = all(len(o) == len(outs[0]) and
                        all(a.tobytes() == b.tobytes()

@@ -68,6 +68,7 @@
 #define VZIPHI(a, b) _mm256_permute2f128_ps(_mm256_unpacklo_ps((a), (b)),  \
                                            _mm256_unpackhi_ps((a), (b)), 0x31)
 #define GEMM_ROW_T 1    /* gemm_row_t (gemm_impl.h), measured on this path */
+#define RT_BYTES (2 << 20)  /* the whole b up to which it runs */
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
@@ -78,6 +79,7 @@
 #undef VZIPLO
 #undef VZIPHI
 #undef GEMM_ROW_T
+#undef RT_BYTES
 #include "gemm_undef.h"
 
 #define VEC __m256d
@@ -125,6 +127,7 @@
 #define VZIPHI(a, b) _mm256_permute2f128_pd(_mm256_unpacklo_pd((a), (b)),  \
                                            _mm256_unpackhi_pd((a), (b)), 0x31)
 #define GEMM_ROW_T 1    /* gemm_row_t (gemm_impl.h), measured on this path */
+#define RT_BYTES (2 << 20)  /* the whole b up to which it runs */
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
@@ -135,6 +138,7 @@
 #undef VZIPLO
 #undef VZIPHI
 #undef GEMM_ROW_T
+#undef RT_BYTES
 
 CNNKIT_ENGINE_WORKSPACE(avx2)
 CNNKIT_ENGINE_DIRECT(avx2)

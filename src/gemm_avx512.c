@@ -66,6 +66,9 @@
 #define VZIPHI(a, b) _mm512_permutex2var_ps(                               \
     (a), _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29,    \
                            14, 30, 15, 31), (b))
+#define GEMM_ROW_T 1    /* gemm_row_t (gemm_impl.h): 2 groups of 4 blocks */
+#define RT_GROUPS 2
+#define RT_QB 4
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"
@@ -120,6 +123,9 @@
     (a), _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), (b))
 #define VZIPHI(a, b) _mm512_permutex2var_pd(                               \
     (a), _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15), (b))
+#define GEMM_ROW_T 1    /* gemm_row_t (gemm_impl.h): 2 groups of 4 blocks */
+#define RT_GROUPS 2
+#define RT_QB 4
 #include "gemm_micro_simd.h"
 #include "gemm_impl.h"
 #include "conv_direct_simd.h"

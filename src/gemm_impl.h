@@ -459,31 +459,43 @@ static void SFX(gemm_outer)(int trans_a, ptrdiff_t n, const REAL *a,
 #endif
 
 #ifdef GEMM_ROW_T     /* the engines that measured it (transpose_block) */
+#ifndef RT_GROUPS
 #define RT_GROUPS 4     /* vectors of outputs per pass of gemm_row_t */
-#define RT_BYTES (2 << 20)  /* the whole b up to which gemm_row_t runs */
+#endif
+#ifndef RT_QB
+#define RT_QB 1         /* blocks of VL taps a row gives per pass */
+#endif
 #if defined(__clang__)
 #define RT_UNROLL _Pragma("unroll")
 #else
 #define RT_UNROLL _Pragma("GCC unroll 16")
 #endif
 /* C (1 x n) = op(A) (1 x k) @ b^T, b (n, k) row-major (a dense layer's
- * forward pass of one sample, y = x @ W^T): each block of VL taps of up
- * to RT_GROUPS * VL rows of b transposed in registers into an L1 scratch
- * (transpose_block), and consumed at once by RT_GROUPS chains.  The packed
- * path transposed a whole panel of b first (400 x 120: 100 KiB per group
- * of strips, read back from L2).  Each output is micro_row's chain: the
- * taps of a KC-deep slab in increasing order from zero, stored as 1 * sum
- * for the first slab and added as 1 * sum + c for the next ones.  1
- * thread, AVX2 Zen 3, calls alternated: 400 -> 120 1.30x (float32) and
+ * forward pass of one sample, y = x @ W^T): each run of RT_QB blocks of
+ * VL taps of up to RT_GROUPS * VL rows of b transposed in registers into
+ * an L1 scratch (transpose_block), and consumed at once by RT_GROUPS
+ * chains.  The packed path transposed a whole panel of b first (400 x
+ * 120: 100 KiB per group of strips, read back from L2).  Each output is
+ * micro_row's chain: the taps of a KC-deep slab in increasing order from
+ * zero, stored as 1 * sum for the first slab and added as 1 * sum + c for
+ * the next ones.
+ *
+ * The engine sets the shape of a pass.  AVX2 (Zen 3, 1 thread, calls
+ * alternated): 4 groups of one block; 400 -> 120 1.30x (float32) and
  * 1.41x (float64), 120 -> 84 1.18x and 1.27x, 1100 -> 77 1.15x and 1.43x;
  * not where b outgrows the caches (RT_BYTES: 3136 -> 1024 in float32,
- * 12.8 MB read from memory by 32 rows at once, 0.92x). */
+ * 12.8 MB read from memory by 32 rows at once, 0.92x).  AVX-512 (Zen 4):
+ * 2 groups of 4 blocks, so that each of the 32 rows read at once gives
+ * 256 contiguous bytes: with one 64-byte block per row and 64 rows, rows
+ * a power of two apart (4096 -> 4096) fall in one set of L1, and a row
+ * that starts inside a line (NumPy's large arrays start 16 bytes into
+ * one) reads each line twice, 2.2x slower than the same rows aligned. */
 static void SFX(gemm_row_t)(int trans_a, ptrdiff_t n, ptrdiff_t k,
                             const REAL *a, ptrdiff_t lda,
                             const REAL *restrict b, ptrdiff_t ldb,
                             REAL *restrict c)
 {
-    REAL blk[RT_GROUPS * VL * VL];
+    REAL blk[RT_GROUPS * RT_QB * VL * VL];
     const ptrdiff_t as = trans_a ? lda : 1;   /* op(A)[0, p] at a[p * as] */
     const VEC one = VSET1((REAL)1);
     for (ptrdiff_t j0 = 0; j0 < n; j0 += RT_GROUPS * VL) {
@@ -496,21 +508,28 @@ static void SFX(gemm_row_t)(int trans_a, ptrdiff_t n, ptrdiff_t k,
                 acc[g] = VZERO();
             const int whole = n - j0 >= RT_GROUPS * VL;
             ptrdiff_t q0 = 0;
-            if (whole) {    /* whole blocks: constant shapes, no branches */
-                for (; q0 + VL <= kc; q0 += VL) {
+            if (whole) {    /* whole runs: constant shapes, no branches */
+                for (; q0 + RT_QB * VL <= kc; q0 += RT_QB * VL) {
                     for (int g = 0; g < RT_GROUPS; g++)
-                        SFX(transpose_block)(
-                            blk + g * VL * VL, VL,
-                            b + (j0 + (ptrdiff_t)g * VL) * ldb + p0 + q0,
-                            ldb, VL, VL, VL);
-                    const REAL *ap = a + (p0 + q0) * as;
-                    RT_UNROLL
-                    for (int q = 0; q < VL; q++) {
-                        const VEC av = VBCAST(ap + q * as);
+                        for (int u = 0; u < RT_QB; u++)
+                            SFX(transpose_block)(
+                                blk + (g * RT_QB + u) * VL * VL, VL,
+                                b + (j0 + (ptrdiff_t)g * VL) * ldb + p0 +
+                                    q0 + u * VL,
+                                ldb, VL, VL, VL);
+                    for (int u = 0; u < RT_QB; u++) {
+                        const REAL *ap = a + (p0 + q0 + u * VL) * as;
                         RT_UNROLL
-                        for (int g = 0; g < RT_GROUPS; g++)
-                            acc[g] = VFMA(av, VLOAD(blk + g * VL * VL +
-                                                    q * VL), acc[g]);
+                        for (int q = 0; q < VL; q++) {
+                            const VEC av = VBCAST(ap + q * as);
+                            RT_UNROLL
+                            for (int g = 0; g < RT_GROUPS; g++)
+                                acc[g] = VFMA(
+                                    av,
+                                    VLOAD(blk + (g * RT_QB + u) * VL * VL +
+                                          q * VL),
+                                    acc[g]);
+                        }
                     }
                 }
             }
@@ -633,7 +652,8 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
          * the columns split over the threads in groups of at most
          * GEMM_FEW_GROUP strips, each group a serial product -- which
          * reads B in place (gemm_few_rows); or, for one row of a
-         * transposed B of at most RT_BYTES, transposes it block by block
+         * transposed B (of at most RT_BYTES where the engine bounds it),
+         * transposes it block by block
          * (gemm_row_t); or, for one or two rows of a transposed B, packs
          * only that group's panel, still in cache when the micro-kernel
          * reads it, where the packed path would pack all of B first
@@ -642,8 +662,11 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
          * gemm_row_t is made here, on the whole of B, so that it does not
          * depend on the groups and so on the threads.) */
 #ifdef GEMM_ROW_T
-        const int row_t = m == 1 && trans_b && alpha == 1 && beta == 0 &&
-                          (double)n * (double)k * sizeof(REAL) <= RT_BYTES;
+        const int row_t = m == 1 && trans_b && alpha == 1 && beta == 0
+#ifdef RT_BYTES
+                          && (double)n * (double)k * sizeof(REAL) <= RT_BYTES
+#endif
+            ;
 #else
         const int row_t = 0;
 #endif

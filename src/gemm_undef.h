@@ -36,3 +36,8 @@
 #undef GEMM_IMPLICIT_B
 #undef ROW_STRIPS
 #undef WT_ROWS
+#undef GEMM_ROW_T
+#undef RT_GROUPS
+#undef RT_QB
+#undef RT_BYTES
+#undef RT_UNROLL
