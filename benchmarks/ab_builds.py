@@ -26,8 +26,10 @@ Workload groups (``--only``):
 ``conv``
     Convolutions forward: 1x1 layers (a plain matrix product) and 3x3 and
     5x5 layers of small and medium networks.
+``depthwise``
+    Depthwise convolutions forward (bias and ReLU), stride 2 and 1.
 
-    python benchmarks/ab_builds.py OLD.so NEW.so [--only dense conv]
+    python benchmarks/ab_builds.py OLD.so NEW.so [--only dense conv depthwise]
         [--threads 1] [--rounds 9] [--dtype float32] [--match TEXT]
 """
 import argparse
@@ -53,6 +55,13 @@ DENSE_ONE = [(400, 120), (120, 84), (84, 10), (1100, 77), (3136, 1024),
 CONV = [(64, 16, 32, 16, 1, 0), (64, 32, 16, 64, 1, 0), (64, 64, 8, 16, 1, 0),
         (64, 32, 14, 64, 5, 2), (64, 16, 32, 16, 3, 1),
         (128, 64, 8, 64, 3, 1), (64, 6, 14, 16, 5, 0)]
+#: depthwise (batch, channels, side, kernel, stride, padding, multiplier)
+DEPTHWISE = [(1, 128, 28, 3, 2, 1, 1), (32, 128, 28, 3, 2, 1, 1),
+             (32, 32, 56, 3, 2, 1, 1), (8, 64, 112, 3, 2, 1, 1),
+             (32, 256, 14, 3, 2, 1, 1), (16, 32, 27, 3, 2, 0, 1),
+             (16, 32, 29, 5, 2, 2, 1), (16, 16, 28, 3, 2, 1, 2), (8, 32, 96, 3, 2, 1, 1),
+             (8, 16, 224, 3, 2, 1, 1),
+             (32, 64, 56, 3, 1, 1, 1)]
 
 
 def load(path, directory, tag):
@@ -100,14 +109,27 @@ def workloads(groups, dtype):
                         2.0 * n * kf * oh * oh * c * r * r,
                         lambda k, x=x, w=w, p=p: (k.conv2d_forward(
                             x, w, None, (1, 1), (p,) * 4, (1, 1)),)))
+    if "depthwise" in groups:
+        for n, c, h, r, st, p, mult in DEPTHWISE:
+            x = rng.standard_normal((n, c, h, h)).astype(dtype)
+            w = rng.standard_normal((c * mult, 1, r, r)).astype(dtype)
+            b = rng.standard_normal(c * mult).astype(dtype)
+            oh = (h + 2 * p - r) // st + 1
+            out.append((f"depthwise {n}x{c}x{h}x{h} {r}x{r} s{st} p{p}"
+                        + (f" x{mult}" if mult > 1 else ""),
+                        2.0 * n * c * mult * oh * oh * r * r,
+                        lambda k, x=x, w=w, b=b, st=st, p=p, c=c: (
+                            k.conv2d_forward(x, w, b, (st, st), (p,) * 4,
+                                             (1, 1), True, groups=c),)))
     return out
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("builds", nargs="+", help="extension files (.so)")
-    ap.add_argument("--only", nargs="+", choices=("dense", "conv"),
-                    default=["dense", "conv"])
+    ap.add_argument("--only", nargs="+",
+                    choices=("dense", "conv", "depthwise"),
+                    default=["dense", "conv", "depthwise"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--dtype", choices=("float32", "float64"),

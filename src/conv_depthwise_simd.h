@@ -96,6 +96,172 @@ static void SFX(dw_fill_simd)(REAL *restrict buf, const REAL *restrict xc,
     }
 }
 
+#ifdef VODDSH
+#define DW_S2_S 7   /* tap columns of dw_forward_s2 at most */
+
+/* Lanes of a masked load of row xr at column cb: those inside [0, w). */
+static inline MASK SFX(dw_cols)(ptrdiff_t cb, ptrdiff_t w)
+{
+    return VMASK((int)CNNKIT_MAX((ptrdiff_t)0,
+                                 CNNKIT_MIN((ptrdiff_t)VL, w - cb)));
+}
+
+/* Whether the forward of g runs without a padded copy (dw_forward_s2):
+ * stride 2, output rows of at most 4 vectors.  Each vector of columns
+ * sweeps the plane, which outgrows L1 beyond that: against the copy
+ * (AVX-512 Zen 4, 1 thread, ab_builds.py --only depthwise) rows of 3-3.5
+ * vectors ran 1.4-2.8x, of 6-7 vectors 0.58-0.65x. */
+static int SFX(dw_s2_fits)(const cnnkit_conv2d_geom *g)
+{
+    return g->stride_h == 2 && g->stride_w == 2 && g->dil_h == 1 &&
+           g->dil_w == 1 && g->pad_w <= 1 && g->s <= DW_S2_S &&
+           g->ow <= 4 * VL;
+}
+
+/* Tap column s's vector of input row ih (0 outside the plane): the
+ * even elements of two masked loads from column c0, or (odd) the odd
+ * ones behind a zero, for column -1. */
+static inline __attribute__((always_inline)) VEC
+SFX(dw_s2_tap)(const REAL *restrict xc, ptrdiff_t ih, ptrdiff_t h,
+               ptrdiff_t w, ptrdiff_t c0, MASK ma, MASK mb, int odd)
+{
+    if (ih < 0 || ih >= h)
+        return VZERO();
+    const REAL *xr = xc + ih * w + c0;
+    const VEC a = VLOAD_M(xr, ma), b = VLOAD_M(xr + VL, mb);
+    return odd ? VODDSH(a, b) : VEVEN(a, b);
+}
+
+/* One filter's plane: for each vector q of output columns (its loads'
+ * columns and masks set once), output rows two at a time, two chains. */
+static inline __attribute__((always_inline)) void
+SFX(dw_s2_plane)(const ptrdiff_t R, const ptrdiff_t S, REAL *restrict yk,
+                 const REAL *restrict xc, const REAL *restrict wk,
+                 const REAL *bk, int relu, const cnnkit_conv2d_geom *g)
+{
+    const ptrdiff_t h = g->h, w = g->w, oh = g->oh, ow = g->ow;
+    const ptrdiff_t ph = g->pad_h;
+    for (ptrdiff_t j0 = 0; j0 < ow; j0 += VL) {
+        /* tap column s reads from column 2 j0 + s - pw, or 0 for -1 */
+        ptrdiff_t c0[DW_S2_S];
+        MASK ma[DW_S2_S], mb[DW_S2_S];
+        int odd[DW_S2_S];
+        for (ptrdiff_t s = 0; s < S; s++) {
+            const ptrdiff_t cb = 2 * j0 + s - g->pad_w;
+            odd[s] = cb < 0;
+            c0[s] = cb < 0 ? 0 : cb;
+            ma[s] = SFX(dw_cols)(c0[s], w);
+            mb[s] = SFX(dw_cols)(c0[s] + VL, w);
+        }
+        const MASK om = VMASK((int)CNNKIT_MIN((ptrdiff_t)VL, ow - j0));
+        for (ptrdiff_t i = 0; i < oh; i += 2) {
+            const int two = i + 1 < oh;
+            VEC acc0 = VZERO(), acc1 = VZERO();
+            for (ptrdiff_t r = 0; r < R; r++) {
+                const ptrdiff_t ih = 2 * i + r - ph;
+                for (ptrdiff_t s = 0; s < S; s++) {
+                    const VEC wv = VSET1(wk[r * S + s]);
+                    acc0 = VFMA(wv, SFX(dw_s2_tap)(xc, ih, h, w, c0[s],
+                                                   ma[s], mb[s], odd[s]),
+                                acc0);
+                    acc1 = VFMA(wv, SFX(dw_s2_tap)(xc, two ? ih + 2 : -1, h,
+                                                   w, c0[s], ma[s], mb[s],
+                                                   odd[s]),
+                                acc1);
+                }
+            }
+            if (bk) {
+                acc0 = VADD(acc0, VSET1(*bk));
+                acc1 = VADD(acc1, VSET1(*bk));
+            }
+            if (relu) {
+                acc0 = VRELU(acc0);
+                acc1 = VRELU(acc1);
+            }
+            VSTORE_M(yk + i * ow + j0, om, acc0);
+            if (two)
+                VSTORE_M(yk + (i + 1) * ow + j0, om, acc1);
+        }
+    }
+}
+
+/* dw_s2_plane for 3x3 taps and a padding of 1, the common layer (its
+ * sums, the same bits): the weights in registers, each input row's
+ * loads from column 2 j0 shared by tap columns 0 (j0 = 0) and 1, and
+ * the rows' bounds checked once per row. */
+static void SFX(dw_s2_3x3)(REAL *restrict yk, const REAL *restrict xc,
+                           const REAL *restrict wk, const REAL *bk,
+                           int relu, const cnnkit_conv2d_geom *g)
+{
+    const ptrdiff_t h = g->h, w = g->w, oh = g->oh, ow = g->ow;
+    VEC wv[9];
+    for (int e = 0; e < 9; e++)
+        wv[e] = VSET1(wk[e]);
+    const VEC vb = VSET1(bk ? *bk : (REAL)0);
+    for (ptrdiff_t j0 = 0; j0 < ow; j0 += VL) {
+        const ptrdiff_t c0 = 2 * j0;
+        const MASK om = VMASK((int)CNNKIT_MIN((ptrdiff_t)VL, ow - j0));
+        const MASK ma = SFX(dw_cols)(c0, w), mb = SFX(dw_cols)(c0 + VL, w);
+        const MASK mo = SFX(dw_cols)(c0 + 1, w);
+        const MASK mo2 = SFX(dw_cols)(c0 + 1 + VL, w);
+        const MASK mm = j0 ? SFX(dw_cols)(c0 - 1, w) : 0;
+        const MASK mm2 = j0 ? SFX(dw_cols)(c0 - 1 + VL, w) : 0;
+        for (ptrdiff_t i = 0; i < oh; i++) {
+            VEC acc = VZERO();
+            for (int r = 0; r < 3; r++) {
+                const ptrdiff_t ih = 2 * i + r - 1;
+                VEC v0 = VZERO(), v1 = VZERO(), v2 = VZERO();
+                if (ih >= 0 && ih < h) {
+                    const REAL *xr = xc + ih * w + c0;
+                    const VEC a = VLOAD_M(xr, ma), b = VLOAD_M(xr + VL, mb);
+                    v1 = VEVEN(a, b);
+                    v2 = VEVEN(VLOAD_M(xr + 1, mo),
+                               VLOAD_M(xr + 1 + VL, mo2));
+                    v0 = j0 ? VEVEN(VLOAD_M(xr - 1, mm),
+                                    VLOAD_M(xr - 1 + VL, mm2))
+                            : VODDSH(a, b);
+                }
+                acc = VFMA(wv[3 * r], v0, acc);
+                acc = VFMA(wv[3 * r + 1], v1, acc);
+                acc = VFMA(wv[3 * r + 2], v2, acc);
+            }
+            if (bk)
+                acc = VADD(acc, vb);
+            if (relu)
+                acc = VRELU(acc);
+            VSTORE_M(yk + i * ow + j0, om, acc);
+        }
+    }
+}
+
+/* The forward of one channel's plane xc (h, w) into the planes of its m
+ * filters at stride 2 (dw_s2_fits), read where it lies: the padded,
+ * phase-split copy and its calls per row had been three quarters of the
+ * pass on planes of 14-56 pixels.  Tap (r, s) of output columns [j0, j0 +
+ * VL) reads the input row's columns 2j + s - pw: the even elements
+ * (VEVEN) of two masked loads from column 2 j0 + s - pw, or for column
+ * -1 (j0 = 0, s = 0, pw = 1) the odd elements of the loads from column 0
+ * moved up a lane behind a zero (VODDSH).  Lanes outside the plane and
+ * rows outside it read 0, as they do in the copy, and each sum is the
+ * copy's: taps in (r, s) order from zero, then the bias and the ReLU;
+ * the same bits. */
+static void SFX(dw_forward_s2)(REAL *restrict yc, const REAL *restrict xc,
+                               const REAL *restrict wc,
+                               const REAL *restrict bc, ptrdiff_t m,
+                               int relu, const cnnkit_conv2d_geom *g)
+{
+    const ptrdiff_t rs = g->r * g->s, p = g->oh * g->ow;
+    for (ptrdiff_t mi = 0; mi < m; mi++) {
+        const REAL *bk = bc ? bc + mi : NULL;
+        if (g->r == 3 && g->s == 3 && g->pad_h == 1 && g->pad_w == 1)
+            SFX(dw_s2_3x3)(yc + mi * p, xc, wc + mi * rs, bk, relu, g);
+        else
+            SFX(dw_s2_plane)(g->r, g->s, yc + mi * p, xc, wc + mi * rs, bk,
+                             relu, g);
+    }
+}
+#endif
+
 static int SFX(dw_forward_simd)(REAL *y, const REAL *x, const REAL *w,
                                 const REAL *bias, int relu, REAL *work,
                                 const cnnkit_conv2d_geom *g, int nthreads)
@@ -109,6 +275,9 @@ static int SFX(dw_forward_simd)(REAL *y, const REAL *x, const REAL *w,
     const ptrdiff_t per_thread = dw_per_thread(g, CNNKIT_CONV_FORWARD);
     const ptrdiff_t full = ow / VL * VL, tail = ow - full;
     const ptrdiff_t tasks = g->n * g->c;
+#ifdef VODDSH
+    const int s2 = SFX(dw_s2_fits)(g);
+#endif
     /* offset of tap (r, s) from an output row's first window */
     ptrdiff_t tap[DW_SIMD_TAPS];
     for (ptrdiff_t r = 0; r < g->r; r++)
@@ -120,6 +289,14 @@ static int SFX(dw_forward_simd)(REAL *y, const REAL *x, const REAL *w,
     for (ptrdiff_t t = 0; t < tasks; t++) {
         const ptrdiff_t n = t / g->c, c = t % g->c;
         const MASK tm = VMASK(tail > 0 ? (int)tail : 1);
+#ifdef VODDSH
+        if (s2) {
+            SFX(dw_forward_s2)(y + (n * g->k + c * m) * p, x + t * hw,
+                               w + c * m * rs, bias ? bias + c * m : NULL, m,
+                               relu, g);
+            continue;
+        }
+#endif
         REAL *buf = work + (ptrdiff_t)omp_get_thread_num() * per_thread;
         SFX(dw_fill_simd)(buf, x + t * hw, g);
         for (ptrdiff_t mi = 0; mi < m; mi++) {

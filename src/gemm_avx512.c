@@ -66,6 +66,12 @@
 #define VZIPHI(a, b) _mm512_permutex2var_ps(                               \
     (a), _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29,    \
                            14, 30, 15, 31), (b))
+/* 0, then the odd elements of a and b (a1 a3 ... b13): columns -1, 1, 3,
+ * ... of a row loaded from column 0 (dw_forward_s2) */
+#define VODDSH(a, b) _mm512_maskz_permutex2var_ps(                         \
+    (__mmask16)0xFFFE, (a),                                                \
+    _mm512_setr_epi32(0, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, \
+                      29), (b))
 #define GEMM_ROW_T 1    /* gemm_row_t (gemm_impl.h): 2 groups of 4 blocks */
 #define RT_GROUPS 2
 #define RT_QB 4
@@ -76,6 +82,7 @@
 #include "winograd_engine.h"
 #include "conv_depthwise_simd.h"
 #undef VEVEN
+#undef VODDSH
 #undef VZIPLO
 #undef VZIPHI
 #include "gemm_undef.h"
@@ -123,6 +130,9 @@
     (a), _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), (b))
 #define VZIPHI(a, b) _mm512_permutex2var_pd(                               \
     (a), _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15), (b))
+/* 0, then the odd elements of a and b (a1 a3 ... b5) */
+#define VODDSH(a, b) _mm512_maskz_permutex2var_pd(                         \
+    (__mmask8)0xFE, (a), _mm512_setr_epi64(0, 1, 3, 5, 7, 9, 11, 13), (b))
 #define GEMM_ROW_T 1    /* gemm_row_t (gemm_impl.h): 2 groups of 4 blocks */
 #define RT_GROUPS 2
 #define RT_QB 4
@@ -133,6 +143,7 @@
 #include "winograd_engine.h"
 #include "conv_depthwise_simd.h"
 #undef VEVEN
+#undef VODDSH
 #undef VZIPLO
 #undef VZIPHI
 

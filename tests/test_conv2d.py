@@ -1515,6 +1515,61 @@ def test_depthwise_infinite_weight_nan_positions(stride, padding):
     np.testing.assert_array_equal(np.isneginf(fast), np.isneginf(slow))
 
 
+DEPTHWISE_S2_CHECKER = r'''
+from cnnkit import _kernels as K
+# A depthwise layer at stride 2 sums each output as the same layer at
+# stride 1 sums the output at twice its place (taps in (r, s) order from
+# zero, then the bias, then the ReLU), whichever way each reads its
+# input: the bits of the stride-1 output subsampled.  Planes of 1 to 130
+# columns (masked loads at both edges, rows of 1-5 vectors), paddings 0
+# and 1 on each axis and 2 on the rows, 1-7 taps a side, 1 and 2 filters
+# per channel, a NaN, an infinite weight and -0, 1 and 2 threads.
+rng = np.random.default_rng(3)
+cases = 0
+for dt in (np.float32, np.float64):
+    for h, w_ in ((1, 1), (2, 3), (5, 7), (14, 14), (27, 28), (33, 31),
+                  (20, 64), (9, 65), (6, 130)):
+        for r, s, ph, pw in ((3, 3, 1, 1), (3, 3, 0, 0), (3, 3, 1, 0),
+                             (3, 3, 0, 1), (3, 3, 2, 1), (5, 5, 1, 1),
+                             (1, 1, 0, 0), (2, 2, 1, 1), (7, 7, 1, 1),
+                             (1, 3, 0, 1)):
+            if h + 2 * ph < r or w_ + 2 * pw < s:
+                continue
+            for mult in (1, 2):
+                c = 3
+                x = rng.standard_normal((2, c, h, w_)).astype(dt)
+                x[0, 0, 0, 0] = np.nan
+                x[1, 1, -1, -1] = -0.0
+                w = rng.standard_normal((c * mult, 1, r, s)).astype(dt)
+                w[-1, 0, r - 1, 0] = np.inf
+                b = rng.standard_normal(c * mult).astype(dt)
+                pad = (ph, ph, pw, pw)
+                for relu in (False, True):
+                    for nt in (1, 2):
+                        cnnkit.set_num_threads(nt)
+                        y2 = K.conv2d_forward(x, w, b, (2, 2), pad, (1, 1),
+                                              relu, groups=c)
+                        y1 = K.conv2d_forward(x, w, b, (1, 1), pad, (1, 1),
+                                              relu, groups=c)
+                        cases += 1
+                        want = np.ascontiguousarray(y1[:, :, ::2, ::2])
+                        if y2.shape != want.shape or \
+                                y2.tobytes() != want.tobytes():
+                            variant.append(
+                                f"{np.dtype(dt).name} {h}x{w_} {r}x{s} "
+                                f"pad {ph},{pw} x{mult} relu {relu} on "
+                                f"{nt} threads")
+extra["cases"] = cases
+'''
+
+
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_depthwise_stride2_is_stride1_subsampled(path):
+    res = run_simd(path, DEPTHWISE_S2_CHECKER)
+    assert res["cases"] > 1000
+    assert res["variant"] == []
+
+
 GROUP_FD_CASES = [
     pytest.param(2, 4, 5, 5, 6, 2, 3, 2, 1, 1, 1, id="g2"),
     pytest.param(1, 3, 6, 5, 3, 3, 3, 3, 2, 1, 1, id="depthwise-stride2"),
