@@ -183,7 +183,9 @@ static ptrdiff_t conv_wrows_size(const cnnkit_conv2d_geom *g,
  * padded copies of it (conv_depthwise.h) so that every inner loop runs
  * along an output row.  The plain C kernels below run on the generic path;
  * the AVX2 and AVX-512 engines bring their own (conv_depthwise_simd.h),
- * explicit vectors along output rows with the same task split. */
+ * explicit vectors along output rows with the same task split (on
+ * AVX-512 some stride-2 passes read the planes in place, with the same
+ * bits). */
 static int conv_depthwise(const cnnkit_conv2d_geom *g)
 {
     return !g->im2col_only && cnnkit_conv_groups(g) > 1 && conv_gc(g) == 1;

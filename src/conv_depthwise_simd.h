@@ -4,7 +4,10 @@
  * conv2d_impl.h stay the generic path's and run where these decline.
  *
  * Every inner loop is explicit vectors of VL output elements along a row
- * (a masked vector at its end), on the padded copies of conv_depthwise.h:
+ * (a masked vector at its end), on the padded copies of conv_depthwise.h
+ * -- except, on the AVX-512 path, the stride-2 forward and 3x3 weight
+ * gradient of output rows of up to 4 vectors, which read each plane in
+ * place with the copy's values and sums (dw_forward_s2, dw_wsweep_s2):
  *
  *   forward        task (image, channel): its padded plane is copied once;
  *                  each vector of an output row is summed in registers over
@@ -17,9 +20,9 @@
  *                  for the taps whose divisions are exact, so one vector
  *                  of t sums, in registers, over the filters of the
  *                  channel, then r, then s in order.  gx is written once
- *                  (phases are interleaved through a row buffer when
- *                  sw > 1); taps and zeros that touch no element add
- *                  nothing.
+ *                  (at sw = 2 the two phases' vectors are interleaved in
+ *                  registers, at sw > 2 through a row buffer); taps and
+ *                  zeros that touch no element add nothing.
  *   weight grad    task (run of images, channel): VL lanes per tap, output
  *                  column j into lane j % VL, over the run's images, rows
  *                  and column vectors in order, all taps of a filter in
@@ -345,6 +348,26 @@ static int SFX(dw_all_finite)(const REAL *restrict a, ptrdiff_t n)
     return z == 0;
 }
 
+/* One vector of an input-gradient phase: elements [t0, t0 + VL) of its
+ * cnt, summed over the class's terms [e0, e1) from zero (lanes past cnt
+ * are 0 and not stored). */
+static inline __attribute__((always_inline)) VEC
+SFX(dw_gphase)(const REAL *base, const ptrdiff_t *toff, const REAL *twt,
+               ptrdiff_t e0, ptrdiff_t e1, ptrdiff_t t0, ptrdiff_t cnt)
+{
+    VEC acc = VZERO();
+    if (t0 + VL <= cnt) {
+        for (ptrdiff_t e = e0; e < e1; e++)
+            acc = VFMA(VSET1(twt[e]), VLOAD(base + toff[e] + t0), acc);
+    } else if (t0 < cnt) {
+        const MASK tm = VMASK((int)(cnt - t0));
+        for (ptrdiff_t e = e0; e < e1; e++)
+            acc = VFMA(VSET1(twt[e]), VLOAD_M(base + toff[e] + t0, tm),
+                       acc);
+    }
+    return acc;
+}
+
 static int SFX(dw_backward_data_simd)(REAL *gx, const REAL *gy,
                                       const REAL *w, REAL *work,
                                       const cnnkit_conv2d_geom *g,
@@ -425,6 +448,38 @@ static int SFX(dw_backward_data_simd)(REAL *gx, const REAL *gy,
         REAL *gxc = gx + t * hw;
         ptrdiff_t al = 0, arow = 0;  /* a = sh * (arow / gwp) + al */
         for (ptrdiff_t a = 0; a < g->h; a++) {
+            if (sw == 2) {
+                /* both phases' vectors of the same t, interleaved in
+                 * registers and stored: through a row buffer, each
+                 * phase's masked store and the full load that read it
+                 * back stalled (two thirds of the pass at 14 columns) */
+                const ptrdiff_t *f = first + al * 2;
+                const REAL *base = gp + arow;
+                REAL *restrict xr = gxc + a * g->w;
+                for (ptrdiff_t t0 = 0; 2 * t0 < g->w; t0 += VL) {
+                    const VEC ev = SFX(dw_gphase)(base, toff, twt, f[0],
+                                                  f[1], t0, pcnt[0]);
+                    const VEC od = SFX(dw_gphase)(base, toff, twt, f[1],
+                                                  f[2], t0, pcnt[1]);
+                    const ptrdiff_t left = g->w - 2 * t0;
+                    if (left >= 2 * VL) {
+                        VSTORE(xr + 2 * t0, VZIPLO(ev, od));
+                        VSTORE(xr + 2 * t0 + VL, VZIPHI(ev, od));
+                        continue;
+                    }
+                    VSTORE_M(xr + 2 * t0,
+                             VMASK((int)CNNKIT_MIN(left, (ptrdiff_t)VL)),
+                             VZIPLO(ev, od));
+                    if (left > VL)
+                        VSTORE_M(xr + 2 * t0 + VL, VMASK((int)(left - VL)),
+                                 VZIPHI(ev, od));
+                }
+                if (++al == sh) {
+                    al = 0;
+                    arow += gwp;
+                }
+                continue;
+            }
             for (ptrdiff_t be = 0; be < sw && be < g->w; be++) {
                 const ptrdiff_t e0 = first[al * sw + be];
                 const ptrdiff_t e1 = first[al * sw + be + 1];
@@ -452,24 +507,7 @@ static int SFX(dw_backward_data_simd)(REAL *gx, const REAL *gy,
                 al = 0;
                 arow += gwp;
             }
-            if (sw == 2) {  /* interleave the two phases by vectors */
-                REAL *restrict xr = gxc + a * g->w;
-                for (ptrdiff_t t0 = 0; 2 * t0 < g->w; t0 += VL) {
-                    const VEC ev = VLOAD(tmp + t0), od = VLOAD(tmp + tw + t0);
-                    const ptrdiff_t left = g->w - 2 * t0;
-                    if (left >= 2 * VL) {
-                        VSTORE(xr + 2 * t0, VZIPLO(ev, od));
-                        VSTORE(xr + 2 * t0 + VL, VZIPHI(ev, od));
-                        continue;
-                    }
-                    VSTORE_M(xr + 2 * t0,
-                             VMASK((int)CNNKIT_MIN(left, (ptrdiff_t)VL)),
-                             VZIPLO(ev, od));
-                    if (left > VL)
-                        VSTORE_M(xr + 2 * t0 + VL, VMASK((int)(left - VL)),
-                                 VZIPHI(ev, od));
-                }
-            } else if (sw > 1) {
+            if (sw > 1) {
                 REAL *restrict xr = gxc + a * g->w;
                 for (ptrdiff_t ph = 0; ph < sw && ph < g->w; ph++) {
                     const REAL *restrict tp = tmp + ph * tw;
@@ -525,6 +563,80 @@ static inline __attribute__((always_inline)) void SFX(dw_wsweep)(
         VSTORE(am + (e0 + u) * DW_LANES, av[u]);
 }
 
+#ifdef VODDSH
+/* Mask of the first n lanes, n clamped to [0, VL]. */
+static inline MASK SFX(dw_lanes)(ptrdiff_t n)
+{
+    return VMASK((int)CNNKIT_MAX((ptrdiff_t)0,
+                                 CNNKIT_MIN((ptrdiff_t)VL, n)));
+}
+
+/* Whether the weight gradient of g sweeps each image's plane in place
+ * (dw_wsweep_s2): a 3x3 filter at stride 2 with a padding of 1, output
+ * rows of at most 4 vectors (dw_s2_fits). */
+static int SFX(dw_ws2_fits)(const cnnkit_conv2d_geom *g)
+{
+    return SFX(dw_s2_fits)(g) && g->r == 3 && g->s == 3 && g->pad_h == 1 &&
+           g->pad_w == 1;
+}
+
+/* dw_wsweep's sums of one image's plane xc for the 9 taps of one filter
+ * (lanes am, its output gradient gyk), with the taps' vectors read in
+ * place as dw_s2_3x3 reads them.  The output columns past ow read 0
+ * from x as from gy (the loads stop at element 2 nv - 2 of the 2 VL that
+ * a vector of nv columns spans), as the copy's masked loads do: the
+ * same bits. */
+static void SFX(dw_wsweep_s2)(REAL *restrict am, const REAL *restrict gyk,
+                              const REAL *restrict xc,
+                              const cnnkit_conv2d_geom *g)
+{
+    const ptrdiff_t h = g->h, w = g->w, oh = g->oh, ow = g->ow;
+    const ptrdiff_t nq = cnnkit_ceil_div(ow, VL);
+    /* per vector q of output columns: the masks of the loads for tap
+     * columns 0 (from 2 j0 - 1; none for j0 = 0), 1 (2 j0) and 2 (2 j0 +
+     * 1), and of gy */
+    MASK ma[4][3], mb[4][3], mg[4];
+    for (ptrdiff_t q = 0; q < nq; q++) {
+        const ptrdiff_t j0 = q * VL, lim = 2 * CNNKIT_MIN((ptrdiff_t)VL,
+                                                          ow - j0) - 1;
+        mg[q] = SFX(dw_lanes)(ow - j0);
+        for (int s = 0; s < 3; s++) {
+            const ptrdiff_t c = 2 * j0 + s - 1;
+            ma[q][s] = SFX(dw_lanes)(CNNKIT_MIN(w - c, lim));
+            mb[q][s] = SFX(dw_lanes)(CNNKIT_MIN(w - c, lim) - VL);
+        }
+    }
+    VEC av[9];
+    for (int e = 0; e < 9; e++)
+        av[e] = VLOAD(am + e * DW_LANES);
+    for (ptrdiff_t i = 0; i < oh; i++)
+        for (ptrdiff_t q = 0; q < nq; q++) {
+            const ptrdiff_t c0 = 2 * q * VL;
+            const VEC gv = VLOAD_M(gyk + i * ow + q * VL, mg[q]);
+            for (int r = 0; r < 3; r++) {
+                const ptrdiff_t ih = 2 * i + r - 1;
+                VEC v0 = VZERO(), v1 = VZERO(), v2 = VZERO();
+                if (ih >= 0 && ih < h) {
+                    const REAL *xr = xc + ih * w + c0;
+                    const VEC a = VLOAD_M(xr, ma[q][1]);
+                    const VEC b = VLOAD_M(xr + VL, mb[q][1]);
+                    v1 = VEVEN(a, b);
+                    v2 = VEVEN(VLOAD_M(xr + 1, ma[q][2]),
+                               VLOAD_M(xr + 1 + VL, mb[q][2]));
+                    v0 = q ? VEVEN(VLOAD_M(xr - 1, ma[q][0]),
+                                   VLOAD_M(xr - 1 + VL, mb[q][0]))
+                           : VODDSH(a, b);
+                }
+                av[3 * r] = VFMA(gv, v0, av[3 * r]);
+                av[3 * r + 1] = VFMA(gv, v1, av[3 * r + 1]);
+                av[3 * r + 2] = VFMA(gv, v2, av[3 * r + 2]);
+            }
+        }
+    for (int e = 0; e < 9; e++)
+        VSTORE(am + e * DW_LANES, av[e]);
+}
+#endif
+
 static int SFX(dw_backward_weight_simd)(REAL *gw, ptrdiff_t wstride,
                                         const REAL *gy, const REAL *x,
                                         const int64_t *bounds,
@@ -552,6 +664,9 @@ static int SFX(dw_backward_weight_simd)(REAL *gw, ptrdiff_t wstride,
             images += bounds[q + 1] - bounds[q];
         }
     const ptrdiff_t tasks = nparts * g->c;
+#ifdef VODDSH
+    const int ws2 = SFX(dw_ws2_fits)(g);
+#endif
     const int nt = cnnkit_team(2.0 * images * g->k * p * rs, busy * g->c,
                                nthreads);
     (void)nt; /* unused in serial builds */
@@ -566,6 +681,15 @@ static int SFX(dw_backward_weight_simd)(REAL *gw, ptrdiff_t wstride,
         for (ptrdiff_t e = 0; e < m * rs * DW_LANES; e++)
             acc[e] = 0;
         for (ptrdiff_t n = bounds[q]; n < bounds[q + 1]; n++) {
+#ifdef VODDSH
+            if (ws2) {
+                for (ptrdiff_t mi = 0; mi < m; mi++)
+                    SFX(dw_wsweep_s2)(acc + mi * rs * DW_LANES,
+                                      gy + (n * g->k + c * m + mi) * p,
+                                      x + (n * g->c + c) * hw, g);
+                continue;
+            }
+#endif
             SFX(dw_fill_simd)(buf, x + (n * g->c + c) * hw, g);
             for (ptrdiff_t mi = 0; mi < m; mi++) {
                 const REAL *gyk = gy + (n * g->k + c * m + mi) * p;

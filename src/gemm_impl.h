@@ -485,11 +485,12 @@ static void SFX(gemm_outer)(int trans_a, ptrdiff_t n, const REAL *a,
  * 1.41x (float64), 120 -> 84 1.18x and 1.27x, 1100 -> 77 1.15x and 1.43x;
  * not where b outgrows the caches (RT_BYTES: 3136 -> 1024 in float32,
  * 12.8 MB read from memory by 32 rows at once, 0.92x).  AVX-512 (Zen 4):
- * 2 groups of 4 blocks, so that each of the 32 rows read at once gives
- * 256 contiguous bytes: with one 64-byte block per row and 64 rows, rows
- * a power of two apart (4096 -> 4096) fall in one set of L1, and a row
- * that starts inside a line (NumPy's large arrays start 16 bytes into
- * one) reads each line twice, 2.2x slower than the same rows aligned. */
+ * 2 groups of 4 blocks, so that each of the rows read at once (32 in
+ * float32, 16 in float64) gives 256 contiguous bytes: with one 64-byte
+ * block per row and 64 rows (float32), rows a power of two apart (4096
+ * -> 4096) fall in one set of L1, and a row that starts inside a line
+ * (NumPy's large arrays start 16 bytes into one) reads each line twice,
+ * 2.2x slower than the same rows aligned. */
 static void SFX(gemm_row_t)(int trans_a, ptrdiff_t n, ptrdiff_t k,
                             const REAL *a, ptrdiff_t lda,
                             const REAL *restrict b, ptrdiff_t ldb,

@@ -1466,6 +1466,14 @@ GROUP_CASES = [
     pytest.param(2, 8, 21, 40, 8, 8, 3, 3, 2, 1, 1,
                  id="depthwise-long-rows-stride2"),
     pytest.param(10, 4, 6, 6, 4, 4, 3, 3, 1, 1, 1, id="depthwise-batch-gt-8"),
+    # stride 2, 3x3, padding 1 (read in place on AVX-512 up to 4 vectors
+    # of output columns): one pixel, one and four vectors, two filters
+    # per channel, and rows past 4 vectors
+    pytest.param(2, 3, 1, 1, 3, 3, 3, 3, 2, 1, 1, id="depthwise-s2-1x1"),
+    pytest.param(2, 5, 28, 28, 5, 5, 3, 3, 2, 1, 1, id="depthwise-s2-28"),
+    pytest.param(1, 3, 33, 31, 6, 3, 3, 3, 2, 1, 1, id="depthwise-s2-m2"),
+    pytest.param(1, 2, 5, 128, 2, 2, 3, 3, 2, 1, 1, id="depthwise-s2-64"),
+    pytest.param(1, 2, 4, 131, 2, 2, 3, 3, 2, 1, 1, id="depthwise-s2-66"),
     # the vector paths: rows over several vectors, stride 2 and 3, mixed
     # strides, padding beyond the kernel
     pytest.param(2, 3, 23, 41, 6, 3, 3, 3, 3, 2, 2,
@@ -1522,18 +1530,23 @@ from cnnkit import _kernels as K
 # zero, then the bias, then the ReLU), whichever way each reads its
 # input: the bits of the stride-1 output subsampled.  Planes of 1 to 130
 # columns (masked loads at both edges, rows of 1-5 vectors), paddings 0
-# and 1 on each axis and 2 on the rows, 1-7 taps a side, 1 and 2 filters
-# per channel, a NaN, an infinite weight and -0, 1 and 2 threads.
+# and 1 on each axis, up to 4 on the rows and 2 on the right, 1-7 taps a
+# side, 1 and 2 filters per channel, a NaN, an infinite weight and -0, 1
+# and 2 threads.
 rng = np.random.default_rng(3)
 cases = 0
 for dt in (np.float32, np.float64):
     for h, w_ in ((1, 1), (2, 3), (5, 7), (14, 14), (27, 28), (33, 31),
                   (20, 64), (9, 65), (6, 130)):
-        for r, s, ph, pw in ((3, 3, 1, 1), (3, 3, 0, 0), (3, 3, 1, 0),
-                             (3, 3, 0, 1), (3, 3, 2, 1), (5, 5, 1, 1),
-                             (1, 1, 0, 0), (2, 2, 1, 1), (7, 7, 1, 1),
-                             (1, 3, 0, 1)):
-            if h + 2 * ph < r or w_ + 2 * pw < s:
+        # padding (top, bottom, left, right): symmetric, the "same"
+        # padding of stride 2 (0, 1, 0, 1), and rows wholly in the padding
+        for r, s, pad in ((3, 3, (1, 1, 1, 1)), (3, 3, (0, 0, 0, 0)),
+                          (3, 3, (1, 1, 0, 0)), (3, 3, (0, 0, 1, 1)),
+                          (3, 3, (2, 2, 1, 1)), (3, 3, (0, 1, 0, 1)),
+                          (3, 3, (4, 3, 1, 2)), (5, 5, (1, 1, 1, 1)),
+                          (1, 1, (0, 0, 0, 0)), (2, 2, (1, 1, 1, 1)),
+                          (7, 7, (1, 1, 1, 1)), (1, 3, (0, 0, 1, 1))):
+            if h + pad[0] + pad[1] < r or w_ + pad[2] + pad[3] < s:
                 continue
             for mult in (1, 2):
                 c = 3
@@ -1543,7 +1556,6 @@ for dt in (np.float32, np.float64):
                 w = rng.standard_normal((c * mult, 1, r, s)).astype(dt)
                 w[-1, 0, r - 1, 0] = np.inf
                 b = rng.standard_normal(c * mult).astype(dt)
-                pad = (ph, ph, pw, pw)
                 for relu in (False, True):
                     for nt in (1, 2):
                         cnnkit.set_num_threads(nt)
@@ -1557,7 +1569,7 @@ for dt in (np.float32, np.float64):
                                 y2.tobytes() != want.tobytes():
                             variant.append(
                                 f"{np.dtype(dt).name} {h}x{w_} {r}x{s} "
-                                f"pad {ph},{pw} x{mult} relu {relu} on "
+                                f"pad {pad} x{mult} relu {relu} on "
                                 f"{nt} threads")
 extra["cases"] = cases
 '''
@@ -1568,6 +1580,35 @@ def test_depthwise_stride2_is_stride1_subsampled(path):
     res = run_simd(path, DEPTHWISE_S2_CHECKER)
     assert res["cases"] > 1000
     assert res["variant"] == []
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [6, 14, 28, 30, 29])
+def test_depthwise_stride2_weight_gradient_nan_positions(dtype, width):
+    """An infinite input in the last column reaches the weight gradient
+    only through the taps that read it: the lanes past the last output
+    column of a vector add nothing (as in the grouped GEMM path)."""
+    from cnnkit import _kernels as K
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 7, width)).astype(dtype)
+    x[:, 1, :, -1] = np.inf
+    x[1, 2, 3, -1] = np.nan
+    w = rng.standard_normal((3, 1, 3, 3)).astype(dtype)
+    y = F.conv2d(np.nan_to_num(x, nan=0.0, posinf=1.0), w, stride=2,
+                 padding=1, groups=3)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    st, pad, dil = (2, 2), (1,) * 4, (1, 1)
+    fast = K.conv2d_backward(gy, x, w, st, pad, dil, False, False,
+                             groups=3)[1]
+    slow = K.conv2d_backward(gy, x, w, st, pad, dil, False, False,
+                             direct=False, groups=3)[1]
+    assert np.isfinite(slow[0]).all() and not np.isfinite(slow[1]).all()
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(slow))
+    np.testing.assert_array_equal(np.isposinf(fast), np.isposinf(slow))
+    np.testing.assert_array_equal(np.isneginf(fast), np.isneginf(slow))
+    finite = np.isfinite(slow)
+    np.testing.assert_allclose(fast[finite], slow[finite],
+                               rtol=1e-4 if dtype == np.float32 else 1e-12)
 
 
 GROUP_FD_CASES = [
