@@ -22,7 +22,7 @@ Workload groups (``--only``):
 ``dense``
     The dense layer's backward (input and weight gradients) at 8-64
     samples on LeNet-5's layers and wider ones, and its forward pass of one
-    sample: the GEMM's paths for few rows.
+    sample (the GEMM's paths for few rows) and of batches of 32-128.
 ``conv``
     Convolutions forward: 1x1 layers (a plain matrix product) and 3x3 and
     5x5 layers of small and medium networks.
@@ -51,6 +51,10 @@ DENSE_BACKWARD = [(f, o, n) for f, o in ((400, 120), (120, 84), (84, 10),
                   for n in (8, 16, 32, 64)]
 DENSE_ONE = [(400, 120), (120, 84), (84, 10), (1100, 77), (3136, 1024),
              (4096, 4096)]
+#: (batch, in, out) of forward passes of batches (the packed product)
+DENSE_FORWARD = [(32, 3136, 1024), (64, 3136, 1024), (128, 3136, 1024),
+                 (32, 4096, 4096), (128, 1024, 1024), (64, 512, 512),
+                 (64, 400, 120)]
 #: (batch, in channels, side, filters, kernel, padding)
 CONV = [(64, 16, 32, 16, 1, 0), (64, 32, 16, 64, 1, 0), (64, 64, 8, 16, 1, 0),
         (64, 32, 14, 64, 5, 2), (64, 16, 32, 16, 3, 1),
@@ -99,6 +103,12 @@ def workloads(groups, dtype):
             w = rng.standard_normal((o, f)).astype(dtype)
             b = rng.standard_normal(o).astype(dtype)
             out.append((f"dense forward 1x{f} -> {o}", 2.0 * f * o,
+                        lambda k, x=x, w=w, b=b: (k.dense_forward(x, w, b),)))
+        for n, f, o in DENSE_FORWARD:
+            x = rng.standard_normal((n, f)).astype(dtype)
+            w = rng.standard_normal((o, f)).astype(dtype)
+            b = rng.standard_normal(o).astype(dtype)
+            out.append((f"dense forward {n}x{f} -> {o}", 2.0 * n * f * o,
                         lambda k, x=x, w=w, b=b: (k.dense_forward(x, w, b),)))
     if "conv" in groups:
         for n, c, h, kf, r, p in CONV:
