@@ -5,9 +5,10 @@
  *
  * Every inner loop is explicit vectors of VL output elements along a row
  * (a masked vector at its end), on the padded copies of conv_depthwise.h
- * -- except, on the AVX-512 path, the stride-2 forward and 3x3 weight
- * gradient of output rows of up to 4 vectors, which read each plane in
- * place with the copy's values and sums (dw_forward_s2, dw_wsweep_s2):
+ * -- except, on the AVX-512 path and AVX2's float32 (the engines that
+ * define VODDSH), the stride-2 forward and 3x3 weight gradient of output
+ * rows of up to 4 vectors, which read each plane in place with the
+ * copy's values and sums (dw_forward_s2, dw_wsweep_s2):
  *
  *   forward        task (image, channel): its padded plane is copied once;
  *                  each vector of an output row is summed in registers over
@@ -207,8 +208,8 @@ static void SFX(dw_s2_3x3)(REAL *restrict yk, const REAL *restrict xc,
         const MASK ma = SFX(dw_cols)(c0, w), mb = SFX(dw_cols)(c0 + VL, w);
         const MASK mo = SFX(dw_cols)(c0 + 1, w);
         const MASK mo2 = SFX(dw_cols)(c0 + 1 + VL, w);
-        const MASK mm = j0 ? SFX(dw_cols)(c0 - 1, w) : 0;
-        const MASK mm2 = j0 ? SFX(dw_cols)(c0 - 1 + VL, w) : 0;
+        const MASK mm = SFX(dw_cols)(j0 ? c0 - 1 : w, w);
+        const MASK mm2 = SFX(dw_cols)(j0 ? c0 - 1 + VL : w, w);
         for (ptrdiff_t i = 0; i < oh; i++) {
             VEC acc = VZERO();
             for (int r = 0; r < 3; r++) {
