@@ -49,10 +49,11 @@ DENSE_BACKWARD = [(f, o, n) for f, o in ((400, 120), (120, 84), (84, 10),
                                           (1024, 10), (512, 512),
                                           (3136, 1024))
                   for n in (8, 16, 32, 64)]
-DENSE_ONE = [(400, 120), (120, 84), (84, 10), (1100, 77), (3136, 1024),
-             (4096, 4096)]
-#: (batch, in, out) of forward passes of batches (the packed product)
-DENSE_FORWARD = [(32, 3136, 1024), (64, 3136, 1024), (128, 3136, 1024),
+#: (batch, in, out) of forward passes: one sample (the GEMM's one-row
+#: paths) and batches (the packed product)
+DENSE_FORWARD = [(1, 400, 120), (1, 120, 84), (1, 84, 10), (1, 1100, 77),
+                 (1, 3136, 1024), (1, 4096, 4096),
+                 (32, 3136, 1024), (64, 3136, 1024), (128, 3136, 1024),
                  (32, 4096, 4096), (128, 1024, 1024), (64, 512, 512),
                  (64, 400, 120)]
 #: (batch, in channels, side, filters, kernel, padding)
@@ -63,8 +64,8 @@ CONV = [(64, 16, 32, 16, 1, 0), (64, 32, 16, 64, 1, 0), (64, 64, 8, 16, 1, 0),
 DEPTHWISE = [(1, 128, 28, 3, 2, 1, 1), (32, 128, 28, 3, 2, 1, 1),
              (32, 32, 56, 3, 2, 1, 1), (8, 64, 112, 3, 2, 1, 1),
              (32, 256, 14, 3, 2, 1, 1), (16, 32, 27, 3, 2, 0, 1),
-             (16, 32, 29, 5, 2, 2, 1), (16, 16, 28, 3, 2, 1, 2), (8, 32, 96, 3, 2, 1, 1),
-             (8, 16, 224, 3, 2, 1, 1),
+             (16, 32, 29, 5, 2, 2, 1), (16, 16, 28, 3, 2, 1, 2),
+             (8, 32, 96, 3, 2, 1, 1), (8, 16, 224, 3, 2, 1, 1),
              (32, 64, 56, 3, 1, 1, 1)]
 
 
@@ -98,12 +99,6 @@ def workloads(groups, dtype):
             out.append((f"dense backward {n}x{f} -> {o}", 4.0 * n * f * o,
                         lambda k, x=x, w=w, g=g: k.dense_backward(
                             g, x, w, True, False)[:2]))
-        for f, o in DENSE_ONE:
-            x = rng.standard_normal((1, f)).astype(dtype)
-            w = rng.standard_normal((o, f)).astype(dtype)
-            b = rng.standard_normal(o).astype(dtype)
-            out.append((f"dense forward 1x{f} -> {o}", 2.0 * f * o,
-                        lambda k, x=x, w=w, b=b: (k.dense_forward(x, w, b),)))
         for n, f, o in DENSE_FORWARD:
             x = rng.standard_normal((n, f)).astype(dtype)
             w = rng.standard_normal((o, f)).astype(dtype)

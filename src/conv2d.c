@@ -184,8 +184,8 @@ static ptrdiff_t conv_wrows_size(const cnnkit_conv2d_geom *g,
  * along an output row.  The plain C kernels below run on the generic path;
  * the AVX2 and AVX-512 engines bring their own (conv_depthwise_simd.h),
  * explicit vectors along output rows with the same task split (on
- * AVX-512 some stride-2 passes read the planes in place, with the same
- * bits). */
+ * AVX-512, and AVX2 in float32, some stride-2 passes read the planes in
+ * place, with the same bits). */
 static int conv_depthwise(const cnnkit_conv2d_geom *g)
 {
     return !g->im2col_only && cnnkit_conv_groups(g) > 1 && conv_gc(g) == 1;

@@ -103,18 +103,20 @@ static void SFX(dw_fill_simd)(REAL *restrict buf, const REAL *restrict xc,
 #ifdef VODDSH
 #define DW_S2_S 7   /* tap columns of dw_forward_s2 at most */
 
-/* Lanes of a masked load of row xr at column cb: those inside [0, w). */
-static inline MASK SFX(dw_cols)(ptrdiff_t cb, ptrdiff_t w)
+/* Mask of the first n lanes, n clamped to [0, VL] (a load from column
+ * c of a row of w elements: dw_lanes(w - c)). */
+static inline MASK SFX(dw_lanes)(ptrdiff_t n)
 {
     return VMASK((int)CNNKIT_MAX((ptrdiff_t)0,
-                                 CNNKIT_MIN((ptrdiff_t)VL, w - cb)));
+                                 CNNKIT_MIN((ptrdiff_t)VL, n)));
 }
 
 /* Whether the forward of g runs without a padded copy (dw_forward_s2):
  * stride 2, output rows of at most 4 vectors.  Each vector of columns
  * sweeps the plane, which outgrows L1 beyond that: against the copy
  * (AVX-512 Zen 4, 1 thread, ab_builds.py --only depthwise) rows of 3-3.5
- * vectors ran 1.4-2.8x, of 6-7 vectors 0.58-0.65x. */
+ * vectors ran 1.4-2.8x, of 6-7 vectors 0.58-0.65x; AVX2's float32 on
+ * the same machine 1.02-4.11x. */
 static int SFX(dw_s2_fits)(const cnnkit_conv2d_geom *g)
 {
     return g->stride_h == 2 && g->stride_w == 2 && g->dil_h == 1 &&
@@ -154,8 +156,8 @@ SFX(dw_s2_plane)(const ptrdiff_t R, const ptrdiff_t S, REAL *restrict yk,
             const ptrdiff_t cb = 2 * j0 + s - g->pad_w;
             odd[s] = cb < 0;
             c0[s] = cb < 0 ? 0 : cb;
-            ma[s] = SFX(dw_cols)(c0[s], w);
-            mb[s] = SFX(dw_cols)(c0[s] + VL, w);
+            ma[s] = SFX(dw_lanes)(w - c0[s]);
+            mb[s] = SFX(dw_lanes)(w - c0[s] - VL);
         }
         const MASK om = VMASK((int)CNNKIT_MIN((ptrdiff_t)VL, ow - j0));
         for (ptrdiff_t i = 0; i < oh; i += 2) {
@@ -205,11 +207,13 @@ static void SFX(dw_s2_3x3)(REAL *restrict yk, const REAL *restrict xc,
     for (ptrdiff_t j0 = 0; j0 < ow; j0 += VL) {
         const ptrdiff_t c0 = 2 * j0;
         const MASK om = VMASK((int)CNNKIT_MIN((ptrdiff_t)VL, ow - j0));
-        const MASK ma = SFX(dw_cols)(c0, w), mb = SFX(dw_cols)(c0 + VL, w);
-        const MASK mo = SFX(dw_cols)(c0 + 1, w);
-        const MASK mo2 = SFX(dw_cols)(c0 + 1 + VL, w);
-        const MASK mm = SFX(dw_cols)(j0 ? c0 - 1 : w, w);
-        const MASK mm2 = SFX(dw_cols)(j0 ? c0 - 1 + VL : w, w);
+        const MASK ma = SFX(dw_lanes)(w - c0);
+        const MASK mb = SFX(dw_lanes)(w - c0 - VL);
+        const MASK mo = SFX(dw_lanes)(w - c0 - 1);
+        const MASK mo2 = SFX(dw_lanes)(w - c0 - 1 - VL);
+        /* tap column 0 reads from column c0 - 1 after the first vector */
+        const MASK mm = SFX(dw_lanes)(j0 ? w - c0 + 1 : 0);
+        const MASK mm2 = SFX(dw_lanes)(j0 ? w - c0 + 1 - VL : 0);
         for (ptrdiff_t i = 0; i < oh; i++) {
             VEC acc = VZERO();
             for (int r = 0; r < 3; r++) {
@@ -565,13 +569,6 @@ static inline __attribute__((always_inline)) void SFX(dw_wsweep)(
 }
 
 #ifdef VODDSH
-/* Mask of the first n lanes, n clamped to [0, VL]. */
-static inline MASK SFX(dw_lanes)(ptrdiff_t n)
-{
-    return VMASK((int)CNNKIT_MAX((ptrdiff_t)0,
-                                 CNNKIT_MIN((ptrdiff_t)VL, n)));
-}
-
 /* Whether the weight gradient of g sweeps each image's plane in place
  * (dw_wsweep_s2): a 3x3 filter at stride 2 with a padding of 1, output
  * rows of at most 4 vectors (dw_s2_fits). */

@@ -91,8 +91,6 @@
 #undef VODDSH
 #undef VZIPLO
 #undef VZIPHI
-#undef GEMM_ROW_T
-#undef RT_BYTES
 #include "gemm_undef.h"
 
 #define VEC __m256d

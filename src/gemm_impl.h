@@ -654,20 +654,19 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
          * GEMM_FEW_GROUP strips, each group a serial product -- which
          * reads B in place (gemm_few_rows); or, for one row of a
          * transposed B (of at most RT_BYTES where the engine bounds it),
-         * transposes it block by block
-         * (gemm_row_t); or, for one or two rows of a transposed B, packs
-         * only that group's panel, still in cache when the micro-kernel
-         * reads it, where the packed path would pack all of B first
+         * transposes it block by block (gemm_row_t); or, for one or two
+         * rows of a transposed B, packs only that group's panel, still in
+         * cache when the micro-kernel reads it, where the packed path
+         * would pack all of B first
          * (1x3136 @ 3136x1024, 2 threads: 1.0-1.1 -> 0.58-0.64 ms).  Every
          * element's sum is the same, so the bits are.  (The choice of
          * gemm_row_t is made here, on the whole of B, so that it does not
          * depend on the groups and so on the threads.) */
 #ifdef GEMM_ROW_T
-        const int row_t = m == 1 && trans_b && alpha == 1 && beta == 0
+        int row_t = m == 1 && trans_b && alpha == 1 && beta == 0;
 #ifdef RT_BYTES
-                          && (double)n * (double)k * sizeof(REAL) <= RT_BYTES
+        row_t = row_t && (double)n * (double)k * sizeof(REAL) <= RT_BYTES;
 #endif
-            ;
 #else
         const int row_t = 0;
 #endif
