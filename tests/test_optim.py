@@ -884,6 +884,13 @@ def test_compiled_steps_are_bit_identical_for_1_2_3_threads(make, dtype):
                 assert g.tobytes() == before
         runs.append(params.tobytes())
     assert runs[1] == runs[0] and runs[2] == runs[0]
+    # the trainer's one-thread update of a small step, among 2 threads
+    opt, params = make(), p0.copy()
+    with num_threads(2):
+        for g in grads:
+            opt._step_unchecked(params, g, 1)
+            assert opt._threads == 0
+    assert params.tobytes() == runs[0]
     opt, expected, state = make(), p0.copy(), {}
     for step, g in enumerate(grads, start=1):
         expected = _reference_step(opt, expected, g, state, step)

@@ -287,9 +287,19 @@ def test_small_steps_run_on_one_thread(monkeypatch):
         flops[m] = entry[3]
         return entry
     monkeypatch.setattr(T, "_compile_step", spy)
-    for bs in (1, 2):
-        lenet().fit(x, y, batch_size=bs, optimizer=optim.SGD(0.01),
-                    verbose=0)
+    # the optimizer's update follows the step: one thread at batch 1 (the
+    # idle thread is not woken), the default count at batch 2
+    updates = []
+    for name in ("sgd_step", "adam_step"):
+        def counting(*args, _real=getattr(cnnkit._ops, name)):
+            updates.append(args[-1])
+            _real(*args)
+        monkeypatch.setattr(cnnkit._ops, name, counting)
+    for opt in (optim.SGD(0.01, momentum=0.9), optim.Adam()):
+        for bs in (1, 2):
+            lenet().fit(x, y, batch_size=bs, optimizer=opt, verbose=0)
+            opt.reset()
+    assert updates == [1] * 4 + [0] * 2 + [1] * 4 + [0] * 2
     # conv 6@5x5 on 28x28, conv 16@5x5 on 10x10, dense 400-120-84-10
     per_sample = 2 * (6 * 25 * 784 + 16 * 150 * 100 + 400 * 120 +
                       120 * 84 + 84 * 10)

@@ -1499,10 +1499,11 @@ cdef void _dense_backward_parts(
 # optimizer steps and the fixed-tree sum
 # --------------------------------------------------------------------------
 def sgd_step(params, grads, buf, double lr, double weight_decay,
-             double momentum, bint nesterov, bint first):
+             double momentum, bint nesterov, bint first, int nthreads=0):
     """One SGD step in place (buf: the momentum buffer, or None without
-    momentum; first: it holds nothing yet)."""
-    cdef int nt = _nthreads()
+    momentum; first: it holds nothing yet) on ``nthreads`` threads, or the
+    current count when 0."""
+    cdef int nt = nthreads if nthreads > 0 else _nthreads()
     if buf is None and momentum != 0.0:
         raise ValueError("sgd_step: momentum needs a buffer")
     _float_vector(params, True, "sgd_step: params")
@@ -1532,9 +1533,10 @@ cdef void _sgd_step(floating *t, params, grads, buf, double lr,
 
 def adam_step(params, grads, m, v, double beta1, double beta2, double eps,
               double weight_decay, bint decoupled, double decay_factor,
-              double step_size, double bc2_sqrt):
-    """One Adam/AdamW step in place (m, v: the moment buffers)."""
-    cdef int nt = _nthreads()
+              double step_size, double bc2_sqrt, int nthreads=0):
+    """One Adam/AdamW step in place (m, v: the moment buffers) on
+    ``nthreads`` threads, or the current count when 0."""
+    cdef int nt = nthreads if nthreads > 0 else _nthreads()
     _float_vector(params, True, "adam_step: params")
     _require(grads, params.shape, params.dtype, False, "adam_step", "grads")
     _require(m, params.shape, params.dtype, True, "adam_step", "exp_avg")

@@ -352,6 +352,10 @@ class Optimizer:
     allocates the buffers and counts the steps.
     """
 
+    #: Threads of the step in progress (0: the current count); see
+    #: :meth:`_step_unchecked`.
+    _threads = 0
+
     def __init__(self, lr, schedule=None):
         self.lr = lr
         if schedule is not None and not isinstance(schedule, Schedule):
@@ -645,11 +649,18 @@ class Optimizer:
         self._check_arrays(params, grads)
         self._step_unchecked(params, grads)
 
-    def _step_unchecked(self, params, grads):
+    def _step_unchecked(self, params, grads, nthreads=0):
         """:meth:`step` on arrays that passed its checks before (a model's
-        own flat parameters and gradients, during a fit)."""
+        own flat parameters and gradients, during a fit), on ``nthreads``
+        threads (0: the current count).  A step of the trainer's whose
+        kernels ran on one thread updates on one too: waking the idle
+        threads costs more than the update of a small network saves."""
         self._bind(params)
-        self._update(params, grads, self.current_lr())
+        self._threads = nthreads
+        try:
+            self._update(params, grads, self.current_lr())
+        finally:
+            self._threads = 0
         self.iterations += 1
 
     def _update(self, params, grads, lr):  # pragma: no cover - abstract
@@ -733,7 +744,7 @@ class SGD(Optimizer):
                 buf = self._state["momentum_buffer"] = np.empty_like(params)
                 first = True
         _ops.sgd_step(params, grads, buf, lr, self.weight_decay, mu,
-                          self.nesterov, first)
+                      self.nesterov, first, self._threads)
 
 
 class Adam(Optimizer):
@@ -821,9 +832,9 @@ class Adam(Optimizer):
             self._state["exp_avg_sq"] = np.zeros_like(params)
         m, v = self._state["exp_avg"], self._state["exp_avg_sq"]
         _ops.adam_step(params, grads, m, v, beta1, beta2, self.eps, wd,
-                           self._decoupled, 1.0 - lr * wd,
-                           lr / (1.0 - beta1 ** t),
-                           math.sqrt(1.0 - beta2 ** t))
+                       self._decoupled, 1.0 - lr * wd,
+                       lr / (1.0 - beta1 ** t),
+                       math.sqrt(1.0 - beta2 ** t), self._threads)
 
 
 class AdamW(Adam):

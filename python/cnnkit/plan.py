@@ -89,7 +89,8 @@ _ALIGN = 16                  # offsets per image in multiples of 16 elements
 #: MFLOP) ran 1.1x faster on two at batch 1 on an idle machine (25 against
 #: 28 us), and 1.25x slower (a median of 34.6 against 28 us, single runs
 #: up to 37) while the host held the other core.  A compiled training
-#: step whose forward pass is under it runs on one thread too.
+#: step whose forward pass is under it runs on one thread too, and so
+#: does the optimizer's update after it.
 _SERIAL_FLOPS = 1e6
 
 _ACTIVATIONS = {L.ReLU: "relu", L.Sigmoid: "sigmoid", L.Tanh: "tanh",

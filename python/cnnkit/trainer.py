@@ -206,6 +206,7 @@ class Trainer:
             shards=None if single else (bounds, self.parts, self.trees),
             window=None if single else (b, lo, hi),
             batch_sums=None if single else self.batch_sums)
+        serial = False      # the kernels ran on one thread
         if hi > lo:
             rows = (slice(idx.start + lo, idx.start + hi)
                     if isinstance(idx, slice) else idx[lo:hi])
@@ -219,6 +220,7 @@ class Trainer:
                 # with the same arguments (so the same bits)
                 losses, hit = self._run_program(program, xb, yb, swb, lo,
                                                 hi, norm, ctx)
+                serial = single and program[3] < _SERIAL_FLOPS
             else:
                 losses, hit = self._layer_step(xb, yb, swb, lo, hi, norm,
                                                ctx)
@@ -248,12 +250,16 @@ class Trainer:
         # 5. the optimizer's update (the model's own flat arrays: checked at
         # a fit's first step, as Optimizer.step checks any arrays)
         opt = model.optimizer
-        if self.checked_optimizer is opt and \
-                type(opt).step is optim.Optimizer.step:
-            opt._step_unchecked(model.flat_params, model.flat_grads)
+        if type(opt).step is optim.Optimizer.step:
+            if self.checked_optimizer is not opt:
+                opt._check_arrays(model.flat_params, model.flat_grads)
+                self.checked_optimizer = opt
+            # on one thread after kernels that ran on one: waking the idle
+            # thread took LeNet-5's update from 10 to 27 us at batch 1
+            opt._step_unchecked(model.flat_params, model.flat_grads,
+                                1 if serial else 0)
         else:
             opt.step(model.flat_params, model.flat_grads)
-            self.checked_optimizer = opt
         return total, hits, norm
 
     def _layer_step(self, xb, yb, swb, lo, hi, norm, ctx):
