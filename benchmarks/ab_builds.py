@@ -28,8 +28,12 @@ Workload groups (``--only``):
     5x5 layers of small and medium networks.
 ``depthwise``
     Depthwise convolutions forward (bias and ReLU), stride 2 and 1.
+``pool``
+    2x2 max pooling of small and medium networks' planes: forward with
+    indices, and backward through the ReLU before it.
 
-    python benchmarks/ab_builds.py OLD.so NEW.so [--only dense conv depthwise]
+    python benchmarks/ab_builds.py OLD.so NEW.so
+        [--only dense conv depthwise pool]
         [--threads 1] [--rounds 9] [--dtype float32] [--match TEXT]
 """
 import argparse
@@ -67,6 +71,9 @@ DEPTHWISE = [(1, 128, 28, 3, 2, 1, 1), (32, 128, 28, 3, 2, 1, 1),
              (16, 32, 29, 5, 2, 2, 1), (16, 16, 28, 3, 2, 1, 2),
              (8, 32, 96, 3, 2, 1, 1), (8, 16, 224, 3, 2, 1, 1),
              (32, 64, 56, 3, 1, 1, 1)]
+#: 2x2 max pooling (batch, channels, side)
+POOL = [(64, 6, 28), (64, 16, 10), (32, 32, 28), (32, 64, 14), (1, 6, 28),
+        (128, 16, 32)]
 
 
 def load(path, directory, tag):
@@ -126,6 +133,22 @@ def workloads(groups, dtype):
                         lambda k, x=x, w=w, b=b, st=st, p=p, c=c: (
                             k.conv2d_forward(x, w, b, (st, st), (p,) * 4,
                                              (1, 1), True, groups=c),)))
+    if "pool" in groups:
+        for n, c, h in POOL:
+            x = rng.standard_normal((n, c, h, h)).astype(dtype)
+            g = rng.standard_normal((n, c, h // 2, h // 2)).astype(dtype)
+            y, idx = cnnkit._kernels.max_pool2d_forward(x, (2, 2), (2, 2),
+                                                        (0, 0))
+            # into kept arrays, as in training (no page faults)
+            yo, io, gx = np.empty_like(y), np.empty_like(idx), np.empty_like(x)
+            out.append((f"max pool forward {n}x{c}x{h}x{h}", x.size,
+                        lambda k, x=x, yo=yo, io=io: k.max_pool2d_forward(
+                            x, (2, 2), (2, 2), (0, 0), out=yo,
+                            indices_out=io)))
+            out.append((f"max pool backward {n}x{c}x{h}x{h}", x.size,
+                        lambda k, g=g, idx=idx, y=y, x=x, gx=gx: (
+                            k.max_pool2d_backward(g, idx, x.shape, out=gx,
+                                                  relu_pooled=y),)))
     return out
 
 
@@ -133,8 +156,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("builds", nargs="+", help="extension files (.so)")
     ap.add_argument("--only", nargs="+",
-                    choices=("dense", "conv", "depthwise"),
-                    default=["dense", "conv", "depthwise"])
+                    choices=("dense", "conv", "depthwise", "pool"),
+                    default=["dense", "conv", "depthwise", "pool"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--dtype", choices=("float32", "float64"),

@@ -348,6 +348,26 @@ CNNKIT_DIRECT_ENTRIES(float, f32, 0)
 CNNKIT_DIRECT_ENTRIES(double, f64, 1)
 #undef CNNKIT_DIRECT_ENTRIES
 
+#define CNNKIT_POOL_ENTRY(T, SUF)                                           \
+    int cnnkit_max2x2_simd_##SUF(T *y, int64_t *idx, const T *x,           \
+                                 const cnnkit_pool2d_geom *g, ptrdiff_t p0, \
+                                 ptrdiff_t p1)                              \
+    {                                                                       \
+        const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);             \
+        if (!e->max2x2_##SUF)                                               \
+            return 0;                                                       \
+        e->max2x2_##SUF(y, idx, x, g, p0, p1);                              \
+        return 1;                                                           \
+    }
+CNNKIT_POOL_ENTRY(float, f32)
+CNNKIT_POOL_ENTRY(double, f64)
+#undef CNNKIT_POOL_ENTRY
+
+int cnnkit_max2x2_simd(void)
+{
+    return cnnkit_gemm_active(NULL)->max2x2_f32 != NULL;
+}
+
 /* The depthwise passes of the active engine: 0 (nothing written) where it
  * has none or they do not compute g. */
 #define CNNKIT_DEPTHWISE_ENTRIES(T, SUF)                                    \

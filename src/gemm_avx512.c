@@ -72,6 +72,14 @@
     (__mmask16)0xFFFE, (a),                                                \
     _mm512_setr_epi32(0, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, \
                       29), (b))
+/* the odd elements of a, then of b; the lanes where v replaces the
+ * running maximum m (max pooling's rule); b in the lanes of k, else a */
+#define VODD(a, b) _mm512_permutex2var_ps(                                 \
+    (a), _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25,   \
+                           27, 29, 31), (b))
+#define VTAKES(m, v) (_mm512_cmp_ps_mask((v), (m), _CMP_GT_OQ) |           \
+                      _mm512_cmp_ps_mask((v), (v), _CMP_UNORD_Q))
+#define VBLEND(k, a, b) _mm512_mask_blend_ps((k), (a), (b))
 #define GEMM_ROW_T 1    /* gemm_row_t (gemm_impl.h): 2 groups of 4 blocks */
 #define RT_GROUPS 2
 #define RT_QB 4
@@ -81,7 +89,11 @@
 #include "conv_blocked_simd.h"
 #include "winograd_engine.h"
 #include "conv_depthwise_simd.h"
+#include "pool_simd.h"
 #undef VEVEN
+#undef VODD
+#undef VTAKES
+#undef VBLEND
 #undef VODDSH
 #undef VZIPLO
 #undef VZIPHI
@@ -133,6 +145,13 @@
 /* 0, then the odd elements of a and b (a1 a3 ... b5) */
 #define VODDSH(a, b) _mm512_maskz_permutex2var_pd(                         \
     (__mmask8)0xFE, (a), _mm512_setr_epi64(0, 1, 3, 5, 7, 9, 11, 13), (b))
+/* the odd elements of a, then of b; the lanes where v replaces the
+ * running maximum m (max pooling's rule); b in the lanes of k, else a */
+#define VODD(a, b) _mm512_permutex2var_pd(                                 \
+    (a), _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), (b))
+#define VTAKES(m, v) (_mm512_cmp_pd_mask((v), (m), _CMP_GT_OQ) |           \
+                      _mm512_cmp_pd_mask((v), (v), _CMP_UNORD_Q))
+#define VBLEND(k, a, b) _mm512_mask_blend_pd((k), (a), (b))
 #define GEMM_ROW_T 1    /* gemm_row_t (gemm_impl.h): 2 groups of 4 blocks */
 #define RT_GROUPS 2
 #define RT_QB 4
@@ -142,7 +161,11 @@
 #include "conv_blocked_simd.h"
 #include "winograd_engine.h"
 #include "conv_depthwise_simd.h"
+#include "pool_simd.h"
 #undef VEVEN
+#undef VODD
+#undef VTAKES
+#undef VBLEND
 #undef VODDSH
 #undef VZIPLO
 #undef VZIPHI
@@ -170,4 +193,5 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx512 = {
     wtree_workspace_avx512, wtree_f32_avx512, wtree_f64_avx512,
     blocked_lanes_avx512, blocked_ws_avx512, conv_blocked_f32_avx512,
     conv_blocked_f64_avx512,
+    max2x2_planes_f32_avx512, max2x2_planes_f64_avx512,
 };

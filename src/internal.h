@@ -116,6 +116,18 @@ int cnnkit_conv_direct_weight_f64(double *gw, ptrdiff_t wstride,
                                   double *work, const cnnkit_conv2d_geom *g,
                                   int nthreads);
 
+/* The active engine's 2x2 stride-2 max pooling of planes [p0, p1)
+ * (gemm.c): 0 without writing anything where the engine has none (the
+ * caller then runs pool2d.c's loops, whose values and indices it gives). */
+int cnnkit_max2x2_simd_f32(float *y, int64_t *idx, const float *x,
+                           const cnnkit_pool2d_geom *g, ptrdiff_t p0,
+                           ptrdiff_t p1);
+int cnnkit_max2x2_simd_f64(double *y, int64_t *idx, const double *x,
+                           const cnnkit_pool2d_geom *g, ptrdiff_t p0,
+                           ptrdiff_t p1);
+/* Whether the active engine has it. */
+int cnnkit_max2x2_simd(void);
+
 /* The depthwise passes of the active engine (gemm.c), for groups == C:
  * each returns 0 without writing anything when the engine has none or they
  * do not compute g (the caller then runs the plain C kernel).  Workspace:

@@ -1591,3 +1591,71 @@ EXTREME = [
 
 test_property, test_extreme_cases_in_a_child_process = \
     fuzzing.family_tests(globals())
+
+
+MAX2X2_CHECKER = r"""
+from cnnkit import _kernels as K
+from cnnkit import layers as L, plan
+# 2x2 stride-2 max pooling on every SIMD path (the AVX-512 engine has
+# vectors of its own): the values and indices of the scalar rule -- the
+# four elements in row-major order, one replacing the maximum when
+# greater or NaN (a tie keeps the first, the last NaN wins) -- bit for
+# bit, NaN payloads included; and the inference plan's values (no
+# indices, finite inputs) the same.  Rows of 1-70 windows (masked vectors
+# at the end), a leftover row and column, 1 and 2 threads.
+
+
+def rule(x):
+    n, c, h, w = x.shape
+    oh, ow = h // 2, w // 2
+    win = x[:, :, :2 * oh, :2 * ow].reshape(n, c, oh, 2, ow, 2)
+    taps = [win[:, :, :, 0, :, 0], win[:, :, :, 0, :, 1],
+            win[:, :, :, 1, :, 0], win[:, :, :, 1, :, 1]]
+    m, k = taps[0].copy(), np.zeros(taps[0].shape, np.int64)
+    for t in (1, 2, 3):
+        take = (taps[t] > m) | np.isnan(taps[t])
+        m = np.where(take, taps[t], m)
+        k = np.where(take, t, k)
+    rows = 2 * np.arange(oh)[:, None] + k // 2
+    cols = 2 * np.arange(ow)[None, :] + k % 2
+    return m, rows * w + cols
+
+
+rng = np.random.default_rng(8)
+cases = 0
+for dt in (np.float32, np.float64):
+    uint = np.uint32 if dt == np.float32 else np.uint64
+    for h, w_ in ((2, 2), (3, 5), (4, 14), (6, 15), (2, 16), (3, 17),
+                  (4, 31), (2, 32), (5, 33), (4, 64), (3, 141)):
+        xf = rng.integers(-2, 3, (3, 2, h, w_)).astype(dt)   # many ties
+        xf[xf == 0] = -0.0
+        xf[0] = rng.standard_normal((2, h, w_))
+        x = xf.copy()
+        flat = x.reshape(-1)
+        pos = rng.choice(flat.size, max(1, flat.size // 7), replace=False)
+        flat[pos] = np.nan
+        bits = flat.view(uint)                  # NaNs told apart
+        bits[pos] |= np.arange(1, pos.size + 1, dtype=uint)
+        flat[rng.choice(flat.size, max(1, flat.size // 11))] = np.inf
+        want, want_idx = rule(x)
+        model = cnnkit.Sequential([L.MaxPool2D(2)], input_shape=(2, h, w_),
+                                  dtype=dt)
+        p = plan.compile(model)
+        for nt in (1, 2):
+            cnnkit.set_num_threads(nt)
+            y, idx = K.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+            cases += 1
+            if y.tobytes() != want.tobytes() or \
+                    idx.tobytes() != want_idx.tobytes() or \
+                    p.run(xf).tobytes() != rule(xf)[0].tobytes():
+                variant.append(f"{np.dtype(dt).name} {h}x{w_} on {nt} "
+                               f"threads")
+extra["cases"] = cases
+"""
+
+
+@pytest.mark.parametrize("path", helpers.SIMD_PATHS)
+def test_max_pool_2x2_vectors_keep_the_scalar_rule(path):
+    res = helpers.run_simd(path, MAX2X2_CHECKER)
+    assert res["cases"] == 44
+    assert res["variant"] == []
