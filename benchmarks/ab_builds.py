@@ -25,7 +25,8 @@ Workload groups (``--only``):
     sample (the GEMM's paths for few rows) and of batches of 32-128.
 ``conv``
     Convolutions forward: 1x1 layers (a plain matrix product) and 3x3 and
-    5x5 layers of small and medium networks.
+    5x5 layers of small and medium networks; and the backward pass (input
+    and weight gradients, into kept arrays) of the 3x3 and 5x5 ones.
 ``depthwise``
     Depthwise convolutions forward (bias and ReLU), stride 2 and 1.
 ``pool``
@@ -121,6 +122,19 @@ def workloads(groups, dtype):
                         2.0 * n * kf * oh * oh * c * r * r,
                         lambda k, x=x, w=w, p=p: (k.conv2d_forward(
                             x, w, None, (1, 1), (p,) * 4, (1, 1)),)))
+        for n, c, h, kf, r, p in CONV:
+            if r == 1:
+                continue
+            x = rng.standard_normal((n, c, h, h)).astype(dtype)
+            w = (rng.standard_normal((kf, c, r, r)) * 0.1).astype(dtype)
+            oh = h + 2 * p - r + 1
+            gy = rng.standard_normal((n, kf, oh, oh)).astype(dtype)
+            gx, gw = np.empty_like(x), np.empty_like(w)
+            out.append((f"conv backward {n}x{c}x{h}x{h} -> {kf} {r}x{r}",
+                        4.0 * n * kf * oh * oh * c * r * r,
+                        lambda k, x=x, w=w, p=p, gy=gy, gx=gx, gw=gw:
+                        k.conv2d_backward(gy, x, w, (1, 1), (p,) * 4,
+                                          (1, 1), True, False, gx, gw)[:2]))
     if "depthwise" in groups:
         for n, c, h, r, st, p, mult in DEPTHWISE:
             x = rng.standard_normal((n, c, h, h)).astype(dtype)

@@ -1199,16 +1199,72 @@ static void SFX(conv_direct_pack)(REAL *ap, const REAL *w,
                     CNNKIT_MIN(ms, g->k - k0), crs);
 }
 
+/* Kernel rows [*lo, *hi) of output row i that read input rows (the rest
+ * read the zero padding above or below the input). */
+static void SFX(live_rows)(const cnnkit_conv2d_geom *g, ptrdiff_t i,
+                           ptrdiff_t *lo, ptrdiff_t *hi)
+{
+    /* input row i*sh - ph + r*dh in [0, H) */
+    const ptrdiff_t top = g->pad_h - i * g->stride_h;
+    const ptrdiff_t end = g->h + top;
+    *lo = top <= 0 ? 0 : CNNKIT_MIN(g->r, cnnkit_ceil_div(top, g->dil_h));
+    *hi = end <= 0 ? 0 : CNNKIT_MIN(g->r, cnnkit_ceil_div(end, g->dil_h));
+}
+
+/* Whether some output row has kernel rows that read only padding. */
+static int SFX(rows_padded)(const cnnkit_conv2d_geom *g)
+{
+    ptrdiff_t lo0, hi0, lo1, hi1;
+    SFX(live_rows)(g, 0, &lo0, &hi0);
+    SFX(live_rows)(g, g->oh - 1, &lo1, &hi1);
+    return lo0 > 0 || hi1 < g->r;
+}
+
+/* The taps (c, r, s) of slab [p0, p0 + kc) with r in [lo, hi), as runs
+ * (runs[2q], runs[2q + 1]) of steps from the slab's start, one per
+ * channel, in order; returns their count. */
+static int SFX(tap_runs)(int32_t *runs, ptrdiff_t p0, ptrdiff_t kc,
+                         const cnnkit_conv2d_geom *g, ptrdiff_t lo,
+                         ptrdiff_t hi)
+{
+    const ptrdiff_t rs = g->r * g->s;
+    int n = 0;
+    for (ptrdiff_t base = p0 / rs * rs; base < p0 + kc; base += rs) {
+        const ptrdiff_t a = CNNKIT_MAX(base + lo * g->s, p0);
+        const ptrdiff_t b = CNNKIT_MIN(base + hi * g->s, p0 + kc);
+        if (a < b) {
+            runs[2 * n] = (int32_t)(a - p0);
+            runs[2 * n + 1] = (int32_t)(b - p0);
+            n++;
+        }
+    }
+    return n;
+}
+
+/* Whether the n elements at a are finite. */
+static int SFX(finite)(const REAL *a, ptrdiff_t n)
+{
+    REAL z = 0;
+    for (ptrdiff_t e = 0; e < n; e++)
+        z += a[e] - a[e];       /* NaN for an infinite or NaN a[e] */
+    return z == 0;
+}
+
 /* A task's rows [i0, i0 + rows) of image n's output (y: the image's), of
  * filters [ka, kz), by the filter tiles (micro_implicit, micro_stacked):
- * the copy's rows at buf. */
+ * the copy's rows at buf.  skip: a pair of rows whose kernel rows read
+ * only padding leaves their taps out (tap_runs) -- products of a finite
+ * weight and a padding zero, which add nothing: a sum that starts at +0
+ * never becomes -0, and adding a zero to any other value keeps its bits.
+ * (LeNet-5's input gradient of its second convolution, a 5x5 layer whose
+ * forward form pads 10x10 planes by 4, skips 8 of 35 taps a row pair.) */
 static void SFX(fwd_filter_tiles)(REAL *y, const REAL *ap, const REAL *buf,
                                   const ptrdiff_t *boff,
                                   const SFX(direct_plan) *pl,
                                   const cnnkit_conv2d_geom *g, ptrdiff_t i0,
                                   ptrdiff_t rows, ptrdiff_t width,
                                   ptrdiff_t ka, ptrdiff_t kz,
-                                  const REAL *bias, int relu)
+                                  const REAL *bias, int relu, int skip)
 {
     const ptrdiff_t crs = g->c * g->r * g->s, p = g->oh * g->ow;
     /* filters x slabs outer, so that a packed strip of weights stays
@@ -1231,10 +1287,25 @@ static void SFX(fwd_filter_tiles)(REAL *y, const REAL *ap, const REAL *buf,
                 REAL *yrow = y + k0 * p + (i0 + i) * g->ow;
                 if (stack && i + NR / VL <= rows) {
                     /* NR / VL narrow rows at once (micro_stacked) */
+                    int32_t runs[2 * (KC + 2)];
+                    int nruns = 0, some = 0;
+                    if (skip) {
+                        ptrdiff_t lo, hi, lo1, hi1;
+                        SFX(live_rows)(g, i0 + i, &lo, &hi);
+                        SFX(live_rows)(g, i0 + i + NR / VL - 1, &lo1, &hi1);
+                        lo = CNNKIT_MIN(lo, lo1);
+                        hi = CNNKIT_MAX(hi, hi1);
+                        if (lo > 0 || hi < g->r) {
+                            some = 1;
+                            nruns = SFX(tap_runs)(runs, p0, kc, g, lo,
+                                                  CNNKIT_MAX(lo, hi));
+                        }
+                    }
                     SFX(micro_stacked)(kc, as + p0 * MR, xrow,
                                        boff + p0, g->stride_h * pl->wp,
                                        yrow, p, g->ow, mr, (int)width,
-                                       p0 == 0, bk, relu && last);
+                                       p0 == 0, bk, relu && last,
+                                       some ? runs : NULL, nruns);
                     i += NR / VL - 1;
                     continue;
                 }
@@ -1304,6 +1375,11 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
             pl.kb = CNNKIT_MAX(pl.kb, (ptrdiff_t)2 * VL);
         pl.nkb = cnnkit_ceil_div(g->k, pl.kb);
     }
+    /* the filter tiles leave out the taps of padding rows (see
+     * fwd_filter_tiles) where the weights are finite */
+    const int skip = !kvec && !g->pool && !pl.flat && SFX(rows_padded)(g) &&
+                     SFX(finite)(ap, cnnkit_ceil_div(g->k, SFX(filter_strip)(g))
+                                         * MR * crs);
     const ptrdiff_t tasks = g->n * pl.nb * pl.nkb;
     const int nt = cnnkit_team(2.0 * g->n * kp * (crs + 1), tasks,
                                (int)pl.threads);
@@ -1376,7 +1452,7 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
                                   y + n * kp + (i0 + i) * g->ow, p);
         } else {
             SFX(fwd_filter_tiles)(y + n * kp, ap, buf, boff, &pl, g, i0, rows,
-                                  width, ka, kz, bias, trelu);
+                                  width, ka, kz, bias, trelu, skip);
         }
         if (res) {
             /* the task's rows of filters [ka, kz), still in cache */

@@ -36,13 +36,31 @@
  * elements and its C at cstep from the one before, each vector's first
  * lastn lanes (a direct convolution's rows narrower than a vector). */
 #define STACKED 2
+/* One step p of a tile: B's row at brow, A's column at ar. */
+#define TILE_STEP(brow, ar)                                                \
+    do {                                                                   \
+        VEC bv[NV];                                                        \
+        UNROLL_FULL                                                        \
+        for (int v = 0; v < nv; v++)                                       \
+            bv[v] = VLOAD((brow) + v * bstep);                             \
+        UNROLL_FULL                                                        \
+        for (int i = 0; i < rows; i++) {                                   \
+            VEC av = VBCAST((ar) + i);                                     \
+            UNROLL_FULL                                                    \
+            for (int v = 0; v < nv; v++)                                   \
+                acc[i][v] = VFMA(av, bv[v], acc[i][v]);                    \
+        }                                                                  \
+    } while (0)
+/* runs (implicit tiles only; NULL: every step): the steps taken are the
+ * nruns ranges [runs[2q], runs[2q + 1]) of [0, kc), in order -- a direct
+ * convolution's taps that read no padding (see tap_runs). */
 static inline __attribute__((always_inline)) void
 SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
           ptrdiff_t kc, const REAL *restrict ap, const REAL *restrict bp,
           const ptrdiff_t *restrict boff, REAL *restrict c, ptrdiff_t ldc,
           int lastn, REAL alpha, REAL beta, int first,
           const REAL *restrict bias, int relu, ptrdiff_t bstep,
-          ptrdiff_t cstep)
+          ptrdiff_t cstep, const int32_t *restrict runs, int nruns)
 {
     if (masked != STACKED)
         bstep = cstep = VL;
@@ -53,22 +71,17 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
         for (int v = 0; v < nv; v++)
             acc[i][v] = VZERO();
     }
-    for (ptrdiff_t p = 0; p < kc; p++) {
-        const REAL *restrict brow = implicit ? bp + boff[p] : bp;
-        VEC bv[NV];
-        UNROLL_FULL
-        for (int v = 0; v < nv; v++)
-            bv[v] = VLOAD(brow + v * bstep);
-        UNROLL_FULL
-        for (int i = 0; i < rows; i++) {
-            VEC av = VBCAST(ap + i);
-            UNROLL_FULL
-            for (int v = 0; v < nv; v++)
-                acc[i][v] = VFMA(av, bv[v], acc[i][v]);
+    if (implicit && runs) {
+        for (int q = 0; q < nruns; q++)
+            for (ptrdiff_t p = runs[2 * q]; p < runs[2 * q + 1]; p++)
+                TILE_STEP(bp + boff[p], ap + p * MR);
+    } else {
+        for (ptrdiff_t p = 0; p < kc; p++) {
+            TILE_STEP(implicit ? bp + boff[p] : bp, ap);
+            ap += MR;
+            if (!implicit)
+                bp += NR;
         }
-        ap += MR;
-        if (!implicit)
-            bp += NR;
     }
     const MASK mk = VMASK(masked ? lastn : VL);
     const VEC va = VSET1(alpha), vb = VSET1(beta);
@@ -102,7 +115,7 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
 }
 
 #define TILE_ARGS implicit, kc, ap, bp, boff, c, ldc, lastn, alpha, beta, \
-                  first, bias, relu, 0, 0
+                  first, bias, relu, 0, 0, NULL, 0
 #define TILE_ROWS(R)                                                       \
     case R:                                                                \
         if (nv == 1)                                                       \
@@ -198,7 +211,7 @@ static void SFX(micro_implicit)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
                    relu);
 }
 #define STACK_ARGS 1, kc, ap, bp, boff, c, ldc, width, 1, 0, first, bias, \
-                   relu, bstep, cstep
+                   relu, bstep, cstep, runs, nruns
 #define STACK_ROWS(R)                                                      \
     case R:                                                                \
         SFX(tile)(R, NV, STACKED, STACK_ARGS);                             \
@@ -208,12 +221,14 @@ static void SFX(micro_implicit)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
  * VL lanes): a direct convolution whose rows are narrow and whose filters
  * fill at most half a tile takes the FMA chains of two rows per tile.
  * Row v's B is at bp + v*bstep, its C at c + v*cstep; otherwise as
- * micro_implicit, with the same sums. */
+ * micro_implicit, with the same sums.  runs (or NULL): the steps taken,
+ * as in tile. */
 static void SFX(micro_stacked)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
                                const ptrdiff_t *boff, ptrdiff_t bstep,
                                REAL *c, ptrdiff_t ldc, ptrdiff_t cstep,
                                ptrdiff_t mr, int width, int first,
-                               const REAL *bias, int relu)
+                               const REAL *bias, int relu,
+                               const int32_t *runs, int nruns)
 {
     switch (mr) {
         STACK_ROWS(1)
@@ -515,6 +530,7 @@ static void SFX(wtree_tile)(ptrdiff_t rows, REAL *out, ptrdiff_t ldo,
 #define GEMM_IMPLICIT_B 1
 #undef TILE_ROWS
 #undef TILE_ARGS
+#undef TILE_STEP
 #undef STACKED
 #undef UNROLL_FULL
 #undef NV

@@ -2089,6 +2089,49 @@ def test_direct_filter_strips_of_equal_size(dt, k):
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [
+    # (channels, in rows, out columns, filters, kernel, stride, padding
+    # (top, bottom, left, right), dilation): LeNet-5's second layer's input
+    # gradient as a forward (10x10 padded by 4); rows wholly in the
+    # padding; dilated and strided rows; 1-6 filters; slabs that split a
+    # channel's taps (C*R*S 600 over the slab depth)
+    (16, 10, 14, (6,), (5, 5), (1, 1), (4, 4, 2, 2), (1, 1)),
+    (3, 9, 14, (4,), (3, 3), (1, 1), (4, 3, 1, 1), (1, 1)),
+    (5, 12, 16, (1, 5), (3, 3), (1, 1), (3, 3, 1, 1), (2, 1)),
+    (4, 15, 14, (6,), (5, 3), (2, 1), (3, 2, 1, 1), (1, 1)),
+    (24, 9, 14, (5,), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),
+])
+def test_direct_tiles_skip_padding_rows_with_the_same_bits(dt, case):
+    # Two rows per tile leave out the taps whose kernel rows read only the
+    # zero padding: the bits of the im2col path (which adds their zero
+    # products), NaN, inf and -0 inputs included; an infinite weight keeps
+    # every tap (its products with the padding are NaN)
+    from cnnkit import _kernels as K
+    c, h, ow, ks, (r, s), st, pad, dil = case
+    if dt == np.float64:
+        ow //= 2                        # rows of at most a vector
+    wd = (ow - 1) * st[1] + (s - 1) * dil[1] + 1 - pad[2] - pad[3]
+    rng = np.random.default_rng(c + h)
+    x = rng.standard_normal((2, c, h, wd)).astype(dt)
+    x[0, 0, 0, :3] = (np.nan, np.inf, -0.0)
+    x[1, -1, -1, -2:] = (-np.inf, -0.0)
+    x[1, 1] = -0.0
+    for k in ks:
+        w = rng.standard_normal((k, c, r, s)).astype(dt)
+        b = rng.standard_normal(k).astype(dt)
+        args = (st, pad, dil)
+        assert K._conv_forward_path(x.shape, w.shape, *args, dt) == "direct"
+        for inf_weight in (False, True):
+            if inf_weight:
+                w[-1, c // 2, r - 1, 0] = np.inf
+            lowered = K.conv2d_forward(x, w, b, *args, True, direct=False)
+            for threads in (1, 2):
+                with helpers.num_threads(threads):
+                    direct = K.conv2d_forward(x, w, b, *args, True)
+                assert direct.tobytes() == lowered.tobytes()
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
 @pytest.mark.parametrize("k", [3, 6, 16])
 @pytest.mark.parametrize("h", [16, 15])
 def test_direct_rows_narrower_than_a_vector_two_per_tile(dt, k, h):
