@@ -629,6 +629,89 @@ static void SFX(direct_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g,
             boff[c * rs + q] = boff[q] + c * step;
 }
 
+/* ---- taps that read only padding ------------------------------------
+ *
+ * Near the top and bottom of a padded input, some kernel rows of an
+ * output row read only the zero padding.  Where the weights are finite,
+ * the tiles may leave those taps out: a product of a finite weight and a
+ * zero adds nothing to a sum that starts at +0 (such a sum never becomes
+ * -0, and adding a zero to any other value keeps its bits), so the sums
+ * keep the im2col path's bits.  (LeNet-5's input gradient of its second
+ * convolution, a 5x5 layer whose forward form pads 10x10 planes by 4,
+ * leaves out 8 of 35 taps per pair of rows.) */
+
+/* Kernel rows [*lo, *hi) of output row i that read input rows (the rest
+ * read the zero padding above or below the input). */
+static void SFX(live_rows)(const cnnkit_conv2d_geom *g, ptrdiff_t i,
+                           ptrdiff_t *lo, ptrdiff_t *hi)
+{
+    /* input row i*sh - ph + r*dh in [0, H) */
+    const ptrdiff_t top = g->pad_h - i * g->stride_h;
+    const ptrdiff_t end = g->h + top;
+    *lo = top <= 0 ? 0 : CNNKIT_MIN(g->r, cnnkit_ceil_div(top, g->dil_h));
+    *hi = end <= 0 ? 0 : CNNKIT_MIN(g->r, cnnkit_ceil_div(end, g->dil_h));
+}
+
+/* Whether some output row has kernel rows that read only padding. */
+static int SFX(rows_padded)(const cnnkit_conv2d_geom *g)
+{
+    ptrdiff_t lo0, hi0, lo1, hi1;
+    SFX(live_rows)(g, 0, &lo0, &hi0);
+    SFX(live_rows)(g, g->oh - 1, &lo1, &hi1);
+    return lo0 > 0 || hi1 < g->r;
+}
+
+/* The kernel rows [lo, hi) of R rows of S taps that an output row takes
+ * (live_rows), or all of them. */
+typedef struct {
+    ptrdiff_t r, s, lo, hi;
+} SFX(live_taps);
+
+/* The taps (c, r, s) of slab [p0, p0 + kc) with r in [lt->lo, lt->hi),
+ * as runs (runs[2q], runs[2q + 1]) of steps from the slab's start, one
+ * per channel, in order; returns their count. */
+static int SFX(tap_runs)(int32_t *runs, ptrdiff_t p0, ptrdiff_t kc,
+                         const SFX(live_taps) *lt)
+{
+    const ptrdiff_t rs = lt->r * lt->s;
+    int n = 0;
+    for (ptrdiff_t base = p0 / rs * rs; base < p0 + kc; base += rs) {
+        const ptrdiff_t a = CNNKIT_MAX(base + lt->lo * lt->s, p0);
+        const ptrdiff_t b = CNNKIT_MIN(base + lt->hi * lt->s, p0 + kc);
+        if (a < b) {
+            runs[2 * n] = (int32_t)(a - p0);
+            runs[2 * n + 1] = (int32_t)(b - p0);
+            n++;
+        }
+    }
+    return n;
+}
+
+/* Whether the n elements at a are finite. */
+static int SFX(finite)(const REAL *a, ptrdiff_t n)
+{
+    REAL z = 0;
+    for (ptrdiff_t e = 0; e < n; e++)
+        z += a[e] - a[e];       /* NaN for an infinite or NaN a[e] */
+    return z == 0;
+}
+
+/* The live taps of output rows [i, i + rows) into *lt: NULL where they
+ * read no padding rows (every tap is live). */
+static const SFX(live_taps) *SFX(live_of)(SFX(live_taps) *lt,
+                                          const cnnkit_conv2d_geom *g,
+                                          ptrdiff_t i, ptrdiff_t rows)
+{
+    ptrdiff_t lo, hi, lo1, hi1;
+    SFX(live_rows)(g, i, &lo, &hi);
+    SFX(live_rows)(g, i + rows - 1, &lo1, &hi1);
+    lt->r = g->r;
+    lt->s = g->s;
+    lt->lo = CNNKIT_MIN(lo, lo1);
+    lt->hi = CNNKIT_MAX(lt->lo, CNNKIT_MAX(hi, hi1));
+    return lt->lo > 0 || lt->hi < g->r ? lt : NULL;
+}
+
 /* ---- forward, filters on the vector axis ------------------------------
  *
  * Where K is a multiple of VL, the forward takes tiles of kv vectors of
@@ -668,41 +751,55 @@ static int SFX(fwd_kvec)(const cnnkit_conv2d_geom *g)
            (g->k >= 2 * VL || SFX(flat_size)(g) > 0);
 }
 
-/* a[t*kv + kk]: the slab's sums of pixel t and filter vector kk. */
+/* One tap q of ftile_sums. */
+#define FTILE_STEP(q)                                                      \
+    do {                                                                   \
+        const REAL *restrict xq = xrow + boff[q];                          \
+        VEC wv[2];                                                         \
+        FUNROLL                                                            \
+        for (int kk = 0; kk < kv; kk++)                                    \
+            wv[kk] = VLOAD(wt + (q) * ldw + kk * VL);                      \
+        FUNROLL                                                            \
+        for (int t = 0; t < px; t++) {                                     \
+            const VEC xv = VBCAST(xq + t * sw);                            \
+            FUNROLL                                                        \
+            for (int kk = 0; kk < kv; kk++)                                \
+                a[t * kv + kk] = VFMA(wv[kk], xv, a[t * kv + kk]);         \
+        }                                                                  \
+    } while (0)
+
+/* a[t*kv + kk]: the slab's sums of pixel t and filter vector kk; runs
+ * (or NULL: every tap): the nruns ranges of taps taken (tap_runs). */
 static inline __attribute__((always_inline)) void
 SFX(ftile_sums)(const int kv, const int px, const int sw, ptrdiff_t kc,
                 const REAL *restrict wt, ptrdiff_t ldw,
                 const REAL *restrict xrow, const ptrdiff_t *restrict boff,
-                VEC *restrict a)
+                VEC *restrict a, const int32_t *restrict runs, int nruns)
 {
     FUNROLL
     for (int i = 0; i < kv * px; i++)
         a[i] = VZERO();
-    for (ptrdiff_t q = 0; q < kc; q++) {
-        const REAL *restrict xq = xrow + boff[q];
-        VEC wv[2];
-        FUNROLL
-        for (int kk = 0; kk < kv; kk++)
-            wv[kk] = VLOAD(wt + q * ldw + kk * VL);
-        FUNROLL
-        for (int t = 0; t < px; t++) {
-            const VEC xv = VBCAST(xq + t * sw);
-            FUNROLL
-            for (int kk = 0; kk < kv; kk++)
-                a[t * kv + kk] = VFMA(wv[kk], xv, a[t * kv + kk]);
-        }
+    if (runs) {
+        for (int r = 0; r < nruns; r++)
+            for (ptrdiff_t q = runs[2 * r]; q < runs[2 * r + 1]; q++)
+                FTILE_STEP(q);
+    } else {
+        for (ptrdiff_t q = 0; q < kc; q++)
+            FTILE_STEP(q);
     }
 }
+#undef FTILE_STEP
 
 /* out + t*kv*VL + kk*VL: the slab's sums of pixel t and filter vector kk
  * (stored when first, else added to what is there). */
 static inline __attribute__((always_inline)) void
 SFX(ftile)(const int kv, const int px, const int sw, ptrdiff_t kc,
            const REAL *restrict wt, ptrdiff_t ldw, const REAL *restrict xrow,
-           const ptrdiff_t *restrict boff, REAL *restrict out, int first)
+           const ptrdiff_t *restrict boff, REAL *restrict out, int first,
+           const int32_t *restrict runs, int nruns)
 {
     VEC a[FX_ACC];
-    SFX(ftile_sums)(kv, px, sw, kc, wt, ldw, xrow, boff, a);
+    SFX(ftile_sums)(kv, px, sw, kc, wt, ldw, xrow, boff, a, runs, nruns);
     const VEC one = VSET1((REAL)1);
     FUNROLL
     for (int i = 0; i < kv * px; i++)
@@ -719,7 +816,7 @@ SFX(ftile)(const int kv, const int px, const int sw, ptrdiff_t kc,
     FT_CASE(KV, 1) FT_CASE(KV, 2) FT_CASE(KV, 3) FT_CASE(KV, 4)             \
     FT_CASE(KV, 5) FT_CASE(KV, 6) FT_CASE(KV, 7) FT_CASE(KV, 8)             \
     FT_CASE(KV, 9) FT_CASE(KV, 10) FT_CASE(KV, 11) FT_CASE(KV, 12)
-#define FT_ARGS kc, wt, ldw, xrow, boff, out, first
+#define FT_ARGS kc, wt, ldw, xrow, boff, out, first, runs, nruns
 
 #define FT_ALL                                                              \
     FT_PX(1) FT_PX(2)                                                       \
@@ -731,7 +828,8 @@ SFX(ftile)(const int kv, const int px, const int sw, ptrdiff_t kc,
  * or 2: a stride-2 row kept whole) */
 static void SFX(ftile_any)(int kv, int px, int sw, ptrdiff_t kc,
                            const REAL *wt, ptrdiff_t ldw, const REAL *xrow,
-                           const ptrdiff_t *boff, REAL *out, int first)
+                           const ptrdiff_t *boff, REAL *out, int first,
+                           const int32_t *runs, int nruns)
 {
     if (sw == 1) {
 #define FT_SW 1
@@ -797,14 +895,20 @@ static void SFX(ftile_store)(int kv, int px, REAL *restrict tile,
 }
 
 /* A tile's sums over all C*R*S taps, slab after slab (ftile): kv filter
- * vectors from filter k0 x px pixels from x. */
+ * vectors from filter k0 x px pixels from x; live (or NULL: every tap):
+ * the kernel rows taken. */
 static void SFX(ftile_slabs)(int kv, int px, int sw, const REAL *wt,
                              ptrdiff_t crs, ptrdiff_t K, ptrdiff_t k0,
-                             const REAL *x, const ptrdiff_t *boff, REAL *out)
+                             const REAL *x, const ptrdiff_t *boff, REAL *out,
+                             const SFX(live_taps) *live)
 {
-    for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC)
-        SFX(ftile_any)(kv, px, sw, CNNKIT_MIN((ptrdiff_t)KC, crs - p0),
-                       wt + p0 * K + k0, K, x, boff + p0, out, p0 == 0);
+    int32_t runs[2 * (KC + 2)];
+    for (ptrdiff_t p0 = 0; p0 < crs; p0 += KC) {
+        const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, crs - p0);
+        const int nruns = live ? SFX(tap_runs)(runs, p0, kc, live) : 0;
+        SFX(ftile_any)(kv, px, sw, kc, wt + p0 * K + k0, K, x, boff + p0,
+                       out, p0 == 0, live ? runs : NULL, nruns);
+    }
 }
 
 /* One row of `width` output pixels (at y, filter k's at y + k*ldy) of
@@ -813,7 +917,7 @@ static void SFX(fwd_kvec_row)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
                               const REAL *xrow, int sw, const ptrdiff_t *boff,
                               ptrdiff_t width, ptrdiff_t ka, ptrdiff_t kz,
                               const REAL *bias, int relu, REAL *y,
-                              ptrdiff_t ldy)
+                              ptrdiff_t ldy, const SFX(live_taps) *live)
 {
     /* rows of up to ROW_PX pixels are kept whole and stored once per
      * filter block, VL pixels per transposition (a 14-wide row: one
@@ -831,7 +935,8 @@ static void SFX(fwd_kvec_row)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
             const ptrdiff_t j1 = width * (tl + 1) / ntl;
             const int px = (int)(j1 - j0);
             SFX(ftile_slabs)(kv, px, sw, wt, crs, K, k0, xrow + j0 * sw,
-                             boff, whole ? whole_row + j0 * kv * VL : tile);
+                             boff, whole ? whole_row + j0 * kv * VL : tile,
+                             live);
             if (!whole)
                 SFX(ftile_store)(kv, px, tile, bk, relu, y + k0 * ldy + j0,
                                  ldy, width - j0);
@@ -947,7 +1052,7 @@ SFX(ftile_pooled)(const int kv, const int w, ptrdiff_t kc,
                   const REAL *bias, int relu, REAL *restrict pooled)
 {
     VEC a[FX_ACC];
-    SFX(ftile_sums)(kv, 2 * w, 1, kc, wt, ldw, xrow, boff, a);
+    SFX(ftile_sums)(kv, 2 * w, 1, kc, wt, ldw, xrow, boff, a, NULL, 0);
     FUNROLL
     for (int kk = 0; kk < kv; kk++) {
         const VEC bv = bias ? VLOAD(bias + kk * VL) : VZERO();
@@ -1066,7 +1171,7 @@ static void SFX(fwd_kvec_pool)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
                                       boff, bk, relu, dst);
             } else {
                 SFX(ftile_slabs)(kv, (int)(2 * width), 1, wt, crs, K, k0,
-                                 x0, boff, tile);
+                                 x0, boff, tile, NULL);
                 SFX(pool_reduce)(kv, (int)width, tile, bk, relu, dst);
             }
             if (!plane)
@@ -1081,9 +1186,9 @@ static void SFX(fwd_kvec_pool)(const REAL *wt, ptrdiff_t crs, ptrdiff_t K,
             const int px = (int)(2 * (q1 - q0));
             const ptrdiff_t j0 = 2 * q0;
             SFX(ftile_slabs)(kv, px, sw, wt, crs, K, k0, x0 + j0 * sw, boff,
-                             tile);
+                             tile, NULL);
             SFX(ftile_slabs)(kv, px, sw, wt, crs, K, k0, x1 + j0 * sw, boff,
-                             tile + (ptrdiff_t)px * ld);
+                             tile + (ptrdiff_t)px * ld, NULL);
             SFX(pool_reduce)(kv, px, tile, bk, relu,
                              plane ? dst + q0 * ld : pooled);
             if (!plane)
@@ -1130,7 +1235,7 @@ static void SFX(fwd_kvec_pool_flat)(const REAL *wt, ptrdiff_t crs,
         for (ptrdiff_t tl = 0, j0 = 0; tl < ntl; tl++) {
             const ptrdiff_t j1 = p * (tl + 1) / ntl;
             SFX(ftile_slabs)(kv, (int)(j1 - j0), 1, wt, crs, K, k0, x + j0,
-                             boff, sums + j0 * ld);
+                             boff, sums + j0 * ld, NULL);
             j0 = j1;
         }
         for (ptrdiff_t u = 0; u < ph; u++)
@@ -1199,65 +1304,10 @@ static void SFX(conv_direct_pack)(REAL *ap, const REAL *w,
                     CNNKIT_MIN(ms, g->k - k0), crs);
 }
 
-/* Kernel rows [*lo, *hi) of output row i that read input rows (the rest
- * read the zero padding above or below the input). */
-static void SFX(live_rows)(const cnnkit_conv2d_geom *g, ptrdiff_t i,
-                           ptrdiff_t *lo, ptrdiff_t *hi)
-{
-    /* input row i*sh - ph + r*dh in [0, H) */
-    const ptrdiff_t top = g->pad_h - i * g->stride_h;
-    const ptrdiff_t end = g->h + top;
-    *lo = top <= 0 ? 0 : CNNKIT_MIN(g->r, cnnkit_ceil_div(top, g->dil_h));
-    *hi = end <= 0 ? 0 : CNNKIT_MIN(g->r, cnnkit_ceil_div(end, g->dil_h));
-}
-
-/* Whether some output row has kernel rows that read only padding. */
-static int SFX(rows_padded)(const cnnkit_conv2d_geom *g)
-{
-    ptrdiff_t lo0, hi0, lo1, hi1;
-    SFX(live_rows)(g, 0, &lo0, &hi0);
-    SFX(live_rows)(g, g->oh - 1, &lo1, &hi1);
-    return lo0 > 0 || hi1 < g->r;
-}
-
-/* The taps (c, r, s) of slab [p0, p0 + kc) with r in [lo, hi), as runs
- * (runs[2q], runs[2q + 1]) of steps from the slab's start, one per
- * channel, in order; returns their count. */
-static int SFX(tap_runs)(int32_t *runs, ptrdiff_t p0, ptrdiff_t kc,
-                         const cnnkit_conv2d_geom *g, ptrdiff_t lo,
-                         ptrdiff_t hi)
-{
-    const ptrdiff_t rs = g->r * g->s;
-    int n = 0;
-    for (ptrdiff_t base = p0 / rs * rs; base < p0 + kc; base += rs) {
-        const ptrdiff_t a = CNNKIT_MAX(base + lo * g->s, p0);
-        const ptrdiff_t b = CNNKIT_MIN(base + hi * g->s, p0 + kc);
-        if (a < b) {
-            runs[2 * n] = (int32_t)(a - p0);
-            runs[2 * n + 1] = (int32_t)(b - p0);
-            n++;
-        }
-    }
-    return n;
-}
-
-/* Whether the n elements at a are finite. */
-static int SFX(finite)(const REAL *a, ptrdiff_t n)
-{
-    REAL z = 0;
-    for (ptrdiff_t e = 0; e < n; e++)
-        z += a[e] - a[e];       /* NaN for an infinite or NaN a[e] */
-    return z == 0;
-}
-
 /* A task's rows [i0, i0 + rows) of image n's output (y: the image's), of
  * filters [ka, kz), by the filter tiles (micro_implicit, micro_stacked):
- * the copy's rows at buf.  skip: a pair of rows whose kernel rows read
- * only padding leaves their taps out (tap_runs) -- products of a finite
- * weight and a padding zero, which add nothing: a sum that starts at +0
- * never becomes -0, and adding a zero to any other value keeps its bits.
- * (LeNet-5's input gradient of its second convolution, a 5x5 layer whose
- * forward form pads 10x10 planes by 4, skips 8 of 35 taps a row pair.) */
+ * the copy's rows at buf.  skip: a pair of rows leaves out the taps
+ * that read only padding (live_of; the weights are finite). */
 static void SFX(fwd_filter_tiles)(REAL *y, const REAL *ap, const REAL *buf,
                                   const ptrdiff_t *boff,
                                   const SFX(direct_plan) *pl,
@@ -1288,24 +1338,16 @@ static void SFX(fwd_filter_tiles)(REAL *y, const REAL *ap, const REAL *buf,
                 if (stack && i + NR / VL <= rows) {
                     /* NR / VL narrow rows at once (micro_stacked) */
                     int32_t runs[2 * (KC + 2)];
-                    int nruns = 0, some = 0;
-                    if (skip) {
-                        ptrdiff_t lo, hi, lo1, hi1;
-                        SFX(live_rows)(g, i0 + i, &lo, &hi);
-                        SFX(live_rows)(g, i0 + i + NR / VL - 1, &lo1, &hi1);
-                        lo = CNNKIT_MIN(lo, lo1);
-                        hi = CNNKIT_MAX(hi, hi1);
-                        if (lo > 0 || hi < g->r) {
-                            some = 1;
-                            nruns = SFX(tap_runs)(runs, p0, kc, g, lo,
-                                                  CNNKIT_MAX(lo, hi));
-                        }
-                    }
+                    SFX(live_taps) lt;
+                    const SFX(live_taps) *live =
+                        skip ? SFX(live_of)(&lt, g, i0 + i, NR / VL) : NULL;
+                    const int nruns =
+                        live ? SFX(tap_runs)(runs, p0, kc, live) : 0;
                     SFX(micro_stacked)(kc, as + p0 * MR, xrow,
                                        boff + p0, g->stride_h * pl->wp,
                                        yrow, p, g->ow, mr, (int)width,
                                        p0 == 0, bk, relu && last,
-                                       some ? runs : NULL, nruns);
+                                       live ? runs : NULL, nruns);
                     i += NR / VL - 1;
                     continue;
                 }
@@ -1375,11 +1417,13 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
             pl.kb = CNNKIT_MAX(pl.kb, (ptrdiff_t)2 * VL);
         pl.nkb = cnnkit_ceil_div(g->k, pl.kb);
     }
-    /* the filter tiles leave out the taps of padding rows (see
-     * fwd_filter_tiles) where the weights are finite */
-    const int skip = !kvec && !g->pool && !pl.flat && SFX(rows_padded)(g) &&
-                     SFX(finite)(ap, cnnkit_ceil_div(g->k, SFX(filter_strip)(g))
-                                         * MR * crs);
+    /* the rows' tiles leave out the taps of padding rows where the
+     * weights (packed: transposed, or in strips of MR) are finite */
+    const int skip =
+        !g->pool && !pl.flat && SFX(rows_padded)(g) &&
+        SFX(finite)(ap, kvec ? crs * g->k
+                             : cnnkit_ceil_div(g->k, SFX(filter_strip)(g)) *
+                                   MR * crs);
     const ptrdiff_t tasks = g->n * pl.nb * pl.nkb;
     const int nt = cnnkit_team(2.0 * g->n * kp * (crs + 1), tasks,
                                (int)pl.threads);
@@ -1445,11 +1489,15 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
             continue;
         }
         if (kvec) {
-            for (ptrdiff_t i = 0; i < rows; i++)
+            for (ptrdiff_t i = 0; i < rows; i++) {
+                SFX(live_taps) lt;
                 SFX(fwd_kvec_row)(ap, crs, g->k,
                                   buf + i * g->stride_h * pl.wp, pl.sw, boff,
                                   width, ka, kz, bias, trelu,
-                                  y + n * kp + (i0 + i) * g->ow, p);
+                                  y + n * kp + (i0 + i) * g->ow, p,
+                                  skip ? SFX(live_of)(&lt, g, i0 + i, 1)
+                                       : NULL);
+            }
         } else {
             SFX(fwd_filter_tiles)(y + n * kp, ap, buf, boff, &pl, g, i0, rows,
                                   width, ka, kz, bias, trelu, skip);

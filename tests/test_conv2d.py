@@ -2100,9 +2100,15 @@ def test_direct_filter_strips_of_equal_size(dt, k):
     (5, 12, 16, (1, 5), (3, 3), (1, 1), (3, 3, 1, 1), (2, 1)),
     (4, 15, 14, (6,), (5, 3), (2, 1), (3, 2, 1, 1), (1, 1)),
     (24, 9, 14, (5,), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),
+    # filters on the vector axis (rows of 3x3 and 5x5 layers; strided;
+    # slabs that split a channel)
+    (8, 14, 14, (32,), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    (4, 11, 14, (32, 48), (5, 5), (1, 1), (3, 2, 2, 2), (1, 1)),
+    (8, 15, 14, (32,), (3, 3), (2, 2), (2, 1, 1, 1), (1, 1)),
+    (32, 10, 14, (32,), (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),
 ])
 def test_direct_tiles_skip_padding_rows_with_the_same_bits(dt, case):
-    # Two rows per tile leave out the taps whose kernel rows read only the
+    # Rows of tiles leave out the taps whose kernel rows read only the
     # zero padding: the bits of the im2col path (which adds their zero
     # products), NaN, inf and -0 inputs included; an infinite weight keeps
     # every tap (its products with the padding are NaN)
