@@ -687,13 +687,14 @@ static int SFX(tap_runs)(int32_t *runs, ptrdiff_t p0, ptrdiff_t kc,
     return n;
 }
 
-/* Whether the n elements at a are finite. */
-static int SFX(finite)(const REAL *a, ptrdiff_t n)
+/* Whether the n elements at a are finite (no order: the compares
+ * vectorise). */
+static int SFX(finite_run)(const REAL *a, ptrdiff_t n)
 {
-    REAL z = 0;
+    int bad = 0;
     for (ptrdiff_t e = 0; e < n; e++)
-        z += a[e] - a[e];       /* NaN for an infinite or NaN a[e] */
-    return z == 0;
+        bad |= !(a[e] - a[e] == 0);     /* NaN for an infinite or NaN */
+    return !bad;
 }
 
 /* The live taps of output rows [i, i + rows) into *lt: NULL where they
@@ -769,7 +770,10 @@ static int SFX(fwd_kvec)(const cnnkit_conv2d_geom *g)
     } while (0)
 
 /* a[t*kv + kk]: the slab's sums of pixel t and filter vector kk; runs
- * (or NULL: every tap): the nruns ranges of taps taken (tap_runs). */
+ * (or NULL: every tap): the nruns ranges of taps taken (tap_runs), each
+ * gap between them adding its products' sum, +0 or -0 per filter (see
+ * gap_zeros in gemm_micro_simd.h): the sign bits of the gap's weights
+ * ANDed. */
 static inline __attribute__((always_inline)) void
 SFX(ftile_sums)(const int kv, const int px, const int sw, ptrdiff_t kc,
                 const REAL *restrict wt, ptrdiff_t ldw,
@@ -780,9 +784,29 @@ SFX(ftile_sums)(const int kv, const int px, const int sw, ptrdiff_t kc,
     for (int i = 0; i < kv * px; i++)
         a[i] = VZERO();
     if (runs) {
-        for (int r = 0; r < nruns; r++)
+        const VEC sign = VSET1(-(REAL)0);
+        for (int r = 0; r <= nruns; r++) {
+            const ptrdiff_t g0 = r ? runs[2 * r - 1] : 0;
+            const ptrdiff_t g1 = r < nruns ? runs[2 * r] : kc;
+            if (r && g1 > g0) {
+                VEC z[2];
+                FUNROLL
+                for (int kk = 0; kk < kv; kk++) {
+                    z[kk] = sign;
+                    for (ptrdiff_t q = g0; q < g1; q++)
+                        z[kk] = VAND(z[kk], VLOAD(wt + q * ldw + kk * VL));
+                }
+                FUNROLL
+                for (int t = 0; t < px; t++)
+                    FUNROLL
+                    for (int kk = 0; kk < kv; kk++)
+                        a[t * kv + kk] = VADD(a[t * kv + kk], z[kk]);
+            }
+            if (r == nruns)
+                break;
             for (ptrdiff_t q = runs[2 * r]; q < runs[2 * r + 1]; q++)
                 FTILE_STEP(q);
+        }
     } else {
         for (ptrdiff_t q = 0; q < kc; q++)
             FTILE_STEP(q);
@@ -1419,11 +1443,18 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
     }
     /* the rows' tiles leave out the taps of padding rows where the
      * weights (packed: transposed, or in strips of MR) are finite */
-    const int skip =
-        !g->pool && !pl.flat && SFX(rows_padded)(g) &&
-        SFX(finite)(ap, kvec ? crs * g->k
-                             : cnnkit_ceil_div(g->k, SFX(filter_strip)(g)) *
-                                   MR * crs);
+    int skip = !g->pool && !pl.flat && SFX(rows_padded)(g);
+    if (skip && kvec) {
+        skip = SFX(finite_run)(ap, crs * g->k);
+    } else if (skip) {
+        /* a strip's rows past its filters: not all written */
+        const ptrdiff_t ms = SFX(filter_strip)(g);
+        for (ptrdiff_t k0 = 0, t = 0; skip && k0 < g->k; k0 += ms, t++) {
+            const ptrdiff_t mr = CNNKIT_MIN(ms, g->k - k0);
+            for (ptrdiff_t q = 0; skip && q < crs; q++)
+                skip = SFX(finite_run)(ap + (t * crs + q) * MR, mr);
+        }
+    }
     const ptrdiff_t tasks = g->n * pl.nb * pl.nkb;
     const int nt = cnnkit_team(2.0 * g->n * kp * (crs + 1), tasks,
                                (int)pl.threads);

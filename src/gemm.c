@@ -363,9 +363,10 @@ CNNKIT_POOL_ENTRY(float, f32)
 CNNKIT_POOL_ENTRY(double, f64)
 #undef CNNKIT_POOL_ENTRY
 
-int cnnkit_max2x2_simd(void)
+int cnnkit_max2x2_simd(int f64)
 {
-    return cnnkit_gemm_active(NULL)->max2x2_f32 != NULL;
+    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
+    return f64 ? e->max2x2_f64 != NULL : e->max2x2_f32 != NULL;
 }
 
 /* The depthwise passes of the active engine: 0 (nothing written) where it

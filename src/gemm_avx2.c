@@ -39,6 +39,7 @@
     (_mm256_movemask_ps(_mm256_cmp_ps((v), (v), _CMP_UNORD_Q)) != 0)
 /* the larger of two values neither of which is NaN */
 #define VMAXF(a, b) _mm256_max_ps((a), (b))
+#define VAND(a, b) _mm256_and_ps((a), (b))   /* bitwise */
 #define VRELU(v) _mm256_and_ps(                                           \
     _mm256_cmp_ps((v), _mm256_setzero_ps(), _CMP_NLE_UQ), (v))
 #define VMASK(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), \
@@ -110,6 +111,7 @@
 #define VANYNAN(v)                                                        \
     (_mm256_movemask_pd(_mm256_cmp_pd((v), (v), _CMP_UNORD_Q)) != 0)
 #define VMAXF(a, b) _mm256_max_pd((a), (b))
+#define VAND(a, b) _mm256_and_pd((a), (b))   /* bitwise */
 #define VRELU(v) _mm256_and_pd(                                           \
     _mm256_cmp_pd((v), _mm256_setzero_pd(), _CMP_NLE_UQ), (v))
 #define VMASK(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), \

@@ -28,6 +28,7 @@
 #define VMUL(a, b) _mm512_mul_ps((a), (b))
 #define VADD(a, b) _mm512_add_ps((a), (b))
 #define VSUB(a, b) _mm512_sub_ps((a), (b))
+#define VAND(a, b) _mm512_and_ps((a), (b))   /* bitwise */
 #define VRELU(v) _mm512_maskz_mov_ps(                                     \
     _mm512_cmp_ps_mask((v), _mm512_setzero_ps(), _CMP_NLE_UQ), (v))
 #define VMASK(n) ((__mmask16)((1u << (n)) - 1u))
@@ -111,6 +112,7 @@
 #define VMUL(a, b) _mm512_mul_pd((a), (b))
 #define VADD(a, b) _mm512_add_pd((a), (b))
 #define VSUB(a, b) _mm512_sub_pd((a), (b))
+#define VAND(a, b) _mm512_and_pd((a), (b))   /* bitwise */
 #define VRELU(v) _mm512_maskz_mov_pd(                                     \
     _mm512_cmp_pd_mask((v), _mm512_setzero_pd(), _CMP_NLE_UQ), (v))
 #define VMASK(n) ((__mmask8)((1u << (n)) - 1u))

@@ -51,9 +51,33 @@
                 acc[i][v] = VFMA(av, bv[v], acc[i][v]);                    \
         }                                                                  \
     } while (0)
+/* z[i]: the sum of the products a B of zeros would add to row i's
+ * accumulators over steps [g0, g1) of A -- +0 if one of A's values there
+ * has its sign bit clear (that product is +0), else -0: the sign bits of
+ * the steps' A ANDed.  Adding it once has the bits of adding each
+ * product: an accumulator that is not zero keeps its value, +0 stays +0,
+ * and -0 (a sum whose products underflowed) becomes +0 exactly when one
+ * of the products is +0. */
+#define GAP_Z ((MR + VL - 1) / VL * VL)  /* elements of z: whole vectors */
+static inline void SFX(gap_zeros)(REAL *restrict z, const REAL *restrict ap,
+                                  ptrdiff_t g0, ptrdiff_t g1)
+{
+    UNROLL_FULL
+    for (int u = 0; u < MR; u += VL) {
+        const MASK m = VMASK(MR - u < VL ? MR - u : VL);
+        VEC a = VSET1(-(REAL)0);
+        for (ptrdiff_t p = g0; p < g1; p++)
+            a = VAND(a, VLOAD_M(ap + p * MR + u, m));
+        /* a whole store: the broadcasts that read it back are forwarded
+         * from it (not from a masked one) */
+        VSTORE(z + u, a);
+    }
+}
+
 /* runs (implicit tiles only; NULL: every step): the steps taken are the
  * nruns ranges [runs[2q], runs[2q + 1]) of [0, kc), in order -- a direct
- * convolution's taps that read no padding (see tap_runs). */
+ * convolution's taps that read no padding, whose B is zero (see
+ * tap_runs); each gap between them adds its products' sum (gap_zeros). */
 static inline __attribute__((always_inline)) void
 SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
           ptrdiff_t kc, const REAL *restrict ap, const REAL *restrict bp,
@@ -72,9 +96,26 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
             acc[i][v] = VZERO();
     }
     if (implicit && runs) {
-        for (int q = 0; q < nruns; q++)
+        /* (a gap before the first run adds zeros to +0: nothing) */
+        for (int q = 0; q <= nruns; q++) {
+            const ptrdiff_t g0 = q ? runs[2 * q - 1] : 0;
+            const ptrdiff_t g1 = q < nruns ? runs[2 * q] : kc;
+            if (q && g1 > g0) {
+                REAL z[GAP_Z];
+                SFX(gap_zeros)(z, ap, g0, g1);
+                UNROLL_FULL
+                for (int i = 0; i < rows; i++) {
+                    const VEC zi = VBCAST(z + i);
+                    UNROLL_FULL
+                    for (int v = 0; v < nv; v++)
+                        acc[i][v] = VADD(acc[i][v], zi);
+                }
+            }
+            if (q == nruns)
+                break;
             for (ptrdiff_t p = runs[2 * q]; p < runs[2 * q + 1]; p++)
                 TILE_STEP(bp + boff[p], ap + p * MR);
+        }
     } else {
         for (ptrdiff_t p = 0; p < kc; p++) {
             TILE_STEP(implicit ? bp + boff[p] : bp, ap);
@@ -531,6 +572,7 @@ static void SFX(wtree_tile)(ptrdiff_t rows, REAL *out, ptrdiff_t ldo,
 #undef TILE_ROWS
 #undef TILE_ARGS
 #undef TILE_STEP
+#undef GAP_Z
 #undef STACKED
 #undef UNROLL_FULL
 #undef NV

@@ -15,6 +15,7 @@
 #undef VADD
 #undef VSUB
 #undef VRELU
+#undef VAND
 #undef VMAXSEL
 #undef VMAXU
 #undef VANYNAN

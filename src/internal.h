@@ -125,8 +125,8 @@ int cnnkit_max2x2_simd_f32(float *y, int64_t *idx, const float *x,
 int cnnkit_max2x2_simd_f64(double *y, int64_t *idx, const double *x,
                            const cnnkit_pool2d_geom *g, ptrdiff_t p0,
                            ptrdiff_t p1);
-/* Whether the active engine has it. */
-int cnnkit_max2x2_simd(void);
+/* Whether the active engine has it for float64 (f64) or float32. */
+int cnnkit_max2x2_simd(int f64);
 
 /* The depthwise passes of the active engine (gemm.c), for groups == C:
  * each returns 0 without writing anything when the engine has none or they

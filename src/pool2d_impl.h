@@ -128,7 +128,7 @@ void SFX(cnnkit_max_pool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
     const int nt = pool_team(g, nthreads);
     (void)nt; /* unused in serial builds */
-    if (SFX(pool_2x2)(g) && cnnkit_max2x2_simd()) {
+    if (SFX(pool_2x2)(g) && cnnkit_max2x2_simd(sizeof(REAL) == 8)) {
         /* the engine's vectors (pool_simd.h): the same bits and indices.
          * Into kept arrays, calls interleaved (AVX-512 Zen 4): float32
          * 1.4-1.7x on 2 threads (LeNet-5's 64x6x28x28 61 -> 37 us),
@@ -170,7 +170,7 @@ void SFX(cnnkit_max_pool2d_values)(REAL *y, const REAL *x,
     const int nt = cnnkit_team(4.0 * (double)rows * ow * g->kh * g->kw,
                                rows, nthreads);
     (void)nt; /* unused in serial builds */
-    if (SFX(pool_2x2)(g) && cnnkit_max2x2_simd()) {
+    if (SFX(pool_2x2)(g) && cnnkit_max2x2_simd(sizeof(REAL) == 8)) {
         const int np = cnnkit_team(4.0 * (double)rows * ow * 4, g->planes,
                                    nthreads);
         (void)np; /* unused in serial builds */

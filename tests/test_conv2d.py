@@ -2135,6 +2135,28 @@ def test_direct_tiles_skip_padding_rows_with_the_same_bits(dt, case):
                 with helpers.num_threads(threads):
                     direct = K.conv2d_forward(x, w, b, *args, True)
                 assert direct.tobytes() == lowered.tobytes()
+        # products that underflow to -0 (no bias, or a -0 one, no ReLU):
+        # a padding zero times a weight with its sign bit clear turns a
+        # -0 sum into +0, and the skipped taps must do the same
+        tiny = np.float32(1e-30) if dt == np.float32 else 1e-200
+        xt = np.full(x.shape, tiny, dt)
+        zeros = 0
+        for pattern in range(3):
+            wt = np.where(rng.random((k, c, r, s)) < 0.5, -tiny, tiny)
+            if pattern == 1:        # negative but for the last kernel row
+                wt[:] = -tiny
+                wt[:, :, -1] = 1.0
+            elif pattern == 2:      # negative but for the first
+                wt[:] = -tiny
+                wt[:, :, 0] = 1.0
+            wt = wt.astype(dt)
+            for bias in (None, np.full(k, -0.0, dt)):
+                lowered = K.conv2d_forward(xt, wt, bias, *args,
+                                           direct=False)
+                direct = K.conv2d_forward(xt, wt, bias, *args)
+                zeros += np.count_nonzero(lowered == 0)
+                assert direct.tobytes() == lowered.tobytes()
+        assert zeros > 0
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
