@@ -176,5 +176,5 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx2 = {
     wtree_workspace_avx2, wtree_f32_avx2, wtree_f64_avx2,
     blocked_lanes_avx2, blocked_ws_avx2, conv_blocked_f32_avx2,
     conv_blocked_f64_avx2,
-    NULL, NULL,   /* max pooling: pool2d.c's loops */
+    NULL, NULL, NULL, NULL,   /* max pooling: pool2d.c's loops */
 };

@@ -81,6 +81,9 @@
 #define VTAKES(m, v) (_mm512_cmp_ps_mask((v), (m), _CMP_GT_OQ) |           \
                       _mm512_cmp_ps_mask((v), (v), _CMP_UNORD_Q))
 #define VBLEND(k, a, b) _mm512_mask_blend_ps((k), (a), (b))
+/* b where a > 0 or a is NaN, else +0 (a ReLU's backward gate) */
+#define VKEEP(a, b) _mm512_maskz_mov_ps(                                  \
+    _mm512_cmp_ps_mask((a), _mm512_setzero_ps(), _CMP_NLE_UQ), (b))
 #define GEMM_ROW_T 1    /* gemm_row_t (gemm_impl.h): 2 groups of 4 blocks */
 #define RT_GROUPS 2
 #define RT_QB 4
@@ -95,6 +98,7 @@
 #undef VODD
 #undef VTAKES
 #undef VBLEND
+#undef VKEEP
 #undef VODDSH
 #undef VZIPLO
 #undef VZIPHI
@@ -154,6 +158,9 @@
 #define VTAKES(m, v) (_mm512_cmp_pd_mask((v), (m), _CMP_GT_OQ) |           \
                       _mm512_cmp_pd_mask((v), (v), _CMP_UNORD_Q))
 #define VBLEND(k, a, b) _mm512_mask_blend_pd((k), (a), (b))
+/* b where a > 0 or a is NaN, else +0 (a ReLU's backward gate) */
+#define VKEEP(a, b) _mm512_maskz_mov_pd(                                  \
+    _mm512_cmp_pd_mask((a), _mm512_setzero_pd(), _CMP_NLE_UQ), (b))
 #define GEMM_ROW_T 1    /* gemm_row_t (gemm_impl.h): 2 groups of 4 blocks */
 #define RT_GROUPS 2
 #define RT_QB 4
@@ -168,6 +175,7 @@
 #undef VODD
 #undef VTAKES
 #undef VBLEND
+#undef VKEEP
 #undef VODDSH
 #undef VZIPLO
 #undef VZIPHI
@@ -196,4 +204,5 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx512 = {
     blocked_lanes_avx512, blocked_ws_avx512, conv_blocked_f32_avx512,
     conv_blocked_f64_avx512,
     max2x2_planes_f32_avx512, max2x2_planes_f64_avx512,
+    max2x2_back_planes_f32_avx512, max2x2_back_planes_f64_avx512,
 };

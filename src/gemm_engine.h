@@ -143,14 +143,25 @@ typedef struct cnnkit_gemm_engine {
                             ptrdiff_t pout, double *work,
                             const cnnkit_conv2d_geom *g, int nthreads);
     /* Planes [p0, p1) of a 2x2 stride-2 max pooling of two full rows and
-     * columns per window (pool_simd.h), or NULL: pool2d.c's values and
-     * indices (none where idx is NULL), bit for bit. */
-    void (*max2x2_f32)(float *y, int64_t *idx, const float *x,
-                       const cnnkit_pool2d_geom *g, ptrdiff_t p0,
-                       ptrdiff_t p1);
-    void (*max2x2_f64)(double *y, int64_t *idx, const double *x,
-                       const cnnkit_pool2d_geom *g, ptrdiff_t p0,
-                       ptrdiff_t p1);
+     * columns per window (pool_simd.h), or NULL: pool2d.c's values,
+     * indices (none where idx is NULL) and winners' places in their
+     * windows (none where taps is NULL), bit for bit. */
+    void (*max2x2_f32)(float *y, int64_t *idx, uint8_t *taps,
+                       const float *x, const cnnkit_pool2d_geom *g,
+                       ptrdiff_t p0, ptrdiff_t p1);
+    void (*max2x2_f64)(double *y, int64_t *idx, uint8_t *taps,
+                       const double *x, const cnnkit_pool2d_geom *g,
+                       ptrdiff_t p0, ptrdiff_t p1);
+    /* Its backward from the winners' places (pool_simd.h), planes [p0,
+     * p1), or NULL: cnnkit_max_pool2x2_taps_backward's bits. */
+    void (*max2x2_back_f32)(float *gx, const float *gy,
+                            const uint8_t *taps, const float *y,
+                            const cnnkit_pool2d_geom *g, ptrdiff_t p0,
+                            ptrdiff_t p1);
+    void (*max2x2_back_f64)(double *gx, const double *gy,
+                            const uint8_t *taps, const double *y,
+                            const cnnkit_pool2d_geom *g, ptrdiff_t p0,
+                            ptrdiff_t p1);
 } cnnkit_gemm_engine;
 
 extern const cnnkit_gemm_engine cnnkit_gemm_engine_generic;

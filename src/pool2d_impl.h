@@ -26,7 +26,8 @@ static inline void SFX(pool_window)(const cnnkit_pool2d_geom *g, ptrdiff_t i,
 static inline __attribute__((always_inline)) void
 SFX(max2x2_run)(REAL *restrict yo, int64_t *restrict io,
                 const REAL *restrict a0, const REAL *restrict a1,
-                int64_t base, ptrdiff_t w, ptrdiff_t jn)
+                int64_t base, ptrdiff_t w, ptrdiff_t jn,
+                uint8_t *restrict to)
 {
     int32_t tap[POOL_CHUNK];
     for (ptrdiff_t j = 0; j < jn; j++) {
@@ -45,6 +46,9 @@ SFX(max2x2_run)(REAL *restrict yo, int64_t *restrict io,
         yo[j] = m;
         tap[j] = k;
     }
+    if (to)
+        for (ptrdiff_t j = 0; j < jn; j++)
+            to[j] = (uint8_t)tap[j];
     if (!io)
         return;
     for (ptrdiff_t j = 0; j < jn; j++)
@@ -75,7 +79,8 @@ static inline void SFX(max_pool_row)(REAL *restrict ym, int64_t *restrict im,
         for (ptrdiff_t j0 = 0; j0 < jfast; j0 += POOL_CHUNK)
             SFX(max2x2_run)(ym + j0, im ? im + j0 : NULL, r0 + 2 * j0,
                             r1 + 2 * j0, (int64_t)(ha * w + 2 * j0), w,
-                            CNNKIT_MIN((ptrdiff_t)POOL_CHUNK, jfast - j0));
+                            CNNKIT_MIN((ptrdiff_t)POOL_CHUNK, jfast - j0),
+                            NULL);
     }
     for (ptrdiff_t j = jfast; j < g->ow; j++) {
         ptrdiff_t wa, wb;
@@ -108,15 +113,16 @@ static inline int SFX(pool_2x2)(const cnnkit_pool2d_geom *g)
 
 /* The engine's 2x2 pooling (cnnkit_max2x2_simd) of every plane, the
  * planes split evenly over nt threads. */
-static void SFX(max2x2_engine)(REAL *y, int64_t *idx, const REAL *x,
-                               const cnnkit_pool2d_geom *g, int nt)
+static void SFX(max2x2_engine)(REAL *y, int64_t *idx, uint8_t *taps,
+                               const REAL *x, const cnnkit_pool2d_geom *g,
+                               int nt)
 {
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel num_threads(nt))
     {
         const ptrdiff_t t = omp_get_thread_num();
         const ptrdiff_t k = omp_get_num_threads();
-        SFX(cnnkit_max2x2_simd)(y, idx, x, g, g->planes * t / k,
+        SFX(cnnkit_max2x2_simd)(y, idx, taps, x, g, g->planes * t / k,
                                 g->planes * (t + 1) / k);
     }
 }
@@ -133,7 +139,7 @@ void SFX(cnnkit_max_pool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
          * Into kept arrays, calls interleaved (AVX-512 Zen 4): float32
          * 1.4-1.7x on 2 threads (LeNet-5's 64x6x28x28 61 -> 37 us),
          * float64 4-9.5x on one; rows of 5 windows 0.98x */
-        SFX(max2x2_engine)(y, idx, x, g, nt);
+        SFX(max2x2_engine)(y, idx, NULL, x, g, nt);
         return;
     }
     if (SFX(pool_2x2)(g) && g->ow <= POOL_CHUNK) {
@@ -146,7 +152,7 @@ void SFX(cnnkit_max_pool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
                 const REAL *a0 = x + pl * hw + 2 * i * w;
                 SFX(max2x2_run)(y + pl * ohw + i * ow,
                                 idx + pl * ohw + i * ow, a0, a0 + w,
-                                (int64_t)(2 * i * w), w, ow);
+                                (int64_t)(2 * i * w), w, ow, NULL);
             }
         return;
     }
@@ -174,7 +180,7 @@ void SFX(cnnkit_max_pool2d_values)(REAL *y, const REAL *x,
         const int np = cnnkit_team(4.0 * (double)rows * ow * 4, g->planes,
                                    nthreads);
         (void)np; /* unused in serial builds */
-        SFX(max2x2_engine)(y, NULL, x, g, np);
+        SFX(max2x2_engine)(y, NULL, NULL, x, g, np);
         return;
     }
     if (SFX(pool_2x2)(g)) {
@@ -244,6 +250,75 @@ ptrdiff_t SFX(cnnkit_max_pool2d_backward)(REAL *gx, const REAL *gy,
         }
     }
     return bad;
+}
+
+void SFX(cnnkit_max_pool2x2_taps_forward)(REAL *y, uint8_t *taps,
+                                          const REAL *x,
+                                          const cnnkit_pool2d_geom *g,
+                                          int nthreads)
+{
+    (void)nthreads; /* unused in serial builds */
+    const int nt = pool_team(g, nthreads);
+    if (cnnkit_max2x2_simd(sizeof(REAL) == 8)) {
+        SFX(max2x2_engine)(y, NULL, taps, x, g, nt);
+        return;
+    }
+    const ptrdiff_t w = g->w, oh = g->oh, ow = g->ow;
+    const ptrdiff_t hw = g->h * w, ohw = oh * ow;
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t pl = 0; pl < g->planes; pl++)
+        for (ptrdiff_t i = 0; i < oh; i++)
+            for (ptrdiff_t j0 = 0; j0 < ow; j0 += POOL_CHUNK) {
+                const REAL *a0 = x + pl * hw + 2 * i * w + 2 * j0;
+                SFX(max2x2_run)(y + pl * ohw + i * ow + j0, NULL, a0, a0 + w,
+                                0, w,
+                                CNNKIT_MIN((ptrdiff_t)POOL_CHUNK, ow - j0),
+                                taps + pl * ohw + i * ow + j0);
+            }
+}
+
+void SFX(cnnkit_max_pool2x2_taps_backward)(REAL *gx, const REAL *gy,
+                                           const uint8_t *taps,
+                                           const REAL *y,
+                                           const cnnkit_pool2d_geom *g,
+                                           int nthreads)
+{
+    (void)nthreads; /* unused in serial builds */
+    const ptrdiff_t w = g->w, oh = g->oh, ow = g->ow;
+    const ptrdiff_t hw = g->h * w, ohw = oh * ow;
+    const int nt = pool_team(g, nthreads);
+    (void)nt; /* unused in serial builds */
+    if (cnnkit_max2x2_simd(sizeof(REAL) == 8) && ow >= 8) {
+        /* the engine writes each window whole (pool_simd.h); rows of
+         * fewer windows (LeNet-5's 5) ran 2x slower so than a memset and
+         * the scatter below */
+        CNNKIT_OMP(parallel num_threads(nt))
+        {
+            const ptrdiff_t t = omp_get_thread_num();
+            const ptrdiff_t k = omp_get_num_threads();
+            SFX(cnnkit_max2x2_back_simd)(gx, gy, taps, y, g,
+                                         g->planes * t / k,
+                                         g->planes * (t + 1) / k);
+        }
+        return;
+    }
+    /* zeros, then each window's value added at its winner (+0 + v), as
+     * cnnkit_max_pool2d_backward adds it at its index */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
+    for (ptrdiff_t pl = 0; pl < g->planes; pl++) {
+        REAL *restrict gp = gx + pl * hw;
+        const REAL *restrict gyp = gy + pl * ohw;
+        const uint8_t *restrict tp = taps + pl * ohw;
+        const REAL *restrict yp = y ? y + pl * ohw : NULL;
+        memset(gp, 0, (size_t)hw * sizeof(REAL));
+        for (ptrdiff_t i = 0; i < oh; i++)
+            for (ptrdiff_t j = 0; j < ow; j++) {
+                const ptrdiff_t q = i * ow + j;
+                const REAL v = !yp || !(yp[q] <= 0) ? gyp[q] : (REAL)0;
+                gp[(2 * i + (tp[q] >> 1)) * w + 2 * j + (tp[q] & 1)] += v;
+            }
+    }
 }
 
 /* Average pooling: with count_include_pad the size of window (i, j)

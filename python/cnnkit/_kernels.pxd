@@ -2,7 +2,7 @@
 # conventions every kernel follows.  After them, the same kernels by element
 # type: one name for float and double, for the bindings in _kernels.pyx.
 from cython cimport floating
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 
 cdef extern from "internal.h" nogil:
     double cnnkit_seconds()
@@ -143,6 +143,25 @@ cdef extern from "cnnkit.h" nogil:
                                              const double *y,
                                              const cnnkit_pool2d_geom *g,
                                              int nthreads)
+    int cnnkit_max_pool2x2_taps_fits(const cnnkit_pool2d_geom *g)
+    void cnnkit_max_pool2x2_taps_forward_f32(float *y, uint8_t *taps,
+                                             const float *x,
+                                             const cnnkit_pool2d_geom *g,
+                                             int nthreads)
+    void cnnkit_max_pool2x2_taps_forward_f64(double *y, uint8_t *taps,
+                                             const double *x,
+                                             const cnnkit_pool2d_geom *g,
+                                             int nthreads)
+    void cnnkit_max_pool2x2_taps_backward_f32(float *gx, const float *gy,
+                                              const uint8_t *taps,
+                                              const float *y,
+                                              const cnnkit_pool2d_geom *g,
+                                              int nthreads)
+    void cnnkit_max_pool2x2_taps_backward_f64(double *gx, const double *gy,
+                                              const uint8_t *taps,
+                                              const double *y,
+                                              const cnnkit_pool2d_geom *g,
+                                              int nthreads)
 
     void cnnkit_avg_pool2d_forward_f32(float *y, const float *x,
                                        const cnnkit_pool2d_geom *g,
@@ -529,6 +548,25 @@ cdef inline ptrdiff_t cnnkit_max_pool2d_backward(
         return cnnkit_max_pool2d_backward_f32(gx, gy, idx, y, g, nthreads)
     else:
         return cnnkit_max_pool2d_backward_f64(gx, gy, idx, y, g, nthreads)
+
+
+cdef inline void cnnkit_max_pool2x2_taps_forward(
+        floating *y, uint8_t *taps, const floating *x,
+        const cnnkit_pool2d_geom *g, int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_max_pool2x2_taps_forward_f32(y, taps, x, g, nthreads)
+    else:
+        cnnkit_max_pool2x2_taps_forward_f64(y, taps, x, g, nthreads)
+
+
+cdef inline void cnnkit_max_pool2x2_taps_backward(
+        floating *gx, const floating *gy, const uint8_t *taps,
+        const floating *y, const cnnkit_pool2d_geom *g,
+        int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_max_pool2x2_taps_backward_f32(gx, gy, taps, y, g, nthreads)
+    else:
+        cnnkit_max_pool2x2_taps_backward_f64(gx, gy, taps, y, g, nthreads)
 
 
 cdef inline void cnnkit_avg_pool2d_forward(

@@ -26,7 +26,7 @@ import numpy as np
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cython cimport floating
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memset
 
 cnp.import_array()
@@ -2736,7 +2736,8 @@ cdef struct _tstep:
     const void *gy
     void *gw
     void *gb
-    int64_t *idx
+    int64_t *idx            # max pool: its indices, or NULL with taps
+    uint8_t *taps           # 2x2 max pool: its winners' places (0-3)
 
 
 cdef class TrainProgram:
@@ -2753,7 +2754,9 @@ cdef class TrainProgram:
     ``dilation``, ``groups``, ``relu``, ``grads`` ("whole" or "parts"),
     ``gw``, ``gb``; dense: ``weight``, ``bias``, ``grads`` ("whole",
     "parts" or "tree"), ``gw``, ``gb``; max_pool: ``pool_size``,
-    ``stride``, ``padding``, ``ceil_mode``, ``idx``, ``relu``.  With
+    ``stride``, ``padding``, ``ceil_mode``, ``idx`` (int64 indices; for
+    2x2 windows of stride 2 without padding, each of two whole rows and
+    columns, uint8 places of the winners in their windows), ``relu``.  With
     "parts", ``gw`` and ``gb`` are (runs,) + parameter shape, one run
     per ``[bounds[q], bounds[q+1])``; with "tree" ``gw`` has the weight's
     shape.  ``logits`` is the last step's output, ``grad`` the loss's
@@ -2924,15 +2927,22 @@ cdef class TrainProgram:
             s.unpool.stride_h = s.unpool.stride_w = 1
             s.unpool.pad_h = s.unpool.pad_w = 0
             s.relu = bool(spec["relu"])
+            # 2x2 windows of stride 2: each winner's place in its window
+            # (uint8), an eighth of the indices' bytes to write and read
             idx = spec["idx"]
-            if not (cnp.PyArray_Check(idx) and idx.dtype == np.int64 and
+            taps = cnnkit_max_pool2x2_taps_fits(&s.pool)
+            want = np.uint8 if taps else np.int64
+            if not (cnp.PyArray_Check(idx) and idx.dtype == want and
                     idx.size == math_prod(oshape) and
                     cnp.PyArray_ISCARRAY(<cnp.ndarray>idx)):
                 raise ValueError(f"train: step {i}'s idx must be a C-"
-                                 f"contiguous int64 array of "
-                                 f"{math_prod(oshape)} elements")
+                                 f"contiguous {np.dtype(want).name} array "
+                                 f"of {math_prod(oshape)} elements")
             self.keep.append(idx)
-            s.idx = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>idx)
+            if taps:
+                s.taps = <uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>idx)
+            else:
+                s.idx = <int64_t *>cnp.PyArray_DATA(<cnp.ndarray>idx)
         cdef ptrdiff_t osize = math_prod(oshape)
         s.y = self._arr(spec["y"], osize, "y", i)
         s.gy = self._arr(spec["gy"], osize, "gy", i, not s.bwd)
@@ -3074,6 +3084,9 @@ cdef void _train_run(floating *t, _tstep *steps, Py_ssize_t ns, x, logits,
                                      s.o, nt)
             elif s.op == _TS_RELU:
                 cnnkit_relu_forward(<floating *>s.y, xin, s.size, nt)
+            elif s.taps != NULL:
+                cnnkit_max_pool2x2_taps_forward(<floating *>s.y, s.taps, xin,
+                                                &s.pool, nt)
             else:
                 cnnkit_max_pool2d_forward(<floating *>s.y, s.idx, xin,
                                           &s.pool, nt)
@@ -3133,6 +3146,10 @@ cdef void _train_run(floating *t, _tstep *steps, Py_ssize_t ns, x, logits,
                 cnnkit_relu_backward(<floating *>s.gx,
                                      <const floating *>s.gy,
                                      <const floating *>s.y, s.size, nt)
+            elif s.taps != NULL:
+                cnnkit_max_pool2x2_taps_backward(
+                    <floating *>s.gx, <const floating *>s.gy, s.taps,
+                    <const floating *>s.y if s.relu else NULL, &s.pool, nt)
             else:
                 cnnkit_max_pool2d_backward(
                     <floating *>s.gx, <const floating *>s.gy, s.idx,

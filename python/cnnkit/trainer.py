@@ -655,10 +655,18 @@ def _compile_step(model, m, shards):
                 spec["op"] = "relu"
             else:
                 op = layer._op
+                # 2x2 windows of stride 2, each of two whole rows and
+                # columns: the winners' places in their windows (uint8)
+                # instead of int64 indices
+                taps = (tuple(op.kernel_size) == (2, 2) and
+                        tuple(op.stride) == (2, 2) and
+                        tuple(op.padding) == (0, 0) and
+                        2 * out[2] <= shape[1] and 2 * out[3] <= shape[2])
                 spec.update(op="max_pool", pool_size=op.kernel_size,
                             stride=op.stride, padding=op.padding,
                             ceil_mode=op.ceil_mode, relu=False,
-                            idx=np.empty(out, dtype=np.int64))
+                            idx=np.empty(out, dtype=np.uint8 if taps
+                                         else np.int64))
         if spec is not None:
             spec["node"] = i
             specs.append(spec)
