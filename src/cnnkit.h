@@ -268,11 +268,11 @@ void cnnkit_max_pool2d_forward_f32(float *y, int64_t *idx, const float *x,
 void cnnkit_max_pool2d_forward_f64(double *y, int64_t *idx, const double *x,
                                    const cnnkit_pool2d_geom *g, int nthreads);
 /* For 2x2 windows of stride 2 without padding, each of two full rows and
- * columns (cnnkit_max_pool2x2_taps_fits): the y of
+ * columns (cnnkit_max_pool2x2_fits): the y of
  * cnnkit_max_pool2d_forward, and for each window the code of its winner
  * (0-3, row-major in the window) instead of its int64 index: a compiled
  * training step's pooling, an eighth of the indices' memory. */
-int cnnkit_max_pool2x2_taps_fits(const cnnkit_pool2d_geom *g);
+int cnnkit_max_pool2x2_fits(const cnnkit_pool2d_geom *g);
 void cnnkit_max_pool2x2_taps_forward_f32(float *y, uint8_t *taps,
                                          const float *x,
                                          const cnnkit_pool2d_geom *g,

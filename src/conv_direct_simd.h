@@ -634,11 +634,12 @@ static void SFX(direct_offsets)(ptrdiff_t *boff, const cnnkit_conv2d_geom *g,
  * Near the top and bottom of a padded input, some kernel rows of an
  * output row read only the zero padding.  Where the weights are finite,
  * the tiles may leave those taps out: a product of a finite weight and a
- * zero adds nothing to a sum that starts at +0 (such a sum never becomes
- * -0, and adding a zero to any other value keeps its bits), so the sums
- * keep the im2col path's bits.  (LeNet-5's input gradient of its second
- * convolution, a 5x5 layer whose forward form pads 10x10 planes by 4,
- * leaves out 8 of 35 taps per pair of rows.) */
+ * zero is a zero with the weight's sign, and each gap between runs of
+ * live taps adds instead the zero those products would sum to
+ * (signs_and in gemm_micro_simd.h), so the sums keep the im2col path's
+ * bits, a -0 from underflowed products included.  (LeNet-5's input
+ * gradient of its second convolution, a 5x5 layer whose forward form pads
+ * 10x10 planes by 4, leaves out 8 of 35 taps per pair of rows.) */
 
 /* Kernel rows [*lo, *hi) of output row i that read input rows (the rest
  * read the zero padding above or below the input). */
@@ -771,9 +772,8 @@ static int SFX(fwd_kvec)(const cnnkit_conv2d_geom *g)
 
 /* a[t*kv + kk]: the slab's sums of pixel t and filter vector kk; runs
  * (or NULL: every tap): the nruns ranges of taps taken (tap_runs), each
- * gap between them adding its products' sum, +0 or -0 per filter (see
- * gap_zeros in gemm_micro_simd.h): the sign bits of the gap's weights
- * ANDed. */
+ * gap between them adding its products' sum, +0 or -0 per filter
+ * (signs_and). */
 static inline __attribute__((always_inline)) void
 SFX(ftile_sums)(const int kv, const int px, const int sw, ptrdiff_t kc,
                 const REAL *restrict wt, ptrdiff_t ldw,
@@ -784,18 +784,15 @@ SFX(ftile_sums)(const int kv, const int px, const int sw, ptrdiff_t kc,
     for (int i = 0; i < kv * px; i++)
         a[i] = VZERO();
     if (runs) {
-        const VEC sign = VSET1(-(REAL)0);
         for (int r = 0; r <= nruns; r++) {
             const ptrdiff_t g0 = r ? runs[2 * r - 1] : 0;
             const ptrdiff_t g1 = r < nruns ? runs[2 * r] : kc;
             if (r && g1 > g0) {
                 VEC z[2];
                 FUNROLL
-                for (int kk = 0; kk < kv; kk++) {
-                    z[kk] = sign;
-                    for (ptrdiff_t q = g0; q < g1; q++)
-                        z[kk] = VAND(z[kk], VLOAD(wt + q * ldw + kk * VL));
-                }
+                for (int kk = 0; kk < kv; kk++)
+                    z[kk] = SFX(signs_and)(wt + kk * VL, ldw, g0, g1,
+                                           VMASK(VL));
                 FUNROLL
                 for (int t = 0; t < px; t++)
                     FUNROLL
@@ -1442,19 +1439,9 @@ static void SFX(conv_direct)(REAL *y, const REAL *x, const REAL *w,
         pl.nkb = cnnkit_ceil_div(g->k, pl.kb);
     }
     /* the rows' tiles leave out the taps of padding rows where the
-     * weights (packed: transposed, or in strips of MR) are finite */
-    int skip = !g->pool && !pl.flat && SFX(rows_padded)(g);
-    if (skip && kvec) {
-        skip = SFX(finite_run)(ap, crs * g->k);
-    } else if (skip) {
-        /* a strip's rows past its filters: not all written */
-        const ptrdiff_t ms = SFX(filter_strip)(g);
-        for (ptrdiff_t k0 = 0, t = 0; skip && k0 < g->k; k0 += ms, t++) {
-            const ptrdiff_t mr = CNNKIT_MIN(ms, g->k - k0);
-            for (ptrdiff_t q = 0; skip && q < crs; q++)
-                skip = SFX(finite_run)(ap + (t * crs + q) * MR, mr);
-        }
-    }
+     * weights are finite */
+    const int skip = !g->pool && !pl.flat && SFX(rows_padded)(g) &&
+                     SFX(finite_run)(w, g->k * crs);
     const ptrdiff_t tasks = g->n * pl.nb * pl.nkb;
     const int nt = cnnkit_team(2.0 * g->n * kp * (crs + 1), tasks,
                                (int)pl.threads);

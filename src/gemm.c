@@ -349,26 +349,19 @@ CNNKIT_DIRECT_ENTRIES(double, f64, 1)
 #undef CNNKIT_DIRECT_ENTRIES
 
 #define CNNKIT_POOL_ENTRY(T, SUF)                                           \
-    int cnnkit_max2x2_simd_##SUF(T *y, int64_t *idx, uint8_t *taps,        \
-                                 const T *x, const cnnkit_pool2d_geom *g,   \
-                                 ptrdiff_t p0, ptrdiff_t p1)                \
+    void cnnkit_max2x2_simd_##SUF(T *y, int64_t *idx, uint8_t *taps,       \
+                                  const T *x, const cnnkit_pool2d_geom *g,  \
+                                  ptrdiff_t p0, ptrdiff_t p1)               \
     {                                                                       \
-        const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);             \
-        if (!e->max2x2_##SUF)                                               \
-            return 0;                                                       \
-        e->max2x2_##SUF(y, idx, taps, x, g, p0, p1);                        \
-        return 1;                                                           \
+        cnnkit_gemm_active(NULL)->max2x2_##SUF(y, idx, taps, x, g, p0, p1); \
     }                                                                       \
-    int cnnkit_max2x2_back_simd_##SUF(T *gx, const T *gy,                  \
-                                      const uint8_t *taps, const T *y,      \
-                                      const cnnkit_pool2d_geom *g,          \
-                                      ptrdiff_t p0, ptrdiff_t p1)           \
+    void cnnkit_max2x2_back_simd_##SUF(T *gx, const T *gy,                 \
+                                       const uint8_t *taps, const T *y,     \
+                                       const cnnkit_pool2d_geom *g,         \
+                                       ptrdiff_t p0, ptrdiff_t p1)          \
     {                                                                       \
-        const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);             \
-        if (!e->max2x2_back_##SUF)                                          \
-            return 0;                                                       \
-        e->max2x2_back_##SUF(gx, gy, taps, y, g, p0, p1);                   \
-        return 1;                                                           \
+        cnnkit_gemm_active(NULL)->max2x2_back_##SUF(gx, gy, taps, y, g, p0, \
+                                                    p1);                    \
     }
 CNNKIT_POOL_ENTRY(float, f32)
 CNNKIT_POOL_ENTRY(double, f64)

@@ -29,13 +29,18 @@
 #define VADD(a, b) _mm512_add_ps((a), (b))
 #define VSUB(a, b) _mm512_sub_ps((a), (b))
 #define VAND(a, b) _mm512_and_ps((a), (b))   /* bitwise */
-#define VRELU(v) _mm512_maskz_mov_ps(                                     \
-    _mm512_cmp_ps_mask((v), _mm512_setzero_ps(), _CMP_NLE_UQ), (v))
+/* b where a > 0 or a is NaN, else +0 (a ReLU's gate) */
+#define VKEEP(a, b) _mm512_maskz_mov_ps(                                  \
+    _mm512_cmp_ps_mask((a), _mm512_setzero_ps(), _CMP_NLE_UQ), (b))
+#define VRELU(v) VKEEP((v), (v))
 #define VMASK(n) ((__mmask16)((1u << (n)) - 1u))
-/* v where v > m or v is NaN, else m (max pooling's rule) */
-#define VMAXSEL(m, v) _mm512_mask_blend_ps(                                \
-    _mm512_cmp_ps_mask((v), (m), _CMP_GT_OQ) |                            \
-        _mm512_cmp_ps_mask((v), (v), _CMP_UNORD_Q), (m), (v))
+/* the lanes where v replaces the running maximum m (max pooling's rule:
+ * v > m or v is NaN); b in the lanes of k, else a; v where it replaces m,
+ * else m */
+#define VTAKES(m, v) (_mm512_cmp_ps_mask((v), (m), _CMP_GT_OQ) |           \
+                      _mm512_cmp_ps_mask((v), (v), _CMP_UNORD_Q))
+#define VBLEND(k, a, b) _mm512_mask_blend_ps((k), (a), (b))
+#define VMAXSEL(m, v) VBLEND(VTAKES((m), (v)), (m), (v))
 /* the larger bits as unsigned integers (for values that are +0, positive
  * or NaN: the rule's maximum unless one is NaN); whether a lane is NaN */
 #define VMAXU(a, b) _mm512_castsi512_ps(_mm512_max_epu32(                \
@@ -73,17 +78,10 @@
     (__mmask16)0xFFFE, (a),                                                \
     _mm512_setr_epi32(0, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, \
                       29), (b))
-/* the odd elements of a, then of b; the lanes where v replaces the
- * running maximum m (max pooling's rule); b in the lanes of k, else a */
+/* the odd elements of a, then of b */
 #define VODD(a, b) _mm512_permutex2var_ps(                                 \
     (a), _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25,   \
                            27, 29, 31), (b))
-#define VTAKES(m, v) (_mm512_cmp_ps_mask((v), (m), _CMP_GT_OQ) |           \
-                      _mm512_cmp_ps_mask((v), (v), _CMP_UNORD_Q))
-#define VBLEND(k, a, b) _mm512_mask_blend_ps((k), (a), (b))
-/* b where a > 0 or a is NaN, else +0 (a ReLU's backward gate) */
-#define VKEEP(a, b) _mm512_maskz_mov_ps(                                  \
-    _mm512_cmp_ps_mask((a), _mm512_setzero_ps(), _CMP_NLE_UQ), (b))
 #define GEMM_ROW_T 1    /* gemm_row_t (gemm_impl.h): 2 groups of 4 blocks */
 #define RT_GROUPS 2
 #define RT_QB 4
@@ -117,12 +115,18 @@
 #define VADD(a, b) _mm512_add_pd((a), (b))
 #define VSUB(a, b) _mm512_sub_pd((a), (b))
 #define VAND(a, b) _mm512_and_pd((a), (b))   /* bitwise */
-#define VRELU(v) _mm512_maskz_mov_pd(                                     \
-    _mm512_cmp_pd_mask((v), _mm512_setzero_pd(), _CMP_NLE_UQ), (v))
+/* b where a > 0 or a is NaN, else +0 (a ReLU's gate) */
+#define VKEEP(a, b) _mm512_maskz_mov_pd(                                  \
+    _mm512_cmp_pd_mask((a), _mm512_setzero_pd(), _CMP_NLE_UQ), (b))
+#define VRELU(v) VKEEP((v), (v))
 #define VMASK(n) ((__mmask8)((1u << (n)) - 1u))
-#define VMAXSEL(m, v) _mm512_mask_blend_pd(                                \
-    _mm512_cmp_pd_mask((v), (m), _CMP_GT_OQ) |                            \
-        _mm512_cmp_pd_mask((v), (v), _CMP_UNORD_Q), (m), (v))
+/* the lanes where v replaces the running maximum m (max pooling's rule:
+ * v > m or v is NaN); b in the lanes of k, else a; v where it replaces m,
+ * else m */
+#define VTAKES(m, v) (_mm512_cmp_pd_mask((v), (m), _CMP_GT_OQ) |           \
+                      _mm512_cmp_pd_mask((v), (v), _CMP_UNORD_Q))
+#define VBLEND(k, a, b) _mm512_mask_blend_pd((k), (a), (b))
+#define VMAXSEL(m, v) VBLEND(VTAKES((m), (v)), (m), (v))
 #define VMAXU(a, b) _mm512_castsi512_pd(_mm512_max_epu64(                \
     _mm512_castpd_si512(a), _mm512_castpd_si512(b)))
 #define VANYNAN(v) (_mm512_cmp_pd_mask((v), (v), _CMP_UNORD_Q) != 0)
@@ -151,16 +155,9 @@
 /* 0, then the odd elements of a and b (a1 a3 ... b5) */
 #define VODDSH(a, b) _mm512_maskz_permutex2var_pd(                         \
     (__mmask8)0xFE, (a), _mm512_setr_epi64(0, 1, 3, 5, 7, 9, 11, 13), (b))
-/* the odd elements of a, then of b; the lanes where v replaces the
- * running maximum m (max pooling's rule); b in the lanes of k, else a */
+/* the odd elements of a, then of b */
 #define VODD(a, b) _mm512_permutex2var_pd(                                 \
     (a), _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), (b))
-#define VTAKES(m, v) (_mm512_cmp_pd_mask((v), (m), _CMP_GT_OQ) |           \
-                      _mm512_cmp_pd_mask((v), (v), _CMP_UNORD_Q))
-#define VBLEND(k, a, b) _mm512_mask_blend_pd((k), (a), (b))
-/* b where a > 0 or a is NaN, else +0 (a ReLU's backward gate) */
-#define VKEEP(a, b) _mm512_maskz_mov_pd(                                  \
-    _mm512_cmp_pd_mask((a), _mm512_setzero_pd(), _CMP_NLE_UQ), (b))
 #define GEMM_ROW_T 1    /* gemm_row_t (gemm_impl.h): 2 groups of 4 blocks */
 #define RT_GROUPS 2
 #define RT_QB 4

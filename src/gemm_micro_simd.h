@@ -51,27 +51,33 @@
                 acc[i][v] = VFMA(av, bv[v], acc[i][v]);                    \
         }                                                                  \
     } while (0)
-/* z[i]: the sum of the products a B of zeros would add to row i's
- * accumulators over steps [g0, g1) of A -- +0 if one of A's values there
- * has its sign bit clear (that product is +0), else -0: the sign bits of
- * the steps' A ANDed.  Adding it once has the bits of adding each
- * product: an accumulator that is not zero keeps its value, +0 stays +0,
- * and -0 (a sum whose products underflowed) becomes +0 exactly when one
- * of the products is +0. */
+/* Lane l: the sum of the products that zeros would make with a[p*ld + l]
+ * for p in [g0, g1) (the lanes of m) -- +0 if one of those values has its
+ * sign bit clear (that product is +0), else -0: their sign bits ANDed.
+ * Adding it once has the bits of adding each product: a sum that is not
+ * zero keeps its value, +0 stays +0, and -0 (a sum whose products
+ * underflowed) becomes +0 exactly when one of the products is +0.  The
+ * taps a direct convolution's tiles leave out (tap_runs) add it. */
+static inline VEC SFX(signs_and)(const REAL *restrict a, ptrdiff_t ld,
+                                 ptrdiff_t g0, ptrdiff_t g1, MASK m)
+{
+    VEC z = VSET1(-(REAL)0);
+    for (ptrdiff_t p = g0; p < g1; p++)
+        z = VAND(z, VLOAD_M(a + p * ld, m));
+    return z;
+}
+
+/* z[i]: signs_and of row i of A's steps [g0, g1). */
 #define GAP_Z ((MR + VL - 1) / VL * VL)  /* elements of z: whole vectors */
 static inline void SFX(gap_zeros)(REAL *restrict z, const REAL *restrict ap,
                                   ptrdiff_t g0, ptrdiff_t g1)
 {
     UNROLL_FULL
-    for (int u = 0; u < MR; u += VL) {
-        const MASK m = VMASK(MR - u < VL ? MR - u : VL);
-        VEC a = VSET1(-(REAL)0);
-        for (ptrdiff_t p = g0; p < g1; p++)
-            a = VAND(a, VLOAD_M(ap + p * MR + u, m));
+    for (int u = 0; u < MR; u += VL)
         /* a whole store: the broadcasts that read it back are forwarded
          * from it (not from a masked one) */
-        VSTORE(z + u, a);
-    }
+        VSTORE(z + u, SFX(signs_and)(ap + u, MR, g0, g1,
+                                     VMASK(MR - u < VL ? MR - u : VL)));
 }
 
 /* runs (implicit tiles only; NULL: every step): the steps taken are the

@@ -116,28 +116,26 @@ int cnnkit_conv_direct_weight_f64(double *gw, ptrdiff_t wstride,
                                   double *work, const cnnkit_conv2d_geom *g,
                                   int nthreads);
 
-/* The active engine's 2x2 stride-2 max pooling of planes [p0, p1)
- * (gemm.c): 0 without writing anything where the engine has none (the
- * caller then runs pool2d.c's loops, whose values, indices and winners'
- * places it gives). */
-int cnnkit_max2x2_simd_f32(float *y, int64_t *idx, uint8_t *taps,
-                           const float *x, const cnnkit_pool2d_geom *g,
-                           ptrdiff_t p0, ptrdiff_t p1);
-int cnnkit_max2x2_simd_f64(double *y, int64_t *idx, uint8_t *taps,
-                           const double *x, const cnnkit_pool2d_geom *g,
-                           ptrdiff_t p0, ptrdiff_t p1);
-/* Its backward from the winners' places, planes [p0, p1) (0, nothing
- * written, where the engine has none). */
-int cnnkit_max2x2_back_simd_f32(float *gx, const float *gy,
-                                const uint8_t *taps, const float *y,
-                                const cnnkit_pool2d_geom *g, ptrdiff_t p0,
-                                ptrdiff_t p1);
-int cnnkit_max2x2_back_simd_f64(double *gx, const double *gy,
-                                const uint8_t *taps, const double *y,
-                                const cnnkit_pool2d_geom *g, ptrdiff_t p0,
-                                ptrdiff_t p1);
-/* Whether the active engine has both for float64 (f64) or float32. */
+/* Whether the active engine has its own 2x2 stride-2 max pooling
+ * (gemm.c) for float64 (f64) or float32: then the two below may be
+ * called.  Planes [p0, p1): the values, indices (unless idx is NULL) and
+ * winners' places (unless taps is NULL) of pool2d.c's loops; and the
+ * backward from the winners' places. */
 int cnnkit_max2x2_simd(int f64);
+void cnnkit_max2x2_simd_f32(float *y, int64_t *idx, uint8_t *taps,
+                            const float *x, const cnnkit_pool2d_geom *g,
+                            ptrdiff_t p0, ptrdiff_t p1);
+void cnnkit_max2x2_simd_f64(double *y, int64_t *idx, uint8_t *taps,
+                            const double *x, const cnnkit_pool2d_geom *g,
+                            ptrdiff_t p0, ptrdiff_t p1);
+void cnnkit_max2x2_back_simd_f32(float *gx, const float *gy,
+                                 const uint8_t *taps, const float *y,
+                                 const cnnkit_pool2d_geom *g, ptrdiff_t p0,
+                                 ptrdiff_t p1);
+void cnnkit_max2x2_back_simd_f64(double *gx, const double *gy,
+                                 const uint8_t *taps, const double *y,
+                                 const cnnkit_pool2d_geom *g, ptrdiff_t p0,
+                                 ptrdiff_t p1);
 
 /* The depthwise passes of the active engine (gemm.c), for groups == C:
  * each returns 0 without writing anything when the engine has none or they

@@ -43,8 +43,9 @@ static int pool_team(const cnnkit_pool2d_geom *g, int nthreads)
 }
 
 /* Windows 2x2 of stride 2 without padding, each of two full rows and
- * columns (no ceil_mode leftovers). */
-int cnnkit_max_pool2x2_taps_fits(const cnnkit_pool2d_geom *g)
+ * columns (no ceil_mode leftovers): disjoint windows, which the fast paths
+ * and the winners' places take plane by plane. */
+int cnnkit_max_pool2x2_fits(const cnnkit_pool2d_geom *g)
 {
     return g->kh == 2 && g->kw == 2 && g->stride_h == 2 &&
            g->stride_w == 2 && g->pad_h == 0 && g->pad_w == 0 &&

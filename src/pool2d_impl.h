@@ -101,16 +101,6 @@ static inline void SFX(max_pool_row)(REAL *restrict ym, int64_t *restrict im,
     }
 }
 
-/* Whether the windows are 2x2 with stride 2 and no padding, each of two
- * full rows and columns (no ceil_mode leftovers): disjoint windows that
- * the fast paths below take plane by plane. */
-static inline int SFX(pool_2x2)(const cnnkit_pool2d_geom *g)
-{
-    return g->kh == 2 && g->kw == 2 && g->stride_h == 2 &&
-           g->stride_w == 2 && g->pad_h == 0 && g->pad_w == 0 &&
-           2 * g->oh <= g->h && 2 * g->ow <= g->w;
-}
-
 /* The engine's 2x2 pooling (cnnkit_max2x2_simd) of every plane, the
  * planes split evenly over nt threads. */
 static void SFX(max2x2_engine)(REAL *y, int64_t *idx, uint8_t *taps,
@@ -134,7 +124,7 @@ void SFX(cnnkit_max_pool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
     const ptrdiff_t hw = g->h * g->w, ohw = g->oh * g->ow;
     const int nt = pool_team(g, nthreads);
     (void)nt; /* unused in serial builds */
-    if (SFX(pool_2x2)(g) && cnnkit_max2x2_simd(sizeof(REAL) == 8)) {
+    if (cnnkit_max_pool2x2_fits(g) && cnnkit_max2x2_simd(sizeof(REAL) == 8)) {
         /* the engine's vectors (pool_simd.h): the same bits and indices.
          * Into kept arrays, calls interleaved (AVX-512 Zen 4): float32
          * 1.4-1.7x on 2 threads (LeNet-5's 64x6x28x28 61 -> 37 us),
@@ -142,7 +132,7 @@ void SFX(cnnkit_max_pool2d_forward)(REAL *y, int64_t *idx, const REAL *x,
         SFX(max2x2_engine)(y, idx, NULL, x, g, nt);
         return;
     }
-    if (SFX(pool_2x2)(g) && g->ow <= POOL_CHUNK) {
+    if (cnnkit_max_pool2x2_fits(g) && g->ow <= POOL_CHUNK) {
         /* max_pool_row's fast path inline over a plane's rows (small
          * planes pay no call per row): the same bits and indices */
         const ptrdiff_t w = g->w, oh = g->oh, ow = g->ow;
@@ -176,14 +166,14 @@ void SFX(cnnkit_max_pool2d_values)(REAL *y, const REAL *x,
     const int nt = cnnkit_team(4.0 * (double)rows * ow * g->kh * g->kw,
                                rows, nthreads);
     (void)nt; /* unused in serial builds */
-    if (SFX(pool_2x2)(g) && cnnkit_max2x2_simd(sizeof(REAL) == 8)) {
+    if (cnnkit_max_pool2x2_fits(g) && cnnkit_max2x2_simd(sizeof(REAL) == 8)) {
         const int np = cnnkit_team(4.0 * (double)rows * ow * 4, g->planes,
                                    nthreads);
         (void)np; /* unused in serial builds */
         SFX(max2x2_engine)(y, NULL, NULL, x, g, np);
         return;
     }
-    if (SFX(pool_2x2)(g)) {
+    if (cnnkit_max_pool2x2_fits(g)) {
         /* 2x2 windows of two full rows and columns each (no ceil_mode
          * leftovers): max_pool_row's fast path without the taps, each
          * window's four elements compared in the same order, so the same
@@ -259,13 +249,13 @@ void SFX(cnnkit_max_pool2x2_taps_forward)(REAL *y, uint8_t *taps,
 {
     (void)nthreads; /* unused in serial builds */
     const int nt = pool_team(g, nthreads);
+    (void)nt; /* unused in serial builds */
     if (cnnkit_max2x2_simd(sizeof(REAL) == 8)) {
         SFX(max2x2_engine)(y, NULL, taps, x, g, nt);
         return;
     }
     const ptrdiff_t w = g->w, oh = g->oh, ow = g->ow;
     const ptrdiff_t hw = g->h * w, ohw = oh * ow;
-    (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t pl = 0; pl < g->planes; pl++)
         for (ptrdiff_t i = 0; i < oh; i++)
@@ -291,8 +281,8 @@ void SFX(cnnkit_max_pool2x2_taps_backward)(REAL *gx, const REAL *gy,
     (void)nt; /* unused in serial builds */
     if (cnnkit_max2x2_simd(sizeof(REAL) == 8) && ow >= 8) {
         /* the engine writes each window whole (pool_simd.h); rows of
-         * fewer windows (LeNet-5's 5) ran 2x slower so than a memset and
-         * the scatter below */
+         * fewer windows (LeNet-5's 5) ran 2x slower that way than with
+         * the zeroing and scatter below */
         CNNKIT_OMP(parallel num_threads(nt))
         {
             const ptrdiff_t t = omp_get_thread_num();

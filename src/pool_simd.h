@@ -1,10 +1,11 @@
 /* pool_simd.h -- 2x2 stride-2 max pooling of the AVX-512 path, included
  * once per REAL type by gemm_avx512.c after its vector macros.
  *
- * The includer defines, besides VEVEN: VODD(a, b) (the odd elements of a,
- * then of b), VTAKES(m, v) (the mask of the lanes where v replaces the
- * running maximum m: v > m or v is NaN) and VBLEND(k, a, b) (b in the
- * lanes of k, a elsewhere).
+ * The includer defines, besides VEVEN, VZIPLO and VZIPHI: VODD(a, b) (the
+ * odd elements of a, then of b), VTAKES(m, v) (the mask of the lanes
+ * where v replaces the running maximum m: v > m or v is NaN), VBLEND(k,
+ * a, b) (b in the lanes of k, a elsewhere) and VKEEP(a, b) (b where a > 0
+ * or a is NaN, else +0).
  *
  * Windows of two full input rows and columns each (pool2d.c's pool_2x2):
  * VL windows per step, their four elements the even and odd columns of

@@ -143,7 +143,7 @@ cdef extern from "cnnkit.h" nogil:
                                              const double *y,
                                              const cnnkit_pool2d_geom *g,
                                              int nthreads)
-    int cnnkit_max_pool2x2_taps_fits(const cnnkit_pool2d_geom *g)
+    int cnnkit_max_pool2x2_fits(const cnnkit_pool2d_geom *g)
     void cnnkit_max_pool2x2_taps_forward_f32(float *y, uint8_t *taps,
                                              const float *x,
                                              const cnnkit_pool2d_geom *g,

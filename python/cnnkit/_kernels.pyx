@@ -2718,6 +2718,18 @@ _TRAIN_OPS = {"conv": _TS_CONV, "dense": _TS_DENSE, "relu": _TS_RELU,
               "max_pool": _TS_MAX_POOL}
 _TRAIN_GRADS = {"whole": _TG_WHOLE, "parts": _TG_PARTS, "tree": _TG_TREE}
 
+def _max_pool_places(in_shape, pool_size, stride, padding,
+                     bint ceil_mode):
+    """Whether a compiled training step keeps the winners of max pooling
+    (N, C, H, W) inputs of ``in_shape`` as their places in the windows
+    (uint8) instead of int64 indices: disjoint 2x2 windows of stride 2,
+    each of two whole rows and columns (TrainProgram's ``idx``)."""
+    cdef cnnkit_pool2d_geom g
+    _pool_geom(&g, tuple(in_shape), pool_size, stride, padding,
+               "max_pool2d", ceil_mode)
+    return bool(cnnkit_max_pool2x2_fits(&g))
+
+
 cdef struct _tstep:
     int op
     int fwd                 # run in the forward pass
@@ -2930,7 +2942,7 @@ cdef class TrainProgram:
             # 2x2 windows of stride 2: each winner's place in its window
             # (uint8), an eighth of the indices' bytes to write and read
             idx = spec["idx"]
-            taps = cnnkit_max_pool2x2_taps_fits(&s.pool)
+            taps = cnnkit_max_pool2x2_fits(&s.pool)
             want = np.uint8 if taps else np.int64
             if not (cnp.PyArray_Check(idx) and idx.dtype == want and
                     idx.size == math_prod(oshape) and

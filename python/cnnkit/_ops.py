@@ -32,10 +32,12 @@ from ._kernels import (gelu_backward, gelu_forward, leaky_relu_backward,
 # Data augmentation (cnnkit.transforms): the per-image draws and the window
 # copy, on arguments the transforms have checked.
 from ._kernels import index_hash, shift_flip_forward, window_draws
-# Compiled inference plans (cnnkit.plan): the checked steps, held in C,
-# whether a convolution's pass can end with a 2x2 max pooling, and the
-# channel-blocked layout of the plans' convolutions.
+# Compiled inference plans (cnnkit.plan) and training steps: the checked
+# steps, held in C, whether a convolution's pass can end with a 2x2 max
+# pooling, the channel-blocked layout of the plans' convolutions, and how
+# a step keeps a max pooling's winners.
 from ._kernels import PlanProgram, TrainProgram
+from ._kernels import _max_pool_places as max_pool_places
 from ._kernels import aligned_empty
 from ._kernels import _conv_pools as conv_pools
 from ._kernels import _blocked_lanes as blocked_lanes

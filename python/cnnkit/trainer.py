@@ -218,9 +218,9 @@ class Trainer:
             if program is not None:
                 # 1-3 in one call into C: the kernels the layers call,
                 # with the same arguments (so the same bits)
-                losses, hit = self._run_program(program, xb, yb, swb, lo,
-                                                hi, norm, ctx)
-                serial = single and program[3] < _SERIAL_FLOPS
+                losses, hit, serial = self._run_program(
+                    program, xb, yb, swb, lo, hi, norm, ctx)
+                serial = serial and single
             else:
                 losses, hit = self._layer_step(xb, yb, swb, lo, hi, norm,
                                                ctx)
@@ -302,7 +302,10 @@ class Trainer:
         return entry
 
     def _run_program(self, entry, xb, yb, swb, lo, hi, norm, ctx):
+        """Run the compiled step: (losses, hits, whether it ran on one
+        thread)."""
         program, taken, _, flops = entry
+        serial = flops < _SERIAL_FLOPS
         if xb.dtype != program.dtype or not (xb.flags.c_contiguous and
                                              xb.flags.aligned):
             xb = np.require(xb, dtype=program.dtype, requirements=["C", "A"])
@@ -314,9 +317,9 @@ class Trainer:
                     # one thread, 68.9 on two and up to 1.3x longer while
                     # another process held a core; at batch 2 two threads
                     # were 1.15x faster)
-                    nthreads=1 if flops < _SERIAL_FLOPS else 0)
+                    nthreads=1 if serial else 0)
         ctx.trees_taken.update(taken)
-        return program.losses, program.hit
+        return program.losses, program.hit, serial
 
     def _reduce(self, present, trees_taken=()):
         """Add the shard rows into the model's gradient buffer and the
@@ -655,17 +658,13 @@ def _compile_step(model, m, shards):
                 spec["op"] = "relu"
             else:
                 op = layer._op
-                # 2x2 windows of stride 2, each of two whole rows and
-                # columns: the winners' places in their windows (uint8)
-                # instead of int64 indices
-                taps = (tuple(op.kernel_size) == (2, 2) and
-                        tuple(op.stride) == (2, 2) and
-                        tuple(op.padding) == (0, 0) and
-                        2 * out[2] <= shape[1] and 2 * out[3] <= shape[2])
+                places = _ops.max_pool_places(
+                    (m,) + shape, op.kernel_size, op.stride, op.padding,
+                    op.ceil_mode)
                 spec.update(op="max_pool", pool_size=op.kernel_size,
                             stride=op.stride, padding=op.padding,
                             ceil_mode=op.ceil_mode, relu=False,
-                            idx=np.empty(out, dtype=np.uint8 if taps
+                            idx=np.empty(out, dtype=np.uint8 if places
                                          else np.int64))
         if spec is not None:
             spec["node"] = i
