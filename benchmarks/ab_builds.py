@@ -21,7 +21,9 @@ Workload groups (``--only``):
 
 ``dense``
     The dense layer's backward (input and weight gradients) at 8-64
-    samples on LeNet-5's layers and wider ones, and its forward pass of one
+    samples on LeNet-5's layers and wider ones, its weight gradient over a
+    training step's 8 shards added in the fixed tree (even parts, and
+    uneven ones with an empty part), and its forward pass of one
     sample (the GEMM's paths for few rows) and of batches of 32-128.
 ``conv``
     Convolutions forward: 1x1 layers (a plain matrix product) and 3x3 and
@@ -54,6 +56,9 @@ DENSE_BACKWARD = [(f, o, n) for f, o in ((400, 120), (120, 84), (84, 10),
                                           (1024, 10), (512, 512),
                                           (3136, 1024))
                   for n in (8, 16, 32, 64)]
+#: (in, out, batch) of the weight gradients summed over 8 shards
+TREE = [(400, 120, 64), (3136, 1024, 64), (3136, 1024, 32), (1024, 10, 64),
+        (512, 512, 128), (84, 10, 64)]
 #: (batch, in, out) of forward passes: one sample (the GEMM's one-row
 #: paths) and batches (the packed product)
 DENSE_FORWARD = [(1, 400, 120), (1, 120, 84), (1, 84, 10), (1, 1100, 77),
@@ -107,6 +112,24 @@ def workloads(groups, dtype):
             out.append((f"dense backward {n}x{f} -> {o}", 4.0 * n * f * o,
                         lambda k, x=x, w=w, g=g: k.dense_backward(
                             g, x, w, True, False)[:2]))
+        # the weight gradient of a training step's 8 shards, added in
+        # the fixed tree inside the kernel (one part empty in the second)
+        for f, o, n in TREE:
+            x = rng.standard_normal((n, f)).astype(dtype)
+            w = np.empty((o, f), dtype)
+            g = rng.standard_normal((n, o)).astype(dtype)
+            for bounds in (np.linspace(0, n, 9).astype(np.int64),
+                           np.array([0, 0] + list(range(n // 7, n, n // 7))[:6]
+                                    + [n], np.int64)):
+                gb = np.empty((len(bounds) - 1, o), dtype)
+                gt = np.empty_like(w)
+                label = "even" if bounds[1] else "uneven"
+                out.append((f"dense tree {label} {n}x{f} -> {o}",
+                            2.0 * n * f * o,
+                            lambda k, x=x, w=w, g=g, b=bounds, gb=gb, gt=gt: (
+                                k.dense_backward_parts(g, x, w, b, None, gb,
+                                                       False, None, gt),
+                                gt.copy())[1:]))
         for n, f, o in DENSE_FORWARD:
             x = rng.standard_normal((n, f)).astype(dtype)
             w = rng.standard_normal((o, f)).astype(dtype)

@@ -537,6 +537,8 @@ def test_dense_backward_parts_equal_each_run_alone(dt):
     (16, 3072, 17, [0, 8, 16]),                        # rows 12 KiB apart
     (11, 37, 13, [1, 4, 4, 5, 11]),                    # an empty run
     (7, 5, 3, [0, 0, 2, 2, 7, 7]),                     # 5 runs, 3 empty
+    (9, 37, 13, [0, 2, 4, 6, 6, 9]),                   # an empty run that
+    (8, 37, 13, [0, 1, 2, 3, 4, 5, 6, 7, 7]),          # closes a block
     (1300, 20, 9, [0, 650, 1300]),                     # runs > the slab
     (2000, 20, 9, [0, 600, 600, 1300, 2000]),          # deep runs, a gap
     (3, 600, 1, [0, 3]),                               # one run, 1 output
