@@ -423,9 +423,9 @@ static void SFX(micro_row)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
 /* dst (rows x NR, row stride NR) = 1 * the sums of one slab of kc samples
  * (first), or 1 * them + dst.  With nm > 0 (the part's last slab), that
  * is then merged with the nm blocks before it, nearest first, as wtree
- * merges a finished part: block k (k < nm) at dst - (k + 1) * lv is added
- * on the left where present (pres[-k], nonzero), and the sum goes to the
- * farthest, dst - nm * lv.  The sums stay in registers until then. */
+ * merges a finished part: block k (k < nm) at dst - (k + 1) * lv is
+ * added on the left where present (pres[-1 - k] nonzero), and the sum goes
+ * to the farthest, dst - nm * lv.  The sums stay in registers until then. */
 static inline __attribute__((always_inline)) void
 SFX(wtree_slab)(const int rows, const int masked, const MASK *mk,
                 REAL *restrict dst, int nm, const int *pres, ptrdiff_t lv,
@@ -465,7 +465,7 @@ SFX(wtree_slab)(const int rows, const int masked, const MASK *mk,
     }
     for (int k = 0; k < nm; k++) {
         dst -= lv;
-        if (!pres[-k])
+        if (!pres[-1 - k])
             continue;
         UNROLL_FULL
         for (int i = 0; i < rows; i++)
@@ -510,7 +510,7 @@ SFX(wtree_any)(const int rows, const int masked, REAL *restrict out,
         for (ptrdiff_t p0 = 0; p0 < m; p0 += KC) {
             const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, m - p0);
             SFX(wtree_slab)(rows, masked, mk, stack + depth * lv,
-                            p0 + kc == m ? nm : 0, present + depth - 1, lv,
+                            p0 + kc == m ? nm : 0, present + depth, lv,
                             gy + (n0 + p0) * o, o, x + (n0 + p0) * f, f, kc,
                             p0 == 0);
         }
