@@ -28,7 +28,8 @@ Workload groups (``--only``):
 ``conv``
     Convolutions forward: 1x1 layers (a plain matrix product) and 3x3 and
     5x5 layers of small and medium networks; and the backward pass (input
-    and weight gradients, into kept arrays) of the 3x3 and 5x5 ones.
+    and weight gradients, into kept arrays) of the 3x3 and 5x5 ones, and
+    their weight gradient alone over a training step's 8 shards.
 ``depthwise``
     Depthwise convolutions forward (bias and ReLU), stride 2 and 1.
 ``pool``
@@ -69,7 +70,8 @@ DENSE_FORWARD = [(1, 400, 120), (1, 120, 84), (1, 84, 10), (1, 1100, 77),
 #: (batch, in channels, side, filters, kernel, padding)
 CONV = [(64, 16, 32, 16, 1, 0), (64, 32, 16, 64, 1, 0), (64, 64, 8, 16, 1, 0),
         (64, 32, 14, 64, 5, 2), (64, 16, 32, 16, 3, 1),
-        (128, 64, 8, 64, 3, 1), (64, 6, 14, 16, 5, 0)]
+        (128, 64, 8, 64, 3, 1), (64, 6, 14, 16, 5, 0), (128, 32, 14, 32, 3, 1),
+        (128, 64, 7, 64, 3, 1)]
 #: depthwise (batch, channels, side, kernel, stride, padding, multiplier)
 DEPTHWISE = [(1, 128, 28, 3, 2, 1, 1), (32, 128, 28, 3, 2, 1, 1),
              (32, 32, 56, 3, 2, 1, 1), (8, 64, 112, 3, 2, 1, 1),
@@ -154,6 +156,15 @@ def workloads(groups, dtype):
                         lambda k, x=x, w=w, p=p, gy=gy, gx=gx, gw=gw:
                         k.conv2d_backward(gy, x, w, (1, 1), (p,) * 4,
                                           (1, 1), True, False, gx, gw)[:2]))
+            # the weight gradient alone, over a training step's 8 shards
+            b8 = np.linspace(0, n, 9).astype(np.int64)
+            gw8 = np.empty((8,) + w.shape, dtype)
+            out.append((f"conv weight 8 shards {n}x{c}x{h}x{h} -> {kf} "
+                        f"{r}x{r}", 2.0 * n * kf * oh * oh * c * r * r,
+                        lambda k, x=x, w=w, p=p, gy=gy, b8=b8, gw8=gw8: (
+                            k.conv2d_backward_parts(
+                                gy, x, w, (1, 1), (p,) * 4, (1, 1), b8, gw8,
+                                None, False), gw8.copy())[1:]))
     if "depthwise" in groups:
         for n, c, h, r, st, p, mult in DEPTHWISE:
             x = rng.standard_normal((n, c, h, h)).astype(dtype)
