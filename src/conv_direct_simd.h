@@ -1729,12 +1729,104 @@ static ptrdiff_t SFX(kvec_chunk)(const cnnkit_conv2d_geom *g)
                       CNNKIT_MIN(g->n, KV_CHUNK / SFX(kvec_per_image)(g)));
 }
 
+/* Elements of one thread's share of the workspace: a chunk's transposed
+ * gy and planes, then a transposition buffer. */
+static ptrdiff_t SFX(kvec_own)(const cnnkit_conv2d_geom *g)
+{
+    return SFX(round16)(SFX(kvec_chunk)(g) * SFX(kvec_per_image)(g)) +
+           SFX(round16)(g->k * g->c * g->r * g->s);
+}
+
 static ptrdiff_t SFX(kvec_workspace)(const cnnkit_conv2d_geom *g,
                                      int nthreads)
 {
     const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
-    return SFX(round16)(SFX(kvec_chunk)(g) * SFX(kvec_per_image)(g)) +
-           nt * SFX(round16)(g->k * g->c * g->r * g->s);
+    return nt * SFX(kvec_own)(g);
+}
+
+/* Image n's share of a chunk (b its place in the chunk): its gy
+ * transposed (pixel-major, filters contiguous) into gyt + b*p*K, and, with
+ * padding, its padded planes into planes + b*C*plane.  Items [u0, u1) of
+ * the image's vecs*pb transposed blocks then C planes. */
+static void SFX(kvec_prep)(REAL *restrict gyt, REAL *restrict planes,
+                           const REAL *restrict gy, const REAL *restrict x,
+                           const cnnkit_conv2d_geom *g, ptrdiff_t b,
+                           ptrdiff_t n, ptrdiff_t u0, ptrdiff_t u1,
+                           ptrdiff_t hp, ptrdiff_t wp)
+{
+    const ptrdiff_t K = g->k, C = g->c, p = g->oh * g->ow;
+    const ptrdiff_t hw = g->h * g->w, plane = hp * wp;
+    const ptrdiff_t vecs = K / VL, pb = cnnkit_ceil_div(p, VL);
+    for (ptrdiff_t u = u0; u < u1; u++) {
+        if (u < vecs * pb) {
+            const ptrdiff_t k0 = u / pb * VL, p0 = u % pb * VL;
+            SFX(transpose_block)(gyt + (b * p + p0) * K + k0, K,
+                                 gy + n * K * p + k0 * p + p0, p, VL,
+                                 (int)CNNKIT_MIN((ptrdiff_t)VL, p - p0), VL);
+            continue;
+        }
+        const ptrdiff_t c = u - vecs * pb;
+        const REAL *restrict src = x + n * C * hw + c * hw;
+        REAL *restrict dst = planes + (b * C + c) * plane;
+        /* columns [lead, lead + len) hold input columns [col0, ...) */
+        const ptrdiff_t lead = CNNKIT_MIN(g->pad_w, wp);
+        const ptrdiff_t col0 = CNNKIT_MAX(-g->pad_w, (ptrdiff_t)0);
+        const ptrdiff_t len =
+            CNNKIT_MAX((ptrdiff_t)0,
+                       CNNKIT_MIN(g->w - col0, wp - CNNKIT_MAX(lead, 0)));
+#ifdef __AVX512F__
+        /* the plane zeroed as one block, then its rows' values: a vector
+         * or two per row where the libc calls per row (two fills and a
+         * copy) had taken a tenth of a 7 x 7 layer's weight gradient */
+        for (ptrdiff_t e = 0; e < plane; e += VL)
+            VSTORE_M(dst + e,
+                     VMASK((int)CNNKIT_MIN((ptrdiff_t)VL, plane - e)),
+                     VZERO());
+        const ptrdiff_t at = CNNKIT_MAX(lead, (ptrdiff_t)0);
+        const ptrdiff_t l0 = CNNKIT_MAX(g->pad_h, (ptrdiff_t)0);
+        const ptrdiff_t l1 = CNNKIT_MIN(hp, g->pad_h + g->h);
+        for (ptrdiff_t l = l0; len > 0 && l < l1; l++) {
+            REAL *restrict d = dst + l * wp + at;
+            const REAL *restrict sr = src + (l - g->pad_h) * g->w + col0;
+            for (ptrdiff_t j = 0; j < len; j += VL) {
+                const MASK mk = VMASK((int)CNNKIT_MIN((ptrdiff_t)VL, len - j));
+                VSTORE_M(d + j, mk, VLOAD_M(sr + j, mk));
+            }
+        }
+#else
+        for (ptrdiff_t l = 0; l < hp; l++) {
+            const ptrdiff_t ih = l - g->pad_h;
+            REAL *restrict d = dst + l * wp;
+            if (ih < 0 || ih >= g->h || len == 0) {
+                memset(d, 0, (size_t)wp * sizeof(REAL));
+                continue;
+            }
+            const ptrdiff_t at = CNNKIT_MAX(lead, (ptrdiff_t)0);
+            if (at)
+                memset(d, 0, (size_t)at * sizeof(REAL));
+            memcpy(d + at, src + ih * g->w + col0,
+                   (size_t)len * sizeof(REAL));
+            if (at + len < wp)
+                memset(d + at + len, 0,
+                       (size_t)(wp - at - len) * sizeof(REAL));
+        }
+#endif
+    }
+}
+
+/* Part q's slice of gw from (c, r, s, k) to (k, c, r, s), through tmp. */
+static void SFX(kvec_untranspose)(REAL *restrict dst, REAL *restrict tmp,
+                                  ptrdiff_t K, ptrdiff_t crs)
+{
+    const ptrdiff_t full = crs / VL * VL;
+    memcpy(tmp, dst, (size_t)(K * crs) * sizeof(REAL));
+    for (ptrdiff_t j0 = 0; j0 < full; j0 += VL)
+        for (ptrdiff_t k0 = 0; k0 < K; k0 += VL)
+            SFX(transpose_block)(dst + k0 * crs + j0, crs, tmp + j0 * K + k0,
+                                 K, VL, VL, VL);
+    for (ptrdiff_t k = 0; k < K; k++)
+        for (ptrdiff_t j = full; j < crs; j++)
+            dst[k * crs + j] = tmp[j * K + k];
 }
 
 /* One image's sums for a tile of kv vectors of filters, ch channels and
@@ -1847,11 +1939,10 @@ static void SFX(conv_kvec_weight)(REAL *gw, ptrdiff_t wstride,
     ptrdiff_t hp, wp;
     const int padded = SFX(kvec_plane)(g, &hp, &wp);
     const ptrdiff_t plane = padded ? hp * wp : hw;
-    const ptrdiff_t per_image = SFX(kvec_per_image)(g);
     const ptrdiff_t chunk = SFX(kvec_chunk)(g);
-    REAL *const gyt = work;
-    REAL *const planes = work + chunk * p * K;
-    REAL *const temps = work + SFX(round16)(chunk * per_image);
+    const ptrdiff_t own = SFX(kvec_own)(g);
+    const ptrdiff_t vecs = K / VL, pb = cnnkit_ceil_div(p, VL);
+    const ptrdiff_t items = vecs * pb + (padded ? C : 0);  /* per image */
     ptrdiff_t busy = 0, lo = -1, hi = 0;
     for (ptrdiff_t q = 0; q < nparts; q++)
         if (bounds[q + 1] > bounds[q]) {
@@ -1864,12 +1955,20 @@ static void SFX(conv_kvec_weight)(REAL *gw, ptrdiff_t wstride,
     /* tiles: two vectors of filters where they fit, or one vector and up
      * to three channels of a 3x3 kernel, unless that leaves fewer than
      * two tasks per thread (the tiling changes no bits) */
-    const ptrdiff_t vecs = K / VL;
     int kv = vecs >= 2 && SFX(kvec_rows)(2, S, R) > 0 ? 2 : 1;
     int rows = SFX(kvec_rows)(kv, S, R), ch = 1;
     if (kv == 1 && S == 3 && R == 3 && rows == 3)
         ch = (int)CNNKIT_MIN(C, (ptrdiff_t)KV_TAPS / 9);
-    for (;;) {
+    /* Parts at least as many as the threads, shared about evenly (each
+     * thread's share at least 90% of the largest): each thread takes
+     * whole parts, preparing its own chunks of their images (in its own
+     * L2) and turning each finished part's slice, with no barrier between
+     * the phases.  Shared chunks, prepared by the team and then summed by
+     * it, had each thread read planes the other wrote and the team wait
+     * twice a chunk: 2 threads ran 1.75x one. */
+    const int by_parts =
+        busy >= nt && 10 * busy >= 9 * nt * cnnkit_ceil_div(busy, nt);
+    for (; !by_parts;) {
         const ptrdiff_t per = cnnkit_ceil_div(vecs, kv) *
                               cnnkit_ceil_div(C, ch) *
                               cnnkit_ceil_div(R, rows);
@@ -1885,106 +1984,87 @@ static void SFX(conv_kvec_weight)(REAL *gw, ptrdiff_t wstride,
     const ptrdiff_t nkb = cnnkit_ceil_div(vecs, kv);
     const ptrdiff_t ncg = cnnkit_ceil_div(C, ch);
     const ptrdiff_t nrt = cnnkit_ceil_div(R, rows);
-    const ptrdiff_t per_part = nkb * ncg * nrt, tasks = nparts * per_part;
+    const ptrdiff_t per_part = nkb * ncg * nrt;
+    /* task u of part q for its images [a, b) of the chunk from n0, whose
+     * transposed gy and planes are at gyt and planes */
+#define KVEC_TASK(q, u, a, b, n0, gyt, planes)                              \
+    do {                                                                    \
+        const ptrdiff_t kb_ = (u) / (ncg * nrt), c_ = (u) / nrt % ncg * ch;  \
+        const ptrdiff_t r0_ = (u) % nrt * rows;                             \
+        const int kvb_ = (int)CNNKIT_MIN((ptrdiff_t)kv, vecs - kb_ * kv);   \
+        const int chb_ = (int)CNNKIT_MIN((ptrdiff_t)ch, C - c_);            \
+        const int rb_ = (int)CNNKIT_MIN((ptrdiff_t)rows, R - r0_);          \
+        const ptrdiff_t k0_ = kb_ * kv * VL;                                \
+        REAL *acc_ = gw + (q) * wstride + (c_ * rs + r0_ * S) * K + k0_;    \
+        for (ptrdiff_t n_ = (a); n_ < (b); n_++) {                          \
+            const REAL *xr_ =                                               \
+                (padded ? (planes) + ((n_ - (n0)) * C + c_) * plane         \
+                        : x + n_ * C * hw + c_ * hw) + r0_ * wp;            \
+            SFX(ktile_any)(kvb_, chb_, rb_, (int)S, acc_, rs * K, K,        \
+                           n_ == bounds[q],                                 \
+                           (gyt) + (n_ - (n0)) * p * K + k0_, K, xr_,       \
+                           plane, wp, g->oh, g->ow, g->stride_h,            \
+                           g->stride_w);                                    \
+        }                                                                   \
+    } while (0)
+    if (by_parts) {
+        const int team = (int)CNNKIT_MIN(nt, busy);
+        (void)team; /* unused in serial builds */
+        CNNKIT_OMP(parallel num_threads(team))
+        {
+            REAL *const mine = work + omp_get_thread_num() * own;
+            REAL *const gyt = mine;
+            REAL *const planes = mine + chunk * p * K;
+            REAL *const tmp = mine + SFX(round16)(chunk *
+                                                  SFX(kvec_per_image)(g));
+            CNNKIT_OMP(for schedule(dynamic, 1))
+            for (ptrdiff_t q = 0; q < nparts; q++) {
+                const ptrdiff_t a = bounds[q], b = bounds[q + 1];
+                if (a >= b)
+                    continue;
+                for (ptrdiff_t n0 = a; n0 < b; n0 += chunk) {
+                    const ptrdiff_t n1 = CNNKIT_MIN(b, n0 + chunk);
+                    for (ptrdiff_t n = n0; n < n1; n++)
+                        SFX(kvec_prep)(gyt, planes, gy, x, g, n - n0, n, 0,
+                                       items, hp, wp);
+                    for (ptrdiff_t u = 0; u < per_part; u++)
+                        KVEC_TASK(q, u, n0, n1, n0, gyt, planes);
+                }
+                SFX(kvec_untranspose)(gw + q * wstride, tmp, K, crs);
+            }
+        }
+        return;
+    }
+    REAL *const gyt = work;
+    REAL *const planes = work + chunk * p * K;
+    const ptrdiff_t tasks = nparts * per_part;
     for (ptrdiff_t n0 = lo; n0 < hi; n0 += chunk) {
         const ptrdiff_t n1 = CNNKIT_MIN(hi, n0 + chunk), m = n1 - n0;
         /* the chunk's gy transposed, VL x VL blocks in registers, and its
          * padded planes */
-        const ptrdiff_t pb = cnnkit_ceil_div(p, VL);
-        const ptrdiff_t prep = m * (vecs * pb + (padded ? C : 0));
+        const ptrdiff_t prep = m * items;
         int team = cnnkit_team((double)m * (kp + (padded ? C * plane : 0)),
                                prep, (int)nt);
         (void)team; /* unused in serial builds */
         CNNKIT_OMP(parallel for schedule(static) num_threads(team))
-        for (ptrdiff_t t = 0; t < prep; t++) {
-            const ptrdiff_t per = vecs * pb + (padded ? C : 0);
-            const ptrdiff_t b = t / per, u = t % per, n = n0 + b;
-            if (u < vecs * pb) {
-                const ptrdiff_t k0 = u / pb * VL, p0 = u % pb * VL;
-                SFX(transpose_block)(gyt + (b * p + p0) * K + k0, K,
-                                     gy + n * kp + k0 * p + p0, p, VL,
-                                     (int)CNNKIT_MIN((ptrdiff_t)VL, p - p0),
-                                     VL);
-                continue;
-            }
-            const ptrdiff_t c = u - vecs * pb;
-            const REAL *restrict src = x + n * C * hw + c * hw;
-            REAL *restrict dst = planes + (b * C + c) * plane;
-            /* columns [lead, lead + len) hold input columns [col0, ...) */
-            const ptrdiff_t lead = CNNKIT_MIN(g->pad_w, wp);
-            const ptrdiff_t col0 = CNNKIT_MAX(-g->pad_w, (ptrdiff_t)0);
-            const ptrdiff_t len =
-                CNNKIT_MAX((ptrdiff_t)0,
-                           CNNKIT_MIN(g->w - col0, wp - CNNKIT_MAX(lead, 0)));
-#ifdef __AVX512F__
-            /* the plane zeroed as one block, then its rows' values: a
-             * vector or two per row where the libc calls per row (two
-             * fills and a copy) had taken a tenth of a 7 x 7 layer's
-             * weight gradient */
-            for (ptrdiff_t e = 0; e < plane; e += VL)
-                VSTORE_M(dst + e, VMASK((int)CNNKIT_MIN((ptrdiff_t)VL,
-                                                        plane - e)),
-                         VZERO());
-            const ptrdiff_t at = CNNKIT_MAX(lead, (ptrdiff_t)0);
-            const ptrdiff_t l0 = CNNKIT_MAX(g->pad_h, (ptrdiff_t)0);
-            const ptrdiff_t l1 = CNNKIT_MIN(hp, g->pad_h + g->h);
-            for (ptrdiff_t l = l0; len > 0 && l < l1; l++) {
-                REAL *restrict d = dst + l * wp + at;
-                const REAL *restrict sr = src + (l - g->pad_h) * g->w + col0;
-                for (ptrdiff_t j = 0; j < len; j += VL) {
-                    const MASK mk =
-                        VMASK((int)CNNKIT_MIN((ptrdiff_t)VL, len - j));
-                    VSTORE_M(d + j, mk, VLOAD_M(sr + j, mk));
-                }
-            }
-            continue;
-#endif
-            for (ptrdiff_t l = 0; l < hp; l++) {
-                const ptrdiff_t ih = l - g->pad_h;
-                REAL *restrict d = dst + l * wp;
-                if (ih < 0 || ih >= g->h || len == 0) {
-                    memset(d, 0, (size_t)wp * sizeof(REAL));
-                    continue;
-                }
-                const ptrdiff_t at = CNNKIT_MAX(lead, (ptrdiff_t)0);
-                if (at)
-                    memset(d, 0, (size_t)at * sizeof(REAL));
-                memcpy(d + at, src + ih * g->w + col0,
-                       (size_t)len * sizeof(REAL));
-                if (at + len < wp)
-                    memset(d + at + len, 0,
-                           (size_t)(wp - at - len) * sizeof(REAL));
-            }
-        }
+        for (ptrdiff_t t = 0; t < prep; t++)
+            SFX(kvec_prep)(gyt, planes, gy, x, g, t / items,
+                           n0 + t / items, t % items, t % items + 1, hp, wp);
         /* tasks (part, filter block, channel, row tile): the chains of a
          * part's images in this chunk, in order */
         team = cnnkit_team(2.0 * (double)m * kp * crs, busy * per_part,
                            (int)nt);
         CNNKIT_OMP(parallel for schedule(dynamic, 1) num_threads(team))
         for (ptrdiff_t t = 0; t < tasks; t++) {
-            const ptrdiff_t q = t / per_part, u = t % per_part;
+            const ptrdiff_t q = t / per_part;
             const ptrdiff_t a = CNNKIT_MAX(bounds[q], n0);
             const ptrdiff_t b = CNNKIT_MIN(bounds[q + 1], n1);
             if (a >= b)
                 continue;
-            const ptrdiff_t kb = u / (ncg * nrt), c = u / nrt % ncg * ch;
-            const ptrdiff_t r0 = u % nrt * rows;
-            const int kvb = (int)CNNKIT_MIN((ptrdiff_t)kv, vecs - kb * kv);
-            const int chb = (int)CNNKIT_MIN((ptrdiff_t)ch, C - c);
-            const int rb = (int)CNNKIT_MIN((ptrdiff_t)rows, R - r0);
-            const ptrdiff_t k0 = kb * kv * VL;
-            REAL *acc = gw + q * wstride + (c * rs + r0 * S) * K + k0;
-            for (ptrdiff_t n = a; n < b; n++) {
-                const REAL *xr =
-                    (padded ? planes + ((n - n0) * C + c) * plane
-                            : x + n * C * hw + c * hw) + r0 * wp;
-                SFX(ktile_any)(kvb, chb, rb, (int)S, acc, rs * K, K,
-                               n == bounds[q], gyt + (n - n0) * p * K + k0,
-                               K, xr, plane, wp, g->oh, g->ow, g->stride_h,
-                               g->stride_w);
-            }
+            KVEC_TASK(q, t % per_part, a, b, n0, gyt, planes);
         }
     }
+#undef KVEC_TASK
     /* each part's slice from (c, r, s, k) to (k, c, r, s) */
     int team = cnnkit_team((double)busy * K * crs, busy, (int)nt);
     (void)team; /* unused in serial builds */
@@ -1992,18 +2072,11 @@ static void SFX(conv_kvec_weight)(REAL *gw, ptrdiff_t wstride,
     for (ptrdiff_t q = 0; q < nparts; q++) {
         if (bounds[q + 1] <= bounds[q])
             continue;
-        REAL *tmp = temps + (ptrdiff_t)omp_get_thread_num() *
-                                SFX(round16)(K * crs);
-        REAL *dst = gw + q * wstride;
-        const ptrdiff_t full = crs / VL * VL;
-        memcpy(tmp, dst, (size_t)(K * crs) * sizeof(REAL));
-        for (ptrdiff_t j0 = 0; j0 < full; j0 += VL)
-            for (ptrdiff_t k0 = 0; k0 < K; k0 += VL)
-                SFX(transpose_block)(dst + k0 * crs + j0, crs,
-                                     tmp + j0 * K + k0, K, VL, VL, VL);
-        for (ptrdiff_t k = 0; k < K; k++)
-            for (ptrdiff_t j = full; j < crs; j++)
-                dst[k * crs + j] = tmp[j * K + k];
+        SFX(kvec_untranspose)(gw + q * wstride,
+                              work + (ptrdiff_t)omp_get_thread_num() * own +
+                                  SFX(round16)(chunk *
+                                               SFX(kvec_per_image)(g)),
+                              K, crs);
     }
 }
 #undef KT_FITS

@@ -2046,8 +2046,9 @@ def test_direct_weight_gradient_of_flat_planes_per_run(dt):
 def test_weight_gradient_with_filters_on_the_vector_axis(dt, shape):
     # Filters a multiple of the vector (on AVX-512 and AVX2) take the
     # weight gradient that broadcasts the padded input against vectors of
-    # filters: each run of images (1, 3 and 3 images, two empty runs) has
-    # the bits of that run alone and of any thread count, and its value;
+    # filters: each run of images (1, 3 and 3 images, two empty runs; then
+    # all 7 as one run) has the bits of that run alone and of any thread
+    # count (threads taking whole runs, or sharing them), and its value;
     # and the whole batch's value
     from cnnkit import _kernels as K
     n, c, h, wd, k, r, s, st, pad = shape
@@ -2059,6 +2060,8 @@ def test_weight_gradient_with_filters_on_the_vector_axis(dt, shape):
     gy = rng.standard_normal((n, k, oh, ow)).astype(dt)
     tol = 1e-3 if dt == np.float32 else 1e-10
     _check_weight_runs(gy, x, w, st, pad, [0, 1, 1, 4, 7, 7], tol)
+    # one run of all the images: on one thread it takes several chunks
+    _check_weight_runs(gy, x, w, st, pad, [0, n], tol)
     whole = K.conv2d_backward(gy, x, w, (st, st), (pad,) * 4, (1, 1), False,
                               False)[1]
     want = ref.conv2d_backward(gy.astype(np.float64), x.astype(np.float64),
