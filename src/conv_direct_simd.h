@@ -1013,11 +1013,16 @@ SFX(pool_windows)(int kv, int px, const REAL *a, const REAL *b,
         const VEC bv = bias ? VLOAD(bias + kk * VL) : VZERO();
         for (int jj = 0; jj < px / 2; jj++) {
             const ptrdiff_t e = 2 * jj * ld + kk * VL;
-            VEC v;
+            /* each value into t first: POOL_MAX reads its argument more
+             * than once, and POOL_VALUE assigns v */
+            VEC v, t;
             VEC m = POOL_VALUE(a + e);
-            m = POOL_MAX(m, POOL_VALUE(a + e + ld));
-            m = POOL_MAX(m, POOL_VALUE(b + e));
-            m = POOL_MAX(m, POOL_VALUE(b + e + ld));
+            t = POOL_VALUE(a + e + ld);
+            m = POOL_MAX(m, t);
+            t = POOL_VALUE(b + e);
+            m = POOL_MAX(m, t);
+            t = POOL_VALUE(b + e + ld);
+            m = POOL_MAX(m, t);
 #ifdef VMAXU
             nan |= fast && VANYNAN(m);
 #endif
@@ -1681,8 +1686,9 @@ static void SFX(lane_sums)(REAL *restrict sums, const REAL *restrict acc)
  * The chains live in a part's slice of gw itself, laid out (c, r, s, k)
  * between images, and are transposed to (k, c, r, s) at the end.
  *
- * Workspace: the transposed gy and (with padding) the padded planes of a
- * chunk of images, then a transposition buffer per thread. */
+ * Workspace, per thread: the transposed gy and (with padding) the padded
+ * planes of a chunk of images, then a transposition buffer (threads that
+ * share chunks use the first thread's). */
 
 #ifdef __AVX512F__
 #define KV_TAPS 27      /* accumulators of a tile at most (32 registers) */
@@ -1926,6 +1932,31 @@ static int SFX(kvec_rows)(int kv, ptrdiff_t s, ptrdiff_t r)
     return (int)m;
 }
 
+/* Whether threads taking whole parts as they come (each next non-empty
+ * part to the thread with the fewest images so far, as a dynamic
+ * schedule hands them out) would each finish within 90% of the busiest
+ * one: the largest share of images at most 10/9 of an even share. */
+static int SFX(kvec_by_parts)(const int64_t *bounds, ptrdiff_t nparts,
+                              ptrdiff_t nt)
+{
+    ptrdiff_t load[64] = {0}, total = 0, most = 0;
+    if (nt > 64)
+        return 0;
+    for (ptrdiff_t q = 0; q < nparts; q++) {
+        const ptrdiff_t m = bounds[q + 1] - bounds[q];
+        if (m <= 0)
+            continue;
+        ptrdiff_t t = 0;
+        for (ptrdiff_t u = 1; u < nt; u++)
+            if (load[u] < load[t])
+                t = u;
+        load[t] += m;
+        total += m;
+        most = CNNKIT_MAX(most, load[t]);
+    }
+    return total > 0 && 9 * most * nt <= 10 * total;
+}
+
 static void SFX(conv_kvec_weight)(REAL *gw, ptrdiff_t wstride,
                                   const REAL *gy, const REAL *x,
                                   const int64_t *bounds, ptrdiff_t nparts,
@@ -1959,15 +1990,14 @@ static void SFX(conv_kvec_weight)(REAL *gw, ptrdiff_t wstride,
     int rows = SFX(kvec_rows)(kv, S, R), ch = 1;
     if (kv == 1 && S == 3 && R == 3 && rows == 3)
         ch = (int)CNNKIT_MIN(C, (ptrdiff_t)KV_TAPS / 9);
-    /* Parts at least as many as the threads, shared about evenly (each
-     * thread's share at least 90% of the largest): each thread takes
-     * whole parts, preparing its own chunks of their images (in its own
-     * L2) and turning each finished part's slice, with no barrier between
-     * the phases.  Shared chunks, prepared by the team and then summed by
-     * it, had each thread read planes the other wrote and the team wait
-     * twice a chunk: 2 threads ran 1.75x one. */
-    const int by_parts =
-        busy >= nt && 10 * busy >= 9 * nt * cnnkit_ceil_div(busy, nt);
+    /* Parts whose images the threads share about evenly, taking whole
+     * parts as they come (see kvec_by_parts): each thread takes whole
+     * parts, preparing its own chunks of their images (in its own L2) and
+     * turning each finished part's slice, with no barrier between the
+     * phases.  Shared chunks, prepared by the team and then summed by it,
+     * had each thread read planes the other wrote and the team wait twice
+     * a chunk: 2 threads ran 1.75x one. */
+    const int by_parts = SFX(kvec_by_parts)(bounds, nparts, nt);
     for (; !by_parts;) {
         const ptrdiff_t per = cnnkit_ceil_div(vecs, kv) *
                               cnnkit_ceil_div(C, ch) *

@@ -11,6 +11,7 @@
  * Partial tiles use vmaskmov loads and stores.
  */
 #include <immintrin.h>
+#include <string.h>
 
 #include "conv_depthwise.h"
 #include "gemm_engine.h"

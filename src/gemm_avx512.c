@@ -12,6 +12,7 @@
  * flop).  Partial tiles use AVX-512 lane masks.
  */
 #include <immintrin.h>
+#include <string.h>
 
 #include "conv_depthwise.h"
 #include "gemm_engine.h"
