@@ -1984,8 +1984,9 @@ static void SFX(conv_kvec_weight)(REAL *gw, ptrdiff_t wstride,
     if (busy == 0)
         return;
     /* tiles: two vectors of filters where they fit, or one vector and up
-     * to three channels of a 3x3 kernel, unless that leaves fewer than
-     * two tasks per thread (the tiling changes no bits) */
+     * to three channels of a 3x3 kernel, unless chunks shared by the team
+     * would leave fewer than two tasks per thread (the tiling changes no
+     * bits) */
     int kv = vecs >= 2 && SFX(kvec_rows)(2, S, R) > 0 ? 2 : 1;
     int rows = SFX(kvec_rows)(kv, S, R), ch = 1;
     if (kv == 1 && S == 3 && R == 3 && rows == 3)
@@ -1998,7 +1999,7 @@ static void SFX(conv_kvec_weight)(REAL *gw, ptrdiff_t wstride,
      * had each thread read planes the other wrote and the team wait twice
      * a chunk: 2 threads ran 1.75x one. */
     const int by_parts = SFX(kvec_by_parts)(bounds, nparts, nt);
-    for (; !by_parts;) {
+    while (!by_parts) {
         const ptrdiff_t per = cnnkit_ceil_div(vecs, kv) *
                               cnnkit_ceil_div(C, ch) *
                               cnnkit_ceil_div(R, rows);
