@@ -1972,6 +1972,8 @@ static void SFX(conv_kvec_weight)(REAL *gw, ptrdiff_t wstride,
     const ptrdiff_t plane = padded ? hp * wp : hw;
     const ptrdiff_t chunk = SFX(kvec_chunk)(g);
     const ptrdiff_t own = SFX(kvec_own)(g);
+    /* in a thread's share: the transposition buffer after the chunk */
+    const ptrdiff_t tmp_at = own - SFX(round16)(K * crs);
     const ptrdiff_t vecs = K / VL, pb = cnnkit_ceil_div(p, VL);
     const ptrdiff_t items = vecs * pb + (padded ? C : 0);  /* per image */
     ptrdiff_t busy = 0, lo = -1, hi = 0;
@@ -2046,8 +2048,7 @@ static void SFX(conv_kvec_weight)(REAL *gw, ptrdiff_t wstride,
             REAL *const mine = work + omp_get_thread_num() * own;
             REAL *const gyt = mine;
             REAL *const planes = mine + chunk * p * K;
-            REAL *const tmp = mine + SFX(round16)(chunk *
-                                                  SFX(kvec_per_image)(g));
+            REAL *const tmp = mine + tmp_at;
             CNNKIT_OMP(for schedule(dynamic, 1))
             for (ptrdiff_t q = 0; q < nparts; q++) {
                 const ptrdiff_t a = bounds[q], b = bounds[q + 1];
@@ -2105,8 +2106,7 @@ static void SFX(conv_kvec_weight)(REAL *gw, ptrdiff_t wstride,
             continue;
         SFX(kvec_untranspose)(gw + q * wstride,
                               work + (ptrdiff_t)omp_get_thread_num() * own +
-                                  SFX(round16)(chunk *
-                                               SFX(kvec_per_image)(g)),
+                                  tmp_at,
                               K, crs);
     }
 }

@@ -418,9 +418,13 @@ static void SFX(wtree)(REAL *gw, const REAL *gy, const REAL *x,
             const ptrdiff_t c = t % rt, i0 = c * WT_ROWS, j0 = t / rt * NR;
             const ptrdiff_t nr = CNNKIT_MIN((ptrdiff_t)NR, f - j0);
             if (strip != j0) {
-                for (ptrdiff_t smp = bounds[0]; smp < n; smp++)
+                /* zeros past nr: the tiles' steps read NR columns */
+                for (ptrdiff_t smp = bounds[0]; smp < n; smp++) {
                     for (ptrdiff_t j = 0; j < nr; j++)
                         xs[smp * NR + j] = x[smp * f + j0 + j];
+                    for (ptrdiff_t j = nr; j < NR; j++)
+                        xs[smp * NR + j] = 0;
+                }
                 strip = j0;
             }
             SFX(wtree_tile)(CNNKIT_MIN((ptrdiff_t)WT_ROWS, o - i0),

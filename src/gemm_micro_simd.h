@@ -401,7 +401,8 @@ static void SFX(micro_row)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
 /* The weight tree's tiles (wtree in gemm_impl.h): rows [0, rows) x the
  * first nr <= NR columns of gw = the parts' gy_q^T @ x_q added in the
  * tree, gy (row stride o) and x (row stride f: wtree passes its copy of
- * the columns, f = NR) read where they lie.  A part's tile is its
+ * the columns, f = NR, zero past nr) read where they lie, x's rows whole
+ * (TILE_STEP).  A part's tile is its
  * samples' FMA chain slab by slab, stored as micro stores it (the first
  * slab times alpha = 1, the next ones added by an FMA with 1): the bits
  * of its gemm.  The tree's finished blocks wait in `stack` (WT_ROWS * NR
@@ -427,32 +428,21 @@ static void SFX(micro_row)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
  * added on the left where present (pres[-1 - k] nonzero), and the sum goes
  * to the farthest, dst - nm * lv.  The sums stay in registers until then. */
 static inline __attribute__((always_inline)) void
-SFX(wtree_slab)(const int rows, const int masked, const MASK *mk,
-                REAL *restrict dst, int nm, const int *pres, ptrdiff_t lv,
-                const REAL *restrict gr, ptrdiff_t o,
+SFX(wtree_slab)(const int rows, REAL *restrict dst, int nm, const int *pres,
+                ptrdiff_t lv, const REAL *restrict gr, ptrdiff_t o,
                 const REAL *restrict xr, ptrdiff_t f, ptrdiff_t kc,
                 int first)
 {
+    const int nv = NV;
+    const ptrdiff_t bstep = VL;
     VEC acc[WT_ROWS][NV];
     UNROLL_FULL
     for (int i = 0; i < rows; i++)
         UNROLL_FULL
         for (int v = 0; v < NV; v++)
             acc[i][v] = VZERO();
-    for (ptrdiff_t p = 0; p < kc; p++) {
-        VEC bv[NV];
-        UNROLL_FULL
-        for (int v = 0; v < NV; v++)
-            bv[v] = masked ? VLOAD_M(xr + p * f + v * VL, mk[v])
-                           : VLOAD(xr + p * f + v * VL);
-        UNROLL_FULL
-        for (int i = 0; i < rows; i++) {
-            const VEC av = VBCAST(gr + p * o + i);
-            UNROLL_FULL
-            for (int v = 0; v < NV; v++)
-                acc[i][v] = VFMA(av, bv[v], acc[i][v]);
-        }
-    }
+    for (ptrdiff_t p = 0; p < kc; p++)
+        TILE_STEP(xr + p * f, gr + p * o);
     /* 1 * acc is acc itself (its NaNs are already quiet) */
     if (!first) {
         const VEC one = VSET1(1);
@@ -509,7 +499,7 @@ SFX(wtree_any)(const int rows, const int masked, REAL *restrict out,
         }
         for (ptrdiff_t p0 = 0; p0 < m; p0 += KC) {
             const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, m - p0);
-            SFX(wtree_slab)(rows, masked, mk, stack + depth * lv,
+            SFX(wtree_slab)(rows, stack + depth * lv,
                             p0 + kc == m ? nm : 0, present + depth, lv,
                             gy + (n0 + p0) * o, o, x + (n0 + p0) * f, f, kc,
                             p0 == 0);

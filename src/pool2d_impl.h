@@ -247,7 +247,6 @@ void SFX(cnnkit_max_pool2x2_taps_forward)(REAL *y, uint8_t *taps,
                                           const cnnkit_pool2d_geom *g,
                                           int nthreads)
 {
-    (void)nthreads; /* unused in serial builds */
     const int nt = pool_team(g, nthreads);
     (void)nt; /* unused in serial builds */
     if (cnnkit_max2x2_simd(sizeof(REAL) == 8)) {
@@ -274,7 +273,6 @@ void SFX(cnnkit_max_pool2x2_taps_backward)(REAL *gx, const REAL *gy,
                                            const cnnkit_pool2d_geom *g,
                                            int nthreads)
 {
-    (void)nthreads; /* unused in serial builds */
     const ptrdiff_t w = g->w, oh = g->oh, ow = g->ow;
     const ptrdiff_t hw = g->h * w, ohw = oh * ow;
     const int nt = pool_team(g, nthreads);

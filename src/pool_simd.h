@@ -7,9 +7,9 @@
  * a, b) (b in the lanes of k, a elsewhere) and VKEEP(a, b) (b where a > 0
  * or a is NaN, else +0).
  *
- * Windows of two full input rows and columns each (pool2d.c's pool_2x2):
- * VL windows per step, their four elements the even and odd columns of
- * the two rows, compared in the order of the scalar loop (row-major; a
+ * Windows of two full input rows and columns each
+ * (cnnkit_max_pool2x2_fits): VL windows per step, their four elements the
+ * even and odd columns of the two rows, compared in the order of the scalar loop (row-major; a
  * tie keeps the first maximum, a NaN wins), so the values and indices are
  * pool2d.c's bit for bit.  pool2d.c is compiled for the baseline, whose
  * selects are branchy in float64; compiled for AVX-512 by target clones,
