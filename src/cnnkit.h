@@ -805,6 +805,11 @@ int cnnkit_conv_blocked_f64(double *y, const double *x, const double *wt,
 int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g);
 /* Its tile: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3), g->winograd == 2). */
 int cnnkit_conv_winograd_tile(const cnnkit_conv2d_geom *g);
+/* Whether the active engine computes g (which Winograd applies to) by its
+ * route through channel blocks (winograd_engine.h): the filters whole
+ * vectors on an engine with the plans' blocked convolution.  The other
+ * route is several times slower on most shapes. */
+int cnnkit_conv_winograd_blocks(const cnnkit_conv2d_geom *g, int f64);
 ptrdiff_t cnnkit_conv_winograd_workspace_f32(const cnnkit_conv2d_geom *g,
                                              int nthreads);
 ptrdiff_t cnnkit_conv_winograd_workspace_f64(const cnnkit_conv2d_geom *g,

@@ -27,6 +27,8 @@
  * filters -- each writing its own outputs, in contiguous runs per thread;
  * no result depends on the split. */
 
+/* for winograd_engine.h, included after it: the engine has blocked passes */
+#define CNNKIT_BLOCKED_PASSES 1
 #define BLK ((ptrdiff_t)(64 / sizeof(REAL)))   /* lanes of a block */
 #if defined(__clang__)
 #define BUNROLL _Pragma("unroll")

@@ -69,6 +69,31 @@ static inline int cnnkit_blocked_border_holds(const cnnkit_conv2d_geom *g,
            last_w <= (double)(g->w - 1 + pin);
 }
 
+/* The geometry of Winograd's route through channel blocks (see
+ * winograd_engine.h): g2, g with its output's sides rounded up to whole
+ * tiles of cnnkit_conv_winograd_tile(g), and *pin, the border of the
+ * blocked input that holds every tile's patch.  0 where g's padding is
+ * negative. */
+static inline int cnnkit_winograd_blocks_geom(const cnnkit_conv2d_geom *g,
+                                              cnnkit_conv2d_geom *g2,
+                                              ptrdiff_t *pin)
+{
+    const ptrdiff_t m = cnnkit_conv_winograd_tile(g);
+    if (g->pad_h < 0 || g->pad_w < 0 || g->oh < 1 || g->ow < 1)
+        return 0;
+    *g2 = *g;
+    g2->oh = cnnkit_ceil_div(g->oh, m) * m;
+    g2->ow = cnnkit_ceil_div(g->ow, m) * m;
+    g2->pool = 0;
+    g2->res = NULL;
+    /* the last tile's patch reads input row oh2 + 1 - pad_h */
+    ptrdiff_t p = CNNKIT_MAX(g->pad_h, g->pad_w);
+    p = CNNKIT_MAX(p, g2->oh + 2 - g->pad_h - g->h);
+    p = CNNKIT_MAX(p, g2->ow + 2 - g->pad_w - g->w);
+    *pin = p;
+    return cnnkit_blocked_border_holds(g2, p);
+}
+
 /* The direct convolution forward of the active GEMM engine (gemm.c): the
  * workspace it may need for g (0 if it never computes g), and the forward
  * pass, which returns 0 without touching y when it does not compute g (the

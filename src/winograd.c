@@ -79,6 +79,15 @@ int cnnkit_conv_winograd_tile(const cnnkit_conv2d_geom *g)
     return g->winograd == 2 ? 4 : 2;
 }
 
+int cnnkit_conv_winograd_blocks(const cnnkit_conv2d_geom *g, int f64)
+{
+    cnnkit_conv2d_geom g2;
+    ptrdiff_t pin;
+    return cnnkit_conv_winograd_applies(g) &&
+           cnnkit_winograd_blocks_geom(g, &g2, &pin) &&
+           cnnkit_conv_blocked_applies(&g2, pin, 1, f64);
+}
+
 /* The active engine's pass (every engine has one). */
 ptrdiff_t cnnkit_conv_winograd_workspace_f32(const cnnkit_conv2d_geom *g,
                                              int nthreads)

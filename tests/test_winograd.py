@@ -69,8 +69,9 @@ def test_error_bound_against_the_exact_sum(shape, dtype, tile):
 
 @pytest.mark.parametrize("tile", TILES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_bias_and_relu_in_the_epilogue(dtype, tile):
-    x, w, b = _data((3, 17, 9, 7, 19, 1), dtype)
+@pytest.mark.parametrize("k", [19, 32])         # 32: the blocks route
+def test_bias_and_relu_in_the_epilogue(k, dtype, tile):
+    x, w, b = _data((3, 17, 9, 7, k, 1), dtype)
     y = _conv(x, w, b, 1, winograd=tile)
     assert np.array_equal(_conv(x, w, b, 1, relu=True, winograd=tile),
                           K.relu_forward(y))
@@ -79,9 +80,14 @@ def test_bias_and_relu_in_the_epilogue(dtype, tile):
 
 
 @pytest.mark.parametrize("tile", TILES)
-def test_bits_do_not_depend_on_threads_or_the_batch(tile):
-    x, w, b = _data((7, 16, 10, 10, 24, 1), np.float32, seed=3)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(7, 16, 10, 10, 24, 1),
+                                   (7, 24, 11, 9, 32, 1)])  # blocks route
+def test_bits_do_not_depend_on_threads_or_the_batch(shape, dtype, tile):
+    x, w, b = _data(shape, dtype, seed=3)
     want = _conv(x, w, b, 1, winograd=tile)
+    if shape[4] == 32:
+        assert _blocks(x, w, (1,) * 4, tile) == _has_blocks(dtype)
     for t in (1, 2, 3):
         with num_threads(t):
             assert np.array_equal(_conv(x, w, b, 1, winograd=tile), want)
@@ -160,3 +166,78 @@ def test_not_taken_unless_asked():
         assert K._conv_forward_path((n, c, h, w), (k, c, 3, 3), (1, 1),
                                     (pad,) * 4, (1, 1),
                                     np.float32) != "winograd"
+
+
+# ---- the route through channel blocks (winograd_engine.h) -----------------
+# Filters a whole number of vectors take it on the SIMD paths; the output's
+# sides are rounded up to whole tiles, so odd planes and asymmetric padding
+# read the blocked input's wider border.
+BLOCK_SHAPES = [  # (n, c, h, w, k, (top, bottom, left, right))
+    (2, 16, 8, 8, 16, (1, 1, 1, 1)),
+    (3, 17, 9, 7, 32, (1, 1, 1, 1)),        # partial tiles, a partial block
+    (2, 5, 6, 11, 16, (0, 0, 0, 0)),
+    (2, 4, 7, 7, 16, (2, 2, 2, 2)),         # a 9x9 output
+    (1, 8, 13, 2, 16, (1, 1, 1, 1)),        # narrower than a tile
+    (1, 3, 1, 1, 16, (1, 1, 1, 1)),         # a 1x1 output
+    (2, 20, 7, 7, 48, (1, 0, 2, 1)),        # asymmetric padding
+    (3, 33, 5, 9, 16, (0, 2, 1, 0)),
+    (2, 64, 14, 14, 64, (1, 1, 1, 1)),
+    (1, 24, 19, 23, 32, (1, 1, 1, 1)),      # rows past a transposed block
+]
+
+
+def _blocks(x, w, pad, tile):
+    return K._winograd_blocks(x.shape, w.shape, pad, x.dtype, tile)
+
+
+def _has_blocks(dtype):
+    return K._blocked_lanes(dtype) > 0
+
+
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", BLOCK_SHAPES)
+def test_blocks_route_error_bound(shape, dtype, tile):
+    """The same bound as the other route's, against the float64 sum over
+    the explicitly padded input."""
+    n, c, h, w_, k, pad = shape
+    x, w, b = _data((n, c, h, w_, k, 0), dtype)
+    y = K.conv2d_forward(x, w, b, (1, 1), pad, (1, 1), winograd=tile)
+    xp = np.pad(x.astype(np.float64),
+                ((0, 0), (0, 0), (pad[0], pad[1]), (pad[2], pad[3])))
+    exact = R.conv2d(xp, w.astype(np.float64), b.astype(np.float64), 1, 0)
+    assert y.dtype == dtype and y.shape == exact.shape
+    eps = np.finfo(dtype).eps
+    assert np.all(np.abs(y - exact) <= BOUND[tile] * eps * _scale(x, w, b))
+    assert _blocks(x, w, pad, tile) == _has_blocks(dtype)
+
+
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocks_route_sums_tile_rows_that_are_not_finite_directly(dtype,
+                                                                  tile):
+    """Rows holding an infinity, a NaN or a value beyond 1e30 send the tile
+    rows whose patches read them to direct sums, those alone: the other
+    rows keep the bits of the same images without them."""
+    x, w, b = _data((3, 20, 13, 10, 16, 1), dtype, seed=7)
+    clean = x.copy()
+    x[0, 2, 12, 4] = np.inf          # the last row: the last tile row
+    x[1, 19, 0, 9] = np.nan          # the last channel of a partial block
+    x[2, 3, 6, 1] = -1e31 if dtype == np.float32 else -1e300
+    assert _blocks(x, w, (1,) * 4, tile) == _has_blocks(dtype)
+    y = _conv(x, w, b, 1, winograd=tile)
+    want = _conv(clean, w, b, 1, winograd=tile)
+    direct = _conv(x, w, b, 1, winograd=False)
+    assert np.array_equal(np.isnan(y), np.isnan(direct))
+    assert np.array_equal(np.isinf(y), np.isinf(direct))
+    fin = np.isfinite(direct)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    assert np.allclose(y[fin], direct[fin], rtol=tol, atol=tol)
+    # output rows whose tile rows read none of the marked input rows
+    for img, row in ((0, 12), (1, 0), (2, 6)):
+        far = [i for i in range(13)
+               if not any(tile * (i // tile) - 1 <= r
+                          <= tile * (i // tile) + tile
+                          for r in (row,))]
+        assert far
+        assert np.array_equal(y[img][:, far], want[img][:, far])

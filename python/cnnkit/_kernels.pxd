@@ -880,6 +880,7 @@ cdef extern from "cnnkit.h" nogil:
 
     int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g)
     int cnnkit_conv_winograd_tile(const cnnkit_conv2d_geom *g)
+    int cnnkit_conv_winograd_blocks(const cnnkit_conv2d_geom *g, int f64)
 
     ptrdiff_t cnnkit_conv_direct_packed_size(const cnnkit_conv2d_geom *g,
                                              int f64)

@@ -463,6 +463,19 @@ def _conv_forward_path(x_shape, w_shape, stride, padding, dilation, dtype,
             else "im2col")
 
 
+def _winograd_blocks(x_shape, w_shape, padding, dtype, tile):
+    """Whether conv2d_forward(..., winograd=tile) of these shapes (stride
+    and dilation 1, padding (top, bottom, left, right)) takes Winograd's
+    route through channel blocks on the active SIMD path (filters a whole
+    number of vectors), which is faster than the direct sums on most
+    layers of 16 channels and more; the other route is not."""
+    cdef cnnkit_conv2d_geom g
+    _conv_geom(&g, tuple(x_shape), tuple(w_shape), (1, 1), padding,
+               (1, 1), True, 1)
+    g.winograd = _winograd_flag(tile)
+    return cnnkit_conv_winograd_blocks(&g, np.dtype(dtype) == np.float64) != 0
+
+
 def _conv_pools(x_shape, w_shape, stride, padding, dilation, dtype,
                 groups=1):
     """Whether the forward of this convolution (x_shape (C, H, W), padding
