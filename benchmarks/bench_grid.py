@@ -6,7 +6,10 @@ compiled with the C compiler that ``CC`` names, else ``cc``, with
 (``cnnkit bench --only grid``: the method, interleaving and medians are
 described there) and prints, for every layer and pass, cnnkit's GFLOP/s,
 the share of the peak of the threads used, PyTorch's GFLOP/s and
-PyTorch's time over cnnkit's (above 1: cnnkit is faster).
+PyTorch's time over cnnkit's (above 1: cnnkit is faster).  The
+``winograd`` rows time ``Conv2D(winograd=True)``'s forward pass and its
+gradients (the input's by F(4x4, 3x3), the weight's direct), their rate
+counted in the direct convolution's multiply-adds.
 
     python benchmarks/bench_grid.py [--threads 2] [--repeats 5] [--json F]
 """
@@ -94,6 +97,10 @@ def main(argv=None):
               f"{'' if ratio is None else f'{ratio:.2f}x':>12s}")
     print(f"rows where PyTorch is faster: {below} of "
           f"{len(doc['workloads'])}")
+    if any(w["name"].startswith("winograd") for w in doc["workloads"]):
+        print("winograd rows: Conv2D(winograd=True)'s passes, their rate "
+              "counted in the direct\nconvolution's multiply-adds, so it "
+              "may pass the peak")
     return 0
 
 

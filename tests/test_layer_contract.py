@@ -53,6 +53,9 @@ CASES = {
     # more cases of a class: "<class>/<what>"
     "Conv2D/groups": (dict(filters=6, kernel_size=(3, 2), stride=(1, 2),
                            padding=1, groups=2), (4, 6, 7)),
+    # F(4x4, 3x3) forward and input gradient (16 channels, 16 filters)
+    "Conv2D/winograd": (dict(filters=16, kernel_size=3, padding=(1, 2),
+                             winograd=True), (16, 5, 6)),
     # activations
     "LeakyReLU": (dict(negative_slope=0.2), (2, 5, 4)),
     "Sigmoid": ({}, (2, 5, 4)),

@@ -138,6 +138,13 @@ def test_layers_it_does_not_compile_train_through_the_layers():
                                 (1, 2, 2))())
     # no parameters: nothing to compile
     assert not T._compilable(_chain([L.Flatten, L.ReLU], (1, 2, 2))())
+    # Winograd's forward and input gradient: the step runs direct sums
+    assert not T._compilable(_chain(
+        [lambda: L.Conv2D(16, 3, padding=1, winograd=True), L.Flatten,
+         lambda: L.Dense(2)], (16, 4, 4))())
+    assert T._compilable(_chain(
+        [lambda: L.Conv2D(16, 3, padding=1), L.Flatten,
+         lambda: L.Dense(2)], (16, 4, 4))())
     # a subclass may do anything in its passes
     class MyDense(L.Dense):
         pass

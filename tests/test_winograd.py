@@ -1,11 +1,16 @@
 """Winograd's F(2x2, 3x3) and F(4x4, 3x3) forward convolutions
 (src/winograd.c, src/winograd_engine.h), taken only when asked
 (``winograd=2`` or ``4``): their error against the float64 direct sum,
-their determinism, and the cases they hand to direct sums."""
+their determinism, and the cases they hand to direct sums; and
+``Conv2D(winograd=True)``, whose forward pass and input gradient they
+compute in training."""
 import numpy as np
 import pytest
 
+import cnnkit
 from cnnkit import _kernels as K
+from cnnkit import layers as L
+from cnnkit import models, optim
 from cnnkit import reference as R
 
 from helpers import num_threads
@@ -241,3 +246,117 @@ def test_blocks_route_sums_tile_rows_that_are_not_finite_directly(dtype,
                           for r in (row,))]
         assert far
         assert np.array_equal(y[img][:, far], want[img][:, far])
+
+
+# ---- Conv2D(winograd=True) ------------------------------------------------
+
+def _twins(dtype, shape=(16, 9, 10), filters=32, padding=1, use_bias=True):
+    """The same one-layer model with and without winograd."""
+    return [cnnkit.Sequential(
+        [L.Conv2D(filters, 3, padding=padding, use_bias=use_bias,
+                  winograd=wino)], input_shape=shape, seed=1, dtype=dtype)
+        for wino in (True, False)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("padding", [1, 0, 2, (1, 2)])
+def test_layer_forward_and_input_gradient_within_the_bound(dtype, padding):
+    """Forward and input gradient within 8 eps of their scale of the
+    float64 reference; the weight and bias gradients are the direct
+    layer's bits."""
+    wino, direct = _twins(dtype, padding=padding)
+    conv = wino.layers[0]
+    shape = (16, 9, 10)
+    want = (4, 4) if _has_blocks(dtype) else (0, 0)
+    assert conv._op.winograd_tiles(shape, (32, 16, 3, 3), dtype) == want
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3,) + shape).astype(dtype)
+    y = wino.forward(x, training=True)
+    assert np.array_equal(direct.forward(x, training=True).shape, y.shape)
+    w = conv.params["weight"].astype(np.float64)
+    b = conv.params["bias"].astype(np.float64)
+    pad = padding if isinstance(padding, tuple) else (padding, padding)
+    exact = R.conv2d(x.astype(np.float64), w, b, 1, pad)
+    eps = np.finfo(dtype).eps
+    assert np.all(np.abs(y - exact) <= 8 * eps * _scale(x, w, b))
+    g = rng.standard_normal(y.shape).astype(dtype)
+    gx = wino.backward(g)
+    gx_direct = direct.backward(g)
+    ex, egw, egb = R.conv2d_backward(g.astype(np.float64),
+                                     x.astype(np.float64), w, 1, pad)
+    # each input gradient sums g over filters and taps: its scale
+    gscale = (np.abs(g).max() * np.abs(w).sum(axis=(0, 2, 3))
+              )[None, :, None, None]
+    assert gx.dtype == np.dtype(dtype)
+    assert np.all(np.abs(gx - ex) <= 8 * eps * gscale)
+    if want[1]:
+        assert not np.array_equal(gx, gx_direct)
+    for k in ("weight", "bias"):
+        assert np.array_equal(conv.grads[k], direct.layers[0].grads[k])
+
+
+def test_layer_keeps_direct_sums_where_winograd_does_not_pay():
+    """Fewer than 16 input channels forward, or fewer than 16 filters
+    backward: the direct sums, bit for bit."""
+    for shape, filters in (((8, 9, 10), 32), ((16, 9, 10), 8)):
+        wino, direct = _twins("float32", shape=shape, filters=filters)
+        tiles = wino.layers[0]._op.winograd_tiles(
+            shape, (filters, shape[0], 3, 3), "float32")
+        assert tiles[0] == 0 if shape[0] < 16 else tiles[1] == 0
+        x = np.random.default_rng(0).standard_normal((2,) + shape)
+        x = x.astype(np.float32)
+        y = wino.forward(x, training=True)
+        yd = direct.forward(x, training=True)
+        if tiles[0] == 0:
+            assert np.array_equal(y, yd)
+        g = np.ones_like(y)
+        gx, gxd = wino.backward(g), direct.backward(g)
+        if tiles[1] == 0:
+            assert np.array_equal(gx, gxd)
+
+
+def test_layer_arguments():
+    for bad in ("yes", 1, None):
+        with pytest.raises(TypeError, match="winograd must be a bool"):
+            L.Conv2D(16, 3, winograd=bad)
+    for kw in (dict(kernel_size=5), dict(kernel_size=3, stride=2),
+               dict(kernel_size=3, dilation=2),
+               dict(kernel_size=3, groups=2), dict(kernel_size=(3, 1))):
+        with pytest.raises(ValueError, match="winograd=True needs a 3x3"):
+            L.Conv2D(16, winograd=True, **kw)
+    assert L.Conv2D(16, 3, winograd=np.bool_(True)).winograd is True
+    assert "winograd" not in L.Conv2D(16, 3).get_config()
+    assert L.Conv2D(16, 3, winograd=True).get_config()["winograd"] is True
+
+
+def _resnet_fit(threads, winograd, batch_size=32):
+    from helpers import num_threads
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 3, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 4, 40)
+    with num_threads(threads):
+        net = models.resnet(8, 4, (3, 8, 8), seed=0, winograd=winograd)
+        net.fit(x, y, epochs=2, batch_size=batch_size,
+                optimizer=optim.Adam(1e-3), verbose=0, shuffle=False)
+    return net.flat_params.copy()
+
+
+def test_training_bits_do_not_depend_on_the_threads():
+    want = _resnet_fit(1, True)
+    for t in (2, 3):
+        assert want.tobytes() == _resnet_fit(t, True).tobytes()
+    # Winograd's rounding: close to the direct sums' training, not equal
+    direct = _resnet_fit(1, False)
+    assert want.tobytes() != direct.tobytes()
+    assert np.allclose(want, direct, rtol=1e-2, atol=1e-3)
+
+
+def test_resnet_takes_winograd_on_its_3x3_convolutions_of_stride_1():
+    net = models.resnet(8, 4, (3, 16, 16), seed=0, winograd=True)
+    convs = [lay for lay in net.layers if type(lay) is L.Conv2D]
+    for conv in convs:
+        assert conv.winograd == (conv.kernel_size == (3, 3) and
+                                 conv.stride == (1, 1))
+    assert sum(c.winograd for c in convs) == 5      # stem, 2 + 1 + 1
+    with pytest.raises(TypeError, match="winograd must be a bool"):
+        models.resnet(8, winograd="yes")

@@ -155,26 +155,84 @@ def pool_output_hw(hw, kernel_hw, stride, padding, ceil_mode=False):
 
 class Conv2DOp:
     """conv2d with a fixed geometry: stride (sh, sw), padding (top, bottom,
-    left, right), dilation (dh, dw) and groups."""
+    left, right), dilation (dh, dw) and groups; with ``winograd``, the
+    forward pass and the input gradient by Winograd's F(4x4, 3x3) where
+    :meth:`winograd_tiles` says it computes them."""
 
-    __slots__ = ("stride", "padding", "dilation", "groups")
+    __slots__ = ("stride", "padding", "dilation", "groups", "winograd",
+                 "_tiles")
 
-    def __init__(self, stride, padding, dilation, groups=1):
+    def __init__(self, stride, padding, dilation, groups=1, winograd=False):
         self.stride = tuple(stride)
         self.padding = tuple(padding)
         self.dilation = tuple(dilation)
         self.groups = int(groups)
+        self.winograd = bool(winograd)
+        self._tiles = {}
+
+    def winograd_tiles(self, x_shape, w_shape, dtype):
+        """(forward, input gradient): 4 where that pass runs by F(4x4, 3x3),
+        else 0, for inputs of ``x_shape`` (C, H, W).  A pass takes it where
+        Winograd's route through channel blocks computes it (a 3x3 kernel
+        of stride 1 and dilation 1, one group, padding of at most 2 for the
+        input gradient, filters a whole number of the SIMD path's vectors)
+        and the products' depth -- the input channels forward, the filters
+        backward -- is at least 16 (below that the direct sums measured as
+        fast).  The choice depends on the shapes alone, never on the batch
+        or the threads."""
+        key = (tuple(x_shape), tuple(w_shape), np.dtype(dtype).char)
+        tiles = self._tiles.get(key)
+        if tiles is not None:
+            return tiles
+        tiles = (0, 0)
+        if (self.winograd and self.groups == 1 and
+                tuple(w_shape[2:]) == (3, 3) and self.stride == (1, 1) and
+                self.dilation == (1, 1) and len(self.padding) == 4):
+            k, c = w_shape[0], w_shape[1]
+            fwd = int(c >= 16 and _kernels._winograd_blocks(
+                (1,) + tuple(x_shape), w_shape, self.padding, dtype, 4))
+            back = tuple(2 - p for p in self.padding)
+            oh, ow = conv_output_hw(x_shape[1:], (3, 3), (1, 1),
+                                    self.padding, (1, 1))
+            data = int(k >= 16 and min(back) >= 0 and
+                       _kernels._winograd_blocks(
+                           (1, k, oh, ow), (c, k, 3, 3), back, dtype, 4))
+            tiles = (4 * fwd, 4 * data)
+        self._tiles[key] = tiles
+        return tiles
 
     def forward(self, x, weight, bias, relu=False, out=None):
         """y (N,K,OH,OW) = conv(x, weight) + bias, then max(0, y) when
         ``relu`` (the bits of a separate ReLU)."""
+        tile = (self.winograd_tiles(x.shape[1:], weight.shape, x.dtype)[0]
+                if self.winograd else 0)
         return _kernels.conv2d_forward(x, weight, bias, self.stride,
                                        self.padding, self.dilation, relu, out,
-                                       groups=self.groups)
+                                       groups=self.groups,
+                                       winograd=tile or None)
+
+    def _winograd_input_grad(self, grad, x, weight, input_grad, gx):
+        """The input gradient by F(4x4, 3x3) where it takes it, else None:
+        a convolution of grad by the filters turned half a turn and
+        transposed (C, K, 3, 3), padded by 2 - p on each side."""
+        if not (self.winograd and input_grad and
+                self.winograd_tiles(x.shape[1:], weight.shape, x.dtype)[1]):
+            return None
+        turned = np.ascontiguousarray(
+            weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        return _kernels.conv2d_forward(
+            grad, turned, None, (1, 1), tuple(2 - p for p in self.padding),
+            (1, 1), False, gx, winograd=4)
 
     def backward(self, grad, x, weight, input_grad=True, bias=True,
                  gx=None, gw=None, gb=None):
         """(grad_x or None, grad_weight, grad_bias or None)."""
+        wgx = self._winograd_input_grad(grad, x, weight, input_grad, gx)
+        if wgx is not None:
+            _, gw, gb = _kernels.conv2d_backward(
+                grad, x, weight, self.stride, self.padding, self.dilation,
+                False, bias, None, gw, gb, groups=self.groups)
+            return wgx, gw, gb
         return _kernels.conv2d_backward(grad, x, weight, self.stride,
                                         self.padding, self.dilation,
                                         input_grad, bias, gx, gw, gb,
@@ -185,6 +243,12 @@ class Conv2DOp:
         """The weight (and bias) gradient of each run of samples
         ``[bounds[q], bounds[q+1])`` into ``gw_parts[q]`` (``gb_parts[q]``);
         returns the input gradient (or None)."""
+        wgx = self._winograd_input_grad(grad, x, weight, input_grad, gx)
+        if wgx is not None:
+            _kernels.conv2d_backward_parts(
+                grad, x, weight, self.stride, self.padding, self.dilation,
+                bounds, gw_parts, gb_parts, False, None, groups=self.groups)
+            return wgx
         return _kernels.conv2d_backward_parts(
             grad, x, weight, self.stride, self.padding, self.dilation,
             bounds, gw_parts, gb_parts, input_grad, gx, groups=self.groups)

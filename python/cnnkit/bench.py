@@ -158,10 +158,14 @@ def _api(fw):
     return reference
 
 
-def _conv(group, n, c, h, k, r, pad, passes, stride=1, groups=1):
+def _conv(group, n, c, h, k, r, pad, passes, stride=1, groups=1,
+          winograd=False):
     """Conv2d of x (n, c, h, h) with k filters r x r (of c / groups
     channels); ``passes`` among "fwd", "bwd" (the gradients of x, weight
-    and bias from the output's) and "fwd+bwd"."""
+    and bias from the output's) and "fwd+bwd".  With ``winograd``,
+    cnnkit's side is the passes of ``Conv2D(winograd=True)`` (forward and
+    input gradient by F(4x4, 3x3) where it takes them), PyTorch's the
+    same as without."""
     oh = (h + 2 * pad - r) // stride + 1
     cg = c // groups
     flops = 2 * n * k * oh * oh * cg * r * r
@@ -173,10 +177,24 @@ def _conv(group, n, c, h, k, r, pad, passes, stride=1, groups=1):
     hp = dict(padding=pad, stride=stride, groups=groups)
     name = "conv2d" if groups == 1 else \
         "depthwise" if groups == c else "grouped conv"
+    if winograd:
+        name = "winograd"
 
     def build(fw, kind):
         x, w, b, g = _arrays((n, c, h, h), (k, cg, r, r), (k,),
                              (n, k, oh, oh))
+        if fw == "cnnkit" and winograd:
+            from ._ops import Conv2DOp
+            op = Conv2DOp((1, 1), (pad,) * 4, (1, 1), 1, winograd=True)
+            if kind == "fwd":
+                return lambda: op.forward(x, w, b)
+            if kind == "bwd":
+                return lambda: op.backward(g, x, w)
+
+            def wstep():
+                op.forward(x, w, b)
+                return op.backward(g, x, w)
+            return wstep
         if fw != "torch":
             api = _api(fw)
             if kind == "fwd":
@@ -294,6 +312,11 @@ GRID_CONV = [(16, 16, 56, 3, 1, 1), (32, 32, 28, 3, 1, 1),
              (64, 64, 56, 3, 1, 64), (128, 128, 28, 3, 2, 128)]
 GRID_CONV_128 = [(32, 32, 28, 3, 1, 1), (128, 128, 7, 3, 1, 1),
                  (32, 64, 14, 5, 1, 1)]
+#: The grid's 3x3 layers of stride 1 again with Conv2D(winograd=True):
+#: (batch, c, k, h).
+GRID_WINOGRAD = [(n, c, c, h) for n in (1, 32)
+                 for c, h in ((16, 56), (32, 28), (64, 14), (128, 7))] + \
+                [(128, 32, 32, 28), (128, 128, 128, 7)]
 #: (batch, in, out) dense layers up to 4096 wide.
 GRID_DENSE = [(1, 3136, 1024), (32, 3136, 1024), (128, 3136, 1024),
               (1, 4096, 4096), (32, 4096, 4096), (128, 1024, 1024)]
@@ -305,6 +328,8 @@ def _grid(smoke):
     machine's measured peak)."""
     if smoke:
         return (_conv("grid", 1, 2, 6, 3, 3, 1, ("fwd", "bwd")) +
+                _conv("grid", 2, 16, 6, 16, 3, 1, ("fwd", "bwd"),
+                      winograd=True) +
                 _dense(2, 16, 8, "grid"))
     out = []
     for n, shapes in ((1, GRID_CONV), (32, GRID_CONV),
@@ -312,6 +337,8 @@ def _grid(smoke):
         for c, k, h, r, stride, groups in shapes:
             out += _conv("grid", n, c, h, k, r, r // 2, ("fwd", "bwd"),
                          stride, groups)
+    for n, c, k, h in GRID_WINOGRAD:
+        out += _conv("grid", n, c, h, k, 3, 1, ("fwd", "bwd"), winograd=True)
     for n, f, o in GRID_DENSE:
         out += _dense(n, f, o, "grid")
     return out

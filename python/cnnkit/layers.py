@@ -566,6 +566,18 @@ class Conv2D(_Affine):
         the filters are cut into ``groups`` equal runs, and filter run q
         sees only channel run q; the weight is ``(filters, C / groups, R,
         S)``.  ``groups`` must divide ``filters`` and the input channels.
+    winograd : bool, default False
+        Compute the forward pass and the input gradient by Winograd's
+        minimal filtering F(4x4, 3x3) (see :ref:`perf-winograd`), for a 3x3
+        kernel of stride 1 and dilation 1 with ``groups=1``: 1.5-2.5x
+        faster forward and 1.6-2.2x for the input gradient on layers of 16
+        channels and more, on the SIMD paths where the filters are a
+        multiple of 16 (8 in float64).  Elsewhere (fewer than 16 input
+        channels, other filter counts) the layer keeps the direct sums.
+        The weight gradient is always the direct sums.  Rounding differs
+        from the direct sums: each output within ``8 eps (max|x| sum|w_k|
+        + |b_k|)`` of the exact one, eps the dtype's; the results do not
+        depend on the threads, the batch or the MPI ranks.
 
     Examples
     --------
@@ -582,19 +594,30 @@ class Conv2D(_Affine):
     forward_epilogues = frozenset({"relu"})
 
     def __init__(self, filters, kernel_size, stride=1, padding=0, dilation=1,
-                 use_bias=True, groups=1, name=None):
+                 use_bias=True, groups=1, winograd=False, name=None):
         super().__init__(name)
         cls = type(self).__name__
         self.groups = check_int(groups, "groups", 1, cls)
+        if not isinstance(winograd, (bool, np.bool_)):
+            raise TypeError(f"{cls}: winograd must be a bool, got "
+                            f"{winograd!r}")
         self._init_geometry(filters, kernel_size, stride, padding, dilation,
-                            use_bias)
+                            use_bias, bool(winograd))
         if self.filters % self.groups:
             raise ValueError(
                 f"{cls}: groups={self.groups} must divide filters="
                 f"{self.filters}")
+        if self.winograd and (self.kernel_size != (3, 3) or
+                              self.stride != (1, 1) or
+                              self.dilation != (1, 1) or self.groups != 1):
+            raise ValueError(
+                f"{cls}: winograd=True needs a 3x3 kernel of stride 1 and "
+                f"dilation 1 with groups=1; got kernel_size="
+                f"{self.kernel_size}, stride={self.stride}, dilation="
+                f"{self.dilation}, groups={self.groups}")
 
     def _init_geometry(self, filters, kernel_size, stride, padding, dilation,
-                       use_bias):
+                       use_bias, winograd=False):
         cls = type(self).__name__
         self.filters = check_int(filters, "filters", 1, cls)
         self.kernel_size = check_pair(kernel_size, "kernel_size", 1, cls)
@@ -610,8 +633,9 @@ class Conv2D(_Affine):
                                  self.dilation, cls)
         self.padding = padding
         self.use_bias = bool(use_bias)
+        self.winograd = winograd
         self._op = _ops.Conv2DOp(self.stride, pad4, self.dilation,
-                                 self.groups)
+                                 self.groups, winograd)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -649,6 +673,8 @@ class Conv2D(_Affine):
                   "use_bias": self.use_bias}
         if self.groups != 1:
             config["groups"] = self.groups
+        if self.winograd:
+            config["winograd"] = True
         return config
 
 

@@ -18,6 +18,7 @@ name               network
 """
 import functools
 import re
+import numpy as np
 
 from . import layers as L
 from ._checks import check_int
@@ -81,26 +82,29 @@ def lenet5(num_classes=10, input_shape=(1, 28, 28), seed=None,
         L.Dense(num_classes)], input_shape=(c, h, w), seed=seed, dtype=dtype)
 
 
-def _conv_bn(x, filters, kernel_size, stride, relu):
-    """conv (no bias) -> batch norm [-> ReLU]."""
+def _conv_bn(x, filters, kernel_size, stride, relu, winograd=False):
+    """conv (no bias) -> batch norm [-> ReLU]; ``winograd`` for the 3x3
+    convolutions of stride 1."""
+    winograd = winograd and kernel_size == 3 and stride == 1
     x = L.Conv2D(filters, kernel_size, stride=stride,
-                 padding=kernel_size // 2, use_bias=False)(x)
+                 padding=kernel_size // 2, use_bias=False,
+                 winograd=winograd)(x)
     x = L.BatchNorm2D()(x)
     return L.ReLU()(x) if relu else x
 
 
-def _basic_block(x, filters, stride, channels):
+def _basic_block(x, filters, stride, channels, winograd):
     """Two 3x3 conv-BN layers and a shortcut: the identity, or a 1x1
     conv-BN projection where the shape changes."""
-    y = _conv_bn(x, filters, 3, stride, relu=True)
-    y = _conv_bn(y, filters, 3, 1, relu=False)
+    y = _conv_bn(x, filters, 3, stride, relu=True, winograd=winograd)
+    y = _conv_bn(y, filters, 3, 1, relu=False, winograd=winograd)
     if stride != 1 or channels != filters:
         x = _conv_bn(x, filters, 1, stride, relu=False)
     return L.ReLU()(L.Add()([y, x]))
 
 
 def resnet(depth=20, num_classes=10, input_shape=(3, 32, 32), width=16,
-           seed=None, dtype="float32"):
+           seed=None, dtype="float32", winograd=False):
     r"""The CIFAR ResNets of He et al. (2016), with batch normalisation.
 
     A 3x3 conv of ``width`` channels, then three stages of
@@ -127,6 +131,11 @@ def resnet(depth=20, num_classes=10, input_shape=(3, 32, 32), width=16,
         Channels of the first stage.
     seed : int or None
     dtype : {"float32", "float64"}
+    winograd : bool, default False
+        Build the 3x3 convolutions of stride 1 with ``winograd=True``
+        (:class:`~cnnkit.layers.Conv2D`): their forward passes and input
+        gradients by F(4x4, 3x3) where the shapes allow it, rounded
+        differently from the direct sums.
 
     Returns
     -------
@@ -156,13 +165,15 @@ def resnet(depth=20, num_classes=10, input_shape=(3, 32, 32), width=16,
     shape = _check_shape(input_shape, "resnet")
     n = (depth - 2) // 6
     inp = Input(shape)
-    x = _conv_bn(inp, width, 3, 1, relu=True)
+    if not isinstance(winograd, (bool, np.bool_)):
+        raise TypeError(f"resnet: winograd must be a bool, got {winograd!r}")
+    x = _conv_bn(inp, width, 3, 1, relu=True, winograd=bool(winograd))
     channels = width
     for stage in range(3):
         filters = width * 2 ** stage
         for block in range(n):
             stride = 2 if stage > 0 and block == 0 else 1
-            x = _basic_block(x, filters, stride, channels)
+            x = _basic_block(x, filters, stride, channels, bool(winograd))
             channels = filters
     x = L.GlobalAvgPool2D()(x)
     out = L.Dense(num_classes)(L.Flatten()(x))

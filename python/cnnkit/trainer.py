@@ -577,7 +577,8 @@ class BatchSums:
 def _compilable(model):
     """Whether a compiled step (:func:`_compile_step`) can train the model:
     a chain of Conv2D, Dense, ReLU, MaxPool2D and Flatten layers (exactly
-    these classes), each called once, with parameters."""
+    these classes), each called once, with parameters; no Conv2D with
+    ``winograd`` (the step runs the direct sums)."""
     from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
     g = getattr(model, "_graph", None)
     if g is None or model.dtype not in (np.float32, np.float64):
@@ -587,7 +588,8 @@ def _compilable(model):
         if type(layer) not in (Conv2D, Dense, Flatten, MaxPool2D, ReLU) \
                 or g.slots[i] != (i,) or g.shared(layer):
             return False
-        if type(layer) is Conv2D and len(layer._op.padding) != 4:
+        if type(layer) is Conv2D and (len(layer._op.padding) != 4 or
+                                      layer.winograd):
             return False
     return (g.output_slot == len(g.order) and
             any(node.layer.grads for node in g.order))
