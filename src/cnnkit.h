@@ -810,6 +810,31 @@ int cnnkit_conv_winograd_tile(const cnnkit_conv2d_geom *g);
  * vectors on an engine with the plans' blocked convolution.  The other
  * route is several times slower on most shapes. */
 int cnnkit_conv_winograd_blocks(const cnnkit_conv2d_geom *g, int f64);
+/* The weight gradients gw + q * wstride (K, C, 3, 3) of the runs of
+ * images [bounds[q], bounds[q+1]), q < nparts, of g (which Winograd
+ * applies to, g->winograd 2: F(4x4, 3x3)), from the output gradient gy
+ * and the input x, by the route through channel blocks
+ * (winograd_engine.h): its workspace (0 where the active engine does not
+ * compute g) and the pass, which returns 0 without writing anything where
+ * it does not take g, else sets done[q] to 1 for each run written, 0 for
+ * a run of fewer than min_tiles tiles of 4x4 outputs (an empty one among
+ * them) or one where a value of x or gy is not finite or beyond 1e30 in
+ * magnitude (not written). */
+ptrdiff_t cnnkit_conv_winograd_weight_workspace(const cnnkit_conv2d_geom *g,
+                                                int nthreads, int f64);
+int cnnkit_conv_winograd_weight_f32(float *gw, ptrdiff_t wstride, int *done,
+                                    const float *gy, const float *x,
+                                    const int64_t *bounds, ptrdiff_t nparts,
+                                    ptrdiff_t min_tiles, float *work,
+                                    const cnnkit_conv2d_geom *g,
+                                    int nthreads);
+int cnnkit_conv_winograd_weight_f64(double *gw, ptrdiff_t wstride,
+                                    int *done, const double *gy,
+                                    const double *x, const int64_t *bounds,
+                                    ptrdiff_t nparts, ptrdiff_t min_tiles,
+                                    double *work,
+                                    const cnnkit_conv2d_geom *g,
+                                    int nthreads);
 ptrdiff_t cnnkit_conv_winograd_workspace_f32(const cnnkit_conv2d_geom *g,
                                              int nthreads);
 ptrdiff_t cnnkit_conv_winograd_workspace_f64(const cnnkit_conv2d_geom *g,

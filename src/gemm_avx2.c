@@ -157,6 +157,7 @@
 CNNKIT_ENGINE_WORKSPACE(avx2)
 CNNKIT_ENGINE_DIRECT(avx2)
 CNNKIT_ENGINE_WINOGRAD(avx2)
+CNNKIT_ENGINE_WINOGRAD_WEIGHT(avx2)
 CNNKIT_ENGINE_PACKED(avx2)
 CNNKIT_ENGINE_WTREE(avx2)
 CNNKIT_ENGINE_BLOCKED(avx2)
@@ -174,6 +175,7 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx2 = {
     conv_direct_packed_size_avx2, conv_direct_pack_f32_avx2,
     conv_direct_pack_f64_avx2,
     conv_wg_workspace_avx2, wg_forward_f32_avx2, wg_forward_f64_avx2,
+    conv_ww_workspace_avx2, ww_entry_f32_avx2, ww_entry_f64_avx2,
     wtree_workspace_avx2, wtree_f32_avx2, wtree_f64_avx2,
     blocked_lanes_avx2, blocked_ws_avx2, conv_blocked_f32_avx2,
     conv_blocked_f64_avx2,

@@ -181,6 +181,7 @@
 CNNKIT_ENGINE_WORKSPACE(avx512)
 CNNKIT_ENGINE_DIRECT(avx512)
 CNNKIT_ENGINE_WINOGRAD(avx512)
+CNNKIT_ENGINE_WINOGRAD_WEIGHT(avx512)
 CNNKIT_ENGINE_PACKED(avx512)
 CNNKIT_ENGINE_WTREE(avx512)
 CNNKIT_ENGINE_BLOCKED(avx512)
@@ -198,6 +199,7 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_avx512 = {
     conv_direct_packed_size_avx512, conv_direct_pack_f32_avx512,
     conv_direct_pack_f64_avx512,
     conv_wg_workspace_avx512, wg_forward_f32_avx512, wg_forward_f64_avx512,
+    conv_ww_workspace_avx512, ww_entry_f32_avx512, ww_entry_f64_avx512,
     wtree_workspace_avx512, wtree_f32_avx512, wtree_f64_avx512,
     blocked_lanes_avx512, blocked_ws_avx512, conv_blocked_f32_avx512,
     conv_blocked_f64_avx512,

@@ -112,6 +112,21 @@ typedef struct cnnkit_gemm_engine {
     int (*wg_forward_f64)(double *y, const double *x, const double *w,
                           const double *bias, int relu, double *work,
                           const cnnkit_conv2d_geom *g, int nthreads);
+    /* Winograd's F(4x4, 3x3) weight gradient (winograd_engine.h), or
+     * NULL: its workspace, 0 when it does not compute g, and the pass,
+     * which returns 0 without writing gw when it does not take g. */
+    ptrdiff_t (*ww_workspace)(const cnnkit_conv2d_geom *g, int nthreads,
+                              int f64);
+    int (*ww_weight_f32)(float *gw, ptrdiff_t wstride, int *done,
+                         const float *gy, const float *x,
+                         const int64_t *bounds, ptrdiff_t nparts,
+                         ptrdiff_t min_tiles, float *work, const cnnkit_conv2d_geom *g,
+                         int nthreads);
+    int (*ww_weight_f64)(double *gw, ptrdiff_t wstride, int *done,
+                         const double *gy, const double *x,
+                         const int64_t *bounds, ptrdiff_t nparts,
+                         ptrdiff_t min_tiles, double *work, const cnnkit_conv2d_geom *g,
+                         int nthreads);
     /* The dense weight gradient's tree of parts (wtree in gemm_impl.h),
      * or NULL: its workspace for gy of n rows and o columns on nthreads
      * threads (elements of the larger of both types' needs), and the
@@ -221,6 +236,14 @@ const cnnkit_gemm_engine *cnnkit_gemm_active(int *how);
     {                                                                       \
         return f64 ? wg_workspace_f64_##path(g, nthreads)                   \
                    : wg_workspace_f32_##path(g, nthreads);                  \
+    }
+
+#define CNNKIT_ENGINE_WINOGRAD_WEIGHT(path)                                 \
+    static ptrdiff_t conv_ww_workspace_##path(const cnnkit_conv2d_geom *g,  \
+                                              int nthreads, int f64)        \
+    {                                                                       \
+        return f64 ? ww_workspace_f64_##path(g, nthreads)                   \
+                   : ww_workspace_f32_##path(g, nthreads);                  \
     }
 
 #define CNNKIT_ENGINE_WTREE(path)                                           \

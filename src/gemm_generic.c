@@ -105,6 +105,7 @@ const cnnkit_gemm_engine cnnkit_gemm_engine_generic = {
     NULL, NULL, NULL, NULL, NULL, NULL,
     NULL, NULL, NULL,   /* nothing packed ahead */
     conv_wg_workspace_generic, wg_forward_f32_generic, wg_forward_f64_generic,
+    NULL, NULL, NULL,   /* no Winograd weight gradient */
     NULL, NULL, NULL,   /* dense.c's tree of whole tiles */
     NULL, NULL, NULL, NULL,   /* no blocked convolution */
     NULL, NULL, NULL, NULL,   /* max pooling: pool2d.c's loops */

@@ -116,3 +116,39 @@ int cnnkit_conv_winograd_f64(double *y, const double *x, const double *w,
     return cnnkit_gemm_active(NULL)->wg_forward_f64(y, x, w, bias, relu,
                                                     work, g, nthreads);
 }
+
+ptrdiff_t cnnkit_conv_winograd_weight_workspace(const cnnkit_conv2d_geom *g,
+                                                int nthreads, int f64)
+{
+    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
+    return e->ww_workspace ? e->ww_workspace(g, nthreads, f64) : 0;
+}
+
+int cnnkit_conv_winograd_weight_f32(float *gw, ptrdiff_t wstride, int *done,
+                                    const float *gy, const float *x,
+                                    const int64_t *bounds, ptrdiff_t nparts,
+                                    ptrdiff_t min_tiles, float *work,
+                                    const cnnkit_conv2d_geom *g,
+                                    int nthreads)
+{
+    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
+    return e->ww_weight_f32 ? e->ww_weight_f32(gw, wstride, done, gy, x,
+                                               bounds, nparts, min_tiles,
+                                               work, g, nthreads)
+                            : 0;
+}
+
+int cnnkit_conv_winograd_weight_f64(double *gw, ptrdiff_t wstride,
+                                    int *done, const double *gy,
+                                    const double *x, const int64_t *bounds,
+                                    ptrdiff_t nparts, ptrdiff_t min_tiles,
+                                    double *work,
+                                    const cnnkit_conv2d_geom *g,
+                                    int nthreads)
+{
+    const cnnkit_gemm_engine *e = cnnkit_gemm_active(NULL);
+    return e->ww_weight_f64 ? e->ww_weight_f64(gw, wstride, done, gy, x,
+                                               bounds, nparts, min_tiles,
+                                               work, g, nthreads)
+                            : 0;
+}

@@ -17,6 +17,17 @@
  * direct sum would not; a filter beyond it sends the call to the direct
  * path, an input row beyond it its tile row to a direct sum. */
 #define WG_LIMIT 1e30
+/* G of F(2x2, 3x3) and of F(4x4, 3x3) (whose sixths round), for the
+ * transforms the route through channel blocks computes in double */
+static const double wb_g2[4][3] = {
+    {1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+static const double wb_g4[6][3] = {
+    {0.25, 0, 0},
+    {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+    {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+    {1.0 / 24, 1.0 / 12, 1.0 / 6},
+    {1.0 / 24, -1.0 / 12, 1.0 / 6},
+    {0, 0, 1}};
 #endif
 
 typedef struct {
@@ -728,17 +739,8 @@ static void SFX(wg_output)(REAL *restrict y, const REAL *restrict m,
 static void SFX(wb_filters)(REAL *restrict u, const REAL *restrict w,
                             const cnnkit_conv2d_geom *g, int nthreads)
 {
-    static const double g2[4][3] = {
-        {1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
-    static const double g4[6][3] = {
-        {0.25, 0, 0},
-        {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-        {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-        {1.0 / 24, 1.0 / 12, 1.0 / 6},
-        {1.0 / 24, -1.0 / 12, 1.0 / 6},
-        {0, 0, 1}};
     const int a = cnnkit_conv_winograd_tile(g) + 2;
-    const double(*G)[3] = a == 6 ? g4 : g2;
+    const double(*G)[3] = a == 6 ? wb_g4 : wb_g2;
     const ptrdiff_t C = g->c, K = g->k;
     const ptrdiff_t tasks = C * cnnkit_ceil_div(K, WB_KF);
     const int nt = cnnkit_team(200.0 * C * K, tasks, nthreads);
@@ -792,21 +794,21 @@ static int SFX(wb_beyond)(const REAL *restrict p, ptrdiff_t n)
  * fl[(img * nbc + blk) * h + i]: 1 where row i of the block's channels
  * holds a value not finite or beyond WG_LIMIT, else 0. */
 static void SFX(wb_to)(REAL *restrict xb, REAL *restrict fl,
-                       const REAL *restrict x, const cnnkit_conv2d_geom *g,
-                       const SFX(wb_plan) *b, int nthreads)
+                       const REAL *restrict x, ptrdiff_t n, ptrdiff_t c,
+                       ptrdiff_t h, ptrdiff_t w, ptrdiff_t pin, int nthreads)
 {
-    const ptrdiff_t h = g->h, w = g->w, pin = b->pin;
+    const ptrdiff_t nbc = cnnkit_ceil_div(c, WB_BLK);
     const ptrdiff_t wp = w + 2 * pin, plane = (h + 2 * pin) * wp * WB_BLK;
-    const ptrdiff_t tasks = g->n * b->nbc, hw = h * w;
+    const ptrdiff_t tasks = n * nbc, hw = h * w;
     const size_t side = (size_t)(pin * WB_BLK) * sizeof(REAL);
     const int nt = cnnkit_team(2.0 * tasks * plane, tasks, nthreads);
     (void)nt; /* unused in serial builds */
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t t = 0; t < tasks; t++) {
-        const ptrdiff_t img = t / b->nbc, c0 = t % b->nbc * WB_BLK;
-        const ptrdiff_t lanes = CNNKIT_MIN(WB_BLK, g->c - c0);
+        const ptrdiff_t img = t / nbc, c0 = t % nbc * WB_BLK;
+        const ptrdiff_t lanes = CNNKIT_MIN(WB_BLK, c - c0);
         REAL *restrict o = xb + t * plane;
-        const REAL *restrict f = x + (img * g->c + c0) * hw;
+        const REAL *restrict f = x + (img * c + c0) * hw;
         memset(o, 0, side * (size_t)wp);                 /* top rows */
         memset(o + (pin + h) * wp * WB_BLK, 0, side * (size_t)wp);
         for (ptrdiff_t i = 0; i < h; i++) {
@@ -872,7 +874,7 @@ static void SFX(wb_forward)(REAL *y, const REAL *x, const REAL *w,
     REAL *cw = fl + b->fl;
     const ptrdiff_t m = cnnkit_conv_winograd_tile(g);
     SFX(wb_filters)(u, w, g, nthreads);
-    SFX(wb_to)(xb, fl, x, g, b, nthreads);
+    SFX(wb_to)(xb, fl, x, g->n, g->c, g->h, g->w, b->pin, nthreads);
     SFX(conv_wino)(yb, xb, u, bias, relu, NULL, b->pin, 0, cw, &b->g2,
                    nthreads);
     SFX(wb_from)(y, yb, g, b, nthreads);
@@ -892,6 +894,240 @@ static void SFX(wb_forward)(REAL *y, const REAL *x, const REAL *w,
                                 g, i, (int)m);
     }
 }
+/* ---- The weight gradient by F(4x4, 3x3) ------------------------------
+ *
+ * The forward's output is y[k] = sum_c A^T (U[k, c] (.) V[c]) A per tile,
+ * U = G w G^T, V = B^T d B.  So the gradient of the weights sums, over
+ * the tiles t of the batch, dU[k, c] = sum_t dM_t[k] (.) V_t[c], with
+ * dM_t = A dY_t A^T (dY_t the output gradient's 4x4 tile, 0 past the
+ * output's sides), and gw[k, c] = G^T dU[k, c] G (in double, rounded
+ * once).  For each of the 36 places q the sum over tiles is one matrix
+ * product dU_q (C, K) = V_q^T DM_q over T tiles, summed in the GEMM's
+ * fixed slabs: the bits depend on the images and their order, not on the
+ * threads.  36 products per filter, channel and tile where the direct
+ * sums take 144.  The transforms' coefficients (up to 8 in A, 5 in B^T,
+ * sixths in G) make its rounding larger than the direct sums'
+ * (tests/test_winograd.py holds it to a bound). */
+typedef struct {
+    SFX(wb_plan) f;         /* x's blocks: the forward's route      */
+    ptrdiff_t per, tw;      /* tiles per image, per tile row        */
+    ptrdiff_t tc;           /* tiles per chunk (L2-sized)           */
+    ptrdiff_t pg;           /* the border of gy's blocks            */
+    ptrdiff_t cp, kp;       /* channels, filters: whole blocks      */
+    ptrdiff_t gb, gfl;      /* elements of gy's blocks, row marks   */
+    ptrdiff_t v, dm, du;    /* a thread's V, DM of a chunk (36 tc cp,
+                             * 36 tc kp) and dU (36 C K)            */
+    ptrdiff_t gws;          /* a thread's GEMM workspace            */
+    ptrdiff_t share;        /* a thread's elements                  */
+    ptrdiff_t total;        /* all of it                            */
+} SFX(ww_plan);
+
+static int SFX(ww_layout)(const cnnkit_conv2d_geom *g, int nthreads,
+                          SFX(ww_plan) *p)
+{
+    if (cnnkit_conv_winograd_tile(g) != 4 ||
+        !SFX(wb_layout)(g, nthreads, &p->f))
+        return 0;
+    const ptrdiff_t oh2 = p->f.g2.oh, ow2 = p->f.g2.ow;
+    p->tw = ow2 / 4;
+    p->per = oh2 / 4 * p->tw;
+    p->pg = CNNKIT_MAX(oh2 - g->oh, ow2 - g->ow);
+    p->cp = p->f.nbc * WB_BLK;
+    p->kp = cnnkit_ceil_div(g->k, WB_BLK) * WB_BLK;
+    /* a chunk's transformed tiles in about 512 KiB; it depends on the
+     * channels and filters only, so the sums' order does too */
+    p->tc = CNNKIT_MAX((ptrdiff_t)8,
+                       (ptrdiff_t)(524288 / sizeof(REAL)) /
+                           (36 * (p->cp + p->kp)) / 8 * 8);
+    p->gb = g->n * p->kp * (g->oh + 2 * p->pg) * (g->ow + 2 * p->pg);
+    p->gfl = SFX(wg_round)(g->n * (p->kp / WB_BLK) * g->oh);
+    p->v = SFX(wg_round)(36 * p->tc * p->cp);
+    p->dm = SFX(wg_round)(36 * p->tc * p->kp);
+    p->du = SFX(wg_round)(36 * g->c * g->k);
+    p->gws = SFX(wg_round)(SFX(workspace)(g->c, g->k, p->tc));
+    p->share = p->v + p->dm + p->du + p->gws;
+    p->total = p->f.u + p->f.xb + p->f.fl + p->gb + p->gfl +
+               (ptrdiff_t)CNNKIT_MAX(nthreads, 1) * p->share;
+    return 1;
+}
+
+/* dM = A dY A^T of one tile's 4x4 pixel vectors at p (rows wp pixels
+ * apart), place q = 6a + b's vector at o + q * sq. */
+static inline __attribute__((always_inline)) void
+SFX(ww_grad_tile)(REAL *o, ptrdiff_t sq, const REAL *p, ptrdiff_t wp)
+{
+    VEC e[6][4];                      /* A dY */
+    for (int j = 0; j < 4; j++) {
+        VEC d[4];
+        for (int i = 0; i < 4; i++)
+            d[i] = VLOAD(p + (i * wp + j) * WB_BLK);
+        const VEC s02 = VADD(d[0], d[2]), s13 = VADD(d[1], d[3]);
+        e[0][j] = d[0];
+        e[1][j] = VADD(s02, s13);
+        e[2][j] = VSUB(s02, s13);
+        e[3][j] = VFMA(VSET1(2), VFMA(VSET1(4), d[3], d[1]),
+                       VFMA(VSET1(4), d[2], d[0]));
+        e[4][j] = VFMA(VSET1(-2), VFMA(VSET1(4), d[3], d[1]),
+                       VFMA(VSET1(4), d[2], d[0]));
+        e[5][j] = d[3];
+    }
+    for (int a = 0; a < 6; a++) {     /* (A dY) A^T */
+        const VEC *d = e[a];
+        const VEC s02 = VADD(d[0], d[2]), s13 = VADD(d[1], d[3]);
+        VSTORE(o + (6 * a + 0) * sq, d[0]);
+        VSTORE(o + (6 * a + 1) * sq, VADD(s02, s13));
+        VSTORE(o + (6 * a + 2) * sq, VSUB(s02, s13));
+        VSTORE(o + (6 * a + 3) * sq,
+               VFMA(VSET1(2), VFMA(VSET1(4), d[3], d[1]),
+                    VFMA(VSET1(4), d[2], d[0])));
+        VSTORE(o + (6 * a + 4) * sq,
+               VFMA(VSET1(-2), VFMA(VSET1(4), d[3], d[1]),
+                    VFMA(VSET1(4), d[2], d[0])));
+        VSTORE(o + (6 * a + 5) * sq, d[3]);
+    }
+}
+
+/* gw (K, C, 3, 3) = G^T dU[k, c] G from du (36, C, K), in double, a
+ * channel's filters WB_KF at a time (vector loops over them). */
+#define WB_KF 32
+static void SFX(ww_weights)(REAL *restrict gw, const REAL *restrict du,
+                            ptrdiff_t C, ptrdiff_t K)
+{
+    const double(*G)[3] = wb_g4;
+    for (ptrdiff_t c = 0; c < C; c++)
+        for (ptrdiff_t k0 = 0; k0 < K; k0 += WB_KF) {
+            const ptrdiff_t kn = CNNKIT_MIN((ptrdiff_t)WB_KF, K - k0);
+            double t[3][6][WB_KF];
+            for (int r = 0; r < 3; r++)            /* G^T dU */
+                for (int b = 0; b < 6; b++) {
+                    for (ptrdiff_t kk = 0; kk < kn; kk++)
+                        t[r][b][kk] = 0;
+                    for (int a = 0; a < 6; a++) {
+                        if (G[a][r] == 0)
+                            continue;
+                        const REAL *row =
+                            du + ((ptrdiff_t)(6 * a + b) * C + c) * K + k0;
+                        for (ptrdiff_t kk = 0; kk < kn; kk++)
+                            t[r][b][kk] += G[a][r] * (double)row[kk];
+                    }
+                }
+            for (int r = 0; r < 3; r++)            /* (G^T dU) G */
+                for (int q = 0; q < 3; q++)
+                    for (ptrdiff_t kk = 0; kk < kn; kk++) {
+                        double acc = 0;
+                        for (int b = 0; b < 6; b++)
+                            acc += t[r][b][kk] * G[b][q];
+                        gw[(((k0 + kk) * C + c) * 3 + r) * 3 + q] =
+                            (REAL)acc;
+                    }
+        }
+}
+#undef WB_KF
+
+/* The weight gradients of runs of images [bounds[q], bounds[q+1]) of the
+ * convolution g (tile 4), from the output gradient gy and the input x,
+ * into gw + q * wstride.  Each thread takes whole runs as they come: a
+ * run's tiles a chunk at a time transformed into the thread's share, the
+ * 36 products of the chunk added to the run's dU (the first from zero),
+ * then gw = G^T dU G.  done[q]: 1 where run q was written; 0 where it is
+ * empty or has fewer than min_tiles tiles, or holds a value of x or gy not
+ * finite or beyond WG_LIMIT (not written: the direct sums then serve).
+ * work: ww_layout's total. */
+static void SFX(ww_parts)(REAL *gw, ptrdiff_t wstride, int *done,
+                          const REAL *gy, const REAL *x,
+                          const int64_t *bounds, ptrdiff_t nparts,
+                          ptrdiff_t min_tiles, REAL *work,
+                          const cnnkit_conv2d_geom *g, const SFX(ww_plan) *p,
+                          int nthreads)
+{
+    const SFX(wb_plan) *b = &p->f;
+    REAL *xb = work + b->u, *fl = xb + b->xb, *gyb = fl + b->fl;
+    REAL *gfl = gyb + p->gb, *shares = gfl + p->gfl;
+    const ptrdiff_t nbk = p->kp / WB_BLK;
+    SFX(wb_to)(xb, fl, x, g->n, g->c, g->h, g->w, b->pin, nthreads);
+    SFX(wb_to)(gyb, gfl, gy, g->n, g->k, g->oh, g->ow, p->pg, nthreads);
+    const ptrdiff_t cp = p->cp, kp = p->kp, pin = b->pin, C = g->c;
+    const ptrdiff_t K = g->k;
+    const ptrdiff_t wpi = g->w + 2 * pin;
+    const ptrdiff_t iplane = (g->h + 2 * pin) * wpi * WB_BLK;
+    const ptrdiff_t wpg = g->ow + 2 * p->pg;
+    const ptrdiff_t gplane = (g->oh + 2 * p->pg) * wpg * WB_BLK;
+    const ptrdiff_t ximg = b->nbc * iplane, gimg = nbk * gplane;
+    const int nt = cnnkit_team(72.0 * g->n * p->per * C * K, nparts,
+                               nthreads);
+    (void)nt; /* unused in serial builds */
+    CNNKIT_OMP(parallel num_threads(nt))
+    {
+    REAL *v = shares + (ptrdiff_t)omp_get_thread_num() * p->share;
+    REAL *dm = v + p->v, *du = dm + p->dm, *gwork = du + p->du;
+    CNNKIT_OMP(for schedule(dynamic, 1))
+    for (ptrdiff_t part = 0; part < nparts; part++) {
+        const ptrdiff_t n0 = (ptrdiff_t)bounds[part];
+        const ptrdiff_t n1 = (ptrdiff_t)bounds[part + 1];
+        int bad = n1 <= n0 || (n1 - n0) * p->per < min_tiles;
+        for (ptrdiff_t i = n0 * b->nbc * g->h; i < n1 * b->nbc * g->h; i++)
+            bad |= fl[i] != 0;
+        for (ptrdiff_t i = n0 * nbk * g->oh; i < n1 * nbk * g->oh; i++)
+            bad |= gfl[i] != 0;
+        done[part] = !bad;
+        if (bad)
+            continue;
+        const ptrdiff_t t1 = n1 * p->per;
+        for (ptrdiff_t t0 = n0 * p->per; t0 < t1; t0 += p->tc) {
+            const ptrdiff_t tn = CNNKIT_MIN(p->tc, t1 - t0);
+            for (ptrdiff_t i = 0; i < tn; i++) {
+                const ptrdiff_t t = t0 + i;
+                const ptrdiff_t img = t / p->per, q = t % p->per;
+                const ptrdiff_t a = q / p->tw, bb = q % p->tw;
+                const REAL *px = xb + img * ximg +
+                                 ((4 * a + pin - g->pad_h) * wpi + 4 * bb +
+                                  pin - g->pad_w) * WB_BLK;
+                const REAL *py = gyb + img * gimg +
+                                 ((4 * a + p->pg) * wpg + 4 * bb + p->pg) *
+                                     WB_BLK;
+                for (ptrdiff_t c0 = 0; c0 < cp; c0 += VL)
+                    SFX(wino_patch4)(v + i * cp + c0, p->tc * cp,
+                                     px + c0 / WB_BLK * iplane +
+                                         c0 % WB_BLK, wpi);
+                for (ptrdiff_t k0 = 0; k0 < kp; k0 += VL)
+                    SFX(ww_grad_tile)(dm + i * kp + k0, p->tc * kp,
+                                      py + k0 / WB_BLK * gplane +
+                                          k0 % WB_BLK, wpg);
+            }
+            /* dU_q (C, K) (+)= V_q^T (C, tn) DM_q (tn, K) */
+            for (ptrdiff_t q = 0; q < 36; q++)
+                SFX(gemm)(1, 0, C, K, tn, 1, v + q * p->tc * cp, cp,
+                          dm + q * p->tc * kp, kp, t0 == n0 * p->per ? 0 : 1,
+                          du + q * C * K, K, gwork);
+        }
+        SFX(ww_weights)(gw + part * wstride, du, C, K);
+    }
+    }
+}
+
+/* The engine's entries: the workspace (0 where it does not take g) and
+ * the pass (0, writing nothing, where it does not). */
+static ptrdiff_t SFX(ww_workspace)(const cnnkit_conv2d_geom *g, int nthreads)
+{
+    SFX(ww_plan) p;
+    return cnnkit_conv_winograd_applies(g) && SFX(ww_layout)(g, nthreads, &p)
+               ? p.total : 0;
+}
+
+static int SFX(ww_entry)(REAL *gw, ptrdiff_t wstride, int *done,
+                         const REAL *gy, const REAL *x,
+                         const int64_t *bounds, ptrdiff_t nparts,
+                         ptrdiff_t min_tiles, REAL *work,
+                         const cnnkit_conv2d_geom *g, int nthreads)
+{
+    SFX(ww_plan) p;
+    if (!cnnkit_conv_winograd_applies(g) || !SFX(ww_layout)(g, nthreads, &p))
+        return 0;
+    SFX(ww_parts)(gw, wstride, done, gy, x, bounds, nparts, min_tiles, work,
+                  g, &p, nthreads);
+    return 1;
+}
+
 #undef WB_BLK
 #endif /* CNNKIT_BLOCKED_PASSES */
 

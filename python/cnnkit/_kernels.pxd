@@ -881,6 +881,16 @@ cdef extern from "cnnkit.h" nogil:
     int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g)
     int cnnkit_conv_winograd_tile(const cnnkit_conv2d_geom *g)
     int cnnkit_conv_winograd_blocks(const cnnkit_conv2d_geom *g, int f64)
+    ptrdiff_t cnnkit_conv_winograd_weight_workspace(
+        const cnnkit_conv2d_geom *g, int nthreads, int f64)
+    int cnnkit_conv_winograd_weight_f32(
+        float *gw, ptrdiff_t wstride, int *done, const float *gy,
+        const float *x, const int64_t *bounds, ptrdiff_t nparts,
+        ptrdiff_t min_tiles, float *work, const cnnkit_conv2d_geom *g, int nthreads) nogil
+    int cnnkit_conv_winograd_weight_f64(
+        double *gw, ptrdiff_t wstride, int *done, const double *gy,
+        const double *x, const int64_t *bounds, ptrdiff_t nparts,
+        ptrdiff_t min_tiles, double *work, const cnnkit_conv2d_geom *g, int nthreads) nogil
 
     ptrdiff_t cnnkit_conv_direct_packed_size(const cnnkit_conv2d_geom *g,
                                              int f64)

@@ -476,6 +476,56 @@ def _winograd_blocks(x_shape, w_shape, padding, dtype, tile):
     return cnnkit_conv_winograd_blocks(&g, np.dtype(dtype) == np.float64) != 0
 
 
+def _conv_winograd_weight_parts(grad_out, x, weight, padding, bounds,
+                                 gw_parts, ptrdiff_t min_tiles=1):
+    """The weight gradients of the runs of images [bounds[q], bounds[q+1])
+    of the 3x3 convolution of stride 1 of x by weight (padding (top,
+    bottom, left, right)) from grad_out, by Winograd's F(4x4, 3x3) on its
+    route through channel blocks, into gw_parts[q]: an int32 array of one
+    flag per run, 1 where it was written, 0 where it was not (a run of fewer
+    than ``min_tiles`` tiles of 4x4 outputs, an empty one among them, or a
+    value of x or grad_out not finite or beyond 1e30 in magnitude);
+    None, with nothing written, where the route does not take the
+    convolution (the SIMD path, the shapes)."""
+    cdef cnnkit_conv2d_geom g
+    cdef int nt = _nthreads()
+    cdef int taken = 0
+    grad_out, x, weight = _conv_backward_args(
+        grad_out, x, weight, (1, 1), padding, (1, 1), True, &g)
+    cdef ptrdiff_t ws, bs
+    b, ws, bs = _parts_args("conv2d_backward", bounds, x.shape[0], gw_parts,
+                            weight.shape, None, x.dtype)
+    cdef ptrdiff_t nparts = b.shape[0] - 1
+    g.winograd = 2
+    cdef bint f64 = not _is_f32(x)
+    cdef ptrdiff_t size = cnnkit_conv_winograd_weight_workspace(&g, nt, f64)
+    if size <= 0:
+        return None
+    done = np.zeros(nparts, dtype=np.int32)
+    if nparts == 0 or x.shape[0] == 0:
+        return done
+    work = _workspace(size, x.dtype)
+    cdef int *pd = <int *>cnp.PyArray_DATA(<cnp.ndarray>done)
+    cdef const int64_t *pb = _int64_data(b)
+    cdef float *p32[4]
+    cdef double *p64[4]
+    if not f64:
+        p32[0], p32[1] = _data(gw_parts, _F32), _data(grad_out, _F32)
+        p32[2], p32[3] = _data(x, _F32), _data(work, _F32)
+        with nogil:
+            taken = cnnkit_conv_winograd_weight_f32(
+                p32[0], ws, pd, p32[1], p32[2], pb, nparts, min_tiles, p32[3],
+                &g, nt)
+    else:
+        p64[0], p64[1] = _data(gw_parts, _F64), _data(grad_out, _F64)
+        p64[2], p64[3] = _data(x, _F64), _data(work, _F64)
+        with nogil:
+            taken = cnnkit_conv_winograd_weight_f64(
+                p64[0], ws, pd, p64[1], p64[2], pb, nparts, min_tiles, p64[3],
+                &g, nt)
+    return done if taken else None
+
+
 def _conv_pools(x_shape, w_shape, stride, padding, dilation, dtype,
                 groups=1):
     """Whether the forward of this convolution (x_shape (C, H, W), padding

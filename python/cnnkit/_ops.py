@@ -153,11 +153,16 @@ def pool_output_hw(hw, kernel_hw, stride, padding, ceil_mode=False):
     return tuple(out)
 
 
+#: Tiles of 4x4 outputs a run of images needs for Winograd's weight
+#: gradient (fewer: the direct sums, which measured faster there).
+WINOGRAD_WEIGHT_MIN_TILES = 64
+
+
 class Conv2DOp:
     """conv2d with a fixed geometry: stride (sh, sw), padding (top, bottom,
     left, right), dilation (dh, dw) and groups; with ``winograd``, the
-    forward pass and the input gradient by Winograd's F(4x4, 3x3) where
-    :meth:`winograd_tiles` says it computes them."""
+    forward pass and the input and weight gradients by Winograd's
+    F(4x4, 3x3) where :meth:`winograd_tiles` says it computes them."""
 
     __slots__ = ("stride", "padding", "dilation", "groups", "winograd",
                  "_tiles")
@@ -171,20 +176,23 @@ class Conv2DOp:
         self._tiles = {}
 
     def winograd_tiles(self, x_shape, w_shape, dtype):
-        """(forward, input gradient): 4 where that pass runs by F(4x4, 3x3),
-        else 0, for inputs of ``x_shape`` (C, H, W).  A pass takes it where
-        Winograd's route through channel blocks computes it (a 3x3 kernel
-        of stride 1 and dilation 1, one group, padding of at most 2 for the
-        input gradient, filters a whole number of the SIMD path's vectors)
-        and the products' depth -- the input channels forward, the filters
-        backward -- is at least 16 (below that the direct sums measured as
-        fast).  The choice depends on the shapes alone, never on the batch
-        or the threads."""
+        """(forward, input gradient, weight gradient): 4 where that pass
+        runs by F(4x4, 3x3), else 0, for inputs of ``x_shape`` (C, H, W).
+        A pass takes it where Winograd's route through channel blocks
+        computes it (a 3x3 kernel of stride 1 and dilation 1, one group,
+        padding of at most 2 for the input gradient, filters a whole number
+        of the SIMD path's vectors) and, as measured, pays: the products'
+        depth -- the input channels forward, the filters for the input
+        gradient -- at least 16, and for the weight gradient at least 32
+        channels and 32 filters (the weight gradient of a run of images
+        also needs ``WINOGRAD_WEIGHT_MIN_TILES`` tiles of 4x4 outputs).
+        The choice depends on the shapes alone (and a run's images), never
+        on the threads."""
         key = (tuple(x_shape), tuple(w_shape), np.dtype(dtype).char)
         tiles = self._tiles.get(key)
         if tiles is not None:
             return tiles
-        tiles = (0, 0)
+        tiles = (0, 0, 0)
         if (self.winograd and self.groups == 1 and
                 tuple(w_shape[2:]) == (3, 3) and self.stride == (1, 1) and
                 self.dilation == (1, 1) and len(self.padding) == 4):
@@ -197,7 +205,7 @@ class Conv2DOp:
             data = int(k >= 16 and min(back) >= 0 and
                        _kernels._winograd_blocks(
                            (1, k, oh, ow), (c, k, 3, 3), back, dtype, 4))
-            tiles = (4 * fwd, 4 * data)
+            tiles = (4 * fwd, 4 * data, 4 * (fwd and c >= 32 and k >= 32))
         self._tiles[key] = tiles
         return tiles
 
@@ -224,10 +232,61 @@ class Conv2DOp:
             grad, turned, None, (1, 1), tuple(2 - p for p in self.padding),
             (1, 1), False, gx, winograd=4)
 
+    def _winograd_weight(self, grad, x, weight):
+        """Whether the weight gradient runs by F(4x4, 3x3)."""
+        return bool(self.winograd and x.shape[0] and
+                    self.winograd_tiles(x.shape[1:], weight.shape,
+                                        x.dtype)[2])
+
+    def _weight_parts(self, grad, x, weight, bounds, gw_parts, gb_parts):
+        """The weight (and bias) gradients of the runs of samples: by
+        F(4x4, 3x3) for the runs it takes (their bias gradients summed in
+        float64), by the direct sums for the others."""
+        done = _kernels._conv_winograd_weight_parts(
+            grad, x, weight, self.padding, bounds, gw_parts,
+            WINOGRAD_WEIGHT_MIN_TILES)
+        b = [int(v) for v in bounds]
+        done = [0] * (len(b) - 1) if done is None else done.tolist()
+        q = 0
+        while q < len(done):
+            if done[q]:
+                if gb_parts is not None:
+                    gb_parts[q] = np.sum(grad[b[q]:b[q + 1]], axis=(0, 2, 3),
+                                         dtype=np.float64)
+                q += 1
+                continue
+            r = q
+            while r < len(done) and not done[r]:
+                r += 1
+            _kernels.conv2d_backward_parts(
+                grad, x, weight, self.stride, self.padding, self.dilation,
+                b[q:r + 1], gw_parts[q:r],
+                None if gb_parts is None else gb_parts[q:r], False, None,
+                groups=self.groups)
+            q = r
+
     def backward(self, grad, x, weight, input_grad=True, bias=True,
                  gx=None, gw=None, gb=None):
         """(grad_x or None, grad_weight, grad_bias or None)."""
         wgx = self._winograd_input_grad(grad, x, weight, input_grad, gx)
+        if self._winograd_weight(grad, x, weight):
+            # the batch in runs of a fixed split (by its size alone), their
+            # gradients added in order
+            n = x.shape[0]
+            runs = max(1, min(8, n // 4))
+            bounds = [n * i // runs for i in range(runs + 1)]
+            parts = np.empty((runs,) + weight.shape, weight.dtype)
+            bparts = np.empty((runs, weight.shape[0]), weight.dtype) \
+                if bias else None
+            self._weight_parts(grad, x, weight, bounds, parts, bparts)
+            gw = _sum_into(parts, gw)
+            gb = _sum_into(bparts, gb) if bias else None
+            if wgx is None and input_grad:
+                wgx = _kernels.conv2d_backward(
+                    grad, x, weight, self.stride, self.padding,
+                    self.dilation, True, False, gx, None, None,
+                    groups=self.groups)[0]
+            return wgx, gw, gb
         if wgx is not None:
             _, gw, gb = _kernels.conv2d_backward(
                 grad, x, weight, self.stride, self.padding, self.dilation,
@@ -244,6 +303,14 @@ class Conv2DOp:
         ``[bounds[q], bounds[q+1])`` into ``gw_parts[q]`` (``gb_parts[q]``);
         returns the input gradient (or None)."""
         wgx = self._winograd_input_grad(grad, x, weight, input_grad, gx)
+        if self._winograd_weight(grad, x, weight):
+            self._weight_parts(grad, x, weight, bounds, gw_parts, gb_parts)
+            if wgx is None and input_grad:
+                wgx = _kernels.conv2d_backward(
+                    grad, x, weight, self.stride, self.padding,
+                    self.dilation, True, False, gx, None, None,
+                    groups=self.groups)[0]
+            return wgx
         if wgx is not None:
             _kernels.conv2d_backward_parts(
                 grad, x, weight, self.stride, self.padding, self.dilation,
@@ -252,6 +319,15 @@ class Conv2DOp:
         return _kernels.conv2d_backward_parts(
             grad, x, weight, self.stride, self.padding, self.dilation,
             bounds, gw_parts, gb_parts, input_grad, gx, groups=self.groups)
+
+
+def _sum_into(parts, out):
+    """parts summed over their first axis, in order, into out (or new)."""
+    total = np.add.reduce(parts, axis=0)
+    if out is None:
+        return total
+    out[...] = total
+    return out
 
 
 class MaxPool2DOp:
