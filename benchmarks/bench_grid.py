@@ -8,7 +8,7 @@ described there) and prints, for every layer and pass, cnnkit's GFLOP/s,
 the share of the peak of the threads used, PyTorch's GFLOP/s and
 PyTorch's time over cnnkit's (above 1: cnnkit is faster).  The
 ``winograd`` rows time ``Conv2D(winograd=True)``'s forward pass and its
-gradients (the input's by F(4x4, 3x3), the weight's direct), their rate
+gradients (by F(4x4, 3x3) where it takes them), their rate
 counted in the direct convolution's multiply-adds.
 
     python benchmarks/bench_grid.py [--threads 2] [--repeats 5] [--json F]

@@ -183,6 +183,16 @@ void cnnkit_conv2d_backward_weight_parts_f64(
     const double *gy, const double *x, const int64_t *bounds,
     ptrdiff_t nparts, double *work, const cnnkit_conv2d_geom *g,
     int nthreads);
+/* The bias gradients alone of those runs, into gbias + q * bstride (the
+ * same sums, in double, as the function above writes). */
+void cnnkit_conv2d_bias_parts_f32(float *gbias, ptrdiff_t bstride,
+                                  const float *gy, const int64_t *bounds,
+                                  ptrdiff_t nparts,
+                                  const cnnkit_conv2d_geom *g, int nthreads);
+void cnnkit_conv2d_bias_parts_f64(double *gbias, ptrdiff_t bstride,
+                                  const double *gy, const int64_t *bounds,
+                                  ptrdiff_t nparts,
+                                  const cnnkit_conv2d_geom *g, int nthreads);
 
 /* ------------------------------------------------------------------------ */
 /* ReLU: y = x > 0 ? x : 0 (NaN stays NaN); gx = x <= 0 ? 0 : gy.          */

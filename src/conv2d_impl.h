@@ -607,6 +607,28 @@ void SFX(cnnkit_conv2d_backward_weight)(REAL *gw, REAL *gbias,
     }
 }
 
+void SFX(cnnkit_conv2d_bias_parts)(REAL *gbias, ptrdiff_t bstride,
+                                   const REAL *gy, const int64_t *bounds,
+                                   ptrdiff_t nparts,
+                                   const cnnkit_conv2d_geom *g, int nthreads)
+{
+    (void)nthreads; /* unused in serial builds */
+    const ptrdiff_t p = g->oh * g->ow, kp = g->k * p;
+    if (g->k <= 0 || nparts <= 0)
+        return;
+    const double images = (double)(bounds[nparts] - bounds[0]);
+    const int nb = cnnkit_team(images * kp, nparts * g->k, nthreads);
+    (void)nb; /* unused in serial builds */
+    CNNKIT_OMP(parallel for schedule(static) num_threads(nb))
+    for (ptrdiff_t t = 0; t < nparts * g->k; t++) {
+        ptrdiff_t q = t / g->k, k = t % g->k;
+        if (bounds[q + 1] <= bounds[q])
+            continue;
+        gbias[q * bstride + k] =
+            SFX(bias_sum)(gy + k * p, bounds[q], bounds[q + 1], kp, p);
+    }
+}
+
 void SFX(cnnkit_conv2d_backward_weight_parts)(
     REAL *gw, ptrdiff_t wstride, REAL *gbias, ptrdiff_t bstride,
     const REAL *gy, const REAL *x, const int64_t *bounds, ptrdiff_t nparts,
@@ -621,19 +643,9 @@ void SFX(cnnkit_conv2d_backward_weight_parts)(
     ptrdiff_t busy = 0, images = bounds[nparts] - bounds[0];
     for (ptrdiff_t q = 0; q < nparts; q++)
         busy += bounds[q + 1] > bounds[q];
-    if (gbias) {
-        const int nb = cnnkit_team((double)images * kp, nparts * g->k,
-                                   nthreads);
-        (void)nb; /* unused in serial builds */
-        CNNKIT_OMP(parallel for schedule(static) num_threads(nb))
-        for (ptrdiff_t t = 0; t < nparts * g->k; t++) {
-            ptrdiff_t q = t / g->k, k = t % g->k;
-            if (bounds[q + 1] <= bounds[q])
-                continue;
-            gbias[q * bstride + k] =
-                SFX(bias_sum)(gy + k * p, bounds[q], bounds[q + 1], kp, p);
-        }
-    }
+    if (gbias)
+        SFX(cnnkit_conv2d_bias_parts)(gbias, bstride, gy, bounds, nparts, g,
+                                      nthreads);
     if (crs <= 0 || busy == 0)
         return;
     if (p <= 0) {

@@ -1,8 +1,9 @@
 /*
- * winograd.c -- the forward pass of 3x3, stride-1 convolutions by
- * Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016), or
- * F(4x4, 3x3) (winograd_engine.h has its matrices), taken only when asked
- * (cnnkit_conv_winograd_applies says why).
+ * winograd.c -- 3x3, stride-1 convolutions by Winograd's minimal
+ * filtering F(2x2, 3x3) (Lavin and Gray, 2016), or F(4x4, 3x3)
+ * (winograd_engine.h has its matrices): the forward pass and, for
+ * F(4x4, 3x3), the weight gradient's parts, taken only when asked
+ * (cnnkit_conv_winograd_applies says why; Conv2D(winograd=True) asks).
  *
  * The output is cut into 2x2 tiles; tile (i, j) of image n reads the 4x4
  * input patch d whose corner is input pixel (2i - ph, 2j - pw), 0 outside
@@ -56,15 +57,14 @@
 
 int cnnkit_conv_winograd_applies(const cnnkit_conv2d_geom *g)
 {
-    /* Only when asked (g->winograd > 0).  Measured against the direct
-     * path (AVX-512, batch 32-64, 1 and 2 threads; ResNet-style layers of
-     * 8-128 channels on 7-56 pixel planes), F(2x2) runs at 0.55-1.2x the
-     * direct path's speed (its best on 64 channels of 14x14) and F(4x4)
-     * at 0.3-0.85x; the direct path reaches 60-80% of the FMA peak
-     * there.  The products, of inner dimension C, keep the micro-kernel
-     * at about two thirds of peak, and the input transform (short rows
-     * split into phases, one call per row) still costs as much as they
-     * do.  No shape takes it by default. */
+    /* Only when asked (g->winograd > 0): its rounding is not the direct
+     * sums' (the bound is in the header), so a layer chooses it.  Where
+     * the engine has the channel-block route (winograd_engine.h), F(4x4,
+     * 3x3) ran at 1.13-2.48x the direct sums' speed (Zen 4, 2 threads,
+     * float32, 3x3 layers of 16-128 channels on 7x7 to 56x56 planes,
+     * batch 1-128) and F(2x2, 3x3) at 0.84-1.71x; the route that splits
+     * input rows into phases, taken where the blocks are not, ran at
+     * 0.3-1.2x. */
     if (g->winograd <= 0 || g->im2col_only || g->pool ||
         cnnkit_conv_groups(g) > 1 ||
         g->r != 3 || g->s != 3 || g->stride_h != 1 || g->stride_w != 1 ||

@@ -222,6 +222,7 @@ def test_workloads_of_each_mode():
     assert ("conv64", "conv2d fwd+bwd") in names
     assert ("zoo", "Medium CNN train") in names
     assert ("zoo", "ResNet-20 train") in names
+    assert ("zoo", "ResNet-20 train, Winograd") in names
     assert ("zoo", "ResNet-20 predict") in names
     assert names.count(("lenet", "LeNet-5 train")) == 3
     assert [w.shape for w in full if w.group == "gemm"] == [

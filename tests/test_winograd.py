@@ -370,7 +370,8 @@ def test_weight_gradient_runs_too_small_or_not_finite_take_direct_sums(
         dtype):
     """Runs of fewer than 64 tiles, and runs whose x or gradient holds a
     value not finite or beyond 1e30, get the direct sums' bits; empty runs
-    are not written; the others take F(4x4, 3x3)."""
+    are not written; the others take F(4x4, 3x3), and every run's bias
+    gradient is the direct path's."""
     from cnnkit._ops import WINOGRAD_WEIGHT_MIN_TILES
     assert WINOGRAD_WEIGHT_MIN_TILES == 64
     rng = np.random.default_rng(5)
@@ -382,6 +383,10 @@ def test_weight_gradient_runs_too_small_or_not_finite_take_direct_sums(
     gx, gw, gb = _op_parts(x, g, w, bounds, True)
     dgx, dgw, dgb = _op_parts(x, g, w, bounds, False)
     assert np.array_equal(gw[2], np.full(w.shape, 7.0)), "empty: not written"
+    assert np.array_equal(gb[2], np.full(w.shape[0], 7.0))
+    with pytest.raises(ValueError, match="gb_parts must be"):
+        K._conv_winograd_weight_parts(
+            g, x, w, (1, 1, 1, 1), bounds, gw, 1, gb[:, :-1])
     direct_runs = [0, 4] if _has_blocks(dtype) else [0, 1, 3, 4]
     for q in direct_runs:
         assert np.array_equal(gw[q], dgw[q], equal_nan=True)
@@ -396,8 +401,7 @@ def test_weight_gradient_runs_too_small_or_not_finite_take_direct_sums(
                       8 * eps * _weight_scale(g[a:b], x[a:b]))
         if _has_blocks(dtype):
             assert not np.array_equal(gw[q], dgw[q])
-            assert np.all(np.abs(gb[q] - exact[2]) <=
-                          eps * np.abs(exact[2]))  # the exact sum rounded
+        assert np.array_equal(gb[q], dgb[q])   # the direct path's sums
     assert np.all(np.isfinite(gx[:20])) and gx.shape == x.shape
 
 

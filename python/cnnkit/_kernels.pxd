@@ -69,6 +69,14 @@ cdef extern from "cnnkit.h" nogil:
         const double *gy, const double *x, const int64_t *bounds,
         ptrdiff_t nparts, double *work, const cnnkit_conv2d_geom *g,
         int nthreads)
+    void cnnkit_conv2d_bias_parts_f32(
+        float *gbias, ptrdiff_t bstride, const float *gy,
+        const int64_t *bounds, ptrdiff_t nparts, const cnnkit_conv2d_geom *g,
+        int nthreads)
+    void cnnkit_conv2d_bias_parts_f64(
+        double *gbias, ptrdiff_t bstride, const double *gy,
+        const int64_t *bounds, ptrdiff_t nparts, const cnnkit_conv2d_geom *g,
+        int nthreads)
 
     void cnnkit_relu_forward_f32(float *y, const float *x, ptrdiff_t n,
                                  int nthreads)

@@ -477,7 +477,8 @@ def _winograd_blocks(x_shape, w_shape, padding, dtype, tile):
 
 
 def _conv_winograd_weight_parts(grad_out, x, weight, padding, bounds,
-                                 gw_parts, ptrdiff_t min_tiles=1):
+                                 gw_parts, ptrdiff_t min_tiles=1,
+                                 gb_parts=None):
     """The weight gradients of the runs of images [bounds[q], bounds[q+1])
     of the 3x3 convolution of stride 1 of x by weight (padding (top,
     bottom, left, right)) from grad_out, by Winograd's F(4x4, 3x3) on its
@@ -486,7 +487,9 @@ def _conv_winograd_weight_parts(grad_out, x, weight, padding, bounds,
     than ``min_tiles`` tiles of 4x4 outputs, an empty one among them, or a
     value of x or grad_out not finite or beyond 1e30 in magnitude);
     None, with nothing written, where the route does not take the
-    convolution (the SIMD path, the shapes)."""
+    convolution (the SIMD path, the shapes).  Where the route takes it and
+    ``gb_parts`` is given, every nonempty run's bias gradient goes to
+    gb_parts[q], the bits of ``conv2d_backward_parts``'s."""
     cdef cnnkit_conv2d_geom g
     cdef int nt = _nthreads()
     cdef int taken = 0
@@ -494,7 +497,7 @@ def _conv_winograd_weight_parts(grad_out, x, weight, padding, bounds,
         grad_out, x, weight, (1, 1), padding, (1, 1), True, &g)
     cdef ptrdiff_t ws, bs
     b, ws, bs = _parts_args("conv2d_backward", bounds, x.shape[0], gw_parts,
-                            weight.shape, None, x.dtype)
+                            weight.shape, gb_parts, x.dtype)
     cdef ptrdiff_t nparts = b.shape[0] - 1
     g.winograd = 2
     cdef bint f64 = not _is_f32(x)
@@ -509,20 +512,33 @@ def _conv_winograd_weight_parts(grad_out, x, weight, padding, bounds,
     cdef const int64_t *pb = _int64_data(b)
     cdef float *p32[4]
     cdef double *p64[4]
+    cdef float *pb32 = NULL
+    cdef double *pb64 = NULL
+    cdef bint with_bias = gb_parts is not None
     if not f64:
         p32[0], p32[1] = _data(gw_parts, _F32), _data(grad_out, _F32)
         p32[2], p32[3] = _data(x, _F32), _data(work, _F32)
+        if with_bias:
+            pb32 = _data(gb_parts, _F32)
         with nogil:
             taken = cnnkit_conv_winograd_weight_f32(
                 p32[0], ws, pd, p32[1], p32[2], pb, nparts, min_tiles, p32[3],
                 &g, nt)
+            if taken and with_bias:
+                cnnkit_conv2d_bias_parts_f32(pb32, bs, p32[1], pb, nparts,
+                                             &g, nt)
     else:
         p64[0], p64[1] = _data(gw_parts, _F64), _data(grad_out, _F64)
         p64[2], p64[3] = _data(x, _F64), _data(work, _F64)
+        if with_bias:
+            pb64 = _data(gb_parts, _F64)
         with nogil:
             taken = cnnkit_conv_winograd_weight_f64(
                 p64[0], ws, pd, p64[1], p64[2], pb, nparts, min_tiles, p64[3],
                 &g, nt)
+            if taken and with_bias:
+                cnnkit_conv2d_bias_parts_f64(pb64, bs, p64[1], pb, nparts,
+                                             &g, nt)
     return done if taken else None
 
 

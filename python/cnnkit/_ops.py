@@ -240,19 +240,16 @@ class Conv2DOp:
 
     def _weight_parts(self, grad, x, weight, bounds, gw_parts, gb_parts):
         """The weight (and bias) gradients of the runs of samples: by
-        F(4x4, 3x3) for the runs it takes (their bias gradients summed in
-        float64), by the direct sums for the others."""
+        F(4x4, 3x3) for the runs it takes, by the direct sums for the
+        others (the bias gradients are the direct path's bits)."""
         done = _kernels._conv_winograd_weight_parts(
             grad, x, weight, self.padding, bounds, gw_parts,
-            WINOGRAD_WEIGHT_MIN_TILES)
+            WINOGRAD_WEIGHT_MIN_TILES, gb_parts)
         b = [int(v) for v in bounds]
         done = [0] * (len(b) - 1) if done is None else done.tolist()
         q = 0
         while q < len(done):
             if done[q]:
-                if gb_parts is not None:
-                    gb_parts[q] = np.sum(grad[b[q]:b[q + 1]], axis=(0, 2, 3),
-                                         dtype=np.float64)
                 q += 1
                 continue
             r = q

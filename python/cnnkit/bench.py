@@ -41,7 +41,9 @@ groups:
     3136 -> 1024 dense layer, dropout), a training pass over 1024 images at
     batch 64 (Adam); ResNet-20 (:func:`cnnkit.models.resnet`, batch
     normalisation, shortcuts; :func:`resnet_torch`), a training pass over
-    1024 images at batch 128 (Adam) and inference at batch 256.  Times per
+    1024 images at batch 128 (Adam), once with the direct sums and once
+    with its 3x3 stride-1 convolutions by Winograd's F(4x4, 3x3)
+    (``Conv2D(winograd=True)``), and inference at batch 256.  Times per
     image scale to an epoch of 60,000 images.
 
 Method
@@ -163,9 +165,9 @@ def _conv(group, n, c, h, k, r, pad, passes, stride=1, groups=1,
     """Conv2d of x (n, c, h, h) with k filters r x r (of c / groups
     channels); ``passes`` among "fwd", "bwd" (the gradients of x, weight
     and bias from the output's) and "fwd+bwd".  With ``winograd``,
-    cnnkit's side is the passes of ``Conv2D(winograd=True)`` (forward and
-    input gradient by F(4x4, 3x3) where it takes them), PyTorch's the
-    same as without."""
+    cnnkit's side is the passes of ``Conv2D(winograd=True)`` (forward,
+    input and weight gradients by F(4x4, 3x3) where it takes them),
+    PyTorch's the same as without."""
     oh = (h + 2 * pad - r) // stride + 1
     cg = c // groups
     flops = 2 * n * k * oh * oh * cg * r * r
@@ -512,13 +514,16 @@ def _medium_train(bs, n):
                        n)
 
 
-def _zoo_train(bs, n):
-    """ResNet-20 on 1 x 28 x 28 images (Fashion-MNIST's shape)."""
+def _zoo_train(bs, n, winograd=False):
+    """ResNet-20 on 1 x 28 x 28 images (Fashion-MNIST's shape); with
+    ``winograd``, its 3x3 stride-1 convolutions ``Conv2D(winograd=True)``."""
     def resnet20():
         from . import models
-        return models.resnet(20, input_shape=(1, 28, 28), seed=0)
-    return _adam_train("ResNet-20 train", resnet20,
-                       lambda: resnet_torch(20, 10, 1, 16), bs, n)
+        return models.resnet(20, input_shape=(1, 28, 28), seed=0,
+                             winograd=winograd)
+    name = "ResNet-20 train, Winograd" if winograd else "ResNet-20 train"
+    return _adam_train(name, resnet20, lambda: resnet_torch(20, 10, 1, 16),
+                       bs, n)
 
 
 def _zoo_predict(bs, n):
@@ -654,6 +659,7 @@ def workloads(config):
         n = {"full": 1024, "quick": 256, "smoke": 4}[mode]
         out += [_medium_train(64 if n >= 64 else 2, n),
                 _zoo_train(128 if n >= 128 else 2, n),
+                _zoo_train(128 if n >= 128 else 2, n, winograd=True),
                 _zoo_predict(256 if n >= 256 else 2, n)]
     if "grid" in groups:
         out += _grid(smoke)
