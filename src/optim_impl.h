@@ -1,5 +1,11 @@
 /* optim_impl.h -- body of optim.c, included once per REAL type. */
 
+/* v, or +0 where v is subnormal (or zero): see optim.c. */
+static inline REAL SFX(flush)(REAL v)
+{
+    return (v < (REAL)TINY && v > -(REAL)TINY) ? (REAL)0 : v;
+}
+
 /* Elements [lo, hi) of an SGD step (see optim.c). */
 static CNNKIT_CLONES void
 SFX(sgd_range)(REAL *restrict p, const REAL *restrict g, REAL *restrict buf,
@@ -20,6 +26,7 @@ SFX(sgd_range)(REAL *restrict p, const REAL *restrict g, REAL *restrict buf,
                 REAL t = buf[i] * mu;
                 b = t + gi;
             }
+            b = SFX(flush)(b);
             buf[i] = b;
             if (nesterov) {
                 REAL t = b * mu;
@@ -70,6 +77,8 @@ SFX(adam_range)(REAL *restrict p, const REAL *restrict g, REAL *restrict m,
         REAL t2 = gi * c2, vi = v[i] * b2;
         t2 = t2 * gi;
         vi = vi + t2;
+        mi = SFX(flush)(mi);
+        vi = SFX(flush)(vi);
         m[i] = mi;
         v[i] = vi;
         REAL den = SQRT(vi);
@@ -85,8 +94,8 @@ SFX(adam_range)(REAL *restrict p, const REAL *restrict g, REAL *restrict m,
  * bc2_sqrt = sqrt(1 - beta2^t) come from the caller:
  *     p <- p * (1 - lr * wd)                  (decoupled, AdamW)
  *     g <- g + wd * p                         (coupled, Adam with wd != 0)
- *     m <- beta1 * m + (1 - beta1) * g
- *     v <- beta2 * v + ((1 - beta2) * g) * g
+ *     m <- beta1 * m + (1 - beta1) * g        (subnormal: +0)
+ *     v <- beta2 * v + ((1 - beta2) * g) * g  (subnormal: +0)
  *     p <- p - (step_size * m) / (sqrt(v) / bc2_sqrt + eps)           */
 void SFX(cnnkit_adam_step)(REAL *restrict p, const REAL *restrict g,
                            REAL *restrict m, REAL *restrict v, ptrdiff_t n,

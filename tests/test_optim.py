@@ -845,6 +845,60 @@ def test_compiled_steps_equal_the_reference_bit_for_bit(make, dtype):
         assert np.array_equal(state_dict[name], state[name])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", [
+    lambda: optim.SGD(0.05, momentum=0.9),
+    lambda: optim.SGD(0.05, momentum=0.5, nesterov=True),
+    lambda: optim.Adam(1e-2, betas=(0.5, 0.5)),
+    lambda: optim.AdamW(1e-2, weight_decay=0.05),
+])
+def test_buffers_flush_subnormals_as_the_reference(make, dtype, monkeypatch):
+    """Buffer values that would be subnormal are stored as +0, by the
+    compiled step and cnnkit.reference alike (the same bits); a unit whose
+    gradient stays 0 loses its momentum instead of keeping a subnormal."""
+    tiny = np.finfo(dtype).tiny
+    flushed = []
+    real_flush = R.flush_subnormal
+
+    def counting(a):
+        flushed.append(int(np.sum((a != 0) & (np.abs(a) < tiny))))
+        return real_flush(a)
+    monkeypatch.setattr(R, "flush_subnormal", counting)
+    rng = np.random.default_rng(8)
+    n = 1037
+    params = rng.standard_normal(n).astype(dtype)
+    scales = np.array([0, tiny / 4, tiny, 3 * tiny, 40 * tiny, 1.0], dtype)
+    first = (scales[rng.integers(0, 6, n)] *
+             rng.choice([-1, 1], n)).astype(dtype)
+    expected, state = params.copy(), {}
+    opt = make()
+    for step in range(1, 9):
+        g = first if step == 1 else np.where(np.arange(n) % 3 == 0, 0,
+                                             first).astype(dtype)
+        opt.step(params, g)
+        expected = _reference_step(opt, expected, g, state, step)
+        assert np.array_equal(params, expected), step
+    assert sum(flushed) > 0, "the case never reached the subnormal range"
+    saved = opt.state_dict()
+    for name in opt._buffer_names():
+        assert np.array_equal(saved[name], state[name]), name
+        assert not np.any((saved[name] != 0) &
+                          (np.abs(saved[name]) < tiny)), name
+
+
+def test_flush_subnormal():
+    for dtype in (np.float32, np.float64):
+        tiny = np.finfo(dtype).tiny
+        a = np.array([tiny, -tiny, tiny / 2, -tiny / 2, 0.0, -0.0, np.inf,
+                      np.nan, 1.0], dtype)
+        out = R.flush_subnormal(a)
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(
+            out, np.array([tiny, -tiny, 0, 0, 0, 0, np.inf, np.nan, 1.0],
+                          dtype))
+        assert not np.signbit(out[3]) and not np.signbit(out[5])
+
+
 def test_compiled_steps_check_their_buffers():
     from cnnkit import _kernels
     p = np.zeros(4, np.float32)

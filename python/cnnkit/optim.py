@@ -701,7 +701,13 @@ class SGD(Optimizer):
 
     Without momentum the middle lines are skipped.  The state is the
     momentum buffer :math:`b` (``"momentum_buffer"``), present only when
-    ``momentum > 0``.
+    ``momentum > 0``.  Where :math:`b` would be subnormal (below about
+    1.2e-38 in magnitude in float32, 2.2e-308 in float64) it is stored as
+    0: the momentum of a unit whose gradient stays 0 decays into that range
+    and stays there, and arithmetic on subnormal numbers can be many times
+    slower on x86 CPUs (see :func:`cnnkit.reference.flush_subnormal`).
+    PyTorch keeps those values; the parameters differ from its by at most
+    the learning rate times that bound.
 
     Examples
     --------
@@ -780,6 +786,8 @@ class Adam(Optimizer):
 
     with :math:`m_0 = v_0 = 0`.  The state is ``"exp_avg"`` (:math:`m`) and
     ``"exp_avg_sq"`` (:math:`v`); :math:`t` is :attr:`iterations` + 1.
+    Values of :math:`m` and :math:`v` that would be subnormal are stored as
+    0, as :class:`SGD`'s momentum buffer is.
 
     Examples
     --------

@@ -82,6 +82,7 @@ __all__ = [
     "log_softmax",
     "log_softmax_backward",
     "softmax_cross_entropy",
+    "flush_subnormal",
     "sgd_step",
     "adam_step",
     "index_hash",
@@ -1624,6 +1625,27 @@ def softmax_cross_entropy(logits, labels, sample_weight=None,
 # ---------------------------------------------------------------------------
 
 
+def flush_subnormal(a):
+    """``a`` with its subnormal values (and zeros) replaced by +0.
+
+    The optimizers' buffers are stored this way: a unit whose gradient
+    stays 0 (a dead ReLU) has its momentum shrink by the momentum factor
+    each step into the subnormal range, where it would stay (0.9 times the
+    smallest subnormal rounds back to it), and on x86 CPUs arithmetic on
+    subnormal operands can take microcode assists many times slower than
+    the operation itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> flush_subnormal(np.array([1e-39, -1e-39, 1e-37, 0.5], np.float32))
+    array([0.e+00, 0.e+00, 1.e-37, 5.e-01], dtype=float32)
+    """
+    a = np.asarray(a)
+    tiny = np.finfo(a.dtype).tiny
+    return np.where((a < tiny) & (a > -tiny), a.dtype.type(0), a)
+
+
 def sgd_step(params, grads, momentum_buffer=None, lr=0.01, momentum=0.0,
              nesterov=False, weight_decay=0.0):
     r"""One step of SGD (PyTorch's, dampening 0), as :class:`cnnkit.optim.SGD`.
@@ -1654,7 +1676,9 @@ def sgd_step(params, grads, momentum_buffer=None, lr=0.01, momentum=0.0,
         \theta &\leftarrow \theta - \eta g
 
     Each operation rounds to the arrays' dtype, in this order; the compiled
-    step reproduces these bits.
+    step reproduces these bits.  A buffer value smaller in magnitude than
+    the dtype's smallest normal number is stored as +0 (see
+    :func:`flush_subnormal`).
     """
     g = grads
     if weight_decay != 0.0:
@@ -1663,6 +1687,7 @@ def sgd_step(params, grads, momentum_buffer=None, lr=0.01, momentum=0.0,
     if momentum != 0.0:
         buf = g.copy() if momentum_buffer is None \
             else momentum * momentum_buffer + g
+        buf = flush_subnormal(buf)
         g = g + momentum * buf if nesterov else buf
     return params - lr * g, buf
 
@@ -1701,7 +1726,9 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, step, lr=1e-3,
             \Bigl(\frac{\sqrt{v}}{\sqrt{1 - \beta_2^t}} + \epsilon\Bigr)
 
     Each operation rounds to the arrays' dtype, in this order; the compiled
-    step reproduces these bits.
+    step reproduces these bits.  Values of ``m`` and ``v`` smaller in
+    magnitude than the dtype's smallest normal number are stored as +0 (see
+    :func:`flush_subnormal`).
     """
     beta1, beta2 = betas
     g = grads
@@ -1710,8 +1737,8 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, step, lr=1e-3,
             params = params * (1.0 - lr * weight_decay)
         else:
             g = g + weight_decay * params
-    m = beta1 * exp_avg + (1.0 - beta1) * g
-    v = beta2 * exp_avg_sq + (1.0 - beta2) * g * g
+    m = flush_subnormal(beta1 * exp_avg + (1.0 - beta1) * g)
+    v = flush_subnormal(beta2 * exp_avg_sq + (1.0 - beta2) * g * g)
     step_size = lr / (1.0 - beta1 ** step)
     bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
     return params - step_size * m / (np.sqrt(v) / bc2_sqrt + eps), m, v
