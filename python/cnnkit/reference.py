@@ -1638,6 +1638,7 @@ def flush_subnormal(a):
     Examples
     --------
     >>> import numpy as np
+    >>> from cnnkit.reference import flush_subnormal
     >>> flush_subnormal(np.array([1e-39, -1e-39, 1e-37, 0.5], np.float32))
     array([0.e+00, 0.e+00, 1.e-37, 5.e-01], dtype=float32)
     """
