@@ -353,6 +353,21 @@ for dt in (np.float32, np.float64):
         if F.dense(x[lo:hi], w).tobytes() != full[lo:hi].tobytes():
             variant.append(f"{np.dtype(dt).name} dense rows {lo}:{hi} "
                            f"depend on the batch")
+    # the input gradient of one sample (its own path: rows of W scaled and
+    # added in place) against its row in a batch: 3 slabs of KC, runs of
+    # columns past 1024 with a ragged end, 1-3 threads
+    xs = rng.standard_normal((9, 1030)).astype(dt)
+    ws = rng.standard_normal((1100, 1030)).astype(dt)
+    gs = rng.standard_normal((9, 1100)).astype(dt)
+    gx_full = F.dense_backward(gs, xs, ws)[0]
+    for nt in (1, 2, 3):
+        cnnkit.set_num_threads(nt)
+        for i in (0, 4, 8):
+            one = F.dense_backward(gs[i:i + 1], xs[i:i + 1], ws)[0]
+            if one.tobytes() != gx_full[i:i + 1].tobytes():
+                variant.append(f"{np.dtype(dt).name} dense grad-x row {i} "
+                               f"alone ({nt} threads) differs from its batch")
+    cnnkit.set_num_threads(2)
     # the weight gradients of runs of samples added in the fixed tree
     # inside the kernel (gw_tree): the bits of each run's gradient and then
     # tree_sum; whole register tiles and the edges, an empty run, a run
