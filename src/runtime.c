@@ -106,6 +106,7 @@ const char *cnnkit_compiler(void)
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
