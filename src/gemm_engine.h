@@ -120,13 +120,13 @@ typedef struct cnnkit_gemm_engine {
     int (*ww_weight_f32)(float *gw, ptrdiff_t wstride, int *done,
                          const float *gy, const float *x,
                          const int64_t *bounds, ptrdiff_t nparts,
-                         ptrdiff_t min_tiles, float *work, const cnnkit_conv2d_geom *g,
-                         int nthreads);
+                         ptrdiff_t min_tiles, float *work,
+                         const cnnkit_conv2d_geom *g, int nthreads);
     int (*ww_weight_f64)(double *gw, ptrdiff_t wstride, int *done,
                          const double *gy, const double *x,
                          const int64_t *bounds, ptrdiff_t nparts,
-                         ptrdiff_t min_tiles, double *work, const cnnkit_conv2d_geom *g,
-                         int nthreads);
+                         ptrdiff_t min_tiles, double *work,
+                         const cnnkit_conv2d_geom *g, int nthreads);
     /* The dense weight gradient's tree of parts (wtree in gemm_impl.h),
      * or NULL: its workspace for gy of n rows and o columns on nthreads
      * threads (elements of the larger of both types' needs), and the

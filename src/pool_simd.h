@@ -9,9 +9,10 @@
  *
  * Windows of two full input rows and columns each
  * (cnnkit_max_pool2x2_fits): VL windows per step, their four elements the
- * even and odd columns of the two rows, compared in the order of the scalar loop (row-major; a
- * tie keeps the first maximum, a NaN wins), so the values and indices are
- * pool2d.c's bit for bit.  pool2d.c is compiled for the baseline, whose
+ * even and odd columns of the two rows, compared in the order of the
+ * scalar loop (row-major; a tie keeps the first maximum, a NaN wins), so
+ * the values and indices are pool2d.c's bit for bit.  pool2d.c is
+ * compiled for the baseline, whose
  * selects are branchy in float64; compiled for AVX-512 by target clones,
  * its loop ran rows shorter than a vector (LeNet-5's 7 and 5 windows)
  * through a branch per window, up to 6x slower. */

@@ -405,6 +405,41 @@ def test_weight_gradient_runs_too_small_or_not_finite_take_direct_sums(
     assert np.all(np.isfinite(gx[:20])) and gx.shape == x.shape
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_direct_input_gradient_beside_winograd_weight_gradient(dtype):
+    """Padding 3 leaves the input gradient to the direct sums (its padding
+    2 - p would be negative) while the weight gradient takes F(4x4, 3x3):
+    the input gradient is then the direct path's, bit for bit, from
+    backward and backward_parts alike."""
+    from cnnkit._ops import Conv2DOp
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((8, 32, 12, 12)).astype(dtype)
+    w = rng.standard_normal((32, 32, 3, 3)).astype(dtype)
+    g = rng.standard_normal((8, 32, 16, 16)).astype(dtype)
+    op = Conv2DOp((1, 1), (3,) * 4, (1, 1), 1, winograd=True)
+    direct = Conv2DOp((1, 1), (3,) * 4, (1, 1), 1)
+    if _has_blocks(dtype):
+        assert op.winograd_tiles(x.shape[1:], w.shape, dtype) == (4, 0, 4)
+    gx, gw, gb = op.backward(g, x, w)
+    dgx, dgw, dgb = direct.backward(g, x, w)
+    assert np.array_equal(gx, dgx)
+    _, egw, egb = R.conv2d_backward(g.astype(np.float64),
+                                    x.astype(np.float64),
+                                    w.astype(np.float64), 1, 3)
+    eps = np.finfo(dtype).eps
+    assert np.all(np.abs(gw - egw) <= 8 * eps * _weight_scale(g, x))
+    # the runs' bias sums, added
+    assert np.all(np.abs(gb - egb) <= 4 * eps * np.abs(g).sum(axis=(0, 2, 3)))
+    parts = np.empty((2,) + w.shape, dtype)
+    gx_out = np.full(x.shape, 7.0, dtype)
+    assert op.backward_parts(g, x, w, [0, 4, 8], parts, None,
+                             gx=gx_out) is gx_out
+    assert np.array_equal(gx_out, dgx)
+    # the kernel behind it: conv2d_backward's input gradient alone
+    alone = K._conv2d_input_grad(g, x, w, (1, 1), (3,) * 4, (1, 1))
+    assert np.array_equal(alone, dgx)
+
+
 def _wide_fit(threads, winograd):
     from helpers import num_threads
     rng = np.random.default_rng(1)

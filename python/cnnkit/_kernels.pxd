@@ -440,6 +440,33 @@ cdef inline void cnnkit_conv2d_backward_weight_parts(
             nthreads)
 
 
+cdef inline int cnnkit_conv_winograd_weight(
+        floating *gw, ptrdiff_t wstride, int *done, const floating *gy,
+        const floating *x, const int64_t *bounds, ptrdiff_t nparts,
+        ptrdiff_t min_tiles, floating *work, const cnnkit_conv2d_geom *g,
+        int nthreads) noexcept nogil:
+    if floating is float:
+        return cnnkit_conv_winograd_weight_f32(
+            gw, wstride, done, gy, x, bounds, nparts, min_tiles, work, g,
+            nthreads)
+    else:
+        return cnnkit_conv_winograd_weight_f64(
+            gw, wstride, done, gy, x, bounds, nparts, min_tiles, work, g,
+            nthreads)
+
+
+cdef inline void cnnkit_conv2d_bias_parts(
+        floating *gbias, ptrdiff_t bstride, const floating *gy,
+        const int64_t *bounds, ptrdiff_t nparts, const cnnkit_conv2d_geom *g,
+        int nthreads) noexcept nogil:
+    if floating is float:
+        cnnkit_conv2d_bias_parts_f32(gbias, bstride, gy, bounds, nparts, g,
+                                     nthreads)
+    else:
+        cnnkit_conv2d_bias_parts_f64(gbias, bstride, gy, bounds, nparts, g,
+                                     nthreads)
+
+
 cdef inline void cnnkit_relu_forward(floating *y, const floating *x,
                                      ptrdiff_t n, int nthreads) noexcept nogil:
     if floating is float:
@@ -894,11 +921,13 @@ cdef extern from "cnnkit.h" nogil:
     int cnnkit_conv_winograd_weight_f32(
         float *gw, ptrdiff_t wstride, int *done, const float *gy,
         const float *x, const int64_t *bounds, ptrdiff_t nparts,
-        ptrdiff_t min_tiles, float *work, const cnnkit_conv2d_geom *g, int nthreads) nogil
+        ptrdiff_t min_tiles, float *work, const cnnkit_conv2d_geom *g,
+        int nthreads) nogil
     int cnnkit_conv_winograd_weight_f64(
         double *gw, ptrdiff_t wstride, int *done, const double *gy,
         const double *x, const int64_t *bounds, ptrdiff_t nparts,
-        ptrdiff_t min_tiles, double *work, const cnnkit_conv2d_geom *g, int nthreads) nogil
+        ptrdiff_t min_tiles, double *work, const cnnkit_conv2d_geom *g,
+        int nthreads) nogil
 
     ptrdiff_t cnnkit_conv_direct_packed_size(const cnnkit_conv2d_geom *g,
                                              int f64)

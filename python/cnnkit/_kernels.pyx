@@ -499,7 +499,7 @@ def _conv_winograd_weight_parts(grad_out, x, weight, padding, bounds,
     b, ws, bs = _parts_args("conv2d_backward", bounds, x.shape[0], gw_parts,
                             weight.shape, gb_parts, x.dtype)
     cdef ptrdiff_t nparts = b.shape[0] - 1
-    g.winograd = 2
+    g.winograd = _winograd_flag(4)
     cdef bint f64 = not _is_f32(x)
     cdef ptrdiff_t size = cnnkit_conv_winograd_weight_workspace(&g, nt, f64)
     if size <= 0:
@@ -508,38 +508,36 @@ def _conv_winograd_weight_parts(grad_out, x, weight, padding, bounds,
     if nparts == 0 or x.shape[0] == 0:
         return done
     work = _workspace(size, x.dtype)
-    cdef int *pd = <int *>cnp.PyArray_DATA(<cnp.ndarray>done)
-    cdef const int64_t *pb = _int64_data(b)
-    cdef float *p32[4]
-    cdef double *p64[4]
-    cdef float *pb32 = NULL
-    cdef double *pb64 = NULL
-    cdef bint with_bias = gb_parts is not None
-    if not f64:
-        p32[0], p32[1] = _data(gw_parts, _F32), _data(grad_out, _F32)
-        p32[2], p32[3] = _data(x, _F32), _data(work, _F32)
-        if with_bias:
-            pb32 = _data(gb_parts, _F32)
-        with nogil:
-            taken = cnnkit_conv_winograd_weight_f32(
-                p32[0], ws, pd, p32[1], p32[2], pb, nparts, min_tiles, p32[3],
-                &g, nt)
-            if taken and with_bias:
-                cnnkit_conv2d_bias_parts_f32(pb32, bs, p32[1], pb, nparts,
-                                             &g, nt)
+    if f64:
+        taken = _winograd_weight_parts(_F64, gw_parts, ws, done, gb_parts,
+                                       bs, grad_out, x, b, nparts, min_tiles,
+                                       work, &g, nt)
     else:
-        p64[0], p64[1] = _data(gw_parts, _F64), _data(grad_out, _F64)
-        p64[2], p64[3] = _data(x, _F64), _data(work, _F64)
-        if with_bias:
-            pb64 = _data(gb_parts, _F64)
-        with nogil:
-            taken = cnnkit_conv_winograd_weight_f64(
-                p64[0], ws, pd, p64[1], p64[2], pb, nparts, min_tiles, p64[3],
-                &g, nt)
-            if taken and with_bias:
-                cnnkit_conv2d_bias_parts_f64(pb64, bs, p64[1], pb, nparts,
-                                             &g, nt)
+        taken = _winograd_weight_parts(_F32, gw_parts, ws, done, gb_parts,
+                                       bs, grad_out, x, b, nparts, min_tiles,
+                                       work, &g, nt)
     return done if taken else None
+
+
+cdef int _winograd_weight_parts(
+        floating *t, gw_parts, ptrdiff_t wstride, done, gb_parts,
+        ptrdiff_t bstride, grad_out, x, bounds, ptrdiff_t nparts,
+        ptrdiff_t min_tiles, work, const cnnkit_conv2d_geom *g,
+        int nt) noexcept:
+    cdef floating *pgw = _data(gw_parts, t)
+    cdef floating *pgb = _data(gb_parts, t)
+    cdef const floating *pgy = _data(grad_out, t)
+    cdef const floating *px = _data(x, t)
+    cdef floating *pk = _data(work, t)
+    cdef int *pd = <int *>cnp.PyArray_DATA(<cnp.ndarray>done)
+    cdef const int64_t *pb = _int64_data(bounds)
+    cdef int taken
+    with nogil:
+        taken = cnnkit_conv_winograd_weight(pgw, wstride, pd, pgy, px, pb,
+                                            nparts, min_tiles, pk, g, nt)
+        if taken and pgb != NULL:
+            cnnkit_conv2d_bias_parts(pgb, bstride, pgy, pb, nparts, g, nt)
+    return taken
 
 
 def _conv_pools(x_shape, w_shape, stride, padding, dilation, dtype,
@@ -813,6 +811,17 @@ cdef tuple _parts_args(str fn, object bounds, object n, object gw_parts,
                              f"C-contiguous, parts not overlapping")
         strides.append(arr.strides[0] // item)
     return b, strides[0], strides[1]
+
+
+def _conv2d_input_grad(grad_out, x, weight, stride, padding, dilation,
+                       gx_out=None, *, groups=1):
+    """The input gradient alone of conv2d_backward (its bits), into gx_out
+    when given: for a caller that has the weight gradient otherwise."""
+    cdef cnnkit_conv2d_geom g
+    cdef int nt = _nthreads()
+    grad_out, x, weight = _conv_backward_args(
+        grad_out, x, weight, stride, padding, dilation, True, &g, groups)
+    return _conv_input_grad(grad_out, x, weight, &g, nt, gx_out)
 
 
 def conv2d_backward_parts(grad_out, x, weight, stride, padding, dilation,

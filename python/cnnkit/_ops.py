@@ -265,7 +265,6 @@ class Conv2DOp:
     def backward(self, grad, x, weight, input_grad=True, bias=True,
                  gx=None, gw=None, gb=None):
         """(grad_x or None, grad_weight, grad_bias or None)."""
-        wgx = self._winograd_input_grad(grad, x, weight, input_grad, gx)
         if self._winograd_weight(grad, x, weight):
             # the batch in runs of a fixed split (by its size alone), their
             # gradients added in order
@@ -275,15 +274,11 @@ class Conv2DOp:
             parts = np.empty((runs,) + weight.shape, weight.dtype)
             bparts = np.empty((runs, weight.shape[0]), weight.dtype) \
                 if bias else None
-            self._weight_parts(grad, x, weight, bounds, parts, bparts)
-            gw = _sum_into(parts, gw)
-            gb = _sum_into(bparts, gb) if bias else None
-            if wgx is None and input_grad:
-                wgx = _kernels.conv2d_backward(
-                    grad, x, weight, self.stride, self.padding,
-                    self.dilation, True, False, gx, None, None,
-                    groups=self.groups)[0]
-            return wgx, gw, gb
+            gx = self.backward_parts(grad, x, weight, bounds, parts, bparts,
+                                     input_grad, gx)
+            return (gx, _sum_into(parts, gw),
+                    _sum_into(bparts, gb) if bias else None)
+        wgx = self._winograd_input_grad(grad, x, weight, input_grad, gx)
         if wgx is not None:
             _, gw, gb = _kernels.conv2d_backward(
                 grad, x, weight, self.stride, self.padding, self.dilation,
@@ -299,23 +294,24 @@ class Conv2DOp:
         """The weight (and bias) gradient of each run of samples
         ``[bounds[q], bounds[q+1])`` into ``gw_parts[q]`` (``gb_parts[q]``);
         returns the input gradient (or None)."""
+        wino_weight = self._winograd_weight(grad, x, weight)
         wgx = self._winograd_input_grad(grad, x, weight, input_grad, gx)
-        if self._winograd_weight(grad, x, weight):
+        if not wino_weight and wgx is None:
+            return _kernels.conv2d_backward_parts(
+                grad, x, weight, self.stride, self.padding, self.dilation,
+                bounds, gw_parts, gb_parts, input_grad, gx,
+                groups=self.groups)
+        if wino_weight:
             self._weight_parts(grad, x, weight, bounds, gw_parts, gb_parts)
-            if wgx is None and input_grad:
-                wgx = _kernels.conv2d_backward(
-                    grad, x, weight, self.stride, self.padding,
-                    self.dilation, True, False, gx, None, None,
-                    groups=self.groups)[0]
-            return wgx
-        if wgx is not None:
+        else:
             _kernels.conv2d_backward_parts(
                 grad, x, weight, self.stride, self.padding, self.dilation,
                 bounds, gw_parts, gb_parts, False, None, groups=self.groups)
-            return wgx
-        return _kernels.conv2d_backward_parts(
-            grad, x, weight, self.stride, self.padding, self.dilation,
-            bounds, gw_parts, gb_parts, input_grad, gx, groups=self.groups)
+        if wgx is None and input_grad:     # the direct input gradient alone
+            wgx = _kernels._conv2d_input_grad(
+                grad, x, weight, self.stride, self.padding, self.dilation,
+                gx, groups=self.groups)
+        return wgx
 
 
 def _sum_into(parts, out):
