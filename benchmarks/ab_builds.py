@@ -30,6 +30,9 @@ Workload groups (``--only``):
     5x5 layers of small and medium networks; and the backward pass (input
     and weight gradients, into kept arrays) of the 3x3 and 5x5 ones, and
     their weight gradient alone over a training step's 8 shards.
+``gemm``
+    Square matrix products of 512-2048 (a dense layer's forward pass
+    without bias, into a kept array).
 ``depthwise``
     Depthwise convolutions forward (bias and ReLU), stride 2 and 1.
 ``pool``
@@ -37,7 +40,7 @@ Workload groups (``--only``):
     indices, and backward through the ReLU before it.
 
     python benchmarks/ab_builds.py OLD.so NEW.so
-        [--only dense conv depthwise pool]
+        [--only dense conv gemm depthwise pool]
         [--threads 1] [--rounds 9] [--dtype float32] [--match TEXT]
 """
 import argparse
@@ -72,6 +75,8 @@ CONV = [(64, 16, 32, 16, 1, 0), (64, 32, 16, 64, 1, 0), (64, 64, 8, 16, 1, 0),
         (64, 32, 14, 64, 5, 2), (64, 16, 32, 16, 3, 1),
         (128, 64, 8, 64, 3, 1), (64, 6, 14, 16, 5, 0), (128, 32, 14, 32, 3, 1),
         (128, 64, 7, 64, 3, 1)]
+#: sides of the square matrix products
+GEMM = [512, 1024, 2048]
 #: depthwise (batch, channels, side, kernel, stride, padding, multiplier)
 DEPTHWISE = [(1, 128, 28, 3, 2, 1, 1), (32, 128, 28, 3, 2, 1, 1),
              (32, 32, 56, 3, 2, 1, 1), (8, 64, 112, 3, 2, 1, 1),
@@ -165,6 +170,17 @@ def workloads(groups, dtype):
                             k.conv2d_backward_parts(
                                 gy, x, w, (1, 1), (p,) * 4, (1, 1), b8, gw8,
                                 None, False), gw8.copy())[1:]))
+    if "gemm" in groups:
+        for n in GEMM:
+            a = rng.standard_normal((n, n)).astype(dtype)
+            b = rng.standard_normal((n, n)).astype(dtype)
+            # an output array of each build's own, kept between calls
+            c = {}
+            out.append((f"gemm {n}^3", 2.0 * n ** 3,
+                        lambda k, a=a, b=b, c=c: (k.dense_forward(
+                            a, b, None, out=c.setdefault(
+                                id(k), np.empty((len(a), len(b)), a.dtype))),
+                        )))
     if "depthwise" in groups:
         for n, c, h, r, st, p, mult in DEPTHWISE:
             x = rng.standard_normal((n, c, h, h)).astype(dtype)
@@ -200,8 +216,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("builds", nargs="+", help="extension files (.so)")
     ap.add_argument("--only", nargs="+",
-                    choices=("dense", "conv", "depthwise", "pool"),
-                    default=["dense", "conv", "depthwise", "pool"])
+                    choices=("dense", "conv", "gemm", "depthwise", "pool"),
+                    default=["dense", "conv", "gemm", "depthwise", "pool"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--dtype", choices=("float32", "float64"),
