@@ -892,6 +892,15 @@ for dt in (np.float32, np.float64):
         close(tag + " gx", gx, rx, dt, k * r * s)
         close(tag + " gw", gw, rw, dt, n * p)
         close(tag + " gb", gb, rb, dt, n * p)
+        # every element written: new gradients are not zeroed first, and a
+        # kept one holding NaN from before ends with the same bits
+        kept = [np.full(a.shape, np.nan, dt) for a in (gx, gw, gb)]
+        cnnkit._kernels.conv2d_backward(
+            g, x, w, (st, st), (pad,) * 4, (dil, dil), True, True, *kept)
+        for name, a, b in zip(("gx", "gw", "gb"), (gx, gw, gb), kept):
+            if a.tobytes() != b.tobytes():
+                variant.append(f"{tag} {name} into a kept array holding NaN "
+                               f"differs")
 
 # bit-identical for 1, 2 and 3 threads; a sample's result does not depend
 # on its batch

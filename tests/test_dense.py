@@ -331,6 +331,14 @@ for dt in (np.float32, np.float64):
         close(tag + " gx", gx, rx, dt, o)
         close(tag + " gw", gw, rw, dt, n)
         close(tag + " gb", gb, rb, dt, n)
+        # every element written: new gradients are not zeroed first, and a
+        # kept one holding NaN from before ends with the same bits
+        kept = [np.full(a.shape, np.nan, dt) for a in (gx, gw, gb)]
+        cnnkit._kernels.dense_backward(g, x, w, True, True, *kept)
+        for name, a, b in zip(("gx", "gw", "gb"), (gx, gw, gb), kept):
+            if a.tobytes() != b.tobytes():
+                variant.append(f"{tag} {name} into a kept array holding NaN "
+                               f"differs")
 
 # bit-identical for 1, 2 and 3 threads; a sample's result does not depend
 # on its batch

@@ -288,10 +288,12 @@ cdef object _out(object out, tuple shape, object dt, str fn, str name):
 cdef object _zeros_or(object out, tuple shape, object dt, str fn, str name,
                       bint clear):
     """A gradient the kernel accumulates or skips when there are no terms:
-    new zeros, or out after checking it (as _out), zeroed here when clear
-    (the kernel writes every element otherwise)."""
+    new memory, or out after checking it (as _out), zeroed here when clear
+    (the kernel writes every element otherwise, so that new memory needs
+    no zeros: a fresh 12.8 MB weight gradient of a 3136 -> 1024 dense
+    layer took longer to zero than one sample's backward pass)."""
     if out is None:
-        return np.zeros(shape, dtype=dt)
+        return np.zeros(shape, dtype=dt) if clear else np.empty(shape, dt)
     a = _out(out, shape, dt, fn, name)
     if clear and a.size:
         a[...] = 0
