@@ -692,6 +692,76 @@ static void SFX(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
     }
 }
 
+#ifdef GEMM_IMPLICIT_B
+/* the rows of A for which gemm_arows runs: 8 to 128 (AVX-512 Xeon, 2
+ * threads, against the packed path: 1.9-2.3x at 8-32 rows x 3136 ->
+ * 1024, 1.3-1.5x at 16-64 rows of 512 -> 512, 1.14-1.21x at 128 rows;
+ * 0.4-0.9x at 2 rows, 0.93-1.06x at 4, 0.97-1.02x at 256; 0.95-1.02x
+ * where B is small: 400 -> 120, 120 -> 84) */
+#ifndef ARROWS_MIN_M
+#define ARROWS_MIN_M 8
+#endif
+#ifndef ARROWS_MAX_M
+#define ARROWS_MAX_M 128
+#endif
+/* C (m x n) = A (m x k) @ B^T for B stored (n x k), alpha 1, beta 0, and
+ * few rows of A (a dense layer's forward pass of a small batch, B its
+ * weights): computed as T = C^T = B @ A^T, MR rows of B at a time read in
+ * place as the micro-kernel's broadcast operand (each row once, in
+ * order) against A^T packed as its vector operand, then T copied into C
+ * block by block.  The packed path transposes all of B into strips first:
+ * three passes over a B of 12.8 MB for 205 MFLOP at 32 rows.
+ *
+ * Element (i, j) is the micro-kernel's chain of fma(B[j,p], A[i,p], acc)
+ * = fma(A[i,p], B[j,p], acc) over the same KC-deep slabs, added in the
+ * same order: the bits of the packed path.  work (wsize elements) holds
+ * A^T packed (k x m rounded up to NR) and T; returns 0, with nothing
+ * written, when they do not fit. */
+static int SFX(gemm_arows)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                           const REAL *a, ptrdiff_t lda, const REAL *b,
+                           ptrdiff_t ldb, REAL *c, ptrdiff_t ldc, REAL *work,
+                           ptrdiff_t wsize, int nthreads)
+{
+    const ptrdiff_t rup = cnnkit_ceil_div(m, (ptrdiff_t)NR) * NR;
+    const ptrdiff_t strips = rup / NR;
+    if ((double)n * m + (double)k * rup > (double)wsize)
+        return 0;
+    REAL *at = work, *t = work + k * rup;    /* T: n x m, rows m apart */
+    const ptrdiff_t blocks = cnnkit_ceil_div(n, (ptrdiff_t)MR);
+    const ptrdiff_t slabs = cnnkit_ceil_div(k, (ptrdiff_t)KC);
+    const int team = cnnkit_team(2.0 * m * n * k, blocks, nthreads);
+    (void)team; /* unused in serial builds */
+    CNNKIT_OMP(parallel num_threads(team))
+    {
+        /* slab q of A^T at at + q*KC*rup, its strip s NR*kc further */
+        CNNKIT_OMP(for schedule(static))
+        for (ptrdiff_t q = 0; q < slabs * strips; q++) {
+            const ptrdiff_t p0 = q / strips * KC, s = q % strips;
+            SFX(pack_b)(at + p0 * rup, a + p0, lda, 1,
+                        CNNKIT_MIN((ptrdiff_t)KC, k - p0), m, s, s + 1);
+        }
+        CNNKIT_OMP(for schedule(static))
+        for (ptrdiff_t jb = 0; jb < blocks; jb++) {
+            const ptrdiff_t j0 = jb * MR, mr = CNNKIT_MIN((ptrdiff_t)MR, n - j0);
+            REAL *restrict tj = t + j0 * m;
+            for (ptrdiff_t p0 = 0; p0 < k; p0 += KC) {
+                const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, k - p0);
+                for (ptrdiff_t s = 0; s < strips; s++)
+                    SFX(micro_arows)(kc, b + j0 * ldb + p0, ldb,
+                                     at + p0 * rup + s * NR * kc,
+                                     tj + s * NR, m, mr,
+                                     CNNKIT_MIN((ptrdiff_t)NR, m - s * NR),
+                                     p0 == 0);
+            }
+            for (ptrdiff_t i = 0; i < m; i++)
+                for (ptrdiff_t j = 0; j < mr; j++)
+                    c[i * ldc + j0 + j] = tj[j * m + i];
+        }
+    }
+    return 1;
+}
+#endif
+
 /* The parallel variant.  For each NC-wide panel and KC-deep slab, the team
  * packs the B panel together (strips split over threads), then splits the
  * work over tasks = (MC-tall block of rows, chunk of NR strips): a task
@@ -738,6 +808,11 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
         }
         return;
     }
+    if (trans_b && !trans_a && alpha == 1 && beta == 0 &&
+        m >= ARROWS_MIN_M && m <= ARROWS_MAX_M && k > 0 &&
+        SFX(gemm_arows)(m, n, k, a, lda, b, ldb, c, ldc, work,
+                        SFX(workspace)(m, n, k), nthreads))
+        return;
     const int in_place = SFX(in_place)(m, n, k) && !trans_b &&
                          alpha == 1 && beta == 0;
 #else

@@ -36,8 +36,9 @@
  * elements and its C at cstep from the one before, each vector's first
  * lastn lanes (a direct convolution's rows narrower than a vector). */
 #define STACKED 2
-/* One step p of a tile: B's row at brow, A's column at ar. */
-#define TILE_STEP(brow, ar)                                                \
+/* One step p of a tile: B's row at brow, A's column at ar, its rows ai
+ * elements apart (1 packed; lda where A is read in place). */
+#define TILE_STEP_A(brow, ar, ai)                                          \
     do {                                                                   \
         VEC bv[NV];                                                        \
         UNROLL_FULL                                                        \
@@ -45,12 +46,13 @@
             bv[v] = VLOAD((brow) + v * bstep);                             \
         UNROLL_FULL                                                        \
         for (int i = 0; i < rows; i++) {                                   \
-            VEC av = VBCAST((ar) + i);                                     \
+            VEC av = VBCAST((ar) + i * (ai));                              \
             UNROLL_FULL                                                    \
             for (int v = 0; v < nv; v++)                                   \
                 acc[i][v] = VFMA(av, bv[v], acc[i][v]);                    \
         }                                                                  \
     } while (0)
+#define TILE_STEP(brow, ar) TILE_STEP_A(brow, ar, 1)
 /* Lane l: the sum of the products that zeros would make with a[p*ld + l]
  * for p in [g0, g1) (the lanes of m) -- +0 if one of those values has its
  * sign bit clear (that product is +0), else -0: their sign bits ANDed.
@@ -83,14 +85,17 @@ static inline void SFX(gap_zeros)(REAL *restrict z, const REAL *restrict ap,
 /* runs (implicit tiles only; NULL: every step): the steps taken are the
  * nruns ranges [runs[2q], runs[2q + 1]) of [0, kc), in order -- a direct
  * convolution's taps that read no padding, whose B is zero (see
- * tap_runs); each gap between them adds its products' sum (gap_zeros). */
+ * tap_runs); each gap between them adds its products' sum (gap_zeros).
+ * arow (explicit tiles only): 0, A packed (step p's column at ap + p*MR);
+ * else A read in place, row i at ap + i*arow, step p at ap + p. */
 static inline __attribute__((always_inline)) void
 SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
           ptrdiff_t kc, const REAL *restrict ap, const REAL *restrict bp,
           const ptrdiff_t *restrict boff, REAL *restrict c, ptrdiff_t ldc,
           int lastn, REAL alpha, REAL beta, int first,
           const REAL *restrict bias, int relu, ptrdiff_t bstep,
-          ptrdiff_t cstep, const int32_t *restrict runs, int nruns)
+          ptrdiff_t cstep, const int32_t *restrict runs, int nruns,
+          const ptrdiff_t arow)
 {
     if (masked != STACKED)
         bstep = cstep = VL;
@@ -124,8 +129,8 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
         }
     } else {
         for (ptrdiff_t p = 0; p < kc; p++) {
-            TILE_STEP(implicit ? bp + boff[p] : bp, ap);
-            ap += MR;
+            TILE_STEP_A(implicit ? bp + boff[p] : bp, ap, arow ? arow : 1);
+            ap += arow ? 1 : MR;
             if (!implicit)
                 bp += NR;
         }
@@ -162,7 +167,7 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
 }
 
 #define TILE_ARGS implicit, kc, ap, bp, boff, c, ldc, lastn, alpha, beta, \
-                  first, bias, relu, 0, 0, NULL, 0
+                  first, bias, relu, 0, 0, NULL, 0, arow
 #define TILE_ROWS(R)                                                       \
     case R:                                                                \
         if (nv == 1)                                                       \
@@ -186,7 +191,7 @@ static inline __attribute__((always_inline)) void
 SFX(micro_any)(const int implicit, ptrdiff_t kc, const REAL *ap,
                const REAL *bp, const ptrdiff_t *boff, REAL *c, ptrdiff_t ldc,
                ptrdiff_t mr, ptrdiff_t nr, REAL alpha, REAL beta, int first,
-               const REAL *bias, int relu)
+               const REAL *bias, int relu, const ptrdiff_t arow)
 {
     int lastn = VL;
     if (mr == MR && nr == NR) {
@@ -246,7 +251,17 @@ static void SFX(micro)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
                        REAL alpha, REAL beta, int first)
 {
     SFX(micro_any)(0, kc, ap, bp, NULL, c, ldc, mr, nr, alpha, beta, first,
-                   NULL, 0);
+                   NULL, 0, 0);
+}
+
+/* micro (alpha 1, beta 0) with A read in place: row i of the strip at a
+ * + i*lda, step p at a + p (gemm_arows). */
+static void SFX(micro_arows)(ptrdiff_t kc, const REAL *a, ptrdiff_t lda,
+                             const REAL *bp, REAL *c, ptrdiff_t ldc,
+                             ptrdiff_t mr, ptrdiff_t nr, int first)
+{
+    SFX(micro_any)(0, kc, a, bp, NULL, c, ldc, mr, nr, 1, 0, first, NULL, 0,
+                   lda);
 }
 
 static void SFX(micro_implicit)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
@@ -255,10 +270,10 @@ static void SFX(micro_implicit)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
                                 const REAL *bias, int relu)
 {
     SFX(micro_any)(1, kc, ap, bp, boff, c, ldc, mr, nr, 1, 0, first, bias,
-                   relu);
+                   relu, 0);
 }
 #define STACK_ARGS 1, kc, ap, bp, boff, c, ldc, width, 1, 0, first, bias, \
-                   relu, bstep, cstep, runs, nruns
+                   relu, bstep, cstep, runs, nruns, 0
 #define STACK_ROWS(R)                                                      \
     case R:                                                                \
         SFX(tile)(R, NV, STACKED, STACK_ARGS);                             \

@@ -42,3 +42,5 @@
 #undef RT_QB
 #undef RT_BYTES
 #undef RT_UNROLL
+#undef ARROWS_MIN_M
+#undef ARROWS_MAX_M

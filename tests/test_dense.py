@@ -355,9 +355,17 @@ for dt in (np.float32, np.float64):
             if ref.tobytes() != other[i].tobytes():
                 variant.append(f"{np.dtype(dt).name} result {i}: "
                                f"{nt} threads differ from 1")
+    for lo, hi in ((5, 18), (60, 188)):
+        few = [None] * 3
+        for nt in (1, 2, 3):
+            cnnkit.set_num_threads(nt)
+            few[nt - 1] = F.dense(x[lo:hi], w).tobytes()
+        if few[1] != few[0] or few[2] != few[0]:
+            variant.append(f"{np.dtype(dt).name} dense rows {lo}:{hi}: "
+                           f"the threads change the bits")
     cnnkit.set_num_threads(2)
     full = F.dense(x, w)
-    for lo, hi in ((0, 1), (5, 18), (100, 203)):
+    for lo, hi in ((0, 1), (5, 18), (100, 203), (60, 188)):
         if F.dense(x[lo:hi], w).tobytes() != full[lo:hi].tobytes():
             variant.append(f"{np.dtype(dt).name} dense rows {lo}:{hi} "
                            f"depend on the batch")
@@ -406,11 +414,14 @@ for dt in (np.float32, np.float64):
     # transposed panel packed in blocks: the bits of a row of a larger
     # batch, over several slabs and with a last strip and block that are
     # partial (inner 1100 > KC; 1 + 77 outputs)
-    x4 = rng.standard_normal((30, 1100)).astype(dt)
+    # batches of 8-128 rows take the weights' rows in place (gemm_arows):
+    # 17 and 128 rows, their last block of weight rows partial, against
+    # the packed path's 200
+    x4 = rng.standard_normal((200, 1100)).astype(dt)
     w4 = rng.standard_normal((78, 1100)).astype(dt)
     b4 = rng.standard_normal(78).astype(dt)
     full4 = F.dense(x4, w4, b4)
-    for lo, hi in ((0, 1), (1, 2), (7, 9), (29, 30)):
+    for lo, hi in ((0, 1), (1, 2), (7, 9), (29, 30), (3, 20), (40, 168)):
         if F.dense(x4[lo:hi], w4, b4).tobytes() != full4[lo:hi].tobytes():
             variant.append(f"{np.dtype(dt).name} dense rows {lo}:{hi} "
                            f"(inner 1100) depend on the batch")
