@@ -44,3 +44,4 @@
 #undef RT_UNROLL
 #undef ARROWS_MIN_M
 #undef ARROWS_MAX_M
+#undef ARROWS_B_BYTES

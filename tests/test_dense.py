@@ -384,6 +384,22 @@ for dt in (np.float32, np.float64):
                 variant.append(f"{np.dtype(dt).name} dense grad-x row {i} "
                                f"alone ({nt} threads) differs from its batch")
     cnnkit.set_num_threads(2)
+    # the input gradient of 8-128 samples with weights past 2 MB reads
+    # the weights in place (gemm_arows): the bits of their rows in a
+    # 200-sample batch (the packed path), on 1-3 threads; 600 > KC
+    xa = rng.standard_normal((200, 600)).astype(dt)
+    wa = rng.standard_normal((1000, 600)).astype(dt)
+    ga = rng.standard_normal((200, 1000)).astype(dt)
+    gx_all = F.dense_backward(ga, xa, wa)[0]
+    for nt in (1, 2, 3):
+        cnnkit.set_num_threads(nt)
+        for lo, hi in ((3, 40), (50, 178)):
+            part = F.dense_backward(ga[lo:hi], xa[lo:hi], wa)[0]
+            if part.tobytes() != gx_all[lo:hi].tobytes():
+                variant.append(f"{np.dtype(dt).name} dense grad-x rows "
+                               f"{lo}:{hi} ({nt} threads) differ from "
+                               f"their batch")
+    cnnkit.set_num_threads(2)
     # the weight gradients of runs of samples added in the fixed tree
     # inside the kernel (gw_tree): the bits of each run's gradient and then
     # tree_sum; whole register tiles and the edges, an empty run, a run
