@@ -369,36 +369,25 @@ for dt in (np.float32, np.float64):
         if F.dense(x[lo:hi], w).tobytes() != full[lo:hi].tobytes():
             variant.append(f"{np.dtype(dt).name} dense rows {lo}:{hi} "
                            f"depend on the batch")
-    # the input gradient of one sample (its own path: rows of W scaled and
-    # added in place) against its row in a batch: 3 slabs of KC, runs of
-    # columns past 1024 with a ragged end, 1-3 threads
-    xs = rng.standard_normal((9, 1030)).astype(dt)
-    ws = rng.standard_normal((1100, 1030)).astype(dt)
-    gs = rng.standard_normal((9, 1100)).astype(dt)
-    gx_full = F.dense_backward(gs, xs, ws)[0]
-    for nt in (1, 2, 3):
-        cnnkit.set_num_threads(nt)
-        for i in (0, 4, 8):
-            one = F.dense_backward(gs[i:i + 1], xs[i:i + 1], ws)[0]
-            if one.tobytes() != gx_full[i:i + 1].tobytes():
-                variant.append(f"{np.dtype(dt).name} dense grad-x row {i} "
-                               f"alone ({nt} threads) differs from its batch")
-    cnnkit.set_num_threads(2)
-    # the input gradient of 8-128 samples with weights past 2 MB reads
-    # the weights in place (gemm_arows): the bits of their rows in a
-    # 200-sample batch (the packed path), on 1-3 threads; 600 > KC
-    xa = rng.standard_normal((200, 600)).astype(dt)
-    wa = rng.standard_normal((1000, 600)).astype(dt)
-    ga = rng.standard_normal((200, 1000)).astype(dt)
-    gx_all = F.dense_backward(ga, xa, wa)[0]
-    for nt in (1, 2, 3):
-        cnnkit.set_num_threads(nt)
-        for lo, hi in ((3, 40), (50, 178)):
-            part = F.dense_backward(ga[lo:hi], xa[lo:hi], wa)[0]
-            if part.tobytes() != gx_all[lo:hi].tobytes():
-                variant.append(f"{np.dtype(dt).name} dense grad-x rows "
-                               f"{lo}:{hi} ({nt} threads) differ from "
-                               f"their batch")
+    # the input gradient of rows of a batch against the batch's, on 1-3
+    # threads: one sample (its own path: rows of W scaled and added in
+    # place; 3 slabs of KC, runs of columns past 1024 with a ragged end),
+    # and 37 and 128 samples with weights past 2 MB (read in place by
+    # gemm_arows; the batch of 200 takes the packed path; 600 > KC)
+    for n, f, o, ranges in ((9, 1030, 1100, ((0, 1), (4, 5), (8, 9))),
+                            (200, 600, 1000, ((3, 40), (50, 178)))):
+        xs = rng.standard_normal((n, f)).astype(dt)
+        ws = rng.standard_normal((o, f)).astype(dt)
+        gs = rng.standard_normal((n, o)).astype(dt)
+        gx_full = F.dense_backward(gs, xs, ws)[0]
+        for nt in (1, 2, 3):
+            cnnkit.set_num_threads(nt)
+            for lo, hi in ranges:
+                part = F.dense_backward(gs[lo:hi], xs[lo:hi], ws)[0]
+                if part.tobytes() != gx_full[lo:hi].tobytes():
+                    variant.append(f"{np.dtype(dt).name} dense grad-x rows "
+                                   f"{lo}:{hi} of {(n, f, o)} ({nt} "
+                                   f"threads) differ from their batch")
     cnnkit.set_num_threads(2)
     # the weight gradients of runs of samples added in the fixed tree
     # inside the kernel (gw_tree): the bits of each run's gradient and then
