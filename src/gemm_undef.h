@@ -44,4 +44,3 @@
 #undef RT_UNROLL
 #undef ARROWS_MIN_M
 #undef ARROWS_MAX_M
-#undef ARROWS_B_BYTES

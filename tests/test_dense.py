@@ -372,8 +372,7 @@ for dt in (np.float32, np.float64):
     # the input gradient of rows of a batch against the batch's, on 1-3
     # threads: one sample (its own path: rows of W scaled and added in
     # place; 3 slabs of KC, runs of columns past 1024 with a ragged end),
-    # and 37 and 128 samples with weights past 2 MB (read in place by
-    # gemm_arows; the batch of 200 takes the packed path; 600 > KC)
+    # and 37 and 128 samples of a batch of 200 (600 > KC)
     for n, f, o, ranges in ((9, 1030, 1100, ((0, 1), (4, 5), (8, 9))),
                             (200, 600, 1000, ((3, 40), (50, 178)))):
         xs = rng.standard_normal((n, f)).astype(dt)
