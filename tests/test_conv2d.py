@@ -1509,6 +1509,33 @@ def test_grouped_conv2d_matches_reference(with_bias, N, C, H, W, K, groups,
              dilation=dilation, groups=groups)
 
 
+@pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("N,C,H,W,K,groups,R,S,stride,padding,dilation",
+                         [pytest.param(*c.values[:5], 1, *c.values[5:],
+                                       id=c.id) for c in CONV_CASES] +
+                         GROUP_CASES)
+def test_conv2d_backward_writes_every_gradient_element(
+        dt, N, C, H, W, K, groups, R, S, stride, padding, dilation):
+    """New gradients are not zeroed before the kernels write them, and the
+    layers' kept ones hold the step before's: both need every element
+    written.  Into arrays holding NaN, the same bits as new ones."""
+    from cnnkit import _kernels
+    rng = np.random.default_rng(N * 100 + C * 10 + K)
+    x = rng.standard_normal((N, C, H, W)).astype(dt)
+    w = rng.standard_normal((K, C // groups, R, S)).astype(dt)
+    _, _, st, pad4, dil, groups, _ = F._conv_args(
+        "conv2d_backward", x, w, stride, padding, dilation, groups)
+    oh, ow = F.conv2d_output_shape((H, W), (R, S), stride, padding, dilation)
+    g = rng.standard_normal((N, K, oh, ow)).astype(dt)
+    new = _kernels.conv2d_backward(g, x, w, st, pad4, dil, groups=groups)
+    kept = [np.full(a.shape, np.nan, dt) for a in new]
+    got = _kernels.conv2d_backward(g, x, w, st, pad4, dil, True, True,
+                                   *kept, groups=groups)
+    for a, b, c in zip(new, kept, got):
+        assert c is b
+        assert a.tobytes() == b.tobytes()
+
+
 @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (1, 0)])
 def test_depthwise_infinite_weight_nan_positions(stride, padding):
     """An infinite weight puts NaN into the input gradient exactly where
