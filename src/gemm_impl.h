@@ -704,25 +704,23 @@ static void SFX(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
 #ifndef ARROWS_MAX_M
 #define ARROWS_MAX_M 128
 #endif
-/* C (m x n) = A (m x k) @ op(B), alpha 1, beta 0, for few rows of A (a
- * dense layer's forward pass of a small batch, B^T its weights): computed
- * as T = C^T = op(B)^T @ A^T, MR columns of op(B) at a time read in place
- * as the micro-kernel's broadcast operand -- op(B)[p, j] at b + j*istep +
- * p*pstep, each element read once -- against A^T packed as its vector
- * operand, then T copied into C block by block.  The packed path packs all
- * of B into strips first: three passes over a B of 12.8 MB for 205 MFLOP
- * at 32 rows.
+/* C (m x n) = A (m x k) @ B^T for B stored (n x k), alpha 1, beta 0, and
+ * few rows of A (a dense layer's forward pass of a small batch, B its
+ * weights): computed as T = C^T = B @ A^T, MR rows of B at a time read in
+ * place as the micro-kernel's broadcast operand (each row once, in
+ * order) against A^T packed as its vector operand, then T copied into C
+ * block by block.  The packed path transposes all of B into strips first:
+ * three passes over a B of 12.8 MB for 205 MFLOP at 32 rows.
  *
- * Element (i, j) is the micro-kernel's chain of fma(B, A[i,p], acc) =
- * fma(A[i,p], B, acc) over the same KC-deep slabs, added in the same
- * order: the bits of the packed path.  work (wsize elements) holds A^T
+ * Element (i, j) is the micro-kernel's chain of fma(B[j,p], A[i,p], acc)
+ * = fma(A[i,p], B[j,p], acc) over the same KC-deep slabs, added in the
+ * same order: the bits of the packed path.  work (wsize elements) holds A^T
  * packed (k x m rounded up to NR) and T; returns 0, with nothing written,
  * when they do not fit. */
 static int SFX(gemm_arows)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                            const REAL *a, ptrdiff_t lda, const REAL *b,
-                           ptrdiff_t istep, ptrdiff_t pstep, REAL *c,
-                           ptrdiff_t ldc, REAL *work, ptrdiff_t wsize,
-                           int nthreads)
+                           ptrdiff_t ldb, REAL *c, ptrdiff_t ldc, REAL *work,
+                           ptrdiff_t wsize, int nthreads)
 {
     const ptrdiff_t rup = cnnkit_ceil_div(m, (ptrdiff_t)NR) * NR;
     const ptrdiff_t strips = rup / NR;
@@ -749,8 +747,7 @@ static int SFX(gemm_arows)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
             for (ptrdiff_t p0 = 0; p0 < k; p0 += KC) {
                 const ptrdiff_t kc = CNNKIT_MIN((ptrdiff_t)KC, k - p0);
                 for (ptrdiff_t s = 0; s < strips; s++)
-                    SFX(micro_arows)(kc, b + j0 * istep + p0 * pstep,
-                                     istep, pstep,
+                    SFX(micro_arows)(kc, b + j0 * ldb + p0, ldb,
                                      at + p0 * rup + s * NR * kc,
                                      tj + s * NR, m, mr,
                                      CNNKIT_MIN((ptrdiff_t)NR, m - s * NR),
@@ -813,14 +810,13 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
     }
     const int in_place = SFX(in_place)(m, n, k) && !trans_b &&
                          alpha == 1 && beta == 0;
-    /* (B^T as a dense layer's weights, in its forward pass.  Its input
-     * gradient reads them as they lie, B not transposed: op(B)'s columns
-     * are then runs of a row of W, one row (a page apart past 4 KiB) per
-     * step; 128 x 3136 -> 1024 and 32 x 4096 -> 4096 ran 1.5x longer
-     * than packed, 32 x 3136 -> 1024 1.18x faster.) */
+    /* (Only for B transposed, a dense layer's forward pass.  Its input
+     * gradient, B as it lies, would read one row of B per step, a page
+     * apart past 4 KiB: 128 x 3136 -> 1024 and 32 x 4096 -> 4096 ran 1.5x
+     * longer than packed, 32 x 3136 -> 1024 1.18x faster.) */
     if (trans_b && !trans_a && alpha == 1 && beta == 0 &&
         m >= ARROWS_MIN_M && m <= ARROWS_MAX_M && k > 0 &&
-        SFX(gemm_arows)(m, n, k, a, lda, b, ldb, 1, c, ldc, work,
+        SFX(gemm_arows)(m, n, k, a, lda, b, ldb, c, ldc, work,
                         SFX(workspace)(m, n, k), nthreads))
         return;
 #else

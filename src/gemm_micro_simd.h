@@ -87,7 +87,7 @@ static inline void SFX(gap_zeros)(REAL *restrict z, const REAL *restrict ap,
  * convolution's taps that read no padding, whose B is zero (see
  * tap_runs); each gap between them adds its products' sum (gap_zeros).
  * arow (explicit tiles only): 0, A packed (step p's column at ap + p*MR);
- * else A read in place, row i at ap + i*arow, step p at ap + p*astep. */
+ * else A read in place, row i at ap + i*arow, step p at ap + p. */
 static inline __attribute__((always_inline)) void
 SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
           ptrdiff_t kc, const REAL *restrict ap, const REAL *restrict bp,
@@ -95,7 +95,7 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
           int lastn, REAL alpha, REAL beta, int first,
           const REAL *restrict bias, int relu, ptrdiff_t bstep,
           ptrdiff_t cstep, const int32_t *restrict runs, int nruns,
-          const ptrdiff_t arow, const ptrdiff_t astep)
+          const ptrdiff_t arow)
 {
     if (masked != STACKED)
         bstep = cstep = VL;
@@ -130,7 +130,7 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
     } else {
         for (ptrdiff_t p = 0; p < kc; p++) {
             TILE_STEP_A(implicit ? bp + boff[p] : bp, ap, arow ? arow : 1);
-            ap += arow ? astep : MR;
+            ap += arow ? 1 : MR;
             if (!implicit)
                 bp += NR;
         }
@@ -167,7 +167,7 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
 }
 
 #define TILE_ARGS implicit, kc, ap, bp, boff, c, ldc, lastn, alpha, beta, \
-                  first, bias, relu, 0, 0, NULL, 0, arow, astep
+                  first, bias, relu, 0, 0, NULL, 0, arow
 #define TILE_ROWS(R)                                                       \
     case R:                                                                \
         if (nv == 1)                                                       \
@@ -191,8 +191,7 @@ static inline __attribute__((always_inline)) void
 SFX(micro_any)(const int implicit, ptrdiff_t kc, const REAL *ap,
                const REAL *bp, const ptrdiff_t *boff, REAL *c, ptrdiff_t ldc,
                ptrdiff_t mr, ptrdiff_t nr, REAL alpha, REAL beta, int first,
-               const REAL *bias, int relu, const ptrdiff_t arow,
-               const ptrdiff_t astep)
+               const REAL *bias, int relu, const ptrdiff_t arow)
 {
     int lastn = VL;
     if (mr == MR && nr == NR) {
@@ -252,18 +251,17 @@ static void SFX(micro)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
                        REAL alpha, REAL beta, int first)
 {
     SFX(micro_any)(0, kc, ap, bp, NULL, c, ldc, mr, nr, alpha, beta, first,
-                   NULL, 0, 0, 0);
+                   NULL, 0, 0);
 }
 
 /* micro (alpha 1, beta 0) with A read in place: row i of the strip at a
- * + i*istep, step p at a + p*pstep (gemm_arows). */
-static void SFX(micro_arows)(ptrdiff_t kc, const REAL *a, ptrdiff_t istep,
-                             ptrdiff_t pstep, const REAL *bp, REAL *c,
-                             ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t nr,
-                             int first)
+ * + i*lda, step p at a + p (gemm_arows). */
+static void SFX(micro_arows)(ptrdiff_t kc, const REAL *a, ptrdiff_t lda,
+                             const REAL *bp, REAL *c, ptrdiff_t ldc,
+                             ptrdiff_t mr, ptrdiff_t nr, int first)
 {
     SFX(micro_any)(0, kc, a, bp, NULL, c, ldc, mr, nr, 1, 0, first, NULL, 0,
-                   istep, pstep);
+                   lda);
 }
 
 static void SFX(micro_implicit)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
@@ -272,10 +270,10 @@ static void SFX(micro_implicit)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
                                 const REAL *bias, int relu)
 {
     SFX(micro_any)(1, kc, ap, bp, boff, c, ldc, mr, nr, 1, 0, first, bias,
-                   relu, 0, 0);
+                   relu, 0);
 }
 #define STACK_ARGS 1, kc, ap, bp, boff, c, ldc, width, 1, 0, first, bias, \
-                   relu, bstep, cstep, runs, nruns, 0, 0
+                   relu, bstep, cstep, runs, nruns, 0
 #define STACK_ROWS(R)                                                      \
     case R:                                                                \
         SFX(tile)(R, NV, STACKED, STACK_ARGS);                             \

@@ -12,10 +12,10 @@
  * even and odd columns of the two rows, compared in the order of the
  * scalar loop (row-major; a tie keeps the first maximum, a NaN wins), so
  * the values and indices are pool2d.c's bit for bit.  pool2d.c is
- * compiled for the baseline, whose
- * selects are branchy in float64; compiled for AVX-512 by target clones,
- * its loop ran rows shorter than a vector (LeNet-5's 7 and 5 windows)
- * through a branch per window, up to 6x slower. */
+ * compiled for the baseline, whose selects are branchy in float64;
+ * compiled for AVX-512 by target clones, its loop ran rows shorter than a
+ * vector (LeNet-5's 7 and 5 windows) through a branch per window, up to
+ * 6x slower. */
 
 /* Planes [p0, p1) of x into y and, unless idx is NULL, the flat index
  * h*W + w of each window's winner; unless taps is NULL, its place in the

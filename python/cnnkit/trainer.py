@@ -151,8 +151,7 @@ class Trainer:
         # (StepContext.shard_tree) are left out of the reduction: a
         # subclass whose backward writes per-shard rows still gets them
         # added.
-        self.trees, self.tree_ranges, self._spans = {}, {}, {}
-        self._reductions = {}
+        self.trees, self.tree_ranges, self._reductions = {}, {}, {}
         for layer, offsets in model.grad_offsets():
             self.parts[layer] = {
                 name: local[:, off:off + math.prod(shape)].reshape(
@@ -167,18 +166,15 @@ class Trainer:
 
     def _spans_without(self, layers):
         """The ranges of the flat gradient that the reduction adds when
-        ``layers`` wrote their tree sums themselves (cached per set)."""
-        key = frozenset(layers)
-        spans = self._spans.get(key)
-        if spans is None:
-            done = sorted(r for la in key for r in self.tree_ranges[la])
-            size = self.model.flat_grads.size
-            spans, at = [], 0
-            for lo, hi in done + [(size, size)]:
-                if lo > at:
-                    spans.append((at, lo))
-                at = max(at, hi)
-            self._spans[key] = spans
+        ``layers`` wrote their tree sums themselves (``_reduction`` keeps
+        them per set)."""
+        done = sorted(r for la in set(layers) for r in self.tree_ranges[la])
+        size = self.model.flat_grads.size
+        spans, at = [], 0
+        for lo, hi in done + [(size, size)]:
+            if lo > at:
+                spans.append((at, lo))
+            at = max(at, hi)
         return spans
 
     # -- one training step ---------------------------------------------
