@@ -59,7 +59,9 @@ import cnnkit  # noqa: F401  (the package the copies belong to)
 DENSE_BACKWARD = [(f, o, n) for f, o in ((400, 120), (120, 84), (84, 10),
                                           (1024, 10), (512, 512),
                                           (3136, 1024))
-                  for n in (8, 16, 32, 64)]
+                  for n in (8, 16, 32, 64)] + \
+    [(3136, 1024, 128), (4096, 4096, 32), (4096, 4096, 128),
+     (1024, 1024, 128)]
 #: (in, out, batch) of the weight gradients summed over 8 shards
 TREE = [(400, 120, 64), (3136, 1024, 64), (3136, 1024, 32), (1024, 10, 64),
         (512, 512, 128), (84, 10, 64)]

@@ -153,6 +153,31 @@ static void SFX(pack_a)(REAL *restrict ap, const REAL *restrict a,
     }
 }
 
+/* Rows [p0, p1) of pack_b's strips [s0, s1) for B as it lies: row by
+ * row, each source row read in order across the strips.  Strip by strip,
+ * a strip's rows are NR elements ldb apart, a page apart past 1024
+ * floats, which no prefetcher follows: the input gradient of a dense
+ * layer of 4096 -> 4096 packed its 64 MB at about 5 GB/s. */
+static void SFX(pack_b_rows)(REAL *restrict bp, const REAL *restrict b,
+                             ptrdiff_t ldb, ptrdiff_t kc, ptrdiff_t nc,
+                             ptrdiff_t s0, ptrdiff_t s1, ptrdiff_t p0,
+                             ptrdiff_t p1)
+{
+    const ptrdiff_t full = CNNKIT_MIN(s1, nc / NR);
+    for (ptrdiff_t p = p0; p < p1; p++) {
+        const REAL *restrict src = b + p * ldb;
+        REAL *restrict dst = bp + p * NR;
+        for (ptrdiff_t s = s0; s < full; s++)
+            for (ptrdiff_t j = 0; j < NR; j++)
+                dst[s * NR * kc + j] = src[s * NR + j];
+        for (ptrdiff_t s = CNNKIT_MAX(s0, full); s < s1; s++) {
+            const ptrdiff_t nr = CNNKIT_MIN(NR, nc - s * NR);
+            for (ptrdiff_t j = 0; j < NR; j++)
+                dst[s * NR * kc + j] = j < nr ? src[s * NR + j] : 0;
+        }
+    }
+}
+
 /* Pack strips [s0, s1) of slab [0, kc) x columns [0, nc) of op(B) into
  * NR-wide strips: strip s holds op(B)[p, s*NR + j] at
  * bp[s*NR*kc + p*NR + j]; columns past nc are zero. */
@@ -160,54 +185,43 @@ static void SFX(pack_b)(REAL *restrict bp, const REAL *restrict b,
                         ptrdiff_t ldb, int trans, ptrdiff_t kc, ptrdiff_t nc,
                         ptrdiff_t s0, ptrdiff_t s1)
 {
+    if (!trans) {
+        SFX(pack_b_rows)(bp, b, ldb, kc, nc, s0, s1, 0, kc);
+        return;
+    }
     for (ptrdiff_t s = s0; s < s1; s++) {
         ptrdiff_t j0 = s * NR, nr = CNNKIT_MIN(NR, nc - j0);
         REAL *restrict dst = bp + s * NR * kc;
-        if (!trans) {
-            for (ptrdiff_t p = 0; p < kc; p++) {
-                const REAL *restrict src = b + p * ldb + j0;
-                if (nr == NR) {
-                    for (ptrdiff_t j = 0; j < NR; j++)
-                        dst[p * NR + j] = src[j];
-                } else {
-                    for (ptrdiff_t j = 0; j < nr; j++)
-                        dst[p * NR + j] = src[j];
-                    for (ptrdiff_t j = nr; j < NR; j++)
-                        dst[p * NR + j] = 0;
-                }
-            }
-        } else {
 #ifdef VZIPLO
-            /* op(B) = b^T: VL x VL blocks transposed in registers, the
-             * strip's padding columns and its last, shallower block
-             * included */
-            for (ptrdiff_t p0 = 0; p0 < kc; p0 += VL) {
-                const int pn = (int)CNNKIT_MIN((ptrdiff_t)VL, kc - p0);
-                for (ptrdiff_t v = 0; v < NR; v += VL)
-                    SFX(transpose_block)(
-                        dst + p0 * NR + v, NR, b + (j0 + v) * ldb + p0, ldb,
-                        (int)CNNKIT_MAX(0, CNNKIT_MIN((ptrdiff_t)VL, nr - v)),
-                        pn, VL);
-            }
-            continue;
-#endif
-            /* op(B) = b^T: PB_DEPTH-deep blocks of p across the strip's
-             * rows, so that the block being written (PB_DEPTH rows of NR)
-             * stays in L1 while each source row is read in order */
-            for (ptrdiff_t p0 = 0; p0 < kc; p0 += PB_DEPTH) {
-                const ptrdiff_t pn = CNNKIT_MIN((ptrdiff_t)PB_DEPTH, kc - p0);
-                REAL *restrict blk = dst + p0 * NR;
-                for (ptrdiff_t j = 0; j < nr; j++) {
-                    const REAL *restrict src = b + (j0 + j) * ldb + p0;
-                    for (ptrdiff_t q = 0; q < pn; q++)
-                        blk[q * NR + j] = src[q];
-                }
-            }
-            if (nr < NR)
-                for (ptrdiff_t p = 0; p < kc; p++)
-                    for (ptrdiff_t j = nr; j < NR; j++)
-                        dst[p * NR + j] = 0;
+        /* op(B) = b^T: VL x VL blocks transposed in registers, the
+         * strip's padding columns and its last, shallower block
+         * included */
+        for (ptrdiff_t p0 = 0; p0 < kc; p0 += VL) {
+            const int pn = (int)CNNKIT_MIN((ptrdiff_t)VL, kc - p0);
+            for (ptrdiff_t v = 0; v < NR; v += VL)
+                SFX(transpose_block)(
+                    dst + p0 * NR + v, NR, b + (j0 + v) * ldb + p0, ldb,
+                    (int)CNNKIT_MAX(0, CNNKIT_MIN((ptrdiff_t)VL, nr - v)),
+                    pn, VL);
         }
+        continue;
+#endif
+        /* op(B) = b^T: PB_DEPTH-deep blocks of p across the strip's
+         * rows, so that the block being written (PB_DEPTH rows of NR)
+         * stays in L1 while each source row is read in order */
+        for (ptrdiff_t p0 = 0; p0 < kc; p0 += PB_DEPTH) {
+            const ptrdiff_t pn = CNNKIT_MIN((ptrdiff_t)PB_DEPTH, kc - p0);
+            REAL *restrict blk = dst + p0 * NR;
+            for (ptrdiff_t j = 0; j < nr; j++) {
+                const REAL *restrict src = b + (j0 + j) * ldb + p0;
+                for (ptrdiff_t q = 0; q < pn; q++)
+                    blk[q * NR + j] = src[q];
+            }
+        }
+        if (nr < NR)
+            for (ptrdiff_t p = 0; p < kc; p++)
+                for (ptrdiff_t j = nr; j < NR; j++)
+                    dst[p * NR + j] = 0;
     }
 }
 
@@ -822,17 +836,41 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
 #else
     const int in_place = 0;
 #endif
-    if ((in_place || m <= 2) && k > 0) {
-        /* few rows (a small batch through a dense layer; see in_place):
-         * the columns split over the threads in groups of at most
-         * GEMM_FEW_GROUP strips, each group a serial product -- which
-         * reads B in place (gemm_few_rows); or, for one row of a
-         * transposed B (of at most RT_BYTES where the engine bounds it),
-         * transposes it block by block (gemm_row_t); or, for one or two
-         * rows of a transposed B, packs only that group's panel, still in
-         * cache when the micro-kernel reads it, where the packed path
-         * would pack all of B first
-         * (1x3136 @ 3136x1024, 2 threads: 1.0-1.1 -> 0.58-0.64 ms).  Every
+    /* Up to FEW_PACKED_M rows of a B as it lies of more than
+     * FEW_PACKED_BYTES (the input gradient of a wide dense layer for a
+     * batch): the groups of columns below, each packing its own panel.
+     * The packed path's shared panel is packed by both threads and then
+     * read by both, a slab at a time between barriers, with little work
+     * per slab for few rows.  The dense backward, AVX-512 Xeon, 2
+     * threads, builds alternated (benchmarks/ab_builds.py --only dense),
+     * the same bits: 32-64 x 3136 -> 1024 1.18-1.21x, 128 x 3136 ->
+     * 1024 1.09x, 32 x 4096 -> 4096 1.20x (its input gradient alone
+     * 10.9 -> 6.5 ms), 128 x 1024 -> 1024 1.08x; groups of 8 strips
+     * 1.14x on 32 x 4096 -> 4096, the others alike. */
+#ifndef FEW_PACKED_M
+#define FEW_PACKED_M 128
+#endif
+#ifndef FEW_PACKED_GROUP
+#define FEW_PACKED_GROUP 16     /* strips per group at most */
+#endif
+#ifndef FEW_PACKED_BYTES
+#define FEW_PACKED_BYTES (2 << 20)
+#endif
+    const int few_packed = !trans_b && m <= FEW_PACKED_M &&
+                           (double)k * (double)n * sizeof(REAL) >
+                               FEW_PACKED_BYTES;
+    if ((in_place || few_packed || m <= 2) && k > 0) {
+        /* few rows (a small batch through a dense layer; see in_place
+         * and few_packed): the columns split over the threads in groups
+         * of at most GEMM_FEW_GROUP (FEW_PACKED_GROUP) strips, as many
+         * groups for each thread, each group a serial product -- which
+         * reads B in place (gemm_few_rows), or packs its own panel; or,
+         * for one row of a transposed B (of at most RT_BYTES where the
+         * engine bounds it), transposes it block by block (gemm_row_t);
+         * or, for one or two rows of a transposed B, packs only that
+         * group's panel, still in cache when the micro-kernel reads it,
+         * where the packed path would pack all of B first (1x3136 @
+         * 3136x1024, 2 threads: 1.0-1.1 -> 0.58-0.64 ms).  Every
          * element's sum is the same, so the bits are.  (The choice of
          * gemm_row_t is made here, on the whole of B, so that it does not
          * depend on the groups and so on the threads.) */
@@ -845,11 +883,13 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
         const int row_t = 0;
 #endif
         (void)row_t;
+        /* groups of about equal size, a multiple of the threads */
         const ptrdiff_t strips = cnnkit_ceil_div(n, NR);
-        const ptrdiff_t per = cnnkit_ceil_div(
-            strips, (ptrdiff_t)(nthreads < 1 ? 1 : nthreads));
-        const ptrdiff_t group =
-            CNNKIT_MIN((ptrdiff_t)GEMM_FEW_GROUP, per) * NR;
+        const ptrdiff_t nt = nthreads < 1 ? 1 : nthreads;
+        const ptrdiff_t most = few_packed && !in_place ? FEW_PACKED_GROUP
+                                                       : GEMM_FEW_GROUP;
+        const ptrdiff_t group = cnnkit_ceil_div(
+            strips, nt * cnnkit_ceil_div(strips, nt * most)) * NR;
         const ptrdiff_t groups = cnnkit_ceil_div(n, group);
         const int few = cnnkit_team(flops, groups, nthreads);
         const ptrdiff_t ws = SFX(workspace)(m, CNNKIT_MIN(n, group), k);
@@ -898,9 +938,19 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
                 const ptrdiff_t kc = CNNKIT_MIN(KC, k - p0);
                 const REAL *bsrc =
                     trans_b ? b + j0 * ldb + p0 : b + p0 * ldb + j0;
-                CNNKIT_OMP(for schedule(static))
-                for (ptrdiff_t s = 0; s < strips; s++)
-                    SFX(pack_b)(bp, bsrc, ldb, trans_b, kc, nc, s, s + 1);
+                if (trans_b) {
+                    CNNKIT_OMP(for schedule(static))
+                    for (ptrdiff_t s = 0; s < strips; s++)
+                        SFX(pack_b)(bp, bsrc, ldb, 1, kc, nc, s, s + 1);
+                } else {
+                    /* B as it lies: rows of the slab over the threads,
+                     * each row read whole (pack_b_rows) */
+                    const ptrdiff_t rows = cnnkit_ceil_div(kc, (ptrdiff_t)8);
+                    CNNKIT_OMP(for schedule(static))
+                    for (ptrdiff_t r = 0; r < rows; r++)
+                        SFX(pack_b_rows)(bp, bsrc, ldb, kc, nc, 0, strips,
+                                         r * 8, CNNKIT_MIN(kc, r * 8 + 8));
+                }
                 ptrdiff_t packed = -1;   /* row block now in ap */
                 CNNKIT_OMP(for schedule(dynamic, 1))
                 for (ptrdiff_t t = 0; t < tasks; t++) {

@@ -480,6 +480,24 @@ for dt in (np.float32, np.float64):
             if gw.tobytes() != gw_all[lo:hi].tobytes():
                 variant.append(f"{np.dtype(dt).name} grad-w rows {lo}:{hi}"
                                f" (inner {inner}) depend on the outputs")
+    # up to 128 rows of a B past 2 MiB as it lies (FEW_PACKED_BYTES: the
+    # input gradient of a wide dense layer) run as groups of columns over
+    # the threads, each group packing its own panel row by row: the bits
+    # of the same rows of a 200-row product (one shared panel per slab),
+    # on 1-3 threads, over two slabs and a last, narrower strip
+    g4 = rng.standard_normal((200, 1100)).astype(dt)
+    w4 = rng.standard_normal((1100, 610)).astype(dt)
+    x4 = rng.standard_normal((200, 610)).astype(dt)
+    gx_all = F.dense_backward(g4, x4, w4)[0]
+    for lo, hi in ((0, 1), (3, 8), (30, 94), (5, 37), (1, 129), (0, 128)):
+        for nt in (1, 2, 3):
+            cnnkit.set_num_threads(nt)
+            gx = F.dense_backward(g4[lo:hi], x4[lo:hi], w4)[0]
+            if gx.tobytes() != gx_all[lo:hi].tobytes():
+                variant.append(f"{np.dtype(dt).name} grad-x rows {lo}:{hi}"
+                               f" of a B past 2 MiB on {nt} threads depend"
+                               f" on the batch")
+    cnnkit.set_num_threads(2)
 '''
 
 
