@@ -1,5 +1,22 @@
 /* batchnorm_impl.h -- body of batchnorm.c, included once per REAL type. */
 
+/* The forward's value of x before any ReLU: one expression, so that the
+ * backward passes through a ReLU recompute it with the forward's bits. */
+static inline REAL SFX(bn_value)(REAL x, REAL m, REAL s, REAL w, REAL b)
+{
+    const REAL xhat = (x - m) * s;
+    return xhat * w + b;
+}
+
+/* gy through the ReLU after the layer (relu), as cnnkit_relu_backward
+ * passes it: 0 where the forward's value is at most 0, gy where it is
+ * above 0 or NaN; gy itself without relu. */
+static inline REAL SFX(bn_through)(REAL g, int relu, REAL x, REAL m, REAL s,
+                                   REAL w, REAL b)
+{
+    return relu && SFX(bn_value)(x, m, s, w, b) <= 0 ? (REAL)0 : g;
+}
+
 /* The sum of p[0, len) (centre == NULL) or of (p[j] - *centre)^2, in
  * double, over four lanes added (0 + 1) + (2 + 3). */
 static double SFX(bn_plane_sum)(const REAL *restrict p, ptrdiff_t len,
@@ -90,21 +107,29 @@ static void bn_plane_sum4_sse2(double out[4], const float *const p[4],
     }
 }
 
-/* sg[q], sgx[q] = the two sums of bn_bsum_plane_f32 for q < 4 */
-static void bn_bsum4_sse2(double sg[4], double sgx[4],
-                          const float *const pg[4], const float *const px[4],
-                          ptrdiff_t hw, float m, float s)
+/* sg[q], sgx[q] = the two sums of the scalar loop of
+ * cnnkit_batch_norm_backward_sums_f32 for q < 4; with relu, each gy where
+ * xh * w + b (bn_value_f32) is not above 0 and not NaN taken as 0 */
+static inline __attribute__((always_inline)) void
+bn_bsum4_sse2(double sg[4], double sgx[4],
+              const float *const pg[4], const float *const px[4],
+              ptrdiff_t hw, float m, float s, float w, float b, int relu)
 {
     __m128d g[4], h[4];
     for (int q = 0; q < 4; q++)
         g[q] = h[q] = _mm_setzero_pd();
     const __m128 vm = _mm_set1_ps(m), vs = _mm_set1_ps(s);
+    const __m128 vw = _mm_set1_ps(w), vb = _mm_set1_ps(b);
     const ptrdiff_t full = hw / 4 * 4;
     for (ptrdiff_t j = 0; j < full; j += 4)
         for (int q = 0; q < 4; q++) {
-            const __m128 gv = _mm_loadu_ps(pg[q] + j);
+            __m128 gv = _mm_loadu_ps(pg[q] + j);
             const __m128 xh = _mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(px[q] + j),
                                                     vm), vs);
+            if (relu)   /* v <= 0 is false for NaN: it passes gy */
+                gv = _mm_andnot_ps(
+                    _mm_cmple_ps(_mm_add_ps(_mm_mul_ps(xh, vw), vb),
+                                 _mm_setzero_ps()), gv);
             const __m128d g0 = BN_LO(gv), g1 = BN_HI(gv);
             g[q] = _mm_add_pd(g[q], g0);
             h[q] = _mm_add_pd(h[q], _mm_mul_pd(g0, BN_LO(xh)));
@@ -112,16 +137,18 @@ static void bn_bsum4_sse2(double sg[4], double sgx[4],
             h[q] = _mm_add_pd(h[q], _mm_mul_pd(g1, BN_HI(xh)));
         }
     for (int q = 0; q < 4; q++) {
-        double a[2], b[2];
+        double a[2], e[2];
         _mm_storeu_pd(a, g[q]);
-        _mm_storeu_pd(b, h[q]);
+        _mm_storeu_pd(e, h[q]);
         for (ptrdiff_t j = full; j < hw; j++) {
             const float xh = (px[q][j] - m) * s;
-            a[(j - full) % 2] += (double)pg[q][j];
-            b[(j - full) % 2] += (double)pg[q][j] * (double)xh;
+            const float gj = bn_through_f32(pg[q][j], relu, px[q][j], m, s,
+                                            w, b);
+            a[(j - full) % 2] += (double)gj;
+            e[(j - full) % 2] += (double)gj * (double)xh;
         }
         sg[q] = a[0] + a[1];
-        sgx[q] = b[0] + b[1];
+        sgx[q] = e[0] + e[1];
     }
 }
 #undef BN_LO
@@ -197,8 +224,7 @@ static void SFX(bn_normalise)(REAL *restrict y, const REAL *restrict x,
         const REAL *restrict px = x + pl * hw;
         REAL *restrict py = y + pl * hw;
         for (ptrdiff_t j = 0; j < hw; j++) {
-            const REAL xhat = (px[j] - m) * s;
-            const REAL v = xhat * w + b;
+            const REAL v = SFX(bn_value)(px[j], m, s, w, b);
             py[j] = !relu || v > 0 || v != v ? v : (REAL)0;
         }
     }
@@ -231,6 +257,8 @@ void SFX(cnnkit_batch_norm_backward_sums)(double *restrict sums,
                                           const REAL *restrict x,
                                           const REAL *restrict mean,
                                           const REAL *restrict invstd,
+                                          const REAL *restrict weight,
+                                          const REAL *restrict bias, int relu,
                                           const int64_t *restrict bounds,
                                           ptrdiff_t nparts, ptrdiff_t n,
                                           ptrdiff_t c, ptrdiff_t hw,
@@ -241,6 +269,8 @@ void SFX(cnnkit_batch_norm_backward_sums)(double *restrict sums,
     CNNKIT_OMP(parallel for schedule(static) num_threads(nt))
     for (ptrdiff_t ch = 0; ch < c; ch++) {
         const REAL m = mean[ch], s = invstd[ch];
+        const REAL w = weight ? weight[ch] : (REAL)1;
+        const REAL b = bias ? bias[ch] : (REAL)0;
         for (ptrdiff_t q = 0; q < nparts; q++) {
             double sg = 0, sgx = 0;
             ptrdiff_t i0 = bounds[q];
@@ -248,15 +278,20 @@ void SFX(cnnkit_batch_norm_backward_sums)(double *restrict sums,
             if (SFX(bn_sse2)())
                 for (; i0 + 4 <= bounds[q + 1]; i0 += 4) {
                     const float *pg[4], *px[4];
-                    double a[4], b[4];
+                    double a[4], e[4];
                     for (int u = 0; u < 4; u++) {
                         pg[u] = (const float *)(gy + ((i0 + u) * c + ch) * hw);
                         px[u] = (const float *)(x + ((i0 + u) * c + ch) * hw);
                     }
-                    bn_bsum4_sse2(a, b, pg, px, hw, (float)m, (float)s);
+                    if (relu)   /* two copies, the mask or none */
+                        bn_bsum4_sse2(a, e, pg, px, hw, (float)m, (float)s,
+                                      (float)w, (float)b, 1);
+                    else
+                        bn_bsum4_sse2(a, e, pg, px, hw, (float)m, (float)s,
+                                      (float)w, (float)b, 0);
                     for (int u = 0; u < 4; u++) {
                         sg += a[u];
-                        sgx += b[u];
+                        sgx += e[u];
                     }
                 }
 #endif
@@ -265,18 +300,36 @@ void SFX(cnnkit_batch_norm_backward_sums)(double *restrict sums,
                 const REAL *restrict px = x + (i * c + ch) * hw;
                 double g0 = 0, g1 = 0, h0 = 0, h1 = 0;
                 ptrdiff_t j = 0;
-                for (; j + 2 <= hw; j += 2) {
-                    const REAL xh0 = (px[j] - m) * s;
-                    const REAL xh1 = (px[j + 1] - m) * s;
-                    g0 += (double)pg[j];
-                    g1 += (double)pg[j + 1];
-                    h0 += (double)pg[j] * (double)xh0;
-                    h1 += (double)pg[j + 1] * (double)xh1;
+                if (relu) {
+                    for (; j + 2 <= hw; j += 2) {
+                        const REAL xh0 = (px[j] - m) * s;
+                        const REAL xh1 = (px[j + 1] - m) * s;
+                        const REAL q0 = SFX(bn_through)(pg[j], 1, px[j], m,
+                                                        s, w, b);
+                        const REAL q1 = SFX(bn_through)(pg[j + 1], 1,
+                                                        px[j + 1], m, s, w,
+                                                        b);
+                        g0 += (double)q0;
+                        g1 += (double)q1;
+                        h0 += (double)q0 * (double)xh0;
+                        h1 += (double)q1 * (double)xh1;
+                    }
+                } else {
+                    for (; j + 2 <= hw; j += 2) {
+                        const REAL xh0 = (px[j] - m) * s;
+                        const REAL xh1 = (px[j + 1] - m) * s;
+                        g0 += (double)pg[j];
+                        g1 += (double)pg[j + 1];
+                        h0 += (double)pg[j] * (double)xh0;
+                        h1 += (double)pg[j + 1] * (double)xh1;
+                    }
                 }
                 if (j < hw) {
                     const REAL xh0 = (px[j] - m) * s;
-                    g0 += (double)pg[j];
-                    h0 += (double)pg[j] * (double)xh0;
+                    const REAL q0 = SFX(bn_through)(pg[j], relu, px[j], m, s,
+                                                    w, b);
+                    g0 += (double)q0;
+                    h0 += (double)q0 * (double)xh0;
                 }
                 sg += g0 + g1;
                 sgx += h0 + h1;
@@ -293,6 +346,7 @@ void SFX(cnnkit_batch_norm_backward)(REAL *restrict gx,
                                      const REAL *restrict mean,
                                      const REAL *restrict invstd,
                                      const REAL *restrict weight,
+                                     const REAL *restrict bias, int relu,
                                      const double *restrict sums,
                                      double count, ptrdiff_t n, ptrdiff_t c,
                                      ptrdiff_t hw, int nthreads)
@@ -306,19 +360,32 @@ void SFX(cnnkit_batch_norm_backward)(REAL *restrict gx,
         const REAL m = mean[ch], s = invstd[ch];
         const REAL a = (REAL)((weight ? (double)weight[ch] : 1.0) *
                               (double)s);
+        const REAL w = weight ? weight[ch] : (REAL)1;
+        const REAL b = bias ? bias[ch] : (REAL)0;
         const REAL *restrict pg = gy + pl * hw;
+        const REAL *restrict px = x + pl * hw;
         REAL *restrict po = gx + pl * hw;
         if (sums == NULL) {
-            for (ptrdiff_t j = 0; j < hw; j++)
-                po[j] = a * pg[j];
+            if (relu)
+                for (ptrdiff_t j = 0; j < hw; j++)
+                    po[j] = a * SFX(bn_through)(pg[j], 1, px[j], m, s, w, b);
+            else
+                for (ptrdiff_t j = 0; j < hw; j++)
+                    po[j] = a * pg[j];
             continue;
         }
-        const REAL *restrict px = x + pl * hw;
         const REAL k1 = (REAL)(sums[ch] / count);
         const REAL k2 = (REAL)(sums[c + ch] / count);
-        for (ptrdiff_t j = 0; j < hw; j++) {
-            const REAL xhat = (px[j] - m) * s;
-            po[j] = a * ((pg[j] - k1) - xhat * k2);
-        }
+        if (relu)
+            for (ptrdiff_t j = 0; j < hw; j++) {
+                const REAL xhat = (px[j] - m) * s;
+                const REAL g = SFX(bn_through)(pg[j], 1, px[j], m, s, w, b);
+                po[j] = a * ((g - k1) - xhat * k2);
+            }
+        else
+            for (ptrdiff_t j = 0; j < hw; j++) {
+                const REAL xhat = (px[j] - m) * s;
+                po[j] = a * ((pg[j] - k1) - xhat * k2);
+            }
     }
 }

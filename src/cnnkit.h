@@ -551,10 +551,16 @@ void cnnkit_batch_norm_inference_f64(double *y, double *invstd,
                                      ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
                                      int nthreads);
 /* sums (nparts, 2, c): per part and channel, sum gy and sum gy * xhat
- * with xhat = (x - mean) * invstd, accumulated in double. */
+ * with xhat = (x - mean) * invstd, accumulated in double.  With relu, gy
+ * is the gradient of the ReLU after the layer (its forward applied with
+ * relu): each gy counts where the forward's value xhat * weight + bias,
+ * recomputed with its bits, is above 0 or NaN (cnnkit_relu_backward's
+ * select), else 0.  weight and bias may be NULL (1 and 0). */
 void cnnkit_batch_norm_backward_sums_f32(double *sums, const float *gy,
                                          const float *x, const float *mean,
                                          const float *invstd,
+                                         const float *weight,
+                                         const float *bias, int relu,
                                          const int64_t *bounds,
                                          ptrdiff_t nparts, ptrdiff_t n,
                                          ptrdiff_t c, ptrdiff_t hw,
@@ -562,6 +568,8 @@ void cnnkit_batch_norm_backward_sums_f32(double *sums, const float *gy,
 void cnnkit_batch_norm_backward_sums_f64(double *sums, const double *gy,
                                          const double *x, const double *mean,
                                          const double *invstd,
+                                         const double *weight,
+                                         const double *bias, int relu,
                                          const int64_t *bounds,
                                          ptrdiff_t nparts, ptrdiff_t n,
                                          ptrdiff_t c, ptrdiff_t hw,
@@ -569,17 +577,20 @@ void cnnkit_batch_norm_backward_sums_f64(double *sums, const double *gy,
 /* gx = weight * invstd * (gy - sums[0]/count - xhat * sums[1]/count) with
  * sums (2, c) the batch's totals of sum gy and sum gy * xhat over count
  * values per channel (training); with sums NULL, gx = weight * invstd * gy
- * (fixed statistics). */
+ * (fixed statistics).  With relu, gy selected as in
+ * cnnkit_batch_norm_backward_sums. */
 void cnnkit_batch_norm_backward_f32(float *gx, const float *gy,
                                     const float *x, const float *mean,
                                     const float *invstd, const float *weight,
+                                    const float *bias, int relu,
                                     const double *sums, double count,
                                     ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
                                     int nthreads);
 void cnnkit_batch_norm_backward_f64(double *gx, const double *gy,
                                     const double *x, const double *mean,
                                     const double *invstd,
-                                    const double *weight, const double *sums,
+                                    const double *weight, const double *bias,
+                                    int relu, const double *sums,
                                     double count, ptrdiff_t n, ptrdiff_t c,
                                     ptrdiff_t hw, int nthreads);
 /* Data augmentation (transform.c): per-image draws and the window copy.    */

@@ -372,6 +372,55 @@ def test_relu_in_the_pass_has_the_bits_of_a_relu_after(dtype):
             assert got.tobytes() == want.tobytes()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_through_the_relu_has_the_bits_of_its_backward(dtype):
+    # a BatchNorm2D layer whose forward applied the ReLU after it takes
+    # that ReLU's output gradient: the sums and the input gradient are
+    # those of relu_backward followed by the plain backward, over runs of
+    # 4 planes and fewer (the float sums' vector and scalar loops), odd
+    # planes, values exactly at the edge (v = 0 is not passed), NaN
+    # (passed), +0 and -0 outputs, and with no affine parameters
+    from cnnkit import _ops
+    rng = np.random.default_rng(5)
+    for shape in ((9, 5, 4, 37), (4, 3, 1, 1), (6, 2, 7, 7)):
+        n, c = shape[:2]
+        x = rng.standard_normal(shape).astype(dtype)
+        g = rng.standard_normal(shape).astype(dtype)
+        mean = rng.standard_normal(c).astype(dtype)
+        invstd = rng.uniform(0.5, 2.0, c).astype(dtype)
+        w = rng.standard_normal(c).astype(dtype)
+        b = rng.standard_normal(c).astype(dtype)
+        w[1], b[1] = 0.0, -0.0         # every output of channel 1 is 0
+        x[0, 0].flat[:2] = [np.nan, mean[0]]
+        # an output of exactly 0 on a non-zero weight: x at the edge
+        x[n - 1, c - 1].flat[-1] = mean[c - 1]
+        b[c - 1] = 0.0
+        x[1, 0].flat[0] = mean[0]
+        count = float(x.size // c)
+        bounds = np.array([0, 1, n // 2, n], np.int64)
+        for affine in (True, False):
+            wa, ba = (w, b) if affine else (None, None)
+            y = _ops.batch_norm_forward(x, mean, invstd, wa, ba, relu=True)
+            assert (y == 0).any() and np.isnan(y).any()
+            gr = _ops.relu_backward(g, y)
+            for threads in (1, 2):
+                with num_threads(threads):
+                    for runs in (None, bounds):
+                        want = _ops.batch_norm_backward_sums(
+                            gr, x, mean, invstd, runs)
+                        got = _ops.batch_norm_backward_sums(
+                            g, x, mean, invstd, runs, wa, ba, True)
+                        assert got.tobytes() == want.tobytes()
+                    total = want.sum(0)
+                    for sums in (total, None):
+                        want = _ops.batch_norm_backward(
+                            gr, x, mean, invstd, wa, sums, count)
+                        got = _ops.batch_norm_backward(
+                            g, x, mean, invstd, wa, sums, count, None, ba,
+                            True)
+                        assert got.tobytes() == want.tobytes()
+
+
 def test_errors_name_the_argument():
     x = np.zeros((2, 3, 4, 4))
     rm, rv = np.zeros(3), np.ones(3)

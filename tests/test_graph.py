@@ -311,6 +311,12 @@ def test_batch_norm_and_add_take_the_relu_after_them(dtype):
     assert kinds.count(("BatchNorm2D", "fused")) == 1
     assert kinds.count(("Add", "fused")) == 2
     assert kinds.count(("ReLU", "absorbed")) == 3
+    # backward: the batch norm goes back through its ReLU, from the
+    # ReLU's output gradient (the Adds' ReLUs run their own backward)
+    back = [(type(node.layer).__name__, plan[0]) for node, plan in
+            zip(fused._graph.order, fused._graph.backward_plan)]
+    assert back.count(("BatchNorm2D", "through")) == 1
+    assert back.count(("ReLU", "absorbed")) == 1
     x, y = digits(12)
     x = x.astype(dtype)
     x[:, 0, :3] = 0.0                                   # ties at zero

@@ -18,9 +18,10 @@ _ids = itertools.count()
 # How a model runs each call of a layer (Graph._fusion in model.py): on its
 # own; fused with the element-wise layer next to it (forward: its epilogue
 # applies the next layer; backward: its pass also goes back through the
-# layer before); or as that element-wise layer, whose work the other layer
-# did.
-PLAIN, FUSED, ABSORBED = "plain", "fused", "absorbed"
+# layer before); as that element-wise layer, whose work the other layer
+# did; or, backward, through the element-wise layer after it that its
+# forward epilogue applied (from that layer's output gradient).
+PLAIN, FUSED, ABSORBED, THROUGH = "plain", "fused", "absorbed", "through"
 
 
 class SymbolicTensor:

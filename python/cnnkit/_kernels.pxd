@@ -336,20 +336,24 @@ cdef extern from "cnnkit.h" nogil:
                                          ptrdiff_t hw, int nthreads)
     void cnnkit_batch_norm_backward_sums_f32(
         double *sums, const float *gy, const float *x, const float *mean,
-        const float *invstd, const int64_t *bounds, ptrdiff_t nparts,
+        const float *invstd, const float *weight, const float *bias, int relu,
+        const int64_t *bounds, ptrdiff_t nparts,
         ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, int nthreads)
     void cnnkit_batch_norm_backward_sums_f64(
         double *sums, const double *gy, const double *x, const double *mean,
-        const double *invstd, const int64_t *bounds, ptrdiff_t nparts,
+        const double *invstd, const double *weight, const double *bias, int relu,
+        const int64_t *bounds, ptrdiff_t nparts,
         ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, int nthreads)
     void cnnkit_batch_norm_backward_f32(
         float *gx, const float *gy, const float *x, const float *mean,
-        const float *invstd, const float *weight, const double *sums,
-        double count, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, int nthreads)
+        const float *invstd, const float *weight, const float *bias, int relu,
+        const double *sums, double count, ptrdiff_t n, ptrdiff_t c,
+        ptrdiff_t hw, int nthreads)
     void cnnkit_batch_norm_backward_f64(
         double *gx, const double *gy, const double *x, const double *mean,
-        const double *invstd, const double *weight, const double *sums,
-        double count, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, int nthreads)
+        const double *invstd, const double *weight, const double *bias, int relu,
+        const double *sums, double count, ptrdiff_t n, ptrdiff_t c,
+        ptrdiff_t hw, int nthreads)
     ctypedef struct cnnkit_window_spec:
         uint64_t key_shift
         int64_t range_h, base_h, range_w, base_w
@@ -826,30 +830,31 @@ cdef inline void cnnkit_batch_norm_inference(
 
 cdef inline void cnnkit_batch_norm_backward_sums(
         double *sums, const floating *gy, const floating *x,
-        const floating *mean, const floating *invstd, const int64_t *bounds,
+        const floating *mean, const floating *invstd, const floating *weight,
+        const floating *bias, int relu, const int64_t *bounds,
         ptrdiff_t nparts, ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
         int nthreads) noexcept nogil:
     if floating is float:
         cnnkit_batch_norm_backward_sums_f32(sums, gy, x, mean, invstd,
-                                            bounds, nparts, n, c, hw,
-                                            nthreads)
+                                            weight, bias, relu, bounds,
+                                            nparts, n, c, hw, nthreads)
     else:
         cnnkit_batch_norm_backward_sums_f64(sums, gy, x, mean, invstd,
-                                            bounds, nparts, n, c, hw,
-                                            nthreads)
+                                            weight, bias, relu, bounds,
+                                            nparts, n, c, hw, nthreads)
 
 
 cdef inline void cnnkit_batch_norm_backward(
         floating *gx, const floating *gy, const floating *x,
         const floating *mean, const floating *invstd, const floating *weight,
-        const double *sums, double count, ptrdiff_t n, ptrdiff_t c,
-        ptrdiff_t hw, int nthreads) noexcept nogil:
+        const floating *bias, int relu, const double *sums, double count,
+        ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw, int nthreads) noexcept nogil:
     if floating is float:
-        cnnkit_batch_norm_backward_f32(gx, gy, x, mean, invstd, weight, sums,
-                                       count, n, c, hw, nthreads)
+        cnnkit_batch_norm_backward_f32(gx, gy, x, mean, invstd, weight, bias,
+                                       relu, sums, count, n, c, hw, nthreads)
     else:
-        cnnkit_batch_norm_backward_f64(gx, gy, x, mean, invstd, weight, sums,
-                                       count, n, c, hw, nthreads)
+        cnnkit_batch_norm_backward_f64(gx, gy, x, mean, invstd, weight, bias,
+                                       relu, sums, count, n, c, hw, nthreads)
 
 
 cdef inline void cnnkit_shift_flip_forward(

@@ -1900,53 +1900,67 @@ cdef tuple _bn_backward_args(str fn, grad_out, x, mean, invstd):
     return grad_out, x, mean, invstd, n, c, hw
 
 
-def batch_norm_backward_sums(grad_out, x, mean, invstd, bounds=None):
+def batch_norm_backward_sums(grad_out, x, mean, invstd, bounds=None,
+                             weight=None, bias=None, bint relu=False):
     """Per run of images and channel, the float64 sums of grad_out and of
-    grad_out * xhat (xhat = (x - mean) * invstd): (runs, 2, C)."""
-    cdef int nt = _nthreads()
-    cdef ptrdiff_t n, c, hw
-    fn = "batch_norm_backward"
-    grad_out, x, mean, invstd, n, c, hw = _bn_backward_args(
-        fn, grad_out, x, mean, invstd)
-    b = _bn_bounds(fn, bounds, n)
-    cdef ptrdiff_t nparts = b.shape[0] - 1
-    sums = np.zeros((nparts, 2, c), dtype=np.float64)
-    if c and nparts:
-        if _is_f32(x):
-            _batch_norm_backward_sums(_F32, sums, grad_out, x, mean, invstd,
-                                      b, nparts, n, c, hw, nt)
-        else:
-            _batch_norm_backward_sums(_F64, sums, grad_out, x, mean, invstd,
-                                      b, nparts, n, c, hw, nt)
-    return sums
-
-
-cdef void _batch_norm_backward_sums(floating *t, sums, grad_out, x, mean,
-                                    invstd, bounds, ptrdiff_t nparts,
-                                    ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
-                                    int nt) noexcept:
-    cdef double *ps = <double *>cnp.PyArray_DATA(<cnp.ndarray>sums)
-    cdef const floating *pg = _data(grad_out, t)
-    cdef const floating *px = _data(x, t)
-    cdef const floating *pm = _data(mean, t)
-    cdef const floating *pi = _data(invstd, t)
-    cdef const int64_t *pb = _int64_data(bounds)
-    with nogil:
-        cnnkit_batch_norm_backward_sums(ps, pg, px, pm, pi, pb, nparts, n, c,
-                                        hw, nt)
-
-
-def batch_norm_backward(grad_out, x, mean, invstd, weight, sums,
-                        double count, out=None):
-    """grad_x: with sums (2, C) float64 (the batch's sum of grad_out and of
-    grad_out * xhat over count values per channel), the training gradient;
-    with sums None, weight * invstd * grad_out."""
+    grad_out * xhat (xhat = (x - mean) * invstd): (runs, 2, C).  With
+    relu, grad_out is the gradient of the ReLU after the normalisation
+    (the forward with relu and this weight and bias): it counts where the
+    forward's value is above 0 or NaN, as relu_backward passes it."""
     cdef int nt = _nthreads()
     cdef ptrdiff_t n, c, hw
     fn = "batch_norm_backward"
     grad_out, x, mean, invstd, n, c, hw = _bn_backward_args(
         fn, grad_out, x, mean, invstd)
     weight = _bn_channels(fn, weight, "weight", x.dtype, c)
+    bias = _bn_channels(fn, bias, "bias", x.dtype, c)
+    b = _bn_bounds(fn, bounds, n)
+    cdef ptrdiff_t nparts = b.shape[0] - 1
+    sums = np.zeros((nparts, 2, c), dtype=np.float64)
+    if c and nparts:
+        if _is_f32(x):
+            _batch_norm_backward_sums(_F32, sums, grad_out, x, mean, invstd,
+                                      weight, bias, relu, b, nparts, n, c,
+                                      hw, nt)
+        else:
+            _batch_norm_backward_sums(_F64, sums, grad_out, x, mean, invstd,
+                                      weight, bias, relu, b, nparts, n, c,
+                                      hw, nt)
+    return sums
+
+
+cdef void _batch_norm_backward_sums(floating *t, sums, grad_out, x, mean,
+                                    invstd, weight, bias, bint relu, bounds,
+                                    ptrdiff_t nparts, ptrdiff_t n,
+                                    ptrdiff_t c, ptrdiff_t hw,
+                                    int nt) noexcept:
+    cdef double *ps = <double *>cnp.PyArray_DATA(<cnp.ndarray>sums)
+    cdef const floating *pg = _data(grad_out, t)
+    cdef const floating *px = _data(x, t)
+    cdef const floating *pm = _data(mean, t)
+    cdef const floating *pi = _data(invstd, t)
+    cdef const floating *pw = _data(weight, t)
+    cdef const floating *pb = _data(bias, t)
+    cdef const int64_t *pe = _int64_data(bounds)
+    with nogil:
+        cnnkit_batch_norm_backward_sums(ps, pg, px, pm, pi, pw, pb, relu, pe,
+                                        nparts, n, c, hw, nt)
+
+
+def batch_norm_backward(grad_out, x, mean, invstd, weight, sums,
+                        double count, out=None, bias=None, bint relu=False):
+    """grad_x: with sums (2, C) float64 (the batch's sum of grad_out and of
+    grad_out * xhat over count values per channel), the training gradient;
+    with sums None, weight * invstd * grad_out.  With relu, grad_out is the
+    gradient of the ReLU after the normalisation, as in
+    batch_norm_backward_sums."""
+    cdef int nt = _nthreads()
+    cdef ptrdiff_t n, c, hw
+    fn = "batch_norm_backward"
+    grad_out, x, mean, invstd, n, c, hw = _bn_backward_args(
+        fn, grad_out, x, mean, invstd)
+    weight = _bn_channels(fn, weight, "weight", x.dtype, c)
+    bias = _bn_channels(fn, bias, "bias", x.dtype, c)
     if sums is not None:
         sums = np.ascontiguousarray(sums, dtype=np.float64)
         if sums.shape != (2, c):
@@ -1958,27 +1972,29 @@ def batch_norm_backward(grad_out, x, mean, invstd, weight, sums,
     if x.size:
         if _is_f32(x):
             _batch_norm_backward(_F32, gx, grad_out, x, mean, invstd, weight,
-                                 sums, count, n, c, hw, nt)
+                                 bias, relu, sums, count, n, c, hw, nt)
         else:
             _batch_norm_backward(_F64, gx, grad_out, x, mean, invstd, weight,
-                                 sums, count, n, c, hw, nt)
+                                 bias, relu, sums, count, n, c, hw, nt)
     return gx
 
 
 cdef void _batch_norm_backward(floating *t, gx, grad_out, x, mean, invstd,
-                               weight, sums, double count, ptrdiff_t n,
-                               ptrdiff_t c, ptrdiff_t hw, int nt) noexcept:
+                               weight, bias, bint relu, sums, double count,
+                               ptrdiff_t n, ptrdiff_t c, ptrdiff_t hw,
+                               int nt) noexcept:
     cdef floating *po = _data(gx, t)
     cdef const floating *pg = _data(grad_out, t)
     cdef const floating *px = _data(x, t)
     cdef const floating *pm = _data(mean, t)
     cdef const floating *pi = _data(invstd, t)
     cdef const floating *pw = _data(weight, t)
+    cdef const floating *pb = _data(bias, t)
     cdef const double *ps = (NULL if sums is None else
                              <double *>cnp.PyArray_DATA(<cnp.ndarray>sums))
     with nogil:
-        cnnkit_batch_norm_backward(po, pg, px, pm, pi, pw, ps, count, n, c,
-                                   hw, nt)
+        cnnkit_batch_norm_backward(po, pg, px, pm, pi, pw, pb, relu, ps,
+                                   count, n, c, hw, nt)
 
 # data augmentation: per-image draws and the window copy
 # --------------------------------------------------------------------------

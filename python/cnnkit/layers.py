@@ -22,8 +22,10 @@ element-wise op another layer can apply in its epilogue names it in
 :attr:`Layer.elementwise` (ReLU: ``"relu"``); a layer whose forward pass can
 apply one lists it in :attr:`Layer.forward_epilogues`; a layer whose
 backward pass can also run the backward of the element-wise layer before
-it lists it in :attr:`Layer.backward_prologues`.  The model asks these and
-runs the pair as one pass, with the bits of the two passes.
+it lists it in :attr:`Layer.backward_prologues`; a layer whose backward
+pass can run the backward of the element-wise layer its forward epilogue
+applied lists it in :attr:`Layer.backward_epilogues`.  The model asks these
+and runs the pair as one pass, with the bits of the two passes.
 
 Shapes exclude the batch axis: a Conv2D's ``input_shape`` is ``(C, H, W)``.
 Layouts follow PyTorch, so ``Conv2D.params["weight"]`` is ``(K, C, R, S)`` and
@@ -116,6 +118,11 @@ class Layer:
         The element-wise ops whose backward this layer's backward pass can
         run too, for the layer just before it (``backward(grad, ctx,
         prologue=name)``).
+    backward_epilogues : frozenset of str
+        The element-wise ops of :attr:`forward_epilogues` whose backward
+        this layer's backward pass can run first, when its forward applied
+        them (``backward(grad, ctx, epilogue=name)``, ``grad`` the
+        gradient of the element-wise op's output).
     per_shard_grads : bool
         Whether :meth:`backward` can write the parameter gradients of each
         shard of the batch on its own (``ctx.shard_parts(self)``), which
@@ -138,6 +145,7 @@ class Layer:
     elementwise = None
     forward_epilogues = frozenset()
     backward_prologues = frozenset()
+    backward_epilogues = frozenset()
     per_shard_grads = False
     tree_sum_grads = ()
     transparent = False
@@ -1580,6 +1588,7 @@ class BatchNorm2D(Layer):
 
     per_shard_grads = True
     forward_epilogues = frozenset({"relu"})
+    backward_epilogues = frozenset({"relu"})
     _name_prefix = "batch_norm2d"
     _sample_ndim = 3
     _layout = "(C, H, W)"
@@ -1693,13 +1702,20 @@ class BatchNorm2D(Layer):
         self._kept = (x, mean_r, invstd, count)
         return y
 
-    def backward(self, grad, ctx=None):
+    def backward(self, grad, ctx=None, epilogue=None):
+        """The input's gradient (parameter gradients into ``grads``); with
+        ``epilogue="relu"`` (see :attr:`Layer.backward_epilogues`),
+        ``grad`` is that of the ReLU the forward pass applied, taken
+        through it in the same passes, with the bits of its backward."""
         ctx = as_context(ctx)
         x, mean, invstd, count = _kept(self, self._kept)
         grad = _ops.as_float(grad, x.dtype)
+        relu = epilogue == "relu"
+        w, b = self.params.get("weight"), self.params.get("bias")
         sums = getattr(ctx, "batch_sums", None)
         parts = _ops.batch_norm_backward_sums(
-            grad, x, mean, invstd, None if sums is None else sums.bounds)
+            grad, x, mean, invstd, None if sums is None else sums.bounds,
+            w, b, relu)
         total = parts[0] if sums is None else sums.sum(parts)
         if self.affine:
             shard = ctx.shard_parts(self)
@@ -1713,8 +1729,8 @@ class BatchNorm2D(Layer):
         if not ctx.needs_input_grad():
             return None
         return _ops.batch_norm_backward(
-            grad, x, mean, invstd, self.params.get("weight"), total,
-            float(count), ctx.buffer(self, "gx", x.shape, x.dtype))
+            grad, x, mean, invstd, w, total, float(count),
+            ctx.buffer(self, "gx", x.shape, x.dtype), b, relu)
 
     def skip_exchange(self, ctx, backward):
         sums = getattr(ctx, "batch_sums", None)

@@ -23,8 +23,8 @@ from . import plan as _plan
 from . import trainer as _trainer
 from . import transforms as _transforms
 from ._checks import MAX_ELEMENTS, check_int, check_keys, is_int
-from ._graph import (ABSORBED, FUSED, PLAIN, Input, Node, SymbolicTensor,
-                     symbolic_args, topological_order)
+from ._graph import (ABSORBED, FUSED, PLAIN, THROUGH, Input, Node,
+                     SymbolicTensor, symbolic_args, topological_order)
 from ._version import __version__
 from .layers import LAYERS, Layer
 
@@ -481,8 +481,9 @@ class Model:
             node = g.order[i]
             layer, plan = node.layer, g.backward_plan[i]
             if plan[0] is _ABSORBED:
-                continue       # the element-wise layer the next one ran
-            gy, grads[i + 1] = grads[i + 1], None
+                continue       # the element-wise layer another one ran
+            out = plan[2] + 1 if plan[0] is _THROUGH else i + 1
+            gy, grads[out] = grads[out], None
             if gy is None:
                 continue
             ctx.node = i
@@ -491,6 +492,9 @@ class Model:
             if plan[0] is _FUSED:
                 result = layer.backward(gy, ctx, prologue=plan[1])
                 targets = g.slots[plan[2]]
+            elif plan[0] is _THROUGH:
+                result = layer.backward(gy, ctx, epilogue=plan[1])
+                targets = g.slots[i]
             else:
                 result = layer.backward(gy, ctx)
                 targets = g.slots[i]
@@ -1822,7 +1826,9 @@ class _Graph:
         """Per node, (step, op) of the forward pass and (step, op[, the
         absorbed node]) of the backward pass: a layer whose output only
         one element-wise layer reads runs it in its epilogue when it
-        declares it can; a layer that alone reads an element-wise layer's
+        declares it can, and then that layer's backward in its own when it
+        declares it can (THROUGH, from the absorbed node's output
+        gradient); a layer that alone reads an element-wise layer's
         output runs that layer's backward in its own when it declares it
         can."""
         n = len(self.order)
@@ -1839,6 +1845,9 @@ class _Graph:
             if op is not None and op in node.layer.forward_epilogues and \
                     fwd[i][0] is _PLAIN and fwd[j][0] is _PLAIN:
                 fwd[i], fwd[j] = (_FUSED, op), (_ABSORBED, op)
+                if op in node.layer.backward_epilogues and \
+                        bwd[i][0] is _PLAIN and bwd[j][0] is _PLAIN:
+                    bwd[i], bwd[j] = (_THROUGH, op, j), (_ABSORBED, op)
             op = node.layer.elementwise
             if op is not None and op in nxt.layer.backward_prologues and \
                     bwd[i][0] is _PLAIN and bwd[j][0] is _PLAIN:
@@ -1968,7 +1977,7 @@ def _graph_from_config(config):
     return inp, tensors[out_ref]
 
 
-_PLAIN, _FUSED, _ABSORBED = PLAIN, FUSED, ABSORBED
+_PLAIN, _FUSED, _ABSORBED, _THROUGH = PLAIN, FUSED, ABSORBED, THROUGH
 
 
 def _check_batch_size(batch_size):
