@@ -292,6 +292,64 @@ def test_program_threads_keep_the_bits():
         program.run(x, y, None, 3.0, 0.0, nthreads=-1)
 
 
+def _shard_program(model, b):
+    """A trainer of model and its compiled step for batches of b samples
+    in the trainer's shards."""
+    tr = T.Trainer(model)
+    bounds = tr._shard_bounds(cnnkit.distributed.bounds(b, tr.shards), b)
+    return tr, tr._program(b, b, False, bounds)[0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_runs_one_thread_each_keep_the_bits(dtype):
+    # on 2 threads, a program of small parameters whose runs of samples
+    # all hold samples runs each run on one thread, its kernels on the
+    # run alone: the logits, loss gradient, losses, hits and every run's
+    # parameter gradients (and the dense trees) of the batch's kernels on
+    # one thread; 8 runs of 8, and runs of 1 and 2 samples; sample
+    # weights and label smoothing
+    for b in (64, 13):
+        model = lenet(dtype)
+        tr, program = _shard_program(model, b)
+        x, y = _data(b, (1, 28, 28), 10, seed=b)
+        x = x.astype(dtype)
+        sw = np.random.default_rng(b).uniform(0.5, 2.0, b)
+        outs = [a for d in list(tr.parts.values()) + list(tr.trees.values())
+                for a in d.values()]
+        assert outs
+        runs = []
+        for nt in (1, 2, 0):
+            for a in outs + [program.logits, program.grad]:
+                a[...] = np.nan
+            program.run(x, y, sw, float(sw.sum()), 0.1, nthreads=nt)
+            assert program.sharded == (nt != 1)
+            runs.append([a.tobytes() for a in outs + [
+                program.logits, program.grad, program.losses, program.hit]])
+        assert runs[0] == runs[1] == runs[2]
+        assert not np.isnan(program.grad).any()
+
+
+def test_runs_share_the_threads_only_where_they_pay(monkeypatch):
+    # not one thread per run: a run without samples (5 samples in 8 runs),
+    # parameters past SHARD_PARAM_BYTES, a normalizer of 0, one thread
+    from cnnkit import _kernels
+    x, y = _data(8, (1, 28, 28), 10)
+    _, program = _shard_program(lenet(), 5)
+    program.run(x[:5], y[:5], None, 5.0, 0.0)
+    assert not program.sharded
+    _, program = _shard_program(lenet(), 8)
+    program.run(x, y, None, 8.0, 0.0)
+    assert program.sharded
+    program.run(x, y, np.zeros(8), 0.0, 0.0)
+    assert not program.sharded
+    program.run(x, y, None, 8.0, 0.0, nthreads=1)
+    assert not program.sharded
+    monkeypatch.setattr(_kernels, "SHARD_PARAM_BYTES", 61706 * 4 - 1)
+    _, program = _shard_program(lenet(), 8)
+    program.run(x, y, None, 8.0, 0.0)
+    assert not program.sharded
+
+
 def test_small_steps_run_on_one_thread(monkeypatch):
     # LeNet-5 at batch 1 is under the one-thread limit, at batch 2 over it
     x, y = _data(4, (1, 28, 28), 10)

@@ -26,6 +26,7 @@ import numpy as np
 cimport numpy as cnp
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cython cimport floating
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memset
 
@@ -2890,6 +2891,11 @@ cdef class TrainProgram:
     cdef list keep
     cdef object work
     cdef int work_nt
+    cdef object shard_work       # per-thread workspaces of _train_shard
+    cdef int shard_nt
+    cdef ptrdiff_t shard_per     # elements of each thread's workspace
+    cdef bint shardable          # small parameters, every run non-empty
+    cdef readonly bint sharded   # the last run took a thread per run
     cdef bint ready
 
     def __cinit__(self):
@@ -2946,8 +2952,67 @@ cdef class TrainProgram:
         self.hit = np.empty(m, dtype=np.bool_)
         self.work = np.empty(0, dtype=dt)
         self.work_nt = 0
+        self.shard_work = None
+        self.shard_nt = 0
+        self.sharded = False
         self.nsteps = len(specs)
+        self.shardable = self._shardable(specs)
         self.ready = True
+
+    cdef bint _shardable(self, list specs):
+        """Whether a run may take its runs of samples one thread each
+        (_train_shard): every run holds samples, every step with
+        parameters writes the runs' gradients, and the parameters are
+        small enough (SHARD_PARAM_BYTES) that each thread reading all of
+        them for each of its runs costs less than the barriers between
+        the batch's kernels."""
+        if self.nparts < 2:
+            return False
+        b = self.bounds
+        if bool((b[1:] <= b[:-1]).any()):
+            return False
+        cdef ptrdiff_t nbytes = 0
+        cdef Py_ssize_t i
+        for i in range(self.nsteps):
+            if self.steps[i].op in (_TS_CONV, _TS_DENSE):
+                if self.steps[i].grads == _TG_WHOLE:
+                    return False
+                nbytes += specs[i]["weight"].nbytes
+                if specs[i]["bias"] is not None:
+                    nbytes += specs[i]["bias"].nbytes
+        return nbytes <= SHARD_PARAM_BYTES
+
+    cdef ptrdiff_t _shard_workspace(self) except -1:
+        """Elements of workspace one thread needs for _train_shard on the
+        largest run (the kernels on one thread)."""
+        cdef ptrdiff_t need = 1, k, rows = 0
+        cdef Py_ssize_t i, q
+        cdef _tstep *s
+        cdef cnnkit_conv2d_geom g
+        cdef const int64_t *pb = _int64_data(self.bounds)
+        for q in range(self.nparts):
+            rows = max(rows, pb[q + 1] - pb[q])
+        for i in range(self.nsteps):
+            s = &self.steps[i]
+            if s.op == _TS_CONV:
+                g = s.g
+                g.n = rows
+                k = cnnkit_conv2d_workspace(&g, CNNKIT_CONV_FORWARD, 1)
+                need = max(need, k)
+                if s.bwd:
+                    if s.gx != NULL:
+                        k = cnnkit_conv2d_workspace(
+                            &g, CNNKIT_CONV_BACKWARD_DATA, 1)
+                        need = max(need, k)
+                    k = cnnkit_conv2d_workspace(
+                        &g, CNNKIT_CONV_BACKWARD_WEIGHT_PARTS, 1)
+                    need = max(need, k)
+            elif s.op == _TS_DENSE:
+                need = max(need, cnnkit_dense_workspace(rows, s.f, s.o, 1))
+        # whole cache lines apart, so that threads never share one
+        need = (need + 15) // 16 * 16
+        _check_size("workspace", (need,))
+        return need
 
     cdef void *_arr(self, object a, ptrdiff_t size, str what, Py_ssize_t i,
                     bint nullable=False) except? NULL:
@@ -3143,7 +3208,29 @@ cdef class TrainProgram:
         if nt != self.work_nt:       # its own, not the thread's shared one
             self.work = aligned_empty(self._workspace(nt), dt)
             self.work_nt = nt
-        if dt == np.float32:
+        cdef bint shards = (self.shardable and nt > 1 and pt == NULL and
+                            normalizer > 0 and self.nparts >= nt)
+        self.sharded = shards
+        if shards and nt != self.shard_nt:
+            self.shard_per = self._shard_workspace()
+            self.shard_work = aligned_empty(self.shard_per * nt, dt)
+            self.shard_nt = nt
+        if shards:
+            if dt == np.float32:
+                _train_run_shards(_F32, self.steps, self.nsteps, x,
+                                  self.logits, self.grad, lab, sw,
+                                  normalizer, label_smoothing, self.losses,
+                                  self.hit, self.m, self.classes,
+                                  self.bounds, self.nparts, self.work,
+                                  self.shard_work, self.shard_per, nt)
+            else:
+                _train_run_shards(_F64, self.steps, self.nsteps, x,
+                                  self.logits, self.grad, lab, sw,
+                                  normalizer, label_smoothing, self.losses,
+                                  self.hit, self.m, self.classes,
+                                  self.bounds, self.nparts, self.work,
+                                  self.shard_work, self.shard_per, nt)
+        elif dt == np.float32:
             _train_run(_F32, self.steps, self.nsteps, x, self.logits,
                        self.grad, lab, sw, normalizer, label_smoothing,
                        self.losses, self.hit, self.m, self.classes,
@@ -3153,6 +3240,183 @@ cdef class TrainProgram:
                        self.grad, lab, sw, normalizer, label_smoothing,
                        self.losses, self.hit, self.m, self.classes,
                        self.bounds, self.nparts, self.work, nt, pt)
+
+
+#: Parameter bytes at most of a program whose runs of samples go one
+#: thread each (TrainProgram._shardable): LeNet-5's are 247 KB.
+SHARD_PARAM_BYTES = 1 << 20
+
+
+cdef inline void _hits(const floating *z, const int64_t *pl, char *ph,
+                       ptrdiff_t r0, ptrdiff_t r1,
+                       ptrdiff_t c) noexcept nogil:
+    """ph[r] = whether row r's largest logit is its label, for r in [r0,
+    r1): np.argmax's choice, the first largest, NaN first."""
+    cdef ptrdiff_t r, j, best
+    cdef floating v, bv
+    for r in range(r0, r1):
+        best = 0
+        for j in range(1, c):
+            v, bv = z[r * c + j], z[r * c + best]
+            if v > bv or (v != v and bv == bv):
+                best = j
+        ph[r] = best == pl[r]
+
+
+cdef void _train_shard(floating *t, _tstep *steps, Py_ssize_t ns,
+                       const floating *x0, floating *z, floating *gz,
+                       const int64_t *pl, const double *pw, double norm,
+                       double smoothing, double *pls, char *ph,
+                       ptrdiff_t m, ptrdiff_t c, ptrdiff_t q, ptrdiff_t r0,
+                       ptrdiff_t r1, int64_t *lb,
+                       floating *pk) noexcept nogil:
+    """Run [r0, r1) (run q) of _train_run's step, alone, on one thread:
+    each kernel on the run's samples as a batch of their own, which gives
+    each sample the bits it has in the whole batch, and each parameter
+    gradient of the run the bits of the run's part (one part, bounds lb =
+    [0, rows)).  The dense steps that add their runs in the tree leave it
+    to the caller."""
+    cdef ptrdiff_t rows = r1 - r0, per_in, per_out
+    cdef Py_ssize_t i
+    cdef _tstep *s
+    cdef const floating *xin
+    cdef cnnkit_conv2d_geom g
+    cdef cnnkit_pool2d_geom pg
+    lb[0] = 0
+    lb[1] = rows
+    for i in range(ns):
+        s = &steps[i]
+        if not s.fwd:
+            continue
+        xin = x0 if s.x == NULL else <const floating *>s.x
+        if s.op == _TS_CONV:
+            g = s.g
+            g.n = rows
+            per_in, per_out = g.c * g.h * g.w, g.k * g.oh * g.ow
+            cnnkit_conv2d_forward(<floating *>s.y + r0 * per_out,
+                                  xin + r0 * per_in, <const floating *>s.w,
+                                  <const floating *>s.b, s.relu, pk, &g, 1)
+        elif s.op == _TS_DENSE:
+            cnnkit_dense_forward(<floating *>s.y + r0 * s.o, xin + r0 * s.f,
+                                 <const floating *>s.w,
+                                 <const floating *>s.b, pk, rows, s.f, s.o,
+                                 1)
+        elif s.op == _TS_RELU:
+            per_in = s.size // m
+            cnnkit_relu_forward(<floating *>s.y + r0 * per_in,
+                                xin + r0 * per_in, rows * per_in, 1)
+        else:
+            pg = s.pool
+            pg.planes = s.pool.planes // m * rows
+            per_in = s.pool.planes // m * s.pool.h * s.pool.w
+            per_out = s.pool.planes // m * s.pool.oh * s.pool.ow
+            if s.taps != NULL:
+                cnnkit_max_pool2x2_taps_forward(
+                    <floating *>s.y + r0 * per_out, s.taps + r0 * per_out,
+                    xin + r0 * per_in, &pg, 1)
+            else:
+                cnnkit_max_pool2d_forward(
+                    <floating *>s.y + r0 * per_out, s.idx + r0 * per_out,
+                    xin + r0 * per_in, &pg, 1)
+    cnnkit_softmax_xent(gz + r0 * c, z + r0 * c, pl + r0,
+                        NULL if pw == NULL else pw + r0, norm, smoothing,
+                        pls + r0, rows, c, 1)
+    _hits(z, pl, ph, r0, r1, c)
+    for i in range(ns - 1, -1, -1):
+        s = &steps[i]
+        if not s.bwd:
+            continue
+        xin = x0 if s.x == NULL else <const floating *>s.x
+        if s.op == _TS_CONV:
+            g = s.g
+            g.n = rows
+            per_in, per_out = g.c * g.h * g.w, g.k * g.oh * g.ow
+            if s.gx != NULL:
+                cnnkit_conv2d_backward_data(
+                    <floating *>s.gx + r0 * per_in,
+                    <const floating *>s.gy + r0 * per_out,
+                    <const floating *>s.w, pk, &g, 1)
+            cnnkit_conv2d_backward_weight_parts(
+                <floating *>s.gw + q * s.wstride, s.wstride,
+                NULL if s.gb == NULL else <floating *>s.gb + q * s.bstride,
+                s.bstride, <const floating *>s.gy + r0 * per_out,
+                xin + r0 * per_in, lb, 1, pk, &g, 1)
+        elif s.op == _TS_DENSE:
+            cnnkit_dense_backward_parts(
+                NULL if s.gx == NULL else <floating *>s.gx + r0 * s.f,
+                NULL if s.grads == _TG_TREE else
+                <floating *>s.gw + q * s.wstride, s.wstride,
+                NULL if s.gb == NULL else <floating *>s.gb + q * s.bstride,
+                s.bstride, <const floating *>s.gy + r0 * s.o,
+                xin + r0 * s.f, <const floating *>s.w, lb, 1, pk, rows, s.f,
+                s.o, 1)
+        elif s.op == _TS_RELU:
+            per_in = s.size // m
+            cnnkit_relu_backward(<floating *>s.gx + r0 * per_in,
+                                 <const floating *>s.gy + r0 * per_in,
+                                 <const floating *>s.y + r0 * per_in,
+                                 rows * per_in, 1)
+        else:
+            pg = s.pool
+            pg.planes = s.pool.planes // m * rows
+            per_in = s.pool.planes // m * s.pool.h * s.pool.w
+            per_out = s.pool.planes // m * s.pool.oh * s.pool.ow
+            if s.taps != NULL:
+                cnnkit_max_pool2x2_taps_backward(
+                    <floating *>s.gx + r0 * per_in,
+                    <const floating *>s.gy + r0 * per_out,
+                    s.taps + r0 * per_out,
+                    <const floating *>s.y + r0 * per_out if s.relu else NULL,
+                    &pg, 1)
+            else:
+                pg = s.unpool
+                pg.planes = s.unpool.planes // m * rows
+                cnnkit_max_pool2d_backward(
+                    <floating *>s.gx + r0 * per_in,
+                    <const floating *>s.gy + r0 * per_out,
+                    s.idx + r0 * per_out,
+                    <const floating *>s.y + r0 * per_out if s.relu else NULL,
+                    &pg, 1)
+
+
+cdef void _train_run_shards(floating *t, _tstep *steps, Py_ssize_t ns, x,
+                            logits, grad, lab, sw, double norm,
+                            double smoothing, losses, hit, ptrdiff_t m,
+                            ptrdiff_t c, bounds, ptrdiff_t nparts, work,
+                            shard_work, ptrdiff_t per, int nt) noexcept:
+    """_train_run with each run of samples on one thread (_train_shard),
+    the runs handed out one at a time, so that a thread slowed by other
+    work takes fewer; then the dense steps' trees of the runs on all nt
+    threads.  No barrier between the kernels of a run."""
+    cdef const floating *x0 = _data(x, t)
+    cdef floating *z = _data(logits, t)
+    cdef floating *gz = _data(grad, t)
+    cdef const int64_t *pl = _int64_data(lab)
+    cdef const double *pw = _data(sw, _F64)
+    cdef double *pls = _data(losses, _F64)
+    cdef char *ph = <char *>cnp.PyArray_DATA(<cnp.ndarray>hit)
+    cdef const int64_t *pb = _int64_data(bounds)
+    cdef floating *pk = _data(work, t)
+    cdef floating *ps = _data(shard_work, t)
+    cdef int64_t lbs[2 * 64]        # each thread's [0, rows), 64 apart
+    cdef int64_t *lbp = lbs
+    cdef Py_ssize_t i, q
+    cdef _tstep *s
+    if nt > 64:
+        nt = 64
+    with nogil, parallel(num_threads=nt):
+        for q in prange(nparts, schedule="dynamic", chunksize=1):
+            _train_shard(t, steps, ns, x0, z, gz, pl, pw, norm, smoothing,
+                         pls, ph, m, c, q, pb[q], pb[q + 1],
+                         lbp + 2 * threadid(), ps + threadid() * per)
+    with nogil:
+        for i in range(ns - 1, -1, -1):
+            s = &steps[i]
+            if s.bwd and s.op == _TS_DENSE and s.grads == _TG_TREE:
+                cnnkit_dense_weight_tree(
+                    <floating *>s.gw,
+                    <const floating *>s.gy, x0 if s.x == NULL else
+                    <const floating *>s.x, pb, nparts, pk, s.f, s.o, nt)
 
 
 cdef object math_prod(object shape):
@@ -3177,10 +3441,8 @@ cdef void _train_run(floating *t, _tstep *steps, Py_ssize_t ns, x, logits,
     cdef const int64_t *pb = _int64_data(bounds)
     cdef floating *pk = _data(work, t)
     cdef Py_ssize_t i
-    cdef ptrdiff_t r, j, best
     cdef _tstep *s
     cdef const floating *xin
-    cdef floating v, bv
     cdef double t0 = 0
     with nogil:
         for i in range(ns):
@@ -3213,13 +3475,7 @@ cdef void _train_run(floating *t, _tstep *steps, Py_ssize_t ns, x, logits,
         if times != NULL:
             t0 = cnnkit_seconds()
         cnnkit_softmax_xent(gz, z, pl, pw, norm, smoothing, pls, m, c, nt)
-        for r in range(m):          # np.argmax: the first largest, NaN first
-            best = 0
-            for j in range(1, c):
-                v, bv = z[r * c + j], z[r * c + best]
-                if v > bv or (v != v and bv == bv):
-                    best = j
-            ph[r] = best == pl[r]
+        _hits(z, pl, ph, 0, m, c)
         if times != NULL:
             times[ns] += cnnkit_seconds() - t0
         for i in range(ns - 1, -1, -1):
