@@ -292,10 +292,10 @@ def test_program_threads_keep_the_bits():
         program.run(x, y, None, 3.0, 0.0, nthreads=-1)
 
 
-def _shard_program(model, b):
+def _shard_program(model, b, shards=8):
     """A trainer of model and its compiled step for batches of b samples
-    in the trainer's shards."""
-    tr = T.Trainer(model)
+    in its shards."""
+    tr = T.Trainer(model, shards=shards)
     bounds = tr._shard_bounds(cnnkit.distributed.bounds(b, tr.shards), b)
     return tr, tr._program(b, b, False, bounds)[0]
 
@@ -306,11 +306,12 @@ def test_runs_one_thread_each_keep_the_bits(dtype):
     # all hold samples runs each run on one thread, its kernels on the
     # run alone: the logits, loss gradient, losses, hits and every run's
     # parameter gradients (and the dense trees) of the batch's kernels on
-    # one thread; 8 runs of 8, and runs of 1 and 2 samples; sample
-    # weights and label smoothing
-    for b in (64, 13):
+    # one thread; 8 runs of 8, runs of 1 and 2 samples, and 10 and 16
+    # runs (tasks of 2 and 4 runs, a last, shorter one); sample weights
+    # and label smoothing
+    for b, shards in ((64, 8), (13, 8), (70, 10), (64, 16)):
         model = lenet(dtype)
-        tr, program = _shard_program(model, b)
+        tr, program = _shard_program(model, b, shards)
         x, y = _data(b, (1, 28, 28), 10, seed=b)
         x = x.astype(dtype)
         sw = np.random.default_rng(b).uniform(0.5, 2.0, b)

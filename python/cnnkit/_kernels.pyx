@@ -2982,16 +2982,18 @@ cdef class TrainProgram:
                     nbytes += specs[i]["bias"].nbytes
         return nbytes <= SHARD_PARAM_BYTES
 
-    cdef ptrdiff_t _shard_workspace(self) except -1:
+    cdef ptrdiff_t _shard_workspace(self, int nt) except -1:
         """Elements of workspace one thread needs for _train_shard on the
-        largest run (the kernels on one thread)."""
+        largest task of _train_run_shards on nt threads (the kernels on
+        one thread)."""
         cdef ptrdiff_t need = 1, k, rows = 0
         cdef Py_ssize_t i, q
         cdef _tstep *s
         cdef cnnkit_conv2d_geom g
         cdef const int64_t *pb = _int64_data(self.bounds)
-        for q in range(self.nparts):
-            rows = max(rows, pb[q + 1] - pb[q])
+        cdef ptrdiff_t group = _shard_group(self.nparts, min(nt, 64))
+        for q in range(0, self.nparts, group):
+            rows = max(rows, pb[min(self.nparts, q + group)] - pb[q])
         for i in range(self.nsteps):
             s = &self.steps[i]
             if s.op == _TS_CONV:
@@ -3212,7 +3214,7 @@ cdef class TrainProgram:
                             normalizer > 0 and self.nparts >= nt)
         self.sharded = shards
         if shards and nt != self.shard_nt:
-            self.shard_per = self._shard_workspace()
+            self.shard_per = self._shard_workspace(nt)
             self.shard_work = aligned_empty(self.shard_per * nt, dt)
             self.shard_nt = nt
         if shards:
@@ -3245,6 +3247,15 @@ cdef class TrainProgram:
 #: Parameter bytes at most of a program whose runs of samples go one
 #: thread each (TrainProgram._shardable): LeNet-5's are 247 KB.
 SHARD_PARAM_BYTES = 1 << 20
+cdef enum:
+    SHARD_GROUP = 4             # runs of a task of _train_run_shards
+
+
+cdef inline ptrdiff_t _shard_group(ptrdiff_t nparts, int nt) noexcept nogil:
+    """Runs per task of _train_run_shards: at most SHARD_GROUP, and two
+    tasks for each thread at least, to share out what a thread slowed by
+    other work leaves."""
+    return max(1, min(<ptrdiff_t>SHARD_GROUP, nparts // (2 * nt)))
 
 
 cdef inline void _hits(const floating *z, const int64_t *pl, char *ph,
@@ -3267,23 +3278,24 @@ cdef void _train_shard(floating *t, _tstep *steps, Py_ssize_t ns,
                        const floating *x0, floating *z, floating *gz,
                        const int64_t *pl, const double *pw, double norm,
                        double smoothing, double *pls, char *ph,
-                       ptrdiff_t m, ptrdiff_t c, ptrdiff_t q, ptrdiff_t r0,
-                       ptrdiff_t r1, int64_t *lb,
+                       ptrdiff_t m, ptrdiff_t c, const int64_t *pb,
+                       ptrdiff_t q0, ptrdiff_t q1, int64_t *lb,
                        floating *pk) noexcept nogil:
-    """Run [r0, r1) (run q) of _train_run's step, alone, on one thread:
-    each kernel on the run's samples as a batch of their own, which gives
-    each sample the bits it has in the whole batch, and each parameter
-    gradient of the run the bits of the run's part (one part, bounds lb =
-    [0, rows)).  The dense steps that add their runs in the tree leave it
-    to the caller."""
-    cdef ptrdiff_t rows = r1 - r0, per_in, per_out
+    """Runs [q0, q1) of _train_run's step (samples [pb[q0], pb[q1])),
+    alone, on one thread: each kernel on the runs' samples as a batch of
+    their own, which gives each sample the bits it has in the whole
+    batch, and the runs' parameter gradients the bits of their parts
+    (bounds lb: pb[q0:q1+1] - pb[q0]).  The dense steps that add their
+    runs in the tree leave it to the caller."""
+    cdef ptrdiff_t r0 = pb[q0], r1 = pb[q1], rows = r1 - r0
+    cdef ptrdiff_t per_in, per_out, nq = q1 - q0, q
     cdef Py_ssize_t i
     cdef _tstep *s
     cdef const floating *xin
     cdef cnnkit_conv2d_geom g
     cdef cnnkit_pool2d_geom pg
-    lb[0] = 0
-    lb[1] = rows
+    for q in range(nq + 1):
+        lb[q] = pb[q0 + q] - r0
     for i in range(ns):
         s = &steps[i]
         if not s.fwd:
@@ -3337,19 +3349,19 @@ cdef void _train_shard(floating *t, _tstep *steps, Py_ssize_t ns,
                     <const floating *>s.gy + r0 * per_out,
                     <const floating *>s.w, pk, &g, 1)
             cnnkit_conv2d_backward_weight_parts(
-                <floating *>s.gw + q * s.wstride, s.wstride,
-                NULL if s.gb == NULL else <floating *>s.gb + q * s.bstride,
+                <floating *>s.gw + q0 * s.wstride, s.wstride,
+                NULL if s.gb == NULL else <floating *>s.gb + q0 * s.bstride,
                 s.bstride, <const floating *>s.gy + r0 * per_out,
-                xin + r0 * per_in, lb, 1, pk, &g, 1)
+                xin + r0 * per_in, lb, nq, pk, &g, 1)
         elif s.op == _TS_DENSE:
             cnnkit_dense_backward_parts(
                 NULL if s.gx == NULL else <floating *>s.gx + r0 * s.f,
                 NULL if s.grads == _TG_TREE else
-                <floating *>s.gw + q * s.wstride, s.wstride,
-                NULL if s.gb == NULL else <floating *>s.gb + q * s.bstride,
+                <floating *>s.gw + q0 * s.wstride, s.wstride,
+                NULL if s.gb == NULL else <floating *>s.gb + q0 * s.bstride,
                 s.bstride, <const floating *>s.gy + r0 * s.o,
-                xin + r0 * s.f, <const floating *>s.w, lb, 1, pk, rows, s.f,
-                s.o, 1)
+                xin + r0 * s.f, <const floating *>s.w, lb, nq, pk, rows,
+                s.f, s.o, 1)
         elif s.op == _TS_RELU:
             per_in = s.size // m
             cnnkit_relu_backward(<floating *>s.gx + r0 * per_in,
@@ -3398,17 +3410,21 @@ cdef void _train_run_shards(floating *t, _tstep *steps, Py_ssize_t ns, x,
     cdef const int64_t *pb = _int64_data(bounds)
     cdef floating *pk = _data(work, t)
     cdef floating *ps = _data(shard_work, t)
-    cdef int64_t lbs[2 * 64]        # each thread's [0, rows), 64 apart
+    cdef int64_t lbs[64 * (SHARD_GROUP + 1)]   # each thread's bounds
     cdef int64_t *lbp = lbs
     cdef Py_ssize_t i, q
     cdef _tstep *s
     if nt > 64:
         nt = 64
+    cdef ptrdiff_t group = _shard_group(nparts, nt)
+    cdef ptrdiff_t tasks = (nparts + group - 1) // group
     with nogil, parallel(num_threads=nt):
-        for q in prange(nparts, schedule="dynamic", chunksize=1):
+        for q in prange(tasks, schedule="dynamic", chunksize=1):
             _train_shard(t, steps, ns, x0, z, gz, pl, pw, norm, smoothing,
-                         pls, ph, m, c, q, pb[q], pb[q + 1],
-                         lbp + 2 * threadid(), ps + threadid() * per)
+                         pls, ph, m, c, pb, q * group,
+                         min(nparts, (q + 1) * group),
+                         lbp + (SHARD_GROUP + 1) * threadid(),
+                         ps + threadid() * per)
     with nogil:
         for i in range(ns - 1, -1, -1):
             s = &steps[i]
