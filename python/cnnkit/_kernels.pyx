@@ -28,7 +28,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int64_t, uint8_t, uint64_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 cnp.import_array()
 
@@ -2891,6 +2891,7 @@ cdef class TrainProgram:
     cdef list keep
     cdef object work
     cdef int work_nt
+    cdef object xin              # the batch gathered from rows
     cdef object shard_work       # per-thread workspaces of _train_shard
     cdef int shard_nt
     cdef ptrdiff_t shard_per     # elements of each thread's workspace
@@ -2955,9 +2956,24 @@ cdef class TrainProgram:
         self.shard_work = None
         self.shard_nt = 0
         self.sharded = False
+        self.xin = None
         self.nsteps = len(specs)
         self.shardable = self._shardable(specs)
         self.ready = True
+
+    cdef object _rows(self, rows, ptrdiff_t n):
+        """rows as m int64 indices into n samples, checked."""
+        r = np.ascontiguousarray(rows, dtype=np.int64)
+        if r.shape != (self.m,):
+            raise ValueError(f"train: rows must be {self.m} indices, got "
+                             f"shape {r.shape}")
+        cdef const int64_t[::1] v = r
+        cdef Py_ssize_t i
+        for i in range(self.m):
+            if not 0 <= v[i] < n:
+                raise ValueError(f"train: rows[{i}] = {v[i]} is not an "
+                                 f"index of {n} samples")
+        return r
 
     cdef bint _shardable(self, list specs):
         """Whether a run may take its runs of samples one thread each
@@ -3166,7 +3182,7 @@ cdef class TrainProgram:
         return need
 
     def run(self, x, labels, sample_weight, double normalizer,
-            double label_smoothing, times=None, int nthreads=0):
+            double label_smoothing, times=None, int nthreads=0, rows=None):
         """One step on the batch x (m samples) with int labels and
         optional float64 sample weights: the logits, the loss gradient
         (of the weighted mean with divisor ``normalizer``), each sample's
@@ -3175,7 +3191,10 @@ cdef class TrainProgram:
         array of 2 * nsteps + 1 elements, each step's forward seconds, the
         loss's and each step's backward seconds are added to it.  The
         kernels run on ``nthreads`` threads (at most the default count;
-        0: the default count)."""
+        0: the default count).  With ``rows`` (m int64 indices), the batch
+        is ``x[rows]``, gathered by the run into its own array (``x`` a
+        C-contiguous array of samples), each run of samples by the thread
+        that runs it."""
         cdef double *pt = NULL
         if times is not None:
             if not (cnp.PyArray_Check(times) and times.dtype == np.float64
@@ -3193,13 +3212,27 @@ cdef class TrainProgram:
         if 0 < nthreads < nt:
             nt = nthreads
         dt = self.dtype
+        cdef ptrdiff_t nsrc = self.m
+        if rows is not None:
+            if not (cnp.PyArray_Check(x) and x.ndim >= 1 and x.size and
+                    x.size == x.shape[0] * self.in_size):
+                raise ValueError(f"train: x must be an array of samples of "
+                                 f"{self.in_size} elements")
+            nsrc = x.shape[0]
+            rows = self._rows(rows, nsrc)
         if not (cnp.PyArray_Check(x) and x.dtype == dt and
                 cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>x) and
                 cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x) and
-                x.size == self.m * self.in_size):
+                x.size == nsrc * self.in_size):
             raise ValueError(f"train: x must be a C-contiguous {dt.name} "
-                             f"array of {self.m} samples of {self.in_size} "
+                             f"array of {nsrc} samples of {self.in_size} "
                              f"elements")
+        if rows is not None:
+            if self.xin is None:
+                self.xin = aligned_empty((self.m, self.in_size), dt)
+            src, x = x, self.xin
+        else:
+            src = None
         if not (0.0 <= label_smoothing <= 1.0):
             raise ValueError(f"train: label_smoothing must be in [0, 1], "
                              f"got {label_smoothing!r}")
@@ -3219,20 +3252,28 @@ cdef class TrainProgram:
             self.shard_nt = nt
         if shards:
             if dt == np.float32:
-                _train_run_shards(_F32, self.steps, self.nsteps, x,
-                                  self.logits, self.grad, lab, sw,
-                                  normalizer, label_smoothing, self.losses,
-                                  self.hit, self.m, self.classes,
-                                  self.bounds, self.nparts, self.work,
-                                  self.shard_work, self.shard_per, nt)
+                _train_run_shards(_F32, self.steps, self.nsteps, x, src,
+                                  rows, self.in_size, self.logits,
+                                  self.grad, lab, sw, normalizer,
+                                  label_smoothing, self.losses, self.hit,
+                                  self.m, self.classes, self.bounds,
+                                  self.nparts, self.work, self.shard_work,
+                                  self.shard_per, nt)
             else:
-                _train_run_shards(_F64, self.steps, self.nsteps, x,
-                                  self.logits, self.grad, lab, sw,
-                                  normalizer, label_smoothing, self.losses,
-                                  self.hit, self.m, self.classes,
-                                  self.bounds, self.nparts, self.work,
-                                  self.shard_work, self.shard_per, nt)
-        elif dt == np.float32:
+                _train_run_shards(_F64, self.steps, self.nsteps, x, src,
+                                  rows, self.in_size, self.logits,
+                                  self.grad, lab, sw, normalizer,
+                                  label_smoothing, self.losses, self.hit,
+                                  self.m, self.classes, self.bounds,
+                                  self.nparts, self.work, self.shard_work,
+                                  self.shard_per, nt)
+            return
+        if src is not None:
+            if dt == np.float32:
+                _gather(_F32, x, src, rows, 0, self.m, self.in_size)
+            else:
+                _gather(_F64, x, src, rows, 0, self.m, self.in_size)
+        if dt == np.float32:
             _train_run(_F32, self.steps, self.nsteps, x, self.logits,
                        self.grad, lab, sw, normalizer, label_smoothing,
                        self.losses, self.hit, self.m, self.classes,
@@ -3391,7 +3432,26 @@ cdef void _train_shard(floating *t, _tstep *steps, Py_ssize_t ns,
                     &pg, 1)
 
 
+cdef void _gather(floating *t, x, src, rows, ptrdiff_t r0, ptrdiff_t r1,
+                  ptrdiff_t size) noexcept:
+    """x[r] = src[rows[r]] for r in [r0, r1), samples of size elements."""
+    cdef floating *px = _data(x, t)
+    cdef const floating *ps = _data(src, t)
+    cdef const int64_t *pr = _int64_data(rows)
+    with nogil:
+        _gather_rows(px, ps, pr, r0, r1, size)
+
+
+cdef inline void _gather_rows(floating *px, const floating *ps,
+                              const int64_t *pr, ptrdiff_t r0, ptrdiff_t r1,
+                              ptrdiff_t size) noexcept nogil:
+    cdef ptrdiff_t r
+    for r in range(r0, r1):
+        memcpy(px + r * size, ps + pr[r] * size, size * sizeof(floating))
+
+
 cdef void _train_run_shards(floating *t, _tstep *steps, Py_ssize_t ns, x,
+                            src, rows, ptrdiff_t in_size,
                             logits, grad, lab, sw, double norm,
                             double smoothing, losses, hit, ptrdiff_t m,
                             ptrdiff_t c, bounds, ptrdiff_t nparts, work,
@@ -3399,8 +3459,13 @@ cdef void _train_run_shards(floating *t, _tstep *steps, Py_ssize_t ns, x,
     """_train_run with each run of samples on one thread (_train_shard),
     the runs handed out one at a time, so that a thread slowed by other
     work takes fewer; then the dense steps' trees of the runs on all nt
-    threads.  No barrier between the kernels of a run."""
+    threads.  No barrier between the kernels of a run.  With src, each
+    task first gathers its samples, x[r] = src[rows[r]]."""
     cdef const floating *x0 = _data(x, t)
+    cdef floating *xg = _data(x, t)
+    cdef const floating *psrc = _data(src, t)
+    cdef const int64_t *prow = _int64_data(rows)
+    cdef ptrdiff_t q0, q1
     cdef floating *z = _data(logits, t)
     cdef floating *gz = _data(grad, t)
     cdef const int64_t *pl = _int64_data(lab)
@@ -3420,9 +3485,12 @@ cdef void _train_run_shards(floating *t, _tstep *steps, Py_ssize_t ns, x,
     cdef ptrdiff_t tasks = (nparts + group - 1) // group
     with nogil, parallel(num_threads=nt):
         for q in prange(tasks, schedule="dynamic", chunksize=1):
+            q0 = q * group
+            q1 = min(nparts, q0 + group)
+            if psrc != NULL:
+                _gather_rows(xg, psrc, prow, pb[q0], pb[q1], in_size)
             _train_shard(t, steps, ns, x0, z, gz, pl, pw, norm, smoothing,
-                         pls, ph, m, c, pb, q * group,
-                         min(nparts, (q + 1) * group),
+                         pls, ph, m, c, pb, q0, q1,
                          lbp + (SHARD_GROUP + 1) * threadid(),
                          ps + threadid() * per)
     with nogil:

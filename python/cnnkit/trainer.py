@@ -207,16 +207,24 @@ class Trainer:
         if hi > lo:
             rows = (slice(idx.start + lo, idx.start + hi)
                     if isinstance(idx, slice) else idx[lo:hi])
-            xb, yb = self._rows("x", x, rows), self._rows("y", y, rows)
-            if self.augment is not None:
-                xb = self._augment(xb, rows)
             program = (self._program(b, hi - lo, single, bounds)
                        if self.compiled else None)
+            # the compiled step gathers the rows itself, each run of
+            # samples by the thread that runs it
+            gather = (program is not None and self.augment is None and
+                      not isinstance(rows, slice) and rows.shape[0] > 1 and
+                      x.dtype == program[0].dtype and
+                      x.flags.c_contiguous and x.flags.aligned)
+            xb = None if gather else self._rows("x", x, rows)
+            yb = self._rows("y", y, rows)
+            if self.augment is not None:
+                xb = self._augment(xb, rows)
             if program is not None:
                 # 1-3 in one call into C: the kernels the layers call,
                 # with the same arguments (so the same bits)
                 losses, hit, serial = self._run_program(
-                    program, xb, yb, swb, lo, hi, norm, ctx)
+                    program, xb, yb, swb, lo, hi, norm, ctx,
+                    (x, rows) if gather else None)
                 serial = serial and single
             else:
                 losses, hit = self._layer_step(xb, yb, swb, lo, hi, norm,
@@ -302,13 +310,18 @@ class Trainer:
                 return None
         return entry
 
-    def _run_program(self, entry, xb, yb, swb, lo, hi, norm, ctx):
-        """Run the compiled step: (losses, hits, whether it ran on one
+    def _run_program(self, entry, xb, yb, swb, lo, hi, norm, ctx,
+                     gather=None):
+        """Run the compiled step on xb, or on the rows ``gather`` = (x,
+        rows) of x; returns (losses, hits, whether it ran on one
         thread)."""
         program, taken, _, flops = entry
         serial = flops < _SERIAL_FLOPS
-        if xb.dtype != program.dtype or not (xb.flags.c_contiguous and
-                                             xb.flags.aligned):
+        rows = None
+        if gather is not None:
+            xb, rows = gather
+        elif xb.dtype != program.dtype or not (xb.flags.c_contiguous and
+                                               xb.flags.aligned):
             xb = np.require(xb, dtype=program.dtype, requirements=["C", "A"])
         self.model._weights_changed()
         program.run(xb, yb, None if swb is None else swb[lo:hi], norm,
@@ -318,7 +331,7 @@ class Trainer:
                     # one thread, 68.9 on two and up to 1.3x longer while
                     # another process held a core; at batch 2 two threads
                     # were 1.15x faster)
-                    nthreads=1 if serial else 0)
+                    nthreads=1 if serial else 0, rows=rows)
         ctx.trees_taken.update(taken)
         return program.losses, program.hit, serial
 
