@@ -330,6 +330,47 @@ def test_runs_one_thread_each_keep_the_bits(dtype):
         assert not np.isnan(program.grad).any()
 
 
+def test_program_gathers_the_rows_it_is_given():
+    # run(source, ..., rows=idx) has the bits of run(source[idx], ...),
+    # on one thread (the batch's kernels) and on two (each task gathering
+    # its runs); the indices are checked
+    model = lenet()
+    tr, program = _shard_program(model, 16)
+    src, labels = _data(40, (1, 28, 28), 10, seed=7)
+    idx = np.random.default_rng(7).permutation(40)[:16]
+    outs = [a for d in tr.parts.values() for a in d.values()]
+    for nt in (1, 2):
+        runs = []
+        for gather in (False, True):
+            for a in outs:
+                a[...] = np.nan
+            if gather:
+                program.run(src, labels[idx], None, 16.0, 0.0, nthreads=nt,
+                            rows=idx)
+            else:
+                program.run(src[idx], labels[idx], None, 16.0, 0.0,
+                            nthreads=nt)
+            assert program.sharded == (nt == 2)
+            runs.append([a.tobytes() for a in outs + [program.logits,
+                                                      program.losses]])
+        assert runs[0] == runs[1]
+    bad = idx.copy()
+    bad[3] = 40
+    with pytest.raises(ValueError, match=r"rows\[3\] = 40 is not an index "
+                                         r"of 40 samples"):
+        program.run(src, labels[idx], None, 16.0, 0.0, rows=bad)
+    bad[3] = -1
+    with pytest.raises(ValueError, match="rows"):
+        program.run(src, labels[idx], None, 16.0, 0.0, rows=bad)
+    with pytest.raises(ValueError, match="rows must be 16 indices"):
+        program.run(src, labels[idx], None, 16.0, 0.0, rows=idx[:5])
+    with pytest.raises(ValueError, match="samples of 784 elements"):
+        program.run(src[:, :, :5], labels[idx], None, 16.0, 0.0, rows=idx)
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        program.run(src.astype(np.float64), labels[idx], None, 16.0, 0.0,
+                    rows=idx)
+
+
 def test_runs_share_the_threads_only_where_they_pay(monkeypatch):
     # not one thread per run: a run without samples (5 samples in 8 runs),
     # parameters past SHARD_PARAM_BYTES, a normalizer of 0, one thread
