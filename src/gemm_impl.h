@@ -229,8 +229,30 @@ static void SFX(pack_b)(REAL *restrict bp, const REAL *restrict b,
 static void SFX(macro_kernel)(ptrdiff_t mc, ptrdiff_t nc, ptrdiff_t kc,
                               const REAL *restrict ap,
                               const REAL *restrict bp, REAL *restrict c,
-                              ptrdiff_t ldc, REAL alpha, REAL beta, int first)
+                              ptrdiff_t ldc, REAL alpha, REAL beta, int first,
+                              int stream)
 {
+#ifdef VSTREAM
+    if (stream) {    /* (see gemm_stream) */
+        for (ptrdiff_t j0 = 0; j0 < nc; j0 += NR) {
+            ptrdiff_t nr = CNNKIT_MIN(NR, nc - j0);
+            for (ptrdiff_t i0 = 0; i0 < mc; i0 += MR) {
+                ptrdiff_t mr = CNNKIT_MIN(MR, mc - i0);
+                REAL *ct = c + i0 * ldc + j0;
+                if (mr == MR && nr == NR)
+                    SFX(micro_stream)(kc, ap + i0 * kc, bp + j0 * kc, ct,
+                                      ldc);
+                else
+                    SFX(micro)(kc, ap + i0 * kc, bp + j0 * kc, ct, ldc, mr,
+                               nr, 1, 0, 1);
+            }
+        }
+        VSFENCE();
+        return;
+    }
+#else
+    (void)stream;
+#endif
 #ifdef ROW_STRIPS
     if (mc == 1) {          /* one row: several strips' chains at once */
         for (ptrdiff_t j0 = 0; j0 < nc; j0 += ROW_STRIPS * NR)
@@ -700,7 +722,7 @@ static void SFX(gemm)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t n,
                     trans_a ? a + p0 * lda + i0 : a + i0 * lda + p0;
                 SFX(pack_a)(ap, asrc, lda, trans_a, mc, kc);
                 SFX(macro_kernel)(mc, nc, kc, ap, bp, c + i0 * ldc + j0, ldc,
-                                  alpha, beta, p0 == 0);
+                                  alpha, beta, p0 == 0, 0);
             }
         }
     }
@@ -775,6 +797,28 @@ static int SFX(gemm_arows)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
     return 1;
 }
 #endif
+
+/* Whether the packed product stores C's whole tiles with streaming
+ * stores (micro_stream): C written once (one slab, alpha 1, beta 0), of
+ * more than GEMM_STREAM_BYTES, its rows whole 64-byte lines apart from a
+ * line's start.  A dense layer's weight gradient of a batch (an inner
+ * size of 32-128, 12.8 MB of C for 3136 -> 1024) then writes C without
+ * reading each line in first. */
+#ifndef GEMM_STREAM_BYTES
+#define GEMM_STREAM_BYTES (8 << 20)
+#endif
+static int SFX(gemm_stream)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, REAL alpha,
+                            REAL beta, const REAL *c, ptrdiff_t ldc)
+{
+#ifdef VSTREAM
+    return k <= KC && alpha == 1 && beta == 0 &&
+           (double)m * (double)n * sizeof(REAL) > GEMM_STREAM_BYTES &&
+           (uintptr_t)c % 64 == 0 && ldc * (ptrdiff_t)sizeof(REAL) % 64 == 0;
+#else
+    (void)m, (void)n, (void)k, (void)alpha, (void)beta, (void)c, (void)ldc;
+    return 0;
+#endif
+}
 
 /* The parallel variant.  For each NC-wide panel and KC-deep slab, the team
  * packs the B panel together (strips split over threads), then splits the
@@ -925,6 +969,7 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
     REAL *bp = work;
     const ptrdiff_t bsize = SFX(pack_b_size)(n, k);
     const ptrdiff_t asize = SFX(pack_a_size)(m, k);
+    const int stream = SFX(gemm_stream)(m, n, k, alpha, beta, c, ldc);
     CNNKIT_OMP(parallel num_threads(team))
     {
         REAL *ap = work + bsize + (ptrdiff_t)omp_get_thread_num() * asize;
@@ -969,7 +1014,7 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
                     ptrdiff_t jn = CNNKIT_MIN(nc, s1 * NR) - s0 * NR;
                     SFX(macro_kernel)(mc, jn, kc, ap, bp + s0 * NR * kc,
                                       c + i0 * ldc + j0 + s0 * NR, ldc, alpha,
-                                      beta, p0 == 0);
+                                      beta, p0 == 0, stream);
                 }
             }
         }

@@ -95,7 +95,7 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
           int lastn, REAL alpha, REAL beta, int first,
           const REAL *restrict bias, int relu, ptrdiff_t bstep,
           ptrdiff_t cstep, const int32_t *restrict runs, int nruns,
-          const ptrdiff_t arow)
+          const ptrdiff_t arow, const int stream)
 {
     if (masked != STACKED)
         bstep = cstep = VL;
@@ -158,6 +158,12 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
                 out = VADD(out, VBCAST(bias + i));
             if (relu)
                 out = VRELU(out);
+#ifdef VSTREAM
+            if (stream) {
+                VSTREAM(cv, out);
+                continue;
+            }
+#endif
             if (part)
                 VSTORE_M(cv, mk, out);
             else
@@ -167,7 +173,7 @@ SFX(tile)(const int rows, const int nv, const int masked, const int implicit,
 }
 
 #define TILE_ARGS implicit, kc, ap, bp, boff, c, ldc, lastn, alpha, beta, \
-                  first, bias, relu, 0, 0, NULL, 0, arow
+                  first, bias, relu, 0, 0, NULL, 0, arow, 0
 #define TILE_ROWS(R)                                                       \
     case R:                                                                \
         if (nv == 1)                                                       \
@@ -254,6 +260,19 @@ static void SFX(micro)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
                    NULL, 0, 0);
 }
 
+#ifdef VSTREAM
+/* A whole tile of micro, alpha 1, beta 0, one slab, stored with
+ * streaming stores (c and ldc whole vectors of 64 bytes): a C of many
+ * megabytes written once goes to memory without first being read into
+ * the caches.  The same values: the same bits. */
+static void SFX(micro_stream)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
+                              REAL *c, ptrdiff_t ldc)
+{
+    SFX(tile)(MR, NV, 0, 0, kc, ap, bp, NULL, c, ldc, VL, 1, 0, 1, NULL, 0,
+              0, 0, NULL, 0, 0, 1);
+}
+#endif
+
 /* micro (alpha 1, beta 0) with A read in place: row i of the strip at a
  * + i*lda, step p at a + p (gemm_arows). */
 static void SFX(micro_arows)(ptrdiff_t kc, const REAL *a, ptrdiff_t lda,
@@ -273,7 +292,7 @@ static void SFX(micro_implicit)(ptrdiff_t kc, const REAL *ap, const REAL *bp,
                    relu, 0);
 }
 #define STACK_ARGS 1, kc, ap, bp, boff, c, ldc, width, 1, 0, first, bias, \
-                   relu, bstep, cstep, runs, nruns, 0
+                   relu, bstep, cstep, runs, nruns, 0, 0
 #define STACK_ROWS(R)                                                      \
     case R:                                                                \
         SFX(tile)(R, NV, STACKED, STACK_ARGS);                             \

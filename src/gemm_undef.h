@@ -9,6 +9,8 @@
 #undef VSET1
 #undef VLOAD
 #undef VSTORE
+#undef VSTREAM
+#undef VSFENCE
 #undef VBCAST
 #undef VFMA
 #undef VMUL

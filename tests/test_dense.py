@@ -498,6 +498,26 @@ for dt in (np.float32, np.float64):
                                f" of a B past 2 MiB on {nt} threads depend"
                                f" on the batch")
     cnnkit.set_num_threads(2)
+    # a weight gradient of more than 8 MiB written once (an inner size
+    # of at most KC, a fresh output on a 64-byte line, rows whole lines
+    # apart) goes out with streaming stores (gemm_stream): the bits of its
+    # rows computed as a smaller product, and of the same product into an
+    # output off a line
+    g5 = rng.standard_normal((40, 1100)).astype(dt)
+    x5 = rng.standard_normal((40, 2112)).astype(dt)
+    w5 = np.zeros((1100, 2112), dt)
+    gw5 = F.dense_backward(g5, x5, w5)[1]
+    off = np.empty(gw5.size + 1, dt)[1:].reshape(gw5.shape)
+    from cnnkit import _kernels
+    _kernels.dense_backward(g5, x5, w5, gw_out=off)
+    if off.tobytes() != gw5.tobytes():
+        variant.append(f"{np.dtype(dt).name} a streamed weight gradient "
+                       f"differs from the stored one")
+    for lo, hi in ((0, 12), (13, 300), (1090, 1100)):
+        part = F.dense_backward(g5[:, lo:hi], x5, w5[lo:hi])[1]
+        if part.tobytes() != gw5[lo:hi].tobytes():
+            variant.append(f"{np.dtype(dt).name} streamed weight gradient"
+                           f" rows {lo}:{hi} differ")
 '''
 
 

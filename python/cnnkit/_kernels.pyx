@@ -292,9 +292,15 @@ cdef object _zeros_or(object out, tuple shape, object dt, str fn, str name,
     new memory, or out after checking it (as _out), zeroed here when clear
     (the kernel writes every element otherwise, so that new memory needs
     no zeros: a fresh 12.8 MB weight gradient of a 3136 -> 1024 dense
-    layer took longer to zero than one sample's backward pass)."""
+    layer took longer to zero than one sample's backward pass).  New
+    memory of a megabyte or more starts on a 64-byte line, as the GEMM's
+    streaming stores want it (gemm_stream)."""
     if out is None:
-        return np.zeros(shape, dtype=dt) if clear else np.empty(shape, dt)
+        if clear:
+            return np.zeros(shape, dtype=dt)
+        if math_prod(shape) * np.dtype(dt).itemsize >= 1 << 20:
+            return aligned_empty(shape, dt)
+        return np.empty(shape, dt)
     a = _out(out, shape, dt, fn, name)
     if clear and a.size:
         a[...] = 0
