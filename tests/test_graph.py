@@ -336,6 +336,27 @@ def test_batch_norm_and_add_take_the_relu_after_them(dtype):
     assert fused.flat_params.tobytes() == plain.flat_params.tobytes()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batch_norm_1d_goes_back_through_its_relu(dtype):
+    # Dense -> BatchNorm1D -> ReLU: the normalisation applies the ReLU
+    # and runs its backward; the bits of the layers, one step and a fit
+    def build():
+        inp = cnnkit.Input((12,))
+        h = L.ReLU()(L.BatchNorm1D()(L.Dense(9)(inp)))
+        return cnnkit.Model(inp, L.Dense(3)(h), seed=0, dtype=dtype)
+
+    fused, plain = _fused_and_plain(build)
+    assert [p[0] for p in fused._graph.backward_plan] == \
+        ["plain", "through", "absorbed", "plain"]
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((10, 12)).astype(dtype)
+    y = rng.integers(0, 3, 10)
+    assert _gradient_bits(fused, x, y) == _gradient_bits(plain, x, y)
+    fused.fit(x, y % 3, epochs=3, batch_size=5, verbose=0)
+    plain.fit(x, y % 3, epochs=3, batch_size=5, verbose=0)
+    assert fused.flat_params.tobytes() == plain.flat_params.tobytes()
+
+
 def test_thread_count_and_batch_do_not_change_the_bits():
     x, y = digits(64)
     runs = []
