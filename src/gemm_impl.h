@@ -232,25 +232,7 @@ static void SFX(macro_kernel)(ptrdiff_t mc, ptrdiff_t nc, ptrdiff_t kc,
                               ptrdiff_t ldc, REAL alpha, REAL beta, int first,
                               int stream)
 {
-#ifdef VSTREAM
-    if (stream) {    /* (see gemm_stream) */
-        for (ptrdiff_t j0 = 0; j0 < nc; j0 += NR) {
-            ptrdiff_t nr = CNNKIT_MIN(NR, nc - j0);
-            for (ptrdiff_t i0 = 0; i0 < mc; i0 += MR) {
-                ptrdiff_t mr = CNNKIT_MIN(MR, mc - i0);
-                REAL *ct = c + i0 * ldc + j0;
-                if (mr == MR && nr == NR)
-                    SFX(micro_stream)(kc, ap + i0 * kc, bp + j0 * kc, ct,
-                                      ldc);
-                else
-                    SFX(micro)(kc, ap + i0 * kc, bp + j0 * kc, ct, ldc, mr,
-                               nr, 1, 0, 1);
-            }
-        }
-        VSFENCE();
-        return;
-    }
-#else
+#ifndef VSTREAM
     (void)stream;
 #endif
 #ifdef ROW_STRIPS
@@ -267,6 +249,12 @@ static void SFX(macro_kernel)(ptrdiff_t mc, ptrdiff_t nc, ptrdiff_t kc,
         for (ptrdiff_t i0 = 0; i0 < mc; i0 += MR) {
             ptrdiff_t mr = CNNKIT_MIN(MR, mc - i0);
             REAL *ct = c + i0 * ldc + j0;
+#ifdef VSTREAM
+            if (stream && mr == MR && nr == NR) {   /* see gemm_stream */
+                SFX(micro_stream)(kc, ap + i0 * kc, bp + j0 * kc, ct, ldc);
+                continue;
+            }
+#endif
             /* the tile's rows of C on their way to L2 while its sums
              * run: read (or written) only at the end, a block of C rows
              * ldc apart missed the caches there (512-4096^3, 1 thread:
@@ -279,6 +267,10 @@ static void SFX(macro_kernel)(ptrdiff_t mc, ptrdiff_t nc, ptrdiff_t kc,
                        alpha, beta, first);
         }
     }
+#ifdef VSTREAM
+    if (stream)
+        VSFENCE();
+#endif
 }
 
 static void SFX(scale_c)(ptrdiff_t m, ptrdiff_t n, REAL beta, REAL *c,
@@ -820,6 +812,27 @@ static int SFX(gemm_stream)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, REAL alpha,
 #endif
 }
 
+/* Up to FEW_PACKED_M rows of a B as it lies of more than
+ * FEW_PACKED_BYTES (the input gradient of a wide dense layer for a
+ * batch): gemm_parallel's groups of columns, each packing its own panel.
+ * The packed path's shared panel is packed by both threads and then
+ * read by both, a slab at a time between barriers, with little work
+ * per slab for few rows.  The dense backward, AVX-512 Xeon, 2
+ * threads, builds alternated (benchmarks/ab_builds.py --only dense),
+ * the same bits: 32-64 x 3136 -> 1024 1.18-1.21x, 128 x 3136 ->
+ * 1024 1.09x, 32 x 4096 -> 4096 1.20x (its input gradient alone
+ * 10.9 -> 6.5 ms), 128 x 1024 -> 1024 1.08x; groups of 8 strips
+ * 1.14x on 32 x 4096 -> 4096, the others alike. */
+#ifndef FEW_PACKED_M
+#define FEW_PACKED_M 128
+#endif
+#ifndef FEW_PACKED_GROUP
+#define FEW_PACKED_GROUP 16     /* strips per group at most */
+#endif
+#ifndef FEW_PACKED_BYTES
+#define FEW_PACKED_BYTES (2 << 20)
+#endif
+
 /* The parallel variant.  For each NC-wide panel and KC-deep slab, the team
  * packs the B panel together (strips split over threads), then splits the
  * work over tasks = (MC-tall block of rows, chunk of NR strips): a task
@@ -879,26 +892,6 @@ static void SFX(gemm_parallel)(int trans_a, int trans_b, ptrdiff_t m,
         return;
 #else
     const int in_place = 0;
-#endif
-    /* Up to FEW_PACKED_M rows of a B as it lies of more than
-     * FEW_PACKED_BYTES (the input gradient of a wide dense layer for a
-     * batch): the groups of columns below, each packing its own panel.
-     * The packed path's shared panel is packed by both threads and then
-     * read by both, a slab at a time between barriers, with little work
-     * per slab for few rows.  The dense backward, AVX-512 Xeon, 2
-     * threads, builds alternated (benchmarks/ab_builds.py --only dense),
-     * the same bits: 32-64 x 3136 -> 1024 1.18-1.21x, 128 x 3136 ->
-     * 1024 1.09x, 32 x 4096 -> 4096 1.20x (its input gradient alone
-     * 10.9 -> 6.5 ms), 128 x 1024 -> 1024 1.08x; groups of 8 strips
-     * 1.14x on 32 x 4096 -> 4096, the others alike. */
-#ifndef FEW_PACKED_M
-#define FEW_PACKED_M 128
-#endif
-#ifndef FEW_PACKED_GROUP
-#define FEW_PACKED_GROUP 16     /* strips per group at most */
-#endif
-#ifndef FEW_PACKED_BYTES
-#define FEW_PACKED_BYTES (2 << 20)
 #endif
     const int few_packed = !trans_b && m <= FEW_PACKED_M &&
                            (double)k * (double)n * sizeof(REAL) >

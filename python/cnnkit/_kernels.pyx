@@ -2898,7 +2898,7 @@ cdef class TrainProgram:
     cdef object work
     cdef int work_nt
     cdef object xin              # the batch gathered from rows
-    cdef object shard_work       # per-thread workspaces of _train_shard
+    cdef object shard_work       # per-thread workspaces of _train_rows
     cdef int shard_nt
     cdef ptrdiff_t shard_per     # elements of each thread's workspace
     cdef bint shardable          # small parameters, every run non-empty
@@ -2983,7 +2983,7 @@ cdef class TrainProgram:
 
     cdef bint _shardable(self, list specs):
         """Whether a run may take its runs of samples one thread each
-        (_train_shard): every run holds samples, every step with
+        (_train_rows): every run holds samples, every step with
         parameters writes the runs' gradients, and the parameters are
         small enough (SHARD_PARAM_BYTES) that each thread reading all of
         them for each of its runs costs less than the barriers between
@@ -3005,7 +3005,7 @@ cdef class TrainProgram:
         return nbytes <= SHARD_PARAM_BYTES
 
     cdef ptrdiff_t _shard_workspace(self, int nt) except -1:
-        """Elements of workspace one thread needs for _train_shard on the
+        """Elements of workspace one thread needs for _train_rows on the
         largest task of _train_run_shards on nt threads (the kernels on
         one thread)."""
         cdef ptrdiff_t need = 1, k, rows = 0
@@ -3321,121 +3321,179 @@ cdef inline void _hits(const floating *z, const int64_t *pl, char *ph,
         ph[r] = best == pl[r]
 
 
-cdef void _train_shard(floating *t, _tstep *steps, Py_ssize_t ns,
-                       const floating *x0, floating *z, floating *gz,
-                       const int64_t *pl, const double *pw, double norm,
-                       double smoothing, double *pls, char *ph,
-                       ptrdiff_t m, ptrdiff_t c, const int64_t *pb,
-                       ptrdiff_t q0, ptrdiff_t q1, int64_t *lb,
-                       floating *pk) noexcept nogil:
-    """Runs [q0, q1) of _train_run's step (samples [pb[q0], pb[q1])),
-    alone, on one thread: each kernel on the runs' samples as a batch of
-    their own, which gives each sample the bits it has in the whole
-    batch, and the runs' parameter gradients the bits of their parts
-    (bounds lb: pb[q0:q1+1] - pb[q0]).  The dense steps that add their
-    runs in the tree leave it to the caller."""
-    cdef ptrdiff_t r0 = pb[q0], r1 = pb[q1], rows = r1 - r0
-    cdef ptrdiff_t per_in, per_out, nq = q1 - q0, q
+cdef inline void _conv_rows(_tstep *s, ptrdiff_t rows, cnnkit_conv2d_geom *g,
+                           ptrdiff_t *per_in,
+                           ptrdiff_t *per_out) noexcept nogil:
+    """Step s's convolution on rows samples: its geometry and the
+    elements of a sample's input and output."""
+    g[0] = s.g
+    g.n = rows
+    per_in[0] = g.c * g.h * g.w
+    per_out[0] = g.k * g.oh * g.ow
+
+
+cdef inline void _pool_rows(const cnnkit_pool2d_geom *base, ptrdiff_t m,
+                           ptrdiff_t rows, cnnkit_pool2d_geom *pg,
+                           ptrdiff_t *per_in,
+                           ptrdiff_t *per_out) noexcept nogil:
+    """A pooling geometry of m samples (base) on rows samples, and the
+    elements of a sample's input and output."""
+    cdef ptrdiff_t planes = base.planes // m
+    pg[0] = base[0]
+    pg.planes = planes * rows
+    per_in[0] = planes * base.h * base.w
+    per_out[0] = planes * base.oh * base.ow
+
+
+cdef void _train_rows(floating *t, _tstep *steps, Py_ssize_t ns,
+                      const floating *x0, floating *z, floating *gz,
+                      const int64_t *pl, const double *pw, double norm,
+                      double smoothing, double *pls, char *ph, ptrdiff_t m,
+                      ptrdiff_t c, ptrdiff_t r0, ptrdiff_t r1,
+                      const int64_t *lb, ptrdiff_t nq, ptrdiff_t q0,
+                      floating *pk, int nt, double *times) noexcept nogil:
+    """Samples [r0, r1) of a training step of m samples on nt threads:
+    each kernel on those samples as a batch of their own (which gives
+    each sample the bits it has in the whole batch), and the parameter
+    gradients of the runs [q0, q0 + nq), their bounds lb relative to r0
+    (or, for steps of "whole" gradients, of all the samples).  The dense
+    steps that add their runs in the tree leave it to _train_trees.  With
+    times, each step's seconds are added to it (see TrainProgram.run)."""
+    cdef ptrdiff_t rows = r1 - r0, per_in = 0, per_out = 0
     cdef Py_ssize_t i
     cdef _tstep *s
     cdef const floating *xin
     cdef cnnkit_conv2d_geom g
     cdef cnnkit_pool2d_geom pg
-    for q in range(nq + 1):
-        lb[q] = pb[q0 + q] - r0
+    cdef double t0 = 0
     for i in range(ns):
         s = &steps[i]
         if not s.fwd:
             continue
+        if times != NULL:
+            t0 = cnnkit_seconds()
         xin = x0 if s.x == NULL else <const floating *>s.x
         if s.op == _TS_CONV:
-            g = s.g
-            g.n = rows
-            per_in, per_out = g.c * g.h * g.w, g.k * g.oh * g.ow
+            _conv_rows(s, rows, &g, &per_in, &per_out)
             cnnkit_conv2d_forward(<floating *>s.y + r0 * per_out,
                                   xin + r0 * per_in, <const floating *>s.w,
-                                  <const floating *>s.b, s.relu, pk, &g, 1)
+                                  <const floating *>s.b, s.relu, pk, &g, nt)
         elif s.op == _TS_DENSE:
             cnnkit_dense_forward(<floating *>s.y + r0 * s.o, xin + r0 * s.f,
                                  <const floating *>s.w,
                                  <const floating *>s.b, pk, rows, s.f, s.o,
-                                 1)
+                                 nt)
         elif s.op == _TS_RELU:
             per_in = s.size // m
             cnnkit_relu_forward(<floating *>s.y + r0 * per_in,
-                                xin + r0 * per_in, rows * per_in, 1)
+                                xin + r0 * per_in, rows * per_in, nt)
         else:
-            pg = s.pool
-            pg.planes = s.pool.planes // m * rows
-            per_in = s.pool.planes // m * s.pool.h * s.pool.w
-            per_out = s.pool.planes // m * s.pool.oh * s.pool.ow
+            _pool_rows(&s.pool, m, rows, &pg, &per_in, &per_out)
             if s.taps != NULL:
                 cnnkit_max_pool2x2_taps_forward(
                     <floating *>s.y + r0 * per_out, s.taps + r0 * per_out,
-                    xin + r0 * per_in, &pg, 1)
+                    xin + r0 * per_in, &pg, nt)
             else:
                 cnnkit_max_pool2d_forward(
                     <floating *>s.y + r0 * per_out, s.idx + r0 * per_out,
-                    xin + r0 * per_in, &pg, 1)
+                    xin + r0 * per_in, &pg, nt)
+        if times != NULL:
+            times[i] += cnnkit_seconds() - t0
+    if times != NULL:
+        t0 = cnnkit_seconds()
     cnnkit_softmax_xent(gz + r0 * c, z + r0 * c, pl + r0,
                         NULL if pw == NULL else pw + r0, norm, smoothing,
-                        pls + r0, rows, c, 1)
+                        pls + r0, rows, c, nt)
     _hits(z, pl, ph, r0, r1, c)
+    if times != NULL:
+        times[ns] += cnnkit_seconds() - t0
     for i in range(ns - 1, -1, -1):
         s = &steps[i]
         if not s.bwd:
             continue
+        if times != NULL:
+            t0 = cnnkit_seconds()
         xin = x0 if s.x == NULL else <const floating *>s.x
         if s.op == _TS_CONV:
-            g = s.g
-            g.n = rows
-            per_in, per_out = g.c * g.h * g.w, g.k * g.oh * g.ow
+            _conv_rows(s, rows, &g, &per_in, &per_out)
             if s.gx != NULL:
                 cnnkit_conv2d_backward_data(
                     <floating *>s.gx + r0 * per_in,
                     <const floating *>s.gy + r0 * per_out,
-                    <const floating *>s.w, pk, &g, 1)
-            cnnkit_conv2d_backward_weight_parts(
-                <floating *>s.gw + q0 * s.wstride, s.wstride,
-                NULL if s.gb == NULL else <floating *>s.gb + q0 * s.bstride,
-                s.bstride, <const floating *>s.gy + r0 * per_out,
-                xin + r0 * per_in, lb, nq, pk, &g, 1)
+                    <const floating *>s.w, pk, &g, nt)
+            if s.grads == _TG_WHOLE:
+                cnnkit_conv2d_backward_weight(
+                    <floating *>s.gw, <floating *>s.gb,
+                    <const floating *>s.gy + r0 * per_out,
+                    xin + r0 * per_in, pk, &g, nt)
+            elif nq:
+                cnnkit_conv2d_backward_weight_parts(
+                    <floating *>s.gw + q0 * s.wstride, s.wstride,
+                    NULL if s.gb == NULL else
+                    <floating *>s.gb + q0 * s.bstride, s.bstride,
+                    <const floating *>s.gy + r0 * per_out,
+                    xin + r0 * per_in, lb, nq, pk, &g, nt)
         elif s.op == _TS_DENSE:
-            cnnkit_dense_backward_parts(
-                NULL if s.gx == NULL else <floating *>s.gx + r0 * s.f,
-                NULL if s.grads == _TG_TREE else
-                <floating *>s.gw + q0 * s.wstride, s.wstride,
-                NULL if s.gb == NULL else <floating *>s.gb + q0 * s.bstride,
-                s.bstride, <const floating *>s.gy + r0 * s.o,
-                xin + r0 * s.f, <const floating *>s.w, lb, nq, pk, rows,
-                s.f, s.o, 1)
+            if s.grads == _TG_WHOLE:
+                cnnkit_dense_backward(
+                    NULL if s.gx == NULL else <floating *>s.gx + r0 * s.f,
+                    <floating *>s.gw, <floating *>s.gb,
+                    <const floating *>s.gy + r0 * s.o, xin + r0 * s.f,
+                    <const floating *>s.w, pk, rows, s.f, s.o, nt)
+            else:
+                cnnkit_dense_backward_parts(
+                    NULL if s.gx == NULL else <floating *>s.gx + r0 * s.f,
+                    NULL if s.grads == _TG_TREE else
+                    <floating *>s.gw + q0 * s.wstride, s.wstride,
+                    NULL if s.gb == NULL else
+                    <floating *>s.gb + q0 * s.bstride, s.bstride,
+                    <const floating *>s.gy + r0 * s.o, xin + r0 * s.f,
+                    <const floating *>s.w, lb, nq, pk, rows, s.f, s.o, nt)
         elif s.op == _TS_RELU:
             per_in = s.size // m
             cnnkit_relu_backward(<floating *>s.gx + r0 * per_in,
                                  <const floating *>s.gy + r0 * per_in,
                                  <const floating *>s.y + r0 * per_in,
-                                 rows * per_in, 1)
+                                 rows * per_in, nt)
+        elif s.taps != NULL:
+            _pool_rows(&s.pool, m, rows, &pg, &per_in, &per_out)
+            cnnkit_max_pool2x2_taps_backward(
+                <floating *>s.gx + r0 * per_in,
+                <const floating *>s.gy + r0 * per_out, s.taps + r0 * per_out,
+                <const floating *>s.y + r0 * per_out if s.relu else NULL,
+                &pg, nt)
         else:
-            pg = s.pool
-            pg.planes = s.pool.planes // m * rows
-            per_in = s.pool.planes // m * s.pool.h * s.pool.w
-            per_out = s.pool.planes // m * s.pool.oh * s.pool.ow
-            if s.taps != NULL:
-                cnnkit_max_pool2x2_taps_backward(
-                    <floating *>s.gx + r0 * per_in,
-                    <const floating *>s.gy + r0 * per_out,
-                    s.taps + r0 * per_out,
-                    <const floating *>s.y + r0 * per_out if s.relu else NULL,
-                    &pg, 1)
-            else:
-                pg = s.unpool
-                pg.planes = s.unpool.planes // m * rows
-                cnnkit_max_pool2d_backward(
-                    <floating *>s.gx + r0 * per_in,
-                    <const floating *>s.gy + r0 * per_out,
-                    s.idx + r0 * per_out,
-                    <const floating *>s.y + r0 * per_out if s.relu else NULL,
-                    &pg, 1)
+            _pool_rows(&s.unpool, m, rows, &pg, &per_in, &per_out)
+            cnnkit_max_pool2d_backward(
+                <floating *>s.gx + r0 * per_in,
+                <const floating *>s.gy + r0 * per_out, s.idx + r0 * per_out,
+                <const floating *>s.y + r0 * per_out if s.relu else NULL,
+                &pg, nt)
+        if times != NULL:
+            times[ns + 1 + i] += cnnkit_seconds() - t0
+
+
+cdef void _train_trees(floating *t, _tstep *steps, Py_ssize_t ns,
+                       const floating *x0, const int64_t *pb,
+                       ptrdiff_t nparts, floating *pk, int nt,
+                       double *times) noexcept nogil:
+    """The dense steps' weight gradients added over the runs in the tree
+    (cnnkit_dense_weight_tree), their seconds added to the steps' backward
+    times."""
+    cdef Py_ssize_t i
+    cdef _tstep *s
+    cdef double t0 = 0
+    for i in range(ns - 1, -1, -1):
+        s = &steps[i]
+        if s.bwd and s.op == _TS_DENSE and s.grads == _TG_TREE:
+            if times != NULL:
+                t0 = cnnkit_seconds()
+            cnnkit_dense_weight_tree(
+                <floating *>s.gw, <const floating *>s.gy,
+                x0 if s.x == NULL else <const floating *>s.x, pb, nparts,
+                pk, s.f, s.o, nt)
+            if times != NULL:
+                times[ns + 1 + i] += cnnkit_seconds() - t0
 
 
 cdef void _gather(floating *t, x, src, rows, ptrdiff_t r0, ptrdiff_t r1,
@@ -3462,16 +3520,18 @@ cdef void _train_run_shards(floating *t, _tstep *steps, Py_ssize_t ns, x,
                             double smoothing, losses, hit, ptrdiff_t m,
                             ptrdiff_t c, bounds, ptrdiff_t nparts, work,
                             shard_work, ptrdiff_t per, int nt) noexcept:
-    """_train_run with each run of samples on one thread (_train_shard),
-    the runs handed out one at a time, so that a thread slowed by other
-    work takes fewer; then the dense steps' trees of the runs on all nt
-    threads.  No barrier between the kernels of a run.  With src, each
-    task first gathers its samples, x[r] = src[rows[r]]."""
+    """_train_run with each task of runs of samples on one thread
+    (_train_rows on one thread), the tasks handed out one at a time, so
+    that a thread slowed by other work takes fewer; then the dense steps'
+    trees of the runs on all nt threads (_train_trees).  No barrier
+    between the kernels of a task.  With src, each task first gathers its
+    samples, x[r] = src[rows[r]]."""
     cdef const floating *x0 = _data(x, t)
     cdef floating *xg = _data(x, t)
     cdef const floating *psrc = _data(src, t)
     cdef const int64_t *prow = _int64_data(rows)
-    cdef ptrdiff_t q0, q1
+    cdef ptrdiff_t q0, q1, j
+    cdef int64_t *lb
     cdef floating *z = _data(logits, t)
     cdef floating *gz = _data(grad, t)
     cdef const int64_t *pl = _int64_data(lab)
@@ -3483,8 +3543,7 @@ cdef void _train_run_shards(floating *t, _tstep *steps, Py_ssize_t ns, x,
     cdef floating *ps = _data(shard_work, t)
     cdef int64_t lbs[64 * (SHARD_GROUP + 1)]   # each thread's bounds
     cdef int64_t *lbp = lbs
-    cdef Py_ssize_t i, q
-    cdef _tstep *s
+    cdef Py_ssize_t q
     if nt > 64:
         nt = 64
     cdef ptrdiff_t group = _shard_group(nparts, nt)
@@ -3495,18 +3554,14 @@ cdef void _train_run_shards(floating *t, _tstep *steps, Py_ssize_t ns, x,
             q1 = min(nparts, q0 + group)
             if psrc != NULL:
                 _gather_rows(xg, psrc, prow, pb[q0], pb[q1], in_size)
-            _train_shard(t, steps, ns, x0, z, gz, pl, pw, norm, smoothing,
-                         pls, ph, m, c, pb, q0, q1,
-                         lbp + (SHARD_GROUP + 1) * threadid(),
-                         ps + threadid() * per)
+            lb = lbp + (SHARD_GROUP + 1) * threadid()
+            for j in range(q1 - q0 + 1):
+                lb[j] = pb[q0 + j] - pb[q0]
+            _train_rows(t, steps, ns, x0, z, gz, pl, pw, norm, smoothing,
+                        pls, ph, m, c, pb[q0], pb[q1], lb, q1 - q0, q0,
+                        ps + threadid() * per, 1, NULL)
     with nogil:
-        for i in range(ns - 1, -1, -1):
-            s = &steps[i]
-            if s.bwd and s.op == _TS_DENSE and s.grads == _TG_TREE:
-                cnnkit_dense_weight_tree(
-                    <floating *>s.gw,
-                    <const floating *>s.gy, x0 if s.x == NULL else
-                    <const floating *>s.x, pb, nparts, pk, s.f, s.o, nt)
+        _train_trees(t, steps, ns, x0, pb, nparts, pk, nt, NULL)
 
 
 cdef object math_prod(object shape):
@@ -3521,6 +3576,7 @@ cdef void _train_run(floating *t, _tstep *steps, Py_ssize_t ns, x, logits,
                      hit, ptrdiff_t m, ptrdiff_t c, bounds,
                      ptrdiff_t nparts, work, int nt,
                      double *times) noexcept:
+    """The step on the whole batch, each kernel on nt threads."""
     cdef const floating *x0 = _data(x, t)
     cdef floating *z = _data(logits, t)
     cdef floating *gz = _data(grad, t)
@@ -3530,94 +3586,7 @@ cdef void _train_run(floating *t, _tstep *steps, Py_ssize_t ns, x, logits,
     cdef char *ph = <char *>cnp.PyArray_DATA(<cnp.ndarray>hit)
     cdef const int64_t *pb = _int64_data(bounds)
     cdef floating *pk = _data(work, t)
-    cdef Py_ssize_t i
-    cdef _tstep *s
-    cdef const floating *xin
-    cdef double t0 = 0
     with nogil:
-        for i in range(ns):
-            s = &steps[i]
-            if not s.fwd:
-                continue
-            if times != NULL:
-                t0 = cnnkit_seconds()
-            xin = x0 if s.x == NULL else <const floating *>s.x
-            if s.op == _TS_CONV:
-                cnnkit_conv2d_forward(<floating *>s.y, xin,
-                                      <const floating *>s.w,
-                                      <const floating *>s.b, s.relu, pk,
-                                      &s.g, nt)
-            elif s.op == _TS_DENSE:
-                cnnkit_dense_forward(<floating *>s.y, xin,
-                                     <const floating *>s.w,
-                                     <const floating *>s.b, pk, s.n, s.f,
-                                     s.o, nt)
-            elif s.op == _TS_RELU:
-                cnnkit_relu_forward(<floating *>s.y, xin, s.size, nt)
-            elif s.taps != NULL:
-                cnnkit_max_pool2x2_taps_forward(<floating *>s.y, s.taps, xin,
-                                                &s.pool, nt)
-            else:
-                cnnkit_max_pool2d_forward(<floating *>s.y, s.idx, xin,
-                                          &s.pool, nt)
-            if times != NULL:
-                times[i] += cnnkit_seconds() - t0
-        if times != NULL:
-            t0 = cnnkit_seconds()
-        cnnkit_softmax_xent(gz, z, pl, pw, norm, smoothing, pls, m, c, nt)
-        _hits(z, pl, ph, 0, m, c)
-        if times != NULL:
-            times[ns] += cnnkit_seconds() - t0
-        for i in range(ns - 1, -1, -1):
-            s = &steps[i]
-            if not s.bwd:
-                continue
-            if times != NULL:
-                t0 = cnnkit_seconds()
-            xin = x0 if s.x == NULL else <const floating *>s.x
-            if s.op == _TS_CONV:
-                if s.gx != NULL:
-                    cnnkit_conv2d_backward_data(
-                        <floating *>s.gx, <const floating *>s.gy,
-                        <const floating *>s.w, pk, &s.g, nt)
-                if s.grads == _TG_WHOLE:
-                    cnnkit_conv2d_backward_weight(
-                        <floating *>s.gw, <floating *>s.gb,
-                        <const floating *>s.gy, xin, pk, &s.g, nt)
-                elif nparts:
-                    cnnkit_conv2d_backward_weight_parts(
-                        <floating *>s.gw, s.wstride, <floating *>s.gb,
-                        s.bstride, <const floating *>s.gy, xin, pb, nparts,
-                        pk, &s.g, nt)
-            elif s.op == _TS_DENSE:
-                if s.grads == _TG_WHOLE:
-                    cnnkit_dense_backward(
-                        <floating *>s.gx, <floating *>s.gw,
-                        <floating *>s.gb, <const floating *>s.gy, xin,
-                        <const floating *>s.w, pk, s.n, s.f, s.o, nt)
-                else:
-                    cnnkit_dense_backward_parts(
-                        <floating *>s.gx,
-                        NULL if s.grads == _TG_TREE else <floating *>s.gw,
-                        s.wstride, <floating *>s.gb, s.bstride,
-                        <const floating *>s.gy, xin, <const floating *>s.w,
-                        pb, nparts, pk, s.n, s.f, s.o, nt)
-                    if s.grads == _TG_TREE:
-                        cnnkit_dense_weight_tree(
-                            <floating *>s.gw, <const floating *>s.gy, xin,
-                            pb, nparts, pk, s.f, s.o, nt)
-            elif s.op == _TS_RELU:
-                cnnkit_relu_backward(<floating *>s.gx,
-                                     <const floating *>s.gy,
-                                     <const floating *>s.y, s.size, nt)
-            elif s.taps != NULL:
-                cnnkit_max_pool2x2_taps_backward(
-                    <floating *>s.gx, <const floating *>s.gy, s.taps,
-                    <const floating *>s.y if s.relu else NULL, &s.pool, nt)
-            else:
-                cnnkit_max_pool2d_backward(
-                    <floating *>s.gx, <const floating *>s.gy, s.idx,
-                    <const floating *>s.y if s.relu else NULL, &s.unpool,
-                    nt)
-            if times != NULL:
-                times[ns + 1 + i] += cnnkit_seconds() - t0
+        _train_rows(t, steps, ns, x0, z, gz, pl, pw, norm, smoothing, pls,
+                    ph, m, c, 0, m, pb, nparts, 0, pk, nt, times)
+        _train_trees(t, steps, ns, x0, pb, nparts, pk, nt, times)
